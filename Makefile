@@ -1,0 +1,51 @@
+# skolsync: the two set-up commands (see README.md) and a few more.
+#   make demo    install what is missing, build, run the demo sync (embedded broker)
+#   make test    install what is missing, build, start Kafka + PostgreSQL, run every test
+# Options: SANITIZE=1 (AddressSanitizer + UBSan build in build-asan/), BUILD=dir,
+#          PREFIX=/usr/local DESTDIR= for install.
+
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD ?= build-asan
+CMAKE_FLAGS += -DSK_SANITIZE=ON
+else
+BUILD ?= build
+endif
+PREFIX ?= /usr/local
+
+.PHONY: all deps deps-test build demo test test-unit install clean
+
+all: build
+
+deps:
+	scripts/deps.sh build
+
+deps-test:
+	scripts/deps.sh all
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD)
+
+# The demo: a fictional municipality from the generator, through the embedded
+# broker, into SQLite ($(BUILD)/demo.db). No Kafka needed.
+# etc/demo.yaml reads build/demo-data and writes build/demo.db (relative to here).
+demo: build
+	python3 tests/fixtures/ss12000_gen.py --seed 2026 --out build/demo-data
+	rm -f build/demo.db build/demo.db-wal build/demo.db-shm
+	$(BUILD)/skolsync run --once -c etc/demo.yaml
+
+# Everything: unit tests, integration tests against a real Kafka broker and a
+# real PostgreSQL (started here, stopped afterwards even when a test fails).
+test: deps-test build
+	SK_BUILD_DIR=$(BUILD) scripts/with-testenv.sh ctest --test-dir $(BUILD) --output-on-failure --timeout 900
+
+install: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	cmake --build $(BUILD)
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+
+clean:
+	rm -rf build build-asan

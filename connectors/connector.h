@@ -1,0 +1,201 @@
+/*
+ * connector.h: the interface between skolsync's core and its connectors.
+ *
+ * A connector knows one foreign system and nothing about Kafka. It is one
+ * folder under connectors/ with one `const` ops table and one option table;
+ * the build collects the folders (see connectors/CMakeLists.txt), so adding a
+ * connector edits no core file. The drivers in daemon/ own every delivery rule
+ * (DESIGN.md "Delivery rules"): a connector only produces records after a
+ * cursor, or applies records idempotently and reports an outcome per record.
+ *
+ * Threads: each connector instance runs on its own thread; ops are never
+ * called concurrently for one instance. sk_source_wake() is the only call
+ * that may come from another thread.
+ */
+#ifndef SK_CONNECTOR_H
+#define SK_CONNECTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "sk_error.h"
+
+struct sk_entity; /* connectors/ss12000/model.h: one SS 12000 entity type */
+
+/* ---- records ------------------------------------------------------------ */
+
+/*
+ * One change to one entity. value is the entity as a packed protobuf message
+ * (the entity's descriptor), or NULL/0 for a delete (a Kafka tombstone).
+ */
+struct sk_record {
+    const struct sk_entity *entity; /* which type; its collection names the topic */
+    char key[37];                   /* lowercase UUID, NUL-terminated */
+    uint8_t *value;                 /* packed protobuf, NULL for a tombstone */
+    size_t value_len;
+    int64_t observed_us;            /* when the source saw the change (µs since epoch) */
+    /* Filled by the sink driver only: where the record came from. */
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+};
+
+/* A record the source could not turn into an entity: goes to the DLQ with context. */
+struct sk_bad_input {
+    char *key;          /* may be NULL */
+    uint8_t *raw;       /* the input as read (a JSON line, a page), owned */
+    size_t raw_len;
+    char *where;        /* "persons.jsonl:17", a URL, ... */
+    struct sk_error err;
+};
+
+struct sk_cursor {
+    uint8_t *data; /* opaque to the core; NULL/0 = no cursor yet (start from scratch) */
+    size_t len;
+};
+
+/*
+ * What a source's poll returns. The source fills records, bad and cursor; the
+ * driver owns the batch and frees it with sk_batch_reset() after the batch is
+ * stored. All memory in it is malloc'ed and owned by the batch.
+ */
+struct sk_batch {
+    struct sk_record *recs;
+    size_t n, cap;
+    struct sk_bad_input *bad;
+    size_t n_bad, cap_bad;
+    struct sk_cursor cursor; /* holds once every record above (and before) is stored */
+    bool has_cursor;         /* false: keep the previous cursor */
+    bool more;               /* true: more is ready now, poll again at once;
+                                false: this poll cycle is complete (idle until woken/interval) */
+    uint64_t progress_done, progress_total; /* optional, for progress lines (0 = unknown) */
+};
+
+/* Appends a record; takes ownership of value. Returns the record (to fill key/entity). */
+struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entity,
+                               const char *key, uint8_t *value, size_t value_len,
+                               int64_t observed_us);
+/* Appends a bad input; takes ownership of raw; copies where and err. */
+void sk_batch_add_bad(struct sk_batch *b, const char *key, uint8_t *raw, size_t raw_len,
+                      const char *where, const struct sk_error *err);
+/* Takes ownership of data as the batch's new cursor. */
+void sk_batch_set_cursor(struct sk_batch *b, uint8_t *data, size_t len);
+void sk_batch_reset(struct sk_batch *b); /* frees contents, keeps the arrays */
+void sk_batch_free(struct sk_batch *b);
+
+/* ---- sources ------------------------------------------------------------ */
+
+struct sk_source {
+    const struct sk_source_ops *ops;
+    const char *name;    /* the instance name from the config */
+    void *conf;          /* the filled option struct (owned by the core) */
+    void *priv;          /* the connector's state, set by open, freed by close */
+    struct sk_source_env *env; /* the core's side: wake-ups, HTTP routes (opaque) */
+};
+
+struct sk_source_ops {
+    const char *type;                 /* "jsonl-source" */
+    const char *summary;              /* one line for `skolsync connectors` */
+    const struct sk_option *options;  /* validated and filled by the core */
+    size_t conf_size;                 /* sizeof the struct the option offsets point into */
+    /* Connect, check the configuration against reality. err->cls FATAL stops the connector. */
+    int (*open)(struct sk_source *self, struct sk_error *err);
+    /*
+     * Produce the next batch of changes after `cursor` and the cursor that
+     * holds once they are all stored. Called again with the same cursor after
+     * a failed delivery: a poll must be repeatable from any cursor it returned.
+     * Return 0, or -1 with err (RETRIABLE: the driver backs off and polls again
+     * from the same cursor; FATAL: the connector stops).
+     */
+    int (*poll)(struct sk_source *self, const struct sk_cursor *cursor, struct sk_batch *out,
+                struct sk_error *err);
+    void (*close)(struct sk_source *self);
+};
+
+/* Ask the driver to poll now instead of waiting for the poll interval (any thread). */
+void sk_source_wake(struct sk_source *self);
+
+/* ---- sinks -------------------------------------------------------------- */
+
+enum sk_outcome_kind {
+    SK_APPLIED = 0,  /* stored in the target (or nothing to do: stale version, missing row) */
+    SK_RETRY,        /* not applied, try again later (the driver pauses and backs off) */
+    SK_REJECTED,     /* permanent: this record cannot be applied; goes to the DLQ */
+};
+
+struct sk_outcome {
+    enum sk_outcome_kind kind;
+    struct sk_error err; /* for RETRY and REJECTED */
+};
+
+/* Consumed offsets, as kept by a sink that stores them in its target. */
+struct sk_offset {
+    char *topic;
+    int32_t partition;
+    int64_t next_offset; /* the next offset to consume */
+};
+
+struct sk_offsets {
+    struct sk_offset *v;
+    size_t n, cap;
+};
+
+void sk_offsets_add(struct sk_offsets *o, const char *topic, int32_t partition, int64_t next);
+void sk_offsets_free(struct sk_offsets *o);
+
+struct sk_sink {
+    const struct sk_sink_ops *ops;
+    const char *name;
+    void *conf;
+    void *priv;
+    /*
+     * The broker incarnation (Kafka cluster id; in embedded mode a fresh id per
+     * process). A sink that stores offsets keeps it with them and returns only
+     * the offsets stored under the current incarnation (DESIGN.md, embedded broker).
+     */
+    const char *incarnation;
+    const struct sk_entity *const *entities; /* the entity types this sink consumes */
+    size_t n_entities;
+};
+
+struct sk_sink_ops {
+    const char *type;
+    const char *summary;
+    const struct sk_option *options;
+    size_t conf_size;
+    int (*open)(struct sk_sink *self, struct sk_error *err);
+    /*
+     * Apply n records idempotently, in order. Fill out[i] for every record.
+     * A sink that implements stored_offsets stores, in the same target
+     * transaction, next_offset = offset + 1 for the last record of each
+     * partition it applied. Return 0, or -1 with err when the whole batch
+     * failed (RETRIABLE: the driver retries it; FATAL: stop).
+     */
+    int (*apply)(struct sk_sink *self, const struct sk_record *recs, size_t n,
+                 struct sk_outcome *out, struct sk_error *err);
+    /*
+     * Optional. Record that every record before `next_offset` on topic/partition
+     * has been dealt with although nothing was applied (the partition's end was
+     * reached past transaction markers, or records were dead-lettered), so a
+     * sink with its own offset table keeps it in step with Kafka.
+     */
+    int (*mark_offsets)(struct sk_sink *self, const struct sk_offsets *offsets,
+                        struct sk_error *err);
+    /* Optional: offsets kept in the target (exactly-once apply), for this incarnation. */
+    int (*stored_offsets)(struct sk_sink *self, struct sk_offsets *out, struct sk_error *err);
+    /* Optional: where the data goes, for logs and the run summary ("/var/lib/x.db"). */
+    const char *(*target)(struct sk_sink *self);
+    void (*close)(struct sk_sink *self);
+};
+
+/* ---- the registry (generated by the build from the connector folders) --- */
+
+const struct sk_source_ops *sk_registry_source(const char *type);
+const struct sk_sink_ops *sk_registry_sink(const char *type);
+/* NULL-terminated arrays of every registered connector, in name order. */
+extern const struct sk_source_ops *const sk_registry_sources[];
+extern const struct sk_sink_ops *const sk_registry_sinks[];
+
+#endif

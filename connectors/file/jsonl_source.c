@@ -1,0 +1,484 @@
+/*
+ * jsonl_source.c: the jsonl-source connector. Reads SS 12000 entities, one
+ * JSON object per line, from one file or from a directory holding a
+ * `<collection>.jsonl` file per entity type, and turns each line into a record.
+ * The cursor (skolsync.v1.JsonlCursor) keeps, per file, the byte offset and
+ * number of the first unread line and the file's "dev:ino".
+ *
+ * Owns: reading files forward from a cursor. Must never: consume an incomplete
+ * last line (its writer may still be writing it), re-read a file from its
+ * start unless it was replaced or truncated, keep state between polls that the
+ * cursor does not hold (a poll must be repeatable from any cursor it returned,
+ * connector.h), or know anything about Kafka.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "connector.h"
+#include "log.h"
+#include "model.h"
+#include "skolsync.pb-c.h"
+#include "util.h"
+
+#define JSONL_SUFFIX ".jsonl"
+#define READ_CHUNK (64 * 1024)
+
+struct jsonl_conf {
+    char *path;
+    char *entity;
+    int64_t batch_size;
+};
+
+static const struct sk_option jsonl_options[] = {
+    {.name = "path",
+     .type = SK_OPT_STRING,
+     .required = true,
+     .help = "a .jsonl file, or a directory of <collection>.jsonl files (persons.jsonl, ...)",
+     .offset = offsetof(struct jsonl_conf, path)},
+    {.name = "entity",
+     .type = SK_OPT_STRING,
+     .help = "entity type of a single file (Person or persons); default: from its name "
+             "<collection>.jsonl",
+     .offset = offsetof(struct jsonl_conf, entity)},
+    {.name = "batch_size",
+     .type = SK_OPT_INT,
+     .def = "1000",
+     .help = "most lines (records and malformed lines) returned by one poll",
+     .offset = offsetof(struct jsonl_conf, batch_size),
+     .min = 1,
+     .max = 1000000},
+    {.name = NULL},
+};
+
+/* One file this source reads. */
+struct jsonl_file {
+    char *name; /* relative to the directory, "persons.jsonl": the cursor's key */
+    char *path; /* what open() gets */
+    const struct sk_entity *entity;
+};
+
+/* How far one file has been read: a JsonlCursor.FilePos, unpacked. */
+struct jsonl_pos {
+    int64_t offset; /* byte offset of the first unread line */
+    int64_t line;   /* its 1-based number */
+    char inode[48]; /* "dev:ino", "" if not known yet */
+    bool known;     /* in the cursor, or seen by this poll: goes into the new cursor */
+};
+
+struct jsonl_source {
+    const char *component; /* for log lines */
+    struct jsonl_file *files;
+    size_t n_files;
+    size_t batch_size;
+    /* Per poll, reused: positions, the cursor being packed, the line buffer. */
+    struct jsonl_pos *pos;
+    Skolsync__V1__JsonlCursor__FilePos *fp;
+    Skolsync__V1__JsonlCursor__FilePos **fp_ptrs;
+    char *buf;
+    size_t buf_cap;
+};
+
+/* What one poll is filling. */
+struct jsonl_poll {
+    struct sk_batch *out;
+    size_t budget; /* lines the batch may still take */
+    int64_t observed_us;
+    struct sk_error *err;
+};
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Adds a file to read; copies name and path. */
+static void add_file(struct jsonl_source *src, const char *name, const char *path,
+                     const struct sk_entity *entity)
+{
+    src->files = sk_realloc(src->files, (src->n_files + 1) * sizeof(*src->files));
+    struct jsonl_file *f = &src->files[src->n_files++];
+    f->name = sk_strdup(name);
+    f->path = sk_strdup(path);
+    f->entity = entity;
+}
+
+/* "persons.jsonl" -> the persons entity, or NULL. */
+static const struct sk_entity *entity_of_file_name(const char *name)
+{
+    if (!has_suffix(name, JSONL_SUFFIX))
+        return NULL;
+    size_t n = strlen(name) - strlen(JSONL_SUFFIX);
+    char collection[256];
+    if (n == 0 || n >= sizeof(collection))
+        return NULL;
+    memcpy(collection, name, n);
+    collection[n] = '\0';
+    return sk_entity_by_collection(collection);
+}
+
+/*
+ * Directory mode: every collection's file, in the entity table's dependency
+ * order (organisations first), whether it exists yet or not: a file that
+ * appears later is read from then on. Files the table does not know are
+ * reported once, here.
+ */
+static void add_dir_files(struct jsonl_source *src, const char *dir)
+{
+    size_t existing = 0;
+    for (size_t i = 0; sk_entities[i]; i++) {
+        char *name = sk_asprintf("%s%s", sk_entities[i]->collection, JSONL_SUFFIX);
+        char *path = sk_asprintf("%s/%s", dir, name);
+        if (access(path, F_OK) == 0)
+            existing++;
+        add_file(src, name, path, sk_entities[i]);
+        free(name);
+        free(path);
+    }
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (de->d_name[0] != '.' && has_suffix(de->d_name, JSONL_SUFFIX) &&
+                !entity_of_file_name(de->d_name))
+                sk_warn(src->component,
+                        "%s/%s: not an SS 12000 collection (expected <collection>.jsonl, "
+                        "e.g. persons.jsonl); ignored",
+                        dir, de->d_name);
+        }
+        closedir(d);
+    }
+    if (existing == 0)
+        sk_warn(src->component, "%s: no <collection>.jsonl files yet", dir);
+}
+
+static void jsonl_close(struct sk_source *self)
+{
+    struct jsonl_source *src = self->priv;
+    if (!src)
+        return;
+    for (size_t i = 0; i < src->n_files; i++) {
+        free(src->files[i].name);
+        free(src->files[i].path);
+    }
+    free(src->files);
+    free(src->pos);
+    free(src->fp);
+    free(src->fp_ptrs);
+    free(src->buf);
+    free(src);
+    self->priv = NULL;
+}
+
+/* Sets self->priv (freed by jsonl_close, also when open fails). */
+static int jsonl_open(struct sk_source *self, struct sk_error *err)
+{
+    const struct jsonl_conf *conf = self->conf;
+    struct jsonl_source *src = sk_calloc(1, sizeof(*src));
+    self->priv = src;
+    src->component = self->name ? self->name : "jsonl-source";
+    src->batch_size = conf->batch_size > 0 ? (size_t)conf->batch_size : 1000;
+
+    struct stat st;
+    if (!conf->path || stat(conf->path, &st) < 0) {
+        sk_error_set(err, SK_ERR_FATAL, "path %s: %s", conf->path ? conf->path : "(none)",
+                     conf->path ? strerror(errno) : "required");
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        if (conf->entity) {
+            sk_error_set(err, SK_ERR_FATAL,
+                         "entity: applies to a single file; %s is a directory, whose file "
+                         "names give the entity types",
+                         conf->path);
+            goto fail;
+        }
+        add_dir_files(src, conf->path);
+    } else if (S_ISREG(st.st_mode)) {
+        const struct sk_entity *e;
+        if (conf->entity) {
+            e = sk_entity_by_name(conf->entity);
+            if (!e)
+                e = sk_entity_by_collection(conf->entity);
+            if (!e) {
+                sk_error_set(err, SK_ERR_FATAL,
+                             "entity: unknown entity type '%s' (expected a name such as Person "
+                             "or a collection such as persons)",
+                             conf->entity);
+                goto fail;
+            }
+        } else {
+            e = entity_of_file_name(base_name(conf->path));
+            if (!e) {
+                sk_error_set(err, SK_ERR_FATAL,
+                             "path %s: the file name does not name a collection "
+                             "(<collection>.jsonl, e.g. persons.jsonl); set entity",
+                             conf->path);
+                goto fail;
+            }
+        }
+        add_file(src, base_name(conf->path), conf->path, e);
+    } else {
+        sk_error_set(err, SK_ERR_FATAL, "path %s: neither a regular file nor a directory",
+                     conf->path);
+        goto fail;
+    }
+
+    src->pos = sk_calloc(src->n_files, sizeof(*src->pos));
+    src->fp = sk_calloc(src->n_files, sizeof(*src->fp));
+    src->fp_ptrs = sk_calloc(src->n_files, sizeof(*src->fp_ptrs));
+    src->buf_cap = READ_CHUNK;
+    src->buf = sk_malloc(src->buf_cap);
+    return 0;
+fail:
+    jsonl_close(self);
+    return -1;
+}
+
+/* Positions from the cursor; files it does not name start at their beginning. */
+static int load_cursor(struct jsonl_source *src, const struct sk_cursor *cursor,
+                       struct sk_error *err)
+{
+    for (size_t i = 0; i < src->n_files; i++)
+        src->pos[i] = (struct jsonl_pos){.offset = 0, .line = 1};
+    if (!cursor || !cursor->data || cursor->len == 0)
+        return 0;
+    Skolsync__V1__JsonlCursor *c =
+        skolsync__v1__jsonl_cursor__unpack(NULL, cursor->len, cursor->data);
+    if (!c)
+        return sk_error_set(err, SK_ERR_FATAL,
+                            "the stored cursor is not a skolsync.v1.JsonlCursor (%zu bytes); "
+                            "reset the cursor",
+                            cursor->len);
+    for (size_t k = 0; k < c->n_files; k++) {
+        const Skolsync__V1__JsonlCursor__FilePos *fp = c->files[k];
+        for (size_t i = 0; fp->file && i < src->n_files; i++) {
+            if (strcmp(fp->file, src->files[i].name) != 0)
+                continue;
+            struct jsonl_pos *p = &src->pos[i];
+            p->known = true;
+            p->offset = fp->has_offset && fp->offset > 0 ? fp->offset : 0;
+            p->line = fp->has_line && fp->line > 0 ? fp->line : 1;
+            snprintf(p->inode, sizeof(p->inode), "%s", fp->inode ? fp->inode : "");
+            break;
+        }
+    }
+    skolsync__v1__jsonl_cursor__free_unpacked(c, NULL);
+    return 0;
+}
+
+/*
+ * Sets the batch's cursor to the positions, unless they are the ones the poll
+ * started from (nothing new to store).
+ */
+static void store_cursor(struct jsonl_source *src, const struct sk_cursor *old,
+                         struct sk_batch *out)
+{
+    Skolsync__V1__JsonlCursor c = SKOLSYNC__V1__JSONL_CURSOR__INIT;
+    c.files = src->fp_ptrs;
+    for (size_t i = 0; i < src->n_files; i++) {
+        const struct jsonl_pos *p = &src->pos[i];
+        if (!p->known)
+            continue;
+        Skolsync__V1__JsonlCursor__FilePos *fp = &src->fp[c.n_files];
+        skolsync__v1__jsonl_cursor__file_pos__init(fp);
+        fp->file = src->files[i].name;
+        fp->has_offset = fp->has_line = true;
+        fp->offset = p->offset;
+        fp->line = p->line;
+        fp->inode = (char *)p->inode;
+        src->fp_ptrs[c.n_files++] = fp;
+    }
+    size_t len = skolsync__v1__jsonl_cursor__get_packed_size(&c);
+    uint8_t *data = sk_malloc(len);
+    skolsync__v1__jsonl_cursor__pack(&c, data);
+    if (old && old->data && old->len == len && memcmp(old->data, data, len) == 0) {
+        free(data);
+        return;
+    }
+    sk_batch_set_cursor(out, data, len);
+}
+
+static bool is_blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+            return false;
+    return true;
+}
+
+/*
+ * One complete line -> a record, or a bad input when the codec rejects it
+ * (bad JSON, not an object, missing or invalid id). -1 only for an error
+ * that is not about the line.
+ */
+static int take_line(const struct jsonl_file *f, int64_t line_no, const char *line, size_t len,
+                     struct jsonl_poll *poll)
+{
+    uint8_t *value = NULL;
+    size_t value_len = 0;
+    char id[37];
+    int64_t modified_us;
+    struct sk_error e = {0};
+    if (sk_codec_encode(f->entity, line, len, &value, &value_len, id, &modified_us, &e) == 0) {
+        sk_batch_add(poll->out, f->entity, id, value, value_len, poll->observed_us);
+        return 0;
+    }
+    if (e.cls != SK_ERR_PERMANENT) {
+        *poll->err = e;
+        return -1;
+    }
+    char where[320];
+    snprintf(where, sizeof(where), "%s:%" PRId64, f->name, line_no);
+    sk_batch_add_bad(poll->out, NULL, (uint8_t *)sk_strndup(line, len), len, where, &e);
+    return 0;
+}
+
+/*
+ * Reads the complete lines of one open file from p's position while the batch
+ * has room, advancing p past each line taken (and past blank lines). Returns
+ * 0 at the file's end (an incomplete last line stays unread), 1 when the batch
+ * is full and a complete non-blank line is still waiting, -1 on error.
+ */
+static int read_lines(struct jsonl_source *src, const struct jsonl_file *f, int fd,
+                      struct jsonl_pos *p, struct jsonl_poll *poll)
+{
+    int64_t base = p->offset; /* file offset of buf[0] */
+    size_t len = 0;           /* bytes in buf */
+    size_t start = 0;         /* first unconsumed byte in buf */
+    size_t scanned = 0;       /* buf[start, scanned) holds no '\n' */
+    for (;;) {
+        char *nl = memchr(src->buf + scanned, '\n', len - scanned);
+        if (!nl) {
+            /* Need more bytes: keep the unconsumed tail, read behind it. */
+            if (start > 0) {
+                memmove(src->buf, src->buf + start, len - start);
+                base += (int64_t)start;
+                len -= start;
+                start = 0;
+            }
+            scanned = len;
+            if (len == src->buf_cap) {
+                src->buf_cap *= 2;
+                src->buf = sk_realloc(src->buf, src->buf_cap);
+            }
+            ssize_t got = pread(fd, src->buf + len, src->buf_cap - len, base + (int64_t)len);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got < 0)
+                return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: read: %s", f->path,
+                                    strerror(errno));
+            if (got == 0)
+                return 0;
+            len += (size_t)got;
+            continue;
+        }
+        size_t end = (size_t)(nl - src->buf);
+        const char *line = src->buf + start;
+        size_t line_len = end - start;
+        if (line_len > 0 && line[line_len - 1] == '\r')
+            line_len--; /* CRLF files */
+        if (!is_blank(line, line_len)) {
+            if (poll->budget == 0)
+                return 1;
+            if (take_line(f, p->line, line, line_len, poll) < 0)
+                return -1;
+            poll->budget--;
+        }
+        start = scanned = end + 1;
+        p->offset = base + (int64_t)start;
+        p->line++;
+    }
+}
+
+/*
+ * One file: notices a replaced (other inode) or truncated (shorter than the
+ * position) file and restarts it from the beginning, then reads its lines.
+ * A file that does not exist (yet) has nothing to read and keeps its position.
+ * Returns as read_lines.
+ */
+static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll)
+{
+    const struct jsonl_file *f = &src->files[i];
+    struct jsonl_pos *p = &src->pos[i];
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    char inode[sizeof(p->inode)];
+    snprintf(inode, sizeof(inode), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    if (p->inode[0] && strcmp(p->inode, inode) != 0) {
+        if (p->offset > 0)
+            sk_warn(src->component, "%s: replaced (inode %s, was %s); reading it from the start",
+                    f->path, inode, p->inode);
+        p->offset = 0;
+        p->line = 1;
+    } else if ((int64_t)st.st_size < p->offset) {
+        sk_warn(src->component,
+                "%s: truncated (%jd bytes, was read to %" PRId64 "); reading it from the start",
+                f->path, (intmax_t)st.st_size, p->offset);
+        p->offset = 0;
+        p->line = 1;
+    }
+    memcpy(p->inode, inode, sizeof(inode));
+    p->known = true;
+    int rc = 0;
+    if ((int64_t)st.st_size > p->offset)
+        rc = read_lines(src, f, fd, p, poll);
+    close(fd);
+    return rc;
+}
+
+/* Fills out (owned by the driver) with up to batch_size lines after cursor. */
+static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, struct sk_batch *out,
+                      struct sk_error *err)
+{
+    struct jsonl_source *src = self->priv;
+    if (load_cursor(src, cursor, err) < 0)
+        return -1;
+    struct jsonl_poll poll = {
+        .out = out, .budget = src->batch_size, .observed_us = sk_now_us(), .err = err};
+    bool more = false;
+    for (size_t i = 0; i < src->n_files && !more; i++) {
+        int rc = read_file(src, i, &poll);
+        if (rc < 0) {
+            sk_batch_reset(out);
+            return -1;
+        }
+        more = rc == 1;
+    }
+    store_cursor(src, cursor, out);
+    out->more = more;
+    return 0;
+}
+
+const struct sk_source_ops jsonl_source_ops = {
+    .type = "jsonl-source",
+    .summary = "SS 12000 entities from <collection>.jsonl files, followed as they grow",
+    .options = jsonl_options,
+    .conf_size = sizeof(struct jsonl_conf),
+    .open = jsonl_open,
+    .poll = jsonl_poll,
+    .close = jsonl_close,
+};

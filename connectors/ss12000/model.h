@@ -1,0 +1,93 @@
+/*
+ * model.h: the SS 12000 2.1.0 entity types and the descriptor-driven codec
+ * between SS 12000 JSON and the protobuf messages in proto/ss12000.proto.
+ *
+ * One table describes every entity type (name, collection, API path, its
+ * deletedEntities bucket, protobuf descriptor); one codec walks protobuf-c's
+ * descriptors for all of them. There is no per-entity converter.
+ *
+ * Losslessness: JSON -> protobuf -> JSON gives the same document (key order
+ * aside). Keys the spec lacks, and values whose JSON type does not fit the
+ * spec (null, a string where a number belongs), are kept verbatim in each
+ * message's `_unknown` field (a JSON object text) and re-emitted.
+ * Misspelled keys of the spec are accepted in both spellings (NOTES.md §6).
+ */
+#ifndef SK_MODEL_H
+#define SK_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "sk_error.h"
+
+struct sk_entity {
+    const char *name;          /* EndPointsEnum value: "Person", "Activity" */
+    const char *collection;    /* topic suffix and table name: "persons", "activities" */
+    const char *path;          /* API path: "/persons", "/studyplans", "/attendanceSchedule" */
+    const char *deleted_key;   /* key in /deletedEntities data: "persons", "activitites" */
+    const char *deleted_alt;   /* other spelling seen in the wild ("activities"), or NULL */
+    const ProtobufCMessageDescriptor *desc;
+    bool has_meta;             /* the spec gives it id + meta (SchoolUnitOffering does not) */
+};
+
+/* All 18 entity types in dependency order (NOTES.md §2.3), NULL-terminated. */
+extern const struct sk_entity *const sk_entities[];
+#define SK_ENTITY_COUNT 18
+
+const struct sk_entity *sk_entity_by_name(const char *name);             /* "Person" */
+const struct sk_entity *sk_entity_by_collection(const char *collection); /* "persons" */
+/* A deletedEntities key in either spelling ("activitites" or "activities"). */
+const struct sk_entity *sk_entity_by_deleted_key(const char *key);
+/* The full protobuf message name, e.g. "ss12000.v2.Person" (for the skolsync-schema header). */
+const char *sk_entity_schema(const struct sk_entity *e);
+
+/*
+ * Validates a UUID and writes its lowercase form into out[37].
+ * Returns 0, or -1 if text is not a UUID (8-4-4-4-12 hex digits).
+ */
+int sk_uuid_normalize(const char *text, char out[37]);
+
+/*
+ * Parses an RFC 3339 date-time ("2024-06-20T16:40:03+02:00", "...Z",
+ * fractional seconds allowed) into microseconds since the epoch (UTC).
+ * Returns 0, or -1 if it is not one.
+ */
+int sk_time_parse_us(const char *text, int64_t *out_us);
+
+/*
+ * JSON object -> protobuf message of entity e. Validates and lowercases the
+ * id (an invalid or missing id is SK_ERR_PERMANENT), writes it into id_out.
+ * Entities without an id in the spec (SchoolUnitOffering) still need one to
+ * be keyed: a missing id is an error for them too.
+ * Returns the message (caller frees with protobuf_c_message_free_unpacked(m, NULL))
+ * or NULL with err set (SK_ERR_PERMANENT).
+ */
+ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj,
+                                     char id_out[37], struct sk_error *err);
+/* The same from JSON text. */
+ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text,
+                                          size_t len, char id_out[37], struct sk_error *err);
+/* protobuf message -> JSON object (caller frees with cJSON_Delete). NULL only on OOM. */
+cJSON *sk_codec_to_json(const ProtobufCMessage *msg);
+
+/*
+ * Convenience for the record path: JSON text -> packed protobuf bytes.
+ * On success returns 0, *out is malloc'ed (caller frees), id_out and
+ * modified_us (meta.modified in µs, or INT64_MIN if absent) are filled.
+ */
+int sk_codec_encode(const struct sk_entity *e, const char *json, size_t len, uint8_t **out,
+                    size_t *out_len, char id_out[37], int64_t *modified_us,
+                    struct sk_error *err);
+/*
+ * Packed protobuf bytes -> compact JSON text (malloc'ed, NUL-terminated,
+ * caller frees); modified_us as above. NULL with err (PERMANENT) if the bytes
+ * do not unpack.
+ */
+char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len,
+                      int64_t *modified_us, struct sk_error *err);
+
+#endif

@@ -1,0 +1,284 @@
+/*
+ * daemon_config.c: the daemon's configuration: the core's own keys (kafka,
+ * log, ...) and one entry per source and sink, each validated against the
+ * core's settings table and its connector's option table.
+ *
+ * A connector entry mixes both kinds of keys:
+ *     sources:
+ *       demo-files:
+ *         type: jsonl-source      # core
+ *         poll_interval: 5s       # core
+ *         path: build/demo-data   # the connector's own option
+ * Every error of the whole file is collected; nothing is opened here.
+ */
+#include <ctype.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "model.h"
+#include "util.h"
+
+static const struct sk_option log_options[] = {
+    {"level", SK_OPT_ENUM, "info", false, "error, warn, info or debug",
+     offsetof(struct sk_log_conf, level),
+     .choices = (const char *const[]){"error", "warn", "info", "debug", NULL}},
+    {"format", SK_OPT_ENUM, "text", false, "text or json (one object per line)",
+     offsetof(struct sk_log_conf, format),
+     .choices = (const char *const[]){"text", "json", NULL}},
+    {0},
+};
+
+/* The top level, without `sources` and `sinks` (handled below). */
+static const struct sk_option core_options[] = {
+    {"kafka", SK_OPT_GROUP, NULL, false, "where Kafka is and how topics are made",
+     offsetof(struct sk_core_conf, kafka), .sub = sk_kafka_options},
+    {"log", SK_OPT_GROUP, NULL, false, "logging", offsetof(struct sk_core_conf, log),
+     .sub = log_options},
+    {"shutdown_timeout", SK_OPT_DURATION, "30s", false,
+     "how long a graceful stop may take before connectors are abandoned",
+     offsetof(struct sk_core_conf, shutdown_timeout_ms), .min = 100, .max = 3600000},
+    {"progress_interval", SK_OPT_DURATION, "30s", false,
+     "how often progress is logged (every 2s with --once or on a terminal)",
+     offsetof(struct sk_core_conf, progress_interval_ms), .min = 100, .max = 86400000},
+    {0},
+};
+
+static bool in_table(const struct sk_option *t, const char *key)
+{
+    for (; t->name; t++)
+        if (strcmp(t->name, key) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * A view of map holding only the entries whose key is (or is not) in table,
+ * plus the entries in `also`. Shares the kids; free with view_free().
+ */
+static struct sk_cnode *view(const struct sk_cnode *map, const struct sk_option *table,
+                             bool keep_listed)
+{
+    struct sk_cnode *v = sk_malloc(sizeof(*v));
+    *v = *map;
+    v->kids = sk_calloc(map->n_kids + 1, sizeof(*v->kids));
+    v->n_kids = 0;
+    for (size_t i = 0; i < map->n_kids; i++)
+        if (in_table(table, map->kids[i]->key) == keep_listed)
+            v->kids[v->n_kids++] = map->kids[i];
+    return v;
+}
+
+static void view_free(struct sk_cnode *v)
+{
+    if (v) {
+        free(v->kids);
+        free(v);
+    }
+}
+
+static bool valid_name(const char *s)
+{
+    if (!*s || strlen(s) > 100)
+        return false;
+    for (; *s; s++)
+        if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '-' && *s != '_')
+            return false;
+    return true;
+}
+
+static char *type_list(bool sources)
+{
+    size_t len = 1;
+    for (size_t i = 0; sources ? sk_registry_sources[i] != NULL : sk_registry_sinks[i] != NULL; i++)
+        len += strlen(sources ? sk_registry_sources[i]->type : sk_registry_sinks[i]->type) + 2;
+    char *s = sk_calloc(len, 1);
+    for (size_t i = 0; sources ? sk_registry_sources[i] != NULL : sk_registry_sinks[i] != NULL; i++) {
+        if (i)
+            strcat(s, ", ");
+        strcat(s, sources ? sk_registry_sources[i]->type : sk_registry_sinks[i]->type);
+    }
+    return s;
+}
+
+/* Validates one connector entry's two halves. Returns the connector's options table. */
+static void *load_entry(const struct sk_cnode *entry, const struct sk_option *settings_table,
+                        void *settings, const struct sk_option *conn_table, size_t conf_size,
+                        struct sk_config_errors *errs)
+{
+    struct sk_cnode *core = view(entry, settings_table, true);
+    sk_options_apply(settings_table, core, settings, errs);
+    view_free(core);
+    if (!conn_table)
+        return NULL;
+    void *conf = sk_calloc(1, conf_size ? conf_size : 1);
+    struct sk_cnode *own = view(entry, settings_table, false);
+    sk_options_apply(conn_table, own, conf, errs);
+    view_free(own);
+    return conf;
+}
+
+static const struct sk_cnode *entry_type(const struct sk_cnode *entry, struct sk_config_errors *errs)
+{
+    const struct sk_cnode *t = sk_cnode_get(entry, "type");
+    if (!t)
+        sk_config_errors_add(errs, entry, "missing required option \"type\" (a connector type)");
+    else if (t->kind != SK_CNODE_SCALAR)
+        t = NULL; /* reported by the settings table */
+    return t;
+}
+
+static void resolve_entities(struct sk_sink_def *def, const struct sk_cnode *entry,
+                             struct sk_config_errors *errs)
+{
+    const struct sk_cnode *list = sk_cnode_get(entry, "entities");
+    if (!list || def->settings.entities.n == 0) {
+        def->entities = sk_calloc(SK_ENTITY_COUNT, sizeof(*def->entities));
+        for (size_t i = 0; sk_entities[i]; i++)
+            def->entities[def->n_entities++] = sk_entities[i];
+        return;
+    }
+    def->entities = sk_calloc(def->settings.entities.n, sizeof(*def->entities));
+    for (size_t i = 0; i < def->settings.entities.n; i++) {
+        const char *name = def->settings.entities.v[i];
+        const struct sk_entity *e = sk_entity_by_name(name);
+        if (!e)
+            e = sk_entity_by_collection(name);
+        const struct sk_cnode *at = list->kind == SK_CNODE_SEQ && i < list->n_kids ? list->kids[i] : list;
+        if (!e) {
+            sk_config_errors_add(errs, at,
+                                 "unknown entity type \"%s\" (expected an SS 12000 type such as "
+                                 "Person or persons)",
+                                 name);
+            continue;
+        }
+        bool dup = false;
+        for (size_t j = 0; j < def->n_entities; j++)
+            dup |= def->entities[j] == e;
+        if (!dup)
+            def->entities[def->n_entities++] = e;
+    }
+}
+
+static void load_section(struct sk_daemon_config *cfg, const struct sk_cnode *section, bool sources,
+                         struct sk_config_errors *errs)
+{
+    if (!section)
+        return;
+    if (section->kind != SK_CNODE_MAP) {
+        sk_config_errors_add(errs, section, "expected a map of %s by name",
+                             sources ? "sources" : "sinks");
+        return;
+    }
+    for (size_t i = 0; i < section->n_kids; i++) {
+        const struct sk_cnode *entry = section->kids[i];
+        if (!valid_name(entry->key))
+            sk_config_errors_add(errs, entry,
+                                 "invalid name \"%s\" (expected lowercase letters, digits, - and _)",
+                                 entry->key);
+        if (entry->kind != SK_CNODE_MAP) {
+            sk_config_errors_add(errs, entry, "expected a map of options");
+            continue;
+        }
+        for (size_t j = 0; j < cfg->n_sources; j++)
+            if (strcmp(cfg->sources[j].name, entry->key) == 0)
+                sk_config_errors_add(errs, entry, "name \"%s\" is already used by a source",
+                                     entry->key);
+        for (size_t j = 0; j < cfg->n_sinks; j++)
+            if (strcmp(cfg->sinks[j].name, entry->key) == 0)
+                sk_config_errors_add(errs, entry, "name \"%s\" is already used by a sink",
+                                     entry->key);
+        const struct sk_cnode *t = entry_type(entry, errs);
+        if (sources) {
+            struct sk_source_def *def = &cfg->sources[cfg->n_sources++];
+            def->name = sk_strdup(entry->key);
+            def->ops = t ? sk_registry_source(t->value) : NULL;
+            if (t && !def->ops) {
+                char *types = type_list(true);
+                sk_config_errors_add(errs, t, "unknown source type \"%s\" (expected one of: %s)",
+                                     t->value, types);
+                free(types);
+            }
+            def->conf = load_entry(entry, sk_source_settings_options, &def->settings,
+                                   def->ops ? def->ops->options : NULL,
+                                   def->ops ? def->ops->conf_size : 0, errs);
+        } else {
+            struct sk_sink_def *def = &cfg->sinks[cfg->n_sinks++];
+            def->name = sk_strdup(entry->key);
+            def->ops = t ? sk_registry_sink(t->value) : NULL;
+            if (t && !def->ops) {
+                char *types = type_list(false);
+                sk_config_errors_add(errs, t, "unknown sink type \"%s\" (expected one of: %s)",
+                                     t->value, types);
+                free(types);
+            }
+            def->conf = load_entry(entry, sk_sink_settings_options, &def->settings,
+                                   def->ops ? def->ops->options : NULL,
+                                   def->ops ? def->ops->conf_size : 0, errs);
+            resolve_entities(def, entry, errs);
+        }
+    }
+}
+
+struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_config_errors *errs)
+{
+    size_t before = errs->n;
+    struct sk_daemon_config *cfg = sk_calloc(1, sizeof(*cfg));
+    cfg->path = sk_strdup(path);
+    cfg->tree = sk_config_load(path, errs);
+    if (!cfg->tree)
+        goto fail;
+    if (cfg->tree->kind != SK_CNODE_MAP) {
+        sk_config_errors_add(errs, cfg->tree, "expected a map at the top level");
+        goto fail;
+    }
+    static const struct sk_option sections[] = {{"sources"}, {"sinks"}, {0}};
+    struct sk_cnode *core = view(cfg->tree, sections, false);
+    sk_options_apply(core_options, core, &cfg->core, errs);
+    view_free(core);
+
+    const struct sk_cnode *srcs = sk_cnode_get(cfg->tree, "sources");
+    const struct sk_cnode *snks = sk_cnode_get(cfg->tree, "sinks");
+    cfg->sources = sk_calloc(srcs ? srcs->n_kids + 1 : 1, sizeof(*cfg->sources));
+    cfg->sinks = sk_calloc(snks ? snks->n_kids + 1 : 1, sizeof(*cfg->sinks));
+    load_section(cfg, srcs, true, errs);
+    load_section(cfg, snks, false, errs);
+    if (cfg->n_sources + cfg->n_sinks == 0)
+        sk_config_errors_add(errs, cfg->tree,
+                             "no connectors configured (expected a \"sources\" or \"sinks\" map)");
+    if (errs->n == before)
+        return cfg;
+fail:
+    sk_daemon_config_free(cfg);
+    return NULL;
+}
+
+void sk_daemon_config_free(struct sk_daemon_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        struct sk_source_def *d = &cfg->sources[i];
+        if (d->ops && d->conf)
+            sk_options_free(d->ops->options, d->conf);
+        free(d->conf);
+        sk_options_free(sk_source_settings_options, &d->settings);
+        free(d->name);
+    }
+    for (size_t i = 0; i < cfg->n_sinks; i++) {
+        struct sk_sink_def *d = &cfg->sinks[i];
+        if (d->ops && d->conf)
+            sk_options_free(d->ops->options, d->conf);
+        free(d->conf);
+        sk_options_free(sk_sink_settings_options, &d->settings);
+        free(d->entities);
+        free(d->name);
+    }
+    free(cfg->sources);
+    free(cfg->sinks);
+    sk_options_free(core_options, &cfg->core);
+    sk_cnode_free(cfg->tree);
+    free(cfg->path);
+    free(cfg);
+}

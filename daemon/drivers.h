@@ -1,0 +1,64 @@
+/*
+ * drivers.h: the source and sink drivers: the only code that moves records
+ * between connectors and Kafka, and so the only code that implements the
+ * delivery rules of DESIGN.md. Every connector inherits them.
+ */
+#ifndef SK_DRIVERS_H
+#define SK_DRIVERS_H
+
+#include "connector.h"
+#include "kafka.h"
+#include "runner.h"
+
+/* Settings every source has, whatever its type (validated by the core). */
+struct sk_source_settings {
+    char *type;
+    int64_t poll_interval_ms;
+    int64_t retry_base_ms, retry_cap_ms;
+};
+
+/* Settings every sink has. */
+struct sk_sink_settings {
+    char *type;
+    struct sk_strlist entities; /* names or collections; empty = all */
+    int64_t batch_size;
+    int64_t batch_linger_ms;
+    int64_t retry_base_ms, retry_cap_ms;
+};
+
+extern const struct sk_option sk_source_settings_options[];
+extern const struct sk_option sk_sink_settings_options[];
+
+struct sk_source_env {
+    struct sk_runner runner;
+    struct sk_source source;
+    struct sk_source_settings settings;
+    struct sk_kafka *kafka;
+};
+
+struct sk_sink_env {
+    struct sk_runner runner;
+    struct sk_sink sink;
+    struct sk_sink_settings settings;
+    struct sk_kafka *kafka;
+    char **topics;            /* one per entity, "<prefix><collection>" */
+};
+
+/* Start the connector's thread (the connector is already open). 0 or -1. */
+int sk_source_driver_start(struct sk_source_env *env);
+int sk_sink_driver_start(struct sk_sink_env *env);
+/* Ask to stop (returns at once); join with sk_*_driver_join. */
+void sk_driver_request_stop(struct sk_runner *r);
+void sk_driver_join(struct sk_runner *r);
+/* Joins unless deadline (sk_mono_ms) passes first; true if joined. */
+bool sk_driver_join_until(struct sk_runner *r, int64_t deadline_ms);
+
+/*
+ * Cursor store: the last cursor of source `name` in `<prefix>_cursors`, read
+ * to its end with read_committed. out->data NULL if there is none. The caller
+ * frees out->data. 0 or -1 with err (RETRIABLE).
+ */
+int sk_cursor_store_load(struct sk_kafka *k, const char *name, struct sk_cursor *out,
+                         struct sk_error *err);
+
+#endif

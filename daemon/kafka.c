@@ -1,0 +1,410 @@
+/*
+ * kafka.c: shared Kafka context: embedded broker, incarnation, topics,
+ * client configuration. See kafka.h.
+ */
+#include "kafka.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka_mock.h>
+
+#include "log.h"
+#include "util.h"
+
+struct sk_kafka {
+    char *bootstrap;
+    char *prefix;
+    char *incarnation;
+    char *cursor_topic;
+    char *dlq_topic;
+    bool embedded;
+    bool exactly_once;
+    int partitions;
+    int replication_factor;
+    int64_t connect_timeout_ms;
+    struct sk_strmap properties; /* copies */
+    rd_kafka_t *mock_holder;     /* embedded: the handle that owns the mock cluster */
+    rd_kafka_mock_cluster_t *mock;
+};
+
+const struct sk_option sk_kafka_options[] = {
+    {"brokers", SK_OPT_STRING, "embedded", false,
+     "bootstrap servers (host:port,...) or \"embedded\" for the in-process broker (memory only)",
+     offsetof(struct sk_kafka_conf, brokers)},
+    {"topic_prefix", SK_OPT_STRING, "skolsync.", false, "prefix of every topic name",
+     offsetof(struct sk_kafka_conf, topic_prefix)},
+    {"partitions", SK_OPT_INT, "3", false, "partitions of the entity topics the daemon creates",
+     offsetof(struct sk_kafka_conf, partitions), .min = 1, .max = 1000},
+    {"replication_factor", SK_OPT_INT, "1", false, "replication factor of created topics",
+     offsetof(struct sk_kafka_conf, replication_factor), .min = 1, .max = 16},
+    {"exactly_once", SK_OPT_BOOL, "true", false,
+     "sources write each batch and its cursor in one transaction (real brokers only)",
+     offsetof(struct sk_kafka_conf, exactly_once)},
+    {"connect_timeout", SK_OPT_DURATION, "30s", false,
+     "how long to wait for the cluster at start before giving up",
+     offsetof(struct sk_kafka_conf, connect_timeout_ms), .min = 100, .max = 3600000},
+    {"properties", SK_OPT_MAP, NULL, false,
+     "librdkafka properties passed through (security.protocol, ssl.*, sasl.*, ...)",
+     offsetof(struct sk_kafka_conf, properties)},
+    {0},
+};
+
+bool sk_kafka_embedded(const struct sk_kafka *k)
+{
+    return k->embedded;
+}
+
+bool sk_kafka_transactional(const struct sk_kafka *k)
+{
+    return !k->embedded && k->exactly_once;
+}
+
+const char *sk_kafka_bootstrap(const struct sk_kafka *k)
+{
+    return k->bootstrap;
+}
+
+const char *sk_kafka_incarnation(const struct sk_kafka *k)
+{
+    return k->incarnation;
+}
+
+const char *sk_kafka_prefix(const struct sk_kafka *k)
+{
+    return k->prefix;
+}
+
+const char *sk_kafka_cursor_topic(const struct sk_kafka *k)
+{
+    return k->cursor_topic;
+}
+
+const char *sk_kafka_dlq_topic(const struct sk_kafka *k)
+{
+    return k->dlq_topic;
+}
+
+struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k)
+{
+    return k->mock;
+}
+
+char *sk_kafka_topic_for(const struct sk_kafka *k, const char *collection)
+{
+    return sk_asprintf("%s%s", k->prefix, collection);
+}
+
+int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                      struct sk_error *err)
+{
+    char errstr[512];
+    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+        /* errstr names the property, never its value (it may be a password) */
+        return sk_error_set(err, SK_ERR_FATAL, "kafka property %s: %s", name, errstr);
+    return 0;
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    enum sk_log_level l = level <= 3 ? SK_LOG_ERROR : level <= 4 ? SK_LOG_WARN
+                          : level <= 6                          ? SK_LOG_INFO
+                                                                : SK_LOG_DEBUG;
+    sk_log(l, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_id,
+                                   struct sk_error *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    if (sk_kafka_conf_set(conf, "bootstrap.servers", k->bootstrap, err) ||
+        sk_kafka_conf_set(conf, "client.id", client_id, err))
+        goto fail;
+    if (k->embedded) {
+        /* The mock cluster's group coordinator waits session.timeout.ms - 1 s on
+         * rebalances (c-engineering.md §2.3): keep it short. */
+        if (sk_kafka_conf_set(conf, "socket.connection.setup.timeout.ms", "5000", err))
+            goto fail;
+    }
+    for (size_t i = 0; i < k->properties.n; i++)
+        if (sk_kafka_conf_set(conf, k->properties.keys[i], k->properties.values[i], err))
+            goto fail;
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+/* A short-lived producer handle for admin requests and metadata. */
+static rd_kafka_t *admin_client(const struct sk_kafka *k, struct sk_error *err)
+{
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-admin", err);
+    if (!conf)
+        return NULL;
+    if (sk_kafka_conf_set(conf, "allow.auto.create.topics", "false", err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, SK_ERR_FATAL, "cannot create Kafka client: %s", errstr);
+    }
+    return rk;
+}
+
+static int fetch_cluster_id(struct sk_kafka *k, struct sk_error *err)
+{
+    rd_kafka_t *rk = admin_client(k, err);
+    if (!rk)
+        return -1;
+    /* Bounded: an unreachable broker is a clear error, never a hang. */
+    int64_t deadline = sk_mono_ms() + k->connect_timeout_ms;
+    char *id = NULL;
+    while (!id && sk_mono_ms() < deadline) {
+        int64_t left = deadline - sk_mono_ms();
+        id = rd_kafka_clusterid(rk, (int)(left < 1000 ? left : 1000));
+    }
+    rd_kafka_destroy(rk);
+    if (!id)
+        return sk_error_set(err, SK_ERR_RETRIABLE,
+                            "cannot reach Kafka at %s within %lld ms (kafka.brokers)",
+                            k->bootstrap, (long long)k->connect_timeout_ms);
+    k->incarnation = sk_strdup(id);
+    rd_kafka_mem_free(NULL, id);
+    return 0;
+}
+
+struct mock_create {
+    rd_kafka_mock_cluster_t *mock;
+    const char *topic;
+    int partitions;
+    rd_kafka_resp_err_t result;
+};
+
+static void *mock_create_one(void *arg)
+{
+    struct mock_create *c = arg;
+    c->result = rd_kafka_mock_topic_create(c->mock, c->topic, c->partitions, 1);
+    return NULL;
+}
+
+/*
+ * The mock cluster serves one topic creation per turn of its event loop
+ * (about a second in 2.0.2), so the creations are issued in parallel: the
+ * loop takes all waiting requests in one turn.
+ */
+static int mock_create_topics(struct sk_kafka *k, const char *const *topics, size_t n,
+                              int partitions, struct sk_error *err)
+{
+    struct mock_create *c = sk_calloc(n, sizeof(*c));
+    pthread_t *threads = sk_calloc(n, sizeof(*threads));
+    bool *started = sk_calloc(n, sizeof(*started));
+    for (size_t i = 0; i < n; i++) {
+        c[i] = (struct mock_create){k->mock, topics[i], partitions, 0};
+        started[i] = pthread_create(&threads[i], NULL, mock_create_one, &c[i]) == 0;
+        if (!started[i])
+            mock_create_one(&c[i]);
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (started[i])
+            pthread_join(threads[i], NULL);
+        if (c[i].result && c[i].result != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS && rc == 0)
+            rc = sk_error_set(err, SK_ERR_FATAL, "cannot create topic %s: %s", topics[i],
+                              rd_kafka_err2str(c[i].result));
+    }
+    free(c);
+    free(threads);
+    free(started);
+    return rc;
+}
+
+int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
+                           int partitions, struct sk_error *err)
+{
+    if (n == 0)
+        return 0;
+    if (partitions <= 0)
+        partitions = k->partitions;
+    if (k->embedded)
+        return mock_create_topics(k, topics, n, partitions, err);
+    rd_kafka_t *rk = admin_client(k, err);
+    if (!rk)
+        return -1;
+    int rc = 0;
+    char errstr[512];
+    rd_kafka_NewTopic_t **nt = sk_calloc(n, sizeof(*nt));
+    for (size_t i = 0; i < n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, (int)k->replication_factor, errstr,
+                                      sizeof(errstr));
+        if (!nt[i]) {
+            rc = sk_error_set(err, SK_ERR_FATAL, "topic %s: %s", topics[i], errstr);
+            goto out;
+        }
+        rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", compact ? "compact" : "delete");
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(opt, 30000, NULL, 0);
+    rd_kafka_AdminOptions_set_request_timeout(opt, (int)k->connect_timeout_ms, NULL, 0);
+    rd_kafka_CreateTopics(rk, nt, n, opt, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)k->connect_timeout_ms + 5000);
+    if (!ev) {
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "creating topics timed out");
+    } else if (rd_kafka_event_error(ev)) {
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "creating topics: %s",
+                          rd_kafka_event_error_string(ev));
+    } else {
+        const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+        size_t cnt;
+        const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+        for (size_t i = 0; i < cnt && rc == 0; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+            if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                continue;
+            if (e)
+                rc = sk_error_set(err, SK_ERR_FATAL, "cannot create topic %s: %s",
+                                  rd_kafka_topic_result_name(tr[i]),
+                                  rd_kafka_topic_result_error_string(tr[i]));
+            else
+                sk_info("kafka", "created topic %s (%s, %d partitions)",
+                        rd_kafka_topic_result_name(tr[i]), compact ? "compacted" : "delete",
+                        partitions);
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(opt);
+    rd_kafka_queue_destroy(q);
+out:
+    for (size_t i = 0; i < n; i++)
+        if (nt[i])
+            rd_kafka_NewTopic_destroy(nt[i]);
+    free(nt);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int start_embedded(struct sk_kafka *k, struct sk_error *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512];
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set(conf, "client.id", "skolsync-embedded-broker", NULL, 0);
+    k->mock_holder = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!k->mock_holder) {
+        rd_kafka_conf_destroy(conf);
+        return sk_error_set(err, SK_ERR_FATAL, "cannot start the embedded broker: %s", errstr);
+    }
+    k->mock = rd_kafka_mock_cluster_new(k->mock_holder, 1);
+    if (!k->mock)
+        return sk_error_set(err, SK_ERR_FATAL, "cannot start the embedded broker");
+    k->bootstrap = sk_strdup(rd_kafka_mock_cluster_bootstraps(k->mock));
+    /* The embedded broker's data dies with the process: a fresh incarnation id
+     * per process makes sinks distrust offsets stored under an earlier one. */
+    char uuid[37];
+    sk_uuid_random(uuid);
+    k->incarnation = sk_asprintf("embedded-%s", uuid);
+    sk_warn("kafka",
+            "using the embedded broker at %s: data is kept in memory only and lost at exit "
+            "(set kafka.brokers for production)",
+            k->bootstrap);
+    return 0;
+}
+
+int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collections, size_t n,
+                   struct sk_kafka **out, struct sk_error *err)
+{
+    struct sk_kafka *k = sk_calloc(1, sizeof(*k));
+    k->prefix = sk_strdup(conf->topic_prefix ? conf->topic_prefix : "skolsync.");
+    k->partitions = (int)(conf->partitions > 0 ? conf->partitions : 3);
+    k->replication_factor = (int)(conf->replication_factor > 0 ? conf->replication_factor : 1);
+    k->exactly_once = conf->exactly_once;
+    k->connect_timeout_ms = conf->connect_timeout_ms > 0 ? conf->connect_timeout_ms : 30000;
+    k->cursor_topic = sk_asprintf("%s_cursors", k->prefix);
+    k->dlq_topic = sk_asprintf("%s_dlq", k->prefix);
+    k->properties.n = conf->properties.n;
+    k->properties.keys = sk_calloc(conf->properties.n + 1, sizeof(char *));
+    k->properties.values = sk_calloc(conf->properties.n + 1, sizeof(char *));
+    for (size_t i = 0; i < conf->properties.n; i++) {
+        k->properties.keys[i] = sk_strdup(conf->properties.keys[i]);
+        k->properties.values[i] = sk_strdup(conf->properties.values[i]);
+    }
+    k->embedded = !conf->brokers || strcmp(conf->brokers, "embedded") == 0;
+
+    if (k->embedded) {
+        if (start_embedded(k, err))
+            goto fail;
+    } else {
+        k->bootstrap = sk_strdup(conf->brokers);
+        if (fetch_cluster_id(k, err))
+            goto fail;
+        sk_info("kafka", "connected to cluster %s at %s (%s)", k->incarnation, k->bootstrap,
+                sk_kafka_transactional(k) ? "transactions on" : "at-least-once");
+    }
+
+    char **topics = sk_calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        topics[i] = sk_kafka_topic_for(k, collections[i]);
+    const char *cursor[] = {k->cursor_topic};
+    const char *dlq[] = {k->dlq_topic};
+    int rc = sk_kafka_ensure_topics(k, (const char *const *)topics, n, true, 0, err);
+    if (!rc)
+        rc = sk_kafka_ensure_topics(k, cursor, 1, true, 1, err);
+    if (!rc)
+        rc = sk_kafka_ensure_topics(k, dlq, 1, false, 1, err);
+    for (size_t i = 0; i < n; i++)
+        free(topics[i]);
+    free(topics);
+    if (rc)
+        goto fail;
+    *out = k;
+    return 0;
+fail:
+    sk_kafka_destroy(k);
+    return -1;
+}
+
+void sk_kafka_destroy(struct sk_kafka *k)
+{
+    if (!k)
+        return;
+    if (k->mock)
+        rd_kafka_mock_cluster_destroy(k->mock);
+    if (k->mock_holder)
+        rd_kafka_destroy(k->mock_holder);
+    for (size_t i = 0; i < k->properties.n; i++) {
+        free(k->properties.keys[i]);
+        free(k->properties.values[i]);
+    }
+    free(k->properties.keys);
+    free(k->properties.values);
+    free(k->bootstrap);
+    free(k->prefix);
+    free(k->incarnation);
+    free(k->cursor_topic);
+    free(k->dlq_topic);
+    free(k);
+}
+
+int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size)
+{
+    rd_kafka_headers_t *hdrs;
+    if (rd_kafka_message_headers(m, &hdrs))
+        return -1;
+    const void *val;
+    size_t len;
+    if (rd_kafka_header_get_last(hdrs, name, &val, &len))
+        return -1;
+    if (len >= size)
+        len = size - 1;
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    return 0;
+}

@@ -1,0 +1,79 @@
+/*
+ * kafka.h: what every Kafka client of the daemon shares: where the brokers
+ * are (a real cluster, or the embedded mock cluster living in this process),
+ * the topic names, topic creation, and client configuration.
+ *
+ * Owns: the embedded broker's lifetime, the broker incarnation id, topic
+ * naming (`<prefix><collection>`, `<prefix>_cursors`, `<prefix>_dlq`).
+ * Must never: know a connector or a delivery rule (the drivers do).
+ */
+#ifndef SK_KAFKA_H
+#define SK_KAFKA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "sk_error.h"
+
+struct sk_kafka_conf {
+    char *brokers;            /* "host:port,..." or "embedded" */
+    char *topic_prefix;       /* default "skolsync." */
+    int64_t partitions;       /* for topics the daemon creates */
+    int64_t replication_factor;
+    bool exactly_once;        /* transactions on a real broker (default true) */
+    int64_t connect_timeout_ms; /* how long to wait for the cluster at start */
+    struct sk_strmap properties; /* passed through to librdkafka (TLS, SASL, ...) */
+};
+
+extern const struct sk_option sk_kafka_options[];
+
+struct sk_kafka;
+
+/*
+ * Connects (or starts the embedded broker), learns the cluster id and makes
+ * sure the topics in `collections` (plus cursors and DLQ) exist. Returns 0 or
+ * -1 with err (RETRIABLE: unreachable; FATAL: misconfigured).
+ * The caller owns *out and frees it with sk_kafka_destroy() after every
+ * client made from it is gone.
+ */
+int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collections, size_t n,
+                   struct sk_kafka **out, struct sk_error *err);
+void sk_kafka_destroy(struct sk_kafka *k);
+
+bool sk_kafka_embedded(const struct sk_kafka *k);
+/* Transactions in use: a real broker with exactly_once (the mock has no txn markers). */
+bool sk_kafka_transactional(const struct sk_kafka *k);
+const char *sk_kafka_bootstrap(const struct sk_kafka *k);
+/* Cluster id on a real broker; "embedded-<uuid>" for this process's embedded broker. */
+const char *sk_kafka_incarnation(const struct sk_kafka *k);
+const char *sk_kafka_prefix(const struct sk_kafka *k);
+
+/* "<prefix><collection>"; caller frees. */
+char *sk_kafka_topic_for(const struct sk_kafka *k, const char *collection);
+const char *sk_kafka_cursor_topic(const struct sk_kafka *k);
+const char *sk_kafka_dlq_topic(const struct sk_kafka *k);
+
+/*
+ * A new client configuration with bootstrap servers, client.id and the
+ * user's properties applied. Caller owns it (rd_kafka_new takes it).
+ */
+rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_id,
+                                   struct sk_error *err);
+/* Sets one property or fails with err (FATAL). */
+int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                      struct sk_error *err);
+
+/* Creates the topics that are missing (compacted unless `compact` is false). */
+int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
+                           int partitions, struct sk_error *err);
+
+/* The embedded mock cluster (for fault injection in tests), NULL on a real broker. */
+struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k);
+
+/* Header helpers: value of header `name` as a NUL-terminated copy into buf; 0 if found. */
+int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
+
+#endif

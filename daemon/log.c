@@ -1,0 +1,94 @@
+/*
+ * log.c: the log sink (the one piece of global mutable state besides the
+ * signal flag). Lines go to stderr; under systemd (JOURNAL_STREAM set) each
+ * line starts with a <N> priority prefix that journald understands.
+ */
+#include "log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static enum sk_log_level log_level = SK_LOG_INFO;
+static bool log_json;
+static int log_journal = -1; /* -1: not looked at yet */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const int journal_prio[] = {3, 4, 6, 7};
+
+void sk_log_setup(enum sk_log_level level, bool json)
+{
+    log_level = level;
+    log_json = json;
+}
+
+int sk_log_level_parse(const char *text, enum sk_log_level *out)
+{
+    for (int i = 0; i <= SK_LOG_DEBUG; i++) {
+        if (strcmp(text, level_names[i]) == 0) {
+            *out = (enum sk_log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+bool sk_log_enabled(enum sk_log_level level)
+{
+    return level <= log_level;
+}
+
+static void json_escape(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+}
+
+void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...)
+{
+    if (!sk_log_enabled(level))
+        return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[80];
+    snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+
+    pthread_mutex_lock(&log_lock);
+    if (log_journal < 0)
+        log_journal = getenv("JOURNAL_STREAM") != NULL;
+    if (log_json) {
+        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"", when,
+                level_names[level]);
+        json_escape(stderr, component);
+        fputs("\",\"msg\":\"", stderr);
+        json_escape(stderr, msg);
+        fputs("\"}\n", stderr);
+    } else if (log_journal) {
+        /* journald adds its own timestamp */
+        fprintf(stderr, "<%d>%s: %s\n", journal_prio[level], component, msg);
+    } else {
+        fprintf(stderr, "%s %-5s %s: %s\n", when, level_names[level], component, msg);
+    }
+    fflush(stderr);
+    pthread_mutex_unlock(&log_lock);
+}

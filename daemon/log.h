@@ -1,0 +1,27 @@
+/*
+ * log.h: the log sink. Thread-safe; one line per call; every line names its
+ * component (a connector name, "kafka", "main").
+ *
+ * Never log a secret's value or personal data (civic numbers, names of
+ * persons with a protected identity): log ids instead.
+ */
+#ifndef SK_LOG_H
+#define SK_LOG_H
+
+#include <stdbool.h>
+
+enum sk_log_level { SK_LOG_ERROR = 0, SK_LOG_WARN, SK_LOG_INFO, SK_LOG_DEBUG };
+
+/* level from "error|warn|info|debug"; json: one JSON object per line. */
+void sk_log_setup(enum sk_log_level level, bool json);
+int sk_log_level_parse(const char *text, enum sk_log_level *out);
+bool sk_log_enabled(enum sk_log_level level);
+void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define sk_error_log(comp, ...) sk_log(SK_LOG_ERROR, comp, __VA_ARGS__)
+#define sk_warn(comp, ...) sk_log(SK_LOG_WARN, comp, __VA_ARGS__)
+#define sk_info(comp, ...) sk_log(SK_LOG_INFO, comp, __VA_ARGS__)
+#define sk_debug(comp, ...) sk_log(SK_LOG_DEBUG, comp, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * main.c: the command line. Parses arguments and hands over to the daemon,
+ * the checker or the connector listing; owns no other logic.
+ *
+ *   skolsync run -c FILE [--once]
+ *   skolsync check -c FILE
+ *   skolsync connectors [TYPE]
+ *   skolsync version
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "daemon.h"
+#include "log.h"
+
+#define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
+
+static void usage_main(FILE *out)
+{
+    fprintf(out,
+            "usage: skolsync COMMAND [OPTIONS]\n"
+            "\n"
+            "Keeps SS 12000 school data in sync through Kafka.\n"
+            "\n"
+            "commands:\n"
+            "  run -c FILE [--once]   run the sources and sinks of a configuration\n"
+            "  check -c FILE          validate a configuration and print every error\n"
+            "  connectors [TYPE]      list connector types, or one type's options\n"
+            "  version                print versions\n"
+            "\n"
+            "`skolsync COMMAND --help` describes a command. Exit codes: 0 success,\n"
+            "1 runtime failure, 2 invalid configuration, 64 bad command line.\n");
+}
+
+static void usage_run(FILE *out)
+{
+    fprintf(out, "usage: skolsync run [-c FILE] [--once]\n"
+                 "\n"
+                 "Runs every source and sink in FILE (default " DEFAULT_CONFIG ")\n"
+                 "until SIGTERM or SIGINT.\n"
+                 "\n"
+                 "  -c, --config FILE  the configuration\n"
+                 "      --once         every source completes one full poll cycle, every sink\n"
+                 "                     drains to zero lag, then exit 0 (cron jobs, demo, tests)\n"
+                 "  -h, --help         this text\n"
+                 "\n"
+                 "Exit codes: 0 success, 1 runtime failure, 2 invalid configuration,\n"
+                 "64 bad command line.\n");
+}
+
+static void usage_check(FILE *out)
+{
+    fprintf(out, "usage: skolsync check [-c FILE]\n"
+                 "\n"
+                 "Validates FILE completely without connecting to anything and prints\n"
+                 "every error as FILE:LINE:COL: key.path: message. Exit 0 if valid, 2 if not.\n");
+}
+
+static void usage_connectors(FILE *out)
+{
+    fprintf(out, "usage: skolsync connectors [TYPE]\n"
+                 "\n"
+                 "Without TYPE: lists the source and sink types. With TYPE: prints its\n"
+                 "options with type, default and help.\n");
+}
+
+static int parse_common(int argc, char **argv, const char **config, bool *once,
+                        void (*usage)(FILE *))
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"once", no_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            *config = optarg;
+            break;
+        case 'o':
+            if (!once) {
+                usage(stderr);
+                return SK_EXIT_USAGE;
+            }
+            *once = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        default:
+            usage(stderr);
+            return SK_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "skolsync: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return SK_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static struct sk_daemon_config *load(const char *path)
+{
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *cfg = sk_daemon_config_load(path, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.v[i].text);
+    if (errs.n)
+        fprintf(stderr, "skolsync: %zu error(s) in %s\n", errs.n, path);
+    sk_config_errors_free(&errs);
+    return cfg;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *config = DEFAULT_CONFIG;
+    bool once = false;
+    int rc = parse_common(argc, argv, &config, &once, usage_run);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    struct sk_daemon_config *cfg = load(config);
+    if (!cfg)
+        return SK_EXIT_CONFIG;
+    enum sk_log_level level = SK_LOG_INFO;
+    sk_log_level_parse(cfg->core.log.level, &level);
+    sk_log_setup(level, strcmp(cfg->core.log.format, "json") == 0);
+    struct sk_run_options opt = {.once = once, .summary = stdout};
+    rc = sk_daemon_run(cfg, &opt);
+    sk_daemon_config_free(cfg);
+    return rc;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    const char *config = DEFAULT_CONFIG;
+    int rc = parse_common(argc, argv, &config, NULL, usage_check);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    struct sk_daemon_config *cfg = load(config);
+    if (!cfg)
+        return SK_EXIT_CONFIG;
+    printf("%s: valid (%zu source(s), %zu sink(s))\n", config, cfg->n_sources, cfg->n_sinks);
+    sk_daemon_config_free(cfg);
+    return SK_EXIT_OK;
+}
+
+static void print_options(const struct sk_option *t, const char *prefix)
+{
+    for (; t->name; t++) {
+        char name[128];
+        snprintf(name, sizeof(name), "%s%s", prefix, t->name);
+        printf("  %-28s %-9s %-12s %s%s\n", name, sk_opt_type_name(t->type),
+               t->required ? "(required)" : t->def ? t->def : "-", t->help ? t->help : "",
+               t->type == SK_OPT_SECRET ? " [secret: use ${env:...} or ${file:...}]" : "");
+        if (t->type == SK_OPT_ENUM && t->choices) {
+            printf("  %-28s %-9s %-12s one of:", "", "", "");
+            for (const char *const *c = t->choices; *c; c++)
+                printf(" %s", *c);
+            printf("\n");
+        }
+        if (t->type == SK_OPT_GROUP && t->sub) {
+            char sub[192];
+            snprintf(sub, sizeof(sub), "%s.", name);
+            print_options(t->sub, sub);
+        }
+    }
+}
+
+static int cmd_connectors(int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage_connectors(stdout);
+        return 0;
+    }
+    if (argc > 2) {
+        usage_connectors(stderr);
+        return SK_EXIT_USAGE;
+    }
+    if (argc == 1) {
+        printf("sources:\n");
+        for (size_t i = 0; sk_registry_sources[i]; i++)
+            printf("  %-20s %s\n", sk_registry_sources[i]->type, sk_registry_sources[i]->summary);
+        printf("sinks:\n");
+        for (size_t i = 0; sk_registry_sinks[i]; i++)
+            printf("  %-20s %s\n", sk_registry_sinks[i]->type, sk_registry_sinks[i]->summary);
+        return 0;
+    }
+    const struct sk_source_ops *src = sk_registry_source(argv[1]);
+    const struct sk_sink_ops *snk = sk_registry_sink(argv[1]);
+    if (!src && !snk) {
+        fprintf(stderr, "skolsync: unknown connector type \"%s\" (see `skolsync connectors`)\n",
+                argv[1]);
+        return SK_EXIT_USAGE;
+    }
+    printf("%s: %s\n\n", argv[1], src ? src->summary : snk->summary);
+    printf("  %-28s %-9s %-12s %s\n", "option", "type", "default", "description");
+    print_options(src ? sk_source_settings_options : sk_sink_settings_options, "");
+    print_options(src ? src->options : snk->options, "");
+    return 0;
+}
+
+static int cmd_version(void)
+{
+    printf("skolsync %s (librdkafka %s, SS 12000 2.1.0)\n", SK_VERSION, rd_kafka_version_str());
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage_main(stderr);
+        return SK_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "connectors") == 0)
+        return cmd_connectors(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+        return cmd_version();
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage_main(stdout);
+        return 0;
+    }
+    fprintf(stderr, "skolsync: unknown command \"%s\"\n", cmd);
+    usage_main(stderr);
+    return SK_EXIT_USAGE;
+}

@@ -1,0 +1,100 @@
+/* runner.c: connector instance bookkeeping shared by drivers and supervisor. */
+#include "runner.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util.h"
+
+static const char *const state_names[] = {"starting", "running", "idle",   "retrying",
+                                          "paused",   "failed",  "stopped"};
+
+const char *sk_runner_state_name(enum sk_runner_state s)
+{
+    if ((unsigned)s < sizeof(state_names) / sizeof(state_names[0]))
+        return state_names[s];
+    return "unknown";
+}
+
+void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *name,
+                    const char *type)
+{
+    memset(r, 0, sizeof(*r));
+    r->kind = kind;
+    r->name = sk_strdup(name);
+    r->type = type;
+    atomic_init(&r->state, SK_STATE_STARTING);
+    r->started_mono_ms = sk_mono_ms();
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+void sk_runner_destroy(struct sk_runner *r)
+{
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r->name);
+    r->name = NULL;
+}
+
+void sk_runner_set_state(struct sk_runner *r, enum sk_runner_state s)
+{
+    atomic_store(&r->state, s);
+}
+
+void sk_runner_set_error(struct sk_runner *r, const char *msg)
+{
+    pthread_mutex_lock(&r->mu);
+    snprintf(r->last_error, sizeof(r->last_error), "%s", msg ? msg : "");
+    pthread_mutex_unlock(&r->mu);
+}
+
+void sk_runner_last_error(struct sk_runner *r, char *buf, size_t size)
+{
+    pthread_mutex_lock(&r->mu);
+    snprintf(buf, size, "%s", r->last_error);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void sk_runner_wake(struct sk_runner *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->wake = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+bool sk_runner_wait(struct sk_runner *r, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&r->mu);
+    int rc = 0;
+    while (!r->wake && !atomic_load(&r->stop) && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    bool woken = r->wake || atomic_load(&r->stop);
+    r->wake = false;
+    pthread_mutex_unlock(&r->mu);
+    return woken;
+}
+
+int sk_entity_index(const struct sk_entity *e)
+{
+    for (int i = 0; sk_entities[i]; i++)
+        if (sk_entities[i] == e)
+            return i;
+    return -1;
+}

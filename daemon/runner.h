@@ -1,0 +1,70 @@
+/*
+ * runner.h: one running connector instance as the supervisor sees it: its
+ * thread, state, counters, stop flag and wake-up. The drivers fill it; the
+ * supervisor, the progress lines and (later) the admin API read it.
+ *
+ * Counters are atomics so readers never lock; the last error is behind a mutex.
+ */
+#ifndef SK_RUNNER_H
+#define SK_RUNNER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "connector.h"
+#include "model.h"
+
+enum sk_runner_state {
+    SK_STATE_STARTING = 0,
+    SK_STATE_RUNNING,
+    SK_STATE_IDLE,      /* source: cycle complete, waiting; sink: caught up */
+    SK_STATE_RETRYING,  /* backing off after a retriable error */
+    SK_STATE_PAUSED,
+    SK_STATE_FAILED,
+    SK_STATE_STOPPED,
+};
+
+const char *sk_runner_state_name(enum sk_runner_state s);
+
+enum sk_runner_kind { SK_RUNNER_SOURCE, SK_RUNNER_SINK };
+
+struct sk_runner {
+    enum sk_runner_kind kind;
+    char *name;
+    const char *type;
+    pthread_t thread;
+    bool started;
+    atomic_int state;
+    atomic_bool stop;              /* set by the supervisor: finish and exit */
+    atomic_uint_fast64_t records;  /* source: records stored in Kafka; sink: records applied */
+    atomic_uint_fast64_t failed;   /* source: bad inputs; sink: rejected records */
+    atomic_uint_fast64_t dead_lettered;
+    atomic_uint_fast64_t retries;
+    atomic_uint_fast64_t cycles;   /* source: completed poll cycles; sink: batches */
+    atomic_uint_fast64_t per_entity[SK_ENTITY_COUNT];
+    atomic_int_fast64_t progress_done, progress_total;
+    atomic_bool drained;           /* sink: caught up with the drain target (--once) */
+    atomic_bool drain_requested;   /* supervisor: sources are done, drain to the end now */
+    int64_t started_mono_ms;
+
+    pthread_mutex_t mu;            /* guards last_error and the wake flag */
+    pthread_cond_t cv;
+    bool wake;
+    char last_error[512];
+};
+
+void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *name,
+                    const char *type);
+void sk_runner_destroy(struct sk_runner *r);
+void sk_runner_set_state(struct sk_runner *r, enum sk_runner_state s);
+void sk_runner_set_error(struct sk_runner *r, const char *msg);
+void sk_runner_last_error(struct sk_runner *r, char *buf, size_t size);
+/* Wake the runner's thread if it is waiting (any thread). */
+void sk_runner_wake(struct sk_runner *r);
+/* Wait up to ms or until woken or stopped. Returns true if woken or stopped. */
+bool sk_runner_wait(struct sk_runner *r, int64_t ms);
+int sk_entity_index(const struct sk_entity *e);
+
+#endif

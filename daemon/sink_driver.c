@@ -1,0 +1,711 @@
+/*
+ * sink_driver.c: runs one sink connector: consume -> batch -> apply -> commit.
+ *
+ * Delivery rules (DESIGN.md):
+ *  3. An offset is stored and committed only after the target applied every
+ *     record before it (enable.auto.offset.store=false, no auto-commit).
+ *     Sinks that keep offsets in the target (stored_offsets) are sought to
+ *     them on assignment: exactly-once apply.
+ *  4. A retriable failure pauses the partitions and retries the same records
+ *     with backoff (the consumer keeps polling so it stays in its group); a
+ *     rejected record goes to the DLQ, and only once the DLQ acknowledged it
+ *     does the offset move past it.
+ *  5. On stop: apply the batch in hand, commit, leave the group.
+ *
+ * Assignment strategy: eager (roundrobin). Each sink is the only member of its
+ * group `skolsync-<sink>`, so cooperative rebalancing buys nothing here, and
+ * librdkafka 2.0.2 carries several cooperative-sticky bugs (c-engineering.md
+ * §0 rule 7: assignor loop, lost assignment on commit during rebalance, crash
+ * and hang on close).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drivers.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+const struct sk_option sk_sink_settings_options[] = {
+    {"type", SK_OPT_STRING, NULL, true, "connector type (skolsync connectors lists them)",
+     offsetof(struct sk_sink_settings, type)},
+    {"entities", SK_OPT_LIST, NULL, false,
+     "entity types to consume, by name (Person) or collection (persons); default all",
+     offsetof(struct sk_sink_settings, entities)},
+    {"batch_size", SK_OPT_INT, "500", false, "most records applied in one target transaction",
+     offsetof(struct sk_sink_settings, batch_size), .min = 1, .max = 100000},
+    {"batch_linger", SK_OPT_DURATION, "100ms", false,
+     "longest wait for a batch to fill before it is applied",
+     offsetof(struct sk_sink_settings, batch_linger_ms), .min = 0, .max = 60000},
+    {"retry_backoff", SK_OPT_DURATION, "500ms", false,
+     "first wait after a retriable error (doubles, with jitter)",
+     offsetof(struct sk_sink_settings, retry_base_ms), .min = 1, .max = 3600000},
+    {"retry_backoff_max", SK_OPT_DURATION, "60s", false, "longest wait between retries",
+     offsetof(struct sk_sink_settings, retry_cap_ms), .min = 1, .max = 86400000},
+    {0},
+};
+
+struct part {
+    char *topic;
+    int32_t partition;
+    int64_t next;         /* every record before it is applied (or -1: unknown) */
+    int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
+    int64_t drain_target; /* --once: must reach this (-1: not set) */
+};
+
+struct sink_run {
+    struct sk_sink_env *env;
+    rd_kafka_t *consumer;
+    rd_kafka_t *dlq;
+    rd_kafka_message_t **pending;
+    size_t n_pending, cap_pending;
+    int64_t first_pending_ms;
+    struct part *parts;
+    size_t n_parts;
+    bool in_flush;
+    bool revoked_in_flush; /* the assignment went away while a batch was retrying */
+    bool fatal;
+    struct sk_record *recs;
+    struct sk_outcome *outs;
+};
+
+static struct part *part_find(struct sink_run *run, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < run->n_parts; i++)
+        if (run->parts[i].partition == partition && strcmp(run->parts[i].topic, topic) == 0)
+            return &run->parts[i];
+    return NULL;
+}
+
+static void parts_clear(struct sink_run *run)
+{
+    for (size_t i = 0; i < run->n_parts; i++)
+        free(run->parts[i].topic);
+    free(run->parts);
+    run->parts = NULL;
+    run->n_parts = 0;
+}
+
+static const struct sk_entity *entity_of(struct sink_run *run, const char *topic)
+{
+    for (size_t i = 0; i < run->env->sink.n_entities; i++)
+        if (strcmp(run->env->topics[i], topic) == 0)
+            return run->env->sink.entities[i];
+    return NULL;
+}
+
+static void pending_drop(struct sink_run *run)
+{
+    for (size_t i = 0; i < run->n_pending; i++)
+        rd_kafka_message_destroy(run->pending[i]);
+    run->n_pending = 0;
+}
+
+/* ---- dead letters -------------------------------------------------------- */
+
+struct dlq_delivery {
+    size_t pending, failed;
+};
+
+static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct dlq_delivery *d = m->_private;
+    if (m->err)
+        d->failed++;
+    d->pending--;
+}
+
+static int dlq_open(struct sink_run *run, struct sk_error *err)
+{
+    if (run->dlq)
+        return 0;
+    char *cid = sk_asprintf("skolsync-dlq-%s", run->env->runner.name);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(run->env->kafka, cid, err);
+    free(cid);
+    if (!conf)
+        return -1;
+    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err)) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dlq_dr_cb);
+    char errstr[512];
+    run->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!run->dlq) {
+        rd_kafka_conf_destroy(conf);
+        return sk_error_set(err, SK_ERR_FATAL, "cannot create DLQ producer: %s", errstr);
+    }
+    return 0;
+}
+
+/* Dead-letters the rejected records of recs[0..n) and waits for the acknowledgements. */
+static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
+{
+    struct dlq_delivery d = {0};
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        if (run->outs[i].kind != SK_REJECTED)
+            continue;
+        if (!any && dlq_open(run, err))
+            return -1;
+        any = true;
+        const rd_kafka_message_t *m = run->pending[i];
+        rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%d", (int)m->partition);
+        snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+        rd_kafka_header_add(h, "skolsync-connector", -1, run->env->runner.name, -1);
+        rd_kafka_header_add(h, "skolsync-topic", -1, rd_kafka_topic_name(m->rkt), -1);
+        rd_kafka_header_add(h, "skolsync-partition", -1, part, -1);
+        rd_kafka_header_add(h, "skolsync-offset", -1, off, -1);
+        rd_kafka_header_add(h, "skolsync-error-class", -1,
+                            sk_err_class_name(run->outs[i].err.cls), -1);
+        rd_kafka_header_add(h, "skolsync-error", -1, run->outs[i].err.msg, -1);
+        for (;;) {
+            rd_kafka_resp_err_t e = rd_kafka_producev(
+                run->dlq, RD_KAFKA_V_TOPIC(sk_kafka_dlq_topic(run->env->kafka)),
+                RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                RD_KAFKA_V_OPAQUE(&d), RD_KAFKA_V_END);
+            if (!e) {
+                d.pending++;
+                break;
+            }
+            if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                rd_kafka_headers_destroy(h);
+                return sk_error_set(err, SK_ERR_RETRIABLE, "dead letter: %s",
+                                    rd_kafka_err2str(e));
+            }
+            rd_kafka_poll(run->dlq, 100);
+        }
+        sk_warn(run->env->runner.name, "dead-lettered %s[%d]@%lld: %s",
+                rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                run->outs[i].err.msg);
+    }
+    while (d.pending > 0)
+        rd_kafka_poll(run->dlq, 100);
+    if (d.failed)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu dead letter(s) not acknowledged",
+                            d.failed);
+    return 0;
+}
+
+/* ---- applying a batch ------------------------------------------------------ */
+
+static void pause_all(struct sink_run *run, bool pause)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(run->consumer, &a) || !a)
+        return;
+    if (a->cnt)
+        (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(run->consumer, a);
+    rd_kafka_topic_partition_list_destroy(a);
+}
+
+/*
+ * Waits ms while staying a live group member: partitions are paused, so
+ * polling returns no records but serves rebalances and heartbeats.
+ */
+static void wait_polling(struct sink_run *run, int64_t ms)
+{
+    int64_t until = sk_mono_ms() + ms;
+    while (!atomic_load(&run->env->runner.stop) && !run->revoked_in_flush) {
+        int64_t left = until - sk_mono_ms();
+        if (left <= 0)
+            break;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(run->consumer, (int)(left > 200 ? 200 : left));
+        if (m)
+            rd_kafka_message_destroy(m); /* paused: only stale fetches; refetched on resume */
+    }
+}
+
+static void build_records(struct sink_run *run)
+{
+    for (size_t i = 0; i < run->n_pending; i++) {
+        const rd_kafka_message_t *m = run->pending[i];
+        struct sk_record *r = &run->recs[i];
+        memset(r, 0, sizeof(*r));
+        r->topic = rd_kafka_topic_name(m->rkt);
+        r->partition = m->partition;
+        r->offset = m->offset;
+        r->entity = entity_of(run, r->topic);
+        r->value = m->payload;
+        r->value_len = m->len;
+        char obs[32];
+        if (sk_kafka_header(m, "skolsync-observed", obs, sizeof(obs)) == 0)
+            r->observed_us = strtoll(obs, NULL, 10);
+        char key[64] = "";
+        if (m->key && m->key_len < sizeof(key)) {
+            memcpy(key, m->key, m->key_len);
+            key[m->key_len] = '\0';
+        }
+        run->outs[i].kind = SK_APPLIED;
+        sk_error_clear(&run->outs[i].err);
+        /* DESIGN.md: the key is the entity's lowercase UUID; anything else is
+         * not ours to apply. */
+        if (!r->entity || sk_uuid_normalize(key, r->key) != 0) {
+            run->outs[i].kind = SK_REJECTED;
+            sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT,
+                         r->entity ? "record key is not a UUID" : "topic not consumed by sink");
+        }
+    }
+}
+
+/*
+ * Applies the pending records with retries. Returns 0 when every record is
+ * applied or dead-lettered; -1 when it gave up (stop, revoked, fatal): then
+ * nothing past the last fully handled record is committed.
+ */
+static int apply_pending(struct sink_run *run)
+{
+    struct sk_sink_env *env = run->env;
+    struct sk_runner *r = &env->runner;
+    size_t n = run->n_pending;
+    build_records(run);
+
+    /* Records already rejected by the key check are skipped by the sink:
+     * apply runs over maximal runs of records still to be applied. */
+    size_t start = 0;
+    int attempt = 0;
+    bool paused = false;
+    int rc = 0;
+    while (start < n) {
+        size_t end = start;
+        while (end < n && run->outs[end].kind != SK_REJECTED)
+            end++;
+        if (end == start) {
+            start++;
+            continue;
+        }
+        struct sk_error err = {0};
+        int64_t t0 = sk_mono_ms();
+        int arc = env->sink.ops->apply(&env->sink, run->recs + start, end - start,
+                                       run->outs + start, &err);
+        size_t retry_at = end;
+        if (arc != 0) {
+            retry_at = start;
+        } else {
+            for (size_t i = start; i < end; i++) {
+                if (run->outs[i].kind == SK_RETRY) {
+                    retry_at = i;
+                    err = run->outs[i].err;
+                    break;
+                }
+            }
+        }
+        if (retry_at == end) {
+            sk_debug(r->name, "applied %zu record(s) in %lld ms", end - start,
+                     (long long)(sk_mono_ms() - t0));
+            start = end;
+            attempt = 0;
+            continue;
+        }
+        if (err.cls == SK_ERR_FATAL) {
+            sk_error_log(r->name, "%s", err.msg);
+            sk_runner_set_error(r, err.msg);
+            run->fatal = true;
+            rc = -1;
+            break;
+        }
+        /* Retriable: keep what was applied before retry_at, retry from there. */
+        start = retry_at;
+        if (!paused) {
+            pause_all(run, true);
+            paused = true;
+        }
+        int64_t ms = sk_backoff_ms(attempt++, env->settings.retry_base_ms,
+                                   env->settings.retry_cap_ms);
+        sk_runner_set_state(r, SK_STATE_RETRYING);
+        sk_runner_set_error(r, err.msg);
+        atomic_fetch_add(&r->retries, 1);
+        sk_warn(r->name, "%s; retrying in %lld ms", err.msg[0] ? err.msg : "apply failed",
+                (long long)ms);
+        wait_polling(run, ms);
+        if (atomic_load(&r->stop) || run->revoked_in_flush) {
+            rc = -1;
+            break;
+        }
+        for (size_t i = start; i < n; i++)
+            if (run->outs[i].kind == SK_RETRY)
+                run->outs[i].kind = SK_APPLIED;
+    }
+    /* Dead letters, acknowledged before any offset moves past them. */
+    for (attempt = 0; rc == 0;) {
+        struct sk_error err = {0};
+        if (dlq_send(run, n, &err) == 0)
+            break;
+        if (err.cls == SK_ERR_FATAL) {
+            run->fatal = true;
+            rc = -1;
+            break;
+        }
+        if (!paused) {
+            pause_all(run, true);
+            paused = true;
+        }
+        sk_runner_set_state(r, SK_STATE_RETRYING);
+        sk_runner_set_error(r, err.msg);
+        wait_polling(run, sk_backoff_ms(attempt++, env->settings.retry_base_ms,
+                                        env->settings.retry_cap_ms));
+        if (atomic_load(&r->stop) || run->revoked_in_flush)
+            rc = -1;
+    }
+    if (paused && !run->revoked_in_flush)
+        pause_all(run, false);
+    if (rc == 0) {
+        sk_runner_set_state(r, SK_STATE_RUNNING);
+        sk_runner_set_error(r, "");
+    }
+    return rc;
+}
+
+/* Stores and (asynchronously) commits `next` for every partition that moved. */
+static void commit_parts(struct sink_run *run, bool sync)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)run->n_parts);
+    for (size_t i = 0; i < run->n_parts; i++)
+        if (run->parts[i].next >= 0)
+            rd_kafka_topic_partition_list_add(l, run->parts[i].topic, run->parts[i].partition)
+                ->offset = run->parts[i].next;
+    if (l->cnt) {
+        rd_kafka_resp_err_t e = rd_kafka_offsets_store(run->consumer, l);
+        if (e && e != RD_KAFKA_RESP_ERR__STATE)
+            sk_warn(run->env->runner.name, "offsets_store: %s", rd_kafka_err2str(e));
+        e = rd_kafka_commit(run->consumer, NULL, sync ? 0 : 1);
+        if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            sk_warn(run->env->runner.name, "commit: %s", rd_kafka_err2str(e));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Moves partitions whose fetcher reached an end past their applied records
+ * (transaction markers occupy offsets: without this a caught-up sink would
+ * show a lag of 1 forever). Only valid when nothing is pending. */
+static bool advance_to_eof(struct sink_run *run)
+{
+    struct sk_offsets marks = {0};
+    for (size_t i = 0; i < run->n_parts; i++) {
+        struct part *p = &run->parts[i];
+        if (p->eof > p->next) {
+            p->next = p->eof;
+            sk_offsets_add(&marks, p->topic, p->partition, p->next);
+        }
+    }
+    bool moved = marks.n > 0;
+    if (moved && run->env->sink.ops->mark_offsets) {
+        struct sk_error err = {0};
+        if (run->env->sink.ops->mark_offsets(&run->env->sink, &marks, &err))
+            sk_warn(run->env->runner.name, "mark_offsets: %s", err.msg);
+    }
+    sk_offsets_free(&marks);
+    return moved;
+}
+
+static void flush(struct sink_run *run, bool sync_commit)
+{
+    if (run->in_flush)
+        return;
+    run->in_flush = true;
+    size_t n = run->n_pending;
+    if (n > 0) {
+        if (apply_pending(run) != 0) {
+            /* Not applied: not committed. The records come again after the
+             * restart or reassignment. */
+            pending_drop(run);
+            run->revoked_in_flush = false;
+            run->in_flush = false;
+            return;
+        }
+        struct sk_runner *r = &run->env->runner;
+        size_t applied = 0, rejected = 0;
+        for (size_t i = 0; i < n; i++) {
+            const rd_kafka_message_t *m = run->pending[i];
+            struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
+            if (p && m->offset + 1 > p->next)
+                p->next = m->offset + 1;
+            if (run->outs[i].kind == SK_REJECTED) {
+                rejected++;
+            } else {
+                applied++;
+                int idx = run->recs[i].entity ? sk_entity_index(run->recs[i].entity) : -1;
+                if (idx >= 0)
+                    atomic_fetch_add(&r->per_entity[idx], 1);
+            }
+        }
+        atomic_fetch_add(&r->records, applied);
+        atomic_fetch_add(&r->failed, rejected);
+        atomic_fetch_add(&r->dead_lettered, rejected);
+        atomic_fetch_add(&r->cycles, 1);
+        pending_drop(run);
+    }
+    advance_to_eof(run);
+    commit_parts(run, sync_commit);
+    run->in_flush = false;
+}
+
+/* ---- rebalancing ------------------------------------------------------------ */
+
+static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *parts)
+{
+    struct sk_sink_env *env = run->env;
+    struct sk_offsets stored = {0};
+    if (env->sink.ops->stored_offsets) {
+        struct sk_error err = {0};
+        if (env->sink.ops->stored_offsets(&env->sink, &stored, &err))
+            sk_warn(env->runner.name, "stored offsets unavailable (%s): using the group's",
+                    err.msg);
+    }
+    parts_clear(run);
+    run->parts = sk_calloc((size_t)parts->cnt + 1, sizeof(*run->parts));
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        struct part *p = &run->parts[run->n_parts++];
+        p->topic = sk_strdup(tp->topic);
+        p->partition = tp->partition;
+        p->next = -1;
+        p->eof = -1;
+        p->drain_target = -1;
+        for (size_t j = 0; j < stored.n; j++) {
+            if (stored.v[j].partition == tp->partition && strcmp(stored.v[j].topic, tp->topic) == 0) {
+                /* Exactly-once apply: resume where the target says it is. */
+                tp->offset = stored.v[j].next_offset;
+                p->next = stored.v[j].next_offset;
+            }
+        }
+    }
+    sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt,
+            stored.n ? " (resuming at offsets stored in the target)" : "");
+    sk_offsets_free(&stored);
+    rd_kafka_assign(run->consumer, parts);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct sink_run *run = opaque;
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        on_assign(run, parts);
+        break;
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        if (run->in_flush) {
+            run->revoked_in_flush = true; /* the retrying batch gives up; nothing committed */
+        } else if (!rd_kafka_assignment_lost(rk)) {
+            flush(run, true); /* finish the batch in hand, then commit synchronously */
+        } else {
+            pending_drop(run); /* the generation is gone: do not commit */
+        }
+        sk_info(run->env->runner.name, "partitions revoked%s",
+                rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
+        parts_clear(run);
+        rd_kafka_assign(rk, NULL);
+        break;
+    default:
+        sk_warn(run->env->runner.name, "rebalance: %s", rd_kafka_err2str(err));
+        parts_clear(run);
+        rd_kafka_assign(rk, NULL);
+        break;
+    }
+}
+
+static int consumer_create(struct sink_run *run, struct sk_error *err)
+{
+    struct sk_sink_env *env = run->env;
+    char *cid = sk_asprintf("skolsync-sink-%s", env->runner.name);
+    char *group = sk_asprintf("skolsync-%s", env->runner.name);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, err);
+    int rc = -1;
+    if (!conf)
+        goto out;
+    /* Static membership: a restarted daemon (even after kill -9) takes its
+     * partitions back at once instead of waiting out the old session. */
+    if (sk_kafka_conf_set(conf, "group.id", group, err) ||
+        sk_kafka_conf_set(conf, "group.instance.id", group, err) ||
+        sk_kafka_conf_set(conf, "isolation.level", "read_committed", err) ||
+        sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
+        sk_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+        sk_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+        sk_kafka_conf_set(conf, "enable.partition.eof", "true", err) ||
+        sk_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", err)) {
+        rd_kafka_conf_destroy(conf);
+        goto out;
+    }
+    if (sk_kafka_embedded(env->kafka) &&
+        (sk_kafka_conf_set(conf, "session.timeout.ms", "6000", err) ||
+         sk_kafka_conf_set(conf, "heartbeat.interval.ms", "500", err))) {
+        rd_kafka_conf_destroy(conf);
+        goto out;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, run);
+    char errstr[512];
+    run->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!run->consumer) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, SK_ERR_FATAL, "cannot create consumer: %s", errstr);
+        goto out;
+    }
+    rd_kafka_poll_set_consumer(run->consumer);
+    rd_kafka_topic_partition_list_t *subs =
+        rd_kafka_topic_partition_list_new((int)env->sink.n_entities);
+    for (size_t i = 0; i < env->sink.n_entities; i++)
+        rd_kafka_topic_partition_list_add(subs, env->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(run->consumer, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        sk_error_set(err, SK_ERR_FATAL, "subscribe: %s", rd_kafka_err2str(e));
+        goto out;
+    }
+    rc = 0;
+out:
+    free(cid);
+    free(group);
+    return rc;
+}
+
+/*
+ * --once: the sink is drained when every partition reached the end offset
+ * (the last stable offset, under read_committed) taken once the sources
+ * finished. The ends are asked by a separate short-lived client: on the
+ * consumer's own connection the request would queue behind each partition's
+ * long-polling fetch.
+ */
+static int query_drain_targets(struct sink_run *run)
+{
+    struct sk_error err = {0};
+    char *cid = sk_asprintf("skolsync-drain-%s", run->env->runner.name);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(run->env->kafka, cid, &err);
+    free(cid);
+    if (!conf || sk_kafka_conf_set(conf, "isolation.level", "read_committed", &err)) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    char errstr[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < run->n_parts && rc == 0; i++) {
+        struct part *p = &run->parts[i];
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, 10000))
+            rc = -1;
+        else
+            p->drain_target = hi;
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+static void check_drained(struct sink_run *run)
+{
+    struct sk_runner *r = &run->env->runner;
+    if (!atomic_load(&r->drain_requested) || atomic_load(&r->drained) || run->n_pending ||
+        run->n_parts == 0)
+        return;
+    bool targets = true;
+    for (size_t i = 0; i < run->n_parts; i++)
+        targets &= run->parts[i].drain_target >= 0;
+    if (!targets && query_drain_targets(run))
+        return; /* try again on the next round */
+    for (size_t i = 0; i < run->n_parts; i++)
+        if (run->parts[i].next < run->parts[i].drain_target)
+            return;
+    commit_parts(run, true);
+    atomic_store(&r->drained, true);
+    sk_runner_set_state(r, SK_STATE_IDLE);
+}
+
+static void *sink_thread(void *arg)
+{
+    struct sk_sink_env *env = arg;
+    struct sk_runner *r = &env->runner;
+    struct sink_run run = {.env = env};
+    size_t batch = (size_t)env->settings.batch_size;
+    run.pending = sk_calloc(batch, sizeof(*run.pending));
+    run.recs = sk_calloc(batch, sizeof(*run.recs));
+    run.outs = sk_calloc(batch, sizeof(*run.outs));
+    run.cap_pending = batch;
+
+    for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
+        struct sk_error err = {0};
+        if (consumer_create(&run, &err) == 0)
+            break;
+        sk_runner_set_error(r, err.msg);
+        if (err.cls == SK_ERR_FATAL || !run.consumer) {
+            sk_error_log(r->name, "%s", err.msg);
+            sk_runner_set_state(r, SK_STATE_FAILED);
+            goto out;
+        }
+    }
+    sk_runner_set_state(r, SK_STATE_RUNNING);
+    while (!atomic_load(&r->stop) && !run.fatal) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, 100);
+        if (m) {
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                struct part *p = part_find(&run, rd_kafka_topic_name(m->rkt), m->partition);
+                if (p && m->offset > p->eof)
+                    p->eof = m->offset;
+                rd_kafka_message_destroy(m);
+                if (run.n_pending == 0 && advance_to_eof(&run))
+                    commit_parts(&run, false);
+                else if (run.n_pending)
+                    flush(&run, false); /* reached the end: do not linger */
+            } else if (m->err) {
+                sk_warn(r->name, "consume: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else {
+                if (run.n_pending == 0)
+                    run.first_pending_ms = sk_mono_ms();
+                run.pending[run.n_pending++] = m;
+                if (run.n_pending == run.cap_pending)
+                    flush(&run, false);
+            }
+        }
+        if (run.n_pending &&
+            sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
+            flush(&run, false);
+        check_drained(&run);
+        if (!run.n_pending && atomic_load(&r->state) == SK_STATE_RUNNING && run.n_parts &&
+            !atomic_load(&r->drain_requested)) {
+            bool caught_up = true;
+            for (size_t i = 0; i < run.n_parts; i++)
+                if (run.parts[i].eof < 0 || run.parts[i].next < run.parts[i].eof)
+                    caught_up = false;
+            if (caught_up)
+                sk_runner_set_state(r, SK_STATE_IDLE);
+        } else if (run.n_pending && atomic_load(&r->state) == SK_STATE_IDLE) {
+            sk_runner_set_state(r, SK_STATE_RUNNING);
+        }
+    }
+    /* Rule 5: apply what is in hand (unless the target is failing), commit, leave. */
+    if (!run.fatal)
+        flush(&run, true);
+    else
+        pending_drop(&run);
+    rd_kafka_consumer_close(run.consumer);
+    rd_kafka_destroy(run.consumer);
+out:
+    if (run.dlq) {
+        rd_kafka_flush(run.dlq, 5000);
+        rd_kafka_destroy(run.dlq);
+    }
+    parts_clear(&run);
+    free(run.pending);
+    free(run.recs);
+    free(run.outs);
+    sk_runner_set_state(r, run.fatal ? SK_STATE_FAILED : SK_STATE_STOPPED);
+    return NULL;
+}
+
+int sk_sink_driver_start(struct sk_sink_env *env)
+{
+    if (pthread_create(&env->runner.thread, NULL, sink_thread, env))
+        return -1;
+    env->runner.started = true;
+    return 0;
+}

@@ -1,0 +1,485 @@
+/*
+ * source_driver.c: runs one source connector: poll -> produce -> cursor.
+ *
+ * Delivery rules (DESIGN.md):
+ *  1. Exactly-once (real broker): each batch, its dead letters and its new
+ *     cursor are one Kafka transaction; on any error the transaction is
+ *     aborted and the source is polled again from the last committed cursor.
+ *  2. At-least-once (embedded broker, or exactly_once off): the cursor record
+ *     is produced only after every delivery report of the batch succeeded.
+ *     A failed report does not prove the record is absent
+ *     (c-engineering.md rule 2): the batch is sent again; sinks are idempotent.
+ * The cursor in memory moves only after Kafka acknowledged the batch.
+ *
+ * Must never: advance the cursor past unacknowledged data, or retry a produce
+ * in the application (librdkafka retries; we re-poll the whole batch).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "drivers.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+const struct sk_option sk_source_settings_options[] = {
+    {"type", SK_OPT_STRING, NULL, true, "connector type (skolsync connectors lists them)",
+     offsetof(struct sk_source_settings, type)},
+    {"poll_interval", SK_OPT_DURATION, "5m", false,
+     "time between poll cycles once the source is idle",
+     offsetof(struct sk_source_settings, poll_interval_ms), .min = 10, .max = 7LL * 86400000},
+    {"retry_backoff", SK_OPT_DURATION, "500ms", false,
+     "first wait after a retriable error (doubles, with jitter)",
+     offsetof(struct sk_source_settings, retry_base_ms), .min = 1, .max = 3600000},
+    {"retry_backoff_max", SK_OPT_DURATION, "60s", false, "longest wait between retries",
+     offsetof(struct sk_source_settings, retry_cap_ms), .min = 1, .max = 86400000},
+    {0},
+};
+
+/* Tracks the delivery reports of one batch (at-least-once mode). */
+struct delivery {
+    size_t pending;
+    size_t failed;
+    rd_kafka_resp_err_t first_err;
+};
+
+struct source_run {
+    struct sk_source_env *env;
+    rd_kafka_t *producer;
+    bool txn;
+    char *topics[SK_ENTITY_COUNT]; /* by entity index, created lazily */
+    struct sk_cursor cursor;       /* the last cursor Kafka acknowledged */
+};
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct delivery *d = m->_private;
+    if (!d)
+        return;
+    if (m->err) {
+        if (!d->failed)
+            d->first_err = m->err;
+        d->failed++;
+    }
+    d->pending--;
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct source_run *run = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char buf[512];
+        rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        sk_error_log(run->env->runner.name, "fatal producer error: %s", buf);
+    } else {
+        sk_warn(run->env->runner.name, "kafka: %s", reason);
+    }
+}
+
+static int producer_create(struct source_run *run, struct sk_error *err)
+{
+    struct sk_source_env *env = run->env;
+    char *client_id = sk_asprintf("skolsync-src-%s", env->runner.name);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, err);
+    free(client_id);
+    if (!conf)
+        return -1;
+    run->txn = sk_kafka_transactional(env->kafka);
+    /* Idempotence always: no duplicates from librdkafka's own retries. */
+    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err) ||
+        sk_kafka_conf_set(conf, "linger.ms", "5", err) ||
+        sk_kafka_conf_set(conf, "compression.type", "lz4", err))
+        goto fail;
+    if (run->txn) {
+        /* Stable per connector: a restarted daemon fences its zombie predecessor. */
+        char *tid = sk_asprintf("skolsync-src-%s", env->runner.name);
+        int rc = sk_kafka_conf_set(conf, "transactional.id", tid, err);
+        free(tid);
+        if (rc || sk_kafka_conf_set(conf, "transaction.timeout.ms", "60000", err) ||
+            sk_kafka_conf_set(conf, "message.timeout.ms", "55000", err))
+            goto fail;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, run);
+    char errstr[512];
+    run->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!run->producer) {
+        sk_error_set(err, SK_ERR_FATAL, "cannot create producer: %s", errstr);
+        goto fail;
+    }
+    if (run->txn) {
+        rd_kafka_error_t *e = rd_kafka_init_transactions(run->producer, 30000);
+        if (e) {
+            sk_error_set(err, rd_kafka_error_is_retriable(e) ? SK_ERR_RETRIABLE : SK_ERR_FATAL,
+                         "init_transactions: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            rd_kafka_destroy(run->producer);
+            run->producer = NULL;
+            return -1;
+        }
+    }
+    return 0;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return -1;
+}
+
+static void producer_destroy(struct source_run *run)
+{
+    if (!run->producer)
+        return;
+    rd_kafka_purge(run->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(run->producer, 2000);
+    rd_kafka_destroy(run->producer);
+    run->producer = NULL;
+}
+
+static const char *topic_of(struct source_run *run, const struct sk_entity *e)
+{
+    int i = sk_entity_index(e);
+    if (!run->topics[i])
+        run->topics[i] = sk_kafka_topic_for(run->env->kafka, e->collection);
+    return run->topics[i];
+}
+
+/*
+ * Produces one message, waiting while the local queue is full (back-pressure:
+ * the source is not polled meanwhile). Copies key and value.
+ */
+static int produce(struct source_run *run, const char *topic, const void *key, size_t key_len,
+                   const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
+                   struct delivery *d, struct sk_error *err)
+{
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            run->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+            RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (d)
+                d->pending++;
+            return 0;
+        }
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_headers_destroy(hdrs);
+            return sk_error_set(err, e == RD_KAFKA_RESP_ERR__FATAL ? SK_ERR_FATAL
+                                                                   : SK_ERR_RETRIABLE,
+                                "produce to %s: %s", topic, rd_kafka_err2str(e));
+        }
+        rd_kafka_poll(run->producer, 100);
+    }
+}
+
+static rd_kafka_headers_t *record_headers(struct source_run *run, const struct sk_record *r)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    char observed[32];
+    snprintf(observed, sizeof(observed), "%lld", (long long)r->observed_us);
+    rd_kafka_header_add(h, "skolsync-source", -1, run->env->runner.name, -1);
+    rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
+    rd_kafka_header_add(h, "skolsync-schema", -1, sk_entity_schema(r->entity), -1);
+    rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
+    return h;
+}
+
+static rd_kafka_headers_t *dlq_headers(struct source_run *run, const struct sk_bad_input *b)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+    rd_kafka_header_add(h, "skolsync-connector", -1, run->env->runner.name, -1);
+    rd_kafka_header_add(h, "skolsync-where", -1, b->where, -1);
+    rd_kafka_header_add(h, "skolsync-error-class", -1, sk_err_class_name(b->err.cls), -1);
+    rd_kafka_header_add(h, "skolsync-error", -1, b->err.msg, -1);
+    return h;
+}
+
+/* Produces the batch's records and dead letters (not the cursor). */
+static int produce_batch(struct source_run *run, const struct sk_batch *b, struct delivery *d,
+                         struct sk_error *err)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const struct sk_record *r = &b->recs[i];
+        if (produce(run, topic_of(run, r->entity), r->key, strlen(r->key), r->value,
+                    r->value_len, record_headers(run, r), d, err))
+            return -1;
+        rd_kafka_poll(run->producer, 0);
+    }
+    for (size_t i = 0; i < b->n_bad; i++) {
+        const struct sk_bad_input *x = &b->bad[i];
+        if (produce(run, sk_kafka_dlq_topic(run->env->kafka), x->key,
+                    x->key ? strlen(x->key) : 0, x->raw, x->raw_len, dlq_headers(run, x), d,
+                    err))
+            return -1;
+    }
+    return 0;
+}
+
+static int produce_cursor(struct source_run *run, const struct sk_cursor *c, struct delivery *d,
+                          struct sk_error *err)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, "skolsync-source", -1, run->env->runner.name, -1);
+    const char *name = run->env->runner.name;
+    return produce(run, sk_kafka_cursor_topic(run->env->kafka), name, strlen(name), c->data,
+                   c->len, h, d, err);
+}
+
+/* Waits for every delivery report of d (at-least-once). */
+static int await_delivery(struct source_run *run, struct delivery *d, struct sk_error *err)
+{
+    while (d->pending > 0)
+        rd_kafka_poll(run->producer, 100);
+    if (d->failed)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu record(s) not acknowledged: %s",
+                            d->failed, rd_kafka_err2str(d->first_err));
+    return 0;
+}
+
+static int txn_error(rd_kafka_error_t *e, const char *what, struct sk_error *err)
+{
+    enum sk_err_class cls = rd_kafka_error_is_fatal(e) ? SK_ERR_FATAL : SK_ERR_RETRIABLE;
+    sk_error_set(err, cls, "%s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    return -1;
+}
+
+/* Rule 1: data + dead letters + cursor in one transaction. */
+static int deliver_txn(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
+{
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(run->producer);
+    if (e)
+        return txn_error(e, "begin_transaction", err);
+    if (produce_batch(run, b, NULL, err) ||
+        (b->has_cursor && produce_cursor(run, &b->cursor, NULL, err)))
+        goto abort;
+    for (int attempt = 0;; attempt++) {
+        e = rd_kafka_commit_transaction(run->producer, 60000);
+        if (!e)
+            return 0;
+        if (rd_kafka_error_txn_requires_abort(e)) {
+            txn_error(e, "commit_transaction", err);
+            goto abort;
+        }
+        if (rd_kafka_error_is_retriable(e) && attempt < 5 && !atomic_load(&run->env->runner.stop)) {
+            rd_kafka_error_destroy(e); /* resumable since 2.0.0: call again */
+            continue;
+        }
+        return txn_error(e, "commit_transaction", err);
+    }
+abort:
+    if (err->cls == SK_ERR_FATAL)
+        return -1;
+    e = rd_kafka_abort_transaction(run->producer, 30000);
+    if (e)
+        return txn_error(e, "abort_transaction", err);
+    if (err->cls == SK_ERR_NONE)
+        err->cls = SK_ERR_RETRIABLE;
+    return -1;
+}
+
+/* Rule 2: the cursor only after every earlier delivery report succeeded. */
+static int deliver_alo(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
+{
+    struct delivery d = {0};
+    if (produce_batch(run, b, &d, err)) {
+        await_delivery(run, &d, NULL);
+        return -1;
+    }
+    if (await_delivery(run, &d, err))
+        return -1;
+    if (!b->has_cursor)
+        return 0;
+    struct delivery dc = {0};
+    if (produce_cursor(run, &b->cursor, &dc, err)) {
+        await_delivery(run, &dc, NULL);
+        return -1;
+    }
+    return await_delivery(run, &dc, err);
+}
+
+static void count(struct sk_runner *r, const struct sk_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        int idx = sk_entity_index(b->recs[i].entity);
+        if (idx >= 0)
+            atomic_fetch_add(&r->per_entity[idx], 1);
+    }
+    atomic_fetch_add(&r->records, b->n);
+    atomic_fetch_add(&r->failed, b->n_bad);
+    atomic_fetch_add(&r->dead_lettered, b->n_bad);
+    if (b->progress_total || b->progress_done) {
+        atomic_store(&r->progress_done, (int_fast64_t)b->progress_done);
+        atomic_store(&r->progress_total, (int_fast64_t)b->progress_total);
+    }
+}
+
+/* Takes ownership of the batch's cursor as the acknowledged one. */
+static void cursor_advance(struct source_run *run, struct sk_batch *b)
+{
+    if (!b->has_cursor)
+        return;
+    free(run->cursor.data);
+    run->cursor = b->cursor;
+    b->cursor.data = NULL;
+    b->cursor.len = 0;
+    b->has_cursor = false;
+}
+
+static void backoff(struct source_run *run, int attempt, const struct sk_error *err)
+{
+    struct sk_runner *r = &run->env->runner;
+    int64_t ms = sk_backoff_ms(attempt, run->env->settings.retry_base_ms,
+                               run->env->settings.retry_cap_ms);
+    sk_runner_set_state(r, SK_STATE_RETRYING);
+    sk_runner_set_error(r, err->msg);
+    atomic_fetch_add(&r->retries, 1);
+    sk_warn(r->name, "%s; retrying in %lld ms", err->msg, (long long)ms);
+    /* A wake-up must not cut a backoff short: wait the whole time unless stopping. */
+    int64_t until = sk_mono_ms() + ms;
+    while (!atomic_load(&r->stop) && sk_mono_ms() < until)
+        sk_runner_wait(r, until - sk_mono_ms());
+}
+
+/* Creates the producer and loads the cursor, retrying until it works or we stop. */
+static int prepare(struct source_run *run)
+{
+    struct sk_runner *r = &run->env->runner;
+    for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
+        struct sk_error err = {0};
+        free(run->cursor.data);
+        run->cursor.data = NULL;
+        run->cursor.len = 0;
+        /* init_transactions first: it aborts a crashed predecessor's open
+         * transaction, so the cursor read below sees its final state. */
+        if (producer_create(run, &err) == 0 &&
+            sk_cursor_store_load(run->env->kafka, r->name, &run->cursor, &err) == 0) {
+            if (!run->cursor.data)
+                sk_info(r->name, "no cursor stored: starting a full sync");
+            return 0;
+        }
+        producer_destroy(run);
+        if (err.cls == SK_ERR_FATAL) {
+            sk_runner_set_error(r, err.msg);
+            sk_error_log(r->name, "%s", err.msg);
+            return -1;
+        }
+        backoff(run, attempt, &err);
+    }
+    return -1;
+}
+
+static void *source_thread(void *arg)
+{
+    struct sk_source_env *env = arg;
+    struct sk_runner *r = &env->runner;
+    struct source_run run = {.env = env};
+    struct sk_batch batch = {0};
+    int attempt = 0;
+
+    if (prepare(&run))
+        goto out;
+    sk_runner_set_state(r, SK_STATE_RUNNING);
+    while (!atomic_load(&r->stop)) {
+        struct sk_error err = {0};
+        sk_batch_reset(&batch);
+        int64_t t0 = sk_mono_ms();
+        int rc = env->source.ops->poll(&env->source, &run.cursor, &batch, &err);
+        if (rc == 0 && (batch.n || batch.n_bad || batch.has_cursor))
+            rc = run.txn ? deliver_txn(&run, &batch, &err) : deliver_alo(&run, &batch, &err);
+        if (rc) {
+            if (err.cls == SK_ERR_NONE)
+                err.cls = SK_ERR_RETRIABLE;
+            if (err.cls == SK_ERR_FATAL) {
+                /* A fatal producer error: a new producer (and transactional
+                 * session) is the only way on; the cursor is re-read. */
+                sk_error_log(r->name, "%s: restarting the connector's Kafka client", err.msg);
+                producer_destroy(&run);
+                backoff(&run, attempt++, &err);
+                if (prepare(&run))
+                    break;
+                continue;
+            }
+            backoff(&run, attempt++, &err);
+            continue; /* poll again from the acknowledged cursor */
+        }
+        attempt = 0;
+        count(r, &batch);
+        cursor_advance(&run, &batch);
+        sk_runner_set_error(r, "");
+        if (batch.n || batch.n_bad)
+            sk_debug(r->name, "stored %zu record(s), %zu dead letter(s) in %lld ms", batch.n,
+                     batch.n_bad, (long long)(sk_mono_ms() - t0));
+        if (batch.more)
+            continue;
+        atomic_fetch_add(&r->cycles, 1);
+        sk_runner_set_state(r, SK_STATE_IDLE);
+        sk_runner_wait(r, env->settings.poll_interval_ms);
+        if (!atomic_load(&r->stop))
+            sk_runner_set_state(r, SK_STATE_RUNNING);
+    }
+out:
+    sk_batch_free(&batch);
+    if (run.producer) {
+        /* Nothing half-written: an open transaction was committed or aborted
+         * above; at-least-once batches were awaited. */
+        rd_kafka_flush(run.producer, 5000);
+        rd_kafka_destroy(run.producer);
+    }
+    for (int i = 0; i < SK_ENTITY_COUNT; i++)
+        free(run.topics[i]);
+    free(run.cursor.data);
+    if (atomic_load(&r->state) != SK_STATE_FAILED)
+        sk_runner_set_state(r, atomic_load(&r->stop) ? SK_STATE_STOPPED : SK_STATE_FAILED);
+    return NULL;
+}
+
+void sk_source_wake(struct sk_source *self)
+{
+    sk_runner_wake(&self->env->runner);
+}
+
+int sk_source_driver_start(struct sk_source_env *env)
+{
+    env->source.env = env;
+    if (pthread_create(&env->runner.thread, NULL, source_thread, env))
+        return -1;
+    env->runner.started = true;
+    return 0;
+}
+
+void sk_driver_request_stop(struct sk_runner *r)
+{
+    atomic_store(&r->stop, true);
+    sk_runner_wake(r);
+}
+
+bool sk_driver_join_until(struct sk_runner *r, int64_t deadline_ms)
+{
+    if (!r->started)
+        return true;
+    int64_t left = deadline_ms - sk_mono_ms();
+    if (left < 0)
+        left = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    if (pthread_timedjoin_np(r->thread, NULL, &ts) != 0)
+        return false;
+    r->started = false;
+    return true;
+}
+
+void sk_driver_join(struct sk_runner *r)
+{
+    if (r->started) {
+        pthread_join(r->thread, NULL);
+        r->started = false;
+    }
+}

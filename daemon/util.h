@@ -1,0 +1,29 @@
+/* util.h: small helpers shared by the core and the connectors (time, memory, files). */
+#ifndef SK_UTIL_H
+#define SK_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Allocation that aborts on out-of-memory (as Redis' zmalloc): callers never check. */
+void *sk_malloc(size_t n);
+void *sk_calloc(size_t n, size_t size);
+void *sk_realloc(void *p, size_t n);
+char *sk_strdup(const char *s);
+char *sk_strndup(const char *s, size_t n);
+char *sk_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int64_t sk_now_us(void);      /* wall clock, µs since the epoch */
+int64_t sk_mono_ms(void);     /* monotonic clock, ms */
+void sk_sleep_ms(int64_t ms);
+
+/* Reads a whole file (NUL-terminated, len excludes the NUL). NULL on error (errno set). */
+char *sk_read_file(const char *path, size_t *len);
+
+/* A random RFC 4122 version 4 UUID, lowercase, into out[37]. */
+void sk_uuid_random(char out[37]);
+
+/* Exponential backoff with full jitter: random in [base, min(cap, base * 2^attempt)]. */
+int64_t sk_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms);
+
+#endif

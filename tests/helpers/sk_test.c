@@ -1,0 +1,351 @@
+/* sk_test.c: see sk_test.h. */
+#include "sk_test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <sqlite3.h>
+
+#include "model.h"
+#include "util.h"
+
+char *skt_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *path = skt_fmt("%s/skolsync-%s-XXXXXX", base, tag);
+    cr_assert_not_null(mkdtemp(path), "mkdtemp %s: %s", path, strerror(errno));
+    return path;
+}
+
+const char *skt_skolsync(void)
+{
+    return SK_BINARY_DIR "/skolsync";
+}
+
+const char *skt_brokers(void)
+{
+    const char *b = getenv("SK_TEST_BROKERS");
+    cr_assert(b && *b, "SK_TEST_BROKERS is not set: run the suite with `make test` "
+                       "(scripts/with-testenv.sh starts the Kafka broker)");
+    return b;
+}
+
+char *skt_unique_prefix(void)
+{
+    char uuid[37];
+    sk_uuid_random(uuid);
+    return skt_fmt("t%.8s.", uuid);
+}
+
+void skt_write(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "open %s: %s", path, strerror(errno));
+    fputs(text, f);
+    cr_assert_eq(fclose(f), 0);
+}
+
+char *skt_fmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    cr_assert(vasprintf(&s, fmt, ap) >= 0);
+    va_end(ap);
+    return s;
+}
+
+int skt_sh(const char *cmd, int timeout_s, char **output)
+{
+    char path[] = "/tmp/skolsync-sh-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        setpgid(0, 0);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    int rc = skt_wait(pid, timeout_s * 1000);
+    if (rc == -2) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        rc = -1;
+    }
+    if (output) {
+        size_t len;
+        *output = sk_read_file(path, &len);
+        if (!*output)
+            *output = strdup("");
+    }
+    unlink(path);
+    return rc;
+}
+
+pid_t skt_spawn(char *const argv[], const char *log_path)
+{
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int skt_wait(pid_t pid, int timeout_ms)
+{
+    for (int waited = 0;; waited += 20) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+            return 128 + WTERMSIG(status);
+        }
+        if (waited >= timeout_ms)
+            return -2;
+        usleep(20000);
+    }
+}
+
+void skt_generate(const char *dir, int seed, int students)
+{
+    char *cmd = skt_fmt("python3 %s/tests/fixtures/ss12000_gen.py --seed %d --students %d "
+                        "--out %s",
+                        SK_SOURCE_DIR, seed, students, dir);
+    char *out = NULL;
+    int rc = skt_sh(cmd, 300, &out);
+    cr_assert_eq(rc, 0, "generator failed: %s\n%s", cmd, out);
+    free(out);
+    free(cmd);
+}
+
+size_t skt_count_records(const char *dir)
+{
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 6 || strcmp(e->d_name + l - 6, ".jsonl") != 0)
+            continue;
+        char *p = skt_fmt("%s/%s", dir, e->d_name);
+        size_t len;
+        char *text = sk_read_file(p, &len);
+        cr_assert_not_null(text);
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+            if (strspn(line, " \t\r") != strlen(line))
+                n++;
+        free(text);
+        free(p);
+    }
+    closedir(d);
+    return n;
+}
+
+bool skt_json_equal(const cJSON *a, const cJSON *b)
+{
+    if (!a || !b)
+        return a == b;
+    if ((a->type & 0xff) != (b->type & 0xff))
+        return false;
+    if (cJSON_IsObject(a)) {
+        if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b))
+            return false;
+        for (const cJSON *x = a->child; x; x = x->next)
+            if (!skt_json_equal(x, cJSON_GetObjectItemCaseSensitive(b, x->string)))
+                return false;
+        return true;
+    }
+    if (cJSON_IsArray(a)) {
+        const cJSON *y = b->child;
+        for (const cJSON *x = a->child; x; x = x->next, y = y->next)
+            if (!y || !skt_json_equal(x, y))
+                return false;
+        return y == NULL;
+    }
+    return cJSON_Compare(a, b, true);
+}
+
+/* A set of UUID strings (open addressing), to let the last line of an id win. */
+struct idset {
+    char (*v)[37];
+    size_t cap, n;
+};
+
+static bool idset_add(struct idset *s, const char *id)
+{
+    if (s->n * 2 >= s->cap) {
+        struct idset bigger = {.cap = s->cap ? s->cap * 2 : 1024};
+        bigger.v = calloc(bigger.cap, 37);
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->v[i][0])
+                idset_add(&bigger, s->v[i]);
+        free(s->v);
+        *s = bigger;
+    }
+    size_t h = 5381;
+    for (const char *p = id; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    for (size_t i = h % s->cap;; i = (i + 1) % s->cap) {
+        if (!s->v[i][0]) {
+            memcpy(s->v[i], id, 37);
+            s->n++;
+            return true;
+        }
+        if (strcmp(s->v[i], id) == 0)
+            return false;
+    }
+}
+
+/*
+ * Every id of the file (its last line wins, as for appended updates) must be
+ * in the table with an equal doc, and the table must hold nothing else.
+ */
+static bool compare_collection(sqlite3 *db, const struct sk_entity *e, const char *file,
+                               char *why, size_t why_size)
+{
+    size_t len = 0;
+    char *text = sk_read_file(file, &len);
+    char **lines = NULL;
+    size_t n_lines = 0, cap = 0;
+    for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (n_lines == cap) {
+            cap = cap ? cap * 2 : 256;
+            lines = realloc(lines, cap * sizeof(*lines));
+        }
+        lines[n_lines++] = line;
+    }
+    sqlite3_stmt *st = NULL;
+    char *sql = skt_fmt("SELECT doc FROM \"%s\" WHERE id = ?", e->collection);
+    int prc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    free(sql);
+    if (prc != SQLITE_OK) {
+        snprintf(why, why_size, "%s: %s", e->collection, sqlite3_errmsg(db));
+        free(lines);
+        free(text);
+        return false;
+    }
+    struct idset seen = {0};
+    bool ok = true;
+    for (size_t k = n_lines; k-- > 0 && ok;) {
+        cJSON *in = cJSON_Parse(lines[k]);
+        if (!in)
+            continue; /* a malformed line: not expected in the target */
+        const cJSON *idn = cJSON_GetObjectItemCaseSensitive(in, "id");
+        char id[37];
+        if (!cJSON_IsString(idn) || sk_uuid_normalize(idn->valuestring, id) ||
+            !idset_add(&seen, id)) {
+            cJSON_Delete(in);
+            continue;
+        }
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            snprintf(why, why_size, "%s %s: missing in the database", e->collection, id);
+            ok = false;
+        } else {
+            cJSON *out = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+            /* The input's id may be uppercase; the target's is normalised. */
+            cJSON_ReplaceItemInObjectCaseSensitive(in, "id", cJSON_CreateString(id));
+            if (!skt_json_equal(in, out)) {
+                char *a = cJSON_PrintUnformatted(in), *b = cJSON_PrintUnformatted(out);
+                snprintf(why, why_size, "%s %s differs:\n  in:  %.600s\n  out: %.600s",
+                         e->collection, id, a, b ? b : "(unparseable)");
+                free(a);
+                free(b);
+                ok = false;
+            }
+            cJSON_Delete(out);
+        }
+        cJSON_Delete(in);
+    }
+    sqlite3_finalize(st);
+    size_t expected = seen.n;
+    free(seen.v);
+    free(lines);
+    free(text);
+    if (!ok)
+        return false;
+    char *csql = skt_fmt("SELECT count(*) FROM \"%s\"", e->collection);
+    sqlite3_prepare_v2(db, csql, -1, &st, NULL);
+    free(csql);
+    size_t have = 0;
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        have = (size_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (have != expected) {
+        snprintf(why, why_size, "%s: %zu rows in the database, %zu in the dataset",
+                 e->collection, have, expected);
+        return false;
+    }
+    return true;
+}
+
+bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why, size_t why_size)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        snprintf(why, why_size, "cannot open %s", db_path);
+        sqlite3_close(db);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; sk_entities[i] && ok; i++) {
+        char *file = skt_fmt("%s/%s.jsonl", data_dir, sk_entities[i]->collection);
+        if (access(file, R_OK) == 0)
+            ok = compare_collection(db, sk_entities[i], file, why, why_size);
+        free(file);
+    }
+    sqlite3_close(db);
+    return ok;
+}
+
+int skt_notify_listen(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    unlink(path);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "bind %s: %s", path,
+                 strerror(errno));
+    return fd;
+}
+
+void skt_notify_drain(int fd, char *buf, size_t size)
+{
+    char msg[4096];
+    ssize_t n;
+    while ((n = recv(fd, msg, sizeof(msg) - 1, 0)) > 0) {
+        msg[n] = '\0';
+        size_t used = strlen(buf);
+        snprintf(buf + used, size - used, "%s\n", msg);
+    }
+}

@@ -1,0 +1,63 @@
+/*
+ * sk_test.h: helpers shared by the Criterion tests: temp dirs, running the
+ * skolsync binary, generating datasets, comparing a target with a dataset.
+ * Every helper fails the calling test (cr_assert) rather than returning
+ * an error nobody checks.
+ */
+#ifndef SK_TEST_H
+#define SK_TEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+/* A fresh directory under $TMPDIR; caller frees the string (the dir stays for post-mortems). */
+char *skt_tmpdir(const char *tag);
+/* The skolsync binary of this build. */
+const char *skt_skolsync(void);
+/* The test broker from scripts/testenv.sh; fails the test when unset. */
+const char *skt_brokers(void);
+/* A topic prefix unique to this test run, e.g. "t1234abcd." (caller frees). */
+char *skt_unique_prefix(void);
+
+/* Writes text to path (fails the test on error). */
+void skt_write(const char *path, const char *text);
+/* printf into a new string. */
+char *skt_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Runs a shell command line, waiting at most timeout_s; *output (if not
+ * NULL) receives stdout+stderr (caller frees). Returns the exit code, or -1
+ * if it was killed for the timeout.
+ */
+int skt_sh(const char *cmd, int timeout_s, char **output);
+
+/* Starts argv in the background with stdout+stderr to log_path; returns the pid. */
+pid_t skt_spawn(char *const argv[], const char *log_path);
+/* Waits for pid up to timeout_ms: its exit code, -2 if still running, 128+sig if killed. */
+int skt_wait(pid_t pid, int timeout_ms);
+
+/* Runs the dataset generator into dir. */
+void skt_generate(const char *dir, int seed, int students);
+
+/* Number of non-blank lines over every *.jsonl in dir. */
+size_t skt_count_records(const char *dir);
+
+/* JSON equality with object key order ignored. */
+bool skt_json_equal(const cJSON *a, const cJSON *b);
+
+/*
+ * Compares a sqlite-sink database with a jsonl dataset: every collection's
+ * table holds exactly the dataset's ids, each doc equal to the input
+ * document. Returns true if equal; else false with the first difference in why.
+ */
+bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why, size_t why_size);
+
+/* A tiny AF_UNIX datagram listener for NOTIFY_SOCKET tests. */
+int skt_notify_listen(const char *path);
+/* Appends whatever arrived on fd (non-blocking) to buf. */
+void skt_notify_drain(int fd, char *buf, size_t size);
+
+#endif

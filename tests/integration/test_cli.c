@@ -1,0 +1,236 @@
+/*
+ * test_cli.c: the skolsync binary as a user meets it, on the embedded broker:
+ * the demo path end to end, readiness through NOTIFY_SOCKET, the commands,
+ * and every kind of bad input (exit codes and messages).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "sk_test.h"
+
+static char *run_skolsync(const char *args, int timeout_s, int *rc)
+{
+    char *cmd = skt_fmt("%s %s", skt_skolsync(), args);
+    char *out = NULL;
+    *rc = skt_sh(cmd, timeout_s, &out);
+    free(cmd);
+    return out;
+}
+
+static char *embedded_config(const char *dir, const char *data, const char *db, const char *extra)
+{
+    char *path = skt_fmt("%s/skolsync.yaml", dir);
+    char *text = skt_fmt("kafka:\n"
+                         "  brokers: embedded\n"
+                         "sources:\n"
+                         "  files:\n"
+                         "    type: jsonl-source\n"
+                         "    path: %s\n"
+                         "    batch_size: 200\n"
+                         "sinks:\n"
+                         "  db:\n"
+                         "    type: sqlite-sink\n"
+                         "    path: %s\n"
+                         "%s",
+                         data, db, extra ? extra : "");
+    skt_write(path, text);
+    free(text);
+    return path;
+}
+
+Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
+{
+    char *dir = skt_tmpdir("cli-once");
+    char *data = skt_fmt("%s/data", dir);
+    char *db = skt_fmt("%s/out.db", dir);
+    skt_generate(data, 7, 60);
+    char *cfg = embedded_config(dir, data, db, NULL);
+    char *sock = skt_fmt("%s/notify.sock", dir);
+    int nfd = skt_notify_listen(sock);
+    char *args = skt_fmt("run --once -c %s", cfg);
+    setenv("NOTIFY_SOCKET", sock, 1);
+    int rc;
+    char *out = run_skolsync(args, 150, &rc);
+    unsetenv("NOTIFY_SOCKET");
+    cr_assert_eq(rc, 0, "skolsync run --once failed (%d):\n%s", rc, out);
+    /* the summary names the records and the database */
+    cr_assert(strstr(out, "finished in"), "no summary:\n%s", out);
+    cr_assert(strstr(out, db), "summary does not name the database:\n%s", out);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
+    /* systemd readiness protocol: READY=1 once connectors are open, STOPPING=1 at the end */
+    char notes[8192] = "";
+    skt_notify_drain(nfd, notes, sizeof(notes));
+    cr_assert(strstr(notes, "READY=1"), "no READY=1 received: %s", notes);
+    cr_assert(strstr(notes, "STOPPING=1"), "no STOPPING=1 received: %s", notes);
+    cr_assert(strstr(notes, "READY=1") < strstr(notes, "STOPPING=1"));
+    close(nfd);
+    free(out);
+    free(args);
+}
+
+Test(cli, malformed_json_line_goes_to_dlq_and_rest_goes_through, .timeout = 120)
+{
+    char *dir = skt_tmpdir("cli-bad-line");
+    char *data = skt_fmt("%s/data", dir);
+    char *db = skt_fmt("%s/out.db", dir);
+    skt_generate(data, 3, 20);
+    /* Break line 2 of persons.jsonl and add an invalid id at the end. */
+    char *p = skt_fmt("%s/persons.jsonl", data);
+    char *cmd = skt_fmt("sed -i '2s/^{/{broken/' %s && echo '{\"id\":\"not-a-uuid\",\"givenName\":\"X\","
+                        "\"familyName\":\"Y\"}' >> %s",
+                        p, p);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    char *cfg = embedded_config(dir, data, db, NULL);
+    char *args = skt_fmt("run --once -c %s", cfg);
+    int rc;
+    char *out = run_skolsync(args, 100, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "2 dead-lettered"), "dead letters not counted:\n%s", out);
+    cr_assert(strstr(out, "persons.jsonl:2"), "the bad line is not named:\n%s", out);
+    char why[2048] = "";
+    /* every good line arrived (the comparison skips the two bad ones) */
+    cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
+    free(out);
+}
+
+Test(cli, version_help_and_connectors)
+{
+    int rc;
+    char *out = run_skolsync("version", 10, &rc);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "skolsync ") && strstr(out, "librdkafka 2."), "%s", out);
+    free(out);
+    out = run_skolsync("--help", 10, &rc);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "run -c FILE") && strstr(out, "check -c FILE"), "%s", out);
+    free(out);
+    const char *cmds[] = {"run --help", "check --help", "connectors --help"};
+    for (size_t i = 0; i < 3; i++) {
+        out = run_skolsync(cmds[i], 10, &rc);
+        cr_assert_eq(rc, 0, "%s: %d", cmds[i], rc);
+        cr_assert(strstr(out, "usage: skolsync"), "%s: %s", cmds[i], out);
+        free(out);
+    }
+    out = run_skolsync("connectors", 10, &rc);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "jsonl-source") && strstr(out, "sqlite-sink"), "%s", out);
+    free(out);
+    out = run_skolsync("connectors sqlite-sink", 10, &rc);
+    cr_assert_eq(rc, 0);
+    /* printed from the option table: name, type, default, help */
+    cr_assert(strstr(out, "path") && strstr(out, "batch_size") && strstr(out, "500"), "%s", out);
+    free(out);
+    out = run_skolsync("connectors nope", 10, &rc);
+    cr_assert_eq(rc, 64);
+    free(out);
+    out = run_skolsync("frobnicate", 10, &rc);
+    cr_assert_eq(rc, 64);
+    free(out);
+}
+
+/* Writes text as a config file and runs `skolsync check` on it. */
+static char *check_text(const char *text, int *rc, char **path_out)
+{
+    char *dir = skt_tmpdir("cli-check");
+    char *path = skt_fmt("%s/bad.yaml", dir);
+    skt_write(path, text);
+    char *args = skt_fmt("check -c %s", path);
+    char *out = run_skolsync(args, 10, rc);
+    free(args);
+    *path_out = path;
+    return out;
+}
+
+Test(cli, malformed_yaml_is_a_config_error_with_position)
+{
+    int rc;
+    char *path;
+    char *out = check_text("sources:\n  a:\n    type: jsonl-source\n    path: [x\n", &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    char *prefix = skt_fmt("%s:", path);
+    cr_assert(strstr(out, prefix), "error does not name the file:\n%s", out);
+    free(out);
+}
+
+Test(cli, unknown_connector_type)
+{
+    int rc;
+    char *path;
+    char *out = check_text("sources:\n  a:\n    type: ftp-source\n", &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    char *want = skt_fmt("%s:3:11: sources.a.type: unknown source type \"ftp-source\"", path);
+    cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
+    cr_assert(strstr(out, "jsonl-source"), "expected types not listed:\n%s", out);
+    free(out);
+}
+
+Test(cli, missing_required_option_and_bad_duration_reported_together)
+{
+    int rc;
+    char *path;
+    char *out = check_text("sources:\n"
+                           "  a:\n"
+                           "    type: jsonl-source\n"
+                           "    poll_interval: 5 minutes\n"
+                           "sinks:\n"
+                           "  b:\n"
+                           "    type: sqlite-sink\n"
+                           "    entities: [persons, Pupils]\n"
+                           "    path: /tmp/x.db\n",
+                           &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, "sources.a.poll_interval"), "bad duration not reported:\n%s", out);
+    cr_assert(strstr(out, "path"), "missing path not reported:\n%s", out);
+    cr_assert(strstr(out, "Pupils"), "unknown entity not reported:\n%s", out);
+    cr_assert(strstr(out, "3 error(s)"), "not every error reported:\n%s", out);
+    free(out);
+}
+
+Test(cli, valid_config_checks_ok)
+{
+    int rc;
+    char *out = run_skolsync("check -c " SK_SOURCE_DIR "/etc/demo.yaml", 10, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    out = run_skolsync("check -c " SK_SOURCE_DIR "/etc/skolsync.yaml", 10, &rc);
+    cr_assert_eq(rc, 0, "the reference config must be valid:\n%s", out);
+    free(out);
+}
+
+Test(cli, secret_is_never_printed_by_check)
+{
+    setenv("SK_TEST_SECRET", "hunter2-very-secret", 1);
+    int rc;
+    char *path;
+    char *out = check_text("kafka:\n"
+                           "  brokers: embedded\n"
+                           "  properties:\n"
+                           "    sasl.password: ${env:SK_TEST_SECRET}\n"
+                           "  connect_timeout: ${env:SK_TEST_SECRET}\n"
+                           "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n",
+                           &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, "kafka.connect_timeout"), "%s", out);
+    cr_assert_null(strstr(out, "hunter2"), "secret leaked:\n%s", out);
+    free(out);
+}
+
+Test(cli, unreachable_broker_fails_clearly_within_bounded_time, .timeout = 60)
+{
+    char *dir = skt_tmpdir("cli-unreachable");
+    char *cfg = skt_fmt("%s/c.yaml", dir);
+    skt_write(cfg, "kafka:\n"
+                   "  brokers: 127.0.0.1:1\n"
+                   "  connect_timeout: 3s\n"
+                   "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n");
+    char *args = skt_fmt("run --once -c %s", cfg);
+    int rc;
+    char *out = run_skolsync(args, 30, &rc);
+    cr_assert_eq(rc, 1, "want runtime failure (1), got %d:\n%s", rc, out);
+    cr_assert(strstr(out, "cannot reach Kafka at 127.0.0.1:1"), "%s", out);
+    free(out);
+}

@@ -1,0 +1,450 @@
+/*
+ * test_jsonl_source.c: the jsonl-source connector reads SS 12000 JSON Lines
+ * files forward from its cursor: batch limits, resume without duplicates,
+ * growing files, incomplete last lines, malformed lines, truncated and
+ * replaced files, and polls that repeat exactly from an old cursor.
+ */
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "connector.h"
+#include "model.h"
+#include "skolsync.pb-c.h"
+#include "util.h"
+
+static char dir[64];
+static const struct sk_source_ops *ops;
+static struct sk_source src;
+static bool opened;
+static struct sk_batch batch;
+static struct sk_cursor cursor; /* the last cursor a poll returned (owned copy) */
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/sk-jsonl-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    ops = sk_registry_source("jsonl-source");
+    cr_assert_not_null(ops, "jsonl-source is not registered");
+    memset(&src, 0, sizeof(src));
+    memset(&batch, 0, sizeof(batch));
+    memset(&cursor, 0, sizeof(cursor));
+    opened = false;
+}
+
+static void teardown(void)
+{
+    if (opened)
+        ops->close(&src);
+    if (src.conf) {
+        sk_options_free(ops->options, src.conf);
+        free(src.conf);
+    }
+    sk_batch_free(&batch);
+    free(cursor.data);
+    nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Fills the conf from YAML the way the core does, then opens. Returns open's result. */
+static int open_yaml(struct sk_error *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *yaml = NULL;
+    cr_assert_geq(vasprintf(&yaml, fmt, ap), 0);
+    va_end(ap);
+    struct sk_config_errors errs = {0};
+    struct sk_cnode *root = sk_config_load_string(yaml, strlen(yaml), "test.yaml", &errs);
+    cr_assert_not_null(root);
+    src.ops = ops;
+    src.name = "files";
+    src.conf = sk_calloc(1, ops->conf_size);
+    int n_errs = sk_options_apply(ops->options, root, src.conf, &errs);
+    cr_assert_eq(n_errs, 0, "%s", errs.n ? errs.v[0].text : "");
+    sk_config_errors_free(&errs);
+    sk_cnode_free(root);
+    free(yaml);
+    int rc = ops->open(&src, err);
+    opened = rc == 0;
+    return rc;
+}
+
+static void open_dir(int batch_size)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nbatch_size: %d\n", dir, batch_size), 0, "%s",
+                 err.msg);
+}
+
+static char *file_path(const char *name)
+{
+    static char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return path;
+}
+
+static void write_file(const char *name, const char *mode, const char *text)
+{
+    FILE *f = fopen(file_path(name), mode);
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static const char *uuid(int n)
+{
+    static char buf[4][37];
+    static int slot;
+    char *u = buf[slot++ % 4];
+    snprintf(u, 37, "00000000-0000-4000-8000-%012d", n);
+    return u;
+}
+
+static char *person(int n)
+{
+    static char line[256];
+    snprintf(line, sizeof(line),
+             "{\"id\":\"%s\",\"meta\":{\"created\":\"2024-01-01T00:00:00Z\","
+             "\"modified\":\"2024-06-20T16:40:03+02:00\"},\"givenName\":\"G%d\","
+             "\"familyName\":\"F\"}\n",
+             uuid(n), n);
+    return line;
+}
+
+static void write_persons(const char *name, int from, int to)
+{
+    for (int n = from; n <= to; n++)
+        write_file(name, "a", person(n));
+}
+
+/* Polls from the given cursor into the (reset) batch; keeps its cursor if it has one. */
+static void poll_from(const struct sk_cursor *from)
+{
+    struct sk_error err = {0};
+    sk_batch_reset(&batch);
+    cr_assert_eq(ops->poll(&src, from, &batch, &err), 0, "%s", err.msg);
+    if (batch.has_cursor) {
+        free(cursor.data);
+        cursor.len = batch.cursor.len;
+        cursor.data = sk_malloc(cursor.len);
+        memcpy(cursor.data, batch.cursor.data, cursor.len);
+    }
+}
+
+static void poll_next(void)
+{
+    struct sk_cursor from = {.len = cursor.len};
+    if (cursor.len) {
+        from.data = sk_malloc(cursor.len);
+        memcpy(from.data, cursor.data, cursor.len);
+    }
+    poll_from(&from);
+    free(from.data);
+}
+
+static void assert_keys(int first, int count)
+{
+    cr_assert_eq(batch.n, (size_t)count, "got %zu records, expected %d", batch.n, count);
+    for (int i = 0; i < count; i++)
+        cr_assert_str_eq(batch.recs[i].key, uuid(first + i));
+}
+
+TestSuite(jsonl_source, .init = setup, .fini = teardown);
+
+Test(jsonl_source, directory_reads_collections_in_dependency_order)
+{
+    write_persons("persons.jsonl", 1, 2);
+    write_file("organisations.jsonl", "w",
+               "{\"id\":\"00000000-0000-4000-8000-0000000000aa\",\"displayName\":\"Skolan\","
+               "\"organisationType\":\"Skolenhet\"}\n");
+    write_file("notes.jsonl", "w", "{}\n"); /* unknown collection: a warning, no records */
+    open_dir(100);
+    poll_next();
+    cr_assert_eq(batch.n, 3);
+    cr_assert_eq(batch.n_bad, 0);
+    cr_assert_str_eq(batch.recs[0].entity->collection, "organisations");
+    cr_assert_str_eq(batch.recs[0].key, "00000000-0000-4000-8000-0000000000aa");
+    cr_assert_str_eq(batch.recs[1].entity->collection, "persons");
+    cr_assert_str_eq(batch.recs[1].key, uuid(1));
+    cr_assert_str_eq(batch.recs[2].key, uuid(2));
+    cr_assert_not_null(batch.recs[1].value);
+    cr_assert_gt(batch.recs[1].observed_us, 0);
+    cr_assert_not(batch.more);
+    cr_assert(batch.has_cursor);
+
+    /* The cursor holds each file's end: byte offset, next line number, inode. */
+    Skolsync__V1__JsonlCursor *c =
+        skolsync__v1__jsonl_cursor__unpack(NULL, cursor.len, cursor.data);
+    cr_assert_not_null(c);
+    bool saw_persons = false;
+    for (size_t i = 0; i < c->n_files; i++) {
+        if (strcmp(c->files[i]->file, "persons.jsonl") != 0)
+            continue;
+        saw_persons = true;
+        struct stat st;
+        stat(file_path("persons.jsonl"), &st);
+        cr_assert_eq(c->files[i]->offset, st.st_size);
+        cr_assert_eq(c->files[i]->line, 3);
+        cr_assert_str_neq(c->files[i]->inode, "");
+    }
+    cr_assert(saw_persons);
+    skolsync__v1__jsonl_cursor__free_unpacked(c, NULL);
+
+    /* Nothing new: no records, no new cursor, the cycle is complete. */
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+    cr_assert_not(batch.has_cursor);
+    cr_assert_not(batch.more);
+}
+
+Test(jsonl_source, batch_size_limits_and_resume_gives_the_rest_without_duplicates)
+{
+    write_persons("persons.jsonl", 1, 5);
+    write_file("persons.jsonl", "a", "\n   \n"); /* trailing blank lines are skipped */
+    open_dir(2);
+    poll_next();
+    assert_keys(1, 2);
+    cr_assert(batch.more);
+    poll_next();
+    assert_keys(3, 2);
+    cr_assert(batch.more);
+    poll_next();
+    assert_keys(5, 1);
+    cr_assert_not(batch.more);
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+    cr_assert_not(batch.more);
+}
+
+Test(jsonl_source, more_is_false_when_the_batch_ends_exactly_at_the_end)
+{
+    write_persons("persons.jsonl", 1, 2);
+    open_dir(2);
+    poll_next();
+    assert_keys(1, 2);
+    cr_assert_not(batch.more, "no complete line is left unread");
+}
+
+Test(jsonl_source, more_spans_files)
+{
+    write_persons("persons.jsonl", 1, 2);
+    write_file("groups.jsonl", "w",
+               "{\"id\":\"00000000-0000-4000-8000-0000000000bb\",\"displayName\":\"7A\"}\n");
+    open_dir(2);
+    poll_next();
+    assert_keys(1, 2);
+    cr_assert(batch.more, "groups.jsonl still has a line");
+    poll_next();
+    cr_assert_eq(batch.n, 1);
+    cr_assert_str_eq(batch.recs[0].entity->collection, "groups");
+    cr_assert_not(batch.more);
+}
+
+Test(jsonl_source, appended_lines_are_picked_up_on_the_next_poll)
+{
+    write_persons("persons.jsonl", 1, 2);
+    open_dir(100);
+    poll_next();
+    assert_keys(1, 2);
+    write_persons("persons.jsonl", 3, 4);
+    poll_next();
+    assert_keys(3, 2);
+    cr_assert(batch.has_cursor);
+}
+
+Test(jsonl_source, incomplete_last_line_waits_until_it_is_complete)
+{
+    write_persons("persons.jsonl", 1, 1);
+    char *line = person(2);
+    size_t half = strlen(line) / 2;
+    char first[256];
+    snprintf(first, sizeof(first), "%.*s", (int)half, line);
+    write_file("persons.jsonl", "a", first);
+    open_dir(100);
+    poll_next();
+    assert_keys(1, 1);
+    cr_assert_eq(batch.n_bad, 0, "the half line is not read as a malformed one");
+    cr_assert_not(batch.more);
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+    cr_assert_eq(batch.n_bad, 0);
+    write_file("persons.jsonl", "a", person(2) + half);
+    poll_next();
+    assert_keys(2, 1);
+    cr_assert_eq(batch.n_bad, 0);
+}
+
+Test(jsonl_source, malformed_lines_become_bad_inputs_with_file_and_line)
+{
+    write_persons("persons.jsonl", 1, 1);                             /* line 1 */
+    write_file("persons.jsonl", "a", "{\"id\": oops\n");             /* 2: bad JSON */
+    write_file("persons.jsonl", "a", "\n");                           /* 3: blank */
+    write_file("persons.jsonl", "a", "[1,2]\n");                      /* 4: not an object */
+    write_persons("persons.jsonl", 5, 5);                             /* 5 */
+    write_file("persons.jsonl", "a", "{\"id\":\"not-a-uuid\"}\r\n");  /* 6: bad id, CRLF */
+    write_file("persons.jsonl", "a", "{\"givenName\":\"NoId\"}\n");   /* 7: no id */
+    open_dir(100);
+    poll_next();
+    cr_assert_eq(batch.n, 2);
+    cr_assert_str_eq(batch.recs[0].key, uuid(1));
+    cr_assert_str_eq(batch.recs[1].key, uuid(5));
+    cr_assert_eq(batch.n_bad, 4);
+    const char *where[] = {"persons.jsonl:2", "persons.jsonl:4", "persons.jsonl:6",
+                           "persons.jsonl:7"};
+    const char *raw[] = {"{\"id\": oops", "[1,2]", "{\"id\":\"not-a-uuid\"}",
+                         "{\"givenName\":\"NoId\"}"};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_str_eq(batch.bad[i].where, where[i]);
+        cr_assert_eq(batch.bad[i].raw_len, strlen(raw[i]));
+        cr_assert_eq(memcmp(batch.bad[i].raw, raw[i], strlen(raw[i])), 0);
+        cr_assert_eq(batch.bad[i].err.cls, SK_ERR_PERMANENT);
+        cr_assert_str_neq(batch.bad[i].err.msg, "");
+    }
+    cr_assert_not(batch.more);
+    poll_next();
+    cr_assert_eq(batch.n + batch.n_bad, 0, "bad lines are consumed too");
+}
+
+Test(jsonl_source, truncated_file_restarts_from_the_beginning)
+{
+    write_persons("persons.jsonl", 1, 3);
+    open_dir(100);
+    poll_next();
+    assert_keys(1, 3);
+    /* Rewritten in place (same inode), shorter than what was read. */
+    write_file("persons.jsonl", "w", person(7));
+    poll_next();
+    assert_keys(7, 1);
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+}
+
+Test(jsonl_source, replaced_file_restarts_from_the_beginning)
+{
+    write_persons("persons.jsonl", 1, 2);
+    open_dir(100);
+    poll_next();
+    assert_keys(1, 2);
+    /* A new file renamed over the old one (other inode), longer than what was read. */
+    write_persons("persons.new", 11, 14);
+    char to[128];
+    snprintf(to, sizeof(to), "%s", file_path("persons.jsonl"));
+    cr_assert_eq(rename(file_path("persons.new"), to), 0);
+    poll_next();
+    assert_keys(11, 4);
+}
+
+Test(jsonl_source, poll_from_an_old_cursor_repeats_exactly)
+{
+    write_persons("persons.jsonl", 1, 5);
+    open_dir(2);
+    poll_next();
+    struct sk_cursor old = {.len = cursor.len, .data = sk_malloc(cursor.len)};
+    memcpy(old.data, cursor.data, cursor.len);
+
+    poll_from(&old);
+    struct sk_cursor first_cursor = {.len = batch.cursor.len, .data = sk_malloc(batch.cursor.len)};
+    memcpy(first_cursor.data, batch.cursor.data, batch.cursor.len);
+    size_t n = batch.n;
+    char keys[2][37];
+    uint8_t *values[2];
+    size_t lens[2];
+    cr_assert_eq(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(keys[i], batch.recs[i].key, 37);
+        lens[i] = batch.recs[i].value_len;
+        values[i] = sk_malloc(lens[i]);
+        memcpy(values[i], batch.recs[i].value, lens[i]);
+    }
+
+    /* The driver failed to store that batch: it polls again from the same cursor. */
+    poll_from(&old);
+    cr_assert_eq(batch.n, n);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_str_eq(batch.recs[i].key, keys[i]);
+        cr_assert_eq(batch.recs[i].value_len, lens[i]);
+        cr_assert_eq(memcmp(batch.recs[i].value, values[i], lens[i]), 0);
+        free(values[i]);
+    }
+    cr_assert_eq(batch.cursor.len, first_cursor.len);
+    cr_assert_eq(memcmp(batch.cursor.data, first_cursor.data, first_cursor.len), 0);
+    assert_keys(3, 2);
+    free(old.data);
+    free(first_cursor.data);
+}
+
+Test(jsonl_source, single_file_entity_from_name_or_option)
+{
+    write_persons("people.txt", 1, 2);
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nentity: Person\n", file_path("people.txt")), 0, "%s",
+                 err.msg);
+    poll_next();
+    assert_keys(1, 2);
+    cr_assert_str_eq(batch.recs[0].entity->name, "Person");
+    cr_assert_not(batch.more);
+}
+
+Test(jsonl_source, single_file_entity_from_its_collection_name)
+{
+    write_file("studyPlans.jsonl", "w",
+               "{\"id\":\"00000000-0000-4000-8000-0000000000cc\",\"startDate\":\"2024-08-01\"}\n");
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\n", file_path("studyPlans.jsonl")), 0, "%s", err.msg);
+    poll_next();
+    cr_assert_eq(batch.n, 1);
+    cr_assert_str_eq(batch.recs[0].entity->collection, "studyPlans");
+}
+
+Test(jsonl_source, open_rejects_what_it_cannot_read)
+{
+    struct sk_error err = {0};
+    write_persons("people.txt", 1, 1);
+    cr_assert_eq(open_yaml(&err, "path: %s\n", file_path("people.txt")), -1);
+    cr_assert_eq(err.cls, SK_ERR_FATAL);
+    cr_assert(strstr(err.msg, "set entity"), "%s", err.msg);
+}
+
+Test(jsonl_source, open_rejects_entity_with_a_directory)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nentity: Person\n", dir), -1);
+    cr_assert_eq(err.cls, SK_ERR_FATAL);
+}
+
+Test(jsonl_source, open_rejects_a_missing_path)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\n", file_path("nope.jsonl")), -1);
+    cr_assert_eq(err.cls, SK_ERR_FATAL);
+}
+
+Test(jsonl_source, a_cursor_that_does_not_unpack_is_fatal)
+{
+    open_dir(10);
+    uint8_t junk[] = {0xff, 0xff, 0xff};
+    struct sk_cursor bad = {.data = junk, .len = sizeof(junk)};
+    struct sk_error err = {0};
+    cr_assert_eq(ops->poll(&src, &bad, &batch, &err), -1);
+    cr_assert_eq(err.cls, SK_ERR_FATAL);
+}
+
+Test(jsonl_source, a_file_that_appears_later_is_read)
+{
+    open_dir(10);
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+    write_persons("persons.jsonl", 1, 1);
+    poll_next();
+    assert_keys(1, 1);
+}
