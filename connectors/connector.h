@@ -23,6 +23,7 @@
 #include "sk_error.h"
 
 struct sk_entity; /* connectors/ss12000/model.h: one SS 12000 entity type */
+struct cJSON;
 
 /* ---- records ------------------------------------------------------------ */
 
@@ -36,10 +37,15 @@ struct sk_record {
     uint8_t *value;                 /* packed protobuf, NULL for a tombstone */
     size_t value_len;
     int64_t observed_us;            /* when the source saw the change (µs since epoch) */
-    /* Filled by the sink driver only: where the record came from. */
+    /* Filled by the sink driver only: where the record came from, and the
+     * entity decoded once for every sink, after the sink's privacy policy
+     * (drop_fields, protected_identities) was applied. doc is NULL for a
+     * tombstone; modified_us is meta.modified (INT64_MIN if absent). */
     const char *topic;
     int32_t partition;
     int64_t offset;
+    const struct cJSON *doc;
+    int64_t modified_us;
 };
 
 /* A record the source could not turn into an entity: goes to the DLQ with context. */
@@ -117,6 +123,56 @@ struct sk_source_ops {
 /* Ask the driver to poll now instead of waiting for the poll interval (any thread). */
 void sk_source_wake(struct sk_source *self);
 
+/* ---- services the core offers to sources ---------------------------------- */
+
+/* One HTTP request to a route a source registered (daemon/http.c serves it). */
+struct sk_http_request {
+    const char *method;   /* "POST" */
+    const char *path;     /* "/hooks/ss12000/<secret>" (no query) */
+    const char *body;     /* NUL-terminated; body_len excludes the NUL */
+    size_t body_len;
+    const char *content_type; /* or NULL */
+    const char *authorization; /* the Authorization header, or NULL */
+};
+
+struct sk_http_response {
+    int status;
+    char *body;               /* malloc'ed (freed by the core) or NULL */
+    const char *content_type; /* default "application/json" */
+};
+
+/*
+ * Runs on an HTTP thread, concurrently with the source's poll: it may call
+ * sk_source_wake() and touch state the source guards itself, nothing else.
+ */
+typedef void (*sk_http_handler)(void *ctx, const struct sk_http_request *req,
+                                struct sk_http_response *resp);
+
+/*
+ * Serve method+path (exact match) on the daemon's HTTP server (admin.listen)
+ * for the life of the source. Call from open. Bodies above the server's cap
+ * are refused with 413 before the handler runs.
+ */
+int sk_source_http_route(struct sk_source *self, const char *method, const char *path,
+                         sk_http_handler fn, void *ctx, struct sk_error *err);
+
+/*
+ * The ids live (latest record not a tombstone) in entity e's topic, read to
+ * its end (read_committed). Calls fn once per id. For full reconciliation:
+ * ids live in Kafka but gone from the source system were deleted there.
+ */
+int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
+                       void (*fn)(void *ctx, const char *id), void *ctx, struct sk_error *err);
+
+/* Deletions the source holds back (delete guard), for status and metrics. */
+void sk_source_set_held(struct sk_source *self, uint64_t held);
+/*
+ * True once after an operator released the held deletions (`skolsync
+ * release` or POST /api/v1/connectors/{name}/release): the next poll may
+ * publish them.
+ */
+bool sk_source_take_release(struct sk_source *self);
+
 /* ---- sinks -------------------------------------------------------------- */
 
 enum sk_outcome_kind {
@@ -165,6 +221,11 @@ struct sk_sink_ops {
     const char *summary;
     const struct sk_option *options;
     size_t conf_size;
+    /* Privacy defaults of this sink type (daemon/privacy.h); a sink's
+     * drop_fields / protected_identities settings override them.
+     * NULL: keep every field / "allow". */
+    const char *const *default_drop_fields; /* NULL-terminated */
+    const char *default_protected;          /* "skip", "minimal" or "allow" */
     int (*open)(struct sk_sink *self, struct sk_error *err);
     /*
      * Apply n records idempotently, in order. Fill out[i] for every record.

@@ -8,6 +8,7 @@
 
 #include "connector.h"
 #include "kafka.h"
+#include "privacy.h"
 #include "runner.h"
 
 /* Settings every source has, whatever its type (validated by the core). */
@@ -24,6 +25,8 @@ struct sk_sink_settings {
     int64_t batch_size;
     int64_t batch_linger_ms;
     int64_t retry_base_ms, retry_cap_ms;
+    struct sk_strlist drop_fields;  /* empty: the sink type's default */
+    char *protected_identities;     /* NULL: the sink type's default */
 };
 
 extern const struct sk_option sk_source_settings_options[];
@@ -42,7 +45,13 @@ struct sk_sink_env {
     struct sk_sink_settings settings;
     struct sk_kafka *kafka;
     char **topics;            /* one per entity, "<prefix><collection>" */
+    struct sk_privacy privacy; /* resolved from settings and the type's defaults */
 };
+
+/* The effective privacy policy of a sink: its settings over its type's defaults. */
+void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_sink_ops *ops,
+                             struct sk_privacy *out);
+void sk_sink_privacy_free(struct sk_privacy *p);
 
 /* Start the connector's thread (the connector is already open). 0 or -1. */
 int sk_source_driver_start(struct sk_source_env *env);

@@ -43,8 +43,48 @@ const struct sk_option sk_sink_settings_options[] = {
      offsetof(struct sk_sink_settings, retry_base_ms), .min = 1, .max = 3600000},
     {"retry_backoff_max", SK_OPT_DURATION, "60s", false, "longest wait between retries",
      offsetof(struct sk_sink_settings, retry_cap_ms), .min = 1, .max = 86400000},
+    {"drop_fields", SK_OPT_LIST, NULL, false,
+     "entity fields never written to the target, e.g. [civicNo, addresses] "
+     "(default: the sink type's)",
+     offsetof(struct sk_sink_settings, drop_fields)},
+    {"protected_identities", SK_OPT_ENUM, NULL, false,
+     "persons with a protected identity: skip, minimal or allow (default: the sink type's)",
+     offsetof(struct sk_sink_settings, protected_identities),
+     .choices = (const char *const[]){"skip", "minimal", "allow", NULL}},
     {0},
 };
+
+void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_sink_ops *ops,
+                             struct sk_privacy *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *mode = s->protected_identities ? s->protected_identities
+                       : ops->default_protected ? ops->default_protected
+                                                : "allow";
+    sk_protected_mode_parse(mode, &out->protected_mode);
+    if (s->drop_fields.n) {
+        out->drop_fields.n = s->drop_fields.n;
+        out->drop_fields.v = sk_calloc(s->drop_fields.n, sizeof(char *));
+        for (size_t i = 0; i < s->drop_fields.n; i++)
+            out->drop_fields.v[i] = sk_strdup(s->drop_fields.v[i]);
+    } else if (ops->default_drop_fields) {
+        size_t n = 0;
+        while (ops->default_drop_fields[n])
+            n++;
+        out->drop_fields.n = n;
+        out->drop_fields.v = sk_calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+            out->drop_fields.v[i] = sk_strdup(ops->default_drop_fields[i]);
+    }
+}
+
+void sk_sink_privacy_free(struct sk_privacy *p)
+{
+    for (size_t i = 0; i < p->drop_fields.n; i++)
+        free(p->drop_fields.v[i]);
+    free(p->drop_fields.v);
+    memset(p, 0, sizeof(*p));
+}
 
 struct part {
     char *topic;
@@ -68,6 +108,7 @@ struct sink_run {
     bool fatal;
     struct sk_record *recs;
     struct sk_outcome *outs;
+    cJSON **docs; /* decoded entities of recs, owned here */
 };
 
 static struct part *part_find(struct sink_run *run, const char *topic, int32_t partition)
@@ -95,11 +136,14 @@ static const struct sk_entity *entity_of(struct sink_run *run, const char *topic
     return NULL;
 }
 
+static void docs_free(struct sink_run *run);
+
 static void pending_drop(struct sink_run *run)
 {
     for (size_t i = 0; i < run->n_pending; i++)
         rd_kafka_message_destroy(run->pending[i]);
     run->n_pending = 0;
+    docs_free(run);
 }
 
 /* ---- dead letters -------------------------------------------------------- */
@@ -220,8 +264,50 @@ static void wait_polling(struct sink_run *run, int64_t ms)
     }
 }
 
+/*
+ * Decodes record i once for the sink and applies the sink's privacy policy.
+ * A record that does not decode is rejected (DLQ); a protected person under
+ * `skip` becomes a delete.
+ */
+static void decode(struct sink_run *run, size_t i)
+{
+    struct sk_record *r = &run->recs[i];
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(r->entity->desc, NULL, r->value_len, r->value);
+    cJSON *doc = msg ? sk_codec_to_json(msg) : NULL;
+    if (msg)
+        protobuf_c_message_free_unpacked(msg, NULL);
+    if (!doc) {
+        run->outs[i].kind = SK_REJECTED;
+        sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT, "value is not a valid %s message",
+                     sk_entity_schema(r->entity));
+        return;
+    }
+    if (sk_privacy_apply(&run->env->privacy, r->entity, doc) == SK_PRIVACY_DELETE) {
+        cJSON_Delete(doc);
+        r->value = NULL;
+        r->value_len = 0;
+        return;
+    }
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+    const cJSON *mod = meta ? cJSON_GetObjectItemCaseSensitive(meta, "modified") : NULL;
+    if (!cJSON_IsString(mod) || sk_time_parse_us(mod->valuestring, &r->modified_us))
+        r->modified_us = INT64_MIN;
+    r->doc = doc;
+    run->docs[i] = doc;
+}
+
+static void docs_free(struct sink_run *run)
+{
+    for (size_t i = 0; i < run->cap_pending; i++) {
+        cJSON_Delete(run->docs[i]);
+        run->docs[i] = NULL;
+    }
+}
+
 static void build_records(struct sink_run *run)
 {
+    docs_free(run);
     for (size_t i = 0; i < run->n_pending; i++) {
         const rd_kafka_message_t *m = run->pending[i];
         struct sk_record *r = &run->recs[i];
@@ -242,13 +328,17 @@ static void build_records(struct sink_run *run)
         }
         run->outs[i].kind = SK_APPLIED;
         sk_error_clear(&run->outs[i].err);
+        r->modified_us = INT64_MIN;
         /* DESIGN.md: the key is the entity's lowercase UUID; anything else is
          * not ours to apply. */
         if (!r->entity || sk_uuid_normalize(key, r->key) != 0) {
             run->outs[i].kind = SK_REJECTED;
             sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT,
                          r->entity ? "record key is not a UUID" : "topic not consumed by sink");
+            continue;
         }
+        if (m->payload)
+            decode(run, i);
     }
 }
 
@@ -629,6 +719,7 @@ static void *sink_thread(void *arg)
     run.pending = sk_calloc(batch, sizeof(*run.pending));
     run.recs = sk_calloc(batch, sizeof(*run.recs));
     run.outs = sk_calloc(batch, sizeof(*run.outs));
+    run.docs = sk_calloc(batch, sizeof(*run.docs));
     run.cap_pending = batch;
 
     for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
@@ -698,6 +789,7 @@ out:
     free(run.pending);
     free(run.recs);
     free(run.outs);
+    free(run.docs);
     sk_runner_set_state(r, run.fatal ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;
 }

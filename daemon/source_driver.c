@@ -306,6 +306,8 @@ static void count(struct sk_runner *r, const struct sk_batch *b)
         if (idx >= 0)
             atomic_fetch_add(&r->per_entity[idx], 1);
     }
+    for (size_t i = 0; i < b->n_bad; i++)
+        sk_warn(r->name, "dead-lettered %s: %s", b->bad[i].where, b->bad[i].err.msg);
     atomic_fetch_add(&r->records, b->n);
     atomic_fetch_add(&r->failed, b->n_bad);
     atomic_fetch_add(&r->dead_lettered, b->n_bad);

@@ -73,6 +73,10 @@ static int open_connectors(struct daemon *d)
         env->sink.incarnation = sk_kafka_incarnation(d->kafka);
         env->sink.entities = def->entities;
         env->sink.n_entities = def->n_entities;
+        sk_sink_privacy_resolve(&def->settings, def->ops, &env->privacy);
+        sk_info(def->name, "privacy: protected identities %s, %zu field(s) dropped",
+                sk_protected_mode_name(env->privacy.protected_mode),
+                env->privacy.drop_fields.n);
         env->topics = sk_calloc(def->n_entities + 1, sizeof(char *));
         for (size_t j = 0; j < def->n_entities; j++)
             env->topics[j] = sk_kafka_topic_for(d->kafka, def->entities[j]->collection);
@@ -103,6 +107,7 @@ static void close_connectors(struct daemon *d)
         for (size_t j = 0; j < env->sink.n_entities; j++)
             free(env->topics[j]);
         free(env->topics);
+        sk_sink_privacy_free(&env->privacy);
         sk_runner_destroy(&env->runner);
         free(env);
     }

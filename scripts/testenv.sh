@@ -22,7 +22,8 @@ export SK_TESTENV_DIR=$TESTENV_DIR
 log() { printf 'testenv.sh: %s\n' "$*" >&2; }
 
 mkdir -p "$TESTENV_DIR"
-# one start/stop at a time per state dir
+# one start/stop at a time per state dir (fd 9 is closed for the service
+# scripts: a broker or postmaster inheriting it would hold the lock forever)
 exec 9>"$TESTENV_DIR/.lock"
 flock 9
 
@@ -30,9 +31,9 @@ start() {
     rm -f "$TESTENV_DIR/env"
     # PostgreSQL starts in the background while the broker boots
     local pgout=$TESTENV_DIR/.pg.start.out pgpid brokers pg
-    "$HERE/pg.sh" start >"$pgout" &
+    "$HERE/pg.sh" start >"$pgout" 9>&- &
     pgpid=$!
-    if ! brokers=$("$HERE/kafka.sh" start); then
+    if ! brokers=$("$HERE/kafka.sh" start 9>&-); then
         wait "$pgpid" || true
         log "error: Kafka did not start"
         return 1
@@ -54,8 +55,8 @@ EOT
 stop() {
     local rc=0
     rm -f "$TESTENV_DIR/env"
-    "$HERE/kafka.sh" stop "$@" || rc=1
-    "$HERE/pg.sh" stop "$@" || rc=1
+    "$HERE/kafka.sh" stop "$@" 9>&- || rc=1
+    "$HERE/pg.sh" stop "$@" 9>&- || rc=1
     if [[ ${1:-} != --keep-data ]]; then
         # leave the (empty) dir alone if others put things there
         rm -f "$TESTENV_DIR/.lock" "$TESTENV_DIR/.pg.start.out"
@@ -66,8 +67,8 @@ stop() {
 
 status() {
     local rc=0
-    "$HERE/kafka.sh" status >/dev/null || rc=1
-    "$HERE/pg.sh" status >/dev/null || rc=1
+    "$HERE/kafka.sh" status >/dev/null 9>&- || rc=1
+    "$HERE/pg.sh" status >/dev/null 9>&- || rc=1
     [[ -f $TESTENV_DIR/env ]] && cat "$TESTENV_DIR/env"
     return $rc
 }

@@ -84,39 +84,20 @@ struct sqlite_sink {
     sqlite3_stmt *offset_upsert, *offset_select;
     struct part_max *parts; /* reused across apply calls */
     size_t n_parts, cap_parts;
+    char *json;             /* a record's doc printed, reused across records */
+    size_t json_cap;
 };
 
 /* ---- SQLite helpers ------------------------------------------------------ */
 
 /*
- * Errors that say nothing about the record being written: the database is
- * busy, full, broken or gone. They fail the whole batch; anything else on a
- * record's statement (a constraint, a type mismatch) rejects that record only.
+ * What an SQLite error means for the caller. RETRIABLE: busy, full disk, I/O
+ * trouble; may pass. FATAL: a corrupt, read-only or vanished database; will
+ * not. Anything else on a record's own statement (a constraint, a type
+ * mismatch) is PERMANENT for that record only; outside a record's statement
+ * (BEGIN, COMMIT, the offsets) it fails the connector.
  */
-static bool db_level_error(int rc)
-{
-    switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_FULL:
-    case SQLITE_IOERR:
-    case SQLITE_NOMEM:
-    case SQLITE_PROTOCOL:
-    case SQLITE_INTERRUPT:
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-    case SQLITE_READONLY:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* Busy, full disk, I/O trouble: may pass. A corrupt or read-only database will not. */
-static enum sk_err_class db_error_class(int rc)
+static enum sk_err_class sql_error_class(int rc, bool on_record)
 {
     switch (rc & 0xff) {
     case SQLITE_BUSY:
@@ -127,8 +108,15 @@ static enum sk_err_class db_error_class(int rc)
     case SQLITE_PROTOCOL:
     case SQLITE_INTERRUPT:
         return SK_ERR_RETRIABLE;
-    default:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
         return SK_ERR_FATAL;
+    default:
+        return on_record ? SK_ERR_PERMANENT : SK_ERR_FATAL;
     }
 }
 
@@ -153,8 +141,8 @@ static int exec(struct sqlite_sink *s, const char *sql, struct sk_error *err)
 {
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK)
-        return sk_error_set(err, rc == SQLITE_BUSY ? SK_ERR_RETRIABLE : SK_ERR_FATAL,
-                            "\"%.80s\": %s", sql, sqlite3_errmsg(s->db));
+        return sk_error_set(err, sql_error_class(rc, false), "\"%.80s\": %s", sql,
+                            sqlite3_errmsg(s->db));
     return 0;
 }
 
@@ -202,6 +190,7 @@ static void sqlite_close(struct sk_sink *self)
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++)
         sqlite3_finalize(stmts[i]);
     sqlite3_close(s->db);
+    free(s->json);
     free(s->tables);
     free(s->parts);
     free(s);
@@ -230,7 +219,7 @@ static int set_pragmas(struct sqlite_sink *s, const struct sqlite_conf *conf,
         return -1;
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        sk_error_set(err, db_error_class(rc), "PRAGMA journal_mode=WAL: %s",
+        sk_error_set(err, sql_error_class(rc, false), "PRAGMA journal_mode=WAL: %s",
                      sqlite3_errmsg(s->db));
         sqlite3_finalize(st);
         return -1;
@@ -262,7 +251,7 @@ static int ensure_schema(struct sqlite_sink *s, const struct sk_sink *self, stru
     int64_t version = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW) {
-        sk_error_set(err, db_error_class(rc), "reading skolsync_schema: %s",
+        sk_error_set(err, sql_error_class(rc, false), "reading skolsync_schema: %s",
                      sqlite3_errmsg(s->db));
         goto fail;
     }
@@ -475,21 +464,29 @@ static int apply_record(struct sqlite_sink *s, const struct sk_record *r, const 
         return SQLITE_DONE;
     }
     char *doc = NULL; /* the codec's, freed below */
+    const char *text;
     sqlite3_stmt *st;
     if (!r->value) {
         st = t->delete; /* a tombstone; a missing row is no error */
         sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
     } else {
-        int64_t modified_us = INT64_MIN;
-        doc = sk_codec_decode(r->entity, r->value, r->value_len, &modified_us, &o->err);
-        if (!doc) {
-            o->kind = SK_REJECTED;
-            o->err.cls = SK_ERR_PERMANENT;
-            return SQLITE_DONE;
+        int64_t modified_us = r->modified_us;
+        if (r->doc) {
+            /* decoded once by the driver, privacy policy applied */
+            sk_json_print_into(r->doc, &s->json, &s->json_cap);
+            text = s->json;
+        } else {
+            doc = sk_codec_decode(r->entity, r->value, r->value_len, &modified_us, &o->err);
+            if (!doc) {
+                o->kind = SK_REJECTED;
+                o->err.cls = SK_ERR_PERMANENT;
+                return SQLITE_DONE;
+            }
+            text = doc;
         }
         st = t->upsert;
         sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, doc, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
         if (modified_us == INT64_MIN)
             sqlite3_bind_null(st, 3);
         else
@@ -507,7 +504,7 @@ static int apply_record(struct sqlite_sink *s, const struct sk_record *r, const 
     free(doc);
     if (rc == SQLITE_DONE)
         return run(s->release);
-    if (db_level_error(rc))
+    if (sql_error_class(rc, true) != SK_ERR_PERMANENT)
         return rc;
     /* A constraint or type error: this record only. */
     reject(o, "%s", msg);
@@ -519,7 +516,7 @@ static int apply_record(struct sqlite_sink *s, const struct sk_record *r, const 
 static int fail_batch(struct sqlite_sink *s, int rc, const char *what, const char *msg,
                       size_t n, struct sk_outcome *out, struct sk_error *err)
 {
-    sk_error_set(err, db_error_class(rc), "%s: %s", what, msg);
+    sk_error_set(err, sql_error_class(rc, false), "%s: %s", what, msg);
     if (!sqlite3_get_autocommit(s->db))
         run(s->rollback);
     for (size_t i = 0; i < n; i++) {
@@ -540,7 +537,7 @@ static int sqlite_apply(struct sk_sink *self, const struct sk_record *recs, size
     struct sqlite_sink *s = self->priv;
     if (n == 0)
         return 0;
-    char now[TIME_LEN], msg[512] = "";
+    char now[TIME_LEN], msg[512];
     format_utc(sk_now_us(), now);
     s->n_parts = 0;
     int rc = run(s->begin);
@@ -550,6 +547,7 @@ static int sqlite_apply(struct sk_sink *self, const struct sk_record *recs, size
         out[i].kind = SK_APPLIED;
         sk_error_clear(&out[i].err);
         note_offset(s, &recs[i]);
+        msg[0] = '\0';
         rc = apply_record(s, &recs[i], now, &out[i], msg, sizeof(msg));
         if (rc != SQLITE_DONE)
             return fail_batch(s, rc, recs[i].entity ? recs[i].entity->collection : "record",
@@ -585,7 +583,7 @@ static int sqlite_mark_offsets(struct sk_sink *self, const struct sk_offsets *of
         rc = run(s->commit);
     if (rc == SQLITE_DONE)
         return 0;
-    sk_error_set(err, db_error_class(rc), "storing offsets: %s", sqlite3_errmsg(s->db));
+    sk_error_set(err, sql_error_class(rc, false), "storing offsets: %s", sqlite3_errmsg(s->db));
     if (!sqlite3_get_autocommit(s->db))
         run(s->rollback);
     return -1;
@@ -605,11 +603,16 @@ static int sqlite_stored_offsets(struct sk_sink *self, struct sk_offsets *out,
                        sqlite3_column_int64(st, 2));
     }
     if (rc != SQLITE_DONE)
-        sk_error_set(err, db_error_class(rc), "reading skolsync_offsets: %s",
+        sk_error_set(err, sql_error_class(rc, false), "reading skolsync_offsets: %s",
                      sqlite3_errmsg(s->db));
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static const char *sqlite_target(struct sk_sink *self)
+{
+    return ((const struct sqlite_conf *)self->conf)->path;
 }
 
 const struct sk_sink_ops sqlite_sink_ops = {
@@ -621,5 +624,6 @@ const struct sk_sink_ops sqlite_sink_ops = {
     .apply = sqlite_apply,
     .mark_offsets = sqlite_mark_offsets,
     .stored_offsets = sqlite_stored_offsets,
+    .target = sqlite_target,
     .close = sqlite_close,
 };

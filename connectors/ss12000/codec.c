@@ -569,3 +569,119 @@ char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len
         sk_error_set(err, SK_ERR_FATAL, "%s: out of memory printing JSON", e->name);
     return text;
 }
+
+/* ---- printing ------------------------------------------------------------- */
+
+struct jbuf {
+    char *p;
+    size_t n, cap;
+};
+
+static void jb_put(struct jbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (b->n + n + 1 > cap)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            abort(); /* as sk_malloc: callers never check */
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+static void jb_string(struct jbuf *b, const char *s)
+{
+    jb_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jb_put(b, run, (size_t)(s - run));
+        char esc[8];
+        switch (c) {
+        case '"': jb_put(b, "\\\"", 2); break;
+        case '\\': jb_put(b, "\\\\", 2); break;
+        case '\n': jb_put(b, "\\n", 2); break;
+        case '\r': jb_put(b, "\\r", 2); break;
+        case '\t': jb_put(b, "\\t", 2); break;
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            jb_put(b, esc, 6);
+        }
+        run = s + 1;
+    }
+    jb_put(b, run, (size_t)(s - run));
+    jb_put(b, "\"", 1);
+}
+
+static void jb_value(struct jbuf *b, const cJSON *v)
+{
+    char num[32];
+    switch (v->type & 0xFF) {
+    case cJSON_NULL: jb_put(b, "null", 4); break;
+    case cJSON_False: jb_put(b, "false", 5); break;
+    case cJSON_True: jb_put(b, "true", 4); break;
+    case cJSON_Raw: jb_put(b, v->valuestring, strlen(v->valuestring)); break;
+    case cJSON_String: jb_string(b, v->valuestring); break;
+    case cJSON_Number:
+        if (!isfinite(v->valuedouble)) {
+            jb_put(b, "null", 4);
+            break;
+        }
+        /* the shortest text that reads back exactly (see numbers_exact) */
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(num, sizeof(num), "%.*g", prec, v->valuedouble);
+            if (strtod(num, NULL) == v->valuedouble)
+                break;
+        }
+        jb_put(b, num, strlen(num));
+        break;
+    case cJSON_Array:
+        jb_put(b, "[", 1);
+        for (const cJSON *x = v->child; x; x = x->next) {
+            jb_value(b, x);
+            if (x->next)
+                jb_put(b, ",", 1);
+        }
+        jb_put(b, "]", 1);
+        break;
+    case cJSON_Object:
+        jb_put(b, "{", 1);
+        for (const cJSON *x = v->child; x; x = x->next) {
+            jb_string(b, x->string ? x->string : "");
+            jb_put(b, ":", 1);
+            jb_value(b, x);
+            if (x->next)
+                jb_put(b, ",", 1);
+        }
+        jb_put(b, "}", 1);
+        break;
+    default:
+        jb_put(b, "null", 4);
+    }
+}
+
+/* Returned text: malloc'ed, NUL-terminated; caller frees with free(). */
+char *sk_json_print(const cJSON *v)
+{
+    struct jbuf b = {0};
+    jb_value(&b, v);
+    return b.p;
+}
+
+size_t sk_json_print_into(const cJSON *v, char **buf, size_t *cap)
+{
+    struct jbuf b = {.p = *buf, .n = 0, .cap = *cap};
+    if (b.p && b.cap)
+        b.p[0] = '\0';
+    jb_value(&b, v);
+    *buf = b.p;
+    *cap = b.cap;
+    return b.n;
+}

@@ -90,4 +90,13 @@ int sk_codec_encode(const struct sk_entity *e, const char *json, size_t len, uin
 char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len,
                       int64_t *modified_us, struct sk_error *err);
 
+/*
+ * Compact JSON text of v, numbers printed exactly (cJSON's own printer may
+ * round a double to 15 digits). sk_json_print: malloc'ed, caller frees.
+ * sk_json_print_into: into *buf (grown with realloc as needed, caller owns
+ * and frees it), returns the length.
+ */
+char *sk_json_print(const cJSON *v);
+size_t sk_json_print_into(const cJSON *v, char **buf, size_t *cap);
+
 #endif

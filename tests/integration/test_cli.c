@@ -162,7 +162,7 @@ Test(cli, unknown_connector_type)
     char *path;
     char *out = check_text("sources:\n  a:\n    type: ftp-source\n", &rc, &path);
     cr_assert_eq(rc, 2, "%s", out);
-    char *want = skt_fmt("%s:3:11: sources.a.type: unknown source type \"ftp-source\"", path);
+    char *want = skt_fmt("%s:3:5: sources.a.type: unknown source type \"ftp-source\"", path);
     cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
     cr_assert(strstr(out, "jsonl-source"), "expected types not listed:\n%s", out);
     free(out);

@@ -1,0 +1,107 @@
+/* privacy.c: see privacy.h. */
+#include "privacy.h"
+
+#include <string.h>
+
+static const char *const mode_names[] = {"allow", "minimal", "skip"};
+
+int sk_protected_mode_parse(const char *text, enum sk_protected_mode *out)
+{
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(text, mode_names[i]) == 0) {
+            *out = (enum sk_protected_mode)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *sk_protected_mode_name(enum sk_protected_mode mode)
+{
+    return (unsigned)mode < 3 ? mode_names[mode] : "?";
+}
+
+bool sk_privacy_is_protected(const struct sk_entity *e, const cJSON *doc)
+{
+    if (!e || strcmp(e->name, "Person") != 0 || !doc)
+        return false;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "securityMarking");
+    return cJSON_IsString(m) && (strcmp(m->valuestring, "Skyddad folkbokföring") == 0 ||
+                                 strcmp(m->valuestring, "Sekretessmarkering") == 0);
+}
+
+/* Removes the dotted path from obj; descends through arrays of objects. */
+static void drop_path(cJSON *obj, const char *path)
+{
+    if (!obj)
+        return;
+    if (cJSON_IsArray(obj)) {
+        for (cJSON *x = obj->child; x; x = x->next)
+            drop_path(x, path);
+        return;
+    }
+    if (!cJSON_IsObject(obj))
+        return;
+    const char *dot = strchr(path, '.');
+    if (!dot) {
+        cJSON_DeleteItemFromObjectCaseSensitive(obj, path);
+        return;
+    }
+    char head[128];
+    size_t n = (size_t)(dot - path);
+    if (n >= sizeof(head))
+        return;
+    memcpy(head, path, n);
+    head[n] = '\0';
+    drop_path(cJSON_GetObjectItemCaseSensitive(obj, head), dot + 1);
+}
+
+static bool school_email(const cJSON *email)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(email, "type");
+    return cJSON_IsString(t) &&
+           (strcmp(t->valuestring, "Skola elev") == 0 || strcmp(t->valuestring, "Skola personal") == 0);
+}
+
+/* Keeps only what an account needs (privacy.h). */
+static void minimise(cJSON *doc)
+{
+    static const char *const keep[] = {"id", "meta", "securityMarking", "personStatus",
+                                       "eduPersonPrincipalNames", "emails", "enrolments", NULL};
+    cJSON *x = doc->child;
+    while (x) {
+        cJSON *next = x->next;
+        bool kept = false;
+        for (size_t i = 0; keep[i] && !kept; i++)
+            kept = x->string && strcmp(x->string, keep[i]) == 0;
+        if (!kept)
+            cJSON_Delete(cJSON_DetachItemViaPointer(doc, x));
+        x = next;
+    }
+    cJSON *emails = cJSON_GetObjectItemCaseSensitive(doc, "emails");
+    if (cJSON_IsArray(emails)) {
+        cJSON *e = emails->child;
+        while (e) {
+            cJSON *next = e->next;
+            if (!school_email(e))
+                cJSON_Delete(cJSON_DetachItemViaPointer(emails, e));
+            e = next;
+        }
+        if (!emails->child)
+            cJSON_DeleteItemFromObjectCaseSensitive(doc, "emails");
+    }
+}
+
+enum sk_privacy_verdict sk_privacy_apply(const struct sk_privacy *p, const struct sk_entity *e,
+                                         cJSON *doc)
+{
+    if (sk_privacy_is_protected(e, doc)) {
+        if (p->protected_mode == SK_PROTECTED_SKIP)
+            return SK_PRIVACY_DELETE;
+        if (p->protected_mode == SK_PROTECTED_MINIMAL)
+            minimise(doc);
+    }
+    for (size_t i = 0; i < p->drop_fields.n; i++)
+        drop_path(doc, p->drop_fields.v[i]);
+    return SK_PRIVACY_KEEP;
+}

@@ -1,0 +1,49 @@
+/*
+ * privacy.h: a sink's personal-data policy, applied by the sink driver to
+ * every decoded entity before the sink sees it (so no sink can forget it).
+ *
+ *   drop_fields:          field paths removed from every entity that has them
+ *                         ("civicNo", "addresses", "enrolments.educationCode")
+ *   protected_identities: for persons whose securityMarking is "Skyddad
+ *                         folkbokföring" or "Sekretessmarkering":
+ *                           skip    - never stored (a delete is sent instead,
+ *                                     so a person who becomes protected vanishes)
+ *                           minimal - only what an account needs: id, meta,
+ *                                     securityMarking, personStatus,
+ *                                     eduPersonPrincipalNames, school e-mail
+ *                                     addresses and enrolments
+ *                           allow   - stored like anyone else
+ * Each sink type declares its defaults (connector.h); the configuration may
+ * override them per sink.
+ */
+#ifndef SK_PRIVACY_H
+#define SK_PRIVACY_H
+
+#include <stdbool.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "model.h"
+
+enum sk_protected_mode { SK_PROTECTED_ALLOW = 0, SK_PROTECTED_MINIMAL, SK_PROTECTED_SKIP };
+
+struct sk_privacy {
+    struct sk_strlist drop_fields;
+    enum sk_protected_mode protected_mode;
+};
+
+/* "skip" | "minimal" | "allow"; 0 or -1. */
+int sk_protected_mode_parse(const char *text, enum sk_protected_mode *out);
+const char *sk_protected_mode_name(enum sk_protected_mode mode);
+
+/* True if doc is a person with a protected identity. */
+bool sk_privacy_is_protected(const struct sk_entity *e, const cJSON *doc);
+
+enum sk_privacy_verdict { SK_PRIVACY_KEEP, SK_PRIVACY_DELETE };
+
+/* Applies the policy to doc in place. DELETE: store a tombstone instead. */
+enum sk_privacy_verdict sk_privacy_apply(const struct sk_privacy *p, const struct sk_entity *e,
+                                         cJSON *doc);
+
+#endif
