@@ -25,8 +25,15 @@ struct sk_log_conf {
     char *format;
 };
 
+struct sk_admin_conf {
+    char *listen;      /* "127.0.0.1:9720", or "off" */
+    char *token;       /* required by state-changing API calls */
+    int64_t max_body;  /* request body cap */
+};
+
 struct sk_core_conf {
     struct sk_kafka_conf kafka;
+    struct sk_admin_conf admin;
     struct sk_log_conf log;
     int64_t shutdown_timeout_ms;
     int64_t progress_interval_ms;

@@ -30,8 +30,23 @@ static const struct sk_option log_options[] = {
     {0},
 };
 
+static const struct sk_option admin_options[] = {
+    {"listen", SK_OPT_STRING, "127.0.0.1:9720", false,
+     "HTTP address for metrics, health, the API, the status page and webhooks "
+     "(host:port, port 0 = any free one; \"off\" = no HTTP server)",
+     offsetof(struct sk_admin_conf, listen)},
+    {"token", SK_OPT_SECRET, NULL, false,
+     "bearer token required by every state-changing API call",
+     offsetof(struct sk_admin_conf, token)},
+    {"max_body", SK_OPT_SIZE, "1MiB", false, "largest accepted request body",
+     offsetof(struct sk_admin_conf, max_body), .min = 1024, .max = 64LL << 20},
+    {0},
+};
+
 /* The top level, without `sources` and `sinks` (handled below). */
 static const struct sk_option core_options[] = {
+    {"admin", SK_OPT_GROUP, NULL, false, "the HTTP server", offsetof(struct sk_core_conf, admin),
+     .sub = admin_options},
     {"kafka", SK_OPT_GROUP, NULL, false, "where Kafka is and how topics are made",
      offsetof(struct sk_core_conf, kafka), .sub = sk_kafka_options},
     {"log", SK_OPT_GROUP, NULL, false, "logging", offsetof(struct sk_core_conf, log),

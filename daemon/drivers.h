@@ -7,6 +7,7 @@
 #define SK_DRIVERS_H
 
 #include "connector.h"
+#include "http.h"
 #include "kafka.h"
 #include "privacy.h"
 #include "runner.h"
@@ -37,6 +38,9 @@ struct sk_source_env {
     struct sk_source source;
     struct sk_source_settings settings;
     struct sk_kafka *kafka;
+    struct sk_http *http;      /* the admin HTTP server, NULL if off */
+    atomic_uint_fast64_t held; /* deletions held by the source's delete guard */
+    atomic_bool release;       /* an operator released them */
 };
 
 struct sk_sink_env {

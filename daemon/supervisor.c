@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,8 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <cjson/cJSON.h>
+
 #include "daemon.h"
 #include "log.h"
 #include "model.h"
@@ -26,6 +30,7 @@
 struct daemon {
     struct sk_daemon_config *cfg;
     struct sk_kafka *kafka;
+    struct sk_http *http;
     struct sk_source_env **sources;
     struct sk_sink_env **sinks;
     size_t n_sources, n_sinks;
@@ -50,6 +55,7 @@ static int open_connectors(struct daemon *d)
         sk_runner_init(&env->runner, SK_RUNNER_SOURCE, def->name, def->ops->type);
         env->settings = def->settings;
         env->kafka = d->kafka;
+        env->http = d->http;
         env->source.ops = def->ops;
         env->source.name = env->runner.name;
         env->source.conf = def->conf;
@@ -113,6 +119,140 @@ static void close_connectors(struct daemon *d)
     }
     free(d->sources);
     free(d->sinks);
+}
+
+/* ---- HTTP: health, readiness, metrics ------------------------------------ */
+
+static void http_health(void *ctx, const struct sk_http_request *req,
+                        struct sk_http_response *resp)
+{
+    resp->body = sk_strdup("{\"status\":\"alive\"}\n");
+}
+
+/* Ready: every connector open and running, or idle and caught up. */
+static bool ready(struct daemon *d, char *why, size_t size)
+{
+    for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
+        struct sk_runner *r = i < d->n_sources ? &d->sources[i]->runner
+                                               : &d->sinks[i - d->n_sources]->runner;
+        int st = atomic_load(&r->state);
+        if (st != SK_STATE_RUNNING && st != SK_STATE_IDLE) {
+            char err[256];
+            sk_runner_last_error(r, err, sizeof(err));
+            snprintf(why, size, "%s is %s%s%s", r->name, sk_runner_state_name(st),
+                     err[0] ? ": " : "", err);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void http_ready(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    char why[512];
+    if (ready(ctx, why, sizeof(why))) {
+        resp->body = sk_strdup("{\"status\":\"ready\"}\n");
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "not ready");
+    cJSON_AddStringToObject(o, "reason", why);
+    resp->status = 503;
+    resp->body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+}
+
+static void metric_line(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+        va_end(ap);
+        if ((size_t)n < *cap - *len) {
+            *len += (size_t)n;
+            return;
+        }
+        *cap = *cap * 2 + (size_t)n;
+        *buf = sk_realloc(*buf, *cap);
+    }
+}
+
+static void http_metrics(void *ctx, const struct sk_http_request *req,
+                         struct sk_http_response *resp)
+{
+    struct daemon *d = ctx;
+    size_t len = 0, cap = 4096;
+    char *b = sk_malloc(cap);
+    b[0] = '\0';
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"skolsync_records_total", "Records stored in Kafka (sources) or applied (sinks)",
+         offsetof(struct sk_runner, records)},
+        {"skolsync_records_failed_total", "Bad inputs (sources) or rejected records (sinks)",
+         offsetof(struct sk_runner, failed)},
+        {"skolsync_records_dead_lettered_total", "Records written to the dead-letter topic",
+         offsetof(struct sk_runner, dead_lettered)},
+        {"skolsync_retries_total", "Retries after retriable errors",
+         offsetof(struct sk_runner, retries)},
+    };
+    for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
+        metric_line(&b, &len, &cap, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name,
+                    counters[c].help, counters[c].name);
+        for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
+            struct sk_runner *r = i < d->n_sources ? &d->sources[i]->runner
+                                                   : &d->sinks[i - d->n_sources]->runner;
+            const atomic_uint_fast64_t *v =
+                (const atomic_uint_fast64_t *)((const char *)r + counters[c].off);
+            metric_line(&b, &len, &cap, "%s{connector=\"%s\",kind=\"%s\",type=\"%s\"} %llu\n",
+                        counters[c].name, r->name, r->kind == SK_RUNNER_SOURCE ? "source" : "sink",
+                        r->type, (unsigned long long)atomic_load(v));
+        }
+    }
+    metric_line(&b, &len, &cap,
+                "# HELP skolsync_connector_state 1 for the state the connector is in\n"
+                "# TYPE skolsync_connector_state gauge\n");
+    for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
+        struct sk_runner *r = i < d->n_sources ? &d->sources[i]->runner
+                                               : &d->sinks[i - d->n_sources]->runner;
+        int st = atomic_load(&r->state);
+        for (int s = SK_STATE_STARTING; s <= SK_STATE_STOPPED; s++)
+            metric_line(&b, &len, &cap, "skolsync_connector_state{connector=\"%s\",state=\"%s\"} %d\n",
+                        r->name, sk_runner_state_name(s), s == st);
+    }
+    metric_line(&b, &len, &cap,
+                "# HELP skolsync_held_deletions Deletions held back by a source's delete guard\n"
+                "# TYPE skolsync_held_deletions gauge\n");
+    for (size_t i = 0; i < d->n_sources; i++)
+        metric_line(&b, &len, &cap, "skolsync_held_deletions{connector=\"%s\"} %llu\n",
+                    d->sources[i]->runner.name,
+                    (unsigned long long)atomic_load(&d->sources[i]->held));
+    resp->body = b;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+static int start_http(struct daemon *d, struct sk_error *err)
+{
+    const struct sk_admin_conf *a = &d->cfg->core.admin;
+    if (!a->listen || strcmp(a->listen, "off") == 0)
+        return 0;
+    d->http = sk_http_start(a->listen, a->max_body, err);
+    if (!d->http)
+        return -1;
+    if (sk_http_route(d->http, "GET", "/health", http_health, d, err) ||
+        sk_http_route(d->http, "GET", "/ready", http_ready, d, err) ||
+        sk_http_route(d->http, "GET", "/metrics", http_metrics, d, err))
+        return -1;
+    char host[128];
+    snprintf(host, sizeof(host), "%s", a->listen);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    sk_info("main", "HTTP server on http://%s:%d (health, ready, metrics)", host,
+            sk_http_port(d->http));
+    return 0;
 }
 
 static int block_signals(struct daemon *d)
@@ -278,6 +418,11 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         close(d.sigfd);
         return SK_EXIT_RUNTIME;
     }
+    if (start_http(&d, &err)) {
+        sk_error_log("main", "%s", err.msg);
+        rc = SK_EXIT_RUNTIME;
+        goto out;
+    }
     if (open_connectors(&d)) {
         rc = SK_EXIT_RUNTIME;
         goto out;
@@ -349,6 +494,9 @@ stop:
     if (rc == SK_EXIT_OK || opt->once)
         summary(&d, opt->summary);
 out:
+    /* No handler may run on a connector being closed. */
+    sk_http_stop(d.http);
+    d.http = NULL;
     close_connectors(&d);
     sk_kafka_destroy(d.kafka);
     close(d.sigfd);

@@ -37,6 +37,8 @@ static struct setup make_setup(const char *tag, int students, int source_batch)
                          "  topic_prefix: %s\n"
                          "  partitions: 3\n"
                          "  connect_timeout: 20s\n"
+                         "admin:\n"
+                         "  listen: 127.0.0.1:0\n"
                          "log:\n"
                          "  level: info\n"
                          "shutdown_timeout: 20s\n"
@@ -141,6 +143,7 @@ Test(kafka_e2e, aborted_transaction_is_invisible_to_the_sink, .timeout = 180)
 
     /* A sink-only daemon drains the topic. */
     char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n"
+                         "admin:\n  listen: 127.0.0.1:0\n"
                          "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n"
                          "    entities: [Person]\n",
                          skt_brokers(), s.prefix, s.suffix, s.db);

@@ -1,0 +1,250 @@
+/* http.c: see http.h. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "log.h"
+#include "util.h"
+
+struct route {
+    char *method;
+    char *path;
+    sk_http_handler fn;
+    void *ctx;
+};
+
+struct sk_http {
+    struct MHD_Daemon *mhd;
+    int port;
+    size_t max_body;
+    pthread_mutex_t mu;
+    struct route *routes;
+    size_t n_routes, cap_routes;
+};
+
+/* One request's body as it arrives. */
+struct upload {
+    char *data;
+    size_t len;
+    bool too_large;
+};
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen)
+        return -1;
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= sizeof(host))
+        return -1;
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return -1;
+    memset(ss, 0, sizeof(*ss));
+    if (host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
+            return -1;
+        *len = sizeof(*a6);
+        return 0;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+        return -1;
+    *len = sizeof(*a4);
+    return 0;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *c, int status, const char *body,
+                               const char *type)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
+                                                             MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(r, "Content-Type", type ? type : "application/json");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static bool find_route(struct sk_http *h, const char *method, const char *path, struct route *out,
+                       bool *path_known)
+{
+    bool found = false;
+    *path_known = false;
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->n_routes && !found; i++) {
+        struct route *r = &h->routes[i];
+        if (strcmp(r->path, path) != 0)
+            continue;
+        *path_known = true;
+        if (strcmp(r->method, "*") == 0 || strcmp(r->method, method) == 0) {
+            *out = *r;
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return found;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    struct sk_http *h = cls;
+    struct upload *up = *con_cls;
+    if (!up) {
+        up = sk_calloc(1, sizeof(*up));
+        *con_cls = up;
+        return MHD_YES; /* headers only so far */
+    }
+    if (*upload_size) {
+        if (!up->too_large && up->len + *upload_size <= h->max_body) {
+            up->data = sk_realloc(up->data, up->len + *upload_size + 1);
+            memcpy(up->data + up->len, upload_data, *upload_size);
+            up->len += *upload_size;
+        } else {
+            up->too_large = true; /* keep reading, never buffer it */
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (up->too_large)
+        return respond(c, 413, "{\"error\":\"request body too large\"}\n", NULL);
+
+    struct route route;
+    bool path_known;
+    if (!find_route(h, method, url, &route, &path_known))
+        return path_known ? respond(c, 405, "{\"error\":\"method not allowed\"}\n", NULL)
+                          : respond(c, 404, "{\"error\":\"not found\"}\n", NULL);
+    struct sk_http_request req = {
+        .method = method,
+        .path = url,
+        .body = up->data ? up->data : "",
+        .body_len = up->len,
+        .content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"),
+        .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
+    };
+    if (up->data)
+        up->data[up->len] = '\0';
+    struct sk_http_response resp = {.status = 200};
+    route.fn(route.ctx, &req, &resp);
+    enum MHD_Result ret = respond(c, resp.status ? resp.status : 200, resp.body ? resp.body : "",
+                                  resp.content_type);
+    free(resp.body);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct upload *up = *con_cls;
+    if (up) {
+        free(up->data);
+        free(up);
+        *con_cls = NULL;
+    }
+}
+
+struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_error *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t slen = 0;
+    if (parse_listen(listen, &ss, &slen))
+        return sk_error_set(err, SK_ERR_FATAL, "admin.listen \"%s\" is not host:port", listen),
+               NULL;
+    struct sk_http *h = sk_calloc(1, sizeof(*h));
+    h->max_body = (size_t)(max_body > 0 ? max_body : 1 << 20);
+    pthread_mutex_init(&h->mu, NULL);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
+                              (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                              NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
+    if (!h->mhd) {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen)", listen),
+               NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : 0;
+    return h;
+}
+
+int sk_http_port(const struct sk_http *h)
+{
+    return h->port;
+}
+
+int sk_http_route(struct sk_http *h, const char *method, const char *path, sk_http_handler fn,
+                  void *ctx, struct sk_error *err)
+{
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->n_routes; i++) {
+        if (strcmp(h->routes[i].path, path) == 0 && strcmp(h->routes[i].method, method) == 0) {
+            pthread_mutex_unlock(&h->mu);
+            return sk_error_set(err, SK_ERR_FATAL, "HTTP route %s %s is taken", method, path);
+        }
+    }
+    if (h->n_routes == h->cap_routes) {
+        h->cap_routes = h->cap_routes ? h->cap_routes * 2 : 16;
+        h->routes = sk_realloc(h->routes, h->cap_routes * sizeof(*h->routes));
+    }
+    h->routes[h->n_routes++] =
+        (struct route){sk_strdup(method), sk_strdup(path), fn, ctx};
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+void sk_http_unroute(struct sk_http *h, void *ctx)
+{
+    pthread_mutex_lock(&h->mu);
+    size_t j = 0;
+    for (size_t i = 0; i < h->n_routes; i++) {
+        if (h->routes[i].ctx == ctx) {
+            free(h->routes[i].method);
+            free(h->routes[i].path);
+        } else {
+            h->routes[j++] = h->routes[i];
+        }
+    }
+    h->n_routes = j;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void sk_http_stop(struct sk_http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->mhd);
+    for (size_t i = 0; i < h->n_routes; i++) {
+        free(h->routes[i].method);
+        free(h->routes[i].path);
+    }
+    free(h->routes);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}

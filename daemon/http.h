@@ -1,0 +1,32 @@
+/*
+ * http.h: the daemon's HTTP server (libmicrohttpd) on admin.listen.
+ *
+ * Owns: listening, body size caps, routing by exact method + path. Routes
+ * come from the core (health, metrics, API) and from sources (webhooks).
+ * Must never: run a handler for a body over the cap (413 first), or listen
+ * on a non-loopback address unless the configuration says so.
+ */
+#ifndef SK_HTTP_H
+#define SK_HTTP_H
+
+#include <stdint.h>
+
+#include "connector.h"
+
+struct sk_http;
+
+/*
+ * Starts listening on "host:port" ("127.0.0.1:9720", "[::1]:9720"; port 0
+ * picks a free one). max_body caps request bodies. Returns NULL with err.
+ */
+struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_error *err);
+/* The bound port (useful with port 0). */
+int sk_http_port(const struct sk_http *h);
+/* Adds a route (any thread, any time). Exact path; "*" as method matches any. */
+int sk_http_route(struct sk_http *h, const char *method, const char *path, sk_http_handler fn,
+                  void *ctx, struct sk_error *err);
+/* Removes every route whose ctx is ctx (a connector going away). */
+void sk_http_unroute(struct sk_http *h, void *ctx);
+void sk_http_stop(struct sk_http *h);
+
+#endif
