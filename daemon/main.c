@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
 #include "daemon.h"
@@ -30,6 +31,7 @@ static void usage_main(FILE *out)
             "  run -c FILE [--once]   run the sources and sinks of a configuration\n"
             "  check -c FILE          validate a configuration and print every error\n"
             "  connectors [TYPE]      list connector types, or one type's options\n"
+            "  release SOURCE -c FILE publish the deletions a source's delete guard holds\n"
             "  version                print versions\n"
             "\n"
             "`skolsync COMMAND --help` describes a command. Exit codes: 0 success,\n"
@@ -207,6 +209,78 @@ static int cmd_connectors(int argc, char **argv)
     return 0;
 }
 
+static size_t collect(char *data, size_t size, size_t n, void *userp)
+{
+    fwrite(data, size, n, (FILE *)userp);
+    return size * n;
+}
+
+/* skolsync release NAME: asks the running daemon to publish a source's held deletions. */
+static int cmd_release(int argc, char **argv)
+{
+    const char *config = DEFAULT_CONFIG;
+    const char *name = NULL;
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0}};
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+        if (c == 'c') {
+            config = optarg;
+        } else {
+            FILE *out = c == 'h' ? stdout : stderr;
+            fprintf(out, "usage: skolsync release SOURCE [-c FILE]\n"
+                         "\n"
+                         "Publishes the deletions SOURCE's delete guard holds back, through the\n"
+                         "running daemon's API (POST /api/v1/connectors/SOURCE/release with\n"
+                         "admin.token from FILE).\n");
+            return c == 'h' ? 0 : SK_EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "usage: skolsync release SOURCE [-c FILE]\n");
+        return SK_EXIT_USAGE;
+    }
+    name = argv[optind];
+    struct sk_daemon_config *cfg = load(config);
+    if (!cfg)
+        return SK_EXIT_CONFIG;
+    const char *listen = cfg->core.admin.listen;
+    const char *colon = listen ? strrchr(listen, ':') : NULL;
+    if (!colon || strcmp(colon, ":0") == 0 || strcmp(listen, "off") == 0) {
+        fprintf(stderr, "skolsync: admin.listen (%s) names no fixed port to reach the daemon at\n",
+                listen ? listen : "off");
+        sk_daemon_config_free(cfg);
+        return SK_EXIT_CONFIG;
+    }
+    char url[512], auth[1024];
+    snprintf(url, sizeof(url), "http://%s/api/v1/connectors/%s/release", listen, name);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+             cfg->core.admin.token ? cfg->core.admin.token : "");
+    CURL *curl = curl_easy_init();
+    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, stdout);
+    CURLcode cc = curl_easy_perform(curl);
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(curl);
+    sk_daemon_config_free(cfg);
+    if (cc != CURLE_OK) {
+        fprintf(stderr, "skolsync: cannot reach the daemon at %s: %s\n", listen,
+                curl_easy_strerror(cc));
+        return SK_EXIT_RUNTIME;
+    }
+    printf("\n");
+    return status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
+}
+
 static int cmd_version(void)
 {
     printf("skolsync %s (librdkafka %s, SS 12000 2.1.0)\n", SK_VERSION, rd_kafka_version_str());
@@ -226,6 +300,8 @@ int main(int argc, char **argv)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "connectors") == 0)
         return cmd_connectors(argc - 1, argv + 1);
+    if (strcmp(cmd, "release") == 0)
+        return cmd_release(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
         return cmd_version();
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

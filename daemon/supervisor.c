@@ -31,6 +31,7 @@ struct daemon {
     struct sk_daemon_config *cfg;
     struct sk_kafka *kafka;
     struct sk_http *http;
+    struct api_route *api; /* one per connector, for its API routes */
     struct sk_source_env **sources;
     struct sk_sink_env **sinks;
     size_t n_sources, n_sinks;
@@ -233,6 +234,131 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
+/* ---- HTTP: the connector API ----------------------------------------------- */
+
+struct api_route {
+    struct daemon *d;
+    struct sk_runner *runner;
+    struct sk_source_env *source; /* NULL for a sink */
+};
+
+static cJSON *runner_json(struct sk_runner *r, struct sk_source_env *src)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", r->name);
+    cJSON_AddStringToObject(o, "kind", r->kind == SK_RUNNER_SOURCE ? "source" : "sink");
+    cJSON_AddStringToObject(o, "type", r->type);
+    cJSON_AddStringToObject(o, "state", sk_runner_state_name(atomic_load(&r->state)));
+    char err[512];
+    sk_runner_last_error(r, err, sizeof(err));
+    cJSON_AddStringToObject(o, "last_error", err);
+    cJSON_AddNumberToObject(o, "records", (double)atomic_load(&r->records));
+    cJSON_AddNumberToObject(o, "failed", (double)atomic_load(&r->failed));
+    cJSON_AddNumberToObject(o, "dead_lettered", (double)atomic_load(&r->dead_lettered));
+    cJSON_AddNumberToObject(o, "retries", (double)atomic_load(&r->retries));
+    if (src)
+        cJSON_AddNumberToObject(o, "held_deletions", (double)atomic_load(&src->held));
+    return o;
+}
+
+static void json_response(struct sk_http_response *resp, int status, cJSON *o)
+{
+    resp->status = status;
+    resp->body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+}
+
+static void error_response(struct sk_http_response *resp, int status, const char *msg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    json_response(resp, status, o);
+}
+
+/* State-changing calls need `Authorization: Bearer <admin.token>`; no token configured = refused. */
+static bool authorized(struct daemon *d, const struct sk_http_request *req,
+                       struct sk_http_response *resp)
+{
+    const char *token = d->cfg->core.admin.token;
+    if (!token || !*token) {
+        error_response(resp, 403, "state-changing calls are disabled: set admin.token");
+        return false;
+    }
+    const char *auth = req->authorization;
+    size_t tl = strlen(token);
+    bool ok = auth && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == tl;
+    /* compare in constant time */
+    unsigned char diff = 0;
+    for (size_t i = 0; ok && i < tl; i++)
+        diff |= (unsigned char)(auth[7 + i] ^ token[i]);
+    if (!ok || diff) {
+        error_response(resp, 401, "missing or wrong bearer token");
+        return false;
+    }
+    return true;
+}
+
+static void api_list(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    struct daemon *d = ctx;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < d->n_sources; i++)
+        cJSON_AddItemToArray(arr, runner_json(&d->sources[i]->runner, d->sources[i]));
+    for (size_t i = 0; i < d->n_sinks; i++)
+        cJSON_AddItemToArray(arr, runner_json(&d->sinks[i]->runner, NULL));
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "connectors", arr);
+    json_response(resp, 200, o);
+}
+
+static void api_one(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    struct api_route *a = ctx;
+    json_response(resp, 200, runner_json(a->runner, a->source));
+}
+
+static void api_release(void *ctx, const struct sk_http_request *req,
+                        struct sk_http_response *resp)
+{
+    struct api_route *a = ctx;
+    if (!authorized(a->d, req, resp))
+        return;
+    uint64_t held = atomic_load(&a->source->held);
+    atomic_store(&a->source->release, true);
+    sk_runner_wake(a->runner);
+    sk_warn(a->runner->name, "operator released %llu held deletion(s)", (unsigned long long)held);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "connector", a->runner->name);
+    cJSON_AddNumberToObject(o, "released", (double)held);
+    json_response(resp, 200, o);
+}
+
+static int api_routes(struct daemon *d, struct sk_error *err)
+{
+    if (!d->http)
+        return 0;
+    if (sk_http_route(d->http, "GET", "/api/v1/connectors", api_list, d, err))
+        return -1;
+    d->api = sk_calloc(d->n_sources + d->n_sinks + 1, sizeof(*d->api));
+    for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
+        struct api_route *a = &d->api[i];
+        a->d = d;
+        a->source = i < d->n_sources ? d->sources[i] : NULL;
+        a->runner = a->source ? &a->source->runner : &d->sinks[i - d->n_sources]->runner;
+        char *path = sk_asprintf("/api/v1/connectors/%s", a->runner->name);
+        int rc = sk_http_route(d->http, "GET", path, api_one, a, err);
+        free(path);
+        if (!rc && a->source) {
+            path = sk_asprintf("/api/v1/connectors/%s/release", a->runner->name);
+            rc = sk_http_route(d->http, "POST", path, api_release, a, err);
+            free(path);
+        }
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
 static int start_http(struct daemon *d, struct sk_error *err)
 {
     const struct sk_admin_conf *a = &d->cfg->core.admin;
@@ -427,6 +553,11 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         rc = SK_EXIT_RUNTIME;
         goto out;
     }
+    if (api_routes(&d, &err)) {
+        sk_error_log("main", "%s", err.msg);
+        rc = SK_EXIT_RUNTIME;
+        goto out;
+    }
     for (size_t i = 0; i < d.n_sources; i++)
         if (sk_source_driver_start(d.sources[i]))
             rc = SK_EXIT_RUNTIME;
@@ -497,6 +628,7 @@ out:
     /* No handler may run on a connector being closed. */
     sk_http_stop(d.http);
     d.http = NULL;
+    free(d.api);
     close_connectors(&d);
     sk_kafka_destroy(d.kafka);
     close(d.sigfd);

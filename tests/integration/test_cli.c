@@ -306,6 +306,20 @@ Test(cli, sigterm_stops_gracefully_and_http_endpoints_answer, .timeout = 120)
     free(out);
     free(cmd);
 
+    /* The connector API lists both; a state-changing call without a token changes nothing. */
+    cmd = skt_fmt("curl -s http://127.0.0.1:%d/api/v1/connectors", port);
+    cr_assert_eq(skt_sh(cmd, 10, &out), 0);
+    cr_assert(strstr(out, "\"name\":\"files\"") && strstr(out, "\"name\":\"db\""), "%s", out);
+    free(out);
+    free(cmd);
+    cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST "
+                  "http://127.0.0.1:%d/api/v1/connectors/files/release",
+                  port);
+    skt_sh(cmd, 10, &out);
+    cr_assert_str_eq(out, "403", "release without admin.token configured must be refused");
+    free(out);
+    free(cmd);
+
     /* Wait until the sink applied the whole dataset, then stop it. */
     size_t total = skt_count_records(data);
     char *want = skt_fmt("skolsync_records_total{connector=\"db\",kind=\"sink\",type=\"sqlite-sink\"} %zu",
