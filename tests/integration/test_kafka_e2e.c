@@ -218,3 +218,76 @@ Test(kafka_e2e, kill_9_at_several_points_then_restart_converges, .timeout = 600)
     cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s\n(log: %s)", why, log);
     free(out);
 }
+
+/* Reads every record of a topic (partition 0) with its headers. */
+struct dlq_record {
+    char key[64];
+    char where[256], error[512], cls[32], connector[128];
+    char value[256];
+};
+
+static size_t read_dlq(const char *topic, struct dlq_record *out, size_t max)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", "test-dlq-reader", errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    size_t n = 0;
+    for (int i = 0; i < 100; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (!m->err && n < max) {
+            struct dlq_record *d = &out[n++];
+            memset(d, 0, sizeof(*d));
+            snprintf(d->key, sizeof(d->key), "%.*s", (int)m->key_len, (const char *)m->key);
+            snprintf(d->value, sizeof(d->value), "%.*s", (int)m->len, (const char *)m->payload);
+            sk_kafka_header(m, "skolsync-where", d->where, sizeof(d->where));
+            sk_kafka_header(m, "skolsync-error", d->error, sizeof(d->error));
+            sk_kafka_header(m, "skolsync-error-class", d->cls, sizeof(d->cls));
+            sk_kafka_header(m, "skolsync-connector", d->connector, sizeof(d->connector));
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+Test(kafka_e2e, malformed_line_lands_in_dlq_with_context, .timeout = 180)
+{
+    struct setup s = make_setup("e2e-dlq", 20, 100);
+    char *p = skt_fmt("%s/groups.jsonl", s.data);
+    char *cmd = skt_fmt("sed -i '3s/^{/{oops/' %s", p);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    char *out = NULL;
+    int rc = run_once(&s, 150, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "1 dead-lettered"), "%s", out);
+    char *dlq = skt_fmt("%s_dlq", s.prefix);
+    struct dlq_record recs[4];
+    size_t n = read_dlq(dlq, recs, 4);
+    cr_assert_eq(n, 1, "want exactly one dead letter, found %zu", n);
+    cr_assert(strstr(recs[0].where, "groups.jsonl:3"), "where: %s", recs[0].where);
+    cr_assert_str_eq(recs[0].cls, "permanent");
+    char *conn = skt_fmt("files-%s", s.suffix);
+    cr_assert_str_eq(recs[0].connector, conn);
+    cr_assert(strncmp(recs[0].value, "{oops", 5) == 0, "the raw line is kept: %s", recs[0].value);
+    cr_assert(recs[0].error[0], "no error message");
+    /* the rest went through */
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
+    free(out);
+}
