@@ -19,6 +19,8 @@
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 
+#include "connector.h"
+#include "drivers.h"
 #include "model.h"
 #include "util.h"
 
@@ -348,4 +350,70 @@ void skt_notify_drain(int fd, char *buf, size_t size)
         size_t used = strlen(buf);
         snprintf(buf + used, size - used, "%s\n", msg);
     }
+}
+
+/* ---- connectors as the core opens them -------------------------------------- */
+
+static void *conf_from_yaml(const struct sk_option *table, size_t conf_size, const char *yaml)
+{
+    struct sk_config_errors errs = {0};
+    struct sk_cnode *root = sk_config_load_string(yaml, strlen(yaml), "test.yaml", &errs);
+    cr_assert_not_null(root, "%s", errs.n ? errs.v[0].text : "no tree");
+    void *conf = sk_calloc(1, conf_size ? conf_size : 1);
+    sk_options_apply(table, root, conf, &errs);
+    cr_assert_eq(errs.n, 0, "%s", errs.n ? errs.v[0].text : "");
+    sk_cnode_free(root);
+    sk_config_errors_free(&errs);
+    return conf;
+}
+
+struct sk_sink *skt_sink_open(const char *type, const char *yaml,
+                              const struct sk_entity *const *entities, size_t n_entities,
+                              const char *incarnation)
+{
+    const struct sk_sink_ops *ops = sk_registry_sink(type);
+    cr_assert_not_null(ops, "no sink type %s", type);
+    struct sk_sink *s = sk_calloc(1, sizeof(*s));
+    s->ops = ops;
+    s->name = "test-sink";
+    s->conf = conf_from_yaml(ops->options, ops->conf_size, yaml);
+    s->incarnation = incarnation ? incarnation : "test-incarnation";
+    s->entities = entities ? entities : sk_entities;
+    s->n_entities = entities ? n_entities : SK_ENTITY_COUNT;
+    struct sk_error err = {0};
+    cr_assert_eq(ops->open(s, &err), 0, "open %s: %s", type, err.msg);
+    return s;
+}
+
+void skt_sink_close(struct sk_sink *s)
+{
+    if (!s)
+        return;
+    s->ops->close(s);
+    sk_options_free(s->ops->options, s->conf);
+    free(s->conf);
+    free(s);
+}
+
+struct sk_source *skt_source_open(const char *type, const char *yaml)
+{
+    const struct sk_source_ops *ops = sk_registry_source(type);
+    cr_assert_not_null(ops, "no source type %s", type);
+    struct sk_source *s = sk_calloc(1, sizeof(*s));
+    s->ops = ops;
+    s->name = "test-source";
+    s->conf = conf_from_yaml(ops->options, ops->conf_size, yaml);
+    struct sk_error err = {0};
+    cr_assert_eq(ops->open(s, &err), 0, "open %s: %s", type, err.msg);
+    return s;
+}
+
+void skt_source_close(struct sk_source *s)
+{
+    if (!s)
+        return;
+    s->ops->close(s);
+    sk_options_free(s->ops->options, s->conf);
+    free(s->conf);
+    free(s);
 }

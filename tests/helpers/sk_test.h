@@ -55,6 +55,22 @@ bool skt_json_equal(const cJSON *a, const cJSON *b);
  */
 bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why, size_t why_size);
 
+/*
+ * Opens a connector the way the core does: its conf struct filled from the
+ * YAML options text by its option table, then open(). Fails the test on any
+ * configuration or open error. entities NULL = all 18. Close with
+ * skt_sink_close / skt_source_close (frees everything).
+ */
+struct sk_sink;
+struct sk_source;
+struct sk_entity;
+struct sk_sink *skt_sink_open(const char *type, const char *yaml,
+                              const struct sk_entity *const *entities, size_t n_entities,
+                              const char *incarnation);
+void skt_sink_close(struct sk_sink *s);
+struct sk_source *skt_source_open(const char *type, const char *yaml);
+void skt_source_close(struct sk_source *s);
+
 /* A tiny AF_UNIX datagram listener for NOTIFY_SOCKET tests. */
 int skt_notify_listen(const char *path);
 /* Appends whatever arrived on fd (non-blocking) to buf. */
