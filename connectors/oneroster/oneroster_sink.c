@@ -1,0 +1,791 @@
+/*
+ * oneroster_sink.c: the oneroster-csv-sink connector. A OneRoster bulk CSV
+ * bundle is a snapshot while records arrive as a stream, so the sink keeps
+ * its own current state (one SQLite table per collection it maps, plus the
+ * consumed offsets, written in the same transaction: exactly-once apply,
+ * DESIGN.md rule 3), and writes a whole bundle from that state when it is due.
+ *
+ * When a bundle is due: once the state changed and no apply changed it for
+ * `idle` (the topics went quiet), or `interval` after the previous bundle while
+ * changes keep coming; and on close. The sink driver calls nothing while the
+ * topics are idle, so a timer thread of this sink checks (every 250 ms) and
+ * writes the bundle through its own read-only snapshot of the state database
+ * (WAL: apply is never blocked by a bundle being written). The thread and apply
+ * share only the counters under `mu`. oneroster_write_bundle_now() (oneroster.h)
+ * writes one at once.
+ *
+ * Owns: the state schema, the stale-update guard, offsets per incarnation,
+ * the bundle schedule. Must never: let an older meta.modified overwrite a newer
+ * one, store an offset outside the transaction of its rows, keep personal data
+ * the mapping never uses (civic numbers, addresses; phones unless include_phone),
+ * or publish a bundle that is not complete (oneroster_out.c).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "connector.h"
+#include "log.h"
+#include "model.h"
+#include "oneroster.h"
+#include "oneroster_internal.h"
+#include "util.h"
+
+#define SCHEMA_VERSION 1
+#define TICK_MS 250
+#define RETRY_AFTER_FAILURE_MS 30000
+
+struct oneroster_conf {
+    char *state_dir;
+    char *output_dir;
+    int64_t idle_ms;
+    int64_t interval_ms;
+    bool zip;
+    int64_t keep;
+    bool include_phone;
+    bool include_guardians;
+    char *system_name;
+};
+
+static const struct sk_option oneroster_options[] = {
+    {.name = "state_dir",
+     .type = SK_OPT_STRING,
+     .required = true,
+     .help = "directory (must exist) for the sink's state database oneroster-state.db",
+     .offset = offsetof(struct oneroster_conf, state_dir)},
+    {.name = "output_dir",
+     .type = SK_OPT_STRING,
+     .required = true,
+     .help = "directory (must exist) for the bundles and the `current` link",
+     .offset = offsetof(struct oneroster_conf, output_dir)},
+    {.name = "idle",
+     .type = SK_OPT_DURATION,
+     .def = "10s",
+     .help = "write a bundle once the state changed and then stayed unchanged this long",
+     .offset = offsetof(struct oneroster_conf, idle_ms),
+     .min = 0,
+     .max = INT64_C(31) * 24 * 3600 * 1000},
+    {.name = "interval",
+     .type = SK_OPT_DURATION,
+     .def = "0s",
+     .help = "also write at most this long after the last bundle while changes keep coming "
+             "(0: only when idle)",
+     .offset = offsetof(struct oneroster_conf, interval_ms),
+     .min = 0,
+     .max = INT64_C(31) * 24 * 3600 * 1000},
+    {.name = "zip",
+     .type = SK_OPT_BOOL,
+     .def = "false",
+     .help = "publish each bundle as one zip (link current.zip) instead of a directory (link current)",
+     .offset = offsetof(struct oneroster_conf, zip)},
+    {.name = "keep",
+     .type = SK_OPT_INT,
+     .def = "3",
+     .help = "how many bundles to keep in output_dir",
+     .offset = offsetof(struct oneroster_conf, keep),
+     .min = 1,
+     .max = 1000},
+    {.name = "include_phone",
+     .type = SK_OPT_BOOL,
+     .def = "false",
+     .help = "fill users.csv phone/sms (never for persons with a protected identity)",
+     .offset = offsetof(struct oneroster_conf, include_phone)},
+    {.name = "include_guardians",
+     .type = SK_OPT_BOOL,
+     .def = "true",
+     .help = "export the students' responsibles as guardian/relative users",
+     .offset = offsetof(struct oneroster_conf, include_guardians)},
+    {.name = "system_name",
+     .type = SK_OPT_STRING,
+     .def = "skolsync",
+     .help = "manifest.csv source.systemName",
+     .offset = offsetof(struct oneroster_conf, system_name)},
+    {.name = NULL},
+};
+
+/* The collections the mapping reads; records of any other type change nothing. */
+static const char *const mapped[] = {"organisations", "persons",    "groups",
+                                     "activities",    "duties",     "syllabuses"};
+#define N_MAPPED (sizeof(mapped) / sizeof(mapped[0]))
+
+struct state_table {
+    const char *collection;
+    sqlite3_stmt *upsert, *delete;
+};
+
+struct part_max {
+    const char *topic; /* borrowed from the records during apply */
+    int32_t partition;
+    int64_t max_offset;
+};
+
+struct oneroster_sink {
+    const char *component;
+    const struct oneroster_conf *conf;
+    char *db_path;
+    sqlite3 *db; /* apply's connection (the sink's thread only) */
+    struct state_table tables[N_MAPPED];
+    sqlite3_stmt *begin, *commit, *rollback, *offset_upsert, *offset_select, *count_change;
+    struct part_max *parts;
+    size_t n_parts, cap_parts;
+
+    pthread_mutex_t write_mu; /* one bundle write at a time */
+    pthread_mutex_t mu;       /* guards the fields below */
+    pthread_cond_t cv;
+    pthread_t timer;
+    bool timer_started, stop;
+    int64_t changes;         /* state changes so far (persisted: meta 'changes') */
+    int64_t bundled;         /* `changes` the last published bundle reflects */
+    int64_t last_change_ms;  /* monotonic */
+    int64_t last_write_ms;   /* monotonic; last publish or failure */
+    bool last_failed;
+};
+
+/* ---- SQLite helpers (as connectors/sqlite; see there for the classes) ------ */
+
+static enum sk_err_class sql_class(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+    case SQLITE_INTERRUPT:
+        return SK_ERR_RETRIABLE;
+    default:
+        return SK_ERR_FATAL;
+    }
+}
+
+static int run(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct sk_error *err)
+{
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+        return sk_error_set(err, SK_ERR_FATAL, "preparing \"%.80s\": %s", sql, sqlite3_errmsg(db));
+    return 0;
+}
+
+static int exec(sqlite3 *db, const char *sql, struct sk_error *err)
+{
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return sk_error_set(err, sql_class(rc), "\"%.80s\": %s", sql, sqlite3_errmsg(db));
+    return 0;
+}
+
+static int64_t meta_get(sqlite3 *db, const char *key)
+{
+    sqlite3_stmt *st;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM oneroster_meta WHERE key = ?1", -1, &st, NULL))
+        return 0;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* ---- open / close ---------------------------------------------------------- */
+
+static int check_dir(const char *what, const char *path, struct sk_error *err)
+{
+    struct stat st;
+    if (!path || stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+        return sk_error_set(err, SK_ERR_FATAL, "%s %s: not an existing directory", what,
+                            path ? path : "(unset)");
+    return 0;
+}
+
+static int ensure_schema(struct oneroster_sink *s, struct sk_error *err)
+{
+    if (exec(s->db, "BEGIN IMMEDIATE", err) < 0)
+        return -1;
+    if (exec(s->db,
+             "CREATE TABLE IF NOT EXISTS oneroster_meta(key TEXT PRIMARY KEY, value INTEGER)",
+             err) < 0)
+        goto fail;
+    int64_t version = meta_get(s->db, "schema");
+    if (version > SCHEMA_VERSION) {
+        sk_error_set(err, SK_ERR_FATAL,
+                     "the state has schema version %" PRId64 ", newer than this skolsync knows",
+                     version);
+        goto fail;
+    }
+    if (exec(s->db,
+             "INSERT OR IGNORE INTO oneroster_meta(key, value) VALUES('schema', 1), "
+             "('changes', 0), ('bundled', 0)",
+             err) < 0 ||
+        exec(s->db,
+             "CREATE TABLE IF NOT EXISTS skolsync_offsets(topic TEXT, partition INTEGER, "
+             "next_offset INTEGER NOT NULL, incarnation TEXT NOT NULL, "
+             "PRIMARY KEY(topic, partition))",
+             err) < 0)
+        goto fail;
+    for (size_t i = 0; i < N_MAPPED; i++) {
+        char *sql = sk_asprintf("CREATE TABLE IF NOT EXISTS \"%s\"(id TEXT PRIMARY KEY, "
+                                "doc TEXT NOT NULL, modified_us INTEGER)",
+                                mapped[i]);
+        int rc = exec(s->db, sql, err);
+        free(sql);
+        if (rc < 0)
+            goto fail;
+    }
+    return exec(s->db, "COMMIT", err);
+fail:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+/*
+ * The stale-update guard (DESIGN.md rule 3), as in connectors/sqlite: an
+ * update wins unless its meta.modified is older than the stored one; when
+ * either is missing they cannot be ordered and Kafka's per-key order decides.
+ * An identical document changes nothing, so a replay is not a change.
+ */
+static int prepare_statements(struct oneroster_sink *s, struct sk_error *err)
+{
+    for (size_t i = 0; i < N_MAPPED; i++) {
+        struct state_table *t = &s->tables[i];
+        t->collection = mapped[i];
+        char *up = sk_asprintf(
+            "INSERT INTO \"%s\"(id, doc, modified_us) VALUES(?1, ?2, ?3) "
+            "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, modified_us = excluded.modified_us "
+            "WHERE (excluded.modified_us IS NULL OR \"%s\".modified_us IS NULL "
+            "OR excluded.modified_us >= \"%s\".modified_us) AND excluded.doc IS NOT \"%s\".doc",
+            mapped[i], mapped[i], mapped[i], mapped[i]);
+        char *del = sk_asprintf("DELETE FROM \"%s\" WHERE id = ?1", mapped[i]);
+        int rc = prepare(s->db, up, &t->upsert, err);
+        if (rc == 0)
+            rc = prepare(s->db, del, &t->delete, err);
+        free(up);
+        free(del);
+        if (rc < 0)
+            return -1;
+    }
+    const struct {
+        sqlite3_stmt **st;
+        const char *sql;
+    } fixed[] = {
+        {&s->begin, "BEGIN IMMEDIATE"},
+        {&s->commit, "COMMIT"},
+        {&s->rollback, "ROLLBACK"},
+        {&s->offset_upsert,
+         "INSERT INTO skolsync_offsets(topic, partition, next_offset, incarnation) "
+         "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(topic, partition) DO UPDATE SET "
+         "next_offset = excluded.next_offset, incarnation = excluded.incarnation"},
+        {&s->offset_select, "SELECT topic, partition, next_offset FROM skolsync_offsets "
+                            "WHERE incarnation = ?1 ORDER BY topic, partition"},
+        {&s->count_change, "UPDATE oneroster_meta SET value = value + ?1 WHERE key = 'changes'"},
+    };
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (prepare(s->db, fixed[i].sql, fixed[i].st, err) < 0)
+            return -1;
+    return 0;
+}
+
+static void *timer_main(void *arg);
+static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_size,
+                        struct sk_error *err);
+
+static void oneroster_close(struct sk_sink *self)
+{
+    struct oneroster_sink *s = self->priv;
+    if (!s)
+        return;
+    if (s->timer_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->timer, NULL);
+        /* Changes not yet in a bundle get one now (DESIGN.md rule 5: flush). */
+        if (s->changes != s->bundled) {
+            struct sk_error err = {0};
+            if (write_bundle(s, NULL, 0, &err) < 0)
+                sk_warn(s->component, "final bundle: %s", err.msg);
+        }
+    }
+    for (size_t i = 0; i < N_MAPPED; i++) {
+        sqlite3_finalize(s->tables[i].upsert);
+        sqlite3_finalize(s->tables[i].delete);
+    }
+    sqlite3_stmt *stmts[] = {s->begin,         s->commit,        s->rollback,
+                             s->offset_upsert, s->offset_select, s->count_change};
+    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++)
+        sqlite3_finalize(stmts[i]);
+    sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->write_mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->parts);
+    free(s->db_path);
+    free(s);
+    self->priv = NULL;
+}
+
+static int oneroster_open(struct sk_sink *self, struct sk_error *err)
+{
+    const struct oneroster_conf *conf = self->conf;
+    struct oneroster_sink *s = sk_calloc(1, sizeof(*s));
+    self->priv = s;
+    s->component = self->name ? self->name : "oneroster-csv-sink";
+    s->conf = conf;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->write_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!self->incarnation) {
+        sk_error_set(err, SK_ERR_FATAL, "no broker incarnation given: offsets cannot be kept");
+        goto fail;
+    }
+    if (check_dir("state_dir", conf->state_dir, err) < 0 ||
+        check_dir("output_dir", conf->output_dir, err) < 0)
+        goto fail;
+    s->db_path = sk_asprintf("%s/oneroster-state.db", conf->state_dir);
+    int rc = sqlite3_open_v2(s->db_path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sk_error_set(err, SK_ERR_FATAL, "%s: %s", s->db_path,
+                     s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, 5000);
+    chmod(s->db_path, 0600); /* personal data */
+    if (exec(s->db, "PRAGMA journal_mode=WAL", err) < 0 ||
+        exec(s->db, "PRAGMA synchronous=NORMAL", err) < 0 || ensure_schema(s, err) < 0 ||
+        prepare_statements(s, err) < 0)
+        goto fail;
+    or_publish_cleanup(conf->output_dir);
+    s->changes = meta_get(s->db, "changes");
+    s->bundled = meta_get(s->db, "bundled");
+    s->last_change_ms = s->last_write_ms = sk_mono_ms();
+    if (pthread_create(&s->timer, NULL, timer_main, s) != 0) {
+        sk_error_set(err, SK_ERR_FATAL, "cannot start the bundle timer thread");
+        goto fail;
+    }
+    s->timer_started = true;
+    return 0;
+fail:
+    oneroster_close(self);
+    return -1;
+}
+
+/* ---- apply ----------------------------------------------------------------- */
+
+static struct state_table *table_for(struct oneroster_sink *s, const struct sk_entity *e)
+{
+    for (size_t i = 0; e && i < N_MAPPED; i++)
+        if (strcmp(s->tables[i].collection, e->collection) == 0)
+            return &s->tables[i];
+    return NULL;
+}
+
+static void note_offset(struct oneroster_sink *s, const struct sk_record *r)
+{
+    if (!r->topic || r->offset < 0)
+        return;
+    for (size_t i = 0; i < s->n_parts; i++) {
+        struct part_max *p = &s->parts[i];
+        if (p->partition == r->partition && strcmp(p->topic, r->topic) == 0) {
+            if (r->offset > p->max_offset)
+                p->max_offset = r->offset;
+            return;
+        }
+    }
+    if (s->n_parts == s->cap_parts) {
+        s->cap_parts = s->cap_parts ? s->cap_parts * 2 : 8;
+        s->parts = sk_realloc(s->parts, s->cap_parts * sizeof(*s->parts));
+    }
+    s->parts[s->n_parts++] =
+        (struct part_max){.topic = r->topic, .partition = r->partition, .max_offset = r->offset};
+}
+
+static int store_offset(struct oneroster_sink *s, const char *incarnation, const char *topic,
+                        int32_t partition, int64_t next)
+{
+    sqlite3_stmt *st = s->offset_upsert;
+    sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, partition);
+    sqlite3_bind_int64(st, 3, next);
+    sqlite3_bind_text(st, 4, incarnation, -1, SQLITE_STATIC);
+    int rc = run(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/*
+ * What the sink stores of an entity: the document less what no OneRoster
+ * column is made from, so the state holds no more personal data than the
+ * bundle (civicNo is dropped by the privacy defaults; this is the second lock).
+ * Caller frees.
+ */
+static char *stored_doc(const struct oneroster_sink *s, const struct sk_entity *e,
+                        const cJSON *doc)
+{
+    static const char *const person_drop[] = {"civicNo", "addresses", "birthDate", "sex",
+                                              "photo",   NULL};
+    static const char *const org_drop[] = {"address", "phoneNumber", "contactInfo", NULL};
+    const char *const *drop = NULL;
+    bool person = strcmp(e->collection, "persons") == 0;
+    if (person)
+        drop = person_drop;
+    else if (strcmp(e->collection, "organisations") == 0)
+        drop = org_drop;
+    if (!drop)
+        return cJSON_PrintUnformatted(doc);
+    cJSON *copy = cJSON_Duplicate(doc, true);
+    for (size_t i = 0; drop[i]; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(copy, drop[i]);
+    if (person && !s->conf->include_phone)
+        cJSON_DeleteItemFromObjectCaseSensitive(copy, "phoneNumbers");
+    char *text = cJSON_PrintUnformatted(copy);
+    cJSON_Delete(copy);
+    return text;
+}
+
+/* One record; returns SQLITE_DONE (applied or nothing to do) or the error. */
+static int apply_record(struct oneroster_sink *s, const struct sk_record *r, int64_t *changed)
+{
+    struct state_table *t = table_for(s, r->entity);
+    if (!t)
+        return SQLITE_DONE; /* a type the mapping does not read */
+    sqlite3_stmt *st;
+    char *doc = NULL;
+    if (!r->value || !r->doc) {
+        st = t->delete; /* a tombstone (or a protected person under `skip`) */
+        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+    } else {
+        doc = stored_doc(s, r->entity, r->doc);
+        st = t->upsert;
+        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, doc, -1, SQLITE_STATIC);
+        if (r->modified_us == INT64_MIN)
+            sqlite3_bind_null(st, 3);
+        else
+            sqlite3_bind_int64(st, 3, r->modified_us);
+    }
+    int rc = run(st);
+    sqlite3_clear_bindings(st);
+    free(doc);
+    if (rc == SQLITE_DONE)
+        *changed += sqlite3_changes(s->db);
+    return rc;
+}
+
+static int fail_batch(struct oneroster_sink *s, int rc, size_t n, struct sk_outcome *out,
+                      struct sk_error *err)
+{
+    sk_error_set(err, sql_class(rc), "state %s: %s", s->db_path, sqlite3_errmsg(s->db));
+    if (!sqlite3_get_autocommit(s->db))
+        run(s->rollback);
+    for (size_t i = 0; i < n; i++) {
+        out[i].kind = SK_RETRY;
+        out[i].err = *err;
+    }
+    return -1;
+}
+
+/* Tells the timer thread that the state changed (after the commit). */
+static void note_changes(struct oneroster_sink *s, int64_t changed)
+{
+    if (!changed)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->changes += changed;
+    s->last_change_ms = sk_mono_ms();
+    pthread_mutex_unlock(&s->mu);
+}
+
+/*
+ * One transaction: every record, the change counter, and next_offset =
+ * highest offset + 1 per partition. The bundle is written later, from the
+ * timer thread (see the top of this file).
+ */
+static int oneroster_apply(struct sk_sink *self, const struct sk_record *recs, size_t n,
+                           struct sk_outcome *out, struct sk_error *err)
+{
+    struct oneroster_sink *s = self->priv;
+    if (n == 0)
+        return 0;
+    s->n_parts = 0;
+    int64_t changed = 0;
+    int rc = run(s->begin);
+    if (rc != SQLITE_DONE)
+        return fail_batch(s, rc, n, out, err);
+    for (size_t i = 0; i < n; i++) {
+        out[i].kind = SK_APPLIED;
+        sk_error_clear(&out[i].err);
+        note_offset(s, &recs[i]);
+        rc = apply_record(s, &recs[i], &changed);
+        if (rc != SQLITE_DONE)
+            return fail_batch(s, rc, n, out, err);
+    }
+    for (size_t i = 0; i < s->n_parts && rc == SQLITE_DONE; i++)
+        rc = store_offset(s, self->incarnation, s->parts[i].topic, s->parts[i].partition,
+                          s->parts[i].max_offset + 1);
+    if (rc == SQLITE_DONE && changed) {
+        sqlite3_bind_int64(s->count_change, 1, changed);
+        rc = run(s->count_change);
+    }
+    if (rc == SQLITE_DONE)
+        rc = run(s->commit);
+    if (rc != SQLITE_DONE)
+        return fail_batch(s, rc, n, out, err);
+    note_changes(s, changed);
+    return 0;
+}
+
+/* ---- offsets --------------------------------------------------------------- */
+
+static int oneroster_mark_offsets(struct sk_sink *self, const struct sk_offsets *offsets,
+                                  struct sk_error *err)
+{
+    struct oneroster_sink *s = self->priv;
+    if (offsets->n == 0)
+        return 0;
+    int rc = run(s->begin);
+    for (size_t i = 0; rc == SQLITE_DONE && i < offsets->n; i++)
+        rc = store_offset(s, self->incarnation, offsets->v[i].topic, offsets->v[i].partition,
+                          offsets->v[i].next_offset);
+    if (rc == SQLITE_DONE)
+        rc = run(s->commit);
+    if (rc == SQLITE_DONE)
+        return 0;
+    sk_error_set(err, sql_class(rc), "storing offsets: %s", sqlite3_errmsg(s->db));
+    if (!sqlite3_get_autocommit(s->db))
+        run(s->rollback);
+    return -1;
+}
+
+static int oneroster_stored_offsets(struct sk_sink *self, struct sk_offsets *out,
+                                    struct sk_error *err)
+{
+    struct oneroster_sink *s = self->priv;
+    sqlite3_stmt *st = s->offset_select;
+    sqlite3_bind_text(st, 1, self->incarnation, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *topic = (const char *)sqlite3_column_text(st, 0);
+        sk_offsets_add(out, topic ? topic : "", sqlite3_column_int(st, 1),
+                       sqlite3_column_int64(st, 2));
+    }
+    if (rc != SQLITE_DONE)
+        sk_error_set(err, sql_class(rc), "reading skolsync_offsets: %s", sqlite3_errmsg(s->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static const char *oneroster_target(struct sk_sink *self)
+{
+    const struct oneroster_conf *conf = self->conf;
+    return conf->output_dir;
+}
+
+/* ---- the bundle ------------------------------------------------------------ */
+
+static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, struct sk_error *err)
+{
+    char *sql = sk_asprintf("SELECT id, doc FROM \"%s\" ORDER BY id", collection);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    free(sql);
+    if (rc != SQLITE_OK)
+        return sk_error_set(err, sql_class(rc), "reading %s: %s", collection, sqlite3_errmsg(db));
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        const char *doc = (const char *)sqlite3_column_text(st, 1);
+        cJSON *json = doc ? cJSON_Parse(doc) : NULL;
+        if (!id || !json) {
+            cJSON_Delete(json);
+            continue;
+        }
+        if (c->n == cap) {
+            cap = cap ? cap * 2 : 64;
+            c->v = sk_realloc(c->v, cap * sizeof(*c->v));
+        }
+        c->v[c->n++] = (struct or_doc){.id = sk_strdup(id), .doc = json};
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sk_error_set(err, sql_class(rc), "reading %s: %s", collection, sqlite3_errmsg(db));
+    return 0;
+}
+
+/* Reads every mapped collection in one read transaction (one consistent state). */
+static int load_view(const char *db_path, struct or_view *v, int64_t *changes,
+                     struct sk_error *err)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", db_path,
+                     db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    struct or_coll *colls[N_MAPPED] = {&v->orgs,       &v->persons, &v->groups,
+                                       &v->activities, &v->duties,  &v->syllabuses};
+    rc = exec(db, "BEGIN", err);
+    for (size_t i = 0; rc == 0 && i < N_MAPPED; i++)
+        rc = load_coll(db, mapped[i], colls[i], err);
+    if (rc == 0)
+        *changes = meta_get(db, "changes");
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc;
+}
+
+static int save_bundled(const char *db_path, int64_t bundled)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        char *sql =
+            sk_asprintf("UPDATE oneroster_meta SET value = %" PRId64 " WHERE key = 'bundled'",
+                        bundled);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        free(sql);
+    }
+    sqlite3_close(db);
+    return rc;
+}
+
+/* Builds and publishes a bundle from the state as it is now. Any thread. */
+static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_size,
+                        struct sk_error *err)
+{
+    pthread_mutex_lock(&s->write_mu);
+    struct or_view view = {0};
+    int64_t changes = 0;
+    int64_t t0 = sk_mono_ms();
+    int rc = load_view(s->db_path, &view, &changes, err);
+    if (rc == 0) {
+        struct or_bundle bundle;
+        struct or_build_opts bo = {.include_phone = s->conf->include_phone,
+                                   .include_guardians = s->conf->include_guardians};
+        or_bundle_build(&view, &bo, s->component, &bundle);
+        struct or_publish_opts po = {.output_dir = s->conf->output_dir,
+                                     .zip = s->conf->zip,
+                                     .keep = s->conf->keep,
+                                     .system_name = s->conf->system_name,
+                                     .system_code = s->component,
+                                     .now_us = sk_now_us()};
+        char path[1024] = "";
+        rc = or_publish(&bundle, &po, path, sizeof(path), err);
+        if (rc == 0) {
+            sk_info(s->component,
+                    "bundle %s: %zu orgs, %zu sessions, %zu courses, %zu classes, %zu users, "
+                    "%zu roles, %zu enrollments; %" PRIu64 " dangling references dropped, %" PRIu64
+                    " classes skipped (%" PRId64 " ms)",
+                    path, bundle.t[OR_ORGS].n, bundle.t[OR_SESSIONS].n, bundle.t[OR_COURSES].n,
+                    bundle.t[OR_CLASSES].n, bundle.t[OR_USERS].n, bundle.t[OR_ROLES].n,
+                    bundle.t[OR_ENROLLMENTS].n, bundle.stats.dangling,
+                    bundle.stats.skipped_classes, sk_mono_ms() - t0);
+            if (path_out)
+                snprintf(path_out, path_size, "%s", path);
+            if (save_bundled(s->db_path, changes) != SQLITE_OK)
+                sk_warn(s->component, "could not record the bundled state (rewritten after a restart)");
+        }
+        or_bundle_free(&bundle);
+    }
+    or_view_free(&view);
+    pthread_mutex_lock(&s->mu);
+    s->last_write_ms = sk_mono_ms();
+    s->last_failed = rc != 0;
+    if (rc == 0 && changes > s->bundled)
+        s->bundled = changes;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->write_mu);
+    return rc;
+}
+
+/* Due: unbundled changes, and quiet for `idle` or `interval` since the last bundle. */
+static bool bundle_due(const struct oneroster_sink *s, int64_t now)
+{
+    if (s->changes == s->bundled)
+        return false;
+    if (s->last_failed && now - s->last_write_ms < RETRY_AFTER_FAILURE_MS)
+        return false;
+    if (now - s->last_change_ms >= s->conf->idle_ms)
+        return true;
+    return s->conf->interval_ms > 0 && now - s->last_write_ms >= s->conf->interval_ms;
+}
+
+static void *timer_main(void *arg)
+{
+    struct oneroster_sink *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        if (bundle_due(s, sk_mono_ms())) {
+            pthread_mutex_unlock(&s->mu);
+            struct sk_error err = {0};
+            if (write_bundle(s, NULL, 0, &err) < 0)
+                sk_warn(s->component, "writing the bundle: %s (retrying in %d s)", err.msg,
+                        RETRY_AFTER_FAILURE_MS / 1000);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int oneroster_write_bundle_now(struct sk_sink *self, char *path_out, size_t path_size,
+                               struct sk_error *err)
+{
+    struct oneroster_sink *s = self->priv;
+    if (!s)
+        return sk_error_set(err, SK_ERR_FATAL, "the sink is not open");
+    return write_bundle(s, path_out, path_size, err);
+}
+
+static const char *const default_drop[] = {"civicNo", NULL};
+
+const struct sk_sink_ops oneroster_sink_ops = {
+    .type = "oneroster-csv-sink",
+    .summary = "OneRoster 1.2 bulk CSV bundles (directory or zip), from SS 12000 state kept "
+               "in SQLite, exactly-once",
+    .options = oneroster_options,
+    .conf_size = sizeof(struct oneroster_conf),
+    .default_drop_fields = default_drop,
+    .default_protected = "minimal",
+    .open = oneroster_open,
+    .apply = oneroster_apply,
+    .mark_offsets = oneroster_mark_offsets,
+    .stored_offsets = oneroster_stored_offsets,
+    .target = oneroster_target,
+    .close = oneroster_close,
+};

@@ -1,0 +1,174 @@
+/*
+ * scim.h: the parts of the scim-sink connector and what they share. Internal
+ * to connectors/scim/; the core sees only scim_sink_ops.
+ *
+ *   scim_sink.c   options, open/close, apply: the order of a batch, the
+ *                 reconciliation of users and groups, error classes
+ *   scim_map.c    SS 12000 Person/Group -> SCIM User/Group bodies, who is a
+ *                 student/staff/guardian, PATCH bodies per dialect
+ *   scim_http.c   the HTTP client: one libcurl easy handle, auth, TLS
+ *   scim_state.c  the local state (SQLite): id map, last documents, relations
+ */
+#ifndef SK_SCIM_H
+#define SK_SCIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "sk_error.h"
+
+#define SCIM_USER_SCHEMA "urn:ietf:params:scim:schemas:core:2.0:User"
+#define SCIM_GROUP_SCHEMA "urn:ietf:params:scim:schemas:core:2.0:Group"
+#define SCIM_ENTERPRISE_SCHEMA "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+#define SCIM_PATCH_SCHEMA "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+/* The filled option table (scim_sink.c); strings owned by the core. */
+struct scim_conf {
+    char *url;
+    char *auth;
+    char *token;
+    char *token_url, *client_id, *client_secret, *scope;
+    char *ca_file, *client_cert, *client_key;
+    bool insecure_skip_verify;
+    int64_t timeout_ms;
+    int64_t retry_after_max_ms;
+    struct sk_strlist users;
+    struct sk_strlist staff_roles;
+    struct sk_strlist groups;
+    char *username_from;
+    char *employee_number_context;
+    char *update;
+    char *patch_dialect;
+    char *on_delete;
+    char *state_dir;
+};
+
+enum scim_dialect { SCIM_DIALECT_RFC, SCIM_DIALECT_ENTRA, SCIM_DIALECT_OKTA };
+
+/* ---- scim_http.c ----------------------------------------------------------- */
+
+struct scim_http; /* opaque: the curl handle, the cached OAuth2 token */
+
+struct scim_resp {
+    long status; /* HTTP status */
+    char *body;  /* NUL-terminated, malloc'ed (may be empty) */
+    size_t len;
+    int64_t retry_after_ms; /* from Retry-After, -1 if absent */
+    cJSON *json;            /* body parsed if it is JSON, else NULL */
+};
+
+/* Checks the auth/TLS options and sets up the handle. NULL with err (FATAL). */
+struct scim_http *scim_http_new(const struct scim_conf *conf, const char *component,
+                                struct sk_error *err);
+void scim_http_free(struct scim_http *h);
+/*
+ * One request to base URL + path (path starts with '/', query already
+ * encoded). body: JSON text or NULL. Returns 0 when a response arrived (any
+ * status, in resp: caller frees with scim_resp_free), -1 with err when none
+ * did (RETRIABLE: connection, timeout, token endpoint down; FATAL: the token
+ * endpoint refused our credentials). Never puts a token into err.
+ */
+int scim_http_request(struct scim_http *h, const char *method, const char *path, const char *body,
+                      struct scim_resp *resp, struct sk_error *err);
+void scim_resp_free(struct scim_resp *r);
+/* "scimType: detail" of a SCIM error response, else a prefix of the body, into out. */
+void scim_resp_detail(const struct scim_resp *r, char *out, size_t size);
+/* Percent-encodes s for a query string (caller frees). */
+char *scim_url_encode(const char *s);
+
+/* ---- scim_map.c ------------------------------------------------------------ */
+
+/* Today as "YYYY-MM-DD" (UTC), for the endDate checks. */
+void scim_today(char out[11]);
+/* A student: at least one enrolment that is not cancelled and not ended before today. */
+bool scim_person_is_student(const cJSON *person, const char *today);
+/* A relation (duty, membership) not ended before today. */
+bool scim_relation_current(const cJSON *rel, const char *today);
+/*
+ * The SCIM User body of an SS 12000 person (caller frees with cJSON_Delete),
+ * or NULL with why filled when the person cannot be a user (no userName).
+ */
+cJSON *scim_user_body(const cJSON *person, const struct scim_conf *conf, char *why,
+                      size_t why_size);
+/* The SCIM Group body; member_ids are the SCIM ids of its provisioned members. */
+cJSON *scim_group_body(const cJSON *group, const char *const *member_ids, size_t n_members);
+/*
+ * True if the attributes we manage (keys of desired, plus managed keys absent
+ * from it) have the same values on the server's resource `have` (extra
+ * sub-attributes the server adds, like members[].type, are ignored).
+ */
+bool scim_same_managed(const cJSON *desired, const cJSON *have, bool is_group);
+/*
+ * The PatchOp that turns `have` (what the server holds, as last sent or as
+ * read) into `desired`, in the given dialect. NULL if nothing differs.
+ * Caller frees.
+ */
+cJSON *scim_patch_body(const cJSON *desired, const cJSON *have, bool is_group,
+                       enum scim_dialect dialect);
+/* PatchOp setting active=false in the dialect. Caller frees. */
+cJSON *scim_deactivate_body(enum scim_dialect dialect);
+
+/* ---- scim_state.c ---------------------------------------------------------- */
+
+struct scim_state; /* opaque: the SQLite database and its statements */
+
+/* Opens (creates) dir/<name>.db. NULL with err (FATAL). */
+struct scim_state *scim_state_open(const char *dir, const char *name, struct sk_error *err);
+void scim_state_close(struct scim_state *st);
+int scim_state_begin(struct scim_state *st, struct sk_error *err);
+int scim_state_commit(struct scim_state *st, struct sk_error *err);
+
+/* Last applied SS 12000 document of kind ("Person", "Group"); *doc caller frees.
+ * Returns 1 found, 0 not found. modified_us INT64_MIN if it had none. */
+int scim_state_get_doc(struct scim_state *st, const char *kind, const char *uuid, cJSON **doc,
+                       int64_t *modified_us);
+void scim_state_put_doc(struct scim_state *st, const char *kind, const char *uuid, const cJSON *doc,
+                        int64_t modified_us);
+void scim_state_del_doc(struct scim_state *st, const char *kind, const char *uuid);
+
+/* Duties: which person holds which role. get returns 1 if known. person[37]. */
+int scim_state_get_duty(struct scim_state *st, const char *uuid, char person[37],
+                        int64_t *modified_us);
+void scim_state_put_duty(struct scim_state *st, const char *uuid, const char *person,
+                         const char *role, bool current, int64_t modified_us);
+void scim_state_del_duty(struct scim_state *st, const char *uuid);
+/* A current duty of person whose role is in roles (roles empty: any role). */
+bool scim_state_has_duty(struct scim_state *st, const char *person, const struct sk_strlist *roles);
+
+/* Guardians: the responsibles of students. */
+void scim_state_set_responsibles(struct scim_state *st, const char *student,
+                                 const struct sk_strlist *guardians);
+/* The guardians of student, appended to out (caller frees with scim_strlist_free). */
+void scim_state_responsibles(struct scim_state *st, const char *student, struct sk_strlist *out);
+bool scim_state_is_guardian(struct scim_state *st, const char *person);
+
+/* Group memberships (current ones, as person UUIDs). */
+void scim_state_set_members(struct scim_state *st, const char *group,
+                            const struct sk_strlist *persons);
+/* The SCIM ids of group's members that are provisioned users, in person order. */
+void scim_state_member_ids(struct scim_state *st, const char *group, struct sk_strlist *out);
+/* Marks every group that lists person as needing its members re-sent. */
+void scim_state_mark_groups_of(struct scim_state *st, const char *person);
+/* Groups marked dirty (UUIDs), appended to out. */
+void scim_state_dirty_groups(struct scim_state *st, struct sk_strlist *out);
+void scim_state_clear_dirty(struct scim_state *st, const char *group);
+
+/* The SCIM side: id and last body sent, per kind ("User", "Group") and UUID.
+ * Returns 1 found (id[] filled, *sent caller frees; NULL if unknown), 0 not found. */
+int scim_state_get_map(struct scim_state *st, const char *kind, const char *uuid, char **id,
+                       char **sent);
+void scim_state_put_map(struct scim_state *st, const char *kind, const char *uuid, const char *id,
+                        const char *sent);
+void scim_state_del_map(struct scim_state *st, const char *kind, const char *uuid);
+/* The first SQLite error since the last call, into out (for a batch's error); false if none. */
+bool scim_state_take_error(struct scim_state *st, char *out, size_t size);
+
+void scim_strlist_add(struct sk_strlist *l, const char *s);
+bool scim_strlist_has(const struct sk_strlist *l, const char *s);
+void scim_strlist_free(struct sk_strlist *l);
+
+#endif

@@ -1,0 +1,996 @@
+/*
+ * scim_sink.c: the scim-sink connector. Provisions SS 12000 persons as SCIM
+ * Users and groups as SCIM Groups (RFC 7643/7644) on a SCIM service
+ * provider (Entra ID, Okta, an EGIL-style server, ...). See docs/scim-sink.md.
+ *
+ * Every record is applied by reconciliation: the record updates the local
+ * state (scim_state.c), then the user or group it concerns is compared with
+ * what was last sent and only the difference goes out. So a replay sends
+ * nothing, a Duty arriving after its Person still makes them staff, and a
+ * user created after their group still lands in it (the group is marked
+ * dirty and sent again).
+ *
+ * Owns: options, the order of a batch, the outcome of every record and the
+ * mapping of HTTP statuses to error classes. Must never: create a resource
+ * without first looking its externalId up on the server when the id map does
+ * not know it (a lost state dir must not cause duplicates), let an older
+ * meta.modified overwrite a newer one (DESIGN.md delivery rule 3), or apply a
+ * record of an entity after an earlier record of the same entity was left
+ * for retry (per-key order).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "connector.h"
+#include "log.h"
+#include "model.h"
+#include "scim.h"
+#include "util.h"
+
+static const char *const auth_choices[] = {"none", "bearer", "oauth2", NULL};
+static const char *const username_choices[] = {"eppn", "email", "id", NULL};
+static const char *const update_choices[] = {"put", "patch", NULL};
+static const char *const dialect_choices[] = {"rfc", "entra", "okta", NULL};
+static const char *const on_delete_choices[] = {"delete", "deactivate", NULL};
+
+#define OPT(field) offsetof(struct scim_conf, field)
+
+static const struct sk_option scim_options[] = {
+    {"url", SK_OPT_STRING, NULL, true,
+     "the SCIM base URL, e.g. https://scim.example.se/scim/v2 (/Users and /Groups are below it)",
+     OPT(url)},
+    {"auth", SK_OPT_ENUM, "none", false, "none, bearer (token) or oauth2 (client credentials)",
+     OPT(auth), .choices = auth_choices},
+    {"token", SK_OPT_SECRET, NULL, false, "the bearer token (auth: bearer)", OPT(token)},
+    {"token_url", SK_OPT_STRING, NULL, false, "OAuth2 token endpoint (auth: oauth2)",
+     OPT(token_url)},
+    {"client_id", SK_OPT_STRING, NULL, false, "OAuth2 client id", OPT(client_id)},
+    {"client_secret", SK_OPT_SECRET, NULL, false, "OAuth2 client secret", OPT(client_secret)},
+    {"scope", SK_OPT_STRING, NULL, false, "OAuth2 scope (optional)", OPT(scope)},
+    {"ca_file", SK_OPT_STRING, NULL, false, "CA bundle (PEM) to verify the server with",
+     OPT(ca_file)},
+    {"client_cert", SK_OPT_STRING, NULL, false, "client certificate (PEM) for mutual TLS",
+     OPT(client_cert)},
+    {"client_key", SK_OPT_STRING, NULL, false, "client key (PEM) for mutual TLS", OPT(client_key)},
+    {"insecure_skip_verify", SK_OPT_BOOL, "false", false,
+     "do not verify the server's certificate (tests only)", OPT(insecure_skip_verify)},
+    {"timeout", SK_OPT_DURATION, "30s", false, "the longest one HTTP request may take",
+     OPT(timeout_ms), .min = 100, .max = 600000},
+    {"retry_after_max", SK_OPT_DURATION, "5s", false,
+     "on 429/503, wait at most this long for Retry-After before reporting retry",
+     OPT(retry_after_max_ms), .min = 0, .max = 600000},
+    {"users", SK_OPT_LIST, "[students, staff]", false,
+     "who gets an account: students (enrolments), staff (duties), guardians (responsibles)",
+     OPT(users)},
+    {"staff_roles", SK_OPT_LIST, NULL, false,
+     "duty roles that make staff, e.g. [Lärare, Rektor] (default: every role)", OPT(staff_roles)},
+    {"groups", SK_OPT_LIST, "[Klass, Undervisning]", false,
+     "groupType values provisioned as SCIM Groups", OPT(groups)},
+    {"username_from", SK_OPT_ENUM, "eppn", false,
+     "userName source: eppn (eduPersonPrincipalNames[0]), email (first school e-mail), id (UUID)",
+     OPT(username_from), .choices = username_choices},
+    {"employee_number_context", SK_OPT_STRING, NULL, false,
+     "externalIdentifiers context whose value becomes the enterprise employeeNumber",
+     OPT(employee_number_context)},
+    {"update", SK_OPT_ENUM, "put", false, "how to update: put (whole resource) or patch",
+     OPT(update), .choices = update_choices},
+    {"patch_dialect", SK_OPT_ENUM, "rfc", false,
+     "PATCH style: rfc (RFC 7644), entra (capitalised ops), okta (path-less replace)",
+     OPT(patch_dialect), .choices = dialect_choices},
+    {"on_delete", SK_OPT_ENUM, "delete", false,
+     "a person who is deleted or no longer qualifies: delete, or deactivate (active=false)",
+     OPT(on_delete), .choices = on_delete_choices},
+    {"state_dir", SK_OPT_STRING, "scim-state", false,
+     "directory of the id map and last-applied state (<state_dir>/<sink name>.db)", OPT(state_dir)},
+    {.name = NULL},
+};
+
+static const char *const scim_drop_fields[] = {"civicNo", NULL};
+
+struct scim_sink {
+    const char *component;
+    const struct scim_conf *conf;
+    struct scim_http *http;
+    struct scim_state *state;
+    enum scim_dialect dialect;
+    bool use_patch, deactivate;
+    bool want_students, want_staff, want_guardians;
+    char today[11];
+    /* per batch: the server is down or throttling, or refused our credentials */
+    bool unavailable;
+    struct sk_error unavailable_err;
+    bool fatal;
+    struct sk_error fatal_err;
+};
+
+enum kind { K_OTHER, K_PERSON, K_DUTY, K_GROUP };
+
+/* ---- HTTP outcomes -------------------------------------------------------------- */
+
+/*
+ * A response that is not what the operation wanted. 429/503 honour
+ * Retry-After by sleeping up to retry_after_max here, then report RETRY (the
+ * driver adds its own backoff); other 5xx and 408 are RETRY at once; 401 is
+ * FATAL (every record would fail: the connector stops and is restarted with
+ * backoff); every other status is a rejection of this record with the
+ * server's scimType and detail.
+ */
+static int http_fail(struct scim_sink *s, const char *what, const struct scim_resp *r,
+                     struct sk_error *err)
+{
+    char detail[300];
+    scim_resp_detail(r, detail, sizeof(detail));
+    if (r->status == 429 || r->status == 408 || r->status >= 500) {
+        char wait[64] = "";
+        if (r->retry_after_ms >= 0) {
+            int64_t ms = r->retry_after_ms;
+            if (ms > s->conf->retry_after_max_ms)
+                ms = s->conf->retry_after_max_ms;
+            snprintf(wait, sizeof(wait), " (Retry-After %" PRId64 " s, waited %" PRId64 " ms)",
+                     r->retry_after_ms / 1000, ms);
+            if (ms > 0)
+                sk_sleep_ms(ms);
+        }
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: HTTP %ld%s: %s", what, r->status, wait, detail);
+        s->unavailable = true;
+        s->unavailable_err = *err;
+        return -1;
+    }
+    if (r->status == 401) {
+        sk_error_set(err, SK_ERR_FATAL, "%s: HTTP 401, the server refused our credentials: %s",
+                     what, detail);
+        s->fatal = true;
+        s->fatal_err = *err;
+        return -1;
+    }
+    return sk_error_set(err, SK_ERR_PERMANENT, "%s: HTTP %ld: %s", what, r->status, detail);
+}
+
+/* One request; body may be NULL. A transport failure marks the server unavailable. */
+static int request(struct scim_sink *s, const char *method, const char *path, const cJSON *body,
+                   struct scim_resp *resp, struct sk_error *err)
+{
+    char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+    int rc = scim_http_request(s->http, method, path, text, resp, err);
+    free(text);
+    if (rc < 0) {
+        if (err->cls == SK_ERR_FATAL) {
+            s->fatal = true;
+            s->fatal_err = *err;
+        } else {
+            s->unavailable = true;
+            s->unavailable_err = *err;
+        }
+    }
+    return rc;
+}
+
+static const char *endpoint_of(const char *kind)
+{
+    return strcmp(kind, "Group") == 0 ? "Groups" : "Users";
+}
+
+/*
+ * GET /<endpoint>?filter=externalId eq "<uuid>". Returns 1 with *id (and
+ * *resource if asked; caller frees both), 0 if the server has none, -1 with err.
+ */
+static int lookup(struct scim_sink *s, const char *kind, const char *uuid, char **id,
+                  cJSON **resource, struct sk_error *err)
+{
+    char *filter = sk_asprintf("externalId eq \"%s\"", uuid);
+    char *enc = scim_url_encode(filter);
+    char *path = sk_asprintf("/%s?filter=%s", endpoint_of(kind), enc);
+    free(filter);
+    free(enc);
+    struct scim_resp r;
+    int rc = request(s, "GET", path, NULL, &r, err);
+    free(path);
+    if (rc < 0)
+        return -1;
+    if (r.status != 200) {
+        rc = http_fail(s, "lookup by externalId", &r, err);
+        scim_resp_free(&r);
+        return rc;
+    }
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r.json, "Resources");
+    const cJSON *first = cJSON_IsArray(list) ? list->child : NULL;
+    const cJSON *first_id = cJSON_GetObjectItemCaseSensitive(first, "id");
+    rc = 0;
+    if (cJSON_IsString(first_id)) {
+        if (first->next)
+            sk_warn(s->component,
+                    "%s %s: the server holds %d resources with this externalId; "
+                    "using %s",
+                    kind, uuid, cJSON_GetArraySize(list), first_id->valuestring);
+        *id = sk_strdup(first_id->valuestring);
+        if (resource)
+            *resource = cJSON_Duplicate(first, true);
+        rc = 1;
+    }
+    scim_resp_free(&r);
+    return rc;
+}
+
+/* ---- create / update / remove one resource -------------------------------------------- */
+
+/* POST; on 409 adopt the existing resource by externalId. Returns 0 with *id (and *have). */
+static int create(struct scim_sink *s, const char *kind, const char *uuid, const cJSON *desired,
+                  char **id, cJSON **have, bool *adopted, struct sk_error *err)
+{
+    char *path = sk_asprintf("/%s", endpoint_of(kind));
+    struct scim_resp r;
+    int rc = request(s, "POST", path, desired, &r, err);
+    free(path);
+    if (rc < 0)
+        return -1;
+    const cJSON *new_id = cJSON_GetObjectItemCaseSensitive(r.json, "id");
+    if ((r.status == 201 || r.status == 200) && cJSON_IsString(new_id)) {
+        *id = sk_strdup(new_id->valuestring);
+        *adopted = false;
+        scim_resp_free(&r);
+        sk_debug(s->component, "%s %s created as %s", kind, uuid, *id);
+        return 0;
+    }
+    if (r.status == 409) {
+        /* Research §4.2: created by someone else (or by us before a crash
+         * lost the state) between our lookup and POST: adopt it. */
+        rc = lookup(s, kind, uuid, id, have, err);
+        if (rc == 1) {
+            *adopted = true;
+            scim_resp_free(&r);
+            return 0;
+        }
+        if (rc == 0) {
+            /* the conflict is with a resource that is not ours (another externalId) */
+            http_fail(s, "create", &r, err);
+        }
+        scim_resp_free(&r);
+        return -1;
+    }
+    if (r.status == 201 || r.status == 200)
+        sk_error_set(err, SK_ERR_RETRIABLE, "create: HTTP %ld without an id", r.status);
+    else
+        http_fail(s, "create", &r, err);
+    scim_resp_free(&r);
+    return -1;
+}
+
+/* GET /<endpoint>/<id>: 1 with *have, 0 on 404, -1 with err. */
+static int fetch(struct scim_sink *s, const char *kind, const char *id, cJSON **have,
+                 struct sk_error *err)
+{
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    struct scim_resp r;
+    int rc = request(s, "GET", path, NULL, &r, err);
+    free(path);
+    if (rc < 0)
+        return -1;
+    if (r.status == 200 && r.json) {
+        *have = r.json;
+        r.json = NULL;
+        rc = 1;
+    } else if (r.status == 404) {
+        rc = 0;
+    } else {
+        rc = http_fail(s, "read", &r, err);
+    }
+    scim_resp_free(&r);
+    return rc;
+}
+
+/* PUT or PATCH id towards desired. Returns 1 done, 0 the server has no such id (404), -1 err. */
+static int update(struct scim_sink *s, const char *kind, const char *id, const cJSON *desired,
+                  cJSON *have, struct sk_error *err)
+{
+    bool is_group = strcmp(kind, "Group") == 0;
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    cJSON *fetched = NULL;
+    cJSON *body = NULL;
+    const char *method = "PUT";
+    int rc = 1;
+    if (s->use_patch) {
+        method = "PATCH";
+        if (!have) {
+            rc = fetch(s, kind, id, &fetched, err);
+            have = fetched;
+        }
+        if (rc == 1) {
+            body = scim_patch_body(desired, have, is_group, s->dialect);
+            if (!body)
+                goto done; /* nothing differs */
+        }
+    }
+    if (rc == 1) {
+        struct scim_resp r;
+        rc = request(s, method, path, body ? body : desired, &r, err);
+        if (rc == 0) {
+            if (r.status == 200 || r.status == 204)
+                rc = 1;
+            else if (r.status == 404)
+                rc = 0;
+            else
+                rc = http_fail(s, s->use_patch ? "patch" : "replace", &r, err);
+            scim_resp_free(&r);
+        }
+    }
+done:
+    cJSON_Delete(body);
+    cJSON_Delete(fetched);
+    free(path);
+    return rc;
+}
+
+/*
+ * Makes the server hold `desired` for uuid. *changed: the uuid got a SCIM id
+ * it did not have in the state (created or adopted).
+ */
+static int upsert(struct scim_sink *s, const char *kind, const char *uuid, const cJSON *desired,
+                  bool *changed, struct sk_error *err)
+{
+    char *desired_text = cJSON_PrintUnformatted(desired);
+    char *id = NULL, *sent = NULL;
+    cJSON *have = NULL;
+    int rc = 0;
+    *changed = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool mapped = scim_state_get_map(s->state, kind, uuid, &id, &sent) == 1;
+        if (mapped && sent && strcmp(sent, desired_text) == 0)
+            break; /* a replay: nothing to send */
+        if (mapped && sent)
+            have = cJSON_Parse(sent);
+        if (!mapped) {
+            /* the state does not know it: the server might (lost state dir, crash) */
+            rc = lookup(s, kind, uuid, &id, &have, err);
+            if (rc < 0)
+                break;
+            if (rc == 0) {
+                bool adopted;
+                if (create(s, kind, uuid, desired, &id, &have, &adopted, err) < 0) {
+                    rc = -1;
+                    break;
+                }
+                *changed = true;
+                rc = 0;
+                if (!adopted) {
+                    scim_state_put_map(s->state, kind, uuid, id, desired_text);
+                    break;
+                }
+            }
+            *changed = true;
+            rc = 0;
+        }
+        if (have && scim_same_managed(desired, have, strcmp(kind, "Group") == 0)) {
+            scim_state_put_map(s->state, kind, uuid, id, desired_text);
+            break;
+        }
+        rc = update(s, kind, id, desired, have, err);
+        if (rc == 1) {
+            scim_state_put_map(s->state, kind, uuid, id, desired_text);
+            rc = 0;
+            break;
+        }
+        if (rc < 0)
+            break;
+        if (attempt == 1) {
+            rc = sk_error_set(err, SK_ERR_RETRIABLE, "%s %s: SCIM id %s vanished while updating",
+                              kind, uuid, id);
+            break;
+        }
+        /* 404: deleted on the server behind our back; create it again */
+        sk_warn(s->component, "%s %s: SCIM id %s is gone from the server; creating it again", kind,
+                uuid, id);
+        scim_state_del_map(s->state, kind, uuid);
+        *changed = true;
+        free(id);
+        free(sent);
+        cJSON_Delete(have);
+        id = sent = NULL;
+        have = NULL;
+        rc = 0;
+    }
+    free(desired_text);
+    free(id);
+    free(sent);
+    cJSON_Delete(have);
+    return rc < 0 ? -1 : 0;
+}
+
+/*
+ * Removes (or deactivates) uuid's resource. An unmapped uuid is looked up on
+ * the server only when ask_server (an explicit delete: the state may have
+ * been lost). *changed: uuid lost its SCIM id.
+ */
+static int remove_resource(struct scim_sink *s, const char *kind, const char *uuid, bool ask_server,
+                           bool deactivate, bool *changed, struct sk_error *err)
+{
+    char *id = NULL, *sent = NULL;
+    cJSON *have = NULL;
+    int rc = 0;
+    *changed = false;
+    bool mapped = scim_state_get_map(s->state, kind, uuid, &id, &sent) == 1;
+    if (mapped && sent)
+        have = cJSON_Parse(sent);
+    if (!mapped) {
+        if (!ask_server)
+            return 0;
+        rc = lookup(s, kind, uuid, &id, &have, err);
+        if (rc <= 0)
+            goto done; /* not there: a delete of something missing is done */
+        rc = 0;
+    }
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    struct scim_resp r;
+    if (deactivate) {
+        if (have && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(have, "active"))) {
+            free(path);
+            goto done; /* already inactive */
+        }
+        cJSON *body = scim_deactivate_body(s->dialect);
+        rc = request(s, "PATCH", path, body, &r, err);
+        cJSON_Delete(body);
+        if (rc == 0) {
+            if (r.status == 200 || r.status == 204) {
+                cJSON *now = have ? have : cJSON_CreateObject();
+                have = now;
+                cJSON_DeleteItemFromObjectCaseSensitive(now, "active");
+                cJSON_AddFalseToObject(now, "active");
+                char *text = cJSON_PrintUnformatted(now);
+                scim_state_put_map(s->state, kind, uuid, id, text);
+                free(text);
+            } else if (r.status == 404) {
+                scim_state_del_map(s->state, kind, uuid);
+                *changed = true;
+            } else {
+                rc = http_fail(s, "deactivate", &r, err);
+            }
+            scim_resp_free(&r);
+        }
+    } else {
+        rc = request(s, "DELETE", path, NULL, &r, err);
+        if (rc == 0) {
+            if (r.status == 204 || r.status == 200 || r.status == 404) {
+                scim_state_del_map(s->state, kind, uuid);
+                *changed = true;
+            } else {
+                rc = http_fail(s, "delete", &r, err);
+            }
+            scim_resp_free(&r);
+        }
+    }
+    free(path);
+done:
+    free(id);
+    free(sent);
+    cJSON_Delete(have);
+    return rc < 0 ? -1 : 0;
+}
+
+/* ---- reconciling users and groups --------------------------------------------------- */
+
+static bool eligible(struct scim_sink *s, const char *uuid, const cJSON *person)
+{
+    if (!person)
+        return false;
+    if (s->want_students && scim_person_is_student(person, s->today))
+        return true;
+    if (s->want_staff && scim_state_has_duty(s->state, uuid, &s->conf->staff_roles))
+        return true;
+    return s->want_guardians && scim_state_is_guardian(s->state, uuid);
+}
+
+/* Brings person uuid's account in line with the state. */
+static int reconcile_user(struct scim_sink *s, const char *uuid, bool explicit_delete,
+                          struct sk_error *err)
+{
+    cJSON *person = NULL;
+    scim_state_get_doc(s->state, "Person", uuid, &person, NULL);
+    bool changed = false;
+    int rc;
+    if (eligible(s, uuid, person)) {
+        char why[200];
+        cJSON *body = scim_user_body(person, s->conf, why, sizeof(why));
+        if (!body)
+            rc = sk_error_set(err, SK_ERR_PERMANENT, "%s", why);
+        else
+            rc = upsert(s, "User", uuid, body, &changed, err);
+        cJSON_Delete(body);
+        cJSON_Delete(person);
+    } else {
+        cJSON_Delete(person);
+        rc = remove_resource(s, "User", uuid, explicit_delete, s->deactivate, &changed, err);
+    }
+    /* a user that got or lost its SCIM id changes the member lists naming it */
+    if (changed)
+        scim_state_mark_groups_of(s->state, uuid);
+    return rc;
+}
+
+/*
+ * A person reconciled because of another entity's record (a student's
+ * guardian, a duty's former holder): a rejection is theirs, not the record's,
+ * and is only logged; a retry holds the record back.
+ */
+static int reconcile_related(struct scim_sink *s, const char *uuid, const char *why,
+                             struct sk_error *err)
+{
+    struct sk_error own = {0};
+    if (reconcile_user(s, uuid, false, &own) == 0)
+        return 0;
+    if (own.cls == SK_ERR_PERMANENT) {
+        sk_warn(s->component, "person %s (%s): %s", uuid, why, own.msg);
+        return 0;
+    }
+    return sk_error_set(err, own.cls, "%s %s: %s", why, uuid, own.msg);
+}
+
+static bool group_wanted(struct scim_sink *s, const cJSON *group)
+{
+    if (!group)
+        return false;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(group, "groupType");
+    if (s->conf->groups.n == 0)
+        return true;
+    return cJSON_IsString(type) && scim_strlist_has(&s->conf->groups, type->valuestring);
+}
+
+static int reconcile_group(struct scim_sink *s, const char *uuid, bool explicit_delete,
+                           struct sk_error *err)
+{
+    cJSON *group = NULL;
+    scim_state_get_doc(s->state, "Group", uuid, &group, NULL);
+    bool changed;
+    int rc;
+    if (group_wanted(s, group)) {
+        struct sk_strlist ids = {0};
+        scim_state_member_ids(s->state, uuid, &ids);
+        cJSON *body = scim_group_body(group, (const char *const *)ids.v, ids.n);
+        rc = upsert(s, "Group", uuid, body, &changed, err);
+        cJSON_Delete(body);
+        scim_strlist_free(&ids);
+    } else {
+        /* groups have no "active": on_delete applies to users only */
+        rc = remove_resource(s, "Group", uuid, explicit_delete, false, &changed, err);
+    }
+    cJSON_Delete(group);
+    if (rc == 0)
+        scim_state_clear_dirty(s->state, uuid);
+    return rc;
+}
+
+/*
+ * Sends the groups whose member lists changed because a user got or lost a
+ * SCIM id. A group the server rejects stays as it is (its own record will
+ * show the error); one that cannot be sent now stays dirty for next time.
+ */
+static int flush_dirty_groups(struct scim_sink *s, struct sk_error *err)
+{
+    struct sk_strlist dirty = {0};
+    scim_state_dirty_groups(s->state, &dirty);
+    int rc = 0;
+    for (size_t i = 0; i < dirty.n && rc == 0 && !s->unavailable && !s->fatal; i++) {
+        struct sk_error e = {0};
+        if (reconcile_group(s, dirty.v[i], false, &e) == 0)
+            continue;
+        if (e.cls == SK_ERR_PERMANENT) {
+            sk_warn(s->component, "group %s: %s", dirty.v[i], e.msg);
+            scim_state_clear_dirty(s->state, dirty.v[i]);
+            continue;
+        }
+        *err = e;
+        rc = -1;
+    }
+    scim_strlist_free(&dirty);
+    return rc;
+}
+
+/* ---- applying one record ------------------------------------------------------------ */
+
+static const char *ref_id(const cJSON *obj, const char *key, char out[37])
+{
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(ref, "id");
+    if (!cJSON_IsString(id) || sk_uuid_normalize(id->valuestring, out) != 0)
+        return NULL;
+    return out;
+}
+
+/* The stale-update guard (DESIGN.md rule 3): older than what was applied is a no-op. */
+static bool stale(const struct sk_record *r, bool known, int64_t applied_us)
+{
+    return known && applied_us != INT64_MIN && r->modified_us != INT64_MIN &&
+           r->modified_us < applied_us;
+}
+
+static int apply_person(struct scim_sink *s, const struct sk_record *r, struct sk_error *err)
+{
+    struct sk_strlist guardians = {0};
+    scim_state_responsibles(s->state, r->key, &guardians);
+    int rc;
+    if (!r->doc) {
+        scim_state_del_doc(s->state, "Person", r->key);
+        scim_state_set_responsibles(s->state, r->key, NULL);
+        rc = reconcile_user(s, r->key, true, err);
+    } else {
+        int64_t applied_us;
+        bool known = scim_state_get_doc(s->state, "Person", r->key, NULL, &applied_us) == 1;
+        if (stale(r, known, applied_us)) {
+            sk_debug(s->component, "person %s: older than the applied version, skipped", r->key);
+            scim_strlist_free(&guardians);
+            return 0;
+        }
+        scim_state_put_doc(s->state, "Person", r->key, r->doc, r->modified_us);
+        struct sk_strlist now = {0};
+        if (scim_person_is_student(r->doc, s->today)) {
+            const cJSON *resp;
+            cJSON_ArrayForEach(resp, cJSON_GetObjectItemCaseSensitive(r->doc, "responsibles"))
+            {
+                char g[37];
+                if (ref_id(resp, "person", g) && !scim_strlist_has(&now, g))
+                    scim_strlist_add(&now, g);
+            }
+        }
+        scim_state_set_responsibles(s->state, r->key, &now);
+        for (size_t i = 0; i < now.n; i++)
+            if (!scim_strlist_has(&guardians, now.v[i]))
+                scim_strlist_add(&guardians, now.v[i]);
+        scim_strlist_free(&now);
+        rc = reconcile_user(s, r->key, false, err);
+    }
+    /* guardians come and go with their students' responsibles */
+    for (size_t i = 0; rc == 0 && s->want_guardians && i < guardians.n; i++)
+        rc = reconcile_related(s, guardians.v[i], "guardian", err);
+    scim_strlist_free(&guardians);
+    return rc;
+}
+
+static int apply_duty(struct scim_sink *s, const struct sk_record *r, struct sk_error *err)
+{
+    char before[37] = "";
+    int64_t applied_us = INT64_MIN;
+    bool known = scim_state_get_duty(s->state, r->key, before, &applied_us) == 1;
+    char person[37] = "";
+    if (!r->doc) {
+        scim_state_del_duty(s->state, r->key);
+    } else {
+        if (stale(r, known, applied_us))
+            return 0;
+        if (!ref_id(r->doc, "person", person))
+            return sk_error_set(err, SK_ERR_PERMANENT, "duty without a valid person.id");
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(r->doc, "dutyRole");
+        scim_state_put_duty(s->state, r->key, person,
+                            cJSON_IsString(role) ? role->valuestring : NULL,
+                            scim_relation_current(r->doc, s->today), r->modified_us);
+    }
+    if (!s->want_staff)
+        return 0;
+    /* a duty moved to another person: the previous holder may stop being staff */
+    if (known && before[0] && strcmp(before, person) != 0 &&
+        reconcile_related(s, before, "former duty holder", err) < 0)
+        return -1;
+    if (!person[0])
+        return 0;
+    int rc = reconcile_user(s, person, false, err);
+    if (rc < 0 && err->cls == SK_ERR_PERMANENT) {
+        char msg[sizeof(err->msg)];
+        snprintf(msg, sizeof(msg), "%s", err->msg);
+        sk_error_set(err, SK_ERR_PERMANENT, "person %s: %s", person, msg);
+    }
+    return rc;
+}
+
+static int apply_group(struct scim_sink *s, const struct sk_record *r, struct sk_error *err)
+{
+    if (!r->doc) {
+        scim_state_del_doc(s->state, "Group", r->key);
+        scim_state_set_members(s->state, r->key, NULL);
+        return reconcile_group(s, r->key, true, err);
+    }
+    int64_t applied_us;
+    bool known = scim_state_get_doc(s->state, "Group", r->key, NULL, &applied_us) == 1;
+    if (stale(r, known, applied_us))
+        return 0;
+    scim_state_put_doc(s->state, "Group", r->key, r->doc, r->modified_us);
+    struct sk_strlist persons = {0};
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r->doc, "groupMemberships"))
+    {
+        char p[37];
+        if (scim_relation_current(m, s->today) && ref_id(m, "person", p) &&
+            !scim_strlist_has(&persons, p))
+            scim_strlist_add(&persons, p);
+    }
+    scim_state_set_members(s->state, r->key, &persons);
+    scim_strlist_free(&persons);
+    return reconcile_group(s, r->key, false, err);
+}
+
+/* ---- the order of a batch --------------------------------------------------------- */
+
+static enum kind kind_of(const struct sk_record *r)
+{
+    if (!r->entity)
+        return K_OTHER;
+    if (strcmp(r->entity->name, "Person") == 0)
+        return K_PERSON;
+    if (strcmp(r->entity->name, "Duty") == 0)
+        return K_DUTY;
+    if (strcmp(r->entity->name, "Group") == 0)
+        return K_GROUP;
+    return K_OTHER;
+}
+
+/*
+ * Phases: users (persons, duties) created and updated, then groups created
+ * and updated (so their members exist), then groups deleted, then users
+ * deleted (EGIL's order, research §2.7). A key's records all go in the phase
+ * of its last record, so one entity's records stay in order.
+ */
+static int phase_of(const struct sk_record *r)
+{
+    bool del = r->value == NULL;
+    switch (kind_of(r)) {
+    case K_GROUP:
+        return del ? 2 : 1;
+    case K_PERSON:
+    case K_DUTY:
+        return del ? 3 : 0;
+    default:
+        return 0;
+    }
+}
+
+struct slot {
+    const struct sk_record *rec;
+    size_t index; /* into recs */
+    size_t run;   /* records of the same entity and key share a run */
+    int phase;
+};
+
+static int by_key(const void *a, const void *b)
+{
+    const struct slot *x = a, *y = b;
+    const struct sk_record *rx = x->rec, *ry = y->rec;
+    if (rx->entity != ry->entity)
+        return (uintptr_t)rx->entity < (uintptr_t)ry->entity ? -1 : 1;
+    int c = strcmp(rx->key, ry->key);
+    if (c)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static int by_phase(const void *a, const void *b)
+{
+    const struct slot *x = a, *y = b;
+    if (x->phase != y->phase)
+        return x->phase - y->phase;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The processing order of recs, with per-key runs. Caller frees. */
+static struct slot *plan(const struct sk_record *recs, size_t n, size_t *n_runs)
+{
+    struct slot *slots = sk_calloc(n, sizeof(*slots));
+    for (size_t i = 0; i < n; i++) {
+        slots[i].rec = &recs[i];
+        slots[i].index = i;
+    }
+    qsort(slots, n, sizeof(*slots), by_key);
+    size_t runs = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j + 1 < n && recs[slots[j + 1].index].entity == recs[slots[i].index].entity &&
+               strcmp(recs[slots[j + 1].index].key, recs[slots[i].index].key) == 0)
+            j++;
+        int phase = phase_of(&recs[slots[j].index]);
+        for (size_t k = i; k <= j; k++) {
+            slots[k].run = runs;
+            slots[k].phase = phase;
+        }
+        runs++;
+        i = j + 1;
+    }
+    qsort(slots, n, sizeof(*slots), by_phase);
+    *n_runs = runs;
+    return slots;
+}
+
+static void set_outcome(struct sk_outcome *o, const struct sk_error *err)
+{
+    o->err = *err;
+    o->kind = err->cls == SK_ERR_PERMANENT ? SK_REJECTED : SK_RETRY;
+}
+
+/* After the users' phase and after the deletes: member lists that changed meanwhile. */
+static void flush_groups_into(struct scim_sink *s, const struct sk_record *recs, size_t n,
+                              struct sk_outcome *out)
+{
+    struct sk_error err = {0};
+    if (s->unavailable || s->fatal || flush_dirty_groups(s, &err) == 0)
+        return;
+    (void)recs;
+    /* the records are applied; hold the batch's last one back so the driver
+     * retries and the groups go out then */
+    for (size_t i = n; i-- > 0;) {
+        if (out[i].kind == SK_APPLIED) {
+            set_outcome(&out[i], &err);
+            return;
+        }
+    }
+}
+
+static int scim_apply(struct sk_sink *self, const struct sk_record *recs, size_t n,
+                      struct sk_outcome *out, struct sk_error *err)
+{
+    struct scim_sink *s = self->priv;
+    s->unavailable = s->fatal = false;
+    sk_error_clear(&s->unavailable_err);
+    sk_error_clear(&s->fatal_err);
+    scim_today(s->today);
+    for (size_t i = 0; i < n; i++) {
+        out[i].kind = SK_APPLIED;
+        sk_error_clear(&out[i].err);
+    }
+    if (n == 0)
+        return 0;
+    if (scim_state_begin(s->state, err) < 0)
+        goto fail_all;
+    size_t n_runs;
+    struct slot *slots = plan(recs, n, &n_runs);
+    bool *blocked = sk_calloc(n_runs ? n_runs : 1, sizeof(bool));
+    int phase = 0;
+    for (size_t k = 0; k < n; k++) {
+        const struct sk_record *r = &recs[slots[k].index];
+        struct sk_outcome *o = &out[slots[k].index];
+        if (slots[k].phase >= 2 && phase < 2) {
+            flush_groups_into(s, recs, n, out);
+            phase = 2;
+        }
+        if (s->fatal)
+            break;
+        if (s->unavailable) {
+            set_outcome(o, &s->unavailable_err);
+            continue;
+        }
+        if (blocked[slots[k].run]) {
+            sk_error_set(&o->err, SK_ERR_RETRIABLE,
+                         "%s %s: an earlier change of it waits for retry", r->entity->name, r->key);
+            o->kind = SK_RETRY;
+            continue;
+        }
+        struct sk_error e = {0};
+        int rc = 0;
+        switch (kind_of(r)) {
+        case K_PERSON:
+            rc = apply_person(s, r, &e);
+            break;
+        case K_DUTY:
+            rc = apply_duty(s, r, &e);
+            break;
+        case K_GROUP:
+            rc = apply_group(s, r, &e);
+            break;
+        default:
+            break; /* not an entity this sink maps: nothing to do */
+        }
+        if (rc < 0 && !s->fatal) {
+            set_outcome(o, &e);
+            if (o->kind == SK_RETRY)
+                blocked[slots[k].run] = true;
+            else
+                sk_debug(s->component, "%s %s rejected", r->entity->name, r->key);
+        }
+    }
+    if (!s->fatal)
+        flush_groups_into(s, recs, n, out);
+    free(blocked);
+    free(slots);
+    char state_err[256];
+    bool state_failed = scim_state_take_error(s->state, state_err, sizeof(state_err));
+    if (s->fatal) {
+        scim_state_commit(s->state, err); /* what the server already has, keep */
+        *err = s->fatal_err;
+        goto fail_all;
+    }
+    if (state_failed) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s", state_err);
+        scim_state_commit(s->state, err);
+        goto fail_all;
+    }
+    if (scim_state_commit(s->state, err) < 0)
+        goto fail_all;
+    return 0;
+fail_all:
+    for (size_t i = 0; i < n; i++) {
+        out[i].kind = SK_RETRY;
+        out[i].err = *err;
+    }
+    return -1;
+}
+
+/* ---- open / close --------------------------------------------------------------- */
+
+static void scim_close(struct sk_sink *self)
+{
+    struct scim_sink *s = self->priv;
+    if (!s)
+        return;
+    scim_http_free(s->http);
+    scim_state_close(s->state);
+    free(s);
+    self->priv = NULL;
+}
+
+static bool consumes(const struct sk_sink *self, const char *name)
+{
+    for (size_t i = 0; i < self->n_entities; i++)
+        if (strcmp(self->entities[i]->name, name) == 0)
+            return true;
+    return false;
+}
+
+static int scim_open(struct sk_sink *self, struct sk_error *err)
+{
+    const struct scim_conf *conf = self->conf;
+    struct scim_sink *s = sk_calloc(1, sizeof(*s));
+    self->priv = s;
+    s->component = self->name ? self->name : "scim-sink";
+    s->conf = conf;
+    const char *dialect = conf->patch_dialect ? conf->patch_dialect : "rfc";
+    s->dialect = strcmp(dialect, "entra") == 0  ? SCIM_DIALECT_ENTRA
+                 : strcmp(dialect, "okta") == 0 ? SCIM_DIALECT_OKTA
+                                                : SCIM_DIALECT_RFC;
+    s->use_patch = conf->update && strcmp(conf->update, "patch") == 0;
+    s->deactivate = conf->on_delete && strcmp(conf->on_delete, "deactivate") == 0;
+    for (size_t i = 0; i < conf->users.n; i++) {
+        const char *u = conf->users.v[i];
+        if (strcmp(u, "students") == 0)
+            s->want_students = true;
+        else if (strcmp(u, "staff") == 0)
+            s->want_staff = true;
+        else if (strcmp(u, "guardians") == 0)
+            s->want_guardians = true;
+        else {
+            sk_error_set(err, SK_ERR_FATAL,
+                         "users: unknown value \"%s\" (expected students, staff, guardians)", u);
+            goto fail;
+        }
+    }
+    if (self->n_entities && !consumes(self, "Person")) {
+        sk_error_set(err, SK_ERR_FATAL, "entities: the scim-sink needs Person");
+        goto fail;
+    }
+    if (s->want_staff && self->n_entities && !consumes(self, "Duty"))
+        sk_warn(s->component, "users includes staff but the sink does not consume Duty: "
+                              "no one will be staff");
+    s->http = scim_http_new(conf, s->component, err);
+    if (!s->http)
+        goto fail;
+    s->state = scim_state_open(conf->state_dir ? conf->state_dir : "scim-state", s->component, err);
+    if (!s->state)
+        goto fail;
+    return 0;
+fail:
+    scim_close(self);
+    return -1;
+}
+
+static const char *scim_target(struct sk_sink *self)
+{
+    const struct scim_conf *conf = self->conf;
+    return conf->url;
+}
+
+const struct sk_sink_ops scim_sink_ops = {
+    .type = "scim-sink",
+    .summary = "persons and groups as SCIM 2.0 Users and Groups (Entra ID, Okta, EGIL servers)",
+    .options = scim_options,
+    .conf_size = sizeof(struct scim_conf),
+    .default_drop_fields = scim_drop_fields,
+    .default_protected = "minimal",
+    .open = scim_open,
+    .apply = scim_apply,
+    .target = scim_target,
+    .close = scim_close,
+};

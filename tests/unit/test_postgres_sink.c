@@ -1,0 +1,816 @@
+/*
+ * test_postgres_sink.c: the postgres-sink connector against a real
+ * PostgreSQL (SK_TEST_PG, from scripts/testenv.sh or scripts/pg.sh). It
+ * creates a versioned schema, applies batches in bulk and idempotently
+ * (upsert with the meta.modified guard compared as instants, tombstones
+ * delete or mark), rejects a record the server refuses without losing the
+ * rest, keeps offsets in the same transaction per broker incarnation, and
+ * turns a lost connection into a retriable error that commits nothing.
+ *
+ * Each test works in its own randomly named schema and drops it at the end.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "connector.h"
+#include "model.h"
+#include "postgres/postgres_sink.h"
+#include "util.h"
+
+#define TOPIC "skolsync.persons"
+#define MAX_RECS 2100
+
+static const char *conninfo;
+static char schema[48];
+static PGconn *admin;
+static const struct sk_sink_ops *ops;
+static struct sk_sink sink;
+static bool opened;
+static struct sk_record recs[MAX_RECS];
+static cJSON *docs[MAX_RECS];
+static size_t n_recs;
+static struct sk_outcome outcomes[MAX_RECS];
+static uint8_t some_bytes[1] = {1}; /* a non-NULL value: the sink reads doc, not value */
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+static void setup(void)
+{
+    conninfo = getenv("SK_TEST_PG");
+    if (!conninfo || !conninfo[0])
+        cr_assert_fail("SK_TEST_PG is not set: start PostgreSQL with scripts/pg.sh start (or "
+                 "scripts/testenv.sh start) and export SK_TEST_PG=<the conninfo it prints>");
+    admin = PQconnectdb(conninfo);
+    cr_assert_eq(PQstatus(admin), CONNECTION_OK, "SK_TEST_PG=%s: %s", conninfo,
+                 PQerrorMessage(admin));
+    char u[37];
+    sk_uuid_random(u);
+    snprintf(schema, sizeof(schema), "sk_test_%.8s%.4s", u, u + 9);
+    char *sql = sk_asprintf("SET search_path = %s; SET client_min_messages = warning", schema);
+    PQclear(PQexec(admin, sql));
+    free(sql);
+    ops = sk_registry_sink("postgres-sink");
+    cr_assert_not_null(ops, "postgres-sink is not registered");
+    memset(&sink, 0, sizeof(sink));
+    opened = false;
+    n_recs = 0;
+}
+
+static void clear_records(void)
+{
+    for (size_t i = 0; i < n_recs; i++) {
+        cJSON_Delete(docs[i]);
+        docs[i] = NULL;
+    }
+    n_recs = 0;
+}
+
+static void close_sink(void)
+{
+    if (opened)
+        ops->close(&sink);
+    opened = false;
+    if (sink.conf) {
+        sk_options_free(ops->options, sink.conf);
+        free(sink.conf);
+        sink.conf = NULL;
+    }
+}
+
+static void teardown(void)
+{
+    close_sink();
+    clear_records();
+    if (admin) {
+        char *q = PQescapeIdentifier(admin, schema, strlen(schema));
+        char *sql = sk_asprintf("DROP SCHEMA IF EXISTS %s CASCADE", q);
+        PQclear(PQexec(admin, sql));
+        free(sql);
+        PQfreemem(q);
+        PQfinish(admin);
+        admin = NULL;
+    }
+}
+
+/* Configures from YAML the way the core does, then opens. Returns open's result. */
+static int open_with(const char *yaml, const char *incarnation, struct sk_error *err)
+{
+    struct sk_config_errors errs = {0};
+    struct sk_cnode *root = sk_config_load_string(yaml, strlen(yaml), "test.yaml", &errs);
+    cr_assert_not_null(root);
+    sink.ops = ops;
+    sink.name = schema; /* unique: the connection's application_name finds it */
+    sink.conf = sk_calloc(1, ops->conf_size);
+    int n_errs = sk_options_apply(ops->options, root, sink.conf, &errs);
+    cr_assert_eq(n_errs, 0, "%s", errs.n ? errs.v[0].text : "");
+    sk_config_errors_free(&errs);
+    sk_cnode_free(root);
+    sink.incarnation = incarnation;
+    sink.entities = sk_entities;
+    sink.n_entities = SK_ENTITY_COUNT;
+    int rc = ops->open(&sink, err);
+    opened = rc == 0;
+    return rc;
+}
+
+static void open_sink_with(const char *incarnation, const char *extra)
+{
+    char *yaml = sk_asprintf("conninfo: '%s'\nschema: '%s'\nconnect_timeout: 5s\n%s", conninfo,
+                             schema, extra);
+    struct sk_error err = {0};
+    cr_assert_eq(open_with(yaml, incarnation, &err), 0, "%s", err.msg);
+    free(yaml);
+}
+
+static void open_sink(const char *incarnation)
+{
+    open_sink_with(incarnation, "");
+}
+
+/* ---- records, built the way the sink driver does ------------------------------ */
+
+static const char *uuid(int n)
+{
+    static char buf[8][37];
+    static int slot;
+    char *u = buf[slot++ % 8];
+    snprintf(u, 37, "00000000-0000-4000-8000-%012d", n);
+    return u;
+}
+
+/* An upsert of the entity in json (its "id" is the key); takes a JSON text. */
+static struct sk_record *add_doc(const char *collection, const char *json, int32_t partition,
+                                 int64_t offset)
+{
+    cr_assert_lt(n_recs, MAX_RECS);
+    cJSON *doc = cJSON_Parse(json);
+    cr_assert_not_null(doc, "bad test JSON: %s", json);
+    struct sk_record *r = &recs[n_recs];
+    memset(r, 0, sizeof(*r));
+    docs[n_recs++] = doc;
+    r->entity = sk_entity_by_collection(collection);
+    cr_assert_not_null(r->entity, "%s", collection);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(doc, "id");
+    cr_assert(cJSON_IsString(id));
+    cr_assert_eq(sk_uuid_normalize(id->valuestring, r->key), 0);
+    r->value = some_bytes;
+    r->value_len = sizeof(some_bytes);
+    r->doc = doc;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+    const cJSON *mod = meta ? cJSON_GetObjectItemCaseSensitive(meta, "modified") : NULL;
+    if (!cJSON_IsString(mod) || sk_time_parse_us(mod->valuestring, &r->modified_us))
+        r->modified_us = INT64_MIN;
+    r->topic = TOPIC;
+    r->partition = partition;
+    r->offset = offset;
+    return r;
+}
+
+static void add_person(int n, const char *modified, const char *given, int32_t partition,
+                       int64_t offset)
+{
+    char *json = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"created\":\"2024-01-01T00:00:00Z\","
+                             "\"modified\":\"%s\"},\"givenName\":\"%s\",\"familyName\":\"F\"}",
+                             uuid(n), modified, given);
+    add_doc("persons", json, partition, offset);
+    free(json);
+}
+
+static void add_tombstone(const char *collection, int n, int32_t partition, int64_t offset)
+{
+    cr_assert_lt(n_recs, MAX_RECS);
+    struct sk_record *r = &recs[n_recs++];
+    memset(r, 0, sizeof(*r));
+    r->entity = sk_entity_by_collection(collection);
+    snprintf(r->key, sizeof(r->key), "%s", uuid(n));
+    r->modified_us = INT64_MIN;
+    r->topic = TOPIC;
+    r->partition = partition;
+    r->offset = offset;
+}
+
+static void apply_ok(void)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+    for (size_t i = 0; i < n_recs; i++)
+        cr_assert_eq(outcomes[i].kind, SK_APPLIED, "record %zu: %d %s", i, outcomes[i].kind,
+                     outcomes[i].err.msg);
+}
+
+/* ---- looking at the database from a second connection ------------------------- */
+
+/* The first column of the first row of sql (search_path = the test's schema); caller frees. */
+static char *query(const char *sql)
+{
+    PGresult *res = PQexec(admin, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(admin));
+    char *out = NULL;
+    if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+        out = sk_strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return out;
+}
+
+static void assert_query(const char *sql, const char *expected)
+{
+    char *got = query(sql);
+    if (!expected)
+        cr_assert_null(got, "%s: got %s, expected no value", sql, got);
+    else
+        cr_assert(got && strcmp(got, expected) == 0, "%s: got %s, expected %s", sql,
+                  got ? got : "NULL", expected);
+    free(got);
+}
+
+static void assert_given_name(int n, const char *expected)
+{
+    char *sql = sk_asprintf("SELECT given_name FROM persons WHERE id = '%s'", uuid(n));
+    assert_query(sql, expected);
+    free(sql);
+}
+
+/* The stored doc of id equals the record's doc as JSON (jsonb reorders keys). */
+static void assert_doc_stored(const char *table, const struct sk_record *r)
+{
+    char *sql = sk_asprintf("SELECT doc::text FROM %s WHERE id = '%s'", table, r->key);
+    char *text = query(sql);
+    cr_assert_not_null(text, "%s: no row", sql);
+    cJSON *stored = cJSON_Parse(text);
+    cr_assert_not_null(stored);
+    char *want = cJSON_PrintUnformatted(r->doc);
+    cr_assert(cJSON_Compare(stored, r->doc, true), "%s:\n stored %s\n wanted %s", table, text,
+              want);
+    free(want);
+    cJSON_Delete(stored);
+    free(text);
+    free(sql);
+}
+
+static int64_t stored_offset(int32_t partition)
+{
+    struct sk_offsets offs = {0};
+    struct sk_error err = {0};
+    cr_assert_eq(ops->stored_offsets(&sink, &offs, &err), 0, "%s", err.msg);
+    int64_t next = -1;
+    for (size_t i = 0; i < offs.n; i++)
+        if (strcmp(offs.v[i].topic, TOPIC) == 0 && offs.v[i].partition == partition)
+            next = offs.v[i].next_offset;
+    sk_offsets_free(&offs);
+    return next;
+}
+
+/* Every column of every row of table, in id order: the table's content. */
+static char *table_content(const char *table)
+{
+    char *sql = sk_asprintf("SELECT string_agg(t::text, E'\\n' ORDER BY id) FROM %s AS t", table);
+    char *out = query(sql);
+    free(sql);
+    return out;
+}
+
+/* A small school: the records of several types, in dependency order. */
+#define ORG_H 1
+#define ORG_S 2
+#define ORG_OTHER 3
+#define PERSON 10
+#define TEACHER 11
+#define GROUP 20
+#define DUTY 30
+#define ACTIVITY 40
+#define PLACEMENT 50
+#define STUDY_PLAN 60
+
+static void add_school(void)
+{
+    char *j;
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"created\":\"2020-01-01T00:00:00Z\",\"modified\":"
+                    "\"2024-06-20T16:40:03+02:00\"},\"displayName\":\"Kommunen\","
+                    "\"organisationType\":\"Huvudman\",\"organisationCode\":\"HM1\"}",
+                    uuid(ORG_H));
+    add_doc("organisations", j, 0, 0);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},"
+                    "\"displayName\":\"Åby skola\",\"organisationType\":\"Skolenhet\","
+                    "\"schoolUnitCode\":\"12345678\",\"schoolTypes\":[\"GR\"],"
+                    "\"parentOrganisation\":{\"id\":\"%s\"},\"startDate\":\"2001-07-01\"}",
+                    uuid(ORG_S), uuid(ORG_H));
+    add_doc("organisations", j, 0, 1);
+    free(j);
+    j = sk_asprintf(
+        "{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},\"givenName\":\"Anna\","
+        "\"familyName\":\"Öberg\",\"birthDate\":\"2011-02-28\",\"securityMarking\":\"Ingen\","
+        "\"eduPersonPrincipalNames\":[\"anna.oberg@aby.se\",\"ao@kommunen.se\"],"
+        "\"civicNo\":{\"value\":\"201102282389\"},"
+        "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\","
+        "\"startDate\":\"2017-08-15\",\"cancelled\":true},"
+        "{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\",\"startDate\":\"2017-08-15\","
+        "\"endDate\":\"2010-06-30\"},"
+        "{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\",\"startDate\":\"2017-08-15\","
+        "\"endDate\":\"2099-06-30\",\"schoolYear\":7}]}",
+        uuid(PERSON), uuid(ORG_OTHER), uuid(ORG_OTHER), uuid(ORG_S));
+    add_doc("persons", j, 0, 2);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},"
+                    "\"givenName\":\"Lars\",\"familyName\":\"Lärare\"}",
+                    uuid(TEACHER));
+    add_doc("persons", j, 0, 3);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},"
+                    "\"person\":{\"id\":\"%s\"},\"dutyAt\":{\"id\":\"%s\"},"
+                    "\"dutyRole\":\"Lärare\",\"startDate\":\"2020-08-01\",\"dutyPercent\":80}",
+                    uuid(DUTY), uuid(TEACHER), uuid(ORG_S));
+    add_doc("duties", j, 1, 0);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},"
+                    "\"displayName\":\"7A\",\"groupType\":\"Klass\",\"schoolType\":\"GR\","
+                    "\"organisation\":{\"id\":\"%s\"},\"startDate\":\"2024-08-15\","
+                    "\"groupMemberships\":[{\"person\":{\"id\":\"%s\"},"
+                    "\"startDate\":\"2024-08-15\"}]}",
+                    uuid(GROUP), uuid(ORG_S), uuid(PERSON));
+    add_doc("groups", j, 1, 1);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},"
+                    "\"displayName\":\"Matematik 7A\",\"calendarEventsRequired\":true,"
+                    "\"groups\":[{\"id\":\"%s\"}],\"organisation\":{\"id\":\"%s\"},"
+                    "\"teachers\":[{\"duty\":{\"id\":\"%s\"}}],\"startDate\":\"2024-08-15\"}",
+                    uuid(ACTIVITY), uuid(GROUP), uuid(ORG_S), uuid(DUTY));
+    add_doc("activities", j, 1, 2);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},"
+                    "\"placedAt\":{\"id\":\"%s\"},\"child\":{\"id\":\"%s\"},"
+                    "\"schoolType\":\"FS\",\"startDate\":\"2015-01-07\"}",
+                    uuid(PLACEMENT), uuid(ORG_S), uuid(PERSON));
+    add_doc("placements", j, 1, 3);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-06-20T14:40:03Z\"},"
+                    "\"student\":{\"id\":\"%s\"},\"startDate\":\"2024-08-15\"}",
+                    uuid(STUDY_PLAN), uuid(PERSON));
+    add_doc("studyPlans", j, 1, 4);
+    free(j);
+}
+
+static const char *table_of(const struct sk_record *r)
+{
+    static const struct {
+        const char *collection, *table;
+    } names[] = {{"organisations", "organisations"}, {"persons", "persons"},
+                 {"duties", "duties"},               {"groups", "groups"},
+                 {"activities", "activities"},       {"placements", "placements"},
+                 {"studyPlans", "study_plans"}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(names[i].collection, r->entity->collection) == 0)
+            return names[i].table;
+    cr_assert_fail("no table for %s", r->entity->collection);
+    return NULL;
+}
+
+TestSuite(postgres_sink, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ---- tests ------------------------------------------------------------------ */
+
+Test(postgres_sink, open_creates_a_versioned_schema_once)
+{
+    open_sink("inc-a");
+    char *sql = sk_asprintf("SELECT count(*) FROM information_schema.tables WHERE "
+                            "table_schema = '%s'",
+                            schema);
+    assert_query(sql, "20"); /* 18 collections, skolsync_migrations, skolsync_offsets */
+    free(sql);
+    assert_query("SELECT string_agg(version::text, ',') FROM skolsync_migrations", "1");
+    assert_query("SELECT count(*) FROM study_plans", "0");
+    assert_query("SELECT count(*) FROM school_unit_offerings", "0");
+    char *applied = query("SELECT applied_at::text FROM skolsync_migrations");
+    cr_assert_not_null(applied);
+
+    /* A second open finds version 1 and runs nothing. */
+    close_sink();
+    open_sink("inc-a");
+    assert_query("SELECT count(*) FROM skolsync_migrations", "1");
+    assert_query("SELECT applied_at::text FROM skolsync_migrations", applied);
+    free(applied);
+
+    /* A schema migrated by a newer skolsync is refused, not touched. */
+    close_sink();
+    PQclear(PQexec(admin, "INSERT INTO skolsync_migrations(version) VALUES (2)"));
+    char *yaml = sk_asprintf("conninfo: '%s'\nschema: %s\n", conninfo, schema);
+    struct sk_error err = {0};
+    cr_assert_eq(open_with(yaml, "inc-a", &err), -1);
+    cr_assert_eq(err.cls, SK_ERR_FATAL);
+    cr_assert(strstr(err.msg, "newer"), "%s", err.msg);
+    free(yaml);
+}
+
+Test(postgres_sink, a_schema_name_that_needs_quoting_works)
+{
+    /* Upper case, a space and a double quote: quoted everywhere, case kept. */
+    size_t len = strlen(schema);
+    snprintf(schema + len, sizeof(schema) - len, "_Ü \"x");
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 0);
+    apply_ok();
+    char *q = PQescapeIdentifier(admin, schema, strlen(schema));
+    char *sql = sk_asprintf("SELECT given_name FROM %s.persons", q);
+    assert_query(sql, "A");
+    free(sql);
+    PQfreemem(q);
+    cr_assert_eq(stored_offset(0), 1);
+}
+
+Test(postgres_sink, full_set_of_records_fills_docs_and_typed_columns)
+{
+    open_sink("inc-a");
+    add_school();
+    apply_ok();
+    for (size_t i = 0; i < n_recs; i++)
+        assert_doc_stored(table_of(&recs[i]), &recs[i]);
+
+    char *sql, *want;
+    sql = sk_asprintf("SELECT concat_ws('|', display_name, organisation_type, school_unit_code, "
+                      "parent_id, start_date) FROM organisations WHERE id = '%s'",
+                      uuid(ORG_S));
+    want = sk_asprintf("Åby skola|Skolenhet|12345678|%s|2001-07-01", uuid(ORG_H));
+    assert_query(sql, want);
+    free(sql);
+    free(want);
+    sql = sk_asprintf("SELECT concat_ws('|', given_name, family_name, birth_date, "
+                      "security_marking, epp_name, enrolment_school) FROM persons WHERE id = '%s'",
+                      uuid(PERSON));
+    /* The cancelled and the ended enrolments are skipped: the active one is at ORG_S. */
+    want = sk_asprintf("Anna|Öberg|2011-02-28|Ingen|anna.oberg@aby.se|%s", uuid(ORG_S));
+    assert_query(sql, want);
+    free(sql);
+    free(want);
+    sql = sk_asprintf("SELECT concat_ws('|', display_name, group_type, organisation_id, "
+                      "school_type) FROM groups WHERE id = '%s'",
+                      uuid(GROUP));
+    want = sk_asprintf("7A|Klass|%s|GR", uuid(ORG_S));
+    assert_query(sql, want);
+    free(sql);
+    free(want);
+    sql = sk_asprintf("SELECT concat_ws('|', person_id, duty_at, duty_role) FROM duties");
+    want = sk_asprintf("%s|%s|Lärare", uuid(TEACHER), uuid(ORG_S));
+    assert_query(sql, want);
+    free(sql);
+    free(want);
+    sql = sk_asprintf("SELECT concat_ws('|', organisation_id, display_name) FROM activities");
+    want = sk_asprintf("%s|Matematik 7A", uuid(ORG_S));
+    assert_query(sql, want);
+    free(sql);
+    free(want);
+    sql = sk_asprintf("SELECT concat_ws('|', child_id, placed_at) FROM placements");
+    want = sk_asprintf("%s|%s", uuid(PERSON), uuid(ORG_S));
+    assert_query(sql, want);
+    free(sql);
+    free(want);
+    sql = sk_asprintf("SELECT student_id::text FROM study_plans");
+    assert_query(sql, uuid(PERSON));
+    free(sql);
+
+    /* modified is the instant of meta.modified, whatever offset it was written with. */
+    sql = sk_asprintf("SELECT modified = '2024-06-20T14:40:03Z' FROM organisations WHERE id = '%s'",
+                      uuid(ORG_H));
+    assert_query(sql, "t");
+    free(sql);
+    /* The documented membership query finds the group. */
+    sql = sk_asprintf("SELECT count(*) FROM groups WHERE doc->'groupMemberships' @> "
+                      "'[{\"person\":{\"id\":\"%s\"}}]'",
+                      uuid(PERSON));
+    assert_query(sql, "1");
+    free(sql);
+    /* Generated columns cannot be written around doc. */
+    PGresult *res = PQexec(admin, "UPDATE persons SET given_name = 'x'");
+    cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR);
+    PQclear(res);
+}
+
+Test(postgres_sink, replaying_the_same_batch_changes_nothing)
+{
+    open_sink("inc-a");
+    add_school();
+    apply_ok();
+    const char *tables[] = {"organisations", "persons", "groups", "duties", "activities",
+                            "placements", "study_plans"};
+    char *before[7];
+    for (size_t i = 0; i < 7; i++)
+        before[i] = table_content(tables[i]);
+    apply_ok();
+    for (size_t i = 0; i < 7; i++) {
+        char *after = table_content(tables[i]);
+        cr_assert_str_eq(after, before[i], "%s changed on replay", tables[i]);
+        free(after);
+        free(before[i]);
+    }
+    assert_query("SELECT count(*) FROM persons", "2");
+}
+
+Test(postgres_sink, older_modified_never_overwrites_newer)
+{
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T12:00:00Z", "New", 0, 0);
+    apply_ok();
+    /* 13:30+02:00 is 11:30Z: older, although its text sorts after "12:00". */
+    clear_records();
+    add_person(1, "2024-05-01T13:30:00+02:00", "Old", 0, 1);
+    apply_ok();
+    assert_given_name(1, "New");
+    /* Newer and older in one batch: the newer stays. */
+    clear_records();
+    add_person(2, "2024-05-01T12:30:00+01:00", "Newer", 0, 2);
+    add_person(2, "2024-05-01T12:00:00+01:00", "Older", 0, 3);
+    apply_ok();
+    assert_given_name(2, "Newer");
+    /* 13:30+01:00 is 12:30Z: newer, so it applies. */
+    clear_records();
+    add_person(1, "2024-05-01T13:30:00+01:00", "Newest", 0, 4);
+    apply_ok();
+    assert_given_name(1, "Newest");
+    assert_query("SELECT modified = '2024-05-01T12:30:00Z' FROM persons WHERE given_name = "
+                 "'Newest'",
+                 "t");
+    /* Without meta.modified, the arriving record wins (Kafka order). */
+    clear_records();
+    char *j = sk_asprintf("{\"id\":\"%s\",\"givenName\":\"Unordered\"}", uuid(1));
+    add_doc("persons", j, 0, 5);
+    free(j);
+    apply_ok();
+    assert_given_name(1, "Unordered");
+    cr_assert_eq(stored_offset(0), 6);
+}
+
+Test(postgres_sink, tombstones_delete_and_a_missing_row_is_fine)
+{
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 0);
+    add_person(2, "2024-05-01T12:00:00Z", "B", 0, 1);
+    apply_ok();
+    clear_records();
+    add_tombstone("persons", 1, 0, 2);
+    add_tombstone("persons", 99, 0, 3); /* never existed */
+    apply_ok();
+    assert_query("SELECT string_agg(given_name, ',') FROM persons", "B");
+
+    /* Upsert then delete of one id in a batch: deleted. Delete then upsert: present. */
+    clear_records();
+    add_person(3, "2024-05-01T12:00:00Z", "C", 0, 4);
+    add_tombstone("persons", 3, 0, 5);
+    add_tombstone("persons", 2, 0, 6);
+    add_person(2, "2024-04-01T12:00:00Z", "B2", 0, 7); /* older than the deleted row: still new */
+    apply_ok();
+    assert_query("SELECT string_agg(given_name, ',') FROM persons", "B2");
+    cr_assert_eq(stored_offset(0), 8);
+}
+
+Test(postgres_sink, records_without_modified_then_with_apply_in_order)
+{
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T12:00:00Z", "Stored", 0, 0);
+    apply_ok();
+    /* One by one: the first (no meta.modified) overwrites, then the second is newer than it. */
+    clear_records();
+    char *j = sk_asprintf("{\"id\":\"%s\",\"givenName\":\"NoMeta\"}", uuid(1));
+    add_doc("persons", j, 0, 1);
+    free(j);
+    add_person(1, "2024-04-01T12:00:00Z", "AfterNoMeta", 0, 2);
+    apply_ok();
+    assert_given_name(1, "AfterNoMeta");
+}
+
+Test(postgres_sink, keep_mode_marks_deleted_rows)
+{
+    open_sink_with("inc-a", "deleted_rows: keep\n");
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 0);
+    apply_ok();
+    clear_records();
+    add_tombstone("persons", 1, 0, 1);
+    add_tombstone("persons", 2, 0, 2);
+    apply_ok();
+    assert_query("SELECT count(*) FROM persons", "1");
+    assert_query("SELECT given_name FROM persons WHERE deleted_at IS NOT NULL", "A");
+    /* The same document again revives it. */
+    clear_records();
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 3);
+    apply_ok();
+    assert_query("SELECT count(*) FROM persons WHERE deleted_at IS NULL", "1");
+}
+
+Test(postgres_sink, offsets_are_stored_per_partition_and_incarnation)
+{
+    open_sink("inc-a");
+    cr_assert_eq(stored_offset(0), -1);
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 41);
+    add_person(2, "2024-05-01T12:00:00Z", "B", 1, 7);
+    add_person(3, "2024-05-01T12:00:00Z", "C", 0, 42);
+    apply_ok();
+    cr_assert_eq(stored_offset(0), 43);
+    cr_assert_eq(stored_offset(1), 8);
+    assert_query("SELECT count(*) FROM skolsync_offsets WHERE incarnation = 'inc-a'", "2");
+
+    /* mark_offsets moves them without rows. */
+    struct sk_offsets marks = {0};
+    sk_offsets_add(&marks, TOPIC, 1, 20);
+    struct sk_error err = {0};
+    cr_assert_eq(ops->mark_offsets(&sink, &marks, &err), 0, "%s", err.msg);
+    sk_offsets_free(&marks);
+    cr_assert_eq(stored_offset(1), 20);
+
+    /* Another broker incarnation does not see them. */
+    close_sink();
+    open_sink("inc-b");
+    cr_assert_eq(stored_offset(0), -1);
+    cr_assert_eq(stored_offset(1), -1);
+    clear_records();
+    add_person(4, "2024-05-01T12:00:00Z", "D", 0, 3);
+    apply_ok();
+    cr_assert_eq(stored_offset(0), 4);
+    close_sink();
+    open_sink("inc-a");
+    cr_assert_eq(stored_offset(0), -1); /* taken over by inc-b */
+    cr_assert_eq(stored_offset(1), 20);
+}
+
+Test(postgres_sink, a_poison_record_is_rejected_and_the_rest_applied)
+{
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T12:00:00Z", "Good", 0, 0);
+    add_person(2, "2024-05-01T12:00:00Z", "Bad\xff", 0, 1); /* not UTF-8: 22021 */
+    add_person(3, "2024-05-01T12:00:00Z", "Fine", 0, 2);
+    /* A name too long for its btree index: 54000. */
+    struct buf_big {
+        char text[12000];
+    } *big = sk_malloc(sizeof(*big));
+    unsigned seed = 7;
+    for (size_t i = 0; i < sizeof(big->text) - 1; i++) {
+        seed = seed * 1103515245u + 12345u;
+        big->text[i] = (char)('a' + (seed >> 16) % 26);
+    }
+    big->text[sizeof(big->text) - 1] = '\0';
+    char *j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-05-01T12:00:00Z\"},"
+                          "\"displayName\":\"%s\",\"organisationType\":\"Skola\"}",
+                          uuid(4), big->text);
+    add_doc("organisations", j, 0, 3);
+    free(j);
+    free(big);
+    add_person(5, "2024-05-01T12:00:00Z", "Last", 0, 4);
+    struct sk_error err = {0};
+    uint64_t trips0 = postgres_sink_round_trips(&sink);
+    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+    cr_log_info("poison batch: %" PRIu64 " statements",
+                postgres_sink_round_trips(&sink) - trips0);
+    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
+    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
+    cr_assert_eq(outcomes[1].err.cls, SK_ERR_PERMANENT);
+    cr_assert(strstr(outcomes[1].err.msg, "22021"), "%s", outcomes[1].err.msg);
+    cr_assert_eq(outcomes[2].kind, SK_APPLIED);
+    cr_assert_eq(outcomes[3].kind, SK_REJECTED);
+    cr_assert(strstr(outcomes[3].err.msg, "54000"), "%s", outcomes[3].err.msg);
+    cr_assert_eq(outcomes[4].kind, SK_APPLIED);
+    assert_query("SELECT string_agg(given_name, ',' ORDER BY id) FROM persons", "Good,Fine,Last");
+    assert_query("SELECT count(*) FROM organisations", "0");
+    cr_assert_eq(stored_offset(0), 5); /* the rejected count: the driver dead-letters them */
+}
+
+Test(postgres_sink, unknown_types_and_bad_keys_are_rejected_without_the_database)
+{
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 0);
+    struct sk_record *r = add_doc("persons", "{\"id\":\"00000000-0000-4000-8000-000000000002\"}",
+                                  0, 1);
+    snprintf(r->key, sizeof(r->key), "not-a-uuid");
+    struct sk_error err = {0};
+    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
+    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
+    assert_query("SELECT count(*) FROM persons", "1");
+}
+
+/* Kills the sink's server process from the admin connection. */
+static void terminate_sink_backend(void)
+{
+    char *sql = sk_asprintf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'skolsync/%s'",
+                            schema);
+    assert_query(sql, "t");
+    free(sql);
+    sql = sk_asprintf("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                      "'skolsync/%s'",
+                      schema);
+    for (int i = 0; i < 100; i++) {
+        char *n = query(sql);
+        bool gone = n && strcmp(n, "0") == 0;
+        free(n);
+        if (gone)
+            break;
+        sk_sleep_ms(20);
+    }
+    free(sql);
+}
+
+Test(postgres_sink, a_lost_connection_is_retriable_and_commits_nothing)
+{
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 0);
+    apply_ok();
+    terminate_sink_backend();
+
+    clear_records();
+    add_person(2, "2024-05-01T12:00:00Z", "B", 0, 1);
+    add_person(3, "2024-05-01T12:00:00Z", "C", 0, 2);
+    struct sk_error err = {0};
+    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(err.cls, SK_ERR_RETRIABLE, "%s", err.msg);
+    cr_assert_eq(outcomes[0].kind, SK_RETRY);
+    cr_assert_eq(outcomes[1].kind, SK_RETRY);
+    cr_log_info("lost connection: %s", err.msg);
+    assert_query("SELECT count(*) FROM persons", "1");
+    assert_query("SELECT next_offset FROM skolsync_offsets", "1");
+
+    /* The next apply reconnects and succeeds. */
+    apply_ok();
+    assert_query("SELECT count(*) FROM persons", "3");
+    cr_assert_eq(stored_offset(0), 3);
+}
+
+Test(postgres_sink, a_bulk_batch_of_2000_persons_takes_a_few_statements)
+{
+    open_sink("inc-a");
+    for (int i = 0; i < 2000; i++) {
+        char *j = sk_asprintf(
+            "{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-05-01T12:00:00Z\"},"
+            "\"givenName\":\"Elev%d\",\"familyName\":\"Efternamn%d\","
+            "\"eduPersonPrincipalNames\":[\"elev%d@skola.se\"],\"birthDate\":\"2012-03-04\","
+            "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\","
+            "\"startDate\":\"2020-08-15\"}]}",
+            uuid(1000 + i), i, i, i, uuid(ORG_S));
+        add_doc("persons", j, i % 3, i / 3);
+        free(j);
+    }
+    uint64_t trips0 = postgres_sink_round_trips(&sink);
+    int64_t t0 = sk_mono_ms();
+    apply_ok();
+    int64_t ms = sk_mono_ms() - t0;
+    uint64_t trips = postgres_sink_round_trips(&sink) - trips0;
+    cr_log_info("2000 persons: %" PRIu64 " statements, %" PRId64 " ms", trips, ms);
+    cr_assert_leq(trips, 4, "BEGIN, one upsert, the offsets, COMMIT; got %" PRIu64, trips);
+    assert_query("SELECT count(*) FROM persons", "2000");
+    assert_query("SELECT count(*) FROM persons WHERE enrolment_school IS NOT NULL", "2000");
+    cr_assert_eq(stored_offset(2), 666);
+
+    /* The replay is as cheap and changes nothing. */
+    trips0 = postgres_sink_round_trips(&sink);
+    apply_ok();
+    cr_assert_leq(postgres_sink_round_trips(&sink) - trips0, 4);
+    assert_query("SELECT count(*) FROM persons", "2000");
+}
+
+Test(postgres_sink, target_names_the_database_not_the_password)
+{
+    char *yaml = sk_asprintf("conninfo: '%s password=hunter2'\nschema: %s\n", conninfo, schema);
+    struct sk_error err = {0};
+    cr_assert_eq(open_with(yaml, "inc-a", &err), 0, "%s", err.msg);
+    free(yaml);
+    const char *target = ops->target(&sink);
+    cr_log_info("target: %s", target);
+    cr_assert(strstr(target, "postgresql "), "%s", target);
+    cr_assert(strstr(target, schema), "%s", target);
+    cr_assert(strstr(target, "skolsync_test") || strstr(target, "/"), "%s", target);
+    cr_assert_null(strstr(target, "hunter2"), "%s", target);
+}
+
+Test(postgres_sink, an_unreachable_server_fails_open_without_the_password)
+{
+    char *yaml = sk_asprintf("conninfo: 'host=127.0.0.1 port=1 dbname=x password=hunter2'\n"
+                             "schema: %s\nconnect_timeout: 2s\n",
+                             schema);
+    struct sk_error err = {0};
+    cr_assert_eq(open_with(yaml, "inc-a", &err), -1);
+    free(yaml);
+    cr_assert_eq(err.cls, SK_ERR_RETRIABLE, "%s", err.msg);
+    cr_assert_null(strstr(err.msg, "hunter2"), "%s", err.msg);
+    cr_log_info("unreachable: %s", err.msg);
+}
+
+Test(postgres_sink, options_are_validated)
+{
+    const char *bad[] = {"schema: x\n", /* conninfo missing */
+                         "conninfo: 'dbname=x'\ndeleted_rows: purge\n",
+                         "conninfo: 'dbname=x'\nconnect_timeout: soon\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct sk_config_errors errs = {0};
+        struct sk_cnode *root = sk_config_load_string(bad[i], strlen(bad[i]), "t.yaml", &errs);
+        void *conf = sk_calloc(1, ops->conf_size);
+        cr_assert_gt(sk_options_apply(ops->options, root, conf, &errs), 0, "%s", bad[i]);
+        sk_options_free(ops->options, conf);
+        free(conf);
+        sk_config_errors_free(&errs);
+        sk_cnode_free(root);
+    }
+}

@@ -1,0 +1,1046 @@
+/*
+ * test_scim_sink.c: the scim-sink connector against a real SCIM server
+ * (scim2-server from scripts/scim.sh, address in SK_TEST_SCIM): a dataset
+ * slice becomes the expected Users and Groups; replays, stale versions and a
+ * lost state dir create no duplicates; deletes remove or deactivate; the
+ * server's 400 becomes REJECTED with its detail; 429/503 become RETRY with
+ * Retry-After; a protected person reaches the server without address, phone
+ * or civic number.
+ *
+ * Tests run in parallel against one server: each uses fresh UUIDs and a
+ * userName tag of its own, and looks only at its own resources.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "connector.h"
+#include "drivers.h"
+#include "model.h"
+#include "privacy.h"
+#include "util.h"
+
+#define MAX_RECS 64
+
+static const struct sk_sink_ops *ops;
+static struct sk_sink sink;
+static bool opened;
+static char *state_dir;
+static char tag[16];
+static const struct sk_entity *entities[3];
+static struct sk_record recs[MAX_RECS];
+static cJSON *docs[MAX_RECS];
+static size_t n_recs;
+static struct sk_outcome outcomes[MAX_RECS];
+static struct sk_privacy privacy;
+
+/* ---- the SCIM server, read directly --------------------------------------------- */
+
+static const char *scim_url(void)
+{
+    const char *u = getenv("SK_TEST_SCIM");
+    cr_assert(u && *u, "SK_TEST_SCIM is not set: run scripts/scim.sh start and source "
+                       "$SK_TESTENV_DIR/scim.env (or scripts/testenv.sh)");
+    return u;
+}
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *ctx)
+{
+    char **buf = ctx;
+    size_t old = *buf ? strlen(*buf) : 0, n = size * nmemb;
+    *buf = sk_realloc(*buf, old + n + 1);
+    memcpy(*buf + old, data, n);
+    (*buf)[old + n] = '\0';
+    return n;
+}
+
+/* GET base+path; the parsed body (caller frees). */
+static cJSON *get_json(const char *path)
+{
+    CURL *c = curl_easy_init();
+    char *url = sk_asprintf("%s%s", scim_url(), path), *body = NULL;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    CURLcode rc = curl_easy_perform(c);
+    cr_assert_eq(rc, CURLE_OK, "GET %s: %s", url, curl_easy_strerror(rc));
+    cJSON *json = body ? cJSON_Parse(body) : NULL;
+    cr_assert_not_null(json, "GET %s: not JSON: %s", url, body ? body : "");
+    free(body);
+    free(url);
+    curl_easy_cleanup(c);
+    return json;
+}
+
+/* DELETE base+path behind the sink's back; the status. */
+static long http_delete(const char *path)
+{
+    CURL *c = curl_easy_init();
+    char *url = sk_asprintf("%s%s", scim_url(), path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    free(url);
+    return status;
+}
+
+/* The server's resources of endpoint whose externalId is uuid (a ListResponse's Resources). */
+static cJSON *by_external_id(const char *endpoint, const char *uuid)
+{
+    char *filter = sk_asprintf("externalId eq \"%s\"", uuid);
+    char *enc = curl_easy_escape(NULL, filter, 0);
+    char *path = sk_asprintf("/%s?filter=%s", endpoint, enc);
+    cJSON *list = get_json(path);
+    cJSON *res = cJSON_DetachItemFromObjectCaseSensitive(list, "Resources");
+    cJSON_Delete(list);
+    curl_free(enc);
+    free(filter);
+    free(path);
+    return res ? res : cJSON_CreateArray();
+}
+
+/* The one resource with externalId uuid; fails if there are several; NULL if none. */
+static cJSON *one(const char *endpoint, const char *uuid)
+{
+    cJSON *res = by_external_id(endpoint, uuid);
+    int n = cJSON_GetArraySize(res);
+    cr_assert_leq(n, 1, "%s: %d resources with externalId %s (duplicates)", endpoint, n, uuid);
+    cJSON *r = n ? cJSON_DetachItemFromArray(res, 0) : NULL;
+    cJSON_Delete(res);
+    return r;
+}
+
+static const char *s_of(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void assert_str(const cJSON *o, const char *key, const char *want)
+{
+    const char *got = s_of(o, key);
+    cr_assert(got && strcmp(got, want) == 0, "%s: got %s, expected %s", key, got ? got : "(none)",
+              want);
+}
+
+/* ---- the sink --------------------------------------------------------------- */
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void setup(void)
+{
+    ops = sk_registry_sink("scim-sink");
+    cr_assert_not_null(ops, "scim-sink is not registered");
+    (void)scim_url();
+    char base[] = "/tmp/sk-scim-XXXXXX";
+    cr_assert_not_null(mkdtemp(base));
+    state_dir = sk_asprintf("%s/state", base);
+    char u[37];
+    sk_uuid_random(u);
+    snprintf(tag, sizeof(tag), "t%.8s", u);
+    entities[0] = sk_entity_by_name("Person");
+    entities[1] = sk_entity_by_name("Duty");
+    entities[2] = sk_entity_by_name("Group");
+    /* the privacy policy the driver applies with this sink type's defaults */
+    struct sk_sink_settings none = {0};
+    sk_sink_privacy_resolve(&none, ops, &privacy);
+    memset(&sink, 0, sizeof(sink));
+    opened = false;
+    n_recs = 0;
+}
+
+static void clear_records(void)
+{
+    for (size_t i = 0; i < n_recs; i++) {
+        free(recs[i].value);
+        cJSON_Delete(docs[i]);
+        docs[i] = NULL;
+    }
+    n_recs = 0;
+}
+
+static void close_sink(void)
+{
+    if (opened)
+        ops->close(&sink);
+    opened = false;
+    if (sink.conf) {
+        sk_options_free(ops->options, sink.conf);
+        free(sink.conf);
+        sink.conf = NULL;
+    }
+}
+
+static void teardown(void)
+{
+    close_sink();
+    clear_records();
+    sk_sink_privacy_free(&privacy);
+    if (!state_dir)
+        return; /* setup failed before it made one */
+    char *base = sk_strdup(state_dir);
+    *strrchr(base, '/') = '\0';
+    nftw(base, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(base);
+    free(state_dir);
+    state_dir = NULL;
+}
+
+static int open_with(const char *extra_yaml, const char *url, struct sk_error *err)
+{
+    char *yaml = sk_asprintf("url: %s\nstate_dir: %s\ntimeout: 10s\n%s", url ? url : scim_url(),
+                             state_dir, extra_yaml ? extra_yaml : "");
+    struct sk_config_errors errs = {0};
+    struct sk_cnode *root = sk_config_load_string(yaml, strlen(yaml), "test.yaml", &errs);
+    cr_assert_not_null(root);
+    sink.ops = ops;
+    sink.name = "scim-test";
+    sink.conf = sk_calloc(1, ops->conf_size);
+    int n_errs = sk_options_apply(ops->options, root, sink.conf, &errs);
+    cr_assert_eq(n_errs, 0, "%s", errs.n ? errs.v[0].text : "");
+    sk_config_errors_free(&errs);
+    sk_cnode_free(root);
+    free(yaml);
+    sink.incarnation = "test";
+    sink.entities = entities;
+    sink.n_entities = 3;
+    int rc = ops->open(&sink, err);
+    opened = rc == 0;
+    return rc;
+}
+
+static void open_sink(const char *extra_yaml)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(open_with(extra_yaml, NULL, &err), 0, "%s", err.msg);
+}
+
+/* Adds a record as the sink driver hands it over: protobuf value, decoded doc after privacy. */
+static void add_json(const char *entity, const char *json)
+{
+    cr_assert_lt(n_recs, MAX_RECS);
+    const struct sk_entity *e = sk_entity_by_name(entity);
+    struct sk_record *r = &recs[n_recs];
+    memset(r, 0, sizeof(*r));
+    struct sk_error err = {0};
+    int64_t modified_us;
+    cr_assert_eq(sk_codec_encode(e, json, strlen(json), &r->value, &r->value_len, r->key,
+                                 &modified_us, &err),
+                 0, "%s: %s", err.msg, json);
+    r->entity = e;
+    r->topic = e->collection;
+    r->offset = (int64_t)n_recs;
+    char *text = sk_codec_decode(e, r->value, r->value_len, &r->modified_us, &err);
+    cr_assert_not_null(text, "%s", err.msg);
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    if (sk_privacy_apply(&privacy, e, doc) == SK_PRIVACY_DELETE) {
+        cJSON_Delete(doc);
+        free(r->value);
+        r->value = NULL;
+        r->value_len = 0;
+        doc = NULL;
+    }
+    docs[n_recs] = doc;
+    r->doc = doc;
+    n_recs++;
+}
+
+static void add_tombstone(const char *entity, const char *uuid)
+{
+    cr_assert_lt(n_recs, MAX_RECS);
+    struct sk_record *r = &recs[n_recs];
+    memset(r, 0, sizeof(*r));
+    r->entity = sk_entity_by_name(entity);
+    snprintf(r->key, sizeof(r->key), "%s", uuid);
+    r->topic = r->entity->collection;
+    r->modified_us = INT64_MIN;
+    docs[n_recs++] = NULL;
+}
+
+static void apply_all(void)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+}
+
+static void assert_all_applied(void)
+{
+    for (size_t i = 0; i < n_recs; i++)
+        cr_assert_eq(outcomes[i].kind, SK_APPLIED, "record %zu (%s %s): outcome %d: %s", i,
+                     recs[i].entity->name, recs[i].key, outcomes[i].kind, outcomes[i].err.msg);
+}
+
+/* ---- the dataset slice ---------------------------------------------------------- */
+
+#define META(mod) "\"meta\":{\"created\":\"2025-01-01T00:00:00Z\",\"modified\":\"" mod "\"}"
+#define T1 "2025-08-18T06:00:00+02:00"
+#define T2 "2025-08-19T06:00:00+02:00"
+
+struct ids {
+    char school[37], s[5][37], teacher[37], head[37], guardian[37], nobody[37];
+    char d_teacher[37], d_head[37], g_class[37], g_teach[37], g_mentor[37];
+};
+
+static void new_ids(struct ids *x)
+{
+    char (*all[])[37] = {&x->school,    &x->s[0],    &x->s[1],    &x->s[2],     &x->s[3],
+                         &x->s[4],      &x->teacher, &x->head,    &x->guardian, &x->nobody,
+                         &x->d_teacher, &x->d_head,  &x->g_class, &x->g_teach,  &x->g_mentor};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        sk_uuid_random(*all[i]);
+}
+
+static void add_student(const struct ids *x, int i, const char *modified, const char *given,
+                        const char *extra)
+{
+    char *json = sk_asprintf(
+        "{\"id\":\"%s\"," META(
+            "%s") ",\"givenName\":\"%s\",\"familyName\":\"Elev%d\","
+                  "\"eduPersonPrincipalNames\":[\"%s.s%d@edu.example.se\"],"
+                  "\"emails\":[{\"value\":\"%s.s%d@edu.example.se\",\"type\":\"Skola elev\"},"
+                  "{\"value\":\"private%d@example.com\",\"type\":\"Privat\"}],"
+                  "\"securityMarking\":\"Ingen\",\"personStatus\":\"Aktiv\","
+                  "\"civicNo\":{\"value\":\"20120101238%d\",\"nationality\":\"SE\"},"
+                  "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\","
+                  "\"schoolYear\":7,"
+                  "\"startDate\":\"2025-08-18\"}],"
+                  "\"responsibles\":[{\"person\":{\"id\":\"%s\"},\"relationType\":"
+                  "\"Vårdnadshavare\"}]%s}",
+        x->s[i], modified, given, i, tag, i, tag, i, i, i, x->school, x->guardian,
+        extra ? extra : "");
+    add_json("Person", json);
+    free(json);
+}
+
+/* Persons with a role in the tests; modified T1 unless said otherwise. */
+static void add_people(const struct ids *x)
+{
+    for (int i = 0; i < 3; i++)
+        add_student(x, i, T1, i == 1 ? "Bo" : "Alva", i == 2 ? ",\"middleName\":\"Maria\"" : NULL);
+    char *json;
+    const char *staff[] = {x->teacher, x->head};
+    for (int i = 0; i < 2; i++) {
+        json = sk_asprintf(
+            "{\"id\":\"%s\"," META(
+                T1) ",\"givenName\":\"Per%d\",\"familyName\":"
+                    "\"Personal\",\"eduPersonPrincipalNames\":[\"%s.staff%d@edu.example.se\"],"
+                    "\"emails\":[{\"value\":\"%s.staff%d@edu.example.se\",\"type\":"
+                    "\"Skola personal\"}],\"externalIdentifiers\":[{\"value\":\"E%d\","
+                    "\"context\":\"hr\",\"globallyUnique\":false}]}",
+            staff[i], i, tag, i, tag, i, i);
+        add_json("Person", json);
+        free(json);
+    }
+    json = sk_asprintf(
+        "{\"id\":\"%s\"," META(T1) ",\"givenName\":\"Gun\",\"familyName\":\"Vh\","
+                                   "\"eduPersonPrincipalNames\":[\"%s.guardian@example.se\"]}",
+        x->guardian, tag);
+    add_json("Person", json);
+    free(json);
+    json = sk_asprintf(
+        "{\"id\":\"%s\"," META(T1) ",\"givenName\":\"No\",\"familyName\":\"Body\","
+                                   "\"eduPersonPrincipalNames\":[\"%s.nobody@example.se\"]}",
+        x->nobody, tag);
+    add_json("Person", json);
+    free(json);
+}
+
+static void add_duty(const char *id, const char *person, const char *role, const char *modified)
+{
+    char *json =
+        sk_asprintf("{\"id\":\"%s\"," META("%s") ",\"person\":{\"id\":\"%s\"},"
+                                                 "\"dutyAt\":{\"id\":\"%s\"},\"dutyRole\":\"%s\","
+                                                 "\"startDate\":\"2019-08-01\"}",
+                    id, modified, person, person, role);
+    add_json("Duty", json);
+    free(json);
+}
+
+static void add_group(const char *id, const char *name, const char *type, const char *modified,
+                      const char *const *members, size_t n)
+{
+    char *list = sk_strdup("");
+    for (size_t i = 0; i < n; i++) {
+        char *next = sk_asprintf("%s%s{\"person\":{\"id\":\"%s\"},\"startDate\":\"2025-08-18\"}",
+                                 list, i ? "," : "", members[i]);
+        free(list);
+        list = next;
+    }
+    char *json = sk_asprintf(
+        "{\"id\":\"%s\"," META("%s") ",\"displayName\":\"%s %s\","
+                                     "\"groupType\":\"%s\",\"organisation\":{\"id\":\"%s\"},"
+                                     "\"startDate\":\"2025-08-18\",\"groupMemberships\":[%s]}",
+        id, modified, tag, name, type, id, list);
+    add_json("Group", json);
+    free(json);
+    free(list);
+}
+
+/* Groups first: the sink must still create the users before the groups. */
+static void add_slice(const struct ids *x)
+{
+    const char *klass[] = {x->s[0], x->s[1], x->s[2], x->nobody};
+    const char *teach[] = {x->s[0], x->teacher};
+    add_group(x->g_class, "7A", "Klass", T1, klass, 4);
+    add_group(x->g_teach, "Ma 7A", "Undervisning", T1, teach, 2);
+    add_group(x->g_mentor, "Mentor", "Mentor", T1, klass, 2);
+    add_people(x);
+    add_duty(x->d_teacher, x->teacher, "Lärare", T1);
+    add_duty(x->d_head, x->head, "Rektor", T1);
+}
+
+static char *scim_id_of(const char *uuid)
+{
+    cJSON *u = one("Users", uuid);
+    cr_assert_not_null(u, "user %s missing", uuid);
+    char *id = sk_strdup(s_of(u, "id"));
+    cJSON_Delete(u);
+    return id;
+}
+
+/* The group's member ids equal exactly the SCIM ids of these persons. */
+static void assert_members(const char *group, const char *const *persons, size_t n)
+{
+    cJSON *g = one("Groups", group);
+    cr_assert_not_null(g, "group %s missing", group);
+    const cJSON *members = cJSON_GetObjectItemCaseSensitive(g, "members");
+    cr_assert_eq((size_t)cJSON_GetArraySize(members), n, "group %s: %d members, expected %zu",
+                 group, cJSON_GetArraySize(members), n);
+    for (size_t i = 0; i < n; i++) {
+        char *id = scim_id_of(persons[i]);
+        bool found = false;
+        const cJSON *m;
+        cJSON_ArrayForEach(m, members) found = found || strcmp(s_of(m, "value"), id) == 0;
+        cr_assert(found, "group %s lacks member %s (%s)", group, persons[i], id);
+        free(id);
+    }
+    cJSON_Delete(g);
+}
+
+static void assert_slice(const struct ids *x)
+{
+    for (int i = 0; i < 3; i++) {
+        cJSON *u = one("Users", x->s[i]);
+        cr_assert_not_null(u, "student %d not provisioned", i);
+        char *user_name = sk_asprintf("%s.s%d@edu.example.se", tag, i);
+        assert_str(u, "userName", user_name);
+        assert_str(u, "externalId", x->s[i]);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(u, "name");
+        assert_str(name, "givenName", i == 1 ? "Bo" : "Alva");
+        char *family = sk_asprintf("Elev%d", i);
+        assert_str(name, "familyName", family);
+        if (i == 2)
+            assert_str(name, "middleName", "Maria");
+        cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(u, "active")));
+        const cJSON *emails = cJSON_GetObjectItemCaseSensitive(u, "emails");
+        cr_assert_eq(cJSON_GetArraySize(emails), 1, "only the school e-mail goes out");
+        assert_str(cJSON_GetArrayItem(emails, 0), "value", user_name);
+        assert_str(cJSON_GetArrayItem(emails, 0), "type", "work");
+        free(family);
+        free(user_name);
+        cJSON_Delete(u);
+    }
+    const char *staff[] = {x->teacher, x->head};
+    for (int i = 0; i < 2; i++) {
+        cJSON *u = one("Users", staff[i]);
+        cr_assert_not_null(u, "staff %d not provisioned", i);
+        char *user_name = sk_asprintf("%s.staff%d@edu.example.se", tag, i);
+        assert_str(u, "userName", user_name);
+        assert_str(cJSON_GetObjectItemCaseSensitive(u, "name"), "familyName", "Personal");
+        free(user_name);
+        cJSON_Delete(u);
+    }
+    cJSON *g = one("Users", x->guardian);
+    cr_assert_null(g, "guardians are not users by default");
+    cJSON *n = one("Users", x->nobody);
+    cr_assert_null(n, "a person with no enrolment or duty is not a user");
+    const char *klass[] = {x->s[0], x->s[1], x->s[2]};
+    const char *teach[] = {x->s[0], x->teacher};
+    assert_members(x->g_class, klass, 3);
+    assert_members(x->g_teach, teach, 2);
+    cJSON *m = one("Groups", x->g_mentor);
+    cr_assert_null(m, "Mentor groups are not in the default groups option");
+    cJSON *c = one("Groups", x->g_class);
+    char *want = sk_asprintf("%s 7A", tag);
+    assert_str(c, "displayName", want);
+    free(want);
+    cJSON_Delete(c);
+}
+
+/* meta.version of a resource, to tell whether it was written (caller frees). */
+static char *version_of(const char *endpoint, const char *uuid)
+{
+    cJSON *r = one(endpoint, uuid);
+    cr_assert_not_null(r, "%s %s missing", endpoint, uuid);
+    char *v = sk_strdup(s_of(cJSON_GetObjectItemCaseSensitive(r, "meta"), "version"));
+    cJSON_Delete(r);
+    return v;
+}
+
+TestSuite(scim_sink, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(scim_sink, dataset_slice_becomes_users_and_groups)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_slice(&x);
+    apply_all();
+    assert_all_applied();
+    assert_slice(&x);
+}
+
+Test(scim_sink, replay_creates_no_duplicates_and_changes_nothing)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_slice(&x);
+    apply_all();
+    assert_all_applied();
+    char *v_user = version_of("Users", x.s[0]), *v_group = version_of("Groups", x.g_class);
+    apply_all(); /* the same records again, as after a rebalance */
+    assert_all_applied();
+    assert_slice(&x); /* one() fails on duplicates */
+    char *v_user2 = version_of("Users", x.s[0]), *v_group2 = version_of("Groups", x.g_class);
+    cr_assert_str_eq(v_user, v_user2, "a replay rewrote the user");
+    cr_assert_str_eq(v_group, v_group2, "a replay rewrote the group");
+    free(v_user);
+    free(v_user2);
+    free(v_group);
+    free(v_group2);
+}
+
+Test(scim_sink, older_version_after_newer_is_ignored)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_student(&x, 0, T2, "Ny", NULL);
+    apply_all();
+    assert_all_applied();
+    clear_records();
+    add_student(&x, 0, T1, "Gammal", NULL);
+    apply_all();
+    assert_all_applied();
+    cJSON *u = one("Users", x.s[0]);
+    cr_assert_not_null(u);
+    assert_str(cJSON_GetObjectItemCaseSensitive(u, "name"), "givenName", "Ny");
+    cJSON_Delete(u);
+}
+
+Test(scim_sink, delete_removes_the_user_and_its_memberships)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_slice(&x);
+    apply_all();
+    assert_all_applied();
+    clear_records();
+    add_tombstone("Person", x.s[1]);
+    add_tombstone("Person", x.nobody); /* never a user: a delete of something missing */
+    add_tombstone("Group", x.g_teach);
+    char never[37];
+    sk_uuid_random(never);
+    add_tombstone("Person", never); /* never seen at all */
+    apply_all();
+    assert_all_applied();
+    cJSON *u = one("Users", x.s[1]);
+    cr_assert_null(u, "deleted person still a user");
+    cJSON *g = one("Groups", x.g_teach);
+    cr_assert_null(g, "deleted group still there");
+    const char *klass[] = {x.s[0], x.s[2]};
+    assert_members(x.g_class, klass, 2); /* the server keeps dangling members: we re-send */
+}
+
+Test(scim_sink, deactivate_sets_active_false)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink("on_delete: deactivate\n");
+    add_student(&x, 0, T1, "Alva", NULL);
+    add_student(&x, 1, T1, "Bo", NULL);
+    apply_all();
+    clear_records();
+    add_tombstone("Person", x.s[0]);
+    /* a student whose enrolment is cancelled no longer qualifies either */
+    char *json =
+        sk_asprintf("{\"id\":\"%s\"," META(
+                        T2) ",\"givenName\":\"Bo\",\"familyName\":"
+                            "\"Elev1\",\"eduPersonPrincipalNames\":[\"%s.s1@edu.example.se\"],"
+                            "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\","
+                            "\"startDate\":\"2025-08-18\",\"cancelled\":true}]}",
+                    x.s[1], tag, x.school);
+    add_json("Person", json);
+    free(json);
+    apply_all();
+    assert_all_applied();
+    for (int i = 0; i < 2; i++) {
+        cJSON *u = one("Users", x.s[i]);
+        cr_assert_not_null(u, "deactivated user %d was deleted", i);
+        cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(u, "active")), "user %d active",
+                  i);
+        cJSON_Delete(u);
+    }
+    /* a replay of the delete sends nothing more and stays inactive */
+    apply_all();
+    assert_all_applied();
+}
+
+Test(scim_sink, lost_state_dir_is_rebuilt_by_external_id)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_slice(&x);
+    apply_all();
+    assert_all_applied();
+    char *id_before = scim_id_of(x.s[0]);
+    close_sink();
+    char *cmd = sk_asprintf("rm -rf '%s'", state_dir);
+    cr_assert_eq(system(cmd), 0);
+    free(cmd);
+    open_sink(NULL);
+    apply_all();
+    assert_all_applied();
+    assert_slice(&x);
+    char *id_after = scim_id_of(x.s[0]);
+    cr_assert_str_eq(id_before, id_after, "the user was created again");
+    free(id_before);
+    free(id_after);
+}
+
+Test(scim_sink, server_400_rejects_the_record_with_its_detail)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_student(&x, 0, T1, "Alva", NULL);
+    /* PRECIS (RFC 8265) forbids spaces in a userName: the server answers 400 */
+    char *json =
+        sk_asprintf("{\"id\":\"%s\"," META(
+                        T1) ",\"givenName\":\"Bad\",\"familyName\":"
+                            "\"Name\",\"eduPersonPrincipalNames\":[\"%s bad name@edu.example.se\"],"
+                            "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\","
+                            "\"startDate\":\"2025-08-18\"}]}",
+                    x.s[1], tag, x.school);
+    add_json("Person", json);
+    free(json);
+    add_student(&x, 2, T1, "Cia", NULL);
+    apply_all();
+    cr_assert_eq(outcomes[0].kind, SK_APPLIED, "%s", outcomes[0].err.msg);
+    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
+    cr_assert_eq(outcomes[1].err.cls, SK_ERR_PERMANENT);
+    cr_assert(strstr(outcomes[1].err.msg, "400") && strstr(outcomes[1].err.msg, "spaces"),
+              "no server detail in: %s", outcomes[1].err.msg);
+    cr_assert_eq(outcomes[2].kind, SK_APPLIED, "%s", outcomes[2].err.msg);
+    cJSON *u = one("Users", x.s[2]);
+    cr_assert_not_null(u, "the record after the rejected one was not applied");
+    cJSON_Delete(u);
+}
+
+Test(scim_sink, protected_person_reaches_the_server_minimised)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    char *json = sk_asprintf(
+        "{\"id\":\"%s\"," META(
+            T1) ",\"givenName\":\"Hemlig\",\"familyName\":\"Person\","
+                "\"eduPersonPrincipalNames\":[\"%s.prot@edu.example.se\"],"
+                "\"emails\":[{\"value\":\"%s.prot@edu.example.se\",\"type\":\"Skola elev\"},"
+                "{\"value\":\"hemlig@example.com\",\"type\":\"Privat\"}],"
+                "\"securityMarking\":\"Skyddad "
+                "folkbokföring\",\"civicNo\":{\"value\":\"201201012384\"},"
+                "\"addresses\":[{\"type\":\"Folkbokföring\",\"streetAddress\":\"Gömd väg 1\"}],"
+                "\"phoneNumbers\":[{\"value\":\"+46701234567\",\"type\":\"Hem\"}],"
+                "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\","
+                "\"startDate\":\"2025-08-18\"}]}",
+        x.s[0], tag, tag, x.school);
+    add_json("Person", json);
+    free(json);
+    apply_all();
+    assert_all_applied();
+    cJSON *u = one("Users", x.s[0]);
+    cr_assert_not_null(u, "a protected student still gets an account (minimal)");
+    char *text = cJSON_PrintUnformatted(u);
+    const char *banned[] = {"201201012384", "Gömd",      "+46701234567", "hemlig@example.com",
+                            "Hemlig",       "addresses", "phoneNumbers"};
+    for (size_t i = 0; i < sizeof(banned) / sizeof(banned[0]); i++)
+        cr_assert_null(strstr(text, banned[i]), "\"%s\" reached the server: %s", banned[i], text);
+    char *user_name = sk_asprintf("%s.prot@edu.example.se", tag);
+    assert_str(u, "userName", user_name);
+    free(user_name);
+    free(text);
+    cJSON_Delete(u);
+}
+
+Test(scim_sink, user_name_taken_by_someone_else_is_rejected)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_student(&x, 0, T1, "Alva", NULL);
+    /* another person with the same eduPersonPrincipalName: 409 uniqueness, and
+     * no resource with its own externalId to adopt */
+    char *json =
+        sk_asprintf("{\"id\":\"%s\"," META(
+                        T1) ",\"givenName\":\"Dubbel\",\"familyName\":"
+                            "\"Elev\",\"eduPersonPrincipalNames\":[\"%s.S0@edu.example.se\"],"
+                            "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\","
+                            "\"startDate\":\"2025-08-18\"}]}",
+                    x.s[1], tag, x.school);
+    add_json("Person", json);
+    free(json);
+    apply_all();
+    cr_assert_eq(outcomes[0].kind, SK_APPLIED, "%s", outcomes[0].err.msg);
+    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
+    cr_assert(strstr(outcomes[1].err.msg, "409") && strstr(outcomes[1].err.msg, "uniqueness"), "%s",
+              outcomes[1].err.msg);
+    cJSON *u = one("Users", x.s[1]);
+    cr_assert_null(u, "the duplicate was created anyway");
+}
+
+Test(scim_sink, user_deleted_on_the_server_is_created_again)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    add_student(&x, 0, T1, "Alva", NULL);
+    apply_all();
+    assert_all_applied();
+    char *id = scim_id_of(x.s[0]);
+    char *path = sk_asprintf("/Users/%s", id);
+    cr_assert_eq(http_delete(path), 204);
+    clear_records();
+    add_student(&x, 0, T2, "Alva-Li", NULL);
+    apply_all();
+    assert_all_applied();
+    cJSON *u = one("Users", x.s[0]);
+    cr_assert_not_null(u, "a PUT answered 404 must create the user again");
+    assert_str(cJSON_GetObjectItemCaseSensitive(u, "name"), "givenName", "Alva-Li");
+    cJSON_Delete(u);
+    free(path);
+    free(id);
+}
+
+static void patch_round(const char *dialect)
+{
+    struct ids x;
+    new_ids(&x);
+    char *yaml = sk_asprintf("update: patch\npatch_dialect: %s\nemployee_number_context: hr\n"
+                             "users: [students, staff, guardians]\n",
+                             dialect);
+    open_sink(yaml);
+    free(yaml);
+    add_slice(&x);
+    apply_all();
+    assert_all_applied();
+    cJSON *g = one("Users", x.guardian);
+    cr_assert_not_null(g, "users: guardians provisions the students' responsibles");
+    cJSON_Delete(g);
+    cJSON *t = one("Users", x.teacher);
+    cr_assert_not_null(t);
+    assert_str(cJSON_GetObjectItemCaseSensitive(
+                   t, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"),
+               "employeeNumber", "E0");
+    cJSON_Delete(t);
+    clear_records();
+    /* name change, middleName gone; the class loses a member */
+    add_student(&x, 2, T2, "Nytt", NULL);
+    const char *klass[] = {x.s[0], x.s[2]};
+    add_group(x.g_class, "7A", "Klass", T2, klass, 2);
+    apply_all();
+    assert_all_applied();
+    cJSON *u = one("Users", x.s[2]);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(u, "name");
+    assert_str(name, "givenName", "Nytt");
+    cr_assert_null(cJSON_GetObjectItemCaseSensitive(name, "middleName"), "middleName not removed");
+    cJSON_Delete(u);
+    assert_members(x.g_class, klass, 2);
+}
+
+Test(scim_sink, patch_rfc)
+{
+    patch_round("rfc");
+}
+
+Test(scim_sink, patch_entra)
+{
+    patch_round("entra");
+}
+
+Test(scim_sink, patch_okta)
+{
+    patch_round("okta");
+}
+
+Test(scim_sink, staff_follow_their_duties)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink("staff_roles: [Lärare]\n");
+    add_people(&x);
+    apply_all();
+    assert_all_applied();
+    cJSON *t = one("Users", x.teacher);
+    cr_assert_null(t, "no duty yet: not staff");
+    clear_records();
+    add_duty(x.d_teacher, x.teacher, "Lärare", T1);
+    add_duty(x.d_head, x.head, "Rektor", T1); /* not in staff_roles */
+    apply_all();
+    assert_all_applied();
+    t = one("Users", x.teacher);
+    cr_assert_not_null(t, "a Duty after the Person makes them staff");
+    cJSON_Delete(t);
+    cJSON *h = one("Users", x.head);
+    cr_assert_null(h, "staff_roles filters Rektor out");
+    clear_records();
+    add_tombstone("Duty", x.d_teacher);
+    apply_all();
+    assert_all_applied();
+    t = one("Users", x.teacher);
+    cr_assert_null(t, "the duty is gone: so is the account");
+}
+
+/* ---- a server that throttles ------------------------------------------------------ */
+
+struct canned {
+    int fd;
+    const char *response; /* the same answer to everything, or */
+    const char *(*answer)(struct canned *c, const char *request); /* one per request */
+    int token_requests, bearer_ok, served;
+};
+
+/* Reads one request: headers and Content-Length bytes of body. */
+static void read_request(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (;;) {
+        ssize_t k = read(fd, buf + n, size - 1 - n);
+        if (k <= 0)
+            return;
+        n += (size_t)k;
+        buf[n] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (!end)
+            continue;
+        const char *cl = strcasestr(buf, "content-length:");
+        size_t want = (size_t)(end + 4 - buf) + (cl && cl < end ? (size_t)atol(cl + 15) : 0);
+        if (n >= want || n == size - 1)
+            return;
+    }
+}
+
+static void *serve(void *arg)
+{
+    struct canned *c = arg;
+    for (;;) {
+        int fd = accept(c->fd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        char buf[16384];
+        read_request(fd, buf, sizeof(buf));
+        const char *response = c->answer ? c->answer(c, buf) : c->response;
+        ssize_t w = write(fd, response, strlen(response));
+        (void)w;
+        c->served++;
+        close(fd);
+    }
+}
+
+static void with_server(struct canned *c, void (*check)(const char *url, struct canned *c))
+{
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(c->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    getsockname(c->fd, (struct sockaddr *)&a, &len);
+    cr_assert_eq(listen(c->fd, 8), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, serve, c);
+    char *url = sk_asprintf("http://127.0.0.1:%d", ntohs(a.sin_port));
+    check(url, c);
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    pthread_join(t, NULL);
+    free(url);
+}
+
+static void with_canned_server(const char *response,
+                               void (*check)(const char *url, struct canned *c))
+{
+    struct canned c = {.response = response};
+    with_server(&c, check);
+}
+
+static void check_throttled(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    char *base = sk_asprintf("%s/v2", url);
+    cr_assert_eq(open_with("retry_after_max: 1s\n", base, &err), 0, "%s", err.msg);
+    free(base);
+    struct ids x;
+    new_ids(&x);
+    add_student(&x, 0, T1, "Alva", NULL);
+    add_student(&x, 1, T1, "Bo", NULL);
+    int64_t t0 = sk_mono_ms();
+    apply_all();
+    int64_t took = sk_mono_ms() - t0;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(outcomes[i].kind, SK_RETRY, "record %d: %d", i, outcomes[i].kind);
+        cr_assert_eq(outcomes[i].err.cls, SK_ERR_RETRIABLE);
+        cr_assert(strstr(outcomes[i].err.msg, "429") &&
+                      strstr(outcomes[i].err.msg, "Retry-After 7"),
+                  "%s", outcomes[i].err.msg);
+    }
+    cr_assert_geq(took, 900, "Retry-After not honoured up to retry_after_max (%lld ms)",
+                  (long long)took);
+    cr_assert_lt(took, 5000, "waited once per record instead of once per batch");
+}
+
+Test(scim_sink, throttling_is_retry_with_retry_after)
+{
+    with_canned_server("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n"
+                       "Content-Type: application/scim+json\r\nContent-Length: 2\r\n"
+                       "Connection: close\r\n\r\n{}",
+                       check_throttled);
+}
+
+static void check_unauthorised(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    char *base = sk_asprintf("%s/v2", url);
+    cr_assert_eq(open_with("auth: bearer\ntoken: s3cr3t-token\n", base, &err), 0, "%s", err.msg);
+    free(base);
+    struct ids x;
+    new_ids(&x);
+    add_student(&x, 0, T1, "Alva", NULL);
+    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "401"), "%s", err.msg);
+    cr_assert_null(strstr(err.msg, "s3cr3t"), "the token leaked into: %s", err.msg);
+}
+
+Test(scim_sink, unauthorised_is_fatal_and_does_not_leak_the_token)
+{
+    with_canned_server("HTTP/1.1 401 Unauthorized\r\nContent-Type: application/scim+json\r\n"
+                       "Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+                       check_unauthorised);
+}
+
+Test(scim_sink, connection_refused_is_retry)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(open_with(NULL, "http://127.0.0.1:9/v2", &err), 0, "%s", err.msg);
+    struct ids x;
+    new_ids(&x);
+    add_student(&x, 0, T1, "Alva", NULL);
+    apply_all();
+    cr_assert_eq(outcomes[0].kind, SK_RETRY);
+    cr_assert_eq(outcomes[0].err.cls, SK_ERR_RETRIABLE, "%s", outcomes[0].err.msg);
+}
+
+/* An OAuth2 token endpoint and a SCIM server that wants its token. */
+static const char *oauth_answer(struct canned *c, const char *req)
+{
+    static const char token[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        "Content-Length: 43\r\n\r\n{\"access_token\":\"tok-42\",\"expires_in\":3600}";
+    static const char bad_client[] =
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        "Content-Length: 26\r\n\r\n{\"error\":\"invalid_client\"}";
+    static const char unauthorised[] =
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    static const char empty[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nConnection: close\r\n"
+        "Content-Length: 33\r\n\r\n{\"totalResults\":0,\"Resources\":[]}";
+    static const char created[] =
+        "HTTP/1.1 201 Created\r\nContent-Type: application/scim+json\r\nConnection: close\r\n"
+        "Content-Length: 12\r\n\r\n{\"id\":\"u-1\"}";
+    if (strncmp(req, "POST /token", 11) == 0) {
+        c->token_requests++;
+        bool ok = strstr(req, "grant_type=client_credentials") && strstr(req, "client_id=cid") &&
+                  strstr(req, "client_secret=p%40ss") && strstr(req, "scope=scim.write");
+        return ok ? token : bad_client;
+    }
+    if (!strstr(req, "Authorization: Bearer tok-42"))
+        return unauthorised;
+    c->bearer_ok++;
+    if (strncmp(req, "GET /v2/Users?filter=", 21) == 0)
+        return empty;
+    if (strncmp(req, "POST /v2/Users ", 15) == 0)
+        return created;
+    return unauthorised;
+}
+
+static void check_oauth(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    char *yaml = sk_asprintf("auth: oauth2\ntoken_url: %s/token\nclient_id: cid\n"
+                             "client_secret: p@ss\nscope: scim.write\n",
+                             url);
+    char *base = sk_asprintf("%s/v2", url);
+    cr_assert_eq(open_with(yaml, base, &err), 0, "%s", err.msg);
+    free(yaml);
+    free(base);
+    struct ids x;
+    new_ids(&x);
+    add_student(&x, 0, T1, "Alva", NULL);
+    add_student(&x, 1, T1, "Bo", NULL);
+    apply_all();
+    assert_all_applied();
+    cr_assert_eq(c->token_requests, 1, "the token is cached: %d token requests", c->token_requests);
+    cr_assert_eq(c->bearer_ok, 4, "lookup + create per student with the token: %d", c->bearer_ok);
+}
+
+Test(scim_sink, oauth2_client_credentials_token_is_fetched_once)
+{
+    struct canned c = {.answer = oauth_answer};
+    with_server(&c, check_oauth);
+}
+
+static void check_oauth_refused(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    char *yaml = sk_asprintf("auth: oauth2\ntoken_url: %s/token\nclient_id: wrong\n"
+                             "client_secret: nope-secret\n",
+                             url);
+    char *base = sk_asprintf("%s/v2", url);
+    cr_assert_eq(open_with(yaml, base, &err), 0, "%s", err.msg);
+    free(yaml);
+    free(base);
+    struct ids x;
+    new_ids(&x);
+    add_student(&x, 0, T1, "Alva", NULL);
+    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "invalid_client"), "%s", err.msg);
+    cr_assert_null(strstr(err.msg, "nope-secret"), "the secret leaked into: %s", err.msg);
+}
+
+Test(scim_sink, oauth2_refused_credentials_are_fatal)
+{
+    struct canned c = {.answer = oauth_answer};
+    with_server(&c, check_oauth_refused);
+}
