@@ -293,6 +293,8 @@ int main(int argc, char **argv)
         usage_main(stderr);
         return SK_EXIT_USAGE;
     }
+    /* Once, before any thread exists (libcurl's global state is not thread-safe to set up). */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
