@@ -17,6 +17,7 @@
 #   SK_KAFKA_START_TIMEOUT  seconds to wait for the broker to answer (default 90)
 #   SK_KAFKA_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 30)
 #   SK_KAFKA_HEAP           JVM heap options (default "-Xms256m -Xmx1g")
+#   SK_MVN_ARGS             extra mvn arguments (e.g. -o, -Dmaven.repo.local=DIR)
 #   JAVA                    java binary (default: java on PATH; needs Java 17+)
 set -euo pipefail
 
@@ -63,7 +64,8 @@ fetch() {
 </project>
 EOF
     local mvnlog=$DIST/mvn.log
-    if ! mvn -B -q -f "$DIST/pom.xml" dependency:copy-dependencies \
+    # shellcheck disable=SC2086  # SK_MVN_ARGS is split on purpose
+    if ! mvn -B -q ${SK_MVN_ARGS:-} -f "$DIST/pom.xml" dependency:copy-dependencies \
             -DincludeScope=runtime -DoutputDirectory="$DIST/libs.tmp" >"$mvnlog" 2>&1; then
         tail -n 30 "$mvnlog" >&2
         die "mvn failed (full log: $mvnlog)"
@@ -76,7 +78,8 @@ EOF
         local l4jver=${core#log4j-core-}; l4jver=${l4jver%.jar}
         local binding=log4j-slf4j-impl
         if ls "$DIST/libs.tmp"/slf4j-api-2.*.jar >/dev/null 2>&1; then binding=log4j-slf4j2-impl; fi
-        if ! mvn -B -q -f "$DIST/pom.xml" dependency:copy \
+        # shellcheck disable=SC2086  # SK_MVN_ARGS is split on purpose
+        if ! mvn -B -q ${SK_MVN_ARGS:-} -f "$DIST/pom.xml" dependency:copy \
                 -Dartifact="org.apache.logging.log4j:$binding:$l4jver" \
                 -DoutputDirectory="$DIST/libs.tmp" >>"$mvnlog" 2>&1; then
             tail -n 30 "$mvnlog" >&2
@@ -95,8 +98,8 @@ free_port() {
         python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
         return
     fi
-    local p i
-    for i in $(seq 1 200); do
+    local p _
+    for _ in $(seq 1 200); do
         p=$(( 20000 + RANDOM % 30000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
     done

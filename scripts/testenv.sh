@@ -10,6 +10,7 @@
 #   SK_TEST_BROKERS=127.0.0.1:PORT
 #   SK_TEST_PG='host=127.0.0.1 port=N user=postgres dbname=skolsync_test'
 #   SK_TESTENV_DIR=<absolute state dir>
+#   SK_TEST_SCIM=http://127.0.0.1:PORT/v2   (scripts/scim.sh)
 # See scripts/kafka.sh and scripts/pg.sh for the other SK_* knobs.
 set -euo pipefail
 
@@ -25,14 +26,17 @@ mkdir -p "$TESTENV_DIR"
 # one start/stop at a time per state dir (fd 9 is closed for the service
 # scripts: a broker or postmaster inheriting it would hold the lock forever)
 exec 9>"$TESTENV_DIR/.lock"
-flock 9
+flock -w 300 9 || { log "error: $TESTENV_DIR/.lock held for 300s"; exit 1; }
 
 start() {
     rm -f "$TESTENV_DIR/env"
     # PostgreSQL starts in the background while the broker boots
-    local pgout=$TESTENV_DIR/.pg.start.out pgpid brokers pg
+    local pgout=$TESTENV_DIR/.pg.start.out pgpid brokers pg scimpid
     "$HERE/pg.sh" start >"$pgout" 9>&- &
     pgpid=$!
+    # ... and the SCIM server too (scim2-server from PyPI in a venv)
+    "$HERE/scim.sh" start >/dev/null 9>&- &
+    scimpid=$!
     if ! brokers=$("$HERE/kafka.sh" start 9>&-); then
         wait "$pgpid" || true
         log "error: Kafka did not start"
@@ -42,11 +46,16 @@ start() {
         log "error: PostgreSQL did not start"
         return 1
     fi
+    if ! wait "$scimpid"; then
+        log "error: the SCIM server did not start"
+        return 1
+    fi
     pg=$(cat "$pgout"); rm -f "$pgout"
     cat > "$TESTENV_DIR/env.tmp" <<EOT
 export SK_TEST_BROKERS=$brokers
 export SK_TEST_PG='$pg'
 export SK_TESTENV_DIR='$TESTENV_DIR'
+$(cat "$TESTENV_DIR/scim.env")
 EOT
     mv "$TESTENV_DIR/env.tmp" "$TESTENV_DIR/env"
     cat "$TESTENV_DIR/env"
@@ -57,6 +66,7 @@ stop() {
     rm -f "$TESTENV_DIR/env"
     "$HERE/kafka.sh" stop "$@" 9>&- || rc=1
     "$HERE/pg.sh" stop "$@" 9>&- || rc=1
+    "$HERE/scim.sh" stop 9>&- || rc=1
     if [[ ${1:-} != --keep-data ]]; then
         # leave the (empty) dir alone if others put things there
         rm -f "$TESTENV_DIR/.lock" "$TESTENV_DIR/.pg.start.out"
@@ -69,6 +79,7 @@ status() {
     local rc=0
     "$HERE/kafka.sh" status >/dev/null 9>&- || rc=1
     "$HERE/pg.sh" status >/dev/null 9>&- || rc=1
+    "$HERE/scim.sh" status >/dev/null 9>&- || rc=1
     [[ -f $TESTENV_DIR/env ]] && cat "$TESTENV_DIR/env"
     return $rc
 }

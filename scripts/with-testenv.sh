@@ -22,13 +22,15 @@ if [[ $# -eq 0 ]]; then
 fi
 
 child=
+# (handlers are ':' rather than '': ignored signals would be inherited by
+# testenv.sh and make the stop itself unkillable)
 cleanup() {
-    trap '' INT TERM HUP
+    trap ':' INT TERM HUP
     "$HERE/testenv.sh" stop >&2 || true
 }
 on_signal() {
     local sig=$1 num=$2
-    trap '' INT TERM HUP
+    trap ':' INT TERM HUP
     if [[ -n $child ]] && kill -0 "$child" 2>/dev/null; then
         kill -s "$sig" "$child" 2>/dev/null || true
         # SIGINT is ignored by background children of a script: follow up
