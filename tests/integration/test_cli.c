@@ -355,3 +355,29 @@ Test(cli, sigterm_stops_gracefully_and_http_endpoints_answer, .timeout = 120)
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
     free(out);
 }
+
+/* `make demo` as shipped: etc/demo.yaml on the generator's demo data (paths moved to a temp dir). */
+Test(cli, shipped_demo_config_gives_exactly_the_demo_data, .timeout = 240)
+{
+    char *dir = skt_tmpdir("cli-demo");
+    char *data = skt_fmt("%s/demo-data", dir);
+    char *db = skt_fmt("%s/demo.db", dir);
+    char *cfg = skt_fmt("%s/demo.yaml", dir);
+    char *gen = skt_fmt("python3 %s/tests/fixtures/ss12000_gen.py --seed 2026 --out %s",
+                        SK_SOURCE_DIR, data);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(gen, 120, &out), 0, "%s", out);
+    free(out);
+    char *sed = skt_fmt("sed -e 's#build/demo-data#%s#' -e 's#build/demo.db#%s#' "
+                        "%s/etc/demo.yaml > %s",
+                        data, db, SK_SOURCE_DIR, cfg);
+    cr_assert_eq(skt_sh(sed, 10, NULL), 0);
+    char *args = skt_fmt("run --once -c %s", cfg);
+    int rc;
+    out = run_skolsync(args, 200, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_geq(skt_count_records(data), 300);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
+    free(out);
+}
