@@ -199,6 +199,12 @@ struct sk_offsets {
 };
 
 void sk_offsets_add(struct sk_offsets *o, const char *topic, int32_t partition, int64_t next);
+/*
+ * The offsets a sink stores with a batch: for every partition in recs,
+ * next_offset = highest offset + 1 (records of every outcome count: the
+ * driver dead-letters rejected ones before it commits). Replaces o's content.
+ */
+void sk_offsets_of_batch(struct sk_offsets *o, const struct sk_record *recs, size_t n);
 void sk_offsets_free(struct sk_offsets *o);
 
 struct sk_sink {

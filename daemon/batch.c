@@ -97,6 +97,16 @@ void sk_offsets_add(struct sk_offsets *o, const char *topic, int32_t partition, 
     o->n++;
 }
 
+void sk_offsets_of_batch(struct sk_offsets *o, const struct sk_record *recs, size_t n)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->v[i].topic);
+    o->n = 0;
+    for (size_t i = 0; i < n; i++)
+        if (recs[i].topic && recs[i].offset >= 0)
+            sk_offsets_add(o, recs[i].topic, recs[i].partition, recs[i].offset + 1);
+}
+
 void sk_offsets_free(struct sk_offsets *o)
 {
     for (size_t i = 0; i < o->n; i++)

@@ -121,12 +121,6 @@ struct state_table {
     sqlite3_stmt *upsert, *delete;
 };
 
-struct part_max {
-    const char *topic; /* borrowed from the records during apply */
-    int32_t partition;
-    int64_t max_offset;
-};
-
 struct oneroster_sink {
     const char *component;
     const struct oneroster_conf *conf;
@@ -134,8 +128,7 @@ struct oneroster_sink {
     sqlite3 *db; /* apply's connection (the sink's thread only) */
     struct state_table tables[N_MAPPED];
     sqlite3_stmt *begin, *commit, *rollback, *offset_upsert, *offset_select, *count_change;
-    struct part_max *parts;
-    size_t n_parts, cap_parts;
+    struct sk_offsets parts; /* of the batch being applied, reused */
 
     pthread_mutex_t write_mu; /* one bundle write at a time */
     pthread_mutex_t mu;       /* guards the fields below */
@@ -334,7 +327,7 @@ static void oneroster_close(struct sk_sink *self)
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->cv);
-    free(s->parts);
+    sk_offsets_free(&s->parts);
     free(s->db_path);
     free(s);
     self->priv = NULL;
@@ -399,26 +392,6 @@ static struct state_table *table_for(struct oneroster_sink *s, const struct sk_e
         if (strcmp(s->tables[i].collection, e->collection) == 0)
             return &s->tables[i];
     return NULL;
-}
-
-static void note_offset(struct oneroster_sink *s, const struct sk_record *r)
-{
-    if (!r->topic || r->offset < 0)
-        return;
-    for (size_t i = 0; i < s->n_parts; i++) {
-        struct part_max *p = &s->parts[i];
-        if (p->partition == r->partition && strcmp(p->topic, r->topic) == 0) {
-            if (r->offset > p->max_offset)
-                p->max_offset = r->offset;
-            return;
-        }
-    }
-    if (s->n_parts == s->cap_parts) {
-        s->cap_parts = s->cap_parts ? s->cap_parts * 2 : 8;
-        s->parts = sk_realloc(s->parts, s->cap_parts * sizeof(*s->parts));
-    }
-    s->parts[s->n_parts++] =
-        (struct part_max){.topic = r->topic, .partition = r->partition, .max_offset = r->offset};
 }
 
 static int store_offset(struct oneroster_sink *s, const char *incarnation, const char *topic,
@@ -528,7 +501,7 @@ static int oneroster_apply(struct sk_sink *self, const struct sk_record *recs, s
     struct oneroster_sink *s = self->priv;
     if (n == 0)
         return 0;
-    s->n_parts = 0;
+    sk_offsets_of_batch(&s->parts, recs, n);
     int64_t changed = 0;
     int rc = run(s->begin);
     if (rc != SQLITE_DONE)
@@ -536,14 +509,13 @@ static int oneroster_apply(struct sk_sink *self, const struct sk_record *recs, s
     for (size_t i = 0; i < n; i++) {
         out[i].kind = SK_APPLIED;
         sk_error_clear(&out[i].err);
-        note_offset(s, &recs[i]);
         rc = apply_record(s, &recs[i], &changed);
         if (rc != SQLITE_DONE)
             return fail_batch(s, rc, n, out, err);
     }
-    for (size_t i = 0; i < s->n_parts && rc == SQLITE_DONE; i++)
-        rc = store_offset(s, self->incarnation, s->parts[i].topic, s->parts[i].partition,
-                          s->parts[i].max_offset + 1);
+    for (size_t i = 0; i < s->parts.n && rc == SQLITE_DONE; i++)
+        rc = store_offset(s, self->incarnation, s->parts.v[i].topic, s->parts.v[i].partition,
+                          s->parts.v[i].next_offset);
     if (rc == SQLITE_DONE && changed) {
         sqlite3_bind_int64(s->count_change, 1, changed);
         rc = run(s->count_change);

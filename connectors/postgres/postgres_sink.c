@@ -373,12 +373,6 @@ struct plan {
     bool cleared;
 };
 
-struct part_max {
-    const char *topic; /* borrowed from the records for the duration of apply */
-    int32_t partition;
-    int64_t max_offset;
-};
-
 struct pg_sink {
     const char *component;
     char *conninfo;  /* secret: never printed */
@@ -397,8 +391,7 @@ struct pg_sink {
     size_t n_plans, cap_plans;
     size_t *slots; /* open addressing over plans: index + 1, 0 = empty */
     size_t cap_slots;
-    struct part_max *parts;
-    size_t n_parts, cap_parts;
+    struct sk_offsets parts; /* of the batch being applied, reused */
 };
 
 /* ---- libpq helpers --------------------------------------------------------- */
@@ -785,7 +778,7 @@ static void pg_close(struct sk_sink *self)
     free(s->offsets_select_sql);
     free(s->plans);
     free(s->slots);
-    free(s->parts);
+    sk_offsets_free(&s->parts);
     free(s->target);
     free(s->schema);
     free(s->qschema);
@@ -863,27 +856,6 @@ static struct pg_table *find_table(struct pg_sink *s, const struct sk_entity *e)
         if (s->tables[i].entity == e)
             return &s->tables[i];
     return NULL;
-}
-
-/* Remembers the highest offset per partition (records of every outcome count). */
-static void note_offset(struct pg_sink *s, const struct sk_record *r)
-{
-    if (!r->topic || r->offset < 0)
-        return;
-    for (size_t i = 0; i < s->n_parts; i++) {
-        struct part_max *p = &s->parts[i];
-        if (p->partition == r->partition && strcmp(p->topic, r->topic) == 0) {
-            if (r->offset > p->max_offset)
-                p->max_offset = r->offset;
-            return;
-        }
-    }
-    if (s->n_parts == s->cap_parts) {
-        s->cap_parts = s->cap_parts ? s->cap_parts * 2 : 8;
-        s->parts = sk_realloc(s->parts, s->cap_parts * sizeof(*s->parts));
-    }
-    s->parts[s->n_parts++] =
-        (struct part_max){.topic = r->topic, .partition = r->partition, .max_offset = r->offset};
 }
 
 static void reject(struct sk_outcome *o, const char *fmt, ...)
@@ -1067,11 +1039,11 @@ static int store_offsets(struct pg_sink *s, const char *incarnation, const struc
 static void batch_offsets_json(const struct pg_sink *s, struct buf *b)
 {
     buf_adds(b, "[");
-    for (size_t i = 0; i < s->n_parts; i++) {
+    for (size_t i = 0; i < s->parts.n; i++) {
         buf_adds(b, i ? ",{\"topic\":" : "{\"topic\":");
-        buf_json_string(b, s->parts[i].topic);
-        buf_printf(b, ",\"p\":%" PRId32 ",\"n\":%" PRId64 "}", s->parts[i].partition,
-                   s->parts[i].max_offset + 1);
+        buf_json_string(b, s->parts.v[i].topic);
+        buf_printf(b, ",\"p\":%" PRId32 ",\"n\":%" PRId64 "}", s->parts.v[i].partition,
+                   s->parts.v[i].next_offset);
     }
     buf_adds(b, "]");
 }
@@ -1099,7 +1071,7 @@ static int apply_bulk(struct pg_sink *s, const char *incarnation, const struct b
                                         record_level, err) < 0)
             return -1;
     }
-    if (s->n_parts && store_offsets(s, incarnation, offsets, err) < 0)
+    if (s->parts.n && store_offsets(s, incarnation, offsets, err) < 0)
         return -1;
     return exec0(s, "COMMIT", "COMMIT", err);
 }
@@ -1155,7 +1127,7 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
         if (exec0(s, "ROLLBACK TO SAVEPOINT", "ROLLBACK TO SAVEPOINT skolsync_record", err) < 0)
             goto out;
     }
-    if (s->n_parts && store_offsets(s, incarnation, offsets, err) < 0)
+    if (s->parts.n && store_offsets(s, incarnation, offsets, err) < 0)
         goto out;
     rc = exec0(s, "COMMIT", "COMMIT", err);
 out:
@@ -1184,12 +1156,11 @@ static int pg_apply(struct sk_sink *self, const struct sk_record *recs, size_t n
     struct pg_sink *s = self->priv;
     if (n == 0)
         return 0;
-    s->n_parts = 0;
+    sk_offsets_of_batch(&s->parts, recs, n);
     plan_reset(s, n);
     for (size_t i = 0; i < n; i++) {
         out[i].kind = SK_APPLIED;
         sk_error_clear(&out[i].err);
-        note_offset(s, &recs[i]);
         struct pg_table *t = check_record(s, &recs[i], &out[i]);
         if (t)
             plan_record(plan_for(s, t, recs[i].key), &recs[i]);

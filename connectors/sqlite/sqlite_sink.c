@@ -68,12 +68,6 @@ struct sink_table {
 };
 
 /* The highest offset of one partition within the batch being applied. */
-struct part_max {
-    const char *topic; /* borrowed from the records for the duration of apply */
-    int32_t partition;
-    int64_t max_offset;
-};
-
 struct sqlite_sink {
     const char *component;
     sqlite3 *db;
@@ -82,8 +76,7 @@ struct sqlite_sink {
     sqlite3_stmt *begin, *commit, *rollback;
     sqlite3_stmt *savepoint, *release, *rollback_to;
     sqlite3_stmt *offset_upsert, *offset_select;
-    struct part_max *parts; /* reused across apply calls */
-    size_t n_parts, cap_parts;
+    struct sk_offsets parts; /* of the batch being applied, reused */
     char *json;             /* a record's doc printed, reused across records */
     size_t json_cap;
 };
@@ -192,7 +185,7 @@ static void sqlite_close(struct sk_sink *self)
     sqlite3_close(s->db);
     free(s->json);
     free(s->tables);
-    free(s->parts);
+    sk_offsets_free(&s->parts);
     free(s);
     self->priv = NULL;
 }
@@ -396,27 +389,6 @@ static struct sink_table *find_table(struct sqlite_sink *s, const struct sk_enti
     return NULL;
 }
 
-/* Remembers the highest offset per partition (records of every outcome count). */
-static void note_offset(struct sqlite_sink *s, const struct sk_record *r)
-{
-    if (!r->topic || r->offset < 0)
-        return;
-    for (size_t i = 0; i < s->n_parts; i++) {
-        struct part_max *p = &s->parts[i];
-        if (p->partition == r->partition && strcmp(p->topic, r->topic) == 0) {
-            if (r->offset > p->max_offset)
-                p->max_offset = r->offset;
-            return;
-        }
-    }
-    if (s->n_parts == s->cap_parts) {
-        s->cap_parts = s->cap_parts ? s->cap_parts * 2 : 8;
-        s->parts = sk_realloc(s->parts, s->cap_parts * sizeof(*s->parts));
-    }
-    s->parts[s->n_parts++] =
-        (struct part_max){.topic = r->topic, .partition = r->partition, .max_offset = r->offset};
-}
-
 /* Offsets are stored under the broker incarnation they belong to (connector.h). */
 static int store_offset(struct sqlite_sink *s, const char *incarnation, const char *topic,
                         int32_t partition, int64_t next_offset, const char *now)
@@ -539,23 +511,22 @@ static int sqlite_apply(struct sk_sink *self, const struct sk_record *recs, size
         return 0;
     char now[TIME_LEN], msg[512];
     format_utc(sk_now_us(), now);
-    s->n_parts = 0;
+    sk_offsets_of_batch(&s->parts, recs, n);
     int rc = run(s->begin);
     if (rc != SQLITE_DONE)
         return fail_batch(s, rc, "BEGIN", sqlite3_errmsg(s->db), n, out, err);
     for (size_t i = 0; i < n; i++) {
         out[i].kind = SK_APPLIED;
         sk_error_clear(&out[i].err);
-        note_offset(s, &recs[i]);
         msg[0] = '\0';
         rc = apply_record(s, &recs[i], now, &out[i], msg, sizeof(msg));
         if (rc != SQLITE_DONE)
             return fail_batch(s, rc, recs[i].entity ? recs[i].entity->collection : "record",
                               msg[0] ? msg : sqlite3_errmsg(s->db), n, out, err);
     }
-    for (size_t i = 0; i < s->n_parts; i++) {
-        const struct part_max *p = &s->parts[i];
-        rc = store_offset(s, self->incarnation, p->topic, p->partition, p->max_offset + 1, now);
+    for (size_t i = 0; i < s->parts.n; i++) {
+        const struct sk_offset *p = &s->parts.v[i];
+        rc = store_offset(s, self->incarnation, p->topic, p->partition, p->next_offset, now);
         if (rc != SQLITE_DONE)
             return fail_batch(s, rc, "skolsync_offsets", sqlite3_errmsg(s->db), n, out, err);
     }
