@@ -20,23 +20,10 @@ int sk_cursor_store_load(struct sk_kafka *k, const char *name, struct sk_cursor 
     out->data = NULL;
     out->len = 0;
     char *client_id = sk_asprintf("skolsync-cursor-%s", name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, err);
+    rd_kafka_t *rk = sk_kafka_reader_new(k, client_id, err);
     free(client_id);
-    if (!conf)
+    if (!rk)
         return -1;
-    if (sk_kafka_conf_set(conf, "isolation.level", "read_committed", err) ||
-        sk_kafka_conf_set(conf, "enable.partition.eof", "true", err) ||
-        sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
-        sk_kafka_conf_set(conf, "group.id", "skolsync-cursor-reader", err)) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return sk_error_set(err, SK_ERR_FATAL, "cannot create cursor reader: %s", errstr);
-    }
     const char *topic = sk_kafka_cursor_topic(k);
     int rc = 0;
     int64_t lo = 0, hi = 0;

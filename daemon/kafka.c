@@ -117,13 +117,16 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 }
 
 rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_id,
-                                   struct sk_error *err)
+                                   const char *const *defaults, struct sk_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, log_cb);
     if (sk_kafka_conf_set(conf, "bootstrap.servers", k->bootstrap, err) ||
         sk_kafka_conf_set(conf, "client.id", client_id, err))
         goto fail;
+    for (size_t i = 0; defaults && defaults[i]; i += 2)
+        if (sk_kafka_conf_set(conf, defaults[i], defaults[i + 1], err))
+            goto fail;
     if (k->embedded) {
         /* The mock cluster's group coordinator waits session.timeout.ms - 1 s on
          * rebalances (c-engineering.md §2.3): keep it short. */
@@ -139,10 +142,34 @@ fail:
     return NULL;
 }
 
+rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
+                                struct sk_error *err)
+{
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, NULL, err);
+    if (!conf)
+        return NULL;
+    if (sk_kafka_conf_set(conf, "isolation.level", "read_committed", err) ||
+        sk_kafka_conf_set(conf, "enable.partition.eof", "true", err) ||
+        sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
+        sk_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+        /* assign() only: the group is never joined, nothing is committed */
+        sk_kafka_conf_set(conf, "group.id", "skolsync-reader", err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, SK_ERR_RETRIABLE, "cannot create a Kafka reader: %s", errstr);
+    }
+    return rk;
+}
+
 /* A short-lived producer handle for admin requests and metadata. */
 static rd_kafka_t *admin_client(const struct sk_kafka *k, struct sk_error *err)
 {
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-admin", err);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-admin", NULL, err);
     if (!conf)
         return NULL;
     if (sk_kafka_conf_set(conf, "allow.auto.create.topics", "false", err)) {

@@ -57,11 +57,22 @@ const char *sk_kafka_cursor_topic(const struct sk_kafka *k);
 const char *sk_kafka_dlq_topic(const struct sk_kafka *k);
 
 /*
- * A new client configuration with bootstrap servers, client.id and the
- * user's properties applied. Caller owns it (rd_kafka_new takes it).
+ * A new client configuration: bootstrap servers and client.id, then
+ * `defaults` (NULL-terminated name, value pairs: tuning the user may
+ * override), then the user's kafka.properties. Settings the delivery rules
+ * depend on are set by the caller afterwards, so no property can undo them.
+ * Caller owns it (rd_kafka_new takes it).
  */
 rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_id,
-                                   struct sk_error *err);
+                                   const char *const *defaults, struct sk_error *err);
+
+/*
+ * A consumer for reading topics to their end outside any group's offsets:
+ * read_committed, partition EOF events, no commits. Caller assigns and
+ * destroys it. NULL with err.
+ */
+rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
+                                struct sk_error *err);
 /* Sets one property or fails with err (FATAL). */
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);

@@ -165,7 +165,7 @@ static int dlq_open(struct sink_run *run, struct sk_error *err)
     if (run->dlq)
         return 0;
     char *cid = sk_asprintf("skolsync-dlq-%s", run->env->runner.name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(run->env->kafka, cid, err);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(run->env->kafka, cid, NULL, err);
     free(cid);
     if (!conf)
         return -1;
@@ -604,7 +604,12 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     struct sk_sink_env *env = run->env;
     char *cid = sk_asprintf("skolsync-sink-%s", env->runner.name);
     char *group = sk_asprintf("skolsync-%s", env->runner.name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, err);
+    /* Bounded memory (README "Memory"): the fetcher keeps at most this much
+     * per consumer ahead of the sink, whatever the target's speed. */
+    static const char *const defaults[] = {
+        "queued.max.messages.kbytes", "8192", "queued.min.messages", "1000",
+        "fetch.max.bytes", "8388608", NULL};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, defaults, err);
     int rc = -1;
     if (!conf)
         goto out;
@@ -665,19 +670,10 @@ static int query_drain_targets(struct sink_run *run)
 {
     struct sk_error err = {0};
     char *cid = sk_asprintf("skolsync-drain-%s", run->env->runner.name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(run->env->kafka, cid, &err);
+    rd_kafka_t *rk = sk_kafka_reader_new(run->env->kafka, cid, &err);
     free(cid);
-    if (!conf || sk_kafka_conf_set(conf, "isolation.level", "read_committed", &err)) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
+    if (!rk)
         return -1;
-    }
-    char errstr[256];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
     int rc = 0;
     for (size_t i = 0; i < run->n_parts && rc == 0; i++) {
         struct part *p = &run->parts[i];

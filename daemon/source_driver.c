@@ -82,15 +82,18 @@ static int producer_create(struct source_run *run, struct sk_error *err)
 {
     struct sk_source_env *env = run->env;
     char *client_id = sk_asprintf("skolsync-src-%s", env->runner.name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, err);
+    /* Tuning the user may override; the queue bound is the back-pressure
+     * point: a full queue stops the source from being polled. */
+    static const char *const defaults[] = {
+        "linger.ms", "5", "compression.type", "lz4", "queue.buffering.max.kbytes", "16384",
+        "queue.buffering.max.messages", "50000", NULL};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, defaults, err);
     free(client_id);
     if (!conf)
         return -1;
     run->txn = sk_kafka_transactional(env->kafka);
     /* Idempotence always: no duplicates from librdkafka's own retries. */
-    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err) ||
-        sk_kafka_conf_set(conf, "linger.ms", "5", err) ||
-        sk_kafka_conf_set(conf, "compression.type", "lz4", err))
+    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err))
         goto fail;
     if (run->txn) {
         /* Stable per connector: a restarted daemon fences its zombie predecessor. */

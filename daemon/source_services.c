@@ -76,27 +76,12 @@ int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
     struct sk_kafka *k = self->env->kafka;
     char *topic = sk_kafka_topic_for(k, e->collection);
     char *cid = sk_asprintf("skolsync-live-%s", self->name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, cid, err);
-    free(cid);
     int rc = -1;
-    rd_kafka_t *rk = NULL;
     struct idmap map = {0};
-    if (!conf)
+    rd_kafka_t *rk = sk_kafka_reader_new(k, cid, err);
+    free(cid);
+    if (!rk)
         goto out;
-    if (sk_kafka_conf_set(conf, "isolation.level", "read_committed", err) ||
-        sk_kafka_conf_set(conf, "enable.partition.eof", "true", err) ||
-        sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
-        sk_kafka_conf_set(conf, "group.id", "skolsync-live-reader", err)) {
-        rd_kafka_conf_destroy(conf);
-        goto out;
-    }
-    char errstr[256];
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_RETRIABLE, "live ids: %s", errstr);
-        goto out;
-    }
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     rd_kafka_resp_err_t me = rd_kafka_metadata(rk, 0, rkt, &md, 15000);

@@ -128,7 +128,7 @@ Test(kafka_e2e, aborted_transaction_is_invisible_to_the_sink, .timeout = 180)
     cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
     char *topic = sk_kafka_topic_for(k, "persons");
 
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "test-txn", &err);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "test-txn", NULL, &err);
     char *tid = skt_fmt("test-abort-%s", s.suffix);
     cr_assert_eq(sk_kafka_conf_set(conf, "transactional.id", tid, &err), 0);
     char errstr[256];
