@@ -206,6 +206,13 @@ static int cmd_connectors(int argc, char **argv)
     printf("  %-28s %-9s %-12s %s\n", "option", "type", "default", "description");
     print_options(src ? sk_source_settings_options : sk_sink_settings_options, "");
     print_options(src ? src->options : snk->options, "");
+    if (snk) {
+        printf("\nprivacy defaults of %s: protected_identities %s, drop_fields [", snk->type,
+               snk->default_protected ? snk->default_protected : "allow");
+        for (size_t i = 0; snk->default_drop_fields && snk->default_drop_fields[i]; i++)
+            printf("%s%s", i ? ", " : "", snk->default_drop_fields[i]);
+        printf("]\n");
+    }
     return 0;
 }
 

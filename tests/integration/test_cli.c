@@ -193,17 +193,31 @@ Test(cli, missing_required_option_and_bad_duration_reported_together)
     free(out);
 }
 
-Test(cli, valid_config_checks_ok)
+Test(cli, every_shipped_config_checks_ok)
 {
-    /* the reference config refers to this secret */
+    /* the shipped configs refer to these secrets */
     setenv("SKOLSYNC_KAFKA_PASSWORD", "not-a-real-password", 1);
-    int rc;
-    char *out = run_skolsync("check -c " SK_SOURCE_DIR "/etc/demo.yaml", 10, &rc);
-    cr_assert_eq(rc, 0, "%s", out);
-    free(out);
-    out = run_skolsync("check -c " SK_SOURCE_DIR "/etc/skolsync.yaml", 10, &rc);
-    cr_assert_eq(rc, 0, "the reference config must be valid:\n%s", out);
-    free(out);
+    setenv("SKOLSYNC_PG_CONNINFO", "host=db.invalid dbname=x", 1);
+    setenv("SKOLSYNC_SCIM_SECRET", "not-a-real-secret", 1);
+    setenv("SKOLSYNC_SS12000_SECRET", "not-a-real-secret", 1);
+    char *list = NULL;
+    cr_assert_eq(skt_sh("ls " SK_SOURCE_DIR "/etc/*.yaml " SK_SOURCE_DIR "/etc/examples/*.yaml", 10,
+                        &list),
+                 0);
+    int checked = 0;
+    for (char *save = NULL, *path = strtok_r(list, "\n", &save); path;
+         path = strtok_r(NULL, "\n", &save)) {
+        char *args = skt_fmt("check -c %s", path);
+        int rc;
+        char *out = run_skolsync(args, 10, &rc);
+        cr_assert_eq(rc, 0, "%s must be valid:\n%s", path, out);
+        cr_assert_null(strstr(out, "not-a-real"), "a secret was printed:\n%s", out);
+        free(out);
+        free(args);
+        checked++;
+    }
+    cr_assert_geq(checked, 5);
+    free(list);
 }
 
 Test(cli, secret_is_never_printed_by_check)
