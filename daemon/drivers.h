@@ -9,23 +9,24 @@
 #include "connector.h"
 #include "http.h"
 #include "kafka.h"
+#include "policy.h"
 #include "privacy.h"
 #include "runner.h"
 
 /* Settings every source has, whatever its type (validated by the core). */
 struct sk_source_settings {
+    struct sk_failure_policy policy; /* first: SK_FAILURE_POLICY_OPTIONS rows point here */
     char *type;
     int64_t poll_interval_ms;
-    int64_t retry_base_ms, retry_cap_ms;
 };
 
 /* Settings every sink has. */
 struct sk_sink_settings {
+    struct sk_failure_policy policy; /* first: SK_FAILURE_POLICY_OPTIONS rows point here */
     char *type;
     struct sk_strlist entities; /* names or collections; empty = all */
     int64_t batch_size;
     int64_t batch_linger_ms;
-    int64_t retry_base_ms, retry_cap_ms;
     struct sk_strlist drop_fields;  /* empty: the sink type's default */
     char *protected_identities;     /* NULL: the sink type's default */
 };
@@ -34,7 +35,7 @@ extern const struct sk_option sk_source_settings_options[];
 extern const struct sk_option sk_sink_settings_options[];
 
 struct sk_source_env {
-    struct sk_runner runner;
+    struct sk_runner runner; /* first: a runner pointer is an env pointer (daemon_internal.h) */
     struct sk_source source;
     struct sk_source_settings settings;
     struct sk_kafka *kafka;
@@ -44,7 +45,7 @@ struct sk_source_env {
 };
 
 struct sk_sink_env {
-    struct sk_runner runner;
+    struct sk_runner runner; /* first, as above */
     struct sk_sink sink;
     struct sk_sink_settings settings;
     struct sk_kafka *kafka;

@@ -94,7 +94,10 @@ static bool find_route(struct sk_http *h, const char *method, const char *path, 
     pthread_mutex_lock(&h->mu);
     for (size_t i = 0; i < h->n_routes && !found; i++) {
         struct route *r = &h->routes[i];
-        if (strcmp(r->path, path) != 0)
+        size_t len = strlen(r->path);
+        bool match = len && r->path[len - 1] == '*' ? strncmp(r->path, path, len - 1) == 0
+                                                     : strcmp(r->path, path) == 0;
+        if (!match)
             continue;
         *path_known = true;
         if (strcmp(r->method, "*") == 0 || strcmp(r->method, method) == 0) {

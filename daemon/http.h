@@ -22,7 +22,12 @@ struct sk_http;
 struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_error *err);
 /* The bound port (useful with port 0). */
 int sk_http_port(const struct sk_http *h);
-/* Adds a route (any thread, any time). Exact path; "*" as method matches any. */
+/*
+ * Adds a route (any thread, any time). Exact path, or a prefix when the path
+ * ends in a star, as in "/api/v1/connectors/" followed by a star; "*" as method
+ * matches any. The first
+ * matching route wins.
+ */
 int sk_http_route(struct sk_http *h, const char *method, const char *path, sk_http_handler fn,
                   void *ctx, struct sk_error *err);
 /* Removes every route whose ctx is ctx (a connector going away). */

@@ -111,6 +111,13 @@ struct sk_lag_collect_options {
     size_t n_groups;
     const char *prefix; /* default "skolsync-" */
     bool all_groups;
+    /* Topics the groups read (optional). Given, every partition of them is
+     * reported, committed or not (a sink that never committed shows its whole
+     * backlog). The embedded broker's OffsetFetch ignores "all topics", so
+     * there the partitions of every topic are asked for and those without a
+     * commit are left out unless listed here. */
+    const char *const *topics;
+    size_t n_topics;
     /* Members through DescribeConsumerGroups. Forced off on the embedded broker. */
     bool describe_members;
     int64_t timeout_ms;  /* per admin request and for the reader (default 10000) */

@@ -36,8 +36,26 @@ void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *n
     pthread_condattr_destroy(&ca);
 }
 
+const double sk_hist_bounds[SK_HIST_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                0.5,   1,     2.5,  5,     10,   30,  60};
+
+void sk_hist_observe_us(struct sk_histogram *h, int64_t us)
+{
+    if (us < 0)
+        us = 0;
+    double secs = (double)us / 1e6;
+    size_t i = 0;
+    while (i < SK_HIST_BUCKETS && secs > sk_hist_bounds[i])
+        i++;
+    atomic_fetch_add(&h->buckets[i], 1);
+    atomic_fetch_add(&h->count, 1);
+    atomic_fetch_add(&h->sum_us, (uint_fast64_t)us);
+}
+
 void sk_runner_destroy(struct sk_runner *r)
 {
+    free(r->fingerprint);
+    r->fingerprint = NULL;
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r->name);

@@ -30,6 +30,16 @@ const char *sk_runner_state_name(enum sk_runner_state s);
 
 enum sk_runner_kind { SK_RUNNER_SOURCE, SK_RUNNER_SINK };
 
+/* A Prometheus histogram of seconds with fixed buckets; lock-free. */
+#define SK_HIST_BUCKETS 14
+extern const double sk_hist_bounds[SK_HIST_BUCKETS]; /* upper bounds in seconds; +Inf implied */
+struct sk_histogram {
+    atomic_uint_fast64_t buckets[SK_HIST_BUCKETS + 1]; /* not cumulative; last = +Inf */
+    atomic_uint_fast64_t count;
+    atomic_uint_fast64_t sum_us;
+};
+void sk_hist_observe_us(struct sk_histogram *h, int64_t us);
+
 struct sk_runner {
     enum sk_runner_kind kind;
     char *name;
@@ -38,6 +48,8 @@ struct sk_runner {
     bool started;
     atomic_int state;
     atomic_bool stop;              /* set by the supervisor: finish and exit */
+    atomic_bool paused;            /* set by the API: no polling / partitions paused */
+    atomic_uint_fast64_t restarts; /* by the supervisor after failures or on request */
     atomic_uint_fast64_t records;  /* source: records stored in Kafka; sink: records applied */
     atomic_uint_fast64_t failed;   /* source: bad inputs; sink: rejected records */
     atomic_uint_fast64_t dead_lettered;
@@ -45,9 +57,20 @@ struct sk_runner {
     atomic_uint_fast64_t cycles;   /* source: completed poll cycles; sink: batches */
     atomic_uint_fast64_t per_entity[SK_ENTITY_COUNT];
     atomic_int_fast64_t progress_done, progress_total;
+    struct sk_histogram work_seconds; /* source: one poll; sink: one apply of a batch */
+    struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */
     atomic_bool drained;           /* sink: caught up with the drain target (--once) */
     atomic_bool drain_requested;   /* supervisor: sources are done, drain to the end now */
     int64_t started_mono_ms;
+
+    /* The supervisor's own bookkeeping (main thread only, but restart_requested). */
+    atomic_bool restart_requested; /* API: restart this connector */
+    atomic_bool reload_cursor;     /* source: read the cursor again before polling */
+    int restart_attempt;
+    int64_t restart_at_ms;         /* when a failed connector is restarted (0: not scheduled) */
+    int64_t healthy_since_ms;
+    const void *def;               /* its definition in the configuration */
+    char *fingerprint;             /* of that definition, to see what a reload changed */
 
     pthread_mutex_t mu;            /* guards last_error and the wake flag */
     pthread_cond_t cv;

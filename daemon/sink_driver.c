@@ -38,11 +38,7 @@ const struct sk_option sk_sink_settings_options[] = {
     {"batch_linger", SK_OPT_DURATION, "100ms", false,
      "longest wait for a batch to fill before it is applied",
      offsetof(struct sk_sink_settings, batch_linger_ms), .min = 0, .max = 60000},
-    {"retry_backoff", SK_OPT_DURATION, "500ms", false,
-     "first wait after a retriable error (doubles, with jitter)",
-     offsetof(struct sk_sink_settings, retry_base_ms), .min = 1, .max = 3600000},
-    {"retry_backoff_max", SK_OPT_DURATION, "60s", false, "longest wait between retries",
-     offsetof(struct sk_sink_settings, retry_cap_ms), .min = 1, .max = 86400000},
+    SK_FAILURE_POLICY_OPTIONS,
     {"drop_fields", SK_OPT_LIST, NULL, false,
      "entity fields never written to the target, e.g. [civicNo, addresses] "
      "(default: the sink type's)",
@@ -109,6 +105,7 @@ struct sink_run {
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs; /* decoded entities of recs, owned here */
+    bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
 };
 
 static struct part *part_find(struct sink_run *run, const char *topic, int32_t partition)
@@ -278,6 +275,7 @@ static void decode(struct sink_run *run, size_t i)
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);
     if (!doc) {
+        run->driver_rejected[i] = true;
         run->outs[i].kind = SK_REJECTED;
         sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT, "value is not a valid %s message",
                      sk_entity_schema(r->entity));
@@ -328,10 +326,12 @@ static void build_records(struct sink_run *run)
         }
         run->outs[i].kind = SK_APPLIED;
         sk_error_clear(&run->outs[i].err);
+        run->driver_rejected[i] = false;
         r->modified_us = INT64_MIN;
         /* DESIGN.md: the key is the entity's lowercase UUID; anything else is
          * not ours to apply. */
         if (!r->entity || sk_uuid_normalize(key, r->key) != 0) {
+            run->driver_rejected[i] = true;
             run->outs[i].kind = SK_REJECTED;
             sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT,
                          r->entity ? "record key is not a UUID" : "topic not consumed by sink");
@@ -343,103 +343,138 @@ static void build_records(struct sink_run *run)
 }
 
 /*
- * Applies the pending records with retries. Returns 0 when every record is
- * applied or dead-lettered; -1 when it gave up (stop, revoked, fatal): then
- * nothing past the last fully handled record is committed.
+ * One pass of the sink over recs[from, n): apply runs over maximal stretches
+ * of records the driver did not reject itself (bad key, undecodable). Returns
+ * the index of the first record to retry (n if none) with its error in err.
  */
-static int apply_pending(struct sink_run *run)
+static size_t apply_range(struct sink_run *run, size_t from, struct sk_error *err)
 {
     struct sk_sink_env *env = run->env;
-    struct sk_runner *r = &env->runner;
-    size_t n = run->n_pending;
-    build_records(run);
-
-    /* Records already rejected by the key check are skipped by the sink:
-     * apply runs over maximal runs of records still to be applied. */
-    size_t start = 0;
-    int attempt = 0;
-    bool paused = false;
-    int rc = 0;
+    size_t n = run->n_pending, start = from;
     while (start < n) {
         size_t end = start;
-        while (end < n && run->outs[end].kind != SK_REJECTED)
+        while (end < n && !run->driver_rejected[end])
             end++;
         if (end == start) {
             start++;
             continue;
         }
-        struct sk_error err = {0};
+        for (size_t i = start; i < end; i++) {
+            run->outs[i].kind = SK_APPLIED;
+            sk_error_clear(&run->outs[i].err);
+        }
         int64_t t0 = sk_mono_ms();
-        int arc = env->sink.ops->apply(&env->sink, run->recs + start, end - start,
-                                       run->outs + start, &err);
-        size_t retry_at = end;
-        if (arc != 0) {
-            retry_at = start;
-        } else {
-            for (size_t i = start; i < end; i++) {
-                if (run->outs[i].kind == SK_RETRY) {
-                    retry_at = i;
-                    err = run->outs[i].err;
-                    break;
-                }
+        sk_error_clear(err);
+        if (env->sink.ops->apply(&env->sink, run->recs + start, end - start, run->outs + start,
+                                 err) != 0) {
+            if (err->cls == SK_ERR_NONE)
+                err->cls = SK_ERR_RETRIABLE;
+            return start;
+        }
+        for (size_t i = start; i < end; i++) {
+            if (run->outs[i].kind == SK_RETRY) {
+                *err = run->outs[i].err;
+                if (err->cls == SK_ERR_NONE)
+                    err->cls = SK_ERR_RETRIABLE;
+                return i;
             }
         }
-        if (retry_at == end) {
-            sk_debug(r->name, "applied %zu record(s) in %lld ms", end - start,
-                     (long long)(sk_mono_ms() - t0));
-            start = end;
-            attempt = 0;
-            continue;
-        }
-        if (err.cls == SK_ERR_FATAL) {
+        sk_hist_observe_us(&env->runner.work_seconds, (sk_mono_ms() - t0) * 1000);
+        sk_debug(env->runner.name, "applied %zu record(s) in %lld ms", end - start,
+                 (long long)(sk_mono_ms() - t0));
+        start = end;
+    }
+    return n;
+}
+
+/* Waits before a retry while staying in the group; false if the policy has no retries left. */
+static bool retry_wait(struct sink_run *run, struct sk_retry *retry, bool *paused,
+                       const struct sk_error *err)
+{
+    struct sk_runner *r = &run->env->runner;
+    int64_t ms = sk_retry_next(retry, &run->env->settings.policy);
+    sk_runner_set_error(r, err->msg);
+    if (ms < 0) {
+        sk_error_log(r->name, "%s; no retries left after %d attempt(s)", err->msg, retry->attempt);
+        run->fatal = true;
+        return false;
+    }
+    if (!*paused) {
+        pause_all(run, true);
+        *paused = true;
+    }
+    sk_runner_set_state(r, SK_STATE_RETRYING);
+    atomic_fetch_add(&r->retries, 1);
+    sk_warn(r->name, "%s; retrying in %lld ms", err->msg[0] ? err->msg : "apply failed",
+            (long long)ms);
+    wait_polling(run, ms);
+    return !atomic_load(&r->stop) && !run->revoked_in_flush;
+}
+
+/*
+ * Applies the pending records (rule 3 and 4). Returns 0 when every record is
+ * applied or dead-lettered; -1 when it gave up (stop, revoked, fatal, retries
+ * spent): then nothing past the last fully handled record is committed.
+ */
+static int apply_pending(struct sink_run *run)
+{
+    struct sk_sink_env *env = run->env;
+    struct sk_runner *r = &env->runner;
+    enum sk_on_error mode = sk_policy_on_error(&env->settings.policy);
+    size_t n = run->n_pending, from = 0;
+    struct sk_retry retry = {0};
+    bool paused = false;
+    int rc = 0;
+    build_records(run);
+    for (;;) {
+        struct sk_error err = {0};
+        size_t at = apply_range(run, from, &err);
+        if (at < n && err.cls == SK_ERR_FATAL) {
             sk_error_log(r->name, "%s", err.msg);
             sk_runner_set_error(r, err.msg);
             run->fatal = true;
             rc = -1;
             break;
         }
-        /* Retriable: keep what was applied before retry_at, retry from there. */
-        start = retry_at;
-        if (!paused) {
-            pause_all(run, true);
-            paused = true;
+        if (at == n && mode != SK_ON_ERROR_DLQ) {
+            /* A rejected record under on_error stop or retry (policy.h). */
+            for (at = 0; at < n && run->outs[at].kind != SK_REJECTED; at++)
+                ;
+            if (at < n) {
+                const struct sk_record *x = &run->recs[at];
+                sk_error_set(&err, SK_ERR_PERMANENT, "%s[%d]@%lld rejected: %s (on_error: %s)",
+                             x->topic, (int)x->partition, (long long)x->offset,
+                             run->outs[at].err.msg, mode == SK_ON_ERROR_STOP ? "stop" : "retry");
+                if (mode == SK_ON_ERROR_STOP) {
+                    sk_error_log(r->name, "%s", err.msg);
+                    sk_runner_set_error(r, err.msg);
+                    run->fatal = true;
+                    rc = -1;
+                    break;
+                }
+            }
         }
-        int64_t ms = sk_backoff_ms(attempt++, env->settings.retry_base_ms,
-                                   env->settings.retry_cap_ms);
-        sk_runner_set_state(r, SK_STATE_RETRYING);
-        sk_runner_set_error(r, err.msg);
-        atomic_fetch_add(&r->retries, 1);
-        sk_warn(r->name, "%s; retrying in %lld ms", err.msg[0] ? err.msg : "apply failed",
-                (long long)ms);
-        wait_polling(run, ms);
-        if (atomic_load(&r->stop) || run->revoked_in_flush) {
+        if (at == n)
+            break;
+        /* Keep what was applied before `at`; wait and apply again from there. */
+        if (!retry_wait(run, &retry, &paused, &err)) {
             rc = -1;
             break;
         }
-        for (size_t i = start; i < n; i++)
-            if (run->outs[i].kind == SK_RETRY)
-                run->outs[i].kind = SK_APPLIED;
+        from = at;
     }
     /* Dead letters, acknowledged before any offset moves past them. */
-    for (attempt = 0; rc == 0;) {
+    sk_retry_reset(&retry);
+    while (rc == 0) {
         struct sk_error err = {0};
         if (dlq_send(run, n, &err) == 0)
             break;
         if (err.cls == SK_ERR_FATAL) {
             run->fatal = true;
             rc = -1;
-            break;
-        }
-        if (!paused) {
-            pause_all(run, true);
-            paused = true;
-        }
-        sk_runner_set_state(r, SK_STATE_RETRYING);
-        sk_runner_set_error(r, err.msg);
-        wait_polling(run, sk_backoff_ms(attempt++, env->settings.retry_base_ms,
-                                        env->settings.retry_cap_ms));
-        if (atomic_load(&r->stop) || run->revoked_in_flush)
+        } else if (!retry_wait(run, &retry, &paused, &err)) {
             rc = -1;
+        }
     }
     if (paused && !run->revoked_in_flush)
         pause_all(run, false);
@@ -509,6 +544,7 @@ static void flush(struct sink_run *run, bool sync_commit)
         }
         struct sk_runner *r = &run->env->runner;
         size_t applied = 0, rejected = 0;
+        int64_t now_us = sk_now_us();
         for (size_t i = 0; i < n; i++) {
             const rd_kafka_message_t *m = run->pending[i];
             struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
@@ -518,6 +554,9 @@ static void flush(struct sink_run *run, bool sync_commit)
                 rejected++;
             } else {
                 applied++;
+                /* end-to-end: the source saw the change -> the target has it */
+                if (run->recs[i].observed_us > 0)
+                    sk_hist_observe_us(&r->latency_seconds, now_us - run->recs[i].observed_us);
                 int idx = run->recs[i].entity ? sk_entity_index(run->recs[i].entity) : -1;
                 if (idx >= 0)
                     atomic_fetch_add(&r->per_entity[idx], 1);
@@ -716,6 +755,7 @@ static void *sink_thread(void *arg)
     run.recs = sk_calloc(batch, sizeof(*run.recs));
     run.outs = sk_calloc(batch, sizeof(*run.outs));
     run.docs = sk_calloc(batch, sizeof(*run.docs));
+    run.driver_rejected = sk_calloc(batch, sizeof(*run.driver_rejected));
     run.cap_pending = batch;
 
     for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
@@ -730,7 +770,17 @@ static void *sink_thread(void *arg)
         }
     }
     sk_runner_set_state(r, SK_STATE_RUNNING);
+    bool paused = false;
     while (!atomic_load(&r->stop) && !run.fatal) {
+        /* Operator pause (API): apply what is in hand, then stop fetching but
+         * stay in the group. */
+        if (atomic_load(&r->paused) != paused) {
+            paused = !paused;
+            if (paused)
+                flush(&run, true);
+            pause_all(&run, paused);
+            sk_runner_set_state(r, paused ? SK_STATE_PAUSED : SK_STATE_RUNNING);
+        }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, 100);
         if (m) {
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
@@ -757,6 +807,8 @@ static void *sink_thread(void *arg)
             sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
             flush(&run, false);
         check_drained(&run);
+        if (paused)
+            continue;
         if (!run.n_pending && atomic_load(&r->state) == SK_STATE_RUNNING && run.n_parts &&
             !atomic_load(&r->drain_requested)) {
             bool caught_up = true;
@@ -786,6 +838,7 @@ out:
     free(run.recs);
     free(run.outs);
     free(run.docs);
+    free(run.driver_rejected);
     sk_runner_set_state(r, run.fatal ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;
 }

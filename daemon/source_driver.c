@@ -30,11 +30,7 @@ const struct sk_option sk_source_settings_options[] = {
     {"poll_interval", SK_OPT_DURATION, "5m", false,
      "time between poll cycles once the source is idle",
      offsetof(struct sk_source_settings, poll_interval_ms), .min = 10, .max = 7LL * 86400000},
-    {"retry_backoff", SK_OPT_DURATION, "500ms", false,
-     "first wait after a retriable error (doubles, with jitter)",
-     offsetof(struct sk_source_settings, retry_base_ms), .min = 1, .max = 3600000},
-    {"retry_backoff_max", SK_OPT_DURATION, "60s", false, "longest wait between retries",
-     offsetof(struct sk_source_settings, retry_cap_ms), .min = 1, .max = 86400000},
+    SK_FAILURE_POLICY_OPTIONS,
     {0},
 };
 
@@ -332,26 +328,36 @@ static void cursor_advance(struct source_run *run, struct sk_batch *b)
     b->has_cursor = false;
 }
 
-static void backoff(struct source_run *run, int attempt, const struct sk_error *err)
+/*
+ * Waits out a retry (rule 4). Returns false when the connector's failure
+ * policy has no retries left: the connector then fails, and the supervisor
+ * restarts it with backoff.
+ */
+static bool backoff(struct source_run *run, struct sk_retry *retry, const struct sk_error *err)
 {
     struct sk_runner *r = &run->env->runner;
-    int64_t ms = sk_backoff_ms(attempt, run->env->settings.retry_base_ms,
-                               run->env->settings.retry_cap_ms);
-    sk_runner_set_state(r, SK_STATE_RETRYING);
+    int64_t ms = sk_retry_next(retry, &run->env->settings.policy);
     sk_runner_set_error(r, err->msg);
+    if (ms < 0) {
+        sk_error_log(r->name, "%s; no retries left after %d attempt(s)", err->msg, retry->attempt);
+        return false;
+    }
+    sk_runner_set_state(r, SK_STATE_RETRYING);
     atomic_fetch_add(&r->retries, 1);
     sk_warn(r->name, "%s; retrying in %lld ms", err->msg, (long long)ms);
     /* A wake-up must not cut a backoff short: wait the whole time unless stopping. */
     int64_t until = sk_mono_ms() + ms;
     while (!atomic_load(&r->stop) && sk_mono_ms() < until)
         sk_runner_wait(r, until - sk_mono_ms());
+    return true;
 }
 
-/* Creates the producer and loads the cursor, retrying until it works or we stop. */
+/* Creates the producer and loads the cursor, retrying while the policy allows. */
 static int prepare(struct source_run *run)
 {
     struct sk_runner *r = &run->env->runner;
-    for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
+    struct sk_retry retry = {0};
+    while (!atomic_load(&r->stop)) {
         struct sk_error err = {0};
         free(run->cursor.data);
         run->cursor.data = NULL;
@@ -370,9 +376,26 @@ static int prepare(struct source_run *run)
             sk_error_log(r->name, "%s", err.msg);
             return -1;
         }
-        backoff(run, attempt, &err);
+        if (!backoff(run, &retry, &err))
+            return -1;
     }
     return -1;
+}
+
+/*
+ * The failure policy for bad input (policy.h): with on_error dlq the batch
+ * goes out with its dead letters; otherwise it is not delivered at all, so
+ * the cursor stays before the bad record.
+ */
+static int check_bad_input(struct source_run *run, const struct sk_batch *b, struct sk_error *err,
+                           bool *stop)
+{
+    enum sk_on_error mode = sk_policy_on_error(&run->env->settings.policy);
+    if (b->n_bad == 0 || mode == SK_ON_ERROR_DLQ)
+        return 0;
+    *stop = mode == SK_ON_ERROR_STOP;
+    return sk_error_set(err, SK_ERR_RETRIABLE, "bad input at %s: %s (on_error: %s)",
+                        b->bad[0].where, b->bad[0].err.msg, *stop ? "stop" : "retry");
 }
 
 static void *source_thread(void *arg)
@@ -381,48 +404,78 @@ static void *source_thread(void *arg)
     struct sk_runner *r = &env->runner;
     struct source_run run = {.env = env};
     struct sk_batch batch = {0};
-    int attempt = 0;
+    struct sk_retry retry = {0};
+    bool failed = false;
 
-    if (prepare(&run))
+    if (prepare(&run)) {
+        failed = !atomic_load(&r->stop);
         goto out;
+    }
     sk_runner_set_state(r, SK_STATE_RUNNING);
     while (!atomic_load(&r->stop)) {
+        if (atomic_load(&r->paused)) {
+            sk_runner_set_state(r, SK_STATE_PAUSED);
+            sk_runner_wait(r, 1000);
+            continue;
+        }
+        if (atomic_exchange(&r->reload_cursor, false)) {
+            /* an operator reset the cursor while the source was paused */
+            producer_destroy(&run);
+            if (prepare(&run)) {
+                failed = !atomic_load(&r->stop);
+                break;
+            }
+        }
         struct sk_error err = {0};
+        bool bad_stop = false;
         sk_batch_reset(&batch);
         int64_t t0 = sk_mono_ms();
         int rc = env->source.ops->poll(&env->source, &run.cursor, &batch, &err);
+        sk_hist_observe_us(&r->work_seconds, (sk_mono_ms() - t0) * 1000);
+        if (rc == 0)
+            rc = check_bad_input(&run, &batch, &err, &bad_stop);
         if (rc == 0 && (batch.n || batch.n_bad || batch.has_cursor))
             rc = run.txn ? deliver_txn(&run, &batch, &err) : deliver_alo(&run, &batch, &err);
         if (rc) {
             if (err.cls == SK_ERR_NONE)
                 err.cls = SK_ERR_RETRIABLE;
+            if (bad_stop) {
+                sk_error_log(r->name, "%s", err.msg);
+                sk_runner_set_error(r, err.msg);
+                failed = true;
+                break;
+            }
             if (err.cls == SK_ERR_FATAL) {
                 /* A fatal producer error: a new producer (and transactional
                  * session) is the only way on; the cursor is re-read. */
                 sk_error_log(r->name, "%s: restarting the connector's Kafka client", err.msg);
                 producer_destroy(&run);
-                backoff(&run, attempt++, &err);
-                if (prepare(&run))
+                if (!backoff(&run, &retry, &err) || prepare(&run)) {
+                    failed = !atomic_load(&r->stop);
                     break;
+                }
                 continue;
             }
-            backoff(&run, attempt++, &err);
+            if (!backoff(&run, &retry, &err)) {
+                failed = true;
+                break;
+            }
             continue; /* poll again from the acknowledged cursor */
         }
-        attempt = 0;
+        sk_retry_reset(&retry);
         count(r, &batch);
         cursor_advance(&run, &batch);
         sk_runner_set_error(r, "");
         if (batch.n || batch.n_bad)
             sk_debug(r->name, "stored %zu record(s), %zu dead letter(s) in %lld ms", batch.n,
                      batch.n_bad, (long long)(sk_mono_ms() - t0));
-        if (batch.more)
+        if (batch.more) {
+            sk_runner_set_state(r, SK_STATE_RUNNING);
             continue;
+        }
         atomic_fetch_add(&r->cycles, 1);
         sk_runner_set_state(r, SK_STATE_IDLE);
         sk_runner_wait(r, env->settings.poll_interval_ms);
-        if (!atomic_load(&r->stop))
-            sk_runner_set_state(r, SK_STATE_RUNNING);
     }
 out:
     sk_batch_free(&batch);
@@ -435,8 +488,7 @@ out:
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         free(run.topics[i]);
     free(run.cursor.data);
-    if (atomic_load(&r->state) != SK_STATE_FAILED)
-        sk_runner_set_state(r, atomic_load(&r->stop) ? SK_STATE_STOPPED : SK_STATE_FAILED);
+    sk_runner_set_state(r, failed ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;
 }
 

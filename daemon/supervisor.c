@@ -1,16 +1,17 @@
 /*
  * supervisor.c: runs a validated configuration: starts Kafka (or the
- * embedded broker), opens every connector, starts one thread per connector,
- * then watches signals, readiness, progress and (with --once) completion.
+ * embedded broker) and the HTTP server, opens every connector and runs one
+ * thread per connector, then watches over them from the main thread:
+ * signals, readiness and watchdog (sd_notify), progress, restarts of failed
+ * connectors with backoff, operator restarts, reload (SIGHUP or the API),
+ * and with --once, completion.
  *
  * Signals are blocked before any thread exists (librdkafka's threads inherit
- * the mask) and read from a signalfd here, on the main thread: no work in
- * signal handlers (c-engineering.md §1.6).
+ * the mask) and read from a signalfd here: no work in signal handlers
+ * (c-engineering.md §1.6).
  */
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,370 +19,456 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <systemd/sd-daemon.h>
 
-#include <cjson/cJSON.h>
-
-#include "daemon.h"
+#include "daemon_internal.h"
 #include "log.h"
 #include "model.h"
 #include "util.h"
 
-struct daemon {
-    struct sk_daemon_config *cfg;
-    struct sk_kafka *kafka;
-    struct sk_http *http;
-    struct api_route *api; /* one per connector, for its API routes */
-    struct sk_source_env **sources;
-    struct sk_sink_env **sinks;
-    size_t n_sources, n_sinks;
-    int sigfd;
-    int64_t started_ms;
-};
+/* A connector failing again and again is restarted after 1 s, 2 s, ... 5 min. */
+#define RESTART_BASE_MS 1000
+#define RESTART_CAP_MS 300000
+/* Running this long counts as healthy again: the next failure starts from 1 s. */
+#define HEALTHY_AFTER_MS 60000
 
-static void open_fail(const char *name, const struct sk_error *err)
+/* ---- one connector's life ----------------------------------------------------- */
+
+/* A fingerprint of a connector's entry: what a reload compares. May hold
+ * secrets: never printed. */
+static void fingerprint_into(const struct sk_cnode *n, char **buf, size_t *len, size_t *cap)
 {
-    sk_error_log(name, "cannot open: %s", err->msg);
+    const char *parts[3] = {n->key ? n->key : "", "=", n->value ? n->value : ""};
+    for (size_t p = 0; p < 3; p++) {
+        size_t l = strlen(parts[p]);
+        if (*len + l + 4 > *cap) {
+            *cap = (*cap + l + 4) * 2;
+            *buf = sk_realloc(*buf, *cap);
+        }
+        memcpy(*buf + *len, parts[p], l);
+        *len += l;
+    }
+    (*buf)[(*len)++] = n->kind == SK_CNODE_MAP ? '{' : n->kind == SK_CNODE_SEQ ? '[' : ';';
+    for (size_t i = 0; i < n->n_kids; i++)
+        fingerprint_into(n->kids[i], buf, len, cap);
+    (*buf)[(*len)++] = n->kind == SK_CNODE_SCALAR ? ';' : '}';
+    (*buf)[*len] = '\0';
 }
 
-static int open_connectors(struct daemon *d)
+static char *fingerprint(const struct sk_daemon_config *cfg, const char *section,
+                         const char *name)
 {
-    struct sk_daemon_config *cfg = d->cfg;
-    d->sources = sk_calloc(cfg->n_sources + 1, sizeof(*d->sources));
-    d->sinks = sk_calloc(cfg->n_sinks + 1, sizeof(*d->sinks));
-    for (size_t i = 0; i < cfg->n_sources; i++) {
-        struct sk_source_def *def = &cfg->sources[i];
-        struct sk_source_env *env = sk_calloc(1, sizeof(*env));
-        d->sources[d->n_sources++] = env;
-        sk_runner_init(&env->runner, SK_RUNNER_SOURCE, def->name, def->ops->type);
-        env->settings = def->settings;
-        env->kafka = d->kafka;
-        env->http = d->http;
-        env->source.ops = def->ops;
-        env->source.name = env->runner.name;
-        env->source.conf = def->conf;
-        env->source.env = env;
-        struct sk_error err = {0};
-        if (def->ops->open(&env->source, &err)) {
-            open_fail(def->name, &err);
-            return -1;
-        }
+    const struct sk_cnode *entry = sk_cnode_get(sk_cnode_get(cfg->tree, section), name);
+    if (!entry)
+        return sk_strdup("");
+    size_t len = 0, cap = 256;
+    char *buf = sk_malloc(cap);
+    fingerprint_into(entry, &buf, &len, &cap);
+    return buf;
+}
+
+static struct sk_runner *source_new(struct sk_daemon *d, const struct sk_daemon_config *cfg,
+                                    const struct sk_source_def *def)
+{
+    struct sk_source_env *env = sk_calloc(1, sizeof(*env));
+    sk_runner_init(&env->runner, SK_RUNNER_SOURCE, def->name, def->ops->type);
+    env->runner.def = def;
+    env->runner.fingerprint = fingerprint(cfg, "sources", def->name);
+    env->settings = def->settings;
+    env->kafka = d->kafka;
+    env->http = d->http;
+    env->source.ops = def->ops;
+    env->source.name = env->runner.name;
+    env->source.conf = def->conf;
+    env->source.env = env;
+    return &env->runner;
+}
+
+static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_config *cfg,
+                                  const struct sk_sink_def *def)
+{
+    struct sk_sink_env *env = sk_calloc(1, sizeof(*env));
+    sk_runner_init(&env->runner, SK_RUNNER_SINK, def->name, def->ops->type);
+    env->runner.def = def;
+    env->runner.fingerprint = fingerprint(cfg, "sinks", def->name);
+    env->settings = def->settings;
+    env->kafka = d->kafka;
+    env->sink.ops = def->ops;
+    env->sink.name = env->runner.name;
+    env->sink.conf = def->conf;
+    env->sink.incarnation = sk_kafka_incarnation(d->kafka);
+    env->sink.entities = def->entities;
+    env->sink.n_entities = def->n_entities;
+    sk_sink_privacy_resolve(&def->settings, def->ops, &env->privacy);
+    sk_info(def->name, "privacy: protected identities %s, %zu field(s) dropped",
+            sk_protected_mode_name(env->privacy.protected_mode), env->privacy.drop_fields.n);
+    env->topics = sk_calloc(def->n_entities + 1, sizeof(char *));
+    for (size_t j = 0; j < def->n_entities; j++)
+        env->topics[j] = sk_kafka_topic_for(d->kafka, def->entities[j]->collection);
+    return &env->runner;
+}
+
+/* Opens the connector (its own connection to its system). */
+static int conn_open(struct sk_runner *r)
+{
+    struct sk_error err = {0};
+    struct sk_source_env *src = sk_as_source(r);
+    struct sk_sink_env *snk = sk_as_sink(r);
+    int rc = src ? src->source.ops->open(&src->source, &err) : snk->sink.ops->open(&snk->sink, &err);
+    if (rc) {
+        if (src)
+            src->source.priv = NULL;
+        else
+            snk->sink.priv = NULL;
+        sk_error_log(r->name, "cannot open: %s", err.msg);
+        sk_runner_set_error(r, err.msg);
+        sk_runner_set_state(r, SK_STATE_FAILED);
     }
-    for (size_t i = 0; i < cfg->n_sinks; i++) {
-        struct sk_sink_def *def = &cfg->sinks[i];
-        struct sk_sink_env *env = sk_calloc(1, sizeof(*env));
-        d->sinks[d->n_sinks++] = env;
-        sk_runner_init(&env->runner, SK_RUNNER_SINK, def->name, def->ops->type);
-        env->settings = def->settings;
-        env->kafka = d->kafka;
-        env->sink.ops = def->ops;
-        env->sink.name = env->runner.name;
-        env->sink.conf = def->conf;
-        env->sink.incarnation = sk_kafka_incarnation(d->kafka);
-        env->sink.entities = def->entities;
-        env->sink.n_entities = def->n_entities;
-        sk_sink_privacy_resolve(&def->settings, def->ops, &env->privacy);
-        sk_info(def->name, "privacy: protected identities %s, %zu field(s) dropped",
-                sk_protected_mode_name(env->privacy.protected_mode),
-                env->privacy.drop_fields.n);
-        env->topics = sk_calloc(def->n_entities + 1, sizeof(char *));
-        for (size_t j = 0; j < def->n_entities; j++)
-            env->topics[j] = sk_kafka_topic_for(d->kafka, def->entities[j]->collection);
-        struct sk_error err = {0};
-        if (def->ops->open(&env->sink, &err)) {
-            env->sink.priv = NULL;
-            open_fail(def->name, &err);
+    return rc;
+}
+
+static void conn_close(struct sk_runner *r)
+{
+    struct sk_source_env *src = sk_as_source(r);
+    struct sk_sink_env *snk = sk_as_sink(r);
+    if (src && src->source.priv)
+        src->source.ops->close(&src->source);
+    if (snk && snk->sink.priv)
+        snk->sink.ops->close(&snk->sink);
+    if (src)
+        src->source.priv = NULL;
+    if (snk)
+        snk->sink.priv = NULL;
+}
+
+static int conn_start(struct sk_runner *r)
+{
+    atomic_store(&r->stop, false);
+    sk_runner_set_state(r, SK_STATE_STARTING);
+    return r->kind == SK_RUNNER_SOURCE ? sk_source_driver_start(sk_as_source(r))
+                                       : sk_sink_driver_start(sk_as_sink(r));
+}
+
+/* Stops the thread (by deadline) and closes the connector. False if the thread would not stop. */
+static bool conn_halt(struct sk_runner *r, int64_t deadline)
+{
+    sk_driver_request_stop(r);
+    if (!sk_driver_join_until(r, deadline))
+        return false;
+    conn_close(r);
+    return true;
+}
+
+static void conn_free(struct sk_runner *r)
+{
+    struct sk_sink_env *snk = sk_as_sink(r);
+    if (snk) {
+        for (size_t j = 0; j < snk->sink.n_entities; j++)
+            free(snk->topics[j]);
+        free(snk->topics);
+        sk_sink_privacy_free(&snk->privacy);
+    }
+    sk_runner_destroy(r);
+    free(r); /* the runner is the first member of its env */
+}
+
+static void conns_add(struct sk_daemon *d, struct sk_runner *r)
+{
+    pthread_rwlock_wrlock(&d->lock);
+    d->conns = sk_realloc(d->conns, (d->n_conns + 1) * sizeof(*d->conns));
+    d->conns[d->n_conns++] = r;
+    pthread_rwlock_unlock(&d->lock);
+}
+
+static void conns_remove(struct sk_daemon *d, size_t i)
+{
+    pthread_rwlock_wrlock(&d->lock);
+    memmove(&d->conns[i], &d->conns[i + 1], (d->n_conns - i - 1) * sizeof(*d->conns));
+    d->n_conns--;
+    pthread_rwlock_unlock(&d->lock);
+}
+
+/* Opens every connector of cfg; at start a connector that cannot open stops the daemon. */
+static int open_all(struct sk_daemon *d)
+{
+    for (size_t i = 0; i < d->cfg->n_sources; i++) {
+        struct sk_runner *r = source_new(d, d->cfg, &d->cfg->sources[i]);
+        conns_add(d, r);
+        if (conn_open(r))
             return -1;
-        }
-        env->runner.state = SK_STATE_STARTING;
+    }
+    for (size_t i = 0; i < d->cfg->n_sinks; i++) {
+        struct sk_runner *r = sink_new(d, d->cfg, &d->cfg->sinks[i]);
+        conns_add(d, r);
+        if (conn_open(r))
+            return -1;
     }
     return 0;
 }
 
-static void close_connectors(struct daemon *d)
+/* Stops sources first (nothing new enters Kafka), then sinks (they apply
+ * what they hold and commit). Returns false if the deadline passed. */
+static bool halt_all(struct sk_daemon *d, int64_t timeout_ms)
 {
-    for (size_t i = 0; i < d->n_sources; i++) {
-        struct sk_source_env *env = d->sources[i];
-        if (env->source.priv)
-            env->source.ops->close(&env->source);
-        sk_runner_destroy(&env->runner);
-        free(env);
+    int64_t deadline = sk_mono_ms() + timeout_ms;
+    bool ok = true;
+    for (int kind = SK_RUNNER_SOURCE; kind <= SK_RUNNER_SINK; kind++) {
+        for (size_t i = 0; i < d->n_conns; i++)
+            if (d->conns[i]->kind == (enum sk_runner_kind)kind)
+                sk_driver_request_stop(d->conns[i]);
+        for (size_t i = 0; i < d->n_conns; i++)
+            if (d->conns[i]->kind == (enum sk_runner_kind)kind)
+                ok &= sk_driver_join_until(d->conns[i], deadline);
     }
-    for (size_t i = 0; i < d->n_sinks; i++) {
-        struct sk_sink_env *env = d->sinks[i];
-        if (env->sink.priv)
-            env->sink.ops->close(&env->sink);
-        for (size_t j = 0; j < env->sink.n_entities; j++)
-            free(env->topics[j]);
-        free(env->topics);
-        sk_sink_privacy_free(&env->privacy);
-        sk_runner_destroy(&env->runner);
-        free(env);
-    }
-    free(d->sources);
-    free(d->sinks);
+    return ok;
 }
 
-/* ---- HTTP: health, readiness, metrics ------------------------------------ */
+/* ---- supervision ------------------------------------------------------------------ */
 
-static void http_health(void *ctx, const struct sk_http_request *req,
-                        struct sk_http_response *resp)
+/* Restarts a connector in place: stop, close, open, start. */
+static void restart(struct sk_daemon *d, struct sk_runner *r, const char *why)
 {
-    resp->body = sk_strdup("{\"status\":\"alive\"}\n");
+    int64_t deadline = sk_mono_ms() + d->cfg->core.shutdown_timeout_ms;
+    if (!conn_halt(r, deadline)) {
+        sk_error_log(r->name, "would not stop for a restart; trying again later");
+        return;
+    }
+    atomic_fetch_add(&r->restarts, 1);
+    sk_info(r->name, "restarting (%s)", why);
+    if (conn_open(r) == 0 && conn_start(r) == 0)
+        return;
+    r->restart_at_ms = 0; /* failed to open: scheduled again below */
 }
 
-/* Ready: every connector open and running, or idle and caught up. */
-static bool ready(struct daemon *d, char *why, size_t size)
+/* Rule 4: a connector that keeps failing is restarted with backoff; the others run on. */
+static void supervise(struct sk_daemon *d)
 {
-    for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
-        struct sk_runner *r = i < d->n_sources ? &d->sources[i]->runner
-                                               : &d->sinks[i - d->n_sources]->runner;
+    int64_t now = sk_mono_ms();
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_runner *r = d->conns[i];
+        if (atomic_exchange(&r->restart_requested, false)) {
+            r->restart_attempt = 0;
+            restart(d, r, "operator request");
+            continue;
+        }
         int st = atomic_load(&r->state);
-        if (st != SK_STATE_RUNNING && st != SK_STATE_IDLE) {
+        if (st == SK_STATE_RUNNING || st == SK_STATE_IDLE) {
+            if (!r->healthy_since_ms)
+                r->healthy_since_ms = now;
+            else if (now - r->healthy_since_ms > HEALTHY_AFTER_MS)
+                r->restart_attempt = 0;
+            continue;
+        }
+        r->healthy_since_ms = 0;
+        if (st != SK_STATE_FAILED || d->once)
+            continue;
+        if (r->restart_at_ms == 0) {
+            int64_t wait = sk_backoff_ms(r->restart_attempt++, RESTART_BASE_MS, RESTART_CAP_MS);
+            r->restart_at_ms = now + wait;
             char err[256];
             sk_runner_last_error(r, err, sizeof(err));
-            snprintf(why, size, "%s is %s%s%s", r->name, sk_runner_state_name(st),
-                     err[0] ? ": " : "", err);
-            return false;
+            sk_warn(r->name, "failed (%s); restarting in %lld ms", err, (long long)wait);
+        } else if (now >= r->restart_at_ms) {
+            r->restart_at_ms = 0;
+            restart(d, r, "after a failure");
         }
     }
-    return true;
 }
 
-static void http_ready(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+static bool any_failed(struct sk_daemon *d)
 {
-    char why[512];
-    if (ready(ctx, why, sizeof(why))) {
-        resp->body = sk_strdup("{\"status\":\"ready\"}\n");
+    for (size_t i = 0; i < d->n_conns; i++)
+        if (atomic_load(&d->conns[i]->state) == SK_STATE_FAILED)
+            return true;
+    return false;
+}
+
+/* --once: sources have each finished a cycle, then sinks have drained to the end. */
+static bool once_done(struct sk_daemon *d)
+{
+    for (size_t i = 0; i < d->n_conns; i++)
+        if (d->conns[i]->kind == SK_RUNNER_SOURCE && atomic_load(&d->conns[i]->cycles) == 0)
+            return false;
+    bool drained = true;
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_runner *r = d->conns[i];
+        if (r->kind != SK_RUNNER_SINK)
+            continue;
+        if (!atomic_load(&r->drain_requested)) {
+            atomic_store(&r->drain_requested, true);
+            sk_runner_wake(r);
+        }
+        drained &= atomic_load(&r->drained);
+    }
+    return drained;
+}
+
+/* ---- reload ---------------------------------------------------------------------- */
+
+static struct sk_runner *find_conn(struct sk_daemon *d, enum sk_runner_kind kind, const char *name,
+                                   size_t *index)
+{
+    for (size_t i = 0; i < d->n_conns; i++) {
+        if (d->conns[i]->kind == kind && strcmp(d->conns[i]->name, name) == 0) {
+            *index = i;
+            return d->conns[i];
+        }
+    }
+    return NULL;
+}
+
+static bool same_section(const struct sk_daemon_config *a, const struct sk_daemon_config *b,
+                         const char *key)
+{
+    const struct sk_cnode *x = sk_cnode_get(a->tree, key), *y = sk_cnode_get(b->tree, key);
+    if (!x || !y)
+        return !x && !y;
+    size_t l1 = 0, c1 = 64, l2 = 0, c2 = 64;
+    char *f1 = sk_malloc(c1), *f2 = sk_malloc(c2);
+    fingerprint_into(x, &f1, &l1, &c1);
+    fingerprint_into(y, &f2, &l2, &c2);
+    bool same = strcmp(f1, f2) == 0;
+    free(f1);
+    free(f2);
+    return same;
+}
+
+/*
+ * Applies one connector definition of the new configuration: an unchanged
+ * connector keeps running untouched (its consumer, its cursor); a changed one
+ * is stopped and started anew; a new one is opened and started.
+ */
+static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum sk_runner_kind kind,
+                       const void *def, const char *name, int *kept, int *changed, int *added)
+{
+    size_t idx;
+    struct sk_runner *old = find_conn(d, kind, name, &idx);
+    char *fp = fingerprint(cfg, kind == SK_RUNNER_SOURCE ? "sources" : "sinks", name);
+    if (old && strcmp(old->fingerprint, fp) == 0) {
+        (*kept)++;
+        free(fp);
         return;
     }
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", "not ready");
-    cJSON_AddStringToObject(o, "reason", why);
-    resp->status = 503;
-    resp->body = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-}
-
-static void metric_line(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-{
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
-        va_end(ap);
-        if ((size_t)n < *cap - *len) {
-            *len += (size_t)n;
+    free(fp);
+    if (old) {
+        if (!conn_halt(old, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
+            sk_error_log(name, "would not stop: keeping the running connector");
             return;
         }
-        *cap = *cap * 2 + (size_t)n;
-        *buf = sk_realloc(*buf, *cap);
+        conns_remove(d, idx);
+        conn_free(old);
+        (*changed)++;
+    } else {
+        (*added)++;
     }
+    struct sk_runner *r = kind == SK_RUNNER_SOURCE ? source_new(d, cfg, def) : sink_new(d, cfg, def);
+    conns_add(d, r);
+    if (conn_open(r) == 0)
+        conn_start(r);
+    sk_info(name, "%s by the reload", old ? "restarted" : "started");
 }
 
-static void http_metrics(void *ctx, const struct sk_http_request *req,
-                         struct sk_http_response *resp)
+static void reload_finish(struct sk_daemon *d, cJSON *result)
 {
-    struct daemon *d = ctx;
-    size_t len = 0, cap = 4096;
-    char *b = sk_malloc(cap);
-    b[0] = '\0';
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } counters[] = {
-        {"skolsync_records_total", "Records stored in Kafka (sources) or applied (sinks)",
-         offsetof(struct sk_runner, records)},
-        {"skolsync_records_failed_total", "Bad inputs (sources) or rejected records (sinks)",
-         offsetof(struct sk_runner, failed)},
-        {"skolsync_records_dead_lettered_total", "Records written to the dead-letter topic",
-         offsetof(struct sk_runner, dead_lettered)},
-        {"skolsync_retries_total", "Retries after retriable errors",
-         offsetof(struct sk_runner, retries)},
-    };
-    for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
-        metric_line(&b, &len, &cap, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name,
-                    counters[c].help, counters[c].name);
-        for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
-            struct sk_runner *r = i < d->n_sources ? &d->sources[i]->runner
-                                                   : &d->sinks[i - d->n_sources]->runner;
-            const atomic_uint_fast64_t *v =
-                (const atomic_uint_fast64_t *)((const char *)r + counters[c].off);
-            metric_line(&b, &len, &cap, "%s{connector=\"%s\",kind=\"%s\",type=\"%s\"} %llu\n",
-                        counters[c].name, r->name, r->kind == SK_RUNNER_SOURCE ? "source" : "sink",
-                        r->type, (unsigned long long)atomic_load(v));
+    char *text = cJSON_PrintUnformatted(result);
+    cJSON_Delete(result);
+    pthread_mutex_lock(&d->reload_mu);
+    snprintf(d->reload_result, sizeof(d->reload_result), "%s", text ? text : "{}");
+    d->reload_requested = false;
+    d->reload_generation++;
+    pthread_cond_broadcast(&d->reload_cv);
+    pthread_mutex_unlock(&d->reload_mu);
+    free(text);
+}
+
+/*
+ * SIGHUP or POST /api/v1/reload: the new file is parsed and validated
+ * completely first; if it is invalid the running configuration stays, and
+ * the reason goes to the log, the API answer, STATUS= and a metric.
+ */
+static void reload(struct sk_daemon *d)
+{
+    char status[320];
+    snprintf(status, sizeof(status), "RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading",
+             (long long)sk_mono_ms() * 1000);
+    sd_notify(0, status);
+    cJSON *result = cJSON_CreateObject();
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *cfg = sk_daemon_config_load(d->config_path, &errs);
+    if (!cfg) {
+        atomic_fetch_add(&d->reload_failures, 1);
+        cJSON *arr = cJSON_AddArrayToObject(result, "errors");
+        for (size_t i = 0; i < errs.n; i++) {
+            sk_error_log("reload", "%s", errs.v[i].text);
+            cJSON_AddItemToArray(arr, cJSON_CreateString(errs.v[i].text));
         }
-    }
-    metric_line(&b, &len, &cap,
-                "# HELP skolsync_connector_state 1 for the state the connector is in\n"
-                "# TYPE skolsync_connector_state gauge\n");
-    for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
-        struct sk_runner *r = i < d->n_sources ? &d->sources[i]->runner
-                                               : &d->sinks[i - d->n_sources]->runner;
-        int st = atomic_load(&r->state);
-        for (int s = SK_STATE_STARTING; s <= SK_STATE_STOPPED; s++)
-            metric_line(&b, &len, &cap, "skolsync_connector_state{connector=\"%s\",state=\"%s\"} %d\n",
-                        r->name, sk_runner_state_name(s), s == st);
-    }
-    metric_line(&b, &len, &cap,
-                "# HELP skolsync_held_deletions Deletions held back by a source's delete guard\n"
-                "# TYPE skolsync_held_deletions gauge\n");
-    for (size_t i = 0; i < d->n_sources; i++)
-        metric_line(&b, &len, &cap, "skolsync_held_deletions{connector=\"%s\"} %llu\n",
-                    d->sources[i]->runner.name,
-                    (unsigned long long)atomic_load(&d->sources[i]->held));
-    resp->body = b;
-    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-}
-
-/* ---- HTTP: the connector API ----------------------------------------------- */
-
-struct api_route {
-    struct daemon *d;
-    struct sk_runner *runner;
-    struct sk_source_env *source; /* NULL for a sink */
-};
-
-static cJSON *runner_json(struct sk_runner *r, struct sk_source_env *src)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", r->name);
-    cJSON_AddStringToObject(o, "kind", r->kind == SK_RUNNER_SOURCE ? "source" : "sink");
-    cJSON_AddStringToObject(o, "type", r->type);
-    cJSON_AddStringToObject(o, "state", sk_runner_state_name(atomic_load(&r->state)));
-    char err[512];
-    sk_runner_last_error(r, err, sizeof(err));
-    cJSON_AddStringToObject(o, "last_error", err);
-    cJSON_AddNumberToObject(o, "records", (double)atomic_load(&r->records));
-    cJSON_AddNumberToObject(o, "failed", (double)atomic_load(&r->failed));
-    cJSON_AddNumberToObject(o, "dead_lettered", (double)atomic_load(&r->dead_lettered));
-    cJSON_AddNumberToObject(o, "retries", (double)atomic_load(&r->retries));
-    if (src)
-        cJSON_AddNumberToObject(o, "held_deletions", (double)atomic_load(&src->held));
-    return o;
-}
-
-static void json_response(struct sk_http_response *resp, int status, cJSON *o)
-{
-    resp->status = status;
-    resp->body = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-}
-
-static void error_response(struct sk_http_response *resp, int status, const char *msg)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", msg);
-    json_response(resp, status, o);
-}
-
-/* State-changing calls need `Authorization: Bearer <admin.token>`; no token configured = refused. */
-static bool authorized(struct daemon *d, const struct sk_http_request *req,
-                       struct sk_http_response *resp)
-{
-    const char *token = d->cfg->core.admin.token;
-    if (!token || !*token) {
-        error_response(resp, 403, "state-changing calls are disabled: set admin.token");
-        return false;
-    }
-    const char *auth = req->authorization;
-    size_t tl = strlen(token);
-    bool ok = auth && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == tl;
-    /* compare in constant time */
-    unsigned char diff = 0;
-    for (size_t i = 0; ok && i < tl; i++)
-        diff |= (unsigned char)(auth[7 + i] ^ token[i]);
-    if (!ok || diff) {
-        error_response(resp, 401, "missing or wrong bearer token");
-        return false;
-    }
-    return true;
-}
-
-static void api_list(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
-{
-    struct daemon *d = ctx;
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; i < d->n_sources; i++)
-        cJSON_AddItemToArray(arr, runner_json(&d->sources[i]->runner, d->sources[i]));
-    for (size_t i = 0; i < d->n_sinks; i++)
-        cJSON_AddItemToArray(arr, runner_json(&d->sinks[i]->runner, NULL));
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "connectors", arr);
-    json_response(resp, 200, o);
-}
-
-static void api_one(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
-{
-    struct api_route *a = ctx;
-    json_response(resp, 200, runner_json(a->runner, a->source));
-}
-
-static void api_release(void *ctx, const struct sk_http_request *req,
-                        struct sk_http_response *resp)
-{
-    struct api_route *a = ctx;
-    if (!authorized(a->d, req, resp))
+        sk_error_log("reload", "%zu error(s): keeping the running configuration", errs.n);
+        snprintf(status, sizeof(status), "READY=1\nSTATUS=reload failed: %.200s",
+                 errs.n ? errs.v[0].text : "?");
+        sd_notify(0, status);
+        cJSON_AddBoolToObject(result, "reloaded", false);
+        sk_config_errors_free(&errs);
+        reload_finish(d, result);
         return;
-    uint64_t held = atomic_load(&a->source->held);
-    atomic_store(&a->source->release, true);
-    sk_runner_wake(a->runner);
-    sk_warn(a->runner->name, "operator released %llu held deletion(s)", (unsigned long long)held);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "connector", a->runner->name);
-    cJSON_AddNumberToObject(o, "released", (double)held);
-    json_response(resp, 200, o);
-}
-
-static int api_routes(struct daemon *d, struct sk_error *err)
-{
-    if (!d->http)
-        return 0;
-    if (sk_http_route(d->http, "GET", "/api/v1/connectors", api_list, d, err))
-        return -1;
-    d->api = sk_calloc(d->n_sources + d->n_sinks + 1, sizeof(*d->api));
-    for (size_t i = 0; i < d->n_sources + d->n_sinks; i++) {
-        struct api_route *a = &d->api[i];
-        a->d = d;
-        a->source = i < d->n_sources ? d->sources[i] : NULL;
-        a->runner = a->source ? &a->source->runner : &d->sinks[i - d->n_sources]->runner;
-        char *path = sk_asprintf("/api/v1/connectors/%s", a->runner->name);
-        int rc = sk_http_route(d->http, "GET", path, api_one, a, err);
-        free(path);
-        if (!rc && a->source) {
-            path = sk_asprintf("/api/v1/connectors/%s/release", a->runner->name);
-            rc = sk_http_route(d->http, "POST", path, api_release, a, err);
-            free(path);
-        }
-        if (rc)
-            return -1;
     }
-    return 0;
+    sk_config_errors_free(&errs);
+    for (const char *const *key = (const char *const[]){"kafka", "admin", NULL}; *key; key++)
+        if (!same_section(d->cfg, cfg, *key))
+            sk_warn("reload", "changes to \"%s\" take effect at the next restart", *key);
+    enum sk_log_level level = SK_LOG_INFO;
+    sk_log_level_parse(cfg->core.log.level, &level);
+    sk_log_setup(level, strcmp(cfg->core.log.format, "json") == 0);
+
+    int kept = 0, changed = 0, added = 0, removed = 0;
+    /* Removed connectors first: a renamed one must free its name. */
+    for (size_t i = d->n_conns; i-- > 0;) {
+        struct sk_runner *r = d->conns[i];
+        bool present = false;
+        if (r->kind == SK_RUNNER_SOURCE)
+            for (size_t j = 0; j < cfg->n_sources && !present; j++)
+                present = strcmp(cfg->sources[j].name, r->name) == 0;
+        else
+            for (size_t j = 0; j < cfg->n_sinks && !present; j++)
+                present = strcmp(cfg->sinks[j].name, r->name) == 0;
+        if (present)
+            continue;
+        if (!conn_halt(r, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
+            sk_error_log(r->name, "would not stop: still running");
+            continue;
+        }
+        sk_info(r->name, "stopped: gone from the configuration");
+        conns_remove(d, i);
+        conn_free(r);
+        removed++;
+    }
+    for (size_t i = 0; i < cfg->n_sources; i++)
+        reload_one(d, cfg, SK_RUNNER_SOURCE, &cfg->sources[i], cfg->sources[i].name, &kept,
+                   &changed, &added);
+    for (size_t i = 0; i < cfg->n_sinks; i++)
+        reload_one(d, cfg, SK_RUNNER_SINK, &cfg->sinks[i], cfg->sinks[i].name, &kept, &changed,
+                   &added);
+    /* Unchanged connectors still point into the old configuration: keep it. */
+    d->old = sk_realloc(d->old, (d->n_old + 1) * sizeof(*d->old));
+    d->old[d->n_old++] = d->cfg;
+    d->cfg = cfg;
+    atomic_fetch_add(&d->reloads, 1);
+    sk_info("reload", "applied: %d unchanged, %d restarted, %d added, %d removed", kept, changed,
+            added, removed);
+    snprintf(status, sizeof(status), "READY=1\nSTATUS=reloaded: %d unchanged, %d restarted, %d added, %d removed",
+             kept, changed, added, removed);
+    sd_notify(0, status);
+    cJSON_AddBoolToObject(result, "reloaded", true);
+    cJSON_AddNumberToObject(result, "unchanged", kept);
+    cJSON_AddNumberToObject(result, "restarted", changed);
+    cJSON_AddNumberToObject(result, "added", added);
+    cJSON_AddNumberToObject(result, "removed", removed);
+    reload_finish(d, result);
 }
 
-static int start_http(struct daemon *d, struct sk_error *err)
-{
-    const struct sk_admin_conf *a = &d->cfg->core.admin;
-    if (!a->listen || strcmp(a->listen, "off") == 0)
-        return 0;
-    d->http = sk_http_start(a->listen, a->max_body, err);
-    if (!d->http)
-        return -1;
-    if (sk_http_route(d->http, "GET", "/health", http_health, d, err) ||
-        sk_http_route(d->http, "GET", "/ready", http_ready, d, err) ||
-        sk_http_route(d->http, "GET", "/metrics", http_metrics, d, err))
-        return -1;
-    char host[128];
-    snprintf(host, sizeof(host), "%s", a->listen);
-    char *colon = strrchr(host, ':');
-    if (colon)
-        *colon = '\0';
-    sk_info("main", "HTTP server on http://%s:%d (health, ready, metrics)", host,
-            sk_http_port(d->http));
-    return 0;
-}
+/* ---- signals, progress, summary --------------------------------------------------- */
 
-static int block_signals(struct daemon *d)
+static int block_signals(struct sk_daemon *d)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -401,30 +488,25 @@ static double rate(uint64_t n, int64_t ms)
     return ms > 0 ? (double)n * 1000.0 / (double)ms : 0.0;
 }
 
-static void progress_line(struct daemon *d)
+/* One line per interval: what every connector did; also systemd's STATUS=. */
+static void progress_line(struct sk_daemon *d)
 {
     char line[1024];
     size_t len = 0;
     int64_t ms = sk_mono_ms() - d->started_ms;
-    for (size_t i = 0; i < d->n_sources && len < sizeof(line); i++) {
-        struct sk_runner *r = &d->sources[i]->runner;
+    for (size_t i = 0; i < d->n_conns && len < sizeof(line); i++) {
+        struct sk_runner *r = d->conns[i];
         uint64_t n = atomic_load(&r->records);
-        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s %s %llu stored (%.0f/s)",
-                                len ? ", " : "", r->name,
-                                sk_runner_state_name(atomic_load(&r->state)),
-                                (unsigned long long)n, rate(n, ms));
-        int64_t total = atomic_load(&r->progress_total);
-        if (total > 0 && len < sizeof(line))
-            len += (size_t)snprintf(line + len, sizeof(line) - len, " %.0f%%",
-                                    100.0 * (double)atomic_load(&r->progress_done) / (double)total);
-    }
-    for (size_t i = 0; i < d->n_sinks && len < sizeof(line); i++) {
-        struct sk_runner *r = &d->sinks[i]->runner;
-        uint64_t n = atomic_load(&r->records);
-        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s %s %llu applied (%.0f/s)",
-                                len ? ", " : "", r->name,
-                                sk_runner_state_name(atomic_load(&r->state)),
-                                (unsigned long long)n, rate(n, ms));
+        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s %s %llu %s (%.0f/s)",
+                                len ? ", " : "", r->name, sk_daemon_state_name(r),
+                                (unsigned long long)n,
+                                r->kind == SK_RUNNER_SOURCE ? "stored" : "applied", rate(n, ms));
+        int64_t total = atomic_load(&r->progress_total), done = atomic_load(&r->progress_done);
+        if (total > 0 && done > 0 && len < sizeof(line)) {
+            double eta = (double)(total - done) / rate(n, ms);
+            len += (size_t)snprintf(line + len, sizeof(line) - len, " %.0f%% eta %.0fs",
+                                    100.0 * (double)done / (double)total, eta > 0 ? eta : 0);
+        }
     }
     sk_info("progress", "%s", line);
     char status[256];
@@ -432,88 +514,35 @@ static void progress_line(struct daemon *d)
     sd_notify(0, status);
 }
 
-static void summary(struct daemon *d, FILE *out)
+static void per_entity(FILE *out, struct sk_runner *r)
+{
+    for (int e = 0; sk_entities[e]; e++) {
+        uint64_t n = atomic_load(&r->per_entity[e]);
+        if (n)
+            fprintf(out, "    %-22s %8llu\n", sk_entities[e]->collection, (unsigned long long)n);
+    }
+}
+
+static void summary(struct sk_daemon *d, FILE *out)
 {
     if (!out)
         return;
     double secs = (double)(sk_mono_ms() - d->started_ms) / 1000.0;
     fprintf(out, "skolsync: finished in %.1f s\n", secs);
-    for (size_t i = 0; i < d->n_sources; i++) {
-        struct sk_runner *r = &d->sources[i]->runner;
-        fprintf(out, "  source %s (%s): %llu records stored, %llu dead-lettered\n", r->name,
-                r->type, (unsigned long long)atomic_load(&r->records),
-                (unsigned long long)atomic_load(&r->dead_lettered));
-        for (int e = 0; sk_entities[e]; e++) {
-            uint64_t n = atomic_load(&r->per_entity[e]);
-            if (n)
-                fprintf(out, "    %-22s %8llu\n", sk_entities[e]->collection,
-                        (unsigned long long)n);
-        }
-    }
-    for (size_t i = 0; i < d->n_sinks; i++) {
-        struct sk_sink_env *env = d->sinks[i];
-        struct sk_runner *r = &env->runner;
-        const char *target = env->sink.ops->target && env->sink.priv
-                                 ? env->sink.ops->target(&env->sink)
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_runner *r = d->conns[i];
+        struct sk_sink_env *snk = sk_as_sink(r);
+        const char *target = snk && snk->sink.ops->target && snk->sink.priv
+                                 ? snk->sink.ops->target(&snk->sink)
                                  : NULL;
-        fprintf(out, "  sink %s (%s): %llu records applied, %llu dead-lettered%s%s\n", r->name,
-                r->type, (unsigned long long)atomic_load(&r->records),
+        fprintf(out, "  %s %s (%s): %llu records %s, %llu dead-lettered%s%s\n",
+                snk ? "sink" : "source", r->name, r->type,
+                (unsigned long long)atomic_load(&r->records), snk ? "applied" : "stored",
                 (unsigned long long)atomic_load(&r->dead_lettered), target ? " -> " : "",
                 target ? target : "");
-        for (int e = 0; sk_entities[e]; e++) {
-            uint64_t n = atomic_load(&r->per_entity[e]);
-            if (n)
-                fprintf(out, "    %-22s %8llu\n", sk_entities[e]->collection,
-                        (unsigned long long)n);
-        }
+        per_entity(out, r);
     }
     fflush(out);
-}
-
-static bool any_failed(struct daemon *d)
-{
-    for (size_t i = 0; i < d->n_sources; i++)
-        if (atomic_load(&d->sources[i]->runner.state) == SK_STATE_FAILED)
-            return true;
-    for (size_t i = 0; i < d->n_sinks; i++)
-        if (atomic_load(&d->sinks[i]->runner.state) == SK_STATE_FAILED)
-            return true;
-    return false;
-}
-
-/* --once: sources have each finished a cycle, then sinks have drained to the end. */
-static bool once_done(struct daemon *d)
-{
-    for (size_t i = 0; i < d->n_sources; i++)
-        if (atomic_load(&d->sources[i]->runner.cycles) == 0)
-            return false;
-    bool drained = true;
-    for (size_t i = 0; i < d->n_sinks; i++) {
-        struct sk_runner *r = &d->sinks[i]->runner;
-        if (!atomic_load(&r->drain_requested)) {
-            atomic_store(&r->drain_requested, true);
-            sk_runner_wake(r);
-        }
-        drained &= atomic_load(&r->drained);
-    }
-    return drained;
-}
-
-/* Stops sources first (nothing new enters Kafka), then sinks (they apply
- * what they hold and commit). Returns false if the timeout passed. */
-static bool stop_all(struct daemon *d, int64_t timeout_ms)
-{
-    int64_t deadline = sk_mono_ms() + timeout_ms;
-    for (size_t i = 0; i < d->n_sources; i++)
-        sk_driver_request_stop(&d->sources[i]->runner);
-    bool ok = true;
-    for (size_t i = 0; i < d->n_sources; i++)
-        ok &= sk_driver_join_until(&d->sources[i]->runner, deadline);
-    for (size_t i = 0; i < d->n_sinks; i++)
-        sk_driver_request_stop(&d->sinks[i]->runner);
-    for (size_t i = 0; i < d->n_sinks; i++)
-        ok &= sk_driver_join_until(&d->sinks[i]->runner, deadline);
-    return ok;
 }
 
 static int watchdog_interval_ms(void)
@@ -524,9 +553,82 @@ static int watchdog_interval_ms(void)
     return 0;
 }
 
+/*
+ * The watchdog is fed only while every connector makes progress or is
+ * healthily idle: a wedged connector (no state change, no records, for longer
+ * than the watchdog allows) stops the pings and systemd restarts the service.
+ */
+struct progress_mark {
+    uint64_t total;
+    int64_t moved_ms;
+};
+
+static bool making_progress(struct sk_daemon *d, struct progress_mark *mark, int64_t limit_ms)
+{
+    uint64_t total = 0;
+    bool idle = true;
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_runner *r = d->conns[i];
+        int st = atomic_load(&r->state);
+        total += atomic_load(&r->records) + atomic_load(&r->retries) + atomic_load(&r->cycles) +
+                 atomic_load(&r->restarts);
+        if (st != SK_STATE_IDLE && st != SK_STATE_PAUSED)
+            idle = false;
+    }
+    int64_t now = sk_mono_ms();
+    if (total != mark->total || idle) {
+        mark->total = total;
+        mark->moved_ms = now;
+    }
+    return now - mark->moved_ms < limit_ms;
+}
+
+/* ---- run --------------------------------------------------------------------------- */
+
+static int start_http(struct sk_daemon *d, struct sk_error *err)
+{
+    const struct sk_admin_conf *a = &d->cfg->core.admin;
+    if (!a->listen || strcmp(a->listen, "off") == 0)
+        return 0;
+    d->http = sk_http_start(a->listen, a->max_body, err);
+    if (!d->http || sk_http_api_register(d, err))
+        return -1;
+    char host[128];
+    snprintf(host, sizeof(host), "%s", a->listen);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    sk_info("main", "HTTP server on http://%s:%d (metrics, health, ready, /api/v1)", host,
+            sk_http_port(d->http));
+    return 0;
+}
+
+/* Reads pending signals: returns true to stop. */
+static bool handle_signals(struct sk_daemon *d)
+{
+    struct signalfd_siginfo si;
+    bool stop = false;
+    while (read(d->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            /* Every SIGHUP counts: several in a row give one reload each. */
+            sk_info("main", "SIGHUP: reloading %s", d->config_path);
+            reload(d);
+        } else {
+            sk_info("main", "%s: stopping", strsignal((int)si.ssi_signo));
+            stop = true;
+        }
+    }
+    return stop;
+}
+
 int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt)
 {
-    struct daemon d = {.cfg = cfg, .sigfd = -1, .started_ms = sk_mono_ms()};
+    struct sk_daemon d = {.cfg = cfg, .sigfd = -1, .started_ms = sk_mono_ms(),
+                          .once = opt->once, .config_path = cfg->path};
+    d.admin_token = cfg->core.admin.token ? sk_strdup(cfg->core.admin.token) : NULL;
+    pthread_rwlock_init(&d.lock, NULL);
+    pthread_mutex_init(&d.reload_mu, NULL);
+    pthread_cond_init(&d.reload_cv, NULL);
     int rc = SK_EXIT_OK;
     if (block_signals(&d)) {
         sk_error_log("main", "cannot set up signal handling: %s", strerror(errno));
@@ -541,57 +643,46 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     struct sk_error err = {0};
     if (sk_kafka_start(&cfg->core.kafka, collections, n, &d.kafka, &err)) {
         sk_error_log("kafka", "%s", err.msg);
-        close(d.sigfd);
-        return SK_EXIT_RUNTIME;
+        rc = SK_EXIT_RUNTIME;
+        goto out;
     }
     if (start_http(&d, &err)) {
         sk_error_log("main", "%s", err.msg);
         rc = SK_EXIT_RUNTIME;
         goto out;
     }
-    if (open_connectors(&d)) {
+    if (open_all(&d)) {
         rc = SK_EXIT_RUNTIME;
         goto out;
     }
-    if (api_routes(&d, &err)) {
-        sk_error_log("main", "%s", err.msg);
-        rc = SK_EXIT_RUNTIME;
-        goto out;
-    }
-    for (size_t i = 0; i < d.n_sources; i++)
-        if (sk_source_driver_start(d.sources[i]))
-            rc = SK_EXIT_RUNTIME;
-    for (size_t i = 0; i < d.n_sinks; i++)
-        if (sk_sink_driver_start(d.sinks[i]))
+    for (size_t i = 0; i < d.n_conns; i++)
+        if (conn_start(d.conns[i]))
             rc = SK_EXIT_RUNTIME;
     if (rc)
         goto stop;
-    sk_info("main", "running %zu source(s) and %zu sink(s)%s", d.n_sources, d.n_sinks,
+    sk_info("main", "running %zu source(s) and %zu sink(s)%s", cfg->n_sources, cfg->n_sinks,
             opt->once ? " once" : "");
     sd_notify(0, "READY=1\nSTATUS=running");
 
-    int64_t progress_ms = opt->once || isatty(STDERR_FILENO) ? 2000 : cfg->core.progress_interval_ms;
+    int64_t progress_ms =
+        opt->once || isatty(STDERR_FILENO) ? 2000 : cfg->core.progress_interval_ms;
     int64_t next_progress = sk_mono_ms() + progress_ms;
     int wd = watchdog_interval_ms();
     int64_t next_wd = sk_mono_ms();
+    struct progress_mark mark = {.moved_ms = sk_mono_ms()};
     for (;;) {
         struct pollfd pfd = {.fd = d.sigfd, .events = POLLIN};
         poll(&pfd, 1, 200);
-        struct signalfd_siginfo si;
-        bool stop = false;
-        while (read(d.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-            if (si.ssi_signo == SIGHUP) {
-                /* Reload comes with the operations work; until then say so. */
-                sk_warn("main", "SIGHUP: reload is not supported yet; restart to apply changes");
-            } else {
-                sk_info("main", "%s: stopping", strsignal((int)si.ssi_signo));
-                stop = true;
-            }
-        }
-        if (stop)
+        if (handle_signals(&d))
             break;
+        pthread_mutex_lock(&d.reload_mu);
+        bool api_reload = d.reload_requested;
+        pthread_mutex_unlock(&d.reload_mu);
+        if (api_reload)
+            reload(&d);
+        supervise(&d);
         int64_t now = sk_mono_ms();
-        if (wd && now >= next_wd) {
+        if (wd && now >= next_wd && making_progress(&d, &mark, 2LL * wd)) {
             sd_notify(0, "WATCHDOG=1");
             next_wd = now + wd;
         }
@@ -599,7 +690,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
             progress_line(&d);
             next_progress = now + progress_ms;
         }
-        if (any_failed(&d) && opt->once) {
+        if (opt->once && any_failed(&d)) {
             sk_error_log("main", "a connector failed; stopping");
             rc = SK_EXIT_RUNTIME;
             break;
@@ -611,26 +702,40 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     }
 stop:
     sd_notify(0, "STOPPING=1");
-    if (!stop_all(&d, cfg->core.shutdown_timeout_ms)) {
+    if (!halt_all(&d, d.cfg->core.shutdown_timeout_ms)) {
         sk_error_log("main", "connectors did not stop within shutdown_timeout (%lld ms)",
-                     (long long)cfg->core.shutdown_timeout_ms);
+                     (long long)d.cfg->core.shutdown_timeout_ms);
         /* Threads still hold their clients: exit without tearing them down.
          * Nothing uncommitted counts as done, so a restart resumes safely. */
         fflush(NULL);
         _exit(SK_EXIT_RUNTIME);
     }
     progress_line(&d);
-    if (any_failed(&d) && rc == SK_EXIT_OK && opt->once)
+    if (opt->once && any_failed(&d))
         rc = SK_EXIT_RUNTIME;
     if (rc == SK_EXIT_OK || opt->once)
         summary(&d, opt->summary);
 out:
-    /* No handler may run on a connector being closed. */
+    /* No HTTP handler may run on a connector being closed. */
     sk_http_stop(d.http);
     d.http = NULL;
-    free(d.api);
-    close_connectors(&d);
+    for (size_t i = 0; i < d.n_conns; i++) {
+        conn_close(d.conns[i]);
+        conn_free(d.conns[i]);
+    }
+    free(d.conns);
+    /* The caller frees the configuration it passed; later ones are ours. */
+    if (d.n_old) {
+        for (size_t i = 1; i < d.n_old; i++)
+            sk_daemon_config_free(d.old[i]);
+        sk_daemon_config_free(d.cfg);
+    }
+    free(d.old);
     sk_kafka_destroy(d.kafka);
     close(d.sigfd);
+    free(d.admin_token);
+    pthread_rwlock_destroy(&d.lock);
+    pthread_mutex_destroy(&d.reload_mu);
+    pthread_cond_destroy(&d.reload_cv);
     return rc;
 }

@@ -1,0 +1,63 @@
+/*
+ * daemon_internal.h: the running daemon as the supervisor (supervisor.c) and
+ * the HTTP API (http_api.c) share it.
+ *
+ * Threads: the main thread owns the connector list and changes it (restart,
+ * reload) under the write lock; HTTP threads read it under the read lock and
+ * never keep a runner pointer past their request. Runner counters are atomics.
+ */
+#ifndef SK_DAEMON_INTERNAL_H
+#define SK_DAEMON_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "daemon.h"
+#include "drivers.h"
+#include "http.h"
+#include "runner.h"
+
+struct sk_daemon {
+    struct sk_daemon_config *cfg;   /* the configuration in force */
+    struct sk_daemon_config **old;  /* earlier ones: unchanged connectors still use them */
+    size_t n_old;
+    const char *config_path;
+    char *admin_token;              /* admin.token at start (a reload does not change it) */
+    bool once;
+    struct sk_kafka *kafka;
+    struct sk_http *http;
+    pthread_rwlock_t lock;          /* guards conns and n_conns */
+    struct sk_runner **conns;       /* sources and sinks; each is the first member of its env */
+    size_t n_conns;
+    int sigfd;
+    int64_t started_ms;
+
+    /* reload handshake between an HTTP thread and the main thread */
+    pthread_mutex_t reload_mu;
+    pthread_cond_t reload_cv;
+    bool reload_requested;
+    uint64_t reload_generation;     /* bumped when a reload finished */
+    char reload_result[2048];       /* JSON of the last reload */
+    atomic_uint_fast64_t reloads, reload_failures;
+};
+
+static inline struct sk_source_env *sk_as_source(struct sk_runner *r)
+{
+    return r->kind == SK_RUNNER_SOURCE ? (struct sk_source_env *)r : NULL;
+}
+
+static inline struct sk_sink_env *sk_as_sink(struct sk_runner *r)
+{
+    return r->kind == SK_RUNNER_SINK ? (struct sk_sink_env *)r : NULL;
+}
+
+/* The state to report: a source holding deletions is "held". */
+const char *sk_daemon_state_name(struct sk_runner *r);
+
+/* http_api.c: registers /health, /ready, /metrics and /api/v1/... */
+int sk_http_api_register(struct sk_daemon *d, struct sk_error *err);
+/* Ready: every connector running, or idle and caught up. why gets the reason if not. */
+bool sk_daemon_ready(struct sk_daemon *d, char *why, size_t size);
+
+#endif

@@ -1,0 +1,445 @@
+/*
+ * http_api.c: what the daemon answers on admin.listen: /health, /ready,
+ * /metrics (Prometheus text) and the connector API under /api/v1.
+ *
+ * Reads go through the daemon's read lock; every state-changing call needs
+ * `Authorization: Bearer <admin.token>` and is refused (403) when no token is
+ * configured. Handlers only set flags and wake threads: the main thread and
+ * the connectors' own threads do the work.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "daemon_internal.h"
+#include "log.h"
+#include "util.h"
+
+const char *sk_daemon_state_name(struct sk_runner *r)
+{
+    struct sk_source_env *src = sk_as_source(r);
+    int st = atomic_load(&r->state);
+    if (src && atomic_load(&src->held) > 0 && (st == SK_STATE_RUNNING || st == SK_STATE_IDLE))
+        return "held";
+    return sk_runner_state_name(st);
+}
+
+/* ---- health ------------------------------------------------------------------ */
+
+static void http_health(void *ctx, const struct sk_http_request *req,
+                        struct sk_http_response *resp)
+{
+    resp->body = sk_strdup("{\"status\":\"alive\"}\n");
+}
+
+bool sk_daemon_ready(struct sk_daemon *d, char *why, size_t size)
+{
+    bool ok = true;
+    pthread_rwlock_rdlock(&d->lock);
+    for (size_t i = 0; i < d->n_conns && ok; i++) {
+        struct sk_runner *r = d->conns[i];
+        int st = atomic_load(&r->state);
+        if (st != SK_STATE_RUNNING && st != SK_STATE_IDLE) {
+            char err[256];
+            sk_runner_last_error(r, err, sizeof(err));
+            snprintf(why, size, "%s is %s%s%s", r->name, sk_runner_state_name(st),
+                     err[0] ? ": " : "", err);
+            ok = false;
+        }
+    }
+    pthread_rwlock_unlock(&d->lock);
+    return ok;
+}
+
+static void json_response(struct sk_http_response *resp, int status, cJSON *o)
+{
+    resp->status = status;
+    resp->body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+}
+
+static void error_response(struct sk_http_response *resp, int status, const char *msg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    json_response(resp, status, o);
+}
+
+static void http_ready(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    char why[512];
+    if (sk_daemon_ready(ctx, why, sizeof(why))) {
+        resp->body = sk_strdup("{\"status\":\"ready\"}\n");
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "not ready");
+    cJSON_AddStringToObject(o, "reason", why);
+    json_response(resp, 503, o);
+}
+
+/* ---- metrics ------------------------------------------------------------------ */
+
+struct text {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        t->cap = t->cap * 2 + (size_t)n;
+        t->p = sk_realloc(t->p, t->cap);
+    }
+}
+
+static const char *kind_name(const struct sk_runner *r)
+{
+    return r->kind == SK_RUNNER_SOURCE ? "source" : "sink";
+}
+
+static void counter(struct sk_daemon *d, struct text *t, const char *name, const char *help,
+                    size_t off)
+{
+    put(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_runner *r = d->conns[i];
+        const atomic_uint_fast64_t *v = (const atomic_uint_fast64_t *)((const char *)r + off);
+        put(t, "%s{connector=\"%s\",kind=\"%s\",type=\"%s\"} %llu\n", name, r->name, kind_name(r),
+            r->type, (unsigned long long)atomic_load(v));
+    }
+}
+
+static void histogram(struct sk_daemon *d, struct text *t, const char *name, const char *help,
+                      size_t off, enum sk_runner_kind only, bool any_kind)
+{
+    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_runner *r = d->conns[i];
+        if (!any_kind && r->kind != only)
+            continue;
+        struct sk_histogram *h = (struct sk_histogram *)((char *)r + off);
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= SK_HIST_BUCKETS; b++) {
+            cum += atomic_load(&h->buckets[b]);
+            if (b < SK_HIST_BUCKETS)
+                put(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"%g\"} %llu\n", name, r->name,
+                    kind_name(r), sk_hist_bounds[b], (unsigned long long)cum);
+            else
+                put(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"+Inf\"} %llu\n", name,
+                    r->name, kind_name(r), (unsigned long long)cum);
+        }
+        put(t, "%s_sum{connector=\"%s\",kind=\"%s\"} %.6f\n", name, r->name, kind_name(r),
+            (double)atomic_load(&h->sum_us) / 1e6);
+        put(t, "%s_count{connector=\"%s\",kind=\"%s\"} %llu\n", name, r->name, kind_name(r),
+            (unsigned long long)atomic_load(&h->count));
+    }
+}
+
+static void http_metrics(void *ctx, const struct sk_http_request *req,
+                         struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    struct text t = {.p = sk_malloc(8192), .cap = 8192};
+    t.p[0] = '\0';
+    pthread_rwlock_rdlock(&d->lock);
+    counter(d, &t, "skolsync_records_total",
+            "Records stored in Kafka (sources) or applied to the target (sinks)",
+            offsetof(struct sk_runner, records));
+    counter(d, &t, "skolsync_records_failed_total",
+            "Bad inputs (sources) or records the target rejected (sinks)",
+            offsetof(struct sk_runner, failed));
+    counter(d, &t, "skolsync_records_dead_lettered_total", "Records written to the dead-letter topic",
+            offsetof(struct sk_runner, dead_lettered));
+    counter(d, &t, "skolsync_retries_total", "Retries after retriable errors",
+            offsetof(struct sk_runner, retries));
+    counter(d, &t, "skolsync_connector_restarts_total",
+            "Restarts of a connector by the supervisor (after failures or on request)",
+            offsetof(struct sk_runner, restarts));
+    histogram(d, &t, "skolsync_poll_duration_seconds", "Time a source takes for one poll",
+              offsetof(struct sk_runner, work_seconds), SK_RUNNER_SOURCE, false);
+    histogram(d, &t, "skolsync_apply_duration_seconds",
+              "Time a sink takes to apply one batch to its target",
+              offsetof(struct sk_runner, work_seconds), SK_RUNNER_SINK, false);
+    histogram(d, &t, "skolsync_end_to_end_latency_seconds",
+              "From the moment a source saw a change to the moment a sink applied it",
+              offsetof(struct sk_runner, latency_seconds), SK_RUNNER_SINK, false);
+    put(&t, "# HELP skolsync_connector_state 1 for the state a connector is in\n"
+            "# TYPE skolsync_connector_state gauge\n");
+    static const char *const states[] = {"starting", "running", "idle",    "retrying",
+                                         "paused",   "failed",  "stopped", "held"};
+    for (size_t i = 0; i < d->n_conns; i++) {
+        const char *now = sk_daemon_state_name(d->conns[i]);
+        for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++)
+            put(&t, "skolsync_connector_state{connector=\"%s\",state=\"%s\"} %d\n",
+                d->conns[i]->name, states[s], strcmp(states[s], now) == 0);
+    }
+    put(&t, "# HELP skolsync_held_deletions Deletions held back by a source's delete guard\n"
+            "# TYPE skolsync_held_deletions gauge\n");
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_source_env *src = sk_as_source(d->conns[i]);
+        if (src)
+            put(&t, "skolsync_held_deletions{connector=\"%s\"} %llu\n", src->runner.name,
+                (unsigned long long)atomic_load(&src->held));
+    }
+    pthread_rwlock_unlock(&d->lock);
+    put(&t, "# HELP skolsync_reloads_total Configuration reloads applied\n"
+            "# TYPE skolsync_reloads_total counter\nskolsync_reloads_total %llu\n"
+            "# HELP skolsync_reload_failures_total Reloads refused (invalid configuration)\n"
+            "# TYPE skolsync_reload_failures_total counter\nskolsync_reload_failures_total %llu\n",
+        (unsigned long long)atomic_load(&d->reloads),
+        (unsigned long long)atomic_load(&d->reload_failures));
+    resp->body = t.p;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* ---- /api/v1 -------------------------------------------------------------------- */
+
+static cJSON *runner_json(struct sk_runner *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", r->name);
+    cJSON_AddStringToObject(o, "kind", kind_name(r));
+    cJSON_AddStringToObject(o, "type", r->type);
+    cJSON_AddStringToObject(o, "state", sk_daemon_state_name(r));
+    char err[512];
+    sk_runner_last_error(r, err, sizeof(err));
+    cJSON_AddStringToObject(o, "last_error", err);
+    cJSON_AddNumberToObject(o, "records", (double)atomic_load(&r->records));
+    cJSON_AddNumberToObject(o, "failed", (double)atomic_load(&r->failed));
+    cJSON_AddNumberToObject(o, "dead_lettered", (double)atomic_load(&r->dead_lettered));
+    cJSON_AddNumberToObject(o, "retries", (double)atomic_load(&r->retries));
+    cJSON_AddNumberToObject(o, "restarts", (double)atomic_load(&r->restarts));
+    int64_t total = atomic_load(&r->progress_total);
+    if (total > 0) {
+        cJSON_AddNumberToObject(o, "progress_done", (double)atomic_load(&r->progress_done));
+        cJSON_AddNumberToObject(o, "progress_total", (double)total);
+    }
+    struct sk_source_env *src = sk_as_source(r);
+    if (src)
+        cJSON_AddNumberToObject(o, "held_deletions", (double)atomic_load(&src->held));
+    return o;
+}
+
+/* State-changing calls need `Authorization: Bearer <admin.token>`; none configured = refused. */
+static bool authorized(struct sk_daemon *d, const struct sk_http_request *req,
+                       struct sk_http_response *resp)
+{
+    const char *token = d->admin_token;
+    if (!token || !*token) {
+        error_response(resp, 403, "state-changing calls are disabled: set admin.token");
+        return false;
+    }
+    const char *auth = req->authorization;
+    size_t tl = strlen(token);
+    bool ok = auth && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == tl;
+    unsigned char diff = 0; /* constant time */
+    for (size_t i = 0; ok && i < tl; i++)
+        diff |= (unsigned char)(auth[7 + i] ^ token[i]);
+    if (!ok || diff) {
+        error_response(resp, 401, "missing or wrong bearer token");
+        return false;
+    }
+    return true;
+}
+
+static void api_list(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    cJSON *arr = cJSON_CreateArray();
+    pthread_rwlock_rdlock(&d->lock);
+    for (size_t i = 0; i < d->n_conns; i++)
+        cJSON_AddItemToArray(arr, runner_json(d->conns[i]));
+    pthread_rwlock_unlock(&d->lock);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "connectors", arr);
+    json_response(resp, 200, o);
+}
+
+enum action { ACT_GET, ACT_PAUSE, ACT_RESUME, ACT_RESTART, ACT_RELEASE, ACT_CURSOR_RESET };
+
+/* Writes a tombstone for the source's cursor: it starts again with a full sync. */
+static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, size_t size)
+{
+    struct sk_error err = {0};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(d->kafka, "skolsync-cursor-reset", NULL, &err);
+    char errstr[256];
+    rd_kafka_t *p = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
+    if (!p) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        snprintf(msg, size, "cannot create a producer: %.200s", err.msg[0] ? err.msg : errstr);
+        return -1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p, RD_KAFKA_V_TOPIC(sk_kafka_cursor_topic(d->kafka)),
+        RD_KAFKA_V_KEY(r->name, strlen(r->name)), RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_END);
+    if (!e)
+        e = rd_kafka_flush(p, 15000);
+    rd_kafka_destroy(p);
+    if (e) {
+        snprintf(msg, size, "writing the tombstone: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* GET|POST /api/v1/connectors/{name}[/{action}] */
+static void api_connector(void *ctx, const struct sk_http_request *req,
+                          struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    const char *rest = req->path + strlen("/api/v1/connectors/");
+    char name[128];
+    size_t nl = strcspn(rest, "/");
+    if (nl == 0 || nl >= sizeof(name)) {
+        error_response(resp, 404, "no such connector");
+        return;
+    }
+    memcpy(name, rest, nl);
+    name[nl] = '\0';
+    const char *action = rest[nl] ? rest + nl + 1 : "";
+    enum action act;
+    if (!*action && strcmp(req->method, "GET") == 0)
+        act = ACT_GET;
+    else if (strcmp(req->method, "POST") != 0)
+        {
+        error_response(resp, 405, "method not allowed");
+        return;
+    }
+    else if (strcmp(action, "pause") == 0)
+        act = ACT_PAUSE;
+    else if (strcmp(action, "resume") == 0)
+        act = ACT_RESUME;
+    else if (strcmp(action, "restart") == 0)
+        act = ACT_RESTART;
+    else if (strcmp(action, "release") == 0)
+        act = ACT_RELEASE;
+    else if (strcmp(action, "cursor/reset") == 0)
+        act = ACT_CURSOR_RESET;
+    else
+        {
+        error_response(resp, 404, "no such action");
+        return;
+    }
+    if (act != ACT_GET && !authorized(d, req, resp))
+        return;
+
+    pthread_rwlock_rdlock(&d->lock);
+    struct sk_runner *r = NULL;
+    for (size_t i = 0; i < d->n_conns && !r; i++)
+        if (strcmp(d->conns[i]->name, name) == 0)
+            r = d->conns[i];
+    if (!r) {
+        pthread_rwlock_unlock(&d->lock);
+        {
+        error_response(resp, 404, "no such connector");
+        return;
+    }
+    }
+    struct sk_source_env *src = sk_as_source(r);
+    char msg[256] = "";
+    int status = 200;
+    switch (act) {
+    case ACT_GET:
+        break;
+    case ACT_PAUSE:
+    case ACT_RESUME:
+        atomic_store(&r->paused, act == ACT_PAUSE);
+        sk_runner_wake(r);
+        sk_info(r->name, "%s by an operator", act == ACT_PAUSE ? "paused" : "resumed");
+        break;
+    case ACT_RESTART:
+        atomic_store(&r->restart_requested, true);
+        sk_info(r->name, "restart requested by an operator");
+        break;
+    case ACT_RELEASE:
+        if (!src) {
+            status = 400;
+            snprintf(msg, sizeof(msg), "only sources hold deletions");
+            break;
+        }
+        sk_warn(r->name, "operator released %llu held deletion(s)",
+                (unsigned long long)atomic_load(&src->held));
+        atomic_store(&src->release, true);
+        sk_runner_wake(r);
+        break;
+    case ACT_CURSOR_RESET:
+        if (!src || atomic_load(&r->state) != SK_STATE_PAUSED) {
+            status = 409;
+            snprintf(msg, sizeof(msg), "pause the source first (POST .../pause)");
+            break;
+        }
+        if (cursor_reset(d, r, msg, sizeof(msg))) {
+            status = 503;
+            break;
+        }
+        atomic_store(&r->reload_cursor, true);
+        sk_warn(r->name, "cursor reset by an operator: a full sync follows on resume");
+        break;
+    }
+    cJSON *o = runner_json(r);
+    pthread_rwlock_unlock(&d->lock);
+    if (status != 200) {
+        cJSON_Delete(o);
+        {
+        error_response(resp, status, msg);
+        return;
+    }
+    }
+    json_response(resp, 200, o);
+}
+
+/* POST /api/v1/reload: the same as SIGHUP, answered once the reload is done. */
+static void api_reload(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    if (!authorized(d, req, resp))
+        return;
+    pthread_mutex_lock(&d->reload_mu);
+    uint64_t gen = d->reload_generation;
+    d->reload_requested = true;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    int rc = 0;
+    while (d->reload_generation == gen && rc == 0)
+        rc = pthread_cond_timedwait(&d->reload_cv, &d->reload_mu, &ts);
+    char *body = d->reload_generation != gen ? sk_strdup(d->reload_result) : NULL;
+    pthread_mutex_unlock(&d->reload_mu);
+    if (!body)
+        {
+        error_response(resp, 504, "the reload did not finish within 60 s");
+        return;
+    }
+    resp->status = strstr(body, "\"reloaded\":true") ? 200 : 422;
+    resp->body = body;
+}
+
+int sk_http_api_register(struct sk_daemon *d, struct sk_error *err)
+{
+    if (!d->http)
+        return 0;
+    if (sk_http_route(d->http, "GET", "/health", http_health, d, err) ||
+        sk_http_route(d->http, "GET", "/ready", http_ready, d, err) ||
+        sk_http_route(d->http, "GET", "/metrics", http_metrics, d, err) ||
+        sk_http_route(d->http, "GET", "/api/v1/connectors", api_list, d, err) ||
+        sk_http_route(d->http, "POST", "/api/v1/reload", api_reload, d, err) ||
+        sk_http_route(d->http, "*", "/api/v1/connectors/*", api_connector, d, err))
+        return -1;
+    return 0;
+}

@@ -1,0 +1,1169 @@
+/*
+ * lag.c: consumer-group lag sampling, the status rules over a window of
+ * samples, and rendering. The rules and the JSON shape are documented in
+ * docs/lag.md; keep the two in step.
+ *
+ * Owns: its own short-lived Kafka client per collection (admin requests,
+ * watermark queries and the reader of first unconsumed records all go
+ * through it, so nothing queues behind a sink's fetches).
+ * Must never: call DescribeConsumerGroups on the embedded broker (the 2.0.2
+ * mock aborts on it), commit an offset, or join a group (the reader only
+ * assigns).
+ */
+#include "lag.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "kafka.h"
+#include "log.h"
+#include "util.h"
+
+/* Never starts with "skolsync-": the reader never joins or commits, but if it
+ * ever did it must not show up among the groups it monitors. */
+#define READER_GROUP "_skolsync_lag_reader"
+
+static const char *const status_names[] = {"OK", "WARN", "ERR", "STALL", "STOP", "REWIND"};
+
+const char *sk_lag_status_name(enum sk_lag_status s)
+{
+    return (unsigned)s < sizeof(status_names) / sizeof(*status_names) ? status_names[s] : "ERR";
+}
+
+static int status_parse(const char *name, enum sk_lag_status *out)
+{
+    for (size_t i = 0; name && i < sizeof(status_names) / sizeof(*status_names); i++)
+        if (strcmp(name, status_names[i]) == 0) {
+            *out = (enum sk_lag_status)i;
+            return 0;
+        }
+    return -1;
+}
+
+enum sk_lag_status sk_lag_status_group(enum sk_lag_status s)
+{
+    return s >= SK_LAG_ERR ? SK_LAG_ERR : s;
+}
+
+int sk_lag_exit_code(enum sk_lag_status worst)
+{
+    switch (sk_lag_status_group(worst)) {
+    case SK_LAG_OK:
+        return 0;
+    case SK_LAG_WARN:
+        return 1;
+    default:
+        return 2;
+    }
+}
+
+/* ---- memory ---------------------------------------------------------------- */
+
+static void group_clear(struct sk_lag_group *g)
+{
+    free(g->group);
+    free(g->state);
+    free(g->error);
+    for (size_t i = 0; i < g->n_members; i++) {
+        struct sk_lag_member *m = &g->members[i];
+        free(m->client_id);
+        free(m->consumer_id);
+        free(m->host);
+        for (size_t j = 0; j < m->n_assignment; j++)
+            free(m->assignment[j]);
+        free(m->assignment);
+    }
+    free(g->members);
+    for (size_t i = 0; i < g->n_parts; i++) {
+        free(g->parts[i].topic);
+        free(g->parts[i].error);
+    }
+    free(g->parts);
+}
+
+void sk_lag_report_free(struct sk_lag_report *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_groups; i++)
+        group_clear(&r->groups[i]);
+    free(r->groups);
+    free(r->brokers);
+    free(r);
+}
+
+/* ---- settling a partition from what the reader saw ------------------------- */
+
+void sk_lag_partition_settle(struct sk_lag_partition *p, int64_t read, bool at_end,
+                             int64_t first_ts_ms, int64_t now_ms)
+{
+    int64_t gap = p->end - (p->committed >= 0 ? p->committed : p->low);
+    if (gap < 0)
+        gap = 0;
+    if (read == 0 && at_end) {
+        /* Nothing consumable between the committed offset and the end: the gap
+         * is transaction markers (or aborted records). Burrow's "lag 1 forever". */
+        p->lag = 0;
+        p->lag_exact = true;
+        p->first_ts_ms = -1;
+        p->lag_seconds = 0;
+        return;
+    }
+    if (at_end) {
+        p->lag = read;
+        p->lag_exact = true;
+    } else {
+        /* Not counted to the end (over the bound, or the reader ran out of
+         * time): end - committed is an upper bound, and says so. */
+        p->lag = gap > read ? gap : read;
+        p->lag_exact = false;
+    }
+    p->first_ts_ms = first_ts_ms;
+    if (first_ts_ms >= 0) {
+        double s = (double)(now_ms - first_ts_ms) / 1000.0;
+        p->lag_seconds = s > 0 ? s : 0;
+    } else {
+        p->lag_seconds = p->lag > 0 ? -1 : 0;
+    }
+}
+
+/* ---- collection ------------------------------------------------------------ */
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    /* The caller reports what failed in one line; the client's own chatter
+     * (connection refused, retries) is for debugging. */
+    (void)rk;
+    (void)level;
+    sk_debug("lag", "librdkafka %s: %s", fac, buf);
+}
+
+static rd_kafka_t *client_new(const struct sk_lag_collect_options *o, struct sk_error *err)
+{
+    /* Tuning a user's kafka.properties may override: small prefetch, since
+     * the reader wants one record (or up to exact_bound) per partition. */
+    static const char *const defaults[] = {"fetch.wait.max.ms", "100",
+                                           "queued.max.messages.kbytes", "1024", NULL};
+    rd_kafka_conf_t *conf;
+    if (o->kafka) {
+        conf = sk_kafka_conf_new(o->kafka, "skolsync-lag", defaults, err);
+        if (!conf)
+            return NULL;
+    } else {
+        conf = rd_kafka_conf_new();
+        if (sk_kafka_conf_set(conf, "bootstrap.servers", o->brokers, err) ||
+            sk_kafka_conf_set(conf, "client.id", "skolsync-lag", err))
+            goto fail;
+        for (size_t i = 0; defaults[i]; i += 2)
+            if (sk_kafka_conf_set(conf, defaults[i], defaults[i + 1], err))
+                goto fail;
+        for (size_t i = 0; o->properties && i < o->properties->n; i++)
+            if (sk_kafka_conf_set(conf, o->properties->keys[i], o->properties->values[i], err))
+                goto fail;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    /* What the numbers mean depends on these, so no property may change them:
+     * committed records only (the end is the last stable offset, aborted
+     * records and markers are skipped), never a commit, never a join. */
+    if (sk_kafka_conf_set(conf, "isolation.level", "read_committed", err) ||
+        sk_kafka_conf_set(conf, "group.id", READER_GROUP, err) ||
+        sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
+        sk_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+        sk_kafka_conf_set(conf, "enable.partition.eof", "true", err) ||
+        sk_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+        sk_kafka_conf_set(conf, "allow.auto.create.topics", "false", err))
+        goto fail;
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        sk_error_set(err, SK_ERR_FATAL, "cannot create Kafka client: %s", errstr);
+        goto fail;
+    }
+    return rk;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static rd_kafka_AdminOptions_t *admin_options(rd_kafka_t *rk, rd_kafka_admin_op_t op,
+                                              int64_t timeout_ms)
+{
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, op);
+    char errstr[256];
+    rd_kafka_AdminOptions_set_request_timeout(opts, (int)timeout_ms, errstr, sizeof(errstr));
+    return opts;
+}
+
+/* Waits for the one result on q; NULL with err on timeout or a request error. */
+static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
+                                    struct sk_error *err)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)timeout_ms + 2000);
+    if (!ev) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: no answer within %" PRId64 " ms", what,
+                     timeout_ms);
+        return NULL;
+    }
+    if (rd_kafka_event_error(ev)) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", what, rd_kafka_event_error_string(ev));
+        rd_kafka_event_destroy(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+    return !prefix || !*prefix || strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+    return strcmp(((const struct sk_lag_group *)a)->group, ((const struct sk_lag_group *)b)->group);
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+    const struct sk_lag_partition *x = a, *y = b;
+    int c = strcmp(x->topic, y->topic);
+    return c ? c : (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+static void add_group(struct sk_lag_report *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_groups; i++)
+        if (strcmp(r->groups[i].group, name) == 0)
+            return;
+    r->groups = sk_realloc(r->groups, (r->n_groups + 1) * sizeof(*r->groups));
+    struct sk_lag_group *g = &r->groups[r->n_groups++];
+    memset(g, 0, sizeof(*g));
+    g->group = sk_strdup(name);
+}
+
+static int list_groups(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct sk_lag_collect_options *o,
+                       struct sk_lag_report *r, int brokers, struct sk_error *err)
+{
+    rd_kafka_AdminOptions_t *opts =
+        admin_options(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPS, o->timeout_ms);
+    rd_kafka_ListConsumerGroups(rk, opts, q);
+    rd_kafka_AdminOptions_destroy(opts);
+    r->requests.list_groups += brokers; /* one ListGroups per broker */
+    rd_kafka_event_t *ev = admin_wait(q, "ListConsumerGroups", o->timeout_ms, err);
+    if (!ev)
+        return -1;
+    const rd_kafka_ListConsumerGroups_result_t *res = rd_kafka_event_ListConsumerGroups_result(ev);
+    size_t n = 0, n_err = 0;
+    const rd_kafka_ConsumerGroupListing_t **list = rd_kafka_ListConsumerGroups_result_valid(res, &n);
+    const rd_kafka_error_t **errs = rd_kafka_ListConsumerGroups_result_errors(res, &n_err);
+    for (size_t i = 0; i < n_err; i++)
+        sk_warn("lag", "ListConsumerGroups: %s", rd_kafka_error_string(errs[i]));
+    const char *prefix = o->all_groups ? NULL : (o->prefix ? o->prefix : "skolsync-");
+    for (size_t i = 0; i < n; i++) {
+        const char *id = rd_kafka_ConsumerGroupListing_group_id(list[i]);
+        if (has_prefix(id, prefix) && strcmp(id, READER_GROUP) != 0)
+            add_group(r, id);
+    }
+    rd_kafka_event_destroy(ev);
+    if (n == 0 && n_err > 0)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "ListConsumerGroups: %s",
+                            rd_kafka_error_string(errs[0]));
+    return 0;
+}
+
+/* asked: the partitions to ask for (NULL: all the group committed to). */
+static void group_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q,
+                          const struct sk_lag_collect_options *o, struct sk_lag_report *r,
+                          struct sk_lag_group *g, const rd_kafka_topic_partition_list_t *asked)
+{
+    rd_kafka_ListConsumerGroupOffsets_t *req =
+        rd_kafka_ListConsumerGroupOffsets_new(g->group, asked);
+    rd_kafka_AdminOptions_t *opts =
+        admin_options(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS, o->timeout_ms);
+    /* 2.0.2: exactly one group per call (c-engineering.md §1.5). */
+    rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_ListConsumerGroupOffsets_destroy(req);
+    r->requests.offset_fetch++;
+    struct sk_error err = {0};
+    rd_kafka_event_t *ev = admin_wait(q, "ListConsumerGroupOffsets", o->timeout_ms, &err);
+    if (!ev) {
+        g->error = sk_strdup(err.msg);
+        return;
+    }
+    size_t n = 0;
+    const rd_kafka_group_result_t **res =
+        rd_kafka_ListConsumerGroupOffsets_result_groups(rd_kafka_event_ListConsumerGroupOffsets_result(ev), &n);
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_error_t *e = rd_kafka_group_result_error(res[i]);
+        if (e) {
+            g->error = sk_strdup(rd_kafka_error_string(e));
+            continue;
+        }
+        const rd_kafka_topic_partition_list_t *parts = rd_kafka_group_result_partitions(res[i]);
+        for (int j = 0; parts && j < parts->cnt; j++) {
+            const rd_kafka_topic_partition_t *tp = &parts->elems[j];
+            if (tp->offset < 0 && !tp->err && o->n_topics == 0)
+                continue; /* asked for every topic: only those it reads matter */
+            g->parts = sk_realloc(g->parts, (g->n_parts + 1) * sizeof(*g->parts));
+            struct sk_lag_partition *p = &g->parts[g->n_parts++];
+            memset(p, 0, sizeof(*p));
+            p->topic = sk_strdup(tp->topic);
+            p->partition = tp->partition;
+            p->committed = tp->offset >= 0 ? tp->offset : -1;
+            p->low = p->end = p->lag = p->first_ts_ms = -1;
+            p->lag_seconds = -1;
+            if (tp->err)
+                p->error = sk_asprintf("offset fetch: %s", rd_kafka_err2str(tp->err));
+        }
+    }
+    rd_kafka_event_destroy(ev);
+    if (g->n_parts > 1)
+        qsort(g->parts, g->n_parts, sizeof(*g->parts), cmp_part);
+}
+
+static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
+                            const struct sk_lag_collect_options *o, struct sk_lag_report *r)
+{
+    if (r->n_groups == 0)
+        return;
+    const char **names = sk_calloc(r->n_groups, sizeof(*names));
+    for (size_t i = 0; i < r->n_groups; i++)
+        names[i] = r->groups[i].group;
+    rd_kafka_AdminOptions_t *opts =
+        admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS, o->timeout_ms);
+    rd_kafka_DescribeConsumerGroups(rk, names, r->n_groups, opts, q);
+    rd_kafka_AdminOptions_destroy(opts);
+    free(names);
+    r->requests.describe_groups++; /* batched per coordinator */
+    struct sk_error err = {0};
+    rd_kafka_event_t *ev = admin_wait(q, "DescribeConsumerGroups", o->timeout_ms, &err);
+    if (!ev) {
+        sk_warn("lag", "members unknown: %s", err.msg);
+        return;
+    }
+    size_t n = 0;
+    const rd_kafka_ConsumerGroupDescription_t **descs =
+        rd_kafka_DescribeConsumerGroups_result_groups(rd_kafka_event_DescribeConsumerGroups_result(ev), &n);
+    for (size_t i = 0; i < n; i++) {
+        const char *id = rd_kafka_ConsumerGroupDescription_group_id(descs[i]);
+        struct sk_lag_group *g = NULL;
+        for (size_t k = 0; k < r->n_groups && !g; k++)
+            if (strcmp(r->groups[k].group, id) == 0)
+                g = &r->groups[k];
+        if (!g || rd_kafka_ConsumerGroupDescription_error(descs[i]))
+            continue;
+        g->members_known = true;
+        g->state = sk_strdup(
+            rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(descs[i])));
+        size_t nm = rd_kafka_ConsumerGroupDescription_member_count(descs[i]);
+        g->members = nm ? sk_calloc(nm, sizeof(*g->members)) : NULL;
+        for (size_t k = 0; k < nm; k++) {
+            const rd_kafka_MemberDescription_t *md =
+                rd_kafka_ConsumerGroupDescription_member(descs[i], k);
+            struct sk_lag_member *m = &g->members[g->n_members++];
+            m->client_id = sk_strdup(rd_kafka_MemberDescription_client_id(md));
+            m->consumer_id = sk_strdup(rd_kafka_MemberDescription_consumer_id(md));
+            m->host = sk_strdup(rd_kafka_MemberDescription_host(md));
+            const rd_kafka_MemberAssignment_t *ma = rd_kafka_MemberDescription_assignment(md);
+            const rd_kafka_topic_partition_list_t *tps =
+                ma ? rd_kafka_MemberAssignment_partitions(ma) : NULL;
+            if (tps && tps->cnt > 0) {
+                m->assignment = sk_calloc((size_t)tps->cnt, sizeof(char *));
+                for (int t = 0; t < tps->cnt; t++)
+                    m->assignment[m->n_assignment++] = sk_asprintf(
+                        "%s/%" PRId32, tps->elems[t].topic, tps->elems[t].partition);
+            }
+        }
+    }
+    rd_kafka_event_destroy(ev);
+}
+
+/* One partition the reader is assigned to. */
+struct reading {
+    struct sk_lag_partition *p;
+    int64_t read, first_ts;
+    bool exact, done, at_end;
+};
+
+static void reading_finish(rd_kafka_t *rk, struct reading *x, bool at_end)
+{
+    x->done = true;
+    x->at_end = at_end;
+    /* Stop fetching it: nothing more of this partition is needed. */
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, x->p->topic, x->p->partition);
+    rd_kafka_pause_partitions(rk, one);
+    rd_kafka_topic_partition_list_destroy(one);
+}
+
+/*
+ * Reads, from every partition that may have lag, the first consumable record
+ * at or after its committed offset (its timestamp is the seconds-lag) and,
+ * when the gap is at most exact_bound, counts the consumable records up to
+ * the sampled end (markers and aborted records are skipped by the client).
+ */
+static void read_first_records(rd_kafka_t *rk, const struct sk_lag_collect_options *o,
+                               struct sk_lag_report *r)
+{
+    size_t n = 0, cap = 0;
+    struct reading *v = NULL;
+    rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(16);
+    for (size_t i = 0; i < r->n_groups; i++) {
+        struct sk_lag_group *g = &r->groups[i];
+        for (size_t j = 0; j < g->n_parts; j++) {
+            struct sk_lag_partition *p = &g->parts[j];
+            if (p->error)
+                continue;
+            int64_t from = p->committed >= 0 ? p->committed : p->low;
+            if (from < p->low)
+                from = p->low; /* records deleted unread: the first that is left */
+            if (p->end <= from) {
+                sk_lag_partition_settle(p, 0, true, -1, r->time_ms);
+                continue;
+            }
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                v = sk_realloc(v, cap * sizeof(*v));
+            }
+            v[n++] = (struct reading){.p = p, .first_ts = -1,
+                                      .exact = p->end - from <= o->exact_bound};
+            /* Two groups on the same partition at the same offset share nothing
+             * here: the assignment simply lists it once per offset. Assigning a
+             * partition twice is not possible, so a second group reads it after. */
+            bool dup = false;
+            for (int k = 0; k < assign->cnt; k++)
+                if (assign->elems[k].partition == p->partition &&
+                    strcmp(assign->elems[k].topic, p->topic) == 0)
+                    dup = true;
+            if (!dup)
+                rd_kafka_topic_partition_list_add(assign, p->topic, p->partition)->offset = from;
+        }
+    }
+    int64_t deadline = sk_mono_ms() + o->read_ms;
+    size_t left = n;
+    /* A partition watched by several groups is read once per distinct start:
+     * rounds re-assign what is still unread. */
+    while (left > 0 && assign->cnt > 0 && sk_mono_ms() < deadline) {
+        rd_kafka_assign(rk, assign);
+        r->requests.read_partitions += assign->cnt;
+        while (sk_mono_ms() < deadline) {
+            bool round_done = true;
+            for (size_t i = 0; i < n && round_done; i++)
+                for (int k = 0; k < assign->cnt && round_done; k++)
+                    if (!v[i].done && v[i].p->partition == assign->elems[k].partition &&
+                        strcmp(v[i].p->topic, assign->elems[k].topic) == 0 &&
+                        (v[i].p->committed >= 0 ? v[i].p->committed : v[i].p->low) ==
+                            assign->elems[k].offset)
+                        round_done = false;
+            if (round_done)
+                break;
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+            if (!m)
+                continue;
+            if (!m->rkt) {
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            const char *topic = rd_kafka_topic_name(m->rkt);
+            for (size_t i = 0; i < n; i++) {
+                struct reading *x = &v[i];
+                if (x->done || x->p->partition != m->partition || strcmp(x->p->topic, topic) != 0)
+                    continue;
+                int64_t from = x->p->committed >= 0 ? x->p->committed : x->p->low;
+                if (from < x->p->low)
+                    from = x->p->low;
+                bool in_round = false;
+                for (int k = 0; k < assign->cnt; k++)
+                    if (assign->elems[k].partition == m->partition &&
+                        strcmp(assign->elems[k].topic, topic) == 0 && assign->elems[k].offset == from)
+                        in_round = true;
+                if (!in_round)
+                    continue;
+                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    reading_finish(rk, x, true);
+                } else if (m->err) {
+                    x->p->error = sk_asprintf("read: %s", rd_kafka_message_errstr(m));
+                    reading_finish(rk, x, false);
+                } else if (m->offset >= x->p->end) {
+                    reading_finish(rk, x, true); /* beyond the sampled end */
+                } else {
+                    if (x->read++ == 0)
+                        x->first_ts = rd_kafka_message_timestamp(m, NULL);
+                    r->requests.read_records++;
+                    if (!x->exact || m->offset + 1 >= x->p->end)
+                        reading_finish(rk, x, m->offset + 1 >= x->p->end);
+                }
+                if (x->done)
+                    left--;
+            }
+            rd_kafka_message_destroy(m);
+        }
+        rd_kafka_assign(rk, NULL);
+        /* Next round: the partitions still unread at another start offset. */
+        rd_kafka_topic_partition_list_destroy(assign);
+        assign = rd_kafka_topic_partition_list_new(16);
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].done || v[i].read > 0)
+                continue;
+            int64_t from = v[i].p->committed >= 0 ? v[i].p->committed : v[i].p->low;
+            if (from < v[i].p->low)
+                from = v[i].p->low;
+            bool dup = false;
+            for (int k = 0; k < assign->cnt; k++)
+                if (assign->elems[k].partition == v[i].p->partition &&
+                    strcmp(assign->elems[k].topic, v[i].p->topic) == 0)
+                    dup = true;
+            if (!dup)
+                rd_kafka_topic_partition_list_add(assign, v[i].p->topic, v[i].p->partition)
+                    ->offset = from;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(assign);
+    int64_t now = sk_now_us() / 1000;
+    for (size_t i = 0; i < n; i++)
+        sk_lag_partition_settle(v[i].p, v[i].read, v[i].at_end, v[i].first_ts, now);
+    free(v);
+}
+
+static void query_watermarks(rd_kafka_t *rk, const struct sk_lag_collect_options *o,
+                             struct sk_lag_report *r)
+{
+    /* 2.0.2 has no batched ListOffsets (2.3.0): one query per distinct
+     * partition, shared by every group that committed to it. */
+    for (size_t i = 0; i < r->n_groups; i++) {
+        struct sk_lag_group *g = &r->groups[i];
+        for (size_t j = 0; j < g->n_parts; j++) {
+            struct sk_lag_partition *p = &g->parts[j];
+            const struct sk_lag_partition *seen = NULL;
+            for (size_t a = 0; a <= i && !seen; a++)
+                for (size_t b = 0; b < (a == i ? j : r->groups[a].n_parts) && !seen; b++) {
+                    const struct sk_lag_partition *q = &r->groups[a].parts[b];
+                    if (q->partition == p->partition && strcmp(q->topic, p->topic) == 0)
+                        seen = q;
+                }
+            if (seen) {
+                p->low = seen->low;
+                p->end = seen->end;
+                if (seen->error && !p->error && strncmp(seen->error, "watermarks", 10) == 0)
+                    p->error = sk_strdup(seen->error);
+                continue;
+            }
+            int64_t lo = -1, hi = -1;
+            /* Honours isolation.level: hi is the last stable offset. Its timeout
+             * is not enforced in 2.0.2 (#4460): callers keep this off hot threads. */
+            rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+                rk, p->topic, p->partition, &lo, &hi, (int)o->timeout_ms);
+            r->requests.list_offsets += 2; /* earliest and latest: two ListOffsets */
+            if (e) {
+                if (!p->error)
+                    p->error = sk_asprintf("watermarks: %s", rd_kafka_err2str(e));
+                continue;
+            }
+            p->low = lo;
+            p->end = hi;
+        }
+    }
+}
+
+int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_report **out,
+                   struct sk_error *err)
+{
+    struct sk_lag_collect_options o = *opts;
+    if (o.timeout_ms <= 0)
+        o.timeout_ms = 10000;
+    if (o.read_ms <= 0)
+        o.read_ms = 5000;
+    if (o.exact_bound <= 0)
+        o.exact_bound = 1000;
+    bool embedded = o.kafka ? sk_kafka_embedded(o.kafka)
+                            : (o.brokers && strcmp(o.brokers, "embedded") == 0);
+    if (!o.kafka && (!o.brokers || embedded))
+        return sk_error_set(err, SK_ERR_FATAL,
+                            "no brokers to ask (the embedded broker lives in the daemon: ask it)");
+    if (embedded) {
+        /* The 2.0.2 mock has no DescribeGroups or ListGroups handler, and the
+         * admin calls abort the process there (c-engineering.md §2.3). */
+        o.describe_members = false;
+        if (o.n_groups == 0)
+            return sk_error_set(err, SK_ERR_FATAL,
+                                "the embedded broker cannot list groups: name them");
+    }
+
+    rd_kafka_t *rk = client_new(&o, err);
+    if (!rk)
+        return -1;
+    struct sk_lag_report *r = sk_calloc(1, sizeof(*r));
+    r->brokers = sk_strdup(o.kafka ? sk_kafka_bootstrap(o.kafka) : o.brokers);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_topic_partition_list_t *asked = NULL;
+
+    /* Reachability first, so "cannot reach" is one clear error (exit 3). */
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t me = rd_kafka_metadata(rk, 0, NULL, &md, (int)o.timeout_ms);
+    if (me) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "cannot reach Kafka at %s within %" PRId64 " ms: %s",
+                     r->brokers, o.timeout_ms, rd_kafka_err2str(me));
+        goto fail;
+    }
+    int brokers = md->broker_cnt > 0 ? md->broker_cnt : 1;
+    rd_kafka_metadata_destroy(md);
+    md = NULL;
+    if (embedded || o.n_topics > 0) {
+        me = rd_kafka_metadata(rk, 1, NULL, &md, (int)o.timeout_ms);
+        if (me) {
+            sk_error_set(err, SK_ERR_RETRIABLE, "metadata: %s", rd_kafka_err2str(me));
+            goto fail;
+        }
+        asked = rd_kafka_topic_partition_list_new(16);
+        for (int t = 0; t < md->topic_cnt; t++) {
+            const rd_kafka_metadata_topic_t *mt = &md->topics[t];
+            bool wanted = o.n_topics == 0 && strncmp(mt->topic, "__", 2) != 0;
+            for (size_t i = 0; i < o.n_topics && !wanted; i++)
+                wanted = strcmp(o.topics[i], mt->topic) == 0;
+            for (int pi = 0; wanted && pi < mt->partition_cnt; pi++)
+                rd_kafka_topic_partition_list_add(asked, mt->topic, mt->partitions[pi].id);
+        }
+        rd_kafka_metadata_destroy(md);
+    }
+
+    for (size_t i = 0; i < o.n_groups; i++)
+        add_group(r, o.groups[i]);
+    if (o.n_groups == 0 && list_groups(rk, q, &o, r, brokers, err))
+        goto fail;
+    if (r->n_groups > 1)
+        qsort(r->groups, r->n_groups, sizeof(*r->groups), cmp_group);
+    size_t failed = 0;
+    for (size_t i = 0; i < r->n_groups; i++) {
+        group_offsets(rk, q, &o, r, &r->groups[i], asked);
+        failed += r->groups[i].error != NULL;
+    }
+    if (r->n_groups > 0 && failed == r->n_groups) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "group %s: %s", r->groups[0].group,
+                     r->groups[0].error);
+        goto fail;
+    }
+    if (o.describe_members)
+        describe_groups(rk, q, &o, r);
+    r->time_ms = sk_now_us() / 1000;
+    query_watermarks(rk, &o, r);
+    read_first_records(rk, &o, r);
+    if (asked)
+        rd_kafka_topic_partition_list_destroy(asked);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    *out = r;
+    return 0;
+fail:
+    if (asked)
+        rd_kafka_topic_partition_list_destroy(asked);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    sk_lag_report_free(r);
+    return -1;
+}
+
+/* ---- the rules --------------------------------------------------------------- */
+
+void sk_lag_rules_default(struct sk_lag_rules *rules)
+{
+    *rules = (struct sk_lag_rules){.window = 10, .stuck_ms = 60000, .warn_lag_ms = 60000,
+                                   .allowed_lag = 0};
+}
+
+enum sk_lag_status sk_lag_evaluate(const struct sk_lag_point *pts, size_t n, int members,
+                                   const struct sk_lag_rules *rules, const char **reason)
+{
+    const char *why_dummy;
+    if (!reason)
+        reason = &why_dummy;
+    const struct sk_lag_point *cur = &pts[n - 1];
+    /* 1. Caught up now: OK whatever the commit age (no false STOP on an idle
+     *    topic, Burrow #38/#237) and however many markers follow (#570). */
+    if (cur->lag <= rules->allowed_lag) {
+        *reason = "caught up";
+        return SK_LAG_OK;
+    }
+    /* Progress: the latest point where the committed offset moved or the
+     * group was caught up. Without one the whole window is stuck. */
+    int64_t since = pts[0].time_ms;
+    bool progressed = false;
+    for (size_t i = n; i-- > 0;) {
+        if (pts[i].lag <= rules->allowed_lag ||
+            (i > 0 && pts[i].committed != pts[i - 1].committed)) {
+            since = pts[i].time_ms;
+            progressed = true;
+            break;
+        }
+    }
+    int64_t stuck_for = cur->time_ms - since;
+    bool stuck = stuck_for >= rules->stuck_ms ||
+                 (!progressed && n >= 2 && n >= rules->window);
+    /* 2. A group without members does not consume: the lag stays. */
+    if (members == 0) {
+        *reason = "lag and the group has no members";
+        return SK_LAG_STOP;
+    }
+    /* 3. Not moving and nobody known to be there. */
+    if (stuck && members < 0) {
+        *reason = "committed offset not moving with lag; members unknown";
+        return SK_LAG_STOP;
+    }
+    /* 4. Went backwards and did not get back (a reset or a rebalance to an old offset). */
+    for (size_t i = 1; i < n; i++) {
+        if (pts[i].committed >= 0 && pts[i - 1].committed >= 0 &&
+            pts[i].committed < pts[i - 1].committed) {
+            bool recovered = false;
+            for (size_t j = i + 1; j < n; j++)
+                recovered |= pts[j].committed >= pts[i - 1].committed;
+            if (!recovered) {
+                *reason = "committed offset went backwards";
+                return SK_LAG_REWIND;
+            }
+        }
+    }
+    /* 5. Members, lag, and the committed offset does not move. */
+    if (stuck) {
+        *reason = "members present but the committed offset does not move";
+        return SK_LAG_STALL;
+    }
+    /* 6. Catching up. */
+    if (n >= 2 && cur->lag < pts[0].lag) {
+        *reason = "lag decreasing";
+        return SK_LAG_OK;
+    }
+    /* 7. Falling behind: committing, yet lag never decreases across the window. */
+    if (n >= 3 && cur->lag > pts[0].lag && cur->committed != pts[0].committed) {
+        bool never_down = true;
+        for (size_t i = 1; i < n; i++)
+            never_down &= pts[i].lag >= pts[i - 1].lag;
+        if (never_down) {
+            *reason = "lag grows while the consumer commits";
+            return SK_LAG_WARN;
+        }
+    }
+    /* 8. The oldest unconsumed record waits too long (read, not estimated). */
+    if (cur->lag_seconds >= 0 && cur->lag_seconds * 1000.0 >= (double)rules->warn_lag_ms) {
+        *reason = "oldest unconsumed record is older than the warn threshold";
+        return SK_LAG_WARN;
+    }
+    *reason = "consuming";
+    return SK_LAG_OK;
+}
+
+/* ---- the window -------------------------------------------------------------- */
+
+struct series {
+    char *group, *topic;
+    int32_t partition;
+    struct sk_lag_point *pts; /* ring, oldest at head */
+    size_t head, n;
+    bool seen;
+};
+
+struct sk_lag_window {
+    pthread_mutex_t mu;
+    struct sk_lag_rules rules;
+    struct series *series;
+    size_t n_series;
+    struct sk_lag_report *latest;
+};
+
+struct sk_lag_window *sk_lag_window_new(const struct sk_lag_rules *rules)
+{
+    struct sk_lag_window *w = sk_calloc(1, sizeof(*w));
+    pthread_mutex_init(&w->mu, NULL);
+    if (rules)
+        w->rules = *rules;
+    else
+        sk_lag_rules_default(&w->rules);
+    if (w->rules.window < 1)
+        w->rules.window = 1;
+    return w;
+}
+
+static void series_free(struct series *s)
+{
+    free(s->group);
+    free(s->topic);
+    free(s->pts);
+}
+
+void sk_lag_window_destroy(struct sk_lag_window *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->n_series; i++)
+        series_free(&w->series[i]);
+    free(w->series);
+    sk_lag_report_free(w->latest);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+static struct series *series_get(struct sk_lag_window *w, const char *group,
+                                 const struct sk_lag_partition *p)
+{
+    for (size_t i = 0; i < w->n_series; i++) {
+        struct series *s = &w->series[i];
+        if (s->partition == p->partition && strcmp(s->topic, p->topic) == 0 &&
+            strcmp(s->group, group) == 0)
+            return s;
+    }
+    w->series = sk_realloc(w->series, (w->n_series + 1) * sizeof(*w->series));
+    struct series *s = &w->series[w->n_series++];
+    *s = (struct series){.group = sk_strdup(group), .topic = sk_strdup(p->topic),
+                         .partition = p->partition,
+                         .pts = sk_calloc(w->rules.window, sizeof(struct sk_lag_point))};
+    return s;
+}
+
+static void evaluate_partition(struct sk_lag_window *w, const struct sk_lag_group *g,
+                               struct sk_lag_partition *p)
+{
+    if (p->error) {
+        p->status = SK_LAG_ERR;
+        p->reason = "could not be sampled";
+        return;
+    }
+    if (p->committed >= 0 && p->low >= 0 && p->committed < p->low) {
+        /* Retention removed records the group never read. */
+        p->status = SK_LAG_ERR;
+        p->reason = "committed offset is below the log start: records lost unread";
+        return;
+    }
+    struct series *s = series_get(w, g->group, p);
+    s->seen = true;
+    struct sk_lag_point pt = {.time_ms = w->latest ? w->latest->time_ms : 0,
+                              .committed = p->committed, .end = p->end, .lag = p->lag,
+                              .lag_seconds = p->lag_seconds};
+    size_t cap = w->rules.window;
+    if (s->n < cap) {
+        s->pts[(s->head + s->n++) % cap] = pt;
+    } else {
+        s->pts[s->head] = pt;
+        s->head = (s->head + 1) % cap;
+    }
+    struct sk_lag_point *lin = sk_calloc(s->n, sizeof(*lin));
+    for (size_t i = 0; i < s->n; i++)
+        lin[i] = s->pts[(s->head + i) % cap];
+    int members = g->members_known ? (g->n_members > 0) : -1;
+    p->status = sk_lag_evaluate(lin, s->n, members, &w->rules, &p->reason);
+    free(lin);
+}
+
+static void evaluate_group(struct sk_lag_window *w, struct sk_lag_group *g)
+{
+    g->status = SK_LAG_OK;
+    g->total_lag = 0;
+    g->total_exact = true;
+    g->max_lag_seconds = 0;
+    if (g->error)
+        g->status = SK_LAG_ERR;
+    for (size_t j = 0; j < g->n_parts; j++) {
+        struct sk_lag_partition *p = &g->parts[j];
+        evaluate_partition(w, g, p);
+        enum sk_lag_status gs = sk_lag_status_group(p->status);
+        if (gs > g->status)
+            g->status = gs;
+        if (p->lag > 0)
+            g->total_lag += p->lag;
+        g->total_exact &= p->lag_exact;
+        if (p->lag_seconds > g->max_lag_seconds)
+            g->max_lag_seconds = p->lag_seconds;
+    }
+}
+
+void sk_lag_window_add(struct sk_lag_window *w, struct sk_lag_report *r)
+{
+    pthread_mutex_lock(&w->mu);
+    sk_lag_report_free(w->latest);
+    w->latest = r;
+    for (size_t i = 0; i < w->n_series; i++)
+        w->series[i].seen = false;
+    size_t most = 0;
+    for (size_t i = 0; i < r->n_groups; i++)
+        evaluate_group(w, &r->groups[i]);
+    /* Forget partitions that are gone (no unbounded growth, Burrow #511). */
+    size_t keep = 0;
+    for (size_t i = 0; i < w->n_series; i++) {
+        if (w->series[i].seen) {
+            if (w->series[i].n > most)
+                most = w->series[i].n;
+            w->series[keep++] = w->series[i];
+        } else {
+            series_free(&w->series[i]);
+        }
+    }
+    w->n_series = keep;
+    r->window_samples = most;
+    r->window_size = w->rules.window;
+    pthread_mutex_unlock(&w->mu);
+}
+
+enum sk_lag_status sk_lag_window_status(struct sk_lag_window *w)
+{
+    pthread_mutex_lock(&w->mu);
+    enum sk_lag_status worst = SK_LAG_OK;
+    for (size_t i = 0; w->latest && i < w->latest->n_groups; i++)
+        if (w->latest->groups[i].status > worst)
+            worst = w->latest->groups[i].status;
+    pthread_mutex_unlock(&w->mu);
+    return worst;
+}
+
+cJSON *sk_lag_window_json(struct sk_lag_window *w)
+{
+    pthread_mutex_lock(&w->mu);
+    cJSON *j = w->latest ? sk_lag_report_json(w->latest) : NULL;
+    pthread_mutex_unlock(&w->mu);
+    return j;
+}
+
+/* ---- JSON -------------------------------------------------------------------- */
+
+static void json_offset(cJSON *o, const char *name, int64_t v)
+{
+    if (v >= 0)
+        cJSON_AddNumberToObject(o, name, (double)v);
+    else
+        cJSON_AddNullToObject(o, name);
+}
+
+static void json_seconds(cJSON *o, const char *name, double v)
+{
+    if (v >= 0)
+        cJSON_AddNumberToObject(o, name, round(v * 1000.0) / 1000.0);
+    else
+        cJSON_AddNullToObject(o, name);
+}
+
+static void iso_time(int64_t ms, char *buf, size_t size)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+cJSON *sk_lag_report_json(const struct sk_lag_report *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    char when[40];
+    iso_time(r->time_ms, when, sizeof(when));
+    cJSON_AddStringToObject(j, "time", when);
+    cJSON_AddNumberToObject(j, "time_ms", (double)r->time_ms);
+    cJSON_AddStringToObject(j, "brokers", r->brokers ? r->brokers : "");
+    enum sk_lag_status worst = SK_LAG_OK;
+    for (size_t i = 0; i < r->n_groups; i++)
+        if (r->groups[i].status > worst)
+            worst = r->groups[i].status;
+    cJSON_AddStringToObject(j, "status", sk_lag_status_name(worst));
+    cJSON *win = cJSON_AddObjectToObject(j, "window");
+    cJSON_AddNumberToObject(win, "size", (double)r->window_size);
+    cJSON_AddNumberToObject(win, "samples", (double)r->window_samples);
+    const struct sk_lag_requests *q = &r->requests;
+    cJSON *req = cJSON_AddObjectToObject(j, "requests");
+    cJSON_AddNumberToObject(req, "list_groups", (double)q->list_groups);
+    cJSON_AddNumberToObject(req, "describe_groups", (double)q->describe_groups);
+    cJSON_AddNumberToObject(req, "offset_fetch", (double)q->offset_fetch);
+    cJSON_AddNumberToObject(req, "list_offsets", (double)q->list_offsets);
+    cJSON_AddNumberToObject(req, "read_partitions", (double)q->read_partitions);
+    cJSON_AddNumberToObject(req, "read_records", (double)q->read_records);
+    cJSON_AddNumberToObject(req, "total",
+                            (double)(1 + q->list_groups + q->describe_groups + q->offset_fetch +
+                                     q->list_offsets + q->read_partitions));
+    cJSON *groups = cJSON_AddArrayToObject(j, "groups");
+    for (size_t i = 0; i < r->n_groups; i++) {
+        const struct sk_lag_group *g = &r->groups[i];
+        cJSON *go = cJSON_CreateObject();
+        cJSON_AddItemToArray(groups, go);
+        cJSON_AddStringToObject(go, "group", g->group);
+        cJSON_AddStringToObject(go, "status", sk_lag_status_name(g->status));
+        if (g->state)
+            cJSON_AddStringToObject(go, "state", g->state);
+        else
+            cJSON_AddNullToObject(go, "state");
+        cJSON_AddNumberToObject(go, "lag", (double)g->total_lag);
+        cJSON_AddBoolToObject(go, "lag_exact", g->total_exact);
+        cJSON_AddNumberToObject(go, "max_lag_seconds", round(g->max_lag_seconds * 1000) / 1000);
+        if (g->error)
+            cJSON_AddStringToObject(go, "error", g->error);
+        if (g->members_known) {
+            cJSON *ms = cJSON_AddArrayToObject(go, "members");
+            for (size_t k = 0; k < g->n_members; k++) {
+                const struct sk_lag_member *m = &g->members[k];
+                cJSON *mo = cJSON_CreateObject();
+                cJSON_AddItemToArray(ms, mo);
+                cJSON_AddStringToObject(mo, "client_id", m->client_id ? m->client_id : "");
+                cJSON_AddStringToObject(mo, "consumer_id", m->consumer_id ? m->consumer_id : "");
+                cJSON_AddStringToObject(mo, "host", m->host ? m->host : "");
+                cJSON *as = cJSON_AddArrayToObject(mo, "assignment");
+                for (size_t a = 0; a < m->n_assignment; a++)
+                    cJSON_AddItemToArray(as, cJSON_CreateString(m->assignment[a]));
+            }
+        } else {
+            cJSON_AddNullToObject(go, "members");
+        }
+        cJSON *ps = cJSON_AddArrayToObject(go, "partitions");
+        for (size_t k = 0; k < g->n_parts; k++) {
+            const struct sk_lag_partition *p = &g->parts[k];
+            cJSON *po = cJSON_CreateObject();
+            cJSON_AddItemToArray(ps, po);
+            cJSON_AddStringToObject(po, "topic", p->topic);
+            cJSON_AddNumberToObject(po, "partition", p->partition);
+            json_offset(po, "committed", p->committed);
+            json_offset(po, "low", p->low);
+            json_offset(po, "end", p->end);
+            json_offset(po, "lag", p->lag);
+            cJSON_AddBoolToObject(po, "lag_exact", p->lag_exact);
+            json_seconds(po, "lag_seconds", p->lag_seconds);
+            json_offset(po, "first_unconsumed_ts_ms", p->first_ts_ms);
+            cJSON_AddStringToObject(po, "status", sk_lag_status_name(p->status));
+            cJSON_AddStringToObject(po, "reason", p->reason ? p->reason : "");
+            if (p->error)
+                cJSON_AddStringToObject(po, "error", p->error);
+        }
+    }
+    return j;
+}
+
+enum sk_lag_status sk_lag_json_status(const cJSON *report)
+{
+    enum sk_lag_status s = SK_LAG_ERR;
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(report, "status");
+    if (cJSON_IsString(st))
+        status_parse(st->valuestring, &s);
+    return s;
+}
+
+/* ---- the table --------------------------------------------------------------- */
+
+#define NCOLS 9
+
+static void cell_num(char *buf, size_t size, const cJSON *v)
+{
+    if (cJSON_IsNumber(v))
+        snprintf(buf, size, "%.0f", v->valuedouble);
+    else
+        snprintf(buf, size, "-");
+}
+
+static const char *str_or(const cJSON *o, const char *name, const char *def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+void sk_lag_json_table(const cJSON *report, FILE *out)
+{
+    static const char *const head[NCOLS] = {"GROUP", "TOPIC", "PART", "COMMITTED", "END",
+                                            "LAG", "LAG_S", "STATUS", "REASON"};
+    static const bool right[NCOLS] = {false, false, true, true, true, true, true, false, false};
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(report, "groups");
+    size_t rows = 0;
+    const cJSON *g, *p;
+    cJSON_ArrayForEach(g, groups)
+    {
+        size_t np = (size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(g, "partitions"));
+        rows += np ? np : 1;
+    }
+    char(*cells)[NCOLS][160] = sk_calloc(rows + 1, sizeof(*cells));
+    size_t width[NCOLS];
+    for (int c = 0; c < NCOLS; c++) {
+        snprintf(cells[0][c], sizeof(cells[0][c]), "%s", head[c]);
+        width[c] = strlen(head[c]);
+    }
+    size_t row = 1;
+    cJSON_ArrayForEach(g, groups)
+    {
+        const char *name = str_or(g, "group", "?");
+        const cJSON *parts = cJSON_GetObjectItemCaseSensitive(g, "partitions");
+        if (cJSON_GetArraySize(parts) == 0) {
+            char(*cl)[160] = cells[row++];
+            snprintf(cl[0], 160, "%s", name);
+            snprintf(cl[1], 160, "-");
+            for (int c = 2; c < 7; c++)
+                snprintf(cl[c], 160, "-");
+            snprintf(cl[7], 160, "%s", str_or(g, "status", "?"));
+            snprintf(cl[8], 160, "%s", str_or(g, "error", "no committed offsets"));
+        }
+        cJSON_ArrayForEach(p, parts)
+        {
+            char(*cl)[160] = cells[row++];
+            snprintf(cl[0], 160, "%s", name);
+            snprintf(cl[1], 160, "%s", str_or(p, "topic", "?"));
+            cell_num(cl[2], 160, cJSON_GetObjectItemCaseSensitive(p, "partition"));
+            cell_num(cl[3], 160, cJSON_GetObjectItemCaseSensitive(p, "committed"));
+            cell_num(cl[4], 160, cJSON_GetObjectItemCaseSensitive(p, "end"));
+            char lag[64];
+            cell_num(lag, sizeof(lag), cJSON_GetObjectItemCaseSensitive(p, "lag"));
+            snprintf(cl[5], 160, "%s%s",
+                     cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(p, "lag_exact")) ? "<=" : "",
+                     lag);
+            const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "lag_seconds");
+            if (cJSON_IsNumber(s))
+                snprintf(cl[6], 160, "%.1f", s->valuedouble);
+            else
+                snprintf(cl[6], 160, "?");
+            snprintf(cl[7], 160, "%s", str_or(p, "status", "?"));
+            const char *error = str_or(p, "error", NULL);
+            snprintf(cl[8], 160, "%s%s%s", str_or(p, "reason", ""), error ? ": " : "",
+                     error ? error : "");
+        }
+    }
+    for (size_t r = 1; r < row; r++)
+        for (int c = 0; c < NCOLS; c++)
+            if (strlen(cells[r][c]) > width[c])
+                width[c] = strlen(cells[r][c]);
+    for (size_t r = 0; r < row; r++) {
+        for (int c = 0; c < NCOLS; c++) {
+            const char *sep = c + 1 < NCOLS ? "  " : "\n";
+            if (c + 1 == NCOLS)
+                fprintf(out, "%s%s", cells[r][c], sep);
+            else if (right[c])
+                fprintf(out, "%*s%s", (int)width[c], cells[r][c], sep);
+            else
+                fprintf(out, "%-*s%s", (int)width[c], cells[r][c], sep);
+        }
+    }
+    free(cells);
+    /* One line per group: state, members, totals. */
+    cJSON_ArrayForEach(g, groups)
+    {
+        const cJSON *ms = cJSON_GetObjectItemCaseSensitive(g, "members");
+        char members[512] = "members unknown";
+        if (cJSON_IsArray(ms)) {
+            size_t used = (size_t)snprintf(members, sizeof(members), "%d member(s)",
+                                           cJSON_GetArraySize(ms));
+            const cJSON *m;
+            const char *lead = ": ";
+            cJSON_ArrayForEach(m, ms)
+            {
+                if (used >= sizeof(members) - 1)
+                    break;
+                used += (size_t)snprintf(members + used, sizeof(members) - used, "%s%s@%s", lead,
+                                         str_or(m, "client_id", "?"), str_or(m, "host", "?"));
+                lead = ", ";
+            }
+        }
+        const cJSON *lag = cJSON_GetObjectItemCaseSensitive(g, "lag");
+        const cJSON *secs = cJSON_GetObjectItemCaseSensitive(g, "max_lag_seconds");
+        fprintf(out, "%s: %s, state %s, %s, lag %s%.0f, max %.1f s\n", str_or(g, "group", "?"),
+                str_or(g, "status", "?"), str_or(g, "state", "unknown"), members,
+                cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(g, "lag_exact")) ? "<=" : "",
+                cJSON_IsNumber(lag) ? lag->valuedouble : 0,
+                cJSON_IsNumber(secs) ? secs->valuedouble : 0);
+    }
+    if (cJSON_GetArraySize(groups) == 0)
+        fprintf(out, "(no consumer groups)\n");
+}

@@ -1,0 +1,390 @@
+/*
+ * lag_cli.c: `skolsync lag`, the command-line face of lag.c.
+ *
+ * Owns: option parsing, choosing where to ask (a broker, or the running
+ * daemon's /api/v1/lag when the configuration names the embedded broker),
+ * the --watch loop and the exit codes (docs/lag.md "Exit codes").
+ * Must never: call exit() (tests run it in-process), or talk to the embedded
+ * broker itself (it lives inside the daemon's process).
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "daemon.h"
+#include "lag.h"
+#include "log.h"
+#include "util.h"
+
+#define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
+
+enum {
+    LAG_EXIT_UNREACHABLE = 3, /* could not evaluate: broker or daemon not reachable */
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: skolsync lag [-c FILE | --brokers LIST] [--group G]... [--all-groups]\n"
+            "                    [--json] [--watch [--interval 5s] [--count N]] [--window N]\n"
+            "                    [--timeout 10s] [--stuck-after 60s] [--warn-after 60s]\n"
+            "\n"
+            "Consumer-group lag per group, topic and partition: committed offset, end\n"
+            "offset (last stable offset), lag in records (transaction markers excluded),\n"
+            "lag in seconds (age of the first unconsumed record, read, not estimated),\n"
+            "members and a status (OK WARN ERR STALL STOP REWIND; docs/lag.md).\n"
+            "\n"
+            "  -c, --config FILE    brokers and groups (skolsync-<sink>) from FILE; with\n"
+            "                       kafka.brokers: embedded, asks the running daemon at\n"
+            "                       admin.listen (GET /api/v1/lag)\n"
+            "  -b, --brokers LIST   ask these brokers (default: all skolsync-* groups)\n"
+            "  -g, --group G        this group (repeatable)\n"
+            "  -a, --all-groups     every group on the cluster\n"
+            "  -j, --json           JSON instead of a table (docs/lag.md \"JSON\")\n"
+            "  -w, --watch          keep sampling and redraw; statuses use the window\n"
+            "  -i, --interval DUR   time between samples with --watch (default 5s)\n"
+            "  -n, --count N        stop --watch after N samples\n"
+            "      --window N       samples per status window (default 10)\n"
+            "  -t, --timeout DUR    per broker request (default 10s)\n"
+            "      --stuck-after DUR  no progress with lag this long: STALL/STOP (default 60s)\n"
+            "      --warn-after DUR   oldest unconsumed record this old: WARN (default 60s)\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "Exit codes: 0 all OK, 1 some group WARN, 2 some group ERR (a partition\n"
+            "STALL, STOP, REWIND or ERR), 3 could not evaluate (broker or daemon\n"
+            "unreachable), 2 also for an invalid configuration, 64 bad command line.\n");
+}
+
+struct lag_args {
+    const char *config, *brokers;
+    const char **groups;
+    size_t n_groups;
+    bool all_groups, json, watch;
+    int64_t interval_ms, count, timeout_ms;
+    struct sk_lag_rules rules;
+};
+
+static int parse_duration(const char *what, const char *text, int64_t *out)
+{
+    if (sk_parse_duration_ms(text, out) == 0 && *out > 0)
+        return 0;
+    fprintf(stderr, "skolsync lag: %s: \"%s\" is not a duration (e.g. 5s, 500ms, 2m)\n", what,
+            text);
+    return -1;
+}
+
+static int parse_count(const char *what, const char *text, int64_t *out)
+{
+    if (sk_parse_int(text, out) == 0 && *out > 0)
+        return 0;
+    fprintf(stderr, "skolsync lag: %s: \"%s\" is not a positive number\n", what, text);
+    return -1;
+}
+
+/* 0, -1 after --help, or SK_EXIT_USAGE. */
+static int parse_args(int argc, char **argv, struct lag_args *a)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},   {"brokers", required_argument, NULL, 'b'},
+        {"group", required_argument, NULL, 'g'},    {"all-groups", no_argument, NULL, 'a'},
+        {"json", no_argument, NULL, 'j'},           {"watch", no_argument, NULL, 'w'},
+        {"interval", required_argument, NULL, 'i'}, {"count", required_argument, NULL, 'n'},
+        {"window", required_argument, NULL, 'W'},   {"timeout", required_argument, NULL, 't'},
+        {"stuck-after", required_argument, NULL, 'S'},
+        {"warn-after", required_argument, NULL, 'A'},
+        {"help", no_argument, NULL, 'h'},           {0},
+    };
+    optind = 1;
+    int c;
+    int64_t v;
+    while ((c = getopt_long(argc, argv, "c:b:g:ajwi:n:t:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            a->config = optarg;
+            break;
+        case 'b':
+            a->brokers = optarg;
+            break;
+        case 'g':
+            a->groups = sk_realloc(a->groups, (a->n_groups + 1) * sizeof(*a->groups));
+            a->groups[a->n_groups++] = optarg;
+            break;
+        case 'a':
+            a->all_groups = true;
+            break;
+        case 'j':
+            a->json = true;
+            break;
+        case 'w':
+            a->watch = true;
+            break;
+        case 'i':
+            if (parse_duration("--interval", optarg, &a->interval_ms))
+                return SK_EXIT_USAGE;
+            break;
+        case 'n':
+            if (parse_count("--count", optarg, &a->count))
+                return SK_EXIT_USAGE;
+            break;
+        case 'W':
+            if (parse_count("--window", optarg, &v) || v > 1000)
+                return SK_EXIT_USAGE;
+            a->rules.window = (size_t)v;
+            break;
+        case 't':
+            if (parse_duration("--timeout", optarg, &a->timeout_ms))
+                return SK_EXIT_USAGE;
+            break;
+        case 'S':
+            if (parse_duration("--stuck-after", optarg, &a->rules.stuck_ms))
+                return SK_EXIT_USAGE;
+            break;
+        case 'A':
+            if (parse_duration("--warn-after", optarg, &a->rules.warn_lag_ms))
+                return SK_EXIT_USAGE;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        default:
+            usage(stderr);
+            return SK_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "skolsync lag: unexpected argument \"%s\"\n", argv[optind]);
+        return SK_EXIT_USAGE;
+    }
+    if (a->config && a->brokers) {
+        fprintf(stderr, "skolsync lag: -c and --brokers exclude each other\n");
+        return SK_EXIT_USAGE;
+    }
+    if (a->all_groups && a->n_groups) {
+        fprintf(stderr, "skolsync lag: --group and --all-groups exclude each other\n");
+        return SK_EXIT_USAGE;
+    }
+    if (a->count && !a->watch) {
+        fprintf(stderr, "skolsync lag: --count needs --watch\n");
+        return SK_EXIT_USAGE;
+    }
+    if (!a->config && !a->brokers)
+        a->config = DEFAULT_CONFIG;
+    return 0;
+}
+
+/* ---- one sample, from a broker or from the daemon -------------------------- */
+
+struct lag_source {
+    /* A broker: */
+    struct sk_lag_collect_options collect;
+    struct sk_lag_window *window;
+    /* Or the daemon: */
+    char *url, *auth;
+    const char *const *only; /* --group filter on the daemon's answer */
+    size_t n_only;
+};
+
+struct buf {
+    char *data;
+    size_t len;
+};
+
+static size_t buf_write(char *data, size_t size, size_t n, void *userp)
+{
+    struct buf *b = userp;
+    if (b->len > (64u << 20))
+        return 0; /* not a lag report */
+    b->data = sk_realloc(b->data, b->len + size * n + 1);
+    memcpy(b->data + b->len, data, size * n);
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+/* GET /api/v1/lag: the daemon's windows for its own groups, same JSON as --json. */
+static cJSON *ask_daemon(const struct lag_source *s, int64_t timeout_ms)
+{
+    struct buf body = {0};
+    CURL *curl = curl_easy_init();
+    struct curl_slist *hdrs = s->auth ? curl_slist_append(NULL, s->auth) : NULL;
+    curl_easy_setopt(curl, CURLOPT_URL, s->url);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, buf_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    CURLcode cc = curl_easy_perform(curl);
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(curl);
+    cJSON *j = NULL;
+    if (cc != CURLE_OK)
+        fprintf(stderr, "skolsync lag: cannot reach the daemon at %s: %s\n", s->url,
+                curl_easy_strerror(cc));
+    else if (status != 200)
+        fprintf(stderr, "skolsync lag: %s answered HTTP %ld\n", s->url, status);
+    else if (!(j = cJSON_Parse(body.data ? body.data : "")))
+        fprintf(stderr, "skolsync lag: %s did not answer with JSON\n", s->url);
+    free(body.data);
+    if (!j || s->n_only == 0)
+        return j;
+    /* Keep only the asked-for groups; the overall status follows them. */
+    cJSON *groups = cJSON_GetObjectItemCaseSensitive(j, "groups");
+    enum sk_lag_status worst = SK_LAG_OK;
+    for (int i = cJSON_GetArraySize(groups) - 1; i >= 0; i--) {
+        cJSON *g = cJSON_GetArrayItem(groups, i);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(g, "group");
+        bool keep = false;
+        for (size_t k = 0; k < s->n_only && cJSON_IsString(name); k++)
+            keep |= strcmp(name->valuestring, s->only[k]) == 0;
+        if (!keep) {
+            cJSON_DeleteItemFromArray(groups, i);
+            continue;
+        }
+        enum sk_lag_status gs = sk_lag_json_status(g);
+        if (gs > worst)
+            worst = gs;
+    }
+    cJSON_ReplaceItemInObjectCaseSensitive(j, "status",
+                                           cJSON_CreateString(sk_lag_status_name(worst)));
+    return j;
+}
+
+/* One evaluated sample as JSON, or NULL (reported) when it could not be taken. */
+static cJSON *sample(struct lag_source *s, int64_t timeout_ms)
+{
+    if (s->url)
+        return ask_daemon(s, timeout_ms);
+    struct sk_lag_report *r = NULL;
+    struct sk_error err = {0};
+    if (sk_lag_collect(&s->collect, &r, &err)) {
+        fprintf(stderr, "skolsync lag: %s\n", err.msg);
+        return NULL;
+    }
+    sk_lag_window_add(s->window, r);
+    return sk_lag_window_json(s->window);
+}
+
+static void print(const cJSON *j, bool json, FILE *out)
+{
+    if (json) {
+        char *text = cJSON_PrintUnformatted(j);
+        fprintf(out, "%s\n", text);
+        free(text);
+    } else {
+        sk_lag_json_table(j, out);
+    }
+    fflush(out);
+}
+
+/* Sets up where to ask from the configuration; an exit code on failure, else 0. */
+static int from_config(const struct lag_args *a, struct lag_source *s,
+                       struct sk_daemon_config **cfg_out, const char ***groups, size_t *n_groups)
+{
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *cfg = sk_daemon_config_load(a->config, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.v[i].text);
+    sk_config_errors_free(&errs);
+    if (!cfg)
+        return SK_EXIT_CONFIG;
+    *cfg_out = cfg;
+    const struct sk_kafka_conf *kc = &cfg->core.kafka;
+    if (kc->brokers && strcmp(kc->brokers, "embedded") == 0) {
+        /* The embedded broker lives in the daemon's process: only it can answer. */
+        const char *listen = cfg->core.admin.listen;
+        const char *colon = listen ? strrchr(listen, ':') : NULL;
+        if (!colon || strcmp(colon, ":0") == 0 || strcmp(listen, "off") == 0) {
+            fprintf(stderr,
+                    "skolsync lag: kafka.brokers is embedded and admin.listen (%s) names no "
+                    "fixed port to reach the daemon at\n",
+                    listen ? listen : "off");
+            return SK_EXIT_CONFIG;
+        }
+        s->url = sk_asprintf("http://%s/api/v1/lag", listen);
+        if (cfg->core.admin.token && *cfg->core.admin.token)
+            s->auth = sk_asprintf("Authorization: Bearer %s", cfg->core.admin.token);
+        s->only = a->groups;
+        s->n_only = a->n_groups;
+        return 0;
+    }
+    s->collect.brokers = kc->brokers;
+    s->collect.properties = &kc->properties;
+    if (!a->n_groups && !a->all_groups && cfg->n_sinks > 0) {
+        /* The configuration's own sinks: group skolsync-<sink name>. */
+        *groups = sk_calloc(cfg->n_sinks, sizeof(char *));
+        for (size_t i = 0; i < cfg->n_sinks; i++)
+            (*groups)[(*n_groups)++] = sk_asprintf("skolsync-%s", cfg->sinks[i].name);
+    }
+    return 0;
+}
+
+int sk_lag_cli(int argc, char **argv, FILE *out)
+{
+    struct lag_args a = {.interval_ms = 5000, .timeout_ms = 10000};
+    sk_lag_rules_default(&a.rules);
+    int rc = parse_args(argc, argv, &a);
+    if (rc) {
+        free(a.groups);
+        return rc < 0 ? 0 : rc;
+    }
+    struct lag_source s = {0};
+    struct sk_daemon_config *cfg = NULL;
+    const char **cfg_groups = NULL;
+    size_t n_cfg_groups = 0;
+    if (a.config) {
+        rc = from_config(&a, &s, &cfg, &cfg_groups, &n_cfg_groups);
+        if (rc)
+            goto done;
+    } else {
+        s.collect.brokers = a.brokers;
+    }
+    s.collect.groups = a.n_groups ? a.groups : cfg_groups;
+    s.collect.n_groups = a.n_groups ? a.n_groups : n_cfg_groups;
+    s.collect.all_groups = a.all_groups;
+    s.collect.describe_members = true; /* lag.c refuses it on the embedded broker */
+    s.collect.timeout_ms = a.timeout_ms;
+    s.window = sk_lag_window_new(&a.rules);
+
+    bool tty = isatty(fileno(out));
+    int64_t taken = 0;
+    rc = LAG_EXIT_UNREACHABLE;
+    for (;;) {
+        int64_t started = sk_mono_ms();
+        cJSON *j = sample(&s, a.timeout_ms);
+        taken++;
+        if (j) {
+            if (a.watch && tty && !a.json)
+                fprintf(out, "\033[H\033[2J"); /* redraw in place on a terminal only */
+            print(j, a.json, out);
+            rc = sk_lag_exit_code(sk_lag_json_status(j));
+            cJSON_Delete(j);
+        } else {
+            rc = LAG_EXIT_UNREACHABLE;
+        }
+        if (!a.watch || (a.count && taken >= a.count))
+            break;
+        int64_t wait = a.interval_ms - (sk_mono_ms() - started);
+        if (wait > 0)
+            sk_sleep_ms(wait);
+    }
+done:
+    sk_lag_window_destroy(s.window);
+    for (size_t i = 0; i < n_cfg_groups; i++)
+        free((char *)cfg_groups[i]);
+    free(cfg_groups);
+    free(s.url);
+    free(s.auth);
+    free(a.groups);
+    sk_daemon_config_free(cfg);
+    return rc;
+}
+
+int sk_cmd_lag(int argc, char **argv)
+{
+    return sk_lag_cli(argc, argv, stdout);
+}
