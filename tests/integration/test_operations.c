@@ -1,0 +1,300 @@
+/*
+ * test_operations.c: the running daemon under an operator's hands (embedded
+ * broker): reload by SIGHUP and by the API, the connector API with and
+ * without the admin token, pause and resume, the failure policy and the
+ * supervisor's restarts.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "sk_test.h"
+
+#define TOKEN "test-admin-token-5f2a"
+
+struct daemon_run {
+    char *dir, *cfg, *log, *db;
+    pid_t pid;
+    int port;
+};
+
+static int logged_port(const char *log_path)
+{
+    for (int waited = 0; waited < 20000; waited += 100) {
+        char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
+                            log_path);
+        char *out = NULL;
+        skt_sh(cmd, 5, &out);
+        int port = atoi(out);
+        free(out);
+        free(cmd);
+        if (port > 0)
+            return port;
+        usleep(100000);
+    }
+    return 0;
+}
+
+static void start_daemon(struct daemon_run *d)
+{
+    d->log = skt_fmt("%s/daemon.log", d->dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", d->cfg, NULL};
+    d->pid = skt_spawn(argv, d->log);
+    d->port = logged_port(d->log);
+    cr_assert_gt(d->port, 0, "the daemon logged no HTTP port");
+}
+
+static void stop_daemon(struct daemon_run *d)
+{
+    kill(d->pid, SIGTERM);
+    int rc = skt_wait(d->pid, 30000);
+    if (rc == -2) {
+        kill(d->pid, SIGKILL);
+        skt_wait(d->pid, 5000);
+    }
+    cr_assert_eq(rc, 0, "SIGTERM should stop the daemon with exit 0, got %d", rc);
+}
+
+/* curl against the daemon; returns the body (caller frees) and the status in *status. */
+static char *http(struct daemon_run *d, const char *method, const char *path, const char *token,
+                  int *status)
+{
+    char *cmd = skt_fmt("curl -s -w '\\n%%{http_code}' -X %s %s%s%s http://127.0.0.1:%d%s",
+                        method, token ? "-H 'Authorization: Bearer " : "", token ? token : "",
+                        token ? "'" : "", d->port, path);
+    char *out = NULL;
+    skt_sh(cmd, 70, &out);
+    free(cmd);
+    char *nl = strrchr(out, '\n');
+    *status = nl ? atoi(nl + 1) : 0;
+    if (nl)
+        *nl = '\0';
+    return out;
+}
+
+/* Polls /metrics until a line starts with `want` or the time is up. */
+static bool metric_is(struct daemon_run *d, const char *want, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 200) {
+        int st;
+        char *body = http(d, "GET", "/metrics", NULL, &st);
+        bool ok = strstr(body, want) != NULL;
+        free(body);
+        if (ok)
+            return true;
+        usleep(200000);
+    }
+    return false;
+}
+
+/* The value of the metric line that starts with `name{labels} `, or -1. */
+static long long metric_value(struct daemon_run *d, const char *series)
+{
+    int st;
+    char *body = http(d, "GET", "/metrics", NULL, &st);
+    const char *line = strstr(body, series);
+    long long v = line ? atoll(line + strlen(series)) : -1;
+    free(body);
+    return v;
+}
+
+static char *sink_applied(size_t n)
+{
+    return skt_fmt("skolsync_records_total{connector=\"db\",kind=\"sink\",type=\"sqlite-sink\"} %zu\n",
+                   n);
+}
+
+static void write_config(struct daemon_run *d, const char *sources, const char *extra)
+{
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
+                         "admin:\n  listen: 127.0.0.1:0\n  token: " TOKEN "\n"
+                         "%s"
+                         "sources:\n%s"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n",
+                         extra ? extra : "", sources, d->db);
+    /* atomically, as an operator's editor would: a SIGHUP never sees half a file */
+    char *tmp = skt_fmt("%s.tmp", d->cfg);
+    skt_write(tmp, text);
+    cr_assert_eq(rename(tmp, d->cfg), 0);
+    free(tmp);
+    free(text);
+}
+
+static char *source_entry(const char *name, const char *path, const char *more)
+{
+    return skt_fmt("  %s:\n    type: jsonl-source\n    path: %s\n    poll_interval: 500ms\n%s",
+                   name, path, more ? more : "");
+}
+
+Test(operations, reload_keeps_unchanged_sink_and_adds_a_source, .timeout = 180)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-reload")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *a = skt_fmt("%s/a", d.dir), *b = skt_fmt("%s/b", d.dir);
+    skt_generate(a, 21, 20);
+    skt_generate(b, 22, 20);
+    size_t na = skt_count_records(a), nb = skt_count_records(b);
+    char *src_a = source_entry("files-a", a, NULL);
+    write_config(&d, src_a, NULL);
+    start_daemon(&d);
+    char *want = sink_applied(na);
+    cr_assert(metric_is(&d, want, 60000), "first dataset not applied");
+
+    /* Add a source; the sink is unchanged and must keep its consumer. */
+    char *src_b = source_entry("files-b", b, NULL);
+    char *both = skt_fmt("%s%s", src_a, src_b);
+    write_config(&d, both, NULL);
+    kill(d.pid, SIGHUP);
+    cr_assert(metric_is(&d, "skolsync_reloads_total 1\n", 20000), "reload not applied");
+    free(want);
+    want = sink_applied(na + nb);
+    /* Exactly na + nb applied: nothing lost, nothing applied twice across the reload. */
+    cr_assert(metric_is(&d, want, 60000), "second source's data not applied exactly once");
+    cr_assert(metric_is(&d, "skolsync_connector_restarts_total{connector=\"db\",kind=\"sink\","
+                            "type=\"sqlite-sink\"} 0\n",
+                        1000));
+    char *grep = skt_fmt("grep -c 'db: assigned' %s", d.log);
+    char *out = NULL;
+    skt_sh(grep, 5, &out);
+    cr_assert_eq(atoi(out), 1, "the unchanged sink rejoined its group: %s", out);
+    free(out);
+
+    /* A burst of SIGHUPs while the file changes: POSIX merges pending signals,
+     * so the guarantee is that the daemon ends up running the file as it was
+     * at the last SIGHUP, and stays healthy. */
+    char *c = skt_fmt("%s/c", d.dir);
+    skt_generate(c, 26, 10);
+    for (int i = 0; i < 5; i++) {
+        char *three = skt_fmt("%s%s%s", src_a, src_b,
+                              i == 4 ? source_entry("files-c", c, NULL) : "");
+        write_config(&d, three, i % 2 ? "log:\n  level: debug\n" : NULL);
+        kill(d.pid, SIGHUP);
+        free(three);
+    }
+    free(want);
+    want = sink_applied(na + nb + skt_count_records(c));
+    cr_assert(metric_is(&d, want, 60000), "the last file's new source did not run");
+    int st;
+    char *body = http(&d, "GET", "/ready", NULL, &st);
+    cr_assert_eq(st, 200, "%s", body);
+    free(body);
+
+    /* An invalid file: the running configuration stays, the API says why. */
+    skt_write(d.cfg, "sources:\n  broken: [\n");
+    body = http(&d, "POST", "/api/v1/reload", TOKEN, &st);
+    cr_assert_eq(st, 422, "%s", body);
+    cr_assert(strstr(body, "\"reloaded\":false") && strstr(body, "skolsync.yaml:"), "%s", body);
+    free(body);
+    cr_assert(metric_is(&d, "skolsync_reload_failures_total 1\n", 2000));
+    body = http(&d, "GET", "/ready", NULL, &st);
+    cr_assert_eq(st, 200, "still ready after a failed reload: %s", body);
+    free(body);
+    stop_daemon(&d);
+    /* The database holds the three datasets, each record once. */
+    char *all = skt_fmt("%s/all", d.dir);
+    char *merge = skt_fmt("mkdir -p %s && for f in %s/*.jsonl; do n=$(basename $f); "
+                          "cat %s/$n %s/$n %s/$n > %s/$n; done",
+                          all, a, a, b, c, all);
+    cr_assert_eq(skt_sh(merge, 30, NULL), 0);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(d.db, all, why, sizeof(why)), "%s", why);
+}
+
+Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-api")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *a = skt_fmt("%s/a", d.dir);
+    skt_generate(a, 23, 10);
+    size_t na = skt_count_records(a);
+    write_config(&d, source_entry("files", a, NULL), NULL);
+    start_daemon(&d);
+    char *want = sink_applied(na);
+    cr_assert(metric_is(&d, want, 60000));
+
+    int st;
+    char *body = http(&d, "POST", "/api/v1/connectors/files/pause", NULL, &st);
+    cr_assert_eq(st, 401, "no token: %s", body);
+    free(body);
+    body = http(&d, "POST", "/api/v1/connectors/files/pause", "wrong-token", &st);
+    cr_assert_eq(st, 401, "wrong token: %s", body);
+    free(body);
+    body = http(&d, "GET", "/api/v1/connectors/files", NULL, &st);
+    cr_assert_eq(st, 200);
+    cr_assert_null(strstr(body, "\"state\":\"paused\""), "a call without the token changed state");
+    free(body);
+
+    body = http(&d, "POST", "/api/v1/connectors/files/pause", TOKEN, &st);
+    cr_assert_eq(st, 200, "%s", body);
+    free(body);
+    /* paused: an appended line is not read */
+    char *cmd = skt_fmt("head -1 %s/persons.jsonl | sed 's/\"givenName\":\"[^\"]*\"/\"givenName\":"
+                        "\"Östen\"/; s/\"modified\":\"[^\"]*\"/\"modified\":\"2027-02-01T10:00:00+01:00\"/' "
+                        ">> %s/persons.jsonl",
+                        a, a);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    sleep(2);
+    body = http(&d, "GET", "/api/v1/connectors/files", NULL, &st);
+    cr_assert(strstr(body, "\"state\":\"paused\""), "%s", body);
+    free(body);
+    cr_assert(metric_is(&d, want, 100), "a paused source still delivered");
+    body = http(&d, "POST", "/api/v1/connectors/files/resume", TOKEN, &st);
+    cr_assert_eq(st, 200, "%s", body);
+    free(body);
+    free(want);
+    want = sink_applied(na + 1);
+    cr_assert(metric_is(&d, want, 20000), "resumed source did not deliver the appended line");
+    body = http(&d, "POST", "/api/v1/connectors/nope/pause", TOKEN, &st);
+    cr_assert_eq(st, 404);
+    free(body);
+    stop_daemon(&d);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(d.db, a, why, sizeof(why)), "%s", why);
+}
+
+Test(operations, on_error_stop_fails_the_connector_and_the_supervisor_restarts_it, .timeout = 180)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-policy")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *good = skt_fmt("%s/good", d.dir), *bad = skt_fmt("%s/bad", d.dir);
+    skt_generate(good, 24, 10);
+    skt_generate(bad, 25, 10);
+    char *cmd = skt_fmt("sed -i '1s/^{/{oops/' %s/organisations.jsonl", bad);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    char *g = source_entry("good", good, NULL);
+    char *b = source_entry("strict", bad, "    on_error: stop\n");
+    char *both = skt_fmt("%s%s", g, b);
+    write_config(&d, both, NULL);
+    start_daemon(&d);
+    /* The other source's data all arrives: one failing connector stops no other. */
+    char *want = sink_applied(skt_count_records(good));
+    cr_assert(metric_is(&d, want, 60000), "the healthy source was held up");
+    /* The strict source never got past the bad line and is restarted with backoff. */
+    const char *series =
+        "skolsync_connector_restarts_total{connector=\"strict\",kind=\"source\",type=\"jsonl-source\"} ";
+    long long restarts = 0;
+    for (int i = 0; i < 100 && restarts < 1; i++) {
+        restarts = metric_value(&d, series);
+        usleep(200000);
+    }
+    cr_assert_geq(restarts, 1, "no restart");
+    /* backoff: not restarted in a tight loop */
+    sleep(3);
+    cr_assert_leq(metric_value(&d, series), 5, "restarted too often: no backoff");
+    int st;
+    char *body = http(&d, "GET", "/ready", NULL, &st);
+    cr_assert_eq(st, 503, "a failed connector must make the daemon not ready: %s", body);
+    free(body);
+    body = http(&d, "GET", "/api/v1/connectors/strict", NULL, &st);
+    cr_assert(strstr(body, "organisations.jsonl:1") && strstr(body, "on_error: stop"), "%s", body);
+    cr_assert(strstr(body, "\"records\":0"), "nothing past the bad line was stored: %s", body);
+    free(body);
+    stop_daemon(&d);
+}
