@@ -55,6 +55,10 @@ struct sk_bad_input {
     size_t raw_len;
     char *where;        /* "persons.jsonl:17", a URL, ... */
     struct sk_error err;
+    /* The entity type the input was meant to be, if known (set it on the
+     * element sk_batch_add_bad appended): `skolsync dlq replay` encodes the
+     * fixed input with it. */
+    const struct sk_entity *entity;
 };
 
 struct sk_cursor {

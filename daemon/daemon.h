@@ -37,6 +37,7 @@ struct sk_core_conf {
     struct sk_log_conf log;
     int64_t shutdown_timeout_ms;
     int64_t progress_interval_ms;
+    int64_t lag_interval_ms;
 };
 
 struct sk_source_def {

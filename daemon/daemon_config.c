@@ -57,6 +57,9 @@ static const struct sk_option core_options[] = {
     {"progress_interval", SK_OPT_DURATION, "30s", false,
      "how often progress is logged (every 2s with --once or on a terminal)",
      offsetof(struct sk_core_conf, progress_interval_ms), .min = 100, .max = 86400000},
+    {"lag_interval", SK_OPT_DURATION, "5s", false,
+     "how often the daemon samples its sinks' consumer lag (/api/v1/lag, /metrics)",
+     offsetof(struct sk_core_conf, lag_interval_ms), .min = 500, .max = 3600000},
     {0},
 };
 

@@ -40,6 +40,7 @@ struct sk_daemon {
     uint64_t reload_generation;     /* bumped when a reload finished */
     char reload_result[2048];       /* JSON of the last reload */
     atomic_uint_fast64_t reloads, reload_failures;
+    struct sk_lag_monitor *lag; /* the sinks' consumer lag, sampled in the background */
 };
 
 static inline struct sk_source_env *sk_as_source(struct sk_runner *r)
@@ -54,6 +55,15 @@ static inline struct sk_sink_env *sk_as_sink(struct sk_runner *r)
 
 /* The state to report: a source holding deletions is "held". */
 const char *sk_daemon_state_name(struct sk_runner *r);
+
+/* lag_monitor.c: a thread sampling the sinks' consumer groups (lag.h rules). */
+struct sk_lag_monitor;
+struct sk_lag_monitor *sk_lag_monitor_start(struct sk_daemon *d, int64_t interval_ms);
+void sk_lag_monitor_stop(struct sk_lag_monitor *m);
+/* The latest evaluated report (docs/lag.md JSON), NULL before the first. Caller frees. */
+struct cJSON *sk_lag_monitor_json(struct sk_lag_monitor *m);
+/* Total lag per sink over the last 15 minutes: [{"t", "sinks": {name: {lag, seconds}}}]. */
+struct cJSON *sk_lag_monitor_history(struct sk_lag_monitor *m);
 
 /* http_api.c: registers /health, /ready, /metrics and /api/v1/... */
 int sk_http_api_register(struct sk_daemon *d, struct sk_error *err);

@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "daemon_internal.h"
+#include "dlq.h"
 #include "log.h"
 #include "util.h"
 
@@ -150,6 +151,49 @@ static void histogram(struct sk_daemon *d, struct text *t, const char *name, con
     }
 }
 
+/* Per partition lag of every sink group, from the lag monitor's latest sample. */
+static void lag_metrics(struct sk_daemon *d, struct text *t)
+{
+    cJSON *rep = sk_lag_monitor_json(d->lag);
+    if (!rep)
+        return;
+    put(t, "# HELP skolsync_consumer_lag_records Consumable records a sink group has not applied\n"
+           "# TYPE skolsync_consumer_lag_records gauge\n");
+    cJSON *groups = cJSON_GetObjectItemCaseSensitive(rep, "groups");
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass == 1)
+            put(t, "# HELP skolsync_consumer_lag_seconds Age of the oldest record a sink group "
+                   "has not applied\n# TYPE skolsync_consumer_lag_seconds gauge\n");
+        if (pass == 2)
+            put(t, "# HELP skolsync_consumer_group_status Lag status of a sink group (1 for the "
+                   "current one)\n# TYPE skolsync_consumer_group_status gauge\n");
+        for (cJSON *g = groups ? groups->child : NULL; g; g = g->next) {
+            const char *group = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "group"));
+            if (!group)
+                continue;
+            if (pass == 2) {
+                const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "status"));
+                for (const char *const *s = (const char *const[]){"OK", "WARN", "ERR", NULL}; *s; s++)
+                    put(t, "skolsync_consumer_group_status{group=\"%s\",status=\"%s\"} %d\n",
+                        group, *s, st && strcmp(st, *s) == 0);
+                continue;
+            }
+            cJSON *parts = cJSON_GetObjectItemCaseSensitive(g, "partitions");
+            for (cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
+                const char *topic = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "topic"));
+                cJSON *part = cJSON_GetObjectItemCaseSensitive(p, "partition");
+                cJSON *v = cJSON_GetObjectItemCaseSensitive(p, pass == 0 ? "lag" : "lag_seconds");
+                if (!topic || !cJSON_IsNumber(part) || !cJSON_IsNumber(v) || v->valuedouble < 0)
+                    continue;
+                put(t, "%s{group=\"%s\",topic=\"%s\",partition=\"%d\"} %g\n",
+                    pass == 0 ? "skolsync_consumer_lag_records" : "skolsync_consumer_lag_seconds",
+                    group, topic, part->valueint, v->valuedouble);
+            }
+        }
+    }
+    cJSON_Delete(rep);
+}
+
 static void http_metrics(void *ctx, const struct sk_http_request *req,
                          struct sk_http_response *resp)
 {
@@ -197,6 +241,7 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
                 (unsigned long long)atomic_load(&src->held));
     }
     pthread_rwlock_unlock(&d->lock);
+    lag_metrics(d, &t);
     put(&t, "# HELP skolsync_reloads_total Configuration reloads applied\n"
             "# TYPE skolsync_reloads_total counter\nskolsync_reloads_total %llu\n"
             "# HELP skolsync_reload_failures_total Reloads refused (invalid configuration)\n"
@@ -430,6 +475,92 @@ static void api_reload(void *ctx, const struct sk_http_request *req, struct sk_h
     resp->body = body;
 }
 
+/* Filters from a JSON body {"connector", "from", "to", "limit"} (all optional). */
+static void dlq_filter(const struct sk_http_request *req, struct sk_dlq_filter *f, cJSON **keep)
+{
+    *f = (struct sk_dlq_filter){.from_offset = -1, .to_offset = -1, .limit = 1000};
+    cJSON *b = req->body_len ? cJSON_Parse(req->body) : NULL;
+    *keep = b;
+    const cJSON *x;
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "connector")) && cJSON_IsString(x))
+        f->connector = x->valuestring;
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "from")) && cJSON_IsNumber(x))
+        f->from_offset = (int64_t)x->valuedouble;
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "to")) && cJSON_IsNumber(x))
+        f->to_offset = (int64_t)x->valuedouble;
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "limit")) && cJSON_IsNumber(x) && x->valuedouble > 0)
+        f->limit = (size_t)x->valuedouble;
+}
+
+/* POST /api/v1/dlq: dead letters hold raw input, personal data too: token required. */
+static void api_dlq_list(void *ctx, const struct sk_http_request *req,
+                         struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    if (!authorized(d, req, resp))
+        return;
+    struct sk_dlq_filter f;
+    cJSON *body;
+    dlq_filter(req, &f, &body);
+    struct sk_error err = {0};
+    cJSON *arr = sk_dlq_list(d->kafka, &f, &err);
+    cJSON_Delete(body);
+    if (!arr) {
+        error_response(resp, 503, err.msg);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "dead_letters", arr);
+    json_response(resp, 200, o);
+}
+
+static void api_dlq_replay(void *ctx, const struct sk_http_request *req,
+                           struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    if (!authorized(d, req, resp))
+        return;
+    struct sk_dlq_filter f;
+    cJSON *body;
+    dlq_filter(req, &f, &body);
+    struct sk_error err = {0};
+    size_t skipped = 0;
+    cJSON *report = cJSON_CreateArray();
+    long n = sk_dlq_replay(d->kafka, &f, &skipped, report, &err);
+    cJSON_Delete(body);
+    if (n < 0) {
+        cJSON_Delete(report);
+        error_response(resp, 503, err.msg);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "replayed", (double)n);
+    cJSON_AddNumberToObject(o, "skipped", (double)skipped);
+    cJSON_AddItemToObject(o, "details", report);
+    json_response(resp, 200, o);
+}
+
+/* GET /api/v1/lag: the latest sample of the sinks' groups (docs/lag.md JSON). */
+static void api_lag(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    cJSON *rep = sk_lag_monitor_json(d->lag);
+    if (!rep) {
+        error_response(resp, 503, "no lag sample yet");
+        return;
+    }
+    json_response(resp, 200, rep);
+}
+
+static void api_lag_history(void *ctx, const struct sk_http_request *req,
+                            struct sk_http_response *resp)
+{
+    struct sk_daemon *d = ctx;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "history", sk_lag_monitor_history(d->lag));
+    json_response(resp, 200, o);
+}
+
 int sk_http_api_register(struct sk_daemon *d, struct sk_error *err)
 {
     if (!d->http)
@@ -439,6 +570,10 @@ int sk_http_api_register(struct sk_daemon *d, struct sk_error *err)
         sk_http_route(d->http, "GET", "/metrics", http_metrics, d, err) ||
         sk_http_route(d->http, "GET", "/api/v1/connectors", api_list, d, err) ||
         sk_http_route(d->http, "POST", "/api/v1/reload", api_reload, d, err) ||
+        sk_http_route(d->http, "GET", "/api/v1/lag", api_lag, d, err) ||
+        sk_http_route(d->http, "GET", "/api/v1/lag/history", api_lag_history, d, err) ||
+        sk_http_route(d->http, "POST", "/api/v1/dlq", api_dlq_list, d, err) ||
+        sk_http_route(d->http, "POST", "/api/v1/dlq/replay", api_dlq_replay, d, err) ||
         sk_http_route(d->http, "*", "/api/v1/connectors/*", api_connector, d, err))
         return -1;
     return 0;

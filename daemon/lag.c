@@ -259,7 +259,8 @@ static int list_groups(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct sk_lag_
         return -1;
     const rd_kafka_ListConsumerGroups_result_t *res = rd_kafka_event_ListConsumerGroups_result(ev);
     size_t n = 0, n_err = 0;
-    const rd_kafka_ConsumerGroupListing_t **list = rd_kafka_ListConsumerGroups_result_valid(res, &n);
+    const rd_kafka_ConsumerGroupListing_t **list =
+        rd_kafka_ListConsumerGroups_result_valid(res, &n);
     const rd_kafka_error_t **errs = rd_kafka_ListConsumerGroups_result_errors(res, &n_err);
     for (size_t i = 0; i < n_err; i++)
         sk_warn("lag", "ListConsumerGroups: %s", rd_kafka_error_string(errs[i]));
@@ -297,8 +298,9 @@ static void group_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q,
         return;
     }
     size_t n = 0;
-    const rd_kafka_group_result_t **res =
-        rd_kafka_ListConsumerGroupOffsets_result_groups(rd_kafka_event_ListConsumerGroupOffsets_result(ev), &n);
+    const rd_kafka_ListConsumerGroupOffsets_result_t *lr =
+        rd_kafka_event_ListConsumerGroupOffsets_result(ev);
+    const rd_kafka_group_result_t **res = rd_kafka_ListConsumerGroupOffsets_result_groups(lr, &n);
     for (size_t i = 0; i < n; i++) {
         const rd_kafka_error_t *e = rd_kafka_group_result_error(res[i]);
         if (e) {
@@ -348,8 +350,10 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
         return;
     }
     size_t n = 0;
+    const rd_kafka_DescribeConsumerGroups_result_t *dr =
+        rd_kafka_event_DescribeConsumerGroups_result(ev);
     const rd_kafka_ConsumerGroupDescription_t **descs =
-        rd_kafka_DescribeConsumerGroups_result_groups(rd_kafka_event_DescribeConsumerGroups_result(ev), &n);
+        rd_kafka_DescribeConsumerGroups_result_groups(dr, &n);
     for (size_t i = 0; i < n; i++) {
         const char *id = rd_kafka_ConsumerGroupDescription_group_id(descs[i]);
         struct sk_lag_group *g = NULL;
@@ -433,9 +437,9 @@ static void read_first_records(rd_kafka_t *rk, const struct sk_lag_collect_optio
             }
             v[n++] = (struct reading){.p = p, .first_ts = -1,
                                       .exact = p->end - from <= o->exact_bound};
-            /* Two groups on the same partition at the same offset share nothing
-             * here: the assignment simply lists it once per offset. Assigning a
-             * partition twice is not possible, so a second group reads it after. */
+            /* A partition is assigned once per round: groups at the same
+             * committed offset share the read, a group at another offset is
+             * read in a later round (within the same budget). */
             bool dup = false;
             for (int k = 0; k < assign->cnt; k++)
                 if (assign->elems[k].partition == p->partition &&
@@ -451,6 +455,9 @@ static void read_first_records(rd_kafka_t *rk, const struct sk_lag_collect_optio
      * rounds re-assign what is still unread. */
     while (left > 0 && assign->cnt > 0 && sk_mono_ms() < deadline) {
         rd_kafka_assign(rk, assign);
+        /* A partition paused when an earlier round finished it stays paused
+         * across assignments: resume this round's. */
+        rd_kafka_resume_partitions(rk, assign);
         r->requests.read_partitions += assign->cnt;
         while (sk_mono_ms() < deadline) {
             bool round_done = true;
@@ -481,7 +488,8 @@ static void read_first_records(rd_kafka_t *rk, const struct sk_lag_collect_optio
                 bool in_round = false;
                 for (int k = 0; k < assign->cnt; k++)
                     if (assign->elems[k].partition == m->partition &&
-                        strcmp(assign->elems[k].topic, topic) == 0 && assign->elems[k].offset == from)
+                        strcmp(assign->elems[k].topic, topic) == 0 &&
+                        assign->elems[k].offset == from)
                         in_round = true;
                 if (!in_round)
                     continue;
@@ -606,6 +614,7 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
     /* Reachability first, so "cannot reach" is one clear error (exit 3). */
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t me = rd_kafka_metadata(rk, 0, NULL, &md, (int)o.timeout_ms);
+    r->requests.metadata++;
     if (me) {
         sk_error_set(err, SK_ERR_RETRIABLE, "cannot reach Kafka at %s within %" PRId64 " ms: %s",
                      r->brokers, o.timeout_ms, rd_kafka_err2str(me));
@@ -616,6 +625,7 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
     md = NULL;
     if (embedded || o.n_topics > 0) {
         me = rd_kafka_metadata(rk, 1, NULL, &md, (int)o.timeout_ms);
+        r->requests.metadata++;
         if (me) {
             sk_error_set(err, SK_ERR_RETRIABLE, "metadata: %s", rd_kafka_err2str(me));
             goto fail;
@@ -973,6 +983,7 @@ cJSON *sk_lag_report_json(const struct sk_lag_report *r)
     cJSON_AddNumberToObject(win, "samples", (double)r->window_samples);
     const struct sk_lag_requests *q = &r->requests;
     cJSON *req = cJSON_AddObjectToObject(j, "requests");
+    cJSON_AddNumberToObject(req, "metadata", (double)q->metadata);
     cJSON_AddNumberToObject(req, "list_groups", (double)q->list_groups);
     cJSON_AddNumberToObject(req, "describe_groups", (double)q->describe_groups);
     cJSON_AddNumberToObject(req, "offset_fetch", (double)q->offset_fetch);
@@ -980,8 +991,8 @@ cJSON *sk_lag_report_json(const struct sk_lag_report *r)
     cJSON_AddNumberToObject(req, "read_partitions", (double)q->read_partitions);
     cJSON_AddNumberToObject(req, "read_records", (double)q->read_records);
     cJSON_AddNumberToObject(req, "total",
-                            (double)(1 + q->list_groups + q->describe_groups + q->offset_fetch +
-                                     q->list_offsets + q->read_partitions));
+                            (double)(q->metadata + q->list_groups + q->describe_groups +
+                                     q->offset_fetch + q->list_offsets + q->read_partitions));
     cJSON *groups = cJSON_AddArrayToObject(j, "groups");
     for (size_t i = 0; i < r->n_groups; i++) {
         const struct sk_lag_group *g = &r->groups[i];

@@ -84,7 +84,8 @@ struct sk_lag_group {
 
 /* Logical broker requests of one collection (docs/lag.md "Cost"). */
 struct sk_lag_requests {
-    int64_t list_groups, describe_groups, offset_fetch, list_offsets, read_partitions, read_records;
+    int64_t metadata, list_groups, describe_groups, offset_fetch, list_offsets, read_partitions,
+        read_records;
 };
 
 /* One sample: every group at one time. */

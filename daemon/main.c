@@ -16,6 +16,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "daemon.h"
+#include "dlq.h"
+#include "lag.h"
 #include "log.h"
 
 #define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
@@ -32,6 +34,8 @@ static void usage_main(FILE *out)
             "  check -c FILE          validate a configuration and print every error\n"
             "  connectors [TYPE]      list connector types, or one type's options\n"
             "  release SOURCE -c FILE publish the deletions a source's delete guard holds\n"
+            "  dlq list|replay -c FILE  list dead letters, or re-inject them after a fix\n"
+            "  lag [-c FILE|--brokers B] consumer lag per group and partition, with a status\n"
             "  version                print versions\n"
             "\n"
             "`skolsync COMMAND --help` describes a command. Exit codes: 0 success,\n"
@@ -309,6 +313,10 @@ int main(int argc, char **argv)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "connectors") == 0)
         return cmd_connectors(argc - 1, argv + 1);
+    if (strcmp(cmd, "lag") == 0)
+        return sk_cmd_lag(argc - 1, argv + 1);
+    if (strcmp(cmd, "dlq") == 0)
+        return sk_cmd_dlq(argc - 1, argv + 1);
     if (strcmp(cmd, "release") == 0)
         return cmd_release(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)

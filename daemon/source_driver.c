@@ -191,6 +191,8 @@ static rd_kafka_headers_t *dlq_headers(struct source_run *run, const struct sk_b
     rd_kafka_header_add(h, "skolsync-where", -1, b->where, -1);
     rd_kafka_header_add(h, "skolsync-error-class", -1, sk_err_class_name(b->err.cls), -1);
     rd_kafka_header_add(h, "skolsync-error", -1, b->err.msg, -1);
+    if (b->entity)
+        rd_kafka_header_add(h, "skolsync-entity", -1, b->entity->name, -1);
     return h;
 }
 

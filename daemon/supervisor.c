@@ -663,6 +663,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     sk_info("main", "running %zu source(s) and %zu sink(s)%s", cfg->n_sources, cfg->n_sinks,
             opt->once ? " once" : "");
     sd_notify(0, "READY=1\nSTATUS=running");
+    if (!opt->once)
+        d.lag = sk_lag_monitor_start(&d, cfg->core.lag_interval_ms);
 
     int64_t progress_ms =
         opt->once || isatty(STDERR_FILENO) ? 2000 : cfg->core.progress_interval_ms;
@@ -702,6 +704,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     }
 stop:
     sd_notify(0, "STOPPING=1");
+    sk_lag_monitor_stop(d.lag);
+    d.lag = NULL;
     if (!halt_all(&d, d.cfg->core.shutdown_timeout_ms)) {
         sk_error_log("main", "connectors did not stop within shutdown_timeout (%lld ms)",
                      (long long)d.cfg->core.shutdown_timeout_ms);

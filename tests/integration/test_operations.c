@@ -253,6 +253,22 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     body = http(&d, "POST", "/api/v1/connectors/nope/pause", TOKEN, &st);
     cr_assert_eq(st, 404);
     free(body);
+
+    /* The daemon's own lag window for its sink group: caught up = OK, lag 0. */
+    bool ok = false;
+    for (int i = 0; i < 100 && !ok; i++) {
+        body = http(&d, "GET", "/api/v1/lag", NULL, &st);
+        ok = st == 200 && strstr(body, "\"group\":\"skolsync-db\"") &&
+             strstr(body, "\"status\":\"OK\"") && strstr(body, "\"lag\":0");
+        if (!ok) {
+            free(body);
+            usleep(200000);
+        }
+    }
+    cr_assert(ok, "no OK lag report for skolsync-db");
+    free(body);
+    cr_assert(metric_is(&d, "skolsync_consumer_group_status{group=\"skolsync-db\",status=\"OK\"} 1", 2000));
+    cr_assert(metric_is(&d, "# TYPE skolsync_consumer_lag_seconds gauge", 100));
     stop_daemon(&d);
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(d.db, a, why, sizeof(why)), "%s", why);

@@ -1,0 +1,427 @@
+/* dlq.c: see dlq.h. */
+#include "dlq.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+struct letter {
+    int64_t offset;
+    char connector[128], cls[32], error[512], where[320], topic[256], entity[64];
+    int32_t partition;
+    int64_t orig_offset;
+    const rd_kafka_message_t *msg;
+};
+
+static void parse_letter(const rd_kafka_message_t *m, struct letter *l)
+{
+    memset(l, 0, sizeof(*l));
+    l->msg = m;
+    l->offset = m->offset;
+    l->partition = -1;
+    l->orig_offset = -1;
+    char num[32];
+    sk_kafka_header(m, "skolsync-connector", l->connector, sizeof(l->connector));
+    sk_kafka_header(m, "skolsync-error-class", l->cls, sizeof(l->cls));
+    sk_kafka_header(m, "skolsync-error", l->error, sizeof(l->error));
+    sk_kafka_header(m, "skolsync-where", l->where, sizeof(l->where));
+    sk_kafka_header(m, "skolsync-topic", l->topic, sizeof(l->topic));
+    sk_kafka_header(m, "skolsync-entity", l->entity, sizeof(l->entity));
+    if (sk_kafka_header(m, "skolsync-partition", num, sizeof(num)) == 0)
+        l->partition = (int32_t)atoi(num);
+    if (sk_kafka_header(m, "skolsync-offset", num, sizeof(num)) == 0)
+        l->orig_offset = atoll(num);
+}
+
+static bool matches(const struct letter *l, const struct sk_dlq_filter *f)
+{
+    if (f->connector && strcmp(f->connector, l->connector) != 0)
+        return false;
+    if (f->from_offset >= 0 && l->offset < f->from_offset)
+        return false;
+    if (f->to_offset >= 0 && l->offset > f->to_offset)
+        return false;
+    return true;
+}
+
+static bool is_text(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x09 || (s[i] > 0x0d && s[i] < 0x20))
+            return false;
+    return true;
+}
+
+/* Calls fn for every dead letter matching f, in offset order. */
+static int each_letter(struct sk_kafka *k, const struct sk_dlq_filter *f,
+                       int (*fn)(void *ctx, const struct letter *l), void *ctx,
+                       struct sk_error *err)
+{
+    rd_kafka_t *rk = sk_kafka_reader_new(k, "skolsync-dlq", err);
+    if (!rk)
+        return -1;
+    const char *topic = sk_kafka_dlq_topic(k);
+    int64_t lo = 0, hi = 0;
+    int rc = 0;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, 0, &lo, &hi, 15000);
+    if (e) {
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    if (hi <= lo)
+        goto out;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
+        f->from_offset > lo ? f->from_offset : RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    size_t n = 0;
+    int64_t deadline = sk_mono_ms() + 120000;
+    while (sk_mono_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m->err) {
+            rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic,
+                              rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        struct letter letter;
+        parse_letter(m, &letter);
+        bool stop = f->to_offset >= 0 && m->offset >= f->to_offset;
+        if (matches(&letter, f)) {
+            rc = fn(ctx, &letter);
+            n++;
+        }
+        rd_kafka_message_destroy(m);
+        if (rc || stop || (f->limit && n >= f->limit))
+            break;
+    }
+out:
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int list_one(void *ctx, const struct letter *l)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "offset", (double)l->offset);
+    cJSON_AddStringToObject(o, "connector", l->connector);
+    cJSON_AddStringToObject(o, "error_class", l->cls);
+    cJSON_AddStringToObject(o, "error", l->error);
+    if (l->where[0])
+        cJSON_AddStringToObject(o, "where", l->where);
+    if (l->topic[0]) {
+        cJSON_AddStringToObject(o, "topic", l->topic);
+        cJSON_AddNumberToObject(o, "partition", l->partition);
+        cJSON_AddNumberToObject(o, "original_offset", (double)l->orig_offset);
+    }
+    if (l->entity[0])
+        cJSON_AddStringToObject(o, "entity", l->entity);
+    if (l->msg->key) {
+        char *key = sk_strndup(l->msg->key, l->msg->key_len);
+        cJSON_AddStringToObject(o, "key", key);
+        free(key);
+    }
+    if (l->msg->payload && !l->topic[0] && is_text(l->msg->payload, l->msg->len)) {
+        char *text = sk_strndup(l->msg->payload, l->msg->len);
+        cJSON_AddStringToObject(o, "value", text);
+        free(text);
+    } else {
+        cJSON_AddNumberToObject(o, "value_bytes", (double)l->msg->len);
+    }
+    cJSON_AddItemToArray(ctx, o);
+    return 0;
+}
+
+cJSON *sk_dlq_list(struct sk_kafka *k, const struct sk_dlq_filter *f, struct sk_error *err)
+{
+    cJSON *arr = cJSON_CreateArray();
+    if (each_letter(k, f, list_one, arr, err)) {
+        cJSON_Delete(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+struct replay {
+    struct sk_kafka *k;
+    rd_kafka_t *producer;
+    size_t pending, failed, replayed, skipped;
+    cJSON *report;
+};
+
+static void replay_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct replay *r = opaque;
+    if (m->err)
+        r->failed++;
+    r->pending--;
+}
+
+static void skip(struct replay *r, const struct letter *l, const char *why)
+{
+    r->skipped++;
+    if (r->report) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "offset", (double)l->offset);
+        cJSON_AddStringToObject(o, "skipped", why);
+        cJSON_AddItemToArray(r->report, o);
+    }
+}
+
+static int replay_one(void *ctx, const struct letter *l)
+{
+    struct replay *r = ctx;
+    const void *key = l->msg->key, *value = l->msg->payload;
+    size_t key_len = l->msg->key_len, value_len = l->msg->len;
+    char *topic = NULL;
+    uint8_t *encoded = NULL;
+    char id[37];
+    const struct sk_entity *e = l->entity[0] ? sk_entity_by_name(l->entity) : NULL;
+    if (l->topic[0]) {
+        topic = sk_strdup(l->topic); /* a record its target refused: as it was */
+    } else if (e && value) {
+        /* bad source input, fixed since? encode it again */
+        struct sk_error err = {0};
+        int64_t mod;
+        if (sk_codec_encode(e, value, value_len, &encoded, &value_len, id, &mod, &err)) {
+            skip(r, l, err.msg);
+            return 0;
+        }
+        topic = sk_kafka_topic_for(r->k, e->collection);
+        key = id;
+        key_len = strlen(id);
+        value = encoded;
+    } else {
+        skip(r, l, "no original topic and no entity type to encode the input with");
+        return 0;
+    }
+    char observed[32];
+    snprintf(observed, sizeof(observed), "%lld", (long long)sk_now_us());
+    rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+    rd_kafka_header_add(h, "skolsync-source", -1, "dlq-replay", -1);
+    rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
+    rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
+    rd_kafka_resp_err_t err;
+    while ((err = rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(topic),
+                                    RD_KAFKA_V_KEY(key, key_len),
+                                    RD_KAFKA_V_VALUE((void *)value, value_len),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(r->producer, 100);
+    free(topic);
+    free(encoded);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        skip(r, l, rd_kafka_err2str(err));
+        return 0;
+    }
+    r->pending++;
+    r->replayed++;
+    rd_kafka_poll(r->producer, 0);
+    return 0;
+}
+
+long sk_dlq_replay(struct sk_kafka *k, const struct sk_dlq_filter *f, size_t *skipped,
+                   cJSON *report, struct sk_error *err)
+{
+    struct replay r = {.k = k, .report = report};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-dlq-replay", NULL, err);
+    if (!conf)
+        return -1;
+    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err)) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, replay_dr);
+    rd_kafka_conf_set_opaque(conf, &r);
+    char errstr[256];
+    r.producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!r.producer) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, SK_ERR_FATAL, "cannot create a producer: %s", errstr);
+        return -1;
+    }
+    int rc = each_letter(k, f, replay_one, &r, err);
+    int64_t deadline = sk_mono_ms() + 60000;
+    while (r.pending > 0 && sk_mono_ms() < deadline)
+        rd_kafka_poll(r.producer, 100);
+    rd_kafka_destroy(r.producer);
+    if (skipped)
+        *skipped = r.skipped;
+    if (rc)
+        return -1;
+    if (r.pending || r.failed)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu of %zu replayed record(s) not acknowledged",
+                            r.pending + r.failed, r.replayed);
+    return (long)r.replayed;
+}
+
+/* ---- the command ------------------------------------------------------------------ */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: skolsync dlq list   -c FILE [--connector NAME] [--from OFFSET] [--to OFFSET]\n"
+            "                            [--limit N]\n"
+            "       skolsync dlq replay -c FILE [--connector NAME] [--from OFFSET] [--to OFFSET]\n"
+            "\n"
+            "list prints the dead letters of <prefix>_dlq as JSON, one per line. replay\n"
+            "re-injects them into their original topics (a sink's dead letter: the record\n"
+            "as it was; a source's: its input encoded again, so fix the input first).\n"
+            "With kafka.brokers: embedded the running daemon answers (GET /api/v1/dlq,\n"
+            "POST /api/v1/dlq/replay with admin.token).\n");
+}
+
+static size_t to_stdout(char *data, size_t size, size_t n, void *userp)
+{
+    fwrite(data, size, n, stdout);
+    return size * n;
+}
+
+/* Embedded broker: the dead letters live in the running daemon. */
+static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct sk_dlq_filter *f)
+{
+    const char *listen = cfg->core.admin.listen;
+    if (!listen || strcmp(listen, "off") == 0 || strstr(listen, ":0") == listen + strlen(listen) - 2) {
+        fprintf(stderr, "skolsync: the embedded broker lives in the running daemon, and "
+                        "admin.listen names no fixed port to reach it at\n");
+        return SK_EXIT_CONFIG;
+    }
+    cJSON *body = cJSON_CreateObject();
+    if (f->connector)
+        cJSON_AddStringToObject(body, "connector", f->connector);
+    cJSON_AddNumberToObject(body, "from", (double)f->from_offset);
+    cJSON_AddNumberToObject(body, "to", (double)f->to_offset);
+    cJSON_AddNumberToObject(body, "limit", (double)f->limit);
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    char url[512], auth[1024];
+    snprintf(url, sizeof(url), "http://%s/api/v1/dlq%s", listen, replay ? "/replay" : "");
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+             cfg->core.admin.token ? cfg->core.admin.token : "");
+    CURL *curl = curl_easy_init();
+    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, to_stdout);
+    CURLcode cc = curl_easy_perform(curl);
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(curl);
+    free(text);
+    printf("\n");
+    if (cc != CURLE_OK) {
+        fprintf(stderr, "skolsync: cannot reach the daemon at %s: %s\n", listen,
+                curl_easy_strerror(cc));
+        return SK_EXIT_RUNTIME;
+    }
+    return status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
+}
+
+int sk_cmd_dlq(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? SK_EXIT_USAGE : SK_EXIT_OK;
+    }
+    bool replay = strcmp(argv[1], "replay") == 0;
+    if (!replay && strcmp(argv[1], "list") != 0) {
+        usage(stderr);
+        return SK_EXIT_USAGE;
+    }
+    const char *config = "/etc/skolsync/skolsync.yaml";
+    struct sk_dlq_filter f = {.from_offset = -1, .to_offset = -1};
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"connector", required_argument, NULL, 'n'},
+        {"from", required_argument, NULL, 'f'},   {"to", required_argument, NULL, 't'},
+        {"limit", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
+        {0}};
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc - 1, argv + 1, "c:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'n': f.connector = optarg; break;
+        case 'f': f.from_offset = atoll(optarg); break;
+        case 't': f.to_offset = atoll(optarg); break;
+        case 'l': f.limit = (size_t)atoll(optarg); break;
+        case 'h': usage(stdout); return SK_EXIT_OK;
+        default: usage(stderr); return SK_EXIT_USAGE;
+        }
+    }
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *cfg = sk_daemon_config_load(config, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.v[i].text);
+    sk_config_errors_free(&errs);
+    if (!cfg)
+        return SK_EXIT_CONFIG;
+    sk_log_setup(SK_LOG_WARN, false);
+    int rc = SK_EXIT_OK;
+    if (!cfg->core.kafka.brokers || strcmp(cfg->core.kafka.brokers, "embedded") == 0) {
+        rc = via_api(cfg, replay, &f);
+        sk_daemon_config_free(cfg);
+        return rc;
+    }
+    struct sk_kafka *k = NULL;
+    struct sk_error err = {0};
+    if (sk_kafka_start(&cfg->core.kafka, NULL, 0, &k, &err)) {
+        fprintf(stderr, "skolsync: %s\n", err.msg);
+        sk_daemon_config_free(cfg);
+        return SK_EXIT_RUNTIME;
+    }
+    if (replay) {
+        size_t skipped = 0;
+        cJSON *report = cJSON_CreateArray();
+        long n = sk_dlq_replay(k, &f, &skipped, report, &err);
+        if (n < 0) {
+            fprintf(stderr, "skolsync: %s\n", err.msg);
+            rc = SK_EXIT_RUNTIME;
+        } else {
+            for (cJSON *x = report->child; x; x = x->next) {
+                char *t = cJSON_PrintUnformatted(x);
+                fprintf(stderr, "%s\n", t);
+                free(t);
+            }
+            printf("replayed %ld dead letter(s), skipped %zu\n", n, skipped);
+        }
+        cJSON_Delete(report);
+    } else {
+        cJSON *arr = sk_dlq_list(k, &f, &err);
+        if (!arr) {
+            fprintf(stderr, "skolsync: %s\n", err.msg);
+            rc = SK_EXIT_RUNTIME;
+        } else {
+            for (cJSON *x = arr->child; x; x = x->next) {
+                char *t = cJSON_PrintUnformatted(x);
+                printf("%s\n", t);
+                free(t);
+            }
+            cJSON_Delete(arr);
+        }
+    }
+    sk_kafka_destroy(k);
+    sk_daemon_config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,195 @@
+/*
+ * lag_monitor.c: the daemon's own lag windows. A background thread samples
+ * the consumer groups of the running sinks every lag_interval (daemon/lag.c
+ * does the measuring and the Burrow-style rules) and keeps the latest
+ * evaluated report for GET /api/v1/lag, /metrics and the status page.
+ *
+ * It runs off the connectors' threads: 2.0.2's query_watermark_offsets does
+ * not enforce its timeout when a broker misbehaves (c-engineering.md §0.7).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon_internal.h"
+#include "lag.h"
+#include "log.h"
+#include "util.h"
+
+struct sk_lag_monitor {
+    struct sk_daemon *d;
+    struct sk_lag_window *window;
+    pthread_t thread;
+    struct sk_runner clock; /* only its wait/wake: an interruptible sleep */
+    int64_t interval_ms;
+    /* a short history of total lag per sink, for the status page's chart */
+    pthread_mutex_t mu;
+    cJSON *history; /* [{"t": ms, "sinks": {name: {"lag": n, "seconds": s}}}] */
+};
+
+#define HISTORY_MAX 180 /* 15 minutes at the default 5 s interval */
+
+/*
+ * On the embedded broker members are unknown to Kafka: the daemon knows its
+ * own. A running sink is its group's one member; a stopped or failed one
+ * leaves the group empty, so lag there reads as STOP at once.
+ */
+static void fill_members(struct sk_daemon *d, struct sk_lag_report *rep)
+{
+    for (size_t g = 0; g < rep->n_groups; g++) {
+        struct sk_lag_group *grp = &rep->groups[g];
+        if (grp->members_known)
+            continue;
+        for (size_t i = 0; i < d->n_conns; i++) {
+            struct sk_runner *r = d->conns[i];
+            if (r->kind != SK_RUNNER_SINK || strncmp(grp->group, "skolsync-", 9) != 0 ||
+                strcmp(grp->group + 9, r->name) != 0)
+                continue;
+            int st = atomic_load(&r->state);
+            grp->members_known = true;
+            if (st == SK_STATE_RUNNING || st == SK_STATE_IDLE || st == SK_STATE_RETRYING) {
+                grp->members = sk_calloc(1, sizeof(*grp->members));
+                grp->members[0].client_id = sk_asprintf("skolsync-sink-%s", r->name);
+                grp->members[0].consumer_id = sk_strdup(r->name);
+                grp->members[0].host = sk_strdup("localhost");
+                grp->n_members = 1;
+            }
+        }
+    }
+}
+
+static void remember(struct sk_lag_monitor *m)
+{
+    cJSON *rep = sk_lag_window_json(m->window);
+    if (!rep)
+        return;
+    cJSON *point = cJSON_CreateObject();
+    cJSON_AddNumberToObject(point, "t", (double)sk_now_us() / 1000.0);
+    cJSON *sinks = cJSON_AddObjectToObject(point, "sinks");
+    cJSON *groups = cJSON_GetObjectItemCaseSensitive(rep, "groups");
+    for (cJSON *g = groups ? groups->child : NULL; g; g = g->next) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(g, "group");
+        if (!cJSON_IsString(name) || strncmp(name->valuestring, "skolsync-", 9) != 0)
+            continue;
+        cJSON *s = cJSON_AddObjectToObject(sinks, name->valuestring + 9);
+        cJSON *lag = cJSON_GetObjectItemCaseSensitive(g, "lag");
+        cJSON *secs = cJSON_GetObjectItemCaseSensitive(g, "max_lag_seconds");
+        cJSON_AddNumberToObject(s, "lag", cJSON_IsNumber(lag) ? lag->valuedouble : 0);
+        cJSON_AddNumberToObject(s, "seconds", cJSON_IsNumber(secs) ? secs->valuedouble : 0);
+    }
+    cJSON_Delete(rep);
+    pthread_mutex_lock(&m->mu);
+    cJSON_AddItemToArray(m->history, point);
+    while (cJSON_GetArraySize(m->history) > HISTORY_MAX)
+        cJSON_DeleteItemFromArray(m->history, 0);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void sample(struct sk_lag_monitor *m)
+{
+    struct sk_daemon *d = m->d;
+    /* the sinks' groups and topics, copied under the lock */
+    char **groups = NULL, **topics = NULL;
+    size_t ng = 0, nt = 0;
+    pthread_rwlock_rdlock(&d->lock);
+    groups = sk_calloc(d->n_conns + 1, sizeof(char *));
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
+        if (!snk)
+            continue;
+        groups[ng++] = sk_asprintf("skolsync-%s", snk->runner.name);
+        topics = sk_realloc(topics, (nt + snk->sink.n_entities + 1) * sizeof(char *));
+        for (size_t j = 0; j < snk->sink.n_entities; j++)
+            topics[nt++] = sk_strdup(snk->topics[j]);
+    }
+    pthread_rwlock_unlock(&d->lock);
+    if (ng) {
+        struct sk_lag_collect_options o = {
+            .kafka = d->kafka,
+            .groups = (const char *const *)groups,
+            .n_groups = ng,
+            .topics = (const char *const *)topics,
+            .n_topics = nt,
+            .describe_members = !sk_kafka_embedded(d->kafka),
+            .timeout_ms = 10000,
+            .read_ms = 3000,
+        };
+        struct sk_lag_report *rep = NULL;
+        struct sk_error err = {0};
+        if (sk_lag_collect(&o, &rep, &err) == 0) {
+            pthread_rwlock_rdlock(&d->lock);
+            fill_members(d, rep);
+            pthread_rwlock_unlock(&d->lock);
+            sk_lag_window_add(m->window, rep);
+            remember(m);
+        } else {
+            sk_warn("lag", "sampling consumer lag: %s", err.msg);
+        }
+    }
+    for (size_t i = 0; i < ng; i++)
+        free(groups[i]);
+    for (size_t i = 0; i < nt; i++)
+        free(topics[i]);
+    free(groups);
+    free(topics);
+}
+
+static void *monitor_thread(void *arg)
+{
+    struct sk_lag_monitor *m = arg;
+    /* the first sample soon after start: the status page has something to show */
+    sk_runner_wait(&m->clock, 2000);
+    while (!atomic_load(&m->clock.stop)) {
+        sample(m);
+        sk_runner_wait(&m->clock, m->interval_ms);
+    }
+    return NULL;
+}
+
+struct sk_lag_monitor *sk_lag_monitor_start(struct sk_daemon *d, int64_t interval_ms)
+{
+    struct sk_lag_monitor *m = sk_calloc(1, sizeof(*m));
+    m->d = d;
+    m->interval_ms = interval_ms > 0 ? interval_ms : 5000;
+    struct sk_lag_rules rules;
+    sk_lag_rules_default(&rules);
+    m->window = sk_lag_window_new(&rules);
+    m->history = cJSON_CreateArray();
+    pthread_mutex_init(&m->mu, NULL);
+    sk_runner_init(&m->clock, SK_RUNNER_SINK, "lag", "lag");
+    if (pthread_create(&m->thread, NULL, monitor_thread, m)) {
+        sk_lag_monitor_stop(m);
+        return NULL;
+    }
+    m->clock.started = true;
+    return m;
+}
+
+void sk_lag_monitor_stop(struct sk_lag_monitor *m)
+{
+    if (!m)
+        return;
+    atomic_store(&m->clock.stop, true);
+    sk_runner_wake(&m->clock);
+    if (m->clock.started)
+        pthread_join(m->thread, NULL);
+    sk_lag_window_destroy(m->window);
+    cJSON_Delete(m->history);
+    pthread_mutex_destroy(&m->mu);
+    sk_runner_destroy(&m->clock);
+    free(m);
+}
+
+cJSON *sk_lag_monitor_json(struct sk_lag_monitor *m)
+{
+    return m ? sk_lag_window_json(m->window) : NULL;
+}
+
+cJSON *sk_lag_monitor_history(struct sk_lag_monitor *m)
+{
+    if (!m)
+        return cJSON_CreateArray();
+    pthread_mutex_lock(&m->mu);
+    cJSON *copy = cJSON_Duplicate(m->history, true);
+    pthread_mutex_unlock(&m->mu);
+    return copy;
+}

@@ -1,0 +1,401 @@
+/*
+ * test_lag.c: `skolsync lag` against the real Apache Kafka broker started by
+ * scripts/with-testenv.sh. Each test makes its own topic (unique prefix), fills
+ * it with a transactional producer and drives a consumer group it controls
+ * directly with librdkafka, then runs the command in-process (sk_lag_cli) and
+ * reads its JSON. Every wait is bounded.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <librdkafka/rdkafka.h>
+
+#include "kafka.h"
+#include "lag.h"
+#include "sk_test.h"
+#include "util.h"
+
+struct env {
+    char *prefix, *suffix, *topic, *group, *cfg;
+    struct sk_kafka *k;
+    rd_kafka_t *producer;
+};
+
+static struct env env_new(const char *tag)
+{
+    struct env e = {0};
+    e.prefix = skt_unique_prefix();
+    e.suffix = strndup(e.prefix + 1, 8);
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(), .topic_prefix = e.prefix,
+                               .partitions = 2, .replication_factor = 1, .exactly_once = true,
+                               .connect_timeout_ms = 20000};
+    const char *cols[] = {"persons"};
+    struct sk_error err = {0};
+    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &e.k, &err), 0, "%s", err.msg);
+    e.topic = sk_kafka_topic_for(e.k, "persons");
+    /* The group a sqlite sink named db-<suffix> would use. */
+    e.group = skt_fmt("skolsync-db-%s", e.suffix);
+    char *dir = skt_tmpdir(tag);
+    e.cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *text = skt_fmt("kafka:\n"
+                         "  brokers: %s\n"
+                         "  topic_prefix: %s\n"
+                         "admin:\n"
+                         "  listen: 127.0.0.1:0\n"
+                         "sources:\n"
+                         "  files-%s:\n"
+                         "    type: jsonl-source\n"
+                         "    path: %s\n"
+                         "sinks:\n"
+                         "  db-%s:\n"
+                         "    type: sqlite-sink\n"
+                         "    path: %s/out.db\n",
+                         skt_brokers(), e.prefix, e.suffix, dir, e.suffix, dir);
+    skt_write(e.cfg, text);
+    free(text);
+    free(dir);
+
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(e.k, "test-lag-txn", NULL, &err);
+    char *tid = skt_fmt("test-lag-%s", e.suffix);
+    cr_assert_eq(sk_kafka_conf_set(conf, "transactional.id", tid, &err), 0, "%s", err.msg);
+    free(tid);
+    char errstr[256];
+    e.producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(e.producer, "%s", errstr);
+    rd_kafka_error_t *re = rd_kafka_init_transactions(e.producer, 30000);
+    cr_assert_null(re, "%s", re ? rd_kafka_error_string(re) : "");
+    return e;
+}
+
+static void env_free(struct env *e)
+{
+    rd_kafka_destroy(e->producer);
+    sk_kafka_destroy(e->k);
+    free(e->prefix);
+    free(e->suffix);
+    free(e->topic);
+    free(e->group);
+    free(e->cfg);
+}
+
+/* n records to partition 0 in one transaction, timestamped ts_ms (0 = now). */
+static void produce(struct env *e, int n, int64_t ts_ms, bool commit)
+{
+    cr_assert_null(rd_kafka_begin_transaction(e->producer));
+    for (int i = 0; i < n; i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "key-%d-%lld", i, (long long)sk_now_us());
+        cr_assert_eq(rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(e->topic),
+                                       RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY(key, strlen(key)),
+                                       RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_TIMESTAMP(ts_ms),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    /* Written before the end of the transaction (abort would purge what is queued). */
+    cr_assert_eq(rd_kafka_flush(e->producer, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_error_t *re = commit ? rd_kafka_commit_transaction(e->producer, 30000)
+                                  : rd_kafka_abort_transaction(e->producer, 30000);
+    cr_assert_null(re, "%s", re ? rd_kafka_error_string(re) : "");
+}
+
+/* A member of the group, subscribed to the topic (what a sink is). */
+static rd_kafka_t *consumer_new(struct env *e)
+{
+    struct sk_error err = {0};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(e->k, "test-lag-consumer", NULL, &err);
+    cr_assert_not_null(conf, "%s", err.msg);
+    cr_assert_eq(sk_kafka_conf_set(conf, "group.id", e->group, &err), 0);
+    cr_assert_eq(sk_kafka_conf_set(conf, "isolation.level", "read_committed", &err), 0);
+    cr_assert_eq(sk_kafka_conf_set(conf, "enable.auto.commit", "false", &err), 0);
+    cr_assert_eq(sk_kafka_conf_set(conf, "auto.offset.reset", "earliest", &err), 0);
+    char errstr[256];
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(c, "%s", errstr);
+    rd_kafka_poll_set_consumer(c);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, e->topic, RD_KAFKA_PARTITION_UA);
+    cr_assert_eq(rd_kafka_subscribe(c, topics), 0);
+    rd_kafka_topic_partition_list_destroy(topics);
+    return c;
+}
+
+/* Consumes exactly n records (bounded), then commits the position synchronously. */
+static void consume(rd_kafka_t *c, int n)
+{
+    int got = 0;
+    int64_t deadline = sk_mono_ms() + 60000;
+    while (got < n && sk_mono_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+        if (!m)
+            continue;
+        if (!m->err)
+            got++;
+        rd_kafka_message_destroy(m);
+    }
+    cr_assert_eq(got, n, "consumed %d of %d records within 60 s", got, n);
+    cr_assert_eq(rd_kafka_commit(c, NULL, 0), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void consumer_stop(rd_kafka_t *c)
+{
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+}
+
+/* Runs `skolsync lag ARGS --json` in-process: exit code, and the last JSON line. */
+static int lag_json(cJSON **out, const char *const *args, size_t n)
+{
+    char *argv[24];
+    size_t argc = 0;
+    argv[argc++] = "lag";
+    for (size_t i = 0; i < n; i++)
+        argv[argc++] = (char *)args[i];
+    argv[argc++] = "--json";
+    argv[argc] = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    int rc = sk_lag_cli((int)argc, argv, f);
+    fclose(f);
+    char *last = text;
+    for (char *nl = strchr(text, '\n'); nl && nl[1]; nl = strchr(nl + 1, '\n'))
+        last = nl + 1;
+    *out = cJSON_Parse(last);
+    cr_assert_not_null(*out, "lag printed no JSON (rc %d): %s", rc, text);
+    free(text);
+    return rc;
+}
+
+static int lag_group(struct env *e, cJSON **out)
+{
+    const char *args[] = {"--brokers", skt_brokers(), "--group", e->group, "--timeout", "15s"};
+    return lag_json(out, args, 6);
+}
+
+static cJSON *group_of(cJSON *j)
+{
+    cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "groups"), 0);
+    cr_assert_not_null(g, "no group in the answer");
+    return g;
+}
+
+/* The one partition the test writes to (0). */
+static cJSON *part0(cJSON *j)
+{
+    cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(group_of(j), "partitions"))
+    {
+        if (cJSON_GetObjectItem(p, "partition")->valueint == 0)
+            return p;
+    }
+    cr_assert_fail("partition 0 missing");
+    return NULL;
+}
+
+static int64_t num(cJSON *o, const char *name)
+{
+    cJSON *v = cJSON_GetObjectItem(o, name);
+    cr_assert(cJSON_IsNumber(v), "%s is not a number", name);
+    return (int64_t)v->valuedouble;
+}
+
+static const char *str(cJSON *o, const char *name)
+{
+    cJSON *v = cJSON_GetObjectItem(o, name);
+    cr_assert(cJSON_IsString(v), "%s is not a string", name);
+    return v->valuestring;
+}
+
+Test(lag, appears_when_the_sink_stops_is_stop_and_drains_when_it_resumes, .timeout = 150)
+{
+    struct env e = env_new("lag-stop");
+    produce(&e, 10, 0, true);
+    rd_kafka_t *c = consumer_new(&e);
+    consume(c, 10);
+    consumer_stop(c); /* the sink is stopped */
+    produce(&e, 12, 0, true);
+    produce(&e, 8, 0, true);
+
+    /* Groups from the configuration (skolsync-<sink>), brokers too. */
+    cJSON *j;
+    const char *args[] = {"-c", e.cfg, "--timeout", "15s"};
+    int rc = lag_json(&j, args, 4);
+    cJSON *p = part0(j);
+    char *dump = cJSON_Print(j);
+    cr_assert_str_eq(str(group_of(j), "group"), e.group, "%s", dump);
+    cr_assert_eq(num(p, "lag"), 20, "%s", dump);
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(p, "lag_exact")), "%s", dump);
+    /* The end counts the markers of three transactions; lag does not. */
+    cr_assert_gt(num(p, "end") - num(p, "committed"), 20, "%s", dump);
+    /* The consumer is gone and there is lag: STOP, the group ERR, exit 2. */
+    cr_assert_str_eq(str(p, "status"), "STOP", "%s", dump);
+    cr_assert_str_eq(str(group_of(j), "status"), "ERR", "%s", dump);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(group_of(j), "members")), 0, "%s", dump);
+    cr_assert_eq(rc, 2, "%s", dump);
+    /* What it cost: one offset fetch, two ListOffsets per partition (2 partitions). */
+    cJSON *req = cJSON_GetObjectItem(j, "requests");
+    cr_assert_eq(num(req, "offset_fetch"), 1, "%s", dump);
+    cr_assert_leq(num(req, "list_offsets"), 4, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+
+    /* The sink resumes and drains: lag 0, OK, exit 0, and it is a member. */
+    c = consumer_new(&e);
+    consume(c, 20);
+    rc = lag_group(&e, &j);
+    dump = cJSON_Print(j);
+    p = part0(j);
+    cr_assert_eq(num(p, "lag"), 0, "%s", dump);
+    cr_assert_str_eq(str(p, "status"), "OK", "%s", dump);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(group_of(j), "members")), 1, "%s", dump);
+    cr_assert_eq(rc, 0, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    consumer_stop(c);
+    env_free(&e);
+}
+
+Test(lag, seconds_lag_is_the_age_of_the_oldest_unconsumed_record, .timeout = 120)
+{
+    struct env e = env_new("lag-seconds");
+    int64_t now = sk_now_us() / 1000;
+    produce(&e, 3, now - 300000, true); /* consumed below */
+    rd_kafka_t *c = consumer_new(&e);
+    consume(c, 3);
+    int64_t oldest = now - 90000;
+    produce(&e, 1, oldest, true);
+    produce(&e, 4, 0, true); /* newer records must not pull the figure down */
+    cJSON *j;
+    int rc = lag_group(&e, &j);
+    char *dump = cJSON_Print(j);
+    cJSON *p = part0(j);
+    cr_assert_eq(num(p, "lag"), 5, "%s", dump);
+    cr_assert_eq(num(p, "first_unconsumed_ts_ms"), oldest, "%s", dump);
+    double expect = (double)(sk_now_us() / 1000 - oldest) / 1000.0;
+    double got = cJSON_GetObjectItem(p, "lag_seconds")->valuedouble;
+    cr_assert(got <= expect + 0.5 && got >= expect - 5, "lag_seconds %.3f, expected ~%.3f: %s",
+              got, expect, dump);
+    /* A live member with a record waiting 90 s (> warn-after 60 s): WARN, exit 1. */
+    cr_assert_str_eq(str(p, "status"), "WARN", "%s", dump);
+    cr_assert_eq(rc, 1, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    consumer_stop(c);
+    env_free(&e);
+}
+
+Test(lag, idle_caught_up_group_is_ok_with_and_without_members, .timeout = 120)
+{
+    struct env e = env_new("lag-idle");
+    produce(&e, 5, 0, true);
+    rd_kafka_t *c = consumer_new(&e);
+    consume(c, 5);
+    /* Watched over a window of samples, no traffic: OK throughout, exit 0. */
+    const char *args[] = {"--brokers", skt_brokers(), "--group", e.group, "--watch",
+                          "--interval", "1s", "--count", "3", "--window", "3",
+                          "--stuck-after", "1s"};
+    cJSON *j;
+    int rc = lag_json(&j, args, 13);
+    char *dump = cJSON_Print(j);
+    cr_assert_eq(num(cJSON_GetObjectItem(j, "window"), "samples"), 3, "%s", dump);
+    cr_assert_str_eq(str(part0(j), "status"), "OK", "%s", dump);
+    cr_assert_eq(rc, 0, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    /* The consumer leaves; nothing waits for it: still OK (no false STOP). */
+    consumer_stop(c);
+    rc = lag_json(&j, args, 13);
+    dump = cJSON_Print(j);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(group_of(j), "members")), 0, "%s", dump);
+    cr_assert_str_eq(str(part0(j), "status"), "OK", "%s", dump);
+    cr_assert_eq(rc, 0, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    /* The table form says the same. */
+    const char *targs[] = {"lag", "--brokers", skt_brokers(), "--group", e.group, NULL};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    rc = sk_lag_cli(5, (char **)targs, f);
+    fclose(f);
+    cr_assert_eq(rc, 0, "%s", text);
+    cr_assert(strstr(text, "COMMITTED") && strstr(text, e.topic), "%s", text);
+    free(text);
+    env_free(&e);
+}
+
+Test(lag, transactional_topic_caught_up_has_zero_lag, .timeout = 120)
+{
+    struct env e = env_new("lag-txn");
+    produce(&e, 7, 0, true);
+    rd_kafka_t *c = consumer_new(&e);
+    consume(c, 7);
+    consumer_stop(c);
+    cJSON *j;
+    int rc = lag_group(&e, &j);
+    char *dump = cJSON_Print(j);
+    cJSON *p = part0(j);
+    /* Committed after the last record; the commit marker sits at the end. */
+    cr_assert_eq(num(p, "end") - num(p, "committed"), 1, "%s", dump);
+    cr_assert_eq(num(p, "lag"), 0, "%s", dump);
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(p, "lag_exact")), "%s", dump);
+    cr_assert_str_eq(str(p, "status"), "OK", "%s", dump);
+    cr_assert_eq(rc, 0, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    /* An aborted transaction after it: its records and markers are not lag either. */
+    produce(&e, 4, 0, false);
+    rc = lag_group(&e, &j);
+    dump = cJSON_Print(j);
+    p = part0(j);
+    cr_assert_gt(num(p, "end") - num(p, "committed"), 4, "%s", dump);
+    cr_assert_eq(num(p, "lag"), 0, "%s", dump);
+    cr_assert_eq(rc, 0, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    env_free(&e);
+}
+
+Test(lag, default_selection_lists_skolsync_groups, .timeout = 120)
+{
+    struct env e = env_new("lag-list");
+    produce(&e, 2, 0, true);
+    rd_kafka_t *c = consumer_new(&e);
+    consume(c, 2);
+    consumer_stop(c);
+    const char *args[] = {"--brokers", skt_brokers(), "--timeout", "15s"};
+    cJSON *j;
+    lag_json(&j, args, 4);
+    bool found = false;
+    cJSON *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(j, "groups"))
+    {
+        cr_assert(strncmp(str(g, "group"), "skolsync-", 9) == 0);
+        found |= strcmp(str(g, "group"), e.group) == 0;
+    }
+    cr_assert(found, "%s not listed", e.group);
+    cJSON_Delete(j);
+    env_free(&e);
+}
+
+Test(lag, the_binary_runs_the_command_once_wired, .timeout = 60)
+{
+    char *out = NULL;
+    char *cmd = skt_fmt("%s lag --help", skt_skolsync());
+    int rc = skt_sh(cmd, 30, &out);
+    free(cmd);
+    if (rc == 64 && strstr(out, "unknown command")) {
+        free(out);
+        cr_skip("`skolsync lag` is not wired into main.c yet");
+    }
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "Exit codes"), "%s", out);
+    free(out);
+    cmd = skt_fmt("%s lag --brokers 127.0.0.1:1 --timeout 2s", skt_skolsync());
+    rc = skt_sh(cmd, 30, &out);
+    free(cmd);
+    cr_assert_eq(rc, 3, "%s", out);
+    free(out);
+}
