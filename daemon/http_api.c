@@ -561,11 +561,23 @@ static void api_lag_history(void *ctx, const struct sk_http_request *req,
     json_response(resp, 200, o);
 }
 
+extern const unsigned char sk_status_page[];
+extern const size_t sk_status_page_len;
+
+/* GET /: the status page (daemon/status/index.html, compiled in; no external resources). */
+static void status_page(void *ctx, const struct sk_http_request *req,
+                        struct sk_http_response *resp)
+{
+    resp->body = sk_strndup((const char *)sk_status_page, sk_status_page_len);
+    resp->content_type = "text/html; charset=utf-8";
+}
+
 int sk_http_api_register(struct sk_daemon *d, struct sk_error *err)
 {
     if (!d->http)
         return 0;
-    if (sk_http_route(d->http, "GET", "/health", http_health, d, err) ||
+    if (sk_http_route(d->http, "GET", "/", status_page, d, err) ||
+        sk_http_route(d->http, "GET", "/health", http_health, d, err) ||
         sk_http_route(d->http, "GET", "/ready", http_ready, d, err) ||
         sk_http_route(d->http, "GET", "/metrics", http_metrics, d, err) ||
         sk_http_route(d->http, "GET", "/api/v1/connectors", api_list, d, err) ||
