@@ -324,6 +324,8 @@ static int start_embedded(struct sk_kafka *k, struct sk_error *err)
     char errstr[512];
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set(conf, "client.id", "skolsync-embedded-broker", NULL, 0);
+    /* it only hosts the mock cluster: no "no bootstrap.servers" notice */
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
     k->mock_holder = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!k->mock_holder) {
         rd_kafka_conf_destroy(conf);

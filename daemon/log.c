@@ -11,11 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static enum sk_log_level log_level = SK_LOG_INFO;
 static bool log_json;
 static int log_journal = -1; /* -1: not looked at yet */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int log_tty = -1;     /* -1: not looked at yet */
+static char status_line[512]; /* the live line on a terminal, "" if none */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int journal_prio[] = {3, 4, 6, 7};
@@ -76,6 +79,8 @@ void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...
     pthread_mutex_lock(&log_lock);
     if (log_journal < 0)
         log_journal = getenv("JOURNAL_STREAM") != NULL;
+    if (status_line[0])
+        fputs("\r\033[K", stderr); /* the log line goes above the live line */
     if (log_json) {
         fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"", when,
                 level_names[level]);
@@ -89,6 +94,27 @@ void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...
     } else {
         fprintf(stderr, "%s %-5s %s: %s\n", when, level_names[level], component, msg);
     }
+    if (status_line[0])
+        fputs(status_line, stderr);
     fflush(stderr);
     pthread_mutex_unlock(&log_lock);
+}
+
+bool sk_log_status_line(const char *line)
+{
+    pthread_mutex_lock(&log_lock);
+    if (log_tty < 0)
+        log_tty = isatty(STDERR_FILENO) && !log_json && getenv("JOURNAL_STREAM") == NULL;
+    bool tty = log_tty > 0;
+    if (tty) {
+        snprintf(status_line, sizeof(status_line), "%s", line ? line : "");
+        fprintf(stderr, "\r\033[K%s", status_line);
+        if (!line)
+            status_line[0] = '\0';
+        fflush(stderr);
+    }
+    pthread_mutex_unlock(&log_lock);
+    if (!tty && line)
+        sk_log(SK_LOG_INFO, "progress", "%s", line);
+    return tty;
 }

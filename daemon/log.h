@@ -19,6 +19,13 @@ bool sk_log_enabled(enum sk_log_level level);
 void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * A live status line on a terminal: kept at the bottom of stderr and redrawn
+ * after every log line; NULL clears it. Without a terminal (or with JSON
+ * logs) it is logged as an ordinary info line instead. Returns true if drawn.
+ */
+bool sk_log_status_line(const char *line);
+
 #define sk_error_log(comp, ...) sk_log(SK_LOG_ERROR, comp, __VA_ARGS__)
 #define sk_warn(comp, ...) sk_log(SK_LOG_WARN, comp, __VA_ARGS__)
 #define sk_info(comp, ...) sk_log(SK_LOG_INFO, comp, __VA_ARGS__)

@@ -508,7 +508,7 @@ static void progress_line(struct sk_daemon *d)
                                     100.0 * (double)done / (double)total, eta > 0 ? eta : 0);
         }
     }
-    sk_info("progress", "%s", line);
+    sk_log_status_line(line); /* a live line on a terminal, a log line elsewhere */
     char status[256];
     snprintf(status, sizeof(status), "STATUS=%.240s", line);
     sd_notify(0, status);
@@ -715,6 +715,7 @@ stop:
         _exit(SK_EXIT_RUNTIME);
     }
     progress_line(&d);
+    sk_log_status_line(NULL);
     if (opt->once && any_failed(&d))
         rc = SK_EXIT_RUNTIME;
     if (rc == SK_EXIT_OK || opt->once)
