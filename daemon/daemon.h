@@ -76,6 +76,10 @@ void sk_daemon_config_free(struct sk_daemon_config *cfg);
 struct sk_run_options {
     bool once;
     FILE *summary; /* where the final summary goes (stdout) */
+    /* Tests only: called once Kafka (or the embedded broker) is up, e.g. to
+     * inject faults into the embedded mock cluster (sk_kafka_mock). */
+    void (*kafka_started)(struct sk_kafka *k, void *ctx);
+    void *hook_ctx;
 };
 
 /* Runs until SIGTERM/SIGINT (or, with once, until done). Returns an exit code. */

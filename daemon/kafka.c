@@ -25,6 +25,7 @@ struct sk_kafka {
     bool exactly_once;
     int partitions;
     int replication_factor;
+    int embedded_brokers;
     int64_t connect_timeout_ms;
     struct sk_strmap properties; /* copies */
     rd_kafka_t *mock_holder;     /* embedded: the handle that owns the mock cluster */
@@ -47,6 +48,9 @@ const struct sk_option sk_kafka_options[] = {
     {"connect_timeout", SK_OPT_DURATION, "30s", false,
      "how long to wait for the cluster at start before giving up",
      offsetof(struct sk_kafka_conf, connect_timeout_ms), .min = 100, .max = 3600000},
+    {"embedded_brokers", SK_OPT_INT, "1", false,
+     "brokers of the embedded cluster (more than 1 only for fault tests: leader moves)",
+     offsetof(struct sk_kafka_conf, embedded_brokers), .min = 1, .max = 5},
     {"properties", SK_OPT_MAP, NULL, false,
      "librdkafka properties passed through (security.protocol, ssl.*, sasl.*, ...)",
      offsetof(struct sk_kafka_conf, properties)},
@@ -211,13 +215,14 @@ struct mock_create {
     rd_kafka_mock_cluster_t *mock;
     const char *topic;
     int partitions;
+    int replication;
     rd_kafka_resp_err_t result;
 };
 
 static void *mock_create_one(void *arg)
 {
     struct mock_create *c = arg;
-    c->result = rd_kafka_mock_topic_create(c->mock, c->topic, c->partitions, 1);
+    c->result = rd_kafka_mock_topic_create(c->mock, c->topic, c->partitions, c->replication);
     return NULL;
 }
 
@@ -233,7 +238,7 @@ static int mock_create_topics(struct sk_kafka *k, const char *const *topics, siz
     pthread_t *threads = sk_calloc(n, sizeof(*threads));
     bool *started = sk_calloc(n, sizeof(*started));
     for (size_t i = 0; i < n; i++) {
-        c[i] = (struct mock_create){k->mock, topics[i], partitions, 0};
+        c[i] = (struct mock_create){k->mock, topics[i], partitions, k->embedded_brokers, 0};
         started[i] = pthread_create(&threads[i], NULL, mock_create_one, &c[i]) == 0;
         if (!started[i])
             mock_create_one(&c[i]);
@@ -331,7 +336,7 @@ static int start_embedded(struct sk_kafka *k, struct sk_error *err)
         rd_kafka_conf_destroy(conf);
         return sk_error_set(err, SK_ERR_FATAL, "cannot start the embedded broker: %s", errstr);
     }
-    k->mock = rd_kafka_mock_cluster_new(k->mock_holder, 1);
+    k->mock = rd_kafka_mock_cluster_new(k->mock_holder, k->embedded_brokers);
     if (!k->mock)
         return sk_error_set(err, SK_ERR_FATAL, "cannot start the embedded broker");
     k->bootstrap = sk_strdup(rd_kafka_mock_cluster_bootstraps(k->mock));
@@ -355,6 +360,7 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
     k->partitions = (int)(conf->partitions > 0 ? conf->partitions : 3);
     k->replication_factor = (int)(conf->replication_factor > 0 ? conf->replication_factor : 1);
     k->exactly_once = conf->exactly_once;
+    k->embedded_brokers = (int)(conf->embedded_brokers > 0 ? conf->embedded_brokers : 1);
     k->connect_timeout_ms = conf->connect_timeout_ms > 0 ? conf->connect_timeout_ms : 30000;
     k->cursor_topic = sk_asprintf("%s_cursors", k->prefix);
     k->dlq_topic = sk_asprintf("%s_dlq", k->prefix);

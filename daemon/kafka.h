@@ -25,6 +25,7 @@ struct sk_kafka_conf {
     int64_t replication_factor;
     bool exactly_once;        /* transactions on a real broker (default true) */
     int64_t connect_timeout_ms; /* how long to wait for the cluster at start */
+    int64_t embedded_brokers;   /* brokers of the embedded mock cluster (fault tests) */
     struct sk_strmap properties; /* passed through to librdkafka (TLS, SASL, ...) */
 };
 

@@ -646,6 +646,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         rc = SK_EXIT_RUNTIME;
         goto out;
     }
+    if (opt->kafka_started)
+        opt->kafka_started(d.kafka, opt->hook_ctx);
     if (start_http(&d, &err)) {
         sk_error_log("main", "%s", err.msg);
         rc = SK_EXIT_RUNTIME;
