@@ -168,6 +168,9 @@ int sk_source_http_route(struct sk_source *self, const char *method, const char 
 int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
                        void (*fn)(void *ctx, const char *id), void *ctx, struct sk_error *err);
 
+/* The source's poll_interval (a core setting every source has), in ms. */
+int64_t sk_source_poll_interval_ms(const struct sk_source *self);
+
 /* Deletions the source holds back (delete guard), for status and metrics. */
 void sk_source_set_held(struct sk_source *self, uint64_t held);
 /*

@@ -101,6 +101,9 @@ struct sink_run {
     size_t n_parts;
     bool in_flush;
     bool revoked_in_flush; /* the assignment went away while a batch was retrying */
+    bool marks_pending;    /* end offsets the target could not store yet */
+    int64_t mark_warned_ms;
+    int64_t mark_retry_ms;
     bool fatal;
     struct sk_record *recs;
     struct sk_outcome *outs;
@@ -512,17 +515,32 @@ static bool advance_to_eof(struct sink_run *run)
     struct sk_offsets marks = {0};
     for (size_t i = 0; i < run->n_parts; i++) {
         struct part *p = &run->parts[i];
-        if (p->eof > p->next) {
-            p->next = p->eof;
-            sk_offsets_add(&marks, p->topic, p->partition, p->next);
-        }
+        if (p->eof > p->next)
+            sk_offsets_add(&marks, p->topic, p->partition, p->eof);
     }
     bool moved = marks.n > 0;
     if (moved && run->env->sink.ops->mark_offsets) {
+        /* The target keeps its own offsets: move only once it has them, or
+         * its offsets and the group's would disagree. A failed mark is tried
+         * again on the sink's next idle round (run->marks_pending). */
         struct sk_error err = {0};
-        if (run->env->sink.ops->mark_offsets(&run->env->sink, &marks, &err))
-            sk_warn(run->env->runner.name, "mark_offsets: %s", err.msg);
+        if (run->env->sink.ops->mark_offsets(&run->env->sink, &marks, &err)) {
+            int64_t now = sk_mono_ms();
+            if (now - run->mark_warned_ms > 10000) {
+                sk_warn(run->env->runner.name, "storing end offsets in the target: %s (will retry)",
+                        err.msg);
+                run->mark_warned_ms = now;
+            }
+            run->marks_pending = true;
+            moved = false;
+        } else {
+            run->marks_pending = false;
+        }
     }
+    if (moved)
+        for (size_t i = 0; i < run->n_parts; i++)
+            if (run->parts[i].eof > run->parts[i].next)
+                run->parts[i].next = run->parts[i].eof;
     sk_offsets_free(&marks);
     return moved;
 }
@@ -809,6 +827,12 @@ static void *sink_thread(void *arg)
         check_drained(&run);
         if (paused)
             continue;
+        /* end offsets the target refused (it was down): again, once a second */
+        if (run.marks_pending && !run.n_pending && sk_mono_ms() - run.mark_retry_ms > 1000) {
+            run.mark_retry_ms = sk_mono_ms();
+            if (advance_to_eof(&run))
+                commit_parts(&run, false);
+        }
         if (!run.n_pending && atomic_load(&r->state) == SK_STATE_RUNNING && run.n_parts &&
             !atomic_load(&r->drain_requested)) {
             bool caught_up = true;

@@ -19,14 +19,20 @@ int sk_source_http_route(struct sk_source *self, const char *method, const char 
     return sk_http_route(self->env->http, method, path, fn, ctx, err);
 }
 
+int64_t sk_source_poll_interval_ms(const struct sk_source *self)
+{
+    return self->env ? self->env->settings.poll_interval_ms : 0;
+}
+
 void sk_source_set_held(struct sk_source *self, uint64_t held)
 {
-    atomic_store(&self->env->held, held);
+    if (self->env)
+        atomic_store(&self->env->held, held);
 }
 
 bool sk_source_take_release(struct sk_source *self)
 {
-    return atomic_exchange(&self->env->release, false);
+    return self->env && atomic_exchange(&self->env->release, false);
 }
 
 /* ---- live ids ------------------------------------------------------------- */
