@@ -1,0 +1,141 @@
+/*
+ * source.h: internals of the ss12000-source connector, shared by its files:
+ *   source.c        options, the sync algorithm (full, delta, deletes,
+ *                   reconciliation, delete guard) and the cursor;
+ *   source_http.c   the HTTP client: libcurl, auth (bearer, OAuth2 client
+ *                   credentials, API key), TLS, rate limit, Retry-After;
+ *   source_hook.c   webhooks: the callback route, the subscription and its
+ *                   renewal, the debounce thread that wakes the source;
+ *   source_idmap.c  a compact id -> int64 map (dedupe, seen sets).
+ * Nothing here is visible to the core: it sees only ss12000_source_ops.
+ */
+#ifndef SK_SS12000_SOURCE_H
+#define SK_SS12000_SOURCE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "connector.h"
+#include "model.h"
+#include "sk_error.h"
+
+/* ---- options ------------------------------------------------------------- */
+
+struct ss_auth_conf {
+    char *type; /* none|bearer|oauth2|apikey */
+    char *token;
+    char *token_url;
+    char *client_id;
+    char *client_secret;
+    char *scope;
+    char *header;
+    char *value;
+};
+
+struct ss_tls_conf {
+    char *ca_file;
+    char *client_cert;
+    char *client_key;
+    bool insecure_skip_verify;
+};
+
+struct ss_guard_conf {
+    char *max_fraction; /* "10%" or "0.1" */
+    int64_t max_count;
+    int64_t min_count;
+};
+
+struct ss_hook_conf {
+    char *public_url;
+    char *secret;
+    char *token; /* bearer the SIS sends with callbacks, verified when set */
+    int64_t debounce_ms;
+    struct sk_strlist resource_types;
+    int64_t renew_before_ms;
+};
+
+struct ss_conf {
+    char *url;
+    struct ss_auth_conf auth;
+    struct ss_tls_conf tls;
+    struct sk_strlist entities;
+    int64_t page_size;
+    int64_t overlap_ms;
+    int64_t full_sync_interval_ms;
+    struct ss_guard_conf delete_guard;
+    struct ss_hook_conf webhook;
+    int64_t request_timeout_ms;
+    int64_t max_rps;
+    char *deleted_entities_style; /* repeated|comma */
+    bool created_query;
+};
+
+/* ---- id map: 36-char lowercase UUID -> int64 ------------------------------ */
+
+struct ss_idmap {
+    char (*keys)[37];
+    int64_t *vals;
+    size_t cap, n;
+};
+
+/* Insert or overwrite. */
+void ss_idmap_put(struct ss_idmap *m, const char *id, int64_t val);
+/* true and *val if present. */
+bool ss_idmap_get(const struct ss_idmap *m, const char *id, int64_t *val);
+bool ss_idmap_has(const struct ss_idmap *m, const char *id);
+void ss_idmap_clear(struct ss_idmap *m); /* keeps the memory */
+void ss_idmap_free(struct ss_idmap *m);
+/* Iteration: for (i = 0; i < m->cap; i++) if (m->keys[i][0]) ... */
+
+/* ---- HTTP ----------------------------------------------------------------- */
+
+struct ss_http;
+
+struct ss_resp {
+    long status;
+    char *body; /* malloc'ed, NUL-terminated (len excludes it); caller frees */
+    size_t len;
+    char content_type[128];
+};
+
+/* Creates the client (no network yet). Caller frees with ss_http_free. */
+struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component,
+                            struct sk_error *err);
+void ss_http_free(struct ss_http *h);
+/*
+ * One request to url (absolute). body: JSON text for POST/PATCH or NULL.
+ * Waits for the rate limit and for any Retry-After the server asked for.
+ * Returns 0 with out filled for any HTTP answer that is not handled here;
+ * -1 with err RETRIABLE for transport errors, timeouts, 5xx, 429 (the
+ * Retry-After is remembered and honoured by the next request) and 401 after
+ * one refresh of an OAuth2 token; FATAL for a misconfiguration.
+ */
+int ss_http_request(struct ss_http *h, const char *method, const char *url, const char *body,
+                    struct ss_resp *out, struct sk_error *err);
+void ss_resp_free(struct ss_resp *r);
+/* Percent-encodes s for a query string (every byte but unreserved). Caller frees. */
+char *ss_http_escape(const char *s);
+
+/* ---- webhooks ------------------------------------------------------------- */
+
+struct ss_hook;
+
+/* Registers the callback route and starts the debounce thread. NULL with err. */
+struct ss_hook *ss_hook_new(struct sk_source *self, const struct ss_conf *conf,
+                            const char *component, const bool enabled[SK_ENTITY_COUNT],
+                            struct sk_error *err);
+/* Creates or renews the subscription when due (called from poll; logs, never fails). */
+void ss_hook_maintain(struct ss_hook *hk, struct ss_http *http, const char *base_url);
+/*
+ * Takes the types marked dirty by callbacks: sets dirty[i] for entity index i
+ * (sk_entities order) and *deletes if a callback asked for deletedEntities.
+ * Returns true if there was anything.
+ */
+bool ss_hook_take_dirty(struct ss_hook *hk, bool dirty[SK_ENTITY_COUNT], bool *deletes);
+/* Stops the thread, deletes the subscription (best effort), frees. */
+void ss_hook_free(struct ss_hook *hk, struct ss_http *http, const char *base_url);
+
+#endif

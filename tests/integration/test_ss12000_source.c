@@ -1,0 +1,819 @@
+/*
+ * test_ss12000_source.c: the ss12000-source connector in the real daemon
+ * binary, against the SS 12000 test server (tests/fixtures/ss12000_server.py)
+ * started by each test, into a sqlite-sink. The broker is the real one from
+ * SK_TEST_BROKERS when set (unique topic prefix per test), else the
+ * embedded one. Every wait is bounded.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "sk_test.h"
+#include "util.h"
+
+#define SERVER SK_SOURCE_DIR "/tests/fixtures/ss12000_server.py"
+#define HOOK_SECRET "hooksecret-0123456789"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+/* Every process a test started, stopped by the suite's fini also when an
+ * assertion ends the test early (nothing is left running). */
+static pid_t started[16];
+static int n_started;
+
+static void track(pid_t pid)
+{
+    if (n_started < 16)
+        started[n_started++] = pid;
+}
+
+static void untrack(pid_t pid)
+{
+    for (int i = 0; i < n_started; i++)
+        if (started[i] == pid)
+            started[i] = 0;
+}
+
+static void stop_all(void)
+{
+    for (int i = 0; i < n_started; i++) {
+        if (started[i] <= 0)
+            continue;
+        kill(started[i], SIGTERM);
+        if (skt_wait(started[i], 5000) == -2) {
+            kill(started[i], SIGKILL);
+            skt_wait(started[i], 5000);
+        }
+        started[i] = 0;
+    }
+    n_started = 0;
+}
+
+TestSuite(ss12000_source, .fini = stop_all);
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t len = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Small Python helpers written into the test's directory. */
+static void write_helpers(const char *dir)
+{
+    char *p = skt_fmt("%s/dump.py", dir);
+    /* dump.py PORT OUTDIR [collection,...]: the server's data as <collection>.jsonl */
+    skt_write(p, "import json, os, sys, urllib.request\n"
+                 "port, out = sys.argv[1], sys.argv[2]\n"
+                 "only = sys.argv[3].split(',') if len(sys.argv) > 3 else None\n"
+                 "d = json.load(urllib.request.urlopen('http://127.0.0.1:%s/_control/dump' % port, "
+                 "timeout=20))\n"
+                 "os.makedirs(out, exist_ok=True)\n"
+                 "for f in os.listdir(out):\n"
+                 "    os.unlink(os.path.join(out, f))\n"
+                 "for c, ents in d.items():\n"
+                 "    if only and c not in only:\n"
+                 "        continue\n"
+                 "    with open(os.path.join(out, c + '.jsonl'), 'w') as f:\n"
+                 "        for e in ents:\n"
+                 "            f.write(json.dumps(e, ensure_ascii=False) + '\\n')\n");
+    free(p);
+    p = skt_fmt("%s/q.py", dir);
+    /* q.py DB SQL: the first column of the first row, or nothing */
+    skt_write(p, "import sqlite3, sys\n"
+                 "try:\n"
+                 "    r = sqlite3.connect(sys.argv[1], timeout=10).execute(sys.argv[2]).fetchone()\n"
+                 "except Exception as e:\n"
+                 "    print('ERR', e); sys.exit(0)\n"
+                 "print('' if r is None else r[0])\n");
+    free(p);
+}
+
+struct server {
+    pid_t pid;
+    int port;
+    char *log;
+};
+
+/* Starts the test server on port (0: any) with extra arguments (space-separated). */
+static struct server server_start(const char *dir, int port, const char *extra)
+{
+    struct server s = {.log = skt_fmt("%s/server-%d.log", dir, port)};
+    char *argv[64];
+    int n = 0;
+    argv[n++] = "/usr/bin/env";
+    argv[n++] = "python3";
+    argv[n++] = SERVER;
+    argv[n++] = "--port";
+    argv[n++] = skt_fmt("%d", port);
+    argv[n++] = "--base";
+    argv[n++] = "/v2.0";
+    char *copy = strdup(extra ? extra : "");
+    for (char *tok = strtok(copy, " "); tok && n < 62; tok = strtok(NULL, " "))
+        argv[n++] = tok;
+    argv[n] = NULL;
+    unlink(s.log);
+    s.pid = skt_spawn(argv, s.log);
+    track(s.pid);
+    for (int i = 0; i < 150 && !s.port; i++) {
+        usleep(100000);
+        char *text = NULL;
+        char *cmd = skt_fmt("sed -n 's/^LISTENING 127.0.0.1:\\([0-9]*\\)$/\\1/p' %s", s.log);
+        skt_sh(cmd, 5, &text);
+        free(cmd);
+        if (text && atoi(text) > 0)
+            s.port = atoi(text);
+        free(text);
+    }
+    cr_assert(s.port > 0, "the test server did not start (see %s)", s.log);
+    return s;
+}
+
+static void server_stop(struct server *s)
+{
+    untrack(s->pid);
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        if (skt_wait(s->pid, 5000) == -2) {
+            kill(s->pid, SIGKILL);
+            skt_wait(s->pid, 5000);
+        }
+    }
+    s->pid = 0;
+}
+
+/* POST /_control/<op> with a JSON body; returns the answer (caller frees). */
+static char *ctl(int port, const char *op, const char *json)
+{
+    char *cmd = skt_fmt("curl -s -m 20 -X POST -H 'Content-Type: application/json' -d '%s' "
+                        "http://127.0.0.1:%d/_control/%s",
+                        json, port, op);
+    char *out = NULL;
+    skt_sh(cmd, 25, &out);
+    free(cmd);
+    return out;
+}
+
+static char *get(const char *url)
+{
+    char *cmd = skt_fmt("curl -s -m 20 '%s'", url);
+    char *out = NULL;
+    skt_sh(cmd, 25, &out);
+    free(cmd);
+    char *copy = strdup(out ? out : "");
+    free(out);
+    return copy;
+}
+
+/* A field of the server's JSON answer, by a Python expression on d. */
+static char *json_expr(const char *json, const char *expr)
+{
+    char *path = skt_fmt("/tmp/skt-json-%d.json", getpid());
+    skt_write(path, json ? json : "null");
+    char *cmd = skt_fmt("python3 -c 'import json; d = json.load(open(\"%s\")); print(%s)'", path,
+                        expr);
+    char *out = NULL;
+    skt_sh(cmd, 10, &out);
+    free(cmd);
+    unlink(path);
+    free(path);
+    if (out) {
+        size_t n = strlen(out);
+        while (n && (out[n - 1] == '\n' || out[n - 1] == ' '))
+            out[--n] = '\0';
+    }
+    return out;
+}
+
+static char *db_query(const char *dir, const char *db, const char *sql)
+{
+    char *cmd = skt_fmt("python3 %s/q.py %s \"%s\"", dir, db, sql);
+    char *out = NULL;
+    skt_sh(cmd, 15, &out);
+    free(cmd);
+    if (out) {
+        size_t n = strlen(out);
+        while (n && out[n - 1] == '\n')
+            out[--n] = '\0';
+    }
+    return out;
+}
+
+/* The sink's DB equals the server's data (only: comma list of collections, or NULL). */
+static bool db_matches(const char *dir, const char *db, int port, const char *only, char *why,
+                       size_t why_size)
+{
+    char *expect = skt_fmt("%s/expect", dir);
+    char *cmd = skt_fmt("python3 %s/dump.py %d %s %s", dir, port, expect, only ? only : "");
+    int rc = skt_sh(cmd, 30, NULL);
+    free(cmd);
+    bool ok = rc == 0 && access(db, R_OK) == 0 && skt_db_matches_dataset(db, expect, why, why_size);
+    if (rc != 0)
+        snprintf(why, why_size, "dump failed");
+    free(expect);
+    return ok;
+}
+
+static bool wait_match(const char *dir, const char *db, int port, const char *only, int timeout_s,
+                       char *why, size_t why_size)
+{
+    for (int i = 0; i < timeout_s; i++) {
+        if (db_matches(dir, db, port, only, why, why_size))
+            return true;
+        sleep(1);
+    }
+    return false;
+}
+
+struct daemon {
+    pid_t pid;
+    char *log;
+    int admin;
+};
+
+/*
+ * Starts skolsync with `sources` (YAML under "sources:", indented by 2) and a
+ * sqlite-sink into db. admin_port 0: any. The admin token is "t0ken".
+ */
+static struct daemon daemon_start(const char *dir, const char *sources, const char *db,
+                                  int admin_port)
+{
+    struct daemon d = {.log = skt_fmt("%s/daemon.log", dir)};
+    const char *brokers = getenv("SK_TEST_BROKERS");
+    char *kafka;
+    if (brokers && *brokers) {
+        char *prefix = skt_unique_prefix();
+        kafka = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n", brokers, prefix);
+        free(prefix);
+    } else {
+        kafka = skt_fmt("kafka:\n  brokers: embedded\n");
+    }
+    /* A sink name (its consumer group skolsync-<name>) of its own per test:
+     * on a real broker a group's static member outlives the daemon. */
+    char uuid[37];
+    sk_uuid_random(uuid);
+    setenv("SKT_ADMIN_TOKEN", "t0ken", 1);
+    setenv("SKT_HOOK_SECRET", HOOK_SECRET, 1);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *text = skt_fmt("%s"
+                         "log:\n  level: debug\n"
+                         "admin:\n  listen: 127.0.0.1:%d\n  token: ${env:SKT_ADMIN_TOKEN}\n"
+                         "sources:\n%s"
+                         "sinks:\n  db_%.8s:\n    type: sqlite-sink\n    path: %s\n",
+                         kafka, admin_port, sources, uuid, db);
+    skt_write(cfg, text);
+    free(text);
+    free(kafka);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    unlink(d.log);
+    d.pid = skt_spawn(argv, d.log);
+    track(d.pid);
+    for (int i = 0; i < 200 && !d.admin; i++) {
+        usleep(100000);
+        char *out = NULL;
+        char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
+                            d.log);
+        skt_sh(cmd, 5, &out);
+        free(cmd);
+        if (out && atoi(out) > 0)
+            d.admin = atoi(out);
+        free(out);
+        cr_assert_eq(skt_wait(d.pid, 0), -2, "skolsync exited at start; see %s", d.log);
+    }
+    cr_assert(d.admin > 0, "skolsync did not log its HTTP port; see %s", d.log);
+    free(cfg);
+    return d;
+}
+
+static void daemon_stop(struct daemon *d)
+{
+    if (d->pid <= 0)
+        return;
+    untrack(d->pid);
+    kill(d->pid, SIGTERM);
+    int rc = skt_wait(d->pid, 30000);
+    if (rc == -2) {
+        kill(d->pid, SIGKILL);
+        skt_wait(d->pid, 5000);
+    }
+    cr_expect_eq(rc, 0, "skolsync did not stop cleanly (%d); see %s", rc, d->log);
+    d->pid = 0;
+}
+
+static char *source_yaml(const char *name, int port, int page_size, const char *poll,
+                         const char *extra)
+{
+    return skt_fmt("  %s:\n"
+                   "    type: ss12000-source\n"
+                   "    url: http://127.0.0.1:%d/v2.0\n"
+                   "    page_size: %d\n"
+                   "    max_rps: 100\n"
+                   "    poll_interval: %s\n"
+                   "    retry_backoff: 200ms\n"
+                   "    retry_backoff_max: 2s\n"
+                   "%s",
+                   name, port, page_size, poll, extra ? extra : "");
+}
+
+/* The first id of a collection at the server (caller frees). */
+static char *first_id(int port, const char *collection, const char *cond)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/dump?collection=%s", port, collection);
+    char *dump = get(url);
+    char *expr = skt_fmt("[e[\"id\"] for e in d[\"%s\"] if %s][0]", collection, cond ? cond : "True");
+    char *id = json_expr(dump, expr);
+    free(expr);
+    free(dump);
+    free(url);
+    cr_assert(id && strlen(id) == 36, "no %s at the server: %s", collection, id ? id : "");
+    return id;
+}
+
+static long long metric(int admin, const char *name)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/metrics", admin);
+    char *text = get(url);
+    free(url);
+    long long v = -1;
+    const char *p = text ? strstr(text, name) : NULL;
+    if (p)
+        v = atoll(p + strlen(name) + 1);
+    free(text);
+    return v;
+}
+
+static bool log_has(const struct daemon *d, const char *needle)
+{
+    char *cmd = skt_fmt("grep -qF -- '%s' %s", needle, d->log);
+    int rc = skt_sh(cmd, 5, NULL);
+    free(cmd);
+    return rc == 0;
+}
+
+/* ---- 1. full sync -------------------------------------------------------- */
+
+Test(ss12000_source, full_sync_of_every_entity_type_equals_the_server, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-full");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 40");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "2s", NULL);
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    bool ok = wait_match(dir, db, s.port, NULL, 60, why, sizeof(why));
+    /* Every type has rows: the comparison covered all 18. */
+    char *n = db_query(dir, db, "select count(*) from attendanceSchedules");
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(ok, "the DB differs from the server: %s (logs in %s)", why, dir);
+    cr_assert(n && atoi(n) > 0, "no attendanceSchedules: %s", n ? n : "");
+    free(n);
+    free(src);
+    free(db);
+    free(dir);
+}
+
+/* ---- 2. deltas ----------------------------------------------------------- */
+
+Test(ss12000_source, deltas_of_every_mutation_converge_also_while_paging, .timeout = 150)
+{
+    char *dir = skt_tmpdir("ss-delta");
+    write_helpers(dir);
+    /* Slow pages: the full sync is still paging when the mutations come. */
+    struct server s = server_start(dir, 0, "--students 30 --fault delay:ms=150");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 40, "2s", NULL);
+    struct daemon d = daemon_start(dir, src, db, 0);
+    sleep(3);
+    char *person = first_id(s.port, "persons", NULL);
+    char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Mittemellan\"}}",
+                         person);
+    char *out = ctl(s.port, "update", body);
+    free(out);
+    free(body);
+    char *group = first_id(s.port, "groups", NULL);
+    char *org = first_id(s.port, "organisations", NULL);
+    body = skt_fmt("{\"collection\":\"groups\",\"id\":\"%s\",\"patch\":{\"displayName\":\"Paging 1\"}}",
+                   group);
+    free(ctl(s.port, "update", body));
+    free(body);
+    char why[512] = "";
+    bool ok = wait_match(dir, db, s.port, NULL, 60, why, sizeof(why));
+    char *rows_during = db_query(dir, db, "select count(*) from persons where doc like '%Mittemellan%'");
+    cr_assert(ok, "after the mid-paging update: %s (logs in %s)", why, dir);
+    cr_assert_str_eq(rows_during, "1");
+    free(ctl(s.port, "faults", "{\"clear\":true}"));
+
+    /* create, update, delete, membership, move_student */
+    body = skt_fmt("{\"collection\":\"persons\",\"entity\":{\"id\":\"0b5f0e7c-1f2a-4c3d-9e8f-aa00000000c1\","
+                   "\"givenName\":\"Ny\",\"familyName\":\"Elev\"}}");
+    free(ctl(s.port, "create", body));
+    free(body);
+    char *victim = first_id(s.port, "rooms", NULL);
+    body = skt_fmt("{\"collection\":\"rooms\",\"id\":\"%s\"}", victim);
+    free(ctl(s.port, "delete", body));
+    free(body);
+    body = skt_fmt("{\"group\":\"%s\",\"person\":\"0b5f0e7c-1f2a-4c3d-9e8f-aa00000000c1\",\"action\":\"add\"}",
+                   group);
+    free(ctl(s.port, "membership", body));
+    free(body);
+    /* A student with an enrolment at a school that has another school to move to. */
+    char *pdump = get(skt_fmt("http://127.0.0.1:%d/_control/dump", s.port));
+    char *mover = json_expr(pdump,
+        "[p[\"id\"] for p in d[\"persons\"] for g in d[\"groups\"] if g.get(\"groupType\") == \"Klass\" "
+        "and any(m[\"person\"][\"id\"] == p[\"id\"] for m in g.get(\"groupMemberships\", [])) "
+        "and any(e[\"enroledAt\"][\"id\"] == g[\"organisation\"][\"id\"] for e in p.get(\"enrolments\", []))][0]");
+    char *from = json_expr(pdump, skt_fmt("[e[\"enroledAt\"][\"id\"] for p in d[\"persons\"] if p[\"id\"] == \"%s\" "
+                                          "for e in p[\"enrolments\"]][0]", mover));
+    char *to = json_expr(pdump, skt_fmt("[g[\"organisation\"][\"id\"] for g in d[\"groups\"] if g.get(\"groupType\") "
+                                        "== \"Klass\" and g[\"organisation\"][\"id\"] != \"%s\"][0]", from));
+    free(pdump);
+    body = skt_fmt("{\"person\":\"%s\",\"from_school\":\"%s\",\"to_school\":\"%s\"}", mover, from, to);
+    char *moved = ctl(s.port, "move_student", body);
+    free(body);
+    char *added_to = json_expr(moved, "d[\"added_to\"]");
+    cr_assert(added_to && strlen(added_to) == 36, "move_student: %s", moved);
+    ok = wait_match(dir, db, s.port, NULL, 40, why, sizeof(why));
+    cr_assert(ok, "after the mutations: %s (logs in %s)", why, dir);
+    /* The moved student: enrolment at the new school, member of the new class only. */
+    char *sql = skt_fmt("select count(*) from groups where doc like '%%%s%%'", mover);
+    char *ngroups = db_query(dir, db, sql);
+    free(sql);
+    sql = skt_fmt("select count(*) from groups where id = '%s' and doc like '%%%s%%'", added_to, mover);
+    char *in_new = db_query(dir, db, sql);
+    free(sql);
+    sql = skt_fmt("select count(*) from persons where id = '%s' and doc like '%%%s%%'", mover, to);
+    char *enrolled = db_query(dir, db, sql);
+    free(sql);
+    sql = skt_fmt("select count(*) from rooms where id = '%s'", victim);
+    char *gone = db_query(dir, db, sql);
+    free(sql);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert_str_eq(in_new, "1", "the moved student is not in the new class %s", added_to);
+    cr_assert_str_eq(enrolled, "1", "the enrolment does not name the new school");
+    cr_assert(atoi(ngroups) >= 1);
+    cr_assert_str_eq(gone, "0", "the deleted room is still there");
+    (void)org;
+}
+
+/* ---- 3. paging rules, 410, Retry-After ------------------------------------- */
+
+Test(ss12000_source, expired_token_restarts_from_watermark_and_retry_after_is_honoured,
+     .timeout = 150)
+{
+    char *dir = skt_tmpdir("ss-paging");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 30 --fault delay:ms=100");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 50, "1s", NULL);
+    struct daemon d = daemon_start(dir, src, db, 0);
+    /* Wait until the source is following a token chain (slow pages: it stays in
+     * one), then every outstanding page token expires: the server's clock jumps
+     * past their TTL. */
+    char *stats_url = skt_fmt("http://127.0.0.1:%d/_control/stats", s.port);
+    for (int i = 0; i < 300; i++) {
+        char *st = get(stats_url);
+        char *chained = json_expr(st, "sum(1 for r in d[\"requests\"] if any(k == \"pageToken\" "
+                                      "for k, v in r[\"params\"]))");
+        bool in_chain = chained && atoi(chained) >= 1;
+        free(chained);
+        free(st);
+        if (in_chain)
+            break;
+        usleep(100000);
+    }
+    free(stats_url);
+    free(ctl(s.port, "clock", "{\"advance\": 600}"));
+    free(ctl(s.port, "faults", "{\"clear\":true}"));
+    char why[512] = "";
+    bool ok = wait_match(dir, db, s.port, NULL, 60, why, sizeof(why));
+    cr_assert(ok, "after the expired tokens: %s (logs in %s)", why, dir);
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats", s.port);
+    char *stats = get(url);
+    char *n410 = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"status\"] == 410)");
+    char *mixed = json_expr(stats, "sum(1 for r in d[\"requests\"] if any(k == \"pageToken\" for k, v in r[\"params\"]) "
+                                   "and any(k not in (\"pageToken\", \"limit\") for k, v in r[\"params\"]))");
+    char *noffset = json_expr(stats, "sum(1 for r in d[\"requests\"] for k, v in r[\"params\"] if k in "
+                                     "(\"meta.modified.after\", \"meta.created.after\", \"after\") and not "
+                                     "(v.endswith(\"Z\") or v[-6] in \"+-\"))");
+    char *n400 = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"status\"] == 400)");
+    free(stats);
+    cr_assert(n410 && atoi(n410) >= 1, "no 410 seen: the test did not expire a token (%s)", n410);
+    cr_assert_str_eq(mixed, "0", "a filter was sent together with a pageToken");
+    cr_assert_str_eq(noffset, "0", "a timestamp without an offset was sent");
+    cr_assert_str_eq(n400, "0", "the server refused %s request(s)", n400);
+    cr_assert(log_has(&d, "restarting the"), "no restart logged");
+
+    /* 429 with Retry-After: 2 -> the next request comes at least 2 s later. */
+    char *total = json_expr(get(url), "d[\"total\"]");
+    free(ctl(s.port, "faults", "{\"ratelimit\": {\"count\": 1, \"retry_after\": 2}}"));
+    sleep(7);
+    char *qexpr = skt_fmt("[r for r in d[\"requests\"] if r[\"seq\"] > %s]", total);
+    stats = get(url);
+    char *expr = skt_fmt("(lambda rs: (lambda i: rs[i+1][\"unix\"] - rs[i][\"unix\"] if i + 1 < len(rs) else -1)"
+                         "([j for j, r in enumerate(rs) if r[\"status\"] == 429][0]))(%s)", qexpr);
+    char *gap = json_expr(stats, expr);
+    free(stats);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(gap && atof(gap) >= 1.99, "the request after a 429 Retry-After: 2 came %s s later", gap ? gap : "?");
+    free(url);
+}
+
+/* ---- 4. webhooks --------------------------------------------------------- */
+
+Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_nothing,
+     .timeout = 150)
+{
+    char *dir = skt_tmpdir("ss-hook");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 20 --quirk callback-spelling");
+    char *db = skt_fmt("%s/out.db", dir);
+    int admin = free_port();
+    char *extra = skt_fmt("    webhook:\n"
+                          "      public_url: http://127.0.0.1:%d\n"
+                          "      secret: ${env:SKT_HOOK_SECRET}\n"
+                          "      debounce: 300ms\n",
+                          admin);
+    char *src = source_yaml("sis", s.port, 200, "10m", extra);
+    struct daemon d = daemon_start(dir, src, db, admin);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, NULL, 60, why, sizeof(why)), "full sync: %s", why);
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/subscriptions", s.port);
+    char *subs = get(url);
+    char *nsub = json_expr(subs, "len([x for x in d if \"/hooks/sis/\" in x[\"target\"]])");
+    cr_assert_str_eq(nsub, "1", "subscriptions: %s", subs);
+    free(subs);
+
+    /* A mutation: the server calls back, the source polls at once. */
+    char *person = first_id(s.port, "persons", NULL);
+    char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Krok\"}}", person);
+    free(ctl(s.port, "update", body));
+    free(body);
+    char *sql = skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Krok%%'", person);
+    char *seen = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(seen);
+        seen = db_query(dir, db, sql);
+        if (seen && strcmp(seen, "1") == 0)
+            break;
+        usleep(200000);
+    }
+    cr_assert_str_eq(seen, "1", "the webhook did not bring the change within 10 s (poll_interval 10m)");
+    free(sql);
+
+    /* No more callbacks from the server; ours to a wrong secret is 404 and changes nothing. */
+    free(ctl(s.port, "reset", "{\"data\":false,\"stats\":false,\"faults\":false,\"tokens\":false,"
+                              "\"subscriptions\":true}"));
+    body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Hake\"}}", person);
+    free(ctl(s.port, "update", body));
+    free(body);
+    char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntities\":[\"Person\"]}' "
+                        "http://127.0.0.1:%d/hooks/sis/wrong-secret-000", admin);
+    char *code = NULL;
+    skt_sh(cmd, 10, &code);
+    free(cmd);
+    cr_assert_str_eq(code, "404");
+    free(code);
+    cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntities\":' "
+                  "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET, admin);
+    skt_sh(cmd, 10, &code);
+    free(cmd);
+    cr_assert_str_eq(code, "400", "a malformed callback body must be a 400");
+    free(code);
+    sleep(3);
+    sql = skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Hake%%'", person);
+    char *early = db_query(dir, db, sql);
+    cr_assert_str_eq(early, "0", "the change arrived without a valid callback");
+    /* The right secret, the spec's misspelled key: the change comes. */
+    cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntites\":[\"Person\"]}' "
+                  "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET, admin);
+    skt_sh(cmd, 10, &code);
+    free(cmd);
+    cr_assert_str_eq(code, "200");
+    for (int i = 0; i < 50; i++) {
+        free(seen);
+        seen = db_query(dir, db, sql);
+        if (seen && strcmp(seen, "1") == 0)
+            break;
+        usleep(200000);
+    }
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert_str_eq(seen, "1", "the valid callback did not bring the change");
+    free(url);
+}
+
+/* ---- 5. deletes ----------------------------------------------------------- */
+
+static char *delete_at(int port, const char *collection, const char *id)
+{
+    char *body = skt_fmt("{\"collection\":\"%s\",\"id\":\"%s\"}", collection, id);
+    char *out = ctl(port, "delete", body);
+    free(body);
+    return out;
+}
+
+static bool wait_rows(const char *dir, const char *db, const char *sql, const char *want, int timeout_s)
+{
+    for (int i = 0; i < timeout_s * 4; i++) {
+        char *got = db_query(dir, db, sql);
+        bool ok = got && strcmp(got, want) == 0;
+        free(got);
+        if (ok)
+            return true;
+        usleep(250000);
+    }
+    return false;
+}
+
+Test(ss12000_source, deleted_entities_in_both_spellings_become_tombstones, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-del");
+    write_helpers(dir);
+    /* Short-lived subscriptions: renewed (PATCH) while the test runs. */
+    struct server s = server_start(dir, 0, "--students 20 --subscription-ttl 4");
+    char *db = skt_fmt("%s/out.db", dir);
+    int admin = free_port();
+    char *hook = skt_fmt("    webhook:\n"
+                         "      public_url: http://127.0.0.1:%d/\n"
+                         "      secret: ${env:SKT_HOOK_SECRET}\n",
+                         admin);
+    char *src = source_yaml("sis", s.port, 200, "1s", hook);
+    struct daemon d = daemon_start(dir, src, db, admin);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, NULL, 60, why, sizeof(why)), "full sync: %s", why);
+    /* The spec's "activitites" bucket. */
+    char *a1 = first_id(s.port, "activities", NULL);
+    char *p1 = first_id(s.port, "persons", NULL);
+    free(delete_at(s.port, "activities", a1));
+    free(delete_at(s.port, "persons", p1));
+    char *sql = skt_fmt("select count(*) from activities where id = '%s'", a1);
+    cr_assert(wait_rows(dir, db, sql, "0", 20), "activity %s (bucket activitites) not deleted", a1);
+    free(sql);
+    sql = skt_fmt("select count(*) from persons where id = '%s'", p1);
+    cr_assert(wait_rows(dir, db, sql, "0", 20), "person not deleted");
+    free(sql);
+    /* The "activities" spelling. */
+    free(ctl(s.port, "config", "{\"quirks\": [\"activities-spelling\"]}"));
+    char *a2 = first_id(s.port, "activities", NULL);
+    free(delete_at(s.port, "activities", a2));
+    sql = skt_fmt("select count(*) from activities where id = '%s'", a2);
+    cr_assert(wait_rows(dir, db, sql, "0", 20), "activity %s (bucket activities) not deleted", a2);
+    free(sql);
+    cr_assert(db_matches(dir, db, s.port, NULL, why, sizeof(why)), "%s", why);
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/deletedEntities", s.port);
+    char *stats = get(url);
+    char *rep = json_expr(stats, "sum(1 for r in d[\"requests\"] if sum(1 for k, v in r[\"params\"] if k == \"entities\") == 18)");
+    free(stats);
+    free(url);
+    url = skt_fmt("http://127.0.0.1:%d/_control/stats", s.port);
+    stats = get(url);
+    char *renewed = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"method\"] == \"PATCH\" and "
+                                     "r[\"path\"].startswith(\"/v2.0/subscriptions/\") and r[\"status\"] == 200)");
+    free(stats);
+    daemon_stop(&d);
+    stats = get(url);
+    char *deleted = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"method\"] == \"DELETE\" and "
+                                     "r[\"path\"].startswith(\"/v2.0/subscriptions/\") and r[\"status\"] == 204)");
+    char *left = json_expr(get(skt_fmt("http://127.0.0.1:%d/_control/subscriptions", s.port)), "len(d)");
+    free(stats);
+    server_stop(&s);
+    cr_assert(rep && atoi(rep) > 0, "deletedEntities was not asked with 18 repeated entities= (%s)", rep);
+    cr_assert(renewed && atoi(renewed) >= 1, "the subscription (ttl 4 s) was never renewed (%s)", renewed);
+    cr_assert_str_eq(deleted, "1", "the subscription was not deleted at close");
+    cr_assert_str_eq(left, "0");
+}
+
+Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_released,
+     .timeout = 150)
+{
+    char *dir = skt_tmpdir("ss-recon");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 20 --no-deleted-entities");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "1s",
+                            "    full_sync_interval: 3s\n"
+                            "    entities: [Organisation, Person, Group, Room]\n"
+                            "    delete_guard:\n"
+                            "      max_count: 3\n"
+                            "      min_count: 0\n"
+                            "      max_fraction: 50%\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    const char *only = "organisations,persons,groups,rooms";
+    cr_assert(wait_match(dir, db, s.port, only, 60, why, sizeof(why)), "full sync: %s", why);
+    /* One deletion: found by the reconciliation (no deletedEntities at the server). */
+    char *r1 = first_id(s.port, "rooms", NULL);
+    free(delete_at(s.port, "rooms", r1));
+    char *sql = skt_fmt("select count(*) from rooms where id = '%s'", r1);
+    cr_assert(wait_rows(dir, db, sql, "0", 30), "the reconciliation did not delete room %s", r1);
+    free(sql);
+    cr_assert(log_has(&d, "deletions come from the full reconciliation only"));
+    /* Five: above max_count, held. */
+    char *before = db_query(dir, db, "select count(*) from rooms");
+    for (int i = 0; i < 5; i++) {
+        char *r = first_id(s.port, "rooms", NULL);
+        free(delete_at(s.port, "rooms", r));
+        free(r);
+    }
+    /* a reconciliation may run between the deletes and hold 4 first: wait for all 5 */
+    long long held = -1;
+    for (int i = 0; i < 60 && held != 5; i++) {
+        usleep(500000);
+        held = metric(d.admin, "skolsync_held_deletions{connector=\"sis\"}");
+    }
+    cr_assert_eq(held, 5, "held deletions: %lld", held);
+    sleep(4); /* another reconciliation: still held, nothing published */
+    char *still = db_query(dir, db, "select count(*) from rooms");
+    cr_assert_str_eq(still, before, "rows went although the deletions are held");
+    cr_assert_eq(metric(d.admin, "skolsync_held_deletions{connector=\"sis\"}"), 5);
+    /* Release. */
+    char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Authorization: Bearer t0ken' "
+                        "http://127.0.0.1:%d/api/v1/connectors/sis/release", d.admin);
+    char *code = NULL;
+    skt_sh(cmd, 10, &code);
+    free(cmd);
+    cr_assert_str_eq(code, "200");
+    bool ok = wait_match(dir, db, s.port, only, 30, why, sizeof(why));
+    long long after = metric(d.admin, "skolsync_held_deletions{connector=\"sis\"}");
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(ok, "after the release: %s", why);
+    cr_assert_eq(after, 0);
+}
+
+/* ---- 6. unreachable and broken server --------------------------------------- */
+
+Test(ss12000_source, unreachable_then_broken_server_is_retried_and_others_keep_running,
+     .timeout = 150)
+{
+    char *dir = skt_tmpdir("ss-down");
+    write_helpers(dir);
+    char *files = skt_fmt("%s/files", dir);
+    mkdir(files, 0755);
+    char *rooms = skt_fmt("%s/rooms.jsonl", files);
+    skt_write(rooms, "{\"id\":\"7e000000-0000-4000-8000-000000000001\",\"meta\":{\"created\":\"2024-01-01T00:00:00+01:00\","
+                     "\"modified\":\"2024-01-01T00:00:00+01:00\"},\"displayName\":\"Fil 1\",\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n");
+    int port = free_port();
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", port, 200, "1s", "    entities: [Organisation, Person, Group]\n"
+                                         "    request_timeout: 2s\n");
+    char *both = skt_fmt("%s  files:\n    type: jsonl-source\n    path: %s\n    poll_interval: 1s\n", src, files);
+    struct daemon d = daemon_start(dir, both, db, 0);
+    /* The other source delivers while the SIS is down. */
+    cr_assert(wait_rows(dir, db, "select count(*) from rooms", "1", 30), "jsonl-source did not deliver");
+    sleep(3);
+    cr_assert_eq(skt_wait(d.pid, 0), -2, "skolsync died");
+    cr_assert(log_has(&d, "retrying in"), "no retry logged");
+    /* Back, but broken for a while: 500s, an HTML page, a cut-off page, a bad record. */
+    struct server s = server_start(dir, port, "--students 20 --fault error500:count=2 --fault html:count=2 "
+                                              "--fault truncate:count=2 --fault bad_record:count=1,paths=/persons");
+    char why[512] = "";
+    /* The bad record is dead-lettered: compare what the server has minus nothing but it. */
+    bool ok = false;
+    for (int i = 0; i < 60 && !ok; i++) {
+        ok = db_matches(dir, db, s.port, "organisations,groups", why, sizeof(why));
+        if (!ok)
+            sleep(1);
+    }
+    cr_assert(ok, "organisations/groups: %s", why);
+    char *np = db_query(dir, db, "select count(*) from persons");
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/dump?collection=persons", s.port);
+    char *dump = get(url);
+    char *want = json_expr(dump, "len(d[\"persons\"])");
+    free(dump);
+    cr_assert(atoi(np) == atoi(want) - 1 || atoi(np) == atoi(want),
+              "persons: %s in the DB, %s at the server", np, want);
+    bool dl = false;
+    for (int i = 0; i < 20 && !dl; i++) {
+        dl = log_has(&d, "is not a UUID");
+        if (!dl)
+            usleep(250000);
+    }
+    cr_assert(dl, "the bad record was not dead-lettered");
+    cr_assert(log_has(&d, "not a JSON page"), "the HTML/truncated page was not retried");
+    char *still = db_query(dir, db, "select count(*) from rooms");
+    cr_assert_str_eq(still, "1");
+    cr_assert_eq(skt_wait(d.pid, 0), -2, "skolsync died");
+    daemon_stop(&d);
+    server_stop(&s);
+}
