@@ -200,6 +200,8 @@ Test(cli, every_shipped_config_checks_ok)
     setenv("SKOLSYNC_PG_CONNINFO", "host=db.invalid dbname=x", 1);
     setenv("SKOLSYNC_SCIM_SECRET", "not-a-real-secret", 1);
     setenv("SKOLSYNC_SS12000_SECRET", "not-a-real-secret", 1);
+    setenv("SKOLSYNC_ADMIN_TOKEN", "not-a-real-token", 1);
+    setenv("SKOLSYNC_WEBHOOK_SECRET", "not-a-real-webhook-secret", 1);
     char *list = NULL;
     cr_assert_eq(skt_sh("ls " SK_SOURCE_DIR "/etc/*.yaml " SK_SOURCE_DIR "/etc/examples/*.yaml", 10,
                         &list),
@@ -216,7 +218,7 @@ Test(cli, every_shipped_config_checks_ok)
         free(args);
         checked++;
     }
-    cr_assert_geq(checked, 5);
+    cr_assert_geq(checked, 7);
     free(list);
 }
 
