@@ -16,7 +16,7 @@ BUILD ?= build
 endif
 PREFIX ?= /usr/local
 
-.PHONY: all deps deps-test build demo test test-unit install clean
+.PHONY: all deps deps-test build demo test test-asan fuzz soak bench install clean
 
 all: build
 
@@ -44,6 +44,16 @@ demo: build
 # real PostgreSQL (started here, stopped afterwards even when a test fails).
 test: deps-test build
 	SK_BUILD_DIR=$(BUILD) scripts/with-testenv.sh ctest --test-dir $(BUILD) --output-on-failure --timeout 900
+
+# The sanitizer pass CI runs after `make test`: the whole suite built with
+# AddressSanitizer + UBSan (README "Tests"). Same as `make test SANITIZE=1`.
+test-asan:
+	$(MAKE) test SANITIZE=1
+
+# libFuzzer (clang): every parser of outside input, FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: deps-test
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 install: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)

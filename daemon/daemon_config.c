@@ -163,12 +163,20 @@ static void resolve_entities(struct sk_sink_def *def, const struct sk_cnode *ent
         const struct sk_entity *e = sk_entity_by_name(name);
         if (!e)
             e = sk_entity_by_collection(name);
-        const struct sk_cnode *at = list->kind == SK_CNODE_SEQ && i < list->n_kids ? list->kids[i] : list;
+        /* The item it came from (items that are not strings were dropped, so
+         * the index may not match): its position, and ******** for a secret. */
+        const struct sk_cnode *at = list;
+        for (size_t k = 0; list->kind == SK_CNODE_SEQ && k < list->n_kids; k++) {
+            if (list->kids[k]->value && strcmp(list->kids[k]->value, name) == 0) {
+                at = list->kids[k];
+                break;
+            }
+        }
         if (!e) {
             sk_config_errors_add(errs, at,
                                  "unknown entity type \"%s\" (expected an SS 12000 type such as "
                                  "Person or persons)",
-                                 name);
+                                 sk_cnode_display(at));
             continue;
         }
         bool dup = false;
@@ -215,7 +223,7 @@ static void load_section(struct sk_daemon_config *cfg, const struct sk_cnode *se
             if (t && !def->ops) {
                 char *types = type_list(true);
                 sk_config_errors_add(errs, t, "unknown source type \"%s\" (expected one of: %s)",
-                                     t->value, types);
+                                     sk_cnode_display(t), types);
                 free(types);
             }
             def->conf = load_entry(entry, sk_source_settings_options, &def->settings,
@@ -228,7 +236,7 @@ static void load_section(struct sk_daemon_config *cfg, const struct sk_cnode *se
             if (t && !def->ops) {
                 char *types = type_list(false);
                 sk_config_errors_add(errs, t, "unknown sink type \"%s\" (expected one of: %s)",
-                                     t->value, types);
+                                     sk_cnode_display(t), types);
                 free(types);
             }
             def->conf = load_entry(entry, sk_sink_settings_options, &def->settings,

@@ -484,11 +484,15 @@ static void dlq_filter(const struct sk_http_request *req, struct sk_dlq_filter *
     const cJSON *x;
     if ((x = cJSON_GetObjectItemCaseSensitive(b, "connector")) && cJSON_IsString(x))
         f->connector = x->valuestring;
-    if ((x = cJSON_GetObjectItemCaseSensitive(b, "from")) && cJSON_IsNumber(x))
+    /* offsets and limits within range before any conversion (1e300 is a number too) */
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "from")) && cJSON_IsNumber(x) &&
+        x->valuedouble >= 0 && x->valuedouble < 9e18)
         f->from_offset = (int64_t)x->valuedouble;
-    if ((x = cJSON_GetObjectItemCaseSensitive(b, "to")) && cJSON_IsNumber(x))
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "to")) && cJSON_IsNumber(x) &&
+        x->valuedouble >= 0 && x->valuedouble < 9e18)
         f->to_offset = (int64_t)x->valuedouble;
-    if ((x = cJSON_GetObjectItemCaseSensitive(b, "limit")) && cJSON_IsNumber(x) && x->valuedouble > 0)
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "limit")) && cJSON_IsNumber(x) &&
+        x->valuedouble >= 1 && x->valuedouble <= 1e6)
         f->limit = (size_t)x->valuedouble;
 }
 

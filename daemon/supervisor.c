@@ -531,15 +531,15 @@ static void summary(struct sk_daemon *d, FILE *out)
     fprintf(out, "skolsync: finished in %.1f s\n", secs);
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
+        unsigned long long records = atomic_load(&r->records);
+        unsigned long long dead = atomic_load(&r->dead_lettered);
         struct sk_sink_env *snk = sk_as_sink(r);
         const char *target = snk && snk->sink.ops->target && snk->sink.priv
                                  ? snk->sink.ops->target(&snk->sink)
                                  : NULL;
         fprintf(out, "  %s %s (%s): %llu records %s, %llu dead-lettered%s%s\n",
-                snk ? "sink" : "source", r->name, r->type,
-                (unsigned long long)atomic_load(&r->records), snk ? "applied" : "stored",
-                (unsigned long long)atomic_load(&r->dead_lettered), target ? " -> " : "",
-                target ? target : "");
+                snk ? "sink" : "source", r->name, r->type, records, snk ? "applied" : "stored",
+                dead, target ? " -> " : "", target ? target : "");
         per_entity(out, r);
     }
     fflush(out);

@@ -80,7 +80,9 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ctx)
         while (end > v && isspace((unsigned char)end[-1]))
             *--end = '\0';
         if (*v && strspn(v, "0123456789") == strlen(v)) {
-            *retry_after_ms = strtoll(v, NULL, 10) * 1000;
+            /* clamp before multiplying: a server's 20-digit value must not overflow */
+            long long secs = strlen(v) > 9 ? 999999999LL : strtoll(v, NULL, 10);
+            *retry_after_ms = (int64_t)secs * 1000;
         } else {
             time_t when = curl_getdate(v, NULL);
             if (when > 0) {

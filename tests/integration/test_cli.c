@@ -397,3 +397,19 @@ Test(cli, shipped_demo_config_gives_exactly_the_demo_data, .timeout = 240)
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
     free(out);
 }
+
+/* Found by fuzz_daemon_config: an unknown type or entity that came from a secret was echoed. */
+Test(cli, unknown_type_or_entity_from_a_secret_is_not_echoed)
+{
+    setenv("SK_TEST_SECRET2", "zz-secret-type-91", 1);
+    int rc;
+    char *path;
+    char *out = check_text("sinks:\n  db:\n    type: ${env:SK_TEST_SECRET2}\n"
+                           "  db2:\n    type: sqlite-sink\n    path: /tmp/x.db\n"
+                           "    entities: [Person, \"${env:SK_TEST_SECRET2}\"]\n",
+                           &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, "unknown sink type") && strstr(out, "unknown entity type"), "%s", out);
+    cr_assert_null(strstr(out, "zz-secret-type-91"), "a secret was echoed:\n%s", out);
+    free(out);
+}
