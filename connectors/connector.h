@@ -36,7 +36,7 @@ struct sk_record {
     char key[37];                   /* lowercase UUID, NUL-terminated */
     uint8_t *value;                 /* packed protobuf, NULL for a tombstone */
     size_t value_len;
-    int64_t observed_us;            /* when the source saw the change (µs since epoch) */
+    int64_t observed_us; /* when the source saw the change (µs since epoch) */
     /* Filled by the sink driver only: where the record came from, and the
      * entity decoded once for every sink, after the sink's privacy policy
      * (drop_fields, protected_identities) was applied. doc is NULL for a
@@ -50,10 +50,10 @@ struct sk_record {
 
 /* A record the source could not turn into an entity: goes to the DLQ with context. */
 struct sk_bad_input {
-    char *key;          /* may be NULL */
-    uint8_t *raw;       /* the input as read (a JSON line, a page), owned */
+    char *key;    /* may be NULL */
+    uint8_t *raw; /* the input as read (a JSON line, a page), owned */
     size_t raw_len;
-    char *where;        /* "persons.jsonl:17", a URL, ... */
+    char *where; /* "persons.jsonl:17", a URL, ... */
     struct sk_error err;
     /* The entity type the input was meant to be, if known (set it on the
      * element sk_batch_add_bad appended): `skolsync dlq replay` encodes the
@@ -84,9 +84,8 @@ struct sk_batch {
 };
 
 /* Appends a record; takes ownership of value. Returns the record (to fill key/entity). */
-struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entity,
-                               const char *key, uint8_t *value, size_t value_len,
-                               int64_t observed_us);
+struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entity, const char *key,
+                               uint8_t *value, size_t value_len, int64_t observed_us);
 /* Appends a bad input; takes ownership of raw; copies where and err. */
 void sk_batch_add_bad(struct sk_batch *b, const char *key, uint8_t *raw, size_t raw_len,
                       const char *where, const struct sk_error *err);
@@ -99,17 +98,17 @@ void sk_batch_free(struct sk_batch *b);
 
 struct sk_source {
     const struct sk_source_ops *ops;
-    const char *name;    /* the instance name from the config */
-    void *conf;          /* the filled option struct (owned by the core) */
-    void *priv;          /* the connector's state, set by open, freed by close */
+    const char *name;          /* the instance name from the config */
+    void *conf;                /* the filled option struct (owned by the core) */
+    void *priv;                /* the connector's state, set by open, freed by close */
     struct sk_source_env *env; /* the core's side: wake-ups, HTTP routes (opaque) */
 };
 
 struct sk_source_ops {
-    const char *type;                 /* "jsonl-source" */
-    const char *summary;              /* one line for `skolsync connectors` */
-    const struct sk_option *options;  /* validated and filled by the core */
-    size_t conf_size;                 /* sizeof the struct the option offsets point into */
+    const char *type;                /* "jsonl-source" */
+    const char *summary;             /* one line for `skolsync connectors` */
+    const struct sk_option *options; /* validated and filled by the core */
+    size_t conf_size;                /* sizeof the struct the option offsets point into */
     /* Connect, check the configuration against reality. err->cls FATAL stops the connector. */
     int (*open)(struct sk_source *self, struct sk_error *err);
     /*
@@ -131,11 +130,11 @@ void sk_source_wake(struct sk_source *self);
 
 /* One HTTP request to a route a source registered (daemon/http.c serves it). */
 struct sk_http_request {
-    const char *method;   /* "POST" */
-    const char *path;     /* "/hooks/ss12000/<secret>" (no query) */
-    const char *body;     /* NUL-terminated; body_len excludes the NUL */
+    const char *method; /* "POST" */
+    const char *path;   /* "/hooks/ss12000/<secret>" (no query) */
+    const char *body;   /* NUL-terminated; body_len excludes the NUL */
     size_t body_len;
-    const char *content_type; /* or NULL */
+    const char *content_type;  /* or NULL */
     const char *authorization; /* the Authorization header, or NULL */
 };
 
@@ -183,9 +182,9 @@ bool sk_source_take_release(struct sk_source *self);
 /* ---- sinks -------------------------------------------------------------- */
 
 enum sk_outcome_kind {
-    SK_APPLIED = 0,  /* stored in the target (or nothing to do: stale version, missing row) */
-    SK_RETRY,        /* not applied, try again later (the driver pauses and backs off) */
-    SK_REJECTED,     /* permanent: this record cannot be applied; goes to the DLQ */
+    SK_APPLIED = 0, /* stored in the target (or nothing to do: stale version, missing row) */
+    SK_RETRY,       /* not applied, try again later (the driver pauses and backs off) */
+    SK_REJECTED,    /* permanent: this record cannot be applied; goes to the DLQ */
 };
 
 struct sk_outcome {

@@ -6,9 +6,8 @@
 #include "connector.h"
 #include "util.h"
 
-struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entity,
-                               const char *key, uint8_t *value, size_t value_len,
-                               int64_t observed_us)
+struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entity, const char *key,
+                               uint8_t *value, size_t value_len, int64_t observed_us)
 {
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 256;

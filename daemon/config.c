@@ -378,8 +378,8 @@ struct frame {
 };
 
 struct loader {
-    char *file;       /* the name in messages; the root takes ownership */
-    const char *dir;  /* directory for relative ${file:} paths, NULL = cwd */
+    char *file;      /* the name in messages; the root takes ownership */
+    const char *dir; /* directory for relative ${file:} paths, NULL = cwd */
     size_t dir_len;
     const char *text; /* the input, to place reader errors */
     size_t len;
@@ -548,9 +548,9 @@ static void on_scalar(struct loader *ld, const yaml_event_t *ev)
         on_key(ld, ev);
         return;
     }
-    bool null_root = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-                     (ev->data.scalar.length == 0 || strcmp((const char *)ev->data.scalar.value,
-                                                            "~") == 0);
+    bool null_root =
+        ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (ev->data.scalar.length == 0 || strcmp((const char *)ev->data.scalar.value, "~") == 0);
     if (!ld->depth && !ld->any_root && null_root)
         return; /* "---" and nothing else: an empty map, made by load_text() */
     if (!ld->depth && !ld->any_root) {
@@ -577,15 +577,14 @@ static void on_scalar(struct loader *ld, const yaml_event_t *ev)
 static void on_start(struct loader *ld, const yaml_event_t *ev, enum sk_cnode_kind kind)
 {
     if (ld->depth == MAX_DEPTH) {
-        sk_config_errors_add_at(ld->errs, ld->file, (int)ev->start_mark.line + 1,
-                                (int)ev->start_mark.column + 1, NULL,
-                                "nested deeper than %d levels (expected a flatter file)",
-                                MAX_DEPTH);
+        sk_config_errors_add_at(
+            ld->errs, ld->file, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1, NULL,
+            "nested deeper than %d levels (expected a flatter file)", MAX_DEPTH);
         ld->fatal = true;
         return;
     }
-    const yaml_char_t *anchor = kind == SK_CNODE_MAP ? ev->data.mapping_start.anchor
-                                                     : ev->data.sequence_start.anchor;
+    const yaml_char_t *anchor =
+        kind == SK_CNODE_MAP ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
     const yaml_char_t *tag =
         kind == SK_CNODE_MAP ? ev->data.mapping_start.tag : ev->data.sequence_start.tag;
     if (in_key_position(ld)) {
@@ -691,8 +690,8 @@ static void report_syntax(struct loader *ld, const yaml_parser_t *parser)
 
 /* ---- substitution -------------------------------------------------------- */
 
-static bool subst_env(struct loader *ld, const struct sk_cnode *node, const char *name,
-                      size_t len, struct sbuf *out)
+static bool subst_env(struct loader *ld, const struct sk_cnode *node, const char *name, size_t len,
+                      struct sbuf *out)
 {
     if (len == 0) {
         sk_config_errors_add(ld->errs, node, "empty name in ${env:} (expected ${env:NAME})");
@@ -727,7 +726,8 @@ static bool subst_file(struct loader *ld, const struct sk_cnode *node, const cha
     int rc = read_whole_file(path.p, MAX_SECRET_FILE_BYTES, &content, &content_len);
     bool ok = false;
     if (rc) {
-        sk_config_errors_add(ld->errs, node, "cannot read file \"%s\": %s (expected ${file:%.*s} "
+        sk_config_errors_add(ld->errs, node,
+                             "cannot read file \"%s\": %s (expected ${file:%.*s} "
                              "to name a readable file)",
                              path.p, strerror(rc), (int)len, path_text);
     } else if (strlen(content) != content_len) {
@@ -1122,9 +1122,14 @@ static void format_size(char *buf, size_t size, int64_t bytes)
     static const struct {
         const char *unit;
         int64_t mult;
-    } units[] = {{"TiB", 1LL << 40}, {"GiB", 1LL << 30}, {"MiB", 1LL << 20}, {"KiB", 1LL << 10},
-                 {"TB", 1000LL * 1000 * 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
-                 {"MB", 1000 * 1000}, {"KB", 1000}};
+    } units[] = {{"TiB", 1LL << 40},
+                 {"GiB", 1LL << 30},
+                 {"MiB", 1LL << 20},
+                 {"KiB", 1LL << 10},
+                 {"TB", 1000LL * 1000 * 1000 * 1000},
+                 {"GB", 1000 * 1000 * 1000},
+                 {"MB", 1000 * 1000},
+                 {"KB", 1000}};
     for (size_t u = 0; bytes > 0 && u < sizeof(units) / sizeof(units[0]); u++) {
         if (bytes % units[u].mult == 0) {
             snprintf(buf, size, "%" PRId64 "%s", bytes / units[u].mult, units[u].unit);
@@ -1252,9 +1257,9 @@ static void report_conv(struct sk_config_errors *errs, const struct sk_cnode *no
             return;
         }
     case CONV_OVERFLOW:
-        sk_config_errors_add(errs, node, "\"%s\" is too large (expected %s %s that fits in 64 bits)",
-                             shown, opt->type == SK_OPT_INT ? "an" : "a",
-                             sk_opt_type_name(opt->type));
+        sk_config_errors_add(errs, node,
+                             "\"%s\" is too large (expected %s %s that fits in 64 bits)", shown,
+                             opt->type == SK_OPT_INT ? "an" : "a", sk_opt_type_name(opt->type));
         return;
     case CONV_RANGE:
         format_bound(lo, sizeof(lo), opt->type, opt->min);
@@ -1383,8 +1388,8 @@ static void set_default(const struct sk_option *opt, void *conf, struct sk_confi
         return;
     /* Lists and maps: the default is YAML text, e.g. "[a, b]" or "{acks: all}". */
     struct sk_config_errors def_errs = {0};
-    struct sk_cnode *node = load_text(opt->def, strlen(opt->def), "<default>", &def_errs, true,
-                                      false);
+    struct sk_cnode *node =
+        load_text(opt->def, strlen(opt->def), "<default>", &def_errs, true, false);
     bool ok = node && !def_errs.n;
     if (ok && is_null(node))
         ; /* "~": no default after all */

@@ -21,14 +21,14 @@ enum sk_cnode_kind { SK_CNODE_SCALAR, SK_CNODE_MAP, SK_CNODE_SEQ };
 
 struct sk_cnode {
     enum sk_cnode_kind kind;
-    char *key;             /* key in the parent map, NULL in a sequence or at the root */
-    char *value;           /* SCALAR: the text after substitution; NULL for MAP/SEQ */
-    bool secret;           /* the value came (partly) from ${env:} or ${file:}: never print it */
-    bool quoted;           /* the scalar was quoted in YAML (so "null"/"true" stay strings) */
-    const char *file;      /* the file it was read from (owned by the tree) */
-    int line, col;         /* 1-based position of the value (for a map entry: of its key) */
+    char *key;        /* key in the parent map, NULL in a sequence or at the root */
+    char *value;      /* SCALAR: the text after substitution; NULL for MAP/SEQ */
+    bool secret;      /* the value came (partly) from ${env:} or ${file:}: never print it */
+    bool quoted;      /* the scalar was quoted in YAML (so "null"/"true" stay strings) */
+    const char *file; /* the file it was read from (owned by the tree) */
+    int line, col;    /* 1-based position of the value (for a map entry: of its key) */
     int value_line, value_col; /* 1-based position of the value itself (= line/col outside maps) */
-    struct sk_cnode **kids; /* MAP: entries (each with key), SEQ: items */
+    struct sk_cnode **kids;    /* MAP: entries (each with key), SEQ: items */
     size_t n_kids;
     struct sk_cnode *parent;
 };
@@ -77,17 +77,17 @@ const char *sk_cnode_display(const struct sk_cnode *node);
 /* ---- option tables ------------------------------------------------------- */
 
 enum sk_opt_type {
-    SK_OPT_END = 0,   /* terminates a table */
-    SK_OPT_STRING,    /* char *            */
-    SK_OPT_SECRET,    /* char *, never printed; expected to come from ${env:}/${file:} */
-    SK_OPT_INT,       /* int64_t           */
-    SK_OPT_BOOL,      /* bool  (true/false/yes/no/on/off) */
-    SK_OPT_DURATION,  /* int64_t milliseconds; "250ms", "30s", "5m", "24h", "1d"; bare number = s */
-    SK_OPT_SIZE,      /* int64_t bytes; "512", "64KiB", "10MiB", "1GiB", "10MB" */
-    SK_OPT_LIST,      /* struct sk_strlist; a YAML sequence of scalars (a scalar becomes one item) */
-    SK_OPT_MAP,       /* struct sk_strmap; a YAML map of scalars (e.g. librdkafka properties) */
-    SK_OPT_GROUP,     /* a nested map validated by .sub into the struct at .offset */
-    SK_OPT_ENUM,      /* char *, one of .choices (a NULL-terminated list) */
+    SK_OPT_END = 0,  /* terminates a table */
+    SK_OPT_STRING,   /* char *            */
+    SK_OPT_SECRET,   /* char *, never printed; expected to come from ${env:}/${file:} */
+    SK_OPT_INT,      /* int64_t           */
+    SK_OPT_BOOL,     /* bool  (true/false/yes/no/on/off) */
+    SK_OPT_DURATION, /* int64_t milliseconds; "250ms", "30s", "5m", "24h", "1d"; bare number = s */
+    SK_OPT_SIZE,     /* int64_t bytes; "512", "64KiB", "10MiB", "1GiB", "10MB" */
+    SK_OPT_LIST,     /* struct sk_strlist; a YAML sequence of scalars (a scalar becomes one item) */
+    SK_OPT_MAP,      /* struct sk_strmap; a YAML map of scalars (e.g. librdkafka properties) */
+    SK_OPT_GROUP,    /* a nested map validated by .sub into the struct at .offset */
+    SK_OPT_ENUM,     /* char *, one of .choices (a NULL-terminated list) */
 };
 
 struct sk_strlist {
@@ -105,13 +105,13 @@ struct sk_strmap {
 struct sk_option {
     const char *name;
     enum sk_opt_type type;
-    const char *def;      /* default as YAML text, NULL for none */
+    const char *def; /* default as YAML text, NULL for none */
     bool required;
-    const char *help;     /* one line, printed by `skolsync connectors TYPE` */
-    size_t offset;        /* offsetof(the connector's conf struct, field) */
-    const struct sk_option *sub;  /* SK_OPT_GROUP: the nested table */
-    const char *const *choices;   /* SK_OPT_ENUM */
-    int64_t min, max;     /* SK_OPT_INT/DURATION/SIZE bounds when max > min */
+    const char *help;            /* one line, printed by `skolsync connectors TYPE` */
+    size_t offset;               /* offsetof(the connector's conf struct, field) */
+    const struct sk_option *sub; /* SK_OPT_GROUP: the nested table */
+    const char *const *choices;  /* SK_OPT_ENUM */
+    int64_t min, max;            /* SK_OPT_INT/DURATION/SIZE bounds when max > min */
 };
 
 /*

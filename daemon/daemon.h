@@ -26,9 +26,9 @@ struct sk_log_conf {
 };
 
 struct sk_admin_conf {
-    char *listen;      /* "127.0.0.1:9720", or "off" */
-    char *token;       /* required by state-changing API calls */
-    int64_t max_body;  /* request body cap */
+    char *listen;     /* "127.0.0.1:9720", or "off" */
+    char *token;      /* required by state-changing API calls */
+    int64_t max_body; /* request body cap */
 };
 
 struct sk_core_conf {

@@ -25,8 +25,7 @@ static const struct sk_option log_options[] = {
      offsetof(struct sk_log_conf, level),
      .choices = (const char *const[]){"error", "warn", "info", "debug", NULL}},
     {"format", SK_OPT_ENUM, "text", false, "text or json (one object per line)",
-     offsetof(struct sk_log_conf, format),
-     .choices = (const char *const[]){"text", "json", NULL}},
+     offsetof(struct sk_log_conf, format), .choices = (const char *const[]){"text", "json", NULL}},
     {0},
 };
 
@@ -35,8 +34,7 @@ static const struct sk_option admin_options[] = {
      "HTTP address for metrics, health, the API, the status page and webhooks "
      "(host:port, port 0 = any free one; \"off\" = no HTTP server)",
      offsetof(struct sk_admin_conf, listen)},
-    {"token", SK_OPT_SECRET, NULL, false,
-     "bearer token required by every state-changing API call",
+    {"token", SK_OPT_SECRET, NULL, false, "bearer token required by every state-changing API call",
      offsetof(struct sk_admin_conf, token)},
     {"max_body", SK_OPT_SIZE, "1MiB", false, "largest accepted request body",
      offsetof(struct sk_admin_conf, max_body), .min = 1024, .max = 64LL << 20},
@@ -112,7 +110,8 @@ static char *type_list(bool sources)
     for (size_t i = 0; sources ? sk_registry_sources[i] != NULL : sk_registry_sinks[i] != NULL; i++)
         len += strlen(sources ? sk_registry_sources[i]->type : sk_registry_sinks[i]->type) + 2;
     char *s = sk_calloc(len, 1);
-    for (size_t i = 0; sources ? sk_registry_sources[i] != NULL : sk_registry_sinks[i] != NULL; i++) {
+    for (size_t i = 0; sources ? sk_registry_sources[i] != NULL : sk_registry_sinks[i] != NULL;
+         i++) {
         if (i)
             strcat(s, ", ");
         strcat(s, sources ? sk_registry_sources[i]->type : sk_registry_sinks[i]->type);
@@ -137,7 +136,8 @@ static void *load_entry(const struct sk_cnode *entry, const struct sk_option *se
     return conf;
 }
 
-static const struct sk_cnode *entry_type(const struct sk_cnode *entry, struct sk_config_errors *errs)
+static const struct sk_cnode *entry_type(const struct sk_cnode *entry,
+                                         struct sk_config_errors *errs)
 {
     const struct sk_cnode *t = sk_cnode_get(entry, "type");
     if (!t)
@@ -200,9 +200,9 @@ static void load_section(struct sk_daemon_config *cfg, const struct sk_cnode *se
     for (size_t i = 0; i < section->n_kids; i++) {
         const struct sk_cnode *entry = section->kids[i];
         if (!valid_name(entry->key))
-            sk_config_errors_add(errs, entry,
-                                 "invalid name \"%s\" (expected lowercase letters, digits, - and _)",
-                                 entry->key);
+            sk_config_errors_add(
+                errs, entry, "invalid name \"%s\" (expected lowercase letters, digits, - and _)",
+                entry->key);
         if (entry->kind != SK_CNODE_MAP) {
             sk_config_errors_add(errs, entry, "expected a map of options");
             continue;

@@ -19,16 +19,16 @@
 #include "runner.h"
 
 struct sk_daemon {
-    struct sk_daemon_config *cfg;   /* the configuration in force */
-    struct sk_daemon_config **old;  /* earlier ones: unchanged connectors still use them */
+    struct sk_daemon_config *cfg;  /* the configuration in force */
+    struct sk_daemon_config **old; /* earlier ones: unchanged connectors still use them */
     size_t n_old;
     const char *config_path;
-    char *admin_token;              /* admin.token at start (a reload does not change it) */
+    char *admin_token; /* admin.token at start (a reload does not change it) */
     bool once;
     struct sk_kafka *kafka;
     struct sk_http *http;
-    pthread_rwlock_t lock;          /* guards conns and n_conns */
-    struct sk_runner **conns;       /* sources and sinks; each is the first member of its env */
+    pthread_rwlock_t lock;    /* guards conns and n_conns */
+    struct sk_runner **conns; /* sources and sinks; each is the first member of its env */
     size_t n_conns;
     int sigfd;
     int64_t started_ms;
@@ -37,8 +37,8 @@ struct sk_daemon {
     pthread_mutex_t reload_mu;
     pthread_cond_t reload_cv;
     bool reload_requested;
-    uint64_t reload_generation;     /* bumped when a reload finished */
-    char reload_result[2048];       /* JSON of the last reload */
+    uint64_t reload_generation; /* bumped when a reload finished */
+    char reload_result[2048];   /* JSON of the last reload */
     atomic_uint_fast64_t reloads, reload_failures;
     struct sk_lag_monitor *lag; /* the sinks' consumer lag, sampled in the background */
 };

@@ -219,12 +219,11 @@ static int replay_one(void *ctx, const struct letter *l)
     rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
     rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
     rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(topic),
-                                    RD_KAFKA_V_KEY(key, key_len),
-                                    RD_KAFKA_V_VALUE((void *)value, value_len),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    while (
+        (err = rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+                                 RD_KAFKA_V_VALUE((void *)value, value_len),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                                 RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         rd_kafka_poll(r->producer, 100);
     free(topic);
     free(encoded);
@@ -300,7 +299,8 @@ static size_t to_stdout(char *data, size_t size, size_t n, void *userp)
 static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct sk_dlq_filter *f)
 {
     const char *listen = cfg->core.admin.listen;
-    if (!listen || strcmp(listen, "off") == 0 || strstr(listen, ":0") == listen + strlen(listen) - 2) {
+    if (!listen || strcmp(listen, "off") == 0 ||
+        strstr(listen, ":0") == listen + strlen(listen) - 2) {
         fprintf(stderr, "skolsync: the embedded broker lives in the running daemon, and "
                         "admin.listen names no fixed port to reach it at\n");
         return SK_EXIT_CONFIG;
@@ -352,22 +352,38 @@ int sk_cmd_dlq(int argc, char **argv)
     }
     const char *config = "/etc/skolsync/skolsync.yaml";
     struct sk_dlq_filter f = {.from_offset = -1, .to_offset = -1};
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"connector", required_argument, NULL, 'n'},
-        {"from", required_argument, NULL, 'f'},   {"to", required_argument, NULL, 't'},
-        {"limit", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
-        {0}};
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"connector", required_argument, NULL, 'n'},
+                                             {"from", required_argument, NULL, 'f'},
+                                             {"to", required_argument, NULL, 't'},
+                                             {"limit", required_argument, NULL, 'l'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {0}};
     optind = 1;
     int c;
     while ((c = getopt_long(argc - 1, argv + 1, "c:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'n': f.connector = optarg; break;
-        case 'f': f.from_offset = atoll(optarg); break;
-        case 't': f.to_offset = atoll(optarg); break;
-        case 'l': f.limit = (size_t)atoll(optarg); break;
-        case 'h': usage(stdout); return SK_EXIT_OK;
-        default: usage(stderr); return SK_EXIT_USAGE;
+        case 'c':
+            config = optarg;
+            break;
+        case 'n':
+            f.connector = optarg;
+            break;
+        case 'f':
+            f.from_offset = atoll(optarg);
+            break;
+        case 't':
+            f.to_offset = atoll(optarg);
+            break;
+        case 'l':
+            f.limit = (size_t)atoll(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return SK_EXIT_OK;
+        default:
+            usage(stderr);
+            return SK_EXIT_USAGE;
         }
     }
     struct sk_config_errors errs = {0};

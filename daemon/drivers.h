@@ -27,8 +27,8 @@ struct sk_sink_settings {
     struct sk_strlist entities; /* names or collections; empty = all */
     int64_t batch_size;
     int64_t batch_linger_ms;
-    struct sk_strlist drop_fields;  /* empty: the sink type's default */
-    char *protected_identities;     /* NULL: the sink type's default */
+    struct sk_strlist drop_fields; /* empty: the sink type's default */
+    char *protected_identities;    /* NULL: the sink type's default */
 };
 
 extern const struct sk_option sk_source_settings_options[];
@@ -49,7 +49,7 @@ struct sk_sink_env {
     struct sk_sink sink;
     struct sk_sink_settings settings;
     struct sk_kafka *kafka;
-    char **topics;            /* one per entity, "<prefix><collection>" */
+    char **topics;             /* one per entity, "<prefix><collection>" */
     struct sk_privacy privacy; /* resolved from settings and the type's defaults */
 };
 

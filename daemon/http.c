@@ -77,8 +77,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
 static enum MHD_Result respond(struct MHD_Connection *c, int status, const char *body,
                                const char *type)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
-                                                             MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", type ? type : "application/json");
     MHD_add_response_header(r, "Cache-Control", "no-store");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
@@ -96,7 +96,7 @@ static bool find_route(struct sk_http *h, const char *method, const char *path, 
         struct route *r = &h->routes[i];
         size_t len = strlen(r->path);
         bool match = len && r->path[len - 1] == '*' ? strncmp(r->path, path, len - 1) == 0
-                                                     : strcmp(r->path, path) == 0;
+                                                    : strcmp(r->path, path) == 0;
         if (!match)
             continue;
         *path_known = true;
@@ -110,8 +110,8 @@ static bool find_route(struct sk_http *h, const char *method, const char *path, 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     struct sk_http *h = cls;
     struct upload *up = *con_cls;
@@ -151,8 +151,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         up->data[up->len] = '\0';
     struct sk_http_response resp = {.status = 200};
     route.fn(route.ctx, &req, &resp);
-    enum MHD_Result ret = respond(c, resp.status ? resp.status : 200, resp.body ? resp.body : "",
-                                  resp.content_type);
+    enum MHD_Result ret =
+        respond(c, resp.status ? resp.status : 200, resp.body ? resp.body : "", resp.content_type);
     free(resp.body);
     return ret;
 }
@@ -181,16 +181,15 @@ struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_er
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
-                              (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                              NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
+    h->mhd =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)64, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
     if (!h->mhd) {
         pthread_mutex_destroy(&h->mu);
         free(h);
-        return sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen)", listen),
-               NULL;
+        return sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen)", listen), NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : 0;
@@ -216,8 +215,7 @@ int sk_http_route(struct sk_http *h, const char *method, const char *path, sk_ht
         h->cap_routes = h->cap_routes ? h->cap_routes * 2 : 16;
         h->routes = sk_realloc(h->routes, h->cap_routes * sizeof(*h->routes));
     }
-    h->routes[h->n_routes++] =
-        (struct route){sk_strdup(method), sk_strdup(path), fn, ctx};
+    h->routes[h->n_routes++] = (struct route){sk_strdup(method), sk_strdup(path), fn, ctx};
     pthread_mutex_unlock(&h->mu);
     return 0;
 }

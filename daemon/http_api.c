@@ -31,8 +31,7 @@ const char *sk_daemon_state_name(struct sk_runner *r)
 
 /* ---- health ------------------------------------------------------------------ */
 
-static void http_health(void *ctx, const struct sk_http_request *req,
-                        struct sk_http_response *resp)
+static void http_health(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
 {
     resp->body = sk_strdup("{\"status\":\"alive\"}\n");
 }
@@ -141,8 +140,8 @@ static void histogram(struct sk_daemon *d, struct text *t, const char *name, con
                 put(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"%g\"} %llu\n", name, r->name,
                     kind_name(r), sk_hist_bounds[b], (unsigned long long)cum);
             else
-                put(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"+Inf\"} %llu\n", name,
-                    r->name, kind_name(r), (unsigned long long)cum);
+                put(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"+Inf\"} %llu\n", name, r->name,
+                    kind_name(r), (unsigned long long)cum);
         }
         put(t, "%s_sum{connector=\"%s\",kind=\"%s\"} %.6f\n", name, r->name, kind_name(r),
             (double)atomic_load(&h->sum_us) / 1e6);
@@ -172,15 +171,18 @@ static void lag_metrics(struct sk_daemon *d, struct text *t)
             if (!group)
                 continue;
             if (pass == 2) {
-                const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "status"));
-                for (const char *const *s = (const char *const[]){"OK", "WARN", "ERR", NULL}; *s; s++)
-                    put(t, "skolsync_consumer_group_status{group=\"%s\",status=\"%s\"} %d\n",
-                        group, *s, st && strcmp(st, *s) == 0);
+                const char *st =
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "status"));
+                for (const char *const *s = (const char *const[]){"OK", "WARN", "ERR", NULL}; *s;
+                     s++)
+                    put(t, "skolsync_consumer_group_status{group=\"%s\",status=\"%s\"} %d\n", group,
+                        *s, st && strcmp(st, *s) == 0);
                 continue;
             }
             cJSON *parts = cJSON_GetObjectItemCaseSensitive(g, "partitions");
             for (cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
-                const char *topic = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "topic"));
+                const char *topic =
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "topic"));
                 cJSON *part = cJSON_GetObjectItemCaseSensitive(p, "partition");
                 cJSON *v = cJSON_GetObjectItemCaseSensitive(p, pass == 0 ? "lag" : "lag_seconds");
                 if (!topic || !cJSON_IsNumber(part) || !cJSON_IsNumber(v) || v->valuedouble < 0)
@@ -207,8 +209,8 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
     counter(d, &t, "skolsync_records_failed_total",
             "Bad inputs (sources) or records the target rejected (sinks)",
             offsetof(struct sk_runner, failed));
-    counter(d, &t, "skolsync_records_dead_lettered_total", "Records written to the dead-letter topic",
-            offsetof(struct sk_runner, dead_lettered));
+    counter(d, &t, "skolsync_records_dead_lettered_total",
+            "Records written to the dead-letter topic", offsetof(struct sk_runner, dead_lettered));
     counter(d, &t, "skolsync_retries_total", "Retries after retriable errors",
             offsetof(struct sk_runner, retries));
     counter(d, &t, "skolsync_connector_restarts_total",
@@ -242,10 +244,11 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
     }
     pthread_rwlock_unlock(&d->lock);
     lag_metrics(d, &t);
-    put(&t, "# HELP skolsync_reloads_total Configuration reloads applied\n"
-            "# TYPE skolsync_reloads_total counter\nskolsync_reloads_total %llu\n"
-            "# HELP skolsync_reload_failures_total Reloads refused (invalid configuration)\n"
-            "# TYPE skolsync_reload_failures_total counter\nskolsync_reload_failures_total %llu\n",
+    put(&t,
+        "# HELP skolsync_reloads_total Configuration reloads applied\n"
+        "# TYPE skolsync_reloads_total counter\nskolsync_reloads_total %llu\n"
+        "# HELP skolsync_reload_failures_total Reloads refused (invalid configuration)\n"
+        "# TYPE skolsync_reload_failures_total counter\nskolsync_reload_failures_total %llu\n",
         (unsigned long long)atomic_load(&d->reloads),
         (unsigned long long)atomic_load(&d->reload_failures));
     resp->body = t.p;
@@ -330,9 +333,9 @@ static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, siz
         snprintf(msg, size, "cannot create a producer: %.200s", err.msg[0] ? err.msg : errstr);
         return -1;
     }
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        p, RD_KAFKA_V_TOPIC(sk_kafka_cursor_topic(d->kafka)),
-        RD_KAFKA_V_KEY(r->name, strlen(r->name)), RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(sk_kafka_cursor_topic(d->kafka)),
+                                              RD_KAFKA_V_KEY(r->name, strlen(r->name)),
+                                              RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_END);
     if (!e)
         e = rd_kafka_flush(p, 15000);
     rd_kafka_destroy(p);
@@ -361,12 +364,10 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
     enum action act;
     if (!*action && strcmp(req->method, "GET") == 0)
         act = ACT_GET;
-    else if (strcmp(req->method, "POST") != 0)
-        {
+    else if (strcmp(req->method, "POST") != 0) {
         error_response(resp, 405, "method not allowed");
         return;
-    }
-    else if (strcmp(action, "pause") == 0)
+    } else if (strcmp(action, "pause") == 0)
         act = ACT_PAUSE;
     else if (strcmp(action, "resume") == 0)
         act = ACT_RESUME;
@@ -376,8 +377,7 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
         act = ACT_RELEASE;
     else if (strcmp(action, "cursor/reset") == 0)
         act = ACT_CURSOR_RESET;
-    else
-        {
+    else {
         error_response(resp, 404, "no such action");
         return;
     }
@@ -392,9 +392,9 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
     if (!r) {
         pthread_rwlock_unlock(&d->lock);
         {
-        error_response(resp, 404, "no such connector");
-        return;
-    }
+            error_response(resp, 404, "no such connector");
+            return;
+        }
     }
     struct sk_source_env *src = sk_as_source(r);
     char msg[256] = "";
@@ -442,9 +442,9 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
     if (status != 200) {
         cJSON_Delete(o);
         {
-        error_response(resp, status, msg);
-        return;
-    }
+            error_response(resp, status, msg);
+            return;
+        }
     }
     json_response(resp, 200, o);
 }
@@ -466,8 +466,7 @@ static void api_reload(void *ctx, const struct sk_http_request *req, struct sk_h
         rc = pthread_cond_timedwait(&d->reload_cv, &d->reload_mu, &ts);
     char *body = d->reload_generation != gen ? sk_strdup(d->reload_result) : NULL;
     pthread_mutex_unlock(&d->reload_mu);
-    if (!body)
-        {
+    if (!body) {
         error_response(resp, 504, "the reload did not finish within 60 s");
         return;
     }
@@ -569,8 +568,7 @@ extern const unsigned char sk_status_page[];
 extern const size_t sk_status_page_len;
 
 /* GET /: the status page (daemon/status/index.html, compiled in; no external resources). */
-static void status_page(void *ctx, const struct sk_http_request *req,
-                        struct sk_http_response *resp)
+static void status_page(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
 {
     resp->body = sk_strndup((const char *)sk_status_page, sk_status_page_len);
     resp->content_type = "text/html; charset=utf-8";

@@ -114,9 +114,10 @@ int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    enum sk_log_level l = level <= 3 ? SK_LOG_ERROR : level <= 4 ? SK_LOG_WARN
-                          : level <= 6                          ? SK_LOG_INFO
-                                                                : SK_LOG_DEBUG;
+    enum sk_log_level l = level <= 3   ? SK_LOG_ERROR
+                          : level <= 4 ? SK_LOG_WARN
+                          : level <= 6 ? SK_LOG_INFO
+                                       : SK_LOG_DEBUG;
     sk_log(l, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
@@ -204,8 +205,8 @@ static int fetch_cluster_id(struct sk_kafka *k, struct sk_error *err)
     rd_kafka_destroy(rk);
     if (!id)
         return sk_error_set(err, SK_ERR_RETRIABLE,
-                            "cannot reach Kafka at %s within %lld ms (kafka.brokers)",
-                            k->bootstrap, (long long)k->connect_timeout_ms);
+                            "cannot reach Kafka at %s within %lld ms (kafka.brokers)", k->bootstrap,
+                            (long long)k->connect_timeout_ms);
     k->incarnation = sk_strdup(id);
     rd_kafka_mem_free(NULL, id);
     return 0;

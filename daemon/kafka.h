@@ -19,13 +19,13 @@
 #include "sk_error.h"
 
 struct sk_kafka_conf {
-    char *brokers;            /* "host:port,..." or "embedded" */
-    char *topic_prefix;       /* default "skolsync." */
-    int64_t partitions;       /* for topics the daemon creates */
+    char *brokers;      /* "host:port,..." or "embedded" */
+    char *topic_prefix; /* default "skolsync." */
+    int64_t partitions; /* for topics the daemon creates */
     int64_t replication_factor;
-    bool exactly_once;        /* transactions on a real broker (default true) */
-    int64_t connect_timeout_ms; /* how long to wait for the cluster at start */
-    int64_t embedded_brokers;   /* brokers of the embedded mock cluster (fault tests) */
+    bool exactly_once;           /* transactions on a real broker (default true) */
+    int64_t connect_timeout_ms;  /* how long to wait for the cluster at start */
+    int64_t embedded_brokers;    /* brokers of the embedded mock cluster (fault tests) */
     struct sk_strmap properties; /* passed through to librdkafka (TLS, SASL, ...) */
 };
 

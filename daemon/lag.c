@@ -148,8 +148,8 @@ static rd_kafka_t *client_new(const struct sk_lag_collect_options *o, struct sk_
 {
     /* Tuning a user's kafka.properties may override: small prefetch, since
      * the reader wants one record (or up to exact_bound) per partition. */
-    static const char *const defaults[] = {"fetch.wait.max.ms", "100",
-                                           "queued.max.messages.kbytes", "1024", NULL};
+    static const char *const defaults[] = {"fetch.wait.max.ms", "100", "queued.max.messages.kbytes",
+                                           "1024", NULL};
     rd_kafka_conf_t *conf;
     if (o->kafka) {
         conf = sk_kafka_conf_new(o->kafka, "skolsync-lag", defaults, err);
@@ -380,8 +380,8 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
             if (tps && tps->cnt > 0) {
                 m->assignment = sk_calloc((size_t)tps->cnt, sizeof(char *));
                 for (int t = 0; t < tps->cnt; t++)
-                    m->assignment[m->n_assignment++] = sk_asprintf(
-                        "%s/%" PRId32, tps->elems[t].topic, tps->elems[t].partition);
+                    m->assignment[m->n_assignment++] =
+                        sk_asprintf("%s/%" PRId32, tps->elems[t].topic, tps->elems[t].partition);
             }
         }
     }
@@ -435,8 +435,8 @@ static void read_first_records(rd_kafka_t *rk, const struct sk_lag_collect_optio
                 cap = cap ? cap * 2 : 16;
                 v = sk_realloc(v, cap * sizeof(*v));
             }
-            v[n++] = (struct reading){.p = p, .first_ts = -1,
-                                      .exact = p->end - from <= o->exact_bound};
+            v[n++] =
+                (struct reading){.p = p, .first_ts = -1, .exact = p->end - from <= o->exact_bound};
             /* A partition is assigned once per round: groups at the same
              * committed offset share the read, a group at another offset is
              * read in a later round (within the same budget). */
@@ -565,8 +565,8 @@ static void query_watermarks(rd_kafka_t *rk, const struct sk_lag_collect_options
             int64_t lo = -1, hi = -1;
             /* Honours isolation.level: hi is the last stable offset. Its timeout
              * is not enforced in 2.0.2 (#4460): callers keep this off hot threads. */
-            rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-                rk, p->topic, p->partition, &lo, &hi, (int)o->timeout_ms);
+            rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition,
+                                                                     &lo, &hi, (int)o->timeout_ms);
             r->requests.list_offsets += 2; /* earliest and latest: two ListOffsets */
             if (e) {
                 if (!p->error)
@@ -589,8 +589,8 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
         o.read_ms = 5000;
     if (o.exact_bound <= 0)
         o.exact_bound = 1000;
-    bool embedded = o.kafka ? sk_kafka_embedded(o.kafka)
-                            : (o.brokers && strcmp(o.brokers, "embedded") == 0);
+    bool embedded =
+        o.kafka ? sk_kafka_embedded(o.kafka) : (o.brokers && strcmp(o.brokers, "embedded") == 0);
     if (!o.kafka && (!o.brokers || embedded))
         return sk_error_set(err, SK_ERR_FATAL,
                             "no brokers to ask (the embedded broker lives in the daemon: ask it)");
@@ -654,8 +654,7 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
         failed += r->groups[i].error != NULL;
     }
     if (r->n_groups > 0 && failed == r->n_groups) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "group %s: %s", r->groups[0].group,
-                     r->groups[0].error);
+        sk_error_set(err, SK_ERR_RETRIABLE, "group %s: %s", r->groups[0].group, r->groups[0].error);
         goto fail;
     }
     if (o.describe_members)
@@ -684,8 +683,8 @@ fail:
 
 void sk_lag_rules_default(struct sk_lag_rules *rules)
 {
-    *rules = (struct sk_lag_rules){.window = 10, .stuck_ms = 60000, .warn_lag_ms = 60000,
-                                   .allowed_lag = 0};
+    *rules = (struct sk_lag_rules){
+        .window = 10, .stuck_ms = 60000, .warn_lag_ms = 60000, .allowed_lag = 0};
 }
 
 enum sk_lag_status sk_lag_evaluate(const struct sk_lag_point *pts, size_t n, int members,
@@ -714,8 +713,7 @@ enum sk_lag_status sk_lag_evaluate(const struct sk_lag_point *pts, size_t n, int
         }
     }
     int64_t stuck_for = cur->time_ms - since;
-    bool stuck = stuck_for >= rules->stuck_ms ||
-                 (!progressed && n >= 2 && n >= rules->window);
+    bool stuck = stuck_for >= rules->stuck_ms || (!progressed && n >= 2 && n >= rules->window);
     /* 2. A group without members does not consume: the lag stays. */
     if (members == 0) {
         *reason = "lag and the group has no members";
@@ -829,7 +827,8 @@ static struct series *series_get(struct sk_lag_window *w, const char *group,
     }
     w->series = sk_realloc(w->series, (w->n_series + 1) * sizeof(*w->series));
     struct series *s = &w->series[w->n_series++];
-    *s = (struct series){.group = sk_strdup(group), .topic = sk_strdup(p->topic),
+    *s = (struct series){.group = sk_strdup(group),
+                         .topic = sk_strdup(p->topic),
                          .partition = p->partition,
                          .pts = sk_calloc(w->rules.window, sizeof(struct sk_lag_point))};
     return s;
@@ -852,7 +851,9 @@ static void evaluate_partition(struct sk_lag_window *w, const struct sk_lag_grou
     struct series *s = series_get(w, g->group, p);
     s->seen = true;
     struct sk_lag_point pt = {.time_ms = w->latest ? w->latest->time_ms : 0,
-                              .committed = p->committed, .end = p->end, .lag = p->lag,
+                              .committed = p->committed,
+                              .end = p->end,
+                              .lag = p->lag,
                               .lag_seconds = p->lag_seconds};
     size_t cap = w->rules.window;
     if (s->n < cap) {
@@ -1077,8 +1078,8 @@ static const char *str_or(const cJSON *o, const char *name, const char *def)
 
 void sk_lag_json_table(const cJSON *report, FILE *out)
 {
-    static const char *const head[NCOLS] = {"GROUP", "TOPIC", "PART", "COMMITTED", "END",
-                                            "LAG", "LAG_S", "STATUS", "REASON"};
+    static const char *const head[NCOLS] = {"GROUP", "TOPIC", "PART",   "COMMITTED", "END",
+                                            "LAG",   "LAG_S", "STATUS", "REASON"};
     static const bool right[NCOLS] = {false, false, true, true, true, true, true, false, false};
     const cJSON *groups = cJSON_GetObjectItemCaseSensitive(report, "groups");
     size_t rows = 0;
@@ -1154,8 +1155,8 @@ void sk_lag_json_table(const cJSON *report, FILE *out)
         const cJSON *ms = cJSON_GetObjectItemCaseSensitive(g, "members");
         char members[512] = "members unknown";
         if (cJSON_IsArray(ms)) {
-            size_t used = (size_t)snprintf(members, sizeof(members), "%d member(s)",
-                                           cJSON_GetArraySize(ms));
+            size_t used =
+                (size_t)snprintf(members, sizeof(members), "%d member(s)", cJSON_GetArraySize(ms));
             const cJSON *m;
             const char *lead = ": ";
             cJSON_ArrayForEach(m, ms)

@@ -47,11 +47,11 @@ enum sk_lag_status sk_lag_status_group(enum sk_lag_status s);
 struct sk_lag_partition {
     char *topic;
     int32_t partition;
-    int64_t committed; /* the group's committed offset (next record it will read) */
-    int64_t low;       /* log start offset */
-    int64_t end;       /* end offset: the last stable offset (read_committed) */
-    int64_t lag;       /* consumable records in [committed, end): markers excluded */
-    bool lag_exact;    /* false: lag is end - committed, an upper bound (see docs/lag.md) */
+    int64_t committed;   /* the group's committed offset (next record it will read) */
+    int64_t low;         /* log start offset */
+    int64_t end;         /* end offset: the last stable offset (read_committed) */
+    int64_t lag;         /* consumable records in [committed, end): markers excluded */
+    bool lag_exact;      /* false: lag is end - committed, an upper bound (see docs/lag.md) */
     int64_t first_ts_ms; /* timestamp of the first unconsumed record, -1 if none/unknown */
     double lag_seconds;  /* now - first_ts_ms; 0 when lag is 0; -1 unknown */
     char *error;         /* why this partition could not be sampled, or NULL */
@@ -68,8 +68,8 @@ struct sk_lag_member {
 
 struct sk_lag_group {
     char *group;
-    char *state;          /* "Stable", "Empty", ... or NULL when unknown */
-    bool members_known;   /* false on the embedded broker unless the daemon filled them */
+    char *state;        /* "Stable", "Empty", ... or NULL when unknown */
+    bool members_known; /* false on the embedded broker unless the daemon filled them */
     struct sk_lag_member *members;
     size_t n_members;
     struct sk_lag_partition *parts;
@@ -149,10 +149,10 @@ void sk_lag_partition_settle(struct sk_lag_partition *p, int64_t read, bool at_e
 /* ---- evaluation ------------------------------------------------------------ */
 
 struct sk_lag_rules {
-    size_t window;          /* samples kept per partition (default 10) */
-    int64_t stuck_ms;       /* not moving this long with lag: STALL/STOP (default 60000) */
-    int64_t warn_lag_ms;    /* oldest unconsumed record older than this: WARN (default 60000) */
-    int64_t allowed_lag;    /* records of lag that still count as caught up (default 0) */
+    size_t window;       /* samples kept per partition (default 10) */
+    int64_t stuck_ms;    /* not moving this long with lag: STALL/STOP (default 60000) */
+    int64_t warn_lag_ms; /* oldest unconsumed record older than this: WARN (default 60000) */
+    int64_t allowed_lag; /* records of lag that still count as caught up (default 0) */
 };
 void sk_lag_rules_default(struct sk_lag_rules *rules);
 

@@ -88,14 +88,20 @@ static int parse_count(const char *what, const char *text, int64_t *out)
 static int parse_args(int argc, char **argv, struct lag_args *a)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},   {"brokers", required_argument, NULL, 'b'},
-        {"group", required_argument, NULL, 'g'},    {"all-groups", no_argument, NULL, 'a'},
-        {"json", no_argument, NULL, 'j'},           {"watch", no_argument, NULL, 'w'},
-        {"interval", required_argument, NULL, 'i'}, {"count", required_argument, NULL, 'n'},
-        {"window", required_argument, NULL, 'W'},   {"timeout", required_argument, NULL, 't'},
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, 'b'},
+        {"group", required_argument, NULL, 'g'},
+        {"all-groups", no_argument, NULL, 'a'},
+        {"json", no_argument, NULL, 'j'},
+        {"watch", no_argument, NULL, 'w'},
+        {"interval", required_argument, NULL, 'i'},
+        {"count", required_argument, NULL, 'n'},
+        {"window", required_argument, NULL, 'W'},
+        {"timeout", required_argument, NULL, 't'},
         {"stuck-after", required_argument, NULL, 'S'},
         {"warn-after", required_argument, NULL, 'A'},
-        {"help", no_argument, NULL, 'h'},           {0},
+        {"help", no_argument, NULL, 'h'},
+        {0},
     };
     optind = 1;
     int c;

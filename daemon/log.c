@@ -17,7 +17,7 @@ static enum sk_log_level log_level = SK_LOG_INFO;
 static bool log_json;
 static int log_journal = -1; /* -1: not looked at yet */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static int log_tty = -1;     /* -1: not looked at yet */
+static int log_tty = -1;      /* -1: not looked at yet */
 static char status_line[512]; /* the live line on a terminal, "" if none */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};

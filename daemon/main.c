@@ -24,22 +24,21 @@
 
 static void usage_main(FILE *out)
 {
-    fprintf(out,
-            "usage: skolsync COMMAND [OPTIONS]\n"
-            "\n"
-            "Keeps SS 12000 school data in sync through Kafka.\n"
-            "\n"
-            "commands:\n"
-            "  run -c FILE [--once]   run the sources and sinks of a configuration\n"
-            "  check -c FILE          validate a configuration and print every error\n"
-            "  connectors [TYPE]      list connector types, or one type's options\n"
-            "  release SOURCE -c FILE publish the deletions a source's delete guard holds\n"
-            "  dlq list|replay -c FILE  list dead letters, or re-inject them after a fix\n"
-            "  lag [-c FILE|--brokers B] consumer lag per group and partition, with a status\n"
-            "  version                print versions\n"
-            "\n"
-            "`skolsync COMMAND --help` describes a command. Exit codes: 0 success,\n"
-            "1 runtime failure, 2 invalid configuration, 64 bad command line.\n");
+    fprintf(out, "usage: skolsync COMMAND [OPTIONS]\n"
+                 "\n"
+                 "Keeps SS 12000 school data in sync through Kafka.\n"
+                 "\n"
+                 "commands:\n"
+                 "  run -c FILE [--once]   run the sources and sinks of a configuration\n"
+                 "  check -c FILE          validate a configuration and print every error\n"
+                 "  connectors [TYPE]      list connector types, or one type's options\n"
+                 "  release SOURCE -c FILE publish the deletions a source's delete guard holds\n"
+                 "  dlq list|replay -c FILE  list dead letters, or re-inject them after a fix\n"
+                 "  lag [-c FILE|--brokers B] consumer lag per group and partition, with a status\n"
+                 "  version                print versions\n"
+                 "\n"
+                 "`skolsync COMMAND --help` describes a command. Exit codes: 0 success,\n"
+                 "1 runtime failure, 2 invalid configuration, 64 bad command line.\n");
 }
 
 static void usage_run(FILE *out)
@@ -164,7 +163,10 @@ static void print_options(const struct sk_option *t, const char *prefix)
         char name[128];
         snprintf(name, sizeof(name), "%s%s", prefix, t->name);
         printf("  %-28s %-9s %-12s %s%s\n", name, sk_opt_type_name(t->type),
-               t->required ? "(required)" : t->def ? t->def : "-", t->help ? t->help : "",
+               t->required ? "(required)"
+               : t->def    ? t->def
+                           : "-",
+               t->help ? t->help : "",
                t->type == SK_OPT_SECRET ? " [secret: use ${env:...} or ${file:...}]" : "");
         if (t->type == SK_OPT_ENUM && t->choices) {
             printf("  %-28s %-9s %-12s one of:", "", "", "");

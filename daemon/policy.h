@@ -26,29 +26,48 @@ enum sk_on_error { SK_ON_ERROR_DLQ = 0, SK_ON_ERROR_STOP, SK_ON_ERROR_RETRY };
 struct sk_failure_policy {
     char *on_error; /* as configured; see sk_policy_on_error() */
     int64_t retry_base_ms, retry_cap_ms;
-    int64_t retry_max_attempts; /* 0: no limit */
+    int64_t retry_max_attempts;   /* 0: no limit */
     int64_t retry_max_elapsed_ms; /* 0: no limit */
 };
 
 /* Option rows for a settings struct whose FIRST member is a struct sk_failure_policy. */
-#define SK_FAILURE_POLICY_OPTIONS                                                                   \
-    {"on_error", SK_OPT_ENUM, "dlq", false,                                                        \
+#define SK_FAILURE_POLICY_OPTIONS                                                                  \
+    {"on_error",                                                                                   \
+     SK_OPT_ENUM,                                                                                  \
+     "dlq",                                                                                        \
+     false,                                                                                        \
      "a record that cannot be processed: dlq (dead-letter it), stop, or retry",                    \
      offsetof(struct sk_failure_policy, on_error),                                                 \
      .choices = (const char *const[]){"dlq", "stop", "retry", NULL}},                              \
-        {"retry_backoff", SK_OPT_DURATION, "500ms", false,                                         \
+        {"retry_backoff",                                                                          \
+         SK_OPT_DURATION,                                                                          \
+         "500ms",                                                                                  \
+         false,                                                                                    \
          "first wait after a retriable error (doubles, with jitter)",                              \
-         offsetof(struct sk_failure_policy, retry_base_ms), .min = 1, .max = 3600000},             \
-        {"retry_backoff_max", SK_OPT_DURATION, "60s", false, "longest wait between retries",       \
-         offsetof(struct sk_failure_policy, retry_cap_ms), .min = 1, .max = 86400000},             \
-        {"retry_max_attempts", SK_OPT_INT, "0", false,                                             \
+         offsetof(struct sk_failure_policy, retry_base_ms),                                        \
+         .min = 1,                                                                                 \
+         .max = 3600000},                                                                          \
+        {"retry_backoff_max",                                                                      \
+         SK_OPT_DURATION,                                                                          \
+         "60s",                                                                                    \
+         false,                                                                                    \
+         "longest wait between retries",                                                           \
+         offsetof(struct sk_failure_policy, retry_cap_ms),                                         \
+         .min = 1,                                                                                 \
+         .max = 86400000},                                                                         \
+        {"retry_max_attempts",                                                                     \
+         SK_OPT_INT,                                                                               \
+         "0",                                                                                      \
+         false,                                                                                    \
          "retries before the connector fails and is restarted (0: no limit)",                      \
-         offsetof(struct sk_failure_policy, retry_max_attempts), .min = 0, .max = 1000000},        \
+         offsetof(struct sk_failure_policy, retry_max_attempts),                                   \
+         .min = 0,                                                                                 \
+         .max = 1000000},                                                                          \
     {                                                                                              \
         "retry_max_elapsed", SK_OPT_DURATION, "0s", false,                                         \
             "time spent retrying before the connector fails and is restarted (0: no limit)",       \
             offsetof(struct sk_failure_policy, retry_max_elapsed_ms), .min = 0,                    \
-            .max = 30LL * 86400000                                                                 \
+                                                                      .max = 30LL * 86400000       \
     }
 
 enum sk_on_error sk_policy_on_error(const struct sk_failure_policy *p);

@@ -59,15 +59,21 @@ static void drop_path(cJSON *obj, const char *path)
 static bool school_email(const cJSON *email)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(email, "type");
-    return cJSON_IsString(t) &&
-           (strcmp(t->valuestring, "Skola elev") == 0 || strcmp(t->valuestring, "Skola personal") == 0);
+    return cJSON_IsString(t) && (strcmp(t->valuestring, "Skola elev") == 0 ||
+                                 strcmp(t->valuestring, "Skola personal") == 0);
 }
 
 /* Keeps only what an account needs (privacy.h). */
 static void minimise(cJSON *doc)
 {
-    static const char *const keep[] = {"id", "meta", "securityMarking", "personStatus",
-                                       "eduPersonPrincipalNames", "emails", "enrolments", NULL};
+    static const char *const keep[] = {"id",
+                                       "meta",
+                                       "securityMarking",
+                                       "personStatus",
+                                       "eduPersonPrincipalNames",
+                                       "emails",
+                                       "enrolments",
+                                       NULL};
     cJSON *x = doc->child;
     while (x) {
         cJSON *next = x->next;

@@ -19,8 +19,8 @@
 enum sk_runner_state {
     SK_STATE_STARTING = 0,
     SK_STATE_RUNNING,
-    SK_STATE_IDLE,      /* source: cycle complete, waiting; sink: caught up */
-    SK_STATE_RETRYING,  /* backing off after a retriable error */
+    SK_STATE_IDLE,     /* source: cycle complete, waiting; sink: caught up */
+    SK_STATE_RETRYING, /* backing off after a retriable error */
     SK_STATE_PAUSED,
     SK_STATE_FAILED,
     SK_STATE_STOPPED,
@@ -54,25 +54,25 @@ struct sk_runner {
     atomic_uint_fast64_t failed;   /* source: bad inputs; sink: rejected records */
     atomic_uint_fast64_t dead_lettered;
     atomic_uint_fast64_t retries;
-    atomic_uint_fast64_t cycles;   /* source: completed poll cycles; sink: batches */
+    atomic_uint_fast64_t cycles; /* source: completed poll cycles; sink: batches */
     atomic_uint_fast64_t per_entity[SK_ENTITY_COUNT];
     atomic_int_fast64_t progress_done, progress_total;
-    struct sk_histogram work_seconds; /* source: one poll; sink: one apply of a batch */
+    struct sk_histogram work_seconds;    /* source: one poll; sink: one apply of a batch */
     struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */
-    atomic_bool drained;           /* sink: caught up with the drain target (--once) */
-    atomic_bool drain_requested;   /* supervisor: sources are done, drain to the end now */
+    atomic_bool drained;                 /* sink: caught up with the drain target (--once) */
+    atomic_bool drain_requested;         /* supervisor: sources are done, drain to the end now */
     int64_t started_mono_ms;
 
     /* The supervisor's own bookkeeping (main thread only, but restart_requested). */
     atomic_bool restart_requested; /* API: restart this connector */
     atomic_bool reload_cursor;     /* source: read the cursor again before polling */
     int restart_attempt;
-    int64_t restart_at_ms;         /* when a failed connector is restarted (0: not scheduled) */
+    int64_t restart_at_ms; /* when a failed connector is restarted (0: not scheduled) */
     int64_t healthy_since_ms;
-    const void *def;               /* its definition in the configuration */
-    char *fingerprint;             /* of that definition, to see what a reload changed */
+    const void *def;   /* its definition in the configuration */
+    char *fingerprint; /* of that definition, to see what a reload changed */
 
-    pthread_mutex_t mu;            /* guards last_error and the wake flag */
+    pthread_mutex_t mu; /* guards last_error and the wake flag */
     pthread_cond_t cv;
     bool wake;
     char last_error[512];

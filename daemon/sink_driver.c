@@ -54,7 +54,7 @@ void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_s
                              struct sk_privacy *out)
 {
     memset(out, 0, sizeof(*out));
-    const char *mode = s->protected_identities ? s->protected_identities
+    const char *mode = s->protected_identities  ? s->protected_identities
                        : ops->default_protected ? ops->default_protected
                                                 : "allow";
     sk_protected_mode_parse(mode, &out->protected_mode);
@@ -107,7 +107,7 @@ struct sink_run {
     bool fatal;
     struct sk_record *recs;
     struct sk_outcome *outs;
-    cJSON **docs; /* decoded entities of recs, owned here */
+    cJSON **docs;          /* decoded entities of recs, owned here */
     bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
 };
 
@@ -203,8 +203,8 @@ static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
         rd_kafka_header_add(h, "skolsync-topic", -1, rd_kafka_topic_name(m->rkt), -1);
         rd_kafka_header_add(h, "skolsync-partition", -1, part, -1);
         rd_kafka_header_add(h, "skolsync-offset", -1, off, -1);
-        rd_kafka_header_add(h, "skolsync-error-class", -1,
-                            sk_err_class_name(run->outs[i].err.cls), -1);
+        rd_kafka_header_add(h, "skolsync-error-class", -1, sk_err_class_name(run->outs[i].err.cls),
+                            -1);
         rd_kafka_header_add(h, "skolsync-error", -1, run->outs[i].err.msg, -1);
         for (;;) {
             rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -218,20 +218,17 @@ static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
             }
             if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
                 rd_kafka_headers_destroy(h);
-                return sk_error_set(err, SK_ERR_RETRIABLE, "dead letter: %s",
-                                    rd_kafka_err2str(e));
+                return sk_error_set(err, SK_ERR_RETRIABLE, "dead letter: %s", rd_kafka_err2str(e));
             }
             rd_kafka_poll(run->dlq, 100);
         }
-        sk_warn(run->env->runner.name, "dead-lettered %s[%d]@%lld: %s",
-                rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-                run->outs[i].err.msg);
+        sk_warn(run->env->runner.name, "dead-lettered %s[%d]@%lld: %s", rd_kafka_topic_name(m->rkt),
+                (int)m->partition, (long long)m->offset, run->outs[i].err.msg);
     }
     while (d.pending > 0)
         rd_kafka_poll(run->dlq, 100);
     if (d.failed)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu dead letter(s) not acknowledged",
-                            d.failed);
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu dead letter(s) not acknowledged", d.failed);
     return 0;
 }
 
@@ -258,7 +255,8 @@ static void wait_polling(struct sink_run *run, int64_t ms)
         int64_t left = until - sk_mono_ms();
         if (left <= 0)
             break;
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(run->consumer, (int)(left > 200 ? 200 : left));
+        rd_kafka_message_t *m =
+            rd_kafka_consumer_poll(run->consumer, (int)(left > 200 ? 200 : left));
         if (m)
             rd_kafka_message_destroy(m); /* paused: only stale fetches; refetched on resume */
     }
@@ -614,7 +612,8 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *par
         p->eof = -1;
         p->drain_target = -1;
         for (size_t j = 0; j < stored.n; j++) {
-            if (stored.v[j].partition == tp->partition && strcmp(stored.v[j].topic, tp->topic) == 0) {
+            if (stored.v[j].partition == tp->partition &&
+                strcmp(stored.v[j].topic, tp->topic) == 0) {
                 /* Exactly-once apply: resume where the target says it is. */
                 tp->offset = stored.v[j].next_offset;
                 p->next = stored.v[j].next_offset;
@@ -663,9 +662,13 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     char *group = sk_asprintf("skolsync-%s", env->runner.name);
     /* Bounded memory (README "Memory"): the fetcher keeps at most this much
      * per consumer ahead of the sink, whatever the target's speed. */
-    static const char *const defaults[] = {
-        "queued.max.messages.kbytes", "8192", "queued.min.messages", "1000",
-        "fetch.max.bytes", "8388608", NULL};
+    static const char *const defaults[] = {"queued.max.messages.kbytes",
+                                           "8192",
+                                           "queued.min.messages",
+                                           "1000",
+                                           "fetch.max.bytes",
+                                           "8388608",
+                                           NULL};
     rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, defaults, err);
     int rc = -1;
     if (!conf)
@@ -821,8 +824,7 @@ static void *sink_thread(void *arg)
                     flush(&run, false);
             }
         }
-        if (run.n_pending &&
-            sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
+        if (run.n_pending && sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
             flush(&run, false);
         check_drained(&run);
         if (paused)

@@ -80,9 +80,15 @@ static int producer_create(struct source_run *run, struct sk_error *err)
     char *client_id = sk_asprintf("skolsync-src-%s", env->runner.name);
     /* Tuning the user may override; the queue bound is the back-pressure
      * point: a full queue stops the source from being polled. */
-    static const char *const defaults[] = {
-        "linger.ms", "5", "compression.type", "lz4", "queue.buffering.max.kbytes", "16384",
-        "queue.buffering.max.messages", "50000", NULL};
+    static const char *const defaults[] = {"linger.ms",
+                                           "5",
+                                           "compression.type",
+                                           "lz4",
+                                           "queue.buffering.max.kbytes",
+                                           "16384",
+                                           "queue.buffering.max.messages",
+                                           "50000",
+                                           NULL};
     rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, defaults, err);
     free(client_id);
     if (!conf)
@@ -164,8 +170,8 @@ static int produce(struct source_run *run, const char *topic, const void *key, s
         }
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_headers_destroy(hdrs);
-            return sk_error_set(err, e == RD_KAFKA_RESP_ERR__FATAL ? SK_ERR_FATAL
-                                                                   : SK_ERR_RETRIABLE,
+            return sk_error_set(err,
+                                e == RD_KAFKA_RESP_ERR__FATAL ? SK_ERR_FATAL : SK_ERR_RETRIABLE,
                                 "produce to %s: %s", topic, rd_kafka_err2str(e));
         }
         rd_kafka_poll(run->producer, 100);
@@ -202,16 +208,15 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
 {
     for (size_t i = 0; i < b->n; i++) {
         const struct sk_record *r = &b->recs[i];
-        if (produce(run, topic_of(run, r->entity), r->key, strlen(r->key), r->value,
-                    r->value_len, record_headers(run, r), d, err))
+        if (produce(run, topic_of(run, r->entity), r->key, strlen(r->key), r->value, r->value_len,
+                    record_headers(run, r), d, err))
             return -1;
         rd_kafka_poll(run->producer, 0);
     }
     for (size_t i = 0; i < b->n_bad; i++) {
         const struct sk_bad_input *x = &b->bad[i];
-        if (produce(run, sk_kafka_dlq_topic(run->env->kafka), x->key,
-                    x->key ? strlen(x->key) : 0, x->raw, x->raw_len, dlq_headers(run, x), d,
-                    err))
+        if (produce(run, sk_kafka_dlq_topic(run->env->kafka), x->key, x->key ? strlen(x->key) : 0,
+                    x->raw, x->raw_len, dlq_headers(run, x), d, err))
             return -1;
     }
     return 0;
@@ -223,8 +228,8 @@ static int produce_cursor(struct source_run *run, const struct sk_cursor *c, str
     rd_kafka_headers_t *h = rd_kafka_headers_new(1);
     rd_kafka_header_add(h, "skolsync-source", -1, run->env->runner.name, -1);
     const char *name = run->env->runner.name;
-    return produce(run, sk_kafka_cursor_topic(run->env->kafka), name, strlen(name), c->data,
-                   c->len, h, d, err);
+    return produce(run, sk_kafka_cursor_topic(run->env->kafka), name, strlen(name), c->data, c->len,
+                   h, d, err);
 }
 
 /* Waits for every delivery report of d (at-least-once). */
@@ -233,8 +238,8 @@ static int await_delivery(struct source_run *run, struct delivery *d, struct sk_
     while (d->pending > 0)
         rd_kafka_poll(run->producer, 100);
     if (d->failed)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu record(s) not acknowledged: %s",
-                            d->failed, rd_kafka_err2str(d->first_err));
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu record(s) not acknowledged: %s", d->failed,
+                            rd_kafka_err2str(d->first_err));
     return 0;
 }
 

@@ -56,8 +56,7 @@ static void fingerprint_into(const struct sk_cnode *n, char **buf, size_t *len, 
     (*buf)[*len] = '\0';
 }
 
-static char *fingerprint(const struct sk_daemon_config *cfg, const char *section,
-                         const char *name)
+static char *fingerprint(const struct sk_daemon_config *cfg, const char *section, const char *name)
 {
     const struct sk_cnode *entry = sk_cnode_get(sk_cnode_get(cfg->tree, section), name);
     if (!entry)
@@ -115,7 +114,8 @@ static int conn_open(struct sk_runner *r)
     struct sk_error err = {0};
     struct sk_source_env *src = sk_as_source(r);
     struct sk_sink_env *snk = sk_as_sink(r);
-    int rc = src ? src->source.ops->open(&src->source, &err) : snk->sink.ops->open(&snk->sink, &err);
+    int rc =
+        src ? src->source.ops->open(&src->source, &err) : snk->sink.ops->open(&snk->sink, &err);
     if (rc) {
         if (src)
             src->source.priv = NULL;
@@ -362,7 +362,8 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
     } else {
         (*added)++;
     }
-    struct sk_runner *r = kind == SK_RUNNER_SOURCE ? source_new(d, cfg, def) : sink_new(d, cfg, def);
+    struct sk_runner *r =
+        kind == SK_RUNNER_SOURCE ? source_new(d, cfg, def) : sink_new(d, cfg, def);
     conns_add(d, r);
     if (conn_open(r) == 0)
         conn_start(r);
@@ -455,8 +456,9 @@ static void reload(struct sk_daemon *d)
     atomic_fetch_add(&d->reloads, 1);
     sk_info("reload", "applied: %d unchanged, %d restarted, %d added, %d removed", kept, changed,
             added, removed);
-    snprintf(status, sizeof(status), "READY=1\nSTATUS=reloaded: %d unchanged, %d restarted, %d added, %d removed",
-             kept, changed, added, removed);
+    snprintf(status, sizeof(status),
+             "READY=1\nSTATUS=reloaded: %d unchanged, %d restarted, %d added, %d removed", kept,
+             changed, added, removed);
     sd_notify(0, status);
     cJSON_AddBoolToObject(result, "reloaded", true);
     cJSON_AddNumberToObject(result, "unchanged", kept);
@@ -623,8 +625,11 @@ static bool handle_signals(struct sk_daemon *d)
 
 int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt)
 {
-    struct sk_daemon d = {.cfg = cfg, .sigfd = -1, .started_ms = sk_mono_ms(),
-                          .once = opt->once, .config_path = cfg->path};
+    struct sk_daemon d = {.cfg = cfg,
+                          .sigfd = -1,
+                          .started_ms = sk_mono_ms(),
+                          .once = opt->once,
+                          .config_path = cfg->path};
     d.admin_token = cfg->core.admin.token ? sk_strdup(cfg->core.admin.token) : NULL;
     pthread_rwlock_init(&d.lock, NULL);
     pthread_mutex_init(&d.reload_mu, NULL);

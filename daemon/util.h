@@ -13,8 +13,8 @@ char *sk_strdup(const char *s);
 char *sk_strndup(const char *s, size_t n);
 char *sk_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-int64_t sk_now_us(void);      /* wall clock, µs since the epoch */
-int64_t sk_mono_ms(void);     /* monotonic clock, ms */
+int64_t sk_now_us(void);  /* wall clock, µs since the epoch */
+int64_t sk_mono_ms(void); /* monotonic clock, ms */
 void sk_sleep_ms(int64_t ms);
 
 /* Reads a whole file (NUL-terminated, len excludes the NUL). NULL on error (errno set). */

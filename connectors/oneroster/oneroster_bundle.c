@@ -20,9 +20,9 @@
 
 /* ---- column lists (OneRoster CSV Binding 1.2, docs/oneroster-mapping.md) ---- */
 
-static const char *const sessions_cols[] = {"sourcedId", "status",  "dateLastModified",
-                                            "title",     "type",    "startDate",
-                                            "endDate",   "parentSourcedId", "schoolYear"};
+static const char *const sessions_cols[] = {
+    "sourcedId", "status",  "dateLastModified", "title",     "type",
+    "startDate", "endDate", "parentSourcedId",  "schoolYear"};
 enum { S_ID, S_STATUS, S_DLM, S_TITLE, S_TYPE, S_START, S_END, S_PARENT, S_YEAR };
 
 static const char *const orgs_cols[] = {"sourcedId", "status",     "dateLastModified", "name",
@@ -30,43 +30,90 @@ static const char *const orgs_cols[] = {"sourcedId", "status",     "dateLastModi
 enum { O_ID, O_STATUS, O_DLM, O_NAME, O_TYPE, O_IDENT, O_PARENT };
 
 static const char *const courses_cols[] = {
-    "sourcedId",  "status", "dateLastModified", "schoolYearSourcedId", "title",
-    "courseCode", "grades", "orgSourcedId",     "subjects",            "subjectCodes"};
+    "sourcedId", "status",       "dateLastModified", "schoolYearSourcedId", "title", "courseCode",
+    "grades",    "orgSourcedId", "subjects",         "subjectCodes"};
 enum { C_ID, C_STATUS, C_DLM, C_YEAR, C_TITLE, C_CODE, C_GRADES, C_ORG, C_SUBJ, C_SUBJCODES };
 
 static const char *const classes_cols[] = {
-    "sourcedId", "status",   "dateLastModified", "title",           "grades",
-    "courseSourcedId", "classCode", "classType", "location",        "schoolSourcedId",
-    "termSourcedIds",  "subjects",  "subjectCodes", "periods"};
+    "sourcedId",       "status",    "dateLastModified", "title",    "grades",
+    "courseSourcedId", "classCode", "classType",        "location", "schoolSourcedId",
+    "termSourcedIds",  "subjects",  "subjectCodes",     "periods"};
 enum {
-    K_ID, K_STATUS, K_DLM, K_TITLE, K_GRADES, K_COURSE, K_CODE, K_TYPE, K_LOCATION, K_SCHOOL,
-    K_TERMS, K_SUBJ, K_SUBJCODES, K_PERIODS
+    K_ID,
+    K_STATUS,
+    K_DLM,
+    K_TITLE,
+    K_GRADES,
+    K_COURSE,
+    K_CODE,
+    K_TYPE,
+    K_LOCATION,
+    K_SCHOOL,
+    K_TERMS,
+    K_SUBJ,
+    K_SUBJCODES,
+    K_PERIODS
 };
 
 /* 1.2 (not 1.2.1): resourceSourcedIds is still in users.csv (hanachin/meibo
  * lib/meibo/oneroster/v1_2/user.rb; 1.2.1 moves it to userResources.csv). */
-static const char *const users_cols[] = {
-    "sourcedId",      "status",           "dateLastModified",   "enabledUser",
-    "username",       "userIds",          "givenName",          "familyName",
-    "middleName",     "identifier",       "email",              "sms",
-    "phone",          "agentSourcedIds",  "grades",             "password",
-    "userMasterIdentifier", "resourceSourcedIds", "preferredGivenName", "preferredMiddleName",
-    "preferredFamilyName",  "primaryOrgSourcedId", "pronouns"};
+static const char *const users_cols[] = {"sourcedId",
+                                         "status",
+                                         "dateLastModified",
+                                         "enabledUser",
+                                         "username",
+                                         "userIds",
+                                         "givenName",
+                                         "familyName",
+                                         "middleName",
+                                         "identifier",
+                                         "email",
+                                         "sms",
+                                         "phone",
+                                         "agentSourcedIds",
+                                         "grades",
+                                         "password",
+                                         "userMasterIdentifier",
+                                         "resourceSourcedIds",
+                                         "preferredGivenName",
+                                         "preferredMiddleName",
+                                         "preferredFamilyName",
+                                         "primaryOrgSourcedId",
+                                         "pronouns"};
 enum {
-    U_ID, U_STATUS, U_DLM, U_ENABLED, U_USERNAME, U_USERIDS, U_GIVEN, U_FAMILY, U_MIDDLE,
-    U_IDENT, U_EMAIL, U_SMS, U_PHONE, U_AGENTS, U_GRADES, U_PASSWORD, U_UMI, U_RESOURCES,
-    U_PGIVEN, U_PMIDDLE, U_PFAMILY, U_PRIMARY_ORG, U_PRONOUNS
+    U_ID,
+    U_STATUS,
+    U_DLM,
+    U_ENABLED,
+    U_USERNAME,
+    U_USERIDS,
+    U_GIVEN,
+    U_FAMILY,
+    U_MIDDLE,
+    U_IDENT,
+    U_EMAIL,
+    U_SMS,
+    U_PHONE,
+    U_AGENTS,
+    U_GRADES,
+    U_PASSWORD,
+    U_UMI,
+    U_RESOURCES,
+    U_PGIVEN,
+    U_PMIDDLE,
+    U_PFAMILY,
+    U_PRIMARY_ORG,
+    U_PRONOUNS
 };
 
-static const char *const roles_cols[] = {"sourcedId",     "status",   "dateLastModified",
-                                         "userSourcedId", "roleType", "role",
-                                         "beginDate",     "endDate",  "orgSourcedId",
-                                         "userProfileSourcedId"};
+static const char *const roles_cols[] = {
+    "sourcedId", "status",    "dateLastModified", "userSourcedId", "roleType",
+    "role",      "beginDate", "endDate",          "orgSourcedId",  "userProfileSourcedId"};
 enum { R_ID, R_STATUS, R_DLM, R_USER, R_TYPE, R_ROLE, R_BEGIN, R_END, R_ORG, R_PROFILE };
 
 static const char *const enrollments_cols[] = {
-    "sourcedId",      "status", "dateLastModified", "classSourcedId", "schoolSourcedId",
-    "userSourcedId",  "role",   "primary",          "beginDate",      "endDate"};
+    "sourcedId",     "status", "dateLastModified", "classSourcedId", "schoolSourcedId",
+    "userSourcedId", "role",   "primary",          "beginDate",      "endDate"};
 enum { E_ID, E_STATUS, E_DLM, E_CLASS, E_SCHOOL, E_USER, E_ROLE, E_PRIMARY, E_BEGIN, E_END };
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
@@ -433,9 +480,9 @@ static const char *root_org(const struct build *b, const char *org)
 #define DATE_LEN 24 /* "YYYY-MM-DD" and room for what snprintf fears an int may print */
 
 struct year {
-    int y;           /* the calendar year the school year ends in */
-    char start[DATE_LEN];  /* earliest class day within the year's window */
-    char end[DATE_LEN];    /* latest */
+    int y;                /* the calendar year the school year ends in */
+    char start[DATE_LEN]; /* earliest class day within the year's window */
+    char end[DATE_LEN];   /* latest */
 };
 
 struct years {
@@ -535,8 +582,7 @@ static void build_sessions(struct build *b, const struct years *ys)
                 continue;
             char tid[40];
             snprintf(tid, sizeof(tid), "sy-%d-%s", x->y, autumn ? "ht" : "vt");
-            snprintf(title, sizeof(title), "%s %d", autumn ? "HT" : "VT",
-                     autumn ? x->y - 1 : x->y);
+            snprintf(title, sizeof(title), "%s %d", autumn ? "HT" : "VT", autumn ? x->y - 1 : x->y);
             row = row_add(t, tid);
             set(row, S_TITLE, title);
             set(row, S_TYPE, "semester");
@@ -592,8 +638,7 @@ static bool is_klass(const cJSON *group)
 }
 
 /* A class needs a start date and a school in the bundle; NULL school: skip it. */
-static const char *class_school(struct build *b, const char *id, const cJSON *doc,
-                                const char *key)
+static const char *class_school(struct build *b, const char *id, const cJSON *doc, const char *key)
 {
     const char *school = jref(doc, key);
     if (!jdate(doc, "startDate")) {

@@ -45,8 +45,8 @@ void or_view_free(struct or_view *v);
 
 /* One CSV file. Cells are malloc'ed strings or NULL (an empty cell). */
 struct or_table {
-    const char *name;             /* "users": file users.csv, manifest key file.users */
-    const char *const *cols;      /* the exact 1.2 header */
+    const char *name;        /* "users": file users.csv, manifest key file.users */
+    const char *const *cols; /* the exact 1.2 header */
     size_t n_cols;
     char ***rows;
     size_t n, cap;
@@ -70,8 +70,8 @@ struct or_build_opts {
 
 /* What the mapping left out, for the log (counts only; ids go to debug lines). */
 struct or_build_stats {
-    uint64_t dangling;          /* references to something not in the bundle, dropped */
-    uint64_t skipped_classes;   /* activities/groups that could not become a class */
+    uint64_t dangling;        /* references to something not in the bundle, dropped */
+    uint64_t skipped_classes; /* activities/groups that could not become a class */
 };
 
 struct or_bundle {

@@ -114,11 +114,26 @@ char *or_table_csv(const struct or_table *t, size_t *len)
 
 /* The OneRoster 1.2 manifest keys, in the order of hanachin/meibo lib/meibo/manifest.rb. */
 static const char *const manifest_files[] = {
-    "academicSessions", "categories",  "classes",   "classResources",
-    "courses",          "courseResources", "demographics", "enrollments",
-    "lineItemLearningObjectiveIds", "lineItems", "lineItemScoreScales", "orgs",
-    "resources",        "resultLearningObjectiveIds", "results", "resultScoreScales",
-    "roles",            "scoreScales", "userProfiles", "userResources",
+    "academicSessions",
+    "categories",
+    "classes",
+    "classResources",
+    "courses",
+    "courseResources",
+    "demographics",
+    "enrollments",
+    "lineItemLearningObjectiveIds",
+    "lineItems",
+    "lineItemScoreScales",
+    "orgs",
+    "resources",
+    "resultLearningObjectiveIds",
+    "results",
+    "resultScoreScales",
+    "roles",
+    "scoreScales",
+    "userProfiles",
+    "userResources",
     "users",
 };
 
@@ -378,8 +393,7 @@ static int swap_link(const struct or_publish_opts *o, const char *name, struct s
     if (symlink(name, tmp) < 0)
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "symlink %s: %s", tmp, strerror(errno));
     else if (rename(tmp, dst) < 0)
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "rename %s -> %s: %s", tmp, dst,
-                          strerror(errno));
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "rename %s -> %s: %s", tmp, dst, strerror(errno));
     free(tmp);
     free(dst);
     return rc;
@@ -483,8 +497,7 @@ int or_publish(const struct or_bundle *b, const struct or_publish_opts *o, char 
         rc = write_dir(tmp, files, n, err);
     }
     if (rc == 0 && rename(tmp, dst) < 0)
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "rename %s -> %s: %s", tmp, dst,
-                          strerror(errno));
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "rename %s -> %s: %s", tmp, dst, strerror(errno));
     if (rc == 0)
         rc = fsync_dir(o->output_dir, err);
     if (rc == 0)

@@ -84,7 +84,8 @@ static const struct sk_option oneroster_options[] = {
     {.name = "zip",
      .type = SK_OPT_BOOL,
      .def = "false",
-     .help = "publish each bundle as one zip (link current.zip) instead of a directory (link current)",
+     .help =
+         "publish each bundle as one zip (link current.zip) instead of a directory (link current)",
      .offset = offsetof(struct oneroster_conf, zip)},
     {.name = "keep",
      .type = SK_OPT_INT,
@@ -112,8 +113,8 @@ static const struct sk_option oneroster_options[] = {
 };
 
 /* The collections the mapping reads; records of any other type change nothing. */
-static const char *const mapped[] = {"organisations", "persons",    "groups",
-                                     "activities",    "duties",     "syllabuses"};
+static const char *const mapped[] = {"organisations", "persons", "groups",
+                                     "activities",    "duties",  "syllabuses"};
 #define N_MAPPED (sizeof(mapped) / sizeof(mapped[0]))
 
 struct state_table {
@@ -135,10 +136,10 @@ struct oneroster_sink {
     pthread_cond_t cv;
     pthread_t timer;
     bool timer_started, stop;
-    int64_t changes;         /* state changes so far (persisted: meta 'changes') */
-    int64_t bundled;         /* `changes` the last published bundle reflects */
-    int64_t last_change_ms;  /* monotonic */
-    int64_t last_write_ms;   /* monotonic; last publish or failure */
+    int64_t changes;        /* state changes so far (persisted: meta 'changes') */
+    int64_t bundled;        /* `changes` the last published bundle reflects */
+    int64_t last_change_ms; /* monotonic */
+    int64_t last_write_ms;  /* monotonic; last publish or failure */
     bool last_failed;
 };
 
@@ -355,8 +356,8 @@ static int oneroster_open(struct sk_sink *self, struct sk_error *err)
         check_dir("output_dir", conf->output_dir, err) < 0)
         goto fail;
     s->db_path = sk_asprintf("%s/oneroster-state.db", conf->state_dir);
-    int rc = sqlite3_open_v2(s->db_path, &s->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        s->db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         sk_error_set(err, SK_ERR_FATAL, "%s: %s", s->db_path,
                      s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -413,11 +414,10 @@ static int store_offset(struct oneroster_sink *s, const char *incarnation, const
  * bundle (civicNo is dropped by the privacy defaults; this is the second lock).
  * Caller frees.
  */
-static char *stored_doc(const struct oneroster_sink *s, const struct sk_entity *e,
-                        const cJSON *doc)
+static char *stored_doc(const struct oneroster_sink *s, const struct sk_entity *e, const cJSON *doc)
 {
-    static const char *const person_drop[] = {"civicNo", "addresses", "birthDate", "sex",
-                                              "photo",   NULL};
+    static const char *const person_drop[] = {"civicNo", "addresses", "birthDate",
+                                              "sex",     "photo",     NULL};
     static const char *const org_drop[] = {"address", "phoneNumber", "contactInfo", NULL};
     const char *const *drop = NULL;
     bool person = strcmp(e->collection, "persons") == 0;
@@ -607,8 +607,7 @@ static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, str
 }
 
 /* Reads every mapped collection in one read transaction (one consistent state). */
-static int load_view(const char *db_path, struct or_view *v, int64_t *changes,
-                     struct sk_error *err)
+static int load_view(const char *db_path, struct or_view *v, int64_t *changes, struct sk_error *err)
 {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
@@ -637,9 +636,8 @@ static int save_bundled(const char *db_path, int64_t bundled)
     int rc = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(db, 5000);
-        char *sql =
-            sk_asprintf("UPDATE oneroster_meta SET value = %" PRId64 " WHERE key = 'bundled'",
-                        bundled);
+        char *sql = sk_asprintf(
+            "UPDATE oneroster_meta SET value = %" PRId64 " WHERE key = 'bundled'", bundled);
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
         free(sql);
     }
@@ -676,12 +674,13 @@ static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_si
                     " classes skipped (%" PRId64 " ms)",
                     path, bundle.t[OR_ORGS].n, bundle.t[OR_SESSIONS].n, bundle.t[OR_COURSES].n,
                     bundle.t[OR_CLASSES].n, bundle.t[OR_USERS].n, bundle.t[OR_ROLES].n,
-                    bundle.t[OR_ENROLLMENTS].n, bundle.stats.dangling,
-                    bundle.stats.skipped_classes, sk_mono_ms() - t0);
+                    bundle.t[OR_ENROLLMENTS].n, bundle.stats.dangling, bundle.stats.skipped_classes,
+                    sk_mono_ms() - t0);
             if (path_out)
                 snprintf(path_out, path_size, "%s", path);
             if (save_bundled(s->db_path, changes) != SQLITE_OK)
-                sk_warn(s->component, "could not record the bundled state (rewritten after a restart)");
+                sk_warn(s->component,
+                        "could not record the bundled state (rewritten after a restart)");
         }
         or_bundle_free(&bundle);
     }

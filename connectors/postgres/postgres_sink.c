@@ -375,13 +375,13 @@ struct plan {
 
 struct pg_sink {
     const char *component;
-    char *conninfo;  /* secret: never printed */
-    char *qschema;   /* the quoted schema */
+    char *conninfo; /* secret: never printed */
+    char *qschema;  /* the quoted schema */
     char *schema;
-    char *target;    /* "postgresql host:port/dbname schema skolsync" */
+    char *target; /* "postgresql host:port/dbname schema skolsync" */
     bool keep_deleted;
     int64_t connect_timeout_ms;
-    PGconn *conn;    /* NULL after a lost connection: the next call reconnects */
+    PGconn *conn; /* NULL after a lost connection: the next call reconnects */
     uint64_t round_trips;
     struct pg_table *tables;
     size_t n_tables;
@@ -446,7 +446,7 @@ static int ensure_connected(struct pg_sink *s, struct sk_error *err)
     snprintf(timeout, sizeof(timeout), "%" PRId64, (s->connect_timeout_ms + 999) / 1000);
     snprintf(app, sizeof(app), "skolsync/%s", s->component);
     const char *keys[] = {"connect_timeout", "application_name", "keepalives_idle",
-                          "dbname", "client_encoding", NULL};
+                          "dbname",          "client_encoding",  NULL};
     const char *values[] = {timeout, app, "30", s->conninfo, "UTF8", NULL};
     s->conn = PQconnectdbParams(keys, values, 1);
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
@@ -712,8 +712,8 @@ static int migrate(struct pg_sink *s, struct sk_error *err)
         struct buf b = {0};
         migration1_sql(s, &b); /* the only migration so far: v == 1 */
         free(sql);
-        sql = sk_asprintf("INSERT INTO %s.skolsync_migrations(version) VALUES (%ld)", s->qschema,
-                          v);
+        sql =
+            sk_asprintf("INSERT INTO %s.skolsync_migrations(version) VALUES (%ld)", s->qschema, v);
         char *what = sk_asprintf("migration %ld", v);
         int failed = exec0(s, what, b.p, err);
         free(what);
@@ -754,9 +754,9 @@ static char *describe_target(const char *conninfo, const char *schema)
         else if (strcmp(o->keyword, "user") == 0)
             user = o->val;
     }
-    char *target = sk_asprintf("postgresql %s%s%s/%s schema %s", host ? host : "localhost",
-                               port ? ":" : "", port ? port : "", db ? db : (user ? user : "-"),
-                               schema);
+    char *target =
+        sk_asprintf("postgresql %s%s%s/%s schema %s", host ? host : "localhost", port ? ":" : "",
+                    port ? port : "", db ? db : (user ? user : "-"), schema);
     PQconninfoFree(opts);
     return target;
 }
@@ -1029,8 +1029,8 @@ static int store_offsets(struct pg_sink *s, const char *incarnation, const struc
 {
     bool record_level;
     const char *params[] = {json->p, incarnation};
-    int rc = exec_params(s, "skolsync_offsets", s->offsets_sql, 2, params, NULL, &record_level,
-                         err);
+    int rc =
+        exec_params(s, "skolsync_offsets", s->offsets_sql, 2, params, NULL, &record_level, err);
     if (rc < 0 && err->cls == SK_ERR_PERMANENT)
         err->cls = SK_ERR_FATAL;
     return rc;
@@ -1111,10 +1111,12 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
         bool record_level;
         const char *params[] = {one.p};
         struct sk_error rec_err = {0};
-        if (exec_params(s, t->entity->collection, sql, 1, params, NULL, &record_level,
-                        &rec_err) == 0) {
-            if (exec0(s, "SAVEPOINT", "RELEASE SAVEPOINT skolsync_record; "
-                                      "SAVEPOINT skolsync_record", err) < 0)
+        if (exec_params(s, t->entity->collection, sql, 1, params, NULL, &record_level, &rec_err) ==
+            0) {
+            if (exec0(s, "SAVEPOINT",
+                      "RELEASE SAVEPOINT skolsync_record; "
+                      "SAVEPOINT skolsync_record",
+                      err) < 0)
                 goto out;
             continue;
         }

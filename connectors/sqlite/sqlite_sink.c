@@ -77,7 +77,7 @@ struct sqlite_sink {
     sqlite3_stmt *savepoint, *release, *rollback_to;
     sqlite3_stmt *offset_upsert, *offset_select;
     struct sk_offsets parts; /* of the batch being applied, reused */
-    char *json;             /* a record's doc printed, reused across records */
+    char *json;              /* a record's doc printed, reused across records */
     size_t json_cap;
 };
 
@@ -204,8 +204,7 @@ static int check_parent_dir(const char *path, struct sk_error *err)
 }
 
 /* WAL lets readers of the database (reports, other tools) run while the sink writes. */
-static int set_pragmas(struct sqlite_sink *s, const struct sqlite_conf *conf,
-                       struct sk_error *err)
+static int set_pragmas(struct sqlite_sink *s, const struct sqlite_conf *conf, struct sk_error *err)
 {
     sqlite3_stmt *st;
     if (prepare(s, "PRAGMA journal_mode=WAL", &st, err) < 0)
@@ -222,8 +221,8 @@ static int set_pragmas(struct sqlite_sink *s, const struct sqlite_conf *conf,
         sk_warn(s->component, "journal_mode is %s, not wal (file system without shared memory?)",
                 mode ? mode : "unknown");
     sqlite3_finalize(st);
-    char *sql = sk_asprintf("PRAGMA synchronous=%s",
-                            conf->synchronous ? conf->synchronous : "normal");
+    char *sql =
+        sk_asprintf("PRAGMA synchronous=%s", conf->synchronous ? conf->synchronous : "normal");
     rc = exec(s, sql, err);
     free(sql);
     return rc;
@@ -485,8 +484,8 @@ static int apply_record(struct sqlite_sink *s, const struct sk_record *r, const 
 }
 
 /* Rolls back and reports the whole batch as not applied. */
-static int fail_batch(struct sqlite_sink *s, int rc, const char *what, const char *msg,
-                      size_t n, struct sk_outcome *out, struct sk_error *err)
+static int fail_batch(struct sqlite_sink *s, int rc, const char *what, const char *msg, size_t n,
+                      struct sk_outcome *out, struct sk_error *err)
 {
     sk_error_set(err, sql_error_class(rc, false), "%s: %s", what, msg);
     if (!sqlite3_get_autocommit(s->db))
@@ -561,8 +560,7 @@ static int sqlite_mark_offsets(struct sk_sink *self, const struct sk_offsets *of
 }
 
 /* Appends to out (caller frees with sk_offsets_free) the offsets of this incarnation. */
-static int sqlite_stored_offsets(struct sk_sink *self, struct sk_offsets *out,
-                                 struct sk_error *err)
+static int sqlite_stored_offsets(struct sk_sink *self, struct sk_offsets *out, struct sk_error *err)
 {
     struct sqlite_sink *s = self->priv;
     sqlite3_stmt *st = s->offset_select;

@@ -312,8 +312,7 @@ static int unknown_store(ProtobufCMessage *m, cJSON *unknown)
  * Returns a malloc'ed message (free with protobuf_c_message_free_unpacked(m, NULL)),
  * or NULL on OOM. Recursion depth is bounded by the proto's nesting (no cycles).
  */
-static ProtobufCMessage *message_from_json(const ProtobufCMessageDescriptor *desc,
-                                           const cJSON *obj)
+static ProtobufCMessage *message_from_json(const ProtobufCMessageDescriptor *desc, const cJSON *obj)
 {
     ProtobufCMessage *m = calloc(1, desc->sizeof_message);
     if (!m)
@@ -362,8 +361,8 @@ static int64_t modified_of(const ProtobufCMessage *m)
 }
 
 /* Returned message: malloc'ed, caller frees with protobuf_c_message_free_unpacked(m, NULL). */
-ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj,
-                                     char id_out[37], struct sk_error *err)
+ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj, char id_out[37],
+                                     struct sk_error *err)
 {
     if (!cJSON_IsObject(obj)) {
         sk_error_set(err, SK_ERR_PERMANENT, "%s: JSON value is not an object", e->name);
@@ -396,8 +395,8 @@ fail:
 }
 
 /* Returned message: as sk_codec_from_json. text need not be NUL-terminated. */
-ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text,
-                                          size_t len, char id_out[37], struct sk_error *err)
+ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
+                                          char id_out[37], struct sk_error *err)
 {
     const char *end = NULL;
     cJSON *obj = cJSON_ParseWithLengthOpts(text, len, &end, false);
@@ -529,8 +528,7 @@ fail:
 
 /* *out: malloc'ed packed bytes, caller frees with free(). */
 int sk_codec_encode(const struct sk_entity *e, const char *json, size_t len, uint8_t **out,
-                    size_t *out_len, char id_out[37], int64_t *modified_us,
-                    struct sk_error *err)
+                    size_t *out_len, char id_out[37], int64_t *modified_us, struct sk_error *err)
 {
     ProtobufCMessage *m = sk_codec_from_json_text(e, json, len, id_out, err);
     if (!m)
@@ -605,11 +603,21 @@ static void jb_string(struct jbuf *b, const char *s)
         jb_put(b, run, (size_t)(s - run));
         char esc[8];
         switch (c) {
-        case '"': jb_put(b, "\\\"", 2); break;
-        case '\\': jb_put(b, "\\\\", 2); break;
-        case '\n': jb_put(b, "\\n", 2); break;
-        case '\r': jb_put(b, "\\r", 2); break;
-        case '\t': jb_put(b, "\\t", 2); break;
+        case '"':
+            jb_put(b, "\\\"", 2);
+            break;
+        case '\\':
+            jb_put(b, "\\\\", 2);
+            break;
+        case '\n':
+            jb_put(b, "\\n", 2);
+            break;
+        case '\r':
+            jb_put(b, "\\r", 2);
+            break;
+        case '\t':
+            jb_put(b, "\\t", 2);
+            break;
         default:
             snprintf(esc, sizeof(esc), "\\u%04x", c);
             jb_put(b, esc, 6);
@@ -624,11 +632,21 @@ static void jb_value(struct jbuf *b, const cJSON *v)
 {
     char num[32];
     switch (v->type & 0xFF) {
-    case cJSON_NULL: jb_put(b, "null", 4); break;
-    case cJSON_False: jb_put(b, "false", 5); break;
-    case cJSON_True: jb_put(b, "true", 4); break;
-    case cJSON_Raw: jb_put(b, v->valuestring, strlen(v->valuestring)); break;
-    case cJSON_String: jb_string(b, v->valuestring); break;
+    case cJSON_NULL:
+        jb_put(b, "null", 4);
+        break;
+    case cJSON_False:
+        jb_put(b, "false", 5);
+        break;
+    case cJSON_True:
+        jb_put(b, "true", 4);
+        break;
+    case cJSON_Raw:
+        jb_put(b, v->valuestring, strlen(v->valuestring));
+        break;
+    case cJSON_String:
+        jb_string(b, v->valuestring);
+        break;
     case cJSON_Number:
         if (!isfinite(v->valuedouble)) {
             jb_put(b, "null", 4);

@@ -12,7 +12,7 @@
 
 #include "ss12000.pb-c.h"
 
-#define ENTITY(var, name_, coll, path_, del, alt, desc_, meta)                                    \
+#define ENTITY(var, name_, coll, path_, del, alt, desc_, meta)                                     \
     static const struct sk_entity var = {                                                          \
         .name = name_,                                                                             \
         .collection = coll,                                                                        \
@@ -42,8 +42,8 @@ ENTITY(placement, "Placement", "placements", "/placements", "placements", NULL,
 /* The spec's bucket is "activitites" (sic); the Skolverket server sends "activities". */
 ENTITY(activity, "Activity", "activities", "/activities", "activitites", "activities",
        ss12000__v2__activity__descriptor, true);
-ENTITY(calendar_event, "CalendarEvent", "calendarEvents", "/calendarEvents", "calendarEvents",
-       NULL, ss12000__v2__calendar_event__descriptor, true);
+ENTITY(calendar_event, "CalendarEvent", "calendarEvents", "/calendarEvents", "calendarEvents", NULL,
+       ss12000__v2__calendar_event__descriptor, true);
 ENTITY(attendance, "Attendance", "attendances", "/attendances", "attendances", NULL,
        ss12000__v2__attendance__descriptor, true);
 ENTITY(attendance_event, "AttendanceEvent", "attendanceEvents", "/attendanceEvents",
@@ -197,8 +197,7 @@ int sk_time_parse_us(const char *text, int64_t *out_us)
     if (!text || digits(text, 4, &y) || text[4] != '-' || digits(text + 5, 2, &mo) ||
         text[7] != '-' || digits(text + 8, 2, &d) ||
         (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || digits(text + 11, 2, &h) ||
-        text[13] != ':' || digits(text + 14, 2, &mi) || text[16] != ':' ||
-        digits(text + 17, 2, &s))
+        text[13] != ':' || digits(text + 14, 2, &mi) || text[16] != ':' || digits(text + 17, 2, &s))
         return -1;
     if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && is_leap(y)) || h > 23 ||
         mi > 59 || s > 60)

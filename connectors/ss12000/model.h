@@ -25,13 +25,13 @@
 #include "sk_error.h"
 
 struct sk_entity {
-    const char *name;          /* EndPointsEnum value: "Person", "Activity" */
-    const char *collection;    /* topic suffix and table name: "persons", "activities" */
-    const char *path;          /* API path: "/persons", "/studyplans", "/attendanceSchedule" */
-    const char *deleted_key;   /* key in /deletedEntities data: "persons", "activitites" */
-    const char *deleted_alt;   /* other spelling seen in the wild ("activities"), or NULL */
+    const char *name;        /* EndPointsEnum value: "Person", "Activity" */
+    const char *collection;  /* topic suffix and table name: "persons", "activities" */
+    const char *path;        /* API path: "/persons", "/studyplans", "/attendanceSchedule" */
+    const char *deleted_key; /* key in /deletedEntities data: "persons", "activitites" */
+    const char *deleted_alt; /* other spelling seen in the wild ("activities"), or NULL */
     const ProtobufCMessageDescriptor *desc;
-    bool has_meta;             /* the spec gives it id + meta (SchoolUnitOffering does not) */
+    bool has_meta; /* the spec gives it id + meta (SchoolUnitOffering does not) */
 };
 
 /* All 18 entity types in dependency order (NOTES.md §2.3), NULL-terminated. */
@@ -66,11 +66,11 @@ int sk_time_parse_us(const char *text, int64_t *out_us);
  * Returns the message (caller frees with protobuf_c_message_free_unpacked(m, NULL))
  * or NULL with err set (SK_ERR_PERMANENT).
  */
-ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj,
-                                     char id_out[37], struct sk_error *err);
+ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj, char id_out[37],
+                                     struct sk_error *err);
 /* The same from JSON text. */
-ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text,
-                                          size_t len, char id_out[37], struct sk_error *err);
+ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
+                                          char id_out[37], struct sk_error *err);
 /* protobuf message -> JSON object (caller frees with cJSON_Delete). NULL only on OOM. */
 cJSON *sk_codec_to_json(const ProtobufCMessage *msg);
 
@@ -80,8 +80,7 @@ cJSON *sk_codec_to_json(const ProtobufCMessage *msg);
  * modified_us (meta.modified in µs, or INT64_MIN if absent) are filled.
  */
 int sk_codec_encode(const struct sk_entity *e, const char *json, size_t len, uint8_t **out,
-                    size_t *out_len, char id_out[37], int64_t *modified_us,
-                    struct sk_error *err);
+                    size_t *out_len, char id_out[37], int64_t *modified_us, struct sk_error *err);
 /*
  * Packed protobuf bytes -> compact JSON text (malloc'ed, NUL-terminated,
  * caller frees); modified_us as above. NULL with err (PERMANENT) if the bytes

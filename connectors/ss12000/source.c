@@ -41,8 +41,8 @@
 
 enum step { STEP_NONE = 0, STEP_FULL = 1, STEP_MODIFIED = 2, STEP_CREATED = 3, STEP_DELETED = 4 };
 
-#define DELETED_MARK INT64_MIN        /* dedupe map: we published a tombstone */
-#define NO_MODIFIED (INT64_MIN + 1)   /* dedupe map: published, no meta.modified */
+#define DELETED_MARK INT64_MIN      /* dedupe map: we published a tombstone */
+#define NO_MODIFIED (INT64_MIN + 1) /* dedupe map: published, no meta.modified */
 #define MAX_REQUESTS_PER_POLL 40
 #define MAX_POLL_MS 5000
 #define TEXT_MAX 64
@@ -53,114 +53,199 @@ static const char *const auth_types[] = {"none", "bearer", "oauth2", "apikey", N
 static const char *const del_styles[] = {"repeated", "comma", NULL};
 
 static const struct sk_option auth_options[] = {
-    {.name = "type", .type = SK_OPT_ENUM, .def = "none", .choices = auth_types,
+    {.name = "type",
+     .type = SK_OPT_ENUM,
+     .def = "none",
+     .choices = auth_types,
      .help = "none | bearer (static token) | oauth2 (client credentials) | apikey (header)",
      .offset = offsetof(struct ss_auth_conf, type)},
-    {.name = "token", .type = SK_OPT_SECRET, .help = "bearer: the token (use ${env:...})",
+    {.name = "token",
+     .type = SK_OPT_SECRET,
+     .help = "bearer: the token (use ${env:...})",
      .offset = offsetof(struct ss_auth_conf, token)},
-    {.name = "token_url", .type = SK_OPT_STRING,
+    {.name = "token_url",
+     .type = SK_OPT_STRING,
      .help = "oauth2: the token endpoint, e.g. https://skolid.se/connect/token",
      .offset = offsetof(struct ss_auth_conf, token_url)},
-    {.name = "client_id", .type = SK_OPT_STRING, .help = "oauth2: client id",
+    {.name = "client_id",
+     .type = SK_OPT_STRING,
+     .help = "oauth2: client id",
      .offset = offsetof(struct ss_auth_conf, client_id)},
-    {.name = "client_secret", .type = SK_OPT_SECRET, .help = "oauth2: client secret",
+    {.name = "client_secret",
+     .type = SK_OPT_SECRET,
+     .help = "oauth2: client secret",
      .offset = offsetof(struct ss_auth_conf, client_secret)},
-    {.name = "scope", .type = SK_OPT_STRING, .help = "oauth2: scope to ask for (optional)",
+    {.name = "scope",
+     .type = SK_OPT_STRING,
+     .help = "oauth2: scope to ask for (optional)",
      .offset = offsetof(struct ss_auth_conf, scope)},
-    {.name = "header", .type = SK_OPT_STRING, .def = "X-API-Key",
+    {.name = "header",
+     .type = SK_OPT_STRING,
+     .def = "X-API-Key",
      .help = "apikey: the header that carries the key",
      .offset = offsetof(struct ss_auth_conf, header)},
-    {.name = "value", .type = SK_OPT_SECRET, .help = "apikey: the key",
+    {.name = "value",
+     .type = SK_OPT_SECRET,
+     .help = "apikey: the key",
      .offset = offsetof(struct ss_auth_conf, value)},
     {.name = NULL},
 };
 
 static const struct sk_option tls_options[] = {
-    {.name = "ca_file", .type = SK_OPT_STRING, .help = "CA bundle (PEM) to verify the server with",
+    {.name = "ca_file",
+     .type = SK_OPT_STRING,
+     .help = "CA bundle (PEM) to verify the server with",
      .offset = offsetof(struct ss_tls_conf, ca_file)},
-    {.name = "client_cert", .type = SK_OPT_STRING, .help = "client certificate (PEM) for mutual TLS",
+    {.name = "client_cert",
+     .type = SK_OPT_STRING,
+     .help = "client certificate (PEM) for mutual TLS",
      .offset = offsetof(struct ss_tls_conf, client_cert)},
-    {.name = "client_key", .type = SK_OPT_STRING, .help = "its private key (PEM)",
+    {.name = "client_key",
+     .type = SK_OPT_STRING,
+     .help = "its private key (PEM)",
      .offset = offsetof(struct ss_tls_conf, client_key)},
-    {.name = "insecure_skip_verify", .type = SK_OPT_BOOL, .def = "false",
+    {.name = "insecure_skip_verify",
+     .type = SK_OPT_BOOL,
+     .def = "false",
      .help = "do not verify the server's certificate (testing only)",
      .offset = offsetof(struct ss_tls_conf, insecure_skip_verify)},
     {.name = NULL},
 };
 
 static const struct sk_option guard_options[] = {
-    {.name = "max_fraction", .type = SK_OPT_STRING, .def = "10%",
+    {.name = "max_fraction",
+     .type = SK_OPT_STRING,
+     .def = "10%",
      .help = "hold a run's deletions of a type above this share of its live ids (\"10%\" or 0.1)",
      .offset = offsetof(struct ss_guard_conf, max_fraction)},
-    {.name = "max_count", .type = SK_OPT_INT, .def = "500",
+    {.name = "max_count",
+     .type = SK_OPT_INT,
+     .def = "500",
      .help = "hold a run's deletions when they are more than this many in all",
-     .offset = offsetof(struct ss_guard_conf, max_count), .min = 0, .max = 100000000},
-    {.name = "min_count", .type = SK_OPT_INT, .def = "10",
+     .offset = offsetof(struct ss_guard_conf, max_count),
+     .min = 0,
+     .max = 100000000},
+    {.name = "min_count",
+     .type = SK_OPT_INT,
+     .def = "10",
      .help = "max_fraction applies only to a type with more deletions than this",
-     .offset = offsetof(struct ss_guard_conf, min_count), .min = 0, .max = 100000000},
+     .offset = offsetof(struct ss_guard_conf, min_count),
+     .min = 0,
+     .max = 100000000},
     {.name = NULL},
 };
 
 static const struct sk_option hook_options[] = {
-    {.name = "public_url", .type = SK_OPT_STRING,
+    {.name = "public_url",
+     .type = SK_OPT_STRING,
      .help = "URL the SIS reaches this daemon at (e.g. https://skolsync.example.org); set to "
              "subscribe to webhooks",
      .offset = offsetof(struct ss_hook_conf, public_url)},
-    {.name = "secret", .type = SK_OPT_SECRET,
+    {.name = "secret",
+     .type = SK_OPT_SECRET,
      .help = "unguessable part of the callback path /hooks/<source>/<secret>",
      .offset = offsetof(struct ss_hook_conf, secret)},
-    {.name = "token", .type = SK_OPT_SECRET,
+    {.name = "token",
+     .type = SK_OPT_SECRET,
      .help = "if set, callbacks must carry Authorization: Bearer <token>",
      .offset = offsetof(struct ss_hook_conf, token)},
-    {.name = "debounce", .type = SK_OPT_DURATION, .def = "500ms",
+    {.name = "debounce",
+     .type = SK_OPT_DURATION,
+     .def = "500ms",
      .help = "wait this long after a callback before polling (callbacks in between join)",
-     .offset = offsetof(struct ss_hook_conf, debounce_ms), .min = 0, .max = 60000},
-    {.name = "resource_types", .type = SK_OPT_LIST,
+     .offset = offsetof(struct ss_hook_conf, debounce_ms),
+     .min = 0,
+     .max = 60000},
+    {.name = "resource_types",
+     .type = SK_OPT_LIST,
      .help = "entity types to subscribe to (default: the source's entities)",
      .offset = offsetof(struct ss_hook_conf, resource_types)},
-    {.name = "renew_before", .type = SK_OPT_DURATION, .def = "1h",
+    {.name = "renew_before",
+     .type = SK_OPT_DURATION,
+     .def = "1h",
      .help = "renew the subscription this long before it expires",
-     .offset = offsetof(struct ss_hook_conf, renew_before_ms), .min = 0, .max = 30LL * 86400000},
+     .offset = offsetof(struct ss_hook_conf, renew_before_ms),
+     .min = 0,
+     .max = 30LL * 86400000},
     {.name = NULL},
 };
 
 static const struct sk_option ss_options[] = {
-    {.name = "url", .type = SK_OPT_STRING, .required = true,
+    {.name = "url",
+     .type = SK_OPT_STRING,
+     .required = true,
      .help = "base URL of the API including its version, e.g. https://api.example.org/v2.0",
      .offset = offsetof(struct ss_conf, url)},
-    {.name = "auth", .type = SK_OPT_GROUP, .sub = auth_options, .help = "how to authenticate",
+    {.name = "auth",
+     .type = SK_OPT_GROUP,
+     .sub = auth_options,
+     .help = "how to authenticate",
      .offset = offsetof(struct ss_conf, auth)},
-    {.name = "tls", .type = SK_OPT_GROUP, .sub = tls_options, .help = "TLS settings",
+    {.name = "tls",
+     .type = SK_OPT_GROUP,
+     .sub = tls_options,
+     .help = "TLS settings",
      .offset = offsetof(struct ss_conf, tls)},
-    {.name = "entities", .type = SK_OPT_LIST,
+    {.name = "entities",
+     .type = SK_OPT_LIST,
      .help = "entity types to read (Person or persons, ...); default all 18; a type whose "
              "endpoint answers 404 is skipped with a warning",
      .offset = offsetof(struct ss_conf, entities)},
-    {.name = "page_size", .type = SK_OPT_INT, .def = "1000", .help = "limit per page",
-     .offset = offsetof(struct ss_conf, page_size), .min = 1, .max = 100000},
-    {.name = "overlap", .type = SK_OPT_DURATION, .def = "5m",
+    {.name = "page_size",
+     .type = SK_OPT_INT,
+     .def = "1000",
+     .help = "limit per page",
+     .offset = offsetof(struct ss_conf, page_size),
+     .min = 1,
+     .max = 100000},
+    {.name = "overlap",
+     .type = SK_OPT_DURATION,
+     .def = "5m",
      .help = "delta queries start this long before the watermark (dedupe drops repeats)",
-     .offset = offsetof(struct ss_conf, overlap_ms), .min = 0, .max = 7LL * 86400000},
-    {.name = "full_sync_interval", .type = SK_OPT_DURATION, .def = "24h",
+     .offset = offsetof(struct ss_conf, overlap_ms),
+     .min = 0,
+     .max = 7LL * 86400000},
+    {.name = "full_sync_interval",
+     .type = SK_OPT_DURATION,
+     .def = "24h",
      .help = "full listing + reconciliation of deletes against Kafka this often",
-     .offset = offsetof(struct ss_conf, full_sync_interval_ms), .min = 1000,
+     .offset = offsetof(struct ss_conf, full_sync_interval_ms),
+     .min = 1000,
      .max = 365LL * 86400000},
-    {.name = "delete_guard", .type = SK_OPT_GROUP, .sub = guard_options,
+    {.name = "delete_guard",
+     .type = SK_OPT_GROUP,
+     .sub = guard_options,
      .help = "hold mass deletions until an operator releases them",
      .offset = offsetof(struct ss_conf, delete_guard)},
-    {.name = "webhook", .type = SK_OPT_GROUP, .sub = hook_options,
+    {.name = "webhook",
+     .type = SK_OPT_GROUP,
+     .sub = hook_options,
      .help = "subscribe to change notices (needs admin.listen reachable by the SIS)",
      .offset = offsetof(struct ss_conf, webhook)},
-    {.name = "request_timeout", .type = SK_OPT_DURATION, .def = "60s",
-     .help = "timeout of one HTTP request", .offset = offsetof(struct ss_conf, request_timeout_ms),
-     .min = 100, .max = 3600000},
-    {.name = "max_rps", .type = SK_OPT_INT, .def = "10", .help = "at most this many requests a second",
-     .offset = offsetof(struct ss_conf, max_rps), .min = 1, .max = 1000},
-    {.name = "deleted_entities_style", .type = SK_OPT_ENUM, .def = "repeated", .choices = del_styles,
+    {.name = "request_timeout",
+     .type = SK_OPT_DURATION,
+     .def = "60s",
+     .help = "timeout of one HTTP request",
+     .offset = offsetof(struct ss_conf, request_timeout_ms),
+     .min = 100,
+     .max = 3600000},
+    {.name = "max_rps",
+     .type = SK_OPT_INT,
+     .def = "10",
+     .help = "at most this many requests a second",
+     .offset = offsetof(struct ss_conf, max_rps),
+     .min = 1,
+     .max = 1000},
+    {.name = "deleted_entities_style",
+     .type = SK_OPT_ENUM,
+     .def = "repeated",
+     .choices = del_styles,
      .help = "/deletedEntities entities parameter: repeated (entities=A&entities=B) or comma "
              "(entities=A,B)",
      .offset = offsetof(struct ss_conf, deleted_entities_style)},
-    {.name = "created_query", .type = SK_OPT_BOOL, .def = "true",
+    {.name = "created_query",
+     .type = SK_OPT_BOOL,
+     .def = "true",
      .help = "also query meta.created.after in each delta",
      .offset = offsetof(struct ss_conf, created_query)},
     {.name = NULL},
@@ -307,8 +392,8 @@ struct ss_source {
     bool releasing;
 
     bool warned_deleted_missing;
-    int64_t poll_interval_us;  /* the core's setting for this source */
-    int64_t last_regular_us;   /* start of the last run that covered every type */
+    int64_t poll_interval_us; /* the core's setting for this source */
+    int64_t last_regular_us;  /* start of the last run that covered every type */
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -725,8 +810,9 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, int step
          * anyway, this only saves work). Entities without meta.modified are
          * always published: there is nothing to compare. */
         int64_t prev;
-        if (mod_us != NO_MODIFIED && ((ss_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
-                                      (ss_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
+        if (mod_us != NO_MODIFIED &&
+            ((ss_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
+             (ss_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
             return;
     }
     struct sk_error err = {0};
@@ -877,9 +963,10 @@ static int list_chain_done(struct ss_source *src, struct cstate *st, int i, stru
             if (reconcile(src, i, err))
                 return -1;
         } else if (!first) {
-            sk_info(src->component,
-                    "%s: full listing resumed after a restart; reconciliation waits for the next one",
-                    src->types[i].e->collection);
+            sk_info(
+                src->component,
+                "%s: full listing resumed after a restart; reconciliation waits for the next one",
+                src->types[i].e->collection);
         }
         t->full_done = true;
         t->last_full_us = st->run_t0;
@@ -926,8 +1013,10 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
     if (!chain_start && (r.status == 410 || r.status == 400)) {
         /* An expired (410) or refused (400) pageToken: the query starts over
          * from the committed watermark; what was read is read again (dedupe). */
-        sk_warn(src->component, "GET %s: HTTP %ld on a page token; restarting the %s query from "
-                "its watermark", url, r.status, t->e->collection);
+        sk_warn(src->component,
+                "GET %s: HTTP %ld on a page token; restarting the %s query from "
+                "its watermark",
+                url, r.status, t->e->collection);
         chain_reset(st);
         goto out;
     }
@@ -936,8 +1025,10 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
         goto out;
     }
     if (chain_start && r.status == 400 && st->step == STEP_CREATED) {
-        sk_warn(src->component, "GET %s: HTTP 400: the server refuses meta.created.after; "
-                "%s deltas use meta.modified.after only", url, t->e->collection);
+        sk_warn(src->component,
+                "GET %s: HTTP 400: the server refuses meta.created.after; "
+                "%s deltas use meta.modified.after only",
+                url, t->e->collection);
         t->no_created = true;
         advance(src, st);
         goto out;
@@ -985,8 +1076,8 @@ static char *deleted_url(struct ss_source *src, const struct cstate *st)
     int64_t limit = src->conf->page_size;
     if (st->page_token) {
         char *tok = ss_http_escape(st->page_token);
-        char *url = sk_asprintf("%s/deletedEntities?pageToken=%s&limit=%" PRId64, src->base, tok,
-                                limit);
+        char *url =
+            sk_asprintf("%s/deletedEntities?pageToken=%s&limit=%" PRId64, src->base, tok, limit);
         free(tok);
         return url;
     }
@@ -1061,9 +1152,11 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
     }
     if (!st->page_token && r.status == 404) {
         if (!src->warned_deleted_missing)
-            sk_warn(src->component, "%s/deletedEntities: HTTP 404: the server has no "
+            sk_warn(src->component,
+                    "%s/deletedEntities: HTTP 404: the server has no "
                     "deletedEntities; deletions come from the full reconciliation only "
-                    "(every full_sync_interval)", src->base);
+                    "(every full_sync_interval)",
+                    src->base);
         src->warned_deleted_missing = true;
         st->deleted_missing = true;
         advance(src, st);
@@ -1113,7 +1206,8 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
                 take_deleted(src, e, cJSON_GetObjectItemCaseSensitive(o, "id"), url, out);
         }
     } else if (data && !cJSON_IsNull(data)) {
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: data is neither an object nor a list", url);
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: data is neither an object nor a list",
+                          url);
         cJSON_Delete(doc);
         goto out;
     }
@@ -1192,10 +1286,11 @@ static int finish_run(struct ss_source *src, struct cstate *st, struct sk_batch 
             if (dels_live(d, &d->v[k]))
                 dels_add(&src->held, d->v[k].type, d->v[k].id);
         update_held_gauge(src);
-        sk_warn(src->component, "delete guard: holding %zu deletion(s) (%s); release with "
+        sk_warn(src->component,
+                "delete guard: holding %zu deletion(s) (%s); release with "
                 "`skolsync release %s` or POST /api/v1/connectors/%s/release",
-                src->n_held_live, why[0] ? why : "deletions already held",
-                src->self->name, src->self->name);
+                src->n_held_live, why[0] ? why : "deletions already held", src->self->name,
+                src->self->name);
     } else if (total) {
         for (size_t k = 0; k < d->n; k++) {
             struct del *x = &d->v[k];
@@ -1360,8 +1455,10 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
     src->poll_interval_us = 5LL * 60 * 1000000;
     if (sk_source_poll_interval_ms(self) > 0)
         src->poll_interval_us = sk_source_poll_interval_ms(self) * 1000;
-    if (!conf->url || (strncmp(conf->url, "http://", 7) != 0 && strncmp(conf->url, "https://", 8) != 0)) {
-        sk_error_set(err, SK_ERR_FATAL, "url: expected an http:// or https:// URL, e.g. "
+    if (!conf->url ||
+        (strncmp(conf->url, "http://", 7) != 0 && strncmp(conf->url, "https://", 8) != 0)) {
+        sk_error_set(err, SK_ERR_FATAL,
+                     "url: expected an http:// or https:// URL, e.g. "
                      "https://api.example.org/v2.0");
         goto fail;
     }
@@ -1370,7 +1467,8 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
         n--;
     src->base = sk_strndup(conf->url, n);
     if (parse_fraction(conf->delete_guard.max_fraction, &src->max_fraction)) {
-        sk_error_set(err, SK_ERR_FATAL, "delete_guard.max_fraction: '%s' is not a fraction "
+        sk_error_set(err, SK_ERR_FATAL,
+                     "delete_guard.max_fraction: '%s' is not a fraction "
                      "(expected e.g. 10%% or 0.1)",
                      conf->delete_guard.max_fraction ? conf->delete_guard.max_fraction : "");
         goto fail;
@@ -1385,8 +1483,10 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
         if (!e)
             e = sk_entity_by_collection(name);
         if (!e) {
-            sk_error_set(err, SK_ERR_FATAL, "entities: unknown entity type '%s' (expected a name "
-                         "such as Person or a collection such as persons)", name);
+            sk_error_set(err, SK_ERR_FATAL,
+                         "entities: unknown entity type '%s' (expected a name "
+                         "such as Person or a collection such as persons)",
+                         name);
             goto fail;
         }
         src->types[sk_entity_index(e)].enabled = true;
@@ -1398,7 +1498,8 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
     }
     if (strcmp(at, "oauth2") == 0 &&
         (!conf->auth.token_url || !conf->auth.client_id || !conf->auth.client_secret)) {
-        sk_error_set(err, SK_ERR_FATAL, "auth: oauth2 needs token_url, client_id and client_secret");
+        sk_error_set(err, SK_ERR_FATAL,
+                     "auth: oauth2 needs token_url, client_id and client_secret");
         goto fail;
     }
     if (strcmp(at, "apikey") == 0 && (!conf->auth.value || !*conf->auth.value)) {
@@ -1424,7 +1525,8 @@ fail:
 
 const struct sk_source_ops ss12000_source_ops = {
     .type = "ss12000-source",
-    .summary = "SS 12000 2.1 REST API (full + delta sync, deletedEntities, webhooks, reconciliation)",
+    .summary =
+        "SS 12000 2.1 REST API (full + delta sync, deletedEntities, webhooks, reconciliation)",
     .options = ss_options,
     .conf_size = sizeof(struct ss_conf),
     .open = ss_open,

@@ -30,8 +30,8 @@ struct ss_hook {
     struct sk_source *self;
     const struct ss_conf *conf;
     const char *component;
-    char *path;   /* /hooks/<name>/<secret> (secret: never logged) */
-    char *target; /* public_url + path */
+    char *path;                  /* /hooks/<name>/<secret> (secret: never logged) */
+    char *target;                /* public_url + path */
     bool types[SK_ENTITY_COUNT]; /* the subscription's resourceTypes */
 
     pthread_mutex_t mu; /* guards the fields below (HTTP thread, debounce thread, poll) */
@@ -84,8 +84,7 @@ static bool bearer_ok(const char *header, const char *token)
  * spec's misspelling and "modifiedEntities" are accepted (NOTES.md §6.2).
  * Runs on an HTTP thread.
  */
-static void on_callback(void *ctx, const struct sk_http_request *req,
-                        struct sk_http_response *resp)
+static void on_callback(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
 {
     struct ss_hook *hk = ctx;
     if (hk->conf->webhook.token && *hk->conf->webhook.token &&
@@ -349,8 +348,10 @@ static int create_subscription(struct ss_hook *hk, struct ss_http *http, const c
     int rc = ss_http_request(http, "POST", url, text, &r, &err);
     free(text);
     if (rc) {
-        sk_warn(hk->component, "webhook subscription not created (%s); polling goes on, retrying "
-                "later", err.msg);
+        sk_warn(hk->component,
+                "webhook subscription not created (%s); polling goes on, retrying "
+                "later",
+                err.msg);
     } else if ((r.status != 201 && r.status != 200) || take_subscription(hk, &r)) {
         sk_warn(hk->component, "webhook subscription not created: POST %s: HTTP %ld: %.200s", url,
                 r.status, r.body);

@@ -149,8 +149,7 @@ void ss_resp_free(struct ss_resp *r)
     memset(r, 0, sizeof(*r));
 }
 
-struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component,
-                            struct sk_error *err)
+struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component, struct sk_error *err)
 {
     pthread_once(&curl_once, curl_init_once);
     struct ss_http *h = sk_calloc(1, sizeof(*h));
@@ -264,8 +263,8 @@ static int fetch_token(struct ss_http *h, struct sk_error *err)
                             "auth.client_secret");
     char *id = ss_http_escape(a->client_id), *secret = ss_http_escape(a->client_secret);
     char *scope = a->scope && *a->scope ? ss_http_escape(a->scope) : NULL;
-    char *form = sk_asprintf("grant_type=client_credentials&client_id=%s&client_secret=%s%s%s",
-                             id, secret, scope ? "&scope=" : "", scope ? scope : "");
+    char *form = sk_asprintf("grant_type=client_credentials&client_id=%s&client_secret=%s%s%s", id,
+                             secret, scope ? "&scope=" : "", scope ? scope : "");
     memset(secret, 0, strlen(secret));
     free(id);
     free(secret);
@@ -330,7 +329,8 @@ static int auth_header(struct ss_http *h, char **line, struct sk_error *err)
     }
     if (strcmp(a->type, "apikey") == 0) {
         if (!a->header || !*a->header || !a->value)
-            return sk_error_set(err, SK_ERR_FATAL, "auth.type apikey needs auth.header and auth.value");
+            return sk_error_set(err, SK_ERR_FATAL,
+                                "auth.type apikey needs auth.header and auth.value");
         *line = sk_asprintf("%s: %s", a->header, a->value);
         return 0;
     }

@@ -229,8 +229,8 @@ static bool idset_add(struct idset *s, const char *id)
  * Every id of the file (its last line wins, as for appended updates) must be
  * in the table with an equal doc, and the table must hold nothing else.
  */
-static bool compare_collection(sqlite3 *db, const struct sk_entity *e, const char *file,
-                               char *why, size_t why_size)
+static bool compare_collection(sqlite3 *db, const struct sk_entity *e, const char *file, char *why,
+                               size_t why_size)
 {
     size_t len = 0;
     char *text = sk_read_file(file, &len);
@@ -303,8 +303,8 @@ static bool compare_collection(sqlite3 *db, const struct sk_entity *e, const cha
         have = (size_t)sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     if (have != expected) {
-        snprintf(why, why_size, "%s: %zu rows in the database, %zu in the dataset",
-                 e->collection, have, expected);
+        snprintf(why, why_size, "%s: %zu rows in the database, %zu in the dataset", e->collection,
+                 have, expected);
         return false;
     }
     return true;

@@ -51,8 +51,8 @@ Test(broker_outage, broker_down_30s_mid_sync_then_back, .timeout = 400)
         usleep(100000);
     cr_assert_gt(count_rows(db), 0, "the sync never started (log %s)", log);
 
-    char *stop = skt_fmt("SK_TESTENV_DIR=%s %s/scripts/kafka.sh stop --keep-data", env_dir,
-                         SK_SOURCE_DIR);
+    char *stop =
+        skt_fmt("SK_TESTENV_DIR=%s %s/scripts/kafka.sh stop --keep-data", env_dir, SK_SOURCE_DIR);
     char *start = skt_fmt("SK_TESTENV_DIR=%s %s/scripts/kafka.sh start", env_dir, SK_SOURCE_DIR);
     char *out = NULL;
     cr_assert_eq(skt_sh(stop, 60, &out), 0, "%s", out);

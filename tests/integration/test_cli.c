@@ -83,9 +83,10 @@ Test(cli, malformed_json_line_goes_to_dlq_and_rest_goes_through, .timeout = 120)
     skt_generate(data, 3, 20);
     /* Break line 2 of persons.jsonl and add an invalid id at the end. */
     char *p = skt_fmt("%s/persons.jsonl", data);
-    char *cmd = skt_fmt("sed -i '2s/^{/{broken/' %s && echo '{\"id\":\"not-a-uuid\",\"givenName\":\"X\","
-                        "\"familyName\":\"Y\"}' >> %s",
-                        p, p);
+    char *cmd =
+        skt_fmt("sed -i '2s/^{/{broken/' %s && echo '{\"id\":\"not-a-uuid\",\"givenName\":\"X\","
+                "\"familyName\":\"Y\"}' >> %s",
+                p, p);
     cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
     char *cfg = embedded_config(dir, data, db, NULL);
     char *args = skt_fmt("run --once -c %s", cfg);
@@ -203,9 +204,9 @@ Test(cli, every_shipped_config_checks_ok)
     setenv("SKOLSYNC_ADMIN_TOKEN", "not-a-real-token", 1);
     setenv("SKOLSYNC_WEBHOOK_SECRET", "not-a-real-webhook-secret", 1);
     char *list = NULL;
-    cr_assert_eq(skt_sh("ls " SK_SOURCE_DIR "/etc/*.yaml " SK_SOURCE_DIR "/etc/examples/*.yaml", 10,
-                        &list),
-                 0);
+    cr_assert_eq(
+        skt_sh("ls " SK_SOURCE_DIR "/etc/*.yaml " SK_SOURCE_DIR "/etc/examples/*.yaml", 10, &list),
+        0);
     int checked = 0;
     for (char *save = NULL, *path = strtok_r(list, "\n", &save); path;
          path = strtok_r(NULL, "\n", &save)) {
@@ -340,8 +341,8 @@ Test(cli, sigterm_stops_gracefully_and_http_endpoints_answer, .timeout = 120)
 
     /* Wait until the sink applied the whole dataset, then stop it. */
     size_t total = skt_count_records(data);
-    char *want = skt_fmt("skolsync_records_total{connector=\"db\",kind=\"sink\",type=\"sqlite-sink\"} %zu",
-                         total);
+    char *want = skt_fmt(
+        "skolsync_records_total{connector=\"db\",kind=\"sink\",type=\"sqlite-sink\"} %zu", total);
     bool synced = false;
     for (int i = 0; i < 300 && !synced; i++) {
         cmd = skt_fmt("curl -s http://127.0.0.1:%d/metrics", port);
@@ -372,7 +373,8 @@ Test(cli, sigterm_stops_gracefully_and_http_endpoints_answer, .timeout = 120)
     free(out);
 }
 
-/* `make demo` as shipped: etc/demo.yaml on the generator's demo data (paths moved to a temp dir). */
+/* `make demo` as shipped: etc/demo.yaml on the generator's demo data (paths moved to a temp dir).
+ */
 Test(cli, shipped_demo_config_gives_exactly_the_demo_data, .timeout = 240)
 {
     char *dir = skt_tmpdir("cli-demo");

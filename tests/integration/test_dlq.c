@@ -35,17 +35,18 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
     skt_generate(data, 31, 10);
     /* An organisation whose display name is too long for the btree index on it:
      * PostgreSQL refuses the row (54000), the sink dead-letters that record. */
-    char *big = skt_fmt(
-        "python3 - <<'EOF'\n"
-        "import json, random\n"
-        "p='%s/organisations.jsonl'\n"
-        "d=json.loads(open(p,encoding='utf-8').readline())\n"
-        "d['id']='0bad0000-0000-4000-8000-000000000001'\n"
-        "r=random.Random(1)\n"
-        "d['displayName']=''.join(r.choice('abcdefghijklmnopqrstuvwxyzåäö') for _ in range(12000))\n"
-        "open(p,'a',encoding='utf-8').write(json.dumps(d,ensure_ascii=False)+'\\n')\n"
-        "EOF",
-        data);
+    char *big =
+        skt_fmt("python3 - <<'EOF'\n"
+                "import json, random\n"
+                "p='%s/organisations.jsonl'\n"
+                "d=json.loads(open(p,encoding='utf-8').readline())\n"
+                "d['id']='0bad0000-0000-4000-8000-000000000001'\n"
+                "r=random.Random(1)\n"
+                "d['displayName']=''.join(r.choice('abcdefghijklmnopqrstuvwxyzåäö') for _ in "
+                "range(12000))\n"
+                "open(p,'a',encoding='utf-8').write(json.dumps(d,ensure_ascii=False)+'\\n')\n"
+                "EOF",
+                data);
     char *out = NULL;
     cr_assert_eq(skt_sh(big, 20, &out), 0, "%s", out);
     free(out);
@@ -54,8 +55,7 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
                          "sources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
                          "sinks:\n  pg-%s:\n    type: postgres-sink\n    conninfo: \"%s\"\n"
                          "    schema: %s\n",
-                         skt_brokers(), prefix, suffix, data, suffix, getenv("SK_TEST_PG"),
-                         schema);
+                         skt_brokers(), prefix, suffix, data, suffix, getenv("SK_TEST_PG"), schema);
     skt_write(cfg, text);
 
     char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);

@@ -53,8 +53,7 @@ static struct setup make_setup(const char *tag, int students, int source_batch)
                          "    type: sqlite-sink\n"
                          "    path: %s\n"
                          "    batch_size: 200\n",
-                         skt_brokers(), s.prefix, s.suffix, s.data, source_batch, s.suffix,
-                         s.db);
+                         skt_brokers(), s.prefix, s.suffix, s.data, source_batch, s.suffix, s.db);
     skt_write(s.cfg, text);
     free(text);
     return s;
@@ -92,10 +91,11 @@ static void produce_txn(rd_kafka_t *p, const char *topic, int first, int n, bool
 {
     cr_assert_null(rd_kafka_begin_transaction(p));
     for (int i = first; i < first + n; i++) {
-        char *json = skt_fmt("{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
-                             "\"familyName\":\"Öberg %d\",\"meta\":{\"created\":"
-                             "\"2026-01-01T10:00:00+01:00\",\"modified\":\"2026-01-01T10:00:00+01:00\"}}",
-                             i, i);
+        char *json =
+            skt_fmt("{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
+                    "\"familyName\":\"Öberg %d\",\"meta\":{\"created\":"
+                    "\"2026-01-01T10:00:00+01:00\",\"modified\":\"2026-01-01T10:00:00+01:00\"}}",
+                    i, i);
         uint8_t *buf;
         size_t len;
         char id[37];
@@ -110,8 +110,8 @@ static void produce_txn(rd_kafka_t *p, const char *topic, int first, int n, bool
                      RD_KAFKA_RESP_ERR_NO_ERROR);
         free(json);
     }
-    rd_kafka_error_t *e = commit ? rd_kafka_commit_transaction(p, 30000)
-                                 : rd_kafka_abort_transaction(p, 30000);
+    rd_kafka_error_t *e =
+        commit ? rd_kafka_commit_transaction(p, 30000) : rd_kafka_abort_transaction(p, 30000);
     cr_assert_null(e, "%s", e ? rd_kafka_error_string(e) : "");
 }
 
@@ -119,8 +119,11 @@ Test(kafka_e2e, aborted_transaction_is_invisible_to_the_sink, .timeout = 180)
 {
     struct setup s = make_setup("e2e-abort", 0, 100);
     /* The daemon's own topic setup (compacted, 3 partitions). */
-    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(), .topic_prefix = s.prefix,
-                               .partitions = 3, .replication_factor = 1, .exactly_once = true,
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
+                               .topic_prefix = s.prefix,
+                               .partitions = 3,
+                               .replication_factor = 1,
+                               .exactly_once = true,
                                .connect_timeout_ms = 20000};
     const char *cols[] = {"persons"};
     struct sk_kafka *k = NULL;
@@ -170,18 +173,17 @@ Test(kafka_e2e, aborted_transaction_is_invisible_to_the_sink, .timeout = 180)
 /* Appends a newer version of the first n persons of the dataset (a name change). */
 static void append_updates(const struct setup *s, int n)
 {
-    char *cmd = skt_fmt(
-        "python3 - <<'EOF'\n"
-        "import json\n"
-        "p='%s/persons.jsonl'\n"
-        "lines=[l for l in open(p,encoding='utf-8') if l.strip()][:%d]\n"
-        "with open(p,'a',encoding='utf-8') as f:\n"
-        "  for l in lines:\n"
-        "    d=json.loads(l); d['givenName']=d['givenName']+' Ändrad'\n"
-        "    d['meta']['modified']='2027-01-15T09:00:00+01:00'\n"
-        "    f.write(json.dumps(d,ensure_ascii=False)+'\\n')\n"
-        "EOF",
-        s->data, n);
+    char *cmd = skt_fmt("python3 - <<'EOF'\n"
+                        "import json\n"
+                        "p='%s/persons.jsonl'\n"
+                        "lines=[l for l in open(p,encoding='utf-8') if l.strip()][:%d]\n"
+                        "with open(p,'a',encoding='utf-8') as f:\n"
+                        "  for l in lines:\n"
+                        "    d=json.loads(l); d['givenName']=d['givenName']+' Ändrad'\n"
+                        "    d['meta']['modified']='2027-01-15T09:00:00+01:00'\n"
+                        "    f.write(json.dumps(d,ensure_ascii=False)+'\\n')\n"
+                        "EOF",
+                        s->data, n);
     char *out = NULL;
     cr_assert_eq(skt_sh(cmd, 30, &out), 0, "%s", out);
     free(out);

@@ -25,8 +25,17 @@
 #include "sk_test.h"
 
 /* Kafka API keys (private to librdkafka: c-engineering.md §2.1). */
-enum { PRODUCE = 0, FETCH = 1, OFFSET_COMMIT = 8, OFFSET_FETCH = 9, FIND_COORDINATOR = 10,
-       JOIN_GROUP = 11, HEARTBEAT = 12, SYNC_GROUP = 14, INIT_PRODUCER_ID = 22 };
+enum {
+    PRODUCE = 0,
+    FETCH = 1,
+    OFFSET_COMMIT = 8,
+    OFFSET_FETCH = 9,
+    FIND_COORDINATOR = 10,
+    JOIN_GROUP = 11,
+    HEARTBEAT = 12,
+    SYNC_GROUP = 14,
+    INIT_PRODUCER_ID = 22
+};
 
 enum scenario { REQUEST_ERRORS, BROKER_DOWN_UP, LEADER_MOVE, LOST_ACKS };
 
@@ -44,19 +53,17 @@ static void *inject(void *arg)
     rd_kafka_mock_cluster_t *mc = p->mock;
     switch (p->scenario) {
     case REQUEST_ERRORS:
-        rd_kafka_mock_push_request_errors(mc, PRODUCE, 4, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                                          RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                          RD_KAFKA_RESP_ERR__TRANSPORT,
-                                          RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+        rd_kafka_mock_push_request_errors(
+            mc, PRODUCE, 4, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR__TRANSPORT,
+            RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
         rd_kafka_mock_push_request_errors(mc, FETCH, 3, RD_KAFKA_RESP_ERR__TRANSPORT,
                                           RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
                                           RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
-        rd_kafka_mock_push_request_errors(mc, OFFSET_COMMIT, 3,
-                                          RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
-                                          RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                          RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
-        rd_kafka_mock_push_request_errors(mc, HEARTBEAT, 3,
-                                          RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+        rd_kafka_mock_push_request_errors(
+            mc, OFFSET_COMMIT, 3, RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
+        rd_kafka_mock_push_request_errors(mc, HEARTBEAT, 3, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
                                           RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
                                           RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
         rd_kafka_mock_push_request_errors(mc, FIND_COORDINATOR, 2,
@@ -109,22 +116,23 @@ static void run_with(enum scenario scenario, const char *extra_kafka)
     char *db = skt_fmt("%s/out.db", dir);
     char *cfg = skt_fmt("%s/skolsync.yaml", dir);
     skt_generate(data, 41, 150);
-    char *text = skt_fmt("kafka:\n  brokers: embedded\n  embedded_brokers: 3\n%s"
-                         "admin:\n  listen: 127.0.0.1:0\n"
-                         "log:\n  level: warn\n"
-                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
-                         "    batch_size: 200\n    retry_backoff: 200ms\n    retry_backoff_max: 2s\n"
-                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n    batch_size: 200\n"
-                         "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
-                         extra_kafka ? extra_kafka : "", data, db);
+    char *text =
+        skt_fmt("kafka:\n  brokers: embedded\n  embedded_brokers: 3\n%s"
+                "admin:\n  listen: 127.0.0.1:0\n"
+                "log:\n  level: warn\n"
+                "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                "    batch_size: 200\n    retry_backoff: 200ms\n    retry_backoff_max: 2s\n"
+                "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n    batch_size: 200\n"
+                "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
+                extra_kafka ? extra_kafka : "", data, db);
     skt_write(cfg, text);
     struct sk_config_errors errs = {0};
     struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
     cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
     sk_log_setup(SK_LOG_WARN, false);
     struct plan plan = {.scenario = scenario};
-    struct sk_run_options opt = {.once = true, .summary = stderr, .kafka_started = on_kafka,
-                                 .hook_ctx = &plan};
+    struct sk_run_options opt = {
+        .once = true, .summary = stderr, .kafka_started = on_kafka, .hook_ctx = &plan};
     int rc = sk_daemon_run(c, &opt);
     pthread_join(plan.thread, NULL);
     cr_assert_eq(rc, 0, "the sync did not complete under faults");

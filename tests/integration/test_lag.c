@@ -28,8 +28,11 @@ static struct env env_new(const char *tag)
     struct env e = {0};
     e.prefix = skt_unique_prefix();
     e.suffix = strndup(e.prefix + 1, 8);
-    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(), .topic_prefix = e.prefix,
-                               .partitions = 2, .replication_factor = 1, .exactly_once = true,
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
+                               .topic_prefix = e.prefix,
+                               .partitions = 2,
+                               .replication_factor = 1,
+                               .exactly_once = true,
                                .connect_timeout_ms = 20000};
     const char *cols[] = {"persons"};
     struct sk_error err = {0};
@@ -275,8 +278,8 @@ Test(lag, seconds_lag_is_the_age_of_the_oldest_unconsumed_record, .timeout = 120
     cr_assert_eq(num(p, "first_unconsumed_ts_ms"), oldest, "%s", dump);
     double expect = (double)(sk_now_us() / 1000 - oldest) / 1000.0;
     double got = cJSON_GetObjectItem(p, "lag_seconds")->valuedouble;
-    cr_assert(got <= expect + 0.5 && got >= expect - 5, "lag_seconds %.3f, expected ~%.3f: %s",
-              got, expect, dump);
+    cr_assert(got <= expect + 0.5 && got >= expect - 5, "lag_seconds %.3f, expected ~%.3f: %s", got,
+              expect, dump);
     /* A live member with a record waiting 90 s (> warn-after 60 s): WARN, exit 1. */
     cr_assert_str_eq(str(p, "status"), "WARN", "%s", dump);
     cr_assert_eq(rc, 1, "%s", dump);
@@ -293,9 +296,9 @@ Test(lag, idle_caught_up_group_is_ok_with_and_without_members, .timeout = 120)
     rd_kafka_t *c = consumer_new(&e);
     consume(c, 5);
     /* Watched over a window of samples, no traffic: OK throughout, exit 0. */
-    const char *args[] = {"--brokers", skt_brokers(), "--group", e.group, "--watch",
-                          "--interval", "1s", "--count", "3", "--window", "3",
-                          "--stuck-after", "1s"};
+    const char *args[] = {
+        "--brokers", skt_brokers(), "--group",  e.group, "--watch",       "--interval", "1s",
+        "--count",   "3",           "--window", "3",     "--stuck-after", "1s"};
     cJSON *j;
     int rc = lag_json(&j, args, 13);
     char *dump = cJSON_Print(j);

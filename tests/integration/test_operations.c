@@ -63,8 +63,8 @@ static void stop_daemon(struct daemon_run *d)
 static char *http(struct daemon_run *d, const char *method, const char *path, const char *token,
                   int *status)
 {
-    char *cmd = skt_fmt("curl -s -w '\\n%%{http_code}' -X %s %s%s%s http://127.0.0.1:%d%s",
-                        method, token ? "-H 'Authorization: Bearer " : "", token ? token : "",
+    char *cmd = skt_fmt("curl -s -w '\\n%%{http_code}' -X %s %s%s%s http://127.0.0.1:%d%s", method,
+                        token ? "-H 'Authorization: Bearer " : "", token ? token : "",
                         token ? "'" : "", d->port, path);
     char *out = NULL;
     skt_sh(cmd, 70, &out);
@@ -104,8 +104,8 @@ static long long metric_value(struct daemon_run *d, const char *series)
 
 static char *sink_applied(size_t n)
 {
-    return skt_fmt("skolsync_records_total{connector=\"db\",kind=\"sink\",type=\"sqlite-sink\"} %zu\n",
-                   n);
+    return skt_fmt(
+        "skolsync_records_total{connector=\"db\",kind=\"sink\",type=\"sqlite-sink\"} %zu\n", n);
 }
 
 static void write_config(struct daemon_run *d, const char *sources, const char *extra)
@@ -155,8 +155,9 @@ Test(operations, reload_keeps_unchanged_sink_and_adds_a_source, .timeout = 180)
     want = sink_applied(na + nb);
     /* Exactly na + nb applied: nothing lost, nothing applied twice across the reload. */
     cr_assert(metric_is(&d, want, 60000), "second source's data not applied exactly once");
-    cr_assert(metric_is(&d, "skolsync_connector_restarts_total{connector=\"db\",kind=\"sink\","
-                            "type=\"sqlite-sink\"} 0\n",
+    cr_assert(metric_is(&d,
+                        "skolsync_connector_restarts_total{connector=\"db\",kind=\"sink\","
+                        "type=\"sqlite-sink\"} 0\n",
                         1000));
     char *grep = skt_fmt("grep -c 'db: assigned' %s", d.log);
     char *out = NULL;
@@ -170,8 +171,8 @@ Test(operations, reload_keeps_unchanged_sink_and_adds_a_source, .timeout = 180)
     char *c = skt_fmt("%s/c", d.dir);
     skt_generate(c, 26, 10);
     for (int i = 0; i < 5; i++) {
-        char *three = skt_fmt("%s%s%s", src_a, src_b,
-                              i == 4 ? source_entry("files-c", c, NULL) : "");
+        char *three =
+            skt_fmt("%s%s%s", src_a, src_b, i == 4 ? source_entry("files-c", c, NULL) : "");
         write_config(&d, three, i % 2 ? "log:\n  level: debug\n" : NULL);
         kill(d.pid, SIGHUP);
         free(three);
@@ -234,10 +235,11 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     cr_assert_eq(st, 200, "%s", body);
     free(body);
     /* paused: an appended line is not read */
-    char *cmd = skt_fmt("head -1 %s/persons.jsonl | sed 's/\"givenName\":\"[^\"]*\"/\"givenName\":"
-                        "\"Östen\"/; s/\"modified\":\"[^\"]*\"/\"modified\":\"2027-02-01T10:00:00+01:00\"/' "
-                        ">> %s/persons.jsonl",
-                        a, a);
+    char *cmd = skt_fmt(
+        "head -1 %s/persons.jsonl | sed 's/\"givenName\":\"[^\"]*\"/\"givenName\":"
+        "\"Östen\"/; s/\"modified\":\"[^\"]*\"/\"modified\":\"2027-02-01T10:00:00+01:00\"/' "
+        ">> %s/persons.jsonl",
+        a, a);
     cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
     sleep(2);
     body = http(&d, "GET", "/api/v1/connectors/files", NULL, &st);
@@ -267,7 +269,8 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     }
     cr_assert(ok, "no OK lag report for skolsync-db");
     free(body);
-    cr_assert(metric_is(&d, "skolsync_consumer_group_status{group=\"skolsync-db\",status=\"OK\"} 1", 2000));
+    cr_assert(metric_is(&d, "skolsync_consumer_group_status{group=\"skolsync-db\",status=\"OK\"} 1",
+                        2000));
     cr_assert(metric_is(&d, "# TYPE skolsync_consumer_lag_seconds gauge", 100));
     stop_daemon(&d);
     char why[2048] = "";
@@ -293,8 +296,8 @@ Test(operations, on_error_stop_fails_the_connector_and_the_supervisor_restarts_i
     char *want = sink_applied(skt_count_records(good));
     cr_assert(metric_is(&d, want, 60000), "the healthy source was held up");
     /* The strict source never got past the bad line and is restarted with backoff. */
-    const char *series =
-        "skolsync_connector_restarts_total{connector=\"strict\",kind=\"source\",type=\"jsonl-source\"} ";
+    const char *series = "skolsync_connector_restarts_total{connector=\"strict\",kind=\"source\","
+                         "type=\"jsonl-source\"} ";
     long long restarts = 0;
     for (int i = 0; i < 100 && restarts < 1; i++) {
         restarts = metric_value(&d, series);

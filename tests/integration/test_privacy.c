@@ -360,7 +360,7 @@ static void walk_files(const char *dir, void (*fn)(void *ctx, const char *path),
 struct scan {
     const struct dataset *d;
     size_t files, csv_files;
-    bool civic_any;   /* every civic number of the dataset, not only protected ones */
+    bool civic_any; /* every civic number of the dataset, not only protected ones */
 };
 
 static void scan_file(void *ctx, const char *path)
@@ -537,8 +537,7 @@ static size_t check_scim(const struct dataset *d)
         char *where = skt_fmt("SCIM User of protected person %s", p->id);
         assert_no_protected_data(d, text, strlen(text), where);
         cr_assert_null(cJSON_GetObjectItemCaseSensitive(u, "addresses"), "%s: %s", where, text);
-        cr_assert_null(cJSON_GetObjectItemCaseSensitive(u, "phoneNumbers"), "%s: %s", where,
-                       text);
+        cr_assert_null(cJSON_GetObjectItemCaseSensitive(u, "phoneNumbers"), "%s: %s", where, text);
         /* minimal: no names either */
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(u, "name");
         cr_assert(!cJSON_GetObjectItemCaseSensitive(name, "givenName") &&
@@ -646,8 +645,8 @@ static void drop_schema(const struct setup *s)
 {
     PGconn *c = PQconnectdb(getenv("SK_TEST_PG"));
     if (PQstatus(c) == CONNECTION_OK) {
-        char *sql = skt_fmt("SET client_min_messages TO warning; DROP SCHEMA \"%s\" CASCADE",
-                            s->schema);
+        char *sql =
+            skt_fmt("SET client_min_messages TO warning; DROP SCHEMA \"%s\" CASCADE", s->schema);
         PQclear(PQexec(c, sql));
         free(sql);
     }
@@ -659,8 +658,7 @@ Test(privacy, default_policy_of_every_sink_then_a_per_sink_override, .timeout = 
     struct setup s = make_setup(60);
     struct dataset d = load_persons(s.data);
     size_t prot = n_protected(&d);
-    cr_log_info("privacy: %zu persons, %zu protected, %zu civic numbers", d.n, prot,
-                d.n_civics);
+    cr_log_info("privacy: %zu persons, %zu protected, %zu civic numbers", d.n, prot, d.n_civics);
     cr_assert_geq(prot, 3, "the dataset has too few protected persons (%zu)", prot);
 
     /* ---- run 1: every sink with its default policy ---- */
@@ -728,8 +726,7 @@ Test(privacy, default_policy_of_every_sink_then_a_per_sink_override, .timeout = 
                        "person %s keeps addresses under drop_fields: [addresses]", d.p[i].id);
         if (d.p[i].civic[0])
             cr_assert(cJSON_GetObjectItemCaseSensitive(doc, "civicNo"),
-                      "drop_fields replaced the list: civicNo must stay in sqlite (%s)",
-                      d.p[i].id);
+                      "drop_fields replaced the list: civicNo must stay in sqlite (%s)", d.p[i].id);
         kept++;
         cJSON_Delete(doc);
     }

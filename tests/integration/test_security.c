@@ -108,8 +108,9 @@ Test(security, secrets_never_appear_in_logs_errors_check_or_api, .timeout = 180)
     int port = logged_port(log);
     cr_assert_gt(port, 0);
     sleep(4);
-    const char *gets[] = {"/", "/metrics", "/health", "/ready", "/api/v1/connectors",
-                          "/api/v1/connectors/files", "/api/v1/lag", "/api/v1/lag/history"};
+    const char *gets[] = {"/",           "/metrics",           "/health",
+                          "/ready",      "/api/v1/connectors", "/api/v1/connectors/files",
+                          "/api/v1/lag", "/api/v1/lag/history"};
     for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); i++) {
         char *c = skt_fmt("curl -s http://127.0.0.1:%d%s", port, gets[i]);
         skt_sh(c, 20, &out);
@@ -162,10 +163,12 @@ Test(security, secrets_never_appear_in_logs_errors_check_or_api, .timeout = 180)
 Test(security, admin_api_listens_on_loopback_by_default)
 {
     char *out = NULL;
-    cr_assert_eq(skt_sh("grep -A1 '\"listen\", SK_OPT_STRING' " SK_SOURCE_DIR "/daemon/daemon_config.c",
+    cr_assert_eq(skt_sh("grep -A1 '\"listen\", SK_OPT_STRING' " SK_SOURCE_DIR
+                        "/daemon/daemon_config.c",
                         10, &out),
                  0);
-    cr_assert(strstr(out, "\"127.0.0.1:9720\""), "the default admin.listen is not loopback: %s", out);
+    cr_assert(strstr(out, "\"127.0.0.1:9720\""), "the default admin.listen is not loopback: %s",
+              out);
     free(out);
     /* and what `connectors`-style help prints is the same default */
 }

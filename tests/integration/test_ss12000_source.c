@@ -96,12 +96,13 @@ static void write_helpers(const char *dir)
     free(p);
     p = skt_fmt("%s/q.py", dir);
     /* q.py DB SQL: the first column of the first row, or nothing */
-    skt_write(p, "import sqlite3, sys\n"
-                 "try:\n"
-                 "    r = sqlite3.connect(sys.argv[1], timeout=10).execute(sys.argv[2]).fetchone()\n"
-                 "except Exception as e:\n"
-                 "    print('ERR', e); sys.exit(0)\n"
-                 "print('' if r is None else r[0])\n");
+    skt_write(p,
+              "import sqlite3, sys\n"
+              "try:\n"
+              "    r = sqlite3.connect(sys.argv[1], timeout=10).execute(sys.argv[2]).fetchone()\n"
+              "except Exception as e:\n"
+              "    print('ERR', e); sys.exit(0)\n"
+              "print('' if r is None else r[0])\n");
     free(p);
 }
 
@@ -186,8 +187,8 @@ static char *json_expr(const char *json, const char *expr)
 {
     char *path = skt_fmt("/tmp/skt-json-%d.json", getpid());
     skt_write(path, json ? json : "null");
-    char *cmd = skt_fmt("python3 -c 'import json; d = json.load(open(\"%s\")); print(%s)'", path,
-                        expr);
+    char *cmd =
+        skt_fmt("python3 -c 'import json; d = json.load(open(\"%s\")); print(%s)'", path, expr);
     char *out = NULL;
     skt_sh(cmd, 10, &out);
     free(cmd);
@@ -287,8 +288,8 @@ static struct daemon daemon_start(const char *dir, const char *sources, const ch
     for (int i = 0; i < 200 && !d.admin; i++) {
         usleep(100000);
         char *out = NULL;
-        char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
-                            d.log);
+        char *cmd =
+            skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s", d.log);
         skt_sh(cmd, 5, &out);
         free(cmd);
         if (out && atoi(out) > 0)
@@ -336,7 +337,8 @@ static char *first_id(int port, const char *collection, const char *cond)
 {
     char *url = skt_fmt("http://127.0.0.1:%d/_control/dump?collection=%s", port, collection);
     char *dump = get(url);
-    char *expr = skt_fmt("[e[\"id\"] for e in d[\"%s\"] if %s][0]", collection, cond ? cond : "True");
+    char *expr =
+        skt_fmt("[e[\"id\"] for e in d[\"%s\"] if %s][0]", collection, cond ? cond : "True");
     char *id = json_expr(dump, expr);
     free(expr);
     free(dump);
@@ -403,49 +405,63 @@ Test(ss12000_source, deltas_of_every_mutation_converge_also_while_paging, .timeo
     struct daemon d = daemon_start(dir, src, db, 0);
     sleep(3);
     char *person = first_id(s.port, "persons", NULL);
-    char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Mittemellan\"}}",
-                         person);
+    char *body = skt_fmt(
+        "{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Mittemellan\"}}",
+        person);
     char *out = ctl(s.port, "update", body);
     free(out);
     free(body);
     char *group = first_id(s.port, "groups", NULL);
     char *org = first_id(s.port, "organisations", NULL);
-    body = skt_fmt("{\"collection\":\"groups\",\"id\":\"%s\",\"patch\":{\"displayName\":\"Paging 1\"}}",
-                   group);
+    body = skt_fmt(
+        "{\"collection\":\"groups\",\"id\":\"%s\",\"patch\":{\"displayName\":\"Paging 1\"}}",
+        group);
     free(ctl(s.port, "update", body));
     free(body);
     char why[512] = "";
     bool ok = wait_match(dir, db, s.port, NULL, 60, why, sizeof(why));
-    char *rows_during = db_query(dir, db, "select count(*) from persons where doc like '%Mittemellan%'");
+    char *rows_during =
+        db_query(dir, db, "select count(*) from persons where doc like '%Mittemellan%'");
     cr_assert(ok, "after the mid-paging update: %s (logs in %s)", why, dir);
     cr_assert_str_eq(rows_during, "1");
     free(ctl(s.port, "faults", "{\"clear\":true}"));
 
     /* create, update, delete, membership, move_student */
-    body = skt_fmt("{\"collection\":\"persons\",\"entity\":{\"id\":\"0b5f0e7c-1f2a-4c3d-9e8f-aa00000000c1\","
-                   "\"givenName\":\"Ny\",\"familyName\":\"Elev\"}}");
+    body = skt_fmt(
+        "{\"collection\":\"persons\",\"entity\":{\"id\":\"0b5f0e7c-1f2a-4c3d-9e8f-aa00000000c1\","
+        "\"givenName\":\"Ny\",\"familyName\":\"Elev\"}}");
     free(ctl(s.port, "create", body));
     free(body);
     char *victim = first_id(s.port, "rooms", NULL);
     body = skt_fmt("{\"collection\":\"rooms\",\"id\":\"%s\"}", victim);
     free(ctl(s.port, "delete", body));
     free(body);
-    body = skt_fmt("{\"group\":\"%s\",\"person\":\"0b5f0e7c-1f2a-4c3d-9e8f-aa00000000c1\",\"action\":\"add\"}",
-                   group);
+    body = skt_fmt(
+        "{\"group\":\"%s\",\"person\":\"0b5f0e7c-1f2a-4c3d-9e8f-aa00000000c1\",\"action\":\"add\"}",
+        group);
     free(ctl(s.port, "membership", body));
     free(body);
     /* A student with an enrolment at a school that has another school to move to. */
     char *pdump = get(skt_fmt("http://127.0.0.1:%d/_control/dump", s.port));
-    char *mover = json_expr(pdump,
-        "[p[\"id\"] for p in d[\"persons\"] for g in d[\"groups\"] if g.get(\"groupType\") == \"Klass\" "
+    char *mover = json_expr(
+        pdump,
+        "[p[\"id\"] for p in d[\"persons\"] for g in d[\"groups\"] if g.get(\"groupType\") == "
+        "\"Klass\" "
         "and any(m[\"person\"][\"id\"] == p[\"id\"] for m in g.get(\"groupMemberships\", [])) "
-        "and any(e[\"enroledAt\"][\"id\"] == g[\"organisation\"][\"id\"] for e in p.get(\"enrolments\", []))][0]");
-    char *from = json_expr(pdump, skt_fmt("[e[\"enroledAt\"][\"id\"] for p in d[\"persons\"] if p[\"id\"] == \"%s\" "
-                                          "for e in p[\"enrolments\"]][0]", mover));
-    char *to = json_expr(pdump, skt_fmt("[g[\"organisation\"][\"id\"] for g in d[\"groups\"] if g.get(\"groupType\") "
-                                        "== \"Klass\" and g[\"organisation\"][\"id\"] != \"%s\"][0]", from));
+        "and any(e[\"enroledAt\"][\"id\"] == g[\"organisation\"][\"id\"] for e in "
+        "p.get(\"enrolments\", []))][0]");
+    char *from = json_expr(
+        pdump, skt_fmt("[e[\"enroledAt\"][\"id\"] for p in d[\"persons\"] if p[\"id\"] == \"%s\" "
+                       "for e in p[\"enrolments\"]][0]",
+                       mover));
+    char *to = json_expr(
+        pdump,
+        skt_fmt("[g[\"organisation\"][\"id\"] for g in d[\"groups\"] if g.get(\"groupType\") "
+                "== \"Klass\" and g[\"organisation\"][\"id\"] != \"%s\"][0]",
+                from));
     free(pdump);
-    body = skt_fmt("{\"person\":\"%s\",\"from_school\":\"%s\",\"to_school\":\"%s\"}", mover, from, to);
+    body =
+        skt_fmt("{\"person\":\"%s\",\"from_school\":\"%s\",\"to_school\":\"%s\"}", mover, from, to);
     char *moved = ctl(s.port, "move_student", body);
     free(body);
     char *added_to = json_expr(moved, "d[\"added_to\"]");
@@ -456,7 +472,8 @@ Test(ss12000_source, deltas_of_every_mutation_converge_also_while_paging, .timeo
     char *sql = skt_fmt("select count(*) from groups where doc like '%%%s%%'", mover);
     char *ngroups = db_query(dir, db, sql);
     free(sql);
-    sql = skt_fmt("select count(*) from groups where id = '%s' and doc like '%%%s%%'", added_to, mover);
+    sql = skt_fmt("select count(*) from groups where id = '%s' and doc like '%%%s%%'", added_to,
+                  mover);
     char *in_new = db_query(dir, db, sql);
     free(sql);
     sql = skt_fmt("select count(*) from persons where id = '%s' and doc like '%%%s%%'", mover, to);
@@ -509,11 +526,14 @@ Test(ss12000_source, expired_token_restarts_from_watermark_and_retry_after_is_ho
     char *url = skt_fmt("http://127.0.0.1:%d/_control/stats", s.port);
     char *stats = get(url);
     char *n410 = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"status\"] == 410)");
-    char *mixed = json_expr(stats, "sum(1 for r in d[\"requests\"] if any(k == \"pageToken\" for k, v in r[\"params\"]) "
-                                   "and any(k not in (\"pageToken\", \"limit\") for k, v in r[\"params\"]))");
-    char *noffset = json_expr(stats, "sum(1 for r in d[\"requests\"] for k, v in r[\"params\"] if k in "
-                                     "(\"meta.modified.after\", \"meta.created.after\", \"after\") and not "
-                                     "(v.endswith(\"Z\") or v[-6] in \"+-\"))");
+    char *mixed = json_expr(
+        stats,
+        "sum(1 for r in d[\"requests\"] if any(k == \"pageToken\" for k, v in r[\"params\"]) "
+        "and any(k not in (\"pageToken\", \"limit\") for k, v in r[\"params\"]))");
+    char *noffset =
+        json_expr(stats, "sum(1 for r in d[\"requests\"] for k, v in r[\"params\"] if k in "
+                         "(\"meta.modified.after\", \"meta.created.after\", \"after\") and not "
+                         "(v.endswith(\"Z\") or v[-6] in \"+-\"))");
     char *n400 = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"status\"] == 400)");
     free(stats);
     cr_assert(n410 && atoi(n410) >= 1, "no 410 seen: the test did not expire a token (%s)", n410);
@@ -528,13 +548,16 @@ Test(ss12000_source, expired_token_restarts_from_watermark_and_retry_after_is_ho
     sleep(7);
     char *qexpr = skt_fmt("[r for r in d[\"requests\"] if r[\"seq\"] > %s]", total);
     stats = get(url);
-    char *expr = skt_fmt("(lambda rs: (lambda i: rs[i+1][\"unix\"] - rs[i][\"unix\"] if i + 1 < len(rs) else -1)"
-                         "([j for j, r in enumerate(rs) if r[\"status\"] == 429][0]))(%s)", qexpr);
+    char *expr = skt_fmt(
+        "(lambda rs: (lambda i: rs[i+1][\"unix\"] - rs[i][\"unix\"] if i + 1 < len(rs) else -1)"
+        "([j for j, r in enumerate(rs) if r[\"status\"] == 429][0]))(%s)",
+        qexpr);
     char *gap = json_expr(stats, expr);
     free(stats);
     daemon_stop(&d);
     server_stop(&s);
-    cr_assert(gap && atof(gap) >= 1.99, "the request after a 429 Retry-After: 2 came %s s later", gap ? gap : "?");
+    cr_assert(gap && atof(gap) >= 1.99, "the request after a 429 Retry-After: 2 came %s s later",
+              gap ? gap : "?");
     free(url);
 }
 
@@ -565,10 +588,12 @@ Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_n
 
     /* A mutation: the server calls back, the source polls at once. */
     char *person = first_id(s.port, "persons", NULL);
-    char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Krok\"}}", person);
+    char *body = skt_fmt(
+        "{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Krok\"}}", person);
     free(ctl(s.port, "update", body));
     free(body);
-    char *sql = skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Krok%%'", person);
+    char *sql =
+        skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Krok%%'", person);
     char *seen = NULL;
     for (int i = 0; i < 50; i++) {
         free(seen);
@@ -577,24 +602,30 @@ Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_n
             break;
         usleep(200000);
     }
-    cr_assert_str_eq(seen, "1", "the webhook did not bring the change within 10 s (poll_interval 10m)");
+    cr_assert_str_eq(seen, "1",
+                     "the webhook did not bring the change within 10 s (poll_interval 10m)");
     free(sql);
 
     /* No more callbacks from the server; ours to a wrong secret is 404 and changes nothing. */
-    free(ctl(s.port, "reset", "{\"data\":false,\"stats\":false,\"faults\":false,\"tokens\":false,"
-                              "\"subscriptions\":true}"));
-    body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Hake\"}}", person);
+    free(ctl(s.port, "reset",
+             "{\"data\":false,\"stats\":false,\"faults\":false,\"tokens\":false,"
+             "\"subscriptions\":true}"));
+    body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Hake\"}}",
+                   person);
     free(ctl(s.port, "update", body));
     free(body);
-    char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntities\":[\"Person\"]}' "
-                        "http://127.0.0.1:%d/hooks/sis/wrong-secret-000", admin);
+    char *cmd = skt_fmt(
+        "curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntities\":[\"Person\"]}' "
+        "http://127.0.0.1:%d/hooks/sis/wrong-secret-000",
+        admin);
     char *code = NULL;
     skt_sh(cmd, 10, &code);
     free(cmd);
     cr_assert_str_eq(code, "404");
     free(code);
     cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntities\":' "
-                  "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET, admin);
+                  "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET,
+                  admin);
     skt_sh(cmd, 10, &code);
     free(cmd);
     cr_assert_str_eq(code, "400", "a malformed callback body must be a 400");
@@ -604,8 +635,10 @@ Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_n
     char *early = db_query(dir, db, sql);
     cr_assert_str_eq(early, "0", "the change arrived without a valid callback");
     /* The right secret, the spec's misspelled key: the change comes. */
-    cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntites\":[\"Person\"]}' "
-                  "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET, admin);
+    cmd = skt_fmt(
+        "curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntites\":[\"Person\"]}' "
+        "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET,
+        admin);
     skt_sh(cmd, 10, &code);
     free(cmd);
     cr_assert_str_eq(code, "200");
@@ -632,7 +665,8 @@ static char *delete_at(int port, const char *collection, const char *id)
     return out;
 }
 
-static bool wait_rows(const char *dir, const char *db, const char *sql, const char *want, int timeout_s)
+static bool wait_rows(const char *dir, const char *db, const char *sql, const char *want,
+                      int timeout_s)
 {
     for (int i = 0; i < timeout_s * 4; i++) {
         char *got = db_query(dir, db, sql);
@@ -682,23 +716,29 @@ Test(ss12000_source, deleted_entities_in_both_spellings_become_tombstones, .time
     cr_assert(db_matches(dir, db, s.port, NULL, why, sizeof(why)), "%s", why);
     char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/deletedEntities", s.port);
     char *stats = get(url);
-    char *rep = json_expr(stats, "sum(1 for r in d[\"requests\"] if sum(1 for k, v in r[\"params\"] if k == \"entities\") == 18)");
+    char *rep = json_expr(stats, "sum(1 for r in d[\"requests\"] if sum(1 for k, v in "
+                                 "r[\"params\"] if k == \"entities\") == 18)");
     free(stats);
     free(url);
     url = skt_fmt("http://127.0.0.1:%d/_control/stats", s.port);
     stats = get(url);
-    char *renewed = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"method\"] == \"PATCH\" and "
-                                     "r[\"path\"].startswith(\"/v2.0/subscriptions/\") and r[\"status\"] == 200)");
+    char *renewed = json_expr(
+        stats, "sum(1 for r in d[\"requests\"] if r[\"method\"] == \"PATCH\" and "
+               "r[\"path\"].startswith(\"/v2.0/subscriptions/\") and r[\"status\"] == 200)");
     free(stats);
     daemon_stop(&d);
     stats = get(url);
-    char *deleted = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"method\"] == \"DELETE\" and "
-                                     "r[\"path\"].startswith(\"/v2.0/subscriptions/\") and r[\"status\"] == 204)");
-    char *left = json_expr(get(skt_fmt("http://127.0.0.1:%d/_control/subscriptions", s.port)), "len(d)");
+    char *deleted = json_expr(
+        stats, "sum(1 for r in d[\"requests\"] if r[\"method\"] == \"DELETE\" and "
+               "r[\"path\"].startswith(\"/v2.0/subscriptions/\") and r[\"status\"] == 204)");
+    char *left =
+        json_expr(get(skt_fmt("http://127.0.0.1:%d/_control/subscriptions", s.port)), "len(d)");
     free(stats);
     server_stop(&s);
-    cr_assert(rep && atoi(rep) > 0, "deletedEntities was not asked with 18 repeated entities= (%s)", rep);
-    cr_assert(renewed && atoi(renewed) >= 1, "the subscription (ttl 4 s) was never renewed (%s)", renewed);
+    cr_assert(rep && atoi(rep) > 0, "deletedEntities was not asked with 18 repeated entities= (%s)",
+              rep);
+    cr_assert(renewed && atoi(renewed) >= 1, "the subscription (ttl 4 s) was never renewed (%s)",
+              renewed);
     cr_assert_str_eq(deleted, "1", "the subscription was not deleted at close");
     cr_assert_str_eq(left, "0");
 }
@@ -747,8 +787,10 @@ Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_rel
     cr_assert_str_eq(still, before, "rows went although the deletions are held");
     cr_assert_eq(metric(d.admin, "skolsync_held_deletions{connector=\"sis\"}"), 5);
     /* Release. */
-    char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Authorization: Bearer t0ken' "
-                        "http://127.0.0.1:%d/api/v1/connectors/sis/release", d.admin);
+    char *cmd =
+        skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Authorization: Bearer t0ken' "
+                "http://127.0.0.1:%d/api/v1/connectors/sis/release",
+                d.admin);
     char *code = NULL;
     skt_sh(cmd, 10, &code);
     free(cmd);
@@ -771,22 +813,29 @@ Test(ss12000_source, unreachable_then_broken_server_is_retried_and_others_keep_r
     char *files = skt_fmt("%s/files", dir);
     mkdir(files, 0755);
     char *rooms = skt_fmt("%s/rooms.jsonl", files);
-    skt_write(rooms, "{\"id\":\"7e000000-0000-4000-8000-000000000001\",\"meta\":{\"created\":\"2024-01-01T00:00:00+01:00\","
-                     "\"modified\":\"2024-01-01T00:00:00+01:00\"},\"displayName\":\"Fil 1\",\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n");
+    skt_write(rooms, "{\"id\":\"7e000000-0000-4000-8000-000000000001\",\"meta\":{\"created\":"
+                     "\"2024-01-01T00:00:00+01:00\","
+                     "\"modified\":\"2024-01-01T00:00:00+01:00\"},\"displayName\":\"Fil "
+                     "1\",\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n");
     int port = free_port();
     char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", port, 200, "1s", "    entities: [Organisation, Person, Group]\n"
-                                         "    request_timeout: 2s\n");
-    char *both = skt_fmt("%s  files:\n    type: jsonl-source\n    path: %s\n    poll_interval: 1s\n", src, files);
+    char *src = source_yaml("sis", port, 200, "1s",
+                            "    entities: [Organisation, Person, Group]\n"
+                            "    request_timeout: 2s\n");
+    char *both = skt_fmt(
+        "%s  files:\n    type: jsonl-source\n    path: %s\n    poll_interval: 1s\n", src, files);
     struct daemon d = daemon_start(dir, both, db, 0);
     /* The other source delivers while the SIS is down. */
-    cr_assert(wait_rows(dir, db, "select count(*) from rooms", "1", 30), "jsonl-source did not deliver");
+    cr_assert(wait_rows(dir, db, "select count(*) from rooms", "1", 30),
+              "jsonl-source did not deliver");
     sleep(3);
     cr_assert_eq(skt_wait(d.pid, 0), -2, "skolsync died");
     cr_assert(log_has(&d, "retrying in"), "no retry logged");
     /* Back, but broken for a while: 500s, an HTML page, a cut-off page, a bad record. */
-    struct server s = server_start(dir, port, "--students 20 --fault error500:count=2 --fault html:count=2 "
-                                              "--fault truncate:count=2 --fault bad_record:count=1,paths=/persons");
+    struct server s =
+        server_start(dir, port,
+                     "--students 20 --fault error500:count=2 --fault html:count=2 "
+                     "--fault truncate:count=2 --fault bad_record:count=1,paths=/persons");
     char why[512] = "";
     /* The bad record is dead-lettered: compare what the server has minus nothing but it. */
     bool ok = false;

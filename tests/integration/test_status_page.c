@@ -84,12 +84,13 @@ static int chromium(const struct daemon_run *d, const char *what, const char *ou
                     const char *tag)
 {
     char *profile = skt_tmpdir(tag);
-    char *cmd = skt_fmt(CHROMIUM " --headless --no-sandbox --disable-gpu --disable-quic "
-                        "--no-first-run --disable-background-networking "
-                        "--disable-component-update --disable-sync --disable-dev-shm-usage "
-                        "--hide-scrollbars --user-data-dir=%s --window-size=1280,900 "
-                        "--virtual-time-budget=5000 %s http://127.0.0.1:%d/ >%s 2>%s/chromium.log",
-                        profile, what, d->port, out_path, profile);
+    char *cmd =
+        skt_fmt(CHROMIUM " --headless --no-sandbox --disable-gpu --disable-quic "
+                         "--no-first-run --disable-background-networking "
+                         "--disable-component-update --disable-sync --disable-dev-shm-usage "
+                         "--hide-scrollbars --user-data-dir=%s --window-size=1280,900 "
+                         "--virtual-time-budget=5000 %s http://127.0.0.1:%d/ >%s 2>%s/chromium.log",
+                profile, what, d->port, out_path, profile);
     char *out = NULL;
     int rc = skt_sh(cmd, 60, &out);
     if (rc != 0) {
@@ -169,8 +170,8 @@ static bool all_digits(const char *s)
     return true;
 }
 
-static const char *const STATES[] = {"starting", "running", "idle",    "retrying",
-                                     "paused",   "failed",  "stopped", "held", NULL};
+static const char *const STATES[] = {"starting", "running", "idle", "retrying", "paused",
+                                     "failed",   "stopped", "held", NULL};
 
 static bool known_state(const char *s)
 {
@@ -208,9 +209,11 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
 
     /* Synced: both sinks applied the whole dataset. */
     char *db_done = skt_fmt("skolsync_records_total{connector=\"db\",kind=\"sink\","
-                            "type=\"sqlite-sink\"} %zu\n", n);
+                            "type=\"sqlite-sink\"} %zu\n",
+                            n);
     char *db2_done = skt_fmt("skolsync_records_total{connector=\"db2\",kind=\"sink\","
-                             "type=\"sqlite-sink\"} %zu\n", n);
+                             "type=\"sqlite-sink\"} %zu\n",
+                             n);
     const char *synced[] = {db_done, db2_done, NULL};
     char *last = NULL;
     cr_assert(wait_for(&d, "/metrics", synced, 60000, &last), "not synced within 60 s:\n%s", last);
@@ -232,7 +235,8 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
 
     /* The DOM after the scripts ran. */
     char *dom_path = skt_fmt("%s/dom.html", d.dir);
-    cr_assert_eq(chromium(&d, "--dump-dom", dom_path, "chromium-dom"), 0, "chromium --dump-dom failed");
+    cr_assert_eq(chromium(&d, "--dump-dom", dom_path, "chromium-dom"), 0,
+                 "chromium --dump-dom failed");
     char *dom = read_file(dom_path, NULL);
     const char *connectors[] = {"files", "db", "db2", NULL};
     for (const char *const *c = connectors; *c; c++) {
@@ -267,7 +271,8 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
         char *chart = skt_fmt("data-lag-chart=\"%s\"", *s);
         cr_assert_not_null(strstr(card, chart), "%s: no lag chart in %s", *s, card);
         free(chart);
-        cr_assert_not_null(strstr(card, "class=\"line\""), "%s: the chart has no line: %s", *s, card);
+        cr_assert_not_null(strstr(card, "class=\"line\""), "%s: the chart has no line: %s", *s,
+                           card);
         free(card);
     }
     cr_assert_null(strstr(dom, "Loading…"), "the page still shows 'Loading…'");
@@ -287,8 +292,10 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     cr_assert_lt(len, 20u << 20, "%s is %zu bytes", png, len);
     cr_assert_eq(memcmp(img, "\x89PNG\r\n\x1a\n", 8), 0, "%s is not a PNG", png);
     /* IHDR: width and height, big-endian, at bytes 16 and 20. */
-    unsigned w = (unsigned)img[16] << 24 | (unsigned)img[17] << 16 | (unsigned)img[18] << 8 | img[19];
-    unsigned h = (unsigned)img[20] << 24 | (unsigned)img[21] << 16 | (unsigned)img[22] << 8 | img[23];
+    unsigned w =
+        (unsigned)img[16] << 24 | (unsigned)img[17] << 16 | (unsigned)img[18] << 8 | img[19];
+    unsigned h =
+        (unsigned)img[20] << 24 | (unsigned)img[21] << 16 | (unsigned)img[22] << 8 | img[23];
     cr_assert(w >= 1000 && h >= 600, "%s is %ux%u", png, w, h);
     free(img);
     cr_log_info("status page screenshot: %s", png);

@@ -59,7 +59,8 @@ Test(systemd, install_puts_files_at_fhs_paths, .timeout = 120)
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
     char *prefix = NULL;
-    cr_assert_eq(skt_sh("sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' " SK_BINARY_DIR "/CMakeCache.txt",
+    cr_assert_eq(skt_sh("sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' " SK_BINARY_DIR
+                        "/CMakeCache.txt",
                         10, &prefix),
                  0);
     prefix[strcspn(prefix, "\n")] = '\0';

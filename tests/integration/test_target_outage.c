@@ -360,13 +360,12 @@ static void pg_assert_equals_dataset(PGconn *c, const char *schema,
 {
     for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
         char *t = pg_table(colls[i].e->collection);
-        char *sql = skt_fmt("SELECT id::text, doc::text FROM \"%s\".\"%s\" ORDER BY id::text",
-                            schema, t);
+        char *sql =
+            skt_fmt("SELECT id::text, doc::text FROM \"%s\".\"%s\" ORDER BY id::text", schema, t);
         PGresult *r = PQexec(c, sql);
         cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
         size_t rows = (size_t)PQntuples(r);
-        cr_assert_eq(rows, colls[i].n, "%s: %zu rows, %zu in the dataset", t, rows,
-                     colls[i].n);
+        cr_assert_eq(rows, colls[i].n, "%s: %zu rows, %zu in the dataset", t, rows, colls[i].n);
         for (size_t k = 0; k < colls[i].n; k++) {
             /* binary search the sorted result */
             size_t lo = 0, hi = rows;
@@ -629,8 +628,9 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
     c = NULL;
     for (;;) {
         cr_assert(alive(g_daemon), "the daemon exited after the outage (log %s)", log);
-        cr_assert_lt(now_ms() - t_up, 180000, "not converged 180 s after the restart: %lld "
-                                              "of %zu rows (log %s)",
+        cr_assert_lt(now_ms() - t_up, 180000,
+                     "not converged 180 s after the restart: %lld "
+                     "of %zu rows (log %s)",
                      rows, total, log);
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
@@ -729,17 +729,20 @@ static void proxy_mode(int port, const char *mode)
 static const char expected_py[] =
     "import json,sys,datetime\n"
     "d=sys.argv[1]; today=datetime.date.today().isoformat()\n"
-    "def load(c): return [json.loads(l) for l in open(f'{d}/{c}.jsonl',encoding='utf-8') if l.strip()]\n"
+    "def load(c): return [json.loads(l) for l in open(f'{d}/{c}.jsonl',encoding='utf-8') if "
+    "l.strip()]\n"
     "def cur(x): return not x.get('endDate') or x['endDate']>=today\n"
     "users=set()\n"
     "for p in load('persons'):\n"
-    "  if any(not e.get('cancelled') and cur(e) for e in p.get('enrolments',[])): users.add(p['id'])\n"
+    "  if any(not e.get('cancelled') and cur(e) for e in p.get('enrolments',[])): "
+    "users.add(p['id'])\n"
     "for du in load('duties'):\n"
     "  if cur(du): users.add(du['person']['id'])\n"
     "out=['U '+u for u in users]\n"
     "for g in load('groups'):\n"
     "  if g.get('groupType') not in ('Klass','Undervisning'): continue\n"
-    "  m=sorted({x['person']['id'] for x in g.get('groupMemberships',[]) if cur(x) and x['person']['id'] in users})\n"
+    "  m=sorted({x['person']['id'] for x in g.get('groupMemberships',[]) if cur(x) and "
+    "x['person']['id'] in users})\n"
     "  out.append('G '+g['id']+' '+','.join(m))\n"
     "print('\\n'.join(sorted(out)))\n";
 
@@ -752,8 +755,8 @@ static char *scim_actual(const char *dataset_text, size_t *dups, char *dup_id, s
         cJSON *into = kind ? groups : users;
         int start = 1;
         for (int page = 0; page < 1000; page++) {
-            char *url = skt_fmt("%s/%s?startIndex=%d&count=500", base, kind ? "Groups" : "Users",
-                                start);
+            char *url =
+                skt_fmt("%s/%s?startIndex=%d&count=500", base, kind ? "Groups" : "Users", start);
             char *body = NULL;
             long st = http("GET", url, NULL, &body);
             cr_assert_eq(st, 200, "GET %s: %ld", url, st);
@@ -811,13 +814,13 @@ static char *scim_actual(const char *dataset_text, size_t *dups, char *dup_id, s
     }
     char **lines = NULL;
     size_t n_lines = 0, cap = 0;
-#define ADD_LINE(s)                                                                            \
-    do {                                                                                       \
-        if (n_lines == cap) {                                                                  \
-            cap = cap ? cap * 2 : 1024;                                                        \
-            lines = realloc(lines, cap * sizeof(char *));                                      \
-        }                                                                                      \
-        lines[n_lines++] = (s);                                                                \
+#define ADD_LINE(s)                                                                                \
+    do {                                                                                           \
+        if (n_lines == cap) {                                                                      \
+            cap = cap ? cap * 2 : 1024;                                                            \
+            lines = realloc(lines, cap * sizeof(char *));                                          \
+        }                                                                                          \
+        lines[n_lines++] = (s);                                                                    \
     } while (0)
     for (size_t a = 0; a < n_users; a++) {
         if (!ext[a][0] || !strstr(dataset_text, ext[a]))
@@ -974,8 +977,7 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
     long long applied = 0;
     for (;;) {
         cr_assert(alive(g_daemon), "the daemon exited (log %s)", log);
-        cr_assert_lt(now_ms() - t0, 120000, "the SCIM sink applied nothing in 120 s (log %s)",
-                     log);
+        cr_assert_lt(now_ms() - t0, 120000, "the SCIM sink applied nothing in 120 s (log %s)", log);
         applied = metric(port, "skolsync_records_total", sink);
         if (applied > 0)
             break;
@@ -1007,8 +1009,8 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
     http("GET", purl, NULL, &pstat);
     cr_log_info("outage-scim: %.1f s down (refuse %d s, hang %d s, 503 %d s); proxy %s; "
                 "RSS %ld -> max %ld KiB",
-                (t_up - t_down) / 1000.0, SCIM_REFUSE_S, SCIM_HANG_S, SCIM_503_S, pstat,
-                rss_start, rss_max);
+                (t_up - t_down) / 1000.0, SCIM_REFUSE_S, SCIM_HANG_S, SCIM_503_S, pstat, rss_start,
+                rss_max);
     cJSON *ps = cJSON_Parse(pstat);
     cr_assert_gt(cJSON_GetObjectItemCaseSensitive(ps, "refused")->valueint, 0,
                  "the sink never met a refused connection");
@@ -1037,8 +1039,9 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
                          metric(port, "skolsync_records_dead_lettered_total", sink);
         if (done >= want)
             break;
-        cr_assert_lt(now_ms() - t_up, 150000, "the SCIM sink handled %lld of %lld records "
-                                               "150 s after the outage (log %s)",
+        cr_assert_lt(now_ms() - t_up, 150000,
+                     "the SCIM sink handled %lld of %lld records "
+                     "150 s after the outage (log %s)",
                      done, want, log);
         usleep(250000);
     }
@@ -1053,8 +1056,9 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
         cr_assert(alive(g_daemon), "the daemon exited after the outage (log %s)", log);
         free(actual);
         actual = scim_actual(expected_nl, &dups, dup_id, sizeof(dup_id));
-        cr_assert_eq(dups, 0, "%zu duplicate resource(s) on the SCIM server (two ids, one "
-                              "externalId), e.g. %s",
+        cr_assert_eq(dups, 0,
+                     "%zu duplicate resource(s) on the SCIM server (two ids, one "
+                     "externalId), e.g. %s",
                      dups, dup_id);
         if (strcmp(actual, expected) == 0)
             break;

@@ -80,7 +80,7 @@ static void expect_json_equal(const cJSON *got, const cJSON *want, const char *w
         return;
     char *g = cJSON_Print(got), *w = cJSON_Print(want);
     cr_expect_fail("%s: JSON differs\n--- got:\n%s\n--- want:\n%s", what, g ? g : "(null)",
-            w ? w : "(null)");
+                   w ? w : "(null)");
     free(g);
     free(w);
 }
@@ -168,10 +168,24 @@ Test(entities, table_has_18_types_each_keyed_by_a_string_id)
 Test(entities, order_names_and_quirky_paths)
 {
     static const char *const order[] = {
-        "Organisation", "Programme",     "Syllabus",   "SchoolUnitOffering", "Person",
-        "Duty",         "Group",         "Placement",  "Activity",           "CalendarEvent",
-        "Attendance",   "AttendanceEvent", "AttendanceSchedule", "Absence",  "Grade",
-        "StudyPlan",    "Resource",      "Room",
+        "Organisation",
+        "Programme",
+        "Syllabus",
+        "SchoolUnitOffering",
+        "Person",
+        "Duty",
+        "Group",
+        "Placement",
+        "Activity",
+        "CalendarEvent",
+        "Attendance",
+        "AttendanceEvent",
+        "AttendanceSchedule",
+        "Absence",
+        "Grade",
+        "StudyPlan",
+        "Resource",
+        "Room",
     };
     for (size_t i = 0; i < 18; i++)
         cr_expect_str_eq(sk_entities[i]->name, order[i]);
@@ -366,8 +380,8 @@ Test(lossless, unknown_keys_top_level_and_nested_survive)
     /* And the unknowns really are in _unknown, not dropped into some field. */
     char id[37];
     struct sk_error err = {0};
-    Ss12000__V2__Person *p = (Ss12000__V2__Person *)sk_codec_from_json_text(
-        entity("Person"), doc, strlen(doc), id, &err);
+    Ss12000__V2__Person *p = (Ss12000__V2__Person *)sk_codec_from_json_text(entity("Person"), doc,
+                                                                            strlen(doc), id, &err);
     cr_assert_not_null(p, "%s", err.msg);
     cr_assert_not_null(p->_unknown);
     cJSON *u = cJSON_Parse(p->_unknown);
@@ -397,11 +411,10 @@ Test(lossless, null_values_survive)
 
 Test(lossless, values_of_the_wrong_type_survive)
 {
-    const char *doc =
-        "{\"id\":\"" PID "\",\"meta\":{\"created\":5},"
-        "\"dutyPercent\":\"100\",\"hoursPerYear\":12.5,\"description\":17,"
-        "\"signature\":[\"a\"],\"person\":\"not an object\","
-        "\"assignmentRole\":{\"group\":{}},\"startDate\":true}";
+    const char *doc = "{\"id\":\"" PID "\",\"meta\":{\"created\":5},"
+                      "\"dutyPercent\":\"100\",\"hoursPerYear\":12.5,\"description\":17,"
+                      "\"signature\":[\"a\"],\"person\":\"not an object\","
+                      "\"assignmentRole\":{\"group\":{}},\"startDate\":true}";
     expect_roundtrip("Duty", doc, doc);
 
     /* Arrays: empty, mixed, and with a wrong element type keep their shape. */
@@ -417,16 +430,14 @@ Test(lossless, values_of_the_wrong_type_survive)
 Test(lossless, integers_beyond_double_precision_and_fractions_are_not_truncated)
 {
     char id[37];
-    cJSON *got =
-        through_message("Room", "{\"id\":\"" PID "\",\"seats\":1.5}", id);
+    cJSON *got = through_message("Room", "{\"id\":\"" PID "\",\"seats\":1.5}", id);
     cJSON *seats = cJSON_GetObjectItemCaseSensitive(got, "seats");
     cr_assert(cJSON_IsNumber(seats));
     cr_expect_eq(seats->valuedouble, 1.5);
     cJSON_Delete(got);
 
     got = through_message("Room", "{\"id\":\"" PID "\",\"seats\":-9007199254740992}", id);
-    cr_expect_eq(cJSON_GetObjectItemCaseSensitive(got, "seats")->valuedouble,
-                 -9007199254740992.0);
+    cr_expect_eq(cJSON_GetObjectItemCaseSensitive(got, "seats")->valuedouble, -9007199254740992.0);
     cJSON_Delete(got);
 }
 
@@ -505,12 +516,10 @@ Test(quirks, titleEngish_is_accepted_and_normalised)
                      "{\"id\":\"" PID "\",\"specialisationCourseContent\":"
                      "{\"title\":\"Å\",\"titleEnglish\":\"English title\"}}");
     /* ... and in Grade.diplomaProject. */
-    expect_roundtrip("Grade",
-                     "{\"id\":\"" PID "\",\"diplomaProject\":{\"titleEngish\":\"T\"}}",
+    expect_roundtrip("Grade", "{\"id\":\"" PID "\",\"diplomaProject\":{\"titleEngish\":\"T\"}}",
                      "{\"id\":\"" PID "\",\"diplomaProject\":{\"titleEnglish\":\"T\"}}");
     /* The 2.1 spelling as well, and both at once keep the second as an unknown. */
-    expect_roundtrip("Grade",
-                     "{\"id\":\"" PID "\",\"diplomaProject\":{\"titleEnglish\":\"T\"}}",
+    expect_roundtrip("Grade", "{\"id\":\"" PID "\",\"diplomaProject\":{\"titleEnglish\":\"T\"}}",
                      "{\"id\":\"" PID "\",\"diplomaProject\":{\"titleEnglish\":\"T\"}}");
     const char *both = "{\"id\":\"" PID "\","
                        "\"diplomaProject\":{\"titleEnglish\":\"A\",\"titleEngish\":\"B\"}}";
@@ -582,9 +591,10 @@ Test(ids, uppercase_id_is_lowercased)
     cr_expect_str_eq(id, PID);
     cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(got, "id")->valuestring, PID);
     /* Only the record's own id is normalised; references stay verbatim. */
-    cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(
-                         cJSON_GetObjectItemCaseSensitive(got, "owner"), "id")->valuestring,
-                     "C0B7E1D2-6F0A-4D8E-8A51-3E2F4B6C7D12");
+    cr_expect_str_eq(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(got, "owner"), "id")
+            ->valuestring,
+        "C0B7E1D2-6F0A-4D8E-8A51-3E2F4B6C7D12");
     cJSON_Delete(got);
 }
 
@@ -662,9 +672,9 @@ Test(input, modified_absent_or_unparseable_is_int64_min)
         char id[37];
         int64_t mod = 0;
         struct sk_error err = {0};
-        cr_assert_eq(sk_codec_encode(entity("Room"), docs[i], strlen(docs[i]), &bytes, &n, id, &mod,
-                                     &err),
-                     0, "%s", err.msg);
+        cr_assert_eq(
+            sk_codec_encode(entity("Room"), docs[i], strlen(docs[i]), &bytes, &n, id, &mod, &err),
+            0, "%s", err.msg);
         cr_expect_eq(mod, INT64_MIN, "doc %zu", i);
         mod = 0;
         char *json = sk_codec_decode(entity("Room"), bytes, n, &mod, &err);
@@ -691,9 +701,14 @@ Test(values, uuid_normalize)
     cr_expect_str_eq(out, PID);
     cr_expect_eq(sk_uuid_normalize("00000000-0000-0000-0000-000000000000", out), 0);
     static const char *const bad[] = {
-        "", "9d4c2b1a", PID "0", "9d4c2b1a-3e5f-4a6b-8c7d_1e2f3a4b5c6d",
-        "9d4c2b1a3e5f4a6b8c7d1e2f3a4b5c6d", "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6z",
-        "+d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d", "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6 ",
+        "",
+        "9d4c2b1a",
+        PID "0",
+        "9d4c2b1a-3e5f-4a6b-8c7d_1e2f3a4b5c6d",
+        "9d4c2b1a3e5f4a6b8c7d1e2f3a4b5c6d",
+        "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6z",
+        "+d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d",
+        "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6 ",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_expect_eq(sk_uuid_normalize(bad[i], out), -1, "accepted %s", bad[i]);
@@ -727,8 +742,8 @@ Test(values, time_parse_us)
     static const char *const bad[] = {
         "",
         "2024-06-20",
-        "2024-06-20T16:40:03",      /* no offset */
-        "2024-06-20T16:40+02:00",   /* no seconds */
+        "2024-06-20T16:40:03",    /* no offset */
+        "2024-06-20T16:40+02:00", /* no seconds */
         "2024-06-20T16:40:03.+02:00",
         "2024-06-20T16:40:03+0200",
         "2024-06-20T16:40:03+02",

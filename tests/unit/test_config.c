@@ -39,36 +39,80 @@ struct test_conf {
 static const char *const modes[] = {"full", "incremental", NULL};
 
 static const struct sk_option tls_options[] = {
-    {.name = "enabled", .type = SK_OPT_BOOL, .def = "false", .help = "use TLS",
+    {.name = "enabled",
+     .type = SK_OPT_BOOL,
+     .def = "false",
+     .help = "use TLS",
      .offset = offsetof(struct tls_conf, enabled)},
-    {.name = "ca", .type = SK_OPT_STRING, .help = "CA bundle",
+    {.name = "ca",
+     .type = SK_OPT_STRING,
+     .help = "CA bundle",
      .offset = offsetof(struct tls_conf, ca)},
-    {.name = "handshake_timeout", .type = SK_OPT_DURATION, .def = "10s", .help = "handshake",
-     .offset = offsetof(struct tls_conf, handshake_timeout_ms), .min = 1000, .max = 60000},
+    {.name = "handshake_timeout",
+     .type = SK_OPT_DURATION,
+     .def = "10s",
+     .help = "handshake",
+     .offset = offsetof(struct tls_conf, handshake_timeout_ms),
+     .min = 1000,
+     .max = 60000},
     {0},
 };
 
 static const struct sk_option test_options[] = {
-    {.name = "name", .type = SK_OPT_STRING, .required = true, .help = "instance name",
+    {.name = "name",
+     .type = SK_OPT_STRING,
+     .required = true,
+     .help = "instance name",
      .offset = offsetof(struct test_conf, name)},
-    {.name = "token", .type = SK_OPT_SECRET, .help = "API token",
+    {.name = "token",
+     .type = SK_OPT_SECRET,
+     .help = "API token",
      .offset = offsetof(struct test_conf, token)},
-    {.name = "workers", .type = SK_OPT_INT, .def = "4", .help = "threads",
-     .offset = offsetof(struct test_conf, workers), .min = 1, .max = 64},
-    {.name = "verbose", .type = SK_OPT_BOOL, .def = "false", .help = "chatty",
+    {.name = "workers",
+     .type = SK_OPT_INT,
+     .def = "4",
+     .help = "threads",
+     .offset = offsetof(struct test_conf, workers),
+     .min = 1,
+     .max = 64},
+    {.name = "verbose",
+     .type = SK_OPT_BOOL,
+     .def = "false",
+     .help = "chatty",
      .offset = offsetof(struct test_conf, verbose)},
-    {.name = "poll_interval", .type = SK_OPT_DURATION, .def = "30s", .help = "poll every",
-     .offset = offsetof(struct test_conf, poll_interval_ms), .min = 1000, .max = 86400000},
-    {.name = "buffer", .type = SK_OPT_SIZE, .def = "1MiB", .help = "buffer size",
+    {.name = "poll_interval",
+     .type = SK_OPT_DURATION,
+     .def = "30s",
+     .help = "poll every",
+     .offset = offsetof(struct test_conf, poll_interval_ms),
+     .min = 1000,
+     .max = 86400000},
+    {.name = "buffer",
+     .type = SK_OPT_SIZE,
+     .def = "1MiB",
+     .help = "buffer size",
      .offset = offsetof(struct test_conf, buffer)},
-    {.name = "topics", .type = SK_OPT_LIST, .def = "[persons, groups, duties]", .help = "topics",
+    {.name = "topics",
+     .type = SK_OPT_LIST,
+     .def = "[persons, groups, duties]",
+     .help = "topics",
      .offset = offsetof(struct test_conf, topics)},
-    {.name = "properties", .type = SK_OPT_MAP, .def = "{acks: all, linger.ms: 5}",
-     .help = "librdkafka properties", .offset = offsetof(struct test_conf, properties)},
-    {.name = "tls", .type = SK_OPT_GROUP, .help = "TLS", .offset = offsetof(struct test_conf, tls),
+    {.name = "properties",
+     .type = SK_OPT_MAP,
+     .def = "{acks: all, linger.ms: 5}",
+     .help = "librdkafka properties",
+     .offset = offsetof(struct test_conf, properties)},
+    {.name = "tls",
+     .type = SK_OPT_GROUP,
+     .help = "TLS",
+     .offset = offsetof(struct test_conf, tls),
      .sub = tls_options},
-    {.name = "mode", .type = SK_OPT_ENUM, .def = "full", .help = "sync mode",
-     .offset = offsetof(struct test_conf, mode), .choices = modes},
+    {.name = "mode",
+     .type = SK_OPT_ENUM,
+     .def = "full",
+     .help = "sync mode",
+     .offset = offsetof(struct test_conf, mode),
+     .choices = modes},
     {0},
 };
 
@@ -122,8 +166,7 @@ static void expect_secret_hidden(const struct sk_config_errors *errs, const char
 {
     cr_assert_gt(errs->n, 0, "expected an error");
     for (size_t i = 0; i < errs->n; i++)
-        cr_assert_null(strstr(errs->v[i].text, secret), "secret leaked into: %s",
-                       errs->v[i].text);
+        cr_assert_null(strstr(errs->v[i].text, secret), "secret leaked into: %s", errs->v[i].text);
 }
 
 /* Loads text, applies test_options to the root and checks the error lines. */
@@ -314,8 +357,9 @@ Test(config, required_option_inside_absent_group_is_reported)
     char *conf[1] = {NULL};
     const struct sk_cnode *hr = at(root, "sources", "hr");
     cr_assert_eq(sk_options_apply(outer, hr, conf, &errs), 2);
-    EXPECT_ERRORS(&errs, "t.yaml:3:5: sources.hr.other: unknown option \"other\" (expected one of: api)",
-                  "t.yaml:2:3: sources.hr: missing required option \"api.url\" (expected a string)");
+    EXPECT_ERRORS(
+        &errs, "t.yaml:3:5: sources.hr.other: unknown option \"other\" (expected one of: api)",
+        "t.yaml:2:3: sources.hr: missing required option \"api.url\" (expected a string)");
     sk_options_free(outer, conf);
     sk_cnode_free(root);
     sk_config_errors_free(&errs);
@@ -333,7 +377,8 @@ Test(config, four_mistakes_give_four_errors)
     EXPECT_ERRORS(&errs,
                   FIXTURES "four_errors.yaml:3:1: pol_interval: unknown option \"pol_interval\" "
                            "(expected one of: " TEST_NAMES ")",
-                  FIXTURES "four_errors.yaml:4:1: workers: \"0\" is out of range (expected 1 to 64)",
+                  FIXTURES
+                  "four_errors.yaml:4:1: workers: \"0\" is out of range (expected 1 to 64)",
                   FIXTURES "four_errors.yaml:5:1: buffer: \"ten\" is not a size (expected e.g. "
                            "512, 64KiB, 10MB)",
                   FIXTURES "four_errors.yaml:6:1: mode: \"fast\" is not a valid choice (expected "
@@ -551,8 +596,7 @@ Test(config, secret_never_printed)
     struct sk_config_errors errs = {0};
     struct test_conf conf = {0};
     cr_assert_eq(apply_root(text, &conf, &errs), 6);
-    EXPECT_ERRORS(&errs,
-                  "t.yaml:3:1: workers: \"********\" is not an integer (expected e.g. 42)",
+    EXPECT_ERRORS(&errs, "t.yaml:3:1: workers: \"********\" is not an integer (expected e.g. 42)",
                   "t.yaml:4:1: verbose: \"********\" is not a boolean (expected true/false, "
                   "yes/no or on/off)",
                   "t.yaml:2:1: poll_interval: \"********\" is not a duration (expected e.g. 30s, "
@@ -669,8 +713,8 @@ Test(config, alias_and_anchor_rejected)
 Test(config, tags)
 {
     struct sk_config_errors errs = {0};
-    struct sk_cnode *root = load("a: !!str 5\nb: !secret x\nc: !!python/object:os.system y\n",
-                                 &errs);
+    struct sk_cnode *root =
+        load("a: !!str 5\nb: !secret x\nc: !!python/object:os.system y\n", &errs);
     EXPECT_ERRORS(&errs,
                   "t.yaml:2:1: b: tag \"!secret\" is not supported (expected plain YAML without "
                   "tags)",
@@ -782,9 +826,9 @@ Test(config, parse_duration)
     struct {
         const char *text;
         int64_t ms;
-    } ok[] = {{"250ms", 250},       {"30s", 30000},        {"5m", 300000},
-              {"24h", 86400000},    {"1d", 86400000},      {"30", 30000},
-              {"0", 0},             {"1h30m", 5400000},    {"1d2h3m4s5ms", 93784005},
+    } ok[] = {{"250ms", 250},    {"30s", 30000},     {"5m", 300000},
+              {"24h", 86400000}, {"1d", 86400000},   {"30", 30000},
+              {"0", 0},          {"1h30m", 5400000}, {"1d2h3m4s5ms", 93784005},
               {"1m30s", 90000}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         int64_t v = -1;
@@ -807,10 +851,11 @@ Test(config, parse_size)
     struct {
         const char *text;
         int64_t bytes;
-    } ok[] = {{"512", 512},          {"512B", 512},          {"64KiB", 65536},
-              {"10MiB", 10485760},   {"1GiB", 1073741824},   {"10MB", 10000000},
-              {"1KB", 1000},         {"2GB", 2000000000},    {"10 MiB", 10485760},
-              {"0", 0}};
+    } ok[] = {{"512", 512},         {"512B", 512},
+              {"64KiB", 65536},     {"10MiB", 10485760},
+              {"1GiB", 1073741824}, {"10MB", 10000000},
+              {"1KB", 1000},        {"2GB", 2000000000},
+              {"10 MiB", 10485760}, {"0", 0}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         int64_t v = -1;
         cr_assert_eq(sk_parse_size(ok[i].text, &v), 0, "%s", ok[i].text);

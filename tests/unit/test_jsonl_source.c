@@ -82,8 +82,7 @@ static int open_yaml(struct sk_error *err, const char *fmt, ...)
 static void open_dir(int batch_size)
 {
     struct sk_error err = {0};
-    cr_assert_eq(open_yaml(&err, "path: %s\nbatch_size: %d\n", dir, batch_size), 0, "%s",
-                 err.msg);
+    cr_assert_eq(open_yaml(&err, "path: %s\nbatch_size: %d\n", dir, batch_size), 0, "%s", err.msg);
 }
 
 static char *file_path(const char *name)
@@ -286,13 +285,13 @@ Test(jsonl_source, incomplete_last_line_waits_until_it_is_complete)
 
 Test(jsonl_source, malformed_lines_become_bad_inputs_with_file_and_line)
 {
-    write_persons("persons.jsonl", 1, 1);                             /* line 1 */
+    write_persons("persons.jsonl", 1, 1);                            /* line 1 */
     write_file("persons.jsonl", "a", "{\"id\": oops\n");             /* 2: bad JSON */
-    write_file("persons.jsonl", "a", "\n");                           /* 3: blank */
-    write_file("persons.jsonl", "a", "[1,2]\n");                      /* 4: not an object */
-    write_persons("persons.jsonl", 5, 5);                             /* 5 */
-    write_file("persons.jsonl", "a", "{\"id\":\"not-a-uuid\"}\r\n");  /* 6: bad id, CRLF */
-    write_file("persons.jsonl", "a", "{\"givenName\":\"NoId\"}\n");   /* 7: no id */
+    write_file("persons.jsonl", "a", "\n");                          /* 3: blank */
+    write_file("persons.jsonl", "a", "[1,2]\n");                     /* 4: not an object */
+    write_persons("persons.jsonl", 5, 5);                            /* 5 */
+    write_file("persons.jsonl", "a", "{\"id\":\"not-a-uuid\"}\r\n"); /* 6: bad id, CRLF */
+    write_file("persons.jsonl", "a", "{\"givenName\":\"NoId\"}\n");  /* 7: no id */
     open_dir(100);
     poll_next();
     cr_assert_eq(batch.n, 2);

@@ -24,8 +24,10 @@ static size_t points(struct sk_lag_point *pts, size_t n, const int64_t *committe
 {
     for (size_t i = 0; i < n; i++)
         pts[i] = (struct sk_lag_point){.time_ms = 1000000 + (int64_t)i * 5000,
-                                       .committed = committed[i], .end = end[i],
-                                       .lag = end[i] - committed[i], .lag_seconds = 1};
+                                       .committed = committed[i],
+                                       .end = end[i],
+                                       .lag = end[i] - committed[i],
+                                       .lag_seconds = 1};
     return n;
 }
 
@@ -48,8 +50,7 @@ Test(lag_rules, idle_caught_up_group_is_ok_whatever_the_commit_age)
     pts[9].time_ms += 3600 * 1000;
     struct sk_lag_rules r = rules();
     for (int members = -1; members <= 1; members++)
-        cr_assert_eq(sk_lag_evaluate(pts, 10, members, &r, NULL), SK_LAG_OK, "members %d",
-                     members);
+        cr_assert_eq(sk_lag_evaluate(pts, 10, members, &r, NULL), SK_LAG_OK, "members %d", members);
     /* A single sample of an idle group without members: still OK (Burrow's false STOP). */
     cr_assert_eq(sk_lag_evaluate(pts, 1, 0, &r, NULL), SK_LAG_OK);
 }
@@ -150,8 +151,13 @@ Test(lag_rules, allowed_lag_counts_as_caught_up)
 
 static struct sk_lag_partition part(int64_t committed, int64_t end)
 {
-    return (struct sk_lag_partition){.topic = "t", .committed = committed, .low = 0, .end = end,
-                                     .lag = -1, .first_ts_ms = -1, .lag_seconds = -1};
+    return (struct sk_lag_partition){.topic = "t",
+                                     .committed = committed,
+                                     .low = 0,
+                                     .end = end,
+                                     .lag = -1,
+                                     .first_ts_ms = -1,
+                                     .lag_seconds = -1};
 }
 
 Test(lag_settle, transaction_markers_are_not_lag)
@@ -327,8 +333,11 @@ Test(lag_cli, unreachable_broker_is_exit_3)
 
 Test(lag_embedded, collect_on_the_embedded_broker_never_describes_groups, .timeout = 60)
 {
-    struct sk_kafka_conf kc = {.brokers = "embedded", .topic_prefix = "lagt.", .partitions = 1,
-                               .replication_factor = 1, .connect_timeout_ms = 10000};
+    struct sk_kafka_conf kc = {.brokers = "embedded",
+                               .topic_prefix = "lagt.",
+                               .partitions = 1,
+                               .replication_factor = 1,
+                               .connect_timeout_ms = 10000};
     const char *cols[] = {"persons"};
     struct sk_kafka *k = NULL;
     struct sk_error err = {0};
@@ -369,8 +378,8 @@ Test(lag_embedded, collect_on_the_embedded_broker_never_describes_groups, .timeo
     rd_kafka_destroy(c);
 
     const char *groups[] = {"skolsync-emb", "skolsync-emb2"};
-    struct sk_lag_collect_options o = {.kafka = k, .groups = groups, .n_groups = 2,
-                                       .describe_members = true, .timeout_ms = 5000};
+    struct sk_lag_collect_options o = {
+        .kafka = k, .groups = groups, .n_groups = 2, .describe_members = true, .timeout_ms = 5000};
     struct sk_lag_report *r = NULL;
     cr_assert_eq(sk_lag_collect(&o, &r, &err), 0, "%s", err.msg);
     cr_assert_eq(r->requests.describe_groups, 0);

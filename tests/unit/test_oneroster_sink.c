@@ -145,8 +145,8 @@ static const struct sk_sink_ops *ops;
 static struct sk_sink sink;
 static bool opened;
 static struct sk_privacy privacy;
-static const char *const mapped[] = {"organisations", "persons", "groups",
-                                     "activities",    "duties",  "syllabuses", "rooms"};
+static const char *const mapped[] = {"organisations", "persons",    "groups", "activities",
+                                     "duties",        "syllabuses", "rooms"};
 static const struct sk_entity *entities[7];
 
 /* Records as the sink driver hands them over: decoded, privacy applied. */
@@ -387,8 +387,8 @@ static void assert_refs(const struct csv *c, const char *column, const struct cs
             cr_assert(cell[0], "%s: row %s has no %s", what, c->rows[i][0], column);
         char *save = NULL;
         for (char *id = strtok_r(cell, ",", &save); id; id = strtok_r(NULL, ",", &save))
-            cr_assert(has_id(target, id), "%s: %s %s of row %s is not in the bundle", what,
-                      column, id, c->rows[i][0]);
+            cr_assert(has_id(target, id), "%s: %s %s of row %s is not in the bundle", what, column,
+                      id, c->rows[i][0]);
         free(cell);
     }
 }
@@ -413,8 +413,8 @@ Test(oneroster_sink, headers_manifest_and_references)
         struct csv c;
         csv_parse(text, &c);
         for (size_t r = 0; r < c.n; r++)
-            cr_assert_eq(c.n_cells[r], c.n_cells[0], "%s row %zu has %zu cells", headers[i].file,
-                         r, c.n_cells[r]);
+            cr_assert_eq(c.n_cells[r], c.n_cells[0], "%s row %zu has %zu cells", headers[i].file, r,
+                         c.n_cells[r]);
         /* Bulk: status and dateLastModified are blank (CSV binding; D2L). */
         for (size_t r = 1; r < c.n; r++)
             cr_assert(!c.rows[r][1][0] && !c.rows[r][2][0], "%s row %zu is not bulk",
@@ -475,8 +475,8 @@ Test(oneroster_sink, headers_manifest_and_references)
     int given = col(&users, "givenName"), family = col(&users, "familyName"),
         uname = col(&users, "username"), enabled = col(&users, "enabledUser");
     for (size_t r = 1; r < users.n; r++)
-        cr_assert(users.rows[r][given][0] && users.rows[r][family][0] &&
-                  users.rows[r][uname][0] && users.rows[r][enabled][0]);
+        cr_assert(users.rows[r][given][0] && users.rows[r][family][0] && users.rows[r][uname][0] &&
+                  users.rows[r][enabled][0]);
     /* Each user has exactly one primary role. */
     int ru = col(&roles, "userSourcedId"), rt = col(&roles, "roleType");
     for (size_t u = 1; u < users.n; u++) {
@@ -526,17 +526,17 @@ Test(oneroster_sink, counts_match_the_dataset)
         if (strcmp(dataset.v[i].entity->collection, "persons") != 0)
             continue;
         const char *id = dataset.v[i].key;
-        bool is_user = cJSON_GetArraySize(
-                           cJSON_GetObjectItemCaseSensitive(dataset.docs[i], "enrolments")) > 0;
+        bool is_user =
+            cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(dataset.docs[i], "enrolments")) > 0;
         for (size_t j = 0; j < dataset.n && !is_user; j++) {
             const char *c = dataset.v[j].entity->collection;
             if (strcmp(c, "duties") == 0 && strcmp(ref(dataset.docs[j], "person"), id) == 0)
                 is_user = true;
             if (strcmp(c, "persons") == 0) {
                 const cJSON *r;
-                cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(dataset.docs[j],
-                                                                       "responsibles"))
-                    is_user = is_user || strcmp(ref(r, "person"), id) == 0;
+                cJSON_ArrayForEach(
+                    r, cJSON_GetObjectItemCaseSensitive(dataset.docs[j], "responsibles")) is_user =
+                    is_user || strcmp(ref(r, "person"), id) == 0;
             }
         }
         expected_users += is_user;
@@ -551,7 +551,8 @@ Test(oneroster_sink, counts_match_the_dataset)
         cJSON *one = NULL;
         if (strcmp(c, "activities") == 0) {
             groups = cJSON_GetObjectItemCaseSensitive(d, "groups");
-            expected_enr += (size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d, "teachers"));
+            expected_enr +=
+                (size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d, "teachers"));
         } else if (strcmp(c, "groups") == 0 && strcmp(str(d, "groupType"), "Klass") == 0) {
             one = cJSON_CreateArray();
             cJSON *r = cJSON_CreateObject();
@@ -592,8 +593,8 @@ Test(oneroster_sink, counts_match_the_dataset)
         cJSON_Delete(one);
     }
     cr_assert_eq(orgs.n - 1, n_orgs);
-    cr_assert_eq(classes.n - 1, n_activities + n_klass, "classes: %zu, expected %zu",
-                 classes.n - 1, n_activities + n_klass);
+    cr_assert_eq(classes.n - 1, n_activities + n_klass, "classes: %zu, expected %zu", classes.n - 1,
+                 n_activities + n_klass);
     cr_assert_eq(users.n - 1, expected_users, "users: %zu, expected %zu", users.n - 1,
                  expected_users);
     cr_assert_eq(enr.n - 1, expected_enr, "enrollments: %zu, expected %zu", enr.n - 1,
@@ -716,8 +717,9 @@ Test(oneroster_sink, zip_bundle)
 
 static void assert_same_bundle(const char *a, const char *b)
 {
-    const char *files[] = {"manifest.csv", "academicSessions.csv", "orgs.csv",  "courses.csv",
-                           "classes.csv",  "users.csv",            "roles.csv", "enrollments.csv"};
+    const char *files[] = {"manifest.csv", "academicSessions.csv", "orgs.csv",
+                           "courses.csv",  "classes.csv",          "users.csv",
+                           "roles.csv",    "enrollments.csv"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char *x = read_in(a, files[i]), *y = read_in(b, files[i]);
         cr_assert(x && y && strcmp(x, y) == 0, "%s differs after a replay", files[i]);
@@ -793,8 +795,7 @@ Test(oneroster_sink, delete_removes_from_the_next_bundle)
     const char *files[] = {"users.csv", "roles.csv", "enrollments.csv"};
     for (size_t i = 0; i < 3; i++) {
         text = read_in(after, files[i]);
-        cr_assert_null(strstr(text, quoted_student), "%s still names the deleted person",
-                       files[i]);
+        cr_assert_null(strstr(text, quoted_student), "%s still names the deleted person", files[i]);
         free(text);
     }
     free(before);
@@ -846,8 +847,8 @@ static void raw_values(const char *collection, const char *path_key, struct sk_s
         }
         for (size_t i = 0; i < n; i++) {
             const char *v = cJSON_IsString(items[i]) ? items[i]->valuestring
-                                                     : str(items[i], "value") ? str(items[i], "value")
-                                                                               : str(items[i], "streetAddress");
+                            : str(items[i], "value") ? str(items[i], "value")
+                                                     : str(items[i], "streetAddress");
             if (v && strlen(v) >= 6) {
                 out->v = sk_realloc(out->v, (out->n + 1) * sizeof(char *));
                 out->v[out->n++] = sk_strdup(v);

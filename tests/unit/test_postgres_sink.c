@@ -47,7 +47,7 @@ static void setup(void)
     conninfo = getenv("SK_TEST_PG");
     if (!conninfo || !conninfo[0])
         cr_assert_fail("SK_TEST_PG is not set: start PostgreSQL with scripts/pg.sh start (or "
-                 "scripts/testenv.sh start) and export SK_TEST_PG=<the conninfo it prints>");
+                       "scripts/testenv.sh start) and export SK_TEST_PG=<the conninfo it prints>");
     admin = PQconnectdb(conninfo);
     cr_assert_eq(PQstatus(admin), CONNECTION_OK, "SK_TEST_PG=%s: %s", conninfo,
                  PQerrorMessage(admin));
@@ -362,9 +362,12 @@ static const char *table_of(const struct sk_record *r)
 {
     static const struct {
         const char *collection, *table;
-    } names[] = {{"organisations", "organisations"}, {"persons", "persons"},
-                 {"duties", "duties"},               {"groups", "groups"},
-                 {"activities", "activities"},       {"placements", "placements"},
+    } names[] = {{"organisations", "organisations"},
+                 {"persons", "persons"},
+                 {"duties", "duties"},
+                 {"groups", "groups"},
+                 {"activities", "activities"},
+                 {"placements", "placements"},
                  {"studyPlans", "study_plans"}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(names[i].collection, r->entity->collection) == 0)
@@ -497,8 +500,8 @@ Test(postgres_sink, replaying_the_same_batch_changes_nothing)
     open_sink("inc-a");
     add_school();
     apply_ok();
-    const char *tables[] = {"organisations", "persons", "groups", "duties", "activities",
-                            "placements", "study_plans"};
+    const char *tables[] = {"organisations", "persons",    "groups",     "duties",
+                            "activities",    "placements", "study_plans"};
     char *before[7];
     for (size_t i = 0; i < 7; i++)
         before[i] = table_content(tables[i]);
@@ -663,8 +666,7 @@ Test(postgres_sink, a_poison_record_is_rejected_and_the_rest_applied)
     struct sk_error err = {0};
     uint64_t trips0 = postgres_sink_round_trips(&sink);
     cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
-    cr_log_info("poison batch: %" PRIu64 " statements",
-                postgres_sink_round_trips(&sink) - trips0);
+    cr_log_info("poison batch: %" PRIu64 " statements", postgres_sink_round_trips(&sink) - trips0);
     cr_assert_eq(outcomes[0].kind, SK_APPLIED);
     cr_assert_eq(outcomes[1].kind, SK_REJECTED);
     cr_assert_eq(outcomes[1].err.cls, SK_ERR_PERMANENT);
@@ -682,8 +684,8 @@ Test(postgres_sink, unknown_types_and_bad_keys_are_rejected_without_the_database
 {
     open_sink("inc-a");
     add_person(1, "2024-05-01T12:00:00Z", "A", 0, 0);
-    struct sk_record *r = add_doc("persons", "{\"id\":\"00000000-0000-4000-8000-000000000002\"}",
-                                  0, 1);
+    struct sk_record *r =
+        add_doc("persons", "{\"id\":\"00000000-0000-4000-8000-000000000002\"}", 0, 1);
     snprintf(r->key, sizeof(r->key), "not-a-uuid");
     struct sk_error err = {0};
     cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);

@@ -301,9 +301,9 @@ struct ids {
 
 static void new_ids(struct ids *x)
 {
-    char (*all[])[37] = {&x->school,    &x->s[0],    &x->s[1],    &x->s[2],     &x->s[3],
-                         &x->s[4],      &x->teacher, &x->head,    &x->guardian, &x->nobody,
-                         &x->d_teacher, &x->d_head,  &x->g_class, &x->g_teach,  &x->g_mentor};
+    char(*all[])[37] = {&x->school,    &x->s[0],    &x->s[1],    &x->s[2],     &x->s[3],
+                        &x->s[4],      &x->teacher, &x->head,    &x->guardian, &x->nobody,
+                        &x->d_teacher, &x->d_head,  &x->g_class, &x->g_teach,  &x->g_mentor};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         sk_uuid_random(*all[i]);
 }
