@@ -14,70 +14,39 @@
 #include "log.h"
 #include "util.h"
 
+struct cursor_read {
+    const char *name;
+    size_t name_len;
+    struct sk_cursor *out;
+};
+
+/* Keeps the last value for our key; a tombstone resets the cursor. */
+static int keep_last(void *ctx, const rd_kafka_message_t *m)
+{
+    struct cursor_read *c = ctx;
+    if (m->key_len != c->name_len || memcmp(m->key, c->name, c->name_len) != 0)
+        return 0;
+    free(c->out->data);
+    c->out->data = NULL;
+    c->out->len = 0;
+    if (m->payload) {
+        c->out->data = sk_malloc(m->len ? m->len : 1);
+        memcpy(c->out->data, m->payload, m->len);
+        c->out->len = m->len;
+    }
+    return 0;
+}
+
 int sk_cursor_store_load(struct sk_kafka *k, const char *name, struct sk_cursor *out,
                          struct sk_error *err)
 {
     out->data = NULL;
     out->len = 0;
     char *client_id = sk_asprintf("skolsync-cursor-%s", name);
-    rd_kafka_t *rk = sk_kafka_reader_new(k, client_id, err);
+    struct cursor_read c = {.name = name, .name_len = strlen(name), .out = out};
+    int rc = sk_kafka_read_to_end(k, client_id, sk_kafka_cursor_topic(k), 0,
+                                  RD_KAFKA_OFFSET_BEGINNING, 60000, keep_last, &c, err);
     free(client_id);
-    if (!rk)
-        return -1;
-    const char *topic = sk_kafka_cursor_topic(k);
-    int rc = 0;
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, 0, &lo, &hi, 15000);
-    if (e) {
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
-        goto done;
-    }
-    if (hi <= lo)
-        goto done; /* empty: no cursor */
-
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(parts, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    e = rd_kafka_assign(rk, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (e) {
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
-        goto done;
-    }
-    size_t name_len = strlen(name);
-    int64_t deadline = sk_mono_ms() + 60000;
-    for (;;) {
-        if (sk_mono_ms() > deadline) {
-            rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s timed out", topic);
-            break;
-        }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        if (m->err) {
-            rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic,
-                              rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        if (m->key_len == name_len && memcmp(m->key, name, name_len) == 0) {
-            free(out->data);
-            out->data = NULL;
-            out->len = 0;
-            if (m->payload) {
-                out->data = sk_malloc(m->len ? m->len : 1);
-                memcpy(out->data, m->payload, m->len);
-                out->len = m->len;
-            }
-        }
-        rd_kafka_message_destroy(m);
-    }
-done:
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
     if (rc) {
         free(out->data);
         out->data = NULL;

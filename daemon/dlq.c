@@ -61,60 +61,41 @@ static bool is_text(const void *p, size_t n)
     return true;
 }
 
+struct each {
+    const struct sk_dlq_filter *f;
+    int (*fn)(void *ctx, const struct letter *l);
+    void *ctx;
+    size_t n;
+};
+
+/* 1 stops the read (limit or to_offset reached), other nonzero values are errors. */
+static int each_one(void *ctx, const rd_kafka_message_t *m)
+{
+    struct each *e = ctx;
+    struct letter letter;
+    parse_letter(m, &letter);
+    if (matches(&letter, e->f)) {
+        int rc = e->fn(e->ctx, &letter);
+        if (rc)
+            return rc;
+        e->n++;
+    }
+    if ((e->f->to_offset >= 0 && m->offset >= e->f->to_offset) ||
+        (e->f->limit && e->n >= e->f->limit))
+        return 1;
+    return 0;
+}
+
 /* Calls fn for every dead letter matching f, in offset order. */
 static int each_letter(struct sk_kafka *k, const struct sk_dlq_filter *f,
                        int (*fn)(void *ctx, const struct letter *l), void *ctx,
                        struct sk_error *err)
 {
-    rd_kafka_t *rk = sk_kafka_reader_new(k, "skolsync-dlq", err);
-    if (!rk)
-        return -1;
-    const char *topic = sk_kafka_dlq_topic(k);
-    int64_t lo = 0, hi = 0;
-    int rc = 0;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, 0, &lo, &hi, 15000);
-    if (e) {
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
-        goto out;
-    }
-    if (hi <= lo)
-        goto out;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
-        f->from_offset > lo ? f->from_offset : RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    size_t n = 0;
-    int64_t deadline = sk_mono_ms() + 120000;
-    while (sk_mono_ms() < deadline) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        if (m->err) {
-            rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic,
-                              rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        struct letter letter;
-        parse_letter(m, &letter);
-        bool stop = f->to_offset >= 0 && m->offset >= f->to_offset;
-        if (matches(&letter, f)) {
-            rc = fn(ctx, &letter);
-            n++;
-        }
-        rd_kafka_message_destroy(m);
-        if (rc || stop || (f->limit && n >= f->limit))
-            break;
-    }
-out:
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return rc;
+    struct each e = {.f = f, .fn = fn, .ctx = ctx};
+    int rc = sk_kafka_read_to_end(k, "skolsync-dlq", sk_kafka_dlq_topic(k), 0,
+                                  f->from_offset >= 0 ? f->from_offset : RD_KAFKA_OFFSET_BEGINNING,
+                                  120000, each_one, &e, err);
+    return rc == 1 ? 0 : rc;
 }
 
 static int list_one(void *ctx, const struct letter *l)

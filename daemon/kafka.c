@@ -171,6 +171,59 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
     return rk;
 }
 
+int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *topic,
+                         int32_t partition, int64_t from, int64_t timeout_ms,
+                         int (*fn)(void *ctx, const rd_kafka_message_t *m), void *ctx,
+                         struct sk_error *err)
+{
+    rd_kafka_t *rk = sk_kafka_reader_new(k, client_id, err);
+    if (!rk)
+        return -1;
+    int rc = 0;
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t e =
+        rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 15000);
+    if (e) {
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
+        goto done;
+    }
+    if (hi <= lo || (from >= 0 && from >= hi))
+        goto done; /* nothing to read */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, topic, partition)->offset =
+        from > lo ? from : RD_KAFKA_OFFSET_BEGINNING;
+    e = rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (e) {
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
+        goto done;
+    }
+    int64_t deadline = sk_mono_ms() + timeout_ms;
+    while (rc == 0) {
+        if (sk_mono_ms() > deadline) {
+            rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s timed out", topic);
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m->err)
+            rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic,
+                              rd_kafka_message_errstr(m));
+        else
+            rc = fn(ctx, m);
+        rd_kafka_message_destroy(m);
+    }
+done:
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 /* A short-lived producer handle for admin requests and metadata. */
 static rd_kafka_t *admin_client(const struct sk_kafka *k, struct sk_error *err)
 {

@@ -78,6 +78,18 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);
 
+/*
+ * Reads one partition of topic from `from` (an offset, or
+ * RD_KAFKA_OFFSET_BEGINNING) to its end under read_committed, calling fn for
+ * every record; fn returns nonzero to stop early (that value is returned).
+ * An empty partition calls nothing. 0, or -1 with err (RETRIABLE) when the
+ * broker fails or timeout_ms passes.
+ */
+int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *topic,
+                         int32_t partition, int64_t from, int64_t timeout_ms,
+                         int (*fn)(void *ctx, const rd_kafka_message_t *m), void *ctx,
+                         struct sk_error *err);
+
 /* Creates the topics that are missing (compacted unless `compact` is false). */
 int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
                            int partitions, struct sk_error *err);

@@ -329,6 +329,23 @@ bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why
     return ok;
 }
 
+int skt_logged_port(const char *log_path, int timeout_ms)
+{
+    char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
+                        log_path);
+    int port = 0;
+    for (int waited = 0; waited < timeout_ms && port == 0; waited += 100) {
+        char *out = NULL;
+        skt_sh(cmd, 5, &out);
+        port = atoi(out);
+        free(out);
+        if (port == 0)
+            usleep(100000);
+    }
+    free(cmd);
+    return port;
+}
+
 int skt_notify_listen(const char *path)
 {
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

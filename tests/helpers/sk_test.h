@@ -71,6 +71,12 @@ void skt_sink_close(struct sk_sink *s);
 struct sk_source *skt_source_open(const char *type, const char *yaml);
 void skt_source_close(struct sk_source *s);
 
+/*
+ * The HTTP port a daemon logged ("HTTP server on http://127.0.0.1:PORT") in
+ * log_path, waiting up to timeout_ms; 0 if none appeared.
+ */
+int skt_logged_port(const char *log_path, int timeout_ms);
+
 /* A tiny AF_UNIX datagram listener for NOTIFY_SOCKET tests. */
 int skt_notify_listen(const char *path);
 /* Appends whatever arrived on fd (non-blocking) to buf. */

@@ -257,24 +257,6 @@ Test(cli, unreachable_broker_fails_clearly_within_bounded_time, .timeout = 60)
     free(out);
 }
 
-/* Reads the HTTP port the daemon logged ("HTTP server on http://127.0.0.1:PORT"). */
-static int logged_port(const char *log_path, int timeout_ms)
-{
-    for (int waited = 0; waited < timeout_ms; waited += 100) {
-        char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
-                            log_path);
-        char *out = NULL;
-        skt_sh(cmd, 5, &out);
-        int port = atoi(out);
-        free(out);
-        free(cmd);
-        if (port > 0)
-            return port;
-        usleep(100000);
-    }
-    return 0;
-}
-
 Test(cli, sigterm_stops_gracefully_and_http_endpoints_answer, .timeout = 120)
 {
     char *dir = skt_tmpdir("cli-sigterm");
@@ -285,7 +267,7 @@ Test(cli, sigterm_stops_gracefully_and_http_endpoints_answer, .timeout = 120)
     char *log = skt_fmt("%s/daemon.log", dir);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
     pid_t pid = skt_spawn(argv, log);
-    int port = logged_port(log, 20000);
+    int port = skt_logged_port(log, 20000);
     cr_assert_gt(port, 0, "no HTTP port logged");
     char *out = NULL;
     char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/health", port);

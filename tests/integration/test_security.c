@@ -17,23 +17,6 @@
 #define FILE_SECRET "file-secret-Lm42pW"
 #define TOKEN_SECRET "token-secret-Vv07kD"
 
-static int logged_port(const char *log_path)
-{
-    for (int waited = 0; waited < 20000; waited += 100) {
-        char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
-                            log_path);
-        char *out = NULL;
-        skt_sh(cmd, 5, &out);
-        int port = atoi(out);
-        free(out);
-        free(cmd);
-        if (port > 0)
-            return port;
-        usleep(100000);
-    }
-    return 0;
-}
-
 static void assert_clean(const char *what, const char *text)
 {
     cr_assert_null(strstr(text, ENV_SECRET), "an ${env:} secret leaked into %s:\n%s", what, text);
@@ -105,7 +88,7 @@ Test(security, secrets_never_appear_in_logs_errors_check_or_api, .timeout = 180)
     skt_write(cfg, ok_text);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
     pid_t pid = skt_spawn(argv, log);
-    int port = logged_port(log);
+    int port = skt_logged_port(log, 20000);
     cr_assert_gt(port, 0);
     sleep(4);
     const char *gets[] = {"/",           "/metrics",           "/health",

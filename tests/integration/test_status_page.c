@@ -26,23 +26,6 @@ struct daemon_run {
     int port;
 };
 
-static int logged_port(const char *log_path)
-{
-    for (int waited = 0; waited < 20000; waited += 100) {
-        char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
-                            log_path);
-        char *out = NULL;
-        skt_sh(cmd, 5, &out);
-        int port = atoi(out);
-        free(out);
-        free(cmd);
-        if (port > 0)
-            return port;
-        usleep(100000);
-    }
-    return 0;
-}
-
 /* GET path; returns the body (caller frees) and the HTTP status in *status. */
 static char *http_get(const struct daemon_run *d, const char *path, int *status)
 {
@@ -204,7 +187,7 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
 
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", d.cfg, NULL};
     d.pid = skt_spawn(argv, d.log);
-    d.port = logged_port(d.log);
+    d.port = skt_logged_port(d.log, 20000);
     cr_assert_gt(d.port, 0, "the daemon logged no HTTP port (see %s)", d.log);
 
     /* Synced: both sinks applied the whole dataset. */
