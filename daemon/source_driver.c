@@ -243,9 +243,19 @@ static int await_delivery(struct source_run *run, struct delivery *d, struct sk_
     return 0;
 }
 
+/*
+ * The classes of rdkafka.h's transactional API: retriable (call again or
+ * retry the batch), abortable (abort, then retry the batch), fatal - and
+ * "treat all others as fatal": an unexpected state (e.g. INVALID_TXN_STATE
+ * from a broker) is cured only by a new producer, whose init_transactions
+ * fences and aborts whatever the old one left open. FATAL makes the driver
+ * do exactly that.
+ */
 static int txn_error(rd_kafka_error_t *e, const char *what, struct sk_error *err)
 {
-    enum sk_err_class cls = rd_kafka_error_is_fatal(e) ? SK_ERR_FATAL : SK_ERR_RETRIABLE;
+    enum sk_err_class cls = rd_kafka_error_is_retriable(e) || rd_kafka_error_txn_requires_abort(e)
+                                ? SK_ERR_RETRIABLE
+                                : SK_ERR_FATAL;
     sk_error_set(err, cls, "%s: %s", what, rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     return -1;
@@ -255,6 +265,11 @@ static int txn_error(rd_kafka_error_t *e, const char *what, struct sk_error *err
 static int deliver_txn(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
 {
     rd_kafka_error_t *e = rd_kafka_begin_transaction(run->producer);
+    if (e && rd_kafka_error_txn_requires_abort(e)) {
+        /* a transaction of an earlier attempt is still open in error: end it first */
+        txn_error(e, "begin_transaction", err);
+        goto abort;
+    }
     if (e)
         return txn_error(e, "begin_transaction", err);
     if (produce_batch(run, b, NULL, err) ||
