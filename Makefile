@@ -55,6 +55,10 @@ FUZZ_SECONDS ?= 60
 fuzz: deps-test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
+# kill -9 soak: 20 trials x ~100 000 records (tests/integration/test_crash.c), ~45 min
+soak: deps-test build
+	SK_BUILD_DIR=$(BUILD) scripts/soak.sh $(BUILD)
+
 install: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
 	cmake --build $(BUILD)

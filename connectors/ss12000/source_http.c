@@ -284,6 +284,10 @@ static int fetch_token(struct ss_http *h, struct sk_error *err)
     free(form);
     if (rc)
         return -1;
+    /* The token endpoint's 429/503 Retry-After holds for the next request too,
+     * as for the API's own answers (ss_http_request). */
+    if ((r.status == 429 || r.status == 503) && hs.retry_after_ms > 0)
+        h->not_before_ms = sk_mono_ms() + hs.retry_after_ms;
     cJSON *doc = r.status == 200 ? cJSON_ParseWithLength(r.body, r.len) : NULL;
     const cJSON *tok = doc ? cJSON_GetObjectItemCaseSensitive(doc, "access_token") : NULL;
     if (!cJSON_IsString(tok) || !*tok->valuestring) {

@@ -1,0 +1,781 @@
+/*
+ * test_crash.c: kill -9 the daemon at random points while it syncs a
+ * generated dataset from the SS 12000 test server
+ * (tests/fixtures/ss12000_server.py) through the real Kafka broker into
+ * PostgreSQL, restart it each time, and check at the end that every table
+ * equals the server's current data (GET /_control/dump): no lost row, no
+ * duplicate, no stale version.
+ *
+ * One Criterion test per trial. Each trial has its own seed (logged: replay
+ * with SK_CRASH_SEED=<seed> SK_CRASH_TRIALS=1), which picks the dataset, the
+ * kill points and the mutations; its own topic prefix, connector names and
+ * PostgreSQL schema. Per trial, five kills:
+ *
+ *   1. at a random time 0.3-2.5 s after the start (often before any row);
+ *   2. when the tables hold a random 5-45 % of the dataset;
+ *   3. when they hold a random 50-95 %;
+ *   4. 0.2-4 s after a first wave of mutations at the server (updates that
+ *      bump meta.modified, deletes, creates, a membership change), made
+ *      right after the restart, so the full sync may still be running;
+ *   5. 0.5-5 s after a second wave (newer versions of wave 1's records too),
+ *      made once the sync is (nearly) through, so a delta run is under way.
+ *
+ * Then the daemon runs until the database equals the server (bounded), and
+ * is stopped with SIGTERM (exit 0).
+ *
+ * Environment: SK_TEST_BROKERS, SK_TEST_PG (scripts/with-testenv.sh);
+ * SK_CRASH_TRIALS (default 3), SK_CRASH_STUDENTS (default 200, about
+ * 9 700 records), SK_CRASH_SEED (first trial's seed; default from the
+ * clock), SK_CRASH_PAGE_SIZE (default 100). scripts/soak.sh runs 20 trials
+ * of about 100 000 records.
+ *
+ * The server and the daemon die with the test process (PR_SET_PDEATHSIG)
+ * and are stopped, and the schema dropped, by the suite's fini in every path.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <curl/curl.h>
+#include <libpq-fe.h>
+
+#include "model.h"
+#include "sk_test.h"
+#include "util.h"
+
+#define SERVER SK_SOURCE_DIR "/tests/fixtures/ss12000_server.py"
+#define MAX_TRIALS 256
+
+/* ---- processes and schema, cleaned up in every path ---------------------------- */
+
+static pid_t g_server = -1, g_daemon = -1;
+static char *g_schema;
+
+static pid_t spawn_child(char *const argv[], const char *log_path)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* SIGTERM, then SIGKILL after timeout_ms; the exit code as skt_wait gives it. */
+static int stop_child(pid_t *pid, int timeout_ms)
+{
+    if (*pid <= 0)
+        return 0;
+    kill(*pid, SIGTERM);
+    int rc = skt_wait(*pid, timeout_ms);
+    if (rc == -2) {
+        kill(*pid, SIGKILL);
+        skt_wait(*pid, 10000);
+    }
+    *pid = -1;
+    return rc;
+}
+
+static PGconn *pg_connect(void)
+{
+    const char *ci = getenv("SK_TEST_PG");
+    cr_assert(ci && *ci, "SK_TEST_PG is not set: run under scripts/with-testenv.sh");
+    char *full = skt_fmt("%s connect_timeout=5", ci);
+    PGconn *c = PQconnectdb(full);
+    free(full);
+    return c;
+}
+
+static void drop_schema(void)
+{
+    if (!g_schema)
+        return;
+    PGconn *c = pg_connect();
+    if (PQstatus(c) == CONNECTION_OK) {
+        char *sql = skt_fmt(
+            "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS \"%s\" CASCADE", g_schema);
+        PQclear(PQexec(c, sql));
+        free(sql);
+    }
+    PQfinish(c);
+    free(g_schema);
+    g_schema = NULL;
+}
+
+static void cleanup(void)
+{
+    stop_child(&g_daemon, 20000);
+    stop_child(&g_server, 5000);
+    drop_schema();
+}
+
+TestSuite(crash, .fini = cleanup);
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+static bool alive(pid_t pid)
+{
+    return pid > 0 && waitpid(pid, NULL, WNOHANG) == 0;
+}
+
+static long env_long(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : dflt;
+}
+
+/* A uniform draw in [lo, hi] from the trial's generator. */
+static int draw(unsigned *rng, int lo, int hi)
+{
+    return lo + (int)(rand_r(rng) % (unsigned)(hi - lo + 1));
+}
+
+struct buf {
+    char *p;
+    size_t n;
+};
+
+static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct buf *b = ud;
+    size_t add = size * nmemb;
+    b->p = realloc(b->p, b->n + add + 1);
+    memcpy(b->p + b->n, ptr, add);
+    b->n += add;
+    b->p[b->n] = '\0';
+    return add;
+}
+
+/* One request; the status (0: transport error) and the body in *out (may be NULL). */
+static long http(const char *method, const char *url, const char *body, char **out)
+{
+    CURL *c = curl_easy_init();
+    cr_assert_not_null(c);
+    struct buf b = {.p = strdup(""), .n = 0};
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    if (out)
+        *out = b.p;
+    else
+        free(b.p);
+    return status;
+}
+
+/* ---- the SS 12000 test server --------------------------------------------------- */
+
+static int server_start(const char *dir, int students, unsigned seed)
+{
+    char *log = skt_fmt("%s/server.log", dir);
+    char *st = skt_fmt("%d", students), *sd = skt_fmt("%u", seed);
+    char *argv[] = {"python3",    SERVER, "--port", "0", "--base", "/v2.0",
+                    "--students", st,     "--seed", sd,  NULL};
+    g_server = spawn_child(argv, log);
+    int port = 0;
+    /* data generation: about 1 s per 10 000 records */
+    for (int i = 0; i < 1200 && !port; i++) {
+        usleep(100000);
+        size_t len;
+        char *text = sk_read_file(log, &len);
+        const char *m = text ? strstr(text, "LISTENING 127.0.0.1:") : NULL;
+        if (m)
+            port = atoi(m + strlen("LISTENING 127.0.0.1:"));
+        free(text);
+        cr_assert(alive(g_server), "the test server exited at start (see %s)", log);
+    }
+    cr_assert(port > 0, "the test server did not start (see %s)", log);
+    free(st);
+    free(sd);
+    free(log);
+    return port;
+}
+
+static void ctl(int port, const char *op, const char *body)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/%s", port, op);
+    char *out = NULL;
+    long st = http("POST", url, body, &out);
+    cr_assert(st == 200 || st == 201, "POST /_control/%s %s: %ld %s", op, body, st, out);
+    free(out);
+    free(url);
+}
+
+/* The server's current data: {collection: [entities]}. */
+static cJSON *server_dump(int port)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/dump", port);
+    char *out = NULL;
+    long st = http("GET", url, NULL, &out);
+    cr_assert_eq(st, 200, "GET /_control/dump: %ld", st);
+    cJSON *d = cJSON_Parse(out);
+    cr_assert_not_null(d, "the dump is not JSON");
+    free(out);
+    free(url);
+    return d;
+}
+
+static size_t dump_total(const cJSON *d)
+{
+    size_t n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, d) n += (size_t)cJSON_GetArraySize(c);
+    return n;
+}
+
+/* Writes the dump as <dir>/<collection>.jsonl (for post-mortems). */
+static void dump_write(const cJSON *d, const char *dir)
+{
+    mkdir(dir, 0755);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, d)
+    {
+        char *path = skt_fmt("%s/%s.jsonl", dir, c->string);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+        const cJSON *e;
+        cJSON_ArrayForEach(e, c)
+        {
+            char *line = cJSON_PrintUnformatted(e);
+            fprintf(f, "%s\n", line);
+            free(line);
+        }
+        fclose(f);
+        free(path);
+    }
+}
+
+/* ---- PostgreSQL ------------------------------------------------------------------ */
+
+/* postgres-sink table of a collection: camelCase -> snake_case. */
+static char *pg_table(const char *collection)
+{
+    char *t = malloc(strlen(collection) * 2 + 1), *o = t;
+    for (const char *p = collection; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            *o++ = '_';
+            *o++ = (char)(*p - 'A' + 'a');
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return t;
+}
+
+/* Rows over every table of the schema, or -1 (not migrated yet, no connection). */
+static long long pg_total_rows(PGconn *c, const char *schema)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return -1;
+    char *sql = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&sql, &len);
+    fputs("SELECT 0", f);
+    for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
+        char *t = pg_table(sk_entities[i]->collection);
+        fprintf(f, " + (SELECT count(*) FROM \"%s\".\"%s\")", schema, t);
+        free(t);
+    }
+    fclose(f);
+    PGresult *r = PQexec(c, sql);
+    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    free(sql);
+    return n;
+}
+
+struct expect {
+    const char *id;
+    const cJSON *doc;
+};
+
+static int cmp_expect(const void *a, const void *b)
+{
+    return strcmp(((const struct expect *)a)->id, ((const struct expect *)b)->id);
+}
+
+static const char *modified_of(const cJSON *doc)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+    const cJSON *v = m ? cJSON_GetObjectItemCaseSensitive(m, "modified") : NULL;
+    return cJSON_IsString(v) ? v->valuestring : "-";
+}
+
+/*
+ * Every table of the schema equals the dump's collection: the same ids (no
+ * lost row, no row the server deleted, no id twice) and every doc equal to
+ * the server's current version (no stale version). On a difference: false,
+ * with counts and the first example of each kind in why.
+ */
+static bool pg_equals_dump(PGconn *c, const char *schema, const cJSON *dump, char *why,
+                           size_t why_size)
+{
+    why[0] = '\0';
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(why, why_size, "no connection: %s", PQerrorMessage(c));
+        return false;
+    }
+    bool ok = true;
+    size_t used = 0;
+    for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
+        const char *coll = sk_entities[i]->collection;
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(dump, coll);
+        size_t n = arr ? (size_t)cJSON_GetArraySize(arr) : 0;
+        struct expect *ex = calloc(n + 1, sizeof(*ex));
+        size_t k = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, arr)
+        {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+            cr_assert(cJSON_IsString(id), "%s: an entity without an id in the dump", coll);
+            ex[k++] = (struct expect){id->valuestring, e};
+        }
+        qsort(ex, n, sizeof(*ex), cmp_expect);
+        char *t = pg_table(coll);
+        char *sql =
+            skt_fmt("SELECT id::text, doc::text FROM \"%s\".\"%s\" ORDER BY id::text", schema, t);
+        PGresult *r = PQexec(c, sql);
+        free(sql);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            snprintf(why, why_size, "%s: %s", t, PQerrorMessage(c));
+            PQclear(r);
+            free(t);
+            free(ex);
+            return false;
+        }
+        size_t rows = (size_t)PQntuples(r);
+        size_t missing = 0, extra = 0, stale = 0, dup = 0;
+        char first_missing[40] = "", first_extra[40] = "", first_dup[40] = "";
+        char first_stale[300] = "";
+        size_t a = 0, b = 0;
+        while (a < n || b < rows) {
+            const char *rid = b < rows ? PQgetvalue(r, (int)b, 0) : NULL;
+            if (b > 0 && rid && strcmp(rid, PQgetvalue(r, (int)b - 1, 0)) == 0) {
+                if (!dup++)
+                    snprintf(first_dup, sizeof(first_dup), "%s", rid);
+                b++;
+                continue;
+            }
+            int cmp = a >= n ? 1 : !rid ? -1 : strcmp(ex[a].id, rid);
+            if (cmp < 0) {
+                if (!missing++)
+                    snprintf(first_missing, sizeof(first_missing), "%s", ex[a].id);
+                a++;
+            } else if (cmp > 0) {
+                if (!extra++)
+                    snprintf(first_extra, sizeof(first_extra), "%s", rid);
+                b++;
+            } else {
+                cJSON *doc = cJSON_Parse(PQgetvalue(r, (int)b, 1));
+                if (!skt_json_equal(doc, ex[a].doc)) {
+                    if (!stale++)
+                        snprintf(first_stale, sizeof(first_stale),
+                                 "%s (meta.modified at the server %s, in PostgreSQL %s)", rid,
+                                 modified_of(ex[a].doc), doc ? modified_of(doc) : "(not JSON)");
+                }
+                cJSON_Delete(doc);
+                a++;
+                b++;
+            }
+        }
+        if (missing || extra || stale || dup) {
+            ok = false;
+            if (used < why_size)
+                used += (size_t)snprintf(
+                    why + used, why_size - used,
+                    "%s: %zu rows, %zu at the server; %zu lost (e.g. %s), %zu not at the server "
+                    "(e.g. %s), %zu duplicated (e.g. %s), %zu stale or different (e.g. %s). ",
+                    t, rows, n, missing, first_missing, extra, first_extra, dup, first_dup, stale,
+                    first_stale);
+        }
+        PQclear(r);
+        free(t);
+        free(ex);
+    }
+    return ok;
+}
+
+/* ---- the daemon ------------------------------------------------------------------ */
+
+struct trial {
+    char *dir, *cfg, *log, *schema;
+    int port;
+    size_t total;
+    int starts;
+};
+
+static void daemon_start(struct trial *t)
+{
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", t->cfg, NULL};
+    t->starts++;
+    FILE *f = fopen(t->log, "a");
+    if (f) {
+        fprintf(f, "\n===== test_crash: start %d =====\n", t->starts);
+        fclose(f);
+    }
+    g_daemon = spawn_child(argv, t->log);
+}
+
+static void daemon_kill9(struct trial *t, int no, const char *when, long long rows)
+{
+    cr_assert(alive(g_daemon), "the daemon exited by itself before kill %d (log %s)", no, t->log);
+    kill(g_daemon, SIGKILL);
+    int rc = skt_wait(g_daemon, 10000);
+    g_daemon = -1;
+    cr_assert_eq(rc, 128 + SIGKILL, "kill %d: the daemon ended with %d (log %s)", no, rc, t->log);
+    cr_log_info("crash: kill -9 #%d %s (%lld of %zu rows in PostgreSQL)", no, when, rows, t->total);
+}
+
+/* Waits until the tables hold at least want rows (bounded). */
+static long long wait_rows(struct trial *t, PGconn **c, long long want, int timeout_s)
+{
+    int64_t t0 = sk_mono_ms();
+    long long rows = -1;
+    for (;;) {
+        cr_assert(alive(g_daemon), "the daemon exited (log %s)", t->log);
+        if (!*c || PQstatus(*c) != CONNECTION_OK) {
+            PQfinish(*c);
+            *c = pg_connect();
+        }
+        rows = pg_total_rows(*c, t->schema);
+        if (rows >= want)
+            return rows;
+        cr_assert_lt(sk_mono_ms() - t0, (int64_t)timeout_s * 1000,
+                     "only %lld of the %lld rows wanted after %d s (log %s)", rows, want, timeout_s,
+                     t->log);
+        usleep(30000);
+    }
+}
+
+/* ---- mutations at the server ---------------------------------------------------- */
+
+/* A random entity id of a collection in the dump (NULL if it is empty). */
+static const char *pick_id(const cJSON *dump, const char *coll, unsigned *rng)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(dump, coll);
+    int n = arr ? cJSON_GetArraySize(arr) : 0;
+    if (n == 0)
+        return NULL;
+    const cJSON *e = cJSON_GetArrayItem(arr, draw(rng, 0, n - 1));
+    return cJSON_GetObjectItemCaseSensitive(e, "id")->valuestring;
+}
+
+static void update(int port, const char *coll, const char *id, const char *field, const char *value)
+{
+    char *body = skt_fmt("{\"collection\":\"%s\",\"id\":\"%s\",\"patch\":{\"%s\":\"%s\"}}", coll,
+                         id, field, value);
+    ctl(port, "update", body);
+    free(body);
+}
+
+/*
+ * One wave of changes, the way a SIS makes them: updates (bumping
+ * meta.modified) of persons, groups, activities and rooms, new versions of
+ * records the previous wave changed, deletes (at most 4 per type a wave,
+ * under the delete guard's thresholds), new persons, a membership change.
+ * Returns the number of changes; keeps the ids it updated in *prev.
+ */
+static int mutate(int port, int wave, unsigned *rng, char prev[][37], int *n_prev)
+{
+    cJSON *dump = server_dump(port);
+    int changes = 0;
+    static const struct {
+        const char *coll, *field;
+        int n;
+    } upd[] = {{"persons", "givenName", 20},
+               {"groups", "displayName", 8},
+               {"activities", "displayName", 6},
+               {"rooms", "displayName", 4}};
+    char keep[64][37];
+    int n_keep = 0;
+    for (size_t u = 0; u < sizeof(upd) / sizeof(upd[0]); u++) {
+        for (int k = 0; k < upd[u].n; k++) {
+            const char *id = pick_id(dump, upd[u].coll, rng);
+            if (!id)
+                break;
+            char *v = skt_fmt("Ändrad %d.%d", wave, k);
+            update(port, upd[u].coll, id, upd[u].field, v);
+            free(v);
+            changes++;
+            if (u == 0 && n_keep < 64)
+                snprintf(keep[n_keep++], 37, "%s", id);
+        }
+    }
+    /* newer versions of what the previous wave changed */
+    for (int k = 0; k < *n_prev; k++) {
+        char *v = skt_fmt("Ändrad igen %d.%d", wave, k);
+        char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":"
+                             "\"%s\"}}",
+                             prev[k], v);
+        char *url = skt_fmt("http://127.0.0.1:%d/_control/update", port);
+        long st = http("POST", url, body, NULL); /* 404 if an earlier wave deleted it */
+        cr_assert(st == 200 || st == 404, "update: %ld", st);
+        changes += st == 200;
+        free(url);
+        free(body);
+        free(v);
+    }
+    static const char *const del[] = {"persons", "rooms", "calendarEvents", "attendances"};
+    for (size_t d = 0; d < sizeof(del) / sizeof(del[0]); d++) {
+        cJSON *fresh = server_dump(port); /* not one deleted twice */
+        for (int k = 0; k < 4; k++) {
+            const char *id = pick_id(fresh, del[d], rng);
+            if (!id)
+                break;
+            char *body = skt_fmt("{\"collection\":\"%s\",\"id\":\"%s\"}", del[d], id);
+            char *url = skt_fmt("http://127.0.0.1:%d/_control/delete", port);
+            long st = http("POST", url, body, NULL);
+            cr_assert(st == 200 || st == 404, "delete: %ld", st);
+            changes += st == 200;
+            free(url);
+            free(body);
+        }
+        cJSON_Delete(fresh);
+    }
+    char created[37] = "";
+    for (int k = 0; k < 3; k++) {
+        sk_uuid_random(created);
+        char *body = skt_fmt("{\"collection\":\"persons\",\"entity\":{\"id\":\"%s\","
+                             "\"givenName\":\"Ny %d.%d\",\"familyName\":\"Elev\"}}",
+                             created, wave, k);
+        ctl(port, "create", body);
+        free(body);
+        changes++;
+    }
+    const char *group = pick_id(dump, "groups", rng);
+    if (group) {
+        char *body =
+            skt_fmt("{\"group\":\"%s\",\"person\":\"%s\",\"action\":\"add\"}", group, created);
+        ctl(port, "membership", body);
+        free(body);
+        changes++;
+    }
+    memcpy(prev, keep, sizeof(keep[0]) * (size_t)n_keep);
+    *n_prev = n_keep > 10 ? 10 : n_keep;
+    cJSON_Delete(dump);
+    return changes;
+}
+
+/* ---- the trials ------------------------------------------------------------------- */
+
+struct trial_param {
+    int index, count;
+    unsigned seed;
+};
+
+ParameterizedTestParameters(crash, kill_9_during_ss12000_sync_into_postgres)
+{
+    static struct trial_param params[MAX_TRIALS];
+    long n = env_long("SK_CRASH_TRIALS", 3);
+    if (n < 1)
+        n = 1;
+    if (n > MAX_TRIALS)
+        n = MAX_TRIALS;
+    unsigned base = (unsigned)env_long("SK_CRASH_SEED", 0);
+    if (!base)
+        base = (unsigned)time(NULL) % 1000000u;
+    for (long i = 0; i < n; i++)
+        params[i] =
+            (struct trial_param){.index = (int)i, .count = (int)n, .seed = base + (unsigned)i};
+    return cr_make_param_array(struct trial_param, params, (size_t)n);
+}
+
+ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_postgres,
+                  .timeout = 1800)
+{
+    int students = (int)env_long("SK_CRASH_STUDENTS", 200);
+    int page_size = (int)env_long("SK_CRASH_PAGE_SIZE", 100);
+    unsigned rng = p->seed;
+    int64_t t_start = sk_mono_ms();
+    struct trial t = {0};
+    t.dir = skt_tmpdir("crash");
+    t.cfg = skt_fmt("%s/skolsync.yaml", t.dir);
+    t.log = skt_fmt("%s/daemon.log", t.dir);
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    t.schema = skt_fmt("crash_%s", suffix);
+    g_schema = strdup(t.schema);
+    cr_log_info("crash: trial %d/%d seed %u (replay: SK_CRASH_SEED=%u SK_CRASH_TRIALS=1 "
+                "SK_CRASH_STUDENTS=%d), dir %s, schema %s",
+                p->index + 1, p->count, p->seed, p->seed, students, t.dir, t.schema);
+
+    t.port = server_start(t.dir, students, p->seed);
+    cJSON *dump = server_dump(t.port);
+    t.total = dump_total(dump);
+    cJSON_Delete(dump);
+    cr_log_info("crash: trial %d: %zu records (%d students), page_size %d", p->index + 1, t.total,
+                students, page_size);
+
+    char *text = skt_fmt("kafka:\n"
+                         "  brokers: %s\n"
+                         "  topic_prefix: %s\n"
+                         "  partitions: 3\n"
+                         "  connect_timeout: 20s\n"
+                         "admin:\n"
+                         "  listen: 127.0.0.1:0\n"
+                         "log:\n"
+                         "  level: info\n"
+                         "shutdown_timeout: 20s\n"
+                         "sources:\n"
+                         "  sis-%s:\n"
+                         "    type: ss12000-source\n"
+                         "    url: http://127.0.0.1:%d/v2.0\n"
+                         "    page_size: %d\n"
+                         "    max_rps: 1000\n"
+                         "    poll_interval: 1s\n"
+                         "    retry_backoff: 200ms\n"
+                         "    retry_backoff_max: 2s\n"
+                         "sinks:\n"
+                         "  pg-%s:\n"
+                         "    type: postgres-sink\n"
+                         "    conninfo: ${env:SK_TEST_PG}\n"
+                         "    schema: %s\n"
+                         "    connect_timeout: 5s\n"
+                         "    batch_size: 200\n"
+                         "    retry_backoff: 200ms\n"
+                         "    retry_backoff_max: 2s\n",
+                         skt_brokers(), prefix, suffix, t.port, page_size, suffix, t.schema);
+    skt_write(t.cfg, text);
+    free(text);
+
+    /* a generous bound for any one phase: the full sync of the whole dataset */
+    int phase_s = 120 + (int)(t.total / 500);
+    PGconn *c = NULL;
+    long long rows;
+
+    /* 1: early, at a random time */
+    daemon_start(&t);
+    int ms = draw(&rng, 300, 2500);
+    usleep((useconds_t)ms * 1000);
+    daemon_kill9(&t, 1, skt_fmt("%d ms after the start", ms),
+                 pg_total_rows(c = pg_connect(), t.schema));
+
+    /* 2, 3: at a random share of the dataset in PostgreSQL */
+    int pct[2] = {draw(&rng, 5, 45), draw(&rng, 50, 95)};
+    for (int k = 0; k < 2; k++) {
+        daemon_start(&t);
+        rows = wait_rows(&t, &c, (long long)t.total * pct[k] / 100, phase_s);
+        char *when = skt_fmt("at >= %d %% of the dataset", pct[k]);
+        daemon_kill9(&t, 2 + k, when, rows);
+        free(when);
+    }
+
+    /* 4: shortly after a first wave of changes at the server */
+    char prev[64][37];
+    int n_prev = 0, changes = 0;
+    daemon_start(&t);
+    changes += mutate(t.port, 1, &rng, prev, &n_prev);
+    ms = draw(&rng, 200, 4000);
+    usleep((useconds_t)ms * 1000);
+    char *when = skt_fmt("%d ms after mutation wave 1", ms);
+    daemon_kill9(&t, 4, when, pg_total_rows(c, t.schema));
+    free(when);
+
+    /* 5: the sync (nearly) through, a second wave, a delta run under way */
+    daemon_start(&t);
+    wait_rows(&t, &c, (long long)t.total * 95 / 100, phase_s);
+    changes += mutate(t.port, 2, &rng, prev, &n_prev);
+    ms = draw(&rng, 500, 5000);
+    usleep((useconds_t)ms * 1000);
+    when = skt_fmt("%d ms after mutation wave 2", ms);
+    daemon_kill9(&t, 5, when, pg_total_rows(c, t.schema));
+    free(when);
+
+    /* last restart: wait until PostgreSQL equals the server (bounded) */
+    dump = server_dump(t.port); /* no more changes: this is the final state */
+    char *expect = skt_fmt("%s/expect", t.dir);
+    dump_write(dump, expect);
+    size_t final_total = dump_total(dump);
+    daemon_start(&t);
+    char why[4096] = "";
+    bool ok = false;
+    int64_t t0 = sk_mono_ms();
+    while (!ok && sk_mono_ms() - t0 < (int64_t)phase_s * 1000) {
+        cr_assert(alive(g_daemon), "the daemon exited (log %s)", t.log);
+        if (!c || PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            c = pg_connect();
+        }
+        rows = pg_total_rows(c, t.schema);
+        /* the full comparison only once the count is right (it is the expensive part) */
+        if (rows == (long long)final_total)
+            ok = pg_equals_dump(c, t.schema, dump, why, sizeof(why));
+        else
+            snprintf(why, sizeof(why), "%lld rows, %zu at the server", rows, final_total);
+        if (!ok)
+            sleep(1);
+    }
+    if (!ok) /* the last word, even if the count never matched */
+        ok = pg_equals_dump(c, t.schema, dump, why, sizeof(why));
+    int64_t converge_ms = sk_mono_ms() - t0;
+    int rc = stop_child(&g_daemon, 30000);
+    cr_assert(ok,
+              "trial %d seed %u: PostgreSQL differs from the server after %d s: %s\n"
+              "(server data %s, daemon log %s)",
+              p->index + 1, p->seed, phase_s, why, expect, t.log);
+    cr_expect_eq(rc, 0, "the daemon did not stop cleanly on SIGTERM (%d); log %s", rc, t.log);
+    /* The comparison itself must see a lost row and a stale version. */
+    const char *victim =
+        cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(dump, "persons"), 0), "id")
+            ->valuestring;
+    const char *older =
+        cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(dump, "persons"), 1), "id")
+            ->valuestring;
+    char *sql = skt_fmt("DELETE FROM \"%s\".persons WHERE id = '%s'; "
+                        "UPDATE \"%s\".persons SET doc = jsonb_set(doc, '{meta,modified}', "
+                        "'\"2001-01-01T00:00:00+01:00\"') WHERE id = '%s'",
+                        t.schema, victim, t.schema, older);
+    PGresult *r = PQexec(c, sql);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+    PQclear(r);
+    free(sql);
+    cr_assert_not(pg_equals_dump(c, t.schema, dump, why, sizeof(why)),
+                  "the comparison missed a change");
+    cr_assert(strstr(why, "1 lost") && strstr(why, "1 stale"), "the comparison said: %s", why);
+
+    cr_log_info("crash: trial %d seed %u passed: %zu records (%zu at the end, %d changes in 2 "
+                "waves), 5 kills, converged %lld ms after the last restart, %lld s in all",
+                p->index + 1, p->seed, t.total, final_total, changes, (long long)converge_ms,
+                (long long)((sk_mono_ms() - t_start) / 1000));
+    PQfinish(c);
+    cJSON_Delete(dump);
+    stop_child(&g_server, 5000);
+    drop_schema();
+    free(expect);
+    free(prefix);
+    free(suffix);
+}
