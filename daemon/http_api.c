@@ -242,6 +242,21 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
             put(&t, "skolsync_held_deletions{connector=\"%s\"} %llu\n", src->runner.name,
                 (unsigned long long)atomic_load(&src->held));
     }
+    put(&t,
+        "# HELP skolsync_kafka_queued_messages Messages waiting in a connector's Kafka client "
+        "(producer queue, or consumer prefetch)\n# TYPE skolsync_kafka_queued_messages gauge\n");
+    for (size_t i = 0; i < d->n_conns; i++)
+        if (atomic_load(&d->conns[i]->kafka_queued) >= 0)
+            put(&t, "skolsync_kafka_queued_messages{connector=\"%s\",kind=\"%s\"} %lld\n",
+                d->conns[i]->name, kind_name(d->conns[i]),
+                (long long)atomic_load(&d->conns[i]->kafka_queued));
+    put(&t, "# HELP skolsync_kafka_broker_rtt_seconds Largest average broker round-trip time seen "
+            "by a connector's Kafka client\n# TYPE skolsync_kafka_broker_rtt_seconds gauge\n");
+    for (size_t i = 0; i < d->n_conns; i++)
+        if (atomic_load(&d->conns[i]->kafka_rtt_us) >= 0)
+            put(&t, "skolsync_kafka_broker_rtt_seconds{connector=\"%s\",kind=\"%s\"} %.6f\n",
+                d->conns[i]->name, kind_name(d->conns[i]),
+                (double)atomic_load(&d->conns[i]->kafka_rtt_us) / 1e6);
     pthread_rwlock_unlock(&d->lock);
     lag_metrics(d, &t);
     put(&t,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <librdkafka/rdkafka_mock.h>
 
 #include "log.h"
@@ -181,8 +182,7 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
         return -1;
     int rc = 0;
     int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t e =
-        rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 15000);
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 15000);
     if (e) {
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
         goto done;
@@ -480,6 +480,42 @@ void sk_kafka_destroy(struct sk_kafka *k)
     free(k->cursor_topic);
     free(k->dlq_topic);
     free(k);
+}
+
+void sk_kafka_stats_parse(const char *json, size_t len, int64_t *queued, int64_t *rtt_us)
+{
+    *queued = -1;
+    *rtt_us = -1;
+    cJSON *doc = cJSON_ParseWithLength(json, len);
+    if (!doc)
+        return;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "producer") == 0) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(doc, "msg_cnt");
+        if (cJSON_IsNumber(n))
+            *queued = (int64_t)n->valuedouble;
+    } else {
+        /* consumer: what the fetcher holds ahead of the application */
+        int64_t sum = 0;
+        const cJSON *topics = cJSON_GetObjectItemCaseSensitive(doc, "topics");
+        for (const cJSON *t = topics ? topics->child : NULL; t; t = t->next) {
+            const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
+            for (const cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
+                const cJSON *q = cJSON_GetObjectItemCaseSensitive(p, "fetchq_cnt");
+                if (cJSON_IsNumber(q) && q->valuedouble > 0)
+                    sum += (int64_t)q->valuedouble;
+            }
+        }
+        *queued = sum;
+    }
+    const cJSON *brokers = cJSON_GetObjectItemCaseSensitive(doc, "brokers");
+    for (const cJSON *b = brokers ? brokers->child : NULL; b; b = b->next) {
+        const cJSON *rtt = cJSON_GetObjectItemCaseSensitive(b, "rtt");
+        const cJSON *avg = rtt ? cJSON_GetObjectItemCaseSensitive(rtt, "avg") : NULL;
+        if (cJSON_IsNumber(avg) && (int64_t)avg->valuedouble > *rtt_us)
+            *rtt_us = (int64_t)avg->valuedouble;
+    }
+    cJSON_Delete(doc);
 }
 
 int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size)

@@ -94,6 +94,13 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
 int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
                            int partitions, struct sk_error *err);
 
+/*
+ * From a librdkafka statistics JSON (statistics.interval.ms): messages
+ * waiting in the client (producer queue, or consumer prefetch queues) and
+ * the largest average broker round-trip time in µs. -1 when absent.
+ */
+void sk_kafka_stats_parse(const char *json, size_t len, int64_t *queued, int64_t *rtt_us);
+
 /* The embedded mock cluster (for fault injection in tests), NULL on a real broker. */
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kafka.h"
 #include "util.h"
 
 static const char *const state_names[] = {"starting", "running", "idle",   "retrying",
@@ -27,6 +28,8 @@ void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *n
     r->name = sk_strdup(name);
     r->type = type;
     atomic_init(&r->state, SK_STATE_STARTING);
+    atomic_init(&r->kafka_queued, -1);
+    atomic_init(&r->kafka_rtt_us, -1);
     r->started_mono_ms = sk_mono_ms();
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_t ca;
@@ -50,6 +53,17 @@ void sk_hist_observe_us(struct sk_histogram *h, int64_t us)
     atomic_fetch_add(&h->buckets[i], 1);
     atomic_fetch_add(&h->count, 1);
     atomic_fetch_add(&h->sum_us, (uint_fast64_t)us);
+}
+
+int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len)
+{
+    int64_t queued, rtt;
+    sk_kafka_stats_parse(json, len, &queued, &rtt);
+    if (queued >= 0)
+        atomic_store(&r->kafka_queued, queued);
+    if (rtt >= 0)
+        atomic_store(&r->kafka_rtt_us, rtt);
+    return 0; /* librdkafka frees json */
 }
 
 void sk_runner_destroy(struct sk_runner *r)
@@ -107,12 +121,4 @@ bool sk_runner_wait(struct sk_runner *r, int64_t ms)
     r->wake = false;
     pthread_mutex_unlock(&r->mu);
     return woken;
-}
-
-int sk_entity_index(const struct sk_entity *e)
-{
-    for (int i = 0; sk_entities[i]; i++)
-        if (sk_entities[i] == e)
-            return i;
-    return -1;
 }

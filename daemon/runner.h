@@ -57,6 +57,8 @@ struct sk_runner {
     atomic_uint_fast64_t cycles; /* source: completed poll cycles; sink: batches */
     atomic_uint_fast64_t per_entity[SK_ENTITY_COUNT];
     atomic_int_fast64_t progress_done, progress_total;
+    atomic_int_fast64_t kafka_queued; /* librdkafka statistics: messages waiting in the client */
+    atomic_int_fast64_t kafka_rtt_us; /* largest average broker round-trip time */
     struct sk_histogram work_seconds;    /* source: one poll; sink: one apply of a batch */
     struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */
     atomic_bool drained;                 /* sink: caught up with the drain target (--once) */
@@ -78,6 +80,9 @@ struct sk_runner {
     char last_error[512];
 };
 
+/* A librdkafka stats_cb (opaque: the runner): keeps the figures above. */
+int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len);
+
 void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *name,
                     const char *type);
 void sk_runner_destroy(struct sk_runner *r);
@@ -88,6 +93,5 @@ void sk_runner_last_error(struct sk_runner *r, char *buf, size_t size);
 void sk_runner_wake(struct sk_runner *r);
 /* Wait up to ms or until woken or stopped. Returns true if woken or stopped. */
 bool sk_runner_wait(struct sk_runner *r, int64_t ms);
-int sk_entity_index(const struct sk_entity *e);
 
 #endif

@@ -655,6 +655,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct sink_run *run = opaque;
+    return sk_runner_kafka_stats(&run->env->runner, json, len);
+}
+
 static int consumer_create(struct sink_run *run, struct sk_error *err)
 {
     struct sk_sink_env *env = run->env;
@@ -662,13 +668,14 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     char *group = sk_asprintf("skolsync-%s", env->runner.name);
     /* Bounded memory (README "Memory"): the fetcher keeps at most this much
      * per consumer ahead of the sink, whatever the target's speed. */
-    static const char *const defaults[] = {"queued.max.messages.kbytes",
-                                           "8192",
-                                           "queued.min.messages",
-                                           "1000",
-                                           "fetch.max.bytes",
-                                           "8388608",
-                                           NULL};
+    /* clang-format off */
+    static const char *const defaults[] = {
+        "queued.max.messages.kbytes", "8192",
+        "queued.min.messages", "1000",
+        "fetch.max.bytes", "8388608",
+        "statistics.interval.ms", "5000",
+        NULL};
+    /* clang-format on */
     rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, defaults, err);
     int rc = -1;
     if (!conf)
@@ -693,6 +700,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_conf_set_opaque(conf, run);
     char errstr[512];
     run->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));

@@ -74,21 +74,27 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
 }
 
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct source_run *run = opaque;
+    return sk_runner_kafka_stats(&run->env->runner, json, len);
+}
+
 static int producer_create(struct source_run *run, struct sk_error *err)
 {
     struct sk_source_env *env = run->env;
     char *client_id = sk_asprintf("skolsync-src-%s", env->runner.name);
     /* Tuning the user may override; the queue bound is the back-pressure
      * point: a full queue stops the source from being polled. */
-    static const char *const defaults[] = {"linger.ms",
-                                           "5",
-                                           "compression.type",
-                                           "lz4",
-                                           "queue.buffering.max.kbytes",
-                                           "16384",
-                                           "queue.buffering.max.messages",
-                                           "50000",
-                                           NULL};
+    /* clang-format off */
+    static const char *const defaults[] = {
+        "linger.ms", "5",
+        "compression.type", "lz4",
+        "queue.buffering.max.kbytes", "16384",
+        "queue.buffering.max.messages", "50000",
+        "statistics.interval.ms", "5000",
+        NULL};
+    /* clang-format on */
     rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, defaults, err);
     free(client_id);
     if (!conf)
@@ -108,6 +114,7 @@ static int producer_create(struct source_run *run, struct sk_error *err)
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_conf_set_opaque(conf, run);
     char errstr[512];
     run->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
@@ -420,6 +427,23 @@ static int check_bad_input(struct source_run *run, const struct sk_batch *b, str
                         b->bad[0].where, b->bad[0].err.msg, *stop ? "stop" : "retry");
 }
 
+/*
+ * Waits for the next cycle (or a wake-up), serving the producer's events in
+ * the meantime: statistics and late reports are delivered only by poll.
+ */
+static void idle_wait(struct source_run *run, int64_t ms)
+{
+    struct sk_runner *r = &run->env->runner;
+    int64_t until = sk_mono_ms() + ms;
+    for (;;) {
+        if (run->producer)
+            rd_kafka_poll(run->producer, 0);
+        int64_t left = until - sk_mono_ms();
+        if (left <= 0 || sk_runner_wait(r, left < 1000 ? left : 1000))
+            return;
+    }
+}
+
 static void *source_thread(void *arg)
 {
     struct sk_source_env *env = arg;
@@ -497,7 +521,7 @@ static void *source_thread(void *arg)
         }
         atomic_fetch_add(&r->cycles, 1);
         sk_runner_set_state(r, SK_STATE_IDLE);
-        sk_runner_wait(r, env->settings.poll_interval_ms);
+        idle_wait(&run, env->settings.poll_interval_ms);
     }
 out:
     sk_batch_free(&batch);

@@ -233,3 +233,11 @@ int sk_time_parse_us(const char *text, int64_t *out_us)
     *out_us = secs * 1000000 + frac_us;
     return 0;
 }
+
+int sk_entity_index(const struct sk_entity *e)
+{
+    for (int i = 0; sk_entities[i]; i++)
+        if (sk_entities[i] == e)
+            return i;
+    return -1;
+}

@@ -39,6 +39,8 @@ extern const struct sk_entity *const sk_entities[];
 #define SK_ENTITY_COUNT 18
 
 const struct sk_entity *sk_entity_by_name(const char *name);             /* "Person" */
+/* The position of e in sk_entities (0..SK_ENTITY_COUNT-1), or -1. */
+int sk_entity_index(const struct sk_entity *e);
 const struct sk_entity *sk_entity_by_collection(const char *collection); /* "persons" */
 /* A deletedEntities key in either spelling ("activitites" or "activities"). */
 const struct sk_entity *sk_entity_by_deleted_key(const char *key);

@@ -34,7 +34,6 @@
 #include "connector.h"
 #include "log.h"
 #include "model.h"
-#include "runner.h"
 #include "source.h"
 #include "ss12000_source.pb-c.h"
 #include "util.h"

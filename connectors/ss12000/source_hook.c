@@ -20,7 +20,6 @@
 #include <cjson/cJSON.h>
 
 #include "log.h"
-#include "runner.h"
 #include "source.h"
 #include "util.h"
 
@@ -84,9 +83,26 @@ static bool bearer_ok(const char *header, const char *token)
  * spec's misspelling and "modifiedEntities" are accepted (NOTES.md §6.2).
  * Runs on an HTTP thread.
  */
+/* The path in constant time: the secret in it is the callback's credential. */
+static bool path_ok(const struct ss_hook *hk, const char *path)
+{
+    size_t n = strlen(hk->path);
+    if (!path || strlen(path) != n)
+        return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(path[i] ^ hk->path[i]);
+    return diff == 0;
+}
+
 static void on_callback(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
 {
     struct ss_hook *hk = ctx;
+    if (!path_ok(hk, req->path)) {
+        sk_warn(hk->component, "webhook callback with a wrong secret in its path: refused");
+        respond(resp, 403, "forbidden");
+        return;
+    }
     if (hk->conf->webhook.token && *hk->conf->webhook.token &&
         !bearer_ok(req->authorization, hk->conf->webhook.token)) {
         sk_warn(hk->component, "webhook callback with a missing or wrong bearer token: refused");
@@ -238,7 +254,12 @@ struct ss_hook *ss_hook_new(struct sk_source *self, const struct ss_conf *conf,
     pthread_cond_init(&hk->cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&hk->mu, NULL);
-    if (sk_source_http_route(self, "POST", hk->path, on_callback, hk, err)) {
+    /* Every path under /hooks/<source>/ comes here, so a wrong secret gets a
+     * clear 403 (and a log line) rather than a 404. */
+    char *prefix = sk_asprintf("/hooks/%s/*", self->name);
+    int route_rc = sk_source_http_route(self, "POST", prefix, on_callback, hk, err);
+    free(prefix);
+    if (route_rc) {
         pthread_cond_destroy(&hk->cv);
         pthread_mutex_destroy(&hk->mu);
         free(hk->path);

@@ -255,6 +255,11 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     cr_assert(metric_is(&d, "skolsync_consumer_group_status{group=\"skolsync-db\",status=\"OK\"} 1",
                         2000));
     cr_assert(metric_is(&d, "# TYPE skolsync_consumer_lag_seconds gauge", 100));
+    /* librdkafka statistics: queue depth and broker round-trip time per connector */
+    cr_assert(
+        metric_is(&d, "skolsync_kafka_queued_messages{connector=\"files\",kind=\"source\"}", 8000));
+    cr_assert(
+        metric_is(&d, "skolsync_kafka_broker_rtt_seconds{connector=\"db\",kind=\"sink\"}", 8000));
     stop_daemon(&d);
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(d.db, a, why, sizeof(why)), "%s", why);

@@ -606,7 +606,7 @@ Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_n
                      "the webhook did not bring the change within 10 s (poll_interval 10m)");
     free(sql);
 
-    /* No more callbacks from the server; ours to a wrong secret is 404 and changes nothing. */
+    /* No more callbacks from the server; ours to a wrong secret is 403 and changes nothing. */
     free(ctl(s.port, "reset",
              "{\"data\":false,\"stats\":false,\"faults\":false,\"tokens\":false,"
              "\"subscriptions\":true}"));
@@ -621,7 +621,7 @@ Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_n
     char *code = NULL;
     skt_sh(cmd, 10, &code);
     free(cmd);
-    cr_assert_str_eq(code, "404");
+    cr_assert_str_eq(code, "403");
     free(code);
     cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntities\":' "
                   "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET,
