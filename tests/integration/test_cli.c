@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 
 #include "sk_test.h"
@@ -53,11 +54,22 @@ Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
     char *cfg = embedded_config(dir, data, db, NULL);
     char *sock = skt_fmt("%s/notify.sock", dir);
     int nfd = skt_notify_listen(sock);
-    char *args = skt_fmt("run --once -c %s", cfg);
+    char *log = skt_fmt("%s/run.log", dir);
     setenv("NOTIFY_SOCKET", sock, 1);
-    int rc;
-    char *out = run_skolsync(args, 150, &rc);
+    char *argv[] = {(char *)skt_skolsync(), "run", "--once", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
     unsetenv("NOTIFY_SOCKET");
+    /* read the notify socket as systemd does, while the daemon runs */
+    char notes[65536] = "";
+    int rc = -2;
+    for (int i = 0; i < 1500 && rc == -2; i++) {
+        skt_notify_drain(nfd, notes, sizeof(notes));
+        rc = skt_wait(pid, 100);
+    }
+    skt_notify_drain(nfd, notes, sizeof(notes));
+    char *out = NULL;
+    char *cat = skt_fmt("cat %s", log);
+    skt_sh(cat, 10, &out);
     cr_assert_eq(rc, 0, "skolsync run --once failed (%d):\n%s", rc, out);
     /* the summary names the records and the database */
     cr_assert(strstr(out, "finished in"), "no summary:\n%s", out);
@@ -65,14 +77,11 @@ Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
     /* systemd readiness protocol: READY=1 once connectors are open, STOPPING=1 at the end */
-    char notes[8192] = "";
-    skt_notify_drain(nfd, notes, sizeof(notes));
     cr_assert(strstr(notes, "READY=1"), "no READY=1 received: %s", notes);
     cr_assert(strstr(notes, "STOPPING=1"), "no STOPPING=1 received: %s", notes);
     cr_assert(strstr(notes, "READY=1") < strstr(notes, "STOPPING=1"));
     close(nfd);
     free(out);
-    free(args);
 }
 
 Test(cli, malformed_json_line_goes_to_dlq_and_rest_goes_through, .timeout = 120)
@@ -396,4 +405,69 @@ Test(cli, unknown_type_or_entity_from_a_secret_is_not_echoed)
     cr_assert(strstr(out, "unknown sink type") && strstr(out, "unknown entity type"), "%s", out);
     cr_assert_null(strstr(out, "zz-secret-type-91"), "a secret was echoed:\n%s", out);
     free(out);
+}
+
+Test(cli, json_logs_journald_prefixes_and_watchdog, .timeout = 180)
+{
+    char *dir = skt_tmpdir("cli-logs");
+    char *data = skt_fmt("%s/data", dir);
+    char *db = skt_fmt("%s/out.db", dir);
+    skt_generate(data, 9, 10);
+
+    /* log.format json: every log line is one JSON object naming its component */
+    char *cfg = embedded_config(dir, data, db, "log:\n  format: json\n");
+    char *cmd = skt_fmt("%s run --once -c %s 2>&1 >/dev/null", skt_skolsync(), cfg);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 100, &out), 0, "%s", out);
+    int json_lines = 0;
+    for (char *save = NULL, *line = strtok_r(out, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        cJSON *o = cJSON_Parse(line);
+        cr_assert_not_null(o, "not a JSON log line: %s", line);
+        cr_assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "component")) &&
+                      cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "level")) &&
+                      cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "msg")),
+                  "%s", line);
+        cJSON_Delete(o);
+        json_lines++;
+    }
+    cr_assert_gt(json_lines, 3);
+    free(out);
+    free(cmd);
+
+    /* under systemd (JOURNAL_STREAM): journald priority prefixes, and the
+     * watchdog is fed while the connectors make progress */
+    unlink(db);
+    cfg = embedded_config(dir, data, db, NULL);
+    char *sock = skt_fmt("%s/notify.sock", dir);
+    int nfd = skt_notify_listen(sock);
+    char *log = skt_fmt("%s/journal.log", dir);
+    /* systemd reads the notify socket as messages come: so must we, or the
+     * daemon's sends block once the socket's queue is full */
+    setenv("JOURNAL_STREAM", "8:12345", 1);
+    setenv("NOTIFY_SOCKET", sock, 1);
+    setenv("WATCHDOG_USEC", "2000000", 1);
+    char *argv[] = {(char *)skt_skolsync(), "run", "--once", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    unsetenv("JOURNAL_STREAM");
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    char notes[65536] = "";
+    int rc = -2;
+    for (int i = 0; i < 1000 && rc == -2; i++) {
+        skt_notify_drain(nfd, notes, sizeof(notes));
+        rc = skt_wait(pid, 100);
+    }
+    skt_notify_drain(nfd, notes, sizeof(notes));
+    cmd = skt_fmt("grep -v '^ \\|^skolsync: finished' %s", log);
+    skt_sh(cmd, 10, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    for (char *save = NULL, *line = strtok_r(out, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save))
+        cr_assert(line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>',
+                  "no journald priority prefix: %s", line);
+    free(out);
+    cr_assert(strstr(notes, "WATCHDOG=1"), "no WATCHDOG=1: %s", notes);
+    cr_assert(strstr(notes, "STATUS="), "no STATUS=: %s", notes);
+    close(nfd);
 }
