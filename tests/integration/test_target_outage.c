@@ -33,6 +33,7 @@
 #define RSS_CHECKED 1
 #endif
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 #include <curl/curl.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
@@ -1099,4 +1100,76 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
     free(purl);
     free(cmd);
     free(py);
+}
+
+/*
+ * sqlite-sink: its database locked by another process for 15 s mid-sync
+ * (BEGIN EXCLUSIVE) is the file-database form of "target down": the sink
+ * gets SQLITE_BUSY, pauses and retries, commits nothing meanwhile, and the
+ * database converges once the lock goes.
+ */
+Test(target_outage, sqlite_locked_15s_mid_sync, .timeout = 240, .fini = cleanup)
+{
+    char *dir = skt_tmpdir("outage-sqlite");
+    char *data = skt_fmt("%s/data", dir), *db = skt_fmt("%s/out.db", dir);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir), *log = skt_fmt("%s/daemon.log", dir);
+    skt_generate(data, 44, 400);
+    char *text = skt_fmt("kafka:\n  brokers: embedded\nadmin:\n  listen: 127.0.0.1:0\n"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "    batch_size: 500\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n"
+                         "    busy_timeout: 200ms\n    batch_size: 200\n"
+                         "    retry_backoff_max: 2s\n",
+                         data, db);
+    skt_write(cfg, text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    int port = skt_logged_port(log, 20000);
+    cr_assert_gt(port, 0);
+    sqlite3 *lock = NULL;
+    long long rows_before = 0;
+    for (int i = 0; i < 300 && rows_before < 1000; i++) {
+        usleep(100000);
+        if (!lock && sqlite3_open(db, &lock) != SQLITE_OK) {
+            sqlite3_close(lock);
+            lock = NULL;
+            continue;
+        }
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(lock, "SELECT count(*) FROM attendances", -1, &st, NULL) ==
+                SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            rows_before = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    cr_assert_geq(rows_before, 1000, "the sync never got going (log %s)", log);
+    sqlite3_busy_timeout(lock, 10000);
+    cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(lock));
+    long rss_start = rss_kib(pid), rss_max = rss_start;
+    for (int s = 0; s < 15; s++) {
+        sleep(1);
+        long rss = rss_kib(pid);
+        if (rss > rss_max)
+            rss_max = rss;
+    }
+    long long retries = metric(port, "skolsync_retries_total", "db");
+    cr_assert_eq(sqlite3_exec(lock, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    cr_log_info("locked at %lld attendances; RSS %ld -> %ld KiB; %lld retries", rows_before,
+                rss_start, rss_max, retries);
+    cr_assert_gt(retries, 0, "the sink did not retry while the database was locked");
+    if (RSS_CHECKED)
+        cr_assert_lt(rss_max - rss_start, RSS_BOUND_KIB);
+    char why[2048] = "";
+    bool equal = false;
+    for (int i = 0; i < 120 && !equal; i++) {
+        equal = skt_db_matches_dataset(db, data, why, sizeof(why));
+        if (!equal)
+            usleep(500000);
+    }
+    kill(pid, SIGTERM);
+    int rc = skt_wait(pid, 30000);
+    cr_assert(equal, "did not converge after the lock: %s (log %s)", why, log);
+    cr_assert_eq(rc, 0);
 }
