@@ -839,16 +839,25 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, int step
     st->done++;
 }
 
-/* Parses a list/deletedEntities page: the body, its data and its next token. */
-/* The start of a body for a log line: one line, printable. */
+/*
+ * The start of a body for a log line: one line, printable. Only for bodies
+ * that are not JSON (an HTML error page): a cut-off JSON page holds personal
+ * data, and logs never do.
+ */
 static void snippet(const char *body, char out[64])
 {
+    size_t skip = body ? strspn(body, " \t\r\n") : 0;
+    if (body && (body[skip] == '{' || body[skip] == '[')) {
+        snprintf(out, 64, "cut-off or invalid JSON");
+        return;
+    }
     size_t k = 0;
     for (; body && body[k] && k < 63; k++)
         out[k] = (unsigned char)body[k] < 0x20 ? ' ' : body[k];
     out[k] = '\0';
 }
 
+/* Parses a list/deletedEntities page: the body, its data and its next token. */
 static cJSON *parse_page(const struct ss_resp *r, const char *url, const cJSON **data,
                          const char **next, struct sk_error *err)
 {
