@@ -59,6 +59,12 @@ fuzz: deps-test
 soak: deps-test build
 	SK_BUILD_DIR=$(BUILD) scripts/soak.sh $(BUILD)
 
+# Benchmarks against baselines measured in the same run; not part of test
+# (bench/README.md). BENCH_QUICK=1: under 5 minutes.
+BENCH_QUICK ?= 0
+bench: deps-test
+	BENCH_QUICK=$(BENCH_QUICK) bench/run.sh
+
 install: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
 	cmake --build $(BUILD)

@@ -1,0 +1,274 @@
+/*
+ * baseline_producer.c: the ceiling for any skolsync source (bench scenario 1).
+ *
+ * Reads the already-encoded protobuf records a skolsync source wrote (all
+ * entity topics under SRC_PREFIX, read_committed) into memory, then -- timed --
+ * produces exactly those keys and values again to DST_PREFIX topics with the
+ * producer settings of daemon/source_driver.c:
+ *   linger.ms=5, compression.type=lz4, queue.buffering.max.kbytes=16384,
+ *   queue.buffering.max.messages=50000, enable.idempotence=true,
+ *   transactional.id, transaction.timeout.ms=60000, message.timeout.ms=55000,
+ *   one transaction per batch of BATCH records + one cursor record,
+ *   the same four headers per record. Unlike skolsync 0.1.0 it fetches the
+ *   metadata of its topics right after init_transactions (see below).
+ * No JSON, no HTTP, no protobuf encoding: only what Kafka itself costs.
+ *
+ *   baseline_producer BROKERS SRC_PREFIX DST_PREFIX BATCH PARTITIONS
+ * prints: records bytes seconds (seconds = producer creation .. last commit)
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+static const char *const collections[] = {
+    "organisations", "programmes", "syllabuses", "schoolUnitOfferings", "persons",
+    "duties", "groups", "placements", "activities", "calendarEvents", "attendances",
+    "attendanceEvents", "attendanceSchedules", "absences", "grades", "studyPlans",
+    "resources", "rooms"};
+#define NCOLL (sizeof(collections) / sizeof(collections[0]))
+
+struct rec {
+    int coll;
+    char *key;
+    size_t key_len;
+    void *val;
+    size_t val_len;
+};
+
+static struct rec *recs;
+static size_t nrecs, caprecs;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *why)
+{
+    fprintf(stderr, "baseline_producer: %s: %s\n", what, why);
+    exit(1);
+}
+
+static void set(rd_kafka_conf_t *c, const char *k, const char *v)
+{
+    char e[512];
+    if (rd_kafka_conf_set(c, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK)
+        die(k, e);
+}
+
+static int coll_of(const char *topic, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; i < NCOLL; i++)
+        if (!strncmp(topic, prefix, pl) && !strcmp(topic + pl, collections[i]))
+            return (int)i;
+    return -1;
+}
+
+/* Phase 1 (untimed): read every record of SRC_PREFIX<collection>. */
+static void load(const char *brokers, const char *prefix)
+{
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    set(c, "bootstrap.servers", brokers);
+    set(c, "group.id", "skolsync-bench-baseline-reader");
+    set(c, "isolation.level", "read_committed");
+    set(c, "enable.partition.eof", "true");
+    set(c, "enable.auto.commit", "false");
+    set(c, "auto.offset.reset", "earliest");
+    char e[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, e, sizeof(e));
+    if (!rk)
+        die("consumer", e);
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 10000))
+        die("metadata", "failed");
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(64);
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (coll_of(md->topics[i].topic, prefix) >= 0)
+            for (int p = 0; p < md->topics[i].partition_cnt; p++)
+                rd_kafka_topic_partition_list_add(parts, md->topics[i].topic, p)->offset =
+                    RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    int left = parts->cnt;
+    if (!left)
+        die("load", "no source topics found");
+    rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    while (left > 0) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 1000);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            left--;
+        } else if (m->err) {
+            die("consume", rd_kafka_message_errstr(m));
+        } else {
+            if (nrecs == caprecs) {
+                caprecs = caprecs ? caprecs * 2 : 65536;
+                recs = realloc(recs, caprecs * sizeof(*recs));
+            }
+            struct rec *r = &recs[nrecs++];
+            r->coll = coll_of(rd_kafka_topic_name(m->rkt), prefix);
+            r->key_len = m->key_len;
+            r->key = malloc(m->key_len + 1);
+            memcpy(r->key, m->key, m->key_len);
+            r->val_len = m->len;
+            r->val = m->len ? malloc(m->len) : NULL;
+            if (m->len)
+                memcpy(r->val, m->payload, m->len);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+static size_t failed;
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    if (m->err)
+        failed++;
+}
+
+static void create_topics(rd_kafka_t *rk, const char *prefix, int partitions)
+{
+    rd_kafka_NewTopic_t *nt[NCOLL + 1];
+    char name[256], e[512];
+    for (size_t i = 0; i <= NCOLL; i++) {
+        snprintf(name, sizeof(name), "%s%s", prefix, i < NCOLL ? collections[i] : "_cursors");
+        nt[i] = rd_kafka_NewTopic_new(name, i < NCOLL ? partitions : 1, 1, e, sizeof(e));
+        if (!nt[i])
+            die("NewTopic", e);
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, nt, NCOLL + 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    if (!ev)
+        die("CreateTopics", "timeout");
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    for (size_t i = 0; i <= NCOLL; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+}
+
+static void check(rd_kafka_error_t *err, const char *what)
+{
+    if (err)
+        die(what, rd_kafka_error_string(err));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s BROKERS SRC_PREFIX DST_PREFIX BATCH PARTITIONS\n", argv[0]);
+        return 64;
+    }
+    const char *brokers = argv[1], *src = argv[2], *dst = argv[3];
+    size_t batch = strtoul(argv[4], NULL, 10);
+    int partitions = atoi(argv[5]);
+    load(brokers, src);
+
+    /* Topics are created before the clock starts (skolsync creates its own
+     * at start; a few ms either way). */
+    {
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        set(c, "bootstrap.servers", brokers);
+        char e[512];
+        rd_kafka_t *adm = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof(e));
+        if (!adm)
+            die("admin", e);
+        create_topics(adm, dst, partitions);
+        rd_kafka_destroy(adm);
+    }
+    char *topics[NCOLL], cursor_topic[256], tid[256];
+    for (size_t i = 0; i < NCOLL; i++) {
+        topics[i] = malloc(256);
+        snprintf(topics[i], 256, "%s%s", dst, collections[i]);
+    }
+    snprintf(cursor_topic, sizeof(cursor_topic), "%s_cursors", dst);
+    snprintf(tid, sizeof(tid), "skolsync-bench-baseline-%s", dst);
+
+    double t0 = now_s();
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    set(c, "bootstrap.servers", brokers);
+    set(c, "client.id", "skolsync-bench-baseline");
+    set(c, "linger.ms", "5");
+    set(c, "compression.type", "lz4");
+    set(c, "queue.buffering.max.kbytes", "16384");
+    set(c, "queue.buffering.max.messages", "50000");
+    set(c, "enable.idempotence", "true");
+    set(c, "transactional.id", tid);
+    set(c, "transaction.timeout.ms", "60000");
+    set(c, "message.timeout.ms", "55000");
+    rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
+    char e[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof(e));
+    if (!rk)
+        die("producer", e);
+    check(rd_kafka_init_transactions(rk, 30000), "init_transactions");
+    /* Topic handles + their metadata up front: librdkafka 2.0.2 otherwise
+     * learns a new topic's leaders only at its 1 s topic scan, and the first
+     * transaction touching each topic waits ~1 s (bench/analysis.md). A
+     * ceiling does not pay that; skolsync (daemon/source_driver.c) does. */
+    rd_kafka_topic_t *rkts[NCOLL];
+    for (size_t k = 0; k < NCOLL; k++) {
+        const struct rd_kafka_metadata *md;
+        rkts[k] = rd_kafka_topic_new(rk, topics[k], NULL);
+        if (rkts[k] && !rd_kafka_metadata(rk, 0, rkts[k], &md, 5000))
+            rd_kafka_metadata_destroy(md);
+    }
+
+    size_t bytes = 0;
+    char cursor[96];
+    memset(cursor, 'c', sizeof(cursor));
+    for (size_t i = 0; i < nrecs;) {
+        check(rd_kafka_begin_transaction(rk), "begin_transaction");
+        size_t end = i + batch < nrecs ? i + batch : nrecs;
+        for (; i < end; i++) {
+            struct rec *r = &recs[i];
+            rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+            char observed[32];
+            snprintf(observed, sizeof(observed), "%lld", (long long)(now_s() * 1e6));
+            rd_kafka_header_add(h, "skolsync-source", -1, "bench", -1);
+            rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
+            rd_kafka_header_add(h, "skolsync-schema", -1, "skolsync.v1.Entity", -1);
+            rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
+            for (;;) {
+                rd_kafka_resp_err_t err = rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC(topics[r->coll]), RD_KAFKA_V_KEY(r->key, r->key_len),
+                    RD_KAFKA_V_VALUE(r->val, r->val_len),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                    RD_KAFKA_V_END);
+                if (!err)
+                    break;
+                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                    die("produce", rd_kafka_err2str(err));
+                rd_kafka_poll(rk, 100);
+            }
+            rd_kafka_poll(rk, 0);
+            bytes += r->key_len + r->val_len;
+        }
+        rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+        rd_kafka_header_add(h, "skolsync-source", -1, "bench", -1);
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(cursor_topic), RD_KAFKA_V_KEY("bench", 5),
+                          RD_KAFKA_V_VALUE(cursor, sizeof(cursor)),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                          RD_KAFKA_V_END);
+        check(rd_kafka_commit_transaction(rk, 60000), "commit_transaction");
+    }
+    double secs = now_s() - t0;
+    for (size_t k = 0; k < NCOLL; k++)
+        if (rkts[k])
+            rd_kafka_topic_destroy(rkts[k]);
+    rd_kafka_destroy(rk);
+    if (failed)
+        die("delivery", "records failed");
+    printf("%zu %zu %.3f\n", nrecs, bytes, secs);
+    return 0;
+}
