@@ -505,7 +505,8 @@ static void progress_line(struct sk_daemon *d)
                                 r->kind == SK_RUNNER_SOURCE ? "stored" : "applied", rate(n, ms));
         int64_t total = atomic_load(&r->progress_total), done = atomic_load(&r->progress_done);
         if (total > 0 && done > 0 && len < sizeof(line)) {
-            double eta = (double)(total - done) / rate(n, ms);
+            /* from the fraction done so far: the units of done/total are the source's */
+            double eta = (double)ms / 1000.0 * (double)(total - done) / (double)done;
             len += (size_t)snprintf(line + len, sizeof(line) - len, " %.0f%% eta %.0fs",
                                     100.0 * (double)done / (double)total, eta > 0 ? eta : 0);
         }

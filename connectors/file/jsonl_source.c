@@ -471,6 +471,18 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
     }
     store_cursor(src, cursor, out);
     out->more = more;
+    /* Progress for the status line and page: bytes read of all files. */
+    uint64_t done = 0, total = 0;
+    for (size_t i = 0; i < src->n_files; i++) {
+        struct stat st;
+        if (stat(src->files[i].path, &st) != 0)
+            continue;
+        total += (uint64_t)st.st_size;
+        int64_t at = src->pos[i].offset;
+        done += (uint64_t)(at < (int64_t)st.st_size ? at : (int64_t)st.st_size);
+    }
+    out->progress_done = done;
+    out->progress_total = total;
     return 0;
 }
 
