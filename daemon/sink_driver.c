@@ -18,6 +18,7 @@
  * §0 rule 7: assignor loop, lost assignment on commit during rebalance, crash
  * and hang on close).
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -800,6 +801,7 @@ static void *sink_thread(void *arg)
     }
     sk_runner_set_state(r, SK_STATE_RUNNING);
     bool paused = false;
+    bool applied_since_trim = false;
     while (!atomic_load(&r->stop) && !run.fatal) {
         /* Operator pause (API): apply what is in hand, then stop fetching but
          * stay in the group. */
@@ -811,6 +813,13 @@ static void *sink_thread(void *arg)
             sk_runner_set_state(r, paused ? SK_STATE_PAUSED : SK_STATE_RUNNING);
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, 100);
+        if (!m && !run.n_pending && applied_since_trim) {
+            /* caught up: give the batch's freed heap back (see source_driver.c) */
+            malloc_trim(0);
+            applied_since_trim = false;
+        }
+        if (m)
+            applied_since_trim = true;
         if (m) {
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 struct part *p = part_find(&run, rd_kafka_topic_name(m->rkt), m->partition);
