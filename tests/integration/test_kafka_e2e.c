@@ -91,7 +91,7 @@ static int produce_txn(rd_kafka_t *p, const char *topic, int first, int n, bool 
 {
     rd_kafka_error_t *e = rd_kafka_begin_transaction(p);
     if (e) {
-        cr_log_warn("begin_transaction: %s", rd_kafka_error_string(e));
+        cr_log_info("begin_transaction: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
         return -1;
     }
@@ -117,7 +117,7 @@ static int produce_txn(rd_kafka_t *p, const char *topic, int first, int n, bool 
     e = commit ? rd_kafka_commit_transaction(p, 30000) : rd_kafka_abort_transaction(p, 30000);
     if (!e)
         return 0;
-    cr_log_warn("%s: %s", commit ? "commit" : "abort", rd_kafka_error_string(e));
+    cr_log_info("%s: %s", commit ? "commit" : "abort", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     return -1;
 }
