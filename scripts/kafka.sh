@@ -234,7 +234,12 @@ start() {
         # KRaft storage must be formatted once with a cluster id (22 chars of
         # url-safe base64 of 16 random bytes, as 'kafka-storage random-uuid').
         local cid
-        cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+        # A leading '-' would be read as an option by the tool's argument
+        # parser ("--cluster-id: expected one argument"): draw again.
+        cid=-
+        while [[ $cid == -* ]]; do
+            cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+        done
         echo "$cid" > "$STATE/cluster.id"
         # shellcheck disable=SC2046
         if ! "$JAVA" $(jvm_opts) -cp "$cp" kafka.tools.StorageTool format \
