@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -172,6 +173,21 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
     return rk;
 }
 
+rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
+                                          int64_t which, int timeout_ms)
+{
+    /* ListOffsets reads the special timestamps -1 and -2 as "latest" and
+     * "earliest": offsets_for_times is the batched watermark query. */
+    for (int i = 0; i < l->cnt; i++) {
+        l->elems[i].offset = which;
+        l->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, timeout_ms);
+    for (int i = 0; !e && i < l->cnt; i++)
+        e = l->elems[i].err;
+    return e;
+}
+
 int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *topic,
                          int32_t partition, int64_t from, int64_t timeout_ms,
                          int (*fn)(void *ctx, const rd_kafka_message_t *m), void *ctx,
@@ -311,6 +327,47 @@ static int mock_create_topics(struct sk_kafka *k, const char *const *topics, siz
     return rc;
 }
 
+/*
+ * A topic the controller just created is not yet known to every broker: a
+ * client that asks at once gets "unknown partition" or no leader, and waits
+ * for its next metadata refresh (a cursor read retried in 500 ms, a first
+ * transaction ~0.7 s slower; bench/analysis.md). Waits until every topic has
+ * a leader for each partition, bounded: a timeout only means clients wait.
+ */
+static void await_leaders(rd_kafka_t *rk, const char *const *topics, size_t n, int64_t timeout_ms)
+{
+    rd_kafka_topic_t **rkts = sk_calloc(n, sizeof(*rkts));
+    for (size_t i = 0; i < n; i++)
+        rkts[i] = rd_kafka_topic_new(rk, topics[i], NULL);
+    int64_t deadline = sk_mono_ms() + timeout_ms;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        size_t ready = 0;
+        if (rd_kafka_metadata(rk, 0, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR && md) {
+            for (int t = 0; t < md->topic_cnt; t++) {
+                const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+                bool ok = !mt->err && mt->partition_cnt > 0;
+                for (int p = 0; ok && p < mt->partition_cnt; p++)
+                    ok = !mt->partitions[p].err && mt->partitions[p].leader >= 0;
+                for (size_t i = 0; ok && i < n; i++)
+                    if (strcmp(mt->topic, topics[i]) == 0) {
+                        ready++;
+                        break;
+                    }
+            }
+            rd_kafka_metadata_destroy(md);
+        }
+        if (ready >= n || sk_mono_ms() >= deadline)
+            break;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rkts[i])
+            rd_kafka_topic_destroy(rkts[i]);
+    free(rkts);
+}
+
 int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
                            int partitions, struct sk_error *err)
 {
@@ -350,19 +407,24 @@ int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t
         const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
         size_t cnt;
         const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+        size_t created = 0;
         for (size_t i = 0; i < cnt && rc == 0; i++) {
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
             if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
                 continue;
-            if (e)
+            if (e) {
                 rc = sk_error_set(err, SK_ERR_FATAL, "cannot create topic %s: %s",
                                   rd_kafka_topic_result_name(tr[i]),
                                   rd_kafka_topic_result_error_string(tr[i]));
-            else
+            } else {
+                created++;
                 sk_info("kafka", "created topic %s (%s, %d partitions)",
                         rd_kafka_topic_result_name(tr[i]), compact ? "compacted" : "delete",
                         partitions);
+            }
         }
+        if (rc == 0 && created)
+            await_leaders(rk, topics, n, 10000);
     }
     if (ev)
         rd_kafka_event_destroy(ev);

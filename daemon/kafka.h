@@ -74,6 +74,16 @@ rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_
  */
 rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
                                 struct sk_error *err);
+/*
+ * The ends (which = RD_KAFKA_OFFSET_END: the last stable offset under
+ * read_committed) or the starts (RD_KAFKA_OFFSET_BEGINNING) of every
+ * partition in l, written to each element's offset: one ListOffsets per
+ * leader, where 2.0.2's query_watermark_offsets costs a round trip per
+ * partition and bound (batched ListOffsets came in 2.3.0). No duplicates in
+ * l. Returns the request's error or the first partition's.
+ */
+rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
+                                          int64_t which, int timeout_ms);
 /* Sets one property or fails with err (FATAL). */
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);
