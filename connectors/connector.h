@@ -120,6 +120,14 @@ struct sk_source_ops {
      */
     int (*poll)(struct sk_source *self, const struct sk_cursor *cursor, struct sk_batch *out,
                 struct sk_error *err);
+    /*
+     * Optional: the batch that carried cursor is stored (Kafka acknowledged
+     * it and everything before it). Called on the source's thread before the
+     * next poll, which then gets the same cursor. A source that keeps state
+     * until its batch is safe can settle it here instead of at the next
+     * poll, which may be a poll_interval away.
+     */
+    void (*stored)(struct sk_source *self, const struct sk_cursor *cursor);
     void (*close)(struct sk_source *self);
 };
 
