@@ -378,6 +378,7 @@ struct ss_source {
     size_t n_pend, cap_pend;
     struct ss_idmap pend_index; /* id -> value, this batch's records (dedupe within it) */
     bool pend_release;
+    bool last_ends_run; /* the batch handed out last completes its run */
 
     /* The run's accumulators, valid for run acc_run (its t0). */
     int64_t acc_run;
@@ -509,7 +510,7 @@ static void update_held_gauge(struct ss_source *src)
  * it carried. Otherwise delivery failed and the poll repeats from an older
  * cursor: forget it (the records will be read and published again).
  */
-static void settle_last_batch(struct ss_source *src, const struct sk_cursor *cursor)
+static bool settle_last_batch(struct ss_source *src, const struct sk_cursor *cursor)
 {
     bool stored = src->last_cursor && cursor && cursor->data &&
                   cursor->len == src->last_cursor_len &&
@@ -539,6 +540,27 @@ static void settle_last_batch(struct ss_source *src, const struct sk_cursor *cur
     free(src->last_cursor);
     src->last_cursor = NULL;
     src->last_cursor_len = 0;
+    return stored;
+}
+
+/*
+ * The driver's word that the batch carrying cursor is in Kafka (the same
+ * settlement the next poll would make). Once the batch that ended a run is
+ * stored, no poll goes back into that run: its sets are given back now, not
+ * kept until the next run (they were most of an idle source's memory,
+ * bench/analysis.md §4).
+ */
+static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
+{
+    struct ss_source *src = self->priv;
+    bool ends_run = src->last_ends_run;
+    if (!settle_last_batch(src, cursor) || !ends_run)
+        return;
+    ss_idmap_free(&src->run_seen);
+    for (int i = 0; i < SK_ENTITY_COUNT; i++)
+        ss_idmap_free(&src->types[i].listed);
+    ss_idmap_free(&src->pend_index);
+    dels_free(&src->run_dels);
 }
 
 /* ---- cursor ---------------------------------------------------------------- */
@@ -858,10 +880,11 @@ static void snippet(const char *body, char out[64])
 }
 
 /* Parses a list/deletedEntities page: the body, its data and its next token. */
-static cJSON *parse_page(const struct ss_resp *r, const char *url, const cJSON **data,
-                         const char **next, struct sk_error *err)
+static cJSON *parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
+                         struct sk_error *err)
 {
-    cJSON *doc = cJSON_ParseWithLength(r->body, r->len);
+    cJSON *doc = r->json ? r->json : cJSON_ParseWithLength(r->body, r->len);
+    r->json = NULL; /* the caller's now */
     if (!cJSON_IsObject(doc)) {
         /* An HTML error page with 200, a cut-off body: never skip the page,
          * retry it (the driver backs off). */
@@ -1403,7 +1426,18 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
     src->last_cursor = sk_malloc(len ? len : 1);
     memcpy(src->last_cursor, data, len);
     src->last_cursor_len = len;
+    src->last_ends_run = !out->more;
     sk_batch_set_cursor(out, data, len);
+    /* In the middle of a chain the next request is known: it travels while
+     * the driver stores this batch (bench/analysis.md §1). A rewind after a
+     * failed delivery asks for another page, and the read-ahead is dropped. */
+    if (out->more && st.run_active && st.page_token &&
+        (st.step == STEP_FULL || st.step == STEP_MODIFIED || st.step == STEP_CREATED) &&
+        st.type_index < st.n_run_types) {
+        char *next = list_url(src, &st, st.run_types[st.type_index]);
+        ss_http_prefetch(src->http, next);
+        free(next);
+    }
     free(st.page_token);
     return 0;
 }
@@ -1539,5 +1573,6 @@ const struct sk_source_ops ss12000_source_ops = {
     .conf_size = sizeof(struct ss_conf),
     .open = ss_open,
     .poll = ss_poll,
+    .stored = ss_stored,
     .close = ss_close,
 };

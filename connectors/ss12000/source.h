@@ -73,22 +73,31 @@ struct ss_conf {
     bool created_query;
 };
 
-/* ---- id map: 36-char lowercase UUID -> int64 ------------------------------ */
+/* ---- id map: UUID (36-character text) -> int64 ---------------------------- */
 
-struct ss_idmap {
-    char (*keys)[37];
-    int64_t *vals;
-    size_t cap, n;
+struct ss_idkey {
+    uint64_t hi, lo; /* the UUID's 16 bytes; all zero marks an empty slot */
 };
 
-/* Insert or overwrite. */
+struct ss_idmap {
+    struct {
+        struct ss_idkey key;
+        int64_t val;
+    } * slots;
+    size_t cap, n;
+    bool has_nil; /* the nil UUID (its key would look empty) */
+    int64_t nil_val;
+};
+
+/* Insert or overwrite. id must be a UUID (as sk_uuid_normalize writes it);
+ * anything else is not stored. */
 void ss_idmap_put(struct ss_idmap *m, const char *id, int64_t val);
 /* true and *val if present. */
 bool ss_idmap_get(const struct ss_idmap *m, const char *id, int64_t *val);
 bool ss_idmap_has(const struct ss_idmap *m, const char *id);
 void ss_idmap_clear(struct ss_idmap *m); /* keeps the memory */
-void ss_idmap_free(struct ss_idmap *m);
-/* Iteration: for (i = 0; i < m->cap; i++) if (m->keys[i][0]) ... */
+void ss_idmap_free(struct ss_idmap *m);  /* gives it back; the map stays usable */
+size_t ss_idmap_bytes(const struct ss_idmap *m);
 
 /* ---- HTTP ----------------------------------------------------------------- */
 
@@ -99,6 +108,7 @@ struct ss_resp {
     char *body; /* malloc'ed, NUL-terminated (len excludes it); caller frees */
     size_t len;
     char content_type[128];
+    void *json; /* cJSON *: the body parsed on the read-ahead thread, or NULL */
 };
 
 /* Creates the client (no network yet). Caller frees with ss_http_free. */
@@ -116,6 +126,15 @@ void ss_http_free(struct ss_http *h);
 int ss_http_request(struct ss_http *h, const char *method, const char *url, const char *body,
                     struct ss_resp *out, struct sk_error *err);
 void ss_resp_free(struct ss_resp *r);
+/*
+ * Read-ahead: starts the GET of url on a thread of its own, so the next page
+ * is on its way while the driver stores this one; a 200 answer is parsed
+ * there too (resp.json). The next ss_http_request
+ * waits for it: the same GET gets its answer (or its error), any other
+ * request drops it first, so the handle is never used by two threads.
+ */
+void ss_http_prefetch(struct ss_http *h, const char *url);
+void ss_http_prefetch_drop(struct ss_http *h); /* waits for and forgets a read-ahead */
 /* Percent-encodes s for a query string (every byte but unreserved). Caller frees. */
 char *ss_http_escape(const char *s);
 

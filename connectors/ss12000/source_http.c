@@ -40,7 +40,20 @@ struct ss_http {
     int64_t not_before_ms;   /* Retry-After: no request before this (sk_mono_ms) */
     char *access_token;      /* OAuth2: cached token (secret) */
     int64_t token_valid_until_ms;
+    /* Read-ahead (ss_http_prefetch): one GET on its own thread, which has
+     * the handle to itself until the next request joins it. */
+    struct {
+        pthread_t thread;
+        bool running;
+        char *url;
+        struct ss_resp resp;
+        int rc;
+        struct sk_error err;
+    } pf;
 };
+
+static int request(struct ss_http *h, const char *method, const char *url, const char *body,
+                   struct ss_resp *out, struct sk_error *err);
 
 struct body_buf {
     char *data;
@@ -145,6 +158,7 @@ char *ss_http_escape(const char *s)
 
 void ss_resp_free(struct ss_resp *r)
 {
+    cJSON_Delete(r->json);
     free(r->body);
     memset(r, 0, sizeof(*r));
 }
@@ -165,10 +179,65 @@ struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component, s
     return h;
 }
 
+static void *prefetch_thread(void *arg)
+{
+    struct ss_http *h = arg;
+    h->pf.rc = request(h, "GET", h->pf.url, NULL, &h->pf.resp, &h->pf.err);
+    if (h->pf.rc == 0 && h->pf.resp.status == 200)
+        h->pf.resp.json = cJSON_ParseWithLength(h->pf.resp.body, h->pf.resp.len);
+    return NULL;
+}
+
+void ss_http_prefetch(struct ss_http *h, const char *url)
+{
+    ss_http_prefetch_drop(h);
+    h->pf.url = sk_strdup(url);
+    memset(&h->pf.resp, 0, sizeof(h->pf.resp));
+    sk_error_clear(&h->pf.err);
+    h->pf.rc = 0;
+    h->pf.running = pthread_create(&h->pf.thread, NULL, prefetch_thread, h) == 0;
+    if (!h->pf.running) { /* no thread: the GET happens when it is asked for */
+        free(h->pf.url);
+        h->pf.url = NULL;
+    }
+}
+
+/* Waits for the read-ahead; true (and its result) if it was this GET. */
+static bool prefetch_take(struct ss_http *h, const char *method, const char *url, const char *body,
+                          struct ss_resp *out, int *rc, struct sk_error *err)
+{
+    if (!h->pf.running)
+        return false;
+    pthread_join(h->pf.thread, NULL);
+    h->pf.running = false;
+    bool same = strcmp(method, "GET") == 0 && !body && strcmp(url, h->pf.url) == 0;
+    if (same) {
+        *out = h->pf.resp;
+        *rc = h->pf.rc;
+        if (h->pf.rc)
+            *err = h->pf.err;
+        memset(&h->pf.resp, 0, sizeof(h->pf.resp));
+    } else {
+        ss_resp_free(&h->pf.resp);
+    }
+    free(h->pf.url);
+    h->pf.url = NULL;
+    return same;
+}
+
+void ss_http_prefetch_drop(struct ss_http *h)
+{
+    struct ss_resp r;
+    int rc;
+    struct sk_error e;
+    prefetch_take(h, "", "", NULL, &r, &rc, &e);
+}
+
 void ss_http_free(struct ss_http *h)
 {
     if (!h)
         return;
+    ss_http_prefetch_drop(h);
     curl_easy_cleanup(h->curl);
     if (h->access_token) {
         memset(h->access_token, 0, strlen(h->access_token));
@@ -355,6 +424,15 @@ static void free_secret_line(char *line)
 
 int ss_http_request(struct ss_http *h, const char *method, const char *url, const char *body,
                     struct ss_resp *out, struct sk_error *err)
+{
+    int rc;
+    if (prefetch_take(h, method, url, body, out, &rc, err))
+        return rc;
+    return request(h, method, url, body, out, err);
+}
+
+static int request(struct ss_http *h, const char *method, const char *url, const char *body,
+                   struct ss_resp *out, struct sk_error *err)
 {
     memset(out, 0, sizeof(*out));
     bool oauth = h->conf->auth.type && strcmp(h->conf->auth.type, "oauth2") == 0;

@@ -1,58 +1,136 @@
 /*
- * source_idmap.c: a compact map from a 36-character lowercase UUID to an
- * int64 (open addressing, linear probing, grows at half full). The source
- * keeps one per entity type for dedupe (id -> meta.modified µs) and uses
- * others as sets. Entries are never removed one by one (a deleted id keeps a
- * marker value), so probing needs no tombstones.
+ * source_idmap.c: a compact map from a UUID to an int64 (open addressing,
+ * linear probing, grows at three quarters full). The source keeps one per
+ * entity type for dedupe (id -> meta.modified µs) and uses others as sets.
+ * Entries are never removed one by one (a deleted id keeps a marker value),
+ * so probing needs no tombstones.
+ *
+ * A slot holds the UUID's 16 bytes and the value: 24 bytes, 32-64 bytes per
+ * id with the load factor (a 37-byte text key grown at half full cost 90-180;
+ * bench/analysis.md §4). The all-zero slot means "empty", so the nil UUID,
+ * a valid id, lives beside the table. Keys are the 36-character UUIDs the
+ * source produces (sk_uuid_normalize); anything else is never stored and
+ * never found.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "source.h"
 #include "util.h"
 
-static size_t slot_of(const struct ss_idmap *m, const char *id)
+static int hex_value(char c)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    size_t i = (size_t)h & (m->cap - 1);
-    while (m->keys[i][0] && strcmp(m->keys[i], id) != 0)
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* "8-4-4-4-12" hex digits -> two words. false if id is not such a UUID. */
+static bool parse_id(const char *id, struct ss_idkey *out)
+{
+    uint64_t w[2] = {0, 0};
+    int digits = 0;
+    for (int i = 0; i < 36; i++) {
+        char c = id[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+            continue;
+        }
+        int v = hex_value(c);
+        if (v < 0)
+            return false;
+        w[digits / 16] = w[digits / 16] << 4 | (uint64_t)v;
+        digits++;
+    }
+    if (id[36] != '\0')
+        return false;
+    out->hi = w[0];
+    out->lo = w[1];
+    return true;
+}
+
+static bool key_empty(const struct ss_idkey *k)
+{
+    return k->hi == 0 && k->lo == 0;
+}
+
+/* splitmix64's finaliser: v1 (time-based) UUIDs vary in few bits. */
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static size_t slot_of(const struct ss_idmap *m, const struct ss_idkey *k)
+{
+    size_t i = (size_t)mix(k->hi ^ mix(k->lo)) & (m->cap - 1);
+    while (!key_empty(&m->slots[i].key) &&
+           (m->slots[i].key.hi != k->hi || m->slots[i].key.lo != k->lo))
         i = (i + 1) & (m->cap - 1);
     return i;
 }
 
-void ss_idmap_put(struct ss_idmap *m, const char *id, int64_t val)
+static void put_key(struct ss_idmap *m, const struct ss_idkey *k, int64_t val)
 {
-    if ((m->n + 1) * 2 > m->cap) {
-        struct ss_idmap big = {.cap = m->cap ? m->cap * 2 : 256};
-        big.keys = sk_calloc(big.cap, sizeof(*big.keys));
-        big.vals = sk_calloc(big.cap, sizeof(*big.vals));
+    if ((m->n + 1) * 4 > m->cap * 3) {
+        struct ss_idmap big = {.cap = m->cap ? m->cap * 2 : 256,
+                               .has_nil = m->has_nil,
+                               .nil_val = m->nil_val,
+                               .n = m->has_nil};
+        big.slots = sk_calloc(big.cap, sizeof(*big.slots));
         for (size_t i = 0; i < m->cap; i++)
-            if (m->keys[i][0])
-                ss_idmap_put(&big, m->keys[i], m->vals[i]);
-        free(m->keys);
-        free(m->vals);
+            if (!key_empty(&m->slots[i].key))
+                put_key(&big, &m->slots[i].key, m->slots[i].val);
+        free(m->slots);
         *m = big;
     }
-    size_t i = slot_of(m, id);
-    if (!m->keys[i][0]) {
-        snprintf(m->keys[i], sizeof(m->keys[i]), "%s", id);
+    size_t i = slot_of(m, k);
+    if (key_empty(&m->slots[i].key)) {
+        m->slots[i].key = *k;
         m->n++;
     }
-    m->vals[i] = val;
+    m->slots[i].val = val;
+}
+
+void ss_idmap_put(struct ss_idmap *m, const char *id, int64_t val)
+{
+    struct ss_idkey k;
+    if (!parse_id(id, &k))
+        return;
+    if (key_empty(&k)) {
+        m->n += !m->has_nil;
+        m->has_nil = true;
+        m->nil_val = val;
+        return;
+    }
+    put_key(m, &k, val);
 }
 
 bool ss_idmap_get(const struct ss_idmap *m, const char *id, int64_t *val)
 {
+    struct ss_idkey k;
+    if (!parse_id(id, &k))
+        return false;
+    if (key_empty(&k)) {
+        if (m->has_nil && val)
+            *val = m->nil_val;
+        return m->has_nil;
+    }
     if (!m->cap)
         return false;
-    size_t i = slot_of(m, id);
-    if (!m->keys[i][0])
+    size_t i = slot_of(m, &k);
+    if (key_empty(&m->slots[i].key))
         return false;
     if (val)
-        *val = m->vals[i];
+        *val = m->slots[i].val;
     return true;
 }
 
@@ -64,13 +142,18 @@ bool ss_idmap_has(const struct ss_idmap *m, const char *id)
 void ss_idmap_clear(struct ss_idmap *m)
 {
     if (m->cap)
-        memset(m->keys, 0, m->cap * sizeof(*m->keys));
+        memset(m->slots, 0, m->cap * sizeof(*m->slots));
     m->n = 0;
+    m->has_nil = false;
 }
 
 void ss_idmap_free(struct ss_idmap *m)
 {
-    free(m->keys);
-    free(m->vals);
+    free(m->slots);
     memset(m, 0, sizeof(*m));
+}
+
+size_t ss_idmap_bytes(const struct ss_idmap *m)
+{
+    return m->cap * sizeof(*m->slots);
 }
