@@ -51,6 +51,7 @@ struct sk_sink_env {
     struct sk_kafka *kafka;
     char **topics;             /* one per entity, "<prefix><collection>" */
     struct sk_privacy privacy; /* resolved from settings and the type's defaults */
+    bool once;                 /* --once: the run ends when the sink is drained */
 };
 
 /* The effective privacy policy of a sink: its settings over its type's defaults. */

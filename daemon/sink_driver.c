@@ -592,9 +592,29 @@ static void flush(struct sink_run *run, bool sync_commit)
 
 /* ---- rebalancing ------------------------------------------------------------ */
 
-static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *parts)
+static bool subscribed(const struct sk_sink_env *env, const char *topic)
+{
+    for (size_t i = 0; i < env->sink.n_entities; i++)
+        if (strcmp(env->topics[i], topic) == 0)
+            return true;
+    return false;
+}
+
+static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *given)
 {
     struct sk_sink_env *env = run->env;
+    /* Only topics this sink subscribes to: a stale assignment (see
+     * instance_id) must never feed it another prefix's records. */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(given->cnt);
+    for (int i = 0; i < given->cnt; i++) {
+        if (subscribed(env, given->elems[i].topic))
+            rd_kafka_topic_partition_list_add(parts, given->elems[i].topic,
+                                              given->elems[i].partition)
+                ->offset = given->elems[i].offset;
+        else
+            sk_warn(env->runner.name, "assignment holds %s [%d], not subscribed: ignored",
+                    given->elems[i].topic, (int)given->elems[i].partition);
+    }
     struct sk_offsets stored = {0};
     if (env->sink.ops->stored_offsets) {
         struct sk_error err = {0};
@@ -625,6 +645,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *par
             stored.n ? " (resuming at offsets stored in the target)" : "");
     sk_offsets_free(&stored);
     rd_kafka_assign(run->consumer, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -662,29 +683,65 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     return sk_runner_kafka_stats(&run->env->runner, json, len);
 }
 
+/*
+ * The static member id: the group name plus a fingerprint of the topics the
+ * sink subscribes to. A static leader that rejoins is handed its previous
+ * assignment (KIP-814): after a change of kafka.topic_prefix or of a sink's
+ * entities the same id would keep consuming the old topics and never the new
+ * ones (seen in the bench). A new subscription is a new member; the old one
+ * leaves the group when its session times out.
+ */
+static char *instance_id(const struct sk_sink_env *env, const char *group)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < env->sink.n_entities; i++)
+        for (const char *c = env->topics[i];; c++) {
+            h = (h ^ (unsigned char)*c) * 16777619u;
+            if (!*c)
+                break;
+        }
+    return sk_asprintf("%s-%08x", group, h);
+}
+
 static int consumer_create(struct sink_run *run, struct sk_error *err)
 {
     struct sk_sink_env *env = run->env;
     char *cid = sk_asprintf("skolsync-sink-%s", env->runner.name);
     char *group = sk_asprintf("skolsync-%s", env->runner.name);
+    char *instance = instance_id(env, group);
     /* Bounded memory (README "Memory"): the fetcher keeps at most this much
      * per consumer ahead of the sink, whatever the target's speed. */
     /* clang-format off */
     static const char *const defaults[] = {
         "queued.max.messages.kbytes", "8192",
-        "queued.min.messages", "1000",
         "fetch.max.bytes", "8388608",
         "statistics.interval.ms", "5000",
+        /* a new subscription waits for the old member's session to end
+         * (instance_id); each sink is its group's only member */
+        "session.timeout.ms", "10000",
+        NULL};
+    /* --once ends when every partition reported its end, and an end is
+     * reported by an empty fetch, which the broker holds for
+     * fetch.wait.max.ms (500): a drained sink waited ~1 s for nothing
+     * (bench/analysis.md §2). Records come at once either way; only idle
+     * fetches are more frequent. */
+    static const char *const once_defaults[] = {
+        "queued.max.messages.kbytes", "8192",
+        "fetch.max.bytes", "8388608",
+        "statistics.interval.ms", "5000",
+        "session.timeout.ms", "10000",
+        "fetch.wait.max.ms", "100",
         NULL};
     /* clang-format on */
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, defaults, err);
+    rd_kafka_conf_t *conf =
+        sk_kafka_conf_new(env->kafka, cid, env->once ? once_defaults : defaults, err);
     int rc = -1;
     if (!conf)
         goto out;
     /* Static membership: a restarted daemon (even after kill -9) takes its
      * partitions back at once instead of waiting out the old session. */
     if (sk_kafka_conf_set(conf, "group.id", group, err) ||
-        sk_kafka_conf_set(conf, "group.instance.id", group, err) ||
+        sk_kafka_conf_set(conf, "group.instance.id", instance, err) ||
         sk_kafka_conf_set(conf, "isolation.level", "read_committed", err) ||
         sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
         sk_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) ||
@@ -725,6 +782,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
 out:
     free(cid);
     free(group);
+    free(instance);
     return rc;
 }
 
@@ -743,15 +801,13 @@ static int query_drain_targets(struct sink_run *run)
     free(cid);
     if (!rk)
         return -1;
-    int rc = 0;
-    for (size_t i = 0; i < run->n_parts && rc == 0; i++) {
-        struct part *p = &run->parts[i];
-        int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, 10000))
-            rc = -1;
-        else
-            p->drain_target = hi;
-    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)run->n_parts);
+    for (size_t i = 0; i < run->n_parts; i++)
+        rd_kafka_topic_partition_list_add(l, run->parts[i].topic, run->parts[i].partition);
+    int rc = sk_kafka_list_offsets(rk, l, RD_KAFKA_OFFSET_END, 10000) ? -1 : 0;
+    for (size_t i = 0; rc == 0 && i < run->n_parts; i++)
+        run->parts[i].drain_target = l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_destroy(rk);
     return rc;
 }

@@ -21,6 +21,35 @@ struct setup {
     char *dir, *data, *db, *cfg, *prefix, *suffix;
 };
 
+static void write_config(const struct setup *s, int source_batch)
+{
+    char *text =
+        skt_fmt("kafka:\n"
+                "  brokers: %s\n"
+                "  topic_prefix: %s\n"
+                "  partitions: 3\n"
+                "  connect_timeout: 20s\n"
+                "admin:\n"
+                "  listen: 127.0.0.1:0\n"
+                "log:\n"
+                "  level: info\n"
+                "shutdown_timeout: 20s\n"
+                "sources:\n"
+                "  files-%s:\n"
+                "    type: jsonl-source\n"
+                "    path: %s\n"
+                "    batch_size: %d\n"
+                "    poll_interval: 1s\n"
+                "sinks:\n"
+                "  db-%s:\n"
+                "    type: sqlite-sink\n"
+                "    path: %s\n"
+                "    batch_size: 200\n",
+                skt_brokers(), s->prefix, s->suffix, s->data, source_batch, s->suffix, s->db);
+    skt_write(s->cfg, text);
+    free(text);
+}
+
 static struct setup make_setup(const char *tag, int students, int source_batch)
 {
     struct setup s;
@@ -32,30 +61,7 @@ static struct setup make_setup(const char *tag, int students, int source_batch)
     s.suffix = strndup(s.prefix + 1, 8);
     if (students > 0)
         skt_generate(s.data, 11, students);
-    char *text = skt_fmt("kafka:\n"
-                         "  brokers: %s\n"
-                         "  topic_prefix: %s\n"
-                         "  partitions: 3\n"
-                         "  connect_timeout: 20s\n"
-                         "admin:\n"
-                         "  listen: 127.0.0.1:0\n"
-                         "log:\n"
-                         "  level: info\n"
-                         "shutdown_timeout: 20s\n"
-                         "sources:\n"
-                         "  files-%s:\n"
-                         "    type: jsonl-source\n"
-                         "    path: %s\n"
-                         "    batch_size: %d\n"
-                         "    poll_interval: 1s\n"
-                         "sinks:\n"
-                         "  db-%s:\n"
-                         "    type: sqlite-sink\n"
-                         "    path: %s\n"
-                         "    batch_size: 200\n",
-                         skt_brokers(), s.prefix, s.suffix, s.data, source_batch, s.suffix, s.db);
-    skt_write(s.cfg, text);
-    free(text);
+    write_config(&s, source_batch);
     return s;
 }
 
@@ -86,6 +92,33 @@ Test(kafka_e2e, dataset_through_real_broker_equals_input, .timeout = 240)
     free(out);
 }
 
+/*
+ * The same sink pointed at new topics (kafka.topic_prefix changed): it must
+ * consume the new topics. Under one static member id the broker handed the
+ * rejoining member its previous assignment, the old prefix's partitions, and
+ * the sink applied nothing (KIP-814; found by the memory benchmark).
+ */
+Test(kafka_e2e, sink_follows_a_changed_topic_prefix, .timeout = 300)
+{
+    struct setup s = make_setup("e2e-prefix", 20, 300);
+    char *out = NULL;
+    int rc = run_once(&s, 200, &out);
+    cr_assert_eq(rc, 0, "first run failed (%d):\n%s", rc, out);
+    free(out);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
+
+    /* same connector names, another prefix, an empty database */
+    s.prefix = skt_unique_prefix();
+    s.db = skt_fmt("%s/out2.db", s.dir);
+    write_config(&s, 300);
+    rc = run_once(&s, 200, &out);
+    cr_assert_eq(rc, 0, "second run failed (%d):\n%s", rc, out);
+    cr_assert_not(strstr(out, "not subscribed"), "a stale assignment:\n%s", out);
+    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s\n%s", why, out);
+    free(out);
+}
+
 /* Produces persons in one transaction, committed or aborted; 0 or -1 (retry it). */
 static int produce_txn(rd_kafka_t *p, const char *topic, int first, int n, bool commit)
 {
@@ -96,10 +129,11 @@ static int produce_txn(rd_kafka_t *p, const char *topic, int first, int n, bool 
         return -1;
     }
     for (int i = first; i < first + n; i++) {
-        char *json = skt_fmt("{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
-                             "\"familyName\":\"Öberg %d\",\"meta\":{\"created\":"
-                             "\"2026-01-01T10:00:00+01:00\",\"modified\":\"2026-01-01T10:00:00+01:00\"}}",
-                             i, i);
+        char *json =
+            skt_fmt("{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
+                    "\"familyName\":\"Öberg %d\",\"meta\":{\"created\":"
+                    "\"2026-01-01T10:00:00+01:00\",\"modified\":\"2026-01-01T10:00:00+01:00\"}}",
+                    i, i);
         uint8_t *buf;
         size_t len;
         char id[37];
