@@ -539,44 +539,67 @@ static void read_first_records(rd_kafka_t *rk, const struct sk_lag_collect_optio
     free(v);
 }
 
-static void query_watermarks(rd_kafka_t *rk, const struct sk_lag_collect_options *o,
-                             struct sk_lag_report *r)
+/* One partition's offset from a batched answer, or its error. */
+static rd_kafka_resp_err_t answer(const rd_kafka_topic_partition_list_t *l,
+                                  rd_kafka_resp_err_t call, const char *topic, int32_t partition,
+                                  int64_t *offset)
 {
-    /* 2.0.2 has no batched ListOffsets (2.3.0): one query per distinct
-     * partition, shared by every group that committed to it. */
-    for (size_t i = 0; i < r->n_groups; i++) {
-        struct sk_lag_group *g = &r->groups[i];
-        for (size_t j = 0; j < g->n_parts; j++) {
-            struct sk_lag_partition *p = &g->parts[j];
-            const struct sk_lag_partition *seen = NULL;
-            for (size_t a = 0; a <= i && !seen; a++)
-                for (size_t b = 0; b < (a == i ? j : r->groups[a].n_parts) && !seen; b++) {
-                    const struct sk_lag_partition *q = &r->groups[a].parts[b];
-                    if (q->partition == p->partition && strcmp(q->topic, p->topic) == 0)
-                        seen = q;
-                }
-            if (seen) {
-                p->low = seen->low;
-                p->end = seen->end;
-                if (seen->error && !p->error && strncmp(seen->error, "watermarks", 10) == 0)
-                    p->error = sk_strdup(seen->error);
-                continue;
-            }
-            int64_t lo = -1, hi = -1;
-            /* Honours isolation.level: hi is the last stable offset. Its timeout
-             * is not enforced in 2.0.2 (#4460): callers keep this off hot threads. */
-            rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition,
-                                                                     &lo, &hi, (int)o->timeout_ms);
-            r->requests.list_offsets += 2; /* earliest and latest: two ListOffsets */
+    const rd_kafka_topic_partition_t *el = rd_kafka_topic_partition_list_find(l, topic, partition);
+    if (!el)
+        return RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+    if (el->err)
+        return el->err;
+    if (el->offset < 0) /* no answer for it: the request as a whole failed */
+        return call ? call : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    *offset = el->offset;
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/*
+ * Start and end offsets of every distinct partition, shared by every group
+ * that committed to it: two batched ListOffsets per broker
+ * (sk_kafka_list_offsets), where one query per partition cost 200 round
+ * trips for 100 partitions. The end honours isolation.level: it is the
+ * last stable offset.
+ */
+static void query_watermarks(rd_kafka_t *rk, const struct sk_lag_collect_options *o,
+                             struct sk_lag_report *r, int brokers)
+{
+    rd_kafka_topic_partition_list_t *hi = rd_kafka_topic_partition_list_new(16);
+    for (size_t i = 0; i < r->n_groups; i++)
+        for (size_t j = 0; j < r->groups[i].n_parts; j++) {
+            const struct sk_lag_partition *p = &r->groups[i].parts[j];
+            if (!rd_kafka_topic_partition_list_find(hi, p->topic, p->partition))
+                rd_kafka_topic_partition_list_add(hi, p->topic, p->partition);
+        }
+    if (hi->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(hi);
+        return;
+    }
+    rd_kafka_topic_partition_list_t *lo = rd_kafka_topic_partition_list_copy(hi);
+    rd_kafka_resp_err_t e_lo =
+        sk_kafka_list_offsets(rk, lo, RD_KAFKA_OFFSET_BEGINNING, (int)o->timeout_ms);
+    rd_kafka_resp_err_t e_hi =
+        sk_kafka_list_offsets(rk, hi, RD_KAFKA_OFFSET_END, (int)o->timeout_ms);
+    /* one request per leader: at most one per broker for each of the two */
+    r->requests.list_offsets += 2 * (hi->cnt < brokers ? hi->cnt : brokers);
+    for (size_t i = 0; i < r->n_groups; i++)
+        for (size_t j = 0; j < r->groups[i].n_parts; j++) {
+            struct sk_lag_partition *p = &r->groups[i].parts[j];
+            int64_t low = -1, end = -1;
+            rd_kafka_resp_err_t e = answer(lo, e_lo, p->topic, p->partition, &low);
+            if (!e)
+                e = answer(hi, e_hi, p->topic, p->partition, &end);
             if (e) {
                 if (!p->error)
                     p->error = sk_asprintf("watermarks: %s", rd_kafka_err2str(e));
                 continue;
             }
-            p->low = lo;
-            p->end = hi;
+            p->low = low;
+            p->end = end;
         }
-    }
+    rd_kafka_topic_partition_list_destroy(lo);
+    rd_kafka_topic_partition_list_destroy(hi);
 }
 
 int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_report **out,
@@ -660,7 +683,7 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
     if (o.describe_members)
         describe_groups(rk, q, &o, r);
     r->time_ms = sk_now_us() / 1000;
-    query_watermarks(rk, &o, r);
+    query_watermarks(rk, &o, r, brokers);
     read_first_records(rk, &o, r);
     if (asked)
         rd_kafka_topic_partition_list_destroy(asked);
