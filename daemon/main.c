@@ -8,6 +8,7 @@
  *   skolsync version
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,6 +309,12 @@ int main(int argc, char **argv)
     }
     /* Once, before any thread exists (libcurl's global state is not thread-safe to set up). */
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* glibc gives each busy thread an arena of its own (up to 8 per core),
+     * and each keeps its freed heap: a daemon of ~25 threads after a 100k
+     * sync held 49 MB of heap with the default, 28 MB with two (bench
+     * memory scenario). MALLOC_ARENA_MAX in the environment still wins. */
+    if (!getenv("MALLOC_ARENA_MAX"))
+        mallopt(M_ARENA_MAX, 2);
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
