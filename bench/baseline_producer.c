@@ -8,14 +8,16 @@
  *   linger.ms=5, compression.type=lz4, queue.buffering.max.kbytes=16384,
  *   queue.buffering.max.messages=50000, enable.idempotence=true,
  *   transactional.id, transaction.timeout.ms=60000, message.timeout.ms=55000,
- *   one transaction per batch of BATCH records + one cursor record,
- *   the same four headers per record. Unlike skolsync 0.1.0 it fetches the
- *   metadata of its topics right after init_transactions (see below).
+ *   statistics.interval.ms=5000, one transaction per batch of BATCH records
+ *   + one cursor record, the same four headers per record, the metadata of
+ *   every topic (the cursor topic too) fetched right after init_transactions,
+ *   as skolsync does.
  * No JSON, no HTTP, no protobuf encoding: only what Kafka itself costs.
  *
  *   baseline_producer BROKERS SRC_PREFIX DST_PREFIX BATCH PARTITIONS
  * prints: records bytes seconds (seconds = producer creation .. last commit)
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +26,24 @@
 
 #include <librdkafka/rdkafka.h>
 
-static const char *const collections[] = {
-    "organisations", "programmes", "syllabuses", "schoolUnitOfferings", "persons",
-    "duties", "groups", "placements", "activities", "calendarEvents", "attendances",
-    "attendanceEvents", "attendanceSchedules", "absences", "grades", "studyPlans",
-    "resources", "rooms"};
+static const char *const collections[] = {"organisations",
+                                          "programmes",
+                                          "syllabuses",
+                                          "schoolUnitOfferings",
+                                          "persons",
+                                          "duties",
+                                          "groups",
+                                          "placements",
+                                          "activities",
+                                          "calendarEvents",
+                                          "attendances",
+                                          "attendanceEvents",
+                                          "attendanceSchedules",
+                                          "absences",
+                                          "grades",
+                                          "studyPlans",
+                                          "resources",
+                                          "rooms"};
 #define NCOLL (sizeof(collections) / sizeof(collections[0]))
 
 struct rec {
@@ -155,6 +170,37 @@ static void create_topics(rd_kafka_t *rk, const char *prefix, int partitions)
     rd_kafka_queue_destroy(q);
     for (size_t i = 0; i <= NCOLL; i++)
         rd_kafka_NewTopic_destroy(nt[i]);
+    /* Untimed: until every new topic has its leaders (as skolsync's
+     * ensure_topics waits before it produces). */
+    for (int tries = 0; tries < 200; tries++) {
+        const struct rd_kafka_metadata *md;
+        size_t ready = 0;
+        if (rd_kafka_metadata(rk, 1, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            for (int t = 0; t < md->topic_cnt; t++) {
+                const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+                bool ok = strncmp(mt->topic, prefix, strlen(prefix)) == 0 && !mt->err &&
+                          mt->partition_cnt > 0;
+                for (int k = 0; ok && k < mt->partition_cnt; k++)
+                    ok = !mt->partitions[k].err && mt->partitions[k].leader >= 0;
+                ready += ok;
+            }
+            rd_kafka_metadata_destroy(md);
+        }
+        if (ready >= NCOLL + 1)
+            break;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* skolsync parses its statistics every 5 s (the /metrics gauges); so does the ceiling. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    (void)json;
+    (void)len;
+    return 0; /* librdkafka frees json */
 }
 
 static void check(rd_kafka_error_t *err, const char *what)
@@ -206,6 +252,8 @@ int main(int argc, char **argv)
     set(c, "transactional.id", tid);
     set(c, "transaction.timeout.ms", "60000");
     set(c, "message.timeout.ms", "55000");
+    set(c, "statistics.interval.ms", "5000");
+    rd_kafka_conf_set_stats_cb(c, stats_cb);
     rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
     char e[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof(e));
@@ -216,10 +264,10 @@ int main(int argc, char **argv)
      * learns a new topic's leaders only at its 1 s topic scan, and the first
      * transaction touching each topic waits ~1 s (bench/analysis.md). A
      * ceiling does not pay that; skolsync (daemon/source_driver.c) does. */
-    rd_kafka_topic_t *rkts[NCOLL];
-    for (size_t k = 0; k < NCOLL; k++) {
+    rd_kafka_topic_t *rkts[NCOLL + 1];
+    for (size_t k = 0; k <= NCOLL; k++) { /* + the cursor topic: every batch ends there */
         const struct rd_kafka_metadata *md;
-        rkts[k] = rd_kafka_topic_new(rk, topics[k], NULL);
+        rkts[k] = rd_kafka_topic_new(rk, k < NCOLL ? topics[k] : cursor_topic, NULL);
         if (rkts[k] && !rd_kafka_metadata(rk, 0, rkts[k], &md, 5000))
             rd_kafka_metadata_destroy(md);
     }
@@ -242,9 +290,8 @@ int main(int argc, char **argv)
             for (;;) {
                 rd_kafka_resp_err_t err = rd_kafka_producev(
                     rk, RD_KAFKA_V_TOPIC(topics[r->coll]), RD_KAFKA_V_KEY(r->key, r->key_len),
-                    RD_KAFKA_V_VALUE(r->val, r->val_len),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-                    RD_KAFKA_V_END);
+                    RD_KAFKA_V_VALUE(r->val, r->val_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
                 if (!err)
                     break;
                 if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
@@ -263,7 +310,7 @@ int main(int argc, char **argv)
         check(rd_kafka_commit_transaction(rk, 60000), "commit_transaction");
     }
     double secs = now_s() - t0;
-    for (size_t k = 0; k < NCOLL; k++)
+    for (size_t k = 0; k <= NCOLL; k++)
         if (rkts[k])
             rd_kafka_topic_destroy(rkts[k]);
     rd_kafka_destroy(rk);
