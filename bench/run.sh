@@ -143,6 +143,8 @@ run_measured() {
     return $rc
 }
 
+# (admin.listen: a port of our own, never the default 9720 another daemon
+# on the machine may hold; ADMIN when a scenario reads /metrics, else any)
 kafka_yaml() { # PREFIX [PARTITIONS]
     cat <<EOF
 kafka:
@@ -151,6 +153,8 @@ kafka:
   partitions: ${2:-3}
 log:
   level: warn
+admin:
+  listen: 127.0.0.1:${ADMIN:-0}
 EOF
 }
 src_yaml() { # NAME URL [extra indented lines]
@@ -323,10 +327,7 @@ if has latency; then
       public_url: http://127.0.0.1:$ADMIN
       secret: bench-hook-secret
       debounce: ${3:-500ms}"
-        { kafka_yaml "lat."; cat <<EOF
-admin:
-  listen: 127.0.0.1:$ADMIN
-EOF
+        { kafka_yaml "lat."
           src_yaml sislat "http://$SRV/v2.0" "    poll_interval: $1
 $hook"
           cat <<EOF
@@ -379,10 +380,7 @@ if has memory; then
     server_start "$d"
     ADMIN=$(free_port)
     mkdir -p "$WORK/or-state" "$WORK/or-out"
-    { kafka_yaml "mem."; cat <<EOF
-admin:
-  listen: 127.0.0.1:$ADMIN
-EOF
+    { kafka_yaml "mem."
       src_yaml sismem "http://$SRV/v2.0" "    poll_interval: 5s"
       cat <<EOF
 sinks:
