@@ -52,6 +52,21 @@ char *skt_unique_prefix(void)
     return skt_fmt("t%.8s.", uuid);
 }
 
+char *skt_config_head(const char *prefix, const char *log_level, const char *shutdown_timeout)
+{
+    return skt_fmt("kafka:\n"
+                   "  brokers: %s\n"
+                   "  topic_prefix: %s\n"
+                   "  partitions: 3\n"
+                   "  connect_timeout: 20s\n"
+                   "admin:\n"
+                   "  listen: 127.0.0.1:0\n"
+                   "log:\n"
+                   "  level: %s\n"
+                   "shutdown_timeout: %s\n",
+                   skt_brokers(), prefix, log_level, shutdown_timeout);
+}
+
 void skt_write(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -331,8 +346,8 @@ bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why
 
 int skt_logged_port(const char *log_path, int timeout_ms)
 {
-    char *cmd = skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s",
-                        log_path);
+    char *cmd =
+        skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s", log_path);
     int port = 0;
     for (int waited = 0; waited < timeout_ms && port == 0; waited += 100) {
         char *out = NULL;

@@ -22,6 +22,13 @@ const char *skt_brokers(void);
 /* A topic prefix unique to this test run, e.g. "t1234abcd." (caller frees). */
 char *skt_unique_prefix(void);
 
+/*
+ * The start of a daemon configuration every integration test shares: the
+ * test broker, topic_prefix, 3 partitions, connect_timeout 20s, the admin
+ * API on a free port, log level and shutdown_timeout. Caller frees.
+ */
+char *skt_config_head(const char *prefix, const char *log_level, const char *shutdown_timeout);
+
 /* Writes text to path (fails the test on error). */
 void skt_write(const char *path, const char *text);
 /* printf into a new string. */

@@ -638,16 +638,8 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     cr_log_info("crash: trial %d: %zu records (%d students), page_size %d", p->index + 1, t.total,
                 students, page_size);
 
-    char *text = skt_fmt("kafka:\n"
-                         "  brokers: %s\n"
-                         "  topic_prefix: %s\n"
-                         "  partitions: 3\n"
-                         "  connect_timeout: 20s\n"
-                         "admin:\n"
-                         "  listen: 127.0.0.1:0\n"
-                         "log:\n"
-                         "  level: info\n"
-                         "shutdown_timeout: 20s\n"
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s"
                          "sources:\n"
                          "  sis-%s:\n"
                          "    type: ss12000-source\n"
@@ -666,9 +658,10 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
                          "    batch_size: 200\n"
                          "    retry_backoff: 200ms\n"
                          "    retry_backoff_max: 2s\n",
-                         skt_brokers(), prefix, suffix, t.port, page_size, suffix, t.schema);
+                         head, suffix, t.port, page_size, suffix, t.schema);
     skt_write(t.cfg, text);
     free(text);
+    free(head);
 
     /* a generous bound for any one phase: the full sync of the whole dataset */
     int phase_s = 120 + (int)(t.total / 500);

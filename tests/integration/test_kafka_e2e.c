@@ -23,31 +23,23 @@ struct setup {
 
 static void write_config(const struct setup *s, int source_batch)
 {
-    char *text =
-        skt_fmt("kafka:\n"
-                "  brokers: %s\n"
-                "  topic_prefix: %s\n"
-                "  partitions: 3\n"
-                "  connect_timeout: 20s\n"
-                "admin:\n"
-                "  listen: 127.0.0.1:0\n"
-                "log:\n"
-                "  level: info\n"
-                "shutdown_timeout: 20s\n"
-                "sources:\n"
-                "  files-%s:\n"
-                "    type: jsonl-source\n"
-                "    path: %s\n"
-                "    batch_size: %d\n"
-                "    poll_interval: 1s\n"
-                "sinks:\n"
-                "  db-%s:\n"
-                "    type: sqlite-sink\n"
-                "    path: %s\n"
-                "    batch_size: 200\n",
-                skt_brokers(), s->prefix, s->suffix, s->data, source_batch, s->suffix, s->db);
+    char *head = skt_config_head(s->prefix, "info", "20s");
+    char *text = skt_fmt("%s"
+                         "sources:\n"
+                         "  files-%s:\n"
+                         "    type: jsonl-source\n"
+                         "    path: %s\n"
+                         "    batch_size: %d\n"
+                         "    poll_interval: 1s\n"
+                         "sinks:\n"
+                         "  db-%s:\n"
+                         "    type: sqlite-sink\n"
+                         "    path: %s\n"
+                         "    batch_size: 200\n",
+                         head, s->suffix, s->data, source_batch, s->suffix, s->db);
     skt_write(s->cfg, text);
     free(text);
+    free(head);
 }
 
 static struct setup make_setup(const char *tag, int students, int source_batch)

@@ -443,16 +443,8 @@ static char *run_python(const char *script, const char *arg)
 
 static void write_config(const struct setup *s, const char *sqlite_extra)
 {
-    char *text = skt_fmt("kafka:\n"
-                         "  brokers: %s\n"
-                         "  topic_prefix: %s\n"
-                         "  partitions: 3\n"
-                         "  connect_timeout: 20s\n"
-                         "admin:\n"
-                         "  listen: 127.0.0.1:0\n"
-                         "log:\n"
-                         "  level: debug\n"
-                         "shutdown_timeout: 30s\n"
+    char *head = skt_config_head(s->prefix, "debug", "30s");
+    char *text = skt_fmt("%s"
                          "sources:\n"
                          "  files-%s:\n"
                          "    type: jsonl-source\n"
@@ -476,11 +468,12 @@ static void write_config(const struct setup *s, const char *sqlite_extra)
                          "    state_dir: %s\n"
                          "    output_dir: %s\n"
                          "    idle: 1s\n",
-                         skt_brokers(), s->prefix, s->suffix, s->data, s->suffix, s->db,
+                         head, s->suffix, s->data, s->suffix, s->db,
                          sqlite_extra ? sqlite_extra : "", s->suffix, s->schema, s->suffix,
                          scim_url(), s->scim_state, s->suffix, s->or_state, s->or_out);
     skt_write(s->cfg, text);
     free(text);
+    free(head);
 }
 
 static struct setup make_setup(int students)

@@ -504,16 +504,8 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
     load_all(data, colls, &total);
     cr_log_info("outage-pg: dataset %zu records, schema %s, log %s", total, schema, log);
 
-    char *text = skt_fmt("kafka:\n"
-                         "  brokers: %s\n"
-                         "  topic_prefix: %s\n"
-                         "  partitions: 3\n"
-                         "  connect_timeout: 20s\n"
-                         "admin:\n"
-                         "  listen: 127.0.0.1:0\n"
-                         "log:\n"
-                         "  level: info\n"
-                         "shutdown_timeout: 20s\n"
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s"
                          "sources:\n"
                          "  files-%s:\n"
                          "    type: jsonl-source\n"
@@ -529,9 +521,10 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
                          "    batch_size: 200\n"
                          "    retry_backoff: 200ms\n"
                          "    retry_backoff_max: 2s\n",
-                         skt_brokers(), prefix, suffix, data, sink, schema);
+                         head, suffix, data, sink, schema);
     skt_write(cfg, text);
     free(text);
+    free(head);
 
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
     g_daemon = spawn_child(argv, log);
@@ -945,16 +938,8 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
                 n_exp_groups, log);
 
     int pport = proxy_start(dir);
-    char *text = skt_fmt("kafka:\n"
-                         "  brokers: %s\n"
-                         "  topic_prefix: %s\n"
-                         "  partitions: 3\n"
-                         "  connect_timeout: 20s\n"
-                         "admin:\n"
-                         "  listen: 127.0.0.1:0\n"
-                         "log:\n"
-                         "  level: info\n"
-                         "shutdown_timeout: 20s\n"
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s"
                          "sources:\n"
                          "  files-%s:\n"
                          "    type: jsonl-source\n"
@@ -973,9 +958,10 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
                          "    batch_size: 50\n"
                          "    retry_backoff: 200ms\n"
                          "    retry_backoff_max: 2s\n",
-                         skt_brokers(), prefix, suffix, data, sink, pport, dir);
+                         head, suffix, data, sink, pport, dir);
     skt_write(cfg, text);
     free(text);
+    free(head);
 
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
     g_daemon = spawn_child(argv, log);
