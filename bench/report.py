@@ -162,8 +162,9 @@ if lats:
       "window) and polls `persons.given_name` every 5 ms over one psql session. Daemon: "
       "ss12000-source (10k-entity set, already synced) + postgres-sink with default "
       "`batch_linger: 100ms`. steady = one change a second; burst = 20 changes back to back, "
-      "then wait. Poll-only rows: no webhook, one change every 1.3 s. Target: p99 ≤ 1 s "
-      "(webhook).\n")
+      "then wait. `webhook` = the default `webhook.debounce` (200 ms since 2026-11-29; 500 ms "
+      "before); `webhook-debounce100ms` = 100 ms. Poll-only rows: no webhook, one change every "
+      "1.3 s. Target: p99 ≤ 1 s (webhook).\n")
     w("| setting | mode | changes | p50 ms | p95 ms | p99 ms | max ms | lost | p99 ≤ 1 s |")
     w("|---|---|---:|---:|---:|---:|---:|---:|:---|")
     for r in lats:

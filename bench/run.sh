@@ -321,12 +321,12 @@ if has latency; then
     d=$(dataset 215)
     entities=$(cat "$d"/*.jsonl | wc -l)
     server_start "$d"
-    lat_cfg() { # POLL_INTERVAL WEBHOOK(0/1) [DEBOUNCE]
+    lat_cfg() { # POLL_INTERVAL WEBHOOK(0/1) [DEBOUNCE (default: the connector's)]
         local hook=
         [[ $2 == 1 ]] && hook="    webhook:
       public_url: http://127.0.0.1:$ADMIN
-      secret: bench-hook-secret
-      debounce: ${3:-500ms}"
+      secret: bench-hook-secret${3:+
+      debounce: $3}"
         { kafka_yaml "lat."
           src_yaml sislat "http://$SRV/v2.0" "    poll_interval: $1
 $hook"
@@ -350,7 +350,7 @@ EOF
     }
     ADMIN=$(free_port)
     lat_cfg 5m 1
-    log "latency: webhook source (debounce 500ms default) + postgres-sink, $entities entities"
+    log "latency: webhook source (default debounce) + postgres-sink, $entities entities"
     daemon_start "$WORK/lat.yaml" "$WORK/daemon.log"
     wait_records pglat "$entities" 300
     lat_run webhook steady "$LAT_STEADY" --rate 1
