@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <curl/curl.h>
 #include <sqlite3.h>
 
 #include "connector.h"
@@ -50,6 +52,50 @@ char *skt_unique_prefix(void)
     char uuid[37];
     sk_uuid_random(uuid);
     return skt_fmt("t%.8s.", uuid);
+}
+
+struct http_body {
+    char *p;
+    size_t n;
+};
+
+static size_t http_body_add(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct http_body *b = ud;
+    size_t add = size * nmemb;
+    b->p = realloc(b->p, b->n + add + 1);
+    memcpy(b->p + b->n, ptr, add);
+    b->n += add;
+    b->p[b->n] = '\0';
+    return add;
+}
+
+long skt_http(const char *method, const char *url, const char *body, int timeout_s, char **out)
+{
+    CURL *c = curl_easy_init();
+    cr_assert_not_null(c);
+    struct http_body b = {.p = strdup(""), .n = 0};
+    struct curl_slist *h = body ? curl_slist_append(NULL, "Content-Type: application/json") : NULL;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (h)
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_body_add);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)timeout_s);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    if (out)
+        *out = b.p;
+    else
+        free(b.p);
+    return status;
 }
 
 char *skt_config_head(const char *prefix, const char *log_level, const char *shutdown_timeout)
@@ -119,18 +165,37 @@ int skt_sh(const char *cmd, int timeout_s, char **output)
 
 pid_t skt_spawn(char *const argv[], const char *log_path)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        /* never outlive the test (a failed assertion ends it at once) */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execv(argv[0], argv);
+        execvp(argv[0], argv);
         _exit(127);
     }
     return pid;
+}
+
+int skt_stop(pid_t *pid, int timeout_ms)
+{
+    if (*pid <= 0)
+        return 0;
+    kill(*pid, SIGTERM);
+    int rc = skt_wait(*pid, timeout_ms);
+    if (rc == -2) {
+        kill(*pid, SIGKILL);
+        skt_wait(*pid, 10000);
+    }
+    *pid = -1;
+    return rc;
 }
 
 int skt_wait(pid_t pid, int timeout_ms)

@@ -29,6 +29,13 @@ char *skt_unique_prefix(void);
  */
 char *skt_config_head(const char *prefix, const char *log_level, const char *shutdown_timeout);
 
+/*
+ * One HTTP request (libcurl; body sent as JSON when not NULL), waiting at most
+ * timeout_s. Returns the status, 0 on a transport error; the body in *out
+ * (caller frees) unless out is NULL.
+ */
+long skt_http(const char *method, const char *url, const char *body, int timeout_s, char **out);
+
 /* Writes text to path (fails the test on error). */
 void skt_write(const char *path, const char *text);
 /* printf into a new string. */
@@ -41,8 +48,12 @@ char *skt_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  */
 int skt_sh(const char *cmd, int timeout_s, char **output);
 
-/* Starts argv in the background with stdout+stderr to log_path; returns the pid. */
+/* Starts argv (PATH searched) in the background with stdout+stderr to
+ * log_path; returns the pid. The child is killed when the test ends. */
 pid_t skt_spawn(char *const argv[], const char *log_path);
+/* SIGTERM, then SIGKILL after timeout_ms; *pid = -1. The exit code as
+ * skt_wait gives it (0 if there was no child). */
+int skt_stop(pid_t *pid, int timeout_ms);
 /* Waits for pid up to timeout_ms: its exit code, -2 if still running, 128+sig if killed. */
 int skt_wait(pid_t pid, int timeout_ms);
 

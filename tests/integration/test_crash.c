@@ -38,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,7 +45,6 @@
 
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
-#include <curl/curl.h>
 #include <libpq-fe.h>
 
 #include "model.h"
@@ -60,41 +58,6 @@
 
 static pid_t g_server = -1, g_daemon = -1;
 static char *g_schema;
-
-static pid_t spawn_child(char *const argv[], const char *log_path)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* SIGTERM, then SIGKILL after timeout_ms; the exit code as skt_wait gives it. */
-static int stop_child(pid_t *pid, int timeout_ms)
-{
-    if (*pid <= 0)
-        return 0;
-    kill(*pid, SIGTERM);
-    int rc = skt_wait(*pid, timeout_ms);
-    if (rc == -2) {
-        kill(*pid, SIGKILL);
-        skt_wait(*pid, 10000);
-    }
-    *pid = -1;
-    return rc;
-}
 
 static PGconn *pg_connect(void)
 {
@@ -124,8 +87,8 @@ static void drop_schema(void)
 
 static void cleanup(void)
 {
-    stop_child(&g_daemon, 20000);
-    stop_child(&g_server, 5000);
+    skt_stop(&g_daemon, 20000);
+    skt_stop(&g_server, 5000);
     drop_schema();
 }
 
@@ -150,50 +113,6 @@ static int draw(unsigned *rng, int lo, int hi)
     return lo + (int)(rand_r(rng) % (unsigned)(hi - lo + 1));
 }
 
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    struct buf *b = ud;
-    size_t add = size * nmemb;
-    b->p = realloc(b->p, b->n + add + 1);
-    memcpy(b->p + b->n, ptr, add);
-    b->n += add;
-    b->p[b->n] = '\0';
-    return add;
-}
-
-/* One request; the status (0: transport error) and the body in *out (may be NULL). */
-static long http(const char *method, const char *url, const char *body, char **out)
-{
-    CURL *c = curl_easy_init();
-    cr_assert_not_null(c);
-    struct buf b = {.p = strdup(""), .n = 0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(h);
-    if (out)
-        *out = b.p;
-    else
-        free(b.p);
-    return status;
-}
-
 /* ---- the SS 12000 test server --------------------------------------------------- */
 
 static int server_start(const char *dir, int students, unsigned seed)
@@ -202,7 +121,7 @@ static int server_start(const char *dir, int students, unsigned seed)
     char *st = skt_fmt("%d", students), *sd = skt_fmt("%u", seed);
     char *argv[] = {"python3",    SERVER, "--port", "0", "--base", "/v2.0",
                     "--students", st,     "--seed", sd,  NULL};
-    g_server = spawn_child(argv, log);
+    g_server = skt_spawn(argv, log);
     int port = 0;
     /* data generation: about 1 s per 10 000 records */
     for (int i = 0; i < 1200 && !port; i++) {
@@ -226,7 +145,7 @@ static void ctl(int port, const char *op, const char *body)
 {
     char *url = skt_fmt("http://127.0.0.1:%d/_control/%s", port, op);
     char *out = NULL;
-    long st = http("POST", url, body, &out);
+    long st = skt_http("POST", url, body, 120, &out);
     cr_assert(st == 200 || st == 201, "POST /_control/%s %s: %ld %s", op, body, st, out);
     free(out);
     free(url);
@@ -237,7 +156,7 @@ static cJSON *server_dump(int port)
 {
     char *url = skt_fmt("http://127.0.0.1:%d/_control/dump", port);
     char *out = NULL;
-    long st = http("GET", url, NULL, &out);
+    long st = skt_http("GET", url, NULL, 120, &out);
     cr_assert_eq(st, 200, "GET /_control/dump: %ld", st);
     cJSON *d = cJSON_Parse(out);
     cr_assert_not_null(d, "the dump is not JSON");
@@ -445,7 +364,7 @@ static void daemon_start(struct trial *t)
         fprintf(f, "\n===== test_crash: start %d =====\n", t->starts);
         fclose(f);
     }
-    g_daemon = spawn_child(argv, t->log);
+    g_daemon = skt_spawn(argv, t->log);
 }
 
 static void daemon_kill9(struct trial *t, int no, const char *when, long long rows)
@@ -540,7 +459,7 @@ static int mutate(int port, int wave, unsigned *rng, char prev[][37], int *n_pre
                              "\"%s\"}}",
                              prev[k], v);
         char *url = skt_fmt("http://127.0.0.1:%d/_control/update", port);
-        long st = http("POST", url, body, NULL); /* 404 if an earlier wave deleted it */
+        long st = skt_http("POST", url, body, 120, NULL); /* 404 if an earlier wave deleted it */
         cr_assert(st == 200 || st == 404, "update: %ld", st);
         changes += st == 200;
         free(url);
@@ -556,7 +475,7 @@ static int mutate(int port, int wave, unsigned *rng, char prev[][37], int *n_pre
                 break;
             char *body = skt_fmt("{\"collection\":\"%s\",\"id\":\"%s\"}", del[d], id);
             char *url = skt_fmt("http://127.0.0.1:%d/_control/delete", port);
-            long st = http("POST", url, body, NULL);
+            long st = skt_http("POST", url, body, 120, NULL);
             cr_assert(st == 200 || st == 404, "delete: %ld", st);
             changes += st == 200;
             free(url);
@@ -733,7 +652,7 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     if (!ok) /* the last word, even if the count never matched */
         ok = pg_equals_dump(c, t.schema, dump, why, sizeof(why));
     int64_t converge_ms = sk_mono_ms() - t0;
-    int rc = stop_child(&g_daemon, 30000);
+    int rc = skt_stop(&g_daemon, 30000);
     cr_assert(ok,
               "trial %d seed %u: PostgreSQL differs from the server after %d s: %s\n"
               "(server data %s, daemon log %s)",
@@ -766,7 +685,7 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
                 (long long)((sk_mono_ms() - t_start) / 1000));
     PQfinish(c);
     cJSON_Delete(dump);
-    stop_child(&g_server, 5000);
+    skt_stop(&g_server, 5000);
     drop_schema();
     free(expect);
     free(prefix);

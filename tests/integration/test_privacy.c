@@ -30,7 +30,6 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
-#include <curl/curl.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
 
@@ -239,41 +238,6 @@ static void assert_no_protected_data(const struct dataset *d, const char *text, 
 
 /* ---- HTTP (libcurl) ------------------------------------------------------- */
 
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    struct buf *b = ud;
-    size_t add = size * nmemb;
-    b->p = realloc(b->p, b->n + add + 1);
-    memcpy(b->p + b->n, ptr, add);
-    b->n += add;
-    b->p[b->n] = '\0';
-    return add;
-}
-
-/* GET url; returns the status (0 on a transport error) and the body in *out. */
-static long http_get(const char *url, char **out)
-{
-    CURL *c = curl_easy_init();
-    cr_assert_not_null(c);
-    struct buf b = {.p = strdup(""), .n = 0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    *out = b.p;
-    return status;
-}
-
 static const char *scim_url(void)
 {
     const char *u = getenv("SK_TEST_SCIM");
@@ -287,7 +251,7 @@ static cJSON *scim_user_by_external_id(const char *id)
 {
     char *url = skt_fmt("%s/Users?filter=externalId%%20eq%%20%%22%s%%22", scim_url(), id);
     char *body = NULL;
-    long st = http_get(url, &body);
+    long st = skt_http("GET", url, NULL, 20, &body);
     cr_assert_eq(st, 200, "GET %s: %ld %s", url, st, body);
     cJSON *list = cJSON_Parse(body);
     cr_assert_not_null(list, "%s", body);
@@ -311,7 +275,7 @@ static char *scim_all_users(size_t *count)
     for (int page = 0; page < 1000; page++) {
         char *url = skt_fmt("%s/Users?startIndex=%d&count=200", scim_url(), start);
         char *body = NULL;
-        long st = http_get(url, &body);
+        long st = skt_http("GET", url, NULL, 20, &body);
         cr_assert_eq(st, 200, "GET %s: %ld %s", url, st, body);
         cJSON *list = cJSON_Parse(body);
         cr_assert_not_null(list, "%s", body);

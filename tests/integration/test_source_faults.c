@@ -42,14 +42,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
-#include <curl/curl.h>
 #include <sqlite3.h>
 
 #include "model.h"
@@ -69,44 +67,10 @@
 
 static pid_t g_server = -1, g_daemon = -1;
 
-static pid_t spawn_child(char *const argv[], const char *log_path)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int stop_child(pid_t *pid, int timeout_ms)
-{
-    if (*pid <= 0)
-        return 0;
-    kill(*pid, SIGTERM);
-    int rc = skt_wait(*pid, timeout_ms);
-    if (rc == -2) {
-        kill(*pid, SIGKILL);
-        skt_wait(*pid, 10000);
-    }
-    *pid = -1;
-    return rc;
-}
-
 static void cleanup(void)
 {
-    stop_child(&g_daemon, 20000);
-    stop_child(&g_server, 5000);
+    skt_stop(&g_daemon, 20000);
+    skt_stop(&g_server, 5000);
 }
 
 TestSuite(source_faults, .fini = cleanup);
@@ -118,54 +82,11 @@ static bool alive(pid_t pid)
 
 /* ---- HTTP to the server's control API ------------------------------------------------ */
 
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    struct buf *b = ud;
-    size_t add = size * nmemb;
-    b->p = realloc(b->p, b->n + add + 1);
-    memcpy(b->p + b->n, ptr, add);
-    b->n += add;
-    b->p[b->n] = '\0';
-    return add;
-}
-
-static long http(const char *method, const char *url, const char *body, char **out)
-{
-    CURL *c = curl_easy_init();
-    cr_assert_not_null(c);
-    struct buf b = {.p = strdup(""), .n = 0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(h);
-    if (out)
-        *out = b.p;
-    else
-        free(b.p);
-    return status;
-}
-
 static cJSON *ctl_json(int port, const char *method, const char *op, const char *body)
 {
     char *url = skt_fmt("http://127.0.0.1:%d/_control/%s", port, op);
     char *out = NULL;
-    long st = http(method, url, body, &out);
+    long st = skt_http(method, url, body, 30, &out);
     cr_assert(st == 200 || st == 201, "%s /_control/%s %s: %ld %s", method, op, body ? body : "",
               st, out);
     cJSON *j = cJSON_Parse(out);
@@ -245,7 +166,7 @@ static cJSON *db_doc(const char *db_path, const char *coll, const char *id)
 /* Starts the test server (argv) with its output in slog; returns its port. */
 static int server_start(char *const argv[], const char *slog)
 {
-    g_server = spawn_child(argv, slog);
+    g_server = skt_spawn(argv, slog);
     int port = 0;
     for (int i = 0; i < 300 && !port; i++) {
         usleep(100000);
@@ -299,7 +220,7 @@ static void daemon_start(const char *cfg, const char *log, int port, const char 
     skt_write(cfg, text);
     free(text);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", (char *)cfg, NULL};
-    g_daemon = spawn_child(argv, log);
+    g_daemon = skt_spawn(argv, log);
 }
 
 /* Waits until the sqlite-sink equals the server's current data; false after timeout_s. */
@@ -575,9 +496,9 @@ Test(source_faults, random_fault_mix_and_expired_tokens_converge_without_skippin
     cr_assert_geq(n401, 1, "no access token expired (401)");
     cr_assert_geq(by_status[429], 1, "no 429");
 
-    int rc = stop_child(&g_daemon, 30000);
+    int rc = skt_stop(&g_daemon, 30000);
     cr_expect_eq(rc, 0, "the daemon did not stop cleanly (%d); log %s", rc, log);
-    stop_child(&g_server, 5000);
+    skt_stop(&g_server, 5000);
     cJSON_Delete(st);
     cJSON_Delete(dump);
     cJSON_Delete(fsnap);
@@ -661,8 +582,8 @@ Test(source_faults, token_endpoint_429_and_503_honour_retry_after, .timeout = 12
     cr_log_info("source_faults: token endpoint: %d Retry-After gaps checked, least slack %.3f s",
                 checked, slack);
     cr_assert_eq(checked, 3);
-    int rc = stop_child(&g_daemon, 30000);
+    int rc = skt_stop(&g_daemon, 30000);
     cr_expect_eq(rc, 0, "the daemon did not stop cleanly (%d); log %s", rc, log);
-    stop_child(&g_server, 5000);
+    skt_stop(&g_server, 5000);
     cJSON_Delete(st);
 }

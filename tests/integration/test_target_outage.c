@@ -19,7 +19,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,7 +33,6 @@
 #endif
 #include <criterion/criterion.h>
 #include <sqlite3.h>
-#include <curl/curl.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 
@@ -46,38 +44,6 @@
 
 static pid_t g_daemon = -1, g_proxy = -1;
 static bool g_pg_stopped;
-
-static pid_t spawn_child(char *const argv[], const char *log_path)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void stop_child(pid_t *pid)
-{
-    if (*pid <= 0)
-        return;
-    kill(*pid, SIGTERM);
-    if (skt_wait(*pid, 20000) == -2) {
-        kill(*pid, SIGKILL);
-        waitpid(*pid, NULL, 0);
-    }
-    *pid = -1;
-}
 
 static int pg_script(const char *what)
 {
@@ -93,8 +59,8 @@ static int pg_script(const char *what)
 
 static void cleanup(void)
 {
-    stop_child(&g_daemon);
-    stop_child(&g_proxy);
+    skt_stop(&g_daemon, 20000);
+    skt_stop(&g_proxy, 20000);
     if (g_pg_stopped && pg_script("start") == 0)
         g_pg_stopped = false;
 }
@@ -130,47 +96,6 @@ static bool alive(pid_t pid)
     return waitpid(pid, NULL, WNOHANG) == 0;
 }
 
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    struct buf *b = ud;
-    size_t add = size * nmemb;
-    b->p = realloc(b->p, b->n + add + 1);
-    memcpy(b->p + b->n, ptr, add);
-    b->n += add;
-    b->p[b->n] = '\0';
-    return add;
-}
-
-/* One request; the status (0: transport error) and the body in *out (may be NULL). */
-static long http(const char *method, const char *url, const char *body, char **out)
-{
-    CURL *c = curl_easy_init();
-    cr_assert_not_null(c);
-    struct buf b = {.p = strdup(""), .n = 0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    if (out)
-        *out = b.p;
-    else
-        free(b.p);
-    return status;
-}
-
 /* The admin port the daemon logged ("HTTP server on http://127.0.0.1:PORT"). */
 static int wait_admin_port(const char *log, pid_t pid)
 {
@@ -194,7 +119,7 @@ static long long metric(int port, const char *name, const char *connector)
 {
     char *url = skt_fmt("http://127.0.0.1:%d/metrics", port);
     char *body = NULL;
-    long st = http("GET", url, NULL, &body);
+    long st = skt_http("GET", url, NULL, 20, &body);
     free(url);
     long long v = -1;
     if (st == 200) {
@@ -527,7 +452,7 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
     free(head);
 
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
-    g_daemon = spawn_child(argv, log);
+    g_daemon = skt_spawn(argv, log);
     int port = wait_admin_port(log, g_daemon);
 
     /* Wait until some rows are in, but far from all. */
@@ -695,7 +620,7 @@ static int proxy_start(const char *dir)
     char *log = skt_fmt("%s/proxy.log", dir);
     char *script = skt_fmt("%s/tests/fixtures/flaky_proxy.py", SK_SOURCE_DIR);
     char *argv[] = {"python3", script, "--upstream", (char *)up, NULL};
-    g_proxy = spawn_child(argv, log);
+    g_proxy = skt_spawn(argv, log);
     int port = 0;
     for (int i = 0; i < 100 && !port; i++) {
         size_t len;
@@ -719,7 +644,7 @@ static void proxy_mode(int port, const char *mode)
 {
     char *url = skt_fmt("http://127.0.0.1:%d/_proxy/mode", port);
     char *body = skt_fmt("{\"mode\":\"%s\"}", mode);
-    long st = http("POST", url, body, NULL);
+    long st = skt_http("POST", url, body, 20, NULL);
     cr_assert_eq(st, 200, "setting proxy mode %s: HTTP %ld", mode, st);
     free(body);
     free(url);
@@ -760,7 +685,7 @@ static char *scim_actual(const char *dataset_text, size_t *dups, char *dup_id, s
             char *url =
                 skt_fmt("%s/%s?startIndex=%d&count=500", base, kind ? "Groups" : "Users", start);
             char *body = NULL;
-            long st = http("GET", url, NULL, &body);
+            long st = skt_http("GET", url, NULL, 20, &body);
             cr_assert_eq(st, 200, "GET %s: %ld", url, st);
             cJSON *list = cJSON_Parse(body);
             cr_assert_not_null(list);
@@ -964,7 +889,7 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
     free(head);
 
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
-    g_daemon = spawn_child(argv, log);
+    g_daemon = skt_spawn(argv, log);
     int port = wait_admin_port(log, g_daemon);
 
     /* Mid-sync: once the sink applied something, the server goes away. */
@@ -1001,7 +926,7 @@ Test(target_outage, scim_down_30s_behind_flaky_proxy, .timeout = 300, .fini = cl
     int64_t t_up = now_ms();
     char *pstat = NULL;
     char *purl = skt_fmt("http://127.0.0.1:%d/_proxy/mode", pport);
-    http("GET", purl, NULL, &pstat);
+    skt_http("GET", purl, NULL, 20, &pstat);
     cr_log_info("outage-scim: %.1f s down (refuse %d s, hang %d s, 503 %d s); proxy %s; "
                 "RSS %ld -> max %ld KiB",
                 (t_up - t_down) / 1000.0, SCIM_REFUSE_S, SCIM_HANG_S, SCIM_503_S, pstat, rss_start,
