@@ -484,6 +484,8 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
     g_pg_stopped = true;
     int64_t t_stop = now_ms();
     cr_assert_eq(pg_script("stop --keep-data"), 0);
+    struct timespec stopped;
+    clock_gettime(CLOCK_REALTIME, &stopped);
     PQfinish(lock);
     cr_log_info("outage-pg: PostgreSQL stopped at %lld of %zu rows (%.1f s into the sync), "
                 "daemon VmRSS %ld KiB",
@@ -523,19 +525,28 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
                     rows_after);
     } else {
         /* The sink was quicker than the snapshot: every changed offset row must
-         * have been written after the restart, and moved forward only. */
+         * have moved forward only, and been written after the restart - or in
+         * the shutdown itself: a fast shutdown ends our lock's session, and the
+         * sink's transaction waiting for that lock may commit before its own
+         * session is ended (seen once in CI). Nothing is written while down. */
         c = pg_connect();
         char *sql = skt_fmt("SELECT topic || '[' || \"partition\" || ']=', next_offset, "
-                            "updated_at >= pg_postmaster_start_time() FROM \"%s\".skolsync_offsets",
-                            schema);
+                            "updated_at >= pg_postmaster_start_time(), "
+                            "updated_at <= to_timestamp(%lld.%03ld) "
+                            "FROM \"%s\".skolsync_offsets",
+                            (long long)stopped.tv_sec, stopped.tv_nsec / 1000000, schema);
         PGresult *r = PQexec(c, sql);
         cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
         for (int i = 0; i < PQntuples(r); i++) {
             char *item = skt_fmt("%s%s", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
             const char *was = strstr(off_before, PQgetvalue(r, i, 0));
             if (!strstr(off_before, item)) {
-                cr_assert_str_eq(PQgetvalue(r, i, 2), "t",
-                                 "offset %s changed while PostgreSQL was down", item);
+                bool after_restart = strcmp(PQgetvalue(r, i, 2), "t") == 0;
+                bool in_shutdown = strcmp(PQgetvalue(r, i, 3), "t") == 0;
+                cr_assert(after_restart || in_shutdown,
+                          "offset %s changed while PostgreSQL was down", item);
+                if (!after_restart)
+                    cr_log_info("outage-pg: offset %s was committed during the shutdown", item);
                 if (was)
                     cr_assert_geq(atoll(PQgetvalue(r, i, 1)),
                                   atoll(was + strlen(PQgetvalue(r, i, 0))),
@@ -548,7 +559,7 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
         PQfinish(c);
         c = NULL;
         cr_log_info("outage-pg: the sink resumed before the snapshot; changed offsets were all "
-                    "written after the restart");
+                    "written after the restart or during the shutdown");
     }
 
     /* Converge (bounded). */
