@@ -712,29 +712,22 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     /* Bounded memory (README "Memory"): the fetcher keeps at most this much
      * per consumer ahead of the sink, whatever the target's speed. */
     /* clang-format off */
-    static const char *const defaults[] = {
+    const char *const defaults[] = {
         "queued.max.messages.kbytes", "8192",
         "fetch.max.bytes", "8388608",
         "statistics.interval.ms", "5000",
         /* a new subscription waits for the old member's session to end
          * (instance_id); each sink is its group's only member */
         "session.timeout.ms", "10000",
-        NULL};
-    /* --once ends when every partition reported its end, and an end is
-     * reported by an empty fetch, which the broker holds for
-     * fetch.wait.max.ms (500): a drained sink waited ~1 s for nothing
-     * (bench/analysis.md §2). Records come at once either way; only idle
-     * fetches are more frequent. */
-    static const char *const once_defaults[] = {
-        "queued.max.messages.kbytes", "8192",
-        "fetch.max.bytes", "8388608",
-        "statistics.interval.ms", "5000",
-        "session.timeout.ms", "10000",
-        "fetch.wait.max.ms", "100",
+        /* --once ends when every partition reported its end, and an end is
+         * reported by an empty fetch, which the broker holds for
+         * fetch.wait.max.ms (500): a drained sink waited ~1 s for nothing
+         * (bench/analysis.md §2). Records come at once either way; only
+         * idle fetches are more frequent. Without --once the list ends here. */
+        env->once ? "fetch.wait.max.ms" : NULL, "100",
         NULL};
     /* clang-format on */
-    rd_kafka_conf_t *conf =
-        sk_kafka_conf_new(env->kafka, cid, env->once ? once_defaults : defaults, err);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, defaults, err);
     int rc = -1;
     if (!conf)
         goto out;
