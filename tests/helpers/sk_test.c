@@ -54,6 +54,27 @@ char *skt_unique_prefix(void)
     return skt_fmt("t%.8s.", uuid);
 }
 
+void skt_dump_write(const cJSON *dump, const char *dir)
+{
+    mkdir(dir, 0755);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, dump)
+    {
+        char *path = skt_fmt("%s/%s.jsonl", dir, c->string);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+        const cJSON *e;
+        cJSON_ArrayForEach(e, c)
+        {
+            char *line = cJSON_PrintUnformatted(e);
+            fprintf(f, "%s\n", line);
+            free(line);
+        }
+        fclose(f);
+        free(path);
+    }
+}
+
 struct http_body {
     char *p;
     size_t n;

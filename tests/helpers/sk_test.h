@@ -36,6 +36,10 @@ char *skt_config_head(const char *prefix, const char *log_level, const char *shu
  */
 long skt_http(const char *method, const char *url, const char *body, int timeout_s, char **out);
 
+/* Writes {"<collection>": [docs...]} as <dir>/<collection>.jsonl, one
+ * document a line (for post-mortems and as jsonl-source input). */
+void skt_dump_write(const cJSON *dump, const char *dir);
+
 /* Writes text to path (fails the test on error). */
 void skt_write(const char *path, const char *text);
 /* printf into a new string. */

@@ -173,28 +173,6 @@ static size_t dump_total(const cJSON *d)
     return n;
 }
 
-/* Writes the dump as <dir>/<collection>.jsonl (for post-mortems). */
-static void dump_write(const cJSON *d, const char *dir)
-{
-    mkdir(dir, 0755);
-    const cJSON *c;
-    cJSON_ArrayForEach(c, d)
-    {
-        char *path = skt_fmt("%s/%s.jsonl", dir, c->string);
-        FILE *f = fopen(path, "w");
-        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-        const cJSON *e;
-        cJSON_ArrayForEach(e, c)
-        {
-            char *line = cJSON_PrintUnformatted(e);
-            fprintf(f, "%s\n", line);
-            free(line);
-        }
-        fclose(f);
-        free(path);
-    }
-}
-
 /* ---- PostgreSQL ------------------------------------------------------------------ */
 
 /* postgres-sink table of a collection: camelCase -> snake_case. */
@@ -628,7 +606,7 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     /* last restart: wait until PostgreSQL equals the server (bounded) */
     dump = server_dump(t.port); /* no more changes: this is the final state */
     char *expect = skt_fmt("%s/expect", t.dir);
-    dump_write(dump, expect);
+    skt_dump_write(dump, expect);
     size_t final_total = dump_total(dump);
     daemon_start(&t);
     char why[4096] = "";

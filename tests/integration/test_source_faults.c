@@ -101,27 +101,6 @@ static void ctl(int port, const char *op, const char *body)
     cJSON_Delete(ctl_json(port, "POST", op, body));
 }
 
-static void dump_write(const cJSON *d, const char *dir)
-{
-    mkdir(dir, 0755);
-    const cJSON *c;
-    cJSON_ArrayForEach(c, d)
-    {
-        char *path = skt_fmt("%s/%s.jsonl", dir, c->string);
-        FILE *f = fopen(path, "w");
-        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-        const cJSON *e;
-        cJSON_ArrayForEach(e, c)
-        {
-            char *line = cJSON_PrintUnformatted(e);
-            fprintf(f, "%s\n", line);
-            free(line);
-        }
-        fclose(f);
-        free(path);
-    }
-}
-
 static const cJSON *find_entity(const cJSON *dump, const char *coll, const char *id)
 {
     const cJSON *e;
@@ -228,7 +207,7 @@ static bool wait_converged(int port, const char *db, const char *expect, int tim
                            const char *log, char *why, size_t why_size)
 {
     cJSON *dump = ctl_json(port, "GET", "dump", NULL);
-    dump_write(dump, expect);
+    skt_dump_write(dump, expect);
     cJSON_Delete(dump);
     int64_t t0 = sk_mono_ms();
     for (;;) {
