@@ -160,12 +160,20 @@ typedef void (*sk_http_handler)(void *ctx, const struct sk_http_request *req,
                                 struct sk_http_response *resp);
 
 /*
- * Serve method+path (exact match) on the daemon's HTTP server (admin.listen)
- * for the life of the source. Call from open. Bodies above the server's cap
- * are refused with 413 before the handler runs.
+ * Serve method+path (exact match, or a prefix ending in '*') on the daemon's
+ * HTTP server (admin.listen). Call from open. Bodies above the server's cap
+ * are refused with 413 before the handler runs. The route ends with
+ * sk_source_http_unroute, and at the latest when the core closes the source:
+ * the core removes every route of a source before it calls close (or after a
+ * failed open), and no handler runs after that.
  */
 int sk_source_http_route(struct sk_source *self, const char *method, const char *path,
                          sk_http_handler fn, void *ctx, struct sk_error *err);
+/*
+ * Removes the source's routes with this ctx; returns once none of their
+ * handlers runs any more, so ctx may be freed after it. Not from a handler.
+ */
+void sk_source_http_unroute(struct sk_source *self, void *ctx);
 
 /*
  * The ids live (latest record not a tombstone) in entity e's topic, read to

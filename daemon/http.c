@@ -14,11 +14,16 @@
 #include "log.h"
 #include "util.h"
 
+/* A route lives on the heap so that a request can hold it while its handler
+ * runs; sk_http_unroute waits for busy to reach 0 before freeing it, so no
+ * handler ever runs with (or after) a context its owner freed. */
 struct route {
     char *method;
     char *path;
     sk_http_handler fn;
     void *ctx;
+    const void *owner; /* who registered it (a source), or NULL for the core */
+    unsigned busy;     /* handlers running now, guarded by sk_http.mu */
 };
 
 struct sk_http {
@@ -26,7 +31,8 @@ struct sk_http {
     int port;
     size_t max_body;
     pthread_mutex_t mu;
-    struct route *routes;
+    pthread_cond_t idle; /* a route's busy count fell to 0 */
+    struct route **routes;
     size_t n_routes, cap_routes;
 };
 
@@ -86,14 +92,15 @@ static enum MHD_Result respond(struct MHD_Connection *c, int status, const char 
     return ret;
 }
 
-static bool find_route(struct sk_http *h, const char *method, const char *path, struct route *out,
-                       bool *path_known)
+/* The first route matching method and path, held (busy) until route_release. */
+static struct route *find_route(struct sk_http *h, const char *method, const char *path,
+                                bool *path_known)
 {
-    bool found = false;
+    struct route *found = NULL;
     *path_known = false;
     pthread_mutex_lock(&h->mu);
     for (size_t i = 0; i < h->n_routes && !found; i++) {
-        struct route *r = &h->routes[i];
+        struct route *r = h->routes[i];
         size_t len = strlen(r->path);
         bool match = len && r->path[len - 1] == '*' ? strncmp(r->path, path, len - 1) == 0
                                                     : strcmp(r->path, path) == 0;
@@ -101,12 +108,27 @@ static bool find_route(struct sk_http *h, const char *method, const char *path, 
             continue;
         *path_known = true;
         if (strcmp(r->method, "*") == 0 || strcmp(r->method, method) == 0) {
-            *out = *r;
-            found = true;
+            r->busy++;
+            found = r;
         }
     }
     pthread_mutex_unlock(&h->mu);
     return found;
+}
+
+static void route_release(struct sk_http *h, struct route *r)
+{
+    pthread_mutex_lock(&h->mu);
+    if (--r->busy == 0)
+        pthread_cond_broadcast(&h->idle);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void route_free(struct route *r)
+{
+    free(r->method);
+    free(r->path);
+    free(r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -134,9 +156,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (up->too_large)
         return respond(c, 413, "{\"error\":\"request body too large\"}\n", NULL);
 
-    struct route route;
     bool path_known;
-    if (!find_route(h, method, url, &route, &path_known))
+    struct route *route = find_route(h, method, url, &path_known);
+    if (!route)
         return path_known ? respond(c, 405, "{\"error\":\"method not allowed\"}\n", NULL)
                           : respond(c, 404, "{\"error\":\"not found\"}\n", NULL);
     struct sk_http_request req = {
@@ -150,7 +172,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (up->data)
         up->data[up->len] = '\0';
     struct sk_http_response resp = {.status = 200};
-    route.fn(route.ctx, &req, &resp);
+    route->fn(route->ctx, &req, &resp);
+    route_release(h, route);
     enum MHD_Result ret =
         respond(c, resp.status ? resp.status : 200, resp.body ? resp.body : "", resp.content_type);
     free(resp.body);
@@ -178,6 +201,7 @@ struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_er
     struct sk_http *h = sk_calloc(1, sizeof(*h));
     h->max_body = (size_t)(max_body > 0 ? max_body : 1 << 20);
     pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->idle, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -187,6 +211,7 @@ struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_er
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_LIMIT,
                          (unsigned)64, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
     if (!h->mhd) {
+        pthread_cond_destroy(&h->idle);
         pthread_mutex_destroy(&h->mu);
         free(h);
         return sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen)", listen), NULL;
@@ -204,9 +229,15 @@ int sk_http_port(const struct sk_http *h)
 int sk_http_route(struct sk_http *h, const char *method, const char *path, sk_http_handler fn,
                   void *ctx, struct sk_error *err)
 {
+    return sk_http_route_owned(h, NULL, method, path, fn, ctx, err);
+}
+
+int sk_http_route_owned(struct sk_http *h, const void *owner, const char *method, const char *path,
+                        sk_http_handler fn, void *ctx, struct sk_error *err)
+{
     pthread_mutex_lock(&h->mu);
     for (size_t i = 0; i < h->n_routes; i++) {
-        if (strcmp(h->routes[i].path, path) == 0 && strcmp(h->routes[i].method, method) == 0) {
+        if (strcmp(h->routes[i]->path, path) == 0 && strcmp(h->routes[i]->method, method) == 0) {
             pthread_mutex_unlock(&h->mu);
             return sk_error_set(err, SK_ERR_FATAL, "HTTP route %s %s is taken", method, path);
         }
@@ -215,25 +246,50 @@ int sk_http_route(struct sk_http *h, const char *method, const char *path, sk_ht
         h->cap_routes = h->cap_routes ? h->cap_routes * 2 : 16;
         h->routes = sk_realloc(h->routes, h->cap_routes * sizeof(*h->routes));
     }
-    h->routes[h->n_routes++] = (struct route){sk_strdup(method), sk_strdup(path), fn, ctx};
+    struct route *r = sk_calloc(1, sizeof(*r));
+    *r = (struct route){sk_strdup(method), sk_strdup(path), fn, ctx, owner, 0};
+    h->routes[h->n_routes++] = r;
     pthread_mutex_unlock(&h->mu);
     return 0;
 }
 
-void sk_http_unroute(struct sk_http *h, void *ctx)
+/* Removes the routes that match (ctx or owner, whichever is non-NULL), then
+ * waits until none of them has a handler running, and frees them. */
+static size_t unroute(struct sk_http *h, const void *ctx, const void *owner)
 {
     pthread_mutex_lock(&h->mu);
-    size_t j = 0;
+    struct route **gone = NULL;
+    size_t n_gone = 0, j = 0;
     for (size_t i = 0; i < h->n_routes; i++) {
-        if (h->routes[i].ctx == ctx) {
-            free(h->routes[i].method);
-            free(h->routes[i].path);
+        struct route *r = h->routes[i];
+        if ((ctx && r->ctx == ctx) || (owner && r->owner == owner)) {
+            gone = sk_realloc(gone, (n_gone + 1) * sizeof(*gone));
+            gone[n_gone++] = r;
         } else {
-            h->routes[j++] = h->routes[i];
+            h->routes[j++] = r;
         }
     }
     h->n_routes = j;
+    for (size_t i = 0; i < n_gone; i++) {
+        while (gone[i]->busy)
+            pthread_cond_wait(&h->idle, &h->mu);
+    }
     pthread_mutex_unlock(&h->mu);
+    for (size_t i = 0; i < n_gone; i++)
+        route_free(gone[i]);
+    free(gone);
+    return n_gone;
+}
+
+void sk_http_unroute(struct sk_http *h, void *ctx)
+{
+    if (h && ctx)
+        unroute(h, ctx, NULL);
+}
+
+size_t sk_http_unroute_owner(struct sk_http *h, const void *owner)
+{
+    return h && owner ? unroute(h, NULL, owner) : 0;
 }
 
 void sk_http_stop(struct sk_http *h)
@@ -241,11 +297,10 @@ void sk_http_stop(struct sk_http *h)
     if (!h)
         return;
     MHD_stop_daemon(h->mhd);
-    for (size_t i = 0; i < h->n_routes; i++) {
-        free(h->routes[i].method);
-        free(h->routes[i].path);
-    }
+    for (size_t i = 0; i < h->n_routes; i++)
+        route_free(h->routes[i]);
     free(h->routes);
+    pthread_cond_destroy(&h->idle);
     pthread_mutex_destroy(&h->mu);
     free(h);
 }

@@ -30,8 +30,20 @@ int sk_http_port(const struct sk_http *h);
  */
 int sk_http_route(struct sk_http *h, const char *method, const char *path, sk_http_handler fn,
                   void *ctx, struct sk_error *err);
-/* Removes every route whose ctx is ctx (a connector going away). */
+/*
+ * The same, on behalf of owner (a source): sk_http_unroute_owner removes
+ * every route of that owner at once.
+ */
+int sk_http_route_owned(struct sk_http *h, const void *owner, const char *method, const char *path,
+                        sk_http_handler fn, void *ctx, struct sk_error *err);
+/*
+ * Removes every route whose ctx is ctx (a connector going away) and returns
+ * once no handler of those routes is running any more: after it the caller
+ * may free ctx. Never call it from one of the removed routes' own handlers.
+ */
 void sk_http_unroute(struct sk_http *h, void *ctx);
+/* Removes every route of owner, likewise; returns how many there were. */
+size_t sk_http_unroute_owner(struct sk_http *h, const void *owner);
 void sk_http_stop(struct sk_http *h);
 
 #endif

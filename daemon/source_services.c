@@ -16,7 +16,13 @@ int sk_source_http_route(struct sk_source *self, const char *method, const char 
     if (!self->env->http)
         return sk_error_set(err, SK_ERR_FATAL,
                             "webhooks need the HTTP server, but admin.listen is off");
-    return sk_http_route(self->env->http, method, path, fn, ctx, err);
+    return sk_http_route_owned(self->env->http, self, method, path, fn, ctx, err);
+}
+
+void sk_source_http_unroute(struct sk_source *self, void *ctx)
+{
+    if (self->env && self->env->http)
+        sk_http_unroute(self->env->http, ctx);
 }
 
 int64_t sk_source_poll_interval_ms(const struct sk_source *self)

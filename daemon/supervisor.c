@@ -117,6 +117,8 @@ static int conn_open(struct sk_runner *r)
     struct sk_sink_env *snk = sk_as_sink(r);
     int rc =
         src ? src->source.ops->open(&src->source, &err) : snk->sink.ops->open(&snk->sink, &err);
+    if (rc && src && src->http && sk_http_unroute_owner(src->http, &src->source))
+        sk_warn(r->name, "a failed open left HTTP routes behind; removed");
     if (rc) {
         if (src)
             src->source.priv = NULL;
@@ -133,6 +135,10 @@ static void conn_close(struct sk_runner *r)
 {
     struct sk_source_env *src = sk_as_source(r);
     struct sk_sink_env *snk = sk_as_sink(r);
+    /* No handler of the source's routes (webhooks) may run during or after
+     * close: remove them first (this waits for running handlers). */
+    if (src && src->http)
+        sk_http_unroute_owner(src->http, &src->source);
     if (src && src->source.priv)
         src->source.ops->close(&src->source);
     if (snk && snk->sink.priv)
@@ -730,9 +736,16 @@ stop:
     if (rc == SK_EXIT_OK || opt->once)
         summary(&d, opt->summary);
 out:
-    /* No HTTP handler may run on a connector being closed. */
+    /* No HTTP handler may run on a connector being closed, and none may
+     * read the connector list while it is freed: the server stops first,
+     * and no connector keeps a pointer to it. */
     sk_http_stop(d.http);
     d.http = NULL;
+    for (size_t i = 0; i < d.n_conns; i++) {
+        struct sk_source_env *src = sk_as_source(d.conns[i]);
+        if (src)
+            src->http = NULL;
+    }
     for (size_t i = 0; i < d.n_conns; i++) {
         conn_close(d.conns[i]);
         conn_free(d.conns[i]);

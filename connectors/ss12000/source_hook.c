@@ -37,6 +37,7 @@ struct ss_hook {
     pthread_cond_t cv;
     pthread_t thread;
     bool thread_started;
+    bool routed; /* the callback route is registered (undone first by ss_hook_free) */
     bool stop;
     bool dirty[SK_ENTITY_COUNT];
     bool deletes;
@@ -222,6 +223,12 @@ struct ss_hook *ss_hook_new(struct sk_source *self, const struct ss_conf *conf,
     hk->self = self;
     hk->conf = conf;
     hk->component = component;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&hk->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&hk->mu, NULL);
     hk->path = sk_asprintf("/hooks/%s/%s", self->name, wc->secret);
     size_t n = strlen(wc->public_url);
     while (n > 0 && wc->public_url[n - 1] == '/')
@@ -238,35 +245,21 @@ struct ss_hook *ss_hook_new(struct sk_source *self, const struct ss_conf *conf,
                              "webhook.resource_types: unknown entity type '%s' (expected e.g. "
                              "Person or persons)",
                              name);
-                free(hk->path);
-                free(hk->target);
-                free(hk);
-                return NULL;
+                goto fail;
             }
             hk->types[sk_entity_index(e)] = true;
         }
     } else {
         memcpy(hk->types, enabled, sizeof(hk->types));
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&hk->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&hk->mu, NULL);
     /* Every path under /hooks/<source>/ comes here, so a wrong secret gets a
      * clear 403 (and a log line) rather than a 404. */
     char *prefix = sk_asprintf("/hooks/%s/*", self->name);
     int route_rc = sk_source_http_route(self, "POST", prefix, on_callback, hk, err);
     free(prefix);
-    if (route_rc) {
-        pthread_cond_destroy(&hk->cv);
-        pthread_mutex_destroy(&hk->mu);
-        free(hk->path);
-        free(hk->target);
-        free(hk);
-        return NULL;
-    }
+    if (route_rc)
+        goto fail;
+    hk->routed = true;
     if (pthread_create(&hk->thread, NULL, debounce_thread, hk)) {
         sk_error_set(err, SK_ERR_FATAL, "webhook: cannot start the debounce thread");
         goto fail;
@@ -276,8 +269,7 @@ struct ss_hook *ss_hook_new(struct sk_source *self, const struct ss_conf *conf,
             self->name, wc->debounce_ms);
     return hk;
 fail:
-    /* A route that was added stays (the core serves it for the life of the
-     * source); keep hk alive so it never points at freed memory. */
+    ss_hook_free(hk, NULL, NULL);
     return NULL;
 }
 
@@ -440,6 +432,10 @@ void ss_hook_free(struct ss_hook *hk, struct ss_http *http, const char *base_url
 {
     if (!hk)
         return;
+    /* First the route: once it is gone no HTTP thread is inside on_callback
+     * or can enter it, so hk may be freed below. */
+    if (hk->routed)
+        sk_source_http_unroute(hk->self, hk);
     if (hk->thread_started) {
         pthread_mutex_lock(&hk->mu);
         hk->stop = true;

@@ -38,6 +38,11 @@ __attribute__((weak)) int sk_source_http_route(struct sk_source *self, const cha
     return 0;
 }
 
+__attribute__((weak)) void sk_source_http_unroute(struct sk_source *self, void *ctx)
+{
+    handler = NULL;
+}
+
 __attribute__((weak)) void sk_source_wake(struct sk_source *self) {}
 
 __attribute__((weak)) int ss_http_request(struct ss_http *h, const char *method, const char *url,

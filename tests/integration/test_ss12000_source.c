@@ -684,6 +684,171 @@ static bool wait_rows(const char *dir, const char *db, const char *sql, const ch
     return false;
 }
 
+/* GET /api/v1/connectors/NAME, one field by a Python expression on d. */
+static char *api_field(int admin, const char *name, const char *expr)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/%s", admin, name);
+    char *body = get(url);
+    char *v = json_expr(body, expr);
+    free(body);
+    free(url);
+    return v;
+}
+
+/* Waits until the source is past a (re)start: running or idle, not failed. */
+static bool wait_source_up(int admin, const char *name, long min_restarts, int timeout_s)
+{
+    for (int i = 0; i < timeout_s * 5; i++) {
+        char *st = api_field(admin, name, "d[\"state\"] + chr(32) + str(d.get(\"restarts\", 0))");
+        char state[32] = "";
+        long restarts = -1;
+        if (st)
+            sscanf(st, "%31s %ld", state, &restarts);
+        free(st);
+        if (restarts >= min_restarts &&
+            (strcmp(state, "running") == 0 || strcmp(state, "idle") == 0))
+            return true;
+        usleep(200000);
+    }
+    return false;
+}
+
+static char *post_hook(int admin, const char *secret)
+{
+    char *cmd = skt_fmt("curl -s -m 10 -o /dev/null -w '%%{http_code}' -X POST "
+                        "-d '{\"modifiedEntities\":[\"Person\"]}' "
+                        "http://127.0.0.1:%d/hooks/sis/%s",
+                        admin, secret);
+    char *code = NULL;
+    skt_sh(cmd, 15, &code);
+    free(cmd);
+    return code;
+}
+
+/*
+ * Regression (hostile input, critical): after the source was restarted (by
+ * the API, a reload or the supervisor after a failure) a callback read the
+ * freed hook (use-after-free under ASan) and the restarted source failed for
+ * good with "HTTP route ... is taken". Callbacks hammer the route the whole
+ * time, so a handler running while the source closes is met too.
+ */
+Test(ss12000_source, webhook_route_survives_restart_reload_and_failure, .timeout = 240)
+{
+    char *dir = skt_tmpdir("ss-hook-life");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10");
+    char *db = skt_fmt("%s/out.db", dir);
+    int admin = free_port();
+    char *extra = skt_fmt("    retry_max_attempts: 2\n"
+                          "    webhook:\n"
+                          "      public_url: http://127.0.0.1:%d\n"
+                          "      secret: ${env:SKT_HOOK_SECRET}\n"
+                          "      debounce: 100ms\n",
+                          admin);
+    char *src = source_yaml("sis", s.port, 200, "1s", extra);
+    struct daemon d = daemon_start(dir, src, db, admin);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, NULL, 60, why, sizeof(why)), "full sync: %s", why);
+
+    char *loop_log = skt_fmt("%s/hammer.log", dir);
+    char *loop = skt_fmt("for i in $(seq 20000); do curl -s -m 2 -o /dev/null -X POST "
+                         "-d '{\"modifiedEntities\":[\"Person\"],\"deletedEntities\":true}' "
+                         "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET "; done",
+                         admin);
+    char *hargv[] = {"/bin/sh", "-c", loop, NULL};
+    pid_t hammer = skt_spawn(hargv, loop_log);
+    track(hammer);
+
+    /* 1. restarted by an operator, three times in a row */
+    long restarts = 0;
+    for (int i = 0; i < 3; i++) {
+        char *cmd = skt_fmt("curl -s -m 10 -o /dev/null -w '%%{http_code}' -X POST -H "
+                            "'Authorization: Bearer t0ken' "
+                            "http://127.0.0.1:%d/api/v1/connectors/sis/restart",
+                            admin);
+        char *code = NULL;
+        skt_sh(cmd, 15, &code);
+        free(cmd);
+        cr_assert_str_eq(code, "200");
+        free(code);
+        restarts++;
+        cr_assert(wait_source_up(admin, "sis", restarts, 30),
+                  "the source did not come back after restart %ld; see %s", restarts, d.log);
+    }
+    char *code = post_hook(admin, HOOK_SECRET);
+    cr_assert_str_eq(code, "200", "callback after an operator restart");
+    free(code);
+
+    /* 2. a reload that changes the source */
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *sed = skt_fmt("sed -i 's/debounce: 100ms/debounce: 150ms/' %s", cfg);
+    cr_assert_eq(skt_sh(sed, 10, NULL), 0);
+    free(sed);
+    char *cmd = skt_fmt("curl -s -m 70 -X POST -H 'Authorization: Bearer t0ken' "
+                        "http://127.0.0.1:%d/api/v1/reload",
+                        admin);
+    char *answer = NULL;
+    skt_sh(cmd, 75, &answer);
+    free(cmd);
+    cr_assert(answer && strstr(answer, "\"reloaded\":true"), "reload: %s", answer);
+    free(answer);
+    /* A reload restarts the connector from scratch: its counters start over. */
+    cr_assert(wait_source_up(admin, "sis", 0, 30), "the source did not come back after the reload");
+    code = post_hook(admin, HOOK_SECRET);
+    cr_assert_str_eq(code, "200", "callback after a reload");
+    free(code);
+
+    /* 3. failed (server errors past retry_max_attempts), restarted by the supervisor */
+    free(ctl(s.port, "faults", "{\"error500\": {\"count\": 100000}}"));
+    bool failed = false;
+    for (int i = 0; i < 150 && !failed; i++) {
+        char *st = api_field(admin, "sis", "d[\"state\"] + chr(32) + str(d.get(\"restarts\", 0))");
+        failed = st && strtol(strchr(st, ' ') ? strchr(st, ' ') + 1 : "0", NULL, 10) > 0;
+        free(st);
+        if (!failed)
+            usleep(200000);
+    }
+    cr_assert(failed, "the source never failed and was restarted under server errors");
+    free(ctl(s.port, "reset",
+             "{\"data\":false,\"stats\":false,\"faults\":true,\"tokens\":false,"
+             "\"subscriptions\":false}"));
+    cr_assert(wait_source_up(admin, "sis", 1, 60),
+              "the source did not come back after the supervisor restarted it; see %s", d.log);
+
+    skt_stop(&hammer, 5000);
+    untrack(hammer);
+
+    /* The route still wakes the (restarted) source: a change arrives through it. */
+    char *person = first_id(s.port, "persons", NULL);
+    free(ctl(s.port, "reset",
+             "{\"data\":false,\"stats\":false,\"faults\":false,\"tokens\":false,"
+             "\"subscriptions\":true}"));
+    char *body = skt_fmt(
+        "{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Efter\"}}", person);
+    free(ctl(s.port, "update", body));
+    free(body);
+    code = post_hook(admin, HOOK_SECRET);
+    cr_assert_str_eq(code, "200");
+    free(code);
+    char *sql =
+        skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Efter%%'", person);
+    bool arrived = wait_rows(dir, db, sql, "1", 20);
+    char *taken = NULL;
+    char *grep = skt_fmt("grep -c 'is taken' %s", d.log);
+    skt_sh(grep, 10, &taken);
+    free(grep);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(arrived, "a callback after the restarts did not bring the change");
+    cr_assert(taken && atoi(taken) == 0, "a restarted source found its route taken; see %s", d.log);
+    free(taken);
+    free(sql);
+    free(person);
+    free(cfg);
+    free(loop);
+    free(loop_log);
+}
+
 Test(ss12000_source, deleted_entities_in_both_spellings_become_tombstones, .timeout = 120)
 {
     char *dir = skt_tmpdir("ss-del");
