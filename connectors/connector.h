@@ -3,7 +3,7 @@
  *
  * A connector knows one foreign system and nothing about Kafka. It is one
  * folder under connectors/ with one `const` ops table and one option table;
- * the build collects the folders (see connectors/CMakeLists.txt), so adding a
+ * the build collects the folders (sk_connector() in the top CMakeLists.txt), so adding a
  * connector edits no core file. The drivers in daemon/ own every delivery rule
  * (DESIGN.md "Delivery rules"): a connector only produces records after a
  * cursor, or applies records idempotently and reports an outcome per record.
@@ -22,7 +22,7 @@
 #include "config.h"
 #include "sk_error.h"
 
-struct sk_entity; /* connectors/ss12000/model.h: one SS 12000 entity type */
+struct sk_entity; /* proto/model.h: one SS 12000 entity type */
 struct cJSON;
 
 /* ---- records ------------------------------------------------------------ */

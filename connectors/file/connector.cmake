@@ -1,2 +1,3 @@
-# jsonl-source: SS 12000 entities from JSON Lines files (one object per line).
-sk_connector(SOURCES jsonl_source.c SOURCE_OPS jsonl_source_ops)
+# jsonl-source: SS 12000 entities from JSON Lines files (one object per line);
+# its cursor is a message of its own (jsonl_cursor.proto).
+sk_connector(SOURCES jsonl_source.c PROTOS jsonl_cursor.proto SOURCE_OPS jsonl_source_ops)

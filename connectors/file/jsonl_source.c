@@ -24,7 +24,7 @@
 #include "connector.h"
 #include "log.h"
 #include "model.h"
-#include "skolsync.pb-c.h"
+#include "jsonl_cursor.pb-c.h"
 #include "util.h"
 
 #define JSONL_SUFFIX ".jsonl"

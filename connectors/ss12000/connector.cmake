@@ -1,4 +1,6 @@
-# ss12000-source: SS 12000 2.1 REST API (libcurl) -> records. model.c/codec.c in
-# this folder are built into sk_model by the top CMakeLists, not here.
+# ss12000-source: SS 12000 2.1 REST API (libcurl) -> records; its cursor is a
+# message of its own (ss12000_source.proto).
 sk_connector(SOURCES source.c source_http.c source_hook.c source_idmap.c
-             SOURCE_OPS ss12000_source_ops)
+             PROTOS ss12000_source.proto
+             SOURCE_OPS ss12000_source_ops
+             LIBS PkgConfig::CURL Threads::Threads)

@@ -1,6 +1,6 @@
 /*
  * test_codec.c: the SS 12000 entity table and the JSON <-> protobuf codec
- * (connectors/ss12000/model.c, codec.c, proto/ss12000.proto).
+ * (proto/model.c, codec.c, proto/ss12000.proto).
  *
  * The round trip runs over one maximal document per entity type
  * (tests/fixtures/codec/<collection>.json): every field the proto defines is

@@ -15,7 +15,7 @@
 #include "config.h"
 #include "connector.h"
 #include "model.h"
-#include "skolsync.pb-c.h"
+#include "jsonl_cursor.pb-c.h"
 #include "util.h"
 
 static char dir[64];

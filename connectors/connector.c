@@ -1,4 +1,5 @@
-/* batch.c: the record batch a source hands to its driver, and offset lists. */
+/* connector.c: the data helpers of the connector interface (connector.h): the
+ * record batch a source hands to its driver, and offset lists. */
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>

@@ -8,8 +8,8 @@
  * duration, size, int), option validation.
  * Must never: print a secret's value (every message shows a value through
  * shown_value()/sk_cnode_display()), stop at the first error (`skolsync
- * check` reports them all), know any connector, or use log.c/util.c (it sits
- * below them; plain libc only).
+ * check` reports them all), know any connector, or log (it reports errors
+ * to its caller).
  *
  * Out of memory aborts, as sk_malloc() does: a half-loaded configuration is
  * worse than no daemon.
@@ -25,6 +25,9 @@
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
+
+#include "buf.h"
+#include "util.h"
 
 /* Deeper nesting than this is a mistake (or an attack on the recursion). */
 #define MAX_DEPTH 64
@@ -49,35 +52,6 @@ static const struct {
 
 /* ---- memory and strings -------------------------------------------------- */
 
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q)
-        abort();
-    return q;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrndup(const char *s, size_t n)
-{
-    char *p = xrealloc(NULL, n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    return xstrndup(s, strlen(s));
-}
-
 /* Frees a string that may hold a secret, wiping it first. */
 static void free_wiped(char *s, bool secret)
 {
@@ -86,81 +60,13 @@ static void free_wiped(char *s, bool secret)
     free(s);
 }
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void sb_putn(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-static void sb_vprintf(struct sbuf *b, const char *fmt, va_list ap)
-{
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n < 0)
-        return;
-    sb_putn(b, "", 0);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = b->len + (size_t)n + 1;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    b->len += (size_t)n;
-}
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    sb_vprintf(b, fmt, ap);
-    va_end(ap);
-}
-
-/* The built string (never NULL); the buffer is left empty. */
-static char *sb_take(struct sbuf *b)
-{
-    char *p = b->p ? b->p : xstrdup("");
-    b->p = NULL;
-    b->len = b->cap = 0;
-    return p;
-}
-
-static void sb_wipe(struct sbuf *b)
-{
-    if (b->p)
-        explicit_bzero(b->p, b->cap);
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
 /* Reads a whole file into a NUL-terminated buffer. 0 or an errno value. */
 static int read_whole_file(const char *path, size_t limit, char **out, size_t *out_len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return errno;
-    struct sbuf b = {0};
+    struct sk_buf b = {0};
     char chunk[4096];
     size_t n;
     int rc = 0;
@@ -169,18 +75,18 @@ static int read_whole_file(const char *path, size_t limit, char **out, size_t *o
             rc = EFBIG;
             break;
         }
-        sb_putn(&b, chunk, n);
+        sk_buf_putn(&b, chunk, n);
     }
     if (!rc && ferror(f))
         rc = errno ? errno : EIO;
     explicit_bzero(chunk, sizeof(chunk));
     fclose(f);
     if (rc) {
-        sb_wipe(&b);
+        sk_buf_wipe(&b);
         return rc;
     }
     *out_len = b.len;
-    *out = sb_take(&b);
+    *out = sk_buf_take(&b);
     return 0;
 }
 
@@ -191,23 +97,23 @@ static void errors_vadd(struct sk_config_errors *errs, const char *file, int lin
 {
     if (!errs)
         return;
-    struct sbuf b = {0};
+    struct sk_buf b = {0};
     if (file) {
-        sb_puts(&b, file);
+        sk_buf_puts(&b, file);
         if (line > 0)
-            sb_printf(&b, ":%d:%d", line, col);
-        sb_puts(&b, ": ");
+            sk_buf_printf(&b, ":%d:%d", line, col);
+        sk_buf_puts(&b, ": ");
     }
     if (path && *path) {
-        sb_puts(&b, path);
-        sb_puts(&b, ": ");
+        sk_buf_puts(&b, path);
+        sk_buf_puts(&b, ": ");
     }
-    sb_vprintf(&b, fmt, ap);
+    sk_buf_vprintf(&b, fmt, ap);
     if (errs->n == errs->cap) {
         errs->cap = errs->cap ? errs->cap * 2 : 8;
-        errs->v = xrealloc(errs->v, errs->cap * sizeof(*errs->v));
+        errs->v = sk_realloc(errs->v, errs->cap * sizeof(*errs->v));
     }
-    errs->v[errs->n++].text = sb_take(&b);
+    errs->v[errs->n++].text = sk_buf_take(&b);
 }
 
 void sk_config_errors_add_at(struct sk_config_errors *errs, const char *file, int line, int col,
@@ -296,24 +202,24 @@ char *sk_cnode_path(const struct sk_cnode *node)
     for (const struct sk_cnode *n = node; n; n = n->parent)
         depth++;
     if (depth == 0)
-        return xstrdup("");
-    const struct sk_cnode **chain = xcalloc(depth, sizeof(*chain));
+        return sk_strdup("");
+    const struct sk_cnode **chain = sk_calloc(depth, sizeof(*chain));
     size_t i = depth;
     for (const struct sk_cnode *n = node; n; n = n->parent)
         chain[--i] = n;
-    struct sbuf b = {0};
+    struct sk_buf b = {0};
     for (i = 1; i < depth; i++) { /* chain[0] is the root: no name */
         const struct sk_cnode *n = chain[i];
         if (n->parent->kind == SK_CNODE_SEQ) {
-            sb_printf(&b, "[%zu]", seq_index(n));
+            sk_buf_printf(&b, "[%zu]", seq_index(n));
         } else {
             if (b.len)
-                sb_puts(&b, ".");
-            sb_puts(&b, n->key ? n->key : "?");
+                sk_buf_puts(&b, ".");
+            sk_buf_puts(&b, n->key ? n->key : "?");
         }
     }
     free(chain);
-    return sb_take(&b);
+    return sk_buf_take(&b);
 }
 
 const char *sk_cnode_display(const struct sk_cnode *node)
@@ -359,7 +265,7 @@ static bool is_null(const struct sk_cnode *node)
 
 static void cnode_attach(struct sk_cnode *parent, struct sk_cnode *kid)
 {
-    parent->kids = xrealloc(parent->kids, (parent->n_kids + 1) * sizeof(*parent->kids));
+    parent->kids = sk_realloc(parent->kids, (parent->n_kids + 1) * sizeof(*parent->kids));
     parent->kids[parent->n_kids++] = kid;
 }
 
@@ -441,7 +347,7 @@ static void err_at_next(struct loader *ld, yaml_mark_t mark, const char *key, co
 static struct sk_cnode *node_new(struct loader *ld, enum sk_cnode_kind kind, yaml_mark_t mark,
                                  bool *detached)
 {
-    struct sk_cnode *node = xcalloc(1, sizeof(*node));
+    struct sk_cnode *node = sk_calloc(1, sizeof(*node));
     node->kind = kind;
     node->file = ld->file;
     node->line = node->value_line = (int)mark.line + 1;
@@ -513,7 +419,7 @@ static void on_alias(struct loader *ld, const yaml_event_t *ev)
         /* A stand-in ("", quoted so it is not null) keeps the later items' indices right. */
         bool detached;
         struct sk_cnode *node = node_new(ld, SK_CNODE_SCALAR, ev->start_mark, &detached);
-        node->value = xstrdup("");
+        node->value = sk_strdup("");
         node->quoted = true;
         if (detached)
             sk_cnode_free(node);
@@ -526,7 +432,7 @@ static void on_key(struct loader *ld, const yaml_event_t *ev)
     const char *text = (const char *)ev->data.scalar.value;
     top->have_key = true;
     top->drop_value = false;
-    top->key = xstrndup(text, ev->data.scalar.length);
+    top->key = sk_strndup(text, ev->data.scalar.length);
     top->key_line = (int)ev->start_mark.line + 1;
     top->key_col = (int)ev->start_mark.column + 1;
     if (ev->data.scalar.anchor)
@@ -564,7 +470,7 @@ static void on_scalar(struct loader *ld, const yaml_event_t *ev)
     bool detached;
     struct sk_cnode *node = node_new(ld, SK_CNODE_SCALAR, ev->start_mark, &detached);
     const char *tag = (const char *)ev->data.scalar.tag;
-    node->value = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
+    node->value = sk_strndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
     node->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
                    (tag && (strcmp(tag, "!") == 0 || strcmp(tag, YAML_STR_TAG) == 0));
     check_decorations(ld, node, ev->data.scalar.anchor, ev->data.scalar.tag);
@@ -591,7 +497,7 @@ static void on_start(struct loader *ld, const yaml_event_t *ev, enum sk_cnode_ki
         err_at_next(ld, ev->start_mark, NULL,
                     "a %s is used as a key (expected a plain key, key: value)",
                     kind == SK_CNODE_MAP ? "map" : "sequence");
-        struct sk_cnode *node = xcalloc(1, sizeof(*node));
+        struct sk_cnode *node = sk_calloc(1, sizeof(*node));
         node->kind = kind;
         node->file = ld->file;
         node->parent = top_frame(ld)->node;
@@ -691,36 +597,36 @@ static void report_syntax(struct loader *ld, const yaml_parser_t *parser)
 /* ---- substitution -------------------------------------------------------- */
 
 static bool subst_env(struct loader *ld, const struct sk_cnode *node, const char *name, size_t len,
-                      struct sbuf *out)
+                      struct sk_buf *out)
 {
     if (len == 0) {
         sk_config_errors_add(ld->errs, node, "empty name in ${env:} (expected ${env:NAME})");
         return false;
     }
-    char *var = xstrndup(name, len);
+    char *var = sk_strndup(name, len);
     const char *value = getenv(var);
     if (!value)
         sk_config_errors_add(ld->errs, node, "environment variable %s is not set", var);
     else
-        sb_puts(out, value);
+        sk_buf_puts(out, value);
     free(var);
     return value != NULL;
 }
 
 static bool subst_file(struct loader *ld, const struct sk_cnode *node, const char *path_text,
-                       size_t len, struct sbuf *out)
+                       size_t len, struct sk_buf *out)
 {
     if (len == 0) {
         sk_config_errors_add(ld->errs, node, "empty path in ${file:} (expected ${file:PATH})");
         return false;
     }
-    struct sbuf path = {0};
+    struct sk_buf path = {0};
     /* Relative to the configuration file, so a unit's working directory does not matter. */
     if (path_text[0] != '/' && ld->dir) {
-        sb_putn(&path, ld->dir, ld->dir_len);
-        sb_puts(&path, "/");
+        sk_buf_putn(&path, ld->dir, ld->dir_len);
+        sk_buf_puts(&path, "/");
     }
-    sb_putn(&path, path_text, len);
+    sk_buf_putn(&path, path_text, len);
     char *content = NULL;
     size_t content_len = 0;
     int rc = read_whole_file(path.p, MAX_SECRET_FILE_BYTES, &content, &content_len);
@@ -741,7 +647,7 @@ static bool subst_file(struct loader *ld, const struct sk_cnode *node, const cha
             if (content_len && content[content_len - 1] == '\r')
                 content_len--;
         }
-        sb_putn(out, content, content_len);
+        sk_buf_putn(out, content, content_len);
         ok = true;
     }
     free_wiped(content, true);
@@ -755,17 +661,17 @@ static void substitute(struct loader *ld, struct sk_cnode *node)
     const char *s = node->value;
     if (!strchr(s, '$'))
         return;
-    struct sbuf out = {0};
+    struct sk_buf out = {0};
     bool any = false, ok = true;
-    sb_putn(&out, "", 0);
+    sk_buf_putn(&out, "", 0);
     for (const char *p = s; *p;) {
         if (strncmp(p, "$${", 3) == 0) {
-            sb_puts(&out, "${");
+            sk_buf_puts(&out, "${");
             p += 3;
             continue;
         }
         if (strncmp(p, "${", 2) != 0) {
-            sb_putn(&out, p++, 1);
+            sk_buf_putn(&out, p++, 1);
             continue;
         }
         any = true;
@@ -795,11 +701,11 @@ static void substitute(struct loader *ld, struct sk_cnode *node)
     if (any)
         node->secret = true;
     if (!ok) {
-        sb_wipe(&out);
+        sk_buf_wipe(&out);
         return; /* keep the text as written; it is marked secret all the same */
     }
     free(node->value);
-    node->value = sb_take(&out);
+    node->value = sk_buf_take(&out);
 }
 
 static void substitute_tree(struct loader *ld, struct sk_cnode *node)
@@ -818,7 +724,7 @@ static struct sk_cnode *load_text(const char *text, size_t len, const char *name
                                   struct sk_config_errors *errs, bool any_root, bool subst)
 {
     struct loader ld = {
-        .file = xstrdup(name ? name : "<config>"),
+        .file = sk_strdup(name ? name : "<config>"),
         .text = text,
         .len = len,
         .errs = errs,
@@ -865,7 +771,7 @@ static struct sk_cnode *load_text(const char *text, size_t len, const char *name
     }
     if (!root) {
         /* An empty file is an empty map: the option tables say what is missing. */
-        root = xcalloc(1, sizeof(*root));
+        root = sk_calloc(1, sizeof(*root));
         root->kind = SK_CNODE_MAP;
         root->file = ld.file;
         root->line = root->col = root->value_line = root->value_col = 1;
@@ -1152,24 +1058,24 @@ static void format_bound(char *buf, size_t size, enum sk_opt_type type, int64_t 
 /* "a, b, c" */
 static char *join_choices(const char *const *choices)
 {
-    struct sbuf b = {0};
+    struct sk_buf b = {0};
     for (size_t i = 0; choices && choices[i]; i++) {
         if (i)
-            sb_puts(&b, ", ");
-        sb_puts(&b, choices[i]);
+            sk_buf_puts(&b, ", ");
+        sk_buf_puts(&b, choices[i]);
     }
-    return sb_take(&b);
+    return sk_buf_take(&b);
 }
 
 static char *join_names(const struct sk_option *table)
 {
-    struct sbuf b = {0};
+    struct sk_buf b = {0};
     for (const struct sk_option *o = table; o && o->type != SK_OPT_END; o++) {
         if (b.len)
-            sb_puts(&b, ", ");
-        sb_puts(&b, o->name);
+            sk_buf_puts(&b, ", ");
+        sk_buf_puts(&b, o->name);
     }
-    return sb_take(&b);
+    return sk_buf_take(&b);
 }
 
 /* What a message may show of a value: a secret option never shows its value,
@@ -1191,12 +1097,12 @@ static enum conv convert_scalar(const struct sk_option *opt, const char *text, v
     switch (opt->type) {
     case SK_OPT_STRING:
     case SK_OPT_SECRET:
-        *(char **)dst = xstrdup(text);
+        *(char **)dst = sk_strdup(text);
         return CONV_OK;
     case SK_OPT_ENUM:
         for (size_t i = 0; opt->choices && opt->choices[i]; i++) {
             if (strcmp(opt->choices[i], text) == 0) {
-                *(char **)dst = xstrdup(text);
+                *(char **)dst = sk_strdup(text);
                 return CONV_OK;
             }
         }
@@ -1299,29 +1205,29 @@ static void set_list(const struct sk_cnode *node, struct sk_strlist *list,
                      struct sk_config_errors *errs)
 {
     if (node->kind == SK_CNODE_SCALAR) {
-        list->v = xcalloc(1, sizeof(*list->v));
-        list->v[0] = xstrdup(node->value);
+        list->v = sk_calloc(1, sizeof(*list->v));
+        list->v[0] = sk_strdup(node->value);
         list->n = 1;
         return;
     }
-    list->v = xcalloc(node->n_kids, sizeof(*list->v));
+    list->v = sk_calloc(node->n_kids, sizeof(*list->v));
     for (size_t i = 0; i < node->n_kids; i++)
         if (check_item(errs, node->kids[i]))
-            list->v[list->n++] = xstrdup(node->kids[i]->value);
+            list->v[list->n++] = sk_strdup(node->kids[i]->value);
 }
 
 static void set_map(const struct sk_cnode *node, struct sk_strmap *map,
                     struct sk_config_errors *errs)
 {
-    map->keys = xcalloc(node->n_kids, sizeof(*map->keys));
-    map->values = xcalloc(node->n_kids, sizeof(*map->values));
-    map->secret = xcalloc(node->n_kids, sizeof(*map->secret));
+    map->keys = sk_calloc(node->n_kids, sizeof(*map->keys));
+    map->values = sk_calloc(node->n_kids, sizeof(*map->values));
+    map->secret = sk_calloc(node->n_kids, sizeof(*map->secret));
     for (size_t i = 0; i < node->n_kids; i++) {
         const struct sk_cnode *kid = node->kids[i];
         if (!check_item(errs, kid))
             continue;
-        map->keys[map->n] = xstrdup(kid->key);
-        map->values[map->n] = xstrdup(kid->value);
+        map->keys[map->n] = sk_strdup(kid->key);
+        map->values[map->n] = sk_strdup(kid->value);
         map->secret[map->n] = kid->secret;
         map->n++;
     }
@@ -1460,7 +1366,7 @@ static void apply_table(const struct sk_option *table, const struct sk_cnode *ma
         if (opt->type == SK_OPT_GROUP) {
             char *sub_prefix;
             size_t n = strlen(prefix) + strlen(opt->name) + 2;
-            sub_prefix = xcalloc(n, 1);
+            sub_prefix = sk_calloc(n, 1);
             snprintf(sub_prefix, n, "%s%s.", prefix, opt->name);
             apply_table(opt->sub, NULL, field_of(conf, opt), errs, anchor, sub_prefix,
                         report_missing);
