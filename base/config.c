@@ -40,6 +40,9 @@ static const char HIDDEN[] = "********";
 /* Messages said from more than one place (macros keep printf format checking). */
 #define MSG_ANCHOR "anchors and aliases are not supported (expected the value written out in full)"
 #define MSG_TAG "tag \"%s\" is not supported (expected plain YAML without tags)"
+#define MSG_REFERENCE                                                                              \
+    "${env:} and ${file:} are only for secret fields, whose values are never shown (expected "     \
+    "the value itself)"
 #define MSG_BAD_DEFAULT                                                                            \
     "option \"%s%s\" has an invalid default (expected %s; this is a bug in the option table)"
 
@@ -1237,11 +1240,32 @@ static void apply_table(const struct sk_option *table, const struct sk_cnode *ma
                         struct sk_config_errors *errs, const struct sk_cnode *anchor,
                         const char *prefix, bool report_missing);
 
+/*
+ * A ${env:}/${file:} reference outside a secret field is refused: the value
+ * of a path, a name or a number ends up in log lines and error messages
+ * (a path that cannot be opened, a topic that cannot be created), where a
+ * secret read from a file must never appear. Map values (librdkafka
+ * properties) keep their secret flag instead and are masked where shown.
+ */
+static bool reference_refused(const struct sk_option *opt, const struct sk_cnode *node,
+                              struct sk_config_errors *errs)
+{
+    bool any = node->secret;
+    for (size_t i = 0; i < node->n_kids && !any; i++)
+        any = node->kids[i]->secret;
+    if (!any || opt->type == SK_OPT_SECRET || opt->type == SK_OPT_MAP || opt->type == SK_OPT_GROUP)
+        return false;
+    sk_config_errors_add(errs, node, MSG_REFERENCE);
+    return true;
+}
+
 /* Fills one option from its node. */
 static void set_from_node(const struct sk_option *opt, const struct sk_cnode *node, void *conf,
                           struct sk_config_errors *errs)
 {
     void *dst = field_of(conf, opt);
+    if (reference_refused(opt, node, errs))
+        return;
     if (opt->type == SK_OPT_GROUP) {
         if (node->kind != SK_CNODE_MAP) {
             sk_config_errors_add(errs, node, "got %s (expected %s)", kind_phrase(node),

@@ -142,8 +142,8 @@ static const struct sk_cnode *entry_type(const struct sk_cnode *entry,
     const struct sk_cnode *t = sk_cnode_get(entry, "type");
     if (!t)
         sk_config_errors_add(errs, entry, "missing required option \"type\" (a connector type)");
-    else if (t->kind != SK_CNODE_SCALAR)
-        t = NULL; /* reported by the settings table */
+    else if (t->kind != SK_CNODE_SCALAR || t->secret)
+        t = NULL; /* reported by the settings table (a reference is refused there) */
     return t;
 }
 

@@ -108,10 +108,24 @@ int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
                       struct sk_error *err)
 {
     char errstr[512];
-    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-        /* errstr names the property, never its value (it may be a password) */
-        return sk_error_set(err, SK_ERR_FATAL, "kafka property %s: %s", name, errstr);
-    return 0;
+    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
+        return 0;
+    /* librdkafka quotes the value in some messages ('Invalid value "..." for
+     * configuration property'), and the value may be a password: cut it out. */
+    size_t vlen = strlen(value);
+    char *at;
+    while (vlen && (at = strstr(errstr, value)) != NULL) {
+        static const char hidden[] = "********";
+        size_t rest = strlen(at + vlen) + 1;
+        if (vlen < sizeof(hidden) - 1 &&
+            strlen(errstr) + sizeof(hidden) - 1 - vlen >= sizeof(errstr))
+            break;
+        memmove(at + sizeof(hidden) - 1, at + vlen, rest);
+        memcpy(at, hidden, sizeof(hidden) - 1);
+    }
+    if (vlen && strstr(errstr, value))
+        snprintf(errstr, sizeof(errstr), "invalid value");
+    return sk_error_set(err, SK_ERR_FATAL, "kafka property %s: %s", name, errstr);
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)

@@ -402,7 +402,11 @@ Test(cli, unknown_type_or_entity_from_a_secret_is_not_echoed)
                            "    entities: [Person, \"${env:SK_TEST_SECRET2}\"]\n",
                            &rc, &path);
     cr_assert_eq(rc, 2, "%s", out);
-    cr_assert(strstr(out, "unknown sink type") && strstr(out, "unknown entity type"), "%s", out);
+    /* Refused at both places (references are for secret fields only), once each. */
+    cr_assert(strstr(out, "sinks.db.type: ${env:} and ${file:} are only for secret fields") &&
+                  strstr(out, "sinks.db2.entities: ${env:} and ${file:} are only for secret"),
+              "%s", out);
+    cr_assert(strstr(out, "2 error(s)"), "%s", out);
     cr_assert_null(strstr(out, "zz-secret-type-91"), "a secret was echoed:\n%s", out);
     free(out);
 }

@@ -55,16 +55,38 @@ Test(security, secrets_never_appear_in_logs_errors_check_or_api, .timeout = 180)
     assert_clean("skolsync check", out);
     free(out);
     char *bad = skt_fmt("%s/bad.yaml", dir);
+    /* A reference in a field that is not a secret is refused (its value would
+     * reach logs: a topic prefix shows in produce errors, a path in open errors). */
     char *bad_text = skt_fmt("%s  connect_timeout: ${env:SK_TEST_ENV_SECRET}\n"
+                             "  topic_prefix: ${file:%s}\n"
                              "shutdown_timeout: ${file:%s}\n",
-                             "kafka:\n  brokers: embedded\n", secret_file);
+                             "kafka:\n  brokers: embedded\n", secret_file, secret_file);
     skt_write(bad, bad_text);
     free(cmd);
     cmd = skt_fmt("%s check -c %s", skt_skolsync(), bad);
     cr_assert_eq(skt_sh(cmd, 20, &out), 2, "%s", out);
-    cr_assert(strstr(out, "kafka.connect_timeout") && strstr(out, "shutdown_timeout"), "%s", out);
+    cr_assert(strstr(out, "kafka.connect_timeout") && strstr(out, "shutdown_timeout") &&
+                  strstr(out, "kafka.topic_prefix"),
+              "%s", out);
     assert_clean("configuration errors", out);
     free(out);
+
+    /* A librdkafka property with a secret value that librdkafka rejects: its
+     * message quotes the value, ours must not. */
+    char *bad_prop = skt_fmt("kafka:\n  brokers: embedded\n  properties:\n"
+                             "    security.protocol: ${env:SK_TEST_ENV_SECRET}\n"
+                             "sources:\n  files:\n    type: jsonl-source\n    path: %s\n",
+                             data);
+    skt_write(bad, bad_prop);
+    cr_assert_eq(skt_sh(cmd, 20, &out), 0, "%s", out);
+    free(out);
+    free(cmd);
+    cmd = skt_fmt("%s run --once -c %s", skt_skolsync(), bad);
+    cr_assert_eq(skt_sh(cmd, 60, &out), 1, "%s", out);
+    cr_assert(strstr(out, "security.protocol"), "%s", out);
+    assert_clean("a rejected kafka property", out);
+    free(out);
+    free(bad_prop);
 
     /* run: the postgres sink cannot open, so the daemon stops with an error
      * that names the sink but not its connection string */
