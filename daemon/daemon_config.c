@@ -104,6 +104,41 @@ static bool valid_name(const char *s)
     return true;
 }
 
+/*
+ * kafka.topic_prefix becomes part of every topic name: Kafka allows only
+ * [A-Za-z0-9._-] and at most 249 characters, and the longest name is the
+ * prefix plus the longest collection (or "_cursors"). A longer prefix once
+ * passed check and crashed librdkafka; refuse it here, with its position.
+ */
+#define KAFKA_TOPIC_MAX 249
+static void check_topic_prefix(const struct sk_daemon_config *cfg, struct sk_config_errors *errs)
+{
+    const char *prefix = cfg->core.kafka.topic_prefix;
+    const struct sk_cnode *at = sk_cnode_get(sk_cnode_get(cfg->tree, "kafka"), "topic_prefix");
+    if (!prefix || !at)
+        return;
+    size_t longest = strlen("_cursors");
+    for (size_t i = 0; sk_entities[i]; i++)
+        if (strlen(sk_entities[i]->collection) > longest)
+            longest = strlen(sk_entities[i]->collection);
+    size_t len = strlen(prefix);
+    for (const char *p = prefix; *p; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-') {
+            sk_config_errors_add(errs, at,
+                                 "character %zu is not allowed in a Kafka topic name (expected "
+                                 "letters, digits, '.', '_' and '-')",
+                                 (size_t)(p - prefix) + 1);
+            return;
+        }
+    }
+    if (len + longest > KAFKA_TOPIC_MAX)
+        sk_config_errors_add(errs, at,
+                             "%zu characters is too long (expected at most %zu: topic names hold "
+                             "at most %d characters, and the longest is the prefix + \"%s\")",
+                             len, KAFKA_TOPIC_MAX - longest, KAFKA_TOPIC_MAX,
+                             longest == strlen("_cursors") ? "_cursors" : "a collection name");
+}
+
 static char *type_list(bool sources)
 {
     size_t len = 1;
@@ -263,6 +298,7 @@ struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_confi
     struct sk_cnode *core = view(cfg->tree, sections, false);
     sk_options_apply(core_options, core, &cfg->core, errs);
     view_free(core);
+    check_topic_prefix(cfg, errs);
 
     const struct sk_cnode *srcs = sk_cnode_get(cfg->tree, "sources");
     const struct sk_cnode *snks = sk_cnode_get(cfg->tree, "sinks");

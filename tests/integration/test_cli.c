@@ -169,6 +169,39 @@ Test(cli, malformed_yaml_is_a_config_error_with_position)
     free(out);
 }
 
+/* Regression (hostile input #9): a 600-character prefix passed check and
+ * crashed librdkafka. Every topic name must follow Kafka's rules. */
+Test(cli, topic_prefix_follows_kafka_topic_rules)
+{
+    const char *tail = "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n";
+    char long_prefix[601];
+    memset(long_prefix, 'p', 600);
+    long_prefix[600] = '\0';
+    int rc;
+    char *path;
+    char *text = skt_fmt("kafka:\n  topic_prefix: %s\n%s", long_prefix, tail);
+    char *out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(
+        strstr(out, ":2:3: kafka.topic_prefix: 600 characters is too long (expected at most 230"),
+        "%s", out);
+    free(out);
+    free(text);
+    text = skt_fmt("kafka:\n  topic_prefix: \"school/1 \"\n%s", tail);
+    out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, "kafka.topic_prefix: character 7 is not allowed"), "%s", out);
+    free(out);
+    free(text);
+    /* the longest that fits: 230 + "attendanceSchedules" (19) = 249 */
+    long_prefix[230] = '\0';
+    text = skt_fmt("kafka:\n  topic_prefix: %s\n%s", long_prefix, tail);
+    out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(text);
+}
+
 Test(cli, unknown_connector_type)
 {
     int rc;
