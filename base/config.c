@@ -100,6 +100,10 @@ static void errors_vadd(struct sk_config_errors *errs, const char *file, int lin
 {
     if (!errs)
         return;
+    if (errs->n >= SK_CONFIG_MAX_ERRORS) {
+        errs->more++;
+        return;
+    }
     struct sk_buf b = {0};
     if (file) {
         sk_buf_puts(&b, file);
@@ -159,7 +163,7 @@ void sk_config_errors_free(struct sk_config_errors *errs)
         free(errs->v[i].text);
     free(errs->v);
     errs->v = NULL;
-    errs->n = errs->cap = 0;
+    errs->n = errs->cap = errs->more = 0;
 }
 
 /* ---- the tree ------------------------------------------------------------ */
@@ -189,16 +193,6 @@ const struct sk_cnode *sk_cnode_get(const struct sk_cnode *map, const char *key)
     return NULL;
 }
 
-/* Index of node in its parent sequence; a node not (yet) attached is the next one. */
-static size_t seq_index(const struct sk_cnode *node)
-{
-    const struct sk_cnode *seq = node->parent;
-    for (size_t i = 0; i < seq->n_kids; i++)
-        if (seq->kids[i] == node)
-            return i;
-    return seq->n_kids;
-}
-
 char *sk_cnode_path(const struct sk_cnode *node)
 {
     size_t depth = 0;
@@ -214,7 +208,7 @@ char *sk_cnode_path(const struct sk_cnode *node)
     for (i = 1; i < depth; i++) { /* chain[0] is the root: no name */
         const struct sk_cnode *n = chain[i];
         if (n->parent->kind == SK_CNODE_SEQ) {
-            sk_buf_printf(&b, "[%zu]", seq_index(n));
+            sk_buf_printf(&b, "[%zu]", n->index);
         } else {
             if (b.len)
                 sk_buf_puts(&b, ".");
@@ -266,9 +260,14 @@ static bool is_null(const struct sk_cnode *node)
            strcmp(v, "NULL") == 0;
 }
 
+/* Appends kid; the array doubles at powers of two (a million items is no
+ * million reallocations). */
 static void cnode_attach(struct sk_cnode *parent, struct sk_cnode *kid)
 {
-    parent->kids = sk_realloc(parent->kids, (parent->n_kids + 1) * sizeof(*parent->kids));
+    size_t n = parent->n_kids;
+    if (n >= 4 ? (n & (n - 1)) == 0 : n == 0)
+        parent->kids = sk_realloc(parent->kids, (n >= 4 ? 2 * n : 4) * sizeof(*parent->kids));
+    kid->index = n;
     parent->kids[parent->n_kids++] = kid;
 }
 
@@ -284,6 +283,10 @@ struct frame {
     bool drop_value; /* that value is dropped (duplicate or unusable key) */
     char *key;
     int key_line, key_col;
+    /* MAP only, once it is large: its keys hashed, so that the duplicate
+     * check of each new key is not a walk over all the others. */
+    struct sk_cnode **keyset;
+    size_t keyset_cap, keyset_n; /* slots; kids hashed so far */
 };
 
 struct loader {
@@ -300,6 +303,59 @@ struct loader {
     int n_docs;
     bool fatal; /* the result is unusable: return no tree */
 };
+
+#define KEYSET_FROM 16 /* maps with fewer keys are searched in order */
+
+static size_t key_hash(const char *key)
+{
+    size_t h = 1469598103934665603ULL;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+static void keyset_put(struct frame *f, struct sk_cnode *kid)
+{
+    size_t i = key_hash(kid->key) & (f->keyset_cap - 1);
+    while (f->keyset[i])
+        i = (i + 1) & (f->keyset_cap - 1);
+    f->keyset[i] = kid;
+}
+
+/* The entry of the frame's map with this key, or NULL. */
+static const struct sk_cnode *frame_lookup(struct frame *f, const char *key)
+{
+    const struct sk_cnode *map = f->node;
+    if (map->n_kids < KEYSET_FROM)
+        return sk_cnode_get(map, key);
+    if ((map->n_kids + 1) * 2 > f->keyset_cap) {
+        free(f->keyset);
+        f->keyset_cap = 64;
+        while ((map->n_kids + 1) * 2 > f->keyset_cap)
+            f->keyset_cap *= 2;
+        f->keyset = sk_calloc(f->keyset_cap, sizeof(*f->keyset));
+        f->keyset_n = 0;
+    }
+    for (; f->keyset_n < map->n_kids; f->keyset_n++)
+        if (map->kids[f->keyset_n]->key)
+            keyset_put(f, map->kids[f->keyset_n]);
+    for (size_t i = key_hash(key) & (f->keyset_cap - 1); f->keyset[i];
+         i = (i + 1) & (f->keyset_cap - 1))
+        if (strcmp(f->keyset[i]->key, key) == 0)
+            return f->keyset[i];
+    return NULL;
+}
+
+/* Pops the top frame; frees what it owns and, if dropped, its node. */
+static struct frame frame_pop(struct loader *ld)
+{
+    struct frame f = ld->stack[--ld->depth];
+    free(f.key);
+    free(f.keyset);
+    f.key = NULL;
+    f.keyset = NULL;
+    return f;
+}
 
 static struct frame *top_frame(struct loader *ld)
 {
@@ -335,6 +391,7 @@ static void err_at_next(struct loader *ld, yaml_mark_t mark, const char *key, co
         .line = (int)mark.line + 1,
         .col = (int)mark.column + 1,
         .parent = top ? top->node : NULL,
+        .index = top ? top->node->n_kids : 0,
     };
     if (top && top->node->kind == SK_CNODE_MAP) {
         tmp.key = top->key;
@@ -362,6 +419,7 @@ static struct sk_cnode *node_new(struct loader *ld, enum sk_cnode_kind kind, yam
         return node;
     }
     node->parent = top->node;
+    node->index = top->node->n_kids; /* the next one, until attached */
     if (top->node->kind == SK_CNODE_MAP) {
         node->key = top->key;
         node->line = top->key_line;
@@ -442,7 +500,7 @@ static void on_key(struct loader *ld, const yaml_event_t *ev)
         err_at_next(ld, ev->start_mark, NULL, MSG_ANCHOR);
     if (!tag_is_standard((const char *)ev->data.scalar.tag))
         err_at_next(ld, ev->start_mark, NULL, MSG_TAG, (const char *)ev->data.scalar.tag);
-    const struct sk_cnode *first = sk_cnode_get(top->node, top->key);
+    const struct sk_cnode *first = frame_lookup(top, top->key);
     if (first) {
         err_at_next(ld, ev->start_mark, NULL,
                     "duplicate key \"%s\" (first defined at line %d, column %d)", top->key,
@@ -523,8 +581,7 @@ static void on_start(struct loader *ld, const yaml_event_t *ev, enum sk_cnode_ki
 
 static void on_end(struct loader *ld)
 {
-    struct frame f = ld->stack[--ld->depth];
-    free(f.key);
+    struct frame f = frame_pop(ld);
     if (f.is_key) {
         sk_cnode_free(f.node);
         struct frame *top = top_frame(ld);
@@ -759,10 +816,9 @@ static struct sk_cnode *load_text(const char *text, size_t len, const char *name
 
     /* Frames still open after an error: dropped nodes are not in the tree. */
     while (ld.depth) {
-        struct frame *f = &ld.stack[--ld.depth];
-        free(f->key);
-        if (f->detached)
-            sk_cnode_free(f->node);
+        struct frame f = frame_pop(&ld);
+        if (f.detached)
+            sk_cnode_free(f.node);
     }
     struct sk_cnode *root = ld.root;
     if (syntax_error || ld.fatal) {

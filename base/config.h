@@ -30,6 +30,7 @@ struct sk_cnode {
     int value_line, value_col; /* 1-based position of the value itself (= line/col outside maps) */
     struct sk_cnode **kids;    /* MAP: entries (each with key), SEQ: items */
     size_t n_kids;
+    size_t index; /* position among the parent's kids (the next one while not attached) */
     struct sk_cnode *parent;
 };
 
@@ -39,9 +40,14 @@ struct sk_config_error {
     char *text; /* the whole formatted line, "FILE:LINE:COL: path: what (expected)" */
 };
 
+/* A file can hold millions of mistakes (an alias bomb): the first
+ * SK_CONFIG_MAX_ERRORS are kept, the rest only counted. */
+#define SK_CONFIG_MAX_ERRORS 1000
+
 struct sk_config_errors {
     struct sk_config_error *v;
     size_t n, cap;
+    size_t more; /* errors past SK_CONFIG_MAX_ERRORS, counted, not kept */
 };
 
 /* Appends one error at node (its file, line, column and key path). */

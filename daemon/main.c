@@ -119,8 +119,10 @@ static struct sk_daemon_config *load(const char *path)
     struct sk_daemon_config *cfg = sk_daemon_config_load(path, &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.v[i].text);
+    if (errs.more)
+        fprintf(stderr, "... and %zu more error(s) not shown\n", errs.more);
     if (errs.n)
-        fprintf(stderr, "skolsync: %zu error(s) in %s\n", errs.n, path);
+        fprintf(stderr, "skolsync: %zu error(s) in %s\n", errs.n + errs.more, path);
     sk_config_errors_free(&errs);
     return cfg;
 }
