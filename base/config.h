@@ -2,9 +2,11 @@
  * config.h: YAML configuration as a tree that remembers where every value
  * came from, and the declarative option tables that validate it.
  *
- * Owns: parsing (libyaml), ${env:NAME}/${file:PATH} substitution, option
- * validation and the error list. Must never: print a secret's value, stop at
- * the first error (`skolsync check` reports them all), or know any connector.
+ * Owns: parsing (libyaml, config_yaml.c), ${env:NAME}/${file:PATH}
+ * references (config_refs.c), the tree and the error list (config_tree.c),
+ * value parsers (config_values.c) and option validation (config_options.c).
+ * Must never: print a secret's value, stop at the first error (`skolsync
+ * check` reports them all), or know any connector.
  *
  * Every error reads  FILE:LINE:COL: key.path: what is wrong (what was expected)
  */

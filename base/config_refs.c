@@ -1,0 +1,159 @@
+/*
+ * config_refs.c: ${env:NAME} and ${file:PATH} references in scalar values.
+ *
+ * Must never: show what a reference resolved to (the node is marked secret,
+ * and a file's content is wiped from memory once copied).
+ */
+#include "config_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "util.h"
+
+/* The most of a ${file:} read into memory. */
+#define MAX_SECRET_FILE_BYTES (1u << 20)
+
+struct refs {
+    const char *dir; /* directory for relative ${file:} paths, NULL = cwd */
+    size_t dir_len;
+    struct sk_config_errors *errs;
+};
+
+/* ---- substitution -------------------------------------------------------- */
+
+static bool subst_env(struct refs *ld, const struct sk_cnode *node, const char *name, size_t len,
+                      struct sk_buf *out)
+{
+    if (len == 0) {
+        sk_config_errors_add(ld->errs, node, "empty name in ${env:} (expected ${env:NAME})");
+        return false;
+    }
+    char *var = sk_strndup(name, len);
+    const char *value = getenv(var);
+    if (!value)
+        sk_config_errors_add(ld->errs, node, "environment variable %s is not set", var);
+    else
+        sk_buf_puts(out, value);
+    free(var);
+    return value != NULL;
+}
+
+static bool subst_file(struct refs *ld, const struct sk_cnode *node, const char *path_text,
+                       size_t len, struct sk_buf *out)
+{
+    if (len == 0) {
+        sk_config_errors_add(ld->errs, node, "empty path in ${file:} (expected ${file:PATH})");
+        return false;
+    }
+    struct sk_buf path = {0};
+    /* Relative to the configuration file, so a unit's working directory does not matter. */
+    if (path_text[0] != '/' && ld->dir) {
+        sk_buf_putn(&path, ld->dir, ld->dir_len);
+        sk_buf_puts(&path, "/");
+    }
+    sk_buf_putn(&path, path_text, len);
+    char *content = NULL;
+    size_t content_len = 0;
+    int rc = sk_config_read_file(path.p, MAX_SECRET_FILE_BYTES, &content, &content_len);
+    bool ok = false;
+    if (rc) {
+        sk_config_errors_add(ld->errs, node,
+                             "cannot read file \"%s\": %s (expected ${file:%.*s} "
+                             "to name a readable file)",
+                             path.p, strerror(rc), (int)len, path_text);
+    } else if (strlen(content) != content_len) {
+        sk_config_errors_add(ld->errs, node,
+                             "file \"%s\" contains a NUL byte (expected text for ${file:%.*s})",
+                             path.p, (int)len, path_text);
+    } else {
+        /* One trailing newline: the one every editor adds. */
+        if (content_len && content[content_len - 1] == '\n') {
+            content_len--;
+            if (content_len && content[content_len - 1] == '\r')
+                content_len--;
+        }
+        sk_buf_putn(out, content, content_len);
+        ok = true;
+    }
+    sk_config_free_wiped(content, true);
+    free(path.p);
+    return ok;
+}
+
+/* Replaces ${env:NAME} and ${file:PATH} in a scalar; $${ is a literal ${. */
+static void substitute(struct refs *ld, struct sk_cnode *node)
+{
+    const char *s = node->value;
+    if (!strchr(s, '$'))
+        return;
+    struct sk_buf out = {0};
+    bool any = false, ok = true;
+    sk_buf_putn(&out, "", 0);
+    for (const char *p = s; *p;) {
+        if (strncmp(p, "$${", 3) == 0) {
+            sk_buf_puts(&out, "${");
+            p += 3;
+            continue;
+        }
+        if (strncmp(p, "${", 2) != 0) {
+            sk_buf_putn(&out, p++, 1);
+            continue;
+        }
+        any = true;
+        const char *body = p + 2;
+        const char *end = strchr(body, '}');
+        if (!end) {
+            sk_config_errors_add(ld->errs, node,
+                                 "unterminated \"${\" (expected ${env:NAME} or ${file:PATH}; "
+                                 "write $${ for a literal ${)");
+            ok = false;
+            break;
+        }
+        size_t len = (size_t)(end - body);
+        if (len >= 4 && strncmp(body, "env:", 4) == 0) {
+            ok &= subst_env(ld, node, body + 4, len - 4, &out);
+        } else if (len >= 5 && strncmp(body, "file:", 5) == 0) {
+            ok &= subst_file(ld, node, body + 5, len - 5, &out);
+        } else {
+            sk_config_errors_add(ld->errs, node,
+                                 "unknown substitution \"${%.*s}\" (expected ${env:NAME} or "
+                                 "${file:PATH}; write $${ for a literal ${)",
+                                 (int)len, body);
+            ok = false;
+        }
+        p = end + 1;
+    }
+    if (any)
+        node->secret = true;
+    if (!ok) {
+        sk_buf_wipe(&out);
+        return; /* keep the text as written; it is marked secret all the same */
+    }
+    free(node->value);
+    node->value = sk_buf_take(&out);
+}
+
+static void substitute_tree(struct refs *ld, struct sk_cnode *node)
+{
+    if (node->kind == SK_CNODE_SCALAR) {
+        substitute(ld, node);
+        return;
+    }
+    for (size_t i = 0; i < node->n_kids; i++)
+        substitute_tree(ld, node->kids[i]);
+}
+
+void sk_config_substitute(struct sk_cnode *root, const char *dir, size_t dir_len,
+                          struct sk_config_errors *errs)
+{
+    struct refs r = {.dir = dir, .dir_len = dir_len, .errs = errs};
+    substitute_tree(&r, root);
+}
