@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 static enum sk_log_level log_level = SK_LOG_INFO;
 static bool log_json;
 static int log_journal = -1; /* -1: not looked at yet */
@@ -58,15 +60,33 @@ static void json_escape(FILE *f, const char *s)
     }
 }
 
-void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...)
+/*
+ * Text logs: every control character (a newline, a carriage return, a
+ * terminal escape) is written as an escape, so text that came from outside
+ * (a server's error body, a file name) can neither forge a log line nor
+ * drive the operator's terminal.
+ */
+static void text_escape(FILE *f, const char *s)
 {
-    if (!sk_log_enabled(level))
-        return;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\x%02x", c);
+        else
+            fputc(c, f);
+    }
+}
+
+static void log_v(enum sk_log_level level, const char *component, const char *fmt, va_list ap)
+{
     char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -88,16 +108,70 @@ void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...
         fputs("\",\"msg\":\"", stderr);
         json_escape(stderr, msg);
         fputs("\"}\n", stderr);
-    } else if (log_journal) {
-        /* journald adds its own timestamp */
-        fprintf(stderr, "<%d>%s: %s\n", journal_prio[level], component, msg);
     } else {
-        fprintf(stderr, "%s %-5s %s: %s\n", when, level_names[level], component, msg);
+        if (log_journal) /* journald adds its own timestamp */
+            fprintf(stderr, "<%d>", journal_prio[level]);
+        else
+            fprintf(stderr, "%s %-5s ", when, level_names[level]);
+        text_escape(stderr, component);
+        fputs(": ", stderr);
+        text_escape(stderr, msg);
+        fputc('\n', stderr);
     }
     if (status_line[0])
         fputs(status_line, stderr);
     fflush(stderr);
     pthread_mutex_unlock(&log_lock);
+}
+
+void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...)
+{
+    if (!sk_log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_v(level, component, fmt, ap);
+    va_end(ap);
+}
+
+static pthread_mutex_t limit_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t suppressed_total;
+
+void sk_log_limited(struct sk_log_limit *lim, int64_t interval_ms, enum sk_log_level level,
+                    const char *component, const char *fmt, ...)
+{
+    int64_t now = sk_mono_ms();
+    pthread_mutex_lock(&limit_lock);
+    bool say = lim->next_ms == 0 || now >= lim->next_ms;
+    uint64_t before = lim->suppressed;
+    if (say) {
+        lim->next_ms = now + interval_ms;
+        lim->suppressed = 0;
+    } else {
+        lim->suppressed++;
+        suppressed_total++;
+    }
+    pthread_mutex_unlock(&limit_lock);
+    if (!say || !sk_log_enabled(level))
+        return;
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (before)
+        sk_log(level, component, "%s (and %llu more like it, not logged)", msg,
+               (unsigned long long)before);
+    else
+        sk_log(level, component, "%s", msg);
+}
+
+uint64_t sk_log_suppressed_total(void)
+{
+    pthread_mutex_lock(&limit_lock);
+    uint64_t n = suppressed_total;
+    pthread_mutex_unlock(&limit_lock);
+    return n;
 }
 
 bool sk_log_status_line(const char *line)

@@ -9,6 +9,7 @@
 #define SK_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 enum sk_log_level { SK_LOG_ERROR = 0, SK_LOG_WARN, SK_LOG_INFO, SK_LOG_DEBUG };
 
@@ -18,6 +19,22 @@ int sk_log_level_parse(const char *text, enum sk_log_level *out);
 bool sk_log_enabled(enum sk_log_level level);
 void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * A line that outside input can trigger at will (a refused webhook call, a
+ * bad request) is logged at most once per interval_ms per limiter; the next
+ * one that is logged says how many were left out, and
+ * sk_log_suppressed_total() counts them all (a metric). Zero-initialise the
+ * limiter; any thread.
+ */
+struct sk_log_limit {
+    int64_t next_ms; /* sk_mono_ms() before which lines are counted, not logged */
+    uint64_t suppressed;
+};
+void sk_log_limited(struct sk_log_limit *lim, int64_t interval_ms, enum sk_log_level level,
+                    const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+uint64_t sk_log_suppressed_total(void);
 
 /*
  * A live status line on a terminal: kept at the bottom of stderr and redrawn

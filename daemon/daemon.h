@@ -26,9 +26,12 @@ struct sk_log_conf {
 };
 
 struct sk_admin_conf {
-    char *listen;     /* "127.0.0.1:9720", or "off" */
-    char *token;      /* required by state-changing API calls */
-    int64_t max_body; /* request body cap */
+    char *listen;                       /* "127.0.0.1:9720", or "off" */
+    char *token;                        /* required by state-changing API calls */
+    int64_t max_body;                   /* request body cap */
+    int64_t max_connections;            /* open at once, all clients */
+    int64_t max_connections_per_client; /* open at once from one address */
+    int64_t header_timeout_ms; /* from connect (or the last answer) to a whole request head */
 };
 
 struct sk_core_conf {

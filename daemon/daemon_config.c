@@ -38,6 +38,15 @@ static const struct sk_option admin_options[] = {
      offsetof(struct sk_admin_conf, token)},
     {"max_body", SK_OPT_SIZE, "1MiB", false, "largest accepted request body",
      offsetof(struct sk_admin_conf, max_body), .min = 1024, .max = 64LL << 20},
+    {"max_connections", SK_OPT_INT, "256", false, "connections open at once (all clients)",
+     offsetof(struct sk_admin_conf, max_connections), .min = 4, .max = 4096},
+    {"max_connections_per_client", SK_OPT_INT, "32", false,
+     "connections open at once from one client address (a webhook proxy counts as one)",
+     offsetof(struct sk_admin_conf, max_connections_per_client), .min = 1, .max = 4096},
+    {"header_timeout", SK_OPT_DURATION, "10s", false,
+     "a connection that has not sent a whole request head this long after it connected (or "
+     "after its last answer) is closed",
+     offsetof(struct sk_admin_conf, header_timeout_ms), .min = 500, .max = 300000},
     {0},
 };
 

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,9 @@
 
 #include "log.h"
 #include "util.h"
+
+#include <time.h>
+#include <unistd.h>
 
 /* A route lives on the heap so that a request can hold it while its handler
  * runs; sk_http_unroute waits for busy to reach 0 before freeing it, so no
@@ -26,10 +30,40 @@ struct route {
     unsigned busy;     /* handlers running now, guarded by sk_http.mu */
 };
 
+/*
+ * One open connection, watched for its request head. MHD 0.9 only has an
+ * inactivity timeout, which a client sending a byte every few seconds never
+ * meets; the reaper thread shuts down a connection whose head is late, and
+ * MHD then closes it as it would any connection the peer dropped. MHD tells
+ * us a connection closed before it closes its socket, and the reaper only
+ * touches sockets of connections still listed (under watch_mu), so it never
+ * shuts down a reused descriptor.
+ */
+struct conn_watch {
+    struct MHD_Connection *c;
+    int fd;
+    int64_t deadline_ms; /* sk_mono_ms() by which a whole request head must be in */
+    bool in_request;     /* head received, request under way: no deadline */
+    bool reaped;
+};
+
+#define STATUS_MIN 100
+#define STATUS_MAX 599
+
 struct sk_http {
     struct MHD_Daemon *mhd;
     int port;
     size_t max_body;
+    int64_t header_timeout_ms;
+    pthread_mutex_t watch_mu; /* guards watch, n_watch, reaper_stop */
+    pthread_cond_t watch_cv;
+    struct conn_watch *watch;
+    size_t n_watch, cap_watch;
+    bool reaper_stop;
+    bool reaper_started;
+    pthread_t reaper;
+    atomic_uint_fast64_t reaped;
+    atomic_uint_fast64_t responses[STATUS_MAX - STATUS_MIN + 1];
     pthread_mutex_t mu;
     pthread_cond_t idle; /* a route's busy count fell to 0 */
     struct route **routes;
@@ -80,9 +114,11 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
-static enum MHD_Result respond(struct MHD_Connection *c, int status, const char *body,
-                               const char *type)
+static enum MHD_Result respond(struct sk_http *h, struct MHD_Connection *c, int status,
+                               const char *body, const char *type)
 {
+    if (status >= STATUS_MIN && status <= STATUS_MAX)
+        atomic_fetch_add(&h->responses[status - STATUS_MIN], 1);
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", type ? type : "application/json");
@@ -90,6 +126,80 @@ static enum MHD_Result respond(struct MHD_Connection *c, int status, const char 
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+/* ---- the request-head deadline ----------------------------------------------- */
+
+static struct conn_watch *watch_find(struct sk_http *h, const struct MHD_Connection *c)
+{
+    for (size_t i = 0; i < h->n_watch; i++)
+        if (h->watch[i].c == c)
+            return &h->watch[i];
+    return NULL;
+}
+
+/* A request head arrived (in_request), or an answer went out: the next head is due. */
+static void watch_mark(struct sk_http *h, struct MHD_Connection *c, bool in_request)
+{
+    pthread_mutex_lock(&h->watch_mu);
+    struct conn_watch *w = watch_find(h, c);
+    if (w) {
+        w->in_request = in_request;
+        w->deadline_ms = sk_mono_ms() + h->header_timeout_ms;
+    }
+    pthread_mutex_unlock(&h->watch_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct sk_http *h = cls;
+    pthread_mutex_lock(&h->watch_mu);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (h->n_watch == h->cap_watch) {
+            h->cap_watch = h->cap_watch ? h->cap_watch * 2 : 64;
+            h->watch = sk_realloc(h->watch, h->cap_watch * sizeof(*h->watch));
+        }
+        h->watch[h->n_watch++] = (struct conn_watch){
+            .c = c,
+            .fd = info ? info->connect_fd : -1,
+            .deadline_ms = sk_mono_ms() + h->header_timeout_ms,
+        };
+    } else {
+        struct conn_watch *w = watch_find(h, c);
+        if (w)
+            *w = h->watch[--h->n_watch];
+    }
+    pthread_mutex_unlock(&h->watch_mu);
+}
+
+static void *reaper_thread(void *arg)
+{
+    struct sk_http *h = arg;
+    pthread_mutex_lock(&h->watch_mu);
+    while (!h->reaper_stop) {
+        int64_t now = sk_mono_ms();
+        for (size_t i = 0; i < h->n_watch; i++) {
+            struct conn_watch *w = &h->watch[i];
+            if (w->in_request || w->reaped || w->fd < 0 || now < w->deadline_ms)
+                continue;
+            shutdown(w->fd, SHUT_RDWR);
+            w->reaped = true;
+            atomic_fetch_add(&h->reaped, 1);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->watch_cv, &h->watch_mu, &ts);
+    }
+    pthread_mutex_unlock(&h->watch_mu);
+    return NULL;
 }
 
 /* The first route matching method and path, held (busy) until route_release. */
@@ -140,6 +250,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!up) {
         up = sk_calloc(1, sizeof(*up));
         *con_cls = up;
+        watch_mark(h, c, true);
         return MHD_YES; /* headers only so far */
     }
     if (*upload_size) {
@@ -154,13 +265,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (up->too_large)
-        return respond(c, 413, "{\"error\":\"request body too large\"}\n", NULL);
+        return respond(h, c, 413, "{\"error\":\"request body too large\"}\n", NULL);
 
     bool path_known;
     struct route *route = find_route(h, method, url, &path_known);
     if (!route)
-        return path_known ? respond(c, 405, "{\"error\":\"method not allowed\"}\n", NULL)
-                          : respond(c, 404, "{\"error\":\"not found\"}\n", NULL);
+        return path_known ? respond(h, c, 405, "{\"error\":\"method not allowed\"}\n", NULL)
+                          : respond(h, c, 404, "{\"error\":\"not found\"}\n", NULL);
     struct sk_http_request req = {
         .method = method,
         .path = url,
@@ -174,8 +285,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct sk_http_response resp = {.status = 200};
     route->fn(route->ctx, &req, &resp);
     route_release(h, route);
-    enum MHD_Result ret =
-        respond(c, resp.status ? resp.status : 200, resp.body ? resp.body : "", resp.content_type);
+    enum MHD_Result ret = respond(h, c, resp.status ? resp.status : 200, resp.body ? resp.body : "",
+                                  resp.content_type);
     free(resp.body);
     return ret;
 }
@@ -183,6 +294,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    watch_mark(cls, c, false);
     struct upload *up = *con_cls;
     if (up) {
         free(up->data);
@@ -191,34 +303,70 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_error *err)
+struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *limits,
+                              struct sk_error *err)
 {
     struct sockaddr_storage ss;
     socklen_t slen = 0;
     if (parse_listen(listen, &ss, &slen))
         return sk_error_set(err, SK_ERR_FATAL, "admin.listen \"%s\" is not host:port", listen),
                NULL;
+    struct sk_http_limits lim = limits ? *limits : (struct sk_http_limits){0};
     struct sk_http *h = sk_calloc(1, sizeof(*h));
-    h->max_body = (size_t)(max_body > 0 ? max_body : 1 << 20);
+    h->max_body = (size_t)(lim.max_body > 0 ? lim.max_body : 1 << 20);
+    h->header_timeout_ms = lim.header_timeout_ms > 0 ? lim.header_timeout_ms : 10000;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->idle, NULL);
+    pthread_mutex_init(&h->watch_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->watch_cv, &ca);
+    pthread_condattr_destroy(&ca);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->mhd =
-        MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)64, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
+    /* The inactivity timeout bounds a stalled body; the head has its own
+     * deadline (the reaper). */
+    h->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_LIMIT,
+        lim.connections ? lim.connections : 256U, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        lim.per_client ? lim.per_client : 32U, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
+        MHD_OPTION_END);
     if (!h->mhd) {
-        pthread_cond_destroy(&h->idle);
-        pthread_mutex_destroy(&h->mu);
-        free(h);
-        return sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen)", listen), NULL;
+        sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen)", listen);
+        sk_http_stop(h);
+        return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : 0;
+    if (pthread_create(&h->reaper, NULL, reaper_thread, h)) {
+        sk_error_set(err, SK_ERR_FATAL, "cannot start the HTTP server's reaper thread");
+        sk_http_stop(h);
+        return NULL;
+    }
+    h->reaper_started = true;
     return h;
+}
+
+void sk_http_metrics(struct sk_http *h, struct sk_buf *out)
+{
+    sk_buf_puts(out, "# HELP skolsync_http_responses_total Answers of the HTTP server by status\n"
+                     "# TYPE skolsync_http_responses_total counter\n");
+    for (int i = 0; i <= STATUS_MAX - STATUS_MIN; i++) {
+        uint64_t n = atomic_load(&h->responses[i]);
+        if (n)
+            sk_buf_printf(out, "skolsync_http_responses_total{code=\"%d\"} %llu\n", i + STATUS_MIN,
+                          (unsigned long long)n);
+    }
+    sk_buf_printf(out,
+                  "# HELP skolsync_http_slow_heads_closed_total Connections closed because their "
+                  "request head did not arrive within admin.header_timeout\n"
+                  "# TYPE skolsync_http_slow_heads_closed_total counter\n"
+                  "skolsync_http_slow_heads_closed_total %llu\n",
+                  (unsigned long long)atomic_load(&h->reaped));
 }
 
 int sk_http_port(const struct sk_http *h)
@@ -296,10 +444,21 @@ void sk_http_stop(struct sk_http *h)
 {
     if (!h)
         return;
-    MHD_stop_daemon(h->mhd);
+    if (h->reaper_started) {
+        pthread_mutex_lock(&h->watch_mu);
+        h->reaper_stop = true;
+        pthread_cond_signal(&h->watch_cv);
+        pthread_mutex_unlock(&h->watch_mu);
+        pthread_join(h->reaper, NULL);
+    }
+    if (h->mhd)
+        MHD_stop_daemon(h->mhd);
     for (size_t i = 0; i < h->n_routes; i++)
         route_free(h->routes[i]);
     free(h->routes);
+    free(h->watch);
+    pthread_cond_destroy(&h->watch_cv);
+    pthread_mutex_destroy(&h->watch_mu);
     pthread_cond_destroy(&h->idle);
     pthread_mutex_destroy(&h->mu);
     free(h);

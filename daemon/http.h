@@ -1,8 +1,9 @@
 /*
  * http.h: the daemon's HTTP server (libmicrohttpd) on admin.listen.
  *
- * Owns: listening, body size caps, routing by exact method + path. Routes
- * come from the core (health, metrics, API) and from sources (webhooks).
+ * Owns: listening, body size caps, connection limits and the request-head
+ * deadline, routing by method + path. Routes come from the core (health,
+ * metrics, API) and from sources (webhooks).
  * Must never: run a handler for a body over the cap (413 first), or listen
  * on a non-loopback address unless the configuration says so.
  */
@@ -11,15 +12,32 @@
 
 #include <stdint.h>
 
+#include "buf.h"
 #include "connector.h"
 
 struct sk_http;
 
 /*
- * Starts listening on "host:port" ("127.0.0.1:9720", "[::1]:9720"; port 0
- * picks a free one). max_body caps request bodies. Returns NULL with err.
+ * What one client can take of the server. A client that trickles its request
+ * head (slowloris) is closed header_timeout after it connected or got its
+ * last answer; one address holds at most per_client connections, all clients
+ * at most connections, so a flood from one address leaves the others
+ * (Prometheus, systemd's health check, the webhook proxy) answered.
  */
-struct sk_http *sk_http_start(const char *listen, int64_t max_body, struct sk_error *err);
+struct sk_http_limits {
+    int64_t max_body; /* request body cap (413 beyond it) */
+    unsigned connections, per_client;
+    int64_t header_timeout_ms;
+};
+
+/*
+ * Starts listening on "host:port" ("127.0.0.1:9720", "[::1]:9720"; port 0
+ * picks a free one). Zero limits take defaults. Returns NULL with err.
+ */
+struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *limits,
+                              struct sk_error *err);
+/* Prometheus text: answers by status code, connections closed for a slow head. */
+void sk_http_metrics(struct sk_http *h, struct sk_buf *out);
 /* The bound port (useful with port 0). */
 int sk_http_port(const struct sk_http *h);
 /*

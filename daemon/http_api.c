@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "buf.h"
 #include "daemon_internal.h"
 #include "dlq.h"
 #include "log.h"
@@ -84,50 +85,27 @@ static void http_ready(void *ctx, const struct sk_http_request *req, struct sk_h
 
 /* ---- metrics ------------------------------------------------------------------ */
 
-struct text {
-    char *p;
-    size_t len, cap;
-};
-
-static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(struct text *t, const char *fmt, ...)
-{
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
-        va_end(ap);
-        if ((size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        t->cap = t->cap * 2 + (size_t)n;
-        t->p = sk_realloc(t->p, t->cap);
-    }
-}
-
 static const char *kind_name(const struct sk_runner *r)
 {
     return r->kind == SK_RUNNER_SOURCE ? "source" : "sink";
 }
 
-static void counter(struct sk_daemon *d, struct text *t, const char *name, const char *help,
+static void counter(struct sk_daemon *d, struct sk_buf *t, const char *name, const char *help,
                     size_t off)
 {
-    put(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    sk_buf_printf(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
         const atomic_uint_fast64_t *v = (const atomic_uint_fast64_t *)((const char *)r + off);
-        put(t, "%s{connector=\"%s\",kind=\"%s\",type=\"%s\"} %llu\n", name, r->name, kind_name(r),
-            r->type, (unsigned long long)atomic_load(v));
+        sk_buf_printf(t, "%s{connector=\"%s\",kind=\"%s\",type=\"%s\"} %llu\n", name, r->name,
+                      kind_name(r), r->type, (unsigned long long)atomic_load(v));
     }
 }
 
-static void histogram(struct sk_daemon *d, struct text *t, const char *name, const char *help,
+static void histogram(struct sk_daemon *d, struct sk_buf *t, const char *name, const char *help,
                       size_t off, enum sk_runner_kind only, bool any_kind)
 {
-    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    sk_buf_printf(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
         if (!any_kind && r->kind != only)
@@ -137,34 +115,37 @@ static void histogram(struct sk_daemon *d, struct text *t, const char *name, con
         for (size_t b = 0; b <= SK_HIST_BUCKETS; b++) {
             cum += atomic_load(&h->buckets[b]);
             if (b < SK_HIST_BUCKETS)
-                put(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"%g\"} %llu\n", name, r->name,
-                    kind_name(r), sk_hist_bounds[b], (unsigned long long)cum);
+                sk_buf_printf(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"%g\"} %llu\n", name,
+                              r->name, kind_name(r), sk_hist_bounds[b], (unsigned long long)cum);
             else
-                put(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"+Inf\"} %llu\n", name, r->name,
-                    kind_name(r), (unsigned long long)cum);
+                sk_buf_printf(t, "%s_bucket{connector=\"%s\",kind=\"%s\",le=\"+Inf\"} %llu\n", name,
+                              r->name, kind_name(r), (unsigned long long)cum);
         }
-        put(t, "%s_sum{connector=\"%s\",kind=\"%s\"} %.6f\n", name, r->name, kind_name(r),
-            (double)atomic_load(&h->sum_us) / 1e6);
-        put(t, "%s_count{connector=\"%s\",kind=\"%s\"} %llu\n", name, r->name, kind_name(r),
-            (unsigned long long)atomic_load(&h->count));
+        sk_buf_printf(t, "%s_sum{connector=\"%s\",kind=\"%s\"} %.6f\n", name, r->name, kind_name(r),
+                      (double)atomic_load(&h->sum_us) / 1e6);
+        sk_buf_printf(t, "%s_count{connector=\"%s\",kind=\"%s\"} %llu\n", name, r->name,
+                      kind_name(r), (unsigned long long)atomic_load(&h->count));
     }
 }
 
 /* Per partition lag of every sink group, from the lag monitor's latest sample. */
-static void lag_metrics(struct sk_daemon *d, struct text *t)
+static void lag_metrics(struct sk_daemon *d, struct sk_buf *t)
 {
     cJSON *rep = sk_lag_monitor_json(d->lag);
     if (!rep)
         return;
-    put(t, "# HELP skolsync_consumer_lag_records Consumable records a sink group has not applied\n"
+    sk_buf_printf(
+        t, "# HELP skolsync_consumer_lag_records Consumable records a sink group has not applied\n"
            "# TYPE skolsync_consumer_lag_records gauge\n");
     cJSON *groups = cJSON_GetObjectItemCaseSensitive(rep, "groups");
     for (int pass = 0; pass < 3; pass++) {
         if (pass == 1)
-            put(t, "# HELP skolsync_consumer_lag_seconds Age of the oldest record a sink group "
+            sk_buf_printf(
+                t, "# HELP skolsync_consumer_lag_seconds Age of the oldest record a sink group "
                    "has not applied\n# TYPE skolsync_consumer_lag_seconds gauge\n");
         if (pass == 2)
-            put(t, "# HELP skolsync_consumer_group_status Lag status of a sink group (1 for the "
+            sk_buf_printf(
+                t, "# HELP skolsync_consumer_group_status Lag status of a sink group (1 for the "
                    "current one)\n# TYPE skolsync_consumer_group_status gauge\n");
         for (cJSON *g = groups ? groups->child : NULL; g; g = g->next) {
             const char *group = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "group"));
@@ -175,8 +156,9 @@ static void lag_metrics(struct sk_daemon *d, struct text *t)
                     cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "status"));
                 for (const char *const *s = (const char *const[]){"OK", "WARN", "ERR", NULL}; *s;
                      s++)
-                    put(t, "skolsync_consumer_group_status{group=\"%s\",status=\"%s\"} %d\n", group,
-                        *s, st && strcmp(st, *s) == 0);
+                    sk_buf_printf(t,
+                                  "skolsync_consumer_group_status{group=\"%s\",status=\"%s\"} %d\n",
+                                  group, *s, st && strcmp(st, *s) == 0);
                 continue;
             }
             cJSON *parts = cJSON_GetObjectItemCaseSensitive(g, "partitions");
@@ -187,9 +169,10 @@ static void lag_metrics(struct sk_daemon *d, struct text *t)
                 cJSON *v = cJSON_GetObjectItemCaseSensitive(p, pass == 0 ? "lag" : "lag_seconds");
                 if (!topic || !cJSON_IsNumber(part) || !cJSON_IsNumber(v) || v->valuedouble < 0)
                     continue;
-                put(t, "%s{group=\"%s\",topic=\"%s\",partition=\"%d\"} %g\n",
-                    pass == 0 ? "skolsync_consumer_lag_records" : "skolsync_consumer_lag_seconds",
-                    group, topic, part->valueint, v->valuedouble);
+                sk_buf_printf(t, "%s{group=\"%s\",topic=\"%s\",partition=\"%d\"} %g\n",
+                              pass == 0 ? "skolsync_consumer_lag_records"
+                                        : "skolsync_consumer_lag_seconds",
+                              group, topic, part->valueint, v->valuedouble);
             }
         }
     }
@@ -200,8 +183,8 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
                          struct sk_http_response *resp)
 {
     struct sk_daemon *d = ctx;
-    struct text t = {.p = sk_malloc(8192), .cap = 8192};
-    t.p[0] = '\0';
+    struct sk_buf t = {0};
+    sk_buf_reserve(&t, 8192);
     pthread_rwlock_rdlock(&d->lock);
     counter(d, &t, "skolsync_records_total",
             "Records stored in Kafka (sources) or applied to the target (sinks)",
@@ -224,49 +207,61 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
     histogram(d, &t, "skolsync_end_to_end_latency_seconds",
               "From the moment a source saw a change to the moment a sink applied it",
               offsetof(struct sk_runner, latency_seconds), SK_RUNNER_SINK, false);
-    put(&t, "# HELP skolsync_connector_state 1 for the state a connector is in\n"
-            "# TYPE skolsync_connector_state gauge\n");
+    sk_buf_printf(&t, "# HELP skolsync_connector_state 1 for the state a connector is in\n"
+                      "# TYPE skolsync_connector_state gauge\n");
     static const char *const states[] = {"starting", "running", "idle",    "retrying",
                                          "paused",   "failed",  "stopped", "held"};
     for (size_t i = 0; i < d->n_conns; i++) {
         const char *now = sk_daemon_state_name(d->conns[i]);
         for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++)
-            put(&t, "skolsync_connector_state{connector=\"%s\",state=\"%s\"} %d\n",
-                d->conns[i]->name, states[s], strcmp(states[s], now) == 0);
+            sk_buf_printf(&t, "skolsync_connector_state{connector=\"%s\",state=\"%s\"} %d\n",
+                          d->conns[i]->name, states[s], strcmp(states[s], now) == 0);
     }
-    put(&t, "# HELP skolsync_held_deletions Deletions held back by a source's delete guard\n"
-            "# TYPE skolsync_held_deletions gauge\n");
+    sk_buf_printf(&t,
+                  "# HELP skolsync_held_deletions Deletions held back by a source's delete guard\n"
+                  "# TYPE skolsync_held_deletions gauge\n");
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_source_env *src = sk_as_source(d->conns[i]);
         if (src)
-            put(&t, "skolsync_held_deletions{connector=\"%s\"} %llu\n", src->runner.name,
-                (unsigned long long)atomic_load(&src->held));
+            sk_buf_printf(&t, "skolsync_held_deletions{connector=\"%s\"} %llu\n", src->runner.name,
+                          (unsigned long long)atomic_load(&src->held));
     }
-    put(&t,
+    sk_buf_printf(
+        &t,
         "# HELP skolsync_kafka_queued_messages Messages waiting in a connector's Kafka client "
         "(producer queue, or consumer prefetch)\n# TYPE skolsync_kafka_queued_messages gauge\n");
     for (size_t i = 0; i < d->n_conns; i++)
         if (atomic_load(&d->conns[i]->kafka_queued) >= 0)
-            put(&t, "skolsync_kafka_queued_messages{connector=\"%s\",kind=\"%s\"} %lld\n",
-                d->conns[i]->name, kind_name(d->conns[i]),
-                (long long)atomic_load(&d->conns[i]->kafka_queued));
-    put(&t, "# HELP skolsync_kafka_broker_rtt_seconds Largest average broker round-trip time seen "
+            sk_buf_printf(&t, "skolsync_kafka_queued_messages{connector=\"%s\",kind=\"%s\"} %lld\n",
+                          d->conns[i]->name, kind_name(d->conns[i]),
+                          (long long)atomic_load(&d->conns[i]->kafka_queued));
+    sk_buf_printf(
+        &t, "# HELP skolsync_kafka_broker_rtt_seconds Largest average broker round-trip time seen "
             "by a connector's Kafka client\n# TYPE skolsync_kafka_broker_rtt_seconds gauge\n");
     for (size_t i = 0; i < d->n_conns; i++)
         if (atomic_load(&d->conns[i]->kafka_rtt_us) >= 0)
-            put(&t, "skolsync_kafka_broker_rtt_seconds{connector=\"%s\",kind=\"%s\"} %.6f\n",
-                d->conns[i]->name, kind_name(d->conns[i]),
-                (double)atomic_load(&d->conns[i]->kafka_rtt_us) / 1e6);
+            sk_buf_printf(&t,
+                          "skolsync_kafka_broker_rtt_seconds{connector=\"%s\",kind=\"%s\"} %.6f\n",
+                          d->conns[i]->name, kind_name(d->conns[i]),
+                          (double)atomic_load(&d->conns[i]->kafka_rtt_us) / 1e6);
     pthread_rwlock_unlock(&d->lock);
     lag_metrics(d, &t);
-    put(&t,
+    sk_buf_printf(
+        &t,
         "# HELP skolsync_reloads_total Configuration reloads applied\n"
         "# TYPE skolsync_reloads_total counter\nskolsync_reloads_total %llu\n"
         "# HELP skolsync_reload_failures_total Reloads refused (invalid configuration)\n"
         "# TYPE skolsync_reload_failures_total counter\nskolsync_reload_failures_total %llu\n",
         (unsigned long long)atomic_load(&d->reloads),
         (unsigned long long)atomic_load(&d->reload_failures));
-    resp->body = t.p;
+    sk_http_metrics(d->http, &t);
+    sk_buf_printf(&t,
+                  "# HELP skolsync_log_lines_suppressed_total Repeated log lines that outside "
+                  "input can cause at will (refused webhook calls, ...), counted instead of "
+                  "logged\n# TYPE skolsync_log_lines_suppressed_total counter\n"
+                  "skolsync_log_lines_suppressed_total %llu\n",
+                  (unsigned long long)sk_log_suppressed_total());
+    resp->body = sk_buf_take(&t);
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 

@@ -25,6 +25,8 @@
 
 #define SUB_RETRY_MS 30000
 
+#define REFUSED_LOG_MS 60000
+
 struct ss_hook {
     struct sk_source *self;
     const struct ss_conf *conf;
@@ -38,6 +40,9 @@ struct ss_hook {
     pthread_t thread;
     bool thread_started;
     bool routed; /* the callback route is registered (undone first by ss_hook_free) */
+    /* Refused callbacks: anyone can send them, so they are logged once a
+     * minute at most (counted in skolsync_log_lines_suppressed_total). */
+    struct sk_log_limit refused_log;
     bool stop;
     bool dirty[SK_ENTITY_COUNT];
     bool deletes;
@@ -100,13 +105,15 @@ static void on_callback(void *ctx, const struct sk_http_request *req, struct sk_
 {
     struct ss_hook *hk = ctx;
     if (!path_ok(hk, req->path)) {
-        sk_warn(hk->component, "webhook callback with a wrong secret in its path: refused");
+        sk_log_limited(&hk->refused_log, REFUSED_LOG_MS, SK_LOG_WARN, hk->component,
+                       "webhook callback with a wrong secret in its path: refused");
         respond(resp, 403, "forbidden");
         return;
     }
     if (hk->conf->webhook.token && *hk->conf->webhook.token &&
         !bearer_ok(req->authorization, hk->conf->webhook.token)) {
-        sk_warn(hk->component, "webhook callback with a missing or wrong bearer token: refused");
+        sk_log_limited(&hk->refused_log, REFUSED_LOG_MS, SK_LOG_WARN, hk->component,
+                       "webhook callback with a missing or wrong bearer token: refused");
         respond(resp, 401, "missing or wrong bearer token");
         return;
     }

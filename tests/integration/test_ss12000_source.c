@@ -726,6 +726,56 @@ static char *post_hook(int admin, const char *secret)
 }
 
 /*
+ * Regression (hostile input #12): every wrong-secret callback logged a
+ * warning (2.4 MB of log in 10 s from one client). Now one line a minute,
+ * the rest counted in skolsync_log_lines_suppressed_total; every refusal is
+ * still counted by status in skolsync_http_responses_total.
+ */
+Test(ss12000_source, wrong_secret_callbacks_are_counted_not_logged_each, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-hook-flood");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10");
+    char *db = skt_fmt("%s/out.db", dir);
+    int admin = free_port();
+    char *extra = skt_fmt("    webhook:\n"
+                          "      public_url: http://127.0.0.1:%d\n"
+                          "      secret: ${env:SKT_HOOK_SECRET}\n",
+                          admin);
+    char *src = source_yaml("sis", s.port, 200, "10m", extra);
+    struct daemon d = daemon_start(dir, src, db, admin);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, NULL, 60, why, sizeof(why)), "full sync: %s", why);
+    char *cmd =
+        skt_fmt("python3 -c 'import http.client\n"
+                "c = http.client.HTTPConnection(\"127.0.0.1\", %d, timeout=10)\n"
+                "codes = {}\n"
+                "for i in range(2000):\n"
+                "    c.request(\"POST\", \"/hooks/sis/wrong-secret-%%d\" %% i, body=\"{}\")\n"
+                "    r = c.getresponse(); r.read(); codes[r.status] = codes.get(r.status, 0) + 1\n"
+                "print(codes)'",
+                admin);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 60, &out), 0, "%s", out);
+    cr_assert(out && strstr(out, "{403: 2000}"), "answers: %s", out);
+    free(out);
+    free(cmd);
+    char *metrics = get(skt_fmt("http://127.0.0.1:%d/metrics", admin));
+    cmd = skt_fmt("grep -c 'wrong secret' %s", d.log);
+    skt_sh(cmd, 10, &out);
+    free(cmd);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(out && atoi(out) == 1, "wrong-secret lines logged: %s (expected 1)", out);
+    cr_assert(strstr(metrics, "skolsync_http_responses_total{code=\"403\"} 2000\n"), "%s", metrics);
+    const char *sup = strstr(metrics, "\nskolsync_log_lines_suppressed_total ");
+    cr_assert(sup && atol(sup + strlen("\nskolsync_log_lines_suppressed_total ")) >= 1999, "%s",
+              metrics);
+    free(out);
+    free(metrics);
+}
+
+/*
  * Regression (hostile input, critical): after the source was restarted (by
  * the API, a reload or the supervisor after a failure) a callback read the
  * freed hook (use-after-free under ASan) and the restarted source failed for

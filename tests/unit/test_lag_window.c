@@ -438,7 +438,7 @@ Test(lag_cli, embedded_config_asks_the_daemon_and_filters_groups, .timeout = 30)
     sk_lag_window_add(w, r);
 
     struct sk_error err = {0};
-    struct sk_http *h = sk_http_start("127.0.0.1:0", 1 << 20, &err);
+    struct sk_http *h = sk_http_start("127.0.0.1:0", NULL, &err);
     cr_assert_not_null(h, "%s", err.msg);
     cr_assert_eq(sk_http_route(h, "GET", "/api/v1/lag", serve_lag, w, &err), 0, "%s", err.msg);
     char dir[] = "/tmp/lagcliXXXXXX";
