@@ -3,7 +3,17 @@
  * JSON object per line, from one file or from a directory holding a
  * `<collection>.jsonl` file per entity type, and turns each line into a record.
  * The cursor (skolsync.v1.JsonlCursor) keeps, per file, the byte offset and
- * number of the first unread line and the file's "dev:ino".
+ * number of the first unread line, the file's "dev:ino" and a fingerprint of
+ * what was read (its first bytes and the bytes before the offset).
+ *
+ * Rotation: a file renamed away and created anew (other inode), truncated
+ * (shorter than the offset) or truncated and written again in place, even
+ * past the old offset (copytruncate: the fingerprint no longer matches), is
+ * read again from its start. Not noticed: an edit in place in the middle of
+ * a large file that leaves the first 64 KiB and the 4 KiB before the offset
+ * as they were (write a new file and rename it over the old one instead).
+ * In a directory only regular files are read, and a symbolic link only when
+ * it points inside the directory (follow_symlinks: true allows any).
  *
  * Owns: reading files forward from a cursor. Must never: consume an incomplete
  * last line (its writer may still be writing it), re-read a file from its
@@ -15,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +40,15 @@
 
 #define JSONL_SUFFIX ".jsonl"
 #define READ_CHUNK (64 * 1024)
+/* How much of a file the fingerprint covers: its head, and the tail before the offset. */
+#define HEAD_BYTES (64 * 1024)
+#define TAIL_BYTES (4 * 1024)
 
 struct jsonl_conf {
     char *path;
     char *entity;
     int64_t batch_size;
+    bool follow_symlinks;
 };
 
 static const struct sk_option jsonl_options[] = {
@@ -54,6 +69,11 @@ static const struct sk_option jsonl_options[] = {
      .offset = offsetof(struct jsonl_conf, batch_size),
      .min = 1,
      .max = 1000000},
+    {.name = "follow_symlinks",
+     .type = SK_OPT_BOOL,
+     .def = "false",
+     .help = "in a directory, also read <collection>.jsonl links that point outside it",
+     .offset = offsetof(struct jsonl_conf, follow_symlinks)},
     {.name = NULL},
 };
 
@@ -62,6 +82,7 @@ struct jsonl_file {
     char *name; /* relative to the directory, "persons.jsonl": the cursor's key */
     char *path; /* what open() gets */
     const struct sk_entity *entity;
+    bool refused; /* not read (not a regular file, a link out of the directory): said once */
 };
 
 /* How far one file has been read: a JsonlCursor.FilePos, unpacked. */
@@ -70,10 +91,15 @@ struct jsonl_pos {
     int64_t line;   /* its 1-based number */
     char inode[48]; /* "dev:ino", "" if not known yet */
     bool known;     /* in the cursor, or seen by this poll: goes into the new cursor */
+    bool has_print; /* the fingerprint below is set */
+    uint32_t head_len, tail_len;
+    uint64_t head_hash, tail_hash;
 };
 
 struct jsonl_source {
     const char *component; /* for log lines */
+    char *dir_real;        /* directory mode: the directory's real path; NULL for one file */
+    bool follow_symlinks;
     struct jsonl_file *files;
     size_t n_files;
     size_t batch_size;
@@ -175,6 +201,7 @@ static void jsonl_close(struct sk_source *self)
         free(src->files[i].path);
     }
     free(src->files);
+    free(src->dir_real);
     free(src->pos);
     free(src->fp);
     free(src->fp_ptrs);
@@ -207,6 +234,12 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
             goto fail;
         }
         add_dir_files(src, conf->path);
+        src->dir_real = realpath(conf->path, NULL);
+        src->follow_symlinks = conf->follow_symlinks;
+        if (!src->dir_real) {
+            sk_error_set(err, SK_ERR_FATAL, "path %s: %s", conf->path, strerror(errno));
+            goto fail;
+        }
     } else if (S_ISREG(st.st_mode)) {
         const struct sk_entity *e;
         if (conf->entity) {
@@ -273,6 +306,12 @@ static int load_cursor(struct jsonl_source *src, const struct sk_cursor *cursor,
             p->offset = fp->has_offset && fp->offset > 0 ? fp->offset : 0;
             p->line = fp->has_line && fp->line > 0 ? fp->line : 1;
             snprintf(p->inode, sizeof(p->inode), "%s", fp->inode ? fp->inode : "");
+            p->has_print =
+                fp->has_head_len && fp->has_head_hash && fp->has_tail_len && fp->has_tail_hash;
+            p->head_len = fp->head_len;
+            p->head_hash = fp->head_hash;
+            p->tail_len = fp->tail_len;
+            p->tail_hash = fp->tail_hash;
             break;
         }
     }
@@ -300,6 +339,13 @@ static void store_cursor(struct jsonl_source *src, const struct sk_cursor *old,
         fp->offset = p->offset;
         fp->line = p->line;
         fp->inode = (char *)p->inode;
+        if (p->has_print) {
+            fp->has_head_len = fp->has_head_hash = fp->has_tail_len = fp->has_tail_hash = true;
+            fp->head_len = p->head_len;
+            fp->head_hash = p->head_hash;
+            fp->tail_len = p->tail_len;
+            fp->tail_hash = p->tail_hash;
+        }
         src->fp_ptrs[c.n_files++] = fp;
     }
     size_t len = skolsync__v1__jsonl_cursor__get_packed_size(&c);
@@ -405,30 +451,107 @@ static int read_lines(struct jsonl_source *src, const struct jsonl_file *f, int 
     }
 }
 
+/* FNV-1a 64 of len bytes of fd at off; false if they cannot all be read. */
+static bool hash_range(struct jsonl_source *src, int fd, int64_t off, size_t len, uint64_t *out)
+{
+    uint64_t h = 1469598103934665603ULL;
+    size_t done = 0;
+    while (done < len) {
+        size_t want = len - done < src->buf_cap ? len - done : src->buf_cap;
+        ssize_t got = pread(fd, src->buf, want, off + (int64_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return false;
+        for (ssize_t i = 0; i < got; i++)
+            h = (h ^ (unsigned char)src->buf[i]) * 1099511628211ULL;
+        done += (size_t)got;
+    }
+    *out = h;
+    return true;
+}
+
+/* The fingerprint of what lies before p->offset now. */
+static bool fingerprint(struct jsonl_source *src, int fd, const struct jsonl_pos *p,
+                        struct jsonl_pos *out)
+{
+    out->head_len = (uint32_t)(p->offset < HEAD_BYTES ? p->offset : HEAD_BYTES);
+    out->tail_len = (uint32_t)(p->offset < TAIL_BYTES ? p->offset : TAIL_BYTES);
+    return hash_range(src, fd, 0, out->head_len, &out->head_hash) &&
+           hash_range(src, fd, p->offset - out->tail_len, out->tail_len, &out->tail_hash);
+}
+
 /*
- * One file: notices a replaced (other inode) or truncated (shorter than the
- * position) file and restarts it from the beginning, then reads its lines.
- * A file that does not exist (yet) has nothing to read and keeps its position.
+ * Opens one of the directory's files, or refuses it (-2, said once): only a
+ * regular file (a FIFO would block open and read for ever), and a link only
+ * to a file inside the directory unless follow_symlinks. The check is made
+ * on what was opened (/proc/self/fd), so a link swapped meanwhile cannot
+ * slip through. -1 with errno on other errors.
+ */
+static int open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat *st)
+{
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    const char *why = NULL;
+    if (fstat(fd, st) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    char real[PATH_MAX];
+    if (!S_ISREG(st->st_mode)) {
+        why = "not a regular file";
+    } else if (src->dir_real && !src->follow_symlinks) {
+        char link[64];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, real, sizeof(real) - 1);
+        size_t dl = strlen(src->dir_real);
+        if (n < 0) {
+            why = "its real path cannot be read";
+        } else {
+            real[n] = '\0';
+            if (strncmp(real, src->dir_real, dl) != 0 || (real[dl] != '/' && dl > 1))
+                why = "a link to a file outside the directory (follow_symlinks: true allows it)";
+        }
+    }
+    if (why) {
+        close(fd);
+        if (!f->refused)
+            sk_warn(src->component, "%s: %s; not read", f->path, why);
+        f->refused = true;
+        return -2;
+    }
+    if (f->refused)
+        sk_info(src->component, "%s: readable again", f->path);
+    f->refused = false;
+    return fd;
+}
+
+/*
+ * One file: notices a replaced (other inode), truncated (shorter than the
+ * position) or rewritten (fingerprint changed: copytruncate) file and
+ * restarts it from the beginning, then reads its lines. A file that does not
+ * exist (yet), or is refused, has nothing to read and keeps its position.
  * Returns as read_lines.
  */
 static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll)
 {
-    const struct jsonl_file *f = &src->files[i];
+    struct jsonl_file *f = &src->files[i];
     struct jsonl_pos *p = &src->pos[i];
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    int fd = open_file(src, f, &st);
+    if (fd == -2)
+        return 0;
     if (fd < 0) {
         if (errno == ENOENT)
             return 0;
         return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
-        close(fd);
-        return -1;
-    }
     char inode[sizeof(p->inode)];
     snprintf(inode, sizeof(inode), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    struct jsonl_pos now = {0};
     if (p->inode[0] && strcmp(p->inode, inode) != 0) {
         if (p->offset > 0)
             sk_warn(src->component, "%s: replaced (inode %s, was %s); reading it from the start",
@@ -441,12 +564,29 @@ static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll
                 f->path, (intmax_t)st.st_size, p->offset);
         p->offset = 0;
         p->line = 1;
+    } else if (p->offset > 0 && p->has_print &&
+               (!fingerprint(src, fd, p, &now) || now.head_len != p->head_len ||
+                now.head_hash != p->head_hash || now.tail_len != p->tail_len ||
+                now.tail_hash != p->tail_hash)) {
+        sk_warn(src->component,
+                "%s: rewritten in place (what was read to %" PRId64
+                " changed: truncated and written again?); reading it from the start",
+                f->path, p->offset);
+        p->offset = 0;
+        p->line = 1;
     }
     memcpy(p->inode, inode, sizeof(inode));
     p->known = true;
     int rc = 0;
     if ((int64_t)st.st_size > p->offset)
         rc = read_lines(src, f, fd, p, poll);
+    if (rc >= 0) {
+        p->has_print = fingerprint(src, fd, p, &now);
+        p->head_len = now.head_len;
+        p->head_hash = now.head_hash;
+        p->tail_len = now.tail_len;
+        p->tail_hash = now.tail_hash;
+    }
     close(fd);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -446,4 +447,110 @@ Test(jsonl_source, a_file_that_appears_later_is_read)
     write_persons("persons.jsonl", 1, 1);
     poll_next();
     assert_keys(1, 1);
+}
+
+/*
+ * Regression (hostile input #3): copytruncate rotation. The file was
+ * truncated and written again in place, longer than what had been read,
+ * between two polls: the old source only compared sizes, skipped the first
+ * bytes of the new content and dead-lettered a partial line. The
+ * fingerprint of what was read notices it.
+ */
+Test(jsonl_source, truncated_and_rewritten_longer_in_place_restarts_from_the_beginning)
+{
+    write_persons("persons.jsonl", 1, 3);
+    open_dir(100);
+    poll_next();
+    assert_keys(1, 3);
+    ino_t before = 0;
+    struct stat st;
+    cr_assert_eq(stat(file_path("persons.jsonl"), &st), 0);
+    before = st.st_ino;
+    write_file("persons.jsonl", "w", ""); /* copytruncate: same inode, emptied */
+    write_persons("persons.jsonl", 101, 110);
+    cr_assert_eq(stat(file_path("persons.jsonl"), &st), 0);
+    cr_assert_eq(st.st_ino, before, "the test must rewrite in place");
+    poll_next();
+    cr_assert_eq(batch.n_bad, 0, "no partial line may be read");
+    assert_keys(101, 10);
+    /* and appending after that goes on from there */
+    write_persons("persons.jsonl", 111, 111);
+    poll_next();
+    assert_keys(111, 1);
+}
+
+/* A cursor of an older version (no fingerprint) still resumes where it was. */
+Test(jsonl_source, a_cursor_without_fingerprint_resumes_at_its_offset)
+{
+    write_persons("persons.jsonl", 1, 3);
+    open_dir(100);
+    Skolsync__V1__JsonlCursor c = SKOLSYNC__V1__JSONL_CURSOR__INIT;
+    Skolsync__V1__JsonlCursor__FilePos fp = SKOLSYNC__V1__JSONL_CURSOR__FILE_POS__INIT;
+    Skolsync__V1__JsonlCursor__FilePos *fps[] = {&fp};
+    fp.file = "persons.jsonl";
+    fp.has_offset = fp.has_line = true;
+    fp.offset = (int64_t)strlen(person(1));
+    fp.line = 2;
+    c.files = fps;
+    c.n_files = 1;
+    struct sk_cursor old = {.len = skolsync__v1__jsonl_cursor__get_packed_size(&c)};
+    old.data = sk_malloc(old.len);
+    skolsync__v1__jsonl_cursor__pack(&c, old.data);
+    poll_from(&old);
+    free(old.data);
+    assert_keys(2, 2);
+}
+
+/* Regression (hostile input #10): a FIFO named like a collection hung the
+ * source in open() with state running. Only regular files are read. */
+Test(jsonl_source, a_fifo_is_not_read_and_does_not_block, .timeout = 10)
+{
+    cr_assert_eq(mkfifo(file_path("persons.jsonl"), 0600), 0);
+    write_file("groups.jsonl", "w", "");
+    open_dir(100);
+    poll_next();
+    cr_assert_eq(batch.n + batch.n_bad, 0);
+    cr_assert_not(batch.more);
+}
+
+static void make_person_file(const char *path, int from, int to)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    for (int n = from; n <= to; n++)
+        fputs(person(n), f);
+    fclose(f);
+}
+
+/* Regression (hostile input #15): rooms.jsonl -> /etc/shadow put that file's
+ * lines into the dead-letter topic. A link is followed only inside the
+ * directory, unless follow_symlinks says otherwise. */
+Test(jsonl_source, links_out_of_the_directory_are_not_followed)
+{
+    char outside[96];
+    snprintf(outside, sizeof(outside), "%s-outside.jsonl", dir);
+    make_person_file(outside, 1, 2);
+    cr_assert_eq(symlink(outside, file_path("duties.jsonl")), 0);
+    cr_assert_eq(mkdir(file_path("data"), 0700), 0);
+    make_person_file(file_path("data/p"), 5, 5);
+    /* a link that stays inside the directory is fine */
+    cr_assert_eq(symlink("data/p", file_path("persons.jsonl")), 0);
+    open_dir(100);
+    poll_next();
+    cr_assert_eq(batch.n_bad, 0);
+    assert_keys(5, 1); /* the outside file's two lines are not read */
+    unlink(outside);
+}
+
+Test(jsonl_source, follow_symlinks_reads_links_anywhere)
+{
+    char outside[96];
+    snprintf(outside, sizeof(outside), "%s-outside.jsonl", dir);
+    make_person_file(outside, 1, 2);
+    cr_assert_eq(symlink(outside, file_path("persons.jsonl")), 0);
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nfollow_symlinks: true\n", dir), 0, "%s", err.msg);
+    poll_next();
+    unlink(outside);
+    assert_keys(1, 2);
 }
