@@ -136,10 +136,8 @@ static void add_file(struct jsonl_source *src, const char *name, const char *pat
                      const struct sk_entity *entity)
 {
     src->files = sk_realloc(src->files, (src->n_files + 1) * sizeof(*src->files));
-    struct jsonl_file *f = &src->files[src->n_files++];
-    f->name = sk_strdup(name);
-    f->path = sk_strdup(path);
-    f->entity = entity;
+    src->files[src->n_files++] = (struct jsonl_file){
+        .name = sk_strdup(name), .path = sk_strdup(path), .entity = entity};
 }
 
 /* "persons.jsonl" -> the persons entity, or NULL. */
