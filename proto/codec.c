@@ -384,7 +384,10 @@ ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj
         goto fail;
     }
     if (sk_uuid_normalize(*id, id_out) < 0) {
-        sk_error_set(err, SK_ERR_PERMANENT, "%s: id \"%.64s\" is not a UUID", e->name, *id);
+        /* Not the value itself: an id column sometimes holds a civic number
+         * or a name, and this message reaches logs and dead-letter headers. */
+        sk_error_set(err, SK_ERR_PERMANENT, "%s: id is not a UUID (%zu characters, not shown)",
+                     e->name, strlen(*id));
         goto fail;
     }
     memcpy(*id, id_out, 37); /* same length: lower-case in place */
@@ -398,6 +401,12 @@ fail:
 ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
                                           char id_out[37], struct sk_error *err)
 {
+    size_t at;
+    const char *bad = sk_json_text_bad(text, len, &at);
+    if (bad) {
+        sk_error_set(err, SK_ERR_PERMANENT, "%s: %s at byte %zu", e->name, bad, at);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *obj = cJSON_ParseWithLengthOpts(text, len, &end, false);
     /* cJSON stops after the first value: anything but whitespace after it is not JSON. */

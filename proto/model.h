@@ -38,7 +38,7 @@ struct sk_entity {
 extern const struct sk_entity *const sk_entities[];
 #define SK_ENTITY_COUNT 18
 
-const struct sk_entity *sk_entity_by_name(const char *name);             /* "Person" */
+const struct sk_entity *sk_entity_by_name(const char *name); /* "Person" */
 /* The position of e in sk_entities (0..SK_ENTITY_COUNT-1), or -1. */
 int sk_entity_index(const struct sk_entity *e);
 const struct sk_entity *sk_entity_by_collection(const char *collection); /* "persons" */
@@ -90,6 +90,21 @@ int sk_codec_encode(const struct sk_entity *e, const char *json, size_t len, uin
  */
 char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len,
                       int64_t *modified_us, struct sk_error *err);
+
+/*
+ * Bytes cJSON would store broken or cut short (json_check.c): a NUL byte, a
+ * \u0000 escape inside a string, or invalid UTF-8 (overlong forms and UTF-16
+ * surrogates included). NULL if there are none, else what was found, with
+ * its byte offset in *at.
+ */
+const char *sk_json_text_bad(const char *text, size_t len, size_t *at);
+/*
+ * The byte spans [start, end) of the elements of the array that is the value
+ * of the top-level object's key `key` ({"data": [...]}), found without
+ * parsing them (works on text that sk_json_text_bad refused). *spans is
+ * malloc'ed (caller frees, also when 0 is returned); returns their number.
+ */
+size_t sk_json_array_spans(const char *text, size_t len, const char *key, size_t (**spans)[2]);
 
 /*
  * Compact JSON text of v, numbers printed exactly (cJSON's own printer may

@@ -879,6 +879,46 @@ static void snippet(const char *body, char out[64])
     out[k] = '\0';
 }
 
+/*
+ * Bytes cJSON keeps broken or cuts short (a NUL, \u0000, invalid UTF-8)
+ * somewhere in a page: the records that hold them are found by their byte
+ * spans and dead-lettered with the position, the others go on. A page
+ * without them (nearly all) costs one scan.
+ */
+struct page_check {
+    const char *body;
+    size_t (*spans)[2]; /* of the data list's items, only when the page has bad bytes */
+    size_t n_spans;
+};
+
+static struct page_check page_check(const struct ss_resp *r)
+{
+    struct page_check pc = {.body = r->body};
+    size_t at;
+    if (r->body && sk_json_text_bad(r->body, r->len, &at))
+        pc.n_spans = sk_json_array_spans(r->body, r->len, "data", &pc.spans);
+    return pc;
+}
+
+/* Dead-letters item k if its bytes are bad; true if it did. */
+static bool page_item_bad(const struct page_check *pc, size_t k, const struct sk_entity *e,
+                          const char *url, struct sk_batch *out)
+{
+    if (k >= pc->n_spans)
+        return false;
+    const char *start = pc->body + pc->spans[k][0];
+    size_t len = pc->spans[k][1] - pc->spans[k][0], at;
+    const char *bad = sk_json_text_bad(start, len, &at);
+    if (!bad)
+        return false;
+    struct sk_error err = {0};
+    sk_error_set(&err, SK_ERR_PERMANENT, "%s: %s at byte %zu of the record (item %zu of the page)",
+                 e->name, bad, at, k);
+    sk_batch_add_bad(out, NULL, (uint8_t *)sk_strndup(start, len), len, url, &err);
+    out->bad[out->n_bad - 1].entity = e; /* for `skolsync dlq replay` */
+    return true;
+}
+
 /* Parses a list/deletedEntities page: the body, its data and its next token. */
 static cJSON *parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
                          struct sk_error *err)
@@ -1083,8 +1123,15 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
         goto out;
     }
     int64_t now = sk_now_us();
+    struct page_check pc = page_check(&r);
     const cJSON *item;
-    cJSON_ArrayForEach(item, data) take_item(src, st, i, st->step, item, url, out, now);
+    size_t k = 0;
+    cJSON_ArrayForEach(item, data)
+    {
+        if (!page_item_bad(&pc, k++, src->types[i].e, url, out))
+            take_item(src, st, i, st->step, item, url, out, now);
+    }
+    free(pc.spans);
     free(st->page_token);
     st->page_token = next ? sk_strdup(next) : NULL;
     cJSON_Delete(doc);

@@ -566,6 +566,48 @@ Test(ss12000_source, expired_token_restarts_from_watermark_and_retry_after_is_ho
     free(url);
 }
 
+/*
+ * Regression (hostile input #13): a raw NUL inside a JSON string silently cut
+ * the value (cJSON ends the string there) and invalid UTF-8 was stored as
+ * it came. The record that holds such bytes is dead-lettered with the
+ * position; the rest of its page is stored.
+ */
+Test(ss12000_source, a_record_with_a_nul_byte_is_dead_lettered_and_its_page_stored, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-nul");
+    write_helpers(dir);
+    struct server s =
+        server_start(dir, 0, "--students 20 --fault bad_record:count=1,paths=/persons,mode=nul");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 1000, "1s", "    entities: [Organisation, Person]\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, "organisations", 60, why, sizeof(why)), "%s", why);
+    bool dl = false;
+    for (int i = 0; i < 40 && !dl; i++) {
+        dl = log_has(&d, "Person: a NUL byte at byte ");
+        if (!dl)
+            usleep(250000);
+    }
+    char *np = db_query(dir, db, "select count(*) from persons");
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/dump?collection=persons", s.port);
+    char *dump = get(url);
+    char *want = json_expr(dump, "len(d[\"persons\"])");
+    char *cut = db_query(dir, db, "select count(*) from persons where doc like '%before%'");
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(dl, "the record with a NUL byte was not dead-lettered with its position; see %s",
+              d.log);
+    cr_assert_eq(atoi(np), atoi(want) - 1, "persons: %s stored, %s at the server (one bad)", np,
+                 want);
+    cr_assert_str_eq(cut, "0", "a value cut at the NUL was stored");
+    free(np);
+    free(url);
+    free(dump);
+    free(want);
+    free(cut);
+}
+
 /* ---- 4. webhooks --------------------------------------------------------- */
 
 Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_nothing,

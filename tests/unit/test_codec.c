@@ -791,3 +791,63 @@ Test(values, json_equal_ignores_order_only)
     cJSON_Delete(a);
     cJSON_Delete(b);
 }
+
+/* ---- bytes cJSON would keep broken or cut (hostile input #13) ------------- */
+
+static const char *bad_at(const char *text, size_t len, size_t *at)
+{
+    *at = (size_t)-1;
+    return sk_json_text_bad(text, len, at);
+}
+
+Test(codec, text_check_finds_nul_escaped_nul_and_invalid_utf8_with_their_position)
+{
+    size_t at;
+    cr_assert_null(bad_at("{\"a\":\"åäö 😀 \\n\\t\\\\u0000\"}", 29, &at),
+                   "valid UTF-8, and an escaped backslash before u0000 is text");
+    const char nul[] = "{\"a\":\"x\0y\"}";
+    cr_assert_str_eq(bad_at(nul, sizeof(nul) - 1, &at), "a NUL byte");
+    cr_assert_eq(at, 7);
+    cr_assert_str_eq(bad_at("{\"a\":\"x\\u0000y\"}", 16, &at),
+                     "a \\u0000 escape (a NUL character)");
+    cr_assert_eq(at, 7);
+    const char *invalid[] = {
+        "{\"a\":\"\xff\"}",             /* never in UTF-8 */
+        "{\"a\":\"\xc3\"}",             /* cut sequence */
+        "{\"a\":\"\xc0\xaf\"}",         /* overlong '/' */
+        "{\"a\":\"\xe0\x80\xaf\"}",     /* overlong, 3 bytes */
+        "{\"a\":\"\xed\xa0\x80\"}",     /* a UTF-16 surrogate */
+        "{\"a\":\"\xf4\x90\x80\x80\"}", /* beyond U+10FFFF */
+    };
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        cr_assert_str_eq(bad_at(invalid[i], strlen(invalid[i]), &at), "invalid UTF-8", "case %zu",
+                         i);
+        cr_assert_eq(at, 6, "case %zu", i);
+    }
+    /* the codec refuses such text with the position, never stores it cut */
+    char id[37];
+    struct sk_error err = {0};
+    const char person[] =
+        "{\"id\":\"3f1c5a0e-0000-4000-8000-000000000001\",\"givenName\":\"A\0B\"}";
+    cr_assert_null(
+        sk_codec_from_json_text(sk_entity_by_name("Person"), person, sizeof(person) - 1, id, &err));
+    cr_assert_str_eq(err.msg, "Person: a NUL byte at byte 59");
+    cr_assert_eq(err.cls, SK_ERR_PERMANENT);
+}
+
+Test(codec, array_spans_find_each_element_of_a_page_without_parsing_it)
+{
+    const char page[] =
+        " {\"pageToken\": \"a]}\\\"\", \"x\": {\"data\": [1]},"
+        " \"data\" : [ {\"id\": \"1\", \"s\": \"}]\"} , [1, {\"a\": 2}], \"q\\\"\", 7 ] }";
+    size_t(*spans)[2] = NULL;
+    size_t n = sk_json_array_spans(page, sizeof(page) - 1, "data", &spans);
+    cr_assert_eq(n, 4);
+    const char *want[] = {"{\"id\": \"1\", \"s\": \"}]\"}", "[1, {\"a\": 2}]", "\"q\\\"\"", "7"};
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(strncmp(page + spans[i][0], want[i], spans[i][1] - spans[i][0]), 0,
+                     "element %zu: %.*s", i, (int)(spans[i][1] - spans[i][0]), page + spans[i][0]);
+    free(spans);
+    cr_assert_eq(sk_json_array_spans("[1]", 3, "data", &spans), 0);
+    free(spans);
+}

@@ -295,7 +295,8 @@ Test(jsonl_source, malformed_lines_become_bad_inputs_with_file_and_line)
     write_file("persons.jsonl", "a", "{\"givenName\":\"NoId\"}\n");  /* 7: no id */
     open_dir(100);
     poll_next();
-    cr_assert_eq(batch.n, 2);
+    cr_assert_eq(batch.n, 2, "%zu records, %zu bad: %s", batch.n, batch.n_bad,
+                 batch.n_bad ? batch.bad[0].err.msg : "");
     cr_assert_str_eq(batch.recs[0].key, uuid(1));
     cr_assert_str_eq(batch.recs[1].key, uuid(5));
     cr_assert_eq(batch.n_bad, 4);
@@ -553,4 +554,27 @@ Test(jsonl_source, follow_symlinks_reads_links_anywhere)
     poll_next();
     unlink(outside);
     assert_keys(1, 2);
+}
+
+/* Regression (hostile input #13): invalid UTF-8 and NUL bytes in a line. */
+Test(jsonl_source, lines_with_invalid_utf8_or_a_nul_are_dead_lettered_with_their_position)
+{
+    write_persons("persons.jsonl", 1, 1);
+    FILE *f = fopen(file_path("persons.jsonl"), "a");
+    fputs("{\"id\":\"00000000-0000-4000-8000-000000000002\",\"givenName\":\"\xff\"}\n", f);
+    fwrite("{\"id\":\"00000000-0000-4000-8000-000000000003\",\"givenName\":\"a\0b\"}\n", 1, 64, f);
+    fclose(f);
+    write_persons("persons.jsonl", 4, 4);
+    open_dir(100);
+    poll_next();
+    cr_assert_eq(batch.n, 2, "%zu records, %zu bad: %s", batch.n, batch.n_bad,
+                 batch.n_bad ? batch.bad[0].err.msg : "");
+    cr_assert_str_eq(batch.recs[0].key, uuid(1));
+    cr_assert_str_eq(batch.recs[1].key, uuid(4));
+    cr_assert_eq(batch.n_bad, 2);
+    cr_assert_str_eq(batch.bad[0].where, "persons.jsonl:2");
+    cr_assert_str_eq(batch.bad[0].err.msg, "Person: invalid UTF-8 at byte 58");
+    cr_assert_str_eq(batch.bad[1].where, "persons.jsonl:3");
+    cr_assert_str_eq(batch.bad[1].err.msg, "Person: a NUL byte at byte 59");
+    cr_assert_eq(batch.bad[1].raw_len, 63, "the raw line is kept whole, NUL included");
 }

@@ -1,0 +1,173 @@
+/*
+ * json_check.c: byte-level checks of JSON text from outside, before cJSON
+ * sees it. cJSON keeps invalid UTF-8 as it is and ends a string at a NUL (a
+ * raw one, or one written \u0000), so a value would be stored broken or
+ * silently cut; these checks find such bytes and their position, so that
+ * the record holding them is dead-lettered instead (see model.h).
+ *
+ * Must never: allocate for text that passes (the check runs on every page
+ * and every line), or read past len.
+ */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "util.h"
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t k;
+    unsigned cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+        k = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        k = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        k = 4;
+        cp = c & 0x07;
+    } else {
+        return 0; /* a continuation byte, an overlong lead (c0, c1) or beyond U+10FFFF */
+    }
+    if (n < k)
+        return 0;
+    for (size_t i = 1; i < k; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0; /* overlong, out of range, or a UTF-16 surrogate */
+    return k;
+}
+
+const char *sk_json_text_bad(const char *text, size_t len, size_t *at)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    bool in_string = false;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = s[i];
+        if (c == 0) {
+            *at = i;
+            return "a NUL byte";
+        }
+        if (c >= 0x80) {
+            size_t k = utf8_len(s + i, len - i);
+            if (!k) {
+                *at = i;
+                return "invalid UTF-8";
+            }
+            i += k;
+            continue;
+        }
+        if (c == '"') {
+            in_string = !in_string;
+        } else if (c == '\\' && in_string && i + 1 < len) {
+            if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0) {
+                *at = i;
+                return "a \\u0000 escape (a NUL character)";
+            }
+            i += 2; /* the escaped character cannot end the string */
+            continue;
+        }
+        i++;
+    }
+    return NULL;
+}
+
+/* ---- element spans ------------------------------------------------------------ */
+
+static size_t skip_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* s[i] is '"': the index after the closing quote, or len. */
+static size_t skip_string(const char *s, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return len;
+}
+
+/* The index after the value starting at s[i] (any JSON value), or len. */
+static size_t skip_value(const char *s, size_t len, size_t i)
+{
+    if (i >= len)
+        return len;
+    if (s[i] == '"')
+        return skip_string(s, len, i);
+    if (s[i] != '{' && s[i] != '[') {
+        while (i < len && !strchr(",}] \t\r\n", s[i]))
+            i++;
+        return i;
+    }
+    size_t depth = 0;
+    while (i < len) {
+        if (s[i] == '"') {
+            i = skip_string(s, len, i);
+            continue;
+        }
+        if (s[i] == '{' || s[i] == '[')
+            depth++;
+        else if ((s[i] == '}' || s[i] == ']') && --depth == 0)
+            return i + 1;
+        i++;
+    }
+    return len;
+}
+
+size_t sk_json_array_spans(const char *s, size_t len, const char *key, size_t (**spans)[2])
+{
+    *spans = NULL;
+    size_t i = skip_ws(s, len, 0), n = 0, cap = 0, klen = strlen(key);
+    if (i >= len || s[i] != '{')
+        return 0;
+    i = skip_ws(s, len, i + 1);
+    while (i < len && s[i] == '"') {
+        size_t kend = skip_string(s, len, i);
+        bool match = kend - i == klen + 2 && memcmp(s + i + 1, key, klen) == 0;
+        i = skip_ws(s, len, kend);
+        if (i >= len || s[i] != ':')
+            return n;
+        i = skip_ws(s, len, i + 1);
+        if (match && i < len && s[i] == '[') {
+            i = skip_ws(s, len, i + 1);
+            while (i < len && s[i] != ']') {
+                size_t end = skip_value(s, len, i);
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    *spans = sk_realloc(*spans, cap * sizeof(**spans));
+                }
+                (*spans)[n][0] = i;
+                (*spans)[n][1] = end;
+                n++;
+                i = skip_ws(s, len, end);
+                if (i < len && s[i] == ',')
+                    i = skip_ws(s, len, i + 1);
+                else
+                    break;
+            }
+            return n;
+        }
+        i = skip_ws(s, len, skip_value(s, len, i));
+        if (i < len && s[i] == ',')
+            i = skip_ws(s, len, i + 1);
+        else
+            break;
+    }
+    return n;
+}
