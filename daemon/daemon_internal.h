@@ -67,7 +67,11 @@ struct cJSON *sk_lag_monitor_history(struct sk_lag_monitor *m);
 
 /* http_api.c: registers /health, /ready, /metrics and /api/v1/... */
 int sk_http_api_register(struct sk_daemon *d, struct sk_error *err);
-/* Ready: every connector running, or idle and caught up. why gets the reason if not. */
-bool sk_daemon_ready(struct sk_daemon *d, char *why, size_t size);
+/*
+ * Ready: every connector running, or idle and caught up. why gets the reason
+ * if not; with details, a failed connector's last error (which may quote an
+ * outside server) is part of it, else a pointer to where to find it.
+ */
+bool sk_daemon_ready(struct sk_daemon *d, bool details, char *why, size_t size);
 
 #endif

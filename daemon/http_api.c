@@ -37,7 +37,26 @@ static void http_health(void *ctx, const struct sk_http_request *req, struct sk_
     resp->body = sk_strdup("{\"status\":\"alive\"}\n");
 }
 
-bool sk_daemon_ready(struct sk_daemon *d, char *why, size_t size)
+/* The request carries the admin token (constant-time comparison). */
+static bool token_ok(struct sk_daemon *d, const struct sk_http_request *req)
+{
+    const char *token = d->admin_token;
+    if (!token || !*token)
+        return false;
+    const char *auth = req->authorization;
+    size_t tl = strlen(token);
+    bool ok = auth && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == tl;
+    unsigned char diff = 0; /* constant time */
+    for (size_t i = 0; ok && i < tl; i++)
+        diff |= (unsigned char)(auth[7 + i] ^ token[i]);
+    return ok && !diff;
+}
+
+/* What unauthenticated answers say instead of a connector's last error, which
+ * may quote what an outside server sent (an error body, a name). */
+#define ERROR_HIDDEN "details in the log, or in the API with the admin token"
+
+bool sk_daemon_ready(struct sk_daemon *d, bool details, char *why, size_t size)
 {
     bool ok = true;
     pthread_rwlock_rdlock(&d->lock);
@@ -47,6 +66,8 @@ bool sk_daemon_ready(struct sk_daemon *d, char *why, size_t size)
         if (st != SK_STATE_RUNNING && st != SK_STATE_IDLE) {
             char err[256];
             sk_runner_last_error(r, err, sizeof(err));
+            if (err[0] && !details)
+                snprintf(err, sizeof(err), "%s", ERROR_HIDDEN);
             snprintf(why, size, "%s is %s%s%s", r->name, sk_runner_state_name(st),
                      err[0] ? ": " : "", err);
             ok = false;
@@ -73,7 +94,7 @@ static void error_response(struct sk_http_response *resp, int status, const char
 static void http_ready(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
 {
     char why[512];
-    if (sk_daemon_ready(ctx, why, sizeof(why))) {
+    if (sk_daemon_ready(ctx, token_ok(ctx, req), why, sizeof(why))) {
         resp->body = sk_strdup("{\"status\":\"ready\"}\n");
         return;
     }
@@ -267,7 +288,8 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
 
 /* ---- /api/v1 -------------------------------------------------------------------- */
 
-static cJSON *runner_json(struct sk_runner *r)
+/* details: the caller showed the admin token, so last_error may be shown as it is. */
+static cJSON *runner_json(struct sk_runner *r, bool details)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", r->name);
@@ -276,7 +298,7 @@ static cJSON *runner_json(struct sk_runner *r)
     cJSON_AddStringToObject(o, "state", sk_daemon_state_name(r));
     char err[512];
     sk_runner_last_error(r, err, sizeof(err));
-    cJSON_AddStringToObject(o, "last_error", err);
+    cJSON_AddStringToObject(o, "last_error", err[0] && !details ? ERROR_HIDDEN : err);
     cJSON_AddNumberToObject(o, "records", (double)atomic_load(&r->records));
     cJSON_AddNumberToObject(o, "failed", (double)atomic_load(&r->failed));
     cJSON_AddNumberToObject(o, "dead_lettered", (double)atomic_load(&r->dead_lettered));
@@ -297,18 +319,11 @@ static cJSON *runner_json(struct sk_runner *r)
 static bool authorized(struct sk_daemon *d, const struct sk_http_request *req,
                        struct sk_http_response *resp)
 {
-    const char *token = d->admin_token;
-    if (!token || !*token) {
+    if (!d->admin_token || !*d->admin_token) {
         error_response(resp, 403, "state-changing calls are disabled: set admin.token");
         return false;
     }
-    const char *auth = req->authorization;
-    size_t tl = strlen(token);
-    bool ok = auth && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == tl;
-    unsigned char diff = 0; /* constant time */
-    for (size_t i = 0; ok && i < tl; i++)
-        diff |= (unsigned char)(auth[7 + i] ^ token[i]);
-    if (!ok || diff) {
+    if (!token_ok(d, req)) {
         error_response(resp, 401, "missing or wrong bearer token");
         return false;
     }
@@ -318,10 +333,11 @@ static bool authorized(struct sk_daemon *d, const struct sk_http_request *req,
 static void api_list(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
 {
     struct sk_daemon *d = ctx;
+    bool details = token_ok(d, req);
     cJSON *arr = cJSON_CreateArray();
     pthread_rwlock_rdlock(&d->lock);
     for (size_t i = 0; i < d->n_conns; i++)
-        cJSON_AddItemToArray(arr, runner_json(d->conns[i]));
+        cJSON_AddItemToArray(arr, runner_json(d->conns[i], details));
     pthread_rwlock_unlock(&d->lock);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "connectors", arr);
@@ -447,7 +463,7 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
         sk_warn(r->name, "cursor reset by an operator: a full sync follows on resume");
         break;
     }
-    cJSON *o = runner_json(r);
+    cJSON *o = runner_json(r, token_ok(d, req));
     pthread_rwlock_unlock(&d->lock);
     if (status != 200) {
         cJSON_Delete(o);

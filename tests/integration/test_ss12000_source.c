@@ -608,6 +608,60 @@ Test(ss12000_source, a_record_with_a_nul_byte_is_dead_lettered_and_its_page_stor
     free(cut);
 }
 
+/*
+ * Regression (hostile input #5): the start of a server's error body was
+ * served by the unauthenticated /ready and /api/v1/connectors (last_error).
+ * Without the admin token they say where to look; with it, the whole error.
+ */
+Test(ss12000_source, server_text_is_not_served_without_the_admin_token, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-lasterr");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10 --fault error500:count=100000");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "1s", "    retry_max_attempts: 1\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis", d.admin);
+    char *body = NULL;
+    bool failed = false;
+    for (int i = 0; i < 100 && !failed; i++) {
+        free(body);
+        body = NULL;
+        skt_http("GET", url, NULL, 5, &body);
+        failed = body && strstr(body, "\"state\":\"failed\"");
+        if (!failed)
+            usleep(100000);
+    }
+    cr_assert(failed, "the source never failed: %s", body);
+    cr_assert(strstr(body, "\"last_error\":\"details in the log, or in the API with the admin "
+                           "token\""),
+              "%s", body);
+    char *ready = NULL, *list = NULL;
+    char *rurl = skt_fmt("http://127.0.0.1:%d/ready", d.admin);
+    char *lurl = skt_fmt("http://127.0.0.1:%d/api/v1/connectors", d.admin);
+    cr_assert_eq(skt_http("GET", rurl, NULL, 5, &ready), 503);
+    skt_http("GET", lurl, NULL, 5, &list);
+    char *cmd = skt_fmt("curl -s -m 5 -H 'Authorization: Bearer t0ken' %s", url);
+    char *authed = NULL;
+    skt_sh(cmd, 10, &authed);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert_null(strstr(body, "Injected"), "%s", body);
+    cr_assert_null(strstr(ready, "Injected"), "%s", ready);
+    cr_assert(strstr(ready, "sis is failed"), "%s", ready);
+    cr_assert_null(strstr(list, "Injected"), "%s", list);
+    cr_assert(authed && strstr(authed, "HTTP 500") && strstr(authed, "Injected"),
+              "with the token the error is shown: %s", authed);
+    free(body);
+    free(ready);
+    free(list);
+    free(authed);
+    free(cmd);
+    free(url);
+    free(rurl);
+    free(lurl);
+}
+
 /* ---- 4. webhooks --------------------------------------------------------- */
 
 Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_nothing,
