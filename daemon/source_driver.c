@@ -524,6 +524,9 @@ static void *source_thread(void *arg)
         sk_batch_reset(&batch);
         int64_t t0 = sk_mono_ms();
         int rc = env->source.ops->poll(&env->source, &run.cursor, &batch, &err);
+        /* A source that says it cannot go on (FATAL) fails: retrying the
+         * same poll cannot help, and "retrying" for ever would hide it. */
+        bool source_fatal = rc != 0 && err.cls == SK_ERR_FATAL;
         sk_hist_observe_us(&r->work_seconds, (sk_mono_ms() - t0) * 1000);
         if (rc == 0)
             rc = check_bad_input(&run, &batch, &err, &bad_stop);
@@ -532,7 +535,7 @@ static void *source_thread(void *arg)
         if (rc) {
             if (err.cls == SK_ERR_NONE)
                 err.cls = SK_ERR_RETRIABLE;
-            if (bad_stop) {
+            if (bad_stop || source_fatal) {
                 sk_error_log(r->name, "%s", err.msg);
                 sk_runner_set_error(r, err.msg);
                 failed = true;

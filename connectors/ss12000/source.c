@@ -360,6 +360,23 @@ struct pending {
     int64_t val; /* meta.modified µs, NO_MODIFIED, or DELETED_MARK */
 };
 
+/*
+ * Paging that never ends: a server that hands back a pageToken it already
+ * sent (a loop), or tokens with empty pages for ever, kept the source
+ * "running" with /ready green and later types never reached. The guard
+ * remembers the tokens of the chain under way (a digest each) and how many
+ * empty pages came in a row; it lives beside the cursor, not in it (a
+ * repeated poll from an older cursor starts the chain's guard afresh).
+ */
+#define EMPTY_PAGES_MAX 3 /* empty pages with a token, in a row (one is a known quirk) */
+
+struct paging_guard {
+    char chain[64]; /* which chain: type, step, run, and where it started */
+    uint64_t *tokens;
+    size_t n, cap;
+    int empty_in_a_row;
+};
+
 struct ss_source {
     struct sk_source *self;
     const struct ss_conf *conf;
@@ -392,11 +409,57 @@ struct ss_source {
     bool releasing;
 
     bool warned_deleted_missing;
+    struct paging_guard guard;
     int64_t poll_interval_us; /* the core's setting for this source */
     int64_t last_regular_us;  /* start of the last run that covered every type */
 };
 
 /* ---- small helpers ------------------------------------------------------- */
+
+static uint64_t digest(const char *text)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = text; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+/*
+ * Called with each page of a chain (chain: its identity; items on the page;
+ * next: the token it gave, or NULL). -1 with err (FATAL: the server will not
+ * let the chain end; retrying the same requests cannot help) on a token seen
+ * before in the chain, or too many empty pages with a token in a row.
+ */
+static int paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
+                             const char *next, const char *url, struct sk_error *err)
+{
+    if (page_no == 0 || strcmp(g->chain, chain) != 0) {
+        snprintf(g->chain, sizeof(g->chain), "%s", chain);
+        g->n = 0;
+        g->empty_in_a_row = 0;
+    }
+    if (!next)
+        return 0;
+    uint64_t d = digest(next);
+    for (size_t k = 0; k < g->n; k++)
+        if (g->tokens[k] == d)
+            return sk_error_set(err, SK_ERR_FATAL,
+                                "GET %s: the server sent a pageToken it had sent before in this "
+                                "query (after %zu pages): paging would never end",
+                                url, g->n);
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 64;
+        g->tokens = sk_realloc(g->tokens, g->cap * sizeof(*g->tokens));
+    }
+    g->tokens[g->n++] = d;
+    g->empty_in_a_row = items ? 0 : g->empty_in_a_row + 1;
+    if (g->empty_in_a_row > EMPTY_PAGES_MAX)
+        return sk_error_set(err, SK_ERR_FATAL,
+                            "GET %s: %d empty pages in a row, each with a new pageToken: "
+                            "paging would never end",
+                            url, g->empty_in_a_row);
+    return 0;
+}
 
 static void text_copy(char dst[TEXT_MAX], const char *src)
 {
@@ -919,6 +982,37 @@ static bool page_item_bad(const struct page_check *pc, size_t k, const struct sk
     return true;
 }
 
+/*
+ * What the server said about an error, short and printable: the message of
+ * a JSON error body (message, detail, error_description, title, error or
+ * code), else the start of a text body's first line. Never more: an error
+ * body may quote the request, and the reason reaches logs and the API.
+ */
+#define REASON_MAX 96
+static void server_reason(const struct ss_resp *r, char out[REASON_MAX])
+{
+    static const char *const keys[] = {"message", "detail", "error_description",
+                                       "title",   "error",  "code"};
+    const char *text = NULL;
+    cJSON *doc = r->body ? cJSON_ParseWithLength(r->body, r->len) : NULL;
+    for (size_t k = 0; cJSON_IsObject(doc) && !text && k < sizeof(keys) / sizeof(keys[0]); k++)
+        text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, keys[k]));
+    if (!text && doc)
+        text = "a JSON body without a message";
+    if (!text)
+        text = r->body && r->len ? r->body : "an empty body";
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)text;
+         *p && *p != '\n' && k < REASON_MAX - 4; p++)
+        out[k++] = *p >= 0x20 && *p < 0x7f ? (char)*p : '?';
+    if (k == REASON_MAX - 4 && text[k]) {
+        memcpy(out + k, "...", 3);
+        k += 3;
+    }
+    out[k] = '\0';
+    cJSON_Delete(doc);
+}
+
 /* Parses a list/deletedEntities page: the body, its data and its next token. */
 static cJSON *parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
                          struct sk_error *err)
@@ -1105,9 +1199,9 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
         goto out;
     }
     if (r.status != 200) {
-        char start[64];
-        snippet(r.body, start);
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r.status, start);
+        char why[REASON_MAX];
+        server_reason(&r, why);
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r.status, why);
         goto out;
     }
     const cJSON *data;
@@ -1119,6 +1213,14 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
     }
     if (!cJSON_IsArray(data)) {
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: the page has no data list", url);
+        cJSON_Delete(doc);
+        goto out;
+    }
+    char chain[64];
+    snprintf(chain, sizeof(chain), "list %d %d %" PRId64, i, st->step, st->run_t0);
+    if (paging_guard_page(&src->guard, chain, chain_start ? 0 : 1, (size_t)cJSON_GetArraySize(data),
+                          next, url, err)) {
+        rc = -1;
         cJSON_Delete(doc);
         goto out;
     }
@@ -1241,7 +1343,9 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
         goto out;
     }
     if (r.status != 200) {
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %.200s", url, r.status, r.body);
+        char why[REASON_MAX];
+        server_reason(&r, why);
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r.status, why);
         goto out;
     }
     const cJSON *data;
@@ -1249,6 +1353,17 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
     cJSON *doc = parse_page(&r, url, &data, &next, err);
     if (!doc) {
         rc = -1;
+        goto out;
+    }
+    char chain[64];
+    snprintf(chain, sizeof(chain), "deleted %" PRId64, st->run_t0);
+    size_t n_ids = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, data) n_ids +=
+        cJSON_IsArray(part) ? (size_t)cJSON_GetArraySize(part) : 1;
+    if (paging_guard_page(&src->guard, chain, st->page_token ? 1 : 0, n_ids, next, url, err)) {
+        rc = -1;
+        cJSON_Delete(doc);
         goto out;
     }
     if (cJSON_IsObject(data)) {
@@ -1527,6 +1642,7 @@ static void ss_close(struct sk_source *self)
     dels_free(&src->run_dels);
     dels_free(&src->held);
     free(src->pend);
+    free(src->guard.tokens);
     free(src->last_cursor);
     free(src->base);
     free(src);

@@ -662,6 +662,57 @@ Test(ss12000_source, server_text_is_not_served_without_the_admin_token, .timeout
     free(lurl);
 }
 
+/*
+ * Regression (hostile input #8): a server that returns the same pageToken
+ * for ever, or new tokens with empty pages for ever, kept the source
+ * "running" with /ready green. The source now fails with the reason.
+ */
+static void endless_paging_fails_the_source(const char *quirk, const char *reason)
+{
+    char *dir = skt_tmpdir("ss-endless");
+    write_helpers(dir);
+    char *args = skt_fmt("--students 30 --quirk %s", quirk);
+    struct server s = server_start(dir, 0, args);
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 10, "1s", "    entities: [Person]\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis", d.admin);
+    char *cmd = skt_fmt("curl -s -m 5 -H 'Authorization: Bearer t0ken' %s", url);
+    char *body = NULL;
+    bool failed = false;
+    for (int i = 0; i < 300 && !failed; i++) {
+        free(body);
+        body = NULL;
+        skt_sh(cmd, 10, &body);
+        failed = body && strstr(body, "\"state\":\"failed\"") && strstr(body, reason);
+        if (!failed)
+            usleep(100000);
+    }
+    char *ready = NULL;
+    char *rurl = skt_fmt("http://127.0.0.1:%d/ready", d.admin);
+    long code = skt_http("GET", rurl, NULL, 5, &ready);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(failed, "%s: the source did not fail with \"%s\": %s", quirk, reason, body);
+    cr_assert_eq(code, 503, "/ready: %s", ready);
+    free(body);
+    free(ready);
+    free(rurl);
+    free(cmd);
+    free(url);
+    free(args);
+}
+
+Test(ss12000_source, a_page_token_that_comes_back_fails_the_source, .timeout = 120)
+{
+    endless_paging_fails_the_source("loop-token", "a pageToken it had sent before");
+}
+
+Test(ss12000_source, empty_pages_for_ever_fail_the_source, .timeout = 120)
+{
+    endless_paging_fails_the_source("endless-empty-pages", "empty pages in a row");
+}
+
 /* ---- 4. webhooks --------------------------------------------------------- */
 
 Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_nothing,
