@@ -267,11 +267,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (up->too_large)
         return respond(h, c, 413, "{\"error\":\"request body too large\"}\n", NULL);
 
-    bool path_known;
-    struct route *route = find_route(h, method, url, &path_known);
-    if (!route)
-        return path_known ? respond(h, c, 405, "{\"error\":\"method not allowed\"}\n", NULL)
-                          : respond(h, c, 404, "{\"error\":\"not found\"}\n", NULL);
     struct sk_http_request req = {
         .method = method,
         .path = url,
@@ -282,13 +277,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     };
     if (up->data)
         up->data[up->len] = '\0';
-    struct sk_http_response resp = {.status = 200};
-    route->fn(route->ctx, &req, &resp);
-    route_release(h, route);
-    enum MHD_Result ret = respond(h, c, resp.status ? resp.status : 200, resp.body ? resp.body : "",
-                                  resp.content_type);
+    struct sk_http_response resp = {0};
+    sk_http_dispatch(h, &req, &resp);
+    enum MHD_Result ret = respond(h, c, resp.status, resp.body ? resp.body : "", resp.content_type);
     free(resp.body);
     return ret;
+}
+
+void sk_http_dispatch(struct sk_http *h, const struct sk_http_request *req,
+                      struct sk_http_response *resp)
+{
+    bool path_known;
+    struct route *route = find_route(h, req->method, req->path, &path_known);
+    if (!route) {
+        resp->status = path_known ? 405 : 404;
+        resp->body = sk_strdup(path_known ? "{\"error\":\"method not allowed\"}\n"
+                                          : "{\"error\":\"not found\"}\n");
+        return;
+    }
+    resp->status = 200;
+    route->fn(route->ctx, req, resp);
+    route_release(h, route);
+    if (!resp->status)
+        resp->status = 200;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,

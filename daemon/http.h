@@ -36,6 +36,13 @@ struct sk_http_limits {
  */
 struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *limits,
                               struct sk_error *err);
+/*
+ * Routes one request and runs its handler, as the server does once a request
+ * is in (also the entry of the request fuzzer): resp gets status (404/405
+ * without a route), body (malloc'ed, caller frees) and content type.
+ */
+void sk_http_dispatch(struct sk_http *h, const struct sk_http_request *req,
+                      struct sk_http_response *resp);
 /* Prometheus text: answers by status code, connections closed for a slow head. */
 void sk_http_metrics(struct sk_http *h, struct sk_buf *out);
 /* The bound port (useful with port 0). */

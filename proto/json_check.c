@@ -84,9 +84,16 @@ const char *sk_json_text_bad(const char *text, size_t len, size_t *at)
 
 /* ---- element spans ------------------------------------------------------------ */
 
+/* What cJSON skips between tokens: every byte up to and including the space
+ * (the spans must split a page where cJSON does). */
+static bool is_ws(char c)
+{
+    return (unsigned char)c <= 0x20;
+}
+
 static size_t skip_ws(const char *s, size_t len, size_t i)
 {
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+    while (i < len && is_ws(s[i]))
         i++;
     return i;
 }
@@ -111,7 +118,7 @@ static size_t skip_value(const char *s, size_t len, size_t i)
     if (s[i] == '"')
         return skip_string(s, len, i);
     if (s[i] != '{' && s[i] != '[') {
-        while (i < len && !strchr(",}] \t\r\n", s[i]))
+        while (i < len && !is_ws(s[i]) && s[i] != ',' && s[i] != '}' && s[i] != ']')
             i++;
         return i;
     }

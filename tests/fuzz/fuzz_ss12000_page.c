@@ -1,0 +1,90 @@
+/*
+ * fuzz_ss12000_page.c: a list page of an SS 12000 server (outside input) the
+ * way ss12000-source reads it: the byte check (NUL, \u0000, invalid UTF-8),
+ * the byte spans of the data list's items, the page parsed by cJSON, and
+ * each item through the codec of one entity type.
+ *
+ * Input: byte 0 picks the entity type, the rest is the page body.
+ * Properties: spans lie inside the body, in order, never overlapping; when
+ * the body passes the check and parses as {"data": [...]}, there is one span
+ * per item and each span's text parses to a value equal to its item; an
+ * item the codec accepts packs, unpacks and prints back to an object with
+ * the same id.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "model.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    const struct sk_entity *e = sk_entities[data[0] % SK_ENTITY_COUNT];
+    const char *body = (const char *)data + 1;
+    size_t len = size - 1;
+    size_t at = 0;
+    const char *bad = sk_json_text_bad(body, len, &at);
+    if (bad && at >= len)
+        abort();
+    size_t(*spans)[2] = NULL;
+    size_t n = sk_json_array_spans(body, len, "data", &spans);
+    for (size_t k = 0; k < n; k++) {
+        if (spans[k][0] > spans[k][1] || spans[k][1] > len || (k && spans[k][0] < spans[k - 1][1]))
+            abort();
+    }
+    cJSON *doc = cJSON_ParseWithLength(body, len);
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(doc, "data");
+    if (!bad && cJSON_IsArray(items) && cJSON_GetObjectItemCaseSensitive(doc, "data") &&
+        cJSON_GetArraySize(doc) == 1) {
+        if ((size_t)cJSON_GetArraySize(items) != n)
+            abort();
+        size_t k = 0;
+        const cJSON *item;
+        cJSON_ArrayForEach(item, items)
+        {
+            /* Printed, not cJSON_Compare: that one is not reflexive on duplicate keys. */
+            cJSON *again = cJSON_ParseWithLength(body + spans[k][0], spans[k][1] - spans[k][0]);
+            char *a = again ? cJSON_PrintUnformatted(again) : NULL;
+            char *b = cJSON_PrintUnformatted(item);
+            if (!a || !b || strcmp(a, b) != 0)
+                abort();
+            free(a);
+            free(b);
+            cJSON_Delete(again);
+            k++;
+        }
+    }
+    const cJSON *list = cJSON_IsArray(items) ? items : NULL;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, list)
+    {
+        char id[37];
+        struct sk_error err = {0};
+        ProtobufCMessage *m = sk_codec_from_json(e, item, id, &err);
+        if (!m)
+            continue;
+        size_t plen = protobuf_c_message_get_packed_size(m);
+        uint8_t *packed = malloc(plen ? plen : 1);
+        protobuf_c_message_pack(m, packed);
+        protobuf_c_message_free_unpacked(m, NULL);
+        int64_t modified;
+        char *text = sk_codec_decode(e, packed, plen, &modified, &err);
+        free(packed);
+        if (!text)
+            abort();
+        cJSON *back = cJSON_Parse(text);
+        const char *bid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(back, "id"));
+        if (!bid || strcmp(bid, id) != 0)
+            abort();
+        cJSON_Delete(back);
+        free(text);
+    }
+    cJSON_Delete(doc);
+    free(spans);
+    return 0;
+}
