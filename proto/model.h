@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "buf.h"
 #include "sk_error.h"
 
 struct sk_entity {
@@ -38,7 +39,7 @@ struct sk_entity {
 extern const struct sk_entity *const sk_entities[];
 #define SK_ENTITY_COUNT 18
 
-const struct sk_entity *sk_entity_by_name(const char *name);             /* "Person" */
+const struct sk_entity *sk_entity_by_name(const char *name); /* "Person" */
 /* The position of e in sk_entities (0..SK_ENTITY_COUNT-1), or -1. */
 int sk_entity_index(const struct sk_entity *e);
 const struct sk_entity *sk_entity_by_collection(const char *collection); /* "persons" */
@@ -93,11 +94,11 @@ char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len
 
 /*
  * Compact JSON text of v, numbers printed exactly (cJSON's own printer may
- * round a double to 15 digits). sk_json_print: malloc'ed, caller frees.
- * sk_json_print_into: into *buf (grown with realloc as needed, caller owns
- * and frees it), returns the length.
+ * round a double to 15 digits: 0.1+0.2 would come out as 0.3).
+ * sk_json_print: malloc'ed, caller frees. sk_json_print_into: appended to b,
+ * returns the length appended.
  */
 char *sk_json_print(const cJSON *v);
-size_t sk_json_print_into(const cJSON *v, char **buf, size_t *cap);
+size_t sk_json_print_into(const cJSON *v, struct sk_buf *b);
 
 #endif

@@ -126,6 +126,7 @@ struct oneroster_sink {
     struct sk_state *state;     /* apply's connection (the sink's thread only) */
     sqlite3_stmt *count_change; /* adds to meta 'changes' */
     int64_t changed;            /* state changes of the batch being applied */
+    struct sk_buf trimmed;      /* a document less what the bundle never uses */
 
     pthread_mutex_t write_mu; /* one bundle write at a time */
     pthread_mutex_t mu;       /* guards the fields below */
@@ -221,6 +222,7 @@ static void oneroster_close(struct sk_sink *self)
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->cv);
+    sk_buf_free(&s->trimmed);
     free(s->db_path);
     free(s);
     self->priv = NULL;
@@ -286,33 +288,49 @@ static bool is_mapped(const struct sk_entity *e)
     return false;
 }
 
+/* The fields of a collection no OneRoster column is made from. */
+static const char *const *unused_fields(const struct sk_entity *e)
+{
+    static const char *const person[] = {"civicNo", "addresses",    "birthDate", "sex",
+                                         "photo",   "phoneNumbers", NULL};
+    static const char *const org[] = {"address", "phoneNumber", "contactInfo", NULL};
+    if (strcmp(e->collection, "persons") == 0)
+        return person;
+    if (strcmp(e->collection, "organisations") == 0)
+        return org;
+    return NULL;
+}
+
+static bool kept(const struct oneroster_sink *s, const char *field)
+{
+    return s->conf->include_phone && strcmp(field, "phoneNumbers") == 0;
+}
+
 /*
  * What the sink stores of an entity: the document less what no OneRoster
  * column is made from, so the state holds no more personal data than the
  * bundle (civicNo is dropped by the privacy defaults; this is the second lock).
- * Caller frees.
+ * The driver's text when the document has none of those fields; else a
+ * trimmed copy, printed as exactly, into s->trimmed.
  */
-static char *stored_doc(const struct oneroster_sink *s, const struct sk_entity *e, const cJSON *doc)
+static const char *stored_doc(struct oneroster_sink *s, const struct sk_record *r, size_t *len)
 {
-    static const char *const person_drop[] = {"civicNo", "addresses", "birthDate",
-                                              "sex",     "photo",     NULL};
-    static const char *const org_drop[] = {"address", "phoneNumber", "contactInfo", NULL};
-    const char *const *drop = NULL;
-    bool person = strcmp(e->collection, "persons") == 0;
-    if (person)
-        drop = person_drop;
-    else if (strcmp(e->collection, "organisations") == 0)
-        drop = org_drop;
-    if (!drop)
-        return cJSON_PrintUnformatted(doc);
-    cJSON *copy = cJSON_Duplicate(doc, true);
+    const char *const *drop = unused_fields(r->entity);
+    bool any = false;
+    for (size_t i = 0; drop && drop[i] && !any; i++)
+        any = !kept(s, drop[i]) && cJSON_GetObjectItemCaseSensitive(r->doc, drop[i]);
+    if (!any) {
+        *len = r->json_len;
+        return r->json;
+    }
+    cJSON *copy = cJSON_Duplicate(r->doc, true);
     for (size_t i = 0; drop[i]; i++)
-        cJSON_DeleteItemFromObjectCaseSensitive(copy, drop[i]);
-    if (person && !s->conf->include_phone)
-        cJSON_DeleteItemFromObjectCaseSensitive(copy, "phoneNumbers");
-    char *text = cJSON_PrintUnformatted(copy);
+        if (!kept(s, drop[i]))
+            cJSON_DeleteItemFromObjectCaseSensitive(copy, drop[i]);
+    sk_buf_reset(&s->trimmed);
+    *len = sk_json_print_into(copy, &s->trimmed);
     cJSON_Delete(copy);
-    return text;
+    return s->trimmed.p;
 }
 
 /* One record (sk_state_apply); counts what changed the state. */
@@ -321,18 +339,18 @@ static int apply_record(void *ctx, const struct sk_record *r, struct sk_error *e
     struct oneroster_sink *s = ctx;
     if (!is_mapped(r->entity))
         return 0; /* a type the mapping does not read */
-    if (!r->value || !r->doc) {
+    if (!r->value || !r->json) {
         /* a tombstone (or a protected person under `skip`) */
         int changes = 0;
         int rc = sk_state_delete(s->state, r->entity->collection, r->key, &changes, err);
         s->changed += changes;
         return rc;
     }
-    char *doc = stored_doc(s, r->entity, r->doc);
+    size_t len;
+    const char *doc = stored_doc(s, r, &len);
     enum sk_state_put put;
-    int rc = sk_state_upsert(s->state, r->entity->collection, r->key, doc, strlen(doc),
-                             r->modified_us, &put, err);
-    free(doc);
+    int rc = sk_state_upsert(s->state, r->entity->collection, r->key, doc, len, r->modified_us,
+                             &put, err);
     if (rc == 0 && put == SK_STATE_WRITTEN)
         s->changed++;
     return rc;

@@ -613,7 +613,7 @@ static int apply_person(struct scim_sink *s, const struct sk_record *r, struct s
         scim_state_set_responsibles(s->state, r->key, NULL);
         rc = reconcile_user(s, r->key, true, err);
     } else {
-        if (!scim_state_put_doc(s->state, "Person", r->key, r->doc, r->modified_us)) {
+        if (!scim_state_put_doc(s->state, "Person", r->key, r->json, r->json_len, r->modified_us)) {
             sk_debug(s->component, "person %s: older than the applied version, skipped", r->key);
             scim_strlist_free(&guardians);
             return 0;
@@ -684,7 +684,7 @@ static int apply_group(struct scim_sink *s, const struct sk_record *r, struct sk
         scim_state_set_members(s->state, r->key, NULL);
         return reconcile_group(s, r->key, true, err);
     }
-    if (!scim_state_put_doc(s->state, "Group", r->key, r->doc, r->modified_us))
+    if (!scim_state_put_doc(s->state, "Group", r->key, r->json, r->json_len, r->modified_us))
         return 0; /* older than the applied version */
     struct sk_strlist persons = {0};
     const cJSON *m;

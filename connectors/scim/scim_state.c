@@ -258,16 +258,14 @@ int scim_state_get_doc(struct scim_state *s, const char *kind, const char *uuid,
     return found;
 }
 
-bool scim_state_put_doc(struct scim_state *s, const char *kind, const char *uuid, const cJSON *doc,
-                        int64_t modified_us)
+bool scim_state_put_doc(struct scim_state *s, const char *kind, const char *uuid, const char *json,
+                        size_t json_len, int64_t modified_us)
 {
     struct sk_error e = {0};
     enum sk_state_put put = SK_STATE_WRITTEN;
-    char *text = cJSON_PrintUnformatted(doc);
-    if (sk_state_upsert(s->store, collection_of(kind), uuid, text, strlen(text), modified_us, &put,
+    if (sk_state_upsert(s->store, collection_of(kind), uuid, json, json_len, modified_us, &put,
                         &e) < 0)
         note_store_error(s, &e);
-    free(text);
     return put != SK_STATE_STALE;
 }
 

@@ -60,8 +60,6 @@ static const struct sk_option sqlite_options[] = {
 
 struct sqlite_sink {
     struct sk_state *state;
-    char *json; /* a record's doc printed, reused across records */
-    size_t json_cap;
 };
 
 /* The database file may be created, but not its directory (a typo should not make a tree). */
@@ -109,7 +107,6 @@ static void sqlite_close(struct sk_sink *self)
     if (!s)
         return;
     sk_state_close(s->state);
-    free(s->json);
     free(s);
     self->priv = NULL;
 }
@@ -173,25 +170,10 @@ static int apply_record(void *ctx, const struct sk_record *r, struct sk_error *e
         return sk_error_set(err, SK_ERR_PERMANENT, "record without a key");
     if (!r->value) /* a tombstone; a missing row is no error */
         return sk_state_delete(s->state, r->entity->collection, r->key, NULL, err);
-    int64_t modified_us = r->modified_us;
-    char *doc = NULL; /* the codec's, freed below */
-    const char *text;
-    if (r->doc) {
-        /* decoded once by the driver, privacy policy applied */
-        sk_json_print_into(r->doc, &s->json, &s->json_cap);
-        text = s->json;
-    } else {
-        doc = sk_codec_decode(r->entity, r->value, r->value_len, &modified_us, err);
-        if (!doc) {
-            err->cls = SK_ERR_PERMANENT;
-            return -1;
-        }
-        text = doc;
-    }
-    int rc = sk_state_upsert(s->state, r->entity->collection, r->key, text, strlen(text),
-                             modified_us, NULL, err);
-    free(doc);
-    return rc;
+    if (!r->json) /* the driver decodes every value it hands over */
+        return sk_error_set(err, SK_ERR_PERMANENT, "record has a value but no decoded document");
+    return sk_state_upsert(s->state, r->entity->collection, r->key, r->json, r->json_len,
+                           r->modified_us, NULL, err);
 }
 
 /* One transaction: every record, then the offsets of the batch (state_store.h). */

@@ -24,6 +24,7 @@
 #include "connector.h"
 #include "drivers.h"
 #include "model.h"
+#include "buf.h"
 #include "util.h"
 
 char *skt_tmpdir(const char *tag)
@@ -534,4 +535,113 @@ void skt_source_close(struct sk_source *s)
     sk_options_free(s->ops->options, s->conf);
     free(s->conf);
     free(s);
+}
+
+/* ---- records as the sink driver hands them over ------------------------------ */
+
+void skt_record_decode(struct sk_record *r, const struct sk_privacy *privacy)
+{
+    static const struct sk_privacy keep_all = {0};
+    struct sk_buf json = {0};
+    cJSON *doc = NULL;
+    struct sk_error err = {0};
+    uint8_t *value = r->value;
+    int rc = value ? sk_sink_decode(privacy ? privacy : &keep_all, r, &doc, &json, &err) : -1;
+    if (rc == 0)
+        r->json = sk_buf_take(&json);
+    sk_buf_free(&json);
+    if (rc == 1)
+        free(value); /* the policy made it a delete: no value */
+}
+
+void skt_record_free(struct sk_record *r)
+{
+    free(r->value);
+    cJSON_Delete((cJSON *)r->doc);
+    free((char *)r->json);
+    r->value = NULL;
+    r->doc = NULL;
+    r->json = NULL;
+}
+
+static struct sk_record *recs_next(struct skt_recs *b, const char *entity)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 64;
+        b->v = sk_realloc(b->v, b->cap * sizeof(*b->v));
+        b->out = sk_realloc(b->out, b->cap * sizeof(*b->out));
+    }
+    const struct sk_entity *e = sk_entity_by_name(entity);
+    if (!e)
+        e = sk_entity_by_collection(entity);
+    cr_assert_not_null(e, "no entity type %s", entity);
+    struct sk_record *r = &b->v[b->n];
+    memset(r, 0, sizeof(*r));
+    r->entity = e;
+    r->topic = e->collection;
+    r->offset = (int64_t)b->n++;
+    r->modified_us = INT64_MIN;
+    return r;
+}
+
+struct sk_record *skt_recs_add(struct skt_recs *b, const char *entity, const char *key,
+                               const char *json, const struct sk_privacy *privacy)
+{
+    struct sk_record *r = recs_next(b, entity);
+    if (key)
+        snprintf(r->key, sizeof(r->key), "%s", key);
+    if (!json)
+        return r;
+    struct sk_error err = {0};
+    char id[37];
+    int64_t modified_us;
+    cr_assert_eq(sk_codec_encode(r->entity, json, strlen(json), &r->value, &r->value_len, id,
+                                 &modified_us, &err),
+                 0, "%s: %s", err.msg, json);
+    if (!key)
+        snprintf(r->key, sizeof(r->key), "%s", id);
+    skt_record_decode(r, privacy);
+    cr_assert(!r->value || r->json, "%s does not decode", json);
+    return r;
+}
+
+struct sk_record *skt_recs_add_raw(struct skt_recs *b, const char *entity, const char *key,
+                                   uint8_t *value, size_t len)
+{
+    struct sk_record *r = recs_next(b, entity);
+    snprintf(r->key, sizeof(r->key), "%s", key);
+    r->value = value;
+    r->value_len = len;
+    return r;
+}
+
+int skt_recs_apply(struct sk_sink *s, struct skt_recs *b, struct sk_error *err)
+{
+    sk_error_clear(err);
+    for (size_t i = 0; i < b->n; i++) {
+        b->out[i].kind = SK_APPLIED;
+        sk_error_clear(&b->out[i].err);
+    }
+    return s->ops->apply(s, b->v, b->n, b->out, err);
+}
+
+void skt_recs_apply_ok(struct sk_sink *s, struct skt_recs *b)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(skt_recs_apply(s, b, &err), 0, "apply: %s", err.msg);
+}
+
+void skt_recs_clear(struct skt_recs *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        skt_record_free(&b->v[i]);
+    b->n = 0;
+}
+
+void skt_recs_free(struct skt_recs *b)
+{
+    skt_recs_clear(b);
+    free(b->v);
+    free(b->out);
+    memset(b, 0, sizeof(*b));
 }

@@ -159,6 +159,14 @@ static struct recs dataset;
 static int64_t next_offset;
 static uint8_t dummy_value = 1;
 
+/* The record's JSON text as the driver prints it, after its doc changed. */
+static void print_json(struct sk_record *rec)
+{
+    free((char *)rec->json);
+    rec->json = sk_json_print(rec->doc);
+    rec->json_len = strlen(rec->json);
+}
+
 static void recs_add(struct recs *r, const char *collection, const char *key, cJSON *doc)
 {
     if (r->n == r->cap) {
@@ -184,14 +192,18 @@ static void recs_add(struct recs *r, const char *collection, const char *key, cJ
         rec->value_len = 1;
     }
     rec->doc = doc;
+    if (doc)
+        print_json(rec);
     r->docs[r->n] = doc;
     r->n++;
 }
 
 static void recs_free(struct recs *r)
 {
-    for (size_t i = 0; i < r->n; i++)
+    for (size_t i = 0; i < r->n; i++) {
         cJSON_Delete(r->docs[i]);
+        free((char *)r->v[i].json);
+    }
     free(r->v);
     free(r->docs);
     memset(r, 0, sizeof(*r));
@@ -251,6 +263,7 @@ static void give_tricky_name(void)
         cJSON_ReplaceItemInObjectCaseSensitive(d, "familyName",
                                                cJSON_CreateString("Åkesson, Ärlig"));
         quoted_student = dataset.v[i].key;
+        print_json(&dataset.v[i]);
         return;
     }
     cr_assert_fail("no student in the dataset");

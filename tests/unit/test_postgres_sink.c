@@ -23,10 +23,10 @@
 #include "connector.h"
 #include "model.h"
 #include "postgres/postgres_sink.h"
+#include "sk_test.h"
 #include "util.h"
 
 #define TOPIC "skolsync.persons"
-#define MAX_RECS 2100
 
 static const char *conninfo;
 static char schema[48];
@@ -34,11 +34,7 @@ static PGconn *admin;
 static const struct sk_sink_ops *ops;
 static struct sk_sink sink;
 static bool opened;
-static struct sk_record recs[MAX_RECS];
-static cJSON *docs[MAX_RECS];
-static size_t n_recs;
-static struct sk_outcome outcomes[MAX_RECS];
-static uint8_t some_bytes[1] = {1}; /* a non-NULL value: the sink reads doc, not value */
+static struct skt_recs batch;
 
 /* ---- set-up ---------------------------------------------------------------- */
 
@@ -61,16 +57,11 @@ static void setup(void)
     cr_assert_not_null(ops, "postgres-sink is not registered");
     memset(&sink, 0, sizeof(sink));
     opened = false;
-    n_recs = 0;
 }
 
 static void clear_records(void)
 {
-    for (size_t i = 0; i < n_recs; i++) {
-        cJSON_Delete(docs[i]);
-        docs[i] = NULL;
-    }
-    n_recs = 0;
+    skt_recs_clear(&batch);
 }
 
 static void close_sink(void)
@@ -88,7 +79,7 @@ static void close_sink(void)
 static void teardown(void)
 {
     close_sink();
-    clear_records();
+    skt_recs_free(&batch);
     if (admin) {
         char *q = PQescapeIdentifier(admin, schema, strlen(schema));
         char *sql = sk_asprintf("DROP SCHEMA IF EXISTS %s CASCADE", q);
@@ -146,28 +137,11 @@ static const char *uuid(int n)
     return u;
 }
 
-/* An upsert of the entity in json (its "id" is the key); takes a JSON text. */
+/* An upsert of the entity in json (its "id" is the key), as the driver hands it over. */
 static struct sk_record *add_doc(const char *collection, const char *json, int32_t partition,
                                  int64_t offset)
 {
-    cr_assert_lt(n_recs, MAX_RECS);
-    cJSON *doc = cJSON_Parse(json);
-    cr_assert_not_null(doc, "bad test JSON: %s", json);
-    struct sk_record *r = &recs[n_recs];
-    memset(r, 0, sizeof(*r));
-    docs[n_recs++] = doc;
-    r->entity = sk_entity_by_collection(collection);
-    cr_assert_not_null(r->entity, "%s", collection);
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(doc, "id");
-    cr_assert(cJSON_IsString(id));
-    cr_assert_eq(sk_uuid_normalize(id->valuestring, r->key), 0);
-    r->value = some_bytes;
-    r->value_len = sizeof(some_bytes);
-    r->doc = doc;
-    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
-    const cJSON *mod = meta ? cJSON_GetObjectItemCaseSensitive(meta, "modified") : NULL;
-    if (!cJSON_IsString(mod) || sk_time_parse_us(mod->valuestring, &r->modified_us))
-        r->modified_us = INT64_MIN;
+    struct sk_record *r = skt_recs_add(&batch, collection, NULL, json, NULL);
     r->topic = TOPIC;
     r->partition = partition;
     r->offset = offset;
@@ -186,12 +160,7 @@ static void add_person(int n, const char *modified, const char *given, int32_t p
 
 static void add_tombstone(const char *collection, int n, int32_t partition, int64_t offset)
 {
-    cr_assert_lt(n_recs, MAX_RECS);
-    struct sk_record *r = &recs[n_recs++];
-    memset(r, 0, sizeof(*r));
-    r->entity = sk_entity_by_collection(collection);
-    snprintf(r->key, sizeof(r->key), "%s", uuid(n));
-    r->modified_us = INT64_MIN;
+    struct sk_record *r = skt_recs_add(&batch, collection, uuid(n), NULL, NULL);
     r->topic = TOPIC;
     r->partition = partition;
     r->offset = offset;
@@ -200,10 +169,10 @@ static void add_tombstone(const char *collection, int n, int32_t partition, int6
 static void apply_ok(void)
 {
     struct sk_error err = {0};
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
-    for (size_t i = 0; i < n_recs; i++)
-        cr_assert_eq(outcomes[i].kind, SK_APPLIED, "record %zu: %d %s", i, outcomes[i].kind,
-                     outcomes[i].err.msg);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), 0, "%s", err.msg);
+    for (size_t i = 0; i < batch.n; i++)
+        cr_assert_eq(batch.out[i].kind, SK_APPLIED, "record %zu: %d %s", i, batch.out[i].kind,
+                     batch.out[i].err.msg);
 }
 
 /* ---- looking at the database from a second connection ------------------------- */
@@ -455,8 +424,8 @@ Test(postgres_sink, full_set_of_records_fills_docs_and_typed_columns)
     open_sink("inc-a");
     add_school();
     apply_ok();
-    for (size_t i = 0; i < n_recs; i++)
-        assert_doc_stored(table_of(&recs[i]), &recs[i]);
+    for (size_t i = 0; i < batch.n; i++)
+        assert_doc_stored(table_of(&batch.v[i]), &batch.v[i]);
 
     char *sql, *want;
     sql = sk_asprintf("SELECT concat_ws('|', display_name, organisation_type, school_unit_code, "
@@ -687,16 +656,16 @@ Test(postgres_sink, a_poison_record_is_rejected_and_the_rest_applied)
     add_person(5, "2024-05-01T12:00:00Z", "Last", 0, 4);
     struct sk_error err = {0};
     uint64_t trips0 = postgres_sink_round_trips(&sink);
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), 0, "%s", err.msg);
     cr_log_info("poison batch: %" PRIu64 " statements", postgres_sink_round_trips(&sink) - trips0);
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
-    cr_assert_eq(outcomes[1].err.cls, SK_ERR_PERMANENT);
-    cr_assert(strstr(outcomes[1].err.msg, "22021"), "%s", outcomes[1].err.msg);
-    cr_assert_eq(outcomes[2].kind, SK_APPLIED);
-    cr_assert_eq(outcomes[3].kind, SK_REJECTED);
-    cr_assert(strstr(outcomes[3].err.msg, "54000"), "%s", outcomes[3].err.msg);
-    cr_assert_eq(outcomes[4].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
+    cr_assert_eq(batch.out[1].err.cls, SK_ERR_PERMANENT);
+    cr_assert(strstr(batch.out[1].err.msg, "22021"), "%s", batch.out[1].err.msg);
+    cr_assert_eq(batch.out[2].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[3].kind, SK_REJECTED);
+    cr_assert(strstr(batch.out[3].err.msg, "54000"), "%s", batch.out[3].err.msg);
+    cr_assert_eq(batch.out[4].kind, SK_APPLIED);
     assert_query("SELECT string_agg(given_name, ',' ORDER BY id) FROM persons", "Good,Fine,Last");
     assert_query("SELECT count(*) FROM organisations", "0");
     cr_assert_eq(stored_offset(0), 5); /* the rejected count: the driver dead-letters them */
@@ -710,9 +679,9 @@ Test(postgres_sink, unknown_types_and_bad_keys_are_rejected_without_the_database
         add_doc("persons", "{\"id\":\"00000000-0000-4000-8000-000000000002\"}", 0, 1);
     snprintf(r->key, sizeof(r->key), "not-a-uuid");
     struct sk_error err = {0};
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), 0, "%s", err.msg);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
     assert_query("SELECT count(*) FROM persons", "1");
 }
 
@@ -749,10 +718,10 @@ Test(postgres_sink, a_lost_connection_is_retriable_and_commits_nothing)
     add_person(2, "2024-05-01T12:00:00Z", "B", 0, 1);
     add_person(3, "2024-05-01T12:00:00Z", "C", 0, 2);
     struct sk_error err = {0};
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_RETRIABLE, "%s", err.msg);
-    cr_assert_eq(outcomes[0].kind, SK_RETRY);
-    cr_assert_eq(outcomes[1].kind, SK_RETRY);
+    cr_assert_eq(batch.out[0].kind, SK_RETRY);
+    cr_assert_eq(batch.out[1].kind, SK_RETRY);
     cr_log_info("lost connection: %s", err.msg);
     assert_query("SELECT count(*) FROM persons", "1");
     assert_query("SELECT next_offset FROM skolsync_offsets", "1");
@@ -808,8 +777,8 @@ Test(postgres_sink, documents_and_sources_are_stored_byte_for_byte)
     struct sk_record *r = add_named("groups", 2, "2024-05-01T12:00:00Z", "B", 1);
     r->topic = "odd\ttopic\\x\"";
     apply_ok();
-    assert_doc_stored("groups", &recs[0]);
-    assert_doc_stored("groups", &recs[1]);
+    assert_doc_stored("groups", &batch.v[0]);
+    assert_doc_stored("groups", &batch.v[1]);
     assert_display_name("groups", 1, name);
     char *sql = sk_asprintf("SELECT source FROM groups WHERE id = '%s'", uuid(2));
     assert_query(sql, "odd\ttopic\\x\"[0]@1");

@@ -27,9 +27,8 @@
 #include "drivers.h"
 #include "model.h"
 #include "privacy.h"
+#include "sk_test.h"
 #include "util.h"
-
-#define MAX_RECS 64
 
 static const struct sk_sink_ops *ops;
 static struct sk_sink sink;
@@ -37,10 +36,7 @@ static bool opened;
 static char *state_dir;
 static char tag[16];
 static const struct sk_entity *entities[3];
-static struct sk_record recs[MAX_RECS];
-static cJSON *docs[MAX_RECS];
-static size_t n_recs;
-static struct sk_outcome outcomes[MAX_RECS];
+static struct skt_recs batch;
 static struct sk_privacy privacy;
 
 /* ---- the SCIM server, read directly --------------------------------------------- */
@@ -163,17 +159,11 @@ static void setup(void)
     sk_sink_privacy_resolve(&none, ops, &privacy);
     memset(&sink, 0, sizeof(sink));
     opened = false;
-    n_recs = 0;
 }
 
 static void clear_records(void)
 {
-    for (size_t i = 0; i < n_recs; i++) {
-        free(recs[i].value);
-        cJSON_Delete(docs[i]);
-        docs[i] = NULL;
-    }
-    n_recs = 0;
+    skt_recs_clear(&batch);
 }
 
 static void close_sink(void)
@@ -191,7 +181,7 @@ static void close_sink(void)
 static void teardown(void)
 {
     close_sink();
-    clear_records();
+    skt_recs_free(&batch);
     sk_sink_privacy_free(&privacy);
     if (!state_dir)
         return; /* setup failed before it made one */
@@ -232,60 +222,29 @@ static void open_sink(const char *extra_yaml)
     cr_assert_eq(open_with(extra_yaml, NULL, &err), 0, "%s", err.msg);
 }
 
-/* Adds a record as the sink driver hands it over: protobuf value, decoded doc after privacy. */
+/* Adds a record as the sink driver hands it over, with this sink type's privacy defaults. */
 static void add_json(const char *entity, const char *json)
 {
-    cr_assert_lt(n_recs, MAX_RECS);
-    const struct sk_entity *e = sk_entity_by_name(entity);
-    struct sk_record *r = &recs[n_recs];
-    memset(r, 0, sizeof(*r));
-    struct sk_error err = {0};
-    int64_t modified_us;
-    cr_assert_eq(sk_codec_encode(e, json, strlen(json), &r->value, &r->value_len, r->key,
-                                 &modified_us, &err),
-                 0, "%s: %s", err.msg, json);
-    r->entity = e;
-    r->topic = e->collection;
-    r->offset = (int64_t)n_recs;
-    char *text = sk_codec_decode(e, r->value, r->value_len, &r->modified_us, &err);
-    cr_assert_not_null(text, "%s", err.msg);
-    cJSON *doc = cJSON_Parse(text);
-    free(text);
-    if (sk_privacy_apply(&privacy, e, doc) == SK_PRIVACY_DELETE) {
-        cJSON_Delete(doc);
-        free(r->value);
-        r->value = NULL;
-        r->value_len = 0;
-        doc = NULL;
-    }
-    docs[n_recs] = doc;
-    r->doc = doc;
-    n_recs++;
+    skt_recs_add(&batch, entity, NULL, json, &privacy);
 }
 
 static void add_tombstone(const char *entity, const char *uuid)
 {
-    cr_assert_lt(n_recs, MAX_RECS);
-    struct sk_record *r = &recs[n_recs];
-    memset(r, 0, sizeof(*r));
-    r->entity = sk_entity_by_name(entity);
-    snprintf(r->key, sizeof(r->key), "%s", uuid);
-    r->topic = r->entity->collection;
-    r->modified_us = INT64_MIN;
-    docs[n_recs++] = NULL;
+    skt_recs_add(&batch, entity, uuid, NULL, NULL);
 }
 
 static void apply_all(void)
 {
     struct sk_error err = {0};
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), 0, "%s", err.msg);
 }
 
 static void assert_all_applied(void)
 {
-    for (size_t i = 0; i < n_recs; i++)
-        cr_assert_eq(outcomes[i].kind, SK_APPLIED, "record %zu (%s %s): outcome %d: %s", i,
-                     recs[i].entity->name, recs[i].key, outcomes[i].kind, outcomes[i].err.msg);
+    for (size_t i = 0; i < batch.n; i++)
+        cr_assert_eq(batch.out[i].kind, SK_APPLIED, "record %zu (%s %s): outcome %d: %s", i,
+                     batch.v[i].entity->name, batch.v[i].key, batch.out[i].kind,
+                     batch.out[i].err.msg);
 }
 
 /* ---- the dataset slice ---------------------------------------------------------- */
@@ -647,12 +606,12 @@ Test(scim_sink, server_400_rejects_the_record_with_its_detail)
     free(json);
     add_student(&x, 2, T1, "Cia", NULL);
     apply_all();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED, "%s", outcomes[0].err.msg);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
-    cr_assert_eq(outcomes[1].err.cls, SK_ERR_PERMANENT);
-    cr_assert(strstr(outcomes[1].err.msg, "400") && strstr(outcomes[1].err.msg, "spaces"),
-              "no server detail in: %s", outcomes[1].err.msg);
-    cr_assert_eq(outcomes[2].kind, SK_APPLIED, "%s", outcomes[2].err.msg);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED, "%s", batch.out[0].err.msg);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
+    cr_assert_eq(batch.out[1].err.cls, SK_ERR_PERMANENT);
+    cr_assert(strstr(batch.out[1].err.msg, "400") && strstr(batch.out[1].err.msg, "spaces"),
+              "no server detail in: %s", batch.out[1].err.msg);
+    cr_assert_eq(batch.out[2].kind, SK_APPLIED, "%s", batch.out[2].err.msg);
     cJSON *u = one("Users", x.s[2]);
     cr_assert_not_null(u, "the record after the rejected one was not applied");
     cJSON_Delete(u);
@@ -712,10 +671,10 @@ Test(scim_sink, user_name_taken_by_someone_else_is_rejected)
     add_json("Person", json);
     free(json);
     apply_all();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED, "%s", outcomes[0].err.msg);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
-    cr_assert(strstr(outcomes[1].err.msg, "409") && strstr(outcomes[1].err.msg, "uniqueness"), "%s",
-              outcomes[1].err.msg);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED, "%s", batch.out[0].err.msg);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
+    cr_assert(strstr(batch.out[1].err.msg, "409") && strstr(batch.out[1].err.msg, "uniqueness"),
+              "%s", batch.out[1].err.msg);
     cJSON *u = one("Users", x.s[1]);
     cr_assert_null(u, "the duplicate was created anyway");
 }
@@ -908,11 +867,11 @@ static void check_throttled(const char *url, struct canned *c)
     apply_all();
     int64_t took = sk_mono_ms() - t0;
     for (int i = 0; i < 2; i++) {
-        cr_assert_eq(outcomes[i].kind, SK_RETRY, "record %d: %d", i, outcomes[i].kind);
-        cr_assert_eq(outcomes[i].err.cls, SK_ERR_RETRIABLE);
-        cr_assert(strstr(outcomes[i].err.msg, "429") &&
-                      strstr(outcomes[i].err.msg, "Retry-After 7"),
-                  "%s", outcomes[i].err.msg);
+        cr_assert_eq(batch.out[i].kind, SK_RETRY, "record %d: %d", i, batch.out[i].kind);
+        cr_assert_eq(batch.out[i].err.cls, SK_ERR_RETRIABLE);
+        cr_assert(strstr(batch.out[i].err.msg, "429") &&
+                      strstr(batch.out[i].err.msg, "Retry-After 7"),
+                  "%s", batch.out[i].err.msg);
     }
     cr_assert_geq(took, 900, "Retry-After not honoured up to retry_after_max (%lld ms)",
                   (long long)took);
@@ -936,7 +895,7 @@ static void check_unauthorised(const char *url, struct canned *c)
     struct ids x;
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
     cr_assert(strstr(err.msg, "401"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "s3cr3t"), "the token leaked into: %s", err.msg);
@@ -957,8 +916,8 @@ Test(scim_sink, connection_refused_is_retry)
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
     apply_all();
-    cr_assert_eq(outcomes[0].kind, SK_RETRY);
-    cr_assert_eq(outcomes[0].err.cls, SK_ERR_RETRIABLE, "%s", outcomes[0].err.msg);
+    cr_assert_eq(batch.out[0].kind, SK_RETRY);
+    cr_assert_eq(batch.out[0].err.cls, SK_ERR_RETRIABLE, "%s", batch.out[0].err.msg);
 }
 
 /* An OAuth2 token endpoint and a SCIM server that wants its token. */
@@ -1033,7 +992,7 @@ static void check_oauth_refused(const char *url, struct canned *c)
     struct ids x;
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
     cr_assert(strstr(err.msg, "invalid_client"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "nope-secret"), "the secret leaked into: %s", err.msg);

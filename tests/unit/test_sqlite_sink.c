@@ -14,6 +14,7 @@
 #include "config.h"
 #include "connector.h"
 #include "model.h"
+#include "sk_test.h"
 #include "util.h"
 
 #define TOPIC "skolsync.persons"
@@ -24,9 +25,7 @@ static const struct sk_sink_ops *ops;
 static struct sk_sink sink;
 static bool opened;
 static const struct sk_entity *entities[3];
-static struct sk_record recs[16];
-static size_t n_recs;
-static struct sk_outcome outcomes[16];
+static struct skt_recs batch;
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -45,14 +44,11 @@ static void setup(void)
     entities[2] = sk_entity_by_collection("studyPlans");
     memset(&sink, 0, sizeof(sink));
     opened = false;
-    n_recs = 0;
 }
 
 static void clear_records(void)
 {
-    for (size_t i = 0; i < n_recs; i++)
-        free(recs[i].value);
-    n_recs = 0;
+    skt_recs_clear(&batch);
 }
 
 static void close_sink(void)
@@ -70,7 +66,7 @@ static void close_sink(void)
 static void teardown(void)
 {
     close_sink();
-    clear_records();
+    skt_recs_free(&batch);
     nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -112,16 +108,12 @@ static const char *uuid(int n)
     return u;
 }
 
+/* A record as the driver hands it over (a raw value that does not decode stays as it is). */
 static struct sk_record *add_raw(const char *collection, const char *key, uint8_t *value,
                                  size_t len, int32_t partition, int64_t offset)
 {
-    cr_assert_lt(n_recs, 16);
-    struct sk_record *r = &recs[n_recs++];
-    memset(r, 0, sizeof(*r));
-    r->entity = sk_entity_by_collection(collection);
-    snprintf(r->key, sizeof(r->key), "%s", key);
-    r->value = value;
-    r->value_len = len;
+    struct sk_record *r = skt_recs_add_raw(&batch, collection, key, value, len);
+    skt_record_decode(r, NULL);
     r->topic = TOPIC;
     r->partition = partition;
     r->offset = offset;
@@ -135,15 +127,10 @@ static void add_person(int n, const char *modified, const char *given, int32_t p
     char *json = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"created\":\"2024-01-01T00:00:00Z\","
                              "\"modified\":\"%s\"},\"givenName\":\"%s\",\"familyName\":\"F\"}",
                              uuid(n), modified, given);
-    uint8_t *value;
-    size_t len;
-    char id[37];
-    int64_t modified_us;
-    struct sk_error err = {0};
-    cr_assert_eq(sk_codec_encode(sk_entity_by_collection("persons"), json, strlen(json), &value,
-                                 &len, id, &modified_us, &err),
-                 0, "%s", err.msg);
-    add_raw("persons", id, value, len, partition, offset);
+    struct sk_record *r = skt_recs_add(&batch, "persons", NULL, json, NULL);
+    r->topic = TOPIC;
+    r->partition = partition;
+    r->offset = offset;
     free(json);
 }
 
@@ -155,7 +142,7 @@ static void add_tombstone(int n, int32_t partition, int64_t offset)
 static void apply_ok(void)
 {
     struct sk_error err = {0};
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), 0, "%s", err.msg);
 }
 
 /* The first column of the first row of sql, from a separate connection (caller frees). */
@@ -245,7 +232,7 @@ Test(sqlite_sink, upsert_inserts_then_updates)
     open_sink("inc-a");
     add_person(1, "2024-06-20T16:40:03+02:00", "Anna", 0, 0);
     apply_ok();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED);
     assert_given_name(1, "Anna");
     assert_query("SELECT modified FROM persons", "2024-06-20T16:40:03+02:00");
     assert_query("SELECT modified_us FROM persons", "1718894403000000");
@@ -270,7 +257,7 @@ Test(sqlite_sink, replaying_the_same_records_changes_nothing)
     apply_ok();
     char *after = query(snapshot_sql);
     cr_assert_str_eq(after, before);
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED);
     free(before);
     free(after);
 }
@@ -281,7 +268,7 @@ Test(sqlite_sink, an_older_meta_modified_never_overwrites_a_newer_one)
     add_person(1, "2024-06-20T16:40:03+02:00", "New", 0, 0);
     add_person(1, "2024-06-20T16:00:00+02:00", "Old", 0, 1); /* same batch, older */
     apply_ok();
-    cr_assert_eq(outcomes[1].kind, SK_APPLIED, "a stale record is dealt with, not rejected");
+    cr_assert_eq(batch.out[1].kind, SK_APPLIED, "a stale record is dealt with, not rejected");
     assert_given_name(1, "New");
     clear_records();
     add_person(1, "2024-01-01T00:00:00Z", "Older", 0, 2); /* a later batch */
@@ -324,8 +311,8 @@ Test(sqlite_sink, tombstones_delete_and_a_missing_row_is_no_error)
     add_tombstone(1, 0, 2);
     add_tombstone(99, 0, 3); /* never existed */
     apply_ok();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
-    cr_assert_eq(outcomes[1].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[1].kind, SK_APPLIED);
     assert_query("SELECT group_concat(id) FROM persons", uuid(2));
     cr_assert_eq(stored_offset(0), 4);
 }
@@ -354,9 +341,9 @@ Test(sqlite_sink, a_busy_database_fails_the_whole_batch_and_stores_nothing)
     add_person(1, "2024-06-20T16:40:03+02:00", "Anna", 0, 0);
     add_person(2, "2024-06-20T16:40:03+02:00", "Bo", 0, 1);
     struct sk_error err = {0};
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_RETRIABLE, "%s", err.msg);
-    cr_assert_eq(outcomes[0].kind, SK_RETRY);
+    cr_assert_eq(batch.out[0].kind, SK_RETRY);
     sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(other);
     assert_query("SELECT count(*) FROM persons", "0");
@@ -392,11 +379,11 @@ Test(sqlite_sink, a_garbage_value_is_rejected_and_the_rest_applied)
     add_raw("persons", uuid(2), garbage, 4, 0, 1);
     add_person(3, "2024-06-20T16:40:03+02:00", "Cid", 0, 2);
     apply_ok();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
-    cr_assert_eq(outcomes[1].err.cls, SK_ERR_PERMANENT);
-    cr_assert_str_neq(outcomes[1].err.msg, "");
-    cr_assert_eq(outcomes[2].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
+    cr_assert_eq(batch.out[1].err.cls, SK_ERR_PERMANENT);
+    cr_assert_str_neq(batch.out[1].err.msg, "");
+    cr_assert_eq(batch.out[2].kind, SK_APPLIED);
     assert_query("SELECT count(*) FROM persons", "2");
     cr_assert_eq(stored_offset(0), 3, "a rejected record counts: it goes to the DLQ");
 }
@@ -416,10 +403,10 @@ Test(sqlite_sink, a_constraint_failure_rejects_only_that_record)
     add_person(2, "2024-06-20T16:40:03+02:00", "Bo", 0, 1);
     add_person(3, "2024-06-20T16:40:03+02:00", "Cid", 0, 2);
     apply_ok();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
-    cr_assert(strstr(outcomes[1].err.msg, "no Bo here"), "%s", outcomes[1].err.msg);
-    cr_assert_eq(outcomes[2].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
+    cr_assert(strstr(batch.out[1].err.msg, "no Bo here"), "%s", batch.out[1].err.msg);
+    cr_assert_eq(batch.out[2].kind, SK_APPLIED);
     assert_query("SELECT count(*) FROM persons", "2");
     cr_assert_eq(stored_offset(0), 3);
 }
