@@ -339,13 +339,15 @@ static int apply_record(void *ctx, const struct sk_record *r, struct sk_error *e
     struct oneroster_sink *s = ctx;
     if (!is_mapped(r->entity))
         return 0; /* a type the mapping does not read */
-    if (!r->value || !r->json) {
+    if (!r->value) {
         /* a tombstone (or a protected person under `skip`) */
         int changes = 0;
         int rc = sk_state_delete(s->state, r->entity->collection, r->key, &changes, err);
         s->changed += changes;
         return rc;
     }
+    if (!r->json) /* the driver decodes every value it hands over */
+        return sk_error_set(err, SK_ERR_PERMANENT, "record has a value but no decoded document");
     size_t len;
     const char *doc = stored_doc(s, r, &len);
     enum sk_state_put put;

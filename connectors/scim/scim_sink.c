@@ -855,19 +855,22 @@ static int scim_apply(struct sk_sink *self, const struct sk_record *recs, size_t
         }
         struct sk_error e = {0};
         int rc = 0;
-        switch (kind_of(r)) {
-        case K_PERSON:
-            rc = apply_person(s, r, &e);
-            break;
-        case K_DUTY:
-            rc = apply_duty(s, r, &e);
-            break;
-        case K_GROUP:
-            rc = apply_group(s, r, &e);
-            break;
-        default:
-            break; /* not an entity this sink maps: nothing to do */
-        }
+        if (r->value && !r->json) /* the driver decodes every value it hands over */
+            rc = sk_error_set(&e, SK_ERR_PERMANENT, "record has a value but no decoded document");
+        else
+            switch (kind_of(r)) {
+            case K_PERSON:
+                rc = apply_person(s, r, &e);
+                break;
+            case K_DUTY:
+                rc = apply_duty(s, r, &e);
+                break;
+            case K_GROUP:
+                rc = apply_group(s, r, &e);
+                break;
+            default:
+                break; /* not an entity this sink maps: nothing to do */
+            }
         if (rc < 0 && !s->fatal) {
             set_outcome(o, &e);
             if (o->kind == SK_RETRY)

@@ -19,6 +19,7 @@
 
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "connector.h"
@@ -486,21 +487,40 @@ static void *conf_from_yaml(const struct sk_option *table, size_t conf_size, con
     return conf;
 }
 
-struct sk_sink *skt_sink_open(const char *type, const char *yaml,
-                              const struct sk_entity *const *entities, size_t n_entities,
-                              const char *incarnation)
+int skt_sink_try_open(const char *type, const char *name, const char *yaml,
+                      const struct sk_entity *const *entities, size_t n_entities,
+                      const char *incarnation, struct sk_sink **out, struct sk_error *err)
 {
     const struct sk_sink_ops *ops = sk_registry_sink(type);
     cr_assert_not_null(ops, "no sink type %s", type);
     struct sk_sink *s = sk_calloc(1, sizeof(*s));
     s->ops = ops;
-    s->name = "test-sink";
+    s->name = name ? name : "test-sink";
     s->conf = conf_from_yaml(ops->options, ops->conf_size, yaml);
-    s->incarnation = incarnation ? incarnation : "test-incarnation";
+    s->incarnation = incarnation;
     s->entities = entities ? entities : sk_entities;
     s->n_entities = entities ? n_entities : SK_ENTITY_COUNT;
+    *out = NULL;
+    int rc = ops->open(s, err);
+    if (rc == 0) {
+        *out = s;
+        return 0;
+    }
+    sk_options_free(ops->options, s->conf); /* a failed open cleaned up after itself */
+    free(s->conf);
+    free(s);
+    return rc;
+}
+
+struct sk_sink *skt_sink_open(const char *type, const char *yaml,
+                              const struct sk_entity *const *entities, size_t n_entities,
+                              const char *incarnation)
+{
+    struct sk_sink *s;
     struct sk_error err = {0};
-    cr_assert_eq(ops->open(s, &err), 0, "open %s: %s", type, err.msg);
+    cr_assert_eq(skt_sink_try_open(type, NULL, yaml, entities, n_entities,
+                                   incarnation ? incarnation : "test-incarnation", &s, &err),
+                 0, "open %s: %s", type, err.msg);
     return s;
 }
 
@@ -644,4 +664,66 @@ void skt_recs_free(struct skt_recs *b)
     free(b->v);
     free(b->out);
     memset(b, 0, sizeof(*b));
+}
+
+/* ---- the test PostgreSQL --------------------------------------------------------- */
+
+PGconn *skt_pg_connect(void)
+{
+    const char *ci = getenv("SK_TEST_PG");
+    cr_assert(ci && *ci, "SK_TEST_PG is not set: run under scripts/with-testenv.sh");
+    char *full = skt_fmt("%s connect_timeout=5", ci);
+    PGconn *c = PQconnectdb(full);
+    free(full);
+    return c;
+}
+
+char *skt_pg_table(const char *collection)
+{
+    struct sk_buf b = {0};
+    for (const char *p = collection; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            sk_buf_putc(&b, '_');
+            sk_buf_putc(&b, (char)(*p - 'A' + 'a'));
+        } else {
+            sk_buf_putc(&b, *p);
+        }
+    }
+    return sk_buf_take(&b);
+}
+
+long long skt_pg_total_rows(PGconn *c, const char *schema)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return -1;
+    struct sk_buf sql = {0};
+    sk_buf_puts(&sql, "SELECT 0");
+    for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
+        char *t = skt_pg_table(sk_entities[i]->collection);
+        sk_buf_printf(&sql, " + (SELECT count(*) FROM \"%s\".\"%s\")", schema, t);
+        free(t);
+    }
+    PGresult *r = PQexec(c, sql.p);
+    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    sk_buf_free(&sql);
+    return n;
+}
+
+char *skt_sqlite_value(const char *db_path, const char *sql, const char *param)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "%s",
+                 db_path);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
+    if (param)
+        sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT);
+    char *out = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        out = sk_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
 }

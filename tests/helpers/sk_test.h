@@ -93,7 +93,12 @@ struct sk_entity;
 struct sk_sink *skt_sink_open(const char *type, const char *yaml,
                               const struct sk_entity *const *entities, size_t n_entities,
                               const char *incarnation);
-void skt_sink_close(struct sk_sink *s);
+/* The same with a name (NULL: "test-sink") and open's result: 0 with *out
+ * set, or open's error in err and *out NULL (everything freed). */
+int skt_sink_try_open(const char *type, const char *name, const char *yaml,
+                      const struct sk_entity *const *entities, size_t n_entities,
+                      const char *incarnation, struct sk_sink **out, struct sk_error *err);
+void skt_sink_close(struct sk_sink *s); /* NULL is fine */
 struct sk_source *skt_source_open(const char *type, const char *yaml);
 void skt_source_close(struct sk_source *s);
 
@@ -135,6 +140,25 @@ void skt_recs_apply_ok(struct sk_sink *s, struct skt_recs *b);
 /* Frees every record; the batch is empty again (and reusable). */
 void skt_recs_clear(struct skt_recs *b);
 void skt_recs_free(struct skt_recs *b);
+
+/*
+ * The first column of the first row of sql in the SQLite database db_path,
+ * read over a connection of its own (read-only); param binds ?1 unless NULL.
+ * NULL when there is no row or the value is NULL; caller frees.
+ */
+char *skt_sqlite_value(const char *db_path, const char *sql, const char *param);
+
+/*
+ * The test PostgreSQL (SK_TEST_PG, connect timeout 5 s; fails the test when
+ * unset): a new connection (check PQstatus; PQfinish it). skt_pg_table: the
+ * postgres-sink's table of a collection ("studyPlans" -> "study_plans");
+ * caller frees. skt_pg_total_rows: rows over every collection's table of
+ * schema, or -1 (no connection, not migrated yet).
+ */
+struct pg_conn; /* libpq's PGconn */
+struct pg_conn *skt_pg_connect(void);
+char *skt_pg_table(const char *collection);
+long long skt_pg_total_rows(struct pg_conn *c, const char *schema);
 
 /*
  * The HTTP port a daemon logged ("HTTP server on http://127.0.0.1:PORT") in

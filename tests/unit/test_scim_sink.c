@@ -31,8 +31,7 @@
 #include "util.h"
 
 static const struct sk_sink_ops *ops;
-static struct sk_sink sink;
-static bool opened;
+static struct sk_sink *sink;
 static char *state_dir;
 static char tag[16];
 static const struct sk_entity *entities[3];
@@ -49,47 +48,25 @@ static const char *scim_url(void)
     return u;
 }
 
-static size_t collect(char *data, size_t size, size_t nmemb, void *ctx)
-{
-    char **buf = ctx;
-    size_t old = *buf ? strlen(*buf) : 0, n = size * nmemb;
-    *buf = sk_realloc(*buf, old + n + 1);
-    memcpy(*buf + old, data, n);
-    (*buf)[old + n] = '\0';
-    return n;
-}
-
 /* GET base+path; the parsed body (caller frees). */
 static cJSON *get_json(const char *path)
 {
-    CURL *c = curl_easy_init();
     char *url = sk_asprintf("%s%s", scim_url(), path), *body = NULL;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    CURLcode rc = curl_easy_perform(c);
-    cr_assert_eq(rc, CURLE_OK, "GET %s: %s", url, curl_easy_strerror(rc));
-    cJSON *json = body ? cJSON_Parse(body) : NULL;
-    cr_assert_not_null(json, "GET %s: not JSON: %s", url, body ? body : "");
+    long status = skt_http("GET", url, NULL, 10, &body);
+    cr_assert_neq(status, 0, "GET %s: no response", url);
+    cJSON *json = cJSON_Parse(body);
+    cr_assert_not_null(json, "GET %s: not JSON: %s", url, body);
     free(body);
     free(url);
-    curl_easy_cleanup(c);
     return json;
 }
 
 /* DELETE base+path behind the sink's back; the status. */
 static long http_delete(const char *path)
 {
-    CURL *c = curl_easy_init();
     char *url = sk_asprintf("%s%s", scim_url(), path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    long status = skt_http("DELETE", url, NULL, 10, NULL);
+    cr_assert_neq(status, 0, "DELETE %s: no response", url);
     free(url);
     return status;
 }
@@ -157,8 +134,6 @@ static void setup(void)
     /* the privacy policy the driver applies with this sink type's defaults */
     struct sk_sink_settings none = {0};
     sk_sink_privacy_resolve(&none, ops, &privacy);
-    memset(&sink, 0, sizeof(sink));
-    opened = false;
 }
 
 static void clear_records(void)
@@ -168,14 +143,8 @@ static void clear_records(void)
 
 static void close_sink(void)
 {
-    if (opened)
-        ops->close(&sink);
-    opened = false;
-    if (sink.conf) {
-        sk_options_free(ops->options, sink.conf);
-        free(sink.conf);
-        sink.conf = NULL;
-    }
+    skt_sink_close(sink);
+    sink = NULL;
 }
 
 static void teardown(void)
@@ -197,22 +166,8 @@ static int open_with(const char *extra_yaml, const char *url, struct sk_error *e
 {
     char *yaml = sk_asprintf("url: %s\nstate_dir: %s\ntimeout: 10s\n%s", url ? url : scim_url(),
                              state_dir, extra_yaml ? extra_yaml : "");
-    struct sk_config_errors errs = {0};
-    struct sk_cnode *root = sk_config_load_string(yaml, strlen(yaml), "test.yaml", &errs);
-    cr_assert_not_null(root);
-    sink.ops = ops;
-    sink.name = "scim-test";
-    sink.conf = sk_calloc(1, ops->conf_size);
-    int n_errs = sk_options_apply(ops->options, root, sink.conf, &errs);
-    cr_assert_eq(n_errs, 0, "%s", errs.n ? errs.v[0].text : "");
-    sk_config_errors_free(&errs);
-    sk_cnode_free(root);
+    int rc = skt_sink_try_open("scim-sink", "scim-test", yaml, entities, 3, "test", &sink, err);
     free(yaml);
-    sink.incarnation = "test";
-    sink.entities = entities;
-    sink.n_entities = 3;
-    int rc = ops->open(&sink, err);
-    opened = rc == 0;
     return rc;
 }
 
@@ -236,7 +191,7 @@ static void add_tombstone(const char *entity, const char *uuid)
 static void apply_all(void)
 {
     struct sk_error err = {0};
-    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), 0, "%s", err.msg);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), 0, "%s", err.msg);
 }
 
 static void assert_all_applied(void)
@@ -895,7 +850,7 @@ static void check_unauthorised(const char *url, struct canned *c)
     struct ids x;
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
-    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), -1);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
     cr_assert(strstr(err.msg, "401"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "s3cr3t"), "the token leaked into: %s", err.msg);
@@ -992,7 +947,7 @@ static void check_oauth_refused(const char *url, struct canned *c)
     struct ids x;
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
-    cr_assert_eq(skt_recs_apply(&sink, &batch, &err), -1);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
     cr_assert(strstr(err.msg, "invalid_client"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "nope-secret"), "the secret leaked into: %s", err.msg);
