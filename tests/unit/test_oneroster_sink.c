@@ -964,4 +964,9 @@ Test(oneroster_sink, output_directory_gone_then_back)
     free(users_half);
     free(users_all);
     free(users_ref);
+    free(first);
+    free(second);
+    free(third);
+    free(away);
+    free(fresh_state);
 }
