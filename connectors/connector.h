@@ -46,6 +46,13 @@ struct sk_record {
     int64_t offset;
     const struct cJSON *doc;
     int64_t modified_us;
+    /* doc as compact JSON text, printed once by the driver with every number
+     * exact (cJSON's own printer rounds a double to 15 digits, so
+     * 0.30000000000000004 would be stored as 0.3): a sink that stores or sends
+     * the document uses this text and never prints doc again. NUL-terminated
+     * (json_len excludes the NUL); NULL exactly when doc is. Valid during apply. */
+    const char *json;
+    size_t json_len;
 };
 
 /* A record the source could not turn into an entity: goes to the DLQ with context. */

@@ -54,6 +54,19 @@ struct sk_sink_env {
     bool once;                 /* --once: the run ends when the sink is drained */
 };
 
+/*
+ * A record's value as every sink gets it: unpacked, turned into JSON, the
+ * sink's privacy policy applied, meta.modified read, and the document printed
+ * exactly (connector.h, struct sk_record) by appending it and a NUL to json.
+ * Returns 0 with r->doc = *doc (the caller frees it), r->modified_us and
+ * r->json_len set; r->json is left to the caller, to point into json once it
+ * stops growing. 1: the policy turned the record into a delete (r->value
+ * NULL, nothing printed). -1 with err (PERMANENT): the value does not unpack.
+ */
+struct sk_buf;
+int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON **doc,
+                   struct sk_buf *json, struct sk_error *err);
+
 /* The effective privacy policy of a sink: its settings over its type's defaults. */
 void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_sink_ops *ops,
                              struct sk_privacy *out);

@@ -109,6 +109,8 @@ struct sink_run {
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs;          /* decoded entities of recs, owned here */
+    struct sk_buf json;    /* their JSON text, each ending in a NUL */
+    size_t *json_at;       /* where record i's text starts in json */
     bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
 };
 
@@ -263,38 +265,48 @@ static void wait_polling(struct sink_run *run, int64_t ms)
     }
 }
 
-/*
- * Decodes record i once for the sink and applies the sink's privacy policy.
- * A record that does not decode is rejected (DLQ); a protected person under
- * `skip` becomes a delete.
- */
-static void decode(struct sink_run *run, size_t i)
+int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON **doc,
+                   struct sk_buf *json, struct sk_error *err)
 {
-    struct sk_record *r = &run->recs[i];
+    *doc = NULL;
     ProtobufCMessage *msg =
         protobuf_c_message_unpack(r->entity->desc, NULL, r->value_len, r->value);
-    cJSON *doc = msg ? sk_codec_to_json(msg) : NULL;
+    cJSON *d = msg ? sk_codec_to_json(msg) : NULL;
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);
-    if (!doc) {
-        run->driver_rejected[i] = true;
-        run->outs[i].kind = SK_REJECTED;
-        sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT, "value is not a valid %s message",
-                     sk_entity_schema(r->entity));
-        return;
-    }
-    if (sk_privacy_apply(&run->env->privacy, r->entity, doc) == SK_PRIVACY_DELETE) {
-        cJSON_Delete(doc);
+    if (!d)
+        return sk_error_set(err, SK_ERR_PERMANENT, "value is not a valid %s message",
+                            sk_entity_schema(r->entity));
+    if (sk_privacy_apply(privacy, r->entity, d) == SK_PRIVACY_DELETE) {
+        cJSON_Delete(d);
         r->value = NULL;
         r->value_len = 0;
-        return;
+        return 1;
     }
-    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(d, "meta");
     const cJSON *mod = meta ? cJSON_GetObjectItemCaseSensitive(meta, "modified") : NULL;
     if (!cJSON_IsString(mod) || sk_time_parse_us(mod->valuestring, &r->modified_us))
         r->modified_us = INT64_MIN;
-    r->doc = doc;
-    run->docs[i] = doc;
+    r->json_len = sk_json_print_into(d, json);
+    sk_buf_putn(json, "", 1); /* each record's text ends in its own NUL */
+    r->doc = *doc = d;
+    return 0;
+}
+
+/*
+ * Decodes record i once for the sink and applies the sink's privacy policy.
+ * A record that does not decode is rejected (DLQ); a protected person under
+ * `skip` becomes a delete. The JSON text goes into the batch's buffer at
+ * json_at[i] (pointed to once every record is printed: the buffer moves).
+ */
+static void decode(struct sink_run *run, size_t i)
+{
+    run->json_at[i] = run->json.len;
+    if (sk_sink_decode(&run->env->privacy, &run->recs[i], &run->docs[i], &run->json,
+                       &run->outs[i].err) < 0) {
+        run->driver_rejected[i] = true;
+        run->outs[i].kind = SK_REJECTED;
+    }
 }
 
 static void docs_free(struct sink_run *run)
@@ -303,6 +315,7 @@ static void docs_free(struct sink_run *run)
         cJSON_Delete(run->docs[i]);
         run->docs[i] = NULL;
     }
+    sk_buf_reset(&run->json);
 }
 
 static void build_records(struct sink_run *run)
@@ -342,6 +355,9 @@ static void build_records(struct sink_run *run)
         if (m->payload)
             decode(run, i);
     }
+    for (size_t i = 0; i < run->n_pending; i++)
+        if (run->recs[i].doc)
+            run->recs[i].json = run->json.p + run->json_at[i];
 }
 
 /*
@@ -834,6 +850,7 @@ static void *sink_thread(void *arg)
     run.recs = sk_calloc(batch, sizeof(*run.recs));
     run.outs = sk_calloc(batch, sizeof(*run.outs));
     run.docs = sk_calloc(batch, sizeof(*run.docs));
+    run.json_at = sk_calloc(batch, sizeof(*run.json_at));
     run.driver_rejected = sk_calloc(batch, sizeof(*run.driver_rejected));
     run.cap_pending = batch;
 
@@ -930,6 +947,8 @@ out:
     free(run.recs);
     free(run.outs);
     free(run.docs);
+    free(run.json_at);
+    sk_buf_free(&run.json);
     free(run.driver_rejected);
     sk_runner_set_state(r, run.fatal ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;

@@ -579,86 +579,64 @@ char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len
 
 /* ---- printing ------------------------------------------------------------- */
 
-struct jbuf {
-    char *p;
-    size_t n, cap;
-};
-
-static void jb_put(struct jbuf *b, const char *s, size_t n)
+static void jb_string(struct sk_buf *b, const char *s)
 {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->n + n + 1 > cap)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            abort(); /* as sk_malloc: callers never check */
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void jb_string(struct jbuf *b, const char *s)
-{
-    jb_put(b, "\"", 1);
+    sk_buf_putn(b, "\"", 1);
     const char *run = s;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        jb_put(b, run, (size_t)(s - run));
+        sk_buf_putn(b, run, (size_t)(s - run));
         char esc[8];
         switch (c) {
         case '"':
-            jb_put(b, "\\\"", 2);
+            sk_buf_putn(b, "\\\"", 2);
             break;
         case '\\':
-            jb_put(b, "\\\\", 2);
+            sk_buf_putn(b, "\\\\", 2);
             break;
         case '\n':
-            jb_put(b, "\\n", 2);
+            sk_buf_putn(b, "\\n", 2);
             break;
         case '\r':
-            jb_put(b, "\\r", 2);
+            sk_buf_putn(b, "\\r", 2);
             break;
         case '\t':
-            jb_put(b, "\\t", 2);
+            sk_buf_putn(b, "\\t", 2);
             break;
         default:
             snprintf(esc, sizeof(esc), "\\u%04x", c);
-            jb_put(b, esc, 6);
+            sk_buf_putn(b, esc, 6);
         }
         run = s + 1;
     }
-    jb_put(b, run, (size_t)(s - run));
-    jb_put(b, "\"", 1);
+    sk_buf_putn(b, run, (size_t)(s - run));
+    sk_buf_putn(b, "\"", 1);
 }
 
-static void jb_value(struct jbuf *b, const cJSON *v)
+static void jb_value(struct sk_buf *b, const cJSON *v)
 {
     char num[32];
     switch (v->type & 0xFF) {
     case cJSON_NULL:
-        jb_put(b, "null", 4);
+        sk_buf_putn(b, "null", 4);
         break;
     case cJSON_False:
-        jb_put(b, "false", 5);
+        sk_buf_putn(b, "false", 5);
         break;
     case cJSON_True:
-        jb_put(b, "true", 4);
+        sk_buf_putn(b, "true", 4);
         break;
     case cJSON_Raw:
-        jb_put(b, v->valuestring, strlen(v->valuestring));
+        sk_buf_putn(b, v->valuestring, strlen(v->valuestring));
         break;
     case cJSON_String:
         jb_string(b, v->valuestring);
         break;
     case cJSON_Number:
         if (!isfinite(v->valuedouble)) {
-            jb_put(b, "null", 4);
+            sk_buf_putn(b, "null", 4);
             break;
         }
         /* the shortest text that reads back exactly (see numbers_exact) */
@@ -667,48 +645,44 @@ static void jb_value(struct jbuf *b, const cJSON *v)
             if (strtod(num, NULL) == v->valuedouble)
                 break;
         }
-        jb_put(b, num, strlen(num));
+        sk_buf_putn(b, num, strlen(num));
         break;
     case cJSON_Array:
-        jb_put(b, "[", 1);
+        sk_buf_putn(b, "[", 1);
         for (const cJSON *x = v->child; x; x = x->next) {
             jb_value(b, x);
             if (x->next)
-                jb_put(b, ",", 1);
+                sk_buf_putn(b, ",", 1);
         }
-        jb_put(b, "]", 1);
+        sk_buf_putn(b, "]", 1);
         break;
     case cJSON_Object:
-        jb_put(b, "{", 1);
+        sk_buf_putn(b, "{", 1);
         for (const cJSON *x = v->child; x; x = x->next) {
             jb_string(b, x->string ? x->string : "");
-            jb_put(b, ":", 1);
+            sk_buf_putn(b, ":", 1);
             jb_value(b, x);
             if (x->next)
-                jb_put(b, ",", 1);
+                sk_buf_putn(b, ",", 1);
         }
-        jb_put(b, "}", 1);
+        sk_buf_putn(b, "}", 1);
         break;
     default:
-        jb_put(b, "null", 4);
+        sk_buf_putn(b, "null", 4);
     }
 }
 
 /* Returned text: malloc'ed, NUL-terminated; caller frees with free(). */
 char *sk_json_print(const cJSON *v)
 {
-    struct jbuf b = {0};
+    struct sk_buf b = {0};
     jb_value(&b, v);
-    return b.p;
+    return sk_buf_take(&b);
 }
 
-size_t sk_json_print_into(const cJSON *v, char **buf, size_t *cap)
+size_t sk_json_print_into(const cJSON *v, struct sk_buf *b)
 {
-    struct jbuf b = {.p = *buf, .n = 0, .cap = *cap};
-    if (b.p && b.cap)
-        b.p[0] = '\0';
-    jb_value(&b, v);
-    *buf = b.p;
-    *cap = b.cap;
-    return b.n;
+    size_t before = b->len;
+    jb_value(b, v);
+    return b->len - before;
 }

@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "buf.h"
 #include "sk_error.h"
 
 struct sk_entity {
@@ -108,11 +109,11 @@ size_t sk_json_array_spans(const char *text, size_t len, const char *key, size_t
 
 /*
  * Compact JSON text of v, numbers printed exactly (cJSON's own printer may
- * round a double to 15 digits). sk_json_print: malloc'ed, caller frees.
- * sk_json_print_into: into *buf (grown with realloc as needed, caller owns
- * and frees it), returns the length.
+ * round a double to 15 digits: 0.1+0.2 would come out as 0.3).
+ * sk_json_print: malloc'ed, caller frees. sk_json_print_into: appended to b,
+ * returns the length appended.
  */
 char *sk_json_print(const cJSON *v);
-size_t sk_json_print_into(const cJSON *v, char **buf, size_t *cap);
+size_t sk_json_print_into(const cJSON *v, struct sk_buf *b);
 
 #endif

@@ -376,6 +376,8 @@ static void row_free(char **row, size_t n_cols)
  */
 static void sort_unique(struct or_table *t)
 {
+    if (t->n < 2)
+        return; /* also: rows is NULL for an empty table, which qsort_r must not get */
     qsort_r(t->rows, t->n, sizeof(char **), cmp_row, t);
     size_t k = 0;
     for (size_t i = 0; i < t->n; i++) {

@@ -2,8 +2,9 @@
  * oneroster_sink.c: the oneroster-csv-sink connector. A OneRoster bulk CSV
  * bundle is a snapshot while records arrive as a stream, so the sink keeps
  * its own current state (one SQLite table per collection it maps, plus the
- * consumed offsets, written in the same transaction: exactly-once apply,
- * DESIGN.md rule 3), and writes a whole bundle from that state when it is due.
+ * consumed offsets, written in the same transaction: exactly-once apply; the
+ * shared state store, connectors/common/state_store.h), and writes a whole bundle from that state
+ * when it is due.
  *
  * When a bundle is due: once the state changed and no apply changed it for
  * `idle` (the topics went quiet), or `interval` after the previous bundle while
@@ -14,8 +15,8 @@
  * share only the counters under `mu`. oneroster_write_bundle_now() (oneroster.h)
  * writes one at once.
  *
- * Owns: the state schema, the stale-update guard, offsets per incarnation,
- * the bundle schedule. Must never: let an older meta.modified overwrite a newer
+ * Owns: what of a record the state keeps, the change counters, the bundle
+ * schedule. Must never: let an older meta.modified overwrite a newer
  * one, store an offset outside the transaction of its rows, keep personal data
  * the mapping never uses (civic numbers, addresses; phones unless include_phone),
  * or publish a bundle that is not complete (oneroster_out.c).
@@ -37,6 +38,7 @@
 #include "model.h"
 #include "oneroster.h"
 #include "oneroster_internal.h"
+#include "state_store.h"
 #include "util.h"
 
 #define SCHEMA_VERSION 1
@@ -117,19 +119,14 @@ static const char *const mapped[] = {"organisations", "persons", "groups",
                                      "activities",    "duties",  "syllabuses"};
 #define N_MAPPED (sizeof(mapped) / sizeof(mapped[0]))
 
-struct state_table {
-    const char *collection;
-    sqlite3_stmt *upsert, *delete;
-};
-
 struct oneroster_sink {
     const char *component;
     const struct oneroster_conf *conf;
     char *db_path;
-    sqlite3 *db; /* apply's connection (the sink's thread only) */
-    struct state_table tables[N_MAPPED];
-    sqlite3_stmt *begin, *commit, *rollback, *offset_upsert, *offset_select, *count_change;
-    struct sk_offsets parts; /* of the batch being applied, reused */
+    struct sk_state *state;     /* apply's connection (the sink's thread only) */
+    sqlite3_stmt *count_change; /* adds to meta 'changes' */
+    int64_t changed;            /* state changes of the batch being applied */
+    struct sk_buf trimmed;      /* a document less what the bundle never uses */
 
     pthread_mutex_t write_mu; /* one bundle write at a time */
     pthread_mutex_t mu;       /* guards the fields below */
@@ -143,43 +140,15 @@ struct oneroster_sink {
     bool last_failed;
 };
 
-/* ---- SQLite helpers (as connectors/sqlite; see there for the classes) ------ */
+/* ---- SQLite helpers -------------------------------------------------------- */
 
-static enum sk_err_class sql_class(int rc)
-{
-    switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_FULL:
-    case SQLITE_IOERR:
-    case SQLITE_NOMEM:
-    case SQLITE_PROTOCOL:
-    case SQLITE_INTERRUPT:
-        return SK_ERR_RETRIABLE;
-    default:
-        return SK_ERR_FATAL;
-    }
-}
-
-static int run(sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? SQLITE_DONE : rc;
-}
-
-static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct sk_error *err)
-{
-    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
-        return sk_error_set(err, SK_ERR_FATAL, "preparing \"%.80s\": %s", sql, sqlite3_errmsg(db));
-    return 0;
-}
-
+/* For the bundle's own read-only connection (the state store is apply's). */
 static int exec(sqlite3 *db, const char *sql, struct sk_error *err)
 {
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK)
-        return sk_error_set(err, sql_class(rc), "\"%.80s\": %s", sql, sqlite3_errmsg(db));
+        return sk_error_set(err, sk_state_error_class(rc, false), "\"%.80s\": %s", sql,
+                            sqlite3_errmsg(db));
     return 0;
 }
 
@@ -207,91 +176,23 @@ static int check_dir(const char *what, const char *path, struct sk_error *err)
     return 0;
 }
 
-static int ensure_schema(struct oneroster_sink *s, struct sk_error *err)
+/* The sink's own table: the schema version and the change counters. */
+static int ensure_meta(struct sk_state *st, void *ctx, struct sk_error *err)
 {
-    if (exec(s->db, "BEGIN IMMEDIATE", err) < 0)
+    sqlite3 *db = sk_state_db(st);
+    if (sk_state_exec(
+            st, "CREATE TABLE IF NOT EXISTS oneroster_meta(key TEXT PRIMARY KEY, value INTEGER)",
+            err) < 0)
         return -1;
-    if (exec(s->db,
-             "CREATE TABLE IF NOT EXISTS oneroster_meta(key TEXT PRIMARY KEY, value INTEGER)",
-             err) < 0)
-        goto fail;
-    int64_t version = meta_get(s->db, "schema");
-    if (version > SCHEMA_VERSION) {
-        sk_error_set(err, SK_ERR_FATAL,
-                     "the state has schema version %" PRId64 ", newer than this skolsync knows",
-                     version);
-        goto fail;
-    }
-    if (exec(s->db,
-             "INSERT OR IGNORE INTO oneroster_meta(key, value) VALUES('schema', 1), "
-             "('changes', 0), ('bundled', 0)",
-             err) < 0 ||
-        exec(s->db,
-             "CREATE TABLE IF NOT EXISTS skolsync_offsets(topic TEXT, partition INTEGER, "
-             "next_offset INTEGER NOT NULL, incarnation TEXT NOT NULL, "
-             "PRIMARY KEY(topic, partition))",
-             err) < 0)
-        goto fail;
-    for (size_t i = 0; i < N_MAPPED; i++) {
-        char *sql = sk_asprintf("CREATE TABLE IF NOT EXISTS \"%s\"(id TEXT PRIMARY KEY, "
-                                "doc TEXT NOT NULL, modified_us INTEGER)",
-                                mapped[i]);
-        int rc = exec(s->db, sql, err);
-        free(sql);
-        if (rc < 0)
-            goto fail;
-    }
-    return exec(s->db, "COMMIT", err);
-fail:
-    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
-}
-
-/*
- * The stale-update guard (DESIGN.md rule 3), as in connectors/sqlite: an
- * update wins unless its meta.modified is older than the stored one; when
- * either is missing they cannot be ordered and Kafka's per-key order decides.
- * An identical document changes nothing, so a replay is not a change.
- */
-static int prepare_statements(struct oneroster_sink *s, struct sk_error *err)
-{
-    for (size_t i = 0; i < N_MAPPED; i++) {
-        struct state_table *t = &s->tables[i];
-        t->collection = mapped[i];
-        char *up = sk_asprintf(
-            "INSERT INTO \"%s\"(id, doc, modified_us) VALUES(?1, ?2, ?3) "
-            "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, modified_us = excluded.modified_us "
-            "WHERE (excluded.modified_us IS NULL OR \"%s\".modified_us IS NULL "
-            "OR excluded.modified_us >= \"%s\".modified_us) AND excluded.doc IS NOT \"%s\".doc",
-            mapped[i], mapped[i], mapped[i], mapped[i]);
-        char *del = sk_asprintf("DELETE FROM \"%s\" WHERE id = ?1", mapped[i]);
-        int rc = prepare(s->db, up, &t->upsert, err);
-        if (rc == 0)
-            rc = prepare(s->db, del, &t->delete, err);
-        free(up);
-        free(del);
-        if (rc < 0)
-            return -1;
-    }
-    const struct {
-        sqlite3_stmt **st;
-        const char *sql;
-    } fixed[] = {
-        {&s->begin, "BEGIN IMMEDIATE"},
-        {&s->commit, "COMMIT"},
-        {&s->rollback, "ROLLBACK"},
-        {&s->offset_upsert,
-         "INSERT INTO skolsync_offsets(topic, partition, next_offset, incarnation) "
-         "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(topic, partition) DO UPDATE SET "
-         "next_offset = excluded.next_offset, incarnation = excluded.incarnation"},
-        {&s->offset_select, "SELECT topic, partition, next_offset FROM skolsync_offsets "
-                            "WHERE incarnation = ?1 ORDER BY topic, partition"},
-        {&s->count_change, "UPDATE oneroster_meta SET value = value + ?1 WHERE key = 'changes'"},
-    };
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        if (prepare(s->db, fixed[i].sql, fixed[i].st, err) < 0)
-            return -1;
-    return 0;
+    int64_t version = meta_get(db, "schema");
+    if (version > SCHEMA_VERSION)
+        return sk_error_set(
+            err, SK_ERR_FATAL,
+            "the state has schema version %" PRId64 ", newer than this skolsync knows", version);
+    return sk_state_exec(st,
+                         "INSERT OR IGNORE INTO oneroster_meta(key, value) VALUES('schema', 1), "
+                         "('changes', 0), ('bundled', 0)",
+                         err);
 }
 
 static void *timer_main(void *arg);
@@ -316,19 +217,12 @@ static void oneroster_close(struct sk_sink *self)
                 sk_warn(s->component, "final bundle: %s", err.msg);
         }
     }
-    for (size_t i = 0; i < N_MAPPED; i++) {
-        sqlite3_finalize(s->tables[i].upsert);
-        sqlite3_finalize(s->tables[i].delete);
-    }
-    sqlite3_stmt *stmts[] = {s->begin,         s->commit,        s->rollback,
-                             s->offset_upsert, s->offset_select, s->count_change};
-    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++)
-        sqlite3_finalize(stmts[i]);
-    sqlite3_close(s->db);
+    sqlite3_finalize(s->count_change);
+    sk_state_close(s->state);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->cv);
-    sk_offsets_free(&s->parts);
+    sk_buf_free(&s->trimmed);
     free(s->db_path);
     free(s);
     self->priv = NULL;
@@ -356,23 +250,22 @@ static int oneroster_open(struct sk_sink *self, struct sk_error *err)
         check_dir("output_dir", conf->output_dir, err) < 0)
         goto fail;
     s->db_path = sk_asprintf("%s/oneroster-state.db", conf->state_dir);
-    int rc = sqlite3_open_v2(
-        s->db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        sk_error_set(err, SK_ERR_FATAL, "%s: %s", s->db_path,
-                     s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-        goto fail;
-    }
-    sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, 5000);
-    chmod(s->db_path, 0600); /* personal data */
-    if (exec(s->db, "PRAGMA journal_mode=WAL", err) < 0 ||
-        exec(s->db, "PRAGMA synchronous=NORMAL", err) < 0 || ensure_schema(s, err) < 0 ||
-        prepare_statements(s, err) < 0)
+    struct sk_state_opts o = {.path = s->db_path,
+                              .busy_timeout_ms = 5000,
+                              .private_file = true,
+                              .offsets = true,
+                              .collections = mapped,
+                              .n_collections = N_MAPPED,
+                              .schema = ensure_meta};
+    s->state = sk_state_open(&o, err);
+    if (!s->state ||
+        sk_state_prepare(s->state,
+                         "UPDATE oneroster_meta SET value = value + ?1 WHERE key = 'changes'",
+                         &s->count_change, err) < 0)
         goto fail;
     or_publish_cleanup(conf->output_dir);
-    s->changes = meta_get(s->db, "changes");
-    s->bundled = meta_get(s->db, "bundled");
+    s->changes = meta_get(sk_state_db(s->state), "changes");
+    s->bundled = meta_get(sk_state_db(s->state), "bundled");
     s->last_change_ms = s->last_write_ms = sk_mono_ms();
     if (pthread_create(&s->timer, NULL, timer_main, s) != 0) {
         sk_error_set(err, SK_ERR_FATAL, "cannot start the bundle timer thread");
@@ -387,96 +280,92 @@ fail:
 
 /* ---- apply ----------------------------------------------------------------- */
 
-static struct state_table *table_for(struct oneroster_sink *s, const struct sk_entity *e)
+static bool is_mapped(const struct sk_entity *e)
 {
     for (size_t i = 0; e && i < N_MAPPED; i++)
-        if (strcmp(s->tables[i].collection, e->collection) == 0)
-            return &s->tables[i];
+        if (strcmp(mapped[i], e->collection) == 0)
+            return true;
+    return false;
+}
+
+/* The fields of a collection no OneRoster column is made from. */
+static const char *const *unused_fields(const struct sk_entity *e)
+{
+    static const char *const person[] = {"civicNo", "addresses",    "birthDate", "sex",
+                                         "photo",   "phoneNumbers", NULL};
+    static const char *const org[] = {"address", "phoneNumber", "contactInfo", NULL};
+    if (strcmp(e->collection, "persons") == 0)
+        return person;
+    if (strcmp(e->collection, "organisations") == 0)
+        return org;
     return NULL;
 }
 
-static int store_offset(struct oneroster_sink *s, const char *incarnation, const char *topic,
-                        int32_t partition, int64_t next)
+static bool kept(const struct oneroster_sink *s, const char *field)
 {
-    sqlite3_stmt *st = s->offset_upsert;
-    sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, partition);
-    sqlite3_bind_int64(st, 3, next);
-    sqlite3_bind_text(st, 4, incarnation, -1, SQLITE_STATIC);
-    int rc = run(st);
-    sqlite3_clear_bindings(st);
-    return rc;
+    return s->conf->include_phone && strcmp(field, "phoneNumbers") == 0;
 }
 
 /*
  * What the sink stores of an entity: the document less what no OneRoster
  * column is made from, so the state holds no more personal data than the
  * bundle (civicNo is dropped by the privacy defaults; this is the second lock).
- * Caller frees.
+ * The driver's text when the document has none of those fields; else a
+ * trimmed copy, printed as exactly, into s->trimmed.
  */
-static char *stored_doc(const struct oneroster_sink *s, const struct sk_entity *e, const cJSON *doc)
+static const char *stored_doc(struct oneroster_sink *s, const struct sk_record *r, size_t *len)
 {
-    static const char *const person_drop[] = {"civicNo", "addresses", "birthDate",
-                                              "sex",     "photo",     NULL};
-    static const char *const org_drop[] = {"address", "phoneNumber", "contactInfo", NULL};
-    const char *const *drop = NULL;
-    bool person = strcmp(e->collection, "persons") == 0;
-    if (person)
-        drop = person_drop;
-    else if (strcmp(e->collection, "organisations") == 0)
-        drop = org_drop;
-    if (!drop)
-        return cJSON_PrintUnformatted(doc);
-    cJSON *copy = cJSON_Duplicate(doc, true);
+    const char *const *drop = unused_fields(r->entity);
+    bool any = false;
+    for (size_t i = 0; drop && drop[i] && !any; i++)
+        any = !kept(s, drop[i]) && cJSON_GetObjectItemCaseSensitive(r->doc, drop[i]);
+    if (!any) {
+        *len = r->json_len;
+        return r->json;
+    }
+    cJSON *copy = cJSON_Duplicate(r->doc, true);
     for (size_t i = 0; drop[i]; i++)
-        cJSON_DeleteItemFromObjectCaseSensitive(copy, drop[i]);
-    if (person && !s->conf->include_phone)
-        cJSON_DeleteItemFromObjectCaseSensitive(copy, "phoneNumbers");
-    char *text = cJSON_PrintUnformatted(copy);
+        if (!kept(s, drop[i]))
+            cJSON_DeleteItemFromObjectCaseSensitive(copy, drop[i]);
+    sk_buf_reset(&s->trimmed);
+    *len = sk_json_print_into(copy, &s->trimmed);
     cJSON_Delete(copy);
-    return text;
+    return s->trimmed.p;
 }
 
-/* One record; returns SQLITE_DONE (applied or nothing to do) or the error. */
-static int apply_record(struct oneroster_sink *s, const struct sk_record *r, int64_t *changed)
+/* One record (sk_state_apply); counts what changed the state. */
+static int apply_record(void *ctx, const struct sk_record *r, struct sk_error *err)
 {
-    struct state_table *t = table_for(s, r->entity);
-    if (!t)
-        return SQLITE_DONE; /* a type the mapping does not read */
-    sqlite3_stmt *st;
-    char *doc = NULL;
-    if (!r->value || !r->doc) {
-        st = t->delete; /* a tombstone (or a protected person under `skip`) */
-        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
-    } else {
-        doc = stored_doc(s, r->entity, r->doc);
-        st = t->upsert;
-        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, doc, -1, SQLITE_STATIC);
-        if (r->modified_us == INT64_MIN)
-            sqlite3_bind_null(st, 3);
-        else
-            sqlite3_bind_int64(st, 3, r->modified_us);
+    struct oneroster_sink *s = ctx;
+    if (!is_mapped(r->entity))
+        return 0; /* a type the mapping does not read */
+    if (!r->value) {
+        /* a tombstone (or a protected person under `skip`) */
+        int changes = 0;
+        int rc = sk_state_delete(s->state, r->entity->collection, r->key, &changes, err);
+        s->changed += changes;
+        return rc;
     }
-    int rc = run(st);
-    sqlite3_clear_bindings(st);
-    free(doc);
-    if (rc == SQLITE_DONE)
-        *changed += sqlite3_changes(s->db);
+    if (!r->json) /* the driver decodes every value it hands over */
+        return sk_error_set(err, SK_ERR_PERMANENT, "record has a value but no decoded document");
+    size_t len;
+    const char *doc = stored_doc(s, r, &len);
+    enum sk_state_put put;
+    int rc = sk_state_upsert(s->state, r->entity->collection, r->key, doc, len, r->modified_us,
+                             &put, err);
+    if (rc == 0 && put == SK_STATE_WRITTEN)
+        s->changed++;
     return rc;
 }
 
-static int fail_batch(struct oneroster_sink *s, int rc, size_t n, struct sk_outcome *out,
-                      struct sk_error *err)
+/* Last in the batch's transaction: the change counter the bundle schedule reads. */
+static int count_changes(void *ctx, struct sk_error *err)
 {
-    sk_error_set(err, sql_class(rc), "state %s: %s", s->db_path, sqlite3_errmsg(s->db));
-    if (!sqlite3_get_autocommit(s->db))
-        run(s->rollback);
-    for (size_t i = 0; i < n; i++) {
-        out[i].kind = SK_RETRY;
-        out[i].err = *err;
-    }
-    return -1;
+    struct oneroster_sink *s = ctx;
+    if (!s->changed)
+        return 0;
+    sqlite3_bind_int64(s->count_change, 1, s->changed);
+    return sk_state_run(s->state, s->count_change, false, err);
 }
 
 /* Tells the timer thread that the state changed (after the commit). */
@@ -499,32 +388,11 @@ static int oneroster_apply(struct sk_sink *self, const struct sk_record *recs, s
                            struct sk_outcome *out, struct sk_error *err)
 {
     struct oneroster_sink *s = self->priv;
-    if (n == 0)
-        return 0;
-    sk_offsets_of_batch(&s->parts, recs, n);
-    int64_t changed = 0;
-    int rc = run(s->begin);
-    if (rc != SQLITE_DONE)
-        return fail_batch(s, rc, n, out, err);
-    for (size_t i = 0; i < n; i++) {
-        out[i].kind = SK_APPLIED;
-        sk_error_clear(&out[i].err);
-        rc = apply_record(s, &recs[i], &changed);
-        if (rc != SQLITE_DONE)
-            return fail_batch(s, rc, n, out, err);
-    }
-    for (size_t i = 0; i < s->parts.n && rc == SQLITE_DONE; i++)
-        rc = store_offset(s, self->incarnation, s->parts.v[i].topic, s->parts.v[i].partition,
-                          s->parts.v[i].next_offset);
-    if (rc == SQLITE_DONE && changed) {
-        sqlite3_bind_int64(s->count_change, 1, changed);
-        rc = run(s->count_change);
-    }
-    if (rc == SQLITE_DONE)
-        rc = run(s->commit);
-    if (rc != SQLITE_DONE)
-        return fail_batch(s, rc, n, out, err);
-    note_changes(s, changed);
+    s->changed = 0;
+    if (sk_state_apply(s->state, self->incarnation, recs, n, out, apply_record, count_changes, s,
+                       err) < 0)
+        return -1;
+    note_changes(s, s->changed);
     return 0;
 }
 
@@ -534,39 +402,14 @@ static int oneroster_mark_offsets(struct sk_sink *self, const struct sk_offsets 
                                   struct sk_error *err)
 {
     struct oneroster_sink *s = self->priv;
-    if (offsets->n == 0)
-        return 0;
-    int rc = run(s->begin);
-    for (size_t i = 0; rc == SQLITE_DONE && i < offsets->n; i++)
-        rc = store_offset(s, self->incarnation, offsets->v[i].topic, offsets->v[i].partition,
-                          offsets->v[i].next_offset);
-    if (rc == SQLITE_DONE)
-        rc = run(s->commit);
-    if (rc == SQLITE_DONE)
-        return 0;
-    sk_error_set(err, sql_class(rc), "storing offsets: %s", sqlite3_errmsg(s->db));
-    if (!sqlite3_get_autocommit(s->db))
-        run(s->rollback);
-    return -1;
+    return sk_state_mark_offsets(s->state, self->incarnation, offsets, err);
 }
 
 static int oneroster_stored_offsets(struct sk_sink *self, struct sk_offsets *out,
                                     struct sk_error *err)
 {
     struct oneroster_sink *s = self->priv;
-    sqlite3_stmt *st = s->offset_select;
-    sqlite3_bind_text(st, 1, self->incarnation, -1, SQLITE_STATIC);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *topic = (const char *)sqlite3_column_text(st, 0);
-        sk_offsets_add(out, topic ? topic : "", sqlite3_column_int(st, 1),
-                       sqlite3_column_int64(st, 2));
-    }
-    if (rc != SQLITE_DONE)
-        sk_error_set(err, sql_class(rc), "reading skolsync_offsets: %s", sqlite3_errmsg(s->db));
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    return sk_state_stored_offsets(s->state, self->incarnation, out, err);
 }
 
 static const char *oneroster_target(struct sk_sink *self)
@@ -584,7 +427,8 @@ static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, str
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     free(sql);
     if (rc != SQLITE_OK)
-        return sk_error_set(err, sql_class(rc), "reading %s: %s", collection, sqlite3_errmsg(db));
+        return sk_error_set(err, sk_state_error_class(rc, false), "reading %s: %s", collection,
+                            sqlite3_errmsg(db));
     size_t cap = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(st, 0);
@@ -602,7 +446,8 @@ static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, str
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return sk_error_set(err, sql_class(rc), "reading %s: %s", collection, sqlite3_errmsg(db));
+        return sk_error_set(err, sk_state_error_class(rc, false), "reading %s: %s", collection,
+                            sqlite3_errmsg(db));
     return 0;
 }
 

@@ -885,7 +885,7 @@ static struct pg_table *check_record(struct pg_sink *s, const struct sk_record *
         reject(o, "record key is not a lowercase UUID");
         return NULL;
     }
-    if (r->value && !r->doc) {
+    if (r->value && !r->json) {
         reject(o, "record has a value but no decoded document");
         return NULL;
     }
@@ -987,11 +987,7 @@ static void json_upsert_row(struct buf *b, const struct sk_record *r)
     buf_adds(b, "[");
     buf_json_string(b, r->key);
     buf_adds(b, ",");
-    char *doc = cJSON_PrintUnformatted(r->doc);
-    if (!doc)
-        abort(); /* out of memory: as sk_malloc does */
-    buf_adds(b, doc);
-    free(doc);
+    buf_add(b, r->json, r->json_len); /* printed exactly, once, by the driver */
     buf_adds(b, ",");
     if (r->topic) {
         char *source = sk_asprintf("%s[%" PRId32 "]@%" PRId64, r->topic, r->partition, r->offset);

@@ -7,7 +7,8 @@
  *   scim_map.c    SS 12000 Person/Group -> SCIM User/Group bodies, who is a
  *                 student/staff/guardian, PATCH bodies per dialect
  *   scim_http.c   the HTTP client: one libcurl easy handle, auth, TLS
- *   scim_state.c  the local state (SQLite): id map, last documents, relations
+ *   scim_state.c  the local state (SQLite, on connectors/common/state_store.h):
+ *                 id map, last documents, relations
  */
 #ifndef SK_SCIM_H
 #define SK_SCIM_H
@@ -126,8 +127,10 @@ int scim_state_commit(struct scim_state *st, struct sk_error *err);
  * Returns 1 found, 0 not found. modified_us INT64_MIN if it had none. */
 int scim_state_get_doc(struct scim_state *st, const char *kind, const char *uuid, cJSON **doc,
                        int64_t *modified_us);
-void scim_state_put_doc(struct scim_state *st, const char *kind, const char *uuid, const cJSON *doc,
-                        int64_t modified_us);
+/* Stores the document's JSON text unless the stored one has a newer
+ * meta.modified (then false: a stale update, nothing changed). */
+bool scim_state_put_doc(struct scim_state *st, const char *kind, const char *uuid, const char *json,
+                        size_t json_len, int64_t modified_us);
 void scim_state_del_doc(struct scim_state *st, const char *kind, const char *uuid);
 
 /* Duties: which person holds which role. get returns 1 if known. person[37]. */

@@ -613,14 +613,11 @@ static int apply_person(struct scim_sink *s, const struct sk_record *r, struct s
         scim_state_set_responsibles(s->state, r->key, NULL);
         rc = reconcile_user(s, r->key, true, err);
     } else {
-        int64_t applied_us;
-        bool known = scim_state_get_doc(s->state, "Person", r->key, NULL, &applied_us) == 1;
-        if (stale(r, known, applied_us)) {
+        if (!scim_state_put_doc(s->state, "Person", r->key, r->json, r->json_len, r->modified_us)) {
             sk_debug(s->component, "person %s: older than the applied version, skipped", r->key);
             scim_strlist_free(&guardians);
             return 0;
         }
-        scim_state_put_doc(s->state, "Person", r->key, r->doc, r->modified_us);
         struct sk_strlist now = {0};
         if (scim_person_is_student(r->doc, s->today)) {
             const cJSON *resp;
@@ -687,11 +684,8 @@ static int apply_group(struct scim_sink *s, const struct sk_record *r, struct sk
         scim_state_set_members(s->state, r->key, NULL);
         return reconcile_group(s, r->key, true, err);
     }
-    int64_t applied_us;
-    bool known = scim_state_get_doc(s->state, "Group", r->key, NULL, &applied_us) == 1;
-    if (stale(r, known, applied_us))
-        return 0;
-    scim_state_put_doc(s->state, "Group", r->key, r->doc, r->modified_us);
+    if (!scim_state_put_doc(s->state, "Group", r->key, r->json, r->json_len, r->modified_us))
+        return 0; /* older than the applied version */
     struct sk_strlist persons = {0};
     const cJSON *m;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r->doc, "groupMemberships"))
@@ -861,19 +855,22 @@ static int scim_apply(struct sk_sink *self, const struct sk_record *recs, size_t
         }
         struct sk_error e = {0};
         int rc = 0;
-        switch (kind_of(r)) {
-        case K_PERSON:
-            rc = apply_person(s, r, &e);
-            break;
-        case K_DUTY:
-            rc = apply_duty(s, r, &e);
-            break;
-        case K_GROUP:
-            rc = apply_group(s, r, &e);
-            break;
-        default:
-            break; /* not an entity this sink maps: nothing to do */
-        }
+        if (r->value && !r->json) /* the driver decodes every value it hands over */
+            rc = sk_error_set(&e, SK_ERR_PERMANENT, "record has a value but no decoded document");
+        else
+            switch (kind_of(r)) {
+            case K_PERSON:
+                rc = apply_person(s, r, &e);
+                break;
+            case K_DUTY:
+                rc = apply_duty(s, r, &e);
+                break;
+            case K_GROUP:
+                rc = apply_group(s, r, &e);
+                break;
+            default:
+                break; /* not an entity this sink maps: nothing to do */
+            }
         if (rc < 0 && !s->fatal) {
             set_outcome(o, &e);
             if (o->kind == SK_RETRY)

@@ -2,17 +2,19 @@
  * scim_state.c: the scim-sink's local state, one SQLite file per sink
  * (<state_dir>/<sink name>.db, mode 0600):
  *
- *   docs          the last applied SS 12000 Person and Group (after the
- *                 privacy policy) and its meta.modified: the stale guard,
+ *   persons,      the last applied SS 12000 Person and Group (after the
+ *   groups        privacy policy) and its meta.modified: the stale guard,
  *                 and what a person's account is rendered from when a Duty
- *                 or a student's responsibles make them a user later
+ *                 or a student's responsibles make them a user later (the
+ *                 shared state store's collection tables, state_store.h;
+ *                 the table `docs` of older versions is moved into them)
  *   duties        duty -> person, role, still current
  *   responsibles  student -> guardian
  *   members       group -> person (current memberships)
  *   scim_ids      SS 12000 UUID -> SCIM id, and the body last sent
  *   dirty_groups  groups whose member list must be sent again
  *
- * Owns: the schema and its statements. Must never: be the only copy of
+ * Owns: the relation tables and their statements. Must never: be the only copy of
  * anything the SCIM server or Kafka cannot give back. A lost state file is
  * rebuilt by replaying the topics; the SCIM ids are found again by
  * externalId (scim_sink.c), so it never causes duplicates.
@@ -27,14 +29,10 @@
 #include <sqlite3.h>
 
 #include "scim.h"
+#include "state_store.h"
 #include "util.h"
 
 enum stmt {
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_GET_DOC,
-    ST_PUT_DOC,
-    ST_DEL_DOC,
     ST_GET_DUTY,
     ST_PUT_DUTY,
     ST_DEL_DUTY,
@@ -56,13 +54,6 @@ enum stmt {
 };
 
 static const char *const sql_text[ST_COUNT] = {
-    [ST_BEGIN] = "BEGIN",
-    [ST_COMMIT] = "COMMIT",
-    [ST_GET_DOC] = "SELECT doc, modified_us FROM docs WHERE kind = ?1 AND uuid = ?2",
-    [ST_PUT_DOC] = "INSERT INTO docs(kind, uuid, doc, modified_us) VALUES(?1, ?2, ?3, ?4) "
-                   "ON CONFLICT(kind, uuid) DO UPDATE SET doc = excluded.doc, "
-                   "modified_us = excluded.modified_us",
-    [ST_DEL_DOC] = "DELETE FROM docs WHERE kind = ?1 AND uuid = ?2",
     [ST_GET_DUTY] = "SELECT person, modified_us FROM duties WHERE uuid = ?1",
     [ST_PUT_DUTY] = "INSERT INTO duties(uuid, person, role, current, modified_us) "
                     "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(uuid) DO UPDATE SET "
@@ -90,10 +81,6 @@ static const char *const sql_text[ST_COUNT] = {
 };
 
 static const char schema_sql[] =
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=NORMAL;"
-    "CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, uuid TEXT NOT NULL, doc TEXT NOT NULL, "
-    "  modified_us INTEGER, PRIMARY KEY(kind, uuid)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS duties(uuid TEXT PRIMARY KEY, person TEXT NOT NULL, role TEXT, "
     "  current INTEGER NOT NULL, modified_us INTEGER);"
     "CREATE INDEX IF NOT EXISTS duties_person ON duties(person);"
@@ -107,8 +94,20 @@ static const char schema_sql[] =
     "  scim_id TEXT NOT NULL, sent TEXT, PRIMARY KEY(kind, uuid)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS dirty_groups(grp TEXT PRIMARY KEY) WITHOUT ROWID;";
 
+/* The collections of the documents kept, by the kind the sink names them with. */
+static const char *const collections[] = {"persons", "groups"};
+
+/* Before the shared store, both kinds were one table (docs), keyed by kind and uuid. */
+static const char migrate_docs_sql[] =
+    "INSERT OR IGNORE INTO persons(id, doc, modified, modified_us) SELECT uuid, doc, "
+    "  json_extract(doc, '$.meta.modified'), modified_us FROM docs WHERE kind = 'Person';"
+    "INSERT OR IGNORE INTO groups(id, doc, modified, modified_us) SELECT uuid, doc, "
+    "  json_extract(doc, '$.meta.modified'), modified_us FROM docs WHERE kind = 'Group';"
+    "DROP TABLE docs;";
+
 struct scim_state {
-    sqlite3 *db;
+    struct sk_state *store;
+    sqlite3 *db; /* the store's connection */
     sqlite3_stmt *st[ST_COUNT];
     char err[256]; /* the first failure since scim_state_take_error */
 };
@@ -166,6 +165,25 @@ static int64_t column_modified(sqlite3_stmt *st, int i)
     return sqlite3_column_type(st, i) == SQLITE_NULL ? INT64_MIN : sqlite3_column_int64(st, i);
 }
 
+static const char *collection_of(const char *kind)
+{
+    return strcmp(kind, "Group") == 0 ? collections[1] : collections[0];
+}
+
+static int ensure_schema(struct sk_state *store, void *ctx, struct sk_error *err)
+{
+    if (sk_state_exec(store, schema_sql, err) < 0)
+        return -1;
+    sqlite3_stmt *q;
+    if (sk_state_prepare(store,
+                         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'docs'", &q,
+                         err) < 0)
+        return -1;
+    bool old = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_finalize(q);
+    return old ? sk_state_exec(store, migrate_docs_sql, err) : 0;
+}
+
 struct scim_state *scim_state_open(const char *dir, const char *name, struct sk_error *err)
 {
     struct scim_state *s = sk_calloc(1, sizeof(*s));
@@ -175,29 +193,19 @@ struct scim_state *scim_state_open(const char *dir, const char *name, struct sk_
         goto fail;
     }
     path = sk_asprintf("%s/%s.db", dir, name);
-    int rc = sqlite3_open_v2(
-        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        sk_error_set(err, SK_ERR_FATAL, "state %s: %s", path,
-                     s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    struct sk_state_opts o = {.path = path,
+                              .busy_timeout_ms = 5000,
+                              .private_file = true, /* person documents */
+                              .collections = collections,
+                              .n_collections = 2,
+                              .schema = ensure_schema};
+    s->store = sk_state_open(&o, err);
+    if (!s->store)
         goto fail;
-    }
-    chmod(path, 0600); /* person documents: not for other local users */
-    sqlite3_busy_timeout(s->db, 5000);
-    char *msg = NULL;
-    if (sqlite3_exec(s->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
-        sk_error_set(err, SK_ERR_FATAL, "state %s: %s", path, msg ? msg : "schema failed");
-        sqlite3_free(msg);
-        goto fail;
-    }
-    for (int i = 0; i < ST_COUNT; i++) {
-        if (sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
-                               NULL) != SQLITE_OK) {
-            sk_error_set(err, SK_ERR_FATAL, "state %s: preparing \"%.60s\": %s", path, sql_text[i],
-                         sqlite3_errmsg(s->db));
+    s->db = sk_state_db(s->store);
+    for (int i = 0; i < ST_COUNT; i++)
+        if (sk_state_prepare(s->store, sql_text[i], &s->st[i], err) < 0)
             goto fail;
-        }
-    }
     free(path);
     return s;
 fail:
@@ -212,69 +220,60 @@ void scim_state_close(struct scim_state *s)
         return;
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
-    if (s->db && !sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_close(s->db);
+    sk_state_close(s->store);
     free(s);
 }
 
 int scim_state_begin(struct scim_state *s, struct sk_error *err)
 {
-    if (!sqlite3_get_autocommit(s->db))
-        return 0;
-    int rc = sqlite3_step(s->st[ST_BEGIN]);
-    sqlite3_reset(s->st[ST_BEGIN]);
-    if (rc != SQLITE_DONE)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "state BEGIN: %s", sqlite3_errmsg(s->db));
-    return 0;
+    return sk_state_begin(s->store, err);
 }
 
 int scim_state_commit(struct scim_state *s, struct sk_error *err)
 {
-    if (sqlite3_get_autocommit(s->db))
-        return 0;
-    int rc = sqlite3_step(s->st[ST_COMMIT]);
-    sqlite3_reset(s->st[ST_COMMIT]);
-    if (rc != SQLITE_DONE) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "state COMMIT: %s", sqlite3_errmsg(s->db));
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    return sk_state_commit(s->store, err);
+}
+
+/* A store failure, kept for the batch's error (scim_state_take_error). */
+static void note_store_error(struct scim_state *s, const struct sk_error *e)
+{
+    if (!s->err[0])
+        snprintf(s->err, sizeof(s->err), "state: %.240s", e->msg);
 }
 
 int scim_state_get_doc(struct scim_state *s, const char *kind, const char *uuid, cJSON **doc,
                        int64_t *modified_us)
 {
-    sqlite3_stmt *st = bind(s, ST_GET_DOC, 2, kind, uuid);
-    int found = 0;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        found = 1;
-        if (doc)
-            *doc = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-        if (modified_us)
-            *modified_us = column_modified(st, 1);
-    } else if (rc != SQLITE_DONE) {
-        note_error(s, "reading docs");
+    struct sk_error e = {0};
+    char *text = NULL;
+    int found =
+        sk_state_get(s->store, collection_of(kind), uuid, doc ? &text : NULL, modified_us, &e);
+    if (found < 0) {
+        note_store_error(s, &e);
+        return 0;
     }
-    sqlite3_reset(st);
+    if (found && doc)
+        *doc = cJSON_Parse(text);
+    free(text);
     return found;
 }
 
-void scim_state_put_doc(struct scim_state *s, const char *kind, const char *uuid, const cJSON *doc,
-                        int64_t modified_us)
+bool scim_state_put_doc(struct scim_state *s, const char *kind, const char *uuid, const char *json,
+                        size_t json_len, int64_t modified_us)
 {
-    char *text = cJSON_PrintUnformatted(doc);
-    sqlite3_stmt *st = bind(s, ST_PUT_DOC, 3, kind, uuid, text);
-    bind_modified(st, 4, modified_us);
-    run(s, st, "writing docs");
-    free(text);
+    struct sk_error e = {0};
+    enum sk_state_put put = SK_STATE_WRITTEN;
+    if (sk_state_upsert(s->store, collection_of(kind), uuid, json, json_len, modified_us, &put,
+                        &e) < 0)
+        note_store_error(s, &e);
+    return put != SK_STATE_STALE;
 }
 
 void scim_state_del_doc(struct scim_state *s, const char *kind, const char *uuid)
 {
-    run(s, bind(s, ST_DEL_DOC, 2, kind, uuid), "deleting docs");
+    struct sk_error e = {0};
+    if (sk_state_delete(s->store, collection_of(kind), uuid, NULL, &e) < 0)
+        note_store_error(s, &e);
 }
 
 int scim_state_get_duty(struct scim_state *s, const char *uuid, char person[37],

@@ -19,11 +19,13 @@
 
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "connector.h"
 #include "drivers.h"
 #include "model.h"
+#include "buf.h"
 #include "util.h"
 
 char *skt_tmpdir(const char *tag)
@@ -485,21 +487,40 @@ static void *conf_from_yaml(const struct sk_option *table, size_t conf_size, con
     return conf;
 }
 
-struct sk_sink *skt_sink_open(const char *type, const char *yaml,
-                              const struct sk_entity *const *entities, size_t n_entities,
-                              const char *incarnation)
+int skt_sink_try_open(const char *type, const char *name, const char *yaml,
+                      const struct sk_entity *const *entities, size_t n_entities,
+                      const char *incarnation, struct sk_sink **out, struct sk_error *err)
 {
     const struct sk_sink_ops *ops = sk_registry_sink(type);
     cr_assert_not_null(ops, "no sink type %s", type);
     struct sk_sink *s = sk_calloc(1, sizeof(*s));
     s->ops = ops;
-    s->name = "test-sink";
+    s->name = name ? name : "test-sink";
     s->conf = conf_from_yaml(ops->options, ops->conf_size, yaml);
-    s->incarnation = incarnation ? incarnation : "test-incarnation";
+    s->incarnation = incarnation;
     s->entities = entities ? entities : sk_entities;
     s->n_entities = entities ? n_entities : SK_ENTITY_COUNT;
+    *out = NULL;
+    int rc = ops->open(s, err);
+    if (rc == 0) {
+        *out = s;
+        return 0;
+    }
+    sk_options_free(ops->options, s->conf); /* a failed open cleaned up after itself */
+    free(s->conf);
+    free(s);
+    return rc;
+}
+
+struct sk_sink *skt_sink_open(const char *type, const char *yaml,
+                              const struct sk_entity *const *entities, size_t n_entities,
+                              const char *incarnation)
+{
+    struct sk_sink *s;
     struct sk_error err = {0};
-    cr_assert_eq(ops->open(s, &err), 0, "open %s: %s", type, err.msg);
+    cr_assert_eq(skt_sink_try_open(type, NULL, yaml, entities, n_entities,
+                                   incarnation ? incarnation : "test-incarnation", &s, &err),
+                 0, "open %s: %s", type, err.msg);
     return s;
 }
 
@@ -534,4 +555,175 @@ void skt_source_close(struct sk_source *s)
     sk_options_free(s->ops->options, s->conf);
     free(s->conf);
     free(s);
+}
+
+/* ---- records as the sink driver hands them over ------------------------------ */
+
+void skt_record_decode(struct sk_record *r, const struct sk_privacy *privacy)
+{
+    static const struct sk_privacy keep_all = {0};
+    struct sk_buf json = {0};
+    cJSON *doc = NULL;
+    struct sk_error err = {0};
+    uint8_t *value = r->value;
+    int rc = value ? sk_sink_decode(privacy ? privacy : &keep_all, r, &doc, &json, &err) : -1;
+    if (rc == 0)
+        r->json = sk_buf_take(&json);
+    sk_buf_free(&json);
+    if (rc == 1)
+        free(value); /* the policy made it a delete: no value */
+}
+
+void skt_record_free(struct sk_record *r)
+{
+    free(r->value);
+    cJSON_Delete((cJSON *)r->doc);
+    free((char *)r->json);
+    r->value = NULL;
+    r->doc = NULL;
+    r->json = NULL;
+}
+
+static struct sk_record *recs_next(struct skt_recs *b, const char *entity)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 64;
+        b->v = sk_realloc(b->v, b->cap * sizeof(*b->v));
+        b->out = sk_realloc(b->out, b->cap * sizeof(*b->out));
+    }
+    const struct sk_entity *e = sk_entity_by_name(entity);
+    if (!e)
+        e = sk_entity_by_collection(entity);
+    cr_assert_not_null(e, "no entity type %s", entity);
+    struct sk_record *r = &b->v[b->n];
+    memset(r, 0, sizeof(*r));
+    r->entity = e;
+    r->topic = e->collection;
+    r->offset = (int64_t)b->n++;
+    r->modified_us = INT64_MIN;
+    return r;
+}
+
+struct sk_record *skt_recs_add(struct skt_recs *b, const char *entity, const char *key,
+                               const char *json, const struct sk_privacy *privacy)
+{
+    struct sk_record *r = recs_next(b, entity);
+    if (key)
+        snprintf(r->key, sizeof(r->key), "%s", key);
+    if (!json)
+        return r;
+    struct sk_error err = {0};
+    char id[37];
+    int64_t modified_us;
+    cr_assert_eq(sk_codec_encode(r->entity, json, strlen(json), &r->value, &r->value_len, id,
+                                 &modified_us, &err),
+                 0, "%s: %s", err.msg, json);
+    if (!key)
+        snprintf(r->key, sizeof(r->key), "%s", id);
+    skt_record_decode(r, privacy);
+    cr_assert(!r->value || r->json, "%s does not decode", json);
+    return r;
+}
+
+struct sk_record *skt_recs_add_raw(struct skt_recs *b, const char *entity, const char *key,
+                                   uint8_t *value, size_t len)
+{
+    struct sk_record *r = recs_next(b, entity);
+    snprintf(r->key, sizeof(r->key), "%s", key);
+    r->value = value;
+    r->value_len = len;
+    return r;
+}
+
+int skt_recs_apply(struct sk_sink *s, struct skt_recs *b, struct sk_error *err)
+{
+    sk_error_clear(err);
+    for (size_t i = 0; i < b->n; i++) {
+        b->out[i].kind = SK_APPLIED;
+        sk_error_clear(&b->out[i].err);
+    }
+    return s->ops->apply(s, b->v, b->n, b->out, err);
+}
+
+void skt_recs_apply_ok(struct sk_sink *s, struct skt_recs *b)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(skt_recs_apply(s, b, &err), 0, "apply: %s", err.msg);
+}
+
+void skt_recs_clear(struct skt_recs *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        skt_record_free(&b->v[i]);
+    b->n = 0;
+}
+
+void skt_recs_free(struct skt_recs *b)
+{
+    skt_recs_clear(b);
+    free(b->v);
+    free(b->out);
+    memset(b, 0, sizeof(*b));
+}
+
+/* ---- the test PostgreSQL --------------------------------------------------------- */
+
+PGconn *skt_pg_connect(void)
+{
+    const char *ci = getenv("SK_TEST_PG");
+    cr_assert(ci && *ci, "SK_TEST_PG is not set: run under scripts/with-testenv.sh");
+    char *full = skt_fmt("%s connect_timeout=5", ci);
+    PGconn *c = PQconnectdb(full);
+    free(full);
+    return c;
+}
+
+char *skt_pg_table(const char *collection)
+{
+    struct sk_buf b = {0};
+    for (const char *p = collection; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            sk_buf_putc(&b, '_');
+            sk_buf_putc(&b, (char)(*p - 'A' + 'a'));
+        } else {
+            sk_buf_putc(&b, *p);
+        }
+    }
+    return sk_buf_take(&b);
+}
+
+long long skt_pg_total_rows(PGconn *c, const char *schema)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return -1;
+    struct sk_buf sql = {0};
+    sk_buf_puts(&sql, "SELECT 0");
+    for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
+        char *t = skt_pg_table(sk_entities[i]->collection);
+        sk_buf_printf(&sql, " + (SELECT count(*) FROM \"%s\".\"%s\")", schema, t);
+        free(t);
+    }
+    PGresult *r = PQexec(c, sql.p);
+    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    sk_buf_free(&sql);
+    return n;
+}
+
+char *skt_sqlite_value(const char *db_path, const char *sql, const char *param)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "%s",
+                 db_path);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
+    if (param)
+        sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT);
+    char *out = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        out = sk_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
 }

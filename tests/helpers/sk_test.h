@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <cjson/cJSON.h>
@@ -77,21 +78,87 @@ bool skt_json_equal(const cJSON *a, const cJSON *b);
  */
 bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why, size_t why_size);
 
+struct sk_sink;
+struct sk_error;
+struct sk_outcome;
+
 /*
  * Opens a connector the way the core does: its conf struct filled from the
  * YAML options text by its option table, then open(). Fails the test on any
  * configuration or open error. entities NULL = all 18. Close with
  * skt_sink_close / skt_source_close (frees everything).
  */
-struct sk_sink;
 struct sk_source;
 struct sk_entity;
 struct sk_sink *skt_sink_open(const char *type, const char *yaml,
                               const struct sk_entity *const *entities, size_t n_entities,
                               const char *incarnation);
-void skt_sink_close(struct sk_sink *s);
+/* The same with a name (NULL: "test-sink") and open's result: 0 with *out
+ * set, or open's error in err and *out NULL (everything freed). */
+int skt_sink_try_open(const char *type, const char *name, const char *yaml,
+                      const struct sk_entity *const *entities, size_t n_entities,
+                      const char *incarnation, struct sk_sink **out, struct sk_error *err);
+void skt_sink_close(struct sk_sink *s); /* NULL is fine */
 struct sk_source *skt_source_open(const char *type, const char *yaml);
 void skt_source_close(struct sk_source *s);
+
+/*
+ * Records as the sink driver hands them to a sink (connector.h, struct
+ * sk_record). skt_record_decode: r->value decoded by the driver's own code
+ * (sk_sink_decode) with privacy applied (NULL: keep everything): r->doc,
+ * r->json and r->modified_us filled, or r->value NULL when the policy made
+ * the record a delete; a value that does not decode is left as it is (what a
+ * sink would get if the driver were bypassed). skt_record_free frees value,
+ * doc and json.
+ */
+struct sk_record;
+struct sk_privacy;
+void skt_record_decode(struct sk_record *r, const struct sk_privacy *privacy);
+void skt_record_free(struct sk_record *r);
+
+/*
+ * A batch of records for a sink, built as above. skt_recs_add: the SS 12000
+ * document json of the entity type `entity` (a name or a collection)
+ * encoded, then decoded as the driver does; json NULL: a tombstone of key
+ * (key NULL: the document's id). Its topic is the collection, partition 0,
+ * offset its index in the batch: the caller may change them.
+ */
+struct skt_recs {
+    struct sk_record *v; /* grown as records are added: a record pointer holds until the next add */
+    struct sk_outcome *out;
+    size_t n, cap;
+};
+struct sk_record *skt_recs_add(struct skt_recs *b, const char *entity, const char *key,
+                               const char *json, const struct sk_privacy *privacy);
+/* A record with value as its raw value, not decoded (takes value). */
+struct sk_record *skt_recs_add_raw(struct skt_recs *b, const char *entity, const char *key,
+                                   uint8_t *value, size_t len);
+/* apply() on every record of b (outcomes in b->out); returns what apply returned, err filled. */
+int skt_recs_apply(struct sk_sink *s, struct skt_recs *b, struct sk_error *err);
+/* The same, failing the test unless apply returns 0. */
+void skt_recs_apply_ok(struct sk_sink *s, struct skt_recs *b);
+/* Frees every record; the batch is empty again (and reusable). */
+void skt_recs_clear(struct skt_recs *b);
+void skt_recs_free(struct skt_recs *b);
+
+/*
+ * The first column of the first row of sql in the SQLite database db_path,
+ * read over a connection of its own (read-only); param binds ?1 unless NULL.
+ * NULL when there is no row or the value is NULL; caller frees.
+ */
+char *skt_sqlite_value(const char *db_path, const char *sql, const char *param);
+
+/*
+ * The test PostgreSQL (SK_TEST_PG, connect timeout 5 s; fails the test when
+ * unset): a new connection (check PQstatus; PQfinish it). skt_pg_table: the
+ * postgres-sink's table of a collection ("studyPlans" -> "study_plans");
+ * caller frees. skt_pg_total_rows: rows over every collection's table of
+ * schema, or -1 (no connection, not migrated yet).
+ */
+struct pg_conn; /* libpq's PGconn */
+struct pg_conn *skt_pg_connect(void);
+char *skt_pg_table(const char *collection);
+long long skt_pg_total_rows(struct pg_conn *c, const char *schema);
 
 /*
  * The HTTP port a daemon logged ("HTTP server on http://127.0.0.1:PORT") in

@@ -59,21 +59,11 @@
 static pid_t g_server = -1, g_daemon = -1;
 static char *g_schema;
 
-static PGconn *pg_connect(void)
-{
-    const char *ci = getenv("SK_TEST_PG");
-    cr_assert(ci && *ci, "SK_TEST_PG is not set: run under scripts/with-testenv.sh");
-    char *full = skt_fmt("%s connect_timeout=5", ci);
-    PGconn *c = PQconnectdb(full);
-    free(full);
-    return c;
-}
-
 static void drop_schema(void)
 {
     if (!g_schema)
         return;
-    PGconn *c = pg_connect();
+    PGconn *c = skt_pg_connect();
     if (PQstatus(c) == CONNECTION_OK) {
         char *sql = skt_fmt(
             "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS \"%s\" CASCADE", g_schema);
@@ -176,43 +166,6 @@ static size_t dump_total(const cJSON *d)
 /* ---- PostgreSQL ------------------------------------------------------------------ */
 
 /* postgres-sink table of a collection: camelCase -> snake_case. */
-static char *pg_table(const char *collection)
-{
-    char *t = malloc(strlen(collection) * 2 + 1), *o = t;
-    for (const char *p = collection; *p; p++) {
-        if (*p >= 'A' && *p <= 'Z') {
-            *o++ = '_';
-            *o++ = (char)(*p - 'A' + 'a');
-        } else {
-            *o++ = *p;
-        }
-    }
-    *o = '\0';
-    return t;
-}
-
-/* Rows over every table of the schema, or -1 (not migrated yet, no connection). */
-static long long pg_total_rows(PGconn *c, const char *schema)
-{
-    if (PQstatus(c) != CONNECTION_OK)
-        return -1;
-    char *sql = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&sql, &len);
-    fputs("SELECT 0", f);
-    for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
-        char *t = pg_table(sk_entities[i]->collection);
-        fprintf(f, " + (SELECT count(*) FROM \"%s\".\"%s\")", schema, t);
-        free(t);
-    }
-    fclose(f);
-    PGresult *r = PQexec(c, sql);
-    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
-    PQclear(r);
-    free(sql);
-    return n;
-}
-
 struct expect {
     const char *id;
     const cJSON *doc;
@@ -260,7 +213,7 @@ static bool pg_equals_dump(PGconn *c, const char *schema, const cJSON *dump, cha
             ex[k++] = (struct expect){id->valuestring, e};
         }
         qsort(ex, n, sizeof(*ex), cmp_expect);
-        char *t = pg_table(coll);
+        char *t = skt_pg_table(coll);
         char *sql =
             skt_fmt("SELECT id::text, doc::text FROM \"%s\".\"%s\" ORDER BY id::text", schema, t);
         PGresult *r = PQexec(c, sql);
@@ -364,9 +317,9 @@ static long long wait_rows(struct trial *t, PGconn **c, long long want, int time
         cr_assert(alive(g_daemon), "the daemon exited (log %s)", t->log);
         if (!*c || PQstatus(*c) != CONNECTION_OK) {
             PQfinish(*c);
-            *c = pg_connect();
+            *c = skt_pg_connect();
         }
-        rows = pg_total_rows(*c, t->schema);
+        rows = skt_pg_total_rows(*c, t->schema);
         if (rows >= want)
             return rows;
         cr_assert_lt(sk_mono_ms() - t0, (int64_t)timeout_s * 1000,
@@ -570,7 +523,7 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     int ms = draw(&rng, 300, 2500);
     usleep((useconds_t)ms * 1000);
     daemon_kill9(&t, 1, skt_fmt("%d ms after the start", ms),
-                 pg_total_rows(c = pg_connect(), t.schema));
+                 skt_pg_total_rows(c = skt_pg_connect(), t.schema));
 
     /* 2, 3: at a random share of the dataset in PostgreSQL */
     int pct[2] = {draw(&rng, 5, 45), draw(&rng, 50, 95)};
@@ -590,7 +543,7 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     ms = draw(&rng, 200, 4000);
     usleep((useconds_t)ms * 1000);
     char *when = skt_fmt("%d ms after mutation wave 1", ms);
-    daemon_kill9(&t, 4, when, pg_total_rows(c, t.schema));
+    daemon_kill9(&t, 4, when, skt_pg_total_rows(c, t.schema));
     free(when);
 
     /* 5: the sync (nearly) through, a second wave, a delta run under way */
@@ -600,7 +553,7 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     ms = draw(&rng, 500, 5000);
     usleep((useconds_t)ms * 1000);
     when = skt_fmt("%d ms after mutation wave 2", ms);
-    daemon_kill9(&t, 5, when, pg_total_rows(c, t.schema));
+    daemon_kill9(&t, 5, when, skt_pg_total_rows(c, t.schema));
     free(when);
 
     /* last restart: wait until PostgreSQL equals the server (bounded) */
@@ -616,9 +569,9 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
         cr_assert(alive(g_daemon), "the daemon exited (log %s)", t.log);
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
-            c = pg_connect();
+            c = skt_pg_connect();
         }
-        rows = pg_total_rows(c, t.schema);
+        rows = skt_pg_total_rows(c, t.schema);
         /* the full comparison only once the count is right (it is the expensive part) */
         if (rows == (long long)final_total)
             ok = pg_equals_dump(c, t.schema, dump, why, sizeof(why));

@@ -549,17 +549,9 @@ static void check_files(const struct setup *s, const struct dataset *d)
 /* 2: the sqlite doc of a person, or NULL. */
 static cJSON *sqlite_doc(const char *db_path, const char *id)
 {
-    sqlite3 *db = NULL;
-    cr_assert_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT doc FROM persons WHERE id = ?", -1, &st, NULL),
-                 SQLITE_OK, "%s", sqlite3_errmsg(db));
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    cJSON *doc = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        doc = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    char *text = skt_sqlite_value(db_path, "SELECT doc FROM persons WHERE id = ?1", id);
+    cJSON *doc = text ? cJSON_Parse(text) : NULL;
+    free(text);
     return doc;
 }
 

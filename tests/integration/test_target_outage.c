@@ -206,51 +206,6 @@ static void free_colls(struct coll colls[SK_ENTITY_COUNT])
 /* ---- PostgreSQL ------------------------------------------------------------- */
 
 /* postgres-sink table of a collection: camelCase -> snake_case. */
-static char *pg_table(const char *collection)
-{
-    char *t = malloc(strlen(collection) * 2 + 1), *o = t;
-    for (const char *p = collection; *p; p++) {
-        if (*p >= 'A' && *p <= 'Z') {
-            *o++ = '_';
-            *o++ = (char)(*p - 'A' + 'a');
-        } else {
-            *o++ = *p;
-        }
-    }
-    *o = '\0';
-    return t;
-}
-
-static PGconn *pg_connect(void)
-{
-    const char *ci = getenv("SK_TEST_PG");
-    cr_assert(ci && *ci, "SK_TEST_PG is not set: run under scripts/with-testenv.sh");
-    char *full = skt_fmt("%s connect_timeout=5", ci);
-    PGconn *c = PQconnectdb(full);
-    free(full);
-    return c;
-}
-
-/* Rows over every table of the schema, or -1 (e.g. not migrated yet). */
-static long long pg_total_rows(PGconn *c, const char *schema)
-{
-    char *sql = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&sql, &len);
-    fputs("SELECT 0", f);
-    for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
-        char *t = pg_table(sk_entities[i]->collection);
-        fprintf(f, " + (SELECT count(*) FROM \"%s\".\"%s\")", schema, t);
-        free(t);
-    }
-    fclose(f);
-    PGresult *r = PQexec(c, sql);
-    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
-    PQclear(r);
-    free(sql);
-    return n;
-}
-
 /* "topic[p]=next;..." of skolsync_offsets, sorted. */
 static char *pg_offsets(PGconn *c, const char *schema)
 {
@@ -273,7 +228,7 @@ static char *pg_offsets(PGconn *c, const char *schema)
  */
 static PGconn *pg_freeze(const char *schema, char **offsets, long long *rows)
 {
-    PGconn *c = pg_connect();
+    PGconn *c = skt_pg_connect();
     cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
     char *sql = skt_fmt("BEGIN ISOLATION LEVEL READ COMMITTED; "
                         "LOCK TABLE \"%s\".skolsync_offsets IN EXCLUSIVE MODE",
@@ -283,7 +238,7 @@ static PGconn *pg_freeze(const char *schema, char **offsets, long long *rows)
     PQclear(r);
     free(sql);
     *offsets = pg_offsets(c, schema);
-    *rows = pg_total_rows(c, schema);
+    *rows = skt_pg_total_rows(c, schema);
     return c;
 }
 
@@ -292,7 +247,7 @@ static void pg_assert_equals_dataset(PGconn *c, const char *schema,
                                      struct coll colls[SK_ENTITY_COUNT])
 {
     for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
-        char *t = pg_table(colls[i].e->collection);
+        char *t = skt_pg_table(colls[i].e->collection);
         char *sql =
             skt_fmt("SELECT id::text, doc::text FROM \"%s\".\"%s\" ORDER BY id::text", schema, t);
         PGresult *r = PQexec(c, sql);
@@ -464,9 +419,9 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
         cr_assert_lt(now_ms() - t0, 120000, "no rows in %s after 120 s (log %s)", schema, log);
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
-            c = pg_connect();
+            c = skt_pg_connect();
         }
-        rows = pg_total_rows(c, schema);
+        rows = skt_pg_total_rows(c, schema);
         if (rows >= 2000)
             break;
         usleep(50000);
@@ -529,7 +484,7 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
          * the shutdown itself: a fast shutdown ends our lock's session, and the
          * sink's transaction waiting for that lock may commit before its own
          * session is ended (seen once in CI). Nothing is written while down. */
-        c = pg_connect();
+        c = skt_pg_connect();
         char *sql = skt_fmt("SELECT topic || '[' || \"partition\" || ']=', next_offset, "
                             "updated_at >= pg_postmaster_start_time(), "
                             "updated_at <= to_timestamp(%lld.%03ld) "
@@ -572,9 +527,9 @@ Test(target_outage, postgres_down_30s_mid_sync, .timeout = 300, .fini = cleanup)
                      rows, total, log);
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
-            c = pg_connect();
+            c = skt_pg_connect();
         }
-        rows = pg_total_rows(c, schema);
+        rows = skt_pg_total_rows(c, schema);
         if (rows == (long long)total)
             break;
         usleep(200000);

@@ -27,20 +27,15 @@
 #include "drivers.h"
 #include "model.h"
 #include "privacy.h"
+#include "sk_test.h"
 #include "util.h"
 
-#define MAX_RECS 64
-
 static const struct sk_sink_ops *ops;
-static struct sk_sink sink;
-static bool opened;
+static struct sk_sink *sink;
 static char *state_dir;
 static char tag[16];
 static const struct sk_entity *entities[3];
-static struct sk_record recs[MAX_RECS];
-static cJSON *docs[MAX_RECS];
-static size_t n_recs;
-static struct sk_outcome outcomes[MAX_RECS];
+static struct skt_recs batch;
 static struct sk_privacy privacy;
 
 /* ---- the SCIM server, read directly --------------------------------------------- */
@@ -53,47 +48,25 @@ static const char *scim_url(void)
     return u;
 }
 
-static size_t collect(char *data, size_t size, size_t nmemb, void *ctx)
-{
-    char **buf = ctx;
-    size_t old = *buf ? strlen(*buf) : 0, n = size * nmemb;
-    *buf = sk_realloc(*buf, old + n + 1);
-    memcpy(*buf + old, data, n);
-    (*buf)[old + n] = '\0';
-    return n;
-}
-
 /* GET base+path; the parsed body (caller frees). */
 static cJSON *get_json(const char *path)
 {
-    CURL *c = curl_easy_init();
     char *url = sk_asprintf("%s%s", scim_url(), path), *body = NULL;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    CURLcode rc = curl_easy_perform(c);
-    cr_assert_eq(rc, CURLE_OK, "GET %s: %s", url, curl_easy_strerror(rc));
-    cJSON *json = body ? cJSON_Parse(body) : NULL;
-    cr_assert_not_null(json, "GET %s: not JSON: %s", url, body ? body : "");
+    long status = skt_http("GET", url, NULL, 10, &body);
+    cr_assert_neq(status, 0, "GET %s: no response", url);
+    cJSON *json = cJSON_Parse(body);
+    cr_assert_not_null(json, "GET %s: not JSON: %s", url, body);
     free(body);
     free(url);
-    curl_easy_cleanup(c);
     return json;
 }
 
 /* DELETE base+path behind the sink's back; the status. */
 static long http_delete(const char *path)
 {
-    CURL *c = curl_easy_init();
     char *url = sk_asprintf("%s%s", scim_url(), path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    long status = skt_http("DELETE", url, NULL, 10, NULL);
+    cr_assert_neq(status, 0, "DELETE %s: no response", url);
     free(url);
     return status;
 }
@@ -161,37 +134,23 @@ static void setup(void)
     /* the privacy policy the driver applies with this sink type's defaults */
     struct sk_sink_settings none = {0};
     sk_sink_privacy_resolve(&none, ops, &privacy);
-    memset(&sink, 0, sizeof(sink));
-    opened = false;
-    n_recs = 0;
 }
 
 static void clear_records(void)
 {
-    for (size_t i = 0; i < n_recs; i++) {
-        free(recs[i].value);
-        cJSON_Delete(docs[i]);
-        docs[i] = NULL;
-    }
-    n_recs = 0;
+    skt_recs_clear(&batch);
 }
 
 static void close_sink(void)
 {
-    if (opened)
-        ops->close(&sink);
-    opened = false;
-    if (sink.conf) {
-        sk_options_free(ops->options, sink.conf);
-        free(sink.conf);
-        sink.conf = NULL;
-    }
+    skt_sink_close(sink);
+    sink = NULL;
 }
 
 static void teardown(void)
 {
     close_sink();
-    clear_records();
+    skt_recs_free(&batch);
     sk_sink_privacy_free(&privacy);
     if (!state_dir)
         return; /* setup failed before it made one */
@@ -207,22 +166,8 @@ static int open_with(const char *extra_yaml, const char *url, struct sk_error *e
 {
     char *yaml = sk_asprintf("url: %s\nstate_dir: %s\ntimeout: 10s\n%s", url ? url : scim_url(),
                              state_dir, extra_yaml ? extra_yaml : "");
-    struct sk_config_errors errs = {0};
-    struct sk_cnode *root = sk_config_load_string(yaml, strlen(yaml), "test.yaml", &errs);
-    cr_assert_not_null(root);
-    sink.ops = ops;
-    sink.name = "scim-test";
-    sink.conf = sk_calloc(1, ops->conf_size);
-    int n_errs = sk_options_apply(ops->options, root, sink.conf, &errs);
-    cr_assert_eq(n_errs, 0, "%s", errs.n ? errs.v[0].text : "");
-    sk_config_errors_free(&errs);
-    sk_cnode_free(root);
+    int rc = skt_sink_try_open("scim-sink", "scim-test", yaml, entities, 3, "test", &sink, err);
     free(yaml);
-    sink.incarnation = "test";
-    sink.entities = entities;
-    sink.n_entities = 3;
-    int rc = ops->open(&sink, err);
-    opened = rc == 0;
     return rc;
 }
 
@@ -232,60 +177,29 @@ static void open_sink(const char *extra_yaml)
     cr_assert_eq(open_with(extra_yaml, NULL, &err), 0, "%s", err.msg);
 }
 
-/* Adds a record as the sink driver hands it over: protobuf value, decoded doc after privacy. */
+/* Adds a record as the sink driver hands it over, with this sink type's privacy defaults. */
 static void add_json(const char *entity, const char *json)
 {
-    cr_assert_lt(n_recs, MAX_RECS);
-    const struct sk_entity *e = sk_entity_by_name(entity);
-    struct sk_record *r = &recs[n_recs];
-    memset(r, 0, sizeof(*r));
-    struct sk_error err = {0};
-    int64_t modified_us;
-    cr_assert_eq(sk_codec_encode(e, json, strlen(json), &r->value, &r->value_len, r->key,
-                                 &modified_us, &err),
-                 0, "%s: %s", err.msg, json);
-    r->entity = e;
-    r->topic = e->collection;
-    r->offset = (int64_t)n_recs;
-    char *text = sk_codec_decode(e, r->value, r->value_len, &r->modified_us, &err);
-    cr_assert_not_null(text, "%s", err.msg);
-    cJSON *doc = cJSON_Parse(text);
-    free(text);
-    if (sk_privacy_apply(&privacy, e, doc) == SK_PRIVACY_DELETE) {
-        cJSON_Delete(doc);
-        free(r->value);
-        r->value = NULL;
-        r->value_len = 0;
-        doc = NULL;
-    }
-    docs[n_recs] = doc;
-    r->doc = doc;
-    n_recs++;
+    skt_recs_add(&batch, entity, NULL, json, &privacy);
 }
 
 static void add_tombstone(const char *entity, const char *uuid)
 {
-    cr_assert_lt(n_recs, MAX_RECS);
-    struct sk_record *r = &recs[n_recs];
-    memset(r, 0, sizeof(*r));
-    r->entity = sk_entity_by_name(entity);
-    snprintf(r->key, sizeof(r->key), "%s", uuid);
-    r->topic = r->entity->collection;
-    r->modified_us = INT64_MIN;
-    docs[n_recs++] = NULL;
+    skt_recs_add(&batch, entity, uuid, NULL, NULL);
 }
 
 static void apply_all(void)
 {
     struct sk_error err = {0};
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), 0, "%s", err.msg);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), 0, "%s", err.msg);
 }
 
 static void assert_all_applied(void)
 {
-    for (size_t i = 0; i < n_recs; i++)
-        cr_assert_eq(outcomes[i].kind, SK_APPLIED, "record %zu (%s %s): outcome %d: %s", i,
-                     recs[i].entity->name, recs[i].key, outcomes[i].kind, outcomes[i].err.msg);
+    for (size_t i = 0; i < batch.n; i++)
+        cr_assert_eq(batch.out[i].kind, SK_APPLIED, "record %zu (%s %s): outcome %d: %s", i,
+                     batch.v[i].entity->name, batch.v[i].key, batch.out[i].kind,
+                     batch.out[i].err.msg);
 }
 
 /* ---- the dataset slice ---------------------------------------------------------- */
@@ -647,12 +561,12 @@ Test(scim_sink, server_400_rejects_the_record_with_its_detail)
     free(json);
     add_student(&x, 2, T1, "Cia", NULL);
     apply_all();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED, "%s", outcomes[0].err.msg);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
-    cr_assert_eq(outcomes[1].err.cls, SK_ERR_PERMANENT);
-    cr_assert(strstr(outcomes[1].err.msg, "400") && strstr(outcomes[1].err.msg, "spaces"),
-              "no server detail in: %s", outcomes[1].err.msg);
-    cr_assert_eq(outcomes[2].kind, SK_APPLIED, "%s", outcomes[2].err.msg);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED, "%s", batch.out[0].err.msg);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
+    cr_assert_eq(batch.out[1].err.cls, SK_ERR_PERMANENT);
+    cr_assert(strstr(batch.out[1].err.msg, "400") && strstr(batch.out[1].err.msg, "spaces"),
+              "no server detail in: %s", batch.out[1].err.msg);
+    cr_assert_eq(batch.out[2].kind, SK_APPLIED, "%s", batch.out[2].err.msg);
     cJSON *u = one("Users", x.s[2]);
     cr_assert_not_null(u, "the record after the rejected one was not applied");
     cJSON_Delete(u);
@@ -712,10 +626,10 @@ Test(scim_sink, user_name_taken_by_someone_else_is_rejected)
     add_json("Person", json);
     free(json);
     apply_all();
-    cr_assert_eq(outcomes[0].kind, SK_APPLIED, "%s", outcomes[0].err.msg);
-    cr_assert_eq(outcomes[1].kind, SK_REJECTED);
-    cr_assert(strstr(outcomes[1].err.msg, "409") && strstr(outcomes[1].err.msg, "uniqueness"), "%s",
-              outcomes[1].err.msg);
+    cr_assert_eq(batch.out[0].kind, SK_APPLIED, "%s", batch.out[0].err.msg);
+    cr_assert_eq(batch.out[1].kind, SK_REJECTED);
+    cr_assert(strstr(batch.out[1].err.msg, "409") && strstr(batch.out[1].err.msg, "uniqueness"),
+              "%s", batch.out[1].err.msg);
     cJSON *u = one("Users", x.s[1]);
     cr_assert_null(u, "the duplicate was created anyway");
 }
@@ -908,11 +822,11 @@ static void check_throttled(const char *url, struct canned *c)
     apply_all();
     int64_t took = sk_mono_ms() - t0;
     for (int i = 0; i < 2; i++) {
-        cr_assert_eq(outcomes[i].kind, SK_RETRY, "record %d: %d", i, outcomes[i].kind);
-        cr_assert_eq(outcomes[i].err.cls, SK_ERR_RETRIABLE);
-        cr_assert(strstr(outcomes[i].err.msg, "429") &&
-                      strstr(outcomes[i].err.msg, "Retry-After 7"),
-                  "%s", outcomes[i].err.msg);
+        cr_assert_eq(batch.out[i].kind, SK_RETRY, "record %d: %d", i, batch.out[i].kind);
+        cr_assert_eq(batch.out[i].err.cls, SK_ERR_RETRIABLE);
+        cr_assert(strstr(batch.out[i].err.msg, "429") &&
+                      strstr(batch.out[i].err.msg, "Retry-After 7"),
+                  "%s", batch.out[i].err.msg);
     }
     cr_assert_geq(took, 900, "Retry-After not honoured up to retry_after_max (%lld ms)",
                   (long long)took);
@@ -936,7 +850,7 @@ static void check_unauthorised(const char *url, struct canned *c)
     struct ids x;
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
     cr_assert(strstr(err.msg, "401"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "s3cr3t"), "the token leaked into: %s", err.msg);
@@ -957,8 +871,8 @@ Test(scim_sink, connection_refused_is_retry)
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
     apply_all();
-    cr_assert_eq(outcomes[0].kind, SK_RETRY);
-    cr_assert_eq(outcomes[0].err.cls, SK_ERR_RETRIABLE, "%s", outcomes[0].err.msg);
+    cr_assert_eq(batch.out[0].kind, SK_RETRY);
+    cr_assert_eq(batch.out[0].err.cls, SK_ERR_RETRIABLE, "%s", batch.out[0].err.msg);
 }
 
 /* An OAuth2 token endpoint and a SCIM server that wants its token. */
@@ -1033,7 +947,7 @@ static void check_oauth_refused(const char *url, struct canned *c)
     struct ids x;
     new_ids(&x);
     add_student(&x, 0, T1, "Alva", NULL);
-    cr_assert_eq(ops->apply(&sink, recs, n_recs, outcomes, &err), -1);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1);
     cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
     cr_assert(strstr(err.msg, "invalid_client"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "nope-secret"), "the secret leaked into: %s", err.msg);
