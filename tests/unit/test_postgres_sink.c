@@ -589,7 +589,12 @@ Test(postgres_sink, a_poison_record_is_rejected_and_the_rest_applied)
 {
     open_sink("inc-a");
     add_person(1, "2024-05-01T12:00:00Z", "Good", 0, 0);
-    add_person(2, "2024-05-01T12:00:00Z", "Bad\xff", 0, 1); /* not UTF-8: 22021 */
+    /* Not UTF-8: 22021. The codec refuses such text, so the bytes are put into
+     * the decoded document as a record from another producer would bring them. */
+    add_person(2, "2024-05-01T12:00:00Z", "Badx", 0, 1);
+    char *bad = strstr((char *)batch.v[batch.n - 1].json, "Badx");
+    cr_assert_not_null(bad);
+    bad[3] = (char)0xff;
     add_person(3, "2024-05-01T12:00:00Z", "Fine", 0, 2);
     /* A name too long for its btree index: 54000. */
     struct buf_big {
