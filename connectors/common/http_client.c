@@ -269,9 +269,10 @@ static int curl_failure(struct sk_http *h, CURLcode rc, const char *what, struct
                         h->curl_err[0] ? h->curl_err : curl_easy_strerror(rc));
 }
 
-/* Sends the request prepared on the handle; at most limit body bytes. */
-static int perform(struct sk_http *h, const char *what, size_t limit, struct sk_http_resp *resp,
-                   struct sk_error *err)
+/* Sends the request prepared on the handle; at most limit body bytes
+ * (limit_name: the option or rule that sets it, for the error message). */
+static int perform(struct sk_http *h, const char *what, size_t limit, const char *limit_name,
+                   struct sk_http_resp *resp, struct sk_error *err)
 {
     struct transfer t = {.limit = limit, .retry_after_ms = -1};
     CURL *c = h->curl;
@@ -286,9 +287,9 @@ static int perform(struct sk_http *h, const char *what, size_t limit, struct sk_
         sk_buf_free(&t.body);
         if (t.too_big || rc == CURLE_FILESIZE_EXCEEDED)
             return sk_error_set(err, SK_ERR_PERMANENT,
-                                "%s: response larger than max_response_size (%zu bytes, counted "
+                                "%s: response larger than %s (%zu bytes, counted "
                                 "decompressed); transfer aborted",
-                                what, limit);
+                                what, limit_name, limit);
         return curl_failure(h, rc, what, err);
     }
     memset(resp, 0, sizeof(*resp));
@@ -353,7 +354,7 @@ static int fetch_token(struct sk_http *h, struct sk_error *err)
     struct sk_http_resp r;
     size_t limit = c->max_response_size < TOKEN_RESPONSE_MAX ? (size_t)c->max_response_size
                                                              : TOKEN_RESPONSE_MAX;
-    int rc = perform(h, what, limit, &r, err);
+    int rc = perform(h, what, limit, "the limit of a token answer", &r, err);
     curl_slist_free_all(hdrs);
     wipe_free(form);
     if (rc) {
@@ -461,7 +462,8 @@ int sk_http_request(struct sk_http *h, const char *method, const char *url, cons
         }
         if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
             curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        int rc = perform(h, what, (size_t)h->conf.max_response_size, resp, err);
+        int rc =
+            perform(h, what, (size_t)h->conf.max_response_size, "max_response_size", resp, err);
         /* curl keeps a copy of each header line in its slist: wipe both */
         for (struct curl_slist *s = hdrs; s; s = s->next)
             explicit_bzero(s->data, strlen(s->data));
