@@ -337,7 +337,7 @@ Test(http_client, oauth2_token_is_refreshed_once_on_401)
 }
 
 /* expires_in 30 (the shortest trusted): used for 30 s less a quarter, then fetched again. */
-Test(http_client, oauth2_token_is_refreshed_before_it_expires, .timeout = 90)
+Test(http_client, oauth2_token_is_refreshed_before_it_expires)
 {
     set_token_answer(200, "{\"access_token\":\"tok-3\",\"expires_in\":30}", NULL);
     struct sk_http *h = oauth_client(0);
