@@ -256,18 +256,24 @@ static void get_ok(struct sk_http *h)
 
 TestSuite(http_client, .init = setup, .fini = teardown, .timeout = 60);
 
+/* One GET with c; the server saw exactly the Authorization and X-Api-Key given. */
+static void check_sent(const struct sk_http_conf *c, const char *want_auth, const char *want_apikey)
+{
+    struct sk_error err = {0};
+    struct sk_http *h = sk_http_new(c, "test", &err);
+    cr_assert_not_null(h, "%s", err.msg);
+    get_ok(h);
+    cr_assert_str_eq(srv.last_auth, want_auth);
+    cr_assert_str_eq(srv.last_apikey, want_apikey);
+    sk_http_free(h);
+}
+
 Test(http_client, bearer_header_is_sent)
 {
     struct sk_http_conf c = base_conf();
     c.auth = SK_HTTP_AUTH_BEARER;
     c.token = "s3cr3t-bearer";
-    struct sk_error err = {0};
-    struct sk_http *h = sk_http_new(&c, "test", &err);
-    cr_assert_not_null(h, "%s", err.msg);
-    get_ok(h);
-    cr_assert_str_eq(srv.last_auth, "Bearer s3cr3t-bearer");
-    cr_assert_str_empty(srv.last_apikey);
-    sk_http_free(h);
+    check_sent(&c, "Bearer s3cr3t-bearer", "");
 }
 
 Test(http_client, api_key_header_is_sent)
@@ -276,13 +282,13 @@ Test(http_client, api_key_header_is_sent)
     c.auth = SK_HTTP_AUTH_APIKEY;
     c.header = "X-Api-Key";
     c.value = "k-123";
-    struct sk_error err = {0};
-    struct sk_http *h = sk_http_new(&c, "test", &err);
-    cr_assert_not_null(h, "%s", err.msg);
-    get_ok(h);
-    cr_assert_str_eq(srv.last_apikey, "k-123");
-    cr_assert_str_empty(srv.last_auth);
-    sk_http_free(h);
+    check_sent(&c, "", "k-123");
+}
+
+Test(http_client, no_auth_sends_no_credentials)
+{
+    struct sk_http_conf c = base_conf();
+    check_sent(&c, "", "");
 }
 
 Test(http_client, auth_without_its_settings_is_fatal)
@@ -399,6 +405,15 @@ Test(http_client, expires_in_missing_means_an_hour)
     check_expires_in("null", 3600000 - 60000);
 }
 
+/* A GET through an OAuth2 client whose token request fails with cls; err filled. */
+static void token_fails(enum sk_err_class cls, struct sk_error *err)
+{
+    struct sk_http *h = oauth_client(0);
+    cr_assert_eq(get(h, "/api", err), -1);
+    cr_assert_eq(err->cls, cls, "%s", err->msg);
+    sk_http_free(h);
+}
+
 Test(http_client, oversized_access_token_is_refused)
 {
     size_t n = 20000;
@@ -408,17 +423,14 @@ Test(http_client, oversized_access_token_is_refused)
     char *body = sk_asprintf("{\"access_token\":\"%s\",\"expires_in\":3600}", tok);
     set_token_answer(200, body, NULL);
     free(body);
-    struct sk_http *h = oauth_client(0);
     struct sk_error err = {0};
-    cr_assert_eq(get(h, "/api", &err), -1);
-    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    token_fails(SK_ERR_FATAL, &err);
     cr_assert(strstr(err.msg, "20000 bytes") && strstr(err.msg, "16384"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "aaaaaaaa"), "the token is in the message: %s", err.msg);
     pthread_mutex_lock(&srv.mu);
     cr_assert_eq(srv.api_requests, 0, "a request went out without a usable token");
     pthread_mutex_unlock(&srv.mu);
     free(tok);
-    sk_http_free(h);
 }
 
 /* A token answer of megabytes is not even read whole. */
@@ -431,24 +443,18 @@ Test(http_client, huge_token_answer_is_refused)
     strcpy(body + k + n, "\"}");
     set_token_answer(200, body, NULL);
     free(body);
-    struct sk_http *h = oauth_client(0);
     struct sk_error err = {0};
-    cr_assert_eq(get(h, "/api", &err), -1);
-    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    token_fails(SK_ERR_FATAL, &err);
     cr_assert(strstr(err.msg, "token") && strstr(err.msg, "larger than"), "%s", err.msg);
-    sk_http_free(h);
 }
 
 Test(http_client, token_endpoint_refusing_credentials_is_fatal_without_the_secret)
 {
     set_token_answer(401, "{\"error\":\"invalid_client\",\"hint\":\"p@ss word\"}", NULL);
-    struct sk_http *h = oauth_client(0);
     struct sk_error err = {0};
-    cr_assert_eq(get(h, "/api", &err), -1);
-    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    token_fails(SK_ERR_FATAL, &err);
     cr_assert(strstr(err.msg, "401") && strstr(err.msg, "invalid_client"), "%s", err.msg);
     cr_assert_null(strstr(err.msg, "p@ss"), "%s", err.msg);
-    sk_http_free(h);
 }
 
 /* The token endpoint throttles: no token request before its Retry-After is over. */
