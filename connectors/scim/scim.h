@@ -6,7 +6,8 @@
  *                 reconciliation of users and groups, error classes
  *   scim_map.c    SS 12000 Person/Group -> SCIM User/Group bodies, who is a
  *                 student/staff/guardian, PATCH bodies per dialect
- *   scim_http.c   the HTTP client: one libcurl easy handle, auth, TLS
+ *   scim_http.c   requests through the connectors' HTTP client
+ *                 (http_client.h): base URL, SCIM media types, JSON bodies
  *   scim_state.c  the local state (SQLite, on connectors/common/state_store.h):
  *                 id map, last documents, relations
  */
@@ -37,6 +38,7 @@ struct scim_conf {
     bool insecure_skip_verify;
     int64_t timeout_ms;
     int64_t retry_after_max_ms;
+    int64_t max_response_size; /* bytes of one response, decompressed */
     struct sk_strlist users;
     struct sk_strlist staff_roles;
     struct sk_strlist groups;
@@ -52,7 +54,7 @@ enum scim_dialect { SCIM_DIALECT_RFC, SCIM_DIALECT_ENTRA, SCIM_DIALECT_OKTA };
 
 /* ---- scim_http.c ----------------------------------------------------------- */
 
-struct scim_http; /* opaque: the curl handle, the cached OAuth2 token */
+struct scim_http; /* opaque: the HTTP client (its handle and token), the base URL */
 
 struct scim_resp {
     long status; /* HTTP status */
@@ -70,16 +72,15 @@ void scim_http_free(struct scim_http *h);
  * One request to base URL + path (path starts with '/', query already
  * encoded). body: JSON text or NULL. Returns 0 when a response arrived (any
  * status, in resp: caller frees with scim_resp_free), -1 with err when none
- * did (RETRIABLE: connection, timeout, token endpoint down; FATAL: the token
- * endpoint refused our credentials). Never puts a token into err.
+ * did (RETRIABLE: connection, timeout, token endpoint down; PERMANENT: the
+ * body exceeded max_response_size; FATAL: the token endpoint refused our
+ * credentials, TLS files). Never puts a token into err.
  */
 int scim_http_request(struct scim_http *h, const char *method, const char *path, const char *body,
                       struct scim_resp *resp, struct sk_error *err);
 void scim_resp_free(struct scim_resp *r);
 /* "scimType: detail" of a SCIM error response, else a prefix of the body, into out. */
 void scim_resp_detail(const struct scim_resp *r, char *out, size_t size);
-/* Percent-encodes s for a query string (caller frees). */
-char *scim_url_encode(const char *s);
 
 /* ---- scim_map.c ------------------------------------------------------------ */
 

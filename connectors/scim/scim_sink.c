@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "connector.h"
+#include "http_client.h"
 #include "log.h"
 #include "model.h"
 #include "scim.h"
@@ -61,6 +62,9 @@ static const struct sk_option scim_options[] = {
     {"retry_after_max", SK_OPT_DURATION, "5s", false,
      "on 429/503, wait at most this long for Retry-After before reporting retry",
      OPT(retry_after_max_ms), .min = 0, .max = 600000},
+    {"max_response_size", SK_OPT_SIZE, "32MiB", false,
+     "largest response body accepted, counted decompressed (bounds the memory of a response)",
+     OPT(max_response_size), .min = 64 * 1024, .max = 512LL * 1024 * 1024},
     {"users", SK_OPT_LIST, "[students, staff]", false,
      "who gets an account: students (enrolments), staff (duties), guardians (responsibles)",
      OPT(users)},
@@ -148,7 +152,9 @@ static int http_fail(struct scim_sink *s, const char *what, const struct scim_re
     return sk_error_set(err, SK_ERR_PERMANENT, "%s: HTTP %ld: %s", what, r->status, detail);
 }
 
-/* One request; body may be NULL. A transport failure marks the server unavailable. */
+/* One request; body may be NULL. A transport failure marks the server
+ * unavailable; an answer over max_response_size (PERMANENT) fails only the
+ * record it was for, as asking again would bring the same answer. */
 static int request(struct scim_sink *s, const char *method, const char *path, const cJSON *body,
                    struct scim_resp *resp, struct sk_error *err)
 {
@@ -159,7 +165,7 @@ static int request(struct scim_sink *s, const char *method, const char *path, co
         if (err->cls == SK_ERR_FATAL) {
             s->fatal = true;
             s->fatal_err = *err;
-        } else {
+        } else if (err->cls == SK_ERR_RETRIABLE) {
             s->unavailable = true;
             s->unavailable_err = *err;
         }
@@ -180,7 +186,7 @@ static int lookup(struct scim_sink *s, const char *kind, const char *uuid, char 
                   cJSON **resource, struct sk_error *err)
 {
     char *filter = sk_asprintf("externalId eq \"%s\"", uuid);
-    char *enc = scim_url_encode(filter);
+    char *enc = sk_http_escape(filter);
     char *path = sk_asprintf("/%s?filter=%s", endpoint_of(kind), enc);
     free(filter);
     free(enc);

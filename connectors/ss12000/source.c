@@ -32,6 +32,7 @@
 #include <cjson/cJSON.h>
 
 #include "connector.h"
+#include "http_client.h"
 #include "log.h"
 #include "model.h"
 #include "source.h"
@@ -235,6 +236,13 @@ static const struct sk_option ss_options[] = {
      .offset = offsetof(struct ss_conf, max_rps),
      .min = 1,
      .max = 1000},
+    {.name = "max_response_size",
+     .type = SK_OPT_SIZE,
+     .def = "32MiB",
+     .help = "largest response body accepted, counted decompressed (bounds the memory of a page)",
+     .offset = offsetof(struct ss_conf, max_response_size),
+     .min = 64 * 1024,
+     .max = 512LL * 1024 * 1024},
     {.name = "deleted_entities_style",
      .type = SK_OPT_ENUM,
      .def = "repeated",
@@ -1043,7 +1051,7 @@ static char *list_url(struct ss_source *src, const struct cstate *st, int i)
     const struct sk_entity *e = src->types[i].e;
     int64_t limit = src->conf->page_size;
     if (st->page_token) {
-        char *tok = ss_http_escape(st->page_token);
+        char *tok = sk_http_escape(st->page_token);
         char *url = sk_asprintf("%s%s?pageToken=%s&limit=%" PRId64, src->base, e->path, tok, limit);
         free(tok);
         return url;
@@ -1065,7 +1073,7 @@ static char *list_url(struct ss_source *src, const struct cstate *st, int i)
         return sk_asprintf("%s%s?limit=%" PRId64, src->base, e->path, limit);
     char ts[TEXT_MAX];
     format_time(us - src->conf->overlap_ms * 1000, offset_minutes(text), ts);
-    char *esc = ss_http_escape(ts); /* '+' -> %2B, ':' -> %3A */
+    char *esc = sk_http_escape(ts); /* '+' -> %2B, ':' -> %3A */
     char *url = sk_asprintf("%s%s?%s=%s&limit=%" PRId64, src->base, e->path, param, esc, limit);
     free(esc);
     return url;
@@ -1255,7 +1263,7 @@ static char *deleted_url(struct ss_source *src, const struct cstate *st)
 {
     int64_t limit = src->conf->page_size;
     if (st->page_token) {
-        char *tok = ss_http_escape(st->page_token);
+        char *tok = sk_http_escape(st->page_token);
         char *url =
             sk_asprintf("%s/deletedEntities?pageToken=%s&limit=%" PRId64, src->base, tok, limit);
         free(tok);
@@ -1264,7 +1272,7 @@ static char *deleted_url(struct ss_source *src, const struct cstate *st)
     char ts[TEXT_MAX];
     /* T0 is a local time: the server gets it in UTC, with its offset. */
     format_time(st->deleted_t0_us - src->conf->overlap_ms * 1000, 0, ts);
-    char *esc = ss_http_escape(ts);
+    char *esc = sk_http_escape(ts);
     size_t cap = 256 + strlen(src->base) + SK_ENTITY_COUNT * 40;
     char *url = sk_malloc(cap);
     int n = snprintf(url, cap, "%s/deletedEntities?after=%s", src->base, esc);

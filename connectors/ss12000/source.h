@@ -2,8 +2,8 @@
  * source.h: internals of the ss12000-source connector, shared by its files:
  *   source.c        options, the sync algorithm (full, delta, deletes,
  *                   reconciliation, delete guard) and the cursor;
- *   source_http.c   the HTTP client: libcurl, auth (bearer, OAuth2 client
- *                   credentials, API key), TLS, rate limit, Retry-After;
+ *   source_http.c   requests through the connectors' HTTP client
+ *                   (http_client.h): rate limit, Retry-After, read-ahead;
  *   source_hook.c   webhooks: the callback route, the subscription and its
  *                   renewal, the debounce thread that wakes the source;
  *   source_idmap.c  a compact id -> int64 map (dedupe, seen sets).
@@ -69,6 +69,7 @@ struct ss_conf {
     struct ss_hook_conf webhook;
     int64_t request_timeout_ms;
     int64_t max_rps;
+    int64_t max_response_size;    /* bytes of one response, decompressed */
     char *deleted_entities_style; /* repeated|comma */
     bool created_query;
 };
@@ -121,7 +122,9 @@ void ss_http_free(struct ss_http *h);
  * Returns 0 with out filled for any HTTP answer that is not handled here;
  * -1 with err RETRIABLE for transport errors, timeouts, 5xx, 429 (the
  * Retry-After is remembered and honoured by the next request) and 401 after
- * one refresh of an OAuth2 token; FATAL for a misconfiguration.
+ * one refresh of an OAuth2 token; PERMANENT for a body over
+ * max_response_size; FATAL for a misconfiguration (TLS files, credentials
+ * the token endpoint refuses).
  */
 int ss_http_request(struct ss_http *h, const char *method, const char *url, const char *body,
                     struct ss_resp *out, struct sk_error *err);
@@ -135,8 +138,6 @@ void ss_resp_free(struct ss_resp *r);
  */
 void ss_http_prefetch(struct ss_http *h, const char *url);
 void ss_http_prefetch_drop(struct ss_http *h); /* waits for and forgets a read-ahead */
-/* Percent-encodes s for a query string (every byte but unreserved). Caller frees. */
-char *ss_http_escape(const char *s);
 
 /* ---- webhooks ------------------------------------------------------------- */
 
