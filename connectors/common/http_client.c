@@ -20,8 +20,8 @@
  * its few fields fit with room to spare; a larger answer is not read. */
 #define TOKEN_RESPONSE_MAX (256 * 1024)
 
-struct sk_http {
-    struct sk_http_conf conf;
+struct sk_http_client {
+    struct sk_http_client_conf conf;
     const char *component;
     CURL *curl;
     char curl_err[CURL_ERROR_SIZE];
@@ -137,10 +137,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
     return n;
 }
 
-struct sk_http *sk_http_new(const struct sk_http_conf *conf, const char *component,
-                            struct sk_error *err)
+struct sk_http_client *sk_http_client_new(const struct sk_http_client_conf *conf,
+                                          const char *component, struct sk_error *err)
 {
-    const struct sk_http_conf *c = conf;
+    const struct sk_http_client_conf *c = conf;
     switch (c->auth) {
     case SK_HTTP_AUTH_BEARER:
         if (!c->token || !*c->token) {
@@ -165,7 +165,7 @@ struct sk_http *sk_http_new(const struct sk_http_conf *conf, const char *compone
         break;
     }
     pthread_once(&curl_once, curl_init_once);
-    struct sk_http *h = sk_calloc(1, sizeof(*h));
+    struct sk_http_client *h = sk_calloc(1, sizeof(*h));
     h->conf = *conf;
     if (h->conf.max_response_size <= 0)
         h->conf.max_response_size = SK_HTTP_MAX_RESPONSE_DEFAULT;
@@ -185,7 +185,7 @@ struct sk_http *sk_http_new(const struct sk_http_conf *conf, const char *compone
     return h;
 }
 
-void sk_http_free(struct sk_http *h)
+void sk_http_client_free(struct sk_http_client *h)
 {
     if (!h)
         return;
@@ -201,7 +201,7 @@ void sk_http_resp_free(struct sk_http_resp *r)
     r->retry_after_ms = -1;
 }
 
-int64_t sk_http_token_valid_ms(const struct sk_http *h)
+int64_t sk_http_client_token_valid_ms(const struct sk_http_client *h)
 {
     if (!h->token)
         return 0;
@@ -213,10 +213,10 @@ int64_t sk_http_token_valid_ms(const struct sk_http *h)
 
 /* The settings of every request: curl_easy_reset clears the previous
  * request's but keeps the connection cache. */
-static void setup_handle(struct sk_http *h)
+static void setup_handle(struct sk_http_client *h)
 {
     CURL *c = h->curl;
-    const struct sk_http_conf *conf = &h->conf;
+    const struct sk_http_client_conf *conf = &h->conf;
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->curl_err);
@@ -251,7 +251,8 @@ static void setup_handle(struct sk_http *h)
 }
 
 /* Transport errors are retriable, except those only a new configuration fixes. */
-static int curl_failure(struct sk_http *h, CURLcode rc, const char *what, struct sk_error *err)
+static int curl_failure(struct sk_http_client *h, CURLcode rc, const char *what,
+                        struct sk_error *err)
 {
     enum sk_err_class cls = SK_ERR_RETRIABLE;
     switch (rc) {
@@ -271,7 +272,7 @@ static int curl_failure(struct sk_http *h, CURLcode rc, const char *what, struct
 
 /* Sends the request prepared on the handle; at most limit body bytes
  * (limit_name: the option or rule that sets it, for the error message). */
-static int perform(struct sk_http *h, const char *what, size_t limit, const char *limit_name,
+static int perform(struct sk_http_client *h, const char *what, size_t limit, const char *limit_name,
                    struct sk_http_resp *resp, struct sk_error *err)
 {
     struct transfer t = {.limit = limit, .retry_after_ms = -1};
@@ -325,9 +326,9 @@ static int64_t token_ttl_s(const cJSON *exp, const char *component)
 /* OAuth2 client credentials (RFC 6749 §4.4): client_id and client_secret in
  * the form body (client_secret_post), which Entra ID and most token
  * endpoints accept. */
-static int fetch_token(struct sk_http *h, struct sk_error *err)
+static int fetch_token(struct sk_http_client *h, struct sk_error *err)
 {
-    const struct sk_http_conf *c = &h->conf;
+    const struct sk_http_client_conf *c = &h->conf;
     int64_t wait = h->token_not_before_ms - sk_mono_ms();
     if (wait > 0 && wait > c->max_wait_ms)
         return sk_error_set(err, SK_ERR_RETRIABLE,
@@ -405,9 +406,9 @@ static int fetch_token(struct sk_http *h, struct sk_error *err)
 }
 
 /* The auth header line (malloc'ed, a secret; NULL for none). */
-static int auth_line(struct sk_http *h, char **line, struct sk_error *err)
+static int auth_line(struct sk_http_client *h, char **line, struct sk_error *err)
 {
-    const struct sk_http_conf *c = &h->conf;
+    const struct sk_http_client_conf *c = &h->conf;
     *line = NULL;
     switch (c->auth) {
     case SK_HTTP_AUTH_NONE:
@@ -426,8 +427,8 @@ static int auth_line(struct sk_http *h, char **line, struct sk_error *err)
     return 0;
 }
 
-int sk_http_request(struct sk_http *h, const char *method, const char *url, const char *body,
-                    struct sk_http_resp *resp, struct sk_error *err)
+int sk_http_client_request(struct sk_http_client *h, const char *method, const char *url,
+                           const char *body, struct sk_http_resp *resp, struct sk_error *err)
 {
     memset(resp, 0, sizeof(*resp));
     resp->retry_after_ms = -1;

@@ -49,7 +49,7 @@ enum sk_http_auth {
 };
 
 /* What a connector configures. Strings are borrowed: they must outlive the client. */
-struct sk_http_conf {
+struct sk_http_client_conf {
     const char *user_agent;
     const char *accept;         /* Accept of every request */
     const char *content_type;   /* Content-Type of request bodies */
@@ -73,13 +73,13 @@ struct sk_http_resp {
     int64_t retry_after_ms; /* Retry-After (sk_http_parse_retry_after), -1 if absent */
 };
 
-struct sk_http; /* opaque: the handle, the cached OAuth2 token */
+struct sk_http_client; /* opaque: the handle, the cached OAuth2 token */
 
 /* Checks conf (FATAL if an auth type lacks what it needs) and creates the
  * handle; no network yet. component names the log lines. */
-struct sk_http *sk_http_new(const struct sk_http_conf *conf, const char *component,
-                            struct sk_error *err);
-void sk_http_free(struct sk_http *h);
+struct sk_http_client *sk_http_client_new(const struct sk_http_client_conf *conf,
+                                          const char *component, struct sk_error *err);
+void sk_http_client_free(struct sk_http_client *h);
 
 /*
  * One request to url (absolute). body: text sent as conf->content_type, or
@@ -96,12 +96,12 @@ void sk_http_free(struct sk_http *h);
  *              URL, a token endpoint refusing our credentials (4xx) or
  *              answering with an unusable token.
  */
-int sk_http_request(struct sk_http *h, const char *method, const char *url, const char *body,
-                    struct sk_http_resp *resp, struct sk_error *err);
+int sk_http_client_request(struct sk_http_client *h, const char *method, const char *url,
+                           const char *body, struct sk_http_resp *resp, struct sk_error *err);
 void sk_http_resp_free(struct sk_http_resp *r);
 
 /* How long the cached OAuth2 token is still used, in ms (0: none or due). */
-int64_t sk_http_token_valid_ms(const struct sk_http *h);
+int64_t sk_http_client_token_valid_ms(const struct sk_http_client *h);
 
 /*
  * A Retry-After value (RFC 9110 §10.2.3): delay-seconds or an HTTP-date,

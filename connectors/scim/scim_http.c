@@ -16,7 +16,7 @@
 #include "util.h"
 
 struct scim_http {
-    struct sk_http *client;
+    struct sk_http_client *client;
     char *base; /* url without a trailing '/' */
 };
 
@@ -28,7 +28,7 @@ struct scim_http *scim_http_new(const struct scim_conf *conf, const char *compon
         return NULL;
     }
     const char *auth = conf->auth ? conf->auth : "none";
-    const struct sk_http_conf hc = {
+    const struct sk_http_client_conf hc = {
         .user_agent = "skolsync-scim-sink/" SK_VERSION,
         .accept = "application/scim+json, application/json",
         .content_type = "application/scim+json; charset=utf-8",
@@ -48,7 +48,7 @@ struct scim_http *scim_http_new(const struct scim_conf *conf, const char *compon
         .client_secret = conf->client_secret,
         .scope = conf->scope,
     };
-    struct sk_http *client = sk_http_new(&hc, component, err);
+    struct sk_http_client *client = sk_http_client_new(&hc, component, err);
     if (!client)
         return NULL;
     struct scim_http *h = sk_calloc(1, sizeof(*h));
@@ -64,7 +64,7 @@ void scim_http_free(struct scim_http *h)
 {
     if (!h)
         return;
-    sk_http_free(h->client);
+    sk_http_client_free(h->client);
     free(h->base);
     free(h);
 }
@@ -94,7 +94,7 @@ int scim_http_request(struct scim_http *h, const char *method, const char *path,
     resp->retry_after_ms = -1;
     char *url = sk_asprintf("%s%s", h->base, path);
     struct sk_http_resp r;
-    int rc = sk_http_request(h->client, method, url, body, &r, err);
+    int rc = sk_http_client_request(h->client, method, url, body, &r, err);
     free(url);
     if (rc)
         return -1;

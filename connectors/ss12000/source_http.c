@@ -27,7 +27,7 @@
 struct ss_http {
     const struct ss_conf *conf;
     const char *component;
-    struct sk_http *client;
+    struct sk_http_client *client;
     int64_t min_interval_ms; /* 1000 / max_rps */
     int64_t last_start_ms;   /* sk_mono_ms of the last request's start */
     int64_t not_before_ms;   /* Retry-After: no request before this (sk_mono_ms) */
@@ -67,7 +67,7 @@ static enum sk_http_auth auth_type(const char *type)
 struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component, struct sk_error *err)
 {
     const struct ss_auth_conf *a = &conf->auth;
-    const struct sk_http_conf hc = {
+    const struct sk_http_client_conf hc = {
         .user_agent = "skolsync-ss12000-source/" SK_VERSION,
         .accept = "application/json",
         .content_type = "application/json",
@@ -87,7 +87,7 @@ struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component, s
         .header = a->header,
         .value = a->value,
     };
-    struct sk_http *client = sk_http_new(&hc, component, err);
+    struct sk_http_client *client = sk_http_client_new(&hc, component, err);
     if (!client)
         return NULL;
     struct ss_http *h = sk_calloc(1, sizeof(*h));
@@ -156,7 +156,7 @@ void ss_http_free(struct ss_http *h)
     if (!h)
         return;
     ss_http_prefetch_drop(h);
-    sk_http_free(h->client);
+    sk_http_client_free(h->client);
     free(h);
 }
 
@@ -193,7 +193,7 @@ static int request(struct ss_http *h, const char *method, const char *url, const
     if (pace(h, err))
         return -1;
     struct sk_http_resp r;
-    if (sk_http_request(h->client, method, url, body, &r, err))
+    if (sk_http_client_request(h->client, method, url, body, &r, err))
         return -1;
     long st = r.status;
     if (st == 429 || st == 503) {

@@ -208,19 +208,19 @@ static int token_requests(void)
 
 /* ---- the client -------------------------------------------------------------- */
 
-static struct sk_http_conf base_conf(void)
+static struct sk_http_client_conf base_conf(void)
 {
-    return (struct sk_http_conf){.user_agent = "test_http_client",
-                                 .accept = "application/json",
-                                 .content_type = "application/json",
-                                 .timeout_ms = 10000};
+    return (struct sk_http_client_conf){.user_agent = "test_http_client",
+                                        .accept = "application/json",
+                                        .content_type = "application/json",
+                                        .timeout_ms = 10000};
 }
 
-static struct sk_http *oauth_client(int64_t max_wait_ms)
+static struct sk_http_client *oauth_client(int64_t max_wait_ms)
 {
     free(token_url);
     token_url = url_of("/token");
-    struct sk_http_conf c = base_conf();
+    struct sk_http_client_conf c = base_conf();
     c.auth = SK_HTTP_AUTH_OAUTH2;
     c.token_url = token_url;
     c.client_id = "cid";
@@ -228,17 +228,17 @@ static struct sk_http *oauth_client(int64_t max_wait_ms)
     c.scope = "api.read";
     c.max_wait_ms = max_wait_ms;
     struct sk_error err = {0};
-    struct sk_http *h = sk_http_new(&c, "test", &err);
+    struct sk_http_client *h = sk_http_client_new(&c, "test", &err);
     cr_assert_not_null(h, "%s", err.msg);
     return h;
 }
 
 /* GET path; the status (or -1) and err. */
-static long get(struct sk_http *h, const char *path, struct sk_error *err)
+static long get(struct sk_http_client *h, const char *path, struct sk_error *err)
 {
     char *url = url_of(path);
     struct sk_http_resp r;
-    int rc = sk_http_request(h, "GET", url, NULL, &r, err);
+    int rc = sk_http_client_request(h, "GET", url, NULL, &r, err);
     free(url);
     if (rc)
         return -1;
@@ -247,7 +247,7 @@ static long get(struct sk_http *h, const char *path, struct sk_error *err)
     return st;
 }
 
-static void get_ok(struct sk_http *h)
+static void get_ok(struct sk_http_client *h)
 {
     struct sk_error err = {0};
     long st = get(h, "/api", &err);
@@ -257,20 +257,21 @@ static void get_ok(struct sk_http *h)
 TestSuite(http_client, .init = setup, .fini = teardown, .timeout = 60);
 
 /* One GET with c; the server saw exactly the Authorization and X-Api-Key given. */
-static void check_sent(const struct sk_http_conf *c, const char *want_auth, const char *want_apikey)
+static void check_sent(const struct sk_http_client_conf *c, const char *want_auth,
+                       const char *want_apikey)
 {
     struct sk_error err = {0};
-    struct sk_http *h = sk_http_new(c, "test", &err);
+    struct sk_http_client *h = sk_http_client_new(c, "test", &err);
     cr_assert_not_null(h, "%s", err.msg);
     get_ok(h);
     cr_assert_str_eq(srv.last_auth, want_auth);
     cr_assert_str_eq(srv.last_apikey, want_apikey);
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 Test(http_client, bearer_header_is_sent)
 {
-    struct sk_http_conf c = base_conf();
+    struct sk_http_client_conf c = base_conf();
     c.auth = SK_HTTP_AUTH_BEARER;
     c.token = "s3cr3t-bearer";
     check_sent(&c, "Bearer s3cr3t-bearer", "");
@@ -278,7 +279,7 @@ Test(http_client, bearer_header_is_sent)
 
 Test(http_client, api_key_header_is_sent)
 {
-    struct sk_http_conf c = base_conf();
+    struct sk_http_client_conf c = base_conf();
     c.auth = SK_HTTP_AUTH_APIKEY;
     c.header = "X-Api-Key";
     c.value = "k-123";
@@ -287,17 +288,17 @@ Test(http_client, api_key_header_is_sent)
 
 Test(http_client, no_auth_sends_no_credentials)
 {
-    struct sk_http_conf c = base_conf();
+    struct sk_http_client_conf c = base_conf();
     check_sent(&c, "", "");
 }
 
 Test(http_client, auth_without_its_settings_is_fatal)
 {
-    struct sk_http_conf c = base_conf();
+    struct sk_http_client_conf c = base_conf();
     c.auth = SK_HTTP_AUTH_OAUTH2;
     c.client_id = "cid";
     struct sk_error err = {0};
-    cr_assert_null(sk_http_new(&c, "test", &err));
+    cr_assert_null(sk_http_client_new(&c, "test", &err));
     cr_assert_eq(err.cls, SK_ERR_FATAL);
     cr_assert(strstr(err.msg, "token_url"), "%s", err.msg);
 }
@@ -306,7 +307,7 @@ Test(http_client, oauth2_token_is_cached_and_sent)
 {
     set_token_answer(
         200, "{\"access_token\":\"tok-1\",\"token_type\":\"Bearer\",\"expires_in\":3600}", NULL);
-    struct sk_http *h = oauth_client(0);
+    struct sk_http_client *h = oauth_client(0);
     for (int i = 0; i < 3; i++)
         get_ok(h);
     cr_assert_eq(token_requests(), 1, "the token is cached: %d token requests", token_requests());
@@ -317,15 +318,15 @@ Test(http_client, oauth2_token_is_cached_and_sent)
                   strstr(srv.last_form, "scope=api.read"),
               "form: %s", srv.last_form);
     /* used until the margin before its expiry */
-    int64_t left = sk_http_token_valid_ms(h);
+    int64_t left = sk_http_client_token_valid_ms(h);
     cr_assert(left > 3540000 - 5000 && left <= 3540000, "valid %lld ms", (long long)left);
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 Test(http_client, oauth2_token_is_refreshed_once_on_401)
 {
     set_token_answer(200, "{\"access_token\":\"tok-2\",\"expires_in\":3600}", NULL);
-    struct sk_http *h = oauth_client(0);
+    struct sk_http_client *h = oauth_client(0);
     get_ok(h);
     pthread_mutex_lock(&srv.mu);
     srv.api_401s_left = 1; /* the server revoked the token */
@@ -339,16 +340,16 @@ Test(http_client, oauth2_token_is_refreshed_once_on_401)
     struct sk_error err = {0};
     cr_assert_eq(get(h, "/api", &err), 401);
     cr_assert_eq(token_requests(), 3);
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 /* expires_in 30 (the shortest trusted): used for 30 s less a quarter, then fetched again. */
 Test(http_client, oauth2_token_is_refreshed_before_it_expires)
 {
     set_token_answer(200, "{\"access_token\":\"tok-3\",\"expires_in\":30}", NULL);
-    struct sk_http *h = oauth_client(0);
+    struct sk_http_client *h = oauth_client(0);
     get_ok(h);
-    int64_t left = sk_http_token_valid_ms(h);
+    int64_t left = sk_http_client_token_valid_ms(h);
     cr_assert(left > 22500 - 2000 && left <= 22500, "valid %lld ms", (long long)left);
     sk_sleep_ms(left - 1000);
     get_ok(h);
@@ -356,7 +357,7 @@ Test(http_client, oauth2_token_is_refreshed_before_it_expires)
     sk_sleep_ms(1500);
     get_ok(h);
     cr_assert_eq(token_requests(), 2, "not fetched again at the margin");
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 /* An expires_in the client must not trust as is: the token's life in ms it gets. */
@@ -365,14 +366,14 @@ static void check_expires_in(const char *value, int64_t want_ms)
     char *body = sk_asprintf("{\"access_token\":\"tok-4\",\"expires_in\":%s}", value);
     set_token_answer(200, body, NULL);
     free(body);
-    struct sk_http *h = oauth_client(0);
+    struct sk_http_client *h = oauth_client(0);
     get_ok(h);
     get_ok(h);
     cr_assert_eq(token_requests(), 1, "expires_in %s: a token fetch for every request", value);
-    int64_t left = sk_http_token_valid_ms(h);
+    int64_t left = sk_http_client_token_valid_ms(h);
     cr_assert(left > want_ms - 5000 && left <= want_ms, "expires_in %s: valid %lld ms", value,
               (long long)left);
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 Test(http_client, expires_in_1e999_is_clamped_to_a_day)
@@ -408,10 +409,10 @@ Test(http_client, expires_in_missing_means_an_hour)
 /* A GET through an OAuth2 client whose token request fails with cls; err filled. */
 static void token_fails(enum sk_err_class cls, struct sk_error *err)
 {
-    struct sk_http *h = oauth_client(0);
+    struct sk_http_client *h = oauth_client(0);
     cr_assert_eq(get(h, "/api", err), -1);
     cr_assert_eq(err->cls, cls, "%s", err->msg);
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 Test(http_client, oversized_access_token_is_refused)
@@ -461,7 +462,7 @@ Test(http_client, token_endpoint_refusing_credentials_is_fatal_without_the_secre
 Test(http_client, token_endpoint_retry_after_is_honoured)
 {
     set_token_answer(429, "{}", "2");
-    struct sk_http *h = oauth_client(0);
+    struct sk_http_client *h = oauth_client(0);
     struct sk_error err = {0};
     cr_assert_eq(get(h, "/api", &err), -1);
     cr_assert_eq(err.cls, SK_ERR_RETRIABLE, "%s", err.msg);
@@ -473,14 +474,14 @@ Test(http_client, token_endpoint_retry_after_is_honoured)
     sk_sleep_ms(2100);
     get_ok(h);
     cr_assert_eq(token_requests(), 2);
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 /* With room to wait inline (max_wait_ms), the next request waits instead of failing. */
 Test(http_client, token_endpoint_retry_after_is_waited_inline)
 {
     set_token_answer(503, "{}", "1");
-    struct sk_http *h = oauth_client(5000);
+    struct sk_http_client *h = oauth_client(5000);
     struct sk_error err = {0};
     cr_assert_eq(get(h, "/api", &err), -1);
     set_token_answer(200, "{\"access_token\":\"tok-6\",\"expires_in\":3600}", NULL);
@@ -488,7 +489,7 @@ Test(http_client, token_endpoint_retry_after_is_waited_inline)
     get_ok(h);
     cr_assert_geq(sk_mono_ms() - t0, 900, "did not wait for the token endpoint's Retry-After");
     cr_assert_eq(token_requests(), 2);
-    sk_http_free(h);
+    sk_http_client_free(h);
 }
 
 Test(http_client, retry_after_delta_seconds_and_http_date)
@@ -516,17 +517,17 @@ static int64_t api_retry_after(long status, const char *value)
     srv.api_status = status;
     snprintf(srv.api_retry_after, sizeof(srv.api_retry_after), "%s", value);
     pthread_mutex_unlock(&srv.mu);
-    struct sk_http_conf c = base_conf();
+    struct sk_http_client_conf c = base_conf();
     struct sk_error err = {0};
-    struct sk_http *h = sk_http_new(&c, "test", &err);
+    struct sk_http_client *h = sk_http_client_new(&c, "test", &err);
     char *url = url_of("/api");
     struct sk_http_resp r;
-    cr_assert_eq(sk_http_request(h, "GET", url, NULL, &r, &err), 0, "%s", err.msg);
+    cr_assert_eq(sk_http_client_request(h, "GET", url, NULL, &r, &err), 0, "%s", err.msg);
     cr_assert_eq(r.status, status);
     int64_t ms = r.retry_after_ms;
     sk_http_resp_free(&r);
     free(url);
-    sk_http_free(h);
+    sk_http_client_free(h);
     return ms;
 }
 
@@ -546,13 +547,13 @@ Test(http_client, retry_after_of_an_answer_in_both_forms)
 static int get_limited(const char *path, int64_t limit, struct sk_http_resp *r,
                        struct sk_error *err)
 {
-    struct sk_http_conf c = base_conf();
+    struct sk_http_client_conf c = base_conf();
     c.max_response_size = limit;
-    struct sk_http *h = sk_http_new(&c, "test", err);
+    struct sk_http_client *h = sk_http_client_new(&c, "test", err);
     char *url = url_of(path);
-    int rc = sk_http_request(h, "GET", url, NULL, r, err);
+    int rc = sk_http_client_request(h, "GET", url, NULL, r, err);
     free(url);
-    sk_http_free(h);
+    sk_http_client_free(h);
     return rc;
 }
 
