@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "connector.h"
 #include "http_client.h"
@@ -200,23 +201,78 @@ static int lookup(struct scim_sink *s, const char *kind, const char *uuid, char 
         scim_resp_free(&r);
         return rc;
     }
+    /* Adopt only a resource that carries our externalId. A server that ignores
+     * filter= answers with every resource it has: adopting Resources[0] then
+     * merged every person into one account. Such a server cannot be written
+     * to safely at all, so the sink stops before it writes anything. */
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(r.json, "Resources");
-    const cJSON *first = cJSON_IsArray(list) ? list->child : NULL;
-    const cJSON *first_id = cJSON_GetObjectItemCaseSensitive(first, "id");
+    const cJSON *it, *match = NULL;
+    const cJSON *items = cJSON_IsArray(list) ? list : NULL;
+    int n = 0, others = 0, matches = 0;
+    cJSON_ArrayForEach(it, items)
+    {
+        n++;
+        const char *ext = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "externalId"));
+        if (ext && strcasecmp(ext, uuid) == 0) {
+            matches++;
+            if (!match)
+                match = it;
+        } else {
+            others++;
+        }
+    }
     rc = 0;
-    if (cJSON_IsString(first_id)) {
-        if (first->next)
+    if (others) {
+        s->fatal = true; /* the whole batch stops, and nothing more is sent */
+        rc = sk_error_set(err, SK_ERR_FATAL,
+                          "the server ignores filter=: looking up %s externalId %s it answered %d "
+                          "resource(s), %d with another externalId; writing to it would merge "
+                          "accounts, so nothing is written (fix the server's filter support)",
+                          kind, uuid, n, others);
+        s->fatal_err = *err;
+    } else if (match) {
+        const cJSON *match_id = cJSON_GetObjectItemCaseSensitive(match, "id");
+        if (matches > 1)
             sk_warn(s->component,
-                    "%s %s: the server holds %d resources with this externalId; "
-                    "using %s",
-                    kind, uuid, cJSON_GetArraySize(list), first_id->valuestring);
-        *id = sk_strdup(first_id->valuestring);
-        if (resource)
-            *resource = cJSON_Duplicate(first, true);
-        rc = 1;
+                    "%s %s: the server holds %d resources with this externalId; using %s", kind,
+                    uuid, matches, cJSON_GetStringValue(match_id));
+        if (cJSON_IsString(match_id)) {
+            *id = sk_strdup(match_id->valuestring);
+            if (resource)
+                *resource = cJSON_Duplicate(match, true);
+            rc = 1;
+        }
     }
     scim_resp_free(&r);
     return rc;
+}
+
+/*
+ * The first attribute of desired (top level, extensions included) that an
+ * answer holding the whole resource lacks: the server took the request and
+ * silently dropped it (an undeclared extension, an attribute it does not
+ * know). NULL if the answer holds them all, or is no whole resource (RFC
+ * 7644 §3.3 says the answer is the resource, with its schemas; a bare
+ * {"id": ...} tells nothing either way).
+ */
+static const char *dropped_attribute(const cJSON *desired, const cJSON *answer)
+{
+    if (!cJSON_IsObject(answer) ||
+        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(answer, "id")) ||
+        !cJSON_IsArray(cJSON_GetObjectItem(answer, "schemas")))
+        return NULL;
+    const cJSON *a;
+    cJSON_ArrayForEach(a, desired)
+    {
+        if (!a->string || strcmp(a->string, "schemas") == 0 || strcmp(a->string, "id") == 0 ||
+            strcmp(a->string, "meta") == 0 || strcmp(a->string, "password") == 0 ||
+            cJSON_IsNull(a) || (cJSON_IsArray(a) && !a->child))
+            continue;
+        const cJSON *got = cJSON_GetObjectItem(answer, a->string); /* case-insensitive (RFC 7643) */
+        if (!got || cJSON_IsNull(got))
+            return a->string;
+    }
+    return NULL;
 }
 
 /* ---- create / update / remove one resource -------------------------------------------- */
@@ -235,6 +291,8 @@ static int create(struct scim_sink *s, const char *kind, const char *uuid, const
     if ((r.status == 201 || r.status == 200) && cJSON_IsString(new_id)) {
         *id = sk_strdup(new_id->valuestring);
         *adopted = false;
+        *have = r.json; /* what the server says it holds now */
+        r.json = NULL;
         scim_resp_free(&r);
         sk_debug(s->component, "%s %s created as %s", kind, uuid, *id);
         return 0;
@@ -312,7 +370,14 @@ static int update(struct scim_sink *s, const char *kind, const char *id, const c
         struct scim_resp r;
         rc = request(s, method, path, body ? body : desired, &r, err);
         if (rc == 0) {
-            if (r.status == 200 || r.status == 204)
+            const char *dropped =
+                r.status == 200 && !s->use_patch ? dropped_attribute(desired, r.json) : NULL;
+            if (dropped)
+                rc = sk_error_set(err, SK_ERR_PERMANENT,
+                                  "replace: HTTP 200, but the answer lacks \"%s\": the server "
+                                  "dropped it silently (an undeclared extension?); not applied",
+                                  dropped);
+            else if (r.status == 200 || r.status == 204)
                 rc = 1;
             else if (r.status == 404)
                 rc = 0;
@@ -360,6 +425,21 @@ static int upsert(struct scim_sink *s, const char *kind, const char *uuid, const
                 *changed = true;
                 rc = 0;
                 if (!adopted) {
+                    const char *dropped = dropped_attribute(desired, have);
+                    if (dropped) {
+                        /* Created, so keep its id (no duplicate later), but
+                         * as what the server holds: the next version is
+                         * sent again, and this one is not counted applied. */
+                        char *held = cJSON_PrintUnformatted(have);
+                        scim_state_put_map(s->state, kind, uuid, id, held);
+                        free(held);
+                        rc = sk_error_set(err, SK_ERR_PERMANENT,
+                                          "create: HTTP 201, but the answer lacks \"%s\": the "
+                                          "server dropped it silently (an undeclared "
+                                          "extension?); not applied",
+                                          dropped);
+                        break;
+                    }
                     scim_state_put_map(s->state, kind, uuid, id, desired_text);
                     break;
                 }

@@ -958,3 +958,89 @@ Test(scim_sink, oauth2_refused_credentials_are_fatal)
     struct canned c = {.answer = oauth_answer};
     with_server(&c, check_oauth_refused);
 }
+
+/* ---- servers that bend the RFC (hostile input #16) ------------------------ */
+
+#define SCIM_OK(status, body)                                                                      \
+    "HTTP/1.1 " status "\r\nContent-Type: application/scim+json\r\nConnection: close\r\n\r\n" body
+
+/* A server that ignores filter=: every lookup answers with everyone it has. */
+static const char *ignores_filter(struct canned *c, const char *req)
+{
+    if (strncmp(req, "GET ", 4) == 0)
+        return SCIM_OK(
+            "200 OK",
+            "{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:ListResponse\"],"
+            "\"totalResults\":1,\"Resources\":[{\"schemas\":[\"urn:ietf:params:scim:schemas:core:"
+            "2.0:User\"],\"id\":\"u-other\",\"externalId\":\"11111111-2222-4333-8444-"
+            "555555555555\","
+            "\"userName\":\"someone.else\"}]}");
+    c->token_requests++; /* here: a write, which must never come */
+    return SCIM_OK("201 Created", "{\"id\":\"u-new\"}");
+}
+
+static void check_ignores_filter(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    char *base = sk_asprintf("%s/v2", url);
+    cr_assert_eq(open_with(NULL, base, &err), 0, "%s", err.msg);
+    free(base);
+    struct ids x;
+    new_ids(&x);
+    add_student(&x, 0, T1, "Alva", NULL);
+    add_student(&x, 1, T1, "Bo", NULL);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1, "the batch must fail as a whole");
+    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "ignores filter="), "%s", err.msg);
+    cr_assert_eq(c->token_requests, 0,
+                 "%d write(s) reached a server that ignores filter=", c->token_requests);
+}
+
+/* Regression: against such a server a sync made 1 POST and then 219 PUTs to the
+ * same user (one account for everyone), and said "706 records applied". */
+Test(scim_sink, a_server_that_ignores_filter_fails_the_sink_before_any_write)
+{
+    struct canned c = {.answer = ignores_filter};
+    with_server(&c, check_ignores_filter);
+}
+
+/* A server that answers 201 with the resource, minus an attribute it dropped. */
+static const char *drops_name(struct canned *c, const char *req)
+{
+    static char out[8192];
+    if (strncmp(req, "GET ", 4) == 0)
+        return SCIM_OK("200 OK",
+                       "{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:ListResponse\"],"
+                       "\"totalResults\":0,\"Resources\":[]}");
+    const char *body = strstr(req, "\r\n\r\n");
+    cJSON *doc = body ? cJSON_Parse(body + 4) : NULL;
+    cJSON_DeleteItemFromObject(doc, "name");
+    cJSON_AddStringToObject(doc, "id", "u-1");
+    char *text = cJSON_PrintUnformatted(doc);
+    snprintf(out, sizeof(out), SCIM_OK("201 Created", "%s"), text ? text : "{}");
+    free(text);
+    cJSON_Delete(doc);
+    c->bearer_ok++;
+    return out;
+}
+
+static void check_drops_name(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    char *base = sk_asprintf("%s/v2", url);
+    cr_assert_eq(open_with(NULL, base, &err), 0, "%s", err.msg);
+    free(base);
+    struct ids x;
+    new_ids(&x);
+    add_student(&x, 0, T1, "Alva", NULL);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), 0, "%s", err.msg);
+    cr_assert_eq(c->bearer_ok, 1, "one POST");
+    cr_assert_eq(batch.out[0].kind, SK_REJECTED, "counted as applied although dropped");
+    cr_assert(strstr(batch.out[0].err.msg, "lacks \"name\""), "%s", batch.out[0].err.msg);
+}
+
+Test(scim_sink, an_attribute_the_server_drops_silently_is_reported_not_applied)
+{
+    struct canned c = {.answer = drops_name};
+    with_server(&c, check_drops_name);
+}
