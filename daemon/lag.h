@@ -40,6 +40,8 @@ enum sk_lag_status {
     SK_LAG_REWIND, /* the committed offset went backwards and did not recover */
 };
 const char *sk_lag_status_name(enum sk_lag_status s);
+/* "OK" ... -> status; 0, or -1 if name is none of them. */
+int sk_lag_status_parse(const char *name, enum sk_lag_status *out);
 /* Worse of two group-level statuses after mapping STALL/STOP/REWIND to ERR. */
 enum sk_lag_status sk_lag_status_group(enum sk_lag_status s);
 
