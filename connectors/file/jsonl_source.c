@@ -49,7 +49,11 @@ struct jsonl_conf {
     char *entity;
     int64_t batch_size;
     bool follow_symlinks;
+    int64_t max_line_size;
 };
+
+/* What of an over-long line goes to the dead-letter topic. */
+#define LONG_LINE_KEPT (64 * 1024)
 
 static const struct sk_option jsonl_options[] = {
     {.name = "path",
@@ -69,6 +73,14 @@ static const struct sk_option jsonl_options[] = {
      .offset = offsetof(struct jsonl_conf, batch_size),
      .min = 1,
      .max = 1000000},
+    {.name = "max_line_size",
+     .type = SK_OPT_SIZE,
+     .def = "16MiB",
+     .help = "longest line read into memory; a longer one goes to the dead-letter topic, cut "
+             "to its first 64 KiB",
+     .offset = offsetof(struct jsonl_conf, max_line_size),
+     .min = 4096,
+     .max = 1LL << 30},
     {.name = "follow_symlinks",
      .type = SK_OPT_BOOL,
      .def = "false",
@@ -103,6 +115,7 @@ struct jsonl_source {
     struct jsonl_file *files;
     size_t n_files;
     size_t batch_size;
+    size_t max_line; /* max_line_size */
     /* Per poll, reused: positions, the cursor being packed, the line buffer. */
     struct jsonl_pos *pos;
     Skolsync__V1__JsonlCursor__FilePos *fp;
@@ -136,8 +149,8 @@ static void add_file(struct jsonl_source *src, const char *name, const char *pat
                      const struct sk_entity *entity)
 {
     src->files = sk_realloc(src->files, (src->n_files + 1) * sizeof(*src->files));
-    src->files[src->n_files++] = (struct jsonl_file){
-        .name = sk_strdup(name), .path = sk_strdup(path), .entity = entity};
+    src->files[src->n_files++] =
+        (struct jsonl_file){.name = sk_strdup(name), .path = sk_strdup(path), .entity = entity};
 }
 
 /* "persons.jsonl" -> the persons entity, or NULL. */
@@ -216,6 +229,7 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
     self->priv = src;
     src->component = self->name ? self->name : "jsonl-source";
     src->batch_size = conf->batch_size > 0 ? (size_t)conf->batch_size : 1000;
+    src->max_line = conf->max_line_size > 0 ? (size_t)conf->max_line_size : 16u << 20;
 
     struct stat st;
     if (!conf->path || stat(conf->path, &st) < 0) {
@@ -398,6 +412,30 @@ static int take_line(const struct jsonl_file *f, int64_t line_no, const char *li
  * 0 at the file's end (an incomplete last line stays unread), 1 when the batch
  * is full and a complete non-blank line is still waiting, -1 on error.
  */
+/*
+ * The line at file offset `at` is longer than max_line_size: find its end
+ * without holding it. Returns the offset just after its '\n', or -1 if the
+ * file ends first (the line is not complete yet: it stays unread), -2 on a
+ * read error.
+ */
+static int64_t long_line_end(int fd, int64_t at)
+{
+    char chunk[64 * 1024];
+    for (;;) {
+        ssize_t got = pread(fd, chunk, sizeof(chunk), at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -2;
+        if (got == 0)
+            return -1;
+        char *nl = memchr(chunk, '\n', (size_t)got);
+        if (nl)
+            return at + (nl - chunk) + 1;
+        at += got;
+    }
+}
+
 static int read_lines(struct jsonl_source *src, const struct jsonl_file *f, int fd,
                       struct jsonl_pos *p, struct jsonl_poll *poll)
 {
@@ -416,6 +454,35 @@ static int read_lines(struct jsonl_source *src, const struct jsonl_file *f, int 
                 start = 0;
             }
             scanned = len;
+            if (len >= src->max_line) {
+                /* Never buffer a line past max_line_size: dead-letter its
+                 * start with its position and go on after its end. */
+                if (poll->budget == 0)
+                    return 1;
+                int64_t next = long_line_end(fd, base + (int64_t)len);
+                if (next == -2)
+                    return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: read: %s", f->path,
+                                        strerror(errno));
+                if (next == -1)
+                    return 0;
+                size_t kept = len < LONG_LINE_KEPT ? len : LONG_LINE_KEPT;
+                struct sk_error e = {0};
+                sk_error_set(&e, SK_ERR_PERMANENT,
+                             "%s: line of %" PRId64 " bytes, longer than max_line_size (%zu); "
+                             "its first %zu bytes kept",
+                             f->entity->name, next - 1 - base, src->max_line, kept);
+                char where[320];
+                snprintf(where, sizeof(where), "%s:%" PRId64, f->name, p->line);
+                uint8_t *raw = sk_malloc(kept);
+                memcpy(raw, src->buf, kept);
+                sk_batch_add_bad(poll->out, NULL, raw, kept, where, &e);
+                poll->out->bad[poll->out->n_bad - 1].entity = f->entity;
+                poll->budget--;
+                base = p->offset = next;
+                p->line++;
+                len = start = scanned = 0;
+                continue;
+            }
             if (len == src->buf_cap) {
                 src->buf_cap *= 2;
                 src->buf = sk_realloc(src->buf, src->buf_cap);
@@ -609,6 +676,11 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
     }
     store_cursor(src, cursor, out);
     out->more = more;
+    /* A long line grew the buffer: give the memory back. */
+    if (src->buf_cap > 4 * READ_CHUNK) {
+        src->buf_cap = READ_CHUNK;
+        src->buf = sk_realloc(src->buf, src->buf_cap);
+    }
     /* Progress for the status line and page: bytes read of all files. */
     uint64_t done = 0, total = 0;
     for (size_t i = 0; i < src->n_files; i++) {

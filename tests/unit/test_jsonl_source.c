@@ -578,3 +578,51 @@ Test(jsonl_source, lines_with_invalid_utf8_or_a_nul_are_dead_lettered_with_their
     cr_assert_str_eq(batch.bad[1].err.msg, "Person: a NUL byte at byte 59");
     cr_assert_eq(batch.bad[1].raw_len, 63, "the raw line is kept whole, NUL included");
 }
+
+/* Regression (hostile input #7): a 100 MB line was read whole into memory and
+ * the buffer never shrank. A line over max_line_size is dead-lettered (its
+ * start, with its position) without being held, and the lines after it go on. */
+Test(jsonl_source, a_line_over_max_line_size_is_dead_lettered_without_being_held)
+{
+    write_persons("persons.jsonl", 1, 1);
+    FILE *f = fopen(file_path("persons.jsonl"), "a");
+    fputs("{\"id\":\"00000000-0000-4000-8000-000000000002\",\"givenName\":\"", f);
+    for (int i = 0; i < 300000; i++)
+        fputc('x', f);
+    fputs("\"}\n", f);
+    fclose(f);
+    write_persons("persons.jsonl", 3, 3);
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nmax_line_size: 64KiB\n", dir), 0, "%s", err.msg);
+    poll_next();
+    cr_assert_eq(batch.n, 2);
+    cr_assert_str_eq(batch.recs[0].key, uuid(1));
+    cr_assert_str_eq(batch.recs[1].key, uuid(3));
+    cr_assert_eq(batch.n_bad, 1);
+    cr_assert_str_eq(batch.bad[0].where, "persons.jsonl:2");
+    cr_assert(strstr(batch.bad[0].err.msg, "line of 300060 bytes, longer than max_line_size"), "%s",
+              batch.bad[0].err.msg);
+    cr_assert_eq(batch.bad[0].raw_len, 65536);
+    poll_next();
+    cr_assert_eq(batch.n + batch.n_bad, 0, "the long line is consumed");
+}
+
+/* An over-long line that is not complete yet stays unread (its writer may go on). */
+Test(jsonl_source, an_incomplete_over_long_line_waits)
+{
+    write_persons("persons.jsonl", 1, 1);
+    FILE *f = fopen(file_path("persons.jsonl"), "a");
+    for (int i = 0; i < 100000; i++)
+        fputc('x', f);
+    fclose(f);
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nmax_line_size: 64KiB\n", dir), 0, "%s", err.msg);
+    poll_next();
+    assert_keys(1, 1);
+    cr_assert_eq(batch.n_bad, 0);
+    write_file("persons.jsonl", "a", "\n");
+    write_persons("persons.jsonl", 2, 2);
+    poll_next();
+    cr_assert_eq(batch.n_bad, 1);
+    assert_keys(2, 1);
+}
