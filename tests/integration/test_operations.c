@@ -299,7 +299,11 @@ Test(operations, on_error_stop_fails_the_connector_and_the_supervisor_restarts_i
     char *body = http(&d, "GET", "/ready", NULL, &st);
     cr_assert_eq(st, 503, "a failed connector must make the daemon not ready: %s", body);
     free(body);
+    /* The reason is for the token holder; anyone else is pointed at the log. */
     body = http(&d, "GET", "/api/v1/connectors/strict", NULL, &st);
+    cr_assert_null(strstr(body, "organisations.jsonl"), "%s", body);
+    free(body);
+    body = http(&d, "GET", "/api/v1/connectors/strict", TOKEN, &st);
     cr_assert(strstr(body, "organisations.jsonl:1") && strstr(body, "on_error: stop"), "%s", body);
     cr_assert(strstr(body, "\"records\":0"), "nothing past the bad line was stored: %s", body);
     free(body);
