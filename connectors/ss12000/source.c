@@ -39,7 +39,11 @@
 #include "ss12000_source.pb-c.h"
 #include "util.h"
 
+/* Where a run is: the steps of one entity type's turn, then the deletions.
+ * The numbers are stored in the cursor (Ss12000Cursor.step): never renumber. */
 enum step { STEP_NONE = 0, STEP_FULL = 1, STEP_MODIFIED = 2, STEP_CREATED = 3, STEP_DELETED = 4 };
+static const char *const step_names[] = {"none", "full listing", "modified since", "created since",
+                                         "deletedEntities"};
 
 #define DELETED_MARK INT64_MIN      /* dedupe map: we published a tombstone */
 #define NO_MODIFIED (INT64_MIN + 1) /* dedupe map: published, no meta.modified */
@@ -328,7 +332,7 @@ struct cstate {
     int n_run_types;
     bool run_deletes;
     int type_index;
-    int step;
+    enum step step;
     char *page_token; /* malloc'ed or NULL */
     char chain_mod_text[TEXT_MAX];
     int64_t chain_mod_us;
@@ -874,8 +878,8 @@ static void take_max(const char *text, char dst[TEXT_MAX], int64_t *dst_us, bool
 }
 
 /* One entity of a list page: a record, nothing (unchanged), or a dead letter. */
-static void take_item(struct ss_source *src, struct cstate *st, int ti, int step, const cJSON *item,
-                      const char *url, struct sk_batch *out, int64_t now)
+static void take_item(struct ss_source *src, struct cstate *st, int ti, enum step step,
+                      const cJSON *item, const char *url, struct sk_batch *out, int64_t now)
 {
     struct ss_type *t = &src->types[ti];
     const struct sk_entity *e = t->e;
@@ -1225,7 +1229,8 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
         goto out;
     }
     char chain[64];
-    snprintf(chain, sizeof(chain), "list %d %d %" PRId64, i, st->step, st->run_t0);
+    snprintf(chain, sizeof(chain), "%s %s %" PRId64, src->types[i].e->collection,
+             step_names[st->step], st->run_t0);
     if (paging_guard_page(&src->guard, chain, chain_start ? 0 : 1, (size_t)cJSON_GetArraySize(data),
                           next, url, err)) {
         rc = -1;
