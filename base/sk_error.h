@@ -2,7 +2,7 @@
  * sk_error.h: the one error object of skolsync.
  *
  * A callee fills it, the caller reads it. The class decides what the caller
- * does next (DESIGN.md, delivery rule 4):
+ * does next (docs/architecture.md §4.4):
  *   - SK_ERR_RETRIABLE: try the same thing again later (network, target down);
  *   - SK_ERR_PERMANENT: this record is bad; dead-letter it and move on;
  *   - SK_ERR_FATAL:     this connector cannot go on; stop and restart it.

@@ -5,7 +5,7 @@
  * folder under connectors/ with one `const` ops table and one option table;
  * the build collects the folders (sk_connector() in the top CMakeLists.txt), so adding a
  * connector edits no core file. The drivers in daemon/ own every delivery rule
- * (DESIGN.md "Delivery rules"): a connector only produces records after a
+ * (docs/architecture.md §4): a connector only produces records after a
  * cursor, or applies records idempotently and reports an outcome per record.
  *
  * Threads: each connector instance runs on its own thread; ops are never
@@ -244,7 +244,7 @@ struct sk_sink {
     /*
      * The broker incarnation (Kafka cluster id; in embedded mode a fresh id per
      * process). A sink that stores offsets keeps it with them and returns only
-     * the offsets stored under the current incarnation (DESIGN.md, embedded broker).
+     * the offsets stored under the current incarnation (docs/architecture.md §5.8).
      */
     const char *incarnation;
     const struct sk_entity *const *entities; /* the entity types this sink consumes */

@@ -1,7 +1,7 @@
 /*
  * drivers.h: the source and sink drivers: the only code that moves records
  * between connectors and Kafka, and so the only code that implements the
- * delivery rules of DESIGN.md. Every connector inherits them.
+ * delivery rules of docs/architecture.md §4. Every connector inherits them.
  */
 #ifndef SK_DRIVERS_H
 #define SK_DRIVERS_H

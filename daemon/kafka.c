@@ -150,7 +150,7 @@ rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_
             goto fail;
     if (k->embedded) {
         /* The mock cluster's group coordinator waits session.timeout.ms - 1 s on
-         * rebalances (c-engineering.md §2.3): keep it short. */
+         * rebalances (docs/architecture.md §8.12): keep it short. */
         if (sk_kafka_conf_set(conf, "socket.connection.setup.timeout.ms", "5000", err))
             goto fail;
     }

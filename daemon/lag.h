@@ -7,7 +7,7 @@
  * the first unconsumed record of every lagging partition, group members),
  * the window of samples and the status rules, and rendering (table, JSON).
  * Must never: call DescribeConsumerGroups against the embedded (mock)
- * broker (it aborts there, c-engineering.md §1.5), count a transaction
+ * broker (it aborts there, docs/architecture.md §8.11), count a transaction
  * marker as lag, or estimate seconds-lag by interpolation (it reads the
  * record's timestamp).
  *

@@ -182,7 +182,7 @@ static void group_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q,
         rd_kafka_ListConsumerGroupOffsets_new(g->group, asked);
     rd_kafka_AdminOptions_t *opts =
         admin_options(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS, o->timeout_ms);
-    /* 2.0.2: exactly one group per call (c-engineering.md §1.5). */
+    /* 2.0.2: exactly one group per call (docs/architecture.md §8.8). */
     rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_ListConsumerGroupOffsets_destroy(req);
@@ -515,7 +515,7 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
                             "no brokers to ask (the embedded broker lives in the daemon: ask it)");
     if (embedded) {
         /* The 2.0.2 mock has no DescribeGroups or ListGroups handler, and the
-         * admin calls abort the process there (c-engineering.md §2.3). */
+         * admin calls abort the process there (docs/architecture.md §8.11). */
         o.describe_members = false;
         if (o.n_groups == 0)
             return sk_error_set(err, SK_ERR_FATAL,

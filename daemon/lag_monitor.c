@@ -5,7 +5,7 @@
  * evaluated report for GET /api/v1/lag, /metrics and the status page.
  *
  * It runs off the connectors' threads: 2.0.2's query_watermark_offsets does
- * not enforce its timeout when a broker misbehaves (c-engineering.md §0.7).
+ * not enforce its timeout when a broker misbehaves (docs/architecture.md §8.6).
  */
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * policy.h: the failure policy every connector has (DESIGN.md delivery rule 4),
+ * policy.h: the failure policy every connector has (docs/architecture.md §4.4),
  * configured per connector with the same keys:
  *
  *   on_error: dlq | stop | retry   what a permanent per-record error does:

@@ -1,7 +1,7 @@
 /*
  * sink_driver.c: runs one sink connector: consume -> batch -> apply -> commit.
  *
- * Delivery rules (DESIGN.md):
+ * Delivery rules (docs/architecture.md §4):
  *  3. An offset is stored and committed only after the target applied every
  *     record before it (enable.auto.offset.store=false, no auto-commit).
  *     Sinks that keep offsets in the target (stored_offsets) are sought to
@@ -14,8 +14,8 @@
  *
  * Assignment strategy: eager (roundrobin). Each sink is the only member of its
  * group `skolsync-<sink>`, so cooperative rebalancing buys nothing here, and
- * librdkafka 2.0.2 carries several cooperative-sticky bugs (c-engineering.md
- * §0 rule 7: assignor loop, lost assignment on commit during rebalance, crash
+ * librdkafka 2.0.2 carries several cooperative-sticky bugs (docs/architecture.md
+ * §8.5: assignor loop, lost assignment on commit during rebalance, crash
  * and hang on close).
  */
 #include <malloc.h>
@@ -343,7 +343,7 @@ static void build_records(struct sink_run *run)
         sk_error_clear(&run->outs[i].err);
         run->driver_rejected[i] = false;
         r->modified_us = INT64_MIN;
-        /* DESIGN.md: the key is the entity's lowercase UUID; anything else is
+        /* docs/architecture.md §5.2: the key is the entity's lowercase UUID; anything else is
          * not ours to apply. */
         if (!r->entity || sk_uuid_normalize(key, r->key) != 0) {
             run->driver_rejected[i] = true;

@@ -1,14 +1,14 @@
 /*
  * source_driver.c: runs one source connector: poll -> produce -> cursor.
  *
- * Delivery rules (DESIGN.md):
+ * Delivery rules (docs/architecture.md §4):
  *  1. Exactly-once (real broker): each batch, its dead letters and its new
  *     cursor are one Kafka transaction; on any error the transaction is
  *     aborted and the source is polled again from the last committed cursor.
  *  2. At-least-once (embedded broker, or exactly_once off): the cursor record
  *     is produced only after every delivery report of the batch succeeded.
  *     A failed report does not prove the record is absent
- *     (c-engineering.md rule 2): the batch is sent again; sinks are idempotent.
+ *     (docs/architecture.md §8.1): the batch is sent again; sinks are idempotent.
  * The cursor in memory moves only after Kafka acknowledged the batch.
  *
  * Must never: advance the cursor past unacknowledged data, or retry a produce

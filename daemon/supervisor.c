@@ -8,7 +8,7 @@
  *
  * Signals are blocked before any thread exists (librdkafka's threads inherit
  * the mask) and read from a signalfd here: no work in signal handlers
- * (c-engineering.md §1.6).
+ * (docs/architecture.md §8.9).
  */
 #include <errno.h>
 #include <poll.h>

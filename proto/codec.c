@@ -1,7 +1,7 @@
 /*
  * codec.c: SS 12000 JSON <-> protobuf messages, driven by protobuf-c's
  * descriptors. One walker serves all 18 entity types and their nested types;
- * there is no per-entity code (STYLE.md, "Data-driven").
+ * there is no per-entity code (docs/architecture.md §9.6).
  *
  * It owns the mapping rules: a JSON key maps to the field of the same name;
  * values that do not fit (wrong JSON type, null, empty arrays, keys the spec
@@ -33,8 +33,8 @@
  * field, so the old key is never re-emitted). Looked up only for keys that
  * matched no field, so the common path pays nothing.
  *   titleEngish -> titleEnglish: 2.0.0 spelling in SpecialisationCourseContent
- *   (Syllabus) and Grade_diplomaProject; fixed in 2.1.0 (NOTES.md §1, §4 IST).
- * The other misspellings of NOTES §6 (activitites, modifiedEntites,
+ *   (Syllabus) and Grade_diplomaProject; fixed in 2.1.0 (docs/ss12000-notes.md §1, §4 IST).
+ * The other misspellings of docs/ss12000-notes.md §6 (activitites, modifiedEntites,
  * calendareEvents) are not in entity bodies; model.c and the source handle them.
  */
 static const struct {
@@ -375,8 +375,8 @@ ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj
         return NULL;
     }
     /*
-     * The id is the record key, so it must be a UUID (NOTES §0) in lower case
-     * (NOTES §7). A non-string id went to _unknown above and is "missing" here.
+     * The id is the record key, so it must be a UUID (docs/ss12000-notes.md §0) in lower case
+     * (docs/ss12000-notes.md §7). A non-string id went to _unknown above and is "missing" here.
      */
     char **id = string_field(m, "id");
     if (!id || !*id) {

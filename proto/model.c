@@ -23,14 +23,14 @@
         .has_meta = meta,                                                                          \
     }
 
-/* Paths and buckets: NOTES.md §2.2; the odd spellings are the spec's (§6.1, §6.7). */
+/* Paths and buckets: docs/ss12000-notes.md §2.2; the odd spellings are the spec's (§6.1, §6.7). */
 ENTITY(organisation, "Organisation", "organisations", "/organisations", "organisations", NULL,
        ss12000__v2__organisation__descriptor, true);
 ENTITY(programme, "Programme", "programmes", "/programmes", "programmes", NULL,
        ss12000__v2__programme__descriptor, true);
 ENTITY(syllabus, "Syllabus", "syllabuses", "/syllabuses", "syllabuses", NULL,
        ss12000__v2__syllabus__descriptor, true);
-/* No id/meta in the spec (NOTES §6.4); servers add them, and we key by id. */
+/* No id/meta in the spec (docs/ss12000-notes.md §6.4); servers add them, and we key by id. */
 ENTITY(school_unit_offering, "SchoolUnitOffering", "schoolUnitOfferings", "/schoolUnitOfferings",
        "schoolUnitOfferings", NULL, ss12000__v2__school_unit_offering__descriptor, false);
 ENTITY(person, "Person", "persons", "/persons", "persons", NULL, ss12000__v2__person__descriptor,
@@ -48,20 +48,20 @@ ENTITY(attendance, "Attendance", "attendances", "/attendances", "attendances", N
        ss12000__v2__attendance__descriptor, true);
 ENTITY(attendance_event, "AttendanceEvent", "attendanceEvents", "/attendanceEvents",
        "attendanceEvents", NULL, ss12000__v2__attendance_event__descriptor, true);
-/* Singular path, plural bucket (NOTES §6.7). */
+/* Singular path, plural bucket (docs/ss12000-notes.md §6.7). */
 ENTITY(attendance_schedule, "AttendanceSchedule", "attendanceSchedules", "/attendanceSchedule",
        "attendanceSchedules", NULL, ss12000__v2__attendance_schedule__descriptor, true);
 ENTITY(absence, "Absence", "absences", "/absences", "absences", NULL,
        ss12000__v2__absence__descriptor, true);
 ENTITY(grade, "Grade", "grades", "/grades", "grades", NULL, ss12000__v2__grade__descriptor, true);
-/* Lower-case p in the path, camelCase bucket (NOTES §6.7). */
+/* Lower-case p in the path, camelCase bucket (docs/ss12000-notes.md §6.7). */
 ENTITY(study_plan, "StudyPlan", "studyPlans", "/studyplans", "studyPlans", NULL,
        ss12000__v2__study_plan__descriptor, true);
 ENTITY(resource, "Resource", "resources", "/resources", "resources", NULL,
        ss12000__v2__resource__descriptor, true);
 ENTITY(room, "Room", "rooms", "/rooms", "rooms", NULL, ss12000__v2__room__descriptor, true);
 
-/* Dependency order (NOTES §2.3): referenced types before the types referencing them. */
+/* Dependency order (docs/ss12000-notes.md §2.3): referenced types before the types referencing them. */
 const struct sk_entity *const sk_entities[] = {
     &organisation,
     &programme,
@@ -132,7 +132,7 @@ static int hex_lower(char c)
     return -1;
 }
 
-/* Lower case because RFC 4122 output is lower case and Kafka keys compare bytes (NOTES §7). */
+/* Lower case because RFC 4122 output is lower case and Kafka keys compare bytes (docs/ss12000-notes.md §7). */
 int sk_uuid_normalize(const char *text, char out[37])
 {
     if (!text)
@@ -187,7 +187,7 @@ static int64_t days_from_civil(int64_t y, int m, int d)
 /*
  * RFC 3339 §5.6 date-time: full-date "T" full-time, time-offset "Z" or ±HH:MM.
  * "t"/"z" and a space separator (§5.6 NOTE) are accepted too. A missing offset is
- * an error: local times cannot be compared as instants (NOTES §4, Skolverket).
+ * an error: local times cannot be compared as instants (docs/ss12000-notes.md §4, Skolverket).
  * Fractional digits beyond microseconds are truncated. Leap second 60 is accepted.
  */
 int sk_time_parse_us(const char *text, int64_t *out_us)

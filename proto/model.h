@@ -10,7 +10,7 @@
  * aside). Keys the spec lacks, and values whose JSON type does not fit the
  * spec (null, a string where a number belongs), are kept verbatim in each
  * message's `_unknown` field (a JSON object text) and re-emitted.
- * Misspelled keys of the spec are accepted in both spellings (NOTES.md §6).
+ * Misspelled keys of the spec are accepted in both spellings (docs/ss12000-notes.md §6).
  */
 #ifndef SK_MODEL_H
 #define SK_MODEL_H
@@ -35,7 +35,7 @@ struct sk_entity {
     bool has_meta; /* the spec gives it id + meta (SchoolUnitOffering does not) */
 };
 
-/* All 18 entity types in dependency order (NOTES.md §2.3), NULL-terminated. */
+/* All 18 entity types in dependency order (docs/ss12000-notes.md §2.3), NULL-terminated. */
 extern const struct sk_entity *const sk_entities[];
 #define SK_ENTITY_COUNT 18
 

@@ -298,7 +298,7 @@ static const cJSON *jarr(const cJSON *obj, const char *key)
     return cJSON_IsArray(x) ? x : NULL;
 }
 
-/* A date "YYYY-MM-DD" as SS 12000 writes it (NOTES.md §2.1); NULL if not one. */
+/* A date "YYYY-MM-DD" as SS 12000 writes it (docs/ss12000-notes.md §2.1); NULL if not one. */
 static const char *jdate(const cJSON *obj, const char *key)
 {
     const char *s = jstr(obj, key);
@@ -429,7 +429,7 @@ static void dangling(struct build *b, const char *what, const char *from, const 
 
 /* ---- orgs ---- */
 
-/* SS 12000 OrganisationType (NOTES.md §2.4) -> OneRoster org type. */
+/* SS 12000 OrganisationType (docs/ss12000-notes.md §2.4) -> OneRoster org type. */
 static const char *org_type(const char *t)
 {
     if (!t)
@@ -828,7 +828,7 @@ static void build_student_roles(struct build *b)
     }
 }
 
-/* SS 12000 DutyRole (NOTES.md §2.4) -> OneRoster 1.2 role. */
+/* SS 12000 DutyRole (docs/ss12000-notes.md §2.4) -> OneRoster 1.2 role. */
 static const char *duty_role(const char *r)
 {
     static const struct {
@@ -888,7 +888,7 @@ static void add_agent(struct build *b, const char *of, const char *agent)
     strvec_add_unique(*slot, agent);
 }
 
-/* RelationType (NOTES.md §2.4): custodians and trustees are guardians, others relatives. */
+/* RelationType (docs/ss12000-notes.md §2.4): custodians and trustees are guardians, others relatives. */
 static const char *relation_role(const char *rel)
 {
     if (!rel || strcmp(rel, "Vårdnadshavare") == 0 || strcmp(rel, "God man") == 0)

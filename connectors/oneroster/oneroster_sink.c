@@ -210,7 +210,7 @@ static void oneroster_close(struct sk_sink *self)
         pthread_cond_signal(&s->cv);
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->timer, NULL);
-        /* Changes not yet in a bundle get one now (DESIGN.md rule 5: flush). */
+        /* Changes not yet in a bundle get one now (docs/architecture.md §4.5: flush). */
         if (s->changes != s->bundled) {
             struct sk_error err = {0};
             if (write_bundle(s, NULL, 0, &err) < 0)

@@ -3,7 +3,7 @@
  * every SS 12000 collection in one PostgreSQL table (the entity as jsonb plus
  * typed columns generated from it), and the consumed Kafka offsets in the
  * same schema, written in the same transaction as the rows: exactly-once
- * apply (DESIGN.md, delivery rule 3). The schema is versioned; its
+ * apply (docs/architecture.md §4.3). The schema is versioned; its
  * migrations are compiled in (docs/postgres-sink.md describes it).
  *
  * Owns: the schema and its migrations, the bulk upsert/delete path, the
@@ -94,7 +94,7 @@ struct pg_table_spec {
 #define INSTANT(k) "{s}.sk_instant(doc->>'" k "')"
 
 /*
- * Migration 1's typed columns: what people filter and join on (NOTES.md §2.3).
+ * Migration 1's typed columns: what people filter and join on (docs/ss12000-notes.md §2.3).
  * Frozen: a change here is a new migration, never an edit.
  */
 static const struct pg_table_spec table_specs[] = {
@@ -571,7 +571,7 @@ static void build_table_sql(struct pg_sink *s, struct pg_table *t, const char *q
         buf_printf(&changed, " OR t.%s IS DISTINCT FROM excluded.%s", c->name, c->name);
     }
     /*
-     * The stale-update guard (DESIGN.md, delivery rule 3): an update wins
+     * The stale-update guard (docs/architecture.md §4.3): an update wins
      * only if its meta.modified is not older than the row's, compared as
      * instants (timestamptz), so "+01:00" and "Z" order correctly. Without a
      * meta.modified on either side they cannot be ordered: the arriving

@@ -1,6 +1,6 @@
 /*
  * scim_map.c: SS 12000 entities -> SCIM resources (RFC 7643 §4), and the
- * PATCH bodies (RFC 7644 §3.5.2) in the dialects of research §2.6.
+ * PATCH bodies (RFC 7644 §3.5.2) in the dialects of docs/architecture.md §10.3.
  *
  * Owns: the mapping table of docs/scim-sink.md. Must never: put anything
  * into a body that the mapping table does not name (the person documents
@@ -29,7 +29,7 @@ static const char *str(const cJSON *obj, const char *key)
     return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
-/* SS 12000 dates are inclusive (NOTES.md §2.1): a relation ending today still holds. */
+/* SS 12000 dates are inclusive (docs/ss12000-notes.md §2.1): a relation ending today still holds. */
 bool scim_relation_current(const cJSON *rel, const char *today)
 {
     const char *end = str(rel, "endDate");
@@ -50,7 +50,7 @@ bool scim_person_is_student(const cJSON *person, const char *today)
     return false;
 }
 
-/* Account e-mail types (NOTES.md §2.4); "Privat" never leaves. */
+/* Account e-mail types (docs/ss12000-notes.md §2.4); "Privat" never leaves. */
 static bool work_email(const char *type)
 {
     return type && (strcmp(type, "Skola elev") == 0 || strcmp(type, "Skola personal") == 0 ||
@@ -257,7 +257,7 @@ bool scim_same_managed(const cJSON *desired, const cJSON *have, bool is_group)
     return true;
 }
 
-/* Entra capitalises the op (research §2.6); RFC 7644 and Okta use lower case. */
+/* Entra capitalises the op (docs/architecture.md §10.3); RFC 7644 and Okta use lower case. */
 static const char *op_name(const char *op, enum scim_dialect d)
 {
     if (d != SCIM_DIALECT_ENTRA)

@@ -14,7 +14,7 @@
  * mapping of HTTP statuses to error classes. Must never: create a resource
  * without first looking its externalId up on the server when the id map does
  * not know it (a lost state dir must not cause duplicates), let an older
- * meta.modified overwrite a newer one (DESIGN.md delivery rule 3), or apply a
+ * meta.modified overwrite a newer one (docs/architecture.md §4.3), or apply a
  * record of an entity after an earlier record of the same entity was left
  * for retry (per-key order).
  */
@@ -298,7 +298,7 @@ static int create(struct scim_sink *s, const char *kind, const char *uuid, const
         return 0;
     }
     if (r.status == 409) {
-        /* Research §4.2: created by someone else (or by us before a crash
+        /* docs/architecture.md §10.2: created by someone else (or by us before a crash
          * lost the state) between our lookup and POST: adopt it. */
         rc = lookup(s, kind, uuid, id, have, err);
         if (rc == 1) {
@@ -682,7 +682,7 @@ static const char *ref_id(const cJSON *obj, const char *key, char out[37])
     return out;
 }
 
-/* The stale-update guard (DESIGN.md rule 3): older than what was applied is a no-op. */
+/* The stale-update guard (docs/architecture.md §4.3): older than what was applied is a no-op. */
 static bool stale(const struct sk_record *r, bool known, int64_t applied_us)
 {
     return known && applied_us != INT64_MIN && r->modified_us != INT64_MIN &&
@@ -804,7 +804,7 @@ static enum kind kind_of(const struct sk_record *r)
 /*
  * Phases: users (persons, duties) created and updated, then groups created
  * and updated (so their members exist), then groups deleted, then users
- * deleted (EGIL's order, research §2.7). A key's records all go in the phase
+ * deleted (EGIL's order, docs/architecture.md §10.1). A key's records all go in the phase
  * of its last record, so one entity's records stay in order.
  */
 static int phase_of(const struct sk_record *r)

@@ -2,7 +2,7 @@
  * source.c: the ss12000-source connector. Reads a student-record system
  * through its SS 12000 2.1 REST API and hands every change to the core.
  *
- * The algorithm (NOTES.md §3.5, docs/ss12000-source.md):
+ * The algorithm (docs/ss12000-notes.md §3.5, docs/ss12000-source.md):
  *   - a run covers the configured entity types in dependency order; per type
  *     a FULL listing (first time, then every full_sync_interval, which also
  *     reconciles deletes against the ids live in Kafka) or a DELTA
@@ -262,7 +262,7 @@ static const struct sk_option ss_options[] = {
     {.name = NULL},
 };
 
-/* ---- required fields (NOTES.md §2.3; spec defects of §6.5 left out) ------ */
+/* ---- required fields (docs/ss12000-notes.md §2.3; spec defects of §6.5 left out) ------ */
 
 struct required {
     const char *entity;
@@ -497,7 +497,7 @@ static int offset_minutes(const char *text)
 }
 
 /*
- * RFC 3339 with an explicit numeric offset (never without one, NOTES.md §4:
+ * RFC 3339 with an explicit numeric offset (never without one, docs/ss12000-notes.md §4:
  * servers reject an offset-less time), µs precision, in the offset the
  * server itself writes (so a server that compares texts still works).
  */
@@ -1049,7 +1049,7 @@ static cJSON *parse_page(struct ss_resp *r, const char *url, const cJSON **data,
     return doc;
 }
 
-/* The list request of the current step (filters only without a token, NOTES.md §3.1). */
+/* The list request of the current step (filters only without a token, docs/ss12000-notes.md §3.1). */
 static char *list_url(struct ss_source *src, const struct cstate *st, int i)
 {
     const struct sk_entity *e = src->types[i].e;
@@ -1315,7 +1315,7 @@ static void take_deleted(struct ss_source *src, const struct sk_entity *e, const
     dels_add(&src->run_dels, sk_entity_index(e), id);
 }
 
-/* One request of the deletedEntities step (NOTES.md §3.2). */
+/* One request of the deletedEntities step (docs/ss12000-notes.md §3.2). */
 static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
                         struct sk_error *err)
 {
@@ -1380,7 +1380,7 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
         goto out;
     }
     if (cJSON_IsObject(data)) {
-        /* {"persons": [...], "activitites"|"activities": [...]} (NOTES.md §6.1). */
+        /* {"persons": [...], "activitites"|"activities": [...]} (docs/ss12000-notes.md §6.1). */
         const cJSON *bucket;
         cJSON_ArrayForEach(bucket, data)
         {
@@ -1395,7 +1395,7 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
             cJSON_ArrayForEach(idj, bucket) take_deleted(src, e, idj, url, out);
         }
     } else if (cJSON_IsArray(data)) {
-        /* A non-conformant flat list [{entityType, id}] seen in demo servers (§3.2). */
+        /* A non-conformant flat list [{entityType, id}] seen in demo servers (docs/ss12000-notes.md §3.2). */
         const cJSON *o;
         cJSON_ArrayForEach(o, data)
         {

@@ -1,5 +1,5 @@
 /*
- * source_hook.c: webhooks of the ss12000-source (NOTES.md §3.3).
+ * source_hook.c: webhooks of the ss12000-source (docs/ss12000-notes.md §3.3).
  *
  * Owns: the callback route POST /hooks/<source>/<secret> on the daemon's HTTP
  * server, the subscription at the SIS (POST /subscriptions, renewed with
@@ -86,7 +86,7 @@ static bool bearer_ok(const char *header, const char *token)
 
 /*
  * A callback: {"modifiedEntites": [...], "deletedEntities": true}. Both the
- * spec's misspelling and "modifiedEntities" are accepted (NOTES.md §6.2).
+ * spec's misspelling and "modifiedEntities" are accepted (docs/ss12000-notes.md §6.2).
  * Runs on an HTTP thread.
  */
 /* The path in constant time: the secret in it is the callback's credential. */

@@ -24,7 +24,7 @@
 #include "log.h"
 #include "sk_test.h"
 
-/* Kafka API keys (private to librdkafka: c-engineering.md §2.1). */
+/* Kafka API keys (private to librdkafka: docs/architecture.md §8.10). */
 enum {
     PRODUCE = 0,
     FETCH = 1,
