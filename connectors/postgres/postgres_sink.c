@@ -9,8 +9,8 @@
  * Owns: the options, open and close, the bulk upsert/delete path, the
  * per-record fallback that isolates a bad record, the offsets table. The
  * schema and its migrations are postgres_schema.c's, the connection and
- * its error classes postgres_conn.c's. Must
- * never: let an older meta.modified overwrite a newer one, store an offset in
+ * its error classes postgres_conn.c's.
+ * Must never: let an older meta.modified overwrite a newer one, store an offset in
  * another transaction than the rows it covers, return offsets stored under
  * another broker incarnation (connector.h, struct sk_sink), commit after an
  * error, or print the connection string (it may hold a password).
