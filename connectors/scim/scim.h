@@ -175,4 +175,37 @@ void scim_strlist_add(struct sk_strlist *l, const char *s);
 bool scim_strlist_has(const struct sk_strlist *l, const char *s);
 void scim_strlist_free(struct sk_strlist *l);
 
+/* ---- the sink's state, shared by scim_sink.c and scim_resource.c ---------- */
+
+struct scim_sink {
+    const char *component;
+    const struct scim_conf *conf;
+    struct scim_http *http;
+    struct scim_state *state;
+    enum scim_dialect dialect;
+    bool use_patch, deactivate;
+    bool want_students, want_staff, want_guardians;
+    char today[11];
+    /* per batch: the server is down or throttling, or refused our credentials */
+    bool unavailable;
+    struct sk_error unavailable_err;
+    bool fatal;
+    struct sk_error fatal_err;
+};
+
+/*
+ * Makes the server hold `desired` (a User or Group, kind "User"/"Group") for
+ * uuid. *changed: uuid got a SCIM id the state did not have. 0 or -1 with err
+ * (PERMANENT: this record; RETRIABLE: the server is away; FATAL: stop).
+ */
+int scim_resource_upsert(struct scim_sink *s, const char *kind, const char *uuid,
+                         const cJSON *desired, bool *changed, struct sk_error *err);
+/*
+ * Removes uuid's resource, or sets it inactive when deactivate; an unmapped
+ * uuid is looked up on the server only when ask_server (an explicit delete:
+ * the state may have been lost). *changed: uuid lost its SCIM id.
+ */
+int scim_resource_remove(struct scim_sink *s, const char *kind, const char *uuid, bool ask_server,
+                         bool deactivate, bool *changed, struct sk_error *err);
+
 #endif

@@ -29,7 +29,8 @@ static const char *str(const cJSON *obj, const char *key)
     return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
-/* SS 12000 dates are inclusive (docs/ss12000-notes.md §2.1): a relation ending today still holds. */
+/* SS 12000 dates are inclusive (docs/ss12000-notes.md §2.1): a relation ending today still holds.
+ */
 bool scim_relation_current(const cJSON *rel, const char *today)
 {
     const char *end = str(rel, "endDate");

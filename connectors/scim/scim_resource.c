@@ -1,0 +1,465 @@
+/*
+ * scim_resource.c: one SCIM resource on the server: looking it up by
+ * externalId (adopting only a resource that carries ours, refusing a server
+ * that ignores filter=), creating, replacing or patching it, removing or
+ * deactivating it, and what each HTTP answer means for the record (retry,
+ * reject, or stop).
+ *
+ * Must never: create a resource without first looking its externalId up
+ * when the id map does not know it (a lost state dir must not cause
+ * duplicates), adopt a resource with another externalId, or count as
+ * applied what the server silently dropped.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "connector.h"
+#include "http_client.h"
+#include "log.h"
+#include "model.h"
+#include "scim.h"
+#include "util.h"
+
+/* ---- HTTP outcomes -------------------------------------------------------------- */
+
+/*
+ * A response that is not what the operation wanted. 429/503 honour
+ * Retry-After by sleeping up to retry_after_max here, then report RETRY (the
+ * driver adds its own backoff); other 5xx and 408 are RETRY at once; 401 is
+ * FATAL (every record would fail: the connector stops and is restarted with
+ * backoff); every other status is a rejection of this record with the
+ * server's scimType and detail.
+ */
+static int http_fail(struct scim_sink *s, const char *what, const struct scim_resp *r,
+                     struct sk_error *err)
+{
+    char detail[300];
+    scim_resp_detail(r, detail, sizeof(detail));
+    if (r->status == 429 || r->status == 408 || r->status >= 500) {
+        char wait[64] = "";
+        if (r->retry_after_ms >= 0) {
+            int64_t ms = r->retry_after_ms;
+            if (ms > s->conf->retry_after_max_ms)
+                ms = s->conf->retry_after_max_ms;
+            snprintf(wait, sizeof(wait), " (Retry-After %" PRId64 " s, waited %" PRId64 " ms)",
+                     r->retry_after_ms / 1000, ms);
+            if (ms > 0)
+                sk_sleep_ms(ms);
+        }
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: HTTP %ld%s: %s", what, r->status, wait, detail);
+        s->unavailable = true;
+        s->unavailable_err = *err;
+        return -1;
+    }
+    if (r->status == 401) {
+        sk_error_set(err, SK_ERR_FATAL, "%s: HTTP 401, the server refused our credentials: %s",
+                     what, detail);
+        s->fatal = true;
+        s->fatal_err = *err;
+        return -1;
+    }
+    return sk_error_set(err, SK_ERR_PERMANENT, "%s: HTTP %ld: %s", what, r->status, detail);
+}
+
+/* One request; body may be NULL. A transport failure marks the server
+ * unavailable; an answer over max_response_size (PERMANENT) fails only the
+ * record it was for, as asking again would bring the same answer. */
+static int request(struct scim_sink *s, const char *method, const char *path, const cJSON *body,
+                   struct scim_resp *resp, struct sk_error *err)
+{
+    char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+    int rc = scim_http_request(s->http, method, path, text, resp, err);
+    free(text);
+    if (rc < 0) {
+        if (err->cls == SK_ERR_FATAL) {
+            s->fatal = true;
+            s->fatal_err = *err;
+        } else if (err->cls == SK_ERR_RETRIABLE) {
+            s->unavailable = true;
+            s->unavailable_err = *err;
+        }
+    }
+    return rc;
+}
+
+static const char *endpoint_of(const char *kind)
+{
+    return strcmp(kind, "Group") == 0 ? "Groups" : "Users";
+}
+
+/*
+ * GET /<endpoint>?filter=externalId eq "<uuid>". Returns 1 with *id (and
+ * *resource if asked; caller frees both), 0 if the server has none, -1 with err.
+ */
+static int lookup(struct scim_sink *s, const char *kind, const char *uuid, char **id,
+                  cJSON **resource, struct sk_error *err)
+{
+    char *filter = sk_asprintf("externalId eq \"%s\"", uuid);
+    char *enc = sk_http_escape(filter);
+    char *path = sk_asprintf("/%s?filter=%s", endpoint_of(kind), enc);
+    free(filter);
+    free(enc);
+    struct scim_resp r;
+    int rc = request(s, "GET", path, NULL, &r, err);
+    free(path);
+    if (rc < 0)
+        return -1;
+    if (r.status != 200) {
+        rc = http_fail(s, "lookup by externalId", &r, err);
+        scim_resp_free(&r);
+        return rc;
+    }
+    /* Adopt only a resource that carries our externalId. A server that ignores
+     * filter= answers with every resource it has: adopting Resources[0] then
+     * merged every person into one account. Such a server cannot be written
+     * to safely at all, so the sink stops before it writes anything. */
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r.json, "Resources");
+    const cJSON *it, *match = NULL;
+    const cJSON *items = cJSON_IsArray(list) ? list : NULL;
+    int n = 0, others = 0, matches = 0;
+    cJSON_ArrayForEach(it, items)
+    {
+        n++;
+        const char *ext = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "externalId"));
+        if (ext && strcasecmp(ext, uuid) == 0) {
+            matches++;
+            if (!match)
+                match = it;
+        } else {
+            others++;
+        }
+    }
+    rc = 0;
+    if (others) {
+        s->fatal = true; /* the whole batch stops, and nothing more is sent */
+        rc = sk_error_set(err, SK_ERR_FATAL,
+                          "the server ignores filter=: looking up %s externalId %s it answered %d "
+                          "resource(s), %d with another externalId; writing to it would merge "
+                          "accounts, so nothing is written (fix the server's filter support)",
+                          kind, uuid, n, others);
+        s->fatal_err = *err;
+    } else if (match) {
+        const cJSON *match_id = cJSON_GetObjectItemCaseSensitive(match, "id");
+        if (matches > 1)
+            sk_warn(s->component,
+                    "%s %s: the server holds %d resources with this externalId; using %s", kind,
+                    uuid, matches, cJSON_GetStringValue(match_id));
+        if (cJSON_IsString(match_id)) {
+            *id = sk_strdup(match_id->valuestring);
+            if (resource)
+                *resource = cJSON_Duplicate(match, true);
+            rc = 1;
+        }
+    }
+    scim_resp_free(&r);
+    return rc;
+}
+
+/*
+ * The first attribute of desired (top level, extensions included) that an
+ * answer holding the whole resource lacks: the server took the request and
+ * silently dropped it (an undeclared extension, an attribute it does not
+ * know). NULL if the answer holds them all, or is no whole resource (RFC
+ * 7644 §3.3 says the answer is the resource, with its schemas; a bare
+ * {"id": ...} tells nothing either way).
+ */
+static const char *dropped_attribute(const cJSON *desired, const cJSON *answer)
+{
+    if (!cJSON_IsObject(answer) ||
+        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(answer, "id")) ||
+        !cJSON_IsArray(cJSON_GetObjectItem(answer, "schemas")))
+        return NULL;
+    const cJSON *a;
+    cJSON_ArrayForEach(a, desired)
+    {
+        if (!a->string || strcmp(a->string, "schemas") == 0 || strcmp(a->string, "id") == 0 ||
+            strcmp(a->string, "meta") == 0 || strcmp(a->string, "password") == 0 ||
+            cJSON_IsNull(a) || (cJSON_IsArray(a) && !a->child))
+            continue;
+        const cJSON *got = cJSON_GetObjectItem(answer, a->string); /* case-insensitive (RFC 7643) */
+        if (!got || cJSON_IsNull(got))
+            return a->string;
+    }
+    return NULL;
+}
+
+/* ---- create / update / remove one resource -------------------------------------------- */
+
+/* POST; on 409 adopt the existing resource by externalId. Returns 0 with *id (and *have). */
+static int create(struct scim_sink *s, const char *kind, const char *uuid, const cJSON *desired,
+                  char **id, cJSON **have, bool *adopted, struct sk_error *err)
+{
+    char *path = sk_asprintf("/%s", endpoint_of(kind));
+    struct scim_resp r;
+    int rc = request(s, "POST", path, desired, &r, err);
+    free(path);
+    if (rc < 0)
+        return -1;
+    const cJSON *new_id = cJSON_GetObjectItemCaseSensitive(r.json, "id");
+    if ((r.status == 201 || r.status == 200) && cJSON_IsString(new_id)) {
+        *id = sk_strdup(new_id->valuestring);
+        *adopted = false;
+        *have = r.json; /* what the server says it holds now */
+        r.json = NULL;
+        scim_resp_free(&r);
+        sk_debug(s->component, "%s %s created as %s", kind, uuid, *id);
+        return 0;
+    }
+    if (r.status == 409) {
+        /* docs/architecture.md §10.2: created by someone else (or by us before a crash
+         * lost the state) between our lookup and POST: adopt it. */
+        rc = lookup(s, kind, uuid, id, have, err);
+        if (rc == 1) {
+            *adopted = true;
+            scim_resp_free(&r);
+            return 0;
+        }
+        if (rc == 0) {
+            /* the conflict is with a resource that is not ours (another externalId) */
+            http_fail(s, "create", &r, err);
+        }
+        scim_resp_free(&r);
+        return -1;
+    }
+    if (r.status == 201 || r.status == 200)
+        sk_error_set(err, SK_ERR_RETRIABLE, "create: HTTP %ld without an id", r.status);
+    else
+        http_fail(s, "create", &r, err);
+    scim_resp_free(&r);
+    return -1;
+}
+
+/* GET /<endpoint>/<id>: 1 with *have, 0 on 404, -1 with err. */
+static int fetch(struct scim_sink *s, const char *kind, const char *id, cJSON **have,
+                 struct sk_error *err)
+{
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    struct scim_resp r;
+    int rc = request(s, "GET", path, NULL, &r, err);
+    free(path);
+    if (rc < 0)
+        return -1;
+    if (r.status == 200 && r.json) {
+        *have = r.json;
+        r.json = NULL;
+        rc = 1;
+    } else if (r.status == 404) {
+        rc = 0;
+    } else {
+        rc = http_fail(s, "read", &r, err);
+    }
+    scim_resp_free(&r);
+    return rc;
+}
+
+/* PUT or PATCH id towards desired. Returns 1 done, 0 the server has no such id (404), -1 err. */
+static int update(struct scim_sink *s, const char *kind, const char *id, const cJSON *desired,
+                  cJSON *have, struct sk_error *err)
+{
+    bool is_group = strcmp(kind, "Group") == 0;
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    cJSON *fetched = NULL;
+    cJSON *body = NULL;
+    const char *method = "PUT";
+    int rc = 1;
+    if (s->use_patch) {
+        method = "PATCH";
+        if (!have) {
+            rc = fetch(s, kind, id, &fetched, err);
+            have = fetched;
+        }
+        if (rc == 1) {
+            body = scim_patch_body(desired, have, is_group, s->dialect);
+            if (!body)
+                goto done; /* nothing differs */
+        }
+    }
+    if (rc == 1) {
+        struct scim_resp r;
+        rc = request(s, method, path, body ? body : desired, &r, err);
+        if (rc == 0) {
+            const char *dropped =
+                r.status == 200 && !s->use_patch ? dropped_attribute(desired, r.json) : NULL;
+            if (dropped)
+                rc = sk_error_set(err, SK_ERR_PERMANENT,
+                                  "replace: HTTP 200, but the answer lacks \"%s\": the server "
+                                  "dropped it silently (an undeclared extension?); not applied",
+                                  dropped);
+            else if (r.status == 200 || r.status == 204)
+                rc = 1;
+            else if (r.status == 404)
+                rc = 0;
+            else
+                rc = http_fail(s, s->use_patch ? "patch" : "replace", &r, err);
+            scim_resp_free(&r);
+        }
+    }
+done:
+    cJSON_Delete(body);
+    cJSON_Delete(fetched);
+    free(path);
+    return rc;
+}
+
+/*
+ * Makes the server hold `desired` for uuid. *changed: the uuid got a SCIM id
+ * it did not have in the state (created or adopted).
+ */
+int scim_resource_upsert(struct scim_sink *s, const char *kind, const char *uuid,
+                         const cJSON *desired, bool *changed, struct sk_error *err)
+{
+    char *desired_text = cJSON_PrintUnformatted(desired);
+    char *id = NULL, *sent = NULL;
+    cJSON *have = NULL;
+    int rc = 0;
+    *changed = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool mapped = scim_state_get_map(s->state, kind, uuid, &id, &sent) == 1;
+        if (mapped && sent && strcmp(sent, desired_text) == 0)
+            break; /* a replay: nothing to send */
+        if (mapped && sent)
+            have = cJSON_Parse(sent);
+        if (!mapped) {
+            /* the state does not know it: the server might (lost state dir, crash) */
+            rc = lookup(s, kind, uuid, &id, &have, err);
+            if (rc < 0)
+                break;
+            if (rc == 0) {
+                bool adopted;
+                if (create(s, kind, uuid, desired, &id, &have, &adopted, err) < 0) {
+                    rc = -1;
+                    break;
+                }
+                *changed = true;
+                rc = 0;
+                if (!adopted) {
+                    const char *dropped = dropped_attribute(desired, have);
+                    if (dropped) {
+                        /* Created, so keep its id (no duplicate later), but
+                         * as what the server holds: the next version is
+                         * sent again, and this one is not counted applied. */
+                        char *held = cJSON_PrintUnformatted(have);
+                        scim_state_put_map(s->state, kind, uuid, id, held);
+                        free(held);
+                        rc = sk_error_set(err, SK_ERR_PERMANENT,
+                                          "create: HTTP 201, but the answer lacks \"%s\": the "
+                                          "server dropped it silently (an undeclared "
+                                          "extension?); not applied",
+                                          dropped);
+                        break;
+                    }
+                    scim_state_put_map(s->state, kind, uuid, id, desired_text);
+                    break;
+                }
+            }
+            *changed = true;
+            rc = 0;
+        }
+        if (have && scim_same_managed(desired, have, strcmp(kind, "Group") == 0)) {
+            scim_state_put_map(s->state, kind, uuid, id, desired_text);
+            break;
+        }
+        rc = update(s, kind, id, desired, have, err);
+        if (rc == 1) {
+            scim_state_put_map(s->state, kind, uuid, id, desired_text);
+            rc = 0;
+            break;
+        }
+        if (rc < 0)
+            break;
+        if (attempt == 1) {
+            rc = sk_error_set(err, SK_ERR_RETRIABLE, "%s %s: SCIM id %s vanished while updating",
+                              kind, uuid, id);
+            break;
+        }
+        /* 404: deleted on the server behind our back; create it again */
+        sk_warn(s->component, "%s %s: SCIM id %s is gone from the server; creating it again", kind,
+                uuid, id);
+        scim_state_del_map(s->state, kind, uuid);
+        *changed = true;
+        free(id);
+        free(sent);
+        cJSON_Delete(have);
+        id = sent = NULL;
+        have = NULL;
+        rc = 0;
+    }
+    free(desired_text);
+    free(id);
+    free(sent);
+    cJSON_Delete(have);
+    return rc < 0 ? -1 : 0;
+}
+
+/*
+ * Removes (or deactivates) uuid's resource. An unmapped uuid is looked up on
+ * the server only when ask_server (an explicit delete: the state may have
+ * been lost). *changed: uuid lost its SCIM id.
+ */
+int scim_resource_remove(struct scim_sink *s, const char *kind, const char *uuid, bool ask_server,
+                         bool deactivate, bool *changed, struct sk_error *err)
+{
+    char *id = NULL, *sent = NULL;
+    cJSON *have = NULL;
+    int rc = 0;
+    *changed = false;
+    bool mapped = scim_state_get_map(s->state, kind, uuid, &id, &sent) == 1;
+    if (mapped && sent)
+        have = cJSON_Parse(sent);
+    if (!mapped) {
+        if (!ask_server)
+            return 0;
+        rc = lookup(s, kind, uuid, &id, &have, err);
+        if (rc <= 0)
+            goto done; /* not there: a delete of something missing is done */
+        rc = 0;
+    }
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    struct scim_resp r;
+    if (deactivate) {
+        if (have && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(have, "active"))) {
+            free(path);
+            goto done; /* already inactive */
+        }
+        cJSON *body = scim_deactivate_body(s->dialect);
+        rc = request(s, "PATCH", path, body, &r, err);
+        cJSON_Delete(body);
+        if (rc == 0) {
+            if (r.status == 200 || r.status == 204) {
+                cJSON *now = have ? have : cJSON_CreateObject();
+                have = now;
+                cJSON_DeleteItemFromObjectCaseSensitive(now, "active");
+                cJSON_AddFalseToObject(now, "active");
+                char *text = cJSON_PrintUnformatted(now);
+                scim_state_put_map(s->state, kind, uuid, id, text);
+                free(text);
+            } else if (r.status == 404) {
+                scim_state_del_map(s->state, kind, uuid);
+                *changed = true;
+            } else {
+                rc = http_fail(s, "deactivate", &r, err);
+            }
+            scim_resp_free(&r);
+        }
+    } else {
+        rc = request(s, "DELETE", path, NULL, &r, err);
+        if (rc == 0) {
+            if (r.status == 204 || r.status == 200 || r.status == 404) {
+                scim_state_del_map(s->state, kind, uuid);
+                *changed = true;
+            } else {
+                rc = http_fail(s, "delete", &r, err);
+            }
+            scim_resp_free(&r);
+        }
+    }
+    free(path);
+done:
+    free(id);
+    free(sent);
+    cJSON_Delete(have);
+    return rc < 0 ? -1 : 0;
+}
