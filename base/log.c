@@ -1,6 +1,6 @@
 /*
- * log.c: the log sink (the one piece of global mutable state besides the
- * signal flag). Lines go to stderr; under systemd (JOURNAL_STREAM set) each
+ * log.c: the log sink (the one piece of global mutable state; signals are
+ * read from a signalfd, so there is no signal flag). Lines go to stderr; under systemd (JOURNAL_STREAM set) each
  * line starts with a <N> priority prefix that journald understands.
  */
 #include "log.h"

@@ -149,8 +149,10 @@ rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_
         if (sk_kafka_conf_set(conf, defaults[i], defaults[i + 1], err))
             goto fail;
     if (k->embedded) {
-        /* The mock cluster's group coordinator waits session.timeout.ms - 1 s on
-         * rebalances (docs/architecture.md §8.12): keep it short. */
+        /* A connection the mock cluster never accepts (a broker that is
+         * being restarted by a fault test) gives up after 5 s instead of
+         * the default 30 s. (Its coordinator's rebalance wait, §8.12 of
+         * docs/architecture.md, is kept short by the sink's session timeout.) */
         if (sk_kafka_conf_set(conf, "socket.connection.setup.timeout.ms", "5000", err))
             goto fail;
     }
