@@ -8,6 +8,7 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "daemon.h"
 #include "log.h"
 #include "model.h"
@@ -270,9 +271,21 @@ static void usage(FILE *out)
             "POST /api/v1/dlq/replay with admin.token).\n");
 }
 
-static size_t to_stdout(char *data, size_t size, size_t n, void *userp)
+/*
+ * A skipped dead letter was not replayed: the operator must learn it from the
+ * exit code too, or a script takes a partial replay for a complete one.
+ */
+static int replay_exit(size_t skipped)
 {
-    fwrite(data, size, n, stdout);
+    if (!skipped)
+        return SK_EXIT_OK;
+    fprintf(stderr, "skolsync: skipped %zu dead letter(s): not replayed\n", skipped);
+    return SK_EXIT_RUNTIME;
+}
+
+static size_t to_buf(char *data, size_t size, size_t n, void *userp)
+{
+    sk_buf_putn(userp, data, size * n);
     return size * n;
 }
 
@@ -304,20 +317,30 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, to_stdout);
+    struct sk_buf answer = {0};
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, to_buf);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
     CURLcode cc = curl_easy_perform(curl);
     long status = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(curl);
     free(text);
-    printf("\n");
+    printf("%s\n", answer.p ? answer.p : "");
     if (cc != CURLE_OK) {
         fprintf(stderr, "skolsync: cannot reach the daemon at %s: %s\n", listen,
                 curl_easy_strerror(cc));
+        sk_buf_free(&answer);
         return SK_EXIT_RUNTIME;
     }
-    return status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
+    int rc = status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
+    cJSON *j = replay && rc == SK_EXIT_OK ? cJSON_Parse(answer.p ? answer.p : "") : NULL;
+    const cJSON *skipped = cJSON_GetObjectItemCaseSensitive(j, "skipped");
+    if (cJSON_IsNumber(skipped))
+        rc = replay_exit((size_t)skipped->valuedouble);
+    cJSON_Delete(j);
+    sk_buf_free(&answer);
+    return rc;
 }
 
 int sk_cmd_dlq(int argc, char **argv)
@@ -402,6 +425,7 @@ int sk_cmd_dlq(int argc, char **argv)
                 free(t);
             }
             printf("replayed %ld dead letter(s), skipped %zu\n", n, skipped);
+            rc = replay_exit(skipped);
         }
         cJSON_Delete(report);
     } else {

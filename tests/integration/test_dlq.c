@@ -1,11 +1,15 @@
 /*
  * test_dlq.c: a record the target refuses lands in the DLQ with its context,
  * `skolsync dlq list` shows it, and after the target is fixed `skolsync dlq
- * replay` puts it back on its topic, where the sink applies it. Real broker
- * and real PostgreSQL (SK_TEST_BROKERS, SK_TEST_PG).
+ * replay` puts it back on its topic, where the sink applies it. A source's
+ * dead letter (jsonl-source, ss12000-source) names its entity type, so replay
+ * can encode it again, and a letter replay cannot re-publish makes it fail.
+ * Real broker and real PostgreSQL (SK_TEST_BROKERS, SK_TEST_PG).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -95,4 +99,109 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
     free(n);
     char *drop = skt_fmt("DROP SCHEMA %s CASCADE", schema);
     free(pg_query(drop));
+}
+
+/* The SS 12000 test server on a free port, with extra arguments; returns the port. */
+static int ss12000_server(const char *dir, const char *fault, pid_t *pid)
+{
+    char *log = skt_fmt("%s/ss12000.log", dir);
+    char *argv[] = {"python3",    SK_SOURCE_DIR "/tests/fixtures/ss12000_server.py",
+                    "--port",     "0",
+                    "--base",     "/v2.0",
+                    "--students", "10",
+                    "--fault",    (char *)fault,
+                    NULL};
+    *pid = skt_spawn(argv, log);
+    char *cmd = skt_fmt("sed -n 's/^LISTENING 127.0.0.1:\\([0-9]*\\)$/\\1/p' %s", log);
+    int port = 0;
+    for (int i = 0; i < 150 && !port; i++) {
+        usleep(100000);
+        char *out = NULL;
+        skt_sh(cmd, 5, &out);
+        port = atoi(out ? out : "");
+        free(out);
+    }
+    cr_assert(port > 0, "the SS 12000 test server did not start (see %s)", log);
+    free(cmd);
+    free(log);
+    return port;
+}
+
+Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .timeout = 240)
+{
+    char *dir = skt_tmpdir("dlq-sources");
+    char *data = skt_fmt("%s/files", dir);
+    char *cmd = skt_fmt("mkdir -p %s", data);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    /* jsonl-source: one good room, one line that is not JSON */
+    char *rooms = skt_fmt("%s/rooms.jsonl", data);
+    skt_write(rooms, "{\"id\":\"7e000000-0000-4000-8000-000000000001\",\"displayName\":\"Sal 1\","
+                     "\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n"
+                     "{broken\n");
+    /* ss12000-source: one person on a page lacks a required field */
+    pid_t server;
+    int port = ss12000_server(dir, "bad_record:count=1,paths=/persons,mode=missing", &server);
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    char *db = skt_fmt("%s/out.db", dir);
+    char *head = skt_config_head(prefix, "info", "10s");
+    char *text = skt_fmt("%s"
+                         "sources:\n"
+                         "  files-%s:\n    type: jsonl-source\n    path: %s\n"
+                         "  sis-%s:\n    type: ss12000-source\n"
+                         "    url: http://127.0.0.1:%d/v2.0\n"
+                         "    entities: [Organisation, Person]\n"
+                         "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n",
+                         head, suffix, data, suffix, port, suffix, db);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    skt_write(cfg, text);
+    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    char *out = NULL;
+    int rc = skt_sh(run, 200, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "dead-lettered rooms.jsonl:2") &&
+                  strstr(out, "required field givenName missing"),
+              "want one dead letter of each source:\n%s", out);
+    free(out);
+
+    /* each names its entity type */
+    char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), cfg);
+    rc = skt_sh(list, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "\"entity\":\"Room\""), "jsonl-source letter without entity:\n%s", out);
+    cr_assert(strstr(out, "\"entity\":\"Person\""), "ss12000-source letter without entity:\n%s",
+              out);
+    const char *k = strstr(out, "\"key\":\"");
+    cr_assert_not_null(k, "the person's dead letter has no key:\n%s", out);
+    char id[37];
+    snprintf(id, sizeof(id), "%s", k + 7);
+    free(out);
+
+    /* the SS 12000 letter is encoded again and re-published to the persons topic */
+    char *replay = skt_fmt("%s dlq replay -c %s --connector sis-%s", skt_skolsync(), cfg, suffix);
+    rc = skt_sh(replay, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0"), "%s", out);
+    free(out);
+    rc = skt_sh(run, 200, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    /* the replayed version (the server's copy still has its givenName) */
+    char *q = skt_fmt("sqlite3 %s \"SELECT json_extract(doc, '$.givenName') IS NULL FROM persons "
+                      "WHERE id = '%s'\"",
+                      db, id);
+    rc = skt_sh(q, 20, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_str_eq(out, "1\n", "the replayed person did not reach the target (%s)", id);
+    free(out);
+
+    /* the broken line still does not decode: replay says so and fails */
+    free(replay);
+    replay = skt_fmt("%s dlq replay -c %s --connector files-%s", skt_skolsync(), cfg, suffix);
+    rc = skt_sh(replay, 60, &out);
+    cr_assert_neq(rc, 0, "a skipped dead letter must fail the replay:\n%s", out);
+    cr_assert(strstr(out, "replayed 0 dead letter(s), skipped 1"), "%s", out);
+    cr_assert(strstr(out, "invalid JSON"), "no reason given:\n%s", out);
+    free(out);
+    skt_stop(&server, 5000);
 }
