@@ -28,6 +28,23 @@ static char *pg_query(const char *sql)
     return out;
 }
 
+/* `skolsync dlq replay` (of one connector's letters, or all) re-publishes one
+ * letter and skips none; then `run` applies it. */
+static void replay_one_and_run(const char *cfg, const char *connector, const char *run)
+{
+    char *replay = skt_fmt("%s dlq replay -c %s%s%s", skt_skolsync(), cfg,
+                           connector ? " --connector " : "", connector ? connector : "");
+    char *out = NULL;
+    int rc = skt_sh(replay, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0"), "%s", out);
+    free(out);
+    rc = skt_sh(run, 200, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(replay);
+}
+
 Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
 {
     char *dir = skt_tmpdir("dlq");
@@ -86,14 +103,7 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
     /* the operator fixes the target, then replays */
     char *fix = skt_fmt("DROP INDEX %s.organisations_display_name_idx", schema);
     free(pg_query(fix));
-    char *replay = skt_fmt("%s dlq replay -c %s", skt_skolsync(), cfg);
-    rc = skt_sh(replay, 60, &out);
-    cr_assert_eq(rc, 0, "%s", out);
-    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0"), "%s", out);
-    free(out);
-    rc = skt_sh(run, 200, &out);
-    cr_assert_eq(rc, 0, "%s", out);
-    free(out);
+    replay_one_and_run(cfg, NULL, run);
     n = pg_query(q);
     cr_assert_str_eq(n, "1", "the replayed record did not reach the target");
     free(n);
@@ -130,11 +140,8 @@ static int ss12000_server(const char *dir, const char *fault, pid_t *pid)
 Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .timeout = 240)
 {
     char *dir = skt_tmpdir("dlq-sources");
-    char *data = skt_fmt("%s/files", dir);
-    char *cmd = skt_fmt("mkdir -p %s", data);
-    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
     /* jsonl-source: one good room, one line that is not JSON */
-    char *rooms = skt_fmt("%s/rooms.jsonl", data);
+    char *rooms = skt_fmt("%s/rooms.jsonl", dir);
     skt_write(rooms, "{\"id\":\"7e000000-0000-4000-8000-000000000001\",\"displayName\":\"Sal 1\","
                      "\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n"
                      "{broken\n");
@@ -145,14 +152,12 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
     char *suffix = strndup(prefix + 1, 8);
     char *db = skt_fmt("%s/out.db", dir);
     char *head = skt_config_head(prefix, "info", "10s");
-    char *text = skt_fmt("%s"
-                         "sources:\n"
-                         "  files-%s:\n    type: jsonl-source\n    path: %s\n"
+    char *text = skt_fmt("%ssources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
                          "  sis-%s:\n    type: ss12000-source\n"
                          "    url: http://127.0.0.1:%d/v2.0\n"
                          "    entities: [Organisation, Person]\n"
                          "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n",
-                         head, suffix, data, suffix, port, suffix, db);
+                         head, suffix, rooms, suffix, port, suffix, db);
     char *cfg = skt_fmt("%s/skolsync.yaml", dir);
     skt_write(cfg, text);
     char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
@@ -178,14 +183,8 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
     free(out);
 
     /* the SS 12000 letter is encoded again and re-published to the persons topic */
-    char *replay = skt_fmt("%s dlq replay -c %s --connector sis-%s", skt_skolsync(), cfg, suffix);
-    rc = skt_sh(replay, 60, &out);
-    cr_assert_eq(rc, 0, "%s", out);
-    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0"), "%s", out);
-    free(out);
-    rc = skt_sh(run, 200, &out);
-    cr_assert_eq(rc, 0, "%s", out);
-    free(out);
+    char *sis = skt_fmt("sis-%s", suffix);
+    replay_one_and_run(cfg, sis, run);
     /* the replayed version (the server's copy still has its givenName) */
     char *q = skt_fmt("sqlite3 %s \"SELECT json_extract(doc, '$.givenName') IS NULL FROM persons "
                       "WHERE id = '%s'\"",
@@ -196,8 +195,7 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
     free(out);
 
     /* the broken line still does not decode: replay says so and fails */
-    free(replay);
-    replay = skt_fmt("%s dlq replay -c %s --connector files-%s", skt_skolsync(), cfg, suffix);
+    char *replay = skt_fmt("%s dlq replay -c %s --connector files-%s", skt_skolsync(), cfg, suffix);
     rc = skt_sh(replay, 60, &out);
     cr_assert_neq(rc, 0, "a skipped dead letter must fail the replay:\n%s", out);
     cr_assert(strstr(out, "replayed 0 dead letter(s), skipped 1"), "%s", out);
