@@ -149,6 +149,36 @@ fail:
     return NULL;
 }
 
+/* rd_kafka_new, which owns conf only when it succeeds; NULL with err (cls). */
+static rd_kafka_t *client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, enum sk_err_class cls,
+                              struct sk_error *err)
+{
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, cls, "cannot create a Kafka %s: %s",
+                     type == RD_KAFKA_PRODUCER ? "producer" : "reader", errstr);
+    }
+    return rk;
+}
+
+rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_id,
+                                  void (*dr)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                                  void *opaque, struct sk_error *err)
+{
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, NULL, err);
+    if (!conf)
+        return NULL;
+    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    return client_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
+}
+
 rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
                                 struct sk_error *err)
 {
@@ -164,13 +194,7 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_RETRIABLE, "cannot create a Kafka reader: %s", errstr);
-    }
-    return rk;
+    return client_new(RD_KAFKA_CONSUMER, conf, SK_ERR_RETRIABLE, err);
 }
 
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,

@@ -68,6 +68,14 @@ rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_
                                    const char *const *defaults, struct sk_error *err);
 
 /*
+ * An idempotent producer (no duplicates from librdkafka's own retries) that
+ * reports each delivery to dr with opaque. NULL with err.
+ */
+rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_id,
+                                  void (*dr)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                                  void *opaque, struct sk_error *err);
+
+/*
  * A consumer for reading topics to their end outside any group's offsets:
  * read_committed, partition EOF events, no commits. Caller assigns and
  * destroys it. NULL with err.

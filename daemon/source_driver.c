@@ -20,9 +20,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "dlq.h"
 #include "drivers.h"
 #include "log.h"
 #include "model.h"
+#include "produce.h"
 #include "util.h"
 
 const struct sk_option sk_source_settings_options[] = {
@@ -201,32 +203,18 @@ static const char *topic_of(struct source_run *run, const struct sk_entity *e)
     return run->topics[i];
 }
 
-/*
- * Produces one message, waiting while the local queue is full (back-pressure:
- * the source is not polled meanwhile). Copies key and value.
- */
+/* Produces one message (back-pressure: the source is not polled while the queue is full). */
 static int produce(struct source_run *run, const char *topic, const void *key, size_t key_len,
                    const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
                    struct delivery *d, struct sk_error *err)
 {
-    for (;;) {
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            run->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-            RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
-        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (d)
-                d->pending++;
-            return 0;
-        }
-        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            rd_kafka_headers_destroy(hdrs);
-            return sk_error_set(err,
-                                e == RD_KAFKA_RESP_ERR__FATAL ? SK_ERR_FATAL : SK_ERR_RETRIABLE,
-                                "produce to %s: %s", topic, rd_kafka_err2str(e));
-        }
-        rd_kafka_poll(run->producer, 100);
-    }
+    rd_kafka_resp_err_t e =
+        sk_produce(run->producer, topic, key, key_len, value, value_len, hdrs, d);
+    if (e)
+        return sk_produce_error(err, e, topic);
+    if (d)
+        d->pending++;
+    return 0;
 }
 
 static rd_kafka_headers_t *record_headers(struct source_run *run, const struct sk_record *r)
@@ -238,18 +226,6 @@ static rd_kafka_headers_t *record_headers(struct source_run *run, const struct s
     rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
     rd_kafka_header_add(h, "skolsync-schema", -1, sk_entity_schema(r->entity), -1);
     rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
-    return h;
-}
-
-static rd_kafka_headers_t *dlq_headers(struct source_run *run, const struct sk_bad_input *b)
-{
-    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
-    rd_kafka_header_add(h, "skolsync-connector", -1, run->env->runner.name, -1);
-    rd_kafka_header_add(h, "skolsync-where", -1, b->where, -1);
-    rd_kafka_header_add(h, "skolsync-error-class", -1, sk_err_class_name(b->err.cls), -1);
-    rd_kafka_header_add(h, "skolsync-error", -1, b->err.msg, -1);
-    if (b->entity)
-        rd_kafka_header_add(h, "skolsync-entity", -1, b->entity->name, -1);
     return h;
 }
 
@@ -269,9 +245,19 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
     }
     for (size_t i = 0; i < b->n_bad; i++) {
         const struct sk_bad_input *x = &b->bad[i];
-        if (produce(run, sk_kafka_dlq_topic(run->env->kafka), x->key, x->key ? strlen(x->key) : 0,
-                    x->raw, x->raw_len, dlq_headers(run, x), d, err))
+        struct sk_dead_letter dl = {.connector = run->env->runner.name,
+                                    .err = &x->err,
+                                    .key = x->key,
+                                    .key_len = x->key ? strlen(x->key) : 0,
+                                    .value = x->raw,
+                                    .value_len = x->raw_len,
+                                    .where = x->where,
+                                    .entity = x->entity ? x->entity->name : NULL,
+                                    .partition = -1};
+        if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
             return -1;
+        if (d)
+            d->pending++;
     }
     return 0;
 }
