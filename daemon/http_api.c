@@ -211,6 +211,9 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
             offsetof(struct sk_runner, failed));
     counter(d, &t, "skolsync_records_dead_lettered_total",
             "Records written to the dead-letter topic", offsetof(struct sk_runner, dead_lettered));
+    counter(d, &t, "skolsync_records_refused_by_kafka_total",
+            "Records Kafka can never take (too large, invalid): dead-lettered",
+            offsetof(struct sk_runner, refused));
     counter(d, &t, "skolsync_retries_total", "Retries after retriable errors",
             offsetof(struct sk_runner, retries));
     counter(d, &t, "skolsync_connector_restarts_total",

@@ -53,6 +53,7 @@ struct sk_runner {
     atomic_uint_fast64_t records;  /* source: records stored in Kafka; sink: records applied */
     atomic_uint_fast64_t failed;   /* source: bad inputs; sink: rejected records */
     atomic_uint_fast64_t dead_lettered;
+    atomic_uint_fast64_t refused; /* source: records Kafka can never take (dead-lettered) */
     atomic_uint_fast64_t retries;
     atomic_uint_fast64_t cycles; /* source: completed poll cycles; sink: batches */
     atomic_uint_fast64_t per_entity[SK_ENTITY_COUNT];

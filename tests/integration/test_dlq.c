@@ -4,6 +4,8 @@
  * replay` puts it back on its topic, where the sink applies it. A source's
  * dead letter (jsonl-source, ss12000-source) names its entity type, so replay
  * can encode it again, and a letter replay cannot re-publish makes it fail.
+ * A record Kafka can never take (larger than its message size) is
+ * dead-lettered, and the records after it arrive.
  * Real broker and real PostgreSQL (SK_TEST_BROKERS, SK_TEST_PG).
  */
 #include <stdio.h>
@@ -12,6 +14,8 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <librdkafka/rdkafka.h>
 
 #include "sk_test.h"
 
@@ -26,6 +30,33 @@ static char *pg_query(const char *sql)
     free(cmd);
     out[strcspn(out, "\n")] = '\0';
     return out;
+}
+
+/*
+ * Adds a copy of the first entity of a .jsonl file with a new id and a field of
+ * n random characters from alphabet, as line `at` (0-based; -1: the last).
+ */
+static void add_large(const char *path, const char *id, const char *field, int n,
+                      const char *alphabet, int at)
+{
+    char *py = skt_fmt("python3 - <<'EOF'\n"
+                       "import json, random\n"
+                       "p='%s'\n"
+                       "lines=open(p,encoding='utf-8').readlines()\n"
+                       "d=json.loads(lines[0])\n"
+                       "d['id']='%s'\n"
+                       "r=random.Random(1)\n"
+                       "d['%s']=''.join(r.choice('%s') for _ in range(%d))\n"
+                       "at=%d\n"
+                       "lines.insert(len(lines) if at < 0 else at,"
+                       "json.dumps(d,ensure_ascii=False)+'\\n')\n"
+                       "open(p,'w',encoding='utf-8').writelines(lines)\n"
+                       "EOF",
+                       path, id, field, alphabet, n, at);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(py, 20, &out), 0, "%s", out);
+    free(out);
+    free(py);
 }
 
 /* `skolsync dlq replay` (of one connector's letters, or all) re-publishes one
@@ -56,21 +87,10 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
     skt_generate(data, 31, 10);
     /* An organisation whose display name is too long for the btree index on it:
      * PostgreSQL refuses the row (54000), the sink dead-letters that record. */
-    char *big =
-        skt_fmt("python3 - <<'EOF'\n"
-                "import json, random\n"
-                "p='%s/organisations.jsonl'\n"
-                "d=json.loads(open(p,encoding='utf-8').readline())\n"
-                "d['id']='0bad0000-0000-4000-8000-000000000001'\n"
-                "r=random.Random(1)\n"
-                "d['displayName']=''.join(r.choice('abcdefghijklmnopqrstuvwxyzåäö') for _ in "
-                "range(12000))\n"
-                "open(p,'a',encoding='utf-8').write(json.dumps(d,ensure_ascii=False)+'\\n')\n"
-                "EOF",
-                data);
+    char *orgs = skt_fmt("%s/organisations.jsonl", data);
+    add_large(orgs, "0bad0000-0000-4000-8000-000000000001", "displayName", 12000,
+              "abcdefghijklmnopqrstuvwxyzåäö", -1);
     char *out = NULL;
-    cr_assert_eq(skt_sh(big, 20, &out), 0, "%s", out);
-    free(out);
     char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n"
                          "admin:\n  listen: 127.0.0.1:0\n"
                          "sources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
@@ -137,6 +157,25 @@ static int ss12000_server(const char *dir, const char *fault, pid_t *pid)
     return port;
 }
 
+/* `run --once`, whose output must name each of the NULL-terminated logged, then
+ * `dlq list`: its output (caller frees). */
+static char *sync_and_list(const char *cfg, const char *const *logged)
+{
+    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    char *out = NULL;
+    int rc = skt_sh(run, 150, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    for (; *logged; logged++)
+        cr_assert(strstr(out, *logged), "no \"%s\" in the log:\n%s", *logged, out);
+    free(out);
+    free(run);
+    char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), cfg);
+    rc = skt_sh(list, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(list);
+    return out;
+}
+
 Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .timeout = 240)
 {
     char *dir = skt_tmpdir("dlq-sources");
@@ -160,19 +199,10 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
                          head, suffix, rooms, suffix, port, suffix, db);
     char *cfg = skt_fmt("%s/skolsync.yaml", dir);
     skt_write(cfg, text);
-    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
-    char *out = NULL;
-    int rc = skt_sh(run, 200, &out);
-    cr_assert_eq(rc, 0, "%s", out);
-    cr_assert(strstr(out, "dead-lettered rooms.jsonl:2") &&
-                  strstr(out, "required field givenName missing"),
-              "want one dead letter of each source:\n%s", out);
-    free(out);
-
-    /* each names its entity type */
-    char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), cfg);
-    rc = skt_sh(list, 60, &out);
-    cr_assert_eq(rc, 0, "%s", out);
+    /* one dead letter of each source, each naming its entity type */
+    const char *const logged[] = {"dead-lettered rooms.jsonl:2", "required field givenName missing",
+                                  NULL};
+    char *out = sync_and_list(cfg, logged);
     cr_assert(strstr(out, "\"entity\":\"Room\""), "jsonl-source letter without entity:\n%s", out);
     cr_assert(strstr(out, "\"entity\":\"Person\""), "ss12000-source letter without entity:\n%s",
               out);
@@ -184,12 +214,13 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
 
     /* the SS 12000 letter is encoded again and re-published to the persons topic */
     char *sis = skt_fmt("sis-%s", suffix);
+    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
     replay_one_and_run(cfg, sis, run);
     /* the replayed version (the server's copy still has its givenName) */
     char *q = skt_fmt("sqlite3 %s \"SELECT json_extract(doc, '$.givenName') IS NULL FROM persons "
                       "WHERE id = '%s'\"",
                       db, id);
-    rc = skt_sh(q, 20, &out);
+    int rc = skt_sh(q, 20, &out);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert_str_eq(out, "1\n", "the replayed person did not reach the target (%s)", id);
     free(out);
@@ -202,4 +233,97 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
     cr_assert(strstr(out, "invalid JSON"), "no reason given:\n%s", out);
     free(out);
     skt_stop(&server, 5000);
+}
+
+/* Creates topic with one topic-level setting (the test's, before the daemon makes it). */
+static void create_topic(const char *topic, int partitions, const char *name, const char *value)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof(errstr));
+    cr_assert_not_null(nt, "%s", errstr);
+    rd_kafka_NewTopic_set_config(nt, name, value);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    cr_assert_not_null(ev, "CreateTopics timed out");
+    size_t n = 0;
+    const rd_kafka_topic_result_t **res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+    cr_assert(n == 1 && !rd_kafka_topic_result_error(res[0]), "CreateTopics %s: %s", topic,
+              n ? rd_kafka_topic_result_error_string(res[0]) : rd_kafka_event_error_string(ev));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_destroy(rk);
+}
+
+/* Where the message size that refuses the large record is set. */
+enum too_large {
+    TOPIC_TXN, /* the persons topic's max.message.bytes: the broker refuses, in a transaction */
+    TOPIC_ALO, /* the same without transactions (exactly_once: false) */
+    PRODUCER,  /* the producer's message.max.bytes: refused before it leaves */
+};
+
+ParameterizedTestParameters(dlq, record_kafka_cannot_take_is_dead_lettered)
+{
+    static enum too_large modes[] = {TOPIC_TXN, TOPIC_ALO, PRODUCER};
+    return cr_make_param_array(enum too_large, modes, 3);
+}
+
+ParameterizedTest(enum too_large *mode, dlq, record_kafka_cannot_take_is_dead_lettered,
+                  .timeout = 200)
+{
+    char *dir = skt_tmpdir("dlq-too-large");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 41, 10);
+    /* A person of ~60 kB as line 2 of persons.jsonl: the lines after it must arrive. */
+    char *persons = skt_fmt("%s/persons.jsonl", data);
+    /* not compressible: the broker sees the compressed size */
+    add_large(persons, "0b160000-0000-4000-8000-000000000001", "givenName", 60000,
+              "abcdefghijklmnopqrstuvwxyz0123456789", 1);
+    char *out = NULL;
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    if (*mode != PRODUCER) {
+        char *topic = skt_fmt("%spersons", prefix);
+        create_topic(topic, 3, "max.message.bytes", "20000");
+        free(topic);
+    }
+    char *db = skt_fmt("%s/out.db", dir);
+    char *head = skt_config_head(prefix, "info", "10s");
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    /* kafka: opens the head: the mode's settings go right under it */
+    cr_assert(strncmp(head, "kafka:\n", 7) == 0, "%s", head);
+    char *text = skt_fmt("kafka:\n%s%s"
+                         "sources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n",
+                         *mode == TOPIC_ALO  ? "  exactly_once: false\n"
+                         : *mode == PRODUCER ? "  properties:\n    message.max.bytes: \"20000\"\n"
+                                             : "",
+                         head + 7, suffix, data, suffix, db);
+    skt_write(cfg, text);
+    /* dead-lettered, listed once with its context */
+    const char *const logged[] = {"dead-lettered Person 0b160000-0000-4000-8000-000000000001",
+                                  NULL};
+    out = sync_and_list(cfg, logged);
+    cr_assert(strstr(out, "\"key\":\"0b160000-0000-4000-8000-000000000001\""), "%s", out);
+    cr_assert(strstr(out, "\"entity\":\"Person\""), "%s", out);
+    cr_assert(!strchr(strchr(out, '\n') + 1, '\n'), "want exactly one dead letter:\n%s", out);
+    /* cut to fit the producer's own limit; else whole, to replay once the topic takes it */
+    if (*mode == PRODUCER)
+        cr_assert(strstr(out, "\"truncated_from\":"), "not marked truncated:\n%s", out);
+    else
+        cr_assert(!strstr(out, "\"truncated_from\":"), "truncated with room to spare:\n%s", out);
+    cr_assert(strstr(out, "too large"), "no reason:\n%s", out);
+    free(out);
+
+    /* every other record arrived: the dataset without the large line */
+    char *drop = skt_fmt("sed -i '2d' %s", persons);
+    cr_assert_eq(skt_sh(drop, 10, NULL), 0);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
 }
