@@ -60,6 +60,11 @@ struct sk_runner {
     atomic_int_fast64_t progress_done, progress_total;
     atomic_int_fast64_t kafka_queued; /* librdkafka statistics: messages waiting in the client */
     atomic_int_fast64_t kafka_rtt_us; /* largest average broker round-trip time */
+    /* librdkafka statistics: the faults the connector's Kafka client met */
+    atomic_uint_fast64_t kafka_retries;    /* requests and messages sent again */
+    atomic_uint_fast64_t kafka_errors;     /* request errors, timeouts, disconnects */
+    atomic_uint_fast64_t kafka_rebalances; /* sink: consumer group rebalances */
+
     struct sk_histogram work_seconds;    /* source: one poll; sink: one apply of a batch */
     struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */
     atomic_bool drained;                 /* sink: caught up with the drain target (--once) */
@@ -74,6 +79,10 @@ struct sk_runner {
     int64_t healthy_since_ms;
     const void *def;   /* its definition in the configuration */
     char *fingerprint; /* of that definition, to see what a reload changed */
+
+    /* The statistics callback's own (the driver's thread): its client's last totals. */
+    char stats_client[128];
+    int64_t stats_last[3];
 
     pthread_mutex_t mu; /* guards last_error and the wake flag */
     pthread_cond_t cv;
