@@ -203,37 +203,37 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
     struct text t = {.p = sk_malloc(8192), .cap = 8192};
     t.p[0] = '\0';
     pthread_rwlock_rdlock(&d->lock);
-    /* every runner counter, each a Prometheus counter per connector */
+    /* every runner counter, each a Prometheus counter per connector: name, help, field */
+#define SK_COUNTER(name, help, field)                                                              \
+    {                                                                                              \
+        name, help, offsetof(struct sk_runner, field)                                              \
+    }
     static const struct {
         const char *name, *help;
         size_t offset;
     } counters[] = {
-        {"skolsync_records_total",
-         "Records stored in Kafka (sources) or applied to the target (sinks)",
-         offsetof(struct sk_runner, records)},
-        {"skolsync_records_failed_total",
-         "Bad inputs (sources) or records the target rejected (sinks)",
-         offsetof(struct sk_runner, failed)},
-        {"skolsync_records_dead_lettered_total", "Records written to the dead-letter topic",
-         offsetof(struct sk_runner, dead_lettered)},
-        {"skolsync_records_refused_by_kafka_total",
-         "Records Kafka can never take (too large, invalid): dead-lettered",
-         offsetof(struct sk_runner, refused)},
-        {"skolsync_kafka_request_retries_total",
-         "Requests and messages the connector's Kafka client sent again (librdkafka statistics)",
-         offsetof(struct sk_runner, kafka_retries)},
-        {"skolsync_kafka_errors_total",
-         "Request errors, timeouts and disconnects the connector's Kafka client met",
-         offsetof(struct sk_runner, kafka_errors)},
-        {"skolsync_kafka_rebalances_total",
-         "Consumer group rebalances of a sink (assignments and revocations)",
-         offsetof(struct sk_runner, kafka_rebalances)},
-        {"skolsync_retries_total", "Retries after retriable errors",
-         offsetof(struct sk_runner, retries)},
-        {"skolsync_connector_restarts_total",
-         "Restarts of a connector by the supervisor (after failures or on request)",
-         offsetof(struct sk_runner, restarts)},
+        SK_COUNTER("skolsync_records_total",
+                   "Records stored in Kafka (sources) or applied to the target (sinks)", records),
+        SK_COUNTER("skolsync_records_failed_total",
+                   "Bad inputs (sources) or records the target rejected (sinks)", failed),
+        SK_COUNTER("skolsync_records_dead_lettered_total",
+                   "Records written to the dead-letter topic", dead_lettered),
+        SK_COUNTER("skolsync_records_refused_by_kafka_total",
+                   "Records Kafka can never take (too large, invalid): dead-lettered", refused),
+        SK_COUNTER("skolsync_kafka_request_retries_total",
+                   "Requests and messages the connector's Kafka client sent again", kafka_retries),
+        SK_COUNTER("skolsync_kafka_errors_total",
+                   "Request errors, timeouts and disconnects the connector's Kafka client met",
+                   kafka_errors),
+        SK_COUNTER("skolsync_kafka_rebalances_total",
+                   "Consumer group rebalances of a sink (assignments and revocations)",
+                   kafka_rebalances),
+        SK_COUNTER("skolsync_retries_total", "Retries after retriable errors", retries),
+        SK_COUNTER("skolsync_connector_restarts_total",
+                   "Restarts of a connector by the supervisor (after failures or on request)",
+                   restarts),
     };
+#undef SK_COUNTER
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         counter(d, &t, counters[i].name, counters[i].help, counters[i].offset);
     histogram(d, &t, "skolsync_poll_duration_seconds", "Time a source takes for one poll",
