@@ -6,9 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
-#include "buf.h"
+#include "api_client.h"
 #include "daemon.h"
 #include "log.h"
 #include "model.h"
@@ -401,22 +399,12 @@ static int replay_exit(size_t skipped)
     return SK_EXIT_RUNTIME;
 }
 
-static size_t to_buf(char *data, size_t size, size_t n, void *userp)
-{
-    sk_buf_putn(userp, data, size * n);
-    return size * n;
-}
-
 /* Embedded broker: the dead letters live in the running daemon. */
 static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct sk_dlq_filter *f)
 {
-    const char *listen = cfg->core.admin.listen;
-    if (!listen || strcmp(listen, "off") == 0 ||
-        strstr(listen, ":0") == listen + strlen(listen) - 2) {
-        fprintf(stderr, "skolsync: the embedded broker lives in the running daemon, and "
-                        "admin.listen names no fixed port to reach it at\n");
+    struct sk_api api;
+    if (sk_api_open(&cfg->core.admin, "skolsync", &api))
         return SK_EXIT_CONFIG;
-    }
     cJSON *body = cJSON_CreateObject();
     if (f->connector)
         cJSON_AddStringToObject(body, "connector", f->connector);
@@ -425,39 +413,20 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
     cJSON_AddNumberToObject(body, "limit", (double)f->limit);
     char *text = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
-    char url[512], auth[1024];
-    snprintf(url, sizeof(url), "http://%s/api/v1/dlq%s", listen, replay ? "/replay" : "");
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
-             cfg->core.admin.token ? cfg->core.admin.token : "");
-    CURL *curl = curl_easy_init();
-    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
-    struct sk_buf answer = {0};
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, to_buf);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
-    CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(curl);
+    const char *path = replay ? "/api/v1/dlq/replay" : "/api/v1/dlq";
+    struct sk_api_answer answer;
+    long status = sk_api_call(&api, "skolsync", "POST", path, text, 120000, &answer);
     free(text);
-    printf("%s\n", answer.p ? answer.p : "");
-    if (cc != CURLE_OK) {
-        fprintf(stderr, "skolsync: cannot reach the daemon at %s: %s\n", listen,
-                curl_easy_strerror(cc));
-        sk_buf_free(&answer);
-        return SK_EXIT_RUNTIME;
-    }
     int rc = status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
-    cJSON *j = replay && rc == SK_EXIT_OK ? cJSON_Parse(answer.p ? answer.p : "") : NULL;
+    if (status)
+        printf("%s\n", answer.body);
+    cJSON *j = replay ? sk_api_answer_json(&api, "skolsync", path, &answer) : NULL;
     const cJSON *skipped = cJSON_GetObjectItemCaseSensitive(j, "skipped");
     if (cJSON_IsNumber(skipped))
         rc = replay_exit((size_t)skipped->valuedouble);
     cJSON_Delete(j);
-    sk_buf_free(&answer);
+    sk_api_answer_free(&answer);
+    sk_api_close(&api);
     return rc;
 }
 
