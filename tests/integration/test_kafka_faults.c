@@ -25,6 +25,7 @@
 #include "daemon.h"
 #include "kafka.h"
 #include "log.h"
+#include "model.h"
 #include "sk_test.h"
 
 /* Kafka API keys (private to librdkafka: c-engineering.md §2.1). */
@@ -83,12 +84,16 @@ static void *inject(void *arg)
         p->injected = 3;
         break;
     case LEADER_MOVE:
-        /* every partition of the largest topic, under way, to another broker, twice */
+        /* every partition of every entity topic to another broker, twice:
+         * whichever the source is producing to meets it */
         for (int round = 0; round < 2; round++) {
-            for (int part = 0; part < 3; part++)
-                rd_kafka_mock_partition_set_leader(mc, "skolsync.attendances", part,
-                                                   (part + round) % 3 + 1);
-            p->injected += 3;
+            for (int e = 0; e < SK_ENTITY_COUNT; e++) {
+                char topic[128];
+                snprintf(topic, sizeof(topic), "skolsync.%s", sk_entities[e]->collection);
+                for (int part = 0; part < 3; part++)
+                    rd_kafka_mock_partition_set_leader(mc, topic, part, (part + round) % 3 + 1);
+            }
+            p->injected += 3 * SK_ENTITY_COUNT;
             usleep(700 * 1000);
         }
         break;
