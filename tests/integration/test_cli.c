@@ -486,6 +486,22 @@ Test(cli, json_logs_journald_prefixes_and_watchdog, .timeout = 180)
     close(nfd);
 }
 
+/* Runs `skolsync args` until it exits 0 with want in its output (60 s at most); the output. */
+static char *until_answered(const char *args, const char *want)
+{
+    int rc = -1;
+    char *out = NULL;
+    for (int i = 0; i < 60; i++) {
+        free(out);
+        out = run_skolsync(args, 30, &rc);
+        if (rc == 0 && strstr(out, want))
+            return out;
+        sleep(1);
+    }
+    cr_assert_fail("skolsync %s (%d): %s", args, rc, out);
+    return NULL;
+}
+
 /* `dlq`, `lag` and `release` with the embedded broker ask the running daemon (admin.listen, with
  * admin.token); a wrong token is refused. */
 Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
@@ -507,28 +523,17 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
 
     /* the dead letter, from the daemon's embedded broker */
     char *list = skt_fmt("dlq list -c %s", cfg);
-    int rc = -1;
-    char *out = NULL;
-    for (int i = 0; i < 60 && !(rc == 0 && strstr(out, "persons.jsonl:2")); i++) {
-        if (out) {
-            free(out);
-            sleep(1);
-        }
-        out = run_skolsync(list, 30, &rc);
-    }
-    cr_assert(rc == 0 && strstr(out, "persons.jsonl:2"), "dlq list (%d): %s", rc, out);
-    free(out);
+    free(until_answered(list, "persons.jsonl:2"));
     /* the broken line still does not decode: the replay says so and fails */
     char *replay = skt_fmt("dlq replay -c %s", cfg);
-    out = run_skolsync(replay, 60, &rc);
+    int rc;
+    char *out = run_skolsync(replay, 60, &rc);
     cr_assert_neq(rc, 0, "%s", out);
     cr_assert(strstr(out, "\"skipped\":1"), "%s", out);
     free(out);
+    /* the daemon's lag monitor takes its first sample in a while */
     char *lag = skt_fmt("lag -c %s --json", cfg);
-    out = run_skolsync(lag, 30, &rc);
-    cr_assert_eq(rc, 0, "%s", out);
-    cr_assert(strstr(out, "\"group\":\"skolsync-db\""), "%s", out);
-    free(out);
+    free(until_answered(lag, "\"group\":\"skolsync-db\""));
     char *release = skt_fmt("release files -c %s", cfg);
     out = run_skolsync(release, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);
@@ -540,4 +545,5 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
     cr_assert_neq(rc, 0, "a wrong token was let in: %s", out);
     free(out);
     skt_stop(&pid, 10000);
+    free(port);
 }
