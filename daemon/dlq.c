@@ -110,8 +110,9 @@ static int list_one(void *ctx, const struct letter *l)
     cJSON_AddStringToObject(o, "error", l->error);
     if (l->where[0])
         cJSON_AddStringToObject(o, "where", l->where);
-    if (l->topic[0]) {
+    if (l->topic[0])
         cJSON_AddStringToObject(o, "topic", l->topic);
+    if (l->partition >= 0) { /* a sink's: where it was consumed */
         cJSON_AddNumberToObject(o, "partition", l->partition);
         cJSON_AddNumberToObject(o, "original_offset", (double)l->orig_offset);
     }

@@ -312,6 +312,8 @@ ParameterizedTest(enum too_large *mode, dlq, record_kafka_cannot_take_is_dead_le
     out = sync_and_list(cfg, logged);
     cr_assert(strstr(out, "\"key\":\"0b160000-0000-4000-8000-000000000001\""), "%s", out);
     cr_assert(strstr(out, "\"entity\":\"Person\""), "%s", out);
+    char *topic = skt_fmt("\"topic\":\"%spersons\",\"entity\"", prefix);
+    cr_assert(strstr(out, topic), "not its topic:\n%s", out);
     cr_assert(!strchr(strchr(out, '\n') + 1, '\n'), "want exactly one dead letter:\n%s", out);
     /* cut to fit the producer's own limit; else whole, to replay once the topic takes it */
     if (*mode == PRODUCER)
