@@ -66,6 +66,7 @@ struct source_run {
     size_t refused_learned; /* new suspects or confirmations since the batch was produced */
     ptrdiff_t isolating;    /* the suspect now sent alone, or -1 */
     size_t batch_refused;   /* records of the batch in hand dead-lettered for Kafka's refusal */
+    size_t batch_refused_by[SK_ENTITY_COUNT]; /* the same, by entity index */
 };
 
 /* A record Kafka refused, known by its topic, key and value. */
@@ -339,6 +340,7 @@ static int dead_letter_record(struct source_run *run, const struct sk_record *r,
     if (d)
         d->pending++;
     run->batch_refused++;
+    run->batch_refused_by[sk_entity_index(r->entity)]++;
     sk_warn(run->env->runner.name, "dead-lettered %s %s (%zu bytes): %s", r->entity->name, r->key,
             r->value_len, why->msg);
     return 0;
@@ -384,6 +386,7 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
                          struct sk_error *err)
 {
     run->batch_refused = 0;
+    memset(run->batch_refused_by, 0, sizeof(run->batch_refused_by));
     for (size_t i = 0; i < b->n; i++) {
         if (produce_record(run, &b->recs[i], d, err))
             return -1;
@@ -517,6 +520,8 @@ static void count(struct source_run *run, const struct sk_batch *b)
         if (idx >= 0)
             atomic_fetch_add(&r->per_entity[idx], 1);
     }
+    for (int i = 0; run->batch_refused && i < SK_ENTITY_COUNT; i++)
+        atomic_fetch_sub(&r->per_entity[i], run->batch_refused_by[i]); /* not stored */
     for (size_t i = 0; i < b->n_bad; i++)
         sk_warn(r->name, "dead-lettered %s: %s", b->bad[i].where, b->bad[i].err.msg);
     atomic_fetch_add(&r->records, b->n - run->batch_refused);
