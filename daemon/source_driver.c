@@ -11,6 +11,9 @@
  *     (c-engineering.md rule 2): the batch is sent again; sinks are idempotent.
  * The cursor in memory moves only after Kafka acknowledged the batch.
  *
+ * A record Kafka can never take (too large, invalid) goes to the dead-letter
+ * topic with its batch, so it blocks its source no longer than one retry.
+ *
  * Must never: advance the cursor past unacknowledged data, or retry a produce
  * in the application (librdkafka retries; we re-poll the whole batch).
  */
@@ -672,11 +675,12 @@ static void *source_thread(void *arg)
         if (rc == 0 && (batch.n || batch.n_bad || batch.has_cursor))
             rc = run.txn ? deliver_txn(&run, &batch, &err) : deliver_alo(&run, &batch, &err);
         if (rc && err.cls != SK_ERR_FATAL && run.refused_learned) {
-            /* Kafka refused records for good: the same batch again at once,
-             * with them as dead letters (no backoff: nothing is down). */
+            /* Kafka refused records for good: the same batch again at once
+             * (no backoff: nothing is down), each suspect alone, the ones
+             * refused alone as dead letters. */
             sk_info(r->name,
-                    "%zu record(s) Kafka can never take: sending the batch again "
-                    "with them dead-lettered",
+                    "Kafka refused %zu record(s) for good: sending the batch again, "
+                    "the refused ones to the dead-letter topic",
                     run.refused_learned);
             run.refused_learned = 0;
             continue;
