@@ -27,8 +27,8 @@ struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entit
     return r;
 }
 
-void sk_batch_add_bad(struct sk_batch *b, const char *key, uint8_t *raw, size_t raw_len,
-                      const char *where, const struct sk_error *err)
+void sk_batch_add_bad(struct sk_batch *b, const struct sk_entity *entity, const char *key,
+                      uint8_t *raw, size_t raw_len, const char *where, const struct sk_error *err)
 {
     if (b->n_bad == b->cap_bad) {
         b->cap_bad = b->cap_bad ? b->cap_bad * 2 : 16;
@@ -36,6 +36,7 @@ void sk_batch_add_bad(struct sk_batch *b, const char *key, uint8_t *raw, size_t 
     }
     struct sk_bad_input *x = &b->bad[b->n_bad++];
     memset(x, 0, sizeof(*x));
+    x->entity = entity;
     x->key = key ? sk_strdup(key) : NULL;
     x->raw = raw;
     x->raw_len = raw_len;

@@ -62,9 +62,8 @@ struct sk_bad_input {
     size_t raw_len;
     char *where; /* "persons.jsonl:17", a URL, ... */
     struct sk_error err;
-    /* The entity type the input was meant to be, if known (set it on the
-     * element sk_batch_add_bad appended): `skolsync dlq replay` encodes the
-     * fixed input with it. */
+    /* The entity type the input was meant to be: `skolsync dlq replay`
+     * encodes the input with it. NULL only when no type can be named. */
     const struct sk_entity *entity;
 };
 
@@ -93,9 +92,14 @@ struct sk_batch {
 /* Appends a record; takes ownership of value. Returns the record (to fill key/entity). */
 struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entity, const char *key,
                                uint8_t *value, size_t value_len, int64_t observed_us);
-/* Appends a bad input; takes ownership of raw; copies where and err. */
-void sk_batch_add_bad(struct sk_batch *b, const char *key, uint8_t *raw, size_t raw_len,
-                      const char *where, const struct sk_error *err);
+/*
+ * Appends a bad input; takes ownership of raw; copies where and err. entity
+ * is the type the input was meant to be (a parameter, so no source forgets
+ * it: without it `skolsync dlq replay` cannot re-encode the input); NULL only
+ * when it is truly unknown.
+ */
+void sk_batch_add_bad(struct sk_batch *b, const struct sk_entity *entity, const char *key,
+                      uint8_t *raw, size_t raw_len, const char *where, const struct sk_error *err);
 /* Takes ownership of data as the batch's new cursor. */
 void sk_batch_set_cursor(struct sk_batch *b, uint8_t *data, size_t len);
 void sk_batch_reset(struct sk_batch *b); /* frees contents, keeps the arrays */

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
+#include "api_client.h"
 #include "daemon.h"
 #include "log.h"
 #include "model.h"
+#include "produce.h"
 #include "util.h"
 
 struct letter {
@@ -18,6 +18,7 @@ struct letter {
     char connector[128], cls[32], error[512], where[320], topic[256], entity[64];
     int32_t partition;
     int64_t orig_offset;
+    int64_t truncated_from; /* the value's size before it was cut, 0 = whole */
     const rd_kafka_message_t *msg;
 };
 
@@ -29,16 +30,18 @@ static void parse_letter(const rd_kafka_message_t *m, struct letter *l)
     l->partition = -1;
     l->orig_offset = -1;
     char num[32];
-    sk_kafka_header(m, "skolsync-connector", l->connector, sizeof(l->connector));
-    sk_kafka_header(m, "skolsync-error-class", l->cls, sizeof(l->cls));
-    sk_kafka_header(m, "skolsync-error", l->error, sizeof(l->error));
-    sk_kafka_header(m, "skolsync-where", l->where, sizeof(l->where));
-    sk_kafka_header(m, "skolsync-topic", l->topic, sizeof(l->topic));
-    sk_kafka_header(m, "skolsync-entity", l->entity, sizeof(l->entity));
-    if (sk_kafka_header(m, "skolsync-partition", num, sizeof(num)) == 0)
+    sk_kafka_header(m, SK_DLQ_CONNECTOR, l->connector, sizeof(l->connector));
+    sk_kafka_header(m, SK_DLQ_ERROR_CLASS, l->cls, sizeof(l->cls));
+    sk_kafka_header(m, SK_DLQ_ERROR, l->error, sizeof(l->error));
+    sk_kafka_header(m, SK_DLQ_WHERE, l->where, sizeof(l->where));
+    sk_kafka_header(m, SK_DLQ_TOPIC, l->topic, sizeof(l->topic));
+    sk_kafka_header(m, SK_DLQ_ENTITY, l->entity, sizeof(l->entity));
+    if (sk_kafka_header(m, SK_DLQ_PARTITION, num, sizeof(num)) == 0)
         l->partition = (int32_t)atoi(num);
-    if (sk_kafka_header(m, "skolsync-offset", num, sizeof(num)) == 0)
+    if (sk_kafka_header(m, SK_DLQ_OFFSET, num, sizeof(num)) == 0)
         l->orig_offset = atoll(num);
+    if (sk_kafka_header(m, SK_DLQ_TRUNCATED, num, sizeof(num)) == 0)
+        l->truncated_from = atoll(num);
 }
 
 static bool matches(const struct letter *l, const struct sk_dlq_filter *f)
@@ -107,13 +110,16 @@ static int list_one(void *ctx, const struct letter *l)
     cJSON_AddStringToObject(o, "error", l->error);
     if (l->where[0])
         cJSON_AddStringToObject(o, "where", l->where);
-    if (l->topic[0]) {
+    if (l->topic[0])
         cJSON_AddStringToObject(o, "topic", l->topic);
+    if (l->partition >= 0) { /* a sink's: where it was consumed */
         cJSON_AddNumberToObject(o, "partition", l->partition);
         cJSON_AddNumberToObject(o, "original_offset", (double)l->orig_offset);
     }
     if (l->entity[0])
         cJSON_AddStringToObject(o, "entity", l->entity);
+    if (l->truncated_from)
+        cJSON_AddNumberToObject(o, "truncated_from", (double)l->truncated_from);
     if (l->msg->key) {
         char *key = sk_strndup(l->msg->key, l->msg->key_len);
         cJSON_AddStringToObject(o, "key", key);
@@ -175,6 +181,12 @@ static int replay_one(void *ctx, const struct letter *l)
     uint8_t *encoded = NULL;
     char id[37];
     const struct sk_entity *e = l->entity[0] ? sk_entity_by_name(l->entity) : NULL;
+    if (l->truncated_from) {
+        skip(r, l,
+             "the value was truncated to fit the dead-letter topic: read the record again "
+             "from its source");
+        return 0;
+    }
     if (l->topic[0]) {
         topic = sk_strdup(l->topic); /* a record its target refused: as it was */
     } else if (e && value) {
@@ -199,17 +211,11 @@ static int replay_one(void *ctx, const struct letter *l)
     rd_kafka_header_add(h, "skolsync-source", -1, "dlq-replay", -1);
     rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
     rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
-    rd_kafka_resp_err_t err;
-    while (
-        (err = rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-                                 RD_KAFKA_V_VALUE((void *)value, value_len),
-                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-                                 RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        rd_kafka_poll(r->producer, 100);
+    rd_kafka_resp_err_t err =
+        sk_produce(r->producer, topic, key, key_len, value, value_len, h, NULL);
     free(topic);
     free(encoded);
     if (err) {
-        rd_kafka_headers_destroy(h);
         skip(r, l, rd_kafka_err2str(err));
         return 0;
     }
@@ -223,22 +229,9 @@ long sk_dlq_replay(struct sk_kafka *k, const struct sk_dlq_filter *f, size_t *sk
                    cJSON *report, struct sk_error *err)
 {
     struct replay r = {.k = k, .report = report};
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-dlq-replay", NULL, err);
-    if (!conf)
+    r.producer = sk_kafka_producer_new(k, "skolsync-dlq-replay", replay_dr, &r, err);
+    if (!r.producer)
         return -1;
-    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err)) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, replay_dr);
-    rd_kafka_conf_set_opaque(conf, &r);
-    char errstr[256];
-    r.producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!r.producer) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_FATAL, "cannot create a producer: %s", errstr);
-        return -1;
-    }
     int rc = each_letter(k, f, replay_one, &r, err);
     int64_t deadline = sk_mono_ms() + 60000;
     while (r.pending > 0 && sk_mono_ms() < deadline)
@@ -252,6 +245,131 @@ long sk_dlq_replay(struct sk_kafka *k, const struct sk_dlq_filter *f, size_t *sk
         return sk_error_set(err, SK_ERR_RETRIABLE, "%zu of %zu replayed record(s) not acknowledged",
                             r.pending + r.failed, r.replayed);
     return (long)r.replayed;
+}
+
+/* ---- writing dead letters ----------------------------------------------------------- */
+
+static rd_kafka_headers_t *letter_headers(const struct sk_dead_letter *dl, size_t value_len)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(10);
+    char num[32];
+    rd_kafka_header_add(h, SK_DLQ_CONNECTOR, -1, dl->connector, -1);
+    if (dl->where)
+        rd_kafka_header_add(h, SK_DLQ_WHERE, -1, dl->where, -1);
+    if (dl->topic)
+        rd_kafka_header_add(h, SK_DLQ_TOPIC, -1, dl->topic, -1);
+    if (dl->partition >= 0) {
+        snprintf(num, sizeof(num), "%d", (int)dl->partition);
+        rd_kafka_header_add(h, SK_DLQ_PARTITION, -1, num, -1);
+        snprintf(num, sizeof(num), "%lld", (long long)dl->offset);
+        rd_kafka_header_add(h, SK_DLQ_OFFSET, -1, num, -1);
+    }
+    rd_kafka_header_add(h, SK_DLQ_ERROR_CLASS, -1, sk_err_class_name(dl->err->cls), -1);
+    rd_kafka_header_add(h, SK_DLQ_ERROR, -1, dl->err->msg, -1);
+    if (dl->entity)
+        rd_kafka_header_add(h, SK_DLQ_ENTITY, -1, dl->entity, -1);
+    if (value_len < dl->value_len) {
+        snprintf(num, sizeof(num), "%zu", dl->value_len);
+        rd_kafka_header_add(h, SK_DLQ_TRUNCATED, -1, num, -1);
+    }
+    return h;
+}
+
+/*
+ * How much of a value too large for the broker a dead letter keeps: enough
+ * to tell the record, well inside the producer's own message.max.bytes (the
+ * headers and the key come on top).
+ */
+static size_t truncated_size(rd_kafka_t *rk)
+{
+    char text[32];
+    size_t size = sizeof(text);
+    long long max = 1000000;
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), "message.max.bytes", text, &size) == RD_KAFKA_CONF_OK)
+        max = atoll(text);
+    return max / 2 < 65536 ? (size_t)(max / 2) : 65536;
+}
+
+int sk_dlq_produce(rd_kafka_t *rk, const char *topic, const struct sk_dead_letter *dl, void *opaque,
+                   struct sk_error *err)
+{
+    size_t cap = truncated_size(rk);
+    size_t len = dl->truncate && dl->value_len > cap ? cap : dl->value_len;
+    for (;;) {
+        rd_kafka_resp_err_t e = sk_produce(rk, topic, dl->key, dl->key_len, dl->value, len,
+                                           letter_headers(dl, len), opaque);
+        if (!e)
+            return 0;
+        if (!sk_produce_never(e) || len <= cap) {
+            /* a dead letter that cannot be written is not dropped: the
+             * caller tries again (or its connector fails) */
+            sk_produce_error(err, e, topic);
+            if (err && err->cls == SK_ERR_PERMANENT)
+                err->cls = SK_ERR_RETRIABLE;
+            return -1;
+        }
+        len = cap;
+    }
+}
+
+struct sk_dlq_writer {
+    rd_kafka_t *rk;
+    const char *topic;
+    size_t pending, failed;
+    rd_kafka_resp_err_t first_err;
+};
+
+static void writer_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct sk_dlq_writer *w = opaque;
+    if (m->err && !w->failed++)
+        w->first_err = m->err;
+    w->pending--;
+}
+
+struct sk_dlq_writer *sk_dlq_writer_new(struct sk_kafka *k, const char *connector,
+                                        struct sk_error *err)
+{
+    struct sk_dlq_writer *w = sk_calloc(1, sizeof(*w));
+    w->topic = sk_kafka_dlq_topic(k);
+    char *cid = sk_asprintf("skolsync-dlq-%s", connector);
+    w->rk = sk_kafka_producer_new(k, cid, writer_dr, w, err);
+    free(cid);
+    if (!w->rk) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+int sk_dlq_writer_send(struct sk_dlq_writer *w, const struct sk_dead_letter *dl,
+                       struct sk_error *err)
+{
+    if (sk_dlq_produce(w->rk, w->topic, dl, NULL, err))
+        return -1;
+    w->pending++;
+    return 0;
+}
+
+int sk_dlq_writer_wait(struct sk_dlq_writer *w, struct sk_error *err)
+{
+    while (w->pending > 0)
+        rd_kafka_poll(w->rk, 100);
+    size_t failed = w->failed;
+    w->failed = 0;
+    if (failed)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu dead letter(s) not acknowledged: %s",
+                            failed, rd_kafka_err2str(w->first_err));
+    return 0;
+}
+
+void sk_dlq_writer_free(struct sk_dlq_writer *w)
+{
+    if (!w)
+        return;
+    rd_kafka_flush(w->rk, 5000);
+    rd_kafka_destroy(w->rk);
+    free(w);
 }
 
 /* ---- the command ------------------------------------------------------------------ */
@@ -270,22 +388,24 @@ static void usage(FILE *out)
             "POST /api/v1/dlq/replay with admin.token).\n");
 }
 
-static size_t to_stdout(char *data, size_t size, size_t n, void *userp)
+/*
+ * A skipped dead letter was not replayed: the operator must learn it from the
+ * exit code too, or a script takes a partial replay for a complete one.
+ */
+static int replay_exit(size_t skipped)
 {
-    fwrite(data, size, n, stdout);
-    return size * n;
+    if (!skipped)
+        return SK_EXIT_OK;
+    fprintf(stderr, "skolsync: skipped %zu dead letter(s): not replayed\n", skipped);
+    return SK_EXIT_RUNTIME;
 }
 
 /* Embedded broker: the dead letters live in the running daemon. */
 static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct sk_dlq_filter *f)
 {
-    const char *listen = cfg->core.admin.listen;
-    if (!listen || strcmp(listen, "off") == 0 ||
-        strstr(listen, ":0") == listen + strlen(listen) - 2) {
-        fprintf(stderr, "skolsync: the embedded broker lives in the running daemon, and "
-                        "admin.listen names no fixed port to reach it at\n");
+    struct sk_api api;
+    if (sk_api_open(&cfg->core.admin, "skolsync", &api))
         return SK_EXIT_CONFIG;
-    }
     cJSON *body = cJSON_CreateObject();
     if (f->connector)
         cJSON_AddStringToObject(body, "connector", f->connector);
@@ -294,30 +414,21 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
     cJSON_AddNumberToObject(body, "limit", (double)f->limit);
     char *text = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
-    char url[512], auth[1024];
-    snprintf(url, sizeof(url), "http://%s/api/v1/dlq%s", listen, replay ? "/replay" : "");
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
-             cfg->core.admin.token ? cfg->core.admin.token : "");
-    CURL *curl = curl_easy_init();
-    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, to_stdout);
-    CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(curl);
+    const char *path = replay ? "/api/v1/dlq/replay" : "/api/v1/dlq";
+    struct sk_api_answer answer;
+    long status = sk_api_call(&api, "skolsync", "POST", path, text, 120000, &answer);
     free(text);
-    printf("\n");
-    if (cc != CURLE_OK) {
-        fprintf(stderr, "skolsync: cannot reach the daemon at %s: %s\n", listen,
-                curl_easy_strerror(cc));
-        return SK_EXIT_RUNTIME;
-    }
-    return status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
+    int rc = status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
+    if (status)
+        printf("%s\n", answer.body);
+    cJSON *j = replay ? sk_api_answer_json(&api, "skolsync", path, &answer) : NULL;
+    const cJSON *skipped = cJSON_GetObjectItemCaseSensitive(j, "skipped");
+    if (cJSON_IsNumber(skipped))
+        rc = replay_exit((size_t)skipped->valuedouble);
+    cJSON_Delete(j);
+    sk_api_answer_free(&answer);
+    sk_api_close(&api);
+    return rc;
 }
 
 int sk_cmd_dlq(int argc, char **argv)
@@ -402,6 +513,7 @@ int sk_cmd_dlq(int argc, char **argv)
                 free(t);
             }
             printf("replayed %ld dead letter(s), skipped %zu\n", n, skipped);
+            rc = replay_exit(skipped);
         }
         cJSON_Delete(report);
     } else {

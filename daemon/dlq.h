@@ -8,6 +8,9 @@
  * again with the codec for its entity type (header skolsync-entity) and
  * produces it to that entity's topic. Sinks are idempotent, so a replay
  * twice does no harm.
+ *
+ * Owns: the dead-letter format (its headers) and the writing of dead letters.
+ * Must never: replay a letter whose value was truncated (it is not the record).
  */
 #ifndef SK_DLQ_H
 #define SK_DLQ_H
@@ -15,6 +18,57 @@
 #include <cjson/cJSON.h>
 
 #include "kafka.h"
+
+/* The headers of a dead letter: every producer and reader of <prefix>_dlq uses these. */
+#define SK_DLQ_CONNECTOR "skolsync-connector"     /* the connector that dead-lettered it */
+#define SK_DLQ_ERROR_CLASS "skolsync-error-class" /* sk_err_class_name() */
+#define SK_DLQ_ERROR "skolsync-error"             /* why */
+#define SK_DLQ_WHERE "skolsync-where"             /* source: where the input was read */
+#define SK_DLQ_ENTITY "skolsync-entity"           /* source: the entity type meant */
+#define SK_DLQ_TOPIC "skolsync-topic"             /* a record: the topic it belongs to */
+#define SK_DLQ_PARTITION "skolsync-partition"     /* sink: where it was consumed */
+#define SK_DLQ_OFFSET "skolsync-offset"
+#define SK_DLQ_TRUNCATED "skolsync-truncated" /* the value's size before it was cut to fit */
+
+/* One dead letter; every pointer borrowed, NULL (or partition -1) when absent. */
+struct sk_dead_letter {
+    const char *connector;
+    const struct sk_error *err;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    const char *where;
+    const char *entity;
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    /* The record was refused for its size: keep only the start of the value
+     * (context for the operator, not a record to replay). */
+    bool truncate;
+};
+
+/*
+ * Produces dl to topic (the dead-letter topic) with the caller's producer
+ * (a source's dead letters are part of its batch's transaction). A value the
+ * producer or broker can never take is cut to fit and marked SK_DLQ_TRUNCATED.
+ * 0 once queued, or -1 with err.
+ */
+int sk_dlq_produce(rd_kafka_t *rk, const char *topic, const struct sk_dead_letter *dl, void *opaque,
+                   struct sk_error *err);
+
+/*
+ * A dead-letter producer of its own, for a sink: its dead letters are
+ * acknowledged before the sink's offset moves past them.
+ */
+struct sk_dlq_writer;
+struct sk_dlq_writer *sk_dlq_writer_new(struct sk_kafka *k, const char *connector,
+                                        struct sk_error *err);
+int sk_dlq_writer_send(struct sk_dlq_writer *w, const struct sk_dead_letter *dl,
+                       struct sk_error *err);
+/* Waits until every letter sent is acknowledged; -1 with err if any was not. */
+int sk_dlq_writer_wait(struct sk_dlq_writer *w, struct sk_error *err);
+void sk_dlq_writer_free(struct sk_dlq_writer *w); /* NULL is fine */
 
 struct sk_dlq_filter {
     const char *connector; /* only dead letters of this connector, or NULL */

@@ -207,19 +207,39 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
     struct sk_buf t = {0};
     sk_buf_reserve(&t, 8192);
     pthread_rwlock_rdlock(&d->lock);
-    counter(d, &t, "skolsync_records_total",
-            "Records stored in Kafka (sources) or applied to the target (sinks)",
-            offsetof(struct sk_runner, records));
-    counter(d, &t, "skolsync_records_failed_total",
-            "Bad inputs (sources) or records the target rejected (sinks)",
-            offsetof(struct sk_runner, failed));
-    counter(d, &t, "skolsync_records_dead_lettered_total",
-            "Records written to the dead-letter topic", offsetof(struct sk_runner, dead_lettered));
-    counter(d, &t, "skolsync_retries_total", "Retries after retriable errors",
-            offsetof(struct sk_runner, retries));
-    counter(d, &t, "skolsync_connector_restarts_total",
-            "Restarts of a connector by the supervisor (after failures or on request)",
-            offsetof(struct sk_runner, restarts));
+    /* every runner counter, each a Prometheus counter per connector: name, help, field */
+#define SK_COUNTER(name, help, field)                                                              \
+    {                                                                                              \
+        name, help, offsetof(struct sk_runner, field)                                              \
+    }
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } counters[] = {
+        SK_COUNTER("skolsync_records_total",
+                   "Records stored in Kafka (sources) or applied to the target (sinks)", records),
+        SK_COUNTER("skolsync_records_failed_total",
+                   "Bad inputs (sources) or records the target rejected (sinks)", failed),
+        SK_COUNTER("skolsync_records_dead_lettered_total",
+                   "Records written to the dead-letter topic", dead_lettered),
+        SK_COUNTER("skolsync_records_refused_by_kafka_total",
+                   "Records Kafka can never take (too large, invalid): dead-lettered", refused),
+        SK_COUNTER("skolsync_kafka_request_retries_total",
+                   "Requests and messages the connector's Kafka client sent again", kafka_retries),
+        SK_COUNTER("skolsync_kafka_errors_total",
+                   "Request errors, timeouts and disconnects the connector's Kafka client met",
+                   kafka_errors),
+        SK_COUNTER("skolsync_kafka_rebalances_total",
+                   "Consumer group rebalances of a sink (assignments and revocations)",
+                   kafka_rebalances),
+        SK_COUNTER("skolsync_retries_total", "Retries after retriable errors", retries),
+        SK_COUNTER("skolsync_connector_restarts_total",
+                   "Restarts of a connector by the supervisor (after failures or on request)",
+                   restarts),
+    };
+#undef SK_COUNTER
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        counter(d, &t, counters[i].name, counters[i].help, counters[i].offset);
     histogram(d, &t, "skolsync_poll_duration_seconds", "Time a source takes for one poll",
               offsetof(struct sk_runner, work_seconds), SK_RUNNER_SOURCE, false);
     histogram(d, &t, "skolsync_apply_duration_seconds",

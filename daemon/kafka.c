@@ -165,6 +165,36 @@ fail:
     return NULL;
 }
 
+/* rd_kafka_new, which owns conf only when it succeeds; NULL with err (cls). */
+static rd_kafka_t *client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, enum sk_err_class cls,
+                              struct sk_error *err)
+{
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, cls, "cannot create a Kafka %s: %s",
+                     type == RD_KAFKA_PRODUCER ? "producer" : "reader", errstr);
+    }
+    return rk;
+}
+
+rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_id,
+                                  void (*dr)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                                  void *opaque, struct sk_error *err)
+{
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, NULL, err);
+    if (!conf)
+        return NULL;
+    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    return client_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
+}
+
 rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
                                 struct sk_error *err)
 {
@@ -180,13 +210,7 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_RETRIABLE, "cannot create a Kafka reader: %s", errstr);
-    }
-    return rk;
+    return client_new(RD_KAFKA_CONSUMER, conf, SK_ERR_RETRIABLE, err);
 }
 
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
@@ -560,38 +584,57 @@ void sk_kafka_destroy(struct sk_kafka *k)
     free(k);
 }
 
-void sk_kafka_stats_parse(const char *json, size_t len, int64_t *queued, int64_t *rtt_us)
+static int64_t stat_of(const cJSON *o, const char *name)
 {
-    *queued = -1;
-    *rtt_us = -1;
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsNumber(n) && n->valuedouble > 0 ? (int64_t)n->valuedouble : 0;
+}
+
+void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->queued = -1;
+    out->rtt_us = -1;
     cJSON *doc = cJSON_ParseWithLength(json, len);
     if (!doc)
         return;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(doc, "name");
+    if (cJSON_IsString(name))
+        snprintf(out->client, sizeof(out->client), "%s", name->valuestring);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
+    const cJSON *topics = cJSON_GetObjectItemCaseSensitive(doc, "topics");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "producer") == 0) {
-        const cJSON *n = cJSON_GetObjectItemCaseSensitive(doc, "msg_cnt");
-        if (cJSON_IsNumber(n))
-            *queued = (int64_t)n->valuedouble;
-    } else {
-        /* consumer: what the fetcher holds ahead of the application */
-        int64_t sum = 0;
-        const cJSON *topics = cJSON_GetObjectItemCaseSensitive(doc, "topics");
+        out->queued = stat_of(doc, "msg_cnt");
+        /* messages sent again (a leader moved, a request failed): a partition
+         * transmitted more than was produced to it */
         for (const cJSON *t = topics ? topics->child : NULL; t; t = t->next) {
             const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
             for (const cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
-                const cJSON *q = cJSON_GetObjectItemCaseSensitive(p, "fetchq_cnt");
-                if (cJSON_IsNumber(q) && q->valuedouble > 0)
-                    sum += (int64_t)q->valuedouble;
+                int64_t again = stat_of(p, "txmsgs") - stat_of(p, "msgs");
+                if (again > 0)
+                    out->retries += again;
             }
         }
-        *queued = sum;
+    } else {
+        /* consumer: what the fetcher holds ahead of the application */
+        int64_t sum = 0;
+        for (const cJSON *t = topics ? topics->child : NULL; t; t = t->next) {
+            const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
+            for (const cJSON *p = parts ? parts->child : NULL; p; p = p->next)
+                sum += stat_of(p, "fetchq_cnt");
+        }
+        out->queued = sum;
+        out->rebalances = stat_of(cJSON_GetObjectItemCaseSensitive(doc, "cgrp"), "rebalance_cnt");
     }
     const cJSON *brokers = cJSON_GetObjectItemCaseSensitive(doc, "brokers");
     for (const cJSON *b = brokers ? brokers->child : NULL; b; b = b->next) {
         const cJSON *rtt = cJSON_GetObjectItemCaseSensitive(b, "rtt");
         const cJSON *avg = rtt ? cJSON_GetObjectItemCaseSensitive(rtt, "avg") : NULL;
-        if (cJSON_IsNumber(avg) && (int64_t)avg->valuedouble > *rtt_us)
-            *rtt_us = (int64_t)avg->valuedouble;
+        if (cJSON_IsNumber(avg) && (int64_t)avg->valuedouble > out->rtt_us)
+            out->rtt_us = (int64_t)avg->valuedouble;
+        out->retries += stat_of(b, "txretries");
+        out->errors += stat_of(b, "txerrs") + stat_of(b, "rxerrs") + stat_of(b, "req_timeouts") +
+                       stat_of(b, "disconnects");
     }
     cJSON_Delete(doc);
 }

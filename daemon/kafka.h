@@ -68,6 +68,14 @@ rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_
                                    const char *const *defaults, struct sk_error *err);
 
 /*
+ * An idempotent producer (no duplicates from librdkafka's own retries) that
+ * reports each delivery to dr with opaque. NULL with err.
+ */
+rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_id,
+                                  void (*dr)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                                  void *opaque, struct sk_error *err);
+
+/*
  * A consumer for reading topics to their end outside any group's offsets:
  * read_committed, partition EOF events, no commits. Caller assigns and
  * destroys it. NULL with err.
@@ -104,12 +112,18 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
 int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
                            int partitions, struct sk_error *err);
 
-/*
- * From a librdkafka statistics JSON (statistics.interval.ms): messages
- * waiting in the client (producer queue, or consumer prefetch queues) and
- * the largest average broker round-trip time in µs. -1 when absent.
- */
-void sk_kafka_stats_parse(const char *json, size_t len, int64_t *queued, int64_t *rtt_us);
+/* What a librdkafka statistics JSON (statistics.interval.ms) tells the daemon. */
+struct sk_kafka_stats {
+    char client[128]; /* the client's name: counts below restart with a new client */
+    int64_t queued;   /* messages waiting in the client (producer queue, or consumer
+                         prefetch queues); -1 when absent */
+    int64_t rtt_us;   /* the largest average broker round-trip time; -1 when absent */
+    /* Since the client started, over every broker: the faults it met. */
+    int64_t retries;    /* requests and produced messages sent again */
+    int64_t errors;     /* transmission and receive errors, request timeouts, disconnects */
+    int64_t rebalances; /* consumer group rebalances (assignments and revocations) */
+};
+void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *out);
 
 /* The embedded mock cluster (for fault injection in tests), NULL on a real broker. */
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k);

@@ -12,8 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
+#include "api_client.h"
 #include "daemon.h"
 #include "lag.h"
 #include "log.h"
@@ -187,55 +186,21 @@ struct lag_source {
     /* A broker: */
     struct sk_lag_collect_options collect;
     struct sk_lag_window *window;
-    /* Or the daemon: */
-    char *url, *auth;
+    /* Or the daemon (api.base set): */
+    struct sk_api api;
     const char *const *only; /* --group filter on the daemon's answer */
     size_t n_only;
 };
 
-struct buf {
-    char *data;
-    size_t len;
-};
-
-static size_t buf_write(char *data, size_t size, size_t n, void *userp)
-{
-    struct buf *b = userp;
-    if (b->len > (64u << 20))
-        return 0; /* not a lag report */
-    b->data = sk_realloc(b->data, b->len + size * n + 1);
-    memcpy(b->data + b->len, data, size * n);
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
+#define LAG_PATH "/api/v1/lag"
 
 /* GET /api/v1/lag: the daemon's windows for its own groups, same JSON as --json. */
 static cJSON *ask_daemon(const struct lag_source *s, int64_t timeout_ms)
 {
-    struct buf body = {0};
-    CURL *curl = curl_easy_init();
-    struct curl_slist *hdrs = s->auth ? curl_slist_append(NULL, s->auth) : NULL;
-    curl_easy_setopt(curl, CURLOPT_URL, s->url);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, buf_write);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(curl);
-    cJSON *j = NULL;
-    if (cc != CURLE_OK)
-        fprintf(stderr, "skolsync lag: cannot reach the daemon at %s: %s\n", s->url,
-                curl_easy_strerror(cc));
-    else if (status != 200)
-        fprintf(stderr, "skolsync lag: %s answered HTTP %ld\n", s->url, status);
-    else if (!(j = cJSON_Parse(body.data ? body.data : "")))
-        fprintf(stderr, "skolsync lag: %s did not answer with JSON\n", s->url);
-    free(body.data);
+    struct sk_api_answer answer;
+    sk_api_call(&s->api, "skolsync lag", "GET", LAG_PATH, NULL, timeout_ms, &answer);
+    cJSON *j = sk_api_answer_json(&s->api, "skolsync lag", LAG_PATH, &answer);
+    sk_api_answer_free(&answer);
     if (!j || s->n_only == 0)
         return j;
     /* Keep only the asked-for groups; the overall status follows them. */
@@ -263,7 +228,7 @@ static cJSON *ask_daemon(const struct lag_source *s, int64_t timeout_ms)
 /* One evaluated sample as JSON, or NULL (reported) when it could not be taken. */
 static cJSON *sample(struct lag_source *s, int64_t timeout_ms)
 {
-    if (s->url)
+    if (s->api.base)
         return ask_daemon(s, timeout_ms);
     struct sk_lag_report *r = NULL;
     struct sk_error err = {0};
@@ -302,18 +267,8 @@ static int from_config(const struct lag_args *a, struct lag_source *s,
     const struct sk_kafka_conf *kc = &cfg->core.kafka;
     if (kc->brokers && strcmp(kc->brokers, "embedded") == 0) {
         /* The embedded broker lives in the daemon's process: only it can answer. */
-        const char *listen = cfg->core.admin.listen;
-        const char *colon = listen ? strrchr(listen, ':') : NULL;
-        if (!colon || strcmp(colon, ":0") == 0 || strcmp(listen, "off") == 0) {
-            fprintf(stderr,
-                    "skolsync lag: kafka.brokers is embedded and admin.listen (%s) names no "
-                    "fixed port to reach the daemon at\n",
-                    listen ? listen : "off");
+        if (sk_api_open(&cfg->core.admin, "skolsync lag", &s->api))
             return SK_EXIT_CONFIG;
-        }
-        s->url = sk_asprintf("http://%s/api/v1/lag", listen);
-        if (cfg->core.admin.token && *cfg->core.admin.token)
-            s->auth = sk_asprintf("Authorization: Bearer %s", cfg->core.admin.token);
         s->only = a->groups;
         s->n_only = a->n_groups;
         return 0;
@@ -383,8 +338,7 @@ done:
     for (size_t i = 0; i < n_cfg_groups; i++)
         free((char *)cfg_groups[i]);
     free(cfg_groups);
-    free(s.url);
-    free(s.auth);
+    sk_api_close(&s.api);
     free(a.groups);
     sk_daemon_config_free(cfg);
     return rc;

@@ -16,10 +16,12 @@
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
+#include "api_client.h"
 #include "daemon.h"
 #include "dlq.h"
 #include "lag.h"
 #include "log.h"
+#include "util.h"
 
 #define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
 
@@ -225,12 +227,6 @@ static int cmd_connectors(int argc, char **argv)
     return 0;
 }
 
-static size_t collect(char *data, size_t size, size_t n, void *userp)
-{
-    fwrite(data, size, n, (FILE *)userp);
-    return size * n;
-}
-
 /* skolsync release NAME: asks the running daemon to publish a source's held deletions. */
 static int cmd_release(int argc, char **argv)
 {
@@ -261,39 +257,20 @@ static int cmd_release(int argc, char **argv)
     struct sk_daemon_config *cfg = load(config);
     if (!cfg)
         return SK_EXIT_CONFIG;
-    const char *listen = cfg->core.admin.listen;
-    const char *colon = listen ? strrchr(listen, ':') : NULL;
-    if (!colon || strcmp(colon, ":0") == 0 || strcmp(listen, "off") == 0) {
-        fprintf(stderr, "skolsync: admin.listen (%s) names no fixed port to reach the daemon at\n",
-                listen ? listen : "off");
+    struct sk_api api;
+    if (sk_api_open(&cfg->core.admin, "skolsync", &api)) {
         sk_daemon_config_free(cfg);
         return SK_EXIT_CONFIG;
     }
-    char url[512], auth[1024];
-    snprintf(url, sizeof(url), "http://%s/api/v1/connectors/%s/release", listen, name);
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
-             cfg->core.admin.token ? cfg->core.admin.token : "");
-    CURL *curl = curl_easy_init();
-    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, stdout);
-    CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(curl);
     sk_daemon_config_free(cfg);
-    if (cc != CURLE_OK) {
-        fprintf(stderr, "skolsync: cannot reach the daemon at %s: %s\n", listen,
-                curl_easy_strerror(cc));
-        return SK_EXIT_RUNTIME;
-    }
-    printf("\n");
+    char *path = sk_asprintf("/api/v1/connectors/%s/release", name);
+    struct sk_api_answer answer;
+    long status = sk_api_call(&api, "skolsync", "POST", path, NULL, 10000, &answer);
+    free(path);
+    sk_api_close(&api);
+    if (status)
+        printf("%s\n", answer.body);
+    sk_api_answer_free(&answer);
     return status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
 }
 

@@ -55,14 +55,30 @@ void sk_hist_observe_us(struct sk_histogram *h, int64_t us)
     atomic_fetch_add(&h->sum_us, (uint_fast64_t)us);
 }
 
+/* Adds what a client's running total grew by since its last statistics. */
+static void add_growth(atomic_uint_fast64_t *total, int64_t *last, int64_t now)
+{
+    if (now > *last)
+        atomic_fetch_add(total, (uint_fast64_t)(now - *last));
+    *last = now;
+}
+
 int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len)
 {
-    int64_t queued, rtt;
-    sk_kafka_stats_parse(json, len, &queued, &rtt);
-    if (queued >= 0)
-        atomic_store(&r->kafka_queued, queued);
-    if (rtt >= 0)
-        atomic_store(&r->kafka_rtt_us, rtt);
+    struct sk_kafka_stats st;
+    sk_kafka_stats_parse(json, len, &st);
+    if (st.queued >= 0)
+        atomic_store(&r->kafka_queued, st.queued);
+    if (st.rtt_us >= 0)
+        atomic_store(&r->kafka_rtt_us, st.rtt_us);
+    if (strcmp(st.client, r->stats_client) != 0) {
+        /* a new client (the driver made another): its totals start at 0 */
+        snprintf(r->stats_client, sizeof(r->stats_client), "%s", st.client);
+        memset(r->stats_last, 0, sizeof(r->stats_last));
+    }
+    add_growth(&r->kafka_retries, &r->stats_last[0], st.retries);
+    add_growth(&r->kafka_errors, &r->stats_last[1], st.errors);
+    add_growth(&r->kafka_rebalances, &r->stats_last[2], st.rebalances);
     return 0; /* librdkafka frees json */
 }
 

@@ -53,12 +53,18 @@ struct sk_runner {
     atomic_uint_fast64_t records;  /* source: records stored in Kafka; sink: records applied */
     atomic_uint_fast64_t failed;   /* source: bad inputs; sink: rejected records */
     atomic_uint_fast64_t dead_lettered;
+    atomic_uint_fast64_t refused; /* source: records Kafka can never take (dead-lettered) */
     atomic_uint_fast64_t retries;
     atomic_uint_fast64_t cycles; /* source: completed poll cycles; sink: batches */
     atomic_uint_fast64_t per_entity[SK_ENTITY_COUNT];
     atomic_int_fast64_t progress_done, progress_total;
     atomic_int_fast64_t kafka_queued; /* librdkafka statistics: messages waiting in the client */
     atomic_int_fast64_t kafka_rtt_us; /* largest average broker round-trip time */
+    /* librdkafka statistics: the faults the connector's Kafka client met */
+    atomic_uint_fast64_t kafka_retries;    /* requests and messages sent again */
+    atomic_uint_fast64_t kafka_errors;     /* request errors, timeouts, disconnects */
+    atomic_uint_fast64_t kafka_rebalances; /* sink: consumer group rebalances */
+
     struct sk_histogram work_seconds;    /* source: one poll; sink: one apply of a batch */
     struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */
     atomic_bool drained;                 /* sink: caught up with the drain target (--once) */
@@ -73,6 +79,10 @@ struct sk_runner {
     int64_t healthy_since_ms;
     const void *def;   /* its definition in the configuration */
     char *fingerprint; /* of that definition, to see what a reload changed */
+
+    /* The statistics callback's own (the driver's thread): its client's last totals. */
+    char stats_client[128];
+    int64_t stats_last[3];
 
     pthread_mutex_t mu; /* guards last_error and the wake flag */
     pthread_cond_t cv;

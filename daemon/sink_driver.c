@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dlq.h"
 #include "drivers.h"
 #include "log.h"
 #include "model.h"
@@ -94,7 +95,7 @@ struct part {
 struct sink_run {
     struct sk_sink_env *env;
     rd_kafka_t *consumer;
-    rd_kafka_t *dlq;
+    struct sk_dlq_writer *dlq; /* created at the first dead letter */
     rd_kafka_message_t **pending;
     size_t n_pending, cap_pending;
     int64_t first_pending_ms;
@@ -151,88 +152,33 @@ static void pending_drop(struct sink_run *run)
 
 /* ---- dead letters -------------------------------------------------------- */
 
-struct dlq_delivery {
-    size_t pending, failed;
-};
-
-static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    struct dlq_delivery *d = m->_private;
-    if (m->err)
-        d->failed++;
-    d->pending--;
-}
-
-static int dlq_open(struct sink_run *run, struct sk_error *err)
-{
-    if (run->dlq)
-        return 0;
-    char *cid = sk_asprintf("skolsync-dlq-%s", run->env->runner.name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(run->env->kafka, cid, NULL, err);
-    free(cid);
-    if (!conf)
-        return -1;
-    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err)) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dlq_dr_cb);
-    char errstr[512];
-    run->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!run->dlq) {
-        rd_kafka_conf_destroy(conf);
-        return sk_error_set(err, SK_ERR_FATAL, "cannot create DLQ producer: %s", errstr);
-    }
-    return 0;
-}
-
 /* Dead-letters the rejected records of recs[0..n) and waits for the acknowledgements. */
 static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
 {
-    struct dlq_delivery d = {0};
     bool any = false;
     for (size_t i = 0; i < n; i++) {
         if (run->outs[i].kind != SK_REJECTED)
             continue;
-        if (!any && dlq_open(run, err))
+        if (!run->dlq &&
+            !(run->dlq = sk_dlq_writer_new(run->env->kafka, run->env->runner.name, err)))
             return -1;
         any = true;
         const rd_kafka_message_t *m = run->pending[i];
-        rd_kafka_headers_t *h = rd_kafka_headers_new(8);
-        char part[16], off[24];
-        snprintf(part, sizeof(part), "%d", (int)m->partition);
-        snprintf(off, sizeof(off), "%lld", (long long)m->offset);
-        rd_kafka_header_add(h, "skolsync-connector", -1, run->env->runner.name, -1);
-        rd_kafka_header_add(h, "skolsync-topic", -1, rd_kafka_topic_name(m->rkt), -1);
-        rd_kafka_header_add(h, "skolsync-partition", -1, part, -1);
-        rd_kafka_header_add(h, "skolsync-offset", -1, off, -1);
-        rd_kafka_header_add(h, "skolsync-error-class", -1, sk_err_class_name(run->outs[i].err.cls),
-                            -1);
-        rd_kafka_header_add(h, "skolsync-error", -1, run->outs[i].err.msg, -1);
-        for (;;) {
-            rd_kafka_resp_err_t e = rd_kafka_producev(
-                run->dlq, RD_KAFKA_V_TOPIC(sk_kafka_dlq_topic(run->env->kafka)),
-                RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-                RD_KAFKA_V_OPAQUE(&d), RD_KAFKA_V_END);
-            if (!e) {
-                d.pending++;
-                break;
-            }
-            if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-                rd_kafka_headers_destroy(h);
-                return sk_error_set(err, SK_ERR_RETRIABLE, "dead letter: %s", rd_kafka_err2str(e));
-            }
-            rd_kafka_poll(run->dlq, 100);
-        }
-        sk_warn(run->env->runner.name, "dead-lettered %s[%d]@%lld: %s", rd_kafka_topic_name(m->rkt),
-                (int)m->partition, (long long)m->offset, run->outs[i].err.msg);
+        struct sk_dead_letter dl = {.connector = run->env->runner.name,
+                                    .err = &run->outs[i].err,
+                                    .key = m->key,
+                                    .key_len = m->key_len,
+                                    .value = m->payload,
+                                    .value_len = m->len,
+                                    .topic = rd_kafka_topic_name(m->rkt),
+                                    .partition = m->partition,
+                                    .offset = m->offset};
+        if (sk_dlq_writer_send(run->dlq, &dl, err))
+            return -1;
+        sk_warn(run->env->runner.name, "dead-lettered %s[%d]@%lld: %s", dl.topic, (int)m->partition,
+                (long long)m->offset, run->outs[i].err.msg);
     }
-    while (d.pending > 0)
-        rd_kafka_poll(run->dlq, 100);
-    if (d.failed)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu dead letter(s) not acknowledged", d.failed);
-    return 0;
+    return any ? sk_dlq_writer_wait(run->dlq, err) : 0;
 }
 
 /* ---- applying a batch ------------------------------------------------------ */
@@ -938,10 +884,7 @@ static void *sink_thread(void *arg)
     rd_kafka_consumer_close(run.consumer);
     rd_kafka_destroy(run.consumer);
 out:
-    if (run.dlq) {
-        rd_kafka_flush(run.dlq, 5000);
-        rd_kafka_destroy(run.dlq);
-    }
+    sk_dlq_writer_free(run.dlq);
     parts_clear(&run);
     free(run.pending);
     free(run.recs);

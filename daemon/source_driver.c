@@ -11,18 +11,24 @@
  *     (docs/architecture.md §8.1): the batch is sent again; sinks are idempotent.
  * The cursor in memory moves only after Kafka acknowledged the batch.
  *
+ * A record Kafka can never take (too large, invalid) goes to the dead-letter
+ * topic with its batch, so it blocks its source no longer than one retry.
+ *
  * Must never: advance the cursor past unacknowledged data, or retry a produce
  * in the application (librdkafka retries; we re-poll the whole batch).
  */
 #include <malloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "dlq.h"
 #include "drivers.h"
 #include "log.h"
 #include "model.h"
+#include "produce.h"
 #include "util.h"
 
 const struct sk_option sk_source_settings_options[] = {
@@ -50,6 +56,30 @@ struct source_run {
     rd_kafka_topic_t *rkts[SK_ENTITY_COUNT + 2]; /* + cursor and DLQ topics: held so
                                                     their metadata stays known */
     struct sk_cursor cursor;                     /* the last cursor Kafka acknowledged */
+    /*
+     * Records a delivery report refused for good (too large, invalid). The
+     * broker refuses a whole produce request for one such record, so every
+     * record of it is a suspect at first: the batch fails, and when it comes
+     * again each suspect is sent alone. One refused alone is confirmed and
+     * goes to the dead-letter topic from then on. Cleared once a batch is
+     * stored.
+     */
+    struct refused *refused;
+    size_t n_refused, cap_refused;
+    size_t refused_learned; /* new suspects or confirmations since the batch was produced */
+    ptrdiff_t isolating;    /* the suspect now sent alone, or -1 */
+    size_t batch_refused;   /* records of the batch in hand dead-lettered for Kafka's refusal */
+    size_t batch_refused_by[SK_ENTITY_COUNT]; /* the same, by entity index */
+};
+
+/* A record Kafka refused, known by its topic, key and value. */
+struct refused {
+    char *topic;
+    char key[64];
+    size_t len;
+    uint64_t hash;
+    rd_kafka_resp_err_t err;
+    bool confirmed; /* refused when it was sent alone */
 };
 
 static const char *topic_of(struct source_run *run, const struct sk_entity *e);
@@ -91,9 +121,73 @@ static void topics_release(struct source_run *run)
     }
 }
 
+static uint64_t value_hash(const void *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+    return h;
+}
+
+static struct refused *refused_find(struct source_run *run, const char *topic, const char *key,
+                                    size_t key_len, const void *value, size_t len)
+{
+    uint64_t h = 0;
+    for (size_t i = 0; i < run->n_refused; i++) {
+        struct refused *x = &run->refused[i];
+        if (x->len != len || strlen(x->key) != key_len || memcmp(x->key, key, key_len) ||
+            strcmp(x->topic, topic))
+            continue;
+        if (!h)
+            h = value_hash(value, len);
+        if (x->hash == h)
+            return x;
+    }
+    return NULL;
+}
+
+/* A delivery report refused a record for good: remember it for the batch's next attempt. */
+static void refused_learn(struct source_run *run, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    if (!sk_produce_never(m->err) || m->key_len >= sizeof(run->refused->key) ||
+        strcmp(topic, sk_kafka_cursor_topic(run->env->kafka)) == 0 ||
+        strcmp(topic, sk_kafka_dlq_topic(run->env->kafka)) == 0)
+        return;
+    struct refused *known = refused_find(run, topic, m->key, m->key_len, m->payload, m->len);
+    if (known) {
+        if (run->isolating == known - run->refused && !known->confirmed) {
+            known->confirmed = true;
+            run->refused_learned++;
+        }
+        return;
+    }
+    if (run->n_refused == run->cap_refused) {
+        run->cap_refused = run->cap_refused ? run->cap_refused * 2 : 8;
+        run->refused = sk_realloc(run->refused, run->cap_refused * sizeof(*run->refused));
+    }
+    struct refused *x = &run->refused[run->n_refused++];
+    x->topic = sk_strdup(topic);
+    snprintf(x->key, sizeof(x->key), "%.*s", (int)m->key_len, (const char *)m->key);
+    x->len = m->len;
+    x->hash = value_hash(m->payload, m->len);
+    x->err = m->err;
+    x->confirmed = false;
+    run->refused_learned++;
+}
+
+static void refused_clear(struct source_run *run)
+{
+    for (size_t i = 0; i < run->n_refused; i++)
+        free(run->refused[i].topic);
+    run->n_refused = 0;
+}
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     struct delivery *d = m->_private;
+    if (m->err)
+        refused_learn(opaque, m);
     if (!d)
         return;
     if (m->err) {
@@ -201,32 +295,18 @@ static const char *topic_of(struct source_run *run, const struct sk_entity *e)
     return run->topics[i];
 }
 
-/*
- * Produces one message, waiting while the local queue is full (back-pressure:
- * the source is not polled meanwhile). Copies key and value.
- */
+/* Produces one message (back-pressure: the source is not polled while the queue is full). */
 static int produce(struct source_run *run, const char *topic, const void *key, size_t key_len,
                    const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
                    struct delivery *d, struct sk_error *err)
 {
-    for (;;) {
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            run->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-            RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
-        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (d)
-                d->pending++;
-            return 0;
-        }
-        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            rd_kafka_headers_destroy(hdrs);
-            return sk_error_set(err,
-                                e == RD_KAFKA_RESP_ERR__FATAL ? SK_ERR_FATAL : SK_ERR_RETRIABLE,
-                                "produce to %s: %s", topic, rd_kafka_err2str(e));
-        }
-        rd_kafka_poll(run->producer, 100);
-    }
+    rd_kafka_resp_err_t e =
+        sk_produce(run->producer, topic, key, key_len, value, value_len, hdrs, d);
+    if (e)
+        return sk_produce_error(err, e, topic);
+    if (d)
+        d->pending++;
+    return 0;
 }
 
 static rd_kafka_headers_t *record_headers(struct source_run *run, const struct sk_record *r)
@@ -241,26 +321,77 @@ static rd_kafka_headers_t *record_headers(struct source_run *run, const struct s
     return h;
 }
 
-static rd_kafka_headers_t *dlq_headers(struct source_run *run, const struct sk_bad_input *b)
+/*
+ * A record Kafka can never take goes to the dead-letter topic instead, its
+ * value cut to fit: its batch, and the source, go on.
+ */
+static int dead_letter_record(struct source_run *run, const struct sk_record *r, const char *topic,
+                              const struct sk_error *why, struct delivery *d, struct sk_error *err)
 {
-    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
-    rd_kafka_header_add(h, "skolsync-connector", -1, run->env->runner.name, -1);
-    rd_kafka_header_add(h, "skolsync-where", -1, b->where, -1);
-    rd_kafka_header_add(h, "skolsync-error-class", -1, sk_err_class_name(b->err.cls), -1);
-    rd_kafka_header_add(h, "skolsync-error", -1, b->err.msg, -1);
-    if (b->entity)
-        rd_kafka_header_add(h, "skolsync-entity", -1, b->entity->name, -1);
-    return h;
+    struct sk_dead_letter dl = {.connector = run->env->runner.name,
+                                .err = why,
+                                .key = r->key,
+                                .key_len = strlen(r->key),
+                                .value = r->value,
+                                .value_len = r->value_len,
+                                .entity = r->entity->name,
+                                .topic = topic,
+                                .partition = -1,
+                                .truncate = true};
+    if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
+        return -1;
+    if (d)
+        d->pending++;
+    run->batch_refused++;
+    run->batch_refused_by[sk_entity_index(r->entity)]++;
+    sk_warn(run->env->runner.name, "dead-lettered %s %s (%zu bytes): %s", r->entity->name, r->key,
+            r->value_len, why->msg);
+    return 0;
+}
+
+/* One record: to its topic, or to the dead-letter topic when Kafka can never take it. */
+static int produce_record(struct source_run *run, const struct sk_record *r, struct delivery *d,
+                          struct sk_error *err)
+{
+    const char *topic = topic_of(run, r->entity);
+    struct sk_error why = {0};
+    struct refused *x = refused_find(run, topic, r->key, strlen(r->key), r->value, r->value_len);
+    if (x && x->confirmed) {
+        sk_produce_error(&why, x->err, topic);
+        return dead_letter_record(run, r, topic, &why, d, err);
+    }
+    if (x) {
+        /* a suspect: alone in its produce request, so its report is its own */
+        rd_kafka_flush(run->producer, 60000);
+        run->isolating = x - run->refused;
+    }
+    int rc = produce(run, topic, r->key, strlen(r->key), r->value, r->value_len,
+                     record_headers(run, r), d, &why);
+    if (x) {
+        if (rc == 0)
+            rd_kafka_flush(run->producer, 60000);
+        run->isolating = -1;
+        x = refused_find(run, topic, r->key, strlen(r->key), r->value, r->value_len);
+        if (x && x->confirmed)
+            return sk_error_set(err, SK_ERR_RETRIABLE, "%s %s refused by Kafka: %s",
+                                r->entity->name, r->key, rd_kafka_err2str(x->err));
+    }
+    if (rc == 0)
+        return 0;
+    if (why.cls == SK_ERR_PERMANENT) /* refused before it left: too large for the producer */
+        return dead_letter_record(run, r, topic, &why, d, err);
+    *err = why;
+    return -1;
 }
 
 /* Produces the batch's records and dead letters (not the cursor). */
 static int produce_batch(struct source_run *run, const struct sk_batch *b, struct delivery *d,
                          struct sk_error *err)
 {
+    run->batch_refused = 0;
+    memset(run->batch_refused_by, 0, sizeof(run->batch_refused_by));
     for (size_t i = 0; i < b->n; i++) {
-        const struct sk_record *r = &b->recs[i];
-        if (produce(run, topic_of(run, r->entity), r->key, strlen(r->key), r->value, r->value_len,
-                    record_headers(run, r), d, err))
+        if (produce_record(run, &b->recs[i], d, err))
             return -1;
         /* serves delivery reports now and then (each call takes a lock and
          * reads the clock: once per record was ~9 % of a sync's CPU) */
@@ -269,9 +400,19 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
     }
     for (size_t i = 0; i < b->n_bad; i++) {
         const struct sk_bad_input *x = &b->bad[i];
-        if (produce(run, sk_kafka_dlq_topic(run->env->kafka), x->key, x->key ? strlen(x->key) : 0,
-                    x->raw, x->raw_len, dlq_headers(run, x), d, err))
+        struct sk_dead_letter dl = {.connector = run->env->runner.name,
+                                    .err = &x->err,
+                                    .key = x->key,
+                                    .key_len = x->key ? strlen(x->key) : 0,
+                                    .value = x->raw,
+                                    .value_len = x->raw_len,
+                                    .where = x->where,
+                                    .entity = x->entity ? x->entity->name : NULL,
+                                    .partition = -1};
+        if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
             return -1;
+        if (d)
+            d->pending++;
     }
     return 0;
 }
@@ -374,18 +515,22 @@ static int deliver_alo(struct source_run *run, const struct sk_batch *b, struct 
     return await_delivery(run, &dc, err);
 }
 
-static void count(struct sk_runner *r, const struct sk_batch *b)
+static void count(struct source_run *run, const struct sk_batch *b)
 {
+    struct sk_runner *r = &run->env->runner;
     for (size_t i = 0; i < b->n; i++) {
         int idx = sk_entity_index(b->recs[i].entity);
         if (idx >= 0)
             atomic_fetch_add(&r->per_entity[idx], 1);
     }
+    for (int i = 0; run->batch_refused && i < SK_ENTITY_COUNT; i++)
+        atomic_fetch_sub(&r->per_entity[i], run->batch_refused_by[i]); /* not stored */
     for (size_t i = 0; i < b->n_bad; i++)
         sk_warn(r->name, "dead-lettered %s: %s", b->bad[i].where, b->bad[i].err.msg);
-    atomic_fetch_add(&r->records, b->n);
+    atomic_fetch_add(&r->records, b->n - run->batch_refused);
     atomic_fetch_add(&r->failed, b->n_bad);
-    atomic_fetch_add(&r->dead_lettered, b->n_bad);
+    atomic_fetch_add(&r->dead_lettered, b->n_bad + run->batch_refused);
+    atomic_fetch_add(&r->refused, run->batch_refused);
     if (b->progress_total || b->progress_done) {
         atomic_store(&r->progress_done, (int_fast64_t)b->progress_done);
         atomic_store(&r->progress_total, (int_fast64_t)b->progress_total);
@@ -495,7 +640,7 @@ static void *source_thread(void *arg)
 {
     struct sk_source_env *env = arg;
     struct sk_runner *r = &env->runner;
-    struct source_run run = {.env = env};
+    struct source_run run = {.env = env, .isolating = -1};
     struct sk_batch batch = {0};
     struct sk_retry retry = {0};
     bool failed = false;
@@ -532,6 +677,18 @@ static void *source_thread(void *arg)
             rc = check_bad_input(&run, &batch, &err, &bad_stop);
         if (rc == 0 && (batch.n || batch.n_bad || batch.has_cursor))
             rc = run.txn ? deliver_txn(&run, &batch, &err) : deliver_alo(&run, &batch, &err);
+        if (rc && err.cls != SK_ERR_FATAL && run.refused_learned) {
+            /* Kafka refused records for good: the same batch again at once
+             * (no backoff: nothing is down), each suspect alone, the ones
+             * refused alone as dead letters. */
+            sk_info(r->name,
+                    "Kafka refused %zu record(s) for good: sending the batch again, "
+                    "the refused ones to the dead-letter topic",
+                    run.refused_learned);
+            run.refused_learned = 0;
+            continue;
+        }
+        run.refused_learned = 0;
         if (rc) {
             if (err.cls == SK_ERR_NONE)
                 err.cls = SK_ERR_RETRIABLE;
@@ -559,7 +716,8 @@ static void *source_thread(void *arg)
             continue; /* poll again from the acknowledged cursor */
         }
         sk_retry_reset(&retry);
-        count(r, &batch);
+        count(&run, &batch);
+        refused_clear(&run);
         bool had_cursor = batch.has_cursor;
         cursor_advance(&run, &batch);
         if (had_cursor && env->source.ops->stored)
@@ -590,6 +748,8 @@ out:
     }
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         free(run.topics[i]);
+    refused_clear(&run);
+    free(run.refused);
     free(run.cursor.data);
     sk_runner_set_state(r, failed ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;

@@ -550,6 +550,14 @@ static void summary(struct sk_daemon *d, FILE *out)
         fprintf(out, "  %s %s (%s): %llu records %s, %llu dead-lettered%s%s\n",
                 snk ? "sink" : "source", r->name, r->type, records, snk ? "applied" : "stored",
                 dead, target ? " -> " : "", target ? target : "");
+        unsigned long long kr = atomic_load(&r->kafka_retries), ke = atomic_load(&r->kafka_errors),
+                           kb = atomic_load(&r->kafka_rebalances), rt = atomic_load(&r->retries);
+        /* what the connector weathered: faults it met, not only that it got through */
+        if (kr || ke || kb || rt)
+            fprintf(out,
+                    "    met: %llu Kafka request retries, %llu Kafka errors, %llu rebalances, "
+                    "%llu retries after a failure\n",
+                    kr, ke, kb, rt);
         per_entity(out, r);
     }
     fflush(out);

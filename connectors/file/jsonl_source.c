@@ -401,8 +401,7 @@ static int take_line(const struct jsonl_file *f, int64_t line_no, const char *li
     }
     char where[320];
     snprintf(where, sizeof(where), "%s:%" PRId64, f->name, line_no);
-    sk_batch_add_bad(poll->out, NULL, (uint8_t *)sk_strndup(line, len), len, where, &e);
-    poll->out->bad[poll->out->n_bad - 1].entity = f->entity; /* for `skolsync dlq replay` */
+    sk_batch_add_bad(poll->out, f->entity, NULL, (uint8_t *)sk_strndup(line, len), len, where, &e);
     return 0;
 }
 

@@ -922,7 +922,8 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
         msg = sk_codec_from_json(e, item, key, &err);
     if (!msg) {
         char *raw = sk_json_print(item);
-        sk_batch_add_bad(out, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url, &err);
+        sk_batch_add_bad(out, e, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url,
+                         &err);
         /* Not deduplicated: a page damaged on the way may hold the same
          * (id, meta.modified) intact the next time it is read. */
         return;
@@ -1307,7 +1308,7 @@ static void take_deleted(struct ss_source *src, const struct sk_entity *e, const
         struct sk_error err;
         sk_error_set(&err, SK_ERR_PERMANENT, "deletedEntities: %s id is not a UUID", e->name);
         char *raw = sk_json_print(idj);
-        sk_batch_add_bad(out, NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url, &err);
+        sk_batch_add_bad(out, e, NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url, &err);
         return;
     }
     if (!type_enabled_name(src, e))

@@ -45,6 +45,26 @@ static char *embedded_config(const char *dir, const char *data, const char *db, 
     return path;
 }
 
+/*
+ * A generated dataset in a new directory, line 2 of its persons.jsonl not
+ * JSON, then `also PATH` run on that file (unless NULL); its configuration.
+ */
+static char *with_broken_line(const char *tag, int seed, int students, const char *also, char **dir,
+                              char **data, char **db)
+{
+    *dir = skt_tmpdir(tag);
+    *data = skt_fmt("%s/data", *dir);
+    *db = skt_fmt("%s/out.db", *dir);
+    skt_generate(*data, seed, students);
+    char *p = skt_fmt("%s/persons.jsonl", *data);
+    char *cmd = skt_fmt("sed -i '2s/^{/{broken/' %s%s%s%s", p, also ? " && " : "", also ? also : "",
+                        also ? p : "");
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    free(cmd);
+    free(p);
+    return embedded_config(*dir, *data, *db, NULL);
+}
+
 Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
 {
     char *dir = skt_tmpdir("cli-once");
@@ -86,18 +106,12 @@ Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
 
 Test(cli, malformed_json_line_goes_to_dlq_and_rest_goes_through, .timeout = 120)
 {
-    char *dir = skt_tmpdir("cli-bad-line");
-    char *data = skt_fmt("%s/data", dir);
-    char *db = skt_fmt("%s/out.db", dir);
-    skt_generate(data, 3, 20);
-    /* Break line 2 of persons.jsonl and add an invalid id at the end. */
-    char *p = skt_fmt("%s/persons.jsonl", data);
-    char *cmd =
-        skt_fmt("sed -i '2s/^{/{broken/' %s && echo '{\"id\":\"not-a-uuid\",\"givenName\":\"X\","
-                "\"familyName\":\"Y\"}' >> %s",
-                p, p);
-    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
-    char *cfg = embedded_config(dir, data, db, NULL);
+    char *dir, *data, *db;
+    /* and an invalid id at the end */
+    char *cfg = with_broken_line("cli-bad-line", 3, 20,
+                                 "echo '{\"id\":\"not-a-uuid\",\"givenName\":\"X\","
+                                 "\"familyName\":\"Y\"}' >>",
+                                 &dir, &data, &db);
     char *args = skt_fmt("run --once -c %s", cfg);
     int rc;
     char *out = run_skolsync(args, 100, &rc);
@@ -507,4 +521,66 @@ Test(cli, json_logs_journald_prefixes_and_watchdog, .timeout = 180)
     cr_assert(strstr(notes, "WATCHDOG=1"), "no WATCHDOG=1: %s", notes);
     cr_assert(strstr(notes, "STATUS="), "no STATUS=: %s", notes);
     close(nfd);
+}
+
+/* Runs `skolsync args` until it exits 0 with want in its output (60 s at most); the output. */
+static char *until_answered(const char *args, const char *want)
+{
+    int rc = -1;
+    char *out = NULL;
+    for (int i = 0; i < 60; i++) {
+        free(out);
+        out = run_skolsync(args, 30, &rc);
+        if (rc == 0 && strstr(out, want))
+            return out;
+        sleep(1);
+    }
+    cr_assert_fail("skolsync %s (%d): %s", args, rc, out);
+    return NULL;
+}
+
+/* `dlq`, `lag` and `release` with the embedded broker ask the running daemon (admin.listen, with
+ * admin.token); a wrong token is refused. */
+Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
+{
+    char *dir, *data, *db;
+    char *cfg = with_broken_line("cli-api", 5, 10, NULL, &dir, &data, &db);
+    char *port = NULL;
+    cr_assert_eq(skt_sh("python3 -c 'import socket; s = socket.socket(); "
+                        "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'",
+                        10, &port),
+                 0);
+    port[strcspn(port, "\n")] = '\0';
+    char *fix = skt_fmt(
+        "sed -i 's/  listen: 127.0.0.1:0/  listen: 127.0.0.1:%s\\n  token: s3cret/' %s", port, cfg);
+    cr_assert_eq(skt_sh(fix, 10, NULL), 0);
+    char *log = skt_fmt("%s/run.log", dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+
+    /* the dead letter, from the daemon's embedded broker */
+    char *list = skt_fmt("dlq list -c %s", cfg);
+    free(until_answered(list, "persons.jsonl:2"));
+    /* the broken line still does not decode: the replay says so and fails */
+    char *replay = skt_fmt("dlq replay -c %s", cfg);
+    int rc;
+    char *out = run_skolsync(replay, 60, &rc);
+    cr_assert_neq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "\"skipped\":1"), "%s", out);
+    free(out);
+    /* the daemon's lag monitor takes its first sample in a while */
+    char *lag = skt_fmt("lag -c %s --json", cfg);
+    free(until_answered(lag, "\"group\":\"skolsync-db\""));
+    char *release = skt_fmt("release files -c %s", cfg);
+    out = run_skolsync(release, 30, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    /* the token is what lets the command in */
+    char *wrong = skt_fmt("sed -i 's/token: s3cret/token: wrong/' %s", cfg);
+    cr_assert_eq(skt_sh(wrong, 10, NULL), 0);
+    out = run_skolsync(list, 30, &rc);
+    cr_assert_neq(rc, 0, "a wrong token was let in: %s", out);
+    free(out);
+    skt_stop(&pid, 10000);
+    free(port);
 }

@@ -1,13 +1,23 @@
 /*
  * test_dlq.c: a record the target refuses lands in the DLQ with its context,
  * `skolsync dlq list` shows it, and after the target is fixed `skolsync dlq
- * replay` puts it back on its topic, where the sink applies it. Real broker
- * and real PostgreSQL (SK_TEST_BROKERS, SK_TEST_PG).
+ * replay` puts it back on its topic, where the sink applies it. A source's
+ * dead letter (jsonl-source, ss12000-source) names its entity type, so replay
+ * can encode it again, and a letter replay cannot re-publish makes it fail.
+ * A record Kafka can never take (larger than its message size) is
+ * dead-lettered, the records after it arrive, and once the topic takes it a
+ * replay delivers it.
+ * Real broker and real PostgreSQL (SK_TEST_BROKERS, SK_TEST_PG).
  */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <librdkafka/rdkafka.h>
 
 #include "sk_test.h"
 
@@ -24,6 +34,50 @@ static char *pg_query(const char *sql)
     return out;
 }
 
+/*
+ * Adds a copy of the first entity of a .jsonl file with a new id and a field of
+ * n random characters from alphabet, as line `at` (0-based; -1: the last).
+ */
+static void add_large(const char *path, const char *id, const char *field, int n,
+                      const char *alphabet, int at)
+{
+    char *py = skt_fmt("python3 - <<'EOF'\n"
+                       "import json, random\n"
+                       "p='%s'\n"
+                       "lines=open(p,encoding='utf-8').readlines()\n"
+                       "d=json.loads(lines[0])\n"
+                       "d['id']='%s'\n"
+                       "r=random.Random(1)\n"
+                       "d['%s']=''.join(r.choice('%s') for _ in range(%d))\n"
+                       "at=%d\n"
+                       "lines.insert(len(lines) if at < 0 else at,"
+                       "json.dumps(d,ensure_ascii=False)+'\\n')\n"
+                       "open(p,'w',encoding='utf-8').writelines(lines)\n"
+                       "EOF",
+                       path, id, field, alphabet, n, at);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(py, 20, &out), 0, "%s", out);
+    free(out);
+    free(py);
+}
+
+/* `skolsync dlq replay` (of one connector's letters, or all) re-publishes one
+ * letter and skips none; then `run` applies it. */
+static void replay_one_and_run(const char *cfg, const char *connector, const char *run)
+{
+    char *replay = skt_fmt("%s dlq replay -c %s%s%s", skt_skolsync(), cfg,
+                           connector ? " --connector " : "", connector ? connector : "");
+    char *out = NULL;
+    int rc = skt_sh(replay, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0"), "%s", out);
+    free(out);
+    rc = skt_sh(run, 200, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(replay);
+}
+
 Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
 {
     char *dir = skt_tmpdir("dlq");
@@ -35,21 +89,10 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
     skt_generate(data, 31, 10);
     /* An organisation whose display name is too long for the btree index on it:
      * PostgreSQL refuses the row (54000), the sink dead-letters that record. */
-    char *big =
-        skt_fmt("python3 - <<'EOF'\n"
-                "import json, random\n"
-                "p='%s/organisations.jsonl'\n"
-                "d=json.loads(open(p,encoding='utf-8').readline())\n"
-                "d['id']='0bad0000-0000-4000-8000-000000000001'\n"
-                "r=random.Random(1)\n"
-                "d['displayName']=''.join(r.choice('abcdefghijklmnopqrstuvwxyzåäö') for _ in "
-                "range(12000))\n"
-                "open(p,'a',encoding='utf-8').write(json.dumps(d,ensure_ascii=False)+'\\n')\n"
-                "EOF",
-                data);
+    char *orgs = skt_fmt("%s/organisations.jsonl", data);
+    add_large(orgs, "0bad0000-0000-4000-8000-000000000001", "displayName", 12000,
+              "abcdefghijklmnopqrstuvwxyzåäö", -1);
     char *out = NULL;
-    cr_assert_eq(skt_sh(big, 20, &out), 0, "%s", out);
-    free(out);
     char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n"
                          "admin:\n  listen: 127.0.0.1:0\n"
                          "sources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
@@ -82,17 +125,234 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
     /* the operator fixes the target, then replays */
     char *fix = skt_fmt("DROP INDEX %s.organisations_display_name_idx", schema);
     free(pg_query(fix));
-    char *replay = skt_fmt("%s dlq replay -c %s", skt_skolsync(), cfg);
-    rc = skt_sh(replay, 60, &out);
-    cr_assert_eq(rc, 0, "%s", out);
-    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0"), "%s", out);
-    free(out);
-    rc = skt_sh(run, 200, &out);
-    cr_assert_eq(rc, 0, "%s", out);
-    free(out);
+    replay_one_and_run(cfg, NULL, run);
     n = pg_query(q);
     cr_assert_str_eq(n, "1", "the replayed record did not reach the target");
     free(n);
     char *drop = skt_fmt("DROP SCHEMA %s CASCADE", schema);
     free(pg_query(drop));
+}
+
+/* The SS 12000 test server on a free port, with extra arguments; returns the port. */
+static int ss12000_server(const char *dir, const char *fault, pid_t *pid)
+{
+    char *log = skt_fmt("%s/ss12000.log", dir);
+    char *argv[] = {"python3",    SK_SOURCE_DIR "/tests/fixtures/ss12000_server.py",
+                    "--port",     "0",
+                    "--base",     "/v2.0",
+                    "--students", "10",
+                    "--fault",    (char *)fault,
+                    NULL};
+    *pid = skt_spawn(argv, log);
+    char *cmd = skt_fmt("sed -n 's/^LISTENING 127.0.0.1:\\([0-9]*\\)$/\\1/p' %s", log);
+    int port = 0;
+    for (int i = 0; i < 150 && !port; i++) {
+        usleep(100000);
+        char *out = NULL;
+        skt_sh(cmd, 5, &out);
+        port = atoi(out ? out : "");
+        free(out);
+    }
+    cr_assert(port > 0, "the SS 12000 test server did not start (see %s)", log);
+    free(cmd);
+    free(log);
+    return port;
+}
+
+/* `run --once`, whose output must name each of the NULL-terminated logged, then
+ * `dlq list`: its output (caller frees). */
+static char *sync_and_list(const char *cfg, const char *const *logged)
+{
+    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    char *out = NULL;
+    int rc = skt_sh(run, 150, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    for (; *logged; logged++)
+        cr_assert(strstr(out, *logged), "no \"%s\" in the log:\n%s", *logged, out);
+    free(out);
+    free(run);
+    char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), cfg);
+    rc = skt_sh(list, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(list);
+    return out;
+}
+
+Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .timeout = 240)
+{
+    char *dir = skt_tmpdir("dlq-sources");
+    /* jsonl-source: one good room, one line that is not JSON */
+    char *rooms = skt_fmt("%s/rooms.jsonl", dir);
+    skt_write(rooms, "{\"id\":\"7e000000-0000-4000-8000-000000000001\",\"displayName\":\"Sal 1\","
+                     "\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n"
+                     "{broken\n");
+    /* ss12000-source: one person on a page lacks a required field */
+    pid_t server;
+    int port = ss12000_server(dir, "bad_record:count=1,paths=/persons,mode=missing", &server);
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    char *db = skt_fmt("%s/out.db", dir);
+    char *head = skt_config_head(prefix, "info", "10s");
+    char *text = skt_fmt("%ssources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
+                         "  sis-%s:\n    type: ss12000-source\n"
+                         "    url: http://127.0.0.1:%d/v2.0\n"
+                         "    entities: [Organisation, Person]\n"
+                         "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n",
+                         head, suffix, rooms, suffix, port, suffix, db);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    skt_write(cfg, text);
+    /* one dead letter of each source, each naming its entity type */
+    const char *const logged[] = {"dead-lettered rooms.jsonl:2", "required field givenName missing",
+                                  NULL};
+    char *out = sync_and_list(cfg, logged);
+    cr_assert(strstr(out, "\"entity\":\"Room\""), "jsonl-source letter without entity:\n%s", out);
+    cr_assert(strstr(out, "\"entity\":\"Person\""), "ss12000-source letter without entity:\n%s",
+              out);
+    const char *k = strstr(out, "\"key\":\"");
+    cr_assert_not_null(k, "the person's dead letter has no key:\n%s", out);
+    char id[37];
+    snprintf(id, sizeof(id), "%s", k + 7);
+    free(out);
+
+    /* the SS 12000 letter is encoded again and re-published to the persons topic */
+    char *sis = skt_fmt("sis-%s", suffix);
+    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    replay_one_and_run(cfg, sis, run);
+    /* the replayed version (the server's copy still has its givenName) */
+    char *q = skt_fmt("sqlite3 %s \"SELECT json_extract(doc, '$.givenName') IS NULL FROM persons "
+                      "WHERE id = '%s'\"",
+                      db, id);
+    int rc = skt_sh(q, 20, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_str_eq(out, "1\n", "the replayed person did not reach the target (%s)", id);
+    free(out);
+
+    /* the broken line still does not decode: replay says so and fails */
+    char *replay = skt_fmt("%s dlq replay -c %s --connector files-%s", skt_skolsync(), cfg, suffix);
+    rc = skt_sh(replay, 60, &out);
+    cr_assert_neq(rc, 0, "a skipped dead letter must fail the replay:\n%s", out);
+    cr_assert(strstr(out, "replayed 0 dead letter(s), skipped 1"), "%s", out);
+    cr_assert(strstr(out, "invalid JSON"), "no reason given:\n%s", out);
+    free(out);
+    skt_stop(&server, 5000);
+}
+
+/* Creates topic (3 partitions) with one topic-level setting, or sets it on the existing topic. */
+static void topic_setting(const char *topic, bool create, const char *name, const char *value)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_ConfigResource_t *res = NULL;
+    if (create) {
+        nt = rd_kafka_NewTopic_new(topic, 3, 1, errstr, sizeof(errstr));
+        cr_assert_not_null(nt, "%s", errstr);
+        rd_kafka_NewTopic_set_config(nt, name, value);
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+    } else {
+        /* AlterConfigs replaces the topic's settings: this one is its only */
+        res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+        rd_kafka_ConfigResource_set_config(res, name, value);
+        rd_kafka_AlterConfigs(rk, &res, 1, NULL, q);
+    }
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    cr_assert_not_null(ev, "the admin request timed out");
+    size_t n = 0;
+    const char *why = rd_kafka_event_error(ev) ? rd_kafka_event_error_string(ev) : NULL;
+    if (!why && create) {
+        const rd_kafka_topic_result_t **r =
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        why = n == 1 && !rd_kafka_topic_result_error(r[0]) ? NULL : "CreateTopics failed";
+    } else if (!why) {
+        const rd_kafka_ConfigResource_t **r =
+            rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
+        why = n == 1 && !rd_kafka_ConfigResource_error(r[0]) ? NULL : "AlterConfigs failed";
+    }
+    cr_assert_null(why, "%s %s=%s: %s", topic, name, value, why);
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    if (nt)
+        rd_kafka_NewTopic_destroy(nt);
+    if (res)
+        rd_kafka_ConfigResource_destroy(res);
+    rd_kafka_destroy(rk);
+}
+
+/* Where the message size that refuses the large record is set. */
+enum too_large {
+    TOPIC_TXN, /* the persons topic's max.message.bytes: the broker refuses, in a transaction */
+    TOPIC_ALO, /* the same without transactions (exactly_once: false) */
+    PRODUCER,  /* the producer's message.max.bytes: refused before it leaves */
+};
+
+ParameterizedTestParameters(dlq, record_kafka_cannot_take_is_dead_lettered)
+{
+    static enum too_large modes[] = {TOPIC_TXN, TOPIC_ALO, PRODUCER};
+    return cr_make_param_array(enum too_large, modes, 3);
+}
+
+ParameterizedTest(enum too_large *mode, dlq, record_kafka_cannot_take_is_dead_lettered,
+                  .timeout = 200)
+{
+    char *dir = skt_tmpdir("dlq-too-large");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 41, 10);
+    /* A person of ~60 kB as line 2 of persons.jsonl: the lines after it must arrive. */
+    char *persons = skt_fmt("%s/persons.jsonl", data);
+    /* not compressible: the broker sees the compressed size */
+    add_large(persons, "0b160000-0000-4000-8000-000000000001", "givenName", 60000,
+              "abcdefghijklmnopqrstuvwxyz0123456789", 1);
+    char *out = NULL;
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    char *persons_topic = skt_fmt("%spersons", prefix);
+    if (*mode != PRODUCER)
+        topic_setting(persons_topic, true, "max.message.bytes", "20000");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *head = skt_config_head(prefix, "info", "10s");
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    /* kafka: opens the head: the mode's settings go right under it */
+    cr_assert(strncmp(head, "kafka:\n", 7) == 0, "%s", head);
+    char *text = skt_fmt("kafka:\n%s%s"
+                         "sources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n",
+                         *mode == TOPIC_ALO  ? "  exactly_once: false\n"
+                         : *mode == PRODUCER ? "  properties:\n    message.max.bytes: \"20000\"\n"
+                                             : "",
+                         head + 7, suffix, data, suffix, db);
+    skt_write(cfg, text);
+    /* dead-lettered, listed once with its context */
+    const char *const logged[] = {"dead-lettered Person 0b160000-0000-4000-8000-000000000001",
+                                  NULL};
+    out = sync_and_list(cfg, logged);
+    cr_assert(strstr(out, "\"key\":\"0b160000-0000-4000-8000-000000000001\""), "%s", out);
+    cr_assert(strstr(out, "\"entity\":\"Person\""), "%s", out);
+    char *topic = skt_fmt("\"topic\":\"%spersons\",\"entity\"", prefix);
+    cr_assert(strstr(out, topic), "not its topic:\n%s", out);
+    cr_assert(!strchr(strchr(out, '\n') + 1, '\n'), "want exactly one dead letter:\n%s", out);
+    /* cut to fit the producer's own limit; else whole, to replay once the topic takes it */
+    if (*mode == PRODUCER)
+        cr_assert(strstr(out, "\"truncated_from\":"), "not marked truncated:\n%s", out);
+    else
+        cr_assert(!strstr(out, "\"truncated_from\":"), "truncated with room to spare:\n%s", out);
+    cr_assert(strstr(out, "too large"), "no reason:\n%s", out);
+    free(out);
+
+    if (*mode == PRODUCER) {
+        /* every other record arrived: the dataset without the large line */
+        char *drop = skt_fmt("sed -i '2d' %s", persons);
+        cr_assert_eq(skt_sh(drop, 10, NULL), 0);
+    } else {
+        /* the operator lets the topic take it, and replays it: all arrived */
+        topic_setting(persons_topic, false, "max.message.bytes", "1000000");
+        sleep(2); /* the broker applies a topic's new setting in a moment */
+        char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+        replay_one_and_run(cfg, NULL, run);
+    }
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
 }

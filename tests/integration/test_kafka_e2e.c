@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 
+#include "dlq.h"
 #include "kafka.h"
 #include "model.h"
 #include "sk_test.h"
@@ -319,10 +320,10 @@ static size_t read_dlq(const char *topic, struct dlq_record *out, size_t max)
             memset(d, 0, sizeof(*d));
             snprintf(d->key, sizeof(d->key), "%.*s", (int)m->key_len, (const char *)m->key);
             snprintf(d->value, sizeof(d->value), "%.*s", (int)m->len, (const char *)m->payload);
-            sk_kafka_header(m, "skolsync-where", d->where, sizeof(d->where));
-            sk_kafka_header(m, "skolsync-error", d->error, sizeof(d->error));
-            sk_kafka_header(m, "skolsync-error-class", d->cls, sizeof(d->cls));
-            sk_kafka_header(m, "skolsync-connector", d->connector, sizeof(d->connector));
+            sk_kafka_header(m, SK_DLQ_WHERE, d->where, sizeof(d->where));
+            sk_kafka_header(m, SK_DLQ_ERROR, d->error, sizeof(d->error));
+            sk_kafka_header(m, SK_DLQ_ERROR_CLASS, d->cls, sizeof(d->cls));
+            sk_kafka_header(m, SK_DLQ_CONNECTOR, d->connector, sizeof(d->connector));
         }
         rd_kafka_message_destroy(m);
     }

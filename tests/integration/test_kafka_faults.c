@@ -4,13 +4,16 @@
  * errors on produce, fetch, offset commit and group coordination; a broker
  * down and up; a leader move; acknowledgements delayed past the producer's
  * timeout (the record is written, its acknowledgement lost). Each run must
- * end with the target equal to the input: nothing lost, and duplicates in
- * Kafka absorbed by the idempotent sink.
+ * show that the clients met the faults (librdkafka's statistics and the
+ * drivers' retries, as the run summary reports them) and end with the target
+ * equal to the input: nothing lost, and duplicates in Kafka absorbed by the
+ * idempotent sink.
  *
  * The daemon runs in this (forked) test process, so the test reaches the
  * mock cluster through the kafka_started hook.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,6 +25,7 @@
 #include "daemon.h"
 #include "kafka.h"
 #include "log.h"
+#include "model.h"
 #include "sk_test.h"
 
 /* Kafka API keys (private to librdkafka: docs/architecture.md §8.10). */
@@ -80,12 +84,16 @@ static void *inject(void *arg)
         p->injected = 3;
         break;
     case LEADER_MOVE:
-        /* every partition of the persons topic to another broker, twice */
+        /* every partition of every entity topic to another broker, twice:
+         * whichever the source is producing to meets it */
         for (int round = 0; round < 2; round++) {
-            for (int part = 0; part < 3; part++)
-                rd_kafka_mock_partition_set_leader(mc, "skolsync.persons", part,
-                                                   (part + round) % 3 + 1);
-            p->injected += 3;
+            for (int e = 0; e < SK_ENTITY_COUNT; e++) {
+                char topic[128];
+                snprintf(topic, sizeof(topic), "skolsync.%s", sk_entities[e]->collection);
+                for (int part = 0; part < 3; part++)
+                    rd_kafka_mock_partition_set_leader(mc, topic, part, (part + round) % 3 + 1);
+            }
+            p->injected += 3 * SK_ENTITY_COUNT;
             usleep(700 * 1000);
         }
         break;
@@ -106,10 +114,32 @@ static void on_kafka(struct sk_kafka *k, void *ctx)
     struct plan *p = ctx;
     p->mock = sk_kafka_mock(k);
     cr_assert_not_null(p->mock);
+    /* A sync slow enough to be under way when the faults come: without it
+     * the source had stored everything before they did, and met none. */
+    for (int b = 1; b <= 3; b++)
+        rd_kafka_mock_broker_set_rtt(p->mock, b, 40);
     pthread_create(&p->thread, NULL, inject, p);
 }
 
-static void run_with(enum scenario scenario, const char *extra_kafka)
+/* The summary's "met:" line of a connector ("source files" / "sink db"): its counts. */
+struct met {
+    unsigned long long retries, errors, rebalances, app_retries;
+};
+
+static struct met met_of(const char *summary, const char *connector)
+{
+    struct met m = {0};
+    const char *c = strstr(summary, connector);
+    cr_assert_not_null(c, "no %s in the summary:\n%s", connector, summary);
+    const char *line = strchr(c, '\n');
+    if (line && strncmp(line + 1, "    met: ", 9) == 0)
+        sscanf(line + 10,
+               "%llu Kafka request retries, %llu Kafka errors, %llu rebalances, %llu retries",
+               &m.retries, &m.errors, &m.rebalances, &m.app_retries);
+    return m;
+}
+
+static void run_with(enum scenario scenario, const char *properties)
 {
     char *dir = skt_tmpdir("faults");
     char *data = skt_fmt("%s/data", dir);
@@ -117,29 +147,57 @@ static void run_with(enum scenario scenario, const char *extra_kafka)
     char *cfg = skt_fmt("%s/skolsync.yaml", dir);
     skt_generate(data, 41, 150);
     char *text =
-        skt_fmt("kafka:\n  brokers: embedded\n  embedded_brokers: 3\n%s"
+        skt_fmt("kafka:\n  brokers: embedded\n  embedded_brokers: 3\n"
+                /* statistics often enough to see the faults before the clients end */
+                "  properties:\n    statistics.interval.ms: \"100\"\n%s"
                 "admin:\n  listen: 127.0.0.1:0\n"
                 "log:\n  level: warn\n"
                 "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                 "    batch_size: 200\n    retry_backoff: 200ms\n    retry_backoff_max: 2s\n"
                 "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n    batch_size: 200\n"
                 "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
-                extra_kafka ? extra_kafka : "", data, db);
+                properties ? properties : "", data, db);
     skt_write(cfg, text);
     struct sk_config_errors errs = {0};
     struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
     cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
     sk_log_setup(SK_LOG_WARN, false);
     struct plan plan = {.scenario = scenario};
+    char *summary = NULL;
+    size_t summary_len = 0;
+    FILE *sum = open_memstream(&summary, &summary_len);
     struct sk_run_options opt = {
-        .once = true, .summary = stderr, .kafka_started = on_kafka, .hook_ctx = &plan};
+        .once = true, .summary = sum, .kafka_started = on_kafka, .hook_ctx = &plan};
     int rc = sk_daemon_run(c, &opt);
     pthread_join(plan.thread, NULL);
+    fclose(sum);
+    cr_log_info("%s", summary);
     cr_assert_eq(rc, 0, "the sync did not complete under faults");
     cr_assert_gt(plan.injected, 0);
+    struct met src = met_of(summary, "source files"), snk = met_of(summary, "sink db");
+    /* The clients met the faults (librdkafka's statistics and the drivers'
+     * retries, in the run summary), not only the injector counted them. */
+    switch (scenario) {
+    case REQUEST_ERRORS:
+        cr_assert_gt(src.retries + src.errors, 0, "no produce error reached the source");
+        cr_assert_gt(snk.retries + snk.errors, 0, "no fetch or commit error reached the sink");
+        cr_assert_gt(snk.rebalances, 1, "the heartbeat errors caused no rebalance");
+        break;
+    case BROKER_DOWN_UP:
+        cr_assert_gt(src.errors, 0, "the source's producer never lost its brokers");
+        cr_assert_gt(snk.errors, 0, "the sink's consumer never lost its brokers");
+        break;
+    case LEADER_MOVE:
+        cr_assert_gt(src.retries, 0, "no record was sent again to a moved leader");
+        break;
+    case LOST_ACKS:
+        cr_assert_gt(src.app_retries, 0, "no batch was reported failed and sent again");
+        break;
+    }
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
     sk_daemon_config_free(c);
+    free(summary);
 }
 
 TestSuite(kafka_faults, .timeout = 240);
@@ -151,7 +209,7 @@ Test(kafka_faults, request_errors_on_produce_fetch_commit_and_group)
 
 Test(kafka_faults, all_brokers_down_then_up)
 {
-    run_with(BROKER_DOWN_UP, "  properties:\n    socket.connection.setup.timeout.ms: \"2000\"\n");
+    run_with(BROKER_DOWN_UP, "    socket.connection.setup.timeout.ms: \"2000\"\n");
 }
 
 Test(kafka_faults, leader_moves)
@@ -163,5 +221,5 @@ Test(kafka_faults, acknowledgements_lost_after_the_write)
 {
     /* the producer gives up on a batch after 2 s although the broker wrote it;
      * the batch is sent again (at-least-once) and the sink absorbs the duplicates */
-    run_with(LOST_ACKS, "  properties:\n    message.timeout.ms: \"2000\"\n");
+    run_with(LOST_ACKS, "    message.timeout.ms: \"2000\"\n");
 }
