@@ -474,8 +474,7 @@ static int read_lines(struct jsonl_source *src, const struct jsonl_file *f, int 
                 snprintf(where, sizeof(where), "%s:%" PRId64, f->name, p->line);
                 uint8_t *raw = sk_malloc(kept);
                 memcpy(raw, src->buf, kept);
-                sk_batch_add_bad(poll->out, NULL, raw, kept, where, &e);
-                poll->out->bad[poll->out->n_bad - 1].entity = f->entity;
+                sk_batch_add_bad(poll->out, f->entity, NULL, raw, kept, where, &e);
                 poll->budget--;
                 base = p->offset = next;
                 p->line++;

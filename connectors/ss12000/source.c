@@ -990,8 +990,7 @@ static bool page_item_bad(const struct page_check *pc, size_t k, const struct sk
     struct sk_error err = {0};
     sk_error_set(&err, SK_ERR_PERMANENT, "%s: %s at byte %zu of the record (item %zu of the page)",
                  e->name, bad, at, k);
-    sk_batch_add_bad(out, NULL, (uint8_t *)sk_strndup(start, len), len, url, &err);
-    out->bad[out->n_bad - 1].entity = e; /* for `skolsync dlq replay` */
+    sk_batch_add_bad(out, e, NULL, (uint8_t *)sk_strndup(start, len), len, url, &err);
     return true;
 }
 
