@@ -36,451 +36,14 @@
 #include "log.h"
 #include "model.h"
 #include "source.h"
+#include "source_internal.h"
 #include "ss12000_source.pb-c.h"
 #include "util.h"
 
-/* Where a run is: the steps of one entity type's turn, then the deletions.
- * The numbers are stored in the cursor (Ss12000Cursor.step): never renumber. */
-enum step { STEP_NONE = 0, STEP_FULL = 1, STEP_MODIFIED = 2, STEP_CREATED = 3, STEP_DELETED = 4 };
 static const char *const step_names[] = {"none", "full listing", "modified since", "created since",
                                          "deletedEntities"};
 
-#define DELETED_MARK INT64_MIN      /* dedupe map: we published a tombstone */
-#define NO_MODIFIED (INT64_MIN + 1) /* dedupe map: published, no meta.modified */
-#define MAX_REQUESTS_PER_POLL 40
-#define MAX_POLL_MS 5000
-#define TEXT_MAX 64
-
-/* ---- options ------------------------------------------------------------- */
-
-static const char *const auth_types[] = {"none", "bearer", "oauth2", "apikey", NULL};
-static const char *const del_styles[] = {"repeated", "comma", NULL};
-
-static const struct sk_option auth_options[] = {
-    {.name = "type",
-     .type = SK_OPT_ENUM,
-     .def = "none",
-     .choices = auth_types,
-     .help = "none | bearer (static token) | oauth2 (client credentials) | apikey (header)",
-     .offset = offsetof(struct ss_auth_conf, type)},
-    {.name = "token",
-     .type = SK_OPT_SECRET,
-     .help = "bearer: the token (use ${env:...})",
-     .offset = offsetof(struct ss_auth_conf, token)},
-    {.name = "token_url",
-     .type = SK_OPT_STRING,
-     .help = "oauth2: the token endpoint, e.g. https://skolid.se/connect/token",
-     .offset = offsetof(struct ss_auth_conf, token_url)},
-    {.name = "client_id",
-     .type = SK_OPT_STRING,
-     .help = "oauth2: client id",
-     .offset = offsetof(struct ss_auth_conf, client_id)},
-    {.name = "client_secret",
-     .type = SK_OPT_SECRET,
-     .help = "oauth2: client secret",
-     .offset = offsetof(struct ss_auth_conf, client_secret)},
-    {.name = "scope",
-     .type = SK_OPT_STRING,
-     .help = "oauth2: scope to ask for (optional)",
-     .offset = offsetof(struct ss_auth_conf, scope)},
-    {.name = "header",
-     .type = SK_OPT_STRING,
-     .def = "X-API-Key",
-     .help = "apikey: the header that carries the key",
-     .offset = offsetof(struct ss_auth_conf, header)},
-    {.name = "value",
-     .type = SK_OPT_SECRET,
-     .help = "apikey: the key",
-     .offset = offsetof(struct ss_auth_conf, value)},
-    {.name = NULL},
-};
-
-static const struct sk_option tls_options[] = {
-    {.name = "ca_file",
-     .type = SK_OPT_STRING,
-     .help = "CA bundle (PEM) to verify the server with",
-     .offset = offsetof(struct ss_tls_conf, ca_file)},
-    {.name = "client_cert",
-     .type = SK_OPT_STRING,
-     .help = "client certificate (PEM) for mutual TLS",
-     .offset = offsetof(struct ss_tls_conf, client_cert)},
-    {.name = "client_key",
-     .type = SK_OPT_STRING,
-     .help = "its private key (PEM)",
-     .offset = offsetof(struct ss_tls_conf, client_key)},
-    {.name = "insecure_skip_verify",
-     .type = SK_OPT_BOOL,
-     .def = "false",
-     .help = "do not verify the server's certificate (testing only)",
-     .offset = offsetof(struct ss_tls_conf, insecure_skip_verify)},
-    {.name = NULL},
-};
-
-static const struct sk_option guard_options[] = {
-    {.name = "max_fraction",
-     .type = SK_OPT_STRING,
-     .def = "10%",
-     .help = "hold a run's deletions of a type above this share of its live ids (\"10%\" or 0.1)",
-     .offset = offsetof(struct ss_guard_conf, max_fraction)},
-    {.name = "max_count",
-     .type = SK_OPT_INT,
-     .def = "500",
-     .help = "hold a run's deletions when they are more than this many in all",
-     .offset = offsetof(struct ss_guard_conf, max_count),
-     .min = 0,
-     .max = 100000000},
-    {.name = "min_count",
-     .type = SK_OPT_INT,
-     .def = "10",
-     .help = "max_fraction applies only to a type with more deletions than this",
-     .offset = offsetof(struct ss_guard_conf, min_count),
-     .min = 0,
-     .max = 100000000},
-    {.name = NULL},
-};
-
-static const struct sk_option hook_options[] = {
-    {.name = "public_url",
-     .type = SK_OPT_STRING,
-     .help = "URL the SIS reaches this daemon at (e.g. https://skolsync.example.org); set to "
-             "subscribe to webhooks",
-     .offset = offsetof(struct ss_hook_conf, public_url)},
-    {.name = "secret",
-     .type = SK_OPT_SECRET,
-     .help = "unguessable part of the callback path /hooks/<source>/<secret>",
-     .offset = offsetof(struct ss_hook_conf, secret)},
-    {.name = "token",
-     .type = SK_OPT_SECRET,
-     .help = "if set, callbacks must carry Authorization: Bearer <token>",
-     .offset = offsetof(struct ss_hook_conf, token)},
-    {.name = "debounce",
-     .type = SK_OPT_DURATION,
-     .def = "200ms",
-     .help = "wait this long after a callback before polling (callbacks in between join)",
-     .offset = offsetof(struct ss_hook_conf, debounce_ms),
-     .min = 0,
-     .max = 60000},
-    {.name = "resource_types",
-     .type = SK_OPT_LIST,
-     .help = "entity types to subscribe to (default: the source's entities)",
-     .offset = offsetof(struct ss_hook_conf, resource_types)},
-    {.name = "renew_before",
-     .type = SK_OPT_DURATION,
-     .def = "1h",
-     .help = "renew the subscription this long before it expires",
-     .offset = offsetof(struct ss_hook_conf, renew_before_ms),
-     .min = 0,
-     .max = 30LL * 86400000},
-    {.name = NULL},
-};
-
-static const struct sk_option ss_options[] = {
-    {.name = "url",
-     .type = SK_OPT_STRING,
-     .required = true,
-     .help = "base URL of the API including its version, e.g. https://api.example.org/v2.0",
-     .offset = offsetof(struct ss_conf, url)},
-    {.name = "auth",
-     .type = SK_OPT_GROUP,
-     .sub = auth_options,
-     .help = "how to authenticate",
-     .offset = offsetof(struct ss_conf, auth)},
-    {.name = "tls",
-     .type = SK_OPT_GROUP,
-     .sub = tls_options,
-     .help = "TLS settings",
-     .offset = offsetof(struct ss_conf, tls)},
-    {.name = "entities",
-     .type = SK_OPT_LIST,
-     .help = "entity types to read (Person or persons, ...); default all 18; a type whose "
-             "endpoint answers 404 is skipped with a warning",
-     .offset = offsetof(struct ss_conf, entities)},
-    {.name = "page_size",
-     .type = SK_OPT_INT,
-     .def = "1000",
-     .help = "limit per page",
-     .offset = offsetof(struct ss_conf, page_size),
-     .min = 1,
-     .max = 100000},
-    {.name = "overlap",
-     .type = SK_OPT_DURATION,
-     .def = "5m",
-     .help = "delta queries start this long before the watermark (dedupe drops repeats)",
-     .offset = offsetof(struct ss_conf, overlap_ms),
-     .min = 0,
-     .max = 7LL * 86400000},
-    {.name = "full_sync_interval",
-     .type = SK_OPT_DURATION,
-     .def = "24h",
-     .help = "full listing + reconciliation of deletes against Kafka this often",
-     .offset = offsetof(struct ss_conf, full_sync_interval_ms),
-     .min = 1000,
-     .max = 365LL * 86400000},
-    {.name = "delete_guard",
-     .type = SK_OPT_GROUP,
-     .sub = guard_options,
-     .help = "hold mass deletions until an operator releases them",
-     .offset = offsetof(struct ss_conf, delete_guard)},
-    {.name = "webhook",
-     .type = SK_OPT_GROUP,
-     .sub = hook_options,
-     .help = "subscribe to change notices (needs admin.listen reachable by the SIS)",
-     .offset = offsetof(struct ss_conf, webhook)},
-    {.name = "request_timeout",
-     .type = SK_OPT_DURATION,
-     .def = "60s",
-     .help = "timeout of one HTTP request",
-     .offset = offsetof(struct ss_conf, request_timeout_ms),
-     .min = 100,
-     .max = 3600000},
-    {.name = "max_rps",
-     .type = SK_OPT_INT,
-     .def = "10",
-     .help = "at most this many requests a second",
-     .offset = offsetof(struct ss_conf, max_rps),
-     .min = 1,
-     .max = 1000},
-    {.name = "max_response_size",
-     .type = SK_OPT_SIZE,
-     .def = "32MiB",
-     .help = "largest response body accepted, counted decompressed (bounds the memory of a page)",
-     .offset = offsetof(struct ss_conf, max_response_size),
-     .min = 64 * 1024,
-     .max = 512LL * 1024 * 1024},
-    {.name = "deleted_entities_style",
-     .type = SK_OPT_ENUM,
-     .def = "repeated",
-     .choices = del_styles,
-     .help = "/deletedEntities entities parameter: repeated (entities=A&entities=B) or comma "
-             "(entities=A,B)",
-     .offset = offsetof(struct ss_conf, deleted_entities_style)},
-    {.name = "created_query",
-     .type = SK_OPT_BOOL,
-     .def = "true",
-     .help = "also query meta.created.after in each delta",
-     .offset = offsetof(struct ss_conf, created_query)},
-    {.name = NULL},
-};
-
-/* ---- required fields (docs/ss12000-notes.md §2.3; spec defects of §6.5 left out) ------ */
-
-struct required {
-    const char *entity;
-    const char *fields[8];
-};
-
-static const struct required required_fields[] = {
-    {"Organisation", {"displayName", "organisationType"}},
-    {"Person", {"givenName", "familyName"}},
-    {"Placement", {"placedAt", "child", "schoolType", "startDate"}},
-    {"Duty", {"dutyAt", "dutyRole", "startDate"}},
-    {"Group", {"displayName", "groupType", "organisation", "startDate"}},
-    {"Programme", {"name", "schoolType"}},
-    {"StudyPlan", {"student", "startDate"}},
-    {"Syllabus", {"subjectName", "schoolType"}},
-    {"SchoolUnitOffering", {"offeredAt"}},
-    {"Activity", {"displayName", "groups", "organisation"}},
-    {"CalendarEvent", {"activity", "startTime", "endTime"}},
-    {"Attendance", {"calendarEvent", "student"}},
-    {"AttendanceEvent", {"time", "eventType", "person", "group"}},
-    {"AttendanceSchedule", {"placement", "startDate"}},
-    {"Absence", {"startTime", "endTime", "student", "type"}},
-    {"Grade", {"student", "syllabus", "gradeValue", "registeredDate"}},
-    {"Resource", {"displayName", "owner"}},
-    {"Room", {"displayName", "owner"}},
-};
-
-/* The first required field item lacks (absent or null), or NULL. */
-static const char *missing_required(const struct sk_entity *e, const cJSON *item)
-{
-    for (size_t i = 0; i < sizeof(required_fields) / sizeof(required_fields[0]); i++) {
-        if (strcmp(required_fields[i].entity, e->name) != 0)
-            continue;
-        for (size_t k = 0; k < 8 && required_fields[i].fields[k]; k++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, required_fields[i].fields[k]);
-            if (!v || cJSON_IsNull(v))
-                return required_fields[i].fields[k];
-        }
-    }
-    return NULL;
-}
-
-/* ---- state ------------------------------------------------------------- */
-
-/* One type's part of the cursor, unpacked. */
-struct tstate {
-    char mod_text[TEXT_MAX];
-    int64_t mod_us;
-    bool has_mod;
-    char cre_text[TEXT_MAX];
-    int64_t cre_us;
-    bool has_cre;
-    bool full_done;
-    int64_t last_full_us;
-    bool missing;
-};
-
-/* The whole cursor, unpacked. */
-struct cstate {
-    struct tstate t[SK_ENTITY_COUNT];
-    int64_t seq;
-    int64_t deleted_t0_us;
-    bool deleted_missing;
-    bool run_active;
-    int64_t run_t0;
-    int run_types[SK_ENTITY_COUNT];
-    int n_run_types;
-    bool run_deletes;
-    int type_index;
-    enum step step;
-    char *page_token; /* malloc'ed or NULL */
-    char chain_mod_text[TEXT_MAX];
-    int64_t chain_mod_us;
-    bool has_chain_mod;
-    char chain_cre_text[TEXT_MAX];
-    int64_t chain_cre_us;
-    bool has_chain_cre;
-    uint64_t done;
-};
-
-struct ss_type {
-    const struct sk_entity *e;
-    bool enabled;
-    bool no_created;        /* the server refused meta.created.after (400) */
-    struct ss_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
-    struct ss_idmap listed; /* ids of the full listing under way */
-    int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
-    int64_t live_count;     /* live ids in Kafka at the last reconciliation of run live_run */
-    int64_t live_run;
-};
-
-struct del {
-    int type;
-    char id[37];
-};
-
-struct dels {
-    struct del *v;
-    size_t n, cap;
-    struct ss_idmap index; /* id -> 1 listed (0: taken out again) */
-};
-
-/* A change the batch carries that the dedupe map learns once it is stored. */
-struct pending {
-    int type;
-    char id[37];
-    int64_t val; /* meta.modified µs, NO_MODIFIED, or DELETED_MARK */
-};
-
-/*
- * Paging that never ends: a server that hands back a pageToken it already
- * sent (a loop), or tokens with empty pages for ever, kept the source
- * "running" with /ready green and later types never reached. The guard
- * remembers the tokens of the chain under way (a digest each) and how many
- * empty pages came in a row; it lives beside the cursor, not in it (a
- * repeated poll from an older cursor starts the chain's guard afresh).
- */
-#define EMPTY_PAGES_MAX 3 /* empty pages with a token, in a row (one is a known quirk) */
-
-struct paging_guard {
-    char chain[64]; /* which chain: type, step, run, and where it started */
-    uint64_t *tokens;
-    size_t n, cap;
-    int empty_in_a_row;
-};
-
-struct ss_source {
-    struct sk_source *self;
-    const struct ss_conf *conf;
-    const char *component;
-    char *base; /* url without a trailing slash */
-    double max_fraction;
-    struct ss_http *http;
-    struct ss_hook *hook;
-    struct ss_type types[SK_ENTITY_COUNT];
-    bool any_enabled;
-
-    /* Ack detection: the cursor handed out last, and what its batch carried. */
-    uint8_t *last_cursor;
-    size_t last_cursor_len;
-    struct pending *pend;
-    size_t n_pend, cap_pend;
-    struct ss_idmap pend_index; /* id -> value, this batch's records (dedupe within it) */
-    bool pend_release;
-    bool last_ends_run; /* the batch handed out last completes its run */
-
-    /* The run's accumulators, valid for run acc_run (its t0). */
-    int64_t acc_run;
-    struct ss_idmap run_seen; /* ids read in this run (not deleted by it: T0 rule) */
-    struct dels run_dels;
-    int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
-
-    /* Delete guard. */
-    struct dels held;
-    size_t n_held_live;
-    bool releasing;
-
-    bool warned_deleted_missing;
-    struct paging_guard guard;
-    int64_t poll_interval_us; /* the core's setting for this source */
-    int64_t last_regular_us;  /* start of the last run that covered every type */
-};
-
 /* ---- small helpers ------------------------------------------------------- */
-
-static uint64_t digest(const char *text)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = text; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    return h;
-}
-
-/*
- * Called with each page of a chain (chain: its identity; items on the page;
- * next: the token it gave, or NULL). -1 with err (FATAL: the server will not
- * let the chain end; retrying the same requests cannot help) on a token seen
- * before in the chain, or too many empty pages with a token in a row.
- */
-static int paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
-                             const char *next, const char *url, struct sk_error *err)
-{
-    if (page_no == 0 || strcmp(g->chain, chain) != 0) {
-        snprintf(g->chain, sizeof(g->chain), "%s", chain);
-        g->n = 0;
-        g->empty_in_a_row = 0;
-    }
-    if (!next)
-        return 0;
-    uint64_t d = digest(next);
-    for (size_t k = 0; k < g->n; k++)
-        if (g->tokens[k] == d)
-            return sk_error_set(err, SK_ERR_FATAL,
-                                "GET %s: the server sent a pageToken it had sent before in this "
-                                "query (after %zu pages): paging would never end",
-                                url, g->n);
-    if (g->n == g->cap) {
-        g->cap = g->cap ? g->cap * 2 : 64;
-        g->tokens = sk_realloc(g->tokens, g->cap * sizeof(*g->tokens));
-    }
-    g->tokens[g->n++] = d;
-    g->empty_in_a_row = items ? 0 : g->empty_in_a_row + 1;
-    if (g->empty_in_a_row > EMPTY_PAGES_MAX)
-        return sk_error_set(err, SK_ERR_FATAL,
-                            "GET %s: %d empty pages in a row, each with a new pageToken: "
-                            "paging would never end",
-                            url, g->empty_in_a_row);
-    return 0;
-}
-
-static void text_copy(char dst[TEXT_MAX], const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= TEXT_MAX)
-        n = TEXT_MAX - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
 
 /* Minutes east of UTC of an RFC 3339 text ("...+02:00", "...Z"); 0 if unknown. */
 static int offset_minutes(const char *text)
@@ -638,141 +201,6 @@ static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
     dels_free(&src->run_dels);
 }
 
-/* ---- cursor ---------------------------------------------------------------- */
-
-static int cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_error *err)
-{
-    memset(st, 0, sizeof(*st));
-    if (!cursor || !cursor->data || !cursor->len)
-        return 0;
-    Skolsync__V1__Ss12000Cursor *c =
-        skolsync__v1__ss12000_cursor__unpack(NULL, cursor->len, cursor->data);
-    if (!c)
-        return sk_error_set(err, SK_ERR_FATAL,
-                            "the stored cursor is not a skolsync.v1.Ss12000Cursor (%zu bytes); "
-                            "reset the cursor",
-                            cursor->len);
-    for (size_t k = 0; k < c->n_types; k++) {
-        const Skolsync__V1__Ss12000Cursor__TypeState *ts = c->types[k];
-        const struct sk_entity *e = ts->entity ? sk_entity_by_name(ts->entity) : NULL;
-        if (!e)
-            continue;
-        struct tstate *t = &st->t[sk_entity_index(e)];
-        t->has_mod = ts->has_modified_us;
-        t->mod_us = ts->modified_us;
-        text_copy(t->mod_text, ts->modified_text ? ts->modified_text : "");
-        t->has_cre = ts->has_created_us;
-        t->cre_us = ts->created_us;
-        text_copy(t->cre_text, ts->created_text ? ts->created_text : "");
-        t->full_done = ts->full_done;
-        t->last_full_us = ts->last_full_us;
-        t->missing = ts->missing;
-    }
-    st->seq = c->seq;
-    st->deleted_t0_us = c->deleted_t0_us;
-    st->deleted_missing = c->deleted_missing;
-    if (c->run) {
-        const Skolsync__V1__Ss12000Cursor__Run *r = c->run;
-        st->run_active = true;
-        st->run_t0 = r->t0_us;
-        for (size_t k = 0; k < r->n_types && st->n_run_types < SK_ENTITY_COUNT; k++) {
-            const struct sk_entity *e = sk_entity_by_name(r->types[k]);
-            if (e)
-                st->run_types[st->n_run_types++] = sk_entity_index(e);
-        }
-        st->run_deletes = r->deletes;
-        st->type_index = r->type_index;
-        st->step = r->step;
-        st->page_token = r->page_token && *r->page_token ? sk_strdup(r->page_token) : NULL;
-        st->has_chain_mod = r->has_chain_modified_us;
-        st->chain_mod_us = r->chain_modified_us;
-        text_copy(st->chain_mod_text, r->chain_modified_text ? r->chain_modified_text : "");
-        st->has_chain_cre = r->has_chain_created_us;
-        st->chain_cre_us = r->chain_created_us;
-        text_copy(st->chain_cre_text, r->chain_created_text ? r->chain_created_text : "");
-        st->done = r->done;
-        if (st->type_index < 0 || st->type_index > st->n_run_types || st->step < STEP_FULL ||
-            st->step > STEP_DELETED)
-            st->run_active = false; /* unreadable run: start a new one */
-    }
-    skolsync__v1__ss12000_cursor__free_unpacked(c, NULL);
-    return 0;
-}
-
-/* Packs st into a new malloc'ed buffer. */
-static uint8_t *cursor_pack(const struct cstate *st, size_t *len)
-{
-    Skolsync__V1__Ss12000Cursor c = SKOLSYNC__V1__SS12000_CURSOR__INIT;
-    Skolsync__V1__Ss12000Cursor__TypeState ts[SK_ENTITY_COUNT];
-    Skolsync__V1__Ss12000Cursor__TypeState *tsp[SK_ENTITY_COUNT];
-    for (int i = 0; i < SK_ENTITY_COUNT; i++) {
-        const struct tstate *t = &st->t[i];
-        if (!t->has_mod && !t->has_cre && !t->full_done && !t->last_full_us && !t->missing)
-            continue;
-        Skolsync__V1__Ss12000Cursor__TypeState *p = &ts[c.n_types];
-        skolsync__v1__ss12000_cursor__type_state__init(p);
-        p->entity = (char *)sk_entities[i]->name;
-        if (t->has_mod) {
-            p->modified_text = (char *)t->mod_text;
-            p->has_modified_us = true;
-            p->modified_us = t->mod_us;
-        }
-        if (t->has_cre) {
-            p->created_text = (char *)t->cre_text;
-            p->has_created_us = true;
-            p->created_us = t->cre_us;
-        }
-        p->has_full_done = true;
-        p->full_done = t->full_done;
-        p->has_last_full_us = t->last_full_us != 0;
-        p->last_full_us = t->last_full_us;
-        p->has_missing = t->missing;
-        p->missing = t->missing;
-        tsp[c.n_types++] = p;
-    }
-    c.types = tsp;
-    c.has_seq = true;
-    c.seq = st->seq;
-    c.has_deleted_t0_us = st->deleted_t0_us != 0;
-    c.deleted_t0_us = st->deleted_t0_us;
-    c.has_deleted_missing = st->deleted_missing;
-    c.deleted_missing = st->deleted_missing;
-    Skolsync__V1__Ss12000Cursor__Run run = SKOLSYNC__V1__SS12000_CURSOR__RUN__INIT;
-    char *names[SK_ENTITY_COUNT];
-    if (st->run_active) {
-        run.has_t0_us = true;
-        run.t0_us = st->run_t0;
-        for (int k = 0; k < st->n_run_types; k++)
-            names[k] = (char *)sk_entities[st->run_types[k]]->name;
-        run.types = names;
-        run.n_types = (size_t)st->n_run_types;
-        run.has_deletes = true;
-        run.deletes = st->run_deletes;
-        run.has_type_index = true;
-        run.type_index = st->type_index;
-        run.has_step = true;
-        run.step = st->step;
-        run.page_token = st->page_token;
-        if (st->has_chain_mod) {
-            run.chain_modified_text = (char *)st->chain_mod_text;
-            run.has_chain_modified_us = true;
-            run.chain_modified_us = st->chain_mod_us;
-        }
-        if (st->has_chain_cre) {
-            run.chain_created_text = (char *)st->chain_cre_text;
-            run.has_chain_created_us = true;
-            run.chain_created_us = st->chain_cre_us;
-        }
-        run.has_done = true;
-        run.done = st->done;
-        c.run = &run;
-    }
-    *len = skolsync__v1__ss12000_cursor__get_packed_size(&c);
-    uint8_t *data = sk_malloc(*len ? *len : 1);
-    skolsync__v1__ss12000_cursor__pack(&c, data);
-    return data;
-}
-
 /* ---- the run ---------------------------------------------------------------- */
 
 static bool full_due(const struct ss_source *src, const struct cstate *st, int i, int64_t now)
@@ -873,7 +301,7 @@ static void take_max(const char *text, char dst[TEXT_MAX], int64_t *dst_us, bool
     if (!*has || us > *dst_us) {
         *dst_us = us;
         *has = true;
-        text_copy(dst, text);
+        ss_text_copy(dst, text);
     }
 }
 
@@ -912,7 +340,7 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
             return;
     }
     struct sk_error err = {0};
-    const char *field = cJSON_IsObject(item) ? missing_required(e, item) : NULL;
+    const char *field = cJSON_IsObject(item) ? ss_missing_required(e, item) : NULL;
     ProtobufCMessage *msg = NULL;
     char key[37];
     if (field)
@@ -937,119 +365,8 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     st->done++;
 }
 
-/*
- * The start of a body for a log line: one line, printable. Only for bodies
- * that are not JSON (an HTML error page): a cut-off JSON page holds personal
- * data, and logs never do.
+/* The list request of the current step (filters only without a token, docs/ss12000-notes.md §3.1).
  */
-static void snippet(const char *body, char out[64])
-{
-    size_t skip = body ? strspn(body, " \t\r\n") : 0;
-    if (body && (body[skip] == '{' || body[skip] == '[')) {
-        snprintf(out, 64, "cut-off or invalid JSON");
-        return;
-    }
-    size_t k = 0;
-    for (; body && body[k] && k < 63; k++)
-        out[k] = (unsigned char)body[k] < 0x20 ? ' ' : body[k];
-    out[k] = '\0';
-}
-
-/*
- * Bytes cJSON keeps broken or cuts short (a NUL, \u0000, invalid UTF-8)
- * somewhere in a page: the records that hold them are found by their byte
- * spans and dead-lettered with the position, the others go on. A page
- * without them (nearly all) costs one scan.
- */
-struct page_check {
-    const char *body;
-    size_t (*spans)[2]; /* of the data list's items, only when the page has bad bytes */
-    size_t n_spans;
-};
-
-static struct page_check page_check(const struct ss_resp *r)
-{
-    struct page_check pc = {.body = r->body};
-    size_t at;
-    if (r->body && sk_json_text_bad(r->body, r->len, &at))
-        pc.n_spans = sk_json_array_spans(r->body, r->len, "data", &pc.spans);
-    return pc;
-}
-
-/* Dead-letters item k if its bytes are bad; true if it did. */
-static bool page_item_bad(const struct page_check *pc, size_t k, const struct sk_entity *e,
-                          const char *url, struct sk_batch *out)
-{
-    if (k >= pc->n_spans)
-        return false;
-    const char *start = pc->body + pc->spans[k][0];
-    size_t len = pc->spans[k][1] - pc->spans[k][0], at;
-    const char *bad = sk_json_text_bad(start, len, &at);
-    if (!bad)
-        return false;
-    struct sk_error err = {0};
-    sk_error_set(&err, SK_ERR_PERMANENT, "%s: %s at byte %zu of the record (item %zu of the page)",
-                 e->name, bad, at, k);
-    sk_batch_add_bad(out, e, NULL, (uint8_t *)sk_strndup(start, len), len, url, &err);
-    return true;
-}
-
-/*
- * What the server said about an error, short and printable: the message of
- * a JSON error body (message, detail, error_description, title, error or
- * code), else the start of a text body's first line. Never more: an error
- * body may quote the request, and the reason reaches logs and the API.
- */
-#define REASON_MAX 96
-static void server_reason(const struct ss_resp *r, char out[REASON_MAX])
-{
-    static const char *const keys[] = {"message", "detail", "error_description",
-                                       "title",   "error",  "code"};
-    const char *text = NULL;
-    cJSON *doc = r->body ? cJSON_ParseWithLength(r->body, r->len) : NULL;
-    for (size_t k = 0; cJSON_IsObject(doc) && !text && k < sizeof(keys) / sizeof(keys[0]); k++)
-        text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, keys[k]));
-    if (!text && doc)
-        text = "a JSON body without a message";
-    if (!text)
-        text = r->body && r->len ? r->body : "an empty body";
-    size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)text;
-         *p && *p != '\n' && k < REASON_MAX - 4; p++)
-        out[k++] = *p >= 0x20 && *p < 0x7f ? (char)*p : '?';
-    if (k == REASON_MAX - 4 && text[k]) {
-        memcpy(out + k, "...", 3);
-        k += 3;
-    }
-    out[k] = '\0';
-    cJSON_Delete(doc);
-}
-
-/* Parses a list/deletedEntities page: the body, its data and its next token. */
-static cJSON *parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
-                         struct sk_error *err)
-{
-    cJSON *doc = r->json ? r->json : cJSON_ParseWithLength(r->body, r->len);
-    r->json = NULL; /* the caller's now */
-    if (!cJSON_IsObject(doc)) {
-        /* An HTML error page with 200, a cut-off body: never skip the page,
-         * retry it (the driver backs off). */
-        char start[64];
-        snippet(r->body, start);
-        sk_error_set(err, SK_ERR_RETRIABLE,
-                     "GET %s: HTTP %ld: the body is not a JSON page (%s, %zu bytes: %s)", url,
-                     r->status, r->content_type[0] ? r->content_type : "no content type", r->len,
-                     start);
-        cJSON_Delete(doc);
-        return NULL;
-    }
-    *data = cJSON_GetObjectItemCaseSensitive(doc, "data");
-    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(doc, "pageToken");
-    *next = cJSON_IsString(tok) && *tok->valuestring ? tok->valuestring : NULL;
-    return doc;
-}
-
-/* The list request of the current step (filters only without a token, docs/ss12000-notes.md §3.1). */
 static char *list_url(struct ss_source *src, const struct cstate *st, int i)
 {
     const struct sk_entity *e = src->types[i].e;
@@ -1212,13 +529,13 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
     }
     if (r.status != 200) {
         char why[REASON_MAX];
-        server_reason(&r, why);
+        ss_server_reason(&r, why);
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r.status, why);
         goto out;
     }
     const cJSON *data;
     const char *next;
-    cJSON *doc = parse_page(&r, url, &data, &next, err);
+    cJSON *doc = ss_parse_page(&r, url, &data, &next, err);
     if (!doc) {
         rc = -1;
         goto out;
@@ -1231,19 +548,19 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
     char chain[64];
     snprintf(chain, sizeof(chain), "%s %s %" PRId64, src->types[i].e->collection,
              step_names[st->step], st->run_t0);
-    if (paging_guard_page(&src->guard, chain, chain_start ? 0 : 1, (size_t)cJSON_GetArraySize(data),
-                          next, url, err)) {
+    if (ss_paging_guard_page(&src->guard, chain, chain_start ? 0 : 1,
+                             (size_t)cJSON_GetArraySize(data), next, url, err)) {
         rc = -1;
         cJSON_Delete(doc);
         goto out;
     }
     int64_t now = sk_now_us();
-    struct page_check pc = page_check(&r);
+    struct ss_page_check pc = ss_page_check(&r);
     const cJSON *item;
     size_t k = 0;
     cJSON_ArrayForEach(item, data)
     {
-        if (!page_item_bad(&pc, k++, src->types[i].e, url, out))
+        if (!ss_page_item_bad(&pc, k++, src->types[i].e, url, out))
             take_item(src, st, i, st->step, item, url, out, now);
     }
     free(pc.spans);
@@ -1357,13 +674,13 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
     }
     if (r.status != 200) {
         char why[REASON_MAX];
-        server_reason(&r, why);
+        ss_server_reason(&r, why);
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r.status, why);
         goto out;
     }
     const cJSON *data;
     const char *next;
-    cJSON *doc = parse_page(&r, url, &data, &next, err);
+    cJSON *doc = ss_parse_page(&r, url, &data, &next, err);
     if (!doc) {
         rc = -1;
         goto out;
@@ -1374,7 +691,7 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
     const cJSON *part;
     cJSON_ArrayForEach(part, data) n_ids +=
         cJSON_IsArray(part) ? (size_t)cJSON_GetArraySize(part) : 1;
-    if (paging_guard_page(&src->guard, chain, st->page_token ? 1 : 0, n_ids, next, url, err)) {
+    if (ss_paging_guard_page(&src->guard, chain, st->page_token ? 1 : 0, n_ids, next, url, err)) {
         rc = -1;
         cJSON_Delete(doc);
         goto out;
@@ -1395,7 +712,8 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
             cJSON_ArrayForEach(idj, bucket) take_deleted(src, e, idj, url, out);
         }
     } else if (cJSON_IsArray(data)) {
-        /* A non-conformant flat list [{entityType, id}] seen in demo servers (docs/ss12000-notes.md §3.2). */
+        /* A non-conformant flat list [{entityType, id}] seen in demo servers (docs/ss12000-notes.md
+         * §3.2). */
         const cJSON *o;
         cJSON_ArrayForEach(o, data)
         {
@@ -1554,7 +872,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
             ss_idmap_clear(&src->types[i].seen);
     }
     struct cstate st;
-    if (cursor_load(cursor, &st, err))
+    if (ss_cursor_load(cursor, &st, err))
         return -1;
     if (src->hook)
         ss_hook_maintain(src->hook, src->http, src->base);
@@ -1597,7 +915,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
     }
     st.seq++;
     size_t len;
-    uint8_t *data = cursor_pack(&st, &len);
+    uint8_t *data = ss_cursor_pack(&st, &len);
     src->last_cursor = sk_malloc(len ? len : 1);
     memcpy(src->last_cursor, data, len);
     src->last_cursor_len = len;
@@ -1745,7 +1063,7 @@ const struct sk_source_ops ss12000_source_ops = {
     .type = "ss12000-source",
     .summary =
         "SS 12000 2.1 REST API (full + delta sync, deletedEntities, webhooks, reconciliation)",
-    .options = ss_options,
+    .options = ss12000_source_options,
     .conf_size = sizeof(struct ss_conf),
     .open = ss_open,
     .poll = ss_poll,

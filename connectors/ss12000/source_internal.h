@@ -1,0 +1,194 @@
+/*
+ * source_internal.h: what the parts of the ss12000-source share: the run's
+ * steps, the cursor unpacked, the source's state, and the functions of
+ * source_options.c (the option tables), source_cursor.c (the cursor message),
+ * source_page.c (what a page says: required fields, bytes cJSON would
+ * break, the server's reason, paging that never ends). source.c is the run.
+ * Not for use outside connectors/ss12000/.
+ */
+#ifndef SK_SS12000_SOURCE_INTERNAL_H
+#define SK_SS12000_SOURCE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "connector.h"
+#include "model.h"
+#include "source.h"
+
+/* Where a run is: the steps of one entity type's turn, then the deletions.
+ * The numbers are stored in the cursor (Ss12000Cursor.step): never renumber. */
+enum step { STEP_NONE = 0, STEP_FULL = 1, STEP_MODIFIED = 2, STEP_CREATED = 3, STEP_DELETED = 4 };
+#define DELETED_MARK INT64_MIN      /* dedupe map: we published a tombstone */
+#define NO_MODIFIED (INT64_MIN + 1) /* dedupe map: published, no meta.modified */
+#define MAX_REQUESTS_PER_POLL 40
+#define MAX_POLL_MS 5000
+#define TEXT_MAX 64
+
+/* One type's part of the cursor, unpacked. */
+struct tstate {
+    char mod_text[TEXT_MAX];
+    int64_t mod_us;
+    bool has_mod;
+    char cre_text[TEXT_MAX];
+    int64_t cre_us;
+    bool has_cre;
+    bool full_done;
+    int64_t last_full_us;
+    bool missing;
+};
+
+/* The whole cursor, unpacked. */
+struct cstate {
+    struct tstate t[SK_ENTITY_COUNT];
+    int64_t seq;
+    int64_t deleted_t0_us;
+    bool deleted_missing;
+    bool run_active;
+    int64_t run_t0;
+    int run_types[SK_ENTITY_COUNT];
+    int n_run_types;
+    bool run_deletes;
+    int type_index;
+    enum step step;
+    char *page_token; /* malloc'ed or NULL */
+    char chain_mod_text[TEXT_MAX];
+    int64_t chain_mod_us;
+    bool has_chain_mod;
+    char chain_cre_text[TEXT_MAX];
+    int64_t chain_cre_us;
+    bool has_chain_cre;
+    uint64_t done;
+};
+
+struct ss_type {
+    const struct sk_entity *e;
+    bool enabled;
+    bool no_created;        /* the server refused meta.created.after (400) */
+    struct ss_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
+    struct ss_idmap listed; /* ids of the full listing under way */
+    int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
+    int64_t live_count;     /* live ids in Kafka at the last reconciliation of run live_run */
+    int64_t live_run;
+};
+
+struct del {
+    int type;
+    char id[37];
+};
+
+struct dels {
+    struct del *v;
+    size_t n, cap;
+    struct ss_idmap index; /* id -> 1 listed (0: taken out again) */
+};
+
+/* A change the batch carries that the dedupe map learns once it is stored. */
+struct pending {
+    int type;
+    char id[37];
+    int64_t val; /* meta.modified µs, NO_MODIFIED, or DELETED_MARK */
+};
+
+/*
+ * Paging that never ends: a server that hands back a pageToken it already
+ * sent (a loop), or tokens with empty pages for ever, kept the source
+ * "running" with /ready green and later types never reached. The guard
+ * remembers the tokens of the chain under way (a digest each) and how many
+ * empty pages came in a row; it lives beside the cursor, not in it (a
+ * repeated poll from an older cursor starts the chain's guard afresh).
+ */
+#define EMPTY_PAGES_MAX 3 /* empty pages with a token, in a row (one is a known quirk) */
+
+struct paging_guard {
+    char chain[64]; /* which chain: type, step, run, and where it started */
+    uint64_t *tokens;
+    size_t n, cap;
+    int empty_in_a_row;
+};
+
+struct ss_source {
+    struct sk_source *self;
+    const struct ss_conf *conf;
+    const char *component;
+    char *base; /* url without a trailing slash */
+    double max_fraction;
+    struct ss_http *http;
+    struct ss_hook *hook;
+    struct ss_type types[SK_ENTITY_COUNT];
+    bool any_enabled;
+
+    /* Ack detection: the cursor handed out last, and what its batch carried. */
+    uint8_t *last_cursor;
+    size_t last_cursor_len;
+    struct pending *pend;
+    size_t n_pend, cap_pend;
+    struct ss_idmap pend_index; /* id -> value, this batch's records (dedupe within it) */
+    bool pend_release;
+    bool last_ends_run; /* the batch handed out last completes its run */
+
+    /* The run's accumulators, valid for run acc_run (its t0). */
+    int64_t acc_run;
+    struct ss_idmap run_seen; /* ids read in this run (not deleted by it: T0 rule) */
+    struct dels run_dels;
+    int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
+
+    /* Delete guard. */
+    struct dels held;
+    size_t n_held_live;
+    bool releasing;
+
+    bool warned_deleted_missing;
+    struct paging_guard guard;
+    int64_t poll_interval_us; /* the core's setting for this source */
+    int64_t last_regular_us;  /* start of the last run that covered every type */
+};
+
+/*
+ * Bytes cJSON keeps broken or cuts short (a NUL, \u0000, invalid UTF-8)
+ * somewhere in a page: the records that hold them are found by their byte
+ * spans and dead-lettered with the position, the others go on. A page
+ * without them (nearly all) costs one scan.
+ */
+struct ss_page_check {
+    const char *body;
+    size_t (*spans)[2]; /* of the data list's items, only when the page has bad bytes */
+    size_t n_spans;
+};
+
+/* ---- source_options.c ------------------------------------------------------- */
+
+extern const struct sk_option ss12000_source_options[];
+
+/* ---- source_cursor.c -------------------------------------------------------- */
+
+/* cursor (NULL or empty: none yet) -> st. 0 or -1 with err (FATAL: not ours). */
+int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_error *err);
+/* st -> a packed Ss12000Cursor (malloc'ed, caller frees) of *len bytes. */
+uint8_t *ss_cursor_pack(const struct cstate *st, size_t *len);
+/* Copies src into dst, cut to TEXT_MAX - 1 bytes. */
+void ss_text_copy(char dst[TEXT_MAX], const char *src);
+
+/* ---- source_page.c ---------------------------------------------------------- */
+
+/* The first field e requires that item lacks (absent or null), or NULL. */
+const char *ss_missing_required(const struct sk_entity *e, const cJSON *item);
+/* Before a page's items are taken: which of them hold bytes cJSON breaks. */
+struct ss_page_check ss_page_check(const struct ss_resp *r);
+/* Dead-letters item k of the page if its bytes are bad; true if it did. */
+bool ss_page_item_bad(const struct ss_page_check *pc, size_t k, const struct sk_entity *e,
+                      const char *url, struct sk_batch *out);
+#define REASON_MAX 96
+/* What the server said about an error, short and printable. */
+void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX]);
+/* A list or deletedEntities page: the document (caller frees), its data and next token. */
+cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
+                     struct sk_error *err);
+/* One page of a chain: -1 with err (FATAL) when paging would never end. */
+int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
+                         const char *next, const char *url, struct sk_error *err);
+
+#endif

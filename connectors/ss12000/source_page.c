@@ -1,0 +1,209 @@
+/*
+ * source_page.c: what one page of an SS 12000 server says: its data and
+ * next token, the records in it that lack required fields or hold bytes
+ * cJSON would break, the server's short reason for an error, and whether
+ * its paging would ever end.
+ *
+ * Must never: quote more of a body than a short reason (a body may hold
+ * personal data), or skip a page it could not read.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "connector.h"
+#include "log.h"
+#include "model.h"
+#include "source.h"
+#include "source_internal.h"
+#include "util.h"
+
+/* ---- required fields (docs/ss12000-notes.md §2.3; spec defects of §6.5 left out) ------ */
+
+struct required {
+    const char *entity;
+    const char *fields[8];
+};
+
+static const struct required required_fields[] = {
+    {"Organisation", {"displayName", "organisationType"}},
+    {"Person", {"givenName", "familyName"}},
+    {"Placement", {"placedAt", "child", "schoolType", "startDate"}},
+    {"Duty", {"dutyAt", "dutyRole", "startDate"}},
+    {"Group", {"displayName", "groupType", "organisation", "startDate"}},
+    {"Programme", {"name", "schoolType"}},
+    {"StudyPlan", {"student", "startDate"}},
+    {"Syllabus", {"subjectName", "schoolType"}},
+    {"SchoolUnitOffering", {"offeredAt"}},
+    {"Activity", {"displayName", "groups", "organisation"}},
+    {"CalendarEvent", {"activity", "startTime", "endTime"}},
+    {"Attendance", {"calendarEvent", "student"}},
+    {"AttendanceEvent", {"time", "eventType", "person", "group"}},
+    {"AttendanceSchedule", {"placement", "startDate"}},
+    {"Absence", {"startTime", "endTime", "student", "type"}},
+    {"Grade", {"student", "syllabus", "gradeValue", "registeredDate"}},
+    {"Resource", {"displayName", "owner"}},
+    {"Room", {"displayName", "owner"}},
+};
+
+/* The first required field item lacks (absent or null), or NULL. */
+const char *ss_missing_required(const struct sk_entity *e, const cJSON *item)
+{
+    for (size_t i = 0; i < sizeof(required_fields) / sizeof(required_fields[0]); i++) {
+        if (strcmp(required_fields[i].entity, e->name) != 0)
+            continue;
+        for (size_t k = 0; k < 8 && required_fields[i].fields[k]; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, required_fields[i].fields[k]);
+            if (!v || cJSON_IsNull(v))
+                return required_fields[i].fields[k];
+        }
+    }
+    return NULL;
+}
+
+static uint64_t digest(const char *text)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = text; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+/*
+ * Called with each page of a chain (chain: its identity; items on the page;
+ * next: the token it gave, or NULL). -1 with err (FATAL: the server will not
+ * let the chain end; retrying the same requests cannot help) on a token seen
+ * before in the chain, or too many empty pages with a token in a row.
+ */
+int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
+                         const char *next, const char *url, struct sk_error *err)
+{
+    if (page_no == 0 || strcmp(g->chain, chain) != 0) {
+        snprintf(g->chain, sizeof(g->chain), "%s", chain);
+        g->n = 0;
+        g->empty_in_a_row = 0;
+    }
+    if (!next)
+        return 0;
+    uint64_t d = digest(next);
+    for (size_t k = 0; k < g->n; k++)
+        if (g->tokens[k] == d)
+            return sk_error_set(err, SK_ERR_FATAL,
+                                "GET %s: the server sent a pageToken it had sent before in this "
+                                "query (after %zu pages): paging would never end",
+                                url, g->n);
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 64;
+        g->tokens = sk_realloc(g->tokens, g->cap * sizeof(*g->tokens));
+    }
+    g->tokens[g->n++] = d;
+    g->empty_in_a_row = items ? 0 : g->empty_in_a_row + 1;
+    if (g->empty_in_a_row > EMPTY_PAGES_MAX)
+        return sk_error_set(err, SK_ERR_FATAL,
+                            "GET %s: %d empty pages in a row, each with a new pageToken: "
+                            "paging would never end",
+                            url, g->empty_in_a_row);
+    return 0;
+}
+
+/*
+ * The start of a body for a log line: one line, printable. Only for bodies
+ * that are not JSON (an HTML error page): a cut-off JSON page holds personal
+ * data, and logs never do.
+ */
+static void snippet(const char *body, char out[64])
+{
+    size_t skip = body ? strspn(body, " \t\r\n") : 0;
+    if (body && (body[skip] == '{' || body[skip] == '[')) {
+        snprintf(out, 64, "cut-off or invalid JSON");
+        return;
+    }
+    size_t k = 0;
+    for (; body && body[k] && k < 63; k++)
+        out[k] = (unsigned char)body[k] < 0x20 ? ' ' : body[k];
+    out[k] = '\0';
+}
+
+struct ss_page_check ss_page_check(const struct ss_resp *r)
+{
+    struct ss_page_check pc = {.body = r->body};
+    size_t at;
+    if (r->body && sk_json_text_bad(r->body, r->len, &at))
+        pc.n_spans = sk_json_array_spans(r->body, r->len, "data", &pc.spans);
+    return pc;
+}
+
+/* Dead-letters item k if its bytes are bad; true if it did. */
+bool ss_page_item_bad(const struct ss_page_check *pc, size_t k, const struct sk_entity *e,
+                      const char *url, struct sk_batch *out)
+{
+    if (k >= pc->n_spans)
+        return false;
+    const char *start = pc->body + pc->spans[k][0];
+    size_t len = pc->spans[k][1] - pc->spans[k][0], at;
+    const char *bad = sk_json_text_bad(start, len, &at);
+    if (!bad)
+        return false;
+    struct sk_error err = {0};
+    sk_error_set(&err, SK_ERR_PERMANENT, "%s: %s at byte %zu of the record (item %zu of the page)",
+                 e->name, bad, at, k);
+    sk_batch_add_bad(out, e, NULL, (uint8_t *)sk_strndup(start, len), len, url, &err);
+    return true;
+}
+
+/*
+ * What the server said about an error, short and printable: the message of
+ * a JSON error body (message, detail, error_description, title, error or
+ * code), else the start of a text body's first line. Never more: an error
+ * body may quote the request, and the reason reaches logs and the API.
+ */
+void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX])
+{
+    static const char *const keys[] = {"message", "detail", "error_description",
+                                       "title",   "error",  "code"};
+    const char *text = NULL;
+    cJSON *doc = r->body ? cJSON_ParseWithLength(r->body, r->len) : NULL;
+    for (size_t k = 0; cJSON_IsObject(doc) && !text && k < sizeof(keys) / sizeof(keys[0]); k++)
+        text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, keys[k]));
+    if (!text && doc)
+        text = "a JSON body without a message";
+    if (!text)
+        text = r->body && r->len ? r->body : "an empty body";
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)text;
+         *p && *p != '\n' && k < REASON_MAX - 4; p++)
+        out[k++] = *p >= 0x20 && *p < 0x7f ? (char)*p : '?';
+    if (k == REASON_MAX - 4 && text[k]) {
+        memcpy(out + k, "...", 3);
+        k += 3;
+    }
+    out[k] = '\0';
+    cJSON_Delete(doc);
+}
+
+/* Parses a list/deletedEntities page: the body, its data and its next token. */
+cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
+                     struct sk_error *err)
+{
+    cJSON *doc = r->json ? r->json : cJSON_ParseWithLength(r->body, r->len);
+    r->json = NULL; /* the caller's now */
+    if (!cJSON_IsObject(doc)) {
+        /* An HTML error page with 200, a cut-off body: never skip the page,
+         * retry it (the driver backs off). */
+        char start[64];
+        snippet(r->body, start);
+        sk_error_set(err, SK_ERR_RETRIABLE,
+                     "GET %s: HTTP %ld: the body is not a JSON page (%s, %zu bytes: %s)", url,
+                     r->status, r->content_type[0] ? r->content_type : "no content type", r->len,
+                     start);
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    *data = cJSON_GetObjectItemCaseSensitive(doc, "data");
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(doc, "pageToken");
+    *next = cJSON_IsString(tok) && *tok->valuestring ? tok->valuestring : NULL;
+    return doc;
+}
