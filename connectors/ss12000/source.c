@@ -527,12 +527,6 @@ static int list_step(struct ss_source *src, struct cstate *st, struct sk_batch *
         advance(src, st);
         goto out;
     }
-    if (r.status != 200) {
-        char why[REASON_MAX];
-        ss_server_reason(&r, why);
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r.status, why);
-        goto out;
-    }
     const cJSON *data;
     const char *next;
     cJSON *doc = ss_parse_page(&r, url, &data, &next, err);
@@ -670,12 +664,6 @@ static int deleted_step(struct ss_source *src, struct cstate *st, struct sk_batc
         src->warned_deleted_missing = true;
         st->deleted_missing = true;
         advance(src, st);
-        goto out;
-    }
-    if (r.status != 200) {
-        char why[REASON_MAX];
-        ss_server_reason(&r, why);
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r.status, why);
         goto out;
     }
     const cJSON *data;

@@ -184,7 +184,11 @@ bool ss_page_item_bad(const struct ss_page_check *pc, size_t k, const struct sk_
 #define REASON_MAX 96
 /* What the server said about an error, short and printable. */
 void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX]);
-/* A list or deletedEntities page: the document (caller frees), its data and next token. */
+/*
+ * A list or deletedEntities page: the document (caller frees), its data and
+ * next token; NULL with err (RETRIABLE) for an answer other than 200 (with
+ * the server's short reason) or a body that is not a JSON page.
+ */
 cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
                      struct sk_error *err);
 /* One page of a chain: -1 with err (FATAL) when paging would never end. */

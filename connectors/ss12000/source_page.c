@@ -188,6 +188,13 @@ void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX])
 cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
                      struct sk_error *err)
 {
+    if (r->status != 200) {
+        /* what the server said, short: never the body itself */
+        char why[REASON_MAX];
+        ss_server_reason(r, why);
+        sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r->status, why);
+        return NULL;
+    }
     cJSON *doc = r->json ? r->json : cJSON_ParseWithLength(r->body, r->len);
     r->json = NULL; /* the caller's now */
     if (!cJSON_IsObject(doc)) {
