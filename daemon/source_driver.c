@@ -56,11 +56,6 @@ struct source_run {
     rd_kafka_topic_t *rkts[SK_ENTITY_COUNT + 2]; /* + cursor and DLQ topics: held so
                                                     their metadata stays known */
     struct sk_cursor cursor;                     /* the last cursor Kafka acknowledged */
-    /* An abort_transaction that did not finish (it timed out while the
-     * broker was away): librdkafka wants it called again before anything
-     * else, or every begin_transaction answers "conflicting abort in
-     * progress" for ever. */
-    bool abort_pending;
     /*
      * Records a delivery report refused for good (too large, invalid). The
      * broker refuses a whole produce request for one such record, so every
@@ -290,7 +285,6 @@ static void producer_destroy(struct source_run *run)
     topics_release(run);
     rd_kafka_destroy(run->producer);
     run->producer = NULL;
-    run->abort_pending = false; /* a new producer fences and aborts what the old one left */
 }
 
 static const char *topic_of(struct source_run *run, const struct sk_entity *e)
@@ -465,21 +459,18 @@ static int txn_error(rd_kafka_error_t *e, const char *what, struct sk_error *err
 /* Rule 1: data + dead letters + cursor in one transaction. */
 static int deliver_txn(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
 {
-    rd_kafka_error_t *e;
-    if (run->abort_pending) {
-        /* finish the abort that timed out before anything else */
-        e = rd_kafka_abort_transaction(run->producer, 30000);
-        if (e)
-            return txn_error(e, "abort_transaction (again)", err);
-        run->abort_pending = false;
-    }
-    e = rd_kafka_begin_transaction(run->producer);
-    if (e && (rd_kafka_error_txn_requires_abort(e) ||
-              rd_kafka_error_code(e) == RD_KAFKA_RESP_ERR__CONFLICT)) {
-        /* a transaction of an earlier attempt is still open in error, or
-         * its abort is unfinished: end it first */
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(run->producer);
+    if (e && rd_kafka_error_txn_requires_abort(e)) {
+        /* a transaction of an earlier attempt is still open in error: end it first */
         txn_error(e, "begin_transaction", err);
         goto abort;
+    }
+    if (e && rd_kafka_error_code(e) == RD_KAFKA_RESP_ERR__CONFLICT) {
+        /* an earlier commit or abort never finished (see below): only a new
+         * producer gets out of that state */
+        txn_error(e, "begin_transaction", err);
+        err->cls = SK_ERR_FATAL;
+        return -1;
     }
     if (e)
         return txn_error(e, "begin_transaction", err);
@@ -505,10 +496,16 @@ abort:
         return -1;
     e = rd_kafka_abort_transaction(run->producer, 30000);
     if (e) {
-        /* retriable (a timeout): call it again first next time; fatal: a
-         * new producer, which forgets this one's abort */
-        run->abort_pending = rd_kafka_error_is_retriable(e);
-        return txn_error(e, "abort_transaction", err);
+        /* An abort that did not finish (it timed out while the broker was
+         * away) leaves the producer where every begin_transaction answers
+         * "conflicting abort in progress"; calling the abort again until it
+         * ends was seen to lose the batch that came next (test_broker_outage
+         * under ASan). A new producer is the safe way on: its
+         * init_transactions fences this one and aborts what it left open,
+         * and the cursor is read again from Kafka. */
+        txn_error(e, "abort_transaction", err);
+        err->cls = SK_ERR_FATAL;
+        return -1;
     }
     if (err->cls == SK_ERR_NONE)
         err->cls = SK_ERR_RETRIABLE;
