@@ -1,6 +1,8 @@
 /*
  * sink_driver.c: runs one sink connector: consume -> batch -> apply -> commit.
  *
+ * Decoding, applying, retries and dead letters of a batch are sink_apply.c's.
+ *
  * Delivery rules (docs/architecture.md §4):
  *  3. An offset is stored and committed only after the target applied every
  *     record before it (enable.auto.offset.store=false, no auto-commit).
@@ -23,10 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dlq.h"
-#include "drivers.h"
 #include "log.h"
 #include "model.h"
+#include "sink_internal.h"
 #include "util.h"
 
 const struct sk_option sk_sink_settings_options[] = {
@@ -52,69 +53,6 @@ const struct sk_option sk_sink_settings_options[] = {
     {0},
 };
 
-void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_sink_ops *ops,
-                             struct sk_privacy *out)
-{
-    memset(out, 0, sizeof(*out));
-    const char *mode = s->protected_identities  ? s->protected_identities
-                       : ops->default_protected ? ops->default_protected
-                                                : "allow";
-    sk_protected_mode_parse(mode, &out->protected_mode);
-    if (s->drop_fields.n) {
-        out->drop_fields.n = s->drop_fields.n;
-        out->drop_fields.v = sk_calloc(s->drop_fields.n, sizeof(char *));
-        for (size_t i = 0; i < s->drop_fields.n; i++)
-            out->drop_fields.v[i] = sk_strdup(s->drop_fields.v[i]);
-    } else if (ops->default_drop_fields) {
-        size_t n = 0;
-        while (ops->default_drop_fields[n])
-            n++;
-        out->drop_fields.n = n;
-        out->drop_fields.v = sk_calloc(n + 1, sizeof(char *));
-        for (size_t i = 0; i < n; i++)
-            out->drop_fields.v[i] = sk_strdup(ops->default_drop_fields[i]);
-    }
-}
-
-void sk_sink_privacy_free(struct sk_privacy *p)
-{
-    for (size_t i = 0; i < p->drop_fields.n; i++)
-        free(p->drop_fields.v[i]);
-    free(p->drop_fields.v);
-    memset(p, 0, sizeof(*p));
-}
-
-struct part {
-    char *topic;
-    int32_t partition;
-    int64_t next;         /* every record before it is applied (or -1: unknown) */
-    int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
-    int64_t drain_target; /* --once: must reach this (-1: not set) */
-};
-
-struct sink_run {
-    struct sk_sink_env *env;
-    rd_kafka_t *consumer;
-    struct sk_dlq_writer *dlq; /* created at the first dead letter */
-    rd_kafka_message_t **pending;
-    size_t n_pending, cap_pending;
-    int64_t first_pending_ms;
-    struct part *parts;
-    size_t n_parts;
-    bool in_flush;
-    bool revoked_in_flush; /* the assignment went away while a batch was retrying */
-    bool marks_pending;    /* end offsets the target could not store yet */
-    int64_t mark_warned_ms;
-    int64_t mark_retry_ms;
-    bool fatal;
-    struct sk_record *recs;
-    struct sk_outcome *outs;
-    cJSON **docs;          /* decoded entities of recs, owned here */
-    struct sk_buf json;    /* their JSON text, each ending in a NUL */
-    size_t *json_at;       /* where record i's text starts in json */
-    bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
-};
-
 static struct part *part_find(struct sink_run *run, const char *topic, int32_t partition)
 {
     for (size_t i = 0; i < run->n_parts; i++)
@@ -130,323 +68,6 @@ static void parts_clear(struct sink_run *run)
     free(run->parts);
     run->parts = NULL;
     run->n_parts = 0;
-}
-
-static const struct sk_entity *entity_of(struct sink_run *run, const char *topic)
-{
-    for (size_t i = 0; i < run->env->sink.n_entities; i++)
-        if (strcmp(run->env->topics[i], topic) == 0)
-            return run->env->sink.entities[i];
-    return NULL;
-}
-
-static void docs_free(struct sink_run *run);
-
-static void pending_drop(struct sink_run *run)
-{
-    for (size_t i = 0; i < run->n_pending; i++)
-        rd_kafka_message_destroy(run->pending[i]);
-    run->n_pending = 0;
-    docs_free(run);
-}
-
-/* ---- dead letters -------------------------------------------------------- */
-
-/* Dead-letters the rejected records of recs[0..n) and waits for the acknowledgements. */
-static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
-{
-    bool any = false;
-    for (size_t i = 0; i < n; i++) {
-        if (run->outs[i].kind != SK_REJECTED)
-            continue;
-        if (!run->dlq &&
-            !(run->dlq = sk_dlq_writer_new(run->env->kafka, run->env->runner.name, err)))
-            return -1;
-        any = true;
-        const rd_kafka_message_t *m = run->pending[i];
-        struct sk_dead_letter dl = {.connector = run->env->runner.name,
-                                    .err = &run->outs[i].err,
-                                    .key = m->key,
-                                    .key_len = m->key_len,
-                                    .value = m->payload,
-                                    .value_len = m->len,
-                                    .topic = rd_kafka_topic_name(m->rkt),
-                                    .partition = m->partition,
-                                    .offset = m->offset};
-        if (sk_dlq_writer_send(run->dlq, &dl, err))
-            return -1;
-        sk_warn(run->env->runner.name, "dead-lettered %s[%d]@%lld: %s", dl.topic, (int)m->partition,
-                (long long)m->offset, run->outs[i].err.msg);
-    }
-    return any ? sk_dlq_writer_wait(run->dlq, err) : 0;
-}
-
-/* ---- applying a batch ------------------------------------------------------ */
-
-static void pause_all(struct sink_run *run, bool pause)
-{
-    rd_kafka_topic_partition_list_t *a = NULL;
-    if (rd_kafka_assignment(run->consumer, &a) || !a)
-        return;
-    if (a->cnt)
-        (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(run->consumer, a);
-    rd_kafka_topic_partition_list_destroy(a);
-}
-
-/*
- * Waits ms while staying a live group member: partitions are paused, so
- * polling returns no records but serves rebalances and heartbeats.
- */
-static void wait_polling(struct sink_run *run, int64_t ms)
-{
-    int64_t until = sk_mono_ms() + ms;
-    while (!atomic_load(&run->env->runner.stop) && !run->revoked_in_flush) {
-        int64_t left = until - sk_mono_ms();
-        if (left <= 0)
-            break;
-        rd_kafka_message_t *m =
-            rd_kafka_consumer_poll(run->consumer, (int)(left > 200 ? 200 : left));
-        if (m)
-            rd_kafka_message_destroy(m); /* paused: only stale fetches; refetched on resume */
-    }
-}
-
-int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON **doc,
-                   struct sk_buf *json, struct sk_error *err)
-{
-    *doc = NULL;
-    ProtobufCMessage *msg =
-        protobuf_c_message_unpack(r->entity->desc, NULL, r->value_len, r->value);
-    cJSON *d = msg ? sk_codec_to_json(msg) : NULL;
-    if (msg)
-        protobuf_c_message_free_unpacked(msg, NULL);
-    if (!d)
-        return sk_error_set(err, SK_ERR_PERMANENT, "value is not a valid %s message",
-                            sk_entity_schema(r->entity));
-    if (sk_privacy_apply(privacy, r->entity, d) == SK_PRIVACY_DELETE) {
-        cJSON_Delete(d);
-        r->value = NULL;
-        r->value_len = 0;
-        return 1;
-    }
-    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(d, "meta");
-    const cJSON *mod = meta ? cJSON_GetObjectItemCaseSensitive(meta, "modified") : NULL;
-    if (!cJSON_IsString(mod) || sk_time_parse_us(mod->valuestring, &r->modified_us))
-        r->modified_us = INT64_MIN;
-    r->json_len = sk_json_print_into(d, json);
-    sk_buf_putn(json, "", 1); /* each record's text ends in its own NUL */
-    r->doc = *doc = d;
-    return 0;
-}
-
-/*
- * Decodes record i once for the sink and applies the sink's privacy policy.
- * A record that does not decode is rejected (DLQ); a protected person under
- * `skip` becomes a delete. The JSON text goes into the batch's buffer at
- * json_at[i] (pointed to once every record is printed: the buffer moves).
- */
-static void decode(struct sink_run *run, size_t i)
-{
-    run->json_at[i] = run->json.len;
-    if (sk_sink_decode(&run->env->privacy, &run->recs[i], &run->docs[i], &run->json,
-                       &run->outs[i].err) < 0) {
-        run->driver_rejected[i] = true;
-        run->outs[i].kind = SK_REJECTED;
-    }
-}
-
-static void docs_free(struct sink_run *run)
-{
-    for (size_t i = 0; i < run->cap_pending; i++) {
-        cJSON_Delete(run->docs[i]);
-        run->docs[i] = NULL;
-    }
-    sk_buf_reset(&run->json);
-}
-
-static void build_records(struct sink_run *run)
-{
-    docs_free(run);
-    for (size_t i = 0; i < run->n_pending; i++) {
-        const rd_kafka_message_t *m = run->pending[i];
-        struct sk_record *r = &run->recs[i];
-        memset(r, 0, sizeof(*r));
-        r->topic = rd_kafka_topic_name(m->rkt);
-        r->partition = m->partition;
-        r->offset = m->offset;
-        r->entity = entity_of(run, r->topic);
-        r->value = m->payload;
-        r->value_len = m->len;
-        char obs[32];
-        if (sk_kafka_header(m, "skolsync-observed", obs, sizeof(obs)) == 0)
-            r->observed_us = strtoll(obs, NULL, 10);
-        char key[64] = "";
-        if (m->key && m->key_len < sizeof(key)) {
-            memcpy(key, m->key, m->key_len);
-            key[m->key_len] = '\0';
-        }
-        run->outs[i].kind = SK_APPLIED;
-        sk_error_clear(&run->outs[i].err);
-        run->driver_rejected[i] = false;
-        r->modified_us = INT64_MIN;
-        /* docs/architecture.md §5.2: the key is the entity's lowercase UUID; anything else is
-         * not ours to apply. */
-        if (!r->entity || sk_uuid_normalize(key, r->key) != 0) {
-            run->driver_rejected[i] = true;
-            run->outs[i].kind = SK_REJECTED;
-            sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT,
-                         r->entity ? "record key is not a UUID" : "topic not consumed by sink");
-            continue;
-        }
-        if (m->payload)
-            decode(run, i);
-    }
-    for (size_t i = 0; i < run->n_pending; i++)
-        if (run->recs[i].doc)
-            run->recs[i].json = run->json.p + run->json_at[i];
-}
-
-/*
- * One pass of the sink over recs[from, n): apply runs over maximal stretches
- * of records the driver did not reject itself (bad key, undecodable). Returns
- * the index of the first record to retry (n if none) with its error in err.
- */
-static size_t apply_range(struct sink_run *run, size_t from, struct sk_error *err)
-{
-    struct sk_sink_env *env = run->env;
-    size_t n = run->n_pending, start = from;
-    while (start < n) {
-        size_t end = start;
-        while (end < n && !run->driver_rejected[end])
-            end++;
-        if (end == start) {
-            start++;
-            continue;
-        }
-        for (size_t i = start; i < end; i++) {
-            run->outs[i].kind = SK_APPLIED;
-            sk_error_clear(&run->outs[i].err);
-        }
-        int64_t t0 = sk_mono_ms();
-        sk_error_clear(err);
-        if (env->sink.ops->apply(&env->sink, run->recs + start, end - start, run->outs + start,
-                                 err) != 0) {
-            if (err->cls == SK_ERR_NONE)
-                err->cls = SK_ERR_RETRIABLE;
-            return start;
-        }
-        for (size_t i = start; i < end; i++) {
-            if (run->outs[i].kind == SK_RETRY) {
-                *err = run->outs[i].err;
-                if (err->cls == SK_ERR_NONE)
-                    err->cls = SK_ERR_RETRIABLE;
-                return i;
-            }
-        }
-        sk_hist_observe_us(&env->runner.work_seconds, (sk_mono_ms() - t0) * 1000);
-        sk_debug(env->runner.name, "applied %zu record(s) in %lld ms", end - start,
-                 (long long)(sk_mono_ms() - t0));
-        start = end;
-    }
-    return n;
-}
-
-/* Waits before a retry while staying in the group; false if the policy has no retries left. */
-static bool retry_wait(struct sink_run *run, struct sk_retry *retry, bool *paused,
-                       const struct sk_error *err)
-{
-    struct sk_runner *r = &run->env->runner;
-    int64_t ms = sk_retry_next(retry, &run->env->settings.policy);
-    sk_runner_set_error(r, err->msg);
-    if (ms < 0) {
-        sk_error_log(r->name, "%s; no retries left after %d attempt(s)", err->msg, retry->attempt);
-        run->fatal = true;
-        return false;
-    }
-    if (!*paused) {
-        pause_all(run, true);
-        *paused = true;
-    }
-    sk_runner_set_state(r, SK_STATE_RETRYING);
-    atomic_fetch_add(&r->retries, 1);
-    sk_warn(r->name, "%s; retrying in %lld ms", err->msg[0] ? err->msg : "apply failed",
-            (long long)ms);
-    wait_polling(run, ms);
-    return !atomic_load(&r->stop) && !run->revoked_in_flush;
-}
-
-/*
- * Applies the pending records (rule 3 and 4). Returns 0 when every record is
- * applied or dead-lettered; -1 when it gave up (stop, revoked, fatal, retries
- * spent): then nothing past the last fully handled record is committed.
- */
-static int apply_pending(struct sink_run *run)
-{
-    struct sk_sink_env *env = run->env;
-    struct sk_runner *r = &env->runner;
-    enum sk_on_error mode = sk_policy_on_error(&env->settings.policy);
-    size_t n = run->n_pending, from = 0;
-    struct sk_retry retry = {0};
-    bool paused = false;
-    int rc = 0;
-    build_records(run);
-    for (;;) {
-        struct sk_error err = {0};
-        size_t at = apply_range(run, from, &err);
-        if (at < n && err.cls == SK_ERR_FATAL) {
-            sk_error_log(r->name, "%s", err.msg);
-            sk_runner_set_error(r, err.msg);
-            run->fatal = true;
-            rc = -1;
-            break;
-        }
-        if (at == n && mode != SK_ON_ERROR_DLQ) {
-            /* A rejected record under on_error stop or retry (policy.h). */
-            for (at = 0; at < n && run->outs[at].kind != SK_REJECTED; at++)
-                ;
-            if (at < n) {
-                const struct sk_record *x = &run->recs[at];
-                sk_error_set(&err, SK_ERR_PERMANENT, "%s[%d]@%lld rejected: %s (on_error: %s)",
-                             x->topic, (int)x->partition, (long long)x->offset,
-                             run->outs[at].err.msg, mode == SK_ON_ERROR_STOP ? "stop" : "retry");
-                if (mode == SK_ON_ERROR_STOP) {
-                    sk_error_log(r->name, "%s", err.msg);
-                    sk_runner_set_error(r, err.msg);
-                    run->fatal = true;
-                    rc = -1;
-                    break;
-                }
-            }
-        }
-        if (at == n)
-            break;
-        /* Keep what was applied before `at`; wait and apply again from there. */
-        if (!retry_wait(run, &retry, &paused, &err)) {
-            rc = -1;
-            break;
-        }
-        from = at;
-    }
-    /* Dead letters, acknowledged before any offset moves past them. */
-    sk_retry_reset(&retry);
-    while (rc == 0) {
-        struct sk_error err = {0};
-        if (dlq_send(run, n, &err) == 0)
-            break;
-        if (err.cls == SK_ERR_FATAL) {
-            run->fatal = true;
-            rc = -1;
-        } else if (!retry_wait(run, &retry, &paused, &err)) {
-            rc = -1;
-        }
-    }
-    if (paused && !run->revoked_in_flush)
-        pause_all(run, false);
-    if (rc == 0) {
-        sk_runner_set_state(r, SK_STATE_RUNNING);
-        sk_runner_set_error(r, "");
-    }
-    return rc;
 }
 
 /* Stores and (asynchronously) commits `next` for every partition that moved. */
@@ -513,10 +134,10 @@ static void flush(struct sink_run *run, bool sync_commit)
     run->in_flush = true;
     size_t n = run->n_pending;
     if (n > 0) {
-        if (apply_pending(run) != 0) {
+        if (sink_apply_pending(run) != 0) {
             /* Not applied: not committed. The records come again after the
              * restart or reassignment. */
-            pending_drop(run);
+            sink_pending_drop(run);
             run->revoked_in_flush = false;
             run->in_flush = false;
             return;
@@ -545,7 +166,7 @@ static void flush(struct sink_run *run, bool sync_commit)
         atomic_fetch_add(&r->failed, rejected);
         atomic_fetch_add(&r->dead_lettered, rejected);
         atomic_fetch_add(&r->cycles, 1);
-        pending_drop(run);
+        sink_pending_drop(run);
     }
     advance_to_eof(run);
     commit_parts(run, sync_commit);
@@ -624,7 +245,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else if (!rd_kafka_assignment_lost(rk)) {
             flush(run, true); /* finish the batch in hand, then commit synchronously */
         } else {
-            pending_drop(run); /* the generation is gone: do not commit */
+            sink_pending_drop(run); /* the generation is gone: do not commit */
         }
         sk_info(run->env->runner.name, "partitions revoked%s",
                 rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
@@ -821,7 +442,7 @@ static void *sink_thread(void *arg)
             paused = !paused;
             if (paused)
                 flush(&run, true);
-            pause_all(&run, paused);
+            sink_pause_all(&run, paused);
             sk_runner_set_state(r, paused ? SK_STATE_PAUSED : SK_STATE_RUNNING);
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, 100);
@@ -880,7 +501,7 @@ static void *sink_thread(void *arg)
     if (!run.fatal)
         flush(&run, true);
     else
-        pending_drop(&run);
+        sink_pending_drop(&run);
     rd_kafka_consumer_close(run.consumer);
     rd_kafka_destroy(run.consumer);
 out:

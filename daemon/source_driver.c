@@ -1,6 +1,8 @@
 /*
  * source_driver.c: runs one source connector: poll -> produce -> cursor.
  *
+ * The producer, transactions and delivery reports are source_produce.c's.
+ *
  * Delivery rules (docs/architecture.md §4):
  *  1. Exactly-once (real broker): each batch, its dead letters and its new
  *     cursor are one Kafka transaction; on any error the transaction is
@@ -24,11 +26,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "dlq.h"
-#include "drivers.h"
 #include "log.h"
 #include "model.h"
-#include "produce.h"
+#include "source_run.h"
 #include "util.h"
 
 const struct sk_option sk_source_settings_options[] = {
@@ -40,497 +40,6 @@ const struct sk_option sk_source_settings_options[] = {
     SK_FAILURE_POLICY_OPTIONS,
     {0},
 };
-
-/* Tracks the delivery reports of one batch (at-least-once mode). */
-struct delivery {
-    size_t pending;
-    size_t failed;
-    rd_kafka_resp_err_t first_err;
-};
-
-struct source_run {
-    struct sk_source_env *env;
-    rd_kafka_t *producer;
-    bool txn;
-    char *topics[SK_ENTITY_COUNT];               /* by entity index, created lazily */
-    rd_kafka_topic_t *rkts[SK_ENTITY_COUNT + 2]; /* + cursor and DLQ topics: held so
-                                                    their metadata stays known */
-    struct sk_cursor cursor;                     /* the last cursor Kafka acknowledged */
-    /*
-     * Records a delivery report refused for good (too large, invalid). The
-     * broker refuses a whole produce request for one such record, so every
-     * record of it is a suspect at first: the batch fails, and when it comes
-     * again each suspect is sent alone. One refused alone is confirmed and
-     * goes to the dead-letter topic from then on. Cleared once a batch is
-     * stored.
-     */
-    struct refused *refused;
-    size_t n_refused, cap_refused;
-    size_t refused_learned; /* new suspects or confirmations since the batch was produced */
-    ptrdiff_t isolating;    /* the suspect now sent alone, or -1 */
-    size_t batch_refused;   /* records of the batch in hand dead-lettered for Kafka's refusal */
-    size_t batch_refused_by[SK_ENTITY_COUNT]; /* the same, by entity index */
-};
-
-/* A record Kafka refused, known by its topic, key and value. */
-struct refused {
-    char *topic;
-    char key[64];
-    size_t len;
-    uint64_t hash;
-    rd_kafka_resp_err_t err;
-    bool confirmed; /* refused when it was sent alone */
-};
-
-static const char *topic_of(struct source_run *run, const struct sk_entity *e);
-
-/*
- * librdkafka 2.0.2 learns the leaders of a topic it has not produced to only
- * at its next topic scan (about a second), and a transaction waits for that:
- * a full sync paid it once per entity type (bench/results/RESULTS.md §1).
- * Asking for every entity topic's metadata up front removes the stall.
- * Best effort, bounded: a failure only means the first batch waits.
- */
-static void warm_metadata(struct source_run *run)
-{
-    int64_t deadline = sk_mono_ms() + 10000;
-    for (int i = 0; i < SK_ENTITY_COUNT + 2; i++) {
-        /* every batch carries the cursor: its topic matters most */
-        const char *topic = i == SK_ENTITY_COUNT       ? sk_kafka_cursor_topic(run->env->kafka)
-                            : i == SK_ENTITY_COUNT + 1 ? sk_kafka_dlq_topic(run->env->kafka)
-                                                       : topic_of(run, sk_entities[i]);
-        run->rkts[i] = rd_kafka_topic_new(run->producer, topic, NULL);
-        int64_t left = deadline - sk_mono_ms();
-        if (!run->rkts[i] || left <= 0)
-            continue;
-        const struct rd_kafka_metadata *md = NULL;
-        if (rd_kafka_metadata(run->producer, 0, run->rkts[i], &md,
-                              (int)(left < 5000 ? left : 5000)) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            md)
-            rd_kafka_metadata_destroy(md);
-    }
-}
-
-/* Topic handles go before their client (librdkafka: all objects before the handle). */
-static void topics_release(struct source_run *run)
-{
-    for (int i = 0; i < SK_ENTITY_COUNT + 2; i++) {
-        if (run->rkts[i])
-            rd_kafka_topic_destroy(run->rkts[i]);
-        run->rkts[i] = NULL;
-    }
-}
-
-static uint64_t value_hash(const void *p, size_t n)
-{
-    uint64_t h = 14695981039346656037ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
-    return h;
-}
-
-static struct refused *refused_find(struct source_run *run, const char *topic, const char *key,
-                                    size_t key_len, const void *value, size_t len)
-{
-    uint64_t h = 0;
-    for (size_t i = 0; i < run->n_refused; i++) {
-        struct refused *x = &run->refused[i];
-        if (x->len != len || strlen(x->key) != key_len || memcmp(x->key, key, key_len) ||
-            strcmp(x->topic, topic))
-            continue;
-        if (!h)
-            h = value_hash(value, len);
-        if (x->hash == h)
-            return x;
-    }
-    return NULL;
-}
-
-/* A delivery report refused a record for good: remember it for the batch's next attempt. */
-static void refused_learn(struct source_run *run, const rd_kafka_message_t *m)
-{
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    if (!sk_produce_never(m->err) || m->key_len >= sizeof(run->refused->key) ||
-        strcmp(topic, sk_kafka_cursor_topic(run->env->kafka)) == 0 ||
-        strcmp(topic, sk_kafka_dlq_topic(run->env->kafka)) == 0)
-        return;
-    struct refused *known = refused_find(run, topic, m->key, m->key_len, m->payload, m->len);
-    if (known) {
-        if (run->isolating == known - run->refused && !known->confirmed) {
-            known->confirmed = true;
-            run->refused_learned++;
-        }
-        return;
-    }
-    if (run->n_refused == run->cap_refused) {
-        run->cap_refused = run->cap_refused ? run->cap_refused * 2 : 8;
-        run->refused = sk_realloc(run->refused, run->cap_refused * sizeof(*run->refused));
-    }
-    struct refused *x = &run->refused[run->n_refused++];
-    x->topic = sk_strdup(topic);
-    snprintf(x->key, sizeof(x->key), "%.*s", (int)m->key_len, (const char *)m->key);
-    x->len = m->len;
-    x->hash = value_hash(m->payload, m->len);
-    x->err = m->err;
-    x->confirmed = false;
-    run->refused_learned++;
-}
-
-static void refused_clear(struct source_run *run)
-{
-    for (size_t i = 0; i < run->n_refused; i++)
-        free(run->refused[i].topic);
-    run->n_refused = 0;
-}
-
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    struct delivery *d = m->_private;
-    if (m->err)
-        refused_learn(opaque, m);
-    if (!d)
-        return;
-    if (m->err) {
-        if (!d->failed)
-            d->first_err = m->err;
-        d->failed++;
-    }
-    d->pending--;
-}
-
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    struct source_run *run = opaque;
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        char buf[512];
-        rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        sk_error_log(run->env->runner.name, "fatal producer error: %s", buf);
-    } else {
-        sk_warn(run->env->runner.name, "kafka: %s", reason);
-    }
-}
-
-static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
-{
-    struct source_run *run = opaque;
-    return sk_runner_kafka_stats(&run->env->runner, json, len);
-}
-
-static int producer_create(struct source_run *run, struct sk_error *err)
-{
-    struct sk_source_env *env = run->env;
-    char *client_id = sk_asprintf("skolsync-src-%s", env->runner.name);
-    /* Tuning the user may override; the queue bound is the back-pressure
-     * point: a full queue stops the source from being polled. */
-    /* clang-format off */
-    static const char *const defaults[] = {
-        "linger.ms", "5",
-        "compression.type", "lz4",
-        "queue.buffering.max.kbytes", "16384",
-        "queue.buffering.max.messages", "50000",
-        "statistics.interval.ms", "5000",
-        NULL};
-    /* clang-format on */
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, defaults, err);
-    free(client_id);
-    if (!conf)
-        return -1;
-    run->txn = sk_kafka_transactional(env->kafka);
-    /* Idempotence always: no duplicates from librdkafka's own retries. */
-    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err))
-        goto fail;
-    if (run->txn) {
-        /* Stable per connector: a restarted daemon fences its zombie predecessor. */
-        char *tid = sk_asprintf("skolsync-src-%s", env->runner.name);
-        int rc = sk_kafka_conf_set(conf, "transactional.id", tid, err);
-        free(tid);
-        if (rc || sk_kafka_conf_set(conf, "transaction.timeout.ms", "60000", err) ||
-            sk_kafka_conf_set(conf, "message.timeout.ms", "55000", err))
-            goto fail;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    rd_kafka_conf_set_stats_cb(conf, stats_cb);
-    rd_kafka_conf_set_opaque(conf, run);
-    char errstr[512];
-    run->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!run->producer) {
-        sk_error_set(err, SK_ERR_FATAL, "cannot create producer: %s", errstr);
-        goto fail;
-    }
-    if (run->txn) {
-        rd_kafka_error_t *e = rd_kafka_init_transactions(run->producer, 30000);
-        if (e) {
-            sk_error_set(err, rd_kafka_error_is_retriable(e) ? SK_ERR_RETRIABLE : SK_ERR_FATAL,
-                         "init_transactions: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-            rd_kafka_destroy(run->producer);
-            run->producer = NULL;
-            return -1;
-        }
-    }
-    warm_metadata(run);
-    return 0;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return -1;
-}
-
-static void producer_destroy(struct source_run *run)
-{
-    if (!run->producer)
-        return;
-    rd_kafka_purge(run->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_flush(run->producer, 2000);
-    topics_release(run);
-    rd_kafka_destroy(run->producer);
-    run->producer = NULL;
-}
-
-static const char *topic_of(struct source_run *run, const struct sk_entity *e)
-{
-    int i = sk_entity_index(e);
-    if (!run->topics[i])
-        run->topics[i] = sk_kafka_topic_for(run->env->kafka, e->collection);
-    return run->topics[i];
-}
-
-/* Produces one message (back-pressure: the source is not polled while the queue is full). */
-static int produce(struct source_run *run, const char *topic, const void *key, size_t key_len,
-                   const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
-                   struct delivery *d, struct sk_error *err)
-{
-    rd_kafka_resp_err_t e =
-        sk_produce(run->producer, topic, key, key_len, value, value_len, hdrs, d);
-    if (e)
-        return sk_produce_error(err, e, topic);
-    if (d)
-        d->pending++;
-    return 0;
-}
-
-static rd_kafka_headers_t *record_headers(struct source_run *run, const struct sk_record *r)
-{
-    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-    char observed[32];
-    snprintf(observed, sizeof(observed), "%lld", (long long)r->observed_us);
-    rd_kafka_header_add(h, "skolsync-source", -1, run->env->runner.name, -1);
-    rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
-    rd_kafka_header_add(h, "skolsync-schema", -1, sk_entity_schema(r->entity), -1);
-    rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
-    return h;
-}
-
-/*
- * A record Kafka can never take goes to the dead-letter topic instead, its
- * value cut to fit: its batch, and the source, go on.
- */
-static int dead_letter_record(struct source_run *run, const struct sk_record *r, const char *topic,
-                              const struct sk_error *why, struct delivery *d, struct sk_error *err)
-{
-    struct sk_dead_letter dl = {.connector = run->env->runner.name,
-                                .err = why,
-                                .key = r->key,
-                                .key_len = strlen(r->key),
-                                .value = r->value,
-                                .value_len = r->value_len,
-                                .entity = r->entity->name,
-                                .topic = topic,
-                                .partition = -1,
-                                .truncate = true};
-    if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
-        return -1;
-    if (d)
-        d->pending++;
-    run->batch_refused++;
-    run->batch_refused_by[sk_entity_index(r->entity)]++;
-    sk_warn(run->env->runner.name, "dead-lettered %s %s (%zu bytes): %s", r->entity->name, r->key,
-            r->value_len, why->msg);
-    return 0;
-}
-
-/* One record: to its topic, or to the dead-letter topic when Kafka can never take it. */
-static int produce_record(struct source_run *run, const struct sk_record *r, struct delivery *d,
-                          struct sk_error *err)
-{
-    const char *topic = topic_of(run, r->entity);
-    struct sk_error why = {0};
-    struct refused *x = refused_find(run, topic, r->key, strlen(r->key), r->value, r->value_len);
-    if (x && x->confirmed) {
-        sk_produce_error(&why, x->err, topic);
-        return dead_letter_record(run, r, topic, &why, d, err);
-    }
-    if (x) {
-        /* a suspect: alone in its produce request, so its report is its own */
-        rd_kafka_flush(run->producer, 60000);
-        run->isolating = x - run->refused;
-    }
-    int rc = produce(run, topic, r->key, strlen(r->key), r->value, r->value_len,
-                     record_headers(run, r), d, &why);
-    if (x) {
-        if (rc == 0)
-            rd_kafka_flush(run->producer, 60000);
-        run->isolating = -1;
-        x = refused_find(run, topic, r->key, strlen(r->key), r->value, r->value_len);
-        if (x && x->confirmed)
-            return sk_error_set(err, SK_ERR_RETRIABLE, "%s %s refused by Kafka: %s",
-                                r->entity->name, r->key, rd_kafka_err2str(x->err));
-    }
-    if (rc == 0)
-        return 0;
-    if (why.cls == SK_ERR_PERMANENT) /* refused before it left: too large for the producer */
-        return dead_letter_record(run, r, topic, &why, d, err);
-    *err = why;
-    return -1;
-}
-
-/* Produces the batch's records and dead letters (not the cursor). */
-static int produce_batch(struct source_run *run, const struct sk_batch *b, struct delivery *d,
-                         struct sk_error *err)
-{
-    run->batch_refused = 0;
-    memset(run->batch_refused_by, 0, sizeof(run->batch_refused_by));
-    for (size_t i = 0; i < b->n; i++) {
-        if (produce_record(run, &b->recs[i], d, err))
-            return -1;
-        /* serves delivery reports now and then (each call takes a lock and
-         * reads the clock: once per record was ~9 % of a sync's CPU) */
-        if (i % 256 == 255)
-            rd_kafka_poll(run->producer, 0);
-    }
-    for (size_t i = 0; i < b->n_bad; i++) {
-        const struct sk_bad_input *x = &b->bad[i];
-        struct sk_dead_letter dl = {.connector = run->env->runner.name,
-                                    .err = &x->err,
-                                    .key = x->key,
-                                    .key_len = x->key ? strlen(x->key) : 0,
-                                    .value = x->raw,
-                                    .value_len = x->raw_len,
-                                    .where = x->where,
-                                    .entity = x->entity ? x->entity->name : NULL,
-                                    .partition = -1};
-        if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
-            return -1;
-        if (d)
-            d->pending++;
-    }
-    return 0;
-}
-
-static int produce_cursor(struct source_run *run, const struct sk_cursor *c, struct delivery *d,
-                          struct sk_error *err)
-{
-    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
-    rd_kafka_header_add(h, "skolsync-source", -1, run->env->runner.name, -1);
-    const char *name = run->env->runner.name;
-    return produce(run, sk_kafka_cursor_topic(run->env->kafka), name, strlen(name), c->data, c->len,
-                   h, d, err);
-}
-
-/* Waits for every delivery report of d (at-least-once). */
-static int await_delivery(struct source_run *run, struct delivery *d, struct sk_error *err)
-{
-    while (d->pending > 0)
-        rd_kafka_poll(run->producer, 100);
-    if (d->failed)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu record(s) not acknowledged: %s", d->failed,
-                            rd_kafka_err2str(d->first_err));
-    return 0;
-}
-
-/*
- * The classes of rdkafka.h's transactional API: retriable (call again or
- * retry the batch), abortable (abort, then retry the batch), fatal - and
- * "treat all others as fatal": an unexpected state (e.g. INVALID_TXN_STATE
- * from a broker) is cured only by a new producer, whose init_transactions
- * fences and aborts whatever the old one left open. FATAL makes the driver
- * do exactly that.
- */
-static int txn_error(rd_kafka_error_t *e, const char *what, struct sk_error *err)
-{
-    enum sk_err_class cls = rd_kafka_error_is_retriable(e) || rd_kafka_error_txn_requires_abort(e)
-                                ? SK_ERR_RETRIABLE
-                                : SK_ERR_FATAL;
-    sk_error_set(err, cls, "%s: %s", what, rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-    return -1;
-}
-
-/* Rule 1: data + dead letters + cursor in one transaction. */
-static int deliver_txn(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
-{
-    rd_kafka_error_t *e = rd_kafka_begin_transaction(run->producer);
-    if (e && rd_kafka_error_txn_requires_abort(e)) {
-        /* a transaction of an earlier attempt is still open in error: end it first */
-        txn_error(e, "begin_transaction", err);
-        goto abort;
-    }
-    if (e && rd_kafka_error_code(e) == RD_KAFKA_RESP_ERR__CONFLICT) {
-        /* an earlier commit or abort never finished (see below): only a new
-         * producer gets out of that state */
-        txn_error(e, "begin_transaction", err);
-        err->cls = SK_ERR_FATAL;
-        return -1;
-    }
-    if (e)
-        return txn_error(e, "begin_transaction", err);
-    if (produce_batch(run, b, NULL, err) ||
-        (b->has_cursor && produce_cursor(run, &b->cursor, NULL, err)))
-        goto abort;
-    for (int attempt = 0;; attempt++) {
-        e = rd_kafka_commit_transaction(run->producer, 60000);
-        if (!e)
-            return 0;
-        if (rd_kafka_error_txn_requires_abort(e)) {
-            txn_error(e, "commit_transaction", err);
-            goto abort;
-        }
-        if (rd_kafka_error_is_retriable(e) && attempt < 5 && !atomic_load(&run->env->runner.stop)) {
-            rd_kafka_error_destroy(e); /* resumable since 2.0.0: call again */
-            continue;
-        }
-        return txn_error(e, "commit_transaction", err);
-    }
-abort:
-    if (err->cls == SK_ERR_FATAL)
-        return -1;
-    e = rd_kafka_abort_transaction(run->producer, 30000);
-    if (e) {
-        /* An abort that did not finish (it timed out while the broker was
-         * away) leaves the producer where every begin_transaction answers
-         * "conflicting abort in progress"; calling the abort again until it
-         * ends was seen to lose the batch that came next (test_broker_outage
-         * under ASan). A new producer is the safe way on: its
-         * init_transactions fences this one and aborts what it left open,
-         * and the cursor is read again from Kafka. */
-        txn_error(e, "abort_transaction", err);
-        err->cls = SK_ERR_FATAL;
-        return -1;
-    }
-    if (err->cls == SK_ERR_NONE)
-        err->cls = SK_ERR_RETRIABLE;
-    return -1;
-}
-
-/* Rule 2: the cursor only after every earlier delivery report succeeded. */
-static int deliver_alo(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
-{
-    struct delivery d = {0};
-    if (produce_batch(run, b, &d, err)) {
-        await_delivery(run, &d, NULL);
-        return -1;
-    }
-    if (await_delivery(run, &d, err))
-        return -1;
-    if (!b->has_cursor)
-        return 0;
-    struct delivery dc = {0};
-    if (produce_cursor(run, &b->cursor, &dc, err)) {
-        await_delivery(run, &dc, NULL);
-        return -1;
-    }
-    return await_delivery(run, &dc, err);
-}
 
 static void count(struct source_run *run, const struct sk_batch *b)
 {
@@ -602,13 +111,13 @@ static int prepare(struct source_run *run)
         run->cursor.len = 0;
         /* init_transactions first: it aborts a crashed predecessor's open
          * transaction, so the cursor read below sees its final state. */
-        if (producer_create(run, &err) == 0 &&
+        if (source_producer_create(run, &err) == 0 &&
             sk_cursor_store_load(run->env->kafka, r->name, &run->cursor, &err) == 0) {
             if (!run->cursor.data)
                 sk_info(r->name, "no cursor stored: starting a full sync");
             return 0;
         }
-        producer_destroy(run);
+        source_producer_destroy(run);
         if (err.cls == SK_ERR_FATAL) {
             sk_runner_set_error(r, err.msg);
             sk_error_log(r->name, "%s", err.msg);
@@ -675,7 +184,7 @@ static void *source_thread(void *arg)
         }
         if (atomic_exchange(&r->reload_cursor, false)) {
             /* an operator reset the cursor while the source was paused */
-            producer_destroy(&run);
+            source_producer_destroy(&run);
             if (prepare(&run)) {
                 failed = !atomic_load(&r->stop);
                 break;
@@ -693,7 +202,8 @@ static void *source_thread(void *arg)
         if (rc == 0)
             rc = check_bad_input(&run, &batch, &err, &bad_stop);
         if (rc == 0 && (batch.n || batch.n_bad || batch.has_cursor))
-            rc = run.txn ? deliver_txn(&run, &batch, &err) : deliver_alo(&run, &batch, &err);
+            rc = run.txn ? source_deliver_txn(&run, &batch, &err)
+                         : source_deliver_alo(&run, &batch, &err);
         if (rc && err.cls != SK_ERR_FATAL && run.refused_learned) {
             /* Kafka refused records for good: the same batch again at once
              * (no backoff: nothing is down), each suspect alone, the ones
@@ -719,7 +229,7 @@ static void *source_thread(void *arg)
                 /* A fatal producer error: a new producer (and transactional
                  * session) is the only way on; the cursor is re-read. */
                 sk_error_log(r->name, "%s: restarting the connector's Kafka client", err.msg);
-                producer_destroy(&run);
+                source_producer_destroy(&run);
                 if (!backoff(&run, &retry, &err) || prepare(&run)) {
                     failed = !atomic_load(&r->stop);
                     break;
@@ -734,7 +244,7 @@ static void *source_thread(void *arg)
         }
         sk_retry_reset(&retry);
         count(&run, &batch);
-        refused_clear(&run);
+        source_refused_clear(&run);
         bool had_cursor = batch.has_cursor;
         cursor_advance(&run, &batch);
         if (had_cursor && env->source.ops->stored)
@@ -760,12 +270,12 @@ out:
         /* Nothing half-written: an open transaction was committed or aborted
          * above; at-least-once batches were awaited. */
         rd_kafka_flush(run.producer, 5000);
-        topics_release(&run);
+        source_topics_release(&run);
         rd_kafka_destroy(run.producer);
     }
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         free(run.topics[i]);
-    refused_clear(&run);
+    source_refused_clear(&run);
     free(run.refused);
     free(run.cursor.data);
     sk_runner_set_state(r, failed ? SK_STATE_FAILED : SK_STATE_STOPPED);

@@ -1,0 +1,57 @@
+/*
+ * sink_internal.h: what sink_driver.c (consumer, rebalances, offsets) and
+ * sink_apply.c (decoding, applying, retries, dead letters) share about one
+ * running sink. Not for other files.
+ */
+#ifndef SK_SINK_INTERNAL_H
+#define SK_SINK_INTERNAL_H
+
+#include "dlq.h"
+#include "drivers.h"
+
+struct part {
+    char *topic;
+    int32_t partition;
+    int64_t next;         /* every record before it is applied (or -1: unknown) */
+    int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
+    int64_t drain_target; /* --once: must reach this (-1: not set) */
+};
+
+struct sink_run {
+    struct sk_sink_env *env;
+    rd_kafka_t *consumer;
+    struct sk_dlq_writer *dlq; /* created at the first dead letter */
+    rd_kafka_message_t **pending;
+    size_t n_pending, cap_pending;
+    int64_t first_pending_ms;
+    struct part *parts;
+    size_t n_parts;
+    bool in_flush;
+    bool revoked_in_flush; /* the assignment went away while a batch was retrying */
+    bool marks_pending;    /* end offsets the target could not store yet */
+    int64_t mark_warned_ms;
+    int64_t mark_retry_ms;
+    bool fatal;
+    struct sk_record *recs;
+    struct sk_outcome *outs;
+    cJSON **docs;          /* decoded entities of recs, owned here */
+    struct sk_buf json;    /* their JSON text, each ending in a NUL */
+    size_t *json_at;       /* where record i's text starts in json */
+    bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
+};
+
+/*
+ * Applies the pending records (delivery rules 3 and 4). Returns 0 when every
+ * record is applied or dead-lettered; -1 when it gave up (stop, revoked,
+ * fatal, retries spent): then nothing past the last fully handled record is
+ * committed.
+ */
+int sink_apply_pending(struct sink_run *run);
+
+/* Drops the pending messages and their decoded documents, uncommitted. */
+void sink_pending_drop(struct sink_run *run);
+
+/* Pauses (or resumes) every assigned partition; the consumer stays in its group. */
+void sink_pause_all(struct sink_run *run, bool pause);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * source_run.h: what source_driver.c (the poll loop, cursor, backoff) and
+ * source_produce.c (the producer, transactions, delivery reports, records
+ * Kafka refuses) share about one running source. Not for other files.
+ */
+#ifndef SK_SOURCE_RUN_H
+#define SK_SOURCE_RUN_H
+
+#include <stddef.h>
+
+#include "drivers.h"
+
+/* Tracks the delivery reports of one batch (at-least-once mode). */
+struct delivery {
+    size_t pending;
+    size_t failed;
+    rd_kafka_resp_err_t first_err;
+};
+
+struct source_run {
+    struct sk_source_env *env;
+    rd_kafka_t *producer;
+    bool txn;
+    char *topics[SK_ENTITY_COUNT];               /* by entity index, created lazily */
+    rd_kafka_topic_t *rkts[SK_ENTITY_COUNT + 2]; /* + cursor and DLQ topics: held so
+                                                    their metadata stays known */
+    struct sk_cursor cursor;                     /* the last cursor Kafka acknowledged */
+    /*
+     * Records a delivery report refused for good (too large, invalid). The
+     * broker refuses a whole produce request for one such record, so every
+     * record of it is a suspect at first: the batch fails, and when it comes
+     * again each suspect is sent alone. One refused alone is confirmed and
+     * goes to the dead-letter topic from then on. Cleared once a batch is
+     * stored.
+     */
+    struct refused *refused;
+    size_t n_refused, cap_refused;
+    size_t refused_learned; /* new suspects or confirmations since the batch was produced */
+    ptrdiff_t isolating;    /* the suspect now sent alone, or -1 */
+    size_t batch_refused;   /* records of the batch in hand dead-lettered for Kafka's refusal */
+    size_t batch_refused_by[SK_ENTITY_COUNT]; /* the same, by entity index */
+};
+
+/* A record Kafka refused, known by its topic, key and value. */
+struct refused {
+    char *topic;
+    char key[64];
+    size_t len;
+    uint64_t hash;
+    rd_kafka_resp_err_t err;
+    bool confirmed; /* refused when it was sent alone */
+};
+
+/* Creates the producer (transactional unless at-least-once) and warms its topics' metadata. */
+int source_producer_create(struct source_run *run, struct sk_error *err);
+void source_producer_destroy(struct source_run *run);
+
+/* Frees the topic names and handles the run holds. */
+void source_topics_release(struct source_run *run);
+
+/* Forgets the records Kafka refused (once a batch is stored). */
+void source_refused_clear(struct source_run *run);
+
+/* Delivers a batch with its dead letters and cursor: as one transaction (rule 1) or
+ * at least once (rule 2). 0 once Kafka acknowledged all of it. */
+int source_deliver_txn(struct source_run *run, const struct sk_batch *b, struct sk_error *err);
+int source_deliver_alo(struct source_run *run, const struct sk_batch *b, struct sk_error *err);
+
+#endif
