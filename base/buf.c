@@ -37,6 +37,21 @@ void sk_buf_putc(struct sk_buf *b, char c)
     sk_buf_putn(b, &c, 1);
 }
 
+void sk_buf_json_string(struct sk_buf *b, const char *s)
+{
+    sk_buf_putc(b, '"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            sk_buf_printf(b, "\\%c", c);
+        else if (c < 0x20)
+            sk_buf_printf(b, "\\u%04x", c);
+        else
+            sk_buf_putc(b, (char)c);
+    }
+    sk_buf_putc(b, '"');
+}
+
 void sk_buf_vprintf(struct sk_buf *b, const char *fmt, va_list ap)
 {
     va_list ap2;

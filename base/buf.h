@@ -24,6 +24,9 @@ void sk_buf_puts(struct sk_buf *b, const char *s);
 void sk_buf_putc(struct sk_buf *b, char c);
 void sk_buf_printf(struct sk_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sk_buf_vprintf(struct sk_buf *b, const char *fmt, va_list ap);
+/* s as a JSON string literal, quotes included: '"' and '\\' escaped, control
+ * characters as \u00XX, every other byte (UTF-8 included) as it is. */
+void sk_buf_json_string(struct sk_buf *b, const char *s);
 /* Empties the buffer, keeping its memory. */
 void sk_buf_reset(struct sk_buf *b);
 /* The built string (never NULL; the caller frees it); the buffer is left empty. */

@@ -1,9 +1,11 @@
 /*
  * log.c: the log sink (the one piece of global mutable state; signals are
- * read from a signalfd, so there is no signal flag). Lines go to stderr; under systemd (JOURNAL_STREAM set) each
- * line starts with a <N> priority prefix that journald understands.
+ * read from a signalfd, so there is no signal flag). Lines go to stderr; under systemd
+ * (JOURNAL_STREAM set) each line starts with a <N> priority prefix that journald understands.
  */
 #include "log.h"
+
+#include "buf.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -45,19 +47,6 @@ int sk_log_level_parse(const char *text, enum sk_log_level *out)
 bool sk_log_enabled(enum sk_log_level level)
 {
     return level <= log_level;
-}
-
-static void json_escape(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
 }
 
 /*
@@ -102,12 +91,15 @@ static void log_v(enum sk_log_level level, const char *component, const char *fm
     if (status_line[0])
         fputs("\r\033[K", stderr); /* the log line goes above the live line */
     if (log_json) {
-        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"", when,
-                level_names[level]);
-        json_escape(stderr, component);
-        fputs("\",\"msg\":\"", stderr);
-        json_escape(stderr, msg);
-        fputs("\"}\n", stderr);
+        struct sk_buf line = {0};
+        sk_buf_printf(&line, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":", when,
+                      level_names[level]);
+        sk_buf_json_string(&line, component);
+        sk_buf_puts(&line, ",\"msg\":");
+        sk_buf_json_string(&line, msg);
+        sk_buf_puts(&line, "}\n");
+        fwrite(line.p, 1, line.len, stderr);
+        sk_buf_free(&line);
     } else {
         if (log_journal) /* journald adds its own timestamp */
             fprintf(stderr, "<%d>", journal_prio[level]);

@@ -1,6 +1,7 @@
 /* dlq.c: see dlq.h. */
 #include "dlq.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,7 @@ cJSON *sk_dlq_list(struct sk_kafka *k, const struct sk_dlq_filter *f, struct sk_
 
 struct replay {
     struct sk_kafka *k;
+    const struct sk_dlq_filter *f;
     rd_kafka_t *producer;
     size_t pending, failed, replayed, skipped;
     cJSON *report;
@@ -181,23 +183,31 @@ static int replay_one(void *ctx, const struct letter *l)
     uint8_t *encoded = NULL;
     char id[37];
     const struct sk_entity *e = l->entity[0] ? sk_entity_by_name(l->entity) : NULL;
-    if (l->truncated_from) {
+    if (l->truncated_from && !r->f->value) {
         skip(r, l,
              "the value was truncated to fit the dead-letter topic: read the record again "
-             "from its source");
+             "from its source, or replay it with a corrected value");
         return 0;
     }
-    if (l->topic[0]) {
+    if (r->f->value && !e) {
+        skip(r, l, "the dead letter names no entity type to encode the corrected value with");
+        return 0;
+    }
+    if (l->topic[0] && !r->f->value) {
         topic = sk_strdup(l->topic); /* a record its target refused: as it was */
-    } else if (e && value) {
-        /* bad source input, fixed since? encode it again */
+    } else if (e && (value || r->f->value)) {
+        /* bad source input fixed since, or the operator's corrected value: encode it again */
+        if (r->f->value) {
+            value = r->f->value;
+            value_len = r->f->value_len;
+        }
         struct sk_error err = {0};
         int64_t mod;
         if (sk_codec_encode(e, value, value_len, &encoded, &value_len, id, &mod, &err)) {
             skip(r, l, err.msg);
             return 0;
         }
-        topic = sk_kafka_topic_for(r->k, e->collection);
+        topic = l->topic[0] ? sk_strdup(l->topic) : sk_kafka_topic_for(r->k, e->collection);
         key = id;
         key_len = strlen(id);
         value = encoded;
@@ -228,7 +238,10 @@ static int replay_one(void *ctx, const struct letter *l)
 long sk_dlq_replay(struct sk_kafka *k, const struct sk_dlq_filter *f, size_t *skipped,
                    cJSON *report, struct sk_error *err)
 {
-    struct replay r = {.k = k, .report = report};
+    if (f->value && (f->from_offset < 0 || f->from_offset != f->to_offset))
+        return sk_error_set(err, SK_ERR_PERMANENT,
+                            "a corrected value replaces one dead letter: select it by its offset");
+    struct replay r = {.k = k, .f = f, .report = report};
     r.producer = sk_kafka_producer_new(k, "skolsync-dlq-replay", replay_dr, &r, err);
     if (!r.producer)
         return -1;
@@ -380,10 +393,13 @@ static void usage(FILE *out)
             "usage: skolsync dlq list   -c FILE [--connector NAME] [--from OFFSET] [--to OFFSET]\n"
             "                            [--limit N]\n"
             "       skolsync dlq replay -c FILE [--connector NAME] [--from OFFSET] [--to OFFSET]\n"
+            "       skolsync dlq replay -c FILE --offset OFFSET --value-file FILE\n"
             "\n"
             "list prints the dead letters of <prefix>_dlq as JSON, one per line. replay\n"
             "re-injects them into their original topics (a sink's dead letter: the record\n"
             "as it was; a source's: its input encoded again, so fix the input first).\n"
+            "--value-file replays the one dead letter at OFFSET with the corrected record\n"
+            "(the entity's JSON) read from FILE instead, e.g. a line of a file already read.\n"
             "With kafka.brokers: embedded the running daemon answers (GET /api/v1/dlq,\n"
             "POST /api/v1/dlq/replay with admin.token).\n");
 }
@@ -412,6 +428,11 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
     cJSON_AddNumberToObject(body, "from", (double)f->from_offset);
     cJSON_AddNumberToObject(body, "to", (double)f->to_offset);
     cJSON_AddNumberToObject(body, "limit", (double)f->limit);
+    if (f->value) {
+        char *v = sk_strndup(f->value, f->value_len);
+        cJSON_AddStringToObject(body, "value", v);
+        free(v);
+    }
     char *text = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
     const char *path = replay ? "/api/v1/dlq/replay" : "/api/v1/dlq";
@@ -431,6 +452,66 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
     return rc;
 }
 
+/* list or replay, once the command line is read */
+static int dlq_command(const char *config, bool replay, const struct sk_dlq_filter *f)
+{
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *cfg = sk_daemon_config_load(config, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.v[i].text);
+    sk_config_errors_free(&errs);
+    if (!cfg)
+        return SK_EXIT_CONFIG;
+    sk_log_setup(SK_LOG_WARN, false);
+    int rc = SK_EXIT_OK;
+    if (!cfg->core.kafka.brokers || strcmp(cfg->core.kafka.brokers, "embedded") == 0) {
+        rc = via_api(cfg, replay, f);
+        sk_daemon_config_free(cfg);
+        return rc;
+    }
+    struct sk_kafka *k = NULL;
+    struct sk_error err = {0};
+    if (sk_kafka_start(&cfg->core.kafka, NULL, 0, &k, &err)) {
+        fprintf(stderr, "skolsync: %s\n", err.msg);
+        sk_daemon_config_free(cfg);
+        return SK_EXIT_RUNTIME;
+    }
+    if (replay) {
+        size_t skipped = 0;
+        cJSON *report = cJSON_CreateArray();
+        long n = sk_dlq_replay(k, f, &skipped, report, &err);
+        if (n < 0) {
+            fprintf(stderr, "skolsync: %s\n", err.msg);
+            rc = SK_EXIT_RUNTIME;
+        } else {
+            for (cJSON *x = report->child; x; x = x->next) {
+                char *t = cJSON_PrintUnformatted(x);
+                fprintf(stderr, "%s\n", t);
+                free(t);
+            }
+            printf("replayed %ld dead letter(s), skipped %zu\n", n, skipped);
+            rc = replay_exit(skipped);
+        }
+        cJSON_Delete(report);
+    } else {
+        cJSON *arr = sk_dlq_list(k, f, &err);
+        if (!arr) {
+            fprintf(stderr, "skolsync: %s\n", err.msg);
+            rc = SK_EXIT_RUNTIME;
+        } else {
+            for (cJSON *x = arr->child; x; x = x->next) {
+                char *t = cJSON_PrintUnformatted(x);
+                printf("%s\n", t);
+                free(t);
+            }
+            cJSON_Delete(arr);
+        }
+    }
+    sk_kafka_destroy(k);
+    sk_daemon_config_free(cfg);
+    return rc;
+}
+
 int sk_cmd_dlq(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -444,11 +525,14 @@ int sk_cmd_dlq(int argc, char **argv)
     }
     const char *config = "/etc/skolsync/skolsync.yaml";
     struct sk_dlq_filter f = {.from_offset = -1, .to_offset = -1};
+    const char *value_file = NULL;
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                              {"connector", required_argument, NULL, 'n'},
                                              {"from", required_argument, NULL, 'f'},
                                              {"to", required_argument, NULL, 't'},
                                              {"limit", required_argument, NULL, 'l'},
+                                             {"offset", required_argument, NULL, 'o'},
+                                             {"value-file", required_argument, NULL, 'v'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0}};
     optind = 1;
@@ -470,6 +554,12 @@ int sk_cmd_dlq(int argc, char **argv)
         case 'l':
             f.limit = (size_t)atoll(optarg);
             break;
+        case 'o':
+            f.from_offset = f.to_offset = atoll(optarg);
+            break;
+        case 'v':
+            value_file = optarg;
+            break;
         case 'h':
             usage(stdout);
             return SK_EXIT_OK;
@@ -478,59 +568,19 @@ int sk_cmd_dlq(int argc, char **argv)
             return SK_EXIT_USAGE;
         }
     }
-    struct sk_config_errors errs = {0};
-    struct sk_daemon_config *cfg = sk_daemon_config_load(config, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "%s\n", errs.v[i].text);
-    sk_config_errors_free(&errs);
-    if (!cfg)
-        return SK_EXIT_CONFIG;
-    sk_log_setup(SK_LOG_WARN, false);
-    int rc = SK_EXIT_OK;
-    if (!cfg->core.kafka.brokers || strcmp(cfg->core.kafka.brokers, "embedded") == 0) {
-        rc = via_api(cfg, replay, &f);
-        sk_daemon_config_free(cfg);
-        return rc;
-    }
-    struct sk_kafka *k = NULL;
-    struct sk_error err = {0};
-    if (sk_kafka_start(&cfg->core.kafka, NULL, 0, &k, &err)) {
-        fprintf(stderr, "skolsync: %s\n", err.msg);
-        sk_daemon_config_free(cfg);
-        return SK_EXIT_RUNTIME;
-    }
-    if (replay) {
-        size_t skipped = 0;
-        cJSON *report = cJSON_CreateArray();
-        long n = sk_dlq_replay(k, &f, &skipped, report, &err);
-        if (n < 0) {
-            fprintf(stderr, "skolsync: %s\n", err.msg);
-            rc = SK_EXIT_RUNTIME;
-        } else {
-            for (cJSON *x = report->child; x; x = x->next) {
-                char *t = cJSON_PrintUnformatted(x);
-                fprintf(stderr, "%s\n", t);
-                free(t);
-            }
-            printf("replayed %ld dead letter(s), skipped %zu\n", n, skipped);
-            rc = replay_exit(skipped);
+    char *value = NULL;
+    if (value_file) {
+        if (!replay) {
+            fprintf(stderr, "skolsync: --value-file goes with dlq replay\n");
+            return SK_EXIT_USAGE;
         }
-        cJSON_Delete(report);
-    } else {
-        cJSON *arr = sk_dlq_list(k, &f, &err);
-        if (!arr) {
-            fprintf(stderr, "skolsync: %s\n", err.msg);
-            rc = SK_EXIT_RUNTIME;
-        } else {
-            for (cJSON *x = arr->child; x; x = x->next) {
-                char *t = cJSON_PrintUnformatted(x);
-                printf("%s\n", t);
-                free(t);
-            }
-            cJSON_Delete(arr);
+        if (!(value = sk_read_file(value_file, &f.value_len))) {
+            fprintf(stderr, "skolsync: cannot read %s: %s\n", value_file, strerror(errno));
+            return SK_EXIT_USAGE;
         }
+        f.value = value;
     }
-    sk_kafka_destroy(k);
-    sk_daemon_config_free(cfg);
+    int rc = dlq_command(config, replay, &f);
+    free(value);
     return rc;
 }

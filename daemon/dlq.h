@@ -6,8 +6,10 @@
  * skolsync-topic), after the target was fixed. A dead letter from a source is
  * input that could not be read: replaying it encodes the (fixed) raw input
  * again with the codec for its entity type (header skolsync-entity) and
- * produces it to that entity's topic. Sinks are idempotent, so a replay
- * twice does no harm.
+ * produces it to that entity's topic. Input that cannot be fixed where it
+ * came from (a line of a file already read) is replayed with a corrected
+ * value given by the operator (filter.value: the entity's JSON, encoded like
+ * any input). Sinks are idempotent, so a replay twice does no harm.
  *
  * Owns: the dead-letter format (its headers) and the writing of dead letters.
  * Must never: replay a letter whose value was truncated (it is not the record).
@@ -75,6 +77,10 @@ struct sk_dlq_filter {
     int64_t from_offset;   /* inclusive, -1 = from the start */
     int64_t to_offset;     /* inclusive, -1 = to the end */
     size_t limit;          /* at most this many (0 = no limit) */
+    /* replay only: the fixed record, as the entity's JSON, replayed instead of
+     * the letter's value; then the filter must select one offset (from == to) */
+    const char *value;
+    size_t value_len;
 };
 
 /*

@@ -520,7 +520,7 @@ static void api_reload(void *ctx, const struct sk_http_request *req, struct sk_h
     resp->body = body;
 }
 
-/* Filters from a JSON body {"connector", "from", "to", "limit"} (all optional). */
+/* Filters from a JSON body {"connector", "from", "to", "limit", "value"} (all optional). */
 static void dlq_filter(const struct sk_http_request *req, struct sk_dlq_filter *f, cJSON **keep)
 {
     *f = (struct sk_dlq_filter){.from_offset = -1, .to_offset = -1, .limit = 1000};
@@ -539,18 +539,31 @@ static void dlq_filter(const struct sk_http_request *req, struct sk_dlq_filter *
     if ((x = cJSON_GetObjectItemCaseSensitive(b, "limit")) && cJSON_IsNumber(x) &&
         x->valuedouble >= 1 && x->valuedouble <= 1e6)
         f->limit = (size_t)x->valuedouble;
+    if ((x = cJSON_GetObjectItemCaseSensitive(b, "value")) && cJSON_IsString(x)) {
+        f->value = x->valuestring; /* replay: the corrected record (dlq.h) */
+        f->value_len = strlen(x->valuestring);
+    }
 }
 
-/* POST /api/v1/dlq: dead letters hold raw input, personal data too: token required. */
+/* Dead letters hold raw input, personal data too: token required. body holds f's strings. */
+static bool dlq_request(struct sk_daemon *d, const struct sk_http_request *req,
+                        struct sk_http_response *resp, struct sk_dlq_filter *f, cJSON **body)
+{
+    if (!authorized(d, req, resp))
+        return false;
+    dlq_filter(req, f, body);
+    return true;
+}
+
+/* POST /api/v1/dlq */
 static void api_dlq_list(void *ctx, const struct sk_http_request *req,
                          struct sk_http_response *resp)
 {
     struct sk_daemon *d = ctx;
-    if (!authorized(d, req, resp))
-        return;
     struct sk_dlq_filter f;
     cJSON *body;
-    dlq_filter(req, &f, &body);
+    if (!dlq_request(d, req, resp, &f, &body))
+        return;
     struct sk_error err = {0};
     cJSON *arr = sk_dlq_list(d->kafka, &f, &err);
     cJSON_Delete(body);
@@ -567,11 +580,10 @@ static void api_dlq_replay(void *ctx, const struct sk_http_request *req,
                            struct sk_http_response *resp)
 {
     struct sk_daemon *d = ctx;
-    if (!authorized(d, req, resp))
-        return;
     struct sk_dlq_filter f;
     cJSON *body;
-    dlq_filter(req, &f, &body);
+    if (!dlq_request(d, req, resp, &f, &body))
+        return;
     struct sk_error err = {0};
     size_t skipped = 0;
     cJSON *report = cJSON_CreateArray();

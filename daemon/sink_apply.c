@@ -86,6 +86,8 @@ static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
                                     .value = m->payload,
                                     .value_len = m->len,
                                     .topic = rd_kafka_topic_name(m->rkt),
+                                    .entity =
+                                        run->recs[i].entity ? run->recs[i].entity->name : NULL,
                                     .partition = m->partition,
                                     .offset = m->offset};
         if (sk_dlq_writer_send(run->dlq, &dl, err))

@@ -179,22 +179,6 @@ fail:
     return -1;
 }
 
-/* A JSON string literal (keys and topics are plain ASCII, but be exact). */
-static void json_string_into(struct sk_buf *b, const char *s)
-{
-    sk_buf_puts(b, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            sk_buf_printf(b, "\\%c", c);
-        else if (c < 0x20)
-            sk_buf_printf(b, "\\u%04x", c);
-        else
-            sk_buf_putn(b, s, 1);
-    }
-    sk_buf_puts(b, "\"");
-}
-
 /* ---- apply ------------------------------------------------------------------ */
 
 static struct pg_table *find_table(struct pg_sink *s, const struct sk_entity *e)
@@ -332,13 +316,13 @@ static void plan_reset(struct pg_sink *s, size_t n)
 static void json_upsert_row(struct sk_buf *b, const struct sk_record *r)
 {
     sk_buf_puts(b, "[");
-    json_string_into(b, r->key);
+    sk_buf_json_string(b, r->key);
     sk_buf_puts(b, ",");
     sk_buf_putn(b, r->json, r->json_len); /* printed exactly, once, by the driver */
     sk_buf_puts(b, ",");
     if (r->topic) {
         char *source = sk_asprintf("%s[%" PRId32 "]@%" PRId64, r->topic, r->partition, r->offset);
-        json_string_into(b, source);
+        sk_buf_json_string(b, source);
         free(source);
     } else {
         sk_buf_puts(b, "null");
@@ -384,7 +368,7 @@ static void batch_offsets_json(const struct pg_sink *s, struct sk_buf *b)
     sk_buf_puts(b, "[");
     for (size_t i = 0; i < s->parts.n; i++) {
         sk_buf_puts(b, i ? ",{\"topic\":" : "{\"topic\":");
-        json_string_into(b, s->parts.v[i].topic);
+        sk_buf_json_string(b, s->parts.v[i].topic);
         sk_buf_printf(b, ",\"p\":%" PRId32 ",\"n\":%" PRId64 "}", s->parts.v[i].partition,
                       s->parts.v[i].next_offset);
     }
@@ -560,7 +544,7 @@ static int pg_mark_offsets(struct sk_sink *self, const struct sk_offsets *offset
     sk_buf_puts(&json, "[");
     for (size_t i = 0; i < offsets->n; i++) {
         sk_buf_puts(&json, i ? ",{\"topic\":" : "{\"topic\":");
-        json_string_into(&json, offsets->v[i].topic);
+        sk_buf_json_string(&json, offsets->v[i].topic);
         sk_buf_printf(&json, ",\"p\":%" PRId32 ",\"n\":%" PRId64 "}", offsets->v[i].partition,
                       offsets->v[i].next_offset);
     }

@@ -320,12 +320,19 @@ bool scim_state_has_duty(struct scim_state *s, const char *person, const struct 
     return found;
 }
 
+/* Replaces the set of (owner, member) rows: del removes owner's rows, add inserts one. */
+static void replace_set(struct scim_state *s, int del, int add, const char *owner,
+                        const struct sk_strlist *members, const char *what)
+{
+    run(s, bind(s, del, 1, owner), what);
+    for (size_t i = 0; members && i < members->n; i++)
+        run(s, bind(s, add, 2, owner, members->v[i]), what);
+}
+
 void scim_state_set_responsibles(struct scim_state *s, const char *student,
                                  const struct sk_strlist *guardians)
 {
-    run(s, bind(s, ST_DEL_RESP, 1, student), "deleting responsibles");
-    for (size_t i = 0; guardians && i < guardians->n; i++)
-        run(s, bind(s, ST_ADD_RESP, 2, student, guardians->v[i]), "writing responsibles");
+    replace_set(s, ST_DEL_RESP, ST_ADD_RESP, student, guardians, "writing responsibles");
 }
 
 static void collect(struct scim_state *s, sqlite3_stmt *st, struct sk_strlist *out,
@@ -355,9 +362,7 @@ bool scim_state_is_guardian(struct scim_state *s, const char *person)
 void scim_state_set_members(struct scim_state *s, const char *group,
                             const struct sk_strlist *persons)
 {
-    run(s, bind(s, ST_DEL_MEMBERS, 1, group), "deleting members");
-    for (size_t i = 0; persons && i < persons->n; i++)
-        run(s, bind(s, ST_ADD_MEMBER, 2, group, persons->v[i]), "writing members");
+    replace_set(s, ST_DEL_MEMBERS, ST_ADD_MEMBER, group, persons, "writing members");
 }
 
 void scim_state_member_ids(struct scim_state *s, const char *group, struct sk_strlist *out)

@@ -234,6 +234,42 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
     cr_assert(strstr(out, "replayed 0 dead letter(s), skipped 1"), "%s", out);
     cr_assert(strstr(out, "invalid JSON"), "no reason given:\n%s", out);
     free(out);
+    free(replay);
+
+    /* the line was read already: the operator replays the letter with the fixed record */
+    char *list = skt_fmt("%s dlq list -c %s --connector files-%s", skt_skolsync(), cfg, suffix);
+    rc = skt_sh(list, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    const char *at = strstr(out, "\"offset\":");
+    cr_assert_not_null(at, "the jsonl letter has no offset:\n%s", out);
+    long long letter = atoll(at + 9);
+    free(out);
+    char *fixed = skt_fmt("%s/fixed.json", dir);
+    skt_write(fixed, "{\"id\":\"7E000000-0000-4000-8000-000000000002\",\"displayName\":\"Sal 2\","
+                     "\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n");
+    replay = skt_fmt("%s dlq replay -c %s --offset %lld --value-file %s", skt_skolsync(), cfg,
+                     letter, fixed);
+    rc = skt_sh(replay, 60, &out);
+    cr_assert_eq(rc, 0, "the corrected letter was not replayed:\n%s", out);
+    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0"), "%s", out);
+    free(out);
+    rc = skt_sh(run, 150, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    q = skt_fmt("sqlite3 %s \"SELECT json_extract(doc, '$.displayName') FROM rooms WHERE id = "
+                "'7e000000-0000-4000-8000-000000000002'\"",
+                db);
+    rc = skt_sh(q, 20, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_str_eq(out, "Sal 2\n", "the corrected room did not reach the target");
+    free(out);
+
+    /* a corrected value replaces exactly one letter: a range is refused */
+    char *wide = skt_fmt("%s dlq replay -c %s --from 0 --value-file %s", skt_skolsync(), cfg, fixed);
+    rc = skt_sh(wide, 60, &out);
+    cr_assert_neq(rc, 0, "a corrected value for a range of letters must be refused:\n%s", out);
+    cr_assert(strstr(out, "select it by its offset"), "%s", out);
+    free(out);
     skt_stop(&server, 5000);
 }
 
