@@ -20,6 +20,15 @@ enum {
     SK_EXIT_USAGE = 64,  /* bad command line (sysexits EX_USAGE) */
 };
 
+/*
+ * The end of a command's getopt loop: c == 'h' prints usage to stdout and
+ * returns -1 (the command then exits 0); any other option prints it to
+ * stderr and returns SK_EXIT_USAGE.
+ */
+int sk_cli_help(int c, void (*usage)(FILE *));
+/* SK_EXIT_USAGE, after saying so, if argv holds an argument past optind; else 0. */
+int sk_cli_no_more_args(const char *cmd, int argc, char **argv);
+
 struct sk_log_conf {
     char *level;
     char *format;

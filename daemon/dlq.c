@@ -560,14 +560,14 @@ int sk_cmd_dlq(int argc, char **argv)
         case 'v':
             value_file = optarg;
             break;
-        case 'h':
-            usage(stdout);
-            return SK_EXIT_OK;
-        default:
-            usage(stderr);
-            return SK_EXIT_USAGE;
+        default: {
+            int rc = sk_cli_help(c, usage);
+            return rc < 0 ? SK_EXIT_OK : rc;
+        }
         }
     }
+    if (sk_cli_no_more_args("skolsync dlq", argc - 1, argv + 1))
+        return SK_EXIT_USAGE;
     char *value = NULL;
     if (value_file) {
         if (!replay) {

@@ -151,18 +151,12 @@ static int parse_args(int argc, char **argv, struct lag_args *a)
             if (parse_duration("--warn-after", optarg, &a->rules.warn_lag_ms))
                 return SK_EXIT_USAGE;
             break;
-        case 'h':
-            usage(stdout);
-            return -1;
         default:
-            usage(stderr);
-            return SK_EXIT_USAGE;
+            return sk_cli_help(c, usage);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "skolsync lag: unexpected argument \"%s\"\n", argv[optind]);
+    if (sk_cli_no_more_args("skolsync lag", argc, argv))
         return SK_EXIT_USAGE;
-    }
     if (a->config && a->brokers) {
         fprintf(stderr, "skolsync lag: -c and --brokers exclude each other\n");
         return SK_EXIT_USAGE;

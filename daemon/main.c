@@ -99,16 +99,11 @@ static int parse_common(int argc, char **argv, const char **config, bool *once,
             }
             *once = true;
             break;
-        case 'h':
-            usage(stdout);
-            return -1;
         default:
-            usage(stderr);
-            return SK_EXIT_USAGE;
+            return sk_cli_help(c, usage);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "skolsync: unexpected argument \"%s\"\n", argv[optind]);
+    if (sk_cli_no_more_args("skolsync", argc, argv)) {
         usage(stderr);
         return SK_EXIT_USAGE;
     }

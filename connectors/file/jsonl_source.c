@@ -228,8 +228,8 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
     struct jsonl_source *src = sk_calloc(1, sizeof(*src));
     self->priv = src;
     src->component = self->name ? self->name : "jsonl-source";
-    src->batch_size = conf->batch_size > 0 ? (size_t)conf->batch_size : 1000;
-    src->max_line = conf->max_line_size > 0 ? (size_t)conf->max_line_size : 16u << 20;
+    src->batch_size = (size_t)conf->batch_size; /* defaults and bounds: the option table */
+    src->max_line = (size_t)conf->max_line_size;
 
     struct stat st;
     if (!conf->path || stat(conf->path, &st) < 0) {

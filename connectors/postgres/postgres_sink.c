@@ -149,7 +149,7 @@ static int pg_open(struct sk_sink *self, struct sk_error *err)
     s->qschema = pg_quote_ident(conf->schema);
     s->target = describe_target(conf->conninfo, conf->schema);
     s->keep_deleted = conf->deleted_rows && strcmp(conf->deleted_rows, "keep") == 0;
-    s->connect_timeout_ms = conf->connect_timeout_ms > 0 ? conf->connect_timeout_ms : 10000;
+    s->connect_timeout_ms = conf->connect_timeout_ms;
     s->tables = sk_calloc(self->n_entities ? self->n_entities : 1, sizeof(*s->tables));
     for (size_t i = 0; i < self->n_entities; i++) {
         struct pg_table *t = &s->tables[s->n_tables++];
