@@ -534,6 +534,12 @@ void skt_sink_close(struct sk_sink *s)
     free(s);
 }
 
+void skt_sink_drop(struct sk_sink **s)
+{
+    skt_sink_close(*s);
+    *s = NULL;
+}
+
 struct sk_source *skt_source_open(const char *type, const char *yaml)
 {
     const struct sk_source_ops *ops = sk_registry_source(type);

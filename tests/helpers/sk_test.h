@@ -99,6 +99,8 @@ int skt_sink_try_open(const char *type, const char *name, const char *yaml,
                       const struct sk_entity *const *entities, size_t n_entities,
                       const char *incarnation, struct sk_sink **out, struct sk_error *err);
 void skt_sink_close(struct sk_sink *s); /* NULL is fine */
+/* Closes *s (NULL is fine) and sets it to NULL. */
+void skt_sink_drop(struct sk_sink **s);
 struct sk_source *skt_source_open(const char *type, const char *yaml);
 void skt_source_close(struct sk_source *s);
 

@@ -136,20 +136,9 @@ static void setup(void)
     sk_sink_privacy_resolve(&none, ops, &privacy);
 }
 
-static void clear_records(void)
-{
-    skt_recs_clear(&batch);
-}
-
-static void close_sink(void)
-{
-    skt_sink_close(sink);
-    sink = NULL;
-}
-
 static void teardown(void)
 {
-    close_sink();
+    skt_sink_drop(&sink);
     skt_recs_free(&batch);
     sk_sink_privacy_free(&privacy);
     if (!state_dir)
@@ -451,7 +440,7 @@ Test(scim_sink, older_version_after_newer_is_ignored)
     add_student(&x, 0, T2, "Ny", NULL);
     apply_all();
     assert_all_applied();
-    clear_records();
+    skt_recs_clear(&batch);
     add_student(&x, 0, T1, "Gammal", NULL);
     apply_all();
     assert_all_applied();
@@ -469,7 +458,7 @@ Test(scim_sink, delete_removes_the_user_and_its_memberships)
     add_slice(&x);
     apply_all();
     assert_all_applied();
-    clear_records();
+    skt_recs_clear(&batch);
     add_tombstone("Person", x.s[1]);
     add_tombstone("Person", x.nobody); /* never a user: a delete of something missing */
     add_tombstone("Group", x.g_teach);
@@ -494,7 +483,7 @@ Test(scim_sink, deactivate_sets_active_false)
     add_student(&x, 0, T1, "Alva", NULL);
     add_student(&x, 1, T1, "Bo", NULL);
     apply_all();
-    clear_records();
+    skt_recs_clear(&batch);
     add_tombstone("Person", x.s[0]);
     /* a student whose enrolment is cancelled no longer qualifies either */
     char *json =
@@ -529,7 +518,7 @@ Test(scim_sink, lost_state_dir_is_rebuilt_by_external_id)
     apply_all();
     assert_all_applied();
     char *id_before = scim_id_of(x.s[0]);
-    close_sink();
+    skt_sink_drop(&sink);
     char *cmd = sk_asprintf("rm -rf '%s'", state_dir);
     cr_assert_eq(system(cmd), 0);
     free(cmd);
@@ -645,7 +634,7 @@ Test(scim_sink, user_deleted_on_the_server_is_created_again)
     char *id = scim_id_of(x.s[0]);
     char *path = sk_asprintf("/Users/%s", id);
     cr_assert_eq(http_delete(path), 204);
-    clear_records();
+    skt_recs_clear(&batch);
     add_student(&x, 0, T2, "Alva-Li", NULL);
     apply_all();
     assert_all_applied();
@@ -678,7 +667,7 @@ static void patch_round(const char *dialect)
                    t, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"),
                "employeeNumber", "E0");
     cJSON_Delete(t);
-    clear_records();
+    skt_recs_clear(&batch);
     /* name change, middleName gone; the class loses a member */
     add_student(&x, 2, T2, "Nytt", NULL);
     const char *klass[] = {x.s[0], x.s[2]};
@@ -718,7 +707,7 @@ Test(scim_sink, staff_follow_their_duties)
     assert_all_applied();
     cJSON *t = one("Users", x.teacher);
     cr_assert_null(t, "no duty yet: not staff");
-    clear_records();
+    skt_recs_clear(&batch);
     add_duty(x.d_teacher, x.teacher, "Lärare", T1);
     add_duty(x.d_head, x.head, "Rektor", T1); /* not in staff_roles */
     apply_all();
@@ -728,7 +717,7 @@ Test(scim_sink, staff_follow_their_duties)
     cJSON_Delete(t);
     cJSON *h = one("Users", x.head);
     cr_assert_null(h, "staff_roles filters Rektor out");
-    clear_records();
+    skt_recs_clear(&batch);
     add_tombstone("Duty", x.d_teacher);
     apply_all();
     assert_all_applied();

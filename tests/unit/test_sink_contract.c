@@ -282,6 +282,14 @@ static void stale_update_ignored(void)
     add_person(other, T1, "Äldre", NULL);
     apply();
     assert_given(other, "Nyare");
+    /* instants, not text: T2 is 04:00Z; 05:00Z is newer although its text sorts
+     * before T2's, and 06:30+02:00 (04:30Z) is older although it sorts after */
+    add_person(id, "2025-08-19T05:00:00Z", "Senare", NULL);
+    apply();
+    assert_given(id, "Senare");
+    add_person(id, "2025-08-19T06:30:00+02:00", "Tidigare", NULL);
+    apply();
+    assert_given(id, "Senare");
     free(id);
     free(other);
 }
