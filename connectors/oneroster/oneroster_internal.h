@@ -1,12 +1,15 @@
 /*
- * oneroster_internal.h: what the three files of the oneroster-csv-sink share.
+ * oneroster_internal.h: what the parts of the oneroster-csv-sink share.
  *
  *   oneroster_sink.c    options, the SQLite state (apply, offsets), the timer
  *                       thread that decides when a bundle is due
- *   oneroster_bundle.c  the mapping SS 12000 -> OneRoster 1.2 rows
- *                       (docs/oneroster-mapping.md); pure, no I/O
+ *   oneroster_bundle.c, the mapping SS 12000 -> OneRoster 1.2 rows
+ *   oneroster_map*.c    (docs/oneroster-mapping.md); pure, no I/O; what
+ *                       these four share among themselves is oneroster_map.h
  *   oneroster_out.c     CSV encoding, the zip writer, the atomic publish and
  *                       the rotation of old bundles
+ *
+ * Not for use outside connectors/oneroster/.
  */
 #ifndef SK_ONEROSTER_INTERNAL_H
 #define SK_ONEROSTER_INTERNAL_H

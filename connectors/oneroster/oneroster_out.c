@@ -292,6 +292,26 @@ static unsigned char *deflate_raw(const char *data, size_t len, size_t *out_len)
     return out;
 }
 
+/*
+ * The fields a local file header and its central directory entry share, in
+ * the same order in both (APPNOTE 4.3.7 and 4.3.12): version needed to
+ * extract through extra field length.
+ */
+static void zip_entry_fields(struct buf *z, const struct file *f, unsigned long crc,
+                             unsigned long csize, unsigned dtime, unsigned ddate)
+{
+    buf_le16(z, 20);     /* version needed: deflate */
+    buf_le16(z, 0x0800); /* names are UTF-8 */
+    buf_le16(z, 8);      /* deflate */
+    buf_le16(z, dtime);
+    buf_le16(z, ddate);
+    buf_le32(z, crc);
+    buf_le32(z, csize);
+    buf_le32(z, (unsigned long)f->len);
+    buf_le16(z, (unsigned)strlen(f->name));
+    buf_le16(z, 0); /* extra */
+}
+
 static int zip_build(const struct file *files, size_t n, int64_t now_us, struct buf *z,
                      struct sk_error *err)
 {
@@ -310,16 +330,7 @@ static int zip_build(const struct file *files, size_t n, int64_t now_us, struct 
         crcs[i] = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)files[i].data, (uInt)files[i].len);
         csizes[i] = (unsigned long)clen;
         buf_le32(z, 0x04034b50UL);
-        buf_le16(z, 20);     /* version needed: deflate */
-        buf_le16(z, 0x0800); /* names are UTF-8 */
-        buf_le16(z, 8);      /* deflate */
-        buf_le16(z, dtime);
-        buf_le16(z, ddate);
-        buf_le32(z, crcs[i]);
-        buf_le32(z, csizes[i]);
-        buf_le32(z, (unsigned long)files[i].len);
-        buf_le16(z, (unsigned)strlen(files[i].name));
-        buf_le16(z, 0);
+        zip_entry_fields(z, &files[i], crcs[i], csizes[i], dtime, ddate);
         buf_str(z, files[i].name);
         buf_put(z, comp, clen);
         free(comp);
@@ -328,16 +339,7 @@ static int zip_build(const struct file *files, size_t n, int64_t now_us, struct 
     for (size_t i = 0; i < n; i++) {
         buf_le32(z, 0x02014b50UL);
         buf_le16(z, (3 << 8) | 20); /* made by: Unix, 2.0 */
-        buf_le16(z, 20);
-        buf_le16(z, 0x0800);
-        buf_le16(z, 8);
-        buf_le16(z, dtime);
-        buf_le16(z, ddate);
-        buf_le32(z, crcs[i]);
-        buf_le32(z, csizes[i]);
-        buf_le32(z, (unsigned long)files[i].len);
-        buf_le16(z, (unsigned)strlen(files[i].name));
-        buf_le16(z, 0);               /* extra */
+        zip_entry_fields(z, &files[i], crcs[i], csizes[i], dtime, ddate);
         buf_le16(z, 0);               /* comment */
         buf_le16(z, 0);               /* disk */
         buf_le16(z, 0);               /* internal attributes */
