@@ -292,15 +292,9 @@ static void setup(void)
     give_tricky_name();
 }
 
-static void close_sink(void)
-{
-    skt_sink_close(sink);
-    sink = NULL;
-}
-
 static void teardown(void)
 {
-    close_sink();
+    skt_sink_drop(&sink);
     recs_free(&dataset);
     sk_sink_privacy_free(&privacy);
     if (!getenv("SK_TEST_KEEP")) { /* set it to look at the bundles afterwards */
@@ -728,7 +722,7 @@ Test(oneroster_sink, replay_gives_the_same_bundle)
     apply_all(dataset.v, dataset.n);
     char *first = write_now();
     /* The whole stream again, in reverse order, and reopened in between. */
-    close_sink();
+    skt_sink_drop(&sink);
     open_sink(NULL);
     struct sk_record *rev = sk_calloc(dataset.n, sizeof(*rev));
     for (size_t i = 0; i < dataset.n; i++)
@@ -950,7 +944,7 @@ Test(oneroster_sink, output_directory_gone_then_back)
     cr_assert_not_null(users_all);
     cr_assert_gt(strlen(users_all), strlen(users_half), "the second half is missing");
     /* the same as a bundle written without an outage */
-    close_sink();
+    skt_sink_drop(&sink);
     char *fresh_state = skt_fmt("%s/fresh-state", tmp);
     mkdir(fresh_state, 0700);
     char *saved = state_dir;
