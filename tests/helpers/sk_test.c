@@ -716,6 +716,15 @@ long long skt_pg_total_rows(PGconn *c, const char *schema)
     return n;
 }
 
+void skt_sqlite_exec(const char *db_path, const char *sql)
+{
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    char *msg = NULL;
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK, "%s: %s", db_path, msg);
+    sqlite3_close(db);
+}
+
 char *skt_sqlite_value(const char *db_path, const char *sql, const char *param)
 {
     sqlite3 *db = NULL;

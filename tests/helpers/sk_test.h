@@ -149,6 +149,8 @@ void skt_recs_free(struct skt_recs *b);
  * NULL when there is no row or the value is NULL; caller frees.
  */
 char *skt_sqlite_value(const char *db_path, const char *sql, const char *param);
+/* Runs sql (several statements allowed) on db_path; fails the test on an error. */
+void skt_sqlite_exec(const char *db_path, const char *sql);
 
 /*
  * The test PostgreSQL (SK_TEST_PG, connect timeout 5 s; fails the test when

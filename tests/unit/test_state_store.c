@@ -1,9 +1,9 @@
 /*
  * test_state_store.c: the shared SQLite state store of the sinks
  * (connectors/common/state_store.h): the stale guard and what an upsert
- * reports, and the migrations of the layouts the sinks wrote before they
- * shared it (the oneroster-csv-sink's tables and offsets without updated_at,
- * the scim-sink's single docs table), which keep their rows and offsets.
+ * reports, and the migration of a layout written before the store was shared
+ * (tables and offsets without updated_at), which keeps rows and offsets. The
+ * scim-sink's own older layout is test_scim_state.c's.
  */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "connector.h"
-#include "scim/scim.h"
 #include "sk_test.h"
 #include "state_store.h"
 #include "util.h"
@@ -41,15 +40,6 @@ static struct sk_state *open_store(const char *file, bool offsets)
     struct sk_state *st = sk_state_open(&o, &err);
     cr_assert_not_null(st, "%s", err.msg);
     return st;
-}
-
-static void sql(const char *file, const char *text)
-{
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(file, &db), SQLITE_OK);
-    char *msg = NULL;
-    cr_assert_eq(sqlite3_exec(db, text, NULL, NULL, &msg), SQLITE_OK, "%s", msg);
-    sqlite3_close(db);
 }
 
 static enum sk_state_put put(struct sk_state *st, const char *doc, int64_t modified_us)
@@ -87,7 +77,8 @@ Test(state_store, upsert_reports_written_same_and_stale, .init = setup, .fini = 
 Test(state_store, an_older_layout_gets_its_columns_and_keeps_rows_and_offsets, .init = setup,
      .fini = teardown)
 {
-    sql(path, "CREATE TABLE skolsync_offsets(topic TEXT, partition INTEGER, next_offset INTEGER "
+    skt_sqlite_exec(
+        path, "CREATE TABLE skolsync_offsets(topic TEXT, partition INTEGER, next_offset INTEGER "
               "NOT NULL, incarnation TEXT NOT NULL, PRIMARY KEY(topic, partition));"
               "INSERT INTO skolsync_offsets VALUES('t.persons', 0, 42, 'inc-1');"
               "CREATE TABLE persons(id TEXT PRIMARY KEY, doc TEXT NOT NULL, modified_us INTEGER);"
@@ -112,36 +103,4 @@ Test(state_store, an_older_layout_gets_its_columns_and_keeps_rows_and_offsets, .
     sk_offsets_free(&offs);
     assert_stored(st, "{\"v\":6}");
     sk_state_close(st);
-}
-
-/* The scim-sink's layout before the shared store: one docs table for both kinds. */
-Test(state_store, the_scim_docs_table_moves_into_collection_tables, .init = setup, .fini = teardown)
-{
-    sql(path, "CREATE TABLE docs(kind TEXT NOT NULL, uuid TEXT NOT NULL, doc TEXT NOT NULL, "
-              "modified_us INTEGER, PRIMARY KEY(kind, uuid)) WITHOUT ROWID;"
-              "INSERT INTO docs VALUES('Person', '" ID "', "
-              "'{\"meta\":{\"modified\":\"2024-01-01T00:00:00Z\"},\"givenName\":\"Å\"}', 7000);"
-              "INSERT INTO docs VALUES('Group', '" ID "', '{\"displayName\":\"G\"}', NULL);");
-    struct sk_error err = {0};
-    struct scim_state *s = scim_state_open(dir, "state", &err);
-    cr_assert_not_null(s, "%s", err.msg);
-    cJSON *doc = NULL;
-    int64_t modified_us = 0;
-    cr_assert_eq(scim_state_get_doc(s, "Person", ID, &doc, &modified_us), 1);
-    cr_assert_str_eq(cJSON_GetObjectItem(doc, "givenName")->valuestring, "Å");
-    cr_assert_eq(modified_us, 7000);
-    cJSON_Delete(doc);
-    cr_assert_eq(scim_state_get_doc(s, "Group", ID, NULL, &modified_us), 1);
-    cr_assert_eq(modified_us, INT64_MIN);
-    scim_state_close(s);
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_stmt *q;
-    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE name = 'docs'",
-                                    -1, &q, NULL),
-                 SQLITE_OK);
-    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
-    cr_assert_eq(sqlite3_column_int(q, 0), 0, "docs is dropped after the move");
-    sqlite3_finalize(q);
-    sqlite3_close(db);
 }
