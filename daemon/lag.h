@@ -121,6 +121,11 @@ struct sk_lag_collect_options {
      * commit are left out unless listed here. */
     const char *const *topics;
     size_t n_topics;
+    /* Per explicit group (parallel to groups; optional): the topics that group
+     * reads, all among topics. Given, each group is measured against its own
+     * topics only, never against another group's backlog. */
+    const char *const *const *group_topics;
+    const size_t *n_group_topics;
     /* Members through DescribeConsumerGroups. Forced off on the embedded broker. */
     bool describe_members;
     int64_t timeout_ms;  /* per admin request and for the reader (default 10000) */

@@ -225,6 +225,30 @@ static void group_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q,
         qsort(g->parts, g->n_parts, sizeof(*g->parts), cmp_part);
 }
 
+/*
+ * The partitions of asked that group reads, when the caller said which topics
+ * each group reads (o->group_topics); NULL otherwise. Caller destroys.
+ */
+static rd_kafka_topic_partition_list_t *own_partitions(const struct sk_lag_collect_options *o,
+                                                       const char *group,
+                                                       const rd_kafka_topic_partition_list_t *asked)
+{
+    if (!o->group_topics || !asked)
+        return NULL;
+    size_t g = 0;
+    while (g < o->n_groups && strcmp(o->groups[g], group) != 0)
+        g++;
+    if (g == o->n_groups)
+        return NULL;
+    rd_kafka_topic_partition_list_t *own = rd_kafka_topic_partition_list_new(asked->cnt);
+    for (int i = 0; i < asked->cnt; i++)
+        for (size_t t = 0; t < o->n_group_topics[g]; t++)
+            if (strcmp(asked->elems[i].topic, o->group_topics[g][t]) == 0)
+                rd_kafka_topic_partition_list_add(own, asked->elems[i].topic,
+                                                  asked->elems[i].partition);
+    return own;
+}
+
 static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
                             const struct sk_lag_collect_options *o, struct sk_lag_report *r)
 {
@@ -569,7 +593,10 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
         qsort(r->groups, r->n_groups, sizeof(*r->groups), cmp_group);
     size_t failed = 0;
     for (size_t i = 0; i < r->n_groups; i++) {
-        group_offsets(rk, q, &o, r, &r->groups[i], asked);
+        rd_kafka_topic_partition_list_t *own = own_partitions(&o, r->groups[i].group, asked);
+        group_offsets(rk, q, &o, r, &r->groups[i], own ? own : asked);
+        if (own)
+            rd_kafka_topic_partition_list_destroy(own);
         failed += r->groups[i].error != NULL;
     }
     if (r->n_groups > 0 && failed == r->n_groups) {

@@ -87,19 +87,25 @@ static void remember(struct sk_lag_monitor *m)
 static void sample(struct sk_lag_monitor *m)
 {
     struct sk_daemon *d = m->d;
-    /* the sinks' groups and topics, copied under the lock */
-    char **groups = NULL, **topics = NULL;
-    size_t ng = 0, nt = 0;
+    /* the sinks' groups and each one's topics, copied under the lock */
+    char **groups = NULL, **topics = NULL, ***group_topics = NULL;
+    size_t ng = 0, nt = 0, *n_group_topics = NULL;
     pthread_rwlock_rdlock(&d->lock);
     groups = sk_calloc(d->n_conns + 1, sizeof(char *));
+    group_topics = sk_calloc(d->n_conns + 1, sizeof(char **));
+    n_group_topics = sk_calloc(d->n_conns + 1, sizeof(size_t));
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
         if (!snk)
             continue;
-        groups[ng++] = sk_asprintf("skolsync-%s", snk->runner.name);
+        group_topics[ng] = sk_calloc(snk->sink.n_entities + 1, sizeof(char *));
+        n_group_topics[ng] = snk->sink.n_entities;
         topics = sk_realloc(topics, (nt + snk->sink.n_entities + 1) * sizeof(char *));
-        for (size_t j = 0; j < snk->sink.n_entities; j++)
+        for (size_t j = 0; j < snk->sink.n_entities; j++) {
             topics[nt++] = sk_strdup(snk->topics[j]);
+            group_topics[ng][j] = topics[nt - 1];
+        }
+        groups[ng++] = sk_asprintf("skolsync-%s", snk->runner.name);
     }
     pthread_rwlock_unlock(&d->lock);
     if (ng) {
@@ -109,6 +115,8 @@ static void sample(struct sk_lag_monitor *m)
             .n_groups = ng,
             .topics = (const char *const *)topics,
             .n_topics = nt,
+            .group_topics = (const char *const *const *)group_topics,
+            .n_group_topics = n_group_topics,
             .describe_members = !sk_kafka_embedded(d->kafka),
             .timeout_ms = 10000,
             .read_ms = 3000,
@@ -125,8 +133,12 @@ static void sample(struct sk_lag_monitor *m)
             sk_warn("lag", "sampling consumer lag: %s", err.msg);
         }
     }
-    for (size_t i = 0; i < ng; i++)
+    for (size_t i = 0; i < ng; i++) {
         free(groups[i]);
+        free(group_topics[i]);
+    }
+    free(group_topics);
+    free(n_group_topics);
     for (size_t i = 0; i < nt; i++)
         free(topics[i]);
     free(groups);
