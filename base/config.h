@@ -70,6 +70,11 @@ void sk_config_errors_free(struct sk_config_errors *errs);
  * level is not a map. An empty file is an empty map. The root owns `file`.
  */
 struct sk_cnode *sk_config_load(const char *path, struct sk_config_errors *errs);
+/* The same, but ${env:}/${file:} references below the top-level keys in keep
+ * (NULL-terminated) are left as written, marked secret and never read: for a
+ * command that does not need those sections' secrets. */
+struct sk_cnode *sk_config_load_keeping(const char *path, const char *const *keep,
+                                        struct sk_config_errors *errs);
 /* The same from a string in memory; name is used as FILE in error messages. */
 struct sk_cnode *sk_config_load_string(const char *text, size_t len, const char *name,
                                        struct sk_config_errors *errs);

@@ -44,13 +44,17 @@ void sk_cnode_attach(struct sk_cnode *parent, struct sk_cnode *kid);
 
 /*
  * YAML text -> tree (config_yaml.c). any_root: a scalar or sequence may be
- * the top (option defaults); subst: replace ${env:}/${file:} references.
+ * the top (option defaults); subst: replace ${env:}/${file:} references,
+ * except below the top-level keys in keep (sk_config_substitute).
  */
 struct sk_cnode *sk_config_load_text(const char *text, size_t len, const char *name,
-                                     struct sk_config_errors *errs, bool any_root, bool subst);
+                                     struct sk_config_errors *errs, bool any_root, bool subst,
+                                     const char *const *keep);
 /* Replaces ${env:NAME} and ${file:PATH} in every scalar below root (config_refs.c);
- * relative paths are taken from dir (dir_len bytes), or the working directory. */
+ * relative paths are taken from dir (dir_len bytes), or the working directory.
+ * Below the top-level keys in keep (NULL-terminated, or NULL) references are
+ * left as written, marked secret. */
 void sk_config_substitute(struct sk_cnode *root, const char *dir, size_t dir_len,
-                          struct sk_config_errors *errs);
+                          const char *const *keep, struct sk_config_errors *errs);
 
 #endif

@@ -373,7 +373,7 @@ static void set_default(const struct sk_option *opt, void *conf, struct sk_confi
     /* Lists and maps: the default is YAML text, e.g. "[a, b]" or "{acks: all}". */
     struct sk_config_errors def_errs = {0};
     struct sk_cnode *node =
-        sk_config_load_text(opt->def, strlen(opt->def), "<default>", &def_errs, true, false);
+        sk_config_load_text(opt->def, strlen(opt->def), "<default>", &def_errs, true, false, NULL);
     bool ok = node && !def_errs.n;
     if (ok && sk_cnode_is_null(node))
         ; /* "~": no default after all */

@@ -141,19 +141,36 @@ static void substitute(struct refs *ld, struct sk_cnode *node)
     node->value = sk_buf_take(&out);
 }
 
-static void substitute_tree(struct refs *ld, struct sk_cnode *node)
+/* resolve: substitute; else only mark every scalar holding a reference secret. */
+static void substitute_tree(struct refs *ld, struct sk_cnode *node, bool resolve)
 {
     if (node->kind == SK_CNODE_SCALAR) {
-        substitute(ld, node);
+        if (resolve)
+            substitute(ld, node);
+        else if (strstr(node->value, "${"))
+            node->secret = true;
         return;
     }
     for (size_t i = 0; i < node->n_kids; i++)
-        substitute_tree(ld, node->kids[i]);
+        substitute_tree(ld, node->kids[i], resolve);
+}
+
+static bool kept(const char *const *keep, const char *key)
+{
+    for (; keep && key && *keep; keep++)
+        if (strcmp(*keep, key) == 0)
+            return true;
+    return false;
 }
 
 void sk_config_substitute(struct sk_cnode *root, const char *dir, size_t dir_len,
-                          struct sk_config_errors *errs)
+                          const char *const *keep, struct sk_config_errors *errs)
 {
     struct refs r = {.dir = dir, .dir_len = dir_len, .errs = errs};
-    substitute_tree(&r, root);
+    if (root->kind != SK_CNODE_MAP) {
+        substitute_tree(&r, root, true);
+        return;
+    }
+    for (size_t i = 0; i < root->n_kids; i++)
+        substitute_tree(&r, root->kids[i], !kept(keep, root->kids[i]->key));
 }

@@ -415,7 +415,8 @@ static void report_syntax(struct loader *ld, const yaml_parser_t *parser)
 /* ---- loading ------------------------------------------------------------- */
 
 struct sk_cnode *sk_config_load_text(const char *text, size_t len, const char *name,
-                                     struct sk_config_errors *errs, bool any_root, bool subst)
+                                     struct sk_config_errors *errs, bool any_root, bool subst,
+                                     const char *const *keep)
 {
     struct loader ld = {
         .file = sk_strdup(name ? name : "<config>"),
@@ -470,17 +471,23 @@ struct sk_cnode *sk_config_load_text(const char *text, size_t len, const char *n
         root->line = root->col = root->value_line = root->value_col = 1;
     }
     if (subst)
-        sk_config_substitute(root, ld.dir, ld.dir_len, ld.errs);
+        sk_config_substitute(root, ld.dir, ld.dir_len, keep, ld.errs);
     return root;
 }
 
 struct sk_cnode *sk_config_load_string(const char *text, size_t len, const char *name,
                                        struct sk_config_errors *errs)
 {
-    return sk_config_load_text(text ? text : "", text ? len : 0, name, errs, false, true);
+    return sk_config_load_text(text ? text : "", text ? len : 0, name, errs, false, true, NULL);
 }
 
 struct sk_cnode *sk_config_load(const char *path, struct sk_config_errors *errs)
+{
+    return sk_config_load_keeping(path, NULL, errs);
+}
+
+struct sk_cnode *sk_config_load_keeping(const char *path, const char *const *keep,
+                                        struct sk_config_errors *errs)
 {
     char *text = NULL;
     size_t len = 0;
@@ -492,7 +499,7 @@ struct sk_cnode *sk_config_load(const char *path, struct sk_config_errors *errs)
                                 strerror(rc));
         return NULL;
     }
-    struct sk_cnode *root = sk_config_load_text(text, len, path, errs, false, true);
+    struct sk_cnode *root = sk_config_load_text(text, len, path, errs, false, true, keep);
     free(text);
     return root;
 }

@@ -83,6 +83,16 @@ struct sk_daemon_config {
  * Returns NULL if any error was found. Free with sk_daemon_config_free().
  */
 struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_config_errors *errs);
+/*
+ * For the admin commands (lag, dlq, release), run from a shell that cannot
+ * read the connectors' secrets (systemd credentials): references in sources
+ * and sinks stay unresolved and unread; kafka and admin are resolved. Never
+ * for running connectors.
+ */
+struct sk_daemon_config *sk_daemon_config_load_admin(const char *path,
+                                                     struct sk_config_errors *errs);
+/* A command's configuration (admin: sk_daemon_config_load_admin), its errors on stderr. */
+struct sk_daemon_config *sk_cli_config_load(const char *path, bool admin);
 void sk_daemon_config_free(struct sk_daemon_config *cfg);
 
 struct sk_run_options {

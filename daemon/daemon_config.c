@@ -291,12 +291,13 @@ static void load_section(struct sk_daemon_config *cfg, const struct sk_cnode *se
     }
 }
 
-struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_config_errors *errs)
+static struct sk_daemon_config *load(const char *path, const char *const *keep,
+                                     struct sk_config_errors *errs)
 {
     size_t before = errs->n;
     struct sk_daemon_config *cfg = sk_calloc(1, sizeof(*cfg));
     cfg->path = sk_strdup(path);
-    cfg->tree = sk_config_load(path, errs);
+    cfg->tree = sk_config_load_keeping(path, keep, errs);
     if (!cfg->tree)
         goto fail;
     if (cfg->tree->kind != SK_CNODE_MAP) {
@@ -323,6 +324,18 @@ struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_confi
 fail:
     sk_daemon_config_free(cfg);
     return NULL;
+}
+
+struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_config_errors *errs)
+{
+    return load(path, NULL, errs);
+}
+
+struct sk_daemon_config *sk_daemon_config_load_admin(const char *path,
+                                                     struct sk_config_errors *errs)
+{
+    static const char *const connectors[] = {"sources", "sinks", NULL};
+    return load(path, connectors, errs);
 }
 
 void sk_daemon_config_free(struct sk_daemon_config *cfg)

@@ -455,11 +455,7 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
 /* list or replay, once the command line is read */
 static int dlq_command(const char *config, bool replay, const struct sk_dlq_filter *f)
 {
-    struct sk_config_errors errs = {0};
-    struct sk_daemon_config *cfg = sk_daemon_config_load(config, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "%s\n", errs.v[i].text);
-    sk_config_errors_free(&errs);
+    struct sk_daemon_config *cfg = sk_cli_config_load(config, true);
     if (!cfg)
         return SK_EXIT_CONFIG;
     sk_log_setup(SK_LOG_WARN, false);

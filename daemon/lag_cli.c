@@ -250,11 +250,7 @@ static void print(const cJSON *j, bool json, FILE *out)
 static int from_config(const struct lag_args *a, struct lag_source *s,
                        struct sk_daemon_config **cfg_out, const char ***groups, size_t *n_groups)
 {
-    struct sk_config_errors errs = {0};
-    struct sk_daemon_config *cfg = sk_daemon_config_load(a->config, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "%s\n", errs.v[i].text);
-    sk_config_errors_free(&errs);
+    struct sk_daemon_config *cfg = sk_cli_config_load(a->config, true);
     if (!cfg)
         return SK_EXIT_CONFIG;
     *cfg_out = cfg;

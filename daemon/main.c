@@ -110,20 +110,6 @@ static int parse_common(int argc, char **argv, const char **config, bool *once,
     return 0;
 }
 
-static struct sk_daemon_config *load(const char *path)
-{
-    struct sk_config_errors errs = {0};
-    struct sk_daemon_config *cfg = sk_daemon_config_load(path, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "%s\n", errs.v[i].text);
-    if (errs.more)
-        fprintf(stderr, "... and %zu more error(s) not shown\n", errs.more);
-    if (errs.n)
-        fprintf(stderr, "skolsync: %zu error(s) in %s\n", errs.n + errs.more, path);
-    sk_config_errors_free(&errs);
-    return cfg;
-}
-
 static int cmd_run(int argc, char **argv)
 {
     const char *config = DEFAULT_CONFIG;
@@ -131,7 +117,7 @@ static int cmd_run(int argc, char **argv)
     int rc = parse_common(argc, argv, &config, &once, usage_run);
     if (rc)
         return rc < 0 ? 0 : rc;
-    struct sk_daemon_config *cfg = load(config);
+    struct sk_daemon_config *cfg = sk_cli_config_load(config, false);
     if (!cfg)
         return SK_EXIT_CONFIG;
     enum sk_log_level level = SK_LOG_INFO;
@@ -149,7 +135,7 @@ static int cmd_check(int argc, char **argv)
     int rc = parse_common(argc, argv, &config, NULL, usage_check);
     if (rc)
         return rc < 0 ? 0 : rc;
-    struct sk_daemon_config *cfg = load(config);
+    struct sk_daemon_config *cfg = sk_cli_config_load(config, false);
     if (!cfg)
         return SK_EXIT_CONFIG;
     printf("%s: valid (%zu source(s), %zu sink(s))\n", config, cfg->n_sources, cfg->n_sinks);
@@ -249,7 +235,7 @@ static int cmd_release(int argc, char **argv)
         return SK_EXIT_USAGE;
     }
     name = argv[optind];
-    struct sk_daemon_config *cfg = load(config);
+    struct sk_daemon_config *cfg = sk_cli_config_load(config, true);
     if (!cfg)
         return SK_EXIT_CONFIG;
     struct sk_api api;

@@ -575,6 +575,29 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
     out = run_skolsync(release, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
+    /* an admin shell cannot read the connectors' credentials (systemd's
+     * credentials directory): the admin commands do not need them, `check` does */
+    char *admin_cfg = skt_fmt("%s/admin.yaml", dir);
+    char *copy = skt_fmt("cp %s %s && printf '  warehouse:\n    type: postgres-sink\n"
+                         "    conninfo: ${file:%s/unreadable/pg-conninfo}\n' >> %s",
+                         cfg, admin_cfg, dir, admin_cfg);
+    cr_assert_eq(skt_sh(copy, 10, NULL), 0);
+    char *cmds[] = {skt_fmt("release files -c %s", admin_cfg), skt_fmt("dlq list -c %s", admin_cfg),
+                    skt_fmt("lag -c %s --json", admin_cfg)};
+    for (int i = 0; i < 3; i++) {
+        out = run_skolsync(cmds[i], 60, &rc);
+        cr_assert_eq(rc, 0, "`%s` needed a connector's secret:\n%s", cmds[i], out);
+        free(out);
+        free(cmds[i]);
+    }
+    char *check = skt_fmt("check -c %s", admin_cfg);
+    out = run_skolsync(check, 30, &rc);
+    cr_assert_eq(rc, 2, "check must read every secret: %s", out);
+    cr_assert(strstr(out, "pg-conninfo"), "check does not say which file: %s", out);
+    free(out);
+    free(check);
+    free(copy);
+    free(admin_cfg);
     /* the token is what lets the command in */
     char *wrong = skt_fmt("sed -i 's/token: s3cret/token: wrong/' %s", cfg);
     cr_assert_eq(skt_sh(wrong, 10, NULL), 0);
