@@ -65,6 +65,78 @@ static bool is_text(const void *p, size_t n)
     return true;
 }
 
+/*
+ * What `dlq list` hides unless asked (--show-data): the fields of a person
+ * that identify or reach them. A source's dead letter is raw input, so it may
+ * hold them in full.
+ */
+static const char *const personal_fields[] = {"civicNo",
+                                              "givenName",
+                                              "middleName",
+                                              "familyName",
+                                              "birthDate",
+                                              "sex",
+                                              "eduPersonPrincipalNames",
+                                              "emails",
+                                              "phoneNumbers",
+                                              "addresses",
+                                              "photo",
+                                              NULL};
+
+static bool personal(const char *key)
+{
+    for (const char *const *f = personal_fields; key && *f; f++)
+        if (strcmp(*f, key) == 0)
+            return true;
+    return false;
+}
+
+/* Replaces the value of every personal field below j; true if any was. */
+static bool mask_personal(cJSON *j)
+{
+    bool any = false;
+    for (cJSON *x = j ? j->child : NULL; x; x = x->next) {
+        if (cJSON_IsObject(j) && personal(x->string)) {
+            cJSON *stars = cJSON_CreateString("***");
+            stars->string = sk_strdup(x->string);
+            cJSON_ReplaceItemViaPointer(j, x, stars); /* frees x */
+            x = stars;
+            any = true;
+        } else {
+            any |= mask_personal(x);
+        }
+    }
+    return any;
+}
+
+/*
+ * A source's raw input for `dlq list`: as it is with show_data; else JSON
+ * with its personal fields masked, and input that is not JSON (which cannot
+ * be told apart) withheld.
+ */
+static void add_input(cJSON *o, const char *text, size_t len, bool show_data)
+{
+    if (show_data) {
+        cJSON_AddStringToObject(o, "value", text);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    if (!j) {
+        cJSON_AddNumberToObject(o, "value_bytes", (double)len);
+        cJSON_AddStringToObject(o, "value_hidden", "not JSON, may hold personal data");
+        return;
+    }
+    if (mask_personal(j)) {
+        char *masked = cJSON_PrintUnformatted(j);
+        cJSON_AddStringToObject(o, "value", masked);
+        cJSON_AddBoolToObject(o, "masked", true);
+        free(masked);
+    } else {
+        cJSON_AddStringToObject(o, "value", text);
+    }
+    cJSON_Delete(j);
+}
+
 struct each {
     const struct sk_dlq_filter *f;
     int (*fn)(void *ctx, const struct letter *l);
@@ -102,8 +174,14 @@ static int each_letter(struct sk_kafka *k, const struct sk_dlq_filter *f,
     return rc == 1 ? 0 : rc;
 }
 
+struct list {
+    cJSON *arr;
+    bool show_data;
+};
+
 static int list_one(void *ctx, const struct letter *l)
 {
+    struct list *li = ctx;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "offset", (double)l->offset);
     cJSON_AddStringToObject(o, "connector", l->connector);
@@ -128,23 +206,23 @@ static int list_one(void *ctx, const struct letter *l)
     }
     if (l->msg->payload && !l->topic[0] && is_text(l->msg->payload, l->msg->len)) {
         char *text = sk_strndup(l->msg->payload, l->msg->len);
-        cJSON_AddStringToObject(o, "value", text);
+        add_input(o, text, l->msg->len, li->show_data);
         free(text);
     } else {
         cJSON_AddNumberToObject(o, "value_bytes", (double)l->msg->len);
     }
-    cJSON_AddItemToArray(ctx, o);
+    cJSON_AddItemToArray(li->arr, o);
     return 0;
 }
 
 cJSON *sk_dlq_list(struct sk_kafka *k, const struct sk_dlq_filter *f, struct sk_error *err)
 {
-    cJSON *arr = cJSON_CreateArray();
-    if (each_letter(k, f, list_one, arr, err)) {
-        cJSON_Delete(arr);
+    struct list li = {.arr = cJSON_CreateArray(), .show_data = f->show_data};
+    if (each_letter(k, f, list_one, &li, err)) {
+        cJSON_Delete(li.arr);
         return NULL;
     }
-    return arr;
+    return li.arr;
 }
 
 struct replay {
@@ -391,17 +469,26 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: skolsync dlq list   -c FILE [--connector NAME] [--from OFFSET] [--to OFFSET]\n"
-            "                            [--limit N]\n"
+            "                            [--limit N] [--show-data]\n"
             "       skolsync dlq replay -c FILE [--connector NAME] [--from OFFSET] [--to OFFSET]\n"
             "       skolsync dlq replay -c FILE --offset OFFSET --value-file FILE\n"
             "\n"
-            "list prints the dead letters of <prefix>_dlq as JSON, one per line. replay\n"
+            "list prints the dead letters of <prefix>_dlq as JSON, one per line, with the\n"
+            "personal fields of a source's input masked (--show-data shows them). replay\n"
             "re-injects them into their original topics (a sink's dead letter: the record\n"
             "as it was; a source's: its input encoded again, so fix the input first).\n"
             "--value-file replays the one dead letter at OFFSET with the corrected record\n"
             "(the entity's JSON) read from FILE instead, e.g. a line of a file already read.\n"
             "With kafka.brokers: embedded the running daemon answers (GET /api/v1/dlq,\n"
             "POST /api/v1/dlq/replay with admin.token).\n");
+}
+
+/* Says on stderr that personal data was masked in the list printed. */
+static void note_masked(bool masked)
+{
+    if (masked)
+        fprintf(stderr, "skolsync: personal data in the dead letters is masked or withheld; "
+                        "--show-data shows it\n");
 }
 
 /*
@@ -428,6 +515,7 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
     cJSON_AddNumberToObject(body, "from", (double)f->from_offset);
     cJSON_AddNumberToObject(body, "to", (double)f->to_offset);
     cJSON_AddNumberToObject(body, "limit", (double)f->limit);
+    cJSON_AddBoolToObject(body, "show_data", f->show_data);
     if (f->value) {
         char *v = sk_strndup(f->value, f->value_len);
         cJSON_AddStringToObject(body, "value", v);
@@ -440,8 +528,12 @@ static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct
     long status = sk_api_call(&api, "skolsync", "POST", path, text, 120000, &answer);
     free(text);
     int rc = status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
-    if (status)
+    if (status) {
         printf("%s\n", answer.body);
+        if (!replay)
+            note_masked(strstr(answer.body, "\"masked\":true") ||
+                        strstr(answer.body, "\"value_hidden\":"));
+    }
     cJSON *j = replay ? sk_api_answer_json(&api, "skolsync", path, &answer) : NULL;
     const cJSON *skipped = cJSON_GetObjectItemCaseSensitive(j, "skipped");
     if (cJSON_IsNumber(skipped))
@@ -495,11 +587,15 @@ static int dlq_command(const char *config, bool replay, const struct sk_dlq_filt
             fprintf(stderr, "skolsync: %s\n", err.msg);
             rc = SK_EXIT_RUNTIME;
         } else {
+            bool masked = false;
             for (cJSON *x = arr->child; x; x = x->next) {
                 char *t = cJSON_PrintUnformatted(x);
                 printf("%s\n", t);
+                masked |=
+                    cJSON_HasObjectItem(x, "masked") || cJSON_HasObjectItem(x, "value_hidden");
                 free(t);
             }
+            note_masked(masked);
             cJSON_Delete(arr);
         }
     }
@@ -529,6 +625,7 @@ int sk_cmd_dlq(int argc, char **argv)
                                              {"limit", required_argument, NULL, 'l'},
                                              {"offset", required_argument, NULL, 'o'},
                                              {"value-file", required_argument, NULL, 'v'},
+                                             {"show-data", no_argument, NULL, 's'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0}};
     optind = 1;
@@ -555,6 +652,9 @@ int sk_cmd_dlq(int argc, char **argv)
             break;
         case 'v':
             value_file = optarg;
+            break;
+        case 's':
+            f.show_data = true;
             break;
         default: {
             int rc = sk_cli_help(c, usage);

@@ -81,12 +81,16 @@ struct sk_dlq_filter {
      * the letter's value; then the filter must select one offset (from == to) */
     const char *value;
     size_t value_len;
+    /* list only: a source's raw input unmasked (personal fields shown) */
+    bool show_data;
 };
 
 /*
  * Lists dead letters as a JSON array of objects (offset, connector, error
  * class, error, where or topic/partition/offset, key, entity, value as text
- * when it is UTF-8 text, else its size). Caller frees with cJSON_Delete.
+ * when it is UTF-8 text, else its size). Unless f->show_data, a source's
+ * input has its personal fields masked ("masked": true), and input that is
+ * not JSON is withheld ("value_hidden"). Caller frees with cJSON_Delete.
  */
 cJSON *sk_dlq_list(struct sk_kafka *k, const struct sk_dlq_filter *f, struct sk_error *err);
 

@@ -520,7 +520,8 @@ static void api_reload(void *ctx, const struct sk_http_request *req, struct sk_h
     resp->body = body;
 }
 
-/* Filters from a JSON body {"connector", "from", "to", "limit", "value"} (all optional). */
+/* Filters from a JSON body {"connector", "from", "to", "limit", "value", "show_data"}
+ * (all optional). */
 static void dlq_filter(const struct sk_http_request *req, struct sk_dlq_filter *f, cJSON **keep)
 {
     *f = (struct sk_dlq_filter){.from_offset = -1, .to_offset = -1, .limit = 1000};
@@ -539,6 +540,7 @@ static void dlq_filter(const struct sk_http_request *req, struct sk_dlq_filter *
     if ((x = cJSON_GetObjectItemCaseSensitive(b, "limit")) && cJSON_IsNumber(x) &&
         x->valuedouble >= 1 && x->valuedouble <= 1e6)
         f->limit = (size_t)x->valuedouble;
+    f->show_data = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "show_data"));
     if ((x = cJSON_GetObjectItemCaseSensitive(b, "value")) && cJSON_IsString(x)) {
         f->value = x->valuestring; /* replay: the corrected record (dlq.h) */
         f->value_len = strlen(x->valuestring);

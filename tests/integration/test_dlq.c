@@ -208,6 +208,18 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
     cr_assert(strstr(out, "\"entity\":\"Room\""), "jsonl-source letter without entity:\n%s", out);
     cr_assert(strstr(out, "\"entity\":\"Person\""), "ss12000-source letter without entity:\n%s",
               out);
+    /* personal data masked unless asked, and said so; input that is not JSON withheld */
+    cr_assert(strstr(out, "\\\"civicNo\\\":\\\"***\\\"") && strstr(out, "\"masked\":true"),
+              "the civic number is not masked:\n%s", out);
+    cr_assert(strstr(out, "\"value_hidden\":"), "the broken line is shown:\n%s", out);
+    cr_assert(strstr(out, "--show-data shows it"), "masking not said:\n%s", out);
+    char *shown = skt_fmt("%s dlq list -c %s --show-data", skt_skolsync(), cfg);
+    char *full = NULL;
+    cr_assert_eq(skt_sh(shown, 60, &full), 0, "%s", full);
+    cr_assert(strstr(full, "\\\"civicNo\\\":{") && strstr(full, "{broken"),
+              "--show-data does not show the input:\n%s", full);
+    free(full);
+    free(shown);
     const char *k = strstr(out, "\"key\":\"");
     cr_assert_not_null(k, "the person's dead letter has no key:\n%s", out);
     char id[37];
