@@ -2,8 +2,10 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,6 +316,41 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
+/* libmicrohttpd's own messages go to our log, not bare to stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    sk_warn("http", "%s", msg);
+}
+
+/*
+ * The listening socket, bound here rather than by libmicrohttpd, so that a
+ * port in use is reported with the address and the reason (libmicrohttpd
+ * said "Failed to bind to port 0"). -1 with err.
+ */
+static int listen_on(const char *where, const struct sockaddr_storage *ss, socklen_t slen,
+                     struct sk_error *err)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0 && ss->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        bind(fd, (const struct sockaddr *)ss, slen) || listen(fd, 128)) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen): %s%s", where,
+                            strerror(e),
+                            e == EADDRINUSE ? " (another process, perhaps a second skolsync, "
+                                              "holds it: choose another admin.listen port)"
+                                            : "");
+    }
+    return fd;
+}
+
 struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *limits,
                               struct sk_error *err)
 {
@@ -322,6 +359,9 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
     if (parse_listen(listen, &ss, &slen))
         return sk_error_set(err, SK_ERR_FATAL, "admin.listen \"%s\" is not host:port", listen),
                NULL;
+    int fd = listen_on(listen, &ss, slen, err);
+    if (fd < 0)
+        return NULL;
     struct sk_http_limits lim = limits ? *limits : (struct sk_http_limits){0};
     struct sk_http *h = sk_calloc(1, sizeof(*h));
     h->max_body = (size_t)(lim.max_body > 0 ? lim.max_body : 1 << 20);
@@ -340,14 +380,15 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
     /* The inactivity timeout bounds a stalled body; the head has its own
      * deadline (the reaper). */
     h->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_LIMIT,
-        lim.connections ? lim.connections : 256U, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        lim.per_client ? lim.per_client : 32U, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
-        MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_CONNECTION_LIMIT, lim.connections ? lim.connections : 256U,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim.per_client ? lim.per_client : 32U,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
     if (!h->mhd) {
-        sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s (admin.listen)", listen);
+        close(fd);
+        sk_error_set(err, SK_ERR_FATAL, "cannot serve on %s (admin.listen)", listen);
         sk_http_stop(h);
         return NULL;
     }

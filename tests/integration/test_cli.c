@@ -3,7 +3,10 @@
  * the demo path end to end, readiness through NOTIFY_SOCKET, the commands,
  * and every kind of bad input (exit codes and messages).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -606,4 +609,41 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
     free(out);
     skt_stop(&pid, 10000);
     free(port);
+}
+
+/* A port another process holds: the error names the address and the reason (libmicrohttpd
+ * alone said "Failed to bind to port 0"), and the daemon exits 1. */
+Test(cli, admin_port_in_use_is_named_with_its_reason, .timeout = 60)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(s, 4), 0);
+    socklen_t len = sizeof(a);
+    getsockname(s, (struct sockaddr *)&a, &len);
+    int port = ntohs(a.sin_port);
+    char *dir = skt_tmpdir("cli-port");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 3, 10);
+    char *db = skt_fmt("%s/out.db", dir);
+    char *cfg = embedded_config(dir, data, db, NULL);
+    char *fix = skt_fmt("sed -i 's/  listen: 127.0.0.1:0/  listen: 127.0.0.1:%d/' %s", port, cfg);
+    cr_assert_eq(skt_sh(fix, 10, NULL), 0);
+    char *args = skt_fmt("run -c %s", cfg);
+    int rc;
+    char *out = run_skolsync(args, 30, &rc);
+    char *want =
+        skt_fmt("cannot listen on 127.0.0.1:%d (admin.listen): Address already in use", port);
+    cr_assert_eq(rc, 1, "%s", out);
+    cr_assert(strstr(out, want), "%s", out);
+    cr_assert_null(strstr(out, "port 0"), "%s", out);
+    close(s);
+    free(want);
+    free(out);
+    free(args);
+    free(fix);
+    free(cfg);
+    free(db);
+    free(data);
+    free(dir);
 }
