@@ -21,7 +21,9 @@
 #define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
 
 enum {
-    LAG_EXIT_UNREACHABLE = 3, /* could not evaluate: broker or daemon not reachable */
+    /* could not evaluate: broker or daemon not reachable, or an invalid
+     * configuration (never 2, which says a group is in ERR) */
+    LAG_EXIT_UNREACHABLE = 3,
 };
 
 static void usage(FILE *out)
@@ -40,6 +42,8 @@ static void usage(FILE *out)
             "                       kafka.brokers: embedded, asks the running daemon at\n"
             "                       admin.listen (GET /api/v1/lag)\n"
             "  -b, --brokers LIST   ask these brokers (default: all skolsync-* groups)\n"
+            "  -X KEY=VALUE         with --brokers: a librdkafka property, e.g.\n"
+            "                       -X security.protocol=sasl_ssl (repeatable, like kcat)\n"
             "  -g, --group G        this group (repeatable)\n"
             "  -a, --all-groups     every group on the cluster\n"
             "  -j, --json           JSON instead of a table (docs/lag.md \"JSON\")\n"
@@ -54,17 +58,28 @@ static void usage(FILE *out)
             "\n"
             "Exit codes: 0 all OK, 1 some group WARN, 2 some group ERR (a partition\n"
             "STALL, STOP, REWIND or ERR), 3 could not evaluate (broker or daemon\n"
-            "unreachable), 2 also for an invalid configuration, 64 bad command line.\n");
+            "unreachable, invalid configuration), 64 bad command line.\n");
 }
 
 struct lag_args {
     const char *config, *brokers;
+    struct sk_strmap props; /* -X key=value */
     const char **groups;
     size_t n_groups;
     bool all_groups, json, watch;
     int64_t interval_ms, count, timeout_ms;
     struct sk_lag_rules rules;
 };
+
+static void props_free(struct sk_strmap *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->keys[i]);
+        free(m->values[i]);
+    }
+    free(m->keys);
+    free(m->values);
+}
 
 static int parse_duration(const char *what, const char *text, int64_t *out)
 {
@@ -99,13 +114,14 @@ static int parse_args(int argc, char **argv, struct lag_args *a)
         {"timeout", required_argument, NULL, 't'},
         {"stuck-after", required_argument, NULL, 'S'},
         {"warn-after", required_argument, NULL, 'A'},
+        {"property", required_argument, NULL, 'X'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     optind = 1;
     int c;
     int64_t v;
-    while ((c = getopt_long(argc, argv, "c:b:g:ajwi:n:t:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:g:ajwi:n:t:X:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'c':
             a->config = optarg;
@@ -113,6 +129,20 @@ static int parse_args(int argc, char **argv, struct lag_args *a)
         case 'b':
             a->brokers = optarg;
             break;
+        case 'X': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg) {
+                fprintf(stderr, "skolsync lag: -X \"%s\": expected KEY=VALUE\n", optarg);
+                return SK_EXIT_USAGE;
+            }
+            size_t n = a->props.n + 1;
+            a->props.keys = sk_realloc(a->props.keys, n * sizeof(char *));
+            a->props.values = sk_realloc(a->props.values, n * sizeof(char *));
+            a->props.keys[a->props.n] = sk_strndup(optarg, (size_t)(eq - optarg));
+            a->props.values[a->props.n] = sk_strdup(eq + 1);
+            a->props.n = n;
+            break;
+        }
         case 'g':
             a->groups = sk_realloc(a->groups, (a->n_groups + 1) * sizeof(*a->groups));
             a->groups[a->n_groups++] = optarg;
@@ -159,6 +189,11 @@ static int parse_args(int argc, char **argv, struct lag_args *a)
         return SK_EXIT_USAGE;
     if (a->config && a->brokers) {
         fprintf(stderr, "skolsync lag: -c and --brokers exclude each other\n");
+        return SK_EXIT_USAGE;
+    }
+    if (a->props.n && !a->brokers) {
+        fprintf(stderr, "skolsync lag: -X goes with --brokers (with -c, kafka.properties "
+                        "of the configuration apply)\n");
         return SK_EXIT_USAGE;
     }
     if (a->all_groups && a->n_groups) {
@@ -281,6 +316,7 @@ int sk_lag_cli(int argc, char **argv, FILE *out)
     int rc = parse_args(argc, argv, &a);
     if (rc) {
         free(a.groups);
+        props_free(&a.props);
         return rc < 0 ? 0 : rc;
     }
     struct lag_source s = {0};
@@ -289,10 +325,13 @@ int sk_lag_cli(int argc, char **argv, FILE *out)
     size_t n_cfg_groups = 0;
     if (a.config) {
         rc = from_config(&a, &s, &cfg, &cfg_groups, &n_cfg_groups);
-        if (rc)
+        if (rc) {
+            rc = LAG_EXIT_UNREACHABLE; /* not 2: that says a group is in ERR */
             goto done;
+        }
     } else {
         s.collect.brokers = a.brokers;
+        s.collect.properties = &a.props;
     }
     s.collect.groups = a.n_groups ? a.groups : cfg_groups;
     s.collect.n_groups = a.n_groups ? a.n_groups : n_cfg_groups;
@@ -330,6 +369,7 @@ done:
     free(cfg_groups);
     sk_api_close(&s.api);
     free(a.groups);
+    props_free(&a.props);
     sk_daemon_config_free(cfg);
     return rc;
 }

@@ -402,3 +402,45 @@ Test(lag, the_binary_runs_the_command_once_wired, .timeout = 60)
     cr_assert_eq(rc, 3, "%s", out);
     free(out);
 }
+
+/* -X passes librdkafka properties with --brokers (like kcat): a TLS client cannot talk to the
+ * plaintext test broker, so it could not evaluate (3); a bad configuration is 3 too, never 2,
+ * which says a group is in ERR. */
+Test(lag, properties_reach_the_client_and_could_not_run_is_three, .timeout = 90)
+{
+    char *cmd =
+        skt_fmt("%s lag --brokers %s --all-groups --timeout 5s -X security.protocol=plaintext",
+                skt_skolsync(), skt_brokers());
+    char *out = NULL;
+    int rc = skt_sh(cmd, 60, &out);
+    cr_assert(rc == 0 || rc == 1 || rc == 2, "plaintext is how the broker talks: %d\n%s", rc, out);
+    free(out);
+    free(cmd);
+    cmd = skt_fmt("%s lag --brokers %s --all-groups --timeout 3s -X security.protocol=ssl",
+                  skt_skolsync(), skt_brokers());
+    rc = skt_sh(cmd, 60, &out);
+    cr_assert_eq(rc, 3, "-X security.protocol=ssl did not reach the client:\n%s", out);
+    free(out);
+    free(cmd);
+    cmd = skt_fmt("%s lag --brokers %s -X no.such.property=1", skt_skolsync(), skt_brokers());
+    rc = skt_sh(cmd, 60, &out);
+    cr_assert_eq(rc, 3, "%s", out);
+    cr_assert(strstr(out, "no.such.property"), "the bad property is not named:\n%s", out);
+    free(out);
+    free(cmd);
+    cmd = skt_fmt("%s lag -X security.protocol=ssl", skt_skolsync());
+    rc = skt_sh(cmd, 30, &out);
+    cr_assert_eq(rc, 64, "-X without --brokers: %s", out);
+    free(out);
+    free(cmd);
+    char *dir = skt_tmpdir("lag-badcfg");
+    char *cfg = skt_fmt("%s/bad.yaml", dir);
+    skt_write(cfg, "kafka: [not, a, map]\n");
+    cmd = skt_fmt("%s lag -c %s", skt_skolsync(), cfg);
+    rc = skt_sh(cmd, 30, &out);
+    cr_assert_eq(rc, 3, "an invalid configuration is \"could not run\", not ERR: %s", out);
+    free(out);
+    free(cmd);
+    free(cfg);
+    free(dir);
+}
