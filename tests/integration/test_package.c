@@ -1,0 +1,174 @@
+/*
+ * test_package.c: `make deb` gives a package lintian finds no error in,
+ * that installs into a fresh root (dpkg --root), whose unit verifies there,
+ * whose manual pages open from there, and whose configuration, edited by
+ * the operator, survives an upgrade to a higher version.
+ *
+ * The packages are built in build/deb (incrementally, by scripts/deb.sh,
+ * exactly as `make deb` builds them). The fresh root holds only what dpkg
+ * and the checks need from a Debian 12 system: /bin/sh (dpkg runs the
+ * maintainer scripts chrooted into it), and for systemd-analyze the
+ * system's targets and /bin/kill (the unit's ExecReload=).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "sk_test.h"
+
+/* Runs cmd; fails the test with its output unless it exits 0. Returns the output. */
+static char *must(const char *cmd, int timeout_s)
+{
+    char *out = NULL;
+    int rc = skt_sh(cmd, timeout_s, &out);
+    cr_assert_eq(rc, 0, "exit %d: %s\n%s", rc, cmd, out);
+    return out;
+}
+
+/* Builds the package with Debian revision release; returns the .deb's path. */
+static char *build_deb(int release)
+{
+    char *cmd = skt_fmt("%s/scripts/deb.sh %s/deb %d 2>%s/deb-%d.log", SK_SOURCE_DIR, SK_BINARY_DIR,
+                        release, SK_BINARY_DIR, release);
+    char *deb = must(cmd, 600);
+    deb[strcspn(deb, "\n")] = '\0';
+    cr_assert_eq(access(deb, R_OK), 0, "no package at \"%s\"", deb);
+    free(cmd);
+    return deb;
+}
+
+/* A root with an empty dpkg database and the few host files named above. */
+static char *fresh_root(void)
+{
+    char *root = skt_tmpdir("debroot");
+    char *cmd = skt_fmt(
+        "set -e; cd %s; mkdir -p var/lib/dpkg/updates var/lib/dpkg/info var/lib/dpkg/triggers "
+        "bin lib64 lib/x86_64-linux-gnu lib/systemd/system; touch var/lib/dpkg/status; "
+        "cp /bin/dash bin/sh; cp /bin/kill bin/kill; "
+        "cp /lib/x86_64-linux-gnu/libc.so.6 lib/x86_64-linux-gnu/; "
+        "cp /lib64/ld-linux-x86-64.so.2 lib64/; cp /lib/systemd/system/*.target "
+        "lib/systemd/system/",
+        root);
+    free(must(cmd, 30));
+    free(cmd);
+    return root;
+}
+
+static void dpkg_install(const char *root, const char *deb)
+{
+    char *cmd = skt_fmt("dpkg --root=%s --log=%s/dpkg.log --force-depends -i %s </dev/null", root,
+                        root, deb);
+    free(must(cmd, 120));
+    free(cmd);
+}
+
+static void expect_file(const char *root, const char *path)
+{
+    char *full = skt_fmt("%s%s", root, path);
+    cr_expect_eq(access(full, F_OK), 0, "the package did not install %s", path);
+    free(full);
+}
+
+static char *installed_version(const char *root)
+{
+    char *cmd = skt_fmt("dpkg-query --admindir=%s/var/lib/dpkg -W -f='${Version} ${Status}' "
+                        "skolsync",
+                        root);
+    char *out = must(cmd, 30);
+    free(cmd);
+    return out;
+}
+
+Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .timeout = 900)
+{
+    char *deb1 = build_deb(1);
+    char *deb2 = build_deb(2);
+
+    /* lintian exits non-zero on an error; warnings are listed in the log. */
+    char *cmd = skt_fmt("lintian --tag-display-limit 0 %s 2>&1", deb1);
+    char *lint = NULL;
+    int rc = skt_sh(cmd, 300, &lint);
+    cr_log_info("lintian:\n%s", lint);
+    cr_assert_eq(rc, 0, "lintian found errors:\n%s", lint);
+    cr_assert_null(strstr(lint, "E: "), "%s", lint);
+    free(lint);
+    free(cmd);
+
+    char *root = fresh_root();
+    dpkg_install(root, deb1);
+    char *version = installed_version(root);
+    cr_assert_str_eq(version, "0.1.0-1 install ok installed");
+    free(version);
+    const char *files[] = {"/usr/bin/skolsync",
+                           "/lib/systemd/system/skolsync.service",
+                           "/etc/skolsync/skolsync.yaml",
+                           "/etc/skolsync/credentials",
+                           "/usr/share/man/man1/skolsync.1.gz",
+                           "/usr/share/man/man5/skolsync.yaml.5.gz",
+                           "/usr/share/doc/skolsync/README.md",
+                           "/usr/share/doc/skolsync/copyright",
+                           "/usr/share/doc/skolsync/changelog.Debian.gz",
+                           "/usr/share/doc/skolsync/docs/postgres-sink.md",
+                           "/usr/share/doc/skolsync/examples/scim.yaml",
+                           NULL};
+    for (const char **f = files; *f; f++)
+        expect_file(root, *f);
+    cmd = skt_fmt("grep -qx /etc/skolsync/skolsync.yaml %s/var/lib/dpkg/info/skolsync.conffiles",
+                  root);
+    cr_expect_eq(skt_sh(cmd, 10, NULL), 0, "skolsync.yaml is not a conffile");
+    free(cmd);
+
+    /* Nothing was started or enabled: no systemd in the root, and postinst
+     * would not have enabled it anyway. */
+    cmd = skt_fmt("test ! -e %s/etc/systemd/system/multi-user.target.wants/skolsync.service", root);
+    cr_expect_eq(skt_sh(cmd, 10, NULL), 0, "the package enabled the service");
+    free(cmd);
+
+    /* The unit as installed, against the root's files (/usr/bin/skolsync included). */
+    cmd = skt_fmt("systemd-analyze verify --root=%s skolsync.service 2>&1", root);
+    free(must(cmd, 60));
+    free(cmd);
+    cmd = skt_fmt("grep -q '^ExecStart=/usr/bin/skolsync run' %s/lib/systemd/system/"
+                  "skolsync.service",
+                  root);
+    cr_expect_eq(skt_sh(cmd, 10, NULL), 0, "the unit does not run /usr/bin/skolsync");
+    free(cmd);
+
+    /* Both manual pages open from the installed root, without a warning. */
+    const char *pages[] = {"/usr/share/man/man1/skolsync.1.gz",
+                           "/usr/share/man/man5/skolsync.yaml.5.gz", NULL};
+    const char *expected[] = {"EXIT STATUS", "SINK TYPES"};
+    for (size_t i = 0; pages[i]; i++) {
+        char *page = NULL;
+        cmd = skt_fmt("MANWIDTH=80 man --warnings -l %s%s 2>%s/man.err && test ! -s %s/man.err",
+                      root, pages[i], root, root);
+        page = must(cmd, 60);
+        cr_expect_not_null(strstr(page, expected[i]), "%s renders without %s", pages[i],
+                           expected[i]);
+        free(page);
+        free(cmd);
+    }
+
+    /* The operator edits the configuration; an upgrade keeps the edit. */
+    char *conf = skt_fmt("%s/etc/skolsync/skolsync.yaml", root);
+    cmd = skt_fmt("printf '# edited by the operator\\n' >> %s", conf);
+    free(must(cmd, 10));
+    free(cmd);
+    dpkg_install(root, deb2);
+    version = installed_version(root);
+    cr_assert_str_eq(version, "0.1.0-2 install ok installed");
+    free(version);
+    cmd = skt_fmt("tail -n 1 %s", conf);
+    char *last = must(cmd, 10);
+    cr_expect_str_eq(last, "# edited by the operator\n", "the upgrade replaced the edited %s",
+                     conf);
+    free(last);
+    free(cmd);
+    expect_file(root, "/usr/bin/skolsync");
+    free(conf);
+    free(root);
+    free(deb1);
+    free(deb2);
+}
