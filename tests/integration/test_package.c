@@ -6,12 +6,15 @@
  *
  * The packages are built in build/deb (incrementally, by scripts/deb.sh,
  * exactly as `make deb` builds them). The fresh root holds only what dpkg
- * and the checks need from a Debian 12 system: /bin/sh (dpkg runs the
- * maintainer scripts chrooted into it), and for systemd-analyze the
- * system's targets and /bin/kill (the unit's ExecReload=).
+ * and the checks need from a Debian 12 system: /dev/null, /bin/sh and /bin/rm (dpkg
+ * runs the maintainer scripts chrooted into it), for systemd-analyze the
+ * system's targets and /bin/kill (the unit's ExecReload=), and stand-ins
+ * for systemctl and deb-systemd-* that log how the maintainer scripts
+ * call them (with /run/systemd/system, as on a machine booted by systemd).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -46,14 +49,36 @@ static char *fresh_root(void)
     char *cmd = skt_fmt(
         "set -e; cd %s; mkdir -p var/lib/dpkg/updates var/lib/dpkg/info var/lib/dpkg/triggers "
         "bin lib64 lib/x86_64-linux-gnu lib/systemd/system; touch var/lib/dpkg/status; "
-        "cp /bin/dash bin/sh; cp /bin/kill bin/kill; "
+        "mkdir -p dev; mknod -m 666 dev/null c 1 3; "
+        "cp /bin/dash bin/sh; cp /bin/kill bin/kill; cp /bin/rm bin/rm; "
         "cp /lib/x86_64-linux-gnu/libc.so.6 lib/x86_64-linux-gnu/; "
         "cp /lib64/ld-linux-x86-64.so.2 lib64/; cp /lib/systemd/system/*.target "
         "lib/systemd/system/",
         root);
     free(must(cmd, 30));
     free(cmd);
+    /* systemd "runs" in the root: the maintainer scripts' calls are logged. */
+    const char *tools[] = {"systemctl", "deb-systemd-invoke", "deb-systemd-helper", NULL};
+    for (const char **t = tools; *t; t++) {
+        char *path = skt_fmt("%s/bin/%s", root, *t);
+        skt_write(path, "#!/bin/sh\necho \"${0##*/} $*\" >> /systemd-calls\n");
+        cr_assert_eq(chmod(path, 0755), 0);
+        free(path);
+    }
+    cmd = skt_fmt("mkdir -p %s/run/systemd/system", root);
+    free(must(cmd, 10));
+    free(cmd);
     return root;
+}
+
+/* The calls the maintainer scripts made since the last look, one a line. */
+static char *systemd_calls(const char *root)
+{
+    char *cmd = skt_fmt("cat %s/systemd-calls 2>/dev/null; rm -f %s/systemd-calls", root, root);
+    char *out = NULL;
+    skt_sh(cmd, 10, &out);
+    free(cmd);
+    return out;
 }
 
 static void dpkg_install(const char *root, const char *deb)
@@ -120,11 +145,11 @@ Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .t
     cr_expect_eq(skt_sh(cmd, 10, NULL), 0, "skolsync.yaml is not a conffile");
     free(cmd);
 
-    /* Nothing was started or enabled: no systemd in the root, and postinst
-     * would not have enabled it anyway. */
-    cmd = skt_fmt("test ! -e %s/etc/systemd/system/multi-user.target.wants/skolsync.service", root);
-    cr_expect_eq(skt_sh(cmd, 10, NULL), 0, "the package enabled the service");
-    free(cmd);
+    /* A first install makes systemd read the unit and starts nothing. */
+    char *calls = systemd_calls(root);
+    cr_expect_str_eq(calls, "systemctl --system daemon-reload\n", "postinst on install called:\n%s",
+                     calls);
+    free(calls);
 
     /* The unit as installed, against the root's files (/usr/bin/skolsync included). */
     cmd = skt_fmt("systemd-analyze verify --root=%s skolsync.service 2>&1", root);
@@ -160,6 +185,13 @@ Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .t
     version = installed_version(root);
     cr_assert_str_eq(version, "0.1.0-2 install ok installed");
     free(version);
+    /* An upgrade restarts the service only if it runs; prerm did not stop it. */
+    calls = systemd_calls(root);
+    cr_expect_str_eq(calls,
+                     "systemctl --system daemon-reload\n"
+                     "deb-systemd-invoke try-restart skolsync.service\n",
+                     "the upgrade called:\n%s", calls);
+    free(calls);
     cmd = skt_fmt("tail -n 1 %s", conf);
     char *last = must(cmd, 10);
     cr_expect_str_eq(last, "# edited by the operator\n", "the upgrade replaced the edited %s",
@@ -167,6 +199,34 @@ Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .t
     free(last);
     free(cmd);
     expect_file(root, "/usr/bin/skolsync");
+
+    /* Removal stops the service and keeps the configuration; purge forgets
+     * the unit's enablement and removes state, credentials and the conffile. */
+    cmd = skt_fmt("dpkg --root=%s --log=%s/dpkg.log -r skolsync </dev/null", root, root);
+    free(must(cmd, 120));
+    free(cmd);
+    calls = systemd_calls(root);
+    cr_expect_str_eq(calls,
+                     "deb-systemd-invoke stop skolsync.service\n"
+                     "systemctl --system daemon-reload\n",
+                     "removal called:\n%s", calls);
+    free(calls);
+    cr_expect_eq(access(conf, F_OK), 0, "removal (not purge) deleted %s", conf);
+    cmd = skt_fmt("mkdir -p %s/var/lib/private/skolsync && dpkg --root=%s --log=%s/dpkg.log -P "
+                  "skolsync </dev/null",
+                  root, root, root);
+    free(must(cmd, 120));
+    free(cmd);
+    calls = systemd_calls(root);
+    cr_expect_str_eq(calls,
+                     "deb-systemd-helper purge skolsync.service\n"
+                     "systemctl --system daemon-reload\n",
+                     "purge called:\n%s", calls);
+    free(calls);
+    cr_expect_neq(access(conf, F_OK), 0, "purge kept %s", conf);
+    char *state = skt_fmt("%s/var/lib/private/skolsync", root);
+    cr_expect_neq(access(state, F_OK), 0, "purge kept %s", state);
+    free(state);
     free(conf);
     free(root);
     free(deb1);
