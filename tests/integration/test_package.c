@@ -81,10 +81,18 @@ static char *systemd_calls(const char *root)
     return out;
 }
 
-static void dpkg_install(const char *root, const char *deb)
+static void expect_calls(const char *root, const char *expected, const char *when)
 {
-    char *cmd = skt_fmt("dpkg --root=%s --log=%s/dpkg.log --force-depends -i %s </dev/null", root,
-                        root, deb);
+    char *calls = systemd_calls(root);
+    cr_expect_str_eq(calls, expected, "%s called:\n%s", when, calls);
+    free(calls);
+}
+
+/* dpkg on the root, e.g. args "-i PACKAGE" or "-P skolsync". */
+static void dpkg(const char *root, const char *args)
+{
+    char *cmd =
+        skt_fmt("dpkg --root=%s --log=%s/dpkg.log --force-depends %s </dev/null", root, root, args);
     free(must(cmd, 120));
     free(cmd);
 }
@@ -122,7 +130,9 @@ Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .t
     free(cmd);
 
     char *root = fresh_root();
-    dpkg_install(root, deb1);
+    char *args = skt_fmt("-i %s", deb1);
+    dpkg(root, args);
+    free(args);
     char *version = installed_version(root);
     cr_assert_str_eq(version, "0.1.0-1 install ok installed");
     free(version);
@@ -146,10 +156,7 @@ Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .t
     free(cmd);
 
     /* A first install makes systemd read the unit and starts nothing. */
-    char *calls = systemd_calls(root);
-    cr_expect_str_eq(calls, "systemctl --system daemon-reload\n", "postinst on install called:\n%s",
-                     calls);
-    free(calls);
+    expect_calls(root, "systemctl --system daemon-reload\n", "the first install");
 
     /* The unit as installed, against the root's files (/usr/bin/skolsync included). */
     cmd = skt_fmt("systemd-analyze verify --root=%s skolsync.service 2>&1", root);
@@ -181,17 +188,17 @@ Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .t
     cmd = skt_fmt("printf '# edited by the operator\\n' >> %s", conf);
     free(must(cmd, 10));
     free(cmd);
-    dpkg_install(root, deb2);
+    args = skt_fmt("-i %s", deb2);
+    dpkg(root, args);
+    free(args);
     version = installed_version(root);
     cr_assert_str_eq(version, "0.1.0-2 install ok installed");
     free(version);
     /* An upgrade restarts the service only if it runs; prerm did not stop it. */
-    calls = systemd_calls(root);
-    cr_expect_str_eq(calls,
-                     "systemctl --system daemon-reload\n"
-                     "deb-systemd-invoke try-restart skolsync.service\n",
-                     "the upgrade called:\n%s", calls);
-    free(calls);
+    expect_calls(root,
+                 "systemctl --system daemon-reload\n"
+                 "deb-systemd-invoke try-restart skolsync.service\n",
+                 "the upgrade");
     cmd = skt_fmt("tail -n 1 %s", conf);
     char *last = must(cmd, 10);
     cr_expect_str_eq(last, "# edited by the operator\n", "the upgrade replaced the edited %s",
@@ -202,27 +209,20 @@ Test(package, builds_lints_installs_verifies_and_keeps_the_config_on_upgrade, .t
 
     /* Removal stops the service and keeps the configuration; purge forgets
      * the unit's enablement and removes state, credentials and the conffile. */
-    cmd = skt_fmt("dpkg --root=%s --log=%s/dpkg.log -r skolsync </dev/null", root, root);
-    free(must(cmd, 120));
-    free(cmd);
-    calls = systemd_calls(root);
-    cr_expect_str_eq(calls,
-                     "deb-systemd-invoke stop skolsync.service\n"
-                     "systemctl --system daemon-reload\n",
-                     "removal called:\n%s", calls);
-    free(calls);
+    dpkg(root, "-r skolsync");
+    expect_calls(root,
+                 "deb-systemd-invoke stop skolsync.service\n"
+                 "systemctl --system daemon-reload\n",
+                 "removal");
     cr_expect_eq(access(conf, F_OK), 0, "removal (not purge) deleted %s", conf);
-    cmd = skt_fmt("mkdir -p %s/var/lib/private/skolsync && dpkg --root=%s --log=%s/dpkg.log -P "
-                  "skolsync </dev/null",
-                  root, root, root);
-    free(must(cmd, 120));
+    cmd = skt_fmt("mkdir -p %s/var/lib/private/skolsync", root);
+    free(must(cmd, 10));
     free(cmd);
-    calls = systemd_calls(root);
-    cr_expect_str_eq(calls,
-                     "deb-systemd-helper purge skolsync.service\n"
-                     "systemctl --system daemon-reload\n",
-                     "purge called:\n%s", calls);
-    free(calls);
+    dpkg(root, "-P skolsync");
+    expect_calls(root,
+                 "deb-systemd-helper purge skolsync.service\n"
+                 "systemctl --system daemon-reload\n",
+                 "purge");
     cr_expect_neq(access(conf, F_OK), 0, "purge kept %s", conf);
     char *state = skt_fmt("%s/var/lib/private/skolsync", root);
     cr_expect_neq(access(state, F_OK), 0, "purge kept %s", state);
