@@ -3,6 +3,8 @@
 #   make test    install what is missing, build, start Kafka + PostgreSQL, run every test
 # Options: SANITIZE=1 (AddressSanitizer + UBSan build in build-asan/), BUILD=dir,
 #          PREFIX=/usr/local DESTDIR= for install.
+#   make install builds no tests and never overwrites /etc/skolsync/skolsync.yaml.
+#   make deb     the Debian package in build-deb/ (scripts/deb.sh, cmake/deb.cmake)
 
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -15,8 +17,14 @@ else
 BUILD ?= build
 endif
 PREFIX ?= /usr/local
+DEB_BUILD ?= build-deb
 
-.PHONY: all deps deps-test build demo test test-asan fuzz soak bench install clean
+# Configures $(BUILD); the argument (ON/OFF) says whether the tests are built.
+# Every target that builds says which it wants, so `make install` followed by
+# `make test` in the same tree still builds and runs every test.
+configure = cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DSK_BUILD_TESTS=$(1) $(CMAKE_FLAGS)
+
+.PHONY: all deps deps-test build demo test test-asan fuzz soak bench install deb clean
 
 all: build
 
@@ -26,10 +34,8 @@ deps:
 deps-test:
 	scripts/deps.sh all
 
-$(BUILD)/build.ninja:
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
-
-build: deps $(BUILD)/build.ninja
+build: deps
+	$(call configure,ON)
 	cmake --build $(BUILD)
 
 # The demo: a fictional municipality from the generator, through the embedded
@@ -43,7 +49,7 @@ demo: build
 # Everything: unit tests, integration tests against a real Kafka broker and a
 # real PostgreSQL (started here, stopped afterwards even when a test fails).
 test: deps-test build
-	SK_BUILD_DIR=$(BUILD) scripts/with-testenv.sh ctest --test-dir $(BUILD) --output-on-failure --timeout 900
+	SK_BUILD_DIR=$(BUILD) scripts/with-testenv.sh ctest --test-dir $(BUILD) --output-on-failure --no-tests=error --timeout 900
 
 # The sanitizer pass CI runs after `make test`: the whole suite built with
 # AddressSanitizer + UBSan (README "Tests"). Same as `make test SANITIZE=1`.
@@ -65,10 +71,16 @@ BENCH_QUICK ?= 0
 bench: deps-test
 	BENCH_QUICK=$(BENCH_QUICK) bench/run.sh
 
+# The binary, the unit, the manual pages, docs and examples; no tests. An
+# existing /etc/skolsync/skolsync.yaml is kept (the new one: skolsync.yaml.dist).
 install: deps
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	$(call configure,OFF)
 	cmake --build $(BUILD)
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
 
+# The Debian package: $(DEB_BUILD)/skolsync_<version>-1_<arch>.deb.
+deb: deps
+	scripts/deb.sh $(DEB_BUILD)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan $(DEB_BUILD)

@@ -52,6 +52,10 @@ struct sk_core_conf {
     int64_t lag_interval_ms;
 };
 
+/* The top-level keys (admin, kafka, log, ...), without `sources` and `sinks`:
+ * validates the file and writes skolsync.yaml(5) (manpage.c). */
+extern const struct sk_option sk_core_options[];
+
 struct sk_source_def {
     char *name;
     const struct sk_source_ops *ops;

@@ -51,7 +51,7 @@ static const struct sk_option admin_options[] = {
 };
 
 /* The top level, without `sources` and `sinks` (handled below). */
-static const struct sk_option core_options[] = {
+const struct sk_option sk_core_options[] = {
     {"admin", SK_OPT_GROUP, NULL, false, "the HTTP server", offsetof(struct sk_core_conf, admin),
      .sub = admin_options},
     {"kafka", SK_OPT_GROUP, NULL, false, "where Kafka is and how topics are made",
@@ -306,7 +306,7 @@ static struct sk_daemon_config *load(const char *path, const char *const *keep,
     }
     static const struct sk_option sections[] = {{"sources"}, {"sinks"}, {0}};
     struct sk_cnode *core = view(cfg->tree, sections, false);
-    sk_options_apply(core_options, core, &cfg->core, errs);
+    sk_options_apply(sk_core_options, core, &cfg->core, errs);
     view_free(core);
     check_topic_prefix(cfg, errs);
 
@@ -361,7 +361,7 @@ void sk_daemon_config_free(struct sk_daemon_config *cfg)
     }
     free(cfg->sources);
     free(cfg->sinks);
-    sk_options_free(core_options, &cfg->core);
+    sk_options_free(sk_core_options, &cfg->core);
     sk_cnode_free(cfg->tree);
     free(cfg->path);
     free(cfg);

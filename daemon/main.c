@@ -4,7 +4,7 @@
  *
  *   skolsync run -c FILE [--once]
  *   skolsync check -c FILE
- *   skolsync connectors [TYPE]
+ *   skolsync connectors [TYPE | --man]
  *   skolsync version
  */
 #include <getopt.h>
@@ -21,6 +21,7 @@
 #include "dlq.h"
 #include "lag.h"
 #include "log.h"
+#include "manpage.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
@@ -70,10 +71,11 @@ static void usage_check(FILE *out)
 
 static void usage_connectors(FILE *out)
 {
-    fprintf(out, "usage: skolsync connectors [TYPE]\n"
+    fprintf(out, "usage: skolsync connectors [TYPE | --man]\n"
                  "\n"
                  "Without TYPE: lists the source and sink types. With TYPE: prints its\n"
-                 "options with type, default and help.\n");
+                 "options with type, default and help. --man: every key of the\n"
+                 "configuration in roff, the reference part of skolsync.yaml(5).\n");
 }
 
 static int parse_common(int argc, char **argv, const char **config, bool *once,
@@ -173,6 +175,10 @@ static int cmd_connectors(int argc, char **argv)
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage_connectors(stdout);
         return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "--man") == 0) {
+        sk_manpage_write_options(stdout);
+        return fflush(stdout) == 0 && !ferror(stdout) ? SK_EXIT_OK : SK_EXIT_RUNTIME;
     }
     if (argc > 2) {
         usage_connectors(stderr);

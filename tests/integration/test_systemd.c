@@ -74,3 +74,62 @@ Test(systemd, install_puts_files_at_fhs_paths, .timeout = 120)
     cr_assert_eq(skt_sh(grep, 10, NULL), 0, "the installed unit does not name %s/bin/skolsync",
                  prefix);
 }
+
+/* A second install (an upgrade by `make install`) keeps the operator's
+ * edited configuration and puts the new default next to it. */
+Test(systemd, install_keeps_an_edited_config, .timeout = 180)
+{
+    char *dest = skt_tmpdir("install-twice");
+    char *cmd = skt_fmt("DESTDIR=%s cmake --install %s", dest, SK_BINARY_DIR);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 100, &out), 0, "%s", out);
+    free(out);
+    char *conf = skt_fmt("%s/etc/skolsync/skolsync.yaml", dest);
+    char *dist = skt_fmt("%s.dist", conf);
+    cr_assert_neq(access(dist, F_OK), 0, "a first install wrote %s", dist);
+    skt_write(conf, "# the operator's own configuration\n");
+
+    cr_assert_eq(skt_sh(cmd, 100, &out), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "Keeping"), "the install did not say it kept the file:\n%s",
+                       out);
+    free(out);
+    char *cat = skt_fmt("cat %s", conf);
+    cr_assert_eq(skt_sh(cat, 10, &out), 0);
+    cr_expect_str_eq(out, "# the operator's own configuration\n", "the install overwrote %s", conf);
+    free(out);
+    char *cmp = skt_fmt("cmp %s %s/etc/skolsync.yaml", dist, SK_SOURCE_DIR);
+    cr_expect_eq(skt_sh(cmp, 10, &out), 0, "%s is not the new default: %s", dist, out);
+    free(out);
+    free(cmp);
+    free(cat);
+    free(dist);
+    free(conf);
+    free(cmd);
+    free(dest);
+}
+
+/* `make install` configures the build without tests and builds none. */
+Test(systemd, make_install_builds_no_tests, .timeout = 600)
+{
+    char *build = skt_fmt("%s/install-notests", SK_BINARY_DIR);
+    char *dest = skt_tmpdir("install-notests");
+    char *cmd = skt_fmt("make -C %s install BUILD=%s DESTDIR=%s PREFIX=/usr 2>&1", SK_SOURCE_DIR,
+                        build, dest);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 580, &out), 0, "%s", out);
+    free(out);
+    free(cmd);
+    cmd = skt_fmt("ls %s/tests 2>/dev/null | grep -c '^test_' || true", build);
+    cr_assert_eq(skt_sh(cmd, 10, &out), 0);
+    cr_expect_str_eq(out, "0\n", "make install built test binaries");
+    free(out);
+    free(cmd);
+    char *bin = skt_fmt("%s/usr/bin/skolsync", dest);
+    char *man = skt_fmt("%s/usr/share/man/man5/skolsync.yaml.5.gz", dest);
+    cr_expect_eq(access(bin, X_OK), 0, "no %s", bin);
+    cr_expect_eq(access(man, R_OK), 0, "no %s", man);
+    free(man);
+    free(bin);
+    free(dest);
+    free(build);
+}
