@@ -24,7 +24,7 @@ DEB_BUILD ?= build-deb
 # `make test` in the same tree still builds and runs every test.
 configure = cmake -S . -B $(BUILD) -G Ninja -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DSK_BUILD_TESTS=$(1) $(CMAKE_FLAGS)
 
-.PHONY: all deps deps-test build demo test test-asan fuzz soak bench install deb clean
+.PHONY: all deps deps-test build demo test test-asan fuzz soak bench install deb clean check-connectors
 
 all: build
 
@@ -55,6 +55,11 @@ test: deps-test build
 # AddressSanitizer + UBSan (README "Tests"). Same as `make test SANITIZE=1`.
 test-asan:
 	$(MAKE) test SANITIZE=1
+
+# Every connector folder can be deleted with its tests and the rest still
+# builds (docs/architecture.md §2): one build per connector, ~1 min each.
+check-connectors: deps-test
+	scripts/check_connector_removal.sh
 
 # libFuzzer (clang): every parser of outside input, FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
