@@ -392,6 +392,44 @@ static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, siz
     return 0;
 }
 
+/* How long a state-changing call waits for its change to hold before it answers. */
+#define SETTLE_MS 10000
+
+/* Whether act's change holds (or can no longer happen: the connector failed or stopped). */
+static bool settled(struct sk_runner *r, enum action act)
+{
+    int st = atomic_load(&r->state);
+    if (st == SK_STATE_FAILED || st == SK_STATE_STOPPED)
+        return true;
+    struct sk_source_env *src = sk_as_source(r);
+    switch (act) {
+    case ACT_PAUSE:
+        return st == SK_STATE_PAUSED;
+    case ACT_RESUME:
+        return st != SK_STATE_PAUSED;
+    case ACT_RELEASE:
+        return !src || (!atomic_load(&src->release) && atomic_load(&src->held) == 0);
+    default:
+        return true;
+    }
+}
+
+/*
+ * Waits (bounded) until the change holds, so the answer carries the state
+ * after the call: a pause answered 200 is a pause in effect. False if it did
+ * not hold in time; the answer then says "pending".
+ */
+static bool settle(struct sk_runner *r, enum action act)
+{
+    int64_t until = sk_mono_ms() + SETTLE_MS;
+    while (!settled(r, act)) {
+        if (sk_mono_ms() >= until)
+            return false;
+        sk_sleep_ms(20);
+    }
+    return true;
+}
+
 /* GET|POST /api/v1/connectors/{name}[/{action}] */
 static void api_connector(void *ctx, const struct sk_http_request *req,
                           struct sk_http_response *resp)
@@ -483,8 +521,14 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
         sk_warn(r->name, "cursor reset by an operator: a full sync follows on resume");
         break;
     }
+    bool pending = status == 200 && !settle(r, act);
     cJSON *o = runner_json(r, token_ok(d, req));
     pthread_rwlock_unlock(&d->lock);
+    if (pending) {
+        cJSON_AddBoolToObject(o, "pending", true); /* asked for, not in effect yet */
+        json_response(resp, 202, o);
+        return;
+    }
     if (status != 200) {
         cJSON_Delete(o);
         {

@@ -216,6 +216,8 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
 
     body = http(&d, "POST", "/api/v1/connectors/files/pause", TOKEN, &st);
     cr_assert_eq(st, 200, "%s", body);
+    /* the answer carries the state after the call, once it holds */
+    cr_assert(strstr(body, "\"state\":\"paused\""), "answered before the pause held: %s", body);
     free(body);
     /* paused: an appended line is not read */
     char *cmd = skt_fmt(
@@ -231,6 +233,8 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     cr_assert(metric_is(&d, want, 100), "a paused source still delivered");
     body = http(&d, "POST", "/api/v1/connectors/files/resume", TOKEN, &st);
     cr_assert_eq(st, 200, "%s", body);
+    cr_assert_null(strstr(body, "\"state\":\"paused\""), "answered before the resume: %s",
+                   body);
     free(body);
     free(want);
     want = sink_applied(na + 1);
