@@ -12,6 +12,9 @@
 #include "drivers.h"
 #include "kafka.h"
 
+/* Where every command looks for the configuration without -c. */
+#define SK_DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
+
 /* Exit codes (documented in README.md "Exit codes"). */
 enum {
     SK_EXIT_OK = 0,
@@ -95,6 +98,9 @@ struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_confi
  */
 struct sk_daemon_config *sk_daemon_config_load_admin(const char *path,
                                                      struct sk_config_errors *errs);
+/* `skolsync status` and `pause|resume|restart|release NAME` (admin_cli.c). */
+int sk_cmd_status(int argc, char **argv);
+int sk_cmd_connector_action(int argc, char **argv);
 /* A command's configuration (admin: sk_daemon_config_load_admin), its errors on stderr. */
 struct sk_daemon_config *sk_cli_config_load(const char *path, bool admin);
 void sk_daemon_config_free(struct sk_daemon_config *cfg);

@@ -615,7 +615,7 @@ int sk_cmd_dlq(int argc, char **argv)
         usage(stderr);
         return SK_EXIT_USAGE;
     }
-    const char *config = "/etc/skolsync/skolsync.yaml";
+    const char *config = SK_DEFAULT_CONFIG;
     struct sk_dlq_filter f = {.from_offset = -1, .to_offset = -1};
     const char *value_file = NULL;
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},

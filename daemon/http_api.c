@@ -408,7 +408,7 @@ static bool settled(struct sk_runner *r, enum action act)
     case ACT_RESUME:
         return st != SK_STATE_PAUSED;
     case ACT_RELEASE:
-        return !src || (!atomic_load(&src->release) && atomic_load(&src->held) == 0);
+        return !src || atomic_load(&src->held) == 0; /* published, or none were held */
     default:
         return true;
     }

@@ -18,7 +18,6 @@
 #include "log.h"
 #include "util.h"
 
-#define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
 
 enum {
     /* could not evaluate: broker or daemon not reachable, or an invalid
@@ -205,7 +204,7 @@ static int parse_args(int argc, char **argv, struct lag_args *a)
         return SK_EXIT_USAGE;
     }
     if (!a->config && !a->brokers)
-        a->config = DEFAULT_CONFIG;
+        a->config = SK_DEFAULT_CONFIG;
     return 0;
 }
 

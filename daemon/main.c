@@ -6,6 +6,8 @@
  *   skolsync check -c FILE
  *   skolsync connectors [TYPE | --man]
  *   skolsync version
+ * and hands lag, dlq, status, pause, resume, restart and release to their
+ * files (lag_cli.c, dlq.c, admin_cli.c).
  */
 #include <getopt.h>
 #include <malloc.h>
@@ -24,7 +26,6 @@
 #include "manpage.h"
 #include "util.h"
 
-#define DEFAULT_CONFIG "/etc/skolsync/skolsync.yaml"
 
 static void usage_main(FILE *out)
 {
@@ -36,6 +37,10 @@ static void usage_main(FILE *out)
                  "  run -c FILE [--once]   run the sources and sinks of a configuration\n"
                  "  check -c FILE          validate a configuration and print every error\n"
                  "  connectors [TYPE]      list connector types, or one type's options\n"
+                 "  status [-c FILE] [--json]  the running daemon's connectors and lag\n"
+                 "  pause NAME [-c FILE]   stop one connector of the running daemon fetching\n"
+                 "  resume NAME [-c FILE]  take a paused connector up again\n"
+                 "  restart NAME [-c FILE] close and open one connector again\n"
                  "  release SOURCE -c FILE publish the deletions a source's delete guard holds\n"
                  "  dlq list|replay -c FILE  list dead letters, or re-inject them after a fix\n"
                  "  lag [-c FILE|--brokers B] consumer lag per group and partition, with a status\n"
@@ -49,7 +54,7 @@ static void usage_run(FILE *out)
 {
     fprintf(out, "usage: skolsync run [-c FILE] [--once]\n"
                  "\n"
-                 "Runs every source and sink in FILE (default " DEFAULT_CONFIG ")\n"
+                 "Runs every source and sink in FILE (default " SK_DEFAULT_CONFIG ")\n"
                  "until SIGTERM or SIGINT.\n"
                  "\n"
                  "  -c, --config FILE  the configuration\n"
@@ -114,7 +119,7 @@ static int parse_common(int argc, char **argv, const char **config, bool *once,
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *config = DEFAULT_CONFIG;
+    const char *config = SK_DEFAULT_CONFIG;
     bool once = false;
     int rc = parse_common(argc, argv, &config, &once, usage_run);
     if (rc)
@@ -133,7 +138,7 @@ static int cmd_run(int argc, char **argv)
 
 static int cmd_check(int argc, char **argv)
 {
-    const char *config = DEFAULT_CONFIG;
+    const char *config = SK_DEFAULT_CONFIG;
     int rc = parse_common(argc, argv, &config, NULL, usage_check);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -214,53 +219,6 @@ static int cmd_connectors(int argc, char **argv)
     return 0;
 }
 
-/* skolsync release NAME: asks the running daemon to publish a source's held deletions. */
-static int cmd_release(int argc, char **argv)
-{
-    const char *config = DEFAULT_CONFIG;
-    const char *name = NULL;
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0}};
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-        if (c == 'c') {
-            config = optarg;
-        } else {
-            FILE *out = c == 'h' ? stdout : stderr;
-            fprintf(out, "usage: skolsync release SOURCE [-c FILE]\n"
-                         "\n"
-                         "Publishes the deletions SOURCE's delete guard holds back, through the\n"
-                         "running daemon's API (POST /api/v1/connectors/SOURCE/release with\n"
-                         "admin.token from FILE).\n");
-            return c == 'h' ? 0 : SK_EXIT_USAGE;
-        }
-    }
-    if (optind != argc - 1) {
-        fprintf(stderr, "usage: skolsync release SOURCE [-c FILE]\n");
-        return SK_EXIT_USAGE;
-    }
-    name = argv[optind];
-    struct sk_daemon_config *cfg = sk_cli_config_load(config, true);
-    if (!cfg)
-        return SK_EXIT_CONFIG;
-    struct sk_api api;
-    if (sk_api_open(&cfg->core.admin, "skolsync", &api)) {
-        sk_daemon_config_free(cfg);
-        return SK_EXIT_CONFIG;
-    }
-    sk_daemon_config_free(cfg);
-    char *path = sk_asprintf("/api/v1/connectors/%s/release", name);
-    struct sk_api_answer answer;
-    long status = sk_api_call(&api, "skolsync", "POST", path, NULL, 10000, &answer);
-    free(path);
-    sk_api_close(&api);
-    if (status)
-        printf("%s\n", answer.body);
-    sk_api_answer_free(&answer);
-    return status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
-}
-
 static int cmd_version(void)
 {
     printf("skolsync %s (librdkafka %s, SS 12000 2.1.0)\n", SK_VERSION, rd_kafka_version_str());
@@ -292,8 +250,11 @@ int main(int argc, char **argv)
         return sk_cmd_lag(argc - 1, argv + 1);
     if (strcmp(cmd, "dlq") == 0)
         return sk_cmd_dlq(argc - 1, argv + 1);
-    if (strcmp(cmd, "release") == 0)
-        return cmd_release(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return sk_cmd_status(argc - 1, argv + 1);
+    if (strcmp(cmd, "release") == 0 || strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+        strcmp(cmd, "restart") == 0)
+        return sk_cmd_connector_action(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
         return cmd_version();
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

@@ -578,6 +578,39 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
     out = run_skolsync(release, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
+    /* the daily commands: status, and pause/resume/restart answered with the state after */
+    char *status = skt_fmt("status -c %s", cfg);
+    out = run_skolsync(status, 30, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "CONNECTOR") && strstr(out, "files") && strstr(out, "sqlite-sink") &&
+                  strstr(out, "GROUP"),
+              "%s", out);
+    free(out);
+    char *status_json = skt_fmt("status -c %s --json", cfg);
+    out = run_skolsync(status_json, 30, &rc);
+    cJSON *sj = cJSON_Parse(out);
+    cr_assert(rc == 0 && cJSON_GetArraySize(cJSON_GetObjectItem(sj, "connectors")) == 2, "%s", out);
+    cJSON_Delete(sj);
+    free(out);
+    const char *steps[][3] = {{"pause", "files", "\"state\":\"paused\""},
+                              {"resume", "files", "\"name\":\"files\""},
+                              {"restart", "db", "\"name\":\"db\""}};
+    for (int i = 0; i < 3; i++) {
+        char *a = skt_fmt("%s %s -c %s", steps[i][0], steps[i][1], cfg);
+        out = run_skolsync(a, 60, &rc);
+        cr_assert_eq(rc, 0, "%s: %s", a, out);
+        cr_assert(strstr(out, steps[i][2]), "%s: %s", a, out);
+        cr_assert(steps[i][0][0] != 'r' || !strstr(out, "\"state\":\"paused\""), "%s", out);
+        free(out);
+        free(a);
+    }
+    char *nope = skt_fmt("pause nope -c %s", cfg);
+    out = run_skolsync(nope, 30, &rc);
+    cr_assert_eq(rc, 1, "an unknown connector: %s", out);
+    free(out);
+    free(nope);
+    free(status);
+    free(status_json);
     /* an admin shell cannot read the connectors' credentials (systemd's
      * credentials directory): the admin commands do not need them, `check` does */
     char *admin_cfg = skt_fmt("%s/admin.yaml", dir);
@@ -586,8 +619,8 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
                          cfg, admin_cfg, dir, admin_cfg);
     cr_assert_eq(skt_sh(copy, 10, NULL), 0);
     char *cmds[] = {skt_fmt("release files -c %s", admin_cfg), skt_fmt("dlq list -c %s", admin_cfg),
-                    skt_fmt("lag -c %s --json", admin_cfg)};
-    for (int i = 0; i < 3; i++) {
+                    skt_fmt("lag -c %s --json", admin_cfg), skt_fmt("status -c %s", admin_cfg)};
+    for (int i = 0; i < 4; i++) {
         out = run_skolsync(cmds[i], 60, &rc);
         cr_assert_eq(rc, 0, "`%s` needed a connector's secret:\n%s", cmds[i], out);
         free(out);
