@@ -138,3 +138,35 @@ bool sk_runner_wait(struct sk_runner *r, int64_t ms)
     pthread_mutex_unlock(&r->mu);
     return woken;
 }
+
+static void carry_hist(struct sk_histogram *to, struct sk_histogram *from)
+{
+    for (int i = 0; i <= SK_HIST_BUCKETS; i++)
+        atomic_fetch_add(&to->buckets[i], atomic_load(&from->buckets[i]));
+    atomic_fetch_add(&to->count, atomic_load(&from->count));
+    atomic_fetch_add(&to->sum_us, atomic_load(&from->sum_us));
+}
+
+void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from)
+{
+    atomic_uint_fast64_t *const counters[][2] = {
+        {&to->restarts, &from->restarts},
+        {&to->records, &from->records},
+        {&to->failed, &from->failed},
+        {&to->dead_lettered, &from->dead_lettered},
+        {&to->refused, &from->refused},
+        {&to->retries, &from->retries},
+        {&to->cycles, &from->cycles},
+        {&to->kafka_retries, &from->kafka_retries},
+        {&to->kafka_errors, &from->kafka_errors},
+        {&to->kafka_rebalances, &from->kafka_rebalances},
+    };
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        atomic_fetch_add(counters[i][0], atomic_load(counters[i][1]));
+    for (int e = 0; e < SK_ENTITY_COUNT; e++)
+        atomic_fetch_add(&to->per_entity[e], atomic_load(&from->per_entity[e]));
+    carry_hist(&to->work_seconds, &from->work_seconds);
+    carry_hist(&to->latency_seconds, &from->latency_seconds);
+    to->rate_records = from->rate_records;
+    to->rate_ms = from->rate_ms;
+}

@@ -77,6 +77,8 @@ struct sk_runner {
     int restart_attempt;
     int64_t restart_at_ms; /* when a failed connector is restarted (0: not scheduled) */
     int64_t healthy_since_ms;
+    uint64_t rate_records; /* records at the last progress line, and when: its rate's window */
+    int64_t rate_ms;
     const void *def;   /* its definition in the configuration */
     char *fingerprint; /* of that definition, to see what a reload changed */
 
@@ -99,6 +101,12 @@ void sk_runner_destroy(struct sk_runner *r);
 void sk_runner_set_state(struct sk_runner *r, enum sk_runner_state s);
 void sk_runner_set_error(struct sk_runner *r, const char *msg);
 void sk_runner_last_error(struct sk_runner *r, char *buf, size_t size);
+/*
+ * Adds from's counters and histograms to to's: a connector the reload starts
+ * anew keeps counting from where it was (counters are per daemon run, and
+ * Prometheus counters never go back).
+ */
+void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from);
 /* Wake the runner's thread if it is waiting (any thread). */
 void sk_runner_wake(struct sk_runner *r);
 /* Wait up to ms or until woken or stopped. Returns true if woken or stopped. */

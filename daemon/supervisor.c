@@ -364,13 +364,16 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
             return;
         }
         conns_remove(d, idx);
-        conn_free(old);
         (*changed)++;
     } else {
         (*added)++;
     }
     struct sk_runner *r =
         kind == SK_RUNNER_SOURCE ? source_new(d, cfg, def) : sink_new(d, cfg, def);
+    if (old) {
+        sk_runner_carry_counters(r, old); /* per daemon run, not per start */
+        conn_free(old);
+    }
     conns_add(d, r);
     if (conn_open(r) == 0)
         conn_start(r);
@@ -502,14 +505,19 @@ static void progress_line(struct sk_daemon *d)
 {
     char line[1024];
     size_t len = 0;
-    int64_t ms = sk_mono_ms() - d->started_ms;
+    int64_t now = sk_mono_ms(), ms = now - d->started_ms;
     for (size_t i = 0; i < d->n_conns && len < sizeof(line); i++) {
         struct sk_runner *r = d->conns[i];
         uint64_t n = atomic_load(&r->records);
+        /* the rate since the last line, not since start: an idle daemon shows 0/s */
+        int64_t since = r->rate_ms ? r->rate_ms : d->started_ms;
+        double per_s = rate(n - (n >= r->rate_records ? r->rate_records : n), now - since);
+        r->rate_records = n;
+        r->rate_ms = now;
         len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s %s %llu %s (%.0f/s)",
                                 len ? ", " : "", r->name, sk_daemon_state_name(r),
                                 (unsigned long long)n,
-                                r->kind == SK_RUNNER_SOURCE ? "stored" : "applied", rate(n, ms));
+                                r->kind == SK_RUNNER_SOURCE ? "stored" : "applied", per_s);
         int64_t total = atomic_load(&r->progress_total), done = atomic_load(&r->progress_done);
         if (total > 0 && done > 0 && len < sizeof(line)) {
             /* from the fraction done so far: the units of done/total are the source's */

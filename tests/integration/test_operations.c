@@ -233,8 +233,7 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     cr_assert(metric_is(&d, want, 100), "a paused source still delivered");
     body = http(&d, "POST", "/api/v1/connectors/files/resume", TOKEN, &st);
     cr_assert_eq(st, 200, "%s", body);
-    cr_assert_null(strstr(body, "\"state\":\"paused\""), "answered before the resume: %s",
-                   body);
+    cr_assert_null(strstr(body, "\"state\":\"paused\""), "answered before the resume: %s", body);
     free(body);
     free(want);
     want = sink_applied(na + 1);
@@ -381,4 +380,56 @@ Test(operations, lag_of_each_sink_counts_only_its_own_topics, .timeout = 180)
     free(text);
     free(src);
     free(data);
+}
+
+/*
+ * Counters are per daemon run: a connector the reload restarts keeps its
+ * counts (the exit summary once said "0 records applied" after 9 715, and a
+ * Prometheus counter went back). The progress line's rate is over its last
+ * interval, so an idle daemon shows 0/s (it showed the average since start).
+ */
+Test(operations, counters_survive_a_reload_and_the_rate_is_recent, .timeout = 180)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-counters")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *a = skt_fmt("%s/a", d.dir);
+    skt_generate(a, 27, 10);
+    size_t na = skt_count_records(a);
+    char *src = source_entry("files", a, NULL);
+    write_config(&d, src, "progress_interval: 300ms\n");
+    start_daemon(&d);
+    char *want = sink_applied(na);
+    cr_assert(metric_is(&d, want, 60000));
+    char *stored = skt_fmt(
+        "skolsync_records_total{connector=\"files\",kind=\"source\",type=\"jsonl-source\"} %zu\n",
+        na);
+    cr_assert(metric_is(&d, stored, 5000));
+    sleep(2); /* idle for several progress intervals */
+    char *cmd = skt_fmt("grep 'progress: ' %s | tail -1", d.log);
+    char *line = NULL;
+    skt_sh(cmd, 10, &line);
+    cr_assert(strstr(line, "stored (0/s)") && strstr(line, "applied (0/s)"),
+              "an idle daemon's rate is not 0: %s", line);
+    free(line);
+
+    /* the source's definition changes: the reload restarts it, its counts stay */
+    char *changed = source_entry("files", a, "    batch_size: 300\n");
+    write_config(&d, changed, "progress_interval: 300ms\n");
+    kill(d.pid, SIGHUP);
+    cr_assert(metric_is(&d, "skolsync_reloads_total 1\n", 20000), "reload not applied");
+    char *grep = skt_fmt("grep -c 'files: restarted by the reload' %s", d.log);
+    char *out = NULL;
+    skt_sh(grep, 5, &out);
+    cr_assert_eq(atoi(out), 1, "the source was not restarted by the reload: %s", out);
+    free(out);
+    cr_assert(metric_is(&d, stored, 5000), "a restarted connector's count went back");
+    stop_daemon(&d);
+    free(grep);
+    free(changed);
+    free(cmd);
+    free(stored);
+    free(want);
+    free(src);
+    free(a);
 }
