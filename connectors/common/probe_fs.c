@@ -69,7 +69,8 @@ static bool missing_file(struct sk_probe *p, const char *what, const char *path,
             sk_probe_fail(p, what, FIX_DIR(missing), "%s cannot be made: directory %s: %s", dir,
                           parent, problem);
         else
-            sk_probe_ok(p, what, "%s does not exist yet; it will be made in %s", path, parent);
+            sk_probe_ok(p, what, "%s does not exist yet; its directory will be made in %s", path,
+                        parent);
         ok = !problem;
         free(parent);
     } else {
