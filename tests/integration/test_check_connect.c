@@ -1,0 +1,391 @@
+/*
+ * test_check_connect.c: `skolsync check --connect` against the real test
+ * services (scripts/testenv.sh): the embedded broker with files, the test
+ * Kafka broker and an unreachable one, PostgreSQL (a good login, a wrong
+ * password, a role lacking CREATE) and the SCIM server. Each case checks the
+ * exit code and the `ok` / `FAIL` lines, and that a check changes nothing.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+
+#include "kafka.h"
+#include "model.h"
+#include "sk_test.h"
+#include "util.h"
+
+/* `skolsync check -c cfg --connect [prefix_cmd]`: stdout+stderr, *rc. */
+static char *check(const char *cfg, const char *run_as, int timeout_s, int *rc)
+{
+    char *cmd = skt_fmt("%s %s check -c %s --connect", run_as ? run_as : "", skt_skolsync(), cfg);
+    char *out = NULL;
+    *rc = skt_sh(cmd, timeout_s, &out);
+    free(cmd);
+    return out;
+}
+
+/* Lines of out that start with tag ("ok   ", "FAIL "). */
+static size_t count_lines(const char *out, const char *tag)
+{
+    size_t n = 0;
+    for (const char *l = out; l && *l;) {
+        if (strncmp(l, tag, strlen(tag)) == 0)
+            n++;
+        const char *nl = strchr(l, '\n');
+        l = nl ? nl + 1 : NULL;
+    }
+    return n;
+}
+
+/* The line starting with prefix, or fail the test. */
+static void expect_line(const char *out, const char *prefix, const char *contains)
+{
+    for (const char *l = out; l && *l;) {
+        const char *nl = strchr(l, '\n');
+        size_t len = nl ? (size_t)(nl - l) : strlen(l);
+        if (strncmp(l, prefix, strlen(prefix)) == 0) {
+            char *text = skt_fmt("%.*s", (int)len, l);
+            bool has = strstr(text, contains) != NULL;
+            free(text);
+            cr_assert(has, "line \"%s\" lacks \"%s\" in:\n%s", prefix, contains, out);
+            return;
+        }
+        l = nl ? nl + 1 : NULL;
+    }
+    cr_assert_fail("no line \"%s\" in:\n%s", prefix, out);
+}
+
+static char *write_config(const char *dir, const char *text)
+{
+    char *path = skt_fmt("%s/skolsync.yaml", dir);
+    skt_write(path, text);
+    return path;
+}
+
+Test(check_connect, embedded_files_and_sqlite_pass, .timeout = 60)
+{
+    char *dir = skt_tmpdir("cc-embedded");
+    char *data = skt_fmt("%s/data", dir);
+    mkdir(data, 0755);
+    char *persons = skt_fmt("%s/persons.jsonl", data);
+    skt_write(persons, "{\"id\": \"5c7bd4a4-8c4f-4bb1-9f59-2b4b0d5c6a11\"}\n");
+    char *text = skt_fmt("kafka: {brokers: embedded}\n"
+                         "sources:\n  files: {type: jsonl-source, path: %s}\n"
+                         "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
+                         data, dir);
+    char *cfg = write_config(dir, text);
+    int rc;
+    char *out = check(cfg, NULL, 30, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   kafka:", "embedded");
+    expect_line(out, "ok   files path:", "1 collection file(s) readable (persons.jsonl)");
+    expect_line(out, "ok   db path:", "will be created");
+    cr_assert_eq(count_lines(out, "ok   "), 3, "%s", out);
+    cr_assert_eq(count_lines(out, "FAIL "), 0, "%s", out);
+    /* a check creates nothing */
+    char *db = skt_fmt("%s/out.db", dir);
+    cr_assert_neq(access(db, F_OK), 0, "check created %s", db);
+    free(db);
+    free(out);
+    free(cfg);
+    free(text);
+    free(persons);
+    free(data);
+    free(dir);
+}
+
+Test(check_connect, unreadable_files_and_missing_directory_fail, .timeout = 60)
+{
+    char *dir = skt_tmpdir("cc-unreadable");
+    chmod(dir, 0755); /* the check may run as nobody, below */
+    char *persons = skt_fmt("%s/persons.jsonl", dir);
+    skt_write(persons, "{}\n");
+    chmod(persons, 0);
+    char *text = skt_fmt("kafka: {brokers: embedded}\n"
+                         "sources:\n  files: {type: jsonl-source, path: %s}\n"
+                         "sinks:\n  db: {type: sqlite-sink, path: %s/missing/out.db}\n",
+                         persons, dir);
+    char *cfg = write_config(dir, text);
+    chmod(cfg, 0644);
+    /* root reads any file: run the check as nobody then */
+    const char *as = geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups" : NULL;
+    int rc;
+    char *out = check(cfg, as, 30, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    char *missing = skt_fmt("%s/missing", dir);
+    expect_line(out, "FAIL files path:", persons);
+    expect_line(out, "FAIL files path:", "not readable");
+    expect_line(out, "FAIL db path:", missing);
+    expect_line(out, "FAIL db path:", "(create it, or correct the path)");
+    expect_line(out, "ok   kafka:", "embedded");
+    free(missing);
+    free(out);
+    free(cfg);
+    free(text);
+    free(persons);
+    free(dir);
+}
+
+/* ---- PostgreSQL ------------------------------------------------------------- */
+
+static void pg_run(const char *sql)
+{
+    PGconn *c = (PGconn *)skt_pg_connect();
+    cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql,
+              PQresultErrorMessage(res));
+    PQclear(res);
+    PQfinish(c);
+}
+
+static bool pg_schema_exists(const char *schema)
+{
+    PGconn *c = (PGconn *)skt_pg_connect();
+    const char *params[] = {schema};
+    PGresult *res = PQexecParams(c, "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1, NULL,
+                                 params, NULL, NULL, 0);
+    bool exists = PQntuples(res) > 0;
+    PQclear(res);
+    PQfinish(c);
+    return exists;
+}
+
+static char *pg_check(const char *tag, const char *conninfo, const char *schema, int *rc)
+{
+    char *dir = skt_tmpdir(tag);
+    char *text = skt_fmt("kafka: {brokers: embedded}\n"
+                         "sinks:\n  pg:\n    type: postgres-sink\n"
+                         "    conninfo: ${env:SK_CC_CONNINFO}\n"
+                         "    schema: %s\n    connect_timeout: 5s\n",
+                         schema);
+    char *cfg = write_config(dir, text);
+    setenv("SK_CC_CONNINFO", conninfo, 1);
+    char *out = check(cfg, NULL, 30, rc);
+    unsetenv("SK_CC_CONNINFO");
+    free(cfg);
+    free(text);
+    free(dir);
+    return out;
+}
+
+/* A new role's name, unique to this run. */
+static char *new_role(void)
+{
+    char uuid[37];
+    sk_uuid_random(uuid);
+    return skt_fmt("sk_cc_%.8s", uuid);
+}
+
+Test(check_connect, postgres_login_and_schema_pass, .timeout = 60)
+{
+    char *schema = new_role(); /* a schema that does not exist */
+    int rc;
+    char *out = pg_check("cc-pg", getenv("SK_TEST_PG"), schema, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   pg login:", "PostgreSQL ");
+    expect_line(out, "ok   pg schema", "may create it");
+    cr_assert_not(pg_schema_exists(schema), "the check created schema %s", schema);
+    free(out);
+    free(schema);
+}
+
+Test(check_connect, postgres_wrong_password_fails_without_showing_it, .timeout = 60)
+{
+    /* Members of sk_password_login log in with a password (scripts/pg.sh's
+     * pg_hba.conf); everyone else is trusted on loopback. */
+    char *role = new_role();
+    char *sql = skt_fmt("DO $$BEGIN CREATE ROLE sk_password_login NOLOGIN; EXCEPTION WHEN "
+                        "duplicate_object THEN NULL; END$$; "
+                        "CREATE ROLE %s LOGIN PASSWORD 'the-right-one' IN ROLE sk_password_login",
+                        role);
+    pg_run(sql);
+    const char *pg = getenv("SK_TEST_PG");
+    char *conninfo = skt_fmt("%s user=%s password=Wr0ngPassw0rd", pg, role);
+    int rc;
+    char *out = pg_check("cc-pgpw", conninfo, "skolsync", &rc);
+    char *drop = skt_fmt("DROP ROLE %s", role);
+    pg_run(drop);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL pg login:", "password authentication failed");
+    expect_line(out, "FAIL pg login:", "(check user and password in conninfo)");
+    cr_assert_null(strstr(out, "Wr0ngPassw0rd"), "the password was printed:\n%s", out);
+    free(drop);
+    free(out);
+    free(conninfo);
+    free(sql);
+    free(role);
+}
+
+Test(check_connect, postgres_role_lacking_create_fails_naming_the_privilege, .timeout = 60)
+{
+    char *role = new_role();
+    char *schema = skt_fmt("%s_s", role);
+    char *sql = skt_fmt("CREATE ROLE %s LOGIN; CREATE SCHEMA %s; GRANT USAGE ON SCHEMA %s TO %s",
+                        role, schema, schema, role);
+    pg_run(sql);
+    char *conninfo = skt_fmt("%s user=%s", getenv("SK_TEST_PG"), role);
+    int rc_schema, rc_db;
+    /* an existing schema with USAGE only, and a missing one without CREATE on the database */
+    char *on_schema = pg_check("cc-pgpriv", conninfo, schema, &rc_schema);
+    char *on_db = pg_check("cc-pgpriv", conninfo, "sk_cc_nowhere", &rc_db);
+    char *drop = skt_fmt("DROP SCHEMA %s; DROP ROLE %s", schema, role);
+    pg_run(drop);
+    cr_assert_eq(rc_schema, 1, "%s", on_schema);
+    expect_line(on_schema, "ok   pg login:", role);
+    char *grant = skt_fmt("GRANT CREATE ON SCHEMA \"%s\" TO \"%s\";", schema, role);
+    expect_line(on_schema, "FAIL pg schema", "lacks the CREATE privilege on schema");
+    expect_line(on_schema, "FAIL pg schema", grant);
+    cr_assert_eq(rc_db, 1, "%s", on_db);
+    expect_line(on_db, "FAIL pg schema", "lacks the CREATE privilege on database");
+    expect_line(on_db, "FAIL pg schema", "CREATE SCHEMA \"sk_cc_nowhere\" AUTHORIZATION");
+    cr_assert_not(pg_schema_exists("sk_cc_nowhere"));
+    free(grant);
+    free(drop);
+    free(on_db);
+    free(on_schema);
+    free(conninfo);
+    free(sql);
+    free(schema);
+    free(role);
+}
+
+/* ---- SCIM ------------------------------------------------------------------- */
+
+static char *scim_check(const char *tag, const char *url, int *rc)
+{
+    char *dir = skt_tmpdir(tag);
+    char *text = skt_fmt("kafka: {brokers: embedded}\n"
+                         "sinks:\n  accounts:\n    type: scim-sink\n    url: %s\n"
+                         "    state_dir: %s/state\n",
+                         url, dir);
+    char *cfg = write_config(dir, text);
+    char *out = check(cfg, NULL, 60, rc);
+    char *state = skt_fmt("%s/state", dir);
+    cr_assert_neq(access(state, F_OK), 0, "the check made %s", state);
+    free(state);
+    free(cfg);
+    free(text);
+    free(dir);
+    return out;
+}
+
+Test(check_connect, scim_service_provider_config, .timeout = 90)
+{
+    const char *url = getenv("SK_TEST_SCIM");
+    cr_assert(url && *url, "SK_TEST_SCIM is not set: run under scripts/with-testenv.sh");
+    int rc;
+    char *out = scim_check("cc-scim", url, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   accounts auth:", "answered 200");
+    expect_line(out, "ok   accounts ServiceProviderConfig:", "SCIM 2.0");
+    expect_line(out, "ok   accounts state_dir:", "will be made");
+    free(out);
+
+    char *wrong = skt_fmt("%s/not-scim", url);
+    out = scim_check("cc-scim-wrong", wrong, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL accounts ServiceProviderConfig:", "answered HTTP 404");
+    expect_line(out, "FAIL accounts ServiceProviderConfig:", "(check url");
+    free(out);
+    free(wrong);
+}
+
+/* ---- Kafka ------------------------------------------------------------------ */
+
+static char *kafka_config(const char *dir, const char *brokers, const char *prefix,
+                          const char *timeout)
+{
+    char *data = skt_fmt("%s/data", dir);
+    mkdir(data, 0755);
+    char *persons = skt_fmt("%s/persons.jsonl", data);
+    skt_write(persons, "{}\n");
+    char *text = skt_fmt("kafka: {brokers: \"%s\", topic_prefix: %s, connect_timeout: %s}\n"
+                         "sources:\n  files: {type: jsonl-source, path: %s}\n",
+                         brokers, prefix, timeout, data);
+    char *cfg = write_config(dir, text);
+    free(text);
+    free(persons);
+    free(data);
+    return cfg;
+}
+
+Test(check_connect, real_broker_topics_missing_then_present, .timeout = 120)
+{
+    char *dir = skt_tmpdir("cc-kafka");
+    char *prefix = skt_unique_prefix();
+    char *cfg = kafka_config(dir, skt_brokers(), prefix, "20s");
+    int rc;
+    char *out = check(cfg, NULL, 60, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   kafka brokers:", "1 broker(s)");
+    expect_line(out, "ok   kafka topics:", "0 exist, the other 20 may be created");
+    expect_line(out, "--   kafka transactions:", "only proven at start");
+    free(out);
+    /* validate_only created nothing: the same answer again */
+    out = check(cfg, NULL, 60, &rc);
+    expect_line(out, "ok   kafka topics:", "0 exist");
+    free(out);
+
+    /* the daemon's own topic setup, then every topic is there */
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
+                               .topic_prefix = prefix,
+                               .partitions = 3,
+                               .replication_factor = 1,
+                               .connect_timeout_ms = 20000};
+    const char *cols[SK_ENTITY_COUNT];
+    size_t n = 0;
+    for (; sk_entities[n]; n++)
+        cols[n] = sk_entities[n]->collection;
+    struct sk_kafka *k = NULL;
+    struct sk_error err = {0};
+    cr_assert_eq(sk_kafka_start(&kc, cols, n, &k, &err), 0, "%s", err.msg);
+    sk_kafka_destroy(k);
+    out = check(cfg, NULL, 60, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   kafka topics:", "all 20 needed exist");
+    cr_assert_eq(count_lines(out, "FAIL "), 0, "%s", out);
+    free(out);
+    free(cfg);
+    free(prefix);
+    free(dir);
+}
+
+Test(check_connect, unreachable_broker_fails_within_connect_timeout, .timeout = 60)
+{
+    char *dir = skt_tmpdir("cc-nobroker");
+    char *cfg = kafka_config(dir, "127.0.0.1:1", "skolsync.", "3s");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc;
+    char *out = check(cfg, NULL, 30, &rc);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL kafka brokers:", "cannot reach Kafka at 127.0.0.1:1 within 3000 ms");
+    expect_line(out, "FAIL kafka brokers:", "(check kafka.brokers");
+    expect_line(out, "ok   files path:", "readable");
+    cr_assert_lt(took, 10.0, "took %.1f s with connect_timeout 3s", took);
+    free(out);
+    free(cfg);
+    free(dir);
+}
+
+Test(check_connect, connect_is_an_option_of_check_only, .timeout = 30)
+{
+    char *cmd = skt_fmt("%s run --connect -c /dev/null", skt_skolsync());
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 64);
+    free(cmd);
+    cmd = skt_fmt("%s check --connect --help", skt_skolsync());
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 10, &out), 0);
+    cr_assert_not_null(strstr(out, "--connect"), "%s", out);
+    free(out);
+    free(cmd);
+}
