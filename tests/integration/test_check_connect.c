@@ -131,6 +131,62 @@ Test(check_connect, unreadable_files_and_missing_directory_fail, .timeout = 60)
     free(dir);
 }
 
+Test(check_connect, files_that_are_no_database_or_empty_directories_fail, .timeout = 60)
+{
+    char *dir = skt_tmpdir("cc-files");
+    char *empty = skt_fmt("%s/empty", dir);
+    mkdir(empty, 0755);
+    char *notdb = skt_fmt("%s/not.db", dir);
+    skt_write(notdb, "not a database, just text long enough\n");
+    char *db = skt_fmt("%s/real.db", dir);
+    skt_sqlite_exec(db, "CREATE TABLE t(x)");
+    char *text = skt_fmt("kafka: {brokers: embedded}\n"
+                         "sources:\n  files: {type: jsonl-source, path: %s}\n"
+                         "sinks:\n"
+                         "  text: {type: sqlite-sink, path: %s}\n"
+                         "  real: {type: sqlite-sink, path: %s}\n"
+                         "  csv: {type: oneroster-csv-sink, state_dir: %s, output_dir: %s/out}\n",
+                         empty, notdb, db, dir, dir);
+    char *cfg = write_config(dir, text);
+    int rc;
+    char *out = check(cfg, NULL, 30, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL files path:", "holds no <collection>.jsonl file");
+    expect_line(out, "FAIL text path:", "not an SQLite database");
+    expect_line(out, "ok   real path:", "an SQLite database, readable and writable");
+    expect_line(out, "FAIL csv output_dir:", "/out: No such file or directory");
+    expect_line(out, "ok   csv state_dir:", "oneroster-state.db does not exist yet");
+    cr_assert_eq(count_lines(out, "FAIL "), 3, "%s", out);
+    free(out);
+    free(cfg);
+    free(text);
+    free(db);
+    free(notdb);
+    free(empty);
+    free(dir);
+}
+
+/* ss12000-source has no probe yet (its rewrite is under way): when it gets
+ * one, this test needs another type without one, or goes. */
+Test(check_connect, a_type_without_a_probe_says_so_and_passes, .timeout = 30)
+{
+    char *dir = skt_tmpdir("cc-noprobe");
+    char *text = skt_fmt("kafka: {brokers: embedded}\n"
+                         "sources:\n  sis: {type: ss12000-source, url: http://127.0.0.1:9/v2.0}\n"
+                         "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
+                         dir);
+    char *cfg = write_config(dir, text);
+    int rc;
+    char *out = check(cfg, NULL, 30, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "--   sis:", "no connection check for ss12000-source");
+    expect_line(out, "ok   db path:", "will be created");
+    free(out);
+    free(cfg);
+    free(text);
+    free(dir);
+}
+
 /* ---- PostgreSQL ------------------------------------------------------------- */
 
 static void pg_run(const char *sql)
@@ -352,6 +408,29 @@ Test(check_connect, real_broker_topics_missing_then_present, .timeout = 120)
     expect_line(out, "ok   kafka topics:", "all 20 needed exist");
     cr_assert_eq(count_lines(out, "FAIL "), 0, "%s", out);
     free(out);
+    free(cfg);
+    free(prefix);
+    free(dir);
+}
+
+Test(check_connect, topics_the_cluster_would_refuse_fail, .timeout = 60)
+{
+    /* one test broker: replication factor 3 cannot be created */
+    char *dir = skt_tmpdir("cc-rf");
+    char *prefix = skt_unique_prefix();
+    char *cfg = kafka_config(dir, skt_brokers(), prefix, "20s");
+    char *text = skt_fmt("kafka: {brokers: \"%s\", topic_prefix: %s, replication_factor: 3}\n"
+                         "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
+                         skt_brokers(), prefix, dir);
+    skt_write(cfg, text);
+    int rc;
+    char *out = check(cfg, NULL, 60, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL kafka topics:", "20 needed topics are missing");
+    expect_line(out, "FAIL kafka topics:",
+                "(set kafka.replication_factor to at most the number of brokers)");
+    free(out);
+    free(text);
     free(cfg);
     free(prefix);
     free(dir);
