@@ -30,7 +30,8 @@ static void probe_auth(const struct scim_conf *conf, struct scim_http *h, struct
     struct scim_resp r;
     struct sk_error err = {0};
     if (scim_http_request(h, "GET", "/Users?count=0", NULL, &r, &err) < 0) {
-        bool token = strcmp(auth, "oauth2") == 0 && err.cls == SK_ERR_FATAL;
+        /* http_client.c names the token endpoint in the errors of its requests */
+        bool token = strcmp(auth, "oauth2") == 0 && strstr(err.msg, "token request to") != NULL;
         sk_probe_fail(p, "auth",
                       token ? "check token_url, client_id, client_secret and scope"
                             : "check url, the network, and the TLS options (ca_file, "

@@ -314,13 +314,14 @@ Test(check_connect, postgres_role_lacking_create_fails_naming_the_privilege, .ti
 
 /* ---- SCIM ------------------------------------------------------------------- */
 
-static char *scim_check(const char *tag, const char *url, int *rc)
+/* A scim-sink at url (extra: more of its options, indented by 4). */
+static char *scim_check(const char *tag, const char *url, const char *extra, int *rc)
 {
     char *dir = skt_tmpdir(tag);
     char *text = skt_fmt("kafka: {brokers: embedded}\n"
                          "sinks:\n  accounts:\n    type: scim-sink\n    url: %s\n"
-                         "    state_dir: %s/state\n",
-                         url, dir);
+                         "    state_dir: %s/state\n%s",
+                         url, dir, extra ? extra : "");
     char *cfg = write_config(dir, text);
     char *out = check(cfg, NULL, 60, rc);
     char *state = skt_fmt("%s/state", dir);
@@ -337,7 +338,7 @@ Test(check_connect, scim_service_provider_config, .timeout = 90)
     const char *url = getenv("SK_TEST_SCIM");
     cr_assert(url && *url, "SK_TEST_SCIM is not set: run under scripts/with-testenv.sh");
     int rc;
-    char *out = scim_check("cc-scim", url, &rc);
+    char *out = scim_check("cc-scim", url, NULL, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     expect_line(out, "ok   accounts auth:", "answered 200");
     expect_line(out, "ok   accounts ServiceProviderConfig:", "SCIM 2.0");
@@ -345,12 +346,28 @@ Test(check_connect, scim_service_provider_config, .timeout = 90)
     free(out);
 
     char *wrong = skt_fmt("%s/not-scim", url);
-    out = scim_check("cc-scim-wrong", wrong, &rc);
+    out = scim_check("cc-scim-wrong", wrong, NULL, &rc);
     cr_assert_eq(rc, 1, "%s", out);
     expect_line(out, "FAIL accounts ServiceProviderConfig:", "answered HTTP 404");
     expect_line(out, "FAIL accounts ServiceProviderConfig:", "(check url");
     free(out);
     free(wrong);
+
+    /* OAuth2 with a token endpoint that gives no token: auth fails, and
+     * the client secret is not shown */
+    char *oauth = skt_fmt("    auth: oauth2\n    token_url: %s/no-token-here\n"
+                          "    client_id: skolsync\n    client_secret: ${env:SK_CC_SECRET}\n",
+                          url);
+    setenv("SK_CC_SECRET", "S3cretOfTheClient", 1);
+    out = scim_check("cc-scim-oauth", url, oauth, &rc);
+    unsetenv("SK_CC_SECRET");
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL accounts auth:", "token request to");
+    expect_line(out,
+                "FAIL accounts auth:", "(check token_url, client_id, client_secret and scope)");
+    cr_assert_null(strstr(out, "S3cretOfTheClient"), "the secret was printed:\n%s", out);
+    free(out);
+    free(oauth);
 }
 
 /* ---- Kafka ------------------------------------------------------------------ */
