@@ -23,8 +23,12 @@ static const char *auth_of(const struct scim_conf *conf)
     return conf->auth ? conf->auth : "none";
 }
 
-/* The credentials: every answer but 401 and 403 shows they were taken. */
-static void probe_auth(const struct scim_conf *conf, struct scim_http *h, struct sk_probe *p)
+/*
+ * The credentials: every answer but 401 and 403 shows they were taken.
+ * False when no answer came (no token, the server unreachable): another
+ * request would only fail the same way.
+ */
+static bool probe_auth(const struct scim_conf *conf, struct scim_http *h, struct sk_probe *p)
 {
     const char *auth = auth_of(conf);
     struct scim_resp r;
@@ -37,7 +41,7 @@ static void probe_auth(const struct scim_conf *conf, struct scim_http *h, struct
                             : "check url, the network, and the TLS options (ca_file, "
                               "client_cert)",
                       "%s", err.msg);
-        return;
+        return false;
     }
     if (r.status == 401 || r.status == 403) {
         char detail[256];
@@ -58,6 +62,7 @@ static void probe_auth(const struct scim_conf *conf, struct scim_http *h, struct
                       conf->url, r.status, auth);
     }
     scim_resp_free(&r);
+    return true;
 }
 
 static bool spc_supported(const cJSON *spc, const char *feature)
@@ -111,8 +116,8 @@ void scim_probe(const void *conf_ptr, struct sk_probe *p)
     if (!h) {
         sk_probe_fail(p, "auth", "correct the options named", "%s", err.msg);
     } else {
-        probe_auth(conf, h, p);
-        probe_spc(conf, h, p);
+        if (probe_auth(conf, h, p))
+            probe_spc(conf, h, p);
         scim_http_free(h);
     }
     char *db = sk_asprintf("%s/%s.db", conf->state_dir ? conf->state_dir : SCIM_STATE_DIR_DEFAULT,

@@ -366,6 +366,7 @@ Test(check_connect, scim_service_provider_config, .timeout = 90)
     expect_line(out,
                 "FAIL accounts auth:", "(check token_url, client_id, client_secret and scope)");
     cr_assert_null(strstr(out, "S3cretOfTheClient"), "the secret was printed:\n%s", out);
+    cr_assert_null(strstr(out, "ServiceProviderConfig"), "no token, no second request:\n%s", out);
     free(out);
     free(oauth);
 }
