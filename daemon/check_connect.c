@@ -90,17 +90,15 @@ static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const ch
     (void)rk, (void)level, (void)fac, (void)buf;
 }
 
-/* An admin handle as kafka.c makes them (a producer that creates no topic). */
-static rd_kafka_t *admin_client(const struct sk_kafka *k, struct sk_error *err)
+/* A short-lived producer handle for metadata and admin requests that makes
+ * no topic by asking for it, and logs nothing. */
+static rd_kafka_t *check_client(const struct sk_kafka *k, struct sk_error *err)
 {
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-check", NULL, err);
+    static const char *const defaults[] = {"allow.auto.create.topics", "false", NULL};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-check", defaults, err);
     if (!conf)
         return NULL;
     rd_kafka_conf_set_log_cb(conf, quiet_log);
-    if (sk_kafka_conf_set(conf, "allow.auto.create.topics", "false", err)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
     char errstr[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk) {
@@ -254,7 +252,7 @@ static void check_kafka(struct check_run *r, const struct sk_kafka_conf *conf)
         ok(r, "kafka", "the embedded broker runs inside skolsync: nothing to reach");
         goto out;
     }
-    rk = admin_client(k, &err);
+    rk = check_client(k, &err);
     if (!rk) {
         fail(r, "kafka brokers", err.msg, "correct kafka.properties");
         goto out;

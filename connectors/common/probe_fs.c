@@ -60,31 +60,21 @@ static bool missing_file(struct sk_probe *p, const char *what, const char *path,
 {
     char *dir = dir_of(path);
     struct stat st;
-    bool ok = false;
-    if (dir_made && stat(dir, &st) < 0 && errno == ENOENT) {
-        char *parent = dir_of(dir);
-        bool missing;
-        const char *problem = dir_problem(parent, &missing);
-        if (problem)
-            sk_probe_fail(p, what, FIX_DIR(missing), "%s cannot be made: directory %s: %s", dir,
-                          parent, problem);
-        else
-            sk_probe_ok(p, what, "%s does not exist yet; its directory will be made in %s", path,
-                        parent);
-        ok = !problem;
-        free(parent);
-    } else {
-        bool missing;
-        const char *problem = dir_problem(dir, &missing);
-        if (problem)
-            sk_probe_fail(p, what, FIX_DIR(missing), "%s cannot be created: directory %s: %s", path,
-                          dir, problem);
-        else
-            sk_probe_ok(p, what, "%s does not exist yet; it will be created in %s", path, dir);
-        ok = !problem;
-    }
+    /* a directory the connector makes itself needs a writable parent instead */
+    bool make_dir = dir_made && stat(dir, &st) < 0 && errno == ENOENT;
+    char *where = make_dir ? dir_of(dir) : sk_strdup(dir);
+    const char *verb = make_dir ? "made" : "created";
+    bool missing;
+    const char *problem = dir_problem(where, &missing);
+    if (problem)
+        sk_probe_fail(p, what, FIX_DIR(missing), "%s cannot be %s: directory %s: %s",
+                      make_dir ? dir : path, verb, where, problem);
+    else
+        sk_probe_ok(p, what, "%s does not exist yet; %s will be %s in %s", path,
+                    make_dir ? "its directory" : "it", verb, where);
+    free(where);
     free(dir);
-    return ok;
+    return problem == NULL;
 }
 
 bool sk_probe_sqlite_file(struct sk_probe *p, const char *what, const char *path, bool dir_made)
