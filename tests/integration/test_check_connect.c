@@ -67,6 +67,15 @@ static char *write_config(const char *dir, const char *text)
     return path;
 }
 
+/* Writes text (freed here) as dir's configuration and checks it; run_as as in check. */
+static char *check_text(const char *dir, char *text, const char *run_as, int timeout_s, int *rc)
+{
+    char *cfg = write_config(dir, text);
+    chmod(cfg, 0644);
+    char *out = check(cfg, run_as, timeout_s, rc);
+    return out;
+}
+
 Test(check_connect, embedded_files_and_sqlite_pass, .timeout = 60)
 {
     char *dir = skt_tmpdir("cc-embedded");
@@ -78,9 +87,8 @@ Test(check_connect, embedded_files_and_sqlite_pass, .timeout = 60)
                          "sources:\n  files: {type: jsonl-source, path: %s}\n"
                          "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
                          data, dir);
-    char *cfg = write_config(dir, text);
     int rc;
-    char *out = check(cfg, NULL, 30, &rc);
+    char *out = check_text(dir, text, NULL, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     expect_line(out, "ok   kafka:", "embedded");
     expect_line(out, "ok   files path:", "1 collection file(s) readable (persons.jsonl)");
@@ -92,8 +100,6 @@ Test(check_connect, embedded_files_and_sqlite_pass, .timeout = 60)
     cr_assert_neq(access(db, F_OK), 0, "check created %s", db);
     free(db);
     free(out);
-    free(cfg);
-    free(text);
     free(persons);
     free(data);
     free(dir);
@@ -110,12 +116,10 @@ Test(check_connect, unreadable_files_and_missing_directory_fail, .timeout = 60)
                          "sources:\n  files: {type: jsonl-source, path: %s}\n"
                          "sinks:\n  db: {type: sqlite-sink, path: %s/missing/out.db}\n",
                          persons, dir);
-    char *cfg = write_config(dir, text);
-    chmod(cfg, 0644);
     /* root reads any file: run the check as nobody then */
     const char *as = geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups" : NULL;
     int rc;
-    char *out = check(cfg, as, 30, &rc);
+    char *out = check_text(dir, text, as, 30, &rc);
     cr_assert_eq(rc, 1, "%s", out);
     char *missing = skt_fmt("%s/missing", dir);
     expect_line(out, "FAIL files path:", persons);
@@ -125,8 +129,6 @@ Test(check_connect, unreadable_files_and_missing_directory_fail, .timeout = 60)
     expect_line(out, "ok   kafka:", "embedded");
     free(missing);
     free(out);
-    free(cfg);
-    free(text);
     free(persons);
     free(dir);
 }
@@ -147,9 +149,8 @@ Test(check_connect, files_that_are_no_database_or_empty_directories_fail, .timeo
                          "  real: {type: sqlite-sink, path: %s}\n"
                          "  csv: {type: oneroster-csv-sink, state_dir: %s, output_dir: %s/out}\n",
                          empty, notdb, db, dir, dir);
-    char *cfg = write_config(dir, text);
     int rc;
-    char *out = check(cfg, NULL, 30, &rc);
+    char *out = check_text(dir, text, NULL, 30, &rc);
     cr_assert_eq(rc, 1, "%s", out);
     expect_line(out, "FAIL files path:", "holds no <collection>.jsonl file");
     expect_line(out, "FAIL text path:", "not an SQLite database");
@@ -158,8 +159,6 @@ Test(check_connect, files_that_are_no_database_or_empty_directories_fail, .timeo
     expect_line(out, "ok   csv state_dir:", "oneroster-state.db does not exist yet");
     cr_assert_eq(count_lines(out, "FAIL "), 3, "%s", out);
     free(out);
-    free(cfg);
-    free(text);
     free(db);
     free(notdb);
     free(empty);
@@ -175,15 +174,12 @@ Test(check_connect, a_type_without_a_probe_says_so_and_passes, .timeout = 30)
                          "sources:\n  sis: {type: ss12000-source, url: http://127.0.0.1:9/v2.0}\n"
                          "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
                          dir);
-    char *cfg = write_config(dir, text);
     int rc;
-    char *out = check(cfg, NULL, 30, &rc);
+    char *out = check_text(dir, text, NULL, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     expect_line(out, "--   sis:", "no connection check for ss12000-source");
     expect_line(out, "ok   db path:", "will be created");
     free(out);
-    free(cfg);
-    free(text);
     free(dir);
 }
 
@@ -221,12 +217,9 @@ static char *pg_check(const char *tag, const char *conninfo, const char *schema,
                          "    conninfo: ${env:SK_CC_CONNINFO}\n"
                          "    schema: %s\n    connect_timeout: 5s\n",
                          schema);
-    char *cfg = write_config(dir, text);
     setenv("SK_CC_CONNINFO", conninfo, 1);
-    char *out = check(cfg, NULL, 30, rc);
+    char *out = check_text(dir, text, NULL, 30, rc);
     unsetenv("SK_CC_CONNINFO");
-    free(cfg);
-    free(text);
     free(dir);
     return out;
 }
@@ -322,13 +315,10 @@ static char *scim_check(const char *tag, const char *url, const char *extra, int
                          "sinks:\n  accounts:\n    type: scim-sink\n    url: %s\n"
                          "    state_dir: %s/state\n%s",
                          url, dir, extra ? extra : "");
-    char *cfg = write_config(dir, text);
-    char *out = check(cfg, NULL, 60, rc);
+    char *out = check_text(dir, text, NULL, 60, rc);
     char *state = skt_fmt("%s/state", dir);
     cr_assert_neq(access(state, F_OK), 0, "the check made %s", state);
     free(state);
-    free(cfg);
-    free(text);
     free(dir);
     return out;
 }
@@ -436,20 +426,16 @@ Test(check_connect, topics_the_cluster_would_refuse_fail, .timeout = 60)
     /* one test broker: replication factor 3 cannot be created */
     char *dir = skt_tmpdir("cc-rf");
     char *prefix = skt_unique_prefix();
-    char *cfg = kafka_config(dir, skt_brokers(), prefix, "20s");
     char *text = skt_fmt("kafka: {brokers: \"%s\", topic_prefix: %s, replication_factor: 3}\n"
                          "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
                          skt_brokers(), prefix, dir);
-    skt_write(cfg, text);
     int rc;
-    char *out = check(cfg, NULL, 60, &rc);
+    char *out = check_text(dir, text, NULL, 60, &rc);
     cr_assert_eq(rc, 1, "%s", out);
     expect_line(out, "FAIL kafka topics:", "20 needed topics are missing");
     expect_line(out, "FAIL kafka topics:",
                 "(set kafka.replication_factor to at most the number of brokers)");
     free(out);
-    free(text);
-    free(cfg);
     free(prefix);
     free(dir);
 }
