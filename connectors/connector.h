@@ -306,9 +306,7 @@ struct sk_sink_ops {
  * and, like every error message, must never report a secret.
  */
 struct sk_probe {
-    const char *name;                        /* the instance name from the config */
-    const struct sk_entity *const *entities; /* a sink's entity types (NULL for a source) */
-    size_t n_entities;
+    const char *name; /* the instance name from the config */
     /* Filled by the caller: one check's outcome. what: the check ("login",
      * "schema skolsync"); detail: what was found, or what failed; fix: how
      * to fix it (NULL when ok). */

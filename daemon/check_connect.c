@@ -17,6 +17,7 @@
  * running daemon's producer), or print a secret (probes report none, and
  * the Kafka lines name only brokers and topics).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,22 +84,39 @@ struct need {
     bool exists;
 };
 
-/* librdkafka's own log lines would repeat every failed connection on stderr:
- * the check's lines say what failed. */
-static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+/*
+ * librdkafka's own log lines would repeat every failed connection on stderr;
+ * the last warning or error is kept instead, for the FAIL line: it is where
+ * librdkafka says why (connection refused, SASL authentication failed, a TLS
+ * handshake), which its error codes do not. They never hold a password.
+ */
+struct broker_log {
+    pthread_mutex_t mu;
+    char last[400];
+};
+
+static void keep_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    (void)rk, (void)level, (void)fac, (void)buf;
+    (void)fac;
+    struct broker_log *log = rd_kafka_opaque(rk);
+    if (level > 4 || !log) /* LOG_WARNING */
+        return;
+    pthread_mutex_lock(&log->mu); /* called from librdkafka's threads */
+    snprintf(log->last, sizeof(log->last), "%s", buf);
+    pthread_mutex_unlock(&log->mu);
 }
 
 /* A short-lived producer handle for metadata and admin requests that makes
- * no topic by asking for it, and logs nothing. */
-static rd_kafka_t *check_client(const struct sk_kafka *k, struct sk_error *err)
+ * no topic by asking for it; its log goes to log. */
+static rd_kafka_t *check_client(const struct sk_kafka *k, struct broker_log *log,
+                                struct sk_error *err)
 {
     static const char *const defaults[] = {"allow.auto.create.topics", "false", NULL};
     rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-check", defaults, err);
     if (!conf)
         return NULL;
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    rd_kafka_conf_set_log_cb(conf, keep_log);
+    rd_kafka_conf_set_opaque(conf, log);
     char errstr[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk) {
@@ -247,12 +265,13 @@ static void check_kafka(struct check_run *r, const struct sk_kafka_conf *conf)
 {
     struct sk_kafka *k = sk_kafka_describe(conf);
     struct sk_error err = {0};
+    struct broker_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
     rd_kafka_t *rk = NULL;
     if (sk_kafka_embedded(k)) {
         ok(r, "kafka", "the embedded broker runs inside skolsync: nothing to reach");
         goto out;
     }
-    rk = check_client(k, &err);
+    rk = check_client(k, &log, &err);
     if (!rk) {
         fail(r, "kafka brokers", err.msg, "correct kafka.properties");
         goto out;
@@ -264,9 +283,12 @@ static void check_kafka(struct check_run *r, const struct sk_kafka_conf *conf)
     rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, (int)conf->connect_timeout_ms);
     char *detail;
     if (e) {
-        detail = sk_asprintf("cannot reach Kafka at %s within %lld ms (kafka.connect_timeout): %s",
+        pthread_mutex_lock(&log.mu);
+        detail = sk_asprintf("cannot reach Kafka at %s within %lld ms (kafka.connect_timeout): "
+                             "%s%s%s",
                              sk_kafka_bootstrap(k), (long long)conf->connect_timeout_ms,
-                             rd_kafka_err2str(e));
+                             rd_kafka_err2str(e), log.last[0] ? "; last: " : "", log.last);
+        pthread_mutex_unlock(&log.mu);
         fail(r, "kafka brokers", detail, FIX_REACH);
         free(detail);
         goto out;
@@ -296,18 +318,13 @@ out:
 /* ---- connectors ------------------------------------------------------------- */
 
 static void check_connector(struct check_run *r, const char *name, const char *type,
-                            void (*probe)(const void *, struct sk_probe *), const void *conf,
-                            const struct sk_entity *const *entities, size_t n_entities)
+                            void (*probe)(const void *, struct sk_probe *), const void *conf)
 {
     if (!probe) {
         fprintf(r->out, "%-4s %s: no connection check for %s\n", "--", name, type);
         return;
     }
-    struct sk_probe p = {.name = name,
-                         .entities = entities,
-                         .n_entities = n_entities,
-                         .report = probe_report,
-                         .ctx = r};
+    struct sk_probe p = {.name = name, .report = probe_report, .ctx = r};
     probe(conf, &p);
 }
 
@@ -317,12 +334,11 @@ int sk_check_connect(const struct sk_daemon_config *cfg, FILE *out)
     check_kafka(&r, &cfg->core.kafka);
     for (size_t i = 0; i < cfg->n_sources; i++) {
         const struct sk_source_def *d = &cfg->sources[i];
-        check_connector(&r, d->name, d->ops->type, d->ops->probe, d->conf, NULL, 0);
+        check_connector(&r, d->name, d->ops->type, d->ops->probe, d->conf);
     }
     for (size_t i = 0; i < cfg->n_sinks; i++) {
         const struct sk_sink_def *d = &cfg->sinks[i];
-        check_connector(&r, d->name, d->ops->type, d->ops->probe, d->conf,
-                        (const struct sk_entity *const *)d->entities, d->n_entities);
+        check_connector(&r, d->name, d->ops->type, d->ops->probe, d->conf);
     }
     if (r.n_fail)
         fprintf(out, "%s: %zu of %zu checks failed\n", cfg->path, r.n_fail, r.n_ok + r.n_fail);
