@@ -462,6 +462,26 @@ Test(check_connect, unreachable_broker_fails_within_connect_timeout, .timeout = 
     free(dir);
 }
 
+Test(check_connect, sasl_the_broker_does_not_speak_fails_without_the_password, .timeout = 60)
+{
+    char *dir = skt_tmpdir("cc-sasl");
+    char *text = skt_fmt("kafka:\n  brokers: \"%s\"\n  connect_timeout: 3s\n"
+                         "  properties: {security.protocol: SASL_PLAINTEXT, sasl.mechanisms: "
+                         "PLAIN, sasl.username: skolsync, sasl.password: \"${env:SK_CC_KP}\"}\n"
+                         "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
+                         skt_brokers(), dir);
+    setenv("SK_CC_KP", "Kafk4Passw0rd", 1);
+    int rc;
+    char *out = check_text(dir, text, NULL, 30, &rc);
+    unsetenv("SK_CC_KP");
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL kafka brokers:", "SASL");
+    expect_line(out, "FAIL kafka brokers:", "security settings in kafka.properties");
+    cr_assert_null(strstr(out, "Kafk4Passw0rd"), "the password was printed:\n%s", out);
+    free(out);
+    free(dir);
+}
+
 Test(check_connect, connect_is_an_option_of_check_only, .timeout = 30)
 {
     char *cmd = skt_fmt("%s run --connect -c /dev/null", skt_skolsync());
