@@ -19,10 +19,11 @@
 #include "sk_test.h"
 #include "util.h"
 
-/* `skolsync check -c cfg --connect [prefix_cmd]`: stdout+stderr, *rc. */
-static char *check(const char *cfg, const char *run_as, int timeout_s, int *rc)
+/* `PROGRAM check -c cfg --connect` (program NULL: this build's skolsync):
+ * stdout+stderr, *rc. */
+static char *check(const char *cfg, const char *program, int timeout_s, int *rc)
 {
-    char *cmd = skt_fmt("%s %s check -c %s --connect", run_as ? run_as : "", skt_skolsync(), cfg);
+    char *cmd = skt_fmt("%s check -c %s --connect", program ? program : skt_skolsync(), cfg);
     char *out = NULL;
     *rc = skt_sh(cmd, timeout_s, &out);
     free(cmd);
@@ -67,12 +68,12 @@ static char *write_config(const char *dir, const char *text)
     return path;
 }
 
-/* Writes text (freed here) as dir's configuration and checks it; run_as as in check. */
-static char *check_text(const char *dir, char *text, const char *run_as, int timeout_s, int *rc)
+/* Writes text (freed here) as dir's configuration and checks it; program as in check. */
+static char *check_text(const char *dir, char *text, const char *program, int timeout_s, int *rc)
 {
     char *cfg = write_config(dir, text);
     chmod(cfg, 0644);
-    char *out = check(cfg, run_as, timeout_s, rc);
+    char *out = check(cfg, program, timeout_s, rc);
     return out;
 }
 
@@ -116,10 +117,18 @@ Test(check_connect, unreadable_files_and_missing_directory_fail, .timeout = 60)
                          "sources:\n  files: {type: jsonl-source, path: %s}\n"
                          "sinks:\n  db: {type: sqlite-sink, path: %s/missing/out.db}\n",
                          persons, dir);
-    /* root reads any file: run the check as nobody then */
-    const char *as = geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups" : NULL;
+    /* root reads any file: run the check as nobody then, from a copy of the
+     * binary (a checkout under /root is out of nobody's reach) */
+    char *as_nobody = NULL;
+    if (geteuid() == 0) {
+        char *cp = skt_fmt("cp %s %s/skolsync", skt_skolsync(), dir);
+        cr_assert_eq(skt_sh(cp, 10, NULL), 0, "%s", cp);
+        free(cp);
+        as_nobody = skt_fmt("setpriv --reuid=65534 --regid=65534 --clear-groups %s/skolsync", dir);
+    }
     int rc;
-    char *out = check_text(dir, text, as, 30, &rc);
+    char *out = check_text(dir, text, as_nobody, 30, &rc);
+    free(as_nobody);
     cr_assert_eq(rc, 1, "%s", out);
     char *missing = skt_fmt("%s/missing", dir);
     expect_line(out, "FAIL files path:", persons);
