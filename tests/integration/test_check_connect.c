@@ -74,6 +74,8 @@ static char *check_text(const char *dir, char *text, const char *program, int ti
     char *cfg = write_config(dir, text);
     chmod(cfg, 0644);
     char *out = check(cfg, program, timeout_s, rc);
+    free(cfg);
+    free(text);
     return out;
 }
 
