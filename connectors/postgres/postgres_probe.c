@@ -37,6 +37,46 @@ static const char rights_sql[] =
     "(SELECT has_schema_privilege(oid, 'USAGE') FROM pg_catalog.pg_namespace WHERE nspname = $1), "
     "(SELECT has_schema_privilege(oid, 'CREATE') FROM pg_catalog.pg_namespace WHERE nspname = $1)";
 
+/*
+ * The schema's migration (0: none yet), as pg_migrate reads it, or -1 with
+ * the check reported as failed: a schema a newer skolsync migrated is left
+ * alone, so open would fail.
+ */
+static long probe_migration(struct pg_sink *s, struct sk_probe *p, const char *what)
+{
+    char *table = sk_asprintf("%s.skolsync_migrations", s->qschema);
+    char *sql = sk_asprintf("SELECT coalesce(max(version), 0) FROM %s", table);
+    const char *params[] = {table};
+    PGresult *res = NULL;
+    bool record_level;
+    struct sk_error err = {0};
+    long version = -1;
+    if (pg_exec_params(s, "looking for skolsync_migrations", "SELECT to_regclass($1) IS NULL", 1,
+                       params, &res, &record_level, &err) == 0) {
+        bool missing = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        res = NULL;
+        if (missing)
+            version = 0;
+        else if (pg_exec_params(s, "reading skolsync_migrations", sql, 0, NULL, &res, &record_level,
+                                &err) == 0)
+            version = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+    }
+    if (version < 0)
+        sk_probe_fail(p, what,
+                      "the role skolsync logs in as must own the schema's tables, or be granted "
+                      "their privileges",
+                      "%s", err.msg);
+    else if (version > MIGRATION_LATEST)
+        sk_probe_fail(p, what, "upgrade skolsync, or set schema to another one",
+                      "schema %s is at migration %ld, newer than this skolsync knows (%d)",
+                      s->schema, version, MIGRATION_LATEST);
+    free(sql);
+    free(table);
+    return version > MIGRATION_LATEST ? -1 : version;
+}
+
 static void probe_schema(struct pg_sink *s, struct sk_probe *p)
 {
     char *what = sk_asprintf("schema %s", s->schema);
@@ -57,8 +97,11 @@ static void probe_schema(struct pg_sink *s, struct sk_probe *p)
     bool usage = exists && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
     bool create = exists && strcmp(PQgetvalue(res, 0, 4), "t") == 0;
     PQclear(res);
+    long migration;
     if (exists && usage && create) {
-        sk_probe_ok(p, what, "exists; role %s has USAGE and CREATE on it", role);
+        if ((migration = probe_migration(s, p, what)) >= 0)
+            sk_probe_ok(p, what, "exists (at migration %ld); role %s has USAGE and CREATE on it",
+                        migration, role);
     } else if (exists) {
         const char *missing = !usage && !create ? "USAGE, CREATE" : !usage ? "USAGE" : "CREATE";
         char *fix =

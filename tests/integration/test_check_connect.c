@@ -316,6 +316,32 @@ Test(check_connect, postgres_role_lacking_create_fails_naming_the_privilege, .ti
     free(role);
 }
 
+Test(check_connect, postgres_schema_of_a_newer_skolsync_fails, .timeout = 60)
+{
+    char *schema = new_role();
+    char *sql = skt_fmt("CREATE SCHEMA %s; CREATE TABLE %s.skolsync_migrations (version int); "
+                        "INSERT INTO %s.skolsync_migrations VALUES (1)",
+                        schema, schema, schema);
+    pg_run(sql);
+    int rc;
+    char *out = pg_check("cc-pgnewer", getenv("SK_TEST_PG"), schema, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   pg schema", "exists (at migration 1)");
+    free(out);
+    char *newer = skt_fmt("INSERT INTO %s.skolsync_migrations VALUES (99)", schema);
+    pg_run(newer);
+    free(newer);
+    out = pg_check("cc-pgnewer", getenv("SK_TEST_PG"), schema, &rc);
+    char *drop = skt_fmt("SET client_min_messages TO warning; DROP SCHEMA %s CASCADE", schema);
+    pg_run(drop);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL pg schema", "is at migration 99, newer than this skolsync knows");
+    free(drop);
+    free(out);
+    free(sql);
+    free(schema);
+}
+
 /* ---- SCIM ------------------------------------------------------------------- */
 
 /* A scim-sink at url (extra: more of its options, indented by 4). */
