@@ -1,5 +1,7 @@
 /* connector.c: the data helpers of the connector interface (connector.h): the
- * record batch a source hands to its driver, and offset lists. */
+ * record batch a source hands to its driver, offset lists, and the reports of
+ * connection checks. */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,4 +116,29 @@ void sk_offsets_free(struct sk_offsets *o)
         free(o->v[i].topic);
     free(o->v);
     memset(o, 0, sizeof(*o));
+}
+
+static void probe_report(struct sk_probe *p, bool ok, const char *what, const char *fix,
+                         const char *fmt, va_list ap)
+{
+    char detail[768];
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    if (p->report)
+        p->report(p->ctx, p, ok, what, detail, fix);
+}
+
+void sk_probe_ok(struct sk_probe *p, const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    probe_report(p, true, what, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void sk_probe_fail(struct sk_probe *p, const char *what, const char *fix, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    probe_report(p, false, what, fix, fmt, ap);
+    va_end(ap);
 }

@@ -98,6 +98,12 @@ struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_confi
  */
 struct sk_daemon_config *sk_daemon_config_load_admin(const char *path,
                                                      struct sk_config_errors *errs);
+/*
+ * `skolsync check --connect` (check_connect.c): reaches Kafka and every
+ * connector's system, one line per check on out. SK_EXIT_OK if every check
+ * passed, SK_EXIT_RUNTIME if one failed.
+ */
+int sk_check_connect(const struct sk_daemon_config *cfg, FILE *out);
 /* `skolsync status` and `pause|resume|restart|release NAME` (admin_cli.c). */
 int sk_cmd_status(int argc, char **argv);
 int sk_cmd_connector_action(int argc, char **argv);

@@ -508,8 +508,7 @@ static int start_embedded(struct sk_kafka *k, struct sk_error *err)
     return 0;
 }
 
-int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collections, size_t n,
-                   struct sk_kafka **out, struct sk_error *err)
+struct sk_kafka *sk_kafka_describe(const struct sk_kafka_conf *conf)
 {
     struct sk_kafka *k = sk_calloc(1, sizeof(*k));
     k->prefix = sk_strdup(conf->topic_prefix ? conf->topic_prefix : "skolsync.");
@@ -528,12 +527,19 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
         k->properties.values[i] = sk_strdup(conf->properties.values[i]);
     }
     k->embedded = !conf->brokers || strcmp(conf->brokers, "embedded") == 0;
+    if (!k->embedded)
+        k->bootstrap = sk_strdup(conf->brokers);
+    return k;
+}
 
+int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collections, size_t n,
+                   struct sk_kafka **out, struct sk_error *err)
+{
+    struct sk_kafka *k = sk_kafka_describe(conf);
     if (k->embedded) {
         if (start_embedded(k, err))
             goto fail;
     } else {
-        k->bootstrap = sk_strdup(conf->brokers);
         if (fetch_cluster_id(k, err))
             goto fail;
         sk_info("kafka", "connected to cluster %s at %s (%s)", k->incarnation, k->bootstrap,

@@ -43,6 +43,13 @@ struct sk_kafka;
 int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collections, size_t n,
                    struct sk_kafka **out, struct sk_error *err);
 void sk_kafka_destroy(struct sk_kafka *k);
+/*
+ * The context of conf without reaching or starting anything: topic names and
+ * client configuration (sk_kafka_conf_new) for a real cluster, the mode for
+ * either (`skolsync check --connect`). No embedded broker is started, and
+ * the incarnation is unknown (NULL). Free with sk_kafka_destroy().
+ */
+struct sk_kafka *sk_kafka_describe(const struct sk_kafka_conf *conf);
 
 bool sk_kafka_embedded(const struct sk_kafka *k);
 /* Transactions in use: a real broker with exactly_once (the mock has no txn markers). */

@@ -140,6 +140,7 @@ EOF
         fi
         log "restarting kept cluster on port $port"
     fi
+    password_rule "$d/pg_hba.conf"
     # the log file must be writable by the owner: keep it in the data dir
     if ! as_owner "$bin/pg_ctl" start -D "$d" -l "$d/server.log" -w -t 60 >/dev/null 2>&1; then
         tail -n 30 "$d/server.log" >&2 2>/dev/null || true
@@ -152,6 +153,15 @@ EOF
     fi
     log "PostgreSQL $("$bin/postgres" -V | awk '{print $3}') up on 127.0.0.1:$port (data $d)"
     conninfo
+}
+
+# Members of the group role sk_password_login log in over TCP with a password
+# (scram), ahead of the trust lines: test_check_connect needs a login that a
+# wrong password fails. Nobody else is a member, so the rest stays trust. Also
+# added to a kept cluster's file (a running one: SELECT pg_reload_conf()).
+password_rule() {
+    grep -q sk_password_login "$1" ||
+        sed -i '1i host    all   +sk_password_login   127.0.0.1/32  scram-sha-256' "$1"
 }
 
 stop() {

@@ -694,6 +694,71 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
     return 0;
 }
 
+/* ---- skolsync check --connect ----------------------------------------------- */
+
+#define FIX_READ "give the user skolsync runs as read access to it"
+
+/* Directory mode: every <collection>.jsonl there must be readable, and one must exist. */
+static void probe_dir(const struct jsonl_conf *conf, struct sk_probe *p)
+{
+    if (access(conf->path, R_OK | X_OK) < 0) {
+        sk_probe_fail(p, "path", FIX_READ, "directory %s: %s", conf->path, strerror(errno));
+        return;
+    }
+    size_t found = 0;
+    char first[64] = "";
+    for (size_t i = 0; sk_entities[i]; i++) {
+        char *file = sk_asprintf("%s/%s%s", conf->path, sk_entities[i]->collection, JSONL_SUFFIX);
+        bool exists = access(file, F_OK) == 0;
+        bool readable = exists && access(file, R_OK) == 0;
+        if (exists && !readable) {
+            sk_probe_fail(p, "path", FIX_READ, "%s: not readable by this user", file);
+            free(file);
+            return;
+        }
+        if (exists && found++ == 0)
+            snprintf(first, sizeof(first), "%s", base_name(file));
+        free(file);
+    }
+    if (found == 0)
+        sk_probe_fail(p, "path",
+                      "put the export there as <collection>.jsonl (persons.jsonl, ...), or "
+                      "correct path",
+                      "directory %s holds no <collection>.jsonl file", conf->path);
+    else
+        sk_probe_ok(p, "path", "directory %s: %zu collection file(s) readable (%s%s)", conf->path,
+                    found, first, found > 1 ? ", ..." : "");
+}
+
+/* Exists and readable; the files it names match entity types. Reads no line. */
+static void jsonl_probe(const void *conf_ptr, struct sk_probe *p)
+{
+    const struct jsonl_conf *conf = conf_ptr;
+    struct stat st;
+    if (stat(conf->path, &st) < 0) {
+        sk_probe_fail(p, "path", "correct path, or create it", "%s: %s", conf->path,
+                      strerror(errno));
+        return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        probe_dir(conf, p);
+        return;
+    }
+    const struct sk_entity *e =
+        conf->entity ? sk_entity_by_name(conf->entity) : entity_of_file_name(base_name(conf->path));
+    if (!e && conf->entity)
+        e = sk_entity_by_collection(conf->entity);
+    if (!S_ISREG(st.st_mode) || !e)
+        sk_probe_fail(p, "path", "name a .jsonl file of one collection (or set entity)", "%s: %s",
+                      conf->path,
+                      !S_ISREG(st.st_mode) ? "neither a regular file nor a directory"
+                                           : "no entity type (not <collection>.jsonl)");
+    else if (access(conf->path, R_OK) < 0)
+        sk_probe_fail(p, "path", FIX_READ, "%s: not readable by this user", conf->path);
+    else
+        sk_probe_ok(p, "path", "%s: readable, %s records", conf->path, e->name);
+}
+
 const struct sk_source_ops jsonl_source_ops = {
     .type = "jsonl-source",
     .summary = "SS 12000 entities from <collection>.jsonl files, followed as they grow",
@@ -702,4 +767,5 @@ const struct sk_source_ops jsonl_source_ops = {
     .open = jsonl_open,
     .poll = jsonl_poll,
     .close = jsonl_close,
+    .probe = jsonl_probe,
 };

@@ -38,10 +38,12 @@
 #include "model.h"
 #include "oneroster.h"
 #include "oneroster_internal.h"
+#include "probe_fs.h"
 #include "state_store.h"
 #include "util.h"
 
 #define SCHEMA_VERSION 1
+#define STATE_DB_NAME "oneroster-state.db"
 #define TICK_MS 250
 #define RETRY_AFTER_FAILURE_MS 30000
 
@@ -249,7 +251,7 @@ static int oneroster_open(struct sk_sink *self, struct sk_error *err)
     if (check_dir("state_dir", conf->state_dir, err) < 0 ||
         check_dir("output_dir", conf->output_dir, err) < 0)
         goto fail;
-    s->db_path = sk_asprintf("%s/oneroster-state.db", conf->state_dir);
+    s->db_path = sk_asprintf("%s/" STATE_DB_NAME, conf->state_dir);
     struct sk_state_opts o = {.path = s->db_path,
                               .busy_timeout_ms = 5000,
                               .private_file = true,
@@ -590,6 +592,16 @@ int oneroster_write_bundle_now(struct sk_sink *self, char *path_out, size_t path
 
 static const char *const default_drop[] = {"civicNo", NULL};
 
+/* skolsync check --connect: both directories take files; the state database. */
+static void oneroster_probe(const void *conf_ptr, struct sk_probe *p)
+{
+    const struct oneroster_conf *conf = conf_ptr;
+    sk_probe_dir_writable(p, "output_dir", conf->output_dir);
+    char *db = sk_asprintf("%s/" STATE_DB_NAME, conf->state_dir);
+    sk_probe_sqlite_file(p, "state_dir", db, false);
+    free(db);
+}
+
 const struct sk_sink_ops oneroster_sink_ops = {
     .type = "oneroster-csv-sink",
     .summary = "OneRoster 1.2 bulk CSV bundles (directory or zip), from SS 12000 state kept "
@@ -604,4 +616,5 @@ const struct sk_sink_ops oneroster_sink_ops = {
     .stored_offsets = oneroster_stored_offsets,
     .target = oneroster_target,
     .close = oneroster_close,
+    .probe = oneroster_probe,
 };

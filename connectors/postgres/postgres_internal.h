@@ -19,6 +19,14 @@
 /* The newest migration this build knows; a schema at a higher one is refused. */
 #define MIGRATION_LATEST 1
 
+/* The options (postgres_sink.c's table fills it). */
+struct pg_conf {
+    char *conninfo;
+    char *schema;
+    char *deleted_rows;
+    int64_t connect_timeout_ms;
+};
+
 /* One collection's table: its statements, and this batch's work for it. */
 struct pg_table {
     const struct sk_entity *entity;
@@ -62,6 +70,16 @@ struct pg_sink {
     size_t cap_slots;
     struct sk_offsets parts; /* of the batch being applied, reused */
 };
+
+/* ---- postgres_sink.c ---------------------------------------------------------- */
+
+/* "postgresql host:port/dbname schema X" (never the password). Caller frees. */
+char *pg_describe_target(const char *conninfo, const char *schema);
+
+/* ---- postgres_probe.c --------------------------------------------------------- */
+
+/* skolsync check --connect: login, server version, rights on the schema. */
+void pg_probe(const void *conf, struct sk_probe *p);
 
 /* ---- postgres_schema.c -------------------------------------------------------- */
 

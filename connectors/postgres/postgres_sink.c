@@ -32,13 +32,6 @@
 #include "postgres_internal.h"
 #include "util.h"
 
-struct pg_conf {
-    char *conninfo;
-    char *schema;
-    char *deleted_rows;
-    int64_t connect_timeout_ms;
-};
-
 static const char *const deleted_rows_choices[] = {"delete", "keep", NULL};
 
 static const struct sk_option pg_options[] = {
@@ -69,7 +62,7 @@ static const struct sk_option pg_options[] = {
 };
 
 /* "postgresql host:port/dbname schema X": never the password or other options. */
-static char *describe_target(const char *conninfo, const char *schema)
+char *pg_describe_target(const char *conninfo, const char *schema)
 {
     char *host = NULL, *port = NULL, *db = NULL, *user = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
@@ -147,7 +140,7 @@ static int pg_open(struct sk_sink *self, struct sk_error *err)
     s->conninfo = sk_strdup(conf->conninfo);
     s->schema = sk_strdup(conf->schema);
     s->qschema = pg_quote_ident(conf->schema);
-    s->target = describe_target(conf->conninfo, conf->schema);
+    s->target = pg_describe_target(conf->conninfo, conf->schema);
     s->keep_deleted = conf->deleted_rows && strcmp(conf->deleted_rows, "keep") == 0;
     s->connect_timeout_ms = conf->connect_timeout_ms;
     s->tables = sk_calloc(self->n_entities ? self->n_entities : 1, sizeof(*s->tables));
@@ -606,4 +599,5 @@ const struct sk_sink_ops postgres_sink_ops = {
     .stored_offsets = pg_stored_offsets,
     .target = pg_target,
     .close = pg_close,
+    .probe = pg_probe,
 };

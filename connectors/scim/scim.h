@@ -27,6 +27,8 @@
 #define SCIM_GROUP_SCHEMA "urn:ietf:params:scim:schemas:core:2.0:Group"
 #define SCIM_ENTERPRISE_SCHEMA "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 #define SCIM_PATCH_SCHEMA "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+/* state_dir when the option table has not filled it. */
+#define SCIM_STATE_DIR_DEFAULT "scim-state"
 
 /* The filled option table (scim_sink.c); strings owned by the core. */
 struct scim_conf {
@@ -49,6 +51,10 @@ struct scim_conf {
     char *on_delete;
     char *state_dir;
 };
+
+struct sk_probe;
+/* scim_probe.c: skolsync check --connect (connector.h, struct sk_probe). */
+void scim_probe(const void *conf, struct sk_probe *p);
 
 enum scim_dialect { SCIM_DIALECT_RFC, SCIM_DIALECT_ENTRA, SCIM_DIALECT_OKTA };
 

@@ -592,7 +592,8 @@ static int scim_open(struct sk_sink *self, struct sk_error *err)
     s->http = scim_http_new(conf, s->component, err);
     if (!s->http)
         goto fail;
-    s->state = scim_state_open(conf->state_dir ? conf->state_dir : "scim-state", s->component, err);
+    s->state = scim_state_open(conf->state_dir ? conf->state_dir : SCIM_STATE_DIR_DEFAULT,
+                               s->component, err);
     if (!s->state)
         goto fail;
     return 0;
@@ -618,4 +619,5 @@ const struct sk_sink_ops scim_sink_ops = {
     .apply = scim_apply,
     .target = scim_target,
     .close = scim_close,
+    .probe = scim_probe,
 };

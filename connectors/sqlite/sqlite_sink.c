@@ -23,6 +23,7 @@
 
 #include "connector.h"
 #include "model.h"
+#include "probe_fs.h"
 #include "state_store.h"
 #include "util.h"
 
@@ -205,6 +206,13 @@ static const char *sqlite_target(struct sk_sink *self)
     return ((const struct sqlite_conf *)self->conf)->path;
 }
 
+/* skolsync check --connect: the database file, or where it will be created. */
+static void sqlite_probe(const void *conf_ptr, struct sk_probe *p)
+{
+    const struct sqlite_conf *conf = conf_ptr;
+    sk_probe_sqlite_file(p, "path", conf->path, false);
+}
+
 const struct sk_sink_ops sqlite_sink_ops = {
     .type = "sqlite-sink",
     .summary = "current state of each SS 12000 collection in a SQLite table, exactly-once",
@@ -216,4 +224,5 @@ const struct sk_sink_ops sqlite_sink_ops = {
     .stored_offsets = sqlite_stored_offsets,
     .target = sqlite_target,
     .close = sqlite_close,
+    .probe = sqlite_probe,
 };
