@@ -1,7 +1,9 @@
 /*
  * source.h: internals of the ss12000-source connector, shared by its files:
- *   source.c        options, the sync algorithm (full, delta, deletes,
- *                   reconciliation, delete guard) and the cursor;
+ *   source.c        the connector (poll, open, close, settling batches);
+ *                   the sync algorithm's parts are declared in
+ *                   source_internal.h (run, list steps, deletedEntities,
+ *                   reconciliation and delete guard, cursor, options);
  *   source_http.c   requests through the connectors' HTTP client
  *                   (http_client.h): rate limit, Retry-After, read-ahead;
  *   source_hook.c   webhooks: the callback route, the subscription and its

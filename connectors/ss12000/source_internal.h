@@ -3,7 +3,11 @@
  * steps, the cursor unpacked, the source's state, and the functions of
  * source_options.c (the option tables), source_cursor.c (the cursor message),
  * source_page.c (what a page says: required fields, bytes cJSON would
- * break, the server's reason, paging that never ends). source.c is the run.
+ * break, the server's reason, paging that never ends), source_run.c (the
+ * run's state machine), source_list.c (the list steps), source_deleted.c
+ * (the deletedEntities step) and source_guard.c (deletions: reconciliation,
+ * the delete guard, the run's end). source.c is the connector: poll, open,
+ * close and the settling of stored batches.
  * Not for use outside connectors/ss12000/.
  */
 #ifndef SK_SS12000_SOURCE_INTERNAL_H
@@ -194,5 +198,70 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
 /* One page of a chain: -1 with err (FATAL) when paging would never end. */
 int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
                          const char *next, const char *url, struct sk_error *err);
+
+/* ---- source_run.c ----------------------------------------------------------- */
+
+/* us as RFC 3339 with the offset off_min (minutes east of UTC), µs precision. */
+void ss_format_time(int64_t us, int off_min, char out[TEXT_MAX]);
+/* Forgets the chain under way: its page token and the maxima it read. */
+void ss_chain_reset(struct cstate *st);
+/* Positions st at type index k of the run (or the deletes, or the end). */
+void ss_enter_type(struct ss_source *src, struct cstate *st, int k);
+/* Starts a run: its types, its T0, empty accumulators. */
+void ss_start_run(struct ss_source *src, struct cstate *st);
+/* The next step after a completed chain. */
+void ss_advance(struct ss_source *src, struct cstate *st);
+/* One step of the run: one request, or the run's end. -1 with err. */
+int ss_run_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                struct sk_error *err);
+/*
+ * GET url, a page of the chain under way. 1: r holds an answer for the step
+ * to read (caller frees it); 0: a page token was expired (410) or refused
+ * (400), the chain starts over (the warning ends with `again`); -1 with err.
+ */
+int ss_chain_get(struct ss_source *src, struct cstate *st, const char *url, const char *again,
+                 struct ss_resp *r, struct sk_error *err);
+/*
+ * The page in r: its document (caller frees), data and next token, having
+ * passed the paging guard of chain (page_no 0: its first page). list: data
+ * must be a list of entities. NULL with err (RETRIABLE, or FATAL when paging
+ * would never end).
+ */
+cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, const char *chain,
+                     int page_no, bool list, const cJSON **data, const char **next,
+                     struct sk_error *err);
+
+/* ---- source_list.c ---------------------------------------------------------- */
+
+/* The list request of the current step of type i (malloc'ed, caller frees). */
+char *ss_list_url(struct ss_source *src, const struct cstate *st, int i);
+/* One request of a list step (full or delta). -1 with err. */
+int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                 struct sk_error *err);
+
+/* ---- source_deleted.c ------------------------------------------------------- */
+
+/* One request of the deletedEntities step. -1 with err. */
+int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                    struct sk_error *err);
+
+/* ---- source_guard.c --------------------------------------------------------- */
+
+void ss_dels_add(struct dels *d, int type, const char *id);
+bool ss_dels_live(const struct dels *d, const struct del *x);
+void ss_dels_clear(struct dels *d); /* keeps the memory */
+void ss_dels_free(struct dels *d);  /* gives it back; the set stays usable */
+/* A change of the batch under way, learnt by the dedupe map once it is stored. */
+void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val);
+void ss_pend_clear(struct ss_source *src);
+/* Counts the live held deletions and tells the core (the held gauge). */
+void ss_update_held_gauge(struct ss_source *src);
+/* Full reconciliation of type i: ids live in Kafka the listing lacked become deletions. */
+int ss_reconcile(struct ss_source *src, int i, struct sk_error *err);
+/* The run's end: its deletions published, or held by the delete guard. -1 with err. */
+int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                  struct sk_error *err);
+/* Publishes the held deletions an operator released. */
+void ss_publish_released(struct ss_source *src, struct sk_batch *out);
 
 #endif

@@ -1,0 +1,263 @@
+/*
+ * source_list.c: the ss12000-source's list steps: one request of a full
+ * listing or of a delta query (meta.modified.after, meta.created.after) of
+ * one entity type, the records it reads, and the end of its chain (the
+ * watermark, and the full listing's reconciliation).
+ *
+ * Must never: move a watermark before its whole chain was read, send a
+ * filter together with a pageToken, or skip a page it could not read.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "connector.h"
+#include "http_client.h"
+#include "log.h"
+#include "model.h"
+#include "source.h"
+#include "source_internal.h"
+#include "util.h"
+
+static const char *const step_names[] = {"none", "full listing", "modified since", "created since",
+                                         "deletedEntities"};
+
+/* Minutes east of UTC of an RFC 3339 text ("...+02:00", "...Z"); 0 if unknown. */
+static int offset_minutes(const char *text)
+{
+    size_t n = strlen(text);
+    if (n >= 6 && (text[n - 6] == '+' || text[n - 6] == '-') && text[n - 3] == ':') {
+        int h = (text[n - 5] - '0') * 10 + (text[n - 4] - '0');
+        int m = (text[n - 2] - '0') * 10 + (text[n - 1] - '0');
+        int off = h * 60 + m;
+        if (h >= 0 && h < 24 && m >= 0 && m < 60)
+            return text[n - 6] == '-' ? -off : off;
+    }
+    return 0;
+}
+
+/* Takes max of a timestamp text into (text, us, has). */
+static void take_max(const char *text, char dst[TEXT_MAX], int64_t *dst_us, bool *has)
+{
+    int64_t us;
+    if (!text || sk_time_parse_us(text, &us))
+        return;
+    if (!*has || us > *dst_us) {
+        *dst_us = us;
+        *has = true;
+        ss_text_copy(dst, text);
+    }
+}
+
+/* One entity of a list page: a record, nothing (unchanged), or a dead letter. */
+static void take_item(struct ss_source *src, struct cstate *st, int ti, enum step step,
+                      const cJSON *item, const char *url, struct sk_batch *out, int64_t now)
+{
+    struct ss_type *t = &src->types[ti];
+    const struct sk_entity *e = t->e;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(item, "meta");
+    const cJSON *mod = cJSON_GetObjectItemCaseSensitive(meta, "modified");
+    const cJSON *cre = cJSON_GetObjectItemCaseSensitive(meta, "created");
+    const char *mod_text = cJSON_IsString(mod) ? mod->valuestring : NULL;
+    const char *cre_text = cJSON_IsString(cre) ? cre->valuestring : NULL;
+    take_max(mod_text, st->chain_mod_text, &st->chain_mod_us, &st->has_chain_mod);
+    take_max(cre_text, st->chain_cre_text, &st->chain_cre_us, &st->has_chain_cre);
+    int64_t mod_us = NO_MODIFIED;
+    if (mod_text && sk_time_parse_us(mod_text, &mod_us))
+        mod_us = NO_MODIFIED;
+
+    const cJSON *idj = cJSON_GetObjectItemCaseSensitive(item, "id");
+    char id[37] = "";
+    bool id_ok = cJSON_IsString(idj) && sk_uuid_normalize(idj->valuestring, id) == 0;
+    if (id_ok) {
+        /* Read in this run: the T0 rule keeps it from this run's deletions. */
+        ss_idmap_put(&src->run_seen, id, 1);
+        if (step == STEP_FULL)
+            ss_idmap_put(&t->listed, id, 1);
+        /* Unchanged since we last stored it: not again (sinks are idempotent
+         * anyway, this only saves work). Entities without meta.modified are
+         * always published: there is nothing to compare. */
+        int64_t prev;
+        if (mod_us != NO_MODIFIED &&
+            ((ss_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
+             (ss_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
+            return;
+    }
+    struct sk_error err = {0};
+    const char *field = cJSON_IsObject(item) ? ss_missing_required(e, item) : NULL;
+    ProtobufCMessage *msg = NULL;
+    char key[37];
+    if (field)
+        sk_error_set(&err, SK_ERR_PERMANENT, "%s %s: required field %s missing", e->name,
+                     id_ok ? id : "(no id)", field);
+    else
+        msg = sk_codec_from_json(e, item, key, &err);
+    if (!msg) {
+        char *raw = sk_json_print(item);
+        sk_batch_add_bad(out, e, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url,
+                         &err);
+        /* Not deduplicated: a page damaged on the way may hold the same
+         * (id, meta.modified) intact the next time it is read. */
+        return;
+    }
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *value = sk_malloc(len ? len : 1);
+    protobuf_c_message_pack(msg, value);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    sk_batch_add(out, e, key, value, len, now);
+    ss_pend_add(src, ti, key, mod_us);
+    st->done++;
+}
+
+/* The list request of the current step (filters only without a token, docs/ss12000-notes.md §3.1).
+ */
+char *ss_list_url(struct ss_source *src, const struct cstate *st, int i)
+{
+    const struct sk_entity *e = src->types[i].e;
+    int64_t limit = src->conf->page_size;
+    if (st->page_token) {
+        char *tok = sk_http_escape(st->page_token);
+        char *url = sk_asprintf("%s%s?pageToken=%s&limit=%" PRId64, src->base, e->path, tok, limit);
+        free(tok);
+        return url;
+    }
+    const struct tstate *t = &st->t[i];
+    const char *param = NULL;
+    int64_t us = 0;
+    const char *text = NULL;
+    if (st->step == STEP_MODIFIED && t->has_mod) {
+        param = "meta.modified.after";
+        us = t->mod_us;
+        text = t->mod_text;
+    } else if (st->step == STEP_CREATED && t->has_cre) {
+        param = "meta.created.after";
+        us = t->cre_us;
+        text = t->cre_text;
+    }
+    if (!param)
+        return sk_asprintf("%s%s?limit=%" PRId64, src->base, e->path, limit);
+    char ts[TEXT_MAX];
+    ss_format_time(us - src->conf->overlap_ms * 1000, offset_minutes(text), ts);
+    char *esc = sk_http_escape(ts); /* '+' -> %2B, ':' -> %3A */
+    char *url = sk_asprintf("%s%s?%s=%s&limit=%" PRId64, src->base, e->path, param, esc, limit);
+    free(esc);
+    return url;
+}
+
+/* The end of a chain of the current type's list step. */
+static int list_chain_done(struct ss_source *src, struct cstate *st, int i, struct sk_error *err)
+{
+    struct tstate *t = &st->t[i];
+    if (st->has_chain_mod && (!t->has_mod || st->chain_mod_us > t->mod_us)) {
+        t->has_mod = true;
+        t->mod_us = st->chain_mod_us;
+        memcpy(t->mod_text, st->chain_mod_text, TEXT_MAX);
+    }
+    if (st->has_chain_cre && (!t->has_cre || st->chain_cre_us > t->cre_us)) {
+        t->has_cre = true;
+        t->cre_us = st->chain_cre_us;
+        memcpy(t->cre_text, st->chain_cre_text, TEXT_MAX);
+    }
+    if (st->step == STEP_FULL) {
+        bool first = !t->full_done;
+        if (src->types[i].listed_run == st->run_t0 && !first) {
+            if (ss_reconcile(src, i, err))
+                return -1;
+        } else if (!first) {
+            sk_info(
+                src->component,
+                "%s: full listing resumed after a restart; reconciliation waits for the next one",
+                src->types[i].e->collection);
+        }
+        t->full_done = true;
+        t->last_full_us = st->run_t0;
+    }
+    ss_advance(src, st);
+    return 0;
+}
+
+/* A list endpoint that does not exist or is not ours to read: skip the type. */
+static void skip_type(struct ss_source *src, struct cstate *st, int i, long status)
+{
+    sk_warn(src->component, "GET %s%s: HTTP %ld: skipping %s%s", src->base, src->types[i].e->path,
+            status, src->types[i].e->collection,
+            status == 404 ? " (the server does not serve it; looked at again at the next full sync)"
+                          : " (not permitted)");
+    st->t[i].missing = true;
+    ss_enter_type(src, st, st->type_index + 1);
+}
+
+/* One request of a list step (full or delta). */
+int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                 struct sk_error *err)
+{
+    int i = st->run_types[st->type_index];
+    struct ss_type *t = &src->types[i];
+    if (st->step == STEP_CREATED && (!st->t[i].has_cre || t->no_created)) {
+        ss_advance(src, st);
+        return 0;
+    }
+    bool chain_start = st->page_token == NULL;
+    if (st->step == STEP_FULL && chain_start) {
+        ss_idmap_clear(&t->listed);
+        t->listed_run = st->run_t0;
+    } else if (st->step == STEP_FULL && t->listed_run != st->run_t0) {
+        t->listed_run = 0; /* resumed mid-listing: the listing is not complete here */
+    }
+    char *url = ss_list_url(src, st, i);
+    char again[96];
+    snprintf(again, sizeof(again), "restarting the %s query from its watermark", t->e->collection);
+    struct ss_resp r;
+    int rc = ss_chain_get(src, st, url, again, &r, err);
+    if (rc <= 0) {
+        free(url);
+        return rc;
+    }
+    rc = 0;
+    if (chain_start && (r.status == 404 || r.status == 403)) {
+        skip_type(src, st, i, r.status);
+        goto out;
+    }
+    if (chain_start && r.status == 400 && st->step == STEP_CREATED) {
+        sk_warn(src->component,
+                "GET %s: HTTP 400: the server refuses meta.created.after; "
+                "%s deltas use meta.modified.after only",
+                url, t->e->collection);
+        t->no_created = true;
+        ss_advance(src, st);
+        goto out;
+    }
+    char chain[64];
+    snprintf(chain, sizeof(chain), "%s %s %" PRId64, src->types[i].e->collection,
+             step_names[st->step], st->run_t0);
+    const cJSON *data;
+    const char *next;
+    cJSON *doc = ss_chain_page(src, &r, url, chain, chain_start ? 0 : 1, true, &data, &next, err);
+    if (!doc) {
+        rc = -1;
+        goto out;
+    }
+    int64_t now = sk_now_us();
+    struct ss_page_check pc = ss_page_check(&r);
+    const cJSON *item;
+    size_t k = 0;
+    cJSON_ArrayForEach(item, data)
+    {
+        if (!ss_page_item_bad(&pc, k++, src->types[i].e, url, out))
+            take_item(src, st, i, st->step, item, url, out, now);
+    }
+    free(pc.spans);
+    free(st->page_token);
+    st->page_token = next ? sk_strdup(next) : NULL;
+    cJSON_Delete(doc);
+    if (!next)
+        rc = list_chain_done(src, st, i, err);
+out:
+    ss_resp_free(&r);
+    free(url);
+    return rc;
+}
