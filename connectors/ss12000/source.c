@@ -169,7 +169,8 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
      * the driver stores this batch (bench/analysis.md §1). A rewind after a
      * failed delivery asks for another page, and the read-ahead is dropped. */
     if (out->more && st.run_active && st.page_token &&
-        (st.step == STEP_FULL || st.step == STEP_MODIFIED || st.step == STEP_CREATED) &&
+        (st.step == STEP_FULL || st.step == STEP_MODIFIED || st.step == STEP_CREATED ||
+         st.step == STEP_WINDOW) &&
         st.type_index < st.n_run_types) {
         char *next = ss_list_url(src, &st, st.run_types[st.type_index]);
         ss_http_prefetch(src->http, next);
@@ -211,6 +212,7 @@ static void ss_close(struct sk_source *self)
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         ss_idmap_free(&src->types[i].seen);
         ss_idmap_free(&src->types[i].listed);
+        ss_idmap_free(&src->types[i].start);
     }
     ss_idmap_free(&src->run_seen);
     ss_idmap_free(&src->pend_index);
@@ -256,6 +258,8 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         src->types[i].e = sk_entities[i];
         src->types[i].enabled = conf->entities.n == 0;
+        /* The spec requires startTime.onOrAfter/onOrBefore (docs/ss12000-notes.md §3.1). */
+        src->types[i].windowed = strcmp(sk_entities[i]->name, "CalendarEvent") == 0;
     }
     for (size_t k = 0; k < conf->entities.n; k++) {
         const char *name = conf->entities.v[k];

@@ -59,6 +59,12 @@ struct ss_hook_conf {
     int64_t renew_before_ms;
 };
 
+/* /calendarEvents: the startTime window the source reads (the spec requires one). */
+struct ss_window_conf {
+    int64_t past_ms;
+    int64_t future_ms;
+};
+
 struct ss_conf {
     char *url;
     struct ss_auth_conf auth;
@@ -74,6 +80,7 @@ struct ss_conf {
     int64_t max_response_size;    /* bytes of one response, decompressed */
     char *deleted_entities_style; /* repeated|comma */
     bool created_query;
+    struct ss_window_conf calendar_window;
 };
 
 /* ---- id map: UUID (36-character text) -> int64 ---------------------------- */

@@ -65,6 +65,7 @@ int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_
         t->full_done = ts->full_done;
         t->last_full_us = ts->last_full_us;
         t->missing = ts->missing;
+        t->window_end_us = ts->window_end_us;
     }
     st->seq = c->seq;
     st->deleted_t0_us = c->deleted_t0_us;
@@ -88,7 +89,7 @@ int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_
                    &st->has_chain_cre, &st->chain_cre_us, st->chain_cre_text);
         st->done = r->done;
         if (st->type_index < 0 || st->type_index > st->n_run_types || st->step < STEP_FULL ||
-            st->step > STEP_DELETED)
+            st->step > STEP_WINDOW)
             st->run_active = false; /* unreadable run: start a new one */
     }
     skolsync__v1__ss12000_cursor__free_unpacked(c, NULL);
@@ -103,7 +104,8 @@ uint8_t *ss_cursor_pack(const struct cstate *st, size_t *len)
     Skolsync__V1__Ss12000Cursor__TypeState *tsp[SK_ENTITY_COUNT];
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         const struct tstate *t = &st->t[i];
-        if (!t->has_mod && !t->has_cre && !t->full_done && !t->last_full_us && !t->missing)
+        if (!t->has_mod && !t->has_cre && !t->full_done && !t->last_full_us && !t->missing &&
+            !t->window_end_us)
             continue;
         Skolsync__V1__Ss12000Cursor__TypeState *p = &ts[c.n_types];
         skolsync__v1__ss12000_cursor__type_state__init(p);
@@ -124,6 +126,8 @@ uint8_t *ss_cursor_pack(const struct cstate *st, size_t *len)
         p->last_full_us = t->last_full_us;
         p->has_missing = t->missing;
         p->missing = t->missing;
+        p->has_window_end_us = t->window_end_us != 0;
+        p->window_end_us = t->window_end_us;
         tsp[c.n_types++] = p;
     }
     c.types = tsp;

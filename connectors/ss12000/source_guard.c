@@ -96,31 +96,46 @@ static void count_live(void *ctx, const char *id)
 struct recon {
     struct ss_source *src;
     int type;
+    bool windowed;
+    int64_t lo, hi; /* the listing's startTime window, when windowed */
     int64_t live;
-    size_t absent;
+    size_t absent, outside;
 };
 
 static void recon_id(void *ctx, const char *id)
 {
     struct recon *r = ctx;
+    struct ss_type *t = &r->src->types[r->type];
     r->live++;
-    if (!ss_idmap_has(&r->src->types[r->type].listed, id)) {
-        ss_dels_add(&r->src->run_dels, r->type, id);
-        r->absent++;
+    if (ss_idmap_has(&t->listed, id))
+        return;
+    int64_t start;
+    if (r->windowed && !(ss_idmap_get(&t->start, id, &start) && start >= r->lo && start <= r->hi)) {
+        /* Left the window (or not known to have been in it): the listing
+         * could not show it, so its absence says nothing. */
+        r->outside++;
+        return;
     }
+    ss_dels_add(&r->src->run_dels, r->type, id);
+    r->absent++;
 }
 
-/* Full reconciliation of type i: ids live in Kafka but not listed by the server. */
-int ss_reconcile(struct ss_source *src, int i, struct sk_error *err)
+int ss_reconcile(struct ss_source *src, const struct cstate *st, int i, struct sk_error *err)
 {
     struct ss_type *t = &src->types[i];
-    struct recon r = {.src = src, .type = i};
+    struct recon r = {.src = src, .type = i, .windowed = ss_windowed(src, i)};
+    if (r.windowed)
+        ss_window(src, st, &r.lo, &r.hi);
     if (sk_source_live_ids(src->self, t->e, recon_id, &r, err))
         return -1;
     t->live_count = r.live;
     t->live_run = src->acc_run;
-    sk_info(src->component, "reconciliation of %s: %zu listed, %" PRId64 " live in Kafka, %zu gone",
-            t->e->collection, t->listed.n, r.live, r.absent);
+    char outside[64] = "";
+    if (r.windowed)
+        snprintf(outside, sizeof(outside), ", %zu outside the window kept", r.outside);
+    sk_info(src->component,
+            "reconciliation of %s: %zu listed, %" PRId64 " live in Kafka, %zu gone%s",
+            t->e->collection, t->listed.n, r.live, r.absent, outside);
     return 0;
 }
 

@@ -25,7 +25,14 @@
 
 /* Where a run is: the steps of one entity type's turn, then the deletions.
  * The numbers are stored in the cursor (Ss12000Cursor.step): never renumber. */
-enum step { STEP_NONE = 0, STEP_FULL = 1, STEP_MODIFIED = 2, STEP_CREATED = 3, STEP_DELETED = 4 };
+enum step {
+    STEP_NONE = 0,
+    STEP_FULL = 1,
+    STEP_MODIFIED = 2,
+    STEP_CREATED = 3,
+    STEP_DELETED = 4,
+    STEP_WINDOW = 5, /* CalendarEvent: the events that entered the moved window */
+};
 #define DELETED_MARK INT64_MIN      /* dedupe map: we published a tombstone */
 #define NO_MODIFIED (INT64_MIN + 1) /* dedupe map: published, no meta.modified */
 #define MAX_REQUESTS_PER_POLL 40
@@ -43,6 +50,7 @@ struct tstate {
     bool full_done;
     int64_t last_full_us;
     bool missing;
+    int64_t window_end_us; /* CalendarEvent: the window's end a completed chain read up to */
 };
 
 /* The whole cursor, unpacked. */
@@ -72,11 +80,14 @@ struct ss_type {
     const struct sk_entity *e;
     bool enabled;
     bool no_created;        /* the server refused meta.created.after (400) */
+    bool windowed;          /* CalendarEvent: read through the startTime window */
     struct ss_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
     struct ss_idmap listed; /* ids of the full listing under way */
     int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
     int64_t live_count;     /* live ids in Kafka at the last reconciliation of run live_run */
     int64_t live_run;
+    struct ss_idmap
+        start; /* windowed types: id -> startTime µs of what was read (reconciliation) */
 };
 
 struct del {
@@ -231,6 +242,11 @@ cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, 
                      int page_no, bool list, const cJSON **data, const char **next,
                      struct sk_error *err);
 
+/* True if type i is read through a startTime window (CalendarEvent, calendar_window). */
+bool ss_windowed(const struct ss_source *src, int i);
+/* The window of the run under way: [*lo, *hi], µs since the epoch (UTC). */
+void ss_window(const struct ss_source *src, const struct cstate *st, int64_t *lo, int64_t *hi);
+
 /* ---- source_list.c ---------------------------------------------------------- */
 
 /* The list request of the current step of type i (malloc'ed, caller frees). */
@@ -256,8 +272,11 @@ void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val);
 void ss_pend_clear(struct ss_source *src);
 /* Counts the live held deletions and tells the core (the held gauge). */
 void ss_update_held_gauge(struct ss_source *src);
-/* Full reconciliation of type i: ids live in Kafka the listing lacked become deletions. */
-int ss_reconcile(struct ss_source *src, int i, struct sk_error *err);
+/*
+ * Full reconciliation of type i: ids live in Kafka the listing lacked become
+ * deletions; of a windowed type only those last read inside the window.
+ */
+int ss_reconcile(struct ss_source *src, const struct cstate *st, int i, struct sk_error *err);
 /* The run's end: its deletions published, or held by the delete guard. -1 with err. */
 int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out,
                   struct sk_error *err);

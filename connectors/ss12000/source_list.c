@@ -23,8 +23,8 @@
 #include "source_internal.h"
 #include "util.h"
 
-static const char *const step_names[] = {"none", "full listing", "modified since", "created since",
-                                         "deletedEntities"};
+static const char *const step_names[] = {"none",          "full listing",    "modified since",
+                                         "created since", "deletedEntities", "entered window"};
 
 /* Minutes east of UTC of an RFC 3339 text ("...+02:00", "...Z"); 0 if unknown. */
 static int offset_minutes(const char *text)
@@ -78,6 +78,11 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
         ss_idmap_put(&src->run_seen, id, 1);
         if (step == STEP_FULL)
             ss_idmap_put(&t->listed, id, 1);
+        const cJSON *start = cJSON_GetObjectItemCaseSensitive(item, "startTime");
+        int64_t start_us;
+        if (t->windowed && cJSON_IsString(start) &&
+            !sk_time_parse_us(start->valuestring, &start_us))
+            ss_idmap_put(&t->start, id, start_us);
         /* Unchanged since we last stored it: not again (sinks are idempotent
          * anyway, this only saves work). Entities without meta.modified are
          * always published: there is nothing to compare. */
@@ -138,20 +143,47 @@ char *ss_list_url(struct ss_source *src, const struct cstate *st, int i)
         us = t->cre_us;
         text = t->cre_text;
     }
-    if (!param)
-        return sk_asprintf("%s%s?limit=%" PRId64, src->base, e->path, limit);
-    char ts[TEXT_MAX];
-    ss_format_time(us - src->conf->overlap_ms * 1000, offset_minutes(text), ts);
-    char *esc = sk_http_escape(ts); /* '+' -> %2B, ':' -> %3A */
-    char *url = sk_asprintf("%s%s?%s=%s&limit=%" PRId64, src->base, e->path, param, esc, limit);
-    free(esc);
-    return url;
+    char filter[128] = "";
+    if (param) {
+        char ts[TEXT_MAX];
+        ss_format_time(us - src->conf->overlap_ms * 1000, offset_minutes(text), ts);
+        char *esc = sk_http_escape(ts); /* '+' -> %2B, ':' -> %3A */
+        snprintf(filter, sizeof(filter), "%s=%s&", param, esc);
+        free(esc);
+    }
+    char window[256] = "";
+    if (ss_windowed(src, i)) {
+        /* Every request of a windowed type carries the window (the spec
+         * requires both bounds); the "entered" step asks only for the part
+         * the window's end moved over since it was read. */
+        int64_t lo, hi;
+        ss_window(src, st, &lo, &hi);
+        if (st->step == STEP_WINDOW && t->window_end_us > lo)
+            lo = t->window_end_us;
+        char a[TEXT_MAX], b[TEXT_MAX];
+        ss_format_time(lo, 0, a);
+        ss_format_time(hi, 0, b);
+        char *ea = sk_http_escape(a), *eb = sk_http_escape(b);
+        snprintf(window, sizeof(window), "startTime.onOrAfter=%s&startTime.onOrBefore=%s&", ea, eb);
+        free(ea);
+        free(eb);
+    }
+    return sk_asprintf("%s%s?%s%slimit=%" PRId64, src->base, e->path, filter, window, limit);
 }
 
 /* The end of a chain of the current type's list step. */
 static int list_chain_done(struct ss_source *src, struct cstate *st, int i, struct sk_error *err)
 {
     struct tstate *t = &st->t[i];
+    if (ss_windowed(src, i) && (st->step == STEP_FULL || st->step == STEP_WINDOW)) {
+        int64_t lo;
+        ss_window(src, st, &lo, &t->window_end_us);
+    }
+    if (st->step == STEP_WINDOW) {
+        /* A slice of startTime, not of meta.modified: the watermarks stay. */
+        ss_advance(src, st);
+        return 0;
+    }
     if (st->has_chain_mod && (!t->has_mod || st->chain_mod_us > t->mod_us)) {
         t->has_mod = true;
         t->mod_us = st->chain_mod_us;
@@ -165,7 +197,7 @@ static int list_chain_done(struct ss_source *src, struct cstate *st, int i, stru
     if (st->step == STEP_FULL) {
         bool first = !t->full_done;
         if (src->types[i].listed_run == st->run_t0 && !first) {
-            if (ss_reconcile(src, i, err))
+            if (ss_reconcile(src, st, i, err))
                 return -1;
         } else if (!first) {
             sk_info(

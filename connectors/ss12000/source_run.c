@@ -114,16 +114,45 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
              st->run_deletes ? " and deletedEntities" : "", hooked ? " (webhook)" : "");
 }
 
+bool ss_windowed(const struct ss_source *src, int i)
+{
+    return src->types[i].windowed;
+}
+
+/* From the run's T0, so a chain resumed from its cursor asks for the same window. */
+void ss_window(const struct ss_source *src, const struct cstate *st, int64_t *lo, int64_t *hi)
+{
+    *lo = st->run_t0 - src->conf->calendar_window.past_ms * 1000;
+    *hi = st->run_t0 + src->conf->calendar_window.future_ms * 1000;
+}
+
+/*
+ * A delta (meta.modified.after) does not find an event the window's end
+ * moved over: it did not change. Such events are read by a chain of their
+ * own, startTime from the end read last to the window's end.
+ */
+static bool window_moved(const struct ss_source *src, const struct cstate *st, int i)
+{
+    int64_t lo, hi;
+    ss_window(src, st, &lo, &hi);
+    return ss_windowed(src, i) && st->t[i].window_end_us < hi;
+}
+
 /* The next step after a completed chain. */
 void ss_advance(struct ss_source *src, struct cstate *st)
 {
+    int i = st->type_index < st->n_run_types ? st->run_types[st->type_index] : -1;
     if (st->step == STEP_MODIFIED && src->conf->created_query) {
-        int i = st->run_types[st->type_index];
         if (st->t[i].has_cre && !src->types[i].no_created) {
             ss_chain_reset(st);
             st->step = STEP_CREATED;
             return;
         }
+    }
+    if ((st->step == STEP_MODIFIED || st->step == STEP_CREATED) && window_moved(src, st, i)) {
+        ss_chain_reset(st);
+        st->step = STEP_WINDOW;
+        return;
     }
     if (st->step == STEP_DELETED) {
         st->step = STEP_NONE;

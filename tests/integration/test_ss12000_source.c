@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -1232,4 +1233,124 @@ Test(ss12000_source, unreachable_then_broken_server_is_retried_and_others_keep_r
     cr_assert_eq(skt_wait(d.pid, 0), -2, "skolsync died");
     daemon_stop(&d);
     server_stop(&s);
+}
+
+/* ---- 7. servers written by others (issue 15) ---------------------------------- */
+
+/* POST /api/v1/reload after the configuration file changed; asserts it reloaded. */
+static void reload(const char *dir, int admin, const char *sed_expr)
+{
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *sed = skt_fmt("sed -i '%s' %s", sed_expr, cfg);
+    cr_assert_eq(skt_sh(sed, 10, NULL), 0);
+    char *cmd = skt_fmt("curl -s -m 70 -X POST -H 'Authorization: Bearer t0ken' "
+                        "http://127.0.0.1:%d/api/v1/reload",
+                        admin);
+    char *answer = NULL;
+    skt_sh(cmd, 75, &answer);
+    cr_assert(answer && strstr(answer, "\"reloaded\":true"), "reload: %s", answer);
+    free(answer);
+    free(cmd);
+    free(sed);
+    free(cfg);
+}
+
+/* The number of the server's entities of collection for which a Python condition on e holds. */
+static int server_count(int port, const char *collection, const char *cond)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/dump?collection=%s", port, collection);
+    char *dump = get(url);
+    char *expr = skt_fmt("sum(1 for e in d[\"%s\"] if %s)", collection, cond);
+    char *n = json_expr(dump, expr);
+    int v = n ? atoi(n) : -1;
+    free(n);
+    free(expr);
+    free(dump);
+    free(url);
+    return v;
+}
+
+/*
+ * A server that enforces the spec's required startTime window on
+ * /calendarEvents (422 {"detail"} without it). The generated events lie in
+ * two weeks (from 2026-10-19 and from 2026-11-02); the window's start is put
+ * between them. Then the window moves (a reload): the earlier events leave
+ * it and are not deleted, an event ahead of it enters and is published, and
+ * an event deleted inside the window is still found by the reconciliation.
+ */
+Test(ss12000_source, calendar_window_is_sent_and_moving_it_deletes_nothing, .timeout = 180)
+{
+    char *dir = skt_tmpdir("ss-window");
+    write_helpers(dir);
+    struct server s =
+        server_start(dir, 0, "--students 10 --calendar-window 422 --no-deleted-entities");
+    /* past: from now back to 2026-10-28 12:00 UTC, in whole days (the gap between the weeks). */
+    long long past_days = ((long long)time(NULL) - 1793188800LL) / 86400;
+    cr_assert(past_days > 0);
+    /* An event ten days ahead: outside a 5-day future, inside a 30-day one. */
+    char ahead[64];
+    time_t t = time(NULL) + 10 * 86400;
+    strftime(ahead, sizeof(ahead), "%Y-%m-%dT%H:%M:%S+00:00", gmtime(&t));
+    char *act = first_id(s.port, "activities", NULL);
+    char *body =
+        skt_fmt("{\"collection\":\"calendarEvents\",\"entity\":{\"activity\":{\"id\":\"%s\"},"
+                "\"startTime\":\"%s\",\"endTime\":\"%s\"}}",
+                act, ahead, ahead);
+    char *created = ctl(s.port, "create", body);
+    char *ahead_id = json_expr(created, "d[\"id\"]");
+    cr_assert(ahead_id && strlen(ahead_id) == 36, "create: %s", created);
+    char *db = skt_fmt("%s/out.db", dir);
+    char *opts = skt_fmt("    entities: [CalendarEvent]\n"
+                         "    full_sync_interval: 1h\n"
+                         "    calendar_window:\n"
+                         "      past: %lldd\n"
+                         "      future: 5d\n",
+                         past_days);
+    char *src = source_yaml("sis", s.port, 50, "1s", opts);
+    struct daemon d = daemon_start(dir, src, db, 0);
+    int week2 =
+        server_count(s.port, "calendarEvents", "\"2026-11\" <= e[\"startTime\"] < \"2026-11-07\"");
+    cr_assert(week2 > 0);
+    char *want = skt_fmt("%d", week2);
+    cr_assert(wait_rows(dir, db, "select count(*) from calendarEvents", want, 60),
+              "the window's events were not all stored (want %s; see %s)", want, d.log);
+    char *sql = skt_fmt("select count(*) from calendarEvents where id = '%s'", ahead_id);
+    cr_assert(wait_rows(dir, db, sql, "0", 1), "an event outside the window was stored");
+    /* The window moves: nothing generated is inside it any more, the event ahead enters. */
+    reload(dir, d.admin,
+           "s/past: [0-9]*d/past: 1d/; s/future: 5d/future: 30d/; s/full_sync_interval: 1h/"
+           "full_sync_interval: 2s/");
+    cr_assert(wait_rows(dir, db, sql, "1", 30), "the event that entered the window was not stored");
+    for (int i = 0; i < 60 && !log_has(&d, "outside the window kept"); i++)
+        usleep(500000);
+    cr_assert(log_has(&d, "outside the window kept"), "no reconciliation ran; see %s", d.log);
+    sleep(3); /* another reconciliation */
+    char *n = db_query(dir, db, "select count(*) from calendarEvents");
+    char *want_all = skt_fmt("%d", week2 + 1);
+    cr_assert_str_eq(n, want_all, "events that left the window were deleted");
+    /* A deletion inside the window is still a deletion. */
+    free(delete_at(s.port, "calendarEvents", ahead_id));
+    cr_assert(wait_rows(dir, db, sql, "0", 30), "a deleted event inside the window stayed");
+    /* Every request carried the window. */
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/calendarEvents", s.port);
+    char *stats = get(url);
+    char *bad = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"status\"] != 200)");
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert_str_eq(bad, "0", "requests without the window were refused");
+    free(bad);
+    free(stats);
+    free(url);
+    free(n);
+    free(want_all);
+    free(want);
+    free(sql);
+    free(src);
+    free(opts);
+    free(db);
+    free(ahead_id);
+    free(created);
+    free(body);
+    free(act);
+    free(dir);
 }
