@@ -206,6 +206,18 @@ void sk_source_set_held(struct sk_source *self, uint64_t held);
  */
 bool sk_source_take_release(struct sk_source *self);
 
+/*
+ * Per entity type health of a source that reads its types independently,
+ * for the status API and metrics (source thread). set_type_error: type e
+ * fails (status: the server's HTTP status, 0 when its answer could not be
+ * read; reason: short, with no personal data or secret), counted once per
+ * call; reason NULL: it works again. set_type_skipped: the server does not
+ * serve e (404), so the source leaves it out for now.
+ */
+void sk_source_set_type_error(struct sk_source *self, const struct sk_entity *e, long status,
+                              const char *reason);
+void sk_source_set_type_skipped(struct sk_source *self, const struct sk_entity *e, bool skipped);
+
 /* ---- sinks -------------------------------------------------------------- */
 
 enum sk_outcome_kind {

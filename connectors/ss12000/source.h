@@ -129,7 +129,7 @@ void ss_http_free(struct ss_http *h);
  * One request to url (absolute). body: JSON text for POST/PATCH or NULL.
  * Waits for the rate limit and for any Retry-After the server asked for.
  * Returns 0 with out filled for any HTTP answer that is not handled here;
- * -1 with err RETRIABLE for transport errors, timeouts, 5xx, 429 (the
+ * -1 with err RETRIABLE for transport errors, timeouts, 502/503/504, 429 (the
  * Retry-After is remembered and honoured by the next request) and 401 after
  * one refresh of an OAuth2 token; PERMANENT for a body over
  * max_response_size; FATAL for a misconfiguration (TLS files, credentials

@@ -38,6 +38,7 @@ enum step {
 #define MAX_REQUESTS_PER_POLL 40
 #define MAX_POLL_MS 5000
 #define TEXT_MAX 64
+#define TYPE_BACKOFF_MAX_MS (15 * 60 * 1000) /* longest a failing type waits between tries */
 
 /* One type's part of the cursor, unpacked. */
 struct tstate {
@@ -86,8 +87,10 @@ struct ss_type {
     int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
     int64_t live_count;     /* live ids in Kafka at the last reconciliation of run live_run */
     int64_t live_run;
-    struct ss_idmap
-        start; /* windowed types: id -> startTime µs of what was read (reconciliation) */
+    /* Windowed types: id -> startTime µs of what was read (reconciliation). */
+    struct ss_idmap start;
+    int fails;           /* failed answers in a row (error status, a page that is not one) */
+    int64_t retry_at_us; /* failing on its own: left out of runs until then (its backoff) */
 };
 
 struct del {

@@ -201,7 +201,11 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
         /* An HTML error page with 200, a cut-off body: never skip the page,
          * retry it (the driver backs off). */
         char start[64];
-        snippet(r->body, start);
+        if (doc)
+            snprintf(start, sizeof(start), "valid JSON, but %s, not a page object",
+                     cJSON_IsArray(doc) ? "a list" : "a scalar");
+        else
+            snippet(r->body, start);
         sk_error_set(err, SK_ERR_RETRIABLE,
                      "GET %s: HTTP %ld: the body is not a JSON page (%s, %zu bytes: %s)", url,
                      r->status, r->content_type[0] ? r->content_type : "no content type", r->len,

@@ -95,6 +95,9 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
                 continue;
             st->t[i].missing = false; /* look again at every full sync */
         }
+        /* A type failing on its own waits for its backoff (source_list.c). */
+        if (src->types[i].retry_at_us > now)
+            continue;
         /* A webhook-triggered run reads the named types only. */
         if (hooked && !dirty[i])
             continue;

@@ -253,8 +253,18 @@ struct daemon {
  * Starts skolsync with `sources` (YAML under "sources:", indented by 2) and a
  * sqlite-sink into db. admin_port 0: any. The admin token is "t0ken".
  */
+static struct daemon daemon_run(const char *dir, const char *sources, const char *db,
+                                int admin_port, bool once);
+
 static struct daemon daemon_start(const char *dir, const char *sources, const char *db,
                                   int admin_port)
+{
+    return daemon_run(dir, sources, db, admin_port, false);
+}
+
+/* As daemon_start; once: `run --once` (the process may end before the caller looks). */
+static struct daemon daemon_run(const char *dir, const char *sources, const char *db,
+                                int admin_port, bool once)
 {
     struct daemon d = {.log = skt_fmt("%s/daemon.log", dir)};
     const char *brokers = getenv("SK_TEST_BROKERS");
@@ -282,7 +292,7 @@ static struct daemon daemon_start(const char *dir, const char *sources, const ch
     skt_write(cfg, text);
     free(text);
     free(kafka);
-    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, once ? "--once" : NULL, NULL};
     unlink(d.log);
     d.pid = skt_spawn(argv, d.log);
     track(d.pid);
@@ -296,7 +306,7 @@ static struct daemon daemon_start(const char *dir, const char *sources, const ch
         if (out && atoi(out) > 0)
             d.admin = atoi(out);
         free(out);
-        cr_assert_eq(skt_wait(d.pid, 0), -2, "skolsync exited at start; see %s", d.log);
+        cr_assert(once || skt_wait(d.pid, 0) == -2, "skolsync exited at start; see %s", d.log);
     }
     cr_assert(d.admin > 0, "skolsync did not log its HTTP port; see %s", d.log);
     free(cfg);
@@ -832,10 +842,11 @@ static bool wait_rows(const char *dir, const char *db, const char *sql, const ch
     return false;
 }
 
-/* GET /api/v1/connectors/NAME, one field by a Python expression on d. */
+/* GET /api/v1/connectors/NAME (with the admin token), one field by a Python expression on d. */
 static char *api_field(int admin, const char *name, const char *expr)
 {
-    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/%s", admin, name);
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/%s' -H 'Authorization: Bearer t0ken",
+                        admin, name);
     char *body = get(url);
     char *v = json_expr(body, expr);
     free(body);
@@ -1352,5 +1363,104 @@ Test(ss12000_source, calendar_window_is_sent_and_moving_it_deletes_nothing, .tim
     free(created);
     free(body);
     free(act);
+    free(dir);
+}
+
+/*
+ * One type answers 422 {"detail"} for ever, one 500, one an HTML page with
+ * 200: each fails on its own (status API, metrics,
+ * its own backoff), the other types are stored and their deltas arrive
+ * while the three keep failing; once the server mends, they are read.
+ */
+Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
+{
+    char *dir = skt_tmpdir("ss-isolate");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 20 --fault error500:paths=/resources");
+    free(ctl(s.port, "faults",
+             "{\"status\": {\"code\": 422, \"paths\": [\"/rooms\"]}, \"mix\": {\"probability\": 1, "
+             "\"kinds\": [\"html\"], \"paths\": [\"/programmes\"]}}"));
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "1s",
+                            "    entities: [Organisation, Programme, Person, Group, Resource, "
+                            "Room]\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    const char *good = "organisations,persons,groups";
+    cr_assert(wait_match(dir, db, s.port, good, 60, why, sizeof(why)), "%s (see %s)", why, d.log);
+    /* A change of a working type arrives while the others fail. */
+    char *p = first_id(s.port, "persons", NULL);
+    char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":"
+                         "\"Isolerad\"}}",
+                         p);
+    free(ctl(s.port, "update", body));
+    char *sql =
+        skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Isolerad%%'", p);
+    cr_assert(wait_rows(dir, db, sql, "1", 20), "a person's change did not arrive");
+    /* The failing types are visible, with the server's status and reason. */
+    char *rooms = api_field(d.admin, "sis",
+                            "[(f[\"status\"], f[\"error\"]) for f in d[\"failing_types\"] if "
+                            "f[\"entity\"] == \"rooms\"]");
+    char *res = api_field(d.admin, "sis",
+                          "[f[\"status\"] for f in d[\"failing_types\"] if f[\"entity\"] == "
+                          "\"resources\"]");
+    long long failing = metric(d.admin, "skolsync_source_type_failing{connector=\"sis\","
+                                        "entity=\"rooms\"}");
+    char *rooms_rows = db_query(dir, db, "select count(*) from rooms");
+    cr_assert(strstr(rooms, "422") && strstr(rooms, "Unprocessable request"), "rooms: %s", rooms);
+    cr_assert(strstr(res, "500"), "resources: %s", res);
+    cr_assert_eq(failing, 1);
+    cr_assert_str_eq(rooms_rows, "0");
+    cr_assert(log_has(&d, "programmes fails"), "the HTML page of programmes did not fail it");
+    /* Mended: the types come back (within their backoff) and are no longer failing. */
+    free(ctl(s.port, "faults", "{\"clear\": true}"));
+    bool ok = wait_match(dir, db, s.port, "organisations,programmes,persons,groups,resources,rooms",
+                         60, why, sizeof(why));
+    char *left = api_field(d.admin, "sis", "len(d[\"failing_types\"])");
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert(ok, "after the server mended: %s", why);
+    cr_assert_str_eq(left, "0");
+    free(left);
+    free(rooms_rows);
+    free(res);
+    free(rooms);
+    free(sql);
+    free(body);
+    free(p);
+    free(src);
+    free(db);
+    free(dir);
+}
+
+/*
+ * `run --once` against a server where a type answers 422 for ever and
+ * another a valid JSON body that is not a page: the run finishes, with every
+ * other type stored, and the log says what the server said (not "cut-off or
+ * invalid JSON" for valid JSON).
+ */
+Test(ss12000_source, run_once_finishes_although_a_type_fails_for_ever, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-once");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10 --fault error500:paths=/rooms");
+    free(ctl(s.port, "faults",
+             "{\"status\": {\"code\": 200, \"body\": [1, 2], \"paths\": "
+             "[\"/programmes\"]}}"));
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "1s",
+                            "    entities: [Organisation, Programme, Person, Room]\n");
+    struct daemon d = daemon_run(dir, src, db, 0, true);
+    int rc = skt_wait(d.pid, 90000);
+    untrack(d.pid);
+    char why[512] = "";
+    bool ok = db_matches(dir, db, s.port, "organisations,persons", why, sizeof(why));
+    server_stop(&s);
+    cr_assert_eq(rc, 0, "run --once did not finish with 0 (%d); see %s", rc, d.log);
+    cr_assert(ok, "%s", why);
+    cr_assert(log_has(&d, "valid JSON, but a list, not a page object"), "see %s", d.log);
+    cr_assert(!log_has(&d, "cut-off or invalid JSON"), "valid JSON called cut-off; see %s", d.log);
+    free(src);
+    free(db);
     free(dir);
 }
