@@ -82,6 +82,7 @@ struct ss_type {
     bool enabled;
     bool no_created;        /* the server refused meta.created.after (400) */
     bool windowed;          /* CalendarEvent: read through the startTime window */
+    bool skipped;           /* reported to the core as skipped (404/403) */
     struct ss_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
     struct ss_idmap listed; /* ids of the full listing under way */
     int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
@@ -245,6 +246,8 @@ cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, 
                      int page_no, bool list, const cJSON **data, const char **next,
                      struct sk_error *err);
 
+/* Tells the core (once per change) whether type i is skipped: not served. */
+void ss_set_skipped(struct ss_source *src, int i, bool skipped);
 /* True if type i is read through a startTime window (CalendarEvent, calendar_window). */
 bool ss_windowed(const struct ss_source *src, int i);
 /* The window of the run under way: [*lo, *hi], µs since the epoch (UTC). */

@@ -212,14 +212,26 @@ static int list_chain_done(struct ss_source *src, struct cstate *st, int i, stru
     return 0;
 }
 
-/* A list endpoint that does not exist or is not ours to read: skip the type. */
+/*
+ * A list endpoint that does not exist or is not ours to read: the type is
+ * skipped until its next full sync is due (one log line per full sync, a
+ * gauge). A server that serves eight types is normal, so 404 is only info.
+ */
 static void skip_type(struct ss_source *src, struct cstate *st, int i, long status)
 {
-    sk_warn(src->component, "GET %s%s: HTTP %ld: skipping %s%s", src->base, src->types[i].e->path,
-            status, src->types[i].e->collection,
-            status == 404 ? " (the server does not serve it; looked at again at the next full sync)"
-                          : " (not permitted)");
+    const struct sk_entity *e = src->types[i].e;
+    if (status == 404)
+        sk_info(src->component,
+                "GET %s%s: HTTP 404: the server does not serve %s; skipped until the next full "
+                "sync",
+                src->base, e->path, e->collection);
+    else
+        sk_warn(src->component,
+                "GET %s%s: HTTP %ld: %s not permitted; skipped until the next full sync", src->base,
+                e->path, status, e->collection);
     st->t[i].missing = true;
+    st->t[i].last_full_us = st->run_t0;
+    ss_set_skipped(src, i, true);
     ss_enter_type(src, st, st->type_index + 1);
 }
 
@@ -320,6 +332,7 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
         goto out;
     }
     type_ok(src, i);
+    ss_set_skipped(src, i, false);
     int64_t now = sk_now_us();
     struct ss_page_check pc = ss_page_check(&r);
     const cJSON *item;

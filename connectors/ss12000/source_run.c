@@ -89,12 +89,17 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         if (!src->types[i].enabled)
             continue;
-        bool due = full_due(src, st, i, now);
         if (st->t[i].missing) {
-            if (!due)
+            /* Not served (404) or not ours (403): left out until its next
+             * full sync is due, counted from when it answered so
+             * (source_list.c, skip_type); not asked by every delta run. */
+            if (now - st->t[i].last_full_us < src->conf->full_sync_interval_ms * 1000) {
+                ss_set_skipped(src, i, true);
                 continue;
-            st->t[i].missing = false; /* look again at every full sync */
+            }
+            st->t[i].missing = false;
         }
+        bool due = full_due(src, st, i, now);
         /* A type failing on its own waits for its backoff (source_list.c). */
         if (src->types[i].retry_at_us > now)
             continue;
@@ -115,6 +120,14 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
     ss_enter_type(src, st, 0);
     sk_debug(src->component, "run started: %d type(s)%s%s", st->n_run_types,
              st->run_deletes ? " and deletedEntities" : "", hooked ? " (webhook)" : "");
+}
+
+void ss_set_skipped(struct ss_source *src, int i, bool skipped)
+{
+    if (src->types[i].skipped == skipped)
+        return;
+    src->types[i].skipped = skipped;
+    sk_source_set_type_skipped(src->self, src->types[i].e, skipped);
 }
 
 bool ss_windowed(const struct ss_source *src, int i)

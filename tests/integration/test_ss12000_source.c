@@ -1464,3 +1464,58 @@ Test(ss12000_source, run_once_finishes_although_a_type_fails_for_ever, .timeout 
     free(db);
     free(dir);
 }
+
+/*
+ * A server that does not serve a type (404): one info line, the skipped
+ * gauge, and the type is not asked again by the delta runs that follow (only
+ * at its next full sync).
+ */
+Test(ss12000_source, a_type_the_server_lacks_is_skipped_quietly_until_the_next_full_sync,
+     .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-404");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10");
+    free(ctl(s.port, "faults",
+             "{\"status\": {\"code\": 404, \"body\": {\"code\": \"not_found\"}, "
+             "\"paths\": [\"/rooms\"]}}"));
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "500ms",
+                            "    entities: [Organisation, Room, Person]\n"
+                            "    full_sync_interval: 1h\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, "organisations,persons", 60, why, sizeof(why)), "%s",
+              why);
+    sleep(4); /* several delta runs */
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/rooms", s.port);
+    char *stats = get(url);
+    char *asked = json_expr(stats, "len(d[\"requests\"])");
+    free(stats);
+    free(url);
+    url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/persons", s.port);
+    stats = get(url);
+    char *persons = json_expr(stats, "len(d[\"requests\"])");
+    long long skipped =
+        metric(d.admin, "skolsync_source_type_skipped{connector=\"sis\",entity=\"rooms\"}");
+    char *cmd = skt_fmt("grep -c 'does not serve rooms' %s", d.log);
+    char *lines = NULL;
+    skt_sh(cmd, 5, &lines);
+    bool warned = log_has(&d, "warn  sis: GET");
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert_str_eq(asked, "1", "rooms asked %s times", asked);
+    cr_assert(persons && atoi(persons) > 3, "no delta runs followed (%s)", persons);
+    cr_assert_eq(skipped, 1);
+    cr_assert(lines && atoi(lines) == 1, "log lines: %s", lines ? lines : "");
+    cr_assert(!warned, "a 404 was logged as a warning; see %s", d.log);
+    free(lines);
+    free(cmd);
+    free(persons);
+    free(stats);
+    free(url);
+    free(asked);
+    free(src);
+    free(db);
+    free(dir);
+}
