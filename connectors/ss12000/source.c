@@ -222,6 +222,7 @@ static void ss_close(struct sk_source *self)
     free(src->guard.tokens);
     free(src->last_cursor);
     free(src->base);
+    sk_tz_free(src->tz);
     free(src);
     self->priv = NULL;
 }
@@ -288,6 +289,13 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
     }
     if (strcmp(at, "apikey") == 0 && (!conf->auth.value || !*conf->auth.value)) {
         sk_error_set(err, SK_ERR_FATAL, "auth.value: required with auth.type apikey");
+        goto fail;
+    }
+    src->tz = sk_tz_load(conf->server_timezone, err);
+    if (!src->tz) {
+        char why[sizeof(err->msg)];
+        snprintf(why, sizeof(why), "%s", err->msg);
+        sk_error_set(err, SK_ERR_FATAL, "server_timezone: %s", why);
         goto fail;
     }
     src->http = ss_http_new(conf, src->component, err);

@@ -81,6 +81,7 @@ struct ss_conf {
     char *deleted_entities_style; /* repeated|comma */
     bool created_query;
     struct ss_window_conf calendar_window;
+    char *server_timezone; /* the zone of timestamps the server writes without an offset */
 };
 
 /* ---- id map: UUID (36-character text) -> int64 ---------------------------- */

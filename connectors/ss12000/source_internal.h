@@ -22,6 +22,7 @@
 #include "connector.h"
 #include "model.h"
 #include "source.h"
+#include "tz.h"
 
 /* Where a run is: the steps of one entity type's turn, then the deletions.
  * The numbers are stored in the cursor (Ss12000Cursor.step): never renumber. */
@@ -160,6 +161,8 @@ struct ss_source {
     size_t n_held_live;
     bool releasing;
 
+    struct sk_tz *tz;  /* server_timezone */
+    bool warned_naive; /* a timestamp without an offset was read (warned once) */
     bool warned_deleted_missing;
     struct paging_guard guard;
     int64_t poll_interval_us; /* the core's setting for this source */

@@ -40,11 +40,66 @@ static int offset_minutes(const char *text)
     return 0;
 }
 
+/*
+ * A server timestamp -> µs. One without an offset ("2025-08-19T10:00:00",
+ * servers on naive datetimes) is a wall-clock time of server_timezone,
+ * converted through the tz database (base/tz.h: DST-correct, no TZ); the
+ * first one a source reads is warned about. 1: it had no offset, *off_min
+ * is the zone's then; 0: it had one; -1: unreadable.
+ */
+static int parse_stamp(struct ss_source *src, const char *text, int64_t *us, int *off_min)
+{
+    if (!text)
+        return -1;
+    if (sk_time_parse_us(text, us) == 0)
+        return 0;
+    char z[TEXT_MAX + 2];
+    size_t n = strlen(text);
+    int64_t local;
+    if (n >= TEXT_MAX || n < 19 || text[n - 1] == 'Z' || text[n - 1] == 'z')
+        return -1;
+    memcpy(z, text, n);
+    memcpy(z + n, "Z", 2);
+    if (sk_time_parse_us(z, &local))
+        return -1;
+    int64_t secs = local >= 0 ? local / 1000000 : -((-local + 999999) / 1000000);
+    int64_t utc = sk_tz_local_to_utc(src->tz, secs);
+    *off_min = (int)((secs - utc) / 60);
+    *us = local - (secs - utc) * 1000000;
+    if (!src->warned_naive)
+        sk_warn(src->component,
+                "the server writes timestamps without an offset (\"%s\"); they are read as "
+                "%s time (server_timezone) and published with its offset",
+                text, src->conf->server_timezone);
+    src->warned_naive = true;
+    return 1;
+}
+
+/*
+ * meta.<key> of an item as the record carries it: a time without an offset
+ * gets the zone's (the text as the server wrote it, plus "+hh:mm"), so the
+ * sinks' stale guard compares instants. Returns the text, or NULL.
+ */
+static const char *meta_stamp(struct ss_source *src, cJSON *meta, const char *key)
+{
+    cJSON *j = cJSON_GetObjectItemCaseSensitive(meta, key);
+    int64_t us;
+    int off_min;
+    if (!cJSON_IsString(j) || parse_stamp(src, j->valuestring, &us, &off_min) != 1)
+        return cJSON_IsString(j) ? j->valuestring : NULL;
+    int a = off_min < 0 ? -off_min : off_min;
+    char text[TEXT_MAX + 8];
+    snprintf(text, sizeof(text), "%s%c%02d:%02d", j->valuestring, off_min < 0 ? '-' : '+', a / 60,
+             a % 60);
+    cJSON_ReplaceItemInObjectCaseSensitive(meta, key, cJSON_CreateString(text));
+    return cJSON_GetObjectItemCaseSensitive(meta, key)->valuestring;
+}
+
 /* Takes max of a timestamp text into (text, us, has). */
 static void take_max(const char *text, char dst[TEXT_MAX], int64_t *dst_us, bool *has)
 {
     int64_t us;
-    if (!text || sk_time_parse_us(text, &us))
+    if (!text || strlen(text) >= TEXT_MAX || sk_time_parse_us(text, &us))
         return;
     if (!*has || us > *dst_us) {
         *dst_us = us;
@@ -59,11 +114,10 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
 {
     struct ss_type *t = &src->types[ti];
     const struct sk_entity *e = t->e;
-    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(item, "meta");
-    const cJSON *mod = cJSON_GetObjectItemCaseSensitive(meta, "modified");
-    const cJSON *cre = cJSON_GetObjectItemCaseSensitive(meta, "created");
-    const char *mod_text = cJSON_IsString(mod) ? mod->valuestring : NULL;
-    const char *cre_text = cJSON_IsString(cre) ? cre->valuestring : NULL;
+    /* The page is ours: meta times without an offset get theirs in place. */
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(item, "meta");
+    const char *mod_text = meta_stamp(src, meta, "modified");
+    const char *cre_text = meta_stamp(src, meta, "created");
     take_max(mod_text, st->chain_mod_text, &st->chain_mod_us, &st->has_chain_mod);
     take_max(cre_text, st->chain_cre_text, &st->chain_cre_us, &st->has_chain_cre);
     int64_t mod_us = NO_MODIFIED;
@@ -80,8 +134,9 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
             ss_idmap_put(&t->listed, id, 1);
         const cJSON *start = cJSON_GetObjectItemCaseSensitive(item, "startTime");
         int64_t start_us;
+        int off_min;
         if (t->windowed && cJSON_IsString(start) &&
-            !sk_time_parse_us(start->valuestring, &start_us))
+            parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
             ss_idmap_put(&t->start, id, start_us);
         /* Unchanged since we last stored it: not again (sinks are idempotent
          * anyway, this only saves work). Entities without meta.modified are

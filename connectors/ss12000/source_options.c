@@ -242,6 +242,12 @@ const struct sk_option ss12000_source_options[] = {
      .def = "true",
      .help = "also query meta.created.after in each delta",
      .offset = offsetof(struct ss_conf, created_query)},
+    {.name = "server_timezone",
+     .type = SK_OPT_STRING,
+     .def = "Europe/Stockholm",
+     .help = "tz database zone of timestamps the server writes without an offset (they are read "
+             "in it, with a warning, and published with the offset)",
+     .offset = offsetof(struct ss_conf, server_timezone)},
     {.name = "calendar_window",
      .type = SK_OPT_GROUP,
      .sub = window_options,

@@ -1519,3 +1519,59 @@ Test(ss12000_source, a_type_the_server_lacks_is_skipped_quietly_until_the_next_f
     free(db);
     free(dir);
 }
+
+/*
+ * A server on naive datetimes writes meta.modified without an offset. They
+ * are read as server_timezone (default Europe/Stockholm) time, with one
+ * warning: the records carry the offset, the watermark moves (deltas ask
+ * meta.modified.after), the dedupe holds (delta runs publish nothing
+ * again), and a change arrives.
+ */
+Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezone, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-naive");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10 --naive-timestamps");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "500ms",
+                            "    entities: [Organisation, Person, Room]\n"
+                            "    full_sync_interval: 1h\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    /* The dump has the offsets the list left out: equal means they were put back right. */
+    const char *only = "organisations,persons,rooms";
+    cr_assert(wait_match(dir, db, s.port, only, 60, why, sizeof(why)), "%s (see %s)", why, d.log);
+    char *first = api_field(d.admin, "sis", "d[\"records\"]");
+    sleep(4); /* delta runs */
+    char *later = api_field(d.admin, "sis", "d[\"records\"]");
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/persons", s.port);
+    char *stats = get(url);
+    char *deltas = json_expr(stats, "sum(1 for r in d[\"requests\"] if any(k == "
+                                    "\"meta.modified.after\" for k, v in r[\"params\"]))");
+    char *p = first_id(s.port, "persons", NULL);
+    char *body =
+        skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Naiv\"}}", p);
+    free(ctl(s.port, "update", body));
+    bool changed = wait_match(dir, db, s.port, only, 20, why, sizeof(why));
+    char *cmd = skt_fmt("grep -c 'without an offset' %s", d.log);
+    char *warnings = NULL;
+    skt_sh(cmd, 5, &warnings);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert_str_eq(later, first, "delta runs published again (dedupe off)");
+    cr_assert(deltas && atoi(deltas) > 0, "no delta asked meta.modified.after (no watermark)");
+    cr_assert(changed, "the change did not arrive: %s", why);
+    cr_assert(warnings && atoi(warnings) == 1, "warnings: %s", warnings ? warnings : "");
+    free(warnings);
+    free(cmd);
+    free(body);
+    free(p);
+    free(deltas);
+    free(stats);
+    free(url);
+    free(later);
+    free(first);
+    free(src);
+    free(db);
+    free(dir);
+}
