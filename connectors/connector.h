@@ -217,6 +217,9 @@ bool sk_source_take_release(struct sk_source *self);
 void sk_source_set_type_error(struct sk_source *self, const struct sk_entity *e, long status,
                               const char *reason);
 void sk_source_set_type_skipped(struct sk_source *self, const struct sk_entity *e, bool skipped);
+/* A record of type e that failed validation came again unchanged and was not dead-lettered again.
+ */
+void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e);
 
 /* ---- sinks -------------------------------------------------------------- */
 

@@ -40,6 +40,7 @@ struct sk_type_health {
     long status;
     char reason[160];
     uint64_t errors;
+    uint64_t bad_again; /* records dead-lettered before, seen again unchanged */
 };
 
 struct sk_source_env {

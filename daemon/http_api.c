@@ -203,13 +203,15 @@ static void lag_metrics(struct sk_daemon *d, struct sk_buf *t)
 /* The entity types of sources that fail or are skipped (sk_source_set_type_error/_skipped). */
 static void type_metrics(struct sk_daemon *d, struct sk_buf *t)
 {
-    sk_buf_printf(t,
-                  "# HELP skolsync_source_type_failing 1 while a source's entity type fails, "
-                  "the others going on\n# TYPE skolsync_source_type_failing gauge\n"
-                  "# HELP skolsync_source_type_errors_total Failures of a source's entity "
-                  "type\n# TYPE skolsync_source_type_errors_total counter\n"
-                  "# HELP skolsync_source_type_skipped 1 while a source skips an entity type "
-                  "its server does not serve (404)\n# TYPE skolsync_source_type_skipped gauge\n");
+    sk_buf_printf(t, "# HELP skolsync_source_type_failing 1 while a source's entity type fails, "
+                     "the others going on\n# TYPE skolsync_source_type_failing gauge\n"
+                     "# HELP skolsync_source_type_errors_total Failures of a source's entity "
+                     "type\n# TYPE skolsync_source_type_errors_total counter\n"
+                     "# HELP skolsync_source_type_skipped 1 while a source skips an entity type "
+                     "its server does not serve (404)\n# TYPE skolsync_source_type_skipped gauge\n"
+                     "# HELP skolsync_source_records_bad_again_total Records that failed "
+                     "validation before, seen again unchanged and not dead-lettered again\n"
+                     "# TYPE skolsync_source_records_bad_again_total counter\n");
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_source_env *src = sk_as_source(d->conns[i]);
         if (!src)
@@ -218,6 +220,11 @@ static void type_metrics(struct sk_daemon *d, struct sk_buf *t)
         for (int k = 0; k < SK_ENTITY_COUNT; k++) {
             const struct sk_type_health *h = &src->types[k];
             const char *c = sk_entities[k]->collection;
+            if (h->bad_again)
+                sk_buf_printf(t,
+                              "skolsync_source_records_bad_again_total{connector=\"%s\",entity="
+                              "\"%s\"} %llu\n",
+                              src->runner.name, c, (unsigned long long)h->bad_again);
             if (!h->errors && !h->skipped)
                 continue;
             sk_buf_printf(t,

@@ -69,6 +69,16 @@ void sk_source_set_type_skipped(struct sk_source *self, const struct sk_entity *
     pthread_mutex_unlock(&self->env->runner.mu);
 }
 
+void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e)
+{
+    int i = sk_entity_index(e);
+    if (!self->env || i < 0)
+        return;
+    pthread_mutex_lock(&self->env->runner.mu);
+    self->env->types[i].bad_again++;
+    pthread_mutex_unlock(&self->env->runner.mu);
+}
+
 /* ---- live ids ------------------------------------------------------------- */
 
 /* key -> live, open addressing; keys are 36-character UUIDs. */

@@ -58,7 +58,8 @@ static bool settle_last_batch(struct ss_source *src, const struct sk_cursor *cur
         bool held_changed = false;
         for (size_t i = 0; i < src->n_pend; i++) {
             const struct pending *p = &src->pend[i];
-            ss_idmap_put(&src->types[p->type].seen, p->id, p->val);
+            ss_idmap_put(p->bad ? &src->types[p->type].bad : &src->types[p->type].seen, p->id,
+                         p->val);
             int64_t h;
             if (p->val != DELETED_MARK && ss_idmap_get(&src->held.index, p->id, &h) && h) {
                 /* Live again at the source: no longer a deletion to hold. */
@@ -112,8 +113,10 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
     if (!cursor || !cursor->data || !cursor->len) {
         /* A fresh start or an operator's cursor reset: publish everything
          * again, whatever this process published before. */
-        for (int i = 0; i < SK_ENTITY_COUNT; i++)
+        for (int i = 0; i < SK_ENTITY_COUNT; i++) {
             ss_idmap_clear(&src->types[i].seen);
+            ss_idmap_clear(&src->types[i].bad);
+        }
     }
     struct cstate st;
     if (ss_cursor_load(cursor, &st, err))
@@ -213,6 +216,7 @@ static void ss_close(struct sk_source *self)
         ss_idmap_free(&src->types[i].seen);
         ss_idmap_free(&src->types[i].listed);
         ss_idmap_free(&src->types[i].start);
+        ss_idmap_free(&src->types[i].bad);
     }
     ss_idmap_free(&src->run_seen);
     ss_idmap_free(&src->pend_index);

@@ -57,7 +57,7 @@ void ss_dels_free(struct dels *d)
     memset(d, 0, sizeof(*d));
 }
 
-void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val)
+void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad)
 {
     if (src->n_pend == src->cap_pend) {
         src->cap_pend = src->cap_pend ? src->cap_pend * 2 : 256;
@@ -67,6 +67,7 @@ void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val)
     p->type = type;
     memcpy(p->id, id, 37);
     p->val = val;
+    p->bad = bad;
     ss_idmap_put(&src->pend_index, id, val);
 }
 
@@ -214,7 +215,7 @@ int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out
             if (!ss_dels_live(d, x))
                 continue;
             sk_batch_add(out, src->types[x->type].e, x->id, NULL, 0, now);
-            ss_pend_add(src, x->type, x->id, DELETED_MARK);
+            ss_pend_add(src, x->type, x->id, DELETED_MARK, false);
         }
         sk_info(src->component, "%zu deletion(s) published", total);
     }
@@ -235,7 +236,7 @@ void ss_publish_released(struct ss_source *src, struct sk_batch *out)
         if (!ss_dels_live(&src->held, x))
             continue;
         sk_batch_add(out, src->types[x->type].e, x->id, NULL, 0, now);
-        ss_pend_add(src, x->type, x->id, DELETED_MARK);
+        ss_pend_add(src, x->type, x->id, DELETED_MARK, false);
         n++;
     }
     src->pend_release = true;

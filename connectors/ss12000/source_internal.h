@@ -86,6 +86,7 @@ struct ss_type {
     bool skipped;           /* reported to the core as skipped (404/403) */
     struct ss_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
     struct ss_idmap listed; /* ids of the full listing under way */
+    struct ss_idmap bad;    /* id -> meta.modified µs of a version dead-lettered, acknowledged */
     int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
     int64_t live_count;     /* live ids in Kafka at the last reconciliation of run live_run */
     int64_t live_run;
@@ -111,6 +112,7 @@ struct pending {
     int type;
     char id[37];
     int64_t val; /* meta.modified µs, NO_MODIFIED, or DELETED_MARK */
+    bool bad;    /* a version that failed validation, dead-lettered (ss_type.bad) */
 };
 
 /*
@@ -277,7 +279,7 @@ bool ss_dels_live(const struct dels *d, const struct del *x);
 void ss_dels_clear(struct dels *d); /* keeps the memory */
 void ss_dels_free(struct dels *d);  /* gives it back; the set stays usable */
 /* A change of the batch under way, learnt by the dedupe map once it is stored. */
-void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val);
+void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad);
 void ss_pend_clear(struct ss_source *src);
 /* Counts the live held deletions and tells the core (the held gauge). */
 void ss_update_held_gauge(struct ss_source *src);

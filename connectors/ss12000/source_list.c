@@ -142,6 +142,11 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
          * anyway, this only saves work). Entities without meta.modified are
          * always published: there is nothing to compare. */
         int64_t prev;
+        if (mod_us != NO_MODIFIED && ss_idmap_get(&t->bad, id, &prev) && prev == mod_us) {
+            /* This version was dead-lettered already: counted, not sent again. */
+            sk_source_count_bad_again(src->self, e);
+            return;
+        }
         if (mod_us != NO_MODIFIED &&
             ((ss_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
              (ss_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
@@ -160,8 +165,12 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
         char *raw = sk_json_print(item);
         sk_batch_add_bad(out, e, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url,
                          &err);
-        /* Not deduplicated: a page damaged on the way may hold the same
-         * (id, meta.modified) intact the next time it is read. */
+        /* Once per (id, meta.modified), like a record: every delta query
+         * (modified and created, each overlap) would send it again. Bytes
+         * damaged on the way never get here (ss_page_item_bad): the same
+         * version may come intact the next time. */
+        if (id_ok && mod_us != NO_MODIFIED)
+            ss_pend_add(src, ti, id, mod_us, true);
         return;
     }
     size_t len = protobuf_c_message_get_packed_size(msg);
@@ -169,7 +178,7 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     protobuf_c_message_pack(msg, value);
     protobuf_c_message_free_unpacked(msg, NULL);
     sk_batch_add(out, e, key, value, len, now);
-    ss_pend_add(src, ti, key, mod_us);
+    ss_pend_add(src, ti, key, mod_us, false);
     st->done++;
 }
 

@@ -1575,3 +1575,58 @@ Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezon
     free(db);
     free(dir);
 }
+
+/*
+ * A record that fails validation (a Room without its required owner) sits
+ * in the overlap of every delta query (modified and created): it is
+ * dead-lettered once, and each later sight of the same version is counted
+ * (skolsync_source_records_bad_again_total), not sent again. A new version
+ * of it that is valid is published.
+ */
+Test(ss12000_source, a_bad_record_is_dead_lettered_once_per_version, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ss-bad-once");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "500ms",
+                            "    entities: [Organisation, Room]\n"
+                            "    full_sync_interval: 1h\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, "organisations,rooms", 60, why, sizeof(why)), "%s", why);
+    char *created =
+        ctl(s.port, "create",
+            "{\"collection\": \"rooms\", \"entity\": {\"displayName\": \"Utan ägare\"}}");
+    char *id = json_expr(created, "d[\"id\"]");
+    cr_assert(id && strlen(id) == 36, "create: %s", created);
+    long long again = 0;
+    for (int i = 0; i < 40 && again < 3; i++) {
+        usleep(250000);
+        again = metric(d.admin, "skolsync_source_records_bad_again_total{connector=\"sis\","
+                                "entity=\"rooms\"}");
+    }
+    char *dead = api_field(d.admin, "sis", "d[\"dead_lettered\"]");
+    /* Mended at the server: the new version is published. */
+    char *owner = first_id(s.port, "organisations", NULL);
+    char *body = skt_fmt("{\"collection\":\"rooms\",\"id\":\"%s\",\"patch\":{\"owner\":{\"id\":"
+                         "\"%s\"}}}",
+                         id, owner);
+    free(ctl(s.port, "update", body));
+    char *sql = skt_fmt("select count(*) from rooms where id = '%s'", id);
+    bool stored = wait_rows(dir, db, sql, "1", 20);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_assert_geq(again, 3, "the bad version was not counted again (%lld; see %s)", again, d.log);
+    cr_assert_str_eq(dead, "1", "dead-lettered %s times", dead);
+    cr_assert(stored, "the mended version was not published");
+    free(sql);
+    free(body);
+    free(owner);
+    free(dead);
+    free(id);
+    free(created);
+    free(src);
+    free(db);
+    free(dir);
+}
