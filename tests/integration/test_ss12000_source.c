@@ -1281,6 +1281,52 @@ static int server_count(int port, const char *collection, const char *cond)
     return v;
 }
 
+/* A test's scene: the server, the daemon with source "sis", its first sync done. */
+struct scene {
+    char *dir, *db, *src;
+    struct server s;
+    struct daemon d;
+};
+
+/*
+ * scene_server: a directory, the server (server_args, then the faults JSON
+ * unless NULL) and the YAML of source "sis" (page_size 200, poll, opts).
+ * scene_start: that, the daemon, and the wait until the collections in only
+ * equal the server's.
+ */
+static struct scene scene_server(const char *name, const char *server_args, const char *faults,
+                                 const char *poll, const char *opts)
+{
+    struct scene sc = {.dir = skt_tmpdir(name)};
+    write_helpers(sc.dir);
+    sc.s = server_start(sc.dir, 0, server_args);
+    if (faults)
+        free(ctl(sc.s.port, "faults", faults));
+    sc.db = skt_fmt("%s/out.db", sc.dir);
+    sc.src = source_yaml("sis", sc.s.port, 200, poll, opts);
+    return sc;
+}
+
+static struct scene scene_start(const char *name, const char *server_args, const char *faults,
+                                const char *poll, const char *opts, const char *only)
+{
+    struct scene sc = scene_server(name, server_args, faults, poll, opts);
+    sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
+    char why[512] = "";
+    cr_assert(wait_match(sc.dir, sc.db, sc.s.port, only, 60, why, sizeof(why)),
+              "first sync: %s (see %s)", why, sc.d.log);
+    return sc;
+}
+
+static void scene_end(struct scene *sc)
+{
+    daemon_stop(&sc->d);
+    server_stop(&sc->s);
+    free(sc->src);
+    free(sc->db);
+    free(sc->dir);
+}
+
 /*
  * A server that enforces the spec's required startTime window on
  * /calendarEvents (422 {"detail"} without it). The generated events lie in
@@ -1374,53 +1420,47 @@ Test(ss12000_source, calendar_window_is_sent_and_moving_it_deletes_nothing, .tim
  */
 Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
 {
-    char *dir = skt_tmpdir("ss-isolate");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 20 --fault error500:paths=/resources");
-    free(ctl(s.port, "faults",
-             "{\"status\": {\"code\": 422, \"paths\": [\"/rooms\"]}, \"mix\": {\"probability\": 1, "
-             "\"kinds\": [\"html\"], \"paths\": [\"/programmes\"]}}"));
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "1s",
-                            "    entities: [Organisation, Programme, Person, Group, Resource, "
-                            "Room]\n");
-    struct daemon d = daemon_start(dir, src, db, 0);
-    char why[512] = "";
-    const char *good = "organisations,persons,groups";
-    cr_assert(wait_match(dir, db, s.port, good, 60, why, sizeof(why)), "%s (see %s)", why, d.log);
+    struct scene sc = scene_start(
+        "ss-isolate", "--students 20 --fault error500:paths=/resources",
+        "{\"status\": {\"code\": 422, \"paths\": [\"/rooms\"]}, \"mix\": {\"probability\": 1, "
+        "\"kinds\": [\"html\"], \"paths\": [\"/programmes\"]}}",
+        "1s", "    entities: [Organisation, Programme, Person, Group, Resource, Room]\n",
+        "organisations,persons,groups");
+    int port = sc.s.port, admin = sc.d.admin;
     /* A change of a working type arrives while the others fail. */
-    char *p = first_id(s.port, "persons", NULL);
+    char *p = first_id(port, "persons", NULL);
     char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":"
                          "\"Isolerad\"}}",
                          p);
-    free(ctl(s.port, "update", body));
+    free(ctl(port, "update", body));
     char *sql =
         skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Isolerad%%'", p);
-    cr_assert(wait_rows(dir, db, sql, "1", 20), "a person's change did not arrive");
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "1", 20), "a person's change did not arrive");
     /* The failing types are visible, with the server's status and reason. */
-    char *rooms = api_field(d.admin, "sis",
+    char *rooms = api_field(admin, "sis",
                             "[(f[\"status\"], f[\"error\"]) for f in d[\"failing_types\"] if "
                             "f[\"entity\"] == \"rooms\"]");
-    char *res = api_field(d.admin, "sis",
+    char *res = api_field(admin, "sis",
                           "[f[\"status\"] for f in d[\"failing_types\"] if f[\"entity\"] == "
                           "\"resources\"]");
-    long long failing = metric(d.admin, "skolsync_source_type_failing{connector=\"sis\","
-                                        "entity=\"rooms\"}");
-    char *rooms_rows = db_query(dir, db, "select count(*) from rooms");
+    long long failing =
+        metric(admin, "skolsync_source_type_failing{connector=\"sis\",entity=\"rooms\"}");
+    char *rooms_rows = db_query(sc.dir, sc.db, "select count(*) from rooms");
     cr_assert(strstr(rooms, "422") && strstr(rooms, "Unprocessable request"), "rooms: %s", rooms);
     cr_assert(strstr(res, "500"), "resources: %s", res);
     cr_assert_eq(failing, 1);
     cr_assert_str_eq(rooms_rows, "0");
-    cr_assert(log_has(&d, "programmes fails"), "the HTML page of programmes did not fail it");
+    cr_assert(log_has(&sc.d, "programmes fails"), "the HTML page of programmes did not fail it");
     /* Mended: the types come back (within their backoff) and are no longer failing. */
-    free(ctl(s.port, "faults", "{\"clear\": true}"));
-    bool ok = wait_match(dir, db, s.port, "organisations,programmes,persons,groups,resources,rooms",
-                         60, why, sizeof(why));
-    char *left = api_field(d.admin, "sis", "len(d[\"failing_types\"])");
-    daemon_stop(&d);
-    server_stop(&s);
+    free(ctl(port, "faults", "{\"clear\": true}"));
+    char why[512] = "";
+    bool ok =
+        wait_match(sc.dir, sc.db, port, "organisations,programmes,persons,groups,resources,rooms",
+                   60, why, sizeof(why));
+    char *left = api_field(admin, "sis", "len(d[\"failing_types\"])");
     cr_assert(ok, "after the server mended: %s", why);
     cr_assert_str_eq(left, "0");
+    scene_end(&sc);
     free(left);
     free(rooms_rows);
     free(res);
@@ -1428,41 +1468,31 @@ Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
     free(sql);
     free(body);
     free(p);
-    free(src);
-    free(db);
-    free(dir);
 }
 
 /*
- * `run --once` against a server where a type answers 422 for ever and
+ * `run --once` against a server where a type answers 500 for ever and
  * another a valid JSON body that is not a page: the run finishes, with every
  * other type stored, and the log says what the server said (not "cut-off or
  * invalid JSON" for valid JSON).
  */
 Test(ss12000_source, run_once_finishes_although_a_type_fails_for_ever, .timeout = 120)
 {
-    char *dir = skt_tmpdir("ss-once");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 10 --fault error500:paths=/rooms");
-    free(ctl(s.port, "faults",
-             "{\"status\": {\"code\": 200, \"body\": [1, 2], \"paths\": "
-             "[\"/programmes\"]}}"));
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "1s",
-                            "    entities: [Organisation, Programme, Person, Room]\n");
-    struct daemon d = daemon_run(dir, src, db, 0, true);
-    int rc = skt_wait(d.pid, 90000);
-    untrack(d.pid);
+    struct scene sc = scene_server(
+        "ss-once", "--students 10 --fault error500:paths=/rooms",
+        "{\"status\": {\"code\": 200, \"body\": [1, 2], \"paths\": [\"/programmes\"]}}", "1s",
+        "    entities: [Organisation, Programme, Person, Room]\n");
+    sc.d = daemon_run(sc.dir, sc.src, sc.db, 0, true);
+    int rc = skt_wait(sc.d.pid, 90000);
+    untrack(sc.d.pid);
+    sc.d.pid = 0;
     char why[512] = "";
-    bool ok = db_matches(dir, db, s.port, "organisations,persons", why, sizeof(why));
-    server_stop(&s);
-    cr_assert_eq(rc, 0, "run --once did not finish with 0 (%d); see %s", rc, d.log);
+    bool ok = db_matches(sc.dir, sc.db, sc.s.port, "organisations,persons", why, sizeof(why));
+    cr_assert_eq(rc, 0, "run --once did not finish with 0 (%d); see %s", rc, sc.d.log);
     cr_assert(ok, "%s", why);
-    cr_assert(log_has(&d, "valid JSON, but a list, not a page object"), "see %s", d.log);
-    cr_assert(!log_has(&d, "cut-off or invalid JSON"), "valid JSON called cut-off; see %s", d.log);
-    free(src);
-    free(db);
-    free(dir);
+    cr_assert(log_has(&sc.d, "valid JSON, but a list, not a page object"), "see %s", sc.d.log);
+    cr_assert(!log_has(&sc.d, "cut-off or invalid JSON"), "valid JSON called cut-off");
+    scene_end(&sc);
 }
 
 /*
@@ -1473,51 +1503,38 @@ Test(ss12000_source, run_once_finishes_although_a_type_fails_for_ever, .timeout 
 Test(ss12000_source, a_type_the_server_lacks_is_skipped_quietly_until_the_next_full_sync,
      .timeout = 120)
 {
-    char *dir = skt_tmpdir("ss-404");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 10");
-    free(ctl(s.port, "faults",
-             "{\"status\": {\"code\": 404, \"body\": {\"code\": \"not_found\"}, "
-             "\"paths\": [\"/rooms\"]}}"));
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "500ms",
-                            "    entities: [Organisation, Room, Person]\n"
-                            "    full_sync_interval: 1h\n");
-    struct daemon d = daemon_start(dir, src, db, 0);
-    char why[512] = "";
-    cr_assert(wait_match(dir, db, s.port, "organisations,persons", 60, why, sizeof(why)), "%s",
-              why);
+    struct scene sc = scene_start(
+        "ss-404", "--students 10",
+        "{\"status\": {\"code\": 404, \"body\": {\"code\": \"not_found\"}, \"paths\": "
+        "[\"/rooms\"]}}",
+        "500ms", "    entities: [Organisation, Room, Person]\n    full_sync_interval: 1h\n",
+        "organisations,persons");
     sleep(4); /* several delta runs */
-    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/rooms", s.port);
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/rooms", sc.s.port);
     char *stats = get(url);
     char *asked = json_expr(stats, "len(d[\"requests\"])");
     free(stats);
     free(url);
-    url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/persons", s.port);
+    url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/persons", sc.s.port);
     stats = get(url);
     char *persons = json_expr(stats, "len(d[\"requests\"])");
     long long skipped =
-        metric(d.admin, "skolsync_source_type_skipped{connector=\"sis\",entity=\"rooms\"}");
-    char *cmd = skt_fmt("grep -c 'does not serve rooms' %s", d.log);
+        metric(sc.d.admin, "skolsync_source_type_skipped{connector=\"sis\",entity=\"rooms\"}");
+    char *cmd = skt_fmt("grep -c 'does not serve rooms' %s", sc.d.log);
     char *lines = NULL;
     skt_sh(cmd, 5, &lines);
-    bool warned = log_has(&d, "warn  sis: GET");
-    daemon_stop(&d);
-    server_stop(&s);
     cr_assert_str_eq(asked, "1", "rooms asked %s times", asked);
     cr_assert(persons && atoi(persons) > 3, "no delta runs followed (%s)", persons);
     cr_assert_eq(skipped, 1);
     cr_assert(lines && atoi(lines) == 1, "log lines: %s", lines ? lines : "");
-    cr_assert(!warned, "a 404 was logged as a warning; see %s", d.log);
+    cr_assert(!log_has(&sc.d, "warn  sis: GET"), "a 404 was logged as a warning");
+    scene_end(&sc);
     free(lines);
     free(cmd);
     free(persons);
     free(stats);
     free(url);
     free(asked);
-    free(src);
-    free(db);
-    free(dir);
 }
 
 /*
@@ -1529,39 +1546,33 @@ Test(ss12000_source, a_type_the_server_lacks_is_skipped_quietly_until_the_next_f
  */
 Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezone, .timeout = 120)
 {
-    char *dir = skt_tmpdir("ss-naive");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 10 --naive-timestamps");
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "500ms",
-                            "    entities: [Organisation, Person, Room]\n"
-                            "    full_sync_interval: 1h\n");
-    struct daemon d = daemon_start(dir, src, db, 0);
-    char why[512] = "";
     /* The dump has the offsets the list left out: equal means they were put back right. */
     const char *only = "organisations,persons,rooms";
-    cr_assert(wait_match(dir, db, s.port, only, 60, why, sizeof(why)), "%s (see %s)", why, d.log);
-    char *first = api_field(d.admin, "sis", "d[\"records\"]");
+    struct scene sc = scene_start(
+        "ss-naive", "--students 10 --naive-timestamps", NULL, "500ms",
+        "    entities: [Organisation, Person, Room]\n    full_sync_interval: 1h\n", only);
+    int port = sc.s.port;
+    char *first = api_field(sc.d.admin, "sis", "d[\"records\"]");
     sleep(4); /* delta runs */
-    char *later = api_field(d.admin, "sis", "d[\"records\"]");
-    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/persons", s.port);
+    char *later = api_field(sc.d.admin, "sis", "d[\"records\"]");
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/persons", port);
     char *stats = get(url);
     char *deltas = json_expr(stats, "sum(1 for r in d[\"requests\"] if any(k == "
                                     "\"meta.modified.after\" for k, v in r[\"params\"]))");
-    char *p = first_id(s.port, "persons", NULL);
+    char *p = first_id(port, "persons", NULL);
     char *body =
         skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Naiv\"}}", p);
-    free(ctl(s.port, "update", body));
-    bool changed = wait_match(dir, db, s.port, only, 20, why, sizeof(why));
-    char *cmd = skt_fmt("grep -c 'without an offset' %s", d.log);
+    free(ctl(port, "update", body));
+    char why[512] = "";
+    bool changed = wait_match(sc.dir, sc.db, port, only, 20, why, sizeof(why));
+    char *cmd = skt_fmt("grep -c 'without an offset' %s", sc.d.log);
     char *warnings = NULL;
     skt_sh(cmd, 5, &warnings);
-    daemon_stop(&d);
-    server_stop(&s);
     cr_assert_str_eq(later, first, "delta runs published again (dedupe off)");
     cr_assert(deltas && atoi(deltas) > 0, "no delta asked meta.modified.after (no watermark)");
     cr_assert(changed, "the change did not arrive: %s", why);
     cr_assert(warnings && atoi(warnings) == 1, "warnings: %s", warnings ? warnings : "");
+    scene_end(&sc);
     free(warnings);
     free(cmd);
     free(body);
@@ -1571,9 +1582,6 @@ Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezon
     free(url);
     free(later);
     free(first);
-    free(src);
-    free(db);
-    free(dir);
 }
 
 /*
@@ -1585,48 +1593,39 @@ Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezon
  */
 Test(ss12000_source, a_bad_record_is_dead_lettered_once_per_version, .timeout = 120)
 {
-    char *dir = skt_tmpdir("ss-bad-once");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 10");
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "500ms",
-                            "    entities: [Organisation, Room]\n"
-                            "    full_sync_interval: 1h\n");
-    struct daemon d = daemon_start(dir, src, db, 0);
-    char why[512] = "";
-    cr_assert(wait_match(dir, db, s.port, "organisations,rooms", 60, why, sizeof(why)), "%s", why);
+    struct scene sc = scene_start(
+        "ss-bad-once", "--students 10", NULL, "500ms",
+        "    entities: [Organisation, Room]\n    full_sync_interval: 1h\n", "organisations,rooms");
+    int port = sc.s.port;
     char *created =
-        ctl(s.port, "create",
+        ctl(port, "create",
             "{\"collection\": \"rooms\", \"entity\": {\"displayName\": \"Utan ägare\"}}");
     char *id = json_expr(created, "d[\"id\"]");
     cr_assert(id && strlen(id) == 36, "create: %s", created);
     long long again = 0;
     for (int i = 0; i < 40 && again < 3; i++) {
         usleep(250000);
-        again = metric(d.admin, "skolsync_source_records_bad_again_total{connector=\"sis\","
-                                "entity=\"rooms\"}");
+        again =
+            metric(sc.d.admin,
+                   "skolsync_source_records_bad_again_total{connector=\"sis\",entity=\"rooms\"}");
     }
-    char *dead = api_field(d.admin, "sis", "d[\"dead_lettered\"]");
+    char *dead = api_field(sc.d.admin, "sis", "d[\"dead_lettered\"]");
     /* Mended at the server: the new version is published. */
-    char *owner = first_id(s.port, "organisations", NULL);
+    char *owner = first_id(port, "organisations", NULL);
     char *body = skt_fmt("{\"collection\":\"rooms\",\"id\":\"%s\",\"patch\":{\"owner\":{\"id\":"
                          "\"%s\"}}}",
                          id, owner);
-    free(ctl(s.port, "update", body));
+    free(ctl(port, "update", body));
     char *sql = skt_fmt("select count(*) from rooms where id = '%s'", id);
-    bool stored = wait_rows(dir, db, sql, "1", 20);
-    daemon_stop(&d);
-    server_stop(&s);
-    cr_assert_geq(again, 3, "the bad version was not counted again (%lld; see %s)", again, d.log);
+    bool stored = wait_rows(sc.dir, sc.db, sql, "1", 20);
+    cr_assert_geq(again, 3, "the bad version was not counted again (%lld)", again);
     cr_assert_str_eq(dead, "1", "dead-lettered %s times", dead);
     cr_assert(stored, "the mended version was not published");
+    scene_end(&sc);
     free(sql);
     free(body);
     free(owner);
     free(dead);
     free(id);
     free(created);
-    free(src);
-    free(db);
-    free(dir);
 }
