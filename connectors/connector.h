@@ -217,9 +217,21 @@ bool sk_source_take_release(struct sk_source *self);
 void sk_source_set_type_error(struct sk_source *self, const struct sk_entity *e, long status,
                               const char *reason);
 void sk_source_set_type_skipped(struct sk_source *self, const struct sk_entity *e, bool skipped);
-/* A record of type e that failed validation came again unchanged and was not dead-lettered again.
- */
+/* A record of type e lacking a required field was published (validation: lenient). */
+void sk_source_count_incomplete(struct sk_source *self, const struct sk_entity *e);
+/* A record of type e that failed validation came again unchanged, not dead-lettered again. */
 void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e);
+
+/*
+ * The validation of SS 12000 JSON every source that reads it offers (option
+ * `validation`): strict dead-letters a record lacking a field of
+ * sk_entity_missing_required; lenient publishes it when its id is valid and
+ * counts it (sk_source_count_incomplete).
+ */
+#define SK_VALIDATION_CHOICES ((const char *const[]){"lenient", "strict", NULL})
+#define SK_VALIDATION_HELP                                                                         \
+    "lenient: publish a record lacking a field SS 12000 requires (counted in "                     \
+    "skolsync_source_records_incomplete_total); strict: dead-letter it"
 
 /* ---- sinks -------------------------------------------------------------- */
 

@@ -40,7 +40,8 @@ struct sk_type_health {
     long status;
     char reason[160];
     uint64_t errors;
-    uint64_t bad_again; /* records dead-lettered before, seen again unchanged */
+    uint64_t bad_again;  /* records dead-lettered before, seen again unchanged */
+    uint64_t incomplete; /* records published lacking a required field (lenient) */
 };
 
 struct sk_source_env {

@@ -211,7 +211,10 @@ static void type_metrics(struct sk_daemon *d, struct sk_buf *t)
                      "its server does not serve (404)\n# TYPE skolsync_source_type_skipped gauge\n"
                      "# HELP skolsync_source_records_bad_again_total Records that failed "
                      "validation before, seen again unchanged and not dead-lettered again\n"
-                     "# TYPE skolsync_source_records_bad_again_total counter\n");
+                     "# TYPE skolsync_source_records_bad_again_total counter\n"
+                     "# HELP skolsync_source_records_incomplete_total Records published lacking a "
+                     "field SS 12000 requires (validation: lenient)\n"
+                     "# TYPE skolsync_source_records_incomplete_total counter\n");
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_source_env *src = sk_as_source(d->conns[i]);
         if (!src)
@@ -220,6 +223,11 @@ static void type_metrics(struct sk_daemon *d, struct sk_buf *t)
         for (int k = 0; k < SK_ENTITY_COUNT; k++) {
             const struct sk_type_health *h = &src->types[k];
             const char *c = sk_entities[k]->collection;
+            if (h->incomplete)
+                sk_buf_printf(t,
+                              "skolsync_source_records_incomplete_total{connector=\"%s\",entity="
+                              "\"%s\"} %llu\n",
+                              src->runner.name, c, (unsigned long long)h->incomplete);
             if (h->bad_again)
                 sk_buf_printf(t,
                               "skolsync_source_records_bad_again_total{connector=\"%s\",entity="

@@ -4,6 +4,7 @@
  * full reconciliation, and the held-deletions handshake with operators.
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,14 +70,25 @@ void sk_source_set_type_skipped(struct sk_source *self, const struct sk_entity *
     pthread_mutex_unlock(&self->env->runner.mu);
 }
 
-void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e)
+/* Adds one to the counter at offset of type e's health. */
+static void count_type(struct sk_source *self, const struct sk_entity *e, size_t offset)
 {
     int i = sk_entity_index(e);
     if (!self->env || i < 0)
         return;
     pthread_mutex_lock(&self->env->runner.mu);
-    self->env->types[i].bad_again++;
+    (*(uint64_t *)((char *)&self->env->types[i] + offset))++;
     pthread_mutex_unlock(&self->env->runner.mu);
+}
+
+void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e)
+{
+    count_type(self, e, offsetof(struct sk_type_health, bad_again));
+}
+
+void sk_source_count_incomplete(struct sk_source *self, const struct sk_entity *e)
+{
+    count_type(self, e, offsetof(struct sk_type_health, incomplete));
 }
 
 /* ---- live ids ------------------------------------------------------------- */

@@ -295,6 +295,7 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
         sk_error_set(err, SK_ERR_FATAL, "auth.value: required with auth.type apikey");
         goto fail;
     }
+    src->strict = conf->validation && strcmp(conf->validation, "strict") == 0;
     src->tz = sk_tz_load(conf->server_timezone, err);
     if (!src->tz) {
         char why[sizeof(err->msg)];

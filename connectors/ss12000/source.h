@@ -82,6 +82,7 @@ struct ss_conf {
     bool created_query;
     struct ss_window_conf calendar_window;
     char *server_timezone; /* the zone of timestamps the server writes without an offset */
+    char *validation;      /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
 };
 
 /* ---- id map: UUID (36-character text) -> int64 ---------------------------- */

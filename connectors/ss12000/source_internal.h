@@ -165,6 +165,7 @@ struct ss_source {
 
     struct sk_tz *tz;  /* server_timezone */
     bool warned_naive; /* a timestamp without an offset was read (warned once) */
+    bool strict;       /* validation: strict */
     bool warned_deleted_missing;
     struct paging_guard guard;
     int64_t poll_interval_us; /* the core's setting for this source */
@@ -198,8 +199,6 @@ void ss_text_copy(char dst[TEXT_MAX], const char *src);
 
 /* ---- source_page.c ---------------------------------------------------------- */
 
-/* The first field e requires that item lacks (absent or null), or NULL. */
-const char *ss_missing_required(const struct sk_entity *e, const cJSON *item);
 /* Before a page's items are taken: which of them hold bytes cJSON breaks. */
 struct ss_page_check ss_page_check(const struct ss_resp *r);
 /* Dead-letters item k of the page if its bytes are bad; true if it did. */

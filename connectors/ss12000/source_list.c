@@ -153,14 +153,16 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
             return;
     }
     struct sk_error err = {0};
-    const char *field = cJSON_IsObject(item) ? ss_missing_required(e, item) : NULL;
+    const char *field = cJSON_IsObject(item) ? sk_entity_missing_required(e, item) : NULL;
     ProtobufCMessage *msg = NULL;
     char key[37];
-    if (field)
+    if (field && src->strict)
         sk_error_set(&err, SK_ERR_PERMANENT, "%s %s: required field %s missing", e->name,
                      id_ok ? id : "(no id)", field);
     else
         msg = sk_codec_from_json(e, item, key, &err);
+    if (msg && field)
+        sk_source_count_incomplete(src->self, e); /* lenient: published as it is */
     if (!msg) {
         char *raw = sk_json_print(item);
         sk_batch_add_bad(out, e, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url,

@@ -1595,7 +1595,8 @@ Test(ss12000_source, a_bad_record_is_dead_lettered_once_per_version, .timeout = 
 {
     struct scene sc = scene_start(
         "ss-bad-once", "--students 10", NULL, "500ms",
-        "    entities: [Organisation, Room]\n    full_sync_interval: 1h\n", "organisations,rooms");
+        "    entities: [Organisation, Room]\n    full_sync_interval: 1h\n    validation: strict\n",
+        "organisations,rooms");
     int port = sc.s.port;
     char *created =
         ctl(port, "create",
@@ -1628,4 +1629,28 @@ Test(ss12000_source, a_bad_record_is_dead_lettered_once_per_version, .timeout = 
     free(dead);
     free(id);
     free(created);
+}
+
+/*
+ * validation: lenient (the default) publishes a record that lacks a field
+ * SS 12000 requires, as servers on Skolverket's profile send them, and
+ * counts it (skolsync_source_records_incomplete_total); nothing is
+ * dead-lettered. (Strict: a_bad_record_is_dead_lettered_once_per_version.)
+ */
+Test(ss12000_source, lenient_validation_publishes_a_record_lacking_a_required_field, .timeout = 120)
+{
+    struct scene sc = scene_start("ss-lenient", "--students 10", NULL, "500ms",
+                                  "    entities: [Organisation, Room]\n", "organisations,rooms");
+    free(ctl(sc.s.port, "create",
+             "{\"collection\": \"rooms\", \"entity\": {\"displayName\": \"Utan ägare\"}}"));
+    char why[512] = "";
+    bool ok = wait_match(sc.dir, sc.db, sc.s.port, "organisations,rooms", 30, why, sizeof(why));
+    long long incomplete = metric(
+        sc.d.admin, "skolsync_source_records_incomplete_total{connector=\"sis\",entity=\"rooms\"}");
+    char *dead = api_field(sc.d.admin, "sis", "d[\"dead_lettered\"]");
+    cr_assert(ok, "the room without an owner was not stored: %s", why);
+    cr_assert_geq(incomplete, 1);
+    cr_assert_str_eq(dead, "0");
+    scene_end(&sc);
+    free(dead);
 }
