@@ -1318,6 +1318,15 @@ static struct scene scene_start(const char *name, const char *server_args, const
     return sc;
 }
 
+/* Sets a person's givenName at the server: a change for the source to publish. */
+static void rename_person(int port, const char *id, const char *given)
+{
+    char *body = skt_fmt(
+        "{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"%s\"}}", id, given);
+    free(ctl(port, "update", body));
+    free(body);
+}
+
 static void scene_end(struct scene *sc)
 {
     daemon_stop(&sc->d);
@@ -1414,9 +1423,9 @@ Test(ss12000_source, calendar_window_is_sent_and_moving_it_deletes_nothing, .tim
 
 /*
  * One type answers 422 {"detail"} for ever, one 500, one an HTML page with
- * 200: each fails on its own (status API, metrics,
- * its own backoff), the other types are stored and their deltas arrive
- * while the three keep failing; once the server mends, they are read.
+ * 200: each fails on its own (status API, metrics, its own backoff), the
+ * other types are stored and their deltas arrive while the three keep
+ * failing; once the server mends, they are read.
  */
 Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
 {
@@ -1429,12 +1438,11 @@ Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
     int port = sc.s.port, admin = sc.d.admin;
     /* A change of a working type arrives while the others fail. */
     char *p = first_id(port, "persons", NULL);
-    char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":"
-                         "\"Isolerad\"}}",
-                         p);
-    free(ctl(port, "update", body));
-    char *sql =
-        skt_fmt("select count(*) from persons where id = '%s' and doc like '%%Isolerad%%'", p);
+    rename_person(port, p, "Isolerad");
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "select count(*) from persons where id = '%s' and doc like '%%Isolerad%%'", p);
+    free(p);
     cr_assert(wait_rows(sc.dir, sc.db, sql, "1", 20), "a person's change did not arrive");
     /* The failing types are visible, with the server's status and reason. */
     char *rooms = api_field(admin, "sis",
@@ -1465,9 +1473,6 @@ Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
     free(rooms_rows);
     free(res);
     free(rooms);
-    free(sql);
-    free(body);
-    free(p);
 }
 
 /*
@@ -1560,9 +1565,7 @@ Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezon
     char *deltas = json_expr(stats, "sum(1 for r in d[\"requests\"] if any(k == "
                                     "\"meta.modified.after\" for k, v in r[\"params\"]))");
     char *p = first_id(port, "persons", NULL);
-    char *body =
-        skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Naiv\"}}", p);
-    free(ctl(port, "update", body));
+    rename_person(port, p, "Naiv");
     char why[512] = "";
     bool changed = wait_match(sc.dir, sc.db, port, only, 20, why, sizeof(why));
     char *cmd = skt_fmt("grep -c 'without an offset' %s", sc.d.log);
@@ -1575,7 +1578,6 @@ Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezon
     scene_end(&sc);
     free(warnings);
     free(cmd);
-    free(body);
     free(p);
     free(deltas);
     free(stats);
