@@ -1366,8 +1366,10 @@ Test(ss12000_source, calendar_window_is_sent_and_moving_it_deletes_nothing, .tim
     char *ahead_id = json_expr(created, "d[\"id\"]");
     cr_assert(ahead_id && strlen(ahead_id) == 36, "create: %s", created);
     char *db = skt_fmt("%s/out.db", dir);
+    /* No delete guard: a wrong deletion would be published, not held. */
     char *opts = skt_fmt("    entities: [CalendarEvent]\n"
                          "    full_sync_interval: 1h\n"
+                         "    delete_guard: {max_count: 100000, max_fraction: 100%%}\n"
                          "    calendar_window:\n"
                          "      past: %lldd\n"
                          "      future: 5d\n",
