@@ -1346,81 +1346,75 @@ static void scene_end(struct scene *sc)
  */
 Test(ss12000_source, calendar_window_is_sent_and_moving_it_deletes_nothing, .timeout = 180)
 {
-    char *dir = skt_tmpdir("ss-window");
-    write_helpers(dir);
-    struct server s =
-        server_start(dir, 0, "--students 10 --calendar-window 422 --no-deleted-entities");
     /* past: from now back to 2026-10-28 12:00 UTC, in whole days (the gap between the weeks). */
     long long past_days = ((long long)time(NULL) - 1793188800LL) / 86400;
     cr_assert(past_days > 0);
+    /* No delete guard: a wrong deletion would be published, not held. */
+    char opts[256];
+    snprintf(opts, sizeof(opts),
+             "    entities: [CalendarEvent]\n"
+             "    full_sync_interval: 1h\n"
+             "    delete_guard: {max_count: 100000, max_fraction: 100%%}\n"
+             "    calendar_window:\n"
+             "      past: %lldd\n"
+             "      future: 5d\n",
+             past_days);
+    /* --max-limit: pages of 40, so page tokens must carry the window on. */
+    struct scene sc = scene_server(
+        "ss-window", "--students 10 --calendar-window 422 --no-deleted-entities --max-limit 40",
+        NULL, "1s", opts);
+    int port = sc.s.port;
     /* An event ten days ahead: outside a 5-day future, inside a 30-day one. */
-    char ahead[64];
+    char ahead[64], body[512];
     time_t t = time(NULL) + 10 * 86400;
     strftime(ahead, sizeof(ahead), "%Y-%m-%dT%H:%M:%S+00:00", gmtime(&t));
-    char *act = first_id(s.port, "activities", NULL);
-    char *body =
-        skt_fmt("{\"collection\":\"calendarEvents\",\"entity\":{\"activity\":{\"id\":\"%s\"},"
-                "\"startTime\":\"%s\",\"endTime\":\"%s\"}}",
-                act, ahead, ahead);
-    char *created = ctl(s.port, "create", body);
+    char *act = first_id(port, "activities", NULL);
+    snprintf(body, sizeof(body),
+             "{\"collection\":\"calendarEvents\",\"entity\":{\"activity\":{\"id\":\"%s\"},"
+             "\"startTime\":\"%s\",\"endTime\":\"%s\"}}",
+             act, ahead, ahead);
+    free(act);
+    char *created = ctl(port, "create", body);
     char *ahead_id = json_expr(created, "d[\"id\"]");
     cr_assert(ahead_id && strlen(ahead_id) == 36, "create: %s", created);
-    char *db = skt_fmt("%s/out.db", dir);
-    /* No delete guard: a wrong deletion would be published, not held. */
-    char *opts = skt_fmt("    entities: [CalendarEvent]\n"
-                         "    full_sync_interval: 1h\n"
-                         "    delete_guard: {max_count: 100000, max_fraction: 100%%}\n"
-                         "    calendar_window:\n"
-                         "      past: %lldd\n"
-                         "      future: 5d\n",
-                         past_days);
-    char *src = source_yaml("sis", s.port, 50, "1s", opts);
-    struct daemon d = daemon_start(dir, src, db, 0);
+    free(created);
+    sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
     int week2 =
-        server_count(s.port, "calendarEvents", "\"2026-11\" <= e[\"startTime\"] < \"2026-11-07\"");
-    cr_assert(week2 > 0);
-    char *want = skt_fmt("%d", week2);
-    cr_assert(wait_rows(dir, db, "select count(*) from calendarEvents", want, 60),
-              "the window's events were not all stored (want %s; see %s)", want, d.log);
-    char *sql = skt_fmt("select count(*) from calendarEvents where id = '%s'", ahead_id);
-    cr_assert(wait_rows(dir, db, sql, "0", 1), "an event outside the window was stored");
+        server_count(port, "calendarEvents", "\"2026-11\" <= e[\"startTime\"] < \"2026-11-07\"");
+    cr_assert(week2 > 40);
+    char want[16], want_all[16], sql[128];
+    snprintf(want, sizeof(want), "%d", week2);
+    snprintf(want_all, sizeof(want_all), "%d", week2 + 1);
+    snprintf(sql, sizeof(sql), "select count(*) from calendarEvents where id = '%s'", ahead_id);
+    cr_assert(wait_rows(sc.dir, sc.db, "select count(*) from calendarEvents", want, 60),
+              "the window's events were not all stored (want %s; see %s)", want, sc.d.log);
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "0", 1), "an event outside the window was stored");
     /* The window moves: nothing generated is inside it any more, the event ahead enters. */
-    reload(dir, d.admin,
+    reload(sc.dir, sc.d.admin,
            "s/past: [0-9]*d/past: 1d/; s/future: 5d/future: 30d/; s/full_sync_interval: 1h/"
            "full_sync_interval: 2s/");
-    cr_assert(wait_rows(dir, db, sql, "1", 30), "the event that entered the window was not stored");
-    for (int i = 0; i < 60 && !log_has(&d, "outside the window kept"); i++)
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "1", 30),
+              "the event that entered the window was not stored");
+    for (int i = 0; i < 60 && !log_has(&sc.d, "outside the window kept"); i++)
         usleep(500000);
-    cr_assert(log_has(&d, "outside the window kept"), "no reconciliation ran; see %s", d.log);
+    cr_assert(log_has(&sc.d, "outside the window kept"), "no reconciliation ran; see %s", sc.d.log);
     sleep(3); /* another reconciliation */
-    char *n = db_query(dir, db, "select count(*) from calendarEvents");
-    char *want_all = skt_fmt("%d", week2 + 1);
-    cr_assert_str_eq(n, want_all, "events that left the window were deleted");
+    cr_assert(wait_rows(sc.dir, sc.db, "select count(*) from calendarEvents", want_all, 1),
+              "events that left the window were deleted");
     /* A deletion inside the window is still a deletion. */
-    free(delete_at(s.port, "calendarEvents", ahead_id));
-    cr_assert(wait_rows(dir, db, sql, "0", 30), "a deleted event inside the window stayed");
+    free(delete_at(port, "calendarEvents", ahead_id));
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "0", 30), "a deleted event inside the window stayed");
     /* Every request carried the window. */
-    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?path=/v2.0/calendarEvents", s.port);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/_control/stats?path=/v2.0/calendarEvents",
+             port);
     char *stats = get(url);
     char *bad = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"status\"] != 200)");
-    daemon_stop(&d);
-    server_stop(&s);
     cr_assert_str_eq(bad, "0", "requests without the window were refused");
+    scene_end(&sc);
     free(bad);
     free(stats);
-    free(url);
-    free(n);
-    free(want_all);
-    free(want);
-    free(sql);
-    free(src);
-    free(opts);
-    free(db);
     free(ahead_id);
-    free(created);
-    free(body);
-    free(act);
-    free(dir);
 }
 
 /*
