@@ -209,6 +209,33 @@ void sk_source_set_held(struct sk_source *self, uint64_t held);
  */
 bool sk_source_take_release(struct sk_source *self);
 
+/*
+ * Per entity type health of a source that reads its types independently,
+ * for the status API and metrics (source thread). set_type_error: type e
+ * fails (status: the server's HTTP status, 0 when its answer could not be
+ * read; reason: short, with no personal data or secret), counted once per
+ * call; reason NULL: it works again. set_type_skipped: the server does not
+ * serve e (404), so the source leaves it out for now.
+ */
+void sk_source_set_type_error(struct sk_source *self, const struct sk_entity *e, long status,
+                              const char *reason);
+void sk_source_set_type_skipped(struct sk_source *self, const struct sk_entity *e, bool skipped);
+/* A record of type e lacking a required field was published (validation: lenient). */
+void sk_source_count_incomplete(struct sk_source *self, const struct sk_entity *e);
+/* A record of type e that failed validation came again unchanged, not dead-lettered again. */
+void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e);
+
+/*
+ * The validation of SS 12000 JSON every source that reads it offers (option
+ * `validation`): strict dead-letters a record lacking a field of
+ * sk_entity_missing_required; lenient publishes it when its id is valid and
+ * counts it (sk_source_count_incomplete).
+ */
+#define SK_VALIDATION_CHOICES ((const char *const[]){"lenient", "strict", NULL})
+#define SK_VALIDATION_HELP                                                                         \
+    "lenient: publish a record lacking a field SS 12000 requires (counted in "                     \
+    "skolsync_source_records_incomplete_total); strict: dead-letter it"
+
 /* ---- sinks -------------------------------------------------------------- */
 
 enum sk_outcome_kind {

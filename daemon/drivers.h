@@ -34,6 +34,16 @@ struct sk_sink_settings {
 extern const struct sk_option sk_source_settings_options[];
 extern const struct sk_option sk_sink_settings_options[];
 
+/* One entity type of a source (sk_source_set_type_error); guarded by runner.mu. */
+struct sk_type_health {
+    bool failing, skipped;
+    long status;
+    char reason[160];
+    uint64_t errors;
+    uint64_t bad_again;  /* records dead-lettered before, seen again unchanged */
+    uint64_t incomplete; /* records published lacking a required field (lenient) */
+};
+
 struct sk_source_env {
     struct sk_runner runner; /* first: a runner pointer is an env pointer (daemon_internal.h) */
     struct sk_source source;
@@ -42,6 +52,7 @@ struct sk_source_env {
     struct sk_http *http;      /* the admin HTTP server, NULL if off */
     atomic_uint_fast64_t held; /* deletions held by the source's delete guard */
     atomic_bool release;       /* an operator released them */
+    struct sk_type_health types[SK_ENTITY_COUNT];
 };
 
 struct sk_sink_env {

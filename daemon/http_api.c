@@ -200,6 +200,74 @@ static void lag_metrics(struct sk_daemon *d, struct sk_buf *t)
     cJSON_Delete(rep);
 }
 
+/* The entity types of sources that fail or are skipped (sk_source_set_type_error/_skipped). */
+static void type_metrics(struct sk_daemon *d, struct sk_buf *t)
+{
+    sk_buf_printf(t, "# HELP skolsync_source_type_failing 1 while a source's entity type fails, "
+                     "the others going on\n# TYPE skolsync_source_type_failing gauge\n"
+                     "# HELP skolsync_source_type_errors_total Failures of a source's entity "
+                     "type\n# TYPE skolsync_source_type_errors_total counter\n"
+                     "# HELP skolsync_source_type_skipped 1 while a source skips an entity type "
+                     "its server does not serve (404)\n# TYPE skolsync_source_type_skipped gauge\n"
+                     "# HELP skolsync_source_records_bad_again_total Records that failed "
+                     "validation before, seen again unchanged and not dead-lettered again\n"
+                     "# TYPE skolsync_source_records_bad_again_total counter\n"
+                     "# HELP skolsync_source_records_incomplete_total Records published lacking a "
+                     "field SS 12000 requires (validation: lenient)\n"
+                     "# TYPE skolsync_source_records_incomplete_total counter\n");
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_source_env *src = sk_as_source(d->conns[i]);
+        if (!src)
+            continue;
+        pthread_mutex_lock(&src->runner.mu);
+        for (int k = 0; k < SK_ENTITY_COUNT; k++) {
+            const struct sk_type_health *h = &src->types[k];
+            const char *c = sk_entities[k]->collection;
+            if (h->incomplete)
+                sk_buf_printf(t,
+                              "skolsync_source_records_incomplete_total{connector=\"%s\",entity="
+                              "\"%s\"} %llu\n",
+                              src->runner.name, c, (unsigned long long)h->incomplete);
+            if (h->bad_again)
+                sk_buf_printf(t,
+                              "skolsync_source_records_bad_again_total{connector=\"%s\",entity="
+                              "\"%s\"} %llu\n",
+                              src->runner.name, c, (unsigned long long)h->bad_again);
+            if (!h->errors && !h->skipped)
+                continue;
+            sk_buf_printf(t,
+                          "skolsync_source_type_failing{connector=\"%s\",entity=\"%s\"} %d\n"
+                          "skolsync_source_type_errors_total{connector=\"%s\",entity=\"%s\"} "
+                          "%llu\n"
+                          "skolsync_source_type_skipped{connector=\"%s\",entity=\"%s\"} %d\n",
+                          src->runner.name, c, h->failing, src->runner.name, c,
+                          (unsigned long long)h->errors, src->runner.name, c, h->skipped);
+        }
+        pthread_mutex_unlock(&src->runner.mu);
+    }
+}
+
+/* Failing and skipped entity types of a source; reasons only with details (like last_error). */
+static void types_json(struct sk_source_env *src, cJSON *o, bool details)
+{
+    cJSON *failing = cJSON_AddArrayToObject(o, "failing_types");
+    cJSON *skipped = cJSON_AddArrayToObject(o, "skipped_types");
+    pthread_mutex_lock(&src->runner.mu);
+    for (int k = 0; k < SK_ENTITY_COUNT; k++) {
+        const struct sk_type_health *h = &src->types[k];
+        if (h->skipped)
+            cJSON_AddItemToArray(skipped, cJSON_CreateString(sk_entities[k]->collection));
+        if (!h->failing)
+            continue;
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "entity", sk_entities[k]->collection);
+        cJSON_AddNumberToObject(f, "status", (double)h->status);
+        cJSON_AddStringToObject(f, "error", details ? h->reason : ERROR_HIDDEN);
+        cJSON_AddItemToArray(failing, f);
+    }
+    pthread_mutex_unlock(&src->runner.mu);
+}
+
 static void http_metrics(void *ctx, const struct sk_http_request *req,
                          struct sk_http_response *resp)
 {
@@ -267,6 +335,7 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
             sk_buf_printf(&t, "skolsync_held_deletions{connector=\"%s\"} %llu\n", src->runner.name,
                           (unsigned long long)atomic_load(&src->held));
     }
+    type_metrics(d, &t);
     sk_buf_printf(
         &t,
         "# HELP skolsync_kafka_queued_messages Messages waiting in a connector's Kafka client "
@@ -330,8 +399,10 @@ static cJSON *runner_json(struct sk_runner *r, bool details)
         cJSON_AddNumberToObject(o, "progress_total", (double)total);
     }
     struct sk_source_env *src = sk_as_source(r);
-    if (src)
+    if (src) {
         cJSON_AddNumberToObject(o, "held_deletions", (double)atomic_load(&src->held));
+        types_json(src, o, details);
+    }
     return o;
 }
 

@@ -3,6 +3,9 @@
  * "services"): HTTP routes for webhooks, the live ids of an entity topic for
  * full reconciliation, and the held-deletions handshake with operators.
  */
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +42,53 @@ void sk_source_set_held(struct sk_source *self, uint64_t held)
 bool sk_source_take_release(struct sk_source *self)
 {
     return self->env && atomic_exchange(&self->env->release, false);
+}
+
+void sk_source_set_type_error(struct sk_source *self, const struct sk_entity *e, long status,
+                              const char *reason)
+{
+    int i = sk_entity_index(e);
+    if (!self->env || i < 0)
+        return;
+    struct sk_type_health *h = &self->env->types[i];
+    pthread_mutex_lock(&self->env->runner.mu);
+    h->failing = reason != NULL;
+    h->status = reason ? status : 0;
+    snprintf(h->reason, sizeof(h->reason), "%s", reason ? reason : "");
+    if (reason)
+        h->errors++;
+    pthread_mutex_unlock(&self->env->runner.mu);
+}
+
+void sk_source_set_type_skipped(struct sk_source *self, const struct sk_entity *e, bool skipped)
+{
+    int i = sk_entity_index(e);
+    if (!self->env || i < 0)
+        return;
+    pthread_mutex_lock(&self->env->runner.mu);
+    self->env->types[i].skipped = skipped;
+    pthread_mutex_unlock(&self->env->runner.mu);
+}
+
+/* Adds one to the counter at offset of type e's health. */
+static void count_type(struct sk_source *self, const struct sk_entity *e, size_t offset)
+{
+    int i = sk_entity_index(e);
+    if (!self->env || i < 0)
+        return;
+    pthread_mutex_lock(&self->env->runner.mu);
+    (*(uint64_t *)((char *)&self->env->types[i] + offset))++;
+    pthread_mutex_unlock(&self->env->runner.mu);
+}
+
+void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e)
+{
+    count_type(self, e, offsetof(struct sk_type_health, bad_again));
+}
+
+void sk_source_count_incomplete(struct sk_source *self, const struct sk_entity *e)
+{
+    count_type(self, e, offsetof(struct sk_type_health, incomplete));
 }
 
 /* ---- live ids ------------------------------------------------------------- */

@@ -398,8 +398,19 @@ fail:
 }
 
 /* Returned message: as sk_codec_from_json. text need not be NUL-terminated. */
+static ProtobufCMessage *from_json_text_checked(const struct sk_entity *e, const char *text,
+                                                size_t len, char id_out[37], const char **missing,
+                                                struct sk_error *err);
+
 ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
                                           char id_out[37], struct sk_error *err)
+{
+    return from_json_text_checked(e, text, len, id_out, NULL, err);
+}
+
+static ProtobufCMessage *from_json_text_checked(const struct sk_entity *e, const char *text,
+                                                size_t len, char id_out[37], const char **missing,
+                                                struct sk_error *err)
 {
     size_t at;
     const char *bad = sk_json_text_bad(text, len, &at);
@@ -420,6 +431,8 @@ ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char 
         sk_error_set(err, SK_ERR_PERMANENT, "%s: invalid JSON", e->name);
         return NULL;
     }
+    if (missing)
+        *missing = cJSON_IsObject(obj) ? sk_entity_missing_required(e, obj) : NULL;
     ProtobufCMessage *m = sk_codec_from_json(e, obj, id_out, err);
     cJSON_Delete(obj);
     return m;
@@ -539,7 +552,14 @@ fail:
 int sk_codec_encode(const struct sk_entity *e, const char *json, size_t len, uint8_t **out,
                     size_t *out_len, char id_out[37], int64_t *modified_us, struct sk_error *err)
 {
-    ProtobufCMessage *m = sk_codec_from_json_text(e, json, len, id_out, err);
+    return sk_codec_encode_checked(e, json, len, out, out_len, id_out, modified_us, NULL, err);
+}
+
+int sk_codec_encode_checked(const struct sk_entity *e, const char *json, size_t len, uint8_t **out,
+                            size_t *out_len, char id_out[37], int64_t *modified_us,
+                            const char **missing, struct sk_error *err)
+{
+    ProtobufCMessage *m = from_json_text_checked(e, json, len, id_out, missing, err);
     if (!m)
         return -1;
     size_t n = protobuf_c_message_get_packed_size(m);

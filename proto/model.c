@@ -61,7 +61,8 @@ ENTITY(resource, "Resource", "resources", "/resources", "resources", NULL,
        ss12000__v2__resource__descriptor, true);
 ENTITY(room, "Room", "rooms", "/rooms", "rooms", NULL, ss12000__v2__room__descriptor, true);
 
-/* Dependency order (docs/ss12000-notes.md §2.3): referenced types before the types referencing them. */
+/* Dependency order (docs/ss12000-notes.md §2.3): referenced types before the types referencing
+ * them. */
 const struct sk_entity *const sk_entities[] = {
     &organisation,
     &programme,
@@ -132,7 +133,8 @@ static int hex_lower(char c)
     return -1;
 }
 
-/* Lower case because RFC 4122 output is lower case and Kafka keys compare bytes (docs/ss12000-notes.md §7). */
+/* Lower case because RFC 4122 output is lower case and Kafka keys compare bytes
+ * (docs/ss12000-notes.md §7). */
 int sk_uuid_normalize(const char *text, char out[37])
 {
     if (!text)
@@ -240,4 +242,47 @@ int sk_entity_index(const struct sk_entity *e)
         if (sk_entities[i] == e)
             return i;
     return -1;
+}
+
+/* ---- required fields (docs/ss12000-notes.md §2.3; spec defects of §6.5 left out) ------ */
+
+struct required {
+    const char *entity;
+    const char *fields[8];
+};
+
+static const struct required required_fields[] = {
+    {"Organisation", {"displayName", "organisationType"}},
+    {"Person", {"givenName", "familyName"}},
+    {"Placement", {"placedAt", "child", "schoolType", "startDate"}},
+    {"Duty", {"dutyAt", "dutyRole", "startDate"}},
+    {"Group", {"displayName", "groupType", "organisation", "startDate"}},
+    {"Programme", {"name", "schoolType"}},
+    {"StudyPlan", {"student", "startDate"}},
+    {"Syllabus", {"subjectName", "schoolType"}},
+    {"SchoolUnitOffering", {"offeredAt"}},
+    {"Activity", {"displayName", "groups", "organisation"}},
+    {"CalendarEvent", {"activity", "startTime", "endTime"}},
+    {"Attendance", {"calendarEvent", "student"}},
+    {"AttendanceEvent", {"time", "eventType", "person", "group"}},
+    {"AttendanceSchedule", {"placement", "startDate"}},
+    {"Absence", {"startTime", "endTime", "student", "type"}},
+    {"Grade", {"student", "syllabus", "gradeValue", "registeredDate"}},
+    {"Resource", {"displayName", "owner"}},
+    {"Room", {"displayName", "owner"}},
+};
+
+/* The first required field item lacks (absent or null), or NULL. */
+const char *sk_entity_missing_required(const struct sk_entity *e, const cJSON *item)
+{
+    for (size_t i = 0; i < sizeof(required_fields) / sizeof(required_fields[0]); i++) {
+        if (strcmp(required_fields[i].entity, e->name) != 0)
+            continue;
+        for (size_t k = 0; k < 8 && required_fields[i].fields[k]; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, required_fields[i].fields[k]);
+            if (!v || cJSON_IsNull(v))
+                return required_fields[i].fields[k];
+        }
+    }
+    return NULL;
 }

@@ -62,6 +62,15 @@ int sk_uuid_normalize(const char *text, char out[37]);
 int sk_time_parse_us(const char *text, int64_t *out_us);
 
 /*
+ * The first field of the SS 12000 2.1 required set of e (a shorter list:
+ * docs/ss12000-notes.md §2.3, the spec's defects of §6.5 left out) that the
+ * JSON object item lacks (absent or null), or NULL. The sources' strict
+ * validation dead-letters such a record; lenient keeps it (connectors that
+ * read SS 12000 JSON share this one list, so they agree).
+ */
+const char *sk_entity_missing_required(const struct sk_entity *e, const cJSON *item);
+
+/*
  * JSON object -> protobuf message of entity e. Validates and lowercases the
  * id (an invalid or missing id is SK_ERR_PERMANENT), writes it into id_out.
  * Entities without an id in the spec (SchoolUnitOffering) still need one to
@@ -84,6 +93,10 @@ cJSON *sk_codec_to_json(const ProtobufCMessage *msg);
  */
 int sk_codec_encode(const struct sk_entity *e, const char *json, size_t len, uint8_t **out,
                     size_t *out_len, char id_out[37], int64_t *modified_us, struct sk_error *err);
+/* The same, also setting *missing to sk_entity_missing_required of the object (or NULL). */
+int sk_codec_encode_checked(const struct sk_entity *e, const char *json, size_t len, uint8_t **out,
+                            size_t *out_len, char id_out[37], int64_t *modified_us,
+                            const char **missing, struct sk_error *err);
 /*
  * Packed protobuf bytes -> compact JSON text (malloc'ed, NUL-terminated,
  * caller frees); modified_us as above. NULL with err (PERMANENT) if the bytes

@@ -50,6 +50,7 @@ struct jsonl_conf {
     int64_t batch_size;
     bool follow_symlinks;
     int64_t max_line_size;
+    char *validation; /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
 };
 
 /* What of an over-long line goes to the dead-letter topic. */
@@ -86,6 +87,12 @@ static const struct sk_option jsonl_options[] = {
      .def = "false",
      .help = "in a directory, also read <collection>.jsonl links that point outside it",
      .offset = offsetof(struct jsonl_conf, follow_symlinks)},
+    {.name = "validation",
+     .type = SK_OPT_ENUM,
+     .def = "lenient",
+     .choices = SK_VALIDATION_CHOICES,
+     .help = SK_VALIDATION_HELP,
+     .offset = offsetof(struct jsonl_conf, validation)},
     {.name = NULL},
 };
 
@@ -126,6 +133,8 @@ struct jsonl_source {
 
 /* What one poll is filling. */
 struct jsonl_poll {
+    struct sk_source *self;
+    bool strict; /* validation: strict */
     struct sk_batch *out;
     size_t budget; /* lines the batch may still take */
     int64_t observed_us;
@@ -391,9 +400,18 @@ static int take_line(const struct jsonl_file *f, int64_t line_no, const char *li
     char id[37];
     int64_t modified_us;
     struct sk_error e = {0};
-    if (sk_codec_encode(f->entity, line, len, &value, &value_len, id, &modified_us, &e) == 0) {
-        sk_batch_add(poll->out, f->entity, id, value, value_len, poll->observed_us);
-        return 0;
+    const char *missing = NULL;
+    if (sk_codec_encode_checked(f->entity, line, len, &value, &value_len, id, &modified_us,
+                                &missing, &e) == 0) {
+        if (!missing || !poll->strict) {
+            if (missing)
+                sk_source_count_incomplete(poll->self, f->entity);
+            sk_batch_add(poll->out, f->entity, id, value, value_len, poll->observed_us);
+            return 0;
+        }
+        free(value);
+        sk_error_set(&e, SK_ERR_PERMANENT, "%s %s: required field %s missing", f->entity->name, id,
+                     missing);
     }
     if (e.cls != SK_ERR_PERMANENT) {
         *poll->err = e;
@@ -661,8 +679,13 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
     struct jsonl_source *src = self->priv;
     if (load_cursor(src, cursor, err) < 0)
         return -1;
-    struct jsonl_poll poll = {
-        .out = out, .budget = src->batch_size, .observed_us = sk_now_us(), .err = err};
+    const struct jsonl_conf *conf = self->conf;
+    struct jsonl_poll poll = {.self = self,
+                              .strict = conf->validation && strcmp(conf->validation, "strict") == 0,
+                              .out = out,
+                              .budget = src->batch_size,
+                              .observed_us = sk_now_us(),
+                              .err = err};
     bool more = false;
     for (size_t i = 0; i < src->n_files && !more; i++) {
         int rc = read_file(src, i, &poll);

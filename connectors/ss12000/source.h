@@ -1,7 +1,9 @@
 /*
  * source.h: internals of the ss12000-source connector, shared by its files:
- *   source.c        options, the sync algorithm (full, delta, deletes,
- *                   reconciliation, delete guard) and the cursor;
+ *   source.c        the connector (poll, open, close, settling batches);
+ *                   the sync algorithm's parts are declared in
+ *                   source_internal.h (run, list steps, deletedEntities,
+ *                   reconciliation and delete guard, cursor, options);
  *   source_http.c   requests through the connectors' HTTP client
  *                   (http_client.h): rate limit, Retry-After, read-ahead;
  *   source_hook.c   webhooks: the callback route, the subscription and its
@@ -57,6 +59,12 @@ struct ss_hook_conf {
     int64_t renew_before_ms;
 };
 
+/* /calendarEvents: the startTime window the source reads (the spec requires one). */
+struct ss_window_conf {
+    int64_t past_ms;
+    int64_t future_ms;
+};
+
 struct ss_conf {
     char *url;
     struct ss_auth_conf auth;
@@ -72,6 +80,9 @@ struct ss_conf {
     int64_t max_response_size;    /* bytes of one response, decompressed */
     char *deleted_entities_style; /* repeated|comma */
     bool created_query;
+    struct ss_window_conf calendar_window;
+    char *server_timezone; /* the zone of timestamps the server writes without an offset */
+    char *validation;      /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
 };
 
 /* ---- id map: UUID (36-character text) -> int64 ---------------------------- */
@@ -120,7 +131,7 @@ void ss_http_free(struct ss_http *h);
  * One request to url (absolute). body: JSON text for POST/PATCH or NULL.
  * Waits for the rate limit and for any Retry-After the server asked for.
  * Returns 0 with out filled for any HTTP answer that is not handled here;
- * -1 with err RETRIABLE for transport errors, timeouts, 5xx, 429 (the
+ * -1 with err RETRIABLE for transport errors, timeouts, 502/503/504, 429 (the
  * Retry-After is remembered and honoured by the next request) and 401 after
  * one refresh of an OAuth2 token; PERMANENT for a body over
  * max_response_size; FATAL for a misconfiguration (TLS files, credentials

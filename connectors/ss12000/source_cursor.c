@@ -29,6 +29,15 @@ void ss_text_copy(char dst[TEXT_MAX], const char *src)
     dst[n] = '\0';
 }
 
+/* A stored timestamp: its µs and the text the server wrote (kept to echo its offset). */
+static void load_stamp(bool has, int64_t us, const char *text, bool *dst_has, int64_t *dst_us,
+                       char dst_text[TEXT_MAX])
+{
+    *dst_has = has;
+    *dst_us = us;
+    ss_text_copy(dst_text, text ? text : "");
+}
+
 /* ---- cursor ---------------------------------------------------------------- */
 
 int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_error *err)
@@ -49,15 +58,14 @@ int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_
         if (!e)
             continue;
         struct tstate *t = &st->t[sk_entity_index(e)];
-        t->has_mod = ts->has_modified_us;
-        t->mod_us = ts->modified_us;
-        ss_text_copy(t->mod_text, ts->modified_text ? ts->modified_text : "");
-        t->has_cre = ts->has_created_us;
-        t->cre_us = ts->created_us;
-        ss_text_copy(t->cre_text, ts->created_text ? ts->created_text : "");
+        load_stamp(ts->has_modified_us, ts->modified_us, ts->modified_text, &t->has_mod, &t->mod_us,
+                   t->mod_text);
+        load_stamp(ts->has_created_us, ts->created_us, ts->created_text, &t->has_cre, &t->cre_us,
+                   t->cre_text);
         t->full_done = ts->full_done;
         t->last_full_us = ts->last_full_us;
         t->missing = ts->missing;
+        t->window_end_us = ts->window_end_us;
     }
     st->seq = c->seq;
     st->deleted_t0_us = c->deleted_t0_us;
@@ -75,15 +83,13 @@ int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_
         st->type_index = r->type_index;
         st->step = r->step;
         st->page_token = r->page_token && *r->page_token ? sk_strdup(r->page_token) : NULL;
-        st->has_chain_mod = r->has_chain_modified_us;
-        st->chain_mod_us = r->chain_modified_us;
-        ss_text_copy(st->chain_mod_text, r->chain_modified_text ? r->chain_modified_text : "");
-        st->has_chain_cre = r->has_chain_created_us;
-        st->chain_cre_us = r->chain_created_us;
-        ss_text_copy(st->chain_cre_text, r->chain_created_text ? r->chain_created_text : "");
+        load_stamp(r->has_chain_modified_us, r->chain_modified_us, r->chain_modified_text,
+                   &st->has_chain_mod, &st->chain_mod_us, st->chain_mod_text);
+        load_stamp(r->has_chain_created_us, r->chain_created_us, r->chain_created_text,
+                   &st->has_chain_cre, &st->chain_cre_us, st->chain_cre_text);
         st->done = r->done;
         if (st->type_index < 0 || st->type_index > st->n_run_types || st->step < STEP_FULL ||
-            st->step > STEP_DELETED)
+            st->step > STEP_WINDOW)
             st->run_active = false; /* unreadable run: start a new one */
     }
     skolsync__v1__ss12000_cursor__free_unpacked(c, NULL);
@@ -98,7 +104,8 @@ uint8_t *ss_cursor_pack(const struct cstate *st, size_t *len)
     Skolsync__V1__Ss12000Cursor__TypeState *tsp[SK_ENTITY_COUNT];
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         const struct tstate *t = &st->t[i];
-        if (!t->has_mod && !t->has_cre && !t->full_done && !t->last_full_us && !t->missing)
+        if (!t->has_mod && !t->has_cre && !t->full_done && !t->last_full_us && !t->missing &&
+            !t->window_end_us)
             continue;
         Skolsync__V1__Ss12000Cursor__TypeState *p = &ts[c.n_types];
         skolsync__v1__ss12000_cursor__type_state__init(p);
@@ -119,6 +126,8 @@ uint8_t *ss_cursor_pack(const struct cstate *st, size_t *len)
         p->last_full_us = t->last_full_us;
         p->has_missing = t->missing;
         p->missing = t->missing;
+        p->has_window_end_us = t->window_end_us != 0;
+        p->window_end_us = t->window_end_us;
         tsp[c.n_types++] = p;
     }
     c.types = tsp;

@@ -205,7 +205,10 @@ static int request(struct ss_http *h, const char *method, const char *url, const
                             method, url, st, st == 429 ? " too many requests" : " unavailable",
                             wait);
     }
-    if (st >= 500 || st == 401 || st == 408) {
+    /* 500 and 501 (and other 5xx but the gateway's) are answers about one
+     * request, often one endpoint: the caller decides (one entity type fails,
+     * the others go on). A gateway error, a timeout or 401 is the server's. */
+    if (st == 502 || st == 504 || st == 401 || st == 408) {
         sk_error_set(err, SK_ERR_RETRIABLE, "%s %s: HTTP %ld: %.200s", method, url, st,
                      st == 401 ? "unauthorized (check auth)" : r.body.p);
         sk_http_resp_free(&r);

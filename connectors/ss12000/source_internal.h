@@ -3,7 +3,11 @@
  * steps, the cursor unpacked, the source's state, and the functions of
  * source_options.c (the option tables), source_cursor.c (the cursor message),
  * source_page.c (what a page says: required fields, bytes cJSON would
- * break, the server's reason, paging that never ends). source.c is the run.
+ * break, the server's reason, paging that never ends), source_run.c (the
+ * run's state machine), source_list.c (the list steps), source_deleted.c
+ * (the deletedEntities step) and source_guard.c (deletions: reconciliation,
+ * the delete guard, the run's end). source.c is the connector: poll, open,
+ * close and the settling of stored batches.
  * Not for use outside connectors/ss12000/.
  */
 #ifndef SK_SS12000_SOURCE_INTERNAL_H
@@ -18,15 +22,24 @@
 #include "connector.h"
 #include "model.h"
 #include "source.h"
+#include "tz.h"
 
 /* Where a run is: the steps of one entity type's turn, then the deletions.
  * The numbers are stored in the cursor (Ss12000Cursor.step): never renumber. */
-enum step { STEP_NONE = 0, STEP_FULL = 1, STEP_MODIFIED = 2, STEP_CREATED = 3, STEP_DELETED = 4 };
+enum step {
+    STEP_NONE = 0,
+    STEP_FULL = 1,
+    STEP_MODIFIED = 2,
+    STEP_CREATED = 3,
+    STEP_DELETED = 4,
+    STEP_WINDOW = 5, /* CalendarEvent: the events that entered the moved window */
+};
 #define DELETED_MARK INT64_MIN      /* dedupe map: we published a tombstone */
 #define NO_MODIFIED (INT64_MIN + 1) /* dedupe map: published, no meta.modified */
 #define MAX_REQUESTS_PER_POLL 40
 #define MAX_POLL_MS 5000
 #define TEXT_MAX 64
+#define TYPE_BACKOFF_MAX_MS (15 * 60 * 1000) /* longest a failing type waits between tries */
 
 /* One type's part of the cursor, unpacked. */
 struct tstate {
@@ -39,6 +52,7 @@ struct tstate {
     bool full_done;
     int64_t last_full_us;
     bool missing;
+    int64_t window_end_us; /* CalendarEvent: the window's end a completed chain read up to */
 };
 
 /* The whole cursor, unpacked. */
@@ -68,11 +82,18 @@ struct ss_type {
     const struct sk_entity *e;
     bool enabled;
     bool no_created;        /* the server refused meta.created.after (400) */
+    bool windowed;          /* CalendarEvent: read through the startTime window */
+    bool skipped;           /* reported to the core as skipped (404/403) */
     struct ss_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
     struct ss_idmap listed; /* ids of the full listing under way */
+    struct ss_idmap bad;    /* id -> meta.modified µs of a version dead-lettered, acknowledged */
     int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
     int64_t live_count;     /* live ids in Kafka at the last reconciliation of run live_run */
     int64_t live_run;
+    /* Windowed types: id -> startTime µs of what was read (reconciliation). */
+    struct ss_idmap start;
+    int fails;           /* failed answers in a row (error status, a page that is not one) */
+    int64_t retry_at_us; /* failing on its own: left out of runs until then (its backoff) */
 };
 
 struct del {
@@ -91,6 +112,7 @@ struct pending {
     int type;
     char id[37];
     int64_t val; /* meta.modified µs, NO_MODIFIED, or DELETED_MARK */
+    bool bad;    /* a version that failed validation, dead-lettered (ss_type.bad) */
 };
 
 /*
@@ -141,6 +163,9 @@ struct ss_source {
     size_t n_held_live;
     bool releasing;
 
+    struct sk_tz *tz;  /* server_timezone */
+    bool warned_naive; /* a timestamp without an offset was read (warned once) */
+    bool strict;       /* validation: strict */
     bool warned_deleted_missing;
     struct paging_guard guard;
     int64_t poll_interval_us; /* the core's setting for this source */
@@ -174,8 +199,6 @@ void ss_text_copy(char dst[TEXT_MAX], const char *src);
 
 /* ---- source_page.c ---------------------------------------------------------- */
 
-/* The first field e requires that item lacks (absent or null), or NULL. */
-const char *ss_missing_required(const struct sk_entity *e, const cJSON *item);
 /* Before a page's items are taken: which of them hold bytes cJSON breaks. */
 struct ss_page_check ss_page_check(const struct ss_resp *r);
 /* Dead-letters item k of the page if its bytes are bad; true if it did. */
@@ -194,5 +217,80 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
 /* One page of a chain: -1 with err (FATAL) when paging would never end. */
 int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
                          const char *next, const char *url, struct sk_error *err);
+
+/* ---- source_run.c ----------------------------------------------------------- */
+
+/* us as RFC 3339 with the offset off_min (minutes east of UTC), µs precision. */
+void ss_format_time(int64_t us, int off_min, char out[TEXT_MAX]);
+/* Forgets the chain under way: its page token and the maxima it read. */
+void ss_chain_reset(struct cstate *st);
+/* Positions st at type index k of the run (or the deletes, or the end). */
+void ss_enter_type(struct ss_source *src, struct cstate *st, int k);
+/* Starts a run: its types, its T0, empty accumulators. */
+void ss_start_run(struct ss_source *src, struct cstate *st);
+/* The next step after a completed chain. */
+void ss_advance(struct ss_source *src, struct cstate *st);
+/* One step of the run: one request, or the run's end. -1 with err. */
+int ss_run_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                struct sk_error *err);
+/*
+ * GET url, a page of the chain under way. 1: r holds an answer for the step
+ * to read (caller frees it); 0: a page token was expired (410) or refused
+ * (400), the chain starts over (the warning ends with `again`); -1 with err.
+ */
+int ss_chain_get(struct ss_source *src, struct cstate *st, const char *url, const char *again,
+                 struct ss_resp *r, struct sk_error *err);
+/*
+ * The page in r: its document (caller frees), data and next token, having
+ * passed the paging guard of chain (page_no 0: its first page). list: data
+ * must be a list of entities. NULL with err (RETRIABLE, or FATAL when paging
+ * would never end).
+ */
+cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, const char *chain,
+                     int page_no, bool list, const cJSON **data, const char **next,
+                     struct sk_error *err);
+
+/* Tells the core (once per change) whether type i is skipped: not served. */
+void ss_set_skipped(struct ss_source *src, int i, bool skipped);
+/* True if type i is read through a startTime window (CalendarEvent, calendar_window). */
+bool ss_windowed(const struct ss_source *src, int i);
+/* The window of the run under way: [*lo, *hi], µs since the epoch (UTC). */
+void ss_window(const struct ss_source *src, const struct cstate *st, int64_t *lo, int64_t *hi);
+
+/* ---- source_list.c ---------------------------------------------------------- */
+
+/* The list request of the current step of type i (malloc'ed, caller frees). */
+char *ss_list_url(struct ss_source *src, const struct cstate *st, int i);
+/* One request of a list step (full or delta). -1 with err. */
+int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                 struct sk_error *err);
+
+/* ---- source_deleted.c ------------------------------------------------------- */
+
+/* One request of the deletedEntities step. -1 with err. */
+int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                    struct sk_error *err);
+
+/* ---- source_guard.c --------------------------------------------------------- */
+
+void ss_dels_add(struct dels *d, int type, const char *id);
+bool ss_dels_live(const struct dels *d, const struct del *x);
+void ss_dels_clear(struct dels *d); /* keeps the memory */
+void ss_dels_free(struct dels *d);  /* gives it back; the set stays usable */
+/* A change of the batch under way, learnt by the dedupe map once it is stored. */
+void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad);
+void ss_pend_clear(struct ss_source *src);
+/* Counts the live held deletions and tells the core (the held gauge). */
+void ss_update_held_gauge(struct ss_source *src);
+/*
+ * Full reconciliation of type i: ids live in Kafka the listing lacked become
+ * deletions; of a windowed type only those last read inside the window.
+ */
+int ss_reconcile(struct ss_source *src, const struct cstate *st, int i, struct sk_error *err);
+/* The run's end: its deletions published, or held by the delete guard. -1 with err. */
+int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                  struct sk_error *err);
+/* Publishes the held deletions an operator released. */
+void ss_publish_released(struct ss_source *src, struct sk_batch *out);
 
 #endif

@@ -104,6 +104,24 @@ static const struct sk_option guard_options[] = {
     {.name = NULL},
 };
 
+static const struct sk_option window_options[] = {
+    {.name = "past",
+     .type = SK_OPT_DURATION,
+     .def = "90d",
+     .help = "read calendar events that start at most this long ago",
+     .offset = offsetof(struct ss_window_conf, past_ms),
+     .min = 0,
+     .max = 3650LL * 86400000},
+    {.name = "future",
+     .type = SK_OPT_DURATION,
+     .def = "365d",
+     .help = "read calendar events that start at most this far ahead",
+     .offset = offsetof(struct ss_window_conf, future_ms),
+     .min = 0,
+     .max = 3650LL * 86400000},
+    {.name = NULL},
+};
+
 static const struct sk_option hook_options[] = {
     {.name = "public_url",
      .type = SK_OPT_STRING,
@@ -224,5 +242,23 @@ const struct sk_option ss12000_source_options[] = {
      .def = "true",
      .help = "also query meta.created.after in each delta",
      .offset = offsetof(struct ss_conf, created_query)},
+    {.name = "validation",
+     .type = SK_OPT_ENUM,
+     .def = "lenient",
+     .choices = SK_VALIDATION_CHOICES,
+     .help = SK_VALIDATION_HELP,
+     .offset = offsetof(struct ss_conf, validation)},
+    {.name = "server_timezone",
+     .type = SK_OPT_STRING,
+     .def = "Europe/Stockholm",
+     .help = "tz database zone of timestamps the server writes without an offset (they are read "
+             "in it, with a warning, and published with the offset)",
+     .offset = offsetof(struct ss_conf, server_timezone)},
+    {.name = "calendar_window",
+     .type = SK_OPT_GROUP,
+     .sub = window_options,
+     .help = "/calendarEvents is read with startTime.onOrAfter/onOrBefore = now - past/now + "
+             "future; an event leaving the window is not a deletion",
+     .offset = offsetof(struct ss_conf, calendar_window)},
     {.name = NULL},
 };

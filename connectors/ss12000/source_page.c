@@ -21,49 +21,6 @@
 #include "source_internal.h"
 #include "util.h"
 
-/* ---- required fields (docs/ss12000-notes.md §2.3; spec defects of §6.5 left out) ------ */
-
-struct required {
-    const char *entity;
-    const char *fields[8];
-};
-
-static const struct required required_fields[] = {
-    {"Organisation", {"displayName", "organisationType"}},
-    {"Person", {"givenName", "familyName"}},
-    {"Placement", {"placedAt", "child", "schoolType", "startDate"}},
-    {"Duty", {"dutyAt", "dutyRole", "startDate"}},
-    {"Group", {"displayName", "groupType", "organisation", "startDate"}},
-    {"Programme", {"name", "schoolType"}},
-    {"StudyPlan", {"student", "startDate"}},
-    {"Syllabus", {"subjectName", "schoolType"}},
-    {"SchoolUnitOffering", {"offeredAt"}},
-    {"Activity", {"displayName", "groups", "organisation"}},
-    {"CalendarEvent", {"activity", "startTime", "endTime"}},
-    {"Attendance", {"calendarEvent", "student"}},
-    {"AttendanceEvent", {"time", "eventType", "person", "group"}},
-    {"AttendanceSchedule", {"placement", "startDate"}},
-    {"Absence", {"startTime", "endTime", "student", "type"}},
-    {"Grade", {"student", "syllabus", "gradeValue", "registeredDate"}},
-    {"Resource", {"displayName", "owner"}},
-    {"Room", {"displayName", "owner"}},
-};
-
-/* The first required field item lacks (absent or null), or NULL. */
-const char *ss_missing_required(const struct sk_entity *e, const cJSON *item)
-{
-    for (size_t i = 0; i < sizeof(required_fields) / sizeof(required_fields[0]); i++) {
-        if (strcmp(required_fields[i].entity, e->name) != 0)
-            continue;
-        for (size_t k = 0; k < 8 && required_fields[i].fields[k]; k++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, required_fields[i].fields[k]);
-            if (!v || cJSON_IsNull(v))
-                return required_fields[i].fields[k];
-        }
-    }
-    return NULL;
-}
-
 static uint64_t digest(const char *text)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -201,7 +158,11 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
         /* An HTML error page with 200, a cut-off body: never skip the page,
          * retry it (the driver backs off). */
         char start[64];
-        snippet(r->body, start);
+        if (doc)
+            snprintf(start, sizeof(start), "valid JSON, but %s, not a page object",
+                     cJSON_IsArray(doc) ? "a list" : "a scalar");
+        else
+            snippet(r->body, start);
         sk_error_set(err, SK_ERR_RETRIABLE,
                      "GET %s: HTTP %ld: the body is not a JSON page (%s, %zu bytes: %s)", url,
                      r->status, r->content_type[0] ? r->content_type : "no content type", r->len,

@@ -196,6 +196,7 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
                          "  sis-%s:\n    type: ss12000-source\n"
                          "    url: http://127.0.0.1:%d/v2.0\n"
                          "    entities: [Organisation, Person]\n"
+                         "    validation: strict\n"
                          "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n",
                          head, suffix, rooms, suffix, port, suffix, db);
     char *cfg = skt_fmt("%s/skolsync.yaml", dir);

@@ -626,3 +626,29 @@ Test(jsonl_source, an_incomplete_over_long_line_waits)
     cr_assert_eq(batch.n_bad, 1);
     assert_keys(2, 1);
 }
+
+/* validation (connector.h): the same required fields as the ss12000-source (proto/model.c). */
+Test(jsonl_source, a_record_lacking_a_required_field_is_kept_lenient_and_dead_lettered_strict)
+{
+    write_persons("persons.jsonl", 1, 1);
+    write_file("persons.jsonl", "a",
+               "{\"id\":\"00000000-0000-4000-8000-000000000002\",\"givenName\":\"Utan\"}\n");
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\n", dir), 0, "%s", err.msg); /* default: lenient */
+    poll_next();
+    cr_assert_eq(batch.n, 2, "lenient: %zu records", batch.n);
+    cr_assert_eq(batch.n_bad, 0);
+    ops->close(&src);
+    sk_options_free(ops->options, src.conf);
+    free(src.conf);
+    free(cursor.data);
+    cursor.data = NULL;
+    cursor.len = 0;
+    cr_assert_eq(open_yaml(&err, "path: %s\nvalidation: strict\n", dir), 0, "%s", err.msg);
+    poll_next();
+    cr_assert_eq(batch.n, 1, "strict: %zu records", batch.n);
+    cr_assert_eq(batch.n_bad, 1);
+    cr_assert(strstr(batch.bad[0].err.msg, "required field familyName missing"), "%s",
+              batch.bad[0].err.msg);
+    cr_assert_str_eq(batch.bad[0].where, "persons.jsonl:2");
+}

@@ -1,0 +1,244 @@
+/*
+ * source_guard.c: the ss12000-source's deletions: the sets that collect
+ * them, the changes a batch carries until it is stored, the full
+ * reconciliation against the ids live in Kafka, and the run's end, where
+ * the delete guard publishes the run's deletions or holds them.
+ *
+ * Must never: publish a deletion of an id read again in the same run (the
+ * T0 rule), or publish held deletions before an operator released them.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "connector.h"
+#include "http_client.h"
+#include "log.h"
+#include "model.h"
+#include "source.h"
+#include "source_internal.h"
+#include "util.h"
+
+void ss_dels_add(struct dels *d, int type, const char *id)
+{
+    int64_t v;
+    if (ss_idmap_get(&d->index, id, &v) && v)
+        return;
+    ss_idmap_put(&d->index, id, 1);
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 64;
+        d->v = sk_realloc(d->v, d->cap * sizeof(*d->v));
+    }
+    d->v[d->n].type = type;
+    memcpy(d->v[d->n].id, id, 37);
+    d->n++;
+}
+
+bool ss_dels_live(const struct dels *d, const struct del *x)
+{
+    int64_t v;
+    return ss_idmap_get(&d->index, x->id, &v) && v;
+}
+
+void ss_dels_clear(struct dels *d)
+{
+    d->n = 0;
+    ss_idmap_clear(&d->index);
+}
+
+void ss_dels_free(struct dels *d)
+{
+    free(d->v);
+    ss_idmap_free(&d->index);
+    memset(d, 0, sizeof(*d));
+}
+
+void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad)
+{
+    if (src->n_pend == src->cap_pend) {
+        src->cap_pend = src->cap_pend ? src->cap_pend * 2 : 256;
+        src->pend = sk_realloc(src->pend, src->cap_pend * sizeof(*src->pend));
+    }
+    struct pending *p = &src->pend[src->n_pend++];
+    p->type = type;
+    memcpy(p->id, id, 37);
+    p->val = val;
+    p->bad = bad;
+    ss_idmap_put(&src->pend_index, id, val);
+}
+
+void ss_pend_clear(struct ss_source *src)
+{
+    src->n_pend = 0;
+    ss_idmap_clear(&src->pend_index);
+    src->pend_release = false;
+}
+
+void ss_update_held_gauge(struct ss_source *src)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < src->held.n; i++)
+        if (ss_dels_live(&src->held, &src->held.v[i]))
+            n++;
+    src->n_held_live = n;
+    sk_source_set_held(src->self, n);
+}
+
+static void count_live(void *ctx, const char *id)
+{
+    (void)id;
+    (*(int64_t *)ctx)++;
+}
+
+struct recon {
+    struct ss_source *src;
+    int type;
+    bool windowed;
+    int64_t lo, hi; /* the listing's startTime window, when windowed */
+    int64_t live;
+    size_t absent, outside;
+};
+
+static void recon_id(void *ctx, const char *id)
+{
+    struct recon *r = ctx;
+    struct ss_type *t = &r->src->types[r->type];
+    r->live++;
+    if (ss_idmap_has(&t->listed, id))
+        return;
+    int64_t start;
+    if (r->windowed && !(ss_idmap_get(&t->start, id, &start) && start >= r->lo && start <= r->hi)) {
+        /* Left the window (or not known to have been in it): the listing
+         * could not show it, so its absence says nothing. */
+        r->outside++;
+        return;
+    }
+    ss_dels_add(&r->src->run_dels, r->type, id);
+    r->absent++;
+}
+
+int ss_reconcile(struct ss_source *src, const struct cstate *st, int i, struct sk_error *err)
+{
+    struct ss_type *t = &src->types[i];
+    struct recon r = {.src = src, .type = i, .windowed = ss_windowed(src, i)};
+    if (r.windowed)
+        ss_window(src, st, &r.lo, &r.hi);
+    if (sk_source_live_ids(src->self, t->e, recon_id, &r, err))
+        return -1;
+    t->live_count = r.live;
+    t->live_run = src->acc_run;
+    char outside[64] = "";
+    if (r.windowed)
+        snprintf(outside, sizeof(outside), ", %zu outside the window kept", r.outside);
+    sk_info(src->component,
+            "reconciliation of %s: %zu listed, %" PRId64 " live in Kafka, %zu gone%s",
+            t->e->collection, t->listed.n, r.live, r.absent, outside);
+    return 0;
+}
+
+/* Live ids of type i, for the delete guard's fraction. -1 on error. */
+static int live_count(struct ss_source *src, int i, int64_t *out, struct sk_error *err)
+{
+    struct ss_type *t = &src->types[i];
+    if (t->live_run == src->acc_run) {
+        *out = t->live_count;
+        return 0;
+    }
+    int64_t n = 0;
+    if (sk_source_live_ids(src->self, t->e, count_live, &n, err))
+        return -1;
+    t->live_count = n;
+    t->live_run = src->acc_run;
+    *out = n;
+    return 0;
+}
+
+/*
+ * The run's end: its deletions (minus ids read again in this run, the T0
+ * rule) are published now, or held by the delete guard.
+ */
+int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                  struct sk_error *err)
+{
+    size_t per_type[SK_ENTITY_COUNT] = {0}, total = 0;
+    struct dels *d = &src->run_dels;
+    for (size_t k = 0; k < d->n; k++) {
+        struct del *x = &d->v[k];
+        int64_t prev;
+        if (ss_idmap_has(&src->run_seen, x->id) ||
+            (ss_idmap_get(&src->types[x->type].seen, x->id, &prev) && prev == DELETED_MARK) ||
+            (ss_idmap_get(&src->pend_index, x->id, &prev) && prev == DELETED_MARK)) {
+            ss_idmap_put(&d->index, x->id, 0); /* re-seen, or its tombstone is stored already */
+            continue;
+        }
+        per_type[x->type]++;
+        total++;
+    }
+    bool hold = src->held.n > 0 && src->n_held_live > 0;
+    char why[256] = "";
+    if (total && (int64_t)total > src->conf->delete_guard.max_count) {
+        hold = true;
+        snprintf(why, sizeof(why), "%zu deletions > delete_guard.max_count %" PRId64, total,
+                 src->conf->delete_guard.max_count);
+    }
+    for (int i = 0; i < SK_ENTITY_COUNT && !hold && total; i++) {
+        if (!per_type[i] || (int64_t)per_type[i] <= src->conf->delete_guard.min_count)
+            continue;
+        int64_t live;
+        if (live_count(src, i, &live, err))
+            return -1;
+        if ((double)per_type[i] > src->max_fraction * (double)live) {
+            hold = true;
+            snprintf(why, sizeof(why), "%zu of %" PRId64 " live %s > delete_guard.max_fraction %s",
+                     per_type[i], live, src->types[i].e->collection,
+                     src->conf->delete_guard.max_fraction);
+        }
+    }
+    int64_t now = sk_now_us();
+    if (total && hold) {
+        for (size_t k = 0; k < d->n; k++)
+            if (ss_dels_live(d, &d->v[k]))
+                ss_dels_add(&src->held, d->v[k].type, d->v[k].id);
+        ss_update_held_gauge(src);
+        sk_warn(src->component,
+                "delete guard: holding %zu deletion(s) (%s); release with "
+                "`skolsync release %s` or POST /api/v1/connectors/%s/release",
+                src->n_held_live, why[0] ? why : "deletions already held", src->self->name,
+                src->self->name);
+    } else if (total) {
+        for (size_t k = 0; k < d->n; k++) {
+            struct del *x = &d->v[k];
+            if (!ss_dels_live(d, x))
+                continue;
+            sk_batch_add(out, src->types[x->type].e, x->id, NULL, 0, now);
+            ss_pend_add(src, x->type, x->id, DELETED_MARK, false);
+        }
+        sk_info(src->component, "%zu deletion(s) published", total);
+    }
+    if (st->run_deletes && !st->deleted_missing)
+        st->deleted_t0_us = st->run_t0; /* persisted with the run's last batch only */
+    st->run_active = false;
+    ss_chain_reset(st);
+    return 0;
+}
+
+/* Publishes the held deletions an operator released. */
+void ss_publish_released(struct ss_source *src, struct sk_batch *out)
+{
+    int64_t now = sk_now_us();
+    size_t n = 0;
+    for (size_t k = 0; k < src->held.n; k++) {
+        struct del *x = &src->held.v[k];
+        if (!ss_dels_live(&src->held, x))
+            continue;
+        sk_batch_add(out, src->types[x->type].e, x->id, NULL, 0, now);
+        ss_pend_add(src, x->type, x->id, DELETED_MARK, false);
+        n++;
+    }
+    src->pend_release = true;
+    sk_warn(src->component, "publishing %zu released deletion(s)", n);
+}

@@ -1,0 +1,421 @@
+/*
+ * source_list.c: the ss12000-source's list steps: one request of a full
+ * listing or of a delta query (meta.modified.after, meta.created.after) of
+ * one entity type, the records it reads, and the end of its chain (the
+ * watermark, and the full listing's reconciliation).
+ *
+ * Must never: move a watermark before its whole chain was read, send a
+ * filter together with a pageToken, or skip a page it could not read.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "connector.h"
+#include "http_client.h"
+#include "log.h"
+#include "model.h"
+#include "source.h"
+#include "source_internal.h"
+#include "util.h"
+
+static const char *const step_names[] = {"none",          "full listing",    "modified since",
+                                         "created since", "deletedEntities", "entered window"};
+
+/* Minutes east of UTC of an RFC 3339 text ("...+02:00", "...Z"); 0 if unknown. */
+static int offset_minutes(const char *text)
+{
+    size_t n = strlen(text);
+    if (n >= 6 && (text[n - 6] == '+' || text[n - 6] == '-') && text[n - 3] == ':') {
+        int h = (text[n - 5] - '0') * 10 + (text[n - 4] - '0');
+        int m = (text[n - 2] - '0') * 10 + (text[n - 1] - '0');
+        int off = h * 60 + m;
+        if (h >= 0 && h < 24 && m >= 0 && m < 60)
+            return text[n - 6] == '-' ? -off : off;
+    }
+    return 0;
+}
+
+/*
+ * A server timestamp -> µs. One without an offset ("2025-08-19T10:00:00",
+ * servers on naive datetimes) is a wall-clock time of server_timezone,
+ * converted through the tz database (base/tz.h: DST-correct, no TZ); the
+ * first one a source reads is warned about. 1: it had no offset, *off_min
+ * is the zone's then; 0: it had one; -1: unreadable.
+ */
+static int parse_stamp(struct ss_source *src, const char *text, int64_t *us, int *off_min)
+{
+    if (!text)
+        return -1;
+    if (sk_time_parse_us(text, us) == 0)
+        return 0;
+    char z[TEXT_MAX + 2];
+    size_t n = strlen(text);
+    int64_t local;
+    if (n >= TEXT_MAX || n < 19 || text[n - 1] == 'Z' || text[n - 1] == 'z')
+        return -1;
+    memcpy(z, text, n);
+    memcpy(z + n, "Z", 2);
+    if (sk_time_parse_us(z, &local))
+        return -1;
+    int64_t secs = local >= 0 ? local / 1000000 : -((-local + 999999) / 1000000);
+    int64_t utc = sk_tz_local_to_utc(src->tz, secs);
+    *off_min = (int)((secs - utc) / 60);
+    *us = local - (secs - utc) * 1000000;
+    if (!src->warned_naive)
+        sk_warn(src->component,
+                "the server writes timestamps without an offset (\"%s\"); they are read as "
+                "%s time (server_timezone) and published with its offset",
+                text, src->conf->server_timezone);
+    src->warned_naive = true;
+    return 1;
+}
+
+/*
+ * meta.<key> of an item as the record carries it: a time without an offset
+ * gets the zone's (the text as the server wrote it, plus "+hh:mm"), so the
+ * sinks' stale guard compares instants. Returns the text, or NULL.
+ */
+static const char *meta_stamp(struct ss_source *src, cJSON *meta, const char *key)
+{
+    cJSON *j = cJSON_GetObjectItemCaseSensitive(meta, key);
+    int64_t us;
+    int off_min;
+    if (!cJSON_IsString(j) || parse_stamp(src, j->valuestring, &us, &off_min) != 1)
+        return cJSON_IsString(j) ? j->valuestring : NULL;
+    int a = off_min < 0 ? -off_min : off_min;
+    char text[TEXT_MAX + 8];
+    snprintf(text, sizeof(text), "%s%c%02d:%02d", j->valuestring, off_min < 0 ? '-' : '+', a / 60,
+             a % 60);
+    cJSON_ReplaceItemInObjectCaseSensitive(meta, key, cJSON_CreateString(text));
+    return cJSON_GetObjectItemCaseSensitive(meta, key)->valuestring;
+}
+
+/* Takes max of a timestamp text into (text, us, has). */
+static void take_max(const char *text, char dst[TEXT_MAX], int64_t *dst_us, bool *has)
+{
+    int64_t us;
+    if (!text || strlen(text) >= TEXT_MAX || sk_time_parse_us(text, &us))
+        return;
+    if (!*has || us > *dst_us) {
+        *dst_us = us;
+        *has = true;
+        ss_text_copy(dst, text);
+    }
+}
+
+/* One entity of a list page: a record, nothing (unchanged), or a dead letter. */
+static void take_item(struct ss_source *src, struct cstate *st, int ti, enum step step,
+                      const cJSON *item, const char *url, struct sk_batch *out, int64_t now)
+{
+    struct ss_type *t = &src->types[ti];
+    const struct sk_entity *e = t->e;
+    /* The page is ours: meta times without an offset get theirs in place. */
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(item, "meta");
+    const char *mod_text = meta_stamp(src, meta, "modified");
+    const char *cre_text = meta_stamp(src, meta, "created");
+    take_max(mod_text, st->chain_mod_text, &st->chain_mod_us, &st->has_chain_mod);
+    take_max(cre_text, st->chain_cre_text, &st->chain_cre_us, &st->has_chain_cre);
+    int64_t mod_us = NO_MODIFIED;
+    if (mod_text && sk_time_parse_us(mod_text, &mod_us))
+        mod_us = NO_MODIFIED;
+
+    const cJSON *idj = cJSON_GetObjectItemCaseSensitive(item, "id");
+    char id[37] = "";
+    bool id_ok = cJSON_IsString(idj) && sk_uuid_normalize(idj->valuestring, id) == 0;
+    if (id_ok) {
+        /* Read in this run: the T0 rule keeps it from this run's deletions. */
+        ss_idmap_put(&src->run_seen, id, 1);
+        if (step == STEP_FULL)
+            ss_idmap_put(&t->listed, id, 1);
+        const cJSON *start = cJSON_GetObjectItemCaseSensitive(item, "startTime");
+        int64_t start_us;
+        int off_min;
+        if (t->windowed && cJSON_IsString(start) &&
+            parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
+            ss_idmap_put(&t->start, id, start_us);
+        /* Unchanged since we last stored it: not again (sinks are idempotent
+         * anyway, this only saves work). Entities without meta.modified are
+         * always published: there is nothing to compare. */
+        int64_t prev;
+        if (mod_us != NO_MODIFIED && ss_idmap_get(&t->bad, id, &prev) && prev == mod_us) {
+            /* This version was dead-lettered already: counted, not sent again. */
+            sk_source_count_bad_again(src->self, e);
+            return;
+        }
+        if (mod_us != NO_MODIFIED &&
+            ((ss_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
+             (ss_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
+            return;
+    }
+    struct sk_error err = {0};
+    const char *field = cJSON_IsObject(item) ? sk_entity_missing_required(e, item) : NULL;
+    ProtobufCMessage *msg = NULL;
+    char key[37];
+    if (field && src->strict)
+        sk_error_set(&err, SK_ERR_PERMANENT, "%s %s: required field %s missing", e->name,
+                     id_ok ? id : "(no id)", field);
+    else
+        msg = sk_codec_from_json(e, item, key, &err);
+    if (msg && field)
+        sk_source_count_incomplete(src->self, e); /* lenient: published as it is */
+    if (!msg) {
+        char *raw = sk_json_print(item);
+        sk_batch_add_bad(out, e, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url,
+                         &err);
+        /* Once per (id, meta.modified), like a record: every delta query
+         * (modified and created, each overlap) would send it again. Bytes
+         * damaged on the way never get here (ss_page_item_bad): the same
+         * version may come intact the next time. */
+        if (id_ok && mod_us != NO_MODIFIED)
+            ss_pend_add(src, ti, id, mod_us, true);
+        return;
+    }
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *value = sk_malloc(len ? len : 1);
+    protobuf_c_message_pack(msg, value);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    sk_batch_add(out, e, key, value, len, now);
+    ss_pend_add(src, ti, key, mod_us, false);
+    st->done++;
+}
+
+/* The list request of the current step (filters only without a token, docs/ss12000-notes.md §3.1).
+ */
+char *ss_list_url(struct ss_source *src, const struct cstate *st, int i)
+{
+    const struct sk_entity *e = src->types[i].e;
+    int64_t limit = src->conf->page_size;
+    if (st->page_token) {
+        char *tok = sk_http_escape(st->page_token);
+        char *url = sk_asprintf("%s%s?pageToken=%s&limit=%" PRId64, src->base, e->path, tok, limit);
+        free(tok);
+        return url;
+    }
+    const struct tstate *t = &st->t[i];
+    const char *param = NULL;
+    int64_t us = 0;
+    const char *text = NULL;
+    if (st->step == STEP_MODIFIED && t->has_mod) {
+        param = "meta.modified.after";
+        us = t->mod_us;
+        text = t->mod_text;
+    } else if (st->step == STEP_CREATED && t->has_cre) {
+        param = "meta.created.after";
+        us = t->cre_us;
+        text = t->cre_text;
+    }
+    char filter[128] = "";
+    if (param) {
+        char ts[TEXT_MAX];
+        ss_format_time(us - src->conf->overlap_ms * 1000, offset_minutes(text), ts);
+        char *esc = sk_http_escape(ts); /* '+' -> %2B, ':' -> %3A */
+        snprintf(filter, sizeof(filter), "%s=%s&", param, esc);
+        free(esc);
+    }
+    char window[256] = "";
+    if (ss_windowed(src, i)) {
+        /* Every request of a windowed type carries the window (the spec
+         * requires both bounds); the "entered" step asks only for the part
+         * the window's end moved over since it was read. */
+        int64_t lo, hi;
+        ss_window(src, st, &lo, &hi);
+        if (st->step == STEP_WINDOW && t->window_end_us > lo)
+            lo = t->window_end_us;
+        char a[TEXT_MAX], b[TEXT_MAX];
+        ss_format_time(lo, 0, a);
+        ss_format_time(hi, 0, b);
+        char *ea = sk_http_escape(a), *eb = sk_http_escape(b);
+        snprintf(window, sizeof(window), "startTime.onOrAfter=%s&startTime.onOrBefore=%s&", ea, eb);
+        free(ea);
+        free(eb);
+    }
+    return sk_asprintf("%s%s?%s%slimit=%" PRId64, src->base, e->path, filter, window, limit);
+}
+
+/* The end of a chain of the current type's list step. */
+static int list_chain_done(struct ss_source *src, struct cstate *st, int i, struct sk_error *err)
+{
+    struct tstate *t = &st->t[i];
+    if (ss_windowed(src, i) && (st->step == STEP_FULL || st->step == STEP_WINDOW)) {
+        int64_t lo;
+        ss_window(src, st, &lo, &t->window_end_us);
+    }
+    if (st->step == STEP_WINDOW) {
+        /* A slice of startTime, not of meta.modified: the watermarks stay. */
+        ss_advance(src, st);
+        return 0;
+    }
+    if (st->has_chain_mod && (!t->has_mod || st->chain_mod_us > t->mod_us)) {
+        t->has_mod = true;
+        t->mod_us = st->chain_mod_us;
+        memcpy(t->mod_text, st->chain_mod_text, TEXT_MAX);
+    }
+    if (st->has_chain_cre && (!t->has_cre || st->chain_cre_us > t->cre_us)) {
+        t->has_cre = true;
+        t->cre_us = st->chain_cre_us;
+        memcpy(t->cre_text, st->chain_cre_text, TEXT_MAX);
+    }
+    if (st->step == STEP_FULL) {
+        bool first = !t->full_done;
+        if (src->types[i].listed_run == st->run_t0 && !first) {
+            if (ss_reconcile(src, st, i, err))
+                return -1;
+        } else if (!first) {
+            sk_info(
+                src->component,
+                "%s: full listing resumed after a restart; reconciliation waits for the next one",
+                src->types[i].e->collection);
+        }
+        t->full_done = true;
+        t->last_full_us = st->run_t0;
+    }
+    ss_advance(src, st);
+    return 0;
+}
+
+/*
+ * A list endpoint that does not exist or is not ours to read: the type is
+ * skipped until its next full sync is due (one log line per full sync, a
+ * gauge). A server that serves eight types is normal, so 404 is only info.
+ */
+static void skip_type(struct ss_source *src, struct cstate *st, int i, long status)
+{
+    const struct sk_entity *e = src->types[i].e;
+    if (status == 404)
+        sk_info(src->component,
+                "GET %s%s: HTTP 404: the server does not serve %s; skipped until the next full "
+                "sync",
+                src->base, e->path, e->collection);
+    else
+        sk_warn(src->component,
+                "GET %s%s: HTTP %ld: %s not permitted; skipped until the next full sync", src->base,
+                e->path, status, e->collection);
+    st->t[i].missing = true;
+    st->t[i].last_full_us = st->run_t0;
+    ss_set_skipped(src, i, true);
+    ss_enter_type(src, st, st->type_index + 1);
+}
+
+/*
+ * Type i's answer was an error of its own (a status other than those
+ * handled above: 400, 405, 422, 500, 501, ...; or a page that is not one).
+ * The first such answer fails the poll as every error did (the driver polls
+ * again from the same cursor: most failures pass). A second one in a row
+ * fails the type only: its watermark stays, it is left out of runs for its
+ * own backoff (1 s, doubling, at most TYPE_BACKOFF_MAX_MS), the status API
+ * and metrics show it, and the run goes on with the next type, so a type
+ * that fails for ever delays the others by one retry at most.
+ */
+static int type_failed(struct ss_source *src, struct cstate *st, int i, long status,
+                       struct sk_error *err)
+{
+    struct ss_type *t = &src->types[i];
+    if (++t->fails == 1)
+        return -1;
+    int shift = t->fails - 2 < 20 ? t->fails - 2 : 20;
+    int64_t backoff_ms = 1000LL << shift;
+    if (backoff_ms > TYPE_BACKOFF_MAX_MS)
+        backoff_ms = TYPE_BACKOFF_MAX_MS;
+    t->retry_at_us = sk_now_us() + backoff_ms * 1000;
+    /* "GET <url>: HTTP 422: <the server's reason>": the type names the URL. */
+    const char *reason = strncmp(err->msg, "GET ", 4) == 0 ? strstr(err->msg, ": ") : NULL;
+    reason = reason ? reason + 2 : err->msg;
+    sk_source_set_type_error(src->self, t->e, status == 200 ? 0 : status, reason);
+    sk_warn(src->component,
+            "%s fails (%d times in a row): %s; the other types go on, %s is tried again in "
+            "%" PRId64 " s",
+            t->e->collection, t->fails, reason, t->e->collection, (backoff_ms + 999) / 1000);
+    sk_error_clear(err);
+    ss_enter_type(src, st, st->type_index + 1);
+    return 0;
+}
+
+/* Type i answered a page: a failure of its own is over. */
+static void type_ok(struct ss_source *src, int i)
+{
+    struct ss_type *t = &src->types[i];
+    if (t->retry_at_us) {
+        sk_info(src->component, "%s works again", t->e->collection);
+        sk_source_set_type_error(src->self, t->e, 0, NULL);
+    }
+    t->fails = 0;
+    t->retry_at_us = 0;
+}
+
+/* One request of a list step (full or delta). */
+int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                 struct sk_error *err)
+{
+    int i = st->run_types[st->type_index];
+    struct ss_type *t = &src->types[i];
+    if (st->step == STEP_CREATED && (!st->t[i].has_cre || t->no_created)) {
+        ss_advance(src, st);
+        return 0;
+    }
+    bool chain_start = st->page_token == NULL;
+    if (st->step == STEP_FULL && chain_start) {
+        ss_idmap_clear(&t->listed);
+        t->listed_run = st->run_t0;
+    } else if (st->step == STEP_FULL && t->listed_run != st->run_t0) {
+        t->listed_run = 0; /* resumed mid-listing: the listing is not complete here */
+    }
+    char *url = ss_list_url(src, st, i);
+    char again[96];
+    snprintf(again, sizeof(again), "restarting the %s query from its watermark", t->e->collection);
+    struct ss_resp r;
+    int rc = ss_chain_get(src, st, url, again, &r, err);
+    if (rc <= 0) {
+        free(url);
+        return rc;
+    }
+    rc = 0;
+    if (chain_start && (r.status == 404 || r.status == 403)) {
+        skip_type(src, st, i, r.status);
+        goto out;
+    }
+    if (chain_start && r.status == 400 && st->step == STEP_CREATED) {
+        sk_warn(src->component,
+                "GET %s: HTTP 400: the server refuses meta.created.after; "
+                "%s deltas use meta.modified.after only",
+                url, t->e->collection);
+        t->no_created = true;
+        ss_advance(src, st);
+        goto out;
+    }
+    char chain[64];
+    snprintf(chain, sizeof(chain), "%s %s %" PRId64, src->types[i].e->collection,
+             step_names[st->step], st->run_t0);
+    const cJSON *data;
+    const char *next;
+    cJSON *doc = ss_chain_page(src, &r, url, chain, chain_start ? 0 : 1, true, &data, &next, err);
+    if (!doc) {
+        rc = err->cls == SK_ERR_RETRIABLE ? type_failed(src, st, i, r.status, err) : -1;
+        goto out;
+    }
+    type_ok(src, i);
+    ss_set_skipped(src, i, false);
+    int64_t now = sk_now_us();
+    struct ss_page_check pc = ss_page_check(&r);
+    const cJSON *item;
+    size_t k = 0;
+    cJSON_ArrayForEach(item, data)
+    {
+        if (!ss_page_item_bad(&pc, k++, src->types[i].e, url, out))
+            take_item(src, st, i, st->step, item, url, out, now);
+    }
+    free(pc.spans);
+    free(st->page_token);
+    st->page_token = next ? sk_strdup(next) : NULL;
+    cJSON_Delete(doc);
+    if (!next)
+        rc = list_chain_done(src, st, i, err);
+out:
+    ss_resp_free(&r);
+    free(url);
+    return rc;
+}

@@ -1,0 +1,229 @@
+/*
+ * source_run.c: the ss12000-source's run as a state machine: which types a
+ * run covers and in which step (full listing or delta) each starts, the
+ * step after a completed chain, one step of the run, and the timestamps it
+ * sends.
+ *
+ * Owns: the order of a run's steps (docs/ss12000-source.md). Must never:
+ * send a timestamp without its offset, or read a page itself (the steps do:
+ * source_list.c, source_deleted.c, source_guard.c for the run's end).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "connector.h"
+#include "http_client.h"
+#include "log.h"
+#include "model.h"
+#include "source.h"
+#include "source_internal.h"
+#include "util.h"
+
+/*
+ * RFC 3339 with an explicit numeric offset (never without one, docs/ss12000-notes.md §4:
+ * servers reject an offset-less time), µs precision, in the offset the
+ * server itself writes (so a server that compares texts still works).
+ */
+void ss_format_time(int64_t us, int off_min, char out[TEXT_MAX])
+{
+    int64_t local = us + (int64_t)off_min * 60000000LL;
+    int64_t secs = local >= 0 ? local / 1000000 : -((-local + 999999) / 1000000);
+    int64_t frac = local - secs * 1000000;
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    int a = off_min < 0 ? -off_min : off_min;
+    snprintf(out, TEXT_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%06d%c%02d:%02d", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac,
+             off_min < 0 ? '-' : '+', a / 60, a % 60);
+}
+
+static bool full_due(const struct ss_source *src, const struct cstate *st, int i, int64_t now)
+{
+    const struct tstate *t = &st->t[i];
+    return !t->full_done || now - t->last_full_us >= src->conf->full_sync_interval_ms * 1000;
+}
+
+void ss_chain_reset(struct cstate *st)
+{
+    free(st->page_token);
+    st->page_token = NULL;
+    st->has_chain_mod = st->has_chain_cre = false;
+    st->chain_mod_text[0] = st->chain_cre_text[0] = '\0';
+}
+
+/* Positions st at type index k of the run (or the deletes, or the end). */
+void ss_enter_type(struct ss_source *src, struct cstate *st, int k)
+{
+    ss_chain_reset(st);
+    st->type_index = k;
+    if (k < st->n_run_types) {
+        int i = st->run_types[k];
+        st->step = full_due(src, st, i, st->run_t0) ? STEP_FULL : STEP_MODIFIED;
+    } else {
+        st->step = STEP_DELETED;
+    }
+}
+
+void ss_start_run(struct ss_source *src, struct cstate *st)
+{
+    int64_t now = sk_now_us();
+    bool dirty[SK_ENTITY_COUNT] = {0}, del_dirty = false;
+    bool hooked = src->hook && ss_hook_take_dirty(src->hook, dirty, &del_dirty);
+    /* Callbacks more often than poll_interval must not starve the types the
+     * SIS does not notify about: an overdue regular run covers every type. */
+    if (hooked && now - src->last_regular_us >= src->poll_interval_us)
+        hooked = false;
+    if (!hooked)
+        src->last_regular_us = now;
+    st->run_active = true;
+    st->run_t0 = now;
+    st->n_run_types = 0;
+    st->done = 0;
+    bool any_full = false;
+    for (int i = 0; i < SK_ENTITY_COUNT; i++) {
+        if (!src->types[i].enabled)
+            continue;
+        if (st->t[i].missing) {
+            /* Not served (404) or not ours (403): left out until its next
+             * full sync is due, counted from when it answered so
+             * (source_list.c, skip_type); not asked by every delta run. */
+            if (now - st->t[i].last_full_us < src->conf->full_sync_interval_ms * 1000) {
+                ss_set_skipped(src, i, true);
+                continue;
+            }
+            st->t[i].missing = false;
+        }
+        bool due = full_due(src, st, i, now);
+        /* A type failing on its own waits for its backoff (source_list.c). */
+        if (src->types[i].retry_at_us > now)
+            continue;
+        /* A webhook-triggered run reads the named types only. */
+        if (hooked && !dirty[i])
+            continue;
+        st->run_types[st->n_run_types++] = i;
+        any_full |= due;
+    }
+    if (any_full)
+        st->deleted_missing = false; /* look for /deletedEntities again */
+    st->run_deletes = hooked ? del_dirty : true;
+    /* The run's accumulators start empty. */
+    src->acc_run = now;
+    ss_idmap_clear(&src->run_seen);
+    ss_dels_clear(&src->run_dels);
+    src->del_chain_run = 0;
+    ss_enter_type(src, st, 0);
+    sk_debug(src->component, "run started: %d type(s)%s%s", st->n_run_types,
+             st->run_deletes ? " and deletedEntities" : "", hooked ? " (webhook)" : "");
+}
+
+void ss_set_skipped(struct ss_source *src, int i, bool skipped)
+{
+    if (src->types[i].skipped == skipped)
+        return;
+    src->types[i].skipped = skipped;
+    sk_source_set_type_skipped(src->self, src->types[i].e, skipped);
+}
+
+bool ss_windowed(const struct ss_source *src, int i)
+{
+    return src->types[i].windowed;
+}
+
+/* From the run's T0, so a chain resumed from its cursor asks for the same window. */
+void ss_window(const struct ss_source *src, const struct cstate *st, int64_t *lo, int64_t *hi)
+{
+    *lo = st->run_t0 - src->conf->calendar_window.past_ms * 1000;
+    *hi = st->run_t0 + src->conf->calendar_window.future_ms * 1000;
+}
+
+/*
+ * A delta (meta.modified.after) does not find an event the window's end
+ * moved over: it did not change. Such events are read by a chain of their
+ * own, startTime from the end read last to the window's end.
+ */
+static bool window_moved(const struct ss_source *src, const struct cstate *st, int i)
+{
+    int64_t lo, hi;
+    ss_window(src, st, &lo, &hi);
+    return ss_windowed(src, i) && st->t[i].window_end_us < hi;
+}
+
+/* The next step after a completed chain. */
+void ss_advance(struct ss_source *src, struct cstate *st)
+{
+    int i = st->type_index < st->n_run_types ? st->run_types[st->type_index] : -1;
+    if (st->step == STEP_MODIFIED && src->conf->created_query) {
+        if (st->t[i].has_cre && !src->types[i].no_created) {
+            ss_chain_reset(st);
+            st->step = STEP_CREATED;
+            return;
+        }
+    }
+    if ((st->step == STEP_MODIFIED || st->step == STEP_CREATED) && window_moved(src, st, i)) {
+        ss_chain_reset(st);
+        st->step = STEP_WINDOW;
+        return;
+    }
+    if (st->step == STEP_DELETED) {
+        st->step = STEP_NONE;
+        return;
+    }
+    ss_enter_type(src, st, st->type_index + 1);
+}
+
+/* One step of the run: one request, or the run's end. */
+int ss_run_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
+                struct sk_error *err)
+{
+    if (st->step == STEP_NONE || (st->type_index >= st->n_run_types && st->step != STEP_DELETED))
+        return ss_finish_run(src, st, out, err);
+    if (st->step == STEP_DELETED)
+        return ss_deleted_step(src, st, out, err);
+    return ss_list_step(src, st, out, err);
+}
+
+int ss_chain_get(struct ss_source *src, struct cstate *st, const char *url, const char *again,
+                 struct ss_resp *r, struct sk_error *err)
+{
+    if (ss_http_request(src->http, "GET", url, NULL, r, err))
+        return -1;
+    if (st->page_token && (r->status == 410 || r->status == 400)) {
+        /* An expired (410) or refused (400) pageToken: the query starts over
+         * from the committed watermark; what was read is read again (dedupe). */
+        sk_warn(src->component, "GET %s: HTTP %ld on a page token; %s", url, r->status, again);
+        ss_resp_free(r);
+        ss_chain_reset(st);
+        return 0;
+    }
+    return 1;
+}
+
+cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, const char *chain,
+                     int page_no, bool list, const cJSON **data, const char **next,
+                     struct sk_error *err)
+{
+    cJSON *doc = ss_parse_page(r, url, data, next, err);
+    if (!doc)
+        return NULL;
+    if (list && !cJSON_IsArray(*data)) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: the page has no data list", url);
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    /* deletedEntities: ids in buckets, or a flat list of {entityType, id}. */
+    size_t items = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, *data) items +=
+        !list && cJSON_IsArray(part) ? (size_t)cJSON_GetArraySize(part) : 1;
+    if (ss_paging_guard_page(&src->guard, chain, page_no, items, *next, url, err)) {
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    return doc;
+}
