@@ -224,6 +224,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
             }
         }
     }
+    run->member_lost_ms = 0; /* a member again */
     sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt,
             stored.n ? " (resuming at offsets stored in the target)" : "");
     sk_offsets_free(&stored);
@@ -344,6 +345,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     }
     rd_kafka_poll_set_consumer(run->consumer);
+    sk_info(env->runner.name, "consumer group %s, static member %s", group, instance);
     rd_kafka_topic_partition_list_t *subs =
         rd_kafka_topic_partition_list_new((int)env->sink.n_entities);
     for (size_t i = 0; i < env->sink.n_entities; i++)
@@ -360,6 +362,71 @@ out:
     free(group);
     free(instance);
     return rc;
+}
+
+/* ---- client failures ------------------------------------------------------------ */
+
+/* A member that keeps being unknown to its group this long has not rejoined by itself. */
+#define MEMBER_RECOVERY_MS 30000
+
+/* The connector fails with why: state failed, last_error, /ready 503, and the
+ * supervisor restarts it with a new consumer (rule 4, no silent death). */
+static void fail(struct sink_run *run, const char *why)
+{
+    struct sk_runner *r = &run->env->runner;
+    sk_error_log(r->name, "%s: failing the connector (the supervisor restarts it)", why);
+    sk_runner_set_error(r, why);
+    run->fatal = true;
+}
+
+/*
+ * A consumer error that librdkafka cannot get past by itself fails the
+ * connector; the rest (a broker down, a transport error) are logged and the
+ * client carries on. A fenced static member gets a fatal error
+ * (docs/architecture.md §8.7): without this the sink reported itself idle
+ * and never consumed again.
+ */
+static void client_error(struct sink_run *run, rd_kafka_resp_err_t e, const char *msg)
+{
+    char why[600];
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        snprintf(why, sizeof(why), "consumer: %s (%s)", rd_kafka_err2name(e), msg);
+        fail(run, why);
+        return;
+    case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
+    case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
+        /* librdkafka rejoins; an assignment (on_assign) clears this */
+        if (!run->member_lost_ms)
+            run->member_lost_ms = sk_mono_ms();
+        break;
+    default:
+        break;
+    }
+    sk_warn(run->env->runner.name, "consume: %s", msg);
+}
+
+/* True when the consumer cannot go on (the connector then fails): a fatal
+ * client error (§8.2: only a new client gets past it), or a membership that
+ * did not recover. */
+static bool client_failed(struct sink_run *run)
+{
+    char buf[512], why[600];
+    rd_kafka_resp_err_t e = rd_kafka_fatal_error(run->consumer, buf, sizeof(buf));
+    if (e && !run->fatal) {
+        snprintf(why, sizeof(why), "fatal consumer error: %s (%s)", rd_kafka_err2name(e), buf);
+        fail(run, why);
+    }
+    if (!run->fatal && run->member_lost_ms &&
+        sk_mono_ms() - run->member_lost_ms > MEMBER_RECOVERY_MS) {
+        snprintf(why, sizeof(why), "consumer: no longer a member of its group for %d s",
+                 MEMBER_RECOVERY_MS / 1000);
+        fail(run, why);
+    }
+    return run->fatal;
 }
 
 /*
@@ -464,7 +531,7 @@ static void *sink_thread(void *arg)
                 else if (run.n_pending)
                     flush(&run, false); /* reached the end: do not linger */
             } else if (m->err) {
-                sk_warn(r->name, "consume: %s", rd_kafka_message_errstr(m));
+                client_error(&run, m->err, rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
             } else {
                 if (run.n_pending == 0)
@@ -474,6 +541,8 @@ static void *sink_thread(void *arg)
                     flush(&run, false);
             }
         }
+        if (client_failed(&run))
+            break;
         if (run.n_pending && sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
             flush(&run, false);
         check_drained(&run);

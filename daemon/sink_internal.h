@@ -32,6 +32,7 @@ struct sink_run {
     int64_t mark_warned_ms;
     int64_t mark_retry_ms;
     bool fatal;
+    int64_t member_lost_ms; /* when the group first forgot this member (0: it has not) */
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs;          /* decoded entities of recs, owned here */
