@@ -176,6 +176,7 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
         /* Stable per connector: a restarted daemon fences its zombie predecessor. */
         char *tid = sk_asprintf("skolsync-src-%s", env->runner.name);
         int rc = sk_kafka_conf_set(conf, "transactional.id", tid, err);
+        sk_info(env->runner.name, "transactional id %s", tid);
         free(tid);
         if (rc || sk_kafka_conf_set(conf, "transaction.timeout.ms", "60000", err) ||
             sk_kafka_conf_set(conf, "message.timeout.ms", "55000", err))

@@ -1,6 +1,7 @@
 /*
  * test_ha.c: several daemons and Kafka's group machinery, on the real broker:
- * a fenced sink fails visibly and recovers by itself (no silent death).
+ * a fenced sink or source fails visibly and recovers by itself (no silent
+ * death).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -158,82 +159,175 @@ static void intruder_free(rd_kafka_t *c)
     rd_kafka_destroy(c);
 }
 
-Test(ha, fenced_sink_fails_visibly_and_recovers_by_itself, .timeout = 240)
+/* One daemon: jsonl-source "files" -> sqlite-sink "db", its dataset applied. */
+struct one {
+    struct node n;
+    char *data, *prefix;
+    size_t total;
+};
+
+static void one_start(struct one *o, const char *tag)
 {
-    struct node n = {.dir = skt_tmpdir("ha-fenced")};
-    char *data = skt_fmt("%s/data", n.dir);
-    char *prefix = skt_unique_prefix();
-    skt_generate(data, 31, 10);
-    size_t total = skt_count_records(data);
-    char *head = skt_config_head(prefix, "info", "20s");
-    n.cfg = skt_fmt("%s/skolsync.yaml", n.dir);
+    o->n = (struct node){.dir = skt_tmpdir(tag)};
+    o->data = skt_fmt("%s/data", o->n.dir);
+    o->prefix = skt_unique_prefix();
+    skt_generate(o->data, 31, 10);
+    o->total = skt_count_records(o->data);
+    char *head = skt_config_head(o->prefix, "info", "20s");
+    o->n.cfg = skt_fmt("%s/skolsync.yaml", o->n.dir);
     char *text = skt_fmt("%s"
                          "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                          "    poll_interval: 1s\n"
                          "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
-                         head, data, n.dir);
-    skt_write(n.cfg, text);
-    node_start(&n);
-    cr_assert(records_reach(&n, "db", (double)total, 90000), "the dataset was not applied");
+                         head, o->data, o->n.dir);
+    skt_write(o->n.cfg, text);
+    free(text);
+    free(head);
+    node_start(&o->n);
+    cr_assert(records_reach(&o->n, "db", (double)o->total, 90000), "the dataset was not applied");
+}
 
-    char *group = logged_word(n.log, "consumer group ", 5000);
-    char *instance = logged_word(n.log, "static member ", 5000);
-    cr_assert(group && instance, "the sink logged no group and member id");
-    char *topic = skt_fmt("%spersons", prefix);
+static void one_stop(struct one *o)
+{
+    node_stop(&o->n);
+    free(o->data);
+    free(o->prefix);
+}
 
-    /* The intruder takes the member id; the sink must fail with the reason,
-     * and /ready must say so. The sink restarting fences the intruder in
-     * turn: a fenced intruder comes back, until the failure was seen. */
-    rd_kafka_t *intruder = intruder_new(group, instance, topic);
-    bool seen_failed = false, seen_ready_503 = false;
-    char last_error[600] = "";
-    for (int waited = 0; waited < 60000 && !(seen_failed && seen_ready_503); waited += 100) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(intruder, 50);
-        if (m)
-            rd_kafka_message_destroy(m);
-        if (rd_kafka_fatal_error(intruder, NULL, 0)) {
-            intruder_free(intruder);
-            intruder = intruder_new(group, instance, topic);
-        }
-        cJSON *c = connector(&n, "db");
-        if (c && strcmp(str(c, "state"), "failed") == 0) {
-            seen_failed = true;
-            snprintf(last_error, sizeof(last_error), "%s", str(c, "last_error"));
-            long st;
-            char *body = get(&n, "/ready", &st);
-            if (st == 503 && strstr(body, "db is failed"))
-                seen_ready_503 = true;
-            free(body);
-        }
-        cJSON_Delete(c);
-    }
-    intruder_free(intruder);
-    cr_assert(seen_failed, "the fenced sink never showed state failed");
-    cr_assert(seen_ready_503, "/ready did not answer 503 naming the failed sink");
-    cr_assert(last_error[0], "a failed sink without last_error");
-    char *cmd = skt_fmt("grep -c 'db: .*FENCED_INSTANCE_ID.*failing the connector' %s", n.log);
+/* True if the daemon's log has a line matching the grep pattern. */
+static bool logged(const struct node *n, const char *pattern)
+{
+    char *cmd = skt_fmt("grep -c '%s' %s", pattern, n->log);
     char *out = NULL;
     skt_sh(cmd, 5, &out);
-    cr_assert_gt(atoi(out), 0, "the log does not give the reason (%s)", n.log);
+    bool found = atoi(out) > 0;
     free(out);
     free(cmd);
+    return found;
+}
+
+/* Polls the connector until it shows state failed with a last_error (true),
+ * and whether /ready then answers 503 naming it. step() runs between polls. */
+static bool seen_failed(const struct node *n, const char *name, int timeout_ms,
+                        void (*step)(void *), void *ctx, bool *ready_503)
+{
+    char want[128];
+    snprintf(want, sizeof(want), "%s is failed", name);
+    for (int waited = 0; waited < timeout_ms; waited += 100) {
+        if (step)
+            step(ctx);
+        else
+            usleep(100000);
+        cJSON *c = connector(n, name);
+        bool failed = c && strcmp(str(c, "state"), "failed") == 0 && str(c, "last_error")[0];
+        cJSON_Delete(c);
+        if (!failed)
+            continue;
+        long st;
+        char *body = get(n, "/ready", &st);
+        *ready_503 = st == 503 && strstr(body, want);
+        free(body);
+        return true;
+    }
+    return false;
+}
+
+static bool running_or_idle(const struct node *n, const char *name)
+{
+    cJSON *c = connector(n, name);
+    bool ok =
+        c && (strcmp(str(c, "state"), "idle") == 0 || strcmp(str(c, "state"), "running") == 0);
+    cJSON_Delete(c);
+    return ok;
+}
+
+struct intruder {
+    rd_kafka_t *c;
+    const char *group, *instance, *topic;
+};
+
+/* Keeps the intruder in the group: the restarted sink fences it in turn, and
+ * a fenced intruder comes back, until the sink's failure was seen. */
+static void intruder_step(void *ctx)
+{
+    struct intruder *in = ctx;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(in->c, 100);
+    if (m)
+        rd_kafka_message_destroy(m);
+    if (rd_kafka_fatal_error(in->c, NULL, 0)) {
+        intruder_free(in->c);
+        in->c = intruder_new(in->group, in->instance, in->topic);
+    }
+}
+
+Test(ha, fenced_sink_fails_visibly_and_recovers_by_itself, .timeout = 240)
+{
+    struct one o;
+    one_start(&o, "ha-fenced");
+    char *group = logged_word(o.n.log, "consumer group ", 5000);
+    char *instance = logged_word(o.n.log, "static member ", 5000);
+    cr_assert(group && instance, "the sink logged no group and member id");
+    char *topic = skt_fmt("%spersons", o.prefix);
+
+    /* The intruder takes the member id: the sink must fail with the reason,
+     * and /ready must say so. */
+    struct intruder in = {intruder_new(group, instance, topic), group, instance, topic};
+    bool ready_503 = false;
+    cr_assert(seen_failed(&o.n, "db", 60000, intruder_step, &in, &ready_503),
+              "the fenced sink never showed state failed with an error");
+    intruder_free(in.c);
+    cr_assert(ready_503, "/ready did not answer 503 naming the failed sink");
+    cr_assert(logged(&o.n, "db: .*FENCED_INSTANCE_ID.*failing the connector"),
+              "the log does not give the reason (%s)", o.n.log);
 
     /* The intruder is gone: the supervisor's restart brings the sink back, and it applies. */
-    append_persons(data, 1, 5);
-    cr_assert(records_reach(&n, "db", (double)total + 5, 120000),
+    append_persons(o.data, 1, 5);
+    cr_assert(records_reach(&o.n, "db", (double)o.total + 5, 120000),
               "the sink did not recover and apply new records");
-    cJSON *c = connector(&n, "db");
-    cr_assert(c &&
-                  (strcmp(str(c, "state"), "idle") == 0 || strcmp(str(c, "state"), "running") == 0),
-              "state after recovery: %s", c ? str(c, "state") : "?");
+    cr_assert(running_or_idle(&o.n, "db"), "the sink is neither running nor idle");
+    cJSON *c = connector(&o.n, "db");
     cr_assert_geq(num(c, "restarts"), 1);
     cJSON_Delete(c);
-    node_stop(&n);
     free(topic);
     free(group);
     free(instance);
-    free(text);
-    free(head);
-    free(prefix);
-    free(data);
+    one_stop(&o);
+}
+
+/* A producer with the source's transactional id (another daemon running the
+ * same source): the source is fenced at its next transaction and must fail
+ * with the reason, not recreate its producer every cycle in silence. */
+Test(ha, fenced_source_fails_visibly_and_recovers_by_itself, .timeout = 240)
+{
+    struct one o;
+    one_start(&o, "ha-src-fenced");
+    char *tid = logged_word(o.n.log, "transactional id ", 5000);
+    cr_assert_not_null(tid, "the source logged no transactional id");
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "transactional.id", tid, errstr, sizeof(errstr)),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(p, "%s", errstr);
+    rd_kafka_error_t *e = rd_kafka_init_transactions(p, 30000);
+    cr_assert_null(e, "init_transactions: %s", e ? rd_kafka_error_string(e) : "");
+
+    append_persons(o.data, 1, 5);
+    bool ready_503 = false;
+    cr_assert(seen_failed(&o.n, "files", 60000, NULL, NULL, &ready_503),
+              "the fenced source never showed state failed with an error");
+    cr_assert(ready_503, "/ready did not answer 503 naming the failed source");
+    cr_assert(logged(&o.n, "files: fatal producer error: .*FENCED.*failing the connector"),
+              "the log does not give the reason (%s)", o.n.log);
+    rd_kafka_destroy(p);
+
+    /* The restart's init_transactions fences the intruder: the records arrive. */
+    cr_assert(records_reach(&o.n, "db", (double)o.total + 5, 120000),
+              "the source did not recover and deliver");
+    cr_assert(running_or_idle(&o.n, "files"), "the source is neither running nor idle");
+    free(tid);
+    one_stop(&o);
 }
