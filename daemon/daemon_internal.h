@@ -62,6 +62,12 @@ struct sk_lag_monitor *sk_lag_monitor_start(struct sk_daemon *d, int64_t interva
 void sk_lag_monitor_stop(struct sk_lag_monitor *m);
 /* The latest evaluated report (docs/lag.md JSON), NULL before the first. Caller frees. */
 struct cJSON *sk_lag_monitor_json(struct sk_lag_monitor *m);
+/*
+ * A sink's lag in records on the partitions this daemon holds (every
+ * partition of its group when the members' assignments are unknown), from
+ * the latest sample; -1 when unknown (no sample yet, the last one failed).
+ */
+int64_t sk_lag_monitor_sink_lag(struct sk_lag_monitor *m, const char *sink);
 /* Total lag per sink over the last 15 minutes: [{"t", "sinks": {name: {lag, seconds}}}]. */
 struct cJSON *sk_lag_monitor_history(struct sk_lag_monitor *m);
 

@@ -332,6 +332,9 @@ static cJSON *runner_json(struct sk_runner *r, bool details)
     struct sk_source_env *src = sk_as_source(r);
     if (src)
         cJSON_AddNumberToObject(o, "held_deletions", (double)atomic_load(&src->held));
+    struct sk_sink_env *snk = sk_as_sink(r);
+    if (snk)
+        cJSON_AddStringToObject(o, "group", snk->group);
     return o;
 }
 

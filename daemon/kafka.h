@@ -16,12 +16,15 @@
 #include <librdkafka/rdkafka.h>
 
 #include "config.h"
+#include "names.h"
 #include "sk_error.h"
 
 struct sk_kafka_conf {
-    char *brokers;      /* "host:port,..." or "embedded" */
-    char *topic_prefix; /* default "skolsync." */
-    int64_t partitions; /* for topics the daemon creates */
+    char *brokers;         /* "host:port,..." or "embedded" */
+    char *topic_prefix;    /* default "skolsync." */
+    char *deployment;      /* kafka.deployment: resolved by the configuration (names.h) */
+    const char *node_name; /* node.name, resolved by the configuration (not a kafka key) */
+    int64_t partitions;    /* for topics the daemon creates */
     int64_t replication_factor;
     bool exactly_once;           /* transactions on a real broker (default true) */
     int64_t connect_timeout_ms;  /* how long to wait for the cluster at start */
@@ -51,6 +54,8 @@ const char *sk_kafka_bootstrap(const struct sk_kafka *k);
 /* Cluster id on a real broker; "embedded-<uuid>" for this process's embedded broker. */
 const char *sk_kafka_incarnation(const struct sk_kafka *k);
 const char *sk_kafka_prefix(const struct sk_kafka *k);
+/* The deployment and node every Kafka-side name derives from (names.h). */
+const struct sk_names *sk_kafka_names(const struct sk_kafka *k);
 
 /* "<prefix><collection>"; caller frees. */
 char *sk_kafka_topic_for(const struct sk_kafka *k, const char *collection);

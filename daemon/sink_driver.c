@@ -275,7 +275,7 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
  * ones (seen in the bench). A new subscription is a new member; the old one
  * leaves the group when its session times out.
  */
-static char *instance_id(const struct sk_sink_env *env, const char *group)
+static char *instance_id(const struct sk_sink_env *env)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < env->sink.n_entities; i++)
@@ -284,15 +284,16 @@ static char *instance_id(const struct sk_sink_env *env, const char *group)
             if (!*c)
                 break;
         }
-    return sk_asprintf("%s-%08x", group, h);
+    return sk_name_sink_member(sk_kafka_names(env->kafka), env->group, env->sink.ops->target_kind,
+                               h);
 }
 
 static int consumer_create(struct sink_run *run, struct sk_error *err)
 {
     struct sk_sink_env *env = run->env;
-    char *cid = sk_asprintf("skolsync-sink-%s", env->runner.name);
-    char *group = sk_asprintf("skolsync-%s", env->runner.name);
-    char *instance = instance_id(env, group);
+    char *cid = sk_name_client(sk_kafka_names(env->kafka), "sink", env->runner.name);
+    const char *group = env->group;
+    char *instance = instance_id(env);
     /* Bounded memory (README "Memory"): the fetcher keeps at most this much
      * per consumer ahead of the sink, whatever the target's speed. */
     /* clang-format off */
@@ -359,7 +360,6 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     rc = 0;
 out:
     free(cid);
-    free(group);
     free(instance);
     return rc;
 }
@@ -439,7 +439,7 @@ static bool client_failed(struct sink_run *run)
 static int query_drain_targets(struct sink_run *run)
 {
     struct sk_error err = {0};
-    char *cid = sk_asprintf("skolsync-drain-%s", run->env->runner.name);
+    char *cid = sk_name_client(sk_kafka_names(run->env->kafka), "drain", run->env->runner.name);
     rd_kafka_t *rk = sk_kafka_reader_new(run->env->kafka, cid, &err);
     free(cid);
     if (!rk)

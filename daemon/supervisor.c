@@ -103,6 +103,7 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
     sk_sink_privacy_resolve(&def->settings, def->ops, &env->privacy);
     sk_info(def->name, "privacy: protected identities %s, %zu field(s) dropped",
             sk_protected_mode_name(env->privacy.protected_mode), env->privacy.drop_fields.n);
+    env->group = sk_name_sink_group(sk_kafka_names(d->kafka), def->name, def->ops->target_kind);
     env->topics = sk_calloc(def->n_entities + 1, sizeof(char *));
     for (size_t j = 0; j < def->n_entities; j++)
         env->topics[j] = sk_kafka_topic_for(d->kafka, def->entities[j]->collection);
@@ -174,6 +175,7 @@ static void conn_free(struct sk_runner *r)
         for (size_t j = 0; j < snk->sink.n_entities; j++)
             free(snk->topics[j]);
         free(snk->topics);
+        free(snk->group);
         sk_sink_privacy_free(&snk->privacy);
     }
     sk_runner_destroy(r);
@@ -581,8 +583,29 @@ struct progress_mark {
     int64_t moved_ms;
 };
 
-static bool making_progress(struct sk_daemon *d, struct progress_mark *mark, int64_t limit_ms)
+/*
+ * A sink with lag on its partitions that applies nothing for stall_ms is
+ * wedged even when it says idle (a fenced consumer once did: "healthily
+ * idle" for ever). The bound leaves the lag monitor room: its sample may be
+ * up to lag_interval old.
+ */
+static bool sink_stalled(struct sk_daemon *d, struct sk_runner *r, int64_t now, int64_t stall_ms)
 {
+    bool was = r->stall_since_ms && now - r->stall_since_ms > stall_ms;
+    int64_t lag = sk_lag_monitor_sink_lag(d->lag, r->name);
+    bool stalled = sk_runner_stalled(r, lag, now, stall_ms);
+    if (stalled && !was)
+        sk_error_log(r->name,
+                     "%lld record(s) behind and nothing applied for %lld s: no more watchdog "
+                     "pings",
+                     (long long)lag, (long long)(now - r->stall_since_ms) / 1000);
+    return stalled;
+}
+
+static bool making_progress(struct sk_daemon *d, struct progress_mark *mark, int64_t limit_ms,
+                            int64_t stall_ms)
+{
+    bool stalled = false;
     uint64_t total = 0;
     bool idle = true;
     for (size_t i = 0; i < d->n_conns; i++) {
@@ -592,7 +615,11 @@ static bool making_progress(struct sk_daemon *d, struct progress_mark *mark, int
                  atomic_load(&r->restarts);
         if (st != SK_STATE_IDLE && st != SK_STATE_PAUSED)
             idle = false;
+        if (r->kind == SK_RUNNER_SINK && sink_stalled(d, r, sk_mono_ms(), stall_ms))
+            stalled = true;
     }
+    if (stalled)
+        return false;
     int64_t now = sk_mono_ms();
     if (total != mark->total || idle) {
         mark->total = total;
@@ -701,6 +728,10 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     int wd = watchdog_interval_ms();
     int64_t next_wd = sk_mono_ms();
     struct progress_mark mark = {.moved_ms = sk_mono_ms()};
+    /* 3 x WatchdogSec (wd is half of it), and at least 3 lag samples */
+    int64_t stall_ms = 6LL * wd;
+    if (stall_ms < 3 * cfg->core.lag_interval_ms)
+        stall_ms = 3 * cfg->core.lag_interval_ms;
     for (;;) {
         struct pollfd pfd = {.fd = d.sigfd, .events = POLLIN};
         poll(&pfd, 1, 200);
@@ -713,7 +744,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
             reload(&d);
         supervise(&d);
         int64_t now = sk_mono_ms();
-        if (wd && now >= next_wd && making_progress(&d, &mark, 2LL * wd)) {
+        if (wd && now >= next_wd && making_progress(&d, &mark, 2LL * wd, stall_ms)) {
             sd_notify(0, "WATCHDOG=1");
             next_wd = now + wd;
         }

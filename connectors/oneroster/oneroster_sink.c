@@ -592,6 +592,7 @@ static const char *const default_drop[] = {"civicNo", NULL};
 
 const struct sk_sink_ops oneroster_sink_ops = {
     .type = "oneroster-csv-sink",
+    .target_kind = SK_TARGET_NODE_LOCAL,
     .summary = "OneRoster 1.2 bulk CSV bundles (directory or zip), from SS 12000 state kept "
                "in SQLite, exactly-once",
     .options = oneroster_options,

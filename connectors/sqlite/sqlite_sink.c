@@ -207,6 +207,7 @@ static const char *sqlite_target(struct sk_sink *self)
 
 const struct sk_sink_ops sqlite_sink_ops = {
     .type = "sqlite-sink",
+    .target_kind = SK_TARGET_NODE_LOCAL,
     .summary = "current state of each SS 12000 collection in a SQLite table, exactly-once",
     .options = sqlite_options,
     .conf_size = sizeof(struct sqlite_conf),
