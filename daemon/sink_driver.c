@@ -346,6 +346,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     }
     rd_kafka_poll_set_consumer(run->consumer);
+    sink_migrate_offsets(env);
     sk_info(env->runner.name, "consumer group %s, static member %s", group, instance);
     rd_kafka_topic_partition_list_t *subs =
         rd_kafka_topic_partition_list_new((int)env->sink.n_entities);

@@ -52,6 +52,10 @@ int sink_apply_pending(struct sink_run *run);
 /* Drops the pending messages and their decoded documents, uncommitted. */
 void sink_pending_drop(struct sink_run *run);
 
+/* Before the sink first joins its group (names.h): a new group starts at the
+ * offsets its name before kafka.deployment committed (sink_migrate.c). */
+void sink_migrate_offsets(struct sk_sink_env *env);
+
 /* Pauses (or resumes) every assigned partition; the consumer stays in its group. */
 void sink_pause_all(struct sink_run *run, bool pause);
 

@@ -27,6 +27,8 @@ static char *embedded_config(const char *dir, const char *data, const char *db, 
     char *path = skt_fmt("%s/skolsync.yaml", dir);
     char *text = skt_fmt("kafka:\n"
                          "  brokers: embedded\n"
+                         "node:\n"
+                         "  name: n1\n"
                          "admin:\n"
                          "  listen: 127.0.0.1:0\n"
                          "sources:\n"
@@ -570,7 +572,8 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
     free(out);
     /* the daemon's lag monitor takes its first sample in a while */
     char *lag = skt_fmt("lag -c %s --json", cfg);
-    free(until_answered(lag, "\"group\":\"skolsync-db\""));
+    /* sqlite-sink is node-local: its group names the node (n1) */
+    free(until_answered(lag, "\"group\":\"skolsync-n1-db\""));
     char *release = skt_fmt("release files -c %s", cfg);
     out = run_skolsync(release, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);
