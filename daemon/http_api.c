@@ -333,8 +333,10 @@ static cJSON *runner_json(struct sk_runner *r, bool details)
     if (src)
         cJSON_AddNumberToObject(o, "held_deletions", (double)atomic_load(&src->held));
     struct sk_sink_env *snk = sk_as_sink(r);
-    if (snk)
+    if (snk) {
         cJSON_AddStringToObject(o, "group", snk->group);
+        cJSON_AddNumberToObject(o, "partitions", atomic_load(&r->partitions));
+    }
     return o;
 }
 

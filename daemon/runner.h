@@ -68,6 +68,7 @@ struct sk_runner {
     struct sk_histogram work_seconds;    /* source: one poll; sink: one apply of a batch */
     struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */
     atomic_bool drained;                 /* sink: caught up with the drain target (--once) */
+    atomic_int partitions;               /* sink: partitions assigned to it now */
     atomic_bool drain_requested;         /* supervisor: sources are done, drain to the end now */
     int64_t started_mono_ms;
 

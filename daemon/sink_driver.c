@@ -225,6 +225,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
         }
     }
     run->member_lost_ms = 0; /* a member again */
+    atomic_store(&env->runner.partitions, parts->cnt);
     sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt,
             stored.n ? " (resuming at offsets stored in the target)" : "");
     sk_offsets_free(&stored);
@@ -251,11 +252,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         sk_info(run->env->runner.name, "partitions revoked%s",
                 rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
         parts_clear(run);
+        atomic_store(&run->env->runner.partitions, 0);
         rd_kafka_assign(rk, NULL);
         break;
     default:
         sk_warn(run->env->runner.name, "rebalance: %s", rd_kafka_err2str(err));
         parts_clear(run);
+        atomic_store(&run->env->runner.partitions, 0);
         rd_kafka_assign(rk, NULL);
         break;
     }
@@ -575,6 +578,7 @@ static void *sink_thread(void *arg)
     rd_kafka_consumer_close(run.consumer);
     rd_kafka_destroy(run.consumer);
 out:
+    atomic_store(&r->partitions, 0);
     sk_dlq_writer_free(run.dlq);
     parts_clear(&run);
     free(run.pending);

@@ -1,7 +1,9 @@
 /*
  * test_ha.c: several daemons and Kafka's group machinery, on the real broker:
  * a fenced sink or source fails visibly and recovers by itself (no silent
- * death).
+ * death); two deployments on one cluster with the same connector names never
+ * meet; a sink keeps its offsets across the renaming of its group; two nodes
+ * split a shared sink's partitions and each keeps a node-local copy.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 
+#include "kafka.h"
 #include "sk_test.h"
 
 struct node {
@@ -330,4 +333,183 @@ Test(ha, fenced_source_fails_visibly_and_recovers_by_itself, .timeout = 240)
     cr_assert(running_or_idle(&o.n, "files"), "the source is neither running nor idle");
     free(tid);
     one_stop(&o);
+}
+
+/* ---- deployments -------------------------------------------------------------- */
+
+/* A jsonl-source "files" -> sqlite-sink "db" daemon config under prefix. */
+static void write_pair_config(const char *cfg, const char *prefix, const char *data, const char *db,
+                              const char *more)
+{
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s%s"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "    poll_interval: 1s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n",
+                         head, more ? more : "", data, db);
+    skt_write(cfg, text);
+    free(text);
+    free(head);
+}
+
+static int count_in_log(const char *log, const char *word)
+{
+    char *cmd = skt_fmt("grep -ci '%s' %s", word, log);
+    char *out = NULL;
+    skt_sh(cmd, 5, &out);
+    int n = atoi(out);
+    free(out);
+    free(cmd);
+    return n;
+}
+
+/*
+ * Two deployments (prefixes) on one cluster, the same connector names and
+ * the same host: before deployments both used the transactional id
+ * skolsync-src-files and the group skolsync-db, and fenced each other
+ * without end.
+ */
+Test(ha, two_deployments_with_the_same_names_never_fence_each_other, .timeout = 240)
+{
+    struct node a = {.dir = skt_tmpdir("ha-dep-a")}, b = {.dir = skt_tmpdir("ha-dep-b")};
+    struct node *nodes[] = {&a, &b};
+    char *data[2];
+    size_t total[2];
+    for (int i = 0; i < 2; i++) {
+        struct node *n = nodes[i];
+        char *prefix = skt_unique_prefix();
+        data[i] = skt_fmt("%s/data", n->dir);
+        skt_generate(data[i], 40 + i, 15);
+        total[i] = skt_count_records(data[i]);
+        n->cfg = skt_fmt("%s/skolsync.yaml", n->dir);
+        char *db = skt_fmt("%s/out.db", n->dir);
+        write_pair_config(n->cfg, prefix, data[i], db, NULL);
+        free(db);
+        free(prefix);
+    }
+    node_start(&a);
+    node_start(&b);
+    for (int i = 0; i < 2; i++)
+        cr_assert(records_reach(nodes[i], "db", (double)total[i], 90000),
+                  "deployment %d: the dataset was not applied", i);
+    /* more transactions on both sides while both run */
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 2; i++)
+            append_persons(data[i], 100 * round + 1, 3);
+        for (int i = 0; i < 2; i++)
+            cr_assert(records_reach(nodes[i], "db", (double)total[i] + 3.0 * (round + 1), 60000),
+                      "deployment %d: round %d not applied", i, round);
+    }
+    for (int i = 0; i < 2; i++) {
+        node_stop(nodes[i]);
+        cr_assert_eq(count_in_log(nodes[i]->log, "fenced"), 0,
+                     "deployment %d met fencing errors (%s)", i, nodes[i]->log);
+        cr_assert_eq(count_in_log(nodes[i]->log, "failing the connector"), 0, "%s", nodes[i]->log);
+        free(data[i]);
+    }
+}
+
+/* Commits, for group, the end offset of every partition of topic: where a
+ * sink of the version before deployments left off after consuming it all. */
+static void commit_ends(const char *prefix, const char *group, const char *topic)
+{
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
+                               .topic_prefix = (char *)prefix,
+                               .partitions = 3,
+                               .replication_factor = 1,
+                               .exactly_once = true,
+                               .connect_timeout_ms = 20000};
+    struct sk_kafka *k = NULL;
+    struct sk_error err = {0};
+    const char *cols[] = {"persons"};
+    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "test-old-sink", NULL, &err);
+    cr_assert_not_null(conf, "%s", err.msg);
+    cr_assert_eq(sk_kafka_conf_set(conf, "group.id", group, &err), 0);
+    cr_assert_eq(sk_kafka_conf_set(conf, "isolation.level", "read_committed", &err), 0);
+    char errstr[256];
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(c, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(3);
+    for (int p = 0; p < 3; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p);
+    cr_assert_eq(sk_kafka_list_offsets(c, l, RD_KAFKA_OFFSET_END, 10000), 0);
+    int64_t sum = 0;
+    for (int p = 0; p < 3; p++)
+        sum += l->elems[p].offset;
+    cr_assert_gt(sum, 0, "nothing in %s", topic);
+    cr_assert_eq(rd_kafka_commit(c, l, 0), 0, "commit for %s", group);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    sk_kafka_destroy(k);
+}
+
+static int run_once(const char *cfg, char **out)
+{
+    char *cmd = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    int rc = skt_sh(cmd, 180, out);
+    free(cmd);
+    return rc;
+}
+
+/*
+ * A sink that consumed everything under its old group name (skolsync-<sink>)
+ * is upgraded: its group is now named by the deployment and its target
+ * keeps no offsets (a new database file here). It must go on from the old
+ * group's offsets, applying nothing twice, and then apply what is new.
+ */
+Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 300)
+{
+    struct node n = {.dir = skt_tmpdir("ha-migrate")};
+    char *prefix = skt_unique_prefix();
+    char *data = skt_fmt("%s/data", n.dir);
+    skt_generate(data, 44, 10);
+    char *suffix = strndup(prefix + 1, 8);
+    n.cfg = skt_fmt("%s/skolsync.yaml", n.dir);
+    /* the data in Kafka, through a sink that is not the one upgraded */
+    char *db0 = skt_fmt("%s/first.db", n.dir);
+    write_pair_config(n.cfg, prefix, data, db0, NULL);
+    char *out = NULL;
+    cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
+    free(out);
+
+    /* the old version's sink p-<suffix> consumed every person */
+    char *sink = skt_fmt("p-%s", suffix);
+    char *legacy = skt_fmt("skolsync-%s", sink);
+    char *topic = skt_fmt("%spersons", prefix);
+    commit_ends(prefix, legacy, topic);
+
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s"
+                         "sinks:\n  %s:\n    type: sqlite-sink\n    path: %s/upgraded.db\n"
+                         "    entities: [Person]\n",
+                         head, sink, n.dir);
+    skt_write(n.cfg, text);
+    cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
+    cr_assert(strstr(out, "(its name before kafka.deployment)"), "no offsets taken over:\n%s", out);
+    cr_assert(strstr(out, ": 0 records applied"), "the upgraded sink applied records again:\n%s",
+              out);
+    free(out);
+
+    /* and it goes on: one new person is applied, once */
+    append_persons(data, 1, 1);
+    write_pair_config(n.cfg, prefix, data, db0, NULL);
+    cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
+    free(out);
+    skt_write(n.cfg, text);
+    cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
+    cr_assert(strstr(out, ": 1 records applied"), "the new person, once:\n%s", out);
+    cr_assert_null(strstr(out, "(its name before kafka.deployment)"),
+                   "offsets taken over again:\n%s", out);
+    free(out);
+    free(text);
+    free(head);
+    free(topic);
+    free(legacy);
+    free(sink);
+    free(db0);
+    free(suffix);
+    free(data);
+    free(prefix);
 }
