@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 
 #include "kafka.h"
@@ -512,4 +514,113 @@ Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 3
     free(suffix);
     free(data);
     free(prefix);
+}
+
+/* ---- sinks by kind of target ------------------------------------------------------ */
+
+static int partitions_of(const struct node *n, const char *sink)
+{
+    cJSON *c = connector(n, sink);
+    int p = c ? (int)num(c, "partitions") : -1;
+    cJSON_Delete(c);
+    return p;
+}
+
+static double records_of(const struct node *n, const char *sink)
+{
+    cJSON *c = connector(n, sink);
+    double r = c ? num(c, "records") : -1;
+    cJSON_Delete(c);
+    return r;
+}
+
+/*
+ * Two daemons of one deployment (node.name n1 and n2, their own admin ports
+ * and SQLite files): the postgres-sink's target is shared, so they form one
+ * group and split its partitions, and PostgreSQL ends equal to the source
+ * with every record applied once; the sqlite-sink is node-local, so each
+ * node has a group of its own and a complete copy.
+ */
+Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 300)
+{
+    char *dir = skt_tmpdir("ha-split");
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    char *schema = skt_fmt("ha_%s", suffix);
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 45, 40);
+    size_t total = skt_count_records(data);
+    char *head = skt_config_head(prefix, "info", "20s");
+    struct node nodes[2];
+    for (int i = 0; i < 2; i++) {
+        nodes[i] = (struct node){.dir = skt_fmt("%s/n%d", dir, i + 1)};
+        cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
+        nodes[i].cfg = skt_fmt("%s/skolsync.yaml", nodes[i].dir);
+        char *text = skt_fmt("%snode:\n  name: n%d\n"
+                             "sinks:\n"
+                             "  pg:\n    type: postgres-sink\n    conninfo: ${env:SK_TEST_PG}\n"
+                             "    schema: %s\n"
+                             "  db:\n    type: sqlite-sink\n    path: %s/local.db\n",
+                             head, i + 1, schema, nodes[i].dir);
+        skt_write(nodes[i].cfg, text);
+        free(text);
+    }
+    /* n1 first: the schema is made once */
+    node_start(&nodes[0]);
+    for (int w = 0; w < 600 && partitions_of(&nodes[0], "pg") <= 0; w++)
+        usleep(100000);
+    node_start(&nodes[1]);
+    /* 18 topics x 3 partitions: split over the two in one group; each
+     * node-local group holds all of them */
+    int p1 = 0, p2 = 0;
+    for (int w = 0; w < 600; w++) {
+        p1 = partitions_of(&nodes[0], "pg");
+        p2 = partitions_of(&nodes[1], "pg");
+        if (p1 > 0 && p2 > 0 && p1 + p2 == 54)
+            break;
+        usleep(100000);
+    }
+    cr_assert(p1 > 0 && p2 > 0 && p1 + p2 == 54, "pg partitions n1 %d, n2 %d", p1, p2);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(partitions_of(&nodes[i], "db"), 54, "node %d's local sink", i + 1);
+
+    /* the data, from a source run elsewhere */
+    char *src_cfg = skt_fmt("%s/source.yaml", dir);
+    char *src = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n", head, data);
+    skt_write(src_cfg, src);
+    char *out = NULL;
+    cr_assert_eq(run_once(src_cfg, &out), 0, "%s", out);
+    free(out);
+
+    double a = 0, b = 0;
+    for (int w = 0; w < 1200 && a + b < (double)total; w++) {
+        a = records_of(&nodes[0], "pg");
+        b = records_of(&nodes[1], "pg");
+        usleep(100000);
+    }
+    cr_assert_eq(a + b, (double)total, "pg applied %.0f + %.0f, the source has %zu", a, b, total);
+    cr_assert(a > 0 && b > 0, "one node applied everything: %.0f + %.0f", a, b);
+    for (int i = 0; i < 2; i++)
+        cr_assert(records_reach(&nodes[i], "db", (double)total, 60000),
+                  "node %d's local copy is not complete", i + 1);
+    for (int i = 0; i < 2; i++)
+        node_stop(&nodes[i]);
+    /* exactly once over both nodes: the counts did not move on stop */
+    PGconn *c = skt_pg_connect();
+    cr_assert_eq(skt_pg_total_rows(c, schema), (long long)total, "PostgreSQL rows");
+    PQfinish(c);
+    for (int i = 0; i < 2; i++) {
+        char *db = skt_fmt("%s/local.db", nodes[i].dir);
+        char why[2048] = "";
+        cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "node %d: %s", i + 1, why);
+        free(db);
+    }
+    free(src);
+    free(src_cfg);
+    free(head);
+    free(data);
+    free(schema);
+    free(suffix);
+    free(prefix);
+    free(dir);
 }
