@@ -36,7 +36,7 @@ static void usage(FILE *out)
             "lag in seconds (age of the first unconsumed record, read, not estimated),\n"
             "members and a status (OK WARN ERR STALL STOP REWIND; docs/lag.md).\n"
             "\n"
-            "  -c, --config FILE    brokers and groups (skolsync-<sink>) from FILE; with\n"
+            "  -c, --config FILE    brokers and the sinks' groups from FILE; with\n"
             "                       kafka.brokers: embedded, asks the running daemon at\n"
             "                       admin.listen (GET /api/v1/lag)\n"
             "  -b, --brokers LIST   ask these brokers (default: all skolsync-* groups)\n"

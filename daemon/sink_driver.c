@@ -14,11 +14,16 @@
  *     does the offset move past it.
  *  5. On stop: apply the batch in hand, commit, leave the group.
  *
- * Assignment strategy: eager (roundrobin). Each sink is the only member of its
- * group `skolsync-<sink>`, so cooperative rebalancing buys nothing here, and
- * librdkafka 2.0.2 carries several cooperative-sticky bugs (docs/architecture.md
- * §8.5: assignor loop, lost assignment on commit during rebalance, crash
- * and hang on close).
+ * The group (names.h, docs/architecture.md §5.6): a shared target's group has
+ * a member per node, which split the partitions; a node-local target's group
+ * is the node's own. Assignment strategy: eager (roundrobin): librdkafka
+ * 2.0.2 carries several cooperative-sticky bugs (docs/architecture.md §8.5:
+ * assignor loop, lost assignment on commit during rebalance, crash and hang
+ * on close).
+ *
+ * No silent death: a fatal consumer error (a fenced static member, an
+ * authorisation error, a membership that does not come back) fails the
+ * connector with the reason, and the supervisor restarts it.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -305,7 +310,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         "fetch.max.bytes", "8388608",
         "statistics.interval.ms", "5000",
         /* a new subscription waits for the old member's session to end
-         * (instance_id); each sink is its group's only member */
+         * (instance_id), and a dead node's partitions move this fast */
         "session.timeout.ms", "10000",
         /* --once ends when every partition reported its end, and an end is
          * reported by an empty fetch, which the broker holds for
