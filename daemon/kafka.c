@@ -139,6 +139,23 @@ int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
     return sk_error_set(err, SK_ERR_FATAL, "kafka property %s: %s", name, errstr);
 }
 
+rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
+                                      struct sk_error *err)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)timeout_ms + 2000);
+    if (!ev) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: no answer within %lld ms", what,
+                     (long long)timeout_ms);
+        return NULL;
+    }
+    if (rd_kafka_event_error(ev)) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", what, rd_kafka_event_error_string(ev));
+        rd_kafka_event_destroy(ev);
+        return NULL;
+    }
+    return ev;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     enum sk_log_level l = level <= 3   ? SK_LOG_ERROR

@@ -97,6 +97,11 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
  */
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
                                           int64_t which, int timeout_ms);
+/* Waits for the one admin result on q (the request's timeout plus 2 s): the
+ * event (caller destroys), or NULL with err (RETRIABLE) on timeout or a
+ * request error. */
+rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
+                                      struct sk_error *err);
 /* Sets one property or fails with err (FATAL). */
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);

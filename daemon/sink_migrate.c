@@ -23,22 +23,6 @@
 
 #define ADMIN_TIMEOUT_MS 10000
 
-/* Waits for the admin result on q: the event, or NULL with err. */
-static rd_kafka_event_t *result_of(rd_kafka_queue_t *q, const char *what, struct sk_error *err)
-{
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ADMIN_TIMEOUT_MS + 2000);
-    if (!ev) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "%s: no answer", what);
-        return NULL;
-    }
-    if (rd_kafka_event_error(ev)) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", what, rd_kafka_event_error_string(ev));
-        rd_kafka_event_destroy(ev);
-        return NULL;
-    }
-    return ev;
-}
-
 /* The group's result of a ListConsumerGroupOffsets or AlterConsumerGroupOffsets
  * event: its partitions (owned by ev), or NULL with err. */
 static const rd_kafka_topic_partition_list_t *
@@ -64,7 +48,8 @@ static rd_kafka_topic_partition_list_t *committed(rd_kafka_t *rk, rd_kafka_queue
     rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q); /* one group per call (§8.8) */
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    rd_kafka_event_t *ev = result_of(q, "ListConsumerGroupOffsets", err);
+    rd_kafka_event_t *ev =
+        sk_kafka_admin_wait(q, "ListConsumerGroupOffsets", ADMIN_TIMEOUT_MS, err);
     if (!ev)
         return NULL;
     size_t n = 0;
@@ -89,7 +74,8 @@ static int commit_for(rd_kafka_t *rk, rd_kafka_queue_t *q, const char *group,
     rd_kafka_AlterConsumerGroupOffsets(rk, &req, 1, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_AlterConsumerGroupOffsets_destroy(req);
-    rd_kafka_event_t *ev = result_of(q, "AlterConsumerGroupOffsets", err);
+    rd_kafka_event_t *ev =
+        sk_kafka_admin_wait(q, "AlterConsumerGroupOffsets", ADMIN_TIMEOUT_MS, err);
     if (!ev)
         return -1;
     size_t n = 0;

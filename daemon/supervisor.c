@@ -565,69 +565,6 @@ static void summary(struct sk_daemon *d, FILE *out)
     fflush(out);
 }
 
-static int watchdog_interval_ms(void)
-{
-    uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
-        return (int)(usec / 2000);
-    return 0;
-}
-
-/*
- * The watchdog is fed only while every connector makes progress or is
- * healthily idle: a wedged connector (no state change, no records, for longer
- * than the watchdog allows) stops the pings and systemd restarts the service.
- */
-struct progress_mark {
-    uint64_t total;
-    int64_t moved_ms;
-};
-
-/*
- * A sink with lag on its partitions that applies nothing for stall_ms is
- * wedged even when it says idle (a fenced consumer once did: "healthily
- * idle" for ever). The bound leaves the lag monitor room: its sample may be
- * up to lag_interval old.
- */
-static bool sink_stalled(struct sk_daemon *d, struct sk_runner *r, int64_t now, int64_t stall_ms)
-{
-    bool was = r->stall_since_ms && now - r->stall_since_ms > stall_ms;
-    int64_t lag = sk_lag_monitor_sink_lag(d->lag, r->name);
-    bool stalled = sk_runner_stalled(r, lag, now, stall_ms);
-    if (stalled && !was)
-        sk_error_log(r->name,
-                     "%lld record(s) behind and nothing applied for %lld s: no more watchdog "
-                     "pings",
-                     (long long)lag, (long long)(now - r->stall_since_ms) / 1000);
-    return stalled;
-}
-
-static bool making_progress(struct sk_daemon *d, struct progress_mark *mark, int64_t limit_ms,
-                            int64_t stall_ms)
-{
-    bool stalled = false;
-    uint64_t total = 0;
-    bool idle = true;
-    for (size_t i = 0; i < d->n_conns; i++) {
-        struct sk_runner *r = d->conns[i];
-        int st = atomic_load(&r->state);
-        total += atomic_load(&r->records) + atomic_load(&r->retries) + atomic_load(&r->cycles) +
-                 atomic_load(&r->restarts);
-        if (st != SK_STATE_IDLE && st != SK_STATE_PAUSED)
-            idle = false;
-        if (r->kind == SK_RUNNER_SINK && sink_stalled(d, r, sk_mono_ms(), stall_ms))
-            stalled = true;
-    }
-    if (stalled)
-        return false;
-    int64_t now = sk_mono_ms();
-    if (total != mark->total || idle) {
-        mark->total = total;
-        mark->moved_ms = now;
-    }
-    return now - mark->moved_ms < limit_ms;
-}
-
 /* ---- run --------------------------------------------------------------------------- */
 
 static int start_http(struct sk_daemon *d, struct sk_error *err)
@@ -725,13 +662,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     int64_t progress_ms =
         opt->once || isatty(STDERR_FILENO) ? 2000 : cfg->core.progress_interval_ms;
     int64_t next_progress = sk_mono_ms() + progress_ms;
-    int wd = watchdog_interval_ms();
-    int64_t next_wd = sk_mono_ms();
-    struct progress_mark mark = {.moved_ms = sk_mono_ms()};
-    /* 3 x WatchdogSec (wd is half of it), and at least 3 lag samples */
-    int64_t stall_ms = 6LL * wd;
-    if (stall_ms < 3 * cfg->core.lag_interval_ms)
-        stall_ms = 3 * cfg->core.lag_interval_ms;
+    struct sk_watchdog wd;
+    sk_watchdog_init(&wd, cfg->core.lag_interval_ms);
     for (;;) {
         struct pollfd pfd = {.fd = d.sigfd, .events = POLLIN};
         poll(&pfd, 1, 200);
@@ -744,10 +676,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
             reload(&d);
         supervise(&d);
         int64_t now = sk_mono_ms();
-        if (wd && now >= next_wd && making_progress(&d, &mark, 2LL * wd, stall_ms)) {
-            sd_notify(0, "WATCHDOG=1");
-            next_wd = now + wd;
-        }
+        sk_watchdog_feed(&d, &wd, now);
         if (now >= next_progress) {
             progress_line(&d);
             next_progress = now + progress_ms;

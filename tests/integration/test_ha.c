@@ -128,26 +128,37 @@ static void append_persons(const char *dir, int first, int n)
  * broker hands it the member, and the sink is fenced (docs/architecture.md
  * §8.7).
  */
-static rd_kafka_t *intruder_new(const char *group, const char *instance, const char *topic)
+/* A client configuration for the test broker with the given name, value pairs (NULL-ended). */
+static rd_kafka_conf_t *client_conf(const char *const *kv)
 {
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     cr_assert_eq(
         rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr)),
         RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "group.instance.id", instance, errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", errstr,
-                                   sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
+    for (size_t i = 0; kv[i]; i += 2)
+        cr_assert_eq(rd_kafka_conf_set(conf, kv[i], kv[i + 1], errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK, "%s: %s", kv[i], errstr);
+    return conf;
+}
+
+static rd_kafka_t *intruder_new(const char *group, const char *instance, const char *topic)
+{
+    const char *kv[] = {"group.id",
+                        group,
+                        "group.instance.id",
+                        instance,
+                        "enable.auto.commit",
+                        "false",
+                        "partition.assignment.strategy",
+                        "roundrobin",
+                        "session.timeout.ms",
+                        "10000",
+                        "log_level",
+                        "0",
+                        NULL};
+    rd_kafka_conf_t *conf = client_conf(kv);
+    char errstr[512];
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     cr_assert_not_null(c, "%s", errstr);
     rd_kafka_poll_set_consumer(c);
@@ -199,16 +210,21 @@ static void one_stop(struct one *o)
     free(o->prefix);
 }
 
-/* True if the daemon's log has a line matching the grep pattern. */
-static bool logged(const struct node *n, const char *pattern)
+/* Lines of log matching the grep pattern, case ignored. */
+static int count_in_log(const char *log, const char *pattern)
 {
-    char *cmd = skt_fmt("grep -c '%s' %s", pattern, n->log);
+    char *cmd = skt_fmt("grep -ci '%s' %s", pattern, log);
     char *out = NULL;
     skt_sh(cmd, 5, &out);
-    bool found = atoi(out) > 0;
+    int n = atoi(out);
     free(out);
     free(cmd);
-    return found;
+    return n;
+}
+
+static bool logged(const struct node *n, const char *pattern)
+{
+    return count_in_log(n->log, pattern) > 0;
 }
 
 /* Polls the connector until it shows state failed with a last_error (true),
@@ -308,13 +324,9 @@ Test(ha, fenced_source_fails_visibly_and_recovers_by_itself, .timeout = 240)
     one_start(&o, "ha-src-fenced");
     char *tid = logged_word(o.n.log, "transactional id ", 5000);
     cr_assert_not_null(tid, "the source logged no transactional id");
+    const char *kv[] = {"transactional.id", tid, NULL};
+    rd_kafka_conf_t *conf = client_conf(kv);
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    cr_assert_eq(
-        rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr)),
-        RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "transactional.id", tid, errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     cr_assert_not_null(p, "%s", errstr);
     rd_kafka_error_t *e = rd_kafka_init_transactions(p, 30000);
@@ -352,17 +364,6 @@ static void write_pair_config(const char *cfg, const char *prefix, const char *d
     skt_write(cfg, text);
     free(text);
     free(head);
-}
-
-static int count_in_log(const char *log, const char *word)
-{
-    char *cmd = skt_fmt("grep -ci '%s' %s", word, log);
-    char *out = NULL;
-    skt_sh(cmd, 5, &out);
-    int n = atoi(out);
-    free(out);
-    free(cmd);
-    return n;
 }
 
 /*
