@@ -80,6 +80,7 @@ struct sk_runner {
     int64_t healthy_since_ms;
     uint64_t stall_done;    /* sink: records applied or rejected when its lag was last seen */
     int64_t stall_since_ms; /* sink: since when it has had lag and done nothing (0: not) */
+    bool stall_logged;      /* sink: its stall is in the log */
     const void *def;        /* its definition in the configuration */
     char *fingerprint;      /* of that definition, to see what a reload changed */
 

@@ -35,14 +35,14 @@ void sk_watchdog_init(struct sk_watchdog *w, int64_t lag_interval_ms)
  */
 static bool sink_stalled(struct sk_daemon *d, struct sk_runner *r, int64_t now, int64_t stall_ms)
 {
-    bool was = r->stall_since_ms && now - r->stall_since_ms > stall_ms;
     int64_t lag = sk_lag_monitor_sink_lag(d->lag, r->name);
     bool stalled = sk_runner_stalled(r, lag, now, stall_ms);
-    if (stalled && !was)
+    if (stalled && !r->stall_logged)
         sk_error_log(r->name,
                      "%lld record(s) behind and nothing applied for %lld s: no more watchdog "
                      "pings",
                      (long long)lag, (long long)(now - r->stall_since_ms) / 1000);
+    r->stall_logged = stalled;
     return stalled;
 }
 

@@ -625,3 +625,92 @@ Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 3
     free(prefix);
     free(dir);
 }
+
+/* ---- the watchdog ---------------------------------------------------------------- */
+
+/* Collects the notifications of `ms` milliseconds into notes (emptied first). */
+static void notes_for(int fd, char *notes, size_t size, int ms)
+{
+    notes[0] = '\0';
+    for (int waited = 0; waited < ms; waited += 100) {
+        skt_notify_drain(fd, notes, size);
+        usleep(100000);
+    }
+    skt_notify_drain(fd, notes, size);
+}
+
+/*
+ * A sink that hangs in its target (a table lock held, no statement
+ * timeout) has lag and applies nothing, while its source, idle, completes a
+ * poll cycle every 500 ms: those cycles used to count as progress, and the
+ * pings went on. The stalled sink must stop them, and they come back once
+ * it applies again.
+ */
+Test(ha, a_sink_with_lag_that_applies_nothing_stops_the_watchdog, .timeout = 240)
+{
+    struct node n = {.dir = skt_tmpdir("ha-watchdog")};
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    char *schema = skt_fmt("wd_%s", suffix);
+    char *data = skt_fmt("%s/data", n.dir);
+    skt_generate(data, 46, 10);
+    size_t total = skt_count_records(data);
+    char *head = skt_config_head(prefix, "info", "20s");
+    n.cfg = skt_fmt("%s/skolsync.yaml", n.dir);
+    char *text = skt_fmt("%slag_interval: 1s\n"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "    poll_interval: 500ms\n"
+                         "sinks:\n  pg:\n    type: postgres-sink\n    conninfo: ${env:SK_TEST_PG}\n"
+                         "    schema: %s\n",
+                         head, data, schema);
+    skt_write(n.cfg, text);
+    char *sock = skt_fmt("%s/notify.sock", n.dir);
+    int fd = skt_notify_listen(sock);
+    setenv("NOTIFY_SOCKET", sock, 1);
+    setenv("WATCHDOG_USEC", "2000000", 1); /* a ping a second; stalled after 6 s */
+    node_start(&n);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    static char notes[1 << 16];
+    for (int w = 0; w < 900 && records_of(&n, "pg") < (double)total; w++)
+        notes_for(fd, notes, sizeof(notes), 100);
+    cr_assert_eq(records_of(&n, "pg"), (double)total, "the dataset was not applied");
+    notes_for(fd, notes, sizeof(notes), 3000);
+    cr_assert(strstr(notes, "WATCHDOG=1"), "no pings while healthy: %s", notes);
+
+    /* the target hangs: new persons wait behind the lock */
+    PGconn *c = skt_pg_connect();
+    char *lock = skt_fmt("BEGIN; LOCK TABLE \"%s\".persons IN ACCESS EXCLUSIVE MODE", schema);
+    PGresult *r = PQexec(c, lock);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+    PQclear(r);
+    append_persons(data, 1, 5);
+    bool reported = false;
+    for (int w = 0; w < 300 && !reported; w++) {
+        notes_for(fd, notes, sizeof(notes), 100);
+        reported = logged(&n, "pg: .*nothing applied for .*no more watchdog pings");
+    }
+    cr_assert(reported, "the stalled sink was not reported (%s)", n.log);
+    notes_for(fd, notes, sizeof(notes), 4000);
+    cr_assert_null(strstr(notes, "WATCHDOG=1"), "pings went on for a stalled sink: %s", notes);
+    cr_assert(running_or_idle(&n, "files"), "the source keeps cycling meanwhile");
+
+    /* the lock goes: the sink applies, the pings come back */
+    r = PQexec(c, "ROLLBACK");
+    PQclear(r);
+    PQfinish(c);
+    for (int w = 0; w < 300 && records_of(&n, "pg") < (double)total + 5; w++)
+        notes_for(fd, notes, sizeof(notes), 100);
+    cr_assert_eq(records_of(&n, "pg"), (double)total + 5);
+    notes_for(fd, notes, sizeof(notes), 4000);
+    cr_assert(strstr(notes, "WATCHDOG=1"), "no pings after the sink recovered: %s", notes);
+    node_stop(&n);
+    free(lock);
+    free(sock);
+    free(text);
+    free(head);
+    free(data);
+    free(schema);
+    free(suffix);
+    free(prefix);
+}
