@@ -218,6 +218,26 @@ Test(cli, topic_prefix_follows_kafka_topic_rules)
     free(text);
 }
 
+/* kafka.deployment and node.name become part of group and transactional ids. */
+Test(cli, deployment_and_node_names_follow_kafka_name_rules)
+{
+    const char *tail = "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n";
+    int rc;
+    char *path;
+    char *text = skt_fmt("kafka:\n  deployment: \"kommun prod\"\nnode:\n  name: a/b\n%s", tail);
+    char *out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, ":2:3: kafka.deployment: not a deployment name"), "%s", out);
+    cr_assert(strstr(out, ":4:3: node.name: not a node name"), "%s", out);
+    free(out);
+    free(text);
+    text = skt_fmt("kafka:\n  deployment: kommun.prod_1\nnode:\n  name: web-1.example\n%s", tail);
+    out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(text);
+}
+
 Test(cli, unknown_connector_type)
 {
     int rc;
