@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -535,95 +536,164 @@ static double records_of(const struct node *n, const char *sink)
     return r;
 }
 
-/*
- * Two daemons of one deployment (node.name n1 and n2, their own admin ports
- * and SQLite files): the postgres-sink's target is shared, so they form one
- * group and split its partitions, and PostgreSQL ends equal to the source
- * with every record applied once; the sqlite-sink is node-local, so each
- * node has a group of its own and a complete copy.
- */
-Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 300)
-{
-    char *dir = skt_tmpdir("ha-split");
-    char *prefix = skt_unique_prefix();
-    char *suffix = strndup(prefix + 1, 8);
-    char *schema = skt_fmt("ha_%s", suffix);
-    char *data = skt_fmt("%s/data", dir);
-    skt_generate(data, 45, 40);
-    size_t total = skt_count_records(data);
-    char *head = skt_config_head(prefix, "info", "20s");
+/* Two nodes of one deployment (node.name n1 and n2, their own admin ports and
+ * SQLite files) with a postgres-sink "pg" and a sqlite-sink "db", and a
+ * source run elsewhere. */
+struct pair {
+    char *dir, *prefix, *suffix, *schema, *data, *head, *src_cfg;
     struct node nodes[2];
+    size_t total;
+};
+
+/* Waits until the pg partitions (18 topics x 3) are split over the running
+ * nodes in want (both, or only n1); the number each holds in p. */
+static bool pg_split(struct pair *c, bool both, int p[2], int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 100) {
+        p[0] = partitions_of(&c->nodes[0], "pg");
+        p[1] = both ? partitions_of(&c->nodes[1], "pg") : 0;
+        if (p[0] > 0 && (!both || p[1] > 0) && p[0] + p[1] == 54)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+static void pair_start(struct pair *c, const char *tag)
+{
+    c->dir = skt_tmpdir(tag);
+    c->prefix = skt_unique_prefix();
+    c->suffix = strndup(c->prefix + 1, 8);
+    c->schema = skt_fmt("ha_%s", c->suffix);
+    c->data = skt_fmt("%s/data", c->dir);
+    skt_generate(c->data, 45, 40);
+    c->total = skt_count_records(c->data);
+    c->head = skt_config_head(c->prefix, "info", "20s");
     for (int i = 0; i < 2; i++) {
-        nodes[i] = (struct node){.dir = skt_fmt("%s/n%d", dir, i + 1)};
-        cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
-        nodes[i].cfg = skt_fmt("%s/skolsync.yaml", nodes[i].dir);
+        c->nodes[i] = (struct node){.dir = skt_fmt("%s/n%d", c->dir, i + 1)};
+        cr_assert_eq(mkdir(c->nodes[i].dir, 0755), 0);
+        c->nodes[i].cfg = skt_fmt("%s/skolsync.yaml", c->nodes[i].dir);
         char *text = skt_fmt("%snode:\n  name: n%d\n"
                              "sinks:\n"
                              "  pg:\n    type: postgres-sink\n    conninfo: ${env:SK_TEST_PG}\n"
                              "    schema: %s\n"
                              "  db:\n    type: sqlite-sink\n    path: %s/local.db\n",
-                             head, i + 1, schema, nodes[i].dir);
-        skt_write(nodes[i].cfg, text);
+                             c->head, i + 1, c->schema, c->nodes[i].dir);
+        skt_write(c->nodes[i].cfg, text);
         free(text);
     }
+    c->src_cfg = skt_fmt("%s/source.yaml", c->dir);
+    char *src =
+        skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n", c->head, c->data);
+    skt_write(c->src_cfg, src);
+    free(src);
     /* n1 first: the schema is made once */
-    node_start(&nodes[0]);
-    for (int w = 0; w < 600 && partitions_of(&nodes[0], "pg") <= 0; w++)
+    node_start(&c->nodes[0]);
+    for (int w = 0; w < 600 && partitions_of(&c->nodes[0], "pg") <= 0; w++)
         usleep(100000);
-    node_start(&nodes[1]);
-    /* 18 topics x 3 partitions: split over the two in one group; each
-     * node-local group holds all of them */
-    int p1 = 0, p2 = 0;
-    for (int w = 0; w < 600; w++) {
-        p1 = partitions_of(&nodes[0], "pg");
-        p2 = partitions_of(&nodes[1], "pg");
-        if (p1 > 0 && p2 > 0 && p1 + p2 == 54)
-            break;
-        usleep(100000);
-    }
-    cr_assert(p1 > 0 && p2 > 0 && p1 + p2 == 54, "pg partitions n1 %d, n2 %d", p1, p2);
+    node_start(&c->nodes[1]);
+    int p[2];
+    cr_assert(pg_split(c, true, p, 60000), "pg partitions n1 %d, n2 %d", p[0], p[1]);
+    /* each node-local group holds every partition */
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(partitions_of(&nodes[i], "db"), 54, "node %d's local sink", i + 1);
+        cr_assert_eq(partitions_of(&c->nodes[i], "db"), 54, "node %d's local sink", i + 1);
+}
 
-    /* the data, from a source run elsewhere */
-    char *src_cfg = skt_fmt("%s/source.yaml", dir);
-    char *src = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n", head, data);
-    skt_write(src_cfg, src);
+/* The source's new records into Kafka (a source run outside the two nodes). */
+static void pair_source(struct pair *c)
+{
     char *out = NULL;
-    cr_assert_eq(run_once(src_cfg, &out), 0, "%s", out);
+    cr_assert_eq(run_once(c->src_cfg, &out), 0, "%s", out);
     free(out);
+}
 
+static long long pg_rows(struct pair *c)
+{
+    PGconn *pg = skt_pg_connect();
+    long long n = skt_pg_total_rows(pg, c->schema);
+    PQfinish(pg);
+    return n;
+}
+
+static void pair_free(struct pair *c)
+{
+    free(c->src_cfg);
+    free(c->head);
+    free(c->data);
+    free(c->schema);
+    free(c->suffix);
+    free(c->prefix);
+    free(c->dir);
+}
+
+/*
+ * The postgres-sink's target is shared, so the two nodes form one group and
+ * split its partitions, and PostgreSQL ends equal to the source with every
+ * record applied once; the sqlite-sink is node-local, so each node has a
+ * group of its own and a complete copy.
+ */
+Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 300)
+{
+    struct pair c;
+    pair_start(&c, "ha-split");
+    pair_source(&c);
     double a = 0, b = 0;
-    for (int w = 0; w < 1200 && a + b < (double)total; w++) {
-        a = records_of(&nodes[0], "pg");
-        b = records_of(&nodes[1], "pg");
+    for (int w = 0; w < 1200 && a + b < (double)c.total; w++) {
+        a = records_of(&c.nodes[0], "pg");
+        b = records_of(&c.nodes[1], "pg");
         usleep(100000);
     }
-    cr_assert_eq(a + b, (double)total, "pg applied %.0f + %.0f, the source has %zu", a, b, total);
+    cr_assert_eq(a + b, (double)c.total, "pg applied %.0f + %.0f, the source has %zu", a, b,
+                 c.total);
     cr_assert(a > 0 && b > 0, "one node applied everything: %.0f + %.0f", a, b);
     for (int i = 0; i < 2; i++)
-        cr_assert(records_reach(&nodes[i], "db", (double)total, 60000),
+        cr_assert(records_reach(&c.nodes[i], "db", (double)c.total, 60000),
                   "node %d's local copy is not complete", i + 1);
     for (int i = 0; i < 2; i++)
-        node_stop(&nodes[i]);
-    /* exactly once over both nodes: the counts did not move on stop */
-    PGconn *c = skt_pg_connect();
-    cr_assert_eq(skt_pg_total_rows(c, schema), (long long)total, "PostgreSQL rows");
-    PQfinish(c);
+        node_stop(&c.nodes[i]);
+    cr_assert_eq(pg_rows(&c), (long long)c.total, "PostgreSQL rows");
     for (int i = 0; i < 2; i++) {
-        char *db = skt_fmt("%s/local.db", nodes[i].dir);
+        char *db = skt_fmt("%s/local.db", c.nodes[i].dir);
         char why[2048] = "";
-        cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "node %d: %s", i + 1, why);
+        cr_assert(skt_db_matches_dataset(db, c.data, why, sizeof(why)), "node %d: %s", i + 1, why);
         free(db);
     }
-    free(src);
-    free(src_cfg);
-    free(head);
-    free(data);
-    free(schema);
-    free(suffix);
-    free(prefix);
-    free(dir);
+    pair_free(&c);
+}
+
+/*
+ * kill -9 of one node: once its session (10 s) ends, the survivor holds
+ * every partition of the shared sink and applies what comes next; the
+ * target converges, resuming each moved partition from the offsets stored in
+ * PostgreSQL. The time the partitions took to move is printed.
+ */
+Test(ha, a_killed_node_s_partitions_move_to_the_survivor, .timeout = 300)
+{
+    struct pair c;
+    pair_start(&c, "ha-failover");
+    pair_source(&c);
+    for (int w = 0; w < 1200 && pg_rows(&c) < (long long)c.total; w++)
+        usleep(100000);
+    cr_assert_eq(pg_rows(&c), (long long)c.total, "PostgreSQL before the kill");
+
+    cr_assert_eq(kill(c.nodes[1].pid, SIGKILL), 0);
+    cr_assert_eq(skt_wait(c.nodes[1].pid, 10000), 128 + SIGKILL);
+    c.nodes[1].pid = -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int p[2];
+    cr_assert(pg_split(&c, false, p, 60000), "n1 holds %d pg partitions", p[0]);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double moved_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "ha: the killed node's pg partitions moved to n1 in %.1f s\n", moved_s);
+
+    append_persons(c.data, 1, 20);
+    pair_source(&c);
+    for (int w = 0; w < 600 && pg_rows(&c) < (long long)c.total + 20; w++)
+        usleep(100000);
+    cr_assert_eq(pg_rows(&c), (long long)c.total + 20, "PostgreSQL after the failover");
+    node_stop(&c.nodes[0]);
+    pair_free(&c);
 }
 
 /* ---- the watchdog ---------------------------------------------------------------- */
