@@ -375,7 +375,9 @@ enum action { ACT_GET, ACT_PAUSE, ACT_RESUME, ACT_RESTART, ACT_RELEASE, ACT_CURS
 static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, size_t size)
 {
     struct sk_error err = {0};
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(d->kafka, "skolsync-cursor-reset", NULL, &err);
+    char *cid = sk_name_client(sk_kafka_names(d->kafka), "cursor-reset", r->name);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(d->kafka, cid, NULL, &err);
+    free(cid);
     char errstr[256];
     rd_kafka_t *p = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
     if (!p) {

@@ -48,7 +48,11 @@ static rd_kafka_t *client_new(const struct sk_lag_collect_options *o, struct sk_
                                            "1024", NULL};
     rd_kafka_conf_t *conf;
     if (o->kafka) {
-        conf = sk_kafka_conf_new(o->kafka, "skolsync-lag", defaults, err);
+        /* the daemon's own monitor: named by its deployment and node */
+        const struct sk_names *n = sk_kafka_names(o->kafka);
+        char *cid = sk_asprintf("%s-%s-lag", n->deployment, n->node);
+        conf = sk_kafka_conf_new(o->kafka, cid, defaults, err);
+        free(cid);
         if (!conf)
             return NULL;
     } else {
