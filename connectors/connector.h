@@ -285,9 +285,24 @@ struct sk_sink {
     size_t n_entities;
 };
 
+/*
+ * Where a sink's target lives, which decides how the daemons of a deployment
+ * share the sink's work (docs/architecture.md §5.10). The connector only
+ * declares it; the sink driver does the rest.
+ */
+enum sk_sink_target {
+    /* One system every node writes to (a database server, an identity
+     * system): the nodes form one group and split the partitions. */
+    SK_TARGET_SHARED = 0,
+    /* Something on the node itself (a SQLite file, CSV bundles): each node
+     * consumes in a group of its own and keeps a complete copy. */
+    SK_TARGET_NODE_LOCAL,
+};
+
 struct sk_sink_ops {
     const char *type;
     const char *summary;
+    enum sk_sink_target target_kind;
     const struct sk_option *options;
     size_t conf_size;
     /* Privacy defaults of this sink type (daemon/privacy.h); a sink's

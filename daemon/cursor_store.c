@@ -42,7 +42,7 @@ int sk_cursor_store_load(struct sk_kafka *k, const char *name, struct sk_cursor 
 {
     out->data = NULL;
     out->len = 0;
-    char *client_id = sk_asprintf("skolsync-cursor-%s", name);
+    char *client_id = sk_name_client(sk_kafka_names(k), "cursor", name);
     struct cursor_read c = {.name = name, .name_len = strlen(name), .out = out};
     int rc = sk_kafka_read_to_end(k, client_id, sk_kafka_cursor_topic(k), 0,
                                   RD_KAFKA_OFFSET_BEGINNING, 60000, keep_last, &c, err);

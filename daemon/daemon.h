@@ -46,8 +46,13 @@ struct sk_admin_conf {
     int64_t header_timeout_ms; /* from connect (or the last answer) to a whole request head */
 };
 
+struct sk_node_conf {
+    char *name; /* this daemon in its deployment; resolved to the host name if unset */
+};
+
 struct sk_core_conf {
     struct sk_kafka_conf kafka;
+    struct sk_node_conf node;
     struct sk_admin_conf admin;
     struct sk_log_conf log;
     int64_t shutdown_timeout_ms;

@@ -50,6 +50,14 @@ static const struct sk_option admin_options[] = {
     {0},
 };
 
+static const struct sk_option node_options[] = {
+    {"name", SK_OPT_STRING, NULL, false,
+     "this daemon's name in its deployment: per-node consumer groups and member ids derive "
+     "from it (default: the host name)",
+     offsetof(struct sk_node_conf, name)},
+    {0},
+};
+
 /* The top level, without `sources` and `sinks` (handled below). */
 const struct sk_option sk_core_options[] = {
     {"admin", SK_OPT_GROUP, NULL, false, "the HTTP server", offsetof(struct sk_core_conf, admin),
@@ -58,6 +66,8 @@ const struct sk_option sk_core_options[] = {
      offsetof(struct sk_core_conf, kafka), .sub = sk_kafka_options},
     {"log", SK_OPT_GROUP, NULL, false, "logging", offsetof(struct sk_core_conf, log),
      .sub = log_options},
+    {"node", SK_OPT_GROUP, NULL, false, "this daemon among the nodes of its deployment",
+     offsetof(struct sk_core_conf, node), .sub = node_options},
     {"shutdown_timeout", SK_OPT_DURATION, "30s", false,
      "how long a graceful stop may take before connectors are abandoned",
      offsetof(struct sk_core_conf, shutdown_timeout_ms), .min = 100, .max = 3600000},
@@ -146,6 +156,36 @@ static void check_topic_prefix(const struct sk_daemon_config *cfg, struct sk_con
                              "at most %d characters, and the longest is the prefix + \"%s\")",
                              len, KAFKA_TOPIC_MAX - longest, KAFKA_TOPIC_MAX,
                              longest == strlen("_cursors") ? "_cursors" : "a collection name");
+}
+
+/*
+ * kafka.deployment and node.name become part of consumer group,
+ * transactional and client ids (names.h): Kafka's name characters only, and
+ * short enough to leave room for the connector names. Unset, they are
+ * resolved here (from the topic prefix and the host name), so every reader
+ * of the configuration (run, lag, dlq) derives the same names.
+ */
+#define DEPLOYMENT_MAX 100
+#define NODE_NAME_MAX 64
+static void resolve_names(struct sk_daemon_config *cfg, struct sk_config_errors *errs)
+{
+    struct sk_kafka_conf *k = &cfg->core.kafka;
+    const struct sk_cnode *at = sk_cnode_get(sk_cnode_get(cfg->tree, "kafka"), "deployment");
+    if (k->deployment && !sk_name_valid(k->deployment, DEPLOYMENT_MAX) && at)
+        sk_config_errors_add(errs, at,
+                             "not a deployment name (expected 1 to %d letters, digits, '.', '_' "
+                             "or '-')",
+                             DEPLOYMENT_MAX);
+    if (!k->deployment)
+        k->deployment = sk_name_default_deployment(k->topic_prefix);
+    at = sk_cnode_get(sk_cnode_get(cfg->tree, "node"), "name");
+    if (cfg->core.node.name && !sk_name_valid(cfg->core.node.name, NODE_NAME_MAX) && at)
+        sk_config_errors_add(errs, at,
+                             "not a node name (expected 1 to %d letters, digits, '.', '_' or '-')",
+                             NODE_NAME_MAX);
+    if (!cfg->core.node.name)
+        cfg->core.node.name = sk_name_default_node();
+    k->node_name = cfg->core.node.name;
 }
 
 static char *type_list(bool sources)
@@ -309,6 +349,7 @@ static struct sk_daemon_config *load(const char *path, const char *const *keep,
     sk_options_apply(sk_core_options, core, &cfg->core, errs);
     view_free(core);
     check_topic_prefix(cfg, errs);
+    resolve_names(cfg, errs);
 
     const struct sk_cnode *srcs = sk_cnode_get(cfg->tree, "sources");
     const struct sk_cnode *snks = sk_cnode_get(cfg->tree, "sinks");

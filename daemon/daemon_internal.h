@@ -62,8 +62,26 @@ struct sk_lag_monitor *sk_lag_monitor_start(struct sk_daemon *d, int64_t interva
 void sk_lag_monitor_stop(struct sk_lag_monitor *m);
 /* The latest evaluated report (docs/lag.md JSON), NULL before the first. Caller frees. */
 struct cJSON *sk_lag_monitor_json(struct sk_lag_monitor *m);
+/*
+ * A sink's lag in records on the partitions this daemon holds (every
+ * partition of its group when the members' assignments are unknown), from
+ * the latest sample; -1 when unknown (no sample yet, the last one failed).
+ */
+int64_t sk_lag_monitor_sink_lag(struct sk_lag_monitor *m, const char *sink);
 /* Total lag per sink over the last 15 minutes: [{"t", "sinks": {name: {lag, seconds}}}]. */
 struct cJSON *sk_lag_monitor_history(struct sk_lag_monitor *m);
+
+/* watchdog.c: systemd's watchdog, fed from the main loop (docs/architecture.md §7.3). */
+struct sk_watchdog {
+    int64_t interval_ms; /* half of WatchdogSec; 0: no watchdog */
+    int64_t next_ms;     /* the next ping is due */
+    int64_t stall_ms;    /* a sink with lag doing nothing this long is stalled */
+    uint64_t total;      /* connectors' work counters at the last change */
+    int64_t moved_ms;    /* when they last changed */
+};
+void sk_watchdog_init(struct sk_watchdog *w, int64_t lag_interval_ms);
+/* Sends WATCHDOG=1 when due and the connectors make progress. */
+void sk_watchdog_feed(struct sk_daemon *d, struct sk_watchdog *w, int64_t now);
 
 /* http_api.c: registers /health, /ready, /metrics and /api/v1/... */
 int sk_http_api_register(struct sk_daemon *d, struct sk_error *err);

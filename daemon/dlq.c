@@ -423,7 +423,7 @@ struct sk_dlq_writer *sk_dlq_writer_new(struct sk_kafka *k, const char *connecto
 {
     struct sk_dlq_writer *w = sk_calloc(1, sizeof(*w));
     w->topic = sk_kafka_dlq_topic(k);
-    char *cid = sk_asprintf("skolsync-dlq-%s", connector);
+    char *cid = sk_name_client(sk_kafka_names(k), "dlq", connector);
     w->rk = sk_kafka_producer_new(k, cid, writer_dr, w, err);
     free(cid);
     if (!w->rk) {

@@ -61,6 +61,7 @@ struct sk_sink_env {
     struct sk_sink_settings settings;
     struct sk_kafka *kafka;
     char **topics;             /* one per entity, "<prefix><collection>" */
+    char *group;               /* its consumer group (names.h) */
     struct sk_privacy privacy; /* resolved from settings and the type's defaults */
     bool once;                 /* --once: the run ends when the sink is drained */
 };

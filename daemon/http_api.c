@@ -403,6 +403,11 @@ static cJSON *runner_json(struct sk_runner *r, bool details)
         cJSON_AddNumberToObject(o, "held_deletions", (double)atomic_load(&src->held));
         types_json(src, o, details);
     }
+    struct sk_sink_env *snk = sk_as_sink(r);
+    if (snk) {
+        cJSON_AddStringToObject(o, "group", snk->group);
+        cJSON_AddNumberToObject(o, "partitions", atomic_load(&r->partitions));
+    }
     return o;
 }
 
@@ -441,7 +446,9 @@ enum action { ACT_GET, ACT_PAUSE, ACT_RESUME, ACT_RESTART, ACT_RELEASE, ACT_CURS
 static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, size_t size)
 {
     struct sk_error err = {0};
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(d->kafka, "skolsync-cursor-reset", NULL, &err);
+    char *cid = sk_name_client(sk_kafka_names(d->kafka), "cursor-reset", r->name);
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(d->kafka, cid, NULL, &err);
+    free(cid);
     char errstr[256];
     rd_kafka_t *p = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
     if (!p) {

@@ -20,6 +20,8 @@
 struct sk_kafka {
     char *bootstrap;
     char *prefix;
+    char *deployment, *node; /* names below */
+    struct sk_names names;
     char *incarnation;
     char *cursor_topic;
     char *dlq_topic;
@@ -40,6 +42,10 @@ const struct sk_option sk_kafka_options[] = {
      offsetof(struct sk_kafka_conf, brokers)},
     {"topic_prefix", SK_OPT_STRING, "skolsync.", false, "prefix of every topic name",
      offsetof(struct sk_kafka_conf, topic_prefix)},
+    {"deployment", SK_OPT_STRING, NULL, false,
+     "this deployment's name in the Kafka cluster: consumer groups, transactional and client "
+     "ids derive from it (default: topic_prefix without its trailing '.', '_' or '-')",
+     offsetof(struct sk_kafka_conf, deployment)},
     {"partitions", SK_OPT_INT, "3", false, "partitions of the entity topics the daemon creates",
      offsetof(struct sk_kafka_conf, partitions), .min = 1, .max = 1000},
     {"replication_factor", SK_OPT_INT, "1", false, "replication factor of created topics",
@@ -84,6 +90,11 @@ const char *sk_kafka_prefix(const struct sk_kafka *k)
     return k->prefix;
 }
 
+const struct sk_names *sk_kafka_names(const struct sk_kafka *k)
+{
+    return &k->names;
+}
+
 const char *sk_kafka_cursor_topic(const struct sk_kafka *k)
 {
     return k->cursor_topic;
@@ -126,6 +137,23 @@ int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
     if (vlen && strstr(errstr, value))
         snprintf(errstr, sizeof(errstr), "invalid value");
     return sk_error_set(err, SK_ERR_FATAL, "kafka property %s: %s", name, errstr);
+}
+
+rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
+                                      struct sk_error *err)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)timeout_ms + 2000);
+    if (!ev) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: no answer within %lld ms", what,
+                     (long long)timeout_ms);
+        return NULL;
+    }
+    if (rd_kafka_event_error(ev)) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", what, rd_kafka_event_error_string(ev));
+        rd_kafka_event_destroy(ev);
+        return NULL;
+    }
+    return ev;
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -512,6 +540,10 @@ struct sk_kafka *sk_kafka_describe(const struct sk_kafka_conf *conf)
 {
     struct sk_kafka *k = sk_calloc(1, sizeof(*k));
     k->prefix = sk_strdup(conf->topic_prefix ? conf->topic_prefix : "skolsync.");
+    k->deployment =
+        conf->deployment ? sk_strdup(conf->deployment) : sk_name_default_deployment(k->prefix);
+    k->node = conf->node_name ? sk_strdup(conf->node_name) : sk_name_default_node();
+    k->names = (struct sk_names){k->deployment, k->node};
     k->partitions = (int)(conf->partitions > 0 ? conf->partitions : 3);
     k->replication_factor = (int)(conf->replication_factor > 0 ? conf->replication_factor : 1);
     k->exactly_once = conf->exactly_once;
@@ -584,6 +616,8 @@ void sk_kafka_destroy(struct sk_kafka *k)
     free(k->properties.values);
     free(k->bootstrap);
     free(k->prefix);
+    free(k->deployment);
+    free(k->node);
     free(k->incarnation);
     free(k->cursor_topic);
     free(k->dlq_topic);

@@ -16,12 +16,15 @@
 #include <librdkafka/rdkafka.h>
 
 #include "config.h"
+#include "names.h"
 #include "sk_error.h"
 
 struct sk_kafka_conf {
-    char *brokers;      /* "host:port,..." or "embedded" */
-    char *topic_prefix; /* default "skolsync." */
-    int64_t partitions; /* for topics the daemon creates */
+    char *brokers;         /* "host:port,..." or "embedded" */
+    char *topic_prefix;    /* default "skolsync." */
+    char *deployment;      /* kafka.deployment: resolved by the configuration (names.h) */
+    const char *node_name; /* node.name, resolved by the configuration (not a kafka key) */
+    int64_t partitions;    /* for topics the daemon creates */
     int64_t replication_factor;
     bool exactly_once;           /* transactions on a real broker (default true) */
     int64_t connect_timeout_ms;  /* how long to wait for the cluster at start */
@@ -58,6 +61,8 @@ const char *sk_kafka_bootstrap(const struct sk_kafka *k);
 /* Cluster id on a real broker; "embedded-<uuid>" for this process's embedded broker. */
 const char *sk_kafka_incarnation(const struct sk_kafka *k);
 const char *sk_kafka_prefix(const struct sk_kafka *k);
+/* The deployment and node every Kafka-side name derives from (names.h). */
+const struct sk_names *sk_kafka_names(const struct sk_kafka *k);
 
 /* "<prefix><collection>"; caller frees. */
 char *sk_kafka_topic_for(const struct sk_kafka *k, const char *collection);
@@ -99,6 +104,11 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
  */
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
                                           int64_t which, int timeout_ms);
+/* Waits for the one admin result on q (the request's timeout plus 2 s): the
+ * event (caller destroys), or NULL with err (RETRIABLE) on timeout or a
+ * request error. */
+rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
+                                      struct sk_error *err);
 /* Sets one property or fails with err (FATAL). */
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);

@@ -37,7 +37,7 @@ static void usage(FILE *out)
             "lag in seconds (age of the first unconsumed record, read, not estimated),\n"
             "members and a status (OK WARN ERR STALL STOP REWIND; docs/lag.md).\n"
             "\n"
-            "  -c, --config FILE    brokers and groups (skolsync-<sink>) from FILE; with\n"
+            "  -c, --config FILE    brokers and the sinks' groups from FILE; with\n"
             "                       kafka.brokers: embedded, asks the running daemon at\n"
             "                       admin.listen (GET /api/v1/lag)\n"
             "  -b, --brokers LIST   ask these brokers (default: all skolsync-* groups)\n"
@@ -300,10 +300,12 @@ static int from_config(const struct lag_args *a, struct lag_source *s,
     s->collect.brokers = kc->brokers;
     s->collect.properties = &kc->properties;
     if (!a->n_groups && !a->all_groups && cfg->n_sinks > 0) {
-        /* The configuration's own sinks: group skolsync-<sink name>. */
+        /* The configuration's own sinks' groups (names.h). */
+        struct sk_names names = {kc->deployment, kc->node_name};
         *groups = sk_calloc(cfg->n_sinks, sizeof(char *));
         for (size_t i = 0; i < cfg->n_sinks; i++)
-            (*groups)[(*n_groups)++] = sk_asprintf("skolsync-%s", cfg->sinks[i].name);
+            (*groups)[(*n_groups)++] =
+                sk_name_sink_group(&names, cfg->sinks[i].name, cfg->sinks[i].ops->target_kind);
     }
     return 0;
 }

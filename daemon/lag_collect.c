@@ -48,7 +48,11 @@ static rd_kafka_t *client_new(const struct sk_lag_collect_options *o, struct sk_
                                            "1024", NULL};
     rd_kafka_conf_t *conf;
     if (o->kafka) {
-        conf = sk_kafka_conf_new(o->kafka, "skolsync-lag", defaults, err);
+        /* the daemon's own monitor: named by its deployment and node */
+        const struct sk_names *n = sk_kafka_names(o->kafka);
+        char *cid = sk_asprintf("%s-%s-lag", n->deployment, n->node);
+        conf = sk_kafka_conf_new(o->kafka, cid, defaults, err);
+        free(cid);
         if (!conf)
             return NULL;
     } else {
@@ -96,24 +100,6 @@ static rd_kafka_AdminOptions_t *admin_options(rd_kafka_t *rk, rd_kafka_admin_op_
     return opts;
 }
 
-/* Waits for the one result on q; NULL with err on timeout or a request error. */
-static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
-                                    struct sk_error *err)
-{
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)timeout_ms + 2000);
-    if (!ev) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "%s: no answer within %" PRId64 " ms", what,
-                     timeout_ms);
-        return NULL;
-    }
-    if (rd_kafka_event_error(ev)) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", what, rd_kafka_event_error_string(ev));
-        rd_kafka_event_destroy(ev);
-        return NULL;
-    }
-    return ev;
-}
-
 static bool has_prefix(const char *s, const char *prefix)
 {
     return !prefix || !*prefix || strncmp(s, prefix, strlen(prefix)) == 0;
@@ -150,7 +136,7 @@ static int list_groups(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct sk_lag_
     rd_kafka_ListConsumerGroups(rk, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     r->requests.list_groups += brokers; /* one ListGroups per broker */
-    rd_kafka_event_t *ev = admin_wait(q, "ListConsumerGroups", o->timeout_ms, err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, "ListConsumerGroups", o->timeout_ms, err);
     if (!ev)
         return -1;
     const rd_kafka_ListConsumerGroups_result_t *res = rd_kafka_event_ListConsumerGroups_result(ev);
@@ -188,7 +174,7 @@ static void group_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q,
     rd_kafka_ListConsumerGroupOffsets_destroy(req);
     r->requests.offset_fetch++;
     struct sk_error err = {0};
-    rd_kafka_event_t *ev = admin_wait(q, "ListConsumerGroupOffsets", o->timeout_ms, &err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, "ListConsumerGroupOffsets", o->timeout_ms, &err);
     if (!ev) {
         g->error = sk_strdup(err.msg);
         return;
@@ -264,7 +250,7 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
     free(names);
     r->requests.describe_groups++; /* batched per coordinator */
     struct sk_error err = {0};
-    rd_kafka_event_t *ev = admin_wait(q, "DescribeConsumerGroups", o->timeout_ms, &err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, "DescribeConsumerGroups", o->timeout_ms, &err);
     if (!ev) {
         sk_warn("lag", "members unknown: %s", err.msg);
         return;

@@ -15,6 +15,17 @@
 #include "log.h"
 #include "util.h"
 
+/* What one sample needs to know of a running sink, copied under the daemon's lock. */
+struct sink_names {
+    char *sink, *group, *client;
+};
+
+/* A sink's lag on the partitions this daemon holds, from the latest sample. */
+struct own_lag {
+    char *sink;
+    int64_t lag;
+};
+
 struct sk_lag_monitor {
     struct sk_daemon *d;
     struct sk_lag_window *window;
@@ -23,32 +34,43 @@ struct sk_lag_monitor {
     int64_t interval_ms;
     /* a short history of total lag per sink, for the status page's chart */
     pthread_mutex_t mu;
-    cJSON *history; /* [{"t": ms, "sinks": {name: {"lag": n, "seconds": s}}}] */
+    cJSON *history;      /* [{"t": ms, "sinks": {name: {"lag": n, "seconds": s}}}] */
+    struct own_lag *own; /* guarded by mu; NULL when the last sample failed */
+    size_t n_own;
 };
 
 #define HISTORY_MAX 180 /* 15 minutes at the default 5 s interval */
+
+static const struct sink_names *sink_of(const struct sink_names *s, size_t n, const char *group)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(s[i].group, group) == 0)
+            return &s[i];
+    return NULL;
+}
 
 /*
  * On the embedded broker members are unknown to Kafka: the daemon knows its
  * own. A running sink is its group's one member; a stopped or failed one
  * leaves the group empty, so lag there reads as STOP at once.
  */
-static void fill_members(struct sk_daemon *d, struct sk_lag_report *rep)
+static void fill_members(struct sk_daemon *d, struct sk_lag_report *rep, const struct sink_names *s,
+                         size_t n)
 {
     for (size_t g = 0; g < rep->n_groups; g++) {
         struct sk_lag_group *grp = &rep->groups[g];
-        if (grp->members_known)
+        const struct sink_names *sn = sink_of(s, n, grp->group);
+        if (grp->members_known || !sn)
             continue;
         for (size_t i = 0; i < d->n_conns; i++) {
             struct sk_runner *r = d->conns[i];
-            if (r->kind != SK_RUNNER_SINK || strncmp(grp->group, "skolsync-", 9) != 0 ||
-                strcmp(grp->group + 9, r->name) != 0)
+            if (r->kind != SK_RUNNER_SINK || strcmp(sn->sink, r->name) != 0)
                 continue;
             int st = atomic_load(&r->state);
             grp->members_known = true;
             if (st == SK_STATE_RUNNING || st == SK_STATE_IDLE || st == SK_STATE_RETRYING) {
                 grp->members = sk_calloc(1, sizeof(*grp->members));
-                grp->members[0].client_id = sk_asprintf("skolsync-sink-%s", r->name);
+                grp->members[0].client_id = sk_strdup(sn->client);
                 grp->members[0].consumer_id = sk_strdup(r->name);
                 grp->members[0].host = sk_strdup("localhost");
                 grp->n_members = 1;
@@ -57,7 +79,58 @@ static void fill_members(struct sk_daemon *d, struct sk_lag_report *rep)
     }
 }
 
-static void remember(struct sk_lag_monitor *m)
+static bool assigned_to(const struct sk_lag_group *g, const char *client,
+                        const struct sk_lag_partition *p)
+{
+    char tp[512];
+    snprintf(tp, sizeof(tp), "%s/%d", p->topic, (int)p->partition);
+    for (size_t m = 0; m < g->n_members; m++)
+        if (g->members[m].client_id && strcmp(g->members[m].client_id, client) == 0)
+            for (size_t a = 0; a < g->members[m].n_assignment; a++)
+                if (strcmp(g->members[m].assignment[a], tp) == 0)
+                    return true;
+    return false;
+}
+
+/* The group's lag on the partitions assigned to this daemon's member when the
+ * members' assignments are known (other nodes' partitions are theirs to
+ * apply), else on every partition. */
+static int64_t lag_of(const struct sk_lag_group *g, const char *client)
+{
+    bool assignments = false;
+    for (size_t m = 0; m < g->n_members; m++)
+        assignments |= g->members[m].n_assignment > 0;
+    int64_t lag = 0;
+    for (size_t i = 0; i < g->n_parts; i++)
+        if (g->parts[i].lag > 0 && (!assignments || assigned_to(g, client, &g->parts[i])))
+            lag += g->parts[i].lag;
+    return lag;
+}
+
+static void keep_own(struct sk_lag_monitor *m, const struct sk_lag_report *rep,
+                     const struct sink_names *s, size_t n)
+{
+    struct own_lag *own = sk_calloc(n + 1, sizeof(*own));
+    size_t n_own = 0;
+    for (size_t g = 0; rep && g < rep->n_groups; g++) {
+        const struct sink_names *sn = sink_of(s, n, rep->groups[g].group);
+        if (!sn || rep->groups[g].error)
+            continue;
+        own[n_own].sink = sk_strdup(sn->sink);
+        own[n_own++].lag = lag_of(&rep->groups[g], sn->client);
+    }
+    pthread_mutex_lock(&m->mu);
+    struct own_lag *old = m->own;
+    size_t n_old = m->n_own;
+    m->own = own;
+    m->n_own = n_own;
+    pthread_mutex_unlock(&m->mu);
+    for (size_t i = 0; i < n_old; i++)
+        free(old[i].sink);
+    free(old);
+}
+
+static void remember(struct sk_lag_monitor *m, const struct sink_names *s, size_t n)
 {
     cJSON *rep = sk_lag_window_json(m->window);
     if (!rep)
@@ -68,13 +141,15 @@ static void remember(struct sk_lag_monitor *m)
     cJSON *groups = cJSON_GetObjectItemCaseSensitive(rep, "groups");
     for (cJSON *g = groups ? groups->child : NULL; g; g = g->next) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(g, "group");
-        if (!cJSON_IsString(name) || strncmp(name->valuestring, "skolsync-", 9) != 0)
+        const struct sink_names *sn =
+            cJSON_IsString(name) ? sink_of(s, n, name->valuestring) : NULL;
+        if (!sn)
             continue;
-        cJSON *s = cJSON_AddObjectToObject(sinks, name->valuestring + 9);
+        cJSON *o = cJSON_AddObjectToObject(sinks, sn->sink);
         cJSON *lag = cJSON_GetObjectItemCaseSensitive(g, "lag");
         cJSON *secs = cJSON_GetObjectItemCaseSensitive(g, "max_lag_seconds");
-        cJSON_AddNumberToObject(s, "lag", cJSON_IsNumber(lag) ? lag->valuedouble : 0);
-        cJSON_AddNumberToObject(s, "seconds", cJSON_IsNumber(secs) ? secs->valuedouble : 0);
+        cJSON_AddNumberToObject(o, "lag", cJSON_IsNumber(lag) ? lag->valuedouble : 0);
+        cJSON_AddNumberToObject(o, "seconds", cJSON_IsNumber(secs) ? secs->valuedouble : 0);
     }
     cJSON_Delete(rep);
     pthread_mutex_lock(&m->mu);
@@ -87,10 +162,12 @@ static void remember(struct sk_lag_monitor *m)
 static void sample(struct sk_lag_monitor *m)
 {
     struct sk_daemon *d = m->d;
-    /* the sinks' groups and each one's topics, copied under the lock */
+    /* the sinks' names, groups and each one's topics, copied under the lock */
+    struct sink_names *s = NULL;
     char **groups = NULL, **topics = NULL, ***group_topics = NULL;
-    size_t ng = 0, nt = 0, *n_group_topics = NULL;
+    size_t n = 0, nt = 0, *n_group_topics = NULL;
     pthread_rwlock_rdlock(&d->lock);
+    s = sk_calloc(d->n_conns + 1, sizeof(*s));
     groups = sk_calloc(d->n_conns + 1, sizeof(char *));
     group_topics = sk_calloc(d->n_conns + 1, sizeof(char **));
     n_group_topics = sk_calloc(d->n_conns + 1, sizeof(size_t));
@@ -98,21 +175,25 @@ static void sample(struct sk_lag_monitor *m)
         struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
         if (!snk)
             continue;
-        group_topics[ng] = sk_calloc(snk->sink.n_entities + 1, sizeof(char *));
-        n_group_topics[ng] = snk->sink.n_entities;
+        group_topics[n] = sk_calloc(snk->sink.n_entities + 1, sizeof(char *));
+        n_group_topics[n] = snk->sink.n_entities;
+        s[n].sink = sk_strdup(snk->runner.name);
+        s[n].group = sk_strdup(snk->group);
+        s[n].client = sk_name_client(sk_kafka_names(d->kafka), "sink", snk->runner.name);
+        groups[n] = s[n].group;
         topics = sk_realloc(topics, (nt + snk->sink.n_entities + 1) * sizeof(char *));
         for (size_t j = 0; j < snk->sink.n_entities; j++) {
             topics[nt++] = sk_strdup(snk->topics[j]);
-            group_topics[ng][j] = topics[nt - 1];
+            group_topics[n][j] = topics[nt - 1];
         }
-        groups[ng++] = sk_asprintf("skolsync-%s", snk->runner.name);
+        n++;
     }
     pthread_rwlock_unlock(&d->lock);
-    if (ng) {
+    if (n) {
         struct sk_lag_collect_options o = {
             .kafka = d->kafka,
             .groups = (const char *const *)groups,
-            .n_groups = ng,
+            .n_groups = n,
             .topics = (const char *const *)topics,
             .n_topics = nt,
             .group_topics = (const char *const *const *)group_topics,
@@ -125,22 +206,27 @@ static void sample(struct sk_lag_monitor *m)
         struct sk_error err = {0};
         if (sk_lag_collect(&o, &rep, &err) == 0) {
             pthread_rwlock_rdlock(&d->lock);
-            fill_members(d, rep);
+            fill_members(d, rep, s, n);
             pthread_rwlock_unlock(&d->lock);
+            keep_own(m, rep, s, n);
             sk_lag_window_add(m->window, rep);
-            remember(m);
+            remember(m, s, n);
         } else {
+            keep_own(m, NULL, s, n); /* unknown: the watchdog does not guess */
             sk_warn("lag", "sampling consumer lag: %s", err.msg);
         }
     }
-    for (size_t i = 0; i < ng; i++) {
-        free(groups[i]);
+    for (size_t i = 0; i < n; i++) {
+        free(s[i].sink);
+        free(s[i].group);
+        free(s[i].client);
         free(group_topics[i]);
     }
     free(group_topics);
     free(n_group_topics);
     for (size_t i = 0; i < nt; i++)
         free(topics[i]);
+    free(s);
     free(groups);
     free(topics);
 }
@@ -186,6 +272,9 @@ void sk_lag_monitor_stop(struct sk_lag_monitor *m)
         pthread_join(m->thread, NULL);
     sk_lag_window_destroy(m->window);
     cJSON_Delete(m->history);
+    for (size_t i = 0; i < m->n_own; i++)
+        free(m->own[i].sink);
+    free(m->own);
     pthread_mutex_destroy(&m->mu);
     sk_runner_destroy(&m->clock);
     free(m);
@@ -204,4 +293,17 @@ cJSON *sk_lag_monitor_history(struct sk_lag_monitor *m)
     cJSON *copy = cJSON_Duplicate(m->history, true);
     pthread_mutex_unlock(&m->mu);
     return copy;
+}
+
+int64_t sk_lag_monitor_sink_lag(struct sk_lag_monitor *m, const char *sink)
+{
+    int64_t lag = -1;
+    if (!m)
+        return lag;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->n_own; i++)
+        if (strcmp(m->own[i].sink, sink) == 0)
+            lag = m->own[i].lag;
+    pthread_mutex_unlock(&m->mu);
+    return lag;
 }

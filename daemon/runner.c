@@ -82,6 +82,19 @@ int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len)
     return 0; /* librdkafka frees json */
 }
 
+bool sk_runner_stalled(struct sk_runner *r, int64_t lag, int64_t now_ms, int64_t bound_ms)
+{
+    uint64_t done = atomic_load(&r->records) + atomic_load(&r->failed);
+    int st = atomic_load(&r->state);
+    bool has_work = lag > 0 && (st == SK_STATE_RUNNING || st == SK_STATE_IDLE);
+    if (!has_work || done != r->stall_done || !r->stall_since_ms) {
+        r->stall_done = done;
+        r->stall_since_ms = has_work ? now_ms : 0;
+        return false;
+    }
+    return now_ms - r->stall_since_ms > bound_ms;
+}
+
 void sk_runner_destroy(struct sk_runner *r)
 {
     free(r->fingerprint);

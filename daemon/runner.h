@@ -68,6 +68,7 @@ struct sk_runner {
     struct sk_histogram work_seconds;    /* source: one poll; sink: one apply of a batch */
     struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */
     atomic_bool drained;                 /* sink: caught up with the drain target (--once) */
+    atomic_int partitions;               /* sink: partitions assigned to it now */
     atomic_bool drain_requested;         /* supervisor: sources are done, drain to the end now */
     int64_t started_mono_ms;
 
@@ -79,8 +80,11 @@ struct sk_runner {
     int64_t healthy_since_ms;
     uint64_t rate_records; /* records at the last progress line, and when: its rate's window */
     int64_t rate_ms;
-    const void *def;   /* its definition in the configuration */
-    char *fingerprint; /* of that definition, to see what a reload changed */
+    uint64_t stall_done;    /* sink: records applied or rejected when its lag was last seen */
+    int64_t stall_since_ms; /* sink: since when it has had lag and done nothing (0: not) */
+    bool stall_logged;      /* sink: its stall is in the log */
+    const void *def;        /* its definition in the configuration */
+    char *fingerprint;      /* of that definition, to see what a reload changed */
 
     /* The statistics callback's own (the driver's thread): its client's last totals. */
     char stats_client[128];
@@ -91,6 +95,16 @@ struct sk_runner {
     bool wake;
     char last_error[512];
 };
+
+/*
+ * The watchdog's view of a sink (main thread): true when it has work (lag >
+ * 0 records on its partitions) and, running or idle, has applied or
+ * rejected nothing for longer than bound_ms. A fenced or wedged consumer
+ * looks "healthily idle" otherwise. lag < 0 (unknown) and the other states
+ * (retrying: the target is down; paused: the operator; failed: the
+ * supervisor restarts it) never count as stalled.
+ */
+bool sk_runner_stalled(struct sk_runner *r, int64_t lag, int64_t now_ms, int64_t bound_ms);
 
 /* A librdkafka stats_cb (opaque: the runner): keeps the figures above. */
 int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len);

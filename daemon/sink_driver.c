@@ -14,11 +14,16 @@
  *     does the offset move past it.
  *  5. On stop: apply the batch in hand, commit, leave the group.
  *
- * Assignment strategy: eager (roundrobin). Each sink is the only member of its
- * group `skolsync-<sink>`, so cooperative rebalancing buys nothing here, and
- * librdkafka 2.0.2 carries several cooperative-sticky bugs (docs/architecture.md
- * §8.5: assignor loop, lost assignment on commit during rebalance, crash
- * and hang on close).
+ * The group (names.h, docs/architecture.md §5.6): a shared target's group has
+ * a member per node, which split the partitions; a node-local target's group
+ * is the node's own. Assignment strategy: eager (roundrobin): librdkafka
+ * 2.0.2 carries several cooperative-sticky bugs (docs/architecture.md §8.5:
+ * assignor loop, lost assignment on commit during rebalance, crash and hang
+ * on close).
+ *
+ * No silent death: a fatal consumer error (a fenced static member, an
+ * authorisation error, a membership that does not come back) fails the
+ * connector with the reason, and the supervisor restarts it.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -224,6 +229,8 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
             }
         }
     }
+    run->member_lost_ms = 0; /* a member again */
+    atomic_store(&env->runner.partitions, parts->cnt);
     sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt,
             stored.n ? " (resuming at offsets stored in the target)" : "");
     sk_offsets_free(&stored);
@@ -250,11 +257,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         sk_info(run->env->runner.name, "partitions revoked%s",
                 rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
         parts_clear(run);
+        atomic_store(&run->env->runner.partitions, 0);
         rd_kafka_assign(rk, NULL);
         break;
     default:
         sk_warn(run->env->runner.name, "rebalance: %s", rd_kafka_err2str(err));
         parts_clear(run);
+        atomic_store(&run->env->runner.partitions, 0);
         rd_kafka_assign(rk, NULL);
         break;
     }
@@ -274,7 +283,7 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
  * ones (seen in the bench). A new subscription is a new member; the old one
  * leaves the group when its session times out.
  */
-static char *instance_id(const struct sk_sink_env *env, const char *group)
+static char *instance_id(const struct sk_sink_env *env)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < env->sink.n_entities; i++)
@@ -283,15 +292,16 @@ static char *instance_id(const struct sk_sink_env *env, const char *group)
             if (!*c)
                 break;
         }
-    return sk_asprintf("%s-%08x", group, h);
+    return sk_name_sink_member(sk_kafka_names(env->kafka), env->group, env->sink.ops->target_kind,
+                               h);
 }
 
 static int consumer_create(struct sink_run *run, struct sk_error *err)
 {
     struct sk_sink_env *env = run->env;
-    char *cid = sk_asprintf("skolsync-sink-%s", env->runner.name);
-    char *group = sk_asprintf("skolsync-%s", env->runner.name);
-    char *instance = instance_id(env, group);
+    char *cid = sk_name_client(sk_kafka_names(env->kafka), "sink", env->runner.name);
+    const char *group = env->group;
+    char *instance = instance_id(env);
     /* Bounded memory (README "Memory"): the fetcher keeps at most this much
      * per consumer ahead of the sink, whatever the target's speed. */
     /* clang-format off */
@@ -300,7 +310,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         "fetch.max.bytes", "8388608",
         "statistics.interval.ms", "5000",
         /* a new subscription waits for the old member's session to end
-         * (instance_id); each sink is its group's only member */
+         * (instance_id), and a dead node's partitions move this fast */
         "session.timeout.ms", "10000",
         /* --once ends when every partition reported its end, and an end is
          * reported by an empty fetch, which the broker holds for
@@ -344,6 +354,8 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     }
     rd_kafka_poll_set_consumer(run->consumer);
+    sink_migrate_offsets(env);
+    sk_info(env->runner.name, "consumer group %s, static member %s", group, instance);
     rd_kafka_topic_partition_list_t *subs =
         rd_kafka_topic_partition_list_new((int)env->sink.n_entities);
     for (size_t i = 0; i < env->sink.n_entities; i++)
@@ -357,9 +369,73 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     rc = 0;
 out:
     free(cid);
-    free(group);
     free(instance);
     return rc;
+}
+
+/* ---- client failures ------------------------------------------------------------ */
+
+/* A member that keeps being unknown to its group this long has not rejoined by itself. */
+#define MEMBER_RECOVERY_MS 30000
+
+/* The connector fails with why: state failed, last_error, /ready 503, and the
+ * supervisor restarts it with a new consumer (rule 4, no silent death). */
+static void fail(struct sink_run *run, const char *why)
+{
+    struct sk_runner *r = &run->env->runner;
+    sk_error_log(r->name, "%s: failing the connector (the supervisor restarts it)", why);
+    sk_runner_set_error(r, why);
+    run->fatal = true;
+}
+
+/*
+ * A consumer error that librdkafka cannot get past by itself fails the
+ * connector; the rest (a broker down, a transport error) are logged and the
+ * client carries on. A fenced static member gets a fatal error
+ * (docs/architecture.md §8.7): without this the sink reported itself idle
+ * and never consumed again.
+ */
+static void client_error(struct sink_run *run, rd_kafka_resp_err_t e, const char *msg)
+{
+    char why[600];
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        snprintf(why, sizeof(why), "consumer: %s (%s)", rd_kafka_err2name(e), msg);
+        fail(run, why);
+        return;
+    case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
+    case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
+        /* librdkafka rejoins; an assignment (on_assign) clears this */
+        if (!run->member_lost_ms)
+            run->member_lost_ms = sk_mono_ms();
+        break;
+    default:
+        break;
+    }
+    sk_warn(run->env->runner.name, "consume: %s", msg);
+}
+
+/* True when the consumer cannot go on (the connector then fails): a fatal
+ * client error (§8.2: only a new client gets past it), or a membership that
+ * did not recover. */
+static bool client_failed(struct sink_run *run)
+{
+    char buf[512], why[600];
+    rd_kafka_resp_err_t e = rd_kafka_fatal_error(run->consumer, buf, sizeof(buf));
+    if (e && !run->fatal) {
+        snprintf(why, sizeof(why), "fatal consumer error: %s (%s)", rd_kafka_err2name(e), buf);
+        fail(run, why);
+    }
+    if (!run->fatal && run->member_lost_ms &&
+        sk_mono_ms() - run->member_lost_ms > MEMBER_RECOVERY_MS) {
+        snprintf(why, sizeof(why), "consumer: no longer a member of its group for %d s",
+                 MEMBER_RECOVERY_MS / 1000);
+        fail(run, why);
+    }
+    return run->fatal;
 }
 
 /*
@@ -372,7 +448,7 @@ out:
 static int query_drain_targets(struct sink_run *run)
 {
     struct sk_error err = {0};
-    char *cid = sk_asprintf("skolsync-drain-%s", run->env->runner.name);
+    char *cid = sk_name_client(sk_kafka_names(run->env->kafka), "drain", run->env->runner.name);
     rd_kafka_t *rk = sk_kafka_reader_new(run->env->kafka, cid, &err);
     free(cid);
     if (!rk)
@@ -464,7 +540,7 @@ static void *sink_thread(void *arg)
                 else if (run.n_pending)
                     flush(&run, false); /* reached the end: do not linger */
             } else if (m->err) {
-                sk_warn(r->name, "consume: %s", rd_kafka_message_errstr(m));
+                client_error(&run, m->err, rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
             } else {
                 if (run.n_pending == 0)
@@ -474,6 +550,8 @@ static void *sink_thread(void *arg)
                     flush(&run, false);
             }
         }
+        if (client_failed(&run))
+            break;
         if (run.n_pending && sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
             flush(&run, false);
         check_drained(&run);
@@ -505,6 +583,7 @@ static void *sink_thread(void *arg)
     rd_kafka_consumer_close(run.consumer);
     rd_kafka_destroy(run.consumer);
 out:
+    atomic_store(&r->partitions, 0);
     sk_dlq_writer_free(run.dlq);
     parts_clear(&run);
     free(run.pending);

@@ -32,6 +32,7 @@ struct sink_run {
     int64_t mark_warned_ms;
     int64_t mark_retry_ms;
     bool fatal;
+    int64_t member_lost_ms; /* when the group first forgot this member (0: it has not) */
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs;          /* decoded entities of recs, owned here */
@@ -50,6 +51,10 @@ int sink_apply_pending(struct sink_run *run);
 
 /* Drops the pending messages and their decoded documents, uncommitted. */
 void sink_pending_drop(struct sink_run *run);
+
+/* Before the sink first joins its group (names.h): a new group starts at the
+ * offsets its name before kafka.deployment committed (sink_migrate.c). */
+void sink_migrate_offsets(struct sk_sink_env *env);
 
 /* Pauses (or resumes) every assigned partition; the consumer stays in its group. */
 void sink_pause_all(struct sink_run *run, bool pause);

@@ -162,6 +162,37 @@ static void idle_wait(struct source_run *run, int64_t ms)
     }
 }
 
+/*
+ * A producer fenced by another with its transactional id (another daemon
+ * runs this source), or refused by the cluster's authorisation, gets nowhere
+ * with a new producer: recreating it every cycle fenced the other in turn
+ * and hid the fight. The connector fails with the reason (state failed,
+ * /ready 503) and the supervisor restarts it with backoff. Other fatal
+ * errors (§8.6: sequence desynchronisation) are cured by a new producer.
+ */
+static bool producer_fenced(struct source_run *run, const struct sk_error *err)
+{
+    char buf[512];
+    rd_kafka_resp_err_t e =
+        run->producer ? rd_kafka_fatal_error(run->producer, buf, sizeof(buf)) : 0;
+    switch (e) {
+    case RD_KAFKA_RESP_ERR__FENCED:
+    case RD_KAFKA_RESP_ERR_PRODUCER_FENCED:
+    case RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH:
+    case RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        break;
+    default:
+        return false;
+    }
+    struct sk_runner *r = &run->env->runner;
+    char why[700];
+    snprintf(why, sizeof(why), "fatal producer error: %s (%s)", rd_kafka_err2name(e), err->msg);
+    sk_error_log(r->name, "%s: failing the connector (the supervisor restarts it)", why);
+    sk_runner_set_error(r, why);
+    return true;
+}
+
 static void *source_thread(void *arg)
 {
     struct sk_source_env *env = arg;
@@ -222,6 +253,10 @@ static void *source_thread(void *arg)
             if (bad_stop || source_fatal) {
                 sk_error_log(r->name, "%s", err.msg);
                 sk_runner_set_error(r, err.msg);
+                failed = true;
+                break;
+            }
+            if (err.cls == SK_ERR_FATAL && producer_fenced(&run, &err)) {
                 failed = true;
                 break;
             }

@@ -152,7 +152,7 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 int source_producer_create(struct source_run *run, struct sk_error *err)
 {
     struct sk_source_env *env = run->env;
-    char *client_id = sk_asprintf("skolsync-src-%s", env->runner.name);
+    char *client_id = sk_name_client(sk_kafka_names(env->kafka), "src", env->runner.name);
     /* Tuning the user may override; the queue bound is the back-pressure
      * point: a full queue stops the source from being polled. */
     /* clang-format off */
@@ -173,9 +173,11 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
     if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err))
         goto fail;
     if (run->txn) {
-        /* Stable per connector: a restarted daemon fences its zombie predecessor. */
-        char *tid = sk_asprintf("skolsync-src-%s", env->runner.name);
+        /* Stable per source of a deployment, whatever the node: a restarted
+         * daemon (or another node) fences its zombie predecessor. */
+        char *tid = sk_name_txn_id(sk_kafka_names(env->kafka), env->runner.name);
         int rc = sk_kafka_conf_set(conf, "transactional.id", tid, err);
+        sk_info(env->runner.name, "transactional id %s", tid);
         free(tid);
         if (rc || sk_kafka_conf_set(conf, "transaction.timeout.ms", "60000", err) ||
             sk_kafka_conf_set(conf, "message.timeout.ms", "55000", err))

@@ -137,7 +137,7 @@ int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
 {
     struct sk_kafka *k = self->env->kafka;
     char *topic = sk_kafka_topic_for(k, e->collection);
-    char *cid = sk_asprintf("skolsync-live-%s", self->name);
+    char *cid = sk_name_client(sk_kafka_names(k), "live", self->name);
     int rc = -1;
     struct idmap map = {0};
     rd_kafka_t *rk = sk_kafka_reader_new(k, cid, err);

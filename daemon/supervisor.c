@@ -103,6 +103,7 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
     sk_sink_privacy_resolve(&def->settings, def->ops, &env->privacy);
     sk_info(def->name, "privacy: protected identities %s, %zu field(s) dropped",
             sk_protected_mode_name(env->privacy.protected_mode), env->privacy.drop_fields.n);
+    env->group = sk_name_sink_group(sk_kafka_names(d->kafka), def->name, def->ops->target_kind);
     env->topics = sk_calloc(def->n_entities + 1, sizeof(char *));
     for (size_t j = 0; j < def->n_entities; j++)
         env->topics[j] = sk_kafka_topic_for(d->kafka, def->entities[j]->collection);
@@ -174,6 +175,7 @@ static void conn_free(struct sk_runner *r)
         for (size_t j = 0; j < snk->sink.n_entities; j++)
             free(snk->topics[j]);
         free(snk->topics);
+        free(snk->group);
         sk_sink_privacy_free(&snk->privacy);
     }
     sk_runner_destroy(r);
@@ -571,44 +573,6 @@ static void summary(struct sk_daemon *d, FILE *out)
     fflush(out);
 }
 
-static int watchdog_interval_ms(void)
-{
-    uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
-        return (int)(usec / 2000);
-    return 0;
-}
-
-/*
- * The watchdog is fed only while every connector makes progress or is
- * healthily idle: a wedged connector (no state change, no records, for longer
- * than the watchdog allows) stops the pings and systemd restarts the service.
- */
-struct progress_mark {
-    uint64_t total;
-    int64_t moved_ms;
-};
-
-static bool making_progress(struct sk_daemon *d, struct progress_mark *mark, int64_t limit_ms)
-{
-    uint64_t total = 0;
-    bool idle = true;
-    for (size_t i = 0; i < d->n_conns; i++) {
-        struct sk_runner *r = d->conns[i];
-        int st = atomic_load(&r->state);
-        total += atomic_load(&r->records) + atomic_load(&r->retries) + atomic_load(&r->cycles) +
-                 atomic_load(&r->restarts);
-        if (st != SK_STATE_IDLE && st != SK_STATE_PAUSED)
-            idle = false;
-    }
-    int64_t now = sk_mono_ms();
-    if (total != mark->total || idle) {
-        mark->total = total;
-        mark->moved_ms = now;
-    }
-    return now - mark->moved_ms < limit_ms;
-}
-
 /* ---- run --------------------------------------------------------------------------- */
 
 static int start_http(struct sk_daemon *d, struct sk_error *err)
@@ -706,9 +670,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     int64_t progress_ms =
         opt->once || isatty(STDERR_FILENO) ? 2000 : cfg->core.progress_interval_ms;
     int64_t next_progress = sk_mono_ms() + progress_ms;
-    int wd = watchdog_interval_ms();
-    int64_t next_wd = sk_mono_ms();
-    struct progress_mark mark = {.moved_ms = sk_mono_ms()};
+    struct sk_watchdog wd;
+    sk_watchdog_init(&wd, cfg->core.lag_interval_ms);
     for (;;) {
         struct pollfd pfd = {.fd = d.sigfd, .events = POLLIN};
         poll(&pfd, 1, 200);
@@ -721,10 +684,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
             reload(&d);
         supervise(&d);
         int64_t now = sk_mono_ms();
-        if (wd && now >= next_wd && making_progress(&d, &mark, 2LL * wd)) {
-            sd_notify(0, "WATCHDOG=1");
-            next_wd = now + wd;
-        }
+        sk_watchdog_feed(&d, &wd, now);
         if (now >= next_progress) {
             progress_line(&d);
             next_progress = now + progress_ms;

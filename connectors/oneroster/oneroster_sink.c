@@ -604,6 +604,7 @@ static void oneroster_probe(const void *conf_ptr, struct sk_probe *p)
 
 const struct sk_sink_ops oneroster_sink_ops = {
     .type = "oneroster-csv-sink",
+    .target_kind = SK_TARGET_NODE_LOCAL,
     .summary = "OneRoster 1.2 bulk CSV bundles (directory or zip), from SS 12000 state kept "
                "in SQLite, exactly-once",
     .options = oneroster_options,

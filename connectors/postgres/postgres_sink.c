@@ -586,6 +586,7 @@ uint64_t postgres_sink_round_trips(const struct sk_sink *self)
 
 const struct sk_sink_ops postgres_sink_ops = {
     .type = "postgres-sink",
+    .target_kind = SK_TARGET_SHARED,
     .summary = "current state of each SS 12000 collection in a PostgreSQL table (jsonb and typed "
                "columns), exactly-once",
     .options = pg_options,

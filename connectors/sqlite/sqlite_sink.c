@@ -215,6 +215,7 @@ static void sqlite_probe(const void *conf_ptr, struct sk_probe *p)
 
 const struct sk_sink_ops sqlite_sink_ops = {
     .type = "sqlite-sink",
+    .target_kind = SK_TARGET_NODE_LOCAL,
     .summary = "current state of each SS 12000 collection in a SQLite table, exactly-once",
     .options = sqlite_options,
     .conf_size = sizeof(struct sqlite_conf),

@@ -30,6 +30,8 @@ static char *embedded_config(const char *dir, const char *data, const char *db, 
     char *path = skt_fmt("%s/skolsync.yaml", dir);
     char *text = skt_fmt("kafka:\n"
                          "  brokers: embedded\n"
+                         "node:\n"
+                         "  name: n1\n"
                          "admin:\n"
                          "  listen: 127.0.0.1:0\n"
                          "sources:\n"
@@ -213,6 +215,26 @@ Test(cli, topic_prefix_follows_kafka_topic_rules)
     /* the longest that fits: 230 + "attendanceSchedules" (19) = 249 */
     long_prefix[230] = '\0';
     text = skt_fmt("kafka:\n  topic_prefix: %s\n%s", long_prefix, tail);
+    out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(text);
+}
+
+/* kafka.deployment and node.name become part of group and transactional ids. */
+Test(cli, deployment_and_node_names_follow_kafka_name_rules)
+{
+    const char *tail = "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n";
+    int rc;
+    char *path;
+    char *text = skt_fmt("kafka:\n  deployment: \"kommun prod\"\nnode:\n  name: a/b\n%s", tail);
+    char *out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, ":2:3: kafka.deployment: not a deployment name"), "%s", out);
+    cr_assert(strstr(out, ":4:3: node.name: not a node name"), "%s", out);
+    free(out);
+    free(text);
+    text = skt_fmt("kafka:\n  deployment: kommun.prod_1\nnode:\n  name: web-1.example\n%s", tail);
     out = check_text(text, &rc, &path);
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
@@ -573,7 +595,8 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
     free(out);
     /* the daemon's lag monitor takes its first sample in a while */
     char *lag = skt_fmt("lag -c %s --json", cfg);
-    free(until_answered(lag, "\"group\":\"skolsync-db\""));
+    /* sqlite-sink is node-local: its group names the node (n1) */
+    free(until_answered(lag, "\"group\":\"skolsync-n1-db\""));
     char *release = skt_fmt("release files -c %s", cfg);
     out = run_skolsync(release, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);

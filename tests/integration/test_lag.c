@@ -38,13 +38,17 @@ static struct env env_new(const char *tag)
     struct sk_error err = {0};
     cr_assert_eq(sk_kafka_start(&kc, cols, 1, &e.k, &err), 0, "%s", err.msg);
     e.topic = sk_kafka_topic_for(e.k, "persons");
-    /* The group a sqlite sink named db-<suffix> would use. */
-    e.group = skt_fmt("skolsync-db-%s", e.suffix);
+    /* The group a sqlite sink named db-<suffix> would use: node-local, so
+     * deployment (skolsync, below), node (n1) and sink. */
+    e.group = skt_fmt("skolsync-n1-db-%s", e.suffix);
     char *dir = skt_tmpdir(tag);
     e.cfg = skt_fmt("%s/skolsync.yaml", dir);
     char *text = skt_fmt("kafka:\n"
                          "  brokers: %s\n"
                          "  topic_prefix: %s\n"
+                         "  deployment: skolsync\n"
+                         "node:\n"
+                         "  name: n1\n"
                          "admin:\n"
                          "  listen: 127.0.0.1:0\n"
                          "sources:\n"
@@ -221,7 +225,7 @@ Test(lag, appears_when_the_sink_stops_is_stop_and_drains_when_it_resumes, .timeo
     produce(&e, 12, 0, true);
     produce(&e, 8, 0, true);
 
-    /* Groups from the configuration (skolsync-<sink>), brokers too. */
+    /* Groups from the configuration (names.h), brokers too. */
     cJSON *j;
     const char *args[] = {"-c", e.cfg, "--timeout", "15s"};
     int rc = lag_json(&j, args, 4);

@@ -93,7 +93,7 @@ static char *sink_applied(size_t n)
 
 static void write_config(struct daemon_run *d, const char *sources, const char *extra)
 {
-    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
+    char *text = skt_fmt("kafka:\n  brokers: embedded\nnode:\n  name: n1\n"
                          "admin:\n  listen: 127.0.0.1:0\n  token: " TOKEN "\n"
                          "%s"
                          "sources:\n%s"
@@ -246,17 +246,17 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     bool ok = false;
     for (int i = 0; i < 100 && !ok; i++) {
         body = http(&d, "GET", "/api/v1/lag", NULL, &st);
-        ok = st == 200 && strstr(body, "\"group\":\"skolsync-db\"") &&
+        ok = st == 200 && strstr(body, "\"group\":\"skolsync-n1-db\"") &&
              strstr(body, "\"status\":\"OK\"") && strstr(body, "\"lag\":0");
         if (!ok) {
             free(body);
             usleep(200000);
         }
     }
-    cr_assert(ok, "no OK lag report for skolsync-db");
+    cr_assert(ok, "no OK lag report for skolsync-n1-db");
     free(body);
-    cr_assert(metric_is(&d, "skolsync_consumer_group_status{group=\"skolsync-db\",status=\"OK\"} 1",
-                        2000));
+    cr_assert(metric_is(
+        &d, "skolsync_consumer_group_status{group=\"skolsync-n1-db\",status=\"OK\"} 1", 2000));
     cr_assert(metric_is(&d, "# TYPE skolsync_consumer_lag_seconds gauge", 100));
     /* librdkafka statistics: queue depth and broker round-trip time per connector */
     cr_assert(

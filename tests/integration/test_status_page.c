@@ -174,6 +174,7 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     size_t n = skt_count_records(data);
     cr_assert_gt(n, 0);
     char *cfg = skt_fmt("kafka:\n  brokers: embedded\n"
+                        "node:\n  name: n1\n"
                         "admin:\n  listen: 127.0.0.1:0\n"
                         "lag_interval: 1s\n"
                         "sources:\n"
@@ -202,7 +203,9 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     cr_assert(wait_for(&d, "/metrics", synced, 60000, &last), "not synced within 60 s:\n%s", last);
     free(last);
     /* The lag monitor sampled both sinks' groups. */
-    const char *lag_ready[] = {"\"group\":\"skolsync-db\"", "\"group\":\"skolsync-db2\"", NULL};
+    /* node-local sinks: groups per node (n1) */
+    const char *lag_ready[] = {"\"group\":\"skolsync-n1-db\"", "\"group\":\"skolsync-n1-db2\"",
+                               NULL};
     cr_assert(wait_for(&d, "/api/v1/lag", lag_ready, 30000, &last), "no lag sample within 30 s: %s",
               last);
     free(last);

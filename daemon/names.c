@@ -1,0 +1,74 @@
+/* names.c: the Kafka-side names of a deployment. See names.h. */
+#include "names.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+char *sk_name_sink_group(const struct sk_names *n, const char *sink, enum sk_sink_target kind)
+{
+    if (kind == SK_TARGET_NODE_LOCAL)
+        return sk_asprintf("%s-%s-%s", n->deployment, n->node, sink);
+    return sk_asprintf("%s-%s", n->deployment, sink);
+}
+
+char *sk_name_sink_group_legacy(const char *sink)
+{
+    return sk_asprintf("skolsync-%s", sink);
+}
+
+char *sk_name_sink_member(const struct sk_names *n, const char *group, enum sk_sink_target kind,
+                          uint32_t subscription)
+{
+    if (kind == SK_TARGET_NODE_LOCAL) /* the group already names the node */
+        return sk_asprintf("%s-%08x", group, subscription);
+    return sk_asprintf("%s-%s-%08x", group, n->node, subscription);
+}
+
+char *sk_name_txn_id(const struct sk_names *n, const char *source)
+{
+    return sk_asprintf("%s-src-%s", n->deployment, source);
+}
+
+char *sk_name_client(const struct sk_names *n, const char *role, const char *connector)
+{
+    return sk_asprintf("%s-%s-%s-%s", n->deployment, n->node, role, connector);
+}
+
+static bool name_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-';
+}
+
+bool sk_name_valid(const char *s, size_t max)
+{
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len > max)
+        return false;
+    for (; *s; s++)
+        if (!name_char(*s))
+            return false;
+    return true;
+}
+
+char *sk_name_default_deployment(const char *topic_prefix)
+{
+    size_t len = topic_prefix ? strlen(topic_prefix) : 0;
+    while (len && strchr("._-", topic_prefix[len - 1]))
+        len--;
+    return len ? sk_asprintf("%.*s", (int)len, topic_prefix) : sk_strdup("skolsync");
+}
+
+char *sk_name_default_node(void)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
+        return sk_strdup("node");
+    host[64] = '\0';
+    for (char *c = host; *c; c++)
+        if (!name_char(*c))
+            *c = '-';
+    return sk_strdup(host);
+}

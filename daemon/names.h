@@ -1,0 +1,50 @@
+/*
+ * names.h: every Kafka-side name of a deployment (docs/architecture.md §5.10):
+ * sink consumer groups and their static member ids, source transactional
+ * ids, client ids. A name derives from the deployment (kafka.deployment,
+ * default the topic prefix) and, where it is per node, from node.name, so
+ * two deployments on one cluster never share a group or a transactional id.
+ *
+ * Owns: how the names are made. Must never: name anything on Kafka that
+ * ignores the deployment (the groups before deployments existed are named
+ * here only to take their offsets over, sink_migrate.c).
+ *
+ * Pure functions: any thread. Every returned string is the caller's (free).
+ */
+#ifndef SK_NAMES_H
+#define SK_NAMES_H
+
+#include "connector.h"
+
+struct sk_names {
+    const char *deployment; /* kafka.deployment */
+    const char *node;       /* node.name */
+};
+
+/* Shared target: "<deployment>-<sink>" (the nodes split its partitions).
+ * Node-local target: "<deployment>-<node>-<sink>" (each node a complete copy). */
+char *sk_name_sink_group(const struct sk_names *n, const char *sink, enum sk_sink_target kind);
+/* The group of a sink before deployments existed: "skolsync-<sink>". */
+char *sk_name_sink_group_legacy(const char *sink);
+/* The static member id: the group, the node (a shared group has one member
+ * per node) and a fingerprint of the subscription (sink_driver.c). */
+char *sk_name_sink_member(const struct sk_names *n, const char *group, enum sk_sink_target kind,
+                          uint32_t subscription);
+/* "<deployment>-src-<source>": one per source across the nodes, so a second
+ * producer of the same source fences the first (§8.3). */
+char *sk_name_txn_id(const struct sk_names *n, const char *source);
+/* "<deployment>-<node>-<role>-<connector>": who a client is in broker logs
+ * and group descriptions. */
+char *sk_name_client(const struct sk_names *n, const char *role, const char *connector);
+
+/* The default deployment of a topic prefix: the prefix without its trailing
+ * separators ("skolsync." -> "skolsync"), or "skolsync". Caller frees. */
+char *sk_name_default_deployment(const char *topic_prefix);
+/* This host's name as a node name: characters Kafka names do not allow
+ * become '-'; "node" if there is none. Caller frees. */
+char *sk_name_default_node(void);
+/* A deployment or node name Kafka accepts inside group and transactional
+ * ids: 1 to max characters of [A-Za-z0-9._-]. */
+bool sk_name_valid(const char *s, size_t max);
+
+#endif

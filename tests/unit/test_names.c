@@ -1,0 +1,82 @@
+/*
+ * test_names.c: the Kafka-side names of a deployment (daemon/names.h): two
+ * deployments, or two nodes where the target is node-local, never share a
+ * group or a transactional id; the default deployment keeps the names of
+ * before deployments existed.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "names.h"
+
+static void eq(char *got, const char *want)
+{
+    cr_assert_str_eq(got, want);
+    free(got);
+}
+
+Test(names, default_deployment_is_the_prefix_without_its_separator)
+{
+    eq(sk_name_default_deployment("skolsync."), "skolsync");
+    eq(sk_name_default_deployment("sjovik_prod-"), "sjovik_prod");
+    eq(sk_name_default_deployment("plain"), "plain");
+    eq(sk_name_default_deployment("..."), "skolsync");
+    eq(sk_name_default_deployment(NULL), "skolsync");
+}
+
+Test(names, default_deployment_keeps_the_old_names)
+{
+    struct sk_names n = {"skolsync", "web1"};
+    char *legacy = sk_name_sink_group_legacy("db");
+    eq(sk_name_sink_group(&n, "db", SK_TARGET_SHARED), legacy);
+    free(legacy);
+    eq(sk_name_txn_id(&n, "sis"), "skolsync-src-sis");
+}
+
+Test(names, groups_by_kind_of_target)
+{
+    struct sk_names a = {"kommun.prod", "node-a"}, b = {"kommun.prod", "node-b"};
+    eq(sk_name_sink_group(&a, "pg", SK_TARGET_SHARED), "kommun.prod-pg");
+    eq(sk_name_sink_group(&b, "pg", SK_TARGET_SHARED), "kommun.prod-pg");
+    eq(sk_name_sink_group(&a, "db", SK_TARGET_NODE_LOCAL), "kommun.prod-node-a-db");
+    eq(sk_name_sink_group(&b, "db", SK_TARGET_NODE_LOCAL), "kommun.prod-node-b-db");
+    /* one group, a member per node */
+    eq(sk_name_sink_member(&a, "kommun.prod-pg", SK_TARGET_SHARED, 0xabcdef01u),
+       "kommun.prod-pg-node-a-abcdef01");
+    eq(sk_name_sink_member(&b, "kommun.prod-pg", SK_TARGET_SHARED, 0xabcdef01u),
+       "kommun.prod-pg-node-b-abcdef01");
+    eq(sk_name_sink_member(&a, "kommun.prod-node-a-db", SK_TARGET_NODE_LOCAL, 1),
+       "kommun.prod-node-a-db-00000001");
+    /* a source has one transactional id whatever the node: a second owner fences the first */
+    eq(sk_name_txn_id(&a, "sis"), "kommun.prod-src-sis");
+    eq(sk_name_txn_id(&b, "sis"), "kommun.prod-src-sis");
+    eq(sk_name_client(&b, "sink", "pg"), "kommun.prod-node-b-sink-pg");
+}
+
+Test(names, two_deployments_never_share_a_name)
+{
+    struct sk_names a = {"t1", "n"}, b = {"t2", "n"};
+    char *ga = sk_name_sink_group(&a, "db", SK_TARGET_SHARED);
+    char *gb = sk_name_sink_group(&b, "db", SK_TARGET_SHARED);
+    cr_assert_str_neq(ga, gb);
+    char *ta = sk_name_txn_id(&a, "files"), *tb = sk_name_txn_id(&b, "files");
+    cr_assert_str_neq(ta, tb);
+    free(ga);
+    free(gb);
+    free(ta);
+    free(tb);
+}
+
+Test(names, validity_and_the_host_name)
+{
+    cr_assert(sk_name_valid("kommun.prod_1-a", 100));
+    cr_assert_not(sk_name_valid("", 100));
+    cr_assert_not(sk_name_valid("has space", 100));
+    cr_assert_not(sk_name_valid("slash/no", 100));
+    cr_assert_not(sk_name_valid("toolong", 6));
+    char *host = sk_name_default_node();
+    cr_assert(sk_name_valid(host, 64), "%s", host);
+    free(host);
+}
