@@ -443,7 +443,7 @@ static int restore_records(struct sk_estore *s, struct sk_error *err)
                           "restoring the embedded broker from %s: %zu of %zu records failed, "
                           "%zu at another offset (%s)",
                           s->path, r.failed, produced, r.moved, r.first_problem);
-    if (rc == 0)
+    if (rc == 0 && produced)
         sk_info("kafka",
                 "embedded broker restored from %s: %zu records in %lld ms (incarnation %s)",
                 s->path, produced, (long long)(sk_mono_ms() - t0), s->incarnation);
@@ -482,9 +482,10 @@ static int open_or_replace(struct sk_estore *s, struct sk_error *err)
         char aside[4096];
         bool moved = move_aside(s->path, aside, sizeof(aside));
         sk_error_log("kafka",
-                     "embedded store %s is damaged (%s): %s; starting with an empty broker, so "
+                     "embedded store %s is damaged (%s): %s%s; starting with an empty broker, so "
                      "sources run a full sync",
-                     s->path, problem, moved ? aside : "could not move it aside");
+                     s->path, problem, moved ? "moved aside to " : "",
+                     moved ? aside : "could not move it aside");
         free(problem);
         if (!moved)
             return sk_error_set(err, SK_ERR_FATAL,
