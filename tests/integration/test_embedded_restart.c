@@ -1,5 +1,5 @@
 /*
- * test_embedded_store.c: the embedded broker survives restarts (issue 13,
+ * test_embedded_restart.c: the embedded broker survives restarts (issue 13,
  * docs/architecture.md §5.8): the daemon with `kafka.brokers: embedded` and
  * `kafka.embedded_dir`, an ss12000-source reading the SS 12000 test server
  * (tests/fixtures/ss12000_server.py) and a sqlite-sink, stopped and started
@@ -45,7 +45,7 @@ static void cleanup(void)
     skt_stop(&g_server, 5000);
 }
 
-TestSuite(embedded_store, .fini = cleanup);
+TestSuite(embedded_restart, .fini = cleanup);
 
 struct env {
     char *dir, *cfg, *log, *db, *store;
@@ -111,7 +111,7 @@ static void log_mark(struct env *e, const char *what)
 {
     FILE *f = fopen(e->log, "a");
     if (f) {
-        fprintf(f, "\n===== test_embedded_store: %s =====\n", what);
+        fprintf(f, "\n===== test_embedded_restart: %s =====\n", what);
         fclose(f);
     }
 }
@@ -209,7 +209,7 @@ static int log_count(struct env *e, const char *text)
     return n;
 }
 
-Test(embedded_store, clean_restart_lists_nothing_in_full_and_applies_nothing, .timeout = 300)
+Test(embedded_restart, clean_restart_lists_nothing_in_full_and_applies_nothing, .timeout = 300)
 {
     struct env e = {0};
     /* Without the overlap window: a delta asks from 5 min before the
@@ -234,7 +234,7 @@ Test(embedded_store, clean_restart_lists_nothing_in_full_and_applies_nothing, .t
     env_free(&e);
 }
 
-Test(embedded_store, changes_made_while_down_arrive_after_restart, .timeout = 300)
+Test(embedded_restart, changes_made_while_down_arrive_after_restart, .timeout = 300)
 {
     struct env e = {0};
     env_setup(&e, "estore-down", 30, 1302, "");
@@ -252,7 +252,7 @@ Test(embedded_store, changes_made_while_down_arrive_after_restart, .timeout = 30
     int full = skt_ss_full_listings(e.port, seq, first, sizeof(first));
     cr_assert_eq(full, 0, "%d full listing(s): deletions must come from the delta, e.g. %s", full,
                  first);
-    cr_log_info("embedded_store: %d changes made while down arrived %lld ms after the restart",
+    cr_log_info("embedded_restart: %d changes made while down arrived %lld ms after the restart",
                 changes, (long long)ms);
     env_free(&e);
 }
@@ -263,7 +263,7 @@ static long env_long(const char *name, long dflt)
     return v && *v ? strtol(v, NULL, 10) : dflt;
 }
 
-Test(embedded_store, kill_9_during_syncs_with_changes_while_down, .timeout = 900)
+Test(embedded_restart, kill_9_during_syncs_with_changes_while_down, .timeout = 900)
 {
     long trials = env_long("SK_EMBEDDED_TRIALS", 10);
     unsigned seed = (unsigned)env_long("SK_EMBEDDED_SEED", 0);
@@ -272,7 +272,7 @@ Test(embedded_store, kill_9_during_syncs_with_changes_while_down, .timeout = 900
     unsigned rng = seed;
     struct env e = {0};
     env_setup(&e, "estore-kill", 60, seed, "");
-    cr_log_info("embedded_store: %ld kill -9 trials, seed %u (replay: SK_EMBEDDED_SEED=%u), dir %s",
+    cr_log_info("embedded_restart: %ld kill -9 trials, seed %u (replay: SK_EMBEDDED_SEED=%u), dir %s",
                 trials, seed, seed, e.dir);
     char prev[64][37];
     int n_prev = 0, wave = 0;
@@ -288,7 +288,7 @@ Test(embedded_store, kill_9_during_syncs_with_changes_while_down, .timeout = 900
         daemon_start(&e);
         char *when = skt_fmt("trial %ld (seed %u, killed %d ms into the sync)", t, seed, ms);
         int64_t took = wait_equal(&e, 90, when);
-        cr_log_info("embedded_store: %s, %d changes while down: equal %lld ms after the restart",
+        cr_log_info("embedded_restart: %s, %d changes while down: equal %lld ms after the restart",
                     when, changes, (long long)took);
         free(when);
     }
@@ -342,7 +342,7 @@ static void overwrite_header(const char *path)
     close(fd);
 }
 
-Test(embedded_store, damaged_store_is_moved_aside_and_synced_again, .timeout = 600)
+Test(embedded_restart, damaged_store_is_moved_aside_and_synced_again, .timeout = 600)
 {
     struct env e = {0};
     env_setup(&e, "estore-damaged", 30, 1304, "");
