@@ -13,6 +13,10 @@
  *   - kill -9 at random moments during a sync, changes (deletions included)
  *     at the server while it is down: after each restart SQLite equals the
  *     server (SK_EMBEDDED_TRIALS, default 10; seed SK_EMBEDDED_SEED);
+ *   - a sink applies only what the store holds: with the store locked by
+ *     another process (the journal cannot write), a change at the server
+ *     does not reach the target; killed then, and changed again, the daemon
+ *     converges after the restart with no change lost;
  *   - a truncated and a corrupt store file: a clear log line naming the
  *     file, the file moved aside, a full sync, and the target equal to the
  *     server.
@@ -32,6 +36,7 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 
 #include "sk_test.h"
 #include "skt_ss12000.h"
@@ -272,8 +277,9 @@ Test(embedded_restart, kill_9_during_syncs_with_changes_while_down, .timeout = 9
     unsigned rng = seed;
     struct env e = {0};
     env_setup(&e, "estore-kill", 60, seed, "");
-    cr_log_info("embedded_restart: %ld kill -9 trials, seed %u (replay: SK_EMBEDDED_SEED=%u), dir %s",
-                trials, seed, seed, e.dir);
+    cr_log_info(
+        "embedded_restart: %ld kill -9 trials, seed %u (replay: SK_EMBEDDED_SEED=%u), dir %s",
+        trials, seed, seed, e.dir);
     char prev[64][37];
     int n_prev = 0, wave = 0;
     daemon_start(&e);
@@ -351,5 +357,55 @@ Test(embedded_restart, damaged_store_is_moved_aside_and_synced_again, .timeout =
     /* a clean stop wrote a good store again; now its first pages are garbage */
     sleep(1); /* the name of the file moved aside has seconds */
     damaged_restart(&e, "a corrupt store", overwrite_header, 2);
+    env_free(&e);
+}
+
+/* The first person of the server's data: its id (caller frees). */
+static char *first_person(int port)
+{
+    cJSON *dump = skt_ss_dump(port);
+    const cJSON *p = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(dump, "persons"), 0);
+    char *id = strdup(cJSON_GetObjectItemCaseSensitive(p, "id")->valuestring);
+    cJSON_Delete(dump);
+    return id;
+}
+
+Test(embedded_restart, a_sink_applies_only_what_the_store_holds, .timeout = 300)
+{
+    struct env e = {0};
+    env_setup(&e, "estore-gate", 30, 1305, "");
+    daemon_start(&e);
+    wait_equal(&e, 120, "first sync");
+    /* Another process holds the store's write lock: the journal cannot
+     * commit (it retries), so nothing new is on disk. */
+    char *path = skt_fmt("%s/embedded.db", e.store);
+    sqlite3 *lock = NULL;
+    cr_assert_eq(sqlite3_open(path, &lock), SQLITE_OK);
+    sqlite3_busy_timeout(lock, 10000);
+    cr_assert_eq(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(lock));
+    char *id = first_person(e.port);
+    char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":"
+                         "\"Ej på disk\"}}",
+                         id);
+    skt_ss_ctl(e.port, "update", body);
+    sleep(5); /* several polls (1 s) and journal rounds */
+    char *doc = skt_sqlite_value(e.db, "SELECT doc FROM persons WHERE id = ?1", id);
+    cr_assert(doc && !strstr(doc, "Ej på disk"),
+              "the sink applied a change the store does not hold (log %s)", e.log);
+    daemon_kill9(&e);
+    sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(lock);
+    unsigned rng = 1305;
+    char prev[64][37];
+    int n_prev = 0;
+    skt_ss_mutate(e.port, 1, &rng, prev, &n_prev);
+    daemon_start(&e);
+    wait_equal(&e, 90, "after the restart");
+    daemon_stop(&e);
+    free(doc);
+    free(body);
+    free(id);
+    free(path);
     env_free(&e);
 }
