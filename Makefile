@@ -34,10 +34,12 @@ build: deps $(BUILD)/build.ninja
 
 # The demo: a fictional municipality from the generator, through the embedded
 # broker, into SQLite ($(BUILD)/demo.db). No Kafka needed.
-# etc/demo.yaml reads build/demo-data and writes build/demo.db (relative to here).
+# etc/demo.yaml reads build/demo-data and writes build/demo.db (relative to here);
+# the embedded broker keeps its state in build/demo-broker: both start empty, so
+# every demo is a full sync (run the last line again to see a restart resume).
 demo: build
 	python3 tests/fixtures/ss12000_gen.py --seed 2026 --out build/demo-data
-	rm -f build/demo.db build/demo.db-wal build/demo.db-shm
+	rm -rf build/demo.db build/demo.db-wal build/demo.db-shm build/demo-broker
 	$(BUILD)/skolsync run --once -c etc/demo.yaml
 
 # Everything: unit tests, integration tests against a real Kafka broker and a
