@@ -694,7 +694,8 @@ int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, si
         return -1;
     if (len >= size)
         len = size - 1;
-    memcpy(buf, val, len);
+    if (val) /* a header without a value reads as "" */
+        memcpy(buf, val, len);
     buf[len] = '\0';
     return 0;
 }
