@@ -29,20 +29,8 @@ int skt_ss_start(const char *dir, int students, unsigned seed, pid_t *pid)
     char *argv[] = {"python3",    SERVER, "--port", "0", "--base", "/v2.0",
                     "--students", st,     "--seed", sd,  NULL};
     *pid = skt_spawn(argv, log);
-    int port = 0;
     /* data generation: about 1 s per 10 000 records */
-    for (int i = 0; i < 1200 && !port; i++) {
-        usleep(100000);
-        size_t len;
-        char *text = sk_read_file(log, &len);
-        const char *m = text ? strstr(text, "LISTENING 127.0.0.1:") : NULL;
-        if (m)
-            port = atoi(m + strlen("LISTENING 127.0.0.1:"));
-        free(text);
-        cr_assert(waitpid(*pid, NULL, WNOHANG) == 0, "the test server exited at start (see %s)",
-                  log);
-    }
-    cr_assert(port > 0, "the test server did not start (see %s)", log);
+    int port = skt_listening_port(*pid, log, 120000, "the test server");
     free(st);
     free(sd);
     free(log);
@@ -59,18 +47,24 @@ void skt_ss_ctl(int port, const char *op, const char *body)
     free(url);
 }
 
-/* The server's current data: {collection: [entities]}. */
-cJSON *skt_ss_dump(int port)
+/* GET /_control/<what> as JSON (caller deletes it). */
+static cJSON *control_get(int port, const char *what)
 {
-    char *url = skt_fmt("http://127.0.0.1:%d/_control/dump", port);
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/%s", port, what);
     char *out = NULL;
     long st = skt_http("GET", url, NULL, 120, &out);
-    cr_assert_eq(st, 200, "GET /_control/dump: %ld", st);
+    cr_assert_eq(st, 200, "GET /_control/%s: %ld", what, st);
     cJSON *d = cJSON_Parse(out);
-    cr_assert_not_null(d, "the dump is not JSON");
+    cr_assert_not_null(d, "GET /_control/%s: not JSON", what);
     free(out);
     free(url);
     return d;
+}
+
+/* The server's current data: {collection: [entities]}. */
+cJSON *skt_ss_dump(int port)
+{
+    return control_get(port, "dump");
 }
 
 size_t skt_ss_dump_total(const cJSON *d)
@@ -191,14 +185,9 @@ int skt_ss_mutate(int port, int wave, unsigned *rng, char prev[][37], int *n_pre
 /* GET /_control/stats?since=seq (caller deletes it). */
 static cJSON *stats_since(int port, long seq)
 {
-    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats?since=%ld", port, seq);
-    char *out = NULL;
-    long st = skt_http("GET", url, NULL, 60, &out);
-    cr_assert_eq(st, 200, "GET /_control/stats: %ld", st);
-    cJSON *stats = cJSON_Parse(out);
-    cr_assert_not_null(stats, "the stats are not JSON");
-    free(out);
-    free(url);
+    char *what = skt_fmt("stats?since=%ld", seq);
+    cJSON *stats = control_get(port, what);
+    free(what);
     return stats;
 }
 

@@ -20,14 +20,20 @@
 #include "sk_test.h"
 #include "util.h"
 
+/* An embedded broker kept in dir. */
+static struct sk_kafka_conf conf_for(const char *dir)
+{
+    return (struct sk_kafka_conf){.brokers = "embedded",
+                                  .topic_prefix = "estore.",
+                                  .partitions = 3,
+                                  .replication_factor = 1,
+                                  .connect_timeout_ms = 10000,
+                                  .embedded_dir = (char *)dir};
+}
+
 static struct sk_kafka *start(const char *dir)
 {
-    struct sk_kafka_conf kc = {.brokers = "embedded",
-                               .topic_prefix = "estore.",
-                               .partitions = 3,
-                               .replication_factor = 1,
-                               .connect_timeout_ms = 10000,
-                               .embedded_dir = (char *)dir};
+    struct sk_kafka_conf kc = conf_for(dir);
     const char *cols[] = {"persons"};
     struct sk_kafka *k = NULL;
     struct sk_error err = {0};
@@ -227,12 +233,7 @@ Test(embedded_store, a_directory_in_use_is_refused, .timeout = 60)
     sk_log_setup(SK_LOG_WARN, false);
     char *dir = skt_tmpdir("estore-lock");
     struct sk_kafka *k = start(dir);
-    struct sk_kafka_conf kc = {.brokers = "embedded",
-                               .topic_prefix = "estore.",
-                               .partitions = 1,
-                               .replication_factor = 1,
-                               .connect_timeout_ms = 10000,
-                               .embedded_dir = dir};
+    struct sk_kafka_conf kc = conf_for(dir);
     struct sk_kafka *second = NULL;
     struct sk_error err = {0};
     cr_assert_eq(sk_kafka_start(&kc, NULL, 0, &second, &err), -1);
