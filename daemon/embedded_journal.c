@@ -25,6 +25,9 @@
 
 /* How long a round may wait for records below its ends. */
 #define ROUND_MS 5000
+/* Records received but not written yet, at most (a store that cannot be
+ * written must not make the journal hold the whole broker a second time). */
+#define HELD_MAX 50000
 
 static struct jpart *part_of(struct sk_estore *s, const rd_kafka_message_t *m)
 {
@@ -175,7 +178,7 @@ static long journal_round(struct sk_estore *s, int64_t wait_ms)
         bool all = true;
         for (size_t i = 0; i < s->n_parts && all; i++)
             all = s->parts[i].received >= s->parts[i].target;
-        if (all)
+        if (all || s->n_held >= HELD_MAX)
             break;
         receive(s, 100);
     }
@@ -190,7 +193,7 @@ static void *journal_thread(void *arg)
         if (n < 0) {
             struct timespec ts = {1, 0};
             nanosleep(&ts, NULL);
-        } else if (n == 0) {
+        } else if (n == 0 && s->n_held < HELD_MAX) {
             receive(s, 200); /* idle: returns as soon as a record arrives */
         }
     }

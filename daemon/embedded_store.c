@@ -431,6 +431,10 @@ static int restore_records(struct sk_estore *s, struct sk_error *err)
             break;
         }
         produced++;
+        /* A bounded queue: the mock holds every record already, the
+         * producer's copies need not pile up beside them. */
+        while (rd_kafka_outq_len(rk) > 50000)
+            rd_kafka_poll(rk, 1);
         rd_kafka_poll(rk, 0);
     }
     if (q)
