@@ -57,7 +57,8 @@ FUZZ_SECONDS ?= 60
 fuzz: deps-test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-# kill -9 soak: 20 trials x ~100 000 records (tests/integration/test_crash.c), ~45 min
+# kill -9 soak: 50 trials on the embedded broker (test_embedded_restart), then
+# 20 trials x ~100 000 records on Kafka + PostgreSQL (test_crash), ~55 min
 soak: deps-test build
 	SK_BUILD_DIR=$(BUILD) scripts/soak.sh $(BUILD)
 
