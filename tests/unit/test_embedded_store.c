@@ -6,11 +6,12 @@
  * values (tombstones too), headers and the same incarnation; a store most of
  * which is overwritten is compacted at open (latest value per key, tombstones
  * kept, offsets renumbered, a new incarnation); a directory in use is
- * refused.
+ * refused; under systemd $STATE_DIRECTORY/embedded is the default.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
@@ -243,4 +244,27 @@ Test(embedded_store, a_directory_in_use_is_refused, .timeout = 60)
     cr_assert_eq(sk_kafka_start(&kc, NULL, 0, &second, &err), 0, "%s", err.msg);
     sk_kafka_destroy(second);
     free(dir);
+}
+
+Test(embedded_store, under_systemd_the_state_directory_is_the_default, .timeout = 60)
+{
+    sk_log_setup(SK_LOG_WARN, false);
+    char *state = skt_tmpdir("estore-statedir");
+    setenv("STATE_DIRECTORY", state, 1); /* what StateDirectory= sets */
+    struct sk_kafka_conf kc = conf_for(NULL);
+    struct sk_kafka *k = NULL;
+    struct sk_error err = {0};
+    cr_assert_eq(sk_kafka_start(&kc, NULL, 0, &k, &err), 0, "%s", err.msg);
+    cr_assert_not_null(sk_kafka_estore(k), "no store under $STATE_DIRECTORY");
+    sk_kafka_destroy(k);
+    char *db = skt_fmt("%s/embedded/embedded.db", state);
+    cr_assert_eq(access(db, F_OK), 0, "%s missing", db);
+    /* "off": memory only, even under systemd */
+    kc.embedded_dir = "off";
+    cr_assert_eq(sk_kafka_start(&kc, NULL, 0, &k, &err), 0, "%s", err.msg);
+    cr_assert_null(sk_kafka_estore(k), "a store although embedded_dir is off");
+    sk_kafka_destroy(k);
+    unsetenv("STATE_DIRECTORY");
+    free(db);
+    free(state);
 }
