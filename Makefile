@@ -40,10 +40,12 @@ build: deps
 
 # The demo: a fictional municipality from the generator, through the embedded
 # broker, into SQLite ($(BUILD)/demo.db). No Kafka needed.
-# etc/demo.yaml reads build/demo-data and writes build/demo.db (relative to here).
+# etc/demo.yaml reads build/demo-data and writes build/demo.db (relative to here);
+# the embedded broker keeps its state in build/demo-broker: both start empty, so
+# every demo is a full sync (run the last line again to see a restart resume).
 demo: build
 	python3 tests/fixtures/ss12000_gen.py --seed 2026 --out build/demo-data
-	rm -f build/demo.db build/demo.db-wal build/demo.db-shm
+	rm -rf build/demo.db build/demo.db-wal build/demo.db-shm build/demo-broker
 	$(BUILD)/skolsync run --once -c etc/demo.yaml
 
 # Everything: unit tests, integration tests against a real Kafka broker and a
@@ -66,7 +68,8 @@ FUZZ_SECONDS ?= 60
 fuzz: deps-test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-# kill -9 soak: 20 trials x ~100 000 records (tests/integration/test_crash.c), ~45 min
+# kill -9 soak: 50 trials on the embedded broker (test_embedded_restart), then
+# 20 trials x ~100 000 records on Kafka + PostgreSQL (test_crash), ~55 min
 soak: deps-test build
 	SK_BUILD_DIR=$(BUILD) scripts/soak.sh $(BUILD)
 

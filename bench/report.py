@@ -281,6 +281,11 @@ if any(os.path.exists(x) for _, x in profs):
             w("```")
         w("")
 
+embedded = os.path.join(OUT, "embedded.md")
+if os.path.exists(embedded):
+    w("## 7. The embedded broker: in memory, journaled, restored (bench/embedded.sh)\n")
+    w(open(embedded).read())
+
 analysis = os.path.join(HERE, "analysis.md")
 if os.path.exists(analysis):
     w(open(analysis).read())

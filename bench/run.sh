@@ -8,7 +8,7 @@
 # throw-away Kafka broker + PostgreSQL (scripts/kafka.sh, scripts/pg.sh, state
 # in build/bench-env, always stopped again), runs the scenarios and writes
 # bench/results/RESULTS.md, *.csv and *.png (bench/report.py + gnuplot).
-# Other knobs: BENCH_SCENARIOS="source sink latency memory lag profile"
+# Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded profile"
 # (default all), BENCH_KEEP_DATA=1 keeps build-bench/data (generated sets are
 # cached there anyway), BENCH_OUT=dir (default bench/results).
 set -uo pipefail
@@ -17,7 +17,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 cd "$ROOT"
 QUICK=${BENCH_QUICK:-0}
-SCEN=${BENCH_SCENARIOS:-source sink latency memory lag profile}
+SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded profile}
 BB=$ROOT/build-bench
 OUT=${BENCH_OUT:-$HERE/results}
 WORK=$BB/work
@@ -33,7 +33,7 @@ has() { [[ " $SCEN " == *" $1 "* ]]; }
 if [[ $QUICK == 1 ]]; then
     # label:students:repetitions (students chosen for ~10k / ~100k entities)
     SIZES="10k:215:3 100k:2440:1"
-    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag}   # no perf profile
+    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded}   # no perf profile
     LAT_STEADY=20 LAT_BURST=40 POLL_INTERVALS="1s 5s" POLL_COUNT=5
     MEM_STEADY=6 MEM_OUTAGE=15 LAG_REPS=2
 else
@@ -491,6 +491,15 @@ print(f'{sys.argv[2]},{parts},{float(sys.argv[3]):.3f},{r.get("total")},{r.get("
 EOF
     done
     server_stop
+fi
+
+# --------------------------------------- 7. the embedded broker on disk ---
+if has embedded; then
+    log "embedded: jsonl -> embedded broker -> sqlite, in memory, journaled, restored"
+    sizes=
+    for s in $SIZES; do sizes="$sizes ${s%:*}"; done
+    "$HERE/embedded.sh" "$SK" "$OUT" "$WORK/embedded" "$sizes" >/dev/null ||
+        die "embedded scenario failed"
 fi
 
 # ------------------------------------------------------------- report ---

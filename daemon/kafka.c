@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "embedded_store.h"
 #include "log.h"
 #include "util.h"
 
@@ -34,6 +35,7 @@ struct sk_kafka {
     struct sk_strmap properties; /* copies */
     rd_kafka_t *mock_holder;     /* embedded: the handle that owns the mock cluster */
     rd_kafka_mock_cluster_t *mock;
+    struct sk_estore *store; /* embedded: its state on disk, or NULL */
 };
 
 const struct sk_option sk_kafka_options[] = {
@@ -59,6 +61,10 @@ const struct sk_option sk_kafka_options[] = {
     {"embedded_brokers", SK_OPT_INT, "1", false,
      "brokers of the embedded cluster (more than 1 only for fault tests: leader moves)",
      offsetof(struct sk_kafka_conf, embedded_brokers), .min = 1, .max = 5},
+    {"embedded_dir", SK_OPT_STRING, NULL, false,
+     "where the embedded broker keeps its state across restarts (default: "
+     "$STATE_DIRECTORY/embedded under systemd, else memory only; \"off\": memory only)",
+     offsetof(struct sk_kafka_conf, embedded_dir)},
     {"properties", SK_OPT_MAP, NULL, false,
      "librdkafka properties passed through (security.protocol, ssl.*, sasl.*, ...)",
      offsetof(struct sk_kafka_conf, properties)},
@@ -103,6 +109,11 @@ const char *sk_kafka_cursor_topic(const struct sk_kafka *k)
 const char *sk_kafka_dlq_topic(const struct sk_kafka *k)
 {
     return k->dlq_topic;
+}
+
+struct sk_estore *sk_kafka_estore(struct sk_kafka *k)
+{
+    return k->store;
 }
 
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k)
@@ -507,7 +518,24 @@ out:
     return rc;
 }
 
-static int start_embedded(struct sk_kafka *k, struct sk_error *err)
+/*
+ * Where the embedded broker keeps its state: kafka.embedded_dir, else under
+ * systemd's StateDirectory= ($STATE_DIRECTORY, the first of a list). NULL:
+ * memory only. Caller frees.
+ */
+static char *embedded_dir(const struct sk_kafka_conf *conf)
+{
+    if (conf->embedded_dir)
+        return strcmp(conf->embedded_dir, "off") == 0 ? NULL : sk_strdup(conf->embedded_dir);
+    const char *state = getenv("STATE_DIRECTORY");
+    if (!state || !*state)
+        return NULL;
+    size_t len = strcspn(state, ":");
+    return sk_asprintf("%.*s/embedded", (int)len, state);
+}
+
+static int start_embedded(struct sk_kafka *k, const struct sk_kafka_conf *kconf,
+                          struct sk_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512];
@@ -524,6 +552,19 @@ static int start_embedded(struct sk_kafka *k, struct sk_error *err)
     if (!k->mock)
         return sk_error_set(err, SK_ERR_FATAL, "cannot start the embedded broker");
     k->bootstrap = sk_strdup(rd_kafka_mock_cluster_bootstraps(k->mock));
+    char *dir = embedded_dir(kconf);
+    if (dir) {
+        /* Restored before any topic is created or any client connects
+         * (docs/architecture.md §5.8); the incarnation is the store's (§5.9). */
+        int rc = sk_estore_open(k, dir, &k->store, err);
+        free(dir);
+        if (rc)
+            return -1;
+        k->incarnation = sk_strdup(sk_estore_incarnation(k->store));
+        sk_info("kafka", "using the embedded broker at %s (one process, no replication)",
+                k->bootstrap);
+        return 0;
+    }
     /* The embedded broker's data dies with the process: a fresh incarnation id
      * per process makes sinks distrust offsets stored under an earlier one. */
     char uuid[37];
@@ -531,7 +572,7 @@ static int start_embedded(struct sk_kafka *k, struct sk_error *err)
     k->incarnation = sk_asprintf("embedded-%s", uuid);
     sk_warn("kafka",
             "using the embedded broker at %s: data is kept in memory only and lost at exit "
-            "(set kafka.brokers for production)",
+            "(set kafka.embedded_dir to keep it, kafka.brokers for production)",
             k->bootstrap);
     return 0;
 }
@@ -569,7 +610,7 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
 {
     struct sk_kafka *k = sk_kafka_describe(conf);
     if (k->embedded) {
-        if (start_embedded(k, err))
+        if (start_embedded(k, conf, err))
             goto fail;
     } else {
         if (fetch_cluster_id(k, err))
@@ -591,6 +632,8 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
     for (size_t i = 0; i < n; i++)
         free(topics[i]);
     free(topics);
+    if (!rc && k->store)
+        rc = sk_estore_start(k->store, err); /* every topic exists now */
     if (rc)
         goto fail;
     *out = k;
@@ -604,6 +647,7 @@ void sk_kafka_destroy(struct sk_kafka *k)
 {
     if (!k)
         return;
+    sk_estore_close(k->store); /* its last round reads the mock: before it goes */
     if (k->mock)
         rd_kafka_mock_cluster_destroy(k->mock);
     if (k->mock_holder)
@@ -690,7 +734,8 @@ int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, si
         return -1;
     if (len >= size)
         len = size - 1;
-    memcpy(buf, val, len);
+    if (val) /* a header without a value reads as "" */
+        memcpy(buf, val, len);
     buf[len] = '\0';
     return 0;
 }

@@ -29,6 +29,7 @@ struct sk_kafka_conf {
     bool exactly_once;           /* transactions on a real broker (default true) */
     int64_t connect_timeout_ms;  /* how long to wait for the cluster at start */
     int64_t embedded_brokers;    /* brokers of the embedded mock cluster (fault tests) */
+    char *embedded_dir;          /* where the embedded broker keeps its state; "off": memory */
     struct sk_strmap properties; /* passed through to librdkafka (TLS, SASL, ...) */
 };
 
@@ -141,6 +142,9 @@ struct sk_kafka_stats {
     int64_t rebalances; /* consumer group rebalances (assignments and revocations) */
 };
 void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *out);
+
+/* The embedded broker's store (embedded_store.h), NULL when it keeps nothing on disk. */
+struct sk_estore *sk_kafka_estore(struct sk_kafka *k);
 
 /* The embedded mock cluster (for fault injection in tests), NULL on a real broker. */
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k);

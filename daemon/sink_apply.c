@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embedded_store.h"
 #include "log.h"
 #include "model.h"
 #include "sink_internal.h"
@@ -302,6 +303,10 @@ int sink_apply_pending(struct sink_run *run)
     struct sk_retry retry = {0};
     bool paused = false;
     int rc = 0;
+    /* The embedded broker's store: apply only what a restart restores
+     * (docs/architecture.md §5.8), or offsets could point past its log. */
+    if (sk_estore_await(sk_kafka_estore(env->kafka), run->pending, n, &r->stop))
+        return -1;
     build_records(run);
     for (;;) {
         struct sk_error err = {0};

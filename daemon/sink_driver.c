@@ -532,10 +532,14 @@ static void *sink_thread(void *arg)
         if (m) {
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 struct part *p = part_find(&run, rd_kafka_topic_name(m->rkt), m->partition);
+                /* Resumed at the target's offsets with nothing to apply: the
+                 * group learns them too (a restored embedded broker has no
+                 * group offsets; lag would count the whole topic). */
+                bool resumed_at_end = p && p->eof < 0 && p->next >= m->offset;
                 if (p && m->offset > p->eof)
                     p->eof = m->offset;
                 rd_kafka_message_destroy(m);
-                if (run.n_pending == 0 && advance_to_eof(&run))
+                if (run.n_pending == 0 && (advance_to_eof(&run) || resumed_at_end))
                     commit_parts(&run, false);
                 else if (run.n_pending)
                     flush(&run, false); /* reached the end: do not linger */

@@ -7,6 +7,8 @@
 #   scripts/soak.sh [BUILD_DIR]            default: build (or $SK_BUILD_DIR)
 #   SK_CRASH_TRIALS=5 scripts/soak.sh      fewer trials
 #   SK_CRASH_SEED=123456 scripts/soak.sh   replay: trial i uses seed 123456+i
+#   SK_EMBEDDED_TRIALS=50 (default)        kill -9 trials on the embedded broker first
+#                                          (test_embedded_restart; SK_EMBEDDED_SEED replays)
 #
 # Each trial: the SS 12000 test server with a generated dataset, the daemon
 # (ss12000-source, page_size 100 -> ~1 000 Kafka transactions per full sync;
@@ -28,9 +30,20 @@ ROOT=$(cd "$HERE/.." && pwd)
 BUILD=${1:-${SK_BUILD_DIR:-build}}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 
-if [[ ! -x $BUILD/tests/test_crash || ! -x $BUILD/skolsync ]]; then
-    cmake --build "$BUILD" --target test_crash skolsync
+if [[ ! -x $BUILD/tests/test_crash || ! -x $BUILD/tests/test_embedded_restart ||
+      ! -x $BUILD/skolsync ]]; then
+    cmake --build "$BUILD" --target test_crash test_embedded_restart skolsync
 fi
+
+cd "$ROOT"
+# First the embedded broker's kill -9 trials (tests/integration/test_embedded_restart.c:
+# killed during a sync, changes incl. deletions at the SS 12000 server while it is
+# down, SQLite equal to the server after each restart). No Kafka needed.
+export SK_EMBEDDED_TRIALS=${SK_EMBEDDED_TRIALS:-50}
+echo "soak: $SK_EMBEDDED_TRIALS kill -9 trials on the embedded broker;" \
+     "expect about $((SK_EMBEDDED_TRIALS * 10 / 60 + 1)) minutes" >&2
+timeout --foreground -k 60 "${SK_SOAK_TIMEOUT:-3h}" "$BUILD/tests/test_embedded_restart" \
+    --jobs 1 --verbose --filter 'embedded_restart/kill*' || exit 1
 
 # the test environment's state next to the build (scripts/with-testenv.sh stops it at the end)
 export SK_TESTENV_DIR=${SK_TESTENV_DIR:-$BUILD/testenv}
@@ -39,6 +52,5 @@ export SK_CRASH_STUDENTS=${SK_CRASH_STUDENTS:-2400}
 echo "soak: $SK_CRASH_TRIALS trials x $SK_CRASH_STUDENTS students (~100 000 records each);" \
      "expect about $((SK_CRASH_TRIALS * 130 / 60 + 1)) minutes" >&2
 
-cd "$ROOT"
 exec timeout --foreground -k 60 "${SK_SOAK_TIMEOUT:-3h}" \
     "$HERE/with-testenv.sh" "$BUILD/tests/test_crash" --jobs 1 --verbose

@@ -207,6 +207,27 @@ pid_t skt_spawn(char *const argv[], const char *log_path)
     return pid;
 }
 
+int skt_listening_port(pid_t pid, const char *log_path, int timeout_ms, const char *what)
+{
+    static const char mark[] = "LISTENING 127.0.0.1:";
+    int port = 0;
+    for (int waited = 0; !port; waited += 100) {
+        size_t len;
+        char *text = sk_read_file(log_path, &len);
+        const char *m = text ? strstr(text, mark) : NULL;
+        if (m)
+            port = atoi(m + strlen(mark));
+        free(text);
+        if (port)
+            break;
+        cr_assert(waitpid(pid, NULL, WNOHANG) == 0, "%s exited at start (see %s)", what, log_path);
+        cr_assert_lt(waited, timeout_ms, "%s did not listen within %d ms (see %s)", what,
+                     timeout_ms, log_path);
+        usleep(100000);
+    }
+    return port;
+}
+
 int skt_stop(pid_t *pid, int timeout_ms)
 {
     if (*pid <= 0)

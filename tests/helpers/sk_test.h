@@ -56,6 +56,12 @@ int skt_sh(const char *cmd, int timeout_s, char **output);
 /* Starts argv (PATH searched) in the background with stdout+stderr to
  * log_path; returns the pid. The child is killed when the test ends. */
 pid_t skt_spawn(char *const argv[], const char *log_path);
+/*
+ * The port a spawned fixture (the SS 12000 server, flaky_proxy.py) wrote as
+ * "LISTENING 127.0.0.1:PORT" to log_path, waiting up to timeout_ms; fails the
+ * test if pid exits first or the time passes (what names it in the message).
+ */
+int skt_listening_port(pid_t pid, const char *log_path, int timeout_ms, const char *what);
 /* SIGTERM, then SIGKILL after timeout_ms; *pid = -1. The exit code as
  * skt_wait gives it (0 if there was no child). */
 int skt_stop(pid_t *pid, int timeout_ms);

@@ -49,9 +49,9 @@
 
 #include "model.h"
 #include "sk_test.h"
+#include "skt_ss12000.h"
 #include "util.h"
 
-#define SERVER SK_SOURCE_DIR "/tests/fixtures/ss12000_server.py"
 #define MAX_TRIALS 256
 
 /* ---- processes and schema, cleaned up in every path ---------------------------- */
@@ -95,72 +95,6 @@ static long env_long(const char *name, long dflt)
 {
     const char *v = getenv(name);
     return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
-/* A uniform draw in [lo, hi] from the trial's generator. */
-static int draw(unsigned *rng, int lo, int hi)
-{
-    return lo + (int)(rand_r(rng) % (unsigned)(hi - lo + 1));
-}
-
-/* ---- the SS 12000 test server --------------------------------------------------- */
-
-static int server_start(const char *dir, int students, unsigned seed)
-{
-    char *log = skt_fmt("%s/server.log", dir);
-    char *st = skt_fmt("%d", students), *sd = skt_fmt("%u", seed);
-    char *argv[] = {"python3",    SERVER, "--port", "0", "--base", "/v2.0",
-                    "--students", st,     "--seed", sd,  NULL};
-    g_server = skt_spawn(argv, log);
-    int port = 0;
-    /* data generation: about 1 s per 10 000 records */
-    for (int i = 0; i < 1200 && !port; i++) {
-        usleep(100000);
-        size_t len;
-        char *text = sk_read_file(log, &len);
-        const char *m = text ? strstr(text, "LISTENING 127.0.0.1:") : NULL;
-        if (m)
-            port = atoi(m + strlen("LISTENING 127.0.0.1:"));
-        free(text);
-        cr_assert(alive(g_server), "the test server exited at start (see %s)", log);
-    }
-    cr_assert(port > 0, "the test server did not start (see %s)", log);
-    free(st);
-    free(sd);
-    free(log);
-    return port;
-}
-
-static void ctl(int port, const char *op, const char *body)
-{
-    char *url = skt_fmt("http://127.0.0.1:%d/_control/%s", port, op);
-    char *out = NULL;
-    long st = skt_http("POST", url, body, 120, &out);
-    cr_assert(st == 200 || st == 201, "POST /_control/%s %s: %ld %s", op, body, st, out);
-    free(out);
-    free(url);
-}
-
-/* The server's current data: {collection: [entities]}. */
-static cJSON *server_dump(int port)
-{
-    char *url = skt_fmt("http://127.0.0.1:%d/_control/dump", port);
-    char *out = NULL;
-    long st = skt_http("GET", url, NULL, 120, &out);
-    cr_assert_eq(st, 200, "GET /_control/dump: %ld", st);
-    cJSON *d = cJSON_Parse(out);
-    cr_assert_not_null(d, "the dump is not JSON");
-    free(out);
-    free(url);
-    return d;
-}
-
-static size_t dump_total(const cJSON *d)
-{
-    size_t n = 0;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, d) n += (size_t)cJSON_GetArraySize(c);
-    return n;
 }
 
 /* ---- PostgreSQL ------------------------------------------------------------------ */
@@ -329,115 +263,6 @@ static long long wait_rows(struct trial *t, PGconn **c, long long want, int time
     }
 }
 
-/* ---- mutations at the server ---------------------------------------------------- */
-
-/* A random entity id of a collection in the dump (NULL if it is empty). */
-static const char *pick_id(const cJSON *dump, const char *coll, unsigned *rng)
-{
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(dump, coll);
-    int n = arr ? cJSON_GetArraySize(arr) : 0;
-    if (n == 0)
-        return NULL;
-    const cJSON *e = cJSON_GetArrayItem(arr, draw(rng, 0, n - 1));
-    return cJSON_GetObjectItemCaseSensitive(e, "id")->valuestring;
-}
-
-static void update(int port, const char *coll, const char *id, const char *field, const char *value)
-{
-    char *body = skt_fmt("{\"collection\":\"%s\",\"id\":\"%s\",\"patch\":{\"%s\":\"%s\"}}", coll,
-                         id, field, value);
-    ctl(port, "update", body);
-    free(body);
-}
-
-/*
- * One wave of changes, the way a SIS makes them: updates (bumping
- * meta.modified) of persons, groups, activities and rooms, new versions of
- * records the previous wave changed, deletes (at most 4 per type a wave,
- * under the delete guard's thresholds), new persons, a membership change.
- * Returns the number of changes; keeps the ids it updated in *prev.
- */
-static int mutate(int port, int wave, unsigned *rng, char prev[][37], int *n_prev)
-{
-    cJSON *dump = server_dump(port);
-    int changes = 0;
-    static const struct {
-        const char *coll, *field;
-        int n;
-    } upd[] = {{"persons", "givenName", 20},
-               {"groups", "displayName", 8},
-               {"activities", "displayName", 6},
-               {"rooms", "displayName", 4}};
-    char keep[64][37];
-    int n_keep = 0;
-    for (size_t u = 0; u < sizeof(upd) / sizeof(upd[0]); u++) {
-        for (int k = 0; k < upd[u].n; k++) {
-            const char *id = pick_id(dump, upd[u].coll, rng);
-            if (!id)
-                break;
-            char *v = skt_fmt("Ändrad %d.%d", wave, k);
-            update(port, upd[u].coll, id, upd[u].field, v);
-            free(v);
-            changes++;
-            if (u == 0 && n_keep < 64)
-                snprintf(keep[n_keep++], 37, "%s", id);
-        }
-    }
-    /* newer versions of what the previous wave changed */
-    for (int k = 0; k < *n_prev; k++) {
-        char *v = skt_fmt("Ändrad igen %d.%d", wave, k);
-        char *body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":"
-                             "\"%s\"}}",
-                             prev[k], v);
-        char *url = skt_fmt("http://127.0.0.1:%d/_control/update", port);
-        long st = skt_http("POST", url, body, 120, NULL); /* 404 if an earlier wave deleted it */
-        cr_assert(st == 200 || st == 404, "update: %ld", st);
-        changes += st == 200;
-        free(url);
-        free(body);
-        free(v);
-    }
-    static const char *const del[] = {"persons", "rooms", "calendarEvents", "attendances"};
-    for (size_t d = 0; d < sizeof(del) / sizeof(del[0]); d++) {
-        cJSON *fresh = server_dump(port); /* not one deleted twice */
-        for (int k = 0; k < 4; k++) {
-            const char *id = pick_id(fresh, del[d], rng);
-            if (!id)
-                break;
-            char *body = skt_fmt("{\"collection\":\"%s\",\"id\":\"%s\"}", del[d], id);
-            char *url = skt_fmt("http://127.0.0.1:%d/_control/delete", port);
-            long st = skt_http("POST", url, body, 120, NULL);
-            cr_assert(st == 200 || st == 404, "delete: %ld", st);
-            changes += st == 200;
-            free(url);
-            free(body);
-        }
-        cJSON_Delete(fresh);
-    }
-    char created[37] = "";
-    for (int k = 0; k < 3; k++) {
-        sk_uuid_random(created);
-        char *body = skt_fmt("{\"collection\":\"persons\",\"entity\":{\"id\":\"%s\","
-                             "\"givenName\":\"Ny %d.%d\",\"familyName\":\"Elev\"}}",
-                             created, wave, k);
-        ctl(port, "create", body);
-        free(body);
-        changes++;
-    }
-    const char *group = pick_id(dump, "groups", rng);
-    if (group) {
-        char *body =
-            skt_fmt("{\"group\":\"%s\",\"person\":\"%s\",\"action\":\"add\"}", group, created);
-        ctl(port, "membership", body);
-        free(body);
-        changes++;
-    }
-    memcpy(prev, keep, sizeof(keep[0]) * (size_t)n_keep);
-    *n_prev = n_keep > 10 ? 10 : n_keep;
-    cJSON_Delete(dump);
-    return changes;
-}
-
 /* ---- the trials ------------------------------------------------------------------- */
 
 struct trial_param {
@@ -481,9 +306,9 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
                 "SK_CRASH_STUDENTS=%d), dir %s, schema %s",
                 p->index + 1, p->count, p->seed, p->seed, students, t.dir, t.schema);
 
-    t.port = server_start(t.dir, students, p->seed);
-    cJSON *dump = server_dump(t.port);
-    t.total = dump_total(dump);
+    t.port = skt_ss_start(t.dir, students, p->seed, &g_server);
+    cJSON *dump = skt_ss_dump(t.port);
+    t.total = skt_ss_dump_total(dump);
     cJSON_Delete(dump);
     cr_log_info("crash: trial %d: %zu records (%d students), page_size %d", p->index + 1, t.total,
                 students, page_size);
@@ -520,13 +345,13 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
 
     /* 1: early, at a random time */
     daemon_start(&t);
-    int ms = draw(&rng, 300, 2500);
+    int ms = skt_draw(&rng, 300, 2500);
     usleep((useconds_t)ms * 1000);
     daemon_kill9(&t, 1, skt_fmt("%d ms after the start", ms),
                  skt_pg_total_rows(c = skt_pg_connect(), t.schema));
 
     /* 2, 3: at a random share of the dataset in PostgreSQL */
-    int pct[2] = {draw(&rng, 5, 45), draw(&rng, 50, 95)};
+    int pct[2] = {skt_draw(&rng, 5, 45), skt_draw(&rng, 50, 95)};
     for (int k = 0; k < 2; k++) {
         daemon_start(&t);
         rows = wait_rows(&t, &c, (long long)t.total * pct[k] / 100, phase_s);
@@ -539,8 +364,8 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     char prev[64][37];
     int n_prev = 0, changes = 0;
     daemon_start(&t);
-    changes += mutate(t.port, 1, &rng, prev, &n_prev);
-    ms = draw(&rng, 200, 4000);
+    changes += skt_ss_mutate(t.port, 1, &rng, prev, &n_prev);
+    ms = skt_draw(&rng, 200, 4000);
     usleep((useconds_t)ms * 1000);
     char *when = skt_fmt("%d ms after mutation wave 1", ms);
     daemon_kill9(&t, 4, when, skt_pg_total_rows(c, t.schema));
@@ -549,18 +374,18 @@ ParameterizedTest(struct trial_param *p, crash, kill_9_during_ss12000_sync_into_
     /* 5: the sync (nearly) through, a second wave, a delta run under way */
     daemon_start(&t);
     wait_rows(&t, &c, (long long)t.total * 95 / 100, phase_s);
-    changes += mutate(t.port, 2, &rng, prev, &n_prev);
-    ms = draw(&rng, 500, 5000);
+    changes += skt_ss_mutate(t.port, 2, &rng, prev, &n_prev);
+    ms = skt_draw(&rng, 500, 5000);
     usleep((useconds_t)ms * 1000);
     when = skt_fmt("%d ms after mutation wave 2", ms);
     daemon_kill9(&t, 5, when, skt_pg_total_rows(c, t.schema));
     free(when);
 
     /* last restart: wait until PostgreSQL equals the server (bounded) */
-    dump = server_dump(t.port); /* no more changes: this is the final state */
+    dump = skt_ss_dump(t.port); /* no more changes: this is the final state */
     char *expect = skt_fmt("%s/expect", t.dir);
     skt_dump_write(dump, expect);
-    size_t final_total = dump_total(dump);
+    size_t final_total = skt_ss_dump_total(dump);
     daemon_start(&t);
     char why[4096] = "";
     bool ok = false;

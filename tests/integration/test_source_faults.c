@@ -146,19 +146,7 @@ static cJSON *db_doc(const char *db_path, const char *coll, const char *id)
 static int server_start(char *const argv[], const char *slog)
 {
     g_server = skt_spawn(argv, slog);
-    int port = 0;
-    for (int i = 0; i < 300 && !port; i++) {
-        usleep(100000);
-        size_t len;
-        char *text = sk_read_file(slog, &len);
-        const char *m = text ? strstr(text, "LISTENING 127.0.0.1:") : NULL;
-        if (m)
-            port = atoi(m + strlen("LISTENING 127.0.0.1:"));
-        free(text);
-        cr_assert(alive(g_server), "the test server exited at start (see %s)", slog);
-    }
-    cr_assert(port > 0, "the test server did not start (see %s)", slog);
-    return port;
+    return skt_listening_port(g_server, slog, 30000, "the test server");
 }
 
 /* The daemon: ss12000-source (OAuth2, page_size 50, request_timeout 2 s) -> real

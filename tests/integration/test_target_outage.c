@@ -587,20 +587,7 @@ static int proxy_start(const char *dir)
     char *script = skt_fmt("%s/tests/fixtures/flaky_proxy.py", SK_SOURCE_DIR);
     char *argv[] = {"python3", script, "--upstream", (char *)up, NULL};
     g_proxy = skt_spawn(argv, log);
-    int port = 0;
-    for (int i = 0; i < 100 && !port; i++) {
-        size_t len;
-        char *text = sk_read_file(log, &len);
-        const char *m = text ? strstr(text, "LISTENING 127.0.0.1:") : NULL;
-        if (m)
-            port = atoi(m + strlen("LISTENING 127.0.0.1:"));
-        free(text);
-        if (!port) {
-            cr_assert(alive(g_proxy), "flaky_proxy.py exited (%s)", log);
-            usleep(100000);
-        }
-    }
-    cr_assert_gt(port, 0, "flaky_proxy.py did not listen within 10 s (%s)", log);
+    int port = skt_listening_port(g_proxy, log, 10000, "flaky_proxy.py");
     free(script);
     free(log);
     return port;
