@@ -380,8 +380,8 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
     /* The inactivity timeout bounds a stalled body; the head has its own
      * deadline (the reaper). */
     h->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
         MHD_OPTION_CONNECTION_LIMIT, lim.connections ? lim.connections : 256U,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim.per_client ? lim.per_client : 32U,

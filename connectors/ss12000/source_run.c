@@ -142,16 +142,23 @@ void ss_window(const struct ss_source *src, const struct cstate *st, int64_t *lo
     *hi = st->run_t0 + src->conf->calendar_window.future_ms * 1000;
 }
 
+/* The window's end is read again once it moved this far (docs/ss12000-source.md). */
+#define WINDOW_STEP_US (86400LL * 1000000)
+
 /*
  * A delta (meta.modified.after) does not find an event the window's end
  * moved over: it did not change. Such events are read by a chain of their
- * own, startTime from the end read last to the window's end.
+ * own, startTime from the end read last to the window's end, once that end
+ * moved a day: at most one such request a day, and a server that ignores
+ * the window's parameters is listed in full once a day, not on every poll
+ * (nor again after every restart). An event entering the window 365 days
+ * ahead is read within a day.
  */
 static bool window_moved(const struct ss_source *src, const struct cstate *st, int i)
 {
     int64_t lo, hi;
     ss_window(src, st, &lo, &hi);
-    return ss_windowed(src, i) && st->t[i].window_end_us < hi;
+    return ss_windowed(src, i) && st->t[i].window_end_us + WINDOW_STEP_US <= hi;
 }
 
 /* The next step after a completed chain. */
