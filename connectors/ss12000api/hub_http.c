@@ -163,6 +163,23 @@ static bool time_arg(struct req *r, const char *key, int64_t *out)
     return ok;
 }
 
+/* Every query parameter is one this endpoint takes, once. false: the error answer is set. */
+static bool params_ok(struct req *r, struct param_check *pc)
+{
+    MHD_get_connection_values(r->c, MHD_GET_ARGUMENT_KIND, check_param, pc);
+    if (r->bad_param) {
+        /* Not even the name is echoed: the answer and the log stay free of input. */
+        fail(r, 400, "unsupported_parameter",
+             "a query parameter this server does not implement was given");
+        return false;
+    }
+    if (r->dup_param || r->bad_entity) {
+        fail(r, 400, "invalid_parameter", "a parameter was repeated or names no entity type");
+        return false;
+    }
+    return true;
+}
+
 /*
  * The query of a list or deletedEntities request: the filters of a first
  * request, or the page token of a follow-up (with limit only). false: the
@@ -172,17 +189,8 @@ static bool read_query(struct req *r, const char *what, const char *const *allow
                        struct hub_query *q)
 {
     struct param_check pc = {.r = r, .allowed = allowed};
-    MHD_get_connection_values(r->c, MHD_GET_ARGUMENT_KIND, check_param, &pc);
-    if (r->bad_param) {
-        /* The name only: a value may be personal data. */
-        fail(r, 400, "unsupported_parameter",
-             "a query parameter this server does not implement was given");
+    if (!params_ok(r, &pc))
         return false;
-    }
-    if (r->dup_param || r->bad_entity) {
-        fail(r, 400, "invalid_parameter", "a parameter was repeated or names no entity type");
-        return false;
-    }
     *q = (struct hub_query){.modified_after = INT64_MIN,
                             .modified_before = INT64_MAX,
                             .created_after = INT64_MIN,
@@ -296,8 +304,13 @@ static void deleted(struct req *r)
     page_end(r, "deletedEntities", &q, more, last_stamp, last_id);
 }
 
+static const char *const by_id_params[] = {NULL};
+
 static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
 {
+    struct param_check pc = {.r = r, .allowed = by_id_params};
+    if (!params_ok(r, &pc))
+        return;
     char id[37];
     if (sk_uuid_normalize(id_text, id) < 0)
         return fail(r, 400, "invalid_id", "the id is not a UUID");
@@ -492,11 +505,11 @@ int hub_http_start(struct hub *h, struct sk_error *err)
     else
         tls_opts[0].option = MHD_OPTION_END;
     if (fd >= 0)
-        h->mhd =
-            MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
-                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_CONNECTION_TIMEOUT,
-                             (unsigned)30, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
-                             MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+        h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+                                  mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
+                                  MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     free(cert);
     free_key(key);
     if (fd < 0)

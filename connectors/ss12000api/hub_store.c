@@ -9,17 +9,19 @@
  *   hub_meta(key, value): the page token secret and the last stamp.
  *
  * Owns: the change stamp (docs/ss12000-api-sink.md, "Delta consistency"):
- * every write gets stamp = max(now, its meta.modified, last stamp + 1), so
- * stamps only grow, never lie below the record's meta.modified, and a batch
- * commits its stamps at once (one writer); meta.modified.after/before filter
- * on it. Must never: serve a row of a type the caller did not check the
- * client's scope for (hub_http.c checks; the queries take one type or a mask
- * already cut to the scope), or keep a tombstone past deleted_retention
- * longer than a batch or a minute.
+ * every write gets stamp = max(now, last stamp + 1), so stamps only grow and
+ * a batch commits its stamps at once (one writer); documents are served with
+ * meta.modified = their stamp, and meta.modified.after/before filter on it,
+ * so a client that asks after the largest meta.modified it saw gets every
+ * later change, however late its record reached the hub. Must never: serve a row of a type the
+ * caller did not check the client's scope for (hub_http.c checks; the queries take one type or a
+ * mask already cut to the scope), or keep a tombstone past deleted_retention longer than a batch or
+ * a minute.
  */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/rand.h>
 
@@ -90,12 +92,10 @@ int hub_store_load(struct hub *h, struct sk_error *err)
     return meta_put(h->state, "secret", h->secret, HUB_SECRET_LEN, true, err);
 }
 
-/* The change stamp of a write: above every stamp given and never below meta.modified. */
-static int64_t next_stamp(struct hub *h, int64_t modified_us)
+/* The change stamp of a write: the hub's clock, above every stamp it gave before. */
+static int64_t next_stamp(struct hub *h)
 {
     int64_t s = sk_now_us();
-    if (modified_us != INT64_MIN && modified_us > s)
-        s = modified_us;
     if (s <= h->last_stamp)
         s = h->last_stamp + 1;
     h->last_stamp = s;
@@ -156,8 +156,7 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         if (sk_state_delete(h->state, coll, r->key, &removed, err) < 0)
             return -1;
         /* Only what a client may have seen needs a tombstone. */
-        return removed ? put_row(h, coll, r->key, next_stamp(h, INT64_MIN), INT64_MIN, true, err)
-                       : 0;
+        return removed ? put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) : 0;
     }
     if (!r->json)
         return sk_error_set(err, SK_ERR_PERMANENT, "record has a value but no decoded document");
@@ -167,7 +166,7 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         return -1;
     if (put != SK_STATE_WRITTEN) /* stale or the same: clients have it already */
         return 0;
-    return put_row(h, coll, r->key, next_stamp(h, r->modified_us), created_of(r->doc), false, err);
+    return put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err);
 }
 
 int hub_store_finish(void *ctx, struct sk_error *err)
@@ -254,13 +253,14 @@ static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
     " AND (?6 = 9223372036854775807 OR r.created_us < ?6)"
 
 /*
- * Steps q, whose rows are (id, stamp, text): appends each text (sep between
- * them) to out until limit rows, remembering the last position. Returns the
- * rows taken, -1 with err. each (may be NULL) is called instead of appending.
+ * Steps q, whose rows start with (id, stamp): calls each for every row until
+ * limit rows, remembering the last position. Returns the rows taken, -1 with
+ * err.
  */
-static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, struct sk_buf *out,
-                         bool *more, int64_t *last_stamp, char last_id[37],
-                         void (*each)(void *ctx, sqlite3_stmt *q), void *ctx, struct sk_error *err)
+static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, bool *more,
+                         int64_t *last_stamp, char last_id[37],
+                         void (*each)(void *ctx, sqlite3_stmt *q, int64_t n), void *ctx,
+                         struct sk_error *err)
 {
     int64_t n = 0;
     int rc;
@@ -272,18 +272,59 @@ static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, struct sk_
         }
         snprintf(last_id, 37, "%s", (const char *)sqlite3_column_text(q, 0));
         *last_stamp = sqlite3_column_int64(q, 1);
-        if (each) {
-            each(ctx, q);
-        } else {
-            if (n)
-                sk_buf_putc(out, ',');
-            sk_buf_putn(out, sqlite3_column_text(q, 2), (size_t)sqlite3_column_bytes(q, 2));
-        }
-        n++;
+        each(ctx, q, n++);
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return read_error(db, rc, err);
     return n;
+}
+
+/* A stamp as the RFC 3339 date-time clients see in meta.modified (UTC, µs). */
+static void format_stamp(int64_t us, char out[40])
+{
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 40 - n, ".%06dZ", (int)(us % 1000000));
+}
+
+/*
+ * Appends doc as served: meta.modified replaced by the hub's stamp (types
+ * the spec gives meta), everything else exactly as stored.
+ */
+static void put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
+                       int64_t stamp)
+{
+    cJSON *j = e->has_meta ? cJSON_Parse(doc) : NULL;
+    if (!j) { /* no meta in the spec (or, never stored, not JSON): as it is */
+        sk_buf_puts(out, doc);
+        return;
+    }
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "meta");
+    if (!cJSON_IsObject(meta)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(j, "meta");
+        meta = cJSON_AddObjectToObject(j, "meta");
+    }
+    char when[40];
+    format_stamp(stamp, when);
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, "modified");
+    cJSON_AddStringToObject(meta, "modified", when);
+    sk_json_print_into(j, out);
+    cJSON_Delete(j);
+}
+
+struct list_page {
+    struct sk_buf *out;
+    const struct sk_entity *e;
+};
+
+static void put_listed(void *ctx, sqlite3_stmt *q, int64_t n)
+{
+    struct list_page *p = ctx;
+    if (n)
+        sk_buf_putc(p->out, ',');
+    put_served(p->out, p->e, (const char *)sqlite3_column_text(q, 2), sqlite3_column_int64(q, 1));
 }
 
 int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
@@ -301,7 +342,8 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
         return read_error(db, rc, err);
     bind_query(stmt, q);
     sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
-    int64_t n = take_rows(db, stmt, q->limit, out, more, last_stamp, last_id, NULL, NULL, err);
+    struct list_page page = {out, e};
+    int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, put_listed, &page, err);
     sqlite3_finalize(stmt);
     return n;
 }
@@ -309,17 +351,22 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
 int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char **doc,
                   struct sk_error *err)
 {
-    char *sql = sk_asprintf("SELECT doc FROM \"%s\" WHERE id = ?1", e->collection);
+    char *sql = sk_asprintf("SELECT c.doc, r.stamp FROM \"%s\" c JOIN hub_rows r ON r.collection "
+                            "= ?2 AND r.id = c.id WHERE c.id = ?1",
+                            e->collection);
     sqlite3_stmt *q;
     int rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
     free(sql);
     if (rc != SQLITE_OK)
         return read_error(db, rc, err);
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, e->collection, -1, SQLITE_STATIC);
     rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW)
-        *doc = sk_strdup((const char *)sqlite3_column_text(q, 0));
-    else if (rc != SQLITE_DONE)
+    if (rc == SQLITE_ROW) {
+        struct sk_buf b = {0};
+        put_served(&b, e, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1));
+        *doc = sk_buf_take(&b);
+    } else if (rc != SQLITE_DONE)
         read_error(db, rc, err);
     sqlite3_finalize(q);
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
@@ -330,8 +377,9 @@ struct deleted_ids {
     struct sk_buf ids[SK_ENTITY_COUNT];
 };
 
-static void collect_deleted(void *ctx, sqlite3_stmt *q)
+static void collect_deleted(void *ctx, sqlite3_stmt *q, int64_t n)
 {
+    (void)n;
     struct deleted_ids *d = ctx;
     int i = sk_entity_index(sk_entity_by_collection((const char *)sqlite3_column_text(q, 2)));
     if (i < 0)
@@ -360,8 +408,7 @@ int64_t hub_store_deleted(sqlite3 *db, const struct hub_query *q, struct sk_buf 
         return read_error(db, rc, err);
     bind_query(stmt, q);
     struct deleted_ids d = {0};
-    int64_t n =
-        take_rows(db, stmt, q->limit, NULL, more, last_stamp, last_id, collect_deleted, &d, err);
+    int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, collect_deleted, &d, err);
     sqlite3_finalize(stmt);
     bool first = true;
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
