@@ -86,7 +86,7 @@ int hub_store_finish(void *ctx, struct sk_error *err);
 
 /* What a list asks for: filters as µs (INT64_MIN/INT64_MAX when absent) and the position. */
 struct hub_query {
-    int64_t modified_after, modified_before; /* on the hub's change stamp (exclusive) */
+    int64_t modified_after, modified_before; /* on the hub's change stamp = served meta.modified */
     int64_t created_after, created_before;   /* on meta.created (exclusive) */
     int64_t after_stamp; /* keyset position: (stamp, id) > (after_stamp, after_id) */
     char after_id[37];
@@ -100,24 +100,29 @@ void hub_reader_give(struct hub *h, sqlite3 *db);
 void hub_reader_pool_free(struct hub *h);
 
 /*
- * A list page of e into out as the spec's {"data": [...]} members: appends
- * the documents, comma-separated, and returns their number (up to q->limit),
- * -1 with err. *more: a further row exists; *last_stamp/last_id: the last
- * row's position (for the next token).
+ * A page after q into out, returning its rows (up to q->limit), -1 with err;
+ * *more: a further row exists; *last_stamp/last_id: the last row's position
+ * (for the next token). Rows are ordered by (stamp, id): a row changed while
+ * a client pages moves behind its position and is served in the same walk.
+ *
+ * hub_store_list: the documents of e, comma-separated, as served:
+ * meta.modified is the hub's change stamp (docs/ss12000-api-sink.md).
+ * hub_store_deleted (e unused): the tombstones of the types in
+ * q->entity_mask as the members of the spec's DeletedEntities data object,
+ * {"persons": [...], ...}, a bucket for every type of the mask.
  */
+typedef int64_t (*hub_page_fn)(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
+                               struct sk_buf *out, bool *more, int64_t *last_stamp,
+                               char last_id[37], struct sk_error *err);
 int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                        struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
                        struct sk_error *err);
-/* One document by id: 1 with *doc (malloc'ed), 0 not found, -1 with err. */
+int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
+                          struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
+                          struct sk_error *err);
+/* One document by id, as served: 1 with *doc (malloc'ed), 0 not found, -1 with err. */
 int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char **doc,
                   struct sk_error *err);
-/*
- * The tombstones after q (stamp > modified_after, types in entity_mask) as
- * the spec's DeletedEntities data object {"persons": [...], ...} with a bucket
- * for every type of the mask; *more, *last_* as for hub_store_list.
- */
-int64_t hub_store_deleted(sqlite3 *db, const struct hub_query *q, struct sk_buf *out, bool *more,
-                          int64_t *last_stamp, char last_id[37], struct sk_error *err);
 
 /* ---- hub_token.c ----------------------------------------------------------- */
 

@@ -252,11 +252,13 @@ static void server_error(struct req *r, const struct sk_error *err)
     fail(r, 503, "unavailable", "the server cannot read its state now; try again");
 }
 
-static void list(struct req *r, const struct sk_entity *e)
+/*
+ * One page of a list (e) or of deletedEntities (e NULL) after q: the body
+ * opens with open, the rows come from fn, close ends the data member.
+ */
+static void serve_page(struct req *r, const struct sk_entity *e, struct hub_query *q,
+                       const char *what, const char *open, char close, hub_page_fn fn)
 {
-    struct hub_query q;
-    if (!read_query(r, e->collection, list_params, &q))
-        return;
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(r->h, &err);
     if (!db)
@@ -264,13 +266,20 @@ static void list(struct req *r, const struct sk_entity *e)
     bool more;
     int64_t last_stamp = 0;
     char last_id[37] = "";
-    sk_buf_puts(&r->body, "{\"data\":[");
-    r->records = hub_store_list(db, e, &q, &r->body, &more, &last_stamp, last_id, &err);
+    sk_buf_puts(&r->body, open);
+    r->records = fn(db, e, q, &r->body, &more, &last_stamp, last_id, &err);
     hub_reader_give(r->h, db);
     if (r->records < 0)
         return server_error(r, &err);
-    sk_buf_putc(&r->body, ']');
-    page_end(r, e->collection, &q, more, last_stamp, last_id);
+    sk_buf_putc(&r->body, close);
+    page_end(r, what, q, more, last_stamp, last_id);
+}
+
+static void list(struct req *r, const struct sk_entity *e)
+{
+    struct hub_query q;
+    if (read_query(r, e->collection, list_params, &q))
+        serve_page(r, e, &q, e->collection, "{\"data\":[", ']', hub_store_list);
 }
 
 static void deleted(struct req *r)
@@ -288,20 +297,7 @@ static void deleted(struct req *r)
         }
         q.entity_mask = r->entities ? r->entities & scope : scope;
     }
-    struct sk_error err = {0};
-    sqlite3 *db = hub_reader_take(r->h, &err);
-    if (!db)
-        return server_error(r, &err);
-    bool more;
-    int64_t last_stamp = 0;
-    char last_id[37] = "";
-    sk_buf_puts(&r->body, "{\"data\":{");
-    r->records = hub_store_deleted(db, &q, &r->body, &more, &last_stamp, last_id, &err);
-    hub_reader_give(r->h, db);
-    if (r->records < 0)
-        return server_error(r, &err);
-    sk_buf_putc(&r->body, '}');
-    page_end(r, "deletedEntities", &q, more, last_stamp, last_id);
+    serve_page(r, NULL, &q, "deletedEntities", "{\"data\":{", '}', hub_store_deleted);
 }
 
 static const char *const by_id_params[] = {NULL};

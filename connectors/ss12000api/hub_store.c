@@ -234,6 +234,14 @@ static int read_error(sqlite3 *db, int rc, struct sk_error *err)
                         sqlite3_errmsg(db));
 }
 
+/* Prepares sql (malloc'ed, freed here) on a reader's connection; -1 with err. */
+static int prepare_read(sqlite3 *db, char *sql, sqlite3_stmt **stmt, struct sk_error *err)
+{
+    int rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL);
+    free(sql);
+    return rc == SQLITE_OK ? 0 : read_error(db, rc, err);
+}
+
 /* Binds the filters and position shared by both list queries (?1..?6) and the limit (?7). */
 static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
 {
@@ -336,10 +344,8 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
                             " ORDER BY r.stamp, r.id LIMIT ?7",
                             e->collection);
     sqlite3_stmt *stmt;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
-    free(sql);
-    if (rc != SQLITE_OK)
-        return read_error(db, rc, err);
+    if (prepare_read(db, sql, &stmt, err) < 0)
+        return -1;
     bind_query(stmt, q);
     sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
     struct list_page page = {out, e};
@@ -355,13 +361,11 @@ int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char *
                             "= ?2 AND r.id = c.id WHERE c.id = ?1",
                             e->collection);
     sqlite3_stmt *q;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
-    free(sql);
-    if (rc != SQLITE_OK)
-        return read_error(db, rc, err);
+    if (prepare_read(db, sql, &q, err) < 0)
+        return -1;
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, e->collection, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
+    int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
         struct sk_buf b = {0};
         put_served(&b, e, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1));
@@ -389,9 +393,11 @@ static void collect_deleted(void *ctx, sqlite3_stmt *q, int64_t n)
     sk_buf_json_string(&d->ids[i], (const char *)sqlite3_column_text(q, 0));
 }
 
-int64_t hub_store_deleted(sqlite3 *db, const struct hub_query *q, struct sk_buf *out, bool *more,
-                          int64_t *last_stamp, char last_id[37], struct sk_error *err)
+int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
+                          struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
+                          struct sk_error *err)
 {
+    (void)e;
     struct sk_buf in = {0};
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         if (q->entity_mask & (1u << i))
@@ -402,10 +408,8 @@ int64_t hub_store_deleted(sqlite3 *db, const struct hub_query *q, struct sk_buf 
                             in.len ? in.p : "''");
     sk_buf_free(&in);
     sqlite3_stmt *stmt;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
-    free(sql);
-    if (rc != SQLITE_OK)
-        return read_error(db, rc, err);
+    if (prepare_read(db, sql, &stmt, err) < 0)
+        return -1;
     bind_query(stmt, q);
     struct deleted_ids d = {0};
     int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, collect_deleted, &d, err);
