@@ -18,6 +18,8 @@
  *                     client and no personal data
  *   open              a non-loopback listen without TLS, a client without a
  *                     scope, and an unknown type in a scope are refused
+ *   TLS               with tls_cert and tls_key it serves HTTPS, also on a
+ *                     non-loopback address
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -39,6 +41,7 @@
 #define T2 "2025-08-19T06:00:00+02:00"
 
 static char *dir;
+static char *ca_file; /* the certificate a TLS hub is checked against, or NULL */
 static struct sk_sink *hub;
 static struct skt_recs batch;
 
@@ -64,7 +67,8 @@ static void finish(void)
     skt_sink_drop(&hub);
     skt_recs_free(&batch);
     free(dir);
-    dir = NULL;
+    free(ca_file);
+    dir = ca_file = NULL;
 }
 
 static size_t collect(char *data, size_t size, size_t n, void *ctx)
@@ -91,6 +95,8 @@ static long get(const char *path, const char *authorization, char **body)
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    if (ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
     long status = 0;
     cr_assert_eq(curl_easy_perform(c), CURLE_OK, "GET %s", url);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -696,4 +702,39 @@ Test(ss12000_api_sink, open_refuses_unsafe_or_unclear_configuration, .fini = fin
                 dir, dir);
     assert_refused(y, "go together");
     free(y);
+}
+
+/* ---- TLS -------------------------------------------------------------------------------- */
+
+Test(ss12000_api_sink, tls_serves_https_beyond_loopback, .fini = finish, .timeout = 60)
+{
+    dir = skt_tmpdir("hub");
+    char *cmd = skt_fmt("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+                        "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem",
+                        dir, dir);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 30, &out), 0, "%s: %s", cmd, out);
+    free(out);
+    free(cmd);
+    ca_file = skt_fmt("%s/cert.pem", dir);
+    char *tls = skt_fmt("tls_cert: %s/cert.pem\ntls_key: %s/key.pem\n", dir, dir);
+    open_hub(tls);
+    cr_assert_eq(strncmp(hub->ops->target(hub), "https://127.0.0.1:", 18), 0, "%s",
+                 hub->ops->target(hub));
+    char *g = new_id();
+    add_group(g);
+    apply();
+    cJSON *page = get_json("/groups", LIB, 200);
+    cr_assert_eq(cJSON_GetArraySize(data_of(page)), 1);
+    cJSON_Delete(page);
+    skt_sink_drop(&hub);
+    /* Any address, once TLS is configured. */
+    char *any = skt_fmt("listen: 0.0.0.0:0\nstate_dir: %s\nclients: {a: aaaaaaaaaaaaaaaaaaaa}\n"
+                        "client_entities: {a: all}\n%s",
+                        dir, tls);
+    hub = skt_sink_open("ss12000-api-sink", any, NULL, 0, "hub-incarnation");
+    cr_assert_eq(strncmp(hub->ops->target(hub), "https://0.0.0.0:", 16), 0);
+    free(any);
+    free(tls);
+    free(g);
 }
