@@ -1,0 +1,220 @@
+/*
+ * test_ss12000_api_chain.c: the hub in a chain, through the skolsync binary
+ * and the test broker:
+ *
+ *   SS 12000 test server (tests/fixtures/ss12000_server.py)
+ *     -> skolsync A: ss12000-source -> Kafka -> ss12000-api-sink (the hub)
+ *     -> skolsync B (run --once): ss12000-source pointed at the hub with a
+ *        bearer token -> Kafka -> sqlite-sink
+ *
+ * The hub's state must equal the server exactly; B's database must equal the
+ * server in every document except meta.modified, which the hub serves as its
+ * own change stamp (docs/ss12000-api-sink.md, "Delta consistency").
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sk_test.h"
+#include "util.h"
+
+#define SERVER SK_SOURCE_DIR "/tests/fixtures/ss12000_server.py"
+#define HUB_TOKEN "chain-hub-token-0123456789"
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t len = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* The port the test server logged ("LISTENING 127.0.0.1:PORT"), waiting up to 15 s. */
+static int server_port(const char *log)
+{
+    char *cmd = skt_fmt("sed -n 's/^LISTENING 127.0.0.1:\\([0-9]*\\)$/\\1/p' %s", log);
+    int port = 0;
+    for (int i = 0; i < 150 && !port; i++) {
+        char *out = NULL;
+        skt_sh(cmd, 5, &out);
+        port = out ? atoi(out) : 0;
+        free(out);
+        if (!port)
+            usleep(100000);
+    }
+    free(cmd);
+    cr_assert(port > 0, "the test server did not start; see %s", log);
+    return port;
+}
+
+/*
+ * compare.py DB EXPECT_DIR [ignore_modified]: every collection of the dump
+ * equals the table of the same name by id and document; prints the first
+ * difference and exits 1.
+ */
+static void write_compare(const char *dir)
+{
+    char *p = skt_fmt("%s/compare.py", dir);
+    skt_write(p, "import json, os, sqlite3, sys\n"
+                 "db, exp = sqlite3.connect(sys.argv[1]), sys.argv[2]\n"
+                 "ignore = len(sys.argv) > 3\n"
+                 "def norm(d):\n"
+                 "    if ignore and isinstance(d.get('meta'), dict):\n"
+                 "        d['meta'].pop('modified', None)\n"
+                 "    return d\n"
+                 "n = 0\n"
+                 "for f in sorted(os.listdir(exp)):\n"
+                 "    c = f[:-len('.jsonl')]\n"
+                 "    want = {}\n"
+                 "    for line in open(os.path.join(exp, f)):\n"
+                 "        if line.strip():\n"
+                 "            d = json.loads(line); want[d['id']] = norm(d)\n"
+                 "    got = {r[0]: norm(json.loads(r[1])) for r in "
+                 "db.execute('select id, doc from \"%s\"' % c)}\n"
+                 "    if want != got:\n"
+                 "        extra = set(got) - set(want); missing = set(want) - set(got)\n"
+                 "        diff = [i for i in want if i in got and want[i] != got[i]][:1]\n"
+                 "        print(c, 'extra', len(extra), 'missing', len(missing), 'differ', diff)\n"
+                 "        sys.exit(1)\n"
+                 "    n += len(want)\n"
+                 "print('equal', n)\n");
+    free(p);
+}
+
+static void dump_server(const char *dir, int port)
+{
+    char *cmd = skt_fmt(
+        "python3 -c \"import json, os, sys, urllib.request\n"
+        "d = json.load(urllib.request.urlopen('http://127.0.0.1:%d/_control/dump', timeout=20))\n"
+        "os.makedirs('%s/expect', exist_ok=True)\n"
+        "for c, ents in d.items():\n"
+        "    open('%s/expect/' + c + '.jsonl', 'w').write(''.join(json.dumps(e) + chr(10) for e "
+        "in ents))\"",
+        port, dir, dir);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 30, &out), 0, "dump: %s", out);
+    free(out);
+    free(cmd);
+}
+
+/* compare.py's verdict on db; *report its output (caller frees). */
+static bool compare(const char *dir, const char *db, bool ignore_modified, char **report)
+{
+    char *cmd = skt_fmt("python3 %s/compare.py %s %s/expect%s", dir, db, dir,
+                        ignore_modified ? " ignore" : "");
+    int rc = skt_sh(cmd, 60, report);
+    free(cmd);
+    return rc == 0;
+}
+
+static char *source_yaml(const char *name, const char *url, const char *auth)
+{
+    return skt_fmt("  %s:\n"
+                   "    type: ss12000-source\n"
+                   "    url: %s\n"
+                   "    page_size: 100\n"
+                   "    max_rps: 200\n"
+                   "    poll_interval: 2s\n"
+                   "    retry_backoff: 200ms\n"
+                   "    retry_backoff_max: 2s\n"
+                   "%s",
+                   name, url, auth);
+}
+
+Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .timeout = 240)
+{
+    char *dir = skt_tmpdir("hub-chain");
+    write_compare(dir);
+    char *slog = skt_fmt("%s/server.log", dir);
+    char *sargv[] = {"/usr/bin/env", "python3", SERVER,       "--port", "0",
+                     "--base",       "/v2.0",   "--students", "30",     NULL};
+    pid_t server = skt_spawn(sargv, slog);
+    int sport = server_port(slog);
+    dump_server(dir, sport);
+
+    /* A: the server through Kafka into the hub, which keeps serving. */
+    int hub_port = free_port();
+    setenv("SKT_HUB_TOKEN", HUB_TOKEN, 1);
+    char *prefix = skt_unique_prefix();
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *server_url = skt_fmt("http://127.0.0.1:%d/v2.0", sport);
+    char *src = source_yaml("sis", server_url, "");
+    char *hub_dir = skt_fmt("%s/hub", dir);
+    char *cfg_a = skt_fmt("%s/a.yaml", dir);
+    char *text = skt_fmt("%ssources:\n%ssinks:\n  hub:\n    type: ss12000-api-sink\n"
+                         "    listen: 127.0.0.1:%d\n    state_dir: %s\n"
+                         "    protected_identities: allow\n"
+                         "    clients: {reader: '${env:SKT_HUB_TOKEN}'}\n"
+                         "    client_entities: {reader: all}\n",
+                         head, src, hub_port, hub_dir);
+    skt_write(cfg_a, text);
+    free(text);
+    char *alog = skt_fmt("%s/a.log", dir);
+    char *aargv[] = {(char *)skt_skolsync(), "run", "-c", cfg_a, NULL};
+    pid_t a = skt_spawn(aargv, alog);
+    char *hub_db = skt_fmt("%s/hub.db", hub_dir);
+    char *report = NULL;
+    bool hub_equal = false;
+    for (int i = 0; i < 90 && !hub_equal; i++) {
+        sleep(1);
+        cr_assert_eq(skt_wait(a, 0), -2, "skolsync A exited; see %s", alog);
+        free(report);
+        report = NULL;
+        hub_equal = access(hub_db, R_OK) == 0 && compare(dir, hub_db, false, &report);
+    }
+    cr_assert(hub_equal, "the hub's state differs from the server: %s (logs in %s)",
+              report ? report : "", dir);
+    free(report);
+
+    /* B: a second skolsync reads the hub as its SS 12000 server. */
+    char *prefix_b = skt_unique_prefix();
+    char *head_b = skt_config_head(prefix_b, "info", "20s");
+    char *hub_url = skt_fmt("http://127.0.0.1:%d", hub_port);
+    char *src_b = source_yaml("hub", hub_url,
+                              "    auth:\n      type: bearer\n      token: ${env:SKT_HUB_TOKEN}\n");
+    char *out_db = skt_fmt("%s/b.db", dir);
+    char *cfg_b = skt_fmt("%s/b.yaml", dir);
+    text = skt_fmt("%ssources:\n%ssinks:\n  out:\n    type: sqlite-sink\n    path: %s\n", head_b,
+                   src_b, out_db);
+    skt_write(cfg_b, text);
+    free(text);
+    char *cmd = skt_fmt("%s run --once -c %s > %s/b.log 2>&1", skt_skolsync(), cfg_b, dir);
+    int rc = skt_sh(cmd, 150, NULL);
+    cr_assert_eq(rc, 0, "skolsync B --once: exit %d; see %s/b.log", rc, dir);
+    report = NULL;
+    bool equal = compare(dir, out_db, true, &report);
+    cr_assert(equal, "B's database differs from the server: %s (logs in %s)", report, dir);
+    cr_assert(strstr(report, "equal "), "%s", report);
+    fprintf(stderr, "hub chain: %s", report);
+    free(report);
+
+    cr_assert_eq(skt_stop(&a, 30000), 0, "skolsync A did not stop cleanly; see %s", alog);
+    skt_stop(&server, 5000);
+    free(cmd);
+    free(cfg_b);
+    free(out_db);
+    free(src_b);
+    free(hub_url);
+    free(head_b);
+    free(prefix_b);
+    free(hub_db);
+    free(alog);
+    free(cfg_a);
+    free(hub_dir);
+    free(src);
+    free(server_url);
+    free(head);
+    free(prefix);
+    free(slog);
+    free(dir);
+}
