@@ -7,8 +7,9 @@
  *     -> skolsync B (run --once): ss12000-source pointed at the hub with a
  *        bearer token -> Kafka -> sqlite-sink
  *
- * The hub's state must equal the server exactly; B's database must equal the
- * server in every document except meta.modified, which the hub serves as its
+ * After a full sync, and again after changes, a creation and deletions at
+ * the server, the hub's state must equal the server exactly and B's database
+ * must equal the server in every document except meta.modified, which the hub serves as its
  * own change stamp (docs/ss12000-api-sink.md, "Delta consistency").
  */
 #include <arpa/inet.h>
@@ -91,6 +92,34 @@ static void write_compare(const char *dir)
     free(p);
 }
 
+/* Changes, a creation and deletions at the server, the way a SIS makes them. */
+static void mutate_server(const char *dir, int port)
+{
+    char *p = skt_fmt("%s/mutate.py", dir);
+    skt_write(p, "import json, sys, urllib.request\n"
+                 "base = 'http://127.0.0.1:%s/_control/' % sys.argv[1]\n"
+                 "def call(op, body=None):\n"
+                 "    req = urllib.request.Request(base + op, data=json.dumps(body).encode() if "
+                 "body is not None else None, headers={'Content-Type': 'application/json'})\n"
+                 "    return json.load(urllib.request.urlopen(req, timeout=20))\n"
+                 "d = call('dump')\n"
+                 "p, g = d['persons'], d['groups']\n"
+                 "call('update', {'collection': 'persons', 'id': p[0]['id'], 'patch': "
+                 "{'givenName': 'Ändrad'}})\n"
+                 "call('update', {'collection': 'persons', 'id': p[1]['id'], 'patch': "
+                 "{'familyName': 'Bytt'}})\n"
+                 "call('delete', {'collection': 'persons', 'id': p[2]['id']})\n"
+                 "call('delete', {'collection': 'groups', 'id': g[0]['id']})\n"
+                 "call('create', {'collection': 'persons', 'entity': {'givenName': 'Ny', "
+                 "'familyName': 'Elev'}})\n");
+    char *cmd = skt_fmt("python3 %s %d", p, port);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 30, &out), 0, "mutate: %s", out);
+    free(out);
+    free(cmd);
+    free(p);
+}
+
 static void dump_server(const char *dir, int port)
 {
     char *cmd = skt_fmt(
@@ -115,6 +144,38 @@ static bool compare(const char *dir, const char *db, bool ignore_modified, char 
     int rc = skt_sh(cmd, 60, report);
     free(cmd);
     return rc == 0;
+}
+
+/* Waits until the hub's state equals the server's dump exactly (A keeps running). */
+static void wait_hub(const char *dir, const char *hub_db, pid_t a)
+{
+    char *report = NULL;
+    bool equal = false;
+    for (int i = 0; i < 90 && !equal; i++) {
+        sleep(1);
+        cr_assert_eq(skt_wait(a, 0), -2, "skolsync A exited; see %s", dir);
+        free(report);
+        report = NULL;
+        equal = access(hub_db, R_OK) == 0 && compare(dir, hub_db, false, &report);
+    }
+    cr_assert(equal, "the hub's state differs from the server: %s (logs in %s)",
+              report ? report : "", dir);
+    free(report);
+}
+
+/* Runs B once (its cursor carries on from the run before) and compares its database. */
+static void run_b(const char *dir, const char *cfg_b, const char *out_db, const char *what)
+{
+    char *cmd = skt_fmt("%s run --once -c %s >> %s/b.log 2>&1", skt_skolsync(), cfg_b, dir);
+    int rc = skt_sh(cmd, 150, NULL);
+    cr_assert_eq(rc, 0, "%s: skolsync B --once: exit %d; see %s/b.log", what, rc, dir);
+    char *report = NULL;
+    bool equal = compare(dir, out_db, true, &report);
+    cr_assert(equal, "%s: B's database differs from the server: %s (logs in %s)", what, report,
+              dir);
+    fprintf(stderr, "hub chain, %s: %s", what, report);
+    free(report);
+    free(cmd);
 }
 
 static char *source_yaml(const char *name, const char *url, const char *auth)
@@ -163,18 +224,7 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
     char *aargv[] = {(char *)skt_skolsync(), "run", "-c", cfg_a, NULL};
     pid_t a = skt_spawn(aargv, alog);
     char *hub_db = skt_fmt("%s/hub.db", hub_dir);
-    char *report = NULL;
-    bool hub_equal = false;
-    for (int i = 0; i < 90 && !hub_equal; i++) {
-        sleep(1);
-        cr_assert_eq(skt_wait(a, 0), -2, "skolsync A exited; see %s", alog);
-        free(report);
-        report = NULL;
-        hub_equal = access(hub_db, R_OK) == 0 && compare(dir, hub_db, false, &report);
-    }
-    cr_assert(hub_equal, "the hub's state differs from the server: %s (logs in %s)",
-              report ? report : "", dir);
-    free(report);
+    wait_hub(dir, hub_db, a);
 
     /* B: a second skolsync reads the hub as its SS 12000 server. */
     char *prefix_b = skt_unique_prefix();
@@ -188,19 +238,22 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
                    src_b, out_db);
     skt_write(cfg_b, text);
     free(text);
-    char *cmd = skt_fmt("%s run --once -c %s > %s/b.log 2>&1", skt_skolsync(), cfg_b, dir);
-    int rc = skt_sh(cmd, 150, NULL);
-    cr_assert_eq(rc, 0, "skolsync B --once: exit %d; see %s/b.log", rc, dir);
-    report = NULL;
-    bool equal = compare(dir, out_db, true, &report);
-    cr_assert(equal, "B's database differs from the server: %s (logs in %s)", report, dir);
-    cr_assert(strstr(report, "equal "), "%s", report);
-    fprintf(stderr, "hub chain: %s", report);
-    free(report);
+    run_b(dir, cfg_b, out_db, "full sync");
+
+    /* Changes, a creation and deletions reach B through the hub's deltas and deletedEntities. */
+    mutate_server(dir, sport);
+    dump_server(dir, sport);
+    wait_hub(dir, hub_db, a);
+    run_b(dir, cfg_b, out_db, "deltas");
+    char *grep = skt_fmt("grep -c 'client reader: GET /deletedEntities -> 200' %s", alog);
+    char *out = NULL;
+    skt_sh(grep, 10, &out);
+    cr_assert(out && atoi(out) > 0, "B did not read the hub's deletedEntities; see %s", alog);
+    free(out);
+    free(grep);
 
     cr_assert_eq(skt_stop(&a, 30000), 0, "skolsync A did not stop cleanly; see %s", alog);
     skt_stop(&server, 5000);
-    free(cmd);
     free(cfg_b);
     free(out_db);
     free(src_b);
