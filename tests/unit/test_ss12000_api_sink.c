@@ -4,8 +4,10 @@
  * and read back through its SS 12000 API with libcurl:
  *
  *   paging            limit and pageToken walk a type, every id once
- *   tokens            a tampered token, one for another query or client, and
- *                     one combined with a filter: 400; an expired one: 410
+ *   tokens            a tampered token, a well-formed one with a forged
+ *                     position or expiry (only the MAC can tell), one for
+ *                     another query or client, and one combined with a
+ *                     filter: 400; an expired one: 410
  *   delta             meta.modified is the hub's change stamp, so asking
  *                     after the largest one seen finds a record that reached
  *                     the hub late with an older meta.modified; also after a
@@ -309,6 +311,51 @@ Test(ss12000_api_sink, tampered_or_misused_token_is_400, .fini = finish, .timeou
     assert_error(path, LMS, 400, "invalid_parameter");
     free(path);
     free(enc);
+    free(token);
+}
+
+/*
+ * token with its payload's field `field` (0-based, '|'-separated) set to
+ * value and the original MAC kept: a well-formed token only the MAC can tell
+ * from a real one. Caller frees.
+ */
+static char *forged(const char *token, int field, const char *value)
+{
+    char *cmd =
+        skt_fmt("python3 -c \"import base64, sys\n"
+                "p, m = sys.argv[1].split('.')\n"
+                "f = base64.urlsafe_b64decode(p + '=' * (-len(p) %% 4)).decode().split('|')\n"
+                "f[%d] = sys.argv[2]\n"
+                "q = base64.urlsafe_b64encode('|'.join(f).encode()).decode().rstrip('=')\n"
+                "print(q + '.' + m, end='')\" '%s' '%s'",
+                field, token, value);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 10, &out), 0, "%s", out);
+    free(cmd);
+    return out;
+}
+
+Test(ss12000_api_sink, forged_position_or_expiry_is_400, .fini = finish, .timeout = 60)
+{
+    open_hub(NULL);
+    char *token = first_token();
+    char *same = forged(token, 0, "v1"); /* unchanged: the helper keeps a real token real */
+    char *path = skt_fmt("/persons?pageToken=%s", same);
+    cJSON_Delete(get_json(path, LMS, 200));
+    free(path);
+    free(same);
+    /* Back to the start of the list: well-formed, so only the MAC tells. */
+    char *start = forged(token, 4, "-9223372036854775808");
+    path = skt_fmt("/persons?pageToken=%s", start);
+    assert_error(path, LMS, 400, "invalid_page_token");
+    free(path);
+    free(start);
+    /* An expiry moved: 400, not 410 (expiry is read only from an intact token). */
+    char *moved = forged(token, 3, "1");
+    path = skt_fmt("/persons?pageToken=%s", moved);
+    assert_error(path, LMS, 400, "invalid_page_token");
+    free(path);
+    free(moved);
     free(token);
 }
 
