@@ -330,7 +330,7 @@ static char *forged(const char *token, int field, const char *value)
                 "print(q + '.' + m, end='')\" '%s' '%s'",
                 field, token, value);
     char *out = NULL;
-    cr_assert_eq(skt_sh(cmd, 10, &out), 0, "%s", out);
+    cr_assert_eq(skt_sh(cmd, 30, &out), 0, "%s", out);
     free(cmd);
     return out;
 }
