@@ -3,7 +3,9 @@
  * serving on 127.0.0.1:0, records applied as the sink driver hands them over,
  * and read back through its SS 12000 API with libcurl:
  *
- *   paging            limit and pageToken walk a type, every id once
+ *   paging            limit and pageToken walk a type, every id once; a
+ *                     record changed during the walk is served again at its
+ *                     end
  *   tokens            a tampered token, a well-formed one with a forged
  *                     position or expiry (only the MAC can tell), one for
  *                     another query or client, and one combined with a
@@ -265,6 +267,44 @@ Test(ss12000_api_sink, paging_with_limit_and_token, .fini = finish, .timeout = 6
     assert_error("/persons?limit=abc", LMS, 400, "invalid_parameter");
 }
 
+/* A record changed while a client pages moves behind its position: served again, not lost. */
+Test(ss12000_api_sink, a_change_while_paging_is_served_in_the_same_walk, .fini = finish,
+     .timeout = 60)
+{
+    open_hub(NULL);
+    char *a = new_id(), *b = new_id(), *c = new_id();
+    add_person(a, T1, T1, "A");
+    add_person(b, T1, T1, "B");
+    add_person(c, T1, T1, "C");
+    apply();
+    cJSON *page = get_json("/persons?limit=1", LMS, 200);
+    char *first = ids_of(page);
+    cr_assert_str_eq(first, a);
+    char *path = skt_fmt("/persons?pageToken=%s&limit=1", token_of(page));
+    cJSON_Delete(page);
+    add_person(a, T1, T2, "A igen"); /* A, already served, changes */
+    apply();
+    struct sk_buf walk = {0};
+    sk_buf_puts(&walk, first);
+    for (int i = 0; path && i < 5; i++) {
+        page = get_json(path, LMS, 200);
+        char *ids = ids_of(page);
+        sk_buf_printf(&walk, ",%s", ids);
+        free(ids);
+        free(path);
+        path = token_of(page) ? skt_fmt("/persons?pageToken=%s&limit=1", token_of(page)) : NULL;
+        cJSON_Delete(page);
+    }
+    char *want = skt_fmt("%s,%s,%s,%s", a, b, c, a);
+    cr_assert_str_eq(walk.p, want, "the walk");
+    free(want);
+    sk_buf_free(&walk);
+    free(first);
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* A page token of /persons?limit=1 after two persons were stored (caller frees). */
 static char *first_token(void)
 {
@@ -522,6 +562,23 @@ Test(ss12000_api_sink, by_id, .fini = finish, .timeout = 60)
     assert_error(path, LMS, 404, "not_found");
     free(path);
     assert_error("/persons/not-a-uuid", LMS, 400, "invalid_id");
+    CURL *c = curl_easy_init(); /* only GET is served (lookups and subscriptions are not yet) */
+    char *url = skt_fmt("%s/persons", hub->ops->target(hub));
+    struct curl_slist *h = curl_slist_append(NULL, "Authorization: " LMS);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{\"ids\":[]}");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    struct sk_buf ignored = {0};
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &ignored);
+    long status = 0;
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    cr_assert_eq(status, 405, "POST: %ld", status);
+    sk_buf_free(&ignored);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(url);
     assert_error("/nosuchthing", LMS, 404, "not_found");
     free(other);
     free(id);
