@@ -82,8 +82,8 @@ static size_t collect(char *data, size_t size, size_t n, void *ctx)
     return size * n;
 }
 
-/* GET path (with its query) from the hub with an Authorization header (NULL: none). */
-static long get(const char *path, const char *authorization, char **body)
+/* method path (with its query) at the hub with an Authorization header (NULL: none). */
+static long request(const char *method, const char *path, const char *authorization, char **body)
 {
     CURL *c = curl_easy_init();
     char *url = skt_fmt("%s%s", hub->ops->target(hub), path);
@@ -95,6 +95,7 @@ static long get(const char *path, const char *authorization, char **body)
     }
     struct sk_buf b = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
@@ -102,7 +103,7 @@ static long get(const char *path, const char *authorization, char **body)
     if (ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
     long status = 0;
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK, "GET %s", url);
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK, "%s %s", method, url);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
@@ -113,6 +114,11 @@ static long get(const char *path, const char *authorization, char **body)
     else
         free(text);
     return status;
+}
+
+static long get(const char *path, const char *authorization, char **body)
+{
+    return request("GET", path, authorization, body);
 }
 
 /* GET that must answer want; the body parsed. */
@@ -562,23 +568,10 @@ Test(ss12000_api_sink, by_id, .fini = finish, .timeout = 60)
     assert_error(path, LMS, 404, "not_found");
     free(path);
     assert_error("/persons/not-a-uuid", LMS, 400, "invalid_id");
-    CURL *c = curl_easy_init(); /* only GET is served (lookups and subscriptions are not yet) */
-    char *url = skt_fmt("%s/persons", hub->ops->target(hub));
-    struct curl_slist *h = curl_slist_append(NULL, "Authorization: " LMS);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{\"ids\":[]}");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    struct sk_buf ignored = {0};
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &ignored);
-    long status = 0;
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    cr_assert_eq(status, 405, "POST: %ld", status);
-    sk_buf_free(&ignored);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    free(url);
+    /* Only GET is served (lookups and subscriptions are not yet). */
+    cr_assert_eq(request("POST", "/persons/lookup", LMS, NULL), 405);
+    cr_assert_eq(request("POST", "/persons", LMS, NULL), 405);
+    cr_assert_eq(request("DELETE", "/deletedEntities", LMS, NULL), 405);
     assert_error("/nosuchthing", LMS, 404, "not_found");
     free(other);
     free(id);
@@ -766,8 +759,12 @@ Test(ss12000_api_sink, request_log_names_client_not_data, .fini = finish, .timeo
 
 /* ---- open --------------------------------------------------------------------------- */
 
-static void assert_refused(const char *yaml, const char *why)
+/* open with these options fails FATAL with why in its message. */
+static void assert_refused(const char *listen, const char *clients, const char *scopes,
+                           const char *extra, const char *why)
 {
+    char *yaml = skt_fmt("listen: %s\nstate_dir: %s\nclients: %s\nclient_entities: %s\n%s", listen,
+                         dir, clients, scopes, extra);
     struct sk_sink *s = NULL;
     struct sk_error err = {0};
     int rc =
@@ -776,36 +773,19 @@ static void assert_refused(const char *yaml, const char *why)
     cr_assert_eq(rc, -1, "opened: %s", yaml);
     cr_assert_eq(err.cls, SK_ERR_FATAL);
     cr_assert_not_null(strstr(err.msg, why), "%s: %s", yaml, err.msg);
+    free(yaml);
 }
 
 Test(ss12000_api_sink, open_refuses_unsafe_or_unclear_configuration, .fini = finish, .timeout = 60)
 {
     dir = skt_tmpdir("hub");
-    char *y = skt_fmt("listen: 0.0.0.0:0\nstate_dir: %s\nclients: {a: aaaaaaaaaaaaaaaaaaaa}\n"
-                      "client_entities: {a: all}\n",
-                      dir);
-    assert_refused(y, "TLS");
-    free(y);
-    y = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients: {a: aaaaaaaaaaaaaaaaaaaa, b: "
-                "bbbbbbbbbbbbbbbbbbbb}\nclient_entities: {a: all}\n",
-                dir);
-    assert_refused(y, "client_entities.b");
-    free(y);
-    y = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients: {a: aaaaaaaaaaaaaaaaaaaa}\n"
-                "client_entities: {a: 'persons, Pupils'}\n",
-                dir);
-    assert_refused(y, "Pupils");
-    free(y);
-    y = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients: {a: short}\n"
-                "client_entities: {a: all}\n",
-                dir);
-    assert_refused(y, "shorter than 16");
-    free(y);
-    y = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients: {a: aaaaaaaaaaaaaaaaaaaa}\n"
-                "client_entities: {a: all}\ntls_cert: %s/none.pem\n",
-                dir, dir);
-    assert_refused(y, "go together");
-    free(y);
+    const char *a = "{a: aaaaaaaaaaaaaaaaaaaa}", *all = "{a: all}";
+    assert_refused("0.0.0.0:0", a, all, "", "TLS");
+    assert_refused("127.0.0.1:0", "{a: aaaaaaaaaaaaaaaaaaaa, b: bbbbbbbbbbbbbbbbbbbb}", all, "",
+                   "client_entities.b");
+    assert_refused("127.0.0.1:0", a, "{a: 'persons, Pupils'}", "", "Pupils");
+    assert_refused("127.0.0.1:0", "{a: short}", all, "", "shorter than 16");
+    assert_refused("127.0.0.1:0", a, all, "tls_cert: /nonexistent.pem\n", "go together");
 }
 
 /* ---- TLS -------------------------------------------------------------------------------- */
