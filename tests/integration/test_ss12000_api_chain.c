@@ -12,14 +12,11 @@
  * must equal the server in every document except meta.modified, which the hub serves as its
  * own change stamp (docs/ss12000-api-sink.md, "Delta consistency").
  */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "sk_test.h"
@@ -28,33 +25,26 @@
 #define SERVER SK_SOURCE_DIR "/tests/fixtures/ss12000_server.py"
 #define HUB_TOKEN "chain-hub-token-0123456789"
 
-static int free_port(void)
+/*
+ * The port a process logged in log: the first match of the sed pattern
+ * (one \(…\) group around the digits), waiting up to 30 s while pid runs.
+ */
+static int logged_port(const char *log, const char *pattern, pid_t pid)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* The port the test server logged ("LISTENING 127.0.0.1:PORT"), waiting up to 15 s. */
-static int server_port(const char *log)
-{
-    char *cmd = skt_fmt("sed -n 's/^LISTENING 127.0.0.1:\\([0-9]*\\)$/\\1/p' %s", log);
+    char *cmd = skt_fmt("sed -n 's#%s#\\1#p' %s | head -1", pattern, log);
     int port = 0;
-    for (int i = 0; i < 150 && !port; i++) {
+    for (int i = 0; i < 300 && !port; i++) {
         char *out = NULL;
         skt_sh(cmd, 5, &out);
         port = out ? atoi(out) : 0;
         free(out);
-        if (!port)
+        if (!port) {
+            cr_assert_eq(skt_wait(pid, 0), -2, "exited before it served; see %s", log);
             usleep(100000);
+        }
     }
     free(cmd);
-    cr_assert(port > 0, "the test server did not start; see %s", log);
+    cr_assert(port > 0, "no port in %s", log);
     return port;
 }
 
@@ -200,11 +190,10 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
     char *sargv[] = {"/usr/bin/env", "python3", SERVER,       "--port", "0",
                      "--base",       "/v2.0",   "--students", "30",     NULL};
     pid_t server = skt_spawn(sargv, slog);
-    int sport = server_port(slog);
+    int sport = logged_port(slog, "^LISTENING 127.0.0.1:\\([0-9]*\\)$", server);
     dump_server(dir, sport);
 
     /* A: the server through Kafka into the hub, which keeps serving. */
-    int hub_port = free_port();
     setenv("SKT_HUB_TOKEN", HUB_TOKEN, 1);
     char *prefix = skt_unique_prefix();
     char *head = skt_config_head(prefix, "info", "20s");
@@ -213,16 +202,17 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
     char *hub_dir = skt_fmt("%s/hub", dir);
     char *cfg_a = skt_fmt("%s/a.yaml", dir);
     char *text = skt_fmt("%ssources:\n%ssinks:\n  hub:\n    type: ss12000-api-sink\n"
-                         "    listen: 127.0.0.1:%d\n    state_dir: %s\n"
+                         "    listen: 127.0.0.1:0\n    state_dir: %s\n"
                          "    protected_identities: allow\n"
                          "    clients: {reader: '${env:SKT_HUB_TOKEN}'}\n"
                          "    client_entities: {reader: all}\n",
-                         head, src, hub_port, hub_dir);
+                         head, src, hub_dir);
     skt_write(cfg_a, text);
     free(text);
     char *alog = skt_fmt("%s/a.log", dir);
     char *aargv[] = {(char *)skt_skolsync(), "run", "-c", cfg_a, NULL};
     pid_t a = skt_spawn(aargv, alog);
+    int hub_port = logged_port(alog, ".*serving SS 12000 on http://127.0.0.1:\\([0-9]*\\).*", a);
     char *hub_db = skt_fmt("%s/hub.db", hub_dir);
     wait_hub(dir, hub_db, a);
 
