@@ -287,16 +287,17 @@ static void deleted(struct req *r)
     struct hub_query q;
     if (!read_query(r, "deletedEntities", deleted_params, &q))
         return;
-    if (!arg(r, "pageToken")) {
-        /* The types asked for (all when none), cut to the client's scope. */
-        uint32_t scope = 0;
-        for (size_t i = 0; i < r->h->n_entities; i++) {
-            int k = sk_entity_index(r->h->entities[i]);
-            if (r->client->may_read[k])
-                scope |= 1u << k;
-        }
-        q.entity_mask = r->entities ? r->entities & scope : scope;
+    /* The types asked for (all when none; a follow-up's from its token), always cut to
+     * the client's scope as it is now: a reload may have narrowed it since the token. */
+    uint32_t scope = 0;
+    for (size_t i = 0; i < r->h->n_entities; i++) {
+        int k = sk_entity_index(r->h->entities[i]);
+        if (r->client->may_read[k])
+            scope |= 1u << k;
     }
+    if (!arg(r, "pageToken"))
+        q.entity_mask = r->entities ? r->entities : scope;
+    q.entity_mask &= scope;
     serve_page(r, NULL, &q, "deletedEntities", "{\"data\":{", '}', hub_store_deleted);
 }
 
