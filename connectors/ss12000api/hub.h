@@ -73,7 +73,7 @@ struct hub {
 
 /* ---- hub_store.c: the sink's side (sink thread) ---------------------------- */
 
-/* The state store's schema callback: the hub's columns, tables and indexes. */
+/* The state store's schema callback: the hub's tables and indexes. */
 int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err);
 /* Loads (or makes and stores) the token secret and the last stamp. */
 int hub_store_load(struct hub *h, struct sk_error *err);
