@@ -1,6 +1,7 @@
 /*
  * test_sink_contract.c: what every sink promises, run against each of them
- * (sqlite-sink, postgres-sink, scim-sink, oneroster-csv-sink) with records as
+ * (sqlite-sink, postgres-sink, scim-sink, oneroster-csv-sink,
+ * ss12000-api-sink) with records as
  * the sink driver hands them over (tests/helpers, skt_recs_add):
  *
  *   upsert              a newer version replaces the stored one
@@ -21,8 +22,9 @@
  * What "stored" means per sink: the row's doc in its SQLite table
  * (sqlite-sink), the jsonb doc column (postgres-sink), the document in the
  * state the bundles are written from (oneroster-csv-sink; it drops fields no
- * OneRoster column uses, none of those used here), and the document in the
- * local state (scim-sink). The SCIM server keeps only the attributes the
+ * OneRoster column uses, none of those used here), the document in the
+ * local state (scim-sink), and the document in the state the hub serves from
+ * (ss12000-api-sink). The SCIM server keeps only the attributes the
  * mapping makes (userName, name, ...): for it the lossless test checks the
  * mapped name.givenName on the server as well. The scim-sink keeps no offsets
  * (the driver commits them to Kafka): its reopen test checks the state only.
@@ -121,6 +123,14 @@ static char *scim_stored(const char *id)
     return doc;
 }
 
+/* The hub keeps its documents in the state store's tables (<state_dir>/<sink name>.db). */
+static void hub_setup(void)
+{
+    yaml = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients: {c: contract-token-0123456789}\n"
+                   "client_entities: {c: all}\n",
+                   dir);
+}
+
 static char schema[32];
 
 static PGconn *pg(void)
@@ -163,6 +173,7 @@ static char *pg_stored(const char *id)
 static const struct target sqlite_target = {"sqlite-sink", sqlite_setup, NULL, sqlite_stored};
 static const struct target postgres_target = {"postgres-sink", pg_setup, pg_teardown, pg_stored};
 static const struct target scim_target = {"scim-sink", scim_setup, NULL, scim_stored};
+static const struct target hub_target = {"ss12000-api-sink", hub_setup, NULL, scim_stored};
 static const struct target oneroster_target = {"oneroster-csv-sink", oneroster_setup, NULL,
                                                oneroster_stored};
 
@@ -454,7 +465,8 @@ static void poison_isolated(void)
     CONTRACT(sqlite, behaviour)                                                                    \
     CONTRACT(postgres, behaviour)                                                                  \
     CONTRACT(scim, behaviour)                                                                      \
-    CONTRACT(oneroster, behaviour)
+    CONTRACT(oneroster, behaviour)                                                                 \
+    CONTRACT(hub, behaviour)
 
 CONTRACT_ALL(upsert)
 CONTRACT_ALL(stale_update_ignored)

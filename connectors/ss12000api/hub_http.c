@@ -1,0 +1,532 @@
+/*
+ * hub_http.c: the hub's HTTP server (libmicrohttpd on a listen address of
+ * its own): who is asking (bearer tokens), what they may read (the entity
+ * types of their scope), the SS 12000 list, by-id and deletedEntities
+ * answers, errors in the spec's {code, message} shape, and one log line per
+ * request.
+ *
+ * Owns: the listen check (plain HTTP only on a loopback address; anything
+ * else needs tls_cert and tls_key), authentication, the scope check before
+ * any read, query parsing. Must never: log a token, a query value or a
+ * document (personal data: civic numbers, names), ignore a filter it does not
+ * implement (a client asking civicNo=... would get every person: 400
+ * instead), or answer a request without a valid token with anything but 401.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+
+#include "hub.h"
+#include "log.h"
+#include "util.h"
+
+/* One request as it is being answered. */
+struct req {
+    struct hub *h;
+    struct MHD_Connection *c;
+    const struct hub_client *client;
+    const char *route; /* the path as logged: "/persons", "/persons/{id}" (never the id) */
+    int status;
+    struct sk_buf body;
+    int64_t records;
+    /* The query string, checked while it is read. */
+    const char *bad_param; /* the first parameter this hub does not take */
+    bool dup_param;
+    uint32_t entities; /* deletedEntities: entities=..., by sk_entity_index */
+    bool bad_entity;
+};
+
+static void fail(struct req *r, int status, const char *code, const char *message)
+{
+    r->status = status;
+    sk_buf_reset(&r->body);
+    sk_buf_puts(&r->body, "{\"code\":");
+    sk_buf_json_string(&r->body, code);
+    sk_buf_puts(&r->body, ",\"message\":");
+    sk_buf_json_string(&r->body, message);
+    sk_buf_putc(&r->body, '}');
+}
+
+static const struct hub_client *authenticate(const struct hub *h, const char *authorization)
+{
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return NULL;
+    const char *token = authorization + 7;
+    size_t len = strlen(token);
+    const struct hub_client *found = NULL;
+    for (size_t i = 0; i < h->n_clients; i++) /* every one compared: no early exit to time */
+        if (strlen(h->clients[i].token) == len &&
+            CRYPTO_memcmp(h->clients[i].token, token, len) == 0)
+            found = &h->clients[i];
+    return found;
+}
+
+static const struct sk_entity *served_by_path(const struct hub *h, const char *path, size_t len)
+{
+    for (size_t i = 0; i < h->n_entities; i++)
+        if (strlen(h->entities[i]->path) == len && strncmp(h->entities[i]->path, path, len) == 0)
+            return h->entities[i];
+    return NULL;
+}
+
+/* ---- the query string ---------------------------------------------------------- */
+
+static const char *const list_params[] = {"limit",
+                                          "pageToken",
+                                          "meta.created.after",
+                                          "meta.created.before",
+                                          "meta.modified.after",
+                                          "meta.modified.before",
+                                          NULL};
+static const char *const deleted_params[] = {"limit", "pageToken", "after", "entities", NULL};
+
+struct param_check {
+    struct req *r;
+    const char *const *allowed;
+    const char *seen[8];
+    size_t n_seen;
+};
+
+/* entities=Person&entities=Group or entities=Person,Group (docs/ss12000-notes.md §3.1). */
+static void add_entities(struct req *r, const char *value)
+{
+    char *copy = sk_strdup(value ? value : ""), *save = NULL;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        int i = sk_entity_index(sk_entity_by_name(t));
+        if (i < 0)
+            r->bad_entity = true;
+        else
+            r->entities |= 1u << i;
+    }
+    free(copy);
+}
+
+static enum MHD_Result check_param(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    struct param_check *pc = cls;
+    size_t i = 0;
+    while (pc->allowed[i] && strcmp(pc->allowed[i], key) != 0)
+        i++;
+    if (!pc->allowed[i]) {
+        if (!pc->r->bad_param)
+            pc->r->bad_param = key;
+        return MHD_YES;
+    }
+    if (strcmp(key, "entities") == 0) {
+        add_entities(pc->r, value);
+        return MHD_YES;
+    }
+    for (size_t k = 0; k < pc->n_seen; k++)
+        if (pc->seen[k] == pc->allowed[i])
+            pc->r->dup_param = true;
+    if (pc->n_seen < 8)
+        pc->seen[pc->n_seen++] = pc->allowed[i];
+    return MHD_YES;
+}
+
+static const char *arg(const struct req *r, const char *key)
+{
+    return MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, key);
+}
+
+/*
+ * A date-time filter; absent leaves *out. A '+' of an offset that was not
+ * percent-encoded arrives as a space: it is read as the '+' it was.
+ */
+static bool time_arg(struct req *r, const char *key, int64_t *out)
+{
+    const char *v = arg(r, key);
+    if (!v)
+        return true;
+    char *copy = sk_strdup(v);
+    size_t len = strlen(copy);
+    if (len > 19 && copy[len - 6] == ' ')
+        copy[len - 6] = '+';
+    bool ok = sk_time_parse_us(copy, out) == 0;
+    free(copy);
+    if (!ok) {
+        char *msg = sk_asprintf("%s is not an RFC 3339 date-time with an offset", key);
+        fail(r, 400, "invalid_parameter", msg);
+        free(msg);
+    }
+    return ok;
+}
+
+/* Every query parameter is one this endpoint takes, once. false: the error answer is set. */
+static bool params_ok(struct req *r, struct param_check *pc)
+{
+    MHD_get_connection_values(r->c, MHD_GET_ARGUMENT_KIND, check_param, pc);
+    if (r->bad_param) {
+        /* Not even the name is echoed: the answer and the log stay free of input. */
+        fail(r, 400, "unsupported_parameter",
+             "a query parameter this server does not implement was given");
+        return false;
+    }
+    if (r->dup_param || r->bad_entity) {
+        fail(r, 400, "invalid_parameter", "a parameter was repeated or names no entity type");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The query of a list or deletedEntities request: the filters of a first
+ * request, or the page token of a follow-up (with limit only). false: the
+ * error answer is set.
+ */
+static bool read_query(struct req *r, const char *what, const char *const *allowed,
+                       struct hub_query *q)
+{
+    struct param_check pc = {.r = r, .allowed = allowed};
+    if (!params_ok(r, &pc))
+        return false;
+    *q = (struct hub_query){.modified_after = INT64_MIN,
+                            .modified_before = INT64_MAX,
+                            .created_after = INT64_MIN,
+                            .created_before = INT64_MAX,
+                            .after_stamp = INT64_MIN,
+                            .limit = r->h->conf->max_limit};
+    const char *limit = arg(r, "limit");
+    if (limit && (sk_parse_int(limit, &q->limit) != 0 || q->limit < 1)) {
+        fail(r, 400, "invalid_parameter", "limit must be a positive integer");
+        return false;
+    }
+    if (q->limit > r->h->conf->max_limit)
+        q->limit = r->h->conf->max_limit;
+    const char *token = arg(r, "pageToken");
+    if (token) {
+        if (pc.n_seen > (limit ? 2u : 1u) || r->entities) {
+            fail(r, 400, "invalid_parameter",
+                 "pageToken cannot be combined with filters, only with limit");
+            return false;
+        }
+        enum hub_token_check t =
+            hub_token_read(r->h, token, what, r->client->name, q, sk_now_us() / 1000);
+        if (t == HUB_TOKEN_EXPIRED)
+            fail(r, 410, "page_token_expired", "the pageToken has expired: start the query again");
+        else if (t == HUB_TOKEN_BAD)
+            fail(r, 400, "invalid_page_token", "the pageToken is not valid for this query");
+        return t == HUB_TOKEN_OK;
+    }
+    if (!time_arg(r, "meta.modified.after", &q->modified_after) ||
+        !time_arg(r, "meta.modified.before", &q->modified_before) ||
+        !time_arg(r, "meta.created.after", &q->created_after) ||
+        !time_arg(r, "meta.created.before", &q->created_before) ||
+        !time_arg(r, "after", &q->modified_after))
+        return false;
+    return true;
+}
+
+/* ---- the answers ---------------------------------------------------------------- */
+
+/* Ends a page: the token of the next one when there is one, then the closing brace. */
+static void page_end(struct req *r, const char *what, struct hub_query *q, bool more,
+                     int64_t last_stamp, const char *last_id)
+{
+    if (more) {
+        q->after_stamp = last_stamp;
+        snprintf(q->after_id, sizeof(q->after_id), "%s", last_id);
+        char *token = hub_token_make(r->h, what, r->client->name, q, sk_now_us() / 1000);
+        sk_buf_puts(&r->body, ",\"pageToken\":");
+        sk_buf_json_string(&r->body, token);
+        free(token);
+    }
+    sk_buf_putc(&r->body, '}');
+    r->status = 200;
+}
+
+static void server_error(struct req *r, const struct sk_error *err)
+{
+    sk_log(SK_LOG_ERROR, r->h->name, "%s", err->msg);
+    fail(r, 503, "unavailable", "the server cannot read its state now; try again");
+}
+
+/*
+ * One page of a list (e) or of deletedEntities (e NULL) after q: the body
+ * opens with open, the rows come from fn, close ends the data member.
+ */
+static void serve_page(struct req *r, const struct sk_entity *e, struct hub_query *q,
+                       const char *what, const char *open, char close, hub_page_fn fn)
+{
+    struct sk_error err = {0};
+    sqlite3 *db = hub_reader_take(r->h, &err);
+    if (!db)
+        return server_error(r, &err);
+    bool more;
+    int64_t last_stamp = 0;
+    char last_id[37] = "";
+    sk_buf_puts(&r->body, open);
+    r->records = fn(db, e, q, &r->body, &more, &last_stamp, last_id, &err);
+    hub_reader_give(r->h, db);
+    if (r->records < 0)
+        return server_error(r, &err);
+    sk_buf_putc(&r->body, close);
+    page_end(r, what, q, more, last_stamp, last_id);
+}
+
+static void list(struct req *r, const struct sk_entity *e)
+{
+    struct hub_query q;
+    if (read_query(r, e->collection, list_params, &q))
+        serve_page(r, e, &q, e->collection, "{\"data\":[", ']', hub_store_list);
+}
+
+static void deleted(struct req *r)
+{
+    struct hub_query q;
+    if (!read_query(r, "deletedEntities", deleted_params, &q))
+        return;
+    /* The types asked for (all when none; a follow-up's from its token), always cut to
+     * the client's scope as it is now: a reload may have narrowed it since the token. */
+    uint32_t scope = 0;
+    for (size_t i = 0; i < r->h->n_entities; i++) {
+        int k = sk_entity_index(r->h->entities[i]);
+        if (r->client->may_read[k])
+            scope |= 1u << k;
+    }
+    if (!arg(r, "pageToken"))
+        q.entity_mask = r->entities ? r->entities : scope;
+    q.entity_mask &= scope;
+    serve_page(r, NULL, &q, "deletedEntities", "{\"data\":{", '}', hub_store_deleted);
+}
+
+static const char *const by_id_params[] = {NULL};
+
+static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
+{
+    struct param_check pc = {.r = r, .allowed = by_id_params};
+    if (!params_ok(r, &pc))
+        return;
+    char id[37];
+    if (sk_uuid_normalize(id_text, id) < 0)
+        return fail(r, 400, "invalid_id", "the id is not a UUID");
+    struct sk_error err = {0};
+    sqlite3 *db = hub_reader_take(r->h, &err);
+    if (!db)
+        return server_error(r, &err);
+    char *doc = NULL;
+    int found = hub_store_get(db, e, id, &doc, &err);
+    hub_reader_give(r->h, db);
+    if (found < 0)
+        return server_error(r, &err);
+    if (!found)
+        return fail(r, 404, "not_found", "no such entity");
+    sk_buf_puts(&r->body, doc);
+    free(doc);
+    r->records = 1;
+    r->status = 200;
+}
+
+/* Which endpoint the path names, after the client was authenticated. */
+static void route(struct req *r, const char *method, const char *url)
+{
+    const char *slash = strchr(url + 1, '/');
+    size_t head = slash ? (size_t)(slash - url) : strlen(url);
+    if (strcmp(url, "/deletedEntities") == 0) {
+        r->route = "/deletedEntities";
+        if (strcmp(method, "GET") != 0)
+            return fail(r, 405, "method_not_allowed", "only GET is served here");
+        return deleted(r);
+    }
+    const struct sk_entity *e = served_by_path(r->h, url, head);
+    if (!e || (slash && (slash[1] == '\0' || strchr(slash + 1, '/'))))
+        return fail(r, 404, "not_found", "no such endpoint on this server");
+    r->route = e->path;
+    if (strcmp(method, "GET") != 0)
+        return fail(r, 405, "method_not_allowed", "only GET is served here");
+    /* The spec answers 403 for what a client may not read; the type exists here. */
+    if (!r->client->may_read[sk_entity_index(e)])
+        return fail(r, 403, "forbidden", "this client may not read this entity type");
+    if (slash) {
+        r->route = NULL; /* logged as "<path>/{id}" */
+        return by_id(r, e, slash + 1);
+    }
+    list(r, e);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    (void)upload;
+    struct hub *h = cls;
+    if (!*con_cls) { /* headers only so far */
+        *con_cls = h;
+        return MHD_YES;
+    }
+    if (*upload_size) { /* nothing here takes a body */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    int64_t t0 = sk_mono_ms();
+    struct req r = {.h = h, .c = c, .route = "(other)"};
+    r.client = authenticate(
+        h, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+    if (!r.client)
+        fail(&r, 401, "unauthorized", "a valid bearer token is required");
+    else
+        route(&r, method, url);
+    char logged[64];
+    if (!r.route) {
+        const struct sk_entity *e = served_by_path(h, url, (size_t)(strchr(url + 1, '/') - url));
+        snprintf(logged, sizeof(logged), "%s/{id}", e->path);
+    } else {
+        snprintf(logged, sizeof(logged), "%s", r.route);
+    }
+    sk_log(SK_LOG_INFO, h->name, "client %s: %s %s -> %d (%" PRId64 " records, %" PRId64 " ms)",
+           r.client ? r.client->name : "(none)", strcmp(method, "GET") == 0 ? "GET" : "other",
+           logged, r.status, r.records, sk_mono_ms() - t0);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        r.body.len, r.body.p ? r.body.p : (void *)"", MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r.status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r.status, resp);
+    MHD_destroy_response(resp);
+    sk_buf_free(&r.body);
+    return ret;
+}
+
+/* ---- the listener --------------------------------------------------------------- */
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
+/* "host:port" or "[v6]:port" -> a bound, listening socket; -1 with err. */
+static int listen_socket(const struct hub *h, bool tls, struct sk_error *err)
+{
+    const char *listen_at = h->conf->listen;
+    const char *colon = strrchr(listen_at, ':');
+    if (!colon || colon == listen_at || !colon[1])
+        return sk_error_set(err, SK_ERR_FATAL, "listen \"%s\" is not host:port", listen_at);
+    char *host = sk_strndup(listen_at, (size_t)(colon - listen_at));
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
+    int gai = getaddrinfo(host, colon + 1, &hints, &ai);
+    free(host);
+    if (gai)
+        return sk_error_set(err, SK_ERR_FATAL, "listen \"%s\": %s", listen_at, gai_strerror(gai));
+    int fd = -1;
+    if (!tls && !is_loopback(ai->ai_addr)) {
+        sk_error_set(err, SK_ERR_FATAL,
+                     "listen \"%s\" is not a loopback address: serving personal data there needs "
+                     "TLS (set tls_cert and tls_key)",
+                     listen_at);
+        goto out;
+    }
+    int one = 1;
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 128)) {
+        sk_error_set(err, SK_ERR_FATAL, "cannot listen on %s: %s", listen_at, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+out:
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    const struct hub *h = cls;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    sk_log(SK_LOG_WARN, h->name, "http: %s", msg);
+}
+
+static char *read_pem(const char *path, const char *option, struct sk_error *err)
+{
+    size_t len;
+    char *pem = sk_read_file(path, &len);
+    if (!pem)
+        sk_error_set(err, SK_ERR_FATAL, "%s %s: %s", option, path, strerror(errno));
+    return pem;
+}
+
+/* Frees a private key's text after overwriting it. NULL is fine. */
+static void free_key(char *key)
+{
+    if (key)
+        OPENSSL_cleanse(key, strlen(key));
+    free(key);
+}
+
+int hub_http_start(struct hub *h, struct sk_error *err)
+{
+    const struct hub_conf *conf = h->conf;
+    if (!conf->tls_cert != !conf->tls_key)
+        return sk_error_set(err, SK_ERR_FATAL, "tls_cert and tls_key go together");
+    bool tls = conf->tls_cert != NULL;
+    char *cert = NULL, *key = NULL;
+    if (tls && (!(cert = read_pem(conf->tls_cert, "tls_cert", err)) ||
+                !(key = read_pem(conf->tls_key, "tls_key", err)))) {
+        free(cert);
+        return -1;
+    }
+    int fd = listen_socket(h, tls, err);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO;
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (tls)
+        flags |= MHD_USE_TLS;
+    else
+        tls_opts[0].option = MHD_OPTION_END;
+    if (fd >= 0)
+        h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+                                  mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
+                                  MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+    free(cert);
+    free_key(key);
+    if (fd < 0)
+        return -1;
+    if (!h->mhd) {
+        close(fd);
+        return sk_error_set(err, SK_ERR_FATAL, "cannot serve on %s%s", conf->listen,
+                            tls ? " (are the TLS certificate and key valid?)" : "");
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    const char *colon = strrchr(conf->listen, ':');
+    snprintf(h->target, sizeof(h->target), "%s://%.*s:%u", tls ? "https" : "http",
+             (int)(colon - conf->listen), conf->listen, info ? info->port : 0);
+    sk_log(SK_LOG_INFO, h->name, "serving SS 12000 on %s", h->target);
+    return 0;
+}
+
+void hub_http_stop(struct hub *h)
+{
+    if (h->mhd)
+        MHD_stop_daemon(h->mhd);
+    h->mhd = NULL;
+}

@@ -1,0 +1,427 @@
+/*
+ * hub_store.c: the hub's own tables next to the shared state store's
+ * collection tables, and the queries the API runs on them.
+ *
+ *   hub_rows(collection, id, stamp, created_us, deleted_us)
+ *     one row per entity the hub holds or held: stamp is the hub's change
+ *     stamp of its last change (µs), created_us its meta.created, deleted_us
+ *     when a tombstone removed it (NULL while it lives).
+ *   hub_meta(key, value): the page token secret and the last stamp.
+ *
+ * Owns: the change stamp (docs/ss12000-api-sink.md, "Delta consistency"):
+ * every write gets stamp = max(now, last stamp + 1), so stamps only grow and
+ * a batch commits its stamps at once (one writer); documents are served with
+ * meta.modified = their stamp, and meta.modified.after/before filter on it,
+ * so a client that asks after the largest meta.modified it saw gets every
+ * later change, however late its record reached the hub. Must never: serve a row of a type the
+ * caller did not check the client's scope for (hub_http.c checks; the queries take one type or a
+ * mask already cut to the scope), or keep a tombstone past deleted_retention longer than a batch or
+ * a minute.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "hub.h"
+#include "util.h"
+
+#define PURGE_EVERY_MS 60000
+
+int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
+{
+    (void)ctx;
+    return sk_state_exec(
+        st,
+        "CREATE TABLE IF NOT EXISTS hub_rows(collection TEXT NOT NULL, id TEXT NOT NULL, "
+        "stamp INTEGER NOT NULL, created_us INTEGER, deleted_us INTEGER, "
+        "PRIMARY KEY(collection, id)) WITHOUT ROWID;"
+        "CREATE INDEX IF NOT EXISTS hub_rows_stamp ON hub_rows(collection, stamp, id);"
+        "CREATE INDEX IF NOT EXISTS hub_rows_deleted ON hub_rows(stamp, id) "
+        "WHERE deleted_us IS NOT NULL;"
+        "CREATE INDEX IF NOT EXISTS hub_rows_purge ON hub_rows(deleted_us) "
+        "WHERE deleted_us IS NOT NULL;"
+        "CREATE TABLE IF NOT EXISTS hub_meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+        err);
+}
+
+static int meta_put(struct sk_state *st, const char *key, const void *v, int len, bool blob,
+                    struct sk_error *err)
+{
+    sqlite3_stmt *q;
+    if (sk_state_prepare(st, "INSERT OR REPLACE INTO hub_meta(key, value) VALUES(?1, ?2)", &q,
+                         err) < 0)
+        return -1;
+    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+    if (blob)
+        sqlite3_bind_blob(q, 2, v, len, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(q, 2, *(const int64_t *)v);
+    int rc = sk_state_run(st, q, false, err);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int hub_store_load(struct hub *h, struct sk_error *err)
+{
+    sqlite3_stmt *q;
+    if (sk_state_prepare(h->state, "SELECT key, value FROM hub_meta", &q, err) < 0)
+        return -1;
+    bool have_secret = false;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(q, 0);
+        if (strcmp(key, "secret") == 0 && sqlite3_column_bytes(q, 1) == HUB_SECRET_LEN) {
+            memcpy(h->secret, sqlite3_column_blob(q, 1), HUB_SECRET_LEN);
+            have_secret = true;
+        } else if (strcmp(key, "last_stamp") == 0) {
+            h->last_stamp = sqlite3_column_int64(q, 1);
+        }
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE)
+        return sk_error_set(err, sk_state_error_class(rc, false), "reading hub_meta: %s",
+                            sqlite3_errmsg(sk_state_db(h->state)));
+    if (have_secret)
+        return 0;
+    /* A secret per hub, kept with its state (mode 0600), so tokens outlive a restart. */
+    if (RAND_bytes(h->secret, HUB_SECRET_LEN) != 1)
+        return sk_error_set(err, SK_ERR_FATAL, "no random bytes for the page token secret");
+    return meta_put(h->state, "secret", h->secret, HUB_SECRET_LEN, true, err);
+}
+
+/* The change stamp of a write: the hub's clock, above every stamp it gave before. */
+static int64_t next_stamp(struct hub *h)
+{
+    int64_t s = sk_now_us();
+    if (s <= h->last_stamp)
+        s = h->last_stamp + 1;
+    h->last_stamp = s;
+    return s;
+}
+
+static int64_t created_of(const cJSON *doc)
+{
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(meta, "created");
+    int64_t us;
+    if (cJSON_IsString(c) && sk_time_parse_us(c->valuestring, &us) == 0)
+        return us;
+    return INT64_MIN;
+}
+
+/* The row of collection/id: alive (deleted_us NULL) or a tombstone (deleted_us set). */
+static int put_row(struct hub *h, const char *collection, const char *id, int64_t stamp,
+                   int64_t created_us, bool deleted, struct sk_error *err)
+{
+    sqlite3_stmt *q;
+    if (sk_state_prepare(h->state,
+                         "INSERT OR REPLACE INTO hub_rows(collection, id, stamp, created_us, "
+                         "deleted_us) VALUES(?1, ?2, ?3, ?4, ?5)",
+                         &q, err) < 0)
+        return -1;
+    sqlite3_bind_text(q, 1, collection, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, stamp);
+    if (created_us != INT64_MIN)
+        sqlite3_bind_int64(q, 4, created_us);
+    if (deleted)
+        sqlite3_bind_int64(q, 5, sk_now_us());
+    int rc = sk_state_run(h->state, q, true, err);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static bool consumes(const struct hub *h, const struct sk_entity *e)
+{
+    for (size_t i = 0; i < h->n_entities; i++)
+        if (h->entities[i] == e)
+            return true;
+    return false;
+}
+
+int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
+{
+    struct hub *h = ctx;
+    if (!r->entity || !consumes(h, r->entity))
+        return sk_error_set(err, SK_ERR_PERMANENT, "entity type %s is not one this hub serves",
+                            r->entity ? r->entity->name : "(none)");
+    if (r->key[0] == '\0')
+        return sk_error_set(err, SK_ERR_PERMANENT, "record without a key");
+    const char *coll = r->entity->collection;
+    if (!r->value) {
+        int removed = 0;
+        if (sk_state_delete(h->state, coll, r->key, &removed, err) < 0)
+            return -1;
+        /* Only what a client may have seen needs a tombstone. */
+        return removed ? put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) : 0;
+    }
+    if (!r->json)
+        return sk_error_set(err, SK_ERR_PERMANENT, "record has a value but no decoded document");
+    enum sk_state_put put;
+    if (sk_state_upsert(h->state, coll, r->key, r->json, r->json_len, r->modified_us, &put, err) <
+        0)
+        return -1;
+    if (put != SK_STATE_WRITTEN) /* stale or the same: clients have it already */
+        return 0;
+    return put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err);
+}
+
+int hub_store_finish(void *ctx, struct sk_error *err)
+{
+    struct hub *h = ctx;
+    if (meta_put(h->state, "last_stamp", &h->last_stamp, 0, false, err) < 0)
+        return -1;
+    if (sk_mono_ms() < h->next_purge_ms)
+        return 0;
+    h->next_purge_ms = sk_mono_ms() + PURGE_EVERY_MS;
+    sqlite3_stmt *q;
+    if (sk_state_prepare(h->state,
+                         "DELETE FROM hub_rows WHERE deleted_us IS NOT NULL AND deleted_us < ?1",
+                         &q, err) < 0)
+        return -1;
+    sqlite3_bind_int64(q, 1, sk_now_us() - h->conf->deleted_retention_ms * 1000);
+    int rc = sk_state_run(h->state, q, false, err);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* ---- the read side ---------------------------------------------------------- */
+
+sqlite3 *hub_reader_take(struct hub *h, struct sk_error *err)
+{
+    pthread_mutex_lock(&h->pool_mu);
+    sqlite3 *db = h->n_pool ? h->pool[--h->n_pool] : NULL;
+    pthread_mutex_unlock(&h->pool_mu);
+    if (db)
+        return db;
+    int rc = sqlite3_open_v2(h->db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "opening %s to read: %s", h->db_path,
+                     db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+void hub_reader_give(struct hub *h, sqlite3 *db)
+{
+    pthread_mutex_lock(&h->pool_mu);
+    if (h->n_pool == h->cap_pool) {
+        h->cap_pool = h->cap_pool ? h->cap_pool * 2 : 8;
+        h->pool = sk_realloc(h->pool, h->cap_pool * sizeof(*h->pool));
+    }
+    h->pool[h->n_pool++] = db;
+    pthread_mutex_unlock(&h->pool_mu);
+}
+
+void hub_reader_pool_free(struct hub *h)
+{
+    for (size_t i = 0; i < h->n_pool; i++)
+        sqlite3_close(h->pool[i]);
+    free(h->pool);
+    h->pool = NULL;
+    h->n_pool = h->cap_pool = 0;
+}
+
+static int read_error(sqlite3 *db, int rc, struct sk_error *err)
+{
+    return sk_error_set(err, sk_state_error_class(rc, false), "reading the hub's state: %s",
+                        sqlite3_errmsg(db));
+}
+
+/* Prepares sql (malloc'ed, freed here) on a reader's connection; -1 with err. */
+static int prepare_read(sqlite3 *db, char *sql, sqlite3_stmt **stmt, struct sk_error *err)
+{
+    int rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL);
+    free(sql);
+    return rc == SQLITE_OK ? 0 : read_error(db, rc, err);
+}
+
+/* Binds the filters and position shared by both list queries (?1..?6) and the limit (?7). */
+static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
+{
+    sqlite3_bind_int64(q, 1, query->after_stamp);
+    sqlite3_bind_text(q, 2, query->after_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, query->modified_after);
+    sqlite3_bind_int64(q, 4, query->modified_before);
+    sqlite3_bind_int64(q, 5, query->created_after);
+    sqlite3_bind_int64(q, 6, query->created_before);
+    sqlite3_bind_int64(q, 7, query->limit + 1); /* one more: is there a next page? */
+}
+
+/* The shared WHERE: keyset position, then the four meta filters (created absent: no match). */
+#define WHERE_PAGE                                                                                 \
+    " (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2)) AND r.stamp > ?3 AND r.stamp < ?4"            \
+    " AND (?5 = -9223372036854775808 OR r.created_us > ?5)"                                        \
+    " AND (?6 = 9223372036854775807 OR r.created_us < ?6)"
+
+/*
+ * Steps q, whose rows start with (id, stamp): calls each for every row until
+ * limit rows, remembering the last position. Returns the rows taken, -1 with
+ * err.
+ */
+static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, bool *more,
+                         int64_t *last_stamp, char last_id[37],
+                         void (*each)(void *ctx, sqlite3_stmt *q, int64_t n), void *ctx,
+                         struct sk_error *err)
+{
+    int64_t n = 0;
+    int rc;
+    *more = false;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == limit) {
+            *more = true;
+            break;
+        }
+        snprintf(last_id, 37, "%s", (const char *)sqlite3_column_text(q, 0));
+        *last_stamp = sqlite3_column_int64(q, 1);
+        each(ctx, q, n++);
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return read_error(db, rc, err);
+    return n;
+}
+
+/* A stamp as the RFC 3339 date-time clients see in meta.modified (UTC, µs). */
+static void format_stamp(int64_t us, char out[40])
+{
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 40 - n, ".%06dZ", (int)(us % 1000000));
+}
+
+/*
+ * Appends doc as served: meta.modified replaced by the hub's stamp (types
+ * the spec gives meta), everything else exactly as stored.
+ */
+static void put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
+                       int64_t stamp)
+{
+    cJSON *j = e->has_meta ? cJSON_Parse(doc) : NULL;
+    if (!j) { /* no meta in the spec (or, never stored, not JSON): as it is */
+        sk_buf_puts(out, doc);
+        return;
+    }
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "meta");
+    if (!cJSON_IsObject(meta)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(j, "meta");
+        meta = cJSON_AddObjectToObject(j, "meta");
+    }
+    char when[40];
+    format_stamp(stamp, when);
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, "modified");
+    cJSON_AddStringToObject(meta, "modified", when);
+    sk_json_print_into(j, out);
+    cJSON_Delete(j);
+}
+
+struct list_page {
+    struct sk_buf *out;
+    const struct sk_entity *e;
+};
+
+static void put_listed(void *ctx, sqlite3_stmt *q, int64_t n)
+{
+    struct list_page *p = ctx;
+    if (n)
+        sk_buf_putc(p->out, ',');
+    put_served(p->out, p->e, (const char *)sqlite3_column_text(q, 2), sqlite3_column_int64(q, 1));
+}
+
+int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
+                       struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
+                       struct sk_error *err)
+{
+    char *sql = sk_asprintf("SELECT r.id, r.stamp, c.doc FROM hub_rows r JOIN \"%s\" c ON c.id = "
+                            "r.id WHERE r.collection = ?8 AND r.deleted_us IS NULL AND" WHERE_PAGE
+                            " ORDER BY r.stamp, r.id LIMIT ?7",
+                            e->collection);
+    sqlite3_stmt *stmt;
+    if (prepare_read(db, sql, &stmt, err) < 0)
+        return -1;
+    bind_query(stmt, q);
+    sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
+    struct list_page page = {out, e};
+    int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, put_listed, &page, err);
+    sqlite3_finalize(stmt);
+    return n;
+}
+
+int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char **doc,
+                  struct sk_error *err)
+{
+    char *sql = sk_asprintf("SELECT c.doc, r.stamp FROM \"%s\" c JOIN hub_rows r ON r.collection "
+                            "= ?2 AND r.id = c.id WHERE c.id = ?1",
+                            e->collection);
+    sqlite3_stmt *q;
+    if (prepare_read(db, sql, &q, err) < 0)
+        return -1;
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, e->collection, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        struct sk_buf b = {0};
+        put_served(&b, e, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1));
+        *doc = sk_buf_take(&b);
+    } else if (rc != SQLITE_DONE)
+        read_error(db, rc, err);
+    sqlite3_finalize(q);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The ids of one page of tombstones, collected per type before they are printed by bucket. */
+struct deleted_ids {
+    struct sk_buf ids[SK_ENTITY_COUNT];
+};
+
+static void collect_deleted(void *ctx, sqlite3_stmt *q, int64_t n)
+{
+    (void)n;
+    struct deleted_ids *d = ctx;
+    int i = sk_entity_index(sk_entity_by_collection((const char *)sqlite3_column_text(q, 2)));
+    if (i < 0)
+        return;
+    if (d->ids[i].len)
+        sk_buf_putc(&d->ids[i], ',');
+    sk_buf_json_string(&d->ids[i], (const char *)sqlite3_column_text(q, 0));
+}
+
+int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
+                          struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
+                          struct sk_error *err)
+{
+    (void)e;
+    struct sk_buf in = {0};
+    for (int i = 0; i < SK_ENTITY_COUNT; i++)
+        if (q->entity_mask & (1u << i))
+            sk_buf_printf(&in, "%s'%s'", in.len ? "," : "", sk_entities[i]->collection);
+    char *sql = sk_asprintf("SELECT r.id, r.stamp, r.collection FROM hub_rows r WHERE "
+                            "r.deleted_us IS NOT NULL AND r.collection IN (%s) AND" WHERE_PAGE
+                            " ORDER BY r.stamp, r.id LIMIT ?7",
+                            in.len ? in.p : "''");
+    sk_buf_free(&in);
+    sqlite3_stmt *stmt;
+    if (prepare_read(db, sql, &stmt, err) < 0)
+        return -1;
+    bind_query(stmt, q);
+    struct deleted_ids d = {0};
+    int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, collect_deleted, &d, err);
+    sqlite3_finalize(stmt);
+    bool first = true;
+    for (int i = 0; i < SK_ENTITY_COUNT; i++) {
+        if (n >= 0 && (q->entity_mask & (1u << i))) {
+            sk_buf_printf(out, "%s\"%s\":[%s]", first ? "" : ",", sk_entities[i]->deleted_key,
+                          d.ids[i].len ? d.ids[i].p : "");
+            first = false;
+        }
+        sk_buf_free(&d.ids[i]);
+    }
+    return n;
+}

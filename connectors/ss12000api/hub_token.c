@@ -1,0 +1,160 @@
+/*
+ * hub_token.c: the page tokens of the hub's lists.
+ *
+ * A token is base64url(payload) "." base64url(HMAC-SHA256(secret, payload)),
+ * the payload "v1|what|client|expiry_ms|stamp|id|ma|mb|ca|cb|mask": the query
+ * it continues (the list or deletedEntities, the client it was given to, the
+ * filters of the first request) and the position after the last row served.
+ * The filters travel in the token because the spec lets a follow-up request
+ * carry only pageToken and limit.
+ *
+ * Owns: making and checking tokens. Must never: accept a token whose MAC
+ * does not match (compared in constant time), a token for another query or
+ * client (both 400), or an expired one (410, told apart from a forged one
+ * only after the MAC matched).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "hub.h"
+#include "util.h"
+
+#define MAC_LEN 32
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void b64_encode(struct sk_buf *out, const uint8_t *in, size_t n)
+{
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        size_t chars = n - i >= 3 ? 4 : n - i + 1; /* no padding */
+        for (size_t k = 0; k < chars; k++)
+            sk_buf_putc(out, b64url[(v >> (18 - 6 * k)) & 63]);
+    }
+}
+
+/* Decodes n characters of base64url (no padding) into out (room for n bytes). -1 if not base64url.
+ */
+static ssize_t b64_decode(const char *in, size_t n, uint8_t *out)
+{
+    if (n % 4 == 1)
+        return -1;
+    size_t len = 0;
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *at = memchr(b64url, in[i], 64);
+        if (!at || in[i] == '\0')
+            return -1;
+        v = v << 6 | (uint32_t)(at - b64url);
+        if (i % 4 == 3) {
+            out[len++] = (uint8_t)(v >> 16);
+            out[len++] = (uint8_t)(v >> 8);
+            out[len++] = (uint8_t)v;
+            v = 0;
+        }
+    }
+    size_t rest = n % 4; /* 2 or 3 characters: 1 or 2 bytes */
+    if (rest == 2) {
+        out[len++] = (uint8_t)(v >> 4);
+    } else if (rest == 3) {
+        out[len++] = (uint8_t)(v >> 10);
+        out[len++] = (uint8_t)(v >> 2);
+    }
+    return (ssize_t)len;
+}
+
+static void mac_of(const struct hub *h, const void *payload, size_t len, uint8_t mac[MAC_LEN])
+{
+    unsigned mac_len = MAC_LEN;
+    HMAC(EVP_sha256(), h->secret, HUB_SECRET_LEN, payload, len, mac, &mac_len);
+}
+
+char *hub_token_make(const struct hub *h, const char *what, const char *client,
+                     const struct hub_query *q, int64_t now_ms)
+{
+    char *payload = sk_asprintf("v1|%s|%s|%" PRId64 "|%" PRId64 "|%s|%" PRId64 "|%" PRId64
+                                "|%" PRId64 "|%" PRId64 "|%" PRIu32,
+                                what, client, now_ms + h->conf->page_token_ttl_ms, q->after_stamp,
+                                q->after_id, q->modified_after, q->modified_before,
+                                q->created_after, q->created_before, q->entity_mask);
+    uint8_t mac[MAC_LEN];
+    mac_of(h, payload, strlen(payload), mac);
+    struct sk_buf out = {0};
+    b64_encode(&out, (const uint8_t *)payload, strlen(payload));
+    sk_buf_putc(&out, '.');
+    b64_encode(&out, mac, MAC_LEN);
+    free(payload);
+    return sk_buf_take(&out);
+}
+
+/* Splits the payload's fields at '|' in place; returns their number (at most max). */
+static size_t split(char *s, char **f, size_t max)
+{
+    size_t n = 0;
+    while (n < max) {
+        f[n++] = s;
+        s = strchr(s, '|');
+        if (!s)
+            break;
+        *s++ = '\0';
+    }
+    return s ? max + 1 : n;
+}
+
+static bool int_field(const char *text, int64_t *out)
+{
+    return sk_parse_int(text, out) == 0;
+}
+
+enum hub_token_check hub_token_read(const struct hub *h, const char *token, const char *what,
+                                    const char *client, struct hub_query *q, int64_t now_ms)
+{
+    const char *dot = strchr(token, '.');
+    size_t len = strlen(token);
+    if (!dot || len > 4096)
+        return HUB_TOKEN_BAD;
+    size_t plen = (size_t)(dot - token), mlen = len - plen - 1;
+    uint8_t *payload = sk_malloc(plen + 1), mac[MAC_LEN + 3], want[MAC_LEN];
+    ssize_t n = b64_decode(token, plen, payload);
+    ssize_t m = mlen <= 44 ? b64_decode(dot + 1, mlen, mac) : -1;
+    enum hub_token_check res = HUB_TOKEN_BAD;
+    if (n < 0 || m != MAC_LEN)
+        goto out;
+    mac_of(h, payload, (size_t)n, want);
+    if (CRYPTO_memcmp(mac, want, MAC_LEN) != 0)
+        goto out;
+    payload[n] = '\0';
+    char *f[11];
+    int64_t exp, ma, mb, ca, cb, stamp, mask;
+    if (memchr(payload, '\0', (size_t)n) || split((char *)payload, f, 11) != 11 ||
+        strcmp(f[0], "v1") || strcmp(f[1], what) || strcmp(f[2], client) ||
+        !int_field(f[3], &exp) || !int_field(f[4], &stamp) || strlen(f[5]) > 36 ||
+        !int_field(f[6], &ma) || !int_field(f[7], &mb) || !int_field(f[8], &ca) ||
+        !int_field(f[9], &cb) || !int_field(f[10], &mask))
+        goto out;
+    if (now_ms > exp) {
+        res = HUB_TOKEN_EXPIRED;
+        goto out;
+    }
+    q->after_stamp = stamp;
+    snprintf(q->after_id, sizeof(q->after_id), "%s", f[5]);
+    q->modified_after = ma;
+    q->modified_before = mb;
+    q->created_after = ca;
+    q->created_before = cb;
+    q->entity_mask = (uint32_t)mask;
+    res = HUB_TOKEN_OK;
+out:
+    free(payload);
+    return res;
+}
