@@ -291,12 +291,14 @@ struct sk_sink {
  * declares it; the sink driver does the rest.
  */
 enum sk_sink_target {
+    /* Something on the node itself (a SQLite file, CSV bundles, an API served
+     * from local state): each node consumes in a group of its own and keeps a
+     * complete copy. The default: a sink that forgets to declare does more
+     * work than needed, never holds a part of the data only. */
+    SK_TARGET_NODE_LOCAL = 0,
     /* One system every node writes to (a database server, an identity
      * system): the nodes form one group and split the partitions. */
-    SK_TARGET_SHARED = 0,
-    /* Something on the node itself (a SQLite file, CSV bundles): each node
-     * consumes in a group of its own and keeps a complete copy. */
-    SK_TARGET_NODE_LOCAL,
+    SK_TARGET_SHARED,
 };
 
 struct sk_sink_ops {

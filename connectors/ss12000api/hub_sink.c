@@ -263,6 +263,7 @@ const struct sk_sink_ops ss12000_api_sink_ops = {
     .options = hub_options,
     .conf_size = sizeof(struct hub_conf),
     .default_protected = "minimal",
+    .target_kind = SK_TARGET_NODE_LOCAL, /* every node serves from its own complete copy */
     .open = hub_open,
     .apply = hub_apply,
     .mark_offsets = hub_mark_offsets,
