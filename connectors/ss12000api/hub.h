@@ -91,7 +91,8 @@ struct hub_query {
     int64_t after_stamp; /* keyset position: (stamp, id) > (after_stamp, after_id) */
     char after_id[37];
     int64_t limit;
-    uint32_t entity_mask; /* deletedEntities: the types asked for, by sk_entity_index */
+    uint32_t entity_mask;         /* deletedEntities: the types asked for, by sk_entity_index */
+    int64_t start_from, start_to; /* calendarEvents: startTime.onOrAfter/onOrBefore (inclusive) */
 };
 
 /* A read-only connection from the pool (or a new one); NULL with err. */

@@ -86,6 +86,8 @@ static const char *const list_params[] = {"limit",
                                           "meta.created.before",
                                           "meta.modified.after",
                                           "meta.modified.before",
+                                          "startTime.onOrAfter",
+                                          "startTime.onOrBefore",
                                           NULL};
 static const char *const deleted_params[] = {"limit", "pageToken", "after", "entities", NULL};
 
@@ -196,6 +198,8 @@ static bool read_query(struct req *r, const char *what, const char *const *allow
                             .created_after = INT64_MIN,
                             .created_before = INT64_MAX,
                             .after_stamp = INT64_MIN,
+                            .start_from = INT64_MIN,
+                            .start_to = INT64_MAX,
                             .limit = r->h->conf->max_limit};
     const char *limit = arg(r, "limit");
     if (limit && (sk_parse_int(limit, &q->limit) != 0 || q->limit < 1)) {
@@ -225,7 +229,14 @@ static bool read_query(struct req *r, const char *what, const char *const *allow
         !time_arg(r, "meta.created.before", &q->created_before) ||
         !time_arg(r, "after", &q->modified_after))
         return false;
-    return true;
+    /* The calendar window (the spec's only required list parameters, docs/ss12000-notes.md). */
+    bool window = arg(r, "startTime.onOrAfter") || arg(r, "startTime.onOrBefore");
+    if (window && strcmp(what, "calendarEvents") != 0) {
+        fail(r, 400, "unsupported_parameter", "startTime filters apply to calendarEvents only");
+        return false;
+    }
+    return time_arg(r, "startTime.onOrAfter", &q->start_from) &&
+           time_arg(r, "startTime.onOrBefore", &q->start_to);
 }
 
 /* ---- the answers ---------------------------------------------------------------- */

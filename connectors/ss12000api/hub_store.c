@@ -190,6 +190,17 @@ int hub_store_finish(void *ctx, struct sk_error *err)
 
 /* ---- the read side ---------------------------------------------------------- */
 
+/* sk_instant(text): an RFC 3339 date-time as µs since the epoch, NULL if it is none. */
+static void sql_instant(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const unsigned char *text = sqlite3_value_text(argv[0]);
+    int64_t us;
+    if (text && sk_time_parse_us((const char *)text, &us) == 0)
+        sqlite3_result_int64(ctx, us);
+    else
+        sqlite3_result_null(ctx);
+}
+
 sqlite3 *hub_reader_take(struct hub *h, struct sk_error *err)
 {
     pthread_mutex_lock(&h->pool_mu);
@@ -205,6 +216,8 @@ sqlite3 *hub_reader_take(struct hub *h, struct sk_error *err)
         return NULL;
     }
     sqlite3_busy_timeout(db, 5000);
+    sqlite3_create_function(db, "sk_instant", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                            sql_instant, NULL, NULL);
     return db;
 }
 
@@ -339,8 +352,13 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
                        struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
                        struct sk_error *err)
 {
+    /* The calendar window on startTime as an instant (text with offsets does not sort). */
     char *sql = sk_asprintf("SELECT r.id, r.stamp, c.doc FROM hub_rows r JOIN \"%s\" c ON c.id = "
                             "r.id WHERE r.collection = ?8 AND r.deleted_us IS NULL AND" WHERE_PAGE
+                            " AND (?9 = -9223372036854775808 OR"
+                            " sk_instant(json_extract(c.doc, '$.startTime')) >= ?9)"
+                            " AND (?10 = 9223372036854775807 OR"
+                            " sk_instant(json_extract(c.doc, '$.startTime')) <= ?10)"
                             " ORDER BY r.stamp, r.id LIMIT ?7",
                             e->collection);
     sqlite3_stmt *stmt;
@@ -348,6 +366,8 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
         return -1;
     bind_query(stmt, q);
     sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 9, q->start_from);
+    sqlite3_bind_int64(stmt, 10, q->start_to);
     struct list_page page = {out, e};
     int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, put_listed, &page, err);
     sqlite3_finalize(stmt);

@@ -82,11 +82,12 @@ static void mac_of(const struct hub *h, const void *payload, size_t len, uint8_t
 char *hub_token_make(const struct hub *h, const char *what, const char *client,
                      const struct hub_query *q, int64_t now_ms)
 {
-    char *payload = sk_asprintf("v1|%s|%s|%" PRId64 "|%" PRId64 "|%s|%" PRId64 "|%" PRId64
-                                "|%" PRId64 "|%" PRId64 "|%" PRIu32,
-                                what, client, now_ms + h->conf->page_token_ttl_ms, q->after_stamp,
-                                q->after_id, q->modified_after, q->modified_before,
-                                q->created_after, q->created_before, q->entity_mask);
+    char *payload =
+        sk_asprintf("v2|%s|%s|%" PRId64 "|%" PRId64 "|%s|%" PRId64 "|%" PRId64 "|%" PRId64
+                    "|%" PRId64 "|%" PRIu32 "|%" PRId64 "|%" PRId64,
+                    what, client, now_ms + h->conf->page_token_ttl_ms, q->after_stamp, q->after_id,
+                    q->modified_after, q->modified_before, q->created_after, q->created_before,
+                    q->entity_mask, q->start_from, q->start_to);
     uint8_t mac[MAC_LEN];
     mac_of(h, payload, strlen(payload), mac);
     struct sk_buf out = {0};
@@ -134,13 +135,14 @@ enum hub_token_check hub_token_read(const struct hub *h, const char *token, cons
     if (CRYPTO_memcmp(mac, want, MAC_LEN) != 0)
         goto out;
     payload[n] = '\0';
-    char *f[11];
-    int64_t exp, ma, mb, ca, cb, stamp, mask;
-    if (memchr(payload, '\0', (size_t)n) || split((char *)payload, f, 11) != 11 ||
-        strcmp(f[0], "v1") || strcmp(f[1], what) || strcmp(f[2], client) ||
+    char *f[13];
+    int64_t exp, ma, mb, ca, cb, stamp, mask, sf, st;
+    if (memchr(payload, '\0', (size_t)n) || split((char *)payload, f, 13) != 13 ||
+        strcmp(f[0], "v2") || strcmp(f[1], what) || strcmp(f[2], client) ||
         !int_field(f[3], &exp) || !int_field(f[4], &stamp) || strlen(f[5]) > 36 ||
         !int_field(f[6], &ma) || !int_field(f[7], &mb) || !int_field(f[8], &ca) ||
-        !int_field(f[9], &cb) || !int_field(f[10], &mask))
+        !int_field(f[9], &cb) || !int_field(f[10], &mask) || !int_field(f[11], &sf) ||
+        !int_field(f[12], &st))
         goto out;
     if (now_ms > exp) {
         res = HUB_TOKEN_EXPIRED;
@@ -153,6 +155,8 @@ enum hub_token_check hub_token_read(const struct hub *h, const char *token, cons
     q->created_after = ca;
     q->created_before = cb;
     q->entity_mask = (uint32_t)mask;
+    q->start_from = sf;
+    q->start_to = st;
     res = HUB_TOKEN_OK;
 out:
     free(payload);

@@ -187,7 +187,7 @@ Test(ss12000_api_paging, forged_position_or_expiry_is_400, .fini = skt_hub_finis
 {
     skt_hub_open(NULL);
     char *token = first_token();
-    char *same = forged(token, 0, "v1"); /* unchanged: the helper keeps a real token real */
+    char *same = forged(token, 0, "v2"); /* unchanged: the helper keeps a real token real */
     char *path = skt_fmt("/persons?pageToken=%s", same);
     cJSON_Delete(skt_hub_get_json(path, LMS, 200));
     free(path);
@@ -285,5 +285,60 @@ Test(ss12000_api_paging, deleted_entities_pages_with_limit_and_token, .fini = sk
     free(want);
     free(first);
     for (int i = 0; i < 3; i++)
+        free(ids[i]);
+}
+
+/* ---- the calendar window --------------------------------------------------------------- */
+
+/*
+ * calendarEvents takes the spec's startTime.onOrAfter/onOrBefore (its only
+ * required list parameters; skolsync's own source always sends them),
+ * compared as instants, carried on by the page token; other types refuse
+ * them.
+ */
+Test(ss12000_api_paging, calendar_window_filters_on_start_time, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open(NULL);
+    static const char *const starts[] = {"2026-10-01T08:00:00+02:00", "2026-10-15T08:00:00Z",
+                                         "2026-10-20T01:30:00+02:00", "2026-11-01T08:00:00+01:00",
+                                         "2026-10-31T23:30:00-02:00"};
+    char *ids[5];
+    for (int i = 0; i < 5; i++) {
+        ids[i] = skt_hub_new_id();
+        char *json = skt_fmt("{\"id\":\"%s\",\"startTime\":\"%s\",\"endTime\":\"%s\","
+                             "\"activity\":{\"id\":\"7e000000-0000-4000-8000-000000000001\"},"
+                             "\"meta\":{\"created\":\"2026-09-01T00:00:00Z\","
+                             "\"modified\":\"2026-09-01T00:00:00Z\"}}",
+                             ids[i], starts[i], starts[i]);
+        skt_recs_add(&skt_hub_batch, "CalendarEvent", NULL, json, NULL);
+        free(json);
+    }
+    skt_hub_apply();
+    /* October 10 to 31 (UTC): the 2nd and 3rd; the 5th is 1 November 01:30Z; limit 1: two pages */
+    cJSON *page = skt_hub_get_json("/calendarEvents?startTime.onOrAfter=2026-10-10T00:00:00Z"
+                                   "&startTime.onOrBefore=2026-10-31T23:59:59Z&limit=1",
+                                   LMS, 200);
+    const cJSON *data = skt_hub_data(page);
+    cr_assert_eq(cJSON_GetArraySize(data), 1);
+    char seen[2][37];
+    snprintf(seen[0], 37, "%s", skt_hub_str(cJSON_GetArrayItem(data, 0), "id", NULL));
+    char *path = skt_fmt("/calendarEvents?pageToken=%s&limit=5", skt_hub_token(page));
+    cJSON_Delete(page);
+    page = skt_hub_get_json(path, LMS, 200);
+    data = skt_hub_data(page);
+    cr_assert_eq(cJSON_GetArraySize(data), 1, "the token did not carry the window");
+    snprintf(seen[1], 37, "%s", skt_hub_str(cJSON_GetArrayItem(data, 0), "id", NULL));
+    cr_assert_null(skt_hub_token(page));
+    cJSON_Delete(page);
+    free(path);
+    bool two = strcmp(seen[0], ids[1]) == 0 || strcmp(seen[1], ids[1]) == 0;
+    bool three = strcmp(seen[0], ids[2]) == 0 || strcmp(seen[1], ids[2]) == 0;
+    cr_assert(two && three, "the window held other events");
+    skt_hub_assert_error("/persons?startTime.onOrAfter=2026-10-10T00:00:00Z", LMS, 400,
+                         "unsupported_parameter");
+    skt_hub_assert_error("/calendarEvents?startTime.onOrAfter=yesterday", LMS, 400,
+                         "invalid_parameter");
+    for (int i = 0; i < 5; i++)
         free(ids[i]);
 }
