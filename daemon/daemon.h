@@ -112,6 +112,8 @@ int sk_check_connect(const struct sk_daemon_config *cfg, FILE *out);
 /* `skolsync status` and `pause|resume|restart|release NAME` (admin_cli.c). */
 int sk_cmd_status(int argc, char **argv);
 int sk_cmd_connector_action(int argc, char **argv);
+/* The admin HTTP server's limits of a, or (a NULL) the admin section's defaults. */
+void sk_admin_limits(const struct sk_admin_conf *a, struct sk_http_limits *out);
 /* A command's configuration (admin: sk_daemon_config_load_admin), its errors on stderr. */
 struct sk_daemon_config *sk_cli_config_load(const char *path, bool admin);
 void sk_daemon_config_free(struct sk_daemon_config *cfg);

@@ -372,6 +372,22 @@ struct sk_daemon_config *sk_daemon_config_load(const char *path, struct sk_confi
     return load(path, NULL, errs);
 }
 
+void sk_admin_limits(const struct sk_admin_conf *a, struct sk_http_limits *out)
+{
+    struct sk_admin_conf defaults = {0};
+    if (!a) {
+        sk_options_apply(admin_options, NULL, &defaults, NULL); /* the table's defaults */
+        a = &defaults;
+    }
+    *out = (struct sk_http_limits){
+        .max_body = a->max_body,
+        .connections = (unsigned)a->max_connections,
+        .per_client = (unsigned)a->max_connections_per_client,
+        .header_timeout_ms = a->header_timeout_ms,
+    };
+    sk_options_free(admin_options, &defaults);
+}
+
 struct sk_daemon_config *sk_daemon_config_load_admin(const char *path,
                                                      struct sk_config_errors *errs)
 {

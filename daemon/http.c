@@ -14,6 +14,7 @@
 
 #include <microhttpd.h>
 
+#include "daemon.h"
 #include "log.h"
 #include "util.h"
 
@@ -362,10 +363,14 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
     int fd = listen_on(listen, &ss, slen, err);
     if (fd < 0)
         return NULL;
-    struct sk_http_limits lim = limits ? *limits : (struct sk_http_limits){0};
+    struct sk_http_limits lim;
+    if (limits)
+        lim = *limits;
+    else
+        sk_admin_limits(NULL, &lim); /* admin.*'s defaults, from their option table */
     struct sk_http *h = sk_calloc(1, sizeof(*h));
-    h->max_body = (size_t)(lim.max_body > 0 ? lim.max_body : 1 << 20);
-    h->header_timeout_ms = lim.header_timeout_ms > 0 ? lim.header_timeout_ms : 10000;
+    h->max_body = (size_t)lim.max_body;
+    h->header_timeout_ms = lim.header_timeout_ms;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->idle, NULL);
     pthread_mutex_init(&h->watch_mu, NULL);
@@ -383,9 +388,8 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_CONNECTION_LIMIT, lim.connections ? lim.connections : 256U,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim.per_client ? lim.per_client : 32U,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, lim.connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        lim.per_client, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_END);
     if (!h->mhd) {
         close(fd);
         sk_error_set(err, SK_ERR_FATAL, "cannot serve on %s (admin.listen)", listen);

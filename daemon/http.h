@@ -32,7 +32,7 @@ struct sk_http_limits {
 
 /*
  * Starts listening on "host:port" ("127.0.0.1:9720", "[::1]:9720"; port 0
- * picks a free one). Zero limits take defaults. Returns NULL with err.
+ * picks a free one). limits NULL: the admin section's defaults. Returns NULL with err.
  */
 struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *limits,
                               struct sk_error *err);

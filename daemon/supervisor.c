@@ -580,12 +580,8 @@ static int start_http(struct sk_daemon *d, struct sk_error *err)
     const struct sk_admin_conf *a = &d->cfg->core.admin;
     if (!a->listen || strcmp(a->listen, "off") == 0)
         return 0;
-    struct sk_http_limits limits = {
-        .max_body = a->max_body,
-        .connections = (unsigned)a->max_connections,
-        .per_client = (unsigned)a->max_connections_per_client,
-        .header_timeout_ms = a->header_timeout_ms,
-    };
+    struct sk_http_limits limits;
+    sk_admin_limits(a, &limits);
     d->http = sk_http_start(a->listen, &limits, err);
     if (!d->http || sk_http_api_register(d, err))
         return -1;

@@ -239,9 +239,9 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
     src->self = self;
     src->conf = conf;
     src->component = self->name ? self->name : "ss12000-source";
-    src->poll_interval_us = 5LL * 60 * 1000000;
-    if (sk_source_poll_interval_ms(self) > 0)
-        src->poll_interval_us = sk_source_poll_interval_ms(self) * 1000;
+    /* the driver's setting (its default is in its option table); 0 without a
+     * driver: every poll is a regular one */
+    src->poll_interval_us = sk_source_poll_interval_ms(self) * 1000;
     if (!conf->url ||
         (strncmp(conf->url, "http://", 7) != 0 && strncmp(conf->url, "https://", 8) != 0)) {
         sk_error_set(err, SK_ERR_FATAL,
