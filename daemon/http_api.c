@@ -669,49 +669,27 @@ static void dlq_filter(const struct sk_http_request *req, struct sk_dlq_filter *
     }
 }
 
-/* Dead letters hold raw input, personal data too: token required. body holds f's strings. */
-static bool dlq_request(struct sk_daemon *d, const struct sk_http_request *req,
-                        struct sk_http_response *resp, struct sk_dlq_filter *f, cJSON **body)
+/*
+ * POST /api/v1/dlq (list) and /api/v1/dlq/replay. Dead letters hold raw
+ * input, personal data too: token required.
+ */
+static void api_dlq(struct sk_daemon *d, const struct sk_http_request *req,
+                    struct sk_http_response *resp, bool replay)
 {
     if (!authorized(d, req, resp))
-        return false;
-    dlq_filter(req, f, body);
-    return true;
-}
-
-/* POST /api/v1/dlq */
-static void api_dlq_list(void *ctx, const struct sk_http_request *req,
-                         struct sk_http_response *resp)
-{
-    struct sk_daemon *d = ctx;
+        return;
     struct sk_dlq_filter f;
-    cJSON *body;
-    if (!dlq_request(d, req, resp, &f, &body))
-        return;
-    struct sk_error err = {0};
-    cJSON *arr = sk_dlq_list(d->kafka, &f, &err);
-    cJSON_Delete(body);
-    if (!arr) {
-        error_response(resp, 503, err.msg);
-        return;
-    }
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "dead_letters", arr);
-    json_response(resp, 200, o);
-}
-
-static void api_dlq_replay(void *ctx, const struct sk_http_request *req,
-                           struct sk_http_response *resp)
-{
-    struct sk_daemon *d = ctx;
-    struct sk_dlq_filter f;
-    cJSON *body;
-    if (!dlq_request(d, req, resp, &f, &body))
-        return;
+    cJSON *body; /* holds f's strings */
+    dlq_filter(req, &f, &body);
     struct sk_error err = {0};
     size_t skipped = 0;
-    cJSON *report = cJSON_CreateArray();
-    long n = sk_dlq_replay(d->kafka, &f, &skipped, report, &err);
+    cJSON *report = replay ? cJSON_CreateArray() : NULL;
+    long n = 0;
+    cJSON *arr = NULL;
+    if (replay)
+        n = sk_dlq_replay(d->kafka, &f, &skipped, report, &err);
+    else
+        n = (arr = sk_dlq_list(d->kafka, &f, &err)) ? 0 : -1;
     cJSON_Delete(body);
     if (n < 0) {
         cJSON_Delete(report);
@@ -719,10 +697,26 @@ static void api_dlq_replay(void *ctx, const struct sk_http_request *req,
         return;
     }
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "replayed", (double)n);
-    cJSON_AddNumberToObject(o, "skipped", (double)skipped);
-    cJSON_AddItemToObject(o, "details", report);
+    if (replay) {
+        cJSON_AddNumberToObject(o, "replayed", (double)n);
+        cJSON_AddNumberToObject(o, "skipped", (double)skipped);
+        cJSON_AddItemToObject(o, "details", report);
+    } else {
+        cJSON_AddItemToObject(o, "dead_letters", arr);
+    }
     json_response(resp, 200, o);
+}
+
+static void api_dlq_list(void *ctx, const struct sk_http_request *req,
+                         struct sk_http_response *resp)
+{
+    api_dlq(ctx, req, resp, false);
+}
+
+static void api_dlq_replay(void *ctx, const struct sk_http_request *req,
+                           struct sk_http_response *resp)
+{
+    api_dlq(ctx, req, resp, true);
 }
 
 /* GET /api/v1/lag: the latest sample of the sinks' groups (docs/lag.md JSON). */

@@ -739,3 +739,19 @@ int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, si
     buf[len] = '\0';
     return 0;
 }
+
+rd_kafka_t *sk_kafka_client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+                                int (*stats)(rd_kafka_t *, char *, size_t, void *), void *opaque,
+                                struct sk_error *err)
+{
+    rd_kafka_conf_set_stats_cb(conf, stats);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, SK_ERR_FATAL, "cannot create a Kafka %s: %s",
+                     type == RD_KAFKA_PRODUCER ? "producer" : "consumer", errstr);
+    }
+    return rk;
+}

@@ -81,6 +81,15 @@ rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_
                                    const char *const *defaults, struct sk_error *err);
 
 /*
+ * A connector's client from conf: its statistics go to stats, and opaque to
+ * every callback of conf. Takes conf whatever the outcome (librdkafka takes
+ * it only on success). NULL with err (FATAL) naming what it could not create.
+ */
+rd_kafka_t *sk_kafka_client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+                                int (*stats)(rd_kafka_t *, char *, size_t, void *), void *opaque,
+                                struct sk_error *err);
+
+/*
  * An idempotent producer (no duplicates from librdkafka's own retries) that
  * reports each delivery to dr with opaque. NULL with err.
  */

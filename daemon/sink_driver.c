@@ -344,15 +344,9 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    rd_kafka_conf_set_stats_cb(conf, stats_cb);
-    rd_kafka_conf_set_opaque(conf, run);
-    char errstr[512];
-    run->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!run->consumer) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_FATAL, "cannot create consumer: %s", errstr);
+    run->consumer = sk_kafka_client_new(RD_KAFKA_CONSUMER, conf, stats_cb, run, err);
+    if (!run->consumer)
         goto out;
-    }
     rd_kafka_poll_set_consumer(run->consumer);
     sink_migrate_offsets(env);
     sk_info(env->runner.name, "consumer group %s, static member %s", group, instance);

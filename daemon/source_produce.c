@@ -185,14 +185,9 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
-    rd_kafka_conf_set_stats_cb(conf, stats_cb);
-    rd_kafka_conf_set_opaque(conf, run);
-    char errstr[512];
-    run->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!run->producer) {
-        sk_error_set(err, SK_ERR_FATAL, "cannot create producer: %s", errstr);
-        goto fail;
-    }
+    run->producer = sk_kafka_client_new(RD_KAFKA_PRODUCER, conf, stats_cb, run, err);
+    if (!run->producer)
+        return -1;
     if (run->txn) {
         rd_kafka_error_t *e = rd_kafka_init_transactions(run->producer, 30000);
         if (e) {
