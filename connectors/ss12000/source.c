@@ -330,4 +330,5 @@ const struct sk_source_ops ss12000_source_ops = {
     .poll = ss_poll,
     .stored = ss_stored,
     .close = ss_close,
+    .probe = ss_probe,
 };

@@ -222,6 +222,9 @@ int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no,
 
 /* us as RFC 3339 with the offset off_min (minutes east of UTC), µs precision. */
 void ss_format_time(int64_t us, int off_min, char out[TEXT_MAX]);
+
+/* `skolsync check --connect` (source_probe.c). */
+void ss_probe(const void *conf, struct sk_probe *p);
 /* Forgets the chain under way: its page token and the maxima it read. */
 void ss_chain_reset(struct cstate *st);
 /* Positions st at type index k of the run (or the deletes, or the end). */

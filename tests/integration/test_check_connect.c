@@ -17,6 +17,7 @@
 #include "kafka.h"
 #include "model.h"
 #include "sk_test.h"
+#include "skt_ss12000.h"
 #include "util.h"
 
 /* `PROGRAM check -c cfg --connect` (program NULL: this build's skolsync):
@@ -176,21 +177,63 @@ Test(check_connect, files_that_are_no_database_or_empty_directories_fail, .timeo
     free(dir);
 }
 
-/* ss12000-source has no probe yet (its rewrite is under way): when it gets
- * one, this test needs another type without one, or goes. */
+/* A connector type without a probe says so and does not fail the check. */
 Test(check_connect, a_type_without_a_probe_says_so_and_passes, .timeout = 30)
 {
     char *dir = skt_tmpdir("cc-noprobe");
-    char *text = skt_fmt("kafka: {brokers: embedded}\n"
-                         "sources:\n  sis: {type: ss12000-source, url: http://127.0.0.1:9/v2.0}\n"
-                         "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
-                         dir);
+    char *text = skt_fmt(
+        "kafka: {brokers: embedded}\n"
+        "sinks:\n  hub: {type: ss12000-api-sink, listen: 127.0.0.1:0, "
+        "state_dir: %s/hub, clients: {lms: t0ken-0123456789}, client_entities: {lms: all}}\n"
+        "  db: {type: sqlite-sink, path: %s/out.db}\n",
+        dir, dir);
     int rc;
     char *out = check_text(dir, text, NULL, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);
-    expect_line(out, "--   sis:", "no connection check for ss12000-source");
+    expect_line(out, "--   hub:", "no connection check for ss12000-api-sink");
     expect_line(out, "ok   db path:", "will be created");
     free(out);
+    free(dir);
+}
+
+/* ---- SS 12000 --------------------------------------------------------------- */
+
+/* One page of each configured type, calendarEvents inside the window the source sends;
+ * a server that is not there fails at the first type, without waiting for the others. */
+Test(check_connect, ss12000_source_reads_one_page_of_each_type, .timeout = 90)
+{
+    char *dir = skt_tmpdir("cc-ss12000");
+    pid_t server;
+    int port = skt_ss_start(dir, 10, 7, &server);
+    char *text = skt_fmt("kafka: {brokers: embedded}\n"
+                         "sources:\n  sis: {type: ss12000-source, url: http://127.0.0.1:%d/v2.0,"
+                         " entities: [Person, CalendarEvent]}\n"
+                         "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
+                         port, dir);
+    int rc;
+    char *out = check_text(dir, text, NULL, 60, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   sis persons:", "answered a page (1 record");
+    expect_line(out, "ok   sis calendarEvents:", "answered a page");
+    free(out);
+    text = skt_fmt("kafka: {brokers: embedded}\n"
+                   "sources:\n  sis: {type: ss12000-source, url: http://127.0.0.1:%d/nowhere}\n"
+                   "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
+                   port, dir);
+    out = check_text(dir, text, NULL, 60, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL sis organisations:", "HTTP 404");
+    free(out);
+    text = skt_fmt("kafka: {brokers: embedded}\n"
+                   "sources:\n  sis: {type: ss12000-source, url: http://127.0.0.1:9/v2.0,"
+                   " request_timeout: 3s}\n"
+                   "sinks:\n  db: {type: sqlite-sink, path: %s/out.db}\n",
+                   dir);
+    out = check_text(dir, text, NULL, 60, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    cr_assert_eq(count_lines(out, "FAIL sis"), 1, "one failure, not one per type:\n%s", out);
+    free(out);
+    skt_stop(&server, 5000);
     free(dir);
 }
 
