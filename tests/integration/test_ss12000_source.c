@@ -1652,3 +1652,50 @@ Test(ss12000_source, lenient_validation_publishes_a_record_lacking_a_required_fi
     scene_end(&sc);
     free(dead);
 }
+
+/*
+ * Issue 15's "done when", all at once, with default options (every type):
+ * a server that enforces the calendar window (422 {"detail"} without it),
+ * serves only some collections (404 for three), and writes timestamps
+ * without an offset. `run --once` finishes and the target holds everything
+ * the server lists; then a running daemon gets a change, a creation and a
+ * deletion within a poll or two.
+ */
+Test(ss12000_source, default_options_against_a_strict_partial_naive_server, .timeout = 300)
+{
+    const char *only = "organisations,programmes,syllabuses,schoolUnitOfferings,studyPlans,"
+                       "persons,duties,groups,placements,activities,calendarEvents,attendances,"
+                       "attendanceEvents,attendanceSchedules,absences";
+    struct scene sc =
+        scene_server("ss-strict", "--students 10 --calendar-window 422 --naive-timestamps",
+                     "{\"status\": {\"code\": 404, \"body\": {\"code\": \"not_found\"}, \"paths\": "
+                     "[\"/rooms\", \"/resources\", \"/grades\"]}}",
+                     "1s", NULL);
+    int port = sc.s.port;
+    sc.d = daemon_run(sc.dir, sc.src, sc.db, 0, true);
+    int rc = skt_wait(sc.d.pid, 150000);
+    untrack(sc.d.pid);
+    sc.d.pid = 0;
+    char why[512] = "";
+    cr_assert_eq(rc, 0, "run --once did not finish with 0 (%d); see %s", rc, sc.d.log);
+    cr_assert(db_matches(sc.dir, sc.db, port, only, why, sizeof(why)), "run --once: %s", why);
+    cr_assert(!log_has(&sc.d, "cut-off or invalid JSON"), "see %s", sc.d.log);
+
+    /* a running daemon: a change, a creation and a deletion arrive */
+    unlink(sc.db);
+    sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
+    cr_assert(wait_match(sc.dir, sc.db, port, only, 90, why, sizeof(why)), "daemon: %s (see %s)",
+              why, sc.d.log);
+    char *p = first_id(port, "persons", NULL);
+    rename_person(port, p, "Ändrad");
+    free(ctl(port, "create",
+             "{\"collection\":\"persons\",\"entity\":{\"givenName\":\"Ny\",\"familyName\":"
+             "\"Elev\"}}"));
+    char *g = first_id(port, "groups", NULL);
+    free(delete_at(port, "groups", g));
+    cr_assert(wait_match(sc.dir, sc.db, port, only, 15, why, sizeof(why)),
+              "the change, creation and deletion did not all arrive: %s (see %s)", why, sc.d.log);
+    scene_end(&sc);
+    free(g);
+    free(p);
+}
