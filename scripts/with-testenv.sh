@@ -5,7 +5,9 @@
 #
 # Starts Kafka + PostgreSQL (scripts/testenv.sh start), exports SK_TEST_BROKERS,
 # SK_TEST_PG and SK_TESTENV_DIR, runs CMD, and always stops the environment
-# afterwards -- also when CMD fails or the wrapper gets SIGINT/SIGTERM/SIGHUP.
+# afterwards -- also when CMD fails or the wrapper gets SIGINT/SIGTERM/SIGHUP --
+# unless it was running already: an environment someone else started (and
+# others may be using) is theirs to stop.
 # Exits with CMD's exit status (128+N if killed by signal N), or 1 if the
 # environment could not be started.
 set -uo pipefail
@@ -24,9 +26,10 @@ fi
 child=
 # (handlers are ':' rather than '': ignored signals would be inherited by
 # testenv.sh and make the stop itself unkillable)
+reused=0
 cleanup() {
     trap ':' INT TERM HUP
-    "$HERE/testenv.sh" stop >&2 || true
+    [[ $reused == 1 ]] || "$HERE/testenv.sh" stop >&2 || true
 }
 on_signal() {
     local sig=$1 num=$2
@@ -39,6 +42,7 @@ on_signal() {
     fi
     exit $((128 + num))
 }
+"$HERE/testenv.sh" status >/dev/null 2>&1 && reused=1
 trap cleanup EXIT
 trap 'on_signal INT 2' INT
 trap 'on_signal TERM 15' TERM
