@@ -4,8 +4,9 @@
  * Owns: the callback route POST /hooks/<source>/<secret> on the daemon's HTTP
  * server, the subscription at the SIS (POST /subscriptions, renewed with
  * PATCH before `expires - renew_before`, DELETE on close), the dirty set the
- * callbacks fill, and a small thread that wakes the source `debounce` after
- * the first callback of a burst (and when the subscription is due for
+ * callbacks fill, and a small thread that wakes the source at once on the
+ * first callback after a quiet `debounce`, then at most once a `debounce`
+ * for the callbacks that follow (and when the subscription is due for
  * renewal). Must never: trust a callback for more than a hint (it names
  * types, never ids: the poll reads the data), crash or block on a malformed
  * body (400), or publish anything itself.
@@ -47,6 +48,7 @@ struct ss_hook {
     bool dirty[SK_ENTITY_COUNT];
     bool deletes;
     int64_t wake_at_ms;  /* debounce deadline (sk_mono_ms), 0 = none */
+    int64_t woke_ms;     /* when the last callback's wake was given (sk_mono_ms) */
     int64_t renew_at_ms; /* subscription renewal due (sk_mono_ms), 0 = none */
 
     /* Poll thread only. */
@@ -162,10 +164,14 @@ static void on_callback(void *ctx, const struct sk_http_request *req, struct sk_
         for (int i = 0; i < SK_ENTITY_COUNT; i++)
             hk->dirty[i] |= dirty[i];
         hk->deletes |= deletes;
-        /* Debounce: the first callback of a burst sets the deadline, later
-         * ones join it, so the wake comes at most `debounce` after any. */
-        if (!hk->wake_at_ms)
-            hk->wake_at_ms = sk_mono_ms() + hk->conf->webhook.debounce_ms;
+        /* Debounce on the leading edge: the first callback after a quiet
+         * `debounce` wakes the source at once; the ones that follow join one
+         * wake `debounce` after the last, so a burst costs two polls and
+         * a lone change waits for nothing. */
+        if (!hk->wake_at_ms) {
+            int64_t now = sk_mono_ms(), quiet = hk->woke_ms + hk->conf->webhook.debounce_ms;
+            hk->wake_at_ms = hk->woke_ms && now < quiet ? quiet : now;
+        }
         pthread_cond_signal(&hk->cv);
         pthread_mutex_unlock(&hk->mu);
     }
@@ -187,8 +193,10 @@ static void *debounce_thread(void *arg)
             continue;
         }
         if (now >= next) {
-            if (hk->wake_at_ms && now >= hk->wake_at_ms)
+            if (hk->wake_at_ms && now >= hk->wake_at_ms) {
                 hk->wake_at_ms = 0;
+                hk->woke_ms = now;
+            }
             if (hk->renew_at_ms && now >= hk->renew_at_ms)
                 hk->renew_at_ms = 0; /* the poll sets the next one */
             pthread_mutex_unlock(&hk->mu);

@@ -139,7 +139,8 @@ static const struct sk_option hook_options[] = {
     {.name = "debounce",
      .type = SK_OPT_DURATION,
      .def = "200ms",
-     .help = "wait this long after a callback before polling (callbacks in between join)",
+     .help = "the first callback after a quiet spell polls at once; later ones within this "
+             "time join one poll this long after the last",
      .offset = offsetof(struct ss_hook_conf, debounce_ms),
      .min = 0,
      .max = 60000},

@@ -1699,3 +1699,87 @@ Test(ss12000_source, default_options_against_a_strict_partial_naive_server, .tim
     free(g);
     free(p);
 }
+
+/* POSTs a callback naming Person to the source "sis" with the right secret. */
+static void callback_person(int admin)
+{
+    char *cmd = skt_fmt(
+        "curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"modifiedEntities\":[\"Person\"]}' "
+        "http://127.0.0.1:%d/hooks/sis/" HOOK_SECRET,
+        admin);
+    char *code = NULL;
+    skt_sh(cmd, 10, &code);
+    cr_assert_str_eq(code, "200");
+    free(code);
+    free(cmd);
+}
+
+/* Seconds until the person's row holds given (at most limit_s), or -1. */
+static double seconds_until(const char *dir, const char *db, const char *person, const char *given,
+                            double limit_s)
+{
+    char *sql = skt_fmt("select count(*) from persons where id = '%s' and doc like '%%%s%%'",
+                        person, given);
+    int64_t t0 = sk_mono_ms();
+    double took = -1;
+    while ((sk_mono_ms() - t0) / 1000.0 < limit_s) {
+        char *seen = db_query(dir, db, sql);
+        bool ok = seen && strcmp(seen, "1") == 0;
+        free(seen);
+        if (ok) {
+            took = (sk_mono_ms() - t0) / 1000.0;
+            break;
+        }
+        usleep(50000);
+    }
+    free(sql);
+    return took;
+}
+
+/*
+ * Webhook debounce on the leading edge: with a debounce of 6 s, the first
+ * callback after a quiet spell polls at once (it waited the whole debounce
+ * before); one right after it joins a poll a debounce later.
+ */
+Test(ss12000_source, the_first_callback_after_a_quiet_spell_polls_at_once, .timeout = 150)
+{
+    char *dir = skt_tmpdir("ss-lead");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10");
+    char *db = skt_fmt("%s/out.db", dir);
+    int admin = free_port();
+    char *extra = skt_fmt("    entities: [Organisation, Person]\n"
+                          "    webhook:\n"
+                          "      public_url: http://127.0.0.1:%d\n"
+                          "      secret: ${env:SKT_HOOK_SECRET}\n"
+                          "      debounce: 6s\n",
+                          admin);
+    char *src = source_yaml("sis", s.port, 200, "10m", extra);
+    struct daemon d = daemon_start(dir, src, db, admin);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, "organisations,persons", 60, why, sizeof(why)),
+              "full sync: %s", why);
+    free(ctl(s.port, "reset",
+             "{\"data\":false,\"stats\":false,\"faults\":false,\"tokens\":false,"
+             "\"subscriptions\":true}")); /* only our callbacks from here */
+    sleep(7);                             /* quiet for longer than the debounce */
+    char *person = first_id(s.port, "persons", NULL);
+    rename_person(s.port, person, "Genast");
+    callback_person(admin);
+    double first = seconds_until(dir, db, person, "Genast", 12);
+    rename_person(s.port, person, "Sedan");
+    callback_person(admin);
+    double second = seconds_until(dir, db, person, "Sedan", 15);
+    daemon_stop(&d);
+    server_stop(&s);
+    cr_log_info("leading-edge debounce: first change %.2f s, the one right after %.2f s", first,
+                second);
+    cr_assert(first >= 0 && first < 3.0, "the first callback waited for the debounce: %.2f s",
+              first);
+    cr_assert(second >= 0, "the callback right after it brought nothing");
+    free(person);
+    free(src);
+    free(extra);
+    free(db);
+    free(dir);
+}
