@@ -695,10 +695,16 @@ void skt_recs_free(struct skt_recs *b)
 
 /* ---- the test PostgreSQL --------------------------------------------------------- */
 
-PGconn *skt_pg_connect(void)
+const char *skt_pg_conninfo(void)
 {
     const char *ci = getenv("SK_TEST_PG");
     cr_assert(ci && *ci, "SK_TEST_PG is not set: run under scripts/with-testenv.sh");
+    return ci;
+}
+
+PGconn *skt_pg_connect(void)
+{
+    const char *ci = skt_pg_conninfo();
     char *full = skt_fmt("%s connect_timeout=5", ci);
     PGconn *c = PQconnectdb(full);
     free(full);

@@ -166,6 +166,8 @@ void skt_sqlite_exec(const char *db_path, const char *sql);
  * schema, or -1 (no connection, not migrated yet).
  */
 struct pg_conn; /* libpq's PGconn */
+/* SK_TEST_PG, or fail the test when it is not set. */
+const char *skt_pg_conninfo(void);
 struct pg_conn *skt_pg_connect(void);
 char *skt_pg_table(const char *collection);
 long long skt_pg_total_rows(struct pg_conn *c, const char *schema);

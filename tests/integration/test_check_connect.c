@@ -290,7 +290,7 @@ Test(check_connect, postgres_login_and_schema_pass, .timeout = 60)
 {
     char *schema = new_role(); /* a schema that does not exist */
     int rc;
-    char *out = pg_check("cc-pg", getenv("SK_TEST_PG"), schema, &rc);
+    char *out = pg_check("cc-pg", skt_pg_conninfo(), schema, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     expect_line(out, "ok   pg login:", "PostgreSQL ");
     expect_line(out, "ok   pg schema", "may create it");
@@ -309,7 +309,7 @@ Test(check_connect, postgres_wrong_password_fails_without_showing_it, .timeout =
                         "CREATE ROLE %s LOGIN PASSWORD 'the-right-one' IN ROLE sk_password_login",
                         role);
     pg_run(sql);
-    const char *pg = getenv("SK_TEST_PG");
+    const char *pg = skt_pg_conninfo();
     char *conninfo = skt_fmt("%s user=%s password=Wr0ngPassw0rd", pg, role);
     int rc;
     char *out = pg_check("cc-pgpw", conninfo, "skolsync", &rc);
@@ -333,7 +333,7 @@ Test(check_connect, postgres_role_lacking_create_fails_naming_the_privilege, .ti
     char *sql = skt_fmt("CREATE ROLE %s LOGIN; CREATE SCHEMA %s; GRANT USAGE ON SCHEMA %s TO %s",
                         role, schema, schema, role);
     pg_run(sql);
-    char *conninfo = skt_fmt("%s user=%s", getenv("SK_TEST_PG"), role);
+    char *conninfo = skt_fmt("%s user=%s", skt_pg_conninfo(), role);
     int rc_schema, rc_db;
     /* an existing schema with USAGE only, and a missing one without CREATE on the database */
     char *on_schema = pg_check("cc-pgpriv", conninfo, schema, &rc_schema);
@@ -367,14 +367,14 @@ Test(check_connect, postgres_schema_of_a_newer_skolsync_fails, .timeout = 60)
                         schema, schema, schema);
     pg_run(sql);
     int rc;
-    char *out = pg_check("cc-pgnewer", getenv("SK_TEST_PG"), schema, &rc);
+    char *out = pg_check("cc-pgnewer", skt_pg_conninfo(), schema, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     expect_line(out, "ok   pg schema", "exists (at migration 1)");
     free(out);
     char *newer = skt_fmt("INSERT INTO %s.skolsync_migrations VALUES (99)", schema);
     pg_run(newer);
     free(newer);
-    out = pg_check("cc-pgnewer", getenv("SK_TEST_PG"), schema, &rc);
+    out = pg_check("cc-pgnewer", skt_pg_conninfo(), schema, &rc);
     char *drop = skt_fmt("SET client_min_messages TO warning; DROP SCHEMA %s CASCADE", schema);
     pg_run(drop);
     cr_assert_eq(rc, 1, "%s", out);
