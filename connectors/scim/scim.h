@@ -50,6 +50,7 @@ struct scim_conf {
     char *patch_dialect;
     char *on_delete;
     char *state_dir;
+    char *timezone; /* whose calendar date ends an enrolment or duty */
 };
 
 struct sk_probe;
@@ -91,7 +92,9 @@ void scim_resp_detail(const struct scim_resp *r, char *out, size_t size);
 /* ---- scim_map.c ------------------------------------------------------------ */
 
 /* Today as "YYYY-MM-DD" (UTC), for the endDate checks. */
-void scim_today(char out[11]);
+struct sk_tz;
+/* The date (YYYY-MM-DD) at now_s (seconds since the epoch) in zone tz (UTC when NULL). */
+void scim_today(const struct sk_tz *tz, int64_t now_s, char out[11]);
 /* A student: at least one enrolment that is not cancelled and not ended before today. */
 bool scim_person_is_student(const cJSON *person, const char *today);
 /* A relation (duty, membership) not ended before today. */
@@ -191,6 +194,7 @@ struct scim_sink {
     enum scim_dialect dialect;
     bool use_patch, deactivate;
     bool want_students, want_staff, want_guardians;
+    struct sk_tz *tz; /* conf->timezone */
     char today[11];
     /* per batch: the server is down or throttling, or refused our credentials */
     bool unavailable;

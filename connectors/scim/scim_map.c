@@ -13,13 +13,16 @@
 #include <time.h>
 
 #include "scim.h"
+#include "tz.h"
 #include "util.h"
 
-void scim_today(char out[11])
+void scim_today(const struct sk_tz *tz, int64_t now_s, char out[11])
 {
-    time_t now = time(NULL);
+    /* SS 12000 dates are the school's calendar dates: at 00:30 in Stockholm
+     * a duty that ended yesterday has ended, although UTC is still there */
+    time_t local = (time_t)(now_s + (tz ? sk_tz_offset_at(tz, now_s) : 0));
     struct tm tm;
-    gmtime_r(&now, &tm);
+    gmtime_r(&local, &tm);
     strftime(out, 11, "%Y-%m-%d", &tm);
 }
 

@@ -22,12 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "connector.h"
 #include "http_client.h"
 #include "log.h"
 #include "model.h"
 #include "scim.h"
+#include "tz.h"
 #include "util.h"
 
 static const char *const auth_choices[] = {"none", "bearer", "oauth2", NULL};
@@ -88,6 +90,10 @@ static const struct sk_option scim_options[] = {
      OPT(on_delete), .choices = on_delete_choices},
     {"state_dir", SK_OPT_STRING, "scim-state", false,
      "directory of the id map and last-applied state (<state_dir>/<sink name>.db)", OPT(state_dir)},
+    {"timezone", SK_OPT_STRING, "Europe/Stockholm", false,
+     "the time zone (tz database name) whose date decides whether an enrolment or duty has "
+     "ended",
+     OPT(timezone)},
     {.name = NULL},
 };
 
@@ -449,7 +455,7 @@ static int scim_apply(struct sk_sink *self, const struct sk_record *recs, size_t
     s->unavailable = s->fatal = false;
     sk_error_clear(&s->unavailable_err);
     sk_error_clear(&s->fatal_err);
-    scim_today(s->today);
+    scim_today(s->tz, time(NULL), s->today);
     for (size_t i = 0; i < n; i++) {
         out[i].kind = SK_APPLIED;
         sk_error_clear(&out[i].err);
@@ -543,6 +549,7 @@ static void scim_close(struct sk_sink *self)
         return;
     scim_http_free(s->http);
     scim_state_close(s->state);
+    sk_tz_free(s->tz);
     free(s);
     self->priv = NULL;
 }
@@ -582,6 +589,8 @@ static int scim_open(struct sk_sink *self, struct sk_error *err)
             goto fail;
         }
     }
+    if (!(s->tz = sk_tz_load(conf->timezone, err)))
+        goto fail;
     if (self->n_entities && !consumes(self, "Person")) {
         sk_error_set(err, SK_ERR_FATAL, "entities: the scim-sink needs Person");
         goto fail;
