@@ -117,13 +117,7 @@ static rd_kafka_t *check_client(const struct sk_kafka *k, struct broker_log *log
         return NULL;
     rd_kafka_conf_set_log_cb(conf, keep_log);
     rd_kafka_conf_set_opaque(conf, log);
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_FATAL, "cannot create a Kafka client: %s", errstr);
-    }
-    return rk;
+    return sk_kafka_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
 }
 
 /*

@@ -204,16 +204,15 @@ fail:
     return NULL;
 }
 
-/* rd_kafka_new, which owns conf only when it succeeds; NULL with err (cls). */
-static rd_kafka_t *client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, enum sk_err_class cls,
-                              struct sk_error *err)
+rd_kafka_t *sk_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, enum sk_err_class cls,
+                         struct sk_error *err)
 {
     char errstr[512];
     rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
     if (!rk) {
         rd_kafka_conf_destroy(conf);
         sk_error_set(err, cls, "cannot create a Kafka %s: %s",
-                     type == RD_KAFKA_PRODUCER ? "producer" : "reader", errstr);
+                     type == RD_KAFKA_PRODUCER ? "producer" : "consumer", errstr);
     }
     return rk;
 }
@@ -231,7 +230,7 @@ rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_i
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr);
     rd_kafka_conf_set_opaque(conf, opaque);
-    return client_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
+    return sk_kafka_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
 }
 
 rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
@@ -249,7 +248,7 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    return client_new(RD_KAFKA_CONSUMER, conf, SK_ERR_RETRIABLE, err);
+    return sk_kafka_new(RD_KAFKA_CONSUMER, conf, SK_ERR_RETRIABLE, err);
 }
 
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
@@ -329,13 +328,7 @@ static rd_kafka_t *admin_client(const struct sk_kafka *k, struct sk_error *err)
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_FATAL, "cannot create Kafka client: %s", errstr);
-    }
-    return rk;
+    return sk_kafka_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
 }
 
 static int fetch_cluster_id(struct sk_kafka *k, struct sk_error *err)
@@ -746,12 +739,5 @@ rd_kafka_t *sk_kafka_client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
 {
     rd_kafka_conf_set_stats_cb(conf, stats);
     rd_kafka_conf_set_opaque(conf, opaque);
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sk_error_set(err, SK_ERR_FATAL, "cannot create a Kafka %s: %s",
-                     type == RD_KAFKA_PRODUCER ? "producer" : "consumer", errstr);
-    }
-    return rk;
+    return sk_kafka_new(type, conf, SK_ERR_FATAL, err);
 }

@@ -80,6 +80,11 @@ const char *sk_kafka_dlq_topic(const struct sk_kafka *k);
 rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_id,
                                    const char *const *defaults, struct sk_error *err);
 
+/* rd_kafka_new, which takes conf only when it succeeds: here conf is taken
+ * either way. NULL with err (class cls) naming what it could not create. */
+rd_kafka_t *sk_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, enum sk_err_class cls,
+                         struct sk_error *err);
+
 /*
  * A connector's client from conf: its statistics go to stats, and opaque to
  * every callback of conf. Takes conf whatever the outcome (librdkafka takes
