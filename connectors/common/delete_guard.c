@@ -14,12 +14,16 @@ const struct sk_option sk_guard_options[] = {
     {.name = "max_fraction",
      .type = SK_OPT_STRING,
      .def = "10%",
-     .help = "hold deletions of a type above this share of its live ids (\"10%\" or 0.1)",
+     .help =
+         "hold the deletions of a run (ss12000-source) or a file (jsonl-source) of a type above "
+         "this share of its live ids (\"10%\" or 0.1)",
      .offset = offsetof(struct sk_guard_conf, max_fraction)},
     {.name = "max_count",
      .type = SK_OPT_INT,
      .def = "500",
-     .help = "hold deletions when they are more than this many",
+     .help =
+         "hold the deletions of a run (ss12000-source, all types) or a file (jsonl-source) when "
+         "they are more than this many",
      .offset = offsetof(struct sk_guard_conf, max_count),
      .min = 0,
      .max = 100000000},
