@@ -37,7 +37,7 @@ struct jsonl_file {
 struct jsonl_pos {
     int64_t offset; /* byte offset of the first unread line */
     int64_t line;   /* its 1-based number */
-    char inode[48]; /* "dev:ino", "" if not known yet */
+    char inode[48]; /* "dev:ino", "" if not known yet (jsonl_poll_open) */
     bool known;     /* in the cursor, or seen by this poll: goes into the new cursor */
     bool has_print; /* the fingerprint below is set */
     uint32_t head_len, tail_len;
@@ -87,6 +87,8 @@ struct jsonl_poll {
 };
 
 int jsonl_open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat *st);
+int jsonl_poll_open(struct jsonl_source *src, struct jsonl_file *f, struct stat *st, char inode[48],
+                    struct jsonl_poll *poll);
 int jsonl_read_lines(struct jsonl_source *src, const struct jsonl_file *f, int fd,
                      struct jsonl_pos *p, struct jsonl_poll *poll);
 /* mode: snapshot: one file's poll (jsonl_snapshot.c); returns as jsonl_read_lines. */

@@ -154,16 +154,10 @@ int jsonl_snapshot_file(struct jsonl_source *src, size_t i, bool released, struc
     struct jsonl_file *f = &src->files[i];
     struct jsonl_pos *p = &src->pos[i];
     struct stat st;
-    int fd = jsonl_open_file(src, f, &st);
-    if (fd == -2)
-        return 0;
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0; /* no file is no snapshot: nothing deleted */
-        return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
-    }
     char inode[sizeof(p->inode)];
-    snprintf(inode, sizeof(inode), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    int fd = jsonl_poll_open(src, f, &st, inode, poll);
+    if (fd < 0)
+        return fd == -2 ? 0 : -1; /* no file is no snapshot: nothing deleted */
     int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     int rc = 0;
     p->known = true;

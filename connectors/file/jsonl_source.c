@@ -589,6 +589,24 @@ int jsonl_open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat 
 }
 
 /*
+ * Opens a file for a poll and sets inode to its "dev:ino". Returns the fd,
+ * -2 when there is nothing to read (it does not exist (yet), or is refused),
+ * -1 with poll->err.
+ */
+int jsonl_poll_open(struct jsonl_source *src, struct jsonl_file *f, struct stat *st, char inode[48],
+                    struct jsonl_poll *poll)
+{
+    int fd = jsonl_open_file(src, f, st);
+    if (fd == -1 && errno == ENOENT)
+        return -2;
+    if (fd == -1)
+        return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
+    if (fd >= 0)
+        snprintf(inode, 48, "%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
+    return fd;
+}
+
+/*
  * One file: notices a replaced (other inode), truncated (shorter than the
  * position) or rewritten (fingerprint changed: copytruncate) file and
  * restarts it from the beginning, then reads its lines. A file that does not
@@ -600,16 +618,10 @@ static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll
     struct jsonl_file *f = &src->files[i];
     struct jsonl_pos *p = &src->pos[i];
     struct stat st;
-    int fd = jsonl_open_file(src, f, &st);
-    if (fd == -2)
-        return 0;
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
-    }
     char inode[sizeof(p->inode)];
-    snprintf(inode, sizeof(inode), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    int fd = jsonl_poll_open(src, f, &st, inode, poll);
+    if (fd < 0)
+        return fd == -2 ? 0 : -1;
     struct jsonl_pos now = {0};
     if (p->inode[0] && strcmp(p->inode, inode) != 0) {
         if (p->offset > 0)
