@@ -57,6 +57,16 @@ static void drop(const struct snap *s, const char *text)
     free(dst);
 }
 
+/* Runs skolsync with the configuration written by start (again after a stop). */
+static void launch(struct snap *s)
+{
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s->cfg, NULL};
+    unlink(s->log);
+    s->pid = skt_spawn(argv, s->log);
+    s->admin = skt_logged_port(s->log, 30000);
+    cr_assert_gt(s->admin, 0, "no admin port; see %s", s->log);
+}
+
 static struct snap start(const char *tag, const char *first)
 {
     struct snap s = {.dir = skt_tmpdir(tag)};
@@ -91,10 +101,7 @@ static struct snap start(const char *tag, const char *first)
     skt_write(s.cfg, text);
     free(text);
     free(prefix);
-    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s.cfg, NULL};
-    s.pid = skt_spawn(argv, s.log);
-    s.admin = skt_logged_port(s.log, 30000);
-    cr_assert_gt(s.admin, 0, "no admin port; see %s", s.log);
+    launch(&s);
     return s;
 }
 
@@ -202,6 +209,14 @@ Test(jsonl_snapshot, a_partial_drop_deletes_nothing_and_a_mass_drop_is_held_unti
     sleep(2);
     v = value(&s, COUNT);
     cr_assert_str_eq(v, "12", "held deletions were published");
+    free(v);
+    /* A restart still holds them (the cursor says so), and publishes nothing. */
+    stop(&s);
+    launch(&s);
+    cr_assert(wait_held(&s, 9, 30), "held after a restart: %lld; see %s", held(&s), s.log);
+    sleep(2);
+    v = value(&s, COUNT);
+    cr_assert_str_eq(v, "12", "held deletions were published after a restart");
     free(v);
     /* Released: published once, the gauge goes to 0. */
     char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/%s/release", s.admin, s.name);
