@@ -14,6 +14,7 @@
  * held deletions before a release.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,23 +56,37 @@ static bool scan_line(const struct sk_entity *e, const char *line, size_t len, s
 }
 
 /*
- * Reads every id of the open file into s. 1 if the file holds a line
- * without a valid id (its deletions cannot be known), 0, -1 on a read error.
+ * Reads every id of the open file into s, holding at most max_line bytes of
+ * a line. 1 if the file holds a line without a valid id or one longer than
+ * max_line (both dead-lettered: their ids, and so the deletions, cannot be
+ * known), 0, -1 on a read error.
  */
-static int scan_ids(const struct jsonl_file *f, int fd, struct idset *s, struct sk_error *err)
+static int scan_ids(const struct jsonl_source *src, const struct jsonl_file *f, int fd,
+                    struct idset *s, struct sk_error *err)
 {
-    FILE *in = fdopen(dup(fd), "r");
-    if (!in)
+    int fd2 = dup(fd);
+    FILE *in = fd2 < 0 ? NULL : fdopen(fd2, "r");
+    if (!in) {
+        if (fd2 >= 0)
+            close(fd2);
         return sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
+    }
+    size_t cap = src->max_line + 2;
+    char *line = sk_malloc(cap);
     int rc = 0;
-    while ((n = getline(&line, &cap, in)) > 0) {
+    while (fgets(line, (int)(cap < INT_MAX ? cap : INT_MAX), in)) {
+        size_t n = strlen(line);
+        if (n > 0 && line[n - 1] != '\n' && !feof(in)) {
+            int c; /* longer than max_line: skip the rest of it */
+            while ((c = getc(in)) != EOF && c != '\n')
+                ;
+            rc = 1;
+            continue;
+        }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
                          line[n - 1] == '\t'))
             n--;
-        if (n > 0 && !scan_line(f->entity, line, (size_t)n, s))
+        if (n > 0 && !scan_line(f->entity, line, n, s))
             rc = 1;
     }
     if (ferror(in))
@@ -110,10 +125,11 @@ static int finish(struct jsonl_source *src, const struct jsonl_file *f, int fd, 
 {
     struct idset ids = {0};
     struct gone g = {.file = &ids};
-    int rc = scan_ids(f, fd, &ids, poll->err);
+    int rc = scan_ids(src, f, fd, &ids, poll->err);
     if (rc == 1) {
         sk_warn(src->component,
-                "%s: a line without a valid id (dead-lettered); no deletions from this snapshot",
+                "%s: a line without a valid id, or over max_line_size (dead-lettered); no "
+                "deletions from this snapshot",
                 f->path);
         p->state = SNAP_DONE;
         p->held = 0;

@@ -14,12 +14,13 @@
  * as they were (write a new file and rename it over the old one instead).
  * In a directory only regular files are read, and a symbolic link only when
  * it points inside the directory (follow_symlinks: true allows any).
+ * mode: snapshot (each complete file the whole truth): jsonl_snapshot.c.
  *
  * Owns: reading files forward from a cursor. Must never: consume an incomplete
  * last line (its writer may still be writing it), re-read a file from its
  * start unless it was replaced or truncated, keep state between polls that the
- * cursor does not hold (a poll must be repeatable from any cursor it returned,
- * connector.h), or know anything about Kafka.
+ * cursor does not hold but an operator's release (a poll must be repeatable from any cursor it
+ * returned, connector.h), or know anything about Kafka.
  */
 #include <dirent.h>
 #include <errno.h>
