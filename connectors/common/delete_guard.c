@@ -37,7 +37,7 @@ const struct sk_option sk_guard_options[] = {
     {.name = NULL},
 };
 
-int sk_guard_parse_fraction(const char *text, double *out)
+static int parse_fraction(const char *text, double *out)
 {
     if (!text)
         return -1;
@@ -55,6 +55,16 @@ int sk_guard_parse_fraction(const char *text, double *out)
         return -1;
     *out = v;
     return 0;
+}
+
+int sk_guard_fraction(const struct sk_guard_conf *conf, double *fraction, struct sk_error *err)
+{
+    if (parse_fraction(conf->max_fraction, fraction) == 0)
+        return 0;
+    return sk_error_set(err, SK_ERR_FATAL,
+                        "delete_guard.max_fraction: '%s' is not a fraction (expected e.g. 10%% or "
+                        "0.1)",
+                        conf->max_fraction ? conf->max_fraction : "");
 }
 
 bool sk_guard_holds(const struct sk_guard_conf *conf, double max_fraction, const char *type,

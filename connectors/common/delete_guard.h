@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "sk_error.h"
 
 struct sk_guard_conf {
     char *max_fraction; /* "10%" or 0.1 */
@@ -21,8 +22,8 @@ struct sk_guard_conf {
 /* The `delete_guard` group's options (max_fraction, max_count, min_count). */
 extern const struct sk_option sk_guard_options[];
 
-/* "10%" or "0.1" -> 0.1; -1 if text is not a fraction in [0, 1]. */
-int sk_guard_parse_fraction(const char *text, double *out);
+/* conf->max_fraction ("10%" or "0.1") -> *fraction; -1 with err (FATAL) if it is not in [0, 1]. */
+int sk_guard_fraction(const struct sk_guard_conf *conf, double *fraction, struct sk_error *err);
 
 /*
  * Whether `count` deletions of one type with `live` ids live in Kafka must be

@@ -199,13 +199,8 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
     src->batch_size = (size_t)conf->batch_size; /* defaults and bounds: the option table */
     src->max_line = (size_t)conf->max_line_size;
     src->snapshot = conf->mode && strcmp(conf->mode, "snapshot") == 0;
-    if (sk_guard_parse_fraction(conf->delete_guard.max_fraction, &src->max_fraction)) {
-        sk_error_set(err, SK_ERR_FATAL,
-                     "delete_guard.max_fraction: '%s' is not a fraction (expected e.g. 10%% or "
-                     "0.1)",
-                     conf->delete_guard.max_fraction ? conf->delete_guard.max_fraction : "");
+    if (sk_guard_fraction(&conf->delete_guard, &src->max_fraction, err))
         goto fail;
-    }
 
     struct stat st;
     if (!conf->path || stat(conf->path, &st) < 0) {

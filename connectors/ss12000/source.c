@@ -233,13 +233,8 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
     while (n > 0 && conf->url[n - 1] == '/')
         n--;
     src->base = sk_strndup(conf->url, n);
-    if (sk_guard_parse_fraction(conf->delete_guard.max_fraction, &src->max_fraction)) {
-        sk_error_set(err, SK_ERR_FATAL,
-                     "delete_guard.max_fraction: '%s' is not a fraction "
-                     "(expected e.g. 10%% or 0.1)",
-                     conf->delete_guard.max_fraction ? conf->delete_guard.max_fraction : "");
+    if (sk_guard_fraction(&conf->delete_guard, &src->max_fraction, err))
         goto fail;
-    }
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         src->types[i].e = sk_entities[i];
         src->types[i].enabled = conf->entities.n == 0;
