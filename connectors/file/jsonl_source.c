@@ -14,12 +14,13 @@
  * as they were (write a new file and rename it over the old one instead).
  * In a directory only regular files are read, and a symbolic link only when
  * it points inside the directory (follow_symlinks: true allows any).
+ * mode: snapshot (each complete file the whole truth): jsonl_snapshot.c.
  *
  * Owns: reading files forward from a cursor. Must never: consume an incomplete
  * last line (its writer may still be writing it), re-read a file from its
  * start unless it was replaced or truncated, keep state between polls that the
- * cursor does not hold (a poll must be repeatable from any cursor it returned,
- * connector.h), or know anything about Kafka.
+ * cursor does not hold but an operator's release (a poll must be repeatable from any cursor it
+ * returned, connector.h), or know anything about Kafka.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,7 +36,7 @@
 #include "connector.h"
 #include "log.h"
 #include "model.h"
-#include "jsonl_cursor.pb-c.h"
+#include "jsonl_internal.h"
 #include "util.h"
 
 #define JSONL_SUFFIX ".jsonl"
@@ -43,15 +44,6 @@
 /* How much of a file the fingerprint covers: its head, and the tail before the offset. */
 #define HEAD_BYTES (64 * 1024)
 #define TAIL_BYTES (4 * 1024)
-
-struct jsonl_conf {
-    char *path;
-    char *entity;
-    int64_t batch_size;
-    bool follow_symlinks;
-    int64_t max_line_size;
-    char *validation; /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
-};
 
 /* What of an over-long line goes to the dead-letter topic. */
 #define LONG_LINE_KEPT (64 * 1024)
@@ -93,52 +85,19 @@ static const struct sk_option jsonl_options[] = {
      .choices = SK_VALIDATION_CHOICES,
      .help = SK_VALIDATION_HELP,
      .offset = offsetof(struct jsonl_conf, validation)},
+    {.name = "mode",
+     .type = SK_OPT_ENUM,
+     .def = "incremental",
+     .choices = ((const char *const[]){"incremental", "snapshot", NULL}),
+     .help = "incremental: lines are changes, followed as files grow; snapshot: each complete "
+             "file is the whole truth for its type, ids missing from it are deleted",
+     .offset = offsetof(struct jsonl_conf, mode)},
+    {.name = "delete_guard",
+     .type = SK_OPT_GROUP,
+     .sub = sk_guard_options,
+     .help = "mode: snapshot: hold mass deletions until an operator releases them",
+     .offset = offsetof(struct jsonl_conf, delete_guard)},
     {.name = NULL},
-};
-
-/* One file this source reads. */
-struct jsonl_file {
-    char *name; /* relative to the directory, "persons.jsonl": the cursor's key */
-    char *path; /* what open() gets */
-    const struct sk_entity *entity;
-    bool refused; /* not read (not a regular file, a link out of the directory): said once */
-};
-
-/* How far one file has been read: a JsonlCursor.FilePos, unpacked. */
-struct jsonl_pos {
-    int64_t offset; /* byte offset of the first unread line */
-    int64_t line;   /* its 1-based number */
-    char inode[48]; /* "dev:ino", "" if not known yet */
-    bool known;     /* in the cursor, or seen by this poll: goes into the new cursor */
-    bool has_print; /* the fingerprint below is set */
-    uint32_t head_len, tail_len;
-    uint64_t head_hash, tail_hash;
-};
-
-struct jsonl_source {
-    const char *component; /* for log lines */
-    char *dir_real;        /* directory mode: the directory's real path; NULL for one file */
-    bool follow_symlinks;
-    struct jsonl_file *files;
-    size_t n_files;
-    size_t batch_size;
-    size_t max_line; /* max_line_size */
-    /* Per poll, reused: positions, the cursor being packed, the line buffer. */
-    struct jsonl_pos *pos;
-    Skolsync__V1__JsonlCursor__FilePos *fp;
-    Skolsync__V1__JsonlCursor__FilePos **fp_ptrs;
-    char *buf;
-    size_t buf_cap;
-};
-
-/* What one poll is filling. */
-struct jsonl_poll {
-    struct sk_source *self;
-    bool strict; /* validation: strict */
-    struct sk_batch *out;
-    size_t budget; /* lines the batch may still take */
-    int64_t observed_us;
-    struct sk_error *err;
 };
 
 static bool has_suffix(const char *s, const char *suffix)
@@ -239,6 +198,9 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
     src->component = self->name ? self->name : "jsonl-source";
     src->batch_size = (size_t)conf->batch_size; /* defaults and bounds: the option table */
     src->max_line = (size_t)conf->max_line_size;
+    src->snapshot = conf->mode && strcmp(conf->mode, "snapshot") == 0;
+    if (sk_guard_fraction(&conf->delete_guard, &src->max_fraction, err))
+        goto fail;
 
     struct stat st;
     if (!conf->path || stat(conf->path, &st) < 0) {
@@ -307,7 +269,7 @@ static int load_cursor(struct jsonl_source *src, const struct sk_cursor *cursor,
                        struct sk_error *err)
 {
     for (size_t i = 0; i < src->n_files; i++)
-        src->pos[i] = (struct jsonl_pos){.offset = 0, .line = 1};
+        src->pos[i] = (struct jsonl_pos){.offset = 0, .line = 1, .size = -1, .mtime_ns = -1};
     if (!cursor || !cursor->data || cursor->len == 0)
         return 0;
     Skolsync__V1__JsonlCursor *c =
@@ -333,6 +295,10 @@ static int load_cursor(struct jsonl_source *src, const struct sk_cursor *cursor,
             p->head_hash = fp->head_hash;
             p->tail_len = fp->tail_len;
             p->tail_hash = fp->tail_hash;
+            p->size = fp->has_size ? fp->size : -1;
+            p->mtime_ns = fp->has_mtime_ns ? fp->mtime_ns : -1;
+            p->state = fp->has_snap_state ? (int)fp->snap_state : SNAP_SEEN;
+            p->held = fp->has_held ? fp->held : 0;
             break;
         }
     }
@@ -366,6 +332,14 @@ static void store_cursor(struct jsonl_source *src, const struct sk_cursor *old,
             fp->head_hash = p->head_hash;
             fp->tail_len = p->tail_len;
             fp->tail_hash = p->tail_hash;
+        }
+        if (src->snapshot) {
+            fp->has_size = fp->has_mtime_ns = fp->has_snap_state = true;
+            fp->size = p->size;
+            fp->mtime_ns = p->mtime_ns;
+            fp->snap_state = (uint32_t)p->state;
+            fp->has_held = p->held > 0;
+            fp->held = p->held;
         }
         src->fp_ptrs[c.n_files++] = fp;
     }
@@ -453,8 +427,8 @@ static int64_t long_line_end(int fd, int64_t at)
     }
 }
 
-static int read_lines(struct jsonl_source *src, const struct jsonl_file *f, int fd,
-                      struct jsonl_pos *p, struct jsonl_poll *poll)
+int jsonl_read_lines(struct jsonl_source *src, const struct jsonl_file *f, int fd,
+                     struct jsonl_pos *p, struct jsonl_poll *poll)
 {
     int64_t base = p->offset; /* file offset of buf[0] */
     size_t len = 0;           /* bytes in buf */
@@ -569,7 +543,7 @@ static bool fingerprint(struct jsonl_source *src, int fd, const struct jsonl_pos
  * on what was opened (/proc/self/fd), so a link swapped meanwhile cannot
  * slip through. -1 with errno on other errors.
  */
-static int open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat *st)
+int jsonl_open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat *st)
 {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
@@ -611,6 +585,24 @@ static int open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat
 }
 
 /*
+ * Opens a file for a poll and sets inode to its "dev:ino". Returns the fd,
+ * -2 when there is nothing to read (it does not exist (yet), or is refused),
+ * -1 with poll->err.
+ */
+int jsonl_poll_open(struct jsonl_source *src, struct jsonl_file *f, struct stat *st, char inode[48],
+                    struct jsonl_poll *poll)
+{
+    int fd = jsonl_open_file(src, f, st);
+    if (fd == -1 && errno == ENOENT)
+        return -2;
+    if (fd == -1)
+        return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
+    if (fd >= 0)
+        snprintf(inode, 48, "%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
+    return fd;
+}
+
+/*
  * One file: notices a replaced (other inode), truncated (shorter than the
  * position) or rewritten (fingerprint changed: copytruncate) file and
  * restarts it from the beginning, then reads its lines. A file that does not
@@ -622,16 +614,10 @@ static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll
     struct jsonl_file *f = &src->files[i];
     struct jsonl_pos *p = &src->pos[i];
     struct stat st;
-    int fd = open_file(src, f, &st);
-    if (fd == -2)
-        return 0;
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
-    }
     char inode[sizeof(p->inode)];
-    snprintf(inode, sizeof(inode), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    int fd = jsonl_poll_open(src, f, &st, inode, poll);
+    if (fd < 0)
+        return fd == -2 ? 0 : -1;
     struct jsonl_pos now = {0};
     if (p->inode[0] && strcmp(p->inode, inode) != 0) {
         if (p->offset > 0)
@@ -660,7 +646,7 @@ static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll
     p->known = true;
     int rc = 0;
     if ((int64_t)st.st_size > p->offset)
-        rc = read_lines(src, f, fd, p, poll);
+        rc = jsonl_read_lines(src, f, fd, p, poll);
     if (rc >= 0) {
         p->has_print = fingerprint(src, fd, p, &now);
         p->head_len = now.head_len;
@@ -687,8 +673,12 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
                               .observed_us = sk_now_us(),
                               .err = err};
     bool more = false;
+    if (src->snapshot && sk_source_take_release(self))
+        src->release_pending = true; /* until a poll went through every file */
+    bool released = src->release_pending;
     for (size_t i = 0; i < src->n_files && !more; i++) {
-        int rc = read_file(src, i, &poll);
+        int rc =
+            src->snapshot ? jsonl_snapshot_file(src, i, released, &poll) : read_file(src, i, &poll);
         if (rc < 0) {
             sk_batch_reset(out);
             return -1;
@@ -697,6 +687,14 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
     }
     store_cursor(src, cursor, out);
     out->more = more;
+    if (!more)
+        src->release_pending = false;
+    if (src->snapshot) {
+        uint64_t held = 0;
+        for (size_t i = 0; i < src->n_files; i++)
+            held += src->pos[i].state == SNAP_HELD ? (uint64_t)src->pos[i].held : 0;
+        sk_source_set_held(self, held);
+    }
     /* A long line grew the buffer: give the memory back. */
     if (src->buf_cap > 4 * READ_CHUNK) {
         src->buf_cap = READ_CHUNK;

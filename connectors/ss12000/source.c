@@ -185,26 +185,6 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
 
 /* ---- open / close -------------------------------------------------------------- */
 
-static int parse_fraction(const char *text, double *out)
-{
-    if (!text)
-        return -1;
-    char *end;
-    double v = strtod(text, &end);
-    if (end == text)
-        return -1;
-    while (*end == ' ')
-        end++;
-    if (*end == '%') {
-        v /= 100.0;
-        end++;
-    }
-    if (*end || !(v >= 0.0) || v > 1.0 || isnan(v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static void ss_close(struct sk_source *self)
 {
     struct ss_source *src = self->priv;
@@ -253,13 +233,8 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
     while (n > 0 && conf->url[n - 1] == '/')
         n--;
     src->base = sk_strndup(conf->url, n);
-    if (parse_fraction(conf->delete_guard.max_fraction, &src->max_fraction)) {
-        sk_error_set(err, SK_ERR_FATAL,
-                     "delete_guard.max_fraction: '%s' is not a fraction "
-                     "(expected e.g. 10%% or 0.1)",
-                     conf->delete_guard.max_fraction ? conf->delete_guard.max_fraction : "");
+    if (sk_guard_fraction(&conf->delete_guard, &src->max_fraction, err))
         goto fail;
-    }
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         src->types[i].e = sk_entities[i];
         src->types[i].enabled = conf->entities.n == 0;

@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "connector.h"
+#include "delete_guard.h"
 #include "model.h"
 #include "sk_error.h"
 
@@ -42,12 +43,6 @@ struct ss_tls_conf {
     char *client_cert;
     char *client_key;
     bool insecure_skip_verify;
-};
-
-struct ss_guard_conf {
-    char *max_fraction; /* "10%" or "0.1" */
-    int64_t max_count;
-    int64_t min_count;
 };
 
 struct ss_hook_conf {
@@ -73,7 +68,7 @@ struct ss_conf {
     int64_t page_size;
     int64_t overlap_ms;
     int64_t full_sync_interval_ms;
-    struct ss_guard_conf delete_guard;
+    struct sk_guard_conf delete_guard; /* connectors/common/delete_guard.h */
     struct ss_hook_conf webhook;
     int64_t request_timeout_ms;
     int64_t max_rps;

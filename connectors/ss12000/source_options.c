@@ -81,29 +81,6 @@ static const struct sk_option tls_options[] = {
     {.name = NULL},
 };
 
-static const struct sk_option guard_options[] = {
-    {.name = "max_fraction",
-     .type = SK_OPT_STRING,
-     .def = "10%",
-     .help = "hold a run's deletions of a type above this share of its live ids (\"10%\" or 0.1)",
-     .offset = offsetof(struct ss_guard_conf, max_fraction)},
-    {.name = "max_count",
-     .type = SK_OPT_INT,
-     .def = "500",
-     .help = "hold a run's deletions when they are more than this many in all",
-     .offset = offsetof(struct ss_guard_conf, max_count),
-     .min = 0,
-     .max = 100000000},
-    {.name = "min_count",
-     .type = SK_OPT_INT,
-     .def = "10",
-     .help = "max_fraction applies only to a type with more deletions than this",
-     .offset = offsetof(struct ss_guard_conf, min_count),
-     .min = 0,
-     .max = 100000000},
-    {.name = NULL},
-};
-
 static const struct sk_option window_options[] = {
     {.name = "past",
      .type = SK_OPT_DURATION,
@@ -202,7 +179,7 @@ const struct sk_option ss12000_source_options[] = {
      .max = 365LL * 86400000},
     {.name = "delete_guard",
      .type = SK_OPT_GROUP,
-     .sub = guard_options,
+     .sub = sk_guard_options,
      .help = "hold mass deletions until an operator releases them",
      .offset = offsetof(struct ss_conf, delete_guard)},
     {.name = "webhook",

@@ -652,3 +652,68 @@ Test(jsonl_source, a_record_lacking_a_required_field_is_kept_lenient_and_dead_le
               batch.bad[0].err.msg);
     cr_assert_str_eq(batch.bad[0].where, "persons.jsonl:2");
 }
+
+/*
+ * mode: snapshot. What a poll does with a complete, settled file (read it,
+ * then compare with the ids live in Kafka) needs the broker:
+ * tests/integration/test_jsonl_snapshot.c. Here: what must not be taken.
+ */
+static void open_snapshot(void)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nmode: snapshot\n", dir), 0, "%s", err.msg);
+}
+
+Test(jsonl_source, snapshot_a_file_is_not_read_before_a_later_poll_sees_it_unchanged)
+{
+    write_persons("persons.jsonl", 1, 3);
+    open_snapshot();
+    poll_next();
+    cr_assert_eq(batch.n, 0, "a file seen for the first time was read");
+    cr_assert(batch.has_cursor, "the generation seen is not in the cursor");
+    /* It grows (still being written): seen anew, not read. */
+    write_persons("persons.jsonl", 4, 4);
+    poll_next();
+    cr_assert_eq(batch.n, 0, "a file that changed since the last poll was read");
+    Skolsync__V1__JsonlCursor *c =
+        skolsync__v1__jsonl_cursor__unpack(NULL, cursor.len, cursor.data);
+    cr_assert_not_null(c);
+    bool found = false;
+    for (size_t i = 0; i < c->n_files; i++)
+        if (strcmp(c->files[i]->file, "persons.jsonl") == 0) {
+            found = true;
+            cr_assert(c->files[i]->has_size && c->files[i]->size == 4 * (long)strlen(person(1)));
+            cr_assert_eq(c->files[i]->snap_state, 0);
+        }
+    skolsync__v1__jsonl_cursor__free_unpacked(c, NULL);
+    cr_assert(found);
+}
+
+Test(jsonl_source, snapshot_a_file_cut_off_inside_a_line_is_never_taken)
+{
+    write_persons("persons.jsonl", 1, 3);
+    write_file("persons.jsonl", "a", "{\"id\":\"00000000-0000-4000-8000-0000000");
+    open_snapshot();
+    for (int i = 0; i < 3; i++) {
+        poll_next();
+        cr_assert_eq(batch.n, 0, "poll %d read a file that ends inside a line", i);
+    }
+}
+
+Test(jsonl_source, snapshot_an_empty_file_is_never_taken)
+{
+    write_file("persons.jsonl", "w", "");
+    open_snapshot();
+    for (int i = 0; i < 3; i++) {
+        poll_next();
+        cr_assert_eq(batch.n, 0);
+    }
+}
+
+Test(jsonl_source, mode_and_delete_guard_are_checked_at_open)
+{
+    struct sk_error err = {0};
+    cr_assert_neq(
+        open_yaml(&err, "path: %s\nmode: snapshot\ndelete_guard: {max_fraction: 150%%}\n", dir), 0);
+    cr_assert(strstr(err.msg, "max_fraction"), "%s", err.msg);
+}

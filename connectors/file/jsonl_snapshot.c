@@ -1,0 +1,213 @@
+/*
+ * jsonl_snapshot.c: jsonl-source's `mode: snapshot`. Each file is a complete
+ * export of its type. A generation of a file (its inode, size and mtime) is
+ * taken only when a later poll sees it unchanged and its last byte is a
+ * newline: a file still being written, or cut off, is not read. Its lines
+ * become records as in incremental mode; once all are read, the ids live in
+ * the type's Kafka topic that the file no longer holds become deletions,
+ * published at once or held by the delete guard until an operator releases
+ * them. The previous snapshot's ids are not kept: they are the ids live in
+ * Kafka (this source must be the only writer of its types' topics).
+ *
+ * Must never: delete anything for a file it could not read whole (a line
+ * without a valid id, a file that changed while it was read), or publish
+ * held deletions before a release.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jsonl_internal.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+/* The ids of one file, sorted, for the lookups of the live-id walk. */
+struct idset {
+    char (*v)[37];
+    size_t n, cap;
+};
+
+static int id_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Adds the id of one line to the set; false if the line has no valid id. */
+static bool scan_line(const struct sk_entity *e, const char *line, size_t len, struct idset *s)
+{
+    uint8_t *value = NULL;
+    size_t value_len = 0;
+    char id[37];
+    int64_t modified_us;
+    struct sk_error err = {0};
+    if (sk_codec_encode(e, line, len, &value, &value_len, id, &modified_us, &err) != 0)
+        return false;
+    free(value);
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->v = sk_realloc(s->v, s->cap * sizeof(*s->v));
+    }
+    memcpy(s->v[s->n++], id, 37);
+    return true;
+}
+
+/*
+ * Reads every id of the open file into s, holding at most max_line bytes of
+ * a line. 1 if the file holds a line without a valid id or one longer than
+ * max_line (both dead-lettered: their ids, and so the deletions, cannot be
+ * known), 0, -1 on a read error.
+ */
+static int scan_ids(const struct jsonl_source *src, const struct jsonl_file *f, int fd,
+                    struct idset *s, struct sk_error *err)
+{
+    int fd2 = dup(fd);
+    FILE *in = fd2 < 0 ? NULL : fdopen(fd2, "r");
+    if (!in) {
+        if (fd2 >= 0)
+            close(fd2);
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
+    }
+    size_t cap = src->max_line + 2;
+    char *line = sk_malloc(cap);
+    int rc = 0;
+    while (fgets(line, (int)(cap < INT_MAX ? cap : INT_MAX), in)) {
+        size_t n = strlen(line);
+        if (n > 0 && line[n - 1] != '\n' && !feof(in)) {
+            int c; /* longer than max_line: skip the rest of it */
+            while ((c = getc(in)) != EOF && c != '\n')
+                ;
+            rc = 1;
+            continue;
+        }
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
+                         line[n - 1] == '\t'))
+            n--;
+        if (n > 0 && !scan_line(f->entity, line, n, s))
+            rc = 1;
+    }
+    if (ferror(in))
+        rc = sk_error_set(err, SK_ERR_RETRIABLE, "%s: read: %s", f->path, strerror(errno));
+    free(line);
+    fclose(in);
+    qsort(s->v, s->n, sizeof(*s->v), id_cmp);
+    return rc;
+}
+
+struct gone {
+    const struct idset *file;
+    struct idset dels; /* live in Kafka, not in the file */
+    int64_t live;
+};
+
+static void gone_id(void *ctx, const char *id)
+{
+    struct gone *g = ctx;
+    g->live++;
+    if (g->file->n && bsearch(id, g->file->v, g->file->n, sizeof(*g->file->v), id_cmp))
+        return;
+    if (g->dels.n == g->dels.cap) {
+        g->dels.cap = g->dels.cap ? g->dels.cap * 2 : 64;
+        g->dels.v = sk_realloc(g->dels.v, g->dels.cap * sizeof(*g->dels.v));
+    }
+    snprintf(g->dels.v[g->dels.n++], 37, "%s", id);
+}
+
+/*
+ * The file has been read whole: its deletions are published, or held (unless
+ * released). Returns 0, -1 with poll->err.
+ */
+static int finish(struct jsonl_source *src, const struct jsonl_file *f, int fd, struct jsonl_pos *p,
+                  bool released, struct jsonl_poll *poll)
+{
+    struct idset ids = {0};
+    struct gone g = {.file = &ids};
+    int rc = scan_ids(src, f, fd, &ids, poll->err);
+    if (rc == 1) {
+        sk_warn(src->component,
+                "%s: a line without a valid id, or over max_line_size (dead-lettered); no "
+                "deletions from this snapshot",
+                f->path);
+        p->state = SNAP_DONE;
+        p->held = 0;
+        rc = 0;
+        goto out;
+    }
+    if (rc < 0 || sk_source_live_ids(poll->self, f->entity, gone_id, &g, poll->err) < 0) {
+        rc = -1;
+        goto out;
+    }
+    char why[256] = "";
+    const struct jsonl_conf *conf = poll->self->conf;
+    if (!released && sk_guard_holds(&conf->delete_guard, src->max_fraction, f->entity->collection,
+                                    g.dels.n, g.live, why, sizeof(why))) {
+        p->state = SNAP_HELD;
+        p->held = (int64_t)g.dels.n;
+        sk_warn(src->component,
+                "%s: delete guard: holding %zu deletion(s) (%s); release with `skolsync release "
+                "%s` or POST /api/v1/connectors/%s/release",
+                f->path, g.dels.n, why, poll->self->name, poll->self->name);
+        goto out;
+    }
+    for (size_t k = 0; k < g.dels.n; k++)
+        sk_batch_add(poll->out, f->entity, g.dels.v[k], NULL, 0, poll->observed_us);
+    if (g.dels.n)
+        sk_info(src->component, "%s: %zu id(s) no longer in the snapshot: %s deletion(s) published",
+                f->path, g.dels.n, released ? "released" : "their");
+    p->state = SNAP_DONE;
+    p->held = 0;
+out:
+    free(ids.v);
+    free(g.dels.v);
+    return rc;
+}
+
+int jsonl_snapshot_file(struct jsonl_source *src, size_t i, bool released, struct jsonl_poll *poll)
+{
+    struct jsonl_file *f = &src->files[i];
+    struct jsonl_pos *p = &src->pos[i];
+    struct stat st;
+    char inode[sizeof(p->inode)];
+    int fd = jsonl_poll_open(src, f, &st, inode, poll);
+    if (fd < 0)
+        return fd == -2 ? 0 : -1; /* no file is no snapshot: nothing deleted */
+    int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    int rc = 0;
+    p->known = true;
+    if (strcmp(p->inode, inode) != 0 || p->size != (int64_t)st.st_size || p->mtime_ns != mtime_ns) {
+        /* A new generation (or one still changing): taken once it holds still. */
+        if (p->state == SNAP_READING)
+            sk_warn(src->component, "%s: changed while it was read; waiting for it to settle",
+                    f->path);
+        *p = (struct jsonl_pos){.offset = 0,
+                                .line = 1,
+                                .known = true,
+                                .size = (int64_t)st.st_size,
+                                .mtime_ns = mtime_ns,
+                                .state = SNAP_SEEN};
+        memcpy(p->inode, inode, sizeof(inode));
+        goto out;
+    }
+    if (p->state == SNAP_SEEN) {
+        char last = 0;
+        if (st.st_size == 0 || pread(fd, &last, 1, st.st_size - 1) != 1 || last != '\n') {
+            /* Empty, or cut off after its last newline: not a whole export. */
+            goto out;
+        }
+        sk_info(src->component, "%s: a new snapshot (%jd bytes)", f->path, (intmax_t)st.st_size);
+        p->state = SNAP_READING;
+    }
+    if (p->state == SNAP_READING) {
+        rc = jsonl_read_lines(src, f, fd, p, poll);
+        if (rc == 0)
+            rc = finish(src, f, fd, p, false, poll);
+    } else if (p->state == SNAP_HELD && released) {
+        rc = finish(src, f, fd, p, true, poll);
+    }
+out:
+    close(fd);
+    return rc;
+}
