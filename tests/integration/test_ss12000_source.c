@@ -1782,55 +1782,57 @@ Test(ss12000_source, the_first_callback_after_a_quiet_spell_polls_at_once, .time
     free(extra);
     free(db);
     free(dir);
+}
 
-    *Pages shaped like Skolverket's reference API (its test resources and *Postman collection; tests/fixtures/skolverket-profile/ are our own made-up
+/*
+ * Pages shaped like Skolverket's reference API (its test resources and
+ * Postman collection; tests/fixtures/skolverket-profile/ are our own made-up
  * records in those shapes): no meta, no organisationType, duties and
  * groups without startDate, enrolments without startDate, civicNo
  * nationality "SWE", only five collections served (the rest 404), no
  * /deletedEntities. With default options every record arrives.
  */
 Test(ss12000_source, pages_shaped_like_skolverkets_reference_api_sync_completely, .timeout = 120)
-    {
-        const char *pages = SK_SOURCE_DIR "/tests/fixtures/skolverket-profile";
-        char *args = skt_fmt("--pages %s --no-deleted-entities", pages);
-        struct scene sc = scene_server("ss-skolverket", args, NULL, "1s", NULL);
-        free(args);
-        free(sc.src);
-        sc.src = skt_fmt("  sis:\n    type: ss12000-source\n    url: http://127.0.0.1:%d/v2.0\n",
-                         sc.s.port);
-        sc.d = daemon_run(sc.dir, sc.src, sc.db, 0, true);
-        int rc = skt_wait(sc.d.pid, 90000);
-        untrack(sc.d.pid);
-        sc.d.pid = 0;
-        cr_assert_eq(rc, 0, "run --once did not finish with 0 (%d); see %s", rc, sc.d.log);
-        /* check.py: every id of every page is a row of its collection's table, and no other. */
-        char *check = skt_fmt("%s/check.py", sc.dir);
-        skt_write(
-            check,
-            "import glob, json, os, sqlite3, sys\n"
-            "db = sqlite3.connect(sys.argv[1])\n"
-            "want = {}\n"
-            "for p in glob.glob(os.path.join(sys.argv[2], '*.json')):\n"
-            "    c = os.path.basename(p).split('.')[0]\n"
-            "    want.setdefault(c, set()).update(e['id'] for e in json.load(open(p))['data'])\n"
-            "n = 0\n"
-            "for c, ids in sorted(want.items()):\n"
-            "    got = {r[0] for r in db.execute('select id from %s' % c)}\n"
-            "    if got != ids:\n"
-            "        print('%s: %d missing, %d extra' % (c, len(ids - got), len(got - ids)))\n"
-            "        sys.exit(1)\n"
-            "    n += len(ids)\n"
-            "print(n)\n");
-        char *cmd = skt_fmt("python3 %s %s %s", check, sc.db, pages);
-        char *out = NULL;
-        int crc = skt_sh(cmd, 30, &out);
-        free(cmd);
-        free(check);
-        cr_assert_eq(crc, 0, "%s (see %s)", out ? out : "", sc.d.log);
-        cr_assert_str_eq(out, "17\n", "records: %s", out); /* 3 + 8 + 2 + 2 + 2 */
-        free(out);
-        char *swe = db_query(sc.dir, sc.db, "select count(*) from persons where doc like '%SWE%'");
-        cr_assert_str_eq(swe, "8", "civicNo.nationality \"SWE\" was not kept as sent");
-        free(swe);
-        scene_end(&sc);
-    }
+{
+    const char *pages = SK_SOURCE_DIR "/tests/fixtures/skolverket-profile";
+    char *args = skt_fmt("--pages %s --no-deleted-entities", pages);
+    struct scene sc = scene_server("ss-skolverket", args, NULL, "1s", NULL);
+    free(args);
+    free(sc.src);
+    sc.src =
+        skt_fmt("  sis:\n    type: ss12000-source\n    url: http://127.0.0.1:%d/v2.0\n", sc.s.port);
+    sc.d = daemon_run(sc.dir, sc.src, sc.db, 0, true);
+    int rc = skt_wait(sc.d.pid, 90000);
+    untrack(sc.d.pid);
+    sc.d.pid = 0;
+    cr_assert_eq(rc, 0, "run --once did not finish with 0 (%d); see %s", rc, sc.d.log);
+    /* check.py: every id of every page is a row of its collection's table, and no other. */
+    char *check = skt_fmt("%s/check.py", sc.dir);
+    skt_write(check,
+              "import glob, json, os, sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1])\n"
+              "want = {}\n"
+              "for p in glob.glob(os.path.join(sys.argv[2], '*.json')):\n"
+              "    c = os.path.basename(p).split('.')[0]\n"
+              "    want.setdefault(c, set()).update(e['id'] for e in json.load(open(p))['data'])\n"
+              "n = 0\n"
+              "for c, ids in sorted(want.items()):\n"
+              "    got = {r[0] for r in db.execute('select id from %s' % c)}\n"
+              "    if got != ids:\n"
+              "        print('%s: %d missing, %d extra' % (c, len(ids - got), len(got - ids)))\n"
+              "        sys.exit(1)\n"
+              "    n += len(ids)\n"
+              "print(n)\n");
+    char *cmd = skt_fmt("python3 %s %s %s", check, sc.db, pages);
+    char *out = NULL;
+    int crc = skt_sh(cmd, 30, &out);
+    free(cmd);
+    free(check);
+    cr_assert_eq(crc, 0, "%s (see %s)", out ? out : "", sc.d.log);
+    cr_assert_str_eq(out, "17\n", "records: %s", out); /* 3 + 8 + 2 + 2 + 2 */
+    free(out);
+    char *swe = db_query(sc.dir, sc.db, "select count(*) from persons where doc like '%SWE%'");
+    cr_assert_str_eq(swe, "8", "civicNo.nationality \"SWE\" was not kept as sent");
+    free(swe);
+    scene_end(&sc);
+}
