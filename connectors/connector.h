@@ -219,11 +219,11 @@ bool sk_source_take_release(struct sk_source *self);
  * (lowercase UUIDs, sorted) and the types.
  */
 struct sk_release {
-    uint64_t seq;            /* the core's number (sk_source_release_done) */
-    bool reject;             /* forget the deletions, keep the entities */
-    char (*ids)[37];         /* sorted; n_ids 0: any id */
+    uint64_t seq;    /* the core's number (sk_source_release_done) */
+    bool reject;     /* forget the deletions, keep the entities */
+    char (*ids)[37]; /* sorted; n_ids 0: any id */
     size_t n_ids;
-    uint32_t types;          /* bit sk_entity_index(e); 0: any type */
+    uint32_t types; /* bit sk_entity_index(e); 0: any type */
 };
 /* Whether r selects the held deletion of id (entity e). */
 bool sk_release_selects(const struct sk_release *r, const struct sk_entity *e, const char *id);

@@ -58,9 +58,9 @@ struct sk_source_env {
      * (sk_source_set_held_list): queued under runner.mu, numbered. */
     struct sk_release *releases[SK_RELEASES_MAX];
     size_t n_releases;
-    uint64_t release_seq;                   /* the last number handed out (runner.mu) */
-    atomic_uint_fast64_t release_done;      /* the last request whose effect is stored */
-    char *held_json;                        /* the source's held list (runner.mu), or NULL */
+    uint64_t release_seq;              /* the last number handed out (runner.mu) */
+    atomic_uint_fast64_t release_done; /* the last request whose effect is stored */
+    char *held_json;                   /* the source's held list (runner.mu), or NULL */
     struct sk_type_health types[SK_ENTITY_COUNT];
 };
 

@@ -440,7 +440,15 @@ static void api_list(void *ctx, const struct sk_http_request *req, struct sk_htt
     json_response(resp, 200, o);
 }
 
-enum action { ACT_GET, ACT_HELD, ACT_PAUSE, ACT_RESUME, ACT_RESTART, ACT_RELEASE, ACT_CURSOR_RESET };
+enum action {
+    ACT_GET,
+    ACT_HELD,
+    ACT_PAUSE,
+    ACT_RESUME,
+    ACT_RESTART,
+    ACT_RELEASE,
+    ACT_CURSOR_RESET
+};
 
 /* Writes a tombstone for the source's cursor: it starts again with a full sync. */
 static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, size_t size)

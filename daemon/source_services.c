@@ -195,8 +195,9 @@ struct sk_release *sk_release_parse(const char *body, size_t len, char *msg, siz
     const cJSON *x;
     int rc = 0;
     if (len && !cJSON_IsObject(doc)) {
-        snprintf(msg, size, "expected a JSON object {\"ids\": [...], \"types\": [...], "
-                            "\"reject\": true}");
+        snprintf(msg, size,
+                 "expected a JSON object {\"ids\": [...], \"types\": [...], "
+                 "\"reject\": true}");
         rc = -1;
     }
     cJSON_ArrayForEach(x, doc)
