@@ -247,7 +247,13 @@ struct daemon {
     pid_t pid;
     char *log;
     int admin;
+    char *prefix; /* the topic prefix on a real broker, else NULL */
 };
+
+/* With the embedded broker: keep its state here, so a restart keeps it (NULL: memory). */
+static const char *embedded_dir;
+
+static struct daemon daemon_spawn(const char *dir, bool once);
 
 /*
  * Starts skolsync with `sources` (YAML under "sources:", indented by 2) and a
@@ -266,13 +272,13 @@ static struct daemon daemon_start(const char *dir, const char *sources, const ch
 static struct daemon daemon_run(const char *dir, const char *sources, const char *db,
                                 int admin_port, bool once)
 {
-    struct daemon d = {.log = skt_fmt("%s/daemon.log", dir)};
     const char *brokers = getenv("SK_TEST_BROKERS");
-    char *kafka;
+    char *kafka, *prefix = NULL;
     if (brokers && *brokers) {
-        char *prefix = skt_unique_prefix();
+        prefix = skt_unique_prefix();
         kafka = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n", brokers, prefix);
-        free(prefix);
+    } else if (embedded_dir) {
+        kafka = skt_fmt("kafka:\n  brokers: embedded\n  embedded_dir: %s\n", embedded_dir);
     } else {
         kafka = skt_fmt("kafka:\n  brokers: embedded\n");
     }
@@ -292,6 +298,17 @@ static struct daemon daemon_run(const char *dir, const char *sources, const char
     skt_write(cfg, text);
     free(text);
     free(kafka);
+    free(cfg);
+    struct daemon d = daemon_spawn(dir, once);
+    d.prefix = prefix;
+    return d;
+}
+
+/* Starts skolsync with the configuration daemon_run wrote in dir (a restart). */
+static struct daemon daemon_spawn(const char *dir, bool once)
+{
+    struct daemon d = {.log = skt_fmt("%s/daemon.log", dir)};
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, once ? "--once" : NULL, NULL};
     unlink(d.log);
     d.pid = skt_spawn(argv, d.log);
@@ -1180,6 +1197,176 @@ Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_rel
     server_stop(&s);
     cr_assert(ok, "after the release: %s", why);
     cr_assert_eq(after, 0);
+}
+
+/* The Room ids GET .../held lists, sorted, comma-separated ("ERR" if no answer). */
+static char *held_rooms(int admin)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis/held' -H 'Authorization: "
+                        "Bearer t0ken",
+                        admin);
+    char *body = get(url);
+    char *ids = json_expr(body, "\",\".join(sorted(d[\"types\"].get(\"Room\", [])))");
+    free(body);
+    free(url);
+    return ids ? ids : strdup("ERR");
+}
+
+static bool wait_held(int admin, long long want, int timeout_s)
+{
+    long long held = -1;
+    for (int i = 0; i < timeout_s * 2 && held != want; i++) {
+        usleep(500000);
+        held = metric(admin, "skolsync_held_deletions{connector=\"sis\"}");
+    }
+    return held == want;
+}
+
+/* Tombstones of id in the rooms topic (real broker only; -1 with the embedded one). */
+static int tombstones(const struct daemon *d, const char *id)
+{
+    const char *brokers = getenv("SK_TEST_BROKERS");
+    if (!d->prefix || !brokers)
+        return -1;
+    char *cmd = skt_fmt("kcat -b %s -X isolation.level=read_committed -C -t %srooms -e -q -Z "
+                        "-f '%%k %%s\\n' | grep -c '^%s NULL$'",
+                        brokers, d->prefix, id);
+    char *out = NULL;
+    skt_sh(cmd, 30, &out);
+    free(cmd);
+    int n = out ? atoi(out) : -1;
+    free(out);
+    return n;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int count_rows(const char *dir, const char *db, const char *id)
+{
+    char *sql = skt_fmt("select count(*) from rooms where id = '%s'", id);
+    char *n = db_query(dir, db, sql);
+    int v = n ? atoi(n) : -1;
+    free(n);
+    free(sql);
+    return v;
+}
+
+/*
+ * Issue 15, item 7: the held ids are listed (API and `skolsync release
+ * --list`), released by id (exactly those published, one tombstone each) or
+ * rejected (the rows kept, not held again), and a restart keeps what is
+ * still held and never holds again what was released or rejected.
+ */
+Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_over_a_restart,
+     .timeout = 240)
+{
+    char *dir = skt_tmpdir("ss-held");
+    write_helpers(dir);
+    char *estore = skt_fmt("%s/embedded", dir);
+    embedded_dir = estore;
+    struct server s = server_start(dir, 0, "--students 20 --no-deleted-entities");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "1s",
+                            "    full_sync_interval: 3s\n"
+                            "    entities: [Organisation, Person, Group, Room]\n"
+                            "    delete_guard:\n"
+                            "      max_count: 3\n"
+                            "      min_count: 0\n"
+                            "      max_fraction: 90%\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    const char *only = "organisations,persons,groups,rooms";
+    cr_assert(wait_match(dir, db, s.port, only, 60, why, sizeof(why)), "full sync: %s", why);
+    /* Six rooms go at the server: above max_count, held. */
+    char *r[6];
+    for (int i = 0; i < 6; i++) {
+        r[i] = first_id(s.port, "rooms", NULL);
+        free(delete_at(s.port, "rooms", r[i]));
+    }
+    cr_assert(wait_held(d.admin, 6, 40), "six deletions not held");
+    /* Listed: the API (behind the token) and the command line. */
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis/held", d.admin);
+    cr_assert_eq(skt_http("GET", url, NULL, 10, NULL), 401, "the held list without the token");
+    free(url);
+    char *ids = held_rooms(d.admin);
+    for (int i = 0; i < 6; i++)
+        cr_assert(strstr(ids, r[i]), "room %s not in the held list %s", r[i], ids);
+    cr_assert_eq(strlen(ids), 6 * 36 + 5, "held list: %s", ids);
+    free(ids);
+    char *cli = skt_fmt("%s release sis -c %s/skolsync.yaml --list", skt_skolsync(), dir);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cli, 30, &out), 0, "release --list: %s", out ? out : "");
+    for (int i = 0; i < 6; i++)
+        cr_assert(out && strstr(out, r[i]), "release --list lacks %s: %s", r[i], out);
+    cr_assert(strstr(out, "6 deletion(s) held"), "release --list: %s", out);
+    free(out);
+    free(cli);
+    /* Release two by id: exactly those go. */
+    char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST "
+                        "-H 'Authorization: Bearer t0ken' -d '{\"ids\":[\"%s\",\"%s\"]}' "
+                        "http://127.0.0.1:%d/api/v1/connectors/sis/release",
+                        r[0], r[1], d.admin);
+    char *code = NULL;
+    skt_sh(cmd, 20, &code);
+    free(cmd);
+    cr_assert_str_eq(code, "200");
+    free(code);
+    for (int i = 0; i < 40 && (count_rows(dir, db, r[0]) || count_rows(dir, db, r[1])); i++)
+        usleep(250000);
+    cr_assert_eq(count_rows(dir, db, r[0]), 0, "released room %s kept", r[0]);
+    cr_assert_eq(count_rows(dir, db, r[1]), 0, "released room %s kept", r[1]);
+    cr_assert(wait_held(d.admin, 4, 10));
+    /* Reject one through the command line: its row stays, it is held no more. */
+    cli =
+        skt_fmt("%s release sis -c %s/skolsync.yaml --ids %s --reject", skt_skolsync(), dir, r[2]);
+    cr_assert_eq(skt_sh(cli, 30, NULL), 0, "release --reject failed");
+    free(cli);
+    cr_assert(wait_held(d.admin, 3, 10));
+    sleep(5); /* reconciliations: nothing published, nothing held again */
+    for (int i = 2; i < 6; i++)
+        cr_assert_eq(count_rows(dir, db, r[i]), 1, "room %s went although held or rejected", r[i]);
+    char *w3[3] = {r[3], r[4], r[5]};
+    qsort(w3, 3, sizeof(*w3), cmp_str);
+    char *want = skt_fmt("%s,%s,%s", w3[0], w3[1], w3[2]);
+    ids = held_rooms(d.admin);
+    cr_assert_str_eq(ids, want, "held after release and reject");
+    free(ids);
+    /* A restart: the three are still held, the released and rejected ones are not. */
+    daemon_stop(&d);
+    struct daemon d2 = daemon_spawn(dir, false);
+    d2.prefix = d.prefix;
+    cr_assert(wait_held(d2.admin, 3, 30), "held after the restart");
+    ids = held_rooms(d2.admin);
+    cr_assert_str_eq(ids, want, "held after the restart");
+    free(ids);
+    sleep(5); /* reconciliations after the restart */
+    cr_assert_eq(metric(d2.admin, "skolsync_held_deletions{connector=\"sis\"}"), 3);
+    cr_assert_eq(count_rows(dir, db, r[2]), 1, "the rejected room went after the restart");
+    /* Release the rest: each room has exactly one tombstone. */
+    cli = skt_fmt("%s release sis -c %s/skolsync.yaml", skt_skolsync(), dir);
+    cr_assert_eq(skt_sh(cli, 30, NULL), 0, "release failed");
+    free(cli);
+    bool ok = wait_held(d2.admin, 0, 20);
+    for (int i = 3; i < 6; i++)
+        for (int k = 0; k < 40 && count_rows(dir, db, r[i]); k++)
+            usleep(250000);
+    int rows_left = 0, n_tomb[6];
+    for (int i = 3; i < 6; i++)
+        rows_left += count_rows(dir, db, r[i]);
+    for (int i = 0; i < 6; i++)
+        n_tomb[i] = tombstones(&d2, r[i]);
+    daemon_stop(&d2);
+    server_stop(&s);
+    embedded_dir = NULL;
+    cr_assert(ok, "still held after releasing all");
+    cr_assert_eq(rows_left, 0, "released rooms kept");
+    if (d2.prefix)
+        for (int i = 0; i < 6; i++)
+            cr_assert_eq(n_tomb[i], i == 2 ? 0 : 1, "room %s: %d tombstone(s)", r[i], n_tomb[i]);
+    free(estore);
 }
 
 /* ---- 6. unreachable and broken server --------------------------------------- */
