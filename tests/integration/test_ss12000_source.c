@@ -1139,6 +1139,21 @@ Test(ss12000_source, deleted_entities_in_both_spellings_become_tombstones, .time
     cr_assert_str_eq(left, "0");
 }
 
+/* Source "sis" of four types, reconciled every 3 s, with a delete guard. */
+static char *guard_source_yaml(int port, int max_count, const char *max_fraction)
+{
+    char *extra = skt_fmt("    full_sync_interval: 3s\n"
+                          "    entities: [Organisation, Person, Group, Room]\n"
+                          "    delete_guard:\n"
+                          "      max_count: %d\n"
+                          "      min_count: 0\n"
+                          "      max_fraction: %s\n",
+                          max_count, max_fraction);
+    char *yaml = source_yaml("sis", port, 200, "1s", extra);
+    free(extra);
+    return yaml;
+}
+
 Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_released,
      .timeout = 150)
 {
@@ -1146,13 +1161,7 @@ Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_rel
     write_helpers(dir);
     struct server s = server_start(dir, 0, "--students 20 --no-deleted-entities");
     char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "1s",
-                            "    full_sync_interval: 3s\n"
-                            "    entities: [Organisation, Person, Group, Room]\n"
-                            "    delete_guard:\n"
-                            "      max_count: 3\n"
-                            "      min_count: 0\n"
-                            "      max_fraction: 50%\n");
+    char *src = guard_source_yaml(s.port, 3, "50%");
     struct daemon d = daemon_start(dir, src, db, 0);
     char why[512] = "";
     const char *only = "organisations,persons,groups,rooms";
@@ -1269,13 +1278,7 @@ Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_
     embedded_dir = estore;
     struct server s = server_start(dir, 0, "--students 20 --no-deleted-entities");
     char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "1s",
-                            "    full_sync_interval: 3s\n"
-                            "    entities: [Organisation, Person, Group, Room]\n"
-                            "    delete_guard:\n"
-                            "      max_count: 0\n"
-                            "      min_count: 0\n"
-                            "      max_fraction: 90%\n");
+    char *src = guard_source_yaml(s.port, 0, "90%");
     struct daemon d = daemon_start(dir, src, db, free_port()); /* the CLI needs its port */
     char why[512] = "";
     const char *only = "organisations,persons,groups,rooms";
