@@ -53,9 +53,8 @@ struct sk_source_env {
     struct sk_kafka *kafka;
     struct sk_http *http;      /* the admin HTTP server, NULL if off */
     atomic_uint_fast64_t held; /* deletions held by the source's delete guard */
-    atomic_bool release;       /* an operator released them (a source without a held list) */
-    /* Release requests for a source that lists its held deletions
-     * (sk_source_set_held_list): queued under runner.mu, numbered. */
+    /* Operators' release requests, queued under runner.mu, numbered (a
+     * source without a held list takes "release all" only). */
     struct sk_release *releases[SK_RELEASES_MAX];
     size_t n_releases;
     uint64_t release_seq;              /* the last number handed out (runner.mu) */

@@ -42,9 +42,27 @@ void sk_source_set_held(struct sk_source *self, uint64_t held)
         atomic_store(&self->env->held, held);
 }
 
+static bool release_all(const struct sk_release *r)
+{
+    return !r->reject && !r->n_ids && !r->types;
+}
+
+/* For a source without a held list: a waiting "release all" ends here. */
 bool sk_source_take_release(struct sk_source *self)
 {
-    return self->env && atomic_exchange(&self->env->release, false);
+    struct sk_source_env *env = self->env;
+    if (!env)
+        return false;
+    pthread_mutex_lock(&env->runner.mu);
+    bool taken = false;
+    for (size_t i = 0; i < env->n_releases; i++) {
+        if (release_all(env->releases[i]))
+            taken = true;
+        sk_release_free(env->releases[i]); /* a selective one cannot be queued for it */
+    }
+    env->n_releases = 0;
+    pthread_mutex_unlock(&env->runner.mu);
+    return taken;
 }
 
 /* ---- held lists and release requests ----------------------------------------- */
@@ -91,24 +109,18 @@ char *sk_source_held_json(struct sk_source_env *env)
     return json;
 }
 
-static bool release_all(const struct sk_release *r)
-{
-    return !r->reject && !r->n_ids && !r->types;
-}
-
 uint64_t sk_source_release_queue(struct sk_source_env *env, struct sk_release *r, char *msg,
                                  size_t size)
 {
     uint64_t seq = 0;
     pthread_mutex_lock(&env->runner.mu);
-    if (!env->held_json && release_all(r)) {
+    if (!env->held_json && !release_all(r)) {
         /* A source without a held list releases all or nothing. */
-        atomic_store(&env->release, true);
-        seq = ++env->release_seq;
-    } else if (!env->held_json) {
         snprintf(msg, size, "this source releases all its held deletions or none");
     } else if (env->n_releases == SK_RELEASES_MAX) {
         snprintf(msg, size, "%d release requests wait already", SK_RELEASES_MAX);
+    } else if (!env->held_json && atomic_load(&env->held) == 0) {
+        seq = ++env->release_seq; /* nothing to release: in effect now */
     } else {
         r->seq = seq = ++env->release_seq;
         env->releases[env->n_releases++] = r;

@@ -138,8 +138,6 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
         report_held(src, ss_held_json(&st), ss_dels_count(&st.held));
     if (!src->release)
         src->release = sk_source_take_release_request(self);
-    if (!src->release && sk_source_take_release(self)) /* asked before the list was reported */
-        src->release = sk_calloc(1, sizeof(*src->release));
     if (src->release) {
         ss_apply_release(src, &st, src->release, out);
         src->release_in_batch = true;
