@@ -98,15 +98,15 @@ void sk_sink_privacy_free(struct sk_privacy *p);
  * {"ids": [...]}, {"types": [...]}, {"reject": true}, combinable) as a
  * request (caller frees), or NULL with msg. sk_source_release_queue: hands
  * it to the source (taking it) and returns its number; 0 when the queue is
- * full or the source takes no requests (r is freed; msg says why).
- * sk_source_held_json: the held list as the source last stored it
- * (malloc'ed), NULL when it keeps none. sk_source_env_clear: frees what the
+ * full or the source takes no such request (r is freed; msg says why).
+ * sk_source_held_doc: {"held": N, "types": the list as the source last
+ * stored it, null when it keeps none} (caller deletes it). sk_source_env_clear: frees what the
  * env holds of these.
  */
 struct sk_release *sk_release_parse(const char *body, size_t len, char *msg, size_t size);
 uint64_t sk_source_release_queue(struct sk_source_env *env, struct sk_release *r, char *msg,
                                  size_t size);
-char *sk_source_held_json(struct sk_source_env *env);
+cJSON *sk_source_held_doc(struct sk_source_env *env);
 /* Whether request seq is in effect (a source without a held list: none held). */
 bool sk_source_release_settled(struct sk_source_env *env, uint64_t seq);
 void sk_source_env_clear(struct sk_source_env *env);

@@ -478,22 +478,6 @@ static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, siz
     return 0;
 }
 
-/* GET .../held: {"held": N, "types": {"Person": [ids], ...}} ("types" null: not listed). */
-static void held_response(struct sk_source_env *src, struct sk_http_response *resp)
-{
-    if (!src) {
-        error_response(resp, 400, "only sources hold deletions");
-        return;
-    }
-    char *json = sk_source_held_json(src);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "held", (double)atomic_load(&src->held));
-    cJSON *types = json ? cJSON_Parse(json) : NULL;
-    cJSON_AddItemToObject(o, "types", types ? types : cJSON_CreateNull());
-    free(json);
-    json_response(resp, 200, o);
-}
-
 /* How long a state-changing call waits for its change to hold before it answers. */
 #define SETTLE_MS 10000
 
@@ -588,12 +572,15 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
     char msg[256] = "";
     int status = 200;
     uint64_t seq = 0;
-    struct sk_release *rel = NULL;
+    struct sk_release *rel;
     switch (act) {
     case ACT_GET:
         break;
     case ACT_HELD:
-        held_response(src, resp);
+        if (src)
+            json_response(resp, 200, sk_source_held_doc(src));
+        else
+            error_response(resp, 400, "only sources hold deletions");
         pthread_rwlock_unlock(&d->lock);
         return;
     case ACT_PAUSE:
@@ -616,14 +603,13 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
             status = 400;
             break;
         }
-        bool reject = rel->reject;
+        const char *what = rel->reject ? "rejected" : "released";
         if (!(seq = sk_source_release_queue(src, rel, msg, sizeof(msg)))) {
             status = 409;
             break;
         }
-        sk_warn(r->name, "operator %s held deletion(s)%s (%llu held)",
-                reject ? "rejected" : "released", req->body_len ? " as asked" : "",
-                (unsigned long long)atomic_load(&src->held));
+        sk_warn(r->name, "operator %s held deletion(s)%s (%llu held)", what,
+                req->body_len ? " as asked" : "", (unsigned long long)atomic_load(&src->held));
         sk_runner_wake(r);
         break;
     case ACT_CURSOR_RESET:

@@ -101,12 +101,15 @@ void sk_source_release_done(struct sk_source *self, uint64_t seq)
         atomic_store(&self->env->release_done, seq);
 }
 
-char *sk_source_held_json(struct sk_source_env *env)
+cJSON *sk_source_held_doc(struct sk_source_env *env)
 {
     pthread_mutex_lock(&env->runner.mu);
-    char *json = env->held_json ? sk_strdup(env->held_json) : NULL;
+    cJSON *types = env->held_json ? cJSON_Parse(env->held_json) : NULL;
     pthread_mutex_unlock(&env->runner.mu);
-    return json;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "held", (double)atomic_load(&env->held));
+    cJSON_AddItemToObject(o, "types", types ? types : cJSON_CreateNull());
+    return o;
 }
 
 uint64_t sk_source_release_queue(struct sk_source_env *env, struct sk_release *r, char *msg,
