@@ -1348,8 +1348,18 @@ Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_
     sleep(5); /* reconciliations after the restart */
     cr_assert_eq(metric(d2.admin, "skolsync_held_deletions{connector=\"sis\"}"), 3);
     cr_assert_eq(count_rows(dir, db, r[2]), 1, "the rejected room went after the restart");
-    /* Release the rest: each room has exactly one tombstone. */
-    cli = skt_fmt("%s release sis -c %s/skolsync.yaml", skt_skolsync(), dir);
+    /* A request the API cannot read changes nothing. */
+    char *bad =
+        skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis/release' -H 'Authorization: "
+                "Bearer t0ken' -d '{\"ids\":[\"not-a-uuid\"]}' -o /dev/null -w '%%{http_code}",
+                d2.admin);
+    char *bad_code = get(bad);
+    cr_assert_str_eq(bad_code, "400", "a release of a bad id");
+    free(bad_code);
+    free(bad);
+    cr_assert_eq(metric(d2.admin, "skolsync_held_deletions{connector=\"sis\"}"), 3);
+    /* Release the rest by type: each room has exactly one tombstone. */
+    cli = skt_fmt("%s release sis -c %s/skolsync.yaml --type rooms", skt_skolsync(), dir);
     cr_assert_eq(skt_sh(cli, 30, NULL), 0, "release failed");
     free(cli);
     bool ok = wait_held(d2.admin, 0, 20);
