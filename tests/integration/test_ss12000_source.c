@@ -1397,6 +1397,56 @@ Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_
     free(estore);
 }
 
+/*
+ * Issue 15, item 7: deletions from /deletedEntities released before a
+ * restart are listed again after it (the overlap asks for them again) and
+ * neither held nor published again: one tombstone each.
+ */
+Test(ss12000_source, released_deletions_listed_again_after_a_restart_are_not_held_again,
+     .timeout = 200)
+{
+    char *dir = skt_tmpdir("ss-released");
+    write_helpers(dir);
+    char *estore = skt_fmt("%s/embedded", dir);
+    embedded_dir = estore;
+    struct server s = server_start(dir, 0, "--students 20");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = guard_source_yaml(s.port, 0, "90%");
+    struct daemon d = daemon_start(dir, src, db, free_port());
+    char why[512] = "";
+    const char *only = "organisations,persons,groups,rooms";
+    cr_assert(wait_match(dir, db, s.port, only, 60, why, sizeof(why)), "full sync: %s", why);
+    char *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = first_id(s.port, "rooms", NULL);
+        free(delete_at(s.port, "rooms", r[i]));
+    }
+    cr_assert(wait_held(d.admin, 3, 40), "three deletions not held");
+    source_action(d.admin, "release");
+    cr_assert(wait_match(dir, db, s.port, only, 30, why, sizeof(why)), "released: %s", why);
+    daemon_stop(&d);
+    struct daemon d2 = daemon_spawn(dir, false);
+    d2.prefix = d.prefix;
+    /* deletedEntities lists the three again (after = T0 - overlap) in every run. */
+    for (int i = 0; i < 40 && !log_has(&d2, "run started"); i++)
+        usleep(250000);
+    sleep(6);
+    long long held = metric(d2.admin, "skolsync_held_deletions{connector=\"sis\"}");
+    bool held_again = log_has(&d2, "delete guard: holding");
+    int n_tomb[3];
+    for (int i = 0; i < 3; i++)
+        n_tomb[i] = tombstones(&d2, r[i]);
+    daemon_stop(&d2);
+    server_stop(&s);
+    embedded_dir = NULL;
+    cr_assert_eq(held, 0, "released deletions held again after the restart");
+    cr_assert(!held_again, "the delete guard held again after the restart");
+    if (d2.prefix)
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(n_tomb[i], 1, "room %s: %d tombstone(s)", r[i], n_tomb[i]);
+    free(estore);
+}
+
 /* ---- 6. unreachable and broken server --------------------------------------- */
 
 Test(ss12000_source, unreachable_then_broken_server_is_retried_and_others_keep_running,
