@@ -1278,6 +1278,43 @@ static int count_rows(const char *dir, const char *db, const char *id)
     return v;
 }
 
+/* A daemon whose source "sis" holds every deletion (max_count 0), its state
+ * kept over restarts, synced with the server's four collections. */
+struct held_run {
+    char *dir, *db, *estore;
+    struct server s;
+    struct daemon d;
+};
+
+static const char *const HELD_TYPES = "organisations,persons,groups,rooms";
+
+static struct held_run held_run_start(const char *tag, const char *server_args)
+{
+    struct held_run h = {.dir = skt_tmpdir(tag)};
+    write_helpers(h.dir);
+    h.estore = skt_fmt("%s/embedded", h.dir);
+    embedded_dir = h.estore;
+    h.s = server_start(h.dir, 0, server_args);
+    h.db = skt_fmt("%s/out.db", h.dir);
+    char *src = guard_source_yaml(h.s.port, 0, "90%");
+    h.d = daemon_start(h.dir, src, h.db, free_port()); /* the CLI needs its port */
+    free(src);
+    char why[512] = "";
+    cr_assert(wait_match(h.dir, h.db, h.s.port, HELD_TYPES, 60, why, sizeof(why)), "full sync: %s",
+              why);
+    return h;
+}
+
+/* Deletes n rooms at the server (their ids in r, caller frees) and waits until all are held. */
+static void held_rooms_delete(struct held_run *h, char **r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        r[i] = first_id(h->s.port, "rooms", NULL);
+        free(delete_at(h->s.port, "rooms", r[i]));
+    }
+    cr_assert(wait_held(h->d.admin, n, 40), "%d deletions not held", n);
+}
+
 /*
  * Issue 15, item 7: the held ids are listed (API and `skolsync release
  * --list`), released by id (exactly those published, one tombstone each) or
@@ -1287,24 +1324,13 @@ static int count_rows(const char *dir, const char *db, const char *id)
 Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_over_a_restart,
      .timeout = 240)
 {
-    char *dir = skt_tmpdir("ss-held");
-    write_helpers(dir);
-    char *estore = skt_fmt("%s/embedded", dir);
-    embedded_dir = estore;
-    struct server s = server_start(dir, 0, "--students 20 --no-deleted-entities");
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = guard_source_yaml(s.port, 0, "90%");
-    struct daemon d = daemon_start(dir, src, db, free_port()); /* the CLI needs its port */
-    char why[512] = "";
-    const char *only = "organisations,persons,groups,rooms";
-    cr_assert(wait_match(dir, db, s.port, only, 60, why, sizeof(why)), "full sync: %s", why);
+    struct held_run h = held_run_start("ss-held", "--students 20 --no-deleted-entities");
+    char *dir = h.dir, *db = h.db;
+    struct server s = h.s;
+    struct daemon d = h.d;
     /* Six rooms go at the server: above max_count 0 (whichever runs find them), held. */
     char *r[6];
-    for (int i = 0; i < 6; i++) {
-        r[i] = first_id(s.port, "rooms", NULL);
-        free(delete_at(s.port, "rooms", r[i]));
-    }
-    cr_assert(wait_held(d.admin, 6, 40), "six deletions not held");
+    held_rooms_delete(&h, r, 6);
     /* Listed: the API (behind the token) and the command line. */
     char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis/held", d.admin);
     cr_assert_eq(skt_http("GET", url, NULL, 10, NULL), 401, "the held list without the token");
@@ -1394,7 +1420,7 @@ Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_
     if (d2.prefix)
         for (int i = 0; i < 6; i++)
             cr_assert_eq(n_tomb[i], i == 2 ? 0 : 1, "room %s: %d tombstone(s)", r[i], n_tomb[i]);
-    free(estore);
+    free(h.estore);
 }
 
 /*
@@ -1405,25 +1431,15 @@ Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_
 Test(ss12000_source, released_deletions_listed_again_after_a_restart_are_not_held_again,
      .timeout = 200)
 {
-    char *dir = skt_tmpdir("ss-released");
-    write_helpers(dir);
-    char *estore = skt_fmt("%s/embedded", dir);
-    embedded_dir = estore;
-    struct server s = server_start(dir, 0, "--students 20");
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = guard_source_yaml(s.port, 0, "90%");
-    struct daemon d = daemon_start(dir, src, db, free_port());
-    char why[512] = "";
-    const char *only = "organisations,persons,groups,rooms";
-    cr_assert(wait_match(dir, db, s.port, only, 60, why, sizeof(why)), "full sync: %s", why);
+    struct held_run h = held_run_start("ss-released", "--students 20");
+    char *dir = h.dir, *db = h.db;
+    struct server s = h.s;
+    struct daemon d = h.d;
     char *r[3];
-    for (int i = 0; i < 3; i++) {
-        r[i] = first_id(s.port, "rooms", NULL);
-        free(delete_at(s.port, "rooms", r[i]));
-    }
-    cr_assert(wait_held(d.admin, 3, 40), "three deletions not held");
+    held_rooms_delete(&h, r, 3);
+    char why[512] = "";
     source_action(d.admin, "release");
-    cr_assert(wait_match(dir, db, s.port, only, 30, why, sizeof(why)), "released: %s", why);
+    cr_assert(wait_match(dir, db, s.port, HELD_TYPES, 30, why, sizeof(why)), "released: %s", why);
     daemon_stop(&d);
     struct daemon d2 = daemon_spawn(dir, false);
     d2.prefix = d.prefix;
@@ -1444,7 +1460,7 @@ Test(ss12000_source, released_deletions_listed_again_after_a_restart_are_not_hel
     if (d2.prefix)
         for (int i = 0; i < 3; i++)
             cr_assert_eq(n_tomb[i], 1, "room %s: %d tombstone(s)", r[i], n_tomb[i]);
-    free(estore);
+    free(h.estore);
 }
 
 /* ---- 6. unreachable and broken server --------------------------------------- */
