@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "connector.h"
+#include "model.h"
 #include "util.h"
 
 struct sk_record *sk_batch_add(struct sk_batch *b, const struct sk_entity *entity, const char *key,
@@ -141,4 +142,27 @@ void sk_probe_fail(struct sk_probe *p, const char *what, const char *fix, const 
     va_start(ap, fmt);
     probe_report(p, false, what, fix, fmt, ap);
     va_end(ap);
+}
+
+/* ---- release requests ------------------------------------------------------ */
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+bool sk_release_selects(const struct sk_release *r, const struct sk_entity *e, const char *id)
+{
+    int i = sk_entity_index(e);
+    if (r->types && (i < 0 || !(r->types & (1u << i))))
+        return false;
+    return !r->n_ids || bsearch(id, r->ids, r->n_ids, sizeof(*r->ids), cmp_id) != NULL;
+}
+
+void sk_release_free(struct sk_release *r)
+{
+    if (!r)
+        return;
+    free(r->ids);
+    free(r);
 }

@@ -203,11 +203,46 @@ int64_t sk_source_poll_interval_ms(const struct sk_source *self);
 /* Deletions the source holds back (delete guard), for status and metrics. */
 void sk_source_set_held(struct sk_source *self, uint64_t held);
 /*
- * True once after an operator released the held deletions (`skolsync
- * release` or POST /api/v1/connectors/{name}/release): the next poll may
- * publish them.
+ * True once after an operator released all held deletions (`skolsync
+ * release` or POST /api/v1/connectors/{name}/release without a body): the
+ * next poll may publish them. For a source that does not list its held
+ * deletions (sk_source_set_held_list); one that does takes requests with
+ * sk_source_take_release_request instead.
  */
 bool sk_source_take_release(struct sk_source *self);
+
+/*
+ * An operator's word on held deletions (POST .../release with a body, or
+ * `skolsync release NAME --ids/--type/--reject`): the held deletions it
+ * selects (sk_release_selects) are published (release) or forgotten, the
+ * entities kept (reject). Made by the core, which has checked the ids
+ * (lowercase UUIDs, sorted) and the types.
+ */
+struct sk_release {
+    uint64_t seq;    /* the core's number (sk_source_release_done) */
+    bool reject;     /* forget the deletions, keep the entities */
+    char (*ids)[37]; /* sorted; n_ids 0: any id */
+    size_t n_ids;
+    uint32_t types; /* bit sk_entity_index(e); 0: any type */
+};
+/* Whether r selects the held deletion of id (entity e). */
+bool sk_release_selects(const struct sk_release *r, const struct sk_entity *e, const char *id);
+void sk_release_free(struct sk_release *r); /* NULL is fine */
+/*
+ * The next release request, or NULL (the caller owns it: sk_release_free).
+ * A source that takes requests settles each with sk_source_release_done
+ * once its effect is stored (the tombstones and the new held set in Kafka).
+ */
+struct sk_release *sk_source_take_release_request(struct sk_source *self);
+void sk_source_release_done(struct sk_source *self, uint64_t seq);
+/*
+ * The held deletions as the source stored them: held in all, and a JSON
+ * object {"<entity name>": ["<id>", ...], ...} (copied) that GET
+ * /api/v1/connectors/{name}/held answers. A source that calls this takes
+ * selective requests (ids, types, reject); one that never does gets only
+ * "release all" (sk_source_take_release).
+ */
+void sk_source_set_held_list(struct sk_source *self, uint64_t held, const char *json);
 
 /*
  * Per entity type health of a source that reads its types independently,

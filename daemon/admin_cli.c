@@ -5,7 +5,7 @@
  *
  *   skolsync status [-c FILE] [--json]          connectors, states, lag, last errors
  *   skolsync pause|resume|restart NAME [-c FILE]
- *   skolsync release SOURCE [-c FILE]
+ *   skolsync release SOURCE [-c FILE] [--list] [--ids ID,...] [--type TYPE] [--reject]
  *
  * Owns: these commands' arguments, output and exit codes.
  * Must never: print the token.
@@ -15,10 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "api_client.h"
 #include "daemon.h"
 #include "util.h"
-
 
 /* What an action on one connector does, for its usage text. */
 static const struct {
@@ -27,7 +28,6 @@ static const struct {
     {"pause", "stops fetching (a sink applies what it holds first) and stays in its group"},
     {"resume", "takes up a paused connector again"},
     {"restart", "closes and opens the connector again, as the supervisor does after a failure"},
-    {"release", "publishes the deletions a source's delete guard holds back"},
 };
 
 static const char *action_what(const char *action)
@@ -78,17 +78,20 @@ static void usage_action(FILE *out)
     fprintf(out,
             "usage: skolsync %s NAME [-c FILE]\n"
             "\n"
-            "%s%s, through the running daemon's API (POST /api/v1/connectors/NAME/%s\n"
+            "NAME: %s, through the running daemon's API (POST /api/v1/connectors/NAME/%s\n"
             "with admin.token from FILE, default " SK_DEFAULT_CONFIG "). Prints the\n"
             "connector's state once the change holds. Exit 0 when it holds, 1 when the\n"
             "daemon refused or could not be reached or the change was not in effect\n"
             "within 10 s, 2 invalid configuration, 64 bad command line.\n",
-            action_now, strcmp(action_now, "release") == 0 ? "" : "NAME: ", action_what(action_now),
-            action_now);
+            action_now, action_what(action_now), action_now);
 }
+
+static int cmd_release(int argc, char **argv);
 
 int sk_cmd_connector_action(int argc, char **argv)
 {
+    if (strcmp(argv[0], "release") == 0)
+        return cmd_release(argc, argv);
     action_now = argv[0];
     const char *config = SK_DEFAULT_CONFIG;
     int first;
@@ -162,6 +165,118 @@ static void print_table(const cJSON *conns, const cJSON *lag, FILE *out)
         fprintf(out, "%-40s %-6s %10.0f %12.1f\n", str(g, "group"), str(g, "status"), num(g, "lag"),
                 num(g, "max_lag_seconds"));
     }
+}
+
+static void usage_release(FILE *out)
+{
+    fprintf(out,
+            "usage: skolsync release SOURCE [-c FILE] [--ids ID,...] [--type TYPE,...] [--reject]\n"
+            "       skolsync release SOURCE [-c FILE] --list\n"
+            "\n"
+            "The deletions SOURCE's delete guard holds back, through the running daemon's\n"
+            "API with admin.token from FILE (default " SK_DEFAULT_CONFIG "). --list prints\n"
+            "them, one line per id with its entity type (GET /api/v1/connectors/SOURCE/held).\n"
+            "Otherwise they are released (published as deletions, once) or, with --reject,\n"
+            "forgotten and the entities kept: all of them, or those of the ids and entity\n"
+            "types named (POST /api/v1/connectors/SOURCE/release). Prints the source's state\n"
+            "once that holds. Exit 0 when it holds, 1 when the daemon refused or could not\n"
+            "be reached or the change was not in effect within 10 s, 2 invalid\n"
+            "configuration, 64 bad command line.\n");
+}
+
+/* "a,b,c" appended to list as strings. */
+static void add_words(cJSON *list, const char *text)
+{
+    char *copy = sk_strdup(text), *save = NULL;
+    for (char *w = strtok_r(copy, ", ", &save); w; w = strtok_r(NULL, ", ", &save))
+        cJSON_AddItemToArray(list, cJSON_CreateString(w));
+    free(copy);
+}
+
+/* The held list answer {"held": N, "types": {...}} as "TYPE ID" lines. */
+static void print_held(const cJSON *o, FILE *out)
+{
+    const cJSON *types = cJSON_GetObjectItemCaseSensitive(o, "types");
+    if (!cJSON_IsObject(types)) {
+        fprintf(out, "%.0f deletion(s) held; this source does not list them\n", num(o, "held"));
+        return;
+    }
+    fprintf(out, "%-24s %s\n", "ENTITY", "ID");
+    const cJSON *t, *id;
+    cJSON_ArrayForEach(t, types)
+    {
+        cJSON_ArrayForEach(id, t)
+        {
+            fprintf(out, "%-24s %s\n", t->string, cJSON_IsString(id) ? id->valuestring : "");
+        }
+    }
+    fprintf(out, "%.0f deletion(s) held\n", num(o, "held"));
+}
+
+static int cmd_release(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"list", no_argument, NULL, 'l'},
+                                             {"ids", required_argument, NULL, 'i'},
+                                             {"type", required_argument, NULL, 't'},
+                                             {"reject", no_argument, NULL, 'r'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {0}};
+    const char *config = SK_DEFAULT_CONFIG;
+    bool list = false;
+    cJSON *body = cJSON_CreateObject(), *ids = cJSON_CreateArray(), *types = cJSON_CreateArray();
+    optind = 1;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+        if (c == 'c')
+            config = optarg;
+        else if (c == 'l')
+            list = true;
+        else if (c == 'i')
+            add_words(ids, optarg);
+        else if (c == 't')
+            add_words(types, optarg);
+        else if (c == 'r')
+            cJSON_AddBoolToObject(body, "reject", true);
+        else
+            rc = sk_cli_help(c, usage_release);
+    }
+    bool selective = cJSON_GetArraySize(ids) || cJSON_GetArraySize(types) ||
+                     cJSON_GetObjectItemCaseSensitive(body, "reject");
+    if (!rc && (optind != argc - 1 || (list && selective))) {
+        usage_release(stderr);
+        rc = SK_EXIT_USAGE;
+    }
+    cJSON_AddItemToObject(body, "ids", ids);
+    cJSON_AddItemToObject(body, "types", types);
+    if (!cJSON_GetArraySize(ids))
+        cJSON_DeleteItemFromObject(body, "ids");
+    if (!cJSON_GetArraySize(types))
+        cJSON_DeleteItemFromObject(body, "types");
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    struct sk_api api;
+    if (rc || open_api(config, &api)) {
+        free(text);
+        return rc ? (rc < 0 ? SK_EXIT_OK : rc) : SK_EXIT_CONFIG;
+    }
+    char *path = sk_asprintf("/api/v1/connectors/%s/%s", argv[optind], list ? "held" : "release");
+    struct sk_api_answer answer;
+    long status = sk_api_call(&api, "skolsync", list ? "GET" : "POST", path,
+                              selective ? text : NULL, 30000, &answer);
+    cJSON *held = list && status == 200 ? cJSON_Parse(answer.body) : NULL;
+    if (held)
+        print_held(held, stdout);
+    else if (status)
+        printf("%s\n", answer.body);
+    if (status == 202)
+        fprintf(stderr, "skolsync: release asked for, but not in effect within 10 s\n");
+    cJSON_Delete(held);
+    free(path);
+    free(text);
+    sk_api_answer_free(&answer);
+    sk_api_close(&api);
+    return status == 200 ? SK_EXIT_OK : SK_EXIT_RUNTIME;
 }
 
 int sk_cmd_status(int argc, char **argv)

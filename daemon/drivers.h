@@ -44,6 +44,8 @@ struct sk_type_health {
     uint64_t incomplete; /* records published lacking a required field (lenient) */
 };
 
+#define SK_RELEASES_MAX 16 /* release requests waiting for the source at most */
+
 struct sk_source_env {
     struct sk_runner runner; /* first: a runner pointer is an env pointer (daemon_internal.h) */
     struct sk_source source;
@@ -51,7 +53,13 @@ struct sk_source_env {
     struct sk_kafka *kafka;
     struct sk_http *http;      /* the admin HTTP server, NULL if off */
     atomic_uint_fast64_t held; /* deletions held by the source's delete guard */
-    atomic_bool release;       /* an operator released them */
+    /* Operators' release requests, queued under runner.mu, numbered (a
+     * source without a held list takes "release all" only). */
+    struct sk_release *releases[SK_RELEASES_MAX];
+    size_t n_releases;
+    uint64_t release_seq;              /* the last number handed out (runner.mu) */
+    atomic_uint_fast64_t release_done; /* the last request whose effect is stored */
+    char *held_json;                   /* the source's held list (runner.mu), or NULL */
     struct sk_type_health types[SK_ENTITY_COUNT];
 };
 
@@ -83,6 +91,25 @@ int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON 
 void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_sink_ops *ops,
                              struct sk_privacy *out);
 void sk_sink_privacy_free(struct sk_privacy *p);
+
+/*
+ * Held deletions and release requests (source_services.c), for the admin
+ * API. sk_release_parse: a POST .../release body ("" or {}: release all;
+ * {"ids": [...]}, {"types": [...]}, {"reject": true}, combinable) as a
+ * request (caller frees), or NULL with msg. sk_source_release_queue: hands
+ * it to the source (taking it) and returns its number; 0 when the queue is
+ * full or the source takes no such request (r is freed; msg says why).
+ * sk_source_held_doc: {"held": N, "types": the list as the source last
+ * stored it, null when it keeps none} (caller deletes it). sk_source_env_clear: frees what the
+ * env holds of these.
+ */
+struct sk_release *sk_release_parse(const char *body, size_t len, char *msg, size_t size);
+uint64_t sk_source_release_queue(struct sk_source_env *env, struct sk_release *r, char *msg,
+                                 size_t size);
+cJSON *sk_source_held_doc(struct sk_source_env *env);
+/* Whether request seq is in effect (a source without a held list: none held). */
+bool sk_source_release_settled(struct sk_source_env *env, uint64_t seq);
+void sk_source_env_clear(struct sk_source_env *env);
 
 /* Start the connector's thread (the connector is already open). 0 or -1. */
 int sk_source_driver_start(struct sk_source_env *env);

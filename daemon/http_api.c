@@ -440,7 +440,15 @@ static void api_list(void *ctx, const struct sk_http_request *req, struct sk_htt
     json_response(resp, 200, o);
 }
 
-enum action { ACT_GET, ACT_PAUSE, ACT_RESUME, ACT_RESTART, ACT_RELEASE, ACT_CURSOR_RESET };
+enum action {
+    ACT_GET,
+    ACT_HELD,
+    ACT_PAUSE,
+    ACT_RESUME,
+    ACT_RESTART,
+    ACT_RELEASE,
+    ACT_CURSOR_RESET
+};
 
 /* Writes a tombstone for the source's cursor: it starts again with a full sync. */
 static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, size_t size)
@@ -474,7 +482,7 @@ static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, siz
 #define SETTLE_MS 10000
 
 /* Whether act's change holds (or can no longer happen: the connector failed or stopped). */
-static bool settled(struct sk_runner *r, enum action act)
+static bool settled(struct sk_runner *r, enum action act, uint64_t seq)
 {
     int st = atomic_load(&r->state);
     if (st == SK_STATE_FAILED || st == SK_STATE_STOPPED)
@@ -486,7 +494,7 @@ static bool settled(struct sk_runner *r, enum action act)
     case ACT_RESUME:
         return st != SK_STATE_PAUSED;
     case ACT_RELEASE:
-        return !src || atomic_load(&src->held) == 0; /* published, or none were held */
+        return !src || sk_source_release_settled(src, seq);
     default:
         return true;
     }
@@ -497,10 +505,10 @@ static bool settled(struct sk_runner *r, enum action act)
  * after the call: a pause answered 200 is a pause in effect. False if it did
  * not hold in time; the answer then says "pending".
  */
-static bool settle(struct sk_runner *r, enum action act)
+static bool settle(struct sk_runner *r, enum action act, uint64_t seq)
 {
     int64_t until = sk_mono_ms() + SETTLE_MS;
-    while (!settled(r, act)) {
+    while (!settled(r, act, seq)) {
         if (sk_mono_ms() >= until)
             return false;
         sk_sleep_ms(20);
@@ -526,6 +534,8 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
     enum action act;
     if (!*action && strcmp(req->method, "GET") == 0)
         act = ACT_GET;
+    else if (strcmp(action, "held") == 0 && strcmp(req->method, "GET") == 0)
+        act = ACT_HELD; /* ids are no personal data, but a detail: behind the token */
     else if (strcmp(req->method, "POST") != 0) {
         error_response(resp, 405, "method not allowed");
         return;
@@ -561,9 +571,18 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
     struct sk_source_env *src = sk_as_source(r);
     char msg[256] = "";
     int status = 200;
+    uint64_t seq = 0;
+    struct sk_release *rel;
     switch (act) {
     case ACT_GET:
         break;
+    case ACT_HELD:
+        if (src)
+            json_response(resp, 200, sk_source_held_doc(src));
+        else
+            error_response(resp, 400, "only sources hold deletions");
+        pthread_rwlock_unlock(&d->lock);
+        return;
     case ACT_PAUSE:
     case ACT_RESUME:
         atomic_store(&r->paused, act == ACT_PAUSE);
@@ -580,9 +599,17 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
             snprintf(msg, sizeof(msg), "only sources hold deletions");
             break;
         }
-        sk_warn(r->name, "operator released %llu held deletion(s)",
-                (unsigned long long)atomic_load(&src->held));
-        atomic_store(&src->release, true);
+        if (!(rel = sk_release_parse(req->body, req->body_len, msg, sizeof(msg)))) {
+            status = 400;
+            break;
+        }
+        const char *what = rel->reject ? "rejected" : "released";
+        if (!(seq = sk_source_release_queue(src, rel, msg, sizeof(msg)))) {
+            status = 409;
+            break;
+        }
+        sk_warn(r->name, "operator %s held deletion(s)%s (%llu held)", what,
+                req->body_len ? " as asked" : "", (unsigned long long)atomic_load(&src->held));
         sk_runner_wake(r);
         break;
     case ACT_CURSOR_RESET:
@@ -599,7 +626,7 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
         sk_warn(r->name, "cursor reset by an operator: a full sync follows on resume");
         break;
     }
-    bool pending = status == 200 && !settle(r, act);
+    bool pending = status == 200 && !settle(r, act, seq);
     cJSON *o = runner_json(r, token_ok(d, req));
     pthread_rwlock_unlock(&d->lock);
     if (pending) {

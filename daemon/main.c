@@ -40,7 +40,7 @@ static void usage_main(FILE *out)
                  "  pause NAME [-c FILE]   stop one connector of the running daemon fetching\n"
                  "  resume NAME [-c FILE]  take a paused connector up again\n"
                  "  restart NAME [-c FILE] close and open one connector again\n"
-                 "  release SOURCE -c FILE publish the deletions a source's delete guard holds\n"
+                 "  release SOURCE -c FILE publish held deletions (--list, --ids, --type, --reject)\n"
                  "  dlq list|replay -c FILE  list dead letters, or re-inject them after a fix\n"
                  "  lag [-c FILE|--brokers B] consumer lag per group and partition, with a status\n"
                  "  version                print versions\n"

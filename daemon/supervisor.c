@@ -177,6 +177,8 @@ static void conn_free(struct sk_runner *r)
         free(snk->topics);
         free(snk->group);
         sk_sink_privacy_free(&snk->privacy);
+    } else {
+        sk_source_env_clear(sk_as_source(r));
     }
     sk_runner_destroy(r);
     free(r); /* the runner is the first member of its env */

@@ -49,33 +49,44 @@
  * it carried. Otherwise delivery failed and the poll repeats from an older
  * cursor: forget it (the records will be read and published again).
  */
+/* Tells the core the held list of a stored cursor (json taken), when it changed. */
+static void report_held(struct ss_source *src, char *json, size_t n)
+{
+    if (src->reported_json && strcmp(src->reported_json, json) == 0) {
+        free(json);
+        return;
+    }
+    sk_source_set_held_list(src->self, n, json);
+    free(src->reported_json);
+    src->reported_json = json;
+}
+
 static bool settle_last_batch(struct ss_source *src, const struct sk_cursor *cursor)
 {
     bool stored = src->last_cursor && cursor && cursor->data &&
                   cursor->len == src->last_cursor_len &&
                   memcmp(cursor->data, src->last_cursor, cursor->len) == 0;
     if (stored) {
-        bool held_changed = false;
         for (size_t i = 0; i < src->n_pend; i++) {
             const struct pending *p = &src->pend[i];
             ss_idmap_put(p->bad ? &src->types[p->type].bad : &src->types[p->type].seen, p->id,
                          p->val);
-            int64_t h;
-            if (p->val != DELETED_MARK && ss_idmap_get(&src->held.index, p->id, &h) && h) {
-                /* Live again at the source: no longer a deletion to hold. */
-                ss_idmap_put(&src->held.index, p->id, 0);
-                held_changed = true;
-            }
         }
-        if (src->pend_release) {
-            ss_dels_clear(&src->held);
-            src->releasing = false;
-            held_changed = true;
-            sk_info(src->component, "released deletions published");
+        /* The list first, then the request's end: the operator's answer
+         * carries the new list. */
+        report_held(src, src->pending_json, src->pending_held);
+        src->pending_json = NULL;
+        if (src->release && src->release_in_batch) {
+            sk_source_release_done(src->self, src->release->seq);
+            sk_release_free(src->release);
+            src->release = NULL;
         }
-        if (held_changed)
-            ss_update_held_gauge(src);
     }
+    /* Not stored: a request applied in that batch is applied again from the
+     * older cursor the driver polls with. */
+    src->release_in_batch = false;
+    free(src->pending_json);
+    src->pending_json = NULL;
     ss_pend_clear(src);
     free(src->last_cursor);
     src->last_cursor = NULL;
@@ -123,13 +134,15 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
         return -1;
     if (src->hook)
         ss_hook_maintain(src->hook, src->http, src->base);
-    if (sk_source_take_release(self) && src->n_held_live > 0)
-        src->releasing = true;
-    if (src->releasing && src->n_held_live > 0) {
-        ss_publish_released(src, out);
+    if (!src->reported_json) /* this process's first poll: the list stored before */
+        report_held(src, ss_held_json(&st), ss_dels_count(&st.held));
+    if (!src->release)
+        src->release = sk_source_take_release_request(self);
+    if (src->release) {
+        ss_apply_release(src, &st, src->release, out);
+        src->release_in_batch = true;
         out->more = true; /* the run goes on at the next poll */
     } else {
-        src->releasing = false;
         if (!st.run_active) {
             ss_start_run(src, &st);
         } else if (src->acc_run != st.run_t0) {
@@ -154,7 +167,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
              * same cursor, and the page is read again (never skipped). */
             sk_batch_reset(out);
             ss_pend_clear(src);
-            free(st.page_token);
+            ss_cursor_free(&st);
             return -1;
         }
         out->more = st.run_active;
@@ -167,6 +180,8 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
     memcpy(src->last_cursor, data, len);
     src->last_cursor_len = len;
     src->last_ends_run = !out->more;
+    src->pending_json = ss_held_json(&st);
+    src->pending_held = ss_dels_count(&st.held);
     sk_batch_set_cursor(out, data, len);
     /* In the middle of a chain the next request is known: it travels while
      * the driver stores this batch (bench/analysis.md §1). A rewind after a
@@ -179,7 +194,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
         ss_http_prefetch(src->http, next);
         free(next);
     }
-    free(st.page_token);
+    ss_cursor_free(&st);
     return 0;
 }
 
@@ -201,7 +216,9 @@ static void ss_close(struct sk_source *self)
     ss_idmap_free(&src->run_seen);
     ss_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
-    ss_dels_free(&src->held);
+    sk_release_free(src->release);
+    free(src->reported_json);
+    free(src->pending_json);
     free(src->pend);
     free(src->guard.tokens);
     free(src->last_cursor);

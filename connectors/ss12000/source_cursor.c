@@ -40,6 +40,49 @@ static void load_stamp(bool has, int64_t us, const char *text, bool *dst_has, in
 
 /* ---- cursor ---------------------------------------------------------------- */
 
+/* A stored set of deletions into d (entries of unknown types are dropped). */
+static void load_dels(Skolsync__V1__Ss12000Cursor__Deletion **v, size_t n, struct dels *d)
+{
+    for (size_t k = 0; k < n; k++) {
+        const struct sk_entity *e = v[k]->entity ? sk_entity_by_name(v[k]->entity) : NULL;
+        char id[37];
+        if (!e || !v[k]->id || sk_uuid_normalize(v[k]->id, id) != 0)
+            continue;
+        ss_dels_add(d, sk_entity_index(e), id)->at_us = v[k]->at_us;
+    }
+}
+
+/* d's live entries as messages (*msgs and *ptrs malloc'ed, the caller frees both). */
+static size_t pack_dels(const struct dels *d, Skolsync__V1__Ss12000Cursor__Deletion **msgs,
+                        Skolsync__V1__Ss12000Cursor__Deletion ***ptrs)
+{
+    *msgs = sk_calloc(d->n + 1, sizeof(**msgs));
+    *ptrs = sk_calloc(d->n + 1, sizeof(**ptrs));
+    size_t n = 0;
+    for (size_t k = 0; k < d->n; k++) {
+        const struct del *x = &d->v[k];
+        if (!ss_dels_live(d, x))
+            continue;
+        Skolsync__V1__Ss12000Cursor__Deletion *m = &(*msgs)[n];
+        skolsync__v1__ss12000_cursor__deletion__init(m);
+        m->entity = (char *)sk_entities[x->type]->name;
+        m->id = (char *)x->id;
+        m->has_at_us = x->at_us != 0;
+        m->at_us = x->at_us;
+        (*ptrs)[n++] = m;
+    }
+    return n;
+}
+
+void ss_cursor_free(struct cstate *st)
+{
+    free(st->page_token);
+    st->page_token = NULL;
+    ss_dels_free(&st->held);
+    ss_dels_free(&st->released);
+    ss_dels_free(&st->rejected);
+}
+
 int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_error *err)
 {
     memset(st, 0, sizeof(*st));
@@ -67,6 +110,9 @@ int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_
         t->missing = ts->missing;
         t->window_end_us = ts->window_end_us;
     }
+    load_dels(c->held, c->n_held, &st->held);
+    load_dels(c->released, c->n_released, &st->released);
+    load_dels(c->rejected, c->n_rejected, &st->rejected);
     st->seq = c->seq;
     st->deleted_t0_us = c->deleted_t0_us;
     st->deleted_missing = c->deleted_missing;
@@ -167,8 +213,17 @@ uint8_t *ss_cursor_pack(const struct cstate *st, size_t *len)
         run.done = st->done;
         c.run = &run;
     }
+    Skolsync__V1__Ss12000Cursor__Deletion *msgs[3];
+    c.n_held = pack_dels(&st->held, &msgs[0], &c.held);
+    c.n_released = pack_dels(&st->released, &msgs[1], &c.released);
+    c.n_rejected = pack_dels(&st->rejected, &msgs[2], &c.rejected);
     *len = skolsync__v1__ss12000_cursor__get_packed_size(&c);
     uint8_t *data = sk_malloc(*len ? *len : 1);
     skolsync__v1__ss12000_cursor__pack(&c, data);
+    for (int k = 0; k < 3; k++)
+        free(msgs[k]);
+    free(c.held);
+    free(c.released);
+    free(c.rejected);
     return data;
 }

@@ -23,25 +23,28 @@
 #include "source_internal.h"
 #include "util.h"
 
-void ss_dels_add(struct dels *d, int type, const char *id)
+struct del *ss_dels_add(struct dels *d, int type, const char *id)
 {
     int64_t v;
     if (ss_idmap_get(&d->index, id, &v) && v)
-        return;
-    ss_idmap_put(&d->index, id, 1);
+        return &d->v[v - 1];
     if (d->n == d->cap) {
         d->cap = d->cap ? d->cap * 2 : 64;
         d->v = sk_realloc(d->v, d->cap * sizeof(*d->v));
     }
-    d->v[d->n].type = type;
-    memcpy(d->v[d->n].id, id, 37);
-    d->n++;
+    struct del *x = &d->v[d->n++];
+    x->type = type;
+    memcpy(x->id, id, 37);
+    x->at_us = 0;
+    ss_idmap_put(&d->index, id, (int64_t)d->n); /* its position + 1: an entry added again
+                                                   after it was taken out is the live one */
+    return x;
 }
 
 bool ss_dels_live(const struct dels *d, const struct del *x)
 {
     int64_t v;
-    return ss_idmap_get(&d->index, x->id, &v) && v;
+    return ss_idmap_get(&d->index, x->id, &v) && v == x - d->v + 1;
 }
 
 void ss_dels_clear(struct dels *d)
@@ -75,17 +78,73 @@ void ss_pend_clear(struct ss_source *src)
 {
     src->n_pend = 0;
     ss_idmap_clear(&src->pend_index);
-    src->pend_release = false;
 }
 
-void ss_update_held_gauge(struct ss_source *src)
+size_t ss_dels_count(const struct dels *d)
 {
     size_t n = 0;
-    for (size_t i = 0; i < src->held.n; i++)
-        if (ss_dels_live(&src->held, &src->held.v[i]))
+    for (size_t i = 0; i < d->n; i++)
+        if (ss_dels_live(d, &d->v[i]))
             n++;
-    src->n_held_live = n;
-    sk_source_set_held(src->self, n);
+    return n;
+}
+
+static bool dels_has(const struct dels *d, const char *id)
+{
+    int64_t v;
+    return ss_idmap_get(&d->index, id, &v) && v;
+}
+
+static void dels_take_out(struct dels *d, const char *id)
+{
+    if (dels_has(d, id))
+        ss_idmap_put(&d->index, id, 0);
+}
+
+char *ss_held_json(const struct cstate *st)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t k = 0; k < st->held.n; k++) {
+        const struct del *x = &st->held.v[k];
+        if (!ss_dels_live(&st->held, x))
+            continue;
+        const char *name = sk_entities[x->type]->name;
+        cJSON *ids = cJSON_GetObjectItemCaseSensitive(o, name);
+        if (!ids)
+            cJSON_AddItemToObject(o, name, ids = cJSON_CreateArray());
+        cJSON_AddItemToArray(ids, cJSON_CreateString(x->id));
+    }
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return json;
+}
+
+/* Whether id was read live in the run under way, or in the batch under way. */
+static bool read_again(const struct ss_source *src, const char *id)
+{
+    int64_t v;
+    return ss_idmap_has(&src->run_seen, id) ||
+           (ss_idmap_get(&src->pend_index, id, &v) && v != DELETED_MARK);
+}
+
+/*
+ * The run's end settles the delete guard's sets: an id read again at the
+ * server is no deletion to hold any more, and no longer rejected or
+ * released (its next disappearance is a new deletion). A released id is
+ * kept while the deletedEntities query can still list it.
+ */
+static void settle_sets(struct ss_source *src, struct cstate *st)
+{
+    struct dels *sets[] = {&st->held, &st->released, &st->rejected};
+    for (size_t s = 0; s < 3; s++)
+        for (size_t k = 0; k < sets[s]->n; k++)
+            if (read_again(src, sets[s]->v[k].id))
+                dels_take_out(sets[s], sets[s]->v[k].id);
+    int64_t horizon =
+        st->deleted_missing ? st->run_t0 : st->deleted_t0_us - src->conf->overlap_ms * 1000;
+    for (size_t k = 0; k < st->released.n; k++)
+        if (st->released.v[k].at_us < horizon)
+            dels_take_out(&st->released, st->released.v[k].id);
 }
 
 static void count_live(void *ctx, const char *id)
@@ -171,14 +230,20 @@ int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out
         int64_t prev;
         if (ss_idmap_has(&src->run_seen, x->id) ||
             (ss_idmap_get(&src->types[x->type].seen, x->id, &prev) && prev == DELETED_MARK) ||
-            (ss_idmap_get(&src->pend_index, x->id, &prev) && prev == DELETED_MARK)) {
-            ss_idmap_put(&d->index, x->id, 0); /* re-seen, or its tombstone is stored already */
+            (ss_idmap_get(&src->pend_index, x->id, &prev) && prev == DELETED_MARK) ||
+            dels_has(&st->released, x->id) || dels_has(&st->rejected, x->id) ||
+            dels_has(&st->held, x->id)) {
+            /* re-seen, its tombstone is stored already (also before a
+             * restart: released), the operator kept it (rejected), or it
+             * is held already */
+            ss_idmap_put(&d->index, x->id, 0);
             continue;
         }
         per_type[x->type]++;
         total++;
     }
-    bool hold = src->held.n > 0 && src->n_held_live > 0;
+    size_t n_held = ss_dels_count(&st->held);
+    bool hold = n_held > 0;
     char why[256] = "";
     if (total && (int64_t)total > src->conf->delete_guard.max_count) {
         hold = true;
@@ -202,13 +267,13 @@ int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out
     if (total && hold) {
         for (size_t k = 0; k < d->n; k++)
             if (ss_dels_live(d, &d->v[k]))
-                ss_dels_add(&src->held, d->v[k].type, d->v[k].id);
-        ss_update_held_gauge(src);
+                ss_dels_add(&st->held, d->v[k].type, d->v[k].id);
         sk_warn(src->component,
-                "delete guard: holding %zu deletion(s) (%s); release with "
-                "`skolsync release %s` or POST /api/v1/connectors/%s/release",
-                src->n_held_live, why[0] ? why : "deletions already held", src->self->name,
-                src->self->name);
+                "delete guard: holding %zu deletion(s) (%s); list them with `skolsync release "
+                "%s --list`, release with `skolsync release %s` or POST "
+                "/api/v1/connectors/%s/release",
+                ss_dels_count(&st->held), why[0] ? why : "deletions already held", src->self->name,
+                src->self->name, src->self->name);
     } else if (total) {
         for (size_t k = 0; k < d->n; k++) {
             struct del *x = &d->v[k];
@@ -221,24 +286,42 @@ int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out
     }
     if (st->run_deletes && !st->deleted_missing)
         st->deleted_t0_us = st->run_t0; /* persisted with the run's last batch only */
+    settle_sets(src, st);
     st->run_active = false;
     ss_chain_reset(st);
     return 0;
 }
 
-/* Publishes the held deletions an operator released. */
-void ss_publish_released(struct ss_source *src, struct sk_batch *out)
+/*
+ * An operator's request: the held deletions it selects are published as
+ * tombstones and remembered as released, or forgotten and remembered as
+ * rejected (the entity stays). A held id read again in the meantime is no
+ * deletion any more: it leaves the held set, nothing is published for it.
+ */
+void ss_apply_release(struct ss_source *src, struct cstate *st, const struct sk_release *r,
+                      struct sk_batch *out)
 {
     int64_t now = sk_now_us();
-    size_t n = 0;
-    for (size_t k = 0; k < src->held.n; k++) {
-        struct del *x = &src->held.v[k];
-        if (!ss_dels_live(&src->held, x))
+    size_t n = 0, live = 0;
+    for (size_t k = 0; k < st->held.n; k++) {
+        const struct del *x = &st->held.v[k];
+        const struct sk_entity *e = src->types[x->type].e;
+        if (!ss_dels_live(&st->held, x) || !sk_release_selects(r, e, x->id))
             continue;
-        sk_batch_add(out, src->types[x->type].e, x->id, NULL, 0, now);
-        ss_pend_add(src, x->type, x->id, DELETED_MARK, false);
+        dels_take_out(&st->held, x->id);
+        if (read_again(src, x->id)) {
+            live++;
+            continue;
+        }
+        ss_dels_add(r->reject ? &st->rejected : &st->released, x->type, x->id)->at_us = now;
+        if (!r->reject) {
+            sk_batch_add(out, e, x->id, NULL, 0, now);
+            ss_pend_add(src, x->type, x->id, DELETED_MARK, false);
+        }
         n++;
     }
-    src->pend_release = true;
-    sk_warn(src->component, "publishing %zu released deletion(s)", n);
+    sk_warn(src->component, "%s %zu held deletion(s)%s; %zu held still",
+            r->reject ? "rejected (entities kept)" : "publishing", n,
+            live ? " (some were read again at the server and are not deleted)" : "",
+            ss_dels_count(&st->held));
 }

@@ -55,7 +55,19 @@ struct tstate {
     int64_t window_end_us; /* CalendarEvent: the window's end a completed chain read up to */
 };
 
-/* The whole cursor, unpacked. */
+struct del {
+    int type;
+    char id[37];
+    int64_t at_us; /* released/rejected: when */
+};
+
+struct dels {
+    struct del *v;
+    size_t n, cap;
+    struct ss_idmap index; /* id -> its live entry's position + 1 (0: taken out again) */
+};
+
+/* The whole cursor, unpacked (ss_cursor_free gives back what it holds). */
 struct cstate {
     struct tstate t[SK_ENTITY_COUNT];
     int64_t seq;
@@ -76,6 +88,8 @@ struct cstate {
     int64_t chain_cre_us;
     bool has_chain_cre;
     uint64_t done;
+    /* The delete guard's sets (cursor fields held, released, rejected). */
+    struct dels held, released, rejected;
 };
 
 struct ss_type {
@@ -94,17 +108,6 @@ struct ss_type {
     struct ss_idmap start;
     int fails;           /* failed answers in a row (error status, a page that is not one) */
     int64_t retry_at_us; /* failing on its own: left out of runs until then (its backoff) */
-};
-
-struct del {
-    int type;
-    char id[37];
-};
-
-struct dels {
-    struct del *v;
-    size_t n, cap;
-    struct ss_idmap index; /* id -> 1 listed (0: taken out again) */
 };
 
 /* A change the batch carries that the dedupe map learns once it is stored. */
@@ -149,7 +152,8 @@ struct ss_source {
     struct pending *pend;
     size_t n_pend, cap_pend;
     struct ss_idmap pend_index; /* id -> value, this batch's records (dedupe within it) */
-    bool pend_release;
+    char *pending_json;         /* the held list the cursor handed out last carries */
+    size_t pending_held;
     bool last_ends_run; /* the batch handed out last completes its run */
 
     /* The run's accumulators, valid for run acc_run (its t0). */
@@ -158,10 +162,11 @@ struct ss_source {
     struct dels run_dels;
     int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
 
-    /* Delete guard. */
-    struct dels held;
-    size_t n_held_live;
-    bool releasing;
+    /* Delete guard: an operator's request, applied from the cursor handed
+     * out last on (until its batch is stored: the held list it reported). */
+    struct sk_release *release;
+    bool release_in_batch; /* the batch handed out last applied it */
+    char *reported_json;   /* the held list the core has */
 
     struct sk_tz *tz;  /* server_timezone */
     bool warned_naive; /* a timestamp without an offset was read (warned once) */
@@ -192,6 +197,8 @@ extern const struct sk_option ss12000_source_options[];
 
 /* cursor (NULL or empty: none yet) -> st. 0 or -1 with err (FATAL: not ours). */
 int ss_cursor_load(const struct sk_cursor *cursor, struct cstate *st, struct sk_error *err);
+/* Frees what st holds (page token, the delete guard's sets). */
+void ss_cursor_free(struct cstate *st);
 /* st -> a packed Ss12000Cursor (malloc'ed, caller frees) of *len bytes. */
 uint8_t *ss_cursor_pack(const struct cstate *st, size_t *len);
 /* Copies src into dst, cut to TEXT_MAX - 1 bytes. */
@@ -276,15 +283,18 @@ int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *o
 
 /* ---- source_guard.c --------------------------------------------------------- */
 
-void ss_dels_add(struct dels *d, int type, const char *id);
+/* Adds id (if not in d already); the live entry of id. */
+struct del *ss_dels_add(struct dels *d, int type, const char *id);
 bool ss_dels_live(const struct dels *d, const struct del *x);
 void ss_dels_clear(struct dels *d); /* keeps the memory */
 void ss_dels_free(struct dels *d);  /* gives it back; the set stays usable */
 /* A change of the batch under way, learnt by the dedupe map once it is stored. */
 void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad);
 void ss_pend_clear(struct ss_source *src);
-/* Counts the live held deletions and tells the core (the held gauge). */
-void ss_update_held_gauge(struct ss_source *src);
+/* The live entries of d. */
+size_t ss_dels_count(const struct dels *d);
+/* st's held deletions as JSON {"Person": [ids], ...} (malloc'ed). */
+char *ss_held_json(const struct cstate *st);
 /*
  * Full reconciliation of type i: ids live in Kafka the listing lacked become
  * deletions; of a windowed type only those last read inside the window.
@@ -293,7 +303,8 @@ int ss_reconcile(struct ss_source *src, const struct cstate *st, int i, struct s
 /* The run's end: its deletions published, or held by the delete guard. -1 with err. */
 int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out,
                   struct sk_error *err);
-/* Publishes the held deletions an operator released. */
-void ss_publish_released(struct ss_source *src, struct sk_batch *out);
+/* Applies an operator's request to st's held deletions (tombstones into out). */
+void ss_apply_release(struct ss_source *src, struct cstate *st, const struct sk_release *r,
+                      struct sk_batch *out);
 
 #endif

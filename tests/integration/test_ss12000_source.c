@@ -247,7 +247,13 @@ struct daemon {
     pid_t pid;
     char *log;
     int admin;
+    char *prefix; /* the topic prefix on a real broker, else NULL */
 };
+
+/* With the embedded broker: keep its state here, so a restart keeps it (NULL: memory). */
+static const char *embedded_dir;
+
+static struct daemon daemon_spawn(const char *dir, bool once);
 
 /*
  * Starts skolsync with `sources` (YAML under "sources:", indented by 2) and a
@@ -266,13 +272,13 @@ static struct daemon daemon_start(const char *dir, const char *sources, const ch
 static struct daemon daemon_run(const char *dir, const char *sources, const char *db,
                                 int admin_port, bool once)
 {
-    struct daemon d = {.log = skt_fmt("%s/daemon.log", dir)};
     const char *brokers = getenv("SK_TEST_BROKERS");
-    char *kafka;
+    char *kafka, *prefix = NULL;
     if (brokers && *brokers) {
-        char *prefix = skt_unique_prefix();
+        prefix = skt_unique_prefix();
         kafka = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n", brokers, prefix);
-        free(prefix);
+    } else if (embedded_dir) {
+        kafka = skt_fmt("kafka:\n  brokers: embedded\n  embedded_dir: %s\n", embedded_dir);
     } else {
         kafka = skt_fmt("kafka:\n  brokers: embedded\n");
     }
@@ -292,6 +298,17 @@ static struct daemon daemon_run(const char *dir, const char *sources, const char
     skt_write(cfg, text);
     free(text);
     free(kafka);
+    free(cfg);
+    struct daemon d = daemon_spawn(dir, once);
+    d.prefix = prefix;
+    return d;
+}
+
+/* Starts skolsync with the configuration daemon_run wrote in dir (a restart). */
+static struct daemon daemon_spawn(const char *dir, bool once)
+{
+    struct daemon d = {.log = skt_fmt("%s/daemon.log", dir)};
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, once ? "--once" : NULL, NULL};
     unlink(d.log);
     d.pid = skt_spawn(argv, d.log);
@@ -1122,6 +1139,34 @@ Test(ss12000_source, deleted_entities_in_both_spellings_become_tombstones, .time
     cr_assert_str_eq(left, "0");
 }
 
+/* POST /api/v1/connectors/sis/ACTION with the token; asserts it held (200). */
+static void source_action(int admin, const char *action)
+{
+    char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Authorization: Bearer "
+                        "t0ken' http://127.0.0.1:%d/api/v1/connectors/sis/%s",
+                        admin, action);
+    char *code = NULL;
+    skt_sh(cmd, 20, &code);
+    cr_assert_str_eq(code ? code : "", "200", "%s", action);
+    free(code);
+    free(cmd);
+}
+
+/* Source "sis" of four types, reconciled every 3 s, with a delete guard. */
+static char *guard_source_yaml(int port, int max_count, const char *max_fraction)
+{
+    char *extra = skt_fmt("    full_sync_interval: 3s\n"
+                          "    entities: [Organisation, Person, Group, Room]\n"
+                          "    delete_guard:\n"
+                          "      max_count: %d\n"
+                          "      min_count: 0\n"
+                          "      max_fraction: %s\n",
+                          max_count, max_fraction);
+    char *yaml = source_yaml("sis", port, 200, "1s", extra);
+    free(extra);
+    return yaml;
+}
+
 Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_released,
      .timeout = 150)
 {
@@ -1129,13 +1174,7 @@ Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_rel
     write_helpers(dir);
     struct server s = server_start(dir, 0, "--students 20 --no-deleted-entities");
     char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "1s",
-                            "    full_sync_interval: 3s\n"
-                            "    entities: [Organisation, Person, Group, Room]\n"
-                            "    delete_guard:\n"
-                            "      max_count: 3\n"
-                            "      min_count: 0\n"
-                            "      max_fraction: 50%\n");
+    char *src = guard_source_yaml(s.port, 3, "50%");
     struct daemon d = daemon_start(dir, src, db, 0);
     char why[512] = "";
     const char *only = "organisations,persons,groups,rooms";
@@ -1147,14 +1186,16 @@ Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_rel
     cr_assert(wait_rows(dir, db, sql, "0", 30), "the reconciliation did not delete room %s", r1);
     free(sql);
     cr_assert(log_has(&d, "deletions come from the full reconciliation only"));
-    /* Five: above max_count, held. */
+    /* Five: above max_count, held. The source is paused meanwhile, so one
+     * reconciliation finds all five (two finding 2 and 3 would publish them). */
     char *before = db_query(dir, db, "select count(*) from rooms");
+    source_action(d.admin, "pause");
     for (int i = 0; i < 5; i++) {
         char *r = first_id(s.port, "rooms", NULL);
         free(delete_at(s.port, "rooms", r));
         free(r);
     }
-    /* a reconciliation may run between the deletes and hold 4 first: wait for all 5 */
+    source_action(d.admin, "resume");
     long long held = -1;
     for (int i = 0; i < 60 && held != 5; i++) {
         usleep(500000);
@@ -1180,6 +1221,246 @@ Test(ss12000_source, reconciliation_deletes_and_the_delete_guard_holds_until_rel
     server_stop(&s);
     cr_assert(ok, "after the release: %s", why);
     cr_assert_eq(after, 0);
+}
+
+/* The Room ids GET .../held lists, sorted, comma-separated ("ERR" if no answer). */
+static char *held_rooms(int admin)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis/held' -H 'Authorization: "
+                        "Bearer t0ken",
+                        admin);
+    char *body = get(url);
+    char *ids = json_expr(body, "\",\".join(sorted(d[\"types\"].get(\"Room\", [])))");
+    free(body);
+    free(url);
+    return ids ? ids : strdup("ERR");
+}
+
+static bool wait_held(int admin, long long want, int timeout_s)
+{
+    long long held = -1;
+    for (int i = 0; i < timeout_s * 2 && held != want; i++) {
+        usleep(500000);
+        held = metric(admin, "skolsync_held_deletions{connector=\"sis\"}");
+    }
+    return held == want;
+}
+
+/* Tombstones of id in the rooms topic (real broker only; -1 with the embedded one). */
+static int tombstones(const struct daemon *d, const char *id)
+{
+    const char *brokers = getenv("SK_TEST_BROKERS");
+    if (!d->prefix || !brokers)
+        return -1;
+    char *cmd = skt_fmt("kcat -b %s -X isolation.level=read_committed -C -t %srooms -e -q -Z "
+                        "-f '%%k %%s\\n' | grep -c '^%s NULL$'",
+                        brokers, d->prefix, id);
+    char *out = NULL;
+    skt_sh(cmd, 30, &out);
+    free(cmd);
+    int n = out ? atoi(out) : -1;
+    free(out);
+    return n;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int count_rows(const char *dir, const char *db, const char *id)
+{
+    char *sql = skt_fmt("select count(*) from rooms where id = '%s'", id);
+    char *n = db_query(dir, db, sql);
+    int v = n ? atoi(n) : -1;
+    free(n);
+    free(sql);
+    return v;
+}
+
+/* A daemon whose source "sis" holds every deletion (max_count 0), its state
+ * kept over restarts, synced with the server's four collections. */
+struct held_run {
+    char *dir, *db, *estore;
+    struct server s;
+    struct daemon d;
+};
+
+static const char *const HELD_TYPES = "organisations,persons,groups,rooms";
+
+static struct held_run held_run_start(const char *tag, const char *server_args)
+{
+    struct held_run h = {.dir = skt_tmpdir(tag)};
+    write_helpers(h.dir);
+    h.estore = skt_fmt("%s/embedded", h.dir);
+    embedded_dir = h.estore;
+    h.s = server_start(h.dir, 0, server_args);
+    h.db = skt_fmt("%s/out.db", h.dir);
+    char *src = guard_source_yaml(h.s.port, 0, "90%");
+    h.d = daemon_start(h.dir, src, h.db, free_port()); /* the CLI needs its port */
+    free(src);
+    char why[512] = "";
+    cr_assert(wait_match(h.dir, h.db, h.s.port, HELD_TYPES, 60, why, sizeof(why)), "full sync: %s",
+              why);
+    return h;
+}
+
+/* Deletes n rooms at the server (their ids in r, caller frees) and waits until all are held. */
+static void held_rooms_delete(struct held_run *h, char **r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        r[i] = first_id(h->s.port, "rooms", NULL);
+        free(delete_at(h->s.port, "rooms", r[i]));
+    }
+    cr_assert(wait_held(h->d.admin, n, 40), "%d deletions not held", n);
+}
+
+/*
+ * Issue 15, item 7: the held ids are listed (API and `skolsync release
+ * --list`), released by id (exactly those published, one tombstone each) or
+ * rejected (the rows kept, not held again), and a restart keeps what is
+ * still held and never holds again what was released or rejected.
+ */
+Test(ss12000_source, held_deletions_are_listed_released_by_id_rejected_and_kept_over_a_restart,
+     .timeout = 240)
+{
+    struct held_run h = held_run_start("ss-held", "--students 20 --no-deleted-entities");
+    char *dir = h.dir, *db = h.db;
+    struct server s = h.s;
+    struct daemon d = h.d;
+    /* Six rooms go at the server: above max_count 0 (whichever runs find them), held. */
+    char *r[6];
+    held_rooms_delete(&h, r, 6);
+    /* Listed: the API (behind the token) and the command line. */
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis/held", d.admin);
+    cr_assert_eq(skt_http("GET", url, NULL, 10, NULL), 401, "the held list without the token");
+    free(url);
+    char *ids = held_rooms(d.admin);
+    for (int i = 0; i < 6; i++)
+        cr_assert(strstr(ids, r[i]), "room %s not in the held list %s", r[i], ids);
+    cr_assert_eq(strlen(ids), 6 * 36 + 5, "held list: %s", ids);
+    free(ids);
+    char *cli = skt_fmt("%s release sis -c %s/skolsync.yaml --list", skt_skolsync(), dir);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cli, 30, &out), 0, "release --list: %s", out ? out : "");
+    for (int i = 0; i < 6; i++)
+        cr_assert(out && strstr(out, r[i]), "release --list lacks %s: %s", r[i], out);
+    cr_assert(strstr(out, "6 deletion(s) held"), "release --list: %s", out);
+    free(out);
+    free(cli);
+    /* Release two by id: exactly those go. */
+    char *cmd = skt_fmt("curl -s -o /dev/null -w '%%{http_code}' -X POST "
+                        "-H 'Authorization: Bearer t0ken' -d '{\"ids\":[\"%s\",\"%s\"]}' "
+                        "http://127.0.0.1:%d/api/v1/connectors/sis/release",
+                        r[0], r[1], d.admin);
+    char *code = NULL;
+    skt_sh(cmd, 20, &code);
+    free(cmd);
+    cr_assert_str_eq(code, "200");
+    free(code);
+    for (int i = 0; i < 40 && (count_rows(dir, db, r[0]) || count_rows(dir, db, r[1])); i++)
+        usleep(250000);
+    cr_assert_eq(count_rows(dir, db, r[0]), 0, "released room %s kept", r[0]);
+    cr_assert_eq(count_rows(dir, db, r[1]), 0, "released room %s kept", r[1]);
+    cr_assert(wait_held(d.admin, 4, 10));
+    /* Reject one through the command line: its row stays, it is held no more. */
+    cli =
+        skt_fmt("%s release sis -c %s/skolsync.yaml --ids %s --reject", skt_skolsync(), dir, r[2]);
+    cr_assert_eq(skt_sh(cli, 30, NULL), 0, "release --reject failed");
+    free(cli);
+    cr_assert(wait_held(d.admin, 3, 10));
+    sleep(5); /* reconciliations: nothing published, nothing held again */
+    for (int i = 2; i < 6; i++)
+        cr_assert_eq(count_rows(dir, db, r[i]), 1, "room %s went although held or rejected", r[i]);
+    char *w3[3] = {r[3], r[4], r[5]};
+    qsort(w3, 3, sizeof(*w3), cmp_str);
+    char *want = skt_fmt("%s,%s,%s", w3[0], w3[1], w3[2]);
+    ids = held_rooms(d.admin);
+    cr_assert_str_eq(ids, want, "held after release and reject");
+    free(ids);
+    /* A restart: the three are still held, the released and rejected ones are not. */
+    daemon_stop(&d);
+    struct daemon d2 = daemon_spawn(dir, false);
+    d2.prefix = d.prefix;
+    cr_assert(wait_held(d2.admin, 3, 30), "held after the restart");
+    ids = held_rooms(d2.admin);
+    cr_assert_str_eq(ids, want, "held after the restart");
+    free(ids);
+    sleep(5); /* reconciliations after the restart */
+    cr_assert_eq(metric(d2.admin, "skolsync_held_deletions{connector=\"sis\"}"), 3);
+    cr_assert_eq(count_rows(dir, db, r[2]), 1, "the rejected room went after the restart");
+    /* A request the API cannot read changes nothing. */
+    char *bad =
+        skt_fmt("http://127.0.0.1:%d/api/v1/connectors/sis/release' -H 'Authorization: "
+                "Bearer t0ken' -d '{\"ids\":[\"not-a-uuid\"]}' -o /dev/null -w '%%{http_code}",
+                d2.admin);
+    char *bad_code = get(bad);
+    cr_assert_str_eq(bad_code, "400", "a release of a bad id");
+    free(bad_code);
+    free(bad);
+    cr_assert_eq(metric(d2.admin, "skolsync_held_deletions{connector=\"sis\"}"), 3);
+    /* Release the rest by type: each room has exactly one tombstone. */
+    cli = skt_fmt("%s release sis -c %s/skolsync.yaml --type rooms", skt_skolsync(), dir);
+    cr_assert_eq(skt_sh(cli, 30, NULL), 0, "release failed");
+    free(cli);
+    bool ok = wait_held(d2.admin, 0, 20);
+    for (int i = 3; i < 6; i++)
+        for (int k = 0; k < 40 && count_rows(dir, db, r[i]); k++)
+            usleep(250000);
+    int rows_left = 0, n_tomb[6];
+    for (int i = 3; i < 6; i++)
+        rows_left += count_rows(dir, db, r[i]);
+    for (int i = 0; i < 6; i++)
+        n_tomb[i] = tombstones(&d2, r[i]);
+    daemon_stop(&d2);
+    server_stop(&s);
+    embedded_dir = NULL;
+    cr_assert(ok, "still held after releasing all");
+    cr_assert_eq(rows_left, 0, "released rooms kept");
+    if (d2.prefix)
+        for (int i = 0; i < 6; i++)
+            cr_assert_eq(n_tomb[i], i == 2 ? 0 : 1, "room %s: %d tombstone(s)", r[i], n_tomb[i]);
+    free(h.estore);
+}
+
+/*
+ * Issue 15, item 7: deletions from /deletedEntities released before a
+ * restart are listed again after it (the overlap asks for them again) and
+ * neither held nor published again: one tombstone each.
+ */
+Test(ss12000_source, released_deletions_listed_again_after_a_restart_are_not_held_again,
+     .timeout = 200)
+{
+    struct held_run h = held_run_start("ss-released", "--students 20");
+    char *dir = h.dir, *db = h.db;
+    struct server s = h.s;
+    struct daemon d = h.d;
+    char *r[3];
+    held_rooms_delete(&h, r, 3);
+    char why[512] = "";
+    source_action(d.admin, "release");
+    cr_assert(wait_match(dir, db, s.port, HELD_TYPES, 30, why, sizeof(why)), "released: %s", why);
+    daemon_stop(&d);
+    struct daemon d2 = daemon_spawn(dir, false);
+    d2.prefix = d.prefix;
+    /* deletedEntities lists the three again (after = T0 - overlap) in every run. */
+    for (int i = 0; i < 40 && !log_has(&d2, "run started"); i++)
+        usleep(250000);
+    sleep(6);
+    long long held = metric(d2.admin, "skolsync_held_deletions{connector=\"sis\"}");
+    bool held_again = log_has(&d2, "delete guard: holding");
+    int n_tomb[3];
+    for (int i = 0; i < 3; i++)
+        n_tomb[i] = tombstones(&d2, r[i]);
+    daemon_stop(&d2);
+    server_stop(&s);
+    embedded_dir = NULL;
+    cr_assert_eq(held, 0, "released deletions held again after the restart");
+    cr_assert(!held_again, "the delete guard held again after the restart");
+    if (d2.prefix)
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(n_tomb[i], 1, "room %s: %d tombstone(s)", r[i], n_tomb[i]);
+    free(h.estore);
 }
 
 /* ---- 6. unreachable and broken server --------------------------------------- */
