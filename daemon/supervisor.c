@@ -25,6 +25,7 @@
 #include "daemon_internal.h"
 #include "log.h"
 #include "model.h"
+#include "ownership.h"
 #include "util.h"
 
 /* A connector failing again and again is restarted after 1 s, 2 s, ... 5 min. */
@@ -198,13 +199,22 @@ static void conns_remove(struct sk_daemon *d, size_t i)
     pthread_rwlock_unlock(&d->lock);
 }
 
-/* Opens every connector of cfg; at start a connector that cannot open stops the daemon. */
+/* Whether this node runs r: every sink; a source only while it owns it. */
+static bool may_run(struct sk_daemon *d, struct sk_runner *r)
+{
+    return r->kind == SK_RUNNER_SINK || !d->owner || sk_ownership_owns(d->owner, r->name);
+}
+
+/* Opens every connector of cfg; at start a connector that cannot open stops
+ * the daemon. A source another node may own waits in standby. */
 static int open_all(struct sk_daemon *d)
 {
     for (size_t i = 0; i < d->cfg->n_sources; i++) {
         struct sk_runner *r = source_new(d, d->cfg, &d->cfg->sources[i]);
         conns_add(d, r);
-        if (conn_open(r))
+        if (!may_run(d, r))
+            sk_runner_set_state(r, SK_STATE_STANDBY);
+        else if (conn_open(r))
             return -1;
     }
     for (size_t i = 0; i < d->cfg->n_sinks; i++) {
@@ -250,12 +260,49 @@ static void restart(struct sk_daemon *d, struct sk_runner *r, const char *why)
     r->restart_at_ms = 0; /* failed to open: scheduled again below */
 }
 
+/*
+ * Ownership (§5.10): a source this node no longer owns is stopped (the
+ * batch in hand finishes; a failed one, fenced by the new owner, is not
+ * restarted) and waits in standby; a source in standby that this node now
+ * owns is opened and started, resuming from its committed cursor.
+ */
+static void apply_ownership(struct sk_daemon *d)
+{
+    for (size_t i = 0; i < d->n_conns && !d->stopping; i++) {
+        struct sk_runner *r = d->conns[i];
+        bool owned = may_run(d, r), standby = atomic_load(&r->state) == SK_STATE_STANDBY;
+        if (!owned && !standby) {
+            if (!conn_halt(r, sk_mono_ms() + d->cfg->core.shutdown_timeout_ms)) {
+                sk_error_log(r->name, "owned by another node now, but would not stop");
+                continue;
+            }
+            r->restart_at_ms = 0;
+            sk_runner_set_state(r, SK_STATE_STANDBY);
+            sk_info(r->name, "owned by another node now: stopped, in standby");
+        } else if (owned && standby) {
+            sk_info(r->name, "owned by this node now: starting");
+            if (conn_open(r) == 0)
+                conn_start(r);
+        }
+    }
+}
+
+static void ownership_changed(void *ctx)
+{
+    apply_ownership(ctx);
+}
+
 /* Rule 4: a connector that keeps failing is restarted with backoff; the others run on. */
 static void supervise(struct sk_daemon *d)
 {
     int64_t now = sk_mono_ms();
+    apply_ownership(d);
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
+        if (atomic_load(&r->state) == SK_STATE_STANDBY) {
+            atomic_store(&r->restart_requested, false); /* its owner restarts it */
+            continue;
+        }
         if (atomic_exchange(&r->restart_requested, false)) {
             r->restart_attempt = 0;
             restart(d, r, "operator request");
@@ -377,7 +424,9 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
         conn_free(old);
     }
     conns_add(d, r);
-    if (conn_open(r) == 0)
+    if (!may_run(d, r))
+        sk_runner_set_state(r, SK_STATE_STANDBY); /* another node owns it */
+    else if (conn_open(r) == 0)
         conn_start(r);
     sk_info(name, "%s by the reload", old ? "restarted" : "started");
 }
@@ -647,6 +696,14 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     }
     if (opt->kafka_started)
         opt->kafka_started(d.kafka, opt->hook_ctx);
+    /* One owner per source on a real broker; the embedded one is single
+     * node by nature, and --once runs every source to its end here. */
+    if (!sk_kafka_embedded(d.kafka) && !opt->once &&
+        !(d.owner = sk_ownership_start(d.kafka, ownership_changed, &d, &err))) {
+        sk_error_log("ownership", "%s", err.msg);
+        rc = SK_EXIT_RUNTIME;
+        goto out;
+    }
     if (start_http(&d, &err)) {
         sk_error_log("main", "%s", err.msg);
         rc = SK_EXIT_RUNTIME;
@@ -657,7 +714,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         goto out;
     }
     for (size_t i = 0; i < d.n_conns; i++)
-        if (conn_start(d.conns[i]))
+        if (atomic_load(&d.conns[i]->state) != SK_STATE_STANDBY && conn_start(d.conns[i]))
             rc = SK_EXIT_RUNTIME;
     if (rc)
         goto stop;
@@ -682,6 +739,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         pthread_mutex_unlock(&d.reload_mu);
         if (api_reload)
             reload(&d);
+        if (d.owner)
+            sk_ownership_poll(d.owner);
         supervise(&d);
         int64_t now = sk_mono_ms();
         sk_watchdog_feed(&d, &wd, now);
@@ -701,6 +760,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     }
 stop:
     sd_notify(0, "STOPPING=1");
+    d.stopping = true;
     sk_lag_monitor_stop(d.lag);
     d.lag = NULL;
     if (!halt_all(&d, d.cfg->core.shutdown_timeout_ms)) {
@@ -723,6 +783,9 @@ out:
      * and no connector keeps a pointer to it. */
     sk_http_stop(d.http);
     d.http = NULL;
+    d.stopping = true;
+    sk_ownership_stop(d.owner); /* static member: its sources move when its session ends */
+    d.owner = NULL;
     for (size_t i = 0; i < d.n_conns; i++) {
         struct sk_source_env *src = sk_as_source(d.conns[i]);
         if (src)
