@@ -1,0 +1,247 @@
+/*
+ * test_ownership.c: one owner per source, chosen by Kafka (README "High
+ * availability and scaling", docs/architecture.md §5.10), on the real
+ * broker. Two daemons started from one configuration (the files differ in
+ * node.name only, which cannot come from the environment): the source runs on
+ * exactly one of them, the other keeps it in standby and never reads the
+ * source's input; GET /api/v1/cluster names the owner on both; kill -9 of
+ * the owner moves the source to the survivor, which resumes from the
+ * committed cursor. PostgreSQL ends equal to the input, nothing lost and
+ * nothing twice. The failover time is printed.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+
+#include "sk_test.h"
+
+struct node {
+    char *name, *dir, *log;
+    pid_t pid;
+    int port;
+};
+
+/* Starts node n: the configuration `common` with its node.name. */
+static void node_start(struct node *n, const char *common)
+{
+    n->log = skt_fmt("%s/daemon-%d.log", n->dir, (int)getpid());
+    char *cfg = skt_fmt("%s/skolsync.yaml", n->dir);
+    char *text = skt_fmt("%snode:\n  name: %s\n", common, n->name);
+    skt_write(cfg, text);
+    free(text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    n->pid = skt_spawn(argv, n->log);
+    n->port = skt_logged_port(n->log, 30000);
+    free(cfg);
+    cr_assert_gt(n->port, 0, "the daemon logged no HTTP port (%s)", n->log);
+}
+
+static cJSON *get_json(const struct node *n, const char *path)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d%s", n->port, path);
+    char *body = NULL;
+    long st = skt_http("GET", url, NULL, 10, &body);
+    free(url);
+    cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
+    free(body);
+    return o;
+}
+
+/* The source's state and records counter on node n ("" and -1 if unknown). */
+static void source_of(const struct node *n, char *state, size_t size, double *records)
+{
+    cJSON *c = get_json(n, "/api/v1/connectors/files");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "state");
+    const cJSON *rec = cJSON_GetObjectItemCaseSensitive(c, "records");
+    snprintf(state, size, "%s", cJSON_IsString(st) ? st->valuestring : "");
+    *records = cJSON_IsNumber(rec) ? rec->valuedouble : -1;
+    cJSON_Delete(c);
+}
+
+static bool running(const char *state)
+{
+    return strcmp(state, "running") == 0 || strcmp(state, "idle") == 0;
+}
+
+/* Waits until exactly one node runs the source and the other has it in
+ * standby: the owner's index, or -1. */
+static int owner_of(struct node *nodes, int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 200) {
+        char a[32], b[32];
+        double ra, rb;
+        source_of(&nodes[0], a, sizeof(a), &ra);
+        source_of(&nodes[1], b, sizeof(b), &rb);
+        if (running(a) && strcmp(b, "standby") == 0)
+            return 0;
+        if (running(b) && strcmp(a, "standby") == 0)
+            return 1;
+        usleep(200000);
+    }
+    return -1;
+}
+
+static long long pg_rows(const char *schema)
+{
+    PGconn *pg = skt_pg_connect();
+    long long n = skt_pg_total_rows(pg, schema);
+    PQfinish(pg);
+    return n;
+}
+
+static bool pg_reaches(const char *schema, long long want, int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 200) {
+        if (pg_rows(schema) >= want)
+            return true;
+        usleep(200000);
+    }
+    return false;
+}
+
+/* Appends n persons with fresh ids to dir/persons.jsonl. */
+static void append_persons(const char *dir, int first, int n)
+{
+    char *path = skt_fmt("%s/persons.jsonl", dir);
+    FILE *f = fopen(path, "a");
+    cr_assert_not_null(f);
+    for (int i = first; i < first + n; i++)
+        fprintf(f,
+                "{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
+                "\"familyName\":\"Nyström %d\",\"meta\":{\"created\":\"2026-02-01T10:00:00+01:00\","
+                "\"modified\":\"2026-02-01T10:00:00+01:00\"}}\n",
+                i, i);
+    fclose(f);
+    free(path);
+}
+
+/* The owner GET /api/v1/cluster names for the source on node n, and whether
+ * it lists both nodes as members of the deployment. Caller frees. */
+static char *cluster_owner(const struct node *n, bool *both_nodes)
+{
+    cJSON *c = get_json(n, "/api/v1/cluster");
+    char *owner = NULL;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(c, "sources"))
+    {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(s, "owner");
+        if (cJSON_IsString(o))
+            owner = strdup(o->valuestring);
+    }
+    int seen = 0;
+    const cJSON *nd;
+    cJSON_ArrayForEach(nd, cJSON_GetObjectItemCaseSensitive(c, "nodes"))
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(nd, "node");
+        if (cJSON_IsString(name) &&
+            (strcmp(name->valuestring, "n1") == 0 || strcmp(name->valuestring, "n2") == 0))
+            seen++;
+    }
+    *both_nodes = seen == 2;
+    cJSON_Delete(c);
+    return owner;
+}
+
+Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout = 300)
+{
+    char *dir = skt_tmpdir("own");
+    char *prefix = skt_unique_prefix();
+    char *schema = skt_fmt("own_%.8s", prefix + 1);
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 47, 30);
+    long long total = (long long)skt_count_records(data);
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "    poll_interval: 1s\n"
+                         "sinks:\n"
+                         "  pg:\n    type: postgres-sink\n    conninfo: ${env:SK_TEST_PG}\n"
+                         "    schema: %s\n",
+                         head, data, schema);
+    struct node nodes[2];
+    for (int i = 0; i < 2; i++) {
+        nodes[i] =
+            (struct node){.name = skt_fmt("n%d", i + 1), .dir = skt_fmt("%s/n%d", dir, i + 1)};
+        cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
+    }
+    node_start(&nodes[0], text);
+    node_start(&nodes[1], text);
+
+    /* One owner, the other in standby; the input is read once. */
+    int own = owner_of(nodes, 60000);
+    cr_assert_geq(own, 0, "the source does not run on exactly one node (%s, %s)", nodes[0].log,
+                  nodes[1].log);
+    struct node *owner = &nodes[own], *other = &nodes[1 - own];
+    cr_assert(pg_reaches(schema, total, 90000), "PostgreSQL has %lld of %lld rows", pg_rows(schema),
+              total);
+    char st[32];
+    double rec_owner, rec_other;
+    source_of(owner, st, sizeof(st), &rec_owner);
+    source_of(other, st, sizeof(st), &rec_other);
+    cr_assert_eq(rec_owner, (double)total, "the owner stored %.0f of %lld", rec_owner, total);
+    cr_assert_eq(rec_other, 0, "the node in standby read the input too (%.0f records)", rec_other);
+    cr_assert_str_eq(st, "standby");
+    for (int i = 0; i < 2; i++) {
+        bool both = false;
+        char *named = NULL;
+        for (int w = 0; w < 100 && !(named && both); w++) {
+            free(named);
+            named = cluster_owner(&nodes[i], &both);
+            if (!(named && both))
+                usleep(200000);
+        }
+        cr_assert(named && both, "GET /api/v1/cluster on %s: no owner or not both nodes",
+                  nodes[i].name);
+        cr_assert_str_eq(named, owner->name, "GET /api/v1/cluster on %s", nodes[i].name);
+        free(named);
+    }
+
+    /* kill -9 of the owner: the survivor takes the source over. */
+    cr_assert_eq(kill(owner->pid, SIGKILL), 0);
+    cr_assert_eq(skt_wait(owner->pid, 10000), 128 + SIGKILL);
+    owner->pid = -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double rec = -1;
+    for (int w = 0; w < 600 && !running(st); w++) {
+        usleep(100000);
+        source_of(other, st, sizeof(st), &rec);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double failover_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "ownership: the killed owner's source runs on %s after %.1f s\n", other->name,
+            failover_s);
+    cr_assert(running(st), "the survivor did not take the source over (%s)", other->log);
+    cr_assert_lt(failover_s, 25.0, "session timeout (10 s) plus a poll, with margin");
+
+    /* It resumes from the committed cursor: only the new records are read. */
+    append_persons(data, 1, 20);
+    cr_assert(pg_reaches(schema, total + 20, 60000), "PostgreSQL after the failover: %lld rows",
+              pg_rows(schema));
+    for (int w = 0; w < 50 && rec < 20; w++) {
+        usleep(200000);
+        source_of(other, st, sizeof(st), &rec);
+    }
+    cr_assert_eq(rec, 20, "the survivor read %.0f records, not the 20 new ones", rec);
+    sleep(2);
+    cr_assert_eq(pg_rows(schema), total + 20, "PostgreSQL rows");
+    cr_assert_eq(skt_stop(&other->pid, 30000), 0, "SIGTERM should stop the survivor");
+    for (int i = 0; i < 2; i++) {
+        free(nodes[i].name);
+        free(nodes[i].dir);
+        free(nodes[i].log);
+    }
+    free(text);
+    free(head);
+    free(data);
+    free(schema);
+    free(prefix);
+    free(dir);
+}
