@@ -245,3 +245,46 @@ Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout 
     free(prefix);
     free(dir);
 }
+
+/* The embedded broker is one node by nature: no sources group, the source
+ * runs at once, and GET /api/v1/cluster shows this node owning it. */
+Test(ownership, the_embedded_broker_runs_every_source_locally, .timeout = 120)
+{
+    char *dir = skt_tmpdir("own-embedded");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 48, 10);
+    char *common = skt_fmt("kafka:\n  brokers: embedded\n  embedded_dir: off\n"
+                           "admin:\n  listen: 127.0.0.1:0\n"
+                           "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                           "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                           data, dir);
+    struct node n = {.name = strdup("solo"), .dir = dir};
+    node_start(&n, common);
+    char st[32] = "";
+    double rec = -1;
+    for (int w = 0; w < 300 && !running(st); w++) {
+        usleep(100000);
+        source_of(&n, st, sizeof(st), &rec);
+    }
+    cr_assert(running(st), "the source is %s on the embedded broker (%s)", st, n.log);
+    cJSON *c = get_json(&n, "/api/v1/cluster");
+    cr_assert_not_null(c, "GET /api/v1/cluster");
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(c, "ownership")));
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(c, "node")->valuestring, "solo");
+    bool both = false;
+    char *owner = cluster_owner(&n, &both);
+    cr_assert_str_eq(owner ? owner : "", "solo");
+    const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(c, "nodes");
+    cr_assert_eq(cJSON_GetArraySize(nodes), 1);
+    const cJSON *srcs = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(nodes, 0), "sources");
+    cr_assert_eq(cJSON_GetArraySize(srcs), 1);
+    cr_assert_str_eq(cJSON_GetArrayItem(srcs, 0)->valuestring, "files");
+    cJSON_Delete(c);
+    free(owner);
+    cr_assert_eq(skt_stop(&n.pid, 30000), 0, "SIGTERM should stop the daemon");
+    free(n.name);
+    free(n.log);
+    free(common);
+    free(data);
+    free(dir);
+}
