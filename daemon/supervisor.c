@@ -4,7 +4,8 @@
  * thread per connector, then watches over them from the main thread:
  * signals, readiness and watchdog (sd_notify), progress, restarts of failed
  * connectors with backoff, operator restarts, reload (SIGHUP or the API),
- * and with --once, completion.
+ * which sources this node owns (ownership.h, source_owner.c), and with
+ * --once, completion.
  *
  * Signals are blocked before any thread exists (librdkafka's threads inherit
  * the mask) and read from a signalfd here: no work in signal handlers
@@ -112,7 +113,7 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
 }
 
 /* Opens the connector (its own connection to its system). */
-static int conn_open(struct sk_runner *r)
+int sk_conn_open(struct sk_runner *r)
 {
     struct sk_error err = {0};
     struct sk_source_env *src = sk_as_source(r);
@@ -151,7 +152,7 @@ static void conn_close(struct sk_runner *r)
         snk->sink.priv = NULL;
 }
 
-static int conn_start(struct sk_runner *r)
+int sk_conn_start(struct sk_runner *r)
 {
     atomic_store(&r->stop, false);
     sk_runner_set_state(r, SK_STATE_STARTING);
@@ -160,7 +161,7 @@ static int conn_start(struct sk_runner *r)
 }
 
 /* Stops the thread (by deadline) and closes the connector. False if the thread would not stop. */
-static bool conn_halt(struct sk_runner *r, int64_t deadline)
+bool sk_conn_halt(struct sk_runner *r, int64_t deadline)
 {
     sk_driver_request_stop(r);
     if (!sk_driver_join_until(r, deadline))
@@ -199,12 +200,6 @@ static void conns_remove(struct sk_daemon *d, size_t i)
     pthread_rwlock_unlock(&d->lock);
 }
 
-/* Whether this node runs r: every sink; a source only while it owns it. */
-static bool may_run(struct sk_daemon *d, struct sk_runner *r)
-{
-    return r->kind == SK_RUNNER_SINK || !d->owner || sk_ownership_owns(d->owner, r->name);
-}
-
 /* Opens every connector of cfg; at start a connector that cannot open stops
  * the daemon. A source another node may own waits in standby. */
 static int open_all(struct sk_daemon *d)
@@ -212,15 +207,15 @@ static int open_all(struct sk_daemon *d)
     for (size_t i = 0; i < d->cfg->n_sources; i++) {
         struct sk_runner *r = source_new(d, d->cfg, &d->cfg->sources[i]);
         conns_add(d, r);
-        if (!may_run(d, r))
+        if (!sk_may_run(d, r))
             sk_runner_set_state(r, SK_STATE_STANDBY);
-        else if (conn_open(r))
+        else if (sk_conn_open(r))
             return -1;
     }
     for (size_t i = 0; i < d->cfg->n_sinks; i++) {
         struct sk_runner *r = sink_new(d, d->cfg, &d->cfg->sinks[i]);
         conns_add(d, r);
-        if (conn_open(r))
+        if (sk_conn_open(r))
             return -1;
     }
     return 0;
@@ -249,54 +244,22 @@ static bool halt_all(struct sk_daemon *d, int64_t timeout_ms)
 static void restart(struct sk_daemon *d, struct sk_runner *r, const char *why)
 {
     int64_t deadline = sk_mono_ms() + d->cfg->core.shutdown_timeout_ms;
-    if (!conn_halt(r, deadline)) {
+    if (!sk_conn_halt(r, deadline)) {
         sk_error_log(r->name, "would not stop for a restart; trying again later");
         return;
     }
     atomic_fetch_add(&r->restarts, 1);
     sk_info(r->name, "restarting (%s)", why);
-    if (conn_open(r) == 0 && conn_start(r) == 0)
+    if (sk_conn_open(r) == 0 && sk_conn_start(r) == 0)
         return;
     r->restart_at_ms = 0; /* failed to open: scheduled again below */
-}
-
-/*
- * Ownership (§5.10): a source this node no longer owns is stopped (the
- * batch in hand finishes; a failed one, fenced by the new owner, is not
- * restarted) and waits in standby; a source in standby that this node now
- * owns is opened and started, resuming from its committed cursor.
- */
-static void apply_ownership(struct sk_daemon *d)
-{
-    for (size_t i = 0; i < d->n_conns && !d->stopping; i++) {
-        struct sk_runner *r = d->conns[i];
-        bool owned = may_run(d, r), standby = atomic_load(&r->state) == SK_STATE_STANDBY;
-        if (!owned && !standby) {
-            if (!conn_halt(r, sk_mono_ms() + d->cfg->core.shutdown_timeout_ms)) {
-                sk_error_log(r->name, "owned by another node now, but would not stop");
-                continue;
-            }
-            r->restart_at_ms = 0;
-            sk_runner_set_state(r, SK_STATE_STANDBY);
-            sk_info(r->name, "owned by another node now: stopped, in standby");
-        } else if (owned && standby) {
-            sk_info(r->name, "owned by this node now: starting");
-            if (conn_open(r) == 0)
-                conn_start(r);
-        }
-    }
-}
-
-static void ownership_changed(void *ctx)
-{
-    apply_ownership(ctx);
 }
 
 /* Rule 4: a connector that keeps failing is restarted with backoff; the others run on. */
 static void supervise(struct sk_daemon *d)
 {
     int64_t now = sk_mono_ms();
-    apply_ownership(d);
+    sk_apply_ownership(d);
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
         if (atomic_load(&r->state) == SK_STATE_STANDBY) {
@@ -408,7 +371,7 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
     }
     free(fp);
     if (old) {
-        if (!conn_halt(old, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
+        if (!sk_conn_halt(old, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
             sk_error_log(name, "would not stop: keeping the running connector");
             return;
         }
@@ -424,10 +387,10 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
         conn_free(old);
     }
     conns_add(d, r);
-    if (!may_run(d, r))
+    if (!sk_may_run(d, r))
         sk_runner_set_state(r, SK_STATE_STANDBY); /* another node owns it */
-    else if (conn_open(r) == 0)
-        conn_start(r);
+    else if (sk_conn_open(r) == 0)
+        sk_conn_start(r);
     sk_info(name, "%s by the reload", old ? "restarted" : "started");
 }
 
@@ -495,7 +458,7 @@ static void reload(struct sk_daemon *d)
                 present = strcmp(cfg->sinks[j].name, r->name) == 0;
         if (present)
             continue;
-        if (!conn_halt(r, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
+        if (!sk_conn_halt(r, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
             sk_error_log(r->name, "would not stop: still running");
             continue;
         }
@@ -699,7 +662,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     /* One owner per source on a real broker; the embedded one is single
      * node by nature, and --once runs every source to its end here. */
     if (!sk_kafka_embedded(d.kafka) && !opt->once &&
-        !(d.owner = sk_ownership_start(d.kafka, ownership_changed, &d, &err))) {
+        !(d.owner = sk_ownership_start(d.kafka, sk_apply_ownership, &d, &err))) {
         sk_error_log("ownership", "%s", err.msg);
         rc = SK_EXIT_RUNTIME;
         goto out;
@@ -714,7 +677,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         goto out;
     }
     for (size_t i = 0; i < d.n_conns; i++)
-        if (atomic_load(&d.conns[i]->state) != SK_STATE_STANDBY && conn_start(d.conns[i]))
+        if (atomic_load(&d.conns[i]->state) != SK_STATE_STANDBY && sk_conn_start(d.conns[i]))
             rc = SK_EXIT_RUNTIME;
     if (rc)
         goto stop;
