@@ -108,22 +108,6 @@ static char *logged_word(const char *log, const char *key, int timeout_ms)
     return word;
 }
 
-/* Appends n persons with fresh ids to dir/persons.jsonl (seq numbers them). */
-static void append_persons(const char *dir, int first, int n)
-{
-    char *path = skt_fmt("%s/persons.jsonl", dir);
-    FILE *f = fopen(path, "a");
-    cr_assert_not_null(f);
-    for (int i = first; i < first + n; i++)
-        fprintf(f,
-                "{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
-                "\"familyName\":\"Nyström %d\",\"meta\":{\"created\":\"2026-02-01T10:00:00+01:00\","
-                "\"modified\":\"2026-02-01T10:00:00+01:00\"}}\n",
-                i, i);
-    fclose(f);
-    free(path);
-}
-
 /*
  * A consumer in the sink's group under the sink's own static member id: the
  * broker hands it the member, and the sink is fenced (docs/architecture.md
@@ -303,7 +287,7 @@ Test(ha, fenced_sink_fails_visibly_and_recovers_by_itself, .timeout = 240)
               "the log does not give the reason (%s)", o.n.log);
 
     /* The intruder is gone: the supervisor's restart brings the sink back, and it applies. */
-    append_persons(o.data, 1, 5);
+    skt_append_persons(o.data, 1, 5);
     cr_assert(records_reach(&o.n, "db", (double)o.total + 5, 120000),
               "the sink did not recover and apply new records");
     cr_assert(running_or_idle(&o.n, "db"), "the sink is neither running nor idle");
@@ -333,7 +317,7 @@ Test(ha, fenced_source_fails_visibly_and_recovers_by_itself, .timeout = 240)
     rd_kafka_error_t *e = rd_kafka_init_transactions(p, 30000);
     cr_assert_null(e, "init_transactions: %s", e ? rd_kafka_error_string(e) : "");
 
-    append_persons(o.data, 1, 5);
+    skt_append_persons(o.data, 1, 5);
     bool ready_503 = false;
     cr_assert(seen_failed(&o.n, "files", 60000, NULL, NULL, &ready_503),
               "the fenced source never showed state failed with an error");
@@ -399,7 +383,7 @@ Test(ha, two_deployments_with_the_same_names_never_fence_each_other, .timeout = 
     /* more transactions on both sides while both run */
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 2; i++)
-            append_persons(data[i], 100 * round + 1, 3);
+            skt_append_persons(data[i], 100 * round + 1, 3);
         for (int i = 0; i < 2; i++)
             cr_assert(records_reach(nodes[i], "db", (double)total[i] + 3.0 * (round + 1), 60000),
                       "deployment %d: round %d not applied", i, round);
@@ -497,7 +481,7 @@ Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 3
     free(out);
 
     /* and it goes on: one new person is applied, once */
-    append_persons(data, 1, 1);
+    skt_append_persons(data, 1, 1);
     write_pair_config(n.cfg, prefix, data, db0, NULL);
     cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
     free(out);
@@ -687,7 +671,7 @@ Test(ha, a_killed_node_s_partitions_move_to_the_survivor, .timeout = 300)
     double moved_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     fprintf(stderr, "ha: the killed node's pg partitions moved to n1 in %.1f s\n", moved_s);
 
-    append_persons(c.data, 1, 20);
+    skt_append_persons(c.data, 1, 20);
     pair_source(&c);
     for (int w = 0; w < 600 && pg_rows(&c) < (long long)c.total + 20; w++)
         usleep(100000);
@@ -754,7 +738,7 @@ Test(ha, a_sink_with_lag_that_applies_nothing_stops_the_watchdog, .timeout = 240
     PGresult *r = PQexec(c, lock);
     cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
     PQclear(r);
-    append_persons(data, 1, 5);
+    skt_append_persons(data, 1, 5);
     bool reported = false;
     for (int w = 0; w < 300 && !reported; w++) {
         notes_for(fd, notes, sizeof(notes), 100);

@@ -106,22 +106,6 @@ static bool pg_reaches(const char *schema, long long want, int timeout_ms)
     return false;
 }
 
-/* Appends n persons with fresh ids to dir/persons.jsonl. */
-static void append_persons(const char *dir, int first, int n)
-{
-    char *path = skt_fmt("%s/persons.jsonl", dir);
-    FILE *f = fopen(path, "a");
-    cr_assert_not_null(f);
-    for (int i = first; i < first + n; i++)
-        fprintf(f,
-                "{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
-                "\"familyName\":\"Nyström %d\",\"meta\":{\"created\":\"2026-02-01T10:00:00+01:00\","
-                "\"modified\":\"2026-02-01T10:00:00+01:00\"}}\n",
-                i, i);
-    fclose(f);
-    free(path);
-}
-
 /* The owner GET /api/v1/cluster names for the source on node n, and whether
  * it lists both nodes as members of the deployment. Caller frees. */
 static char *cluster_owner(const struct node *n, bool *both_nodes)
@@ -222,7 +206,7 @@ Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout 
     cr_assert_lt(failover_s, 25.0, "session timeout (10 s) plus a poll, with margin");
 
     /* It resumes from the committed cursor: only the new records are read. */
-    append_persons(data, 1, 20);
+    skt_append_persons(data, 1, 20);
     cr_assert(pg_reaches(schema, total + 20, 60000), "PostgreSQL after the failover: %lld rows",
               pg_rows(schema));
     for (int w = 0; w < 50 && rec < 20; w++) {
