@@ -50,6 +50,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         set_owned(o, parts);
         rd_kafka_assign(rk, parts);
+        /* nothing is ever read: the partitions only say who owns what */
+        rd_kafka_pause_partitions(rk, parts);
         sk_info("ownership", "group %s assigned %d partition(s)", o->group, parts->cnt);
         o->changed(o->ctx);
         return;
