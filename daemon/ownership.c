@@ -106,8 +106,7 @@ static rd_kafka_t *client_new(struct sk_ownership *o, struct sk_error *err)
         sk_error_set(err, SK_ERR_FATAL, "cannot join group %s: %s", o->group, rd_kafka_err2str(e));
         return NULL;
     }
-    sk_info("ownership", "joining group %s on %s as static member %s", o->group, o->topic,
-            o->member);
+    sk_info("ownership", "joining group %s on %s (member %s)", o->group, o->topic, o->member);
     return rk;
 }
 
