@@ -30,12 +30,12 @@ void sk_apply_ownership(void *ctx)
         bool owned = sk_may_run(d, r), standby = atomic_load(&r->state) == SK_STATE_STANDBY;
         if (!owned && !standby) {
             if (!sk_conn_halt(r, sk_mono_ms() + d->cfg->core.shutdown_timeout_ms)) {
-                sk_error_log(r->name, "owned by another node now, but would not stop");
+                sk_error_log(r->name, "no longer owned by this node, but would not stop");
                 continue;
             }
             r->restart_at_ms = 0;
             sk_runner_set_state(r, SK_STATE_STANDBY);
-            sk_info(r->name, "owned by another node now: stopped, in standby");
+            sk_info(r->name, "no longer owned by this node: stopped, in standby");
         } else if (owned && standby) {
             sk_info(r->name, "owned by this node now: starting");
             if (sk_conn_open(r) == 0)

@@ -1,7 +1,8 @@
 /*
  * test_ha.c: several daemons and Kafka's group machinery, on the real broker:
  * a fenced sink or source fails visibly and recovers by itself (no silent
- * death); two deployments on one cluster with the same connector names never
+ * death), a node fenced out of the sources group runs no source until it is
+ * back; two deployments on one cluster with the same connector names never
  * meet; a sink keeps its offsets across the renaming of its group; two nodes
  * split a shared sink's partitions and each keeps a node-local copy.
  */
@@ -331,6 +332,42 @@ Test(ha, fenced_source_fails_visibly_and_recovers_by_itself, .timeout = 240)
               "the source did not recover and deliver");
     cr_assert(running_or_idle(&o.n, "files"), "the source is neither running nor idle");
     free(tid);
+    one_stop(&o);
+}
+
+/* Another consumer under this node's member id in the sources group (a
+ * second live node of the same name): the node's group client is fenced,
+ * every source goes to standby (none runs twice), and once the other is
+ * gone the node joins again after 10 s and runs its source. */
+Test(ha, a_node_fenced_out_of_the_sources_group_runs_no_source_until_it_is_back, .timeout = 240)
+{
+    struct one o;
+    one_start(&o, "ha-own-fenced");
+    char *group = logged_word(o.n.log, "joining group ", 5000);
+    char *member = logged_word(o.n.log, "(member ", 5000);
+    cr_assert(group && member, "no sources group in the log (%s)", o.n.log);
+    member[strcspn(member, ")")] = '\0';
+    char *topic = skt_fmt("%s_sources", o.prefix);
+    struct intruder in = {intruder_new(group, member, topic), group, member, topic};
+    bool standby = false;
+    for (int waited = 0; waited < 60000 && !standby; waited += 100) {
+        intruder_step(&in);
+        cJSON *c = connector(&o.n, "files");
+        standby = c && strcmp(str(c, "state"), "standby") == 0;
+        cJSON_Delete(c);
+    }
+    intruder_free(in.c);
+    cr_assert(standby, "the source kept running with its node fenced out of the group (%s)",
+              o.n.log);
+    cr_assert(logged(&o.n, "ownership: group .*running no source"), "no reason in %s", o.n.log);
+
+    skt_append_persons(o.data, 1, 5);
+    cr_assert(records_reach(&o.n, "db", (double)o.total + 5, 120000),
+              "the node did not take its source back");
+    cr_assert(running_or_idle(&o.n, "files"), "the source is neither running nor idle");
+    free(topic);
+    free(group);
+    free(member);
     one_stop(&o);
 }
 
