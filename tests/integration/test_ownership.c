@@ -54,10 +54,13 @@ static cJSON *get_json(const struct node *n, const char *path)
     return o;
 }
 
-/* The source's state and records counter on node n ("" and -1 if unknown). */
-static void source_of(const struct node *n, char *state, size_t size, double *records)
+/* Source src's state and records counter on node n ("" and -1 if unknown). */
+static void source_state(const struct node *n, const char *src, char *state, size_t size,
+                         double *records)
 {
-    cJSON *c = get_json(n, "/api/v1/connectors/files");
+    char *path = skt_fmt("/api/v1/connectors/%s", src);
+    cJSON *c = get_json(n, path);
+    free(path);
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "state");
     const cJSON *rec = cJSON_GetObjectItemCaseSensitive(c, "records");
     snprintf(state, size, "%s", cJSON_IsString(st) ? st->valuestring : "");
@@ -65,24 +68,32 @@ static void source_of(const struct node *n, char *state, size_t size, double *re
     cJSON_Delete(c);
 }
 
+static void source_of(const struct node *n, char *state, size_t size, double *records)
+{
+    source_state(n, "files", state, size, records);
+}
+
 static bool running(const char *state)
 {
     return strcmp(state, "running") == 0 || strcmp(state, "idle") == 0;
 }
 
-/* Waits until exactly one node runs the source and the other has it in
- * standby: the owner's index, or -1. */
-static int owner_of(struct node *nodes, int timeout_ms)
+/* Waits until exactly one of the n nodes runs source src and the others
+ * have it in standby: the owner's index, or -1. */
+static int owner_among(struct node *nodes, int n, const char *src, int timeout_ms)
 {
     for (int w = 0; w <= timeout_ms; w += 200) {
-        char a[32], b[32];
-        double ra, rb;
-        source_of(&nodes[0], a, sizeof(a), &ra);
-        source_of(&nodes[1], b, sizeof(b), &rb);
-        if (running(a) && strcmp(b, "standby") == 0)
-            return 0;
-        if (running(b) && strcmp(a, "standby") == 0)
-            return 1;
+        int owner = -1, standby = 0;
+        for (int i = 0; i < n; i++) {
+            char st[32];
+            double rec;
+            source_state(&nodes[i], src, st, sizeof(st), &rec);
+            if (running(st))
+                owner = owner < 0 ? i : n; /* n: more than one */
+            standby += strcmp(st, "standby") == 0;
+        }
+        if (owner >= 0 && owner < n && standby == n - 1)
+            return owner;
         usleep(200000);
     }
     return -1;
@@ -159,7 +170,7 @@ Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout 
     node_start(&nodes[1], text);
 
     /* One owner, the other in standby; the input is read once. */
-    int own = owner_of(nodes, 60000);
+    int own = owner_among(nodes, 2, "files", 60000);
     cr_assert_geq(own, 0, "the source does not run on exactly one node (%s, %s)", nodes[0].log,
                   nodes[1].log);
     struct node *owner = &nodes[own], *other = &nodes[1 - own];
@@ -270,5 +281,73 @@ Test(ownership, the_embedded_broker_runs_every_source_locally, .timeout = 120)
     free(n.log);
     free(common);
     free(data);
+    free(dir);
+}
+
+/* Three nodes, three sources: each source runs on exactly one node and the
+ * other two have it in standby; GET /api/v1/cluster on every node names the
+ * same owner for each, and PostgreSQL gets every record once. */
+Test(ownership, three_nodes_run_each_of_three_sources_once, .timeout = 300)
+{
+    char *dir = skt_tmpdir("own3");
+    char *prefix = skt_unique_prefix();
+    char *schema = skt_fmt("own3_%.8s", prefix + 1);
+    const char *srcs[] = {"alpha", "beta", "gamma"};
+    long long total = 0;
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *common = skt_fmt("%ssinks:\n  pg:\n    type: postgres-sink\n"
+                           "    conninfo: ${env:SK_TEST_PG}\n    schema: %s\nsources:\n",
+                           head, schema);
+    for (int s = 0; s < 3; s++) {
+        char *data = skt_fmt("%s/%s", dir, srcs[s]);
+        skt_generate(data, 50 + s, 10);
+        total += (long long)skt_count_records(data);
+        char *more =
+            skt_fmt("%s  %s:\n    type: jsonl-source\n    path: %s\n", common, srcs[s], data);
+        free(common);
+        common = more;
+        free(data);
+    }
+    struct node nodes[3];
+    for (int i = 0; i < 3; i++) {
+        nodes[i] =
+            (struct node){.name = skt_fmt("n%d", i + 1), .dir = skt_fmt("%s/n%d", dir, i + 1)};
+        cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
+        node_start(&nodes[i], common);
+    }
+    for (int s = 0; s < 3; s++) {
+        int own = owner_among(nodes, 3, srcs[s], 60000);
+        cr_assert_geq(own, 0, "%s does not run on exactly one node", srcs[s]);
+        for (int i = 0; i < 3; i++) {
+            cJSON *c = get_json(&nodes[i], "/api/v1/cluster");
+            const char *named = NULL;
+            const cJSON *e;
+            cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(c, "sources"))
+            {
+                const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+                const cJSON *owner = cJSON_GetObjectItemCaseSensitive(e, "owner");
+                if (cJSON_IsString(name) && strcmp(name->valuestring, srcs[s]) == 0 &&
+                    cJSON_IsString(owner))
+                    named = owner->valuestring;
+            }
+            cr_assert_str_eq(named ? named : "(none)", nodes[own].name,
+                             "GET /api/v1/cluster on %s: the owner of %s", nodes[i].name, srcs[s]);
+            cJSON_Delete(c);
+        }
+    }
+    cr_assert(pg_reaches(schema, total, 90000), "PostgreSQL has %lld of %lld rows", pg_rows(schema),
+              total);
+    sleep(2);
+    cr_assert_eq(pg_rows(schema), total, "PostgreSQL rows");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(skt_stop(&nodes[i].pid, 30000), 0, "SIGTERM should stop %s", nodes[i].name);
+        free(nodes[i].name);
+        free(nodes[i].dir);
+        free(nodes[i].log);
+    }
+    free(common);
+    free(head);
+    free(schema);
+    free(prefix);
     free(dir);
 }
