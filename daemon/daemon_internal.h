@@ -41,6 +41,8 @@ struct sk_daemon {
     char reload_result[2048];   /* JSON of the last reload */
     atomic_uint_fast64_t reloads, reload_failures;
     struct sk_lag_monitor *lag; /* the sinks' consumer lag, sampled in the background */
+    struct sk_ownership *owner; /* which sources this node runs; NULL: all (ownership.h) */
+    bool stopping;              /* halting every connector: ownership changes are ignored */
 };
 
 static inline struct sk_source_env *sk_as_source(struct sk_runner *r)
@@ -52,6 +54,23 @@ static inline struct sk_sink_env *sk_as_sink(struct sk_runner *r)
 {
     return r->kind == SK_RUNNER_SINK ? (struct sk_sink_env *)r : NULL;
 }
+
+/* supervisor.c: a connector's life. Open (its own connection to its
+ * system; failed with the reason on error), start its thread, and stop it
+ * (by deadline) and close it: false if the thread would not stop. */
+int sk_conn_open(struct sk_runner *r);
+int sk_conn_start(struct sk_runner *r);
+bool sk_conn_halt(struct sk_runner *r, int64_t deadline);
+
+/* source_owner.c: whether this node runs r now (every sink; a source only
+ * while it owns it), and the supervisor's answer to a change of ownership
+ * (sk_ownership_changed_fn, ctx the daemon). Main thread. */
+bool sk_may_run(struct sk_daemon *d, struct sk_runner *r);
+void sk_apply_ownership(void *ctx);
+
+/* cluster_api.c: GET /api/v1/cluster's answer (this node, the deployment's
+ * nodes, the sources each owns and the sink partitions each holds). */
+struct cJSON *sk_cluster_json(struct sk_daemon *d);
 
 /* The state to report: a source holding deletions is "held". */
 const char *sk_daemon_state_name(struct sk_runner *r);

@@ -63,7 +63,7 @@ bool sk_daemon_ready(struct sk_daemon *d, bool details, char *why, size_t size)
     for (size_t i = 0; i < d->n_conns && ok; i++) {
         struct sk_runner *r = d->conns[i];
         int st = atomic_load(&r->state);
-        if (st != SK_STATE_RUNNING && st != SK_STATE_IDLE) {
+        if (st != SK_STATE_RUNNING && st != SK_STATE_IDLE && st != SK_STATE_STANDBY) {
             char err[256];
             sk_runner_last_error(r, err, sizeof(err));
             if (err[0] && !details)
@@ -318,8 +318,8 @@ static void http_metrics(void *ctx, const struct sk_http_request *req,
               offsetof(struct sk_runner, latency_seconds), SK_RUNNER_SINK, false);
     sk_buf_printf(&t, "# HELP skolsync_connector_state 1 for the state a connector is in\n"
                       "# TYPE skolsync_connector_state gauge\n");
-    static const char *const states[] = {"starting", "running", "idle",    "retrying",
-                                         "paused",   "failed",  "stopped", "held"};
+    static const char *const states[] = {"starting", "running", "idle", "retrying", "paused",
+                                         "failed",   "stopped", "held", "standby"};
     for (size_t i = 0; i < d->n_conns; i++) {
         const char *now = sk_daemon_state_name(d->conns[i]);
         for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++)
@@ -758,6 +758,12 @@ static void api_lag(void *ctx, const struct sk_http_request *req, struct sk_http
     json_response(resp, 200, rep);
 }
 
+/* GET /api/v1/cluster: who owns which source and sink partition (cluster_api.c). */
+static void api_cluster(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
+{
+    json_response(resp, 200, sk_cluster_json(ctx));
+}
+
 static void api_lag_history(void *ctx, const struct sk_http_request *req,
                             struct sk_http_response *resp)
 {
@@ -788,6 +794,7 @@ int sk_http_api_register(struct sk_daemon *d, struct sk_error *err)
         sk_http_route(d->http, "GET", "/api/v1/connectors", api_list, d, err) ||
         sk_http_route(d->http, "POST", "/api/v1/reload", api_reload, d, err) ||
         sk_http_route(d->http, "GET", "/api/v1/lag", api_lag, d, err) ||
+        sk_http_route(d->http, "GET", "/api/v1/cluster", api_cluster, d, err) ||
         sk_http_route(d->http, "GET", "/api/v1/lag/history", api_lag_history, d, err) ||
         sk_http_route(d->http, "POST", "/api/v1/dlq", api_dlq_list, d, err) ||
         sk_http_route(d->http, "POST", "/api/v1/dlq/replay", api_dlq_replay, d, err) ||

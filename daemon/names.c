@@ -32,6 +32,16 @@ char *sk_name_txn_id(const struct sk_names *n, const char *source)
     return sk_asprintf("%s-src-%s", n->deployment, source);
 }
 
+char *sk_name_sources_group(const struct sk_names *n)
+{
+    return sk_asprintf("%s.sources", n->deployment);
+}
+
+char *sk_name_sources_member(const struct sk_names *n)
+{
+    return sk_asprintf("%s.sources-%s", n->deployment, n->node);
+}
+
 char *sk_name_client(const struct sk_names *n, const char *role, const char *connector)
 {
     return sk_asprintf("%s-%s-%s-%s", n->deployment, n->node, role, connector);

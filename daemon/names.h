@@ -33,6 +33,11 @@ char *sk_name_sink_member(const struct sk_names *n, const char *group, enum sk_s
 /* "<deployment>-src-<source>": one per source across the nodes, so a second
  * producer of the same source fences the first (§8.3). */
 char *sk_name_txn_id(const struct sk_names *n, const char *source);
+/* The group that hands out the sources (ownership.h): "<deployment>.sources",
+ * a '.' where sink groups have '-', so no sink name can make the same group.
+ * Its static member per node: "<deployment>.sources-<node>". */
+char *sk_name_sources_group(const struct sk_names *n);
+char *sk_name_sources_member(const struct sk_names *n);
 /* "<deployment>-<node>-<role>-<connector>": who a client is in broker logs
  * and group descriptions. */
 char *sk_name_client(const struct sk_names *n, const char *role, const char *connector);

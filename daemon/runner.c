@@ -10,8 +10,8 @@
 #include "kafka.h"
 #include "util.h"
 
-static const char *const state_names[] = {"starting", "running", "idle",   "retrying",
-                                          "paused",   "failed",  "stopped"};
+static const char *const state_names[] = {"starting", "running", "idle",    "retrying",
+                                          "paused",   "failed",  "stopped", "standby"};
 
 const char *sk_runner_state_name(enum sk_runner_state s)
 {

@@ -24,6 +24,7 @@ enum sk_runner_state {
     SK_STATE_PAUSED,
     SK_STATE_FAILED,
     SK_STATE_STOPPED,
+    SK_STATE_STANDBY, /* source: another node of the deployment owns it (ownership.h) */
 };
 
 const char *sk_runner_state_name(enum sk_runner_state s);

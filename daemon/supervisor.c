@@ -4,7 +4,8 @@
  * thread per connector, then watches over them from the main thread:
  * signals, readiness and watchdog (sd_notify), progress, restarts of failed
  * connectors with backoff, operator restarts, reload (SIGHUP or the API),
- * and with --once, completion.
+ * which sources this node owns (ownership.h, source_owner.c), and with
+ * --once, completion.
  *
  * Signals are blocked before any thread exists (librdkafka's threads inherit
  * the mask) and read from a signalfd here: no work in signal handlers
@@ -25,6 +26,7 @@
 #include "daemon_internal.h"
 #include "log.h"
 #include "model.h"
+#include "ownership.h"
 #include "util.h"
 
 /* A connector failing again and again is restarted after 1 s, 2 s, ... 5 min. */
@@ -111,7 +113,7 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
 }
 
 /* Opens the connector (its own connection to its system). */
-static int conn_open(struct sk_runner *r)
+int sk_conn_open(struct sk_runner *r)
 {
     struct sk_error err = {0};
     struct sk_source_env *src = sk_as_source(r);
@@ -150,7 +152,7 @@ static void conn_close(struct sk_runner *r)
         snk->sink.priv = NULL;
 }
 
-static int conn_start(struct sk_runner *r)
+int sk_conn_start(struct sk_runner *r)
 {
     atomic_store(&r->stop, false);
     sk_runner_set_state(r, SK_STATE_STARTING);
@@ -159,7 +161,7 @@ static int conn_start(struct sk_runner *r)
 }
 
 /* Stops the thread (by deadline) and closes the connector. False if the thread would not stop. */
-static bool conn_halt(struct sk_runner *r, int64_t deadline)
+bool sk_conn_halt(struct sk_runner *r, int64_t deadline)
 {
     sk_driver_request_stop(r);
     if (!sk_driver_join_until(r, deadline))
@@ -200,19 +202,22 @@ static void conns_remove(struct sk_daemon *d, size_t i)
     pthread_rwlock_unlock(&d->lock);
 }
 
-/* Opens every connector of cfg; at start a connector that cannot open stops the daemon. */
+/* Opens every connector of cfg; at start a connector that cannot open stops
+ * the daemon. A source another node may own waits in standby. */
 static int open_all(struct sk_daemon *d)
 {
     for (size_t i = 0; i < d->cfg->n_sources; i++) {
         struct sk_runner *r = source_new(d, d->cfg, &d->cfg->sources[i]);
         conns_add(d, r);
-        if (conn_open(r))
+        if (!sk_may_run(d, r))
+            sk_runner_set_state(r, SK_STATE_STANDBY);
+        else if (sk_conn_open(r))
             return -1;
     }
     for (size_t i = 0; i < d->cfg->n_sinks; i++) {
         struct sk_runner *r = sink_new(d, d->cfg, &d->cfg->sinks[i]);
         conns_add(d, r);
-        if (conn_open(r))
+        if (sk_conn_open(r))
             return -1;
     }
     return 0;
@@ -241,13 +246,13 @@ static bool halt_all(struct sk_daemon *d, int64_t timeout_ms)
 static void restart(struct sk_daemon *d, struct sk_runner *r, const char *why)
 {
     int64_t deadline = sk_mono_ms() + d->cfg->core.shutdown_timeout_ms;
-    if (!conn_halt(r, deadline)) {
+    if (!sk_conn_halt(r, deadline)) {
         sk_error_log(r->name, "would not stop for a restart; trying again later");
         return;
     }
     atomic_fetch_add(&r->restarts, 1);
     sk_info(r->name, "restarting (%s)", why);
-    if (conn_open(r) == 0 && conn_start(r) == 0)
+    if (sk_conn_open(r) == 0 && sk_conn_start(r) == 0)
         return;
     r->restart_at_ms = 0; /* failed to open: scheduled again below */
 }
@@ -256,8 +261,13 @@ static void restart(struct sk_daemon *d, struct sk_runner *r, const char *why)
 static void supervise(struct sk_daemon *d)
 {
     int64_t now = sk_mono_ms();
+    sk_apply_ownership(d);
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
+        if (atomic_load(&r->state) == SK_STATE_STANDBY) {
+            atomic_store(&r->restart_requested, false); /* its owner restarts it */
+            continue;
+        }
         if (atomic_exchange(&r->restart_requested, false)) {
             r->restart_attempt = 0;
             restart(d, r, "operator request");
@@ -363,7 +373,7 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
     }
     free(fp);
     if (old) {
-        if (!conn_halt(old, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
+        if (!sk_conn_halt(old, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
             sk_error_log(name, "would not stop: keeping the running connector");
             return;
         }
@@ -379,8 +389,10 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
         conn_free(old);
     }
     conns_add(d, r);
-    if (conn_open(r) == 0)
-        conn_start(r);
+    if (!sk_may_run(d, r))
+        sk_runner_set_state(r, SK_STATE_STANDBY); /* another node owns it */
+    else if (sk_conn_open(r) == 0)
+        sk_conn_start(r);
     sk_info(name, "%s by the reload", old ? "restarted" : "started");
 }
 
@@ -448,7 +460,7 @@ static void reload(struct sk_daemon *d)
                 present = strcmp(cfg->sinks[j].name, r->name) == 0;
         if (present)
             continue;
-        if (!conn_halt(r, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
+        if (!sk_conn_halt(r, sk_mono_ms() + cfg->core.shutdown_timeout_ms)) {
             sk_error_log(r->name, "would not stop: still running");
             continue;
         }
@@ -645,6 +657,14 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     }
     if (opt->kafka_started)
         opt->kafka_started(d.kafka, opt->hook_ctx);
+    /* One owner per source on a real broker; the embedded one is single
+     * node by nature, and --once runs every source to its end here. */
+    if (!sk_kafka_embedded(d.kafka) && !opt->once &&
+        !(d.owner = sk_ownership_start(d.kafka, sk_apply_ownership, &d, &err))) {
+        sk_error_log("ownership", "%s", err.msg);
+        rc = SK_EXIT_RUNTIME;
+        goto out;
+    }
     if (start_http(&d, &err)) {
         sk_error_log("main", "%s", err.msg);
         rc = SK_EXIT_RUNTIME;
@@ -655,7 +675,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         goto out;
     }
     for (size_t i = 0; i < d.n_conns; i++)
-        if (conn_start(d.conns[i]))
+        if (atomic_load(&d.conns[i]->state) != SK_STATE_STANDBY && sk_conn_start(d.conns[i]))
             rc = SK_EXIT_RUNTIME;
     if (rc)
         goto stop;
@@ -680,6 +700,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         pthread_mutex_unlock(&d.reload_mu);
         if (api_reload)
             reload(&d);
+        if (d.owner)
+            sk_ownership_poll(d.owner);
         supervise(&d);
         int64_t now = sk_mono_ms();
         sk_watchdog_feed(&d, &wd, now);
@@ -699,6 +721,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     }
 stop:
     sd_notify(0, "STOPPING=1");
+    d.stopping = true;
     sk_lag_monitor_stop(d.lag);
     d.lag = NULL;
     if (!halt_all(&d, d.cfg->core.shutdown_timeout_ms)) {
@@ -721,6 +744,9 @@ out:
      * and no connector keeps a pointer to it. */
     sk_http_stop(d.http);
     d.http = NULL;
+    d.stopping = true;
+    sk_ownership_stop(d.owner); /* static member: its sources move when its session ends */
+    d.owner = NULL;
     for (size_t i = 0; i < d.n_conns; i++) {
         struct sk_source_env *src = sk_as_source(d.conns[i]);
         if (src)

@@ -56,7 +56,7 @@ static bool making_progress(struct sk_daemon *d, struct sk_watchdog *w, int64_t 
         int st = atomic_load(&r->state);
         total += atomic_load(&r->records) + atomic_load(&r->retries) + atomic_load(&r->cycles) +
                  atomic_load(&r->restarts);
-        if (st != SK_STATE_IDLE && st != SK_STATE_PAUSED)
+        if (st != SK_STATE_IDLE && st != SK_STATE_PAUSED && st != SK_STATE_STANDBY)
             idle = false;
         if (r->kind == SK_RUNNER_SINK && sink_stalled(d, r, now, w->stall_ms))
             stalled = true;

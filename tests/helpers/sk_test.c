@@ -769,3 +769,18 @@ char *skt_sqlite_value(const char *db_path, const char *sql, const char *param)
     sqlite3_close(db);
     return out;
 }
+
+void skt_append_persons(const char *dir, int first, int n)
+{
+    char *path = skt_fmt("%s/persons.jsonl", dir);
+    FILE *f = fopen(path, "a");
+    cr_assert_not_null(f);
+    for (int i = first; i < first + n; i++)
+        fprintf(f,
+                "{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
+                "\"familyName\":\"Nyström %d\",\"meta\":{\"created\":\"2026-02-01T10:00:00+01:00\","
+                "\"modified\":\"2026-02-01T10:00:00+01:00\"}}\n",
+                i, i);
+    fclose(f);
+    free(path);
+}

@@ -74,6 +74,9 @@ void skt_generate(const char *dir, int seed, int students);
 /* Number of non-blank lines over every *.jsonl in dir. */
 size_t skt_count_records(const char *dir);
 
+/* Appends n persons with fresh ids (first, first+1, ...) to dir/persons.jsonl. */
+void skt_append_persons(const char *dir, int first, int n);
+
 /* JSON equality with object key order ignored. */
 bool skt_json_equal(const cJSON *a, const cJSON *b);
 

@@ -1,7 +1,8 @@
 /*
  * test_ha.c: several daemons and Kafka's group machinery, on the real broker:
  * a fenced sink or source fails visibly and recovers by itself (no silent
- * death); two deployments on one cluster with the same connector names never
+ * death), a node fenced out of the sources group runs no source until it is
+ * back; two deployments on one cluster with the same connector names never
  * meet; a sink keeps its offsets across the renaming of its group; two nodes
  * split a shared sink's partitions and each keeps a node-local copy.
  */
@@ -106,22 +107,6 @@ static char *logged_word(const char *log, const char *key, int timeout_ms)
     }
     free(cmd);
     return word;
-}
-
-/* Appends n persons with fresh ids to dir/persons.jsonl (seq numbers them). */
-static void append_persons(const char *dir, int first, int n)
-{
-    char *path = skt_fmt("%s/persons.jsonl", dir);
-    FILE *f = fopen(path, "a");
-    cr_assert_not_null(f);
-    for (int i = first; i < first + n; i++)
-        fprintf(f,
-                "{\"id\":\"00000000-0000-4000-8000-%012d\",\"givenName\":\"Åsa\","
-                "\"familyName\":\"Nyström %d\",\"meta\":{\"created\":\"2026-02-01T10:00:00+01:00\","
-                "\"modified\":\"2026-02-01T10:00:00+01:00\"}}\n",
-                i, i);
-    fclose(f);
-    free(path);
 }
 
 /*
@@ -303,7 +288,7 @@ Test(ha, fenced_sink_fails_visibly_and_recovers_by_itself, .timeout = 240)
               "the log does not give the reason (%s)", o.n.log);
 
     /* The intruder is gone: the supervisor's restart brings the sink back, and it applies. */
-    append_persons(o.data, 1, 5);
+    skt_append_persons(o.data, 1, 5);
     cr_assert(records_reach(&o.n, "db", (double)o.total + 5, 120000),
               "the sink did not recover and apply new records");
     cr_assert(running_or_idle(&o.n, "db"), "the sink is neither running nor idle");
@@ -333,7 +318,7 @@ Test(ha, fenced_source_fails_visibly_and_recovers_by_itself, .timeout = 240)
     rd_kafka_error_t *e = rd_kafka_init_transactions(p, 30000);
     cr_assert_null(e, "init_transactions: %s", e ? rd_kafka_error_string(e) : "");
 
-    append_persons(o.data, 1, 5);
+    skt_append_persons(o.data, 1, 5);
     bool ready_503 = false;
     cr_assert(seen_failed(&o.n, "files", 60000, NULL, NULL, &ready_503),
               "the fenced source never showed state failed with an error");
@@ -347,6 +332,42 @@ Test(ha, fenced_source_fails_visibly_and_recovers_by_itself, .timeout = 240)
               "the source did not recover and deliver");
     cr_assert(running_or_idle(&o.n, "files"), "the source is neither running nor idle");
     free(tid);
+    one_stop(&o);
+}
+
+/* Another consumer under this node's member id in the sources group (a
+ * second live node of the same name): the node's group client is fenced,
+ * every source goes to standby (none runs twice), and once the other is
+ * gone the node joins again after 10 s and runs its source. */
+Test(ha, a_node_fenced_out_of_the_sources_group_runs_no_source_until_it_is_back, .timeout = 240)
+{
+    struct one o;
+    one_start(&o, "ha-own-fenced");
+    char *group = logged_word(o.n.log, "joining group ", 5000);
+    char *member = logged_word(o.n.log, "(member ", 5000);
+    cr_assert(group && member, "no sources group in the log (%s)", o.n.log);
+    member[strcspn(member, ")")] = '\0';
+    char *topic = skt_fmt("%s_sources", o.prefix);
+    struct intruder in = {intruder_new(group, member, topic), group, member, topic};
+    bool standby = false;
+    for (int waited = 0; waited < 60000 && !standby; waited += 100) {
+        intruder_step(&in);
+        cJSON *c = connector(&o.n, "files");
+        standby = c && strcmp(str(c, "state"), "standby") == 0;
+        cJSON_Delete(c);
+    }
+    intruder_free(in.c);
+    cr_assert(standby, "the source kept running with its node fenced out of the group (%s)",
+              o.n.log);
+    cr_assert(logged(&o.n, "ownership: group .*running no source"), "no reason in %s", o.n.log);
+
+    skt_append_persons(o.data, 1, 5);
+    cr_assert(records_reach(&o.n, "db", (double)o.total + 5, 120000),
+              "the node did not take its source back");
+    cr_assert(running_or_idle(&o.n, "files"), "the source is neither running nor idle");
+    free(topic);
+    free(group);
+    free(member);
     one_stop(&o);
 }
 
@@ -399,7 +420,7 @@ Test(ha, two_deployments_with_the_same_names_never_fence_each_other, .timeout = 
     /* more transactions on both sides while both run */
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 2; i++)
-            append_persons(data[i], 100 * round + 1, 3);
+            skt_append_persons(data[i], 100 * round + 1, 3);
         for (int i = 0; i < 2; i++)
             cr_assert(records_reach(nodes[i], "db", (double)total[i] + 3.0 * (round + 1), 60000),
                       "deployment %d: round %d not applied", i, round);
@@ -497,7 +518,7 @@ Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 3
     free(out);
 
     /* and it goes on: one new person is applied, once */
-    append_persons(data, 1, 1);
+    skt_append_persons(data, 1, 1);
     write_pair_config(n.cfg, prefix, data, db0, NULL);
     cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
     free(out);
@@ -687,7 +708,7 @@ Test(ha, a_killed_node_s_partitions_move_to_the_survivor, .timeout = 300)
     double moved_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     fprintf(stderr, "ha: the killed node's pg partitions moved to n1 in %.1f s\n", moved_s);
 
-    append_persons(c.data, 1, 20);
+    skt_append_persons(c.data, 1, 20);
     pair_source(&c);
     for (int w = 0; w < 600 && pg_rows(&c) < (long long)c.total + 20; w++)
         usleep(100000);
@@ -754,7 +775,7 @@ Test(ha, a_sink_with_lag_that_applies_nothing_stops_the_watchdog, .timeout = 240
     PGresult *r = PQexec(c, lock);
     cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
     PQclear(r);
-    append_persons(data, 1, 5);
+    skt_append_persons(data, 1, 5);
     bool reported = false;
     for (int w = 0; w < 300 && !reported; w++) {
         notes_for(fd, notes, sizeof(notes), 100);

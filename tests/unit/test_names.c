@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 
 #include "names.h"
+#include "ownership.h"
 
 static void eq(char *got, const char *want)
 {
@@ -79,4 +80,41 @@ Test(names, validity_and_the_host_name)
     char *host = sk_name_default_node();
     cr_assert(sk_name_valid(host, 64), "%s", host);
     free(host);
+}
+
+/* The sources group never equals a sink's group, whatever the sink is called,
+ * and its static member is per node. */
+Test(names, the_sources_group_is_apart_from_every_sink_group)
+{
+    struct sk_names n = {.deployment = "sjovik", .node = "n1"};
+    eq(sk_name_sources_group(&n), "sjovik.sources");
+    eq(sk_name_sources_member(&n), "sjovik.sources-n1");
+    char *g = sk_name_sources_group(&n);
+    char *shared = sk_name_sink_group(&n, "sources", SK_TARGET_SHARED);
+    char *local = sk_name_sink_group(&n, "sources", SK_TARGET_NODE_LOCAL);
+    cr_assert_str_neq(g, shared);
+    cr_assert_str_neq(g, local);
+    free(g);
+    free(shared);
+    free(local);
+}
+
+/* A source's partition of the control topic is the same on every node and
+ * in every version: fixed values, not only a range. */
+Test(names, a_source_s_partition_is_stable)
+{
+    cr_assert_eq(sk_ownership_partition("files"), sk_ownership_partition("files"));
+    int32_t seen[SK_OWNERSHIP_PARTITIONS] = {0};
+    const char *names[] = {"sis", "files", "ist", "egil", "a", "b", "c", "d"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        int32_t p = sk_ownership_partition(names[i]);
+        cr_assert(p >= 0 && p < SK_OWNERSHIP_PARTITIONS, "%s -> %d", names[i], p);
+        seen[p]++;
+    }
+    int distinct = 0;
+    for (int p = 0; p < SK_OWNERSHIP_PARTITIONS; p++)
+        distinct += seen[p] > 0;
+    cr_assert_geq(distinct, 6, "the hash spreads sources over partitions");
+    /* FNV-1a 32-bit of "a" is 0xe40c292c */
+    cr_assert_eq(sk_ownership_partition("a"), (int32_t)(0xe40c292cu % SK_OWNERSHIP_PARTITIONS));
 }

@@ -1,0 +1,156 @@
+/*
+ * cluster_api.c: GET /api/v1/cluster, who does what in the deployment
+ * (README "High availability and scaling", docs/architecture.md §5.10):
+ *
+ *   {"deployment", "node", "ownership": true|false, "sources_group",
+ *    "sources": [{"name", "partition", "owner", "state"}],
+ *    "nodes": [{"node", "sources": [...], "sinks": [{"sink", "group", "partitions"}]}],
+ *    "error"?}
+ *
+ * On a real broker "nodes" comes from a description of the sources group
+ * and of this configuration's sink groups (a node is a member's client id
+ * minus its deployment and role); "owner" of a source is the node assigned
+ * its partition, null while none is. On the embedded broker (no ownership)
+ * this node is the only one and owns every source.
+ *
+ * Runs on an HTTP thread: reads the connector list under d->lock.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "daemon_internal.h"
+#include "ownership.h"
+#include "util.h"
+
+/* The entry of node in nodes, added if missing. */
+static cJSON *node_entry(cJSON *nodes, const char *node)
+{
+    cJSON *n;
+    cJSON_ArrayForEach(n, nodes)
+    {
+        if (strcmp(cJSON_GetObjectItem(n, "node")->valuestring, node) == 0)
+            return n;
+    }
+    n = cJSON_CreateObject();
+    cJSON_AddStringToObject(n, "node", node);
+    cJSON_AddArrayToObject(n, "sources");
+    cJSON_AddArrayToObject(n, "sinks");
+    cJSON_AddItemToArray(nodes, n);
+    return n;
+}
+
+/* Whether a member's partitions ("topic/N") hold partition p of topic. */
+static bool holds(const cJSON *parts, const char *topic, int32_t p)
+{
+    char want[512];
+    snprintf(want, sizeof(want), "%s/%d", topic, (int)p);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, parts)
+    {
+        if (cJSON_IsString(x) && strcmp(x->valuestring, want) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Fills nodes from the group description: who owns which source, who holds which sink partition. */
+static void from_members(struct sk_daemon *d, cJSON *out, cJSON *nodes, const cJSON *members)
+{
+    char *topic = sk_asprintf("%s_sources", sk_kafka_prefix(d->kafka));
+    const char *sources_group = sk_ownership_group(d->owner);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, members)
+    {
+        const char *group = cJSON_GetObjectItem(m, "group")->valuestring;
+        const char *node = cJSON_GetObjectItem(m, "node")->valuestring;
+        const cJSON *parts = cJSON_GetObjectItem(m, "partitions");
+        cJSON *n = node_entry(nodes, node);
+        if (strcmp(group, sources_group) != 0) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddStringToObject(s, "group", group);
+            cJSON_AddItemToObject(s, "partitions", cJSON_Duplicate(parts, true));
+            cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
+            continue;
+        }
+        cJSON *src;
+        cJSON_ArrayForEach(src, cJSON_GetObjectItem(out, "sources"))
+        {
+            const char *name = cJSON_GetObjectItem(src, "name")->valuestring;
+            if (!holds(parts, topic, sk_ownership_partition(name)))
+                continue;
+            cJSON_ReplaceItemInObject(src, "owner", cJSON_CreateString(node));
+            cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sources"), cJSON_CreateString(name));
+        }
+    }
+    free(topic);
+}
+
+/* Without ownership: this node runs every source and holds its sinks' partitions. */
+static void local_only(struct sk_daemon *d, cJSON *out, cJSON *nodes, const char *self)
+{
+    cJSON *n = node_entry(nodes, self), *src;
+    cJSON_ArrayForEach(src, cJSON_GetObjectItem(out, "sources"))
+    {
+        const char *name = cJSON_GetObjectItem(src, "name")->valuestring;
+        cJSON_ReplaceItemInObject(src, "owner", cJSON_CreateString(self));
+        cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sources"), cJSON_CreateString(name));
+    }
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
+        if (!snk)
+            continue;
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "group", snk->group);
+        cJSON_AddNumberToObject(s, "partitions", atomic_load(&snk->runner.partitions));
+        cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
+    }
+}
+
+cJSON *sk_cluster_json(struct sk_daemon *d)
+{
+    const struct sk_names *names = sk_kafka_names(d->kafka);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "deployment", names->deployment);
+    cJSON_AddStringToObject(out, "node", names->node);
+    cJSON_AddBoolToObject(out, "ownership", d->owner != NULL);
+    if (d->owner)
+        cJSON_AddStringToObject(out, "sources_group", sk_ownership_group(d->owner));
+    cJSON *sources = cJSON_AddArrayToObject(out, "sources");
+    cJSON *nodes = cJSON_AddArrayToObject(out, "nodes");
+    pthread_rwlock_rdlock(&d->lock);
+    size_t n_groups = 0;
+    struct sk_group_ref *groups = sk_calloc(d->n_conns + 1, sizeof(*groups));
+    if (d->owner)
+        groups[n_groups++] =
+            (struct sk_group_ref){sk_ownership_group(d->owner), "owner", "sources"};
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_runner *r = d->conns[i];
+        struct sk_sink_env *snk = sk_as_sink(r);
+        if (snk) {
+            groups[n_groups++] = (struct sk_group_ref){snk->group, "sink", r->name};
+            continue;
+        }
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "name", r->name);
+        cJSON_AddNumberToObject(s, "partition", sk_ownership_partition(r->name));
+        cJSON_AddNullToObject(s, "owner");
+        cJSON_AddStringToObject(s, "state", sk_daemon_state_name(r));
+        cJSON_AddItemToArray(sources, s);
+    }
+    if (!d->owner) {
+        local_only(d, out, nodes, names->node);
+    } else {
+        struct sk_error err = {0};
+        cJSON *members = sk_ownership_describe(d->owner, groups, n_groups, &err);
+        if (members)
+            from_members(d, out, nodes, members);
+        else
+            cJSON_AddStringToObject(out, "error", err.msg);
+        cJSON_Delete(members);
+    }
+    pthread_rwlock_unlock(&d->lock);
+    free(groups);
+    return out;
+}

@@ -1,0 +1,292 @@
+/* ownership.c: the sources group and the partitions this node owns. See ownership.h. */
+#include "ownership.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* After a fatal error of the group's client, a new one after this long. */
+#define RECREATE_MS 10000
+#define DESCRIBE_TIMEOUT_MS 5000
+
+struct sk_ownership {
+    struct sk_kafka *kafka;
+    char *topic, *group, *member, *client;
+    sk_ownership_changed_fn changed;
+    void *ctx;
+    pthread_mutex_t mu; /* guards rk against a describe while it is replaced */
+    rd_kafka_t *rk;
+    int64_t recreate_at_ms; /* 0: the client is healthy */
+    atomic_bool owned[SK_OWNERSHIP_PARTITIONS];
+};
+
+int32_t sk_ownership_partition(const char *source)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: stable across nodes and versions */
+    for (const char *c = source; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return (int32_t)(h % SK_OWNERSHIP_PARTITIONS);
+}
+
+static void set_owned(struct sk_ownership *o, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int p = 0; p < SK_OWNERSHIP_PARTITIONS; p++)
+        atomic_store(&o->owned[p], false);
+    for (int i = 0; parts && i < parts->cnt; i++)
+        if (parts->elems[i].partition >= 0 && parts->elems[i].partition < SK_OWNERSHIP_PARTITIONS &&
+            strcmp(parts->elems[i].topic, o->topic) == 0)
+            atomic_store(&o->owned[parts->elems[i].partition], true);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct sk_ownership *o = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        set_owned(o, parts);
+        rd_kafka_assign(rk, parts);
+        /* nothing is ever read: the partitions only say who owns what */
+        rd_kafka_pause_partitions(rk, parts);
+        sk_info("ownership", "group %s assigned %d partition(s)", o->group, parts->cnt);
+        o->changed(o->ctx);
+        return;
+    }
+    /* Revoked (or an error): stop the sources first, then let the group go
+     * on, so another node is handed a source only once it stopped here. */
+    set_owned(o, NULL);
+    sk_info("ownership", "group %s revoked the partitions%s", o->group,
+            rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
+    o->changed(o->ctx);
+    rd_kafka_assign(rk, NULL);
+}
+
+static rd_kafka_t *client_new(struct sk_ownership *o, struct sk_error *err)
+{
+    /* clang-format off */
+    const char *const defaults[] = {
+        "session.timeout.ms", "10000", /* SK_OWNERSHIP_SESSION_MS */
+        "heartbeat.interval.ms", "1000",
+        NULL};
+    /* clang-format on */
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(o->kafka, o->client, defaults, err);
+    if (!conf)
+        return NULL;
+    /* Eager assignment (2.0.2's cooperative-sticky has known bugs, §8), and
+     * a static member per node: a restarted node takes its sources back at
+     * once, a dead one keeps them until its session ends. */
+    if (sk_kafka_conf_set(conf, "group.id", o->group, err) ||
+        sk_kafka_conf_set(conf, "group.instance.id", o->member, err) ||
+        sk_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", err) ||
+        sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
+        sk_kafka_conf_set(conf, "auto.offset.reset", "latest", err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, o);
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sk_error_set(err, SK_ERR_FATAL, "cannot create the sources group's consumer: %s", errstr);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, o->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        rd_kafka_destroy(rk);
+        sk_error_set(err, SK_ERR_FATAL, "cannot join group %s: %s", o->group, rd_kafka_err2str(e));
+        return NULL;
+    }
+    sk_info("ownership", "joining group %s on %s (member %s)", o->group, o->topic, o->member);
+    return rk;
+}
+
+struct sk_ownership *sk_ownership_start(struct sk_kafka *k, sk_ownership_changed_fn changed,
+                                        void *ctx, struct sk_error *err)
+{
+    struct sk_ownership *o = sk_calloc(1, sizeof(*o));
+    const struct sk_names *names = sk_kafka_names(k);
+    o->kafka = k;
+    o->changed = changed;
+    o->ctx = ctx;
+    o->topic = sk_asprintf("%s_sources", sk_kafka_prefix(k));
+    o->group = sk_name_sources_group(names);
+    o->member = sk_name_sources_member(names);
+    o->client = sk_name_client(names, "owner", "sources");
+    pthread_mutex_init(&o->mu, NULL);
+    for (int p = 0; p < SK_OWNERSHIP_PARTITIONS; p++)
+        atomic_init(&o->owned[p], false);
+    const char *topics[] = {o->topic};
+    if (sk_kafka_ensure_topics(k, topics, 1, true, SK_OWNERSHIP_PARTITIONS, err) ||
+        !(o->rk = client_new(o, err))) {
+        sk_ownership_stop(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* A fatal error (another live member with this node's name fenced us, an
+ * authorisation refused): nothing is owned; a new client after a while. */
+static void client_failed(struct sk_ownership *o, const char *why)
+{
+    sk_error_log("ownership", "group %s: %s; running no source, trying again in %d s", o->group,
+                 why, RECREATE_MS / 1000);
+    set_owned(o, NULL);
+    o->changed(o->ctx);
+    pthread_mutex_lock(&o->mu);
+    rd_kafka_t *rk = o->rk;
+    o->rk = NULL;
+    pthread_mutex_unlock(&o->mu);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    o->recreate_at_ms = sk_mono_ms() + RECREATE_MS;
+}
+
+void sk_ownership_poll(struct sk_ownership *o)
+{
+    if (!o->rk) {
+        if (sk_mono_ms() < o->recreate_at_ms)
+            return;
+        struct sk_error err = {0};
+        rd_kafka_t *rk = client_new(o, &err);
+        if (!rk) {
+            sk_error_log("ownership", "%s", err.msg);
+            o->recreate_at_ms = sk_mono_ms() + RECREATE_MS;
+            return;
+        }
+        pthread_mutex_lock(&o->mu);
+        o->rk = rk;
+        pthread_mutex_unlock(&o->mu);
+    }
+    rd_kafka_message_t *m;
+    while ((m = rd_kafka_consumer_poll(o->rk, 0))) {
+        rd_kafka_resp_err_t e = m->err;
+        rd_kafka_message_destroy(m);
+        if (e == RD_KAFKA_RESP_ERR__FATAL) {
+            char why[512];
+            rd_kafka_fatal_error(o->rk, why, sizeof(why));
+            client_failed(o, why);
+            return;
+        }
+        if (e && e != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            sk_warn("ownership", "group %s: %s", o->group, rd_kafka_err2str(e));
+    }
+}
+
+bool sk_ownership_owns(struct sk_ownership *o, const char *source)
+{
+    return atomic_load(&o->owned[sk_ownership_partition(source)]);
+}
+
+const char *sk_ownership_group(const struct sk_ownership *o)
+{
+    return o->group;
+}
+
+void sk_ownership_stop(struct sk_ownership *o)
+{
+    if (!o)
+        return;
+    if (o->rk) {
+        rd_kafka_consumer_close(o->rk);
+        rd_kafka_destroy(o->rk);
+    }
+    pthread_mutex_destroy(&o->mu);
+    free(o->topic);
+    free(o->group);
+    free(o->member);
+    free(o->client);
+    free(o);
+}
+
+/* The node of a client id "<deployment>-<node>-<role>-<connector>"; NULL if it is not one. */
+static char *node_of(const char *client, const char *deployment, const struct sk_group_ref *g)
+{
+    size_t dl = strlen(deployment);
+    char *suffix = sk_asprintf("-%s-%s", g->role, g->connector);
+    size_t cl = strlen(client), sl = strlen(suffix);
+    char *node = NULL;
+    if (cl > dl + 1 + sl && strncmp(client, deployment, dl) == 0 && client[dl] == '-' &&
+        strcmp(client + cl - sl, suffix) == 0)
+        node = sk_strndup(client + dl + 1, cl - sl - dl - 1);
+    free(suffix);
+    return node;
+}
+
+static void add_members(cJSON *out, const rd_kafka_ConsumerGroupDescription_t *desc,
+                        const struct sk_group_ref *g, const char *deployment)
+{
+    size_t nm = rd_kafka_ConsumerGroupDescription_member_count(desc);
+    for (size_t k = 0; k < nm; k++) {
+        const rd_kafka_MemberDescription_t *md = rd_kafka_ConsumerGroupDescription_member(desc, k);
+        const char *client = rd_kafka_MemberDescription_client_id(md);
+        char *node = node_of(client, deployment, g);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "group", g->group);
+        cJSON_AddStringToObject(m, "node", node ? node : client);
+        free(node);
+        cJSON *parts = cJSON_AddArrayToObject(m, "partitions");
+        const rd_kafka_MemberAssignment_t *ma = rd_kafka_MemberDescription_assignment(md);
+        const rd_kafka_topic_partition_list_t *tps =
+            ma ? rd_kafka_MemberAssignment_partitions(ma) : NULL;
+        for (int t = 0; tps && t < tps->cnt; t++) {
+            char *tp = sk_asprintf("%s/%" PRId32, tps->elems[t].topic, tps->elems[t].partition);
+            cJSON_AddItemToArray(parts, cJSON_CreateString(tp));
+            free(tp);
+        }
+        cJSON_AddItemToArray(out, m);
+    }
+}
+
+cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *groups, size_t n,
+                             struct sk_error *err)
+{
+    const char **names = sk_calloc(n ? n : 1, sizeof(*names));
+    for (size_t i = 0; i < n; i++)
+        names[i] = groups[i].group;
+    cJSON *out = NULL;
+    pthread_mutex_lock(&o->mu);
+    if (!o->rk) {
+        sk_error_set(err, SK_ERR_RETRIABLE, "the sources group's client is being recreated");
+        goto out;
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(o->rk);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(o->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
+    char errstr[256];
+    rd_kafka_AdminOptions_set_request_timeout(opts, DESCRIBE_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_DescribeConsumerGroups(o->rk, names, n, opts, q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_event_t *ev =
+        sk_kafka_admin_wait(q, "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, err);
+    if (ev) {
+        out = cJSON_CreateArray();
+        size_t nd = 0;
+        const rd_kafka_ConsumerGroupDescription_t **descs =
+            rd_kafka_DescribeConsumerGroups_result_groups(
+                rd_kafka_event_DescribeConsumerGroups_result(ev), &nd);
+        const char *deployment = sk_kafka_names(o->kafka)->deployment;
+        for (size_t i = 0; i < nd; i++) {
+            const char *id = rd_kafka_ConsumerGroupDescription_group_id(descs[i]);
+            for (size_t g = 0; g < n; g++)
+                if (strcmp(groups[g].group, id) == 0 &&
+                    !rd_kafka_ConsumerGroupDescription_error(descs[i]))
+                    add_members(out, descs[i], &groups[g], deployment);
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+out:
+    pthread_mutex_unlock(&o->mu);
+    free(names);
+    return out;
+}

@@ -1,0 +1,378 @@
+/*
+ * test_ownership.c: one owner per source, chosen by Kafka (README "High
+ * availability and scaling", docs/architecture.md §5.10), on the real
+ * broker. Two daemons started from one configuration (the files differ in
+ * node.name only, which cannot come from the environment): the source runs on
+ * exactly one of them, the other keeps it in standby, and the input is read
+ * once over both; GET /api/v1/cluster names the owner on both; kill -9 of
+ * the owner moves the source to the survivor, which resumes from the
+ * committed cursor. PostgreSQL ends equal to the input, nothing lost and
+ * nothing twice. The failover time is printed. Three nodes and three
+ * sources: each source on exactly one node. The embedded broker: no
+ * ownership, every source runs locally.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+
+#include "sk_test.h"
+
+struct node {
+    char *name, *dir, *log;
+    pid_t pid;
+    int port;
+};
+
+/* Starts node n: the configuration `common` with its node.name. */
+static void node_start(struct node *n, const char *common)
+{
+    n->log = skt_fmt("%s/daemon-%d.log", n->dir, (int)getpid());
+    char *cfg = skt_fmt("%s/skolsync.yaml", n->dir);
+    char *text = skt_fmt("%snode:\n  name: %s\n", common, n->name);
+    skt_write(cfg, text);
+    free(text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    n->pid = skt_spawn(argv, n->log);
+    n->port = skt_logged_port(n->log, 30000);
+    free(cfg);
+    cr_assert_gt(n->port, 0, "the daemon logged no HTTP port (%s)", n->log);
+}
+
+static cJSON *get_json(const struct node *n, const char *path)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d%s", n->port, path);
+    char *body = NULL;
+    long st = skt_http("GET", url, NULL, 10, &body);
+    free(url);
+    cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
+    free(body);
+    return o;
+}
+
+/* Source src's state and records counter on node n ("" and -1 if unknown). */
+static void source_state(const struct node *n, const char *src, char *state, size_t size,
+                         double *records)
+{
+    char *path = skt_fmt("/api/v1/connectors/%s", src);
+    cJSON *c = get_json(n, path);
+    free(path);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "state");
+    const cJSON *rec = cJSON_GetObjectItemCaseSensitive(c, "records");
+    snprintf(state, size, "%s", cJSON_IsString(st) ? st->valuestring : "");
+    *records = cJSON_IsNumber(rec) ? rec->valuedouble : -1;
+    cJSON_Delete(c);
+}
+
+static void source_of(const struct node *n, char *state, size_t size, double *records)
+{
+    source_state(n, "files", state, size, records);
+}
+
+static bool running(const char *state)
+{
+    return strcmp(state, "running") == 0 || strcmp(state, "idle") == 0;
+}
+
+/* Waits until every node was assigned its part of the sources group once:
+ * then the last one to join has its assignment, and the group's generation
+ * holds every node (a node that has not joined yet also shows its sources in
+ * standby). */
+static bool all_assigned(const struct node *nodes, int n, int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 200) {
+        int done = 0;
+        for (int i = 0; i < n; i++) {
+            char *cmd = skt_fmt("grep -c 'ownership: group .* assigned' %s", nodes[i].log);
+            char *out = NULL;
+            skt_sh(cmd, 5, &out);
+            done += out && atoi(out) > 0;
+            free(out);
+            free(cmd);
+        }
+        if (done == n)
+            return true;
+        usleep(200000);
+    }
+    return false;
+}
+
+/* Waits until exactly one of the n nodes runs source src and the others
+ * have it in standby: the owner's index, or -1. */
+static int owner_among(struct node *nodes, int n, const char *src, int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 200) {
+        int owner = -1, standby = 0;
+        for (int i = 0; i < n; i++) {
+            char st[32];
+            double rec;
+            source_state(&nodes[i], src, st, sizeof(st), &rec);
+            if (running(st))
+                owner = owner < 0 ? i : n; /* n: more than one */
+            standby += strcmp(st, "standby") == 0;
+        }
+        if (owner >= 0 && owner < n && standby == n - 1)
+            return owner;
+        usleep(200000);
+    }
+    return -1;
+}
+
+static long long pg_rows(const char *schema)
+{
+    PGconn *pg = skt_pg_connect();
+    long long n = skt_pg_total_rows(pg, schema);
+    PQfinish(pg);
+    return n;
+}
+
+static bool pg_reaches(const char *schema, long long want, int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 200) {
+        if (pg_rows(schema) >= want)
+            return true;
+        usleep(200000);
+    }
+    return false;
+}
+
+/* The owner GET /api/v1/cluster on node n names for source src, and how
+ * many of the nodes n1, n2, n3 it lists. Caller frees. */
+static char *owner_named(const struct node *n, const char *src, int *nodes_listed)
+{
+    cJSON *c = get_json(n, "/api/v1/cluster");
+    char *owner = NULL;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(c, "sources"))
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(s, "name");
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(s, "owner");
+        if (cJSON_IsString(name) && strcmp(name->valuestring, src) == 0 && cJSON_IsString(o))
+            owner = strdup(o->valuestring);
+    }
+    int seen = 0;
+    const cJSON *nd;
+    cJSON_ArrayForEach(nd, cJSON_GetObjectItemCaseSensitive(c, "nodes"))
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(nd, "node");
+        seen += cJSON_IsString(name) && strlen(name->valuestring) == 2 &&
+                name->valuestring[0] == 'n' && strchr("123", name->valuestring[1]);
+    }
+    *nodes_listed = seen;
+    cJSON_Delete(c);
+    return owner;
+}
+
+Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout = 300)
+{
+    char *dir = skt_tmpdir("own");
+    char *prefix = skt_unique_prefix();
+    char *schema = skt_fmt("own_%.8s", prefix + 1);
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 47, 30);
+    long long total = (long long)skt_count_records(data);
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "    poll_interval: 1s\n"
+                         "sinks:\n"
+                         "  pg:\n    type: postgres-sink\n    conninfo: ${env:SK_TEST_PG}\n"
+                         "    schema: %s\n",
+                         head, data, schema);
+    struct node nodes[2];
+    for (int i = 0; i < 2; i++) {
+        nodes[i] =
+            (struct node){.name = skt_fmt("n%d", i + 1), .dir = skt_fmt("%s/n%d", dir, i + 1)};
+        cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
+    }
+    node_start(&nodes[0], text);
+    node_start(&nodes[1], text);
+
+    /* One owner, the other in standby; the input is read once. */
+    cr_assert(all_assigned(nodes, 2, 60000), "a node never joined the sources group");
+    int own = owner_among(nodes, 2, "files", 60000);
+    cr_assert_geq(own, 0, "the source does not run on exactly one node (%s, %s)", nodes[0].log,
+                  nodes[1].log);
+    struct node *owner = &nodes[own], *other = &nodes[1 - own];
+    cr_assert(pg_reaches(schema, total, 90000), "PostgreSQL has %lld of %lld rows", pg_rows(schema),
+              total);
+    char st[32];
+    double rec_owner, rec_other;
+    source_of(owner, st, sizeof(st), &rec_owner);
+    source_of(other, st, sizeof(st), &rec_other);
+    /* Every record read once over both nodes: the first node may have run
+     * the source for a moment before the second joined, and its successor
+     * resumed from the cursor that run committed. */
+    cr_assert_eq(rec_owner + rec_other, (double)total,
+                 "the nodes stored %.0f + %.0f records of %lld: the input was read twice",
+                 rec_owner, rec_other, total);
+    cr_assert_str_eq(st, "standby");
+    for (int i = 0; i < 2; i++) {
+        int listed = 0;
+        char *named = NULL;
+        for (int w = 0; w < 100 && !(named && listed == 2); w++) {
+            free(named);
+            named = owner_named(&nodes[i], "files", &listed);
+            if (!(named && listed == 2))
+                usleep(200000);
+        }
+        bool both = listed == 2;
+        cr_assert(named && both, "GET /api/v1/cluster on %s: no owner or not both nodes",
+                  nodes[i].name);
+        cr_assert_str_eq(named, owner->name, "GET /api/v1/cluster on %s", nodes[i].name);
+        free(named);
+    }
+
+    /* kill -9 of the owner: the survivor takes the source over. */
+    cr_assert_eq(kill(owner->pid, SIGKILL), 0);
+    cr_assert_eq(skt_wait(owner->pid, 10000), 128 + SIGKILL);
+    owner->pid = -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double rec = -1;
+    for (int w = 0; w < 600 && !running(st); w++) {
+        usleep(100000);
+        source_of(other, st, sizeof(st), &rec);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double failover_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "ownership: the killed owner's source runs on %s after %.1f s\n", other->name,
+            failover_s);
+    cr_assert(running(st), "the survivor did not take the source over (%s)", other->log);
+    cr_assert_lt(failover_s, 25.0, "session timeout (10 s) plus a poll, with margin");
+
+    /* It resumes from the committed cursor: only the new records are read. */
+    skt_append_persons(data, 1, 20);
+    cr_assert(pg_reaches(schema, total + 20, 60000), "PostgreSQL after the failover: %lld rows",
+              pg_rows(schema));
+    for (int w = 0; w < 50 && rec < 20; w++) {
+        usleep(200000);
+        source_of(other, st, sizeof(st), &rec);
+    }
+    cr_assert_eq(rec, 20, "the survivor read %.0f records, not the 20 new ones", rec);
+    sleep(2);
+    cr_assert_eq(pg_rows(schema), total + 20, "PostgreSQL rows");
+    cr_assert_eq(skt_stop(&other->pid, 30000), 0, "SIGTERM should stop the survivor");
+    for (int i = 0; i < 2; i++) {
+        free(nodes[i].name);
+        free(nodes[i].dir);
+        free(nodes[i].log);
+    }
+    free(text);
+    free(head);
+    free(data);
+    free(schema);
+    free(prefix);
+    free(dir);
+}
+
+/* The embedded broker is one node by nature: no sources group, the source
+ * runs at once, and GET /api/v1/cluster shows this node owning it. */
+Test(ownership, the_embedded_broker_runs_every_source_locally, .timeout = 120)
+{
+    char *dir = skt_tmpdir("own-embedded");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 48, 10);
+    char *common = skt_fmt("kafka:\n  brokers: embedded\n  embedded_dir: off\n"
+                           "admin:\n  listen: 127.0.0.1:0\n"
+                           "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                           "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                           data, dir);
+    struct node n = {.name = strdup("solo"), .dir = dir};
+    node_start(&n, common);
+    char st[32] = "";
+    double rec = -1;
+    for (int w = 0; w < 300 && !running(st); w++) {
+        usleep(100000);
+        source_of(&n, st, sizeof(st), &rec);
+    }
+    cr_assert(running(st), "the source is %s on the embedded broker (%s)", st, n.log);
+    cJSON *c = get_json(&n, "/api/v1/cluster");
+    cr_assert_not_null(c, "GET /api/v1/cluster");
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(c, "ownership")));
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(c, "node")->valuestring, "solo");
+    int listed = 0;
+    char *owner = owner_named(&n, "files", &listed);
+    cr_assert_str_eq(owner ? owner : "", "solo");
+    const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(c, "nodes");
+    cr_assert_eq(cJSON_GetArraySize(nodes), 1);
+    const cJSON *srcs = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(nodes, 0), "sources");
+    cr_assert_eq(cJSON_GetArraySize(srcs), 1);
+    cr_assert_str_eq(cJSON_GetArrayItem(srcs, 0)->valuestring, "files");
+    cJSON_Delete(c);
+    free(owner);
+    cr_assert_eq(skt_stop(&n.pid, 30000), 0, "SIGTERM should stop the daemon");
+    free(n.name);
+    free(n.log);
+    free(common);
+    free(data);
+    free(dir);
+}
+
+/* Three nodes, three sources: each source runs on exactly one node and the
+ * other two have it in standby; GET /api/v1/cluster on every node names the
+ * same owner for each, and PostgreSQL gets every record once. */
+Test(ownership, three_nodes_run_each_of_three_sources_once, .timeout = 300)
+{
+    char *dir = skt_tmpdir("own3");
+    char *prefix = skt_unique_prefix();
+    char *schema = skt_fmt("own3_%.8s", prefix + 1);
+    const char *srcs[] = {"alpha", "beta", "gamma"};
+    long long total = 0;
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *common = skt_fmt("%ssinks:\n  pg:\n    type: postgres-sink\n"
+                           "    conninfo: ${env:SK_TEST_PG}\n    schema: %s\nsources:\n",
+                           head, schema);
+    for (int s = 0; s < 3; s++) {
+        char *data = skt_fmt("%s/%s", dir, srcs[s]);
+        skt_generate(data, 50 + s, 10);
+        total += (long long)skt_count_records(data);
+        char *more =
+            skt_fmt("%s  %s:\n    type: jsonl-source\n    path: %s\n", common, srcs[s], data);
+        free(common);
+        common = more;
+        free(data);
+    }
+    struct node nodes[3];
+    for (int i = 0; i < 3; i++) {
+        nodes[i] =
+            (struct node){.name = skt_fmt("n%d", i + 1), .dir = skt_fmt("%s/n%d", dir, i + 1)};
+        cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
+        node_start(&nodes[i], common);
+    }
+    cr_assert(all_assigned(nodes, 3, 60000), "a node never joined the sources group");
+    for (int s = 0; s < 3; s++) {
+        int own = owner_among(nodes, 3, srcs[s], 60000);
+        cr_assert_geq(own, 0, "%s does not run on exactly one node", srcs[s]);
+        for (int i = 0; i < 3; i++) {
+            int listed = 0;
+            char *named = owner_named(&nodes[i], srcs[s], &listed);
+            cr_assert_str_eq(named ? named : "(none)", nodes[own].name,
+                             "GET /api/v1/cluster on %s: the owner of %s", nodes[i].name, srcs[s]);
+            cr_assert_eq(listed, 3, "GET /api/v1/cluster on %s lists %d nodes", nodes[i].name,
+                         listed);
+            free(named);
+        }
+    }
+    cr_assert(pg_reaches(schema, total, 90000), "PostgreSQL has %lld of %lld rows", pg_rows(schema),
+              total);
+    sleep(2);
+    cr_assert_eq(pg_rows(schema), total, "PostgreSQL rows");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(skt_stop(&nodes[i].pid, 30000), 0, "SIGTERM should stop %s", nodes[i].name);
+        free(nodes[i].name);
+        free(nodes[i].dir);
+        free(nodes[i].log);
+    }
+    free(common);
+    free(head);
+    free(schema);
+    free(prefix);
+    free(dir);
+}
