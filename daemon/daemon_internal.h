@@ -74,6 +74,9 @@ struct cJSON *sk_cluster_json(struct sk_daemon *d);
 
 /* The state to report: a source holding deletions is "held". */
 const char *sk_daemon_state_name(struct sk_runner *r);
+/* GET /metrics (http_metrics.c), registered by sk_http_api_register. */
+void sk_http_api_metrics(void *ctx, const struct sk_http_request *req,
+                         struct sk_http_response *resp);
 
 /* lag_monitor.c: a thread sampling the sinks' consumer groups (lag.h rules). */
 struct sk_lag_monitor;

@@ -183,3 +183,8 @@ void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from)
     to->rate_records = from->rate_records;
     to->rate_ms = from->rate_ms;
 }
+
+const char *sk_runner_kind_name(const struct sk_runner *r)
+{
+    return r->kind == SK_RUNNER_SOURCE ? "source" : "sink";
+}

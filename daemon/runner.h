@@ -122,6 +122,8 @@ void sk_runner_last_error(struct sk_runner *r, char *buf, size_t size);
  * Prometheus counters never go back).
  */
 void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from);
+/* "source" or "sink" */
+const char *sk_runner_kind_name(const struct sk_runner *r);
 /* Wake the runner's thread if it is waiting (any thread). */
 void sk_runner_wake(struct sk_runner *r);
 /* Wait up to ms or until woken or stopped. Returns true if woken or stopped. */
