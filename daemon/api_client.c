@@ -68,7 +68,7 @@ long sk_api_call(const struct sk_api *api, const char *who, const char *method, 
     out->status = 0;
     if (cc == CURLE_OK)
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out->status);
-    else
+    else if (who)
         fprintf(stderr, "%s: cannot reach the daemon at %s: %s\n", who, api->base,
                 curl_easy_strerror(cc));
     curl_slist_free_all(hdrs);

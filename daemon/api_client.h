@@ -35,7 +35,9 @@ struct sk_api_answer {
 
 /*
  * One request: method to path ("/api/v1/lag"), with body as JSON (or NULL),
- * waiting at most timeout_ms. Returns the answer's status.
+ * waiting at most timeout_ms. Returns the answer's status. who NULL: a
+ * daemon that cannot be reached is not said on stderr (the caller has
+ * another way).
  */
 long sk_api_call(const struct sk_api *api, const char *who, const char *method, const char *path,
                  const char *body, int64_t timeout_ms, struct sk_api_answer *out);

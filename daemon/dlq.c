@@ -479,8 +479,9 @@ static void usage(FILE *out)
             "as it was; a source's: its input encoded again, so fix the input first).\n"
             "--value-file replays the one dead letter at OFFSET with the corrected record\n"
             "(the entity's JSON) read from FILE instead, e.g. a line of a file already read.\n"
-            "With kafka.brokers: embedded the running daemon answers (GET /api/v1/dlq,\n"
-            "POST /api/v1/dlq/replay with admin.token).\n");
+            "The running daemon answers when it is up (POST /api/v1/dlq and\n"
+            "/api/v1/dlq/replay with admin.token: no Kafka or connector credentials\n"
+            "needed here); otherwise, on a real broker, Kafka is read directly.\n");
 }
 
 /* Says on stderr that personal data was masked in the list printed. */
@@ -503,7 +504,27 @@ static int replay_exit(size_t skipped)
     return SK_EXIT_RUNTIME;
 }
 
-/* Embedded broker: the dead letters live in the running daemon. */
+/*
+ * Whether the configuration's daemon runs and takes this configuration's
+ * token (GET /health, quietly): then list and replay go through it, so an
+ * admin shell needs neither the connectors' nor Kafka's credentials.
+ */
+static bool daemon_answers(const struct sk_admin_conf *admin)
+{
+    const char *colon = admin->listen ? strrchr(admin->listen, ':') : NULL;
+    if (!admin->token || !*admin->token || !colon || strcmp(colon, ":0") == 0)
+        return false;
+    struct sk_api api;
+    if (sk_api_open(admin, "skolsync", &api))
+        return false;
+    struct sk_api_answer a;
+    long status = sk_api_call(&api, NULL, "GET", "/health", NULL, 2000, &a);
+    sk_api_answer_free(&a);
+    sk_api_close(&api);
+    return status == 200;
+}
+
+/* Embedded broker, or a daemon that answers: the dead letters through its API. */
 static int via_api(const struct sk_daemon_config *cfg, bool replay, const struct sk_dlq_filter *f)
 {
     struct sk_api api;
@@ -552,7 +573,9 @@ static int dlq_command(const char *config, bool replay, const struct sk_dlq_filt
         return SK_EXIT_CONFIG;
     sk_log_setup(SK_LOG_WARN, false);
     int rc = SK_EXIT_OK;
-    if (!cfg->core.kafka.brokers || strcmp(cfg->core.kafka.brokers, "embedded") == 0) {
+    bool embedded = !cfg->core.kafka.brokers || strcmp(cfg->core.kafka.brokers, "embedded") == 0;
+    if (embedded || daemon_answers(&cfg->core.admin)) {
+        /* through the running daemon: its Kafka credentials, not the shell's */
         rc = via_api(cfg, replay, f);
         sk_daemon_config_free(cfg);
         return rc;

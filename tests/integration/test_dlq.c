@@ -399,3 +399,80 @@ ParameterizedTest(enum too_large *mode, dlq, record_kafka_cannot_take_is_dead_le
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
 }
+
+/*
+ * With the daemon up, `dlq list` goes through its API (admin.token), so an
+ * admin shell needs no Kafka credentials: a configuration whose kafka
+ * section could not reach the broker itself (TLS against a plaintext
+ * broker) still lists the letters. With the daemon down it reads Kafka.
+ */
+Test(dlq, list_goes_through_the_running_daemon, .timeout = 180)
+{
+    char *dir = skt_tmpdir("dlq-daemon");
+    char *rooms = skt_fmt("%s/rooms.jsonl", dir);
+    skt_write(rooms, "{broken\n");
+    char *prefix = skt_unique_prefix();
+    char *head = skt_config_head(prefix, "info", "10s");
+    char *port = NULL;
+    cr_assert_eq(skt_sh("python3 -c 'import socket; s = socket.socket(); "
+                        "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'",
+                        10, &port),
+                 0);
+    port[strcspn(port, "\n")] = '\0';
+    char *text = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                         head, rooms, dir);
+    char *fixed = skt_fmt("  listen: 127.0.0.1:%s\n  token: s3cret\n", port);
+    char *with_admin = skt_fmt("%s", text);
+    char *at = strstr(with_admin, "  listen: 127.0.0.1:0\n");
+    cr_assert_not_null(at);
+    char *cfg_text = skt_fmt("%.*s%s%s", (int)(at - with_admin), with_admin, fixed,
+                             at + strlen("  listen: 127.0.0.1:0\n"));
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    skt_write(cfg, cfg_text);
+    /* the admin's copy: a kafka section that cannot reach the broker by itself */
+    char *admin_cfg = skt_fmt("%s/admin.yaml", dir);
+    char *admin_text = skt_fmt("%s", cfg_text);
+    char *k = strstr(admin_text, "  connect_timeout: 20s\n");
+    cr_assert_not_null(k);
+    char *broken =
+        skt_fmt("%.*s  connect_timeout: 5s\n  properties:\n    security.protocol: ssl\n%s",
+                (int)(k - admin_text), admin_text, k + strlen("  connect_timeout: 20s\n"));
+    skt_write(admin_cfg, broken);
+    char *log = skt_fmt("%s/run.log", dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), admin_cfg);
+    char *out = NULL;
+    bool seen = false;
+    for (int i = 0; i < 60 && !seen; i++) {
+        free(out);
+        out = NULL;
+        skt_sh(list, 30, &out);
+        seen = out && strstr(out, "rooms.jsonl:1");
+        if (!seen)
+            sleep(1);
+    }
+    cr_assert(seen, "the running daemon did not answer dlq list:\n%s", out);
+    free(out);
+    skt_stop(&pid, 10000);
+    /* the daemon down: Kafka directly, which this copy cannot reach */
+    int rc = skt_sh(list, 60, &out);
+    cr_assert_neq(rc, 0, "without the daemon the broken kafka section must fail:\n%s", out);
+    free(out);
+    free(list);
+    free(log);
+    free(broken);
+    free(admin_text);
+    free(admin_cfg);
+    free(cfg);
+    free(cfg_text);
+    free(with_admin);
+    free(fixed);
+    free(text);
+    free(port);
+    free(head);
+    free(prefix);
+    free(rooms);
+    free(dir);
+}
