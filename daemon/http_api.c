@@ -511,7 +511,12 @@ static void api_lag(void *ctx, const struct sk_http_request *req, struct sk_http
 /* GET /api/v1/cluster: who owns which source and sink partition (cluster_api.c). */
 static void api_cluster(void *ctx, const struct sk_http_request *req, struct sk_http_response *resp)
 {
-    json_response(resp, 200, sk_cluster_json(ctx));
+    struct sk_daemon *d = ctx;
+    if (!d->kafka) { /* the daemon starts Kafka first; a harness may serve without it */
+        error_response(resp, 503, "no Kafka connection");
+        return;
+    }
+    json_response(resp, 200, sk_cluster_json(d));
 }
 
 static void api_lag_history(void *ctx, const struct sk_http_request *req,

@@ -46,6 +46,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     pthread_cond_init(&daemon_.reload_cv, NULL);
     daemon_.admin_token = sk_strdup(TOKEN);
     sk_runner_init(&source_.runner, SK_RUNNER_SOURCE, "sis", "ss12000-source");
+    /* No thread runs it: stopped, so calls that wait for their change to hold
+     * (pause, resume, release) answer at once instead of after 10 s. */
+    atomic_store(&source_.runner.state, SK_STATE_STOPPED);
     static struct sk_runner *conns[1];
     conns[0] = &source_.runner;
     daemon_.conns = conns;
@@ -107,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Restarts and pauses asked for by the input: undo, so every input sees the same daemon. */
     atomic_store(&source_.runner.restart_requested, false);
     atomic_store(&source_.runner.paused, false);
-    atomic_store(&source_.release, false);
+    sk_source_env_clear(&source_); /* queued releases and the held list */
     free(resp.body);
     free(path);
     free(body);

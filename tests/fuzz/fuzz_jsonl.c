@@ -24,6 +24,20 @@
 
 extern const struct sk_source_ops jsonl_source_ops;
 
+/* The core's source services, which this target does not link (no daemon):
+ * no Kafka behind the source, nothing held, nothing released. */
+void sk_source_set_held(struct sk_source *self, uint64_t held) {}
+bool sk_source_take_release(struct sk_source *self)
+{
+    return false;
+}
+void sk_source_count_incomplete(struct sk_source *self, const struct sk_entity *e) {}
+int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
+                       void (*fn)(void *ctx, const char *id), void *ctx, struct sk_error *err)
+{
+    return 0; /* an empty topic */
+}
+
 static char dir[64];
 
 static void remove_scratch(void)
