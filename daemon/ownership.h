@@ -26,8 +26,9 @@
 #include "kafka.h"
 #include "sk_error.h"
 
-/* Partitions of "<prefix>_sources": a source's partition is its name's hash modulo this. */
-#define SK_OWNERSHIP_PARTITIONS 64
+/* Partitions of "<prefix>_sources": a source's partition is its name's hash modulo this.
+ * 16: enough for 16 nodes; every partition costs the broker open files. */
+#define SK_OWNERSHIP_PARTITIONS 16
 /* How long a dead owner keeps its sources before another node takes them. */
 #define SK_OWNERSHIP_SESSION_MS 10000
 
