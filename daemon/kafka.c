@@ -233,13 +233,13 @@ rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_i
     return sk_kafka_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
 }
 
-rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
-                                struct sk_error *err)
+static rd_kafka_t *reader_new(const struct sk_kafka *k, const char *client_id,
+                              const char *isolation, struct sk_error *err)
 {
     rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, NULL, err);
     if (!conf)
         return NULL;
-    if (sk_kafka_conf_set(conf, "isolation.level", "read_committed", err) ||
+    if (sk_kafka_conf_set(conf, "isolation.level", isolation, err) ||
         sk_kafka_conf_set(conf, "enable.partition.eof", "true", err) ||
         sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
         sk_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) ||
@@ -249,6 +249,18 @@ rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
         return NULL;
     }
     return sk_kafka_new(RD_KAFKA_CONSUMER, conf, SK_ERR_RETRIABLE, err);
+}
+
+rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
+                                struct sk_error *err)
+{
+    return reader_new(k, client_id, "read_committed", err);
+}
+
+rd_kafka_t *sk_kafka_hw_reader_new(const struct sk_kafka *k, const char *client_id,
+                                   struct sk_error *err)
+{
+    return reader_new(k, client_id, "read_uncommitted", err);
 }
 
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,

@@ -110,6 +110,16 @@ rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_i
 rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
                                 struct sk_error *err);
 /*
+ * The same, read_uncommitted: its ListOffsets answers the high watermark.
+ * A transaction's commit returns once the coordinator decided it; the
+ * markers that move each partition's last stable offset are written after,
+ * so an end asked right after a commit under read_committed can still lie
+ * before the records just committed. The high watermark already covers
+ * every record the broker acknowledged.
+ */
+rd_kafka_t *sk_kafka_hw_reader_new(const struct sk_kafka *k, const char *client_id,
+                                   struct sk_error *err);
+/*
  * The ends (which = RD_KAFKA_OFFSET_END: the last stable offset under
  * read_committed) or the starts (RD_KAFKA_OFFSET_BEGINNING) of every
  * partition in l, written to each element's offset: one ListOffsets per

@@ -434,16 +434,21 @@ static bool client_failed(struct sink_run *run)
 
 /*
  * --once: the sink is drained when every partition reached the end offset
- * (the last stable offset, under read_committed) taken once the sources
- * finished. The ends are asked by a separate short-lived client: on the
- * consumer's own connection the request would queue behind each partition's
- * long-polling fetch.
+ * taken once the sources finished. That end is the high watermark, not the
+ * last stable offset: the sources' last commit has returned, but its markers
+ * (which move the last stable offset) may not be written yet, and a target
+ * taken before them ended a run with records of the last transaction
+ * unapplied. The consumer reads committed only, and its partition EOF moves
+ * past markers and aborted records, so it reaches the watermark once the
+ * markers are there. The ends are asked by a separate short-lived client: on
+ * the consumer's own connection the request would queue behind each
+ * partition's long-polling fetch.
  */
 static int query_drain_targets(struct sink_run *run)
 {
     struct sk_error err = {0};
     char *cid = sk_name_client(sk_kafka_names(run->env->kafka), "drain", run->env->runner.name);
-    rd_kafka_t *rk = sk_kafka_reader_new(run->env->kafka, cid, &err);
+    rd_kafka_t *rk = sk_kafka_hw_reader_new(run->env->kafka, cid, &err);
     free(cid);
     if (!rk)
         return -1;

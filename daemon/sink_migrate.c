@@ -15,6 +15,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "names.h"
@@ -22,6 +23,7 @@
 #include "util.h"
 
 #define ADMIN_TIMEOUT_MS 10000
+#define MIGRATE_ATTEMPTS 5
 
 /* The group's result of a ListConsumerGroupOffsets or AlterConsumerGroupOffsets
  * event: its partitions (owned by ev), or NULL with err. */
@@ -142,20 +144,34 @@ void sink_migrate_offsets(struct sk_sink_env *env)
     }
     struct sk_error err = {0};
     char *cid = sk_name_client(sk_kafka_names(env->kafka), "migrate", env->runner.name);
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, cid, NULL, &err);
+    /* A consumer (with a group of its own it never joins), not a producer:
+     * librdkafka 2.0.2 answers a coordinator error on these admin calls
+     * (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS: a broker just started)
+     * by asking the handle's own group to find its coordinator again, and a
+     * handle without a group crashed there (test_coordinator_errors). */
+    rd_kafka_t *rk = sk_kafka_reader_new(env->kafka, cid, &err);
     free(cid);
-    char errstr[256];
-    rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
     if (!rk) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
-        sk_warn(env->runner.name, "offsets of group %s not checked: %s", legacy,
-                err.msg[0] ? err.msg : errstr);
+        sk_warn(env->runner.name, "offsets of group %s not checked: %s", legacy, err.msg);
         free(legacy);
         return;
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_topic_partition_list_t *take = to_take(env, rk, q, legacy, &err);
+    /* A coordinator that is loading or moved answers with an error that
+     * passes in a second or two: a few tries before the sink goes on
+     * without the old offsets (and applies from the start, idempotently). */
+    rd_kafka_topic_partition_list_t *take = NULL;
+    for (int attempt = 0; attempt < MIGRATE_ATTEMPTS && !atomic_load(&env->runner.stop);
+         attempt++) {
+        if (attempt) {
+            sk_debug(env->runner.name, "offsets of group %s: %s; trying again", legacy, err.msg);
+            sleep(1);
+        }
+        err = (struct sk_error){0};
+        take = to_take(env, rk, q, legacy, &err);
+        if (take || !err.msg[0])
+            break;
+    }
     if (take && commit_for(rk, q, env->group, take, &err) == 0)
         sk_info(env->runner.name,
                 "group %s starts at the %d committed offset(s) of %s (its name before "
