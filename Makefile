@@ -51,7 +51,7 @@ demo: build
 # Everything: unit tests, integration tests against a real Kafka broker and a
 # real PostgreSQL (started here, stopped afterwards even when a test fails).
 test: deps-test build
-	SK_BUILD_DIR=$(BUILD) scripts/with-testenv.sh ctest --test-dir $(BUILD) --output-on-failure --no-tests=error --timeout 900
+	SK_BUILD_DIR=$(BUILD) scripts/with-testenv.sh ctest --test-dir $(BUILD) -j2 --output-on-failure --no-tests=error --timeout 900
 
 # The sanitizer pass CI runs after `make test`: the whole suite built with
 # AddressSanitizer + UBSan (README "Tests"). Same as `make test SANITIZE=1`.
