@@ -1,7 +1,8 @@
 /*
- * source_idmap.c: a compact map from a UUID to an int64 (open addressing,
- * linear probing, grows at three quarters full). The source keeps one per
- * entity type for dedupe (id -> meta.modified µs) and uses others as sets.
+ * idmap.c: a compact map from a UUID to an int64 (open addressing,
+ * linear probing, grows at three quarters full). The ss12000-source keeps
+ * one per entity type for dedupe (id -> meta.modified µs) and uses others
+ * as sets; the sink driver's snapshot sweep uses one as a set.
  * Entries are never removed one by one (a deleted id keeps a marker value),
  * so probing needs no tombstones.
  *
@@ -9,13 +10,13 @@
  * id with the load factor (a 37-byte text key grown at half full cost 90-180;
  * bench/analysis.md §4). The all-zero slot means "empty", so the nil UUID,
  * a valid id, lives beside the table. Keys are the 36-character UUIDs the
- * source produces (sk_uuid_normalize); anything else is never stored and
+ * sources produce (sk_uuid_normalize); anything else is never stored and
  * never found.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "source.h"
+#include "idmap.h"
 #include "util.h"
 
 static int hex_value(char c)
@@ -30,7 +31,7 @@ static int hex_value(char c)
 }
 
 /* "8-4-4-4-12" hex digits -> two words. false if id is not such a UUID. */
-static bool parse_id(const char *id, struct ss_idkey *out)
+static bool parse_id(const char *id, struct sk_idkey *out)
 {
     uint64_t w[2] = {0, 0};
     int digits = 0;
@@ -54,7 +55,7 @@ static bool parse_id(const char *id, struct ss_idkey *out)
     return true;
 }
 
-static bool key_empty(const struct ss_idkey *k)
+static bool key_empty(const struct sk_idkey *k)
 {
     return k->hi == 0 && k->lo == 0;
 }
@@ -69,7 +70,7 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static size_t slot_of(const struct ss_idmap *m, const struct ss_idkey *k)
+static size_t slot_of(const struct sk_idmap *m, const struct sk_idkey *k)
 {
     size_t i = (size_t)mix(k->hi ^ mix(k->lo)) & (m->cap - 1);
     while (!key_empty(&m->slots[i].key) &&
@@ -78,10 +79,10 @@ static size_t slot_of(const struct ss_idmap *m, const struct ss_idkey *k)
     return i;
 }
 
-static void put_key(struct ss_idmap *m, const struct ss_idkey *k, int64_t val)
+static void put_key(struct sk_idmap *m, const struct sk_idkey *k, int64_t val)
 {
     if ((m->n + 1) * 4 > m->cap * 3) {
-        struct ss_idmap big = {.cap = m->cap ? m->cap * 2 : 256,
+        struct sk_idmap big = {.cap = m->cap ? m->cap * 2 : 256,
                                .has_nil = m->has_nil,
                                .nil_val = m->nil_val,
                                .n = m->has_nil};
@@ -100,9 +101,9 @@ static void put_key(struct ss_idmap *m, const struct ss_idkey *k, int64_t val)
     m->slots[i].val = val;
 }
 
-void ss_idmap_put(struct ss_idmap *m, const char *id, int64_t val)
+void sk_idmap_put(struct sk_idmap *m, const char *id, int64_t val)
 {
-    struct ss_idkey k;
+    struct sk_idkey k;
     if (!parse_id(id, &k))
         return;
     if (key_empty(&k)) {
@@ -114,9 +115,9 @@ void ss_idmap_put(struct ss_idmap *m, const char *id, int64_t val)
     put_key(m, &k, val);
 }
 
-bool ss_idmap_get(const struct ss_idmap *m, const char *id, int64_t *val)
+bool sk_idmap_get(const struct sk_idmap *m, const char *id, int64_t *val)
 {
-    struct ss_idkey k;
+    struct sk_idkey k;
     if (!parse_id(id, &k))
         return false;
     if (key_empty(&k)) {
@@ -134,12 +135,12 @@ bool ss_idmap_get(const struct ss_idmap *m, const char *id, int64_t *val)
     return true;
 }
 
-bool ss_idmap_has(const struct ss_idmap *m, const char *id)
+bool sk_idmap_has(const struct sk_idmap *m, const char *id)
 {
-    return ss_idmap_get(m, id, NULL);
+    return sk_idmap_get(m, id, NULL);
 }
 
-void ss_idmap_clear(struct ss_idmap *m)
+void sk_idmap_clear(struct sk_idmap *m)
 {
     if (m->cap)
         memset(m->slots, 0, m->cap * sizeof(*m->slots));
@@ -147,13 +148,47 @@ void ss_idmap_clear(struct ss_idmap *m)
     m->has_nil = false;
 }
 
-void ss_idmap_free(struct ss_idmap *m)
+void sk_idmap_free(struct sk_idmap *m)
 {
     free(m->slots);
     memset(m, 0, sizeof(*m));
 }
 
-size_t ss_idmap_bytes(const struct ss_idmap *m)
+size_t sk_idmap_bytes(const struct sk_idmap *m)
 {
     return m->cap * sizeof(*m->slots);
+}
+
+/* The UUID text of k: lowercase, 8-4-4-4-12. */
+static void format_id(const struct sk_idkey *k, char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    int digit = 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            out[i] = '-';
+            continue;
+        }
+        uint64_t w = digit < 16 ? k->hi : k->lo;
+        out[i] = hex[(w >> (60 - 4 * (digit % 16))) & 0xf];
+        digit++;
+    }
+    out[36] = '\0';
+}
+
+void sk_idmap_each(const struct sk_idmap *m, void (*fn)(void *ctx, const char *id, int64_t val),
+                   void *ctx)
+{
+    char id[37];
+    if (m->has_nil) {
+        struct sk_idkey nil = {0, 0};
+        format_id(&nil, id);
+        fn(ctx, id, m->nil_val);
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (key_empty(&m->slots[i].key))
+            continue;
+        format_id(&m->slots[i].key, id);
+        fn(ctx, id, m->slots[i].val);
+    }
 }

@@ -72,6 +72,8 @@ void sk_batch_reset(struct sk_batch *b)
     b->has_cursor = false;
     b->more = false;
     b->progress_done = b->progress_total = 0;
+    b->snapshot_begin = b->snapshot_end = 0;
+    memset(b->snapshot_window, 0, sizeof(b->snapshot_window));
 }
 
 void sk_batch_free(struct sk_batch *b)

@@ -88,6 +88,23 @@ struct sk_batch {
     bool more;               /* true: more is ready now, poll again at once;
                                 false: this poll cycle is complete (idle until woken/interval) */
     uint64_t progress_done, progress_total; /* optional, for progress lines (0 = unknown) */
+    /*
+     * Snapshots (docs/architecture.md §4.6), bit sk_entity_index(e) of each:
+     * snapshot_begin: this batch's records of e start a complete listing of
+     * every e the source system has; snapshot_end: with this batch's records
+     * of e that listing is complete. Only for a listing that is complete
+     * (never a window, a filter or a listing resumed in the middle): every
+     * sink that saw all of it deletes the entities of e it holds and the
+     * listing did not contain.
+     */
+    uint32_t snapshot_begin, snapshot_end;
+    /* With a snapshot_begin bit: the listing covered only the entities whose
+     * field (a date-time, e.g. a calendar event's startTime) lies within
+     * [from_us, to_us]; sinks sweep only those. field NULL: every entity. */
+    struct sk_snapshot_window {
+        const char *field; /* static text */
+        int64_t from_us, to_us;
+    } snapshot_window[32];
 };
 
 /* Appends a record; takes ownership of value. Returns the record (to fill key/entity). */
@@ -367,6 +384,16 @@ struct sk_sink_ops {
                         struct sk_error *err);
     /* Optional: offsets kept in the target (exactly-once apply), for this incarnation. */
     int (*stored_offsets)(struct sk_sink *self, struct sk_offsets *out, struct sk_error *err);
+    /*
+     * Optional, for the snapshot sweep (docs/architecture.md §4.6): calls fn
+     * once for every key of entity type e the target holds (whatever a delete
+     * of that key would remove), with the entity as JSON text if the target
+     * keeps it (else NULL: a windowed snapshot then sweeps nothing of e).
+     * Read-only. Return 0, or -1 with err. A sink without it is never swept.
+     */
+    int (*keys)(struct sk_sink *self, const struct sk_entity *e,
+                void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                struct sk_error *err);
     /* Optional: where the data goes, for logs and the run summary ("/var/lib/x.db"). */
     const char *(*target)(struct sk_sink *self);
     void (*close)(struct sk_sink *self);

@@ -29,6 +29,8 @@ struct sk_sink_settings {
     int64_t batch_linger_ms;
     struct sk_strlist drop_fields; /* empty: the sink type's default */
     char *protected_identities;    /* NULL: the sink type's default */
+    bool snapshot_sweep;           /* delete what a complete snapshot lacked (§4.6) */
+    int64_t snapshot_sweep_limit;  /* most a sweep deletes: percent of the type's rows */
 };
 
 extern const struct sk_option sk_source_settings_options[];

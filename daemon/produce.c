@@ -5,9 +5,18 @@ rd_kafka_resp_err_t sk_produce(rd_kafka_t *rk, const char *topic, const void *ke
                                const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
                                void *opaque)
 {
+    return sk_produce_to(rk, topic, RD_KAFKA_PARTITION_UA, key, key_len, value, value_len, hdrs,
+                         opaque);
+}
+
+rd_kafka_resp_err_t sk_produce_to(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                  const void *key, size_t key_len, const void *value,
+                                  size_t value_len, rd_kafka_headers_t *hdrs, void *opaque)
+{
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY(key, key_len),
             RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {

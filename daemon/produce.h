@@ -26,6 +26,10 @@
 rd_kafka_resp_err_t sk_produce(rd_kafka_t *rk, const char *topic, const void *key, size_t key_len,
                                const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
                                void *opaque);
+/* The same to one partition (RD_KAFKA_PARTITION_UA: the key's). */
+rd_kafka_resp_err_t sk_produce_to(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                  const void *key, size_t key_len, const void *value,
+                                  size_t value_len, rd_kafka_headers_t *hdrs, void *opaque);
 
 /*
  * True when the record can never be produced, whatever the retries: too large

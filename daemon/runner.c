@@ -173,6 +173,8 @@ void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from)
         {&to->kafka_retries, &from->kafka_retries},
         {&to->kafka_errors, &from->kafka_errors},
         {&to->kafka_rebalances, &from->kafka_rebalances},
+        {&to->swept, &from->swept},
+        {&to->sweeps_skipped, &from->sweeps_skipped},
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         atomic_fetch_add(counters[i][0], atomic_load(counters[i][1]));

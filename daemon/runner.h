@@ -65,6 +65,9 @@ struct sk_runner {
     atomic_uint_fast64_t kafka_retries;    /* requests and messages sent again */
     atomic_uint_fast64_t kafka_errors;     /* request errors, timeouts, disconnects */
     atomic_uint_fast64_t kafka_rebalances; /* sink: consumer group rebalances */
+    /* sink: the snapshot sweep (docs/architecture.md §4.6) */
+    atomic_uint_fast64_t swept;          /* records deleted because a snapshot lacked them */
+    atomic_uint_fast64_t sweeps_skipped; /* complete snapshots not swept (limit, mixed, failure) */
 
     struct sk_histogram work_seconds;    /* source: one poll; sink: one apply of a batch */
     struct sk_histogram latency_seconds; /* sink: source saw the change -> sink applied it */

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "model.h"
 #include "sink_internal.h"
+#include "snapshot.h"
 #include "util.h"
 
 void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_sink_ops *ops,
@@ -207,6 +208,13 @@ static void build_records(struct sink_run *run)
         sk_error_clear(&run->outs[i].err);
         run->driver_rejected[i] = false;
         r->modified_us = INT64_MIN;
+        /* The drivers' own records (snapshot.h) are followed after the
+         * batch (sink_sweep.c), never applied; one of a later version's
+         * kinds is passed over the same way. */
+        struct sk_snapshot_marker marker;
+        run->control[i] = sk_snapshot_marker_read(m, &marker) != 0;
+        if (run->control[i])
+            continue;
         /* docs/architecture.md §5.2: the key is the entity's lowercase UUID; anything else is
          * not ours to apply. */
         if (!r->entity || sk_uuid_normalize(key, r->key) != 0) {
@@ -235,7 +243,7 @@ static size_t apply_range(struct sink_run *run, size_t from, struct sk_error *er
     size_t n = run->n_pending, start = from;
     while (start < n) {
         size_t end = start;
-        while (end < n && !run->driver_rejected[end])
+        while (end < n && !run->driver_rejected[end] && !run->control[end])
             end++;
         if (end == start) {
             start++;

@@ -55,6 +55,14 @@ const struct sk_option sk_sink_settings_options[] = {
      "persons with a protected identity: skip, minimal or allow (default: the sink type's)",
      offsetof(struct sk_sink_settings, protected_identities),
      .choices = (const char *const[]){"skip", "minimal", "allow", NULL}},
+    {"snapshot_sweep", SK_OPT_BOOL, "true", false,
+     "after a source's complete listing of a type (snapshot), delete from the target what "
+     "the listing lacked: deletions made while skolsync was down or its broker lost its state",
+     offsetof(struct sk_sink_settings, snapshot_sweep)},
+    {"snapshot_sweep_limit", SK_OPT_INT, "50", false,
+     "most a sweep deletes, in percent of the type's entities in the target (5 or fewer are "
+     "always deleted); a sweep over it deletes nothing and is logged as an error",
+     offsetof(struct sk_sink_settings, snapshot_sweep_limit), .min = 1, .max = 100},
     {0},
 };
 
@@ -68,6 +76,7 @@ static struct part *part_find(struct sink_run *run, const char *topic, int32_t p
 
 static void parts_clear(struct sink_run *run)
 {
+    sink_snapshots_reset(run); /* a snapshot is followed on the partitions it began on */
     for (size_t i = 0; i < run->n_parts; i++)
         free(run->parts[i].topic);
     free(run->parts);
@@ -147,15 +156,19 @@ static void flush(struct sink_run *run, bool sync_commit)
             run->in_flush = false;
             return;
         }
+        sink_snapshots_batch(run);
         struct sk_runner *r = &run->env->runner;
         size_t applied = 0, rejected = 0;
         int64_t now_us = sk_now_us();
+        struct sk_offsets control_marks = {0};
         for (size_t i = 0; i < n; i++) {
             const rd_kafka_message_t *m = run->pending[i];
             struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
             if (p && m->offset + 1 > p->next)
                 p->next = m->offset + 1;
-            if (run->outs[i].kind == SK_REJECTED) {
+            if (run->control[i]) {
+                continue;
+            } else if (run->outs[i].kind == SK_REJECTED) {
                 rejected++;
             } else {
                 applied++;
@@ -171,6 +184,21 @@ static void flush(struct sink_run *run, bool sync_commit)
         atomic_fetch_add(&r->failed, rejected);
         atomic_fetch_add(&r->dead_lettered, rejected);
         atomic_fetch_add(&r->cycles, 1);
+        for (size_t i = 0; i < n; i++) {
+            const rd_kafka_message_t *m = run->pending[i];
+            struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
+            if (run->control[i] && p) /* the partition's end of the batch */
+                sk_offsets_add(&control_marks, p->topic, p->partition, p->next);
+        }
+        /* A marker last in its partition was not in the target's batch: the
+         * target's offsets move past it too (a failure only means the marker
+         * is read again after a restart, and passed over again). */
+        if (control_marks.n && run->env->sink.ops->mark_offsets) {
+            struct sk_error err = {0};
+            if (run->env->sink.ops->mark_offsets(&run->env->sink, &control_marks, &err))
+                sk_debug(r->name, "storing offsets past snapshot markers: %s", err.msg);
+        }
+        sk_offsets_free(&control_marks);
         sink_pending_drop(run);
     }
     advance_to_eof(run);
@@ -494,6 +522,7 @@ static void *sink_thread(void *arg)
     run.docs = sk_calloc(batch, sizeof(*run.docs));
     run.json_at = sk_calloc(batch, sizeof(*run.json_at));
     run.driver_rejected = sk_calloc(batch, sizeof(*run.driver_rejected));
+    run.control = sk_calloc(batch, sizeof(*run.control));
     run.cap_pending = batch;
 
     for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
@@ -596,6 +625,8 @@ out:
     free(run.json_at);
     sk_buf_free(&run.json);
     free(run.driver_rejected);
+    free(run.control);
+    sink_snapshots_free(&run);
     sk_runner_set_state(r, run.fatal ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;
 }

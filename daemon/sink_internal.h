@@ -9,6 +9,8 @@
 #include "dlq.h"
 #include "drivers.h"
 
+struct sk_snapshot_track;
+
 struct part {
     char *topic;
     int32_t partition;
@@ -39,6 +41,8 @@ struct sink_run {
     struct sk_buf json;    /* their JSON text, each ending in a NUL */
     size_t *json_at;       /* where record i's text starts in json */
     bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
+    bool *control;         /* the drivers' own records (snapshot markers): never applied */
+    struct sk_snapshot_track *snaps; /* per consumed entity type (sink_sweep.c), or NULL */
 };
 
 /*
@@ -55,6 +59,15 @@ void sink_pending_drop(struct sink_run *run);
 /* Before the sink first joins its group (names.h): a new group starts at the
  * offsets its name before kafka.deployment committed (sink_migrate.c). */
 void sink_migrate_offsets(struct sk_sink_env *env);
+
+/*
+ * After a batch is applied: follows its snapshot markers and records, and
+ * sweeps the target for every snapshot the batch completed (sink_sweep.c).
+ */
+void sink_snapshots_batch(struct sink_run *run);
+/* Forgets the snapshots under way (the assignment changed). */
+void sink_snapshots_reset(struct sink_run *run);
+void sink_snapshots_free(struct sink_run *run);
 
 /* Pauses (or resumes) every assigned partition; the consumer stays in its group. */
 void sink_pause_all(struct sink_run *run, bool pause);

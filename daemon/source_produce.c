@@ -12,6 +12,7 @@
 #include "log.h"
 #include "model.h"
 #include "produce.h"
+#include "snapshot.h"
 #include "source_run.h"
 #include "util.h"
 
@@ -314,12 +315,87 @@ static int produce_record(struct source_run *run, const struct sk_record *r, str
     return -1;
 }
 
+/* The partitions of entity i's topic (cached), or -1 with err. */
+static int32_t topic_partitions(struct source_run *run, int i, struct sk_error *err)
+{
+    if (run->partitions[i] > 0)
+        return run->partitions[i];
+    if (!run->rkts[i])
+        run->rkts[i] = rd_kafka_topic_new(run->producer, topic_of(run, sk_entities[i]), NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e =
+        run->rkts[i] ? rd_kafka_metadata(run->producer, 0, run->rkts[i], &md, 10000)
+                     : RD_KAFKA_RESP_ERR__INVALID_ARG;
+    if (!e && md && md->topic_cnt == 1 && !md->topics[0].err)
+        run->partitions[i] = md->topics[0].partition_cnt;
+    else if (!e && md && md->topic_cnt == 1)
+        e = md->topics[0].err;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (run->partitions[i] <= 0 || run->partitions[i] > SK_SNAPSHOT_MAX_PARTITIONS) {
+        run->partitions[i] = 0;
+        return sk_error_set(err, SK_ERR_RETRIABLE, "partitions of %s: %s", topic_of(run, sk_entities[i]),
+                            e ? rd_kafka_err2str(e) : "none, or more than a snapshot marks");
+    }
+    return run->partitions[i];
+}
+
+/*
+ * The snapshot markers of the batch's entity types in mask (snapshot.h): one
+ * on every partition of each type's topic, in the batch's order, so a begin
+ * precedes the listing's records on every partition and an end follows them.
+ */
+static int produce_markers(struct source_run *run, const struct sk_batch *b,
+                           enum sk_snapshot_phase phase, struct delivery *d, struct sk_error *err)
+{
+    uint32_t mask = phase == SK_SNAPSHOT_BEGIN ? b->snapshot_begin : b->snapshot_end;
+    for (int i = 0; i < SK_ENTITY_COUNT; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        if (phase == SK_SNAPSHOT_BEGIN) {
+            snprintf(run->snapshot_id[i], sizeof(run->snapshot_id[i]), "%.40s@%lld",
+                     run->env->runner.name, (long long)sk_now_us());
+            run->snapshot_window[i] = b->snapshot_window[i];
+        } else if (!run->snapshot_id[i][0])
+            continue; /* its begin was not written by this process: no snapshot */
+        int32_t n = topic_partitions(run, i, err);
+        if (n < 0)
+            return -1;
+        struct sk_snapshot_marker m = {.phase = phase, .partitions = n};
+        snprintf(m.id, sizeof(m.id), "%s", run->snapshot_id[i]);
+        snprintf(m.source, sizeof(m.source), "%s", run->env->runner.name);
+        const struct sk_snapshot_window *w = &run->snapshot_window[i];
+        if (w->field) {
+            snprintf(m.field, sizeof(m.field), "%s", w->field);
+            m.from_us = w->from_us;
+            m.to_us = w->to_us;
+        }
+        char *value = sk_snapshot_marker_value(&m);
+        const char *topic = topic_of(run, sk_entities[i]);
+        for (int32_t p = 0; p < n; p++) {
+            rd_kafka_resp_err_t e = sk_produce_to(
+                run->producer, topic, p, SK_SNAPSHOT_KEY, strlen(SK_SNAPSHOT_KEY), value,
+                strlen(value), sk_snapshot_marker_headers(run->env->runner.name), d);
+            if (e) {
+                free(value);
+                return sk_produce_error(err, e, topic);
+            }
+            if (d)
+                d->pending++;
+        }
+        free(value);
+    }
+    return 0;
+}
+
 /* Produces the batch's records and dead letters (not the cursor). */
 static int produce_batch(struct source_run *run, const struct sk_batch *b, struct delivery *d,
                          struct sk_error *err)
 {
     run->batch_refused = 0;
     memset(run->batch_refused_by, 0, sizeof(run->batch_refused_by));
+    if (b->snapshot_begin && produce_markers(run, b, SK_SNAPSHOT_BEGIN, d, err))
+        return -1;
     for (size_t i = 0; i < b->n; i++) {
         if (produce_record(run, &b->recs[i], d, err))
             return -1;
@@ -328,6 +404,8 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
         if (i % 256 == 255)
             rd_kafka_poll(run->producer, 0);
     }
+    if (b->snapshot_end && produce_markers(run, b, SK_SNAPSHOT_END, d, err))
+        return -1;
     for (size_t i = 0; i < b->n_bad; i++) {
         const struct sk_bad_input *x = &b->bad[i];
         struct sk_dead_letter dl = {.connector = run->env->runner.name,

@@ -39,6 +39,9 @@ struct source_run {
     ptrdiff_t isolating;    /* the suspect now sent alone, or -1 */
     size_t batch_refused;   /* records of the batch in hand dead-lettered for Kafka's refusal */
     size_t batch_refused_by[SK_ENTITY_COUNT]; /* the same, by entity index */
+    int32_t partitions[SK_ENTITY_COUNT];      /* of each topic, for snapshot markers (0: unknown) */
+    char snapshot_id[SK_ENTITY_COUNT][64];    /* the listing under way since a begin marker */
+    struct sk_snapshot_window snapshot_window[SK_ENTITY_COUNT]; /* and its window */
 };
 
 /* A record Kafka refused, known by its topic, key and value. */

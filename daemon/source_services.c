@@ -12,8 +12,9 @@
 #include <cjson/cJSON.h>
 
 #include "drivers.h"
-#include "model.h"
+#include "idmap.h"
 #include "log.h"
+#include "model.h"
 #include "util.h"
 
 int sk_source_http_route(struct sk_source *self, const char *method, const char *path,
@@ -287,43 +288,17 @@ void sk_source_count_incomplete(struct sk_source *self, const struct sk_entity *
 
 /* ---- live ids ------------------------------------------------------------- */
 
-/* key -> live, open addressing; keys are 36-character UUIDs. */
-struct idmap {
-    char (*keys)[37];
-    bool *live;
-    size_t cap, n;
+/* The ids whose latest record is not a tombstone (val 1). */
+struct live_each {
+    void (*fn)(void *ctx, const char *id);
+    void *ctx;
 };
 
-static size_t idmap_slot(const struct idmap *m, const char *key)
+static void live_one(void *ctx, const char *id, int64_t live)
 {
-    size_t h = 1469598103934665603ULL;
-    for (const char *p = key; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    size_t i = h & (m->cap - 1);
-    while (m->keys[i][0] && strcmp(m->keys[i], key) != 0)
-        i = (i + 1) & (m->cap - 1);
-    return i;
-}
-
-static void idmap_put(struct idmap *m, const char *key, bool live)
-{
-    if ((m->n + 1) * 2 > m->cap) {
-        struct idmap big = {.cap = m->cap ? m->cap * 2 : 4096};
-        big.keys = sk_calloc(big.cap, sizeof(*big.keys));
-        big.live = sk_calloc(big.cap, sizeof(*big.live));
-        for (size_t i = 0; i < m->cap; i++)
-            if (m->keys[i][0])
-                idmap_put(&big, m->keys[i], m->live[i]);
-        free(m->keys);
-        free(m->live);
-        *m = big;
-    }
-    size_t i = idmap_slot(m, key);
-    if (!m->keys[i][0]) {
-        memcpy(m->keys[i], key, 37);
-        m->n++;
-    }
-    m->live[i] = live;
+    struct live_each *l = ctx;
+    if (live)
+        l->fn(l->ctx, id);
 }
 
 int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
@@ -333,7 +308,7 @@ int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
     char *topic = sk_kafka_topic_for(k, e->collection);
     char *cid = sk_name_client(sk_kafka_names(k), "live", self->name);
     int rc = -1;
-    struct idmap map = {0};
+    struct sk_idmap map = {0};
     rd_kafka_t *rk = sk_kafka_reader_new(k, cid, err);
     free(cid);
     if (!rk)
@@ -385,26 +360,24 @@ int sk_source_live_ids(struct sk_source *self, const struct sk_entity *e,
             rd_kafka_message_destroy(m);
             free(done);
             goto out;
-        } else if (m->key_len == 36) {
+        } else if (m->key_len == 36) { /* an entity's (snapshot markers are not) */
             char key[37];
             memcpy(key, m->key, 36);
             key[36] = '\0';
-            idmap_put(&map, key, m->payload != NULL);
+            sk_idmap_put(&map, key, m->payload != NULL);
         }
         rd_kafka_message_destroy(m);
     }
     free(done);
-    for (size_t i = 0; i < map.cap; i++)
-        if (map.keys[i][0] && map.live[i])
-            fn(ctx, map.keys[i]);
+    struct live_each each = {fn, ctx};
+    sk_idmap_each(&map, live_one, &each);
     rc = 0;
 out:
     if (rk) {
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
-    free(map.keys);
-    free(map.live);
+    sk_idmap_free(&map);
     free(topic);
     return rc;
 }

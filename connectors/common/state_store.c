@@ -404,6 +404,27 @@ int sk_state_get(struct sk_state *st, const char *collection, const char *id, ch
     return found;
 }
 
+int sk_state_keys(struct sk_state *st, const char *collection,
+                  void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                  struct sk_error *err)
+{
+    if (!table_of(st, collection, err))
+        return -1;
+    char *sql = sk_asprintf("SELECT id, doc FROM \"%s\"", collection);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &q, NULL);
+    free(sql);
+    if (rc != SQLITE_OK)
+        return sql_error(st, rc, false, collection, err);
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(q, 0);
+        if (id)
+            fn(ctx, id, (const char *)sqlite3_column_text(q, 1));
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? 0 : sql_error(st, rc, false, collection, err);
+}
+
 int sk_state_upsert(struct sk_state *st, const char *collection, const char *id, const char *doc,
                     size_t doc_len, int64_t modified_us, enum sk_state_put *put,
                     struct sk_error *err)

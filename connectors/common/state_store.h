@@ -113,6 +113,12 @@ int sk_state_delete(struct sk_state *st, const char *collection, const char *id,
 int sk_state_get(struct sk_state *st, const char *collection, const char *id, char **doc,
                  int64_t *modified_us, struct sk_error *err);
 
+/* Every id stored in collection with its document, one call of fn each (a
+ * sink's keys op). 0, or -1 with err. */
+int sk_state_keys(struct sk_state *st, const char *collection,
+                  void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                  struct sk_error *err);
+
 /* ---- offsets and the batch ------------------------------------------------ */
 
 /* Stores offsets under incarnation in the open transaction. */

@@ -414,6 +414,18 @@ static int oneroster_stored_offsets(struct sk_sink *self, struct sk_offsets *out
     return sk_state_stored_offsets(s->state, self->incarnation, out, err);
 }
 
+/* The snapshot sweep's view: the state the bundles are written from (mapped types only). */
+static int oneroster_keys(struct sk_sink *self, const struct sk_entity *e,
+                          void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                          struct sk_error *err)
+{
+    struct oneroster_sink *s = self->priv;
+    for (size_t i = 0; i < N_MAPPED; i++)
+        if (strcmp(mapped[i], e->collection) == 0)
+            return sk_state_keys(s->state, e->collection, fn, ctx, err);
+    return 0; /* a type the bundle does not hold: nothing of it to delete */
+}
+
 static const char *oneroster_target(struct sk_sink *self)
 {
     const struct oneroster_conf *conf = self->conf;
@@ -615,6 +627,7 @@ const struct sk_sink_ops oneroster_sink_ops = {
     .apply = oneroster_apply,
     .mark_offsets = oneroster_mark_offsets,
     .stored_offsets = oneroster_stored_offsets,
+    .keys = oneroster_keys,
     .target = oneroster_target,
     .close = oneroster_close,
     .probe = oneroster_probe,

@@ -32,6 +32,7 @@ struct pg_table {
     const struct sk_entity *entity;
     char *upsert_sql; /* $1 = jsonb [[id, doc, source], ...] */
     char *delete_sql; /* $1 = uuid[] text; DELETE or UPDATE ... deleted_at */
+    char *keys_sql;   /* every live row's id and doc (the snapshot sweep) */
     struct sk_buf upserts, deletes;
     size_t n_upserts, n_deletes;
 };

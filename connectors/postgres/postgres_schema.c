@@ -281,6 +281,8 @@ void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtabl
     else
         t->delete_sql =
             sk_asprintf("DELETE FROM %s.%s WHERE id = ANY($1::uuid[])", s->qschema, qtable);
+    t->keys_sql = sk_asprintf("SELECT id::text, doc::text FROM %s.%s%s", s->qschema, qtable,
+                              s->keep_deleted ? " WHERE deleted_at IS NULL" : "");
     free(cols.p);
     free(exprs.p);
     free(sets.p);

@@ -94,6 +94,7 @@ static void pg_close(struct sk_sink *self)
     for (size_t i = 0; i < s->n_tables; i++) {
         free(s->tables[i].upsert_sql);
         free(s->tables[i].delete_sql);
+        free(s->tables[i].keys_sql);
         free(s->tables[i].upserts.p);
         free(s->tables[i].deletes.p);
     }
@@ -572,6 +573,31 @@ static int pg_stored_offsets(struct sk_sink *self, struct sk_offsets *out, struc
     return 0;
 }
 
+/* The snapshot sweep's view: every live row of e's table. */
+static int pg_keys(struct sk_sink *self, const struct sk_entity *e,
+                   void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                   struct sk_error *err)
+{
+    struct pg_sink *s = self->priv;
+    struct pg_table *t = find_table(s, e);
+    if (!t)
+        return 0;
+    if (pg_ensure_connected(s, err) < 0)
+        return -1;
+    bool record_level;
+    PGresult *res = NULL;
+    if (pg_exec_params(s, e->collection, t->keys_sql, 0, NULL, &res, &record_level, err) < 0) {
+        if (err->cls == SK_ERR_PERMANENT)
+            err->cls = SK_ERR_RETRIABLE;
+        pg_abandon(s);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        fn(ctx, PQgetvalue(res, i, 0), PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1));
+    PQclear(res);
+    return 0;
+}
+
 static const char *pg_target(struct sk_sink *self)
 {
     const struct pg_sink *s = self->priv;
@@ -598,6 +624,7 @@ const struct sk_sink_ops postgres_sink_ops = {
     .apply = pg_apply,
     .mark_offsets = pg_mark_offsets,
     .stored_offsets = pg_stored_offsets,
+    .keys = pg_keys,
     .target = pg_target,
     .close = pg_close,
     .probe = pg_probe,

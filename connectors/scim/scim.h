@@ -142,6 +142,10 @@ int scim_state_get_doc(struct scim_state *st, const char *kind, const char *uuid
 bool scim_state_put_doc(struct scim_state *st, const char *kind, const char *uuid, const char *json,
                         size_t json_len, int64_t modified_us);
 void scim_state_del_doc(struct scim_state *st, const char *kind, const char *uuid);
+/* Every document kept of collection (persons, groups; others have none): the sweep's keys. */
+int scim_state_keys(struct scim_state *st, const char *collection,
+                    void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                    struct sk_error *err);
 
 /* Duties: which person holds which role. get returns 1 if known. person[37]. */
 int scim_state_get_duty(struct scim_state *st, const char *uuid, char person[37],

@@ -611,6 +611,15 @@ fail:
     return -1;
 }
 
+/* The snapshot sweep's view: the persons and groups whose users and groups it provisioned. */
+static int scim_keys(struct sk_sink *self, const struct sk_entity *e,
+                     void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                     struct sk_error *err)
+{
+    struct scim_sink *s = self->priv;
+    return scim_state_keys(s->state, e->collection, fn, ctx, err);
+}
+
 static const char *scim_target(struct sk_sink *self)
 {
     const struct scim_conf *conf = self->conf;
@@ -627,6 +636,7 @@ const struct sk_sink_ops scim_sink_ops = {
     .default_protected = "minimal",
     .open = scim_open,
     .apply = scim_apply,
+    .keys = scim_keys,
     .target = scim_target,
     .close = scim_close,
     .probe = scim_probe,

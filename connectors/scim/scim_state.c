@@ -439,3 +439,13 @@ void scim_strlist_free(struct sk_strlist *l)
     l->v = NULL;
     l->n = 0;
 }
+
+int scim_state_keys(struct scim_state *st, const char *collection,
+                    void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                    struct sk_error *err)
+{
+    for (size_t i = 0; i < sizeof(collections) / sizeof(collections[0]); i++)
+        if (strcmp(collections[i], collection) == 0)
+            return sk_state_keys(st->store, collection, fn, ctx, err);
+    return 0;
+}

@@ -201,6 +201,15 @@ static int sqlite_stored_offsets(struct sk_sink *self, struct sk_offsets *out, s
     return sk_state_stored_offsets(s->state, self->incarnation, out, err);
 }
 
+/* The snapshot sweep's view of the target: the ids of a collection table. */
+static int sqlite_keys(struct sk_sink *self, const struct sk_entity *e,
+                       void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                       struct sk_error *err)
+{
+    struct sqlite_sink *s = self->priv;
+    return sk_state_keys(s->state, e->collection, fn, ctx, err);
+}
+
 static const char *sqlite_target(struct sk_sink *self)
 {
     return ((const struct sqlite_conf *)self->conf)->path;
@@ -223,6 +232,7 @@ const struct sk_sink_ops sqlite_sink_ops = {
     .apply = sqlite_apply,
     .mark_offsets = sqlite_mark_offsets,
     .stored_offsets = sqlite_stored_offsets,
+    .keys = sqlite_keys,
     .target = sqlite_target,
     .close = sqlite_close,
     .probe = sqlite_probe,

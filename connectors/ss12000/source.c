@@ -69,7 +69,7 @@ static bool settle_last_batch(struct ss_source *src, const struct sk_cursor *cur
     if (stored) {
         for (size_t i = 0; i < src->n_pend; i++) {
             const struct pending *p = &src->pend[i];
-            ss_idmap_put(p->bad ? &src->types[p->type].bad : &src->types[p->type].seen, p->id,
+            sk_idmap_put(p->bad ? &src->types[p->type].bad : &src->types[p->type].seen, p->id,
                          p->val);
         }
         /* The list first, then the request's end: the operator's answer
@@ -107,10 +107,10 @@ static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
     bool ends_run = src->last_ends_run;
     if (!settle_last_batch(src, cursor) || !ends_run)
         return;
-    ss_idmap_free(&src->run_seen);
+    sk_idmap_free(&src->run_seen);
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
-        ss_idmap_free(&src->types[i].listed);
-    ss_idmap_free(&src->pend_index);
+        sk_idmap_free(&src->types[i].listed);
+    sk_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
 }
 
@@ -125,8 +125,8 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
         /* A fresh start or an operator's cursor reset: publish everything
          * again, whatever this process published before. */
         for (int i = 0; i < SK_ENTITY_COUNT; i++) {
-            ss_idmap_clear(&src->types[i].seen);
-            ss_idmap_clear(&src->types[i].bad);
+            sk_idmap_clear(&src->types[i].seen);
+            sk_idmap_clear(&src->types[i].bad);
         }
     }
     struct cstate st;
@@ -148,7 +148,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
         } else if (src->acc_run != st.run_t0) {
             /* A run from before a restart: its accumulators start empty here. */
             src->acc_run = st.run_t0;
-            ss_idmap_clear(&src->run_seen);
+            sk_idmap_clear(&src->run_seen);
             ss_dels_clear(&src->run_dels);
             src->del_chain_run = 0;
         }
@@ -208,13 +208,13 @@ static void ss_close(struct sk_source *self)
     ss_hook_free(src->hook, src->http, src->base);
     ss_http_free(src->http);
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
-        ss_idmap_free(&src->types[i].seen);
-        ss_idmap_free(&src->types[i].listed);
-        ss_idmap_free(&src->types[i].start);
-        ss_idmap_free(&src->types[i].bad);
+        sk_idmap_free(&src->types[i].seen);
+        sk_idmap_free(&src->types[i].listed);
+        sk_idmap_free(&src->types[i].start);
+        sk_idmap_free(&src->types[i].bad);
     }
-    ss_idmap_free(&src->run_seen);
-    ss_idmap_free(&src->pend_index);
+    sk_idmap_free(&src->run_seen);
+    sk_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
     sk_release_free(src->release);
     free(src->reported_json);

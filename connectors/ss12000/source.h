@@ -8,7 +8,6 @@
  *                   (http_client.h): rate limit, Retry-After, read-ahead;
  *   source_hook.c   webhooks: the callback route, the subscription and its
  *                   renewal, the debounce thread that wakes the source;
- *   source_idmap.c  a compact id -> int64 map (dedupe, seen sets).
  * Nothing here is visible to the core: it sees only ss12000_source_ops.
  */
 #ifndef SK_SS12000_SOURCE_H
@@ -21,6 +20,7 @@
 
 #include "config.h"
 #include "connector.h"
+#include "idmap.h"
 #include "delete_guard.h"
 #include "model.h"
 #include "sk_error.h"
@@ -80,31 +80,6 @@ struct ss_conf {
     char *validation;      /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
 };
 
-/* ---- id map: UUID (36-character text) -> int64 ---------------------------- */
-
-struct ss_idkey {
-    uint64_t hi, lo; /* the UUID's 16 bytes; all zero marks an empty slot */
-};
-
-struct ss_idmap {
-    struct {
-        struct ss_idkey key;
-        int64_t val;
-    } * slots;
-    size_t cap, n;
-    bool has_nil; /* the nil UUID (its key would look empty) */
-    int64_t nil_val;
-};
-
-/* Insert or overwrite. id must be a UUID (as sk_uuid_normalize writes it);
- * anything else is not stored. */
-void ss_idmap_put(struct ss_idmap *m, const char *id, int64_t val);
-/* true and *val if present. */
-bool ss_idmap_get(const struct ss_idmap *m, const char *id, int64_t *val);
-bool ss_idmap_has(const struct ss_idmap *m, const char *id);
-void ss_idmap_clear(struct ss_idmap *m); /* keeps the memory */
-void ss_idmap_free(struct ss_idmap *m);  /* gives it back; the map stays usable */
-size_t ss_idmap_bytes(const struct ss_idmap *m);
 
 /* ---- HTTP ----------------------------------------------------------------- */
 

@@ -26,7 +26,7 @@
 struct del *ss_dels_add(struct dels *d, int type, const char *id)
 {
     int64_t v;
-    if (ss_idmap_get(&d->index, id, &v) && v)
+    if (sk_idmap_get(&d->index, id, &v) && v)
         return &d->v[v - 1];
     if (d->n == d->cap) {
         d->cap = d->cap ? d->cap * 2 : 64;
@@ -36,7 +36,7 @@ struct del *ss_dels_add(struct dels *d, int type, const char *id)
     x->type = type;
     memcpy(x->id, id, 37);
     x->at_us = 0;
-    ss_idmap_put(&d->index, id, (int64_t)d->n); /* its position + 1: an entry added again
+    sk_idmap_put(&d->index, id, (int64_t)d->n); /* its position + 1: an entry added again
                                                    after it was taken out is the live one */
     return x;
 }
@@ -44,19 +44,19 @@ struct del *ss_dels_add(struct dels *d, int type, const char *id)
 bool ss_dels_live(const struct dels *d, const struct del *x)
 {
     int64_t v;
-    return ss_idmap_get(&d->index, x->id, &v) && v == x - d->v + 1;
+    return sk_idmap_get(&d->index, x->id, &v) && v == x - d->v + 1;
 }
 
 void ss_dels_clear(struct dels *d)
 {
     d->n = 0;
-    ss_idmap_clear(&d->index);
+    sk_idmap_clear(&d->index);
 }
 
 void ss_dels_free(struct dels *d)
 {
     free(d->v);
-    ss_idmap_free(&d->index);
+    sk_idmap_free(&d->index);
     memset(d, 0, sizeof(*d));
 }
 
@@ -71,13 +71,13 @@ void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, b
     memcpy(p->id, id, 37);
     p->val = val;
     p->bad = bad;
-    ss_idmap_put(&src->pend_index, id, val);
+    sk_idmap_put(&src->pend_index, id, val);
 }
 
 void ss_pend_clear(struct ss_source *src)
 {
     src->n_pend = 0;
-    ss_idmap_clear(&src->pend_index);
+    sk_idmap_clear(&src->pend_index);
 }
 
 size_t ss_dels_count(const struct dels *d)
@@ -92,13 +92,13 @@ size_t ss_dels_count(const struct dels *d)
 static bool dels_has(const struct dels *d, const char *id)
 {
     int64_t v;
-    return ss_idmap_get(&d->index, id, &v) && v;
+    return sk_idmap_get(&d->index, id, &v) && v;
 }
 
 static void dels_take_out(struct dels *d, const char *id)
 {
     if (dels_has(d, id))
-        ss_idmap_put(&d->index, id, 0);
+        sk_idmap_put(&d->index, id, 0);
 }
 
 char *ss_held_json(const struct cstate *st)
@@ -123,8 +123,8 @@ char *ss_held_json(const struct cstate *st)
 static bool read_again(const struct ss_source *src, const char *id)
 {
     int64_t v;
-    return ss_idmap_has(&src->run_seen, id) ||
-           (ss_idmap_get(&src->pend_index, id, &v) && v != DELETED_MARK);
+    return sk_idmap_has(&src->run_seen, id) ||
+           (sk_idmap_get(&src->pend_index, id, &v) && v != DELETED_MARK);
 }
 
 /*
@@ -167,10 +167,10 @@ static void recon_id(void *ctx, const char *id)
     struct recon *r = ctx;
     struct ss_type *t = &r->src->types[r->type];
     r->live++;
-    if (ss_idmap_has(&t->listed, id))
+    if (sk_idmap_has(&t->listed, id))
         return;
     int64_t start;
-    if (r->windowed && !(ss_idmap_get(&t->start, id, &start) && start >= r->lo && start <= r->hi)) {
+    if (r->windowed && !(sk_idmap_get(&t->start, id, &start) && start >= r->lo && start <= r->hi)) {
         /* Left the window (or not known to have been in it): the listing
          * could not show it, so its absence says nothing. */
         r->outside++;
@@ -228,15 +228,15 @@ int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out
     for (size_t k = 0; k < d->n; k++) {
         struct del *x = &d->v[k];
         int64_t prev;
-        if (ss_idmap_has(&src->run_seen, x->id) ||
-            (ss_idmap_get(&src->types[x->type].seen, x->id, &prev) && prev == DELETED_MARK) ||
-            (ss_idmap_get(&src->pend_index, x->id, &prev) && prev == DELETED_MARK) ||
+        if (sk_idmap_has(&src->run_seen, x->id) ||
+            (sk_idmap_get(&src->types[x->type].seen, x->id, &prev) && prev == DELETED_MARK) ||
+            (sk_idmap_get(&src->pend_index, x->id, &prev) && prev == DELETED_MARK) ||
             dels_has(&st->released, x->id) || dels_has(&st->rejected, x->id) ||
             dels_has(&st->held, x->id)) {
             /* re-seen, its tombstone is stored already (also before a
              * restart: released), the operator kept it (rejected), or it
              * is held already */
-            ss_idmap_put(&d->index, x->id, 0);
+            sk_idmap_put(&d->index, x->id, 0);
             continue;
         }
         per_type[x->type]++;

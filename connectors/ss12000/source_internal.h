@@ -64,7 +64,7 @@ struct del {
 struct dels {
     struct del *v;
     size_t n, cap;
-    struct ss_idmap index; /* id -> its live entry's position + 1 (0: taken out again) */
+    struct sk_idmap index; /* id -> its live entry's position + 1 (0: taken out again) */
 };
 
 /* The whole cursor, unpacked (ss_cursor_free gives back what it holds). */
@@ -98,14 +98,16 @@ struct ss_type {
     bool no_created;        /* the server refused meta.created.after (400) */
     bool windowed;          /* CalendarEvent: read through the startTime window */
     bool skipped;           /* reported to the core as skipped (404/403) */
-    struct ss_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
-    struct ss_idmap listed; /* ids of the full listing under way */
-    struct ss_idmap bad;    /* id -> meta.modified µs of a version dead-lettered, acknowledged */
+    struct sk_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
+    struct sk_idmap listed; /* ids of the full listing under way */
+    struct sk_idmap bad;    /* id -> meta.modified µs of a version dead-lettered, acknowledged */
     int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
+    bool snapshot_open;     /* the listing under way began a snapshot (connector.h) and
+                               every entity of it so far is in Kafka */
     int64_t live_count;     /* live ids in Kafka at the last reconciliation of run live_run */
     int64_t live_run;
     /* Windowed types: id -> startTime µs of what was read (reconciliation). */
-    struct ss_idmap start;
+    struct sk_idmap start;
     int fails;           /* failed answers in a row (error status, a page that is not one) */
     int64_t retry_at_us; /* failing on its own: left out of runs until then (its backoff) */
 };
@@ -151,14 +153,14 @@ struct ss_source {
     size_t last_cursor_len;
     struct pending *pend;
     size_t n_pend, cap_pend;
-    struct ss_idmap pend_index; /* id -> value, this batch's records (dedupe within it) */
+    struct sk_idmap pend_index; /* id -> value, this batch's records (dedupe within it) */
     char *pending_json;         /* the held list the cursor handed out last carries */
     size_t pending_held;
     bool last_ends_run; /* the batch handed out last completes its run */
 
     /* The run's accumulators, valid for run acc_run (its t0). */
     int64_t acc_run;
-    struct ss_idmap run_seen; /* ids read in this run (not deleted by it: T0 rule) */
+    struct sk_idmap run_seen; /* ids read in this run (not deleted by it: T0 rule) */
     struct dels run_dels;
     int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
 

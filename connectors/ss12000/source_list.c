@@ -129,27 +129,27 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     bool id_ok = cJSON_IsString(idj) && sk_uuid_normalize(idj->valuestring, id) == 0;
     if (id_ok) {
         /* Read in this run: the T0 rule keeps it from this run's deletions. */
-        ss_idmap_put(&src->run_seen, id, 1);
+        sk_idmap_put(&src->run_seen, id, 1);
         if (step == STEP_FULL)
-            ss_idmap_put(&t->listed, id, 1);
+            sk_idmap_put(&t->listed, id, 1);
         const cJSON *start = cJSON_GetObjectItemCaseSensitive(item, "startTime");
         int64_t start_us;
         int off_min;
         if (t->windowed && cJSON_IsString(start) &&
             parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
-            ss_idmap_put(&t->start, id, start_us);
+            sk_idmap_put(&t->start, id, start_us);
         /* Unchanged since we last stored it: not again (sinks are idempotent
          * anyway, this only saves work). Entities without meta.modified are
          * always published: there is nothing to compare. */
         int64_t prev;
-        if (mod_us != NO_MODIFIED && ss_idmap_get(&t->bad, id, &prev) && prev == mod_us) {
+        if (mod_us != NO_MODIFIED && sk_idmap_get(&t->bad, id, &prev) && prev == mod_us) {
             /* This version was dead-lettered already: counted, not sent again. */
             sk_source_count_bad_again(src->self, e);
             return;
         }
         if (mod_us != NO_MODIFIED &&
-            ((ss_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
-             (ss_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
+            ((sk_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
+             (sk_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
             return;
     }
     struct sk_error err = {0};
@@ -359,7 +359,7 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
     }
     bool chain_start = st->page_token == NULL;
     if (st->step == STEP_FULL && chain_start) {
-        ss_idmap_clear(&t->listed);
+        sk_idmap_clear(&t->listed);
         t->listed_run = st->run_t0;
     } else if (st->step == STEP_FULL && t->listed_run != st->run_t0) {
         t->listed_run = 0; /* resumed mid-listing: the listing is not complete here */
@@ -400,6 +400,23 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
     type_ok(src, i);
     ss_set_skipped(src, i, false);
     int64_t now = sk_now_us();
+    /* A full listing is a snapshot (connector.h) only if every entity it
+     * lists reaches Kafka: none left out as unchanged (the dedupe map is
+     * still empty: the first listing since the start), none dead-lettered.
+     * A windowed type's listing is a snapshot of its window. */
+    uint32_t bit = 1u << sk_entity_index(t->e);
+    if (st->step == STEP_FULL && chain_start) {
+        t->snapshot_open = t->seen.n == 0 && t->bad.n == 0;
+        if (t->snapshot_open)
+            out->snapshot_begin |= bit;
+        if (t->snapshot_open && t->windowed) {
+            /* what the query asked for: startTime within the window */
+            struct sk_snapshot_window *w = &out->snapshot_window[sk_entity_index(t->e)];
+            w->field = "startTime";
+            ss_window(src, st, &w->from_us, &w->to_us);
+        }
+    }
+    size_t bad_before = out->n_bad;
     struct ss_page_check pc = ss_page_check(&r);
     const cJSON *item;
     size_t k = 0;
@@ -408,12 +425,19 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
         if (!ss_page_item_bad(&pc, k++, src->types[i].e, url, out))
             take_item(src, st, i, st->step, item, url, out, now);
     }
+    if (out->n_bad != bad_before)
+        t->snapshot_open = false;
     free(pc.spans);
     free(st->page_token);
     st->page_token = next ? sk_strdup(next) : NULL;
     cJSON_Delete(doc);
-    if (!next)
+    if (!next) {
+        bool snapshot = st->step == STEP_FULL && t->snapshot_open && t->listed_run == st->run_t0;
+        t->snapshot_open = false;
         rc = list_chain_done(src, st, i, err);
+        if (rc == 0 && snapshot)
+            out->snapshot_end |= bit;
+    }
 out:
     ss_resp_free(&r);
     free(url);

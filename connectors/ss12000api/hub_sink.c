@@ -250,6 +250,15 @@ static int hub_stored_offsets(struct sk_sink *self, struct sk_offsets *out, stru
     return sk_state_stored_offsets(h->state, self->incarnation, out, err);
 }
 
+/* The snapshot sweep's view: what the hub serves of e. */
+static int hub_keys(struct sk_sink *self, const struct sk_entity *e,
+                    void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                    struct sk_error *err)
+{
+    struct hub *h = self->priv;
+    return sk_state_keys(h->state, e->collection, fn, ctx, err);
+}
+
 /* The URL it serves on (the port, when listen gave 0, is the one bound). */
 static const char *hub_target(struct sk_sink *self)
 {
@@ -268,6 +277,7 @@ const struct sk_sink_ops ss12000_api_sink_ops = {
     .apply = hub_apply,
     .mark_offsets = hub_mark_offsets,
     .stored_offsets = hub_stored_offsets,
+    .keys = hub_keys,
     .target = hub_target,
     .close = hub_close,
 };

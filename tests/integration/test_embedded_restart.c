@@ -17,9 +17,10 @@
  *     another process (the journal cannot write), a change at the server
  *     does not reach the target; killed then, and changed again, the daemon
  *     converges after the restart with no change lost;
- *   - a truncated and a corrupt store file: a clear log line naming the
- *     file, the file moved aside, a full sync, and the target equal to the
- *     server.
+ *   - a truncated and a corrupt store file, with changes (deletions among
+ *     them) made at the server while the daemon was down: a clear log line
+ *     naming the file, the file moved aside, a full sync, and the target
+ *     equal to the server (the deletions by the sinks' snapshot sweep).
  *
  * Needs no Kafka. The server and the daemon die with the test process and
  * are stopped by the suite's fini in every path.
@@ -352,19 +353,28 @@ Test(embedded_restart, kill_9_during_syncs_with_changes_while_down, .timeout = 9
 }
 
 /*
- * Damages the store, restarts, and checks the log line (the nth), the file
- * moved aside and a full sync.
+ * Changes at the server while the daemon is down (deletions among them),
+ * damages the store, restarts, and checks the target (deletions included:
+ * the empty broker knows nothing to reconcile against, so only the sinks'
+ * snapshot sweep removes them), the log line (the nth), the file moved
+ * aside and a full sync.
  */
 static void damaged_restart(struct env *e, const char *how, void (*damage)(const char *path),
-                            int nth)
+                            int nth, unsigned *rng)
 {
     char *path = skt_fmt("%s/embedded.db", e->store);
+    char prev[64][37];
+    int n_prev = 0;
+    cr_assert_gt(skt_ss_mutate(e->port, nth, rng, prev, &n_prev), 0);
+    int swept_before = log_count(e, "deleted (gone from the source system)");
     damage(path);
     long seq = skt_ss_last_seq(e->port);
     /* one full cycle of the source (a full sync: the broker starts empty) */
     free(run_once(e));
     char why[2048];
-    cr_assert(db_equals_server(e, why, sizeof(why)), "%s: %s", how, why);
+    cr_assert(db_equals_server(e, why, sizeof(why)), "%s: %s (log %s)", how, why, e->log);
+    cr_assert_gt(log_count(e, "deleted (gone from the source system)"), swept_before,
+                 "%s: no sweep in the log (%s)", how, e->log);
     char *line = skt_fmt("embedded store %s is damaged", path);
     cr_assert_eq(log_count(e, line), nth, "%s: no log line \"%s\" (log %s)", how, line, e->log);
     char *pattern = skt_fmt("%s.damaged-*[0-9]Z", path);
@@ -402,10 +412,11 @@ Test(embedded_restart, damaged_store_is_moved_aside_and_synced_again, .timeout =
     struct env e = {0};
     env_setup(&e, "estore-damaged", 30, 1304, "");
     sync_and_stop(&e);
-    damaged_restart(&e, "a truncated store", truncate_half, 1);
+    unsigned rng = 1304;
+    damaged_restart(&e, "a truncated store", truncate_half, 1, &rng);
     /* a clean stop wrote a good store again; now its first pages are garbage */
     sleep(1); /* the name of the file moved aside has seconds */
-    damaged_restart(&e, "a corrupt store", overwrite_header, 2);
+    damaged_restart(&e, "a corrupt store", overwrite_header, 2, &rng);
     env_free(&e);
 }
 

@@ -1,6 +1,6 @@
 /*
- * test_ss12000_idmap.c: the ss12000-source's compact UUID -> int64 map
- * (connectors/ss12000/source_idmap.c): every id put is found with its last
+ * test_idmap.c: the compact UUID -> int64 map
+ * (base/idmap.c): every id put is found with its last
  * value across growth, absent ids are not found, the nil UUID is an id like
  * the others, upper and lower case are the same id, non-UUIDs are never
  * stored, and clear/free leave a usable empty map.
@@ -10,7 +10,7 @@
 
 #include <criterion/criterion.h>
 
-#include "ss12000/source.h"
+#include "idmap.h"
 
 static void id_of(uint64_t n, char out[37])
 {
@@ -20,65 +20,65 @@ static void id_of(uint64_t n, char out[37])
              a >> 32, (a >> 16) & 0xffff, a & 0xffff, (b >> 48) & 0xffff, b & (uint64_t)0xffffffffffff);
 }
 
-Test(ss12000_idmap, many_ids_survive_growth)
+Test(idmap, many_ids_survive_growth)
 {
-    struct ss_idmap m = {0};
+    struct sk_idmap m = {0};
     char id[37];
     const int n = 200000;
     for (int i = 1; i <= n; i++) {
         id_of((uint64_t)i, id);
-        ss_idmap_put(&m, id, i);
+        sk_idmap_put(&m, id, i);
     }
     for (int i = 1; i <= n; i += 2) { /* overwrite every other value */
         id_of((uint64_t)i, id);
-        ss_idmap_put(&m, id, -i);
+        sk_idmap_put(&m, id, -i);
     }
     cr_assert_eq(m.n, (size_t)n);
     cr_assert_leq(m.n * 4, m.cap * 3, "load factor above 3/4");
-    cr_assert_leq(ss_idmap_bytes(&m), (size_t)n * 64, "more than 64 bytes per id");
+    cr_assert_leq(sk_idmap_bytes(&m), (size_t)n * 64, "more than 64 bytes per id");
     for (int i = 1; i <= n; i++) {
         id_of((uint64_t)i, id);
         int64_t v = 0;
-        cr_assert(ss_idmap_get(&m, id, &v), "id %d lost", i);
+        cr_assert(sk_idmap_get(&m, id, &v), "id %d lost", i);
         cr_assert_eq(v, i % 2 ? -i : i);
     }
     for (int i = n + 1; i <= n + 1000; i++) {
         id_of((uint64_t)i, id);
-        cr_assert_not(ss_idmap_has(&m, id), "id %d never put but found", i);
+        cr_assert_not(sk_idmap_has(&m, id), "id %d never put but found", i);
     }
-    ss_idmap_free(&m);
+    sk_idmap_free(&m);
 }
 
-Test(ss12000_idmap, nil_uuid_and_case)
+Test(idmap, nil_uuid_and_case)
 {
-    struct ss_idmap m = {0};
+    struct sk_idmap m = {0};
     const char *nil = "00000000-0000-0000-0000-000000000000";
-    cr_assert_not(ss_idmap_has(&m, nil));
-    ss_idmap_put(&m, nil, INT64_MIN);
+    cr_assert_not(sk_idmap_has(&m, nil));
+    sk_idmap_put(&m, nil, INT64_MIN);
     int64_t v = 0;
-    cr_assert(ss_idmap_get(&m, nil, &v));
+    cr_assert(sk_idmap_get(&m, nil, &v));
     cr_assert_eq(v, INT64_MIN);
     cr_assert_eq(m.n, 1);
-    ss_idmap_put(&m, nil, 7);
+    sk_idmap_put(&m, nil, 7);
     cr_assert_eq(m.n, 1, "the nil UUID counted twice");
-    ss_idmap_put(&m, "6F0B4E1C-2A3D-4E5F-8A9B-0C1D2E3F4A5B", 42);
-    cr_assert(ss_idmap_get(&m, "6f0b4e1c-2a3d-4e5f-8a9b-0c1d2e3f4a5b", &v));
+    sk_idmap_put(&m, "6F0B4E1C-2A3D-4E5F-8A9B-0C1D2E3F4A5B", 42);
+    cr_assert(sk_idmap_get(&m, "6f0b4e1c-2a3d-4e5f-8a9b-0c1d2e3f4a5b", &v));
     cr_assert_eq(v, 42);
     /* growth keeps the nil UUID */
     char id[37];
     for (int i = 1; i <= 1000; i++) {
         id_of((uint64_t)i, id);
-        ss_idmap_put(&m, id, i);
+        sk_idmap_put(&m, id, i);
     }
-    cr_assert(ss_idmap_get(&m, nil, &v));
+    cr_assert(sk_idmap_get(&m, nil, &v));
     cr_assert_eq(v, 7);
     cr_assert_eq(m.n, 1002);
-    ss_idmap_free(&m);
+    sk_idmap_free(&m);
 }
 
-Test(ss12000_idmap, non_uuids_are_never_stored)
+Test(idmap, non_uuids_are_never_stored)
 {
-    struct ss_idmap m = {0};
+    struct sk_idmap m = {0};
     const char *bad[] = {"",
                          "abc",
                          "6f0b4e1c-2a3d-4e5f-8a9b-0c1d2e3f4a5",
@@ -86,37 +86,37 @@ Test(ss12000_idmap, non_uuids_are_never_stored)
                          "6f0b4e1c2a3d-4e5f-8a9b-0c1d2e3f4a5bb",
                          "6f0b4e1c-2a3d-4e5f-8a9b-0c1d2e3f4a5g"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        ss_idmap_put(&m, bad[i], 1);
-        cr_assert_not(ss_idmap_has(&m, bad[i]), "'%s' stored", bad[i]);
+        sk_idmap_put(&m, bad[i], 1);
+        cr_assert_not(sk_idmap_has(&m, bad[i]), "'%s' stored", bad[i]);
     }
     cr_assert_eq(m.n, 0);
-    ss_idmap_free(&m);
+    sk_idmap_free(&m);
 }
 
-Test(ss12000_idmap, clear_and_free_leave_a_usable_map)
+Test(idmap, clear_and_free_leave_a_usable_map)
 {
-    struct ss_idmap m = {0};
+    struct sk_idmap m = {0};
     char id[37];
     for (int i = 1; i <= 5000; i++) {
         id_of((uint64_t)i, id);
-        ss_idmap_put(&m, id, i);
+        sk_idmap_put(&m, id, i);
     }
-    ss_idmap_put(&m, "00000000-0000-0000-0000-000000000000", 1);
+    sk_idmap_put(&m, "00000000-0000-0000-0000-000000000000", 1);
     size_t cap = m.cap;
-    ss_idmap_clear(&m);
+    sk_idmap_clear(&m);
     cr_assert_eq(m.n, 0);
     cr_assert_eq(m.cap, cap, "clear keeps the memory");
-    cr_assert_not(ss_idmap_has(&m, "00000000-0000-0000-0000-000000000000"));
+    cr_assert_not(sk_idmap_has(&m, "00000000-0000-0000-0000-000000000000"));
     id_of(17, id);
-    cr_assert_not(ss_idmap_has(&m, id));
-    ss_idmap_put(&m, id, 3);
-    cr_assert(ss_idmap_has(&m, id));
-    ss_idmap_free(&m);
-    cr_assert_eq(ss_idmap_bytes(&m), 0, "free gives the memory back");
-    cr_assert_not(ss_idmap_has(&m, id));
-    ss_idmap_put(&m, id, 4);
+    cr_assert_not(sk_idmap_has(&m, id));
+    sk_idmap_put(&m, id, 3);
+    cr_assert(sk_idmap_has(&m, id));
+    sk_idmap_free(&m);
+    cr_assert_eq(sk_idmap_bytes(&m), 0, "free gives the memory back");
+    cr_assert_not(sk_idmap_has(&m, id));
+    sk_idmap_put(&m, id, 4);
     int64_t v;
-    cr_assert(ss_idmap_get(&m, id, &v));
+    cr_assert(sk_idmap_get(&m, id, &v));
     cr_assert_eq(v, 4);
-    ss_idmap_free(&m);
+    sk_idmap_free(&m);
 }

@@ -18,6 +18,8 @@
  *                       keeps them) is there after close and open
  *   poison              a record the sink cannot apply is REJECTED, the rest
  *                       of its batch applied
+ *   keys                the snapshot sweep's view (connector.h, keys): every
+ *                       stored person with its document, none deleted
  *
  * What "stored" means per sink: the row's doc in its SQLite table
  * (sqlite-sink), the jsonb doc column (postgres-sink), the document in the
@@ -454,6 +456,57 @@ static void poison_isolated(void)
     free(c);
 }
 
+/* keys (the snapshot sweep's view): id -> doc of every person the sink lists. */
+struct listed {
+    char ids[8][37];
+    char *docs[8];
+    int n;
+};
+
+static void list_one(void *ctx, const char *key, const char *doc)
+{
+    struct listed *l = ctx;
+    cr_assert_lt(l->n, 8, "%s: more keys than persons stored", cur->type);
+    snprintf(l->ids[l->n], sizeof(l->ids[l->n]), "%s", key);
+    l->docs[l->n++] = doc ? strdup(doc) : NULL;
+}
+
+static int listed_at(const struct listed *l, const char *id)
+{
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->ids[i], id) == 0)
+            return i;
+    return -1;
+}
+
+static void keys_list_what_is_stored(void)
+{
+    char *a = new_id(), *b = new_id(), *gone = new_id();
+    add_person(a, T1, "Anna", NULL);
+    add_person(b, T1, "Bo", NULL);
+    add_person(gone, T1, "Borta", NULL);
+    apply();
+    skt_recs_add(&batch, "Person", gone, NULL, NULL);
+    apply();
+    cr_assert_not_null(sink->ops->keys, "%s: no keys op: it is never swept", cur->type);
+    struct listed l = {0};
+    struct sk_error err = {0};
+    cr_assert_eq(sink->ops->keys(sink, sk_entity_by_name("Person"), list_one, &l, &err), 0, "%s: %s",
+                 cur->type, err.msg);
+    cr_assert_eq(l.n, 2, "%s: %d keys listed for 2 persons stored", cur->type, l.n);
+    cr_assert_geq(listed_at(&l, a), 0, "%s: a stored person not listed", cur->type);
+    cr_assert_geq(listed_at(&l, b), 0, "%s: a stored person not listed", cur->type);
+    cr_assert_lt(listed_at(&l, gone), 0, "%s: a deleted person listed", cur->type);
+    const char *doc = l.docs[listed_at(&l, a)];
+    cr_assert(doc && strstr(doc, "Anna"), "%s: the listed document: %s", cur->type,
+              doc ? doc : "(none)");
+    for (int i = 0; i < l.n; i++)
+        free(l.docs[i]);
+    free(a);
+    free(b);
+    free(gone);
+}
+
 /* One test per sink and behaviour: sink_contract::<sink>_<behaviour>. */
 #define CONTRACT(target, behaviour)                                                                \
     Test(sink_contract, target##_##behaviour, .fini = finish, .timeout = 60)                       \
@@ -475,3 +528,4 @@ CONTRACT_ALL(unknown_fields_kept)
 CONTRACT_ALL(lossless)
 CONTRACT_ALL(offsets_resumed_after_reopen)
 CONTRACT_ALL(poison_isolated)
+CONTRACT_ALL(keys_list_what_is_stored)

@@ -44,7 +44,7 @@ Test(ss12000_cursor_guard, held_released_and_rejected_survive_pack_and_load)
     ss_dels_add(&st.held, type_of("Room"), R3);
     ss_dels_add(&st.released, type_of("Room"), R2)->at_us = 123;
     /* R3 goes from held to rejected: the held entry is taken out. */
-    ss_idmap_put(&st.held.index, R3, 0);
+    sk_idmap_put(&st.held.index, R3, 0);
     ss_dels_add(&st.rejected, type_of("Room"), R3)->at_us = 456;
     size_t len;
     uint8_t *data = ss_cursor_pack(&st, &len);
