@@ -347,6 +347,25 @@ static void type_ok(struct ss_source *src, int i)
     t->retry_at_us = 0;
 }
 
+static bool has_type(const struct dels *d, int i)
+{
+    for (size_t k = 0; k < d->n; k++)
+        if (d->v[k].type == i && ss_dels_live(d, &d->v[k]))
+            return true;
+    return false;
+}
+
+/*
+ * Whether deletions of type i are the delete guard's to decide: held or
+ * rejected ones, or ones this run's reconciliation found (the guard weighs
+ * them at the run's end). A snapshot then ends without its end marker:
+ * the sinks' sweep would delete them past the guard.
+ */
+static bool deletions_pending(const struct ss_source *src, const struct cstate *st, int i)
+{
+    return has_type(&st->held, i) || has_type(&st->rejected, i) || has_type(&src->run_dels, i);
+}
+
 /* One request of a list step (full or delta). */
 int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
                  struct sk_error *err)
@@ -435,7 +454,7 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
         bool snapshot = st->step == STEP_FULL && t->snapshot_open && t->listed_run == st->run_t0;
         t->snapshot_open = false;
         rc = list_chain_done(src, st, i, err);
-        if (rc == 0 && snapshot)
+        if (rc == 0 && snapshot && !deletions_pending(src, st, i))
             out->snapshot_end |= bit;
     }
 out:

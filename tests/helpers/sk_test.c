@@ -442,6 +442,7 @@ bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why
         sqlite3_close(db);
         return false;
     }
+    sqlite3_busy_timeout(db, 10000); /* the daemon may be writing */
     bool ok = true;
     for (size_t i = 0; sk_entities[i] && ok; i++) {
         char *file = skt_fmt("%s/%s.jsonl", data_dir, sk_entities[i]->collection);
@@ -747,6 +748,7 @@ void skt_sqlite_exec(const char *db_path, const char *sql)
 {
     sqlite3 *db;
     cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000); /* the daemon may be writing */
     char *msg = NULL;
     cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK, "%s: %s", db_path, msg);
     sqlite3_close(db);
@@ -757,6 +759,9 @@ char *skt_sqlite_value(const char *db_path, const char *sql, const char *param)
     sqlite3 *db = NULL;
     cr_assert_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "%s",
                  db_path);
+    /* The daemon may hold the write lock a moment (opening the file, a
+     * checkpoint): a reader waits instead of failing the test. */
+    sqlite3_busy_timeout(db, 10000);
     sqlite3_stmt *st = NULL;
     cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
                  sqlite3_errmsg(db));
