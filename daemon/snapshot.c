@@ -57,7 +57,12 @@ int sk_snapshot_marker_read(const rd_kafka_message_t *m, struct sk_snapshot_mark
         return 0;
     if (strcmp(control, "snapshot") != 0 || !m->payload)
         return -1;
-    cJSON *o = cJSON_ParseWithLength(m->payload, m->len);
+    return sk_snapshot_marker_parse(m->payload, m->len, out) ? 1 : -1;
+}
+
+bool sk_snapshot_marker_parse(const void *value, size_t len, struct sk_snapshot_marker *out)
+{
+    cJSON *o = cJSON_ParseWithLength(value, len);
     memset(out, 0, sizeof(*out));
     char phase[16];
     const cJSON *parts = o ? cJSON_GetObjectItemCaseSensitive(o, "partitions") : NULL;
@@ -85,7 +90,7 @@ int sk_snapshot_marker_read(const rd_kafka_message_t *m, struct sk_snapshot_mark
         out->partitions = (int32_t)parts->valuedouble;
     }
     cJSON_Delete(o);
-    return ok ? 1 : -1;
+    return ok;
 }
 
 /* ---- the sink's side ------------------------------------------------------ */

@@ -53,6 +53,8 @@ rd_kafka_headers_t *sk_snapshot_marker_headers(const char *source);
  * cannot parse) or a record like any other (0).
  */
 int sk_snapshot_marker_read(const rd_kafka_message_t *m, struct sk_snapshot_marker *out);
+/* A marker's value (Kafka: outside input): true with *out filled if it is a valid one. */
+bool sk_snapshot_marker_parse(const void *value, size_t len, struct sk_snapshot_marker *out);
 
 /* ---- the sink's side ------------------------------------------------------ */
 
