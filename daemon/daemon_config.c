@@ -53,7 +53,8 @@ static const struct sk_option admin_options[] = {
 static const struct sk_option node_options[] = {
     {"name", SK_OPT_STRING, NULL, false,
      "this daemon's name in its deployment: per-node consumer groups and member ids derive "
-     "from it (default: the host name)",
+     "from it (default: the host name; real Kafka clusters only: refused with the embedded "
+     "broker)",
      offsetof(struct sk_node_conf, name)},
     {0},
 };
@@ -186,6 +187,35 @@ static void resolve_names(struct sk_daemon_config *cfg, struct sk_config_errors 
     if (!cfg->core.node.name)
         cfg->core.node.name = sk_name_default_node();
     k->node_name = cfg->core.node.name;
+}
+
+/*
+ * The embedded broker lives inside this one daemon: it is one node by
+ * nature, and nothing else ever joins its cluster. kafka.deployment (which
+ * keeps the deployments that share a cluster apart) and node.name (which
+ * tells the nodes of a deployment apart) name what only exists on a real
+ * cluster; set there they would suggest a deployment of several nodes that
+ * cannot be, so they are refused rather than silently ignored. Unset, they
+ * still take their defaults (group names, /api/v1/cluster).
+ */
+static void check_embedded_single_node(const struct sk_daemon_config *cfg,
+                                       struct sk_config_errors *errs)
+{
+    const char *brokers = cfg->core.kafka.brokers;
+    if (brokers && strcmp(brokers, "embedded") != 0)
+        return;
+    const struct sk_cnode *at = sk_cnode_get(sk_cnode_get(cfg->tree, "kafka"), "deployment");
+    if (at)
+        sk_config_errors_add(errs, at,
+                             "not allowed with kafka.brokers: embedded (the embedded broker is a "
+                             "single node inside this daemon, and a deployment name only matters "
+                             "on a real Kafka cluster that several daemons or deployments share)");
+    at = sk_cnode_get(sk_cnode_get(cfg->tree, "node"), "name");
+    if (at)
+        sk_config_errors_add(errs, at,
+                             "not allowed with kafka.brokers: embedded (the embedded broker is a "
+                             "single node inside this daemon, and a node name only matters among "
+                             "the daemons of a deployment on a real Kafka cluster)");
 }
 
 static char *type_list(bool sources)
@@ -350,6 +380,7 @@ static struct sk_daemon_config *load(const char *path, const char *const *keep,
     view_free(core);
     check_topic_prefix(cfg, errs);
     resolve_names(cfg, errs);
+    check_embedded_single_node(cfg, errs);
 
     const struct sk_cnode *srcs = sk_cnode_get(cfg->tree, "sources");
     const struct sk_cnode *snks = sk_cnode_get(cfg->tree, "sinks");

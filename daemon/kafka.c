@@ -46,7 +46,8 @@ const struct sk_option sk_kafka_options[] = {
      offsetof(struct sk_kafka_conf, topic_prefix)},
     {"deployment", SK_OPT_STRING, NULL, false,
      "this deployment's name in the Kafka cluster: consumer groups, transactional and client "
-     "ids derive from it (default: topic_prefix without its trailing '.', '_' or '-')",
+     "ids derive from it (default: topic_prefix without its trailing '.', '_' or '-'; real "
+     "Kafka clusters only: refused with the embedded broker)",
      offsetof(struct sk_kafka_conf, deployment)},
     {"partitions", SK_OPT_INT, "3", false, "partitions of the entity topics the daemon creates",
      offsetof(struct sk_kafka_conf, partitions), .min = 1, .max = 1000},

@@ -2,6 +2,7 @@
 #include "names.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -52,6 +53,29 @@ static bool name_char(char c)
     return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-';
 }
 
+char *sk_name_owner_client(const struct sk_names *n, const char *host, long pid)
+{
+    return sk_asprintf("%s-%s-owner-sources.%s.%ld", n->deployment, n->node, host, pid);
+}
+
+bool sk_name_owner_client_parse(const struct sk_names *n, const char *client, char **host,
+                                long *pid)
+{
+    char *base = sk_name_client(n, "owner", "sources");
+    size_t bl = strlen(base);
+    bool ok = strncmp(client, base, bl) == 0 && client[bl] == '.';
+    free(base);
+    if (!ok)
+        return false;
+    const char *h = client + bl + 1, *dot = strrchr(h, '.');
+    if (!dot || dot == h || !dot[1] || strspn(dot + 1, "0123456789") != strlen(dot + 1) ||
+        strlen(dot + 1) > 9)
+        return false;
+    *pid = strtol(dot + 1, NULL, 10);
+    *host = sk_strndup(h, (size_t)(dot - h));
+    return true;
+}
+
 bool sk_name_valid(const char *s, size_t max)
 {
     size_t len = s ? strlen(s) : 0;
@@ -71,14 +95,25 @@ char *sk_name_default_deployment(const char *topic_prefix)
     return len ? sk_asprintf("%.*s", (int)len, topic_prefix) : sk_strdup("skolsync");
 }
 
-char *sk_name_default_node(void)
+/* The host name cut to max characters, those Kafka names do not allow turned into '-'. */
+static char *host_name(size_t max, const char *none)
 {
     char host[256] = "";
     if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
-        return sk_strdup("node");
-    host[64] = '\0';
+        return sk_strdup(none);
+    host[max] = '\0';
     for (char *c = host; *c; c++)
         if (!name_char(*c))
             *c = '-';
     return sk_strdup(host);
+}
+
+char *sk_name_default_node(void)
+{
+    return host_name(64, "node");
+}
+
+char *sk_name_host(void)
+{
+    return host_name(255, "unknown-host");
 }

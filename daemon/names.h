@@ -41,6 +41,15 @@ char *sk_name_sources_member(const struct sk_names *n);
 /* "<deployment>-<node>-<role>-<connector>": who a client is in broker logs
  * and group descriptions. */
 char *sk_name_client(const struct sk_names *n, const char *role, const char *connector);
+/* The sources group's client id also names the process behind it:
+ * "<deployment>-<node>-owner-sources.<host>.<pid>", so a daemon about to
+ * join can tell a live daemon with its node name (refused) from its own
+ * previous run that died (its static member is replaced), ownership.c. */
+char *sk_name_owner_client(const struct sk_names *n, const char *host, long pid);
+/* The host (caller frees) and pid of such a client id of this deployment
+ * and node; false for any other client id, or one without them. */
+bool sk_name_owner_client_parse(const struct sk_names *n, const char *client, char **host,
+                                long *pid);
 
 /* The default deployment of a topic prefix: the prefix without its trailing
  * separators ("skolsync." -> "skolsync"), or "skolsync". Caller frees. */
@@ -48,6 +57,9 @@ char *sk_name_default_deployment(const char *topic_prefix);
 /* This host's name as a node name: characters Kafka names do not allow
  * become '-'; "node" if there is none. Caller frees. */
 char *sk_name_default_node(void);
+/* This host's whole name, with the same characters replaced; "unknown-host"
+ * if there is none. Caller frees. */
+char *sk_name_host(void);
 /* A deployment or node name Kafka accepts inside group and transactional
  * ids: 1 to max characters of [A-Za-z0-9._-]. */
 bool sk_name_valid(const char *s, size_t max);

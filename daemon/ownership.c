@@ -1,11 +1,15 @@
 /* ownership.c: the sources group and the partitions this node owns. See ownership.h. */
 #include "ownership.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -16,7 +20,7 @@
 
 struct sk_ownership {
     struct sk_kafka *kafka;
-    char *topic, *group, *member, *client;
+    char *topic, *group, *member, *client, *host;
     sk_ownership_changed_fn changed;
     void *ctx;
     pthread_mutex_t mu; /* guards rk against a describe while it is replaced */
@@ -65,7 +69,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_assign(rk, NULL);
 }
 
-static rd_kafka_t *client_new(struct sk_ownership *o, struct sk_error *err)
+static int check_node_free(struct sk_ownership *o, rd_kafka_t *rk, struct sk_error *err);
+
+/* check: first see whether another live daemon already is this node
+ * (at start only: a client made again after a fatal error is ours). */
+static rd_kafka_t *client_new(struct sk_ownership *o, bool check, struct sk_error *err)
 {
     /* clang-format off */
     const char *const defaults[] = {
@@ -97,6 +105,10 @@ static rd_kafka_t *client_new(struct sk_ownership *o, struct sk_error *err)
         return NULL;
     }
     rd_kafka_poll_set_consumer(rk);
+    if (check && check_node_free(o, rk, err)) {
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(subs, o->topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, subs);
@@ -110,6 +122,140 @@ static rd_kafka_t *client_new(struct sk_ownership *o, struct sk_error *err)
     return rk;
 }
 
+/* The first line of /proc/<pid>/comm (pid 0: this process) into buf; false if unreadable. */
+static bool read_comm(long pid, char *buf, size_t size)
+{
+    char path[64];
+    if (pid)
+        snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/comm");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool ok = fgets(buf, (int)size, f) != NULL;
+    fclose(f);
+    if (ok)
+        buf[strcspn(buf, "\n")] = '\0';
+    return ok;
+}
+
+/* Whether process pid of this host still runs (and is not this one). A pid
+ * that a program other than ours took over since is not a daemon: its
+ * command name (/proc/<pid>/comm) differs from ours. */
+static bool other_process_alive(long pid)
+{
+    if (pid <= 0 || pid > 0x7fffffffL || pid == (long)getpid())
+        return false;
+    if (kill((pid_t)pid, 0) != 0 && errno != EPERM)
+        return false;
+    char mine[64], theirs[64];
+    if (read_comm(0, mine, sizeof(mine)) && read_comm(pid, theirs, sizeof(theirs)) &&
+        strcmp(mine, theirs) != 0)
+        return false;
+    return true;
+}
+
+/*
+ * Two daemons with one node.name would share a static member: each join
+ * fences the other, and neither runs a source for long. Before joining,
+ * the group is described: a member with this node's member id from another
+ * host, or from a live other process of this host, is another daemon with
+ * this name, and the start is refused (-1, err says why). Our own previous
+ * run, dead but still a member until its session ends, is simply replaced
+ * (static membership is made for that). A group that cannot be described in
+ * time does not block the start: a warning, and the join goes on (the
+ * fencing then still shows as a fatal error of the group's client).
+ */
+static int check_node_free(struct sk_ownership *o, rd_kafka_t *rk, struct sk_error *err)
+{
+    const struct sk_names *names = sk_kafka_names(o->kafka);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
+    char errstr[256];
+    rd_kafka_AdminOptions_set_request_timeout(opts, DESCRIBE_TIMEOUT_MS, errstr, sizeof(errstr));
+    const char *groups[] = {o->group};
+    rd_kafka_DescribeConsumerGroups(rk, groups, 1, opts, q);
+    rd_kafka_AdminOptions_destroy(opts);
+    struct sk_error derr = {0};
+    rd_kafka_event_t *ev =
+        sk_kafka_admin_wait(q, "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, &derr);
+    int rc = 0;
+    if (!ev) {
+        sk_warn(
+            "ownership",
+            "cannot tell whether another daemon already runs as node %s (%s); joining %s anyway",
+            names->node, derr.msg, o->group);
+        goto out;
+    }
+    size_t nd = 0;
+    const rd_kafka_ConsumerGroupDescription_t **descs =
+        rd_kafka_DescribeConsumerGroups_result_groups(
+            rd_kafka_event_DescribeConsumerGroups_result(ev), &nd);
+    for (size_t i = 0; i < nd && !rc; i++) {
+        const rd_kafka_error_t *ge = rd_kafka_ConsumerGroupDescription_error(descs[i]);
+        if (ge && rd_kafka_error_code(ge) == RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND)
+            continue; /* the first node of a new deployment */
+        if (ge) {
+            sk_warn("ownership",
+                    "cannot tell whether another daemon already runs as node %s (%s: %s); "
+                    "joining anyway",
+                    names->node, o->group, rd_kafka_error_string(ge));
+            continue;
+        }
+        size_t nm = rd_kafka_ConsumerGroupDescription_member_count(descs[i]);
+        for (size_t k = 0; k < nm && !rc; k++) {
+            const rd_kafka_MemberDescription_t *md =
+                rd_kafka_ConsumerGroupDescription_member(descs[i], k);
+            const char *instance = rd_kafka_MemberDescription_group_instance_id(md);
+            if (!instance || strcmp(instance, o->member) != 0)
+                continue;
+            const char *client = rd_kafka_MemberDescription_client_id(md);
+            const char *addr = rd_kafka_MemberDescription_host(md);
+            char *host = NULL;
+            long pid = 0;
+            if (!sk_name_owner_client_parse(names, client, &host, &pid)) {
+                /* An older daemon's client id says nothing of its process:
+                 * it may be this node's previous run; do not refuse on a guess. */
+                sk_warn("ownership",
+                        "group %s already has a member %s (client %s at %s) that does not say "
+                        "which process it is; joining: if it is another live daemon with node.name "
+                        "%s, the two fence each other",
+                        o->group, instance, client, addr ? addr : "?", names->node);
+                continue;
+            }
+            bool here = strcmp(host, o->host) == 0;
+            if (!here || other_process_alive(pid)) {
+                /* Why and what to do first: err.msg holds 512 characters. */
+                sk_error_log("ownership",
+                             "group %s has member %s from client %s at %s: two daemons with "
+                             "one node.name fence each other, so this one does not start%s",
+                             o->group, instance, client, addr ? addr : "?",
+                             here ? ""
+                                  : " (if that daemon was stopped or moved away less than 10 s "
+                                    "ago, its session ends then: start again after it)");
+                sk_error_set(err, SK_ERR_FATAL,
+                             "node %s of deployment %s already runs on host %s (pid %ld%s, "
+                             "client %s): give each daemon its own node.name",
+                             names->node, names->deployment, host, pid, here ? ", alive" : "",
+                             client);
+                rc = -1;
+            } else {
+                sk_info("ownership",
+                        "group %s still has this node's previous run (client %s, pid %ld, no "
+                        "longer running): replacing it",
+                        o->group, client, pid);
+            }
+            free(host);
+        }
+    }
+    rd_kafka_event_destroy(ev);
+out:
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
 struct sk_ownership *sk_ownership_start(struct sk_kafka *k, sk_ownership_changed_fn changed,
                                         void *ctx, struct sk_error *err)
 {
@@ -121,13 +267,14 @@ struct sk_ownership *sk_ownership_start(struct sk_kafka *k, sk_ownership_changed
     o->topic = sk_asprintf("%s_sources", sk_kafka_prefix(k));
     o->group = sk_name_sources_group(names);
     o->member = sk_name_sources_member(names);
-    o->client = sk_name_client(names, "owner", "sources");
+    o->host = sk_name_host();
+    o->client = sk_name_owner_client(names, o->host, (long)getpid());
     pthread_mutex_init(&o->mu, NULL);
     for (int p = 0; p < SK_OWNERSHIP_PARTITIONS; p++)
         atomic_init(&o->owned[p], false);
     const char *topics[] = {o->topic};
     if (sk_kafka_ensure_topics(k, topics, 1, true, SK_OWNERSHIP_PARTITIONS, err) ||
-        !(o->rk = client_new(o, err))) {
+        !(o->rk = client_new(o, true, err))) {
         sk_ownership_stop(o);
         return NULL;
     }
@@ -157,7 +304,7 @@ void sk_ownership_poll(struct sk_ownership *o)
         if (sk_mono_ms() < o->recreate_at_ms)
             return;
         struct sk_error err = {0};
-        rd_kafka_t *rk = client_new(o, &err);
+        rd_kafka_t *rk = client_new(o, false, &err);
         if (!rk) {
             sk_error_log("ownership", "%s", err.msg);
             o->recreate_at_ms = sk_mono_ms() + RECREATE_MS;
@@ -205,19 +352,30 @@ void sk_ownership_stop(struct sk_ownership *o)
     free(o->group);
     free(o->member);
     free(o->client);
+    free(o->host);
     free(o);
 }
 
-/* The node of a client id "<deployment>-<node>-<role>-<connector>"; NULL if it is not one. */
+/* The node of a client id "<deployment>-<node>-<role>-<connector>", or of
+ * one with the process after it ("….<host>.<pid>", the sources group's,
+ * sk_name_owner_client); NULL if it is neither. */
 static char *node_of(const char *client, const char *deployment, const struct sk_group_ref *g)
 {
     size_t dl = strlen(deployment);
-    char *suffix = sk_asprintf("-%s-%s", g->role, g->connector);
-    size_t cl = strlen(client), sl = strlen(suffix);
+    char *suffix = sk_asprintf("-%s-%s.", g->role, g->connector);
+    size_t cl = strlen(client), sl = strlen(suffix) - 1; /* without the '.' */
     char *node = NULL;
-    if (cl > dl + 1 + sl && strncmp(client, deployment, dl) == 0 && client[dl] == '-' &&
-        strcmp(client + cl - sl, suffix) == 0)
+    if (strncmp(client, deployment, dl) != 0 || client[dl] != '-')
+        goto out;
+    if (cl > dl + 1 + sl && strncmp(client + cl - sl, suffix, sl) == 0) {
         node = sk_strndup(client + dl + 1, cl - sl - dl - 1);
+        goto out;
+    }
+    /* The first "-<role>-<connector>." after a node of at least one character. */
+    const char *at = cl > dl + 1 ? strstr(client + dl + 2, suffix) : NULL;
+    if (at)
+        node = sk_strndup(client + dl + 1, (size_t)(at - client) - dl - 1);
+out:
     free(suffix);
     return node;
 }

@@ -46,8 +46,11 @@ int32_t sk_ownership_partition(const char *source);
 
 /*
  * Creates the control topic if missing and joins the sources group. NULL
- * with err when the client cannot be made. The group is joined during the
- * following polls; until the first assignment nothing is owned.
+ * with err when the client cannot be made, or when the group already has a
+ * live member with this node's name (another daemon with the same
+ * node.name, on another host or alive on this one: ownership.c,
+ * check_node_free). The group is joined during the following polls; until
+ * the first assignment nothing is owned.
  */
 struct sk_ownership *sk_ownership_start(struct sk_kafka *k, sk_ownership_changed_fn changed,
                                         void *ctx, struct sk_error *err);

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 
+#include "names.h"
 #include "sk_test.h"
 
 static char *run_skolsync(const char *args, int timeout_s, int *rc)
@@ -30,8 +31,6 @@ static char *embedded_config(const char *dir, const char *data, const char *db, 
     char *path = skt_fmt("%s/skolsync.yaml", dir);
     char *text = skt_fmt("kafka:\n"
                          "  brokers: embedded\n"
-                         "node:\n"
-                         "  name: n1\n"
                          "admin:\n"
                          "  listen: 127.0.0.1:0\n"
                          "sources:\n"
@@ -227,18 +226,80 @@ Test(cli, deployment_and_node_names_follow_kafka_name_rules)
     const char *tail = "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n";
     int rc;
     char *path;
-    char *text = skt_fmt("kafka:\n  deployment: \"kommun prod\"\nnode:\n  name: a/b\n%s", tail);
+    /* a real cluster (check does not connect): both only matter there */
+    char *text = skt_fmt("kafka:\n  deployment: \"kommun prod\"\n  brokers: k1.example:9092\n"
+                         "node:\n  name: a/b\n%s",
+                         tail);
     char *out = check_text(text, &rc, &path);
     cr_assert_eq(rc, 2, "%s", out);
     cr_assert(strstr(out, ":2:3: kafka.deployment: not a deployment name"), "%s", out);
-    cr_assert(strstr(out, ":4:3: node.name: not a node name"), "%s", out);
+    cr_assert(strstr(out, ":5:3: node.name: not a node name"), "%s", out);
     free(out);
     free(text);
-    text = skt_fmt("kafka:\n  deployment: kommun.prod_1\nnode:\n  name: web-1.example\n%s", tail);
+    text = skt_fmt("kafka:\n  deployment: kommun.prod_1\n  brokers: k1.example:9092\n"
+                   "node:\n  name: web-1.example\n%s",
+                   tail);
     out = check_text(text, &rc, &path);
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
     free(text);
+}
+
+/* The embedded broker is one node inside the daemon: naming a deployment or
+ * a node there is refused at the key, whether kafka.brokers says embedded or
+ * is left at its default; `run` validates the same way and does not start. */
+Test(cli, embedded_broker_refuses_deployment_and_node_name)
+{
+    const char *tail = "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n";
+    const char *heads[] = {"kafka:\n  brokers: embedded\n  deployment: kommun\n"
+                           "node:\n  name: web-1\n",
+                           "kafka:\n  topic_prefix: x.\n  deployment: kommun\n"
+                           "node:\n  name: web-1\n"};
+    for (int i = 0; i < 2; i++) {
+        int rc;
+        char *path;
+        char *text = skt_fmt("%s%s", heads[i], tail);
+        char *out = check_text(text, &rc, &path);
+        cr_assert_eq(rc, 2, "%s", out);
+        char *want = skt_fmt("%s:3:3: kafka.deployment: not allowed with kafka.brokers: embedded "
+                             "(the embedded broker is a single node",
+                             path);
+        cr_assert(strstr(out, want), "%s", out);
+        free(want);
+        want = skt_fmt("%s:5:3: node.name: not allowed with kafka.brokers: embedded", path);
+        cr_assert(strstr(out, want), "%s", out);
+        cr_assert(strstr(out, "a node name only matters among the daemons of a deployment on a "
+                              "real Kafka cluster"),
+                  "%s", out);
+        free(want);
+        free(out);
+        /* run refuses the same file as a configuration error */
+        char *args = skt_fmt("run -c %s", path);
+        out = run_skolsync(args, 20, &rc);
+        cr_assert_eq(rc, 2, "run should refuse it: %s", out);
+        cr_assert(strstr(out, "node.name: not allowed with kafka.brokers: embedded"), "%s", out);
+        free(args);
+        free(out);
+        free(text);
+        free(path);
+    }
+    /* the same keys, alone, each refused; without them the file is fine */
+    int rc;
+    char *path;
+    char *out = check_text("kafka:\n  brokers: embedded\nnode:\n  name: web-1\n"
+                           "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n",
+                           &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, ":4:3: node.name: not allowed"), "%s", out);
+    cr_assert_not(strstr(out, "kafka.deployment"), "%s", out);
+    free(out);
+    free(path);
+    out = check_text("kafka:\n  brokers: embedded\n"
+                     "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n",
+                     &rc, &path);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(path);
 }
 
 Test(cli, unknown_connector_type)
@@ -595,8 +656,13 @@ Test(cli, commands_reach_the_running_daemon_through_its_api, .timeout = 150)
     free(out);
     /* the daemon's lag monitor takes its first sample in a while */
     char *lag = skt_fmt("lag -c %s --json", cfg);
-    /* sqlite-sink is node-local: its group names the node (n1) */
-    free(until_answered(lag, "\"group\":\"skolsync-n1-db\""));
+    /* sqlite-sink is node-local: its group names the node, on the embedded
+     * broker always the default one (the host name) */
+    char *node = sk_name_default_node();
+    char *group = skt_fmt("\"group\":\"skolsync-%s-db\"", node);
+    free(until_answered(lag, group));
+    free(group);
+    free(node);
     char *release = skt_fmt("release files -c %s", cfg);
     out = run_skolsync(release, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);

@@ -12,6 +12,7 @@
 
 #include <criterion/criterion.h>
 
+#include "names.h"
 #include "sk_test.h"
 #include "util.h"
 
@@ -94,7 +95,7 @@ static char *sink_applied(size_t n)
 
 static void write_config(struct daemon_run *d, const char *sources, const char *extra)
 {
-    char *text = skt_fmt("kafka:\n  brokers: embedded\nnode:\n  name: n1\n"
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
                          "admin:\n  listen: 127.0.0.1:0\n  token: " TOKEN "\n"
                          "%s"
                          "sources:\n%s"
@@ -243,21 +244,28 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     cr_assert_eq(st, 404);
     free(body);
 
-    /* The daemon's own lag window for its sink group: caught up = OK, lag 0. */
+    /* The daemon's own lag window for its sink group (node-local: it names
+     * the node, the host name on the embedded broker): caught up = OK, lag 0. */
+    char *node = sk_name_default_node();
+    char *group = skt_fmt("\"group\":\"skolsync-%s-db\"", node);
+    char *status_ok =
+        skt_fmt("skolsync_consumer_group_status{group=\"skolsync-%s-db\",status=\"OK\"} 1", node);
     bool ok = false;
     for (int i = 0; i < 100 && !ok; i++) {
         body = http(&d, "GET", "/api/v1/lag", NULL, &st);
-        ok = st == 200 && strstr(body, "\"group\":\"skolsync-n1-db\"") &&
-             strstr(body, "\"status\":\"OK\"") && strstr(body, "\"lag\":0");
+        ok = st == 200 && strstr(body, group) && strstr(body, "\"status\":\"OK\"") &&
+             strstr(body, "\"lag\":0");
         if (!ok) {
             free(body);
             usleep(200000);
         }
     }
-    cr_assert(ok, "no OK lag report for skolsync-n1-db");
+    cr_assert(ok, "no OK lag report for %s", group);
     free(body);
-    cr_assert(metric_is(
-        &d, "skolsync_consumer_group_status{group=\"skolsync-n1-db\",status=\"OK\"} 1", 2000));
+    cr_assert(metric_is(&d, status_ok, 2000));
+    free(status_ok);
+    free(group);
+    free(node);
     cr_assert(metric_is(&d, "# TYPE skolsync_consumer_lag_seconds gauge", 100));
     /* librdkafka statistics: queue depth and broker round-trip time per connector */
     cr_assert(

@@ -21,7 +21,9 @@
 
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
 
+#include "names.h"
 #include "sk_test.h"
 
 struct node {
@@ -30,12 +32,13 @@ struct node {
     int port;
 };
 
-/* Starts node n: the configuration `common` with its node.name. */
+/* Starts node n: the configuration `common` with its node.name (none if
+ * n->name is NULL: the embedded broker refuses one). */
 static void node_start(struct node *n, const char *common)
 {
     n->log = skt_fmt("%s/daemon-%d.log", n->dir, (int)getpid());
     char *cfg = skt_fmt("%s/skolsync.yaml", n->dir);
-    char *text = skt_fmt("%snode:\n  name: %s\n", common, n->name);
+    char *text = n->name ? skt_fmt("%snode:\n  name: %s\n", common, n->name) : strdup(common);
     skt_write(cfg, text);
     free(text);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
@@ -273,7 +276,8 @@ Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout 
 }
 
 /* The embedded broker is one node by nature: no sources group, the source
- * runs at once, and GET /api/v1/cluster shows this node owning it. */
+ * runs at once, and GET /api/v1/cluster shows this node (named after the
+ * host: node.name is refused there) owning it. */
 Test(ownership, the_embedded_broker_runs_every_source_locally, .timeout = 120)
 {
     char *dir = skt_tmpdir("own-embedded");
@@ -284,8 +288,9 @@ Test(ownership, the_embedded_broker_runs_every_source_locally, .timeout = 120)
                            "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                            "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
                            data, dir);
-    struct node n = {.name = strdup("solo"), .dir = dir};
+    struct node n = {.dir = dir};
     node_start(&n, common);
+    n.name = sk_name_default_node();
     char st[32] = "";
     double rec = -1;
     for (int w = 0; w < 300 && !running(st); w++) {
@@ -296,10 +301,10 @@ Test(ownership, the_embedded_broker_runs_every_source_locally, .timeout = 120)
     cJSON *c = get_json(&n, "/api/v1/cluster");
     cr_assert_not_null(c, "GET /api/v1/cluster");
     cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(c, "ownership")));
-    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(c, "node")->valuestring, "solo");
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(c, "node")->valuestring, n.name);
     int listed = 0;
     char *owner = owner_named(&n, "files", &listed);
-    cr_assert_str_eq(owner ? owner : "", "solo");
+    cr_assert_str_eq(owner ? owner : "", n.name);
     const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(c, "nodes");
     cr_assert_eq(cJSON_GetArraySize(nodes), 1);
     const cJSON *srcs = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(nodes, 0), "sources");
@@ -373,6 +378,229 @@ Test(ownership, three_nodes_run_each_of_three_sources_once, .timeout = 300)
     free(common);
     free(head);
     free(schema);
+    free(prefix);
+    free(dir);
+}
+
+static bool log_has(const char *log, const char *text)
+{
+    char *cmd = skt_fmt("grep -c -F '%s' %s", text, log);
+    char *out = NULL;
+    skt_sh(cmd, 5, &out);
+    bool has = out && atoi(out) > 0;
+    free(out);
+    free(cmd);
+    return has;
+}
+
+/* Waits until source files runs on node n. */
+static bool runs_source(const struct node *n, int timeout_ms)
+{
+    char st[32] = "";
+    double rec;
+    for (int w = 0; w <= timeout_ms && !running(st); w += 200) {
+        source_of(n, st, sizeof(st), &rec);
+        if (!running(st))
+            usleep(200000);
+    }
+    return running(st);
+}
+
+/* A second daemon with the node.name of a live one would share its static
+ * member in the sources group, and each join would fence the other: it
+ * refuses to start instead, saying why, and the first keeps its source.
+ * The same node started again right after kill -9 (its dead member still in
+ * the group until its session ends) is not refused: it replaces it. */
+Test(ownership, a_second_live_daemon_with_the_same_node_name_refuses_to_start, .timeout = 240)
+{
+    char *dir = skt_tmpdir("own-dup");
+    char *prefix = skt_unique_prefix();
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 49, 10);
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *common = skt_fmt("%s"
+                           "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                           "    poll_interval: 1s\n"
+                           "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                           head, data, dir);
+    struct node first = {.name = strdup("n1"), .dir = skt_fmt("%s/first", dir)};
+    struct node second = {.name = strdup("n1"), .dir = skt_fmt("%s/second", dir)};
+    struct node again = {.name = strdup("n1"), .dir = skt_fmt("%s/again", dir)};
+    cr_assert_eq(mkdir(first.dir, 0755), 0);
+    cr_assert_eq(mkdir(second.dir, 0755), 0);
+    cr_assert_eq(mkdir(again.dir, 0755), 0);
+    node_start(&first, common);
+    cr_assert(all_assigned(&first, 1, 60000), "n1 never joined the sources group (%s)", first.log);
+    cr_assert(runs_source(&first, 30000), "n1 does not run its source (%s)", first.log);
+
+    /* The second n1: same deployment, its own admin port (0: any free one). */
+    second.log = skt_fmt("%s/daemon.log", second.dir);
+    char *cfg = skt_fmt("%s/skolsync.yaml", second.dir);
+    char *text = skt_fmt("%snode:\n  name: n1\n", common);
+    skt_write(cfg, text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    second.pid = skt_spawn(argv, second.log);
+    int rc = skt_wait(second.pid, 30000);
+    if (rc == -2)
+        skt_stop(&second.pid, 10000);
+    cr_assert_eq(rc, 1, "the second daemon named n1 should exit 1 within 30 s, got %d (%s)", rc,
+                 second.log);
+    cr_assert(log_has(second.log, "give each daemon its own node.name"), "%s", second.log);
+    /* the deployment: the prefix without its trailing '.' */
+    char *says =
+        skt_fmt("node n1 of deployment %.*s already runs on host", (int)strlen(prefix) - 1, prefix);
+    cr_assert(log_has(second.log, says), "the refusal names neither node nor deployment (%s)",
+              second.log);
+    free(says);
+    char *pid_said = skt_fmt("pid %d, alive", (int)first.pid);
+    cr_assert(log_has(second.log, pid_said), "the refusal does not name the live daemon (%s)",
+              second.log);
+    free(pid_said);
+
+    /* The first one was not disturbed: alive, still the owner, never fenced. */
+    sleep(2);
+    cr_assert_eq(kill(first.pid, 0), 0, "the first n1 died (%s)", first.log);
+    cr_assert(runs_source(&first, 5000), "the first n1 no longer runs its source (%s)", first.log);
+    int listed = 0;
+    char *owner = owner_named(&first, "files", &listed);
+    cr_assert_str_eq(owner ? owner : "(none)", "n1", "GET /api/v1/cluster names the owner");
+    free(owner);
+    cr_assert_not(log_has(first.log, "running no source"), "the first n1 was fenced (%s)",
+                  first.log);
+
+    /* kill -9 and an immediate restart as n1: its dead member is replaced. */
+    cr_assert_eq(kill(first.pid, SIGKILL), 0);
+    cr_assert_eq(skt_wait(first.pid, 10000), 128 + SIGKILL);
+    first.pid = -1;
+    node_start(&again, common);
+    cr_assert(all_assigned(&again, 1, 60000), "the restarted n1 never joined (%s)", again.log);
+    cr_assert(runs_source(&again, 30000), "the restarted n1 does not run its source (%s)",
+              again.log);
+    cr_assert(log_has(again.log, "no longer running): replacing it"),
+              "the restart did not see (and replace) its dead member (%s)", again.log);
+    cr_assert_eq(kill(again.pid, 0), 0);
+    cr_assert_eq(skt_stop(&again.pid, 30000), 0, "SIGTERM should stop the restarted n1");
+
+    struct node *all[] = {&first, &second, &again};
+    for (int i = 0; i < 3; i++) {
+        free(all[i]->name);
+        free(all[i]->dir);
+        free(all[i]->log);
+    }
+    free(argv[3]);
+    free(text);
+    free(common);
+    free(head);
+    free(data);
+    free(prefix);
+    free(dir);
+}
+
+static void joined_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, parts);
+        *(bool *)opaque = true;
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* A member with this node's name whose client id says it runs on another
+ * host (here a consumer of the test posing as one) is another daemon,
+ * whatever its pid: the daemon refuses to start and names that host. */
+Test(ownership, the_same_node_name_on_another_host_is_refused, .timeout = 120)
+{
+    char *dir = skt_tmpdir("own-host");
+    char *prefix = skt_unique_prefix();
+    char *dep = skt_fmt("%.*s", (int)strlen(prefix) - 1, prefix);
+    char *group = skt_fmt("%s.sources", dep);
+    char *member = skt_fmt("%s.sources-n1", dep);
+    char *client = skt_fmt("%s-n1-owner-sources.elsewhere.example.%d", dep, (int)getpid());
+    char *topic = skt_fmt("%s_sources", prefix);
+    bool joined = false;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[256];
+    const char *kv[][2] = {
+        {"bootstrap.servers", skt_brokers()}, {"group.id", group},
+        {"group.instance.id", member},        {"client.id", client},
+        {"session.timeout.ms", "10000"},      {"partition.assignment.strategy", "roundrobin"}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+        cr_assert_eq(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK, "%s", errstr);
+    rd_kafka_conf_set_rebalance_cb(conf, joined_cb);
+    rd_kafka_conf_set_opaque(conf, &joined);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_poll_set_consumer(rk);
+    /* the control topic, as the daemon makes it: a group over a topic that
+     * does not exist is never joined */
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, 16, 1, errstr, sizeof(errstr));
+    cr_assert_not_null(nt, "%s", errstr);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    cr_assert_not_null(ev, "CreateTopics: no answer");
+    size_t nr = 0;
+    const rd_kafka_topic_result_t **res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nr);
+    cr_assert(nr == 1 && !rd_kafka_topic_result_error(res[0]), "CreateTopics %s: %s", topic,
+              nr ? rd_kafka_topic_result_error_string(res[0]) : rd_kafka_event_error_string(ev));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+    cr_assert_eq(rd_kafka_subscribe(rk, subs), 0);
+    rd_kafka_topic_partition_list_destroy(subs);
+    for (int w = 0; w < 600 && !joined; w++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    cr_assert(joined, "the test's consumer never joined %s", group);
+
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 51, 10);
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *text = skt_fmt("%s"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n"
+                         "node:\n  name: n1\n",
+                         head, data, dir);
+    skt_write(cfg, text);
+    char *log = skt_fmt("%s/daemon.log", dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    /* the test's member keeps its session while the daemon starts */
+    int rc = -2;
+    for (int w = 0; w < 300 && rc == -2; w++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+        rc = skt_wait(pid, 0);
+    }
+    if (rc == -2)
+        skt_stop(&pid, 10000);
+    cr_assert_eq(rc, 1, "the daemon named n1 should exit 1 within 30 s, got %d (%s)", rc, log);
+    char *says = skt_fmt("node n1 of deployment %s already runs on host elsewhere.example", dep);
+    cr_assert(log_has(log, says), "the refusal does not name the other host (%s)", log);
+    cr_assert(log_has(log, "give each daemon its own node.name"), "%s", log);
+    free(says);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    free(log);
+    free(text);
+    free(cfg);
+    free(head);
+    free(data);
+    free(topic);
+    free(client);
+    free(member);
+    free(group);
+    free(dep);
     free(prefix);
     free(dir);
 }

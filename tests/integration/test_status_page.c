@@ -16,6 +16,7 @@
 
 #include <criterion/criterion.h>
 
+#include "names.h"
 #include "sk_test.h"
 
 #define CHROMIUM "/usr/bin/chromium"
@@ -174,7 +175,6 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     size_t n = skt_count_records(data);
     cr_assert_gt(n, 0);
     char *cfg = skt_fmt("kafka:\n  brokers: embedded\n"
-                        "node:\n  name: n1\n"
                         "admin:\n  listen: 127.0.0.1:0\n"
                         "lag_interval: 1s\n"
                         "sources:\n"
@@ -203,12 +203,18 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     cr_assert(wait_for(&d, "/metrics", synced, 60000, &last), "not synced within 60 s:\n%s", last);
     free(last);
     /* The lag monitor sampled both sinks' groups. */
-    /* node-local sinks: groups per node (n1) */
-    const char *lag_ready[] = {"\"group\":\"skolsync-n1-db\"", "\"group\":\"skolsync-n1-db2\"",
-                               NULL};
+    /* node-local sinks: groups per node (on the embedded broker the default
+     * node name: the host name) */
+    char *node = sk_name_default_node();
+    char *g1 = skt_fmt("\"group\":\"skolsync-%s-db\"", node);
+    char *g2 = skt_fmt("\"group\":\"skolsync-%s-db2\"", node);
+    const char *lag_ready[] = {g1, g2, NULL};
     cr_assert(wait_for(&d, "/api/v1/lag", lag_ready, 30000, &last), "no lag sample within 30 s: %s",
               last);
     free(last);
+    free(g1);
+    free(g2);
+    free(node);
 
     /* The page is the compiled-in file, self-contained. */
     int st;

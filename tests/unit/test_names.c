@@ -118,3 +118,29 @@ Test(names, a_source_s_partition_is_stable)
     /* FNV-1a 32-bit of "a" is 0xe40c292c */
     cr_assert_eq(sk_ownership_partition("a"), (int32_t)(0xe40c292cu % SK_OWNERSHIP_PARTITIONS));
 }
+
+/* The sources group's client id names the process behind it, and reads
+ * back: the duplicate-node check (ownership.c) decides on host and pid. */
+Test(names, the_owner_client_id_carries_host_and_pid)
+{
+    struct sk_names n = {"kommun.prod", "web-1"};
+    char *c = sk_name_owner_client(&n, "host.example.org", 4711);
+    cr_assert_str_eq(c, "kommun.prod-web-1-owner-sources.host.example.org.4711");
+    char *host = NULL;
+    long pid = 0;
+    cr_assert(sk_name_owner_client_parse(&n, c, &host, &pid));
+    cr_assert_str_eq(host, "host.example.org");
+    cr_assert_eq(pid, 4711);
+    free(host);
+    free(c);
+    /* another node, another deployment, no process, no host: not ours */
+    struct sk_names other = {"kommun.prod", "web-2"};
+    cr_assert_not(
+        sk_name_owner_client_parse(&other, "kommun.prod-web-1-owner-sources.h.1", &host, &pid));
+    cr_assert_not(sk_name_owner_client_parse(&n, "kommun.prod-web-1-owner-sources", &host, &pid));
+    cr_assert_not(sk_name_owner_client_parse(&n, "kommun.prod-web-1-owner-sources.h", &host, &pid));
+    cr_assert_not(
+        sk_name_owner_client_parse(&n, "kommun.prod-web-1-owner-sources..1", &host, &pid));
+    cr_assert_not(
+        sk_name_owner_client_parse(&n, "kommun.prod-web-1-owner-sources.h.x1", &host, &pid));
+}
