@@ -2,6 +2,7 @@
 #include "names.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -45,6 +46,20 @@ char *sk_name_sources_member(const struct sk_names *n)
 char *sk_name_client(const struct sk_names *n, const char *role, const char *connector)
 {
     return sk_asprintf("%s-%s-%s-%s", n->deployment, n->node, role, connector);
+}
+
+char *sk_name_node_of_client(const char *client, const char *deployment, const char *role,
+                             const char *connector)
+{
+    size_t dl = strlen(deployment);
+    char *suffix = sk_asprintf("-%s-%s", role, connector);
+    size_t cl = strlen(client), sl = strlen(suffix);
+    char *node = NULL;
+    if (cl > dl + 1 + sl && strncmp(client, deployment, dl) == 0 && client[dl] == '-' &&
+        strcmp(client + cl - sl, suffix) == 0)
+        node = sk_strndup(client + dl + 1, cl - sl - dl - 1);
+    free(suffix);
+    return node;
 }
 
 static bool name_char(char c)

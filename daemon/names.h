@@ -41,6 +41,11 @@ char *sk_name_sources_member(const struct sk_names *n);
 /* "<deployment>-<node>-<role>-<connector>": who a client is in broker logs
  * and group descriptions. */
 char *sk_name_client(const struct sk_names *n, const char *role, const char *connector);
+/* The node of a client id sk_name_client made for role and connector in
+ * deployment (what group descriptions show of a member); NULL if client is
+ * not one. Caller frees. */
+char *sk_name_node_of_client(const char *client, const char *deployment, const char *role,
+                             const char *connector);
 
 /* The default deployment of a topic prefix: the prefix without its trailing
  * separators ("skolsync." -> "skolsync"), or "skolsync". Caller frees. */

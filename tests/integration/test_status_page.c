@@ -205,7 +205,7 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     /* The lag monitor sampled both sinks' groups. */
     /* node-local sinks: groups per node (n1) */
     const char *lag_ready[] = {"\"group\":\"skolsync-n1-db\"", "\"group\":\"skolsync-n1-db2\"",
-                               NULL};
+                               "\"owner\":\"n1\"", NULL};
     cr_assert(wait_for(&d, "/api/v1/lag", lag_ready, 30000, &last), "no lag sample within 30 s: %s",
               last);
     free(last);
@@ -239,6 +239,10 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
         char *records = skt_fmt("data-field=\"records\" data-value=\"%zu\"", n);
         cr_assert_not_null(strstr(row, records), "%s: records not %zu in %s", *c, n, row);
         free(records);
+        /* Who runs the source and holds the sinks' partitions: this node, n1
+         * (the embedded broker's single node; docs/lag.md "Owners"). */
+        cr_assert_not_null(strstr(row, "data-field=\"node\" data-value=\"n1\">n1</td>"),
+                           "%s: node n1 not shown in %s", *c, row);
         free(row);
     }
     const char *sinks[] = {"db", "db2", NULL};
@@ -259,6 +263,9 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
         free(chart);
         cr_assert_not_null(strstr(card, "class=\"line\""), "%s: the chart has no line: %s", *s,
                            card);
+        cr_assert_not_null(strstr(card, "data-lag-owners=\"n1\""),
+                           "%s: its partitions are not all n1's in %s", *s, card);
+        cr_assert_not_null(strstr(card, "data-owner=\"n1\""), "%s: no owner n1 in %s", *s, card);
         free(card);
     }
     cr_assert_null(strstr(dom, "Loading…"), "the page still shows 'Loading…'");
