@@ -41,20 +41,6 @@ static cJSON *node_entry(cJSON *nodes, const char *node)
     return n;
 }
 
-/* Whether a member's partitions ("topic/N") hold partition p of topic. */
-static bool holds(const cJSON *parts, const char *topic, int32_t p)
-{
-    char want[512];
-    snprintf(want, sizeof(want), "%s/%d", topic, (int)p);
-    const cJSON *x;
-    cJSON_ArrayForEach(x, parts)
-    {
-        if (cJSON_IsString(x) && strcmp(x->valuestring, want) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Fills nodes from the group description: who owns which source, who holds which sink partition. */
 static void from_members(struct sk_daemon *d, cJSON *out, cJSON *nodes, const cJSON *members)
 {
@@ -64,25 +50,26 @@ static void from_members(struct sk_daemon *d, cJSON *out, cJSON *nodes, const cJ
     cJSON_ArrayForEach(m, members)
     {
         const char *group = cJSON_GetObjectItem(m, "group")->valuestring;
-        const char *node = cJSON_GetObjectItem(m, "node")->valuestring;
-        const cJSON *parts = cJSON_GetObjectItem(m, "partitions");
-        cJSON *n = node_entry(nodes, node);
-        if (strcmp(group, sources_group) != 0) {
-            cJSON *s = cJSON_CreateObject();
-            cJSON_AddStringToObject(s, "group", group);
-            cJSON_AddItemToObject(s, "partitions", cJSON_Duplicate(parts, true));
-            cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
+        cJSON *n = node_entry(nodes, cJSON_GetObjectItem(m, "node")->valuestring);
+        if (strcmp(group, sources_group) == 0)
+            continue; /* its sources below, a node without any still listed */
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "group", group);
+        cJSON_AddItemToObject(s, "partitions",
+                              cJSON_Duplicate(cJSON_GetObjectItem(m, "partitions"), true));
+        cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
+    }
+    /* The same reading `skolsync lag` makes of the sources group (ownership.h). */
+    cJSON *src;
+    cJSON_ArrayForEach(src, cJSON_GetObjectItem(out, "sources"))
+    {
+        const char *name = cJSON_GetObjectItem(src, "name")->valuestring;
+        const char *owner = sk_ownership_owner_of(members, sources_group, topic, name);
+        if (!owner)
             continue;
-        }
-        cJSON *src;
-        cJSON_ArrayForEach(src, cJSON_GetObjectItem(out, "sources"))
-        {
-            const char *name = cJSON_GetObjectItem(src, "name")->valuestring;
-            if (!holds(parts, topic, sk_ownership_partition(name)))
-                continue;
-            cJSON_ReplaceItemInObject(src, "owner", cJSON_CreateString(node));
-            cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sources"), cJSON_CreateString(name));
-        }
+        cJSON_ReplaceItemInObject(src, "owner", cJSON_CreateString(owner));
+        cJSON_AddItemToArray(cJSON_GetObjectItem(node_entry(nodes, owner), "sources"),
+                             cJSON_CreateString(name));
     }
     free(topic);
 }

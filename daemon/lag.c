@@ -64,6 +64,7 @@ static void group_clear(struct sk_lag_group *g)
         free(m->client_id);
         free(m->consumer_id);
         free(m->host);
+        free(m->node);
         for (size_t j = 0; j < m->n_assignment; j++)
             free(m->assignment[j]);
         free(m->assignment);
@@ -72,6 +73,7 @@ static void group_clear(struct sk_lag_group *g)
     for (size_t i = 0; i < g->n_parts; i++) {
         free(g->parts[i].topic);
         free(g->parts[i].error);
+        free(g->parts[i].owner);
     }
     free(g->parts);
 }
@@ -83,6 +85,11 @@ void sk_lag_report_free(struct sk_lag_report *r)
     for (size_t i = 0; i < r->n_groups; i++)
         group_clear(&r->groups[i]);
     free(r->groups);
+    for (size_t i = 0; i < r->n_sources; i++) {
+        free(r->sources[i].name);
+        free(r->sources[i].owner);
+    }
+    free(r->sources);
     free(r->brokers);
     free(r);
 }

@@ -57,6 +57,8 @@ struct sk_lag_partition {
     int64_t first_ts_ms; /* timestamp of the first unconsumed record, -1 if none/unknown */
     double lag_seconds;  /* now - first_ts_ms; 0 when lag is 0; -1 unknown */
     char *error;         /* why this partition could not be sampled, or NULL */
+    char *owner;         /* node of the member assigned it; NULL: none (empty group,
+                          * rebalancing) or members unknown */
     /* Filled by evaluation: */
     enum sk_lag_status status;
     const char *reason; /* static text: why this status */
@@ -64,6 +66,9 @@ struct sk_lag_partition {
 
 struct sk_lag_member {
     char *client_id, *consumer_id, *host;
+    /* The node, read from the client id (sk_name_node_of_client) when the
+     * deployment and the group's sink are known, else the client id. */
+    char *node;
     char **assignment; /* "topic/partition" strings */
     size_t n_assignment;
 };
@@ -90,6 +95,15 @@ struct sk_lag_requests {
         read_records;
 };
 
+/* A source of the configuration and the node that runs it: the member of
+ * the sources group assigned its partition of the control topic
+ * (docs/architecture.md §5.10). */
+struct sk_lag_source {
+    char *name;
+    int32_t partition;
+    char *owner; /* NULL: no node is assigned it now, or members unknown */
+};
+
 /* One sample: every group at one time. */
 struct sk_lag_report {
     int64_t time_ms; /* wall clock when collected */
@@ -97,6 +111,8 @@ struct sk_lag_report {
     struct sk_lag_group *groups;
     size_t n_groups;
     struct sk_lag_requests requests;
+    struct sk_lag_source *sources; /* the named sources (options), in their order */
+    size_t n_sources;
     size_t window_samples; /* filled by evaluation: samples the statuses were computed over */
     size_t window_size;
 };
@@ -128,6 +144,21 @@ struct sk_lag_collect_options {
     const size_t *n_group_topics;
     /* Members through DescribeConsumerGroups. Forced off on the embedded broker. */
     bool describe_members;
+    /* Who owns what (optional; docs/lag.md "Owners"). With the deployment
+     * and the sink each group belongs to (sink_groups[i] is sink_names[i]'s
+     * group), a member's node is read from its client id; without, it is the
+     * client id. Each partition's owner is the node of the member assigned it. */
+    const char *deployment;
+    const char *const *sink_groups;
+    const char *const *sink_names;
+    size_t n_sinks;
+    /* The sources group ("<deployment>.sources"), its control topic
+     * ("<prefix>_sources") and the sources to report with their owners:
+     * described in the same DescribeConsumerGroups call as the groups. */
+    const char *sources_group;
+    const char *sources_topic;
+    const char *const *sources;
+    size_t n_sources;
     int64_t timeout_ms;  /* per admin request and for the reader (default 10000) */
     int64_t read_ms;     /* reader budget for first records and counting (default 5000) */
     int64_t exact_bound; /* count records exactly up to this gap (default 1000) */

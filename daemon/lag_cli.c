@@ -18,7 +18,6 @@
 #include "log.h"
 #include "util.h"
 
-
 enum {
     /* could not evaluate: broker or daemon not reachable, or an invalid
      * configuration (never 2, which says a group is in ERR) */
@@ -218,7 +217,51 @@ struct lag_source {
     struct sk_api api;
     const char *const *only; /* --group filter on the daemon's answer */
     size_t n_only;
+    /* Who owns what, from the configuration (names.h); freed with the source. */
+    char **sink_groups, *sources_group, *sources_topic;
+    const char **sink_names, **source_names;
 };
+
+/* Names the owners with the configuration: each sink's group, and the
+ * sources group with its control topic (docs/architecture.md §5.10). */
+static void owners_from_config(const struct sk_daemon_config *cfg, struct lag_source *s)
+{
+    const struct sk_kafka_conf *kc = &cfg->core.kafka;
+    struct sk_names names = {kc->deployment, kc->node_name};
+    s->sink_groups = sk_calloc(cfg->n_sinks + 1, sizeof(char *));
+    s->sink_names = sk_calloc(cfg->n_sinks + 1, sizeof(char *));
+    for (size_t i = 0; i < cfg->n_sinks; i++) {
+        s->sink_groups[i] =
+            sk_name_sink_group(&names, cfg->sinks[i].name, cfg->sinks[i].ops->target_kind);
+        s->sink_names[i] = cfg->sinks[i].name;
+    }
+    s->source_names = sk_calloc(cfg->n_sources + 1, sizeof(char *));
+    for (size_t i = 0; i < cfg->n_sources; i++)
+        s->source_names[i] = cfg->sources[i].name;
+    s->sources_group = sk_name_sources_group(&names);
+    s->sources_topic = sk_asprintf("%s_sources", kc->topic_prefix ? kc->topic_prefix : "skolsync.");
+    s->collect.deployment = kc->deployment;
+    s->collect.sink_groups = (const char *const *)s->sink_groups;
+    s->collect.sink_names = s->sink_names;
+    s->collect.n_sinks = cfg->n_sinks;
+    s->collect.sources_group = s->sources_group;
+    s->collect.sources_topic = s->sources_topic;
+    s->collect.sources = s->source_names;
+    s->collect.n_sources = cfg->n_sources;
+}
+
+static void lag_source_free(struct lag_source *s)
+{
+    for (size_t i = 0; i < s->collect.n_sinks; i++)
+        free(s->sink_groups[i]);
+    free(s->sink_groups);
+    free(s->sink_names);
+    free(s->source_names);
+    free(s->sources_group);
+    free(s->sources_topic);
+    sk_lag_window_destroy(s->window);
+    sk_api_close(&s->api);
+}
 
 #define LAG_PATH "/api/v1/lag"
 
@@ -299,6 +342,7 @@ static int from_config(const struct lag_args *a, struct lag_source *s,
     }
     s->collect.brokers = kc->brokers;
     s->collect.properties = &kc->properties;
+    owners_from_config(cfg, s);
     if (!a->n_groups && !a->all_groups && cfg->n_sinks > 0) {
         /* The configuration's own sinks' groups (names.h). */
         struct sk_names names = {kc->deployment, kc->node_name};
@@ -364,11 +408,10 @@ int sk_lag_cli(int argc, char **argv, FILE *out)
             sk_sleep_ms(wait);
     }
 done:
-    sk_lag_window_destroy(s.window);
+    lag_source_free(&s);
     for (size_t i = 0; i < n_cfg_groups; i++)
         free((char *)cfg_groups[i]);
     free(cfg_groups);
-    sk_api_close(&s.api);
     free(a.groups);
     props_free(&a.props);
     sk_daemon_config_free(cfg);

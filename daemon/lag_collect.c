@@ -23,6 +23,7 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "ownership.h"
 #include "util.h"
 
 /* Never starts with "skolsync-": the reader never joins or commits, but if it
@@ -235,17 +236,73 @@ static rd_kafka_topic_partition_list_t *own_partitions(const struct sk_lag_colle
     return own;
 }
 
+/* The sink whose group this is, when the caller said (o->sink_groups); NULL otherwise. */
+static const char *sink_of(const struct sk_lag_collect_options *o, const char *group)
+{
+    for (size_t i = 0; o->sink_groups && i < o->n_sinks; i++)
+        if (strcmp(o->sink_groups[i], group) == 0)
+            return o->sink_names[i];
+    return NULL;
+}
+
+/* A member's node: read from its client id, as GET /api/v1/cluster reads it
+ * (names.h), when the deployment and the sink are known; else the client id. */
+static char *member_node(const struct sk_lag_collect_options *o, const char *group,
+                         const char *client)
+{
+    const char *sink = sink_of(o, group);
+    char *node =
+        o->deployment && sink ? sk_name_node_of_client(client, o->deployment, "sink", sink) : NULL;
+    return node ? node : sk_strdup(client);
+}
+
+/* Each source's owner from the sources group's description: the reading
+ * GET /api/v1/cluster makes (ownership.h), so the two never disagree. */
+static void source_owners(const struct sk_lag_collect_options *o, struct sk_lag_report *r,
+                          const rd_kafka_ConsumerGroupDescription_t *desc)
+{
+    cJSON *members = cJSON_CreateArray();
+    struct sk_group_ref ref = {o->sources_group, "owner", "sources"};
+    sk_ownership_members_json(members, desc, &ref, o->deployment ? o->deployment : "");
+    for (size_t i = 0; i < r->n_sources; i++) {
+        const char *owner =
+            sk_ownership_owner_of(members, o->sources_group, o->sources_topic, r->sources[i].name);
+        if (owner)
+            r->sources[i].owner = sk_strdup(owner);
+    }
+    cJSON_Delete(members);
+}
+
+/* Each partition's owner: the node of the member assigned it (none while the
+ * group is empty or rebalancing). */
+static void partition_owners(struct sk_lag_group *g)
+{
+    for (size_t i = 0; i < g->n_parts; i++) {
+        struct sk_lag_partition *p = &g->parts[i];
+        char *tp = sk_asprintf("%s/%" PRId32, p->topic, p->partition);
+        for (size_t m = 0; m < g->n_members && !p->owner; m++)
+            for (size_t a = 0; a < g->members[m].n_assignment && !p->owner; a++)
+                if (strcmp(g->members[m].assignment[a], tp) == 0)
+                    p->owner = sk_strdup(g->members[m].node);
+        free(tp);
+    }
+}
+
 static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
                             const struct sk_lag_collect_options *o, struct sk_lag_report *r)
 {
-    if (r->n_groups == 0)
+    bool sources = o->sources_group && o->sources_topic && r->n_sources > 0;
+    size_t n_names = r->n_groups + sources;
+    if (n_names == 0)
         return;
-    const char **names = sk_calloc(r->n_groups, sizeof(*names));
+    const char **names = sk_calloc(n_names, sizeof(*names));
     for (size_t i = 0; i < r->n_groups; i++)
         names[i] = r->groups[i].group;
+    if (sources) /* one call for both: batched per coordinator anyway */
+        names[r->n_groups] = o->sources_group;
     rd_kafka_AdminOptions_t *opts =
         admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS, o->timeout_ms);
-    rd_kafka_DescribeConsumerGroups(rk, names, r->n_groups, opts, q);
+    rd_kafka_DescribeConsumerGroups(rk, names, n_names, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     free(names);
     r->requests.describe_groups++; /* batched per coordinator */
@@ -262,11 +319,17 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
         rd_kafka_DescribeConsumerGroups_result_groups(dr, &n);
     for (size_t i = 0; i < n; i++) {
         const char *id = rd_kafka_ConsumerGroupDescription_group_id(descs[i]);
+        if (rd_kafka_ConsumerGroupDescription_error(descs[i]))
+            continue;
+        if (sources && strcmp(id, o->sources_group) == 0) {
+            source_owners(o, r, descs[i]);
+            continue;
+        }
         struct sk_lag_group *g = NULL;
         for (size_t k = 0; k < r->n_groups && !g; k++)
             if (strcmp(r->groups[k].group, id) == 0)
                 g = &r->groups[k];
-        if (!g || rd_kafka_ConsumerGroupDescription_error(descs[i]))
+        if (!g)
             continue;
         g->members_known = true;
         g->state = sk_strdup(
@@ -280,6 +343,7 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
             m->client_id = sk_strdup(rd_kafka_MemberDescription_client_id(md));
             m->consumer_id = sk_strdup(rd_kafka_MemberDescription_consumer_id(md));
             m->host = sk_strdup(rd_kafka_MemberDescription_host(md));
+            m->node = member_node(o, g->group, m->client_id);
             const rd_kafka_MemberAssignment_t *ma = rd_kafka_MemberDescription_assignment(md);
             const rd_kafka_topic_partition_list_t *tps =
                 ma ? rd_kafka_MemberAssignment_partitions(ma) : NULL;
@@ -290,6 +354,7 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
                         sk_asprintf("%s/%" PRId32, tps->elems[t].topic, tps->elems[t].partition);
             }
         }
+        partition_owners(g);
     }
     rd_kafka_event_destroy(ev);
 }
@@ -573,6 +638,12 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
 
     for (size_t i = 0; i < o.n_groups; i++)
         add_group(r, o.groups[i]);
+    if (o.n_sources > 0) {
+        r->sources = sk_calloc(o.n_sources, sizeof(*r->sources));
+        for (size_t i = 0; i < o.n_sources; i++)
+            r->sources[r->n_sources++] = (struct sk_lag_source){
+                .name = sk_strdup(o.sources[i]), .partition = sk_ownership_partition(o.sources[i])};
+    }
     if (o.n_groups == 0 && list_groups(rk, q, &o, r, brokers, err))
         goto fail;
     if (r->n_groups > 1)

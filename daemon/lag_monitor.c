@@ -52,11 +52,17 @@ static const struct sink_names *sink_of(const struct sink_names *s, size_t n, co
 /*
  * On the embedded broker members are unknown to Kafka: the daemon knows its
  * own. A running sink is its group's one member; a stopped or failed one
- * leaves the group empty, so lag there reads as STOP at once.
+ * leaves the group empty, so lag there reads as STOP at once. This node,
+ * alone by nature, owns the running sinks' partitions and every source (as
+ * GET /api/v1/cluster says there).
  */
 static void fill_members(struct sk_daemon *d, struct sk_lag_report *rep, const struct sink_names *s,
                          size_t n)
 {
+    const char *self = sk_kafka_names(d->kafka)->node;
+    for (size_t i = 0; i < rep->n_sources; i++)
+        if (!rep->sources[i].owner)
+            rep->sources[i].owner = sk_strdup(self);
     for (size_t g = 0; g < rep->n_groups; g++) {
         struct sk_lag_group *grp = &rep->groups[g];
         const struct sink_names *sn = sink_of(s, n, grp->group);
@@ -73,7 +79,11 @@ static void fill_members(struct sk_daemon *d, struct sk_lag_report *rep, const s
                 grp->members[0].client_id = sk_strdup(sn->client);
                 grp->members[0].consumer_id = sk_strdup(r->name);
                 grp->members[0].host = sk_strdup("localhost");
+                grp->members[0].node = sk_strdup(self);
                 grp->n_members = 1;
+                for (size_t p = 0; p < grp->n_parts; p++)
+                    if (!grp->parts[p].owner)
+                        grp->parts[p].owner = sk_strdup(self);
             }
         }
     }
@@ -164,23 +174,28 @@ static void sample(struct sk_lag_monitor *m)
     struct sk_daemon *d = m->d;
     /* the sinks' names, groups and each one's topics, copied under the lock */
     struct sink_names *s = NULL;
-    char **groups = NULL, **topics = NULL, ***group_topics = NULL;
-    size_t n = 0, nt = 0, *n_group_topics = NULL;
+    char **groups = NULL, **topics = NULL, ***group_topics = NULL, **sinks = NULL, **sources = NULL;
+    size_t n = 0, nt = 0, *n_group_topics = NULL, n_sources = 0;
     pthread_rwlock_rdlock(&d->lock);
+    sinks = sk_calloc(d->n_conns + 1, sizeof(char *));
+    sources = sk_calloc(d->n_conns + 1, sizeof(char *));
     s = sk_calloc(d->n_conns + 1, sizeof(*s));
     groups = sk_calloc(d->n_conns + 1, sizeof(char *));
     group_topics = sk_calloc(d->n_conns + 1, sizeof(char **));
     n_group_topics = sk_calloc(d->n_conns + 1, sizeof(size_t));
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
-        if (!snk)
+        if (!snk) {
+            sources[n_sources++] = sk_strdup(d->conns[i]->name);
             continue;
+        }
         group_topics[n] = sk_calloc(snk->sink.n_entities + 1, sizeof(char *));
         n_group_topics[n] = snk->sink.n_entities;
         s[n].sink = sk_strdup(snk->runner.name);
         s[n].group = sk_strdup(snk->group);
         s[n].client = sk_name_client(sk_kafka_names(d->kafka), "sink", snk->runner.name);
         groups[n] = s[n].group;
+        sinks[n] = s[n].sink;
         topics = sk_realloc(topics, (nt + snk->sink.n_entities + 1) * sizeof(char *));
         for (size_t j = 0; j < snk->sink.n_entities; j++) {
             topics[nt++] = sk_strdup(snk->topics[j]);
@@ -189,6 +204,9 @@ static void sample(struct sk_lag_monitor *m)
         n++;
     }
     pthread_rwlock_unlock(&d->lock);
+    const struct sk_names *names = sk_kafka_names(d->kafka);
+    char *sources_group = sk_name_sources_group(names);
+    char *sources_topic = sk_asprintf("%s_sources", sk_kafka_prefix(d->kafka));
     if (n) {
         struct sk_lag_collect_options o = {
             .kafka = d->kafka,
@@ -199,6 +217,15 @@ static void sample(struct sk_lag_monitor *m)
             .group_topics = (const char *const *const *)group_topics,
             .n_group_topics = n_group_topics,
             .describe_members = !sk_kafka_embedded(d->kafka),
+            /* who owns what: the sinks' partitions and the sources */
+            .deployment = names->deployment,
+            .sink_groups = (const char *const *)groups,
+            .sink_names = (const char *const *)sinks,
+            .n_sinks = n,
+            .sources_group = sources_group,
+            .sources_topic = sources_topic,
+            .sources = (const char *const *)sources,
+            .n_sources = n_sources,
             .timeout_ms = 10000,
             .read_ms = 3000,
         };
@@ -224,6 +251,12 @@ static void sample(struct sk_lag_monitor *m)
     }
     free(group_topics);
     free(n_group_topics);
+    for (size_t i = 0; i < n_sources; i++)
+        free(sources[i]);
+    free(sources);
+    free(sinks);
+    free(sources_group);
+    free(sources_topic);
     for (size_t i = 0; i < nt; i++)
         free(topics[i]);
     free(s);

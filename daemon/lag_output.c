@@ -33,6 +33,14 @@ static void json_seconds(cJSON *o, const char *name, double v)
         cJSON_AddNullToObject(o, name);
 }
 
+static void json_string_or_null(cJSON *o, const char *name, const char *v)
+{
+    if (v)
+        cJSON_AddStringToObject(o, name, v);
+    else
+        cJSON_AddNullToObject(o, name);
+}
+
 static void iso_time(int64_t ms, char *buf, size_t size)
 {
     time_t t = (time_t)(ms / 1000);
@@ -96,6 +104,7 @@ cJSON *sk_lag_report_json(const struct sk_lag_report *r)
                 cJSON_AddStringToObject(mo, "client_id", m->client_id ? m->client_id : "");
                 cJSON_AddStringToObject(mo, "consumer_id", m->consumer_id ? m->consumer_id : "");
                 cJSON_AddStringToObject(mo, "host", m->host ? m->host : "");
+                json_string_or_null(mo, "node", m->node);
                 cJSON *as = cJSON_AddArrayToObject(mo, "assignment");
                 for (size_t a = 0; a < m->n_assignment; a++)
                     cJSON_AddItemToArray(as, cJSON_CreateString(m->assignment[a]));
@@ -119,9 +128,18 @@ cJSON *sk_lag_report_json(const struct sk_lag_report *r)
             json_offset(po, "first_unconsumed_ts_ms", p->first_ts_ms);
             cJSON_AddStringToObject(po, "status", sk_lag_status_name(p->status));
             cJSON_AddStringToObject(po, "reason", p->reason ? p->reason : "");
+            json_string_or_null(po, "owner", p->owner);
             if (p->error)
                 cJSON_AddStringToObject(po, "error", p->error);
         }
+    }
+    cJSON *sources = cJSON_AddArrayToObject(j, "sources");
+    for (size_t i = 0; i < r->n_sources; i++) {
+        cJSON *so = cJSON_CreateObject();
+        cJSON_AddItemToArray(sources, so);
+        cJSON_AddStringToObject(so, "name", r->sources[i].name);
+        cJSON_AddNumberToObject(so, "partition", r->sources[i].partition);
+        json_string_or_null(so, "owner", r->sources[i].owner);
     }
     return j;
 }
@@ -137,7 +155,7 @@ enum sk_lag_status sk_lag_json_status(const cJSON *report)
 
 /* ---- the table --------------------------------------------------------------- */
 
-#define NCOLS 9
+#define NCOLS 10
 
 static void cell_num(char *buf, size_t size, const cJSON *v)
 {
@@ -153,11 +171,36 @@ static const char *str_or(const cJSON *o, const char *name, const char *def)
     return cJSON_IsString(v) ? v->valuestring : def;
 }
 
+/* The configuration's sources and the node that runs each ("-": none now). */
+static void sources_table(const cJSON *sources, FILE *out)
+{
+    if (cJSON_GetArraySize(sources) == 0)
+        return;
+    int name_w = (int)strlen("SOURCE");
+    const cJSON *s;
+    cJSON_ArrayForEach(s, sources)
+    {
+        int w = (int)strlen(str_or(s, "name", "?"));
+        if (w > name_w)
+            name_w = w;
+    }
+    fprintf(out, "%-*s  PART  OWNER\n", name_w, "SOURCE");
+    cJSON_ArrayForEach(s, sources)
+    {
+        char part[32];
+        cell_num(part, sizeof(part), cJSON_GetObjectItemCaseSensitive(s, "partition"));
+        fprintf(out, "%-*s  %4s  %s\n", name_w, str_or(s, "name", "?"), part,
+                str_or(s, "owner", "-"));
+    }
+}
+
 void sk_lag_json_table(const cJSON *report, FILE *out)
 {
+    /* OWNER before REASON: the columns a script counts up to STATUS stay where they were. */
     static const char *const head[NCOLS] = {"GROUP", "TOPIC", "PART",   "COMMITTED", "END",
-                                            "LAG",   "LAG_S", "STATUS", "REASON"};
-    static const bool right[NCOLS] = {false, false, true, true, true, true, true, false, false};
+                                            "LAG",   "LAG_S", "STATUS", "OWNER",     "REASON"};
+    static const bool right[NCOLS] = {false, false, true,  true,  true,
+                                      true,  true,  false, false, false};
     const cJSON *groups = cJSON_GetObjectItemCaseSensitive(report, "groups");
     size_t rows = 0;
     const cJSON *g, *p;
@@ -184,7 +227,8 @@ void sk_lag_json_table(const cJSON *report, FILE *out)
             for (int c = 2; c < 7; c++)
                 snprintf(cl[c], 160, "-");
             snprintf(cl[7], 160, "%s", str_or(g, "status", "?"));
-            snprintf(cl[8], 160, "%s", str_or(g, "error", "no committed offsets"));
+            snprintf(cl[8], 160, "-");
+            snprintf(cl[9], 160, "%s", str_or(g, "error", "no committed offsets"));
         }
         cJSON_ArrayForEach(p, parts)
         {
@@ -205,8 +249,10 @@ void sk_lag_json_table(const cJSON *report, FILE *out)
             else
                 snprintf(cl[6], 160, "?");
             snprintf(cl[7], 160, "%s", str_or(p, "status", "?"));
+            /* "-": no member holds it (the group is empty or rebalancing) */
+            snprintf(cl[8], 160, "%s", str_or(p, "owner", "-"));
             const char *error = str_or(p, "error", NULL);
-            snprintf(cl[8], 160, "%s%s%s", str_or(p, "reason", ""), error ? ": " : "",
+            snprintf(cl[9], 160, "%s%s%s", str_or(p, "reason", ""), error ? ": " : "",
                      error ? error : "");
         }
     }
@@ -255,4 +301,5 @@ void sk_lag_json_table(const cJSON *report, FILE *out)
     }
     if (cJSON_GetArraySize(groups) == 0)
         fprintf(out, "(no consumer groups)\n");
+    sources_table(cJSON_GetObjectItemCaseSensitive(report, "sources"), out);
 }

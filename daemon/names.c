@@ -48,6 +48,30 @@ char *sk_name_client(const struct sk_names *n, const char *role, const char *con
     return sk_asprintf("%s-%s-%s-%s", n->deployment, n->node, role, connector);
 }
 
+char *sk_name_node_of_client(const char *client, const char *deployment, const char *role,
+                             const char *connector)
+{
+    size_t dl = strlen(deployment);
+    char *suffix = sk_asprintf("-%s-%s.", role, connector);
+    size_t cl = strlen(client), sl = strlen(suffix) - 1; /* without the '.' */
+    char *node = NULL;
+    if (strncmp(client, deployment, dl) != 0 || client[dl] != '-')
+        goto out;
+    if (cl > dl + 1 + sl && strncmp(client + cl - sl, suffix, sl) == 0) {
+        node = sk_strndup(client + dl + 1, cl - sl - dl - 1);
+        goto out;
+    }
+    /* One with the process after it ("....<host>.<pid>", the sources
+     * group's, sk_name_owner_client): the first "-<role>-<connector>."
+     * after a node of at least one character. */
+    const char *at = cl > dl + 1 ? strstr(client + dl + 2, suffix) : NULL;
+    if (at)
+        node = sk_strndup(client + dl + 1, (size_t)(at - client) - dl - 1);
+out:
+    free(suffix);
+    return node;
+}
+
 static bool name_char(char c)
 {
     return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-';

@@ -50,6 +50,12 @@ char *sk_name_owner_client(const struct sk_names *n, const char *host, long pid)
  * and node; false for any other client id, or one without them. */
 bool sk_name_owner_client_parse(const struct sk_names *n, const char *client, char **host,
                                 long *pid);
+/* The node of a client id sk_name_client made for role and connector in
+ * deployment (what group descriptions show of a member), also of one with
+ * the process after it (sk_name_owner_client); NULL if client is neither.
+ * Caller frees. */
+char *sk_name_node_of_client(const char *client, const char *deployment, const char *role,
+                             const char *connector);
 
 /* The default deployment of a topic prefix: the prefix without its trailing
  * separators ("skolsync." -> "skolsync"), or "skolsync". Caller frees. */

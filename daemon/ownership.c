@@ -356,38 +356,14 @@ void sk_ownership_stop(struct sk_ownership *o)
     free(o);
 }
 
-/* The node of a client id "<deployment>-<node>-<role>-<connector>", or of
- * one with the process after it ("….<host>.<pid>", the sources group's,
- * sk_name_owner_client); NULL if it is neither. */
-static char *node_of(const char *client, const char *deployment, const struct sk_group_ref *g)
-{
-    size_t dl = strlen(deployment);
-    char *suffix = sk_asprintf("-%s-%s.", g->role, g->connector);
-    size_t cl = strlen(client), sl = strlen(suffix) - 1; /* without the '.' */
-    char *node = NULL;
-    if (strncmp(client, deployment, dl) != 0 || client[dl] != '-')
-        goto out;
-    if (cl > dl + 1 + sl && strncmp(client + cl - sl, suffix, sl) == 0) {
-        node = sk_strndup(client + dl + 1, cl - sl - dl - 1);
-        goto out;
-    }
-    /* The first "-<role>-<connector>." after a node of at least one character. */
-    const char *at = cl > dl + 1 ? strstr(client + dl + 2, suffix) : NULL;
-    if (at)
-        node = sk_strndup(client + dl + 1, (size_t)(at - client) - dl - 1);
-out:
-    free(suffix);
-    return node;
-}
-
-static void add_members(cJSON *out, const rd_kafka_ConsumerGroupDescription_t *desc,
-                        const struct sk_group_ref *g, const char *deployment)
+void sk_ownership_members_json(cJSON *out, const rd_kafka_ConsumerGroupDescription_t *desc,
+                               const struct sk_group_ref *g, const char *deployment)
 {
     size_t nm = rd_kafka_ConsumerGroupDescription_member_count(desc);
     for (size_t k = 0; k < nm; k++) {
         const rd_kafka_MemberDescription_t *md = rd_kafka_ConsumerGroupDescription_member(desc, k);
         const char *client = rd_kafka_MemberDescription_client_id(md);
-        char *node = node_of(client, deployment, g);
+        char *node = sk_name_node_of_client(client, deployment, g->role, g->connector);
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "group", g->group);
         cJSON_AddStringToObject(m, "node", node ? node : client);
@@ -438,7 +414,7 @@ cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *
             for (size_t g = 0; g < n; g++)
                 if (strcmp(groups[g].group, id) == 0 &&
                     !rd_kafka_ConsumerGroupDescription_error(descs[i]))
-                    add_members(out, descs[i], &groups[g], deployment);
+                    sk_ownership_members_json(out, descs[i], &groups[g], deployment);
         }
         rd_kafka_event_destroy(ev);
     }
@@ -447,4 +423,26 @@ out:
     pthread_mutex_unlock(&o->mu);
     free(names);
     return out;
+}
+
+const char *sk_ownership_owner_of(const cJSON *members, const char *group, const char *topic,
+                                  const char *source)
+{
+    char *want = sk_asprintf("%s/%" PRId32, topic, sk_ownership_partition(source));
+    const char *owner = NULL;
+    const cJSON *m, *tp;
+    cJSON_ArrayForEach(m, members)
+    {
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(m, "group");
+        const cJSON *node = cJSON_GetObjectItemCaseSensitive(m, "node");
+        if (!cJSON_IsString(g) || strcmp(g->valuestring, group) != 0 || !cJSON_IsString(node))
+            continue;
+        cJSON_ArrayForEach(tp, cJSON_GetObjectItemCaseSensitive(m, "partitions"))
+        {
+            if (!owner && cJSON_IsString(tp) && strcmp(tp->valuestring, want) == 0)
+                owner = node->valuestring;
+        }
+    }
+    free(want);
+    return owner;
 }

@@ -81,4 +81,21 @@ struct sk_group_ref {
 cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *groups, size_t n,
                              struct sk_error *err);
 
+/*
+ * Appends the members of one described group to out in that shape (the
+ * node read from the client id, names.h; the client id itself when it is
+ * not one of this deployment's). Also what `skolsync lag` describes the
+ * sources group with, without a sources group client of its own.
+ */
+void sk_ownership_members_json(cJSON *out, const rd_kafka_ConsumerGroupDescription_t *desc,
+                               const struct sk_group_ref *g, const char *deployment);
+
+/*
+ * The node among members (that shape) of the sources group `group` that is
+ * assigned the source's partition of the control topic `topic`; NULL while
+ * none is (the group is empty or rebalancing). Points into members.
+ */
+const char *sk_ownership_owner_of(const cJSON *members, const char *group, const char *topic,
+                                  const char *source);
+
 #endif

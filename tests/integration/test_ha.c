@@ -648,6 +648,47 @@ static void pair_free(struct pair *c)
 }
 
 /*
+ * `skolsync lag -c` on n1's configuration: every listed partition of the
+ * shared pg group is owned by n1 or n2 (node.name read from the members'
+ * client ids), both appear, and a node-local group is its node's alone.
+ * False with the last JSON in *last (caller frees) until then.
+ */
+static bool lag_shows_split(struct pair *c, char **last)
+{
+    char *cmd = skt_fmt("%s lag -c %s --json --timeout 15s", skt_skolsync(), c->nodes[0].cfg);
+    char *out = NULL;
+    skt_sh(cmd, 60, &out);
+    free(cmd);
+    cJSON *j = cJSON_Parse(out);
+    *last = out;
+    char *deployment = strndup(c->prefix, strlen(c->prefix) - 1);
+    char *pg = skt_fmt("%s-pg", deployment), *db = skt_fmt("%s-n1-db", deployment);
+    int n1 = 0, n2 = 0, other = 0, db_n1 = 0, db_other = 0;
+    cJSON *g, *p, *groups = cJSON_GetObjectItem(j, "groups");
+    cJSON_ArrayForEach(g, groups)
+    {
+        const char *group = str(g, "group");
+        cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "partitions"))
+        {
+            const char *owner = str(p, "owner");
+            if (strcmp(group, pg) == 0) {
+                n1 += strcmp(owner, "n1") == 0;
+                n2 += strcmp(owner, "n2") == 0;
+                other += strcmp(owner, "n1") != 0 && strcmp(owner, "n2") != 0;
+            } else if (strcmp(group, db) == 0) {
+                db_n1 += strcmp(owner, "n1") == 0;
+                db_other += strcmp(owner, "n1") != 0;
+            }
+        }
+    }
+    cJSON_Delete(j);
+    free(pg);
+    free(db);
+    free(deployment);
+    return n1 > 0 && n2 > 0 && other == 0 && db_n1 > 0 && db_other == 0;
+}
+
+/*
  * The postgres-sink's target is shared, so the two nodes form one group and
  * split its partitions, and PostgreSQL ends equal to the source with every
  * record applied once; the sqlite-sink is node-local, so each node has a
@@ -670,6 +711,17 @@ Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 3
     for (int i = 0; i < 2; i++)
         cr_assert(records_reach(&c.nodes[i], "db", (double)c.total, 60000),
                   "node %d's local copy is not complete", i + 1);
+    /* Who owns what, as `skolsync lag` shows it (a rebalance may still settle). */
+    char *last = NULL;
+    bool split = false;
+    for (int tries = 0; tries < 10 && !split; tries++) {
+        free(last);
+        if (tries)
+            sleep(1);
+        split = lag_shows_split(&c, &last);
+    }
+    cr_assert(split, "lag does not show pg split between n1 and n2: %s", last);
+    free(last);
     for (int i = 0; i < 2; i++)
         node_stop(&c.nodes[i]);
     cr_assert_eq(pg_rows(&c), (long long)c.total, "PostgreSQL rows");

@@ -5,6 +5,7 @@
  * directly with librdkafka, then runs the command in-process (sk_lag_cli) and
  * reads its JSON. Every wait is bounded.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 
 #include "kafka.h"
 #include "lag.h"
+#include "ownership.h"
 #include "sk_test.h"
 #include "util.h"
 
@@ -240,6 +242,13 @@ Test(lag, appears_when_the_sink_stops_is_stop_and_drains_when_it_resumes, .timeo
     cr_assert_str_eq(str(p, "status"), "STOP", "%s", dump);
     cr_assert_str_eq(str(group_of(j), "status"), "ERR", "%s", dump);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(group_of(j), "members")), 0, "%s", dump);
+    /* Nobody holds the partition: its owner is null; the configuration's
+     * source is listed, owned by nobody (no daemon runs it). */
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(p, "owner")), "%s", dump);
+    cJSON *src = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "sources"), 0);
+    cr_assert_not_null(src, "%s", dump);
+    cr_assert(strncmp(str(src, "name"), "files-", 6) == 0, "%s", dump);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(src, "owner")), "%s", dump);
     cr_assert_eq(rc, 2, "%s", dump);
     /* What it cost: one offset fetch, two ListOffsets per partition (2 partitions). */
     cJSON *req = cJSON_GetObjectItem(j, "requests");
@@ -257,6 +266,9 @@ Test(lag, appears_when_the_sink_stops_is_stop_and_drains_when_it_resumes, .timeo
     cr_assert_eq(num(p, "lag"), 0, "%s", dump);
     cr_assert_str_eq(str(p, "status"), "OK", "%s", dump);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(group_of(j), "members")), 1, "%s", dump);
+    /* Not a skolsync client id (and --brokers knows no deployment): the
+     * owner is the member's client id. */
+    cr_assert_str_eq(str(p, "owner"), "test-lag-consumer", "%s", dump);
     cr_assert_eq(rc, 0, "%s", dump);
     free(dump);
     cJSON_Delete(j);
@@ -446,5 +458,137 @@ Test(lag, properties_reach_the_client_and_could_not_run_is_three, .timeout = 90)
     free(out);
     free(cmd);
     free(cfg);
+    free(dir);
+}
+
+/* ---- who owns what ------------------------------------------------------------ */
+
+/* The group's partitions all owned by want (and at least one), in a lag JSON. */
+static bool all_owned_by(cJSON *j, const char *group, const char *want)
+{
+    cJSON *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(j, "groups"))
+    {
+        const cJSON *name = cJSON_GetObjectItem(g, "group");
+        if (!cJSON_IsString(name) || strcmp(name->valuestring, group) != 0)
+            continue;
+        cJSON *parts = cJSON_GetObjectItem(g, "partitions"), *p;
+        bool all = cJSON_GetArraySize(parts) > 0;
+        cJSON_ArrayForEach(p, parts)
+        {
+            const cJSON *owner = cJSON_GetObjectItem(p, "owner");
+            all &= cJSON_IsString(owner) && strcmp(owner->valuestring, want) == 0;
+        }
+        return all;
+    }
+    return false;
+}
+
+static bool source_owned_by(cJSON *j, const char *source, const char *want)
+{
+    cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "sources"))
+    {
+        const cJSON *name = cJSON_GetObjectItem(s, "name");
+        const cJSON *owner = cJSON_GetObjectItem(s, "owner");
+        if (cJSON_IsString(name) && strcmp(name->valuestring, source) == 0)
+            return cJSON_IsString(owner) && strcmp(owner->valuestring, want) == 0;
+    }
+    return false;
+}
+
+/*
+ * A daemon of a real-broker deployment with node.name n1 runs the source
+ * (the sources group assigned it its partition) and holds every partition
+ * of its sink's group: `skolsync lag -c` names n1 as the owner of both, in
+ * the JSON and in the table, and so does the daemon's own GET /api/v1/lag.
+ */
+Test(lag, names_the_node_that_owns_each_partition_and_source, .timeout = 150)
+{
+    char *dir = skt_tmpdir("lag-owner");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 47, 10);
+    char *prefix = skt_unique_prefix();
+    char *deployment = strndup(prefix, strlen(prefix) - 1); /* the prefix without its '.' */
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *text = skt_fmt("%snode:\n  name: n1\nlag_interval: 1s\n"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                         head, data, dir);
+    skt_write(cfg, text);
+    char *log = skt_fmt("%s/daemon.log", dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    int port = skt_logged_port(log, 30000);
+    cr_assert_gt(port, 0, "the daemon logged no HTTP port (%s)", log);
+    char *group = skt_fmt("%s-n1-db", deployment); /* node-local: a group per node */
+
+    /* The CLI, from the configuration: until the group committed and both
+     * assignments are in (the sources group's first join takes seconds). */
+    const char *args[] = {"-c", cfg, "--timeout", "15s"};
+    cJSON *j = NULL;
+    bool owned = false;
+    for (int tries = 0; tries < 60 && !owned; tries++) {
+        if (j) {
+            cJSON_Delete(j);
+            sleep(1);
+        }
+        lag_json(&j, args, 4);
+        owned = all_owned_by(j, group, "n1") && source_owned_by(j, "files", "n1");
+    }
+    char *dump = cJSON_Print(j);
+    cr_assert(owned, "n1 should own the source and every partition of %s: %s", group, dump);
+    cJSON *m = cJSON_GetArrayItem(cJSON_GetObjectItem(group_of(j), "members"), 0);
+    cr_assert_str_eq(str(m, "node"), "n1", "%s", dump);
+    cJSON *src = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "sources"), 0);
+    cr_assert_eq(num(src, "partition"), sk_ownership_partition("files"), "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+
+    /* The table: an OWNER column before REASON, and the sources with theirs. */
+    const char *targs[] = {"lag", "-c", cfg, "--timeout", "15s", NULL};
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    sk_lag_cli(5, (char **)targs, f);
+    fclose(f);
+    cr_assert(strstr(out, "STATUS  OWNER  REASON"), "no OWNER column:\n%s", out);
+    char *row = strstr(out, group);
+    cr_assert(row && strstr(row, "  n1  "), "no row of %s owned by n1:\n%s", group, out);
+    char *sources = strstr(out, "SOURCE");
+    cr_assert(sources && strstr(sources, "PART  OWNER"), "no sources table:\n%s", out);
+    char *files = strstr(sources, "\nfiles ");
+    cr_assert(files && strstr(files, "n1"), "the source's owner is not shown:\n%s", out);
+    free(out);
+
+    /* The daemon's own sample (GET /api/v1/lag) says the same. */
+    char *url = skt_fmt("http://127.0.0.1:%d/api/v1/lag", port);
+    owned = false;
+    char *body = NULL;
+    for (int tries = 0; tries < 60 && !owned; tries++) {
+        free(body);
+        body = NULL;
+        if (tries)
+            usleep(500000);
+        if (skt_http("GET", url, NULL, 10, &body) != 200)
+            continue;
+        j = cJSON_Parse(body);
+        owned = j && all_owned_by(j, group, "n1") && source_owned_by(j, "files", "n1");
+        cJSON_Delete(j);
+    }
+    cr_assert(owned, "GET /api/v1/lag: %s", body ? body : "(nothing)");
+    free(body);
+    free(url);
+
+    cr_assert_eq(skt_stop(&pid, 30000), 0, "SIGTERM should stop the daemon with exit 0 (%s)", log);
+    free(group);
+    free(log);
+    free(text);
+    free(cfg);
+    free(head);
+    free(deployment);
+    free(prefix);
+    free(data);
     free(dir);
 }

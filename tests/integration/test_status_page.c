@@ -204,17 +204,18 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     free(last);
     /* The lag monitor sampled both sinks' groups. */
     /* node-local sinks: groups per node (on the embedded broker the default
-     * node name: the host name) */
+     * node name: the host name), which owns their partitions */
     char *node = sk_name_default_node();
     char *g1 = skt_fmt("\"group\":\"skolsync-%s-db\"", node);
     char *g2 = skt_fmt("\"group\":\"skolsync-%s-db2\"", node);
-    const char *lag_ready[] = {g1, g2, NULL};
+    char *owner = skt_fmt("\"owner\":\"%s\"", node);
+    const char *lag_ready[] = {g1, g2, owner, NULL};
     cr_assert(wait_for(&d, "/api/v1/lag", lag_ready, 30000, &last), "no lag sample within 30 s: %s",
               last);
     free(last);
     free(g1);
     free(g2);
-    free(node);
+    free(owner);
 
     /* The page is the compiled-in file, self-contained. */
     int st;
@@ -245,6 +246,11 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
         char *records = skt_fmt("data-field=\"records\" data-value=\"%zu\"", n);
         cr_assert_not_null(strstr(row, records), "%s: records not %zu in %s", *c, n, row);
         free(records);
+        /* Who runs the source and holds the sinks' partitions: this node
+         * (the embedded broker's single node; docs/lag.md "Owners"). */
+        char *shown_node = skt_fmt("data-field=\"node\" data-value=\"%s\">%s</td>", node, node);
+        cr_assert_not_null(strstr(row, shown_node), "%s: node %s not shown in %s", *c, node, row);
+        free(shown_node);
         free(row);
     }
     const char *sinks[] = {"db", "db2", NULL};
@@ -265,10 +271,18 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
         free(chart);
         cr_assert_not_null(strstr(card, "class=\"line\""), "%s: the chart has no line: %s", *s,
                            card);
+        char *owners = skt_fmt("data-lag-owners=\"%s\"", node);
+        cr_assert_not_null(strstr(card, owners), "%s: its partitions are not all %s's in %s", *s,
+                           node, card);
+        free(owners);
+        char *owned = skt_fmt("data-owner=\"%s\"", node);
+        cr_assert_not_null(strstr(card, owned), "%s: no owner %s in %s", *s, node, card);
+        free(owned);
         free(card);
     }
     cr_assert_null(strstr(dom, "Loading…"), "the page still shows 'Loading…'");
     free(dom);
+    free(node);
 
     /* The screenshot, kept as the test's artifact. */
     char *artifacts = skt_fmt("%s/test-artifacts", SK_BINARY_DIR);
