@@ -144,3 +144,18 @@ Test(names, the_owner_client_id_carries_host_and_pid)
     cr_assert_not(
         sk_name_owner_client_parse(&n, "kommun.prod-web-1-owner-sources.h.x1", &host, &pid));
 }
+
+Test(names, the_node_of_a_client_id_with_or_without_the_process)
+{
+    char *n = sk_name_node_of_client("dep-n1-sink-db", "dep", "sink", "db");
+    cr_assert_str_eq(n, "n1");
+    free(n);
+    /* the sources group's: host and pid after it */
+    n = sk_name_node_of_client("dep-node-2-owner-sources.host.example.4711", "dep", "owner",
+                               "sources");
+    cr_assert_str_eq(n, "node-2");
+    free(n);
+    cr_assert_null(sk_name_node_of_client("other-n1-sink-db", "dep", "sink", "db"));
+    cr_assert_null(sk_name_node_of_client("dep-n1-sink-db2", "dep", "sink", "db"));
+    cr_assert_null(sk_name_node_of_client("dep--sink-db", "dep", "sink", "db"));
+}
