@@ -222,6 +222,8 @@ void sink_snapshots_batch(struct sink_run *run)
             continue;
         struct sk_snapshot_track *t = &run->snaps[slot];
         if (!run->control[i]) {
+            if (!t->active)
+                continue; /* the common case: no snapshot under way */
             char source[128];
             bool has = sk_kafka_header(m, "skolsync-source", source, sizeof(source)) == 0;
             sk_snapshot_track_record(t, m->partition, run->recs[i].key, has ? source : NULL);
