@@ -69,7 +69,9 @@ fuzz: deps-test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # kill -9 soak: 50 trials on the embedded broker (test_embedded_restart), then
-# 20 trials x ~100 000 records on Kafka + PostgreSQL (test_crash), ~55 min
+# 20 trials x ~100 000 records on Kafka + PostgreSQL (test_crash), then the
+# three-node failover test at SK_HA_RECORDS=100000 (test_ha_cluster; make test
+# runs it at 20 000), ~57 min
 soak: deps-test build
 	SK_BUILD_DIR=$(BUILD) scripts/soak.sh $(BUILD)
 
