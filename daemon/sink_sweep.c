@@ -62,8 +62,8 @@ static bool in_window(const struct sk_snapshot_marker *m, const char *doc)
     cJSON *d = doc ? cJSON_Parse(doc) : NULL;
     const cJSON *v = d ? cJSON_GetObjectItemCaseSensitive(d, m->field) : NULL;
     int64_t us;
-    bool in = cJSON_IsString(v) && sk_time_parse_us(v->valuestring, &us) == 0 &&
-              us >= m->from_us && us <= m->to_us;
+    bool in = cJSON_IsString(v) && sk_time_parse_us(v->valuestring, &us) == 0 && us >= m->from_us &&
+              us <= m->to_us;
     cJSON_Delete(d);
     return in;
 }
@@ -126,8 +126,8 @@ static int apply_deletes(struct sink_run *run, const struct sk_entity *e, const 
                 }
             for (size_t i = 0; rc == 0 && i < k; i++)
                 if (outs[i].kind == SK_REJECTED)
-                    sk_warn(env->runner.name, "snapshot sweep: deleting %s %s refused: %s",
-                            e->name, recs[i].key, outs[i].err.msg);
+                    sk_warn(env->runner.name, "snapshot sweep: deleting %s %s refused: %s", e->name,
+                            recs[i].key, outs[i].err.msg);
             if (rc == 0 || err->cls == SK_ERR_FATAL || attempt == SWEEP_ATTEMPTS ||
                 atomic_load(&env->runner.stop))
                 break;
@@ -195,8 +195,8 @@ static void sweep(struct sink_run *run, size_t slot, int32_t partition)
         atomic_fetch_add(&r->sweeps_skipped, 1);
     } else {
         sk_log(s.n ? SK_LOG_INFO : SK_LOG_DEBUG, r->name,
-               "snapshot %s of %s: %zu of %zu deleted (gone from the source system)",
-               t->marker.id, e->collection, s.n, s.held);
+               "snapshot %s of %s: %zu of %zu deleted (gone from the source system)", t->marker.id,
+               e->collection, s.n, s.held);
     }
     free(s.keys);
 }
@@ -213,7 +213,7 @@ void sink_snapshots_batch(struct sink_run *run)
     /* A completed snapshot is swept after the whole batch is followed: the
      * keys of records after its last end marker are in the target too. */
     bool *due = sk_calloc(n_ent, sizeof(*due));
-    char (*due_id)[64] = sk_calloc(n_ent, sizeof(*due_id));
+    char(*due_id)[64] = sk_calloc(n_ent, sizeof(*due_id));
     int32_t *due_part = sk_calloc(n_ent, sizeof(*due_part));
     for (size_t i = 0; i < run->n_pending; i++) {
         const rd_kafka_message_t *m = run->pending[i];

@@ -68,9 +68,8 @@ bool sk_snapshot_marker_parse(const void *value, size_t len, struct sk_snapshot_
     const cJSON *parts = o ? cJSON_GetObjectItemCaseSensitive(o, "partitions") : NULL;
     bool ok = o && copy_member(o, "phase", phase, sizeof(phase)) &&
               copy_member(o, "snapshot", out->id, sizeof(out->id)) &&
-              copy_member(o, "source", out->source, sizeof(out->source)) &&
-              cJSON_IsNumber(parts) && parts->valuedouble >= 1 &&
-              parts->valuedouble <= SK_SNAPSHOT_MAX_PARTITIONS &&
+              copy_member(o, "source", out->source, sizeof(out->source)) && cJSON_IsNumber(parts) &&
+              parts->valuedouble >= 1 && parts->valuedouble <= SK_SNAPSHOT_MAX_PARTITIONS &&
               (strcmp(phase, "begin") == 0 || strcmp(phase, "end") == 0);
     const cJSON *w = ok ? cJSON_GetObjectItemCaseSensitive(o, "window") : NULL;
     if (w) {

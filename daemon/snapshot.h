@@ -35,7 +35,7 @@ enum sk_snapshot_phase { SK_SNAPSHOT_BEGIN, SK_SNAPSHOT_END };
 
 struct sk_snapshot_marker {
     enum sk_snapshot_phase phase;
-    char id[64];     /* one listing: "<source>@<µs when it began>" */
+    char id[64]; /* one listing: "<source>@<µs when it began>" */
     char source[128];
     int32_t partitions; /* of the topic when the marker was written */
     /* A windowed listing (connector.h, sk_snapshot_window): field[0] '\0' if none. */
@@ -67,11 +67,12 @@ struct sk_snapshot_track {
     uint8_t begun[SK_SNAPSHOT_MAX_PARTITIONS / 8];
     uint8_t ended[SK_SNAPSHOT_MAX_PARTITIONS / 8];
     int32_t n_begun, n_ended;
-    bool other_source; /* a record of another source came on a begun partition */
+    bool other_source;    /* a record of another source came on a begun partition */
     struct sk_idmap keys; /* every key applied on a begun partition since its begin */
 };
 
-/* A begin marker on partition p: a new snapshot (forgetting one under way) or one more partition. */
+/* A begin marker on partition p: a new snapshot (forgetting one under way) or one more partition.
+ */
 void sk_snapshot_track_begin(struct sk_snapshot_track *t, const struct sk_snapshot_marker *m,
                              int32_t p);
 /* A record applied on partition p (source: its skolsync-source header, or NULL). */

@@ -323,9 +323,9 @@ static int32_t topic_partitions(struct source_run *run, int i, struct sk_error *
     if (!run->rkts[i])
         run->rkts[i] = rd_kafka_topic_new(run->producer, topic_of(run, sk_entities[i]), NULL);
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e =
-        run->rkts[i] ? rd_kafka_metadata(run->producer, 0, run->rkts[i], &md, 10000)
-                     : RD_KAFKA_RESP_ERR__INVALID_ARG;
+    rd_kafka_resp_err_t e = run->rkts[i]
+                                ? rd_kafka_metadata(run->producer, 0, run->rkts[i], &md, 10000)
+                                : RD_KAFKA_RESP_ERR__INVALID_ARG;
     if (!e && md && md->topic_cnt == 1 && !md->topics[0].err)
         run->partitions[i] = md->topics[0].partition_cnt;
     else if (!e && md && md->topic_cnt == 1)
@@ -334,7 +334,8 @@ static int32_t topic_partitions(struct source_run *run, int i, struct sk_error *
         rd_kafka_metadata_destroy(md);
     if (run->partitions[i] <= 0 || run->partitions[i] > SK_SNAPSHOT_MAX_PARTITIONS) {
         run->partitions[i] = 0;
-        return sk_error_set(err, SK_ERR_RETRIABLE, "partitions of %s: %s", topic_of(run, sk_entities[i]),
+        return sk_error_set(err, SK_ERR_RETRIABLE, "partitions of %s: %s",
+                            topic_of(run, sk_entities[i]),
                             e ? rd_kafka_err2str(e) : "none, or more than a snapshot marks");
     }
     return run->partitions[i];

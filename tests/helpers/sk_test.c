@@ -789,3 +789,26 @@ void skt_append_persons(const char *dir, int first, int n)
     fclose(f);
     free(path);
 }
+
+cJSON *skt_get_json(int port, const char *path)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d%s", port, path);
+    char *body = NULL;
+    long st = skt_http("GET", url, NULL, 10, &body);
+    free(url);
+    cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
+    free(body);
+    return o;
+}
+
+const char *skt_jstr(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+double skt_jnum(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}

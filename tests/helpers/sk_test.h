@@ -79,6 +79,11 @@ void skt_append_persons(const char *dir, int first, int n);
 
 /* JSON equality with object key order ignored. */
 bool skt_json_equal(const cJSON *a, const cJSON *b);
+/* GET http://127.0.0.1:port/path as JSON (caller deletes), or NULL unless 200 and JSON. */
+cJSON *skt_get_json(int port, const char *path);
+/* A member of o: the string ("" if it is none), the number (-1 if it is none). */
+const char *skt_jstr(const cJSON *o, const char *key);
+double skt_jnum(const cJSON *o, const char *key);
 
 /*
  * Compares a sqlite-sink database with a jsonl dataset: every collection's

@@ -64,24 +64,12 @@ static cJSON *connector(const struct node *n, const char *name)
     return o;
 }
 
-static const char *str(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-static double num(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : -1;
-}
-
 /* Waits until the connector has applied (or stored) at least want records. */
 static bool records_reach(const struct node *n, const char *name, double want, int timeout_ms)
 {
     for (int waited = 0; waited <= timeout_ms; waited += 250) {
         cJSON *c = connector(n, name);
-        double have = c ? num(c, "records") : -1;
+        double have = c ? skt_jnum(c, "records") : -1;
         cJSON_Delete(c);
         if (have >= want)
             return true;
@@ -226,7 +214,8 @@ static bool seen_failed(const struct node *n, const char *name, int timeout_ms,
         else
             usleep(100000);
         cJSON *c = connector(n, name);
-        bool failed = c && strcmp(str(c, "state"), "failed") == 0 && str(c, "last_error")[0];
+        bool failed =
+            c && strcmp(skt_jstr(c, "state"), "failed") == 0 && skt_jstr(c, "last_error")[0];
         cJSON_Delete(c);
         if (!failed)
             continue;
@@ -242,8 +231,8 @@ static bool seen_failed(const struct node *n, const char *name, int timeout_ms,
 static bool running_or_idle(const struct node *n, const char *name)
 {
     cJSON *c = connector(n, name);
-    bool ok =
-        c && (strcmp(str(c, "state"), "idle") == 0 || strcmp(str(c, "state"), "running") == 0);
+    bool ok = c && (strcmp(skt_jstr(c, "state"), "idle") == 0 ||
+                    strcmp(skt_jstr(c, "state"), "running") == 0);
     cJSON_Delete(c);
     return ok;
 }
@@ -293,7 +282,7 @@ Test(ha, fenced_sink_fails_visibly_and_recovers_by_itself, .timeout = 240)
               "the sink did not recover and apply new records");
     cr_assert(running_or_idle(&o.n, "db"), "the sink is neither running nor idle");
     cJSON *c = connector(&o.n, "db");
-    cr_assert_geq(num(c, "restarts"), 1);
+    cr_assert_geq(skt_jnum(c, "restarts"), 1);
     cJSON_Delete(c);
     free(topic);
     free(group);
@@ -353,7 +342,7 @@ Test(ha, a_node_fenced_out_of_the_sources_group_runs_no_source_until_it_is_back,
     for (int waited = 0; waited < 60000 && !standby; waited += 100) {
         intruder_step(&in);
         cJSON *c = connector(&o.n, "files");
-        standby = c && strcmp(str(c, "state"), "standby") == 0;
+        standby = c && strcmp(skt_jstr(c, "state"), "standby") == 0;
         cJSON_Delete(c);
     }
     intruder_free(in.c);
@@ -544,7 +533,7 @@ Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 3
 static int partitions_of(const struct node *n, const char *sink)
 {
     cJSON *c = connector(n, sink);
-    int p = c ? (int)num(c, "partitions") : -1;
+    int p = c ? (int)skt_jnum(c, "partitions") : -1;
     cJSON_Delete(c);
     return p;
 }
@@ -552,7 +541,7 @@ static int partitions_of(const struct node *n, const char *sink)
 static double records_of(const struct node *n, const char *sink)
 {
     cJSON *c = connector(n, sink);
-    double r = c ? num(c, "records") : -1;
+    double r = c ? skt_jnum(c, "records") : -1;
     cJSON_Delete(c);
     return r;
 }
@@ -667,10 +656,10 @@ static bool lag_shows_split(struct pair *c, char **last)
     cJSON *g, *p, *groups = cJSON_GetObjectItem(j, "groups");
     cJSON_ArrayForEach(g, groups)
     {
-        const char *group = str(g, "group");
+        const char *group = skt_jstr(g, "group");
         cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "partitions"))
         {
-            const char *owner = str(p, "owner");
+            const char *owner = skt_jstr(p, "owner");
             if (strcmp(group, pg) == 0) {
                 n1 += strcmp(owner, "n1") == 0;
                 n2 += strcmp(owner, "n2") == 0;

@@ -101,39 +101,16 @@ static bool alive(const struct node *n)
     return n->pid > 0;
 }
 
-static cJSON *get_json(const struct node *n, const char *path)
-{
-    char *url = skt_fmt("http://127.0.0.1:%d%s", n->port, path);
-    char *body = NULL;
-    long st = skt_http("GET", url, NULL, 10, &body);
-    free(url);
-    cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
-    free(body);
-    return o;
-}
-
-static const char *str(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-static double num(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : -1;
-}
-
 /* The state of connector name on node n ("" if unknown) and its records counter. */
 static void conn_state(const struct node *n, const char *name, char *state, size_t size,
                        double *records)
 {
     char *path = skt_fmt("/api/v1/connectors/%s", name);
-    cJSON *c = get_json(n, path);
+    cJSON *c = skt_get_json(n->port, path);
     free(path);
-    snprintf(state, size, "%s", str(c, "state"));
+    snprintf(state, size, "%s", skt_jstr(c, "state"));
     if (records)
-        *records = num(c, "records");
+        *records = skt_jnum(c, "records");
     cJSON_Delete(c);
 }
 
@@ -145,8 +122,8 @@ static bool running(const char *state)
 /* The number of pg partitions node n holds now (-1 if it does not answer). */
 static int pg_partitions(const struct node *n)
 {
-    cJSON *c = get_json(n, "/api/v1/connectors/pg");
-    int p = c ? (int)num(c, "partitions") : -1;
+    cJSON *c = skt_get_json(n->port, "/api/v1/connectors/pg");
+    int p = c ? (int)skt_jnum(c, "partitions") : -1;
     cJSON_Delete(c);
     return p;
 }
@@ -380,13 +357,13 @@ static void append(struct cluster *c, int n)
  * and lists each live node holding pg partitions (a "topic/N" list). */
 static bool cluster_api_agrees(struct cluster *c, const struct node *n, const char *owner)
 {
-    cJSON *j = get_json(n, "/api/v1/cluster");
+    cJSON *j = skt_get_json(n->port, "/api/v1/cluster");
     bool named = false;
     const cJSON *s;
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(j, "sources"))
     {
-        named =
-            named || (strcmp(str(s, "name"), "files") == 0 && strcmp(str(s, "owner"), owner) == 0);
+        named = named || (strcmp(skt_jstr(s, "name"), "files") == 0 &&
+                          strcmp(skt_jstr(s, "owner"), owner) == 0);
     }
     int holders = 0, live = 0;
     for (int i = 0; i < 3; i++) {
@@ -396,7 +373,7 @@ static bool cluster_api_agrees(struct cluster *c, const struct node *n, const ch
         const cJSON *nd;
         cJSON_ArrayForEach(nd, cJSON_GetObjectItemCaseSensitive(j, "nodes"))
         {
-            if (strcmp(str(nd, "node"), c->nodes[i].name) != 0)
+            if (strcmp(skt_jstr(nd, "node"), c->nodes[i].name) != 0)
                 continue;
             int parts = 0;
             const cJSON *sk;
@@ -414,13 +391,13 @@ static bool cluster_api_agrees(struct cluster *c, const struct node *n, const ch
 /* Whether node n holds a partition of the persons topic (where the waves go). */
 static bool holds_persons(struct cluster *c, const struct node *n)
 {
-    cJSON *j = get_json(n, "/api/v1/cluster");
+    cJSON *j = skt_get_json(n->port, "/api/v1/cluster");
     char *want = skt_fmt("%spersons/", c->prefix);
     bool holds = false;
     const cJSON *nd, *sk, *p;
     cJSON_ArrayForEach(nd, cJSON_GetObjectItemCaseSensitive(j, "nodes"))
     {
-        if (strcmp(str(nd, "node"), n->name) != 0)
+        if (strcmp(skt_jstr(nd, "node"), n->name) != 0)
             continue;
         cJSON_ArrayForEach(sk, cJSON_GetObjectItemCaseSensitive(nd, "sinks"))
         {
@@ -455,11 +432,11 @@ static bool lag_agrees(struct cluster *c, const char *owner, char **last)
     const cJSON *g, *p, *s;
     cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(j, "groups"))
     {
-        if (strcmp(str(g, "group"), group) != 0)
+        if (strcmp(skt_jstr(g, "group"), group) != 0)
             continue;
         cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(g, "partitions"))
         {
-            const char *o = str(p, "owner");
+            const char *o = skt_jstr(p, "owner");
             int k = strlen(o) == 2 && o[0] == 'n' && o[1] >= '1' && o[1] <= '3' ? o[1] - '1' : -1;
             if (k >= 0)
                 per[k]++;
@@ -469,7 +446,8 @@ static bool lag_agrees(struct cluster *c, const char *owner, char **last)
     }
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(j, "sources"))
     {
-        src = src || (strcmp(str(s, "name"), "files") == 0 && strcmp(str(s, "owner"), owner) == 0);
+        src = src || (strcmp(skt_jstr(s, "name"), "files") == 0 &&
+                      strcmp(skt_jstr(s, "owner"), owner) == 0);
     }
     cJSON_Delete(j);
     free(group);

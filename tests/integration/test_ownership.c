@@ -48,23 +48,12 @@ static void node_start(struct node *n, const char *common)
     cr_assert_gt(n->port, 0, "the daemon logged no HTTP port (%s)", n->log);
 }
 
-static cJSON *get_json(const struct node *n, const char *path)
-{
-    char *url = skt_fmt("http://127.0.0.1:%d%s", n->port, path);
-    char *body = NULL;
-    long st = skt_http("GET", url, NULL, 10, &body);
-    free(url);
-    cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
-    free(body);
-    return o;
-}
-
 /* Source src's state and records counter on node n ("" and -1 if unknown). */
 static void source_state(const struct node *n, const char *src, char *state, size_t size,
                          double *records)
 {
     char *path = skt_fmt("/api/v1/connectors/%s", src);
-    cJSON *c = get_json(n, path);
+    cJSON *c = skt_get_json(n->port, path);
     free(path);
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "state");
     const cJSON *rec = cJSON_GetObjectItemCaseSensitive(c, "records");
@@ -149,7 +138,7 @@ static bool pg_reaches(const char *schema, long long want, int timeout_ms)
  * many of the nodes n1, n2, n3 it lists. Caller frees. */
 static char *owner_named(const struct node *n, const char *src, int *nodes_listed)
 {
-    cJSON *c = get_json(n, "/api/v1/cluster");
+    cJSON *c = skt_get_json(n->port, "/api/v1/cluster");
     char *owner = NULL;
     const cJSON *s;
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(c, "sources"))
@@ -298,7 +287,7 @@ Test(ownership, the_embedded_broker_runs_every_source_locally, .timeout = 120)
         source_of(&n, st, sizeof(st), &rec);
     }
     cr_assert(running(st), "the source is %s on the embedded broker (%s)", st, n.log);
-    cJSON *c = get_json(&n, "/api/v1/cluster");
+    cJSON *c = skt_get_json(n.port, "/api/v1/cluster");
     cr_assert_not_null(c, "GET /api/v1/cluster");
     cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(c, "ownership")));
     cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(c, "node")->valuestring, n.name);

@@ -491,8 +491,8 @@ static void keys_list_what_is_stored(void)
     cr_assert_not_null(sink->ops->keys, "%s: no keys op: it is never swept", cur->type);
     struct listed l = {0};
     struct sk_error err = {0};
-    cr_assert_eq(sink->ops->keys(sink, sk_entity_by_name("Person"), list_one, &l, &err), 0, "%s: %s",
-                 cur->type, err.msg);
+    cr_assert_eq(sink->ops->keys(sink, sk_entity_by_name("Person"), list_one, &l, &err), 0,
+                 "%s: %s", cur->type, err.msg);
     cr_assert_eq(l.n, 2, "%s: %d keys listed for 2 persons stored", cur->type, l.n);
     cr_assert_geq(listed_at(&l, a), 0, "%s: a stored person not listed", cur->type);
     cr_assert_geq(listed_at(&l, b), 0, "%s: a stored person not listed", cur->type);
