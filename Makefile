@@ -70,8 +70,8 @@ fuzz: deps-test
 
 # kill -9 soak: 50 trials on the embedded broker (test_embedded_restart), then
 # 20 trials x ~100 000 records on Kafka + PostgreSQL (test_crash), then the
-# three-node failover test at SK_HA_RECORDS=100000 (test_ha_cluster; make test
-# runs it at 20 000), ~57 min
+# three-node failover test at SK_HA_RECORDS=100000 once more (test_ha_cluster,
+# also in make test), ~57 min
 soak: deps-test build
 	SK_BUILD_DIR=$(BUILD) scripts/soak.sh $(BUILD)
 

@@ -3,7 +3,7 @@
 # 100 000 records each (SK_CRASH_STUDENTS=2400: 99 000-100 000 records,
 # depending on the seed), then the three-node failover test
 # tests/integration/test_ha_cluster.c at 100 000 records (SK_HA_RECORDS;
-# `make test` runs it at 20 000), inside scripts/with-testenv.sh (Kafka +
+# `make test` runs it too, once), inside scripts/with-testenv.sh (Kafka +
 # PostgreSQL started here and stopped afterwards, also on failure or Ctrl-C).
 #
 #   scripts/soak.sh [BUILD_DIR]            default: build (or $SK_BUILD_DIR)
