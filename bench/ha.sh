@@ -301,7 +301,9 @@ for k in ks:
 print()
 print(f"N = {n} entities (all 18 collections) in 18 topics × 3 partitions. Per-node cells "
       "are n1·n2·n3 of each repetition, repetitions separated by ` / `; peak RSS is the "
-      "median per node over the repetitions. Incomplete rounds: "
+      "median per node over the repetitions. Rebalances: librdkafka's `rebalance_cnt` as "
+      "the daemon's statistics last reported it (a round shorter than their interval may "
+      "show 0). Incomplete rounds: "
       + (", ".join(f"k={r['k']} rep {r['rep']}: {r['status']}" for r in runs if r["status"] != "ok")
          or "none") + ".")
 EOF
