@@ -8,7 +8,7 @@
 # throw-away Kafka broker + PostgreSQL (scripts/kafka.sh, scripts/pg.sh, state
 # in build/bench-env, always stopped again), runs the scenarios and writes
 # bench/results/RESULTS.md, *.csv and *.png (bench/report.py + gnuplot).
-# Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded profile"
+# Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded ha profile"
 # (default all), BENCH_KEEP_DATA=1 keeps build-bench/data (generated sets are
 # cached there anyway), BENCH_OUT=dir (default bench/results).
 set -uo pipefail
@@ -17,7 +17,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 cd "$ROOT"
 QUICK=${BENCH_QUICK:-0}
-SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded profile}
+SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha profile}
 BB=$ROOT/build-bench
 OUT=${BENCH_OUT:-$HERE/results}
 WORK=$BB/work
@@ -33,13 +33,13 @@ has() { [[ " $SCEN " == *" $1 "* ]]; }
 if [[ $QUICK == 1 ]]; then
     # label:students:repetitions (students chosen for ~10k / ~100k entities)
     SIZES="10k:215:3 100k:2440:1"
-    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded}   # no perf profile
+    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha}   # no perf profile
     LAT_STEADY=20 LAT_BURST=40 POLL_INTERVALS="1s 5s" POLL_COUNT=5
-    MEM_STEADY=6 MEM_OUTAGE=15 LAG_REPS=2
+    MEM_STEADY=6 MEM_OUTAGE=15 LAG_REPS=2 HA_SET=215:2
 else
     SIZES="10k:215:5 100k:2440:3 1m:24100:1"
     LAT_STEADY=200 LAT_BURST=200 POLL_INTERVALS="1s 5s 15s" POLL_COUNT=20
-    MEM_STEADY=30 MEM_OUTAGE=60 LAG_REPS=5
+    MEM_STEADY=30 MEM_OUTAGE=60 LAG_REPS=5 HA_SET=2440:3
 fi
 
 # ------------------------------------------------------------------ build ---
@@ -172,7 +172,7 @@ EOF
 CSV_SRC=$OUT/source.csv CSV_SINK=$OUT/sink.csv CSV_SCALE=$OUT/scaling.csv
 CSV_LAT=$OUT/latency.csv CSV_LATS=$OUT/latency_summary.csv CSV_MEM=$OUT/memory.csv
 CSV_MEMS=$OUT/memory_summary.csv CSV_LAG=$OUT/lag.csv
-rm -f "$OUT"/*.csv "$OUT"/*.png "$OUT"/profile_*.txt
+rm -f "$OUT"/*.csv "$OUT"/*.png "$OUT"/profile_*.txt "$OUT"/ha.md
 echo "size,entities,rep,kind,records,bytes,seconds" > "$CSV_SRC"
 echo "size,entities,rep,kind,rows,seconds" > "$CSV_SINK"
 echo "size,entities,rep,what,seconds,peak_kb,cpu_s" > "$CSV_SCALE"
@@ -500,6 +500,19 @@ if has embedded; then
     for s in $SIZES; do sizes="$sizes ${s%:*}"; done
     "$HERE/embedded.sh" "$SK" "$OUT" "$WORK/embedded" "$sizes" >/dev/null ||
         die "embedded scenario failed"
+fi
+
+# ---------------------------- 8. one postgres-sink over 1, 2, 3 daemons ---
+if has ha; then
+    IFS=: read -r ha_st ha_reps <<<"$HA_SET"
+    d=$(dataset "$ha_st")
+    log "ha: postgres-sink split over 1, 2, 3 daemons, $(cat "$d"/*.jsonl | wc -l) entities"
+    # in the background, so that a signal to run.sh stops it (and its daemons) at once
+    HA_BROKERS=$BROKERS HA_PG=$PG HA_DATA_DIR=$d BENCH_QUICK=$QUICK \
+        "$HERE/ha.sh" "$SK" "$OUT" "$WORK/ha" "$ha_st" "$ha_reps" >/dev/null &
+    hapid=$!
+    PIDS+=("$hapid")
+    wait "$hapid" || die "ha scenario failed"
 fi
 
 # ------------------------------------------------------------- report ---
