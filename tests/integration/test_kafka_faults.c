@@ -27,6 +27,7 @@
 #include "log.h"
 #include "model.h"
 #include "sk_test.h"
+#include "util.h"
 
 /* Kafka API keys (private to librdkafka: docs/architecture.md §8.10). */
 enum {
@@ -41,7 +42,14 @@ enum {
     INIT_PRODUCER_ID = 22
 };
 
-enum scenario { REQUEST_ERRORS, BROKER_DOWN_UP, LEADER_MOVE, LOST_ACKS };
+enum scenario {
+    REQUEST_ERRORS,
+    BROKER_DOWN_UP,
+    LEADER_MOVE,
+    LOST_ACKS,
+    GROUP_REFUSED,   /* the sink's group: authorisation refused */
+    PRODUCER_REFUSED /* the source's producer id: authorisation refused */
+};
 
 struct plan {
     enum scenario scenario;
@@ -53,8 +61,20 @@ struct plan {
 static void *inject(void *arg)
 {
     struct plan *p = arg;
-    usleep(1500 * 1000); /* into the sync */
     rd_kafka_mock_cluster_t *mc = p->mock;
+    /* Authorisation is refused from the start, for longer than any retry:
+     * no client ever gets past it. */
+    if (p->scenario == GROUP_REFUSED || p->scenario == PRODUCER_REFUSED) {
+        rd_kafka_resp_err_t errs[64];
+        for (int i = 0; i < 64; i++)
+            errs[i] = p->scenario == GROUP_REFUSED ? RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
+                                                   : RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED;
+        rd_kafka_mock_push_request_errors_array(
+            mc, p->scenario == GROUP_REFUSED ? JOIN_GROUP : INIT_PRODUCER_ID, 64, errs);
+        p->injected = 64;
+        return NULL;
+    }
+    usleep(1500 * 1000); /* into the sync */
     switch (p->scenario) {
     case REQUEST_ERRORS:
         rd_kafka_mock_push_request_errors(
@@ -97,6 +117,9 @@ static void *inject(void *arg)
             usleep(700 * 1000);
         }
         break;
+    case GROUP_REFUSED:
+    case PRODUCER_REFUSED:
+        break; /* above */
     case LOST_ACKS:
         /* answers slower than message.timeout.ms: written, but reported failed */
         for (int b = 1; b <= 3; b++)
@@ -193,6 +216,9 @@ static void run_with(enum scenario scenario, const char *properties)
     case LOST_ACKS:
         cr_assert_gt(src.app_retries, 0, "no batch was reported failed and sent again");
         break;
+    case GROUP_REFUSED:
+    case PRODUCER_REFUSED:
+        break; /* refused(), below */
     }
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
@@ -200,7 +226,74 @@ static void run_with(enum scenario scenario, const char *properties)
     free(summary);
 }
 
+/*
+ * Authorisation refused for good: the connector whose client is refused
+ * fails visibly instead of retrying in silence; under --once the run ends
+ * with an error naming the refusal.
+ */
+static void refused(enum scenario scenario, const char *connector, const char *error)
+{
+    char *dir = skt_tmpdir("faults-refused");
+    char *data = skt_fmt("%s/data", dir);
+    char *db = skt_fmt("%s/out.db", dir);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *log = skt_fmt("%s/daemon.log", dir);
+    skt_generate(data, 43, 20);
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
+                         "admin:\n  listen: 127.0.0.1:0\n"
+                         "log:\n  level: info\n"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n",
+                         data, db);
+    skt_write(cfg, text);
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
+    cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
+    /* the daemon's log into a file the test reads */
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    FILE *lf = fopen(log, "w");
+    cr_assert_not_null(lf);
+    dup2(fileno(lf), STDERR_FILENO);
+    sk_log_setup(SK_LOG_INFO, false);
+    struct plan plan = {.scenario = scenario};
+    struct sk_run_options opt = {.once = true, .kafka_started = on_kafka, .hook_ctx = &plan};
+    int rc = sk_daemon_run(c, &opt);
+    pthread_join(plan.thread, NULL);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    fclose(lf);
+    cr_assert_neq(rc, 0, "the run succeeded although %s was refused", connector);
+    size_t len = 0;
+    char *all = sk_read_file(log, &len);
+    cr_assert_not_null(all);
+    char *line = skt_fmt("%s: ", connector);
+    const char *at = strstr(all, error);
+    cr_assert(at && strstr(all, line), "no error naming %s and %s in %s", connector, error, log);
+    cr_assert(strstr(all, "a connector failed; stopping"), "the run did not stop on it (%s)", log);
+    free(all);
+    free(line);
+    sk_daemon_config_free(c);
+    free(text);
+    free(log);
+    free(cfg);
+    free(db);
+    free(data);
+    free(dir);
+}
+
 TestSuite(kafka_faults, .timeout = 240);
+
+Test(kafka_faults, a_sink_refused_its_group_fails_visibly)
+{
+    refused(GROUP_REFUSED, "db", "GROUP_AUTHORIZATION_FAILED");
+}
+
+Test(kafka_faults, a_source_refused_its_producer_id_fails_visibly)
+{
+    refused(PRODUCER_REFUSED, "files", "CLUSTER_AUTHORIZATION_FAILED");
+}
 
 Test(kafka_faults, request_errors_on_produce_fetch_commit_and_group)
 {
