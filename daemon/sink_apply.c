@@ -209,12 +209,22 @@ static void build_records(struct sink_run *run)
         run->driver_rejected[i] = false;
         r->modified_us = INT64_MIN;
         /* The drivers' own records (snapshot.h) are followed after the
-         * batch (sink_sweep.c), never applied; one of a later version's
-         * kinds is passed over the same way. */
+         * batch (sink_sweep.c), never applied. One that does not read (a
+         * damaged value, a kind of a later version) is bad input like any
+         * other: rejected, so it is dead-lettered and counted. */
         struct sk_snapshot_marker marker;
-        run->control[i] = sk_snapshot_marker_read(m, &marker) != 0;
-        if (run->control[i])
+        int control = sk_snapshot_marker_read(m, &marker);
+        run->control[i] = control == 1;
+        if (control == 1)
             continue;
+        if (control < 0) {
+            run->driver_rejected[i] = true;
+            run->outs[i].kind = SK_REJECTED;
+            sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT,
+                         "a drivers' control record (header " SK_CONTROL_HEADER
+                         ") this version cannot read");
+            continue;
+        }
         /* docs/architecture.md §5.2: the key is the entity's lowercase UUID; anything else is
          * not ours to apply. */
         if (!r->entity || sk_uuid_normalize(key, r->key) != 0) {

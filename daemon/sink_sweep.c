@@ -208,6 +208,14 @@ void sink_snapshots_batch(struct sink_run *run)
     size_t n_ent = env->sink.n_entities;
     if (!env->settings.snapshot_sweep || !env->sink.ops->keys)
         return;
+    /* The common batch: no marker in it and no snapshot under way. */
+    bool any = false;
+    for (size_t i = 0; i < run->n_pending && !any; i++)
+        any = run->control[i];
+    for (size_t i = 0; run->snaps && i < n_ent && !any; i++)
+        any = run->snaps[i].active;
+    if (!any)
+        return;
     if (!run->snaps)
         run->snaps = sk_calloc(n_ent, sizeof(*run->snaps));
     /* A completed snapshot is swept after the whole batch is followed: the

@@ -476,3 +476,66 @@ Test(dlq, list_goes_through_the_running_daemon, .timeout = 180)
     free(rooms);
     free(dir);
 }
+
+/*
+ * A record on an entity topic that claims to be the drivers' own (header
+ * skolsync-control) but does not read as one, as anyone who can produce to
+ * the topic could write: the sink neither applies it nor passes it over in
+ * silence; it is dead-lettered with a reason, and the records around it are
+ * applied.
+ */
+Test(dlq, a_control_record_that_does_not_read_is_dead_lettered, .timeout = 180)
+{
+    char *dir = skt_tmpdir("dlq-control");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 37, 10);
+    char *prefix = skt_unique_prefix();
+    char *head = skt_config_head(prefix, "info", "10s");
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *text = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                         head, data, dir);
+    skt_write(cfg, text);
+    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(run, 120, &out), 0, "%s", out);
+    free(out);
+
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(p, "%s", errstr);
+    char *topic = skt_fmt("%spersons", prefix);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, "skolsync-control", -1, "snapshot", -1);
+    static const char junk[] = "{\"phase\":\"begin\",\"partitions\":1e9";
+    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
+                                   RD_KAFKA_V_KEY("skolsync-snapshot", 17),
+                                   RD_KAFKA_V_VALUE((void *)junk, sizeof(junk) - 1),
+                                   RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+    /* a new person after it, so the sink has a record to apply behind it */
+    skt_append_persons(data, 9000, 1);
+    cr_assert_eq(skt_sh(run, 120, &out), 0, "%s", out);
+    cr_assert(strstr(out, "sink db (sqlite-sink): 1 records applied, 1 dead-lettered"),
+              "the control record was not dead-lettered (or the person not applied):\n%s", out);
+    free(out);
+    char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), cfg);
+    cr_assert_eq(skt_sh(list, 60, &out), 0, "%s", out);
+    cr_assert(strstr(out, "control record"), "no reason in the letter:\n%s", out);
+    free(out);
+    free(list);
+    free(topic);
+    free(run);
+    free(text);
+    free(cfg);
+    free(head);
+    free(prefix);
+    free(data);
+    free(dir);
+}
