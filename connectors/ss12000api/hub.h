@@ -40,6 +40,7 @@ struct hub_conf {
     int64_t deleted_retention_ms;
     int64_t max_limit;
     int64_t threads;
+    int64_t webhook_ttl_ms, webhook_batch_ms; /* subscriptions (hub_subs.h) */
 };
 
 /* One configured client: its token and the entity types it may read. */
@@ -64,6 +65,9 @@ struct hub {
     int64_t last_stamp;             /* the highest change stamp given (µs) */
     int64_t next_purge_ms;          /* sk_mono_ms() of the next tombstone purge */
     char target[96];                /* "http://127.0.0.1:PORT" */
+    /* Webhooks (hub_subs.h): what the batch being applied changed, by sk_entity_index. */
+    struct hub_subs *subs;
+    uint32_t batch_modified, batch_deleted;
     /* The HTTP side (hub_http.c). */
     struct MHD_Daemon *mhd;
     pthread_mutex_t pool_mu;

@@ -26,6 +26,7 @@
 #include <openssl/crypto.h>
 
 #include "hub.h"
+#include "hub_subs.h"
 #include "log.h"
 #include "util.h"
 
@@ -43,7 +44,11 @@ struct req {
     bool dup_param;
     uint32_t entities; /* deletedEntities: entities=..., by sk_entity_index */
     bool bad_entity;
+    const struct sk_buf *upload; /* the request's body (POST /subscriptions) */
 };
+
+/* A request body is read up to this; a larger one is answered 413. */
+#define MAX_UPLOAD (64 * 1024)
 
 static void fail(struct req *r, int status, const char *code, const char *message)
 {
@@ -344,6 +349,9 @@ static void route(struct req *r, const char *method, const char *url)
 {
     const char *slash = strchr(url + 1, '/');
     size_t head = slash ? (size_t)(slash - url) : strlen(url);
+    if (head == strlen("/subscriptions") && strncmp(url, "/subscriptions", head) == 0)
+        return hub_subs_request(r->h, r->c, r->client, method, url, r->upload->p, r->upload->len,
+                                &r->status, &r->body, &r->route);
     if (strcmp(url, "/deletedEntities") == 0) {
         r->route = "/deletedEntities";
         if (strcmp(method, "GET") != 0)
@@ -366,27 +374,55 @@ static void route(struct req *r, const char *method, const char *url)
     list(r, e);
 }
 
+/* The method as logged: one of those the hub answers, else "other" (no input in the log). */
+static const char *logged_method(const char *method)
+{
+    static const char *const known[] = {"GET", "POST", "PATCH", "DELETE"};
+    for (size_t i = 0; i < 4; i++)
+        if (strcmp(method, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+/* The end of a request (answered or broken off): its body goes. */
+static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct sk_buf *upload = *con_cls;
+    if (upload)
+        sk_buf_free(upload);
+    free(upload);
+    *con_cls = NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload,
+                                  const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
 {
     (void)version;
-    (void)upload;
     struct hub *h = cls;
-    if (!*con_cls) { /* headers only so far */
-        *con_cls = h;
+    if (!*con_cls) { /* headers only so far; the body (freed by request_done) comes next */
+        *con_cls = sk_calloc(1, sizeof(struct sk_buf));
         return MHD_YES;
     }
-    if (*upload_size) { /* nothing here takes a body */
+    struct sk_buf *upload = *con_cls;
+    if (*upload_size) {
+        if (upload->len <= MAX_UPLOAD)
+            sk_buf_putn(upload, upload_data, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
     int64_t t0 = sk_mono_ms();
-    struct req r = {.h = h, .c = c, .route = "(other)"};
+    struct req r = {.h = h, .c = c, .route = "(other)", .upload = upload};
     r.client = authenticate(
         h, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
     if (!r.client)
         fail(&r, 401, "unauthorized", "a valid bearer token is required");
+    else if (upload->len > MAX_UPLOAD)
+        fail(&r, 413, "too_large", "the request body is too large");
     else
         route(&r, method, url);
     char logged[64];
@@ -397,8 +433,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(logged, sizeof(logged), "%s", r.route);
     }
     sk_log(SK_LOG_INFO, h->name, "client %s: %s %s -> %d (%" PRId64 " records, %" PRId64 " ms)",
-           r.client ? r.client->name : "(none)", strcmp(method, "GET") == 0 ? "GET" : "other",
-           logged, r.status, r.records, sk_mono_ms() - t0);
+           r.client ? r.client->name : "(none)", logged_method(method), logged, r.status, r.records,
+           sk_mono_ms() - t0);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         r.body.len, r.body.p ? r.body.p : (void *)"", MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -513,11 +549,11 @@ int hub_http_start(struct hub *h, struct sk_error *err)
     else
         tls_opts[0].option = MHD_OPTION_END;
     if (fd >= 0)
-        h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                  mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
-                                  MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+        h->mhd = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+            MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+            MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_THREAD_POOL_SIZE,
+            (unsigned)conf->threads, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     free(cert);
     free_key(key);
     if (fd < 0)

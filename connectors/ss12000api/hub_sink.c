@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "hub.h"
+#include "hub_subs.h"
 #include "util.h"
 
 #define OPT(f) offsetof(struct hub_conf, f)
@@ -78,6 +79,20 @@ static const struct sk_option hub_options[] = {
      .offset = OPT(threads),
      .min = 1,
      .max = 64},
+    {.name = "webhook_ttl",
+     .type = SK_OPT_DURATION,
+     .def = "7d",
+     .help = "how long a subscription lives after its creation or last renewal (PATCH)",
+     .offset = OPT(webhook_ttl_ms),
+     .min = 1000,
+     .max = 365LL * 86400000},
+    {.name = "webhook_batch",
+     .type = SK_OPT_DURATION,
+     .def = "250ms",
+     .help = "changes within this window after the first go out as one callback",
+     .offset = OPT(webhook_batch_ms),
+     .min = 0,
+     .max = 1000},
     {.name = NULL},
 };
 
@@ -175,6 +190,7 @@ static void hub_close(struct sk_sink *self)
     if (!h)
         return;
     hub_http_stop(h); /* no request runs after this */
+    hub_subs_close(h);
     hub_reader_pool_free(h);
     pthread_mutex_destroy(&h->pool_mu);
     sk_state_close(h->state);
@@ -219,7 +235,8 @@ static int hub_open(struct sk_sink *self, struct sk_error *err)
                               .schema_ctx = h};
     h->state = sk_state_open(&o, err);
     free(collections);
-    if (!h->state || hub_store_load(h, err) < 0 || hub_http_start(h, err) < 0)
+    if (!h->state || hub_store_load(h, err) < 0 || hub_subs_open(h, err) < 0 ||
+        hub_http_start(h, err) < 0)
         goto fail;
     return 0;
 fail:
@@ -232,8 +249,12 @@ static int hub_apply(struct sk_sink *self, const struct sk_record *recs, size_t 
                      struct sk_outcome *out, struct sk_error *err)
 {
     struct hub *h = self->priv;
-    return sk_state_apply(h->state, self->incarnation, recs, n, out, hub_store_record,
-                          hub_store_finish, h, err);
+    h->batch_modified = h->batch_deleted = 0;
+    int rc = sk_state_apply(h->state, self->incarnation, recs, n, out, hub_store_record,
+                            hub_store_finish, h, err);
+    if (rc == 0) /* committed: now subscribers may read it */
+        hub_subs_changed(h, h->batch_modified, h->batch_deleted);
+    return rc;
 }
 
 static int hub_mark_offsets(struct sk_sink *self, const struct sk_offsets *offsets,

@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 
 #include "hub.h"
+#include "hub_subs.h"
 #include "util.h"
 
 #define PURGE_EVERY_MS 60000
@@ -33,6 +34,8 @@
 int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
 {
     (void)ctx;
+    if (hub_subs_schema(st, err) < 0)
+        return -1;
     return sk_state_exec(
         st,
         "CREATE TABLE IF NOT EXISTS hub_rows(collection TEXT NOT NULL, id TEXT NOT NULL, "
@@ -155,8 +158,11 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         int removed = 0;
         if (sk_state_delete(h->state, coll, r->key, &removed, err) < 0)
             return -1;
-        /* Only what a client may have seen needs a tombstone. */
-        return removed ? put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) : 0;
+        /* Only what a client may have seen needs a tombstone (and a webhook). */
+        if (!removed || put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) < 0)
+            return removed ? -1 : 0;
+        h->batch_deleted |= 1u << sk_entity_index(r->entity);
+        return 0;
     }
     if (!r->json)
         return sk_error_set(err, SK_ERR_PERMANENT, "record has a value but no decoded document");
@@ -166,7 +172,10 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         return -1;
     if (put != SK_STATE_WRITTEN) /* stale or the same: clients have it already */
         return 0;
-    return put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err);
+    if (put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err) < 0)
+        return -1;
+    h->batch_modified |= 1u << sk_entity_index(r->entity);
+    return 0;
 }
 
 int hub_store_finish(void *ctx, struct sk_error *err)
