@@ -11,14 +11,27 @@
  * the server, the hub's state must equal the server exactly and B's database
  * must equal the server in every document except meta.modified, which the hub serves as its
  * own change stamp (docs/ss12000-api-sink.md, "Delta consistency").
+ *
+ * The second test runs the chain on webhooks into PostgreSQL: A subscribes
+ * at the server, B (running, poll_interval 10m) at the hub, and B writes to
+ * postgres-sink; after the full sync, a change's way from the server to its
+ * row in PostgreSQL is timed (only the webhooks can explain it within the
+ * poll interval), and after changes, a creation and deletions PostgreSQL
+ * equals the server again.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "model.h"
 #include "sk_test.h"
 #include "util.h"
 
@@ -168,18 +181,18 @@ static void run_b(const char *dir, const char *cfg_b, const char *out_db, const 
     free(cmd);
 }
 
-static char *source_yaml(const char *name, const char *url, const char *auth)
+static char *source_yaml(const char *name, const char *url, const char *poll, const char *auth)
 {
     return skt_fmt("  %s:\n"
                    "    type: ss12000-source\n"
                    "    url: %s\n"
                    "    page_size: 100\n"
                    "    max_rps: 200\n"
-                   "    poll_interval: 2s\n"
+                   "    poll_interval: %s\n"
                    "    retry_backoff: 200ms\n"
                    "    retry_backoff_max: 2s\n"
                    "%s",
-                   name, url, auth);
+                   name, url, poll, auth);
 }
 
 Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .timeout = 240)
@@ -198,7 +211,7 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
     char *prefix = skt_unique_prefix();
     char *head = skt_config_head(prefix, "info", "20s");
     char *server_url = skt_fmt("http://127.0.0.1:%d/v2.0", sport);
-    char *src = source_yaml("sis", server_url, "");
+    char *src = source_yaml("sis", server_url, "2s", "");
     char *hub_dir = skt_fmt("%s/hub", dir);
     char *cfg_a = skt_fmt("%s/a.yaml", dir);
     char *text = skt_fmt("%ssources:\n%ssinks:\n  hub:\n    type: ss12000-api-sink\n"
@@ -220,7 +233,7 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
     char *prefix_b = skt_unique_prefix();
     char *head_b = skt_config_head(prefix_b, "info", "20s");
     char *hub_url = skt_fmt("http://127.0.0.1:%d", hub_port);
-    char *src_b = source_yaml("hub", hub_url,
+    char *src_b = source_yaml("hub", hub_url, "2s",
                               "    auth:\n      type: bearer\n      token: ${env:SKT_HUB_TOKEN}\n");
     char *out_db = skt_fmt("%s/b.db", dir);
     char *cfg_b = skt_fmt("%s/b.yaml", dir);
@@ -255,6 +268,291 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
     free(cfg_a);
     free(hub_dir);
     free(src);
+    free(server_url);
+    free(head);
+    free(prefix);
+    free(slog);
+    free(dir);
+}
+
+/* ---- the chain on webhooks, into PostgreSQL -------------------------------------------- */
+
+#define HOOK_SECRET "chain-hook-secret-0123"
+
+static char *g_schema; /* dropped by the suite's fini in every path */
+
+static void drop_schema(void)
+{
+    if (!g_schema)
+        return;
+    PGconn *c = skt_pg_connect();
+    if (PQstatus(c) == CONNECTION_OK) {
+        char *sql = skt_fmt(
+            "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS \"%s\" CASCADE", g_schema);
+        PQclear(PQexec(c, sql));
+        free(sql);
+    }
+    PQfinish(c);
+    free(g_schema);
+    g_schema = NULL;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t len = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* skt_config_head with the admin API on port (the webhooks' public_url). */
+static char *head_on(const char *prefix, int port)
+{
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *at = strstr(head, "listen: 127.0.0.1:0\n");
+    cr_assert_not_null(at);
+    *at = '\0';
+    char *out =
+        skt_fmt("%slisten: 127.0.0.1:%d\n%s", head, port, at + strlen("listen: 127.0.0.1:0\n"));
+    free(head);
+    return out;
+}
+
+/* Every live row of the schema's tables as <dir>/pg/<collection>.jsonl (compare_dirs.py's input).
+ */
+static void export_pg(const char *dir, PGconn *c)
+{
+    char *out = skt_fmt("%s/pg", dir);
+    char *cmd = skt_fmt("rm -rf %s && mkdir -p %s", out, out);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    free(cmd);
+    cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+    for (size_t i = 0; i < SK_ENTITY_COUNT; i++) {
+        const char *coll = sk_entities[i]->collection;
+        char *t = skt_pg_table(coll);
+        char *sql =
+            skt_fmt("SELECT doc::text FROM \"%s\".\"%s\" WHERE deleted_at IS NULL", g_schema, t);
+        PGresult *r = PQexec(c, sql);
+        char *path = skt_fmt("%s/%s.jsonl", out, coll);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        for (int k = 0; PQresultStatus(r) == PGRES_TUPLES_OK && k < PQntuples(r); k++)
+            fprintf(f, "%s\n", PQgetvalue(r, k, 0));
+        fclose(f);
+        PQclear(r);
+        free(path);
+        free(sql);
+        free(t);
+    }
+    free(out);
+}
+
+/* compare_dirs.py GOT EXPECT: the same ids and documents per collection, meta.modified aside. */
+static void write_compare_dirs(const char *dir)
+{
+    char *p = skt_fmt("%s/compare_dirs.py", dir);
+    skt_write(p, "import json, os, sys\n"
+                 "def load(path):\n"
+                 "    out = {}\n"
+                 "    for line in open(path) if os.path.exists(path) else []:\n"
+                 "        if line.strip():\n"
+                 "            d = json.loads(line)\n"
+                 "            if isinstance(d.get('meta'), dict): d['meta'].pop('modified', None)\n"
+                 "            out[d['id']] = d\n"
+                 "    return out\n"
+                 "got, exp, n = sys.argv[1], sys.argv[2], 0\n"
+                 "for f in sorted(os.listdir(exp)):\n"
+                 "    w, g = load(os.path.join(exp, f)), load(os.path.join(got, f))\n"
+                 "    if w != g:\n"
+                 "        diff = [i for i in w if i in g and w[i] != g[i]][:1]\n"
+                 "        print(f, 'extra', len(set(g) - set(w)), 'missing', len(set(w) - set(g)),"
+                 " 'differ', diff)\n"
+                 "        sys.exit(1)\n"
+                 "    n += len(w)\n"
+                 "print('equal', n)\n");
+    free(p);
+}
+
+/* Waits up to timeout_s until PostgreSQL equals the server's last dump (B keeps running). */
+static void wait_pg(const char *dir, PGconn *c, pid_t b, int timeout_s, const char *what)
+{
+    char *cmd = skt_fmt("python3 %s/compare_dirs.py %s/pg %s/expect", dir, dir, dir);
+    char *report = NULL;
+    bool equal = false;
+    int64_t end = sk_mono_ms() + timeout_s * 1000LL;
+    while (!equal && sk_mono_ms() < end) {
+        cr_assert_eq(skt_wait(b, 0), -2, "skolsync B exited; see %s/b.log", dir);
+        export_pg(dir, c);
+        free(report);
+        report = NULL;
+        equal = skt_sh(cmd, 60, &report) == 0;
+        if (!equal)
+            usleep(500000);
+    }
+    cr_assert(equal, "%s: PostgreSQL differs from the server: %s (logs in %s)", what,
+              report ? report : "", dir);
+    cr_log_info("hub webhook chain, %s: %s", what, report);
+    free(report);
+    free(cmd);
+}
+
+/* Waits until log has a line containing text (up to timeout_s). */
+static void wait_log(const char *log, const char *text, int timeout_s)
+{
+    char *cmd = skt_fmt("grep -c -- '%s' %s", text, log);
+    bool found = false;
+    for (int i = 0; i < timeout_s * 10 && !found; i++) {
+        char *out = NULL;
+        skt_sh(cmd, 5, &out);
+        found = out && atoi(out) > 0;
+        free(out);
+        if (!found)
+            usleep(100000);
+    }
+    cr_assert(found, "no \"%s\" in %s", text, log);
+    free(cmd);
+}
+
+static char *hook_yaml(int admin_port)
+{
+    return skt_fmt("    webhook:\n"
+                   "      public_url: http://127.0.0.1:%d\n"
+                   "      secret: ${env:SKT_HOOK_SECRET}\n"
+                   "      debounce: 100ms\n",
+                   admin_port);
+}
+
+TestSuite(ss12000_api_chain, .fini = drop_schema);
+
+Test(ss12000_api_chain, webhooks_bring_changes_through_the_hub_into_postgresql, .timeout = 300)
+{
+    char *dir = skt_tmpdir("hub-hook-chain");
+    write_compare(dir);
+    write_compare_dirs(dir);
+    char *slog = skt_fmt("%s/server.log", dir);
+    char *sargv[] = {"/usr/bin/env", "python3", SERVER,       "--port", "0",
+                     "--base",       "/v2.0",   "--students", "30",     NULL};
+    pid_t server = skt_spawn(sargv, slog);
+    int sport = logged_port(slog, "^LISTENING 127.0.0.1:\\([0-9]*\\)$", server);
+    dump_server(dir, sport);
+    setenv("SKT_HUB_TOKEN", HUB_TOKEN, 1);
+    setenv("SKT_HOOK_SECRET", HOOK_SECRET, 1);
+
+    /* A: the server (webhooks, poll_interval 10m) through Kafka into the hub. */
+    int admin_a = free_port();
+    char *prefix = skt_unique_prefix();
+    char *head = head_on(prefix, admin_a);
+    char *server_url = skt_fmt("http://127.0.0.1:%d/v2.0", sport);
+    char *hook_a = hook_yaml(admin_a);
+    char *src = source_yaml("sis", server_url, "10m", hook_a);
+    char *hub_dir = skt_fmt("%s/hub", dir);
+    char *cfg_a = skt_fmt("%s/a.yaml", dir);
+    char *text = skt_fmt("%ssources:\n%ssinks:\n  hub:\n    type: ss12000-api-sink\n"
+                         "    listen: 127.0.0.1:0\n    state_dir: %s\n"
+                         "    protected_identities: allow\n"
+                         "    clients: {reader: '${env:SKT_HUB_TOKEN}'}\n"
+                         "    client_entities: {reader: all}\n",
+                         head, src, hub_dir);
+    skt_write(cfg_a, text);
+    free(text);
+    char *alog = skt_fmt("%s/a.log", dir);
+    char *aargv[] = {(char *)skt_skolsync(), "run", "-c", cfg_a, NULL};
+    pid_t a = skt_spawn(aargv, alog);
+    int hub_port = logged_port(alog, ".*serving SS 12000 on http://127.0.0.1:\\([0-9]*\\).*", a);
+    char *hub_db = skt_fmt("%s/hub.db", hub_dir);
+    wait_hub(dir, hub_db, a);
+
+    /* B: reads the hub with a webhook (poll_interval 10m) into PostgreSQL. */
+    char suffix[9];
+    char uuid[37];
+    sk_uuid_random(uuid);
+    snprintf(suffix, sizeof(suffix), "%.8s", uuid);
+    g_schema = skt_fmt("hubhook_%s", suffix);
+    int admin_b = free_port();
+    char *prefix_b = skt_unique_prefix();
+    char *head_b = head_on(prefix_b, admin_b);
+    char *hub_url = skt_fmt("http://127.0.0.1:%d", hub_port);
+    char *hook_b = hook_yaml(admin_b);
+    char *auth =
+        skt_fmt("    auth:\n      type: bearer\n      token: ${env:SKT_HUB_TOKEN}\n%s", hook_b);
+    char *src_b = source_yaml("hub", hub_url, "10m", auth);
+    char *cfg_b = skt_fmt("%s/b.yaml", dir);
+    text = skt_fmt("%ssources:\n%ssinks:\n  pg:\n    type: postgres-sink\n"
+                   "    conninfo: ${env:SK_TEST_PG}\n    schema: %s\n    connect_timeout: 5s\n"
+                   "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
+                   head_b, src_b, g_schema);
+    skt_write(cfg_b, text);
+    free(text);
+    char *blog = skt_fmt("%s/b.log", dir);
+    char *bargv[] = {(char *)skt_skolsync(), "run", "-c", cfg_b, NULL};
+    pid_t b = skt_spawn(bargv, blog);
+    PGconn *pg = skt_pg_connect();
+    wait_pg(dir, pg, b, 120, "full sync");
+    wait_log(alog, "client reader: subscription .* created", 30);
+
+    /* One change, timed from the server to its row in PostgreSQL. */
+    cJSON *d = skt_get_json(sport, "/_control/dump");
+    cr_assert_not_null(d);
+    const char *person =
+        skt_jstr(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "persons"), 5), "id");
+    char *patch = skt_fmt(
+        "{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":\"Snabb\"}}", person);
+    char *sql = skt_fmt("SELECT 1 FROM \"%s\".persons WHERE id = '%s' AND doc->>'givenName' = "
+                        "'Snabb'",
+                        g_schema, person);
+    char *ctl = skt_fmt("http://127.0.0.1:%d/_control/update", sport);
+    int64_t t0 = sk_mono_ms();
+    cr_assert_eq(skt_http("POST", ctl, patch, 20, NULL), 200);
+    int64_t latency = -1;
+    while (latency < 0 && sk_mono_ms() - t0 < 60000) {
+        PGresult *r = PQexec(pg, sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            latency = sk_mono_ms() - t0;
+        PQclear(r);
+        if (latency < 0)
+            usleep(20000);
+    }
+    cr_assert(latency >= 0, "the change did not reach PostgreSQL within 60 s (logs in %s)", dir);
+    cr_log_info("hub webhook chain: a change at the server reached PostgreSQL in %lld ms "
+                "(server -> A -> Kafka -> hub -> webhook -> B -> Kafka -> PostgreSQL; both "
+                "sources poll every 10 minutes)",
+                (long long)latency);
+    fprintf(stderr, "hub webhook chain: change latency %lld ms\n", (long long)latency);
+    cr_assert_lt(latency, 15000, "%lld ms: not the webhooks (poll_interval 10m)",
+                 (long long)latency);
+
+    /* Changes, a creation and deletions: through the webhooks only. */
+    mutate_server(dir, sport);
+    dump_server(dir, sport);
+    wait_hub(dir, hub_db, a);
+    wait_pg(dir, pg, b, 60, "changes, a creation and deletions");
+
+    PQfinish(pg);
+    cr_assert_eq(skt_stop(&b, 30000), 0, "skolsync B did not stop cleanly; see %s", blog);
+    cr_assert_eq(skt_stop(&a, 30000), 0, "skolsync A did not stop cleanly; see %s", alog);
+    skt_stop(&server, 5000);
+    free(ctl);
+    free(sql);
+    free(patch);
+    cJSON_Delete(d);
+    free(blog);
+    free(cfg_b);
+    free(src_b);
+    free(auth);
+    free(hook_b);
+    free(hub_url);
+    free(head_b);
+    free(prefix_b);
+    free(hub_db);
+    free(alog);
+    free(cfg_a);
+    free(hub_dir);
+    free(src);
+    free(hook_a);
     free(server_url);
     free(head);
     free(prefix);
