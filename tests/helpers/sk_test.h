@@ -179,6 +179,11 @@ const char *skt_pg_conninfo(void);
 struct pg_conn *skt_pg_connect(void);
 char *skt_pg_table(const char *collection);
 long long skt_pg_total_rows(struct pg_conn *c, const char *schema);
+/* DROP SCHEMA schema CASCADE, quietly (a suite's fini: NULL, no server, no schema are fine). */
+void skt_pg_drop_schema(const char *schema);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (for a listen address given in advance). */
+int skt_free_port(void);
 
 /*
  * The HTTP port a daemon logged ("HTTP server on http://127.0.0.1:PORT") in

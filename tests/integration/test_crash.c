@@ -61,16 +61,7 @@ static char *g_schema;
 
 static void drop_schema(void)
 {
-    if (!g_schema)
-        return;
-    PGconn *c = skt_pg_connect();
-    if (PQstatus(c) == CONNECTION_OK) {
-        char *sql = skt_fmt(
-            "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS \"%s\" CASCADE", g_schema);
-        PQclear(PQexec(c, sql));
-        free(sql);
-    }
-    PQfinish(c);
+    skt_pg_drop_schema(g_schema);
     free(g_schema);
     g_schema = NULL;
 }

@@ -63,18 +63,6 @@ static void stop_all(void)
 
 TestSuite(ss12000_source, .fini = stop_all);
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 /* Small Python helpers written into the test's directory. */
 static void write_helpers(const char *dir)
 {
@@ -750,7 +738,7 @@ Test(ss12000_source, webhook_callback_triggers_a_delta_and_a_wrong_secret_does_n
     write_helpers(dir);
     struct server s = server_start(dir, 0, "--students 20 --quirk callback-spelling");
     char *db = skt_fmt("%s/out.db", dir);
-    int admin = free_port();
+    int admin = skt_free_port();
     char *extra = skt_fmt("    webhook:\n"
                           "      public_url: http://127.0.0.1:%d\n"
                           "      secret: ${env:SKT_HOOK_SECRET}\n"
@@ -913,7 +901,7 @@ Test(ss12000_source, wrong_secret_callbacks_are_counted_not_logged_each, .timeou
     write_helpers(dir);
     struct server s = server_start(dir, 0, "--students 10");
     char *db = skt_fmt("%s/out.db", dir);
-    int admin = free_port();
+    int admin = skt_free_port();
     char *extra = skt_fmt("    webhook:\n"
                           "      public_url: http://127.0.0.1:%d\n"
                           "      secret: ${env:SKT_HOOK_SECRET}\n",
@@ -964,7 +952,7 @@ Test(ss12000_source, webhook_route_survives_restart_reload_and_failure, .timeout
     write_helpers(dir);
     struct server s = server_start(dir, 0, "--students 10");
     char *db = skt_fmt("%s/out.db", dir);
-    int admin = free_port();
+    int admin = skt_free_port();
     char *extra = skt_fmt("    retry_max_attempts: 2\n"
                           "    webhook:\n"
                           "      public_url: http://127.0.0.1:%d\n"
@@ -1082,7 +1070,7 @@ Test(ss12000_source, deleted_entities_in_both_spellings_become_tombstones, .time
     /* Short-lived subscriptions: renewed (PATCH) while the test runs. */
     struct server s = server_start(dir, 0, "--students 20 --subscription-ttl 4");
     char *db = skt_fmt("%s/out.db", dir);
-    int admin = free_port();
+    int admin = skt_free_port();
     char *hook = skt_fmt("    webhook:\n"
                          "      public_url: http://127.0.0.1:%d/\n"
                          "      secret: ${env:SKT_HOOK_SECRET}\n",
@@ -1297,7 +1285,7 @@ static struct held_run held_run_start(const char *tag, const char *server_args)
     h.s = server_start(h.dir, 0, server_args);
     h.db = skt_fmt("%s/out.db", h.dir);
     char *src = guard_source_yaml(h.s.port, 0, "90%");
-    h.d = daemon_start(h.dir, src, h.db, free_port()); /* the CLI needs its port */
+    h.d = daemon_start(h.dir, src, h.db, skt_free_port()); /* the CLI needs its port */
     free(src);
     char why[512] = "";
     cr_assert(wait_match(h.dir, h.db, h.s.port, HELD_TYPES, 60, why, sizeof(why)), "full sync: %s",
@@ -1477,7 +1465,7 @@ Test(ss12000_source, unreachable_then_broken_server_is_retried_and_others_keep_r
                      "\"2024-01-01T00:00:00+01:00\","
                      "\"modified\":\"2024-01-01T00:00:00+01:00\"},\"displayName\":\"Fil "
                      "1\",\"owner\":{\"id\":\"7e000000-0000-4000-8000-0000000000ff\"}}\n");
-    int port = free_port();
+    int port = skt_free_port();
     char *db = skt_fmt("%s/out.db", dir);
     char *src = source_yaml("sis", port, 200, "1s",
                             "    entities: [Organisation, Person, Group]\n"
@@ -2028,7 +2016,7 @@ Test(ss12000_source, the_first_callback_after_a_quiet_spell_polls_at_once, .time
     write_helpers(dir);
     struct server s = server_start(dir, 0, "--students 10");
     char *db = skt_fmt("%s/out.db", dir);
-    int admin = free_port();
+    int admin = skt_free_port();
     char *extra = skt_fmt("    entities: [Organisation, Person]\n"
                           "    webhook:\n"
                           "      public_url: http://127.0.0.1:%d\n"
