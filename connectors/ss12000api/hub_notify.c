@@ -104,6 +104,11 @@ static void settle(struct hub_subs *s, const struct attempt *at, bool ok, const 
     struct hub_sub *sub = s->v[k];
     sub->in_flight = false;
     if (ok) {
+        if (sub->attempts)
+            sk_info(s->h->name,
+                    "subscription %s of client %s: callback delivered after %d failed "
+                    "attempts",
+                    sub->id, sub->client, sub->attempts);
         sub->attempts = 0;
         return;
     }

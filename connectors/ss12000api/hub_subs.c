@@ -408,6 +408,65 @@ static int read_types(struct answer *a, const struct hub *h, const struct hub_cl
     return 0;
 }
 
+/*
+ * Stores sub (taken) and answers 201, replacing the client's earlier
+ * subscriptions to the same target: a subscriber that restarts without
+ * having deleted its old one (a crash) would otherwise be called twice, and
+ * its stale subscriptions would fill its quota.
+ */
+static void store_new(struct answer *a, struct hub_subs *s, struct hub_sub *sub)
+{
+    struct hub *h = s->h;
+    size_t own = 0, n_old = 0;
+    char(*old)[37] = sk_calloc(HUB_SUBS_PER_CLIENT + 1, sizeof(*old));
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n; i++) {
+        if (strcmp(s->v[i]->client, sub->client) != 0)
+            continue;
+        if (strcmp(s->v[i]->target, sub->target) == 0 && n_old <= HUB_SUBS_PER_CLIENT)
+            memcpy(old[n_old++], s->v[i]->id, 37);
+        else
+            own++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct sk_error err = {0};
+    if (own >= HUB_SUBS_PER_CLIENT) {
+        fail(a, 403, "too_many_subscriptions",
+             "this client has as many subscriptions as it may have: delete one first");
+        goto out;
+    }
+    if (run(s,
+            "INSERT INTO hub_subs(id, client, name, target, types, expires_us) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            bind_insert, sub, NULL, &err) < 0)
+        goto unavailable;
+    for (size_t k = 0; k < n_old; k++) {
+        if (hub_subs_delete_row(s, old[k], sub->client, &err) < 0)
+            sk_warn(h->name, "subscription %s: %s", old[k], err.msg);
+        sk_info(h->name, "client %s: subscription %s replaced by a new one to the same target",
+                sub->client, old[k]);
+    }
+    *a->status = 201;
+    put_sub(a->out, sub);
+    sk_info(h->name, "client %s: subscription %s created", sub->client, sub->id);
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < n_old; k++) {
+        ssize_t i = find_locked(s, old[k], sub->client);
+        if (i >= 0)
+            hub_subs_remove_locked(s, (size_t)i);
+    }
+    add_locked(s, sub);
+    sub = NULL;
+    pthread_mutex_unlock(&s->mu);
+    goto out;
+unavailable:
+    sk_error_log(h->name, "%s", err.msg);
+    fail(a, 503, "unavailable", "the server cannot store the subscription now; try again");
+out:
+    free(old);
+    sub_free(sub);
+}
+
 static void create(struct answer *a, struct hub *h, const struct hub_client *client,
                    const char *upload, size_t len)
 {
@@ -433,31 +492,7 @@ static void create(struct answer *a, struct hub *h, const struct hub_client *cli
         sub->target = sk_strdup(target->valuestring);
         sub->types = types;
         sub->expires_us = sk_now_us() + h->conf->webhook_ttl_ms * 1000;
-        size_t own = 0;
-        pthread_mutex_lock(&s->mu);
-        for (size_t i = 0; i < s->n; i++)
-            own += strcmp(s->v[i]->client, client->name) == 0;
-        pthread_mutex_unlock(&s->mu);
-        struct sk_error err = {0};
-        if (own >= HUB_SUBS_PER_CLIENT) {
-            fail(a, 403, "too_many_subscriptions",
-                 "this client has as many subscriptions as it may have: delete one first");
-        } else if (run(s,
-                       "INSERT INTO hub_subs(id, client, name, target, types, expires_us) "
-                       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-                       bind_insert, sub, NULL, &err) < 0) {
-            sk_error_log(h->name, "%s", err.msg);
-            fail(a, 503, "unavailable", "the server cannot store the subscription now; try again");
-        } else {
-            *a->status = 201;
-            put_sub(a->out, sub);
-            sk_info(h->name, "client %s: subscription %s created", client->name, sub->id);
-            pthread_mutex_lock(&s->mu);
-            add_locked(s, sub);
-            sub = NULL;
-            pthread_mutex_unlock(&s->mu);
-        }
-        sub_free(sub);
+        store_new(a, s, sub);
     }
     cJSON_Delete(doc);
 }

@@ -202,7 +202,8 @@ Test(ss12000_api_subs, create_list_read_renew_delete, .fini = finish, .timeout =
     free(types);
 
     /* Plain strings as in the spec's example are taken too; the list pages by limit. */
-    cJSON *second = subscribe(LMS, t, "\"Organisation\"", 201);
+    char *t2 = target("a2");
+    cJSON *second = subscribe(LMS, t2, "\"Organisation\"", 201);
     cJSON *page = skt_hub_get_json("/subscriptions?limit=1", LMS, 200);
     cr_assert_eq(cJSON_GetArraySize(skt_hub_data(page)), 1);
     cr_assert_not_null(skt_hub_token(page));
@@ -214,6 +215,17 @@ Test(ss12000_api_subs, create_list_read_renew_delete, .fini = finish, .timeout =
                         skt_hub_str(cJSON_GetArrayItem(skt_hub_data(page2), 0), "id", NULL));
     cr_assert(strstr(ids, id) && strstr(ids, skt_hub_str(second, "id", NULL)), "%s", ids);
     skt_hub_assert_error("/subscriptions?name=x", LMS, 400, "unsupported_parameter");
+
+    /* The same target again (a subscriber restarted without deleting): it replaces the old. */
+    cJSON *again = subscribe(LMS, t2, "\"Organisation\"", 201);
+    char *second_path = skt_fmt("/subscriptions/%s", skt_hub_str(second, "id", NULL));
+    skt_hub_assert_error(second_path, LMS, 404, "not_found");
+    cJSON *all = skt_hub_get_json("/subscriptions", LMS, 200);
+    cr_assert_eq(cJSON_GetArraySize(skt_hub_data(all)), 2, "the old one was not replaced");
+    cJSON_Delete(all);
+    cJSON_Delete(again);
+    free(second_path);
+    free(t2);
 
     /* By id; renewal moves expires; delete, then it is gone. */
     char *path = skt_fmt("/subscriptions/%s", id);
@@ -279,7 +291,8 @@ Test(ss12000_api_subs, a_client_sees_only_its_own, .fini = finish, .timeout = 60
     cJSON *still = skt_hub_get_json(path, LMS, 200);
     cr_assert_eq(skt_hub_get(path, NULL, NULL), 401);
     /* A page token of one client is no use to another. */
-    cJSON *extra = subscribe(LMS, t, "\"Person\"", 201);
+    char *t2 = target("iso2");
+    cJSON *extra = subscribe(LMS, t2, "\"Person\"", 201);
     cJSON *page = skt_hub_get_json("/subscriptions?limit=1", LMS, 200);
     char *next = skt_fmt("/subscriptions?pageToken=%s", skt_hub_token(page));
     skt_hub_assert_error(next, LIB, 400, "invalid_page_token");
@@ -287,6 +300,7 @@ Test(ss12000_api_subs, a_client_sees_only_its_own, .fini = finish, .timeout = 60
     free(next);
     cJSON_Delete(page);
     cJSON_Delete(extra);
+    free(t2);
     cJSON_Delete(still);
     cJSON_Delete(lib_list);
     free(path);
