@@ -10,9 +10,11 @@
  *               not read are refused
  *   isolation   a client neither lists nor reads, renews or deletes
  *               another client's subscription
+ *               (and a body over 64 KiB, 413)
  *   callbacks   a change reaches the subscriber within a second with the
  *               types changed (only those it subscribed to); several changes
- *               within the window are one callback
+ *               within the window are one callback; a subscriber that hangs
+ *               holds up neither the sink's apply nor another's callbacks
  *   failures    a failing receiver is called again with growing gaps; a
  *               subscription that fails after its expiry is dropped
  *   restart     a subscription outlives the hub's restart and is called
@@ -68,6 +70,8 @@ static enum MHD_Result on_call(void *cls, struct MHD_Connection *c, const char *
         *size = 0;
         return MHD_YES;
     }
+    if (strstr(url, "/slow")) /* a subscriber that hangs (one thread per connection) */
+        usleep(3000000);
     pthread_mutex_lock(&rx.mu);
     int status = rx.fail_first < 0 || rx.n < rx.fail_first ? 500 : 200;
     if (rx.n < MAX_CALLS) {
@@ -88,8 +92,9 @@ static enum MHD_Result on_call(void *cls, struct MHD_Connection *c, const char *
 static void rx_start(int fail_first)
 {
     rx.fail_first = fail_first;
-    rx.mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
-                              on_call, NULL, MHD_OPTION_END);
+    rx.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                  MHD_USE_AUTO,
+                              0, NULL, NULL, on_call, NULL, MHD_OPTION_END);
     cr_assert_not_null(rx.mhd);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(rx.mhd, MHD_DAEMON_INFO_BIND_PORT);
     rx.port = info->port;
@@ -258,6 +263,11 @@ Test(ss12000_api_subs, create_list_read_renew_delete, .fini = finish, .timeout =
     free(out);
     cr_assert_eq(skt_hub_send("PUT", "/subscriptions", LMS, "{}", &out), 405);
     free(out);
+    char *huge = sk_calloc(1, 70000);
+    memset(huge, ' ', 69999);
+    cr_assert_eq(skt_hub_send("POST", "/subscriptions", LMS, huge, &out), 413, "%s", out);
+    free(out);
+    free(huge);
 
     cJSON_Delete(https);
     cJSON_Delete(renewed);
@@ -348,6 +358,45 @@ Test(ss12000_api_subs, a_change_calls_back_within_a_second, .fini = finish, .tim
     cJSON_Delete(lib);
     cJSON_Delete(sub);
     free(t);
+}
+
+Test(ss12000_api_subs, a_hanging_subscriber_holds_up_neither_apply_nor_the_others, .fini = finish,
+     .timeout = 60)
+{
+    rx_start(0);
+    skt_hub_open("webhook_batch: 100ms\n");
+    char *slow = target("slow"), *fast = target("fast");
+    cJSON *a = subscribe(LMS, slow, "{\"resource\":\"Group\"}", 201);
+    cJSON *b = subscribe(LIB, fast, "{\"resource\":\"Group\"}", 201);
+    char *g = skt_hub_new_id();
+    skt_hub_add_group(g);
+    skt_hub_apply();
+    usleep(300000); /* the slow one is being called now */
+    char *g2 = skt_hub_new_id();
+    skt_hub_add_group(g2);
+    int64_t t0 = sk_mono_ms();
+    skt_hub_apply();
+    cr_assert_lt(sk_mono_ms() - t0, 500, "apply waited on a subscriber");
+    /* fast: both changes (one or two calls) well before slow's first call ends. */
+    int64_t end = t0 + 1500;
+    bool fast_called_twice = false;
+    while (!fast_called_twice && sk_mono_ms() < end) {
+        int n = 0;
+        pthread_mutex_lock(&rx.mu);
+        for (int i = 0; i < rx.n; i++)
+            n += strcmp(rx.calls[i].path, "/hooks/fast") == 0;
+        pthread_mutex_unlock(&rx.mu);
+        fast_called_twice = n >= 2;
+        usleep(10000);
+    }
+    cr_assert(fast_called_twice, "a hanging subscriber held up another's callbacks");
+
+    free(g2);
+    free(g);
+    cJSON_Delete(b);
+    cJSON_Delete(a);
+    free(fast);
+    free(slow);
 }
 
 Test(ss12000_api_subs, changes_within_the_window_are_one_callback, .fini = finish, .timeout = 60)
