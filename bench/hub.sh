@@ -13,6 +13,8 @@
 #                    generated there when missing)
 #   HUB_CLIENTS      the concurrency levels (default "1 8 32")
 #   BENCH_QUICK=1    defaults PERSONS 10000, REPS 1; otherwise 100000, REPS 2
+#   HUB_LOAD_LATENCIES=FILE  bench/hub_load writes every page request of the
+#                    last run there ("client page start_s ms"), to look into stalls
 #
 # Data: tests/fixtures/ss12000_gen.py --seed 1 with enough students, of which
 # the first PERSONS lines of persons.jsonl are kept. The hub is filled the
@@ -155,8 +157,6 @@ metric() { # CONNECTOR: skolsync_records_total of a connector
 
 rm -rf "$WORK/hub-state"
 hub_yaml > "$WORK/hub.yaml"
-PH=$WORK/phases.csv
-echo "what,t" > "$PH"
 t_hub=$(date +%s.%N)
 "$SK" run -c "$WORK/hub.yaml" > "$WORK/hub.log" 2>&1 &
 HUB_PID=$!
@@ -220,33 +220,7 @@ kill "$HUB_PID" "$PY_PID" 2>/dev/null
 wait "$HUB_PID" "$PY_PID" 2>/dev/null
 
 # RSS and CPU of each server around each run -> hub.csv
-python3 - "$RES" "$WORK/hub.rss" "$t_hub" "$WORK/py.rss" "$t_py" "$OUT/hub.csv" <<'EOF'
-import csv, sys
-res, hub_rss, hub_t0, py_rss, py_t0, out = sys.argv[1:]
-def load(path, t0):
-    rows = []
-    for r in csv.DictReader(open(path)):
-        if r.get("rss_kb") and r.get("cpu_s"):
-            rows.append((float(t0) + float(r["t_s"]), int(r["rss_kb"]), float(r["cpu_s"])))
-    return rows
-samples = {"hub": load(hub_rss, hub_t0), "python": load(py_rss, py_t0)}
-with open(out, "w") as f:
-    f.write("rep,server,clients,seconds,records,pages,bytes,p50_ms,p99_ms,max_ms,failed,"
-            "rss_before_kb,rss_peak_kb,rss_after_kb,cpu_s\n")
-    for r in csv.DictReader(open(res)):
-        xs = samples[r["server"]]
-        t0, t1 = float(r["t_start"]), float(r["t_end"])
-        before = [x for x in xs if x[0] <= t0]
-        during = [x for x in xs if t0 <= x[0] <= t1]
-        after = [x for x in xs if t1 + 1.5 <= x[0] <= t1 + 2.5]
-        b = before[-1] if before else (during[0] if during else None)
-        a = after[-1] if after else None
-        peak = max([x[1] for x in during] + ([b[1]] if b else []), default=0)
-        last = during[-1] if during else a
-        cpu = (last[2] - b[2]) if (b and last) else 0
-        f.write(",".join([r[k] for k in ("rep", "server", "clients", "seconds", "records", "pages",
-                                         "bytes", "p50_ms", "p99_ms", "max_ms", "failed")]
-                         + [str(b[1] if b else ""), str(peak), str(a[1] if a else ""), f"{cpu:.2f}"]) + "\n")
-EOF
-[[ $? -eq 0 ]] || die "summarising the runs failed"
+python3 "$HERE/hub_report.py" summarize "$RES" "$WORK/hub.rss" "$t_hub" "$WORK/py.rss" "$t_py" \
+    "$OUT/hub.csv" || die "summarising the runs failed"
+rm -rf "$WORK/hub-state"
 cat "$OUT/hub.csv" >&2

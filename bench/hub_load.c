@@ -17,6 +17,9 @@
  * seconds = from the barrier until the last walk ended; the latencies are
  * those of every page request of every client (curl_easy_perform). Exit 1
  * when a walk failed (an error, a wrong count), with the reason on stderr.
+ * With HUB_LOAD_LATENCIES=FILE set, every page request is also written to
+ * FILE as "client page start_s ms" (start_s from the barrier), to look into
+ * stalls.
  * Build: cc -O2 -o hub_load hub_load.c -lcurl -lpthread */
 #include <curl/curl.h>
 #include <pthread.h>
@@ -35,6 +38,7 @@ struct client {
     pthread_t th;
     int no;
     double *lat_ms; /* one per page */
+    double *start_s; /* when each page request began, from the barrier */
     size_t npages, cap;
     long long records, bytes;
     char err[256];
@@ -45,6 +49,7 @@ static long g_limit;
 static long long g_expected;
 static char g_auth[4096];
 static pthread_barrier_t g_barrier;
+static double g_t0;
 
 static double now_s(void)
 {
@@ -122,7 +127,7 @@ static long scan_page(const char *s, size_t n, char *token, size_t tcap)
     return depth == 0 ? records : -1;
 }
 
-static bool add_latency(struct client *cl, double ms)
+static bool add_latency(struct client *cl, double start, double ms)
 {
     if (cl->npages == cl->cap) {
         size_t cap = cl->cap ? cl->cap * 2 : 256;
@@ -130,8 +135,13 @@ static bool add_latency(struct client *cl, double ms)
         if (!q)
             return false;
         cl->lat_ms = q;
+        q = realloc(cl->start_s, cap * sizeof *q);
+        if (!q)
+            return false;
+        cl->start_s = q;
         cl->cap = cap;
     }
+    cl->start_s[cl->npages] = start - g_t0;
     cl->lat_ms[cl->npages++] = ms;
     return true;
 }
@@ -168,7 +178,7 @@ static void *walk(void *arg)
                      cl->npages + 1, curl_easy_strerror(rc), status, b.p ? b.p : "");
             break;
         }
-        if (!add_latency(cl, ms)) {
+        if (!add_latency(cl, t0, ms)) {
             snprintf(cl->err, sizeof cl->err, "out of memory");
             break;
         }
@@ -240,8 +250,9 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    g_t0 = now_s(); /* before the barrier opens: no walk has begun */
     pthread_barrier_wait(&g_barrier);
-    double t0 = now_s();
+    double t0 = g_t0;
     for (int i = 0; i < nc; i++)
         pthread_join(cl[i].th, NULL);
     double secs = now_s() - t0;
@@ -258,6 +269,13 @@ int main(int argc, char **argv)
             fprintf(stderr, "hub_load: %s\n", cl[i].err);
         }
     }
+    const char *latf = getenv("HUB_LOAD_LATENCIES");
+    FILE *lf = latf && *latf ? fopen(latf, "w") : NULL;
+    for (int i = 0; lf && i < nc; i++)
+        for (size_t j = 0; j < cl[i].npages; j++)
+            fprintf(lf, "%d %zu %.3f %.2f\n", cl[i].no, j + 1, cl[i].start_s[j], cl[i].lat_ms[j]);
+    if (lf)
+        fclose(lf);
     double *all = malloc((pages ? pages : 1) * sizeof *all);
     if (!all)
         return 1;
@@ -266,6 +284,7 @@ int main(int argc, char **argv)
         memcpy(all + k, cl[i].lat_ms, cl[i].npages * sizeof *all);
         k += cl[i].npages;
         free(cl[i].lat_ms);
+        free(cl[i].start_s);
     }
     qsort(all, pages, sizeof *all, cmp_double);
     printf("%d %.3f %lld %zu %lld %.2f %.2f %.2f %d\n", nc, secs, records, pages, bytes,
