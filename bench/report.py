@@ -308,6 +308,12 @@ if os.path.exists(ha):
       "nodes on their own machines and a PostgreSQL that is not the bottleneck.\n")
     w(open(ha).read())
 
+hub_rows, plot_hub = rd("hub.csv"), []
+if hub_rows:
+    import hub_report  # bench/hub_report.py: scenario 9's table, kept beside its script
+    w(hub_report.section(hub_rows, rd("hub_fill.csv"), f, med))
+    plot_hub = hub_report.plot_rows(hub_rows, med)
+
 analysis = os.path.join(HERE, "analysis.md")
 if os.path.exists(analysis):
     w(open(analysis).read())
@@ -389,3 +395,14 @@ if scale and plot_scale:
        "DATA using 1:3 axes x1y2 with linespoints dt 2 title 'source MB', DATA using 1:5 axes x1y2 with linespoints dt 2 title 'postgres-sink MB', "
        "DATA using 1:7 axes x1y2 with linespoints dt 2 title 'sqlite-sink MB'\n",
        "".join(" ".join(str(v) for v in row) + "\n" for row in plot_scale))
+if plot_hub:
+    gp("hub_throughput",
+       "set title 'Full listing of persons: records/s served (median) and p99 per page'\n"
+       "set style data histograms\nset style histogram clustered gap 1\n"
+       "set style fill solid 0.8 border -1\nset key top left\nset grid ytics\n"
+       "set xlabel 'concurrent clients'\nset ylabel 'records/s'\nset yrange [0:*]\n"
+       "set y2label 'p99 ms per page'\nset y2tics\nset y2range [0:*]\n"
+       "plot DATA using 2:xtic(1) title 'hub (ss12000-api-sink)', '' using 3 title 'Python test server', "
+       "'' using 0:4 axes x1y2 with linespoints lw 2 title 'hub p99', "
+       "'' using 0:5 axes x1y2 with linespoints lw 2 dt 2 title 'Python p99'\n",
+       "".join(f"{c} {a:.0f} {b:.0f} {p:.1f} {q:.1f}\n" for c, a, b, p, q in plot_hub))
