@@ -359,7 +359,7 @@ struct sk_sink_ops {
     enum sk_sink_target target_kind;
     const struct sk_option *options;
     size_t conf_size;
-    /* Privacy defaults of this sink type (daemon/privacy.h); a sink's
+    /* Privacy defaults of this sink type (proto/privacy.h); a sink's
      * drop_fields / protected_identities settings override them.
      * NULL: keep every field / "allow". */
     const char *const *default_drop_fields; /* NULL-terminated */

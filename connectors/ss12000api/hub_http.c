@@ -39,6 +39,7 @@ struct req {
     struct sk_buf body;
     int64_t records;
     /* The query string, checked while it is read. */
+    struct hub_view view;  /* the client and its organisation scope (hub_scope.c) */
     const char *bad_param; /* the first parameter this hub does not take */
     bool dup_param;
     uint32_t entities; /* deletedEntities: entities=..., by sk_entity_index */
@@ -54,20 +55,6 @@ static void fail(struct req *r, int status, const char *code, const char *messag
     sk_buf_puts(&r->body, ",\"message\":");
     sk_buf_json_string(&r->body, message);
     sk_buf_putc(&r->body, '}');
-}
-
-static const struct hub_client *authenticate(const struct hub *h, const char *authorization)
-{
-    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return NULL;
-    const char *token = authorization + 7;
-    size_t len = strlen(token);
-    const struct hub_client *found = NULL;
-    for (size_t i = 0; i < h->n_clients; i++) /* every one compared: no early exit to time */
-        if (strlen(h->clients[i].token) == len &&
-            CRYPTO_memcmp(h->clients[i].token, token, len) == 0)
-            found = &h->clients[i];
-    return found;
 }
 
 static const struct sk_entity *served_by_path(const struct hub *h, const char *path, size_t len)
@@ -263,6 +250,16 @@ static void server_error(struct req *r, const struct sk_error *err)
     fail(r, 503, "unavailable", "the server cannot read its state now; try again");
 }
 
+/* The client's organisation scope as it is now (r->view.scope_sql, freed by on_request). */
+static bool scope_read(struct req *r, sqlite3 *db, struct sk_error *err)
+{
+    char *clause = hub_scope_clause(db, r->client, err);
+    r->view.scope_sql = clause;
+    if (!clause)
+        hub_reader_give(r->h, db);
+    return clause != NULL;
+}
+
 /*
  * One page of a list (e) or of deletedEntities (e NULL) after q: the body
  * opens with open, the rows come from fn, close ends the data member.
@@ -272,8 +269,9 @@ static void serve_page(struct req *r, const struct sk_entity *e, struct hub_quer
 {
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(r->h, &err);
-    if (!db)
+    if (!db || !scope_read(r, db, &err))
         return server_error(r, &err);
+    q->view = r->view;
     bool more;
     int64_t last_stamp = 0;
     char last_id[37] = "";
@@ -324,10 +322,11 @@ static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
         return fail(r, 400, "invalid_id", "the id is not a UUID");
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(r->h, &err);
-    if (!db)
+    if (!db || !scope_read(r, db, &err))
         return server_error(r, &err);
     char *doc = NULL;
-    int found = hub_store_get(db, e, id, &doc, &err);
+    /* Outside the client's organisations: 404 like an id never seen, never 403. */
+    int found = hub_store_get(db, e, id, &r->view, &doc, &err);
     hub_reader_give(r->h, db);
     if (found < 0)
         return server_error(r, &err);
@@ -366,29 +365,105 @@ static void route(struct req *r, const char *method, const char *url)
     list(r, e);
 }
 
+/* A request's body as it arrives (only POST /token reads one); freed by request_done. */
+#define MAX_BODY 8192
+struct upload {
+    struct sk_buf body;
+    bool too_big;
+};
+
+static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct upload *u = *con_cls;
+    if (u) {
+        if (u->body.p)
+            OPENSSL_cleanse(u->body.p, u->body.len); /* it may hold a client secret */
+        sk_buf_free(&u->body);
+        free(u);
+    }
+    *con_cls = NULL;
+}
+
+/* POST /token: no bearer token needed (RFC 6749 §4.4); the client is whoever it authenticates. */
+static void token_endpoint(struct req *r, const char *method, struct upload *u, bool *basic)
+{
+    r->route = "/token";
+    if (strcmp(method, "POST") != 0)
+        return fail(r, 405, "method_not_allowed", "only POST is served here");
+    const char *type = MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, "Content-Type");
+    if (u->too_big || !type || strncasecmp(type, "application/x-www-form-urlencoded", 33) != 0) {
+        r->status = 400;
+        sk_buf_puts(&r->body, "{\"error\":\"invalid_request\",\"error_description\":\"expected "
+                              "an application/x-www-form-urlencoded body of at most 8 KiB\"}");
+        return;
+    }
+    sk_buf_putc(&u->body, '\0');
+    u->body.len--;
+    r->status = hub_auth_token(
+        r->h, MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        u->body.p, &r->body, &r->client, basic);
+}
+
+/* Per client: requests, records, 4xx/5xx, latency (hub_sink.c shows them). */
+static const double latency_bounds_ms[HUB_LATENCY_BUCKETS] = {5, 10, 25, 50, 100, 250, 1000, 5000};
+
+static void count(const struct req *r, int64_t us)
+{
+    /* Counters only: atomics, so the client stays const everywhere else. */
+    struct hub_client_stats *st = (struct hub_client_stats *)&r->client->stats;
+    atomic_fetch_add(&st->requests, 1);
+    atomic_fetch_add(&st->records, (uint_fast64_t)(r->records > 0 ? r->records : 0));
+    if (r->status >= 400 && r->status < 500)
+        atomic_fetch_add(&st->status_4xx, 1);
+    else if (r->status >= 500)
+        atomic_fetch_add(&st->status_5xx, 1);
+    size_t b = 0;
+    while (b < HUB_LATENCY_BUCKETS && (double)us / 1000.0 > latency_bounds_ms[b])
+        b++;
+    atomic_fetch_add(&st->latency[b], 1);
+    atomic_fetch_add(&st->latency_sum_us, (uint_fast64_t)us);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
 {
     (void)version;
-    (void)upload;
     struct hub *h = cls;
     if (!*con_cls) { /* headers only so far */
-        *con_cls = h;
+        *con_cls = sk_calloc(1, sizeof(struct upload));
         return MHD_YES;
     }
-    if (*upload_size) { /* nothing here takes a body */
+    struct upload *u = *con_cls;
+    if (*upload_size) { /* only /token reads it; kept to MAX_BODY */
+        if (u->body.len + *upload_size > MAX_BODY)
+            u->too_big = true;
+        else
+            sk_buf_putn(&u->body, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
-    int64_t t0 = sk_mono_ms();
+    int64_t t0 = sk_now_us();
     struct req r = {.h = h, .c = c, .route = "(other)"};
-    r.client = authenticate(
-        h, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
-    if (!r.client)
-        fail(&r, 401, "unauthorized", "a valid bearer token is required");
-    else
-        route(&r, method, url);
+    bool expired = false, basic = false, bearer = false;
+    if (strcmp(url, "/token") == 0) {
+        token_endpoint(&r, method, u, &basic);
+    } else {
+        const char *authorization =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        bearer = authorization != NULL;
+        r.client = hub_auth_bearer(h, authorization, &expired);
+        r.view.client = r.client;
+        if (!r.client)
+            fail(&r, 401, "unauthorized",
+                 expired ? "the access token has expired" : "a valid bearer token is required");
+        else
+            route(&r, method, url);
+    }
     char logged[64];
     if (!r.route) {
         const struct sk_entity *e = served_by_path(h, url, (size_t)(strchr(url + 1, '/') - url));
@@ -396,18 +471,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     } else {
         snprintf(logged, sizeof(logged), "%s", r.route);
     }
+    int64_t us = sk_now_us() - t0;
+    if (r.client)
+        count(&r, us);
     sk_log(SK_LOG_INFO, h->name, "client %s: %s %s -> %d (%" PRId64 " records, %" PRId64 " ms)",
-           r.client ? r.client->name : "(none)", strcmp(method, "GET") == 0 ? "GET" : "other",
-           logged, r.status, r.records, sk_mono_ms() - t0);
+           r.client ? r.client->name : "(none)",
+           strcmp(method, "GET") == 0    ? "GET"
+           : strcmp(method, "POST") == 0 ? "POST"
+                                         : "other",
+           logged, r.status, r.records, us / 1000);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         r.body.len, r.body.p ? r.body.p : (void *)"", MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (r.status == 401)
-        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    if (strcmp(url, "/token") == 0)
+        MHD_add_response_header(resp, "Pragma", "no-cache"); /* RFC 6749 §5.1 */
+    if (r.status == 401) /* RFC 6749 §5.2 at /token, RFC 6750 §3 elsewhere */
+        MHD_add_response_header(resp, "WWW-Authenticate",
+                                strcmp(url, "/token") == 0 ? "Basic realm=\"skolsync\""
+                                : expired                  ? "Bearer error=\"invalid_token\", "
+                                                             "error_description=\"the access token expired\""
+                                : bearer                   ? "Bearer error=\"invalid_token\""
+                                                           : "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r.status, resp);
     MHD_destroy_response(resp);
+    if (r.body.p) /* an access token */
+        OPENSSL_cleanse(r.body.p, r.body.len);
     sk_buf_free(&r.body);
+    free((char *)r.view.scope_sql);
     return ret;
 }
 
@@ -513,11 +604,11 @@ int hub_http_start(struct hub *h, struct sk_error *err)
     else
         tls_opts[0].option = MHD_OPTION_END;
     if (fd >= 0)
-        h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                  mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
-                                  MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+        h->mhd = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+            MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+            MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_THREAD_POOL_SIZE,
+            (unsigned)conf->threads, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     free(cert);
     free_key(key);
     if (fd < 0)

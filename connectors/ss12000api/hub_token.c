@@ -162,3 +162,54 @@ out:
     free(payload);
     return res;
 }
+
+/* ---- access tokens (hub_auth.c) --------------------------------------------------- */
+
+/* The MAC of payload, NUL, bound: bound (a client's secret) is covered but never sent. */
+static void bound_mac(const struct hub *h, const char *payload, size_t len, const char *bound,
+                      uint8_t mac[MAC_LEN])
+{
+    struct sk_buf in = {0};
+    sk_buf_putn(&in, payload, len);
+    sk_buf_putc(&in, '\0');
+    sk_buf_puts(&in, bound);
+    mac_of(h, in.p, in.len, mac);
+    OPENSSL_cleanse(in.p, in.len);
+    sk_buf_free(&in);
+}
+
+char *hub_token_seal(const struct hub *h, const char *payload, const char *bound)
+{
+    uint8_t mac[MAC_LEN];
+    bound_mac(h, payload, strlen(payload), bound, mac);
+    struct sk_buf out = {0};
+    b64_encode(&out, (const uint8_t *)payload, strlen(payload));
+    sk_buf_putc(&out, '.');
+    b64_encode(&out, mac, MAC_LEN);
+    return sk_buf_take(&out);
+}
+
+char *hub_token_unseal(const struct hub *h, const char *token,
+                       const char *(*bound_of)(void *ctx, const char *payload), void *ctx)
+{
+    const char *dot = strchr(token, '.');
+    size_t len = strlen(token);
+    if (!dot || len > 1024)
+        return NULL;
+    size_t plen = (size_t)(dot - token), mlen = len - plen - 1;
+    uint8_t *payload = sk_malloc(plen + 1), mac[MAC_LEN + 3], want[MAC_LEN];
+    ssize_t n = b64_decode(token, plen, payload);
+    ssize_t m = mlen <= 44 ? b64_decode(dot + 1, mlen, mac) : -1;
+    const char *bound = NULL;
+    if (n >= 0 && m == MAC_LEN && !memchr(payload, '\0', (size_t)n)) {
+        payload[n] = '\0';
+        bound = bound_of(ctx, (const char *)payload);
+    }
+    if (bound) {
+        bound_mac(h, (const char *)payload, (size_t)n, bound, want);
+        if (CRYPTO_memcmp(mac, want, MAC_LEN) == 0)
+            return (char *)payload;
+    }
+    free(payload);
+    return NULL;
+}

@@ -24,8 +24,9 @@ struct skt_recs skt_hub_batch;
 static char *hub_yaml(const char *extra)
 {
     return skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\n"
-                   "clients: {lms: lms-token-0123456789, lib: lib-token-0123456789}\n"
-                   "client_entities: {lms: all, lib: 'Group, organisations'}\n%s",
+                   "clients:\n"
+                   "  lms: {token: lms-token-0123456789, entities: all}\n"
+                   "  lib: {token: lib-token-0123456789, entities: 'Group, organisations'}\n%s",
                    skt_hub_dir, extra ? extra : "");
 }
 

@@ -203,9 +203,8 @@ Test(ss12000_api_chain, a_skolsync_reading_the_hub_gets_what_the_server_has, .ti
     char *cfg_a = skt_fmt("%s/a.yaml", dir);
     char *text = skt_fmt("%ssources:\n%ssinks:\n  hub:\n    type: ss12000-api-sink\n"
                          "    listen: 127.0.0.1:0\n    state_dir: %s\n"
-                         "    protected_identities: allow\n"
-                         "    clients: {reader: '${env:SKT_HUB_TOKEN}'}\n"
-                         "    client_entities: {reader: all}\n",
+                         "    clients: {reader: {token: '${env:SKT_HUB_TOKEN}', entities: all,\n"
+                         "                       protected_identities: allow}}\n",
                          head, src, hub_dir);
     skt_write(cfg_a, text);
     free(text);
