@@ -21,22 +21,23 @@ char *skt_hub_ca_file; /* the certificate a TLS skt_hub is checked against, or N
 struct sk_sink *skt_hub;
 struct skt_recs skt_hub_batch;
 
-static char *hub_yaml(const char *extra)
+static const char *const default_clients =
+    "  lms: {token: lms-token-0123456789, entities: all}\n"
+    "  lib: {token: lib-token-0123456789, entities: 'Group, organisations'}\n";
+
+void skt_hub_open_clients(const char *clients, const char *extra)
 {
-    return skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\n"
-                   "clients:\n"
-                   "  lms: {token: lms-token-0123456789, entities: all}\n"
-                   "  lib: {token: lib-token-0123456789, entities: 'Group, organisations'}\n%s",
-                   skt_hub_dir, extra ? extra : "");
+    if (!skt_hub_dir)
+        skt_hub_dir = skt_tmpdir("hub");
+    char *yaml = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients:\n%s%s", skt_hub_dir,
+                         clients ? clients : default_clients, extra ? extra : "");
+    skt_hub = skt_sink_open("ss12000-api-sink", yaml, NULL, 0, "hub-incarnation");
+    free(yaml);
 }
 
 void skt_hub_open(const char *extra)
 {
-    if (!skt_hub_dir)
-        skt_hub_dir = skt_tmpdir("hub");
-    char *yaml = hub_yaml(extra);
-    skt_hub = skt_sink_open("ss12000-api-sink", yaml, NULL, 0, "hub-incarnation");
-    free(yaml);
+    skt_hub_open_clients(NULL, extra);
 }
 
 void skt_hub_finish(void)

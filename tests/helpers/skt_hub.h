@@ -25,6 +25,8 @@ extern struct skt_recs skt_hub_batch; /* records for the next skt_hub_apply */
 
 /* Opens the hub with extra YAML options appended (NULL: none). */
 void skt_hub_open(const char *extra);
+/* The same with other clients: the entries of clients:, each line indented by two spaces. */
+void skt_hub_open_clients(const char *clients, const char *extra);
 /* Closes it and frees everything above (a Criterion .fini). */
 void skt_hub_finish(void);
 /* Applies skt_hub_batch (every record must be APPLIED) and empties it. */
