@@ -290,6 +290,14 @@ void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e
 
 /* ---- sinks -------------------------------------------------------------- */
 
+/* A family of a sink's own metrics (sk_sink_ops.metrics). */
+struct sk_metric_family {
+    const char *name; /* "skolsync_hub_requests_total" */
+    const char *type; /* "counter", "gauge" or "histogram" */
+    const char *help; /* one line */
+};
+struct sk_buf;
+
 enum sk_outcome_kind {
     SK_APPLIED = 0, /* stored in the target (or nothing to do: stale version, missing row) */
     SK_RETRY,       /* not applied, try again later (the driver pauses and backs off) */
@@ -399,6 +407,17 @@ struct sk_sink_ops {
     void (*close)(struct sk_sink *self);
     /* Optional: `skolsync check --connect` (struct sk_probe, below). */
     void (*probe)(const void *conf, struct sk_probe *p);
+    /*
+     * Optional: figures of its own on the daemon's GET /metrics. The daemon
+     * prints each family of metric_families (ended by a NULL name) once, with
+     * its HELP and TYPE, then asks every open sink of this type for its
+     * samples: metrics(self, family index, out) appends lines "NAME{connector=
+     * \"<self->name>\",...} VALUE\n" (a histogram: NAME_bucket/_sum/_count).
+     * Runs on an HTTP thread, never during open or close: it may read only
+     * what another thread may (atomics), and must not block.
+     */
+    const struct sk_metric_family *metric_families;
+    void (*metrics)(struct sk_sink *self, size_t family, struct sk_buf *out);
 };
 
 /* ---- connection checks (skolsync check --connect) ----------------------- */

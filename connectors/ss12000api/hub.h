@@ -62,6 +62,7 @@ struct hub_conf {
 
 /* Per client, counted by the HTTP threads (hub_http.c), shown by hub_sink.c. */
 #define HUB_LATENCY_BUCKETS 8
+extern const double hub_latency_bounds_ms[HUB_LATENCY_BUCKETS]; /* upper bounds; +Inf implied */
 struct hub_client_stats {
     atomic_uint_fast64_t requests, records, status_4xx, status_5xx;
     atomic_uint_fast64_t latency[HUB_LATENCY_BUCKETS + 1]; /* not cumulative; last = +Inf */

@@ -409,7 +409,7 @@ static void token_endpoint(struct req *r, const char *method, struct upload *u, 
 }
 
 /* Per client: requests, records, 4xx/5xx, latency (hub_sink.c shows them). */
-static const double latency_bounds_ms[HUB_LATENCY_BUCKETS] = {5, 10, 25, 50, 100, 250, 1000, 5000};
+const double hub_latency_bounds_ms[HUB_LATENCY_BUCKETS] = {5, 10, 25, 50, 100, 250, 1000, 5000};
 
 static void count(const struct req *r, int64_t us)
 {
@@ -422,7 +422,7 @@ static void count(const struct req *r, int64_t us)
     else if (r->status >= 500)
         atomic_fetch_add(&st->status_5xx, 1);
     size_t b = 0;
-    while (b < HUB_LATENCY_BUCKETS && (double)us / 1000.0 > latency_bounds_ms[b])
+    while (b < HUB_LATENCY_BUCKETS && (double)us / 1000.0 > hub_latency_bounds_ms[b])
         b++;
     atomic_fetch_add(&st->latency[b], 1);
     atomic_fetch_add(&st->latency_sum_us, (uint_fast64_t)us);

@@ -11,6 +11,7 @@
  * hub_scope.c checks what they hold), or serve before the state is open.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -233,6 +234,52 @@ static const char *hub_target(struct sk_sink *self)
     return ((struct hub *)self->priv)->target;
 }
 
+/* ---- metrics per client (connector.h, sk_sink_ops.metrics) ------------------------------ */
+
+static const struct sk_metric_family hub_metric_families[] = {
+    {"skolsync_hub_requests_total", "counter", "Requests a client of the hub made"},
+    {"skolsync_hub_records_served_total", "counter", "Records the hub served a client"},
+    {"skolsync_hub_errors_total", "counter", "Answers 4xx and 5xx the hub gave a client"},
+    {"skolsync_hub_request_duration_seconds", "histogram", "Time the hub took to answer"},
+    {NULL, NULL, NULL},
+};
+
+static void hub_metrics(struct sk_sink *self, size_t family, struct sk_buf *out)
+{
+    const struct hub *h = self->priv;
+    const char *name = hub_metric_families[family].name;
+    for (size_t i = 0; h && i < h->n_clients; i++) {
+        const struct hub_client_stats *st = &h->clients[i].stats;
+        char labels[160];
+        snprintf(labels, sizeof(labels), "connector=\"%s\",client=\"%s\"", self->name,
+                 h->clients[i].name);
+        unsigned long long cum = 0;
+        switch (family) {
+        case 0:
+        case 1:
+            sk_buf_printf(out, "%s{%s} %llu\n", name, labels,
+                          (unsigned long long)atomic_load(family ? &st->records : &st->requests));
+            break;
+        case 2:
+            sk_buf_printf(out, "%s{%s,status=\"4xx\"} %llu\n%s{%s,status=\"5xx\"} %llu\n", name,
+                          labels, (unsigned long long)atomic_load(&st->status_4xx), name, labels,
+                          (unsigned long long)atomic_load(&st->status_5xx));
+            break;
+        default:
+            for (size_t b = 0; b <= HUB_LATENCY_BUCKETS; b++) {
+                cum += atomic_load(&st->latency[b]);
+                if (b < HUB_LATENCY_BUCKETS)
+                    sk_buf_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels,
+                                  hub_latency_bounds_ms[b] / 1000.0, cum);
+                else
+                    sk_buf_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, cum);
+            }
+            sk_buf_printf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels,
+                          (double)atomic_load(&st->latency_sum_us) / 1e6, name, labels, cum);
+        }
+    }
+}
+
 /* The hub stores persons in full; each client's own protected_identities (default minimal)
  * decides what it is served (hub_scope.c). */
 const struct sk_sink_ops ss12000_api_sink_ops = {
@@ -249,4 +296,6 @@ const struct sk_sink_ops ss12000_api_sink_ops = {
     .keys = hub_keys,
     .target = hub_target,
     .close = hub_close,
+    .metric_families = hub_metric_families,
+    .metrics = hub_metrics,
 };
