@@ -205,6 +205,8 @@ char *hub_token_unseal(const struct hub *h, const char *token,
  * privacy); -1 with err naming the client and option. */
 int hub_clients_build(struct hub *h, struct sk_error *err);
 void hub_clients_free(struct hub *h);
+/* Whether the sink consumes e (its entities: setting). */
+bool hub_consumes(const struct hub *h, const struct sk_entity *e);
 /* The client of that name, or NULL. */
 const struct hub_client *hub_client_by_name(const struct hub *h, const char *name);
 /* The state store's schema: hub_link (what each record belongs to). */

@@ -90,7 +90,7 @@ static bool client_name_ok(const char *name)
     return true;
 }
 
-static bool consumed(const struct hub *h, const struct sk_entity *e)
+bool hub_consumes(const struct hub *h, const struct sk_entity *e)
 {
     for (size_t i = 0; i < h->n_entities; i++)
         if (h->entities[i] == e)
@@ -115,7 +115,7 @@ static int read_entities(const struct hub *h, struct hub_client *c, const struct
             } else if (!e) {
                 rc = sk_error_set(err, SK_ERR_FATAL,
                                   "clients.%s.entities: \"%s\" is no entity type", c->name, t);
-            } else if (!consumed(h, e)) {
+            } else if (!hub_consumes(h, e)) {
                 rc = sk_error_set(err, SK_ERR_FATAL,
                                   "clients.%s.entities: %s is not among this sink's entities",
                                   c->name, e->name);

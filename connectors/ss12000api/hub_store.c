@@ -136,18 +136,10 @@ static int put_row(struct hub *h, const char *collection, const char *id, int64_
     return rc;
 }
 
-static bool consumes(const struct hub *h, const struct sk_entity *e)
-{
-    for (size_t i = 0; i < h->n_entities; i++)
-        if (h->entities[i] == e)
-            return true;
-    return false;
-}
-
 int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
 {
     struct hub *h = ctx;
-    if (!r->entity || !consumes(h, r->entity))
+    if (!r->entity || !hub_consumes(h, r->entity))
         return sk_error_set(err, SK_ERR_PERMANENT, "entity type %s is not one this hub serves",
                             r->entity ? r->entity->name : "(none)");
     if (r->key[0] == '\0')

@@ -27,24 +27,6 @@ __attribute__((noinline)) static char *curl(const char *url, const char *token)
     return out;
 }
 
-/* The port the hub logged it serves on, or 0. */
-static int hub_port(const char *log, int timeout_ms)
-{
-    char *cmd =
-        skt_fmt("sed -n 's#.*serving SS 12000 on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s", log);
-    int port = 0;
-    for (int waited = 0; waited < timeout_ms && port == 0; waited += 100) {
-        char *out = NULL;
-        skt_sh(cmd, 5, &out);
-        port = atoi(out);
-        free(out);
-        if (port == 0)
-            usleep(100000);
-    }
-    free(cmd);
-    return port;
-}
-
 Test(ss12000_api_metrics, per_client_figures_on_the_daemons_metrics, .timeout = 120)
 {
     char *dir = skt_tmpdir("hub-metrics");
@@ -58,7 +40,8 @@ Test(ss12000_api_metrics, per_client_figures_on_the_daemons_metrics, .timeout = 
     skt_write(cfg, text);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
     pid_t pid = skt_spawn(argv, log);
-    int admin = skt_logged_port(log, 30000), port = hub_port(log, 30000);
+    int admin = skt_logged_port(log, 30000),
+        port = skt_logged_port_after(log, "serving SS 12000 on", 30000);
     cr_assert(admin > 0 && port > 0, "no ports logged");
     char *groups = skt_fmt("http://127.0.0.1:%d/groups", port);
     char *persons = skt_fmt("http://127.0.0.1:%d/persons", port);
