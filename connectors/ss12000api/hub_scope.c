@@ -200,8 +200,14 @@ static int read_credentials(struct hub_client *c, const struct hub_client_conf *
     return 0;
 }
 
+static bool rules_ok(void); /* below, with the rules */
+
 int hub_clients_build(struct hub *h, struct sk_error *err)
 {
+    if (!rules_ok())
+        return sk_error_set(err, SK_ERR_FATAL,
+                            "a belongs rule names a kind the scope clause "
+                            "does not look up (a bug in hub_scope.c)");
     const struct sk_groupmap *m = &h->conf->clients;
     if (m->n == 0)
         return sk_error_set(err, SK_ERR_FATAL, "clients: at least one client is needed");
@@ -317,6 +323,22 @@ static const struct belongs_rule belongs_rules[] = {
     {"AggregatedAttendance", NULL, "persons", "student.id"},
 };
 #define N_RULES (sizeof(belongs_rules) / sizeof(belongs_rules[0]))
+/* The kinds of the rules above that name another record (the clause looks them up). */
+#define THROUGH_KINDS "'persons', 'activities', 'groups', 'placements'"
+
+/* Every rule through another record is looked up by the clause (a table bug otherwise). */
+static bool rules_ok(void)
+{
+    for (size_t i = 0; i < N_RULES; i++) {
+        const char *kind = belongs_rules[i].kind;
+        char quoted[40];
+        snprintf(quoted, sizeof(quoted), "'%s'", kind);
+        if (strcmp(kind, "org") != 0 && strcmp(kind, "parent") != 0 &&
+            !strstr(THROUGH_KINDS, quoted))
+            return false;
+    }
+    return true;
+}
 
 /* Types without a rule (Programme, Syllabus): catalogue data, seen by every client of the type. */
 static bool has_rules(const struct sk_entity *e)
@@ -514,12 +536,15 @@ char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error 
             sk_buf_printf(&open, "%s'%s'", open.len ? "," : "", sk_entities[i]->collection);
     /* Per row: an index lookup on hub_link(collection, id, ...), and for a link through
      * another record one more; the organisation list is a constant. */
+    const char *in = orgs.len ? orgs.p : "''";
     char *clause = sk_asprintf(
-        " AND (r.collection IN (%s) OR EXISTS (SELECT 1 FROM hub_link m WHERE m.collection = "
-        "r.collection AND m.id = r.id AND ((m.kind = 'org' AND m.target IN (%s)) OR (m.kind NOT "
-        "IN ('org', 'parent') AND EXISTS (SELECT 1 FROM hub_link t WHERE t.collection = m.kind "
-        "AND t.id = m.target AND t.kind = 'org' AND t.target IN (%s))))))",
-        open.len ? open.p : "''", orgs.len ? orgs.p : "''", orgs.len ? orgs.p : "''");
+        " AND (r.collection IN (%s)"
+        " OR EXISTS (SELECT 1 FROM hub_link m WHERE m.collection = r.collection AND m.id = r.id"
+        " AND m.kind = 'org' AND m.target IN (%s))"
+        " OR EXISTS (SELECT 1 FROM hub_link m JOIN hub_link t ON t.collection = m.kind AND t.id ="
+        " m.target AND t.kind = 'org' AND t.target IN (%s) WHERE m.collection = r.collection AND"
+        " m.id = r.id AND m.kind IN (%s)))",
+        open.len ? open.p : "''", in, in, THROUGH_KINDS);
     sk_buf_free(&orgs);
     sk_buf_free(&open);
     return clause;
