@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -197,4 +198,29 @@ char *skt_hub_ids(const cJSON *page)
         sk_buf_printf(&b, "%s%s", b.len ? "," : "", skt_hub_str(x, "id", NULL));
     }
     return sk_buf_take(&b);
+}
+
+struct skt_hub_log skt_hub_log_begin(void)
+{
+    struct skt_hub_log log = {.file = "/tmp/skt-hublog-XXXXXX"};
+    log.fd = mkstemp(log.file);
+    cr_assert(log.fd >= 0);
+    fflush(stderr);
+    log.saved = dup(STDERR_FILENO);
+    dup2(log.fd, STDERR_FILENO);
+    return log;
+}
+
+char *skt_hub_log_end(struct skt_hub_log *log)
+{
+    sk_sleep_ms(50); /* the request's line is written after its answer */
+    fflush(stderr);
+    dup2(log->saved, STDERR_FILENO);
+    close(log->saved);
+    close(log->fd);
+    size_t len;
+    char *text = sk_read_file(log->file, &len);
+    unlink(log->file);
+    cr_assert_not_null(text);
+    return text;
 }

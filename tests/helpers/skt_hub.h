@@ -50,6 +50,14 @@ cJSON *skt_hub_get_json(const char *path, const char *authorization, long want);
 /* GET that must answer want with an error in the spec's shape {code, message} and this code. */
 void skt_hub_assert_error(const char *path, const char *authorization, long want, const char *code);
 
+/* stderr (the log) into a file from begin to end; end returns what was logged (caller frees). */
+struct skt_hub_log {
+    char file[32];
+    int fd, saved;
+};
+struct skt_hub_log skt_hub_log_begin(void);
+char *skt_hub_log_end(struct skt_hub_log *log);
+
 /* A page's data member (fails without one), its pageToken (NULL on the last page). */
 const cJSON *skt_hub_data(const cJSON *page);
 const char *skt_hub_token(const cJSON *page);

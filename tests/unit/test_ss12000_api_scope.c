@@ -393,6 +393,14 @@ static char *access_token(struct answer a, int64_t want_expires_in)
     return bearer;
 }
 
+/* GET /groups with a bearer token, the body (caller frees). */
+static char *curl_get_quiet(const char *authorization)
+{
+    char *body = NULL;
+    cr_assert_eq(skt_hub_get("/groups", authorization, &body), 200);
+    return body;
+}
+
 Test(ss12000_api_scope, oauth2_client_credentials, .fini = skt_hub_finish, .timeout = 60)
 {
     skt_hub_open_clients(OAUTH_CLIENTS, "access_token_ttl: 1h\n");
@@ -429,6 +437,18 @@ Test(ss12000_api_scope, oauth2_client_credentials, .fini = skt_hub_finish, .time
     /* A static-token client has no client credentials. */
     expect_oauth_error(post_token("grant_type=client_credentials", "lms:lms-token-0123456789"), 401,
                        "invalid_client");
+    /* The log names the client, never its secret or the token it got. */
+    struct skt_hub_log log = skt_hub_log_begin();
+    char *t3 = access_token(
+        post_token("grant_type=client_credentials", "vendor-app:vendor-secret-0123456789"), 3600);
+    free(curl_get_quiet(t3));
+    char *logged = skt_hub_log_end(&log);
+    cr_assert_not_null(strstr(logged, "client vendor: POST /token -> 200"), "%s", logged);
+    cr_assert_not_null(strstr(logged, "client vendor: GET /groups -> 200"), "%s", logged);
+    cr_assert_null(strstr(logged, "vendor-secret"), "%s", logged);
+    cr_assert_null(strstr(logged, t3 + 7), "the access token was logged: %s", logged);
+    free(logged);
+    free(t3);
     /* GET /token is no way to ask. */
     cr_assert_eq(skt_hub_get("/token", NULL, NULL), 405);
     free(t1);

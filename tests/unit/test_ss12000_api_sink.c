@@ -312,23 +312,9 @@ Test(ss12000_api_sink, token_and_scope, .fini = skt_hub_finish, .timeout = 60)
 /* Runs a skt_hub_request with stderr in a file; returns what was logged (caller frees). */
 static char *logged_get(const char *path, const char *authorization)
 {
-    char file[] = "/tmp/skt-hublog-XXXXXX";
-    int fd = mkstemp(file);
-    cr_assert(fd >= 0);
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
+    struct skt_hub_log log = skt_hub_log_begin();
     skt_hub_get(path, authorization, NULL);
-    sk_sleep_ms(50);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    close(fd);
-    size_t len;
-    char *text = sk_read_file(file, &len);
-    unlink(file);
-    cr_assert_not_null(text);
-    return text;
+    return skt_hub_log_end(&log);
 }
 
 Test(ss12000_api_sink, request_log_names_client_not_data, .fini = skt_hub_finish, .timeout = 60)
