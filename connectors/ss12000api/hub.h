@@ -218,6 +218,9 @@ int hub_scope_put(struct hub *h, const struct sk_entity *e, const char *id, cons
 int hub_scope_removed(struct hub *h, const struct sk_entity *e, const char *id,
                       struct sk_error *err);
 int hub_scope_purge(struct hub *h, int64_t before_us, struct sk_error *err);
+/* At open: a state from before scopes (or of other rules) gets its links made from the stored
+ * documents, in one transaction. */
+int hub_scope_load(struct hub *h, struct sk_error *err);
 /* The clause that limits hub_rows r to what c may see: "" for a client without organisations;
  * malloc'ed; NULL with err. */
 char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err);

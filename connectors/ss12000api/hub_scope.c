@@ -489,6 +489,70 @@ int hub_scope_purge(struct hub *h, int64_t before_us, struct sk_error *err)
                    NULL, NULL, before_us, err);
 }
 
+/* ---- links made again --------------------------------------------------------------- */
+
+/* The rules' version: a hub whose links were made under another (or none) makes them again. */
+#define LINKS_VERSION 1
+
+struct rebuild {
+    struct hub *h;
+    const struct sk_entity *e;
+    int rc;
+    struct sk_error *err;
+};
+
+static void rebuild_one(void *ctx, const char *key, const char *doc)
+{
+    struct rebuild *rb = ctx;
+    cJSON *j = rb->rc == 0 && doc ? cJSON_Parse(doc) : NULL;
+    if (j)
+        rb->rc = hub_scope_put(rb->h, rb->e, key, j, rb->err);
+    cJSON_Delete(j);
+}
+
+static int64_t links_version(struct hub *h)
+{
+    sqlite3_stmt *q;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(sk_state_db(h->state),
+                           "SELECT value FROM hub_meta WHERE key = 'links_version'", -1, &q,
+                           NULL) != SQLITE_OK)
+        return 0;
+    if (sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+int hub_scope_load(struct hub *h, struct sk_error *err)
+{
+    if (links_version(h) == LINKS_VERSION)
+        return 0;
+    if (sk_state_begin(h->state, err) < 0)
+        return -1;
+    /* Tombstones keep the links they had: their documents are gone. */
+    int rc = sk_state_exec(h->state,
+                           "DELETE FROM hub_link WHERE (src_coll, src_id) NOT IN (SELECT "
+                           "collection, id FROM hub_rows WHERE deleted_us IS NOT NULL)",
+                           err);
+    for (size_t i = 0; rc == 0 && i < h->n_entities; i++) {
+        struct rebuild rb = {h, h->entities[i], 0, err};
+        rc = sk_state_keys(h->state, h->entities[i]->collection, rebuild_one, &rb, err);
+        if (rc == 0)
+            rc = rb.rc;
+    }
+    if (rc == 0)
+        rc = run_sql(h, "INSERT OR REPLACE INTO hub_meta(key, value) VALUES('links_version', ?1)",
+                     NULL, NULL, LINKS_VERSION, err);
+    if (rc == 0 && sk_state_commit(h->state, err) == 0) {
+        sk_log(SK_LOG_INFO, h->name, "made what each record belongs to anew (scopes version %d)",
+               LINKS_VERSION);
+        return 0;
+    }
+    sk_state_rollback(h->state);
+    return -1;
+}
+
 /* ---- the read side ---------------------------------------------------------------- */
 
 /* 'a','b',... of the client's organisations and all their descendants now; -1 with err. */

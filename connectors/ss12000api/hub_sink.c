@@ -188,7 +188,8 @@ static int hub_open(struct sk_sink *self, struct sk_error *err)
                               .schema_ctx = h};
     h->state = sk_state_open(&o, err);
     free(collections);
-    if (!h->state || hub_store_load(h, err) < 0 || hub_http_start(h, err) < 0)
+    if (!h->state || hub_store_load(h, err) < 0 || hub_scope_load(h, err) < 0 ||
+        hub_http_start(h, err) < 0)
         goto fail;
     return 0;
 fail:

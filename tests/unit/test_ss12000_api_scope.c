@@ -13,6 +13,7 @@
  *                   numbers, private e-mail, ...) or its types (403)
  *   privacy         per client: protected persons minimal, absent or in
  *                   full; drop_fields
+ *   upgrade         a state from before scopes gets its links at open
  *   tokens          a wrong token 401; OAuth2 client credentials at
  *                   POST /token: good, wrong secret, wrong grant, Basic and
  *                   form credentials, an expired access token 401
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <sqlite3.h>
 
 #include "buf.h"
 #include "ss12000api/hub.h"
@@ -209,6 +211,28 @@ Test(ss12000_api_scope, descendants_follow_a_moved_unit, .fini = skt_hub_finish,
     skt_hub_apply();
     expect_list("/groups", SA, GRA "," GRB);
     expect_list("/persons", SA, PA "," PB "," TA "," GA);
+}
+
+/* A state from before scopes (no links) gets them at open, from the stored documents. */
+Test(ss12000_api_scope, links_are_made_at_open_for_an_older_state, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open_clients(scoped_clients, NULL);
+    two_schools();
+    skt_sink_drop(&skt_hub);
+    char *db_path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "DELETE FROM hub_link; DELETE FROM hub_meta WHERE key = "
+                              "'links_version'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    free(db_path);
+    skt_hub_open_clients(scoped_clients, NULL);
+    expect_list("/persons", SA, PA "," TA "," GA);
+    expect_list("/calendarEvents", SA, CEA);
 }
 
 /* ---- attribute groups and privacy per client ------------------------------------------- */
