@@ -297,6 +297,7 @@ struct sk_metric_family {
     const char *help; /* one line */
 };
 struct sk_buf;
+struct cJSON;
 
 enum sk_outcome_kind {
     SK_APPLIED = 0, /* stored in the target (or nothing to do: stale version, missing row) */
@@ -418,6 +419,10 @@ struct sk_sink_ops {
      */
     const struct sk_metric_family *metric_families;
     void (*metrics)(struct sk_sink *self, size_t family, struct sk_buf *out);
+    /* Optional: members of its own added to its object in the status API
+     * (GET /api/v1/connectors, the status page), under the same rules as
+     * metrics; no secret and no personal data. */
+    void (*status)(struct sk_sink *self, struct cJSON *out);
 };
 
 /* ---- connection checks (skolsync check --connect) ----------------------- */

@@ -281,6 +281,25 @@ static void hub_metrics(struct sk_sink *self, size_t family, struct sk_buf *out)
     }
 }
 
+/* The status API: per client how it authenticates, its scope and its counters (no secret). */
+static void hub_status(struct sk_sink *self, cJSON *out)
+{
+    const struct hub *h = self->priv;
+    cJSON *arr = cJSON_AddArrayToObject(out, "clients");
+    for (size_t i = 0; h && i < h->n_clients; i++) {
+        const struct hub_client *c = &h->clients[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", c->name);
+        cJSON_AddStringToObject(o, "auth", c->token ? "token" : "oauth2");
+        cJSON_AddNumberToObject(o, "organisations", (double)c->n_orgs); /* 0: all */
+        cJSON_AddNumberToObject(o, "requests", (double)atomic_load(&c->stats.requests));
+        cJSON_AddNumberToObject(o, "records", (double)atomic_load(&c->stats.records));
+        cJSON_AddNumberToObject(o, "errors_4xx", (double)atomic_load(&c->stats.status_4xx));
+        cJSON_AddNumberToObject(o, "errors_5xx", (double)atomic_load(&c->stats.status_5xx));
+        cJSON_AddItemToArray(arr, o);
+    }
+}
+
 /* The hub stores persons in full; each client's own protected_identities (default minimal)
  * decides what it is served (hub_scope.c). */
 const struct sk_sink_ops ss12000_api_sink_ops = {
@@ -299,4 +318,5 @@ const struct sk_sink_ops ss12000_api_sink_ops = {
     .close = hub_close,
     .metric_families = hub_metric_families,
     .metrics = hub_metrics,
+    .status = hub_status,
 };

@@ -65,6 +65,16 @@ Test(ss12000_api_metrics, per_client_figures_on_the_daemons_metrics, .timeout = 
     cr_assert(family && !strstr(family + 1, "# TYPE skolsync_hub_requests_total"), "once: %s", m);
     cr_assert_null(strstr(m, "lms-token"), "a token on /metrics");
     free(m);
+    /* The status API: per client its kind of credentials, scope and counters, no secret. */
+    char *api = skt_fmt("http://127.0.0.1:%d/api/v1/connectors", admin);
+    char *status = curl(api, NULL);
+    cr_assert_not_null(strstr(status, "\"clients\":[{\"name\":\"lms\",\"auth\":\"token\","
+                                      "\"organisations\":0,\"requests\":2,"),
+                       "%s", status);
+    cr_assert_not_null(strstr(status, "\"name\":\"lib\""), "%s", status);
+    cr_assert_null(strstr(status, "token-0123456789"), "a token in the status API: %s", status);
+    free(status);
+    free(api);
     kill(pid, SIGTERM);
     cr_assert_eq(skt_wait(pid, 30000), 0);
     free(metrics_url);
