@@ -6,8 +6,11 @@
  * The parts, one file each: hub_sink.c (options, open/close, apply on the
  * sink's thread), hub_store.c (the hub's own tables next to the shared state
  * store's: change stamps, created times, tombstones, the token secret; and
- * the read queries the HTTP threads run), hub_token.c (page tokens),
- * hub_http.c (the server: authentication, routing, answers, request log).
+ * the read queries the HTTP threads run), hub_token.c (page tokens, sealed
+ * access tokens), hub_auth.c (bearer tokens, POST /token), hub_scope.c
+ * (clients, attribute groups, what each record belongs to, the organisation
+ * clause, hub_client_sees), hub_http.c (the server: routing, answers,
+ * request log, counters).
  *
  * Threads: apply runs on the sink's thread and writes through the state
  * store's connection; requests run on libmicrohttpd's threads, each reading

@@ -1,16 +1,19 @@
 /*
  * hub_http.c: the hub's HTTP server (libmicrohttpd on a listen address of
- * its own): who is asking (bearer tokens), what they may read (the entity
- * types of their scope), the SS 12000 list, by-id and deletedEntities
- * answers, errors in the spec's {code, message} shape, and one log line per
+ * its own): routing (POST /token to hub_auth.c, everything else after the
+ * bearer token was checked there), what a client may read (the entity
+ * types of its scope; its organisations and attribute groups through
+ * hub_scope.c), the SS 12000 list, by-id and deletedEntities answers, errors
+ * in the spec's {code, message} shape, one log line and the counters per
  * request.
  *
  * Owns: the listen check (plain HTTP only on a loopback address; anything
- * else needs tls_cert and tls_key), authentication, the scope check before
- * any read, query parsing. Must never: log a token, a query value or a
- * document (personal data: civic numbers, names), ignore a filter it does not
- * implement (a client asking civicNo=... would get every person: 400
- * instead), or answer a request without a valid token with anything but 401.
+ * else needs tls_cert and tls_key), the type check before any read, query
+ * parsing, request bodies (only /token reads one, at most 8 KiB). Must
+ * never: log a token, a secret, a query value or a document (personal data:
+ * civic numbers, names), ignore a filter it does not implement (a client
+ * asking civicNo=... would get every person: 400 instead), or answer a
+ * request without a valid token with anything but 401.
  */
 #include <arpa/inet.h>
 #include <errno.h>
