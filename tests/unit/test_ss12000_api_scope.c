@@ -151,6 +151,30 @@ static void expect_list(const char *path, const char *authorization, const char 
 
 #define SA "Bearer school-a-token-0123456789"
 
+/* Pages of one through path's page tokens: the ids served, in order; caller frees. */
+static char *walked(const char *path, const char *authorization)
+{
+    struct sk_buf all = {0};
+    char *next = skt_fmt("%s?limit=1", path);
+    for (int pages = 0; next && pages < 50; pages++) {
+        cJSON *page = skt_hub_get_json(next, authorization, 200);
+        char *ids = skt_hub_ids(page);
+        if (*ids)
+            sk_buf_printf(&all, "%s%s", all.len ? "," : "", ids);
+        free(ids);
+        free(next);
+        next = NULL;
+        if (skt_hub_token(page)) {
+            char *t = skt_hub_escape(skt_hub_token(page));
+            next = skt_fmt("%s?limit=1&pageToken=%s", path, t);
+            free(t);
+        }
+        cJSON_Delete(page);
+    }
+    cr_assert_null(next, "more than 50 pages");
+    return all.p ? sk_buf_take(&all) : sk_strdup("");
+}
+
 Test(ss12000_api_scope, a_school_client_sees_exactly_its_school, .fini = skt_hub_finish,
      .timeout = 60)
 {
@@ -166,6 +190,10 @@ Test(ss12000_api_scope, a_school_client_sees_exactly_its_school, .fini = skt_hub
     expect_list("/groups", SA, GRA);
     expect_list("/activities", SA, ACTA);
     expect_list("/calendarEvents", SA, CEA);
+    /* Paging through the scope: each of its persons once, in the hub's order. */
+    char *paged = walked("/persons", SA);
+    cr_assert_str_eq(paged, PA "," TA "," GA, "%s", paged);
+    free(paged);
     /* By id: what is not the client's is not found, never forbidden. */
     skt_hub_assert_error("/persons/" PB, SA, 404, "not_found");
     skt_hub_assert_error("/groups/" GRB, SA, 404, "not_found");
