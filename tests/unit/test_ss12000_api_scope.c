@@ -222,6 +222,9 @@ Test(ss12000_api_scope, a_school_client_sees_exactly_its_school, .fini = skt_hub
     cr_assert_str_eq(text, "{\"persons\":[\"" PA "\"],\"duties\":[\"" DA "\"]}", "%s", text);
     free(text);
     cJSON_Delete(del);
+    /* A webhook about a deletion goes to whom the record belonged to. */
+    cr_assert(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PA));
+    cr_assert_not(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PB));
     del = skt_hub_get_json("/deletedEntities?entities=Person", LMS, 200);
     text = cJSON_PrintUnformatted(skt_hub_data(del));
     cr_assert_str_eq(text, "{\"persons\":[\"" PA "\",\"" PB "\"]}", "%s", text);
