@@ -101,6 +101,7 @@ enum sk_opt_type {
     SK_OPT_MAP,      /* struct sk_strmap; a YAML map of scalars (e.g. librdkafka properties) */
     SK_OPT_GROUP,    /* a nested map validated by .sub into the struct at .offset */
     SK_OPT_ENUM,     /* char *, one of .choices (a NULL-terminated list) */
+    SK_OPT_GROUPS,   /* struct sk_groupmap; a map of name -> a group validated by .sub */
 };
 
 struct sk_strlist {
@@ -115,6 +116,13 @@ struct sk_strmap {
     size_t n;
 };
 
+/* SK_OPT_GROUPS: names in file order, each with a struct of .sub_size bytes filled by .sub. */
+struct sk_groupmap {
+    char **keys;
+    void *items; /* n structs of .sub_size bytes; sk_groupmap_at() */
+    size_t n;
+};
+
 struct sk_option {
     const char *name;
     enum sk_opt_type type;
@@ -122,7 +130,8 @@ struct sk_option {
     bool required;
     const char *help;            /* one line, printed by `skolsync connectors TYPE` */
     size_t offset;               /* offsetof(the connector's conf struct, field) */
-    const struct sk_option *sub; /* SK_OPT_GROUP: the nested table */
+    const struct sk_option *sub; /* SK_OPT_GROUP, SK_OPT_GROUPS: the nested table */
+    size_t sub_size;             /* SK_OPT_GROUPS: sizeof the struct .sub fills */
     const char *const *choices;  /* SK_OPT_ENUM */
     int64_t min, max;            /* SK_OPT_INT/DURATION/SIZE bounds when max > min */
 };
@@ -138,6 +147,8 @@ struct sk_option {
 int sk_options_apply(const struct sk_option *table, const struct sk_cnode *map, void *conf,
                      struct sk_config_errors *errs);
 void sk_options_free(const struct sk_option *table, void *conf);
+/* The i-th group of an SK_OPT_GROUPS option (opt: its row, for the size). */
+void *sk_groupmap_at(const struct sk_groupmap *m, const struct sk_option *opt, size_t i);
 
 /* Value parsers (also used by the core for its own keys). 0 on success. */
 int sk_parse_duration_ms(const char *text, int64_t *out);

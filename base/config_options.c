@@ -52,6 +52,8 @@ static const char *expected_phrase(enum sk_opt_type type)
         return "a map of options";
     case SK_OPT_ENUM:
         return "one of the listed choices";
+    case SK_OPT_GROUPS:
+        return "a map of name: {options}";
     case SK_OPT_END:
         break;
     }
@@ -241,7 +243,8 @@ static void report_conv(struct sk_config_errors *errs, const struct sk_cnode *no
 
 static bool is_scalar_type(enum sk_opt_type type)
 {
-    return type != SK_OPT_LIST && type != SK_OPT_MAP && type != SK_OPT_GROUP;
+    return type != SK_OPT_LIST && type != SK_OPT_MAP && type != SK_OPT_GROUP &&
+           type != SK_OPT_GROUPS;
 }
 
 /* One scalar item of a list or map; false (reported) if it is not a usable scalar. */
@@ -307,10 +310,36 @@ static bool reference_refused(const struct sk_option *opt, const struct sk_cnode
     bool any = node->secret;
     for (size_t i = 0; i < node->n_kids && !any; i++)
         any = node->kids[i]->secret;
-    if (!any || opt->type == SK_OPT_SECRET || opt->type == SK_OPT_MAP || opt->type == SK_OPT_GROUP)
+    if (!any || opt->type == SK_OPT_SECRET || opt->type == SK_OPT_MAP ||
+        opt->type == SK_OPT_GROUP || opt->type == SK_OPT_GROUPS)
         return false;
     sk_config_errors_add(errs, node, MSG_REFERENCE);
     return true;
+}
+
+void *sk_groupmap_at(const struct sk_groupmap *m, const struct sk_option *opt, size_t i)
+{
+    return (char *)m->items + i * opt->sub_size;
+}
+
+/* Each entry of node (name: {options}) validated by opt->sub into a struct of its own. */
+static void set_groups(const struct sk_option *opt, const struct sk_cnode *node,
+                       struct sk_groupmap *m, struct sk_config_errors *errs)
+{
+    m->keys = sk_calloc(node->n_kids, sizeof(*m->keys));
+    m->items = sk_calloc(node->n_kids ? node->n_kids : 1, opt->sub_size);
+    for (size_t i = 0; i < node->n_kids; i++) {
+        const struct sk_cnode *kid = node->kids[i];
+        void *item = sk_groupmap_at(m, opt, m->n);
+        m->keys[m->n++] = sk_strdup(kid->key);
+        if (kid->kind != SK_CNODE_MAP) {
+            sk_config_errors_add(errs, kid, "got %s (expected a map of options)",
+                                 sk_cnode_kind_phrase(kid));
+            apply_table(opt->sub, NULL, item, errs, kid, "", false);
+            continue;
+        }
+        apply_table(opt->sub, kid, item, errs, kid, "", true);
+    }
 }
 
 /* Fills one option from its node. */
@@ -328,6 +357,15 @@ static void set_from_node(const struct sk_option *opt, const struct sk_cnode *no
             return;
         }
         apply_table(opt->sub, node, dst, errs, node, "", true);
+        return;
+    }
+    if (opt->type == SK_OPT_GROUPS) {
+        if (node->kind != SK_CNODE_MAP) {
+            sk_config_errors_add(errs, node, "got %s (expected %s)", sk_cnode_kind_phrase(node),
+                                 expected_phrase(opt->type));
+            return;
+        }
+        set_groups(opt, node, dst, errs);
         return;
     }
     if (opt->type == SK_OPT_LIST) {
@@ -511,6 +549,17 @@ void sk_options_free(const struct sk_option *table, void *conf)
         case SK_OPT_GROUP:
             sk_options_free(opt->sub, dst);
             break;
+        case SK_OPT_GROUPS: {
+            struct sk_groupmap *m = dst;
+            for (size_t i = 0; i < m->n; i++) {
+                free(m->keys[i]);
+                sk_options_free(opt->sub, sk_groupmap_at(m, opt, i));
+            }
+            free(m->keys);
+            free(m->items);
+            memset(m, 0, sizeof(*m));
+            break;
+        }
         default:
             break;
         }

@@ -179,6 +179,8 @@ const char *sk_opt_type_name(enum sk_opt_type type)
         return "group";
     case SK_OPT_ENUM:
         return "enum";
+    case SK_OPT_GROUPS:
+        return "groups";
     }
     return "unknown";
 }

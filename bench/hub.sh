@@ -133,9 +133,7 @@ sinks:
     listen: 127.0.0.1:$HUB_PORT
     state_dir: $WORK/hub-state
     clients:
-      bench: $TOKEN
-    client_entities:
-      bench: all
+      bench: {token: $TOKEN, entities: all}
     max_limit: $LIMIT
 EOF
 }

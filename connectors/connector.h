@@ -290,6 +290,15 @@ void sk_source_count_bad_again(struct sk_source *self, const struct sk_entity *e
 
 /* ---- sinks -------------------------------------------------------------- */
 
+/* A family of a sink's own metrics (sk_sink_ops.metrics). */
+struct sk_metric_family {
+    const char *name; /* "skolsync_hub_requests_total" */
+    const char *type; /* "counter", "gauge" or "histogram" */
+    const char *help; /* one line */
+};
+struct sk_buf;
+struct cJSON;
+
 enum sk_outcome_kind {
     SK_APPLIED = 0, /* stored in the target (or nothing to do: stale version, missing row) */
     SK_RETRY,       /* not applied, try again later (the driver pauses and backs off) */
@@ -359,7 +368,7 @@ struct sk_sink_ops {
     enum sk_sink_target target_kind;
     const struct sk_option *options;
     size_t conf_size;
-    /* Privacy defaults of this sink type (daemon/privacy.h); a sink's
+    /* Privacy defaults of this sink type (proto/privacy.h); a sink's
      * drop_fields / protected_identities settings override them.
      * NULL: keep every field / "allow". */
     const char *const *default_drop_fields; /* NULL-terminated */
@@ -399,6 +408,21 @@ struct sk_sink_ops {
     void (*close)(struct sk_sink *self);
     /* Optional: `skolsync check --connect` (struct sk_probe, below). */
     void (*probe)(const void *conf, struct sk_probe *p);
+    /*
+     * Optional: figures of its own on the daemon's GET /metrics. The daemon
+     * prints each family of metric_families (ended by a NULL name) once, with
+     * its HELP and TYPE, then asks every open sink of this type for its
+     * samples: metrics(self, family index, out) appends lines "NAME{connector=
+     * \"<self->name>\",...} VALUE\n" (a histogram: NAME_bucket/_sum/_count).
+     * Runs on an HTTP thread, never during open or close: it may read only
+     * what another thread may (atomics), and must not block.
+     */
+    const struct sk_metric_family *metric_families;
+    void (*metrics)(struct sk_sink *self, size_t family, struct sk_buf *out);
+    /* Optional: members of its own added to its object in the status API
+     * (GET /api/v1/connectors, the status page), under the same rules as
+     * metrics; no secret and no personal data. */
+    void (*status)(struct sk_sink *self, struct cJSON *out);
 };
 
 /* ---- connection checks (skolsync check --connect) ----------------------- */

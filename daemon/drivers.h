@@ -74,6 +74,7 @@ struct sk_sink_env {
     char *group;               /* its consumer group (names.h) */
     struct sk_privacy privacy; /* resolved from settings and the type's defaults */
     bool once;                 /* --once: the run ends when the sink is drained */
+    bool open;                 /* runner.mu: open, so /metrics may ask it (ops->metrics) */
 };
 
 /*

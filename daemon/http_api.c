@@ -157,6 +157,10 @@ static cJSON *runner_json(struct sk_runner *r, bool details)
     if (snk) {
         cJSON_AddStringToObject(o, "group", snk->group);
         cJSON_AddNumberToObject(o, "partitions", atomic_load(&r->partitions));
+        pthread_mutex_lock(&r->mu); /* never during open or close (supervisor.c) */
+        if (snk->open && snk->sink.ops->status)
+            snk->sink.ops->status(&snk->sink, o);
+        pthread_mutex_unlock(&r->mu);
     }
     return o;
 }

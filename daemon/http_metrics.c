@@ -104,6 +104,35 @@ static void lag_metrics(struct sk_daemon *d, struct sk_buf *t)
     cJSON_Delete(rep);
 }
 
+/* The families of sinks' own metrics (sk_sink_ops.metrics), each once, from every open sink. */
+static void sink_metrics(struct sk_daemon *d, struct sk_buf *t)
+{
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_sink_env *first = sk_as_sink(d->conns[i]);
+        if (!first || !first->sink.ops->metrics || !first->sink.ops->metric_families)
+            continue;
+        const struct sk_sink_ops *ops = first->sink.ops;
+        bool seen = false; /* an earlier sink of this type printed the families */
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = sk_as_sink(d->conns[k]) && sk_as_sink(d->conns[k])->sink.ops == ops;
+        if (seen)
+            continue;
+        for (size_t f = 0; ops->metric_families[f].name; f++) {
+            const struct sk_metric_family *m = &ops->metric_families[f];
+            sk_buf_printf(t, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, m->type);
+            for (size_t k = i; k < d->n_conns; k++) {
+                struct sk_sink_env *s = sk_as_sink(d->conns[k]);
+                if (!s || s->sink.ops != ops)
+                    continue;
+                pthread_mutex_lock(&s->runner.mu);
+                if (s->open)
+                    ops->metrics(&s->sink, f, t);
+                pthread_mutex_unlock(&s->runner.mu);
+            }
+        }
+    }
+}
+
 /* The entity types of sources that fail or are skipped (sk_source_set_type_error/_skipped). */
 static void type_metrics(struct sk_daemon *d, struct sk_buf *t)
 {
@@ -226,6 +255,7 @@ void sk_http_api_metrics(void *ctx, const struct sk_http_request *req,
                           (unsigned long long)atomic_load(&src->held));
     }
     type_metrics(d, &t);
+    sink_metrics(d, &t);
     sk_buf_printf(
         &t,
         "# HELP skolsync_kafka_queued_messages Messages waiting in a connector's Kafka client "

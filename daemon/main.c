@@ -28,25 +28,26 @@
 
 static void usage_main(FILE *out)
 {
-    fprintf(out, "usage: skolsync COMMAND [OPTIONS]\n"
-                 "\n"
-                 "Keeps SS 12000 school data in sync through Kafka.\n"
-                 "\n"
-                 "commands:\n"
-                 "  run -c FILE [--once]   run the sources and sinks of a configuration\n"
-                 "  check -c FILE [--connect]  validate a configuration (and reach its systems)\n"
-                 "  connectors [TYPE]      list connector types, or one type's options\n"
-                 "  status [-c FILE] [--json]  the running daemon's connectors and lag\n"
-                 "  pause NAME [-c FILE]   stop one connector of the running daemon fetching\n"
-                 "  resume NAME [-c FILE]  take a paused connector up again\n"
-                 "  restart NAME [-c FILE] close and open one connector again\n"
-                 "  release SOURCE -c FILE publish held deletions (--list, --ids, --type, --reject)\n"
-                 "  dlq list|replay -c FILE  list dead letters, or re-inject them after a fix\n"
-                 "  lag [-c FILE|--brokers B] consumer lag per group and partition, with a status\n"
-                 "  version                print versions\n"
-                 "\n"
-                 "`skolsync COMMAND --help` describes a command. Exit codes: 0 success,\n"
-                 "1 runtime failure, 2 invalid configuration, 64 bad command line.\n");
+    fprintf(out,
+            "usage: skolsync COMMAND [OPTIONS]\n"
+            "\n"
+            "Keeps SS 12000 school data in sync through Kafka.\n"
+            "\n"
+            "commands:\n"
+            "  run -c FILE [--once]   run the sources and sinks of a configuration\n"
+            "  check -c FILE [--connect]  validate a configuration (and reach its systems)\n"
+            "  connectors [TYPE]      list connector types, or one type's options\n"
+            "  status [-c FILE] [--json]  the running daemon's connectors and lag\n"
+            "  pause NAME [-c FILE]   stop one connector of the running daemon fetching\n"
+            "  resume NAME [-c FILE]  take a paused connector up again\n"
+            "  restart NAME [-c FILE] close and open one connector again\n"
+            "  release SOURCE -c FILE publish held deletions (--list, --ids, --type, --reject)\n"
+            "  dlq list|replay -c FILE  list dead letters, or re-inject them after a fix\n"
+            "  lag [-c FILE|--brokers B] consumer lag per group and partition, with a status\n"
+            "  version                print versions\n"
+            "\n"
+            "`skolsync COMMAND --help` describes a command. Exit codes: 0 success,\n"
+            "1 runtime failure, 2 invalid configuration, 64 bad command line.\n");
 }
 
 static void usage_run(FILE *out)
@@ -193,9 +194,9 @@ static void print_options(const struct sk_option *t, const char *prefix)
                 printf(" %s", *c);
             printf("\n");
         }
-        if (t->type == SK_OPT_GROUP && t->sub) {
+        if ((t->type == SK_OPT_GROUP || t->type == SK_OPT_GROUPS) && t->sub) {
             char sub[192];
-            snprintf(sub, sizeof(sub), "%s.", name);
+            snprintf(sub, sizeof(sub), "%s.%s", name, t->type == SK_OPT_GROUPS ? "<name>." : "");
             print_options(t->sub, sub);
         }
     }

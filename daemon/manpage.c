@@ -100,6 +100,11 @@ static void write_table(FILE *out, const struct sk_option *table, const char *pr
             char sub[sizeof(name) + 2];
             snprintf(sub, sizeof(sub), "%s.", name);
             write_table(out, o->sub, sub);
+        } else if (o->type == SK_OPT_GROUPS && o->sub) {
+            write_option(out, o, name); /* the map itself, then what each entry takes */
+            char sub[sizeof(name) + 16];
+            snprintf(sub, sizeof(sub), "%s.<name>.", name);
+            write_table(out, o->sub, sub);
         } else {
             write_option(out, o, name);
         }

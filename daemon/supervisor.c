@@ -112,6 +112,14 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
     return &env->runner;
 }
 
+/* Whether /metrics may ask the sink for its own figures (http_metrics.c). */
+static void sink_set_open(struct sk_sink_env *snk, bool open)
+{
+    pthread_mutex_lock(&snk->runner.mu);
+    snk->open = open;
+    pthread_mutex_unlock(&snk->runner.mu);
+}
+
 /* Opens the connector (its own connection to its system). */
 int sk_conn_open(struct sk_runner *r)
 {
@@ -131,6 +139,8 @@ int sk_conn_open(struct sk_runner *r)
         sk_runner_set_error(r, err.msg);
         sk_runner_set_state(r, SK_STATE_FAILED);
     }
+    if (rc == 0 && snk)
+        sink_set_open(snk, true);
     return rc;
 }
 
@@ -144,6 +154,8 @@ static void conn_close(struct sk_runner *r)
         sk_http_unroute_owner(src->http, &src->source);
     if (src && src->source.priv)
         src->source.ops->close(&src->source);
+    if (snk)
+        sink_set_open(snk, false); /* waits for a /metrics call that is asking it */
     if (snk && snk->sink.priv)
         snk->sink.ops->close(&snk->sink);
     if (src)

@@ -6,8 +6,11 @@
  * The parts, one file each: hub_sink.c (options, open/close, apply on the
  * sink's thread), hub_store.c (the hub's own tables next to the shared state
  * store's: change stamps, created times, tombstones, the token secret; and
- * the read queries the HTTP threads run), hub_token.c (page tokens),
- * hub_http.c (the server: authentication, routing, answers, request log).
+ * the read queries the HTTP threads run), hub_token.c (page tokens, sealed
+ * access tokens), hub_auth.c (bearer tokens, POST /token), hub_scope.c
+ * (clients, attribute groups, what each record belongs to, the organisation
+ * clause, hub_client_sees), hub_http.c (the server: routing, answers,
+ * request log, counters).
  *
  * Threads: apply runs on the sink's thread and writes through the state
  * store's connection; requests run on libmicrohttpd's threads, each reading
@@ -18,6 +21,7 @@
 #define SK_HUB_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,14 +32,31 @@
 #include "config.h"
 #include "connector.h"
 #include "model.h"
+#include "privacy.h"
 #include "state_store.h"
+
+struct hub_oauth2_conf {
+    char *client_id;
+    char *client_secret; /* secret */
+};
+
+/* One entry of clients: (docs/ss12000-api-sink.md, "Clients and scopes"). */
+struct hub_client_conf {
+    char *token;                     /* a static bearer token (secret), or: */
+    struct hub_oauth2_conf oauth2;   /* OAuth2 client credentials (the hub's POST /token) */
+    struct sk_strlist entities;      /* types it may read, or "all" */
+    struct sk_strlist attributes;    /* attribute groups it may see (hub_scope.c), or "all" */
+    struct sk_strlist organisations; /* organisation ids it may see (and their descendants) */
+    struct sk_strlist drop_fields;   /* its own privacy policy (proto/privacy.h) */
+    char *protected_identities;
+};
 
 struct hub_conf {
     char *listen;
     char *state_dir;
     char *tls_cert, *tls_key;
-    struct sk_strmap clients;         /* client name -> bearer token (secret) */
-    struct sk_strmap client_entities; /* client name -> types it may read */
+    struct sk_groupmap clients; /* client name -> struct hub_client_conf */
+    int64_t access_token_ttl_ms;
     int64_t page_token_ttl_ms;
     int64_t deleted_retention_ms;
     int64_t max_limit;
@@ -43,11 +64,34 @@ struct hub_conf {
     int64_t webhook_ttl_ms, webhook_batch_ms; /* subscriptions (hub_subs.h) */
 };
 
-/* One configured client: its token and the entity types it may read. */
+/* Per client, counted by the HTTP threads (hub_http.c), shown by hub_sink.c. */
+#define HUB_LATENCY_BUCKETS 8
+extern const double hub_latency_bounds_ms[HUB_LATENCY_BUCKETS]; /* upper bounds; +Inf implied */
+struct hub_client_stats {
+    atomic_uint_fast64_t requests, records, status_4xx, status_5xx;
+    atomic_uint_fast64_t latency[HUB_LATENCY_BUCKETS + 1]; /* not cumulative; last = +Inf */
+    atomic_uint_fast64_t latency_sum_us;
+};
+
+/* One configured client (hub_scope.c builds it from its hub_client_conf). */
 struct hub_client {
     const char *name;               /* points into the conf */
-    const char *token;              /* points into the conf (secret: never logged) */
-    bool may_read[SK_ENTITY_COUNT]; /* by sk_entity_index */
+    const char *token;              /* static bearer token or NULL (secret: never logged) */
+    const char *client_id;          /* OAuth2 or NULL (points into the conf) */
+    const char *client_secret;      /* OAuth2 or NULL (secret) */
+    bool may_read[SK_ENTITY_COUNT]; /* by sk_entity_index: entities and attribute groups */
+    bool hide_private_email, hide_school_email;
+    struct sk_privacy privacy; /* protected_identities, drop_fields + hidden attribute fields
+                                  (owned: hub_client_free) */
+    char (*orgs)[37];          /* the organisations of its scope; n_orgs 0: every one */
+    size_t n_orgs;
+    struct hub_client_stats stats;
+};
+
+/* What a read serves to whom: the client's scope clause and document filter. */
+struct hub_view {
+    const struct hub_client *client;
+    const char *scope_sql; /* "" or " AND (...)" on hub_rows r (hub_scope_clause) */
 };
 
 #define HUB_SECRET_LEN 32
@@ -97,6 +141,7 @@ struct hub_query {
     int64_t limit;
     uint32_t entity_mask;         /* deletedEntities: the types asked for, by sk_entity_index */
     int64_t start_from, start_to; /* calendarEvents: startTime.onOrAfter/onOrBefore (inclusive) */
+    struct hub_view view;         /* who reads (not part of a page token) */
 };
 
 /* A read-only connection from the pool (or a new one); NULL with err. */
@@ -125,9 +170,14 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
 int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                           struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
                           struct sk_error *err);
-/* One document by id, as served: 1 with *doc (malloc'ed), 0 not found, -1 with err. */
-int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char **doc,
-                  struct sk_error *err);
+/* One document by id, as served to view: 1 with *doc (malloc'ed), 0 not found (or not
+ * visible to view's client), -1 with err. */
+int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id,
+                  const struct hub_view *view, char **doc, struct sk_error *err);
+/* Appends doc as served to view (NULL: as stored but for meta.modified); false: view's client
+ * may not see it at all (protected_identities: skip), nothing appended. */
+bool hub_store_put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
+                          int64_t stamp, const struct hub_view *view);
 
 /* ---- hub_token.c ----------------------------------------------------------- */
 
@@ -147,6 +197,61 @@ enum hub_token_check {
 /* Checks token and fills q (limit untouched) from it. */
 enum hub_token_check hub_token_read(const struct hub *h, const char *token, const char *what,
                                     const char *client, struct hub_query *q, int64_t now_ms);
+
+/* Access tokens of OAuth2 clients (hub_auth.c): payload sealed with a MAC that also
+ * covers bound (the client's secret, not in the token). Caller frees. */
+char *hub_token_seal(const struct hub *h, const char *payload, const char *bound);
+/* The payload (caller frees) of a token whose MAC matches with the bound that bound_of gives for
+ * the payload; NULL if not one of ours, altered, or bound_of gives NULL. */
+char *hub_token_unseal(const struct hub *h, const char *token,
+                       const char *(*bound_of)(void *ctx, const char *payload), void *ctx);
+
+/* ---- hub_scope.c: clients, attribute groups, organisation scopes ------------ */
+
+/* h->clients from h->conf (names, credentials, types, attribute groups, organisations,
+ * privacy); -1 with err naming the client and option. */
+int hub_clients_build(struct hub *h, struct sk_error *err);
+void hub_clients_free(struct hub *h);
+/* Whether the sink consumes e (its entities: setting). */
+bool hub_consumes(const struct hub *h, const struct sk_entity *e);
+/* The client of that name, or NULL. */
+const struct hub_client *hub_client_by_name(const struct hub *h, const char *name);
+/* The state store's schema: hub_link (what each record belongs to). */
+int hub_scope_schema(struct sk_state *st, struct sk_error *err);
+/* In the batch transaction: the links of a written record / of a removed one (its own stay, for
+ * its tombstone) / of tombstones purged before before_us. */
+int hub_scope_put(struct hub *h, const struct sk_entity *e, const char *id, const cJSON *doc,
+                  struct sk_error *err);
+int hub_scope_removed(struct hub *h, const struct sk_entity *e, const char *id,
+                      struct sk_error *err);
+int hub_scope_purge(struct hub *h, int64_t before_us, struct sk_error *err);
+/* At open: a state from before scopes (or of other rules) gets its links made from the stored
+ * documents, in one transaction. */
+int hub_scope_load(struct hub *h, struct sk_error *err);
+/* The clause that limits hub_rows r to what c may see: "" for a client without organisations;
+ * malloc'ed; NULL with err. */
+char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err);
+/* Applies c's attribute groups and privacy to doc; false: c may not see it at all. */
+bool hub_scope_filter(const struct hub_client *c, const struct sk_entity *e, cJSON *doc);
+/*
+ * Whether client (by name) may see the record type e / id now: the type is in its scope and,
+ * for a client limited to organisations, the record (alive or a tombstone) belongs to one of
+ * them. For the subscriptions helper (webhooks). Opens a reader of its own; false on any error
+ * (logged). Any thread.
+ */
+bool hub_client_sees(struct hub *h, const char *client, const struct sk_entity *e, const char *id);
+
+/* ---- hub_auth.c ------------------------------------------------------------ */
+
+/* The client an Authorization header names (a static token or an unexpired access token);
+ * NULL: 401. *expired: the access token was ours but too old. */
+const struct hub_client *hub_auth_bearer(const struct hub *h, const char *authorization,
+                                         bool *expired);
+/* POST /token (RFC 6749 §4.4): the answer's status and JSON body (§5.1, §5.2) into out;
+ * *client: the client it was for (NULL if none authenticated); *basic: answer 401 with
+ * WWW-Authenticate: Basic. */
+int hub_auth_token(const struct hub *h, const char *authorization, const char *form,
+                   struct sk_buf *out, const struct hub_client **client, bool *basic);
 
 /* ---- hub_http.c ------------------------------------------------------------ */
 

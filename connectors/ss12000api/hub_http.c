@@ -1,16 +1,19 @@
 /*
  * hub_http.c: the hub's HTTP server (libmicrohttpd on a listen address of
- * its own): who is asking (bearer tokens), what they may read (the entity
- * types of their scope), the SS 12000 list, by-id and deletedEntities
- * answers, errors in the spec's {code, message} shape, and one log line per
+ * its own): routing (POST /token to hub_auth.c, everything else after the
+ * bearer token was checked there), what a client may read (the entity
+ * types of its scope; its organisations and attribute groups through
+ * hub_scope.c), the SS 12000 list, by-id and deletedEntities answers, errors
+ * in the spec's {code, message} shape, one log line and the counters per
  * request.
  *
  * Owns: the listen check (plain HTTP only on a loopback address; anything
- * else needs tls_cert and tls_key), authentication, the scope check before
- * any read, query parsing. Must never: log a token, a query value or a
- * document (personal data: civic numbers, names), ignore a filter it does not
- * implement (a client asking civicNo=... would get every person: 400
- * instead), or answer a request without a valid token with anything but 401.
+ * else needs tls_cert and tls_key), the type check before any read, query
+ * parsing, request bodies (/token, /subscriptions; at most 64 KiB). Must
+ * never: log a token, a secret, a query value or a document (personal data:
+ * civic numbers, names), ignore a filter it does not implement (a client
+ * asking civicNo=... would get every person: 400 instead), or answer a
+ * request without a valid token with anything but 401.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +43,7 @@ struct req {
     struct sk_buf body;
     int64_t records;
     /* The query string, checked while it is read. */
+    struct hub_view view;  /* the client and its organisation scope (hub_scope.c) */
     const char *bad_param; /* the first parameter this hub does not take */
     bool dup_param;
     uint32_t entities; /* deletedEntities: entities=..., by sk_entity_index */
@@ -59,20 +63,6 @@ static void fail(struct req *r, int status, const char *code, const char *messag
     sk_buf_puts(&r->body, ",\"message\":");
     sk_buf_json_string(&r->body, message);
     sk_buf_putc(&r->body, '}');
-}
-
-static const struct hub_client *authenticate(const struct hub *h, const char *authorization)
-{
-    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return NULL;
-    const char *token = authorization + 7;
-    size_t len = strlen(token);
-    const struct hub_client *found = NULL;
-    for (size_t i = 0; i < h->n_clients; i++) /* every one compared: no early exit to time */
-        if (strlen(h->clients[i].token) == len &&
-            CRYPTO_memcmp(h->clients[i].token, token, len) == 0)
-            found = &h->clients[i];
-    return found;
 }
 
 static const struct sk_entity *served_by_path(const struct hub *h, const char *path, size_t len)
@@ -268,6 +258,16 @@ static void server_error(struct req *r, const struct sk_error *err)
     fail(r, 503, "unavailable", "the server cannot read its state now; try again");
 }
 
+/* The client's organisation scope as it is now (r->view.scope_sql, freed by on_request). */
+static bool scope_read(struct req *r, sqlite3 *db, struct sk_error *err)
+{
+    char *clause = hub_scope_clause(db, r->client, err);
+    r->view.scope_sql = clause;
+    if (!clause)
+        hub_reader_give(r->h, db);
+    return clause != NULL;
+}
+
 /*
  * One page of a list (e) or of deletedEntities (e NULL) after q: the body
  * opens with open, the rows come from fn, close ends the data member.
@@ -277,8 +277,9 @@ static void serve_page(struct req *r, const struct sk_entity *e, struct hub_quer
 {
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(r->h, &err);
-    if (!db)
+    if (!db || !scope_read(r, db, &err))
         return server_error(r, &err);
+    q->view = r->view;
     bool more;
     int64_t last_stamp = 0;
     char last_id[37] = "";
@@ -329,10 +330,11 @@ static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
         return fail(r, 400, "invalid_id", "the id is not a UUID");
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(r->h, &err);
-    if (!db)
+    if (!db || !scope_read(r, db, &err))
         return server_error(r, &err);
     char *doc = NULL;
-    int found = hub_store_get(db, e, id, &doc, &err);
+    /* Outside the client's organisations: 404 like an id never seen, never 403. */
+    int found = hub_store_get(db, e, id, &r->view, &doc, &err);
     hub_reader_give(r->h, db);
     if (found < 0)
         return server_error(r, &err);
@@ -384,6 +386,13 @@ static const char *logged_method(const char *method)
     return "other";
 }
 
+/* A request's body as it arrives (POST /token, POST /subscriptions, lookups), kept to
+ * MAX_UPLOAD; freed by request_done. */
+struct upload {
+    struct sk_buf body;
+    bool too_big;
+};
+
 /* The end of a request (answered or broken off): its body goes. */
 static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
@@ -391,11 +400,54 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)cls;
     (void)c;
     (void)toe;
-    struct sk_buf *upload = *con_cls;
-    if (upload)
-        sk_buf_free(upload);
-    free(upload);
+    struct upload *u = *con_cls;
+    if (u) {
+        if (u->body.p)
+            OPENSSL_cleanse(u->body.p, u->body.len); /* it may hold a client secret */
+        sk_buf_free(&u->body);
+        free(u);
+    }
     *con_cls = NULL;
+}
+
+/* POST /token: no bearer token needed (RFC 6749 §4.4); the client is whoever it authenticates. */
+static void token_endpoint(struct req *r, const char *method, struct upload *u, bool *basic)
+{
+    r->route = "/token";
+    if (strcmp(method, "POST") != 0)
+        return fail(r, 405, "method_not_allowed", "only POST is served here");
+    const char *type = MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, "Content-Type");
+    if (u->too_big || !type || strncasecmp(type, "application/x-www-form-urlencoded", 33) != 0) {
+        r->status = 400;
+        sk_buf_puts(&r->body, "{\"error\":\"invalid_request\",\"error_description\":\"expected "
+                              "an application/x-www-form-urlencoded body of at most 64 KiB\"}");
+        return;
+    }
+    sk_buf_putc(&u->body, '\0');
+    u->body.len--;
+    r->status = hub_auth_token(
+        r->h, MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        u->body.p, &r->body, &r->client, basic);
+}
+
+/* Per client: requests, records, 4xx/5xx, latency (hub_sink.c shows them). */
+const double hub_latency_bounds_ms[HUB_LATENCY_BUCKETS] = {5, 10, 25, 50, 100, 250, 1000, 5000};
+
+static void count(const struct req *r, int64_t us)
+{
+    /* Counters only: atomics, so the client stays const everywhere else. */
+    struct hub_client_stats *st = (struct hub_client_stats *)&r->client->stats;
+    atomic_fetch_add(&st->requests, 1);
+    atomic_fetch_add(&st->records, (uint_fast64_t)(r->records > 0 ? r->records : 0));
+    if (r->status >= 400 && r->status < 500)
+        atomic_fetch_add(&st->status_4xx, 1);
+    else if (r->status >= 500)
+        atomic_fetch_add(&st->status_5xx, 1);
+    size_t b = 0;
+    while (b < HUB_LATENCY_BUCKETS && (double)us / 1000.0 > hub_latency_bounds_ms[b])
+        b++;
+    atomic_fetch_add(&st->latency[b], 1);
+    atomic_fetch_add(&st->latency_sum_us, (uint_fast64_t)us);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -405,26 +457,37 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     struct hub *h = cls;
     if (!*con_cls) { /* headers only so far; the body (freed by request_done) comes next */
-        *con_cls = sk_calloc(1, sizeof(struct sk_buf));
+        *con_cls = sk_calloc(1, sizeof(struct upload));
         return MHD_YES;
     }
-    struct sk_buf *upload = *con_cls;
+    struct upload *u = *con_cls;
     if (*upload_size) {
-        if (upload->len <= MAX_UPLOAD)
-            sk_buf_putn(upload, upload_data, *upload_size);
+        if (u->body.len + *upload_size > MAX_UPLOAD)
+            u->too_big = true;
+        else if (!u->too_big)
+            sk_buf_putn(&u->body, upload_data, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
-    int64_t t0 = sk_mono_ms();
-    struct req r = {.h = h, .c = c, .route = "(other)", .upload = upload};
-    r.client = authenticate(
-        h, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
-    if (!r.client)
-        fail(&r, 401, "unauthorized", "a valid bearer token is required");
-    else if (upload->len > MAX_UPLOAD)
-        fail(&r, 413, "too_large", "the request body is too large");
-    else
-        route(&r, method, url);
+    int64_t t0 = sk_now_us();
+    struct req r = {.h = h, .c = c, .route = "(other)", .upload = &u->body};
+    bool expired = false, basic = false, bearer = false;
+    if (strcmp(url, "/token") == 0) {
+        token_endpoint(&r, method, u, &basic);
+    } else {
+        const char *authorization =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        bearer = authorization != NULL;
+        r.client = hub_auth_bearer(h, authorization, &expired);
+        r.view.client = r.client;
+        if (!r.client)
+            fail(&r, 401, "unauthorized",
+                 expired ? "the access token has expired" : "a valid bearer token is required");
+        else if (u->too_big)
+            fail(&r, 413, "too_large", "the request body is too large");
+        else
+            route(&r, method, url);
+    }
     char logged[64];
     if (!r.route) {
         const struct sk_entity *e = served_by_path(h, url, (size_t)(strchr(url + 1, '/') - url));
@@ -432,18 +495,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     } else {
         snprintf(logged, sizeof(logged), "%s", r.route);
     }
+    int64_t us = sk_now_us() - t0;
+    if (r.client)
+        count(&r, us);
     sk_log(SK_LOG_INFO, h->name, "client %s: %s %s -> %d (%" PRId64 " records, %" PRId64 " ms)",
            r.client ? r.client->name : "(none)", logged_method(method), logged, r.status, r.records,
-           sk_mono_ms() - t0);
+           us / 1000);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         r.body.len, r.body.p ? r.body.p : (void *)"", MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (r.status == 401)
-        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    if (strcmp(url, "/token") == 0)
+        MHD_add_response_header(resp, "Pragma", "no-cache"); /* RFC 6749 §5.1 */
+    if (r.status == 401) /* RFC 6749 §5.2 at /token, RFC 6750 §3 elsewhere */
+        MHD_add_response_header(resp, "WWW-Authenticate",
+                                strcmp(url, "/token") == 0 ? "Basic realm=\"skolsync\""
+                                : expired                  ? "Bearer error=\"invalid_token\", "
+                                                             "error_description=\"the access token expired\""
+                                : bearer                   ? "Bearer error=\"invalid_token\""
+                                                           : "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r.status, resp);
     MHD_destroy_response(resp);
+    if (r.body.p) /* an access token */
+        OPENSSL_cleanse(r.body.p, r.body.len);
     sk_buf_free(&r.body);
+    free((char *)r.view.scope_sql);
     return ret;
 }
 

@@ -6,11 +6,12 @@
  * one transaction (delivery rule 3: exactly-once apply). What it serves:
  * hub_http.c; the whole design: docs/ss12000-api-sink.md.
  *
- * Owns: the options and what they may hold (client names, scopes). Must
- * never: open without a scope for every client (a client without one would
- * read nothing or, worse, everything), or serve before the state is open.
+ * Owns: the options. Must never: open without the entity types of every
+ * client (a client without them would read nothing or, worse, everything;
+ * hub_scope.c checks what they hold), or serve before the state is open.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,6 +21,58 @@
 #include "util.h"
 
 #define OPT(f) offsetof(struct hub_conf, f)
+#define COPT(f) offsetof(struct hub_client_conf, f)
+
+static const struct sk_option oauth2_options[] = {
+    {.name = "client_id",
+     .type = SK_OPT_STRING,
+     .help = "the client_id it sends to POST /token",
+     .offset = offsetof(struct hub_oauth2_conf, client_id)},
+    {.name = "client_secret",
+     .type = SK_OPT_SECRET,
+     .help = "its client_secret (at least 16 characters)",
+     .offset = offsetof(struct hub_oauth2_conf, client_secret)},
+    {.name = NULL},
+};
+
+static const char *const protected_modes[] = {"allow", "minimal", "skip", NULL};
+
+static const struct sk_option client_options[] = {
+    {.name = "token",
+     .type = SK_OPT_SECRET,
+     .help = "a static bearer token (at least 16 characters); or oauth2",
+     .offset = COPT(token)},
+    {.name = "oauth2",
+     .type = SK_OPT_GROUP,
+     .help = "OAuth2 client credentials (POST /token); or token",
+     .offset = COPT(oauth2),
+     .sub = oauth2_options},
+    {.name = "entities",
+     .type = SK_OPT_LIST,
+     .required = true,
+     .help = "the entity types it may read (Person, groups, ...), or all",
+     .offset = COPT(entities)},
+    {.name = "attributes",
+     .type = SK_OPT_LIST,
+     .def = "[all]",
+     .help = "the attribute groups it may see (civic_numbers, addresses, ...), or all",
+     .offset = COPT(attributes)},
+    {.name = "organisations",
+     .type = SK_OPT_LIST,
+     .help = "organisation ids it may see, with what belongs to them; absent: all",
+     .offset = COPT(organisations)},
+    {.name = "drop_fields",
+     .type = SK_OPT_LIST,
+     .help = "field paths removed from what it is served (civicNo, enrolments.educationCode)",
+     .offset = COPT(drop_fields)},
+    {.name = "protected_identities",
+     .type = SK_OPT_ENUM,
+     .def = "minimal",
+     .help = "persons with a protected identity: allow, minimal or skip (absent for it)",
+     .offset = COPT(protected_identities),
+     .choices = protected_modes},
+    {.name = NULL},
+};
 
 static const struct sk_option hub_options[] = {
     {.name = "listen",
@@ -41,16 +94,20 @@ static const struct sk_option hub_options[] = {
      .help = "PEM private key file of tls_cert",
      .offset = OPT(tls_key)},
     {.name = "clients",
-     .type = SK_OPT_MAP,
+     .type = SK_OPT_GROUPS,
      .required = true,
-     .help = "client name -> its bearer token (use ${file:...} or ${env:...})",
-     .offset = OPT(clients)},
-    {.name = "client_entities",
-     .type = SK_OPT_MAP,
-     .required = true,
-     .help = "client name -> the entity types it may read (Person, groups, ...; comma-separated; "
-             "all)",
-     .offset = OPT(client_entities)},
+     .help = "client name -> {token or oauth2, entities, attributes, organisations, drop_fields, "
+             "protected_identities}",
+     .offset = OPT(clients),
+     .sub = client_options,
+     .sub_size = sizeof(struct hub_client_conf)},
+    {.name = "access_token_ttl",
+     .type = SK_OPT_DURATION,
+     .def = "1h",
+     .help = "how long an access token from POST /token is valid (OAuth2 clients)",
+     .offset = OPT(access_token_ttl_ms),
+     .min = 1000,
+     .max = 7 * 86400 * 1000LL},
     {.name = "page_token_ttl",
      .type = SK_OPT_DURATION,
      .def = "1h",
@@ -96,94 +153,6 @@ static const struct sk_option hub_options[] = {
     {.name = NULL},
 };
 
-/* A client name goes into logs and page tokens: plain characters only. */
-static bool client_name_ok(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", name[i]))
-            return false;
-    return true;
-}
-
-static bool served(const struct hub *h, const struct sk_entity *e)
-{
-    for (size_t i = 0; i < h->n_entities; i++)
-        if (h->entities[i] == e)
-            return true;
-    return false;
-}
-
-/* "Person, groups" or "all" -> may_read; -1 with err naming the client. */
-static int read_scope(const struct hub *h, struct hub_client *c, const char *text,
-                      struct sk_error *err)
-{
-    char *copy = sk_strdup(text), *save = NULL;
-    int rc = 0;
-    for (char *t = strtok_r(copy, ", ", &save); t && rc == 0; t = strtok_r(NULL, ", ", &save)) {
-        const struct sk_entity *e = sk_entity_by_name(t);
-        if (!e)
-            e = sk_entity_by_collection(t);
-        if (strcmp(t, "all") == 0) {
-            for (size_t i = 0; i < h->n_entities; i++)
-                c->may_read[sk_entity_index(h->entities[i])] = true;
-        } else if (!e) {
-            rc = sk_error_set(err, SK_ERR_FATAL, "client_entities.%s: \"%s\" is no entity type",
-                              c->name, t);
-        } else if (!served(h, e)) {
-            rc = sk_error_set(err, SK_ERR_FATAL,
-                              "client_entities.%s: %s is not among this sink's entities", c->name,
-                              e->name);
-        } else {
-            c->may_read[sk_entity_index(e)] = true;
-        }
-    }
-    free(copy);
-    return rc;
-}
-
-static const char *map_get(const struct sk_strmap *map, const char *key)
-{
-    for (size_t i = 0; i < map->n; i++)
-        if (strcmp(map->keys[i], key) == 0)
-            return map->values[i];
-    return NULL;
-}
-
-static int read_clients(struct hub *h, struct sk_error *err)
-{
-    const struct hub_conf *conf = h->conf;
-    if (conf->clients.n == 0)
-        return sk_error_set(err, SK_ERR_FATAL, "clients: at least one client is needed");
-    for (size_t i = 0; i < conf->client_entities.n; i++)
-        if (!map_get(&conf->clients, conf->client_entities.keys[i]))
-            return sk_error_set(err, SK_ERR_FATAL, "client_entities.%s: no such client in clients",
-                                conf->client_entities.keys[i]);
-    h->clients = sk_calloc(conf->clients.n, sizeof(*h->clients));
-    for (size_t i = 0; i < conf->clients.n; i++) {
-        struct hub_client *c = &h->clients[h->n_clients++];
-        c->name = conf->clients.keys[i];
-        c->token = conf->clients.values[i];
-        if (!client_name_ok(c->name))
-            return sk_error_set(err, SK_ERR_FATAL,
-                                "clients: \"%s\" is not a client name (1-64 of A-Z a-z 0-9 . _ -)",
-                                c->name);
-        if (strlen(c->token) < 16)
-            return sk_error_set(err, SK_ERR_FATAL,
-                                "clients.%s: the token is shorter than 16 characters", c->name);
-        const char *scope = map_get(&conf->client_entities, c->name);
-        if (!scope)
-            return sk_error_set(err, SK_ERR_FATAL,
-                                "client_entities.%s: missing (what may this client read?)",
-                                c->name);
-        if (read_scope(h, c, scope, err) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 static void hub_close(struct sk_sink *self)
 {
     struct hub *h = self->priv;
@@ -194,7 +163,7 @@ static void hub_close(struct sk_sink *self)
     hub_reader_pool_free(h);
     pthread_mutex_destroy(&h->pool_mu);
     sk_state_close(h->state);
-    free(h->clients);
+    hub_clients_free(h);
     free(h->db_path);
     free(h);
     self->priv = NULL;
@@ -215,7 +184,7 @@ static int hub_open(struct sk_sink *self, struct sk_error *err)
         sk_error_set(err, SK_ERR_FATAL, "no broker incarnation given: offsets cannot be kept");
         goto fail;
     }
-    if (read_clients(h, err) < 0)
+    if (hub_clients_build(h, err) < 0)
         goto fail;
     if (mkdir(conf->state_dir, 0700) < 0 && errno != EEXIST) {
         sk_error_set(err, SK_ERR_FATAL, "state_dir %s: %s", conf->state_dir, strerror(errno));
@@ -235,7 +204,8 @@ static int hub_open(struct sk_sink *self, struct sk_error *err)
                               .schema_ctx = h};
     h->state = sk_state_open(&o, err);
     free(collections);
-    if (!h->state || hub_store_load(h, err) < 0 || hub_subs_open(h, err) < 0 ||
+    if (!h->state || hub_store_load(h, err) < 0 || hub_scope_load(h, err) < 0 ||
+        hub_subs_open(h, err) < 0 ||
         hub_http_start(h, err) < 0)
         goto fail;
     return 0;
@@ -286,13 +256,79 @@ static const char *hub_target(struct sk_sink *self)
     return ((struct hub *)self->priv)->target;
 }
 
-/* Protected identities: vendors get the minimal person unless configured otherwise. */
+/* ---- metrics per client (connector.h, sk_sink_ops.metrics) ------------------------------ */
+
+static const struct sk_metric_family hub_metric_families[] = {
+    {"skolsync_hub_requests_total", "counter", "Requests a client of the hub made"},
+    {"skolsync_hub_records_served_total", "counter", "Records the hub served a client"},
+    {"skolsync_hub_errors_total", "counter", "Answers 4xx and 5xx the hub gave a client"},
+    {"skolsync_hub_request_duration_seconds", "histogram", "Time the hub took to answer"},
+    {NULL, NULL, NULL},
+};
+
+static void hub_metrics(struct sk_sink *self, size_t family, struct sk_buf *out)
+{
+    const struct hub *h = self->priv;
+    const char *name = hub_metric_families[family].name;
+    for (size_t i = 0; h && i < h->n_clients; i++) {
+        const struct hub_client_stats *st = &h->clients[i].stats;
+        char labels[160];
+        snprintf(labels, sizeof(labels), "connector=\"%s\",client=\"%s\"", self->name,
+                 h->clients[i].name);
+        unsigned long long cum = 0;
+        switch (family) {
+        case 0:
+        case 1:
+            sk_buf_printf(out, "%s{%s} %llu\n", name, labels,
+                          (unsigned long long)atomic_load(family ? &st->records : &st->requests));
+            break;
+        case 2:
+            sk_buf_printf(out, "%s{%s,status=\"4xx\"} %llu\n%s{%s,status=\"5xx\"} %llu\n", name,
+                          labels, (unsigned long long)atomic_load(&st->status_4xx), name, labels,
+                          (unsigned long long)atomic_load(&st->status_5xx));
+            break;
+        default:
+            for (size_t b = 0; b <= HUB_LATENCY_BUCKETS; b++) {
+                cum += atomic_load(&st->latency[b]);
+                if (b < HUB_LATENCY_BUCKETS)
+                    sk_buf_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels,
+                                  hub_latency_bounds_ms[b] / 1000.0, cum);
+                else
+                    sk_buf_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, cum);
+            }
+            sk_buf_printf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels,
+                          (double)atomic_load(&st->latency_sum_us) / 1e6, name, labels, cum);
+        }
+    }
+}
+
+/* The status API: per client how it authenticates, its scope and its counters (no secret). */
+static void hub_status(struct sk_sink *self, cJSON *out)
+{
+    const struct hub *h = self->priv;
+    cJSON *arr = cJSON_AddArrayToObject(out, "clients");
+    for (size_t i = 0; h && i < h->n_clients; i++) {
+        const struct hub_client *c = &h->clients[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", c->name);
+        cJSON_AddStringToObject(o, "auth", c->token ? "token" : "oauth2");
+        cJSON_AddNumberToObject(o, "organisations", (double)c->n_orgs); /* 0: all */
+        cJSON_AddNumberToObject(o, "requests", (double)atomic_load(&c->stats.requests));
+        cJSON_AddNumberToObject(o, "records", (double)atomic_load(&c->stats.records));
+        cJSON_AddNumberToObject(o, "errors_4xx", (double)atomic_load(&c->stats.status_4xx));
+        cJSON_AddNumberToObject(o, "errors_5xx", (double)atomic_load(&c->stats.status_5xx));
+        cJSON_AddItemToArray(arr, o);
+    }
+}
+
+/* The hub stores persons in full; each client's own protected_identities (default minimal)
+ * decides what it is served (hub_scope.c). */
 const struct sk_sink_ops ss12000_api_sink_ops = {
     .type = "ss12000-api-sink",
     .summary = "serves the SS 12000 2.1 API from the topics (a hub for vendors), state in SQLite",
     .options = hub_options,
     .conf_size = sizeof(struct hub_conf),
-    .default_protected = "minimal",
+    .default_protected = "allow",
     .target_kind = SK_TARGET_NODE_LOCAL, /* every node serves from its own complete copy */
     .open = hub_open,
     .apply = hub_apply,
@@ -301,4 +337,7 @@ const struct sk_sink_ops ss12000_api_sink_ops = {
     .keys = hub_keys,
     .target = hub_target,
     .close = hub_close,
+    .metric_families = hub_metric_families,
+    .metrics = hub_metrics,
+    .status = hub_status,
 };

@@ -34,7 +34,8 @@
 int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
 {
     (void)ctx;
-    if (hub_subs_schema(st, err) < 0)
+    if (hub_scope_schema(st, err) < 0 || /* hub_link: what each record belongs to */
+        hub_subs_schema(st, err) < 0)
         return -1;
     return sk_state_exec(
         st,
@@ -137,18 +138,10 @@ static int put_row(struct hub *h, const char *collection, const char *id, int64_
     return rc;
 }
 
-static bool consumes(const struct hub *h, const struct sk_entity *e)
-{
-    for (size_t i = 0; i < h->n_entities; i++)
-        if (h->entities[i] == e)
-            return true;
-    return false;
-}
-
 int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
 {
     struct hub *h = ctx;
-    if (!r->entity || !consumes(h, r->entity))
+    if (!r->entity || !hub_consumes(h, r->entity))
         return sk_error_set(err, SK_ERR_PERMANENT, "entity type %s is not one this hub serves",
                             r->entity ? r->entity->name : "(none)");
     if (r->key[0] == '\0')
@@ -158,9 +151,13 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         int removed = 0;
         if (sk_state_delete(h->state, coll, r->key, &removed, err) < 0)
             return -1;
-        /* Only what a client may have seen needs a tombstone (and a webhook). */
-        if (!removed || put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) < 0)
-            return removed ? -1 : 0;
+        /* Only what a client may have seen needs a tombstone (scoped by its own links)
+         * and a webhook. */
+        if (!removed)
+            return 0;
+        if (hub_scope_removed(h, r->entity, r->key, err) < 0 ||
+            put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) < 0)
+            return -1;
         h->batch_deleted |= 1u << sk_entity_index(r->entity);
         return 0;
     }
@@ -172,7 +169,8 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         return -1;
     if (put != SK_STATE_WRITTEN) /* stale or the same: clients have it already */
         return 0;
-    if (put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err) < 0)
+    if (hub_scope_put(h, r->entity, r->key, r->doc, err) < 0 ||
+        put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err) < 0)
         return -1;
     h->batch_modified |= 1u << sk_entity_index(r->entity);
     return 0;
@@ -186,6 +184,8 @@ int hub_store_finish(void *ctx, struct sk_error *err)
     if (sk_mono_ms() < h->next_purge_ms)
         return 0;
     h->next_purge_ms = sk_mono_ms() + PURGE_EVERY_MS;
+    if (hub_scope_purge(h, sk_now_us() - h->conf->deleted_retention_ms * 1000, err) < 0)
+        return -1;
     sqlite3_stmt *q;
     if (sk_state_prepare(h->state,
                          "DELETE FROM hub_rows WHERE deleted_us IS NOT NULL AND deleted_us < ?1",
@@ -264,6 +264,12 @@ static int prepare_read(sqlite3 *db, char *sql, sqlite3_stmt **stmt, struct sk_e
     return rc == SQLITE_OK ? 0 : read_error(db, rc, err);
 }
 
+/* The client's organisation scope on hub_rows r (hub_scope.c), or nothing. */
+static const char *scope_of(const struct hub_query *q)
+{
+    return q->view.scope_sql ? q->view.scope_sql : "";
+}
+
 /* Binds the filters and position shared by both list queries (?1..?6) and the limit (?7). */
 static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
 {
@@ -321,15 +327,26 @@ static void format_stamp(int64_t us, char out[40])
 
 /*
  * Appends doc as served: meta.modified replaced by the hub's stamp (types
- * the spec gives meta), everything else exactly as stored.
+ * the spec gives meta), the client's attribute groups and privacy applied
+ * (hub_scope.c), everything else exactly as stored.
  */
-static void put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
-                       int64_t stamp)
+bool hub_store_put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
+                          int64_t stamp, const struct hub_view *view)
 {
-    cJSON *j = e->has_meta ? cJSON_Parse(doc) : NULL;
+    const struct hub_client *c = view ? view->client : NULL;
+    cJSON *j = e->has_meta || c ? cJSON_Parse(doc) : NULL;
+    if (j && c && !hub_scope_filter(c, e, j)) {
+        cJSON_Delete(j);
+        return false;
+    }
+    if (j && !e->has_meta) {
+        sk_json_print_into(j, out);
+        cJSON_Delete(j);
+        return true;
+    }
     if (!j) { /* no meta in the spec (or, never stored, not JSON): as it is */
         sk_buf_puts(out, doc);
-        return;
+        return true;
     }
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "meta");
     if (!cJSON_IsObject(meta)) {
@@ -342,19 +359,28 @@ static void put_served(struct sk_buf *out, const struct sk_entity *e, const char
     cJSON_AddStringToObject(meta, "modified", when);
     sk_json_print_into(j, out);
     cJSON_Delete(j);
+    return true;
 }
 
 struct list_page {
     struct sk_buf *out;
     const struct sk_entity *e;
+    const struct hub_view *view;
+    int64_t served; /* rows written (a protected person may be skipped for a client) */
 };
 
 static void put_listed(void *ctx, sqlite3_stmt *q, int64_t n)
 {
+    (void)n;
     struct list_page *p = ctx;
-    if (n)
+    size_t mark = p->out->len;
+    if (p->served)
         sk_buf_putc(p->out, ',');
-    put_served(p->out, p->e, (const char *)sqlite3_column_text(q, 2), sqlite3_column_int64(q, 1));
+    if (hub_store_put_served(p->out, p->e, (const char *)sqlite3_column_text(q, 2),
+                             sqlite3_column_int64(q, 1), p->view))
+        p->served++;
+    else
+        p->out->len = mark;
 }
 
 int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
@@ -368,8 +394,8 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
                             " sk_instant(json_extract(c.doc, '$.startTime')) >= ?9)"
                             " AND (?10 = 9223372036854775807 OR"
                             " sk_instant(json_extract(c.doc, '$.startTime')) <= ?10)"
-                            " ORDER BY r.stamp, r.id LIMIT ?7",
-                            e->collection);
+                            "%s ORDER BY r.stamp, r.id LIMIT ?7",
+                            e->collection, scope_of(q));
     sqlite3_stmt *stmt;
     if (prepare_read(db, sql, &stmt, err) < 0)
         return -1;
@@ -377,18 +403,18 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
     sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
     sqlite3_bind_int64(stmt, 9, q->start_from);
     sqlite3_bind_int64(stmt, 10, q->start_to);
-    struct list_page page = {out, e};
+    struct list_page page = {out, e, &q->view, 0};
     int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, put_listed, &page, err);
     sqlite3_finalize(stmt);
-    return n;
+    return n < 0 ? n : page.served;
 }
 
-int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char **doc,
-                  struct sk_error *err)
+int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id,
+                  const struct hub_view *view, char **doc, struct sk_error *err)
 {
     char *sql = sk_asprintf("SELECT c.doc, r.stamp FROM \"%s\" c JOIN hub_rows r ON r.collection "
-                            "= ?2 AND r.id = c.id WHERE c.id = ?1",
-                            e->collection);
+                            "= ?2 AND r.id = c.id WHERE c.id = ?1%s",
+                            e->collection, view && view->scope_sql ? view->scope_sql : "");
     sqlite3_stmt *q;
     if (prepare_read(db, sql, &q, err) < 0)
         return -1;
@@ -397,8 +423,13 @@ int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char *
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
         struct sk_buf b = {0};
-        put_served(&b, e, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1));
-        *doc = sk_buf_take(&b);
+        if (hub_store_put_served(&b, e, (const char *)sqlite3_column_text(q, 0),
+                                 sqlite3_column_int64(q, 1), view)) {
+            *doc = sk_buf_take(&b);
+        } else { /* absent for this client (protected_identities: skip) */
+            sk_buf_free(&b);
+            rc = SQLITE_DONE;
+        }
     } else if (rc != SQLITE_DONE)
         read_error(db, rc, err);
     sqlite3_finalize(q);
@@ -433,8 +464,8 @@ int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct h
             sk_buf_printf(&in, "%s'%s'", in.len ? "," : "", sk_entities[i]->collection);
     char *sql = sk_asprintf("SELECT r.id, r.stamp, r.collection FROM hub_rows r WHERE "
                             "r.deleted_us IS NOT NULL AND r.collection IN (%s) AND" WHERE_PAGE
-                            " ORDER BY r.stamp, r.id LIMIT ?7",
-                            in.len ? in.p : "''");
+                            "%s ORDER BY r.stamp, r.id LIMIT ?7",
+                            in.len ? in.p : "''", scope_of(q));
     sk_buf_free(&in);
     sqlite3_stmt *stmt;
     if (prepare_read(db, sql, &stmt, err) < 0)

@@ -117,20 +117,38 @@ static bool int_field(const char *text, int64_t *out)
     return sk_parse_int(text, out) == 0;
 }
 
-enum hub_token_check hub_token_read(const struct hub *h, const char *token, const char *what,
-                                    const char *client, struct hub_query *q, int64_t now_ms)
+/*
+ * base64url(payload) "." base64url(MAC) of at most max characters: the
+ * payload decoded (NUL-terminated after its *n bytes; caller frees) and the
+ * MAC into mac; NULL if it is not of that shape.
+ */
+static uint8_t *token_parts(const char *token, size_t max, ssize_t *n, uint8_t mac[MAC_LEN + 3])
 {
     const char *dot = strchr(token, '.');
     size_t len = strlen(token);
-    if (!dot || len > 4096)
-        return HUB_TOKEN_BAD;
+    if (!dot || len > max)
+        return NULL;
     size_t plen = (size_t)(dot - token), mlen = len - plen - 1;
-    uint8_t *payload = sk_malloc(plen + 1), mac[MAC_LEN + 3], want[MAC_LEN];
-    ssize_t n = b64_decode(token, plen, payload);
+    uint8_t *payload = sk_malloc(plen + 1);
+    *n = b64_decode(token, plen, payload);
     ssize_t m = mlen <= 44 ? b64_decode(dot + 1, mlen, mac) : -1;
+    if (*n < 0 || m != MAC_LEN) {
+        free(payload);
+        return NULL;
+    }
+    payload[*n] = '\0';
+    return payload;
+}
+
+enum hub_token_check hub_token_read(const struct hub *h, const char *token, const char *what,
+                                    const char *client, struct hub_query *q, int64_t now_ms)
+{
+    ssize_t n;
+    uint8_t mac[MAC_LEN + 3], want[MAC_LEN];
+    uint8_t *payload = token_parts(token, 4096, &n, mac);
+    if (!payload)
+        return HUB_TOKEN_BAD;
     enum hub_token_check res = HUB_TOKEN_BAD;
-    if (n < 0 || m != MAC_LEN)
-        goto out;
     mac_of(h, payload, (size_t)n, want);
     if (CRYPTO_memcmp(mac, want, MAC_LEN) != 0)
         goto out;
@@ -161,4 +179,50 @@ enum hub_token_check hub_token_read(const struct hub *h, const char *token, cons
 out:
     free(payload);
     return res;
+}
+
+/* ---- access tokens (hub_auth.c) --------------------------------------------------- */
+
+/* The MAC of payload, NUL, bound: bound (a client's secret) is covered but never sent. */
+static void bound_mac(const struct hub *h, const char *payload, size_t len, const char *bound,
+                      uint8_t mac[MAC_LEN])
+{
+    struct sk_buf in = {0};
+    sk_buf_putn(&in, payload, len);
+    sk_buf_putc(&in, '\0');
+    sk_buf_puts(&in, bound);
+    mac_of(h, in.p, in.len, mac);
+    OPENSSL_cleanse(in.p, in.len);
+    sk_buf_free(&in);
+}
+
+char *hub_token_seal(const struct hub *h, const char *payload, const char *bound)
+{
+    uint8_t mac[MAC_LEN];
+    bound_mac(h, payload, strlen(payload), bound, mac);
+    struct sk_buf out = {0};
+    b64_encode(&out, (const uint8_t *)payload, strlen(payload));
+    sk_buf_putc(&out, '.');
+    b64_encode(&out, mac, MAC_LEN);
+    return sk_buf_take(&out);
+}
+
+char *hub_token_unseal(const struct hub *h, const char *token,
+                       const char *(*bound_of)(void *ctx, const char *payload), void *ctx)
+{
+    ssize_t n;
+    uint8_t mac[MAC_LEN + 3], want[MAC_LEN];
+    uint8_t *payload = token_parts(token, 1024, &n, mac);
+    if (!payload)
+        return NULL;
+    const char *bound = NULL;
+    if (!memchr(payload, '\0', (size_t)n))
+        bound = bound_of(ctx, (const char *)payload);
+    if (bound) {
+        bound_mac(h, (const char *)payload, (size_t)n, bound, want);
+        if (CRYPTO_memcmp(mac, want, MAC_LEN) == 0)
+            return (char *)payload;
+    }
+    free(payload);
+    return NULL;
 }

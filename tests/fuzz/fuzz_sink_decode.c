@@ -2,7 +2,7 @@
  * fuzz_sink_decode.c: what the sink driver does with a record value from
  * Kafka (daemon/sink_driver.c, decode()): protobuf_c_message_unpack for the
  * topic's entity type, sk_codec_to_json, the sink's privacy policy
- * (sk_privacy_apply, daemon/privacy.c) and meta.modified, then the exact
+ * (sk_privacy_apply, proto/privacy.c) and meta.modified, then the exact
  * printer the sinks use (sk_json_print). Kafka is outside input.
  *
  * Input: byte 0 picks the entity type, byte 1 the policy (protected mode and

@@ -458,8 +458,12 @@ bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why
 
 int skt_logged_port(const char *log_path, int timeout_ms)
 {
-    char *cmd =
-        skt_fmt("sed -n 's#.*HTTP server on http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s", log_path);
+    return skt_logged_port_after(log_path, "HTTP server on", timeout_ms);
+}
+
+int skt_logged_port_after(const char *log_path, const char *text, int timeout_ms)
+{
+    char *cmd = skt_fmt("sed -n 's#.*%s http://127.0.0.1:\\([0-9]*\\).*#\\1#p' %s", text, log_path);
     int port = 0;
     for (int waited = 0; waited < timeout_ms && port == 0; waited += 100) {
         char *out = NULL;

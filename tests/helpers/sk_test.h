@@ -190,6 +190,8 @@ int skt_free_port(void);
  * log_path, waiting up to timeout_ms; 0 if none appeared.
  */
 int skt_logged_port(const char *log_path, int timeout_ms);
+/* The same for another line: "<text> http://127.0.0.1:PORT" (text: no '#'). */
+int skt_logged_port_after(const char *log_path, const char *text, int timeout_ms);
 
 /* A tiny AF_UNIX datagram listener for NOTIFY_SOCKET tests. */
 int skt_notify_listen(const char *path);

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -21,21 +22,23 @@ char *skt_hub_ca_file; /* the certificate a TLS skt_hub is checked against, or N
 struct sk_sink *skt_hub;
 struct skt_recs skt_hub_batch;
 
-static char *hub_yaml(const char *extra)
+static const char *const default_clients =
+    "  lms: {token: lms-token-0123456789, entities: all}\n"
+    "  lib: {token: lib-token-0123456789, entities: 'Group, organisations'}\n";
+
+void skt_hub_open_clients(const char *clients, const char *extra)
 {
-    return skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\n"
-                   "clients: {lms: lms-token-0123456789, lib: lib-token-0123456789}\n"
-                   "client_entities: {lms: all, lib: 'Group, organisations'}\n%s",
-                   skt_hub_dir, extra ? extra : "");
+    if (!skt_hub_dir)
+        skt_hub_dir = skt_tmpdir("hub");
+    char *yaml = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients:\n%s%s", skt_hub_dir,
+                         clients ? clients : default_clients, extra ? extra : "");
+    skt_hub = skt_sink_open("ss12000-api-sink", yaml, NULL, 0, "hub-incarnation");
+    free(yaml);
 }
 
 void skt_hub_open(const char *extra)
 {
-    if (!skt_hub_dir)
-        skt_hub_dir = skt_tmpdir("hub");
-    char *yaml = hub_yaml(extra);
-    skt_hub = skt_sink_open("ss12000-api-sink", yaml, NULL, 0, "hub-incarnation");
-    free(yaml);
+    skt_hub_open_clients(NULL, extra);
 }
 
 void skt_hub_finish(void)
@@ -205,4 +208,29 @@ char *skt_hub_ids(const cJSON *page)
         sk_buf_printf(&b, "%s%s", b.len ? "," : "", skt_hub_str(x, "id", NULL));
     }
     return sk_buf_take(&b);
+}
+
+struct skt_hub_log skt_hub_log_begin(void)
+{
+    struct skt_hub_log log = {.file = "/tmp/skt-hublog-XXXXXX"};
+    log.fd = mkstemp(log.file);
+    cr_assert(log.fd >= 0);
+    fflush(stderr);
+    log.saved = dup(STDERR_FILENO);
+    dup2(log.fd, STDERR_FILENO);
+    return log;
+}
+
+char *skt_hub_log_end(struct skt_hub_log *log)
+{
+    sk_sleep_ms(50); /* the request's line is written after its answer */
+    fflush(stderr);
+    dup2(log->saved, STDERR_FILENO);
+    close(log->saved);
+    close(log->fd);
+    size_t len;
+    char *text = sk_read_file(log->file, &len);
+    unlink(log->file);
+    cr_assert_not_null(text);
+    return text;
 }

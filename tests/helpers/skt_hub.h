@@ -25,6 +25,8 @@ extern struct skt_recs skt_hub_batch; /* records for the next skt_hub_apply */
 
 /* Opens the hub with extra YAML options appended (NULL: none). */
 void skt_hub_open(const char *extra);
+/* The same with other clients: the entries of clients:, each line indented by two spaces. */
+void skt_hub_open_clients(const char *clients, const char *extra);
 /* Closes it and frees everything above (a Criterion .fini). */
 void skt_hub_finish(void);
 /* Applies skt_hub_batch (every record must be APPLIED) and empties it. */
@@ -50,6 +52,14 @@ long skt_hub_get(const char *path, const char *authorization, char **body);
 cJSON *skt_hub_get_json(const char *path, const char *authorization, long want);
 /* GET that must answer want with an error in the spec's shape {code, message} and this code. */
 void skt_hub_assert_error(const char *path, const char *authorization, long want, const char *code);
+
+/* stderr (the log) into a file from begin to end; end returns what was logged (caller frees). */
+struct skt_hub_log {
+    char file[32];
+    int fd, saved;
+};
+struct skt_hub_log skt_hub_log_begin(void);
+char *skt_hub_log_end(struct skt_hub_log *log);
 
 /* A page's data member (fails without one), its pageToken (NULL on the last page). */
 const cJSON *skt_hub_data(const cJSON *page);

@@ -181,12 +181,12 @@ Test(check_connect, files_that_are_no_database_or_empty_directories_fail, .timeo
 Test(check_connect, a_type_without_a_probe_says_so_and_passes, .timeout = 30)
 {
     char *dir = skt_tmpdir("cc-noprobe");
-    char *text = skt_fmt(
-        "kafka: {brokers: embedded}\n"
-        "sinks:\n  hub: {type: ss12000-api-sink, listen: 127.0.0.1:0, "
-        "state_dir: %s/hub, clients: {lms: t0ken-0123456789}, client_entities: {lms: all}}\n"
-        "  db: {type: sqlite-sink, path: %s/out.db}\n",
-        dir, dir);
+    char *text =
+        skt_fmt("kafka: {brokers: embedded}\n"
+                "sinks:\n  hub: {type: ss12000-api-sink, listen: 127.0.0.1:0, "
+                "state_dir: %s/hub, clients: {lms: {token: t0ken-0123456789, entities: all}}}\n"
+                "  db: {type: sqlite-sink, path: %s/out.db}\n",
+                dir, dir);
     int rc;
     char *out = check_text(dir, text, NULL, 30, &rc);
     cr_assert_eq(rc, 0, "%s", out);

@@ -345,6 +345,8 @@ Test(cli, every_shipped_config_checks_ok)
     setenv("SKOLSYNC_SS12000_SECRET", "not-a-real-secret", 1);
     setenv("SKOLSYNC_ADMIN_TOKEN", "not-a-real-token", 1);
     setenv("SKOLSYNC_WEBHOOK_SECRET", "not-a-real-webhook-secret", 1);
+    setenv("SKOLSYNC_HUB_LMS_TOKEN", "not-a-real-hub-token", 1);
+    setenv("SKOLSYNC_HUB_LIBRARY_SECRET", "not-a-real-hub-secret", 1);
     char *list = NULL;
     cr_assert_eq(
         skt_sh("ls " SK_SOURCE_DIR "/etc/*.yaml " SK_SOURCE_DIR "/etc/examples/*.yaml", 10, &list),

@@ -1,5 +1,5 @@
 /*
- * test_privacy.c: the personal-data policy (daemon/privacy.h) end to end, on
+ * test_privacy.c: the personal-data policy (proto/privacy.h) end to end, on
  * the real broker, across all four sink types at once: one `run --once` of a
  * jsonl-source and a sqlite-sink, a postgres-sink (own schema), a scim-sink
  * (SK_TEST_SCIM) and a oneroster-csv-sink, every sink with its type's

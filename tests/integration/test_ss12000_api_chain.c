@@ -243,9 +243,8 @@ static void chain_start(struct chain *c, const char *tag, const char *poll, cons
     char *cfg_a = skt_fmt("%s/a.yaml", c->dir);
     char *text = skt_fmt("%ssources:\n%ssinks:\n  hub:\n    type: ss12000-api-sink\n"
                          "    listen: 127.0.0.1:0\n    state_dir: %s\n"
-                         "    protected_identities: allow\n"
-                         "    clients: {reader: '${env:SKT_HUB_TOKEN}'}\n"
-                         "    client_entities: {reader: all}\n",
+                         "    clients: {reader: {token: '${env:SKT_HUB_TOKEN}', entities: all,\n"
+                         "                       protected_identities: allow}}\n",
                          head, src, hub_dir);
     skt_write(cfg_a, text);
     c->alog = skt_fmt("%s/a.log", c->dir);

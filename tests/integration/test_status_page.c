@@ -1,7 +1,7 @@
 /*
  * test_status_page.c: the status page at GET / (daemon/status/index.html) in
  * headless Chromium (Debian's `chromium`), against a daemon on the embedded
- * broker with one jsonl source and two sqlite sinks. Once the data is synced
+ * broker with one jsonl source, two sqlite sinks and a hub (its clients). Once the data is synced
  * and the lag monitor has a sample, the DOM after the page's scripts ran must
  * show every connector in a row with its state, and every sink's lag card a
  * number and a status. A screenshot is kept as a test artifact:
@@ -181,8 +181,11 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
                         "  files:\n    type: jsonl-source\n    path: %s\n    poll_interval: 500ms\n"
                         "sinks:\n"
                         "  db:\n    type: sqlite-sink\n    path: %s/db.sqlite\n"
-                        "  db2:\n    type: sqlite-sink\n    path: %s/db2.sqlite\n",
-                        data, d.dir, d.dir);
+                        "  db2:\n    type: sqlite-sink\n    path: %s/db2.sqlite\n"
+                        "  hub:\n    type: ss12000-api-sink\n    listen: 127.0.0.1:0\n"
+                        "    state_dir: %s/hub\n"
+                        "    clients: {lms: {token: lms-token-0123456789, entities: all}}\n",
+                        data, d.dir, d.dir, d.dir);
     skt_write(d.cfg, cfg);
     free(cfg);
 
@@ -226,6 +229,17 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     cr_assert_null(strstr(page, "href=\"http"), "the page must not load external resources");
     free(page);
 
+    /* A sink that serves clients (the hub) shows them with their requests. */
+    int hub = skt_logged_port_after(d.log, "serving SS 12000 on", 20000);
+    cr_assert_gt(hub, 0);
+    char *ask = skt_fmt("curl -s -H 'Authorization: Bearer lms-token-0123456789' "
+                        "http://127.0.0.1:%d/groups",
+                        hub);
+    char *asked = NULL;
+    skt_sh(ask, 15, &asked);
+    free(asked);
+    free(ask);
+
     /* The DOM after the scripts ran. */
     char *dom_path = skt_fmt("%s/dom.html", d.dir);
     cr_assert_eq(chromium(&d, "--dump-dom", dom_path, "chromium-dom"), 0,
@@ -253,6 +267,8 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
         free(shown_node);
         free(row);
     }
+    cr_assert_not_null(strstr(dom, "data-field=\"clients\">lms 1 req<"), "no hub clients in %s",
+                       dom_path);
     const char *sinks[] = {"db", "db2", NULL};
     for (const char *const *s = sinks; *s; s++) {
         char *card = element(dom, "data-sink-lag", *s, "</section>");

@@ -370,6 +370,76 @@ Test(config, required_option_inside_absent_group_is_reported)
     sk_config_errors_free(&errs);
 }
 
+/* A map of groups (SK_OPT_GROUPS): each entry validated by the nested table into
+ * a struct of its own, every mistake at its own line and column. */
+struct test_client {
+    char *token;
+    struct sk_strlist orgs;
+    int64_t limit;
+};
+
+static const struct sk_option client_options[] = {
+    {.name = "token",
+     .type = SK_OPT_SECRET,
+     .required = true,
+     .offset = offsetof(struct test_client, token)},
+    {.name = "orgs", .type = SK_OPT_LIST, .offset = offsetof(struct test_client, orgs)},
+    {.name = "limit",
+     .type = SK_OPT_INT,
+     .def = "7",
+     .min = 1,
+     .max = 9,
+     .offset = offsetof(struct test_client, limit)},
+    {0},
+};
+
+Test(config, map_of_groups)
+{
+    static const struct sk_option outer[] = {
+        {.name = "clients",
+         .type = SK_OPT_GROUPS,
+         .offset = 0,
+         .sub = client_options,
+         .sub_size = sizeof(struct test_client)},
+        {0},
+    };
+    struct sk_config_errors errs = {0};
+    struct sk_cnode *root = load("clients:\n  a: {token: x, orgs: [o1, o2]}\n"
+                                 "  b:\n    token: y\n    limit: 3\n",
+                                 &errs);
+    struct sk_groupmap clients = {0};
+    cr_assert_eq(sk_options_apply(outer, root, &clients, &errs), 0, "%s", all_errors(&errs));
+    cr_assert_eq(clients.n, 2);
+    cr_assert_str_eq(clients.keys[0], "a");
+    cr_assert_str_eq(clients.keys[1], "b");
+    const struct test_client *a = sk_groupmap_at(&clients, &outer[0], 0);
+    const struct test_client *b = sk_groupmap_at(&clients, &outer[0], 1);
+    cr_assert_str_eq(a->token, "x");
+    cr_assert_eq(a->orgs.n, 2);
+    cr_assert_str_eq(a->orgs.v[1], "o2");
+    cr_assert_eq(a->limit, 7, "the default applies per entry");
+    cr_assert_str_eq(b->token, "y");
+    cr_assert_eq(b->limit, 3);
+    sk_options_free(outer, &clients);
+    cr_assert_eq(clients.n, 0);
+    sk_cnode_free(root);
+
+    root = load("clients:\n  a: {orgs: o1}\n  b: 5\n  c:\n    token: z\n    limit: 10\n"
+                "    tokn: q\n",
+                &errs);
+    cr_assert_eq(sk_options_apply(outer, root, &clients, &errs), 4);
+    EXPECT_ERRORS(&errs,
+                  "t.yaml:2:3: clients.a: missing required option \"token\" (expected a "
+                  "secret, e.g. ${env:NAME} or ${file:PATH})",
+                  "t.yaml:3:3: clients.b: got a single value (expected a map of options)",
+                  "t.yaml:7:5: clients.c.tokn: unknown option \"tokn\" (expected one of: token, "
+                  "orgs, limit)",
+                  "t.yaml:6:5: clients.c.limit: \"10\" is out of range (expected 1 to 9)");
+    sk_options_free(outer, &clients);
+    sk_cnode_free(root);
+    sk_config_errors_free(&errs);
+}
+
 /* ---- option errors, one class per test ------------------------------------------ */
 
 Test(config, four_mistakes_give_four_errors)
@@ -905,6 +975,7 @@ Test(config, type_names)
     cr_assert_str_eq(sk_opt_type_name(SK_OPT_SECRET), "secret");
     cr_assert_str_eq(sk_opt_type_name(SK_OPT_GROUP), "group");
     cr_assert_str_eq(sk_opt_type_name(SK_OPT_ENUM), "enum");
+    cr_assert_str_eq(sk_opt_type_name(SK_OPT_GROUPS), "groups");
 }
 
 Test(config, invalid_default_is_reported_as_a_table_bug)

@@ -17,7 +17,8 @@ static void id_of(uint64_t n, char out[37])
     /* spread n over both halves, as random UUIDs are */
     uint64_t a = n * 0x9e3779b97f4a7c15ULL, b = n;
     snprintf(out, 37, "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64,
-             a >> 32, (a >> 16) & 0xffff, a & 0xffff, (b >> 48) & 0xffff, b & (uint64_t)0xffffffffffff);
+             a >> 32, (a >> 16) & 0xffff, a & 0xffff, (b >> 48) & 0xffff,
+             b & (uint64_t)0xffffffffffff);
 }
 
 Test(idmap, many_ids_survive_growth)

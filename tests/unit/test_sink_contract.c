@@ -128,9 +128,10 @@ static char *scim_stored(const char *id)
 /* The hub keeps its documents in the state store's tables (<state_dir>/<sink name>.db). */
 static void hub_setup(void)
 {
-    yaml = skt_fmt("listen: 127.0.0.1:0\nstate_dir: %s\nclients: {c: contract-token-0123456789}\n"
-                   "client_entities: {c: all}\n",
-                   dir);
+    yaml = skt_fmt(
+        "listen: 127.0.0.1:0\nstate_dir: %s\nclients: {c: {token: contract-token-0123456789, "
+        "entities: all}}\n",
+        dir);
 }
 
 static char schema[32];

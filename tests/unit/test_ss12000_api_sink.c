@@ -312,23 +312,9 @@ Test(ss12000_api_sink, token_and_scope, .fini = skt_hub_finish, .timeout = 60)
 /* Runs a skt_hub_request with stderr in a file; returns what was logged (caller frees). */
 static char *logged_get(const char *path, const char *authorization)
 {
-    char file[] = "/tmp/skt-hublog-XXXXXX";
-    int fd = mkstemp(file);
-    cr_assert(fd >= 0);
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
+    struct skt_hub_log log = skt_hub_log_begin();
     skt_hub_get(path, authorization, NULL);
-    sk_sleep_ms(50);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    close(fd);
-    size_t len;
-    char *text = sk_read_file(file, &len);
-    unlink(file);
-    cr_assert_not_null(text);
-    return text;
+    return skt_hub_log_end(&log);
 }
 
 Test(ss12000_api_sink, request_log_names_client_not_data, .fini = skt_hub_finish, .timeout = 60)
@@ -363,11 +349,11 @@ Test(ss12000_api_sink, request_log_names_client_not_data, .fini = skt_hub_finish
 /* ---- open --------------------------------------------------------------------------- */
 
 /* open with these options fails FATAL with why in its message. */
-static void assert_refused(const char *listen, const char *clients, const char *scopes,
-                           const char *extra, const char *why)
+static void assert_refused(const char *listen, const char *clients, const char *extra,
+                           const char *why)
 {
-    char *yaml = skt_fmt("listen: %s\nstate_dir: %s\nclients: %s\nclient_entities: %s\n%s", listen,
-                         skt_hub_dir, clients, scopes, extra);
+    char *yaml =
+        skt_fmt("listen: %s\nstate_dir: %s\nclients: %s\n%s", listen, skt_hub_dir, clients, extra);
     struct sk_sink *s = NULL;
     struct sk_error err = {0};
     int rc =
@@ -383,13 +369,31 @@ Test(ss12000_api_sink, open_refuses_unsafe_or_unclear_configuration, .fini = skt
      .timeout = 60)
 {
     skt_hub_dir = skt_tmpdir("hub");
-    const char *a = "{a: aaaaaaaaaaaaaaaaaaaa}", *all = "{a: all}";
-    assert_refused("0.0.0.0:0", a, all, "", "TLS");
-    assert_refused("127.0.0.1:0", "{a: aaaaaaaaaaaaaaaaaaaa, b: bbbbbbbbbbbbbbbbbbbb}", all, "",
-                   "client_entities.b");
-    assert_refused("127.0.0.1:0", a, "{a: 'persons, Pupils'}", "", "Pupils");
-    assert_refused("127.0.0.1:0", "{a: short}", all, "", "shorter than 16");
-    assert_refused("127.0.0.1:0", a, all, "tls_cert: /nonexistent.pem\n", "go together");
+    const char *a = "{a: {token: aaaaaaaaaaaaaaaaaaaa, entities: all}}";
+    assert_refused("0.0.0.0:0", a, "", "TLS");
+    assert_refused("127.0.0.1:0", "{a: {token: aaaaaaaaaaaaaaaaaaaa, entities: 'persons, Pupils'}}",
+                   "", "Pupils");
+    assert_refused("127.0.0.1:0", "{a: {token: short, entities: all}}", "", "shorter than 16");
+    assert_refused("127.0.0.1:0", a, "tls_cert: /nonexistent.pem\n", "go together");
+    assert_refused("127.0.0.1:0", "{a: {entities: all}}", "",
+                   "clients.a: give either token or oauth2");
+    assert_refused("127.0.0.1:0",
+                   "{a: {token: aaaaaaaaaaaaaaaaaaaa, oauth2: {client_id: a, client_secret: "
+                   "bbbbbbbbbbbbbbbbbbbb}, entities: all}}",
+                   "", "either token or oauth2");
+    assert_refused("127.0.0.1:0", "{a: {oauth2: {client_id: a}, entities: all}}", "",
+                   "client_id and client_secret go together");
+    assert_refused("127.0.0.1:0",
+                   "{a: {token: aaaaaaaaaaaaaaaaaaaa, entities: all, attributes: [shoe_size]}}", "",
+                   "clients.a.attributes: \"shoe_size\" is no attribute group");
+    assert_refused("127.0.0.1:0",
+                   "{a: {token: aaaaaaaaaaaaaaaaaaaa, entities: all, organisations: [skolan]}}", "",
+                   "clients.a.organisations: \"skolan\" is not an organisation id");
+    assert_refused("127.0.0.1:0",
+                   "{a: {oauth2: {client_id: x, client_secret: aaaaaaaaaaaaaaaaaaaa}, entities: "
+                   "all}, b: {oauth2: {client_id: x, client_secret: bbbbbbbbbbbbbbbbbbbb}, "
+                   "entities: all}}",
+                   "", "clients.b.oauth2.client_id: also the client_id of a");
 }
 
 /* ---- TLS -------------------------------------------------------------------------------- */
@@ -417,8 +421,8 @@ Test(ss12000_api_sink, tls_serves_https_beyond_loopback, .fini = skt_hub_finish,
     cJSON_Delete(page);
     skt_sink_drop(&skt_hub);
     /* Any address, once TLS is configured. */
-    char *any = skt_fmt("listen: 0.0.0.0:0\nstate_dir: %s\nclients: {a: aaaaaaaaaaaaaaaaaaaa}\n"
-                        "client_entities: {a: all}\n%s",
+    char *any = skt_fmt("listen: 0.0.0.0:0\nstate_dir: %s\n"
+                        "clients: {a: {token: aaaaaaaaaaaaaaaaaaaa, entities: all}}\n%s",
                         skt_hub_dir, tls);
     skt_hub = skt_sink_open("ss12000-api-sink", any, NULL, 0, "hub-incarnation");
     cr_assert_eq(strncmp(skt_hub->ops->target(skt_hub), "https://0.0.0.0:", 16), 0);

@@ -14,7 +14,8 @@
  *                                     addresses and enrolments
  *                           allow   - stored like anyone else
  * Each sink type declares its defaults (connector.h); the configuration may
- * override them per sink.
+ * override them per sink. The hub (connectors/ss12000api) applies a policy
+ * per client to what it serves, which is why this lives in proto/.
  */
 #ifndef SK_PRIVACY_H
 #define SK_PRIVACY_H

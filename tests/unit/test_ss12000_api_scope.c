@@ -1,0 +1,524 @@
+/*
+ * test_ss12000_api_scope.c: the hub's clients and scopes
+ * (docs/ss12000-api-sink.md, "Clients and scopes"), against the hub
+ * in-process (tests/helpers/skt_hub.h):
+ *
+ *   organisations   a client scoped to one school sees exactly what belongs
+ *                   to it (its sub-units, persons through enrolments, duties
+ *                   and as guardians, groups, activities, calendar events)
+ *                   in lists, by id (404 otherwise) and deletedEntities, and
+ *                   nothing of another school; a person that arrived before
+ *                   its school belongs to it; hub_client_sees agrees
+ *   attributes      a missing attribute group removes its fields (civic
+ *                   numbers, private e-mail, ...) or its types (403)
+ *   privacy         per client: protected persons minimal, absent or in
+ *                   full; drop_fields
+ *   upgrade         a state from before scopes gets its links at open
+ *   tokens          a wrong token 401; OAuth2 client credentials at
+ *                   POST /token: good, wrong secret, wrong grant, Basic and
+ *                   form credentials, an expired access token 401
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <sqlite3.h>
+
+#include "buf.h"
+#include "ss12000api/hub.h"
+#include "skt_hub.h"
+#include "util.h"
+
+/* Organisations: the municipality K with schools A and B; A1 is a unit of A. */
+#define K "00000000-0000-4000-8000-00000000000a"
+#define A "00000000-0000-4000-8000-0000000000a1"
+#define A1 "00000000-0000-4000-8000-0000000000a2"
+#define B "00000000-0000-4000-8000-0000000000b1"
+/* Persons: a student of A1, a student of B, a teacher of A (a duty), the A student's guardian. */
+#define PA "00000000-0000-4000-8000-000000000101"
+#define PB "00000000-0000-4000-8000-000000000102"
+#define TA "00000000-0000-4000-8000-000000000103"
+#define GA "00000000-0000-4000-8000-000000000104"
+#define DA "00000000-0000-4000-8000-000000000201"
+#define GRA "00000000-0000-4000-8000-000000000301"
+#define GRB "00000000-0000-4000-8000-000000000302"
+#define ACTA "00000000-0000-4000-8000-000000000401"
+#define ACTB "00000000-0000-4000-8000-000000000402"
+#define CEA "00000000-0000-4000-8000-000000000501"
+#define CEB "00000000-0000-4000-8000-000000000502"
+
+#define META "\"meta\":{\"created\":\"" T1 "\",\"modified\":\"" T1 "\"}"
+
+static const char *const scoped_clients =
+    "  lms: {token: lms-token-0123456789, entities: all, protected_identities: allow}\n"
+    "  school_a: {token: school-a-token-0123456789, entities: all, organisations: [" A "],\n"
+    "             protected_identities: allow}\n";
+
+static void add(const char *entity, const char *json)
+{
+    skt_recs_add(&skt_hub_batch, entity, NULL, json, NULL);
+}
+
+static void add_org(const char *id, const char *parent)
+{
+    char *json = parent ? skt_fmt("{\"id\":\"%s\"," META ",\"displayName\":\"o\","
+                                  "\"organisationType\":\"Skolenhet\","
+                                  "\"parentOrganisation\":{\"id\":\"%s\"}}",
+                                  id, parent)
+                        : skt_fmt("{\"id\":\"%s\"," META ",\"displayName\":\"o\","
+                                  "\"organisationType\":\"Huvudman\"}",
+                                  id);
+    add("Organisation", json);
+    free(json);
+}
+
+static void add_person(const char *id, const char *enroled_at, const char *guardian)
+{
+    struct sk_buf b = {0};
+    sk_buf_printf(&b, "{\"id\":\"%s\"," META ",\"givenName\":\"P\",\"familyName\":\"Q\"", id);
+    if (enroled_at)
+        sk_buf_printf(&b, ",\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\"}]",
+                      enroled_at);
+    if (guardian)
+        sk_buf_printf(&b, ",\"responsibles\":[{\"person\":{\"id\":\"%s\"}}]", guardian);
+    sk_buf_puts(&b, "}");
+    add("Person", b.p);
+    sk_buf_free(&b);
+}
+
+/* Two schools and what belongs to each; persons first, their organisations after. */
+static void two_schools(void)
+{
+    add_person(PA, A1, GA);
+    add_person(PB, B, NULL);
+    add_person(TA, NULL, NULL);
+    add_person(GA, NULL, NULL);
+    skt_hub_apply();
+    add_org(K, NULL);
+    add_org(A, K);
+    add_org(A1, A);
+    add_org(B, K);
+    add("Duty", "{\"id\":\"" DA "\"," META ",\"person\":{\"id\":\"" TA "\"},\"dutyAt\":{\"id\":\"" A
+                "\"},\"dutyRole\":\"Lärare\"}");
+    add("Group", "{\"id\":\"" GRA "\"," META ",\"displayName\":\"7A\",\"groupType\":\"Klass\","
+                 "\"organisation\":{\"id\":\"" A "\"}}");
+    add("Group", "{\"id\":\"" GRB "\"," META ",\"displayName\":\"7B\",\"groupType\":\"Klass\","
+                 "\"organisation\":{\"id\":\"" B "\"}}");
+    add("Activity", "{\"id\":\"" ACTA "\"," META ",\"displayName\":\"Ma\",\"organisation\":{\"id\":"
+                    "\"" A "\"}}");
+    add("Activity", "{\"id\":\"" ACTB "\"," META ",\"displayName\":\"Sv\",\"organisation\":{\"id\":"
+                    "\"" B "\"}}");
+    add("CalendarEvent", "{\"id\":\"" CEA "\"," META ",\"activity\":{\"id\":\"" ACTA "\"},"
+                         "\"startTime\":\"" T1 "\",\"endTime\":\"" T2 "\"}");
+    add("CalendarEvent", "{\"id\":\"" CEB "\"," META ",\"activity\":{\"id\":\"" ACTB "\"},"
+                         "\"startTime\":\"" T1 "\",\"endTime\":\"" T2 "\"}");
+    skt_hub_apply();
+}
+
+/* The ids of a whole listing, sorted, comma-separated; caller frees. */
+static char *listed(const char *path, const char *authorization)
+{
+    cJSON *page = skt_hub_get_json(path, authorization, 200);
+    cr_assert_null(skt_hub_token(page), "one page expected");
+    char *ids = skt_hub_ids(page);
+    cJSON_Delete(page);
+    /* sort the comma-separated ids */
+    size_t n = 0;
+    char *v[64], *save = NULL;
+    for (char *t = strtok_r(ids, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save))
+        v[n++] = t;
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && strcmp(v[k - 1], v[k]) > 0; k--) {
+            char *x = v[k];
+            v[k] = v[k - 1];
+            v[k - 1] = x;
+        }
+    struct sk_buf b = {0};
+    for (size_t i = 0; i < n; i++)
+        sk_buf_printf(&b, "%s%s", i ? "," : "", v[i]);
+    free(ids);
+    return b.p ? sk_buf_take(&b) : sk_strdup("");
+}
+
+static void expect_list(const char *path, const char *authorization, const char *want)
+{
+    char *got = listed(path, authorization);
+    cr_assert_str_eq(got, want, "%s", path);
+    free(got);
+}
+
+#define SA "Bearer school-a-token-0123456789"
+
+/* Pages of one through path's page tokens: the ids served, in order; caller frees. */
+static char *walked(const char *path, const char *authorization)
+{
+    struct sk_buf all = {0};
+    char *next = skt_fmt("%s?limit=1", path);
+    for (int pages = 0; next && pages < 50; pages++) {
+        cJSON *page = skt_hub_get_json(next, authorization, 200);
+        char *ids = skt_hub_ids(page);
+        if (*ids)
+            sk_buf_printf(&all, "%s%s", all.len ? "," : "", ids);
+        free(ids);
+        free(next);
+        next = NULL;
+        if (skt_hub_token(page)) {
+            char *t = skt_hub_escape(skt_hub_token(page));
+            next = skt_fmt("%s?limit=1&pageToken=%s", path, t);
+            free(t);
+        }
+        cJSON_Delete(page);
+    }
+    cr_assert_null(next, "more than 50 pages");
+    return all.p ? sk_buf_take(&all) : sk_strdup("");
+}
+
+Test(ss12000_api_scope, a_school_client_sees_exactly_its_school, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open_clients(scoped_clients, NULL);
+    two_schools();
+    /* A and its unit A1, not the municipality above it nor school B. */
+    expect_list("/organisations", SA, A "," A1);
+    expect_list("/organisations", LMS, K "," A "," A1 "," B);
+    /* Persons: PA (enrolled at A1, which arrived after PA), TA (a duty at A), GA (PA's
+     * guardian); not PB. */
+    expect_list("/persons", SA, PA "," TA "," GA);
+    expect_list("/duties", SA, DA);
+    expect_list("/groups", SA, GRA);
+    expect_list("/activities", SA, ACTA);
+    expect_list("/calendarEvents", SA, CEA);
+    /* Paging through the scope: each of its persons once, in the hub's order. */
+    char *paged = walked("/persons", SA);
+    cr_assert_str_eq(paged, PA "," TA "," GA, "%s", paged);
+    free(paged);
+    /* By id: what is not the client's is not found, never forbidden. */
+    skt_hub_assert_error("/persons/" PB, SA, 404, "not_found");
+    skt_hub_assert_error("/groups/" GRB, SA, 404, "not_found");
+    skt_hub_assert_error("/organisations/" K, SA, 404, "not_found");
+    cJSON *pa = skt_hub_get_json("/persons/" PA, SA, 200);
+    cr_assert_str_eq(skt_hub_str(pa, "id", NULL), PA);
+    cJSON_Delete(pa);
+    /* The subscriptions helper's question gets the same answers. */
+    struct hub *h = skt_hub->priv;
+    cr_assert(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PA));
+    cr_assert(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), TA));
+    cr_assert_not(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PB));
+    cr_assert_not(hub_client_sees(h, "school_a", sk_entity_by_name("CalendarEvent"), CEB));
+    cr_assert(hub_client_sees(h, "lms", sk_entity_by_name("Person"), PB));
+    cr_assert_not(hub_client_sees(h, "nobody", sk_entity_by_name("Person"), PA));
+    /* The duty goes: the teacher no longer belongs to A. */
+    skt_recs_add(&skt_hub_batch, "Duty", DA, NULL, NULL);
+    skt_hub_apply();
+    expect_list("/persons", SA, PA "," GA);
+    /* Deletions: of the two students deleted, A's client learns of its own only. */
+    skt_recs_add(&skt_hub_batch, "Person", PA, NULL, NULL);
+    skt_recs_add(&skt_hub_batch, "Person", PB, NULL, NULL);
+    skt_hub_apply();
+    cJSON *del = skt_hub_get_json("/deletedEntities?entities=Person,Duty", SA, 200);
+    char *text = cJSON_PrintUnformatted(skt_hub_data(del));
+    cr_assert_str_eq(text, "{\"persons\":[\"" PA "\"],\"duties\":[\"" DA "\"]}", "%s", text);
+    free(text);
+    cJSON_Delete(del);
+    /* A webhook about a deletion goes to whom the record belonged to. */
+    cr_assert(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PA));
+    cr_assert_not(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PB));
+    del = skt_hub_get_json("/deletedEntities?entities=Person", LMS, 200);
+    text = cJSON_PrintUnformatted(skt_hub_data(del));
+    cr_assert_str_eq(text, "{\"persons\":[\"" PA "\",\"" PB "\"]}", "%s", text);
+    free(text);
+    cJSON_Delete(del);
+}
+
+/* A school moved under another organisation takes what belongs to it along. */
+Test(ss12000_api_scope, descendants_follow_a_moved_unit, .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(scoped_clients, NULL);
+    two_schools();
+    expect_list("/groups", SA, GRA);
+    add_org(B, A); /* B becomes a unit of A */
+    skt_hub_apply();
+    expect_list("/groups", SA, GRA "," GRB);
+    expect_list("/persons", SA, PA "," PB "," TA "," GA);
+}
+
+/* A state from before scopes (no links) gets them at open, from the stored documents. */
+Test(ss12000_api_scope, links_are_made_at_open_for_an_older_state, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open_clients(scoped_clients, NULL);
+    two_schools();
+    skt_sink_drop(&skt_hub);
+    char *db_path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "DELETE FROM hub_link; DELETE FROM hub_meta WHERE key = "
+                              "'links_version'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    free(db_path);
+    skt_hub_open_clients(scoped_clients, NULL);
+    expect_list("/persons", SA, PA "," TA "," GA);
+    expect_list("/calendarEvents", SA, CEA);
+}
+
+/* ---- attribute groups and privacy per client ------------------------------------------- */
+
+#define PROT "00000000-0000-4000-8000-000000000601"
+#define FULL "00000000-0000-4000-8000-000000000602"
+
+static void add_full_persons(void)
+{
+    const char *rest = META ",\"givenName\":\"Ada\",\"familyName\":\"Q\",\"civicNo\":{\"value\":"
+                            "\"200001011234\"},\"birthDate\":\"2000-01-01\",\"sex\":\"Kvinna\","
+                            "\"emails\":[{\"value\":\"a@home.se\",\"type\":\"Privat\"},{\"value\":"
+                            "\"a@skola.se\",\"type\":\"Skola elev\"}],\"phoneNumbers\":[{\"value\":"
+                            "\"070\",\"type\":\"Mobil\"}],\"enrolments\":[{\"enroledAt\":{\"id\":"
+                            "\"" A "\"},\"schoolType\":\"GR\"}]";
+    char *json = skt_fmt("{\"id\":\"" FULL "\",%s}", rest);
+    add("Person", json);
+    free(json);
+    json = skt_fmt("{\"id\":\"" PROT "\",%s,\"securityMarking\":\"Skyddad folkbokföring\"}", rest);
+    add("Person", json);
+    free(json);
+    skt_hub_apply();
+}
+
+static bool has(const cJSON *doc, const char *field)
+{
+    return cJSON_GetObjectItemCaseSensitive(doc, field) != NULL;
+}
+
+static cJSON *person(const char *id, const char *authorization)
+{
+    char *path = skt_fmt("/persons/%s", id);
+    cJSON *doc = skt_hub_get_json(path, authorization, 200);
+    free(path);
+    return doc;
+}
+
+Test(ss12000_api_scope, attribute_groups_remove_their_fields_and_types, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open_clients(
+        "  lms: {token: lms-token-0123456789, entities: all, protected_identities: allow}\n"
+        "  narrow: {token: narrow-token-0123456789, entities: all, attributes: [students,"
+        " school_email, sex]}\n",
+        NULL);
+    add_full_persons();
+    cJSON *p = person(FULL, "Bearer narrow-token-0123456789");
+    cr_assert(has(p, "enrolments") && has(p, "sex") && has(p, "givenName"));
+    cr_assert_not(has(p, "civicNo") || has(p, "birthDate") || has(p, "phoneNumbers"));
+    const cJSON *emails = cJSON_GetObjectItemCaseSensitive(p, "emails");
+    cr_assert_eq(cJSON_GetArraySize(emails), 1, "the private address is gone");
+    cr_assert_str_eq(skt_hub_str(cJSON_GetArrayItem(emails, 0), "type", NULL), "Skola elev");
+    cJSON_Delete(p);
+    /* The same from a list. */
+    cJSON *page = skt_hub_get_json("/persons", "Bearer narrow-token-0123456789", 200);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, skt_hub_data(page))
+    {
+        cr_assert_not(has(x, "civicNo"));
+    }
+    cJSON_Delete(page);
+    /* A client with every group sees it all. */
+    p = person(FULL, LMS);
+    cr_assert(has(p, "civicNo") && has(p, "birthDate") && has(p, "phoneNumbers"));
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "emails")), 2);
+    cJSON_Delete(p);
+    /* Types of a missing group: forbidden like a type out of entities. */
+    skt_hub_assert_error("/duties", "Bearer narrow-token-0123456789", 403, "forbidden");
+    skt_hub_assert_error("/organisations", "Bearer narrow-token-0123456789", 403, "forbidden");
+    cJSON_Delete(skt_hub_get_json("/duties", LMS, 200));
+}
+
+Test(ss12000_api_scope, protected_persons_per_client, .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(
+        "  full: {token: full-token-0123456789, entities: all, protected_identities: allow}\n"
+        "  min: {token: min-token-0123456789, entities: all, drop_fields: [familyName]}\n"
+        "  skip: {token: skip-token-0123456789, entities: all, protected_identities: skip}\n",
+        NULL);
+    add_full_persons();
+    cJSON *p = person(PROT, "Bearer full-token-0123456789");
+    cr_assert(has(p, "civicNo") && has(p, "givenName"));
+    cJSON_Delete(p);
+    /* minimal (the default): only what an account needs (proto/privacy.h). */
+    p = person(PROT, "Bearer min-token-0123456789");
+    cr_assert(has(p, "enrolments") && has(p, "securityMarking"));
+    cr_assert_not(has(p, "civicNo") || has(p, "givenName") || has(p, "birthDate"));
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "emails")), 1);
+    cJSON_Delete(p);
+    p = person(FULL, "Bearer min-token-0123456789");
+    cr_assert(has(p, "givenName") && has(p, "civicNo"), "not protected: in full");
+    cr_assert_not(has(p, "familyName"), "but for its drop_fields");
+    cJSON_Delete(p);
+    /* skip: absent, by id and in lists. */
+    skt_hub_assert_error("/persons/" PROT, "Bearer skip-token-0123456789", 404, "not_found");
+    expect_list("/persons", "Bearer skip-token-0123456789", FULL);
+    expect_list("/persons", "Bearer full-token-0123456789", PROT "," FULL);
+}
+
+/* ---- tokens -------------------------------------------------------------------------------- */
+
+#define OAUTH_CLIENTS                                                                              \
+    "  vendor: {oauth2: {client_id: vendor-app, client_secret: vendor-secret-0123456789},\n"       \
+    "           entities: [Group]}\n"                                                              \
+    "  lms: {token: lms-token-0123456789, entities: all}\n"
+
+struct answer {
+    long status;
+    char *body;
+    char *www_authenticate;
+};
+
+static size_t collect(char *data, size_t size, size_t n, void *ctx)
+{
+    sk_buf_putn(ctx, data, size * n);
+    return size * n;
+}
+
+static size_t header(char *data, size_t size, size_t n, void *ctx)
+{
+    char **www = ctx;
+    if (size * n > 18 && strncasecmp(data, "WWW-Authenticate: ", 18) == 0) {
+        free(*www);
+        *www = sk_strndup(data + 18, strcspn(data + 18, "\r\n"));
+    }
+    return size * n;
+}
+
+/* POST form to /token, with user:password as HTTP Basic unless NULL. */
+static struct answer post_token(const char *form, const char *basic)
+{
+    CURL *c = curl_easy_init();
+    char *url = skt_fmt("%s/token", skt_hub->ops->target(skt_hub));
+    struct sk_buf b = {0};
+    struct answer a = {0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &a.www_authenticate);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    if (basic) {
+        curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+        curl_easy_setopt(c, CURLOPT_USERPWD, basic);
+    }
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a.status);
+    curl_easy_cleanup(c);
+    free(url);
+    a.body = b.p ? sk_buf_take(&b) : sk_strdup("");
+    return a;
+}
+
+static void answer_free(struct answer *a)
+{
+    free(a->body);
+    free(a->www_authenticate);
+}
+
+/* The OAuth2 error of an answer (RFC 6749 §5.2). */
+static void expect_oauth_error(struct answer a, long status, const char *error)
+{
+    cr_assert_eq(a.status, status, "%ld: %s", a.status, a.body);
+    cJSON *j = cJSON_Parse(a.body);
+    cr_assert_str_eq(skt_hub_str(j, "error", NULL), error);
+    cJSON_Delete(j);
+    answer_free(&a);
+}
+
+/* An access token from a good request; caller frees. */
+static char *access_token(struct answer a, int64_t want_expires_in)
+{
+    cr_assert_eq(a.status, 200, "%s", a.body);
+    cJSON *j = cJSON_Parse(a.body);
+    cr_assert_str_eq(skt_hub_str(j, "token_type", NULL), "Bearer");
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
+    cr_assert(cJSON_IsNumber(exp) && (int64_t)exp->valuedouble == want_expires_in);
+    char *bearer = skt_fmt("Bearer %s", skt_hub_str(j, "access_token", NULL));
+    cJSON_Delete(j);
+    answer_free(&a);
+    return bearer;
+}
+
+/* GET /groups with a bearer token, the body (caller frees). */
+static char *curl_get_quiet(const char *authorization)
+{
+    char *body = NULL;
+    cr_assert_eq(skt_hub_get("/groups", authorization, &body), 200);
+    return body;
+}
+
+Test(ss12000_api_scope, oauth2_client_credentials, .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(OAUTH_CLIENTS, "access_token_ttl: 1h\n");
+    skt_hub_add_group(GRA);
+    skt_hub_apply();
+    /* Credentials in the form, then by HTTP Basic: both give a token that reads. */
+    char *t1 = access_token(post_token("grant_type=client_credentials&client_id=vendor-app&"
+                                       "client_secret=vendor-secret-0123456789",
+                                       NULL),
+                            3600);
+    char *t2 = access_token(
+        post_token("grant_type=client_credentials", "vendor-app:vendor-secret-0123456789"), 3600);
+    expect_list("/groups", t1, GRA);
+    expect_list("/groups", t2, GRA);
+    skt_hub_assert_error("/persons", t1, 403, "forbidden"); /* its own scope */
+    /* A token altered by one character is nobody's. */
+    t1[strlen(t1) - 3] = t1[strlen(t1) - 3] == 'A' ? 'B' : 'A';
+    skt_hub_assert_error("/groups", t1, 401, "unauthorized");
+    /* Wrong secret, unknown client, wrong grant, nothing at all. */
+    struct answer a = post_token("grant_type=client_credentials", "vendor-app:wrong-secret-0123");
+    cr_assert_not_null(a.www_authenticate);
+    cr_assert_not_null(strstr(a.www_authenticate, "Basic"), "%s", a.www_authenticate);
+    expect_oauth_error(a, 401, "invalid_client");
+    expect_oauth_error(post_token("grant_type=client_credentials&client_id=nobody&client_secret="
+                                  "vendor-secret-0123456789",
+                                  NULL),
+                       401, "invalid_client");
+    expect_oauth_error(post_token("grant_type=password", "vendor-app:vendor-secret-0123456789"),
+                       400, "unsupported_grant_type");
+    expect_oauth_error(post_token("client_id=vendor-app", NULL), 400, "invalid_request");
+    expect_oauth_error(post_token("grant_type=client_credentials&grant_type=client_credentials",
+                                  "vendor-app:vendor-secret-0123456789"),
+                       400, "invalid_request");
+    /* A static-token client has no client credentials. */
+    expect_oauth_error(post_token("grant_type=client_credentials", "lms:lms-token-0123456789"), 401,
+                       "invalid_client");
+    /* The log names the client, never its secret or the token it got. */
+    struct skt_hub_log log = skt_hub_log_begin();
+    char *t3 = access_token(
+        post_token("grant_type=client_credentials", "vendor-app:vendor-secret-0123456789"), 3600);
+    free(curl_get_quiet(t3));
+    char *logged = skt_hub_log_end(&log);
+    cr_assert_not_null(strstr(logged, "client vendor: POST /token -> 200"), "%s", logged);
+    cr_assert_not_null(strstr(logged, "client vendor: GET /groups -> 200"), "%s", logged);
+    cr_assert_null(strstr(logged, "vendor-secret"), "%s", logged);
+    cr_assert_null(strstr(logged, t3 + 7), "the access token was logged: %s", logged);
+    free(logged);
+    free(t3);
+    /* GET /token is no way to ask. */
+    cr_assert_eq(skt_hub_get("/token", NULL, NULL), 405);
+    free(t1);
+    free(t2);
+}
+
+Test(ss12000_api_scope, expired_or_wrong_token_is_401, .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(OAUTH_CLIENTS, "access_token_ttl: 1s\n");
+    char *t = access_token(
+        post_token("grant_type=client_credentials", "vendor-app:vendor-secret-0123456789"), 1);
+    cJSON_Delete(skt_hub_get_json("/groups", t, 200));
+    usleep(1300 * 1000);
+    skt_hub_assert_error("/groups", t, 401, "unauthorized");
+    skt_hub_assert_error("/groups", "Bearer lms-token-012345678", 401, "unauthorized");
+    skt_hub_assert_error("/groups", NULL, 401, "unauthorized");
+    free(t);
+}
