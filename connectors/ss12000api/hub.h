@@ -29,6 +29,7 @@
 #include "connector.h"
 #include "model.h"
 #include "state_store.h"
+#include "hub_query.h"
 
 struct hub_conf {
     char *listen;
@@ -91,8 +92,11 @@ struct hub_query {
     int64_t after_stamp; /* keyset position: (stamp, id) > (after_stamp, after_id) */
     char after_id[37];
     int64_t limit;
-    uint32_t entity_mask;         /* deletedEntities: the types asked for, by sk_entity_index */
-    int64_t start_from, start_to; /* calendarEvents: startTime.onOrAfter/onOrBefore (inclusive) */
+    uint32_t entity_mask; /* deletedEntities: the types asked for, by sk_entity_index */
+    /* A list's per-type filters, sortkey, expand (hub_query.h; NULL: none), and the sort
+     * value of the keyset position when it has a sortkey. */
+    const struct hub_filter *filter;
+    char after_key[HUB_KEY_MAX];
 };
 
 /* A read-only connection from the pool (or a new one); NULL with err. */
@@ -114,16 +118,22 @@ void hub_reader_pool_free(struct hub *h);
  */
 typedef int64_t (*hub_page_fn)(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                                struct sk_buf *out, bool *more, int64_t *last_stamp,
-                               char last_id[37], struct sk_error *err);
+                               char last_id[37], char *last_key, struct sk_error *err);
+/* last_key (HUB_KEY_MAX, may be NULL): the last row's sort value when q->filter sorts. */
 int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                        struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                       struct sk_error *err);
+                       char *last_key, struct sk_error *err);
 int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                           struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                          struct sk_error *err);
-/* One document by id, as served: 1 with *doc (malloc'ed), 0 not found, -1 with err. */
-int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char **doc,
-                  struct sk_error *err);
+                          char *last_key, struct sk_error *err);
+/*
+ * One document by id, as served, expanded as f asks (NULL: as stored): 1
+ * with *doc (malloc'ed), 0 not found, -1 with err.
+ */
+int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id,
+                  const struct hub_filter *f, char **doc, struct sk_error *err);
+/* A stored document as served (meta.modified = stamp for types with meta); NULL if not JSON. */
+cJSON *hub_store_served(const struct sk_entity *e, const char *doc, int64_t stamp);
 
 /* ---- hub_token.c ----------------------------------------------------------- */
 
@@ -140,9 +150,14 @@ enum hub_token_check {
     HUB_TOKEN_BAD,     /* not one of ours, altered, or for another query or client: 400 */
     HUB_TOKEN_EXPIRED, /* ours and intact, but too old: 410 */
 };
-/* Checks token and fills q (limit untouched) from it. */
+/*
+ * Checks token and fills q (limit and filter untouched) from it, and f (an
+ * empty hub_filter of the list; NULL for deletedEntities) with the
+ * parameters of the first request.
+ */
 enum hub_token_check hub_token_read(const struct hub *h, const char *token, const char *what,
-                                    const char *client, struct hub_query *q, int64_t now_ms);
+                                    const char *client, struct hub_query *q, struct hub_filter *f,
+                                    int64_t now_ms);
 
 /* ---- hub_http.c ------------------------------------------------------------ */
 

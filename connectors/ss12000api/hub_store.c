@@ -26,13 +26,15 @@
 #include <openssl/rand.h>
 
 #include "hub.h"
+#include "hub_query.h"
 #include "util.h"
 
 #define PURGE_EVERY_MS 60000
 
 int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
 {
-    (void)ctx;
+    if (hub_filter_schema(st, ctx, err) < 0)
+        return -1;
     return sk_state_exec(
         st,
         "CREATE TABLE IF NOT EXISTS hub_rows(collection TEXT NOT NULL, id TEXT NOT NULL, "
@@ -218,6 +220,7 @@ sqlite3 *hub_reader_take(struct hub *h, struct sk_error *err)
     sqlite3_busy_timeout(db, 5000);
     sqlite3_create_function(db, "sk_instant", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                             sql_instant, NULL, NULL);
+    hub_filter_register(db);
     return db;
 }
 
@@ -267,11 +270,17 @@ static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
     sqlite3_bind_int64(q, 7, query->limit + 1); /* one more: is there a next page? */
 }
 
-/* The shared WHERE: keyset position, then the four meta filters (created absent: no match). */
-#define WHERE_PAGE                                                                                 \
-    " (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2)) AND r.stamp > ?3 AND r.stamp < ?4"            \
+/* The four meta filters (created absent: no match). */
+#define WHERE_META                                                                                 \
+    " r.stamp > ?3 AND r.stamp < ?4"                                                               \
     " AND (?5 = -9223372036854775808 OR r.created_us > ?5)"                                        \
     " AND (?6 = 9223372036854775807 OR r.created_us < ?6)"
+/* The default keyset position, (stamp, id) after (?1, ?2). */
+#define AFTER_STAMP " (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2))"
+#define WHERE_PAGE AFTER_STAMP " AND" WHERE_META
+
+/* One row of a page: its position is taken; -1 with err stops the page. */
+typedef int (*row_fn)(void *ctx, sqlite3_stmt *q, int64_t n, struct sk_error *err);
 
 /*
  * Steps q, whose rows start with (id, stamp): calls each for every row until
@@ -279,8 +288,7 @@ static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
  * err.
  */
 static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, bool *more,
-                         int64_t *last_stamp, char last_id[37],
-                         void (*each)(void *ctx, sqlite3_stmt *q, int64_t n), void *ctx,
+                         int64_t *last_stamp, char last_id[37], row_fn each, void *ctx,
                          struct sk_error *err)
 {
     int64_t n = 0;
@@ -293,7 +301,8 @@ static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, bool *more
         }
         snprintf(last_id, 37, "%s", (const char *)sqlite3_column_text(q, 0));
         *last_stamp = sqlite3_column_int64(q, 1);
-        each(ctx, q, n++);
+        if (each(ctx, q, n++, err) < 0)
+            return -1;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return read_error(db, rc, err);
@@ -310,18 +319,11 @@ static void format_stamp(int64_t us, char out[40])
     snprintf(out + n, 40 - n, ".%06dZ", (int)(us % 1000000));
 }
 
-/*
- * Appends doc as served: meta.modified replaced by the hub's stamp (types
- * the spec gives meta), everything else exactly as stored.
- */
-static void put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
-                       int64_t stamp)
+cJSON *hub_store_served(const struct sk_entity *e, const char *doc, int64_t stamp)
 {
-    cJSON *j = e->has_meta ? cJSON_Parse(doc) : NULL;
-    if (!j) { /* no meta in the spec (or, never stored, not JSON): as it is */
-        sk_buf_puts(out, doc);
-        return;
-    }
+    cJSON *j = cJSON_Parse(doc);
+    if (!j || !e->has_meta) /* no meta in the spec (or, never stored, not JSON): as it is */
+        return j;
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "meta");
     if (!cJSON_IsObject(meta)) {
         cJSON_DeleteItemFromObjectCaseSensitive(j, "meta");
@@ -331,51 +333,110 @@ static void put_served(struct sk_buf *out, const struct sk_entity *e, const char
     format_stamp(stamp, when);
     cJSON_DeleteItemFromObjectCaseSensitive(meta, "modified");
     cJSON_AddStringToObject(meta, "modified", when);
-    sk_json_print_into(j, out);
+    return j;
+}
+
+/*
+ * Appends doc as served (hub_store_served), with what f asks for expanded
+ * (f NULL: nothing). 0, -1 with err.
+ */
+static int put_served(struct sk_buf *out, sqlite3 *db, const struct sk_entity *e,
+                      const struct hub_filter *f, const char *doc, int64_t stamp,
+                      struct sk_error *err)
+{
+    if (!e->has_meta && !hub_filter_expand(f) && !hub_filter_ref_names(f)) {
+        sk_buf_puts(out, doc); /* exactly as stored */
+        return 0;
+    }
+    cJSON *j = hub_store_served(e, doc, stamp);
+    if (!j) {
+        sk_buf_puts(out, doc);
+        return 0;
+    }
+    int rc = f ? hub_expand_apply(db, e, f, j, err) : 0;
+    if (rc == 0)
+        sk_json_print_into(j, out);
     cJSON_Delete(j);
+    return rc;
 }
 
 struct list_page {
     struct sk_buf *out;
+    sqlite3 *db;
     const struct sk_entity *e;
+    const struct hub_filter *f;
+    char *last_key; /* HUB_KEY_MAX */
 };
 
-static void put_listed(void *ctx, sqlite3_stmt *q, int64_t n)
+static int put_listed(void *ctx, sqlite3_stmt *q, int64_t n, struct sk_error *err)
 {
     struct list_page *p = ctx;
     if (n)
         sk_buf_putc(p->out, ',');
-    put_served(p->out, p->e, (const char *)sqlite3_column_text(q, 2), sqlite3_column_int64(q, 1));
+    const unsigned char *key = sqlite3_column_text(q, 3);
+    snprintf(p->last_key, HUB_KEY_MAX, "%s", key ? (const char *)key : "");
+    return put_served(p->out, p->db, p->e, p->f, (const char *)sqlite3_column_text(q, 2),
+                      sqlite3_column_int64(q, 1), err);
+}
+
+/*
+ * The list's position and order: by (stamp, id) by default; with a sortkey
+ * by (sort value, id) in its direction, after (?9, ?2) unless the request
+ * is a first one (?2 empty); ModifiedDesc by (stamp, id) descending.
+ */
+static void put_order(struct sk_buf *sql, const struct hub_filter *f)
+{
+    bool desc, by_stamp;
+    const char *key = hub_filter_sort(f, &desc, &by_stamp);
+    const char *op = desc ? "<" : ">", *dir = desc ? " DESC" : "";
+    if (!key && !by_stamp) {
+        sk_buf_puts(sql, " AND" AFTER_STAMP " ORDER BY r.stamp, r.id");
+        return;
+    }
+    if (by_stamp) {
+        sk_buf_printf(sql, " AND (?2 = '' OR r.stamp %s ?1 OR (r.stamp = ?1 AND r.id %s ?2))", op,
+                      op);
+        sk_buf_printf(sql, " ORDER BY r.stamp%s, r.id%s", dir, dir);
+        return;
+    }
+    sk_buf_printf(sql, " AND (?2 = '' OR (%s) %s ?9 OR ((%s) = ?9 AND r.id %s ?2))", key, op, key,
+                  op);
+    sk_buf_printf(sql, " ORDER BY (%s)%s, r.id%s", key, dir, dir);
 }
 
 int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                        struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                       struct sk_error *err)
+                       char *last_key, struct sk_error *err)
 {
-    /* The calendar window on startTime as an instant (text with offsets does not sort). */
-    char *sql = sk_asprintf("SELECT r.id, r.stamp, c.doc FROM hub_rows r JOIN \"%s\" c ON c.id = "
-                            "r.id WHERE r.collection = ?8 AND r.deleted_us IS NULL AND" WHERE_PAGE
-                            " AND (?9 = -9223372036854775808 OR"
-                            " sk_instant(json_extract(c.doc, '$.startTime')) >= ?9)"
-                            " AND (?10 = 9223372036854775807 OR"
-                            " sk_instant(json_extract(c.doc, '$.startTime')) <= ?10)"
-                            " ORDER BY r.stamp, r.id LIMIT ?7",
-                            e->collection);
+    bool desc, by_stamp;
+    const char *key = q->filter ? hub_filter_sort(q->filter, &desc, &by_stamp) : NULL;
+    struct sk_buf sql = {0};
+    sk_buf_printf(&sql,
+                  "SELECT r.id, r.stamp, c.doc, %s FROM hub_rows r JOIN \"%s\" c ON c.id = r.id "
+                  "WHERE r.collection = ?8 AND r.deleted_us IS NULL AND" WHERE_META,
+                  key ? key : "NULL", e->collection);
+    int next_param = 10;
+    if (q->filter)
+        hub_filter_where(q->filter, &sql, &next_param);
+    put_order(&sql, q->filter);
+    sk_buf_puts(&sql, " LIMIT ?7");
     sqlite3_stmt *stmt;
-    if (prepare_read(db, sql, &stmt, err) < 0)
+    if (prepare_read(db, sk_buf_take(&sql), &stmt, err) < 0)
         return -1;
     bind_query(stmt, q);
     sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 9, q->start_from);
-    sqlite3_bind_int64(stmt, 10, q->start_to);
-    struct list_page page = {out, e};
+    sqlite3_bind_text(stmt, 9, q->after_key, -1, SQLITE_STATIC);
+    if (q->filter)
+        hub_filter_bind(q->filter, stmt, 10);
+    char key_buf[HUB_KEY_MAX];
+    struct list_page page = {out, db, e, q->filter, last_key ? last_key : key_buf};
     int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, put_listed, &page, err);
     sqlite3_finalize(stmt);
     return n;
 }
 
-int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char **doc,
-                  struct sk_error *err)
+int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id,
+                  const struct hub_filter *f, char **doc, struct sk_error *err)
 {
     char *sql = sk_asprintf("SELECT c.doc, r.stamp FROM \"%s\" c JOIN hub_rows r ON r.collection "
                             "= ?2 AND r.id = c.id WHERE c.id = ?1",
@@ -386,14 +447,21 @@ int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id, char *
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, e->collection, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
+    int found = 0;
     if (rc == SQLITE_ROW) {
         struct sk_buf b = {0};
-        put_served(&b, e, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1));
-        *doc = sk_buf_take(&b);
-    } else if (rc != SQLITE_DONE)
-        read_error(db, rc, err);
+        found = put_served(&b, db, e, f, (const char *)sqlite3_column_text(q, 0),
+                           sqlite3_column_int64(q, 1), err) < 0
+                    ? -1
+                    : 1;
+        *doc = found == 1 ? sk_buf_take(&b) : NULL;
+        if (found < 0)
+            sk_buf_free(&b);
+    } else if (rc != SQLITE_DONE) {
+        found = read_error(db, rc, err);
+    }
     sqlite3_finalize(q);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+    return found;
 }
 
 /* The ids of one page of tombstones, collected per type before they are printed by bucket. */
@@ -401,23 +469,26 @@ struct deleted_ids {
     struct sk_buf ids[SK_ENTITY_COUNT];
 };
 
-static void collect_deleted(void *ctx, sqlite3_stmt *q, int64_t n)
+static int collect_deleted(void *ctx, sqlite3_stmt *q, int64_t n, struct sk_error *err)
 {
     (void)n;
+    (void)err;
     struct deleted_ids *d = ctx;
     int i = sk_entity_index(sk_entity_by_collection((const char *)sqlite3_column_text(q, 2)));
     if (i < 0)
-        return;
+        return 0;
     if (d->ids[i].len)
         sk_buf_putc(&d->ids[i], ',');
     sk_buf_json_string(&d->ids[i], (const char *)sqlite3_column_text(q, 0));
+    return 0;
 }
 
 int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                           struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                          struct sk_error *err)
+                          char *last_key, struct sk_error *err)
 {
     (void)e;
+    (void)last_key;
     struct sk_buf in = {0};
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         if (q->entity_mask & (1u << i))
