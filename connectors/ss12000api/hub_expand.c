@@ -64,8 +64,8 @@ static int fetch(sqlite3 *db, uint32_t have, const char *collection, const char 
 /* ---- expand ------------------------------------------------------------------------- */
 
 enum shape {
-    S_LIST,   /* the related documents as they are served */
-    S_ONE,    /* the first (only) one, or no member */
+    S_LIST,     /* the related documents as they are served */
+    S_ONE,      /* the first (only) one, or no member */
     S_FRAGMENT, /* one group without its memberships (GroupFragment) */
     S_SPECIAL,  /* built by a function below */
 };
@@ -177,8 +177,8 @@ static cJSON *special(const struct expansion *x, const char *id, cJSON *related)
     return out;
 }
 
-static int expand(sqlite3 *db, uint32_t have, const struct sk_entity *e, uint32_t bits,
-                  cJSON *doc, struct sk_error *err)
+static int expand(sqlite3 *db, uint32_t have, const struct sk_entity *e, uint32_t bits, cJSON *doc,
+                  struct sk_error *err)
 {
     const char *id = str_at(doc, "id", NULL);
     char *json = cJSON_PrintUnformatted(doc);
@@ -247,7 +247,8 @@ static const char *const ref_keys[][2] = {
 static char *name_of(const cJSON *doc, const char *collection)
 {
     if (strcmp(collection, "persons") == 0) {
-        const char *given = str_at(doc, "givenName", NULL), *family = str_at(doc, "familyName", NULL);
+        const char *given = str_at(doc, "givenName", NULL),
+                   *family = str_at(doc, "familyName", NULL);
         if (!given && !family)
             return NULL;
         return sk_asprintf("%s%s%s", given ? given : "", given && family ? " " : "",
@@ -307,14 +308,15 @@ static int name_refs(sqlite3 *db, uint32_t have, cJSON *obj, struct sk_error *er
                     return -1;
             }
         }
-        if ((cJSON_IsObject(member) || cJSON_IsArray(member)) && name_refs(db, have, member, err) < 0)
+        if ((cJSON_IsObject(member) || cJSON_IsArray(member)) &&
+            name_refs(db, have, member, err) < 0)
             return -1;
     }
     return 0;
 }
 
-int hub_expand_apply(sqlite3 *db, const struct sk_entity *e, const struct hub_filter *f,
-                     cJSON *doc, struct sk_error *err)
+int hub_expand_apply(sqlite3 *db, const struct sk_entity *e, const struct hub_filter *f, cJSON *doc,
+                     struct sk_error *err)
 {
     uint32_t have = hub_filter_have(f);
     if (hub_filter_ref_names(f) && name_refs(db, have, doc, err) < 0)

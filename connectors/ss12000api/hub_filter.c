@@ -51,8 +51,8 @@ struct def {
     const char *collection;
     const char *param;
     unsigned uses;
-    bool multi;    /* an array parameter: repeated or comma-separated, any value matches */
-    bool all;      /* nameContains: every value must match */
+    bool multi; /* an array parameter: repeated or comma-separated, any value matches */
+    bool all;   /* nameContains: every value must match */
     enum kind kind;
     const char *sql; /* the condition, or a group's part */
     const struct group *group;
@@ -88,16 +88,32 @@ struct def {
     {f, "startDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("startDate"), NULL},         \
         {f, "startDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("startDate"), NULL},      \
         {f, "endDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("endDate"), NULL},         \
-        {f, "endDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("endDate"), NULL}
+    {                                                                                              \
+        f, "endDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("endDate"), NULL             \
+    }
 #define TIMES(f)                                                                                   \
     {f, "startTime.onOrBefore", U_LIST, false, false, K_TIME, TIME_LE("startTime"), NULL},         \
         {f, "startTime.onOrAfter", U_LIST, false, false, K_TIME, TIME_GE("startTime"), NULL},      \
         {f, "endTime.onOrBefore", U_LIST, false, false, K_TIME, TIME_LE("endTime"), NULL},         \
-        {f, "endTime.onOrAfter", U_LIST, false, false, K_TIME, TIME_GE("endTime"), NULL}
-#define OPT(f, uses) {f, "expandReferenceNames", uses, false, false, K_NAMES, NULL, NULL}
-#define SORT(f) {f, "sortkey", U_LIST, false, false, K_SORT, NULL, NULL}
-#define EXPAND(f, uses) {f, "expand", uses, true, false, K_EXPAND, NULL, NULL}
-#define IDS(f) {f, "ids", U_LOOKUP, true, false, K_UUID, "r.id = ?", NULL}
+    {                                                                                              \
+        f, "endTime.onOrAfter", U_LIST, false, false, K_TIME, TIME_GE("endTime"), NULL             \
+    }
+#define OPT(f, uses)                                                                               \
+    {                                                                                              \
+        f, "expandReferenceNames", uses, false, false, K_NAMES, NULL, NULL                         \
+    }
+#define SORT(f)                                                                                    \
+    {                                                                                              \
+        f, "sortkey", U_LIST, false, false, K_SORT, NULL, NULL                                     \
+    }
+#define EXPAND(f, uses)                                                                            \
+    {                                                                                              \
+        f, "expand", uses, true, false, K_EXPAND, NULL, NULL                                       \
+    }
+#define IDS(f)                                                                                     \
+    {                                                                                              \
+        f, "ids", U_LOOKUP, true, false, K_UUID, "r.id = ?", NULL                                  \
+    }
 #define ALL (U_LIST | U_LOOKUP | U_ID)
 
 /*
@@ -127,7 +143,7 @@ struct def {
     "json_extract(pl.doc,'$.placedAt.id'), json_extract(pl.doc,'$.startDate'), "                   \
     "json_extract(pl.doc,'$.endDate') FROM {placements} pl JOIN {persons} p ON p.id = "            \
     "json_extract(pl.doc,'$.child.id'), json_each(p.doc,'$.responsibles') g"                       \
-    " UNION ALL SELECT json_extract(m.value,'$.person.id'), 'groupMembership', "                    \
+    " UNION ALL SELECT json_extract(m.value,'$.person.id'), 'groupMembership', "                   \
     "json_extract(gr.doc,'$.organisation.id'), json_extract(m.value,'$.startDate'), "              \
     "json_extract(m.value,'$.endDate') FROM {groups} gr, json_each(gr.doc,'$.groupMemberships') m"
 
@@ -137,8 +153,8 @@ static const struct group identifier = {
 
 /* A member of an activity: in one of its groups (the spec: time bounds do not apply). */
 #define MEMBER                                                                                     \
-    "EXISTS (SELECT 1 FROM json_each(c.doc,'$.groups') x WHERE json_extract(x.value,'$.id') IN "   \
-    GROUPS_OF ")"
+    "EXISTS (SELECT 1 FROM json_each(c.doc,'$.groups') x WHERE json_extract(x.value,'$.id') "      \
+    "IN " GROUPS_OF ")"
 
 /* Case-insensitive over the three name fields (sk_fold: ASCII and Latin-1 letters, å ä ö). */
 #define NAME_CONTAINS                                                                              \
@@ -159,8 +175,7 @@ static const struct def defs[] = {
     SORT("organisations"),
     OPT("organisations", ALL),
     IDS("organisations"),
-    {"organisations", "schoolUnitCodes", U_LOOKUP, true, false, K_TEXT, EQ("schoolUnitCode"),
-     NULL},
+    {"organisations", "schoolUnitCodes", U_LOOKUP, true, false, K_TEXT, EQ("schoolUnitCode"), NULL},
     {"organisations", "organisationCodes", U_LOOKUP, true, false, K_TEXT, EQ("organisationCode"),
      NULL},
     /* persons */
@@ -242,8 +257,7 @@ static const struct def defs[] = {
     IDS("schoolUnitOfferings"),
     /* activities */
     {"activities", "member", U_LIST, false, false, K_UUID, MEMBER, NULL},
-    {"activities", "teacher", U_LIST, false, false, K_UUID, IN_ARRAY("teachers", ".duty.id"),
-     NULL},
+    {"activities", "teacher", U_LIST, false, false, K_UUID, IN_ARRAY("teachers", ".duty.id"), NULL},
     {"activities", "organisation", U_LIST, false, false, K_UUID, REF("organisation"), NULL},
     {"activities", "group", U_LIST, false, false, K_UUID, IN_ARRAY("groups", ".id"), NULL},
     DATES("activities"),
@@ -258,8 +272,8 @@ static const struct def defs[] = {
     TIMES("calendarEvents"),
     {"calendarEvents", "activity", U_LIST, false, false, K_UUID, REF("activity"), NULL},
     {"calendarEvents", "student", U_LIST | U_LOOKUP, false, false, K_UUID,
-     "(" J("activity.id") " IN " ACTIVITIES_OF_MEMBER " OR " IN_ARRAY("studentExceptions",
-                                                                        ".student.id") ")",
+     "(" J("activity.id") " IN " ACTIVITIES_OF_MEMBER
+                          " OR " IN_ARRAY("studentExceptions", ".student.id") ")",
      NULL},
     {"calendarEvents", "teacher", U_LIST | U_LOOKUP, false, false, K_UUID,
      "(" J("activity.id") " IN (SELECT a.id FROM {activities} a, json_each(a.doc,'$.teachers') "
@@ -302,8 +316,8 @@ static const struct def defs[] = {
     OPT("attendanceEvents", ALL),
     IDS("attendanceEvents"),
     /* attendanceSchedules (path /attendanceSchedule) */
-    {"attendanceSchedules", "placement", U_LIST | U_LOOKUP, false, false, K_UUID,
-     REF("placement"), NULL},
+    {"attendanceSchedules", "placement", U_LIST | U_LOOKUP, false, false, K_UUID, REF("placement"),
+     NULL},
     {"attendanceSchedules", "group", U_LIST, false, false, K_UUID,
      J("placement.id") " IN (SELECT pl.id FROM {placements} pl WHERE json_extract(pl.doc,"
                        "'$.group.id') = ?)",
@@ -316,10 +330,10 @@ static const struct def defs[] = {
     {"grades", "student", U_LIST, false, false, K_UUID, REF("student"), NULL},
     {"grades", "registeredBy", U_LIST, false, false, K_UUID, REF("registeredBy"), NULL},
     {"grades", "gradingTeacher", U_LIST, false, false, K_UUID, REF("gradingTeacher"), NULL},
-    {"grades", "registeredDate.onOrAfter", U_LIST, false, false, K_DATE,
-     DATE_GE("registeredDate"), NULL},
-    {"grades", "registeredDate.onOrBefore", U_LIST, false, false, K_DATE,
-     DATE_LE("registeredDate"), NULL},
+    {"grades", "registeredDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("registeredDate"),
+     NULL},
+    {"grades", "registeredDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("registeredDate"),
+     NULL},
     SORT("grades"),
     OPT("grades", ALL),
     IDS("grades"),
@@ -425,7 +439,6 @@ static const struct def *find_def(const struct sk_entity *e, enum hub_use use, c
             return &defs[i];
     return NULL;
 }
-
 
 struct hub_filter *hub_filter_new(const struct sk_entity *e, enum hub_use use, uint32_t have)
 {
@@ -658,7 +671,9 @@ int hub_filter_read_text(struct hub_filter *f, const char *text)
             break;
         }
         *eq = '\0';
-        rc = hub_filter_decode(pair) < 0 || hub_filter_decode(eq + 1) < 0 ? -1 : hub_filter_add(f, pair, eq + 1, &why);
+        rc = hub_filter_decode(pair) < 0 || hub_filter_decode(eq + 1) < 0
+                 ? -1
+                 : hub_filter_add(f, pair, eq + 1, &why);
     }
     free(copy);
     return rc;

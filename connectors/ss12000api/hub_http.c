@@ -222,8 +222,7 @@ static bool read_query(struct req *r, const char *what, const char *const *allow
         q->limit = r->h->conf->max_limit;
     const char *token = arg(r, "pageToken");
     if (token) {
-        if (pc.n_seen > (limit ? 2u : 1u) || r->entities ||
-            (filter && hub_filter_count(filter))) {
+        if (pc.n_seen > (limit ? 2u : 1u) || r->entities || (filter && hub_filter_count(filter))) {
             fail(r, 400, "invalid_parameter",
                  "pageToken cannot be combined with filters, only with limit");
             return false;
@@ -511,7 +510,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(logged, sizeof(logged), "%s", r.route);
     }
     sk_log(SK_LOG_INFO, h->name, "client %s: %s %s -> %d (%" PRId64 " records, %" PRId64 " ms)",
-           r.client ? r.client->name : "(none)", strcmp(method, "GET") == 0 ? "GET" : strcmp(method, "POST") == 0 ? "POST" : "other",
+           r.client ? r.client->name : "(none)",
+           strcmp(method, "GET") == 0    ? "GET"
+           : strcmp(method, "POST") == 0 ? "POST"
+                                         : "other",
            logged, r.status, r.records, sk_mono_ms() - t0);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         r.body.len, r.body.p ? r.body.p : (void *)"", MHD_RESPMEM_MUST_COPY);
@@ -627,12 +629,11 @@ int hub_http_start(struct hub *h, struct sk_error *err)
     else
         tls_opts[0].option = MHD_OPTION_END;
     if (fd >= 0)
-        h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                  mhd_log, h, MHD_OPTION_LISTEN_SOCKET, fd,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
-                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                                  MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+        h->mhd = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+            MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, NULL, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     free(cert);
     free_key(key);
     if (fd < 0)

@@ -109,8 +109,8 @@ int hub_filter_schema(struct sk_state *st, const struct hub *h, struct sk_error 
 /* The bit of expand=name on e (its position among e's expand values), -1 if e has none such. */
 int hub_expand_bit(const struct sk_entity *e, const char *name);
 
-int hub_expand_apply(sqlite3 *db, const struct sk_entity *e, const struct hub_filter *f,
-                     cJSON *doc, struct sk_error *err);
+int hub_expand_apply(sqlite3 *db, const struct sk_entity *e, const struct hub_filter *f, cJSON *doc,
+                     struct sk_error *err);
 
 /* ---- hub_lookup.c ---------------------------------------------------------------- */
 
