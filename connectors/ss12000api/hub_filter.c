@@ -358,52 +358,6 @@ static const struct def defs[] = {
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
-/* ---- sortkey ------------------------------------------------------------------------- */
-
-struct sort_def {
-    const char *collection;
-    const char *name; /* without Asc/Desc */
-    const char *dirs; /* the directions the spec lists: "A", "D" or "AD" */
-    const char *expr; /* the value, TEXT */
-};
-
-#define SV(path) "IFNULL(substr(sk_fold(" J(path) "),1,200),'')"
-#define PERSON_NAME                                                                                \
-    "substr(sk_fold(IFNULL(" J("familyName") ",'') || char(31) || IFNULL(" J(                      \
-        "givenName") ",'')),1,200)"
-#define INSTANT(path) "printf('%020d', IFNULL(sk_instant(" J(path) "),0))"
-
-static const struct sort_def sorts[] = {
-    {"organisations", "DisplayName", "A", SV("displayName")},
-    {"persons", "DisplayName", "A", PERSON_NAME},
-    {"persons", "GivenName", "AD", SV("givenName")},
-    {"persons", "FamilyName", "AD", SV("familyName")},
-    {"persons", "CivicNo", "AD", SV("civicNo.value")},
-    {"placements", "StartDate", "AD", SV("startDate")},
-    {"placements", "EndDate", "AD", SV("endDate")},
-    {"duties", "StartDate", "AD", SV("startDate")},
-    {"groups", "DisplayName", "A", SV("displayName")},
-    {"groups", "StartDate", "AD", SV("startDate")},
-    {"groups", "EndDate", "AD", SV("endDate")},
-    {"programmes", "Name", "A", SV("name")},
-    {"programmes", "Code", "A", SV("code")},
-    {"studyplans", "StartDate", "AD", SV("startDate")},
-    {"studyplans", "EndDate", "AD", SV("endDate")},
-    {"syllabuses", "SubjectName", "AD", SV("subjectName")},
-    {"syllabuses", "SubjectCode", "AD", SV("subjectCode")},
-    {"syllabuses", "CourseName", "AD", SV("courseName")},
-    {"syllabuses", "CourseCode", "AD", SV("courseCode")},
-    {"syllabuses", "SubjectDesignation", "AD", SV("subjectDesignation")},
-    {"schoolUnitOfferings", "StartDate", "AD", SV("startDate")},
-    {"schoolUnitOfferings", "EndDate", "AD", SV("endDate")},
-    {"activities", "DisplayName", "A", SV("displayName")},
-    {"calendarEvents", "StartTime", "AD", INSTANT("startTime")},
-    {"grades", "registeredDate", "AD", SV("registeredDate")},
-    {"absences", "StartTime", "AD", INSTANT("startTime")},
-    {"resources", "DisplayName", "A", SV("displayName")},
-    {"rooms", "DisplayName", "A", SV("displayName")},
-};
-
 /* ---- the parsed parameters ----------------------------------------------------------- */
 
 struct value {
@@ -419,7 +373,7 @@ struct hub_filter {
     struct value *v;
     size_t n, cap;
     int count;
-    const struct sort_def *sort;
+    const char *sort; /* the sort value's SQL, or NULL */
     bool desc, by_stamp;
     uint32_t expand;
     bool names;
@@ -489,35 +443,6 @@ static bool is_date(const char *s)
     return true;
 }
 
-static int set_sort(struct hub_filter *f, const char *value, const char **why)
-{
-    size_t len = strlen(value);
-    bool desc = len > 4 && strcmp(value + len - 4, "Desc") == 0;
-    bool asc = len > 3 && strcmp(value + len - 3, "Asc") == 0;
-    *why = "sortkey is not one this endpoint defines";
-    if (f->sort || f->by_stamp)
-        return -1;
-    if (strcmp(value, "ModifiedDesc") == 0) { /* every endpoint with a sortkey has it */
-        f->by_stamp = f->desc = true;
-        return 0;
-    }
-    if (!asc && !desc)
-        return -1;
-    size_t base = len - (desc ? 4 : 3);
-    for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++) {
-        const struct sort_def *s = &sorts[i];
-        if (strcmp(s->collection, f->e->collection) || strlen(s->name) != base ||
-            strncmp(s->name, value, base))
-            continue;
-        if (!strchr(s->dirs, desc ? 'D' : 'A'))
-            return -1;
-        f->sort = s;
-        f->desc = desc;
-        return 0;
-    }
-    return -1;
-}
-
 static int set_expand(struct hub_filter *f, const char *value, const char **why)
 {
     int bit = hub_expand_bit(f->e, value);
@@ -543,8 +468,12 @@ void hub_filter_encode(struct sk_buf *b, const char *s)
 
 static int add_one(struct hub_filter *f, const struct def *d, const char *value, const char **why)
 {
-    if (d->kind == K_SORT)
-        return set_sort(f, value, why);
+    if (d->kind == K_SORT) {
+        *why = "sortkey is not one this endpoint defines";
+        return f->sort || f->by_stamp
+                   ? -1
+                   : hub_filter_sort_find(f->e, value, &f->sort, &f->desc, &f->by_stamp);
+    }
     if (d->kind == K_EXPAND)
         return set_expand(f, value, why);
     if (d->kind == K_NAMES) {
@@ -775,7 +704,7 @@ const char *hub_filter_sort(const struct hub_filter *f, bool *desc, bool *by_sta
 {
     *desc = f && f->desc;
     *by_stamp = f && f->by_stamp;
-    return f && f->sort ? f->sort->expr : NULL;
+    return f ? f->sort : NULL;
 }
 
 uint32_t hub_filter_expand(const struct hub_filter *f)
@@ -791,78 +720,4 @@ uint32_t hub_filter_have(const struct hub_filter *f)
 bool hub_filter_ref_names(const struct hub_filter *f)
 {
     return f && f->names;
-}
-
-/* Expression indexes: the scalar filters a vendor runs on large types (civicNo on 100 000). */
-static const char *const indexes[] = {
-    "persons|hub_ix_persons_civicno|json_extract(doc,'$.civicNo.value')",
-    "organisations|hub_ix_organisations_suc|json_extract(doc,'$.schoolUnitCode')",
-    "organisations|hub_ix_organisations_code|json_extract(doc,'$.organisationCode')",
-    "duties|hub_ix_duties_person|json_extract(doc,'$.person.id')",
-    "placements|hub_ix_placements_child|json_extract(doc,'$.child.id')",
-    "groups|hub_ix_groups_org|json_extract(doc,'$.organisation.id')",
-    "activities|hub_ix_activities_org|json_extract(doc,'$.organisation.id')",
-    "calendarEvents|hub_ix_calendarevents_activity|json_extract(doc,'$.activity.id')",
-    "attendances|hub_ix_attendances_student|json_extract(doc,'$.student.id')",
-    NULL,
-};
-
-int hub_filter_schema(struct sk_state *st, const struct hub *h, struct sk_error *err)
-{
-    for (const char *const *ix = indexes; *ix; ix++) {
-        const char *bar = strchr(*ix, '|'), *bar2 = strchr(bar + 1, '|');
-        char coll[40];
-        snprintf(coll, sizeof(coll), "%.*s", (int)(bar - *ix), *ix);
-        bool consumed = false;
-        for (size_t i = 0; i < h->n_entities; i++)
-            consumed |= strcmp(h->entities[i]->collection, coll) == 0;
-        if (!consumed)
-            continue;
-        char *sql = sk_asprintf("CREATE INDEX IF NOT EXISTS %.*s ON \"%s\"(%s)",
-                                (int)(bar2 - bar - 1), bar + 1, coll, bar2 + 1);
-        int rc = sk_state_exec(st, sql, err);
-        free(sql);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/*
- * sk_fold(text): lower case for comparisons, over ASCII and the Latin-1
- * letters of UTF-8 (Å Ä Ö É Ü …), so nameContains is case-insensitive for
- * Swedish names (SQLite's lower() folds ASCII only).
- */
-static void sql_fold(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    (void)argc;
-    const unsigned char *in = sqlite3_value_text(argv[0]);
-    if (!in) {
-        sqlite3_result_null(ctx);
-        return;
-    }
-    int len = sqlite3_value_bytes(argv[0]);
-    char *out = sqlite3_malloc(len + 1);
-    if (!out) {
-        sqlite3_result_error_nomem(ctx);
-        return;
-    }
-    for (int i = 0; i < len; i++) {
-        unsigned char ch = in[i];
-        out[i] = (char)tolower(ch);
-        if (ch == 0xC3 && i + 1 < len && in[i + 1] >= 0x80 && in[i + 1] <= 0x9E &&
-            in[i + 1] != 0x97) { /* À..Þ but × */
-            out[i] = (char)ch;
-            out[i + 1] = (char)(in[i + 1] + 0x20);
-            i++;
-        }
-    }
-    out[len] = '\0';
-    sqlite3_result_text(ctx, out, len, sqlite3_free);
-}
-
-void hub_filter_register(sqlite3 *db)
-{
-    sqlite3_create_function(db, "sk_fold", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_fold,
-                            NULL, NULL);
 }

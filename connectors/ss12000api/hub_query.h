@@ -85,6 +85,14 @@ void hub_filter_bind(const struct hub_filter *f, sqlite3_stmt *stmt, int first_p
  */
 const char *hub_filter_sort(const struct hub_filter *f, bool *desc, bool *by_stamp);
 
+/*
+ * hub_filter_sql.c: finds sortkey value on e: 0 with *expr (the sort
+ * value's SQL) and *desc, or *by_stamp (and *desc) for ModifiedDesc; -1 for
+ * a key the spec does not give e (in that direction).
+ */
+int hub_filter_sort_find(const struct sk_entity *e, const char *value, const char **expr,
+                         bool *desc, bool *by_stamp);
+
 /* expand=... by name (bit i for the type's i-th expand) and expandReferenceNames. */
 uint32_t hub_filter_expand(const struct hub_filter *f);
 bool hub_filter_ref_names(const struct hub_filter *f);

@@ -33,9 +33,7 @@
 
 int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
 {
-    if (hub_filter_schema(st, ctx, err) < 0)
-        return -1;
-    return sk_state_exec(
+    int rc = sk_state_exec(
         st,
         "CREATE TABLE IF NOT EXISTS hub_rows(collection TEXT NOT NULL, id TEXT NOT NULL, "
         "stamp INTEGER NOT NULL, created_us INTEGER, deleted_us INTEGER, "
@@ -47,6 +45,7 @@ int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
         "WHERE deleted_us IS NOT NULL;"
         "CREATE TABLE IF NOT EXISTS hub_meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);",
         err);
+    return rc < 0 ? -1 : hub_filter_schema(st, ctx, err);
 }
 
 static int meta_put(struct sk_state *st, const char *key, const void *v, int len, bool blob,
