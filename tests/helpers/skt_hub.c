@@ -57,6 +57,12 @@ static size_t collect(char *data, size_t size, size_t n, void *ctx)
 /* method path (with its query) at the skt_hub with an Authorization header (NULL: none). */
 long skt_hub_request(const char *method, const char *path, const char *authorization, char **body)
 {
+    return skt_hub_send(method, path, authorization, NULL, body);
+}
+
+long skt_hub_send(const char *method, const char *path, const char *authorization,
+                  const char *request, char **body)
+{
     CURL *c = curl_easy_init();
     char *url = skt_fmt("%s%s", skt_hub->ops->target(skt_hub), path);
     struct curl_slist *h = NULL;
@@ -68,6 +74,10 @@ long skt_hub_request(const char *method, const char *path, const char *authoriza
     struct sk_buf b = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (request) {
+        h = curl_slist_append(h, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, request);
+    }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);

@@ -25,7 +25,6 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 
 #include "buf.h"
 #include "connector.h"
@@ -121,11 +120,9 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The ids a GET answers (one page), sorted, comma-separated; caller frees. */
-static char *ids_of(const char *path)
+/* The ids of an array of entities, sorted, comma-separated ("" for none); caller frees. */
+static char *sorted_ids(const cJSON *data)
 {
-    cJSON *page = skt_hub_get_json(path, LMS, 200);
-    const cJSON *data = skt_hub_data(page);
     int n = cJSON_GetArraySize(data);
     char **ids = sk_calloc((size_t)n + 1, sizeof(*ids));
     for (int i = 0; i < n; i++)
@@ -135,8 +132,16 @@ static char *ids_of(const char *path)
     for (int i = 0; i < n; i++)
         sk_buf_printf(&b, "%s%s", i ? "," : "", ids[i]);
     free(ids);
-    cJSON_Delete(page);
     return b.p ? sk_buf_take(&b) : sk_strdup("");
+}
+
+/* The ids a GET answers (one page), as sorted_ids; caller frees. */
+static char *ids_of(const char *path)
+{
+    cJSON *page = skt_hub_get_json(path, LMS, 200);
+    char *ids = sorted_ids(skt_hub_data(page));
+    cJSON_Delete(page);
+    return ids;
 }
 
 /* path answers exactly want (ids sorted, comma-separated; "" for none). */
@@ -378,35 +383,14 @@ Test(ss12000_api_query, sortkey_orders_and_pages, .fini = skt_hub_finish, .timeo
 
 /* ---- lookup -------------------------------------------------------------------------------- */
 
-static size_t collect(char *data, size_t size, size_t n, void *ctx)
-{
-    sk_buf_putn(ctx, data, size * n);
-    return size * n;
-}
-
 /* POST body to path with LMS's token: the status, the answer parsed into *out (caller deletes). */
 static long post(const char *path, const char *body, cJSON **out)
 {
-    CURL *c = curl_easy_init();
-    char *url = skt_fmt("%s%s", skt_hub->ops->target(skt_hub), path);
-    struct curl_slist *h = curl_slist_append(NULL, "Authorization: " LMS);
-    h = curl_slist_append(h, "Content-Type: application/json");
-    struct sk_buf b = {0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    free(url);
-    *out = cJSON_Parse(b.p ? b.p : "");
-    cr_assert_not_null(*out, "POST %s: not JSON: %s", path, b.p);
-    sk_buf_free(&b);
+    char *text;
+    long status = skt_hub_send("POST", path, LMS, body, &text);
+    *out = cJSON_Parse(text);
+    cr_assert_not_null(*out, "POST %s: not JSON: %s", path, text);
+    free(text);
     return status;
 }
 
@@ -416,17 +400,9 @@ static void expect_lookup(const char *path, const char *body, const char *want)
     cJSON *arr;
     cr_assert_eq(post(path, body, &arr), 200, "POST %s %s", path, body);
     cr_assert(cJSON_IsArray(arr), "a lookup answers a bare array");
-    int n = cJSON_GetArraySize(arr);
-    char **ids = sk_calloc((size_t)n + 1, sizeof(*ids));
-    for (int i = 0; i < n; i++)
-        ids[i] = (char *)skt_hub_str(cJSON_GetArrayItem(arr, i), "id", NULL);
-    qsort(ids, (size_t)n, sizeof(*ids), cmp_str);
-    struct sk_buf b = {0};
-    for (int i = 0; i < n; i++)
-        sk_buf_printf(&b, "%s%s", i ? "," : "", ids[i]);
-    cr_assert_str_eq(b.p ? b.p : "", want, "POST %s %s", path, body);
-    sk_buf_free(&b);
-    free(ids);
+    char *got = sorted_ids(arr);
+    cr_assert_str_eq(got, want, "POST %s %s", path, body);
+    free(got);
     cJSON_Delete(arr);
 }
 
