@@ -23,7 +23,7 @@
  * Every related entity this file reads: the served documents of collection
  * whose row matches cond (SQL on c.doc / c.id with ?1 = the expanding
  * document's id, ?2 = its JSON), appended to into (an array), in id order.
- * A type the hub does not consume has none.
+ * A type the client may not read (or the hub does not consume) has none.
  *
  * VISIBILITY: a client scoped to some organisations must see here only what
  * it may see in a list; its predicate on (collection, c.id, c.doc) belongs
@@ -318,7 +318,7 @@ static int name_refs(sqlite3 *db, uint32_t have, cJSON *obj, struct sk_error *er
 int hub_expand_apply(sqlite3 *db, const struct sk_entity *e, const struct hub_filter *f, cJSON *doc,
                      struct sk_error *err)
 {
-    uint32_t have = hub_filter_have(f);
+    uint32_t have = hub_filter_readable(f);
     if (hub_filter_ref_names(f) && name_refs(db, have, doc, err) < 0)
         return -1;
     uint32_t bits = hub_filter_expand(f);

@@ -369,7 +369,7 @@ struct value {
 struct hub_filter {
     const struct sk_entity *e;
     enum hub_use use;
-    uint32_t have;
+    uint32_t have, readable;
     struct value *v;
     size_t n, cap;
     int count;
@@ -394,12 +394,14 @@ static const struct def *find_def(const struct sk_entity *e, enum hub_use use, c
     return NULL;
 }
 
-struct hub_filter *hub_filter_new(const struct sk_entity *e, enum hub_use use, uint32_t have)
+struct hub_filter *hub_filter_new(const struct sk_entity *e, enum hub_use use, uint32_t have,
+                                  uint32_t readable)
 {
     struct hub_filter *f = sk_calloc(1, sizeof(*f));
     f->e = e;
     f->use = use;
     f->have = have;
+    f->readable = readable & have;
     return f;
 }
 
@@ -712,9 +714,9 @@ uint32_t hub_filter_expand(const struct hub_filter *f)
     return f ? f->expand : 0;
 }
 
-uint32_t hub_filter_have(const struct hub_filter *f)
+uint32_t hub_filter_readable(const struct hub_filter *f)
 {
-    return f ? f->have : 0;
+    return f ? f->readable : 0;
 }
 
 bool hub_filter_ref_names(const struct hub_filter *f)

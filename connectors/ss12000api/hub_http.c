@@ -290,19 +290,28 @@ static void serve_page(struct req *r, const struct sk_entity *e, struct hub_quer
     page_end(r, what, q, more, last_stamp, last_id, last_key);
 }
 
-/* The types this hub consumes, by sk_entity_index: the tables filters and expand may read. */
-static uint32_t consumed(const struct hub *h)
+/*
+ * The parameters of a request on e: filters read the tables of every type
+ * the hub consumes; expand and reference names only the types the client
+ * may read.
+ */
+static struct hub_filter *new_filter(const struct req *r, const struct sk_entity *e,
+                                     enum hub_use use)
 {
-    uint32_t have = 0;
-    for (size_t i = 0; i < h->n_entities; i++)
-        have |= 1u << sk_entity_index(h->entities[i]);
-    return have;
+    uint32_t have = 0, readable = 0;
+    for (size_t i = 0; i < r->h->n_entities; i++) {
+        int k = sk_entity_index(r->h->entities[i]);
+        have |= 1u << k;
+        if (r->client->may_read[k])
+            readable |= 1u << k;
+    }
+    return hub_filter_new(e, use, have, readable);
 }
 
 static void list(struct req *r, const struct sk_entity *e)
 {
     struct hub_query q;
-    struct hub_filter *filter = hub_filter_new(e, HUB_USE_LIST, consumed(r->h));
+    struct hub_filter *filter = new_filter(r, e, HUB_USE_LIST);
     if (read_query(r, e->collection, list_params, filter, &q))
         serve_page(r, e, &q, e->collection, "{\"data\":[", ']', hub_store_list);
     hub_filter_free(filter);
@@ -331,7 +340,7 @@ static const char *const by_id_params[] = {NULL};
 
 static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
 {
-    struct hub_filter *filter = hub_filter_new(e, HUB_USE_BY_ID, consumed(r->h));
+    struct hub_filter *filter = new_filter(r, e, HUB_USE_BY_ID);
     struct param_check pc = {.r = r, .allowed = by_id_params, .filter = filter};
     if (!params_ok(r, &pc))
         return hub_filter_free(filter);
@@ -367,7 +376,7 @@ static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
  */
 static void lookup(struct req *r, const struct sk_entity *e)
 {
-    struct hub_filter *filter = hub_filter_new(e, HUB_USE_LOOKUP, consumed(r->h));
+    struct hub_filter *filter = new_filter(r, e, HUB_USE_LOOKUP);
     struct param_check pc = {.r = r, .allowed = by_id_params, .filter = filter};
     const char *why;
     if (!params_ok(r, &pc))

@@ -22,7 +22,7 @@
 
 bool hub_lookup_defined(const struct sk_entity *e)
 {
-    struct hub_filter *f = hub_filter_new(e, HUB_USE_LOOKUP, 0);
+    struct hub_filter *f = hub_filter_new(e, HUB_USE_LOOKUP, 0, 0);
     bool defined = hub_filter_lookup_key(f, "ids");
     hub_filter_free(f);
     return defined;

@@ -38,8 +38,13 @@ enum hub_use {
     HUB_USE_LOOKUP, /* POST /{type}/lookup: the body's keys (any one matches), expand, names */
 };
 
-/* have: the types the hub consumes (by sk_entity_index): the tables a condition may read. */
-struct hub_filter *hub_filter_new(const struct sk_entity *e, enum hub_use use, uint32_t have);
+/*
+ * have: the types the hub consumes (by sk_entity_index): the tables a
+ * condition may read. readable: those the client may read: the only ones
+ * expand embeds and expandReferenceNames names.
+ */
+struct hub_filter *hub_filter_new(const struct sk_entity *e, enum hub_use use, uint32_t have,
+                                  uint32_t readable);
 void hub_filter_free(struct hub_filter *f); /* NULL-safe */
 
 /*
@@ -96,8 +101,8 @@ int hub_filter_sort_find(const struct sk_entity *e, const char *value, const cha
 /* expand=... by name (bit i for the type's i-th expand) and expandReferenceNames. */
 uint32_t hub_filter_expand(const struct hub_filter *f);
 bool hub_filter_ref_names(const struct hub_filter *f);
-/* The types the hub consumes, as given to hub_filter_new. */
-uint32_t hub_filter_have(const struct hub_filter *f);
+/* The types the client may read, as given to hub_filter_new. */
+uint32_t hub_filter_readable(const struct hub_filter *f);
 
 /* Registers the SQL functions the conditions use (sk_fold) on a reader's connection. */
 void hub_filter_register(sqlite3 *db);

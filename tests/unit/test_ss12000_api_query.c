@@ -546,3 +546,24 @@ Test(ss12000_api_query, expand_reference_names, .fini = skt_hub_finish, .timeout
     cJSON_Delete(page);
     skt_hub_assert_error("/persons?expandReferenceNames=yes", LMS, 400, "invalid_parameter");
 }
+
+/* expand and reference names show nothing of a type the client may not read (lib: groups, orgs). */
+Test(ss12000_api_query, expand_respects_the_client_types, .fini = skt_hub_finish, .timeout = 60)
+{
+    school();
+    cJSON *g = skt_hub_get_json("/groups/" G7A "?expandReferenceNames=true&expand=assignmentRoles",
+                                LIB, 200);
+    cr_assert_str_eq(skt_hub_str(g, "organisation", "displayName"), "Ängsskolan");
+    const cJSON *m = cJSON_GetArrayItem(at(g, "groupMemberships", NULL), 0);
+    cr_assert_null(at(m, "person", "displayName"), "a person's name to a client without persons");
+    cr_assert_eq(cJSON_GetArraySize(at(g, "_embedded", "assignmentRoles")), 0,
+                 "duties to a client without duties");
+    cJSON_Delete(g);
+    /* The same for a client that may read them. */
+    g = skt_hub_get_json("/groups/" G7A "?expandReferenceNames=true&expand=assignmentRoles", LMS,
+                         200);
+    m = cJSON_GetArrayItem(at(g, "groupMemberships", NULL), 0);
+    cr_assert_str_eq(skt_hub_str(m, "person", "displayName"), "Åsa Berg");
+    cr_assert_eq(cJSON_GetArraySize(at(g, "_embedded", "assignmentRoles")), 1);
+    cJSON_Delete(g);
+}
