@@ -17,7 +17,9 @@
  *   lookup            by ids, by civicNos, by other keys; a bare array; an
  *                     empty body matches nothing; a bad body 400
  *   expand            _embedded shapes of persons, groups, activities, …;
- *                     expandReferenceNames adds displayName to references
+ *                     expandReferenceNames adds displayName to references;
+ *                     neither shows a type the client may not read
+ *   index             a civicNo filter takes its expression index
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 
 #include "buf.h"
 #include "connector.h"
@@ -566,4 +569,36 @@ Test(ss12000_api_query, expand_respects_the_client_types, .fini = skt_hub_finish
     cr_assert_str_eq(skt_hub_str(m, "person", "displayName"), "Åsa Berg");
     cr_assert_eq(cJSON_GetArraySize(at(g, "_embedded", "assignmentRoles")), 1);
     cJSON_Delete(g);
+}
+
+/*
+ * The planner takes the civicNo index for a list in the hub's shape (its
+ * expression index and fixed statistics), instead of walking every person
+ * in stamp order: 2 s at 100 000 persons.
+ */
+Test(ss12000_api_query, civic_number_filter_uses_its_index, .fini = skt_hub_finish, .timeout = 60)
+{
+    school();
+    char *path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "%s", path);
+    sqlite3_stmt *q;
+    cr_assert_eq(
+        sqlite3_prepare_v2(db,
+                           "EXPLAIN QUERY PLAN SELECT r.id, r.stamp, c.doc FROM hub_rows r "
+                           "JOIN \"persons\" c ON c.id = r.id WHERE r.collection = "
+                           "'persons' AND r.deleted_us IS NULL AND r.stamp > ?3 AND "
+                           "r.stamp < ?4 AND ((json_extract(c.doc,'$.civicNo.value') = "
+                           "?10)) AND (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2)) "
+                           "ORDER BY r.stamp, r.id LIMIT ?7",
+                           -1, &q, NULL),
+        SQLITE_OK, "%s", sqlite3_errmsg(db));
+    struct sk_buf plan = {0};
+    while (sqlite3_step(q) == SQLITE_ROW)
+        sk_buf_printf(&plan, "%s\n", (const char *)sqlite3_column_text(q, 3));
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    cr_assert_not_null(strstr(plan.p, "hub_ix_persons_civicno"), "plan:\n%s", plan.p);
+    sk_buf_free(&plan);
+    free(path);
 }
