@@ -7,7 +7,10 @@
  * sink's thread), hub_store.c (the hub's own tables next to the shared state
  * store's: change stamps, created times, tombstones, the token secret; and
  * the read queries the HTTP threads run), hub_token.c (page tokens),
- * hub_http.c (the server: authentication, routing, answers, request log).
+ * hub_http.c (the server: authentication, routing, answers, request log),
+ * and the query features of hub_query.h: hub_filter.c and hub_filter_sql.c
+ * (per-type filters, sortkey), hub_expand.c (expand, expandReferenceNames),
+ * hub_lookup.c (POST /{type}/lookup).
  *
  * Threads: apply runs on the sink's thread and writes through the state
  * store's connection; requests run on libmicrohttpd's threads, each reading

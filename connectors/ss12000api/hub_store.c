@@ -278,6 +278,9 @@ static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
 #define AFTER_STAMP " (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2))"
 #define WHERE_PAGE AFTER_STAMP " AND" WHERE_META
 
+/* The first SQL parameter of a list's per-type filters (hub_filter.c). */
+#define FILTER_FIRST_PARAM 20
+
 /* One row of a page: its position is taken; -1 with err stops the page. */
 typedef int (*row_fn)(void *ctx, sqlite3_stmt *q, int64_t n, struct sk_error *err);
 
@@ -414,7 +417,8 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
                   "SELECT r.id, r.stamp, c.doc, %s FROM hub_rows r JOIN \"%s\" c ON c.id = r.id "
                   "WHERE r.collection = ?8 AND r.deleted_us IS NULL AND" WHERE_META,
                   key ? key : "NULL", e->collection);
-    int next_param = 10;
+    /* A client's visibility is one more condition here; ?10..?19 are free for it. */
+    int next_param = FILTER_FIRST_PARAM;
     if (q->filter)
         hub_filter_where(q->filter, &sql, &next_param);
     put_order(&sql, q->filter);
@@ -426,7 +430,7 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
     sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
     sqlite3_bind_text(stmt, 9, q->after_key, -1, SQLITE_STATIC);
     if (q->filter)
-        hub_filter_bind(q->filter, stmt, 10);
+        hub_filter_bind(q->filter, stmt, FILTER_FIRST_PARAM);
     char key_buf[HUB_KEY_MAX];
     struct list_page page = {out, db, e, q->filter, last_key ? last_key : key_buf};
     int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, put_listed, &page, err);
