@@ -81,22 +81,20 @@ struct expansion {
 #define OWN_LIST(arr, sub)                                                                         \
     "c.id IN (SELECT json_extract(x.value,'$" sub "') FROM json_each(?2,'$." arr "') x)"
 #define BACK(path) "json_extract(c.doc,'$." path ".id') = ?1"
-#define BACK_LIST(arr, sub)                                                                        \
-    "EXISTS (SELECT 1 FROM json_each(c.doc,'$." arr "') x WHERE json_extract(x.value,'$" sub       \
-    "') = ?1)"
+/* The documents whose array (hub_refs.c) holds the expanding document's id. */
+#define IN_REFS(coll, name) "c.id IN " HUB_REFS(coll, name, "?1")
 
 /* Per type in the spec's order; a value's bit is its position among its type's rows. */
 static const struct expansion expansions[] = {
     {"persons", "duties", "duties", BACK("person"), S_LIST},
-    {"persons", "responsibleFor", "persons", BACK_LIST("responsibles", ".person.id"), S_SPECIAL},
+    {"persons", "responsibleFor", "persons", IN_REFS("persons", "responsible"), S_SPECIAL},
     {"persons", "placements", "placements", BACK("child"), S_LIST},
-    {"persons", "ownedPlacements", "placements", BACK_LIST("owners", ".id"), S_LIST},
-    {"persons", "groupMemberships", "groups", BACK_LIST("groupMemberships", ".person.id"),
-     S_SPECIAL},
+    {"persons", "ownedPlacements", "placements", IN_REFS("placements", "owner"), S_LIST},
+    {"persons", "groupMemberships", "groups", IN_REFS("groups", "member"), S_SPECIAL},
     {"placements", "child", "persons", OWN("child"), S_ONE},
     {"placements", "owners", "persons", OWN_LIST("owners", ".id"), S_LIST},
     {"duties", "person", "persons", OWN("person"), S_ONE},
-    {"groups", "assignmentRoles", "duties", BACK_LIST("assignmentRole", ".group.id"), S_SPECIAL},
+    {"groups", "assignmentRoles", "duties", IN_REFS("duties", "group"), S_SPECIAL},
     {"activities", "groups", "groups", OWN_LIST("groups", ".id"), S_LIST},
     {"activities", "teachers", "duties", OWN_LIST("teachers", ".duty.id"), S_LIST},
     {"activities", "syllabus", "syllabuses", OWN("syllabus"), S_ONE},

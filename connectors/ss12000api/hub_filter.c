@@ -77,13 +77,11 @@ struct def {
     "(WITH RECURSIVE t(id) AS (SELECT ? UNION SELECT o.id FROM {organisations} o JOIN t ON "       \
     "json_extract(o.doc,'$.parentOrganisation.id') = t.id) SELECT id FROM t)"
 /* The groups a person is a member of. */
-#define GROUPS_OF                                                                                  \
-    "(SELECT gr.id FROM {groups} gr, json_each(gr.doc,'$.groupMemberships') m WHERE "              \
-    "json_extract(m.value,'$.person.id') = ?)"
+#define GROUPS_OF HUB_REFS("groups", "member", "?")
 /* The activities of a person's groups. */
 #define ACTIVITIES_OF_MEMBER                                                                       \
-    "(SELECT a.id FROM {activities} a, json_each(a.doc,'$.groups') ag WHERE "                      \
-    "json_extract(ag.value,'$.id') IN " GROUPS_OF ")"
+    "(SELECT id FROM hub_refs WHERE collection = 'activities' AND name = 'group' AND ref "         \
+    "IN " GROUPS_OF ")"
 #define DATES(f)                                                                                   \
     {f, "startDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("startDate"), NULL},         \
         {f, "startDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("startDate"), NULL},      \
@@ -152,9 +150,11 @@ static const struct group identifier = {
     "EXISTS (SELECT 1 FROM json_each(c.doc,'$.externalIdentifiers') x WHERE 1", ")"};
 
 /* A member of an activity: in one of its groups (the spec: time bounds do not apply). */
-#define MEMBER                                                                                     \
-    "EXISTS (SELECT 1 FROM json_each(c.doc,'$.groups') x WHERE json_extract(x.value,'$.id') "      \
-    "IN " GROUPS_OF ")"
+#define MEMBER "r.id IN " ACTIVITIES_OF_MEMBER
+
+/* A placement's owner, an activity's teacher (a duty): members of arrays, from hub_refs. */
+#define OWNER "r.id IN " HUB_REFS("placements", "owner", "?")
+#define TEACHER "r.id IN " HUB_REFS("activities", "teacher", "?")
 
 /* Case-insensitive over the three name fields (sk_fold: ASCII and Latin-1 letters, å ä ö). */
 #define NAME_CONTAINS                                                                              \
@@ -182,7 +182,7 @@ static const struct def defs[] = {
     {"persons", "nameContains", U_LIST, true, true, K_TEXT, NAME_CONTAINS, NULL},
     {"persons", "civicNo", U_LIST, false, false, K_TEXT, EQ("civicNo.value"), NULL},
     {"persons", "eduPersonPrincipalName", U_LIST, false, false, K_TEXT,
-     IN_LIST("eduPersonPrincipalNames"), NULL},
+     "r.id IN " HUB_REFS("persons", "eppn", "?"), NULL},
     {"persons", "identifier.value", U_LIST, false, false, K_TEXT,
      " AND json_extract(x.value,'$.value') = ?", &identifier},
     {"persons", "identifier.context", U_LIST, false, false, K_TEXT,
@@ -208,14 +208,14 @@ static const struct def defs[] = {
     {"placements", "organisation", U_LIST, false, false, K_UUID, REF("placedAt"), NULL},
     {"placements", "group", U_LIST, false, false, K_UUID, REF("group"), NULL},
     {"placements", "child", U_LIST, false, false, K_UUID, REF("child"), NULL},
-    {"placements", "owner", U_LIST, false, false, K_UUID, IN_ARRAY("owners", ".id"), NULL},
+    {"placements", "owner", U_LIST, false, false, K_UUID, OWNER, NULL},
     DATES("placements"),
     SORT("placements"),
     EXPAND("placements", ALL),
     OPT("placements", ALL),
     IDS("placements"),
-    {"placements", "personIds", U_LOOKUP, true, false, K_UUID,
-     "(" REF("child") " OR " IN_ARRAY("owners", ".id") ")", NULL},
+    {"placements", "personIds", U_LOOKUP, true, false, K_UUID, "(" REF("child") " OR " OWNER ")",
+     NULL},
     /* duties */
     {"duties", "organisation", U_LIST, false, false, K_UUID, REF("dutyAt"), NULL},
     {"duties", "dutyRole", U_LIST, false, false, K_TEXT, EQ("dutyRole"), NULL},
@@ -257,16 +257,16 @@ static const struct def defs[] = {
     IDS("schoolUnitOfferings"),
     /* activities */
     {"activities", "member", U_LIST, false, false, K_UUID, MEMBER, NULL},
-    {"activities", "teacher", U_LIST, false, false, K_UUID, IN_ARRAY("teachers", ".duty.id"), NULL},
+    {"activities", "teacher", U_LIST, false, false, K_UUID, TEACHER, NULL},
     {"activities", "organisation", U_LIST, false, false, K_UUID, REF("organisation"), NULL},
-    {"activities", "group", U_LIST, false, false, K_UUID, IN_ARRAY("groups", ".id"), NULL},
+    {"activities", "group", U_LIST, false, false, K_UUID,
+     "r.id IN " HUB_REFS("activities", "group", "?"), NULL},
     DATES("activities"),
     SORT("activities"),
     EXPAND("activities", ALL),
     OPT("activities", ALL),
     IDS("activities"),
-    {"activities", "teachers", U_LOOKUP, true, false, K_UUID, IN_ARRAY("teachers", ".duty.id"),
-     NULL},
+    {"activities", "teachers", U_LOOKUP, true, false, K_UUID, TEACHER, NULL},
     {"activities", "members", U_LOOKUP, true, false, K_UUID, MEMBER, NULL},
     /* calendarEvents */
     TIMES("calendarEvents"),
@@ -276,18 +276,15 @@ static const struct def defs[] = {
                           " OR " IN_ARRAY("studentExceptions", ".student.id") ")",
      NULL},
     {"calendarEvents", "teacher", U_LIST | U_LOOKUP, false, false, K_UUID,
-     "(" J("activity.id") " IN (SELECT a.id FROM {activities} a, json_each(a.doc,'$.teachers') "
-                          "at WHERE json_extract(at.value,'$.duty.id') = ?) OR " IN_ARRAY(
-                              "teacherExceptions", ".duty.id") ")",
+     "(" J("activity.id") " IN " HUB_REFS("activities", "teacher",
+                                          "?") " OR " IN_ARRAY("teacherExceptions", ".duty.id") ")",
      NULL},
     {"calendarEvents", "organisation", U_LIST, false, false, K_UUID,
      J("activity.id") " IN (SELECT a.id FROM {activities} a WHERE json_extract(a.doc,"
                       "'$.organisation.id') IN " ORG_TREE ")",
      NULL},
     {"calendarEvents", "group", U_LIST, false, false, K_UUID,
-     J("activity.id") " IN (SELECT a.id FROM {activities} a, json_each(a.doc,'$.groups') ag "
-                      "WHERE json_extract(ag.value,'$.id') = ?)",
-     NULL},
+     J("activity.id") " IN " HUB_REFS("activities", "group", "?"), NULL},
     SORT("calendarEvents"),
     EXPAND("calendarEvents", U_LIST | U_ID),
     OPT("calendarEvents", ALL),

@@ -128,7 +128,7 @@ static int put_stat(struct sk_state *st, const char *tbl, const char *idx, const
 int hub_filter_schema(struct sk_state *st, const struct hub *h, struct sk_error *err)
 {
     /* ANALYZE of the schema table only: creates sqlite_stat1, reads no data. */
-    if (sk_state_exec(st, "ANALYZE sqlite_schema", err) < 0 ||
+    if (hub_refs_schema(st, h, err) < 0 || sk_state_exec(st, "ANALYZE sqlite_schema", err) < 0 ||
         put_stat(st, "hub_rows", "hub_rows_stamp", "1000000 100000 1 1", err) < 0 ||
         put_stat(st, "hub_rows", "hub_rows", "1000000 100000 1", err) < 0)
         return -1;

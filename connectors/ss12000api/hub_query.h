@@ -110,6 +110,22 @@ void hub_filter_register(sqlite3 *db);
 /* The schema hook's part: the filters' expression indexes on the types h consumes. */
 int hub_filter_schema(struct sk_state *st, const struct hub *h, struct sk_error *err);
 
+/* ---- hub_refs.c ------------------------------------------------------------------ */
+
+/*
+ * The ids of the documents of coll whose array `name` holds the value of
+ * param (SQL, for an IN): hub_refs.c lists the arrays.
+ */
+#define HUB_REFS(coll, name, param)                                                                \
+    "(SELECT id FROM hub_refs WHERE collection = '" coll "' AND name = '" name                     \
+    "' AND ref = " param ")"
+
+/* The side table (schema hook; filled once for documents stored before it existed). */
+int hub_refs_schema(struct sk_state *st, const struct hub *h, struct sk_error *err);
+/* Replaces the rows of collection/id by those of doc (NULL: deleted), in the batch. */
+int hub_refs_put(struct sk_state *st, const char *collection, const char *id, const char *doc,
+                 size_t doc_len, struct sk_error *err);
+
 /* ---- hub_expand.c --------------------------------------------------------------- */
 
 /*

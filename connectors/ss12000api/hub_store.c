@@ -156,6 +156,8 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         int removed = 0;
         if (sk_state_delete(h->state, coll, r->key, &removed, err) < 0)
             return -1;
+        if (removed && hub_refs_put(h->state, coll, r->key, NULL, 0, err) < 0)
+            return -1;
         /* Only what a client may have seen needs a tombstone. */
         return removed ? put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) : 0;
     }
@@ -167,6 +169,8 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         return -1;
     if (put != SK_STATE_WRITTEN) /* stale or the same: clients have it already */
         return 0;
+    if (hub_refs_put(h->state, coll, r->key, r->json, r->json_len, err) < 0)
+        return -1;
     return put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err);
 }
 

@@ -602,3 +602,41 @@ Test(ss12000_api_query, civic_number_filter_uses_its_index, .fini = skt_hub_fini
     sk_buf_free(&plan);
     free(path);
 }
+
+/* The members of arrays (hub_refs) follow every change and deletion, and fill an older state. */
+Test(ss12000_api_query, array_members_follow_changes, .fini = skt_hub_finish, .timeout = 60)
+{
+    school();
+    expect("/activities?member=" ANNA, MATTE);
+    /* 7A's members: Bo instead of Åsa. */
+    add("Group", "{\"id\":\"" G7A "\",\"meta\":{\"created\":\"" T1 "\",\"modified\":\"" T2 "\"},"
+                 "\"displayName\":\"7A\",\"groupType\":\"Klass\",\"organisation\":{\"id\":\"" SCH_A
+                 "\"},\"groupMemberships\":[{\"person\":{\"id\":\"" BO "\"}}]}");
+    skt_hub_apply();
+    expect("/activities?member=" ANNA, "");
+    expect("/activities?member=" BO, MATTE);
+    expect("/calendarEvents?student=" BO, EVENT);
+    cJSON *p = skt_hub_get_json("/persons/" BO "?expand=groupMemberships", LMS, 200);
+    cr_assert_eq(cJSON_GetArraySize(at(p, "_embedded", "groupMemberships")), 2);
+    cJSON_Delete(p);
+    skt_recs_add(&skt_hub_batch, "Group", G7A, NULL, NULL); /* a tombstone */
+    skt_hub_apply();
+    expect("/activities?member=" BO, "");
+    p = skt_hub_get_json("/persons/" BO "?expand=groupMemberships", LMS, 200);
+    cr_assert_eq(cJSON_GetArraySize(at(p, "_embedded", "groupMemberships")), 1);
+    cJSON_Delete(p);
+    /* A state from before the side table: filled when the hub opens it. */
+    skt_sink_drop(&skt_hub);
+    char *path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "DROP TABLE hub_refs", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    free(path);
+    skt_hub_open(NULL);
+    expect("/persons?eduPersonPrincipalName=asa%40skola.se", ANNA);
+    expect("/placements?owner=" DAN, PLACE);
+    p = skt_hub_get_json("/persons/" DAN "?expand=responsibleFor", LMS, 200);
+    cr_assert_eq(cJSON_GetArraySize(at(p, "_embedded", "responsibleFor")), 1);
+    cJSON_Delete(p);
+}
