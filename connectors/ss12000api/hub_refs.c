@@ -42,6 +42,17 @@ static const struct ref_def refs[] = {
 };
 #define N_REFS (sizeof(refs) / sizeof(refs[0]))
 
+/* Whether the JSON text may hold the member "key" (a cheap test before a statement). */
+static bool has_key(const char *doc, size_t len, const char *key)
+{
+    size_t klen = strlen(key);
+    const char *end = doc + len;
+    for (const char *at = doc; (at = memchr(at, '"', (size_t)(end - at))); at++)
+        if ((size_t)(end - at) > klen + 1 && memcmp(at + 1, key, klen) == 0 && at[klen + 1] == '"')
+            return true;
+    return false;
+}
+
 /* Fills the rows of every document of def's collection (the backfill). */
 static int fill(struct sk_state *st, const struct ref_def *def, struct sk_error *err)
 {
@@ -82,6 +93,11 @@ int hub_refs_schema(struct sk_state *st, const struct hub *h, struct sk_error *e
 int hub_refs_put(struct sk_state *st, const char *collection, const char *id, const char *doc,
                  size_t doc_len, struct sk_error *err)
 {
+    bool indexed = false;
+    for (size_t i = 0; i < N_REFS; i++)
+        indexed |= strcmp(refs[i].collection, collection) == 0;
+    if (!indexed) /* most types: nothing to keep, no statement per record */
+        return 0;
     sqlite3_stmt *q;
     if (sk_state_prepare(st, "DELETE FROM hub_refs WHERE collection = ?1 AND id = ?2", &q, err) < 0)
         return -1;
@@ -91,7 +107,7 @@ int hub_refs_put(struct sk_state *st, const char *collection, const char *id, co
     sqlite3_finalize(q);
     for (size_t i = 0; i < N_REFS && rc == 0 && doc; i++) {
         const struct ref_def *def = &refs[i];
-        if (strcmp(def->collection, collection) != 0)
+        if (strcmp(def->collection, collection) != 0 || !has_key(doc, doc_len, def->array + 2))
             continue;
         char *sql = sk_asprintf("INSERT OR IGNORE INTO hub_refs(collection, name, ref, id) "
                                 "SELECT ?1, '%s', %s, ?2 FROM json_each(?3, '%s') x WHERE %s IS "
