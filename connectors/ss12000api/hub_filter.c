@@ -82,36 +82,23 @@ struct def {
 #define ACTIVITIES_OF_MEMBER                                                                       \
     "(SELECT id FROM hub_refs WHERE collection = 'activities' AND name = 'group' AND ref "         \
     "IN " GROUPS_OF ")"
-#define DATES(f)                                                                                   \
-    {f, "startDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("startDate"), NULL},         \
-        {f, "startDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("startDate"), NULL},      \
-        {f, "endDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("endDate"), NULL},         \
-    {                                                                                              \
-        f, "endDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("endDate"), NULL             \
-    }
-#define TIMES(f)                                                                                   \
-    {f, "startTime.onOrBefore", U_LIST, false, false, K_TIME, TIME_LE("startTime"), NULL},         \
-        {f, "startTime.onOrAfter", U_LIST, false, false, K_TIME, TIME_GE("startTime"), NULL},      \
-        {f, "endTime.onOrBefore", U_LIST, false, false, K_TIME, TIME_LE("endTime"), NULL},         \
-    {                                                                                              \
-        f, "endTime.onOrAfter", U_LIST, false, false, K_TIME, TIME_GE("endTime"), NULL             \
-    }
-#define OPT(f, uses)                                                                               \
-    {                                                                                              \
-        f, "expandReferenceNames", uses, false, false, K_NAMES, NULL, NULL                         \
-    }
-#define SORT(f)                                                                                    \
-    {                                                                                              \
-        f, "sortkey", U_LIST, false, false, K_SORT, NULL, NULL                                     \
-    }
-#define EXPAND(f, uses)                                                                            \
-    {                                                                                              \
-        f, "expand", uses, true, false, K_EXPAND, NULL, NULL                                       \
-    }
-#define IDS(f)                                                                                     \
-    {                                                                                              \
-        f, "ids", U_LOOKUP, true, false, K_UUID, "r.id = ?", NULL                                  \
-    }
+/* Rows of the table below (by hand: clang-format splits a macro of rows badly). */
+/* clang-format off */
+#define DATES(f)                                                                            \
+    {f, "startDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("startDate"), NULL},  \
+    {f, "startDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("startDate"), NULL},   \
+    {f, "endDate.onOrBefore", U_LIST, false, false, K_DATE, DATE_LE("endDate"), NULL},      \
+    {f, "endDate.onOrAfter", U_LIST, false, false, K_DATE, DATE_GE("endDate"), NULL}
+#define TIMES(f)                                                                            \
+    {f, "startTime.onOrBefore", U_LIST, false, false, K_TIME, TIME_LE("startTime"), NULL},  \
+    {f, "startTime.onOrAfter", U_LIST, false, false, K_TIME, TIME_GE("startTime"), NULL},   \
+    {f, "endTime.onOrBefore", U_LIST, false, false, K_TIME, TIME_LE("endTime"), NULL},      \
+    {f, "endTime.onOrAfter", U_LIST, false, false, K_TIME, TIME_GE("endTime"), NULL}
+#define OPT(f, uses) {f, "expandReferenceNames", uses, false, false, K_NAMES, NULL, NULL}
+#define SORT(f) {f, "sortkey", U_LIST, false, false, K_SORT, NULL, NULL}
+#define EXPAND(f, uses) {f, "expand", uses, true, false, K_EXPAND, NULL, NULL}
+#define IDS(f) {f, "ids", U_LOOKUP, true, false, K_UUID, "r.id = ?", NULL}
+/* clang-format on */
 #define ALL (U_LIST | U_LOOKUP | U_ID)
 
 /*
