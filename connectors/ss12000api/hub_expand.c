@@ -322,3 +322,15 @@ int hub_expand_apply(sqlite3 *db, const struct sk_entity *e, const struct hub_fi
     uint32_t bits = hub_filter_expand(f);
     return bits ? expand(db, have, e, bits, doc, err) : 0;
 }
+
+const char *hub_expand_bad_collection(void)
+{
+    for (size_t i = 0; i < sizeof(expansions) / sizeof(expansions[0]); i++)
+        if (!sk_entity_by_collection(expansions[i].collection) ||
+            !sk_entity_by_collection(expansions[i].target))
+            return expansions[i].collection;
+    for (size_t i = 0; i < sizeof(ref_keys) / sizeof(ref_keys[0]); i++)
+        if (!sk_entity_by_collection(ref_keys[i][1]))
+            return ref_keys[i][1];
+    return NULL;
+}

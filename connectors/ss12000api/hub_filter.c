@@ -229,10 +229,10 @@ static const struct def defs[] = {
     OPT("programmes", ALL),
     IDS("programmes"),
     /* studyplans: no lookup in the spec */
-    {"studyplans", "student", U_LIST, true, false, K_UUID, REF("student"), NULL},
-    DATES("studyplans"),
-    SORT("studyplans"),
-    OPT("studyplans", U_LIST | U_ID),
+    {"studyPlans", "student", U_LIST, true, false, K_UUID, REF("student"), NULL},
+    DATES("studyPlans"),
+    SORT("studyPlans"),
+    OPT("studyPlans", U_LIST | U_ID),
     /* syllabuses */
     SORT("syllabuses"),
     OPT("syllabuses", ALL),
@@ -398,6 +398,14 @@ void hub_filter_free(struct hub_filter *f)
     free(f->v);
     sk_buf_free(&f->text);
     free(f);
+}
+
+const char *hub_filter_bad_collection(void)
+{
+    for (size_t i = 0; i < N_DEFS; i++)
+        if (!sk_entity_by_collection(defs[i].collection))
+            return defs[i].collection;
+    return NULL;
 }
 
 bool hub_filter_known(const struct hub_filter *f, const char *key)

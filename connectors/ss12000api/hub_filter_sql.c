@@ -48,8 +48,8 @@ static const struct sort_def sorts[] = {
     {"groups", "EndDate", "AD", SV("endDate")},
     {"programmes", "Name", "A", SV("name")},
     {"programmes", "Code", "A", SV("code")},
-    {"studyplans", "StartDate", "AD", SV("startDate")},
-    {"studyplans", "EndDate", "AD", SV("endDate")},
+    {"studyPlans", "StartDate", "AD", SV("startDate")},
+    {"studyPlans", "EndDate", "AD", SV("endDate")},
     {"syllabuses", "SubjectName", "AD", SV("subjectName")},
     {"syllabuses", "SubjectCode", "AD", SV("subjectCode")},
     {"syllabuses", "CourseName", "AD", SV("courseName")},
@@ -125,8 +125,21 @@ static int put_stat(struct sk_state *st, const char *tbl, const char *idx, const
     return rc;
 }
 
+/* The first collection name in the tables that names no entity type (a typo), or NULL. */
+static const char *bad_collection(void)
+{
+    for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++)
+        if (!sk_entity_by_collection(sorts[i].collection))
+            return sorts[i].collection;
+    const char *bad = hub_filter_bad_collection();
+    return bad ? bad : hub_expand_bad_collection();
+}
+
 int hub_filter_schema(struct sk_state *st, const struct hub *h, struct sk_error *err)
 {
+    const char *bad = bad_collection();
+    if (bad)
+        return sk_error_set(err, SK_ERR_FATAL, "hub tables: \"%s\" is no collection", bad);
     /* ANALYZE of the schema table only: creates sqlite_stat1, reads no data. */
     if (hub_refs_schema(st, h, err) < 0 || sk_state_exec(st, "ANALYZE sqlite_schema", err) < 0 ||
         put_stat(st, "hub_rows", "hub_rows_stamp", "1000000 100000 1 1", err) < 0 ||

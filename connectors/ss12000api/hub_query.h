@@ -107,6 +107,10 @@ uint32_t hub_filter_readable(const struct hub_filter *f);
 /* Registers the SQL functions the conditions use (sk_fold) on a reader's connection. */
 void hub_filter_register(sqlite3 *db);
 
+/* A collection name in the parameter / expand tables that names no type (a typo), or NULL. */
+const char *hub_filter_bad_collection(void);
+const char *hub_expand_bad_collection(void);
+
 /* The schema hook's part: the filters' expression indexes on the types h consumes. */
 int hub_filter_schema(struct sk_state *st, const struct hub *h, struct sk_error *err);
 

@@ -5,9 +5,11 @@
  * school units, four persons, a duty, two groups, a placement, an activity,
  * a calendar event and an attendance.
  *
- *   filters           every filter of the spec the school can exercise
- *                     returns exactly its records, a wrong value none; bad
- *                     values 400; an unknown parameter still 400
+ *   filters           every filter of the spec, on every type (the school
+ *                     plus programmes, study plans, syllabuses, offerings,
+ *                     grades, absences, resources, rooms, attendance events
+ *                     and schedules), returns exactly its records, a wrong
+ *                     value none; bad values 400; an unknown parameter 400
  *   relationship      persons by relationship.entity.type / organisation /
  *                     dates, as one relationship
  *   token             a filter travels in the page token; a filter beside
@@ -639,4 +641,119 @@ Test(ss12000_api_query, array_members_follow_changes, .fini = skt_hub_finish, .t
     p = skt_hub_get_json("/persons/" DAN "?expand=responsibleFor", LMS, 200);
     cr_assert_eq(cJSON_GetArraySize(at(p, "_embedded", "responsibleFor")), 1);
     cJSON_Delete(p);
+}
+
+/* The rest of the types: programmes, study plans, syllabuses, offerings, grades, absences, … */
+#define PROG_NA ID("81")
+#define PROG_NAT ID("82")
+#define PLAN ID("83")
+#define SYL_MA ID("84")
+#define SYL_EN ID("85")
+#define OFFER ID("86")
+#define GRADE_A ID("87")
+#define GRADE_C ID("88")
+#define ABSENT ID("89")
+#define PROJ ID("91")
+#define SAL ID("92")
+#define CAME ID("93")
+#define SCHEDULE ID("94")
+
+static void more_types(void)
+{
+    add("Programme", "{\"id\":\"" PROG_NA "\"," META ",\"name\":\"Naturvetenskapsprogrammet\","
+                     "\"type\":\"Högskoleförberedande program\",\"schoolType\":\"GY\","
+                     "\"code\":\"NA\"}");
+    add("Programme", "{\"id\":\"" PROG_NAT "\"," META ",\"name\":\"Inriktning natur\","
+                     "\"type\":\"Programinriktning\",\"schoolType\":\"GY\",\"code\":\"NANAT\","
+                     "\"parentProgramme\":{\"id\":\"" PROG_NA "\"}}");
+    add("StudyPlan", "{\"id\":\"" PLAN "\"," META ",\"student\":{\"id\":\"" ANNA "\"},"
+                     "\"startDate\":\"2024-08-01\",\"endDate\":\"2027-06-30\"}");
+    add("Syllabus", "{\"id\":\"" SYL_MA "\"," META ",\"schoolType\":\"GY\",\"subjectName\":"
+                    "\"Matematik\",\"subjectCode\":\"MAT\",\"courseName\":\"Matematik 1c\","
+                    "\"courseCode\":\"MATMAT01c\",\"official\":true}");
+    add("Syllabus", "{\"id\":\"" SYL_EN "\"," META ",\"schoolType\":\"GY\",\"subjectName\":"
+                    "\"Engelska\",\"subjectCode\":\"ENG\",\"official\":true}");
+    add("SchoolUnitOffering", "{\"id\":\"" OFFER "\",\"offeredAt\":{\"id\":\"" SCH_B "\"},"
+                              "\"offeredSyllabuses\":[{\"id\":\"" SYL_MA "\"}]}");
+    add("Grade", "{\"id\":\"" GRADE_A "\"," META ",\"student\":{\"id\":\"" ANNA "\"},"
+                 "\"organisation\":{\"id\":\"" SCH_A "\"},\"registeredBy\":{\"id\":\"" CILLA "\"},"
+                 "\"gradingTeacher\":{\"id\":\"" CILLA "\"},\"registeredDate\":\"2025-06-10\","
+                 "\"gradeValue\":\"A\",\"finalGrade\":true,\"syllabus\":{\"id\":\"" SYL_MA "\"}}");
+    add("Grade", "{\"id\":\"" GRADE_C "\"," META ",\"student\":{\"id\":\"" BO "\"},"
+                 "\"organisation\":{\"id\":\"" SCH_B "\"},\"registeredBy\":{\"id\":\"" DAN "\"},"
+                 "\"registeredDate\":\"2019-06-10\",\"gradeValue\":\"C\",\"finalGrade\":true}");
+    add("Absence", "{\"id\":\"" ABSENT "\"," META ",\"student\":{\"id\":\"" ANNA "\"},"
+                   "\"organisation\":{\"id\":\"" SCH_A "\"},\"registeredBy\":{\"id\":\"" DAN "\"},"
+                   "\"type\":\"Anmäld frånvaro\",\"startTime\":\"2025-09-01T08:00:00+02:00\","
+                   "\"endTime\":\"2025-09-01T16:00:00+02:00\"}");
+    add("Resource", "{\"id\":\"" PROJ "\"," META ",\"displayName\":\"Projektor\","
+                    "\"owner\":{\"id\":\"" SCH_A "\"}}");
+    add("Room",
+        "{\"id\":\"" SAL "\"," META ",\"displayName\":\"Sal 1\",\"owner\":{\"id\":\"" SCH_B "\"}}");
+    add("AttendanceEvent", "{\"id\":\"" CAME "\"," META ",\"eventType\":\"In\",\"person\":{\"id\":"
+                           "\"" ANNA "\"},\"group\":{\"id\":\"" G7A "\"},\"registeredBy\":{\"id\":"
+                           "\"" CILLA "\"},\"time\":\"2025-09-02T08:00:00+02:00\"}");
+    add("AttendanceSchedule", "{\"id\":\"" SCHEDULE "\"," META ",\"placement\":{\"id\":\"" PLACE
+                              "\"},\"numberOfWeeks\":1,\"startDate\":\"2023-01-01\"}");
+    skt_hub_apply();
+}
+
+Test(ss12000_api_query, the_other_types_filters, .fini = skt_hub_finish, .timeout = 60)
+{
+    school();
+    more_types();
+    expect("/programmes?schoolType=GY", PROG_NA "," PROG_NAT);
+    expect("/programmes?schoolType=GR", "");
+    expect("/programmes?code=NA", PROG_NA);
+    expect("/programmes?parentProgramme=" PROG_NA, PROG_NAT);
+    expect("/studyplans?student=" ANNA, PLAN);
+    expect("/studyplans?student=" BO, "");
+    expect("/studyplans?endDate.onOrBefore=2027-01-01", "");
+    expect("/schoolUnitOfferings?organisation=" SCH_B, OFFER);
+    expect("/schoolUnitOfferings?organisation=" SCH_A, "");
+    expect("/grades?organisation=" SCH_A, GRADE_A);
+    expect("/grades?student=" BO, GRADE_C);
+    expect("/grades?registeredBy=" CILLA, GRADE_A);
+    expect("/grades?gradingTeacher=" CILLA, GRADE_A);
+    expect("/grades?gradingTeacher=" DAN, "");
+    expect("/grades?registeredDate.onOrAfter=2020-01-01", GRADE_A);
+    expect("/grades?registeredDate.onOrBefore=2020-01-01", GRADE_C);
+    expect("/absences?student=" ANNA, ABSENT);
+    expect("/absences?organisation=" SCH_B, "");
+    expect("/absences?registeredBy=" DAN, ABSENT);
+    expect("/absences?type=Anm%C3%A4ld%20fr%C3%A5nvaro", ABSENT);
+    expect("/absences?type=Beviljad%20ledighet", "");
+    expect("/absences?startTime.onOrBefore=2025-09-01T05:59:59Z", "");
+    expect("/absences?endTime.onOrAfter=2025-09-01T14:00:00Z", ABSENT);
+    expect("/resources?organisation=" SCH_A, PROJ);
+    expect("/rooms?organisation=" SCH_A, "");
+    expect("/rooms?organisation=" SCH_B, SAL);
+    expect("/attendanceEvents?group=" G7A, CAME);
+    expect("/attendanceEvents?group=" G9B, "");
+    expect("/attendanceEvents?person=" ANNA, CAME);
+    expect("/attendanceEvents?person=" BO, "");
+    expect("/attendanceSchedule?placement=" PLACE, SCHEDULE);
+    expect("/attendanceSchedule?group=" G7A, SCHEDULE); /* the placement's group */
+    expect("/attendanceSchedule?group=" G9B, "");
+    expect("/attendanceSchedule?startDate.onOrAfter=2023-01-02", "");
+    expect_walk("/programmes?sortkey=CodeAsc&limit=1", PROG_NA "," PROG_NAT);
+    expect_walk("/programmes?sortkey=NameAsc&limit=1", PROG_NAT "," PROG_NA);
+    expect_walk("/syllabuses?sortkey=SubjectNameAsc&limit=1", SYL_EN "," SYL_MA);
+    expect_walk("/syllabuses?sortkey=SubjectCodeDesc&limit=1", SYL_MA "," SYL_EN);
+    expect_walk("/grades?sortkey=registeredDateAsc&limit=1", GRADE_C "," GRADE_A);
+    expect_walk("/absences?sortkey=StartTimeDesc&limit=1", ABSENT);
+    expect_lookup("/attendanceEvents/lookup", "{\"person\":[\"" ANNA "\"]}", CAME);
+    expect_lookup("/attendanceSchedule/lookup", "{\"placement\":[\"" PLACE "\"]}", SCHEDULE);
+    expect_lookup("/absences/lookup", "{\"ids\":[\"" ABSENT "\"]}", ABSENT);
+    cJSON *e =
+        skt_hub_get_json("/attendanceEvents/" CAME "?expand=person,group,registeredBy", LMS, 200);
+    cr_assert_str_eq(skt_hub_str(at(e, "_embedded", "person"), "givenName", NULL), "Åsa");
+    cr_assert_str_eq(skt_hub_str(at(e, "_embedded", "registeredBy"), "givenName", NULL), "Cecilia");
+    const cJSON *group = at(e, "_embedded", "group");
+    cr_assert_str_eq(skt_hub_str(group, "displayName", NULL), "7A");
+    cr_assert_null(at(group, "groupMemberships", NULL), "a GroupFragment");
+    cJSON_Delete(e);
+    e = skt_hub_get_json("/grades/" GRADE_A "?expandReferenceNames=true", LMS, 200);
+    cr_assert_str_eq(skt_hub_str(e, "syllabus", "displayName"), "Matematik 1c");
+    cJSON_Delete(e);
 }
