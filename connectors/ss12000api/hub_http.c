@@ -1,16 +1,18 @@
 /*
  * hub_http.c: the hub's HTTP server (libmicrohttpd on a listen address of
  * its own): who is asking (bearer tokens), what they may read (the entity
- * types of their scope), the SS 12000 list, by-id and deletedEntities
- * answers, errors in the spec's {code, message} shape, and one log line per
- * request.
+ * types of their scope), the SS 12000 list, by-id, lookup and
+ * deletedEntities answers, errors in the spec's {code, message} shape, and
+ * one log line per request.
  *
  * Owns: the listen check (plain HTTP only on a loopback address; anything
  * else needs tls_cert and tls_key), authentication, the scope check before
- * any read, query parsing. Must never: log a token, a query value or a
- * document (personal data: civic numbers, names), ignore a filter it does not
- * implement (a client asking civicNo=... would get every person: 400
- * instead), or answer a request without a valid token with anything but 401.
+ * any read, query parsing (each endpoint's own parameters are hub_filter.c's),
+ * request bodies (up to 1 MiB). Must never: log a token, a query value, a
+ * body or a document (personal data: civic numbers, names), ignore a
+ * parameter the endpoint does not define (a client asking
+ * /organisations?civicNo=... would get every organisation: 400 instead), or
+ * answer a request without a valid token with anything but 401.
  */
 #include <arpa/inet.h>
 #include <errno.h>
