@@ -107,10 +107,19 @@ struct def {
  * define each type. The other relationship parameters filter the same
  * relationship, so they are one condition.
  */
+/*
+ * The enrolments (e) of persons (p) with their school unit as h.ref, from
+ * hub_refs: a condition on the organisation reaches its persons through the
+ * index instead of every person's enrolments.
+ */
+#define ENROLLED_FROM                                                                              \
+    "hub_refs h JOIN {persons} p ON p.id = h.id, json_each(p.doc,'$.enrolments') e"
+#define ENROLLED_WHERE                                                                             \
+    " WHERE h.collection = 'persons' AND h.name = 'enroledAt' AND "                                \
+    "json_extract(e.value,'$.enroledAt.id') = h.ref"
 #define REL_ROWS                                                                                   \
-    "SELECT p.id AS pid, 'enrolment' AS t, json_extract(e.value,'$.enroledAt.id') AS org, "        \
-    "json_extract(e.value,'$.startDate') AS sd, json_extract(e.value,'$.endDate') AS ed "          \
-    "FROM {persons} p, json_each(p.doc,'$.enrolments') e"                                          \
+    "SELECT h.id AS pid, 'enrolment' AS t, h.ref AS org, json_extract(e.value,'$.startDate') "     \
+    "AS sd, json_extract(e.value,'$.endDate') AS ed FROM " ENROLLED_FROM ENROLLED_WHERE            \
     " UNION ALL SELECT json_extract(d.doc,'$.person.id'), 'duty', json_extract(d.doc,"             \
     "'$.dutyAt.id'), json_extract(d.doc,'$.startDate'), json_extract(d.doc,'$.endDate') "          \
     "FROM {duties} d"                                                                              \
@@ -120,10 +129,9 @@ struct def {
     " UNION ALL SELECT json_extract(o.value,'$.id'), 'placement.owner', "                          \
     "json_extract(pl.doc,'$.placedAt.id'), json_extract(pl.doc,'$.startDate'), "                   \
     "json_extract(pl.doc,'$.endDate') FROM {placements} pl, json_each(pl.doc,'$.owners') o"        \
-    " UNION ALL SELECT json_extract(g.value,'$.person.id'), 'responsibleFor.enrolment', "          \
-    "json_extract(e.value,'$.enroledAt.id'), json_extract(e.value,'$.startDate'), "                \
-    "json_extract(e.value,'$.endDate') FROM {persons} p, json_each(p.doc,'$.responsibles') g, "    \
-    "json_each(p.doc,'$.enrolments') e"                                                            \
+    " UNION ALL SELECT json_extract(g.value,'$.person.id'), 'responsibleFor.enrolment', h.ref, "   \
+    "json_extract(e.value,'$.startDate'), json_extract(e.value,'$.endDate') FROM " ENROLLED_FROM   \
+    ", json_each(p.doc,'$.responsibles') g" ENROLLED_WHERE                                         \
     " UNION ALL SELECT json_extract(g.value,'$.person.id'), 'responsibleFor.placement', "          \
     "json_extract(pl.doc,'$.placedAt.id'), json_extract(pl.doc,'$.startDate'), "                   \
     "json_extract(pl.doc,'$.endDate') FROM {placements} pl JOIN {persons} p ON p.id = "            \

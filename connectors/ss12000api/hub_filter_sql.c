@@ -98,6 +98,8 @@ static const char *const indexes[] = {
     "organisations|hub_ix_organisations_suc|json_extract(doc,'$.schoolUnitCode')",
     "organisations|hub_ix_organisations_code|json_extract(doc,'$.organisationCode')",
     "duties|hub_ix_duties_person|json_extract(doc,'$.person.id')",
+    "duties|hub_ix_duties_org|json_extract(doc,'$.dutyAt.id')",
+    "placements|hub_ix_placements_org|json_extract(doc,'$.placedAt.id')",
     "placements|hub_ix_placements_child|json_extract(doc,'$.child.id')",
     "groups|hub_ix_groups_org|json_extract(doc,'$.organisation.id')",
     "activities|hub_ix_activities_org|json_extract(doc,'$.organisation.id')",

@@ -14,7 +14,8 @@
  *
  * Owns: which arrays are indexed, keeping the rows equal to the stored
  * documents (in the batch's transaction: delivery rule 3), and filling the
- * table once for a state database that had documents before it existed.
+ * table again when the state was filled under another version of the list
+ * (REFS_VERSION: bump it when the list changes).
  * Must never: be read for a type the hub does not consume (no rows), or
  * keep the rows of a deleted document.
  */
@@ -34,6 +35,7 @@ struct ref_def {
 static const struct ref_def refs[] = {
     {"persons", "responsible", "$.responsibles", "json_extract(x.value,'$.person.id')"},
     {"persons", "eppn", "$.eduPersonPrincipalNames", "x.value"},
+    {"persons", "enroledAt", "$.enrolments", "json_extract(x.value,'$.enroledAt.id')"},
     {"groups", "member", "$.groupMemberships", "json_extract(x.value,'$.person.id')"},
     {"placements", "owner", "$.owners", "json_extract(x.value,'$.id')"},
     {"duties", "group", "$.assignmentRole", "json_extract(x.value,'$.group.id')"},
@@ -66,12 +68,19 @@ static int fill(struct sk_state *st, const struct ref_def *def, struct sk_error 
     return rc;
 }
 
+/* The version of refs[]: a state filled under another version is filled again at open. */
+#define REFS_VERSION 2
+
 int hub_refs_schema(struct sk_state *st, const struct hub *h, struct sk_error *err)
 {
     sqlite3_stmt *q;
-    if (sk_state_prepare(st, "SELECT 1 FROM sqlite_schema WHERE name = 'hub_refs'", &q, err) < 0)
+    if (sk_state_prepare(st,
+                         "SELECT (SELECT 1 FROM sqlite_schema WHERE name = 'hub_refs') AND "
+                         "(SELECT value FROM hub_meta WHERE key = 'refs_version') = ?1",
+                         &q, err) < 0)
         return -1;
-    bool existed = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_bind_int(q, 1, REFS_VERSION);
+    bool current = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0) == 1;
     sqlite3_finalize(q);
     if (sk_state_exec(st,
                       "CREATE TABLE IF NOT EXISTS hub_refs(collection TEXT NOT NULL, name TEXT "
@@ -80,14 +89,20 @@ int hub_refs_schema(struct sk_state *st, const struct hub *h, struct sk_error *e
                       "CREATE INDEX IF NOT EXISTS hub_refs_doc ON hub_refs(collection, id);",
                       err) < 0)
         return -1;
-    if (existed) /* kept at apply time ever since */
+    if (current) /* kept at apply time ever since */
         return 0;
+    if (sk_state_exec(st, "DELETE FROM hub_refs", err) < 0)
+        return -1;
     for (size_t i = 0; i < N_REFS; i++)
         for (size_t k = 0; k < h->n_entities; k++)
             if (strcmp(h->entities[k]->collection, refs[i].collection) == 0 &&
                 fill(st, &refs[i], err) < 0)
                 return -1;
-    return 0;
+    char *sql = sk_asprintf(
+        "INSERT OR REPLACE INTO hub_meta(key, value) VALUES('refs_version', %d)", REFS_VERSION);
+    int rc = sk_state_exec(st, sql, err);
+    free(sql);
+    return rc;
 }
 
 int hub_refs_put(struct sk_state *st, const char *collection, const char *id, const char *doc,

@@ -641,6 +641,19 @@ Test(ss12000_api_query, array_members_follow_changes, .fini = skt_hub_finish, .t
     p = skt_hub_get_json("/persons/" DAN "?expand=responsibleFor", LMS, 200);
     cr_assert_eq(cJSON_GetArraySize(at(p, "_embedded", "responsibleFor")), 1);
     cJSON_Delete(p);
+    /* A state filled under an older list of arrays: filled again. */
+    skt_sink_drop(&skt_hub);
+    path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "DELETE FROM hub_refs; UPDATE hub_meta SET value = 1 WHERE key = "
+                              "'refs_version'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    free(path);
+    skt_hub_open(NULL);
+    expect("/persons?relationship.organisation=" SCH_A "&relationship.entity.type=enrolment", ANNA);
 }
 
 /* The rest of the types: programmes, study plans, syllabuses, offerings, grades, absences, … */
