@@ -605,6 +605,19 @@ Test(ss12000_api_query, civic_number_filter_uses_its_index, .fini = skt_hub_fini
     free(path);
 }
 
+/* Closes the hub, runs sql on its state database, opens it again. */
+static void reopen_after(const char *sql)
+{
+    skt_sink_drop(&skt_hub);
+    char *path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    free(path);
+    skt_hub_open(NULL);
+}
+
 /* The members of arrays (hub_refs) follow every change and deletion, and fill an older state. */
 Test(ss12000_api_query, array_members_follow_changes, .fini = skt_hub_finish, .timeout = 60)
 {
@@ -628,31 +641,15 @@ Test(ss12000_api_query, array_members_follow_changes, .fini = skt_hub_finish, .t
     cr_assert_eq(cJSON_GetArraySize(at(p, "_embedded", "groupMemberships")), 1);
     cJSON_Delete(p);
     /* A state from before the side table: filled when the hub opens it. */
-    skt_sink_drop(&skt_hub);
-    char *path = skt_fmt("%s/test-sink.db", skt_hub_dir);
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(db, "DROP TABLE hub_refs", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-    free(path);
-    skt_hub_open(NULL);
+    reopen_after("DROP TABLE hub_refs");
     expect("/persons?eduPersonPrincipalName=asa%40skola.se", ANNA);
     expect("/placements?owner=" DAN, PLACE);
     p = skt_hub_get_json("/persons/" DAN "?expand=responsibleFor", LMS, 200);
     cr_assert_eq(cJSON_GetArraySize(at(p, "_embedded", "responsibleFor")), 1);
     cJSON_Delete(p);
     /* A state filled under an older list of arrays: filled again. */
-    skt_sink_drop(&skt_hub);
-    path = skt_fmt("%s/test-sink.db", skt_hub_dir);
-    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(db,
-                              "DELETE FROM hub_refs; UPDATE hub_meta SET value = 1 WHERE key = "
-                              "'refs_version'",
-                              NULL, NULL, NULL),
-                 SQLITE_OK);
-    sqlite3_close(db);
-    free(path);
-    skt_hub_open(NULL);
+    reopen_after("DELETE FROM hub_refs; UPDATE hub_meta SET value = 1 WHERE key = "
+                 "'refs_version'");
     expect("/persons?relationship.organisation=" SCH_A "&relationship.entity.type=enrolment", ANNA);
 }
 
