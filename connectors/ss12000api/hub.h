@@ -10,7 +10,11 @@
  * access tokens), hub_auth.c (bearer tokens, POST /token), hub_scope.c
  * (clients, attribute groups, what each record belongs to, the organisation
  * clause, hub_client_sees), hub_http.c (the server: routing, answers,
- * request log, counters).
+ * request log, counters), hub_subs.c and hub_notify.c (/subscriptions and
+ * the webhooks out), and the query features of hub_query.h: hub_filter.c
+ * and hub_filter_sql.c (per-type filters, sortkey), hub_expand.c (expand,
+ * expandReferenceNames), hub_lookup.c (POST /{type}/lookup), hub_refs.c
+ * (the array members the filters read).
  *
  * Threads: apply runs on the sink's thread and writes through the state
  * store's connection; requests run on libmicrohttpd's threads, each reading
@@ -34,6 +38,7 @@
 #include "model.h"
 #include "privacy.h"
 #include "state_store.h"
+#include "hub_query.h"
 
 struct hub_oauth2_conf {
     char *client_id;
@@ -139,9 +144,12 @@ struct hub_query {
     int64_t after_stamp; /* keyset position: (stamp, id) > (after_stamp, after_id) */
     char after_id[37];
     int64_t limit;
-    uint32_t entity_mask;         /* deletedEntities: the types asked for, by sk_entity_index */
-    int64_t start_from, start_to; /* calendarEvents: startTime.onOrAfter/onOrBefore (inclusive) */
-    struct hub_view view;         /* who reads (not part of a page token) */
+    uint32_t entity_mask; /* deletedEntities: the types asked for, by sk_entity_index */
+    /* A list's per-type filters, sortkey, expand (hub_query.h; NULL: none), and the sort
+     * value of the keyset position when it has a sortkey. */
+    const struct hub_filter *filter;
+    char after_key[HUB_KEY_MAX];
+    struct hub_view view; /* who reads (not part of a page token) */
 };
 
 /* A read-only connection from the pool (or a new one); NULL with err. */
@@ -163,21 +171,30 @@ void hub_reader_pool_free(struct hub *h);
  */
 typedef int64_t (*hub_page_fn)(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                                struct sk_buf *out, bool *more, int64_t *last_stamp,
-                               char last_id[37], struct sk_error *err);
+                               char last_id[37], char *last_key, struct sk_error *err);
+/* last_key (HUB_KEY_MAX, may be NULL): the last row's sort value when q->filter sorts. */
 int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                        struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                       struct sk_error *err);
+                       char *last_key, struct sk_error *err);
 int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                           struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                          struct sk_error *err);
-/* One document by id, as served to view: 1 with *doc (malloc'ed), 0 not found (or not
- * visible to view's client), -1 with err. */
+                          char *last_key, struct sk_error *err);
+/*
+ * One document by id, as served to view (NULL: as stored but for
+ * meta.modified), expanded as f asks (NULL: nothing): 1 with *doc
+ * (malloc'ed), 0 not found (or not visible to view's client), -1 with err.
+ */
 int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id,
-                  const struct hub_view *view, char **doc, struct sk_error *err);
-/* Appends doc as served to view (NULL: as stored but for meta.modified); false: view's client
- * may not see it at all (protected_identities: skip), nothing appended. */
-bool hub_store_put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
-                          int64_t stamp, const struct hub_view *view);
+                  const struct hub_filter *f, const struct hub_view *view, char **doc,
+                  struct sk_error *err);
+/*
+ * A stored document as served to view (NULL: to nobody in particular):
+ * meta.modified = stamp for types with meta, the client's attribute groups
+ * and privacy applied. NULL if not JSON; *hidden (may be NULL) true and NULL
+ * when view's client may not see it at all (protected_identities: skip).
+ */
+cJSON *hub_store_served(const struct sk_entity *e, const char *doc, int64_t stamp,
+                        const struct hub_view *view, bool *hidden);
 
 /* ---- hub_token.c ----------------------------------------------------------- */
 
@@ -194,9 +211,14 @@ enum hub_token_check {
     HUB_TOKEN_BAD,     /* not one of ours, altered, or for another query or client: 400 */
     HUB_TOKEN_EXPIRED, /* ours and intact, but too old: 410 */
 };
-/* Checks token and fills q (limit untouched) from it. */
+/*
+ * Checks token and fills q (limit and filter untouched) from it, and f (an
+ * empty hub_filter of the list; NULL for deletedEntities) with the
+ * parameters of the first request.
+ */
 enum hub_token_check hub_token_read(const struct hub *h, const char *token, const char *what,
-                                    const char *client, struct hub_query *q, int64_t now_ms);
+                                    const char *client, struct hub_query *q, struct hub_filter *f,
+                                    int64_t now_ms);
 
 /* Access tokens of OAuth2 clients (hub_auth.c): payload sealed with a MAC that also
  * covers bound (the client's secret, not in the token). Caller frees. */

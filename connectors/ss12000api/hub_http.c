@@ -1,19 +1,20 @@
 /*
  * hub_http.c: the hub's HTTP server (libmicrohttpd on a listen address of
- * its own): routing (POST /token to hub_auth.c, everything else after the
- * bearer token was checked there), what a client may read (the entity
- * types of its scope; its organisations and attribute groups through
- * hub_scope.c), the SS 12000 list, by-id and deletedEntities answers, errors
- * in the spec's {code, message} shape, one log line and the counters per
- * request.
+ * its own): routing (POST /token to hub_auth.c, /subscriptions to
+ * hub_subs.c, everything else after the bearer token was checked), what a
+ * client may read (the entity types of its scope; its organisations and
+ * attribute groups through hub_scope.c), the SS 12000 list, by-id, lookup
+ * and deletedEntities answers, errors in the spec's {code, message} shape,
+ * one log line and the counters per request.
  *
  * Owns: the listen check (plain HTTP only on a loopback address; anything
  * else needs tls_cert and tls_key), the type check before any read, query
- * parsing, request bodies (/token, /subscriptions; at most 64 KiB). Must
- * never: log a token, a secret, a query value or a document (personal data:
- * civic numbers, names), ignore a filter it does not implement (a client
- * asking civicNo=... would get every person: 400 instead), or answer a
- * request without a valid token with anything but 401.
+ * parsing (each endpoint's own parameters are hub_filter.c's), request
+ * bodies (up to 1 MiB). Must never: log a token, a secret, a query value,
+ * a body or a document (personal data: civic numbers, names), ignore a
+ * parameter the endpoint does not define (a client asking
+ * /organisations?civicNo=... would get every organisation: 400 instead), or
+ * answer a request without a valid token with anything but 401.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,6 +30,7 @@
 #include <openssl/crypto.h>
 
 #include "hub.h"
+#include "hub_query.h"
 #include "hub_subs.h"
 #include "log.h"
 #include "util.h"
@@ -39,6 +41,8 @@ struct req {
     struct MHD_Connection *c;
     const struct hub_client *client;
     const char *route; /* the path as logged: "/persons", "/persons/{id}" (never the id) */
+    char route_buf[64];
+    const struct sk_buf *upload; /* the request body (POST), or NULL */
     int status;
     struct sk_buf body;
     int64_t records;
@@ -52,7 +56,7 @@ struct req {
 };
 
 /* A request body is read up to this; a larger one is answered 413. */
-#define MAX_UPLOAD (64 * 1024)
+#define MAX_UPLOAD (1 << 20) /* a lookup of max_limit ids is far below it */
 
 static void fail(struct req *r, int status, const char *code, const char *message)
 {
@@ -81,8 +85,6 @@ static const char *const list_params[] = {"limit",
                                           "meta.created.before",
                                           "meta.modified.after",
                                           "meta.modified.before",
-                                          "startTime.onOrAfter",
-                                          "startTime.onOrBefore",
                                           NULL};
 static const char *const deleted_params[] = {"limit", "pageToken", "after", "entities", NULL};
 
@@ -91,6 +93,8 @@ struct param_check {
     const char *const *allowed;
     const char *seen[8];
     size_t n_seen;
+    struct hub_filter *filter; /* the type's own parameters (hub_filter.c), or NULL */
+    const char *filter_why;    /* the first of them that was refused */
 };
 
 /* entities=Person&entities=Group or entities=Person,Group (docs/ss12000-notes.md §3.1). */
@@ -115,6 +119,12 @@ static enum MHD_Result check_param(void *cls, enum MHD_ValueKind kind, const cha
     size_t i = 0;
     while (pc->allowed[i] && strcmp(pc->allowed[i], key) != 0)
         i++;
+    const char *why;
+    if (!pc->allowed[i] && pc->filter && hub_filter_known(pc->filter, key)) {
+        if (hub_filter_add(pc->filter, key, value, &why) < 0 && !pc->filter_why)
+            pc->filter_why = why;
+        return MHD_YES;
+    }
     if (!pc->allowed[i]) {
         if (!pc->r->bad_param)
             pc->r->bad_param = key;
@@ -174,6 +184,10 @@ static bool params_ok(struct req *r, struct param_check *pc)
         fail(r, 400, "invalid_parameter", "a parameter was repeated or names no entity type");
         return false;
     }
+    if (pc->filter_why) {
+        fail(r, 400, "invalid_parameter", pc->filter_why);
+        return false;
+    }
     return true;
 }
 
@@ -183,9 +197,9 @@ static bool params_ok(struct req *r, struct param_check *pc)
  * error answer is set.
  */
 static bool read_query(struct req *r, const char *what, const char *const *allowed,
-                       struct hub_query *q)
+                       struct hub_filter *filter, struct hub_query *q)
 {
-    struct param_check pc = {.r = r, .allowed = allowed};
+    struct param_check pc = {.r = r, .allowed = allowed, .filter = filter};
     if (!params_ok(r, &pc))
         return false;
     *q = (struct hub_query){.modified_after = INT64_MIN,
@@ -193,8 +207,7 @@ static bool read_query(struct req *r, const char *what, const char *const *allow
                             .created_after = INT64_MIN,
                             .created_before = INT64_MAX,
                             .after_stamp = INT64_MIN,
-                            .start_from = INT64_MIN,
-                            .start_to = INT64_MAX,
+                            .filter = filter,
                             .limit = r->h->conf->max_limit};
     const char *limit = arg(r, "limit");
     if (limit && (sk_parse_int(limit, &q->limit) != 0 || q->limit < 1)) {
@@ -205,44 +218,36 @@ static bool read_query(struct req *r, const char *what, const char *const *allow
         q->limit = r->h->conf->max_limit;
     const char *token = arg(r, "pageToken");
     if (token) {
-        if (pc.n_seen > (limit ? 2u : 1u) || r->entities) {
+        if (pc.n_seen > (limit ? 2u : 1u) || r->entities || (filter && hub_filter_count(filter))) {
             fail(r, 400, "invalid_parameter",
                  "pageToken cannot be combined with filters, only with limit");
             return false;
         }
         enum hub_token_check t =
-            hub_token_read(r->h, token, what, r->client->name, q, sk_now_us() / 1000);
+            hub_token_read(r->h, token, what, r->client->name, q, filter, sk_now_us() / 1000);
         if (t == HUB_TOKEN_EXPIRED)
             fail(r, 410, "page_token_expired", "the pageToken has expired: start the query again");
         else if (t == HUB_TOKEN_BAD)
             fail(r, 400, "invalid_page_token", "the pageToken is not valid for this query");
         return t == HUB_TOKEN_OK;
     }
-    if (!time_arg(r, "meta.modified.after", &q->modified_after) ||
-        !time_arg(r, "meta.modified.before", &q->modified_before) ||
-        !time_arg(r, "meta.created.after", &q->created_after) ||
-        !time_arg(r, "meta.created.before", &q->created_before) ||
-        !time_arg(r, "after", &q->modified_after))
-        return false;
-    /* The calendar window (the spec's only required list parameters, docs/ss12000-notes.md). */
-    bool window = arg(r, "startTime.onOrAfter") || arg(r, "startTime.onOrBefore");
-    if (window && strcmp(what, "calendarEvents") != 0) {
-        fail(r, 400, "unsupported_parameter", "startTime filters apply to calendarEvents only");
-        return false;
-    }
-    return time_arg(r, "startTime.onOrAfter", &q->start_from) &&
-           time_arg(r, "startTime.onOrBefore", &q->start_to);
+    return time_arg(r, "meta.modified.after", &q->modified_after) &&
+           time_arg(r, "meta.modified.before", &q->modified_before) &&
+           time_arg(r, "meta.created.after", &q->created_after) &&
+           time_arg(r, "meta.created.before", &q->created_before) &&
+           time_arg(r, "after", &q->modified_after);
 }
 
 /* ---- the answers ---------------------------------------------------------------- */
 
 /* Ends a page: the token of the next one when there is one, then the closing brace. */
 static void page_end(struct req *r, const char *what, struct hub_query *q, bool more,
-                     int64_t last_stamp, const char *last_id)
+                     int64_t last_stamp, const char *last_id, const char *last_key)
 {
     if (more) {
         q->after_stamp = last_stamp;
         snprintf(q->after_id, sizeof(q->after_id), "%s", last_id);
+        snprintf(q->after_key, sizeof(q->after_key), "%s", last_key);
         char *token = hub_token_make(r->h, what, r->client->name, q, sk_now_us() / 1000);
         sk_buf_puts(&r->body, ",\"pageToken\":");
         sk_buf_json_string(&r->body, token);
@@ -282,27 +287,47 @@ static void serve_page(struct req *r, const struct sk_entity *e, struct hub_quer
     q->view = r->view;
     bool more;
     int64_t last_stamp = 0;
-    char last_id[37] = "";
+    char last_id[37] = "", last_key[HUB_KEY_MAX] = "";
     sk_buf_puts(&r->body, open);
-    r->records = fn(db, e, q, &r->body, &more, &last_stamp, last_id, &err);
+    r->records = fn(db, e, q, &r->body, &more, &last_stamp, last_id, last_key, &err);
     hub_reader_give(r->h, db);
     if (r->records < 0)
         return server_error(r, &err);
     sk_buf_putc(&r->body, close);
-    page_end(r, what, q, more, last_stamp, last_id);
+    page_end(r, what, q, more, last_stamp, last_id, last_key);
+}
+
+/*
+ * The parameters of a request on e: filters read the tables of every type
+ * the hub consumes; expand and reference names only the types the client
+ * may read.
+ */
+static struct hub_filter *new_filter(const struct req *r, const struct sk_entity *e,
+                                     enum hub_use use)
+{
+    uint32_t have = 0, readable = 0;
+    for (size_t i = 0; i < r->h->n_entities; i++) {
+        int k = sk_entity_index(r->h->entities[i]);
+        have |= 1u << k;
+        if (r->client->may_read[k])
+            readable |= 1u << k;
+    }
+    return hub_filter_new(e, use, have, readable);
 }
 
 static void list(struct req *r, const struct sk_entity *e)
 {
     struct hub_query q;
-    if (read_query(r, e->collection, list_params, &q))
+    struct hub_filter *filter = new_filter(r, e, HUB_USE_LIST);
+    if (read_query(r, e->collection, list_params, filter, &q))
         serve_page(r, e, &q, e->collection, "{\"data\":[", ']', hub_store_list);
+    hub_filter_free(filter);
 }
 
 static void deleted(struct req *r)
 {
     struct hub_query q;
-    if (!read_query(r, "deletedEntities", deleted_params, &q))
+    if (!read_query(r, "deletedEntities", deleted_params, NULL, &q))
         return;
     /* The types asked for (all when none; a follow-up's from its token), always cut to
      * the client's scope as it is now: a reload may have narrowed it since the token. */
@@ -322,19 +347,25 @@ static const char *const by_id_params[] = {NULL};
 
 static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
 {
-    struct param_check pc = {.r = r, .allowed = by_id_params};
+    struct hub_filter *filter = new_filter(r, e, HUB_USE_BY_ID);
+    struct param_check pc = {.r = r, .allowed = by_id_params, .filter = filter};
     if (!params_ok(r, &pc))
-        return;
+        return hub_filter_free(filter);
     char id[37];
-    if (sk_uuid_normalize(id_text, id) < 0)
+    if (sk_uuid_normalize(id_text, id) < 0) {
+        hub_filter_free(filter);
         return fail(r, 400, "invalid_id", "the id is not a UUID");
+    }
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(r->h, &err);
-    if (!db || !scope_read(r, db, &err))
+    if (!db || !scope_read(r, db, &err)) {
+        hub_filter_free(filter);
         return server_error(r, &err);
+    }
     char *doc = NULL;
     /* Outside the client's organisations: 404 like an id never seen, never 403. */
-    int found = hub_store_get(db, e, id, &r->view, &doc, &err);
+    int found = hub_store_get(db, e, id, filter, &r->view, &doc, &err);
+    hub_filter_free(filter);
     hub_reader_give(r->h, db);
     if (found < 0)
         return server_error(r, &err);
@@ -344,6 +375,62 @@ static void by_id(struct req *r, const struct sk_entity *e, const char *id_text)
     free(doc);
     r->records = 1;
     r->status = 200;
+}
+
+/*
+ * POST /{path}/lookup: the records matching any value of the body's keys, a
+ * bare array (no paging: more than ten pages' worth is a 503, the spec's
+ * "response too large"), expanded as the query asks.
+ */
+static void lookup(struct req *r, const struct sk_entity *e)
+{
+    struct hub_filter *filter = new_filter(r, e, HUB_USE_LOOKUP);
+    struct param_check pc = {.r = r, .allowed = by_id_params, .filter = filter};
+    const char *why;
+    if (!params_ok(r, &pc))
+        goto out;
+    int options = hub_filter_count(filter);
+    size_t max_values = (size_t)r->h->conf->max_limit;
+    if (hub_lookup_read_body(filter, r->upload->p ? r->upload->p : "", r->upload->len, max_values,
+                             &why) < 0) {
+        fail(r, 400, "invalid_body", why);
+        goto out;
+    }
+    if (hub_filter_count(filter) == options) { /* no key: nothing matches */
+        sk_buf_puts(&r->body, "[]");
+        r->status = 200;
+        goto out;
+    }
+    struct hub_query q = {.modified_after = INT64_MIN,
+                          .modified_before = INT64_MAX,
+                          .created_after = INT64_MIN,
+                          .created_before = INT64_MAX,
+                          .after_stamp = INT64_MIN,
+                          .filter = filter,
+                          .limit = r->h->conf->max_limit * 10};
+    struct sk_error err = {0};
+    sqlite3 *db = hub_reader_take(r->h, &err);
+    if (!db || !scope_read(r, db, &err)) {
+        server_error(r, &err);
+        goto out;
+    }
+    q.view = r->view;
+    bool more;
+    int64_t last_stamp;
+    char last_id[37];
+    sk_buf_putc(&r->body, '[');
+    r->records = hub_store_list(db, e, &q, &r->body, &more, &last_stamp, last_id, NULL, &err);
+    hub_reader_give(r->h, db);
+    if (r->records < 0) {
+        server_error(r, &err);
+    } else if (more) {
+        fail(r, 503, "response_too_large", "the lookup matches too many records: ask for fewer");
+    } else {
+        sk_buf_putc(&r->body, ']');
+        r->status = 200;
+    }
+out:
+    hub_filter_free(filter);
 }
 
 /* Which endpoint the path names, after the client was authenticated. */
@@ -364,11 +451,19 @@ static void route(struct req *r, const char *method, const char *url)
     if (!e || (slash && (slash[1] == '\0' || strchr(slash + 1, '/'))))
         return fail(r, 404, "not_found", "no such endpoint on this server");
     r->route = e->path;
-    if (strcmp(method, "GET") != 0)
-        return fail(r, 405, "method_not_allowed", "only GET is served here");
+    bool lookup_path = slash && strcmp(slash, "/lookup") == 0 && hub_lookup_defined(e);
+    if (lookup_path) {
+        snprintf(r->route_buf, sizeof(r->route_buf), "%s/lookup", e->path);
+        r->route = r->route_buf;
+    }
+    if (strcmp(method, lookup_path ? "POST" : "GET") != 0)
+        return fail(r, 405, "method_not_allowed",
+                    lookup_path ? "only POST is served here" : "only GET is served here");
     /* The spec answers 403 for what a client may not read; the type exists here. */
     if (!r->client->may_read[sk_entity_index(e)])
         return fail(r, 403, "forbidden", "this client may not read this entity type");
+    if (lookup_path)
+        return lookup(r, e);
     if (slash) {
         r->route = NULL; /* logged as "<path>/{id}" */
         return by_id(r, e, slash + 1);
@@ -402,9 +497,7 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     struct upload *u = *con_cls;
     if (u) {
-        if (u->body.p)
-            OPENSSL_cleanse(u->body.p, u->body.len); /* it may hold a client secret */
-        sk_buf_free(&u->body);
+        sk_buf_wipe(&u->body); /* it may hold a client secret or civic numbers */
         free(u);
     }
     *con_cls = NULL;
@@ -420,7 +513,7 @@ static void token_endpoint(struct req *r, const char *method, struct upload *u, 
     if (u->too_big || !type || strncasecmp(type, "application/x-www-form-urlencoded", 33) != 0) {
         r->status = 400;
         sk_buf_puts(&r->body, "{\"error\":\"invalid_request\",\"error_description\":\"expected "
-                              "an application/x-www-form-urlencoded body of at most 64 KiB\"}");
+                              "an application/x-www-form-urlencoded body of at most 1 MiB\"}");
         return;
     }
     sk_buf_putc(&u->body, '\0');

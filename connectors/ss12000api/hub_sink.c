@@ -205,8 +205,7 @@ static int hub_open(struct sk_sink *self, struct sk_error *err)
     h->state = sk_state_open(&o, err);
     free(collections);
     if (!h->state || hub_store_load(h, err) < 0 || hub_scope_load(h, err) < 0 ||
-        hub_subs_open(h, err) < 0 ||
-        hub_http_start(h, err) < 0)
+        hub_subs_open(h, err) < 0 || hub_http_start(h, err) < 0)
         goto fail;
     return 0;
 fail:

@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 
 #include "hub.h"
+#include "hub_query.h"
 #include "hub_subs.h"
 #include "util.h"
 
@@ -33,11 +34,10 @@
 
 int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
 {
-    (void)ctx;
     if (hub_scope_schema(st, err) < 0 || /* hub_link: what each record belongs to */
         hub_subs_schema(st, err) < 0)
         return -1;
-    return sk_state_exec(
+    int rc = sk_state_exec(
         st,
         "CREATE TABLE IF NOT EXISTS hub_rows(collection TEXT NOT NULL, id TEXT NOT NULL, "
         "stamp INTEGER NOT NULL, created_us INTEGER, deleted_us INTEGER, "
@@ -49,6 +49,7 @@ int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err)
         "WHERE deleted_us IS NOT NULL;"
         "CREATE TABLE IF NOT EXISTS hub_meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);",
         err);
+    return rc < 0 ? -1 : hub_filter_schema(st, ctx, err);
 }
 
 static int meta_put(struct sk_state *st, const char *key, const void *v, int len, bool blob,
@@ -155,7 +156,8 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
          * and a webhook. */
         if (!removed)
             return 0;
-        if (hub_scope_removed(h, r->entity, r->key, err) < 0 ||
+        if (hub_refs_put(h->state, coll, r->key, NULL, 0, err) < 0 ||
+            hub_scope_removed(h, r->entity, r->key, err) < 0 ||
             put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) < 0)
             return -1;
         h->batch_deleted |= 1u << sk_entity_index(r->entity);
@@ -169,7 +171,8 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         return -1;
     if (put != SK_STATE_WRITTEN) /* stale or the same: clients have it already */
         return 0;
-    if (hub_scope_put(h, r->entity, r->key, r->doc, err) < 0 ||
+    if (hub_refs_put(h->state, coll, r->key, r->json, r->json_len, err) < 0 ||
+        hub_scope_put(h, r->entity, r->key, r->doc, err) < 0 ||
         put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err) < 0)
         return -1;
     h->batch_modified |= 1u << sk_entity_index(r->entity);
@@ -227,6 +230,7 @@ sqlite3 *hub_reader_take(struct hub *h, struct sk_error *err)
     sqlite3_busy_timeout(db, 5000);
     sqlite3_create_function(db, "sk_instant", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                             sql_instant, NULL, NULL);
+    hub_filter_register(db);
     return db;
 }
 
@@ -282,11 +286,20 @@ static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
     sqlite3_bind_int64(q, 7, query->limit + 1); /* one more: is there a next page? */
 }
 
-/* The shared WHERE: keyset position, then the four meta filters (created absent: no match). */
-#define WHERE_PAGE                                                                                 \
-    " (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2)) AND r.stamp > ?3 AND r.stamp < ?4"            \
+/* The four meta filters (created absent: no match). */
+#define WHERE_META                                                                                 \
+    " r.stamp > ?3 AND r.stamp < ?4"                                                               \
     " AND (?5 = -9223372036854775808 OR r.created_us > ?5)"                                        \
     " AND (?6 = 9223372036854775807 OR r.created_us < ?6)"
+/* The default keyset position, (stamp, id) after (?1, ?2). */
+#define AFTER_STAMP " (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2))"
+#define WHERE_PAGE AFTER_STAMP " AND" WHERE_META
+
+/* The first SQL parameter of a list's per-type filters (hub_filter.c). */
+#define FILTER_FIRST_PARAM 20
+
+/* One row of a page: its position is taken; -1 with err stops the page. */
+typedef int (*row_fn)(void *ctx, sqlite3_stmt *q, int64_t n, struct sk_error *err);
 
 /*
  * Steps q, whose rows start with (id, stamp): calls each for every row until
@@ -294,8 +307,7 @@ static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
  * err.
  */
 static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, bool *more,
-                         int64_t *last_stamp, char last_id[37],
-                         void (*each)(void *ctx, sqlite3_stmt *q, int64_t n), void *ctx,
+                         int64_t *last_stamp, char last_id[37], row_fn each, void *ctx,
                          struct sk_error *err)
 {
     int64_t n = 0;
@@ -308,7 +320,8 @@ static int64_t take_rows(sqlite3 *db, sqlite3_stmt *q, int64_t limit, bool *more
         }
         snprintf(last_id, 37, "%s", (const char *)sqlite3_column_text(q, 0));
         *last_stamp = sqlite3_column_int64(q, 1);
-        each(ctx, q, n++);
+        if (each(ctx, q, n++, err) < 0)
+            return -1;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return read_error(db, rc, err);
@@ -325,29 +338,21 @@ static void format_stamp(int64_t us, char out[40])
     snprintf(out + n, 40 - n, ".%06dZ", (int)(us % 1000000));
 }
 
-/*
- * Appends doc as served: meta.modified replaced by the hub's stamp (types
- * the spec gives meta), the client's attribute groups and privacy applied
- * (hub_scope.c), everything else exactly as stored.
- */
-bool hub_store_put_served(struct sk_buf *out, const struct sk_entity *e, const char *doc,
-                          int64_t stamp, const struct hub_view *view)
+cJSON *hub_store_served(const struct sk_entity *e, const char *doc, int64_t stamp,
+                        const struct hub_view *view, bool *hidden)
 {
+    if (hidden)
+        *hidden = false;
+    cJSON *j = cJSON_Parse(doc);
     const struct hub_client *c = view ? view->client : NULL;
-    cJSON *j = e->has_meta || c ? cJSON_Parse(doc) : NULL;
-    if (j && c && !hub_scope_filter(c, e, j)) {
+    if (j && c && !hub_scope_filter(c, e, j)) { /* protected_identities: skip */
         cJSON_Delete(j);
-        return false;
+        if (hidden)
+            *hidden = true;
+        return NULL;
     }
-    if (j && !e->has_meta) {
-        sk_json_print_into(j, out);
-        cJSON_Delete(j);
-        return true;
-    }
-    if (!j) { /* no meta in the spec (or, never stored, not JSON): as it is */
-        sk_buf_puts(out, doc);
-        return true;
-    }
+    if (!j || !e->has_meta) /* no meta in the spec (or, never stored, not JSON): as it is */
+        return j;
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "meta");
     if (!cJSON_IsObject(meta)) {
         cJSON_DeleteItemFromObjectCaseSensitive(j, "meta");
@@ -357,60 +362,125 @@ bool hub_store_put_served(struct sk_buf *out, const struct sk_entity *e, const c
     format_stamp(stamp, when);
     cJSON_DeleteItemFromObjectCaseSensitive(meta, "modified");
     cJSON_AddStringToObject(meta, "modified", when);
-    sk_json_print_into(j, out);
+    return j;
+}
+
+/*
+ * Appends doc as served to view (hub_store_served), with what f asks for
+ * expanded (f NULL: nothing). 1 appended, 0 hidden from view's client
+ * (nothing appended), -1 with err.
+ */
+static int put_served(struct sk_buf *out, sqlite3 *db, const struct sk_entity *e,
+                      const struct hub_filter *f, const struct hub_view *view, const char *doc,
+                      int64_t stamp, struct sk_error *err)
+{
+    if (!e->has_meta && !(view && view->client) && !hub_filter_expand(f) &&
+        !hub_filter_ref_names(f)) {
+        sk_buf_puts(out, doc); /* exactly as stored */
+        return 1;
+    }
+    bool hidden;
+    cJSON *j = hub_store_served(e, doc, stamp, view, &hidden);
+    if (!j) {
+        if (hidden)
+            return 0;
+        sk_buf_puts(out, doc);
+        return 1;
+    }
+    int rc = f ? hub_expand_apply(db, e, f, view, j, err) : 0;
+    if (rc == 0)
+        sk_json_print_into(j, out);
     cJSON_Delete(j);
-    return true;
+    return rc < 0 ? -1 : 1;
 }
 
 struct list_page {
     struct sk_buf *out;
+    sqlite3 *db;
     const struct sk_entity *e;
+    const struct hub_filter *f;
     const struct hub_view *view;
+    char *last_key; /* HUB_KEY_MAX */
     int64_t served; /* rows written (a protected person may be skipped for a client) */
 };
 
-static void put_listed(void *ctx, sqlite3_stmt *q, int64_t n)
+static int put_listed(void *ctx, sqlite3_stmt *q, int64_t n, struct sk_error *err)
 {
     (void)n;
     struct list_page *p = ctx;
     size_t mark = p->out->len;
     if (p->served)
         sk_buf_putc(p->out, ',');
-    if (hub_store_put_served(p->out, p->e, (const char *)sqlite3_column_text(q, 2),
-                             sqlite3_column_int64(q, 1), p->view))
+    const unsigned char *key = sqlite3_column_text(q, 3);
+    snprintf(p->last_key, HUB_KEY_MAX, "%s", key ? (const char *)key : "");
+    int rc = put_served(p->out, p->db, p->e, p->f, p->view, (const char *)sqlite3_column_text(q, 2),
+                        sqlite3_column_int64(q, 1), err);
+    if (rc > 0)
         p->served++;
     else
         p->out->len = mark;
+    return rc < 0 ? -1 : 0;
+}
+
+/*
+ * The list's position and order: by (stamp, id) by default; with a sortkey
+ * by (sort value, id) in its direction, after (?9, ?2) unless the request
+ * is a first one (?2 empty); ModifiedDesc by (stamp, id) descending.
+ */
+static void put_order(struct sk_buf *sql, const struct hub_filter *f)
+{
+    bool desc, by_stamp;
+    const char *key = hub_filter_sort(f, &desc, &by_stamp);
+    const char *op = desc ? "<" : ">", *dir = desc ? " DESC" : "";
+    if (!key && !by_stamp) {
+        sk_buf_puts(sql, " AND" AFTER_STAMP " ORDER BY r.stamp, r.id");
+        return;
+    }
+    if (by_stamp) {
+        sk_buf_printf(sql, " AND (?2 = '' OR r.stamp %s ?1 OR (r.stamp = ?1 AND r.id %s ?2))", op,
+                      op);
+        sk_buf_printf(sql, " ORDER BY r.stamp%s, r.id%s", dir, dir);
+        return;
+    }
+    sk_buf_printf(sql, " AND (?2 = '' OR (%s) %s ?9 OR ((%s) = ?9 AND r.id %s ?2))", key, op, key,
+                  op);
+    sk_buf_printf(sql, " ORDER BY (%s)%s, r.id%s", key, dir, dir);
 }
 
 int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                        struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                       struct sk_error *err)
+                       char *last_key, struct sk_error *err)
 {
-    /* The calendar window on startTime as an instant (text with offsets does not sort). */
-    char *sql = sk_asprintf("SELECT r.id, r.stamp, c.doc FROM hub_rows r JOIN \"%s\" c ON c.id = "
-                            "r.id WHERE r.collection = ?8 AND r.deleted_us IS NULL AND" WHERE_PAGE
-                            " AND (?9 = -9223372036854775808 OR"
-                            " sk_instant(json_extract(c.doc, '$.startTime')) >= ?9)"
-                            " AND (?10 = 9223372036854775807 OR"
-                            " sk_instant(json_extract(c.doc, '$.startTime')) <= ?10)"
-                            "%s ORDER BY r.stamp, r.id LIMIT ?7",
-                            e->collection, scope_of(q));
+    bool desc, by_stamp;
+    const char *key = q->filter ? hub_filter_sort(q->filter, &desc, &by_stamp) : NULL;
+    struct sk_buf sql = {0};
+    sk_buf_printf(&sql,
+                  "SELECT r.id, r.stamp, c.doc, %s FROM hub_rows r JOIN \"%s\" c ON c.id = r.id "
+                  "WHERE r.collection = ?8 AND r.deleted_us IS NULL AND" WHERE_META "%s",
+                  key ? key : "NULL", e->collection, scope_of(q));
+    int next_param = FILTER_FIRST_PARAM;
+    if (q->filter)
+        hub_filter_where(q->filter, &sql, &next_param);
+    put_order(&sql, q->filter);
+    sk_buf_puts(&sql, " LIMIT ?7");
     sqlite3_stmt *stmt;
-    if (prepare_read(db, sql, &stmt, err) < 0)
+    if (prepare_read(db, sk_buf_take(&sql), &stmt, err) < 0)
         return -1;
     bind_query(stmt, q);
     sqlite3_bind_text(stmt, 8, e->collection, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 9, q->start_from);
-    sqlite3_bind_int64(stmt, 10, q->start_to);
-    struct list_page page = {out, e, &q->view, 0};
+    sqlite3_bind_text(stmt, 9, q->after_key, -1, SQLITE_STATIC);
+    if (q->filter)
+        hub_filter_bind(q->filter, stmt, FILTER_FIRST_PARAM);
+    char key_buf[HUB_KEY_MAX];
+    struct list_page page = {out, db, e, q->filter, &q->view, last_key ? last_key : key_buf, 0};
     int64_t n = take_rows(db, stmt, q->limit, more, last_stamp, last_id, put_listed, &page, err);
     sqlite3_finalize(stmt);
     return n < 0 ? n : page.served;
 }
 
 int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id,
-                  const struct hub_view *view, char **doc, struct sk_error *err)
+                  const struct hub_filter *f, const struct hub_view *view, char **doc,
+                  struct sk_error *err)
 {
     char *sql = sk_asprintf("SELECT c.doc, r.stamp FROM \"%s\" c JOIN hub_rows r ON r.collection "
                             "= ?2 AND r.id = c.id WHERE c.id = ?1%s",
@@ -421,19 +491,22 @@ int hub_store_get(sqlite3 *db, const struct sk_entity *e, const char *id,
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, e->collection, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
+    int found = 0;
+    *doc = NULL;
     if (rc == SQLITE_ROW) {
         struct sk_buf b = {0};
-        if (hub_store_put_served(&b, e, (const char *)sqlite3_column_text(q, 0),
-                                 sqlite3_column_int64(q, 1), view)) {
+        /* 0: absent for this client (protected_identities: skip) */
+        found = put_served(&b, db, e, f, view, (const char *)sqlite3_column_text(q, 0),
+                           sqlite3_column_int64(q, 1), err);
+        if (found == 1)
             *doc = sk_buf_take(&b);
-        } else { /* absent for this client (protected_identities: skip) */
+        else
             sk_buf_free(&b);
-            rc = SQLITE_DONE;
-        }
-    } else if (rc != SQLITE_DONE)
-        read_error(db, rc, err);
+    } else if (rc != SQLITE_DONE) {
+        found = read_error(db, rc, err);
+    }
     sqlite3_finalize(q);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+    return found;
 }
 
 /* The ids of one page of tombstones, collected per type before they are printed by bucket. */
@@ -441,23 +514,26 @@ struct deleted_ids {
     struct sk_buf ids[SK_ENTITY_COUNT];
 };
 
-static void collect_deleted(void *ctx, sqlite3_stmt *q, int64_t n)
+static int collect_deleted(void *ctx, sqlite3_stmt *q, int64_t n, struct sk_error *err)
 {
     (void)n;
+    (void)err;
     struct deleted_ids *d = ctx;
     int i = sk_entity_index(sk_entity_by_collection((const char *)sqlite3_column_text(q, 2)));
     if (i < 0)
-        return;
+        return 0;
     if (d->ids[i].len)
         sk_buf_putc(&d->ids[i], ',');
     sk_buf_json_string(&d->ids[i], (const char *)sqlite3_column_text(q, 0));
+    return 0;
 }
 
 int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
                           struct sk_buf *out, bool *more, int64_t *last_stamp, char last_id[37],
-                          struct sk_error *err)
+                          char *last_key, struct sk_error *err)
 {
     (void)e;
+    (void)last_key;
     struct sk_buf in = {0};
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         if (q->entity_mask & (1u << i))

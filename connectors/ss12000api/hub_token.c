@@ -2,9 +2,12 @@
  * hub_token.c: the page tokens of the hub's lists.
  *
  * A token is base64url(payload) "." base64url(HMAC-SHA256(secret, payload)),
- * the payload "v1|what|client|expiry_ms|stamp|id|ma|mb|ca|cb|mask": the query
- * it continues (the list or deletedEntities, the client it was given to, the
- * filters of the first request) and the position after the last row served.
+ * the payload "v3|what|client|expiry_ms|stamp|id|ma|mb|ca|cb|mask|key|params":
+ * the query it continues (the list or deletedEntities, the client it was
+ * given to, the filters of the first request, and its other parameters:
+ * per-type filters, sortkey, expand as hub_filter_text) and the position
+ * after the last row served (stamp and id, and the sort value with a
+ * sortkey; percent-encoded, so no field holds a '|').
  * The filters travel in the token because the spec lets a follow-up request
  * carry only pageToken and limit.
  *
@@ -82,12 +85,17 @@ static void mac_of(const struct hub *h, const void *payload, size_t len, uint8_t
 char *hub_token_make(const struct hub *h, const char *what, const char *client,
                      const struct hub_query *q, int64_t now_ms)
 {
+    struct sk_buf key = {0};
+    hub_filter_encode(&key, q->after_key);
+    char *params = q->filter ? hub_filter_text(q->filter) : sk_strdup("");
     char *payload =
-        sk_asprintf("v2|%s|%s|%" PRId64 "|%" PRId64 "|%s|%" PRId64 "|%" PRId64 "|%" PRId64
-                    "|%" PRId64 "|%" PRIu32 "|%" PRId64 "|%" PRId64,
+        sk_asprintf("v3|%s|%s|%" PRId64 "|%" PRId64 "|%s|%" PRId64 "|%" PRId64 "|%" PRId64
+                    "|%" PRId64 "|%" PRIu32 "|%s|%s",
                     what, client, now_ms + h->conf->page_token_ttl_ms, q->after_stamp, q->after_id,
                     q->modified_after, q->modified_before, q->created_after, q->created_before,
-                    q->entity_mask, q->start_from, q->start_to);
+                    q->entity_mask, key.p ? key.p : "", params);
+    sk_buf_free(&key);
+    free(params);
     uint8_t mac[MAC_LEN];
     mac_of(h, payload, strlen(payload), mac);
     struct sk_buf out = {0};
@@ -141,7 +149,8 @@ static uint8_t *token_parts(const char *token, size_t max, ssize_t *n, uint8_t m
 }
 
 enum hub_token_check hub_token_read(const struct hub *h, const char *token, const char *what,
-                                    const char *client, struct hub_query *q, int64_t now_ms)
+                                    const char *client, struct hub_query *q, struct hub_filter *f,
+                                    int64_t now_ms)
 {
     ssize_t n;
     uint8_t mac[MAC_LEN + 3], want[MAC_LEN];
@@ -153,28 +162,30 @@ enum hub_token_check hub_token_read(const struct hub *h, const char *token, cons
     if (CRYPTO_memcmp(mac, want, MAC_LEN) != 0)
         goto out;
     payload[n] = '\0';
-    char *f[13];
-    int64_t exp, ma, mb, ca, cb, stamp, mask, sf, st;
-    if (memchr(payload, '\0', (size_t)n) || split((char *)payload, f, 13) != 13 ||
-        strcmp(f[0], "v2") || strcmp(f[1], what) || strcmp(f[2], client) ||
-        !int_field(f[3], &exp) || !int_field(f[4], &stamp) || strlen(f[5]) > 36 ||
-        !int_field(f[6], &ma) || !int_field(f[7], &mb) || !int_field(f[8], &ca) ||
-        !int_field(f[9], &cb) || !int_field(f[10], &mask) || !int_field(f[11], &sf) ||
-        !int_field(f[12], &st))
+    char *fld[13];
+    int64_t exp, ma, mb, ca, cb, stamp, mask;
+    if (memchr(payload, '\0', (size_t)n) || split((char *)payload, fld, 13) != 13 ||
+        strcmp(fld[0], "v3") || strcmp(fld[1], what) || strcmp(fld[2], client) ||
+        !int_field(fld[3], &exp) || !int_field(fld[4], &stamp) || strlen(fld[5]) > 36 ||
+        !int_field(fld[6], &ma) || !int_field(fld[7], &mb) || !int_field(fld[8], &ca) ||
+        !int_field(fld[9], &cb) || !int_field(fld[10], &mask) || hub_filter_decode(fld[11]) < 0 ||
+        strlen(fld[11]) >= HUB_KEY_MAX)
+        goto out;
+    /* The parameters of the first request; a token without an f to fill must carry none. */
+    if (f ? hub_filter_read_text(f, fld[12]) < 0 : fld[12][0] != '\0')
         goto out;
     if (now_ms > exp) {
         res = HUB_TOKEN_EXPIRED;
         goto out;
     }
     q->after_stamp = stamp;
-    snprintf(q->after_id, sizeof(q->after_id), "%s", f[5]);
+    snprintf(q->after_id, sizeof(q->after_id), "%s", fld[5]);
+    snprintf(q->after_key, sizeof(q->after_key), "%s", fld[11]);
     q->modified_after = ma;
     q->modified_before = mb;
     q->created_after = ca;
     q->created_before = cb;
     q->entity_mask = (uint32_t)mask;
-    q->start_from = sf;
-    q->start_to = st;
     res = HUB_TOKEN_OK;
 out:
     free(payload);

@@ -63,8 +63,8 @@ long skt_hub_request(const char *method, const char *path, const char *authoriza
     return skt_hub_send(method, path, authorization, NULL, body);
 }
 
-long skt_hub_send(const char *method, const char *path, const char *authorization, const char *send,
-                  char **body)
+long skt_hub_send(const char *method, const char *path, const char *authorization,
+                  const char *request, char **body)
 {
     CURL *c = curl_easy_init();
     char *url = skt_fmt("%s%s", skt_hub->ops->target(skt_hub), path);
@@ -77,9 +77,9 @@ long skt_hub_send(const char *method, const char *path, const char *authorizatio
     struct sk_buf b = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (send) {
+    if (request) {
         h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, send);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, request);
     }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);

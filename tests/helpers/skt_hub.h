@@ -44,9 +44,9 @@ char *skt_hub_new_id(void);
  * frees).
  */
 long skt_hub_request(const char *method, const char *path, const char *authorization, char **body);
-/* The same with a JSON body (NULL: none). */
-long skt_hub_send(const char *method, const char *path, const char *authorization, const char *send,
-                  char **body);
+/* The same with a JSON request body (NULL: none). */
+long skt_hub_send(const char *method, const char *path, const char *authorization,
+                  const char *request, char **body);
 long skt_hub_get(const char *path, const char *authorization, char **body);
 /* GET that must answer want; the body parsed (caller deletes). */
 cJSON *skt_hub_get_json(const char *path, const char *authorization, long want);

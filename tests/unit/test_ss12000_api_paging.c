@@ -187,7 +187,7 @@ Test(ss12000_api_paging, forged_position_or_expiry_is_400, .fini = skt_hub_finis
 {
     skt_hub_open(NULL);
     char *token = first_token();
-    char *same = forged(token, 0, "v2"); /* unchanged: the helper keeps a real token real */
+    char *same = forged(token, 0, "v3"); /* unchanged: the helper keeps a real token real */
     char *path = skt_fmt("/persons?pageToken=%s", same);
     cJSON_Delete(skt_hub_get_json(path, LMS, 200));
     free(path);

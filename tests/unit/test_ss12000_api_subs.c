@@ -10,7 +10,7 @@
  *               not read are refused
  *   isolation   a client neither lists nor reads, renews or deletes
  *               another client's subscription
- *               (and a body over 64 KiB, 413)
+ *               (and a body over 1 MiB, 413)
  *   callbacks   a change reaches the subscriber within a second with the
  *               types changed (only those it subscribed to); several changes
  *               within the window are one callback; a subscriber that hangs
@@ -263,8 +263,8 @@ Test(ss12000_api_subs, create_list_read_renew_delete, .fini = finish, .timeout =
     free(out);
     cr_assert_eq(skt_hub_send("PUT", "/subscriptions", LMS, "{}", &out), 405);
     free(out);
-    char *huge = sk_calloc(1, 70000);
-    memset(huge, ' ', 69999);
+    char *huge = sk_calloc(1, (1 << 20) + 10);
+    memset(huge, ' ', (1 << 20) + 9);
     cr_assert_eq(skt_hub_send("POST", "/subscriptions", LMS, huge, &out), 413, "%s", out);
     free(out);
     free(huge);
