@@ -93,6 +93,13 @@ struct hub_client {
     struct hub_client_stats stats;
 };
 
+/* One record a batch changed (upserted or deleted). */
+struct hub_change {
+    int type; /* sk_entity_index */
+    bool deleted;
+    char id[37];
+};
+
 /* What a read serves to whom: the client's scope clause and document filter. */
 struct hub_view {
     const struct hub_client *client;
@@ -117,6 +124,10 @@ struct hub {
     /* Webhooks (hub_subs.h): what the batch being applied changed, by sk_entity_index. */
     struct hub_subs *subs;
     uint32_t batch_modified, batch_deleted;
+    /* The records the batch changed, kept only while a client limited to organisations is
+     * configured: its webhooks name only types of records it may see. */
+    struct hub_change *changes;
+    size_t n_changes, cap_changes;
     /* The HTTP side (hub_http.c). */
     struct MHD_Daemon *mhd;
     pthread_mutex_t pool_mu;
@@ -262,6 +273,15 @@ bool hub_scope_filter(const struct hub_client *c, const struct sk_entity *e, cJS
  * (logged). Any thread.
  */
 bool hub_client_sees(struct hub *h, const char *client, const struct sk_entity *e, const char *id);
+/*
+ * The types (bits by sk_entity_index, of want) of the records in v that c
+ * may see now (as hub_client_sees, one reader and one statement for all);
+ * *deleted (may be NULL): those of the deletions among them. 0 on any error
+ * (logged): a webhook not sent is caught up by the next poll, one sent for
+ * an invisible record would tell that it changed. Any thread.
+ */
+uint32_t hub_scope_seen(struct hub *h, const struct hub_client *c, const struct hub_change *v,
+                        size_t n, uint32_t want, uint32_t *deleted);
 
 /* ---- hub_auth.c ------------------------------------------------------------ */
 

@@ -42,7 +42,7 @@ struct req {
     const struct hub_client *client;
     const char *route; /* the path as logged: "/persons", "/persons/{id}" (never the id) */
     char route_buf[64];
-    const struct sk_buf *upload; /* the request body (POST), or NULL */
+    const struct sk_buf *upload; /* the request's body (POST, PATCH) */
     int status;
     struct sk_buf body;
     int64_t records;
@@ -52,7 +52,6 @@ struct req {
     bool dup_param;
     uint32_t entities; /* deletedEntities: entities=..., by sk_entity_index */
     bool bad_entity;
-    const struct sk_buf *upload; /* the request's body (POST /subscriptions) */
 };
 
 /* A request body is read up to this; a larger one is answered 413. */

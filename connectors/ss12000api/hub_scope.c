@@ -622,41 +622,74 @@ const struct hub_client *hub_client_by_name(const struct hub *h, const char *nam
     return NULL;
 }
 
+uint32_t hub_scope_seen(struct hub *h, const struct hub_client *c, const struct hub_change *v,
+                        size_t n, uint32_t want, uint32_t *deleted)
+{
+    uint32_t gone = 0;
+    if (!deleted)
+        deleted = &gone;
+    *deleted = 0;
+    uint32_t readable = 0;
+    for (int k = 0; k < SK_ENTITY_COUNT; k++)
+        if (c->may_read[k])
+            readable |= 1u << k;
+    want &= readable;
+    if (!want || c->n_orgs == 0) { /* no organisations: every record of a type it may read */
+        for (size_t i = 0; i < n; i++)
+            if (v[i].deleted)
+                *deleted |= want & (1u << v[i].type);
+        return want;
+    }
+    struct sk_error err = {0};
+    sqlite3 *db = hub_reader_take(h, &err);
+    char *clause = db ? hub_scope_clause(db, c, &err) : NULL;
+    uint32_t seen = 0;
+    sqlite3_stmt *q = NULL;
+    if (clause) {
+        char *sql =
+            sk_asprintf("SELECT 1 FROM hub_rows r WHERE r.collection = ?1 AND r.id = ?2%s", clause);
+        if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
+            sk_error_set(&err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s",
+                         sqlite3_errmsg(db));
+        free(sql);
+    }
+    for (size_t i = 0; q && i < n; i++) {
+        uint32_t bit = 1u << v[i].type;
+        if (!(want & bit) || ((v[i].deleted ? *deleted : seen) & bit))
+            continue; /* not asked, or known to be seen already */
+        sqlite3_bind_text(q, 1, sk_entities[v[i].type]->collection, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, v[i].id, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            seen |= bit;
+            if (v[i].deleted)
+                *deleted |= bit;
+        } else if (rc != SQLITE_DONE) {
+            sk_error_set(&err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s",
+                         sqlite3_errmsg(db));
+            break;
+        }
+        sqlite3_reset(q);
+    }
+    sqlite3_finalize(q);
+    free(clause);
+    if (db)
+        hub_reader_give(h, db);
+    if (err.msg[0]) {
+        sk_log(SK_LOG_ERROR, h->name, "client %s: %s", c->name, err.msg);
+        *deleted = 0;
+        return 0;
+    }
+    return seen;
+}
+
 bool hub_client_sees(struct hub *h, const char *client, const struct sk_entity *e, const char *id)
 {
     const struct hub_client *c = hub_client_by_name(h, client);
     int k = sk_entity_index(e);
-    if (!c || k < 0 || !c->may_read[k])
+    if (!c || k < 0)
         return false;
-    if (c->n_orgs == 0)
-        return true;
-    struct sk_error err = {0};
-    sqlite3 *db = hub_reader_take(h, &err);
-    char *clause = db ? hub_scope_clause(db, c, &err) : NULL;
-    bool seen = false;
-    if (clause) {
-        char *sql =
-            sk_asprintf("SELECT 1 FROM hub_rows r WHERE r.collection = ?1 AND r.id = ?2%s", clause);
-        sqlite3_stmt *q;
-        if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(q, 1, e->collection, -1, SQLITE_STATIC);
-            sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-            int rc = sqlite3_step(q);
-            seen = rc == SQLITE_ROW;
-            if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-                sk_error_set(&err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s",
-                             sqlite3_errmsg(db));
-            sqlite3_finalize(q);
-        } else {
-            sk_error_set(&err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s",
-                         sqlite3_errmsg(db));
-        }
-        free(sql);
-    }
-    free(clause);
-    if (db)
-        hub_reader_give(h, db);
-    if (err.msg[0])
-        sk_log(SK_LOG_ERROR, h->name, "client %s: %s", c->name, err.msg);
-    return seen;
+    struct hub_change one = {.type = k};
+    snprintf(one.id, sizeof(one.id), "%s", id);
+    return hub_scope_seen(h, c, &one, 1, 1u << k, NULL) != 0;
 }

@@ -165,6 +165,7 @@ static void hub_close(struct sk_sink *self)
     sk_state_close(h->state);
     hub_clients_free(h);
     free(h->db_path);
+    free(h->changes);
     free(h);
     self->priv = NULL;
 }
@@ -219,6 +220,7 @@ static int hub_apply(struct sk_sink *self, const struct sk_record *recs, size_t 
 {
     struct hub *h = self->priv;
     h->batch_modified = h->batch_deleted = 0;
+    h->n_changes = 0;
     int rc = sk_state_apply(h->state, self->incarnation, recs, n, out, hub_store_record,
                             hub_store_finish, h, err);
     if (rc == 0) /* committed: now subscribers may read it */
@@ -262,6 +264,10 @@ static const struct sk_metric_family hub_metric_families[] = {
     {"skolsync_hub_records_served_total", "counter", "Records the hub served a client"},
     {"skolsync_hub_errors_total", "counter", "Answers 4xx and 5xx the hub gave a client"},
     {"skolsync_hub_request_duration_seconds", "histogram", "Time the hub took to answer"},
+    {"skolsync_hub_webhooks_total", "counter",
+     "Webhook callbacks the hub made, by result (sent: answered 2xx; failed: retried)"},
+    {"skolsync_hub_subscriptions_dropped_total", "counter",
+     "Subscriptions dropped because their callbacks failed after they expired"},
     {NULL, NULL, NULL},
 };
 
@@ -269,6 +275,21 @@ static void hub_metrics(struct sk_sink *self, size_t family, struct sk_buf *out)
 {
     const struct hub *h = self->priv;
     const char *name = hub_metric_families[family].name;
+    if (family >= 4) { /* the hub's webhooks, all clients together */
+        const struct hub_subs *s = h ? h->subs : NULL;
+        if (!s)
+            return;
+        if (family == 4)
+            sk_buf_printf(out,
+                          "%s{connector=\"%s\",result=\"sent\"} %llu\n"
+                          "%s{connector=\"%s\",result=\"failed\"} %llu\n",
+                          name, self->name, (unsigned long long)atomic_load(&s->sent), name,
+                          self->name, (unsigned long long)atomic_load(&s->failed));
+        else
+            sk_buf_printf(out, "%s{connector=\"%s\"} %llu\n", name, self->name,
+                          (unsigned long long)atomic_load(&s->dropped));
+        return;
+    }
     for (size_t i = 0; h && i < h->n_clients; i++) {
         const struct hub_client_stats *st = &h->clients[i].stats;
         char labels[160];

@@ -139,6 +139,24 @@ static int put_row(struct hub *h, const char *collection, const char *id, int64_
     return rc;
 }
 
+/* A changed record, for the webhooks of clients limited to organisations (hub_subs_changed). */
+static void note_change(struct hub *h, const struct sk_entity *e, const char *id, bool deleted)
+{
+    bool scoped = false;
+    for (size_t i = 0; i < h->n_clients && !scoped; i++)
+        scoped = h->clients[i].n_orgs > 0;
+    if (!scoped)
+        return;
+    if (h->n_changes == h->cap_changes) {
+        h->cap_changes = h->cap_changes ? h->cap_changes * 2 : 64;
+        h->changes = sk_realloc(h->changes, h->cap_changes * sizeof(*h->changes));
+    }
+    struct hub_change *c = &h->changes[h->n_changes++];
+    c->type = sk_entity_index(e);
+    c->deleted = deleted;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+}
+
 int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
 {
     struct hub *h = ctx;
@@ -161,6 +179,7 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
             put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) < 0)
             return -1;
         h->batch_deleted |= 1u << sk_entity_index(r->entity);
+        note_change(h, r->entity, r->key, true);
         return 0;
     }
     if (!r->json)
@@ -176,6 +195,7 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err) < 0)
         return -1;
     h->batch_modified |= 1u << sk_entity_index(r->entity);
+    note_change(h, r->entity, r->key, false);
     return 0;
 }
 

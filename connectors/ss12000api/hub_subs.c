@@ -247,6 +247,19 @@ void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
     struct hub_subs *s = h->subs;
     if (!s || !(modified | deleted))
         return;
+    /* A client limited to organisations hears only of types whose changed records it may see
+     * (asked outside mu: it reads the state). */
+    bool *scoped = sk_calloc(h->n_clients + 1, sizeof(*scoped));
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < s->n; k++)
+        if (s->v[k]->owner && s->v[k]->owner->n_orgs)
+            scoped[s->v[k]->owner - h->clients] = true;
+    pthread_mutex_unlock(&s->mu);
+    uint32_t *seen = sk_calloc(2 * h->n_clients + 1, sizeof(*seen));
+    for (size_t c = 0; c < h->n_clients; c++)
+        if (scoped[c])
+            seen[2 * c] = hub_scope_seen(h, &h->clients[c], h->changes, h->n_changes,
+                                         modified | deleted, &seen[2 * c + 1]);
     pthread_mutex_lock(&s->mu);
     bool any = false;
     for (size_t k = 0; k < s->n; k++) {
@@ -259,6 +272,12 @@ void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
             mod |= modified & bit;
             del |= deleted & bit;
         }
+        if (sub->owner && sub->owner->n_orgs) {
+            size_t c = (size_t)(sub->owner - h->clients);
+            /* a subscription made while this ran was not asked about: it waits for the next */
+            mod &= scoped[c] ? seen[2 * c] : 0;
+            del &= scoped[c] ? seen[2 * c + 1] : 0;
+        }
         if (!(mod | del))
             continue;
         sub->pending |= mod;
@@ -270,6 +289,8 @@ void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
     if (any)
         pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    free(seen);
+    free(scoped);
 }
 
 /* ---- the endpoints ----------------------------------------------------------------- */
@@ -515,7 +536,7 @@ static void list(struct answer *a, struct hub *h, struct MHD_Connection *c,
         q.limit = h->conf->max_limit;
     if (token) {
         enum hub_token_check t =
-            hub_token_read(h, token, "subscriptions", client->name, &q, sk_now_us() / 1000);
+            hub_token_read(h, token, "subscriptions", client->name, &q, NULL, sk_now_us() / 1000);
         if (t == HUB_TOKEN_EXPIRED)
             return fail(a, 410, "page_token_expired",
                         "the pageToken has expired: start the query again");

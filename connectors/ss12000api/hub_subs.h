@@ -18,6 +18,7 @@
 #define SK_HUB_SUBS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -68,8 +69,8 @@ struct hub_subs {
     struct hub_sub **v;
     size_t n, cap;
     bool stop;
-    uint64_t sent, failed,
-        dropped; /* callbacks answered 2xx, attempts failed, subscriptions dropped */
+    /* Callbacks answered 2xx, attempts failed, subscriptions dropped (read by /metrics). */
+    _Atomic uint64_t sent, failed, dropped;
     struct hub_notifier threads[HUB_NOTIFY_THREADS];
     size_t n_threads;
     pthread_mutex_t db_mu;

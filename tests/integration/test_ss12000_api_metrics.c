@@ -61,6 +61,11 @@ Test(ss12000_api_metrics, per_client_figures_on_the_daemons_metrics, .timeout = 
         strstr(m, "skolsync_hub_request_duration_seconds_count{connector=\"hub\",client=\"lms\"} "
                   "2\n"),
         "%s", m);
+    /* The webhooks: none made yet (no subscription), but the families are there. */
+    cr_assert_not_null(
+        strstr(m, "skolsync_hub_webhooks_total{connector=\"hub\",result=\"sent\"} 0\n"), "%s", m);
+    cr_assert_not_null(strstr(m, "skolsync_hub_subscriptions_dropped_total{connector=\"hub\"} 0\n"),
+                       "%s", m);
     const char *family = strstr(m, "# TYPE skolsync_hub_requests_total counter\n");
     cr_assert(family && !strstr(family + 1, "# TYPE skolsync_hub_requests_total"), "once: %s", m);
     cr_assert_null(strstr(m, "lms-token"), "a token on /metrics");

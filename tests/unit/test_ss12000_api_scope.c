@@ -522,3 +522,92 @@ Test(ss12000_api_scope, expired_or_wrong_token_is_401, .fini = skt_hub_finish, .
     skt_hub_assert_error("/groups", NULL, 401, "unauthorized");
     free(t);
 }
+
+#define DB "00000000-0000-4000-8000-000000000202" /* TA's duty at B */
+
+/* The ids of a bare array (a lookup's answer) or of an _embedded list, sorted; caller frees. */
+static char *ids_of(const cJSON *arr)
+{
+    cJSON *page = cJSON_CreateObject();
+    cJSON_AddItemToObject(page, "data", cJSON_Duplicate(arr, true));
+    char *ids = skt_hub_ids(page);
+    cJSON_Delete(page);
+    char *v[16], *save = NULL;
+    size_t n = 0;
+    for (char *t = strtok_r(ids, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
+        v[n++] = t;
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && strcmp(v[k - 1], v[k]) > 0; k--) {
+            char *x = v[k];
+            v[k] = v[k - 1];
+            v[k - 1] = x;
+        }
+    struct sk_buf b = {0};
+    for (size_t i = 0; i < n; i++)
+        sk_buf_printf(&b, "%s%s", i ? "," : "", v[i]);
+    free(ids);
+    return b.p ? sk_buf_take(&b) : sk_strdup("");
+}
+
+static void expect_lookup(const char *authorization, const char *want)
+{
+    char *out = NULL;
+    long status = skt_hub_send("POST", "/persons/lookup", authorization,
+                               "{\"ids\":[\"" PA "\",\"" PB "\",\"" TA "\"]}", &out);
+    cr_assert_eq(status, 200, "%s", out);
+    cJSON *j = cJSON_Parse(out);
+    cr_assert(cJSON_IsArray(j), "%s", out);
+    char *got = ids_of(j);
+    cr_assert_str_eq(got, want, "%s", out);
+    free(got);
+    cJSON_Delete(j);
+    free(out);
+}
+
+Test(ss12000_api_scope, lookups_and_expansions_stay_in_the_school, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open_clients(scoped_clients, NULL);
+    two_schools();
+    /* TA teaches at B as well: a duty A's client may not see. */
+    add("Duty", "{\"id\":\"" DB "\"," META ",\"person\":{\"id\":\"" TA "\"},\"dutyAt\":{\"id\":\"" B
+                "\"},\"dutyRole\":\"Lärare\"}");
+    skt_hub_apply();
+    expect_lookup(SA, PA "," TA);
+    expect_lookup(LMS, PA "," PB "," TA);
+
+    /* TA's duties, expanded: A's client gets A's duty only; the municipality's both. */
+    cJSON *ta = skt_hub_get_json("/persons/" TA "?expand=duties", SA, 200);
+    const cJSON *emb = cJSON_GetObjectItemCaseSensitive(ta, "_embedded");
+    char *got = ids_of(cJSON_GetObjectItemCaseSensitive(emb, "duties"));
+    cr_assert_str_eq(got, DA, "%s", got);
+    free(got);
+    cJSON_Delete(ta);
+    ta = skt_hub_get_json("/persons/" TA "?expand=duties", LMS, 200);
+    emb = cJSON_GetObjectItemCaseSensitive(ta, "_embedded");
+    got = ids_of(cJSON_GetObjectItemCaseSensitive(emb, "duties"));
+    cr_assert_str_eq(got, DA "," DB, "%s", got);
+    free(got);
+    cJSON_Delete(ta);
+
+    /* Reference names: A's parent, the municipality, is outside A's client's scope, so it is
+     * not named for it; the municipality's client gets its name. */
+    cJSON *o = skt_hub_get_json("/organisations/" A "?expandReferenceNames=true", LMS, 200);
+    cr_assert_not_null(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "parentOrganisation"),
+                                         "displayName"),
+        "the municipality's client gets the parent's name");
+    cJSON_Delete(o);
+    o = skt_hub_get_json("/organisations/" A "?expandReferenceNames=true", SA, 200);
+    cr_assert_null(cJSON_GetObjectItemCaseSensitive(
+                       cJSON_GetObjectItemCaseSensitive(o, "parentOrganisation"), "displayName"),
+                   "A's client got the name of an organisation it may not see");
+    cJSON_Delete(o);
+    /* A's own unit names its school. */
+    o = skt_hub_get_json("/organisations/" A1 "?expandReferenceNames=true", SA, 200);
+    cr_assert_not_null(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "parentOrganisation"),
+                                         "displayName"),
+        "A's own school is named");
+    cJSON_Delete(o);
+}

@@ -517,3 +517,63 @@ Test(ss12000_api_subs, a_subscription_outlives_a_restart, .fini = finish, .timeo
     cJSON_Delete(sub);
     free(t);
 }
+
+/* A person enrolled at school (an organisation id), as the sink gets it. */
+static void add_enrolled(const char *id, const char *school, const char *family)
+{
+    char *json = skt_fmt("{\"id\":\"%s\",\"meta\":{\"created\":\"%s\",\"modified\":\"%s\"},"
+                         "\"givenName\":\"P\",\"familyName\":\"%s\",\"enrolments\":[{"
+                         "\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\"}]}",
+                         id, T1, T1, family, school);
+    skt_recs_add(&skt_hub_batch, "Person", NULL, json, NULL);
+    free(json);
+}
+
+Test(ss12000_api_subs, a_school_client_hears_only_of_its_school, .fini = finish, .timeout = 60)
+{
+    rx_start(0);
+    char *a = skt_hub_new_id(), *b = skt_hub_new_id();
+    char *clients = skt_fmt("  lms: {token: lms-token-0123456789, entities: all}\n"
+                            "  school_a: {token: school-a-token-0123456789, entities: all, "
+                            "organisations: [%s]}\n",
+                            a);
+    skt_hub_open_clients(clients, "webhook_batch: 100ms\n");
+    char *pa = skt_hub_new_id(), *pb = skt_hub_new_id();
+    add_enrolled(pa, a, "A");
+    add_enrolled(pb, b, "B");
+    skt_hub_apply();
+    char *ta = target("a");
+    cJSON *sub =
+        subscribe("Bearer school-a-token-0123456789", ta, "{\"resource\":\"Person\"}", 201);
+
+    /* A change at school B only: school A's client is not called (it would learn that
+     * something it may not see changed). */
+    add_enrolled(pb, b, "B2");
+    skt_hub_apply();
+    usleep(800000);
+    cr_assert_eq(rx_count(), 0, "a change at another school was called back");
+    /* B's student deleted: not A's business either. */
+    skt_recs_add(&skt_hub_batch, "Person", pb, NULL, NULL);
+    skt_hub_apply();
+    usleep(800000);
+    cr_assert_eq(rx_count(), 0, "a deletion at another school was called back");
+
+    /* A change at school A is. */
+    add_enrolled(pa, a, "A2");
+    skt_hub_apply();
+    cr_assert_eq(rx_wait(1, 1000), 1, "no callback for the school's own change");
+    assert_callback(0, "Person", false);
+    /* And its deletion, as a deletion. */
+    skt_recs_add(&skt_hub_batch, "Person", pa, NULL, NULL);
+    skt_hub_apply();
+    cr_assert_eq(rx_wait(2, 1000), 2, "no callback for the school's own deletion");
+    assert_callback(1, "", true);
+
+    cJSON_Delete(sub);
+    free(ta);
+    free(pa);
+    free(pb);
+    free(clients);
+    free(a);
+    free(b);
+}
