@@ -117,14 +117,9 @@ static void two_schools(void)
     skt_hub_apply();
 }
 
-/* The ids of a whole listing, sorted, comma-separated; caller frees. */
-static char *listed(const char *path, const char *authorization)
+/* ids (comma-separated, freed here) sorted; caller frees. */
+static char *sorted(char *ids)
 {
-    cJSON *page = skt_hub_get_json(path, authorization, 200);
-    cr_assert_null(skt_hub_token(page), "one page expected");
-    char *ids = skt_hub_ids(page);
-    cJSON_Delete(page);
-    /* sort the comma-separated ids */
     size_t n = 0;
     char *v[64], *save = NULL;
     for (char *t = strtok_r(ids, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save))
@@ -140,6 +135,16 @@ static char *listed(const char *path, const char *authorization)
         sk_buf_printf(&b, "%s%s", i ? "," : "", v[i]);
     free(ids);
     return b.p ? sk_buf_take(&b) : sk_strdup("");
+}
+
+/* The ids of a whole listing, sorted, comma-separated; caller frees. */
+static char *listed(const char *path, const char *authorization)
+{
+    cJSON *page = skt_hub_get_json(path, authorization, 200);
+    cr_assert_null(skt_hub_token(page), "one page expected");
+    char *ids = skt_hub_ids(page);
+    cJSON_Delete(page);
+    return sorted(ids);
 }
 
 static void expect_list(const char *path, const char *authorization, const char *want)
@@ -532,21 +537,7 @@ static char *ids_of(const cJSON *arr)
     cJSON_AddItemToObject(page, "data", cJSON_Duplicate(arr, true));
     char *ids = skt_hub_ids(page);
     cJSON_Delete(page);
-    char *v[16], *save = NULL;
-    size_t n = 0;
-    for (char *t = strtok_r(ids, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
-        v[n++] = t;
-    for (size_t i = 1; i < n; i++)
-        for (size_t k = i; k > 0 && strcmp(v[k - 1], v[k]) > 0; k--) {
-            char *x = v[k];
-            v[k] = v[k - 1];
-            v[k - 1] = x;
-        }
-    struct sk_buf b = {0};
-    for (size_t i = 0; i < n; i++)
-        sk_buf_printf(&b, "%s%s", i ? "," : "", v[i]);
-    free(ids);
-    return b.p ? sk_buf_take(&b) : sk_strdup("");
+    return sorted(ids);
 }
 
 static void expect_lookup(const char *authorization, const char *want)
