@@ -17,7 +17,7 @@
 #include "connector.h"
 
 /* The newest migration this build knows; a schema at a higher one is refused. */
-#define MIGRATION_LATEST 1
+#define MIGRATION_LATEST 2
 
 /* The options (postgres_sink.c's table fills it). */
 struct pg_conf {
@@ -30,7 +30,7 @@ struct pg_conf {
 /* One collection's table: its statements, and this batch's work for it. */
 struct pg_table {
     const struct sk_entity *entity;
-    char *upsert_sql; /* $1 = jsonb [[id, doc, source], ...] */
+    char *upsert_sql; /* $1 = jsonb [[id, doc, source, modified], ...] */
     char *delete_sql; /* $1 = uuid[] text; DELETE or UPDATE ... deleted_at */
     char *keys_sql;   /* every live row's id and doc (the snapshot sweep) */
     struct sk_buf upserts, deletes;

@@ -264,11 +264,12 @@ void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtabl
      * it was.
      */
     t->upsert_sql = sk_asprintf(
-        "INSERT INTO %s.%s AS t (id, doc, source%s) "
-        "SELECT id, doc, source%s FROM (SELECT (r->>0)::uuid AS id, r->1 AS doc, r->>2 AS source "
+        "INSERT INTO %s.%s AS t (id, doc, source, modified%s) "
+        "SELECT id, doc, source, modified%s FROM (SELECT (r->>0)::uuid AS id, r->1 AS doc, "
+        "r->>2 AS source, (r->>3)::timestamptz AS modified "
         "FROM jsonb_array_elements($1::jsonb) AS r) AS x "
         "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, source = excluded.source, "
-        "updated_at = now(), deleted_at = NULL%s "
+        "modified = excluded.modified, updated_at = now(), deleted_at = NULL%s "
         "WHERE (t.deleted_at IS NOT NULL OR excluded.modified IS NULL OR t.modified IS NULL "
         "OR excluded.modified >= t.modified) "
         "AND (t.deleted_at IS NOT NULL OR t.doc IS DISTINCT FROM excluded.doc%s)",
@@ -335,6 +336,26 @@ static void migration1_sql(const struct pg_sink *s, struct sk_buf *b)
                   s->qschema);
 }
 
+/*
+ * Migration 2: `modified` becomes a plain column the sink writes (the
+ * instant it parsed from meta.modified for the stale-update guard anyway).
+ * As a generated column it cost the server one call of sk_instant, a
+ * SQL function it cannot inline (its ::timestamptz cast is only STABLE),
+ * per row: about a third of the server's CPU per upsert (docs/postgres-sink.md,
+ * Performance). DROP EXPRESSION keeps every stored value and rewrites nothing.
+ */
+static void migration2_sql(const struct pg_sink *s, struct sk_buf *b)
+{
+    for (const struct sk_entity *const *e = sk_entities; *e; e++) {
+        char *name = pg_table_name((*e)->collection);
+        char *qtable = pg_quote_ident(name);
+        sk_buf_printf(b, "ALTER TABLE %s.%s ALTER COLUMN modified DROP EXPRESSION;\n", s->qschema,
+                      qtable);
+        free(qtable);
+        free(name);
+    }
+}
+
 /* The first value of a one-row result as text (caller frees), or NULL. */
 static char *pg_first_value(PGresult *res)
 {
@@ -394,9 +415,18 @@ int pg_migrate(struct pg_sink *s, struct sk_error *err)
                      s->schema, version, MIGRATION_LATEST);
         goto out;
     }
+    if (version < 2 && PQserverVersion(s->conn) < 130000) {
+        sk_error_set(err, SK_ERR_FATAL,
+                     "PostgreSQL %d.%d is too old: skolsync needs 13 or later (DROP EXPRESSION)",
+                     PQserverVersion(s->conn) / 10000, PQserverVersion(s->conn) % 10000);
+        goto out;
+    }
     for (long v = version + 1; v <= MIGRATION_LATEST; v++) {
         struct sk_buf b = {0};
-        migration1_sql(s, &b); /* the only migration so far: v == 1 */
+        if (v == 1)
+            migration1_sql(s, &b);
+        else
+            migration2_sql(s, &b);
         free(sql);
         sql =
             sk_asprintf("INSERT INTO %s.skolsync_migrations(version) VALUES (%ld)", s->qschema, v);
