@@ -1,7 +1,8 @@
 /*
  * postgres_sink.c: the postgres-sink connector. Keeps the current state of
  * every SS 12000 collection in one PostgreSQL table (the entity as jsonb plus
- * typed columns generated from it), and the consumed Kafka offsets in the
+ * typed columns, generated from it or, for the instants, parsed and sent by
+ * the sink), and the consumed Kafka offsets in the
  * same schema, written in the same transaction as the rows: exactly-once
  * apply (docs/architecture.md §4.3). The schema is versioned; its
  * migrations are compiled in (docs/postgres-sink.md describes it).
@@ -344,8 +345,12 @@ static void json_instant(struct sk_buf *b, int64_t us)
                   y, m, d, secs / 3600, secs / 60 % 60, secs % 60, rem % 1000000);
 }
 
-/* Appends [id, doc, source, modified] to b; source = where the record was read. */
-static void json_upsert_row(struct sk_buf *b, const struct sk_record *r)
+/*
+ * Appends [id, doc, source, modified, instants of t->sent_keys...] to b;
+ * source = where the record was read. An instant field that is absent, not a
+ * string or not RFC 3339 is null, as sk_instant made it.
+ */
+static void json_upsert_row(struct sk_buf *b, const struct pg_table *t, const struct sk_record *r)
 {
     sk_buf_puts(b, "[");
     sk_buf_json_string(b, r->key);
@@ -361,13 +366,20 @@ static void json_upsert_row(struct sk_buf *b, const struct sk_record *r)
     }
     sk_buf_puts(b, ",");
     json_instant(b, r->modified_us);
+    for (size_t i = 0; i < t->n_sent; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->doc, t->sent_keys[i]);
+        int64_t us;
+        sk_buf_puts(b, ",");
+        json_instant(
+            b, cJSON_IsString(v) && sk_time_parse_us(v->valuestring, &us) == 0 ? us : INT64_MIN);
+    }
     sk_buf_puts(b, "]");
 }
 
 static void add_upsert(struct pg_table *t, const struct sk_record *r)
 {
     sk_buf_puts(&t->upserts, t->n_upserts++ ? "," : "[");
-    json_upsert_row(&t->upserts, r);
+    json_upsert_row(&t->upserts, t, r);
 }
 
 static void add_delete(struct pg_table *t, const char *key)
@@ -462,7 +474,7 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
         const char *sql;
         if (r->value) {
             sk_buf_puts(&one, "[");
-            json_upsert_row(&one, r);
+            json_upsert_row(&one, t, r);
             sk_buf_puts(&one, "]");
             sql = t->upsert_sql;
         } else {
