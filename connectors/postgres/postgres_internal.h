@@ -17,7 +17,7 @@
 #include "connector.h"
 
 /* The newest migration this build knows; a schema at a higher one is refused. */
-#define MIGRATION_LATEST 1
+#define MIGRATION_LATEST 3
 
 /* The options (postgres_sink.c's table fills it). */
 struct pg_conf {
@@ -30,9 +30,11 @@ struct pg_conf {
 /* One collection's table: its statements, and this batch's work for it. */
 struct pg_table {
     const struct sk_entity *entity;
-    char *upsert_sql; /* $1 = jsonb [[id, doc, source], ...] */
-    char *delete_sql; /* $1 = uuid[] text; DELETE or UPDATE ... deleted_at */
-    char *keys_sql;   /* every live row's id and doc (the snapshot sweep) */
+    char *upsert_sql;         /* $1 = jsonb [[id, doc, source, modified, sent...], ...] */
+    char *delete_sql;         /* $1 = uuid[] text; DELETE or UPDATE ... deleted_at */
+    char *keys_sql;           /* every live row's id and doc (the snapshot sweep) */
+    const char *sent_keys[4]; /* doc fields parsed by the sink into instant columns */
+    size_t n_sent;
     struct sk_buf upserts, deletes;
     size_t n_upserts, n_deletes;
 };

@@ -1,7 +1,8 @@
 /*
  * postgres_schema.c: the postgres-sink's tables as data (typed columns
- * generated from doc, their indexes) and the migrations that create and
- * evolve them (skolsync_migrations), each in one transaction.
+ * generated from doc, the instants the sink sends, their indexes), the
+ * upsert built from them, and the migrations that create and evolve them
+ * (skolsync_migrations), each in one transaction.
  *
  * Must never: run a migration twice, or work on a schema newer than
  * MIGRATION_LATEST (refused at open).
@@ -146,6 +147,19 @@ static const struct pg_table_spec table_specs[] = {
       {"display_name", "text", TXT("displayName"), false}}},
 };
 
+/*
+ * Migration 3: the typed instants of migration 1 that the sink writes from
+ * then on (like modified in migration 2), with the doc field each is parsed
+ * from. Frozen: a change is a new migration.
+ */
+static const struct {
+    const char *collection, *column, *key;
+} sent_instants[] = {
+    {"calendarEvents", "start_time", "startTime"}, {"calendarEvents", "end_time", "endTime"},
+    {"attendanceEvents", "event_time", "time"},    {"absences", "start_time", "startTime"},
+    {"absences", "end_time", "endTime"},
+};
+
 /* Indexes over more than one column or over doc itself (migration 1, frozen). */
 static const struct {
     const char *table, *name, *spec;
@@ -242,7 +256,19 @@ static const struct pg_table_spec *pg_spec_for(const char *collection)
 void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtable)
 {
     const struct pg_table_spec *spec = pg_spec_for(t->entity->collection);
-    struct sk_buf cols = {0}, exprs = {0}, sets = {0}, changed = {0};
+    struct sk_buf cols = {0}, exprs = {0}, sets = {0}, changed = {0}, sent = {0};
+    /* The columns the sink sends after id, doc, source and modified: elements 4, 5, ... */
+    for (size_t i = 0; i < sizeof(sent_instants) / sizeof(sent_instants[0]); i++) {
+        if (strcmp(sent_instants[i].collection, t->entity->collection) != 0 ||
+            t->n_sent == sizeof(t->sent_keys) / sizeof(t->sent_keys[0]))
+            continue;
+        const char *c = sent_instants[i].column;
+        sk_buf_printf(&sent, ", (r->>%zu)::timestamptz AS %s", 4 + t->n_sent, c);
+        sk_buf_printf(&cols, ", %s", c);
+        sk_buf_printf(&exprs, ", %s", c);
+        sk_buf_printf(&sets, ", %s = excluded.%s", c, c);
+        t->sent_keys[t->n_sent++] = sent_instants[i].key;
+    }
     for (size_t i = 0; spec && i < sizeof(spec->cols) / sizeof(spec->cols[0]); i++) {
         const struct pg_column *c = &spec->cols[i];
         if (!c->name || !c->written)
@@ -264,16 +290,17 @@ void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtabl
      * it was.
      */
     t->upsert_sql = sk_asprintf(
-        "INSERT INTO %s.%s AS t (id, doc, source%s) "
-        "SELECT id, doc, source%s FROM (SELECT (r->>0)::uuid AS id, r->1 AS doc, r->>2 AS source "
+        "INSERT INTO %s.%s AS t (id, doc, source, modified%s) "
+        "SELECT id, doc, source, modified%s FROM (SELECT (r->>0)::uuid AS id, r->1 AS doc, "
+        "r->>2 AS source, (r->>3)::timestamptz AS modified%s "
         "FROM jsonb_array_elements($1::jsonb) AS r) AS x "
         "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, source = excluded.source, "
-        "updated_at = now(), deleted_at = NULL%s "
+        "modified = excluded.modified, updated_at = now(), deleted_at = NULL%s "
         "WHERE (t.deleted_at IS NOT NULL OR excluded.modified IS NULL OR t.modified IS NULL "
         "OR excluded.modified >= t.modified) "
         "AND (t.deleted_at IS NOT NULL OR t.doc IS DISTINCT FROM excluded.doc%s)",
-        s->qschema, qtable, cols.p ? cols.p : "", exprs.p ? exprs.p : "", sets.p ? sets.p : "",
-        changed.p ? changed.p : "");
+        s->qschema, qtable, cols.p ? cols.p : "", exprs.p ? exprs.p : "", sent.p ? sent.p : "",
+        sets.p ? sets.p : "", changed.p ? changed.p : "");
     if (s->keep_deleted)
         t->delete_sql = sk_asprintf("UPDATE %s.%s SET deleted_at = now(), updated_at = now() "
                                     "WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL",
@@ -287,6 +314,7 @@ void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtabl
     free(exprs.p);
     free(sets.p);
     free(changed.p);
+    free(sent.p);
 }
 
 /* Migration 1: the helper functions, one table per collection of sk_entities, the offsets. */
@@ -333,6 +361,39 @@ static void migration1_sql(const struct pg_sink *s, struct sk_buf *b)
                   "next_offset bigint NOT NULL, incarnation text NOT NULL, updated_at timestamptz, "
                   "PRIMARY KEY (topic, \"partition\"));\n",
                   s->qschema);
+}
+
+/*
+ * Migration 2: `modified` becomes a plain column the sink writes (the
+ * instant it parsed from meta.modified for the stale-update guard anyway).
+ * As a generated column it cost the server one call of sk_instant, a
+ * SQL function it cannot inline (its ::timestamptz cast is only STABLE),
+ * per row: about a third of the server's CPU per upsert (docs/postgres-sink.md,
+ * Performance). DROP EXPRESSION keeps every stored value and rewrites nothing.
+ */
+static void migration2_sql(const struct pg_sink *s, struct sk_buf *b)
+{
+    for (const struct sk_entity *const *e = sk_entities; *e; e++) {
+        char *name = pg_table_name((*e)->collection);
+        char *qtable = pg_quote_ident(name);
+        sk_buf_printf(b, "ALTER TABLE %s.%s ALTER COLUMN modified DROP EXPRESSION;\n", s->qschema,
+                      qtable);
+        free(qtable);
+        free(name);
+    }
+}
+
+/* Migration 3: the typed instants (sent_instants) become columns the sink writes. */
+static void migration3_sql(const struct pg_sink *s, struct sk_buf *b)
+{
+    for (size_t i = 0; i < sizeof(sent_instants) / sizeof(sent_instants[0]); i++) {
+        char *name = pg_table_name(sent_instants[i].collection);
+        char *qtable = pg_quote_ident(name);
+        sk_buf_printf(b, "ALTER TABLE %s.%s ALTER COLUMN %s DROP EXPRESSION;\n", s->qschema, qtable,
+                      sent_instants[i].column);
+        free(qtable);
+        free(name);
+    }
 }
 
 /* The first value of a one-row result as text (caller frees), or NULL. */
@@ -394,9 +455,20 @@ int pg_migrate(struct pg_sink *s, struct sk_error *err)
                      s->schema, version, MIGRATION_LATEST);
         goto out;
     }
+    if (version < 2 && PQserverVersion(s->conn) < 130000) {
+        sk_error_set(err, SK_ERR_FATAL,
+                     "PostgreSQL %d.%d is too old: skolsync needs 13 or later (DROP EXPRESSION)",
+                     PQserverVersion(s->conn) / 10000, PQserverVersion(s->conn) % 10000);
+        goto out;
+    }
     for (long v = version + 1; v <= MIGRATION_LATEST; v++) {
         struct sk_buf b = {0};
-        migration1_sql(s, &b); /* the only migration so far: v == 1 */
+        if (v == 1)
+            migration1_sql(s, &b);
+        else if (v == 2)
+            migration2_sql(s, &b);
+        else
+            migration3_sql(s, &b);
         free(sql);
         sql =
             sk_asprintf("INSERT INTO %s.skolsync_migrations(version) VALUES (%ld)", s->qschema, v);

@@ -1,7 +1,8 @@
 /*
  * postgres_sink.c: the postgres-sink connector. Keeps the current state of
  * every SS 12000 collection in one PostgreSQL table (the entity as jsonb plus
- * typed columns generated from it), and the consumed Kafka offsets in the
+ * typed columns, generated from it or, for the instants, parsed and sent by
+ * the sink), and the consumed Kafka offsets in the
  * same schema, written in the same transaction as the rows: exactly-once
  * apply (docs/architecture.md §4.3). The schema is versioned; its
  * migrations are compiled in (docs/postgres-sink.md describes it).
@@ -306,8 +307,50 @@ static void plan_reset(struct pg_sink *s, size_t n)
     }
 }
 
-/* Appends [id, doc, source] to b; source = where the record was read. */
-static void json_upsert_row(struct sk_buf *b, const struct sk_record *r)
+/*
+ * Appends the instant us as a JSON string PostgreSQL reads as timestamptz
+ * whatever the session's settings ("2024-06-20T14:40:03.000000Z"), or null:
+ * no meta.modified, or an instant outside the years 1 to 9999 (the
+ * generated column of migration 1 had no value for those either).
+ */
+static void json_instant(struct sk_buf *b, int64_t us)
+{
+    const int64_t day_us = 86400 * INT64_C(1000000);
+    if (us == INT64_MIN) {
+        sk_buf_puts(b, "null");
+        return;
+    }
+    int64_t days = us / day_us, rem = us % day_us;
+    if (rem < 0) {
+        rem += day_us;
+        days--;
+    }
+    /* civil_from_days (H. Hinnant), the inverse of model.c's days_from_civil */
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+    if (y < 1 || y > 9999) {
+        sk_buf_puts(b, "null");
+        return;
+    }
+    int64_t secs = rem / 1000000;
+    sk_buf_printf(b,
+                  "\"%04" PRId64 "-%02" PRId64 "-%02" PRId64 "T%02" PRId64 ":%02" PRId64
+                  ":%02" PRId64 ".%06" PRId64 "Z\"",
+                  y, m, d, secs / 3600, secs / 60 % 60, secs % 60, rem % 1000000);
+}
+
+/*
+ * Appends [id, doc, source, modified, instants of t->sent_keys...] to b;
+ * source = where the record was read. An instant field that is absent, not a
+ * string or not RFC 3339 is null, as sk_instant made it.
+ */
+static void json_upsert_row(struct sk_buf *b, const struct pg_table *t, const struct sk_record *r)
 {
     sk_buf_puts(b, "[");
     sk_buf_json_string(b, r->key);
@@ -321,13 +364,22 @@ static void json_upsert_row(struct sk_buf *b, const struct sk_record *r)
     } else {
         sk_buf_puts(b, "null");
     }
+    sk_buf_puts(b, ",");
+    json_instant(b, r->modified_us);
+    for (size_t i = 0; i < t->n_sent; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->doc, t->sent_keys[i]);
+        int64_t us;
+        sk_buf_puts(b, ",");
+        json_instant(
+            b, cJSON_IsString(v) && sk_time_parse_us(v->valuestring, &us) == 0 ? us : INT64_MIN);
+    }
     sk_buf_puts(b, "]");
 }
 
 static void add_upsert(struct pg_table *t, const struct sk_record *r)
 {
     sk_buf_puts(&t->upserts, t->n_upserts++ ? "," : "[");
-    json_upsert_row(&t->upserts, r);
+    json_upsert_row(&t->upserts, t, r);
 }
 
 static void add_delete(struct pg_table *t, const char *key)
@@ -422,7 +474,7 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
         const char *sql;
         if (r->value) {
             sk_buf_puts(&one, "[");
-            json_upsert_row(&one, r);
+            json_upsert_row(&one, t, r);
             sk_buf_puts(&one, "]");
             sql = t->upsert_sql;
         } else {

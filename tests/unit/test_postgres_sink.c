@@ -345,22 +345,23 @@ Test(postgres_sink, open_creates_a_versioned_schema_once)
                             schema);
     assert_query(sql, "20"); /* 18 collections, skolsync_migrations, skolsync_offsets */
     free(sql);
-    assert_query("SELECT string_agg(version::text, ',') FROM skolsync_migrations", "1");
+    assert_query("SELECT string_agg(version::text, ',' ORDER BY version) FROM skolsync_migrations",
+                 "1,2,3");
     assert_query("SELECT count(*) FROM study_plans", "0");
     assert_query("SELECT count(*) FROM school_unit_offerings", "0");
-    char *applied = query("SELECT applied_at::text FROM skolsync_migrations");
+    char *applied = query("SELECT min(applied_at)::text FROM skolsync_migrations");
     cr_assert_not_null(applied);
 
-    /* A second open finds version 1 and runs nothing. */
+    /* A second open finds version 3 and runs nothing. */
     skt_sink_drop(&sink);
     open_sink("inc-a");
-    assert_query("SELECT count(*) FROM skolsync_migrations", "1");
-    assert_query("SELECT applied_at::text FROM skolsync_migrations", applied);
+    assert_query("SELECT count(*) FROM skolsync_migrations", "3");
+    assert_query("SELECT min(applied_at)::text FROM skolsync_migrations", applied);
     free(applied);
 
     /* A schema migrated by a newer skolsync is refused, not touched. */
     skt_sink_drop(&sink);
-    PQclear(PQexec(admin, "INSERT INTO skolsync_migrations(version) VALUES (2)"));
+    PQclear(PQexec(admin, "INSERT INTO skolsync_migrations(version) VALUES (4)"));
     char *yaml = sk_asprintf("conninfo: '%s'\nschema: %s\n", conninfo, schema);
     struct sk_error err = {0};
     cr_assert_eq(open_with(yaml, "inc-a", &err), -1);
@@ -480,6 +481,92 @@ Test(postgres_sink, modified_is_kept_as_the_instant_in_utc)
     add_person(1, "2024-05-01T13:30:00+01:00", "Newest", 0, 0);
     apply_ok();
     assert_query("SELECT modified = '2024-05-01T12:30:00Z' FROM persons", "t");
+}
+
+/* The generated timestamptz columns of the test's schema (modified and the typed instants). */
+#define GENERATED_INSTANTS                                                                         \
+    "SELECT count(*) FROM pg_attribute WHERE attgenerated <> '' AND "                              \
+    "atttypid = 'timestamptz'::regtype AND attrelid IN (SELECT oid FROM pg_class WHERE "           \
+    "relnamespace = current_schema()::regnamespace)"
+
+/* The sink writes modified (migration 2) and the typed instants (migration 3) itself. */
+Test(postgres_sink, instants_are_written_as_the_parsed_instant)
+{
+    open_sink("inc-a");
+    assert_query(GENERATED_INSTANTS, "0");
+    add_person(1, "1969-12-31T23:59:59.25-00:30", "BeforeEpoch", 0, 0);
+    add_person(2, "2016-12-31T23:59:60Z", "LeapSecond", 0, 1);
+    add_person(3, "2024-01-01T00:00:00.1234569Z", "Fraction", 0, 2);
+    add_person(4, "0001-01-01T00:30:00+01:00", "YearZero", 0, 3);
+    /* sk_instant raised 22008 on a leap second with a fraction: the record was refused. */
+    char *j = sk_asprintf("{\"id\":\"%s\",\"time\":\"2026-12-31T23:59:60.5+01:00\","
+                          "\"eventType\":\"x\"}",
+                          uuid(5));
+    add_doc("attendanceEvents", j, 0, 4);
+    free(j);
+    j = sk_asprintf("{\"id\":\"%s\",\"startTime\":\"2024-05-01T13:30:00+01:00\","
+                    "\"endTime\":14}",
+                    uuid(6));
+    add_doc("calendarEvents", j, 0, 5);
+    free(j);
+    apply_ok();
+    assert_query("SELECT string_agg(coalesce(to_char(modified AT TIME ZONE 'UTC', "
+                 "'YYYY-MM-DD HH24:MI:SS.US'), '-'), ',' ORDER BY id) FROM persons",
+                 "1970-01-01 00:29:59.250000,2017-01-01 00:00:00.000000,"
+                 "2024-01-01 00:00:00.123456,-");
+    assert_query("SELECT event_time = '2026-12-31T23:00:00.5Z' FROM attendance_events", "t");
+    assert_query("SELECT concat(start_time = '2024-05-01T12:30:00Z', '|', end_time IS NULL) "
+                 "FROM calendar_events",
+                 "t|t");
+}
+
+/*
+ * A schema a skolsync before migrations 2 and 3 made (modified and the typed
+ * instants generated from doc) is migrated on open: the stored instants
+ * stay, the guard keeps working over them, and the sink writes them from
+ * then on.
+ */
+Test(postgres_sink, migrations_2_and_3_keep_the_instants_of_an_older_schema)
+{
+    open_sink("inc-a");
+    add_person(1, "2024-05-01T13:30:00+01:00", "Kept", 0, 0);
+    char *j = sk_asprintf("{\"id\":\"%s\",\"startTime\":\"2024-05-01T13:30:00+01:00\"}", uuid(6));
+    add_doc("calendarEvents", j, 0, 1);
+    free(j);
+    apply_ok();
+    skt_sink_drop(&sink);
+    PGresult *res = PQexec(
+        admin,
+        "DO $$ DECLARE t text; c text; k text; BEGIN "
+        "FOR t IN SELECT table_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND column_name = 'modified' LOOP EXECUTE format('ALTER TABLE %I DROP "
+        "COLUMN modified, ADD COLUMN modified timestamptz GENERATED ALWAYS AS "
+        "(%I.sk_instant(doc->''meta''->>''modified'')) STORED', t, current_schema()); END LOOP; "
+        "FOR t, c, k IN VALUES ('calendar_events', 'start_time', 'startTime'), ('calendar_events', "
+        "'end_time', 'endTime'), ('attendance_events', 'event_time', 'time'), ('absences', "
+        "'start_time', 'startTime'), ('absences', 'end_time', 'endTime') LOOP EXECUTE "
+        "format('ALTER TABLE %I DROP COLUMN %I, ADD COLUMN %I timestamptz GENERATED ALWAYS AS "
+        "(%I.sk_instant(doc->>%L)) STORED', t, c, c, current_schema(), k); END LOOP; END $$; "
+        "DELETE FROM skolsync_migrations WHERE version >= 2");
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
+    PQclear(res);
+    assert_query(GENERATED_INSTANTS, "23");
+
+    open_sink("inc-a");
+    assert_query("SELECT string_agg(version::text, ',' ORDER BY version) FROM skolsync_migrations",
+                 "1,2,3");
+    assert_query(GENERATED_INSTANTS, "0");
+    assert_query("SELECT modified = '2024-05-01T12:30:00Z' FROM persons", "t");
+    assert_query("SELECT start_time = '2024-05-01T12:30:00Z' FROM calendar_events", "t");
+    skt_recs_clear(&batch);
+    add_person(1, "2024-05-01T12:00:00Z", "Older", 0, 2);
+    apply_ok();
+    assert_given_name(1, "Kept");
+    skt_recs_clear(&batch);
+    add_person(1, "2024-05-01T12:45:00Z", "Newer", 0, 3);
+    apply_ok();
+    assert_given_name(1, "Newer");
+    assert_query("SELECT modified = '2024-05-01T12:45:00Z' FROM persons", "t");
 }
 
 Test(postgres_sink, records_without_modified_then_with_apply_in_order)
