@@ -308,6 +308,11 @@ if os.path.exists(ha):
       "nodes on their own machines and a PostgreSQL that is not the bottleneck.\n")
     w(open(ha).read())
 
+sys.path.insert(0, HERE)
+from peers_report import Peers  # noqa: E402  (scenario 9, bench/connect.sh)
+peers = Peers(rd("peers.csv"))
+md.extend(peers.markdown())
+
 analysis = os.path.join(HERE, "analysis.md")
 if os.path.exists(analysis):
     w(open(analysis).read())
@@ -389,3 +394,4 @@ if scale and plot_scale:
        "DATA using 1:3 axes x1y2 with linespoints dt 2 title 'source MB', DATA using 1:5 axes x1y2 with linespoints dt 2 title 'postgres-sink MB', "
        "DATA using 1:7 axes x1y2 with linespoints dt 2 title 'sqlite-sink MB'\n",
        "".join(" ".join(str(v) for v in row) + "\n" for row in plot_scale))
+peers.plots(gp)

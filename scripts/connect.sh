@@ -116,7 +116,7 @@ copy_deps() {
 
 fetch() {
     if [[ -f $DIST/.complete ]]; then echo "$DIST"; return 0; fi
-    command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
+    command -v mvn >/dev/null || die "mvn not found (run scripts/deps.sh test)"
     command -v unzip >/dev/null || die "unzip not found"
     mkdir -p "$DIST"
     rm -rf "$LIBS" "$DIST/plugins" "$DIST/libs.tmp" "$DIST/plugin.tmp"
