@@ -114,7 +114,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The Debezium sink's input, produced once (untimed): JsonConverter envelopes.
 log "producing the Debezium sink's input topics (kcat, untimed)"
-java -cp "$CP" "$HERE/CreateTopics.java" "$BROKERS" 3 "$TAG.flat" "$TAG.doc" \
+"$ROOT/scripts/connect.sh" create-topics "$BROKERS" 3 "$TAG.flat" "$TAG.doc" \
     >"$WORK/topics.log" 2>&1 || die "creating topics failed: $(tail -3 "$WORK/topics.log")"
 for t in flat doc; do
     kcat -P -b "$BROKERS" -t "$TAG.$t" -z lz4 -X queue.buffering.max.kbytes=65536 \

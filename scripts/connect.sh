@@ -6,12 +6,15 @@
 #   scripts/connect.sh fetch       fetch the jars with mvn (cached), print the dir
 #   scripts/connect.sh classpath   print the Connect worker classpath
 #   scripts/connect.sh plugins     print the plugin.path (one folder per plugin)
+#   scripts/connect.sh create-topics BROKERS PARTITIONS TOPIC...
+#                                  create topics (kafka-tools' TopicCommand)
 #
 # Layout of $SK_CACHE_DIR/connect-$VERSION:
 #   libs/                    connect-runtime, connect-file, connect-json and their
 #                            runtime dependencies (+ a log4j SLF4J binding)
 #   plugins/debezium-jdbc/   debezium-connector-jdbc with the PostgreSQL driver,
 #                            hibernate pinned, without the jars Connect already has
+#   tools/                   kafka-tools and its dependencies (TopicCommand)
 #
 # Why it is done this way (issue 17, pitfalls met):
 #   - connect-file 4.4.0 is not on Central; 4.3.1 plugins do not load in a 4.4.0
@@ -115,11 +118,12 @@ copy_deps() {
 }
 
 fetch() {
-    if [[ -f $DIST/.complete ]]; then echo "$DIST"; return 0; fi
+    # (.complete-2: the layout with tools/; an older cache is fetched again)
+    if [[ -f $DIST/.complete-2 ]]; then echo "$DIST"; return 0; fi
     command -v mvn >/dev/null || die "mvn not found (run scripts/deps.sh test)"
     command -v unzip >/dev/null || die "unzip not found"
     mkdir -p "$DIST"
-    rm -rf "$LIBS" "$DIST/plugins" "$DIST/libs.tmp" "$DIST/plugin.tmp"
+    rm -rf "$LIBS" "$DIST/plugins" "$DIST/libs.tmp" "$DIST/plugin.tmp" "$DIST/tools.tmp"
     write_settings
 
     log "fetching Kafka Connect $CONNECT_VERSION (runtime, file, json) with mvn"
@@ -166,10 +170,16 @@ fetch() {
     [[ -f $DIST/plugin.tmp/debezium-connector-jdbc-$DEBEZIUM_VERSION.jar ]] \
         || die "debezium-connector-jdbc-$DEBEZIUM_VERSION.jar missing after mvn"
 
+    log "fetching kafka-tools $CONNECT_VERSION (topic creation for the sink's input)"
+    write_pom "$DIST/pom-tools" connect-tools "$(dep $g kafka-tools "$CONNECT_VERSION")" ""
+    copy_deps "$DIST/pom-tools" "$DIST/tools.tmp"
+
     mv "$DIST/libs.tmp" "$LIBS"
+    rm -rf "$DIST/tools"
+    mv "$DIST/tools.tmp" "$DIST/tools"
     mkdir -p "$DIST/plugins"
     mv "$DIST/plugin.tmp" "$PLUGIN"
-    touch "$DIST/.complete"
+    touch "$DIST/.complete-2"
     log "cached $(ls "$LIBS" | wc -l) Connect jars in $LIBS, $(ls "$PLUGIN" | wc -l) plugin jars in $PLUGIN"
     echo "$DIST"
 }
@@ -180,9 +190,23 @@ classpath() {
     echo "$cp"
 }
 
+# BROKERS PARTITIONS TOPIC...: creates topics that do not exist yet (the test
+# broker does not auto-create them), with kafka-tools' TopicCommand.
+create_topics() {
+    local bs=$1 parts=$2 t cp="" j
+    shift 2
+    for j in "$DIST"/tools/*.jar; do cp+="${cp:+:}$j"; done
+    for t in "$@"; do
+        java -cp "$cp" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" --create \
+            --if-not-exists --topic "$t" --partitions "$parts" --replication-factor 1 ||
+            die "creating topic $t failed"
+    done
+}
+
 case ${1:-} in
     fetch)     fetch ;;
     classpath) fetch >/dev/null; classpath ;;
     plugins)   fetch >/dev/null; echo "$DIST/plugins" ;;
-    *) echo "usage: $0 fetch|classpath|plugins" >&2; exit 2 ;;
+    create-topics) shift; fetch >/dev/null; create_topics "$@" ;;
+    *) echo "usage: $0 fetch|classpath|plugins|create-topics BROKERS PARTITIONS TOPIC..." >&2; exit 2 ;;
 esac
