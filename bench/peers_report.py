@@ -171,7 +171,7 @@ class Peers:
             f"{self.med(v, lambda r: r.peak) or 0:.1f} {self.med(v, lambda r: r.steady) or 0:.1f}\n"
             for v in vs)
         common = ("set style data histograms\nset style histogram clustered gap 1\n"
-                  "set style fill solid 0.8 border -1\nset key top right\nset grid ytics\n"
+                  "set style fill solid 0.8 border -1\nset key below\nset grid ytics\n"
                   "set xtics rotate by -20 font ',8'\n")
         gp("peers_throughput",
            "set title 'skolsync vs Kafka Connect: 100 000 persons (records/s, median)'\n" + common +
