@@ -62,14 +62,11 @@ CSV=$OUT/peers.csv
 log() { printf '[peers %4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-OWN_ENV=0
+# shellcheck source=bench/env.sh
+. "$HERE/env.sh"
 cleanup() {
     trap ':' INT TERM HUP
-    if [[ $OWN_ENV == 1 ]]; then
-        log "stopping Kafka and PostgreSQL"
-        "$ROOT/scripts/kafka.sh" stop >/dev/null 2>&1
-        "$ROOT/scripts/pg.sh" stop >/dev/null 2>&1
-    fi
+    bench_env_stop
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -78,18 +75,7 @@ trap 'exit 129' HUP
 
 # -------------------------------------------------------- environment ---
 BROKERS=${PEERS_BROKERS:-} PG=${PEERS_PG:-}
-if [[ -z $BROKERS || -z $PG ]]; then
-    export SK_TESTENV_DIR=$ROOT/build/bench-peers-env
-    mkdir -p "$SK_TESTENV_DIR"
-    OWN_ENV=1
-    log "starting Kafka + PostgreSQL (SK_TESTENV_DIR=build/bench-peers-env)"
-    "$ROOT/scripts/pg.sh" start >"$WORK/pg.out" 2>"$WORK/pg.err" &
-    pgstart=$!
-    BROKERS=$("$ROOT/scripts/kafka.sh" start 2>"$WORK/kafka.err") ||
-        die "Kafka did not start: $(tail -3 "$WORK/kafka.err")"
-    wait $pgstart || die "PostgreSQL did not start: $(tail -3 "$WORK/pg.err")"
-    PG=$(cat "$WORK/pg.out")
-fi
+bench_env_start bench-peers-env
 export PGOPTIONS='-c client_min_messages=warning'
 q() { psql "$PG" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 

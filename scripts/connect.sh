@@ -184,18 +184,18 @@ fetch() {
     echo "$DIST"
 }
 
-classpath() {
+classpath() { # [DIR]: the jars of DIR (default: the worker's libs/)
     local cp="" j
-    for j in "$LIBS"/*.jar; do cp+="${cp:+:}$j"; done
+    for j in "${1:-$LIBS}"/*.jar; do cp+="${cp:+:}$j"; done
     echo "$cp"
 }
 
 # BROKERS PARTITIONS TOPIC...: creates topics that do not exist yet (the test
 # broker does not auto-create them), with kafka-tools' TopicCommand.
 create_topics() {
-    local bs=$1 parts=$2 t cp="" j
+    local bs=$1 parts=$2 t cp
     shift 2
-    for j in "$DIST"/tools/*.jar; do cp+="${cp:+:}$j"; done
+    cp=$(classpath "$DIST/tools")
     for t in "$@"; do
         java -cp "$cp" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" --create \
             --if-not-exists --topic "$t" --partitions "$parts" --replication-factor 1 ||
