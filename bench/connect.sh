@@ -105,6 +105,9 @@ log "producing the Debezium sink's input topics (kcat, untimed)"
 for t in flat doc; do
     kcat -P -b "$BROKERS" -t "$TAG.$t" -z lz4 -X queue.buffering.max.kbytes=65536 \
         < "$DATA/$t.json" || die "kcat -P $TAG.$t failed"
+    n=$(kcat -Q -b "$BROKERS" -t "$TAG.$t:0:-1" -t "$TAG.$t:1:-1" -t "$TAG.$t:2:-1" |
+        awk '$3 == "offset" { n += $4 } END { print n + 0 }')
+    [[ $n -eq $N ]] || die "$TAG.$t holds $n records, not $N"
 done
 
 # skolsync's persons layout, made once (untimed) by a postgres-sink run over
