@@ -50,7 +50,9 @@ log() { printf '[ha %4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # ------------------------------------------------------------ cleanup ---
-DPIDS=() RPIDS=() OWN_ENV=0 PSQL_PID=
+DPIDS=() RPIDS=() PSQL_PID=
+# shellcheck source=bench/env.sh
+. "$HERE/env.sh"
 stop_daemons() {
     local p i
     for p in "${DPIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
@@ -66,11 +68,7 @@ cleanup() {
     trap ':' INT TERM HUP
     stop_daemons
     [[ -n $PSQL_PID ]] && kill "$PSQL_PID" 2>/dev/null
-    if [[ $OWN_ENV == 1 ]]; then
-        log "stopping Kafka and PostgreSQL"
-        "$ROOT/scripts/kafka.sh" stop >/dev/null 2>&1
-        "$ROOT/scripts/pg.sh" stop >/dev/null 2>&1
-    fi
+    bench_env_stop
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -79,18 +77,7 @@ trap 'exit 129' HUP
 
 # -------------------------------------------------------- environment ---
 BROKERS=${HA_BROKERS:-} PG=${HA_PG:-}
-if [[ -z $BROKERS || -z $PG ]]; then
-    export SK_TESTENV_DIR=$ROOT/build/bench-ha-env
-    mkdir -p "$SK_TESTENV_DIR"
-    OWN_ENV=1
-    log "starting Kafka + PostgreSQL (SK_TESTENV_DIR=build/bench-ha-env)"
-    "$ROOT/scripts/pg.sh" start >"$WORK/pg.out" 2>"$WORK/pg.err" &
-    pgstart=$!
-    BROKERS=$("$ROOT/scripts/kafka.sh" start 2>"$WORK/kafka.err") ||
-        die "Kafka did not start: $(tail -3 "$WORK/kafka.err")"
-    wait $pgstart || die "PostgreSQL did not start: $(tail -3 "$WORK/pg.err")"
-    PG=$(cat "$WORK/pg.out")
-fi
+bench_env_start bench-ha-env
 export PGOPTIONS='-c client_min_messages=warning'
 
 # --------------------------------------------------------------- data ---

@@ -313,6 +313,10 @@ if hub_rows:
     import hub_report  # bench/hub_report.py: scenario 9's table, kept beside its script
     w(hub_report.section(hub_rows, rd("hub_fill.csv"), f, med))
     plot_hub = hub_report.plot_rows(hub_rows, med)
+sys.path.insert(0, HERE)
+from peers_report import Peers  # noqa: E402  (scenario 10, bench/connect.sh)
+peers = Peers(rd("peers.csv"))
+md.extend(peers.markdown())
 
 analysis = os.path.join(HERE, "analysis.md")
 if os.path.exists(analysis):
@@ -406,3 +410,4 @@ if plot_hub:
        "'' using 0:4 axes x1y2 with linespoints lw 2 title 'hub p99', "
        "'' using 0:5 axes x1y2 with linespoints lw 2 dt 2 title 'Python p99'\n",
        "".join(f"{c} {a:.0f} {b:.0f} {p:.1f} {q:.1f}\n" for c, a, b, p, q in plot_hub))
+peers.plots(gp)

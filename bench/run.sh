@@ -8,7 +8,7 @@
 # throw-away Kafka broker + PostgreSQL (scripts/kafka.sh, scripts/pg.sh, state
 # in build/bench-env, always stopped again), runs the scenarios and writes
 # bench/results/RESULTS.md, *.csv and *.png (bench/report.py + gnuplot).
-# Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded ha hub profile"
+# Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded ha hub connect profile"
 # (default all), BENCH_KEEP_DATA=1 keeps build-bench/data (generated sets are
 # cached there anyway), BENCH_OUT=dir (default bench/results).
 set -uo pipefail
@@ -17,7 +17,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 cd "$ROOT"
 QUICK=${BENCH_QUICK:-0}
-SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub profile}
+SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub connect profile}
 BB=$ROOT/build-bench
 OUT=${BENCH_OUT:-$HERE/results}
 WORK=$BB/work
@@ -33,7 +33,7 @@ has() { [[ " $SCEN " == *" $1 "* ]]; }
 if [[ $QUICK == 1 ]]; then
     # label:students:repetitions (students chosen for ~10k / ~100k entities)
     SIZES="10k:215:3 100k:2440:1"
-    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub}   # no perf profile
+    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub connect}   # no perf profile
     LAT_STEADY=20 LAT_BURST=40 POLL_INTERVALS="1s 5s" POLL_COUNT=5
     MEM_STEADY=6 MEM_OUTAGE=15 LAG_REPS=2 HA_SET=215:2
 else
@@ -523,6 +523,17 @@ if has hub; then
     hubpid=$!
     PIDS+=("$hubpid")
     wait "$hubpid" || die "hub scenario failed"
+fi
+
+# ----------------------------- 10. peers: skolsync vs Kafka Connect ---
+if has connect; then
+    log "connect: skolsync side by side with Kafka Connect 4.3.1 (bench/connect.sh)"
+    # in the background, so that a signal to run.sh stops it (and its JVMs) at once
+    PEERS_BROKERS=$BROKERS PEERS_PG=$PG BENCH_QUICK=$QUICK \
+        "$HERE/connect.sh" "$SK" "$OUT" "$WORK/connect" >/dev/null &
+    cnpid=$!
+    PIDS+=("$cnpid")
+    wait "$cnpid" || die "connect scenario failed"
 fi
 
 # ------------------------------------------------------------- report ---
