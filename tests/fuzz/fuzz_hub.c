@@ -251,6 +251,8 @@ static void surface_sealed(const uint8_t *p, size_t n)
     free(payload);
 }
 
+static void run_page(const struct sk_entity *e, struct hub_query *q);
+
 /* ---- 3, 4: page tokens --------------------------------------------------------------- */
 
 struct list_kind {
@@ -312,6 +314,11 @@ static void check_page_token(const char *token, struct list_kind k)
             free(a);
             free(b);
         }
+        /* The page it continues runs (not for subscriptions: hub_subs.c pages in memory). */
+        if (strcmp(k.what, "subscriptions") != 0) {
+            q.limit = 5;
+            run_page(k.e, &q);
+        }
         /* Another client or list never reads it. */
         struct hub_query q3 = {0};
         if (hub_token_read(hub, again, k.what, "lib", &q3, NULL, now) != HUB_TOKEN_BAD)
@@ -331,41 +338,32 @@ static void surface_page_token(const uint8_t *p, size_t n)
     free(token);
 }
 
-/* The payload signed as hub_token_make signs (base64url(payload) "." base64url(MAC)). */
+/* base64url without padding (hub_token.c's encoding) of n bytes into t. */
+static void put_b64url(struct sk_buf *t, const uint8_t *in, size_t n)
+{
+    char *b64 = sk_malloc(4 * (n / 3 + 1) + 1);
+    int len = EVP_EncodeBlock((unsigned char *)b64, in, (int)n);
+    while (len > 0 && b64[len - 1] == '=')
+        len--;
+    for (int i = 0; i < len; i++)
+        sk_buf_putc(t, b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i]);
+    free(b64);
+}
+
+/* The payload signed as hub_token_make signs (base64url(payload) "." base64url(MAC)): a token
+ * that is one of ours but says anything. */
 static void surface_signed_page_token(const uint8_t *p, size_t n)
 {
     if (n < 1)
         return;
-    struct list_kind k = list_kind(p[0]);
-    /* A token that is one of ours but says anything: made with the real function, then
-     * its payload swapped for the input and signed with the hub's secret. */
-    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    uint8_t mac[32];
+    unsigned mac_len = sizeof(mac);
+    HMAC(EVP_sha256(), hub->secret, HUB_SECRET_LEN, p + 1, n - 1, mac, &mac_len);
     struct sk_buf t = {0};
-    const uint8_t *in = p + 1;
-    size_t len = n - 1;
-    for (int part = 0; part < 2; part++) {
-        uint8_t mac[32];
-        unsigned mac_len = sizeof(mac);
-        const uint8_t *src = in;
-        size_t sn = len;
-        if (part == 1) {
-            HMAC(EVP_sha256(), hub->secret, HUB_SECRET_LEN, in, len, mac, &mac_len);
-            src = mac;
-            sn = mac_len;
-            sk_buf_putc(&t, '.');
-        }
-        for (size_t i = 0; i < sn; i += 3) {
-            uint32_t v = (uint32_t)src[i] << 16;
-            if (i + 1 < sn)
-                v |= (uint32_t)src[i + 1] << 8;
-            if (i + 2 < sn)
-                v |= src[i + 2];
-            size_t chars = sn - i >= 3 ? 4 : sn - i + 1;
-            for (size_t c = 0; c < chars; c++)
-                sk_buf_putc(&t, b64url[(v >> (18 - 6 * c)) & 63]);
-        }
-    }
-    check_page_token(t.p, k);
+    put_b64url(&t, p + 1, n - 1);
+    sk_buf_putc(&t, '.');
+    put_b64url(&t, mac, mac_len);
+    check_page_token(t.p, list_kind(p[0]));
     sk_buf_free(&t);
 }
 
@@ -396,29 +394,38 @@ static void unescape(char *s)
     *w = '\0';
 }
 
-/* A list with f runs as SQL on the hub's database (the reader the handler would take). */
-static void run_list(const struct sk_entity *e, struct hub_filter *f, int64_t limit)
+/* The page q asks for runs as SQL on the hub's database (a reader as the handler takes). */
+static void run_page(const struct sk_entity *e, struct hub_query *q)
 {
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(hub, &err);
     if (!db)
         die("reader", err.msg);
+    q->view = (struct hub_view){.client = client_named("lms"), .scope_sql = ""};
+    struct sk_buf out = {0};
+    bool more;
+    int64_t last_stamp;
+    char last_id[37], last_key[HUB_KEY_MAX];
+    int64_t rows =
+        e ? hub_store_list(db, e, q, &out, &more, &last_stamp, last_id, last_key, &err)
+          : hub_store_deleted(db, NULL, q, &out, &more, &last_stamp, last_id, NULL, &err);
+    if (rows < 0)
+        die("a page fails", err.msg);
+    hub_reader_give(hub, db);
+    sk_buf_free(&out);
+}
+
+/* A list with f runs as SQL. */
+static void run_list(const struct sk_entity *e, struct hub_filter *f, int64_t limit)
+{
     struct hub_query q = {.modified_after = INT64_MIN,
                           .modified_before = INT64_MAX,
                           .created_after = INT64_MIN,
                           .created_before = INT64_MAX,
                           .after_stamp = INT64_MIN,
                           .filter = f,
-                          .limit = limit,
-                          .view = {.client = client_named("lms"), .scope_sql = ""}};
-    struct sk_buf out = {0};
-    bool more;
-    int64_t last_stamp;
-    char last_id[37], last_key[HUB_KEY_MAX];
-    if (hub_store_list(db, e, &q, &out, &more, &last_stamp, last_id, last_key, &err) < 0)
-        die("a list with the filter fails", err.msg);
-    hub_reader_give(hub, db);
-    sk_buf_free(&out);
+                          .limit = limit};
+    run_page(e, &q);
 }
 
 static void check_filter_text(const struct sk_entity *e, enum hub_use use, struct hub_filter *f)
@@ -445,14 +452,13 @@ static void surface_filter(const uint8_t *p, size_t n)
     char *query = text_of(p + 2, n - 2), *save = NULL;
     bool ok = true;
     for (char *kv = strtok_r(query, "&", &save); kv; kv = strtok_r(NULL, "&", &save)) {
-        char *eq = strchr(kv, '=');
-        const char *value = "";
+        char *eq = strchr(kv, '='), *value = kv + strlen(kv); /* none: "" */
         if (eq) {
             *eq = '\0';
             value = eq + 1;
         }
         unescape(kv);
-        unescape((char *)value);
+        unescape(value);
         const char *why = NULL;
         if (hub_filter_known(f, kv) && hub_filter_add(f, kv, value, &why) < 0) {
             /* Static text: not the input, not an allocation of its own. */
