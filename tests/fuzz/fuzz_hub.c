@@ -95,6 +95,7 @@ static void remove_state(void)
 static void die(const char *what, const char *detail)
 {
     fprintf(stderr, "fuzz_hub: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    remove_state(); /* abort() runs no atexit handler */
     abort();
 }
 
