@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 BUILD=${FUZZ_BUILD:-build-fuzz}
 JOBS=${FUZZ_JOBS:-1}
-TARGETS=${FUZZ_TARGETS:-"fuzz_config fuzz_daemon_config fuzz_codec_json fuzz_codec_proto fuzz_sink_decode fuzz_jsonl fuzz_uuid_time fuzz_ss12000_hook fuzz_ss12000_page fuzz_http_api fuzz_snapshot"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_config fuzz_daemon_config fuzz_codec_json fuzz_codec_proto fuzz_sink_decode fuzz_jsonl fuzz_uuid_time fuzz_ss12000_hook fuzz_ss12000_page fuzz_http_api fuzz_snapshot fuzz_hub"}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
     CC=clang cmake -S . -B "$BUILD" -G Ninja -DSK_FUZZ=ON -DSK_WERROR=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \

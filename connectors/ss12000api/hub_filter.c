@@ -635,6 +635,26 @@ static void put_template(const struct hub_filter *f, struct sk_buf *sql, const c
 }
 
 /*
+ * The values v[idx[0..n)] of one parameter (n >= 1) joined by op as a balanced tree of
+ * parentheses: SQLite refuses an expression deeper than 1000, and a flat chain is as deep as it
+ * is long (a lookup takes max_limit ids, a query string thousands of values). Parameters are
+ * numbered from *param on, in order.
+ */
+static void put_values(const struct hub_filter *f, struct sk_buf *sql, const size_t *idx, size_t n,
+                       const char *op, int *param)
+{
+    sk_buf_putc(sql, '(');
+    if (n == 1) {
+        put_template(f, sql, f->v[idx[0]].def->sql, (*param)++);
+    } else {
+        put_values(f, sql, idx, n / 2, op, param);
+        sk_buf_puts(sql, op);
+        put_values(f, sql, idx + n / 2, n - n / 2, op, param);
+    }
+    sk_buf_putc(sql, ')');
+}
+
+/*
  * The conditions: the values of one parameter are ORed (nameContains:
  * ANDed), different parameters ANDed; a group's parameters form one
  * condition. A lookup ORs everything: a record matching any key is listed.
@@ -660,17 +680,12 @@ void hub_filter_where(const struct hub_filter *f, struct sk_buf *sql, int *next_
                     put_template(f, sql, f->v[k].def->sql, n++);
             put_template(f, sql, d->group->close, 0);
         } else {
-            bool one = true;
-            for (size_t k = i; k < f->n; k++) {
-                if (f->v[k].def != d)
-                    continue;
-                if (!one)
-                    sk_buf_puts(sql, d->all ? " AND " : " OR ");
-                one = false;
-                sk_buf_putc(sql, '(');
-                put_template(f, sql, d->sql, n++);
-                sk_buf_putc(sql, ')');
-            }
+            size_t *idx = sk_calloc(f->n, sizeof(*idx)), m = 0;
+            for (size_t k = i; k < f->n; k++)
+                if (f->v[k].def == d)
+                    idx[m++] = k;
+            put_values(f, sql, idx, m, d->all ? " AND " : " OR ", &n);
+            free(idx);
         }
         sk_buf_putc(sql, ')');
     }

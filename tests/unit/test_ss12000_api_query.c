@@ -453,6 +453,28 @@ Test(ss12000_api_query, lookup, .fini = skt_hub_finish, .timeout = 60)
     cr_assert_eq(skt_hub_request("POST", "/persons/lookup", LIB, NULL), 403);
 }
 
+/*
+ * As many values as a request may carry (found by fuzz_hub: 2000 nameContains values): the
+ * values of one parameter used to be one flat OR/AND chain, deeper than SQLite's limit of 1000,
+ * so a lookup of max_limit (1000) ids or a long list query was a 500.
+ */
+Test(ss12000_api_query, many_values_of_one_parameter, .fini = skt_hub_finish, .timeout = 60)
+{
+    school();
+    struct sk_buf body = {0};
+    sk_buf_puts(&body, "{\"ids\":[\"" ANNA "\"");
+    for (int i = 1; i < 1000; i++)
+        sk_buf_printf(&body, ",\"%08x-0000-4000-8000-000000000000\"", i);
+    sk_buf_puts(&body, "]}");
+    expect_lookup("/persons/lookup", body.p, ANNA);
+    sk_buf_reset(&body);
+    sk_buf_puts(&body, "/persons?nameContains=e");
+    for (int i = 1; i < 1500; i++)
+        sk_buf_puts(&body, i % 500 ? ",E" : "&nameContains=e");
+    expect(body.p, ANNA "," BO "," CILLA);
+    sk_buf_free(&body);
+}
+
 /* ---- expand and expandReferenceNames ------------------------------------------------------- */
 
 static const cJSON *at(const cJSON *j, const char *a, const char *b)
