@@ -170,7 +170,7 @@ EOF
     } > "$WORK/pairs$n.yaml"
     local want=$(( n * PERSONS )) dlog=$WORK/daemon$n.log
     log "$n pair(s): one daemon with $n jsonl-sources and $n sqlite-sinks (each sink $want rows)"
-    local t0 t1 st=ok srcs sinks
+    local t0 t1 st=ok srcs=0 sinks=0 applied=0
     t0=$(date +%s.%N)
     "$SK" run -c "$WORK/pairs$n.yaml" > "$dlog" 2>&1 &
     DPID=$!
