@@ -318,6 +318,14 @@ from peers_report import Peers  # noqa: E402  (scenario 10, bench/connect.sh)
 peers = Peers(rd("peers.csv"))
 md.extend(peers.markdown())
 
+pairs_md, pairs_rows = os.path.join(OUT, "pairs.md"), [r for r in rd("pairs.csv") if r["status"] == "ok"]
+if os.path.exists(pairs_md):
+    w("## 11. Many connectors in one daemon: 1, 10, 100 source/sink pairs (bench/pairs.sh)\n")
+    w("One daemon against the bench's broker with N jsonl-sources and N sqlite-sinks; start-up = "
+      "from the daemon's start until every sink applied every pair's persons (`/metrics`). "
+      "Target (issue 17): ≤ 1 MB steady RSS and ≤ 1 thread per connector at 100 pairs.\n")
+    w(open(pairs_md).read())
+
 analysis = os.path.join(HERE, "analysis.md")
 if os.path.exists(analysis):
     w(open(analysis).read())
@@ -411,3 +419,13 @@ if plot_hub:
        "'' using 0:5 axes x1y2 with linespoints lw 2 dt 2 title 'Python p99'\n",
        "".join(f"{c} {a:.0f} {b:.0f} {p:.1f} {q:.1f}\n" for c, a, b, p, q in plot_hub))
 peers.plots(gp)
+if pairs_rows:
+    gp("pairs_per_connector",
+       "set title 'One daemon, N jsonl-source + sqlite-sink pairs: cost per connector'\n"
+       "set logscale x\nset grid\nset xlabel 'pairs (connectors = 2 x pairs)'\nset key top right\n"
+       "set ylabel 'steady RSS per connector (MB)'\nset yrange [0:*]\nset y2label 'threads per connector'\n"
+       "set y2tics\nset y2range [0:*]\nset arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb 'red'\n"
+       "plot DATA using 1:2 with linespoints lw 2 title 'RSS / connector (MB)', "
+       "DATA using 1:3 axes x1y2 with linespoints lw 2 title 'threads / connector'\n",
+       "".join(f"{r['pairs']} {int(r['rss_per_connector_kb']) / 1024:.2f} {r['threads_per_connector']}\n"
+               for r in pairs_rows))

@@ -8,7 +8,7 @@
 # throw-away Kafka broker + PostgreSQL (scripts/kafka.sh, scripts/pg.sh, state
 # in build/bench-env, always stopped again), runs the scenarios and writes
 # bench/results/RESULTS.md, *.csv and *.png (bench/report.py + gnuplot).
-# Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded ha hub connect profile"
+# Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded ha hub connect pairs profile"
 # (default all), BENCH_KEEP_DATA=1 keeps build-bench/data (generated sets are
 # cached there anyway), BENCH_OUT=dir (default bench/results).
 set -uo pipefail
@@ -17,7 +17,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 cd "$ROOT"
 QUICK=${BENCH_QUICK:-0}
-SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub connect profile}
+SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub connect pairs profile}
 BB=$ROOT/build-bench
 OUT=${BENCH_OUT:-$HERE/results}
 WORK=$BB/work
@@ -33,7 +33,7 @@ has() { [[ " $SCEN " == *" $1 "* ]]; }
 if [[ $QUICK == 1 ]]; then
     # label:students:repetitions (students chosen for ~10k / ~100k entities)
     SIZES="10k:215:3 100k:2440:1"
-    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub connect}   # no perf profile
+    SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub connect pairs}   # no perf profile
     LAT_STEADY=20 LAT_BURST=40 POLL_INTERVALS="1s 5s" POLL_COUNT=5
     MEM_STEADY=6 MEM_OUTAGE=15 LAG_REPS=2 HA_SET=215:2
 else
@@ -172,7 +172,7 @@ EOF
 CSV_SRC=$OUT/source.csv CSV_SINK=$OUT/sink.csv CSV_SCALE=$OUT/scaling.csv
 CSV_LAT=$OUT/latency.csv CSV_LATS=$OUT/latency_summary.csv CSV_MEM=$OUT/memory.csv
 CSV_MEMS=$OUT/memory_summary.csv CSV_LAG=$OUT/lag.csv
-rm -f "$OUT"/*.csv "$OUT"/*.png "$OUT"/profile_*.txt "$OUT"/ha.md
+rm -f "$OUT"/*.csv "$OUT"/*.png "$OUT"/profile_*.txt "$OUT"/ha.md "$OUT"/pairs.md
 echo "size,entities,rep,kind,records,bytes,seconds" > "$CSV_SRC"
 echo "size,entities,rep,kind,rows,seconds" > "$CSV_SINK"
 echo "size,entities,rep,what,seconds,peak_kb,cpu_s" > "$CSV_SCALE"
@@ -534,6 +534,16 @@ if has connect; then
     cnpid=$!
     PIDS+=("$cnpid")
     wait "$cnpid" || die "connect scenario failed"
+fi
+
+# ------------- 11. many connectors in one daemon: 1, 10, 100 pairs ---
+if has pairs; then
+    log "pairs: one daemon with N jsonl-source + sqlite-sink pairs (quick: 1, 10; full: 1, 10, 100)"
+    # in the background, so that a signal to run.sh stops it (and its daemon) at once
+    PAIRS_BROKERS=$BROKERS BENCH_QUICK=$QUICK "$HERE/pairs.sh" "$SK" "$OUT" "$WORK/pairs" >/dev/null &
+    pairspid=$!
+    PIDS+=("$pairspid")
+    wait "$pairspid" || die "pairs scenario failed"
 fi
 
 # ------------------------------------------------------------- report ---
