@@ -720,8 +720,11 @@ int hub_http_start(struct hub *h, struct sk_error *err)
         h->mhd = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
             MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-            MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_THREAD_POOL_SIZE,
-            (unsigned)conf->threads, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+            /* libmicrohttpd 0.9.75 never delivers its 431 when a request's head outgrows this
+             * (the client waits for the timeout): room for a query string of ~50 KiB. */
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
+            request_done, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
+            MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     free(cert);
     free_key(key);
     if (fd < 0)
