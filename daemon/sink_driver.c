@@ -551,7 +551,11 @@ static void *sink_thread(void *arg)
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, 100);
         if (!m && !run.n_pending && applied_since_trim) {
-            /* caught up: give the batch's freed heap back (see source_driver.c) */
+            /* caught up: the connector's caches and the batch's JSON text go,
+             * then glibc gives the freed heap back (see source_driver.c) */
+            if (env->sink.ops->trim)
+                env->sink.ops->trim(&env->sink);
+            sk_buf_free(&run.json);
             malloc_trim(0);
             applied_since_trim = false;
         }
