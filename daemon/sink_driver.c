@@ -534,6 +534,9 @@ static void batch_arrays(struct sink_run *run, size_t cap)
     run->cap_pending = cap;
 }
 
+/* A second of empty polls (100 ms each) before an idle sink trims. */
+#define TRIM_AFTER_IDLE_POLLS 10
+
 static void *sink_thread(void *arg)
 {
     struct sk_sink_env *env = arg;
@@ -556,6 +559,7 @@ static void *sink_thread(void *arg)
     sk_runner_set_state(r, SK_STATE_RUNNING);
     bool paused = false;
     bool applied_since_trim = false;
+    int idle_polls = 0;
     while (!atomic_load(&r->stop) && !run.fatal) {
         /* Operator pause (API): apply what is in hand, then stop fetching but
          * stay in the group. */
@@ -567,9 +571,13 @@ static void *sink_thread(void *arg)
             sk_runner_set_state(r, paused ? SK_STATE_PAUSED : SK_STATE_RUNNING);
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, 100);
-        if (!m && !run.n_pending && applied_since_trim) {
-            /* caught up: the connector's caches and the batch's JSON text go,
-             * then glibc gives the freed heap back (see source_driver.c) */
+        idle_polls = m || run.n_pending ? 0 : idle_polls + 1;
+        if (idle_polls >= TRIM_AFTER_IDLE_POLLS && applied_since_trim) {
+            /* caught up and quiet: the connector's caches, the batch's arrays
+             * and JSON text go, then glibc gives the freed heap back (see
+             * source_driver.c). Not at once: during a bulk load the sink
+             * catches up with the source many times a second, and refilling
+             * the caches each time cost CPU. */
             if (env->sink.ops->trim)
                 env->sink.ops->trim(&env->sink);
             sk_buf_free(&run.json);
