@@ -403,6 +403,9 @@ struct sk_sink_ops {
     int (*keys)(struct sk_sink *self, const struct sk_entity *e,
                 void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
                 struct sk_error *err);
+    /* Optional: the sink has caught up and waits for records: give back
+     * what only a busy sink needs (page caches, batch buffers). */
+    void (*trim)(struct sk_sink *self);
     /* Optional: where the data goes, for logs and the run summary ("/var/lib/x.db"). */
     const char *(*target)(struct sk_sink *self);
     void (*close)(struct sk_sink *self);

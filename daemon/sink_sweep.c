@@ -253,7 +253,9 @@ void sink_snapshots_batch(struct sink_run *run)
         if (!due[slot] || !t->active || strcmp(t->marker.id, due_id[slot]) != 0)
             continue;
         sweep(run, slot, due_part[slot]);
-        sk_snapshot_track_reset(t);
+        /* free, not clear: the key set of a 100k snapshot is MBs, and the
+         * next snapshot may be hours away */
+        sk_snapshot_track_free(t);
     }
     free(due);
     free(due_id);

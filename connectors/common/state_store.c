@@ -57,6 +57,12 @@ enum sk_err_class sk_state_error_class(int rc, bool on_record)
     }
 }
 
+void sk_state_trim(struct sk_state *st)
+{
+    if (st && sqlite3_get_autocommit(st->db))
+        sqlite3_db_release_memory(st->db);
+}
+
 sqlite3 *sk_state_db(struct sk_state *st)
 {
     return st->db;

@@ -63,6 +63,9 @@ void sk_state_close(struct sk_state *st);
 /* The connection, for the owner's own statements (on the sink's thread). */
 sqlite3 *sk_state_db(struct sk_state *st);
 const char *sk_state_path(const struct sk_state *st);
+/* Gives back the connection's page cache (it fills again as pages are read):
+ * for an owner that has caught up and waits. */
+void sk_state_trim(struct sk_state *st);
 
 /*
  * What an SQLite result code means. RETRIABLE: busy, full disk, I/O trouble;

@@ -426,6 +426,14 @@ static int oneroster_keys(struct sk_sink *self, const struct sk_entity *e,
     return 0; /* a type the bundle does not hold: nothing of it to delete */
 }
 
+/* Caught up: the state's page cache goes (the bundle writer reads through a
+ * connection of its own, opened per bundle). */
+static void oneroster_trim(struct sk_sink *self)
+{
+    struct oneroster_sink *s = self->priv;
+    sk_state_trim(s->state);
+}
+
 static const char *oneroster_target(struct sk_sink *self)
 {
     const struct oneroster_conf *conf = self->conf;
@@ -628,6 +636,7 @@ const struct sk_sink_ops oneroster_sink_ops = {
     .mark_offsets = oneroster_mark_offsets,
     .stored_offsets = oneroster_stored_offsets,
     .keys = oneroster_keys,
+    .trim = oneroster_trim,
     .target = oneroster_target,
     .close = oneroster_close,
     .probe = oneroster_probe,

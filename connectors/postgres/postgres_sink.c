@@ -650,6 +650,24 @@ static int pg_keys(struct sk_sink *self, const struct sk_entity *e,
     return 0;
 }
 
+/* Caught up: the batch's plans and JSON arrays (MBs after a bulk load) go;
+ * the next batch grows them again. */
+static void pg_trim(struct sk_sink *self)
+{
+    struct pg_sink *s = self->priv;
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_tables; i++) {
+        sk_buf_free(&s->tables[i].upserts);
+        sk_buf_free(&s->tables[i].deletes);
+    }
+    free(s->plans);
+    free(s->slots);
+    s->plans = NULL;
+    s->slots = NULL;
+    s->n_plans = s->cap_plans = s->cap_slots = 0;
+}
+
 static const char *pg_target(struct sk_sink *self)
 {
     const struct pg_sink *s = self->priv;
@@ -677,6 +695,7 @@ const struct sk_sink_ops postgres_sink_ops = {
     .mark_offsets = pg_mark_offsets,
     .stored_offsets = pg_stored_offsets,
     .keys = pg_keys,
+    .trim = pg_trim,
     .target = pg_target,
     .close = pg_close,
     .probe = pg_probe,

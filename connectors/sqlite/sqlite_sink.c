@@ -210,6 +210,13 @@ static int sqlite_keys(struct sk_sink *self, const struct sk_entity *e,
     return sk_state_keys(s->state, e->collection, fn, ctx, err);
 }
 
+/* Caught up: the page cache (up to SQLite's 2 MB) fills again on the next batch. */
+static void sqlite_trim(struct sk_sink *self)
+{
+    struct sqlite_sink *s = self->priv;
+    sk_state_trim(s->state);
+}
+
 static const char *sqlite_target(struct sk_sink *self)
 {
     return ((const struct sqlite_conf *)self->conf)->path;
@@ -233,6 +240,7 @@ const struct sk_sink_ops sqlite_sink_ops = {
     .mark_offsets = sqlite_mark_offsets,
     .stored_offsets = sqlite_stored_offsets,
     .keys = sqlite_keys,
+    .trim = sqlite_trim,
     .target = sqlite_target,
     .close = sqlite_close,
     .probe = sqlite_probe,

@@ -112,6 +112,9 @@ static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
         sk_idmap_free(&src->types[i].listed);
     sk_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
+    free(src->pend); /* settled: n_pend is 0 */
+    src->pend = NULL;
+    src->cap_pend = 0;
 }
 
 /* ---- the run ---------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 #include <criterion/logging.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -773,6 +774,36 @@ Test(postgres_sink, a_bulk_batch_of_2000_persons_takes_a_few_statements)
     apply_ok();
     cr_assert_leq(postgres_sink_round_trips(sink) - trips0, 4);
     assert_query("SELECT count(*) FROM persons", "2000");
+}
+
+/* glibc's heap in use: the arenas' and the mmapped chunks'. */
+static size_t heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* A sink that caught up gives back its batch's JSON arrays and plans (sink
+ * op trim), and applies the next batch as before. */
+Test(postgres_sink, trim_gives_the_batch_arrays_back_and_the_sink_goes_on)
+{
+    open_sink("inc-a");
+    cr_assert_not_null(sink->ops->trim);
+    char given[400];
+    memset(given, 'x', sizeof(given) - 1);
+    given[sizeof(given) - 1] = '\0';
+    for (int i = 0; i < 2000; i++)
+        add_person(1000 + i, "2024-05-01T12:00:00Z", given, 0, i);
+    apply_ok();
+    skt_recs_clear(&batch);
+    size_t before = heap_in_use();
+    sink->ops->trim(sink);
+    size_t after = heap_in_use();
+    cr_assert_gt(before - after, 1024 * 1024, "heap in use %zu -> %zu bytes", before, after);
+    add_person(1000, "2024-05-02T12:00:00Z", "Anne", 0, 2000);
+    apply_ok();
+    assert_given_name(1000, "Anne");
+    cr_assert_eq(stored_offset(0), 2001);
 }
 
 /*

@@ -314,3 +314,26 @@ Test(sqlite_sink, tables_are_quoted_collection_names)
     apply_ok();
     assert_query("SELECT id FROM \"studyPlans\"", "00000000-0000-4000-8000-0000000000cc");
 }
+
+/* A sink that caught up gives its page cache back (sink op trim) and applies
+ * the next batch as before. */
+Test(sqlite_sink, trim_gives_the_page_cache_back_and_the_sink_goes_on)
+{
+    open_sink("inc-a");
+    cr_assert_not_null(sink->ops->trim);
+    char given[600];
+    memset(given, 'x', sizeof(given) - 1);
+    given[sizeof(given) - 1] = '\0';
+    for (int i = 0; i < 3000; i++)
+        add_person(i + 1, "2024-06-20T16:40:03+02:00", given, 0, i);
+    apply_ok();
+    sqlite3_int64 before = sqlite3_memory_used();
+    sink->ops->trim(sink);
+    sqlite3_int64 after = sqlite3_memory_used();
+    cr_assert_gt(before - after, 512 * 1024, "SQLite heap %lld -> %lld bytes", (long long)before,
+                 (long long)after);
+    skt_recs_clear(&batch);
+    add_person(1, "2024-06-21T08:00:00+02:00", "Anne", 0, 3000);
+    apply_ok();
+    assert_given_name(1, "Anne");
+}

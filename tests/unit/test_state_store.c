@@ -104,3 +104,36 @@ Test(state_store, an_older_layout_gets_its_columns_and_keeps_rows_and_offsets, .
     assert_stored(st, "{\"v\":6}");
     sk_state_close(st);
 }
+
+/* sk_state_trim: the connection's page cache goes, outside a transaction only. */
+Test(state_store, trim_gives_the_page_cache_back, .init = setup, .fini = teardown)
+{
+    struct sk_state *st = open_store(path, false);
+    struct sk_error err = {0};
+    char doc[1200];
+    memset(doc, ' ', sizeof(doc) - 1);
+    memcpy(doc, "{\"v\":1}", 7);
+    doc[sizeof(doc) - 1] = '\0';
+    cr_assert_eq(sk_state_begin(st, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 2000; i++) {
+        char id[37];
+        enum sk_state_put p;
+        snprintf(id, sizeof(id), "00000000-0000-4000-8000-%012d", i);
+        cr_assert_eq(sk_state_upsert(st, "persons", id, doc, strlen(doc), 1000, &p, &err), 0, "%s",
+                     err.msg);
+    }
+    int used, hi;
+    sqlite3_db_status(sk_state_db(st), SQLITE_DBSTATUS_CACHE_USED, &used, &hi, 0);
+    sk_state_trim(st); /* in the transaction: keeps its pages */
+    int still;
+    sqlite3_db_status(sk_state_db(st), SQLITE_DBSTATUS_CACHE_USED, &still, &hi, 0);
+    cr_assert_eq(still, used);
+    cr_assert_eq(sk_state_commit(st, &err), 0, "%s", err.msg);
+    cr_assert_gt(used, 1024 * 1024, "the cache held %d bytes", used);
+    sk_state_trim(st);
+    int after;
+    sqlite3_db_status(sk_state_db(st), SQLITE_DBSTATUS_CACHE_USED, &after, &hi, 0);
+    cr_assert_lt(after, used / 4, "page cache %d -> %d bytes", used, after);
+    assert_stored(st, doc); /* read back through the emptied cache */
+    sk_state_close(st);
+}
