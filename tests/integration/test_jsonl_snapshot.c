@@ -105,11 +105,17 @@ static struct snap start(const char *tag, const char *first)
     return s;
 }
 
+/* sql's value, or NULL until the sink has made its table (the file exists a moment before). */
 static char *value(const struct snap *s, const char *sql)
 {
     if (access(s->db, R_OK) != 0)
         return NULL;
-    return skt_sqlite_value(s->db, sql, NULL);
+    char *made = skt_sqlite_value(
+        s->db, "select count(*) from sqlite_master where type = 'table' and name = 'persons'",
+        NULL);
+    bool ready = made && strcmp(made, "1") == 0;
+    free(made);
+    return ready ? skt_sqlite_value(s->db, sql, NULL) : NULL;
 }
 
 /* Waits up to timeout_s for sql to give want. */
