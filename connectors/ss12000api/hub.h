@@ -128,6 +128,7 @@ struct hub {
      * configured: its webhooks name only types of records it may see. */
     struct hub_change *changes;
     size_t n_changes, cap_changes;
+    bool any_scoped; /* a client is limited to organisations (hub_clients_build) */
     /* The HTTP side (hub_http.c). */
     struct MHD_Daemon *mhd;
     pthread_mutex_t pool_mu;

@@ -236,6 +236,7 @@ int hub_clients_build(struct hub *h, struct sk_error *err)
                 return sk_error_set(err, SK_ERR_FATAL,
                                     "clients.%s.oauth2.client_id: also the client_id of %s",
                                     c->name, h->clients[k].name);
+        h->any_scoped |= c->n_orgs > 0;
     }
     return 0;
 }

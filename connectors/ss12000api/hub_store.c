@@ -142,10 +142,7 @@ static int put_row(struct hub *h, const char *collection, const char *id, int64_
 /* A changed record, for the webhooks of clients limited to organisations (hub_subs_changed). */
 static void note_change(struct hub *h, const struct sk_entity *e, const char *id, bool deleted)
 {
-    bool scoped = false;
-    for (size_t i = 0; i < h->n_clients && !scoped; i++)
-        scoped = h->clients[i].n_orgs > 0;
-    if (!scoped)
+    if (!h->any_scoped)
         return;
     if (h->n_changes == h->cap_changes) {
         h->cap_changes = h->cap_changes ? h->cap_changes * 2 : 64;

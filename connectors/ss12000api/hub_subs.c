@@ -249,17 +249,21 @@ void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
         return;
     /* A client limited to organisations hears only of types whose changed records it may see
      * (asked outside mu: it reads the state). */
-    bool *scoped = sk_calloc(h->n_clients + 1, sizeof(*scoped));
-    pthread_mutex_lock(&s->mu);
-    for (size_t k = 0; k < s->n; k++)
-        if (s->v[k]->owner && s->v[k]->owner->n_orgs)
-            scoped[s->v[k]->owner - h->clients] = true;
-    pthread_mutex_unlock(&s->mu);
-    uint32_t *seen = sk_calloc(2 * h->n_clients + 1, sizeof(*seen));
-    for (size_t c = 0; c < h->n_clients; c++)
-        if (scoped[c])
-            seen[2 * c] = hub_scope_seen(h, &h->clients[c], h->changes, h->n_changes,
-                                         modified | deleted, &seen[2 * c + 1]);
+    bool *scoped = NULL;
+    uint32_t *seen = NULL;
+    if (h->any_scoped) {
+        scoped = sk_calloc(h->n_clients + 1, sizeof(*scoped));
+        pthread_mutex_lock(&s->mu);
+        for (size_t k = 0; k < s->n; k++)
+            if (s->v[k]->owner && s->v[k]->owner->n_orgs)
+                scoped[s->v[k]->owner - h->clients] = true;
+        pthread_mutex_unlock(&s->mu);
+        seen = sk_calloc(2 * h->n_clients + 1, sizeof(*seen));
+        for (size_t c = 0; c < h->n_clients; c++)
+            if (scoped[c])
+                seen[2 * c] = hub_scope_seen(h, &h->clients[c], h->changes, h->n_changes,
+                                             modified | deleted, &seen[2 * c + 1]);
+    }
     pthread_mutex_lock(&s->mu);
     bool any = false;
     for (size_t k = 0; k < s->n; k++) {
