@@ -68,10 +68,7 @@ cleanup() {
     trap ':' INT TERM HUP
     bench_env_stop
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+bench_traps
 
 # -------------------------------------------------------- environment ---
 BROKERS=${PEERS_BROKERS:-} PG=${PEERS_PG:-}
@@ -96,7 +93,6 @@ fi
 [[ $(wc -l < "$DATA/jsonl/persons.jsonl") -eq $N ]] || die "$DATA holds other than $N persons"
 
 TAG=peers$$x$(date +%s)             # fresh topics, groups and schemas per run
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # The Debezium sink's input, produced once (untimed): JsonConverter envelopes.
 log "producing the Debezium sink's input topics (kcat, untimed)"

@@ -70,10 +70,7 @@ cleanup() {
     [[ -n $PSQL_PID ]] && kill "$PSQL_PID" 2>/dev/null
     bench_env_stop
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+bench_traps
 
 # -------------------------------------------------------- environment ---
 BROKERS=${HA_BROKERS:-} PG=${HA_PG:-}

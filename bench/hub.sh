@@ -56,23 +56,14 @@ log() { printf '[hub %4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # ------------------------------------------------------------ cleanup ---
-PIDS=() OWN_ENV=0
+# shellcheck source=bench/env.sh
+. "$HERE/env.sh"
 cleanup() {
     trap ':' INT TERM HUP
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    if [[ $OWN_ENV == 1 ]]; then
-        log "stopping Kafka"
-        "$ROOT/scripts/kafka.sh" stop >/dev/null 2>&1
-    fi
+    bench_stop_pids
+    bench_env_stop
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+bench_traps
 
 # ------------------------------------------------------ load generator ---
 cc -O2 -Wall -o "$WORK/hub_load" "$HERE/hub_load.c" $(pkg-config --cflags --libs libcurl) -lpthread ||
@@ -80,14 +71,7 @@ cc -O2 -Wall -o "$WORK/hub_load" "$HERE/hub_load.c" $(pkg-config --cflags --libs
 
 # -------------------------------------------------------- environment ---
 BROKERS=${HUB_BROKERS:-}
-if [[ -z $BROKERS ]]; then
-    export SK_TESTENV_DIR=$ROOT/build/bench-hub-env
-    mkdir -p "$SK_TESTENV_DIR"
-    OWN_ENV=1
-    log "starting Kafka (SK_TESTENV_DIR=build/bench-hub-env)"
-    BROKERS=$("$ROOT/scripts/kafka.sh" start 2>"$WORK/kafka.err") ||
-        die "Kafka did not start: $(tail -3 "$WORK/kafka.err")"
-fi
+bench_kafka_start bench-hub-env
 
 # --------------------------------------------------------------- data ---
 if [[ ! -f $DATA/.complete ]]; then
