@@ -94,7 +94,7 @@ int sk_cmd_connector_action(int argc, char **argv)
         return cmd_release(argc, argv);
     action_now = argv[0];
     const char *config = SK_DEFAULT_CONFIG;
-    int first;
+    int first = 0;
     int rc = parse(argc, argv, &config, NULL, usage_action, &first);
     if (rc)
         return rc < 0 ? SK_EXIT_OK : rc;
@@ -283,7 +283,7 @@ int sk_cmd_status(int argc, char **argv)
 {
     const char *config = SK_DEFAULT_CONFIG;
     bool json = false;
-    int first;
+    int first = 0;
     int rc = parse(argc, argv, &config, &json, usage_status, &first);
     if (rc)
         return rc < 0 ? SK_EXIT_OK : rc;

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
 #include <librdkafka/rdkafka_mock.h>
 
 #include "embedded_store.h"
@@ -151,21 +150,33 @@ int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
     return sk_error_set(err, SK_ERR_FATAL, "kafka property %s: %s", name, errstr);
 }
 
-rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
-                                      struct sk_error *err)
+rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t type,
+                                      const char *what, int64_t timeout_ms, struct sk_error *err)
 {
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)timeout_ms + 2000);
-    if (!ev) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "%s: no answer within %lld ms", what,
-                     (long long)timeout_ms);
-        return NULL;
+    int64_t deadline = sk_mono_ms() + timeout_ms + 2000;
+    for (;;) {
+        int64_t left = deadline - sk_mono_ms();
+        rd_kafka_event_t *ev = left > 0 ? rd_kafka_queue_poll(q, (int)left) : NULL;
+        if (!ev) {
+            sk_error_set(err, SK_ERR_RETRIABLE, "%s: no answer within %lld ms", what,
+                         (long long)timeout_ms);
+            return NULL;
+        }
+        if (rd_kafka_event_type(ev) != type) {
+            /* The late answer to an earlier request on this queue (its wait
+             * ran out while librdkafka's threads were starved): taking it for
+             * this one read a NULL result (a crash at 100 pairs). */
+            sk_debug("kafka", "%s: dropped a late answer (%s)", what, rd_kafka_event_name(ev));
+            rd_kafka_event_destroy(ev);
+            continue;
+        }
+        if (rd_kafka_event_error(ev)) {
+            sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", what, rd_kafka_event_error_string(ev));
+            rd_kafka_event_destroy(ev);
+            return NULL;
+        }
+        return ev;
     }
-    if (rd_kafka_event_error(ev)) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "%s: %s", what, rd_kafka_event_error_string(ev));
-        rd_kafka_event_destroy(ev);
-        return NULL;
-    }
-    return ev;
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -234,13 +245,15 @@ rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_i
     return sk_kafka_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
 }
 
+/* fetch_wait: fetch.wait.max.ms, or NULL for librdkafka's default (500). */
 static rd_kafka_t *reader_new(const struct sk_kafka *k, const char *client_id,
-                              const char *isolation, struct sk_error *err)
+                              const char *isolation, const char *fetch_wait, struct sk_error *err)
 {
     rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, NULL, err);
     if (!conf)
         return NULL;
-    if (sk_kafka_conf_set(conf, "isolation.level", isolation, err) ||
+    if ((fetch_wait && (sk_kafka_conf_set(conf, "fetch.wait.max.ms", fetch_wait, err))) ||
+        sk_kafka_conf_set(conf, "isolation.level", isolation, err) ||
         sk_kafka_conf_set(conf, "enable.partition.eof", "true", err) ||
         sk_kafka_conf_set(conf, "enable.auto.commit", "false", err) ||
         sk_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) ||
@@ -255,13 +268,13 @@ static rd_kafka_t *reader_new(const struct sk_kafka *k, const char *client_id,
 rd_kafka_t *sk_kafka_reader_new(const struct sk_kafka *k, const char *client_id,
                                 struct sk_error *err)
 {
-    return reader_new(k, client_id, "read_committed", err);
+    return reader_new(k, client_id, "read_committed", NULL, err);
 }
 
 rd_kafka_t *sk_kafka_hw_reader_new(const struct sk_kafka *k, const char *client_id,
                                    struct sk_error *err)
 {
-    return reader_new(k, client_id, "read_uncommitted", err);
+    return reader_new(k, client_id, "read_uncommitted", NULL, err);
 }
 
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
@@ -284,12 +297,28 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
                          int (*fn)(void *ctx, const rd_kafka_message_t *m), void *ctx,
                          struct sk_error *err)
 {
-    rd_kafka_t *rk = sk_kafka_reader_new(k, client_id, err);
+    /* The end is known only from a fetch that finds nothing more, and the
+     * broker holds such a fetch fetch.wait.max.ms: at the default 500 ms a
+     * source's start-up spent ~1 s reading its one cursor (a record and its
+     * transaction marker). A short read pays a few more fetches instead. */
+    rd_kafka_t *rk = reader_new(k, client_id, "read_committed", "10", err);
     if (!rk)
         return -1;
     int rc = 0;
     int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 15000);
+    /* A topic created a moment ago (a first start) has a leader in the
+     * metadata before that leader answers for it: "not leader" for a few
+     * milliseconds, which a retry of the whole start-up paid with 0.5 s. */
+    int64_t settle = sk_mono_ms() + 2000;
+    rd_kafka_resp_err_t e;
+    while ((e = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 15000)) &&
+           (e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+            e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+            e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+           sk_mono_ms() < settle) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (e) {
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: %s", topic, rd_kafka_err2str(e));
         goto done;
@@ -297,8 +326,10 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
     if (hi <= lo || (from >= 0 && from >= hi))
         goto done; /* nothing to read */
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(parts, topic, partition)->offset =
-        from > lo ? from : RD_KAFKA_OFFSET_BEGINNING;
+    /* From a known offset: a logical one (BEGINNING) is looked up first, and
+     * that lookup was seen to cost 0.5 s in most of a start-up's cursor reads.
+     * An offset compacted away meanwhile restarts at the earliest one. */
+    rd_kafka_topic_partition_list_add(parts, topic, partition)->offset = from > lo ? from : lo;
     e = rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (e) {
@@ -344,7 +375,8 @@ static rd_kafka_t *admin_client(const struct sk_kafka *k, struct sk_error *err)
     return sk_kafka_new(RD_KAFKA_PRODUCER, conf, SK_ERR_FATAL, err);
 }
 
-static int fetch_cluster_id(struct sk_kafka *k, struct sk_error *err)
+/* Sets k->incarnation; *out: the client it used, kept for the topics (start-up). */
+static int fetch_cluster_id(struct sk_kafka *k, rd_kafka_t **out, struct sk_error *err)
 {
     rd_kafka_t *rk = admin_client(k, err);
     if (!rk)
@@ -356,13 +388,15 @@ static int fetch_cluster_id(struct sk_kafka *k, struct sk_error *err)
         int64_t left = deadline - sk_mono_ms();
         id = rd_kafka_clusterid(rk, (int)(left < 1000 ? left : 1000));
     }
-    rd_kafka_destroy(rk);
-    if (!id)
+    if (!id) {
+        rd_kafka_destroy(rk);
         return sk_error_set(err, SK_ERR_RETRIABLE,
                             "cannot reach Kafka at %s within %lld ms (kafka.brokers)", k->bootstrap,
                             (long long)k->connect_timeout_ms);
+    }
     k->incarnation = sk_strdup(id);
     rd_kafka_mem_free(NULL, id);
+    *out = rk;
     return 0;
 }
 
@@ -453,29 +487,33 @@ static void await_leaders(rd_kafka_t *rk, const char *const *topics, size_t n, i
     free(rkts);
 }
 
-int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
-                           int partitions, struct sk_error *err)
+/* A topic to create: its name, cleanup policy and partitions. */
+struct topic_spec {
+    const char *name;
+    bool compact;
+    int partitions;
+};
+
+/*
+ * Creates the topics that are missing, in one request over rk, and waits
+ * for the leaders of those it created.
+ */
+static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_spec *t, size_t n,
+                         struct sk_error *err)
 {
-    if (n == 0)
-        return 0;
-    if (partitions <= 0)
-        partitions = k->partitions;
-    if (k->embedded)
-        return mock_create_topics(k, topics, n, partitions, err);
-    rd_kafka_t *rk = admin_client(k, err);
-    if (!rk)
-        return -1;
     int rc = 0;
     char errstr[512];
     rd_kafka_NewTopic_t **nt = sk_calloc(n, sizeof(*nt));
+    const char **names = sk_calloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
-        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, (int)k->replication_factor, errstr,
-                                      sizeof(errstr));
+        names[i] = t[i].name;
+        nt[i] = rd_kafka_NewTopic_new(t[i].name, t[i].partitions, (int)k->replication_factor,
+                                      errstr, sizeof(errstr));
         if (!nt[i]) {
-            rc = sk_error_set(err, SK_ERR_FATAL, "topic %s: %s", topics[i], errstr);
+            rc = sk_error_set(err, SK_ERR_FATAL, "topic %s: %s", t[i].name, errstr);
             goto out;
         }
-        rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", compact ? "compact" : "delete");
+        rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", t[i].compact ? "compact" : "delete");
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -497,19 +535,20 @@ int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
             if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
                 continue;
+            const char *name = rd_kafka_topic_result_name(tr[i]);
             if (e) {
-                rc = sk_error_set(err, SK_ERR_FATAL, "cannot create topic %s: %s",
-                                  rd_kafka_topic_result_name(tr[i]),
+                rc = sk_error_set(err, SK_ERR_FATAL, "cannot create topic %s: %s", name,
                                   rd_kafka_topic_result_error_string(tr[i]));
-            } else {
-                created++;
-                sk_info("kafka", "created topic %s (%s, %d partitions)",
-                        rd_kafka_topic_result_name(tr[i]), compact ? "compacted" : "delete",
-                        partitions);
+                continue;
             }
+            created++;
+            for (size_t j = 0; j < n; j++)
+                if (strcmp(t[j].name, name) == 0)
+                    sk_info("kafka", "created topic %s (%s, %d partitions)", name,
+                            t[j].compact ? "compacted" : "delete", t[j].partitions);
         }
         if (rc == 0 && created)
-            await_leaders(rk, topics, n, 10000);
+            await_leaders(rk, names, n, 10000);
     }
     if (ev)
         rd_kafka_event_destroy(ev);
@@ -520,6 +559,27 @@ out:
         if (nt[i])
             rd_kafka_NewTopic_destroy(nt[i]);
     free(nt);
+    free(names);
+    return rc;
+}
+
+int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
+                           int partitions, struct sk_error *err)
+{
+    if (n == 0)
+        return 0;
+    if (partitions <= 0)
+        partitions = k->partitions;
+    if (k->embedded)
+        return mock_create_topics(k, topics, n, partitions, err);
+    rd_kafka_t *rk = admin_client(k, err);
+    if (!rk)
+        return -1;
+    struct topic_spec *t = sk_calloc(n, sizeof(*t));
+    for (size_t i = 0; i < n; i++)
+        t[i] = (struct topic_spec){.name = topics[i], .compact = compact, .partitions = partitions};
+    int rc = create_topics(k, rk, t, n, err);
+    free(t);
     rd_kafka_destroy(rk);
     return rc;
 }
@@ -615,11 +675,12 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
                    struct sk_kafka **out, struct sk_error *err)
 {
     struct sk_kafka *k = sk_kafka_describe(conf);
+    rd_kafka_t *admin = NULL;
     if (k->embedded) {
         if (start_embedded(k, conf, err))
             goto fail;
     } else {
-        if (fetch_cluster_id(k, err))
+        if (fetch_cluster_id(k, &admin, err))
             goto fail;
         sk_info("kafka", "connected to cluster %s at %s (%s)", k->incarnation, k->bootstrap,
                 sk_kafka_transactional(k) ? "transactions on" : "at-least-once");
@@ -628,13 +689,27 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
     char **topics = sk_calloc(n + 1, sizeof(char *));
     for (size_t i = 0; i < n; i++)
         topics[i] = sk_kafka_topic_for(k, collections[i]);
-    const char *cursor[] = {k->cursor_topic};
-    const char *dlq[] = {k->dlq_topic};
-    int rc = sk_kafka_ensure_topics(k, (const char *const *)topics, n, true, 0, err);
-    if (!rc)
-        rc = sk_kafka_ensure_topics(k, cursor, 1, true, 1, err);
-    if (!rc)
-        rc = sk_kafka_ensure_topics(k, dlq, 1, false, 1, err);
+    int rc;
+    if (k->embedded) {
+        const char *cursor[] = {k->cursor_topic};
+        const char *dlq[] = {k->dlq_topic};
+        rc = sk_kafka_ensure_topics(k, (const char *const *)topics, n, true, 0, err);
+        if (!rc)
+            rc = sk_kafka_ensure_topics(k, cursor, 1, true, 1, err);
+        if (!rc)
+            rc = sk_kafka_ensure_topics(k, dlq, 1, false, 1, err);
+    } else {
+        /* One request over the client that found the cluster: a client and
+         * a round of leader waits per kind of topic cost ~0.3 s of start-up. */
+        struct topic_spec *t = sk_calloc(n + 2, sizeof(*t));
+        for (size_t i = 0; i < n; i++)
+            t[i] = (struct topic_spec){topics[i], true, (int)k->partitions};
+        t[n] = (struct topic_spec){k->cursor_topic, true, 1};
+        t[n + 1] = (struct topic_spec){k->dlq_topic, false, 1};
+        rc = create_topics(k, admin, t, n + 2, err);
+        free(t);
+        rd_kafka_destroy(admin);
+    }
     for (size_t i = 0; i < n; i++)
         free(topics[i]);
     free(topics);
@@ -672,61 +747,6 @@ void sk_kafka_destroy(struct sk_kafka *k)
     free(k->cursor_topic);
     free(k->dlq_topic);
     free(k);
-}
-
-static int64_t stat_of(const cJSON *o, const char *name)
-{
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
-    return cJSON_IsNumber(n) && n->valuedouble > 0 ? (int64_t)n->valuedouble : 0;
-}
-
-void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->queued = -1;
-    out->rtt_us = -1;
-    cJSON *doc = cJSON_ParseWithLength(json, len);
-    if (!doc)
-        return;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(doc, "name");
-    if (cJSON_IsString(name))
-        snprintf(out->client, sizeof(out->client), "%s", name->valuestring);
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
-    const cJSON *topics = cJSON_GetObjectItemCaseSensitive(doc, "topics");
-    if (cJSON_IsString(type) && strcmp(type->valuestring, "producer") == 0) {
-        out->queued = stat_of(doc, "msg_cnt");
-        /* messages sent again (a leader moved, a request failed): a partition
-         * transmitted more than was produced to it */
-        for (const cJSON *t = topics ? topics->child : NULL; t; t = t->next) {
-            const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
-            for (const cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
-                int64_t again = stat_of(p, "txmsgs") - stat_of(p, "msgs");
-                if (again > 0)
-                    out->retries += again;
-            }
-        }
-    } else {
-        /* consumer: what the fetcher holds ahead of the application */
-        int64_t sum = 0;
-        for (const cJSON *t = topics ? topics->child : NULL; t; t = t->next) {
-            const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
-            for (const cJSON *p = parts ? parts->child : NULL; p; p = p->next)
-                sum += stat_of(p, "fetchq_cnt");
-        }
-        out->queued = sum;
-        out->rebalances = stat_of(cJSON_GetObjectItemCaseSensitive(doc, "cgrp"), "rebalance_cnt");
-    }
-    const cJSON *brokers = cJSON_GetObjectItemCaseSensitive(doc, "brokers");
-    for (const cJSON *b = brokers ? brokers->child : NULL; b; b = b->next) {
-        const cJSON *rtt = cJSON_GetObjectItemCaseSensitive(b, "rtt");
-        const cJSON *avg = rtt ? cJSON_GetObjectItemCaseSensitive(rtt, "avg") : NULL;
-        if (cJSON_IsNumber(avg) && (int64_t)avg->valuedouble > out->rtt_us)
-            out->rtt_us = (int64_t)avg->valuedouble;
-        out->retries += stat_of(b, "txretries");
-        out->errors += stat_of(b, "txerrs") + stat_of(b, "rxerrs") + stat_of(b, "req_timeouts") +
-                       stat_of(b, "disconnects");
-    }
-    cJSON_Delete(doc);
 }
 
 int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size)

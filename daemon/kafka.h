@@ -129,11 +129,14 @@ rd_kafka_t *sk_kafka_hw_reader_new(const struct sk_kafka *k, const char *client_
  */
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
                                           int64_t which, int timeout_ms);
-/* Waits for the one admin result on q (the request's timeout plus 2 s): the
- * event (caller destroys), or NULL with err (RETRIABLE) on timeout or a
- * request error. */
-rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, const char *what, int64_t timeout_ms,
-                                      struct sk_error *err);
+/* Waits for the admin result of type (RD_KAFKA_EVENT_*_RESULT) on q, up to
+ * the request's timeout plus 2 s: the event (caller destroys), or NULL with
+ * err (RETRIABLE) on timeout or a request error. Events of another type (a
+ * late answer to an earlier request on q) are dropped; give each request of
+ * one type its own queue, so a late answer of the same type cannot be taken
+ * for this one either. */
+rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t type,
+                                      const char *what, int64_t timeout_ms, struct sk_error *err);
 /* Sets one property or fails with err (FATAL). */
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);

@@ -137,7 +137,8 @@ static int list_groups(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct sk_lag_
     rd_kafka_ListConsumerGroups(rk, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     r->requests.list_groups += brokers; /* one ListGroups per broker */
-    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, "ListConsumerGroups", o->timeout_ms, err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_LISTCONSUMERGROUPS_RESULT,
+                                               "ListConsumerGroups", o->timeout_ms, err);
     if (!ev)
         return -1;
     const rd_kafka_ListConsumerGroups_result_t *res = rd_kafka_event_ListConsumerGroups_result(ev);
@@ -175,7 +176,8 @@ static void group_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q,
     rd_kafka_ListConsumerGroupOffsets_destroy(req);
     r->requests.offset_fetch++;
     struct sk_error err = {0};
-    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, "ListConsumerGroupOffsets", o->timeout_ms, &err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT,
+                                               "ListConsumerGroupOffsets", o->timeout_ms, &err);
     if (!ev) {
         g->error = sk_strdup(err.msg);
         return;
@@ -307,7 +309,8 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
     free(names);
     r->requests.describe_groups++; /* batched per coordinator */
     struct sk_error err = {0};
-    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, "DescribeConsumerGroups", o->timeout_ms, &err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
+                                               "DescribeConsumerGroups", o->timeout_ms, &err);
     if (!ev) {
         sk_warn("lag", "members unknown: %s", err.msg);
         return;
@@ -651,7 +654,11 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
     size_t failed = 0;
     for (size_t i = 0; i < r->n_groups; i++) {
         rd_kafka_topic_partition_list_t *own = own_partitions(&o, r->groups[i].group, asked);
-        group_offsets(rk, q, &o, r, &r->groups[i], own ? own : asked);
+        /* A queue per group: a late answer for one group (its wait ran out)
+         * must not be read as the next group's offsets. */
+        rd_kafka_queue_t *gq = rd_kafka_queue_new(rk);
+        group_offsets(rk, gq, &o, r, &r->groups[i], own ? own : asked);
+        rd_kafka_queue_destroy(gq);
         if (own)
             rd_kafka_topic_partition_list_destroy(own);
         failed += r->groups[i].error != NULL;

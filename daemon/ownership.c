@@ -180,7 +180,8 @@ static int check_node_free(struct sk_ownership *o, rd_kafka_t *rk, struct sk_err
     rd_kafka_AdminOptions_destroy(opts);
     struct sk_error derr = {0};
     rd_kafka_event_t *ev =
-        sk_kafka_admin_wait(q, "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, &derr);
+        sk_kafka_admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
+                            "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, &derr);
     int rc = 0;
     if (!ev) {
         sk_warn(
@@ -400,8 +401,8 @@ cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *
     rd_kafka_AdminOptions_set_request_timeout(opts, DESCRIBE_TIMEOUT_MS, errstr, sizeof(errstr));
     rd_kafka_DescribeConsumerGroups(o->rk, names, n, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
-    rd_kafka_event_t *ev =
-        sk_kafka_admin_wait(q, "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
+                                               "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, err);
     if (ev) {
         out = cJSON_CreateArray();
         size_t nd = 0;

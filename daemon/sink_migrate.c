@@ -50,8 +50,8 @@ static rd_kafka_topic_partition_list_t *committed(rd_kafka_t *rk, rd_kafka_queue
     rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q); /* one group per call (§8.8) */
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    rd_kafka_event_t *ev =
-        sk_kafka_admin_wait(q, "ListConsumerGroupOffsets", ADMIN_TIMEOUT_MS, err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT,
+                                               "ListConsumerGroupOffsets", ADMIN_TIMEOUT_MS, err);
     if (!ev)
         return NULL;
     size_t n = 0;
@@ -76,8 +76,8 @@ static int commit_for(rd_kafka_t *rk, rd_kafka_queue_t *q, const char *group,
     rd_kafka_AlterConsumerGroupOffsets(rk, &req, 1, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_AlterConsumerGroupOffsets_destroy(req);
-    rd_kafka_event_t *ev =
-        sk_kafka_admin_wait(q, "AlterConsumerGroupOffsets", ADMIN_TIMEOUT_MS, err);
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_ALTERCONSUMERGROUPOFFSETS_RESULT,
+                                               "AlterConsumerGroupOffsets", ADMIN_TIMEOUT_MS, err);
     if (!ev)
         return -1;
     size_t n = 0;

@@ -42,18 +42,24 @@ static rd_kafka_t *group_consumer(const char *bootstrap, const char *group)
     return rk;
 }
 
-/* The offset group committed for TOPIC [0] (-1001: none), asked once by the
- * admin call the migration uses: -2 when the answer is an error. */
-static int64_t list_offset(const char *bootstrap, const char *group)
+/* Starts ListConsumerGroupOffsets for group on q (its answer arrives there). */
+static void ask_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q, const char *group)
 {
-    rd_kafka_t *rk = group_consumer(bootstrap, "reader");
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, TOPIC, 0);
     rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(group, l);
     rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, NULL, q);
     rd_kafka_ListConsumerGroupOffsets_destroy(req);
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* The offset group committed for TOPIC [0] (-1001: none), asked once by the
+ * admin call the migration uses: -2 when the answer is an error. */
+static int64_t list_offset(const char *bootstrap, const char *group)
+{
+    rd_kafka_t *rk = group_consumer(bootstrap, "reader");
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    ask_offsets(rk, q, group);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
     cr_assert_not_null(ev, "no answer to ListConsumerGroupOffsets");
     int64_t off = -2;
@@ -71,18 +77,26 @@ static int64_t list_offset(const char *bootstrap, const char *group)
     return off;
 }
 
-Test(coordinator_errors, a_sink_migrating_offsets_lives_through_coordinator_errors, .timeout = 120)
+/* A one-broker mock cluster with TOPIC (one partition); *holder owns it. */
+static rd_kafka_mock_cluster_t *mock_start(rd_kafka_t **holder)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     cr_assert_eq(rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr)),
                  RD_KAFKA_CONF_OK);
-    rd_kafka_t *holder = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(holder, "%s", errstr);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(holder, 1);
+    *holder = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(*holder, "%s", errstr);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(*holder, 1);
     cr_assert_not_null(mc);
-    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     cr_assert_eq(rd_kafka_mock_topic_create(mc, TOPIC, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    return mc;
+}
+
+Test(coordinator_errors, a_sink_migrating_offsets_lives_through_coordinator_errors, .timeout = 120)
+{
+    rd_kafka_t *holder;
+    rd_kafka_mock_cluster_t *mc = mock_start(&holder);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
 
     /* The sink's group under its old name has committed offset 42. */
     rd_kafka_t *old = group_consumer(bootstrap, "skolsync-db");
@@ -118,6 +132,47 @@ Test(coordinator_errors, a_sink_migrating_offsets_lives_through_coordinator_erro
     cr_assert_eq(list_offset(bootstrap, "skolsync-db"), 42,
                  "errors left for the next request: the migration gave up early");
     sk_kafka_destroy(k);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(holder);
+}
+
+/*
+ * The lag monitor of a daemon with 100 source/sink pairs on a starved machine
+ * crashed (SIGSEGV in rd_kafka_DescribeConsumerGroups_result_groups): a wait
+ * for one admin request ran out, the late answer landed on the shared queue
+ * and the next wait took it for its own, of another type, whose typed result
+ * is NULL. The wait now takes only an answer of the type it waits for.
+ */
+Test(coordinator_errors, an_admin_answer_of_another_kind_is_not_taken_for_the_awaited_one,
+     .timeout = 60)
+{
+    rd_kafka_t *holder;
+    rd_kafka_mock_cluster_t *mc = mock_start(&holder);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+    sk_log_setup(SK_LOG_WARN, false);
+
+    rd_kafka_t *rk = group_consumer(bootstrap, "reader");
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    ask_offsets(rk, q, "lag-a"); /* answered at once, but nobody waits for it */
+    struct sk_error err = {0};
+    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
+                                               "DescribeConsumerGroups", 500, &err);
+    cr_assert_null(ev, "a ListConsumerGroupOffsets answer was taken for DescribeConsumerGroups");
+    cr_assert(strstr(err.msg, "no answer"), "%s", err.msg);
+
+    ask_offsets(rk, q, "lag-b"); /* the awaited type is still taken */
+    ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT,
+                             "ListConsumerGroupOffsets", 10000, &err);
+    cr_assert_not_null(ev, "%s", err.msg);
+    size_t n = 0;
+    const rd_kafka_group_result_t **res = rd_kafka_ListConsumerGroupOffsets_result_groups(
+        rd_kafka_event_ListConsumerGroupOffsets_result(ev), &n);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(rd_kafka_group_result_name(res[0]), "lag-b");
+    rd_kafka_event_destroy(ev);
+
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(holder);
 }
