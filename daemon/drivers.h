@@ -74,8 +74,18 @@ struct sk_sink_env {
     char *group;               /* its consumer group (names.h) */
     struct sk_privacy privacy; /* resolved from settings and the type's defaults */
     bool once;                 /* --once: the run ends when the sink is drained */
+    size_t prefetch_kbytes;    /* its consumer's share of the daemon's prefetch budget */
     bool open;                 /* runner.mu: open, so /metrics may ask it (ops->metrics) */
 };
+
+/*
+ * What a sink's consumer may fetch ahead of it (queued.max.messages.kbytes
+ * and fetch.max.bytes), when the daemon runs n_sinks sinks: 8 MiB each up to
+ * eight sinks, then an equal share of 64 MiB, never under 1 MiB. With a
+ * consumer per sink, 100 sinks reading one topic held 100 copies of it
+ * ahead of their targets (bench/analysis.md, "Many connectors").
+ */
+size_t sk_sink_prefetch_kbytes(size_t n_sinks);
 
 /*
  * A record's value as every sink gets it: unpacked, turned into JSON, the

@@ -44,7 +44,8 @@ const struct sk_option sk_sink_settings_options[] = {
     {"batch_size", SK_OPT_INT, "500", false, "most records applied in one target transaction",
      offsetof(struct sk_sink_settings, batch_size), .min = 1, .max = 100000},
     {"batch_linger", SK_OPT_DURATION, "100ms", false,
-     "longest wait for a batch to fill before it is applied",
+     "longest a batch keeps filling while records keep coming (a batch is applied at once "
+     "when no more records are queued)",
      offsetof(struct sk_sink_settings, batch_linger_ms), .min = 0, .max = 60000},
     SK_FAILURE_POLICY_OPTIONS,
     {"drop_fields", SK_OPT_LIST, NULL, false,
@@ -324,6 +325,13 @@ static char *instance_id(const struct sk_sink_env *env)
                                h);
 }
 
+size_t sk_sink_prefetch_kbytes(size_t n_sinks)
+{
+    enum { BUDGET = 64 * 1024, MOST = 8 * 1024, LEAST = 1024 };
+    size_t share = n_sinks > 0 ? BUDGET / n_sinks : MOST;
+    return share > MOST ? MOST : share < LEAST ? LEAST : share;
+}
+
 static int consumer_create(struct sink_run *run, struct sk_error *err)
 {
     struct sk_sink_env *env = run->env;
@@ -332,10 +340,14 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     char *instance = instance_id(env);
     /* Bounded memory (README "Memory"): the fetcher keeps at most this much
      * per consumer ahead of the sink, whatever the target's speed. */
+    size_t kb = env->prefetch_kbytes ? env->prefetch_kbytes : sk_sink_prefetch_kbytes(1);
+    char queued[24], fetch[24];
+    snprintf(queued, sizeof(queued), "%zu", kb);
+    snprintf(fetch, sizeof(fetch), "%zu", kb * 1024);
     /* clang-format off */
     const char *const defaults[] = {
-        "queued.max.messages.kbytes", "8192",
-        "fetch.max.bytes", "8388608",
+        "queued.max.messages.kbytes", queued,
+        "fetch.max.bytes", fetch,
         "statistics.interval.ms", "5000",
         /* a new subscription waits for the old member's session to end
          * (instance_id), and a dead node's partitions move this fast */
@@ -377,7 +389,13 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     rd_kafka_poll_set_consumer(run->consumer);
     sink_migrate_offsets(env);
-    sk_info(env->runner.name, "consumer group %s, static member %s", group, instance);
+    /* The prefetch as the client took it (read back: a kafka.properties
+     * entry may have changed it). */
+    char got[24] = "?";
+    size_t got_size = sizeof(got);
+    rd_kafka_conf_get(rd_kafka_conf(run->consumer), "queued.max.messages.kbytes", got, &got_size);
+    sk_info(env->runner.name, "consumer group %s, static member %s, prefetch %s KiB", group,
+            instance, got);
     rd_kafka_topic_partition_list_t *subs =
         rd_kafka_topic_partition_list_new((int)env->sink.n_entities);
     for (size_t i = 0; i < env->sink.n_entities; i++)
@@ -570,7 +588,10 @@ static void *sink_thread(void *arg)
             sink_pause_all(&run, paused);
             sk_runner_set_state(r, paused ? SK_STATE_PAUSED : SK_STATE_RUNNING);
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, 100);
+        /* With records in hand, only take what the consumer already has
+         * queued: none queued means the batch is complete (below). */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, run.n_pending ? 0 : 100);
+        bool queued = m != NULL;
         idle_polls = m || run.n_pending ? 0 : idle_polls + 1;
         if (idle_polls >= TRIM_AFTER_IDLE_POLLS && applied_since_trim) {
             /* caught up and quiet: the connector's caches, the batch's arrays
@@ -616,7 +637,12 @@ static void *sink_thread(void *arg)
         }
         if (client_failed(&run))
             break;
-        if (run.n_pending && sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
+        /* A batch is applied once nothing more is queued (a lone change
+         * waits for no batch to fill: docs/architecture.md §3.7), or after
+         * batch_linger while records keep coming. A bulk load keeps the
+         * fetcher's queue full, so its batches still fill to batch_size. */
+        if (run.n_pending &&
+            (!queued || sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms))
             flush(&run, false);
         check_drained(&run);
         if (paused)

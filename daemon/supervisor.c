@@ -100,6 +100,7 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
     env->sink.conf = def->conf;
     env->sink.incarnation = sk_kafka_incarnation(d->kafka);
     env->once = d->once;
+    env->prefetch_kbytes = sk_sink_prefetch_kbytes(cfg->n_sinks);
     env->sink.entities = def->entities;
     env->sink.n_entities = def->n_entities;
     sk_sink_privacy_resolve(&def->settings, def->ops, &env->privacy);

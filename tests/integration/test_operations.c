@@ -12,6 +12,7 @@
 
 #include <criterion/criterion.h>
 
+#include "buf.h"
 #include "names.h"
 #include "sk_test.h"
 #include "util.h"
@@ -449,4 +450,37 @@ Test(operations, counters_survive_a_reload_and_the_rate_is_recent, .timeout = 18
     free(want);
     free(src);
     free(a);
+}
+
+/* Twelve sinks share the daemon's 64 MiB prefetch budget: each consumer may
+ * fetch 64 MiB / 12 ahead, not 8 MiB (100 sinks held 100 × 8 MiB). */
+Test(operations, many_sinks_share_the_prefetch_budget, .timeout = 120)
+{
+    char *dir = skt_tmpdir("ops-prefetch");
+    char *data = skt_fmt("%s/data", dir), *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *log = skt_fmt("%s/daemon.log", dir);
+    skt_generate(data, 23, 20);
+    struct sk_buf y = {0};
+    sk_buf_printf(&y, "kafka:\n  brokers: embedded\nsources:\n");
+    char *src = source_entry("files", data, NULL);
+    sk_buf_printf(&y, "%ssinks:\n", src);
+    free(src);
+    for (int i = 0; i < 12; i++)
+        sk_buf_printf(&y, "  db%02d:\n    type: sqlite-sink\n    path: %s/db%02d.sqlite\n", i, dir,
+                      i);
+    skt_write(cfg, y.p);
+    sk_buf_free(&y);
+    char *argv[] = {(char *)skt_skolsync(), "run", "--once", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    cr_assert_eq(skt_wait(pid, 90000), 0, "skolsync run --once failed (%s)", log);
+    char *out = NULL;
+    char *cmd = skt_fmt("grep -c 'prefetch 5461 KiB' %s", log);
+    skt_sh(cmd, 10, &out);
+    cr_assert_eq(atoi(out), 12, "not every consumer took its share of the budget (%s)", log);
+    free(out);
+    free(cmd);
+    free(log);
+    free(cfg);
+    free(data);
+    free(dir);
 }
