@@ -9,10 +9,15 @@
  * JSON -> protobuf -> JSON is lossless (model.h). It must never interpret
  * field values beyond that: the only value checked is the top-level id.
  *
- * Memory: every message and string hanging off a message is malloc'ed, so
- * protobuf_c_message_free_unpacked(msg, NULL) (the default allocator: free)
- * releases it, whether we built it or protobuf-c unpacked it. cJSON uses its
- * default hooks (malloc/free); skolsync never calls cJSON_InitHooks.
+ * Memory: a message sk_codec_from_json returns is malloc'ed, every string
+ * hanging off it too, so protobuf_c_message_free_unpacked(msg, NULL) (the
+ * default allocator: free) releases it, whether we built it or protobuf-c
+ * unpacked it. The record path (sk_codec_pack_json, sk_codec_encode) builds
+ * its message in a per-call arena instead, its strings borrowed from the
+ * cJSON tree, and only packs it: one malloc a record (the packed bytes)
+ * instead of one per message, string and array (bench/analysis.md §1).
+ * cJSON uses its default hooks (malloc/free); skolsync never calls
+ * cJSON_InitHooks.
  */
 #include "model.h"
 
@@ -100,6 +105,92 @@ static size_t value_size(ProtobufCType t)
     }
 }
 
+/* ---- where a message being built lives ------------------------------------- */
+
+/*
+ * A bump allocator for one conversion: the first block is the caller's (on
+ * its stack), further ones are malloc'ed and freed by arena_free. Nothing in
+ * it is freed on its own.
+ */
+struct arena_chunk {
+    struct arena_chunk *next;
+    max_align_t data[];
+};
+
+struct arena {
+    char *p;
+    size_t left;
+    struct arena_chunk *chunks;
+};
+
+#define ARENA_CHUNK 16384
+
+static void *arena_alloc(struct arena *a, size_t n)
+{
+    n = (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
+    if (n > a->left) {
+        size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+        struct arena_chunk *c = malloc(sizeof(*c) + size);
+        if (!c)
+            return NULL;
+        c->next = a->chunks;
+        a->chunks = c;
+        a->p = (char *)c->data;
+        a->left = size;
+    }
+    void *r = a->p;
+    a->p += n;
+    a->left -= n;
+    return memset(r, 0, n);
+}
+
+static void arena_free(struct arena *a)
+{
+    while (a->chunks) {
+        struct arena_chunk *c = a->chunks;
+        a->chunks = c->next;
+        free(c);
+    }
+}
+
+/*
+ * Where message_from_json puts what it builds. arena NULL: malloc, every
+ * string copied (a message protobuf_c_message_free_unpacked frees). Else: the
+ * arena, strings borrowed from the cJSON tree (the message lives only while
+ * the tree does, and is never freed on its own).
+ */
+struct build {
+    struct arena *arena;
+};
+
+static void *build_alloc(struct build *b, size_t n)
+{
+    return b->arena ? arena_alloc(b->arena, n) : calloc(1, n ? n : 1);
+}
+
+/* s itself (borrowed) in an arena build, else a malloc'ed copy. NULL on OOM. */
+static char *build_str(struct build *b, const char *s)
+{
+    return b->arena ? (char *)s : strdup(s);
+}
+
+/* A copy of s in the build's memory. NULL on OOM. */
+static char *build_copy(struct build *b, const char *s)
+{
+    if (!b->arena)
+        return strdup(s);
+    size_t n = strlen(s) + 1;
+    char *c = arena_alloc(b->arena, n);
+    return c ? memcpy(c, s, n) : NULL;
+}
+
+/* Undoes a failed build's message (an arena build is freed with its arena). */
+static void build_drop(struct build *b, ProtobufCMessage *m)
+{
+    if (!b->arena && m)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
 /* ---- JSON -> protobuf ------------------------------------------------------- */
 
 static bool is_integral(const cJSON *v, double lo, double hi)
@@ -147,17 +238,18 @@ static bool value_fits(const ProtobufCFieldDescriptor *f, const cJSON *v)
     }
 }
 
-static ProtobufCMessage *message_from_json(const ProtobufCMessageDescriptor *desc,
+static ProtobufCMessage *message_from_json(struct build *b, const ProtobufCMessageDescriptor *desc,
                                            const cJSON *obj);
 
 /* Stores v (which value_fits f) at dst. 0, or -1 on OOM. */
-static int value_store(const ProtobufCFieldDescriptor *f, void *dst, const cJSON *v)
+static int value_store(struct build *b, const ProtobufCFieldDescriptor *f, void *dst,
+                       const cJSON *v)
 {
     switch (f->type) {
     case PROTOBUF_C_TYPE_STRING:
-        return (*(char **)dst = strdup(v->valuestring)) ? 0 : -1;
+        return (*(char **)dst = build_str(b, v->valuestring)) ? 0 : -1;
     case PROTOBUF_C_TYPE_MESSAGE:
-        return (*(ProtobufCMessage **)dst = message_from_json(f->descriptor, v)) ? 0 : -1;
+        return (*(ProtobufCMessage **)dst = message_from_json(b, f->descriptor, v)) ? 0 : -1;
     case PROTOBUF_C_TYPE_BOOL:
         *(protobuf_c_boolean *)dst = cJSON_IsTrue(v);
         return 0;
@@ -196,12 +288,13 @@ static int value_store(const ProtobufCFieldDescriptor *f, void *dst, const cJSON
  * whose every element fits: an empty array would come back as "absent", and a
  * partly fitting one cannot be split without losing element order.
  */
-static int field_set(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, const cJSON *v)
+static int field_set(struct build *b, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+                     const cJSON *v)
 {
     if (f->label != PROTOBUF_C_LABEL_REPEATED) {
         if (!value_fits(f, v))
             return 0;
-        if (value_store(f, field_ptr(m, f), v) < 0)
+        if (value_store(b, f, field_ptr(m, f), v) < 0)
             return -1;
         if (!is_pointer_type(f->type))
             *(protobuf_c_boolean *)((char *)m + f->quantifier_offset) = 1;
@@ -214,14 +307,14 @@ static int field_set(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, con
         if (!value_fits(f, it))
             return 0;
     size_t sz = value_size(f->type);
-    char *arr = calloc(n, sz);
+    char *arr = build_alloc(b, n * sz);
     if (!arr)
         return -1;
     /* Hang the array on the message first so that free_unpacked frees a partial one. */
     *(void **)field_ptr(m, f) = arr;
     size_t *count = field_count(m, f);
     for (const cJSON *it = v->child; it; it = it->next, (*count)++)
-        if (value_store(f, arr + *count * sz, it) < 0)
+        if (value_store(b, f, arr + *count * sz, it) < 0)
             return -1;
     return 1;
 }
@@ -287,7 +380,7 @@ static int numbers_exact(cJSON *node)
 }
 
 /* Stores the collected unknown keys as JSON text in the _unknown field. -1 on OOM. */
-static int unknown_store(ProtobufCMessage *m, cJSON *unknown)
+static int unknown_store(struct build *b, ProtobufCMessage *m, cJSON *unknown)
 {
     const ProtobufCFieldDescriptor *f =
         protobuf_c_message_descriptor_get_field(m->descriptor, UNKNOWN_FIELD_ID);
@@ -297,7 +390,7 @@ static int unknown_store(ProtobufCMessage *m, cJSON *unknown)
     if (!printed)
         return -1;
     /* Copied so the message owns plain malloc memory whatever cJSON's hooks are. */
-    char *text = strdup(printed);
+    char *text = build_copy(b, printed);
     cJSON_free(printed);
     if (!text)
         return -1;
@@ -309,29 +402,30 @@ static int unknown_store(ProtobufCMessage *m, cJSON *unknown)
  * JSON object -> new message of type desc; every key is either a set field or
  * an entry of _unknown. A key seen twice keeps its first value in the field
  * and the later ones in _unknown, so even duplicate keys round-trip.
- * Returns a malloc'ed message (free with protobuf_c_message_free_unpacked(m, NULL)),
- * or NULL on OOM. Recursion depth is bounded by the proto's nesting (no cycles).
+ * Returns the message in b's memory (struct build), or NULL on OOM. Recursion
+ * depth is bounded by the proto's nesting (no cycles).
  */
-static ProtobufCMessage *message_from_json(const ProtobufCMessageDescriptor *desc, const cJSON *obj)
+static ProtobufCMessage *message_from_json(struct build *b, const ProtobufCMessageDescriptor *desc,
+                                           const cJSON *obj)
 {
-    ProtobufCMessage *m = calloc(1, desc->sizeof_message);
+    ProtobufCMessage *m = build_alloc(b, desc->sizeof_message);
     if (!m)
         return NULL;
     desc->message_init(m);
     cJSON *unknown = NULL;
     for (const cJSON *item = obj->child; item; item = item->next) {
         const ProtobufCFieldDescriptor *f = item->string ? field_for_key(desc, item->string) : NULL;
-        int rc = (f && !field_present(m, f)) ? field_set(m, f, item) : 0;
+        int rc = (f && !field_present(m, f)) ? field_set(b, m, f, item) : 0;
         if (rc < 0 || (rc == 0 && unknown_add(&unknown, item) < 0))
             goto fail;
     }
-    if (unknown && unknown_store(m, unknown) < 0)
+    if (unknown && unknown_store(b, m, unknown) < 0)
         goto fail;
     cJSON_Delete(unknown);
     return m;
 fail:
     cJSON_Delete(unknown);
-    protobuf_c_message_free_unpacked(m, NULL);
+    build_drop(b, m);
     return NULL;
 }
 
@@ -360,15 +454,19 @@ static int64_t modified_of(const ProtobufCMessage *m)
     return us;
 }
 
-/* Returned message: malloc'ed, caller frees with protobuf_c_message_free_unpacked(m, NULL). */
-ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj, char id_out[37],
-                                     struct sk_error *err)
+/*
+ * The message of entity e from obj, in b's memory, its id checked and lower
+ * case (in an arena build the id field points to id_out, so the borrowed
+ * tree is never written). NULL with err set.
+ */
+static ProtobufCMessage *entity_from_json(struct build *b, const struct sk_entity *e,
+                                          const cJSON *obj, char id_out[37], struct sk_error *err)
 {
     if (!cJSON_IsObject(obj)) {
         sk_error_set(err, SK_ERR_PERMANENT, "%s: JSON value is not an object", e->name);
         return NULL;
     }
-    ProtobufCMessage *m = message_from_json(e->desc, obj);
+    ProtobufCMessage *m = message_from_json(b, e->desc, obj);
     if (!m) {
         /* Out of memory is not the record's fault: do not dead-letter it. */
         sk_error_set(err, SK_ERR_FATAL, "%s: out of memory converting JSON", e->name);
@@ -390,27 +488,56 @@ ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj
                      e->name, strlen(*id));
         goto fail;
     }
-    memcpy(*id, id_out, 37); /* same length: lower-case in place */
+    if (b->arena)
+        *id = id_out;
+    else
+        memcpy(*id, id_out, 37); /* same length: lower-case in place */
     return m;
 fail:
-    protobuf_c_message_free_unpacked(m, NULL);
+    build_drop(b, m);
     return NULL;
 }
 
-/* Returned message: as sk_codec_from_json. text need not be NUL-terminated. */
-static ProtobufCMessage *from_json_text_checked(const struct sk_entity *e, const char *text,
-                                                size_t len, char id_out[37], const char **missing,
-                                                struct sk_error *err);
-
-ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
-                                          char id_out[37], struct sk_error *err)
+/* Returned message: malloc'ed, caller frees with protobuf_c_message_free_unpacked(m, NULL). */
+ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj, char id_out[37],
+                                     struct sk_error *err)
 {
-    return from_json_text_checked(e, text, len, id_out, NULL, err);
+    struct build b = {0};
+    return entity_from_json(&b, e, obj, id_out, err);
 }
 
-static ProtobufCMessage *from_json_text_checked(const struct sk_entity *e, const char *text,
-                                                size_t len, char id_out[37], const char **missing,
-                                                struct sk_error *err)
+/* *out: malloc'ed packed bytes, caller frees with free(). */
+int sk_codec_pack_json(const struct sk_entity *e, const cJSON *obj, uint8_t **out, size_t *out_len,
+                       char id_out[37], int64_t *modified_us, struct sk_error *err)
+{
+    /* Most entities fit the first block: no malloc but the packed bytes. */
+    max_align_t first[4096 / sizeof(max_align_t)];
+    struct arena arena = {.p = (char *)first, .left = sizeof(first)};
+    struct build b = {.arena = &arena};
+    int rc = -1;
+    ProtobufCMessage *m = entity_from_json(&b, e, obj, id_out, err);
+    if (!m)
+        goto out;
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) {
+        sk_error_set(err, SK_ERR_FATAL, "%s: out of memory packing", e->name);
+        goto out;
+    }
+    *out_len = protobuf_c_message_pack(m, buf);
+    *out = buf;
+    if (modified_us)
+        *modified_us = modified_of(m);
+    rc = 0;
+out:
+    arena_free(&arena);
+    return rc;
+}
+
+/* text (need not be NUL-terminated) as one JSON value (caller frees with cJSON_Delete), or NULL
+ * with err (PERMANENT). */
+static cJSON *parse_one(const struct sk_entity *e, const char *text, size_t len,
+                        struct sk_error *err)
 {
     size_t at;
     const char *bad = sk_json_text_bad(text, len, &at);
@@ -427,12 +554,18 @@ static ProtobufCMessage *from_json_text_checked(const struct sk_entity *e, const
         cJSON_Delete(obj);
         obj = NULL;
     }
-    if (!obj) {
+    if (!obj)
         sk_error_set(err, SK_ERR_PERMANENT, "%s: invalid JSON", e->name);
+    return obj;
+}
+
+/* Returned message: as sk_codec_from_json. */
+ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
+                                          char id_out[37], struct sk_error *err)
+{
+    cJSON *obj = parse_one(e, text, len, err);
+    if (!obj)
         return NULL;
-    }
-    if (missing)
-        *missing = cJSON_IsObject(obj) ? sk_entity_missing_required(e, obj) : NULL;
     ProtobufCMessage *m = sk_codec_from_json(e, obj, id_out, err);
     cJSON_Delete(obj);
     return m;
@@ -559,21 +692,14 @@ int sk_codec_encode_checked(const struct sk_entity *e, const char *json, size_t 
                             size_t *out_len, char id_out[37], int64_t *modified_us,
                             const char **missing, struct sk_error *err)
 {
-    ProtobufCMessage *m = from_json_text_checked(e, json, len, id_out, missing, err);
-    if (!m)
+    cJSON *obj = parse_one(e, json, len, err);
+    if (!obj)
         return -1;
-    size_t n = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        protobuf_c_message_free_unpacked(m, NULL);
-        return sk_error_set(err, SK_ERR_FATAL, "%s: out of memory packing", e->name);
-    }
-    *out_len = protobuf_c_message_pack(m, buf);
-    *out = buf;
-    if (modified_us)
-        *modified_us = modified_of(m);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return 0;
+    if (missing)
+        *missing = cJSON_IsObject(obj) ? sk_entity_missing_required(e, obj) : NULL;
+    int rc = sk_codec_pack_json(e, obj, out, out_len, id_out, modified_us, err);
+    cJSON_Delete(obj);
+    return rc;
 }
 
 /* Returned text: malloc'ed (cJSON's default hooks), NUL-terminated; caller frees with free(). */
@@ -595,114 +721,4 @@ char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len
     if (!text)
         sk_error_set(err, SK_ERR_FATAL, "%s: out of memory printing JSON", e->name);
     return text;
-}
-
-/* ---- printing ------------------------------------------------------------- */
-
-static void jb_string(struct sk_buf *b, const char *s)
-{
-    sk_buf_putn(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        sk_buf_putn(b, run, (size_t)(s - run));
-        char esc[8];
-        switch (c) {
-        case '"':
-            sk_buf_putn(b, "\\\"", 2);
-            break;
-        case '\\':
-            sk_buf_putn(b, "\\\\", 2);
-            break;
-        case '\n':
-            sk_buf_putn(b, "\\n", 2);
-            break;
-        case '\r':
-            sk_buf_putn(b, "\\r", 2);
-            break;
-        case '\t':
-            sk_buf_putn(b, "\\t", 2);
-            break;
-        default:
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            sk_buf_putn(b, esc, 6);
-        }
-        run = s + 1;
-    }
-    sk_buf_putn(b, run, (size_t)(s - run));
-    sk_buf_putn(b, "\"", 1);
-}
-
-static void jb_value(struct sk_buf *b, const cJSON *v)
-{
-    char num[32];
-    switch (v->type & 0xFF) {
-    case cJSON_NULL:
-        sk_buf_putn(b, "null", 4);
-        break;
-    case cJSON_False:
-        sk_buf_putn(b, "false", 5);
-        break;
-    case cJSON_True:
-        sk_buf_putn(b, "true", 4);
-        break;
-    case cJSON_Raw:
-        sk_buf_putn(b, v->valuestring, strlen(v->valuestring));
-        break;
-    case cJSON_String:
-        jb_string(b, v->valuestring);
-        break;
-    case cJSON_Number:
-        if (!isfinite(v->valuedouble)) {
-            sk_buf_putn(b, "null", 4);
-            break;
-        }
-        /* the shortest text that reads back exactly (see numbers_exact) */
-        for (int prec = 15; prec <= 17; prec++) {
-            snprintf(num, sizeof(num), "%.*g", prec, v->valuedouble);
-            if (strtod(num, NULL) == v->valuedouble)
-                break;
-        }
-        sk_buf_putn(b, num, strlen(num));
-        break;
-    case cJSON_Array:
-        sk_buf_putn(b, "[", 1);
-        for (const cJSON *x = v->child; x; x = x->next) {
-            jb_value(b, x);
-            if (x->next)
-                sk_buf_putn(b, ",", 1);
-        }
-        sk_buf_putn(b, "]", 1);
-        break;
-    case cJSON_Object:
-        sk_buf_putn(b, "{", 1);
-        for (const cJSON *x = v->child; x; x = x->next) {
-            jb_string(b, x->string ? x->string : "");
-            sk_buf_putn(b, ":", 1);
-            jb_value(b, x);
-            if (x->next)
-                sk_buf_putn(b, ",", 1);
-        }
-        sk_buf_putn(b, "}", 1);
-        break;
-    default:
-        sk_buf_putn(b, "null", 4);
-    }
-}
-
-/* Returned text: malloc'ed, NUL-terminated; caller frees with free(). */
-char *sk_json_print(const cJSON *v)
-{
-    struct sk_buf b = {0};
-    jb_value(&b, v);
-    return sk_buf_take(&b);
-}
-
-size_t sk_json_print_into(const cJSON *v, struct sk_buf *b)
-{
-    size_t before = b->len;
-    jb_value(b, v);
-    return b->len - before;
 }

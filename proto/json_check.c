@@ -9,6 +9,7 @@
  * and every line), or read past len.
  */
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,11 +49,36 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return k;
 }
 
+/* Word tricks (Bit Twiddling Hacks, "determine if a word has a byte equal to n"). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static bool has_zero(uint64_t v)
+{
+    return ((v - ONES) & ~v & HIGHS) != 0;
+}
+
+/*
+ * Whether none of the 8 bytes at s needs a look: all ASCII, none NUL, '"'
+ * or '\\'. Most of a page is such runs; skipping them 8 at a time made this
+ * check ~3x cheaper (it runs over every page: bench/analysis.md §1).
+ */
+static bool plain8(const unsigned char *s)
+{
+    uint64_t v;
+    memcpy(&v, s, 8);
+    return !(v & HIGHS) && !has_zero(v) && !has_zero(v ^ (ONES * '"')) &&
+           !has_zero(v ^ (ONES * '\\'));
+}
+
 const char *sk_json_text_bad(const char *text, size_t len, size_t *at)
 {
     const unsigned char *s = (const unsigned char *)text;
     bool in_string = false;
     for (size_t i = 0; i < len;) {
+        if (i + 8 <= len && plain8(s + i)) {
+            i += 8;
+            continue;
+        }
         unsigned char c = s[i];
         if (c == 0) {
             *at = i;
@@ -140,7 +166,9 @@ static size_t skip_value(const char *s, size_t len, size_t i)
 size_t sk_json_array_spans(const char *s, size_t len, const char *key, size_t (**spans)[2])
 {
     *spans = NULL;
-    size_t i = skip_ws(s, len, 0), n = 0, cap = 0, klen = strlen(key);
+    /* cJSON skips a UTF-8 byte order mark (with more than 4 bytes), so the spans do too */
+    size_t bom = len > 4 && memcmp(s, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    size_t i = skip_ws(s, len, bom), n = 0, cap = 0, klen = strlen(key);
     if (i >= len || s[i] != '{')
         return 0;
     i = skip_ws(s, len, i + 1);

@@ -276,7 +276,9 @@ static const struct required required_fields[] = {
 const char *sk_entity_missing_required(const struct sk_entity *e, const cJSON *item)
 {
     for (size_t i = 0; i < sizeof(required_fields) / sizeof(required_fields[0]); i++) {
-        if (strcmp(required_fields[i].entity, e->name) != 0)
+        /* the first letter first: this runs for every record a source reads */
+        if (required_fields[i].entity[0] != e->name[0] ||
+            strcmp(required_fields[i].entity, e->name) != 0)
             continue;
         for (size_t k = 0; k < 8 && required_fields[i].fields[k]; k++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, required_fields[i].fields[k]);

@@ -80,6 +80,16 @@ const char *sk_entity_missing_required(const struct sk_entity *e, const cJSON *i
  */
 ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj, char id_out[37],
                                      struct sk_error *err);
+/*
+ * The record path: JSON object -> packed protobuf bytes of entity e, the id
+ * checked and lower-cased as above. The message is built in a per-call arena
+ * with its strings borrowed from obj (nothing is copied but into the packed
+ * bytes). On success returns 0, *out is malloc'ed (caller frees), id_out and
+ * modified_us (meta.modified in µs, or INT64_MIN; may be NULL) are filled;
+ * else -1 with err as sk_codec_from_json.
+ */
+int sk_codec_pack_json(const struct sk_entity *e, const cJSON *obj, uint8_t **out, size_t *out_len,
+                       char id_out[37], int64_t *modified_us, struct sk_error *err);
 /* The same from JSON text. */
 ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
                                           char id_out[37], struct sk_error *err);
@@ -119,6 +129,20 @@ const char *sk_json_text_bad(const char *text, size_t len, size_t *at);
  * malloc'ed (caller frees, also when 0 is returned); returns their number.
  */
 size_t sk_json_array_spans(const char *text, size_t len, const char *key, size_t (**spans)[2]);
+
+/*
+ * JSON text -> the cJSON tree cJSON_ParseWithLength(text, len) gives (the
+ * same texts accepted, the same nodes), but every node and string in one
+ * arena (json_arena.c): no malloc per node, one free for all. NULL if the
+ * text is not JSON (or on OOM). On success *arena holds the tree's memory:
+ * free it with sk_json_arena_free, never the tree with cJSON_Delete, and
+ * never add or replace its nodes with cJSON calls (a new string for a node:
+ * sk_json_arena_strdup, freed with the arena).
+ */
+struct sk_json_arena;
+cJSON *sk_json_arena_parse(const char *text, size_t len, struct sk_json_arena **arena);
+char *sk_json_arena_strdup(struct sk_json_arena *arena, const char *s);
+void sk_json_arena_free(struct sk_json_arena *arena); /* NULL is fine */
 
 /*
  * Compact JSON text of v, numbers printed exactly (cJSON's own printer may

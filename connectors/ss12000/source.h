@@ -80,7 +80,6 @@ struct ss_conf {
     char *validation;      /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
 };
 
-
 /* ---- HTTP ----------------------------------------------------------------- */
 
 struct ss_http;
@@ -90,7 +89,11 @@ struct ss_resp {
     char *body; /* malloc'ed, NUL-terminated (len excludes it); caller frees */
     size_t len;
     char content_type[128];
-    void *json; /* cJSON *: the body parsed on the read-ahead thread, or NULL */
+    /* cJSON *: the body parsed (on the read-ahead thread, or by
+     * ss_parse_page), or NULL; its nodes live in arena (model.h,
+     * sk_json_arena_parse) and go with ss_resp_free, never cJSON_Delete. */
+    void *json;
+    struct sk_json_arena *arena;
 };
 
 /* Creates the client (no network yet). Caller frees with ss_http_free. */
@@ -115,7 +118,8 @@ void ss_resp_free(struct ss_resp *r);
  * is on its way while the driver stores this one; a 200 answer is parsed
  * there too (resp.json). The next ss_http_request
  * waits for it: the same GET gets its answer (or its error), any other
- * request drops it first, so the handle is never used by two threads.
+ * request drops it first, so the handle is never used by two threads. A
+ * read-ahead of the same url already under way is kept.
  */
 void ss_http_prefetch(struct ss_http *h, const char *url);
 void ss_http_prefetch_drop(struct ss_http *h); /* waits for and forgets a read-ahead */

@@ -160,12 +160,10 @@ int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *o
     } else if (data && !cJSON_IsNull(data)) {
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: data is neither an object nor a list",
                           url);
-        cJSON_Delete(doc);
         goto out;
     }
     free(st->page_token);
     st->page_token = next ? sk_strdup(next) : NULL;
-    cJSON_Delete(doc);
     if (!next)
         ss_advance(src, st);
 out:

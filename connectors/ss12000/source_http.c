@@ -18,6 +18,7 @@
 
 #include "http_client.h"
 #include "log.h"
+#include "model.h"
 #include "source.h"
 #include "util.h"
 
@@ -48,7 +49,7 @@ static int request(struct ss_http *h, const char *method, const char *url, const
 
 void ss_resp_free(struct ss_resp *r)
 {
-    cJSON_Delete(r->json);
+    sk_json_arena_free(r->arena);
     free(r->body);
     memset(r, 0, sizeof(*r));
 }
@@ -103,11 +104,13 @@ static void *prefetch_thread(void *arg)
     struct ss_http *h = arg;
     h->pf.rc = request(h, "GET", h->pf.url, NULL, &h->pf.resp, &h->pf.err);
     if (h->pf.rc == 0 && h->pf.resp.status == 200)
-        h->pf.resp.json = cJSON_ParseWithLength(h->pf.resp.body, h->pf.resp.len);
+        h->pf.resp.json = sk_json_arena_parse(h->pf.resp.body, h->pf.resp.len, &h->pf.resp.arena);
     return NULL;
 }
 void ss_http_prefetch(struct ss_http *h, const char *url)
 {
+    if (h->pf.running && strcmp(h->pf.url, url) == 0)
+        return; /* already on its way (source_list.c starts it before encoding a page) */
     ss_http_prefetch_drop(h);
     h->pf.url = sk_strdup(url);
     memset(&h->pf.resp, 0, sizeof(h->pf.resp));

@@ -80,7 +80,8 @@ static int parse_stamp(struct ss_source *src, const char *text, int64_t *us, int
  * gets the zone's (the text as the server wrote it, plus "+hh:mm"), so the
  * sinks' stale guard compares instants. Returns the text, or NULL.
  */
-static const char *meta_stamp(struct ss_source *src, cJSON *meta, const char *key)
+static const char *meta_stamp(struct ss_source *src, struct sk_json_arena *arena, cJSON *meta,
+                              const char *key)
 {
     cJSON *j = cJSON_GetObjectItemCaseSensitive(meta, key);
     int64_t us;
@@ -91,8 +92,12 @@ static const char *meta_stamp(struct ss_source *src, cJSON *meta, const char *ke
     char text[TEXT_MAX + 8];
     snprintf(text, sizeof(text), "%s%c%02d:%02d", j->valuestring, off_min < 0 ? '-' : '+', a / 60,
              a % 60);
-    cJSON_ReplaceItemInObjectCaseSensitive(meta, key, cJSON_CreateString(text));
-    return cJSON_GetObjectItemCaseSensitive(meta, key)->valuestring;
+    /* The page's tree lives in its arena (ss_parse_page): a new text goes
+     * there too, never through cJSON (which would free the old node). */
+    char *stamped = sk_json_arena_strdup(arena, text);
+    if (!stamped)
+        abort(); /* out of memory: as sk_malloc */
+    return j->valuestring = stamped;
 }
 
 /* Takes max of a timestamp text into (text, us, has). */
@@ -110,14 +115,15 @@ static void take_max(const char *text, char dst[TEXT_MAX], int64_t *dst_us, bool
 
 /* One entity of a list page: a record, nothing (unchanged), or a dead letter. */
 static void take_item(struct ss_source *src, struct cstate *st, int ti, enum step step,
-                      const cJSON *item, const char *url, struct sk_batch *out, int64_t now)
+                      struct sk_json_arena *arena, const cJSON *item, const char *url,
+                      struct sk_batch *out, int64_t now)
 {
     struct ss_type *t = &src->types[ti];
     const struct sk_entity *e = t->e;
     /* The page is ours: meta times without an offset get theirs in place. */
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(item, "meta");
-    const char *mod_text = meta_stamp(src, meta, "modified");
-    const char *cre_text = meta_stamp(src, meta, "created");
+    const char *mod_text = meta_stamp(src, arena, meta, "modified");
+    const char *cre_text = meta_stamp(src, arena, meta, "created");
     take_max(mod_text, st->chain_mod_text, &st->chain_mod_us, &st->has_chain_mod);
     take_max(cre_text, st->chain_cre_text, &st->chain_cre_us, &st->has_chain_cre);
     int64_t mod_us = NO_MODIFIED;
@@ -154,16 +160,18 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     }
     struct sk_error err = {0};
     const char *field = cJSON_IsObject(item) ? sk_entity_missing_required(e, item) : NULL;
-    ProtobufCMessage *msg = NULL;
+    uint8_t *value = NULL;
+    size_t len = 0;
     char key[37];
+    bool packed = false;
     if (field && src->strict)
         sk_error_set(&err, SK_ERR_PERMANENT, "%s %s: required field %s missing", e->name,
                      id_ok ? id : "(no id)", field);
     else
-        msg = sk_codec_from_json(e, item, key, &err);
-    if (msg && field)
+        packed = sk_codec_pack_json(e, item, &value, &len, key, NULL, &err) == 0;
+    if (packed && field)
         sk_source_count_incomplete(src->self, e); /* lenient: published as it is */
-    if (!msg) {
+    if (!packed) {
         char *raw = sk_json_print(item);
         sk_batch_add_bad(out, e, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url,
                          &err);
@@ -175,10 +183,6 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
             ss_pend_add(src, ti, id, mod_us, true);
         return;
     }
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *value = sk_malloc(len ? len : 1);
-    protobuf_c_message_pack(msg, value);
-    protobuf_c_message_free_unpacked(msg, NULL);
     sk_batch_add(out, e, key, value, len, now);
     ss_pend_add(src, ti, key, mod_us, false);
     st->done++;
@@ -435,6 +439,16 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
             ss_window(src, st, &w->from_us, &w->to_us);
         }
     }
+    free(st->page_token);
+    st->page_token = next ? sk_strdup(next) : NULL;
+    if (next) {
+        /* The next page travels while this one is encoded (and then while
+         * the driver stores the batch); a poll that fails asks for another
+         * URL, and the read-ahead is dropped (source_http.c). */
+        char *ahead = ss_list_url(src, st, i);
+        ss_http_prefetch(src->http, ahead);
+        free(ahead);
+    }
     size_t bad_before = out->n_bad;
     struct ss_page_check pc = ss_page_check(&r);
     const cJSON *item;
@@ -442,14 +456,11 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
     cJSON_ArrayForEach(item, data)
     {
         if (!ss_page_item_bad(&pc, k++, src->types[i].e, url, out))
-            take_item(src, st, i, st->step, item, url, out, now);
+            take_item(src, st, i, st->step, r.arena, item, url, out, now);
     }
     if (out->n_bad != bad_before)
         t->snapshot_open = false;
     free(pc.spans);
-    free(st->page_token);
-    st->page_token = next ? sk_strdup(next) : NULL;
-    cJSON_Delete(doc);
     if (!next) {
         bool snapshot = st->step == STEP_FULL && t->snapshot_open && t->listed_run == st->run_t0;
         t->snapshot_open = false;

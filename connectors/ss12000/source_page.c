@@ -141,7 +141,11 @@ void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX])
     cJSON_Delete(doc);
 }
 
-/* Parses a list/deletedEntities page: the body, its data and its next token. */
+/*
+ * Parses a list/deletedEntities page: the body, its data and its next token.
+ * The tree stays r's (r->arena): valid until ss_resp_free(r), never deleted
+ * on its own.
+ */
 cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
                      struct sk_error *err)
 {
@@ -152,8 +156,8 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
         sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: HTTP %ld: %s", url, r->status, why);
         return NULL;
     }
-    cJSON *doc = r->json ? r->json : cJSON_ParseWithLength(r->body, r->len);
-    r->json = NULL; /* the caller's now */
+    cJSON *doc = r->json ? r->json : sk_json_arena_parse(r->body, r->len, &r->arena);
+    r->json = doc;
     if (!cJSON_IsObject(doc)) {
         /* An HTML error page with 200, a cut-off body: never skip the page,
          * retry it (the driver backs off). */
@@ -167,7 +171,6 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
                      "GET %s: HTTP %ld: the body is not a JSON page (%s, %zu bytes: %s)", url,
                      r->status, r->content_type[0] ? r->content_type : "no content type", r->len,
                      start);
-        cJSON_Delete(doc);
         return NULL;
     }
     *data = cJSON_GetObjectItemCaseSensitive(doc, "data");

@@ -220,7 +220,6 @@ cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, 
         return NULL;
     if (list && !cJSON_IsArray(*data)) {
         sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: the page has no data list", url);
-        cJSON_Delete(doc);
         return NULL;
     }
     /* deletedEntities: ids in buckets, or a flat list of {entityType, id}. */
@@ -228,9 +227,7 @@ cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, 
     const cJSON *part;
     cJSON_ArrayForEach(part, *data) items +=
         !list && cJSON_IsArray(part) ? (size_t)cJSON_GetArraySize(part) : 1;
-    if (ss_paging_guard_page(&src->guard, chain, page_no, items, *next, url, err)) {
-        cJSON_Delete(doc);
+    if (ss_paging_guard_page(&src->guard, chain, page_no, items, *next, url, err))
         return NULL;
-    }
-    return doc;
+    return doc; /* r's (ss_parse_page) */
 }

@@ -9,7 +9,10 @@
  * the body passes the check and parses as {"data": [...]}, there is one span
  * per item and each span's text parses to a value equal to its item; an
  * item the codec accepts packs, unpacks and prints back to an object with
- * the same id.
+ * the same id. The source's own parse (sk_json_arena_parse) accepts exactly
+ * what cJSON accepts and prints the same, and sk_codec_pack_json (the
+ * source's packing, from an arena) gives the bytes of the malloc'ed
+ * message's pack.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +41,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     }
     cJSON *doc = cJSON_ParseWithLength(body, len);
+    struct sk_json_arena *arena = NULL;
+    cJSON *fast = sk_json_arena_parse(body, len, &arena);
+    if (!doc != !fast)
+        abort();
+    if (doc) {
+        char *a = cJSON_PrintUnformatted(doc), *b = cJSON_PrintUnformatted(fast);
+        if (a && b && strcmp(a, b) != 0)
+            abort();
+        free(a);
+        free(b);
+    }
+    sk_json_arena_free(arena);
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(doc, "data");
     if (!bad && cJSON_IsArray(items) && cJSON_GetObjectItemCaseSensitive(doc, "data") &&
         cJSON_GetArraySize(doc) == 1) {
@@ -72,6 +87,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t *packed = malloc(plen ? plen : 1);
         protobuf_c_message_pack(m, packed);
         protobuf_c_message_free_unpacked(m, NULL);
+        uint8_t *fast_packed = NULL;
+        size_t fast_len = 0;
+        char fast_id[37];
+        if (sk_codec_pack_json(e, item, &fast_packed, &fast_len, fast_id, NULL, &err) != 0 ||
+            fast_len != plen || memcmp(fast_packed, packed, plen) != 0 || strcmp(fast_id, id) != 0)
+            abort();
+        free(fast_packed);
         int64_t modified;
         char *text = sk_codec_decode(e, packed, plen, &modified, &err);
         free(packed);

@@ -2005,6 +2005,46 @@ static double seconds_until(const char *dir, const char *db, const char *person,
     return took;
 }
 
+/* A synced daemon with a webhook source `sis` over the given types (collections for wait_match). */
+struct hook_scene {
+    char *dir, *db, *src;
+    struct server s;
+    struct daemon d;
+    int admin;
+};
+
+static struct hook_scene hook_scene_start(const char *tag, const char *entities,
+                                          const char *collections, const char *debounce)
+{
+    struct hook_scene h = {.dir = skt_tmpdir(tag)};
+    write_helpers(h.dir);
+    h.s = server_start(h.dir, 0, "--students 10");
+    h.db = skt_fmt("%s/out.db", h.dir);
+    h.admin = skt_free_port();
+    char *extra = skt_fmt("    entities: [%s]\n"
+                          "    webhook:\n"
+                          "      public_url: http://127.0.0.1:%d\n"
+                          "      secret: ${env:SKT_HOOK_SECRET}\n"
+                          "      debounce: %s\n",
+                          entities, h.admin, debounce);
+    h.src = source_yaml("sis", h.s.port, 200, "10m", extra);
+    free(extra);
+    h.d = daemon_start(h.dir, h.src, h.db, h.admin);
+    char why[512] = "";
+    cr_assert(wait_match(h.dir, h.db, h.s.port, collections, 60, why, sizeof(why)), "full sync: %s",
+              why);
+    return h;
+}
+
+static void hook_scene_end(struct hook_scene *h)
+{
+    daemon_stop(&h->d);
+    server_stop(&h->s);
+    free(h->src);
+    free(h->db);
+    free(h->dir);
+}
+
 /*
  * Webhook debounce on the leading edge: with a debounce of 6 s, the first
  * callback after a quiet spell polls at once (it waited the whole debounce
@@ -2012,45 +2052,26 @@ static double seconds_until(const char *dir, const char *db, const char *person,
  */
 Test(ss12000_source, the_first_callback_after_a_quiet_spell_polls_at_once, .timeout = 150)
 {
-    char *dir = skt_tmpdir("ss-lead");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 10");
-    char *db = skt_fmt("%s/out.db", dir);
-    int admin = skt_free_port();
-    char *extra = skt_fmt("    entities: [Organisation, Person]\n"
-                          "    webhook:\n"
-                          "      public_url: http://127.0.0.1:%d\n"
-                          "      secret: ${env:SKT_HOOK_SECRET}\n"
-                          "      debounce: 6s\n",
-                          admin);
-    char *src = source_yaml("sis", s.port, 200, "10m", extra);
-    struct daemon d = daemon_start(dir, src, db, admin);
-    char why[512] = "";
-    cr_assert(wait_match(dir, db, s.port, "organisations,persons", 60, why, sizeof(why)),
-              "full sync: %s", why);
-    free(ctl(s.port, "reset",
+    struct hook_scene h =
+        hook_scene_start("ss-lead", "Organisation, Person", "organisations,persons", "6s");
+    free(ctl(h.s.port, "reset",
              "{\"data\":false,\"stats\":false,\"faults\":false,\"tokens\":false,"
              "\"subscriptions\":true}")); /* only our callbacks from here */
     sleep(7);                             /* quiet for longer than the debounce */
-    char *person = first_id(s.port, "persons", NULL);
-    rename_person(s.port, person, "Genast");
-    callback_person(admin);
-    double first = seconds_until(dir, db, person, "Genast", 12);
-    rename_person(s.port, person, "Sedan");
-    callback_person(admin);
-    double second = seconds_until(dir, db, person, "Sedan", 15);
-    daemon_stop(&d);
-    server_stop(&s);
+    char *person = first_id(h.s.port, "persons", NULL);
+    rename_person(h.s.port, person, "Genast");
+    callback_person(h.admin);
+    double first = seconds_until(h.dir, h.db, person, "Genast", 12);
+    rename_person(h.s.port, person, "Sedan");
+    callback_person(h.admin);
+    double second = seconds_until(h.dir, h.db, person, "Sedan", 15);
+    hook_scene_end(&h);
     cr_log_info("leading-edge debounce: first change %.2f s, the one right after %.2f s", first,
                 second);
     cr_assert(first >= 0 && first < 3.0, "the first callback waited for the debounce: %.2f s",
               first);
     cr_assert(second >= 0, "the callback right after it brought nothing");
     free(person);
-    free(src);
-    free(extra);
-    free(db);
-    free(dir);
 }
 
 /*
@@ -2104,4 +2125,40 @@ Test(ss12000_source, pages_shaped_like_skolverkets_reference_api_sync_completely
     cr_assert_str_eq(swe, "8", "civicNo.nationality \"SWE\" was not kept as sent");
     free(swe);
     scene_end(&sc);
+}
+
+/*
+ * A webhook run reads only the types the callback names: a change to a
+ * person (the server's callback says "Person", deletedEntities false) asks
+ * for persons and nothing else, so the change waits for no other type's
+ * queries. The regular poll (every poll_interval) still reads every type.
+ */
+Test(ss12000_source, a_callback_naming_person_polls_only_persons, .timeout = 150)
+{
+    struct hook_scene h = hook_scene_start("ss-named", "Organisation, Person, Group",
+                                           "organisations,persons,groups", "200ms");
+    sleep(1); /* the full sync's last requests are in */
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats", h.s.port);
+    char *stats = get(url);
+    char *since = json_expr(stats, "d[\"total\"]");
+    free(stats);
+    char *person = first_id(h.s.port, "persons", NULL);
+    rename_person(h.s.port, person, "Namngiven"); /* the server calls back with [Person] */
+    double took = seconds_until(h.dir, h.db, person, "Namngiven", 20);
+    cr_assert(took >= 0, "the callback brought no change (poll_interval 10m)");
+    sleep(1);
+    stats = get(url);
+    hook_scene_end(&h);
+    char *expr = skt_fmt("sorted(set(r[\"path\"].rsplit(\"/\", 1)[-1] for r in d[\"requests\"] "
+                         "if r[\"seq\"] > %s and r[\"method\"] == \"GET\"))",
+                         since);
+    char *paths = json_expr(stats, expr);
+    cr_log_info("GETs after the callback: %s", paths);
+    cr_assert_str_eq(paths, "['persons']", "a run for a Person callback asked for %s", paths);
+    free(paths);
+    free(expr);
+    free(stats);
+    free(since);
+    free(url);
+    free(person);
 }

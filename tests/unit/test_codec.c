@@ -800,6 +800,45 @@ static const char *bad_at(const char *text, size_t len, size_t *at)
     return sk_json_text_bad(text, len, at);
 }
 
+/* The check skips plain runs 8 bytes at a time: a bad byte is found at
+ * every offset of a long text, also next to and inside such runs. */
+Test(codec, text_check_finds_bad_bytes_at_every_offset_of_a_long_text)
+{
+    static const struct {
+        const char *bytes, *what;
+        size_t n;
+    } cases[] = {
+        {"\0", "a NUL byte", 1},
+        {"\\u0000", "a \\u0000 escape (a NUL character)", 6},
+        {"\xff", "invalid UTF-8", 1},
+        {"\xed\xa0\x80", "invalid UTF-8", 3},
+    };
+    char text[80];
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        for (size_t pos = 1; pos + cases[c].n + 1 < sizeof(text); pos++) {
+            memset(text, 'a', sizeof(text));
+            text[0] = '"';
+            text[sizeof(text) - 1] = '"';
+            memcpy(text + pos, cases[c].bytes, cases[c].n);
+            size_t at;
+            const char *bad = bad_at(text, sizeof(text), &at);
+            cr_assert_not_null(bad, "%s at %zu not found", cases[c].what, pos);
+            cr_assert_str_eq(bad, cases[c].what, "at %zu", pos);
+            cr_assert_eq(at, pos, "%s: found at %zu, not %zu", cases[c].what, at, pos);
+        }
+    }
+    /* an escaped quote does not end the string, at any offset */
+    for (size_t pos = 1; pos + 9 < sizeof(text); pos++) {
+        memset(text, 'a', sizeof(text));
+        text[0] = '"';
+        text[sizeof(text) - 1] = '"';
+        memcpy(text + pos, "\\\"\\u0000", 8);
+        size_t at;
+        cr_assert_not_null(bad_at(text, sizeof(text), &at), "at %zu", pos);
+        cr_assert_eq(at, pos + 2);
+    }
+}
+
 Test(codec, text_check_finds_nul_escaped_nul_and_invalid_utf8_with_their_position)
 {
     size_t at;
@@ -849,5 +888,11 @@ Test(codec, array_spans_find_each_element_of_a_page_without_parsing_it)
                      "element %zu: %.*s", i, (int)(spans[i][1] - spans[i][0]), page + spans[i][0]);
     free(spans);
     cr_assert_eq(sk_json_array_spans("[1]", 3, "data", &spans), 0);
+    free(spans);
+    /* a page after a UTF-8 byte order mark, which cJSON skips (found by fuzz_ss12000_page) */
+    const char bom[] = "\xEF\xBB\xBF{\"data\": [1, 22]}";
+    cr_assert_eq(sk_json_array_spans(bom, sizeof(bom) - 1, "data", &spans), 2);
+    cr_assert_eq(spans[1][0], 16);
+    cr_assert_eq(spans[1][1], 18);
     free(spans);
 }
