@@ -157,6 +157,14 @@ struct sk_source_ops {
      * poll, which may be a poll_interval away.
      */
     void (*stored)(struct sk_source *self, const struct sk_cursor *cursor);
+    /*
+     * Optional: poll may be given the cursor of a batch that is not stored
+     * yet. The driver then polls the next batch while the last one's records
+     * are on their way and stores several batches in one transaction. A
+     * source that takes the cursor a poll gets as the word that the batch
+     * before was stored (and settles state then) leaves it false.
+     */
+    bool chain_polls;
     void (*close)(struct sk_source *self);
     /* Optional: `skolsync check --connect` (struct sk_probe, below). */
     void (*probe)(const void *conf, struct sk_probe *p);
@@ -403,6 +411,12 @@ struct sk_sink_ops {
     int (*keys)(struct sk_sink *self, const struct sk_entity *e,
                 void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
                 struct sk_error *err);
+    /* Optional: as keys, with doc always NULL, for a sweep that needs no
+     * document (a snapshot without a window); for a target where reading
+     * the documents costs (postgres-sink: every doc printed as text). */
+    int (*keys_only)(struct sk_sink *self, const struct sk_entity *e,
+                     void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                     struct sk_error *err);
     /* Optional: the sink has caught up and waits for records: give back
      * what only a busy sink needs (page caches, batch buffers). */
     void (*trim)(struct sk_sink *self);

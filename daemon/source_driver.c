@@ -4,7 +4,8 @@
  * The producer, transactions and delivery reports are source_produce.c's.
  *
  * Delivery rules (docs/architecture.md §4):
- *  1. Exactly-once (real broker): each batch, its dead letters and its new
+ *  1. Exactly-once (real broker): each batch (or group of batches a source
+ *     that chains polls had ready, deliver_group), its dead letters and its new
  *     cursor are one Kafka transaction; on any error the transaction is
  *     aborted and the source is polled again from the last committed cursor.
  *  2. At-least-once (embedded broker, or exactly_once off): the cursor record
@@ -41,38 +42,78 @@ const struct sk_option sk_source_settings_options[] = {
     {0},
 };
 
-static void count(struct source_run *run, const struct sk_batch *b)
+/*
+ * How much a group of batches may hold (source_group_*): a chaining source's
+ * batches that are ready one after the other go in one transaction, up to
+ * this many records or this long since the group began (a transaction is
+ * visible to read_committed sinks only once it is committed).
+ */
+#define GROUP_RECORDS 50000
+#define GROUP_MS 500
+
+/* What a group delivers, counted as its batches are produced, told once it is stored. */
+struct group {
+    size_t batches, records, bad;
+    uint64_t per_entity[SK_ENTITY_COUNT];
+    bool more; /* the last batch's */
+    uint64_t progress_done, progress_total;
+    struct sk_cursor cursor; /* the last batch's cursor that came with one */
+    bool has_cursor;
+};
+
+static void tally(struct group *g, struct source_run *run, struct sk_batch *b)
 {
-    struct sk_runner *r = &run->env->runner;
+    g->batches++;
     for (size_t i = 0; i < b->n; i++) {
         int idx = sk_entity_index(b->recs[i].entity);
         if (idx >= 0)
-            atomic_fetch_add(&r->per_entity[idx], 1);
+            g->per_entity[idx]++;
     }
-    for (int i = 0; run->batch_refused && i < SK_ENTITY_COUNT; i++)
-        atomic_fetch_sub(&r->per_entity[i], run->batch_refused_by[i]); /* not stored */
+    g->records += b->n;
+    g->bad += b->n_bad;
     for (size_t i = 0; i < b->n_bad; i++)
-        sk_warn(r->name, "dead-lettered %s: %s", b->bad[i].where, b->bad[i].err.msg);
-    atomic_fetch_add(&r->records, b->n - run->batch_refused);
-    atomic_fetch_add(&r->failed, b->n_bad);
-    atomic_fetch_add(&r->dead_lettered, b->n_bad + run->batch_refused);
-    atomic_fetch_add(&r->refused, run->batch_refused);
+        sk_warn(run->env->runner.name, "dead-lettered %s: %s", b->bad[i].where, b->bad[i].err.msg);
     if (b->progress_total || b->progress_done) {
-        atomic_store(&r->progress_done, (int_fast64_t)b->progress_done);
-        atomic_store(&r->progress_total, (int_fast64_t)b->progress_total);
+        g->progress_done = b->progress_done;
+        g->progress_total = b->progress_total;
+    }
+    g->more = b->more;
+    if (b->has_cursor) {
+        free(g->cursor.data);
+        g->cursor = b->cursor;
+        g->has_cursor = true;
+        b->cursor.data = NULL;
+        b->cursor.len = 0;
+        b->has_cursor = false;
     }
 }
 
-/* Takes ownership of the batch's cursor as the acknowledged one. */
-static void cursor_advance(struct source_run *run, struct sk_batch *b)
+static void count(struct source_run *run, const struct group *g)
 {
-    if (!b->has_cursor)
+    struct sk_runner *r = &run->env->runner;
+    for (int i = 0; i < SK_ENTITY_COUNT; i++)
+        if (g->per_entity[i] || run->batch_refused_by[i]) /* refused: not stored */
+            atomic_fetch_add(&r->per_entity[i], g->per_entity[i] - run->batch_refused_by[i]);
+    atomic_fetch_add(&r->records, g->records - run->batch_refused);
+    atomic_fetch_add(&r->failed, g->bad);
+    atomic_fetch_add(&r->dead_lettered, g->bad + run->batch_refused);
+    atomic_fetch_add(&r->refused, run->batch_refused);
+    if (g->progress_total || g->progress_done) {
+        atomic_store(&r->progress_done, (int_fast64_t)g->progress_done);
+        atomic_store(&r->progress_total, (int_fast64_t)g->progress_total);
+    }
+}
+
+/* Takes ownership of the group's cursor as the acknowledged one. */
+static void cursor_advance(struct source_run *run, struct group *g)
+{
+    if (!g->has_cursor)
         return;
     free(run->cursor.data);
-    run->cursor = b->cursor;
-    b->cursor.data = NULL;
-    b->cursor.len = 0;
-    b->has_cursor = false;
+    run->cursor = g->cursor;
+    g->cursor.data = NULL;
+    g->cursor.len = 0;
+    g->has_cursor = false;
 }
 
 /*
@@ -143,6 +184,77 @@ static int check_bad_input(struct source_run *run, const struct sk_batch *b, str
     *stop = mode == SK_ON_ERROR_STOP;
     return sk_error_set(err, SK_ERR_RETRIABLE, "bad input at %s: %s (on_error: %s)",
                         b->bad[0].where, b->bad[0].err.msg, *stop ? "stop" : "retry");
+}
+
+/* Whether the group may take one more batch: the poll that made the last took t_poll ms. */
+static bool group_goes_on(struct source_run *run, const struct group *g, int64_t start,
+                          int64_t t_poll)
+{
+    struct sk_runner *r = &run->env->runner;
+    return g->more && run->env->source.ops->chain_polls && g->records < GROUP_RECORDS &&
+           sk_mono_ms() - start + t_poll < GROUP_MS && !atomic_load(&r->stop) &&
+           !atomic_load(&r->paused) && !atomic_load(&r->reload_cursor);
+}
+
+/*
+ * Polls and delivers one group: a batch, and with a source that chains polls
+ * the batches ready right after it, each polled from the cursor of the one
+ * before while that one's records are on their way (group_goes_on). Once
+ * Kafka acknowledged the group its cursor is the acknowledged one, and
+ * stored() is told. A poll error or bad input after the first batch ends the
+ * group: what came before is stored, then the error is returned. 0, or -1
+ * with err; *source_fatal, *bad_stop: the connector must fail.
+ */
+static int deliver_group(struct source_run *run, struct sk_batch *batch, struct group *g,
+                         struct sk_error *err, bool *source_fatal, bool *bad_stop)
+{
+    struct sk_source_env *env = run->env;
+    struct sk_runner *r = &env->runner;
+    int64_t start = sk_mono_ms();
+    int rc;
+    for (;;) {
+        sk_batch_reset(batch);
+        int64_t t0 = sk_mono_ms();
+        rc = env->source.ops->poll(&env->source, g->has_cursor ? &g->cursor : &run->cursor, batch,
+                                   err);
+        int64_t t_poll = sk_mono_ms() - t0;
+        sk_hist_observe_us(&r->work_seconds, t_poll * 1000);
+        /* A source that says it cannot go on (FATAL) fails: retrying the
+         * same poll cannot help, and "retrying" for ever would hide it. */
+        *source_fatal = rc != 0 && err->cls == SK_ERR_FATAL;
+        if (rc == 0)
+            rc = check_bad_input(run, batch, err, bad_stop);
+        if (rc || !(batch->n || batch->n_bad || batch->has_cursor)) {
+            if (g->batches == 0)
+                g->more = batch->more;
+            break;
+        }
+        if (g->batches == 0 && source_group_begin(run, err))
+            return -1;
+        if (source_group_add(run, batch, err))
+            return -1;
+        tally(g, run, batch);
+        if (!group_goes_on(run, g, start, t_poll))
+            break;
+    }
+    if (g->batches == 0)
+        return rc;
+    struct sk_error cerr = {0};
+    if (source_group_commit(run, g->has_cursor ? &g->cursor : NULL, &cerr)) {
+        *source_fatal = *bad_stop = false; /* the group's failure comes first */
+        *err = cerr;
+        return -1;
+    }
+    count(run, g);
+    source_refused_clear(run);
+    bool had_cursor = g->has_cursor;
+    cursor_advance(run, g);
+    if (had_cursor && env->source.ops->stored)
+        env->source.ops->stored(&env->source, &run->cursor);
+    if (g->records || g->bad)
+        sk_debug(r->name, "stored %zu record(s), %zu dead letter(s) of %zu batch(es) in %lld ms",
+                 g->records, g->bad, g->batches, (long long)(sk_mono_ms() - start));
+    return rc;
 }
 
 /*
@@ -222,19 +334,10 @@ static void *source_thread(void *arg)
             }
         }
         struct sk_error err = {0};
-        bool bad_stop = false;
-        sk_batch_reset(&batch);
-        int64_t t0 = sk_mono_ms();
-        int rc = env->source.ops->poll(&env->source, &run.cursor, &batch, &err);
-        /* A source that says it cannot go on (FATAL) fails: retrying the
-         * same poll cannot help, and "retrying" for ever would hide it. */
-        bool source_fatal = rc != 0 && err.cls == SK_ERR_FATAL;
-        sk_hist_observe_us(&r->work_seconds, (sk_mono_ms() - t0) * 1000);
-        if (rc == 0)
-            rc = check_bad_input(&run, &batch, &err, &bad_stop);
-        if (rc == 0 && (batch.n || batch.n_bad || batch.has_cursor))
-            rc = run.txn ? source_deliver_txn(&run, &batch, &err)
-                         : source_deliver_alo(&run, &batch, &err);
+        bool bad_stop = false, source_fatal = false;
+        struct group g = {0};
+        int rc = deliver_group(&run, &batch, &g, &err, &source_fatal, &bad_stop);
+        free(g.cursor.data); /* a group not stored */
         if (rc && err.cls != SK_ERR_FATAL && run.refused_learned) {
             /* Kafka refused records for good: the same batch again at once
              * (no backoff: nothing is down), each suspect alone, the ones
@@ -278,17 +381,8 @@ static void *source_thread(void *arg)
             continue; /* poll again from the acknowledged cursor */
         }
         sk_retry_reset(&retry);
-        count(&run, &batch);
-        source_refused_clear(&run);
-        bool had_cursor = batch.has_cursor;
-        cursor_advance(&run, &batch);
-        if (had_cursor && env->source.ops->stored)
-            env->source.ops->stored(&env->source, &run.cursor);
         sk_runner_set_error(r, "");
-        if (batch.n || batch.n_bad)
-            sk_debug(r->name, "stored %zu record(s), %zu dead letter(s) in %lld ms", batch.n,
-                     batch.n_bad, (long long)(sk_mono_ms() - t0));
-        if (batch.more) {
+        if (g.more) {
             sk_runner_set_state(r, SK_STATE_RUNNING);
             continue;
         }

@@ -393,8 +393,6 @@ static int produce_markers(struct source_run *run, const struct sk_batch *b,
 static int produce_batch(struct source_run *run, const struct sk_batch *b, struct delivery *d,
                          struct sk_error *err)
 {
-    run->batch_refused = 0;
-    memset(run->batch_refused_by, 0, sizeof(run->batch_refused_by));
     if (b->snapshot_begin && produce_markers(run, b, SK_SNAPSHOT_BEGIN, d, err))
         return -1;
     for (size_t i = 0; i < b->n; i++) {
@@ -465,14 +463,23 @@ static int txn_error(rd_kafka_error_t *e, const char *what, struct sk_error *err
     return -1;
 }
 
-/* Rule 1: data + dead letters + cursor in one transaction. */
-int source_deliver_txn(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
+/*
+ * A group: one or more consecutive batches delivered together, the cursor of
+ * the last one after them (source_driver.c decides how many). Rule 1: one
+ * transaction; rule 2: every delivery report awaited before the cursor.
+ */
+int source_group_begin(struct source_run *run, struct sk_error *err)
 {
+    run->batch_refused = 0;
+    memset(run->batch_refused_by, 0, sizeof(run->batch_refused_by));
+    run->group = (struct delivery){0};
+    if (!run->txn)
+        return 0;
     rd_kafka_error_t *e = rd_kafka_begin_transaction(run->producer);
     if (e && rd_kafka_error_txn_requires_abort(e)) {
         /* a transaction of an earlier attempt is still open in error: end it first */
         txn_error(e, "begin_transaction", err);
-        goto abort;
+        return source_group_abort(run, err);
     }
     if (e && rd_kafka_error_code(e) == RD_KAFKA_RESP_ERR__CONFLICT) {
         /* an earlier commit or abort never finished (see below): only a new
@@ -483,16 +490,30 @@ int source_deliver_txn(struct source_run *run, const struct sk_batch *b, struct 
     }
     if (e)
         return txn_error(e, "begin_transaction", err);
-    if (produce_batch(run, b, NULL, err) ||
-        (b->has_cursor && produce_cursor(run, &b->cursor, NULL, err)))
-        goto abort;
+    return 0;
+}
+
+/* Produces one batch of the group (records and dead letters); on failure the group is aborted. */
+int source_group_add(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
+{
+    if (produce_batch(run, b, run->txn ? NULL : &run->group, err))
+        return source_group_abort(run, err);
+    return 0;
+}
+
+/* Rule 1: data + dead letters + cursor in one transaction. */
+static int group_commit_txn(struct source_run *run, const struct sk_cursor *cursor,
+                            struct sk_error *err)
+{
+    if (cursor && produce_cursor(run, cursor, NULL, err))
+        return source_group_abort(run, err);
     for (int attempt = 0;; attempt++) {
-        e = rd_kafka_commit_transaction(run->producer, 60000);
+        rd_kafka_error_t *e = rd_kafka_commit_transaction(run->producer, 60000);
         if (!e)
             return 0;
         if (rd_kafka_error_txn_requires_abort(e)) {
             txn_error(e, "commit_transaction", err);
-            goto abort;
+            return source_group_abort(run, err);
         }
         if (rd_kafka_error_is_retriable(e) && attempt < 5 && !atomic_load(&run->env->runner.stop)) {
             rd_kafka_error_destroy(e); /* resumable since 2.0.0: call again */
@@ -500,10 +521,41 @@ int source_deliver_txn(struct source_run *run, const struct sk_batch *b, struct 
         }
         return txn_error(e, "commit_transaction", err);
     }
-abort:
+}
+
+/* Rule 2: the cursor only after every earlier delivery report succeeded. */
+static int group_commit_alo(struct source_run *run, const struct sk_cursor *cursor,
+                            struct sk_error *err)
+{
+    if (await_delivery(run, &run->group, err))
+        return -1;
+    if (!cursor)
+        return 0;
+    struct delivery dc = {0};
+    if (produce_cursor(run, cursor, &dc, err)) {
+        await_delivery(run, &dc, NULL);
+        return -1;
+    }
+    return await_delivery(run, &dc, err);
+}
+
+int source_group_commit(struct source_run *run, const struct sk_cursor *cursor,
+                        struct sk_error *err)
+{
+    return run->txn ? group_commit_txn(run, cursor, err) : group_commit_alo(run, cursor, err);
+}
+
+int source_group_abort(struct source_run *run, struct sk_error *err)
+{
+    if (!run->txn) {
+        await_delivery(run, &run->group, NULL); /* nothing in flight refers to the group */
+        if (err->cls == SK_ERR_NONE)
+            err->cls = SK_ERR_RETRIABLE;
+        return -1;
+    }
     if (err->cls == SK_ERR_FATAL)
         return -1;
-    e = rd_kafka_abort_transaction(run->producer, 30000);
+    rd_kafka_error_t *e = rd_kafka_abort_transaction(run->producer, 30000);
     if (e) {
         /* An abort that did not finish (it timed out while the broker was
          * away) leaves the producer where every begin_transaction answers
@@ -519,24 +571,4 @@ abort:
     if (err->cls == SK_ERR_NONE)
         err->cls = SK_ERR_RETRIABLE;
     return -1;
-}
-
-/* Rule 2: the cursor only after every earlier delivery report succeeded. */
-int source_deliver_alo(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
-{
-    struct delivery d = {0};
-    if (produce_batch(run, b, &d, err)) {
-        await_delivery(run, &d, NULL);
-        return -1;
-    }
-    if (await_delivery(run, &d, err))
-        return -1;
-    if (!b->has_cursor)
-        return 0;
-    struct delivery dc = {0};
-    if (produce_cursor(run, &b->cursor, &dc, err)) {
-        await_delivery(run, &dc, NULL);
-        return -1;
-    }
-    return await_delivery(run, &dc, err);
 }

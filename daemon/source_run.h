@@ -37,7 +37,8 @@ struct source_run {
     size_t n_refused, cap_refused;
     size_t refused_learned; /* new suspects or confirmations since the batch was produced */
     ptrdiff_t isolating;    /* the suspect now sent alone, or -1 */
-    size_t batch_refused;   /* records of the batch in hand dead-lettered for Kafka's refusal */
+    struct delivery group;  /* the group in hand's delivery reports (rule 2) */
+    size_t batch_refused;   /* records of the group in hand dead-lettered for Kafka's refusal */
     size_t batch_refused_by[SK_ENTITY_COUNT]; /* the same, by entity index */
     int32_t partitions[SK_ENTITY_COUNT];      /* of each topic, for snapshot markers (0: unknown) */
     char snapshot_id[SK_ENTITY_COUNT][64];    /* the listing under way since a begin marker */
@@ -64,9 +65,17 @@ void source_topics_release(struct source_run *run);
 /* Forgets the records Kafka refused (once a batch is stored). */
 void source_refused_clear(struct source_run *run);
 
-/* Delivers a batch with its dead letters and cursor: as one transaction (rule 1) or
- * at least once (rule 2). 0 once Kafka acknowledged all of it. */
-int source_deliver_txn(struct source_run *run, const struct sk_batch *b, struct sk_error *err);
-int source_deliver_alo(struct source_run *run, const struct sk_batch *b, struct sk_error *err);
+/*
+ * Delivers a group of consecutive batches, their dead letters and the last
+ * one's cursor: as one transaction (rule 1) or at least once (rule 2). begin,
+ * add each batch, then commit (0 once Kafka acknowledged all of it) or abort.
+ * add and commit abort the group themselves when they fail; every failure
+ * returns -1 with err (FATAL: only a new producer goes on).
+ */
+int source_group_begin(struct source_run *run, struct sk_error *err);
+int source_group_add(struct source_run *run, const struct sk_batch *b, struct sk_error *err);
+int source_group_commit(struct source_run *run, const struct sk_cursor *cursor,
+                        struct sk_error *err);
+int source_group_abort(struct source_run *run, struct sk_error *err);
 
 #endif

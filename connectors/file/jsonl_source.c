@@ -787,6 +787,7 @@ const struct sk_source_ops jsonl_source_ops = {
     .conf_size = sizeof(struct jsonl_conf),
     .open = jsonl_open,
     .poll = jsonl_poll,
+    .chain_polls = true, /* a poll depends on nothing but its cursor */
     .close = jsonl_close,
     .probe = jsonl_probe,
 };

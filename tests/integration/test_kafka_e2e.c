@@ -85,6 +85,84 @@ Test(kafka_e2e, dataset_through_real_broker_equals_input, .timeout = 240)
     free(out);
 }
 
+/* Transactions a source committed: each wrote one cursor record and one commit marker. */
+static int64_t cursor_transactions(const char *prefix)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    char *topic = skt_fmt("%s_cursors", prefix);
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, 0, &lo, &hi, 10000);
+    cr_assert_eq(e, 0, "watermarks of %s: %s", topic, rd_kafka_err2str(e));
+    rd_kafka_destroy(rk);
+    free(topic);
+    return hi / 2;
+}
+
+/*
+ * The batches a jsonl-source has ready one after the other go as one group
+ * (source_driver.c): a few transactions, not one per batch, and every
+ * record arrives.
+ */
+Test(kafka_e2e, ready_batches_share_a_transaction, .timeout = 240)
+{
+    struct setup s = make_setup("e2e-group", 150, 10);
+    char *out = NULL;
+    int rc = run_once(&s, 200, &out);
+    cr_assert_eq(rc, 0, "run --once failed (%d):\n%s", rc, out);
+    char *stored = strstr(out, "records stored");
+    cr_assert(stored, "%s", out);
+    while (stored > out && stored[-1] == ' ')
+        stored--;
+    while (stored > out && stored[-1] >= '0' && stored[-1] <= '9')
+        stored--;
+    long records = strtol(stored, NULL, 10);
+    int64_t txns = cursor_transactions(s.prefix);
+    long batches = (records + 9) / 10;
+    cr_assert(batches >= 50, "too few records to tell (%ld):\n%s", records, out);
+    cr_assert(txns >= 1 && txns * 5 <= batches, "%lld transaction(s) for %ld batches",
+              (long long)txns, batches);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
+    free(out);
+}
+
+/*
+ * Bad input under on_error: stop in a later batch of a group: the batches
+ * before it are stored (as they were when each batch was its own
+ * transaction), the bad one is not, and the connector fails.
+ */
+Test(kafka_e2e, bad_input_in_a_group_stores_the_batches_before_it, .timeout = 240)
+{
+    struct setup s = make_setup("e2e-group-stop", 150, 10);
+    char *cmd =
+        skt_fmt("sed -i 's/^    batch_size: 10$/    batch_size: 10\\n    on_error: stop/' %s && "
+                "sed -i '30s/^{/{oops/' %s/persons.jsonl",
+                s.cfg, s.data);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    free(cmd);
+    /* read in the entity table's order: these four types come before persons */
+    cmd = skt_fmt("cd %s && cat organisations.jsonl programmes.jsonl syllabuses.jsonl "
+                  "schoolUnitOfferings.jsonl | wc -l",
+                  s.data);
+    char *lines = NULL;
+    cr_assert_eq(skt_sh(cmd, 10, &lines), 0);
+    long before = strtol(lines, NULL, 10) + 29; /* + persons 1-29 */
+    cr_assert(before >= 50 && before % 10 == 0, "%ld lines before the bad one", before);
+    char *out = NULL;
+    run_once(&s, 200, &out);
+    cr_assert(strstr(out, "on_error: stop"), "%s", out);
+    char *want = skt_fmt(": %ld records stored", before);
+    cr_assert(strstr(out, want), "want%s:\n%s", want, out);
+    free(want);
+    free(lines);
+    free(cmd);
+    free(out);
+}
+
 /*
  * The same sink pointed at new topics (kafka.topic_prefix changed): it must
  * consume the new topics. Under one static member id the broker handed the
@@ -389,4 +467,131 @@ Test(kafka_e2e, sigterm_under_load_stops_in_time_and_resumes_without_loss, .time
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
     free(out);
+}
+
+/* The persons topic of a fresh prefix, made by the daemon's own topic setup. */
+static char *persons_topic(const struct setup *s, struct sk_kafka **k)
+{
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
+                               .topic_prefix = s->prefix,
+                               .partitions = 3,
+                               .replication_factor = 1,
+                               .exactly_once = true,
+                               .connect_timeout_ms = 20000};
+    const char *cols[] = {"persons"};
+    struct sk_error err = {0};
+    cr_assert_eq(sk_kafka_start(&kc, cols, 1, k, &err), 0, "%s", err.msg);
+    return sk_kafka_topic_for(*k, "persons");
+}
+
+/* One committed transaction of n persons from `first`, with a new producer after a failure. */
+static void produce_committed(struct sk_kafka *k, rd_kafka_t **p, const char *tid,
+                              const char *topic, int first, int n)
+{
+    for (int tries = 0; produce_txn(*p, topic, first, n, true); tries++) {
+        cr_assert_lt(tries, 3, "transaction of %d record(s) failed 4 times", n);
+        rd_kafka_destroy(*p);
+        *p = txn_producer(k, tid);
+    }
+}
+
+/* Rows in the sqlite-sink's persons table; 0 before the table exists. */
+static int persons_in(const char *db)
+{
+    char *q = skt_fmt("sqlite3 %s 'SELECT count(*) FROM persons' 2>/dev/null", db);
+    char *out = NULL;
+    int n = skt_sh(q, 5, &out) == 0 ? atoi(out) : 0;
+    free(out);
+    free(q);
+    return n;
+}
+
+/* A sink-only daemon's configuration: sqlite-sink with the given batching. */
+static void write_sink_config(const struct setup *s, const char *level, const char *extra_kafka,
+                              int batch_size, const char *linger)
+{
+    char *text =
+        skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n%s"
+                "admin:\n  listen: 127.0.0.1:0\n"
+                "log:\n  level: %s\n"
+                "sinks:\n  db-%s:\n    type: sqlite-sink\n    path: %s\n"
+                "    entities: [Person]\n    batch_size: %d\n    batch_linger: %s\n",
+                skt_brokers(), s->prefix, extra_kafka, level, s->suffix, s->db, batch_size, linger);
+    skt_write(s->cfg, text);
+    free(text);
+}
+
+/*
+ * A lone change is applied as soon as the consumer has nothing more queued,
+ * not after batch_linger (20 s here) and not at the partition's end either:
+ * that end is reported by the next, empty fetch, which the broker holds for
+ * fetch.wait.max.ms (made 5 s here, so only the new rule can be fast).
+ */
+Test(kafka_e2e, lone_record_is_applied_without_waiting_for_a_batch, .timeout = 180)
+{
+    struct setup s = make_setup("e2e-lone", 0, 100);
+    struct sk_kafka *k = NULL;
+    char *topic = persons_topic(&s, &k);
+    write_sink_config(&s, "info", "  properties:\n    fetch.wait.max.ms: \"5000\"\n", 500, "20s");
+    char *log = skt_fmt("%s/daemon.log", s.dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s.cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    char *tid = skt_fmt("test-lone-%s", s.suffix);
+    rd_kafka_t *p = txn_producer(k, tid);
+
+    /* The first record waits for the group join; then the sink is caught up. */
+    produce_committed(k, &p, tid, topic, 0, 1);
+    for (int i = 0; i < 600 && persons_in(s.db) < 1; i++)
+        usleep(100000);
+    cr_assert_eq(persons_in(s.db), 1, "the first record never arrived (log %s)", log);
+    sleep(1);
+    for (int round = 1; round <= 3; round++) {
+        produce_committed(k, &p, tid, topic, round, 1);
+        int64_t t0 = sk_mono_ms();
+        while (persons_in(s.db) < round + 1 && sk_mono_ms() - t0 < 15000)
+            usleep(20000);
+        int64_t took = sk_mono_ms() - t0;
+        cr_log_info("record %d applied %lld ms after its commit", round, (long long)took);
+        cr_assert_eq(persons_in(s.db), round + 1, "record %d not applied (log %s)", round, log);
+        cr_assert_lt(took, 2500,
+                     "a lone record waited %lld ms: it waited for a batch to fill "
+                     "or for the partition's end (log %s)",
+                     (long long)took, log);
+    }
+    rd_kafka_destroy(p);
+    cr_assert_eq(skt_stop(&pid, 20000), 0);
+    sk_kafka_destroy(k);
+    free(tid);
+    free(log);
+    free(topic);
+}
+
+/* Records already in Kafka still go to the target in full batches, not one by one. */
+Test(kafka_e2e, backlog_is_applied_in_full_batches, .timeout = 180)
+{
+    struct setup s = make_setup("e2e-backlog", 0, 100);
+    struct sk_kafka *k = NULL;
+    char *topic = persons_topic(&s, &k);
+    char *tid = skt_fmt("test-backlog-%s", s.suffix);
+    rd_kafka_t *p = txn_producer(k, tid);
+    produce_committed(k, &p, tid, topic, 0, 1500);
+    rd_kafka_destroy(p);
+    sk_kafka_destroy(k);
+    write_sink_config(&s, "debug", "", 500, "100ms");
+    char *out = NULL;
+    int rc = run_once(&s, 120, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_eq(persons_in(s.db), 1500);
+    /* the driver's debug line per applied batch: "db-X: applied N record(s) in T ms" */
+    char *tag = skt_fmt("db-%s: applied ", s.suffix);
+    int batches = 0;
+    for (const char *at = out; (at = strstr(at, tag)) != NULL; at++)
+        batches++;
+    free(tag);
+    cr_log_info("1500 records applied in %d batch(es)", batches);
+    cr_assert_gt(batches, 0, "no 'applied' debug line in the output");
+    cr_assert_leq(batches, 9, "1500 records in %d batches of at most 500: not batched", batches);
+    free(out);
+    free(tid);
+    free(topic);
 }
