@@ -170,7 +170,9 @@ static void sweep(struct sink_run *run, size_t slot, int32_t partition)
     }
     struct stale s = {.marker = &t->marker, .listed = &t->keys};
     struct sk_error err = {0};
-    if (env->sink.ops->keys(&env->sink, e, collect, &s, &err)) {
+    /* Only a windowed snapshot looks into the documents (collect). */
+    bool docs = t->marker.field[0] || !env->sink.ops->keys_only;
+    if ((docs ? env->sink.ops->keys : env->sink.ops->keys_only)(&env->sink, e, collect, &s, &err)) {
         sk_error_log(r->name, "snapshot %s of %s not swept: reading the target: %s", t->marker.id,
                      e->collection, err.msg);
         atomic_fetch_add(&r->sweeps_skipped, 1);

@@ -54,6 +54,7 @@ void pg_disconnect(struct pg_sink *s)
     if (s->conn)
         PQfinish(s->conn);
     s->conn = NULL;
+    s->n_prepared = 0; /* they were the connection's */
 }
 
 /*
@@ -130,15 +131,9 @@ static void pg_result_message(const struct pg_sink *s, const PGresult *res, char
  * (what is prefixed to the server's message) and *record_level as in
  * error_class. A lost connection is dropped here, so the next call reconnects.
  */
-int pg_exec_params(struct pg_sink *s, const char *what, const char *sql, int n_params,
-                   const char *const *params, PGresult **rows, bool *record_level,
-                   struct sk_error *err)
+static int pg_result(struct pg_sink *s, const char *what, PGresult *res, PGresult **rows,
+                     bool *record_level, struct sk_error *err)
 {
-    *record_level = false;
-    s->round_trips++;
-    /* Without parameters the simple protocol, which also runs several statements. */
-    PGresult *res = params ? PQexecParams(s->conn, sql, n_params, NULL, params, NULL, NULL, 0)
-                           : PQexec(s->conn, sql);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         if (rows)
@@ -154,6 +149,60 @@ int pg_exec_params(struct pg_sink *s, const char *what, const char *sql, int n_p
     if (PQstatus(s->conn) != CONNECTION_OK)
         pg_disconnect(s);
     return -1;
+}
+
+int pg_exec_params(struct pg_sink *s, const char *what, const char *sql, int n_params,
+                   const char *const *params, PGresult **rows, bool *record_level,
+                   struct sk_error *err)
+{
+    *record_level = false;
+    s->round_trips++;
+    /* Without parameters the simple protocol, which also runs several statements. */
+    PGresult *res = params ? PQexecParams(s->conn, sql, n_params, NULL, params, NULL, NULL, 0)
+                           : PQexec(s->conn, sql);
+    return pg_result(s, what, res, rows, record_level, err);
+}
+
+/*
+ * As pg_exec_params, for a statement run once per batch: parsed and planned
+ * once per connection (PQprepare, named "sk<i>"), then only executed. sql
+ * must live as long as the sink: it is known by its address.
+ */
+int pg_exec_prepared(struct pg_sink *s, const char *what, const char *sql, int n_params,
+                     const char *const *params, PGresult **rows, bool *record_level,
+                     struct sk_error *err)
+{
+    size_t i = 0;
+    while (i < s->n_prepared && s->prepared[i] != sql)
+        i++;
+    if (i == PG_MAX_PREPARED || s->no_prepare)
+        return pg_exec_params(s, what, sql, n_params, params, rows, record_level, err);
+    char name[24];
+    snprintf(name, sizeof(name), "sk%zu", i);
+    *record_level = false;
+    if (i == s->n_prepared) {
+        s->round_trips++;
+        PGresult *res = PQprepare(s->conn, name, sql, n_params, NULL);
+        if (pg_result(s, what, res, NULL, record_level, err) < 0)
+            return -1;
+        s->prepared[s->n_prepared++] = sql;
+    }
+    s->round_trips++;
+    PGresult *res = PQexecPrepared(s->conn, name, n_params, params, NULL, NULL, 0);
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state && strcmp(state, "26000") == 0) {
+        /* The statement is gone although the connection is not: a pooler
+         * (PgBouncer in transaction mode) gave us another server session.
+         * From now on unnamed statements; the batch is tried again. */
+        PQclear(res);
+        s->no_prepare = true;
+        s->n_prepared = 0;
+        return sk_error_set(err, SK_ERR_RETRIABLE,
+                            "%s: prepared statement lost (a connection pooler?): "
+                            "no longer preparing statements",
+                            what);
+    }
+    return pg_result(s, what, res, rows, record_level, err);
 }
 
 int pg_exec0(struct pg_sink *s, const char *what, const char *sql, struct sk_error *err)

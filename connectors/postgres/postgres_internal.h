@@ -19,6 +19,10 @@
 /* The newest migration this build knows; a schema at a higher one is refused. */
 #define MIGRATION_LATEST 3
 
+/* The most statements prepared on one connection: upsert and delete of
+ * each collection's table, and the offsets. */
+#define PG_MAX_PREPARED 48
+
 /* The options (postgres_sink.c's table fills it). */
 struct pg_conf {
     char *conninfo;
@@ -33,8 +37,10 @@ struct pg_table {
     char *upsert_sql;         /* $1 = jsonb [[id, doc, source, modified, sent...], ...] */
     char *delete_sql;         /* $1 = uuid[] text; DELETE or UPDATE ... deleted_at */
     char *keys_sql;           /* every live row's id and doc (the snapshot sweep) */
+    char *ids_sql;            /* every live row's id */
     const char *sent_keys[4]; /* doc fields parsed by the sink into instant columns */
     size_t n_sent;
+    bool sends_enrolment; /* persons: enrolment_school follows the instants */
     struct sk_buf upserts, deletes;
     size_t n_upserts, n_deletes;
 };
@@ -62,6 +68,10 @@ struct pg_sink {
     bool keep_deleted;
     int64_t connect_timeout_ms;
     PGconn *conn; /* NULL after a lost connection: the next call reconnects */
+    /* The statements prepared on conn (pg_exec_prepared), by address. */
+    const char *prepared[PG_MAX_PREPARED];
+    size_t n_prepared;
+    bool no_prepare; /* a statement vanished (a pooler): unnamed statements only */
     uint64_t round_trips;
     struct pg_table *tables;
     size_t n_tables;
@@ -72,12 +82,18 @@ struct pg_sink {
     size_t *slots; /* open addressing over plans: index + 1, 0 = empty */
     size_t cap_slots;
     struct sk_offsets parts; /* of the batch being applied, reused */
+    long today;              /* the transaction's current_date, y * 10000 + m * 100 + d */
 };
 
 /* ---- postgres_sink.c ---------------------------------------------------------- */
 
 /* "postgresql host:port/dbname schema X" (never the password). Caller frees. */
 char *pg_describe_target(const char *conninfo, const char *schema);
+
+/* ---- postgres_rows.c ---------------------------------------------------------- */
+
+/* Appends record r as a row of t's upsert (today: for enrolment_school). */
+void pg_row_json(struct sk_buf *b, const struct pg_table *t, const struct sk_record *r, long today);
 
 /* ---- postgres_probe.c --------------------------------------------------------- */
 
@@ -109,6 +125,10 @@ int pg_ensure_connected(struct pg_sink *s, struct sk_error *err);
 int pg_exec_params(struct pg_sink *s, const char *what, const char *sql, int n_params,
                    const char *const *params, PGresult **rows, bool *record_level,
                    struct sk_error *err);
+/* As pg_exec_params, prepared once per connection; sql lives as long as the sink. */
+int pg_exec_prepared(struct pg_sink *s, const char *what, const char *sql, int n_params,
+                     const char *const *params, PGresult **rows, bool *record_level,
+                     struct sk_error *err);
 /* One statement without parameters or rows. 0 or -1 with err. */
 int pg_exec0(struct pg_sink *s, const char *what, const char *sql, struct sk_error *err);
 /* Rolls back whatever is open, or drops a connection in an unknown state. */

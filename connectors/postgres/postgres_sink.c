@@ -96,6 +96,7 @@ static void pg_close(struct sk_sink *self)
         free(s->tables[i].upsert_sql);
         free(s->tables[i].delete_sql);
         free(s->tables[i].keys_sql);
+        free(s->tables[i].ids_sql);
         free(s->tables[i].upserts.p);
         free(s->tables[i].deletes.p);
     }
@@ -307,79 +308,10 @@ static void plan_reset(struct pg_sink *s, size_t n)
     }
 }
 
-/*
- * Appends the instant us as a JSON string PostgreSQL reads as timestamptz
- * whatever the session's settings ("2024-06-20T14:40:03.000000Z"), or null:
- * no meta.modified, or an instant outside the years 1 to 9999 (the
- * generated column of migration 1 had no value for those either).
- */
-static void json_instant(struct sk_buf *b, int64_t us)
-{
-    const int64_t day_us = 86400 * INT64_C(1000000);
-    if (us == INT64_MIN) {
-        sk_buf_puts(b, "null");
-        return;
-    }
-    int64_t days = us / day_us, rem = us % day_us;
-    if (rem < 0) {
-        rem += day_us;
-        days--;
-    }
-    /* civil_from_days (H. Hinnant), the inverse of model.c's days_from_civil */
-    days += 719468;
-    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    int64_t doe = days - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
-    int64_t y = yoe + era * 400 + (m <= 2);
-    if (y < 1 || y > 9999) {
-        sk_buf_puts(b, "null");
-        return;
-    }
-    int64_t secs = rem / 1000000;
-    sk_buf_printf(b,
-                  "\"%04" PRId64 "-%02" PRId64 "-%02" PRId64 "T%02" PRId64 ":%02" PRId64
-                  ":%02" PRId64 ".%06" PRId64 "Z\"",
-                  y, m, d, secs / 3600, secs / 60 % 60, secs % 60, rem % 1000000);
-}
-
-/*
- * Appends [id, doc, source, modified, instants of t->sent_keys...] to b;
- * source = where the record was read. An instant field that is absent, not a
- * string or not RFC 3339 is null, as sk_instant made it.
- */
-static void json_upsert_row(struct sk_buf *b, const struct pg_table *t, const struct sk_record *r)
-{
-    sk_buf_puts(b, "[");
-    sk_buf_json_string(b, r->key);
-    sk_buf_puts(b, ",");
-    sk_buf_putn(b, r->json, r->json_len); /* printed exactly, once, by the driver */
-    sk_buf_puts(b, ",");
-    if (r->topic) {
-        char *source = sk_asprintf("%s[%" PRId32 "]@%" PRId64, r->topic, r->partition, r->offset);
-        sk_buf_json_string(b, source);
-        free(source);
-    } else {
-        sk_buf_puts(b, "null");
-    }
-    sk_buf_puts(b, ",");
-    json_instant(b, r->modified_us);
-    for (size_t i = 0; i < t->n_sent; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->doc, t->sent_keys[i]);
-        int64_t us;
-        sk_buf_puts(b, ",");
-        json_instant(
-            b, cJSON_IsString(v) && sk_time_parse_us(v->valuestring, &us) == 0 ? us : INT64_MIN);
-    }
-    sk_buf_puts(b, "]");
-}
-
-static void add_upsert(struct pg_table *t, const struct sk_record *r)
+static void add_upsert(struct pg_table *t, const struct sk_record *r, long today)
 {
     sk_buf_puts(&t->upserts, t->n_upserts++ ? "," : "[");
-    json_upsert_row(&t->upserts, t, r);
+    pg_row_json(&t->upserts, t, r, today);
 }
 
 static void add_delete(struct pg_table *t, const char *key)
@@ -396,14 +328,34 @@ static void finish_arrays(struct pg_table *t)
         sk_buf_puts(&t->deletes, "}");
 }
 
+/*
+ * BEGIN, and the transaction's current_date in one round trip: the day
+ * persons.enrolment_school is computed for (sk_enrolment_school(doc,
+ * current_date) in the upsert before).
+ */
+static int pg_begin(struct pg_sink *s, struct sk_error *err)
+{
+    bool record_level;
+    PGresult *res = NULL;
+    if (pg_exec_params(s, "BEGIN", "BEGIN; SELECT to_char(current_date, 'YYYYMMDD')", 0, NULL, &res,
+                       &record_level, err) < 0) {
+        if (err->cls == SK_ERR_PERMANENT)
+            err->cls = SK_ERR_FATAL;
+        return -1;
+    }
+    s->today = PQntuples(res) == 1 ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+    return 0;
+}
+
 /* next_offset = highest offset + 1 of each partition in the batch, under our incarnation. */
 static int store_offsets(struct pg_sink *s, const char *incarnation, const struct sk_buf *json,
                          struct sk_error *err)
 {
     bool record_level;
     const char *params[] = {json->p, incarnation};
-    int rc =
-        pg_exec_params(s, "skolsync_offsets", s->offsets_sql, 2, params, NULL, &record_level, err);
+    int rc = pg_exec_prepared(s, "skolsync_offsets", s->offsets_sql, 2, params, NULL, &record_level,
+                              err);
     if (rc < 0 && err->cls == SK_ERR_PERMANENT)
         err->cls = SK_ERR_FATAL;
     return rc;
@@ -432,16 +384,25 @@ static int apply_bulk(struct pg_sink *s, const char *incarnation, const struct s
                       bool *record_level, struct sk_error *err)
 {
     *record_level = false;
-    if (pg_exec0(s, "BEGIN", "BEGIN", err) < 0)
+    if (pg_begin(s, err) < 0)
         return -1;
+    for (size_t i = 0; i < s->n_plans; i++) {
+        const struct plan *p = &s->plans[i];
+        if (p->cleared)
+            add_delete(p->table, p->key);
+        if (p->winner)
+            add_upsert(p->table, p->winner, s->today);
+    }
+    for (size_t i = 0; i < s->n_tables; i++)
+        finish_arrays(&s->tables[i]);
     for (size_t i = 0; i < s->n_tables; i++) {
         struct pg_table *t = &s->tables[i];
         const char *del[] = {t->deletes.p}, *ups[] = {t->upserts.p};
-        if (t->n_deletes && pg_exec_params(s, t->entity->collection, t->delete_sql, 1, del, NULL,
-                                           record_level, err) < 0)
+        if (t->n_deletes && pg_exec_prepared(s, t->entity->collection, t->delete_sql, 1, del, NULL,
+                                             record_level, err) < 0)
             return -1;
-        if (t->n_upserts && pg_exec_params(s, t->entity->collection, t->upsert_sql, 1, ups, NULL,
-                                           record_level, err) < 0)
+        if (t->n_upserts && pg_exec_prepared(s, t->entity->collection, t->upsert_sql, 1, ups, NULL,
+                                             record_level, err) < 0)
             return -1;
     }
     if (s->parts.n && store_offsets(s, incarnation, offsets, err) < 0)
@@ -462,8 +423,7 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
 {
     struct sk_buf one = {0};
     int rc = -1;
-    if (pg_exec0(s, "BEGIN", "BEGIN", err) < 0 ||
-        pg_exec0(s, "SAVEPOINT", "SAVEPOINT skolsync_record", err) < 0)
+    if (pg_begin(s, err) < 0 || pg_exec0(s, "SAVEPOINT", "SAVEPOINT skolsync_record", err) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
         if (out[i].kind == SK_REJECTED)
@@ -474,7 +434,7 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
         const char *sql;
         if (r->value) {
             sk_buf_puts(&one, "[");
-            json_upsert_row(&one, t, r);
+            pg_row_json(&one, t, r, s->today);
             sk_buf_puts(&one, "]");
             sql = t->upsert_sql;
         } else {
@@ -484,8 +444,8 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
         bool record_level;
         const char *params[] = {one.p};
         struct sk_error rec_err = {0};
-        if (pg_exec_params(s, t->entity->collection, sql, 1, params, NULL, &record_level,
-                           &rec_err) == 0) {
+        if (pg_exec_prepared(s, t->entity->collection, sql, 1, params, NULL, &record_level,
+                             &rec_err) == 0) {
             if (pg_exec0(s, "SAVEPOINT",
                          "RELEASE SAVEPOINT skolsync_record; "
                          "SAVEPOINT skolsync_record",
@@ -540,15 +500,6 @@ static int pg_apply(struct sk_sink *self, const struct sk_record *recs, size_t n
         if (t)
             plan_record(plan_for(s, t, recs[i].key), &recs[i]);
     }
-    for (size_t i = 0; i < s->n_plans; i++) {
-        const struct plan *p = &s->plans[i];
-        if (p->cleared)
-            add_delete(p->table, p->key);
-        if (p->winner)
-            add_upsert(p->table, p->winner);
-    }
-    for (size_t i = 0; i < s->n_tables; i++)
-        finish_arrays(&s->tables[i]);
     struct sk_buf offsets = {0};
     batch_offsets_json(s, &offsets);
     if (pg_ensure_connected(s, err) < 0) {
@@ -625,8 +576,8 @@ static int pg_stored_offsets(struct sk_sink *self, struct sk_offsets *out, struc
     return 0;
 }
 
-/* The snapshot sweep's view: every live row of e's table. */
-static int pg_keys(struct sk_sink *self, const struct sk_entity *e,
+/* The snapshot sweep's view: every live row of e's table, with its doc or not. */
+static int pg_list(struct sk_sink *self, const struct sk_entity *e, bool docs,
                    void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
                    struct sk_error *err)
 {
@@ -638,16 +589,33 @@ static int pg_keys(struct sk_sink *self, const struct sk_entity *e,
         return -1;
     bool record_level;
     PGresult *res = NULL;
-    if (pg_exec_params(s, e->collection, t->keys_sql, 0, NULL, &res, &record_level, err) < 0) {
+    if (pg_exec_params(s, e->collection, docs ? t->keys_sql : t->ids_sql, 0, NULL, &res,
+                       &record_level, err) < 0) {
         if (err->cls == SK_ERR_PERMANENT)
             err->cls = SK_ERR_RETRIABLE;
         pg_abandon(s);
         return -1;
     }
     for (int i = 0; i < PQntuples(res); i++)
-        fn(ctx, PQgetvalue(res, i, 0), PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1));
+        fn(ctx, PQgetvalue(res, i, 0),
+           !docs || PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1));
     PQclear(res);
     return 0;
+}
+
+static int pg_keys(struct sk_sink *self, const struct sk_entity *e,
+                   void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                   struct sk_error *err)
+{
+    return pg_list(self, e, true, fn, ctx, err);
+}
+
+/* Without the docs: the server prints no jsonb as text (~5 µs a row). */
+static int pg_keys_only(struct sk_sink *self, const struct sk_entity *e,
+                        void (*fn)(void *ctx, const char *key, const char *doc), void *ctx,
+                        struct sk_error *err)
+{
+    return pg_list(self, e, false, fn, ctx, err);
 }
 
 /* Caught up: the batch's plans and JSON arrays (MBs after a bulk load) go;
@@ -674,6 +642,12 @@ static const char *pg_target(struct sk_sink *self)
     return s ? s->target : "postgresql";
 }
 
+PGconn *postgres_sink_connection(const struct sk_sink *self)
+{
+    const struct pg_sink *s = self ? self->priv : NULL;
+    return s ? s->conn : NULL;
+}
+
 uint64_t postgres_sink_round_trips(const struct sk_sink *self)
 {
     const struct pg_sink *s = self ? self->priv : NULL;
@@ -695,6 +669,7 @@ const struct sk_sink_ops postgres_sink_ops = {
     .mark_offsets = pg_mark_offsets,
     .stored_offsets = pg_stored_offsets,
     .keys = pg_keys,
+    .keys_only = pg_keys_only,
     .trim = pg_trim,
     .target = pg_target,
     .close = pg_close,

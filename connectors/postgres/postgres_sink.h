@@ -16,4 +16,8 @@ struct sk_sink;
  */
 uint64_t postgres_sink_round_trips(const struct sk_sink *self);
 
+/* The sink's connection (libpq's PGconn), NULL if none. For tests only. */
+struct pg_conn;
+struct pg_conn *postgres_sink_connection(const struct sk_sink *self);
+
 #endif

@@ -503,6 +503,16 @@ static void keys_list_what_is_stored(void)
               doc ? doc : "(none)");
     for (int i = 0; i < l.n; i++)
         free(l.docs[i]);
+    /* keys_only: the same keys, never a document */
+    if (sink->ops->keys_only) {
+        struct listed k = {0};
+        cr_assert_eq(sink->ops->keys_only(sink, sk_entity_by_name("Person"), list_one, &k, &err), 0,
+                     "%s: %s", cur->type, err.msg);
+        cr_assert_eq(k.n, 2, "%s: keys_only listed %d keys for 2 persons", cur->type, k.n);
+        cr_assert(listed_at(&k, a) >= 0 && listed_at(&k, b) >= 0, "%s: keys_only", cur->type);
+        for (int i = 0; i < k.n; i++)
+            cr_assert_null(k.docs[i], "%s: keys_only gave a document", cur->type);
+    }
     free(a);
     free(b);
     free(gone);
