@@ -23,7 +23,7 @@
 # sides alternating between repetitions (odd: skolsync first):
 #   source  JSON lines -> Kafka. skolsync: `run --once`, jsonl-source over a
 #           directory holding persons.jsonl (defaults: parse, validate,
-#           protobuf, lz4, one transaction per batch + cursor), topic
+#           protobuf, lz4, grouped transactions with the last cursor), topic
 #           <prefix>persons, 3 partitions. Connect: ConnectStandalone with
 #           FileStreamSourceConnector (defaults: each line an unkeyed string,
 #           StringConverter), topic created by the worker with 3 partitions.

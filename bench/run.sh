@@ -9,7 +9,8 @@
 # in build/bench-env, always stopped again), runs the scenarios and writes
 # bench/results/RESULTS.md, *.csv and *.png (bench/report.py + gnuplot).
 # Other knobs: BENCH_SCENARIOS="source sink latency memory lag embedded ha hub connect pairs profile"
-# (default all), BENCH_KEEP_DATA=1 keeps build-bench/data (generated sets are
+# (default all), BENCH_SIZES="label:students:repetitions ..." (e.g. "10k:215:5
+# 100k:2440:3": the full run without 1M), BENCH_KEEP_DATA=1 keeps build-bench/data (generated sets are
 # cached there anyway), BENCH_OUT=dir (default bench/results).
 set -uo pipefail
 
@@ -32,12 +33,12 @@ has() { [[ " $SCEN " == *" $1 "* ]]; }
 
 if [[ $QUICK == 1 ]]; then
     # label:students:repetitions (students chosen for ~10k / ~100k entities)
-    SIZES="10k:215:3 100k:2440:1"
+    SIZES=${BENCH_SIZES:-10k:215:3 100k:2440:1}
     SCEN=${BENCH_SCENARIOS:-source sink latency memory lag embedded ha hub connect pairs}   # no perf profile
     LAT_STEADY=20 LAT_BURST=40 POLL_INTERVALS="1s 5s" POLL_COUNT=5
     MEM_STEADY=6 MEM_OUTAGE=15 LAG_REPS=2 HA_SET=215:2
 else
-    SIZES="10k:215:5 100k:2440:3 1m:24100:1"
+    SIZES=${BENCH_SIZES:-10k:215:5 100k:2440:3 1m:24100:1}
     LAT_STEADY=200 LAT_BURST=200 POLL_INTERVALS="1s 5s 15s" POLL_COUNT=20
     MEM_STEADY=30 MEM_OUTAGE=60 LAG_REPS=5 HA_SET=2440:3
 fi
@@ -549,6 +550,8 @@ fi
 # ------------------------------------------------------------- report ---
 T_TOTAL=$(( $(date +%s) - T_START ))
 log "writing $OUT/RESULTS.md (run took ${T_TOTAL}s)"
+# a run of every scenario replaces what provenance.md says came from other runs
+[[ -z ${BENCH_SCENARIOS:-} ]] && rm -f "$OUT/provenance.md"
 BENCH_QUICK=$QUICK BENCH_SECONDS=$T_TOTAL BENCH_BROKERS=$BROKERS BENCH_OUTAGE="${MEM_OUTAGE} s" \
     python3 "$HERE/report.py" "$OUT" "$BB" || die "report failed"
 log "done in $(( $(date +%s) - T_START ))s: $OUT/RESULTS.md"
