@@ -100,6 +100,22 @@ struct sk_buf;
 int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON **doc,
                    struct sk_buf *json, struct sk_error *err);
 
+/*
+ * A batch's decode (sk_sink_decode of recs[todo[k]] for k < n_todo), each
+ * record's text in json[0] or json[1] at json_at[i] and recs[i].json set once
+ * both stop growing. A record that does not unpack gets rejected[i] and
+ * outs[i] REJECTED with its error. From SK_DECODE_SPLIT_MIN records on, and
+ * when one of the daemon's decode helpers is free (one fewer than the CPUs
+ * online), the second half is decoded on a helper thread while this one
+ * decodes the first: a sink whose target waits on the driver between
+ * batches (PostgreSQL idles while the next batch decodes) gets the second
+ * core (bench/analysis.md, "Sinks"). Returns the threads used, 1 or 2.
+ */
+#define SK_DECODE_SPLIT_MIN 64
+int sk_sink_decode_batch(const struct sk_privacy *privacy, struct sk_record *recs, cJSON **docs,
+                         struct sk_outcome *outs, bool *rejected, const size_t *todo,
+                         size_t n_todo, struct sk_buf json[2], size_t *json_at);
+
 /* The effective privacy policy of a sink: its settings over its type's defaults. */
 void sk_sink_privacy_resolve(const struct sk_sink_settings *s, const struct sk_sink_ops *ops,
                              struct sk_privacy *out);

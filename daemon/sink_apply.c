@@ -6,9 +6,12 @@
  * (docs/architecture.md §4, rules 3 and 4). The consumer, rebalances and
  * commits are sink_driver.c's.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "embedded_store.h"
 #include "log.h"
@@ -158,20 +161,87 @@ int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON 
     return 0;
 }
 
-/*
- * Decodes record i once for the sink and applies the sink's privacy policy.
- * A record that does not decode is rejected (DLQ); a protected person under
- * `skip` becomes a delete. The JSON text goes into the batch's buffer at
- * json_at[i] (pointed to once every record is printed: the buffer moves).
- */
-static void decode(struct sink_run *run, size_t i)
+/* ---- decode, split over two threads for a large batch ---------------------- */
+
+struct decode_part {
+    const struct sk_privacy *privacy;
+    struct sk_record *recs;
+    cJSON **docs;
+    struct sk_outcome *outs;
+    bool *rejected;
+    const size_t *todo;
+    size_t from, to;
+    struct sk_buf *json;
+    size_t *json_at;
+};
+
+static void *decode_part_run(void *arg)
 {
-    run->json_at[i] = run->json.len;
-    if (sk_sink_decode(&run->env->privacy, &run->recs[i], &run->docs[i], &run->json,
-                       &run->outs[i].err) < 0) {
-        run->driver_rejected[i] = true;
-        run->outs[i].kind = SK_REJECTED;
+    struct decode_part *d = arg;
+    for (size_t k = d->from; k < d->to; k++) {
+        size_t i = d->todo[k];
+        d->json_at[i] = d->json->len;
+        if (sk_sink_decode(d->privacy, &d->recs[i], &d->docs[i], d->json, &d->outs[i].err) < 0) {
+            d->rejected[i] = true;
+            d->outs[i].kind = SK_REJECTED;
+        }
     }
+    return NULL;
+}
+
+/* Decode helpers running in this daemon, and how many may (CPUs online - 1). */
+static atomic_int decode_helpers;
+static atomic_int decode_helpers_max = -1;
+
+static bool decode_helper_take(void)
+{
+    int max = atomic_load(&decode_helpers_max);
+    if (max < 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        max = cpus > 1 ? (int)(cpus - 1) : 0;
+        atomic_store(&decode_helpers_max, max);
+    }
+    int n = atomic_load(&decode_helpers);
+    while (n < max)
+        if (atomic_compare_exchange_weak(&decode_helpers, &n, n + 1))
+            return true;
+    return false;
+}
+
+/* drivers.h */
+int sk_sink_decode_batch(const struct sk_privacy *privacy, struct sk_record *recs, cJSON **docs,
+                         struct sk_outcome *outs, bool *rejected, const size_t *todo,
+                         size_t n_todo, struct sk_buf json[2], size_t *json_at)
+{
+    size_t mid = n_todo;
+    pthread_t helper;
+    bool split = false;
+    struct decode_part first = {privacy, recs, docs, outs, rejected, todo, 0, n_todo, &json[0],
+                                json_at};
+    struct decode_part second = first;
+    if (n_todo >= SK_DECODE_SPLIT_MIN && decode_helper_take()) {
+        mid = n_todo / 2;
+        first.to = mid;
+        second.from = mid;
+        second.json = &json[1];
+        split = pthread_create(&helper, NULL, decode_part_run, &second) == 0;
+        if (!split) {
+            atomic_fetch_sub(&decode_helpers, 1);
+            first.to = mid = n_todo; /* no thread to be had: all here */
+        }
+    }
+    decode_part_run(&first);
+    if (split) {
+        pthread_join(helper, NULL);
+        atomic_fetch_sub(&decode_helpers, 1);
+    }
+    /* Both buffers are final now: point each record at its text. */
+    for (size_t k = 0; k < n_todo; k++) {
+        size_t i = todo[k];
+        if (recs[i].doc)
+            recs[i].json = json[k < mid ? 0 : 1].p + json_at[i];
+    }
+    return split ? 2 : 1;
 }
 
 static void docs_free(struct sink_run *run)
@@ -180,12 +250,14 @@ static void docs_free(struct sink_run *run)
         cJSON_Delete(run->docs[i]);
         run->docs[i] = NULL;
     }
-    sk_buf_reset(&run->json);
+    sk_buf_reset(&run->json[0]);
+    sk_buf_reset(&run->json[1]);
 }
 
 static void build_records(struct sink_run *run)
 {
     docs_free(run);
+    size_t n_todo = 0;
     for (size_t i = 0; i < run->n_pending; i++) {
         const rd_kafka_message_t *m = run->pending[i];
         struct sk_record *r = &run->recs[i];
@@ -235,11 +307,10 @@ static void build_records(struct sink_run *run)
             continue;
         }
         if (m->payload)
-            decode(run, i);
+            run->todo[n_todo++] = i;
     }
-    for (size_t i = 0; i < run->n_pending; i++)
-        if (run->recs[i].doc)
-            run->recs[i].json = run->json.p + run->json_at[i];
+    sk_sink_decode_batch(&run->env->privacy, run->recs, run->docs, run->outs,
+                         run->driver_rejected, run->todo, n_todo, run->json, run->json_at);
 }
 
 /*

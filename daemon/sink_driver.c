@@ -540,6 +540,7 @@ static void batch_arrays(struct sink_run *run, size_t cap)
     free(run->outs);
     free(run->docs);
     free(run->json_at);
+    free(run->todo);
     free(run->driver_rejected);
     free(run->control);
     run->pending = cap ? sk_calloc(cap, sizeof(*run->pending)) : NULL;
@@ -547,6 +548,7 @@ static void batch_arrays(struct sink_run *run, size_t cap)
     run->outs = cap ? sk_calloc(cap, sizeof(*run->outs)) : NULL;
     run->docs = cap ? sk_calloc(cap, sizeof(*run->docs)) : NULL;
     run->json_at = cap ? sk_calloc(cap, sizeof(*run->json_at)) : NULL;
+    run->todo = cap ? sk_calloc(cap, sizeof(*run->todo)) : NULL;
     run->driver_rejected = cap ? sk_calloc(cap, sizeof(*run->driver_rejected)) : NULL;
     run->control = cap ? sk_calloc(cap, sizeof(*run->control)) : NULL;
     run->cap_pending = cap;
@@ -601,7 +603,8 @@ static void *sink_thread(void *arg)
              * the caches each time cost CPU. */
             if (env->sink.ops->trim)
                 env->sink.ops->trim(&env->sink);
-            sk_buf_free(&run.json);
+            sk_buf_free(&run.json[0]);
+            sk_buf_free(&run.json[1]);
             batch_arrays(&run, 0);
             malloc_trim(0);
             applied_since_trim = false;
@@ -677,7 +680,8 @@ out:
     sk_dlq_writer_free(run.dlq);
     parts_clear(&run);
     batch_arrays(&run, 0);
-    sk_buf_free(&run.json);
+    sk_buf_free(&run.json[0]);
+    sk_buf_free(&run.json[1]);
     sink_snapshots_free(&run);
     sk_runner_set_state(r, run.fatal ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;

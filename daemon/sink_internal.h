@@ -38,8 +38,9 @@ struct sink_run {
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs;          /* decoded entities of recs, owned here */
-    struct sk_buf json;    /* their JSON text, each ending in a NUL */
-    size_t *json_at;       /* where record i's text starts in json */
+    struct sk_buf json[2]; /* their JSON text, each ending in a NUL (two halves: drivers.h) */
+    size_t *json_at;       /* where record i's text starts in its half's buffer */
+    size_t *todo;          /* the records of the batch to decode */
     bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
     bool *control;         /* the drivers' own records (snapshot markers): never applied */
     struct sk_snapshot_track *snaps; /* per consumed entity type (sink_sweep.c), or NULL */

@@ -1,0 +1,151 @@
+/*
+ * The sink driver's batch decode (daemon/drivers.h, sk_sink_decode_batch): a
+ * large batch decoded in two halves on two threads gives each record exactly
+ * what sk_sink_decode gives it alone, rejections and privacy deletes included.
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "drivers.h"
+#include "model.h"
+#include "util.h"
+
+#define N 300
+
+static struct sk_record recs[N], expect[N];
+static cJSON *docs[N], *expect_docs[N];
+static struct sk_outcome outs[N];
+static bool rejected[N];
+static size_t json_at[N], todo[N];
+static struct sk_buf json[2];
+/* The values, which a policy delete takes off the record without freeing. */
+static uint8_t *values[N], *copies[N];
+
+static void encode_person(size_t i, struct sk_record *r)
+{
+    const char *marking = i % 7 == 3 ? "Sekretessmarkering" : "Ingen";
+    char *doc = sk_asprintf("{\"id\":\"00000000-0000-4000-8000-%012zx\",\"meta\":{\"created\":"
+                            "\"2024-01-01T00:00:00Z\",\"modified\":\"2024-02-%02zuT10:00:00Z\"},"
+                            "\"givenName\":\"Åsa \\\"%zu\\\"\",\"familyName\":\"Öberg\\n\","
+                            "\"securityMarking\":\"%s\",\"civicNo\":{\"value\":\"20100101%04zu\"}}",
+                            i, 1 + i % 28, i, marking, i);
+    struct sk_error err = {0};
+    char id[37];
+    int64_t modified_us;
+    r->entity = sk_entity_by_collection("persons");
+    cr_assert_eq(sk_codec_encode(r->entity, doc, strlen(doc), &r->value, &r->value_len, id,
+                                 &modified_us, &err),
+                 0, "%s", err.msg);
+    free(doc);
+}
+
+/* Records 0..n: persons, every 50th a value that does not unpack, every 30th
+ * a tombstone (not handed to the decode, as the driver does). */
+static size_t setup(size_t n)
+{
+    memset(recs, 0, sizeof(recs));
+    memset(expect, 0, sizeof(expect));
+    size_t n_todo = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 50 == 49) {
+            recs[i].entity = sk_entity_by_collection("persons");
+            recs[i].value = (uint8_t *)sk_strdup("\xff\xff\xff garbage");
+            recs[i].value_len = 12;
+        } else if (i % 30 != 29) {
+            encode_person(i, &recs[i]);
+        } else {
+            recs[i].entity = sk_entity_by_collection("persons");
+        }
+        expect[i] = recs[i];
+        values[i] = recs[i].value;
+        copies[i] = NULL;
+        if (recs[i].value) {
+            todo[n_todo++] = i;
+            /* the serial decode's own copy */
+            expect[i].value = copies[i] = sk_malloc(recs[i].value_len);
+            memcpy(expect[i].value, recs[i].value, recs[i].value_len);
+        }
+        outs[i].kind = SK_APPLIED;
+        rejected[i] = false;
+    }
+    return n_todo;
+}
+
+static void check(size_t n, const struct sk_privacy *privacy)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!expect[i].value) {
+            cr_assert_null(recs[i].json, "record %zu: a tombstone got text", i);
+            continue;
+        }
+        struct sk_buf one = {0};
+        struct sk_error err = {0};
+        int rc = sk_sink_decode(privacy, &expect[i], &expect_docs[i], &one, &err);
+        cr_assert_eq(rejected[i], rc < 0, "record %zu: rejected %d, alone %d", i, rejected[i],
+                     rc);
+        if (rc < 0) {
+            cr_assert_eq(outs[i].kind, SK_REJECTED);
+            cr_assert_str_eq(outs[i].err.msg, err.msg);
+        } else if (rc == 1) {
+            cr_assert_null(recs[i].value, "record %zu: the policy's delete was lost", i);
+            cr_assert_null(recs[i].json);
+        } else {
+            cr_assert_not_null(recs[i].json, "record %zu has no text", i);
+            cr_assert_str_eq(recs[i].json, one.p, "record %zu", i);
+            cr_assert_eq(recs[i].json_len, expect[i].json_len);
+            cr_assert_eq(recs[i].modified_us, expect[i].modified_us);
+            cr_assert_eq(outs[i].kind, SK_APPLIED);
+        }
+        sk_buf_free(&one);
+    }
+}
+
+static void teardown(size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(values[i]);
+        free(copies[i]);
+        cJSON_Delete(docs[i]);
+        cJSON_Delete(expect_docs[i]);
+        docs[i] = expect_docs[i] = NULL;
+    }
+    sk_buf_free(&json[0]);
+    sk_buf_free(&json[1]);
+}
+
+Test(sink_decode, a_large_batch_decodes_in_two_halves_exactly_as_record_by_record)
+{
+    size_t n_todo = setup(N);
+    struct sk_privacy privacy = {.protected_mode = SK_PROTECTED_SKIP};
+    int threads =
+        sk_sink_decode_batch(&privacy, recs, docs, outs, rejected, todo, n_todo, json, json_at);
+    cr_assert_eq(threads, sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 2 : 1);
+    if (threads == 2)
+        cr_assert_gt(json[1].len, 0, "the second half's text is in the second buffer");
+    check(N, &privacy);
+    size_t deletes = 0, bad = 0;
+    for (size_t i = 0; i < N; i++) {
+        deletes += values[i] && !recs[i].value && !rejected[i];
+        bad += rejected[i];
+    }
+    cr_assert_gt(deletes, 20, "protected persons were skipped on both halves");
+    cr_assert_eq(bad, N / 50);
+    teardown(N);
+}
+
+Test(sink_decode, a_small_batch_is_decoded_on_the_calling_thread)
+{
+    size_t n = SK_DECODE_SPLIT_MIN - 1;
+    size_t n_todo = setup(n);
+    cr_assert_lt(n_todo, SK_DECODE_SPLIT_MIN);
+    struct sk_privacy privacy = {0};
+    cr_assert_eq(
+        sk_sink_decode_batch(&privacy, recs, docs, outs, rejected, todo, n_todo, json, json_at),
+        1);
+    cr_assert_eq(json[1].len, 0);
+    check(n, &privacy);
+    teardown(n);
+}
