@@ -17,7 +17,7 @@
 #include "connector.h"
 
 /* The newest migration this build knows; a schema at a higher one is refused. */
-#define MIGRATION_LATEST 3
+#define MIGRATION_LATEST 4
 
 /* The most statements prepared on one connection: upsert and delete of
  * each collection's table, and the offsets. */
@@ -40,7 +40,12 @@ struct pg_table {
     char *ids_sql;            /* every live row's id */
     const char *sent_keys[4]; /* doc fields parsed by the sink into instant columns */
     size_t n_sent;
-    bool sends_enrolment; /* persons: enrolment_school follows the instants */
+    struct {
+        const char *key; /* the doc field: a reference object's id, or a day */
+        bool day;        /* a date column (else a uuid) */
+    } typed[8];          /* the uuid and date columns the sink computes (migration 4) */
+    size_t n_typed;
+    bool sends_enrolment; /* persons: enrolment_school follows the typed columns */
     struct sk_buf upserts, deletes;
     size_t n_upserts, n_deletes;
 };

@@ -1,12 +1,14 @@
 /*
  * postgres_rows.c: one record as the upsert's row (postgres_schema.c,
  * pg_build_table_sql): [id, doc, source, modified, the instants of
- * t->sent_keys..., enrolment_school for persons]. Every value the sink
+ * t->sent_keys..., the references and days of t->typed...,
+ * enrolment_school for persons]. Every value the sink
  * sends instead of the server computing it is parsed here, with the same
  * result as the SQL it replaces.
  *
  * Must never: send a value that differs from what the migration 1
- * function it replaces would give (sk_instant, sk_enrolment_school).
+ * function it replaces would give (sk_instant, sk_uuid, sk_date,
+ * sk_enrolment_school).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -108,6 +110,25 @@ static bool pg_uuid(const cJSON *v, char out[37])
     return true;
 }
 
+/* A day of pg_day as a JSON string PostgreSQL reads as a date whatever its DateStyle, or null. */
+static void json_day(struct sk_buf *b, long day)
+{
+    if (day < 0)
+        sk_buf_puts(b, "null");
+    else
+        sk_buf_printf(b, "\"%04ld-%02ld-%02ld\"", day / 10000, day / 100 % 100, day % 100);
+}
+
+/* sk_uuid(ref->>'id') of migration 1 (a REF column) as a JSON string, or null. */
+static void json_ref(struct sk_buf *b, const cJSON *ref)
+{
+    char id[37];
+    if (cJSON_IsObject(ref) && pg_uuid(cJSON_GetObjectItemCaseSensitive(ref, "id"), id))
+        sk_buf_printf(b, "\"%s\"", id);
+    else
+        sk_buf_puts(b, "null");
+}
+
 /*
  * sk_enrolment_school(doc, today) of migration 1 in C: the school of the
  * first enrolment (an object, cancelled not true) whose startDate and
@@ -165,6 +186,14 @@ void pg_row_json(struct sk_buf *b, const struct pg_table *t, const struct sk_rec
         sk_buf_puts(b, ",");
         json_instant(
             b, cJSON_IsString(v) && sk_time_parse_us(v->valuestring, &us) == 0 ? us : INT64_MIN);
+    }
+    for (size_t i = 0; i < t->n_typed; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->doc, t->typed[i].key);
+        sk_buf_puts(b, ",");
+        if (t->typed[i].day)
+            json_day(b, pg_day(v));
+        else
+            json_ref(b, v);
     }
     if (t->sends_enrolment) {
         sk_buf_puts(b, ",");

@@ -34,6 +34,7 @@ struct pg_column {
     const char *name;
     const char *type;
     const char *expr;
+    const char *key; /* the doc field expr reads (TXT, REF, DAY, INSTANT), else NULL */
     bool indexed;
     bool written;
 };
@@ -43,10 +44,11 @@ struct pg_table_spec {
     struct pg_column cols[9];
 };
 
-#define TXT(k) "(doc->>'" k "')"
-#define REF(k) "{s}.sk_uuid(doc->'" k "'->>'id')"
-#define DAY(k) "{s}.sk_date(doc->>'" k "')"
-#define INSTANT(k) "{s}.sk_instant(doc->>'" k "')"
+/* Each gives a column's expr and key. */
+#define TXT(k) "(doc->>'" k "')", k
+#define REF(k) "{s}.sk_uuid(doc->'" k "'->>'id')", k
+#define DAY(k) "{s}.sk_date(doc->>'" k "')", k
+#define INSTANT(k) "{s}.sk_instant(doc->>'" k "')", k
 
 /*
  * Migration 1's typed columns: what people filter and join on (docs/ss12000-notes.md §2.3).
@@ -79,9 +81,10 @@ static const struct pg_table_spec table_specs[] = {
       {"birth_date", "date", DAY("birthDate"), false},
       {"security_marking", "text", TXT("securityMarking"), false},
       {"person_status", "text", TXT("personStatus"), false},
-      {"epp_name", "text", "(doc->'eduPersonPrincipalNames'->>0)", true},
+      {"epp_name", "text", "(doc->'eduPersonPrincipalNames'->>0)", NULL, true},
       /* "Active" depends on the day, so this is no generated column. */
-      {"enrolment_school", "uuid", "{s}.sk_enrolment_school(doc, current_date)", true, true}}},
+      {"enrolment_school", "uuid", "{s}.sk_enrolment_school(doc, current_date)", NULL, true,
+       true}}},
     {"duties",
      {{"person_id", "uuid", REF("person"), true},
       {"duty_at", "uuid", REF("dutyAt"), true},
@@ -252,6 +255,23 @@ static const struct pg_table_spec *pg_spec_for(const char *collection)
     return NULL;
 }
 
+/*
+ * Migration 4: the references (REF, a uuid) and days (DAY, a date) of
+ * migration 1 become columns the sink writes. Generated, each cost the
+ * server a call of sk_uuid or sk_date per row, and their regular
+ * expressions were a fifth of its CPU per upsert (attendances, most of the
+ * rows, have two references). The sink computes them with pg_uuid and
+ * pg_day (postgres_rows.c), checked against the SQL functions by
+ * test_postgres_sink. The text columns stay generated: doc->>'k' is cheap,
+ * and for a value that is no string its text is PostgreSQL's own rendering.
+ * Frozen, like table_specs it is read from.
+ */
+static bool pg_sink_computes(const struct pg_column *c)
+{
+    return c->name && !c->written && c->key &&
+           (strcmp(c->type, "uuid") == 0 || strcmp(c->type, "date") == 0);
+}
+
 /* ---- open: statements and migrations ---------------------------------------- */
 
 void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtable)
@@ -272,6 +292,19 @@ void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtabl
     }
     for (size_t i = 0; spec && i < sizeof(spec->cols) / sizeof(spec->cols[0]); i++) {
         const struct pg_column *c = &spec->cols[i];
+        if (!pg_sink_computes(c) ||
+            t->n_typed == sizeof(t->typed) / sizeof(t->typed[0]))
+            continue;
+        sk_buf_printf(&sent, ", (r->>%zu)::%s AS %s", 4 + t->n_sent + t->n_typed, c->type,
+                      c->name);
+        sk_buf_printf(&cols, ", %s", c->name);
+        sk_buf_printf(&exprs, ", %s", c->name);
+        sk_buf_printf(&sets, ", %s = excluded.%s", c->name, c->name);
+        t->typed[t->n_typed].key = c->key;
+        t->typed[t->n_typed++].day = strcmp(c->type, "date") == 0;
+    }
+    for (size_t i = 0; spec && i < sizeof(spec->cols) / sizeof(spec->cols[0]); i++) {
+        const struct pg_column *c = &spec->cols[i];
         if (!c->name || !c->written)
             continue;
         /* The one written column, persons.enrolment_school: the sink computes
@@ -279,7 +312,7 @@ void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtabl
          * it last; its SQL function per row cost the server ~25 µs. */
         sk_buf_printf(&cols, ", %s", c->name);
         sk_buf_printf(&exprs, ", %s", c->name);
-        sk_buf_printf(&sent, ", (r->>%zu)::uuid AS %s", 4 + t->n_sent, c->name);
+        sk_buf_printf(&sent, ", (r->>%zu)::uuid AS %s", 4 + t->n_sent + t->n_typed, c->name);
         t->sends_enrolment = true;
         sk_buf_printf(&sets, ", %s = excluded.%s", c->name, c->name);
         sk_buf_printf(&changed, " OR t.%s IS DISTINCT FROM excluded.%s", c->name, c->name);
@@ -403,6 +436,22 @@ static void migration3_sql(const struct pg_sink *s, struct sk_buf *b)
     }
 }
 
+/* Migration 4 (pg_sink_computes). IF EXISTS: a column an administrator
+ * already made plain is left as it is (PostgreSQL notes it). */
+static void migration4_sql(const struct pg_sink *s, struct sk_buf *b)
+{
+    for (size_t i = 0; i < sizeof(table_specs) / sizeof(table_specs[0]); i++) {
+        char *name = pg_table_name(table_specs[i].collection);
+        char *qtable = pg_quote_ident(name);
+        for (size_t j = 0; j < sizeof(table_specs[i].cols) / sizeof(table_specs[i].cols[0]); j++)
+            if (pg_sink_computes(&table_specs[i].cols[j]))
+                sk_buf_printf(b, "ALTER TABLE %s.%s ALTER COLUMN %s DROP EXPRESSION IF EXISTS;\n",
+                              s->qschema, qtable, table_specs[i].cols[j].name);
+        free(qtable);
+        free(name);
+    }
+}
+
 /* The first value of a one-row result as text (caller frees), or NULL. */
 static char *pg_first_value(PGresult *res)
 {
@@ -474,8 +523,10 @@ int pg_migrate(struct pg_sink *s, struct sk_error *err)
             migration1_sql(s, &b);
         else if (v == 2)
             migration2_sql(s, &b);
-        else
+        else if (v == 3)
             migration3_sql(s, &b);
+        else
+            migration4_sql(s, &b);
         free(sql);
         sql =
             sk_asprintf("INSERT INTO %s.skolsync_migrations(version) VALUES (%ld)", s->qschema, v);

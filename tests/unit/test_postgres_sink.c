@@ -347,22 +347,22 @@ Test(postgres_sink, open_creates_a_versioned_schema_once)
     assert_query(sql, "20"); /* 18 collections, skolsync_migrations, skolsync_offsets */
     free(sql);
     assert_query("SELECT string_agg(version::text, ',' ORDER BY version) FROM skolsync_migrations",
-                 "1,2,3");
+                 "1,2,3,4");
     assert_query("SELECT count(*) FROM study_plans", "0");
     assert_query("SELECT count(*) FROM school_unit_offerings", "0");
     char *applied = query("SELECT min(applied_at)::text FROM skolsync_migrations");
     cr_assert_not_null(applied);
 
-    /* A second open finds version 3 and runs nothing. */
+    /* A second open finds version 4 and runs nothing. */
     skt_sink_drop(&sink);
     open_sink("inc-a");
-    assert_query("SELECT count(*) FROM skolsync_migrations", "3");
+    assert_query("SELECT count(*) FROM skolsync_migrations", "4");
     assert_query("SELECT min(applied_at)::text FROM skolsync_migrations", applied);
     free(applied);
 
     /* A schema migrated by a newer skolsync is refused, not touched. */
     skt_sink_drop(&sink);
-    PQclear(PQexec(admin, "INSERT INTO skolsync_migrations(version) VALUES (4)"));
+    PQclear(PQexec(admin, "INSERT INTO skolsync_migrations(version) VALUES (5)"));
     char *yaml = sk_asprintf("conninfo: '%s'\nschema: %s\n", conninfo, schema);
     struct sk_error err = {0};
     cr_assert_eq(open_with(yaml, "inc-a", &err), -1);
@@ -555,7 +555,7 @@ Test(postgres_sink, migrations_2_and_3_keep_the_instants_of_an_older_schema)
 
     open_sink("inc-a");
     assert_query("SELECT string_agg(version::text, ',' ORDER BY version) FROM skolsync_migrations",
-                 "1,2,3");
+                 "1,2,3,4");
     assert_query(GENERATED_INSTANTS, "0");
     assert_query("SELECT modified = '2024-05-01T12:30:00Z' FROM persons", "t");
     assert_query("SELECT start_time = '2024-05-01T12:30:00Z' FROM calendar_events", "t");
@@ -568,6 +568,122 @@ Test(postgres_sink, migrations_2_and_3_keep_the_instants_of_an_older_schema)
     apply_ok();
     assert_given_name(1, "Newer");
     assert_query("SELECT modified = '2024-05-01T12:45:00Z' FROM persons", "t");
+}
+
+#define GENERATED_REFS_AND_DAYS                                                                    \
+    "SELECT count(*) FROM pg_attribute WHERE attgenerated <> '' AND "                              \
+    "atttypid IN ('uuid'::regtype, 'date'::regtype) AND attrelid IN (SELECT oid FROM pg_class "    \
+    "WHERE relnamespace = current_schema()::regnamespace)"
+
+/* What every REF and DAY column of placements must hold: the SQL functions over doc. */
+#define PLACEMENTS_DISAGREE                                                                        \
+    "SELECT count(*) FROM placements WHERE child_id IS DISTINCT FROM "                             \
+    "sk_uuid(doc->'child'->>'id') OR placed_at IS DISTINCT FROM sk_uuid(doc->'placedAt'->>'id') "  \
+    "OR group_id IS DISTINCT FROM sk_uuid(doc->'group'->>'id') OR start_date IS DISTINCT FROM "    \
+    "sk_date(doc->>'startDate') OR end_date IS DISTINCT FROM sk_date(doc->>'endDate')"
+
+/*
+ * The sink writes the references and days (migration 4): for every kind of
+ * value a source may send, what sk_uuid and sk_date of migration 1 say.
+ */
+Test(postgres_sink, references_and_days_are_what_the_sql_functions_say)
+{
+    open_sink("inc-a");
+    assert_query(GENERATED_REFS_AND_DAYS, "0");
+    static const char *const refs[] = {
+        "{\"id\":\"00000000-0000-4000-8000-0000000000AB\"}", /* upper case: lowered */
+        "{\"id\":\"00000000-0000-4000-8000-0000000000ab\",\"displayName\":\"x\"}",
+        "{\"id\":\"{00000000-0000-4000-8000-0000000000ab}\"}", /* braces: no */
+        "{\"id\":\"000000000000400080000000000000ab\"}",        /* no dashes: no */
+        "{\"id\":\"00000000-0000-4000-8000-0000000000ag\"}",    /* not hex */
+        "{\"id\":\"00000000-0000-4000-8000-0000000000ab \"}",   /* trailing space */
+        "{\"id\":\"00000000\\u002d0000-4000-8000-0000000000ab\"}", /* an escaped dash: yes */
+        "{\"id\":12}",
+        "{\"id\":null}",
+        "{\"id\":{\"id\":\"00000000-0000-4000-8000-0000000000ab\"}}",
+        "{}",
+        "\"00000000-0000-4000-8000-0000000000ab\"", /* the id itself, not an object */
+        "[{\"id\":\"00000000-0000-4000-8000-0000000000ab\"}]",
+        "null",
+    };
+    static const char *const days[] = {
+        "\"2024-02-29\"", "\"2023-02-29\"", "\"2000-02-29\"", "\"1900-02-29\"",
+        "\"2024-04-31\"", "\"2024-12-31\"", "\"2024-13-01\"", "\"2024-00-10\"",
+        "\"2024-01-00\"", "\"0000-01-01\"", "\"0001-01-01\"", "\"9999-12-31\"",
+        "\"2024-1-01\"",  "\"2024-01-01T00:00:00Z\"", "\" 2024-01-01\"", "\"2024\\u002d01-02\"",
+        "20240101",       "null",         "{\"day\":\"2024-01-01\"}", "\"\"",
+    };
+    size_t n_refs = sizeof(refs) / sizeof(refs[0]), n_days = sizeof(days) / sizeof(days[0]);
+    size_t n = n_refs > n_days ? n_refs : n_days;
+    for (size_t i = 0; i < n; i++) {
+        const char *ref = refs[i % n_refs], *day = days[i % n_days];
+        char *j = sk_asprintf("{\"id\":\"%s\",\"child\":%s,\"placedAt\":%s,\"startDate\":%s,"
+                              "\"endDate\":%s}",
+                              uuid(200 + (int)i), ref, refs[(i + 1) % n_refs], day,
+                              days[(i + 3) % n_days]);
+        add_doc("placements", j, 0, (int64_t)i);
+        free(j);
+    }
+    /* a document without any of the fields */
+    char *j = sk_asprintf("{\"id\":\"%s\"}", uuid(199));
+    add_doc("placements", j, 0, (int64_t)n);
+    free(j);
+    apply_ok();
+    assert_query(PLACEMENTS_DISAGREE, "0");
+    /* ... and not by chance: some of each are set, some not */
+    assert_query("SELECT count(child_id) || '/' || count(start_date) || '/' || count(*) FROM "
+                 "placements",
+                 "5/6/21");
+    assert_query("SELECT count(*) FROM placements WHERE child_id = "
+                 "'00000000-0000-4000-8000-0000000000ab'",
+                 "5");
+    assert_query("SELECT string_agg(start_date::text, ',' ORDER BY start_date) FROM placements",
+                 "0001-01-01,2000-02-29,2024-01-02,2024-02-29,2024-12-31,9999-12-31");
+}
+
+/*
+ * A schema before migration 4 (references and days generated from doc) is
+ * migrated on open: the stored values stay, and the sink writes them from
+ * then on.
+ */
+Test(postgres_sink, migration_4_keeps_the_references_and_days_of_an_older_schema)
+{
+    open_sink("inc-a");
+    add_school();
+    apply_ok();
+    skt_sink_drop(&sink);
+    char *before = query("SELECT string_agg(concat_ws('|', id, child_id, placed_at, start_date), "
+                         "',' ORDER BY id) FROM placements");
+    PGresult *res = PQexec(
+        admin,
+        "ALTER TABLE placements DROP COLUMN child_id, DROP COLUMN start_date, "
+               "ADD COLUMN child_id uuid GENERATED ALWAYS AS (sk_uuid(doc->'child'->>'id')) STORED, "
+               "ADD COLUMN start_date date GENERATED ALWAYS AS (sk_date(doc->>'startDate')) STORED; "
+               "DELETE FROM skolsync_migrations WHERE version = 4");
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
+    PQclear(res);
+    assert_query(GENERATED_REFS_AND_DAYS, "2");
+
+    open_sink("inc-a");
+    assert_query("SELECT string_agg(version::text, ',' ORDER BY version) FROM skolsync_migrations",
+                 "1,2,3,4");
+    assert_query(GENERATED_REFS_AND_DAYS, "0");
+    assert_query("SELECT string_agg(concat_ws('|', id, child_id, placed_at, start_date), ',' "
+                 "ORDER BY id) FROM placements",
+                 before);
+    cr_assert(strstr(before, uuid(PERSON)), "%s", before);
+    skt_recs_clear(&batch);
+    char *j = sk_asprintf("{\"id\":\"%s\",\"child\":{\"id\":\"%s\"},\"startDate\":\"2025-08-18\"}",
+                          uuid(300), uuid(PERSON));
+    add_doc("placements", j, 0, 100);
+    free(j);
+    apply_ok();
+    assert_query(PLACEMENTS_DISAGREE, "0");
+    char *sql = sk_asprintf("SELECT start_date FROM placements WHERE child_id = '%s' AND id = '%s'",
+                            uuid(PERSON), uuid(300));
+    assert_query(sql, "2025-08-18");
+    free(sql);
+    free(before);
 }
 
 Test(postgres_sink, records_without_modified_then_with_apply_in_order)
