@@ -383,7 +383,35 @@ static bool retry_wait(struct sink_run *run, struct sk_retry *retry, bool *pause
 }
 
 /* sink_internal.h */
+int sink_decode_pending(struct sink_run *run)
+{
+    struct sk_sink_env *env = run->env;
+    /* The embedded broker's store: apply only what a restart restores
+     * (docs/architecture.md §5.8), or offsets could point past its log. */
+    if (sk_estore_await(sk_kafka_estore(env->kafka), run->pending, run->n_pending,
+                        &env->runner.stop))
+        return -1;
+    build_records(run);
+    return 0;
+}
+
+/* sink_internal.h */
+void sink_apply_first(struct sink_run *run, struct sink_first *first)
+{
+    sk_error_clear(&first->err);
+    first->at = apply_range(run, 0, &first->err);
+}
+
+/* sink_internal.h */
 int sink_apply_pending(struct sink_run *run)
+{
+    if (sink_decode_pending(run))
+        return -1;
+    return sink_apply_decoded(run, NULL);
+}
+
+/* sink_internal.h */
+int sink_apply_decoded(struct sink_run *run, const struct sink_first *first)
 {
     struct sk_sink_env *env = run->env;
     struct sk_runner *r = &env->runner;
@@ -392,14 +420,16 @@ int sink_apply_pending(struct sink_run *run)
     struct sk_retry retry = {0};
     bool paused = false;
     int rc = 0;
-    /* The embedded broker's store: apply only what a restart restores
-     * (docs/architecture.md §5.8), or offsets could point past its log. */
-    if (sk_estore_await(sk_kafka_estore(env->kafka), run->pending, n, &r->stop))
-        return -1;
-    build_records(run);
     for (;;) {
         struct sk_error err = {0};
-        size_t at = apply_range(run, from, &err);
+        size_t at;
+        if (first) { /* the helper thread's attempt stands for the first */
+            at = first->at;
+            err = first->err;
+            first = NULL;
+        } else {
+            at = apply_range(run, from, &err);
+        }
         if (at < n && err.cls == SK_ERR_FATAL) {
             sk_error_log(r->name, "%s", err.msg);
             sk_runner_set_error(r, err.msg);

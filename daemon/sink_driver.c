@@ -109,6 +109,8 @@ static void commit_parts(struct sink_run *run, bool sync)
  * show a lag of 1 forever). Only valid when nothing is pending. */
 static bool advance_to_eof(struct sink_run *run)
 {
+    if (run->dropped)
+        return false;
     struct sk_offsets marks = {0};
     for (size_t i = 0; i < run->n_parts; i++) {
         struct part *p = &run->parts[i];
@@ -142,21 +144,11 @@ static bool advance_to_eof(struct sink_run *run)
     return moved;
 }
 
-static void flush(struct sink_run *run, bool sync_commit)
+/* After the batch in hand was applied: its offsets, counts and snapshots. */
+static void batch_done(struct sink_run *run)
 {
-    if (run->in_flush)
-        return;
-    run->in_flush = true;
     size_t n = run->n_pending;
     if (n > 0) {
-        if (sink_apply_pending(run) != 0) {
-            /* Not applied: not committed. The records come again after the
-             * restart or reassignment. */
-            sink_pending_drop(run);
-            run->revoked_in_flush = false;
-            run->in_flush = false;
-            return;
-        }
         sink_snapshots_batch(run);
         struct sk_runner *r = &run->env->runner;
         size_t applied = 0, rejected = 0;
@@ -202,8 +194,162 @@ static void flush(struct sink_run *run, bool sync_commit)
         sk_offsets_free(&control_marks);
         sink_pending_drop(run);
     }
+}
+
+/* ---- In flight ------------------------------------------------------------------
+ *
+ * A bulk load alternates two kinds of work: fetching and decoding a batch
+ * (this thread's CPU) and the target applying it (mostly a wait for the
+ * database or the API). So a batch that filled while more records were
+ * queued is applied on a short-lived helper thread while this thread
+ * fetches and decodes the next one. The next one is applied only after the
+ * first has landed: its retries, dead letters, offsets, counts and sweeps
+ * all run here, after the helper's one attempt (sink_apply_first). Per-key
+ * order and delivery rules 3 and 4 are therefore those of one batch after
+ * the other. At most one batch is in flight, and while one is, this thread
+ * calls no sink op: everything that does (flush, an end of partition's
+ * offsets, trim, a rebalance, stop) lands it first. A lone record, or the
+ * last batch of a backlog, is applied on this thread at once.
+ */
+struct fly_job {
+    struct sink_run view; /* env and the batch's fields (borrowed from run->fly) */
+    struct sink_first first;
+    pthread_t thread;
+    bool joinable;
+};
+
+#define SINK_BATCH_FIELDS(X)                                                                       \
+    X(pending) X(n_pending) X(cap_pending) X(first_pending_ms) X(recs) X(outs) X(docs) X(json[0])  \
+        X(json[1]) X(json_at) X(todo) X(driver_rejected) X(control)
+
+/* Exchanges the batch in hand with b. */
+static void batch_swap(struct sink_run *run, struct sink_batch *b)
+{
+#define SK_SWAP_FIELD(f)                                                                           \
+    {                                                                                              \
+        __typeof__(run->f) t_ = run->f;                                                            \
+        run->f = b->f;                                                                             \
+        b->f = t_;                                                                                 \
+    }
+    SINK_BATCH_FIELDS(SK_SWAP_FIELD)
+#undef SK_SWAP_FIELD
+}
+
+static void *fly_run(void *arg)
+{
+    struct fly_job *job = arg;
+    sink_apply_first(&job->view, &job->first);
+    return NULL;
+}
+
+/* Hands the decoded batch in hand to a helper thread (or, without one, applies it here). */
+static void fly_dispatch(struct sink_run *run)
+{
+    struct fly_job *job = sk_calloc(1, sizeof(*job));
+    batch_swap(run, &run->fly); /* in hand now: the spare arrays, empty */
+    run->n_pending = 0;
+    job->view.env = run->env;
+#define SK_COPY_FIELD(f) job->view.f = run->fly.f;
+    SINK_BATCH_FIELDS(SK_COPY_FIELD)
+#undef SK_COPY_FIELD
+    run->job = job;
+    job->joinable = pthread_create(&job->thread, NULL, fly_run, job) == 0;
+    if (!job->joinable)
+        fly_run(job);
+}
+
+/*
+ * Lands the batch in flight: waits for the helper, then finishes the batch
+ * here (retries, dead letters, offsets, snapshots). -1 if it could not be
+ * applied (stop, revoked, fatal): then it is dropped uncommitted, and the
+ * caller drops the batch in hand too (its records come again after the
+ * restart or reassignment, as the one before them does).
+ */
+static int fly_land(struct sink_run *run)
+{
+    struct fly_job *job = run->job;
+    if (!job)
+        return 0;
+    if (job->joinable)
+        pthread_join(job->thread, NULL);
+    run->job = NULL;
+    batch_swap(run, &run->fly);
+    int rc = sink_apply_decoded(run, &job->first);
+    if (rc == 0) {
+        batch_done(run);
+    } else {
+        sink_pending_drop(run);
+        run->dropped = true;
+    }
+    batch_swap(run, &run->fly);
+    free(job);
+    return rc;
+}
+
+/* Waits for the batch in flight and drops it uncommitted (the generation is gone, or fatal). */
+static void fly_abandon(struct sink_run *run)
+{
+    struct fly_job *job = run->job;
+    if (!job)
+        return;
+    if (job->joinable)
+        pthread_join(job->thread, NULL);
+    run->job = NULL;
+    batch_swap(run, &run->fly);
+    sink_pending_drop(run);
+    batch_swap(run, &run->fly);
+    run->dropped = true;
+    free(job);
+}
+
+/* The batch in hand could not be applied (nor the one in flight): nothing is committed. */
+static void flush_failed(struct sink_run *run)
+{
+    /* Not applied: not committed. The records come again after the
+     * restart or reassignment. */
+    sink_pending_drop(run);
+    run->dropped = true;
+    run->revoked_in_flush = false;
+    run->in_flush = false;
+}
+
+/* Applies the batch in flight, then the batch in hand, here; commits. */
+static void flush(struct sink_run *run, bool sync_commit)
+{
+    if (run->in_flush)
+        return;
+    run->in_flush = true;
+    if (fly_land(run) != 0 || (run->n_pending > 0 && sink_apply_pending(run) != 0)) {
+        flush_failed(run);
+        return;
+    }
+    batch_done(run);
     advance_to_eof(run);
     commit_parts(run, sync_commit);
+    run->in_flush = false;
+}
+
+/*
+ * A full batch while more records are queued: decodes it while the batch
+ * in flight is applied, lands that one, commits its offsets, and sends this
+ * one off. The partitions' ends wait for a flush: advance_to_eof is only
+ * valid with nothing in hand or in flight.
+ */
+static void flush_async(struct sink_run *run)
+{
+    if (run->in_flush)
+        return;
+    run->in_flush = true;
+    bool decoded = sink_decode_pending(run) == 0;
+    bool landing = run->job != NULL;
+    if (fly_land(run) != 0 || !decoded) {
+        flush_failed(run);
+        return;
+    }
+    if (landing)
+        commit_parts(run, false);
+    if (run->n_pending)
+        fly_dispatch(run);
     run->in_flush = false;
 }
 
@@ -240,6 +386,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
                     err.msg);
     }
     parts_clear(run);
+    run->dropped = false; /* the consumer starts again where the target or group says */
     run->parts = sk_calloc((size_t)parts->cnt + 1, sizeof(*run->parts));
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
@@ -281,7 +428,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else if (!rd_kafka_assignment_lost(rk)) {
             flush(run, true); /* finish the batch in hand, then commit synchronously */
         } else {
-            sink_pending_drop(run); /* the generation is gone: do not commit */
+            fly_abandon(run); /* the generation is gone: do not commit */
+            sink_pending_drop(run);
+            run->dropped = true;
         }
         sk_info(run->env->runner.name, "partitions revoked%s",
                 rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
@@ -513,7 +662,7 @@ static void check_drained(struct sink_run *run)
 {
     struct sk_runner *r = &run->env->runner;
     if (!atomic_load(&r->drain_requested) || atomic_load(&r->drained) || run->n_pending ||
-        run->n_parts == 0)
+        run->job || run->n_parts == 0)
         return;
     bool targets = true;
     for (size_t i = 0; i < run->n_parts; i++)
@@ -554,6 +703,17 @@ static void batch_arrays(struct sink_run *run, size_t cap)
     run->cap_pending = cap;
 }
 
+/* Frees the arrays and JSON text of the batch in hand and of the spare (nothing in flight). */
+static void batch_release(struct sink_run *run)
+{
+    for (int k = 0; k < 2; k++) {
+        sk_buf_free(&run->json[0]);
+        sk_buf_free(&run->json[1]);
+        batch_arrays(run, 0);
+        batch_swap(run, &run->fly);
+    }
+}
+
 /* A second of empty polls (100 ms each) before an idle sink trims. */
 #define TRIM_AFTER_IDLE_POLLS 10
 
@@ -592,8 +752,13 @@ static void *sink_thread(void *arg)
         }
         /* With records in hand, only take what the consumer already has
          * queued: none queued means the batch is complete (below). */
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(run.consumer, run.n_pending ? 0 : 100);
+        rd_kafka_message_t *m =
+            rd_kafka_consumer_poll(run.consumer, run.n_pending || run.job ? 0 : 100);
         bool queued = m != NULL;
+        /* Nothing more queued: the batch in flight lands now (its offsets
+         * are committed at once, not with the next batch). */
+        if (!queued && run.job && !run.n_pending)
+            flush(&run, false);
         idle_polls = m || run.n_pending ? 0 : idle_polls + 1;
         if (idle_polls >= TRIM_AFTER_IDLE_POLLS && applied_since_trim) {
             /* caught up and quiet: the connector's caches, the batch's arrays
@@ -603,9 +768,7 @@ static void *sink_thread(void *arg)
              * the caches each time cost CPU. */
             if (env->sink.ops->trim)
                 env->sink.ops->trim(&env->sink);
-            sk_buf_free(&run.json[0]);
-            sk_buf_free(&run.json[1]);
-            batch_arrays(&run, 0);
+            batch_release(&run);
             malloc_trim(0);
             applied_since_trim = false;
         }
@@ -621,10 +784,10 @@ static void *sink_thread(void *arg)
                 if (p && m->offset > p->eof)
                     p->eof = m->offset;
                 rd_kafka_message_destroy(m);
-                if (run.n_pending == 0 && (advance_to_eof(&run) || resumed_at_end))
-                    commit_parts(&run, false);
-                else if (run.n_pending)
+                if (run.n_pending || run.job)
                     flush(&run, false); /* reached the end: do not linger */
+                else if (advance_to_eof(&run) || resumed_at_end)
+                    commit_parts(&run, false);
             } else if (m->err) {
                 client_error(&run, m->err, rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
@@ -635,7 +798,7 @@ static void *sink_thread(void *arg)
                     batch_arrays(&run, batch); /* given back when it last caught up */
                 run.pending[run.n_pending++] = m;
                 if (run.n_pending == run.cap_pending)
-                    flush(&run, false);
+                    flush_async(&run); /* full: more may be queued */
             }
         }
         if (client_failed(&run))
@@ -644,19 +807,23 @@ static void *sink_thread(void *arg)
          * waits for no batch to fill: docs/architecture.md §3.7), or after
          * batch_linger while records keep coming. A bulk load keeps the
          * fetcher's queue full, so its batches still fill to batch_size. */
-        if (run.n_pending &&
-            (!queued || sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms))
+        if (run.n_pending && !queued)
             flush(&run, false);
+        else if (run.n_pending &&
+                 sk_mono_ms() - run.first_pending_ms >= env->settings.batch_linger_ms)
+            flush_async(&run);
         check_drained(&run);
         if (paused)
             continue;
         /* end offsets the target refused (it was down): again, once a second */
-        if (run.marks_pending && !run.n_pending && sk_mono_ms() - run.mark_retry_ms > 1000) {
+        if (run.marks_pending && !run.n_pending && !run.job &&
+            sk_mono_ms() - run.mark_retry_ms > 1000) {
             run.mark_retry_ms = sk_mono_ms();
             if (advance_to_eof(&run))
                 commit_parts(&run, false);
         }
-        if (!run.n_pending && atomic_load(&r->state) == SK_STATE_RUNNING && run.n_parts &&
+        if (!run.n_pending && !run.job && atomic_load(&r->state) == SK_STATE_RUNNING &&
+            run.n_parts &&
             !atomic_load(&r->drain_requested)) {
             bool caught_up = true;
             for (size_t i = 0; i < run.n_parts; i++)
@@ -664,24 +831,25 @@ static void *sink_thread(void *arg)
                     caught_up = false;
             if (caught_up)
                 sk_runner_set_state(r, SK_STATE_IDLE);
-        } else if (run.n_pending && atomic_load(&r->state) == SK_STATE_IDLE) {
+        } else if ((run.n_pending || run.job) && atomic_load(&r->state) == SK_STATE_IDLE) {
             sk_runner_set_state(r, SK_STATE_RUNNING);
         }
     }
     /* Rule 5: apply what is in hand (unless the target is failing), commit, leave. */
-    if (!run.fatal)
+    if (!run.fatal) {
         flush(&run, true);
-    else
+    } else {
+        fly_abandon(&run);
         sink_pending_drop(&run);
+        run.dropped = true; /* the close's revocation must not move to the ends */
+    }
     rd_kafka_consumer_close(run.consumer);
     rd_kafka_destroy(run.consumer);
 out:
     atomic_store(&r->partitions, 0);
     sk_dlq_writer_free(run.dlq);
     parts_clear(&run);
-    batch_arrays(&run, 0);
-    sk_buf_free(&run.json[0]);
-    sk_buf_free(&run.json[1]);
+    batch_release(&run);
     sink_snapshots_free(&run);
     sk_runner_set_state(r, run.fatal ? SK_STATE_FAILED : SK_STATE_STOPPED);
     return NULL;

@@ -10,6 +10,7 @@
 #include "drivers.h"
 
 struct sk_snapshot_track;
+struct fly_job;
 
 struct part {
     char *topic;
@@ -17,6 +18,31 @@ struct part {
     int64_t next;         /* every record before it is applied (or -1: unknown) */
     int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
     int64_t drain_target; /* --once: must reach this (-1: not set) */
+};
+
+/*
+ * A batch's records and what is made of them: the fields of struct sink_run
+ * of the same names, moved as one between the batch in hand and the batch
+ * in flight (sink_driver.c, batch_swap).
+ */
+struct sink_batch {
+    rd_kafka_message_t **pending;
+    size_t n_pending, cap_pending;
+    int64_t first_pending_ms;
+    struct sk_record *recs;
+    struct sk_outcome *outs;
+    cJSON **docs;
+    struct sk_buf json[2];
+    size_t *json_at;
+    size_t *todo;
+    bool *driver_rejected;
+    bool *control;
+};
+
+/* The first attempt at applying a batch, made on the helper thread. */
+struct sink_first {
+    size_t at;           /* records before it are applied (n_pending: all) */
+    struct sk_error err; /* why it stopped at `at` */
 };
 
 struct sink_run {
@@ -31,6 +57,10 @@ struct sink_run {
     bool in_flush;
     bool revoked_in_flush; /* the assignment went away while a batch was retrying */
     bool marks_pending;    /* end offsets the target could not store yet */
+    /* Records were dropped unapplied (a batch that failed, stop during a
+     * retry): the ends the fetcher reported lie past them, so no partition
+     * moves to its end (advance_to_eof) until the next assignment. */
+    bool dropped;
     int64_t mark_warned_ms;
     int64_t mark_retry_ms;
     bool fatal;
@@ -44,6 +74,13 @@ struct sink_run {
     bool *driver_rejected; /* rejected before reaching the sink (bad key, undecodable) */
     bool *control;         /* the drivers' own records (snapshot markers): never applied */
     struct sk_snapshot_track *snaps; /* per consumed entity type (sink_sweep.c), or NULL */
+    /*
+     * Batch N applied on a helper thread while this one fetches and decodes
+     * batch N+1 (sink_driver.c, "In flight"). While a batch is, only the
+     * helper calls the sink's ops; fly holds the batch (else spare arrays).
+     */
+    struct sink_batch fly;
+    struct fly_job *job; /* set while a batch is in flight */
 };
 
 /*
@@ -53,6 +90,14 @@ struct sink_run {
  * committed.
  */
 int sink_apply_pending(struct sink_run *run);
+
+/* The two halves of sink_apply_pending. Decoding: -1 on stop (nothing decoded). */
+int sink_decode_pending(struct sink_run *run);
+/* Applying the decoded batch, after `first` (NULL: from the start). */
+int sink_apply_decoded(struct sink_run *run, const struct sink_first *first);
+/* The first attempt alone, touching only the batch's fields of run and the
+ * sink (no consumer, no state): what the helper thread runs. */
+void sink_apply_first(struct sink_run *run, struct sink_first *first);
 
 /* Drops the pending messages and their decoded documents, uncommitted. */
 void sink_pending_drop(struct sink_run *run);

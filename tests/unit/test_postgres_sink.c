@@ -657,9 +657,9 @@ Test(postgres_sink, migration_4_keeps_the_references_and_days_of_an_older_schema
     PGresult *res = PQexec(
         admin,
         "ALTER TABLE placements DROP COLUMN child_id, DROP COLUMN start_date, "
-               "ADD COLUMN child_id uuid GENERATED ALWAYS AS (sk_uuid(doc->'child'->>'id')) STORED, "
-               "ADD COLUMN start_date date GENERATED ALWAYS AS (sk_date(doc->>'startDate')) STORED; "
-               "DELETE FROM skolsync_migrations WHERE version = 4");
+        "ADD COLUMN child_id uuid GENERATED ALWAYS AS (sk_uuid(doc->'child'->>'id')) STORED, "
+        "ADD COLUMN start_date date GENERATED ALWAYS AS (sk_date(doc->>'startDate')) STORED; "
+        "DELETE FROM skolsync_migrations WHERE version = 4");
     cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
     PQclear(res);
     assert_query(GENERATED_REFS_AND_DAYS, "2");
