@@ -4,8 +4,8 @@
 #   baseline_copy.sh CONNINFO SRC_SCHEMA DST_SCHEMA WORKDIR
 #
 # Takes the rows a postgres-sink run wrote into SRC_SCHEMA (every column the
-# sink itself sends or sets: id, doc, source, enrolment_school for persons;
-# the generated typed columns are computed by the server, as for the sink),
+# sink itself sends or sets: id, doc, source, modified, the typed columns it
+# writes; the generated text columns are computed by the server, as for the sink),
 # exports them to WORKDIR (untimed), creates DST_SCHEMA with the same table
 # layout (CREATE TABLE ... (LIKE src INCLUDING ALL): generated columns,
 # defaults, primary keys and every index), then times one psql session that

@@ -29,7 +29,7 @@
 #           StringConverter), topic created by the worker with 3 partitions.
 #   sink    Kafka -> PostgreSQL, upsert by id. skolsync: `run --once`,
 #           postgres-sink (entities [Person], its own layout: jsonb doc, the
-#           generated typed columns and indexes) draining the topic of the
+#           typed columns and indexes) draining the topic of the
 #           source run of the same repetition. Connect: ConnectStandalone with
 #           the Debezium JDBC sink (insert.mode=upsert, primary.key.mode=
 #           record_value on id, schema.evolution=none, defaults otherwise)

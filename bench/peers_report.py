@@ -110,11 +110,12 @@ class Peers:
           "skolsync: `run --once`, jsonl-source (defaults: protobuf, lz4, the batches ready one "
           "after the other in one transaction with the last cursor, up to 50 000 records or "
           "500 ms) and postgres-sink (`entities: [Person]`, its own layout: jsonb doc, "
-          "generated typed columns, indexes, the stale-update guard) draining the topic that "
+          "typed columns (text ones generated, the rest written by the sink), indexes, the "
+          "stale-update guard) draining the topic that "
           "repetition's source run wrote. The flat table is `(id uuid PRIMARY KEY, doc jsonb, "
           "modified timestamptz)`; skolsync's layout is its `persons` table copied with "
-          "`LIKE … INCLUDING ALL` (Connect leaves `source` and `enrolment_school`, which the "
-          "postgres-sink sets, NULL).\n")
+          "`LIKE … INCLUDING ALL` (Connect leaves `source`, `enrolment_school` and, since "
+          "migration 4, `birth_date`, which the postgres-sink sets, NULL).\n")
         w("Measured from outside by `bench/peers.py`, polling every 0.2 s: *start to end* = "
           "from the start of the process until the topic's high watermarks (kcat -Q) or "
           "the table's `count(*)` reach 100 000 (skolsync: until `run --once` exits, after its "
