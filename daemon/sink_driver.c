@@ -260,12 +260,13 @@ static void fly_dispatch(struct sink_run *run)
 
 /*
  * Lands the batch in flight: waits for the helper, then finishes the batch
- * here (retries, dead letters, offsets, snapshots). -1 if it could not be
- * applied (stop, revoked, fatal): then it is dropped uncommitted, and the
- * caller drops the batch in hand too (its records come again after the
- * restart or reassignment, as the one before them does).
+ * here (retries, dead letters, offsets, snapshots), or with `apply` false
+ * only drops it (the generation is gone, or the connector failed). -1 if it
+ * was not applied (stop, revoked, fatal, or dropped): then nothing of it is
+ * committed, and the caller drops the batch in hand too (its records come
+ * again after the restart or reassignment, as the one before them does).
  */
-static int fly_land(struct sink_run *run)
+static int fly_land(struct sink_run *run, bool apply)
 {
     struct fly_job *job = run->job;
     if (!job)
@@ -274,7 +275,7 @@ static int fly_land(struct sink_run *run)
         pthread_join(job->thread, NULL);
     run->job = NULL;
     batch_swap(run, &run->fly);
-    int rc = sink_apply_decoded(run, &job->first);
+    int rc = apply ? sink_apply_decoded(run, &job->first) : -1;
     if (rc == 0) {
         batch_done(run);
     } else {
@@ -284,22 +285,6 @@ static int fly_land(struct sink_run *run)
     batch_swap(run, &run->fly);
     free(job);
     return rc;
-}
-
-/* Waits for the batch in flight and drops it uncommitted (the generation is gone, or fatal). */
-static void fly_abandon(struct sink_run *run)
-{
-    struct fly_job *job = run->job;
-    if (!job)
-        return;
-    if (job->joinable)
-        pthread_join(job->thread, NULL);
-    run->job = NULL;
-    batch_swap(run, &run->fly);
-    sink_pending_drop(run);
-    batch_swap(run, &run->fly);
-    run->dropped = true;
-    free(job);
 }
 
 /* The batch in hand could not be applied (nor the one in flight): nothing is committed. */
@@ -319,7 +304,7 @@ static void flush(struct sink_run *run, bool sync_commit)
     if (run->in_flush)
         return;
     run->in_flush = true;
-    if (fly_land(run) != 0 || (run->n_pending > 0 && sink_apply_pending(run) != 0)) {
+    if (fly_land(run, true) != 0 || (run->n_pending > 0 && sink_apply_pending(run) != 0)) {
         flush_failed(run);
         return;
     }
@@ -342,7 +327,7 @@ static void flush_async(struct sink_run *run)
     run->in_flush = true;
     bool decoded = sink_decode_pending(run) == 0;
     bool landing = run->job != NULL;
-    if (fly_land(run) != 0 || !decoded) {
+    if (fly_land(run, true) != 0 || !decoded) {
         flush_failed(run);
         return;
     }
@@ -428,9 +413,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else if (!rd_kafka_assignment_lost(rk)) {
             flush(run, true); /* finish the batch in hand, then commit synchronously */
         } else {
-            fly_abandon(run); /* the generation is gone: do not commit */
+            fly_land(run, false); /* the generation is gone: do not commit */
             sink_pending_drop(run);
-            run->dropped = true;
         }
         sk_info(run->env->runner.name, "partitions revoked%s",
                 rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
@@ -839,7 +823,7 @@ static void *sink_thread(void *arg)
     if (!run.fatal) {
         flush(&run, true);
     } else {
-        fly_abandon(&run);
+        fly_land(&run, false);
         sink_pending_drop(&run);
         run.dropped = true; /* the close's revocation must not move to the ends */
     }

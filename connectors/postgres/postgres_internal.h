@@ -19,6 +19,9 @@
 /* The newest migration this build knows; a schema at a higher one is refused. */
 #define MIGRATION_LATEST 4
 
+/* The most typed columns of one table (postgres_schema.c, struct pg_table_spec). */
+#define PG_MAX_COLUMNS 9
+
 /* The most statements prepared on one connection: upsert and delete of
  * each collection's table, and the offsets. */
 #define PG_MAX_PREPARED 48
@@ -43,7 +46,7 @@ struct pg_table {
     struct {
         const char *key; /* the doc field: a reference object's id, or a day */
         bool day;        /* a date column (else a uuid) */
-    } typed[8];          /* the uuid and date columns the sink computes (migration 4) */
+    } typed[PG_MAX_COLUMNS]; /* the uuid and date columns the sink computes (migration 4) */
     size_t n_typed;
     bool sends_enrolment; /* persons: enrolment_school follows the typed columns */
     struct sk_buf upserts, deletes;
