@@ -13,7 +13,8 @@
  *     with (410/400 on a token restarts the query from the watermark);
  *   - entities are deduplicated by (id, meta.modified) against a map that
  *     is updated only once the batch that carried them is acknowledged
- *     (the driver polls again with exactly the cursor we handed out);
+ *     (the driver's stored(); batches it chains into one transaction are
+ *     settled together);
  *   - deletions of a run (deletedEntities and reconciliation) are published
  *     at the run's end, in one batch, unless the delete guard holds them.
  *
@@ -43,12 +44,6 @@
 #include "ss12000_source.pb-c.h"
 #include "util.h"
 
-/*
- * The driver polls with the cursor of the last stored batch. If that is the
- * cursor we handed out last, its batch is stored: the dedupe map learns what
- * it carried. Otherwise delivery failed and the poll repeats from an older
- * cursor: forget it (the records will be read and published again).
- */
 /* Tells the core the held list of a stored cursor (json taken), when it changed. */
 static void report_held(struct ss_source *src, char *json, size_t n)
 {
@@ -61,42 +56,70 @@ static void report_held(struct ss_source *src, char *json, size_t n)
     src->reported_json = json;
 }
 
-static bool settle_last_batch(struct ss_source *src, const struct sk_cursor *cursor)
+/* The batch handed out that carries cursor, or n_pb: none of them. */
+static size_t pend_batch_of(const struct ss_source *src, const struct sk_cursor *cursor)
 {
-    bool stored = src->last_cursor && cursor && cursor->data &&
-                  cursor->len == src->last_cursor_len &&
-                  memcmp(cursor->data, src->last_cursor, cursor->len) == 0;
+    for (size_t k = 0; cursor && cursor->data && k < src->n_pb; k++)
+        if (cursor->len == src->pb[k].len &&
+            memcmp(cursor->data, src->pb[k].cursor, cursor->len) == 0)
+            return k;
+    return src->n_pb;
+}
+
+/* Forgets the batches handed out: stored and settled, or never to be stored. */
+static void pend_batches_drop(struct ss_source *src)
+{
+    for (size_t k = 0; k < src->n_pb; k++) {
+        free(src->pb[k].cursor);
+        free(src->pb[k].held_json);
+    }
+    src->n_pb = 0;
+    ss_pend_clear(src);
+}
+
+/*
+ * The batch carrying cursor is stored, and with it every batch handed out
+ * before it in the chain (one transaction): the dedupe map learns what they
+ * carried. Batches after it were not stored (the driver ended its group
+ * before them) and are read again from that cursor; a cursor of none of
+ * them means delivery failed and the poll repeats from an older cursor:
+ * forget them all (their records will be read and published again). True if
+ * stored; *ends_run: that batch completed its run.
+ */
+static bool settle(struct ss_source *src, const struct sk_cursor *cursor, bool *ends_run)
+{
+    size_t k = pend_batch_of(src, cursor);
+    bool stored = k < src->n_pb;
+    *ends_run = false;
     if (stored) {
-        for (size_t i = 0; i < src->n_pend; i++) {
+        for (size_t i = 0; i < src->pb[k].pend_end; i++) {
             const struct pending *p = &src->pend[i];
             sk_idmap_put(p->bad ? &src->types[p->type].bad : &src->types[p->type].seen, p->id,
                          p->val);
         }
+        bool released = false;
+        for (size_t j = 0; j <= k; j++)
+            released |= src->pb[j].release;
         /* The list first, then the request's end: the operator's answer
          * carries the new list. */
-        report_held(src, src->pending_json, src->pending_held);
-        src->pending_json = NULL;
-        if (src->release && src->release_in_batch) {
+        report_held(src, src->pb[k].held_json, src->pb[k].held);
+        src->pb[k].held_json = NULL;
+        if (src->release && released) {
             sk_source_release_done(src->self, src->release->seq);
             sk_release_free(src->release);
             src->release = NULL;
         }
+        *ends_run = src->pb[k].ends_run;
     }
-    /* Not stored: a request applied in that batch is applied again from the
-     * older cursor the driver polls with. */
-    src->release_in_batch = false;
-    free(src->pending_json);
-    src->pending_json = NULL;
-    ss_pend_clear(src);
-    free(src->last_cursor);
-    src->last_cursor = NULL;
-    src->last_cursor_len = 0;
+    /* Not stored: a request applied in those batches is applied again from
+     * the older cursor the driver polls with. */
+    pend_batches_drop(src);
     return stored;
 }
 
 /*
- * The driver's word that the batch carrying cursor is in Kafka (the same
- * settlement the next poll would make). Once the batch that ended a run is
+ * The driver's word that the batch carrying cursor is in Kafka, given
+ * before the next poll (connector.h). Once the batch that ended a run is
  * stored, no poll goes back into that run: its sets are given back now, not
  * kept until the next run (they were most of an idle source's memory,
  * bench/analysis.md §4).
@@ -104,8 +127,8 @@ static bool settle_last_batch(struct ss_source *src, const struct sk_cursor *cur
 static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
 {
     struct ss_source *src = self->priv;
-    bool ends_run = src->last_ends_run;
-    if (!settle_last_batch(src, cursor) || !ends_run)
+    bool ends_run;
+    if (!settle(src, cursor, &ends_run) || !ends_run)
         return;
     sk_idmap_free(&src->run_seen);
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
@@ -115,6 +138,9 @@ static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
     free(src->pend); /* settled: n_pend is 0 */
     src->pend = NULL;
     src->cap_pend = 0;
+    free(src->pb);
+    src->pb = NULL;
+    src->cap_pb = 0;
 }
 
 /* ---- the run ---------------------------------------------------------------- */
@@ -123,7 +149,16 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
                    struct sk_error *err)
 {
     struct ss_source *src = self->priv;
-    settle_last_batch(src, cursor);
+    /* The cursor of the last batch handed out, not yet stored: the driver
+     * chains this poll to it (chain_polls), and the two are stored together
+     * or not at all. Any other cursor: what was handed out and not stored
+     * is forgotten (a stored batch was settled by stored()). */
+    bool chained = src->n_pb && pend_batch_of(src, cursor) == src->n_pb - 1;
+    if (!chained) {
+        bool ends_run;
+        settle(src, cursor, &ends_run);
+    }
+    size_t pend_mark = src->n_pend;
     if (!cursor || !cursor->data || !cursor->len) {
         /* A fresh start or an operator's cursor reset: publish everything
          * again, whatever this process published before. */
@@ -139,11 +174,14 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
         ss_hook_maintain(src->hook, src->http, src->base);
     if (!src->reported_json) /* this process's first poll: the list stored before */
         report_held(src, ss_held_json(&st), ss_dels_count(&st.held));
+    bool released_before = false; /* by a batch of this chain: not again */
+    for (size_t k = 0; k < src->n_pb; k++)
+        released_before |= src->pb[k].release;
     if (!src->release)
         src->release = sk_source_take_release_request(self);
-    if (src->release) {
+    bool release = src->release && !released_before;
+    if (release) {
         ss_apply_release(src, &st, src->release, out);
-        src->release_in_batch = true;
         out->more = true; /* the run goes on at the next poll */
     } else {
         if (!st.run_active) {
@@ -169,7 +207,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
             /* Nothing of this poll is kept: the driver polls again from the
              * same cursor, and the page is read again (never skipped). */
             sk_batch_reset(out);
-            ss_pend_clear(src);
+            ss_pend_truncate(src, pend_mark);
             ss_cursor_free(&st);
             return -1;
         }
@@ -179,12 +217,19 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
     st.seq++;
     size_t len;
     uint8_t *data = ss_cursor_pack(&st, &len);
-    src->last_cursor = sk_malloc(len ? len : 1);
-    memcpy(src->last_cursor, data, len);
-    src->last_cursor_len = len;
-    src->last_ends_run = !out->more;
-    src->pending_json = ss_held_json(&st);
-    src->pending_held = ss_dels_count(&st.held);
+    if (src->n_pb == src->cap_pb) {
+        src->cap_pb = src->cap_pb ? src->cap_pb * 2 : 8;
+        src->pb = sk_realloc(src->pb, src->cap_pb * sizeof(*src->pb));
+    }
+    struct pend_batch *b = &src->pb[src->n_pb++];
+    b->cursor = sk_malloc(len ? len : 1);
+    memcpy(b->cursor, data, len);
+    b->len = len;
+    b->pend_end = src->n_pend;
+    b->held_json = ss_held_json(&st);
+    b->held = ss_dels_count(&st.held);
+    b->ends_run = !out->more;
+    b->release = release;
     sk_batch_set_cursor(out, data, len);
     /* In the middle of a chain the next request is known: it travels while
      * the driver stores this batch (bench/analysis.md §1). A rewind after a
@@ -216,15 +261,15 @@ static void ss_close(struct sk_source *self)
         sk_idmap_free(&src->types[i].start);
         sk_idmap_free(&src->types[i].bad);
     }
+    pend_batches_drop(src);
+    free(src->pb);
     sk_idmap_free(&src->run_seen);
     sk_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
     sk_release_free(src->release);
     free(src->reported_json);
-    free(src->pending_json);
     free(src->pend);
     free(src->guard.tokens);
-    free(src->last_cursor);
     free(src->base);
     sk_tz_free(src->tz);
     free(src);
@@ -324,6 +369,9 @@ const struct sk_source_ops ss12000_source_ops = {
     .open = ss_open,
     .poll = ss_poll,
     .stored = ss_stored,
+    /* batches ready one after the other go in one transaction: settled
+     * together by stored(), forgotten together when it fails */
+    .chain_polls = true,
     .close = ss_close,
     .probe = ss_probe,
 };

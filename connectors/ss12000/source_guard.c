@@ -80,6 +80,18 @@ void ss_pend_clear(struct ss_source *src)
     sk_idmap_clear(&src->pend_index);
 }
 
+void ss_pend_truncate(struct ss_source *src, size_t n)
+{
+    if (n >= src->n_pend)
+        return;
+    /* the index again from what stays: a later value of an id may have
+     * replaced the one an earlier batch of the chain put there */
+    sk_idmap_clear(&src->pend_index);
+    src->n_pend = n;
+    for (size_t i = 0; i < n; i++)
+        sk_idmap_put(&src->pend_index, src->pend[i].id, src->pend[i].val);
+}
+
 size_t ss_dels_count(const struct dels *d)
 {
     size_t n = 0;

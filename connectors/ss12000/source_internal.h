@@ -120,6 +120,17 @@ struct pending {
     bool bad;    /* a version that failed validation, dead-lettered (ss_type.bad) */
 };
 
+/* A batch handed out and not yet stored, and what it tells once it is. */
+struct pend_batch {
+    uint8_t *cursor; /* the cursor it carries */
+    size_t len;
+    size_t pend_end; /* pend[0 .. pend_end): its changes and those of the batches before it */
+    char *held_json; /* the held list its cursor carries */
+    size_t held;
+    bool ends_run; /* it completes its run */
+    bool release;  /* it applied the operator's release request */
+};
+
 /*
  * Paging that never ends: a server that hands back a pageToken it already
  * sent (a loop), or tokens with empty pages for ever, kept the source
@@ -148,15 +159,13 @@ struct ss_source {
     struct ss_type types[SK_ENTITY_COUNT];
     bool any_enabled;
 
-    /* Ack detection: the cursor handed out last, and what its batch carried. */
-    uint8_t *last_cursor;
-    size_t last_cursor_len;
+    /* Ack detection: the batches handed out and not yet stored (a chain the
+     * driver stores in one transaction, source.c), and what they carried. */
+    struct pend_batch *pb;
+    size_t n_pb, cap_pb;
     struct pending *pend;
     size_t n_pend, cap_pend;
-    struct sk_idmap pend_index; /* id -> value, this batch's records (dedupe within it) */
-    char *pending_json;         /* the held list the cursor handed out last carries */
-    size_t pending_held;
-    bool last_ends_run; /* the batch handed out last completes its run */
+    struct sk_idmap pend_index; /* id -> value, the records of those batches (dedupe within) */
 
     /* The run's accumulators, valid for run acc_run (its t0). */
     int64_t acc_run;
@@ -165,9 +174,9 @@ struct ss_source {
     int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
 
     /* Delete guard: an operator's request, applied from the cursor handed
-     * out last on (until its batch is stored: the held list it reported). */
+     * out last on (until its batch is stored: the held list it reported;
+     * pend_batch.release says which batch applied it). */
     struct sk_release *release;
-    bool release_in_batch; /* the batch handed out last applied it */
     char *reported_json;   /* the held list the core has */
 
     struct sk_tz *tz;  /* server_timezone */
@@ -293,6 +302,8 @@ void ss_dels_free(struct dels *d);  /* gives it back; the set stays usable */
 /* A change of the batch under way, learnt by the dedupe map once it is stored. */
 void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad);
 void ss_pend_clear(struct ss_source *src);
+/* Keeps the first n pending changes only (a failed poll's own are dropped). */
+void ss_pend_truncate(struct ss_source *src, size_t n);
 /* The live entries of d. */
 size_t ss_dels_count(const struct dels *d);
 /* st's held deletions as JSON {"Person": [ids], ...} (malloc'ed). */

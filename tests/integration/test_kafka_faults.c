@@ -13,9 +13,11 @@
  * mock cluster through the kafka_started hook.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -27,6 +29,7 @@
 #include "log.h"
 #include "model.h"
 #include "sk_test.h"
+#include "skt_ss12000.h"
 #include "util.h"
 
 /* Kafka API keys (private to librdkafka: docs/architecture.md §8.10). */
@@ -47,6 +50,7 @@ enum scenario {
     BROKER_DOWN_UP,
     LEADER_MOVE,
     LOST_ACKS,
+    NOT_WRITTEN,     /* produce requests refused: records not written, reported failed */
     GROUP_REFUSED,   /* the sink's group: authorisation refused */
     PRODUCER_REFUSED /* the source's producer id: authorisation refused */
 };
@@ -56,6 +60,7 @@ struct plan {
     rd_kafka_mock_cluster_t *mock;
     pthread_t thread;
     int injected;
+    int delay_ms; /* into the sync before the faults (0: 1500) */
 };
 
 static void *inject(void *arg)
@@ -74,7 +79,7 @@ static void *inject(void *arg)
         p->injected = 64;
         return NULL;
     }
-    usleep(1500 * 1000); /* into the sync */
+    usleep((p->delay_ms ? p->delay_ms : 1500) * 1000); /* into the sync */
     switch (p->scenario) {
     case REQUEST_ERRORS:
         rd_kafka_mock_push_request_errors(
@@ -120,6 +125,15 @@ static void *inject(void *arg)
     case GROUP_REFUSED:
     case PRODUCER_REFUSED:
         break; /* above */
+    case NOT_WRITTEN:
+        /* refused for the whole request, not retried by librdkafka: the
+         * records are reported failed and were never written */
+        rd_kafka_mock_push_request_errors(mc, PRODUCE, 3,
+                                          RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                                          RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                                          RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+        p->injected = 3;
+        break;
     case LOST_ACKS:
         /* answers slower than message.timeout.ms: written, but reported failed */
         for (int b = 1; b <= 3; b++)
@@ -216,9 +230,10 @@ static void run_with(enum scenario scenario, const char *properties)
     case LOST_ACKS:
         cr_assert_gt(src.app_retries, 0, "no batch was reported failed and sent again");
         break;
+    case NOT_WRITTEN:
     case GROUP_REFUSED:
     case PRODUCER_REFUSED:
-        break; /* refused(), below */
+        break; /* refused(), below; NOT_WRITTEN: the ss12000 test */
     }
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
@@ -315,4 +330,86 @@ Test(kafka_faults, acknowledgements_lost_after_the_write)
     /* the producer gives up on a batch after 2 s although the broker wrote it;
      * the batch is sent again (at-least-once) and the sink absorbs the duplicates */
     run_with(LOST_ACKS, "    message.timeout.ms: \"2000\"\n");
+}
+
+/*
+ * The ss12000-source chains the pages that are ready into one transaction
+ * (daemon/source_driver.c, GROUP_RECORDS and GROUP_MS; on the embedded
+ * broker one group of delivery reports, rule 2). When the group fails (its
+ * records refused, not written), every page of it
+ * is read and published again from the cursor before it: none is skipped as
+ * "stored already" by the dedupe map, which learns a page only once Kafka
+ * has it (connectors/ss12000/source.c, settle).
+ */
+Test(kafka_faults, a_refused_ss12000_group_of_chained_pages_is_published_again)
+{
+    char *dir = skt_tmpdir("faults-ss");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *expect = skt_fmt("%s/expect", dir);
+    pid_t server;
+    int port = skt_ss_start(dir, 60, 11, &server);
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n  embedded_brokers: 3\n"
+                         "  properties:\n    statistics.interval.ms: \"100\"\n"
+                         "admin:\n  listen: 127.0.0.1:0\n"
+                         "log:\n  level: warn\n"
+                         "sources:\n  sis:\n    type: ss12000-source\n"
+                         "    url: http://127.0.0.1:%d/v2.0\n    page_size: 40\n"
+                         /* 25 pages a second: the faults come while the
+                          * sync is under way, groups stored before them */
+                         "    max_rps: 25\n    retry_backoff: 200ms\n    retry_backoff_max: 2s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n"
+                         "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
+                         port, db);
+    skt_write(cfg, text);
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
+    cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
+    sk_log_setup(SK_LOG_WARN, false);
+    /* after the first types are stored: a rewind to no cursor at all
+     * would publish everything again whatever the dedupe map knew */
+    struct plan plan = {.scenario = NOT_WRITTEN, .delay_ms = 4000};
+    char *summary = NULL;
+    size_t summary_len = 0;
+    FILE *sum = open_memstream(&summary, &summary_len);
+    struct sk_run_options opt = {
+        .once = true, .summary = sum, .kafka_started = on_kafka, .hook_ctx = &plan};
+    int rc = sk_daemon_run(c, &opt);
+    pthread_join(plan.thread, NULL);
+    fclose(sum);
+    cr_log_info("%s", summary);
+    cr_assert_eq(rc, 0, "the sync did not complete although records were refused");
+    struct met src = met_of(summary, "source sis");
+    cr_assert_gt(src.app_retries, 0, "no transaction was reported failed and sent again");
+    /* the server's data as the dataset the sink's DB must equal */
+    cJSON *dump = skt_ss_dump(port);
+    cr_assert_gt(skt_ss_dump_total(dump), 2000, "a dataset too small to chain pages");
+    cr_assert_eq(mkdir(expect, 0700), 0);
+    const cJSON *coll;
+    cJSON_ArrayForEach(coll, dump)
+    {
+        char *path = skt_fmt("%s/%s.jsonl", expect, coll->string);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, coll)
+        {
+            char *line = cJSON_PrintUnformatted(e);
+            fprintf(f, "%s\n", line);
+            free(line);
+        }
+        fclose(f);
+        free(path);
+    }
+    cJSON_Delete(dump);
+    kill(server, SIGTERM);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(db, expect, why, sizeof(why)), "%s", why);
+    sk_daemon_config_free(c);
+    free(summary);
+    free(text);
+    free(expect);
+    free(cfg);
+    free(db);
+    free(dir);
 }
