@@ -8,14 +8,17 @@
  *   linger.ms=5, compression.type=lz4, queue.buffering.max.kbytes=16384,
  *   queue.buffering.max.messages=50000, enable.idempotence=true,
  *   transactional.id, transaction.timeout.ms=60000, message.timeout.ms=55000,
- *   statistics.interval.ms=5000, one transaction per batch of BATCH records
- *   + one cursor record, the same four headers per record, the metadata of
- *   every topic (the cursor topic too) fetched right after init_transactions,
- *   as skolsync does.
+ *   statistics.interval.ms=5000, batches of BATCH records (a page) grouped
+ *   into one transaction + one cursor record by the driver's rule (another
+ *   batch while the transaction holds fewer than GROUP_RECORDS records and
+ *   began less than GROUP_MS ago: daemon/source_driver.c, GROUP_RECORDS and
+ *   GROUP_MS; without them, one transaction per batch), the same four headers
+ *   per record, the metadata of every topic (the cursor topic too) fetched
+ *   right after init_transactions, as skolsync does.
  * No JSON, no HTTP, no protobuf encoding: only what Kafka itself costs.
  *
- *   baseline_producer BROKERS SRC_PREFIX DST_PREFIX BATCH PARTITIONS
- * prints: records bytes seconds (seconds = producer creation .. last commit)
+ *   baseline_producer BROKERS SRC_PREFIX DST_PREFIX BATCH PARTITIONS [GROUP_RECORDS GROUP_MS]
+ * prints: records bytes seconds transactions (seconds = producer creation .. last commit)
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -113,14 +116,44 @@ static void load(const char *brokers, const char *prefix)
     int left = parts->cnt;
     if (!left)
         die("load", "no source topics found");
+    /* A partition is read once its end is its high watermark: right after
+     * the source's last commit its transaction markers may not be written
+     * yet, and read_committed then reaches an early end, the last stable
+     * offset (with large transactions that left thousands of records out).
+     * Such a partition is fetched again from there until the markers are in.
+     * (The watermarks are asked before the fetching starts: a request behind
+     * a fetch waits out its fetch.wait.max.ms.) */
+    int64_t *hi = malloc((size_t)parts->cnt * sizeof(*hi));
+    for (int k = 0; k < parts->cnt; k++) {
+        int64_t lo;
+        if (rd_kafka_query_watermark_offsets(rk, parts->elems[k].topic, parts->elems[k].partition,
+                                             &lo, &hi[k], 10000))
+            die("watermarks", parts->elems[k].topic);
+    }
     rd_kafka_assign(rk, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
+    double until = now_s() + 300; /* a transaction left open for good: no end */
     while (left > 0) {
+        if (now_s() > until)
+            die("load", "partitions never reached their high watermark (an open transaction?)");
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 1000);
         if (!m)
             continue;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            left--;
+            const char *topic = rd_kafka_topic_name(m->rkt);
+            int k = 0;
+            while (k < parts->cnt && (parts->elems[k].partition != m->partition ||
+                                      strcmp(parts->elems[k].topic, topic) != 0))
+                k++;
+            if (k == parts->cnt)
+                die("load", "an end of a partition not assigned");
+            if (m->offset >= hi[k]) {
+                left--;
+            } else {
+                struct timespec ts = {0, 20 * 1000000L};
+                nanosleep(&ts, NULL);
+                if (rd_kafka_seek(m->rkt, m->partition, m->offset, 5000))
+                    die("seek", topic);
+            }
         } else if (m->err) {
             die("consume", rd_kafka_message_errstr(m));
         } else {
@@ -140,6 +173,8 @@ static void load(const char *brokers, const char *prefix)
         }
         rd_kafka_message_destroy(m);
     }
+    free(hi);
+    rd_kafka_topic_partition_list_destroy(parts);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
 }
@@ -211,13 +246,18 @@ static void check(rd_kafka_error_t *err, const char *what)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s BROKERS SRC_PREFIX DST_PREFIX BATCH PARTITIONS\n", argv[0]);
+    if (argc != 6 && argc != 8) {
+        fprintf(stderr,
+                "usage: %s BROKERS SRC_PREFIX DST_PREFIX BATCH PARTITIONS "
+                "[GROUP_RECORDS GROUP_MS]\n",
+                argv[0]);
         return 64;
     }
     const char *brokers = argv[1], *src = argv[2], *dst = argv[3];
     size_t batch = strtoul(argv[4], NULL, 10);
     int partitions = atoi(argv[5]);
+    size_t group_records = argc == 8 ? strtoul(argv[6], NULL, 10) : batch;
+    double group_s = argc == 8 ? atof(argv[7]) / 1000 : 0;
     load(brokers, src);
 
     /* Topics are created before the clock starts (skolsync creates its own
@@ -275,31 +315,40 @@ int main(int argc, char **argv)
     size_t bytes = 0;
     char cursor[96];
     memset(cursor, 'c', sizeof(cursor));
+    size_t txns = 0;
     for (size_t i = 0; i < nrecs;) {
         check(rd_kafka_begin_transaction(rk), "begin_transaction");
-        size_t end = i + batch < nrecs ? i + batch : nrecs;
-        for (; i < end; i++) {
-            struct rec *r = &recs[i];
-            rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-            char observed[32];
-            snprintf(observed, sizeof(observed), "%lld", (long long)(now_s() * 1e6));
-            rd_kafka_header_add(h, "skolsync-source", -1, "bench", -1);
-            rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
-            rd_kafka_header_add(h, "skolsync-schema", -1, "skolsync.v1.Entity", -1);
-            rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
-            for (;;) {
-                rd_kafka_resp_err_t err = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(topics[r->coll]), RD_KAFKA_V_KEY(r->key, r->key_len),
-                    RD_KAFKA_V_VALUE(r->val, r->val_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                    RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
-                if (!err)
-                    break;
-                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                    die("produce", rd_kafka_err2str(err));
-                rd_kafka_poll(rk, 100);
+        txns++;
+        double began = now_s();
+        size_t first = i;
+        for (;;) { /* the batches of one group */
+            size_t end = i + batch < nrecs ? i + batch : nrecs;
+            for (; i < end; i++) {
+                struct rec *r = &recs[i];
+                rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+                char observed[32];
+                snprintf(observed, sizeof(observed), "%lld", (long long)(now_s() * 1e6));
+                rd_kafka_header_add(h, "skolsync-source", -1, "bench", -1);
+                rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
+                rd_kafka_header_add(h, "skolsync-schema", -1, "skolsync.v1.Entity", -1);
+                rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
+                for (;;) {
+                    rd_kafka_resp_err_t err = rd_kafka_producev(
+                        rk, RD_KAFKA_V_TOPIC(topics[r->coll]),
+                        RD_KAFKA_V_KEY(r->key, r->key_len), RD_KAFKA_V_VALUE(r->val, r->val_len),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                        RD_KAFKA_V_END);
+                    if (!err)
+                        break;
+                    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                        die("produce", rd_kafka_err2str(err));
+                    rd_kafka_poll(rk, 100);
+                }
+                rd_kafka_poll(rk, 0);
+                bytes += r->key_len + r->val_len;
             }
-            rd_kafka_poll(rk, 0);
-            bytes += r->key_len + r->val_len;
+            if (i >= nrecs || i - first >= group_records || now_s() - began >= group_s)
+                break;
         }
         rd_kafka_headers_t *h = rd_kafka_headers_new(1);
         rd_kafka_header_add(h, "skolsync-source", -1, "bench", -1);
@@ -316,6 +365,6 @@ int main(int argc, char **argv)
     rd_kafka_destroy(rk);
     if (failed)
         die("delivery", "records failed");
-    printf("%zu %zu %.3f\n", nrecs, bytes, secs);
+    printf("%zu %zu %.3f %zu\n", nrecs, bytes, secs, txns);
     return 0;
 }

@@ -38,7 +38,7 @@ if [[ $QUICK == 1 ]]; then
     LAT_STEADY=20 LAT_BURST=40 POLL_INTERVALS="1s 5s" POLL_COUNT=5
     MEM_STEADY=6 MEM_OUTAGE=15 LAG_REPS=2 HA_SET=215:2
 else
-    SIZES=${BENCH_SIZES:-10k:215:5 100k:2440:3 1m:24100:1}
+    SIZES=${BENCH_SIZES:-10k:215:5 100k:2440:3 1m:24100:3}
     LAT_STEADY=200 LAT_BURST=200 POLL_INTERVALS="1s 5s 15s" POLL_COUNT=20
     MEM_STEADY=30 MEM_OUTAGE=60 LAG_REPS=5 HA_SET=2440:3
 fi
@@ -200,13 +200,30 @@ for spec in $SIZES; do
         src_secs=$T_SECS
         echo "$label,$entities,$rep,source,$T_SECS,$T_PEAK,$T_CPU" >> "$CSV_SCALE"
         log "  rep $rep: source $stored records in ${T_SECS}s (peak ${T_PEAK} kB)"
-        # baseline: the same encoded records, same producer settings
-        out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "b${label}r${rep}." 1000 3) ||
+        # baseline: the same encoded records, same producer settings, pages
+        # grouped into transactions by the source driver's rule (GROUP_RECORDS,
+        # GROUP_MS); and one transaction per page, the rule before 2026-12-04
+        out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "b${label}r${rep}." 1000 3 50000 500) ||
             die "baseline_producer failed"
-        read -r n b s <<<"$out"
+        read -r n b s txns <<<"$out"
+        if ((n < stored)); then
+            # seen twice at 100k (2026-12-04): ~10 000 records short, all there
+            # seconds later; not understood (bench/analysis.md §1): once more
+            log "  rep $rep: the baseline read only $n of the $stored records stored; again in 5 s"
+            sleep 5
+            out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "B${label}r${rep}." 1000 3 50000 500) ||
+                die "baseline_producer failed"
+            read -r n b s txns <<<"$out"
+            ((n >= stored)) || die "the baseline read only $n of the $stored records stored"
+        fi
         echo "$label,$entities,$rep,skolsync,$stored,$b,$src_secs" >> "$CSV_SRC"
         echo "$label,$entities,$rep,baseline,$n,$b,$s" >> "$CSV_SRC"
-        log "  rep $rep: baseline producer $n records in ${s}s"
+        log "  rep $rep: baseline producer $n records in ${s}s ($txns transactions)"
+        out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "q${label}r${rep}." 1000 3) ||
+            die "baseline_producer failed"
+        read -r n b s txns <<<"$out"
+        echo "$label,$entities,$rep,baseline_page,$n,$b,$s" >> "$CSV_SRC"
+        log "  rep $rep: baseline producer, a transaction per page: $n records in ${s}s"
         has sink || continue
         # 2. postgres-sink vs COPY
         schema="s${label}r${rep}"
