@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -176,6 +175,26 @@ static struct met met_of(const char *summary, const char *connector)
     return m;
 }
 
+/* Runs skolsync --once on cfg in this process under plan's faults: its summary, *rc its result. */
+static char *run_faulted(const char *cfg, struct plan *plan, int *rc)
+{
+    struct sk_config_errors errs = {0};
+    struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
+    cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
+    sk_log_setup(SK_LOG_WARN, false);
+    char *summary = NULL;
+    size_t summary_len = 0;
+    FILE *sum = open_memstream(&summary, &summary_len);
+    struct sk_run_options opt = {
+        .once = true, .summary = sum, .kafka_started = on_kafka, .hook_ctx = plan};
+    *rc = sk_daemon_run(c, &opt);
+    pthread_join(plan->thread, NULL);
+    fclose(sum);
+    cr_log_info("%s", summary);
+    sk_daemon_config_free(c);
+    return summary;
+}
+
 static void run_with(enum scenario scenario, const char *properties)
 {
     char *dir = skt_tmpdir("faults");
@@ -195,20 +214,9 @@ static void run_with(enum scenario scenario, const char *properties)
                 "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
                 properties ? properties : "", data, db);
     skt_write(cfg, text);
-    struct sk_config_errors errs = {0};
-    struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
-    cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
-    sk_log_setup(SK_LOG_WARN, false);
     struct plan plan = {.scenario = scenario};
-    char *summary = NULL;
-    size_t summary_len = 0;
-    FILE *sum = open_memstream(&summary, &summary_len);
-    struct sk_run_options opt = {
-        .once = true, .summary = sum, .kafka_started = on_kafka, .hook_ctx = &plan};
-    int rc = sk_daemon_run(c, &opt);
-    pthread_join(plan.thread, NULL);
-    fclose(sum);
-    cr_log_info("%s", summary);
+    int rc;
+    char *summary = run_faulted(cfg, &plan, &rc);
     cr_assert_eq(rc, 0, "the sync did not complete under faults");
     cr_assert_gt(plan.injected, 0);
     struct met src = met_of(summary, "source files"), snk = met_of(summary, "sink db");
@@ -237,7 +245,6 @@ static void run_with(enum scenario scenario, const char *properties)
     }
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
-    sk_daemon_config_free(c);
     free(summary);
 }
 
@@ -362,50 +369,22 @@ Test(kafka_faults, a_refused_ss12000_group_of_chained_pages_is_published_again)
                          "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
                          port, db);
     skt_write(cfg, text);
-    struct sk_config_errors errs = {0};
-    struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
-    cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
-    sk_log_setup(SK_LOG_WARN, false);
     /* after the first types are stored: a rewind to no cursor at all
      * would publish everything again whatever the dedupe map knew */
     struct plan plan = {.scenario = NOT_WRITTEN, .delay_ms = 4000};
-    char *summary = NULL;
-    size_t summary_len = 0;
-    FILE *sum = open_memstream(&summary, &summary_len);
-    struct sk_run_options opt = {
-        .once = true, .summary = sum, .kafka_started = on_kafka, .hook_ctx = &plan};
-    int rc = sk_daemon_run(c, &opt);
-    pthread_join(plan.thread, NULL);
-    fclose(sum);
-    cr_log_info("%s", summary);
+    int rc;
+    char *summary = run_faulted(cfg, &plan, &rc);
     cr_assert_eq(rc, 0, "the sync did not complete although records were refused");
     struct met src = met_of(summary, "source sis");
     cr_assert_gt(src.app_retries, 0, "no transaction was reported failed and sent again");
     /* the server's data as the dataset the sink's DB must equal */
     cJSON *dump = skt_ss_dump(port);
     cr_assert_gt(skt_ss_dump_total(dump), 2000, "a dataset too small to chain pages");
-    cr_assert_eq(mkdir(expect, 0700), 0);
-    const cJSON *coll;
-    cJSON_ArrayForEach(coll, dump)
-    {
-        char *path = skt_fmt("%s/%s.jsonl", expect, coll->string);
-        FILE *f = fopen(path, "w");
-        cr_assert_not_null(f);
-        const cJSON *e;
-        cJSON_ArrayForEach(e, coll)
-        {
-            char *line = cJSON_PrintUnformatted(e);
-            fprintf(f, "%s\n", line);
-            free(line);
-        }
-        fclose(f);
-        free(path);
-    }
+    skt_dump_write(dump, expect);
     cJSON_Delete(dump);
     kill(server, SIGTERM);
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, expect, why, sizeof(why)), "%s", why);
-    sk_daemon_config_free(c);
     free(summary);
     free(text);
     free(expect);
