@@ -344,10 +344,13 @@ void sk_ownership_stop(struct sk_ownership *o)
 {
     if (!o)
         return;
-    if (o->rk) {
-        rd_kafka_consumer_close(o->rk);
-        rd_kafka_destroy(o->rk);
-    }
+    /* Without the consumer's close: a static member leaves no group on
+     * close and commits nothing, and the close waited for the group round
+     * under way: after a broker restart, a SIGTERM that came while this
+     * member was rejoining kept the daemon alive past its shutdown, its
+     * connectors long stopped (test_broker_outage in CI, 2026-12-04). */
+    if (o->rk)
+        rd_kafka_destroy_flags(o->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     pthread_mutex_destroy(&o->mu);
     free(o->topic);
     free(o->group);

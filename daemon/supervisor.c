@@ -13,11 +13,13 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -640,6 +642,42 @@ static bool handle_signals(struct sk_daemon *d)
     return stop;
 }
 
+/*
+ * The teardown after the connectors stopped (the HTTP server, the ownership
+ * client, the Kafka handles) has nothing left to lose, and is bounded: a
+ * librdkafka close that waits on a group round or a broker just back must
+ * not keep the process alive past its shutdown (test_broker_outage saw a
+ * daemon linger for more than 24 s after its summary).
+ */
+#define TEARDOWN_MS 10000
+
+struct teardown_guard {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+};
+
+static void *teardown_watch(void *arg)
+{
+    struct teardown_guard *g = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += TEARDOWN_MS / 1000;
+    pthread_mutex_lock(&g->mu);
+    while (!g->done && pthread_cond_timedwait(&g->cv, &g->mu, &until) != ETIMEDOUT)
+        ;
+    bool done = g->done;
+    pthread_mutex_unlock(&g->mu);
+    if (!done) {
+        sk_error_log("main", "the teardown did not finish within %d s: exiting without it",
+                     TEARDOWN_MS / 1000);
+        fflush(NULL);
+        _exit(g->rc);
+    }
+    return NULL;
+}
+
 int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt)
 {
     struct sk_daemon d = {.cfg = cfg,
@@ -751,7 +789,12 @@ stop:
         rc = SK_EXIT_RUNTIME;
     if (rc == SK_EXIT_OK || opt->once)
         summary(&d, opt->summary);
-out:
+out:;
+    struct teardown_guard guard = {.rc = rc};
+    pthread_mutex_init(&guard.mu, NULL);
+    pthread_cond_init(&guard.cv, NULL);
+    pthread_t watch;
+    bool watching = pthread_create(&watch, NULL, teardown_watch, &guard) == 0;
     /* No HTTP handler may run on a connector being closed, and none may
      * read the connector list while it is freed: the server stops first,
      * and no connector keeps a pointer to it. */
@@ -783,5 +826,13 @@ out:
     pthread_rwlock_destroy(&d.lock);
     pthread_mutex_destroy(&d.reload_mu);
     pthread_cond_destroy(&d.reload_cv);
+    pthread_mutex_lock(&guard.mu);
+    guard.done = true;
+    pthread_cond_signal(&guard.cv);
+    pthread_mutex_unlock(&guard.mu);
+    if (watching)
+        pthread_join(watch, NULL);
+    pthread_mutex_destroy(&guard.mu);
+    pthread_cond_destroy(&guard.cv);
     return rc;
 }
