@@ -662,7 +662,7 @@ static void *teardown_watch(void *arg)
 {
     struct teardown_guard *g = arg;
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock (below) */
     until.tv_sec += TEARDOWN_MS / 1000;
     pthread_mutex_lock(&g->mu);
     while (!g->done && pthread_cond_timedwait(&g->cv, &g->mu, &until) != ETIMEDOUT)
@@ -792,7 +792,11 @@ stop:
 out:;
     struct teardown_guard guard = {.rc = rc};
     pthread_mutex_init(&guard.mu, NULL);
-    pthread_cond_init(&guard.cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step moves no deadline */
+    pthread_cond_init(&guard.cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_t watch;
     bool watching = pthread_create(&watch, NULL, teardown_watch, &guard) == 0;
     /* No HTTP handler may run on a connector being closed, and none may
