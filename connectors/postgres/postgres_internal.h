@@ -26,12 +26,16 @@
  * each collection's table, and the offsets. */
 #define PG_MAX_PREPARED 48
 
+/* The most connections one sink applies a batch over (option connections). */
+#define PG_MAX_CONNECTIONS 16
+
 /* The options (postgres_sink.c's table fills it). */
 struct pg_conf {
     char *conninfo;
     char *schema;
     char *deleted_rows;
     int64_t connect_timeout_ms;
+    int64_t connections;
 };
 
 /* One collection's table: its statements, and this batch's work for it. */
@@ -91,6 +95,17 @@ struct pg_sink {
     size_t cap_slots;
     struct sk_offsets parts; /* of the batch being applied, reused */
     long today;              /* the transaction's current_date, y * 10000 + m * 100 + d */
+    /*
+     * The other connections a large batch is split over (option
+     * connections, minus this one; docs/postgres-sink.md, "Parallel
+     * apply"). Each lane is a pg_sink of its own connection, statements,
+     * today and tables (for their arrays), borrowing everything else from
+     * the sink (owner): strings, statements' SQL, plans. NULL with one
+     * connection.
+     */
+    struct pg_sink *lanes;
+    size_t n_lanes;
+    const struct pg_sink *owner; /* a lane's sink; NULL for the sink itself */
 };
 
 /* ---- postgres_sink.c ---------------------------------------------------------- */

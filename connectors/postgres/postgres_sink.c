@@ -4,19 +4,22 @@
  * typed columns, generated from it or, for the instants, parsed and sent by
  * the sink), and the consumed Kafka offsets in the
  * same schema, written in the same transaction as the rows: exactly-once
- * apply (docs/architecture.md §4.3). The schema is versioned; its
+ * apply (docs/architecture.md §4.3). A large batch is split by id over
+ * several connections (option connections), the one with the offsets
+ * committing last. The schema is versioned; its
  * migrations are compiled in (docs/postgres-sink.md describes it).
  *
  * Owns: the options, open and close, the bulk upsert/delete path, the
  * per-record fallback that isolates a bad record, the offsets table. The
  * schema and its migrations are postgres_schema.c's, the connection and
  * its error classes postgres_conn.c's.
- * Must never: let an older meta.modified overwrite a newer one, store an offset in
- * another transaction than the rows it covers, return offsets stored under
+ * Must never: let an older meta.modified overwrite a newer one, commit an offset
+ * before every row it covers is committed, return offsets stored under
  * another broker incarnation (connector.h, struct sk_sink), commit after an
  * error, or print the connection string (it may hold a password).
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +62,14 @@ static const struct sk_option pg_options[] = {
      .offset = offsetof(struct pg_conf, connect_timeout_ms),
      .min = 1,
      .max = 3600000},
+    {.name = "connections",
+     .type = SK_OPT_INT,
+     .def = "2",
+     .help = "connections a large batch is applied over at once, split by id (the one holding "
+             "the offsets commits last); 1 = one transaction a batch",
+     .offset = offsetof(struct pg_conf, connections),
+     .min = 1,
+     .max = PG_MAX_CONNECTIONS},
     {.name = NULL},
 };
 
@@ -86,11 +97,60 @@ char *pg_describe_target(const char *conninfo, const char *schema)
     return target;
 }
 
+/* ---- lanes: the other connections of a large batch ------------------------------ */
+
+static void lane_init(struct pg_sink *l, const struct pg_sink *s)
+{
+    *l = (struct pg_sink){
+        .component = s->component,
+        .conninfo = s->conninfo,
+        .qschema = s->qschema,
+        .schema = s->schema,
+        .target = s->target,
+        .keep_deleted = s->keep_deleted,
+        .connect_timeout_ms = s->connect_timeout_ms,
+        .offsets_sql = s->offsets_sql,
+        .n_tables = s->n_tables,
+        .owner = s,
+    };
+    /* The tables' statements are the sink's (known by address), the arrays the lane's own. */
+    l->tables = sk_calloc(s->n_tables ? s->n_tables : 1, sizeof(*l->tables));
+    for (size_t i = 0; i < s->n_tables; i++) {
+        l->tables[i] = s->tables[i];
+        l->tables[i].upserts = (struct sk_buf){0};
+        l->tables[i].deletes = (struct sk_buf){0};
+        l->tables[i].n_upserts = l->tables[i].n_deletes = 0;
+    }
+}
+
+/* Drops the lane's connection and arrays (it connects again for the next large batch). */
+static void lane_release(struct pg_sink *l)
+{
+    pg_disconnect(l);
+    for (size_t i = 0; i < l->n_tables; i++) {
+        sk_buf_free(&l->tables[i].upserts);
+        sk_buf_free(&l->tables[i].deletes);
+    }
+}
+
+static uint64_t round_trips_of(const struct pg_sink *s)
+{
+    uint64_t n = s->round_trips;
+    for (size_t i = 0; i < s->n_lanes; i++)
+        n += s->lanes[i].round_trips;
+    return n;
+}
+
 static void pg_close(struct sk_sink *self)
 {
     struct pg_sink *s = self->priv;
     if (!s)
         return;
+    for (size_t i = 0; i < s->n_lanes; i++) {
+        lane_release(&s->lanes[i]);
+        free(s->lanes[i].tables);
+    }
+    free(s->lanes);
     pg_disconnect(s);
     for (size_t i = 0; i < s->n_tables; i++) {
         free(s->tables[i].upsert_sql);
@@ -169,6 +229,10 @@ static int pg_open(struct sk_sink *self, struct sk_error *err)
                                         s->qschema);
     if (pg_ensure_connected(s, err) < 0 || pg_migrate(s, err) < 0)
         goto fail;
+    s->n_lanes = conf->connections > 1 ? (size_t)conf->connections - 1 : 0;
+    s->lanes = s->n_lanes ? sk_calloc(s->n_lanes, sizeof(*s->lanes)) : NULL;
+    for (size_t i = 0; i < s->n_lanes; i++)
+        lane_init(&s->lanes[i], s);
     return 0;
 fail:
     pg_close(self);
@@ -300,12 +364,6 @@ static void plan_reset(struct pg_sink *s, size_t n)
         s->cap_slots = want;
     }
     memset(s->slots, 0, s->cap_slots * sizeof(*s->slots));
-    for (size_t i = 0; i < s->n_tables; i++) {
-        struct pg_table *t = &s->tables[i];
-        sk_buf_reset(&t->upserts);
-        sk_buf_reset(&t->deletes);
-        t->n_upserts = t->n_deletes = 0;
-    }
 }
 
 static void add_upsert(struct pg_table *t, const struct sk_record *r, long today)
@@ -374,38 +432,128 @@ static void batch_offsets_json(const struct pg_sink *s, struct sk_buf *b)
 }
 
 /*
- * The bulk path: BEGIN, per table at most one delete (clears first: a
- * tombstone then a re-create in one batch must end with the row) and one
- * upsert over a jsonb array of every id's winner, the offsets, COMMIT. A
- * batch touching one collection is four statements whatever its size.
+ * One connection's share of the bulk path (l: the sink itself or one of its
+ * lanes; the k-th of n): BEGIN, per table at most one delete (clears first:
+ * a tombstone then a re-create in one batch must end with the row) and one
+ * upsert over a jsonb array of the winners of plans k, k + n, k + 2n, ...,
+ * and, with offsets, the offsets. Not committed. Runs on a lane's own
+ * thread: it reads the sink's plans and writes only l.
  * Returns 0, or -1 with err (*record_level: some record's data was refused).
+ */
+static int stage(const struct pg_sink *s, struct pg_sink *l, size_t k, size_t n,
+                 const char *incarnation, const struct sk_buf *offsets, bool *record_level,
+                 struct sk_error *err)
+{
+    *record_level = false;
+    if (pg_ensure_connected(l, err) < 0 || pg_begin(l, err) < 0)
+        return -1;
+    for (size_t i = 0; i < l->n_tables; i++) {
+        struct pg_table *t = &l->tables[i];
+        sk_buf_reset(&t->upserts);
+        sk_buf_reset(&t->deletes);
+        t->n_upserts = t->n_deletes = 0;
+    }
+    for (size_t i = k; i < s->n_plans; i += n) {
+        const struct plan *p = &s->plans[i];
+        struct pg_table *t = &l->tables[p->table - s->tables];
+        if (p->cleared)
+            add_delete(t, p->key);
+        if (p->winner)
+            add_upsert(t, p->winner, l->today);
+    }
+    for (size_t i = 0; i < l->n_tables; i++)
+        finish_arrays(&l->tables[i]);
+    for (size_t i = 0; i < l->n_tables; i++) {
+        struct pg_table *t = &l->tables[i];
+        const char *del[] = {t->deletes.p}, *ups[] = {t->upserts.p};
+        if (t->n_deletes && pg_exec_prepared(l, t->entity->collection, t->delete_sql, 1, del, NULL,
+                                             record_level, err) < 0)
+            return -1;
+        if (t->n_upserts && pg_exec_prepared(l, t->entity->collection, t->upsert_sql, 1, ups, NULL,
+                                             record_level, err) < 0)
+            return -1;
+    }
+    if (offsets && s->parts.n && store_offsets(l, incarnation, offsets, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* A lane's stage on its own thread. */
+struct stage_job {
+    const struct pg_sink *s;
+    struct pg_sink *lane;
+    size_t k, n;
+    int rc;
+    bool record_level;
+    struct sk_error err;
+    pthread_t thread;
+    bool joinable;
+};
+
+static void *stage_run(void *arg)
+{
+    struct stage_job *j = arg;
+    j->rc = stage(j->s, j->lane, j->k, j->n, NULL, NULL, &j->record_level, &j->err);
+    return NULL;
+}
+
+/* A batch is split only where each connection gets at least this many ids:
+ * below it a second transaction and thread cost more than they save, and a
+ * lone change keeps its latency. */
+#define PG_LANE_MIN_IDS 128
+
+static size_t lanes_for(const struct pg_sink *s)
+{
+    size_t n = s->n_plans / PG_LANE_MIN_IDS;
+    return n < 1 ? 1 : n > 1 + s->n_lanes ? 1 + s->n_lanes : n;
+}
+
+/*
+ * The bulk path over n connections (docs/postgres-sink.md, "Parallel
+ * apply"): the sink's own connection and n - 1 lanes stage their shares of
+ * the ids at the same time, the sink's with the batch's offsets. Then the
+ * lanes commit, and the sink's connection last: the offsets are never
+ * stored before every row they cover is. If a lane's commit fails, the
+ * lanes committed before it hold rows of a batch whose offsets are not
+ * stored; the batch comes again, and applying it again changes nothing
+ * those rows do not already hold (the stale-update guard lets the same
+ * meta.modified through, an identical document changes nothing).
+ * Returns 0, or -1 with err (*record_level: some record's data was refused;
+ * every lane is rolled back, the sink's connection is the caller's).
  */
 static int apply_bulk(struct pg_sink *s, const char *incarnation, const struct sk_buf *offsets,
                       bool *record_level, struct sk_error *err)
 {
-    *record_level = false;
-    if (pg_begin(s, err) < 0)
-        return -1;
-    for (size_t i = 0; i < s->n_plans; i++) {
-        const struct plan *p = &s->plans[i];
-        if (p->cleared)
-            add_delete(p->table, p->key);
-        if (p->winner)
-            add_upsert(p->table, p->winner, s->today);
+    size_t n = lanes_for(s);
+    struct stage_job jobs[PG_MAX_CONNECTIONS];
+    for (size_t k = 1; k < n; k++) {
+        jobs[k] = (struct stage_job){.s = s, .lane = &s->lanes[k - 1], .k = k, .n = n};
+        jobs[k].joinable = pthread_create(&jobs[k].thread, NULL, stage_run, &jobs[k]) == 0;
+        if (!jobs[k].joinable)
+            stage_run(&jobs[k]);
     }
-    for (size_t i = 0; i < s->n_tables; i++)
-        finish_arrays(&s->tables[i]);
-    for (size_t i = 0; i < s->n_tables; i++) {
-        struct pg_table *t = &s->tables[i];
-        const char *del[] = {t->deletes.p}, *ups[] = {t->upserts.p};
-        if (t->n_deletes && pg_exec_prepared(s, t->entity->collection, t->delete_sql, 1, del, NULL,
-                                             record_level, err) < 0)
-            return -1;
-        if (t->n_upserts && pg_exec_prepared(s, t->entity->collection, t->upsert_sql, 1, ups, NULL,
-                                             record_level, err) < 0)
-            return -1;
+    int rc = stage(s, s, 0, n, incarnation, offsets, record_level, err);
+    for (size_t k = 1; k < n; k++) {
+        if (jobs[k].joinable)
+            pthread_join(jobs[k].thread, NULL);
+        /* A failure of the server or connection outranks a refused record:
+         * the one-by-one fallback could not get past it either. */
+        if (jobs[k].rc < 0 && (rc == 0 || (*record_level && !jobs[k].record_level))) {
+            rc = -1;
+            *record_level = jobs[k].record_level;
+            *err = jobs[k].err;
+        }
     }
-    if (s->parts.n && store_offsets(s, incarnation, offsets, err) < 0)
+    size_t k = 1;
+    while (rc == 0 && k < n) {
+        if (pg_exec0(&s->lanes[k - 1], "COMMIT", "COMMIT", err) < 0)
+            rc = -1;
+        else
+            k++;
+    }
+    for (; k < n; k++)
+        pg_abandon(&s->lanes[k - 1]);
+    if (rc < 0)
         return -1;
     return pg_exec0(s, "COMMIT", "COMMIT", err);
 }
@@ -507,8 +655,9 @@ static int pg_apply(struct sk_sink *self, const struct sk_record *recs, size_t n
         return fail_batch(s, n, out, err);
     }
     int64_t t0 = sk_mono_ms();
-    uint64_t trips0 = s->round_trips;
+    uint64_t trips0 = round_trips_of(s);
     bool record_level;
+    size_t rc_lanes = lanes_for(s);
     int rc = apply_bulk(s, self->incarnation, &offsets, &record_level, err);
     if (rc < 0 && record_level) {
         sk_info(s->component, "batch refused (%s): applying its %zu records one by one", err->msg,
@@ -521,8 +670,9 @@ static int pg_apply(struct sk_sink *self, const struct sk_record *recs, size_t n
     if (rc < 0)
         return fail_batch(s, n, out, err);
     sk_debug(s->component,
-             "applied %zu record(s) as %zu id(s) in %" PRIu64 " statement(s), %" PRId64 " ms", n,
-             s->n_plans, s->round_trips - trips0, sk_mono_ms() - t0);
+             "applied %zu record(s) as %zu id(s) over %zu connection(s) in %" PRIu64
+             " statement(s), %" PRId64 " ms",
+             n, s->n_plans, rc_lanes, round_trips_of(s) - trips0, sk_mono_ms() - t0);
     return 0;
 }
 
@@ -634,6 +784,9 @@ static void pg_trim(struct sk_sink *self)
     s->plans = NULL;
     s->slots = NULL;
     s->n_plans = s->cap_plans = s->cap_slots = 0;
+    /* The lanes serve bulk loads only: their connections go with the arrays. */
+    for (size_t i = 0; i < s->n_lanes; i++)
+        lane_release(&s->lanes[i]);
 }
 
 static const char *pg_target(struct sk_sink *self)
@@ -651,7 +804,7 @@ PGconn *postgres_sink_connection(const struct sk_sink *self)
 uint64_t postgres_sink_round_trips(const struct sk_sink *self)
 {
     const struct pg_sink *s = self ? self->priv : NULL;
-    return s ? s->round_trips : 0;
+    return s ? round_trips_of(s) : 0;
 }
 
 const struct sk_sink_ops postgres_sink_ops = {

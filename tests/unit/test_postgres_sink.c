@@ -862,7 +862,7 @@ Test(postgres_sink, a_lost_connection_is_retriable_and_commits_nothing)
 
 Test(postgres_sink, a_bulk_batch_of_2000_persons_takes_a_few_statements)
 {
-    open_sink("inc-a");
+    open_sink_with("inc-a", "connections: 1\n");
     for (int i = 0; i < 2000; i++) {
         char *j = sk_asprintf(
             "{\"id\":\"%s\",\"meta\":{\"modified\":\"2024-05-01T12:00:00Z\"},"
@@ -891,6 +891,180 @@ Test(postgres_sink, a_bulk_batch_of_2000_persons_takes_a_few_statements)
     apply_ok();
     cr_assert_leq(postgres_sink_round_trips(sink) - trips0, 4);
     assert_query("SELECT count(*) FROM persons", "2000");
+}
+
+/* ---- parallel apply: a large batch over several connections ------------------ */
+
+/* Person n of a bulk batch: partition n % 3, given name Pn (or given). */
+static void add_bulk_person_at(int n, const char *given, const char *modified, int64_t offset)
+{
+    char *name = given ? sk_strdup(given) : sk_asprintf("P%d", n);
+    char *j = sk_asprintf("{\"id\":\"%s\",\"meta\":{\"modified\":\"%s\"},"
+                          "\"givenName\":\"%s\",\"familyName\":\"F\",\"enrolments\":[{"
+                          "\"enroledAt\":{\"id\":\"%s\"},\"startDate\":\"2020-08-15\"}]}",
+                          uuid(1000 + n), modified, name, uuid(ORG_S));
+    add_doc("persons", j, n % 3, offset);
+    free(j);
+    free(name);
+}
+
+static void add_bulk_person(int n, const char *given, int64_t offset)
+{
+    add_bulk_person_at(n, given, "2024-05-01T12:00:00Z", offset);
+}
+
+/* The sink's connections to the server now (the lanes keep theirs until trimmed). */
+static int sink_connections(void)
+{
+    char *sql = sk_asprintf("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                            "'skolsync/%s'",
+                            schema);
+    char *n = query(sql);
+    int count = n ? atoi(n) : -1;
+    free(n);
+    free(sql);
+    return count;
+}
+
+/* What the rows hold, without the times the server sets (updated_at). */
+#define PERSONS_CONTENT                                                                            \
+    "SELECT string_agg(concat_ws('|', id, doc::text, modified, given_name, enrolment_school, "     \
+    "deleted_at), E'\n' ORDER BY id) FROM persons"
+
+/*
+ * A batch of 1 000 records (900 ids: updates of the same id, older ones the
+ * guard must drop, tombstones, a delete and re-create) over one connection,
+ * then over three, into fresh schemas: the same rows and offsets.
+ */
+Test(postgres_sink, a_large_batch_over_three_connections_ends_as_over_one)
+{
+    char *content[2];
+    for (int round = 0; round < 2; round++) {
+        open_sink_with("inc-a", round ? "connections: 3\n" : "connections: 1\n");
+        skt_recs_clear(&batch);
+        int64_t off[3] = {0};
+        for (int i = 0; i < 900; i++)
+            add_bulk_person(i, NULL, off[i % 3]++);
+        for (int i = 0; i < 100; i++) {
+            int n = i * 7 % 900;
+            if (i % 4 == 0) {
+                add_tombstone("persons", 1000 + n, n % 3, off[n % 3]++);
+            } else {
+                /* i % 4 == 1: older, the guard keeps the first */
+                char *given = sk_asprintf("Again%d", i);
+                add_bulk_person_at(n, given,
+                                   i % 4 == 1 ? "2024-04-01T12:00:00Z" : "2024-06-01T12:00:00Z",
+                                   off[n % 3]++);
+                free(given);
+            }
+        }
+        /* a tombstone and then the same id again: the row ends re-created */
+        add_tombstone("persons", 1000 + 5, 5 % 3, off[5 % 3]++);
+        add_bulk_person(5, "Recreated", off[5 % 3]++);
+        apply_ok();
+        if (round)
+            cr_assert_eq(sink_connections(), 3, "the batch was not spread over 3 connections");
+        content[round] = query(PERSONS_CONTENT);
+        cr_assert_eq(stored_offset(0), off[0]);
+        cr_assert_eq(stored_offset(1), off[1]);
+        cr_assert_eq(stored_offset(2), off[2]);
+        assert_given_name(1005, "Recreated");
+        skt_sink_drop(&sink);
+        char *sql = sk_asprintf("DROP SCHEMA %s CASCADE", schema);
+        PQclear(PQexec(admin, sql));
+        free(sql);
+    }
+    cr_assert_not_null(content[0]);
+    cr_assert_str_eq(content[1], content[0]);
+    free(content[0]);
+    free(content[1]);
+}
+
+/*
+ * The offsets commit last: a lane whose COMMIT fails (a deferred trigger
+ * refuses one row at commit) leaves the offsets where they were, whatever
+ * the lanes before it committed; the batch applied again then completes it
+ * without touching the rows already there.
+ */
+Test(postgres_sink, a_lane_that_cannot_commit_leaves_the_offsets_unstored)
+{
+    open_sink_with("inc-a", "connections: 3\n");
+    char *sql = sk_asprintf(
+        "CREATE FUNCTION %s.refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN "
+        "RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'serialization_failure'; END$$; "
+        "CREATE CONSTRAINT TRIGGER refuse AFTER INSERT OR UPDATE ON %s.persons DEFERRABLE "
+        "INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.given_name = 'RefusedAtCommit') "
+        "EXECUTE FUNCTION %s.refuse()",
+        schema, schema, schema);
+    PGresult *res = PQexec(admin, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
+    PQclear(res);
+    free(sql);
+    /* 3 × 128 ids: three connections; id k goes to connection k % 3. Id 2
+     * is the third lane's: the second lane commits before it. */
+    for (int i = 0; i < 384; i++)
+        add_bulk_person(i, i == 2 ? "RefusedAtCommit" : NULL, i / 3);
+    struct sk_error err = {0};
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1, "the batch was applied");
+    cr_assert_eq(err.cls, SK_ERR_RETRIABLE, "%s", err.msg);
+    cr_assert(strstr(err.msg, "refused at commit"), "%s", err.msg);
+    for (size_t i = 0; i < batch.n; i++)
+        cr_assert_eq(batch.out[i].kind, SK_RETRY, "record %zu: %d", i, batch.out[i].kind);
+    for (int p = 0; p < 3; p++)
+        cr_assert_eq(stored_offset(p), -1, "partition %d: offsets stored before every row", p);
+    assert_query("SELECT count(*) FROM persons", "128"); /* the second lane's, committed */
+    char *before = query("SELECT string_agg(updated_at::text, ',' ORDER BY id) FROM persons");
+
+    PQclear(PQexec(admin, "DROP TRIGGER refuse ON persons"));
+    apply_ok();
+    assert_query("SELECT count(*) FROM persons", "384");
+    for (int p = 0; p < 3; p++)
+        cr_assert_eq(stored_offset(p), 128);
+    sql = sk_asprintf("SELECT string_agg(updated_at::text, ',' ORDER BY id) FROM persons "
+                      "WHERE (substr(id::text, 25)::int - 1000) %% 3 = 1");
+    char *after = query(sql);
+    free(sql);
+    cr_assert_str_eq(after, before, "the rows already committed were written again");
+    free(before);
+    free(after);
+}
+
+/* A record the server refuses in one lane: every lane rolls back, and the
+ * batch goes one by one on the sink's connection (the rest applied). */
+Test(postgres_sink, a_record_refused_in_a_lane_is_rejected_and_the_rest_applied)
+{
+    open_sink_with("inc-a", "connections: 2\n");
+    for (int i = 0; i < 300; i++)
+        add_bulk_person(i, i == 1 ? "Badx" : NULL, i / 3);
+    char *bad = strstr((char *)batch.v[1].json, "Badx");
+    cr_assert_not_null(bad);
+    bad[3] = (char)0xff; /* not UTF-8: 22021, in the second lane's share */
+    struct sk_error err = {0};
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), 0, "%s", err.msg);
+    for (size_t i = 0; i < batch.n; i++)
+        cr_assert_eq(batch.out[i].kind, i == 1 ? SK_REJECTED : SK_APPLIED, "record %zu", i);
+    cr_assert(strstr(batch.out[1].err.msg, "22021"), "%s", batch.out[1].err.msg);
+    assert_query("SELECT count(*) FROM persons", "299");
+    cr_assert_eq(stored_offset(1), 100);
+}
+
+/* A lone record takes one connection; trimming closes the lanes of a bulk load. */
+Test(postgres_sink, small_batches_use_one_connection_and_trim_closes_the_others)
+{
+    open_sink_with("inc-a", "connections: 4\n");
+    add_person(1, "2024-05-01T12:00:00Z", "A", 0, 0);
+    apply_ok();
+    cr_assert_eq(sink_connections(), 1);
+    skt_recs_clear(&batch);
+    for (int i = 0; i < 512; i++)
+        add_bulk_person(i, NULL, 1 + i / 3);
+    apply_ok();
+    cr_assert_eq(sink_connections(), 4);
+    sink->ops->trim(sink);
+    for (int i = 0; i < 100 && sink_connections() != 1; i++)
+        sk_sleep_ms(20);
+    cr_assert_eq(sink_connections(), 1);
+    assert_query("SELECT count(*) FROM persons", "513");
 }
 
 Test(postgres_sink, statements_lost_to_a_pooler_are_sent_unprepared_from_then_on)
