@@ -31,6 +31,7 @@ struct sk_daemon {
     struct sk_runner **conns; /* sources and sinks; each is the first member of its env */
     size_t n_conns;
     int sigfd;
+    int wake_fd; /* eventfd: the runners' sk_runner_notify and a reload request wake the loop */
     int64_t started_ms;
 
     /* reload handshake between an HTTP thread and the main thread */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kafka.h"
 #include "util.h"
@@ -30,6 +31,7 @@ void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *n
     atomic_init(&r->state, SK_STATE_STARTING);
     atomic_init(&r->kafka_queued, -1);
     atomic_init(&r->kafka_rtt_us, -1);
+    r->notify_fd = -1;
     r->started_mono_ms = sk_mono_ms();
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_t ca;
@@ -108,6 +110,16 @@ void sk_runner_destroy(struct sk_runner *r)
 void sk_runner_set_state(struct sk_runner *r, enum sk_runner_state s)
 {
     atomic_store(&r->state, s);
+    if (s == SK_STATE_FAILED || s == SK_STATE_STOPPED)
+        sk_runner_notify(r);
+}
+
+void sk_runner_notify(struct sk_runner *r)
+{
+    uint64_t one = 1;
+    if (r->notify_fd >= 0 && write(r->notify_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so the loop has been told already */
+    }
 }
 
 void sk_runner_set_error(struct sk_runner *r, const char *msg)

@@ -98,6 +98,10 @@ struct sk_runner {
     pthread_cond_t cv;
     bool wake;
     char last_error[512];
+    /* The supervisor's eventfd (-1: none): written when something it acts
+     * on changes (a source's cycle done, a sink drained, failed or stopped),
+     * so its loop sees it at once instead of at its next 200 ms tick. */
+    int notify_fd;
 };
 
 /*
@@ -127,6 +131,8 @@ void sk_runner_last_error(struct sk_runner *r, char *buf, size_t size);
 void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from);
 /* "source" or "sink" */
 const char *sk_runner_kind_name(const struct sk_runner *r);
+/* Tells the supervisor's loop to look now (the runner's thread). */
+void sk_runner_notify(struct sk_runner *r);
 /* Wake the runner's thread if it is waiting (any thread). */
 void sk_runner_wake(struct sk_runner *r);
 /* Wait up to ms or until woken or stopped. Returns true if woken or stopped. */

@@ -659,6 +659,7 @@ static void check_drained(struct sink_run *run)
     commit_parts(run, true);
     atomic_store(&r->drained, true);
     sk_runner_set_state(r, SK_STATE_IDLE);
+    sk_runner_notify(r);
 }
 
 /*

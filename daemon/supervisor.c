@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,6 +86,7 @@ static struct sk_runner *source_new(struct sk_daemon *d, const struct sk_daemon_
     env->source.name = env->runner.name;
     env->source.conf = def->conf;
     env->source.env = env;
+    env->runner.notify_fd = d->wake_fd;
     return &env->runner;
 }
 
@@ -101,6 +103,7 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
     env->sink.name = env->runner.name;
     env->sink.conf = def->conf;
     env->sink.incarnation = sk_kafka_incarnation(d->kafka);
+    env->runner.notify_fd = d->wake_fd;
     env->once = d->once;
     env->prefetch_kbytes = sk_sink_prefetch_kbytes(cfg->n_sinks);
     env->sink.entities = def->entities;
@@ -523,7 +526,8 @@ static int block_signals(struct sk_daemon *d)
     /* a closed pipe must be an error return, not a death */
     signal(SIGPIPE, SIG_IGN);
     d->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    return d->sigfd < 0 ? -1 : 0;
+    d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return d->sigfd < 0 || d->wake_fd < 0 ? -1 : 0;
 }
 
 static double rate(uint64_t n, int64_t ms)
@@ -682,6 +686,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
 {
     struct sk_daemon d = {.cfg = cfg,
                           .sigfd = -1,
+                          .wake_fd = -1,
                           .started_ms = sk_mono_ms(),
                           .once = opt->once,
                           .config_path = cfg->path};
@@ -742,8 +747,16 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     struct sk_watchdog wd;
     sk_watchdog_init(&wd, cfg->core.lag_interval_ms);
     for (;;) {
-        struct pollfd pfd = {.fd = d.sigfd, .events = POLLIN};
-        poll(&pfd, 1, 200);
+        /* A tick every 200 ms (restarts, progress, the watchdog), sooner
+         * when a signal or a runner's notice comes: a small --once run
+         * ends when its last connector is done, not up to a tick later. */
+        struct pollfd pfd[2] = {{.fd = d.sigfd, .events = POLLIN},
+                                {.fd = d.wake_fd, .events = POLLIN}};
+        uint64_t notices;
+        if (poll(pfd, 2, 200) > 0 && (pfd[1].revents & POLLIN) &&
+            read(d.wake_fd, &notices, sizeof(notices)) < 0) {
+            /* EAGAIN: another thread's notice was read already */
+        }
         if (handle_signals(&d))
             break;
         pthread_mutex_lock(&d.reload_mu);
@@ -826,6 +839,8 @@ out:;
     free(d.old);
     sk_kafka_destroy(d.kafka);
     close(d.sigfd);
+    if (d.wake_fd >= 0)
+        close(d.wake_fd);
     free(d.admin_token);
     pthread_rwlock_destroy(&d.lock);
     pthread_mutex_destroy(&d.reload_mu);
