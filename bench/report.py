@@ -74,7 +74,7 @@ w(f"| Kafka broker | Apache Kafka {os.environ.get('SK_KAFKA_VERSION', '4.4.0')} 
 w(f"| PostgreSQL | {sh('psql --version')} server from scripts/pg.sh (initdb defaults, fsync on), loopback TCP |")
 w(f"| SQLite | {sh('pkg-config --modversion sqlite3')} |")
 w(f"| SS 12000 server | tests/fixtures/ss12000_server.py (Python {platform.python_version()}), `--data` from `ss12000_gen.py --seed 1`, page tokens without expiry |")
-w("| source settings | ss12000-source `page_size: 1000`, `max_rps: 1000` (default 10 would cap a full sync at 10 000 records/s), exactly_once on (one Kafka transaction per batch + cursor), producer defaults of daemon/source_driver.c: `linger.ms=5`, `compression.type=lz4`, `queue.buffering.max.kbytes=16384`, `queue.buffering.max.messages=50000`, `enable.idempotence=true`, `transactional.id`, `transaction.timeout.ms=60000`, `message.timeout.ms=55000` |")
+w("| source settings | ss12000-source `page_size: 1000`, `max_rps: 1000` (default 10 would cap a full sync at 10 000 records/s), exactly_once on (one Kafka transaction per group of batches + cursor), producer defaults of daemon/source_driver.c: `linger.ms=5`, `compression.type=lz4`, `queue.buffering.max.kbytes=16384`, `queue.buffering.max.messages=50000`, `enable.idempotence=true`, `transactional.id`, `transaction.timeout.ms=60000`, `message.timeout.ms=55000` |")
 w("| sink settings | defaults: `batch_size: 500`, `batch_linger: 100ms`; postgres-sink default schema layout (typed columns: text generated, references, dates and instants written by the sink; indexes); sqlite-sink `synchronous: normal`, WAL |")
 w("")
 
@@ -96,7 +96,7 @@ if sizes:
       "same encoded records (read back from skolsync's topics beforehand), same keys, headers, "
       "topics layout and producer settings, pages of 1000 records grouped into transactions by "
       "the source driver's rule (another page while the transaction holds < 50 000 records and "
-      "began < 500 ms ago) + a cursor record each: the Kafka work the source does since "
+      "began < 2 s ago; < 500 ms before the evening of 2026-12-04) + a cursor record each: the Kafka work the source does since "
       "2026-12-04, when the ss12000-source began to chain its pages. 'per page' = the same "
       "producer with one transaction per page, as the source did before (kept for comparison). "
       "Server read = `bench/fetch_all.py` reading every page and discarding it (the test "

@@ -203,7 +203,7 @@ for spec in $SIZES; do
         # baseline: the same encoded records, same producer settings, pages
         # grouped into transactions by the source driver's rule (GROUP_RECORDS,
         # GROUP_MS); and one transaction per page, the rule before 2026-12-04
-        out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "b${label}r${rep}." 1000 3 50000 500) ||
+        out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "b${label}r${rep}." 1000 3 50000 2000) ||
             die "baseline_producer failed"
         read -r n b s txns <<<"$out"
         if ((n < stored)); then
@@ -211,7 +211,7 @@ for spec in $SIZES; do
             # seconds later; not understood (bench/analysis.md §1): once more
             log "  rep $rep: the baseline read only $n of the $stored records stored; again in 5 s"
             sleep 5
-            out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "B${label}r${rep}." 1000 3 50000 500) ||
+            out=$("$BB/baseline_producer" "$BROKERS" "$pfx" "B${label}r${rep}." 1000 3 50000 2000) ||
                 die "baseline_producer failed"
             read -r n b s txns <<<"$out"
             ((n >= stored)) || die "the baseline read only $n of the $stored records stored"

@@ -46,10 +46,17 @@ const struct sk_option sk_source_settings_options[] = {
  * How much a group of batches may hold (source_group_*): a chaining source's
  * batches that are ready one after the other go in one transaction, up to
  * this many records or this long since the group began (a transaction is
- * visible to read_committed sinks only once it is committed).
+ * visible to read_committed sinks only once it is committed). Each commit
+ * costs more than its round trip: the broker writes a marker into every
+ * partition the transaction touched, and the next transaction's
+ * AddPartitionsToTxn is refused (CONCURRENT_TRANSACTIONS, retried every
+ * ~20 ms) until it has; seen at up to 850 ms right after the topics were
+ * created. At 500 ms a 10k full sync that took a little longer than that
+ * ended with a second, small transaction waiting for the first one's
+ * markers (0.4 s became 1.5-1.8 s); 2 s keeps a small sync in one.
  */
 #define GROUP_RECORDS 50000
-#define GROUP_MS 500
+#define GROUP_MS 2000
 
 /* What a group delivers, counted as its batches are produced, told once it is stored. */
 struct group {
@@ -388,6 +395,7 @@ static void *source_thread(void *arg)
         }
         atomic_fetch_add(&r->cycles, 1);
         sk_runner_set_state(r, SK_STATE_IDLE);
+        sk_runner_notify(r); /* --once may be done */
         /* The last batch's records and arrays go (the next poll grows them
          * again), then glibc gives the thread arena's freed heap back while
          * idle (bench: 172 -> 91 MB steady with three sinks) */
