@@ -100,12 +100,10 @@ struct pg_sink {
      * connections, minus this one; docs/postgres-sink.md, "Parallel
      * apply"). Each lane is a pg_sink of its own connection, statements,
      * today and tables (for their arrays), borrowing everything else from
-     * the sink (owner): strings, statements' SQL, plans. NULL with one
-     * connection.
+     * the sink: strings, statements' SQL, plans. NULL with one connection.
      */
     struct pg_sink *lanes;
     size_t n_lanes;
-    const struct pg_sink *owner; /* a lane's sink; NULL for the sink itself */
 };
 
 /* ---- postgres_sink.c ---------------------------------------------------------- */

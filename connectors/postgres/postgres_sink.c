@@ -111,7 +111,6 @@ static void lane_init(struct pg_sink *l, const struct pg_sink *s)
         .connect_timeout_ms = s->connect_timeout_ms,
         .offsets_sql = s->offsets_sql,
         .n_tables = s->n_tables,
-        .owner = s,
     };
     /* The tables' statements are the sink's (known by address), the arrays the lane's own. */
     l->tables = sk_calloc(s->n_tables ? s->n_tables : 1, sizeof(*l->tables));
