@@ -104,6 +104,7 @@ struct pg_sink {
      */
     struct pg_sink *lanes;
     size_t n_lanes;
+    bool lanes_refused; /* a lane could not connect: said in the log once */
 };
 
 /* ---- postgres_sink.c ---------------------------------------------------------- */

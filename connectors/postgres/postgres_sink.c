@@ -508,6 +508,33 @@ static size_t lanes_for(const struct pg_sink *s)
 }
 
 /*
+ * Connects the lanes this batch wants; returns how many connections it
+ * gets. A lane the server refuses (max_connections, the role's CONNECTION
+ * LIMIT, a pooler's cap) is not an error: the batch goes over the
+ * connections there are, down to the sink's own, and the log says so once
+ * until every lane connects again.
+ */
+static size_t connect_lanes(struct pg_sink *s, size_t want)
+{
+    for (size_t k = 1; k < want; k++) {
+        struct sk_error err = {0};
+        if (pg_ensure_connected(&s->lanes[k - 1], &err) == 0)
+            continue;
+        if (!s->lanes_refused)
+            sk_warn(s->component,
+                    "a connection for parallel apply was refused (%s): applying over %zu of %zu "
+                    "connection(s) until it is not",
+                    err.msg, k, want);
+        s->lanes_refused = true;
+        return k;
+    }
+    if (s->lanes_refused && want > 1)
+        sk_info(s->component, "parallel apply over %zu connections again", want);
+    s->lanes_refused = s->lanes_refused && want == 1;
+    return want;
+}
+
+/*
  * The bulk path over n connections (docs/postgres-sink.md, "Parallel
  * apply"): the sink's own connection and n - 1 lanes stage their shares of
  * the ids at the same time, the sink's with the batch's offsets. Then the
@@ -520,10 +547,9 @@ static size_t lanes_for(const struct pg_sink *s)
  * Returns 0, or -1 with err (*record_level: some record's data was refused;
  * every lane is rolled back, the sink's connection is the caller's).
  */
-static int apply_bulk(struct pg_sink *s, const char *incarnation, const struct sk_buf *offsets,
-                      bool *record_level, struct sk_error *err)
+static int apply_bulk(struct pg_sink *s, size_t n, const char *incarnation,
+                      const struct sk_buf *offsets, bool *record_level, struct sk_error *err)
 {
-    size_t n = lanes_for(s);
     struct stage_job jobs[PG_MAX_CONNECTIONS];
     for (size_t k = 1; k < n; k++) {
         jobs[k] = (struct stage_job){.s = s, .lane = &s->lanes[k - 1], .k = k, .n = n};
@@ -656,8 +682,8 @@ static int pg_apply(struct sk_sink *self, const struct sk_record *recs, size_t n
     int64_t t0 = sk_mono_ms();
     uint64_t trips0 = round_trips_of(s);
     bool record_level;
-    size_t rc_lanes = lanes_for(s);
-    int rc = apply_bulk(s, self->incarnation, &offsets, &record_level, err);
+    size_t conns = connect_lanes(s, lanes_for(s));
+    int rc = apply_bulk(s, conns, self->incarnation, &offsets, &record_level, err);
     if (rc < 0 && record_level) {
         sk_info(s->component, "batch refused (%s): applying its %zu records one by one", err->msg,
                 n);
@@ -671,7 +697,7 @@ static int pg_apply(struct sk_sink *self, const struct sk_record *recs, size_t n
     sk_debug(s->component,
              "applied %zu record(s) as %zu id(s) over %zu connection(s) in %" PRIu64
              " statement(s), %" PRId64 " ms",
-             n, s->n_plans, rc_lanes, round_trips_of(s) - trips0, sk_mono_ms() - t0);
+             n, s->n_plans, conns, round_trips_of(s) - trips0, sk_mono_ms() - t0);
     return 0;
 }
 

@@ -1067,6 +1067,51 @@ Test(postgres_sink, small_batches_use_one_connection_and_trim_closes_the_others)
     assert_query("SELECT count(*) FROM persons", "513");
 }
 
+/* A server that allows the sink one connection (the role's CONNECTION LIMIT
+ * 1, as a DBA may set it): a large batch goes over that one, not into
+ * retries that can never succeed. */
+Test(postgres_sink, a_refused_extra_connection_applies_over_the_ones_there_are)
+{
+    char role[64];
+    snprintf(role, sizeof(role), "r_%s", schema);
+    char *sql = sk_asprintf("CREATE ROLE %s LOGIN CONNECTION LIMIT 1; "
+                            "CREATE SCHEMA %s AUTHORIZATION %s",
+                            role, schema, role);
+    PGresult *res = PQexec(admin, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
+    PQclear(res);
+    free(sql);
+    /* the test's conninfo with the limited role instead of its user */
+    const char *u = strstr(conninfo, "user=");
+    cr_assert_not_null(u, "SK_TEST_PG has no user=: %s", conninfo);
+    const char *after = strchr(u, ' ');
+    char *limited = sk_asprintf("%.*suser=%s%s", (int)(u - conninfo), conninfo, role,
+                                after ? after : "");
+    char *yaml = sk_asprintf("conninfo: '%s'\nschema: '%s'\nconnect_timeout: 5s\nconnections: 3\n",
+                             limited, schema);
+    struct sk_error err = {0};
+    cr_assert_eq(open_with(yaml, "inc-a", &err), 0, "%s", err.msg);
+    for (int i = 0; i < 384; i++)
+        add_bulk_person(i, NULL, i / 3);
+    apply_ok();
+    assert_query("SELECT count(*) FROM persons", "384");
+    for (int p = 0; p < 3; p++)
+        cr_assert_eq(stored_offset(p), 128);
+    cr_assert_eq(sink_connections(), 1);
+    /* and the next batch too */
+    skt_recs_clear(&batch);
+    for (int i = 384; i < 768; i++)
+        add_bulk_person(i, NULL, i / 3);
+    apply_ok();
+    assert_query("SELECT count(*) FROM persons", "768");
+    skt_sink_drop(&sink);
+    sql = sk_asprintf("DROP SCHEMA %s CASCADE; DROP ROLE %s", schema, role);
+    PQclear(PQexec(admin, sql));
+    free(sql);
+    free(yaml);
+    free(limited);
+}
+
 Test(postgres_sink, statements_lost_to_a_pooler_are_sent_unprepared_from_then_on)
 {
     open_sink("inc-a");
