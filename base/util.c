@@ -90,6 +90,23 @@ void sk_sleep_ms(int64_t ms)
         ;
 }
 
+void sk_cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+void sk_eventfd_signal(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so the reader has been told already */
+    }
+}
+
 char *sk_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

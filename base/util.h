@@ -3,6 +3,7 @@
 #define SK_UTIL_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 /* Allocation that aborts on out-of-memory (as Redis' zmalloc): callers never check. */
@@ -16,6 +17,10 @@ char *sk_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int64_t sk_now_us(void);  /* wall clock, µs since the epoch */
 int64_t sk_mono_ms(void); /* monotonic clock, ms */
 void sk_sleep_ms(int64_t ms);
+/* A condition variable whose timed waits run on CLOCK_MONOTONIC (a wall-clock step moves no deadline). */
+void sk_cond_init_monotonic(pthread_cond_t *cv);
+/* Adds 1 to an eventfd (fd < 0: nothing); a full counter has been told already. */
+void sk_eventfd_signal(int fd);
 
 /* Reads a whole file (NUL-terminated, len excludes the NUL). NULL on error (errno set). */
 char *sk_read_file(const char *path, size_t *len);

@@ -374,11 +374,7 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->idle, NULL);
     pthread_mutex_init(&h->watch_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->watch_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sk_cond_init_monotonic(&h->watch_cv);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -408,9 +407,7 @@ static void api_reload(void *ctx, const struct sk_http_request *req, struct sk_h
     pthread_mutex_lock(&d->reload_mu);
     uint64_t gen = d->reload_generation;
     d->reload_requested = true;
-    if (d->wake_fd >= 0 && write(d->wake_fd, &(uint64_t){1}, sizeof(uint64_t)) < 0) {
-        /* the counter is full: the loop has been told already */
-    }
+    sk_eventfd_signal(d->wake_fd);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 60;

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "kafka.h"
 #include "util.h"
@@ -34,11 +33,7 @@ void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *n
     r->notify_fd = -1;
     r->started_mono_ms = sk_mono_ms();
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sk_cond_init_monotonic(&r->cv);
 }
 
 const double sk_hist_bounds[SK_HIST_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -116,10 +111,7 @@ void sk_runner_set_state(struct sk_runner *r, enum sk_runner_state s)
 
 void sk_runner_notify(struct sk_runner *r)
 {
-    uint64_t one = 1;
-    if (r->notify_fd >= 0 && write(r->notify_fd, &one, sizeof(one)) < 0) {
-        /* EAGAIN: the counter is full, so the loop has been told already */
-    }
+    sk_eventfd_signal(r->notify_fd);
 }
 
 void sk_runner_set_error(struct sk_runner *r, const char *msg)

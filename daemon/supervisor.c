@@ -805,11 +805,7 @@ stop:
 out:;
     struct teardown_guard guard = {.rc = rc};
     pthread_mutex_init(&guard.mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step moves no deadline */
-    pthread_cond_init(&guard.cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sk_cond_init_monotonic(&guard.cv);
     pthread_t watch;
     bool watching = pthread_create(&watch, NULL, teardown_watch, &guard) == 0;
     /* No HTTP handler may run on a connector being closed, and none may

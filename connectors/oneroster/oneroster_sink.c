@@ -239,11 +239,7 @@ static int oneroster_open(struct sk_sink *self, struct sk_error *err)
     s->conf = conf;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->write_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sk_cond_init_monotonic(&s->cv);
     if (!self->incarnation) {
         sk_error_set(err, SK_ERR_FATAL, "no broker incarnation given: offsets cannot be kept");
         goto fail;

@@ -238,11 +238,7 @@ struct ss_hook *ss_hook_new(struct sk_source *self, const struct ss_conf *conf,
     hk->self = self;
     hk->conf = conf;
     hk->component = component;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&hk->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sk_cond_init_monotonic(&hk->cv);
     pthread_mutex_init(&hk->mu, NULL);
     hk->path = sk_asprintf("/hooks/%s/%s", self->name, wc->secret);
     size_t n = strlen(wc->public_url);

@@ -210,11 +210,7 @@ int hub_subs_open(struct hub *h, struct sk_error *err)
     s->h = h;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->db_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sk_cond_init_monotonic(&s->cv);
     int rc = sqlite3_open_v2(h->db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
         return sk_error_set(err, SK_ERR_FATAL, "opening %s for the subscriptions: %s", h->db_path,
