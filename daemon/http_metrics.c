@@ -14,12 +14,20 @@
 #include "log.h"
 #include "util.h"
 
+static bool kafka_stats_known(struct sk_runner *r)
+{
+    return atomic_load(&r->kafka_stats);
+}
+
+/* A counter per connector; with `known`, only for the connectors it says know it. */
 static void counter(struct sk_daemon *d, struct sk_buf *t, const char *name, const char *help,
-                    size_t off)
+                    size_t off, bool (*known)(struct sk_runner *))
 {
     sk_buf_printf(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
+        if (known && !known(r))
+            continue;
         const atomic_uint_fast64_t *v = (const atomic_uint_fast64_t *)((const char *)r + off);
         sk_buf_printf(t, "%s{connector=\"%s\",kind=\"%s\",type=\"%s\"} %llu\n", name, r->name,
                       sk_runner_kind_name(r), r->type, (unsigned long long)atomic_load(v));
@@ -188,13 +196,14 @@ void sk_http_api_metrics(void *ctx, const struct sk_http_request *req,
     sk_buf_reserve(&t, 8192);
     pthread_rwlock_rdlock(&d->lock);
     /* every runner counter, each a Prometheus counter per connector: name, help, field */
-#define SK_COUNTER(name, help, field)                                                              \
+#define SK_COUNTER(name, help, field, ...)                                                         \
     {                                                                                              \
-        name, help, offsetof(struct sk_runner, field)                                              \
+        name, help, offsetof(struct sk_runner, field), __VA_ARGS__                                 \
     }
     static const struct {
         const char *name, *help;
         size_t offset;
+        bool (*known)(struct sk_runner *);
     } counters[] = {
         SK_COUNTER("skolsync_records_total",
                    "Records stored in Kafka (sources) or applied to the target (sinks)", records),
@@ -205,9 +214,12 @@ void sk_http_api_metrics(void *ctx, const struct sk_http_request *req,
         SK_COUNTER("skolsync_records_refused_by_kafka_total",
                    "Records Kafka can never take (too large, invalid): dead-lettered", refused),
         SK_COUNTER("skolsync_kafka_request_retries_total",
-                   "Requests and messages the connector's Kafka client sent again", kafka_retries),
+                   "Requests and messages the connector's Kafka client sent again (with "
+                   "kafka.statistics on)",
+                   kafka_retries, kafka_stats_known),
         SK_COUNTER("skolsync_kafka_errors_total",
-                   "Request errors, timeouts and disconnects the connector's Kafka client met",
+                   "Errors the connector's Kafka client reported (a broker down or "
+                   "disconnected, a request timed out, ...)",
                    kafka_errors),
         SK_COUNTER("skolsync_kafka_rebalances_total",
                    "Consumer group rebalances of a sink (assignments and revocations)",
@@ -226,7 +238,8 @@ void sk_http_api_metrics(void *ctx, const struct sk_http_request *req,
     };
 #undef SK_COUNTER
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
-        counter(d, &t, counters[i].name, counters[i].help, counters[i].offset);
+        counter(d, &t, counters[i].name, counters[i].help, counters[i].offset,
+                counters[i].known);
     histogram(d, &t, "skolsync_poll_duration_seconds", "Time a source takes for one poll",
               offsetof(struct sk_runner, work_seconds), SK_RUNNER_SOURCE, false);
     histogram(d, &t, "skolsync_apply_duration_seconds",

@@ -32,6 +32,7 @@ struct sk_kafka {
     int embedded_brokers;
     int64_t connect_timeout_ms;
     struct sk_strmap properties; /* copies */
+    char statistics[24];         /* statistics.interval.ms of the connectors' clients */
     rd_kafka_t *mock_holder;     /* embedded: the handle that owns the mock cluster */
     rd_kafka_mock_cluster_t *mock;
     struct sk_estore *store; /* embedded: its state on disk, or NULL */
@@ -65,6 +66,11 @@ const struct sk_option sk_kafka_options[] = {
      "where the embedded broker keeps its state across restarts (default: "
      "$STATE_DIRECTORY/embedded under systemd, else memory only; \"off\": memory only)",
      offsetof(struct sk_kafka_conf, embedded_dir)},
+    {"statistics", SK_OPT_DURATION, "0", false,
+     "how often the connectors' Kafka clients report librdkafka's statistics (broker "
+     "round-trip time and request retries in /metrics); 0: never. Off by default: they cost "
+     "about 0.2 MB of heap per client and CPU at every interval",
+     offsetof(struct sk_kafka_conf, statistics_ms), .min = 0, .max = 3600000},
     {"properties", SK_OPT_MAP, NULL, false,
      "librdkafka properties passed through (security.protocol, ssl.*, sasl.*, ...)",
      offsetof(struct sk_kafka_conf, properties)},
@@ -99,6 +105,11 @@ const char *sk_kafka_prefix(const struct sk_kafka *k)
 const struct sk_names *sk_kafka_names(const struct sk_kafka *k)
 {
     return &k->names;
+}
+
+const char *sk_kafka_statistics_interval(const struct sk_kafka *k)
+{
+    return k->statistics;
 }
 
 const char *sk_kafka_cursor_topic(const struct sk_kafka *k)
@@ -656,6 +667,10 @@ struct sk_kafka *sk_kafka_describe(const struct sk_kafka_conf *conf)
     k->exactly_once = conf->exactly_once;
     k->embedded_brokers = (int)(conf->embedded_brokers > 0 ? conf->embedded_brokers : 1);
     k->connect_timeout_ms = conf->connect_timeout_ms > 0 ? conf->connect_timeout_ms : 30000;
+    /* librdkafka keeps histograms per broker and topic for its statistics
+     * once they are on (bench/analysis.md §11: 0.4 MB per pair of clients) */
+    snprintf(k->statistics, sizeof(k->statistics), "%lld",
+             (long long)(conf->statistics_ms > 0 ? conf->statistics_ms : 0));
     k->cursor_topic = sk_asprintf("%s_cursors", k->prefix);
     k->dlq_topic = sk_asprintf("%s_dlq", k->prefix);
     k->properties.n = conf->properties.n;

@@ -30,6 +30,7 @@ struct sk_kafka_conf {
     int64_t connect_timeout_ms;  /* how long to wait for the cluster at start */
     int64_t embedded_brokers;    /* brokers of the embedded mock cluster (fault tests) */
     char *embedded_dir;          /* where the embedded broker keeps its state; "off": memory */
+    int64_t statistics_ms;       /* librdkafka statistics of the connectors' clients; 0: off */
     struct sk_strmap properties; /* passed through to librdkafka (TLS, SASL, ...) */
 };
 
@@ -157,16 +158,14 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
 int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
                            int partitions, struct sk_error *err);
 
+/* statistics.interval.ms for a connector's client ("0": none, the default): kafka.statistics. */
+const char *sk_kafka_statistics_interval(const struct sk_kafka *k);
+
 /* What a librdkafka statistics JSON (statistics.interval.ms) tells the daemon. */
 struct sk_kafka_stats {
-    char client[128]; /* the client's name: counts below restart with a new client */
-    int64_t queued;   /* messages waiting in the client (producer queue, or consumer
-                         prefetch queues); -1 when absent */
+    char client[128]; /* the client's name: the count below restarts with a new client */
     int64_t rtt_us;   /* the largest average broker round-trip time; -1 when absent */
-    /* Since the client started, over every broker: the faults it met. */
-    int64_t retries;    /* requests and produced messages sent again */
-    int64_t errors;     /* transmission and receive errors, request timeouts, disconnects */
-    int64_t rebalances; /* consumer group rebalances (assignments and revocations) */
+    int64_t retries;  /* since the client started: requests and produced messages sent again */
 };
 void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *out);
 

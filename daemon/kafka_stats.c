@@ -15,7 +15,6 @@ static int64_t stat_of(const cJSON *o, const char *name)
 void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    out->queued = -1;
     out->rtt_us = -1;
     cJSON *doc = cJSON_ParseWithLength(json, len);
     if (!doc)
@@ -24,11 +23,10 @@ void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *o
     if (cJSON_IsString(name))
         snprintf(out->client, sizeof(out->client), "%s", name->valuestring);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
-    const cJSON *topics = cJSON_GetObjectItemCaseSensitive(doc, "topics");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "producer") == 0) {
-        out->queued = stat_of(doc, "msg_cnt");
         /* messages sent again (a leader moved, a request failed): a partition
          * transmitted more than was produced to it */
+        const cJSON *topics = cJSON_GetObjectItemCaseSensitive(doc, "topics");
         for (const cJSON *t = topics ? topics->child : NULL; t; t = t->next) {
             const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
             for (const cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
@@ -37,16 +35,6 @@ void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *o
                     out->retries += again;
             }
         }
-    } else {
-        /* consumer: what the fetcher holds ahead of the application */
-        int64_t sum = 0;
-        for (const cJSON *t = topics ? topics->child : NULL; t; t = t->next) {
-            const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
-            for (const cJSON *p = parts ? parts->child : NULL; p; p = p->next)
-                sum += stat_of(p, "fetchq_cnt");
-        }
-        out->queued = sum;
-        out->rebalances = stat_of(cJSON_GetObjectItemCaseSensitive(doc, "cgrp"), "rebalance_cnt");
     }
     const cJSON *brokers = cJSON_GetObjectItemCaseSensitive(doc, "brokers");
     for (const cJSON *b = brokers ? brokers->child : NULL; b; b = b->next) {
@@ -55,8 +43,6 @@ void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *o
         if (cJSON_IsNumber(avg) && (int64_t)avg->valuedouble > out->rtt_us)
             out->rtt_us = (int64_t)avg->valuedouble;
         out->retries += stat_of(b, "txretries");
-        out->errors += stat_of(b, "txerrs") + stat_of(b, "rxerrs") + stat_of(b, "req_timeouts") +
-                       stat_of(b, "disconnects");
     }
     cJSON_Delete(doc);
 }

@@ -64,18 +64,15 @@ int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len)
 {
     struct sk_kafka_stats st;
     sk_kafka_stats_parse(json, len, &st);
-    if (st.queued >= 0)
-        atomic_store(&r->kafka_queued, st.queued);
     if (st.rtt_us >= 0)
         atomic_store(&r->kafka_rtt_us, st.rtt_us);
     if (strcmp(st.client, r->stats_client) != 0) {
         /* a new client (the driver made another): its totals start at 0 */
         snprintf(r->stats_client, sizeof(r->stats_client), "%s", st.client);
-        memset(r->stats_last, 0, sizeof(r->stats_last));
+        r->stats_last_retries = 0;
     }
-    add_growth(&r->kafka_retries, &r->stats_last[0], st.retries);
-    add_growth(&r->kafka_errors, &r->stats_last[1], st.errors);
-    add_growth(&r->kafka_rebalances, &r->stats_last[2], st.rebalances);
+    add_growth(&r->kafka_retries, &r->stats_last_retries, st.retries);
+    atomic_store(&r->kafka_stats, true);
     return 0; /* librdkafka frees json */
 }
 
@@ -184,6 +181,8 @@ void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from)
         atomic_fetch_add(counters[i][0], atomic_load(counters[i][1]));
     for (int e = 0; e < SK_ENTITY_COUNT; e++)
         atomic_fetch_add(&to->per_entity[e], atomic_load(&from->per_entity[e]));
+    if (atomic_load(&from->kafka_stats))
+        atomic_store(&to->kafka_stats, true);
     carry_hist(&to->work_seconds, &from->work_seconds);
     carry_hist(&to->latency_seconds, &from->latency_seconds);
     to->rate_records = from->rate_records;

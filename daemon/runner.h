@@ -59,12 +59,15 @@ struct sk_runner {
     atomic_uint_fast64_t cycles; /* source: completed poll cycles; sink: batches */
     atomic_uint_fast64_t per_entity[SK_ENTITY_COUNT];
     atomic_int_fast64_t progress_done, progress_total;
-    atomic_int_fast64_t kafka_queued; /* librdkafka statistics: messages waiting in the client */
-    atomic_int_fast64_t kafka_rtt_us; /* largest average broker round-trip time */
-    /* librdkafka statistics: the faults the connector's Kafka client met */
+    atomic_int_fast64_t kafka_queued; /* messages waiting in the client (the driver's count) */
+    /* The faults the connector's Kafka client met: errors it reported and
+     * rebalances (the driver counts them), and from librdkafka's statistics
+     * (kafka.statistics, off by default) round-trip time and retries. */
+    atomic_int_fast64_t kafka_rtt_us;      /* largest average broker round-trip time */
+    atomic_bool kafka_stats;               /* statistics came: rtt and retries are known */
     atomic_uint_fast64_t kafka_retries;    /* requests and messages sent again */
-    atomic_uint_fast64_t kafka_errors;     /* request errors, timeouts, disconnects */
-    atomic_uint_fast64_t kafka_rebalances; /* sink: consumer group rebalances */
+    atomic_uint_fast64_t kafka_errors;     /* errors the client reported (down, timeout, ...) */
+    atomic_uint_fast64_t kafka_rebalances; /* sink: assignments and revocations */
     /* sink: the snapshot sweep (docs/architecture.md §4.6) */
     atomic_uint_fast64_t swept;          /* records deleted because a snapshot lacked them */
     atomic_uint_fast64_t sweeps_skipped; /* complete snapshots not swept (limit, mixed, failure) */
@@ -92,7 +95,7 @@ struct sk_runner {
 
     /* The statistics callback's own (the driver's thread): its client's last totals. */
     char stats_client[128];
-    int64_t stats_last[3];
+    int64_t stats_last_retries;
 
     pthread_mutex_t mu; /* guards last_error and the wake flag */
     pthread_cond_t cv;

@@ -403,6 +403,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct sink_run *run = opaque;
+    atomic_fetch_add(&run->env->runner.kafka_rebalances, 1);
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
         on_assign(run, parts);
@@ -429,6 +430,17 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_assign(rk, NULL);
         break;
     }
+}
+
+/* The client's own errors (a broker down, a connection refused): counted and
+ * logged; a fatal one fails the connector in client_failed. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)err;
+    struct sink_run *run = opaque;
+    atomic_fetch_add(&run->env->runner.kafka_errors, 1);
+    sk_warn(run->env->runner.name, "kafka: %s", reason);
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
@@ -481,7 +493,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
     const char *const defaults[] = {
         "queued.max.messages.kbytes", queued,
         "fetch.max.bytes", fetch,
-        "statistics.interval.ms", "5000",
+        "statistics.interval.ms", sk_kafka_statistics_interval(env->kafka),
         /* a new subscription waits for the old member's session to end
          * (instance_id), and a dead node's partitions move this fast */
         "session.timeout.ms", "10000",
@@ -517,10 +529,12 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
     run->consumer = sk_kafka_client_new(RD_KAFKA_CONSUMER, conf, stats_cb, run, err);
     if (!run->consumer)
         goto out;
     rd_kafka_poll_set_consumer(run->consumer);
+    run->queue = rd_kafka_queue_get_consumer(run->consumer);
     sink_migrate_offsets(env);
     /* The prefetch as the client took it (read back: a kafka.properties
      * entry may have changed it). */
@@ -571,6 +585,7 @@ static void fail(struct sink_run *run, const char *why)
 static void client_error(struct sink_run *run, rd_kafka_resp_err_t e, const char *msg)
 {
     char why[600];
+    atomic_fetch_add(&run->env->runner.kafka_errors, 1);
     switch (e) {
     case RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID:
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
@@ -740,6 +755,8 @@ static void *sink_thread(void *arg)
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(run.consumer, run.n_pending || run.job ? 0 : 100);
         bool queued = m != NULL;
+        if (run.queue) /* fetched, not yet taken (skolsync_kafka_queued_messages) */
+            atomic_store(&r->kafka_queued, (int_fast64_t)rd_kafka_queue_length(run.queue));
         /* Nothing more queued: the batch in flight lands now (its offsets
          * are committed at once, not with the next batch). */
         if (!queued && run.job && !run.n_pending)
@@ -829,8 +846,12 @@ static void *sink_thread(void *arg)
         run.dropped = true; /* the close's revocation must not move to the ends */
     }
     rd_kafka_consumer_close(run.consumer);
-    rd_kafka_destroy(run.consumer);
 out:
+    /* librdkafka: every object (the queue) before its handle */
+    if (run.queue)
+        rd_kafka_queue_destroy(run.queue);
+    if (run.consumer) /* also one that could not subscribe */
+        rd_kafka_destroy(run.consumer);
     atomic_store(&r->partitions, 0);
     sk_dlq_writer_free(run.dlq);
     parts_clear(&run);

@@ -48,6 +48,7 @@ struct sink_first {
 struct sink_run {
     struct sk_sink_env *env;
     rd_kafka_t *consumer;
+    rd_kafka_queue_t *queue; /* the consumer's: its length is what waits to be applied */
     struct sk_dlq_writer *dlq; /* created at the first dead letter */
     rd_kafka_message_t **pending;
     size_t n_pending, cap_pending;

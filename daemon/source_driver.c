@@ -273,8 +273,10 @@ static void idle_wait(struct source_run *run, int64_t ms)
     struct sk_runner *r = &run->env->runner;
     int64_t until = sk_mono_ms() + ms;
     for (;;) {
-        if (run->producer)
+        if (run->producer) {
             rd_kafka_poll(run->producer, 0);
+            source_note_queue(run);
+        }
         int64_t left = until - sk_mono_ms();
         if (left <= 0 || sk_runner_wait(r, left < 1000 ? left : 1000))
             return;

@@ -45,6 +45,13 @@ static void warm_metadata(struct source_run *run)
     }
 }
 
+/* What waits in the producer (skolsync_kafka_queued_messages): in its queue or in flight. */
+void source_note_queue(struct source_run *run)
+{
+    if (run->producer)
+        atomic_store(&run->env->runner.kafka_queued, rd_kafka_outq_len(run->producer));
+}
+
 /* Topic handles go before their client (librdkafka: all objects before the handle). */
 void source_topics_release(struct source_run *run)
 {
@@ -147,6 +154,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct source_run *run = opaque;
+    atomic_fetch_add(&run->env->runner.kafka_errors, 1);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[512];
         rd_kafka_fatal_error(rk, buf, sizeof(buf));
@@ -169,12 +177,12 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
     /* Tuning the user may override; the queue bound is the back-pressure
      * point: a full queue stops the source from being polled. */
     /* clang-format off */
-    static const char *const defaults[] = {
+    const char *const defaults[] = {
         "linger.ms", "5",
         "compression.type", "lz4",
         "queue.buffering.max.kbytes", "16384",
         "queue.buffering.max.messages", "50000",
-        "statistics.interval.ms", "5000",
+        "statistics.interval.ms", sk_kafka_statistics_interval(env->kafka),
         NULL};
     /* clang-format on */
     rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, defaults, err);
@@ -412,8 +420,10 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
             return -1;
         /* serves delivery reports now and then (each call takes a lock and
          * reads the clock: once per record was ~9 % of a sync's CPU) */
-        if (i % 256 == 255)
+        if (i % 256 == 255) {
             rd_kafka_poll(run->producer, 0);
+            source_note_queue(run);
+        }
     }
     if (b->snapshot_end && produce_markers(run, b, SK_SNAPSHOT_END, d, err))
         return -1;
@@ -449,8 +459,10 @@ static int produce_cursor(struct source_run *run, const struct sk_cursor *c, str
 /* Waits for every delivery report of d (at-least-once). */
 static int await_delivery(struct source_run *run, struct delivery *d, struct sk_error *err)
 {
-    while (d->pending > 0)
+    while (d->pending > 0) {
         rd_kafka_poll(run->producer, 100);
+        source_note_queue(run);
+    }
     if (d->failed)
         return sk_error_set(err, SK_ERR_RETRIABLE, "%zu record(s) not acknowledged: %s", d->failed,
                             d->first_err == RD_KAFKA_RESP_ERR__INCONSISTENT

@@ -61,6 +61,7 @@ void source_producer_destroy(struct source_run *run);
 
 /* Frees the topic names and handles the run holds. */
 void source_topics_release(struct source_run *run);
+void source_note_queue(struct source_run *run);
 
 /* Forgets the records Kafka refused (once a batch is stored). */
 void source_refused_clear(struct source_run *run);

@@ -595,12 +595,15 @@ static void summary(struct sk_daemon *d, FILE *out)
                 dead, target ? " -> " : "", target ? target : "");
         unsigned long long kr = atomic_load(&r->kafka_retries), ke = atomic_load(&r->kafka_errors),
                            kb = atomic_load(&r->kafka_rebalances), rt = atomic_load(&r->retries);
-        /* what the connector weathered: faults it met, not only that it got through */
-        if (kr || ke || kb || rt)
-            fprintf(out,
-                    "    met: %llu Kafka request retries, %llu Kafka errors, %llu rebalances, "
-                    "%llu retries after a failure\n",
-                    kr, ke, kb, rt);
+        /* what the connector weathered: faults it met, not only that it got through
+         * (request retries only where librdkafka's statistics were on: kafka.statistics) */
+        if (kr || ke || kb || rt) {
+            fprintf(out, "    met: %llu Kafka errors, %llu rebalances, %llu retries after a failure",
+                    ke, kb, rt);
+            if (atomic_load(&r->kafka_stats))
+                fprintf(out, ", %llu Kafka request retries", kr);
+            fputc('\n', out);
+        }
         per_entity(out, r);
     }
     fflush(out);

@@ -168,10 +168,16 @@ static struct met met_of(const char *summary, const char *connector)
     const char *c = strstr(summary, connector);
     cr_assert_not_null(c, "no %s in the summary:\n%s", connector, summary);
     const char *line = strchr(c, '\n');
-    if (line && strncmp(line + 1, "    met: ", 9) == 0)
-        sscanf(line + 10,
-               "%llu Kafka request retries, %llu Kafka errors, %llu rebalances, %llu retries",
-               &m.retries, &m.errors, &m.rebalances, &m.app_retries);
+    if (line && strncmp(line + 1, "    met: ", 9) == 0) {
+        cr_assert_eq(sscanf(line + 10, "%llu Kafka errors, %llu rebalances, %llu retries",
+                            &m.errors, &m.rebalances, &m.app_retries),
+                     3, "%s", line + 1);
+        /* there with statistics on (kafka.statistics), as in every test here */
+        const char *end = strchr(line + 1, '\n');
+        const char *r = strstr(line + 10, "retries after a failure, ");
+        cr_assert(r && (!end || r < end), "no Kafka request retries: %s", line + 1);
+        cr_assert_eq(sscanf(r + 25, "%llu Kafka request retries", &m.retries), 1, "%s", line + 1);
+    }
     return m;
 }
 
@@ -195,7 +201,7 @@ static char *run_faulted(const char *cfg, struct plan *plan, int *rc)
     return summary;
 }
 
-static void run_with(enum scenario scenario, const char *properties)
+static void run_with(enum scenario scenario, const char *kafka_extra)
 {
     char *dir = skt_tmpdir("faults");
     char *data = skt_fmt("%s/data", dir);
@@ -205,14 +211,14 @@ static void run_with(enum scenario scenario, const char *properties)
     char *text =
         skt_fmt("kafka:\n  brokers: embedded\n  embedded_brokers: 3\n"
                 /* statistics often enough to see the faults before the clients end */
-                "  properties:\n    statistics.interval.ms: \"100\"\n%s"
+                "  statistics: 100ms\n%s"
                 "admin:\n  listen: 127.0.0.1:0\n"
                 "log:\n  level: warn\n"
                 "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                 "    batch_size: 200\n    retry_backoff: 200ms\n    retry_backoff_max: 2s\n"
                 "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n    batch_size: 200\n"
                 "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
-                properties ? properties : "", data, db);
+                kafka_extra ? kafka_extra : "", data, db);
     skt_write(cfg, text);
     struct plan plan = {.scenario = scenario};
     int rc;
@@ -324,7 +330,7 @@ Test(kafka_faults, request_errors_on_produce_fetch_commit_and_group)
 
 Test(kafka_faults, all_brokers_down_then_up)
 {
-    run_with(BROKER_DOWN_UP, "    socket.connection.setup.timeout.ms: \"2000\"\n");
+    run_with(BROKER_DOWN_UP, "  properties:\n    socket.connection.setup.timeout.ms: \"2000\"\n");
 }
 
 Test(kafka_faults, leader_moves)
@@ -336,7 +342,7 @@ Test(kafka_faults, acknowledgements_lost_after_the_write)
 {
     /* the producer gives up on a batch after 2 s although the broker wrote it;
      * the batch is sent again (at-least-once) and the sink absorbs the duplicates */
-    run_with(LOST_ACKS, "    message.timeout.ms: \"2000\"\n");
+    run_with(LOST_ACKS, "  properties:\n    message.timeout.ms: \"2000\"\n");
 }
 
 /*
@@ -357,7 +363,7 @@ Test(kafka_faults, a_refused_ss12000_group_of_chained_pages_is_published_again)
     pid_t server;
     int port = skt_ss_start(dir, 60, 11, &server);
     char *text = skt_fmt("kafka:\n  brokers: embedded\n  embedded_brokers: 3\n"
-                         "  properties:\n    statistics.interval.ms: \"100\"\n"
+                         "  statistics: 100ms\n"
                          "admin:\n  listen: 127.0.0.1:0\n"
                          "log:\n  level: warn\n"
                          "sources:\n  sis:\n    type: ss12000-source\n"

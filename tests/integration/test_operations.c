@@ -21,6 +21,7 @@
 
 struct daemon_run {
     char *dir, *cfg, *log, *db;
+    const char *kafka; /* more of the kafka section, indented, or NULL */
     pid_t pid;
     int port;
 };
@@ -96,12 +97,12 @@ static char *sink_applied(size_t n)
 
 static void write_config(struct daemon_run *d, const char *sources, const char *extra)
 {
-    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n%s"
                          "admin:\n  listen: 127.0.0.1:0\n  token: " TOKEN "\n"
                          "%s"
                          "sources:\n%s"
                          "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n",
-                         extra ? extra : "", sources, d->db);
+                         d->kafka ? d->kafka : "", extra ? extra : "", sources, d->db);
     /* atomically, as an operator's editor would: a SIGHUP never sees half a file */
     char *tmp = skt_fmt("%s.tmp", d->cfg);
     skt_write(tmp, text);
@@ -194,7 +195,8 @@ Test(operations, reload_keeps_unchanged_sink_and_adds_a_source, .timeout = 180)
 
 Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
 {
-    struct daemon_run d = {.dir = skt_tmpdir("ops-api")};
+    /* librdkafka's statistics on: the round-trip time and retries below */
+    struct daemon_run d = {.dir = skt_tmpdir("ops-api"), .kafka = "  statistics: 1s\n"};
     d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
     d.db = skt_fmt("%s/out.db", d.dir);
     char *a = skt_fmt("%s/a", d.dir);
@@ -268,11 +270,13 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     free(group);
     free(node);
     cr_assert(metric_is(&d, "# TYPE skolsync_consumer_lag_seconds gauge", 100));
-    /* librdkafka statistics: queue depth and broker round-trip time per connector */
+    /* queue depth per connector; with librdkafka's statistics on (kafka.statistics), broker
+     * round-trip time and request retries as well */
     cr_assert(
         metric_is(&d, "skolsync_kafka_queued_messages{connector=\"files\",kind=\"source\"}", 8000));
     cr_assert(
         metric_is(&d, "skolsync_kafka_broker_rtt_seconds{connector=\"db\",kind=\"sink\"}", 8000));
+    cr_assert(metric_is(&d, "skolsync_kafka_request_retries_total{connector=\"files\"", 8000));
     stop_daemon(&d);
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(d.db, a, why, sizeof(why)), "%s", why);
@@ -423,6 +427,17 @@ Test(operations, counters_survive_a_reload_and_the_rate_is_recent, .timeout = 18
         "skolsync_records_total{connector=\"files\",kind=\"source\",type=\"jsonl-source\"} %zu\n",
         na);
     cr_assert(metric_is(&d, stored, 5000));
+    /* Without librdkafka's statistics (kafka.statistics is off by default): the
+     * drivers' own figures are there, the statistics' are absent, not 0. */
+    cr_assert(
+        metric_is(&d, "skolsync_kafka_queued_messages{connector=\"files\",kind=\"source\"}", 5000));
+    cr_assert(
+        metric_is(&d, "skolsync_kafka_queued_messages{connector=\"db\",kind=\"sink\"} 0\n", 5000));
+    cr_assert_geq(metric_value(&d, "skolsync_kafka_rebalances_total{connector=\"db\",kind=\"sink\","
+                                   "type=\"sqlite-sink\"} "),
+                  1, "the sink's assignment was not counted");
+    cr_assert_eq(metric_value(&d, "skolsync_kafka_broker_rtt_seconds{"), -1);
+    cr_assert_eq(metric_value(&d, "skolsync_kafka_request_retries_total{"), -1);
     sleep(2); /* idle for several progress intervals */
     char *cmd = skt_fmt("grep 'progress: ' %s | tail -1", d.log);
     char *line = NULL;
