@@ -206,6 +206,7 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
+    int64_t t0 = sk_mono_ms();
     run->producer = sk_kafka_client_new(RD_KAFKA_PRODUCER, conf, stats_cb, run, err);
     if (!run->producer)
         return -1;
@@ -220,7 +221,10 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
             return -1;
         }
     }
+    int64_t t1 = sk_mono_ms();
     warm_metadata(run);
+    sk_debug(env->runner.name, "start-up: producer %lld ms, topic metadata %lld ms",
+             (long long)(t1 - t0), (long long)(sk_mono_ms() - t1));
     return 0;
 fail:
     rd_kafka_conf_destroy(conf);
