@@ -131,6 +131,10 @@ struct sk_source {
     void *conf;                /* the filled option struct (owned by the core) */
     void *priv;                /* the connector's state, set by open, freed by close */
     struct sk_source_env *env; /* the core's side: wake-ups, HTTP routes (opaque) */
+    /* Optional, set by open: the entity types it will write, one bit per
+     * sk_entities index (0: any). The driver readies their topics before the
+     * first poll; another type costs a metadata round trip at its first record. */
+    uint32_t writes;
 };
 
 struct sk_source_ops {

@@ -22,27 +22,45 @@ static const char *topic_of(struct source_run *run, const struct sk_entity *e);
  * librdkafka 2.0.2 learns the leaders of a topic it has not produced to only
  * at its next topic scan (about a second), and a transaction waits for that:
  * a full sync paid it once per entity type (bench/results/RESULTS.md §1).
- * Asking for every entity topic's metadata up front removes the stall.
- * Best effort, bounded: a failure only means the first batch waits.
+ * Asking for a topic's metadata before its first record removes the stall:
+ * at start for the cursor topic and the types the source says it writes
+ * (sk_source.writes), in one request; another topic at its first record.
+ * Only those: a topic handle holds a structure per partition, and a source
+ * of one entity type kept 20 topics (bench/analysis.md §11). Best effort,
+ * bounded: a failure only means the first batch waits.
+ * i: an entity index, or SK_ENTITY_COUNT (cursors), SK_ENTITY_COUNT + 1 (DLQ).
  */
+static bool topic_handle(struct source_run *run, int i)
+{
+    if (run->rkts[i])
+        return false;
+    const char *topic = i == SK_ENTITY_COUNT       ? sk_kafka_cursor_topic(run->env->kafka)
+                        : i == SK_ENTITY_COUNT + 1 ? sk_kafka_dlq_topic(run->env->kafka)
+                                                   : topic_of(run, sk_entities[i]);
+    run->rkts[i] = rd_kafka_topic_new(run->producer, topic, NULL);
+    return run->rkts[i] != NULL;
+}
+
+static void warm_topic(struct source_run *run, int i)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (topic_handle(run, i) &&
+        rd_kafka_metadata(run->producer, 0, run->rkts[i], &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        md)
+        rd_kafka_metadata_destroy(md);
+}
+
 static void warm_metadata(struct source_run *run)
 {
-    int64_t deadline = sk_mono_ms() + 10000;
-    for (int i = 0; i < SK_ENTITY_COUNT + 2; i++) {
-        /* every batch carries the cursor: its topic matters most */
-        const char *topic = i == SK_ENTITY_COUNT       ? sk_kafka_cursor_topic(run->env->kafka)
-                            : i == SK_ENTITY_COUNT + 1 ? sk_kafka_dlq_topic(run->env->kafka)
-                                                       : topic_of(run, sk_entities[i]);
-        run->rkts[i] = rd_kafka_topic_new(run->producer, topic, NULL);
-        int64_t left = deadline - sk_mono_ms();
-        if (!run->rkts[i] || left <= 0)
-            continue;
-        const struct rd_kafka_metadata *md = NULL;
-        if (rd_kafka_metadata(run->producer, 0, run->rkts[i], &md,
-                              (int)(left < 5000 ? left : 5000)) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            md)
-            rd_kafka_metadata_destroy(md);
-    }
+    uint32_t writes = run->env->source.writes;
+    topic_handle(run, SK_ENTITY_COUNT);
+    for (int i = 0; i < SK_ENTITY_COUNT; i++)
+        if (!writes || writes & (1u << i))
+            topic_handle(run, i);
+    /* the topics this client knows: the handles above */
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(run->producer, 0, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md)
+        rd_kafka_metadata_destroy(md);
 }
 
 /* What waits in the producer (skolsync_kafka_queued_messages): in its queue or in flight. */
@@ -293,6 +311,7 @@ static int dead_letter_record(struct source_run *run, const struct sk_record *r,
                                 .topic = topic,
                                 .partition = -1,
                                 .truncate = true};
+    warm_topic(run, SK_ENTITY_COUNT + 1);
     if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
         return -1;
     if (d)
@@ -309,6 +328,7 @@ static int produce_record(struct source_run *run, const struct sk_record *r, str
                           struct sk_error *err)
 {
     const char *topic = topic_of(run, r->entity);
+    warm_topic(run, sk_entity_index(r->entity));
     struct sk_error why = {0};
     struct refused *x = refused_find(run, topic, r->key, strlen(r->key), r->value, r->value_len);
     if (x && x->confirmed) {
@@ -442,6 +462,7 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
                                     .where = x->where,
                                     .entity = x->entity ? x->entity->name : NULL,
                                     .partition = -1};
+        warm_topic(run, SK_ENTITY_COUNT + 1);
         if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
             return -1;
         if (d)

@@ -63,6 +63,7 @@ struct jsonl_source {
     bool follow_symlinks;
     struct jsonl_file *files;
     size_t n_files;
+    uint32_t writes; /* the types of the files there were at open (sk_source.writes) */
     size_t batch_size;
     size_t max_line; /* max_line_size */
     /* Per poll, reused: positions, the cursor being packed, the line buffer. */

@@ -147,8 +147,10 @@ static void add_dir_files(struct jsonl_source *src, const char *dir)
     for (size_t i = 0; sk_entities[i]; i++) {
         char *name = sk_asprintf("%s%s", sk_entities[i]->collection, JSONL_SUFFIX);
         char *path = sk_asprintf("%s/%s", dir, name);
-        if (access(path, F_OK) == 0)
+        if (access(path, F_OK) == 0) {
             existing++;
+            src->writes |= 1u << i;
+        }
         add_file(src, name, path, sk_entities[i]);
         free(name);
         free(path);
@@ -247,6 +249,7 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
             }
         }
         add_file(src, base_name(conf->path), conf->path, e);
+        src->writes = 1u << sk_entity_index(e);
     } else {
         sk_error_set(err, SK_ERR_FATAL, "path %s: neither a regular file nor a directory",
                      conf->path);
@@ -258,6 +261,9 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
     src->fp_ptrs = sk_calloc(src->n_files, sizeof(*src->fp_ptrs));
     src->buf_cap = READ_CHUNK;
     src->buf = sk_malloc(src->buf_cap);
+    /* the types of the files there are: a directory's file that comes later
+     * is read all the same (and its topic readied then) */
+    self->writes = src->writes;
     return 0;
 fail:
     jsonl_close(self);

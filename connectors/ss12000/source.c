@@ -320,6 +320,9 @@ static int ss_open(struct sk_source *self, struct sk_error *err)
         }
         src->types[sk_entity_index(e)].enabled = true;
     }
+    for (int i = 0; i < SK_ENTITY_COUNT; i++)
+        if (src->types[i].enabled)
+            self->writes |= 1u << i;
     const char *at = conf->auth.type ? conf->auth.type : "none";
     if (strcmp(at, "bearer") == 0 && (!conf->auth.token || !*conf->auth.token)) {
         sk_error_set(err, SK_ERR_FATAL, "auth.token: required with auth.type bearer");

@@ -59,7 +59,7 @@ struct plan {
     rd_kafka_mock_cluster_t *mock;
     pthread_t thread;
     int injected;
-    int delay_ms; /* into the sync before the faults (0: 1500) */
+    int delay_ms; /* into the sync before the faults (0: the scenario's own, inject()) */
 };
 
 static void *inject(void *arg)
@@ -78,7 +78,15 @@ static void *inject(void *arg)
         p->injected = 64;
         return NULL;
     }
-    usleep((p->delay_ms ? p->delay_ms : 1500) * 1000); /* into the sync */
+    /* Errors queued for a request type meet the next such requests whenever
+     * they come: queued at once, a sync cannot be over before them (one was,
+     * once the source's start-up needed fewer metadata round trips). A
+     * broker down and leader moves act at a time: into the sync. */
+    int delay_ms = p->delay_ms                                                ? p->delay_ms
+                   : p->scenario == REQUEST_ERRORS || p->scenario == LOST_ACKS ? 0
+                   : p->scenario == LEADER_MOVE                                ? 300
+                                                                               : 1500;
+    usleep((useconds_t)delay_ms * 1000);
     switch (p->scenario) {
     case REQUEST_ERRORS:
         rd_kafka_mock_push_request_errors(
@@ -108,9 +116,9 @@ static void *inject(void *arg)
         p->injected = 3;
         break;
     case LEADER_MOVE:
-        /* every partition of every entity topic to another broker, twice:
-         * whichever the source is producing to meets it */
-        for (int round = 0; round < 2; round++) {
+        /* every partition of every entity topic to another broker, every
+         * 300 ms for 3 s: whichever the source is producing to meets it */
+        for (int round = 0; round < 10; round++) {
             for (int e = 0; e < SK_ENTITY_COUNT; e++) {
                 char topic[128];
                 snprintf(topic, sizeof(topic), "skolsync.%s", sk_entities[e]->collection);
@@ -118,7 +126,7 @@ static void *inject(void *arg)
                     rd_kafka_mock_partition_set_leader(mc, topic, part, (part + round) % 3 + 1);
             }
             p->injected += 3 * SK_ENTITY_COUNT;
-            usleep(700 * 1000);
+            usleep(300 * 1000);
         }
         break;
     case GROUP_REFUSED:

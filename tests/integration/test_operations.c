@@ -46,8 +46,9 @@ static void stop_daemon(struct daemon_run *d)
     cr_assert_eq(rc, 0, "SIGTERM should stop the daemon with exit 0, got %d", rc);
 }
 
-/* curl against the daemon; returns the body (caller frees) and the status in *status. */
-static char *http(struct daemon_run *d, const char *method, const char *path, const char *token,
+/* curl against the daemon; returns the body (caller frees) and the status in *status.
+ * (Not inlined: gcc -O3 then took a pointer into the body for one to its local.) */
+__attribute__((noinline)) static char *http(struct daemon_run *d, const char *method, const char *path, const char *token,
                   int *status)
 {
     char *cmd = skt_fmt("curl -s -w '\\n%%{http_code}' -X %s %s%s%s http://127.0.0.1:%d%s", method,

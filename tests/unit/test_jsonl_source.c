@@ -207,6 +207,24 @@ Test(jsonl_source, directory_reads_collections_in_dependency_order)
     cr_assert_not(batch.more);
 }
 
+/* The types it will write (sk_source.writes): the driver readies those topics only. */
+Test(jsonl_source, it_names_the_types_of_the_files_there_are)
+{
+    write_persons("persons.jsonl", 1, 2);
+    write_file("organisations.jsonl", "w", "");
+    open_dir(100);
+    cr_assert_eq(src.writes, 1u << sk_entity_index(sk_entity_by_collection("persons")) |
+                                 1u << sk_entity_index(sk_entity_by_collection("organisations")));
+    ops->close(&src);
+    opened = false;
+    sk_options_free(ops->options, src.conf);
+    free(src.conf);
+    memset(&src, 0, sizeof(src));
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\n", file_path("persons.jsonl")), 0, "%s", err.msg);
+    cr_assert_eq(src.writes, 1u << sk_entity_index(sk_entity_by_collection("persons")));
+}
+
 Test(jsonl_source, batch_size_limits_and_resume_gives_the_rest_without_duplicates)
 {
     write_persons("persons.jsonl", 1, 5);
