@@ -144,6 +144,15 @@ static void apply_ok(void)
 
 /* ---- looking at the database from a second connection ------------------------- */
 
+/* Runs sql (no rows) as the test's admin; it must succeed. Frees sql. */
+static void admin_exec(char *sql)
+{
+    PGresult *res = PQexec(admin, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(admin));
+    PQclear(res);
+    free(sql);
+}
+
 /* The first column of the first row of sql (search_path = the test's schema); caller frees. */
 static char *query(const char *sql)
 {
@@ -996,10 +1005,7 @@ Test(postgres_sink, a_lane_that_cannot_commit_leaves_the_offsets_unstored)
         "INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.given_name = 'RefusedAtCommit') "
         "EXECUTE FUNCTION %s.refuse()",
         schema, schema, schema);
-    PGresult *res = PQexec(admin, sql);
-    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
-    PQclear(res);
-    free(sql);
+    admin_exec(sql);
     /* 3 × 128 ids: three connections; id k goes to connection k % 3. Id 2
      * is the third lane's: the second lane commits before it. */
     for (int i = 0; i < 384; i++)
@@ -1077,10 +1083,7 @@ Test(postgres_sink, a_refused_extra_connection_applies_over_the_ones_there_are)
     char *sql = sk_asprintf("CREATE ROLE %s LOGIN CONNECTION LIMIT 1; "
                             "CREATE SCHEMA %s AUTHORIZATION %s",
                             role, schema, role);
-    PGresult *res = PQexec(admin, sql);
-    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
-    PQclear(res);
-    free(sql);
+    admin_exec(sql);
     /* the test's conninfo with the limited role instead of its user */
     const char *u = strstr(conninfo, "user=");
     cr_assert_not_null(u, "SK_TEST_PG has no user=: %s", conninfo);
