@@ -740,6 +740,7 @@ static void *sink_thread(void *arg)
     bool paused = false;
     bool applied_since_trim = false;
     int idle_polls = 0;
+    int polls_noted = 0; /* polls since the queue's length was last read */
     while (!atomic_load(&r->stop) && !run.fatal) {
         /* Operator pause (API): apply what is in hand, then stop fetching but
          * stay in the group. */
@@ -755,8 +756,12 @@ static void *sink_thread(void *arg)
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(run.consumer, run.n_pending || run.job ? 0 : 100);
         bool queued = m != NULL;
-        if (run.queue) /* fetched, not yet taken (skolsync_kafka_queued_messages) */
+        /* fetched, not yet taken (skolsync_kafka_queued_messages): when the
+         * queue ran dry, and every 256 records of a backlog (a lock each) */
+        if (run.queue && (!queued || ++polls_noted >= 256)) {
             atomic_store(&r->kafka_queued, (int_fast64_t)rd_kafka_queue_length(run.queue));
+            polls_noted = 0;
+        }
         /* Nothing more queued: the batch in flight lands now (its offsets
          * are committed at once, not with the next batch). */
         if (!queued && run.job && !run.n_pending)
