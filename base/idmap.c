@@ -19,39 +19,40 @@
 #include "idmap.h"
 #include "util.h"
 
-static int hex_value(char c)
+static int hex_value(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
+    if ((unsigned)(c - '0') < 10u)
         return c - '0';
-    if (c >= 'a' && c <= 'f')
+    c |= 0x20; /* lowercase */
+    if ((unsigned)(c - 'a') < 6u)
         return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
     return -1;
 }
 
-/* "8-4-4-4-12" hex digits -> two words. false if id is not such a UUID. */
-static bool parse_id(const char *id, struct sk_idkey *out)
+/* n hex digits at s into *w; false at the first non-digit. */
+static bool hex_run(const char *s, int n, uint64_t *w)
 {
-    uint64_t w[2] = {0, 0};
-    int digits = 0;
-    for (int i = 0; i < 36; i++) {
-        char c = id[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-            continue;
-        }
-        int v = hex_value(c);
-        if (v < 0)
+    uint64_t v = *w;
+    for (int i = 0; i < n; i++) {
+        int d = hex_value((unsigned char)s[i]);
+        if (d < 0)
             return false;
-        w[digits / 16] = w[digits / 16] << 4 | (uint64_t)v;
-        digits++;
+        v = v << 4 | (uint64_t)d;
     }
-    if (id[36] != '\0')
+    *w = v;
+    return true;
+}
+
+bool sk_idkey_parse(const char *id, struct sk_idkey *out)
+{
+    /* "8-4-4-4-12": hi = the first 16 digits, lo = the last 16 */
+    uint64_t hi = 0, lo = 0;
+    if (!hex_run(id, 8, &hi) || id[8] != '-' || !hex_run(id + 9, 4, &hi) || id[13] != '-' ||
+        !hex_run(id + 14, 4, &hi) || id[18] != '-' || !hex_run(id + 19, 4, &lo) ||
+        id[23] != '-' || !hex_run(id + 24, 12, &lo) || id[36] != '\0')
         return false;
-    out->hi = w[0];
-    out->lo = w[1];
+    out->hi = hi;
+    out->lo = lo;
     return true;
 }
 
@@ -101,38 +102,45 @@ static void put_key(struct sk_idmap *m, const struct sk_idkey *k, int64_t val)
     m->slots[i].val = val;
 }
 
-void sk_idmap_put(struct sk_idmap *m, const char *id, int64_t val)
+void sk_idmap_put_key(struct sk_idmap *m, const struct sk_idkey *k, int64_t val)
 {
-    struct sk_idkey k;
-    if (!parse_id(id, &k))
-        return;
-    if (key_empty(&k)) {
+    if (key_empty(k)) {
         m->n += !m->has_nil;
         m->has_nil = true;
         m->nil_val = val;
         return;
     }
-    put_key(m, &k, val);
+    put_key(m, k, val);
 }
 
-bool sk_idmap_get(const struct sk_idmap *m, const char *id, int64_t *val)
+void sk_idmap_put(struct sk_idmap *m, const char *id, int64_t val)
 {
     struct sk_idkey k;
-    if (!parse_id(id, &k))
-        return false;
-    if (key_empty(&k)) {
+    if (sk_idkey_parse(id, &k))
+        sk_idmap_put_key(m, &k, val);
+}
+
+bool sk_idmap_get_key(const struct sk_idmap *m, const struct sk_idkey *k, int64_t *val)
+{
+    if (key_empty(k)) {
         if (m->has_nil && val)
             *val = m->nil_val;
         return m->has_nil;
     }
-    if (!m->cap)
+    if (m->n == (size_t)m->has_nil) /* no slot in use (none allocated, or cleared) */
         return false;
-    size_t i = slot_of(m, &k);
+    size_t i = slot_of(m, k);
     if (key_empty(&m->slots[i].key))
         return false;
     if (val)
         *val = m->slots[i].val;
     return true;
+}
+
+bool sk_idmap_get(const struct sk_idmap *m, const char *id, int64_t *val)
+{
+    struct sk_idkey k;
+    return sk_idkey_parse(id, &k) && sk_idmap_get_key(m, &k, val);
 }
 
 bool sk_idmap_has(const struct sk_idmap *m, const char *id)

@@ -25,6 +25,13 @@ struct sk_idmap {
     int64_t nil_val;
 };
 
+/* The key of a UUID text (8-4-4-4-12 hex digits, either case); false if id
+ * is not one. A caller that looks one id up in several maps parses it once
+ * and uses the _key calls. */
+bool sk_idkey_parse(const char *id, struct sk_idkey *k);
+void sk_idmap_put_key(struct sk_idmap *m, const struct sk_idkey *k, int64_t val);
+bool sk_idmap_get_key(const struct sk_idmap *m, const struct sk_idkey *k, int64_t *val);
+
 /* Insert or overwrite. id must be a UUID (as sk_uuid_normalize writes it);
  * anything else is not stored. */
 void sk_idmap_put(struct sk_idmap *m, const char *id, int64_t val);

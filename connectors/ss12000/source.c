@@ -94,8 +94,9 @@ static bool settle(struct ss_source *src, const struct sk_cursor *cursor, bool *
     if (stored) {
         for (size_t i = 0; i < src->pb[k].pend_end; i++) {
             const struct pending *p = &src->pend[i];
-            sk_idmap_put(p->bad ? &src->types[p->type].bad : &src->types[p->type].seen, p->id,
-                         p->val);
+            struct ss_type *t = &src->types[p->type];
+            if (p->keyed)
+                sk_idmap_put_key(p->bad ? &t->bad : &t->seen, &p->id, p->val);
         }
         bool released = false;
         for (size_t j = 0; j <= k; j++)

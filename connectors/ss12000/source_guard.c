@@ -62,16 +62,25 @@ void ss_dels_free(struct dels *d)
 
 void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad)
 {
+    struct sk_idkey k;
+    ss_pend_add_key(src, type, sk_idkey_parse(id, &k) ? &k : NULL, val, bad);
+}
+
+void ss_pend_add_key(struct ss_source *src, int type, const struct sk_idkey *id, int64_t val,
+                     bool bad)
+{
     if (src->n_pend == src->cap_pend) {
         src->cap_pend = src->cap_pend ? src->cap_pend * 2 : 256;
         src->pend = sk_realloc(src->pend, src->cap_pend * sizeof(*src->pend));
     }
     struct pending *p = &src->pend[src->n_pend++];
     p->type = type;
-    memcpy(p->id, id, 37);
+    p->keyed = id != NULL;
+    p->id = id ? *id : (struct sk_idkey){0, 0};
     p->val = val;
     p->bad = bad;
-    sk_idmap_put(&src->pend_index, id, val);
+    if (id)
+        sk_idmap_put_key(&src->pend_index, id, val);
 }
 
 void ss_pend_clear(struct ss_source *src)
@@ -89,7 +98,8 @@ void ss_pend_truncate(struct ss_source *src, size_t n)
     sk_idmap_clear(&src->pend_index);
     src->n_pend = n;
     for (size_t i = 0; i < n; i++)
-        sk_idmap_put(&src->pend_index, src->pend[i].id, src->pend[i].val);
+        if (src->pend[i].keyed)
+            sk_idmap_put_key(&src->pend_index, &src->pend[i].id, src->pend[i].val);
 }
 
 size_t ss_dels_count(const struct dels *d)

@@ -115,9 +115,10 @@ struct ss_type {
 /* A change the batch carries that the dedupe map learns once it is stored. */
 struct pending {
     int type;
-    char id[37];
-    int64_t val; /* meta.modified µs, NO_MODIFIED, or DELETED_MARK */
-    bool bad;    /* a version that failed validation, dead-lettered (ss_type.bad) */
+    bool keyed;         /* false: the id was no UUID, nothing to remember */
+    bool bad;           /* a version that failed validation, dead-lettered (ss_type.bad) */
+    int64_t val;        /* meta.modified µs, NO_MODIFIED, or DELETED_MARK */
+    struct sk_idkey id; /* parsed once (the maps take keys) */
 };
 
 /* A batch handed out and not yet stored, and what it tells once it is. */
@@ -301,6 +302,9 @@ void ss_dels_clear(struct dels *d); /* keeps the memory */
 void ss_dels_free(struct dels *d);  /* gives it back; the set stays usable */
 /* A change of the batch under way, learnt by the dedupe map once it is stored. */
 void ss_pend_add(struct ss_source *src, int type, const char *id, int64_t val, bool bad);
+/* The same with the id parsed already; NULL: no UUID, nothing to remember. */
+void ss_pend_add_key(struct ss_source *src, int type, const struct sk_idkey *id, int64_t val,
+                     bool bad);
 void ss_pend_clear(struct ss_source *src);
 /* Keeps the first n pending changes only (a failed poll's own are dropped). */
 void ss_pend_truncate(struct ss_source *src, size_t n);

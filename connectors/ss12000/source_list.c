@@ -132,30 +132,32 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
 
     const cJSON *idj = cJSON_GetObjectItemCaseSensitive(item, "id");
     char id[37] = "";
-    bool id_ok = cJSON_IsString(idj) && sk_uuid_normalize(idj->valuestring, id) == 0;
+    struct sk_idkey k; /* the id parsed once for the five maps it meets */
+    bool id_ok = cJSON_IsString(idj) && sk_uuid_normalize(idj->valuestring, id) == 0 &&
+                 sk_idkey_parse(id, &k);
     if (id_ok) {
         /* Read in this run: the T0 rule keeps it from this run's deletions. */
-        sk_idmap_put(&src->run_seen, id, 1);
+        sk_idmap_put_key(&src->run_seen, &k, 1);
         if (step == STEP_FULL)
-            sk_idmap_put(&t->listed, id, 1);
+            sk_idmap_put_key(&t->listed, &k, 1);
         const cJSON *start = cJSON_GetObjectItemCaseSensitive(item, "startTime");
         int64_t start_us;
         int off_min;
         if (t->windowed && cJSON_IsString(start) &&
             parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
-            sk_idmap_put(&t->start, id, start_us);
+            sk_idmap_put_key(&t->start, &k, start_us);
         /* Unchanged since we last stored it: not again (sinks are idempotent
          * anyway, this only saves work). Entities without meta.modified are
          * always published: there is nothing to compare. */
         int64_t prev;
-        if (mod_us != NO_MODIFIED && sk_idmap_get(&t->bad, id, &prev) && prev == mod_us) {
+        if (mod_us != NO_MODIFIED && sk_idmap_get_key(&t->bad, &k, &prev) && prev == mod_us) {
             /* This version was dead-lettered already: counted, not sent again. */
             sk_source_count_bad_again(src->self, e);
             return;
         }
         if (mod_us != NO_MODIFIED &&
-            ((sk_idmap_get(&src->pend_index, id, &prev) && prev == mod_us) ||
-             (sk_idmap_get(&t->seen, id, &prev) && prev == mod_us)))
+            ((sk_idmap_get_key(&src->pend_index, &k, &prev) && prev == mod_us) ||
+             (sk_idmap_get_key(&t->seen, &k, &prev) && prev == mod_us)))
             return;
     }
     struct sk_error err = {0};
@@ -180,11 +182,15 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
          * damaged on the way never get here (ss_page_item_bad): the same
          * version may come intact the next time. */
         if (id_ok && mod_us != NO_MODIFIED)
-            ss_pend_add(src, ti, id, mod_us, true);
+            ss_pend_add_key(src, ti, &k, mod_us, true);
         return;
     }
     sk_batch_add(out, e, key, value, len, now);
-    ss_pend_add(src, ti, key, mod_us, false);
+    /* key is the id the codec read: the one parsed above when there was one */
+    if (id_ok && strcmp(key, id) == 0)
+        ss_pend_add_key(src, ti, &k, mod_us, false);
+    else
+        ss_pend_add(src, ti, key, mod_us, false);
     st->done++;
 }
 

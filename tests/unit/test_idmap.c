@@ -3,10 +3,12 @@
  * (base/idmap.c): every id put is found with its last
  * value across growth, absent ids are not found, the nil UUID is an id like
  * the others, upper and lower case are the same id, non-UUIDs are never
- * stored, and clear/free leave a usable empty map.
+ * stored, clear/free leave a usable empty map, and a key parsed once finds
+ * what its text put.
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <criterion/criterion.h>
 
@@ -119,5 +121,49 @@ Test(idmap, clear_and_free_leave_a_usable_map)
     int64_t v;
     cr_assert(sk_idmap_get(&m, id, &v));
     cr_assert_eq(v, 4);
+    sk_idmap_free(&m);
+}
+
+/* The source parses an id once and looks it up in several maps by key: a
+ * key finds what its text put and the other way round, every position of
+ * the text is checked, and a map holding only the nil UUID (no slots yet)
+ * answers a lookup without touching slots. */
+Test(idmap, a_key_parsed_once_finds_what_its_text_put)
+{
+    struct sk_idmap m = {0};
+    struct sk_idkey k, upper;
+    const char *id = "6f0b4e1c-2a3d-4e5f-8a9b-0c1d2e3f4a5b";
+    cr_assert(sk_idkey_parse(id, &k));
+    cr_assert(sk_idkey_parse("6F0B4E1C-2A3D-4E5F-8A9B-0C1D2E3F4A5B", &upper));
+    cr_assert(k.hi == upper.hi && k.lo == upper.lo, "case makes another key");
+    cr_assert_eq(k.hi, 0x6f0b4e1c2a3d4e5fULL);
+    cr_assert_eq(k.lo, 0x8a9b0c1d2e3f4a5bULL);
+    int64_t v = 0;
+    cr_assert_not(sk_idmap_get_key(&m, &k, &v), "found in a map without slots");
+    sk_idmap_put(&m, "00000000-0000-0000-0000-000000000000", 5);
+    cr_assert_eq(m.cap, 0, "the nil UUID took a slot");
+    cr_assert_not(sk_idmap_get_key(&m, &k, &v), "found beside the nil UUID alone");
+    sk_idmap_put_key(&m, &k, 9);
+    cr_assert(sk_idmap_get(&m, id, &v));
+    cr_assert_eq(v, 9);
+    sk_idmap_put(&m, id, 10);
+    cr_assert(sk_idmap_get_key(&m, &upper, &v));
+    cr_assert_eq(v, 10);
+    struct sk_idkey nil;
+    cr_assert(sk_idkey_parse("00000000-0000-0000-0000-000000000000", &nil));
+    cr_assert(sk_idmap_get_key(&m, &nil, &v));
+    cr_assert_eq(v, 5);
+    sk_idmap_clear(&m);
+    cr_assert_not(sk_idmap_get_key(&m, &k, &v), "found after clear");
+    /* a wrong byte at any position: no key */
+    for (int i = 0; i < 36; i++) {
+        const char *wrong = (i == 8 || i == 13 || i == 18 || i == 23) ? "a0" : "-g /";
+        for (const char *c = wrong; *c; c++) {
+            char text[37];
+            memcpy(text, id, 37);
+            text[i] = *c;
+            cr_assert_not(sk_idkey_parse(text, &k), "'%s' parsed", text);
+        }
+    }
     sk_idmap_free(&m);
 }
