@@ -90,7 +90,12 @@ plot_src = []
 src_ratio = {}
 if sizes:
     w("## 1. Source throughput: SS 12000 JSON pages → protobuf → Kafka\n")
-    w("skolsync = `skolsync run --once` with one ss12000-source reading the test server "
+    w("skolsync = `skolsync run --once` with one ss12000-source reading a static page server "
+      "(since 2026-12-04 late: the Python test server's pages of that size, saved once by "
+      "`bench/fetch_all.py --save` and served byte for byte from memory by "
+      "`ss12000_server.py --pages DIR --pages-raw`; before, the source read the Python server, "
+      "which renders each page per request and served fewer records/s than the baseline "
+      "writes) "
       "(wall time of the process: start, topic creation, full listing of all 18 collections, "
       "last transaction committed). Baseline = `bench/baseline_producer` producing the very "
       "same encoded records (read back from skolsync's topics beforehand), same keys, headers, "
@@ -99,11 +104,12 @@ if sizes:
       "began < 2 s ago; < 500 ms before the evening of 2026-12-04) + a cursor record each: the Kafka work the source does since "
       "2026-12-04, when the ss12000-source began to chain its pages. 'per page' = the same "
       "producer with one transaction per page, as the source did before (kept for comparison). "
-      "Server read = `bench/fetch_all.py` reading every page and discarding it (the test "
-      "server's own ceiling: no source reading this server can be faster). Target (issue 17): "
+      "Server read = `bench/fetch_all.py` reading every page and discarding it: 'static' from "
+      "the static server the source reads (no source reading it can be faster), 'Python' from "
+      "the Python test server rendering them (what the source read before). Target (issue 17): "
       "skolsync/baseline ≥ 0.8 at every size.\n")
-    w("| entities | reps | skolsync rec/s | skolsync MB/s | baseline rec/s | baseline MB/s | per-page baseline rec/s | server read rec/s | **skolsync / baseline** | target ≥ 0.8 | skolsync / per-page baseline |")
-    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|---:|")
+    w("| entities | reps | skolsync rec/s | skolsync MB/s | baseline rec/s | baseline MB/s | per-page baseline rec/s | static read rec/s | Python server read rec/s | **skolsync / baseline** | target ≥ 0.8 | skolsync / per-page baseline |")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|---:|")
     for s in sizes:
         reps = by[s]
         def rate(kind, field="records"):
@@ -118,10 +124,11 @@ if sizes:
         page = med(ratios_to("baseline_page"))
         src_ratio[s] = ratio
         sk, bl, sv = rate("skolsync"), rate("baseline"), rate("server_read")
+        st = rate("static_read")
         skm, blm = rate("skolsync", "bytes"), rate("baseline", "bytes")
         ok = "met" if ratio and ratio >= 0.8 else f"**missed** by {f((0.8 - ratio) / 0.8 * 100)} %" if ratio else "–"
         w(f"| {f(ents[s])} | {len(reps)} | {f(sk)} | {f(skm / 1e6 if skm else None, 1)} | {f(bl)} | "
-          f"{f(blm / 1e6 if blm else None, 1)} | {f(rate('baseline_page'))} | {f(sv)} | **{f(ratio, 2)}** "
+          f"{f(blm / 1e6 if blm else None, 1)} | {f(rate('baseline_page'))} | {f(st)} | {f(sv)} | **{f(ratio, 2)}** "
           f"({', '.join(f(r, 2) for r in sorted(ratios))}) | {ok} | {f(page, 2)} |")
         plot_src.append((s, ents[s], sk or 0, bl or 0, sv or 0))
     w("\nMB/s counts key + value bytes of the protobuf records (headers and protocol overhead "
@@ -413,7 +420,7 @@ if plot_src:
        "set style histogram clustered gap 1\nset style fill solid 0.8 border -1\nset key top left\n"
        "set ylabel 'records/s'\nset yrange [0:*]\nset grid ytics\n"
        "plot DATA using 3:xtic(1) title 'skolsync ss12000-source', '' using 4 title 'baseline producer', "
-       "'' using 5 title 'test server read only'\n",
+       "'' using 5 title 'Python test server read only'\n",
        "".join(f"{s}({e}) {e} {a:.0f} {b:.0f} {c:.0f}\n" for s, e, a, b, c in plot_src))
 if plot_sink:
     gp("sink_throughput",
