@@ -94,6 +94,9 @@ struct ss_resp {
      * sk_json_arena_parse) and go with ss_resp_free, never cJSON_Delete. */
     void *json;
     struct sk_json_arena *arena;
+    /* body checked by sk_json_text_bad already (on the read-ahead thread,
+     * with the parse), and what it found; else ss_page_check checks it */
+    bool text_checked, text_bad;
 };
 
 /* Creates the client (no network yet). Caller frees with ss_http_free. */

@@ -103,8 +103,14 @@ static void *prefetch_thread(void *arg)
 {
     struct ss_http *h = arg;
     h->pf.rc = request(h, "GET", h->pf.url, NULL, &h->pf.resp, &h->pf.err);
-    if (h->pf.rc == 0 && h->pf.resp.status == 200)
-        h->pf.resp.json = sk_json_arena_parse(h->pf.resp.body, h->pf.resp.len, &h->pf.resp.arena);
+    struct ss_resp *r = &h->pf.resp;
+    if (h->pf.rc == 0 && r->status == 200) {
+        /* the page's byte check and parse here, off the thread that encodes */
+        size_t at;
+        r->text_bad = r->body && sk_json_text_bad(r->body, r->len, &at);
+        r->text_checked = true;
+        r->json = sk_json_arena_parse(r->body, r->len, &r->arena);
+    }
     return NULL;
 }
 void ss_http_prefetch(struct ss_http *h, const char *url)

@@ -88,7 +88,8 @@ struct ss_page_check ss_page_check(const struct ss_resp *r)
 {
     struct ss_page_check pc = {.body = r->body};
     size_t at;
-    if (r->body && sk_json_text_bad(r->body, r->len, &at))
+    bool bad = r->text_checked ? r->text_bad : r->body && sk_json_text_bad(r->body, r->len, &at);
+    if (r->body && bad)
         pc.n_spans = sk_json_array_spans(r->body, r->len, "data", &pc.spans);
     return pc;
 }

@@ -588,14 +588,16 @@ Test(ss12000_source, expired_token_restarts_from_watermark_and_retry_after_is_ho
  * it came. The record that holds such bytes is dead-lettered with the
  * position; the rest of its page is stored.
  */
-Test(ss12000_source, a_record_with_a_nul_byte_is_dead_lettered_and_its_page_stored, .timeout = 120)
+static void nul_byte_case(int page_size, int skip)
 {
     char *dir = skt_tmpdir("ss-nul");
     write_helpers(dir);
-    struct server s =
-        server_start(dir, 0, "--students 20 --fault bad_record:count=1,paths=/persons,mode=nul");
+    char *args = skt_fmt("--students 20 --fault bad_record:count=1,skip=%d,paths=/persons,mode=nul",
+                         skip);
+    struct server s = server_start(dir, 0, args);
+    free(args);
     char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 1000, "1s", "    entities: [Organisation, Person]\n");
+    char *src = source_yaml("sis", s.port, page_size, "1s", "    entities: [Organisation, Person]\n");
     struct daemon d = daemon_start(dir, src, db, 0);
     char why[512] = "";
     cr_assert(wait_match(dir, db, s.port, "organisations", 60, why, sizeof(why)), "%s", why);
@@ -622,6 +624,17 @@ Test(ss12000_source, a_record_with_a_nul_byte_is_dead_lettered_and_its_page_stor
     free(dump);
     free(want);
     free(cut);
+}
+
+Test(ss12000_source, a_record_with_a_nul_byte_is_dead_lettered_and_its_page_stored, .timeout = 120)
+{
+    nul_byte_case(1000, 0); /* the first page of persons */
+}
+
+/* A later page is read ahead on its own thread, which checks its bytes there. */
+Test(ss12000_source, a_nul_byte_in_a_page_read_ahead_is_dead_lettered_too, .timeout = 120)
+{
+    nul_byte_case(5, 1); /* the second page of persons */
 }
 
 /*
