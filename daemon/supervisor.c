@@ -132,6 +132,8 @@ int sk_conn_open(struct sk_runner *r)
     struct sk_error err = {0};
     struct sk_source_env *src = sk_as_source(r);
     struct sk_sink_env *snk = sk_as_sink(r);
+    if (src)
+        src->source.writes = 0; /* what this open says, not a union with the last one's */
     int rc =
         src ? src->source.ops->open(&src->source, &err) : snk->sink.ops->open(&snk->sink, &err);
     if (rc && src && src->http && sk_http_unroute_owner(src->http, &src->source))
