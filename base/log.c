@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,8 @@
 
 #include "util.h"
 
-static enum sk_log_level log_level = SK_LOG_INFO;
+/* atomic: a test raises the level of a running daemon from another thread */
+static atomic_int log_level = SK_LOG_INFO;
 static bool log_json;
 static int log_journal = -1; /* -1: not looked at yet */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -29,7 +31,7 @@ static const int journal_prio[] = {3, 4, 6, 7};
 
 void sk_log_setup(enum sk_log_level level, bool json)
 {
-    log_level = level;
+    atomic_store(&log_level, (int)level);
     log_json = json;
 }
 
@@ -46,7 +48,7 @@ int sk_log_level_parse(const char *text, enum sk_log_level *out)
 
 bool sk_log_enabled(enum sk_log_level level)
 {
-    return level <= log_level;
+    return (int)level <= atomic_load(&log_level);
 }
 
 /*

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -189,6 +190,47 @@ static struct met met_of(const char *summary, const char *connector)
     return m;
 }
 
+/*
+ * A run still going after RUN_DEADLINE_S is stopped: its log raised to info
+ * for a few of the daemon's progress lines (each connector's state and
+ * count), then SIGTERM to the daemon's thread, read from its signalfd. The
+ * test then fails naming the hang, with the summary, instead of being
+ * killed by Criterion's timeout with nothing to show.
+ */
+#define RUN_DEADLINE_S 150
+
+struct deadline {
+    pthread_t daemon;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, fired;
+};
+
+static void *deadline_watch(void *arg)
+{
+    struct deadline *dl = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* for the daemon's thread, not this one */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += RUN_DEADLINE_S;
+    pthread_mutex_lock(&dl->mu);
+    while (!dl->done && pthread_cond_timedwait(&dl->cv, &dl->mu, &until) == 0)
+        ;
+    bool done = dl->done;
+    pthread_mutex_unlock(&dl->mu);
+    if (done)
+        return NULL;
+    sk_log_setup(SK_LOG_INFO, false);
+    sk_warn("test", "the run has not ended in %d s: stopping it", RUN_DEADLINE_S);
+    sleep(5); /* two progress lines */
+    dl->fired = true;
+    pthread_kill(dl->daemon, SIGTERM);
+    return NULL;
+}
+
 /* Runs skolsync --once on cfg in this process under plan's faults: its summary, *rc its result. */
 static char *run_faulted(const char *cfg, struct plan *plan, int *rc)
 {
@@ -201,10 +243,22 @@ static char *run_faulted(const char *cfg, struct plan *plan, int *rc)
     FILE *sum = open_memstream(&summary, &summary_len);
     struct sk_run_options opt = {
         .once = true, .summary = sum, .kafka_started = on_kafka, .hook_ctx = plan};
+    struct deadline dl = {.daemon = pthread_self()};
+    pthread_mutex_init(&dl.mu, NULL);
+    pthread_cond_init(&dl.cv, NULL);
+    pthread_t watch;
+    cr_assert_eq(pthread_create(&watch, NULL, deadline_watch, &dl), 0);
     *rc = sk_daemon_run(c, &opt);
+    pthread_mutex_lock(&dl.mu);
+    dl.done = true;
+    pthread_cond_signal(&dl.cv);
+    pthread_mutex_unlock(&dl.mu);
+    pthread_join(watch, NULL);
     pthread_join(plan->thread, NULL);
     fclose(sum);
     cr_log_info("%s", summary);
+    cr_assert(!dl.fired, "the run had not ended after %d s (stopped; its summary:\n%s)",
+              RUN_DEADLINE_S, summary);
     sk_daemon_config_free(c);
     return summary;
 }
