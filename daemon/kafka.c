@@ -244,7 +244,8 @@ rd_kafka_t *sk_kafka_producer_new(const struct sk_kafka *k, const char *client_i
                                   void (*dr)(rd_kafka_t *, const rd_kafka_message_t *, void *),
                                   void *opaque, struct sk_error *err)
 {
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, NULL, err);
+    const char *const defaults[] = {"message.timeout.ms", SK_KAFKA_MESSAGE_TIMEOUT_MS, NULL};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, client_id, defaults, err);
     if (!conf)
         return NULL;
     if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err)) {

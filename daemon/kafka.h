@@ -81,6 +81,16 @@ const char *sk_kafka_dlq_topic(const struct sk_kafka *k);
 rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_id,
                                    const char *const *defaults, struct sk_error *err);
 
+/*
+ * message.timeout.ms of every producer whose deliveries someone waits for
+ * (a source's batch, a sink's dead letters): a record librdkafka cannot
+ * deliver is reported failed within 55 s and its batch sent again, not held
+ * for librdkafka's default 300 s while the connector shows no error. Below
+ * transaction.timeout.ms (60 s), as librdkafka requires of a transactional
+ * producer, which always has it; an at-least-once one takes kafka.properties'.
+ */
+#define SK_KAFKA_MESSAGE_TIMEOUT_MS "55000"
+
 /* rd_kafka_new, which takes conf only when it succeeds: here conf is taken
  * either way. NULL with err (class cls) naming what it could not create. */
 rd_kafka_t *sk_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, enum sk_err_class cls,

@@ -200,6 +200,7 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
         "compression.type", "lz4",
         "queue.buffering.max.kbytes", "16384",
         "queue.buffering.max.messages", "50000",
+        "message.timeout.ms", SK_KAFKA_MESSAGE_TIMEOUT_MS,
         "statistics.interval.ms", sk_kafka_statistics_interval(env->kafka),
         NULL};
     /* clang-format on */
@@ -219,7 +220,7 @@ int source_producer_create(struct source_run *run, struct sk_error *err)
         sk_info(env->runner.name, "transactional id %s", tid);
         free(tid);
         if (rc || sk_kafka_conf_set(conf, "transaction.timeout.ms", "60000", err) ||
-            sk_kafka_conf_set(conf, "message.timeout.ms", "55000", err))
+            sk_kafka_conf_set(conf, "message.timeout.ms", SK_KAFKA_MESSAGE_TIMEOUT_MS, err))
             goto fail;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
