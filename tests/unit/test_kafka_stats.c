@@ -2,7 +2,8 @@
  * test_kafka_stats.c: what librdkafka's statistics JSON gives the daemon
  * (daemon/kafka_stats.c) and how a connector's figures follow its clients
  * (sk_runner_kafka_stats): the largest broker round-trip time, and request
- * retries that keep adding up when the driver makes a new client.
+ * retries that keep adding up when the driver makes a new client; and the
+ * delivery timeout a producer is made with.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -91,4 +92,38 @@ Test(kafka_stats, retries_add_up_across_the_clients_of_a_connector)
     cr_assert_eq(atomic_load(&next.kafka_retries), 13);
     sk_runner_destroy(&next);
     sk_runner_destroy(&r);
+}
+
+/* A producer's message.timeout.ms as the client it made has it. */
+static long message_timeout_of(struct sk_kafka *k)
+{
+    struct sk_error err = {0};
+    rd_kafka_t *p = sk_kafka_producer_new(k, "timeout-test", NULL, NULL, &err);
+    cr_assert_not_null(p, "%s", err.msg);
+    char v[32];
+    size_t n = sizeof(v);
+    cr_assert_eq(rd_kafka_conf_get(rd_kafka_conf(p), "message.timeout.ms", v, &n), RD_KAFKA_CONF_OK);
+    rd_kafka_destroy(p);
+    return strtol(v, NULL, 10);
+}
+
+/*
+ * A delivery someone waits for (a sink's dead letters here, a source's
+ * batch alike) fails within SK_KAFKA_MESSAGE_TIMEOUT_MS, not librdkafka's
+ * 300 s: a record it cannot deliver held the connector silent for five
+ * minutes. kafka.properties may still set it.
+ */
+Test(kafka_clients, a_producer_gives_up_on_a_record_within_55_s)
+{
+    struct sk_kafka_conf kc = {.brokers = "127.0.0.1:1", .topic_prefix = "t."};
+    struct sk_kafka *k = sk_kafka_describe(&kc);
+    cr_assert_not_null(k);
+    cr_assert_eq(message_timeout_of(k), 55000);
+    sk_kafka_destroy(k);
+    char *keys[] = {"message.timeout.ms"}, *values[] = {"2000"};
+    bool secret[] = {false};
+    kc.properties = (struct sk_strmap){.keys = keys, .values = values, .secret = secret, .n = 1};
+    k = sk_kafka_describe(&kc);
+    cr_assert_eq(message_timeout_of(k), 2000);
+    sk_kafka_destroy(k);
 }
