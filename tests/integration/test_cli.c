@@ -499,8 +499,8 @@ Test(cli, sigterm_stops_gracefully_and_http_endpoints_answer, .timeout = 120)
     free(out);
 }
 
-/* `make demo` as shipped: etc/demo.yaml on the generator's demo data (paths moved to a temp dir).
- */
+/* `make demo` as shipped: etc/demo.yaml on the generator's demo data (paths moved to a temp
+ * dir). */
 Test(cli, shipped_demo_config_gives_exactly_the_demo_data, .timeout = 240)
 {
     char *dir = skt_tmpdir("cli-demo");
@@ -512,9 +512,10 @@ Test(cli, shipped_demo_config_gives_exactly_the_demo_data, .timeout = 240)
     char *out = NULL;
     cr_assert_eq(skt_sh(gen, 120, &out), 0, "%s", out);
     free(out);
+    /* every path of it: the broker's too (a build/ of the tree's was needed, and shared) */
     char *sed = skt_fmt("sed -e 's#build/demo-data#%s#' -e 's#build/demo.db#%s#' "
-                        "%s/etc/demo.yaml > %s",
-                        data, db, SK_SOURCE_DIR, cfg);
+                        "-e 's#build/demo-broker#%s/demo-broker#' %s/etc/demo.yaml > %s",
+                        data, db, dir, SK_SOURCE_DIR, cfg);
     cr_assert_eq(skt_sh(sed, 10, NULL), 0);
     char *args = skt_fmt("run --once -c %s", cfg);
     int rc;

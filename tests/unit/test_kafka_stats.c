@@ -102,7 +102,8 @@ static long message_timeout_of(struct sk_kafka *k)
     cr_assert_not_null(p, "%s", err.msg);
     char v[32];
     size_t n = sizeof(v);
-    cr_assert_eq(rd_kafka_conf_get(rd_kafka_conf(p), "message.timeout.ms", v, &n), RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_get(rd_kafka_conf(p), "message.timeout.ms", v, &n),
+                 RD_KAFKA_CONF_OK);
     rd_kafka_destroy(p);
     return strtol(v, NULL, 10);
 }
