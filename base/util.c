@@ -99,6 +99,13 @@ void sk_cond_init_monotonic(pthread_cond_t *cv)
     pthread_condattr_destroy(&ca);
 }
 
+void sk_thread_name(const char *role, const char *name)
+{
+    char n[16]; /* the kernel's TASK_COMM_LEN */
+    snprintf(n, sizeof(n), "%s%s%s", role, name ? ":" : "", name ? name : "");
+    pthread_setname_np(pthread_self(), n);
+}
+
 void sk_eventfd_signal(int fd)
 {
     uint64_t one = 1;

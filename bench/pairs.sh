@@ -200,7 +200,8 @@ EOF
     steady=$(printf '%s\n' "${rss[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
     thr_med=$(printf '%s\n' "${thrs[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
     for k in /proc/"$DPID"/task/*/comm; do cat "$k" 2>/dev/null; done |
-        sed -E 's/^rdk:broker[0-9]+$/rdk:broker<id>/' | sort | uniq -c |
+        sed -E -e 's/^rdk:broker[0-9]+$/rdk:broker<id>/' \
+            -e 's/^(src|sink|apply|fetch):.*/\1:<name>/' | sort | uniq -c |
         awk -v n="$n" '{c=$1; $1=""; sub(/^ /, ""); printf "%s,%s,%d\n", n, $0, c}' >> "$TCSV"
     local per_kb per_thr
     per_kb=$(awk -v a="$steady" -v c="$conns" 'BEGIN{printf "%.0f", a / c}')
@@ -253,8 +254,9 @@ ns = sorted({int(t["pairs"]) for t in threads})
 if ns:
     L.append("Threads of the daemon by name (`/proc/PID/task/*/comm`), idle after all was applied. librdkafka names "
              "a broker thread `rdk:broker<id>` once it knows the broker's id; `rdk:broker-1` are the internal broker "
-             "thread and the logical coordinator of each client; `skolsync` = the main thread, the lag monitor, the "
-             "HTTP reaper and one runner thread per connector:\n")
+             "thread and the logical coordinator of each client; `src:<name>` and `sink:<name>` are each connector's "
+             "own thread, `skolsync` the main thread (runs before 2026-12-05 named every thread of the daemon "
+             "`skolsync`: main, lag monitor, HTTP reaper and one per connector):\n")
     L.append("| thread name | " + " | ".join(f"{n} pair(s)" for n in ns) + " | per pair (at the largest count) |")
     L.append("|---|" + "---:|" * len(ns) + "---:|")
     for name in sorted(by, key=lambda k: -by[k].get(ns[-1], 0)):

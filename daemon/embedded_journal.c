@@ -188,6 +188,7 @@ static long journal_round(struct sk_estore *s, int64_t wait_ms)
 static void *journal_thread(void *arg)
 {
     struct sk_estore *s = arg;
+    sk_thread_name("estore-journal", NULL);
     while (!atomic_load(&s->stop)) {
         long n = journal_round(s, ROUND_MS);
         if (n < 0) {

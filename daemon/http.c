@@ -181,6 +181,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 static void *reaper_thread(void *arg)
 {
     struct sk_http *h = arg;
+    sk_thread_name("http-reaper", NULL);
     pthread_mutex_lock(&h->watch_mu);
     while (!h->reaper_stop) {
         int64_t now = sk_mono_ms();

@@ -267,6 +267,7 @@ static void sample(struct sk_lag_monitor *m)
 static void *monitor_thread(void *arg)
 {
     struct sk_lag_monitor *m = arg;
+    sk_thread_name("lag-monitor", NULL);
     /* the first sample soon after start: the status page has something to show */
     sk_runner_wait(&m->clock, 2000);
     while (!atomic_load(&m->clock.stop)) {

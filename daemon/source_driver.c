@@ -317,6 +317,7 @@ static bool producer_fenced(struct source_run *run, const struct sk_error *err)
 static void *source_thread(void *arg)
 {
     struct sk_source_env *env = arg;
+    sk_thread_name("src", env->runner.name);
     struct sk_runner *r = &env->runner;
     struct source_run run = {.env = env, .isolating = -1};
     struct sk_batch batch = {0};

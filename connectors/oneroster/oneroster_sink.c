@@ -573,6 +573,7 @@ static bool bundle_due(const struct oneroster_sink *s, int64_t now)
 static void *timer_main(void *arg)
 {
     struct oneroster_sink *s = arg;
+    sk_thread_name("oneroster-timer", NULL);
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         if (bundle_due(s, sk_mono_ms())) {

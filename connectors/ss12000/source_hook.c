@@ -181,6 +181,7 @@ static void on_callback(void *ctx, const struct sk_http_request *req, struct sk_
 static void *debounce_thread(void *arg)
 {
     struct ss_hook *hk = arg;
+    sk_thread_name("hook-debounce", NULL);
     pthread_mutex_lock(&hk->mu);
     while (!hk->stop) {
         int64_t now = sk_mono_ms(), next = 0;

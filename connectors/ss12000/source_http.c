@@ -102,6 +102,7 @@ struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component, s
 static void *prefetch_thread(void *arg)
 {
     struct ss_http *h = arg;
+    sk_thread_name("fetch", h->component);
     h->pf.rc = request(h, "GET", h->pf.url, NULL, &h->pf.resp, &h->pf.err);
     struct ss_resp *r = &h->pf.resp;
     if (h->pf.rc == 0 && r->status == 200) {

@@ -154,6 +154,7 @@ static bool deliver(struct sk_http_client *http, const struct attempt *at, char 
 static void *notify_thread(void *arg)
 {
     struct hub_notifier *nt = arg;
+    sk_thread_name("hub-notify", NULL);
     struct hub_subs *s = nt->subs;
     struct sk_http_client *http = nt->http;
     struct sk_error err = {0};

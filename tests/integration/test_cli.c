@@ -4,8 +4,10 @@
  * and every kind of bad input (exit codes and messages).
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +71,35 @@ static char *with_broken_line(const char *tag, int seed, int students, const cha
     return embedded_config(*dir, *data, *db, NULL);
 }
 
+/* Adds the names of pid's threads not in names yet ("|name|" each). */
+static void note_thread_names(pid_t pid, char *names, size_t size)
+{
+    char *dir = skt_fmt("/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    free(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *path = skt_fmt("/proc/%d/task/%s/comm", (int)pid, de->d_name);
+        FILE *f = fopen(path, "r");
+        free(path);
+        char comm[32] = "";
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof(comm), f))
+            comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        char *entry = skt_fmt("|%s|", comm);
+        if (comm[0] && !strstr(names, entry) && strlen(names) + strlen(entry) < size)
+            strcat(names, entry);
+        free(entry);
+    }
+    closedir(d);
+}
+
 Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
 {
     char *dir = skt_tmpdir("cli-once");
@@ -85,9 +116,11 @@ Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
     unsetenv("NOTIFY_SOCKET");
     /* read the notify socket as systemd does, while the daemon runs */
     char notes[65536] = "";
+    char threads[4096] = "";
     int rc = -2;
     for (int i = 0; i < 1500 && rc == -2; i++) {
         skt_notify_drain(nfd, notes, sizeof(notes));
+        note_thread_names(pid, threads, sizeof(threads));
         rc = skt_wait(pid, 100);
     }
     skt_notify_drain(nfd, notes, sizeof(notes));
@@ -104,6 +137,9 @@ Test(cli, once_on_embedded_broker_gives_database_equal_to_input, .timeout = 180)
     cr_assert(strstr(notes, "READY=1"), "no READY=1 received: %s", notes);
     cr_assert(strstr(notes, "STOPPING=1"), "no STOPPING=1 received: %s", notes);
     cr_assert(strstr(notes, "READY=1") < strstr(notes, "STOPPING=1"));
+    /* each connector's thread is named for it (top -H, perf, gdb) */
+    cr_assert(strstr(threads, "|src:files|") && strstr(threads, "|sink:db|"),
+              "the connectors' threads are not named for them: %s", threads);
     close(nfd);
     free(out);
 }
