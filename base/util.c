@@ -99,11 +99,16 @@ void sk_cond_init_monotonic(pthread_cond_t *cv)
     pthread_condattr_destroy(&ca);
 }
 
-void sk_thread_name(const char *role, const char *name)
+int sk_thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *role,
+                    const char *name)
 {
-    char n[16]; /* the kernel's TASK_COMM_LEN */
-    snprintf(n, sizeof(n), "%s%s%s", role, name ? ":" : "", name ? name : "");
-    pthread_setname_np(pthread_self(), n);
+    int rc = pthread_create(t, NULL, fn, arg);
+    if (rc == 0) {
+        char n[16]; /* the kernel's TASK_COMM_LEN */
+        snprintf(n, sizeof(n), "%s%s%s", role, name ? ":" : "", name ? name : "");
+        pthread_setname_np(*t, n); /* a name only: its failure changes nothing */
+    }
+    return rc;
 }
 
 void sk_eventfd_signal(int fd)

@@ -20,11 +20,13 @@ void sk_sleep_ms(int64_t ms);
 /* A condition variable whose timed waits run on CLOCK_MONOTONIC (a wall-clock step moves no deadline). */
 void sk_cond_init_monotonic(pthread_cond_t *cv);
 /*
- * Names the calling thread "<role>:<name>", cut to the kernel's 15 bytes
- * (name NULL: the role alone), so that top -H, perf and gdb tell a source's
- * thread from its read-ahead and from the Kafka clients' rdk: threads.
+ * pthread_create (default attributes), the new thread named "<role>:<name>",
+ * cut to the kernel's 15 bytes (name NULL: the role alone), so that top -H,
+ * perf and gdb tell a source's thread from its read-ahead and from the Kafka
+ * clients' rdk: threads. Returns pthread_create's result.
  */
-void sk_thread_name(const char *role, const char *name);
+int sk_thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *role,
+                    const char *name);
 /* Adds 1 to an eventfd (fd < 0: nothing); a full counter has been told already. */
 void sk_eventfd_signal(int fd);
 

@@ -188,7 +188,6 @@ static long journal_round(struct sk_estore *s, int64_t wait_ms)
 static void *journal_thread(void *arg)
 {
     struct sk_estore *s = arg;
-    sk_thread_name("estore-journal", NULL);
     while (!atomic_load(&s->stop)) {
         long n = journal_round(s, ROUND_MS);
         if (n < 0) {
@@ -281,7 +280,7 @@ int sk_estore_start(struct sk_estore *s, struct sk_error *err)
             s->st, "INSERT OR IGNORE INTO " ESTORE_RECORDS " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             &s->insert, err))
         return -1;
-    if (pthread_create(&s->thread, NULL, journal_thread, s))
+    if (sk_thread_start(&s->thread, journal_thread, s, "estore-journal", NULL))
         return sk_error_set(err, SK_ERR_FATAL, "embedded store: cannot start the journal");
     s->started = true;
     sk_info("kafka", "embedded broker kept in %s (%zu partitions journaled)", s->path, s->n_parts);

@@ -181,7 +181,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 static void *reaper_thread(void *arg)
 {
     struct sk_http *h = arg;
-    sk_thread_name("http-reaper", NULL);
     pthread_mutex_lock(&h->watch_mu);
     while (!h->reaper_stop) {
         int64_t now = sk_mono_ms();
@@ -395,7 +394,7 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : 0;
-    if (pthread_create(&h->reaper, NULL, reaper_thread, h)) {
+    if (sk_thread_start(&h->reaper, reaper_thread, h, "http-reaper", NULL)) {
         sk_error_set(err, SK_ERR_FATAL, "cannot start the HTTP server's reaper thread");
         sk_http_stop(h);
         return NULL;

@@ -267,7 +267,6 @@ static void sample(struct sk_lag_monitor *m)
 static void *monitor_thread(void *arg)
 {
     struct sk_lag_monitor *m = arg;
-    sk_thread_name("lag-monitor", NULL);
     /* the first sample soon after start: the status page has something to show */
     sk_runner_wait(&m->clock, 2000);
     while (!atomic_load(&m->clock.stop)) {
@@ -288,7 +287,7 @@ struct sk_lag_monitor *sk_lag_monitor_start(struct sk_daemon *d, int64_t interva
     m->history = cJSON_CreateArray();
     pthread_mutex_init(&m->mu, NULL);
     sk_runner_init(&m->clock, SK_RUNNER_SINK, "lag", "lag");
-    if (pthread_create(&m->thread, NULL, monitor_thread, m)) {
+    if (sk_thread_start(&m->thread, monitor_thread, m, "lag-monitor", NULL)) {
         sk_lag_monitor_stop(m);
         return NULL;
     }

@@ -189,13 +189,6 @@ static void *decode_part_run(void *arg)
     return NULL;
 }
 
-/* A helper thread's entry: its half of the batch (the caller decodes the other itself). */
-static void *decode_helper_run(void *arg)
-{
-    sk_thread_name("decode", NULL);
-    return decode_part_run(arg);
-}
-
 /* Decode helpers running in this daemon, and how many may (CPUs online - 1). */
 static atomic_int decode_helpers;
 static atomic_int decode_helpers_max = -1;
@@ -231,7 +224,7 @@ int sk_sink_decode_batch(const struct sk_privacy *privacy, struct sk_record *rec
         first.to = mid;
         second.from = mid;
         second.json = &json[1];
-        split = pthread_create(&helper, NULL, decode_helper_run, &second) == 0;
+        split = sk_thread_start(&helper, decode_part_run, &second, "decode", NULL) == 0;
         if (!split) {
             atomic_fetch_sub(&decode_helpers, 1);
             first.to = mid = n_todo; /* no thread to be had: all here */

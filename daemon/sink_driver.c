@@ -242,14 +242,6 @@ static void *fly_run(void *arg)
     return NULL;
 }
 
-/* The helper's entry (fly_run also runs on the sink's thread when no thread was had). */
-static void *fly_thread(void *arg)
-{
-    struct fly_job *job = arg;
-    sk_thread_name("apply", job->view.env->runner.name);
-    return fly_run(job);
-}
-
 /* Hands the decoded batch in hand to a helper thread (or, without one, applies it here). */
 static void fly_dispatch(struct sink_run *run)
 {
@@ -261,7 +253,8 @@ static void fly_dispatch(struct sink_run *run)
     SINK_BATCH_FIELDS(SK_COPY_FIELD)
 #undef SK_COPY_FIELD
     run->job = job;
-    job->joinable = pthread_create(&job->thread, NULL, fly_thread, job) == 0;
+    job->joinable =
+        sk_thread_start(&job->thread, fly_run, job, "apply", run->env->runner.name) == 0;
     if (!job->joinable)
         fly_run(job);
 }
@@ -728,7 +721,6 @@ static void batch_release(struct sink_run *run)
 static void *sink_thread(void *arg)
 {
     struct sk_sink_env *env = arg;
-    sk_thread_name("sink", env->runner.name);
     struct sk_runner *r = &env->runner;
     struct sink_run run = {.env = env};
     size_t batch = (size_t)env->settings.batch_size;
@@ -877,7 +869,7 @@ out:
 
 int sk_sink_driver_start(struct sk_sink_env *env)
 {
-    if (pthread_create(&env->runner.thread, NULL, sink_thread, env))
+    if (sk_thread_start(&env->runner.thread, sink_thread, env, "sink", env->runner.name))
         return -1;
     env->runner.started = true;
     return 0;

@@ -317,7 +317,6 @@ static bool producer_fenced(struct source_run *run, const struct sk_error *err)
 static void *source_thread(void *arg)
 {
     struct sk_source_env *env = arg;
-    sk_thread_name("src", env->runner.name);
     struct sk_runner *r = &env->runner;
     struct source_run run = {.env = env, .isolating = -1};
     struct sk_batch batch = {0};
@@ -432,7 +431,7 @@ void sk_source_wake(struct sk_source *self)
 int sk_source_driver_start(struct sk_source_env *env)
 {
     env->source.env = env;
-    if (pthread_create(&env->runner.thread, NULL, source_thread, env))
+    if (sk_thread_start(&env->runner.thread, source_thread, env, "src", env->runner.name))
         return -1;
     env->runner.started = true;
     return 0;

@@ -265,7 +265,7 @@ static int oneroster_open(struct sk_sink *self, struct sk_error *err)
     s->changes = meta_get(sk_state_db(s->state), "changes");
     s->bundled = meta_get(sk_state_db(s->state), "bundled");
     s->last_change_ms = s->last_write_ms = sk_mono_ms();
-    if (pthread_create(&s->timer, NULL, timer_main, s) != 0) {
+    if (sk_thread_start(&s->timer, timer_main, s, "oneroster-timer", NULL) != 0) {
         sk_error_set(err, SK_ERR_FATAL, "cannot start the bundle timer thread");
         goto fail;
     }
@@ -573,7 +573,6 @@ static bool bundle_due(const struct oneroster_sink *s, int64_t now)
 static void *timer_main(void *arg)
 {
     struct oneroster_sink *s = arg;
-    sk_thread_name("oneroster-timer", NULL);
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         if (bundle_due(s, sk_mono_ms())) {

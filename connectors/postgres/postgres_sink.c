@@ -496,13 +496,6 @@ static void *stage_run(void *arg)
     return NULL;
 }
 
-/* A lane's thread (stage_run also runs on the caller's when no thread was had). */
-static void *stage_thread(void *arg)
-{
-    sk_thread_name("pg-stage", NULL);
-    return stage_run(arg);
-}
-
 /* A batch is split only where each connection gets at least this many ids:
  * below it a second transaction and thread cost more than they save, and a
  * lone change keeps its latency. */
@@ -560,7 +553,8 @@ static int apply_bulk(struct pg_sink *s, size_t n, const char *incarnation,
     struct stage_job jobs[PG_MAX_CONNECTIONS];
     for (size_t k = 1; k < n; k++) {
         jobs[k] = (struct stage_job){.s = s, .lane = &s->lanes[k - 1], .k = k, .n = n};
-        jobs[k].joinable = pthread_create(&jobs[k].thread, NULL, stage_thread, &jobs[k]) == 0;
+        jobs[k].joinable =
+            sk_thread_start(&jobs[k].thread, stage_run, &jobs[k], "pg-stage", NULL) == 0;
         if (!jobs[k].joinable)
             stage_run(&jobs[k]);
     }

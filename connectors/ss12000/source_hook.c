@@ -181,7 +181,6 @@ static void on_callback(void *ctx, const struct sk_http_request *req, struct sk_
 static void *debounce_thread(void *arg)
 {
     struct ss_hook *hk = arg;
-    sk_thread_name("hook-debounce", NULL);
     pthread_mutex_lock(&hk->mu);
     while (!hk->stop) {
         int64_t now = sk_mono_ms(), next = 0;
@@ -272,7 +271,7 @@ struct ss_hook *ss_hook_new(struct sk_source *self, const struct ss_conf *conf,
     if (route_rc)
         goto fail;
     hk->routed = true;
-    if (pthread_create(&hk->thread, NULL, debounce_thread, hk)) {
+    if (sk_thread_start(&hk->thread, debounce_thread, hk, "hook-debounce", NULL)) {
         sk_error_set(err, SK_ERR_FATAL, "webhook: cannot start the debounce thread");
         goto fail;
     }

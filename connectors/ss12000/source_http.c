@@ -102,7 +102,6 @@ struct ss_http *ss_http_new(const struct ss_conf *conf, const char *component, s
 static void *prefetch_thread(void *arg)
 {
     struct ss_http *h = arg;
-    sk_thread_name("fetch", h->component);
     h->pf.rc = request(h, "GET", h->pf.url, NULL, &h->pf.resp, &h->pf.err);
     struct ss_resp *r = &h->pf.resp;
     if (h->pf.rc == 0 && r->status == 200) {
@@ -123,7 +122,7 @@ void ss_http_prefetch(struct ss_http *h, const char *url)
     memset(&h->pf.resp, 0, sizeof(h->pf.resp));
     sk_error_clear(&h->pf.err);
     h->pf.rc = 0;
-    h->pf.running = pthread_create(&h->pf.thread, NULL, prefetch_thread, h) == 0;
+    h->pf.running = sk_thread_start(&h->pf.thread, prefetch_thread, h, "fetch", h->component) == 0;
     if (!h->pf.running) { /* no thread: the GET happens when it is asked for */
         free(h->pf.url);
         h->pf.url = NULL;

@@ -154,7 +154,6 @@ static bool deliver(struct sk_http_client *http, const struct attempt *at, char 
 static void *notify_thread(void *arg)
 {
     struct hub_notifier *nt = arg;
-    sk_thread_name("hub-notify", NULL);
     struct hub_subs *s = nt->subs;
     struct sk_http_client *http = nt->http;
     struct sk_error err = {0};
@@ -209,7 +208,7 @@ int hub_notify_start(struct hub_subs *s, struct sk_error *err)
         nt->subs = s;
         if (!(nt->http = sk_http_client_new(&conf, s->h->name, err)))
             return -1;
-        if (pthread_create(&nt->thread, NULL, notify_thread, nt)) {
+        if (sk_thread_start(&nt->thread, notify_thread, nt, "hub-notify", NULL)) {
             sk_http_client_free(nt->http);
             nt->http = NULL;
             return sk_error_set(err, SK_ERR_FATAL, "cannot start the webhook threads");
