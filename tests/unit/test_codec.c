@@ -505,6 +505,73 @@ Test(lossless, duplicate_keys_all_survive)
     cJSON_Delete(got);
 }
 
+/* Packs doc (one JSON object) as entity name; the bytes are malloc'ed. */
+static uint8_t *pack_text(const char *name, const char *doc, size_t *len)
+{
+    cJSON *obj = cJSON_Parse(doc);
+    cr_assert_not_null(obj, "test JSON does not parse: %s", doc);
+    uint8_t *out = NULL;
+    char id[37];
+    struct sk_error err = {0};
+    cr_assert_eq(sk_codec_pack_json(entity(name), obj, &out, len, id, NULL, &err), 0, "%s",
+                 err.msg);
+    cJSON_Delete(obj);
+    return out;
+}
+
+/* The field lookup tries the fields after the last match first (codec.c
+ * field_for_key): any other order must give the same message. */
+Test(codec, keys_in_any_order_pack_to_the_same_bytes)
+{
+    static const char *const keys[] = {
+        "\"id\":\"" PID "\"",
+        "\"meta\":{\"created\":\"2025-01-01T00:00:00Z\",\"modified\":\"2025-02-01T00:00:00Z\"}",
+        "\"givenName\":\"Åsa\"",
+        "\"familyName\":\"Öberg\"",
+        "\"eduPersonPrincipalNames\":[\"a@b.se\"]",
+        "\"civicNo\":{\"value\":\"201201012384\",\"nationality\":\"SE\"}",
+        "\"birthDate\":\"2012-01-01\"",
+        "\"personStatus\":\"Aktiv\"",
+        "\"emails\":[{\"value\":\"a@b.se\",\"type\":\"Privat\"}]",
+        "\"photo\":\"x\"",
+        "\"responsibles\":[{\"person\":{\"id\":\"" PID "\"},\"relationType\":\"Vårdnadshavare\"}]",
+    };
+    enum { N = sizeof(keys) / sizeof(keys[0]) };
+    static const int orders[][N] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},  /* the spec's order */
+        {10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0},  /* reversed: every key misses the hint */
+        {3, 0, 10, 2, 7, 1, 9, 4, 6, 8, 5},  /* shuffled */
+        {0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9},  /* pairs swapped: a step back each time */
+    };
+    uint8_t *first = NULL;
+    size_t first_len = 0;
+    for (size_t o = 0; o < sizeof(orders) / sizeof(orders[0]); o++) {
+        char doc[2048] = "{";
+        for (int k = 0; k < N; k++) {
+            strcat(doc, keys[orders[o][k]]);
+            strcat(doc, k + 1 < N ? "," : "}");
+        }
+        size_t len;
+        uint8_t *bytes = pack_text("Person", doc, &len);
+        if (!first) {
+            first = bytes;
+            first_len = len;
+            /* and nothing went to _unknown: every key found its field */
+            Ss12000__V2__Person *p = ss12000__v2__person__unpack(NULL, len, bytes);
+            cr_assert_not_null(p);
+            cr_expect_null(p->_unknown);
+            cr_expect_str_eq(p->familyname, "Öberg");
+            cr_expect_str_eq(p->photo, "x");
+            ss12000__v2__person__free_unpacked(p, NULL);
+            continue;
+        }
+        cr_expect_eq(len, first_len, "order %zu: %zu bytes, not %zu", o, len, first_len);
+        cr_expect(len == first_len && memcmp(bytes, first, len) == 0, "order %zu: other bytes", o);
+        free(bytes);
+    }
+    free(first);
+}
+
 /* ---- quirk spellings ------------------------------------------------------------------ */
 
 Test(quirks, titleEngish_is_accepted_and_normalised)
