@@ -285,13 +285,19 @@ static int produce(struct source_run *run, const char *topic, const void *key, s
 
 static rd_kafka_headers_t *record_headers(struct source_run *run, const struct sk_record *r)
 {
+    if (!run->observed_len || r->observed_us != run->observed_us) {
+        int n = snprintf(run->observed, sizeof(run->observed), "%lld", (long long)r->observed_us);
+        run->observed_us = r->observed_us;
+        run->observed_len = n > 0 ? (size_t)n : 0;
+    }
     rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-    char observed[32];
-    snprintf(observed, sizeof(observed), "%lld", (long long)r->observed_us);
-    rd_kafka_header_add(h, "skolsync-source", -1, run->env->runner.name, -1);
-    rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
-    rd_kafka_header_add(h, "skolsync-schema", -1, sk_entity_schema(r->entity), -1);
-    rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
+#define HEADER_NAME(s) s, (ssize_t)sizeof(s) - 1
+    rd_kafka_header_add(h, HEADER_NAME("skolsync-source"), run->env->runner.name, -1);
+    rd_kafka_header_add(h, HEADER_NAME("skolsync-observed"), run->observed,
+                        (ssize_t)run->observed_len);
+    rd_kafka_header_add(h, HEADER_NAME("skolsync-schema"), sk_entity_schema(r->entity), -1);
+    rd_kafka_header_add(h, HEADER_NAME("content-type"), HEADER_NAME("application/x-protobuf"));
+#undef HEADER_NAME
     return h;
 }
 

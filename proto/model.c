@@ -122,38 +122,32 @@ const char *sk_entity_schema(const struct sk_entity *e)
     return e->desc->name;
 }
 
-static int hex_lower(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c;
-    if (c >= 'a' && c <= 'f')
-        return c;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 'a';
-    return -1;
-}
+/* A hex digit in lower case, '-' for itself, 0 for anything else (NUL too). */
+static const char uuid_chars[256] = {
+    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4', ['5'] = '5', ['6'] = '6',
+    ['7'] = '7', ['8'] = '8', ['9'] = '9', ['a'] = 'a', ['b'] = 'b', ['c'] = 'c', ['d'] = 'd',
+    ['e'] = 'e', ['f'] = 'f', ['A'] = 'a', ['B'] = 'b', ['C'] = 'c', ['D'] = 'd', ['E'] = 'e',
+    ['F'] = 'f', ['-'] = '-',
+};
 
 /* Lower case because RFC 4122 output is lower case and Kafka keys compare bytes
- * (docs/ss12000-notes.md §7). */
+ * (docs/ss12000-notes.md §7). One pass: a source runs this for every record. */
 int sk_uuid_normalize(const char *text, char out[37])
 {
     if (!text)
         return -1;
+    char tmp[37];
     for (int i = 0; i < 36; i++) {
-        char c = text[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return -1;
-            continue;
-        }
-        if (hex_lower(c) < 0) /* also stops at the NUL of a short string */
+        char c = uuid_chars[(unsigned char)text[i]]; /* 0 also at the NUL of a short string */
+        bool dash_here = i == 8 || i == 13 || i == 18 || i == 23;
+        if (!c || (c == '-') != dash_here)
             return -1;
+        tmp[i] = c;
     }
     if (text[36] != '\0')
         return -1;
-    for (int i = 0; i < 36; i++)
-        out[i] = text[i] == '-' ? '-' : (char)hex_lower(text[i]);
-    out[36] = '\0';
+    tmp[36] = '\0';
+    memcpy(out, tmp, sizeof(tmp));
     return 0;
 }
 

@@ -140,10 +140,12 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
         sk_idmap_put_key(&src->run_seen, &k, 1);
         if (step == STEP_FULL)
             sk_idmap_put_key(&t->listed, &k, 1);
-        const cJSON *start = cJSON_GetObjectItemCaseSensitive(item, "startTime");
+        /* (looked up only where it is used: a key a type lacks costs a walk of all its keys) */
+        const cJSON *start =
+            t->windowed ? cJSON_GetObjectItemCaseSensitive(item, "startTime") : NULL;
         int64_t start_us;
         int off_min;
-        if (t->windowed && cJSON_IsString(start) &&
+        if (cJSON_IsString(start) &&
             parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
             sk_idmap_put_key(&t->start, &k, start_us);
         /* Unchanged since we last stored it: not again (sinks are idempotent

@@ -66,15 +66,76 @@ static int run_once(const struct setup *s, int timeout_s, char **out)
     return rc;
 }
 
+/*
+ * The headers every record carries (docs/architecture.md): checks them on
+ * each record of partition 0 of topic. Returns how many it read.
+ */
+static size_t check_record_headers(const char *topic, const char *source, const char *schema,
+                                   int64_t from_us, int64_t to_us)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", "test-header-reader", errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    size_t n = 0;
+    for (int i = 0; i < 200; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        char src[128] = "", observed[32] = "", sch[64] = "", ctype[64] = "";
+        if (!m->err && m->len > 0) { /* tombstones and markers aside */
+            n++;
+            sk_kafka_header(m, "skolsync-source", src, sizeof(src));
+            sk_kafka_header(m, "skolsync-observed", observed, sizeof(observed));
+            sk_kafka_header(m, "skolsync-schema", sch, sizeof(sch));
+            sk_kafka_header(m, "content-type", ctype, sizeof(ctype));
+            cr_expect_str_eq(src, source, "record %zu", n);
+            cr_expect_str_eq(sch, schema, "record %zu", n);
+            cr_expect_str_eq(ctype, "application/x-protobuf", "record %zu", n);
+            char *end = NULL;
+            long long us = strtoll(observed, &end, 10);
+            cr_expect(*observed && end && !*end && us >= from_us && us <= to_us,
+                      "record %zu: skolsync-observed \"%s\" is not a time of the run "
+                      "(%lld .. %lld µs)",
+                      n, observed, (long long)from_us, (long long)to_us);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
 Test(kafka_e2e, dataset_through_real_broker_equals_input, .timeout = 240)
 {
     struct setup s = make_setup("e2e-full", 150, 300);
     char *out = NULL;
+    int64_t t0 = sk_now_us();
     int rc = run_once(&s, 200, &out);
+    int64_t t1 = sk_now_us();
     cr_assert_eq(rc, 0, "run --once failed (%d):\n%s", rc, out);
     cr_assert(strstr(out, "transactions on"), "a real broker must use transactions:\n%s", out);
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
+    /* every record says where it came from, when it was read and what it is */
+    char *source = skt_fmt("files-%s", s.suffix);
+    char *topic = skt_fmt("%spersons", s.prefix);
+    cr_expect_gt(check_record_headers(topic, source, "ss12000.v2.Person", t0, t1), 0,
+                 "no person in partition 0 of %s", topic);
+    free(topic);
+    free(source);
     /* A second run finds its cursor and its stored offsets: nothing is sent again. */
     free(out);
     rc = run_once(&s, 120, &out);

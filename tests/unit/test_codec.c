@@ -776,9 +776,18 @@ Test(values, uuid_normalize)
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6z",
         "+d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d",
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6 ",
+        "9d4c2b1a--e5f-4a6b-8c7d-1e2f3a4b5c6d",  /* a dash for a digit */
+        "9d4c2b1a03e5f-4a6b-8c7d-1e2f3a4b5c6d",  /* a digit for a dash */
+        "-d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d",
+        "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6\xc3",
+        "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c\x00d",
+        "------------------------------------",
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memcpy(out, "untouched", 10);
         cr_expect_eq(sk_uuid_normalize(bad[i], out), -1, "accepted %s", bad[i]);
+        cr_expect_str_eq(out, "untouched", "a refused text was written out: %s", bad[i]);
+    }
     cr_expect_eq(sk_uuid_normalize(NULL, out), -1);
 }
 
