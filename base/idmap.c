@@ -200,3 +200,64 @@ void sk_idmap_each(const struct sk_idmap *m, void (*fn)(void *ctx, const char *i
         fn(ctx, id, m->slots[i].val);
     }
 }
+
+/* ---- sk_idset: append, sort when asked ----------------------------------------- */
+
+void sk_idset_add_key(struct sk_idset *s, const struct sk_idkey *k)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 1024;
+        s->v = sk_realloc(s->v, s->cap * sizeof(*s->v));
+    }
+    s->v[s->n++] = *k;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const struct sk_idkey *x = a, *y = b;
+    if (x->hi != y->hi)
+        return x->hi < y->hi ? -1 : 1;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Sorts what was added since the last query, merged with the sorted part, without repeats. */
+static void idset_settle(struct sk_idset *s)
+{
+    if (s->sorted == s->n)
+        return;
+    qsort(s->v, s->n, sizeof(*s->v), key_cmp);
+    size_t w = 0;
+    for (size_t r = 0; r < s->n; r++)
+        if (w == 0 || key_cmp(&s->v[w - 1], &s->v[r]) != 0)
+            s->v[w++] = s->v[r];
+    s->n = s->sorted = w;
+}
+
+bool sk_idset_has_key(struct sk_idset *s, const struct sk_idkey *k)
+{
+    idset_settle(s);
+    return s->n && bsearch(k, s->v, s->n, sizeof(*s->v), key_cmp) != NULL;
+}
+
+bool sk_idset_has(struct sk_idset *s, const char *id)
+{
+    struct sk_idkey k;
+    return sk_idkey_parse(id, &k) && sk_idset_has_key(s, &k);
+}
+
+size_t sk_idset_count(struct sk_idset *s)
+{
+    idset_settle(s);
+    return s->n;
+}
+
+void sk_idset_clear(struct sk_idset *s)
+{
+    s->n = s->sorted = 0;
+}
+
+void sk_idset_free(struct sk_idset *s)
+{
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}

@@ -131,7 +131,7 @@ static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
     bool ends_run;
     if (!settle(src, cursor, &ends_run) || !ends_run)
         return;
-    sk_idmap_free(&src->run_seen);
+    sk_idset_free(&src->run_seen);
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         sk_idmap_free(&src->types[i].listed);
     sk_idmap_free(&src->pend_index);
@@ -190,7 +190,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
         } else if (src->acc_run != st.run_t0) {
             /* A run from before a restart: its accumulators start empty here. */
             src->acc_run = st.run_t0;
-            sk_idmap_clear(&src->run_seen);
+            sk_idset_clear(&src->run_seen);
             ss_dels_clear(&src->run_dels);
             src->del_chain_run = 0;
         }
@@ -264,7 +264,7 @@ static void ss_close(struct sk_source *self)
     }
     pend_batches_drop(src);
     free(src->pb);
-    sk_idmap_free(&src->run_seen);
+    sk_idset_free(&src->run_seen);
     sk_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
     sk_release_free(src->release);

@@ -142,10 +142,10 @@ char *ss_held_json(const struct cstate *st)
 }
 
 /* Whether id was read live in the run under way, or in the batch under way. */
-static bool read_again(const struct ss_source *src, const char *id)
+static bool read_again(struct ss_source *src, const char *id)
 {
     int64_t v;
-    return sk_idmap_has(&src->run_seen, id) ||
+    return sk_idset_has(&src->run_seen, id) ||
            (sk_idmap_get(&src->pend_index, id, &v) && v != DELETED_MARK);
 }
 
@@ -250,7 +250,7 @@ int ss_finish_run(struct ss_source *src, struct cstate *st, struct sk_batch *out
     for (size_t k = 0; k < d->n; k++) {
         struct del *x = &d->v[k];
         int64_t prev;
-        if (sk_idmap_has(&src->run_seen, x->id) ||
+        if (sk_idset_has(&src->run_seen, x->id) ||
             (sk_idmap_get(&src->types[x->type].seen, x->id, &prev) && prev == DELETED_MARK) ||
             (sk_idmap_get(&src->pend_index, x->id, &prev) && prev == DELETED_MARK) ||
             dels_has(&st->released, x->id) || dels_has(&st->rejected, x->id) ||

@@ -170,7 +170,7 @@ struct ss_source {
 
     /* The run's accumulators, valid for run acc_run (its t0). */
     int64_t acc_run;
-    struct sk_idmap run_seen; /* ids read in this run (not deleted by it: T0 rule) */
+    struct sk_idset run_seen; /* ids read in this run (not deleted by it: T0 rule) */
     struct dels run_dels;
     int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
 

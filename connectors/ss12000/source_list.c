@@ -137,7 +137,7 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
                  sk_idkey_parse(id, &k);
     if (id_ok) {
         /* Read in this run: the T0 rule keeps it from this run's deletions. */
-        sk_idmap_put_key(&src->run_seen, &k, 1);
+        sk_idset_add_key(&src->run_seen, &k);
         if (step == STEP_FULL)
             sk_idmap_put_key(&t->listed, &k, 1);
         /* (looked up only where it is used: a key a type lacks costs a walk of all its keys) */

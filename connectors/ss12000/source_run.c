@@ -114,7 +114,7 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
     st->run_deletes = hooked ? del_dirty : true;
     /* The run's accumulators start empty. */
     src->acc_run = now;
-    sk_idmap_clear(&src->run_seen);
+    sk_idset_clear(&src->run_seen);
     ss_dels_clear(&src->run_dels);
     src->del_chain_run = 0;
     ss_enter_type(src, st, 0);

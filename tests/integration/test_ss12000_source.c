@@ -1464,6 +1464,58 @@ Test(ss12000_source, released_deletions_listed_again_after_a_restart_are_not_hel
     free(h.estore);
 }
 
+/*
+ * The T0 rule: an id a run reads is not deleted by that run, although
+ * /deletedEntities lists it (deleted and created again with its id at the
+ * server before the run). A tombstone after its record would delete it in
+ * every sink while the server has it.
+ */
+Test(ss12000_source, an_id_deleted_and_created_again_before_a_run_is_not_deleted_by_it,
+     .timeout = 180)
+{
+    char *dir = skt_tmpdir("ss-t0");
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, "--students 10");
+    char *db = skt_fmt("%s/out.db", dir);
+    char *src = source_yaml("sis", s.port, 200, "1s", "    entities: [Room]\n");
+    struct daemon d = daemon_start(dir, src, db, 0);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, "rooms", 60, why, sizeof(why)), "full sync: %s", why);
+    daemon_stop(&d);
+    /* While no daemon runs: room r goes, and comes back under its id. */
+    char *r = first_id(s.port, "rooms", NULL);
+    free(delete_at(s.port, "rooms", r));
+    char *body = skt_fmt("{\"collection\":\"rooms\",\"entity\":{\"id\":\"%s\","
+                         "\"displayName\":\"Återskapad\"}}",
+                         r);
+    free(ctl(s.port, "create", body));
+    free(body);
+    struct daemon d2 = daemon_spawn(dir, false);
+    d2.prefix = d.prefix;
+    /* The first run after the restart reads r (created since the watermark)
+     * and then the deletion (after the last run's T0). */
+    char *sql = skt_fmt("select count(*) from rooms where id = '%s' and doc like '%%Återskapad%%'",
+                        r);
+    bool arrived = wait_rows(dir, db, sql, "1", 30);
+    for (int i = 0; i < 80 && !log_has(&d2, "run started"); i++)
+        usleep(250000);
+    sleep(4); /* that run's deletedEntities step, and a few runs more */
+    int rows = count_rows(dir, db, r);
+    int n_tomb = tombstones(&d2, r);
+    bool matches = db_matches(dir, db, s.port, "rooms", why, sizeof(why));
+    daemon_stop(&d2);
+    server_stop(&s);
+    cr_assert(arrived, "room %s created again never arrived", r);
+    cr_assert_eq(rows, 1, "room %s, created again, was deleted", r);
+    if (d2.prefix)
+        cr_assert_eq(n_tomb, 0, "room %s: %d tombstone(s) after its record", r, n_tomb);
+    cr_assert(matches, "%s", why);
+    free(sql);
+    free(r);
+    free(src);
+    free(db);
+}
+
 /* ---- 6. unreachable and broken server --------------------------------------- */
 
 Test(ss12000_source, unreachable_then_broken_server_is_retried_and_others_keep_running,

@@ -4,7 +4,9 @@
  * value across growth, absent ids are not found, the nil UUID is an id like
  * the others, upper and lower case are the same id, non-UUIDs are never
  * stored, clear/free leave a usable empty map, and a key parsed once finds
- * what its text put.
+ * what its text put. The append-only sk_idset: every id added is found,
+ * before and after more adds, repeats count once, and the same for the nil
+ * UUID and either case.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -166,4 +168,78 @@ Test(idmap, a_key_parsed_once_finds_what_its_text_put)
         }
     }
     sk_idmap_free(&m);
+}
+
+/* ---- sk_idset: added often, asked rarely ----------------------------------------- */
+
+static void key_of(uint64_t n, struct sk_idkey *k)
+{
+    char id[37];
+    id_of(n, id);
+    cr_assert(sk_idkey_parse(id, k));
+}
+
+Test(idset, every_id_added_is_found_before_and_after_more_adds)
+{
+    struct sk_idset s = {0};
+    struct sk_idkey k;
+    const int n = 100000;
+    for (int i = n; i >= 1; i--) { /* out of order, and every third id twice */
+        key_of((uint64_t)i, &k);
+        sk_idset_add_key(&s, &k);
+        if (i % 3 == 0)
+            sk_idset_add_key(&s, &k);
+    }
+    cr_assert_eq(sk_idset_count(&s), (size_t)n, "repeats are one id");
+    char id[37];
+    for (int i = 1; i <= n; i++) {
+        id_of((uint64_t)i, id);
+        cr_assert(sk_idset_has(&s, id), "id %d lost", i);
+    }
+    for (int i = n + 1; i <= n + 1000; i++) {
+        id_of((uint64_t)i, id);
+        cr_assert_not(sk_idset_has(&s, id), "id %d never added but found", i);
+    }
+    /* adds after a query are found too (the sorted part and the new one merge) */
+    for (int i = n + 1; i <= n + 500; i++) {
+        key_of((uint64_t)i, &k);
+        sk_idset_add_key(&s, &k);
+    }
+    key_of(7, &k);
+    sk_idset_add_key(&s, &k); /* again, after the sort */
+    for (int i = 1; i <= n + 500; i++) {
+        key_of((uint64_t)i, &k);
+        cr_assert(sk_idset_has_key(&s, &k), "id %d lost after more adds", i);
+    }
+    cr_assert_eq(sk_idset_count(&s), (size_t)n + 500);
+    size_t adds = (size_t)n + n / 3 + 501;
+    cr_assert_leq(s.cap, 2 * adds, "more than 32 bytes per id added");
+    sk_idset_free(&s);
+}
+
+Test(idset, nil_uuid_case_and_non_uuids)
+{
+    struct sk_idset s = {0};
+    struct sk_idkey k;
+    cr_assert_not(sk_idset_has(&s, "00000000-0000-0000-0000-000000000000"), "empty set");
+    cr_assert(sk_idkey_parse("00000000-0000-0000-0000-000000000000", &k));
+    sk_idset_add_key(&s, &k);
+    cr_assert(sk_idkey_parse("9D4C2B1A-3E5F-4A6B-8C7D-1E2F3A4B5C6D", &k));
+    sk_idset_add_key(&s, &k);
+    cr_assert(sk_idset_has(&s, "00000000-0000-0000-0000-000000000000"));
+    cr_assert(sk_idset_has(&s, "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d"), "case is the same id");
+    cr_assert_not(sk_idset_has(&s, "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6e"));
+    cr_assert_not(sk_idset_has(&s, "not a uuid"));
+    cr_assert_not(sk_idset_has(&s, ""));
+    sk_idset_clear(&s);
+    cr_assert_not(sk_idset_has(&s, "00000000-0000-0000-0000-000000000000"), "cleared");
+    cr_assert_eq(sk_idset_count(&s), 0);
+    sk_idset_add_key(&s, &k);
+    cr_assert(sk_idset_has(&s, "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d"), "usable after clear");
+    sk_idset_free(&s);
+    cr_assert_null(s.v);
+    cr_assert_not(sk_idset_has(&s, "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d"), "freed");
+    sk_idset_add_key(&s, &k);
+    cr_assert(sk_idset_has(&s, "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d"), "usable after free");
+    sk_idset_free(&s);
 }
