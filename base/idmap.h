@@ -46,11 +46,13 @@ void sk_idmap_each(const struct sk_idmap *m, void (*fn)(void *ctx, const char *i
                    void *ctx);
 
 /*
- * A set of UUIDs for ids added often and asked for rarely: the ids a source
- * run read, asked for only for the run's few deletion candidates at its end.
- * An add writes 16 bytes at the end of an array (no hash, no cache miss, no
- * rehash: a map put per record was ~13 % of a source's own CPU); the first
- * query after adds sorts it (and drops repeats). 16 bytes an id.
+ * A set of UUIDs filled first and asked afterwards: the ids a source run
+ * read (asked for its deletion candidates at the run's end) and the ids of a
+ * full listing (asked once per live id by its reconciliation; the first
+ * listing is never asked). An add writes 16 bytes at the end of an array (no
+ * hash, no cache miss, no rehash: map puts were ~13 % of a source's own
+ * CPU); the first query after adds sorts it (and drops repeats), then each
+ * is a binary search. 16 bytes an id.
  */
 struct sk_idset {
     struct sk_idkey *v;

@@ -133,7 +133,7 @@ static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
         return;
     sk_idset_free(&src->run_seen);
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
-        sk_idmap_free(&src->types[i].listed);
+        sk_idset_free(&src->types[i].listed);
     sk_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
     free(src->pend); /* settled: n_pend is 0 */
@@ -258,7 +258,7 @@ static void ss_close(struct sk_source *self)
     ss_http_free(src->http);
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         sk_idmap_free(&src->types[i].seen);
-        sk_idmap_free(&src->types[i].listed);
+        sk_idset_free(&src->types[i].listed);
         sk_idmap_free(&src->types[i].start);
         sk_idmap_free(&src->types[i].bad);
     }

@@ -189,7 +189,7 @@ static void recon_id(void *ctx, const char *id)
     struct recon *r = ctx;
     struct ss_type *t = &r->src->types[r->type];
     r->live++;
-    if (sk_idmap_has(&t->listed, id))
+    if (sk_idset_has(&t->listed, id))
         return;
     int64_t start;
     if (r->windowed && !(sk_idmap_get(&t->start, id, &start) && start >= r->lo && start <= r->hi)) {
@@ -217,7 +217,7 @@ int ss_reconcile(struct ss_source *src, const struct cstate *st, int i, struct s
         snprintf(outside, sizeof(outside), ", %zu outside the window kept", r.outside);
     sk_info(src->component,
             "reconciliation of %s: %zu listed, %" PRId64 " live in Kafka, %zu gone%s",
-            t->e->collection, t->listed.n, r.live, r.absent, outside);
+            t->e->collection, sk_idset_count(&t->listed), r.live, r.absent, outside);
     return 0;
 }
 

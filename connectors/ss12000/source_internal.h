@@ -99,7 +99,7 @@ struct ss_type {
     bool windowed;          /* CalendarEvent: read through the startTime window */
     bool skipped;           /* reported to the core as skipped (404/403) */
     struct sk_idmap seen;   /* dedupe: id -> meta.modified µs, acknowledged only */
-    struct sk_idmap listed; /* ids of the full listing under way */
+    struct sk_idset listed; /* ids of the full listing under way */
     struct sk_idmap bad;    /* id -> meta.modified µs of a version dead-lettered, acknowledged */
     int64_t listed_run;     /* run t0 whose listing `listed` holds from its start; 0 = none */
     bool snapshot_open;     /* the listing under way began a snapshot (connector.h) and

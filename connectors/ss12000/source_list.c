@@ -139,7 +139,7 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
         /* Read in this run: the T0 rule keeps it from this run's deletions. */
         sk_idset_add_key(&src->run_seen, &k);
         if (step == STEP_FULL)
-            sk_idmap_put_key(&t->listed, &k, 1);
+            sk_idset_add_key(&t->listed, &k);
         /* (looked up only where it is used: a key a type lacks costs a walk of all its keys) */
         const cJSON *start =
             t->windowed ? cJSON_GetObjectItemCaseSensitive(item, "startTime") : NULL;
@@ -390,7 +390,7 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
     }
     bool chain_start = st->page_token == NULL;
     if (st->step == STEP_FULL && chain_start) {
-        sk_idmap_clear(&t->listed);
+        sk_idset_clear(&t->listed);
         t->listed_run = st->run_t0;
     } else if (st->step == STEP_FULL && t->listed_run != st->run_t0) {
         t->listed_run = 0; /* resumed mid-listing: the listing is not complete here */
