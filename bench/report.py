@@ -70,7 +70,9 @@ w(f"| skolsync | {sh(BB + '/skolsync version')} (Release, `build-bench/`, gcc -O
   f"{sh('git -C ' + ROOT + ' rev-parse --short HEAD') or '?'}"
   f"{' + uncommitted changes' if sh('git -C ' + ROOT + ' status --porcelain --untracked-files=no') else ''} |")
 w(f"| librdkafka | {sh('pkg-config --modversion rdkafka')} (Debian) |")
-w(f"| Kafka broker | Apache Kafka {os.environ.get('SK_KAFKA_VERSION', '4.4.0')} KRaft single node (scripts/kafka.sh, combined broker+controller, JVM `-Xms256m -Xmx1g -XX:TieredStopAtLevel=1`), 127.0.0.1; topics 3 partitions, RF 1 |")
+kafka_log = os.environ.get("SK_KAFKA_DATA_DIR")
+kafka_log = f"log on tmpfs ({kafka_log})" if kafka_log else "log on disk (build/bench-env)"
+w(f"| Kafka broker | Apache Kafka {os.environ.get('SK_KAFKA_VERSION', '4.4.0')} KRaft single node (scripts/kafka.sh, combined broker+controller, JVM `-Xms256m -Xmx1g -XX:TieredStopAtLevel=1`), 127.0.0.1; topics 3 partitions, RF 1; {kafka_log} |")
 w(f"| PostgreSQL | {sh('psql --version')} server from scripts/pg.sh (initdb defaults, fsync on), loopback TCP |")
 w(f"| SQLite | {sh('pkg-config --modversion sqlite3')} |")
 w(f"| SS 12000 server | tests/fixtures/ss12000_server.py (Python {platform.python_version()}), `--data` from `ss12000_gen.py --seed 1`, page tokens without expiry |")

@@ -51,7 +51,7 @@ static ptrdiff_t entity_slot(const struct sink_run *run, const char *topic)
 /* The target's keys the snapshot lacked. */
 struct stale {
     const struct sk_snapshot_marker *marker;
-    const struct sk_idmap *listed;
+    struct sk_idset *listed;
     char (*keys)[37];
     size_t n, cap, held;
 };
@@ -78,7 +78,7 @@ static void collect(void *ctx, const char *key, const char *doc)
     if (s->marker->field[0] && !in_window(s->marker, doc))
         return;
     s->held++;
-    if (sk_idmap_has(s->listed, id))
+    if (sk_idset_has(s->listed, id))
         return;
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 64;

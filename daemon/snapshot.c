@@ -106,15 +106,15 @@ static void set_bit(uint8_t *set, int32_t p)
 
 void sk_snapshot_track_reset(struct sk_snapshot_track *t)
 {
-    struct sk_idmap keys = t->keys;
-    sk_idmap_clear(&keys);
+    struct sk_idset keys = t->keys;
+    sk_idset_clear(&keys);
     memset(t, 0, sizeof(*t));
     t->keys = keys;
 }
 
 void sk_snapshot_track_free(struct sk_snapshot_track *t)
 {
-    sk_idmap_free(&t->keys);
+    sk_idset_free(&t->keys);
     memset(t, 0, sizeof(*t));
 }
 
@@ -141,7 +141,9 @@ void sk_snapshot_track_record(struct sk_snapshot_track *t, int32_t p, const char
         return;
     if (source && strcmp(source, t->marker.source) != 0)
         t->other_source = true;
-    sk_idmap_put(&t->keys, key, 0);
+    struct sk_idkey k;
+    if (sk_idkey_parse(key, &k)) /* a key that is no UUID: nothing a sweep could name */
+        sk_idset_add_key(&t->keys, &k);
 }
 
 bool sk_snapshot_track_end(struct sk_snapshot_track *t, const struct sk_snapshot_marker *m,

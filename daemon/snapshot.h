@@ -68,7 +68,7 @@ struct sk_snapshot_track {
     uint8_t ended[SK_SNAPSHOT_MAX_PARTITIONS / 8];
     int32_t n_begun, n_ended;
     bool other_source;    /* a record of another source came on a begun partition */
-    struct sk_idmap keys; /* every key applied on a begun partition since its begin */
+    struct sk_idset keys; /* every key applied on a begun partition since its begin */
 };
 
 /* A begin marker on partition p: a new snapshot (forgetting one under way) or one more partition.

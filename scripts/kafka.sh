@@ -12,6 +12,8 @@
 #   SK_CACHE_DIR            jar cache, outside git (default ~/.cache/skolsync)
 #   SK_TESTENV_DIR          state dir (default <repo>/build/testenv); the broker
 #                           lives in $SK_TESTENV_DIR/kafka
+#   SK_KAFKA_DATA_DIR       the broker's log dir (default $SK_TESTENV_DIR/kafka/data;
+#                           make bench puts it on tmpfs: bench/README.md)
 #   SK_KAFKA_PORT           client port (default: a free loopback port; a kept
 #                           data dir reuses its previous port)
 #   SK_KAFKA_START_TIMEOUT  seconds to wait for the broker to answer (default 90)
@@ -27,6 +29,7 @@ CACHE_DIR=${SK_CACHE_DIR:-$HOME/.cache/skolsync}
 TESTENV_DIR=${SK_TESTENV_DIR:-$ROOT/build/testenv}
 case $TESTENV_DIR in /*) ;; *) TESTENV_DIR=$PWD/$TESTENV_DIR ;; esac
 STATE=$TESTENV_DIR/kafka
+DATA=${SK_KAFKA_DATA_DIR:-$STATE/data}
 DIST=$CACHE_DIR/kafka-$KAFKA_VERSION
 LIBS=$DIST/libs
 JAVA=${JAVA:-java}
@@ -153,7 +156,7 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$STATE/data
+log.dirs=$DATA
 num.partitions=1
 default.replication.factor=1
 min.insync.replicas=1
@@ -211,7 +214,7 @@ start() {
     command -v "$JAVA" >/dev/null || die "java not found (run scripts/deps.sh test)"
     mkdir -p "$STATE/logs"
     local cport
-    if [[ -f $STATE/data/meta.properties && -f $STATE/port && -f $STATE/controller.port ]]; then
+    if [[ -f $DATA/meta.properties && -f $STATE/port && -f $STATE/controller.port ]]; then
         # kept data dir (stop --keep-data): same ports, no re-format
         port=$(cat "$STATE/port")
         cport=$(cat "$STATE/controller.port")
@@ -220,7 +223,7 @@ start() {
         fi
         log "restarting on kept data dir, port $port"
     else
-        rm -rf "$STATE/data"
+        rm -rf "$DATA"
         port=${SK_KAFKA_PORT:-$(free_port)}
         cport=$(free_port)
         while [[ $cport == "$port" ]]; do cport=$(free_port); done
@@ -230,7 +233,7 @@ start() {
     write_config "$port" "$cport"
     local cp
     cp=$(classpath)
-    if [[ ! -f $STATE/data/meta.properties ]]; then
+    if [[ ! -f $DATA/meta.properties ]]; then
         # KRaft storage must be formatted once with a cluster id (22 chars of
         # url-safe base64 of 16 random bytes, as 'kafka-storage random-uuid').
         local cid
@@ -307,6 +310,7 @@ stop() {
         (( was )) && log "stopped (data kept in $STATE)"
     else
         rm -rf "$STATE"
+        [[ -n ${SK_KAFKA_DATA_DIR:-} ]] && rm -rf "$DATA"
         (( was )) && log "stopped"
     fi
     return 0

@@ -41,13 +41,13 @@ Test(snapshot, complete_after_every_partition_begun_and_ended)
     sk_snapshot_track_record(&t, 0, C, "sis"); /* after partition 0's end: still kept */
     cr_assert(sk_snapshot_track_end(&t, &e, 1));
     cr_assert_not(t.other_source);
-    cr_assert(sk_idmap_has(&t.keys, A));
-    cr_assert(sk_idmap_has(&t.keys, B));
-    cr_assert(sk_idmap_has(&t.keys, C));
-    cr_assert_not(sk_idmap_has(&t.keys, D), "a record from before the begin counted");
+    cr_assert(sk_idset_has(&t.keys, A));
+    cr_assert(sk_idset_has(&t.keys, B));
+    cr_assert(sk_idset_has(&t.keys, C));
+    cr_assert_not(sk_idset_has(&t.keys, D), "a record from before the begin counted");
     sk_snapshot_track_reset(&t);
     cr_assert_not(t.active);
-    cr_assert_not(sk_idmap_has(&t.keys, A));
+    cr_assert_not(sk_idset_has(&t.keys, A));
     sk_snapshot_track_free(&t);
 }
 
@@ -74,7 +74,7 @@ Test(snapshot, a_new_listing_forgets_the_one_under_way)
     /* the source started over (a retried listing): a new id */
     struct sk_snapshot_marker b2 = marker(SK_SNAPSHOT_BEGIN, "sis@2", 2);
     sk_snapshot_track_begin(&t, &b2, 0);
-    cr_assert_not(sk_idmap_has(&t.keys, A), "keys of the forgotten listing kept");
+    cr_assert_not(sk_idset_has(&t.keys, A), "keys of the forgotten listing kept");
     struct sk_snapshot_marker e2 = marker(SK_SNAPSHOT_END, "sis@2", 2);
     cr_assert_not(sk_snapshot_track_end(&t, &e2, 1), "partition 1 never began sis@2");
     sk_snapshot_track_begin(&t, &b2, 1);
@@ -106,6 +106,6 @@ Test(snapshot, partitions_outside_the_topic_are_ignored)
     sk_snapshot_track_begin(&t, &b, 0);
     sk_snapshot_track_record(&t, -1, A, "sis");
     sk_snapshot_track_record(&t, SK_SNAPSHOT_MAX_PARTITIONS + 3, A, "sis");
-    cr_assert_not(sk_idmap_has(&t.keys, A));
+    cr_assert_not(sk_idset_has(&t.keys, A));
     sk_snapshot_track_free(&t);
 }
