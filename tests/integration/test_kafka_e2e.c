@@ -67,16 +67,16 @@ static int run_once(const struct setup *s, int timeout_s, char **out)
 }
 
 /*
- * The headers every record carries (docs/architecture.md): checks them on
- * each record of partition 0 of topic. Returns how many it read.
+ * Calls each for every record of partition 0 of topic, from its start to
+ * its end (read_committed), as a consumer of group. Returns how many.
  */
-static size_t check_record_headers(const char *topic, const char *source, const char *schema,
-                                   int64_t from_us, int64_t to_us)
+static size_t read_partition0(const char *topic, const char *group,
+                              void (*each)(const rd_kafka_message_t *m, void *ctx), void *ctx)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "group.id", "test-header-reader", errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr));
     rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr));
     rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, sizeof(errstr));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
@@ -94,28 +94,44 @@ static size_t check_record_headers(const char *topic, const char *source, const 
             rd_kafka_message_destroy(m);
             break;
         }
-        char src[128] = "", observed[32] = "", sch[64] = "", ctype[64] = "";
-        if (!m->err && m->len > 0) { /* tombstones and markers aside */
+        if (!m->err) {
             n++;
-            sk_kafka_header(m, "skolsync-source", src, sizeof(src));
-            sk_kafka_header(m, "skolsync-observed", observed, sizeof(observed));
-            sk_kafka_header(m, "skolsync-schema", sch, sizeof(sch));
-            sk_kafka_header(m, "content-type", ctype, sizeof(ctype));
-            cr_expect_str_eq(src, source, "record %zu", n);
-            cr_expect_str_eq(sch, schema, "record %zu", n);
-            cr_expect_str_eq(ctype, "application/x-protobuf", "record %zu", n);
-            char *end = NULL;
-            long long us = strtoll(observed, &end, 10);
-            cr_expect(*observed && end && !*end && us >= from_us && us <= to_us,
-                      "record %zu: skolsync-observed \"%s\" is not a time of the run "
-                      "(%lld .. %lld µs)",
-                      n, observed, (long long)from_us, (long long)to_us);
+            each(m, ctx);
         }
         rd_kafka_message_destroy(m);
     }
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return n;
+}
+
+/* What every record should say of itself (check_headers). */
+struct header_want {
+    const char *source, *schema;
+    int64_t from_us, to_us;
+    size_t n; /* records checked */
+};
+
+/* The headers every record carries (docs/architecture.md), checked on one. */
+static void check_headers(const rd_kafka_message_t *m, void *ctx)
+{
+    struct header_want *w = ctx;
+    if (m->len == 0)
+        return; /* tombstones and markers aside */
+    w->n++;
+    char src[128] = "", observed[32] = "", sch[64] = "", ctype[64] = "";
+    sk_kafka_header(m, "skolsync-source", src, sizeof(src));
+    sk_kafka_header(m, "skolsync-observed", observed, sizeof(observed));
+    sk_kafka_header(m, "skolsync-schema", sch, sizeof(sch));
+    sk_kafka_header(m, "content-type", ctype, sizeof(ctype));
+    cr_expect_str_eq(src, w->source, "record %zu", w->n);
+    cr_expect_str_eq(sch, w->schema, "record %zu", w->n);
+    cr_expect_str_eq(ctype, "application/x-protobuf", "record %zu", w->n);
+    char *end = NULL;
+    long long us = strtoll(observed, &end, 10);
+    cr_expect(*observed && end && !*end && us >= w->from_us && us <= w->to_us,
+              "record %zu: skolsync-observed \"%s\" is not a time of the run (%lld .. %lld µs)",
+              w->n, observed, (long long)w->from_us, (long long)w->to_us);
 }
 
 Test(kafka_e2e, dataset_through_real_broker_equals_input, .timeout = 240)
@@ -132,8 +148,10 @@ Test(kafka_e2e, dataset_through_real_broker_equals_input, .timeout = 240)
     /* every record says where it came from, when it was read and what it is */
     char *source = skt_fmt("files-%s", s.suffix);
     char *topic = skt_fmt("%spersons", s.prefix);
-    cr_expect_gt(check_record_headers(topic, source, "ss12000.v2.Person", t0, t1), 0,
-                 "no person in partition 0 of %s", topic);
+    struct header_want want = {
+        .source = source, .schema = "ss12000.v2.Person", .from_us = t0, .to_us = t1};
+    read_partition0(topic, "test-header-reader", check_headers, &want);
+    cr_expect_gt(want.n, 0, "no person in partition 0 of %s", topic);
     free(topic);
     free(source);
     /* A second run finds its cursor and its stored offsets: nothing is sent again. */
@@ -431,44 +449,32 @@ struct dlq_record {
     char value[256];
 };
 
+/* read_dlq's target: up to max records. */
+struct dlq_read {
+    struct dlq_record *out;
+    size_t n, max;
+};
+
+static void take_dlq(const rd_kafka_message_t *m, void *ctx)
+{
+    struct dlq_read *r = ctx;
+    if (r->n >= r->max)
+        return;
+    struct dlq_record *d = &r->out[r->n++];
+    memset(d, 0, sizeof(*d));
+    snprintf(d->key, sizeof(d->key), "%.*s", (int)m->key_len, (const char *)m->key);
+    snprintf(d->value, sizeof(d->value), "%.*s", (int)m->len, (const char *)m->payload);
+    sk_kafka_header(m, SK_DLQ_WHERE, d->where, sizeof(d->where));
+    sk_kafka_header(m, SK_DLQ_ERROR, d->error, sizeof(d->error));
+    sk_kafka_header(m, SK_DLQ_ERROR_CLASS, d->cls, sizeof(d->cls));
+    sk_kafka_header(m, SK_DLQ_CONNECTOR, d->connector, sizeof(d->connector));
+}
+
 static size_t read_dlq(const char *topic, struct dlq_record *out, size_t max)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "group.id", "test-dlq-reader", errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, sizeof(errstr));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(rk, "%s", errstr);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    size_t n = 0;
-    for (int i = 0; i < 100; i++) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        if (!m->err && n < max) {
-            struct dlq_record *d = &out[n++];
-            memset(d, 0, sizeof(*d));
-            snprintf(d->key, sizeof(d->key), "%.*s", (int)m->key_len, (const char *)m->key);
-            snprintf(d->value, sizeof(d->value), "%.*s", (int)m->len, (const char *)m->payload);
-            sk_kafka_header(m, SK_DLQ_WHERE, d->where, sizeof(d->where));
-            sk_kafka_header(m, SK_DLQ_ERROR, d->error, sizeof(d->error));
-            sk_kafka_header(m, SK_DLQ_ERROR_CLASS, d->cls, sizeof(d->cls));
-            sk_kafka_header(m, SK_DLQ_CONNECTOR, d->connector, sizeof(d->connector));
-        }
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return n;
+    struct dlq_read r = {.out = out, .max = max};
+    read_partition0(topic, "test-dlq-reader", take_dlq, &r);
+    return r.n;
 }
 
 Test(kafka_e2e, malformed_line_lands_in_dlq_with_context, .timeout = 180)

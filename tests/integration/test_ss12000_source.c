@@ -384,6 +384,26 @@ static bool log_has(const struct daemon *d, const char *needle)
     return rc == 0;
 }
 
+/* A test's directory, a server started with server_args, and a daemon whose
+ * source "sis" (page_size, polled every second, extra options) writes into db. */
+struct sis_run {
+    char *dir, *db, *src;
+    struct server s;
+    struct daemon d;
+};
+
+static struct sis_run sis_run_start(const char *tag, const char *server_args, int page_size,
+                                    const char *extra)
+{
+    struct sis_run r = {.dir = skt_tmpdir(tag)};
+    write_helpers(r.dir);
+    r.s = server_start(r.dir, 0, server_args);
+    r.db = skt_fmt("%s/out.db", r.dir);
+    r.src = source_yaml("sis", r.s.port, page_size, "1s", extra);
+    r.d = daemon_start(r.dir, r.src, r.db, 0);
+    return r;
+}
+
 /* ---- 1. full sync -------------------------------------------------------- */
 
 Test(ss12000_source, full_sync_of_every_entity_type_equals_the_server, .timeout = 120)
@@ -512,12 +532,10 @@ Test(ss12000_source, deltas_of_every_mutation_converge_also_while_paging, .timeo
 Test(ss12000_source, expired_token_restarts_from_watermark_and_retry_after_is_honoured,
      .timeout = 150)
 {
-    char *dir = skt_tmpdir("ss-paging");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 30 --fault delay:ms=100");
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 50, "1s", NULL);
-    struct daemon d = daemon_start(dir, src, db, 0);
+    struct sis_run r = sis_run_start("ss-paging", "--students 30 --fault delay:ms=100", 50, NULL);
+    char *dir = r.dir, *db = r.db;
+    struct server s = r.s;
+    struct daemon d = r.d;
     /* Wait until the source is following a token chain (slow pages: it stays in
      * one), then every outstanding page token expires: the server's clock jumps
      * past their TTL. */
@@ -1473,12 +1491,10 @@ Test(ss12000_source, released_deletions_listed_again_after_a_restart_are_not_hel
 Test(ss12000_source, an_id_deleted_and_created_again_before_a_run_is_not_deleted_by_it,
      .timeout = 180)
 {
-    char *dir = skt_tmpdir("ss-t0");
-    write_helpers(dir);
-    struct server s = server_start(dir, 0, "--students 10");
-    char *db = skt_fmt("%s/out.db", dir);
-    char *src = source_yaml("sis", s.port, 200, "1s", "    entities: [Room]\n");
-    struct daemon d = daemon_start(dir, src, db, 0);
+    struct sis_run run = sis_run_start("ss-t0", "--students 10", 200, "    entities: [Room]\n");
+    char *dir = run.dir, *db = run.db, *src = run.src;
+    struct server s = run.s;
+    struct daemon d = run.d;
     char why[512] = "";
     cr_assert(wait_match(dir, db, s.port, "rooms", 60, why, sizeof(why)), "full sync: %s", why);
     daemon_stop(&d);
