@@ -12,6 +12,9 @@
  * a valid id, lives beside the table. Keys are the 36-character UUIDs the
  * sources produce (sk_uuid_normalize); anything else is never stored and
  * never found.
+ *
+ * sk_idset (at the end) is the same key in an array that is only appended
+ * to and sorted when first asked: for sets filled first and asked later.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -220,7 +223,7 @@ static int key_cmp(const void *a, const void *b)
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* Sorts what was added since the last query, merged with the sorted part, without repeats. */
+/* Sorts the whole array (the sorted part and what was added since) and drops repeats. */
 static void idset_settle(struct sk_idset *s)
 {
     if (s->sorted == s->n)
