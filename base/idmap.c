@@ -1,8 +1,8 @@
 /*
  * idmap.c: a compact map from a UUID to an int64 (open addressing,
  * linear probing, grows at three quarters full). The ss12000-source keeps
- * one per entity type for dedupe (id -> meta.modified µs) and uses others
- * as sets; the sink driver's snapshot sweep uses one as a set.
+ * one per entity type for dedupe (id -> meta.modified µs), and others for
+ * the batches in flight, dead-lettered versions and windowed start times.
  * Entries are never removed one by one (a deleted id keeps a marker value),
  * so probing needs no tombstones.
  *

@@ -1,8 +1,9 @@
 /*
  * idmap.h: a compact map from a UUID (its 36-character text) to an int64:
- * open addressing, linear probing, 24 bytes a slot (idmap.c). Used as a map
- * (the ss12000-source's dedupe: id -> meta.modified µs) and as a set (the
- * ids a listing or a snapshot contained).
+ * open addressing, linear probing, 24 bytes a slot (idmap.c), e.g. the
+ * ss12000-source's dedupe (id -> meta.modified µs); and sk_idset, a set of
+ * UUIDs appended to and sorted when first asked (the ids a run or a listing
+ * read, the keys a snapshot contained).
  */
 #ifndef SK_IDMAP_H
 #define SK_IDMAP_H
