@@ -78,16 +78,23 @@ static int parse_stamp(struct ss_source *src, const char *text, int64_t *us, int
 /*
  * meta.<key> of an item as the record carries it: a time without an offset
  * gets the zone's (the text as the server wrote it, plus "+hh:mm"), so the
- * sinks' stale guard compares instants. Returns the text, or NULL.
+ * sinks' stale guard compares instants. Returns the text, or NULL; *us: the
+ * instant it says, if *has_us (parsed once here: a record's stamps were
+ * parsed five times).
  */
 static const char *meta_stamp(struct ss_source *src, struct sk_json_arena *arena, cJSON *meta,
-                              const char *key)
+                              const char *key, int64_t *us, bool *has_us)
 {
     cJSON *j = cJSON_GetObjectItemCaseSensitive(meta, key);
-    int64_t us;
     int off_min;
-    if (!cJSON_IsString(j) || parse_stamp(src, j->valuestring, &us, &off_min) != 1)
-        return cJSON_IsString(j) ? j->valuestring : NULL;
+    *has_us = false;
+    if (!cJSON_IsString(j))
+        return NULL;
+    int rc = parse_stamp(src, j->valuestring, us, &off_min);
+    if (rc != 1) {
+        *has_us = rc == 0;
+        return j->valuestring;
+    }
     int a = off_min < 0 ? -off_min : off_min;
     char text[TEXT_MAX + 8];
     snprintf(text, sizeof(text), "%s%c%02d:%02d", j->valuestring, off_min < 0 ? '-' : '+', a / 60,
@@ -97,14 +104,16 @@ static const char *meta_stamp(struct ss_source *src, struct sk_json_arena *arena
     char *stamped = sk_json_arena_strdup(arena, text);
     if (!stamped)
         abort(); /* out of memory: as sk_malloc */
+    /* the instant as the stamped text says it (an offset of whole minutes) */
+    *has_us = sk_time_parse_us(stamped, us) == 0;
     return j->valuestring = stamped;
 }
 
-/* Takes max of a timestamp text into (text, us, has). */
-static void take_max(const char *text, char dst[TEXT_MAX], int64_t *dst_us, bool *has)
+/* Takes max of a timestamp (its text, and its instant us if has_us) into (text, us, has). */
+static void take_max(const char *text, bool has_us, int64_t us, char dst[TEXT_MAX],
+                     int64_t *dst_us, bool *has)
 {
-    int64_t us;
-    if (!text || strlen(text) >= TEXT_MAX || sk_time_parse_us(text, &us))
+    if (!text || !has_us || strlen(text) >= TEXT_MAX)
         return;
     if (!*has || us > *dst_us) {
         *dst_us = us;
@@ -122,12 +131,15 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     const struct sk_entity *e = t->e;
     /* The page is ours: meta times without an offset get theirs in place. */
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(item, "meta");
-    const char *mod_text = meta_stamp(src, arena, meta, "modified");
-    const char *cre_text = meta_stamp(src, arena, meta, "created");
-    take_max(mod_text, st->chain_mod_text, &st->chain_mod_us, &st->has_chain_mod);
-    take_max(cre_text, st->chain_cre_text, &st->chain_cre_us, &st->has_chain_cre);
-    int64_t mod_us = NO_MODIFIED;
-    if (mod_text && sk_time_parse_us(mod_text, &mod_us))
+    int64_t mod_us = NO_MODIFIED, cre_us = 0;
+    bool has_mod, has_cre;
+    const char *mod_text = meta_stamp(src, arena, meta, "modified", &mod_us, &has_mod);
+    const char *cre_text = meta_stamp(src, arena, meta, "created", &cre_us, &has_cre);
+    take_max(mod_text, has_mod, mod_us, st->chain_mod_text, &st->chain_mod_us,
+             &st->has_chain_mod);
+    take_max(cre_text, has_cre, cre_us, st->chain_cre_text, &st->chain_cre_us,
+             &st->has_chain_cre);
+    if (!has_mod)
         mod_us = NO_MODIFIED;
 
     const cJSON *idj = cJSON_GetObjectItemCaseSensitive(item, "id");
