@@ -31,6 +31,7 @@ struct sk_sink_settings {
     char *protected_identities;    /* NULL: the sink type's default */
     bool snapshot_sweep;           /* delete what a complete snapshot lacked (§4.6) */
     int64_t snapshot_sweep_limit;  /* most a sweep deletes: percent of the type's rows */
+    int64_t fetch_stall_ms;        /* behind, nothing fetched this long: renew (0: never) */
 };
 
 extern const struct sk_option sk_source_settings_options[];

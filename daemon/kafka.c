@@ -36,6 +36,8 @@ struct sk_kafka {
     rd_kafka_t *mock_holder;     /* embedded: the handle that owns the mock cluster */
     rd_kafka_mock_cluster_t *mock;
     struct sk_estore *store; /* embedded: its state on disk, or NULL */
+    void (*consumer_hook)(rd_kafka_t *rk, void *ctx); /* tests only */
+    void *consumer_hook_ctx;
 };
 
 const struct sk_option sk_kafka_options[] = {
@@ -130,6 +132,19 @@ struct sk_estore *sk_kafka_estore(struct sk_kafka *k)
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k)
 {
     return k->mock;
+}
+
+void sk_kafka_set_consumer_hook(struct sk_kafka *k, void (*fn)(rd_kafka_t *rk, void *ctx),
+                                void *ctx)
+{
+    k->consumer_hook = fn;
+    k->consumer_hook_ctx = ctx;
+}
+
+void sk_kafka_consumer_created(struct sk_kafka *k, rd_kafka_t *rk)
+{
+    if (k->consumer_hook)
+        k->consumer_hook(rk, k->consumer_hook_ctx);
 }
 
 char *sk_kafka_topic_for(const struct sk_kafka *k, const char *collection)

@@ -185,6 +185,17 @@ struct sk_estore *sk_kafka_estore(struct sk_kafka *k);
 /* The embedded mock cluster (for fault injection in tests), NULL on a real broker. */
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k);
 
+/*
+ * Tests only (fault injection, set from sk_run_options.kafka_started): fn
+ * sees every consumer a sink creates, right after its creation, on the
+ * sink's thread (test_kafka_faults stops one's fetch of a partition, as
+ * librdkafka 2.0.2 did after leader moves).
+ */
+void sk_kafka_set_consumer_hook(struct sk_kafka *k, void (*fn)(rd_kafka_t *rk, void *ctx),
+                                void *ctx);
+/* A sink made consumer rk: the hook above, if any. */
+void sk_kafka_consumer_created(struct sk_kafka *k, rd_kafka_t *rk);
+
 /* Header helpers: value of header `name` as a NUL-terminated copy into buf; 0 if found. */
 int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
 

@@ -117,8 +117,29 @@ static int64_t lag_of(const struct sk_lag_group *g, const char *client)
     return lag;
 }
 
+/* Each sink's own lag, for its thread too (sink_driver.c: a fetch that
+ * stopped); taken at sampled_ms. */
+static void publish_own(struct sk_lag_monitor *m, const struct own_lag *own, size_t n_own,
+                        int64_t sampled_ms)
+{
+    struct sk_daemon *d = m->d;
+    pthread_rwlock_rdlock(&d->lock);
+    for (size_t c = 0; c < d->n_conns; c++) {
+        struct sk_runner *r = d->conns[c];
+        if (r->kind != SK_RUNNER_SINK)
+            continue;
+        int64_t lag = -1;
+        for (size_t i = 0; i < n_own; i++)
+            if (strcmp(own[i].sink, r->name) == 0)
+                lag = own[i].lag;
+        atomic_store(&r->sampled_lag, lag);
+        atomic_store(&r->sampled_lag_ms, sampled_ms);
+    }
+    pthread_rwlock_unlock(&d->lock);
+}
+
 static void keep_own(struct sk_lag_monitor *m, const struct sk_lag_report *rep,
-                     const struct sink_names *s, size_t n)
+                     const struct sink_names *s, size_t n, int64_t sampled_ms)
 {
     struct own_lag *own = sk_calloc(n + 1, sizeof(*own));
     size_t n_own = 0;
@@ -129,6 +150,7 @@ static void keep_own(struct sk_lag_monitor *m, const struct sk_lag_report *rep,
         own[n_own].sink = sk_strdup(sn->sink);
         own[n_own++].lag = lag_of(&rep->groups[g], sn->client);
     }
+    publish_own(m, own, n_own, sampled_ms);
     pthread_mutex_lock(&m->mu);
     struct own_lag *old = m->own;
     size_t n_old = m->n_own;
@@ -231,15 +253,16 @@ static void sample(struct sk_lag_monitor *m)
         };
         struct sk_lag_report *rep = NULL;
         struct sk_error err = {0};
+        int64_t sampled_ms = sk_mono_ms(); /* the offsets are read after this */
         if (sk_lag_collect(&o, &rep, &err) == 0) {
             pthread_rwlock_rdlock(&d->lock);
             fill_members(d, rep, s, n);
             pthread_rwlock_unlock(&d->lock);
-            keep_own(m, rep, s, n);
+            keep_own(m, rep, s, n, sampled_ms);
             sk_lag_window_add(m->window, rep);
             remember(m, s, n);
         } else {
-            keep_own(m, NULL, s, n); /* unknown: the watchdog does not guess */
+            keep_own(m, NULL, s, n, sampled_ms); /* unknown: the watchdog does not guess */
             sk_warn("lag", "sampling consumer lag: %s", err.msg);
         }
     }

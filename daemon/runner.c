@@ -30,6 +30,7 @@ void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *n
     atomic_init(&r->state, SK_STATE_STARTING);
     atomic_init(&r->kafka_queued, -1);
     atomic_init(&r->kafka_rtt_us, -1);
+    atomic_init(&r->sampled_lag, -1);
     r->notify_fd = -1;
     r->started_mono_ms = sk_mono_ms();
     pthread_mutex_init(&r->mu, NULL);
@@ -174,6 +175,7 @@ void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from)
         {&to->kafka_retries, &from->kafka_retries},
         {&to->kafka_errors, &from->kafka_errors},
         {&to->kafka_rebalances, &from->kafka_rebalances},
+        {&to->kafka_renewals, &from->kafka_renewals},
         {&to->swept, &from->swept},
         {&to->sweeps_skipped, &from->sweeps_skipped},
     };

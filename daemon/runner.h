@@ -68,6 +68,10 @@ struct sk_runner {
     atomic_uint_fast64_t kafka_retries;    /* requests and messages sent again */
     atomic_uint_fast64_t kafka_errors;     /* errors the client reported (down, timeout, ...) */
     atomic_uint_fast64_t kafka_rebalances; /* sink: assignments and revocations */
+    atomic_uint_fast64_t kafka_renewals;   /* sink: consumers replaced after a fetch stopped */
+    /* sink: its lag on its own partitions in the lag monitor's last sample
+     * (-1: unknown), and when (sk_mono_ms) that sample read the offsets */
+    atomic_int_fast64_t sampled_lag, sampled_lag_ms;
     /* sink: the snapshot sweep (docs/architecture.md §4.6) */
     atomic_uint_fast64_t swept;          /* records deleted because a snapshot lacked them */
     atomic_uint_fast64_t sweeps_skipped; /* complete snapshots not swept (limit, mixed, failure) */

@@ -64,6 +64,11 @@ const struct sk_option sk_sink_settings_options[] = {
      "most a sweep deletes, in percent of the type's entities in the target (5 or fewer are "
      "always deleted); a sweep over it deletes nothing and is logged as an error",
      offsetof(struct sk_sink_settings, snapshot_sweep_limit), .min = 1, .max = 100},
+    {"fetch_stall_timeout", SK_OPT_DURATION, "30s", false,
+     "a sink behind the end of its partitions that fetched nothing for this long replaces its "
+     "Kafka consumer, and fails (restarted by the supervisor) when the new one fetches nothing "
+     "either; 0: never",
+     offsetof(struct sk_sink_settings, fetch_stall_ms), .min = 0, .max = 3600000},
     {0},
 };
 
@@ -152,13 +157,15 @@ static void batch_done(struct sink_run *run)
         sink_snapshots_batch(run);
         struct sk_runner *r = &run->env->runner;
         size_t applied = 0, rejected = 0;
-        int64_t now_us = sk_now_us();
+        int64_t now_us = sk_now_us(), now_ms = sk_mono_ms();
         struct sk_offsets control_marks = {0};
         for (size_t i = 0; i < n; i++) {
             const rd_kafka_message_t *m = run->pending[i];
             struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
             if (p && m->offset + 1 > p->next)
                 p->next = m->offset + 1;
+            if (p) /* fetched a moment ago: check_fetching's bound is seconds */
+                p->seen_ms = now_ms;
             if (run->control[i]) {
                 continue;
             } else if (run->outs[i].kind == SK_REJECTED) {
@@ -382,6 +389,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
         p->next = -1;
         p->eof = -1;
         p->drain_target = -1;
+        p->seen_ms = sk_mono_ms();
         for (size_t j = 0; j < stored.n; j++) {
             if (stored.v[j].partition == tp->partition &&
                 strcmp(stored.v[j].topic, tp->topic) == 0) {
@@ -392,6 +400,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
         }
     }
     run->member_lost_ms = 0; /* a member again */
+    run->seen_ms = sk_mono_ms();
     atomic_store(&env->runner.partitions, parts->cnt);
     sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt,
             stored.n ? " (resuming at offsets stored in the target)" : "");
@@ -536,6 +545,7 @@ static int consumer_create(struct sink_run *run, struct sk_error *err)
         goto out;
     rd_kafka_poll_set_consumer(run->consumer);
     run->queue = rd_kafka_queue_get_consumer(run->consumer);
+    sk_kafka_consumer_created(env->kafka, run->consumer);
     sink_migrate_offsets(env);
     /* The prefetch as the client took it (read back: a kafka.properties
      * entry may have changed it). */
@@ -678,6 +688,99 @@ static void check_drained(struct sink_run *run)
     sk_runner_notify(r);
 }
 
+/* ---- a fetch that stopped --------------------------------------------------------- */
+
+/* A lag sample counts once it read the offsets this long after the sink last
+ * got anything: it commits what it applied asynchronously. */
+#define LAG_SETTLE_MS 2000
+
+/* Closes the consumer (the revocation commits what was applied) and makes a new one. */
+static void consumer_renew(struct sink_run *run, const char *why)
+{
+    struct sk_runner *r = &run->env->runner;
+    sk_warn(r->name, "%s: replacing its Kafka consumer", why);
+    atomic_fetch_add(&r->kafka_renewals, 1);
+    rd_kafka_consumer_close(run->consumer);
+    rd_kafka_queue_destroy(run->queue); /* every object before its handle */
+    run->queue = NULL;
+    rd_kafka_destroy(run->consumer);
+    run->consumer = NULL;
+    run->renewed = true;
+    run->seen_ms = sk_mono_ms();
+    struct sk_error err = {0};
+    if (consumer_create(run, &err)) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "a new consumer: %s", err.msg);
+        fail(run, msg);
+    }
+}
+
+/*
+ * librdkafka 2.0.2's consumer can stop fetching a partition for good after
+ * its leader moved, with no error (docs/architecture.md §8.14f): the sink
+ * said "running" with records to go and applied nothing more. Only a new
+ * client gets past it. A sink with nothing in hand, behind the end of its
+ * partitions, that got nothing from its consumer for fetch_stall_timeout
+ * replaces the consumer (skolsync_kafka_consumer_renewals_total); when the
+ * new one gets nothing either, the sink fails and the supervisor restarts it
+ * (under --once the run fails, instead of hanging).
+ *
+ * Behind: under --once, once the drain targets are known, a partition short
+ * of its own (the others may still deliver); otherwise the lag monitor's last
+ * sample of the sink's own partitions, read after it last got anything.
+ */
+static void check_fetching(struct sink_run *run)
+{
+    struct sk_runner *r = &run->env->runner;
+    int64_t bound = run->env->settings.fetch_stall_ms;
+    int st = atomic_load(&r->state);
+    /* a batch in hand or retrying, or end offsets the target refused: its
+     * lag is the target's to clear, not the consumer's */
+    if (!bound || run->n_pending || run->job || !run->n_parts || run->marks_pending ||
+        (st != SK_STATE_RUNNING && st != SK_STATE_IDLE))
+        return;
+    int64_t now = sk_mono_ms();
+    char why[512] = "";
+    bool targets = false, behind = false;
+    for (size_t i = 0; i < run->n_parts; i++) {
+        const struct part *p = &run->parts[i];
+        if (p->drain_target < 0)
+            continue;
+        targets = true;
+        if (p->next >= p->drain_target)
+            continue;
+        behind = true;
+        if (why[0] || now - p->seen_ms < bound)
+            continue;
+        char done[48] = "none applied yet";
+        if (p->next >= 0)
+            snprintf(done, sizeof(done), "applied up to %lld", (long long)p->next);
+        snprintf(why, sizeof(why),
+                 "%s [%d] got nothing for %lld s short of its end (offset %lld, %s)", p->topic,
+                 (int)p->partition, (long long)(now - p->seen_ms) / 1000,
+                 (long long)p->drain_target, done);
+    }
+    int64_t lag = atomic_load(&r->sampled_lag), at = atomic_load(&r->sampled_lag_ms);
+    bool known = targets || (lag >= 0 && at - run->seen_ms >= LAG_SETTLE_MS);
+    if (!targets) {
+        behind = known && lag > 0;
+        if (behind && now - run->seen_ms >= bound)
+            snprintf(why, sizeof(why), "%lld record(s) behind and nothing fetched for %lld s",
+                     (long long)lag, (long long)(now - run->seen_ms) / 1000);
+    }
+    if (known && !behind)
+        run->renewed = false; /* caught up: a later stall is a new one */
+    if (!why[0])
+        return;
+    if (!run->renewed) {
+        consumer_renew(run, why);
+        return;
+    }
+    char msg[600];
+    snprintf(msg, sizeof(msg), "%s, with a new consumer too", why);
+    fail(run, msg);
+}
+
 /*
  * The batch's arrays for cap records (cap 0: freed). A sink that has caught
  * up gives them back: ~0.3 MB at batch_size 500, more than the rest of an
@@ -782,6 +885,11 @@ static void *sink_thread(void *arg)
         }
         if (m)
             applied_since_trim = true;
+        if (m && (!m->err || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)) {
+            run.seen_ms = sk_mono_ms();
+            if (!m->err)
+                run.renewed = false; /* the consumer fetches */
+        }
         if (m) {
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 struct part *p = part_find(&run, rd_kafka_topic_name(m->rkt), m->partition);
@@ -791,6 +899,8 @@ static void *sink_thread(void *arg)
                 bool resumed_at_end = p && p->eof < 0 && p->next >= m->offset;
                 if (p && m->offset > p->eof)
                     p->eof = m->offset;
+                if (p)
+                    p->seen_ms = run.seen_ms;
                 rd_kafka_message_destroy(m);
                 if (run.n_pending || run.job)
                     flush(&run, false); /* reached the end: do not linger */
@@ -823,6 +933,9 @@ static void *sink_thread(void *arg)
         check_drained(&run);
         if (paused)
             continue;
+        check_fetching(&run);
+        if (run.fatal)
+            break;
         /* end offsets the target refused (it was down): again, once a second */
         if (run.marks_pending && !run.n_pending && !run.job &&
             sk_mono_ms() - run.mark_retry_ms > 1000) {
@@ -851,7 +964,8 @@ static void *sink_thread(void *arg)
         sink_pending_drop(&run);
         run.dropped = true; /* the close's revocation must not move to the ends */
     }
-    rd_kafka_consumer_close(run.consumer);
+    if (run.consumer) /* NULL: a renewal could not create one */
+        rd_kafka_consumer_close(run.consumer);
 out:
     /* librdkafka: every object (the queue) before its handle */
     if (run.queue)

@@ -18,6 +18,7 @@ struct part {
     int64_t next;         /* every record before it is applied (or -1: unknown) */
     int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
     int64_t drain_target; /* --once: must reach this (-1: not set) */
+    int64_t seen_ms;      /* when the consumer last gave a record or end of it */
 };
 
 /*
@@ -66,6 +67,11 @@ struct sink_run {
     int64_t mark_retry_ms;
     bool fatal;
     int64_t member_lost_ms; /* when the group first forgot this member (0: it has not) */
+    /* A fetch that stopped (sink_driver.c, check_fetching): when the consumer
+     * last gave a record or a partition's end, and whether it was renewed
+     * since. */
+    int64_t seen_ms;
+    bool renewed;
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs;          /* decoded entities of recs, owned here */

@@ -596,14 +596,17 @@ static void summary(struct sk_daemon *d, FILE *out)
                 snk ? "sink" : "source", r->name, r->type, records, snk ? "applied" : "stored",
                 dead, target ? " -> " : "", target ? target : "");
         unsigned long long kr = atomic_load(&r->kafka_retries), ke = atomic_load(&r->kafka_errors),
-                           kb = atomic_load(&r->kafka_rebalances), rt = atomic_load(&r->retries);
+                           kb = atomic_load(&r->kafka_rebalances), rt = atomic_load(&r->retries),
+                           rn = atomic_load(&r->kafka_renewals);
         /* what the connector weathered: faults it met, not only that it got through
          * (request retries only where librdkafka's statistics were on: kafka.statistics) */
-        if (kr || ke || kb || rt) {
+        if (kr || ke || kb || rt || rn) {
             fprintf(out, "    met: %llu Kafka errors, %llu rebalances, %llu retries after a failure",
                     ke, kb, rt);
             if (atomic_load(&r->kafka_stats))
                 fprintf(out, ", %llu Kafka request retries", kr);
+            if (rn)
+                fprintf(out, ", %llu consumers replaced", rn);
             fputc('\n', out);
         }
         per_entity(out, r);

@@ -52,8 +52,12 @@ enum scenario {
     LOST_ACKS,
     NOT_WRITTEN,     /* produce requests refused: records not written, reported failed */
     GROUP_REFUSED,   /* the sink's group: authorisation refused */
-    PRODUCER_REFUSED /* the source's producer id: authorisation refused */
+    PRODUCER_REFUSED, /* the source's producer id: authorisation refused */
+    FETCH_STOPS,      /* the sink's first consumer stops fetching persons, with no error */
+    FETCH_STOPS_AGAIN /* every consumer of the sink does */
 };
+
+#define MAX_CONSUMERS 4
 
 struct plan {
     enum scenario scenario;
@@ -61,6 +65,10 @@ struct plan {
     pthread_t thread;
     int injected;
     int delay_ms; /* into the sync before the faults (0: the scenario's own, inject()) */
+    /* FETCH_STOPS*: the sink's consumers, and a thread each that stops one's fetch */
+    rd_kafka_t *consumers[MAX_CONSUMERS];
+    pthread_t stoppers[MAX_CONSUMERS];
+    int n_consumers, fetches_stopped;
 };
 
 static void *inject(void *arg)
@@ -132,7 +140,9 @@ static void *inject(void *arg)
         break;
     case GROUP_REFUSED:
     case PRODUCER_REFUSED:
-        break; /* above */
+    case FETCH_STOPS:
+    case FETCH_STOPS_AGAIN:
+        break; /* above; on_consumer */
     case NOT_WRITTEN:
         /* refused for the whole request, not retried by librdkafka: the
          * records are reported failed and were never written */
@@ -154,11 +164,75 @@ static void *inject(void *arg)
     return NULL;
 }
 
+/*
+ * FETCH_STOPS: librdkafka 2.0.2's consumer once stopped fetching a partition
+ * after leader moves, reporting nothing (the sink "running" with records to
+ * go, for ever). Here the partitions of persons are paused behind the
+ * driver's back once the consumer holds them: it fetches nothing more of
+ * them and says nothing.
+ */
+struct stopper {
+    struct plan *plan;
+    rd_kafka_t *rk;
+};
+
+static void *stop_fetch(void *arg)
+{
+    struct stopper *st = arg;
+    /* Every millisecond (paused before its first fetch comes back, 40 ms
+     * later), at most 30 s (a replacement's assignment waits for the old
+     * member's session to end on the mock cluster, 6 s, and a rebalance).
+     * The consumer is not destroyed before it stalled, which it cannot
+     * before its assignment. */
+    for (int i = 0; i < 30000; i++) {
+        rd_kafka_topic_partition_list_t *a = NULL;
+        if (rd_kafka_assignment(st->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a->cnt > 0) {
+            rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(3);
+            for (int j = 0; j < a->cnt; j++)
+                if (strcmp(a->elems[j].topic, "skolsync.persons") == 0)
+                    rd_kafka_topic_partition_list_add(l, a->elems[j].topic, a->elems[j].partition);
+            if (l->cnt > 0 && rd_kafka_pause_partitions(st->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                __atomic_add_fetch(&st->plan->fetches_stopped, 1, __ATOMIC_SEQ_CST);
+            rd_kafka_topic_partition_list_destroy(l);
+            rd_kafka_topic_partition_list_destroy(a);
+            break;
+        }
+        if (a)
+            rd_kafka_topic_partition_list_destroy(a);
+        usleep(1000);
+    }
+    free(st);
+    return NULL;
+}
+
+/* Each consumer the sink creates (on its thread): FETCH_STOPS stops the first one's fetch. */
+static void on_consumer(rd_kafka_t *rk, void *ctx)
+{
+    struct plan *p = ctx;
+    if (p->n_consumers >= MAX_CONSUMERS)
+        return;
+    int n = p->n_consumers++;
+    p->consumers[n] = rk;
+    if (p->scenario == FETCH_STOPS_AGAIN || (p->scenario == FETCH_STOPS && n == 0)) {
+        struct stopper *st = malloc(sizeof(*st));
+        *st = (struct stopper){.plan = p, .rk = rk};
+        pthread_create(&p->stoppers[n], NULL, stop_fetch, st);
+    }
+}
+
+static void stoppers_join(struct plan *p)
+{
+    for (int i = 0; i < p->n_consumers; i++)
+        if (p->scenario == FETCH_STOPS_AGAIN || (p->scenario == FETCH_STOPS && i == 0))
+            pthread_join(p->stoppers[i], NULL);
+}
+
 static void on_kafka(struct sk_kafka *k, void *ctx)
 {
     struct plan *p = ctx;
     p->mock = sk_kafka_mock(k);
     cr_assert_not_null(p->mock);
+    sk_kafka_set_consumer_hook(k, on_consumer, p);
     /* A sync slow enough to be under way when the faults come: without it
      * the source had stored everything before they did, and met none. */
     for (int b = 1; b <= 3; b++)
@@ -255,6 +329,7 @@ static char *run_faulted(const char *cfg, struct plan *plan, int *rc)
     pthread_mutex_unlock(&dl.mu);
     pthread_join(watch, NULL);
     pthread_join(plan->thread, NULL);
+    stoppers_join(plan);
     fclose(sum);
     cr_log_info("%s", summary);
     cr_assert(!dl.fired, "the run had not ended after %d s (stopped; its summary:\n%s)",
@@ -263,7 +338,7 @@ static char *run_faulted(const char *cfg, struct plan *plan, int *rc)
     return summary;
 }
 
-static void run_with(enum scenario scenario, const char *kafka_extra)
+static void run_with(enum scenario scenario, const char *kafka_extra, const char *sink_extra)
 {
     char *dir = skt_tmpdir("faults");
     char *data = skt_fmt("%s/data", dir);
@@ -279,14 +354,14 @@ static void run_with(enum scenario scenario, const char *kafka_extra)
                 "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                 "    batch_size: 200\n    retry_backoff: 200ms\n    retry_backoff_max: 2s\n"
                 "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n    batch_size: 200\n"
-                "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n",
-                kafka_extra ? kafka_extra : "", data, db);
+                "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n%s",
+                kafka_extra ? kafka_extra : "", data, db, sink_extra ? sink_extra : "");
     skt_write(cfg, text);
     struct plan plan = {.scenario = scenario};
     int rc;
     char *summary = run_faulted(cfg, &plan, &rc);
     cr_assert_eq(rc, 0, "the sync did not complete under faults");
-    cr_assert_gt(plan.injected, 0);
+    cr_assert_gt(plan.injected + plan.fetches_stopped, 0);
     struct met src = met_of(summary, "source files"), snk = met_of(summary, "sink db");
     /* The clients met the faults (librdkafka's statistics and the drivers'
      * retries, in the run summary), not only the injector counted them. */
@@ -306,39 +381,75 @@ static void run_with(enum scenario scenario, const char *kafka_extra)
     case LOST_ACKS:
         cr_assert_gt(src.app_retries, 0, "no batch was reported failed and sent again");
         break;
+    case FETCH_STOPS:
+        /* the first consumer stopped fetching, the sink replaced it, once */
+        cr_assert_eq(plan.fetches_stopped, 1);
+        cr_assert_eq(plan.n_consumers, 2, "%d consumers", plan.n_consumers);
+        cr_assert(strstr(summary, ", 1 consumers replaced"), "%s", summary);
+        break;
     case NOT_WRITTEN:
     case GROUP_REFUSED:
     case PRODUCER_REFUSED:
+    case FETCH_STOPS_AGAIN:
         break; /* refused(), below; NOT_WRITTEN: the ss12000 test */
     }
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
     free(summary);
+    free(text);
+    free(cfg);
+    free(db);
+    free(data);
+    free(dir);
+}
+
+/* A jsonl-source "files" and a sqlite-sink "db" on the one-broker embedded
+ * cluster, in a new temp dir: its paths and loaded configuration. */
+struct pair {
+    char *dir, *data, *db, *cfg;
+    struct sk_daemon_config *c;
+};
+
+static struct pair pair_new(const char *tag, int seed, int students, const char *core_extra,
+                            const char *sink_extra)
+{
+    struct pair p = {.dir = skt_tmpdir(tag)};
+    p.data = skt_fmt("%s/data", p.dir);
+    p.db = skt_fmt("%s/out.db", p.dir);
+    p.cfg = skt_fmt("%s/skolsync.yaml", p.dir);
+    skt_generate(p.data, seed, students);
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
+                         "admin:\n  listen: 127.0.0.1:0\n%s"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n%s",
+                         core_extra, p.data, p.db, sink_extra ? sink_extra : "");
+    skt_write(p.cfg, text);
+    free(text);
+    struct sk_config_errors errs = {0};
+    p.c = sk_daemon_config_load(p.cfg, &errs);
+    cr_assert_not_null(p.c, "%s", errs.n ? errs.v[0].text : "");
+    return p;
+}
+
+static void pair_free(struct pair *p)
+{
+    sk_daemon_config_free(p->c);
+    free(p->cfg);
+    free(p->db);
+    free(p->data);
+    free(p->dir);
 }
 
 /*
  * Authorisation refused for good: the connector whose client is refused
  * fails visibly instead of retrying in silence; under --once the run ends
- * with an error naming the refusal.
+ * with an error naming the refusal (or what failed the connector).
  */
-static void refused(enum scenario scenario, const char *connector, const char *error)
+static void refused(enum scenario scenario, const char *connector, const char *error,
+                    const char *sink_extra)
 {
-    char *dir = skt_tmpdir("faults-refused");
-    char *data = skt_fmt("%s/data", dir);
-    char *db = skt_fmt("%s/out.db", dir);
-    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
-    char *log = skt_fmt("%s/daemon.log", dir);
-    skt_generate(data, 43, 20);
-    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
-                         "admin:\n  listen: 127.0.0.1:0\n"
-                         "log:\n  level: info\n"
-                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
-                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n",
-                         data, db);
-    skt_write(cfg, text);
-    struct sk_config_errors errs = {0};
-    struct sk_daemon_config *c = sk_daemon_config_load(cfg, &errs);
-    cr_assert_not_null(c, "%s", errs.n ? errs.v[0].text : "");
+    struct pair p = pair_new("faults-refused", 43, 20, "log:\n  level: info\n", sink_extra);
+    char *log = skt_fmt("%s/daemon.log", p.dir);
     /* the daemon's log into a file the test reads */
     fflush(stderr);
     int saved = dup(STDERR_FILENO);
@@ -348,8 +459,9 @@ static void refused(enum scenario scenario, const char *connector, const char *e
     sk_log_setup(SK_LOG_INFO, false);
     struct plan plan = {.scenario = scenario};
     struct sk_run_options opt = {.once = true, .kafka_started = on_kafka, .hook_ctx = &plan};
-    int rc = sk_daemon_run(c, &opt);
+    int rc = sk_daemon_run(p.c, &opt);
     pthread_join(plan.thread, NULL);
+    stoppers_join(&plan);
     fflush(stderr);
     dup2(saved, STDERR_FILENO);
     close(saved);
@@ -364,47 +476,110 @@ static void refused(enum scenario scenario, const char *connector, const char *e
     cr_assert(strstr(all, "a connector failed; stopping"), "the run did not stop on it (%s)", log);
     free(all);
     free(line);
-    sk_daemon_config_free(c);
-    free(text);
     free(log);
-    free(cfg);
-    free(db);
-    free(data);
-    free(dir);
+    pair_free(&p);
 }
 
 TestSuite(kafka_faults, .timeout = 240);
 
 Test(kafka_faults, a_sink_refused_its_group_fails_visibly)
 {
-    refused(GROUP_REFUSED, "db", "GROUP_AUTHORIZATION_FAILED");
+    refused(GROUP_REFUSED, "db", "GROUP_AUTHORIZATION_FAILED", NULL);
 }
 
 Test(kafka_faults, a_source_refused_its_producer_id_fails_visibly)
 {
-    refused(PRODUCER_REFUSED, "files", "CLUSTER_AUTHORIZATION_FAILED");
+    refused(PRODUCER_REFUSED, "files", "CLUSTER_AUTHORIZATION_FAILED", NULL);
 }
 
 Test(kafka_faults, request_errors_on_produce_fetch_commit_and_group)
 {
-    run_with(REQUEST_ERRORS, NULL);
+    run_with(REQUEST_ERRORS, NULL, NULL);
 }
 
 Test(kafka_faults, all_brokers_down_then_up)
 {
-    run_with(BROKER_DOWN_UP, "  properties:\n    socket.connection.setup.timeout.ms: \"2000\"\n");
+    run_with(BROKER_DOWN_UP, "  properties:\n    socket.connection.setup.timeout.ms: \"2000\"\n",
+             NULL);
 }
 
 Test(kafka_faults, leader_moves)
 {
-    run_with(LEADER_MOVE, NULL);
+    run_with(LEADER_MOVE, NULL, NULL);
+}
+
+/* A consumer that stops fetching, with no error: the sink replaces it and completes. */
+Test(kafka_faults, a_consumer_that_stops_fetching_is_replaced)
+{
+    run_with(FETCH_STOPS, NULL, "    fetch_stall_timeout: 3s\n");
+}
+
+/*
+ * Without --once no drain target says a partition is behind: the lag
+ * monitor's sample of the sink's own partitions, read after it last got
+ * anything, does. The daemon runs on until the target equals the input.
+ */
+struct until_applied {
+    pthread_t daemon;
+    const char *db, *data;
+    bool matched;
+};
+
+static void *stop_once_applied(void *arg)
+{
+    struct until_applied *u = arg;
+    char why[256];
+    for (int i = 0; i < 240 && !u->matched; i++) { /* 120 s */
+        usleep(500 * 1000);
+        u->matched = skt_db_matches_dataset(u->db, u->data, why, sizeof(why));
+    }
+    pthread_kill(u->daemon, SIGTERM);
+    return NULL;
+}
+
+Test(kafka_faults, a_consumer_that_stops_fetching_is_replaced_by_the_lag_it_leaves)
+{
+    struct pair p = pair_new("faults-lag", 47, 40, "log:\n  level: warn\nlag_interval: 1s\n",
+                             "    fetch_stall_timeout: 3s\n");
+    sk_log_setup(SK_LOG_WARN, false);
+    char *summary = NULL;
+    size_t summary_len = 0;
+    FILE *sum = open_memstream(&summary, &summary_len);
+    struct plan plan = {.scenario = FETCH_STOPS};
+    struct sk_run_options opt = {.summary = sum, .kafka_started = on_kafka, .hook_ctx = &plan};
+    struct until_applied u = {.daemon = pthread_self(), .db = p.db, .data = p.data};
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* the watcher inherits it: SIGTERM is the daemon's */
+    pthread_t watch;
+    cr_assert_eq(pthread_create(&watch, NULL, stop_once_applied, &u), 0);
+    int rc = sk_daemon_run(p.c, &opt);
+    pthread_join(watch, NULL);
+    pthread_join(plan.thread, NULL);
+    stoppers_join(&plan);
+    fclose(sum);
+    cr_log_info("%s", summary);
+    cr_assert_eq(rc, 0);
+    cr_assert(u.matched, "the target never equalled the input: %s", summary);
+    cr_assert_eq(plan.fetches_stopped, 1);
+    cr_assert_eq(plan.n_consumers, 2, "%d consumers", plan.n_consumers);
+    cr_assert(strstr(summary, ", 1 consumers replaced"), "%s", summary);
+    free(summary);
+    pair_free(&p);
+}
+
+/* ... and when the new one does not fetch either, the sink fails, visibly. */
+Test(kafka_faults, a_sink_whose_consumers_keep_stopping_fails_visibly)
+{
+    refused(FETCH_STOPS_AGAIN, "db", "with a new consumer too", "    fetch_stall_timeout: 2s\n");
 }
 
 Test(kafka_faults, acknowledgements_lost_after_the_write)
 {
     /* the producer gives up on a batch after 2 s although the broker wrote it;
      * the batch is sent again (at-least-once) and the sink absorbs the duplicates */
-    run_with(LOST_ACKS, "  properties:\n    message.timeout.ms: \"2000\"\n");
+    run_with(LOST_ACKS, "  properties:\n    message.timeout.ms: \"2000\"\n", NULL);
 }
 
 /*
