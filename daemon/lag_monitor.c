@@ -24,6 +24,7 @@ struct sink_names {
 struct own_lag {
     char *sink;
     int64_t lag;
+    bool exact; /* only this member's partitions (else all of the group's) */
 };
 
 struct sk_lag_monitor {
@@ -104,12 +105,15 @@ static bool assigned_to(const struct sk_lag_group *g, const char *client,
 
 /* The group's lag on the partitions assigned to this daemon's member when the
  * members' assignments are known (other nodes' partitions are theirs to
- * apply), else on every partition. */
-static int64_t lag_of(const struct sk_lag_group *g, const char *client)
+ * apply), else on every partition; *exact when that is the member's own (its
+ * assignment known, or it is the group's one member). */
+static int64_t lag_of(const struct sk_lag_group *g, const char *client, bool *exact)
 {
     bool assignments = false;
     for (size_t m = 0; m < g->n_members; m++)
         assignments |= g->members[m].n_assignment > 0;
+    *exact = assignments || (g->members_known && g->n_members == 1 && g->members[0].client_id &&
+                             strcmp(g->members[0].client_id, client) == 0);
     int64_t lag = 0;
     for (size_t i = 0; i < g->n_parts; i++)
         if (g->parts[i].lag > 0 && (!assignments || assigned_to(g, client, &g->parts[i])))
@@ -128,9 +132,9 @@ static void publish_own(struct sk_lag_monitor *m, const struct own_lag *own, siz
         struct sk_runner *r = d->conns[c];
         if (r->kind != SK_RUNNER_SINK)
             continue;
-        int64_t lag = -1;
+        int64_t lag = -1; /* unknown, or other members' partitions counted too */
         for (size_t i = 0; i < n_own; i++)
-            if (strcmp(own[i].sink, r->name) == 0)
+            if (strcmp(own[i].sink, r->name) == 0 && own[i].exact)
                 lag = own[i].lag;
         atomic_store(&r->sampled_lag, lag);
         atomic_store(&r->sampled_lag_ms, sampled_ms);
@@ -148,7 +152,8 @@ static void keep_own(struct sk_lag_monitor *m, const struct sk_lag_report *rep,
         if (!sn || rep->groups[g].error)
             continue;
         own[n_own].sink = sk_strdup(sn->sink);
-        own[n_own++].lag = lag_of(&rep->groups[g], sn->client);
+        own[n_own].lag = lag_of(&rep->groups[g], sn->client, &own[n_own].exact);
+        n_own++;
     }
     publish_own(m, own, n_own, sampled_ms);
     pthread_mutex_lock(&m->mu);
