@@ -648,8 +648,11 @@ static bool client_failed(struct sink_run *run)
  * markers are there. The ends are asked by a separate short-lived client: on
  * the consumer's own connection the request would queue behind each
  * partition's long-polling fetch.
+ *
+ * list_ends: every assigned partition's high watermark into ends[i]; -1 when
+ * the brokers did not answer within 10 s.
  */
-static int query_drain_targets(struct sink_run *run)
+static int list_ends(struct sink_run *run, int64_t *ends)
 {
     struct sk_error err = {0};
     char *cid = sk_name_client(sk_kafka_names(run->env->kafka), "drain", run->env->runner.name);
@@ -662,9 +665,19 @@ static int query_drain_targets(struct sink_run *run)
         rd_kafka_topic_partition_list_add(l, run->parts[i].topic, run->parts[i].partition);
     int rc = sk_kafka_list_offsets(rk, l, RD_KAFKA_OFFSET_END, 10000) ? -1 : 0;
     for (size_t i = 0; rc == 0 && i < run->n_parts; i++)
-        run->parts[i].drain_target = l->elems[i].offset;
+        ends[i] = l->elems[i].offset;
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int query_drain_targets(struct sink_run *run)
+{
+    int64_t *ends = sk_calloc(run->n_parts + 1, sizeof(*ends));
+    int rc = list_ends(run, ends);
+    for (size_t i = 0; rc == 0 && i < run->n_parts; i++)
+        run->parts[i].drain_target = ends[i];
+    free(ends);
     return rc;
 }
 
@@ -772,6 +785,18 @@ static void check_fetching(struct sink_run *run)
         run->renewed = false; /* caught up: a later stall is a new one */
     if (!why[0])
         return;
+    /* Silent, not cut off: brokers that do not answer (an outage) are no
+     * reason for a new consumer, which could not fetch either. */
+    int64_t *ends = sk_calloc(run->n_parts + 1, sizeof(*ends));
+    bool answer = list_ends(run, ends) == 0;
+    free(ends);
+    if (!answer) {
+        sk_warn(r->name, "%s, and the brokers do not answer: waiting for them", why);
+        run->seen_ms = sk_mono_ms();
+        for (size_t i = 0; i < run->n_parts; i++)
+            run->parts[i].seen_ms = run->seen_ms;
+        return;
+    }
     if (!run->renewed) {
         consumer_renew(run, why);
         return;

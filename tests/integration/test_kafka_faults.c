@@ -54,7 +54,8 @@ enum scenario {
     GROUP_REFUSED,   /* the sink's group: authorisation refused */
     PRODUCER_REFUSED, /* the source's producer id: authorisation refused */
     FETCH_STOPS,      /* the sink's first consumer stops fetching persons, with no error */
-    FETCH_STOPS_AGAIN /* every consumer of the sink does */
+    FETCH_STOPS_AGAIN, /* every consumer of the sink does */
+    FETCH_STOPS_OUTAGE /* FETCH_STOPS, then the broker down when the sink would replace it */
 };
 
 #define MAX_CONSUMERS 4
@@ -142,7 +143,8 @@ static void *inject(void *arg)
     case PRODUCER_REFUSED:
     case FETCH_STOPS:
     case FETCH_STOPS_AGAIN:
-        break; /* above; on_consumer */
+    case FETCH_STOPS_OUTAGE:
+        break; /* above; on_consumer, stop_fetch */
     case NOT_WRITTEN:
         /* refused for the whole request, not retried by librdkafka: the
          * records are reported failed and were never written */
@@ -195,6 +197,16 @@ static void *stop_fetch(void *arg)
                 __atomic_add_fetch(&st->plan->fetches_stopped, 1, __ATOMIC_SEQ_CST);
             rd_kafka_topic_partition_list_destroy(l);
             rd_kafka_topic_partition_list_destroy(a);
+            if (st->plan->scenario == FETCH_STOPS_OUTAGE) {
+                /* the sources are done (a small set): the sink finds the
+                 * stall fetch_stall_timeout (4 s) after this, the broker
+                 * down from 2 s on, for 15 s */
+                sleep(2);
+                rd_kafka_mock_broker_set_down(st->plan->mock, 1);
+                st->plan->injected++;
+                sleep(15);
+                rd_kafka_mock_broker_set_up(st->plan->mock, 1);
+            }
             break;
         }
         if (a)
@@ -205,6 +217,13 @@ static void *stop_fetch(void *arg)
     return NULL;
 }
 
+/* Whether the n-th consumer of the sink stops fetching. */
+static bool stops(const struct plan *p, int n)
+{
+    return p->scenario == FETCH_STOPS_AGAIN ||
+           ((p->scenario == FETCH_STOPS || p->scenario == FETCH_STOPS_OUTAGE) && n == 0);
+}
+
 /* Each consumer the sink creates (on its thread): FETCH_STOPS stops the first one's fetch. */
 static void on_consumer(rd_kafka_t *rk, void *ctx)
 {
@@ -213,7 +232,7 @@ static void on_consumer(rd_kafka_t *rk, void *ctx)
         return;
     int n = p->n_consumers++;
     p->consumers[n] = rk;
-    if (p->scenario == FETCH_STOPS_AGAIN || (p->scenario == FETCH_STOPS && n == 0)) {
+    if (stops(p, n)) {
         struct stopper *st = malloc(sizeof(*st));
         *st = (struct stopper){.plan = p, .rk = rk};
         pthread_create(&p->stoppers[n], NULL, stop_fetch, st);
@@ -223,7 +242,7 @@ static void on_consumer(rd_kafka_t *rk, void *ctx)
 static void stoppers_join(struct plan *p)
 {
     for (int i = 0; i < p->n_consumers; i++)
-        if (p->scenario == FETCH_STOPS_AGAIN || (p->scenario == FETCH_STOPS && i == 0))
+        if (stops(p, i))
             pthread_join(p->stoppers[i], NULL);
 }
 
@@ -391,7 +410,8 @@ static void run_with(enum scenario scenario, const char *kafka_extra, const char
     case GROUP_REFUSED:
     case PRODUCER_REFUSED:
     case FETCH_STOPS_AGAIN:
-        break; /* refused(), below; NOT_WRITTEN: the ss12000 test */
+    case FETCH_STOPS_OUTAGE:
+        break; /* refused() and the like, below; NOT_WRITTEN: the ss12000 test */
     }
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(db, data, why, sizeof(why)), "%s", why);
@@ -445,36 +465,49 @@ static void pair_free(struct pair *p)
  * fails visibly instead of retrying in silence; under --once the run ends
  * with an error naming the refusal (or what failed the connector).
  */
-static void refused(enum scenario scenario, const char *connector, const char *error,
-                    const char *sink_extra)
+/* Runs p's daemon --once under plan, its log (info) into p's dir: the exit
+ * code; *log the log's path, *all its text, *summary the run's summary. */
+static int run_logged(struct pair *p, struct plan *plan, char **log, char **all, char **summary)
 {
-    struct pair p = pair_new("faults-refused", 43, 20, "log:\n  level: info\n", sink_extra);
-    char *log = skt_fmt("%s/daemon.log", p.dir);
-    /* the daemon's log into a file the test reads */
+    *log = skt_fmt("%s/daemon.log", p->dir);
+    size_t summary_len = 0;
+    FILE *sum = open_memstream(summary, &summary_len);
     fflush(stderr);
     int saved = dup(STDERR_FILENO);
-    FILE *lf = fopen(log, "w");
+    FILE *lf = fopen(*log, "w");
     cr_assert_not_null(lf);
     dup2(fileno(lf), STDERR_FILENO);
     sk_log_setup(SK_LOG_INFO, false);
-    struct plan plan = {.scenario = scenario};
-    struct sk_run_options opt = {.once = true, .kafka_started = on_kafka, .hook_ctx = &plan};
-    int rc = sk_daemon_run(p.c, &opt);
-    pthread_join(plan.thread, NULL);
-    stoppers_join(&plan);
+    struct sk_run_options opt = {
+        .once = true, .summary = sum, .kafka_started = on_kafka, .hook_ctx = plan};
+    int rc = sk_daemon_run(p->c, &opt);
+    pthread_join(plan->thread, NULL);
+    stoppers_join(plan);
     fflush(stderr);
     dup2(saved, STDERR_FILENO);
     close(saved);
     fclose(lf);
-    cr_assert_neq(rc, 0, "the run succeeded although %s was refused", connector);
+    fclose(sum);
     size_t len = 0;
-    char *all = sk_read_file(log, &len);
-    cr_assert_not_null(all);
+    *all = sk_read_file(*log, &len);
+    cr_assert_not_null(*all);
+    return rc;
+}
+
+static void refused(enum scenario scenario, const char *connector, const char *error,
+                    const char *sink_extra)
+{
+    struct pair p = pair_new("faults-refused", 43, 20, "log:\n  level: info\n", sink_extra);
+    struct plan plan = {.scenario = scenario};
+    char *log, *all, *summary;
+    int rc = run_logged(&p, &plan, &log, &all, &summary);
+    cr_assert_neq(rc, 0, "the run succeeded although %s was refused", connector);
     char *line = skt_fmt("%s: ", connector);
     const char *at = strstr(all, error);
     cr_assert(at && strstr(all, line), "no error naming %s and %s in %s", connector, error, log);
     cr_assert(strstr(all, "a connector failed; stopping"), "the run did not stop on it (%s)", log);
     free(all);
+    free(summary);
     free(line);
     free(log);
     pair_free(&p);
@@ -566,6 +599,30 @@ Test(kafka_faults, a_consumer_that_stops_fetching_is_replaced_by_the_lag_it_leav
     cr_assert_eq(plan.n_consumers, 2, "%d consumers", plan.n_consumers);
     cr_assert(strstr(summary, ", 1 consumers replaced"), "%s", summary);
     free(summary);
+    pair_free(&p);
+}
+
+/*
+ * The brokers down when the sink would replace its consumer: it waits for
+ * them (a new consumer could not fetch either, and failing the run would
+ * turn an outage into an error), then replaces it once, and completes.
+ */
+Test(kafka_faults, a_stalled_sink_waits_out_an_outage_before_replacing_its_consumer)
+{
+    struct pair p =
+        pair_new("faults-outage", 44, 20, "log:\n  level: info\n", "    fetch_stall_timeout: 4s\n");
+    struct plan plan = {.scenario = FETCH_STOPS_OUTAGE};
+    char *log, *all, *summary;
+    int rc = run_logged(&p, &plan, &log, &all, &summary);
+    cr_assert_eq(rc, 0, "the run failed (%s)", log);
+    cr_assert_eq(plan.injected, 1);
+    cr_assert(strstr(all, "the brokers do not answer: waiting for them"), "no wait (%s)", log);
+    cr_assert(strstr(summary, ", 1 consumers replaced"), "%s", summary);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(p.db, p.data, why, sizeof(why)), "%s", why);
+    free(all);
+    free(summary);
+    free(log);
     pair_free(&p);
 }
 
