@@ -171,28 +171,43 @@ char *or_manifest_csv(const struct or_bundle *b, const struct or_publish_opts *o
 
 /* ---- the files of one bundle ---------------------------------------------- */
 
+/*
+ * A file of the bundle. Its text is made when it is written and freed right
+ * after (file_text, file_done): a bundle's CSV text was as large as its rows,
+ * and held all at once beside them and the zip.
+ */
 struct file {
     char name[64];
+    int table; /* its table, or -1: manifest.csv */
     char *data;
-    size_t len;
+    size_t len; /* kept after file_done: the zip's central directory */
 };
 
-/* manifest.csv first, then each table with rows. Returns the count. */
-static size_t bundle_files(const struct or_bundle *b, const struct or_publish_opts *o,
-                           struct file files[OR_N_TABLES + 1])
+/* manifest.csv first, then each table with rows (names only). Returns the count. */
+static size_t bundle_files(const struct or_bundle *b, struct file files[OR_N_TABLES + 1])
 {
     size_t n = 0;
-    snprintf(files[n].name, sizeof(files[n].name), "manifest.csv");
-    files[n].data = or_manifest_csv(b, o, &files[n].len);
+    files[n] = (struct file){.name = "manifest.csv", .table = -1};
     n++;
     for (int i = 0; i < OR_N_TABLES; i++) {
         if (!b->t[i].n)
             continue;
+        files[n] = (struct file){.table = i};
         snprintf(files[n].name, sizeof(files[n].name), "%s.csv", b->t[i].name);
-        files[n].data = or_table_csv(&b->t[i], &files[n].len);
         n++;
     }
     return n;
+}
+
+static void file_text(const struct or_bundle *b, const struct or_publish_opts *o, struct file *f)
+{
+    f->data = f->table < 0 ? or_manifest_csv(b, o, &f->len) : or_table_csv(&b->t[f->table], &f->len);
+}
+
+static void file_done(struct file *f)
+{
+    free(f->data);
+    f->data = NULL;
 }
 
 /* ---- durable writes ------------------------------------------------------- */
@@ -312,22 +327,26 @@ static void zip_entry_fields(struct buf *z, const struct file *f, unsigned long 
     buf_le16(z, 0); /* extra */
 }
 
-static int zip_build(const struct file *files, size_t n, int64_t now_us, struct buf *z,
-                     struct sk_error *err)
+static int zip_build(const struct or_bundle *b, const struct or_publish_opts *o,
+                     struct file *files, size_t n, struct buf *z, struct sk_error *err)
 {
     unsigned dtime, ddate;
-    dos_time(now_us, &dtime, &ddate);
+    dos_time(o->now_us, &dtime, &ddate);
     unsigned long offsets[OR_N_TABLES + 1], crcs[OR_N_TABLES + 1], csizes[OR_N_TABLES + 1];
     for (size_t i = 0; i < n; i++) {
-        if (files[i].len > 0xfffffffeUL)
+        file_text(b, o, &files[i]);
+        if (files[i].len > 0xfffffffeUL) {
+            file_done(&files[i]);
             return sk_error_set(err, SK_ERR_FATAL, "%s is too large for a zip without zip64",
                                 files[i].name);
+        }
         size_t clen;
         unsigned char *comp = deflate_raw(files[i].data, files[i].len, &clen);
+        crcs[i] = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)files[i].data, (uInt)files[i].len);
+        file_done(&files[i]);
         if (!comp)
             return sk_error_set(err, SK_ERR_FATAL, "deflate failed for %s", files[i].name);
         offsets[i] = (unsigned long)z->n;
-        crcs[i] = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)files[i].data, (uInt)files[i].len);
         csizes[i] = (unsigned long)clen;
         buf_le32(z, 0x04034b50UL);
         zip_entry_fields(z, &files[i], crcs[i], csizes[i], dtime, ddate);
@@ -465,13 +484,16 @@ void or_publish_cleanup(const char *output_dir)
 }
 
 /* Writes the files into tmp (a new directory), each synced, then the directory. */
-static int write_dir(const char *tmp, const struct file *files, size_t n, struct sk_error *err)
+static int write_dir(const struct or_bundle *b, const struct or_publish_opts *o, const char *tmp,
+                     struct file *files, size_t n, struct sk_error *err)
 {
     if (mkdir(tmp, 0750) < 0)
         return sk_error_set(err, SK_ERR_RETRIABLE, "mkdir %s: %s", tmp, strerror(errno));
     for (size_t i = 0; i < n; i++) {
         char *p = sk_asprintf("%s/%s", tmp, files[i].name);
+        file_text(b, o, &files[i]);
         int rc = write_file_synced(p, files[i].data, files[i].len, err);
+        file_done(&files[i]);
         free(p);
         if (rc < 0)
             return -1;
@@ -483,7 +505,7 @@ int or_publish(const struct or_bundle *b, const struct or_publish_opts *o, char 
                size_t path_size, struct sk_error *err)
 {
     struct file files[OR_N_TABLES + 1];
-    size_t n = bundle_files(b, o, files);
+    size_t n = bundle_files(b, files);
     char name[128];
     bundle_name(o, name, sizeof(name));
     char *tmp = sk_asprintf("%s/" TMP_PREFIX "%s", o->output_dir, name);
@@ -491,12 +513,12 @@ int or_publish(const struct or_bundle *b, const struct or_publish_opts *o, char 
     int rc;
     if (o->zip) {
         struct buf z = {0};
-        rc = zip_build(files, n, o->now_us, &z, err);
+        rc = zip_build(b, o, files, n, &z, err);
         if (rc == 0)
             rc = write_file_synced(tmp, z.p, z.n, err);
         free(z.p);
     } else {
-        rc = write_dir(tmp, files, n, err);
+        rc = write_dir(b, o, tmp, files, n, err);
     }
     if (rc == 0 && rename(tmp, dst) < 0)
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "rename %s -> %s: %s", tmp, dst, strerror(errno));
@@ -512,8 +534,6 @@ int or_publish(const struct or_bundle *b, const struct or_publish_opts *o, char 
         rotate(o);
     if (rc == 0 && path_out)
         snprintf(path_out, path_size, "%s", dst);
-    for (size_t i = 0; i < n; i++)
-        free(files[i].data);
     free(tmp);
     free(dst);
     return rc;

@@ -522,6 +522,7 @@ static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_si
         struct or_build_opts bo = {.include_phone = s->conf->include_phone,
                                    .include_guardians = s->conf->include_guardians};
         or_bundle_build(&view, &bo, s->component, &bundle);
+        or_view_free(&view); /* the rows are copies: the documents go before the files come */
         struct or_publish_opts po = {.output_dir = s->conf->output_dir,
                                      .zip = s->conf->zip,
                                      .keep = s->conf->keep,
