@@ -201,7 +201,8 @@ static size_t bundle_files(const struct or_bundle *b, struct file files[OR_N_TAB
 
 static void file_text(const struct or_bundle *b, const struct or_publish_opts *o, struct file *f)
 {
-    f->data = f->table < 0 ? or_manifest_csv(b, o, &f->len) : or_table_csv(&b->t[f->table], &f->len);
+    f->data =
+        f->table < 0 ? or_manifest_csv(b, o, &f->len) : or_table_csv(&b->t[f->table], &f->len);
 }
 
 static void file_done(struct file *f)
