@@ -113,6 +113,7 @@ void sink_pause_all(struct sink_run *run, bool pause)
     if (a->cnt)
         (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(run->consumer, a);
     rd_kafka_topic_partition_list_destroy(a);
+    sink_seen_now(run); /* paused, it fetches nothing, rightly */
 }
 
 /*

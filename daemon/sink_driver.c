@@ -157,15 +157,13 @@ static void batch_done(struct sink_run *run)
         sink_snapshots_batch(run);
         struct sk_runner *r = &run->env->runner;
         size_t applied = 0, rejected = 0;
-        int64_t now_us = sk_now_us(), now_ms = sk_mono_ms();
+        int64_t now_us = sk_now_us();
         struct sk_offsets control_marks = {0};
         for (size_t i = 0; i < n; i++) {
             const rd_kafka_message_t *m = run->pending[i];
             struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
             if (p && m->offset + 1 > p->next)
                 p->next = m->offset + 1;
-            if (p) /* fetched a moment ago: check_fetching's bound is seconds */
-                p->seen_ms = now_ms;
             if (run->control[i]) {
                 continue;
             } else if (run->outs[i].kind == SK_REJECTED) {
@@ -200,6 +198,8 @@ static void batch_done(struct sink_run *run)
         }
         sk_offsets_free(&control_marks);
         sink_pending_drop(run);
+        /* while it applied, the sink took nothing from its consumer, rightly */
+        sink_seen_now(run);
     }
 }
 
@@ -707,6 +707,13 @@ static void check_drained(struct sink_run *run)
  * got anything: it commits what it applied asynchronously. */
 #define LAG_SETTLE_MS 2000
 
+void sink_seen_now(struct sink_run *run)
+{
+    run->seen_ms = sk_mono_ms();
+    for (size_t i = 0; i < run->n_parts; i++)
+        run->parts[i].seen_ms = run->seen_ms;
+}
+
 /* Closes the consumer (the revocation commits what was applied) and makes a new one. */
 static void consumer_renew(struct sink_run *run, const char *why)
 {
@@ -734,6 +741,7 @@ static void consumer_renew(struct sink_run *run, const char *why)
  * said "running" with records to go and applied nothing more. Only a new
  * client gets past it. A sink with nothing in hand, behind the end of its
  * partitions, that got nothing from its consumer for fetch_stall_timeout
+ * (counted from its last batch, pause or resume: sink_seen_now)
  * replaces the consumer (skolsync_kafka_consumer_renewals_total); when the
  * new one gets nothing either, the sink fails and the supervisor restarts it
  * (under --once the run fails, instead of hanging).
@@ -792,9 +800,7 @@ static void check_fetching(struct sink_run *run)
     free(ends);
     if (!answer) {
         sk_warn(r->name, "%s, and the brokers do not answer: waiting for them", why);
-        run->seen_ms = sk_mono_ms();
-        for (size_t i = 0; i < run->n_parts; i++)
-            run->parts[i].seen_ms = run->seen_ms;
+        sink_seen_now(run);
         return;
     }
     if (!run->renewed) {

@@ -18,7 +18,7 @@ struct part {
     int64_t next;         /* every record before it is applied (or -1: unknown) */
     int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
     int64_t drain_target; /* --once: must reach this (-1: not set) */
-    int64_t seen_ms;      /* when the consumer last gave a record or end of it */
+    int64_t seen_ms;      /* since when the consumer has given nothing of it (sink_seen_now) */
 };
 
 /*
@@ -124,5 +124,10 @@ void sink_snapshots_free(struct sink_run *run);
 
 /* Pauses (or resumes) every assigned partition; the consumer stays in its group. */
 void sink_pause_all(struct sink_run *run, bool pause);
+
+/* From now on the consumer has fetch_stall_timeout to give something
+ * (sink_driver.c, check_fetching): after a batch was applied (the sink took
+ * nothing meanwhile), a pause or a resume, a wait for the brokers. */
+void sink_seen_now(struct sink_run *run);
 
 #endif

@@ -23,6 +23,7 @@
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <sqlite3.h>
 
 #include "daemon.h"
 #include "kafka.h"
@@ -55,7 +56,8 @@ enum scenario {
     PRODUCER_REFUSED, /* the source's producer id: authorisation refused */
     FETCH_STOPS,      /* the sink's first consumer stops fetching persons, with no error */
     FETCH_STOPS_AGAIN, /* every consumer of the sink does */
-    FETCH_STOPS_OUTAGE /* FETCH_STOPS, then the broker down when the sink would replace it */
+    FETCH_STOPS_OUTAGE, /* FETCH_STOPS, then the broker down when the sink would replace it */
+    TARGET_LOCKED       /* the sink's SQLite file locked for 12 s from its creation */
 };
 
 #define MAX_CONSUMERS 4
@@ -70,6 +72,7 @@ struct plan {
     rd_kafka_t *consumers[MAX_CONSUMERS];
     pthread_t stoppers[MAX_CONSUMERS];
     int n_consumers, fetches_stopped;
+    const char *db; /* TARGET_LOCKED: the sink's file */
 };
 
 static void *inject(void *arg)
@@ -95,6 +98,7 @@ static void *inject(void *arg)
     int delay_ms = p->delay_ms                                                ? p->delay_ms
                    : p->scenario == REQUEST_ERRORS || p->scenario == LOST_ACKS ? 0
                    : p->scenario == LEADER_MOVE                                ? 300
+                   : p->scenario == TARGET_LOCKED                              ? 0
                                                                                : 1500;
     usleep((useconds_t)delay_ms * 1000);
     switch (p->scenario) {
@@ -139,6 +143,33 @@ static void *inject(void *arg)
             usleep(300 * 1000);
         }
         break;
+    case TARGET_LOCKED: {
+        /* once the sink made its tables: an exclusive lock, which its
+         * applies (busy_timeout 100 ms) fail on and retry */
+        sqlite3 *db = NULL;
+        bool locked = false;
+        for (int i = 0; i < 300 && !locked; i++, usleep(20 * 1000)) {
+            if (access(p->db, F_OK) != 0)
+                continue;
+            if (!db && sqlite3_open(p->db, &db) != SQLITE_OK)
+                break;
+            sqlite3_stmt *st = NULL;
+            bool tables = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st,
+                                             NULL) == SQLITE_OK &&
+                          sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+            sqlite3_finalize(st);
+            locked = tables && sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK;
+        }
+        if (locked) {
+            /* made at open: the first apply comes after the group's first
+             * join (3 s on the mock), and then meets the lock for seconds */
+            p->injected = 1;
+            sleep(12);
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        }
+        sqlite3_close(db);
+        break;
+    }
     case GROUP_REFUSED:
     case PRODUCER_REFUSED:
     case FETCH_STOPS:
@@ -377,7 +408,7 @@ static void run_with(enum scenario scenario, const char *kafka_extra, const char
                 "    retry_backoff: 200ms\n    retry_backoff_max: 2s\n%s",
                 kafka_extra ? kafka_extra : "", data, db, sink_extra ? sink_extra : "");
     skt_write(cfg, text);
-    struct plan plan = {.scenario = scenario};
+    struct plan plan = {.scenario = scenario, .db = db};
     int rc;
     char *summary = run_faulted(cfg, &plan, &rc);
     cr_assert_eq(rc, 0, "the sync did not complete under faults");
@@ -400,6 +431,13 @@ static void run_with(enum scenario scenario, const char *kafka_extra, const char
         break;
     case LOST_ACKS:
         cr_assert_gt(src.app_retries, 0, "no batch was reported failed and sent again");
+        break;
+    case TARGET_LOCKED:
+        /* it waited for its target, taking nothing from its consumer, rightly:
+         * no silence of the consumer's */
+        cr_assert_gt(snk.app_retries, 0, "the lock was not met");
+        cr_assert_null(strstr(summary, "consumers replaced"), "%s", summary);
+        cr_assert_eq(plan.n_consumers, 1);
         break;
     case FETCH_STOPS:
         /* the first consumer stopped fetching, the sink replaced it, once */
@@ -625,6 +663,17 @@ Test(kafka_faults, a_stalled_sink_waits_out_an_outage_before_replacing_its_consu
     free(summary);
     free(log);
     pair_free(&p);
+}
+
+/*
+ * A sink that waited for its target longer than fetch_stall_timeout took
+ * nothing from its consumer meanwhile: that is no silence of the consumer's,
+ * and it is not replaced once the target is back.
+ */
+Test(kafka_faults, a_sink_that_waited_for_its_target_keeps_its_consumer)
+{
+    run_with(TARGET_LOCKED, NULL,
+             "    busy_timeout: 100ms\n    fetch_stall_timeout: 2s\n");
 }
 
 /* ... and when the new one does not fetch either, the sink fails, visibly. */
