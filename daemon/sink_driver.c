@@ -198,8 +198,10 @@ static void batch_done(struct sink_run *run)
         }
         sk_offsets_free(&control_marks);
         sink_pending_drop(run);
-        /* while it applied, the sink took nothing from its consumer, rightly */
+        /* while it applied, the sink took nothing from its consumer, rightly;
+         * and a consumer that gave records fetches */
         sink_seen_now(run);
+        run->renewed = false;
     }
 }
 
@@ -389,7 +391,6 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
         p->next = -1;
         p->eof = -1;
         p->drain_target = -1;
-        p->seen_ms = sk_mono_ms();
         for (size_t j = 0; j < stored.n; j++) {
             if (stored.v[j].partition == tp->partition &&
                 strcmp(stored.v[j].topic, tp->topic) == 0) {
@@ -400,7 +401,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
         }
     }
     run->member_lost_ms = 0; /* a member again */
-    run->seen_ms = sk_mono_ms();
+    sink_seen_now(run);
     atomic_store(&env->runner.partitions, parts->cnt);
     sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt,
             stored.n ? " (resuming at offsets stored in the target)" : "");
@@ -710,8 +711,6 @@ static void check_drained(struct sink_run *run)
 void sink_seen_now(struct sink_run *run)
 {
     run->seen_ms = sk_mono_ms();
-    for (size_t i = 0; i < run->n_parts; i++)
-        run->parts[i].seen_ms = run->seen_ms;
 }
 
 /* Closes the consumer (the revocation commits what was applied) and makes a new one. */
@@ -726,7 +725,7 @@ static void consumer_renew(struct sink_run *run, const char *why)
     rd_kafka_destroy(run->consumer);
     run->consumer = NULL;
     run->renewed = true;
-    run->seen_ms = sk_mono_ms();
+    sink_seen_now(run);
     struct sk_error err = {0};
     if (consumer_create(run, &err)) {
         char msg[600];
@@ -747,8 +746,8 @@ static void consumer_renew(struct sink_run *run, const char *why)
  * (under --once the run fails, instead of hanging).
  *
  * Behind: under --once, once the drain targets are known, a partition short
- * of its own (the others may still deliver); otherwise the lag monitor's last
- * sample of the sink's own partitions, read after it last got anything.
+ * of its own; otherwise the lag monitor's last sample of the sink's own
+ * partitions, read after it last got anything.
  */
 static void check_fetching(struct sink_run *run)
 {
@@ -760,34 +759,34 @@ static void check_fetching(struct sink_run *run)
     if (!bound || run->n_pending || run->job || !run->n_parts || run->marks_pending ||
         (st != SK_STATE_RUNNING && st != SK_STATE_IDLE))
         return;
-    int64_t now = sk_mono_ms();
+    int64_t now = sk_mono_ms(), quiet_s = (now - run->seen_ms) / 1000;
+    bool quiet = now - run->seen_ms >= bound;
     char why[512] = "";
-    bool targets = false, behind = false;
+    const struct part *short_of = NULL; /* the first partition short of its drain target */
+    bool targets = false;
     for (size_t i = 0; i < run->n_parts; i++) {
         const struct part *p = &run->parts[i];
-        if (p->drain_target < 0)
-            continue;
-        targets = true;
-        if (p->next >= p->drain_target)
-            continue;
-        behind = true;
-        if (why[0] || now - p->seen_ms < bound)
-            continue;
+        targets |= p->drain_target >= 0;
+        if (!short_of && p->drain_target >= 0 && p->next < p->drain_target)
+            short_of = p;
+    }
+    bool behind = short_of != NULL;
+    if (short_of && quiet) {
         char done[48] = "none applied yet";
-        if (p->next >= 0)
-            snprintf(done, sizeof(done), "applied up to %lld", (long long)p->next);
+        if (short_of->next >= 0)
+            snprintf(done, sizeof(done), "applied up to %lld", (long long)short_of->next);
         snprintf(why, sizeof(why),
-                 "%s [%d] got nothing for %lld s short of its end (offset %lld, %s)", p->topic,
-                 (int)p->partition, (long long)(now - p->seen_ms) / 1000,
-                 (long long)p->drain_target, done);
+                 "%s [%d] is short of its end (offset %lld, %s) and nothing fetched for %lld s",
+                 short_of->topic, (int)short_of->partition, (long long)short_of->drain_target,
+                 done, (long long)quiet_s);
     }
     int64_t lag = atomic_load(&r->sampled_lag), at = atomic_load(&r->sampled_lag_ms);
     bool known = targets || (lag >= 0 && at - run->seen_ms >= LAG_SETTLE_MS);
     if (!targets) {
         behind = known && lag > 0;
-        if (behind && now - run->seen_ms >= bound)
+        if (behind && quiet)
             snprintf(why, sizeof(why), "%lld record(s) behind and nothing fetched for %lld s",
-                     (long long)lag, (long long)(now - run->seen_ms) / 1000);
+                     (long long)lag, (long long)quiet_s);
     }
     if (known && !behind)
         run->renewed = false; /* caught up: a later stall is a new one */
@@ -916,11 +915,6 @@ static void *sink_thread(void *arg)
         }
         if (m)
             applied_since_trim = true;
-        if (m && (!m->err || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)) {
-            run.seen_ms = sk_mono_ms();
-            if (!m->err)
-                run.renewed = false; /* the consumer fetches */
-        }
         if (m) {
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 struct part *p = part_find(&run, rd_kafka_topic_name(m->rkt), m->partition);
@@ -930,8 +924,7 @@ static void *sink_thread(void *arg)
                 bool resumed_at_end = p && p->eof < 0 && p->next >= m->offset;
                 if (p && m->offset > p->eof)
                     p->eof = m->offset;
-                if (p)
-                    p->seen_ms = run.seen_ms;
+                sink_seen_now(&run); /* records are counted at their batch (batch_done) */
                 rd_kafka_message_destroy(m);
                 if (run.n_pending || run.job)
                     flush(&run, false); /* reached the end: do not linger */

@@ -18,7 +18,6 @@ struct part {
     int64_t next;         /* every record before it is applied (or -1: unknown) */
     int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
     int64_t drain_target; /* --once: must reach this (-1: not set) */
-    int64_t seen_ms;      /* since when the consumer has given nothing of it (sink_seen_now) */
 };
 
 /*
@@ -67,9 +66,9 @@ struct sink_run {
     int64_t mark_retry_ms;
     bool fatal;
     int64_t member_lost_ms; /* when the group first forgot this member (0: it has not) */
-    /* A fetch that stopped (sink_driver.c, check_fetching): when the consumer
-     * last gave a record or a partition's end, and whether it was renewed
-     * since. */
+    /* A fetch that stopped (sink_driver.c, check_fetching): since when the
+     * consumer has given nothing (sink_seen_now), and whether it was renewed
+     * since it last gave records. */
     int64_t seen_ms;
     bool renewed;
     struct sk_record *recs;
