@@ -4,7 +4,8 @@
  * death), a node fenced out of the sources group runs no source until it is
  * back; two deployments on one cluster with the same connector names never
  * meet; a sink keeps its offsets across the renaming of its group; two nodes
- * split a shared sink's partitions and each keeps a node-local copy.
+ * split a shared sink's partitions and each keeps a node-local copy; a sink
+ * replaces its consumer only for its own partitions' lag, not another node's.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -569,7 +570,9 @@ static bool pg_split(struct pair *c, bool both, int p[2], int timeout_ms)
     return false;
 }
 
-static void pair_start(struct pair *c, const char *tag)
+/* top: lines added at the top level of each node's configuration, pg: to
+ * its postgres-sink's (indented by four); either may be "". */
+static void pair_start(struct pair *c, const char *tag, const char *top, const char *pg)
 {
     c->dir = skt_tmpdir(tag);
     c->prefix = skt_unique_prefix();
@@ -583,12 +586,12 @@ static void pair_start(struct pair *c, const char *tag)
         c->nodes[i] = (struct node){.dir = skt_fmt("%s/n%d", c->dir, i + 1)};
         cr_assert_eq(mkdir(c->nodes[i].dir, 0755), 0);
         c->nodes[i].cfg = skt_fmt("%s/skolsync.yaml", c->nodes[i].dir);
-        char *text = skt_fmt("%snode:\n  name: n%d\n"
+        char *text = skt_fmt("%s%snode:\n  name: n%d\n"
                              "sinks:\n"
                              "  pg:\n    type: postgres-sink\n    conninfo: ${env:SK_TEST_PG}\n"
-                             "    schema: %s\n"
+                             "    schema: %s\n%s"
                              "  db:\n    type: sqlite-sink\n    path: %s/local.db\n",
-                             c->head, i + 1, c->schema, c->nodes[i].dir);
+                             c->head, top, i + 1, c->schema, pg, c->nodes[i].dir);
         skt_write(c->nodes[i].cfg, text);
         free(text);
     }
@@ -686,7 +689,7 @@ static bool lag_shows_split(struct pair *c, char **last)
 Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 300)
 {
     struct pair c;
-    pair_start(&c, "ha-split");
+    pair_start(&c, "ha-split", "", "");
     pair_source(&c);
     double a = 0, b = 0;
     for (int w = 0; w < 1200 && a + b < (double)c.total; w++) {
@@ -732,7 +735,7 @@ Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 3
 Test(ha, a_killed_node_s_partitions_move_to_the_survivor, .timeout = 300)
 {
     struct pair c;
-    pair_start(&c, "ha-failover");
+    pair_start(&c, "ha-failover", "", "");
     pair_source(&c);
     for (int w = 0; w < 1200 && pg_rows(&c) < (long long)c.total; w++)
         usleep(100000);
@@ -755,6 +758,107 @@ Test(ha, a_killed_node_s_partitions_move_to_the_survivor, .timeout = 300)
         usleep(100000);
     cr_assert_eq(pg_rows(&c), (long long)c.total + 20, "PostgreSQL after the failover");
     node_stop(&c.nodes[0]);
+    pair_free(&c);
+}
+
+/* Whether the file holds text. */
+static bool file_has(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, text) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* The lag of the shared pg group on the partitions owned by node (n1, n2),
+ * as `skolsync lag -c` on n1's configuration shows it; -1 if none is listed. */
+static double pg_lag_owned_by(struct pair *c, const char *node)
+{
+    char *cmd = skt_fmt("%s lag -c %s --json --timeout 15s", skt_skolsync(), c->nodes[0].cfg);
+    char *out = NULL;
+    skt_sh(cmd, 60, &out);
+    free(cmd);
+    cJSON *j = cJSON_Parse(out);
+    char *deployment = strndup(c->prefix, strlen(c->prefix) - 1);
+    char *pg = skt_fmt("%s-pg", deployment);
+    double lag = -1;
+    cJSON *g, *p;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(j, "groups"))
+    {
+        if (strcmp(skt_jstr(g, "group"), pg) != 0)
+            continue;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "partitions"))
+        {
+            if (strcmp(skt_jstr(p, "owner"), node) == 0)
+                lag = (lag < 0 ? 0 : lag) + skt_jnum(p, "lag");
+        }
+    }
+    cJSON_Delete(j);
+    free(pg);
+    free(deployment);
+    free(out);
+    return lag;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/*
+ * A sink replaces a consumer that fetches nothing while it is behind
+ * (fetch_stall_timeout, docs/architecture.md §4.4), and behind means its own
+ * partitions. Two nodes share the pg group; n2 is stopped (SIGSTOP, for less
+ * than its 10 s session, so it stays in the group) while new records come.
+ * The group is then behind on n2's partitions only: n1, caught up on its
+ * own, quiet and sampled every second, must keep its consumer. n2, once it
+ * runs again, finds its partitions behind and its last fetch 8 s old; it
+ * fetched nothing because it did not run, and must keep its consumer too.
+ */
+Test(ha, a_sink_replaces_its_consumer_only_for_its_own_lag, .timeout = 300)
+{
+    struct pair c;
+    pair_start(&c, "ha-stall", "lag_interval: 1s\n", "    fetch_stall_timeout: 2s\n");
+    pair_source(&c);
+    for (int w = 0; w < 1200 && pg_rows(&c) < (long long)c.total; w++)
+        usleep(100000);
+    cr_assert_eq(pg_rows(&c), (long long)c.total, "PostgreSQL before the stop");
+
+    struct timespec t0;
+    cr_assert_eq(kill(c.nodes[1].pid, SIGSTOP), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double before = records_of(&c.nodes[0], "pg");
+    skt_append_persons(c.data, 1, 30);
+    pair_source(&c);
+    double a = before;
+    for (int w = 0; w < 50 && a <= before; w++) {
+        usleep(100000);
+        a = records_of(&c.nodes[0], "pg");
+    }
+    cr_assert_gt(a, before, "n1 applied none of the new persons");
+    double lag2 = pg_lag_owned_by(&c, "n2");
+    cr_assert_gt(lag2, 0, "n2's partitions are not behind (lag %.0f): no test", lag2);
+    /* n1 quiet for 2 s and more, its lag sampled each second; the session is 10 s */
+    double stopped = ms_since(&t0);
+    cr_assert_lt(stopped, 7000, "the stop took %.0f ms before n1 was quiet", stopped);
+    usleep((useconds_t)((8000 - stopped) * 1000));
+    cr_assert_eq(kill(c.nodes[1].pid, SIGCONT), 0);
+
+    for (int w = 0; w < 600 && pg_rows(&c) < (long long)c.total + 30; w++)
+        usleep(100000);
+    cr_assert_eq(pg_rows(&c), (long long)c.total + 30, "PostgreSQL after n2 ran again");
+    sleep(4); /* two more stall periods, sampled */
+    for (int i = 0; i < 2; i++)
+        node_stop(&c.nodes[i]);
+    for (int i = 0; i < 2; i++)
+        cr_assert(!file_has(c.nodes[i].log, "replacing its Kafka consumer"),
+                  "n%d replaced a consumer (%s)", i + 1, c.nodes[i].log);
     pair_free(&c);
 }
 
