@@ -606,7 +606,7 @@ static void summary(struct sk_daemon *d, FILE *out)
             if (atomic_load(&r->kafka_stats))
                 fprintf(out, ", %llu Kafka request retries", kr);
             if (rn)
-                fprintf(out, ", %llu consumers replaced", rn);
+                fprintf(out, ", %llu consumer%s replaced", rn, rn == 1 ? "" : "s");
             fputc('\n', out);
         }
         per_entity(out, r);
