@@ -859,16 +859,12 @@ static void *sink_thread(void *arg)
     size_t batch = (size_t)env->settings.batch_size;
     batch_arrays(&run, batch);
 
-    for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
-        struct sk_error err = {0};
-        if (consumer_create(&run, &err) == 0)
-            break;
-        sk_runner_set_error(r, err.msg);
-        if (err.cls == SK_ERR_FATAL || !run.consumer) {
-            sk_error_log(r->name, "%s", err.msg);
-            sk_runner_set_state(r, SK_STATE_FAILED);
-            goto out;
-        }
+    struct sk_error err = {0};
+    if (consumer_create(&run, &err)) {
+        /* failed, not stopped: the supervisor restarts it, a --once run
+         * fails (it used to wait for a sink that said "stopped") */
+        fail(&run, err.msg);
+        goto out;
     }
     sk_runner_set_state(r, SK_STATE_RUNNING);
     bool paused = false;

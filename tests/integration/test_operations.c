@@ -2,7 +2,7 @@
  * test_operations.c: the running daemon under an operator's hands (embedded
  * broker): reload by SIGHUP and by the API, the connector API with and
  * without the admin token, pause and resume, the failure policy and the
- * supervisor's restarts.
+ * supervisor's restarts, a sink whose Kafka consumer cannot be made.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -499,4 +499,63 @@ Test(operations, many_sinks_share_the_prefetch_budget, .timeout = 120)
     free(cfg);
     free(data);
     free(dir);
+}
+
+/*
+ * A sink whose Kafka consumer cannot be made (here an operator's
+ * kafka.properties that librdkafka refuses for consumers) fails: a --once
+ * run exits non-zero at once, and the daemon shows it failed, not ready,
+ * and restarts it with backoff. It used to end "stopped": the --once run
+ * waited forever and the daemon never restarted it.
+ */
+Test(operations, a_sink_whose_consumer_cannot_be_made_fails, .timeout = 120)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-consumer")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    d.log = skt_fmt("%s/once.log", d.dir);
+    /* a consumer's fetch.max.bytes under message.max.bytes (1 MB) */
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n  properties:\n"
+                         "    fetch.max.bytes: \"524288\"\n"
+                         "admin:\n  listen: 127.0.0.1:0\n  token: " TOKEN "\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n",
+                         d.db);
+    skt_write(d.cfg, text);
+    free(text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "--once", "-c", d.cfg, NULL};
+    pid_t pid = skt_spawn(argv, d.log);
+    int rc = skt_wait(pid, 30000);
+    if (rc == -2) {
+        kill(pid, SIGKILL);
+        skt_wait(pid, 5000);
+    }
+    cr_assert(rc != 0 && rc != -2, "run --once should fail at once, got %d (%s)", rc, d.log);
+    char *out = NULL;
+    char *cmd = skt_fmt("grep -c 'cannot create a Kafka consumer' %s", d.log);
+    skt_sh(cmd, 10, &out);
+    cr_assert_geq(atoi(out), 1, "the reason is not logged (%s)", d.log);
+    free(out);
+    free(cmd);
+    free(d.log);
+
+    start_daemon(&d);
+    const char *series = "skolsync_connector_restarts_total{connector=\"db\",kind=\"sink\","
+                         "type=\"sqlite-sink\"} ";
+    long long restarts = 0;
+    for (int i = 0; i < 100 && restarts < 1; i++) {
+        restarts = metric_value(&d, series);
+        usleep(200000);
+    }
+    cr_assert_geq(restarts, 1, "the failed sink was not restarted");
+    int st = 0;
+    char *body = http(&d, "GET", "/ready", NULL, &st);
+    cr_assert_eq(st, 503, "a sink without a consumer must make the daemon not ready: %s", body);
+    free(body);
+    body = http(&d, "GET", "/api/v1/connectors/db", TOKEN, &st);
+    cr_assert(strstr(body, "\"state\":\"failed\"") && strstr(body, "fetch.max.bytes"), "%s", body);
+    free(body);
+    stop_daemon(&d);
+    free(d.cfg);
+    free(d.db);
+    free(d.dir);
 }
