@@ -374,12 +374,16 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
                     given->elems[i].topic, (int)given->elems[i].partition);
     }
     struct sk_offsets stored = {0};
+    bool in_target = false; /* the target told its offsets: it is the only record of them */
     if (env->sink.ops->stored_offsets) {
         struct sk_error err = {0};
         if (env->sink.ops->stored_offsets(&env->sink, &stored, &err))
             sk_warn(env->runner.name, "stored offsets unavailable (%s): using the group's",
                     err.msg);
+        else
+            in_target = true;
     }
+    int from_start = 0;
     parts_clear(run);
     run->dropped = false; /* the consumer starts again where the target or group says */
     run->parts = sk_calloc((size_t)parts->cnt + 1, sizeof(*run->parts));
@@ -399,12 +403,26 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
                 p->next = stored.v[j].next_offset;
             }
         }
+        /* A target without an offset for the partition applied nothing of
+         * it (a new or emptied database): from the start, whatever the group
+         * committed for the target it had before. */
+        if (in_target && p->next < 0) {
+            tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+            from_start++;
+        }
     }
     run->member_lost_ms = 0; /* a member again */
     sink_seen_now(run);
     atomic_store(&env->runner.partitions, parts->cnt);
-    sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt,
-            stored.n ? " (resuming at offsets stored in the target)" : "");
+    char how[96] = "";
+    if (stored.n && from_start)
+        snprintf(how, sizeof(how),
+                 " (resuming at offsets stored in the target, %d from the start)", from_start);
+    else if (stored.n)
+        snprintf(how, sizeof(how), " (resuming at offsets stored in the target)");
+    else if (from_start)
+        snprintf(how, sizeof(how), " (none stored in the target: from the start)");
+    sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt, how);
     sk_offsets_free(&stored);
     rd_kafka_assign(run->consumer, parts);
     rd_kafka_topic_partition_list_destroy(parts);

@@ -164,6 +164,36 @@ Test(kafka_e2e, dataset_through_real_broker_equals_input, .timeout = 240)
     free(out);
 }
 
+/*
+ * A target that lost what it held (a SQLite file deleted to rebuild the
+ * local copy, a database restored from before the first sync) holds no
+ * offsets: the sink refills it from the start of the compacted topics. The
+ * group's committed offsets are the old target's, and the sink took them:
+ * the new database stayed empty while the sink said it was caught up.
+ */
+Test(kafka_e2e, an_emptied_target_is_filled_again_from_the_topics, .timeout = 240)
+{
+    struct setup s = make_setup("e2e-refill", 40, 300);
+    char *out = NULL;
+    int rc = run_once(&s, 200, &out);
+    cr_assert_eq(rc, 0, "first run failed (%d):\n%s", rc, out);
+    free(out);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
+
+    char *rm = skt_fmt("rm -f %s %s-wal %s-shm", s.db, s.db, s.db);
+    cr_assert_eq(skt_sh(rm, 10, NULL), 0);
+    free(rm);
+    rc = run_once(&s, 200, &out);
+    cr_assert_eq(rc, 0, "second run failed (%d):\n%s", rc, out);
+    cr_assert(strstr(out, ": 0 records stored"), "the source re-sent data:\n%s", out);
+    char *applied = skt_fmt(": %zu records applied", skt_count_records(s.data));
+    cr_assert(strstr(out, applied), "not refilled (want%s):\n%s", applied, out);
+    free(applied);
+    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s\n%s", why, out);
+    free(out);
+}
+
 /* Transactions a source committed: each wrote one cursor record and one commit marker. */
 static int64_t cursor_transactions(const char *prefix)
 {
