@@ -460,6 +460,13 @@ static void commit_ends(const char *prefix, const char *group, const char *topic
     sk_kafka_destroy(k);
 }
 
+static const char *scim_url(void)
+{
+    const char *u = getenv("SK_TEST_SCIM");
+    cr_assert(u && *u, "SK_TEST_SCIM is not set: run under scripts/with-testenv.sh");
+    return u;
+}
+
 static int run_once(const char *cfg, char **out)
 {
     char *cmd = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
@@ -471,8 +478,11 @@ static int run_once(const char *cfg, char **out)
 /*
  * A sink that consumed everything under its old group name (skolsync-<sink>)
  * is upgraded: its group is now named by the deployment and its target
- * keeps no offsets (a new database file here). It must go on from the old
- * group's offsets, applying nothing twice, and then apply what is new.
+ * keeps no offsets (a scim-sink: a SCIM server has no place for them; a
+ * sink that keeps them in its target resumes from those, and an empty
+ * target of that kind is filled from the start, test_kafka_e2e). It must go
+ * on from the old group's offsets, applying nothing twice, and then apply
+ * what is new.
  */
 Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 300)
 {
@@ -497,9 +507,9 @@ Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 3
 
     char *head = skt_config_head(prefix, "info", "20s");
     char *text = skt_fmt("%s"
-                         "sinks:\n  %s:\n    type: sqlite-sink\n    path: %s/upgraded.db\n"
-                         "    entities: [Person]\n",
-                         head, sink, n.dir);
+                         "sinks:\n  %s:\n    type: scim-sink\n    url: %s\n"
+                         "    state_dir: %s/scim\n    entities: [Person]\n",
+                         head, sink, scim_url(), n.dir);
     skt_write(n.cfg, text);
     cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
     cr_assert(strstr(out, "(its name before kafka.deployment)"), "no offsets taken over:\n%s", out);
