@@ -195,6 +195,7 @@ static void create_topics(rd_kafka_t *rk, const char *prefix, int partitions)
         nt[i] = rd_kafka_NewTopic_new(name, i < NCOLL ? partitions : 1, 1, e, sizeof(e));
         if (!nt[i])
             die("NewTopic", e);
+        rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "compact"); /* as skolsync's */
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_CreateTopics(rk, nt, NCOLL + 1, NULL, q);

@@ -7,7 +7,8 @@
  *     --   <what>: <why there is no check>
  *
  * Kafka is checked here (metadata within kafka.connect_timeout, the topics
- * sk_kafka_start would need, and whether the missing ones may be created);
+ * sk_kafka_start would need, whether the missing ones may be created, and
+ * whether the existing ones are compacted, as the start requires);
  * each connector checks its own system through its optional probe op
  * (connector.h, struct sk_probe).
  *
@@ -222,6 +223,38 @@ static void check_create(struct check_run *r, rd_kafka_t *rk, const struct sk_ka
     free(nt);
 }
 
+/* The existing topics that must be compacted are (what the start refuses otherwise). */
+static void check_compacted(struct check_run *r, rd_kafka_t *rk, const struct sk_kafka_conf *conf,
+                            const struct need *v, size_t n)
+{
+    const char **names = sk_calloc(n, sizeof(*names));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].exists && v[i].compact)
+            names[m++] = v[i].topic;
+    char *unverified = NULL, *refused = NULL;
+    if (m == 0) {
+        /* nothing to ask: the start creates them compacted */
+    } else if (sk_kafka_check_compacted(rk, names, m, conf->connect_timeout_ms, &unverified,
+                                        &refused)) {
+        fail(r, "kafka topic settings", refused, NULL); /* the message holds the fix */
+    } else if (unverified) {
+        char *detail = sk_asprintf("cannot tell whether the %zu existing topics are compacted: %s",
+                                   m, unverified);
+        line(r, "--", "kafka topic settings", detail,
+             "grant this principal DESCRIBE_CONFIGS on the topics to have it checked");
+        free(detail);
+    } else {
+        char *detail =
+            sk_asprintf("the %zu existing entity and cursor topics are compacted", m);
+        ok(r, "kafka topic settings", detail);
+        free(detail);
+    }
+    free(unverified);
+    free(refused);
+    free(names);
+}
+
 static void check_topics(struct check_run *r, rd_kafka_t *rk, const struct rd_kafka_metadata *md,
                          const struct sk_kafka_conf *conf, const struct sk_kafka *k)
 {
@@ -249,6 +282,8 @@ static void check_topics(struct check_run *r, rd_kafka_t *rk, const struct rd_ka
         ok(r, "kafka topics", detail);
         free(detail);
     }
+    if (!refused)
+        check_compacted(r, rk, conf, v, n);
     free(refused);
     for (size_t i = 0; i < n; i++)
         free(v[i].topic);

@@ -13,6 +13,7 @@
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include "buf.h"
 #include "embedded_store.h"
 #include "log.h"
 #include "util.h"
@@ -514,6 +515,96 @@ static void await_leaders(rd_kafka_t *rk, const char *const *topics, size_t n, i
     free(rkts);
 }
 
+/* ---- existing topics that would lose state ----------------------------------- */
+
+/* One topic's settings as DescribeConfigs gave them: what makes it delete
+ * old records ("cleanup.policy=delete"), or NULL when it keeps them. */
+static char *compaction_problem(const rd_kafka_ConfigResource_t *res)
+{
+    size_t cnt;
+    const rd_kafka_ConfigEntry_t **e = rd_kafka_ConfigResource_configs(res, &cnt);
+    const char *policy = NULL, *ms = NULL, *bytes = NULL;
+    for (size_t i = 0; i < cnt; i++) {
+        const char *name = rd_kafka_ConfigEntry_name(e[i]);
+        const char *value = rd_kafka_ConfigEntry_value(e[i]);
+        if (strcmp(name, "cleanup.policy") == 0)
+            policy = value;
+        else if (strcmp(name, "retention.ms") == 0)
+            ms = value;
+        else if (strcmp(name, "retention.bytes") == 0)
+            bytes = value;
+    }
+    if (!policy) /* the broker did not say: nothing to judge by */
+        return NULL;
+    if (!strstr(policy, "compact"))
+        return sk_asprintf("cleanup.policy=%s", policy);
+    if (!strstr(policy, "delete"))
+        return NULL;
+    /* beside compaction, "delete" removes old segments past a limit, if any */
+    bool ms_bounded = ms && strcmp(ms, "-1") != 0;
+    bool bytes_bounded = bytes && strcmp(bytes, "-1") != 0;
+    if (!ms_bounded && !bytes_bounded)
+        return NULL;
+    return sk_asprintf("cleanup.policy=%s%s%s%s%s", policy, ms_bounded ? " retention.ms=" : "",
+                       ms_bounded ? ms : "", bytes_bounded ? " retention.bytes=" : "",
+                       bytes_bounded ? bytes : "");
+}
+
+int sk_kafka_check_compacted(rd_kafka_t *rk, const char *const *topics, size_t n,
+                             int64_t timeout_ms, char **unverified, char **refused)
+{
+    *unverified = NULL;
+    *refused = NULL;
+    if (n == 0)
+        return 0;
+    rd_kafka_ConfigResource_t **res = sk_calloc(n, sizeof(*res));
+    for (size_t i = 0; i < n; i++)
+        res[i] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topics[i]);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_AdminOptions_set_request_timeout(opt, (int)timeout_ms, NULL, 0);
+    rd_kafka_DescribeConfigs(rk, res, n, opt, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)timeout_ms + 5000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        *unverified = sk_asprintf("DescribeConfigs: %s",
+                                  ev ? rd_kafka_event_error_string(ev) : "timed out");
+    } else {
+        size_t cnt, bad = 0;
+        const rd_kafka_ConfigResource_t **got = rd_kafka_DescribeConfigs_result_resources(
+            rd_kafka_event_DescribeConfigs_result(ev), &cnt);
+        struct sk_buf list = {0};
+        for (size_t i = 0; i < cnt; i++) {
+            const char *name = rd_kafka_ConfigResource_name(got[i]);
+            if (rd_kafka_ConfigResource_error(got[i])) {
+                if (!*unverified)
+                    *unverified = sk_asprintf("%s: %s", name,
+                                              rd_kafka_ConfigResource_error_string(got[i]));
+                continue;
+            }
+            char *p = compaction_problem(got[i]);
+            if (p)
+                sk_buf_printf(&list, "%s%s %s", bad++ ? "; " : "", name, p);
+            free(p);
+        }
+        if (bad)
+            *refused = sk_asprintf(
+                "%zu topic(s) delete old records: a new target would not get the current "
+                "state from them, nor a sink behind them every deletion. Make them compacted "
+                "(kafka-configs.sh --alter --entity-type topics --entity-name TOPIC "
+                "--add-config cleanup.policy=compact): %s",
+                bad, list.p);
+        sk_buf_free(&list);
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(opt);
+    rd_kafka_queue_destroy(q);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_ConfigResource_destroy(res[i]);
+    free(res);
+    return *refused ? -1 : 0;
+}
+
 /* A topic to create: its name, cleanup policy and partitions. */
 struct topic_spec {
     const char *name;
@@ -523,15 +614,20 @@ struct topic_spec {
 
 /*
  * Creates the topics that are missing, in one request over rk, and waits
- * for the leaders of those it created.
+ * for the leaders of those it created. With `verify`, the compacted ones
+ * that existed already must keep every key's last record for good (the
+ * entity and cursor topics: what a new target replays; the ownership topic
+ * holds no records and is not verified).
  */
 static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_spec *t, size_t n,
-                         struct sk_error *err)
+                         bool verify, struct sk_error *err)
 {
     int rc = 0;
     char errstr[512];
     rd_kafka_NewTopic_t **nt = sk_calloc(n, sizeof(*nt));
     const char **names = sk_calloc(n, sizeof(*names));
+    const char **existing = sk_calloc(n, sizeof(*existing));
+    size_t n_existing = 0;
     for (size_t i = 0; i < n; i++) {
         names[i] = t[i].name;
         nt[i] = rd_kafka_NewTopic_new(t[i].name, t[i].partitions, (int)k->replication_factor,
@@ -560,9 +656,13 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
         size_t created = 0;
         for (size_t i = 0; i < cnt && rc == 0; i++) {
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
-            if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-                continue;
             const char *name = rd_kafka_topic_result_name(tr[i]);
+            if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                for (size_t j = 0; j < n && verify; j++)
+                    if (t[j].compact && strcmp(t[j].name, name) == 0)
+                        existing[n_existing++] = t[j].name;
+                continue;
+            }
             if (e) {
                 rc = sk_error_set(err, SK_ERR_FATAL, "cannot create topic %s: %s", name,
                                   rd_kafka_topic_result_error_string(tr[i]));
@@ -577,6 +677,23 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
         if (rc == 0 && created)
             await_leaders(rk, names, n, 10000);
     }
+    /* made by someone else (an operator, a cluster's defaults): they must
+     * keep every key's last record as the ones made here do. Asked only when
+     * some existed: a first start pays no round trip for it (a restart ~10 ms) */
+    char *unverified = NULL, *refused = NULL;
+    if (rc == 0 && sk_kafka_check_compacted(rk, existing, n_existing, k->connect_timeout_ms,
+                                            &unverified, &refused)) {
+        if (strlen(refused) >= sizeof(err->msg)) /* the error would be cut: whole here */
+            sk_error_log("kafka", "%s", refused);
+        rc = sk_error_set(err, SK_ERR_FATAL, "%s", refused);
+        free(refused);
+    }
+    if (unverified)
+        sk_warn("kafka",
+                "cannot tell whether the existing topics are compacted (%s): a topic with "
+                "cleanup.policy=delete loses entities and deletions past its retention",
+                unverified);
+    free(unverified);
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_AdminOptions_destroy(opt);
@@ -587,6 +704,7 @@ out:
             rd_kafka_NewTopic_destroy(nt[i]);
     free(nt);
     free(names);
+    free(existing);
     return rc;
 }
 
@@ -605,7 +723,7 @@ int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t
     struct topic_spec *t = sk_calloc(n, sizeof(*t));
     for (size_t i = 0; i < n; i++)
         t[i] = (struct topic_spec){.name = topics[i], .compact = compact, .partitions = partitions};
-    int rc = create_topics(k, rk, t, n, err);
+    int rc = create_topics(k, rk, t, n, false, err);
     free(t);
     rd_kafka_destroy(rk);
     return rc;
@@ -737,7 +855,7 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
             t[i] = (struct topic_spec){topics[i], true, (int)k->partitions};
         t[n] = (struct topic_spec){k->cursor_topic, true, 1};
         t[n + 1] = (struct topic_spec){k->dlq_topic, false, 1};
-        rc = create_topics(k, admin, t, n + 2, err);
+        rc = create_topics(k, admin, t, n + 2, true, err);
         free(t);
         rd_kafka_destroy(admin);
     }

@@ -168,6 +168,17 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
 int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
                            int partitions, struct sk_error *err);
 
+/*
+ * Whether each of the existing topics keeps every key's last record for good:
+ * cleanup.policy has "compact", and a "delete" beside it comes with
+ * retention.ms and retention.bytes -1. 0 when all do; -1 with *refused set
+ * (caller frees) to a message naming each that does not, its settings and
+ * the fix. When the cluster would not say (an ACL without DescribeConfigs, a
+ * timeout), 0 with *unverified set to why (caller frees), for a warning.
+ */
+int sk_kafka_check_compacted(rd_kafka_t *rk, const char *const *topics, size_t n,
+                             int64_t timeout_ms, char **unverified, char **refused);
+
 /* statistics.interval.ms for a connector's client ("0": none, the default): kafka.statistics. */
 const char *sk_kafka_statistics_interval(const struct sk_kafka *k);
 

@@ -22,6 +22,7 @@
 #include <criterion/criterion.h>
 #include <curl/curl.h>
 #include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
 
 #include "connector.h"
@@ -56,6 +57,51 @@ char *skt_unique_prefix(void)
     char uuid[37];
     sk_uuid_random(uuid);
     return skt_fmt("t%.8s.", uuid);
+}
+
+void skt_topic_settings(const char *topic, bool create, const char *const *kv)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_ConfigResource_t *res = NULL;
+    if (create) {
+        nt = rd_kafka_NewTopic_new(topic, 3, 1, errstr, sizeof(errstr));
+        cr_assert_not_null(nt, "%s", errstr);
+        for (size_t i = 0; kv[i]; i += 2)
+            rd_kafka_NewTopic_set_config(nt, kv[i], kv[i + 1]);
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+    } else {
+        res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+        for (size_t i = 0; kv[i]; i += 2)
+            rd_kafka_ConfigResource_set_config(res, kv[i], kv[i + 1]);
+        rd_kafka_AlterConfigs(rk, &res, 1, NULL, q);
+    }
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    cr_assert_not_null(ev, "the admin request timed out");
+    size_t n = 0;
+    const char *why = rd_kafka_event_error(ev) ? rd_kafka_event_error_string(ev) : NULL;
+    if (!why && create) {
+        const rd_kafka_topic_result_t **r =
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        why = n == 1 && !rd_kafka_topic_result_error(r[0]) ? NULL : "CreateTopics failed";
+    } else if (!why) {
+        const rd_kafka_ConfigResource_t **r =
+            rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
+        why = n == 1 && !rd_kafka_ConfigResource_error(r[0]) ? NULL : "AlterConfigs failed";
+    }
+    cr_assert_null(why, "%s %s=%s: %s", topic, kv[0], kv[1], why);
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    if (nt)
+        rd_kafka_NewTopic_destroy(nt);
+    if (res)
+        rd_kafka_ConfigResource_destroy(res);
+    rd_kafka_destroy(rk);
 }
 
 void skt_dump_write(const cJSON *dump, const char *dir)

@@ -24,6 +24,14 @@ const char *skt_brokers(void);
 char *skt_unique_prefix(void);
 
 /*
+ * Creates topic on the test broker (3 partitions) with the topic-level
+ * settings kv ("name", "value", ..., NULL), or (create false) sets them on
+ * the existing topic: AlterConfigs replaces a topic's settings, so kv are
+ * then its only ones. Fails the test when the broker refuses.
+ */
+void skt_topic_settings(const char *topic, bool create, const char *const *kv);
+
+/*
  * The start of a daemon configuration every integration test shares: the
  * test broker, topic_prefix, 3 partitions, connect_timeout 20s, the admin
  * API on a free port, log level and shutdown_timeout. Caller frees.

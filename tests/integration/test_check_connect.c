@@ -494,9 +494,89 @@ Test(check_connect, real_broker_topics_missing_then_present, .timeout = 120)
     out = check(cfg, NULL, 60, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     expect_line(out, "ok   kafka topics:", "all 20 needed exist");
+    expect_line(out, "ok   kafka topic settings:",
+                "the 19 existing entity and cursor topics are compacted");
     cr_assert_eq(count_lines(out, "FAIL "), 0, "%s", out);
     free(out);
     free(cfg);
+    free(prefix);
+    free(dir);
+}
+
+/*
+ * Topics made beforehand by an operator (or a cluster's defaults) that
+ * delete old records: a new target replaying them would miss every entity
+ * older than the retention, and a sink behind it every deletion. The check
+ * names each one with its settings, and the daemon refuses to start on them
+ * until they are compacted; a compacted topic with unlimited retention
+ * beside "delete" is fine.
+ */
+Test(check_connect, topics_that_delete_old_records_are_refused, .timeout = 120)
+{
+    char *dir = skt_tmpdir("cc-policy");
+    char *prefix = skt_unique_prefix();
+    char *persons = skt_fmt("%spersons", prefix);
+    char *groups = skt_fmt("%sgroups", prefix);
+    char *rooms = skt_fmt("%srooms", prefix);
+    char *cursors = skt_fmt("%s_cursors", prefix);
+    static const char *const deleting[] = {"cleanup.policy", "delete", NULL};
+    static const char *const bounded[] = {"cleanup.policy", "compact,delete", "retention.ms",
+                                          "604800000", NULL};
+    static const char *const unbounded[] = {"cleanup.policy", "compact,delete", "retention.ms",
+                                            "-1", NULL};
+    static const char *const compacted[] = {"cleanup.policy", "compact", NULL};
+    skt_topic_settings(cursors, true, deleting);
+    skt_topic_settings(persons, true, deleting);
+    skt_topic_settings(groups, true, bounded);
+    skt_topic_settings(rooms, true, unbounded);
+    sleep(1); /* until every broker's metadata shows them */
+    char *cfg = kafka_config(dir, skt_brokers(), prefix, "20s");
+    int rc;
+    char *out = check(cfg, NULL, 60, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL kafka topic settings:", "3 topic(s) delete old records");
+    char *want = skt_fmt("%s cleanup.policy=delete", persons);
+    expect_line(out, "FAIL kafka topic settings:", want);
+    free(want);
+    want = skt_fmt("%s cleanup.policy=compact,delete retention.ms=604800000;", groups);
+    expect_line(out, "FAIL kafka topic settings:", want);
+    free(want);
+    want = skt_fmt("%s cleanup.policy=delete", cursors);
+    expect_line(out, "FAIL kafka topic settings:", want);
+    free(want);
+    expect_line(out, "FAIL kafka topic settings:", "--add-config cleanup.policy=compact");
+    want = skt_fmt("%s cleanup", rooms);
+    cr_assert(!strstr(out, want), "unlimited retention beside compaction refused:\n%s", out);
+    free(want);
+    free(out);
+
+    /* the daemon does not start on them, and says why */
+    char *cmd = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    rc = skt_sh(cmd, 60, &out);
+    cr_assert_neq(rc, 0, "started on topics that delete old records:\n%s", out);
+    want = skt_fmt("%s cleanup.policy=delete", persons);
+    cr_assert(strstr(out, want), "the refusal does not name the topic:\n%s", out);
+    free(want);
+    free(out);
+
+    /* compacted by the operator: the check passes and the daemon runs */
+    skt_topic_settings(persons, false, compacted);
+    skt_topic_settings(groups, false, compacted);
+    skt_topic_settings(cursors, false, compacted);
+    sleep(1); /* the broker applies a topic's new settings in a moment */
+    out = check(cfg, NULL, 60, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   kafka topic settings:", "are compacted");
+    free(out);
+    rc = skt_sh(cmd, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(cmd);
+    free(cfg);
+    free(cursors);
+    free(rooms);
+    free(groups);
+    free(persons);
     free(prefix);
     free(dir);
 }

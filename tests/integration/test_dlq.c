@@ -280,51 +280,6 @@ Test(dlq, dead_letters_of_every_source_name_their_entity_and_are_replayed, .time
     skt_stop(&server, 5000);
 }
 
-/* Creates topic (3 partitions) with one topic-level setting, or sets it on the existing topic. */
-static void topic_setting(const char *topic, bool create, const char *name, const char *value)
-{
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(rk, "%s", errstr);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_NewTopic_t *nt = NULL;
-    rd_kafka_ConfigResource_t *res = NULL;
-    if (create) {
-        nt = rd_kafka_NewTopic_new(topic, 3, 1, errstr, sizeof(errstr));
-        cr_assert_not_null(nt, "%s", errstr);
-        rd_kafka_NewTopic_set_config(nt, name, value);
-        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-    } else {
-        /* AlterConfigs replaces the topic's settings: this one is its only */
-        res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
-        rd_kafka_ConfigResource_set_config(res, name, value);
-        rd_kafka_AlterConfigs(rk, &res, 1, NULL, q);
-    }
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
-    cr_assert_not_null(ev, "the admin request timed out");
-    size_t n = 0;
-    const char *why = rd_kafka_event_error(ev) ? rd_kafka_event_error_string(ev) : NULL;
-    if (!why && create) {
-        const rd_kafka_topic_result_t **r =
-            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-        why = n == 1 && !rd_kafka_topic_result_error(r[0]) ? NULL : "CreateTopics failed";
-    } else if (!why) {
-        const rd_kafka_ConfigResource_t **r =
-            rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
-        why = n == 1 && !rd_kafka_ConfigResource_error(r[0]) ? NULL : "AlterConfigs failed";
-    }
-    cr_assert_null(why, "%s %s=%s: %s", topic, name, value, why);
-    rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
-    if (nt)
-        rd_kafka_NewTopic_destroy(nt);
-    if (res)
-        rd_kafka_ConfigResource_destroy(res);
-    rd_kafka_destroy(rk);
-}
-
 /* Where the message size that refuses the large record is set. */
 enum too_large {
     TOPIC_TXN, /* the persons topic's max.message.bytes: the broker refuses, in a transaction */
@@ -353,8 +308,13 @@ ParameterizedTest(enum too_large *mode, dlq, record_kafka_cannot_take_is_dead_le
     char *prefix = skt_unique_prefix();
     char *suffix = strndup(prefix + 1, 8);
     char *persons_topic = skt_fmt("%spersons", prefix);
+    /* compacted, as skolsync makes its topics: it refuses any other kind */
+    static const char *const too_small[] = {"max.message.bytes", "20000", "cleanup.policy",
+                                            "compact", NULL};
+    static const char *const large_enough[] = {"max.message.bytes", "1000000", "cleanup.policy",
+                                               "compact", NULL};
     if (*mode != PRODUCER)
-        topic_setting(persons_topic, true, "max.message.bytes", "20000");
+        skt_topic_settings(persons_topic, true, too_small);
     char *db = skt_fmt("%s/out.db", dir);
     char *head = skt_config_head(prefix, "info", "10s");
     char *cfg = skt_fmt("%s/skolsync.yaml", dir);
@@ -391,7 +351,7 @@ ParameterizedTest(enum too_large *mode, dlq, record_kafka_cannot_take_is_dead_le
         cr_assert_eq(skt_sh(drop, 10, NULL), 0);
     } else {
         /* the operator lets the topic take it, and replays it: all arrived */
-        topic_setting(persons_topic, false, "max.message.bytes", "1000000");
+        skt_topic_settings(persons_topic, false, large_enough);
         sleep(2); /* the broker applies a topic's new setting in a moment */
         char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
         replay_one_and_run(cfg, NULL, run);
