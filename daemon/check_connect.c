@@ -173,8 +173,7 @@ static void check_create(struct check_run *r, rd_kafka_t *rk, const struct sk_ka
             continue;
         nt[m] = rd_kafka_NewTopic_new(v[i].topic, v[i].partitions, (int)conf->replication_factor,
                                       errstr, sizeof(errstr));
-        rd_kafka_NewTopic_set_config(nt[m++], "cleanup.policy",
-                                     v[i].compact ? "compact" : "delete");
+        sk_kafka_topic_settings(k, nt[m++], v[i].compact);
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -224,7 +223,7 @@ static void check_create(struct check_run *r, rd_kafka_t *rk, const struct sk_ka
 }
 
 /* The existing topics that must be compacted are (what the start refuses otherwise). */
-static void check_compacted(struct check_run *r, rd_kafka_t *rk, const struct sk_kafka_conf *conf,
+static void check_compacted(struct check_run *r, rd_kafka_t *rk, const struct sk_kafka *k,
                             const struct need *v, size_t n)
 {
     const char **names = sk_calloc(n, sizeof(*names));
@@ -232,26 +231,25 @@ static void check_compacted(struct check_run *r, rd_kafka_t *rk, const struct sk
     for (size_t i = 0; i < n; i++)
         if (v[i].exists && v[i].compact)
             names[m++] = v[i].topic;
-    char *unverified = NULL, *refused = NULL;
+    struct sk_topic_verdict verdict = {0};
     if (m == 0) {
         /* nothing to ask: the start creates them compacted */
-    } else if (sk_kafka_check_compacted(rk, names, m, conf->connect_timeout_ms, &unverified,
-                                        &refused)) {
-        fail(r, "kafka topic settings", refused, NULL); /* the message holds the fix */
-    } else if (unverified) {
+    } else if (sk_kafka_check_topics(rk, k, names, m, &verdict)) {
+        fail(r, "kafka topic settings", verdict.refused, NULL); /* the message holds the fix */
+    } else if (verdict.unverified) {
         char *detail = sk_asprintf("cannot tell whether the %zu existing topics are compacted: %s",
-                                   m, unverified);
+                                   m, verdict.unverified);
         line(r, "--", "kafka topic settings", detail,
              "grant this principal DESCRIBE_CONFIGS on the topics to have it checked");
         free(detail);
     } else {
-        char *detail =
-            sk_asprintf("the %zu existing entity and cursor topics are compacted", m);
+        char *detail = sk_asprintf("the %zu existing entity and cursor topics are compacted%s%s",
+                                   m, verdict.short_tombstones ? "; but " : "",
+                                   verdict.short_tombstones ? verdict.short_tombstones : "");
         ok(r, "kafka topic settings", detail);
         free(detail);
     }
-    free(unverified);
-    free(refused);
+    sk_topic_verdict_free(&verdict);
     free(names);
 }
 
@@ -283,7 +281,7 @@ static void check_topics(struct check_run *r, rd_kafka_t *rk, const struct rd_ka
         free(detail);
     }
     if (!refused)
-        check_compacted(r, rk, conf, v, n);
+        check_compacted(r, rk, k, v, n);
     free(refused);
     for (size_t i = 0; i < n; i++)
         free(v[i].topic);

@@ -32,6 +32,7 @@ struct sk_kafka {
     int replication_factor;
     int embedded_brokers;
     int64_t connect_timeout_ms;
+    int64_t tombstone_retention_ms;
     struct sk_strmap properties; /* copies */
     char statistics[24];         /* statistics.interval.ms of the connectors' clients */
     rd_kafka_t *mock_holder;     /* embedded: the handle that owns the mock cluster */
@@ -74,6 +75,12 @@ const struct sk_option sk_kafka_options[] = {
      "round-trip time and request retries in /metrics); 0: never. Off by default: they cost "
      "about 0.2 MB of heap per client and CPU at every interval",
      offsetof(struct sk_kafka_conf, statistics_ms), .min = 0, .max = 3600000},
+    {"tombstone_retention", SK_OPT_DURATION, "7d", false,
+     "how long the compacted topics the daemon creates keep a deletion (delete.retention.ms; "
+     "Kafka's default is 1 day): a sink further behind than this may never see it, so the lag "
+     "status turns ERR at half of it",
+     offsetof(struct sk_kafka_conf, tombstone_retention_ms), .min = 3600000,
+     .max = 3650LL * 86400000},
     {"properties", SK_OPT_MAP, NULL, false,
      "librdkafka properties passed through (security.protocol, ssl.*, sasl.*, ...)",
      offsetof(struct sk_kafka_conf, properties)},
@@ -108,6 +115,11 @@ const char *sk_kafka_prefix(const struct sk_kafka *k)
 const struct sk_names *sk_kafka_names(const struct sk_kafka *k)
 {
     return &k->names;
+}
+
+int64_t sk_kafka_tombstone_retention_ms(const struct sk_kafka *k)
+{
+    return k->tombstone_retention_ms;
 }
 
 const char *sk_kafka_statistics_interval(const struct sk_kafka *k)
@@ -515,46 +527,65 @@ static void await_leaders(rd_kafka_t *rk, const char *const *topics, size_t n, i
     free(rkts);
 }
 
+void sk_kafka_topic_settings(const struct sk_kafka *k, rd_kafka_NewTopic_t *nt, bool compact)
+{
+    rd_kafka_NewTopic_set_config(nt, "cleanup.policy", compact ? "compact" : "delete");
+    if (compact) {
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%lld", (long long)k->tombstone_retention_ms);
+        rd_kafka_NewTopic_set_config(nt, "delete.retention.ms", ms);
+    }
+}
+
 /* ---- existing topics that would lose state ----------------------------------- */
 
-/* One topic's settings as DescribeConfigs gave them: what makes it delete
- * old records ("cleanup.policy=delete"), or NULL when it keeps them. */
-static char *compaction_problem(const rd_kafka_ConfigResource_t *res)
+/* One topic's settings as DescribeConfigs gave them, judged into v's lists
+ * (sk_kafka_check_topics). */
+static void judge_topic(const rd_kafka_ConfigResource_t *res, int64_t tombstone_ms,
+                        struct sk_buf *refused, size_t *n_refused, struct sk_buf *short_tomb,
+                        size_t *n_short)
 {
+    const char *name = rd_kafka_ConfigResource_name(res);
     size_t cnt;
     const rd_kafka_ConfigEntry_t **e = rd_kafka_ConfigResource_configs(res, &cnt);
-    const char *policy = NULL, *ms = NULL, *bytes = NULL;
+    const char *policy = NULL, *ms = NULL, *bytes = NULL, *tomb = NULL;
     for (size_t i = 0; i < cnt; i++) {
-        const char *name = rd_kafka_ConfigEntry_name(e[i]);
+        const char *key = rd_kafka_ConfigEntry_name(e[i]);
         const char *value = rd_kafka_ConfigEntry_value(e[i]);
-        if (strcmp(name, "cleanup.policy") == 0)
+        if (strcmp(key, "cleanup.policy") == 0)
             policy = value;
-        else if (strcmp(name, "retention.ms") == 0)
+        else if (strcmp(key, "retention.ms") == 0)
             ms = value;
-        else if (strcmp(name, "retention.bytes") == 0)
+        else if (strcmp(key, "retention.bytes") == 0)
             bytes = value;
+        else if (strcmp(key, "delete.retention.ms") == 0)
+            tomb = value;
     }
     if (!policy) /* the broker did not say: nothing to judge by */
-        return NULL;
-    if (!strstr(policy, "compact"))
-        return sk_asprintf("cleanup.policy=%s", policy);
-    if (!strstr(policy, "delete"))
-        return NULL;
+        return;
     /* beside compaction, "delete" removes old segments past a limit, if any */
     bool ms_bounded = ms && strcmp(ms, "-1") != 0;
     bool bytes_bounded = bytes && strcmp(bytes, "-1") != 0;
-    if (!ms_bounded && !bytes_bounded)
-        return NULL;
-    return sk_asprintf("cleanup.policy=%s%s%s%s%s", policy, ms_bounded ? " retention.ms=" : "",
-                       ms_bounded ? ms : "", bytes_bounded ? " retention.bytes=" : "",
-                       bytes_bounded ? bytes : "");
+    if (!strstr(policy, "compact")) {
+        sk_buf_printf(refused, "%s%s cleanup.policy=%s", (*n_refused)++ ? "; " : "", name,
+                      policy);
+        return;
+    }
+    if (strstr(policy, "delete") && (ms_bounded || bytes_bounded)) {
+        sk_buf_printf(refused, "%s%s cleanup.policy=%s%s%s%s%s", (*n_refused)++ ? "; " : "",
+                      name, policy, ms_bounded ? " retention.ms=" : "", ms_bounded ? ms : "",
+                      bytes_bounded ? " retention.bytes=" : "", bytes_bounded ? bytes : "");
+        return;
+    }
+    if (tomb && strtoll(tomb, NULL, 10) < tombstone_ms)
+        sk_buf_printf(short_tomb, "%s%s delete.retention.ms=%s", (*n_short)++ ? "; " : "", name,
+                      tomb);
 }
 
-int sk_kafka_check_compacted(rd_kafka_t *rk, const char *const *topics, size_t n,
-                             int64_t timeout_ms, char **unverified, char **refused)
+int sk_kafka_check_topics(rd_kafka_t *rk, const struct sk_kafka *k, const char *const *topics,
+                          size_t n, struct sk_topic_verdict *v)
 {
-    *unverified = NULL;
-    *refused = NULL;
+    *v = (struct sk_topic_verdict){0};
     if (n == 0)
         return 0;
     rd_kafka_ConfigResource_t **res = sk_calloc(n, sizeof(*res));
@@ -562,38 +593,42 @@ int sk_kafka_check_compacted(rd_kafka_t *rk, const char *const *topics, size_t n
         res[i] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topics[i]);
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-    rd_kafka_AdminOptions_set_request_timeout(opt, (int)timeout_ms, NULL, 0);
+    rd_kafka_AdminOptions_set_request_timeout(opt, (int)k->connect_timeout_ms, NULL, 0);
     rd_kafka_DescribeConfigs(rk, res, n, opt, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)timeout_ms + 5000);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)k->connect_timeout_ms + 5000);
     if (!ev || rd_kafka_event_error(ev)) {
-        *unverified = sk_asprintf("DescribeConfigs: %s",
-                                  ev ? rd_kafka_event_error_string(ev) : "timed out");
+        v->unverified = sk_asprintf("DescribeConfigs: %s",
+                                    ev ? rd_kafka_event_error_string(ev) : "timed out");
     } else {
-        size_t cnt, bad = 0;
+        size_t cnt, n_refused = 0, n_short = 0;
         const rd_kafka_ConfigResource_t **got = rd_kafka_DescribeConfigs_result_resources(
             rd_kafka_event_DescribeConfigs_result(ev), &cnt);
-        struct sk_buf list = {0};
+        struct sk_buf refused = {0}, short_tomb = {0};
         for (size_t i = 0; i < cnt; i++) {
-            const char *name = rd_kafka_ConfigResource_name(got[i]);
-            if (rd_kafka_ConfigResource_error(got[i])) {
-                if (!*unverified)
-                    *unverified = sk_asprintf("%s: %s", name,
-                                              rd_kafka_ConfigResource_error_string(got[i]));
-                continue;
-            }
-            char *p = compaction_problem(got[i]);
-            if (p)
-                sk_buf_printf(&list, "%s%s %s", bad++ ? "; " : "", name, p);
-            free(p);
+            if (!rd_kafka_ConfigResource_error(got[i]))
+                judge_topic(got[i], k->tombstone_retention_ms, &refused, &n_refused, &short_tomb,
+                            &n_short);
+            else if (!v->unverified)
+                v->unverified = sk_asprintf("%s: %s", rd_kafka_ConfigResource_name(got[i]),
+                                            rd_kafka_ConfigResource_error_string(got[i]));
         }
-        if (bad)
-            *refused = sk_asprintf(
+        if (n_refused)
+            v->refused = sk_asprintf(
                 "%zu topic(s) delete old records: a new target would not get the current "
                 "state from them, nor a sink behind them every deletion. Make them compacted "
                 "(kafka-configs.sh --alter --entity-type topics --entity-name TOPIC "
                 "--add-config cleanup.policy=compact): %s",
-                bad, list.p);
-        sk_buf_free(&list);
+                n_refused, refused.p);
+        if (n_short)
+            v->short_tombstones = sk_asprintf(
+                "%zu topic(s) keep a deletion for less than kafka.tombstone_retention (%lld "
+                "ms): a sink further behind may never see it (kafka-configs.sh --alter "
+                "--entity-type topics --entity-name TOPIC --add-config delete.retention.ms=%lld): "
+                "%s",
+                n_short, (long long)k->tombstone_retention_ms,
+                (long long)k->tombstone_retention_ms, short_tomb.p);
+        sk_buf_free(&refused);
+        sk_buf_free(&short_tomb);
     }
     if (ev)
         rd_kafka_event_destroy(ev);
@@ -602,7 +637,15 @@ int sk_kafka_check_compacted(rd_kafka_t *rk, const char *const *topics, size_t n
     for (size_t i = 0; i < n; i++)
         rd_kafka_ConfigResource_destroy(res[i]);
     free(res);
-    return *refused ? -1 : 0;
+    return v->refused ? -1 : 0;
+}
+
+void sk_topic_verdict_free(struct sk_topic_verdict *v)
+{
+    free(v->refused);
+    free(v->short_tombstones);
+    free(v->unverified);
+    *v = (struct sk_topic_verdict){0};
 }
 
 /* A topic to create: its name, cleanup policy and partitions. */
@@ -636,7 +679,7 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
             rc = sk_error_set(err, SK_ERR_FATAL, "topic %s: %s", t[i].name, errstr);
             goto out;
         }
-        rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", t[i].compact ? "compact" : "delete");
+        sk_kafka_topic_settings(k, nt[i], t[i].compact);
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -680,20 +723,20 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
     /* made by someone else (an operator, a cluster's defaults): they must
      * keep every key's last record as the ones made here do. Asked only when
      * some existed: a first start pays no round trip for it (a restart ~10 ms) */
-    char *unverified = NULL, *refused = NULL;
-    if (rc == 0 && sk_kafka_check_compacted(rk, existing, n_existing, k->connect_timeout_ms,
-                                            &unverified, &refused)) {
-        if (strlen(refused) >= sizeof(err->msg)) /* the error would be cut: whole here */
-            sk_error_log("kafka", "%s", refused);
-        rc = sk_error_set(err, SK_ERR_FATAL, "%s", refused);
-        free(refused);
+    struct sk_topic_verdict v = {0};
+    if (rc == 0 && sk_kafka_check_topics(rk, k, existing, n_existing, &v)) {
+        if (strlen(v.refused) >= sizeof(err->msg)) /* the error would be cut: whole here */
+            sk_error_log("kafka", "%s", v.refused);
+        rc = sk_error_set(err, SK_ERR_FATAL, "%s", v.refused);
     }
-    if (unverified)
+    if (v.short_tombstones)
+        sk_warn("kafka", "%s", v.short_tombstones);
+    if (v.unverified)
         sk_warn("kafka",
                 "cannot tell whether the existing topics are compacted (%s): a topic with "
                 "cleanup.policy=delete loses entities and deletions past its retention",
-                unverified);
-    free(unverified);
+                v.unverified);
+    sk_topic_verdict_free(&v);
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_AdminOptions_destroy(opt);
@@ -801,6 +844,8 @@ struct sk_kafka *sk_kafka_describe(const struct sk_kafka_conf *conf)
     k->exactly_once = conf->exactly_once;
     k->embedded_brokers = (int)(conf->embedded_brokers > 0 ? conf->embedded_brokers : 1);
     k->connect_timeout_ms = conf->connect_timeout_ms > 0 ? conf->connect_timeout_ms : 30000;
+    k->tombstone_retention_ms =
+        conf->tombstone_retention_ms > 0 ? conf->tombstone_retention_ms : 7 * 86400000LL;
     /* librdkafka keeps histograms per broker and topic for its statistics
      * once they are on (bench/analysis.md §11: 0.4 MB per pair of clients) */
     snprintf(k->statistics, sizeof(k->statistics), "%lld",

@@ -31,6 +31,7 @@ struct sk_kafka_conf {
     int64_t embedded_brokers;    /* brokers of the embedded mock cluster (fault tests) */
     char *embedded_dir;          /* where the embedded broker keeps its state; "off": memory */
     int64_t statistics_ms;       /* librdkafka statistics of the connectors' clients; 0: off */
+    int64_t tombstone_retention_ms; /* delete.retention.ms of the compacted topics it creates */
     struct sk_strmap properties; /* passed through to librdkafka (TLS, SASL, ...) */
 };
 
@@ -168,16 +169,30 @@ int sk_kafka_read_to_end(struct sk_kafka *k, const char *client_id, const char *
 int sk_kafka_ensure_topics(struct sk_kafka *k, const char *const *topics, size_t n, bool compact,
                            int partitions, struct sk_error *err);
 
+/* The settings of a topic the daemon creates: compacted (with
+ * kafka.tombstone_retention) or, for the dead letters, deleting. */
+void sk_kafka_topic_settings(const struct sk_kafka *k, rd_kafka_NewTopic_t *nt, bool compact);
+
 /*
- * Whether each of the existing topics keeps every key's last record for good:
- * cleanup.policy has "compact", and a "delete" beside it comes with
- * retention.ms and retention.bytes -1. 0 when all do; -1 with *refused set
- * (caller frees) to a message naming each that does not, its settings and
- * the fix. When the cluster would not say (an ACL without DescribeConfigs, a
- * timeout), 0 with *unverified set to why (caller frees), for a warning.
+ * What the existing topics' settings say (sk_kafka_check_topics), each a
+ * message naming the topics, their settings and the fix, or NULL.
  */
-int sk_kafka_check_compacted(rd_kafka_t *rk, const char *const *topics, size_t n,
-                             int64_t timeout_ms, char **unverified, char **refused);
+struct sk_topic_verdict {
+    /* they delete old records: cleanup.policy without "compact", or a
+     * "delete" beside it with a retention.ms or retention.bytes other than -1 */
+    char *refused;
+    /* compacted, but delete.retention.ms below kafka.tombstone_retention */
+    char *short_tombstones;
+    /* the cluster would not say (an ACL without DescribeConfigs, a timeout) */
+    char *unverified;
+};
+/* Asks the topics' settings over rk; -1 when v->refused is set, else 0. */
+int sk_kafka_check_topics(rd_kafka_t *rk, const struct sk_kafka *k, const char *const *topics,
+                          size_t n, struct sk_topic_verdict *v);
+void sk_topic_verdict_free(struct sk_topic_verdict *v);
+
+/* kafka.tombstone_retention: how long a compacted topic keeps a deletion (ms). */
+int64_t sk_kafka_tombstone_retention_ms(const struct sk_kafka *k);
 
 /* statistics.interval.ms for a connector's client ("0": none, the default): kafka.statistics. */
 const char *sk_kafka_statistics_interval(const struct sk_kafka *k);

@@ -191,6 +191,9 @@ struct sk_lag_rules {
     int64_t stuck_ms;    /* not moving this long with lag: STALL/STOP (default 60000) */
     int64_t warn_lag_ms; /* oldest unconsumed record older than this: WARN (default 60000) */
     int64_t allowed_lag; /* records of lag that still count as caught up (default 0) */
+    /* the topics' delete.retention.ms (kafka.tombstone_retention): the oldest
+     * unconsumed record older than half of it is ERR; 0: no such rule (default) */
+    int64_t tombstone_ms;
 };
 void sk_lag_rules_default(struct sk_lag_rules *rules);
 

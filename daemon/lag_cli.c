@@ -374,6 +374,10 @@ int sk_lag_cli(int argc, char **argv, FILE *out)
             rc = LAG_EXIT_UNREACHABLE; /* not 2: that says a group is in ERR */
             goto done;
         }
+        /* what the daemon sets on the topics it creates; the embedded
+         * broker's store keeps tombstones (the daemon answers there) */
+        if (!s.api.base)
+            a.rules.tombstone_ms = cfg->core.kafka.tombstone_retention_ms;
     } else {
         s.collect.brokers = a.brokers;
         s.collect.properties = &a.props;

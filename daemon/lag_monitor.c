@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "daemon_internal.h"
 #include "lag.h"
 #include "log.h"
@@ -38,7 +39,11 @@ struct sk_lag_monitor {
     cJSON *history;      /* [{"t": ms, "sinks": {name: {"lag": n, "seconds": s}}}] */
     struct own_lag *own; /* guarded by mu; NULL when the last sample failed */
     size_t n_own;
+    int64_t tombstone_ms;   /* the topics' delete.retention.ms; 0 on the embedded broker */
+    int64_t tomb_warned_ms; /* when "deletions may be lost" was last logged (monitor thread) */
 };
+
+#define TOMB_WARN_EVERY_MS (3600 * 1000) /* an hourly line while it lasts */
 
 #define HISTORY_MAX 180 /* 15 minutes at the default 5 s interval */
 
@@ -176,6 +181,7 @@ static void remember(struct sk_lag_monitor *m, const struct sink_names *s, size_
     cJSON_AddNumberToObject(point, "t", (double)sk_now_us() / 1000.0);
     cJSON *sinks = cJSON_AddObjectToObject(point, "sinks");
     cJSON *groups = cJSON_GetObjectItemCaseSensitive(rep, "groups");
+    struct sk_buf behind = {0};
     for (cJSON *g = groups ? groups->child : NULL; g; g = g->next) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(g, "group");
         const struct sink_names *sn =
@@ -187,8 +193,25 @@ static void remember(struct sk_lag_monitor *m, const struct sink_names *s, size_
         cJSON *secs = cJSON_GetObjectItemCaseSensitive(g, "max_lag_seconds");
         cJSON_AddNumberToObject(o, "lag", cJSON_IsNumber(lag) ? lag->valuedouble : 0);
         cJSON_AddNumberToObject(o, "seconds", cJSON_IsNumber(secs) ? secs->valuedouble : 0);
+        if (m->tombstone_ms > 0 && cJSON_IsNumber(secs) &&
+            secs->valuedouble * 1000.0 >= (double)m->tombstone_ms / 2)
+            sk_buf_printf(&behind, "%s%s (%.1f h)", behind.len ? ", " : "", sn->sink,
+                          secs->valuedouble / 3600.0);
     }
     cJSON_Delete(rep);
+    int64_t now = sk_mono_ms();
+    if (behind.len && (!m->tomb_warned_ms || now - m->tomb_warned_ms >= TOMB_WARN_EVERY_MS)) {
+        m->tomb_warned_ms = now;
+        sk_error_log("lag",
+                     "sink(s) %s behind by over half of kafka.tombstone_retention (%.1f h): "
+                     "a deletion compacted away before it is read stays in the target. Once "
+                     "caught up, pause each source, reset its cursor (POST "
+                     "/api/v1/connectors/NAME/cursor/reset) and resume it: the full listing "
+                     "that follows is a snapshot, and a sink reading it whole deletes what it "
+                     "lacks",
+                     behind.p, (double)m->tombstone_ms / 3600000.0);
+    }
+    sk_buf_free(&behind);
     pthread_mutex_lock(&m->mu);
     cJSON_AddItemToArray(m->history, point);
     while (cJSON_GetArraySize(m->history) > HISTORY_MAX)
@@ -311,6 +334,10 @@ struct sk_lag_monitor *sk_lag_monitor_start(struct sk_daemon *d, int64_t interva
     m->interval_ms = interval_ms > 0 ? interval_ms : 5000;
     struct sk_lag_rules rules;
     sk_lag_rules_default(&rules);
+    /* the embedded broker's store keeps tombstones when it compacts (§5.8) */
+    if (!sk_kafka_embedded(d->kafka))
+        rules.tombstone_ms = sk_kafka_tombstone_retention_ms(d->kafka);
+    m->tombstone_ms = rules.tombstone_ms;
     m->window = sk_lag_window_new(&rules);
     m->history = cJSON_CreateArray();
     pthread_mutex_init(&m->mu, NULL);

@@ -81,6 +81,15 @@ enum sk_lag_status sk_lag_evaluate(const struct sk_lag_point *pts, size_t n, int
         *reason = "members present but the committed offset does not move";
         return SK_LAG_STALL;
     }
+    /* 5b. So far behind that a deletion may be compacted away before it is
+     *     read (its tombstone kept for tombstone_ms once the segment is
+     *     cleaned): catching up or not, the target may keep a deleted row. */
+    if (rules->tombstone_ms > 0 && cur->lag_seconds >= 0 &&
+        cur->lag_seconds * 1000.0 >= (double)rules->tombstone_ms / 2) {
+        *reason = "oldest unconsumed record is older than half the topics' tombstone retention: "
+                  "deletions may be compacted away unread";
+        return SK_LAG_ERR;
+    }
     /* 6. Catching up. */
     if (n >= 2 && cur->lag < pts[0].lag) {
         *reason = "lag decreasing";

@@ -104,6 +104,37 @@ void skt_topic_settings(const char *topic, bool create, const char *const *kv)
     rd_kafka_destroy(rk);
 }
 
+char *skt_topic_setting(const char *topic, const char *name)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_DescribeConfigs(rk, &res, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    cr_assert(ev && !rd_kafka_event_error(ev), "DescribeConfigs %s: %s", topic,
+              ev ? rd_kafka_event_error_string(ev) : "timed out");
+    size_t n = 0, cnt = 0;
+    const rd_kafka_ConfigResource_t **r =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+    cr_assert(n == 1 && !rd_kafka_ConfigResource_error(r[0]), "DescribeConfigs %s failed", topic);
+    const rd_kafka_ConfigEntry_t **e = rd_kafka_ConfigResource_configs(r[0], &cnt);
+    char *value = NULL;
+    for (size_t i = 0; i < cnt && !value; i++)
+        if (strcmp(rd_kafka_ConfigEntry_name(e[i]), name) == 0)
+            value = strdup(rd_kafka_ConfigEntry_value(e[i]) ? rd_kafka_ConfigEntry_value(e[i])
+                                                           : "");
+    cr_assert_not_null(value, "%s has no setting %s", topic, name);
+    rd_kafka_event_destroy(ev);
+    rd_kafka_ConfigResource_destroy(res);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return value;
+}
+
 void skt_dump_write(const cJSON *dump, const char *dir)
 {
     mkdir(dir, 0755);

@@ -496,7 +496,17 @@ Test(check_connect, real_broker_topics_missing_then_present, .timeout = 120)
     expect_line(out, "ok   kafka topics:", "all 20 needed exist");
     expect_line(out, "ok   kafka topic settings:",
                 "the 19 existing entity and cursor topics are compacted");
+    cr_assert(!strstr(out, "keep a deletion for less"), "%s", out);
     cr_assert_eq(count_lines(out, "FAIL "), 0, "%s", out);
+    /* made compacted, keeping a deletion kafka.tombstone_retention (7 days), not Kafka's 1 */
+    char *topic = skt_fmt("%spersons", prefix);
+    char *setting = skt_topic_setting(topic, "delete.retention.ms");
+    cr_assert_str_eq(setting, "604800000", "%s", topic);
+    free(setting);
+    setting = skt_topic_setting(topic, "cleanup.policy");
+    cr_assert_str_eq(setting, "compact", "%s", topic);
+    free(setting);
+    free(topic);
     free(out);
     free(cfg);
     free(prefix);
@@ -522,9 +532,11 @@ Test(check_connect, topics_that_delete_old_records_are_refused, .timeout = 120)
     static const char *const deleting[] = {"cleanup.policy", "delete", NULL};
     static const char *const bounded[] = {"cleanup.policy", "compact,delete", "retention.ms",
                                           "604800000", NULL};
+    /* kept, but a deletion only for Kafka's default day: said, not refused */
     static const char *const unbounded[] = {"cleanup.policy", "compact,delete", "retention.ms",
-                                            "-1", NULL};
-    static const char *const compacted[] = {"cleanup.policy", "compact", NULL};
+                                            "-1", "delete.retention.ms", "86400000", NULL};
+    static const char *const compacted[] = {"cleanup.policy", "compact", "delete.retention.ms",
+                                            "604800000", NULL};
     skt_topic_settings(cursors, true, deleting);
     skt_topic_settings(persons, true, deleting);
     skt_topic_settings(groups, true, bounded);
@@ -559,7 +571,7 @@ Test(check_connect, topics_that_delete_old_records_are_refused, .timeout = 120)
     free(want);
     free(out);
 
-    /* compacted by the operator: the check passes and the daemon runs */
+    /* compacted by the operator as the message says: the check passes and the daemon runs */
     skt_topic_settings(persons, false, compacted);
     skt_topic_settings(groups, false, compacted);
     skt_topic_settings(cursors, false, compacted);
@@ -567,9 +579,18 @@ Test(check_connect, topics_that_delete_old_records_are_refused, .timeout = 120)
     out = check(cfg, NULL, 60, &rc);
     cr_assert_eq(rc, 0, "%s", out);
     expect_line(out, "ok   kafka topic settings:", "are compacted");
+    want = skt_fmt("1 topic(s) keep a deletion for less than kafka.tombstone_retention "
+                   "(604800000 ms): a sink further behind may never see it (kafka-configs.sh "
+                   "--alter --entity-type topics --entity-name TOPIC --add-config "
+                   "delete.retention.ms=604800000): %s delete.retention.ms=86400000",
+                   rooms);
+    expect_line(out, "ok   kafka topic settings:", want);
     free(out);
     rc = skt_sh(cmd, 60, &out);
     cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, want), "the start does not warn of the short tombstone retention:\n%s",
+              out);
+    free(want);
     free(out);
     free(cmd);
     free(cfg);

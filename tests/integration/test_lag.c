@@ -25,7 +25,8 @@ struct env {
     rd_kafka_t *producer;
 };
 
-static struct env env_new(const char *tag)
+/* kafka_extra: more lines of the configuration's kafka section ("" for none). */
+static struct env env_new_with(const char *tag, const char *kafka_extra)
 {
     struct env e = {0};
     e.prefix = skt_unique_prefix();
@@ -45,7 +46,7 @@ static struct env env_new(const char *tag)
     e.group = skt_fmt("skolsync-n1-db-%s", e.suffix);
     char *dir = skt_tmpdir(tag);
     e.cfg = skt_fmt("%s/skolsync.yaml", dir);
-    char *text = skt_fmt("kafka:\n"
+    char *text = skt_fmt("kafka:\n%s"
                          "  brokers: %s\n"
                          "  topic_prefix: %s\n"
                          "  deployment: skolsync\n"
@@ -61,7 +62,7 @@ static struct env env_new(const char *tag)
                          "  db-%s:\n"
                          "    type: sqlite-sink\n"
                          "    path: %s/out.db\n",
-                         skt_brokers(), e.prefix, e.suffix, dir, e.suffix, dir);
+                         kafka_extra, skt_brokers(), e.prefix, e.suffix, dir, e.suffix, dir);
     skt_write(e.cfg, text);
     free(text);
     free(dir);
@@ -76,6 +77,11 @@ static struct env env_new(const char *tag)
     rd_kafka_error_t *re = rd_kafka_init_transactions(e.producer, 30000);
     cr_assert_null(re, "%s", re ? rd_kafka_error_string(re) : "");
     return e;
+}
+
+static struct env env_new(const char *tag)
+{
+    return env_new_with(tag, "");
 }
 
 static void env_free(struct env *e)
@@ -302,6 +308,119 @@ Test(lag, seconds_lag_is_the_age_of_the_oldest_unconsumed_record, .timeout = 120
     free(dump);
     cJSON_Delete(j);
     consumer_stop(c);
+    env_free(&e);
+}
+
+/*
+ * A group behind by more than half of kafka.tombstone_retention (the topics'
+ * delete.retention.ms) may never see a deletion: compaction can remove the
+ * tombstone before the group reads it. `lag -c` takes the retention from the
+ * configuration and says ERR (exit 2) with the reason; under half it is the
+ * plain WARN of an old record.
+ */
+Test(lag, behind_by_half_the_tombstone_retention_is_err, .timeout = 120)
+{
+    struct env e = env_new_with("lag-tombstone", "  tombstone_retention: 1h\n");
+    int64_t now = sk_now_us() / 1000;
+    produce(&e, 2, 0, true);
+    rd_kafka_t *c = consumer_new(&e);
+    consume(c, 2);
+    produce(&e, 1, now - 29 * 60 * 1000, true); /* under half an hour: an old record */
+    const char *args[] = {"-c", e.cfg, "--timeout", "15s"};
+    cJSON *j;
+    int rc = lag_json(&j, args, 4);
+    char *dump = cJSON_Print(j);
+    cJSON *p = part0(j);
+    cr_assert_str_eq(str(p, "status"), "WARN", "%s", dump);
+    cr_assert_eq(rc, 1, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    consume(c, 1);
+    produce(&e, 1, now - 31 * 60 * 1000, true); /* past half of the hour */
+    rc = lag_json(&j, args, 4);
+    dump = cJSON_Print(j);
+    p = part0(j);
+    cr_assert_str_eq(str(p, "status"), "ERR", "%s", dump);
+    cr_assert(strstr(str(p, "reason"), "tombstone retention"), "%s", dump);
+    cr_assert_eq(rc, 2, "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    /* without the configuration (--brokers) there is no retention to judge by */
+    rc = lag_group(&e, &j);
+    dump = cJSON_Print(j);
+    cr_assert_str_eq(str(part0(j), "status"), "WARN", "%s", dump);
+    free(dump);
+    cJSON_Delete(j);
+    consumer_stop(c);
+    env_free(&e);
+}
+
+/* Whether the file at path has a line containing text, waiting up to timeout_ms. */
+static bool logged_within(const char *path, const char *text, int timeout_ms)
+{
+    char *cmd = skt_fmt("grep -qF '%s' %s", text, path);
+    bool found = false;
+    for (int waited = 0; !found && waited <= timeout_ms; waited += 250) {
+        found = skt_sh(cmd, 10, NULL) == 0;
+        if (!found)
+            usleep(250000);
+    }
+    free(cmd);
+    return found;
+}
+
+/* The daemon's lag monitor says it in the log too, naming the sink and what to do. */
+Test(lag, the_daemon_logs_a_sink_behind_by_half_the_tombstone_retention, .timeout = 120)
+{
+    struct env e = env_new("lag-tombstone-daemon");
+    char *dir = skt_tmpdir("lag-tombstone-daemon");
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *sink = skt_fmt("db-%s", e.suffix);
+    char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n  deployment: skolsync\n"
+                         "  tombstone_retention: 1h\n"
+                         "node:\n  name: n1\n"
+                         "admin:\n  listen: 127.0.0.1:0\n  token: lag-test-token\n"
+                         "lag_interval: 1s\n"
+                         "sinks:\n  %s:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                         skt_brokers(), e.prefix, sink, dir);
+    skt_write(cfg, text);
+    free(text);
+    char *log = skt_fmt("%s/daemon.log", dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    int port = skt_logged_port(log, 20000);
+    cr_assert_gt(port, 0, "the daemon logged no HTTP port");
+    /* the sink paused, so that the record below stays unconsumed */
+    char *pause = skt_fmt("curl -sf -X POST -H 'Authorization: Bearer lag-test-token' "
+                          "http://127.0.0.1:%d/api/v1/connectors/%s/pause",
+                          port, sink);
+    int rc = -1;
+    for (int i = 0; i < 100 && rc != 0; i++) {
+        rc = skt_sh(pause, 10, NULL);
+        if (rc)
+            usleep(200000);
+    }
+    cr_assert_eq(rc, 0, "could not pause %s", sink);
+    cr_assert(!logged_within(log, "tombstone_retention", 3000), "said before any record");
+    produce(&e, 1, sk_now_us() / 1000 - 31 * 60 * 1000, true);
+    char *want = skt_fmt("sink(s) %s (0.5 h) behind by over half of kafka.tombstone_retention "
+                         "(1.0 h)",
+                         sink);
+    bool said = logged_within(log, want, 30000);
+    char *out = NULL, *cat = skt_fmt("cat %s", log);
+    skt_sh(cat, 10, &out);
+    free(cat);
+    cr_assert(said, "no line \"%s\" in:\n%s", want, out);
+    cr_assert(strstr(out, "cursor/reset"), "the line does not say what to do:\n%s", out);
+    free(out);
+    kill(pid, SIGTERM);
+    cr_assert_eq(skt_wait(pid, 30000), 0);
+    free(want);
+    free(pause);
+    free(log);
+    free(sink);
+    free(cfg);
+    free(dir);
     env_free(&e);
 }
 

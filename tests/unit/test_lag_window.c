@@ -137,6 +137,38 @@ Test(lag_rules, old_first_unconsumed_record_is_warn)
     cr_assert_eq(sk_lag_evaluate(pts, 1, 1, &r, NULL), SK_LAG_OK);
 }
 
+Test(lag_rules, behind_by_half_the_tombstone_retention_is_err)
+{
+    /* catching up (rule 6 would say OK), but its oldest record is 2 h old */
+    int64_t c[5] = {10, 40, 70, 90, 95};
+    int64_t e[5] = {100, 100, 100, 100, 100};
+    struct sk_lag_point pts[5];
+    points(pts, 5, c, e);
+    pts[4].lag_seconds = 2 * 3600;
+    struct sk_lag_rules r = rules();
+    const char *why = NULL;
+    cr_assert_eq(sk_lag_evaluate(pts, 5, 1, &r, &why), SK_LAG_OK, "no rule without retention");
+    r.tombstone_ms = 4 * 3600 * 1000LL;
+    cr_assert_eq(sk_lag_evaluate(pts, 5, 1, &r, &why), SK_LAG_ERR);
+    cr_assert(strstr(why, "tombstone retention"), "%s", why);
+    pts[4].lag_seconds = 2 * 3600 - 1; /* under half: catching up, OK */
+    cr_assert_eq(sk_lag_evaluate(pts, 5, 1, &r, NULL), SK_LAG_OK);
+    pts[4].lag_seconds = -1; /* unknown age: nothing to judge by */
+    cr_assert_eq(sk_lag_evaluate(pts, 5, 1, &r, NULL), SK_LAG_OK);
+    /* a stuck consumer stays STALL: what is wrong first */
+    int64_t cs[10] = {10, 10, 10, 10, 10, 10, 10, 10, 10, 10};
+    int64_t es[10] = {12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    struct sk_lag_point st[10];
+    points(st, 10, cs, es);
+    st[9].lag_seconds = 3 * 3600;
+    cr_assert_eq(sk_lag_evaluate(st, 10, 1, &r, NULL), SK_LAG_STALL);
+    /* caught up: OK however old the last record */
+    pts[4].committed = pts[4].end;
+    pts[4].lag = 0;
+    pts[4].lag_seconds = 0;
+    cr_assert_eq(sk_lag_evaluate(pts, 5, 1, &r, NULL), SK_LAG_OK);
+}
+
 Test(lag_rules, allowed_lag_counts_as_caught_up)
 {
     int64_t c[1] = {10}, e[1] = {12};
