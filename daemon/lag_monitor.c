@@ -205,7 +205,7 @@ static void remember(struct sk_lag_monitor *m, const struct sink_names *s, size_
         sk_error_log("lag",
                      "sink(s) %s behind by over half of kafka.tombstone_retention (%.1f h): "
                      "a deletion compacted away before it is read stays in the target. Once "
-                     "caught up, pause each source, reset its cursor (POST "
+                     "caught up, pause each ss12000-source, reset its cursor (POST "
                      "/api/v1/connectors/NAME/cursor/reset) and resume it: the full listing "
                      "that follows is a snapshot, and a sink reading it whole deletes what it "
                      "lacks",
