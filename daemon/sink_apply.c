@@ -146,6 +146,20 @@ int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON 
     if (!d)
         return sk_error_set(err, SK_ERR_PERMANENT, "value is not a valid %s message",
                             sk_entity_schema(r->entity));
+    /* Sinks store a document under its record's key: a value of another
+     * entity (a foreign producer's mistake) would put it under the wrong id,
+     * and an upsert by key would then overwrite the entity the key names. */
+    const cJSON *idv = cJSON_GetObjectItemCaseSensitive(d, "id");
+    char id[37];
+    if (!cJSON_IsString(idv) || sk_uuid_normalize(idv->valuestring, id) != 0) {
+        cJSON_Delete(d);
+        return sk_error_set(err, SK_ERR_PERMANENT, "value has no id that is a UUID");
+    }
+    if (strcmp(id, r->key) != 0) {
+        cJSON_Delete(d);
+        return sk_error_set(err, SK_ERR_PERMANENT, "value's id %s is not the record's key %s",
+                            id, r->key);
+    }
     if (sk_privacy_apply(privacy, r->entity, d) == SK_PRIVACY_DELETE) {
         cJSON_Delete(d);
         r->value = NULL;

@@ -39,11 +39,13 @@ static void encode_person(size_t i, struct sk_record *r)
     cr_assert_eq(sk_codec_encode(r->entity, doc, strlen(doc), &r->value, &r->value_len, id,
                                  &modified_us, &err),
                  0, "%s", err.msg);
+    memcpy(r->key, id, sizeof(r->key));
     free(doc);
 }
 
-/* Records 0..n: persons, every 50th a value that does not unpack, every 30th
- * a tombstone (not handed to the decode, as the driver does). */
+/* Records 0..n: persons, every 50th a value that does not unpack, every 40th
+ * under another entity's key, every 30th a tombstone (not handed to the
+ * decode, as the driver does). */
 static size_t setup(size_t n)
 {
     memset(recs, 0, sizeof(recs));
@@ -56,6 +58,8 @@ static size_t setup(size_t n)
             recs[i].value_len = 12;
         } else if (i % 30 != 29) {
             encode_person(i, &recs[i]);
+            if (i % 40 == 39)
+                memcpy(recs[i].key, "00000000-0000-4000-8000-ffffffffffff", 37);
         } else {
             recs[i].entity = sk_entity_by_collection("persons");
         }
@@ -132,7 +136,10 @@ Test(sink_decode, a_large_batch_decodes_in_two_halves_exactly_as_record_by_recor
         bad += rejected[i];
     }
     cr_assert_gt(deletes, 20, "protected persons were skipped on both halves");
-    cr_assert_eq(bad, N / 50);
+    size_t foreign = 0;
+    for (size_t i = 39; i < N; i += 40)
+        foreign += i % 30 != 29 && i % 50 != 49;
+    cr_assert_eq(bad, N / 50 + foreign);
     teardown(N);
 }
 
@@ -148,4 +155,41 @@ Test(sink_decode, a_small_batch_is_decoded_on_the_calling_thread)
     cr_assert_eq(json[1].len, 0);
     check(n, &privacy);
     teardown(n);
+}
+
+/* A value whose id is not its record's key (a foreign producer's mistake)
+ * is rejected, not stored under the key; an id in capitals is the same id. */
+Test(sink_decode, a_value_of_another_entity_than_its_key_is_rejected)
+{
+    struct sk_privacy privacy = {0};
+    struct sk_record r = {0};
+    encode_person(5, &r);
+    cJSON *doc = NULL;
+    struct sk_buf one = {0};
+    struct sk_error err = {0};
+    cr_assert_eq(sk_sink_decode(&privacy, &r, &doc, &one, &err), 0, "%s", err.msg);
+    cJSON_Delete(doc);
+    memcpy(r.key, "00000000-0000-4000-8000-000000000006", 37);
+    cr_assert_eq(sk_sink_decode(&privacy, &r, &doc, &one, &err), -1);
+    cr_assert_null(doc);
+    cr_assert_eq(err.cls, SK_ERR_PERMANENT);
+    cr_assert_str_eq(err.msg, "value's id 00000000-0000-4000-8000-000000000005 is not the "
+                              "record's key 00000000-0000-4000-8000-000000000006");
+    free(r.value);
+
+    /* capitals in the value's id: the same entity */
+    const char *upper = "{\"id\":\"ABCDEF00-0000-4000-8000-00000000000A\",\"meta\":{\"created\":"
+                        "\"2024-01-01T00:00:00Z\",\"modified\":\"2024-02-01T10:00:00Z\"},"
+                        "\"givenName\":\"A\",\"familyName\":\"B\"}";
+    struct sk_record u = {.entity = sk_entity_by_collection("persons")};
+    char id[37];
+    int64_t modified_us;
+    cr_assert_eq(sk_codec_encode(u.entity, upper, strlen(upper), &u.value, &u.value_len, id,
+                                 &modified_us, &err),
+                 0, "%s", err.msg);
+    memcpy(u.key, "abcdef00-0000-4000-8000-00000000000a", 37);
+    cr_assert_eq(sk_sink_decode(&privacy, &u, &doc, &one, &err), 0, "%s", err.msg);
+    cJSON_Delete(doc);
+    free(u.value);
+    sk_buf_free(&one);
 }
