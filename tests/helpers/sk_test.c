@@ -59,13 +59,21 @@ char *skt_unique_prefix(void)
     return skt_fmt("t%.8s.", uuid);
 }
 
-void skt_topic_settings(const char *topic, bool create, const char *const *kv)
+/* A client of the test broker for admin requests (caller destroys). */
+static rd_kafka_t *admin_client(void)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     cr_assert_not_null(rk, "%s", errstr);
+    return rk;
+}
+
+void skt_topic_settings(const char *topic, bool create, const char *const *kv)
+{
+    char errstr[256];
+    rd_kafka_t *rk = admin_client();
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_NewTopic_t *nt = NULL;
     rd_kafka_ConfigResource_t *res = NULL;
@@ -106,11 +114,7 @@ void skt_topic_settings(const char *topic, bool create, const char *const *kv)
 
 char *skt_topic_setting(const char *topic, const char *name)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_t *rk = admin_client();
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
     rd_kafka_DescribeConfigs(rk, &res, 1, NULL, q);

@@ -638,6 +638,15 @@ static long long pg_rows(struct pair *c)
     return n;
 }
 
+/* The pair's source started, and PostgreSQL holding every record (120 s at most). */
+static void pair_synced(struct pair *c, const char *what)
+{
+    pair_source(c);
+    for (int w = 0; w < 1200 && pg_rows(c) < (long long)c->total; w++)
+        usleep(100000);
+    cr_assert_eq(pg_rows(c), (long long)c->total, "%s", what);
+}
+
 static void pair_free(struct pair *c)
 {
     free(c->src_cfg);
@@ -649,6 +658,16 @@ static void pair_free(struct pair *c)
     free(c->dir);
 }
 
+/* `skolsync lag -c --json` on n1's configuration: its output (caller frees). */
+static char *lag_json_of(struct pair *c)
+{
+    char *cmd = skt_fmt("%s lag -c %s --json --timeout 15s", skt_skolsync(), c->nodes[0].cfg);
+    char *out = NULL;
+    skt_sh(cmd, 60, &out);
+    free(cmd);
+    return out;
+}
+
 /*
  * `skolsync lag -c` on n1's configuration: every listed partition of the
  * shared pg group is owned by n1 or n2 (node.name read from the members'
@@ -657,10 +676,7 @@ static void pair_free(struct pair *c)
  */
 static bool lag_shows_split(struct pair *c, char **last)
 {
-    char *cmd = skt_fmt("%s lag -c %s --json --timeout 15s", skt_skolsync(), c->nodes[0].cfg);
-    char *out = NULL;
-    skt_sh(cmd, 60, &out);
-    free(cmd);
+    char *out = lag_json_of(c);
     cJSON *j = cJSON_Parse(out);
     *last = out;
     char *deployment = strndup(c->prefix, strlen(c->prefix) - 1);
@@ -746,10 +762,7 @@ Test(ha, a_killed_node_s_partitions_move_to_the_survivor, .timeout = 300)
 {
     struct pair c;
     pair_start(&c, "ha-failover", "", "");
-    pair_source(&c);
-    for (int w = 0; w < 1200 && pg_rows(&c) < (long long)c.total; w++)
-        usleep(100000);
-    cr_assert_eq(pg_rows(&c), (long long)c.total, "PostgreSQL before the kill");
+    pair_synced(&c, "PostgreSQL before the kill");
 
     cr_assert_eq(kill(c.nodes[1].pid, SIGKILL), 0);
     cr_assert_eq(skt_wait(c.nodes[1].pid, 10000), 128 + SIGKILL);
@@ -788,10 +801,7 @@ static bool file_has(const char *path, const char *text)
  * as `skolsync lag -c` on n1's configuration shows it; -1 if none is listed. */
 static double pg_lag_owned_by(struct pair *c, const char *node)
 {
-    char *cmd = skt_fmt("%s lag -c %s --json --timeout 15s", skt_skolsync(), c->nodes[0].cfg);
-    char *out = NULL;
-    skt_sh(cmd, 60, &out);
-    free(cmd);
+    char *out = lag_json_of(c);
     cJSON *j = cJSON_Parse(out);
     char *deployment = strndup(c->prefix, strlen(c->prefix) - 1);
     char *pg = skt_fmt("%s-pg", deployment);
@@ -835,10 +845,7 @@ Test(ha, a_sink_replaces_its_consumer_only_for_its_own_lag, .timeout = 300)
 {
     struct pair c;
     pair_start(&c, "ha-stall", "lag_interval: 1s\n", "    fetch_stall_timeout: 2s\n");
-    pair_source(&c);
-    for (int w = 0; w < 1200 && pg_rows(&c) < (long long)c.total; w++)
-        usleep(100000);
-    cr_assert_eq(pg_rows(&c), (long long)c.total, "PostgreSQL before the stop");
+    pair_synced(&c, "PostgreSQL before the stop");
 
     struct timespec t0;
     cr_assert_eq(kill(c.nodes[1].pid, SIGSTOP), 0);

@@ -66,6 +66,17 @@ static int run_once(const struct setup *s, int timeout_s, char **out)
     return rc;
 }
 
+/* A first `run --once` of s (ok), and the target equal to its dataset. */
+static void first_sync(struct setup *s)
+{
+    char *out = NULL;
+    int rc = run_once(s, 200, &out);
+    cr_assert_eq(rc, 0, "first run failed (%d):\n%s", rc, out);
+    free(out);
+    char why[2048] = "";
+    cr_assert(skt_db_matches_dataset(s->db, s->data, why, sizeof(why)), "%s", why);
+}
+
 /*
  * Calls each for every record of partition 0 of topic, from its start to
  * its end (read_committed), as a consumer of group. Returns how many.
@@ -174,22 +185,19 @@ Test(kafka_e2e, dataset_through_real_broker_equals_input, .timeout = 240)
 Test(kafka_e2e, an_emptied_target_is_filled_again_from_the_topics, .timeout = 240)
 {
     struct setup s = make_setup("e2e-refill", 40, 300);
-    char *out = NULL;
-    int rc = run_once(&s, 200, &out);
-    cr_assert_eq(rc, 0, "first run failed (%d):\n%s", rc, out);
-    free(out);
-    char why[2048] = "";
-    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
+    first_sync(&s);
 
     char *rm = skt_fmt("rm -f %s %s-wal %s-shm", s.db, s.db, s.db);
     cr_assert_eq(skt_sh(rm, 10, NULL), 0);
     free(rm);
-    rc = run_once(&s, 200, &out);
+    char *out = NULL;
+    int rc = run_once(&s, 200, &out);
     cr_assert_eq(rc, 0, "second run failed (%d):\n%s", rc, out);
     cr_assert(strstr(out, ": 0 records stored"), "the source re-sent data:\n%s", out);
     char *applied = skt_fmt(": %zu records applied", skt_count_records(s.data));
     cr_assert(strstr(out, applied), "not refilled (want%s):\n%s", applied, out);
     free(applied);
+    char why[2048] = "";
     cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s\n%s", why, out);
     free(out);
 }
@@ -281,20 +289,17 @@ Test(kafka_e2e, bad_input_in_a_group_stores_the_batches_before_it, .timeout = 24
 Test(kafka_e2e, sink_follows_a_changed_topic_prefix, .timeout = 300)
 {
     struct setup s = make_setup("e2e-prefix", 20, 300);
-    char *out = NULL;
-    int rc = run_once(&s, 200, &out);
-    cr_assert_eq(rc, 0, "first run failed (%d):\n%s", rc, out);
-    free(out);
-    char why[2048] = "";
-    cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s", why);
+    first_sync(&s);
 
     /* same connector names, another prefix, an empty database */
     s.prefix = skt_unique_prefix();
     s.db = skt_fmt("%s/out2.db", s.dir);
     write_config(&s, 300);
-    rc = run_once(&s, 200, &out);
+    char *out = NULL;
+    int rc = run_once(&s, 200, &out);
     cr_assert_eq(rc, 0, "second run failed (%d):\n%s", rc, out);
     cr_assert_not(strstr(out, "not subscribed"), "a stale assignment:\n%s", out);
+    char why[2048] = "";
     cr_assert(skt_db_matches_dataset(s.db, s.data, why, sizeof(why)), "%s\n%s", why, out);
     free(out);
 }

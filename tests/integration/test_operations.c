@@ -90,6 +90,18 @@ static long long metric_value(struct daemon_run *d, const char *series)
     return v;
 }
 
+/* The restart counter `series` once it is at least 1, polled for 20 s; its last value. */
+static long long restarted(struct daemon_run *d, const char *series)
+{
+    long long restarts = 0;
+    for (int i = 0; i < 100 && restarts < 1; i++) {
+        restarts = metric_value(d, series);
+        if (restarts < 1)
+            usleep(200000);
+    }
+    return restarts;
+}
+
 static char *sink_applied(size_t n)
 {
     return skt_fmt(
@@ -304,12 +316,7 @@ Test(operations, on_error_stop_fails_the_connector_and_the_supervisor_restarts_i
     /* The strict source never got past the bad line and is restarted with backoff. */
     const char *series = "skolsync_connector_restarts_total{connector=\"strict\",kind=\"source\","
                          "type=\"jsonl-source\"} ";
-    long long restarts = 0;
-    for (int i = 0; i < 100 && restarts < 1; i++) {
-        restarts = metric_value(&d, series);
-        usleep(200000);
-    }
-    cr_assert_geq(restarts, 1, "no restart");
+    cr_assert_geq(restarted(&d, series), 1, "no restart");
     /* backoff: not restarted in a tight loop */
     sleep(3);
     cr_assert_leq(metric_value(&d, series), 5, "restarted too often: no backoff");
@@ -539,14 +546,9 @@ Test(operations, a_sink_whose_consumer_cannot_be_made_fails, .timeout = 120)
     free(d.log);
 
     start_daemon(&d);
-    const char *series = "skolsync_connector_restarts_total{connector=\"db\",kind=\"sink\","
-                         "type=\"sqlite-sink\"} ";
-    long long restarts = 0;
-    for (int i = 0; i < 100 && restarts < 1; i++) {
-        restarts = metric_value(&d, series);
-        usleep(200000);
-    }
-    cr_assert_geq(restarts, 1, "the failed sink was not restarted");
+    cr_assert_geq(restarted(&d, "skolsync_connector_restarts_total{connector=\"db\","
+                                "kind=\"sink\",type=\"sqlite-sink\"} "),
+                  1, "the failed sink was not restarted");
     int st = 0;
     char *body = http(&d, "GET", "/ready", NULL, &st);
     cr_assert_eq(st, 503, "a sink without a consumer must make the daemon not ready: %s", body);
