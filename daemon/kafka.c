@@ -960,6 +960,81 @@ int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, si
     return 0;
 }
 
+/* ---- a destroy that may not return ------------------------------------------ */
+
+struct destroy_job {
+    rd_kafka_t *rk;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, abandoned;
+};
+
+static void destroy_job_free(struct destroy_job *j)
+{
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void *destroy_thread(void *arg)
+{
+    struct destroy_job *j = arg;
+    rd_kafka_destroy(j->rk);
+    pthread_mutex_lock(&j->mu);
+    j->done = true;
+    bool abandoned = j->abandoned;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    if (abandoned) /* nobody waits: it is ours to free */
+        destroy_job_free(j);
+    return NULL;
+}
+
+bool sk_kafka_destroy_within(rd_kafka_t *rk, int64_t timeout_ms, const char *who)
+{
+    struct destroy_job *j = sk_calloc(1, sizeof(*j));
+    j->rk = rk;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_t t;
+    if (sk_thread_start(&t, destroy_thread, j, "rdk-destroy", NULL)) {
+        rd_kafka_destroy(rk); /* no thread to be had: here, unbounded */
+        destroy_job_free(j);
+        return true;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &until) == 0)
+        ;
+    bool done = j->done;
+    if (!done)
+        j->abandoned = true;
+    pthread_mutex_unlock(&j->mu);
+    if (done) {
+        pthread_join(t, NULL);
+        destroy_job_free(j);
+        return true;
+    }
+    pthread_detach(t);
+    sk_error_log(who,
+                 "librdkafka did not release its Kafka client within %lld s: left behind, "
+                 "still waiting (2.0.2 can wait for ever once a topic was deleted under it, "
+                 "confluentinc/librdkafka#3954); the connector goes on without it",
+                 (long long)(timeout_ms / 1000));
+    return false;
+}
+
 rd_kafka_t *sk_kafka_client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
                                 int (*stats)(rd_kafka_t *, char *, size_t, void *), void *opaque,
                                 struct sk_error *err)

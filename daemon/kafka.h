@@ -222,6 +222,16 @@ void sk_kafka_set_consumer_hook(struct sk_kafka *k, void (*fn)(rd_kafka_t *rk, v
 /* A sink made consumer rk: the hook above, if any. */
 void sk_kafka_consumer_created(struct sk_kafka *k, rd_kafka_t *rk);
 
+/*
+ * rd_kafka_destroy(rk), waiting at most timeout_ms: librdkafka 2.0.2 can wait
+ * for ever in it once a topic was deleted under a consumer (architecture
+ * §8.14g), which kept a sink from stopping, restarting or being reloaded.
+ * Past the bound the destroy goes on in a thread of its own, left behind
+ * (its client's threads too), an error names `who`, and false is returned.
+ */
+#define SK_KAFKA_DESTROY_MS 10000
+bool sk_kafka_destroy_within(rd_kafka_t *rk, int64_t timeout_ms, const char *who);
+
 /* Header helpers: value of header `name` as a NUL-terminated copy into buf; 0 if found. */
 int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
 

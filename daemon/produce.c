@@ -47,5 +47,12 @@ int sk_produce_error(struct sk_error *err, rd_kafka_resp_err_t e, const char *to
     enum sk_err_class cls = e == RD_KAFKA_RESP_ERR__FATAL ? SK_ERR_FATAL
                             : sk_produce_never(e)         ? SK_ERR_PERMANENT
                                                           : SK_ERR_RETRIABLE;
-    return sk_error_set(err, cls, "produce to %s: %s", topic, rd_kafka_err2str(e));
+    /* skolsync makes its topics at start only: one deleted under a running
+     * daemon stays gone (and its records with it) until an operator acts */
+    bool gone =
+        e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    return sk_error_set(err, cls, "produce to %s: %s%s", topic, rd_kafka_err2str(e),
+                        gone ? " (the topic is gone: restart the daemon, which creates it, then "
+                               "reset the sources' cursors to publish again what it held)"
+                             : "");
 }

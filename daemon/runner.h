@@ -101,7 +101,13 @@ struct sk_runner {
     char stats_client[128];
     int64_t stats_last_retries;
 
-    pthread_mutex_t mu; /* guards last_error and the wake flag */
+    /* The Kafka client's error lines in the log, at most SK_KAFKA_ERROR_LINES
+     * a minute (sk_runner_kafka_error); under mu. */
+    int64_t kerr_window_ms;
+    int kerr_logged;
+    uint64_t kerr_unlogged;
+
+    pthread_mutex_t mu; /* guards last_error, the wake flag and the kerr_ fields */
     pthread_cond_t cv;
     bool wake;
     char last_error[512];
@@ -123,6 +129,16 @@ bool sk_runner_stalled(struct sk_runner *r, int64_t lag, int64_t now_ms, int64_t
 
 /* A librdkafka stats_cb (opaque: the runner): keeps the figures above. */
 int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len);
+
+/*
+ * An error the connector's Kafka client reported (its error callback): counted
+ * (skolsync_kafka_errors_total) and logged, at most SK_KAFKA_ERROR_LINES
+ * lines a minute. librdkafka repeats some every second for each partition (a
+ * topic deleted under a consumer: three lines a second for ever); past the
+ * limit a line a minute says how many were not logged.
+ */
+#define SK_KAFKA_ERROR_LINES 10
+void sk_runner_kafka_error(struct sk_runner *r, const char *reason);
 
 void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *name,
                     const char *type);

@@ -468,8 +468,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     (void)rk;
     (void)err;
     struct sink_run *run = opaque;
-    atomic_fetch_add(&run->env->runner.kafka_errors, 1);
-    sk_warn(run->env->runner.name, "kafka: %s", reason);
+    sk_runner_kafka_error(&run->env->runner, reason);
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
@@ -740,7 +739,7 @@ static void consumer_renew(struct sink_run *run, const char *why)
     rd_kafka_consumer_close(run->consumer);
     rd_kafka_queue_destroy(run->queue); /* every object before its handle */
     run->queue = NULL;
-    rd_kafka_destroy(run->consumer);
+    sk_kafka_destroy_within(run->consumer, SK_KAFKA_DESTROY_MS, r->name);
     run->consumer = NULL;
     run->renewed = true;
     sink_seen_now(run);
@@ -1009,7 +1008,7 @@ out:
     if (run.queue)
         rd_kafka_queue_destroy(run.queue);
     if (run.consumer) /* also one that could not subscribe */
-        rd_kafka_destroy(run.consumer);
+        sk_kafka_destroy_within(run.consumer, SK_KAFKA_DESTROY_MS, r->name);
     atomic_store(&r->partitions, 0);
     sk_dlq_writer_free(run.dlq);
     parts_clear(&run);

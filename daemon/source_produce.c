@@ -172,13 +172,13 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct source_run *run = opaque;
-    atomic_fetch_add(&run->env->runner.kafka_errors, 1);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        atomic_fetch_add(&run->env->runner.kafka_errors, 1);
         char buf[512];
         rd_kafka_fatal_error(rk, buf, sizeof(buf));
         sk_error_log(run->env->runner.name, "fatal producer error: %s", buf);
     } else {
-        sk_warn(run->env->runner.name, "kafka: %s", reason);
+        sk_runner_kafka_error(&run->env->runner, reason);
     }
 }
 

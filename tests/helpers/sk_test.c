@@ -112,6 +112,25 @@ void skt_topic_settings(const char *topic, bool create, const char *const *kv)
     rd_kafka_destroy(rk);
 }
 
+void skt_topic_delete(const char *topic)
+{
+    rd_kafka_t *rk = admin_client();
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopic_t *d = rd_kafka_DeleteTopic_new(topic);
+    rd_kafka_DeleteTopics(rk, &d, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    cr_assert(ev && !rd_kafka_event_error(ev), "DeleteTopics %s: %s", topic,
+              ev ? rd_kafka_event_error_string(ev) : "timed out");
+    size_t n = 0;
+    const rd_kafka_topic_result_t **r =
+        rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+    cr_assert(n == 1 && !rd_kafka_topic_result_error(r[0]), "DeleteTopics %s failed", topic);
+    rd_kafka_event_destroy(ev);
+    rd_kafka_DeleteTopic_destroy(d);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
 char *skt_topic_setting(const char *topic, const char *name)
 {
     rd_kafka_t *rk = admin_client();

@@ -30,6 +30,8 @@ char *skt_unique_prefix(void);
  * then its only ones. Fails the test when the broker refuses.
  */
 void skt_topic_settings(const char *topic, bool create, const char *const *kv);
+/* Deletes topic on the test broker (an operator's mistake, for tests of it). */
+void skt_topic_delete(const char *topic);
 /* One setting of topic on the test broker as DescribeConfigs gives it (caller frees). */
 char *skt_topic_setting(const char *topic, const char *name);
 

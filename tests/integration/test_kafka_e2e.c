@@ -15,6 +15,7 @@
 #include "dlq.h"
 #include "kafka.h"
 #include "model.h"
+#include "runner.h"
 #include "sk_test.h"
 #include "util.h"
 
@@ -444,6 +445,71 @@ static void append_updates(const struct setup *s, int n)
     cr_assert_eq(skt_sh(cmd, 30, &out), 0, "%s", out);
     free(out);
     free(cmd);
+}
+
+/* Lines of the file at path that contain text. */
+static int lines_with(const char *path, const char *text)
+{
+    char *cmd = skt_fmt("grep -cF '%s' %s", text, path);
+    char *out = NULL;
+    skt_sh(cmd, 10, &out);
+    int n = atoi(out ? out : "0");
+    free(out);
+    free(cmd);
+    return n;
+}
+
+/*
+ * An entity topic deleted under a running daemon (an operator's mistake):
+ * skolsync makes its topics at start only, so the source cannot publish and
+ * says why, with what to do, and the daemon is not ready. librdkafka
+ * reports the missing topic to the sink's consumer every second for each
+ * partition: the sink logs at most SK_KAFKA_ERROR_LINES of those a minute.
+ */
+Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .timeout = 240)
+{
+    struct setup s = make_setup("e2e-deleted", 20, 300);
+    first_sync(&s);
+    char *log = skt_fmt("%s/daemon.log", s.dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s.cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    int port = skt_logged_port(log, 30000);
+    cr_assert_gt(port, 0, "the daemon logged no HTTP port");
+    char *ready = skt_fmt("http://127.0.0.1:%d/ready", port);
+    long st = 0;
+    for (int i = 0; i < 300 && st != 200; i++) {
+        st = skt_http("GET", ready, NULL, 5, NULL);
+        if (st != 200)
+            usleep(100000);
+    }
+    cr_assert_eq(st, 200, "the daemon did not get ready");
+
+    char *topic = skt_fmt("%spersons", s.prefix);
+    skt_topic_delete(topic);
+    int64_t deleted = sk_mono_ms();
+    append_updates(&s, 1);
+    bool said = false;
+    for (int i = 0; i < 900 && !said; i++) {
+        said = lines_with(log, "the topic is gone: restart the daemon") > 0;
+        if (!said)
+            usleep(100000);
+    }
+    cr_assert(said, "the source never said the topic is gone (log %s)", log);
+    st = skt_http("GET", ready, NULL, 5, NULL);
+    cr_assert_eq(st, 503, "ready while a source cannot publish");
+    /* at least 20 s of the consumer's reports (three a second unlimited) */
+    int64_t left = 20000 - (sk_mono_ms() - deleted);
+    if (left > 0)
+        usleep((useconds_t)left * 1000);
+    char *sink_lines = skt_fmt("db-%s: kafka: ", s.suffix);
+    int n = lines_with(log, sink_lines);
+    cr_assert_leq(n, SK_KAFKA_ERROR_LINES + 1, "%d Kafka error lines of the sink (log %s)", n, log);
+    kill(pid, SIGTERM);
+    cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
+    free(sink_lines);
+    free(topic);
+    free(ready);
+    free(log);
 }
 
 Test(kafka_e2e, kill_9_at_several_points_then_restart_converges, .timeout = 600)
