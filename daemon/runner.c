@@ -195,30 +195,8 @@ void sk_runner_carry_counters(struct sk_runner *to, struct sk_runner *from)
 void sk_runner_kafka_error(struct sk_runner *r, const char *reason)
 {
     atomic_fetch_add(&r->kafka_errors, 1);
-    int64_t now = sk_mono_ms();
-    uint64_t unlogged = 0;
-    bool log = false;
-    pthread_mutex_lock(&r->mu);
-    if (!r->kerr_window_ms || now - r->kerr_window_ms >= 60000) {
-        unlogged = r->kerr_unlogged;
-        r->kerr_window_ms = now;
-        r->kerr_logged = 0;
-        r->kerr_unlogged = 0;
-    }
-    if (r->kerr_logged < SK_KAFKA_ERROR_LINES) {
-        r->kerr_logged++;
-        log = true;
-    } else {
-        r->kerr_unlogged++;
-    }
-    pthread_mutex_unlock(&r->mu);
-    if (unlogged)
-        sk_warn(r->name,
-                "kafka: %llu more client error(s) in the last minute not logged (all counted in "
-                "skolsync_kafka_errors_total)",
-                (unsigned long long)unlogged);
-    if (log)
-        sk_warn(r->name, "kafka: %s", reason);
+    sk_log_limited(&r->kafka_error_log, SK_KAFKA_ERROR_INTERVAL_MS, SK_LOG_WARN, r->name,
+                   "kafka: %s", reason);
 }
 
 const char *sk_runner_kind_name(const struct sk_runner *r)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "connector.h"
+#include "log.h"
 #include "model.h"
 
 enum sk_runner_state {
@@ -101,13 +102,10 @@ struct sk_runner {
     char stats_client[128];
     int64_t stats_last_retries;
 
-    /* The Kafka client's error lines in the log, at most SK_KAFKA_ERROR_LINES
-     * a minute (sk_runner_kafka_error); under mu. */
-    int64_t kerr_window_ms;
-    int kerr_logged;
-    uint64_t kerr_unlogged;
+    /* The Kafka client's error lines in the log (sk_runner_kafka_error). */
+    struct sk_log_limit kafka_error_log;
 
-    pthread_mutex_t mu; /* guards last_error, the wake flag and the kerr_ fields */
+    pthread_mutex_t mu; /* guards last_error and the wake flag */
     pthread_cond_t cv;
     bool wake;
     char last_error[512];
@@ -132,12 +130,13 @@ int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len);
 
 /*
  * An error the connector's Kafka client reported (its error callback): counted
- * (skolsync_kafka_errors_total) and logged, at most SK_KAFKA_ERROR_LINES
- * lines a minute. librdkafka repeats some every second for each partition (a
- * topic deleted under a consumer: three lines a second for ever); past the
- * limit a line a minute says how many were not logged.
+ * (skolsync_kafka_errors_total) and logged, one line per
+ * SK_KAFKA_ERROR_INTERVAL_MS at most (sk_log_limited: the next line says how
+ * many were left out). librdkafka repeats some every second for each
+ * partition: a topic deleted under a consumer gave three lines a second for
+ * ever.
  */
-#define SK_KAFKA_ERROR_LINES 10
+#define SK_KAFKA_ERROR_INTERVAL_MS 6000
 void sk_runner_kafka_error(struct sk_runner *r, const char *reason);
 
 void sk_runner_init(struct sk_runner *r, enum sk_runner_kind kind, const char *name,
