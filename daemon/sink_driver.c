@@ -422,9 +422,15 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
         snprintf(how, sizeof(how), " (resuming at offsets stored in the target)");
     else if (from_start)
         snprintf(how, sizeof(how), " (none stored in the target: from the start)");
-    sk_info(env->runner.name, "assigned %d partition(s)%s", parts->cnt, how);
+    bool paused = atomic_load(&env->runner.paused);
+    sk_info(env->runner.name, "assigned %d partition(s)%s%s", parts->cnt, how,
+            paused ? ", paused by an operator" : "");
     sk_offsets_free(&stored);
     rd_kafka_assign(run->consumer, parts);
+    /* An operator's pause holds across rebalances: the new partitions are
+     * paused too (the loop pauses only what was assigned when it saw it). */
+    if (paused && parts->cnt)
+        rd_kafka_pause_partitions(run->consumer, parts);
     rd_kafka_topic_partition_list_destroy(parts);
 }
 

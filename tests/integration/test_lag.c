@@ -95,15 +95,16 @@ static void env_free(struct env *e)
     free(e->cfg);
 }
 
-/* n records to partition 0 in one transaction, timestamped ts_ms (0 = now). */
-static void produce(struct env *e, int n, int64_t ts_ms, bool commit)
+/* n records to partition `partition` in one transaction, timestamped ts_ms (0 = now). */
+static void produce_to(struct env *e, int32_t partition, int n, int64_t ts_ms, bool commit)
 {
     cr_assert_null(rd_kafka_begin_transaction(e->producer));
     for (int i = 0; i < n; i++) {
         char key[64];
         snprintf(key, sizeof(key), "key-%d-%lld", i, (long long)sk_now_us());
         cr_assert_eq(rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(e->topic),
-                                       RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY(key, strlen(key)),
+                                       RD_KAFKA_V_PARTITION(partition),
+                                       RD_KAFKA_V_KEY(key, strlen(key)),
                                        RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_TIMESTAMP(ts_ms),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -113,6 +114,12 @@ static void produce(struct env *e, int n, int64_t ts_ms, bool commit)
     rd_kafka_error_t *re = commit ? rd_kafka_commit_transaction(e->producer, 30000)
                                   : rd_kafka_abort_transaction(e->producer, 30000);
     cr_assert_null(re, "%s", re ? rd_kafka_error_string(re) : "");
+}
+
+/* n records to partition 0 (produce_to). */
+static void produce(struct env *e, int n, int64_t ts_ms, bool commit)
+{
+    produce_to(e, 0, n, ts_ms, commit);
 }
 
 /* A member of the group, subscribed to the topic (what a sink is). */
@@ -369,58 +376,171 @@ static bool logged_within(const char *path, const char *text, int timeout_ms)
     return found;
 }
 
-/* The daemon's lag monitor says it in the log too, naming the sink and what to do. */
-Test(lag, the_daemon_logs_a_sink_behind_by_half_the_tombstone_retention, .timeout = 120)
+/* A daemon running e's sink (db-<suffix>, group e.group) with an admin token. */
+struct daemon {
+    char *dir, *log, *sink;
+    char *assigned; /* "<sink>: assigned", the log's line of each assignment */
+    pid_t pid;
+    int port;
+};
+
+/* e->group becomes the group of daemon_start's sink: a deployment of its own
+ * (d<suffix>), so that two such tests at once are two deployments, not two
+ * daemons with one node name (the second would refuse to start). */
+static void daemon_group(struct env *e)
 {
-    struct env e = env_new("lag-tombstone-daemon");
-    char *dir = skt_tmpdir("lag-tombstone-daemon");
-    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
-    char *sink = skt_fmt("db-%s", e.suffix);
-    char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n  deployment: skolsync\n"
-                         "  tombstone_retention: 1h\n"
+    free(e->group);
+    e->group = skt_fmt("d%s-n1-db-%s", e->suffix, e->suffix);
+}
+
+static struct daemon daemon_start(struct env *e, const char *tag, const char *kafka_extra)
+{
+    struct daemon d = {.dir = skt_tmpdir(tag)};
+    d.sink = skt_fmt("db-%s", e->suffix);
+    d.log = skt_fmt("%s/daemon.log", d.dir);
+    daemon_group(e);
+    char *cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n  deployment: d%s\n%s"
                          "node:\n  name: n1\n"
                          "admin:\n  listen: 127.0.0.1:0\n  token: lag-test-token\n"
                          "lag_interval: 1s\n"
                          "sinks:\n  %s:\n    type: sqlite-sink\n    path: %s/out.db\n",
-                         skt_brokers(), e.prefix, sink, dir);
+                         skt_brokers(), e->prefix, e->suffix, kafka_extra, d.sink, d.dir);
     skt_write(cfg, text);
     free(text);
-    char *log = skt_fmt("%s/daemon.log", dir);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
-    pid_t pid = skt_spawn(argv, log);
-    int port = skt_logged_port(log, 20000);
-    cr_assert_gt(port, 0, "the daemon logged no HTTP port");
-    /* the sink paused, so that the record below stays unconsumed */
-    char *pause = skt_fmt("curl -sf -X POST -H 'Authorization: Bearer lag-test-token' "
-                          "http://127.0.0.1:%d/api/v1/connectors/%s/pause",
-                          port, sink);
+    d.pid = skt_spawn(argv, d.log);
+    free(cfg);
+    d.port = skt_logged_port(d.log, 20000);
+    cr_assert_gt(d.port, 0, "the daemon logged no HTTP port");
+    d.assigned = skt_fmt("%s: assigned", d.sink);
+    cr_assert(logged_within(d.log, d.assigned, 30000), "the sink got no partitions");
+    return d;
+}
+
+/* POST /api/v1/connectors/<the sink>/<action> with the token (tried for 20 s). */
+static void sink_action(struct daemon *d, const char *action)
+{
+    char *cmd = skt_fmt("curl -sf -X POST -H 'Authorization: Bearer lag-test-token' "
+                        "http://127.0.0.1:%d/api/v1/connectors/%s/%s",
+                        d->port, d->sink, action);
     int rc = -1;
     for (int i = 0; i < 100 && rc != 0; i++) {
-        rc = skt_sh(pause, 10, NULL);
+        rc = skt_sh(cmd, 10, NULL);
         if (rc)
             usleep(200000);
     }
-    cr_assert_eq(rc, 0, "could not pause %s", sink);
-    cr_assert(!logged_within(log, "tombstone_retention", 3000), "said before any record");
+    cr_assert_eq(rc, 0, "could not %s %s", action, d->sink);
+    free(cmd);
+}
+
+/* The daemon's log (caller frees). */
+static char *daemon_log(struct daemon *d)
+{
+    char *out = NULL, *cat = skt_fmt("cat %s", d->log);
+    skt_sh(cat, 10, &out);
+    free(cat);
+    return out;
+}
+
+static void daemon_stop(struct daemon *d)
+{
+    kill(d->pid, SIGTERM);
+    cr_assert_eq(skt_wait(d->pid, 30000), 0);
+    free(d->log);
+    free(d->sink);
+    free(d->assigned);
+    free(d->dir);
+}
+
+/* The daemon's lag monitor says it in the log too, naming the sink and what to do. */
+Test(lag, the_daemon_logs_a_sink_behind_by_half_the_tombstone_retention, .timeout = 120)
+{
+    struct env e = env_new("lag-tombstone-daemon");
+    struct daemon d = daemon_start(&e, "lag-tombstone-daemon", "  tombstone_retention: 1h\n");
+    sink_action(&d, "pause"); /* so that the record below stays unconsumed */
+    cr_assert(!logged_within(d.log, "tombstone_retention", 3000), "said before any record");
     produce(&e, 1, sk_now_us() / 1000 - 31 * 60 * 1000, true);
     char *want = skt_fmt("sink(s) %s (0.5 h) behind by over half of kafka.tombstone_retention "
                          "(1.0 h)",
-                         sink);
-    bool said = logged_within(log, want, 30000);
-    char *out = NULL, *cat = skt_fmt("cat %s", log);
-    skt_sh(cat, 10, &out);
-    free(cat);
+                         d.sink);
+    bool said = logged_within(d.log, want, 30000);
+    char *out = daemon_log(&d);
     cr_assert(said, "no line \"%s\" in:\n%s", want, out);
     cr_assert(strstr(out, "cursor/reset"), "the line does not say what to do:\n%s", out);
     free(out);
-    kill(pid, SIGTERM);
-    cr_assert_eq(skt_wait(pid, 30000), 0);
     free(want);
-    free(pause);
-    free(log);
-    free(sink);
-    free(cfg);
-    free(dir);
+    daemon_stop(&d);
+    env_free(&e);
+}
+
+/* Lines of the file at path that contain text. */
+static int lines_with(const char *path, const char *text)
+{
+    char *cmd = skt_fmt("grep -cF '%s' %s", text, path);
+    char *out = NULL;
+    skt_sh(cmd, 10, &out);
+    int n = atoi(out ? out : "0");
+    free(out);
+    free(cmd);
+    return n;
+}
+
+/* Polls c for ms (it stays a member through rebalances); its persons partition, or -1. */
+static int32_t member_partition(rd_kafka_t *c, const char *topic, int ms)
+{
+    for (int64_t until = sk_mono_ms() + ms; sk_mono_ms() < until;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_topic_partition_list_t *a = NULL;
+    int32_t p = -1;
+    if (rd_kafka_assignment(c, &a) == 0 && a) {
+        for (int i = 0; i < a->cnt; i++)
+            if (strcmp(a->elems[i].topic, topic) == 0)
+                p = a->elems[i].partition;
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    return p;
+}
+
+/*
+ * An operator's pause holds across a rebalance: a partition the paused sink
+ * never had (another member of its group leaves) is not consumed until the
+ * sink is resumed. Before, only what was assigned when the pause came was
+ * paused: a sink paused for the target's maintenance wrote to it again after
+ * a rebalance (found by the tombstone test above, whose pause once came
+ * before the first assignment).
+ */
+Test(lag, a_paused_sink_stays_paused_across_a_rebalance, .timeout = 180)
+{
+    struct env e = env_new("lag-pause-rebalance");
+    daemon_group(&e);
+    rd_kafka_t *c = consumer_new(&e); /* the group's first member */
+    cr_assert_geq(member_partition(c, e.topic, 3000), 0, "the first member got no partition");
+    struct daemon d = daemon_start(&e, "lag-pause-rebalance", "");
+    int32_t p = member_partition(c, e.topic, 5000); /* after the rebalance: one of the two */
+    cr_assert_geq(p, 0, "the first member kept no persons partition (log %s)", d.log);
+    sink_action(&d, "pause");
+    cr_assert(logged_within(d.log, "paused by an operator", 10000), "not paused");
+    int before = lines_with(d.log, d.assigned);
+    consumer_stop(c); /* it leaves: its partition goes to the paused sink */
+    bool moved = false;
+    for (int i = 0; i < 300 && !moved; i++) {
+        moved = lines_with(d.log, d.assigned) > before;
+        if (!moved)
+            usleep(100000);
+    }
+    cr_assert(moved, "no rebalance after the member left (log %s)", d.log);
+    /* a record on that partition (its key is no UUID: consumed, it is dead-lettered) */
+    produce_to(&e, p, 1, 0, true);
+    cr_assert(!logged_within(d.log, "dead-lettered", 5000),
+              "a paused sink consumed a partition it got in a rebalance (log %s)", d.log);
+    sink_action(&d, "resume");
+    cr_assert(logged_within(d.log, "dead-lettered", 30000),
+              "the record was not consumed after the resume (log %s)", d.log);
+    daemon_stop(&d);
     env_free(&e);
 }
 
