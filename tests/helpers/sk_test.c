@@ -944,3 +944,14 @@ int skt_free_port(void)
     close(fd);
     return ntohs(sa.sin_port);
 }
+
+int skt_lines_with(const char *path, const char *text)
+{
+    char *cmd = skt_fmt("grep -cF '%s' %s", text, path);
+    char *out = NULL;
+    skt_sh(cmd, 10, &out);
+    int n = atoi(out ? out : "0");
+    free(out);
+    free(cmd);
+    return n;
+}

@@ -204,6 +204,8 @@ int skt_free_port(void);
 int skt_logged_port(const char *log_path, int timeout_ms);
 /* The same for another line: "<text> http://127.0.0.1:PORT" (text: no '#'). */
 int skt_logged_port_after(const char *log_path, const char *text, int timeout_ms);
+/* Lines of the file at path that contain text (grep -F). */
+int skt_lines_with(const char *path, const char *text);
 
 /* A tiny AF_UNIX datagram listener for NOTIFY_SOCKET tests. */
 int skt_notify_listen(const char *path);

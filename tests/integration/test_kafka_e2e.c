@@ -447,18 +447,6 @@ static void append_updates(const struct setup *s, int n)
     free(cmd);
 }
 
-/* Lines of the file at path that contain text. */
-static int lines_with(const char *path, const char *text)
-{
-    char *cmd = skt_fmt("grep -cF '%s' %s", text, path);
-    char *out = NULL;
-    skt_sh(cmd, 10, &out);
-    int n = atoi(out ? out : "0");
-    free(out);
-    free(cmd);
-    return n;
-}
-
 /*
  * An entity topic deleted under a running daemon (an operator's mistake):
  * skolsync makes its topics at start only, so the source cannot publish and
@@ -490,7 +478,7 @@ Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .tim
     append_updates(&s, 1);
     bool said = false;
     for (int i = 0; i < 900 && !said; i++) {
-        said = lines_with(log, "the topic is gone: restart the daemon") > 0;
+        said = skt_lines_with(log, "the topic is gone: restart the daemon") > 0;
         if (!said)
             usleep(100000);
     }
@@ -502,10 +490,10 @@ Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .tim
     if (left > 0)
         usleep((useconds_t)left * 1000);
     char *sink_lines = skt_fmt("db-%s: kafka: ", s.suffix);
-    int n = lines_with(log, sink_lines);
+    int n = skt_lines_with(log, sink_lines);
     int most = (int)((sk_mono_ms() - deleted) / SK_KAFKA_ERROR_INTERVAL_MS) + 1;
     cr_assert_leq(n, most, "%d Kafka error lines of the sink (log %s)", n, log);
-    cr_assert_gt(lines_with(log, "more like it, not logged"), 0, "no count of those left out");
+    cr_assert_gt(skt_lines_with(log, "more like it, not logged"), 0, "no count of those left out");
     kill(pid, SIGTERM);
     cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
     free(sink_lines);

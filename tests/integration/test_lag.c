@@ -474,18 +474,6 @@ Test(lag, the_daemon_logs_a_sink_behind_by_half_the_tombstone_retention, .timeou
     env_free(&e);
 }
 
-/* Lines of the file at path that contain text. */
-static int lines_with(const char *path, const char *text)
-{
-    char *cmd = skt_fmt("grep -cF '%s' %s", text, path);
-    char *out = NULL;
-    skt_sh(cmd, 10, &out);
-    int n = atoi(out ? out : "0");
-    free(out);
-    free(cmd);
-    return n;
-}
-
 /* Polls c for ms (it stays a member through rebalances); its persons partition, or -1. */
 static int32_t member_partition(rd_kafka_t *c, const char *topic, int ms)
 {
@@ -524,11 +512,11 @@ Test(lag, a_paused_sink_stays_paused_across_a_rebalance, .timeout = 180)
     cr_assert_geq(p, 0, "the first member kept no persons partition (log %s)", d.log);
     sink_action(&d, "pause");
     cr_assert(logged_within(d.log, "paused by an operator", 10000), "not paused");
-    int before = lines_with(d.log, d.assigned);
+    int before = skt_lines_with(d.log, d.assigned);
     consumer_stop(c); /* it leaves: its partition goes to the paused sink */
     bool moved = false;
     for (int i = 0; i < 300 && !moved; i++) {
-        moved = lines_with(d.log, d.assigned) > before;
+        moved = skt_lines_with(d.log, d.assigned) > before;
         if (!moved)
             usleep(100000);
     }
