@@ -19,7 +19,9 @@
 #include <criterion/parameterized.h>
 #include <librdkafka/rdkafka.h>
 
+#include "model.h"
 #include "sk_test.h"
+#include "util.h"
 
 static char *pg_query(const char *sql)
 {
@@ -438,15 +440,16 @@ Test(dlq, list_goes_through_the_running_daemon, .timeout = 180)
 }
 
 /*
- * A record on an entity topic that claims to be the drivers' own (header
- * skolsync-control) but does not read as one, as anyone who can produce to
- * the topic could write: the sink neither applies it nor passes it over in
- * silence; it is dead-lettered with a reason, and the records around it are
- * applied.
+ * One record written to the persons topic by a producer other than skolsync
+ * (anyone who can produce to the topic could), after a sync and before a new
+ * person: the sink neither applies it nor passes it over in silence; it is
+ * dead-lettered with `reason`, and the person behind it is applied. `tag`
+ * names the test's directory; header, when not NULL, is "name=value".
  */
-Test(dlq, a_control_record_that_does_not_read_is_dead_lettered, .timeout = 180)
+static void foreign_record_is_dead_lettered(const char *tag, const char *key, const void *value,
+                                            size_t len, const char *header, const char *reason)
 {
-    char *dir = skt_tmpdir("dlq-control");
+    char *dir = skt_tmpdir(tag);
     char *data = skt_fmt("%s/data", dir);
     skt_generate(data, 37, 10);
     char *prefix = skt_unique_prefix();
@@ -470,12 +473,14 @@ Test(dlq, a_control_record_that_does_not_read_is_dead_lettered, .timeout = 180)
     cr_assert_not_null(p, "%s", errstr);
     char *topic = skt_fmt("%spersons", prefix);
     rd_kafka_headers_t *h = rd_kafka_headers_new(1);
-    rd_kafka_header_add(h, "skolsync-control", -1, "snapshot", -1);
-    static const char junk[] = "{\"phase\":\"begin\",\"partitions\":1e9";
+    if (header) {
+        const char *eq = strchr(header, '=');
+        rd_kafka_header_add(h, header, eq - header, eq + 1, -1);
+    }
     cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
-                                   RD_KAFKA_V_KEY("skolsync-snapshot", 17),
-                                   RD_KAFKA_V_VALUE((void *)junk, sizeof(junk) - 1),
-                                   RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END),
+                                   RD_KAFKA_V_KEY(key, strlen(key)),
+                                   RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(h),
+                                   RD_KAFKA_V_END),
                  RD_KAFKA_RESP_ERR_NO_ERROR);
     cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(p);
@@ -483,11 +488,11 @@ Test(dlq, a_control_record_that_does_not_read_is_dead_lettered, .timeout = 180)
     skt_append_persons(data, 9000, 1);
     cr_assert_eq(skt_sh(run, 120, &out), 0, "%s", out);
     cr_assert(strstr(out, "sink db (sqlite-sink): 1 records applied, 1 dead-lettered"),
-              "the control record was not dead-lettered (or the person not applied):\n%s", out);
+              "the foreign record was not dead-lettered (or the person not applied):\n%s", out);
     free(out);
     char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), cfg);
     cr_assert_eq(skt_sh(list, 60, &out), 0, "%s", out);
-    cr_assert(strstr(out, "control record"), "no reason in the letter:\n%s", out);
+    cr_assert(strstr(out, reason), "no reason \"%s\" in the letter:\n%s", reason, out);
     free(out);
     free(list);
     free(topic);
@@ -498,4 +503,32 @@ Test(dlq, a_control_record_that_does_not_read_is_dead_lettered, .timeout = 180)
     free(prefix);
     free(data);
     free(dir);
+}
+
+/* A record that claims to be the drivers' own (header skolsync-control) but
+ * does not read as one. */
+Test(dlq, a_control_record_that_does_not_read_is_dead_lettered, .timeout = 180)
+{
+    static const char junk[] = "{\"phase\":\"begin\",\"partitions\":1e9";
+    foreign_record_is_dead_lettered("dlq-control", "skolsync-snapshot", junk, sizeof(junk) - 1,
+                                    "skolsync-control=snapshot", "control record");
+}
+
+/* A person under another entity's key: stored under the key, it would
+ * overwrite the entity the key names with another's document. */
+Test(dlq, a_value_whose_id_is_not_its_key_is_dead_lettered, .timeout = 180)
+{
+    const char *doc = "{\"id\":\"00000000-0000-4000-8000-00000000abcd\",\"givenName\":\"Fel\","
+                      "\"familyName\":\"Nyckel\"}";
+    uint8_t *value = NULL;
+    size_t len = 0;
+    char id[37];
+    int64_t modified;
+    struct sk_error err = {0};
+    cr_assert_eq(sk_codec_encode(sk_entity_by_name("Person"), doc, strlen(doc), &value, &len, id,
+                                 &modified, &err),
+                 0, "%s", err.msg);
+    foreign_record_is_dead_lettered("dlq-foreign-id", "00000000-0000-4000-8000-00000000ef01",
+                                    value, len, NULL, "is not the record's key");
+    free(value);
 }
