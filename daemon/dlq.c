@@ -16,7 +16,7 @@
 
 struct letter {
     int64_t offset;
-    char connector[128], cls[32], error[512], where[320], topic[256], entity[64];
+    char connector[128], cls[32], error[512], where[320], topic[256], entity[64], schema[128];
     int32_t partition;
     int64_t orig_offset;
     int64_t truncated_from; /* the value's size before it was cut, 0 = whole */
@@ -37,6 +37,7 @@ static void parse_letter(const rd_kafka_message_t *m, struct letter *l)
     sk_kafka_header(m, SK_DLQ_WHERE, l->where, sizeof(l->where));
     sk_kafka_header(m, SK_DLQ_TOPIC, l->topic, sizeof(l->topic));
     sk_kafka_header(m, SK_DLQ_ENTITY, l->entity, sizeof(l->entity));
+    sk_kafka_header(m, SK_HEADER_SCHEMA, l->schema, sizeof(l->schema));
     if (sk_kafka_header(m, SK_DLQ_PARTITION, num, sizeof(num)) == 0)
         l->partition = (int32_t)atoi(num);
     if (sk_kafka_header(m, SK_DLQ_OFFSET, num, sizeof(num)) == 0)
@@ -259,6 +260,7 @@ static int replay_one(void *ctx, const struct letter *l)
     size_t key_len = l->msg->key_len, value_len = l->msg->len;
     char *topic = NULL;
     uint8_t *encoded = NULL;
+    bool reencoded = false;
     char id[37];
     const struct sk_entity *e = l->entity[0] ? sk_entity_by_name(l->entity) : NULL;
     if (l->truncated_from && !r->f->value) {
@@ -289,16 +291,21 @@ static int replay_one(void *ctx, const struct letter *l)
         key = id;
         key_len = strlen(id);
         value = encoded;
+        reencoded = true;
     } else {
         skip(r, l, "no original topic and no entity type to encode the input with");
         return 0;
     }
     char observed[32];
     snprintf(observed, sizeof(observed), "%lld", (long long)sk_now_us());
-    rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
     rd_kafka_header_add(h, "skolsync-source", -1, "dlq-replay", -1);
     rd_kafka_header_add(h, "skolsync-observed", -1, observed, -1);
     rd_kafka_header_add(h, "content-type", -1, "application/x-protobuf", -1);
+    /* encoded here: what it now is; as it was: what it said it was */
+    const char *schema = reencoded ? sk_entity_schema(e) : l->schema;
+    if (schema[0])
+        rd_kafka_header_add(h, SK_HEADER_SCHEMA, -1, schema, -1);
     rd_kafka_resp_err_t err =
         sk_produce(r->producer, topic, key, key_len, value, value_len, h, NULL);
     free(topic);
@@ -359,6 +366,8 @@ static rd_kafka_headers_t *letter_headers(const struct sk_dead_letter *dl, size_
     rd_kafka_header_add(h, SK_DLQ_ERROR, -1, dl->err->msg, -1);
     if (dl->entity)
         rd_kafka_header_add(h, SK_DLQ_ENTITY, -1, dl->entity, -1);
+    if (dl->schema)
+        rd_kafka_header_add(h, SK_HEADER_SCHEMA, -1, dl->schema, -1);
     if (value_len < dl->value_len) {
         snprintf(num, sizeof(num), "%zu", dl->value_len);
         rd_kafka_header_add(h, SK_DLQ_TRUNCATED, -1, num, -1);

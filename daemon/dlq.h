@@ -45,6 +45,9 @@ struct sk_dead_letter {
     const char *topic;
     int32_t partition;
     int64_t offset;
+    /* A sink's record: its own SK_HEADER_SCHEMA, or NULL. Kept, so that a
+     * replay as it was says again what the record said it was. */
+    const char *schema;
     /* The record was refused for its size: keep only the start of the value
      * (context for the operator, not a record to replay). */
     bool truncate;

@@ -232,6 +232,9 @@ void sk_kafka_consumer_created(struct sk_kafka *k, rd_kafka_t *rk);
 #define SK_KAFKA_DESTROY_MS 10000
 bool sk_kafka_destroy_within(rd_kafka_t *rk, int64_t timeout_ms, const char *who);
 
+/* An entity record's full message name (§5.3), e.g. "ss12000.v2.Person". */
+#define SK_HEADER_SCHEMA "skolsync-schema"
+
 /* Header helpers: value of header `name` as a NUL-terminated copy into buf; 0 if found. */
 int sk_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
 

@@ -84,6 +84,8 @@ static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
             return -1;
         any = true;
         const rd_kafka_message_t *m = run->pending[i];
+        char schema[128];
+        bool has_schema = sk_kafka_header(m, SK_HEADER_SCHEMA, schema, sizeof(schema)) == 0;
         struct sk_dead_letter dl = {.connector = run->env->runner.name,
                                     .err = &run->outs[i].err,
                                     .key = m->key,
@@ -94,7 +96,8 @@ static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
                                     .entity =
                                         run->recs[i].entity ? run->recs[i].entity->name : NULL,
                                     .partition = m->partition,
-                                    .offset = m->offset};
+                                    .offset = m->offset,
+                                    .schema = has_schema ? schema : NULL};
         if (sk_dlq_writer_send(run->dlq, &dl, err))
             return -1;
         sk_warn(run->env->runner.name, "dead-lettered %s[%d]@%lld: %s", dl.topic, (int)m->partition,
@@ -319,6 +322,19 @@ static void build_records(struct sink_run *run)
             run->outs[i].kind = SK_REJECTED;
             sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT,
                          r->entity ? "record key is not a UUID" : "topic not consumed by sink");
+            continue;
+        }
+        /* §5.3: a record saying it is another entity (a foreign producer on
+         * the wrong topic) is not applied, even when its value happens to
+         * parse as this topic's message. No header: nothing to check. */
+        char schema[128];
+        if (sk_kafka_header(m, SK_HEADER_SCHEMA, schema, sizeof(schema)) == 0 &&
+            strcmp(schema, sk_entity_schema(r->entity)) != 0) {
+            run->driver_rejected[i] = true;
+            run->outs[i].kind = SK_REJECTED;
+            sk_error_set(&run->outs[i].err, SK_ERR_PERMANENT,
+                         "record's header skolsync-schema is %.100s, not %s on this topic",
+                         schema, sk_entity_schema(r->entity));
             continue;
         }
         if (m->payload)

@@ -158,7 +158,7 @@ static void batch_done(struct sink_run *run)
         struct sk_runner *r = &run->env->runner;
         size_t applied = 0, rejected = 0;
         int64_t now_us = sk_now_us();
-        struct sk_offsets control_marks = {0};
+        struct sk_offsets passed_marks = {0};
         for (size_t i = 0; i < n; i++) {
             const rd_kafka_message_t *m = run->pending[i];
             struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
@@ -185,18 +185,20 @@ static void batch_done(struct sink_run *run)
         for (size_t i = 0; i < n; i++) {
             const rd_kafka_message_t *m = run->pending[i];
             struct part *p = part_find(run, rd_kafka_topic_name(m->rkt), m->partition);
-            if (run->control[i] && p) /* the partition's end of the batch */
-                sk_offsets_add(&control_marks, p->topic, p->partition, p->next);
+            if ((run->control[i] || run->driver_rejected[i]) && p) /* the batch's end there */
+                sk_offsets_add(&passed_marks, p->topic, p->partition, p->next);
         }
-        /* A marker last in its partition was not in the target's batch: the
-         * target's offsets move past it too (a failure only means the marker
-         * is read again after a restart, and passed over again). */
-        if (control_marks.n && run->env->sink.ops->mark_offsets) {
+        /* A marker, or a record the driver dead-lettered itself (its letter
+         * acknowledged by now), last in its partition was not in the
+         * target's batch: the target's offsets move past it too, or every
+         * restart would read it again (a letter written again each time). A
+         * failure means only that, once: logged. */
+        if (passed_marks.n && run->env->sink.ops->mark_offsets) {
             struct sk_error err = {0};
-            if (run->env->sink.ops->mark_offsets(&run->env->sink, &control_marks, &err))
-                sk_debug(r->name, "storing offsets past snapshot markers: %s", err.msg);
+            if (run->env->sink.ops->mark_offsets(&run->env->sink, &passed_marks, &err))
+                sk_warn(r->name, "storing offsets past records not applied: %s", err.msg);
         }
-        sk_offsets_free(&control_marks);
+        sk_offsets_free(&passed_marks);
         sink_pending_drop(run);
         /* while it applied, the sink took nothing from its consumer, rightly;
          * and a consumer that gave records fetches */

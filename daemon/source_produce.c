@@ -295,7 +295,7 @@ static rd_kafka_headers_t *record_headers(struct source_run *run, const struct s
     rd_kafka_header_add(h, HEADER_NAME("skolsync-source"), run->env->runner.name, -1);
     rd_kafka_header_add(h, HEADER_NAME("skolsync-observed"), run->observed,
                         (ssize_t)run->observed_len);
-    rd_kafka_header_add(h, HEADER_NAME("skolsync-schema"), sk_entity_schema(r->entity), -1);
+    rd_kafka_header_add(h, HEADER_NAME(SK_HEADER_SCHEMA), sk_entity_schema(r->entity), -1);
     rd_kafka_header_add(h, HEADER_NAME("content-type"), HEADER_NAME("application/x-protobuf"));
 #undef HEADER_NAME
     return h;
