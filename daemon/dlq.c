@@ -468,7 +468,7 @@ void sk_dlq_writer_free(struct sk_dlq_writer *w)
     if (!w)
         return;
     rd_kafka_flush(w->rk, 5000);
-    rd_kafka_destroy(w->rk);
+    sk_kafka_destroy_within(w->rk, SK_KAFKA_DESTROY_MS, "dead-letter writer");
     free(w);
 }
 

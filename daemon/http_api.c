@@ -224,7 +224,7 @@ static int cursor_reset(struct sk_daemon *d, struct sk_runner *r, char *msg, siz
                                               RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_END);
     if (!e)
         e = rd_kafka_flush(p, 15000);
-    rd_kafka_destroy(p);
+    sk_kafka_destroy_within(p, SK_KAFKA_DESTROY_MS, "cursor reset");
     if (e) {
         snprintf(msg, size, "writing the tombstone: %s", rd_kafka_err2str(e));
         return -1;

@@ -676,7 +676,7 @@ int sk_lag_collect(const struct sk_lag_collect_options *opts, struct sk_lag_repo
         rd_kafka_topic_partition_list_destroy(asked);
     rd_kafka_queue_destroy(q);
     rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    sk_kafka_destroy_within(rk, SK_KAFKA_DESTROY_MS, "lag");
     *out = r;
     return 0;
 fail:
@@ -684,7 +684,7 @@ fail:
         rd_kafka_topic_partition_list_destroy(asked);
     rd_kafka_queue_destroy(q);
     rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    sk_kafka_destroy_within(rk, SK_KAFKA_DESTROY_MS, "lag");
     sk_lag_report_free(r);
     return -1;
 }

@@ -295,7 +295,7 @@ static void client_failed(struct sk_ownership *o, const char *why)
     o->rk = NULL;
     pthread_mutex_unlock(&o->mu);
     rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    sk_kafka_destroy_within(rk, SK_KAFKA_DESTROY_MS, "sources group");
     o->recreate_at_ms = sk_mono_ms() + RECREATE_MS;
 }
 

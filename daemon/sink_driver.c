@@ -693,7 +693,7 @@ static int list_ends(struct sink_run *run, int64_t *ends)
     for (size_t i = 0; rc == 0 && i < run->n_parts; i++)
         ends[i] = l->elems[i].offset;
     rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
+    sk_kafka_destroy_within(rk, SK_KAFKA_DESTROY_MS, run->env->runner.name);
     return rc;
 }
 

@@ -412,7 +412,7 @@ out:
          * above; at-least-once batches were awaited. */
         rd_kafka_flush(run.producer, 5000);
         source_topics_release(&run);
-        rd_kafka_destroy(run.producer);
+        sk_kafka_destroy_within(run.producer, SK_KAFKA_DESTROY_MS, env->runner.name);
     }
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         free(run.topics[i]);

@@ -257,7 +257,7 @@ void source_producer_destroy(struct source_run *run)
     rd_kafka_purge(run->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_flush(run->producer, 2000);
     source_topics_release(run);
-    rd_kafka_destroy(run->producer);
+    sk_kafka_destroy_within(run->producer, SK_KAFKA_DESTROY_MS, run->env->runner.name);
     run->producer = NULL;
 }
 
