@@ -131,13 +131,12 @@ void sk_log(enum sk_log_level level, const char *component, const char *fmt, ...
 static pthread_mutex_t limit_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t suppressed_total;
 
-void sk_log_limited(struct sk_log_limit *lim, int64_t interval_ms, enum sk_log_level level,
-                    const char *component, const char *fmt, ...)
+/* Under limit_lock: true if a line of lim is said now; *before = the lines it left out. */
+static bool limit_pass(struct sk_log_limit *lim, int64_t now, int64_t interval_ms,
+                       uint64_t *before)
 {
-    int64_t now = sk_mono_ms();
-    pthread_mutex_lock(&limit_lock);
     bool say = lim->next_ms == 0 || now >= lim->next_ms;
-    uint64_t before = lim->suppressed;
+    *before = lim->suppressed;
     if (say) {
         lim->next_ms = now + interval_ms;
         lim->suppressed = 0;
@@ -145,19 +144,73 @@ void sk_log_limited(struct sk_log_limit *lim, int64_t interval_ms, enum sk_log_l
         lim->suppressed++;
         suppressed_total++;
     }
-    pthread_mutex_unlock(&limit_lock);
-    if (!say || !sk_log_enabled(level))
+    return say;
+}
+
+static void limited_say(uint64_t before, enum sk_log_level level, const char *component,
+                        const char *fmt, va_list ap)
+{
+    if (!sk_log_enabled(level))
         return;
     char msg[1536];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (before)
         sk_log(level, component, "%s (and %llu more like it, not logged)", msg,
                (unsigned long long)before);
     else
         sk_log(level, component, "%s", msg);
+}
+
+void sk_log_limited(struct sk_log_limit *lim, int64_t interval_ms, enum sk_log_level level,
+                    const char *component, const char *fmt, ...)
+{
+    uint64_t before;
+    pthread_mutex_lock(&limit_lock);
+    bool say = limit_pass(lim, sk_mono_ms(), interval_ms, &before);
+    pthread_mutex_unlock(&limit_lock);
+    if (!say)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    limited_say(before, level, component, fmt, ap);
+    va_end(ap);
+}
+
+/* The keyed limiters: few keys are live at a time (a client's facility). */
+#define KEYED_SLOTS 64
+static struct keyed {
+    char key[96];
+    int64_t used_ms;
+    struct sk_log_limit lim;
+} keyed[KEYED_SLOTS];
+
+void sk_log_limited_key(const char *key, int64_t interval_ms, enum sk_log_level level,
+                        const char *component, const char *fmt, ...)
+{
+    int64_t now = sk_mono_ms();
+    uint64_t before;
+    pthread_mutex_lock(&limit_lock);
+    struct keyed *slot = NULL, *oldest = &keyed[0];
+    for (size_t i = 0; i < KEYED_SLOTS && !slot; i++) {
+        if (strncmp(keyed[i].key, key, sizeof(keyed[i].key) - 1) == 0 && keyed[i].key[0])
+            slot = &keyed[i];
+        else if (keyed[i].used_ms < oldest->used_ms)
+            oldest = &keyed[i];
+    }
+    if (!slot) { /* the least recently used makes room, its own count lost with it */
+        slot = oldest;
+        memset(slot, 0, sizeof(*slot));
+        snprintf(slot->key, sizeof(slot->key), "%s", key);
+    }
+    slot->used_ms = now;
+    bool say = limit_pass(&slot->lim, now, interval_ms, &before);
+    pthread_mutex_unlock(&limit_lock);
+    if (!say)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    limited_say(before, level, component, fmt, ap);
+    va_end(ap);
 }
 
 uint64_t sk_log_suppressed_total(void)

@@ -34,6 +34,14 @@ struct sk_log_limit {
 void sk_log_limited(struct sk_log_limit *lim, int64_t interval_ms, enum sk_log_level level,
                     const char *component, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/*
+ * The same for lines whose caller has no limiter to keep (a library's log
+ * callback): one limiter per key (at most 95 bytes are told apart), in a
+ * table of the log sink's where the least recently used key makes room.
+ */
+void sk_log_limited_key(const char *key, int64_t interval_ms, enum sk_log_level level,
+                        const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 uint64_t sk_log_suppressed_total(void);
 
 /*

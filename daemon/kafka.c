@@ -218,13 +218,25 @@ rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t
     }
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+/* kafka.h */
+void sk_kafka_log_line(const char *client, int level, const char *fac, const char *buf)
 {
     enum sk_log_level l = level <= 3   ? SK_LOG_ERROR
                           : level <= 4 ? SK_LOG_WARN
                           : level <= 6 ? SK_LOG_INFO
                                        : SK_LOG_DEBUG;
-    sk_log(l, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+    if (l > SK_LOG_WARN) { /* notices, and the debug lines an operator asked for */
+        sk_log(l, "kafka", "%s: %s: %s", client, fac, buf);
+        return;
+    }
+    char key[128];
+    snprintf(key, sizeof(key), "%s/%s", client, fac);
+    sk_log_limited_key(key, SK_KAFKA_LOG_INTERVAL_MS, l, "kafka", "%s: %s: %s", client, fac, buf);
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    sk_kafka_log_line(rd_kafka_name(rk), level, fac, buf);
 }
 
 rd_kafka_conf_t *sk_kafka_conf_new(const struct sk_kafka *k, const char *client_id,

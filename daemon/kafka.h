@@ -232,6 +232,17 @@ void sk_kafka_consumer_created(struct sk_kafka *k, rd_kafka_t *rk);
 #define SK_KAFKA_DESTROY_MS 10000
 bool sk_kafka_destroy_within(rd_kafka_t *rk, int64_t timeout_ms, const char *who);
 
+/*
+ * librdkafka's own log lines (its log callback), at its syslog level: its
+ * warnings and errors at most one line per client and facility per
+ * SK_KAFKA_LOG_INTERVAL_MS (sk_log_limited_key: the next says how many were
+ * left out; all counted in skolsync_log_lines_suppressed_total), because a
+ * client can say the same for every partition every second (a deleted
+ * topic's COMMITFAIL); its notices and debug lines as they come.
+ */
+#define SK_KAFKA_LOG_INTERVAL_MS 6000
+void sk_kafka_log_line(const char *client, int level, const char *fac, const char *buf);
+
 /* An entity record's full message name (§5.3), e.g. "ss12000.v2.Person". */
 #define SK_HEADER_SCHEMA "skolsync-schema"
 

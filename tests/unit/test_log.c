@@ -11,6 +11,7 @@
 
 #include <criterion/criterion.h>
 
+#include "kafka.h"
 #include "log.h"
 #include "util.h"
 
@@ -110,5 +111,63 @@ Test(log, the_next_logged_line_says_how_many_were_left_out)
     cr_assert_eq(lines_of(out), 2, "%s", out);
     cr_assert(strstr(out, "sis: first\n"), "%s", out);
     cr_assert(strstr(out, "sis: fourth (and 2 more like it, not logged)\n"), "%s", out);
+    free(out);
+}
+
+static void keyed(void)
+{
+    sk_log_setup(SK_LOG_INFO, false);
+    for (int i = 0; i < 100; i++) {
+        sk_log_limited_key("key-a", 60000, SK_LOG_WARN, "lib", "a %d", i);
+        sk_log_limited_key("key-b", 60000, SK_LOG_WARN, "lib", "b %d", i);
+    }
+    /* more keys than the table holds: each new key is said at once */
+    for (int i = 0; i < 200; i++)
+        sk_log_limited_key(i % 2 ? "odd" : "even", 60000, SK_LOG_WARN, "lib", "k%03d", i);
+    for (int i = 0; i < 200; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "many-%d", i);
+        sk_log_limited_key(key, 60000, SK_LOG_WARN, "lib", "m%03d", i);
+    }
+}
+
+Test(log, keyed_limiters_limit_each_key_on_its_own)
+{
+    uint64_t before = sk_log_suppressed_total();
+    char *out = captured(keyed);
+    cr_assert(strstr(out, "lib: a 0\n") && strstr(out, "lib: b 0\n"), "%s", out);
+    cr_assert_null(strstr(out, "lib: a 1\n"), "%s", out);
+    cr_assert(strstr(out, "lib: k000\n") && strstr(out, "lib: k001\n"), "%s", out);
+    cr_assert_null(strstr(out, "lib: k002\n"), "%s", out);
+    for (int i = 0; i < 200; i++) {
+        char line[32];
+        snprintf(line, sizeof(line), "lib: m%03d\n", i);
+        cr_assert(strstr(out, line), "a new key was held back by the table: %s", line);
+    }
+    cr_assert_eq(lines_of(out), 2 + 2 + 200, "%s", out);
+    cr_assert_eq(sk_log_suppressed_total() - before, 99 * 2 + 99 * 2);
+    free(out);
+}
+
+/* librdkafka's log callback, as a deleted topic makes a consumer call it. */
+static void kafka_lines(void)
+{
+    sk_log_setup(SK_LOG_INFO, false);
+    for (int i = 0; i < 50; i++)
+        sk_kafka_log_line("rdkafka#consumer-1", 4, "COMMITFAIL", "Offset commit failed");
+    sk_kafka_log_line("rdkafka#consumer-2", 4, "COMMITFAIL", "Offset commit failed");
+    sk_kafka_log_line("rdkafka#consumer-1", 3, "FAIL", "Connection refused");
+    for (int i = 0; i < 3; i++)
+        sk_kafka_log_line("rdkafka#consumer-1", 5, "GETPID", "notice");
+}
+
+Test(log, librdkafka_warnings_are_limited_per_client_and_facility)
+{
+    char *out = captured(kafka_lines);
+    cr_assert_eq(lines_of(out), 1 + 1 + 1 + 3, "%s", out);
+    cr_assert(strstr(out, "warn  kafka: rdkafka#consumer-1: COMMITFAIL: Offset commit failed\n"),
+              "%s", out);
+    cr_assert(strstr(out, "kafka: rdkafka#consumer-2: COMMITFAIL"), "%s", out);
+    cr_assert(strstr(out, "error kafka: rdkafka#consumer-1: FAIL: Connection refused"), "%s", out);
     free(out);
 }
