@@ -46,6 +46,7 @@ struct sk_estore {
     size_t n_held, cap_held;
     sqlite3_stmt *insert;
     struct sk_log_limit write_limit;
+    char failing[400]; /* under mu: why the last write failed, "" once one succeeded */
 };
 
 /* The store's SQL tables (embedded_store.c creates them). */

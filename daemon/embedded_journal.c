@@ -148,11 +148,19 @@ static long write_held(struct sk_estore *s)
         sk_log_limited(&s->write_limit, 10000, SK_LOG_ERROR, "kafka",
                        "embedded store %s: cannot write (%s); sinks wait until it can", s->path,
                        err.msg);
+        pthread_mutex_lock(&s->mu);
+        snprintf(s->failing, sizeof(s->failing), "embedded store %.120s cannot write (%.180s)", s->path,
+                 err.msg);
+        pthread_cond_broadcast(&s->cv); /* the waiting sinks say so */
+        pthread_mutex_unlock(&s->mu);
         free(take);
         return -1; /* everything stays held for the next round */
     }
     size_t kept = 0;
     pthread_mutex_lock(&s->mu);
+    bool recovered = n && s->failing[0];
+    if (recovered)
+        s->failing[0] = '\0';
     for (size_t i = 0; i < s->n_held; i++) {
         if (!take[i]) {
             s->held[kept++] = s->held[i];
@@ -165,6 +173,8 @@ static long write_held(struct sk_estore *s)
     s->n_held = kept;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (recovered)
+        sk_info("kafka", "embedded store %s: writing again", s->path);
     free(take);
     return n;
 }
@@ -317,7 +327,7 @@ void estore_journal_stop(struct sk_estore *s)
 }
 
 int sk_estore_await(struct sk_estore *s, rd_kafka_message_t *const *msgs, size_t n,
-                    const atomic_bool *stop)
+                    const atomic_bool *stop, char *why, size_t why_size)
 {
     if (!s || !s->started)
         return 0;
@@ -331,6 +341,11 @@ int sk_estore_await(struct sk_estore *s, rd_kafka_message_t *const *msgs, size_t
         }
         if (atomic_load(stop)) {
             rc = -1;
+            break;
+        }
+        if (s->failing[0] && why_size) {
+            snprintf(why, why_size, "%s", s->failing);
+            rc = 1;
             break;
         }
         struct timespec until;

@@ -56,11 +56,13 @@ void sk_estore_close(struct sk_estore *s);
 
 /*
  * The sink's gate: returns 0 once every message of msgs is in the store
- * (NULL s: at once), -1 if *stop became true first. A sink that applied
- * only what is on disk never stores an offset past the restored log end
- * after a kill -9, so resuming at its offsets skips nothing.
+ * (NULL s: at once), -1 if *stop became true first, and 1 with the reason in
+ * why while the store cannot write (a full disk): the caller says so and
+ * calls again. A sink that applied only what is on disk never stores an
+ * offset past the restored log end after a kill -9, so resuming at its
+ * offsets skips nothing.
  */
 int sk_estore_await(struct sk_estore *s, rd_kafka_message_t *const *msgs, size_t n,
-                    const atomic_bool *stop);
+                    const atomic_bool *stop, char *why, size_t why_size);
 
 #endif

@@ -418,9 +418,25 @@ int sink_decode_pending(struct sink_run *run)
 {
     struct sk_sink_env *env = run->env;
     /* The embedded broker's store: apply only what a restart restores
-     * (docs/architecture.md §5.8), or offsets could point past its log. */
-    if (sk_estore_await(sk_kafka_estore(env->kafka), run->pending, run->n_pending,
-                        &env->runner.stop))
+     * (docs/architecture.md §5.8), or offsets could point past its log.
+     * While it cannot write, the sink says so (retrying, /ready 503). */
+    struct sk_runner *r = &env->runner;
+    bool said = false;
+    int rc;
+    char why[400];
+    while ((rc = sk_estore_await(sk_kafka_estore(env->kafka), run->pending, run->n_pending,
+                                 &r->stop, why, sizeof(why))) == 1) {
+        if (!said) {
+            sk_runner_set_error(r, why);
+            sk_runner_set_state(r, SK_STATE_RETRYING);
+            said = true;
+        }
+    }
+    if (said && rc == 0) {
+        sk_runner_set_state(r, SK_STATE_RUNNING);
+        sk_runner_set_error(r, "");
+    }
+    if (rc)
         return -1;
     build_records(run);
     return 0;

@@ -15,8 +15,10 @@
  *     server (SK_EMBEDDED_TRIALS, default 10; seed SK_EMBEDDED_SEED);
  *   - a sink applies only what the store holds: with the store locked by
  *     another process (the journal cannot write), a change at the server
- *     does not reach the target; killed then, and changed again, the daemon
- *     converges after the restart with no change lost;
+ *     does not reach the target, and /ready says 503 with the sink
+ *     retrying; the lock released, it arrives and /ready is 200; locked and
+ *     changed again, killed, and changed again, the daemon converges after
+ *     the restart with no change lost;
  *   - a truncated and a corrupt store file, with changes (deletions among
  *     them) made at the server while the daemon was down: a clear log line
  *     naming the file, the file moved aside, a full sync, and the target
@@ -430,6 +432,27 @@ static char *first_person(int port)
     return id;
 }
 
+/* Waits (bounded) until /ready answers want (200 or 503) with text in its body. */
+static void wait_ready(struct env *e, long want, const char *text, int timeout_s)
+{
+    char *url = skt_fmt("http://127.0.0.1:%d/ready", last_port(e));
+    long got = 0;
+    char *out = NULL;
+    for (int i = 0; i < timeout_s * 5; i++) {
+        free(out);
+        out = NULL;
+        got = skt_http("GET", url, NULL, 5, &out);
+        if (got == want && out && strstr(out, text))
+            break;
+        usleep(200000);
+    }
+    cr_assert(got == want && out && strstr(out, text),
+              "/ready did not answer %ld with \"%s\" within %d s: %ld %s (log %s)", want, text,
+              timeout_s, got, out ? out : "", e->log);
+    free(out);
+    free(url);
+}
+
 Test(embedded_restart, a_sink_applies_only_what_the_store_holds, .timeout = 300)
 {
     struct env e = {0};
@@ -453,6 +476,21 @@ Test(embedded_restart, a_sink_applies_only_what_the_store_holds, .timeout = 300)
     char *doc = skt_sqlite_value(e.db, "SELECT doc FROM persons WHERE id = ?1", id);
     cr_assert(doc && !strstr(doc, "Ej på disk"),
               "the sink applied a change the store does not hold (log %s)", e.log);
+    /* and it says so: waiting on a store that cannot write is not "ready" */
+    wait_ready(&e, 503, "db is retrying", 30);
+    /* the lock released, the journal writes, the sink applies, and is ready again */
+    sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL);
+    wait_equal(&e, 60, "the store writable again");
+    wait_ready(&e, 200, "ready", 30);
+    /* locked again, changed again, and killed while it waits */
+    cr_assert_eq(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(lock));
+    free(body);
+    body = skt_fmt("{\"collection\":\"persons\",\"id\":\"%s\",\"patch\":{\"givenName\":"
+                   "\"Inte heller på disk\"}}",
+                   id);
+    skt_ss_ctl(e.port, "update", body);
+    wait_ready(&e, 503, "db is retrying", 30);
     daemon_kill9(&e);
     sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(lock);
