@@ -444,6 +444,14 @@ struct sk_sink_ops {
      * (GET /api/v1/connectors, the status page), under the same rules as
      * metrics; no secret and no personal data. */
     void (*status)(struct sk_sink *self, struct cJSON *out);
+    /*
+     * Optional, under the same rules as metrics: false, with why (no secret,
+     * no personal data), while work the sink does on its own outside apply
+     * fails (the oneroster-csv-sink's bundle, written on its own thread). The
+     * driver asks once a second and shows the sink as retrying with why as
+     * its last error (so /ready answers 503), and as before once it is true.
+     */
+    bool (*healthy)(struct sk_sink *self, char *why, size_t size);
 };
 
 /* ---- connection checks (skolsync check --connect) ----------------------- */

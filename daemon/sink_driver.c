@@ -149,6 +149,32 @@ static bool advance_to_eof(struct sink_run *run)
     return moved;
 }
 
+/* The sink's own work outside apply (sk_sink_ops.healthy): while it fails, the
+ * sink is retrying with the sink's reason, whatever its batches do. */
+static void check_health(struct sink_run *run)
+{
+    struct sk_runner *r = &run->env->runner;
+    int64_t now = sk_mono_ms();
+    if (run->env->sink.ops->healthy && now - run->health_ms >= 1000) {
+        run->health_ms = now;
+        bool was = run->unhealthy;
+        run->unhealthy = !run->env->sink.ops->healthy(&run->env->sink, run->unhealthy_why,
+                                                      sizeof(run->unhealthy_why));
+        if (was && !run->unhealthy) {
+            sk_info(r->name, "works again");
+            if (atomic_load(&r->state) == SK_STATE_RETRYING) {
+                sk_runner_set_state(r, SK_STATE_RUNNING);
+                sk_runner_set_error(r, "");
+            }
+        }
+    }
+    int st = atomic_load(&r->state);
+    if (run->unhealthy && (st == SK_STATE_RUNNING || st == SK_STATE_IDLE)) {
+        sk_runner_set_error(r, run->unhealthy_why);
+        sk_runner_set_state(r, SK_STATE_RETRYING);
+    }
+}
+
 /* After the batch in hand was applied: its offsets, counts and snapshots. */
 static void batch_done(struct sink_run *run)
 {
@@ -988,6 +1014,7 @@ static void *sink_thread(void *arg)
             if (advance_to_eof(&run))
                 commit_parts(&run, false);
         }
+        check_health(&run);
         if (!run.n_pending && !run.job && atomic_load(&r->state) == SK_STATE_RUNNING &&
             run.n_parts &&
             !atomic_load(&r->drain_requested)) {

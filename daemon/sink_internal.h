@@ -71,6 +71,10 @@ struct sink_run {
      * since it last gave records. */
     int64_t seen_ms;
     bool renewed;
+    /* the sink's own work outside apply (sk_sink_ops.healthy), asked once a second */
+    int64_t health_ms;
+    bool unhealthy;
+    char unhealthy_why[256];
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs;          /* decoded entities of recs, owned here */

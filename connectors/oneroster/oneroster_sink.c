@@ -140,6 +140,7 @@ struct oneroster_sink {
     int64_t last_change_ms; /* monotonic */
     int64_t last_write_ms;  /* monotonic; last publish or failure */
     bool last_failed;
+    char last_error[300]; /* why the last bundle failed, for healthy() */
 };
 
 /* ---- SQLite helpers -------------------------------------------------------- */
@@ -552,6 +553,10 @@ static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_si
     pthread_mutex_lock(&s->mu);
     s->last_write_ms = sk_mono_ms();
     s->last_failed = rc != 0;
+    if (rc)
+        snprintf(s->last_error, sizeof(s->last_error),
+                 "writing the bundle: %.200s (retried every %d s)", err->msg,
+                 RETRY_AFTER_FAILURE_MS / 1000);
     if (rc == 0 && changes > s->bundled)
         s->bundled = changes;
     pthread_mutex_unlock(&s->mu);
@@ -619,6 +624,18 @@ static void oneroster_probe(const void *conf_ptr, struct sk_probe *p)
     free(db);
 }
 
+/* A bundle that could not be written makes the sink retrying until one is. */
+static bool oneroster_healthy(struct sk_sink *self, char *why, size_t size)
+{
+    struct oneroster_sink *s = self->priv;
+    pthread_mutex_lock(&s->mu);
+    bool ok = !s->last_failed;
+    if (!ok)
+        snprintf(why, size, "%s", s->last_error);
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
 const struct sk_sink_ops oneroster_sink_ops = {
     .type = "oneroster-csv-sink",
     .target_kind = SK_TARGET_NODE_LOCAL,
@@ -637,4 +654,5 @@ const struct sk_sink_ops oneroster_sink_ops = {
     .target = oneroster_target,
     .close = oneroster_close,
     .probe = oneroster_probe,
+    .healthy = oneroster_healthy,
 };

@@ -5,6 +5,7 @@
  * supervisor's restarts, a sink whose Kafka consumer cannot be made.
  */
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -559,5 +560,76 @@ Test(operations, a_sink_whose_consumer_cannot_be_made_fails, .timeout = 120)
     stop_daemon(&d);
     free(d.cfg);
     free(d.db);
+    free(d.dir);
+}
+
+/* /ready polled (200 ms) until it answers want with text in its body; false past timeout_ms. */
+static bool ready_is(struct daemon_run *d, int want, const char *text, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 200) {
+        int st = 0;
+        char *body = http(d, "GET", "/ready", TOKEN, &st);
+        bool ok = st == want && strstr(body, text);
+        free(body);
+        if (ok)
+            return true;
+        usleep(200000);
+    }
+    return false;
+}
+
+/* A sink's work outside apply (a OneRoster bundle written on its own thread)
+ * that fails is a failure the operator sees, not a warning in the log. */
+Test(operations, a_bundle_that_cannot_be_written_makes_the_sink_retrying, .timeout = 180)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-bundle")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    char *data = skt_fmt("%s/data", d.dir), *out = skt_fmt("%s/out", d.dir);
+    skt_generate(data, 41, 20);
+    cr_assert_eq(mkdir(out, 0755), 0);
+    char *src = source_entry("files", data, NULL);
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
+                         "admin:\n  listen: 127.0.0.1:0\n  token: " TOKEN "\n"
+                         "sources:\n%s"
+                         "sinks:\n  csv:\n    type: oneroster-csv-sink\n    state_dir: %s\n"
+                         "    output_dir: %s\n    idle: 1s\n",
+                         src, d.dir, out);
+    skt_write(d.cfg, text);
+    start_daemon(&d);
+    for (int i = 0; i < 150 && skt_lines_with(d.log, "csv: bundle ") < 1; i++)
+        usleep(200000);
+    cr_assert_geq(skt_lines_with(d.log, "csv: bundle "), 1, "no first bundle (%s)", d.log);
+    cr_assert(ready_is(&d, 200, "ready", 10000), "not ready after the first bundle");
+
+    /* the output directory is gone, a file in its place: the next bundle fails */
+    char *cmd = skt_fmt("rm -rf %s && touch %s", out, out);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    free(cmd);
+    skt_append_persons(data, 9000, 1);
+    cr_assert(ready_is(&d, 503, "csv is retrying: writing the bundle", 20000),
+              "a bundle that cannot be written left the daemon ready (%s)", d.log);
+    int st = 0;
+    char *body = http(&d, "GET", "/api/v1/connectors/csv", TOKEN, &st);
+    cr_assert(strstr(body, "\"state\":\"retrying\"") && strstr(body, "Not a directory"), "%s",
+              body);
+    free(body);
+
+    /* the directory back: the next attempt (30 s after the failure) writes it */
+    cmd = skt_fmt("rm -f %s && mkdir %s", out, out);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    free(cmd);
+    cr_assert(ready_is(&d, 200, "ready", 45000), "not ready again once the bundle could be "
+                                                  "written (%s)", d.log);
+    cr_assert_geq(skt_lines_with(d.log, "csv: works again"), 1, "%s", d.log);
+    cmd = skt_fmt("test -e %s/current", out);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0, "no bundle in the directory put back");
+    free(cmd);
+    stop_daemon(&d);
+    free(text);
+    free(src);
+    free(out);
+    free(data);
+    free(d.log);
+    free(d.cfg);
     free(d.dir);
 }
