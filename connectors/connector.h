@@ -445,13 +445,16 @@ struct sk_sink_ops {
      * metrics; no secret and no personal data. */
     void (*status)(struct sk_sink *self, struct cJSON *out);
     /*
-     * Optional, under the same rules as metrics: false, with why (no secret,
-     * no personal data), while work the sink does on its own outside apply
-     * fails (the oneroster-csv-sink's bundle, written on its own thread). The
-     * driver asks once a second and shows the sink as retrying with why as
-     * its last error (so /ready answers 503), and as before once it is true.
+     * Optional, under the same rules as metrics: asked once a second, also
+     * while the sink waits for records. 0 when the sink can do its work; -1
+     * with err (no secret, no personal data) when it cannot: RETRIABLE while
+     * work it does on its own outside apply fails (the oneroster-csv-sink's
+     * bundle): the driver shows it as retrying with err as its last error
+     * (/ready 503) until 0 comes again; FATAL when it must start again (its
+     * SQLite file was deleted under it): the sink fails, and the supervisor
+     * restarts it.
      */
-    bool (*healthy)(struct sk_sink *self, char *why, size_t size);
+    int (*health)(struct sk_sink *self, struct sk_error *err);
 };
 
 /* ---- connection checks (skolsync check --connect) ----------------------- */

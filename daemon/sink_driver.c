@@ -149,17 +149,25 @@ static bool advance_to_eof(struct sink_run *run)
     return moved;
 }
 
-/* The sink's own work outside apply (sk_sink_ops.healthy): while it fails, the
- * sink is retrying with the sink's reason, whatever its batches do. */
+/* The sink's own health (sk_sink_ops.health): while it says RETRIABLE the sink
+ * is retrying with its reason, whatever its batches do; FATAL fails it. */
 static void check_health(struct sink_run *run)
 {
     struct sk_runner *r = &run->env->runner;
     int64_t now = sk_mono_ms();
-    if (run->env->sink.ops->healthy && now - run->health_ms >= 1000) {
+    if (run->env->sink.ops->health && now - run->health_ms >= 1000) {
         run->health_ms = now;
         bool was = run->unhealthy;
-        run->unhealthy = !run->env->sink.ops->healthy(&run->env->sink, run->unhealthy_why,
-                                                      sizeof(run->unhealthy_why));
+        struct sk_error err = {0};
+        run->unhealthy = run->env->sink.ops->health(&run->env->sink, &err) != 0;
+        if (run->unhealthy && err.cls == SK_ERR_FATAL) {
+            sk_error_log(r->name, "%s", err.msg);
+            sk_runner_set_error(r, err.msg);
+            run->fatal = true;
+            return;
+        }
+        if (run->unhealthy)
+            snprintf(run->unhealthy_why, sizeof(run->unhealthy_why), "%s", err.msg);
         if (was && !run->unhealthy) {
             sk_info(r->name, "works again");
             if (atomic_load(&r->state) == SK_STATE_RETRYING) {
@@ -1015,6 +1023,8 @@ static void *sink_thread(void *arg)
                 commit_parts(&run, false);
         }
         check_health(&run);
+        if (run.fatal)
+            break;
         if (!run.n_pending && !run.job && atomic_load(&r->state) == SK_STATE_RUNNING &&
             run.n_parts &&
             !atomic_load(&r->drain_requested)) {

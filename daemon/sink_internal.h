@@ -74,7 +74,7 @@ struct sink_run {
     /* the sink's own work outside apply (sk_sink_ops.healthy), asked once a second */
     int64_t health_ms;
     bool unhealthy;
-    char unhealthy_why[256];
+    char unhealthy_why[512];
     struct sk_record *recs;
     struct sk_outcome *outs;
     cJSON **docs;          /* decoded entities of recs, owned here */

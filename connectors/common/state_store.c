@@ -23,6 +23,8 @@ struct state_table {
 
 struct sk_state {
     char *path;
+    dev_t dev; /* the file opened (0, 0: not a file: no check) */
+    ino_t ino;
     sqlite3 *db;
     struct state_table *tables;
     size_t n_tables;
@@ -331,6 +333,11 @@ struct sk_state *sk_state_open(const struct sk_state_opts *o, struct sk_error *e
     if (set_pragmas(st, o->synchronous, err) < 0 || ensure_schema(st, o, err) < 0 ||
         prepare_statements(st, o, err) < 0)
         goto fail;
+    struct stat sb;
+    if (stat(o->path, &sb) == 0) { /* the file exists now: the schema is in it */
+        st->dev = sb.st_dev;
+        st->ino = sb.st_ino;
+    }
     return st;
 fail:
     sk_state_close(st);
@@ -339,10 +346,25 @@ fail:
 
 /* ---- transactions ----------------------------------------------------------- */
 
+int sk_state_check_file(const struct sk_state *st, struct sk_error *err)
+{
+    if (!st || (!st->dev && !st->ino))
+        return 0;
+    struct stat sb;
+    if (stat(st->path, &sb) == 0 && sb.st_dev == st->dev && sb.st_ino == st->ino)
+        return 0;
+    return sk_error_set(err, SK_ERR_FATAL,
+                        "%s was deleted or replaced while open (what is written goes to the old "
+                        "file): starting again with the file at that path",
+                        st->path);
+}
+
 int sk_state_begin(struct sk_state *st, struct sk_error *err)
 {
     if (!sqlite3_get_autocommit(st->db))
         return 0;
+    if (sk_state_check_file(st, err) < 0)
+        return -1;
     format_utc(sk_now_us(), st->now);
     return sk_state_run(st, st->begin, false, err);
 }

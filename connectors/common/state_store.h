@@ -82,7 +82,16 @@ int sk_state_prepare(struct sk_state *st, const char *sql, sqlite3_stmt **out,
 /* Steps a statement that returns no rows (or ignores them) and resets it. 0, or -1 with err. */
 int sk_state_run(struct sk_state *st, sqlite3_stmt *stmt, bool on_record, struct sk_error *err);
 
-/* BEGIN IMMEDIATE (a no-op inside a transaction), COMMIT, ROLLBACK (never fails). */
+/*
+ * The file at the store's path is still the one opened; else FATAL: an
+ * operator deleted or replaced it (to rebuild a copy) while the connection
+ * kept writing to the old, unlinked file where nobody reads it. Its owner
+ * fails and is opened again on the new path. A stat; any thread.
+ */
+int sk_state_check_file(const struct sk_state *st, struct sk_error *err);
+
+/* BEGIN IMMEDIATE (checks the file first; a no-op inside a transaction), COMMIT,
+ * ROLLBACK (never fails). */
 int sk_state_begin(struct sk_state *st, struct sk_error *err);
 int sk_state_commit(struct sk_state *st, struct sk_error *err);
 void sk_state_rollback(struct sk_state *st);

@@ -140,7 +140,7 @@ struct oneroster_sink {
     int64_t last_change_ms; /* monotonic */
     int64_t last_write_ms;  /* monotonic; last publish or failure */
     bool last_failed;
-    char last_error[300]; /* why the last bundle failed, for healthy() */
+    char last_error[300]; /* why the last bundle failed, for health() */
 };
 
 /* ---- SQLite helpers -------------------------------------------------------- */
@@ -624,16 +624,17 @@ static void oneroster_probe(const void *conf_ptr, struct sk_probe *p)
     free(db);
 }
 
-/* A bundle that could not be written makes the sink retrying until one is. */
-static bool oneroster_healthy(struct sk_sink *self, char *why, size_t size)
+/* Its state file deleted: start again. A bundle that could not be written:
+ * retrying until one is. */
+static int oneroster_health(struct sk_sink *self, struct sk_error *err)
 {
     struct oneroster_sink *s = self->priv;
+    if (sk_state_check_file(s->state, err) < 0)
+        return -1;
     pthread_mutex_lock(&s->mu);
-    bool ok = !s->last_failed;
-    if (!ok)
-        snprintf(why, size, "%s", s->last_error);
+    int rc = s->last_failed ? sk_error_set(err, SK_ERR_RETRIABLE, "%s", s->last_error) : 0;
     pthread_mutex_unlock(&s->mu);
-    return ok;
+    return rc;
 }
 
 const struct sk_sink_ops oneroster_sink_ops = {
@@ -654,5 +655,5 @@ const struct sk_sink_ops oneroster_sink_ops = {
     .target = oneroster_target,
     .close = oneroster_close,
     .probe = oneroster_probe,
-    .healthy = oneroster_healthy,
+    .health = oneroster_health,
 };

@@ -217,6 +217,13 @@ static void sqlite_trim(struct sk_sink *self)
     sk_state_trim(s->state);
 }
 
+/* The database file deleted or replaced under it (to rebuild the copy): start again. */
+static int sqlite_health(struct sk_sink *self, struct sk_error *err)
+{
+    struct sqlite_sink *s = self->priv;
+    return sk_state_check_file(s->state, err);
+}
+
 static const char *sqlite_target(struct sk_sink *self)
 {
     return ((const struct sqlite_conf *)self->conf)->path;
@@ -241,6 +248,7 @@ const struct sk_sink_ops sqlite_sink_ops = {
     .stored_offsets = sqlite_stored_offsets,
     .keys = sqlite_keys,
     .trim = sqlite_trim,
+    .health = sqlite_health,
     .target = sqlite_target,
     .close = sqlite_close,
     .probe = sqlite_probe,

@@ -228,6 +228,13 @@ static int hub_apply(struct sk_sink *self, const struct sk_record *recs, size_t 
     return rc;
 }
 
+/* Its state file deleted or replaced under it: start again (and serve the new one). */
+static int hub_health(struct sk_sink *self, struct sk_error *err)
+{
+    struct hub *h = self->priv;
+    return sk_state_check_file(h->state, err);
+}
+
 static int hub_mark_offsets(struct sk_sink *self, const struct sk_offsets *offsets,
                             struct sk_error *err)
 {
@@ -355,6 +362,7 @@ const struct sk_sink_ops ss12000_api_sink_ops = {
     .mark_offsets = hub_mark_offsets,
     .stored_offsets = hub_stored_offsets,
     .keys = hub_keys,
+    .health = hub_health,
     .target = hub_target,
     .close = hub_close,
     .metric_families = hub_metric_families,

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 
 #include "buf.h"
 #include "names.h"
@@ -630,6 +631,68 @@ Test(operations, a_bundle_that_cannot_be_written_makes_the_sink_retrying, .timeo
     free(out);
     free(data);
     free(d.log);
+    free(d.cfg);
+    free(d.dir);
+}
+
+/* Persons in the SQLite file at path (-1: no file, or no table yet). */
+static long persons_in(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM persons", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* An operator deletes the sink's database to rebuild the copy while the
+ * daemon runs: before, the sink went on writing into the deleted file. */
+Test(operations, a_database_deleted_under_a_running_sink_is_filled_again, .timeout = 120)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-deleted-db")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *data = skt_fmt("%s/data", d.dir);
+    skt_generate(data, 43, 20);
+    char *persons = skt_fmt("wc -l < %s/persons.jsonl", data), *out = NULL;
+    cr_assert_eq(skt_sh(persons, 10, &out), 0);
+    long want = atol(out);
+    free(out);
+    cr_assert_gt(want, 0);
+    char *src = source_entry("files", data, NULL);
+    write_config(&d, src, NULL);
+    start_daemon(&d);
+    long got = -1;
+    for (int i = 0; i < 150 && got != want; i++, usleep(200000))
+        got = persons_in(d.db);
+    cr_assert_eq(got, want, "the first sync did not arrive (%s)", d.log);
+
+    char *rm = skt_fmt("rm -f %s %s-wal %s-shm", d.db, d.db, d.db);
+    cr_assert_eq(skt_sh(rm, 10, NULL), 0);
+    got = -1;
+    for (int i = 0; i < 150 && got != want; i++, usleep(200000))
+        got = persons_in(d.db);
+    cr_assert_eq(got, want, "the deleted database was not filled again: %ld of %ld persons (%s)",
+                 got, want, d.log);
+    cr_assert_geq(skt_lines_with(d.log, "was deleted or replaced while open"), 1, "%s", d.log);
+    int st = 0;
+    char *body = http(&d, "GET", "/api/v1/connectors/db", TOKEN, &st);
+    cr_assert(strstr(body, "\"restarts\":1"), "%s", body);
+    free(body);
+    stop_daemon(&d);
+    free(rm);
+    free(src);
+    free(persons);
+    free(data);
+    free(d.log);
+    free(d.db);
     free(d.cfg);
     free(d.dir);
 }
