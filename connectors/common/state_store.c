@@ -354,8 +354,8 @@ int sk_state_check_file(const struct sk_state *st, struct sk_error *err)
     if (stat(st->path, &sb) == 0 && sb.st_dev == st->dev && sb.st_ino == st->ino)
         return 0;
     return sk_error_set(err, SK_ERR_FATAL,
-                        "%s was deleted or replaced while open (what is written goes to the old "
-                        "file): starting again with the file at that path",
+                        "%s was deleted or replaced while open (what is written would go to the "
+                        "old file, where nothing reads it)",
                         st->path);
 }
 
