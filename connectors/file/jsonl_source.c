@@ -669,9 +669,19 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
                       struct sk_error *err)
 {
     struct jsonl_source *src = self->priv;
+    const struct jsonl_conf *conf = self->conf;
+    /* A file that is not there has nothing to read yet, but the directory was
+     * there at open: gone (moved, deleted by an export job), it is an error
+     * the operator sees (retrying), not a source that is idle. */
+    struct stat dst;
+    if (src->dir_real && stat(conf->path, &dst) != 0)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "path %s: %s (a directory at start)",
+                            conf->path, strerror(errno));
+    if (src->dir_real && !S_ISDIR(dst.st_mode))
+        return sk_error_set(err, SK_ERR_RETRIABLE, "path %s is no longer a directory",
+                            conf->path);
     if (load_cursor(src, cursor, err) < 0)
         return -1;
-    const struct jsonl_conf *conf = self->conf;
     struct jsonl_poll poll = {.self = self,
                               .strict = conf->validation && strcmp(conf->validation, "strict") == 0,
                               .out = out,

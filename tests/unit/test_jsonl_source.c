@@ -735,3 +735,26 @@ Test(jsonl_source, mode_and_delete_guard_are_checked_at_open)
         open_yaml(&err, "path: %s\nmode: snapshot\ndelete_guard: {max_fraction: 150%%}\n", dir), 0);
     cr_assert(strstr(err.msg, "max_fraction"), "%s", err.msg);
 }
+
+/* The directory moved away while the source runs: an error (the driver
+ * retries and says so), not a source that has nothing to read; back, it
+ * goes on where it was. */
+Test(jsonl_source, a_directory_gone_while_running_is_an_error_until_it_is_back)
+{
+    open_dir(10);
+    write_persons("persons.jsonl", 1, 2);
+    poll_next();
+    assert_keys(1, 2);
+    char *away = sk_asprintf("%s.away", dir);
+    cr_assert_eq(rename(dir, away), 0);
+    struct sk_error err = {0};
+    sk_batch_reset(&batch);
+    cr_assert_eq(ops->poll(&src, &cursor, &batch, &err), -1, "a poll of a directory gone passed");
+    cr_assert_eq(err.cls, SK_ERR_RETRIABLE);
+    cr_assert(strstr(err.msg, "No such file or directory"), "%s", err.msg);
+    cr_assert_eq(rename(away, dir), 0);
+    free(away);
+    write_persons("persons.jsonl", 3, 3);
+    poll_next();
+    assert_keys(3, 1);
+}
