@@ -152,6 +152,14 @@ for i in $(seq 1 2400); do
     sleep 0.25
 done
 [[ -n $v && $v -ge $PERSONS ]] || die "the hub did not reach $PERSONS records in 600 s"
+# It serves once its driver saw it caught up (503 catching_up until then).
+for i in $(seq 1 200); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+        "http://127.0.0.1:$HUB_PORT/persons?limit=1")
+    [[ $code != 503 ]] && break
+    sleep 0.05
+done
+[[ $code == 200 ]] || die "the hub answers $code after the fill"
 t_filled=$(date +%s.%N)
 fill_s=$(awk -v a="$t_hub" -v b="$t_filled" 'BEGIN{printf "%.2f", b - a}')
 db_bytes=$(cat "$WORK/hub-state"/hub.db* 2>/dev/null | wc -c)

@@ -455,6 +455,13 @@ struct sk_sink_ops {
      * restarts it.
      */
     int (*health)(struct sk_sink *self, struct sk_error *err);
+    /*
+     * Optional: every assigned partition is applied to its end (the driver
+     * moves the sink to idle). On the sink's thread, between batches; called
+     * again at each later catch-up. The ss12000-api-sink serves nothing
+     * before its first, so a copy it is still filling is never read.
+     */
+    void (*caught_up)(struct sk_sink *self);
 };
 
 /* ---- connection checks (skolsync check --connect) ----------------------- */

@@ -1032,8 +1032,11 @@ static void *sink_thread(void *arg)
             for (size_t i = 0; i < run.n_parts; i++)
                 if (run.parts[i].eof < 0 || run.parts[i].next < run.parts[i].eof)
                     caught_up = false;
-            if (caught_up)
+            if (caught_up) {
                 sk_runner_set_state(r, SK_STATE_IDLE);
+                if (env->sink.ops->caught_up)
+                    env->sink.ops->caught_up(&env->sink);
+            }
         } else if ((run.n_pending || run.job) && atomic_load(&r->state) == SK_STATE_IDLE) {
             sk_runner_set_state(r, SK_STATE_RUNNING);
         }

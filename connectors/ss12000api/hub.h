@@ -120,6 +120,9 @@ struct hub {
     uint8_t secret[HUB_SECRET_LEN]; /* the page token key, kept in the database */
     int64_t last_stamp;             /* the highest change stamp given (µs) */
     int64_t next_purge_ms;          /* sk_mono_ms() of the next tombstone purge */
+    /* The copy was caught up with the topics once (hub_meta 'complete'): until
+     * then the API answers 503 catching_up, never a partly filled copy. */
+    atomic_bool complete;
     char target[96];                /* "http://127.0.0.1:PORT" */
     /* Webhooks (hub_subs.h): what the batch being applied changed, by sk_entity_index. */
     struct hub_subs *subs;
@@ -142,6 +145,8 @@ struct hub {
 int hub_store_schema(struct sk_state *st, void *ctx, struct sk_error *err);
 /* Loads (or makes and stores) the token secret and the last stamp. */
 int hub_store_load(struct hub *h, struct sk_error *err);
+/* The copy caught up with the topics: kept (hub_meta 'complete'), and served from now on. */
+int hub_store_mark_complete(struct hub *h, struct sk_error *err);
 /* One record inside the batch transaction (sk_state_record_fn; ctx is the hub). */
 int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err);
 /* Last in the batch transaction: the last stamp, and expired tombstones go. */

@@ -577,6 +577,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                  expired ? "the access token has expired" : "a valid bearer token is required");
         else if (u->too_big)
             fail(&r, 413, "too_large", "the request body is too large");
+        else if (!atomic_load(&h->complete)) /* a partly filled copy would look like deletions */
+            fail(&r, 503, "catching_up",
+                 "the server is still filling its copy from the topics (a first start, or its "
+                 "state was rebuilt): try again later");
         else
             route(&r, method, url);
     }
@@ -599,6 +603,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (strcmp(url, "/token") == 0)
         MHD_add_response_header(resp, "Pragma", "no-cache"); /* RFC 6749 §5.1 */
+    if (r.status == 503)
+        MHD_add_response_header(resp, "Retry-After", "10");
     if (r.status == 401) /* RFC 6749 §5.2 at /token, RFC 6750 §3 elsewhere */
         MHD_add_response_header(resp, "WWW-Authenticate",
                                 strcmp(url, "/token") == 0 ? "Basic realm=\"skolsync\""

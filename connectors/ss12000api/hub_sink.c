@@ -18,6 +18,7 @@
 
 #include "hub.h"
 #include "hub_subs.h"
+#include "log.h"
 #include "util.h"
 
 #define OPT(f) offsetof(struct hub_conf, f)
@@ -228,6 +229,20 @@ static int hub_apply(struct sk_sink *self, const struct sk_record *recs, size_t 
     return rc;
 }
 
+/* The first catch-up of a copy: from now on it is served (hub.h, complete). */
+static void hub_caught_up(struct sk_sink *self)
+{
+    struct hub *h = self->priv;
+    if (atomic_load(&h->complete))
+        return;
+    struct sk_error err = {0};
+    if (hub_store_mark_complete(h, &err) < 0) { /* served all the same; kept after a restart's */
+        sk_warn(h->name, "keeping the copy's completeness: %s", err.msg);
+        atomic_store(&h->complete, true);
+    }
+    sk_info(h->name, "its copy caught up with the topics: serving the API");
+}
+
 /* Its state file deleted or replaced under it: start again (and serve the new one). */
 static int hub_health(struct sk_sink *self, struct sk_error *err)
 {
@@ -363,6 +378,7 @@ const struct sk_sink_ops ss12000_api_sink_ops = {
     .stored_offsets = hub_stored_offsets,
     .keys = hub_keys,
     .health = hub_health,
+    .caught_up = hub_caught_up,
     .target = hub_target,
     .close = hub_close,
     .metric_families = hub_metric_families,

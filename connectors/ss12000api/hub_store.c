@@ -83,6 +83,8 @@ int hub_store_load(struct hub *h, struct sk_error *err)
             have_secret = true;
         } else if (strcmp(key, "last_stamp") == 0) {
             h->last_stamp = sqlite3_column_int64(q, 1);
+        } else if (strcmp(key, "complete") == 0) {
+            atomic_store(&h->complete, sqlite3_column_int64(q, 1) == 1);
         }
     }
     sqlite3_finalize(q);
@@ -95,6 +97,18 @@ int hub_store_load(struct hub *h, struct sk_error *err)
     if (RAND_bytes(h->secret, HUB_SECRET_LEN) != 1)
         return sk_error_set(err, SK_ERR_FATAL, "no random bytes for the page token secret");
     return meta_put(h->state, "secret", h->secret, HUB_SECRET_LEN, true, err);
+}
+
+/* hub.h */
+int hub_store_mark_complete(struct hub *h, struct sk_error *err)
+{
+    if (atomic_load(&h->complete))
+        return 0;
+    int64_t one = 1;
+    if (meta_put(h->state, "complete", &one, 0, false, err) < 0)
+        return -1;
+    atomic_store(&h->complete, true);
+    return 0;
 }
 
 /* The change stamp of a write: the hub's clock, above every stamp it gave before. */

@@ -945,6 +945,16 @@ int skt_free_port(void)
     return ntohs(sa.sin_port);
 }
 
+bool skt_wait_line(const char *path, const char *text, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 100) {
+        if (skt_lines_with(path, text) > 0)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
 int skt_lines_with(const char *path, const char *text)
 {
     char *cmd = skt_fmt("grep -cF '%s' %s", text, path);

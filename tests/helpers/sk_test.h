@@ -206,6 +206,10 @@ int skt_logged_port(const char *log_path, int timeout_ms);
 int skt_logged_port_after(const char *log_path, const char *text, int timeout_ms);
 /* Lines of the file at path that contain text (grep -F). */
 int skt_lines_with(const char *path, const char *text);
+/* Waits (polled every 100 ms) until a line of the file contains text; false past timeout_ms. */
+bool skt_wait_line(const char *path, const char *text, int timeout_ms);
+/* What an ss12000-api-sink logs once its copy caught up and it serves its API. */
+#define SKT_HUB_SERVING "its copy caught up with the topics: serving the API"
 
 /* A tiny AF_UNIX datagram listener for NOTIFY_SOCKET tests. */
 int skt_notify_listen(const char *path);

@@ -23,8 +23,11 @@ extern char *skt_hub_ca_file;         /* the certificate a TLS hub is checked ag
 extern struct sk_sink *skt_hub;       /* the open hub */
 extern struct skt_recs skt_hub_batch; /* records for the next skt_hub_apply */
 
-/* Opens the hub with extra YAML options appended (NULL: none). */
+/* Opens the hub with extra YAML options appended (NULL: none), caught up with its
+ * topics as the sink driver says (what it applies next is served). */
 void skt_hub_open(const char *extra);
+/* The same, not told it caught up: a copy still filling, unless it was complete once. */
+void skt_hub_open_filling(const char *extra);
 /* The same with other clients: the entries of clients:, each line indented by two spaces. */
 void skt_hub_open_clients(const char *clients, const char *extra);
 /* Closes it and frees everything above (a Criterion .fini). */

@@ -43,6 +43,7 @@ Test(ss12000_api_metrics, per_client_figures_on_the_daemons_metrics, .timeout = 
     int admin = skt_logged_port(log, 30000),
         port = skt_logged_port_after(log, "serving SS 12000 on", 30000);
     cr_assert(admin > 0 && port > 0, "no ports logged");
+    cr_assert(skt_wait_line(log, SKT_HUB_SERVING, 30000), "the hub never served (%s)", log);
     char *groups = skt_fmt("http://127.0.0.1:%d/groups", port);
     char *persons = skt_fmt("http://127.0.0.1:%d/persons", port);
     free(curl(groups, "lms-token-0123456789"));

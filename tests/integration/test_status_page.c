@@ -232,6 +232,7 @@ Test(status_page, chromium_shows_connectors_and_lag, .timeout = 150)
     /* A sink that serves clients (the hub) shows them with their requests. */
     int hub = skt_logged_port_after(d.log, "serving SS 12000 on", 20000);
     cr_assert_gt(hub, 0);
+    cr_assert(skt_wait_line(d.log, SKT_HUB_SERVING, 30000), "the hub never served (%s)", d.log);
     char *ask = skt_fmt("curl -s -H 'Authorization: Bearer lms-token-0123456789' "
                         "http://127.0.0.1:%d/groups",
                         hub);
