@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "embedded_store.h"
 #include "log.h"
+#include "snapshot.h"
 #include "util.h"
 
 struct sk_kafka {
@@ -660,6 +661,166 @@ void sk_topic_verdict_free(struct sk_topic_verdict *v)
     *v = (struct sk_topic_verdict){0};
 }
 
+/* ---- existing topics whose keys moved -------------------------------------- */
+
+#define PLACEMENT_SAMPLE 16     /* records read from the start of each partition */
+#define PLACEMENT_READ_MS 5000L /* for all of them */
+
+struct placement_part {
+    const char *topic;
+    int32_t partition, count; /* count: the topic's partitions */
+    int seen;
+    bool done;
+};
+
+/*
+ * A record whose key the producer's partitioner (librdkafka's default,
+ * CRC32 of the key modulo the partition count) puts in another partition
+ * than the one it is in: partitions were added to the topic after records
+ * were written, or a producer partitions keys otherwise (Java's murmur2).
+ * The key's last record is then in two partitions, which compaction never
+ * reconciles, and a target that replays the topic may apply an old value
+ * after the deletion that followed it. The first records of each partition
+ * of the existing entity topics are read (they are the oldest a compacted
+ * topic keeps). Returns the verdict (caller frees) or NULL; a topic that
+ * cannot be read is warned about, not refused.
+ */
+static char *misplaced_keys(const struct sk_kafka *k, const char *const *topics, size_t n)
+{
+    struct sk_error err = {0};
+    /* a reader (reader_new) that asks little of each partition: 16 records,
+     * not a megabyte each of a large topic */
+    static const char *const conf_kv[] = {"fetch.wait.max.ms", "10",
+                                          "max.partition.fetch.bytes", "16384",
+                                          "isolation.level", "read_committed",
+                                          "enable.partition.eof", "true",
+                                          "enable.auto.commit", "false",
+                                          "auto.offset.reset", "earliest",
+                                          "group.id", "skolsync-reader",
+                                          NULL};
+    rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "skolsync-placement", conf_kv, &err);
+    rd_kafka_t *rk = conf ? sk_kafka_new(RD_KAFKA_CONSUMER, conf, SK_ERR_RETRIABLE, &err) : NULL;
+    if (!rk) {
+        sk_warn("kafka", "cannot check where the existing topics keep their keys: %s", err.msg);
+        return NULL;
+    }
+    rd_kafka_topic_t **rkts = sk_calloc(n, sizeof(*rkts));
+    for (size_t i = 0; i < n; i++)
+        rkts[i] = rd_kafka_topic_new(rk, topics[i], NULL);
+    struct placement_part *parts = NULL;
+    size_t n_parts = 0, cap = 0;
+    rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(16);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, (int)k->connect_timeout_ms) == 0 && md) {
+        for (int t = 0; t < md->topic_cnt; t++) {
+            const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+            for (size_t i = 0; i < n && !mt->err && mt->partition_cnt > 1; i++) {
+                if (strcmp(mt->topic, topics[i]) != 0)
+                    continue;
+                for (int p = 0; p < mt->partition_cnt; p++) {
+                    if (n_parts == cap) {
+                        cap = cap ? cap * 2 : 64;
+                        parts = sk_realloc(parts, cap * sizeof(*parts));
+                    }
+                    parts[n_parts++] = (struct placement_part){topics[i], p, mt->partition_cnt};
+                    rd_kafka_topic_partition_list_add(assign, topics[i], p);
+                }
+            }
+        }
+        rd_kafka_metadata_destroy(md);
+    }
+    /* partitions that never held a record have nothing to read: not assigned
+     * (their end would come only with a fetch that finds nothing) */
+    size_t left = n_parts;
+    if (assign->cnt && sk_kafka_list_offsets(rk, assign, RD_KAFKA_OFFSET_END, 5000) == 0) {
+        rd_kafka_topic_partition_list_t *some = rd_kafka_topic_partition_list_new(assign->cnt);
+        for (int i = 0; i < assign->cnt; i++) {
+            if (assign->elems[i].offset > 0) {
+                rd_kafka_topic_partition_list_add(some, assign->elems[i].topic,
+                                                  assign->elems[i].partition)
+                    ->offset = 0;
+                continue;
+            }
+            for (size_t j = 0; j < n_parts; j++)
+                if (parts[j].partition == assign->elems[i].partition &&
+                    strcmp(parts[j].topic, assign->elems[i].topic) == 0 && !parts[j].done) {
+                    parts[j].done = true;
+                    left--;
+                }
+        }
+        rd_kafka_topic_partition_list_destroy(assign);
+        assign = some;
+    } else {
+        for (int i = 0; i < assign->cnt; i++)
+            assign->elems[i].offset = 0;
+    }
+    /* (from 0, not BEGINNING, a round trip more per partition: a compacted
+     * log starts there unless records were deleted, and then
+     * auto.offset.reset=earliest takes the first that is left) */
+    struct sk_buf found = {0};
+    size_t n_found = 0;
+    if (assign->cnt && rd_kafka_assign(rk, assign) == 0) {
+        int64_t deadline = sk_mono_ms() + PLACEMENT_READ_MS;
+        while (left && sk_mono_ms() < deadline) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+            if (!m)
+                continue;
+            struct placement_part *pp = NULL;
+            for (size_t i = 0; m->rkt && i < n_parts && !pp; i++)
+                if (parts[i].partition == m->partition &&
+                    strcmp(parts[i].topic, rd_kafka_topic_name(m->rkt)) == 0)
+                    pp = &parts[i];
+            if (pp && !pp->done) {
+                char control[8];
+                bool eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+                if (!m->err && m->key_len > 0 &&
+                    sk_kafka_header(m, SK_CONTROL_HEADER, control, sizeof(control)) != 0) {
+                    int32_t want = rd_kafka_msg_partitioner_consistent(
+                        NULL, m->key, m->key_len, pp->count, NULL, NULL);
+                    if (want != pp->partition && n_found++ < 3)
+                        sk_buf_printf(&found, "%s%s[%d]@%lld key %.*s (%d partitions: its place "
+                                      "is %d)",
+                                      n_found > 1 ? "; " : "", pp->topic, (int)pp->partition,
+                                      (long long)m->offset,
+                                      (int)(m->key_len > 64 ? 64 : m->key_len),
+                                      (const char *)m->key, (int)pp->count, (int)want);
+                }
+                if (eof || (!m->err && ++pp->seen >= PLACEMENT_SAMPLE)) {
+                    pp->done = true;
+                    left--;
+                }
+            }
+            rd_kafka_message_destroy(m);
+        }
+    }
+    if (left)
+        sk_warn("kafka", "where the existing topics keep their keys: %zu of %zu partition(s) "
+                "not read within %ld ms",
+                left, n_parts, PLACEMENT_READ_MS);
+    char *verdict = NULL;
+    if (n_found)
+        verdict = sk_asprintf(
+            "%zu record(s) of the existing topics are not in the partition their key belongs "
+            "in: partitions were added after records were written (or a producer placed keys "
+            "otherwise). Such a key's old record stays in its old partition for good, and a "
+            "target replaying the topic can apply it after the deletion that followed it. Make "
+            "the topics again: delete them (kafka-topics.sh --delete), start skolsync (it "
+            "creates them with kafka.partitions), reset each source's cursor so that it "
+            "publishes everything again, and empty the targets (they are filled from the "
+            "topics). Found: %s",
+            n_found, found.p);
+    sk_buf_free(&found);
+    rd_kafka_topic_partition_list_destroy(assign);
+    for (size_t i = 0; i < n; i++)
+        if (rkts[i])
+            rd_kafka_topic_destroy(rkts[i]);
+    free(rkts);
+    free(parts);
+    rd_kafka_consumer_close(rk);
+    sk_kafka_destroy_within(rk, SK_KAFKA_DESTROY_MS, "kafka");
+    return verdict;
+}
+
 /* A topic to create: its name, cleanup policy and partitions. */
 struct topic_spec {
     const char *name;
@@ -740,6 +901,15 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
         if (strlen(v.refused) >= sizeof(err->msg)) /* the error would be cut: whole here */
             sk_error_log("kafka", "%s", v.refused);
         rc = sk_error_set(err, SK_ERR_FATAL, "%s", v.refused);
+    }
+    /* and every key in the partition the producers put it in (entity
+     * topics: the cursor topic has one partition) */
+    char *moved = rc == 0 && n_existing ? misplaced_keys(k, existing, n_existing) : NULL;
+    if (moved) {
+        if (strlen(moved) >= sizeof(err->msg))
+            sk_error_log("kafka", "%s", moved);
+        rc = sk_error_set(err, SK_ERR_FATAL, "%s", moved);
+        free(moved);
     }
     if (v.short_tombstones)
         sk_warn("kafka", "%s", v.short_tombstones);

@@ -131,6 +131,29 @@ void skt_topic_delete(const char *topic)
     rd_kafka_destroy(rk);
 }
 
+void skt_topic_partitions(const char *topic, int total)
+{
+    char errstr[256];
+    rd_kafka_t *rk = admin_client();
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_NewPartitions_t *np = rd_kafka_NewPartitions_new(topic, (size_t)total, errstr,
+                                                              sizeof(errstr));
+    cr_assert_not_null(np, "%s", errstr);
+    rd_kafka_CreatePartitions(rk, &np, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    cr_assert(ev && !rd_kafka_event_error(ev), "CreatePartitions %s: %s", topic,
+              ev ? rd_kafka_event_error_string(ev) : "timed out");
+    size_t n = 0;
+    const rd_kafka_topic_result_t **r =
+        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &n);
+    cr_assert(n == 1 && !rd_kafka_topic_result_error(r[0]), "CreatePartitions %s: %s", topic,
+              n == 1 ? rd_kafka_topic_result_error_string(r[0]) : "no result");
+    rd_kafka_event_destroy(ev);
+    rd_kafka_NewPartitions_destroy(np);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
 char *skt_topic_setting(const char *topic, const char *name)
 {
     rd_kafka_t *rk = admin_client();

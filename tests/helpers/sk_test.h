@@ -32,6 +32,8 @@ char *skt_unique_prefix(void);
 void skt_topic_settings(const char *topic, bool create, const char *const *kv);
 /* Deletes topic on the test broker (an operator's mistake, for tests of it). */
 void skt_topic_delete(const char *topic);
+/* Adds partitions to topic, up to total (what an operator does to scale a topic). */
+void skt_topic_partitions(const char *topic, int total);
 /* One setting of topic on the test broker as DescribeConfigs gives it (caller frees). */
 char *skt_topic_setting(const char *topic, const char *name);
 

@@ -675,3 +675,46 @@ Test(check_connect, connect_is_an_option_of_check_only, .timeout = 30)
     free(out);
     free(cmd);
 }
+
+/* An operator adds partitions to an entity topic after records were written
+ * (to spread a shared target over more nodes): keys move, and a key's old
+ * record stays in its old partition for good. The next start refuses. */
+Test(check_connect, partitions_added_after_records_are_refused, .timeout = 180)
+{
+    char *dir = skt_tmpdir("cc-partitions");
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 45, 20);
+    char *prefix = skt_unique_prefix();
+    char *head = skt_config_head(prefix, "info", "10s");
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *text = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                         head, data, dir);
+    skt_write(cfg, text);
+    char *cmd = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 120, &out), 0, "%s", out);
+    free(out);
+    /* a restart as it was: every key where it belongs */
+    cr_assert_eq(skt_sh(cmd, 120, &out), 0, "a restart was refused:\n%s", out);
+    free(out);
+
+    char *persons = skt_fmt("%spersons", prefix);
+    skt_topic_partitions(persons, 6);
+    sleep(1); /* until every broker's metadata shows them */
+    int rc = skt_sh(cmd, 120, &out);
+    cr_assert_neq(rc, 0, "started on a topic whose keys moved:\n%s", out);
+    cr_assert(strstr(out, "not in the partition their key belongs in"), "%s", out);
+    char *named = skt_fmt("%s[", persons);
+    cr_assert(strstr(out, named), "the refusal does not name the topic:\n%s", out);
+    free(named);
+    free(out);
+    free(persons);
+    free(cmd);
+    free(text);
+    free(cfg);
+    free(head);
+    free(prefix);
+    free(data);
+    free(dir);
+}
