@@ -685,8 +685,32 @@ struct placement_part {
  * topic keeps). Returns the verdict (caller frees) or NULL; a topic that
  * cannot be read is warned about, not refused.
  */
+typedef int32_t(placement_fn)(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
+                              int32_t partition_cnt, void *rkt_opaque, void *msg_opaque);
+
+/* How the producers place a keyed record: librdkafka's default, or the
+ * `partitioner` an operator set in kafka.properties (NULL: random, no place). */
+static placement_fn *placement_of(const struct sk_kafka *k)
+{
+    for (size_t i = 0; i < k->properties.n; i++) {
+        if (strcmp(k->properties.keys[i], "partitioner") != 0)
+            continue;
+        const char *v = k->properties.values[i];
+        if (strncmp(v, "murmur2", 7) == 0)
+            return rd_kafka_msg_partitioner_murmur2;
+        if (strncmp(v, "fnv1a", 5) == 0)
+            return rd_kafka_msg_partitioner_fnv1a;
+        if (strcmp(v, "random") == 0)
+            return NULL;
+    }
+    return rd_kafka_msg_partitioner_consistent; /* consistent(_random), for a key */
+}
+
 static char *misplaced_keys(const struct sk_kafka *k, const char *const *topics, size_t n)
 {
+    placement_fn *place = placement_of(k);
+    if (!place)
+        return NULL;
     struct sk_error err = {0};
     /* a reader (reader_new) that asks little of each partition: 16 records,
      * not a megabyte each of a large topic */
@@ -775,8 +799,7 @@ static char *misplaced_keys(const struct sk_kafka *k, const char *const *topics,
                 bool eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
                 if (!m->err && m->key_len > 0 &&
                     sk_kafka_header(m, SK_CONTROL_HEADER, control, sizeof(control)) != 0) {
-                    int32_t want = rd_kafka_msg_partitioner_consistent(
-                        NULL, m->key, m->key_len, pp->count, NULL, NULL);
+                    int32_t want = place(NULL, m->key, m->key_len, pp->count, NULL, NULL);
                     if (want != pp->partition && n_found++ < 3)
                         sk_buf_printf(&found, "%s%s[%d]@%lld key %.*s (%d partitions: its place "
                                       "is %d)",
