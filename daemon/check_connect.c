@@ -250,6 +250,14 @@ static void check_compacted(struct check_run *r, rd_kafka_t *rk, const struct sk
         free(detail);
     }
     sk_topic_verdict_free(&verdict);
+    /* and every key where the producers put it (what the start refuses too) */
+    char *moved = m ? sk_kafka_misplaced_keys(k, names, m) : NULL;
+    if (moved)
+        fail(r, "kafka key placement", moved, NULL); /* the message holds the way out */
+    else if (m)
+        ok(r, "kafka key placement", "the first records of each partition are where their "
+                                     "key belongs");
+    free(moved);
     free(names);
 }
 

@@ -674,7 +674,8 @@ struct placement_part {
 };
 
 /*
- * A record whose key the producer's partitioner (librdkafka's default,
+ * sk_kafka_misplaced_keys (kafka.h): a record whose key the producer's
+ * partitioner (librdkafka's default,
  * CRC32 of the key modulo the partition count) puts in another partition
  * than the one it is in: partitions were added to the topic after records
  * were written, or a producer partitions keys otherwise (Java's murmur2).
@@ -706,7 +707,8 @@ static placement_fn *placement_of(const struct sk_kafka *k)
     return rd_kafka_msg_partitioner_consistent; /* consistent(_random), for a key */
 }
 
-static char *misplaced_keys(const struct sk_kafka *k, const char *const *topics, size_t n)
+/* kafka.h */
+char *sk_kafka_misplaced_keys(const struct sk_kafka *k, const char *const *topics, size_t n)
 {
     placement_fn *place = placement_of(k);
     if (!place)
@@ -927,7 +929,7 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
     }
     /* and every key in the partition the producers put it in (entity
      * topics: the cursor topic has one partition) */
-    char *moved = rc == 0 && n_existing ? misplaced_keys(k, existing, n_existing) : NULL;
+    char *moved = rc == 0 && n_existing ? sk_kafka_misplaced_keys(k, existing, n_existing) : NULL;
     if (moved) {
         if (strlen(moved) >= sizeof(err->msg))
             sk_error_log("kafka", "%s", moved);

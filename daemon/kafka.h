@@ -191,6 +191,15 @@ int sk_kafka_check_topics(rd_kafka_t *rk, const struct sk_kafka *k, const char *
                           size_t n, struct sk_topic_verdict *v);
 void sk_topic_verdict_free(struct sk_topic_verdict *v);
 
+/*
+ * Reads the first records of each partition of the existing entity topics
+ * and returns a verdict (caller frees) naming records whose key is not in
+ * the partition the producers' partitioner gives it (partitions were added
+ * after records were written), with the way out; NULL when every key read
+ * is where it belongs or it cannot tell (then a warning is logged).
+ */
+char *sk_kafka_misplaced_keys(const struct sk_kafka *k, const char *const *topics, size_t n);
+
 /* kafka.tombstone_retention: how long a compacted topic keeps a deletion (ms). */
 int64_t sk_kafka_tombstone_retention_ms(const struct sk_kafka *k);
 

@@ -698,16 +698,25 @@ Test(check_connect, partitions_added_after_records_are_refused, .timeout = 180)
     /* a restart as it was: every key where it belongs */
     cr_assert_eq(skt_sh(cmd, 120, &out), 0, "a restart was refused:\n%s", out);
     free(out);
+    int rc;
+    out = check(cfg, NULL, 60, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    expect_line(out, "ok   kafka key placement:", "where their key belongs");
+    free(out);
 
     char *persons = skt_fmt("%spersons", prefix);
     skt_topic_partitions(persons, 6);
     sleep(1); /* until every broker's metadata shows them */
-    int rc = skt_sh(cmd, 120, &out);
+    rc = skt_sh(cmd, 120, &out);
     cr_assert_neq(rc, 0, "started on a topic whose keys moved:\n%s", out);
     cr_assert(strstr(out, "not in the partition their key belongs in"), "%s", out);
     char *named = skt_fmt("%s[", persons);
     cr_assert(strstr(out, named), "the refusal does not name the topic:\n%s", out);
     free(named);
+    free(out);
+    out = check(cfg, NULL, 60, &rc);
+    cr_assert_eq(rc, 1, "%s", out);
+    expect_line(out, "FAIL kafka key placement:", "not in the partition their key belongs in");
     free(out);
     free(persons);
     free(cmd);
