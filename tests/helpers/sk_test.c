@@ -131,6 +131,32 @@ void skt_topic_delete(const char *topic)
     rd_kafka_destroy(rk);
 }
 
+void skt_small_setup(struct skt_small *s, const char *tag, int seed, int students)
+{
+    s->dir = skt_tmpdir(tag);
+    s->data = skt_fmt("%s/data", s->dir);
+    skt_generate(s->data, seed, students);
+    s->prefix = skt_unique_prefix();
+    char *head = skt_config_head(s->prefix, "info", "10s");
+    s->cfg = skt_fmt("%s/skolsync.yaml", s->dir);
+    char *text = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
+                         head, s->data, s->dir);
+    skt_write(s->cfg, text);
+    s->run = skt_fmt("%s run --once -c %s", skt_skolsync(), s->cfg);
+    free(text);
+    free(head);
+}
+
+void skt_small_free(struct skt_small *s)
+{
+    free(s->dir);
+    free(s->data);
+    free(s->prefix);
+    free(s->cfg);
+    free(s->run);
+}
+
 void skt_topic_partitions(const char *topic, int total)
 {
     char errstr[256];

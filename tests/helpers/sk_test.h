@@ -32,6 +32,18 @@ char *skt_unique_prefix(void);
 void skt_topic_settings(const char *topic, bool create, const char *const *kv);
 /* Deletes topic on the test broker (an operator's mistake, for tests of it). */
 void skt_topic_delete(const char *topic);
+/*
+ * The smallest daemon on the test broker: one jsonl-source "files" reading
+ * dir/data (skt_generate(seed, students)) and one sqlite-sink "db" writing
+ * dir/out.db, under a fresh topic prefix; its config at cfg, and `run` the
+ * command line of `skolsync run --once` with it. skt_small_free frees.
+ */
+struct skt_small {
+    char *dir, *data, *prefix, *cfg, *run;
+};
+void skt_small_setup(struct skt_small *s, const char *tag, int seed, int students);
+void skt_small_free(struct skt_small *s);
+
 /* Adds partitions to topic, up to total (what an operator does to scale a topic). */
 void skt_topic_partitions(const char *topic, int total);
 /* One setting of topic on the test broker as DescribeConfigs gives it (caller frees). */

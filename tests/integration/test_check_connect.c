@@ -681,17 +681,9 @@ Test(check_connect, connect_is_an_option_of_check_only, .timeout = 30)
  * record stays in its old partition for good. The next start refuses. */
 Test(check_connect, partitions_added_after_records_are_refused, .timeout = 180)
 {
-    char *dir = skt_tmpdir("cc-partitions");
-    char *data = skt_fmt("%s/data", dir);
-    skt_generate(data, 45, 20);
-    char *prefix = skt_unique_prefix();
-    char *head = skt_config_head(prefix, "info", "10s");
-    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
-    char *text = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
-                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
-                         head, data, dir);
-    skt_write(cfg, text);
-    char *cmd = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    struct skt_small s;
+    skt_small_setup(&s, "cc-partitions", 45, 20);
+    const char *cmd = s.run, *cfg = s.cfg;
     char *out = NULL;
     cr_assert_eq(skt_sh(cmd, 120, &out), 0, "%s", out);
     free(out);
@@ -704,7 +696,7 @@ Test(check_connect, partitions_added_after_records_are_refused, .timeout = 180)
     expect_line(out, "ok   kafka key placement:", "where their key belongs");
     free(out);
 
-    char *persons = skt_fmt("%spersons", prefix);
+    char *persons = skt_fmt("%spersons", s.prefix);
     skt_topic_partitions(persons, 6);
     sleep(1); /* until every broker's metadata shows them */
     rc = skt_sh(cmd, 120, &out);
@@ -719,11 +711,5 @@ Test(check_connect, partitions_added_after_records_are_refused, .timeout = 180)
     expect_line(out, "FAIL kafka key placement:", "not in the partition their key belongs in");
     free(out);
     free(persons);
-    free(cmd);
-    free(text);
-    free(cfg);
-    free(head);
-    free(prefix);
-    free(data);
-    free(dir);
+    skt_small_free(&s);
 }

@@ -450,17 +450,9 @@ static void foreign_record_is_dead_lettered(const char *tag, const char *key, co
                                             size_t len, const char *header, const char *reason,
                                             bool replay)
 {
-    char *dir = skt_tmpdir(tag);
-    char *data = skt_fmt("%s/data", dir);
-    skt_generate(data, 37, 10);
-    char *prefix = skt_unique_prefix();
-    char *head = skt_config_head(prefix, "info", "10s");
-    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
-    char *text = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
-                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
-                         head, data, dir);
-    skt_write(cfg, text);
-    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    struct skt_small s;
+    skt_small_setup(&s, tag, 37, 10);
+    const char *run = s.run, *cfg = s.cfg, *data = s.data;
     char *out = NULL;
     cr_assert_eq(skt_sh(run, 120, &out), 0, "%s", out);
     free(out);
@@ -472,7 +464,7 @@ static void foreign_record_is_dead_lettered(const char *tag, const char *key, co
         RD_KAFKA_CONF_OK);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     cr_assert_not_null(p, "%s", errstr);
-    char *topic = skt_fmt("%spersons", prefix);
+    char *topic = skt_fmt("%spersons", s.prefix);
     rd_kafka_headers_t *h = rd_kafka_headers_new(1);
     if (header) {
         const char *eq = strchr(header, '=');
@@ -512,13 +504,7 @@ static void foreign_record_is_dead_lettered(const char *tag, const char *key, co
         free(out);
     }
     free(topic);
-    free(run);
-    free(text);
-    free(cfg);
-    free(head);
-    free(prefix);
-    free(data);
-    free(dir);
+    skt_small_free(&s);
 }
 
 /* A record that claims to be the drivers' own (header skolsync-control) but
