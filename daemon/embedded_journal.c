@@ -149,8 +149,8 @@ static long write_held(struct sk_estore *s)
                        "embedded store %s: cannot write (%s); sinks wait until it can", s->path,
                        err.msg);
         pthread_mutex_lock(&s->mu);
-        snprintf(s->failing, sizeof(s->failing), "embedded store %.120s cannot write (%.180s)", s->path,
-                 err.msg);
+        snprintf(s->failing, sizeof(s->failing), "embedded store %.120s cannot write (%.180s)",
+                 s->path, err.msg);
         pthread_cond_broadcast(&s->cv); /* the waiting sinks say so */
         pthread_mutex_unlock(&s->mu);
         free(take);

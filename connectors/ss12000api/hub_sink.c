@@ -236,7 +236,7 @@ static void hub_caught_up(struct sk_sink *self)
     if (atomic_load(&h->complete))
         return;
     struct sk_error err = {0};
-    if (hub_store_mark_complete(h, &err) < 0) { /* served all the same; kept after a restart's */
+    if (hub_store_mark_complete(h, &err) < 0) { /* served all the same; kept at the next start */
         sk_warn(h->name, "keeping the copy's completeness: %s", err.msg);
         atomic_store(&h->complete, true);
     }
