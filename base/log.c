@@ -147,10 +147,43 @@ static bool limit_pass(struct sk_log_limit *lim, int64_t now, int64_t interval_m
     return say;
 }
 
-static void limited_say(uint64_t before, enum sk_log_level level, const char *component,
-                        const char *fmt, va_list ap)
+/* The keyed limiters: few keys are live at a time (a client's facility). */
+#define KEYED_SLOTS 64
+static struct keyed {
+    char key[96];
+    int64_t used_ms;
+    struct sk_log_limit lim;
+} keyed[KEYED_SLOTS];
+
+/* Under limit_lock: key's limiter; the least recently used makes room (its count lost). */
+static struct sk_log_limit *keyed_limit(const char *key, int64_t now)
 {
-    if (!sk_log_enabled(level))
+    struct keyed *slot = NULL, *oldest = &keyed[0];
+    for (size_t i = 0; i < KEYED_SLOTS && !slot; i++) {
+        if (strncmp(keyed[i].key, key, sizeof(keyed[i].key) - 1) == 0 && keyed[i].key[0])
+            slot = &keyed[i];
+        else if (keyed[i].used_ms < oldest->used_ms)
+            oldest = &keyed[i];
+    }
+    if (!slot) {
+        slot = oldest;
+        memset(slot, 0, sizeof(*slot));
+        snprintf(slot->key, sizeof(slot->key), "%s", key);
+    }
+    slot->used_ms = now;
+    return &slot->lim;
+}
+
+/* One limited line: lim's, or (lim NULL) key's limiter. */
+static void limited_v(struct sk_log_limit *lim, const char *key, int64_t interval_ms,
+                      enum sk_log_level level, const char *component, const char *fmt, va_list ap)
+{
+    int64_t now = sk_mono_ms();
+    uint64_t before;
+    pthread_mutex_lock(&limit_lock);
+    bool say = limit_pass(lim ? lim : keyed_limit(key, now), now, interval_ms, &before);
+    pthread_mutex_unlock(&limit_lock);
+    if (!say || !sk_log_enabled(level))
         return;
     char msg[1536];
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -164,52 +197,18 @@ static void limited_say(uint64_t before, enum sk_log_level level, const char *co
 void sk_log_limited(struct sk_log_limit *lim, int64_t interval_ms, enum sk_log_level level,
                     const char *component, const char *fmt, ...)
 {
-    uint64_t before;
-    pthread_mutex_lock(&limit_lock);
-    bool say = limit_pass(lim, sk_mono_ms(), interval_ms, &before);
-    pthread_mutex_unlock(&limit_lock);
-    if (!say)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    limited_say(before, level, component, fmt, ap);
+    limited_v(lim, NULL, interval_ms, level, component, fmt, ap);
     va_end(ap);
 }
-
-/* The keyed limiters: few keys are live at a time (a client's facility). */
-#define KEYED_SLOTS 64
-static struct keyed {
-    char key[96];
-    int64_t used_ms;
-    struct sk_log_limit lim;
-} keyed[KEYED_SLOTS];
 
 void sk_log_limited_key(const char *key, int64_t interval_ms, enum sk_log_level level,
                         const char *component, const char *fmt, ...)
 {
-    int64_t now = sk_mono_ms();
-    uint64_t before;
-    pthread_mutex_lock(&limit_lock);
-    struct keyed *slot = NULL, *oldest = &keyed[0];
-    for (size_t i = 0; i < KEYED_SLOTS && !slot; i++) {
-        if (strncmp(keyed[i].key, key, sizeof(keyed[i].key) - 1) == 0 && keyed[i].key[0])
-            slot = &keyed[i];
-        else if (keyed[i].used_ms < oldest->used_ms)
-            oldest = &keyed[i];
-    }
-    if (!slot) { /* the least recently used makes room, its own count lost with it */
-        slot = oldest;
-        memset(slot, 0, sizeof(*slot));
-        snprintf(slot->key, sizeof(slot->key), "%s", key);
-    }
-    slot->used_ms = now;
-    bool say = limit_pass(&slot->lim, now, interval_ms, &before);
-    pthread_mutex_unlock(&limit_lock);
-    if (!say)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    limited_say(before, level, component, fmt, ap);
+    limited_v(NULL, key, interval_ms, level, component, fmt, ap);
     va_end(ap);
 }
 
