@@ -126,10 +126,13 @@ cJSON *scim_deactivate_body(enum scim_dialect dialect);
 /* ---- scim_state.c ---------------------------------------------------------- */
 
 struct scim_state; /* opaque: the SQLite database and its statements */
+struct sk_state;
 
 /* Opens (creates) dir/<name>.db. NULL with err (FATAL). */
 struct scim_state *scim_state_open(const char *dir, const char *name, struct sk_error *err);
 void scim_state_close(struct scim_state *st);
+/* The shared state store under it: the consumed offsets, the file check (state_store.h). */
+struct sk_state *scim_state_store(struct scim_state *st);
 int scim_state_begin(struct scim_state *st, struct sk_error *err);
 int scim_state_commit(struct scim_state *st, struct sk_error *err);
 

@@ -8,7 +8,9 @@
  * what was last sent and only the difference goes out. So a replay sends
  * nothing, a Duty arriving after its Person still makes them staff, and a
  * user created after their group still lands in it (the group is marked
- * dirty and sent again).
+ * dirty and sent again). The consumed offsets are kept in the state, in the
+ * transaction of what they cover: a new or lost state has none, and the
+ * topics are read from the start to fill it (its relations span topics).
  *
  * Owns: options, open and close, the order of a batch, reconciling users
  * and groups, and the outcome of every record. One resource's requests and
@@ -29,6 +31,7 @@
 #include "log.h"
 #include "model.h"
 #include "scim.h"
+#include "state_store.h"
 #include "tz.h"
 #include "util.h"
 
@@ -430,6 +433,36 @@ static void set_outcome(struct sk_outcome *o, const struct sk_error *err)
     o->kind = err->cls == SK_ERR_PERMANENT ? SK_REJECTED : SK_RETRY;
 }
 
+/*
+ * The batch's offsets, in the transaction of the state they cover: past
+ * every record of a partition, or up to its first record to retry (the
+ * driver applies the batch again from there, and a restart must not pass
+ * it; what follows it is applied again, which sends nothing new).
+ */
+static int store_offsets(struct scim_sink *s, const char *incarnation,
+                         const struct sk_record *recs, size_t n, const struct sk_outcome *out,
+                         struct sk_error *err)
+{
+    bool retry = false;
+    for (size_t i = 0; i < n && !retry; i++)
+        retry = out[i].kind == SK_RETRY;
+    struct sk_offsets o = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (!recs[i].topic || recs[i].offset < 0 || out[i].kind == SK_RETRY)
+            continue;
+        bool held = false;
+        for (size_t j = 0; retry && j < n && !held; j++)
+            held = out[j].kind == SK_RETRY && recs[j].offset < recs[i].offset &&
+                   recs[j].partition == recs[i].partition && recs[j].topic &&
+                   strcmp(recs[j].topic, recs[i].topic) == 0;
+        if (!held)
+            sk_offsets_add(&o, recs[i].topic, recs[i].partition, recs[i].offset + 1);
+    }
+    int rc = o.n ? sk_state_store_offsets(scim_state_store(s->state), incarnation, &o, err) : 0;
+    sk_offsets_free(&o);
+    return rc;
+}
+
 /* After the users' phase and after the deletes: member lists that changed meanwhile. */
 static void flush_groups_into(struct scim_sink *s, const struct sk_record *recs, size_t n,
                               struct sk_outcome *out)
@@ -529,6 +562,11 @@ static int scim_apply(struct sk_sink *self, const struct sk_record *recs, size_t
         scim_state_commit(s->state, err);
         goto fail_all;
     }
+    if (store_offsets(s, self->incarnation, recs, n, out, err) < 0) {
+        struct sk_error ignored = {0};
+        scim_state_commit(s->state, &ignored); /* what the server already has, keep */
+        goto fail_all;
+    }
     if (scim_state_commit(s->state, err) < 0)
         goto fail_all;
     return 0;
@@ -589,6 +627,10 @@ static int scim_open(struct sk_sink *self, struct sk_error *err)
             goto fail;
         }
     }
+    if (!self->incarnation) {
+        sk_error_set(err, SK_ERR_FATAL, "no broker incarnation given: offsets cannot be kept");
+        goto fail;
+    }
     if (!(s->tz = sk_tz_load(conf->timezone, err)))
         goto fail;
     if (self->n_entities && !consumes(self, "Person")) {
@@ -620,6 +662,29 @@ static int scim_keys(struct sk_sink *self, const struct sk_entity *e,
     return scim_state_keys(s->state, e->collection, fn, ctx, err);
 }
 
+static int scim_mark_offsets(struct sk_sink *self, const struct sk_offsets *offsets,
+                             struct sk_error *err)
+{
+    struct scim_sink *s = self->priv;
+    return sk_state_mark_offsets(scim_state_store(s->state), self->incarnation, offsets, err);
+}
+
+/* The offsets in the state: a new or lost state has none, and the driver
+ * reads the topics from the start to fill it (a replay sends nothing the
+ * server already has: ids are found by externalId, bodies compared). */
+static int scim_stored_offsets(struct sk_sink *self, struct sk_offsets *out, struct sk_error *err)
+{
+    struct scim_sink *s = self->priv;
+    return sk_state_stored_offsets(scim_state_store(s->state), self->incarnation, out, err);
+}
+
+/* The state file deleted or replaced under it: start again, from the start. */
+static int scim_health(struct sk_sink *self, struct sk_error *err)
+{
+    struct scim_sink *s = self->priv;
+    return sk_state_check_file(scim_state_store(s->state), err);
+}
+
 static const char *scim_target(struct sk_sink *self)
 {
     const struct scim_conf *conf = self->conf;
@@ -636,7 +701,10 @@ const struct sk_sink_ops scim_sink_ops = {
     .default_protected = "minimal",
     .open = scim_open,
     .apply = scim_apply,
+    .mark_offsets = scim_mark_offsets,
+    .stored_offsets = scim_stored_offsets,
     .keys = scim_keys,
+    .health = scim_health,
     .target = scim_target,
     .close = scim_close,
     .probe = scim_probe,

@@ -13,11 +13,14 @@
  *   members       group -> person (current memberships)
  *   scim_ids      SS 12000 UUID -> SCIM id, and the body last sent
  *   dirty_groups  groups whose member list must be sent again
+ *   skolsync_offsets  the consumed offsets (state_store.h), stored with
+ *                 the batch they cover
  *
  * Owns: the relation tables and their statements. Must never: be the only copy of
  * anything the SCIM server or Kafka cannot give back. A lost state file is
- * rebuilt by replaying the topics; the SCIM ids are found again by
- * externalId (scim_sink.c), so it never causes duplicates.
+ * rebuilt by replaying the topics (it has no offsets, so the sink driver
+ * reads them from the start); the SCIM ids are found again by externalId
+ * (scim_sink.c), so it never causes duplicates.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -196,6 +199,7 @@ struct scim_state *scim_state_open(const char *dir, const char *name, struct sk_
     struct sk_state_opts o = {.path = path,
                               .busy_timeout_ms = 5000,
                               .private_file = true, /* person documents */
+                              .offsets = true, /* a lost state is filled from the start */
                               .collections = collections,
                               .n_collections = 2,
                               .schema = ensure_schema};
@@ -222,6 +226,11 @@ void scim_state_close(struct scim_state *s)
         sqlite3_finalize(s->st[i]);
     sk_state_close(s->store);
     free(s);
+}
+
+struct sk_state *scim_state_store(struct scim_state *s)
+{
+    return s->store;
 }
 
 int scim_state_begin(struct scim_state *s, struct sk_error *err)

@@ -477,12 +477,12 @@ static int run_once(const char *cfg, char **out)
 
 /*
  * A sink that consumed everything under its old group name (skolsync-<sink>)
- * is upgraded: its group is now named by the deployment and its target
- * keeps no offsets (a scim-sink: a SCIM server has no place for them; a
- * sink that keeps them in its target resumes from those, and an empty
- * target of that kind is filled from the start, test_kafka_e2e). It must go
- * on from the old group's offsets, applying nothing twice, and then apply
- * what is new.
+ * is upgraded: its group is now named by the deployment. The old group's
+ * offsets are taken over for the new group (the lag report, and a sink whose
+ * target cannot tell its own offsets at the start). A scim-sink keeps its
+ * offsets in its state since then: a state without them is filled from the
+ * start (which sends nothing the server already has), and from then on it
+ * goes on from its own, applying what is new once.
  */
 Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 300)
 {
@@ -513,8 +513,8 @@ Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 3
     skt_write(n.cfg, text);
     cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
     cr_assert(strstr(out, "(its name before kafka.deployment)"), "no offsets taken over:\n%s", out);
-    cr_assert(strstr(out, ": 0 records applied"), "the upgraded sink applied records again:\n%s",
-              out);
+    cr_assert(strstr(out, "none stored in the target: from the start"),
+              "a state without offsets was not filled from the start:\n%s", out);
     free(out);
 
     /* and it goes on: one new person is applied, once */
@@ -537,6 +537,82 @@ Test(ha, a_sink_keeps_its_offsets_across_the_renaming_of_its_group, .timeout = 3
     free(suffix);
     free(data);
     free(prefix);
+}
+
+/*
+ * An operator loses a scim-sink's state directory (a new disk, a rebuilt
+ * host, `rm -r` to start clean). Its relations span topics: a Duty makes its
+ * Person staff only if the state holds the Person. Before, the sink went on
+ * from its group's offsets with an empty state, and a new duty of a person
+ * it had applied long ago made no account ("1 records applied", no user).
+ * The state keeps the offsets now: a lost one is filled from the start.
+ */
+Test(ha, a_scim_sink_that_lost_its_state_fills_it_from_the_topics, .timeout = 300)
+{
+    struct node n = {.dir = skt_tmpdir("ha-scim-lost")};
+    char *prefix = skt_unique_prefix();
+    char *data = skt_fmt("%s/data", n.dir);
+    skt_generate(data, 45, 10);
+    n.cfg = skt_fmt("%s/skolsync.yaml", n.dir);
+    char *head = skt_config_head(prefix, "info", "20s");
+    char *text = skt_fmt("%s"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  ids:\n    type: scim-sink\n    url: %s\n"
+                         "    state_dir: %s/scim\n    users: [staff]\n"
+                         "    entities: [persons, duties]\n",
+                         head, data, scim_url(), n.dir);
+    skt_write(n.cfg, text);
+    char *out = NULL;
+    cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
+    free(out);
+
+    /* the state is lost; then a person without a duty, applied in the
+     * first run, gets one */
+    char *rm = skt_fmt("rm -r %s/scim", n.dir);
+    cr_assert_eq(skt_sh(rm, 10, NULL), 0);
+    char *add = skt_fmt(
+        "cd %s && python3 -c '\n"
+        "import json, uuid\n"
+        "held = {json.loads(l)[\"person\"][\"id\"] for l in open(\"duties.jsonl\")}\n"
+        "p = [json.loads(l) for l in open(\"persons.jsonl\")]\n"
+        "p = [x for x in p if x[\"id\"] not in held and x.get(\"eduPersonPrincipalNames\")][0]\n"
+        "m = {\"created\": \"2026-12-05T10:00:00+01:00\", \"modified\": \"2026-12-05T10:00:00+01:00\"}\n"
+        "d = {\"id\": str(uuid.uuid4()), \"meta\": m, \"person\": {\"id\": p[\"id\"]},\n"
+        "     \"dutyRole\": \"L\u00e4rare\", \"startDate\": \"2020-08-01\"}\n"
+        "open(\"duties.jsonl\", \"a\").write(json.dumps(d) + \"\\n\")\n"
+        "print(p[\"id\"], end=\"\")'",
+        data);
+    char *person = NULL;
+    cr_assert_eq(skt_sh(add, 30, &person), 0, "%s", person);
+    cr_assert_eq(strlen(person), 36, "%s", person);
+    cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
+    cr_assert(strstr(out, "none stored in the target: from the start"), "%s", out);
+    free(out);
+
+    char *url = skt_fmt("%s/Users?filter=externalId%%20eq%%20%%22%s%%22", scim_url(), person);
+    char *body = NULL;
+    cr_assert_eq(skt_http("GET", url, NULL, 10, &body), 200);
+    cJSON *list = cJSON_Parse(body);
+    cr_assert_not_null(list, "%s", body);
+    cr_assert_eq(skt_jnum(list, "totalResults"), 1, "the new duty made no account: %s", body);
+    cJSON_Delete(list);
+    free(body);
+
+    /* and from then on the state's own offsets: nothing again */
+    cr_assert_eq(run_once(n.cfg, &out), 0, "%s", out);
+    cr_assert(strstr(out, "(resuming at offsets stored in the target)"), "%s", out);
+    cr_assert(strstr(out, "ids (scim-sink): 0 records applied"), "%s", out);
+    free(out);
+    free(url);
+    free(person);
+    free(add);
+    free(rm);
+    free(text);
+    free(head);
+    free(data);
+    free(prefix);
+    free(n.cfg);
+    free(n.dir);
 }
 
 /* ---- sinks by kind of target ------------------------------------------------------ */

@@ -183,6 +183,20 @@ static void apply_all(void)
     cr_assert_eq(skt_recs_apply(sink, &batch, &err), 0, "%s", err.msg);
 }
 
+/* What the state keeps as the next offset of persons [0]; -1 if none. */
+static int64_t stored_next(void)
+{
+    struct sk_offsets offs = {0};
+    struct sk_error err = {0};
+    cr_assert_eq(sink->ops->stored_offsets(sink, &offs, &err), 0, "%s", err.msg);
+    int64_t next = -1;
+    for (size_t i = 0; i < offs.n; i++)
+        if (strcmp(offs.v[i].topic, "persons") == 0 && offs.v[i].partition == 0)
+            next = offs.v[i].next_offset;
+    sk_offsets_free(&offs);
+    return next;
+}
+
 static void assert_all_applied(void)
 {
     for (size_t i = 0; i < batch.n; i++)
@@ -419,6 +433,11 @@ Test(scim_sink, replay_creates_no_duplicates_and_changes_nothing)
     add_slice(&x);
     apply_all();
     assert_all_applied();
+    int64_t last = -1;
+    for (size_t i = 0; i < batch.n; i++)
+        if (strcmp(batch.v[i].topic, "persons") == 0)
+            last = batch.v[i].offset;
+    cr_assert_eq(stored_next(), last + 1, "the batch's offsets kept in the state");
     char *v_user = version_of("Users", x.s[0]), *v_group = version_of("Groups", x.g_class);
     apply_all(); /* the same records again, as after a rebalance */
     assert_all_applied();
@@ -820,6 +839,8 @@ static void check_throttled(const char *url, struct canned *c)
     cr_assert_geq(took, 900, "Retry-After not honoured up to retry_after_max (%lld ms)",
                   (long long)took);
     cr_assert_lt(took, 5000, "waited once per record instead of once per batch");
+    /* a restart must read them again: no offset past a record to retry */
+    cr_assert_eq(stored_next(), -1, "offsets stored past records left for retry");
 }
 
 Test(scim_sink, throttling_is_retry_with_retry_after)
@@ -862,6 +883,7 @@ Test(scim_sink, connection_refused_is_retry)
     apply_all();
     cr_assert_eq(batch.out[0].kind, SK_RETRY);
     cr_assert_eq(batch.out[0].err.cls, SK_ERR_RETRIABLE, "%s", batch.out[0].err.msg);
+    cr_assert_eq(stored_next(), -1, "an offset stored past a record left for retry");
 }
 
 /* An OAuth2 token endpoint and a SCIM server that wants its token. */

@@ -28,8 +28,7 @@
  * local state (scim-sink), and the document in the state the hub serves from
  * (ss12000-api-sink). The SCIM server keeps only the attributes the
  * mapping makes (userName, name, ...): for it the lossless test checks the
- * mapped name.givenName on the server as well. The scim-sink keeps no offsets
- * (the driver commits them to Kafka): its reopen test checks the state only.
+ * mapped name.givenName on the server as well.
  */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
