@@ -66,6 +66,7 @@ struct hub_conf {
     int64_t deleted_retention_ms;
     int64_t max_limit;
     int64_t threads;
+    int64_t max_connections, max_connections_per_client;
     int64_t webhook_ttl_ms, webhook_batch_ms; /* subscriptions (hub_subs.h) */
 };
 

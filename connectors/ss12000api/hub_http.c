@@ -56,6 +56,7 @@ struct req {
 
 /* A request body is read up to this; a larger one is answered 413. */
 #define MAX_UPLOAD (1 << 20) /* a lookup of max_limit ids is far below it */
+#define MAX_TOKEN_FORM (16 << 10) /* POST /token: grant_type, client_id, client_secret, scope */
 
 static void fail(struct req *r, int status, const char *code, const char *message)
 {
@@ -485,6 +486,12 @@ static const char *logged_method(const char *method)
 struct upload {
     struct sk_buf body;
     bool too_big;
+    /* Decided on the request's head, before any of its body is kept: a body
+     * is buffered only for a client that authenticated (or for /token, up
+     * to MAX_TOKEN_FORM), so nobody without credentials makes the hub hold
+     * memory (MAX_UPLOAD per connection). */
+    const struct hub_client *client;
+    bool expired, bearer, token_endpoint;
 };
 
 /* The end of a request (answered or broken off): its body goes. */
@@ -509,10 +516,13 @@ static void token_endpoint(struct req *r, const char *method, struct upload *u, 
     if (strcmp(method, "POST") != 0)
         return fail(r, 405, "method_not_allowed", "only POST is served here");
     const char *type = MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, "Content-Type");
-    if (u->too_big || !type || strncasecmp(type, "application/x-www-form-urlencoded", 33) != 0) {
+    /* the media type, then nothing or its parameters (";charset=...") */
+    bool form = type && strncasecmp(type, "application/x-www-form-urlencoded", 33) == 0 &&
+                (type[33] == '\0' || type[33] == ';' || type[33] == ' ' || type[33] == '\t');
+    if (u->too_big || !form) {
         r->status = 400;
         sk_buf_puts(&r->body, "{\"error\":\"invalid_request\",\"error_description\":\"expected "
-                              "an application/x-www-form-urlencoded body of at most 1 MiB\"}");
+                              "an application/x-www-form-urlencoded body of at most 16 KiB\"}");
         return;
     }
     sk_buf_putc(&u->body, '\0');
@@ -548,13 +558,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     (void)version;
     struct hub *h = cls;
-    if (!*con_cls) { /* headers only so far; the body (freed by request_done) comes next */
-        *con_cls = sk_calloc(1, sizeof(struct upload));
+    if (!*con_cls) { /* the head so far; the body (freed by request_done) comes next */
+        struct upload *u = sk_calloc(1, sizeof(*u));
+        *con_cls = u;
+        u->token_endpoint = strcmp(url, "/token") == 0;
+        if (!u->token_endpoint) {
+            const char *authorization =
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+            u->bearer = authorization != NULL;
+            u->client = hub_auth_bearer(h, authorization, &u->expired);
+        }
         return MHD_YES;
     }
     struct upload *u = *con_cls;
     if (*upload_size) {
-        if (u->body.len + *upload_size > MAX_UPLOAD)
+        size_t max = u->token_endpoint ? MAX_TOKEN_FORM : u->client ? MAX_UPLOAD : 0;
+        if (u->body.len + *upload_size > max)
             u->too_big = true;
         else if (!u->too_big)
             sk_buf_putn(&u->body, upload_data, *upload_size);
@@ -563,14 +582,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     int64_t t0 = sk_now_us();
     struct req r = {.h = h, .c = c, .route = "(other)", .upload = &u->body};
-    bool expired = false, basic = false, bearer = false;
-    if (strcmp(url, "/token") == 0) {
+    bool expired = u->expired, basic = false, bearer = u->bearer;
+    if (u->token_endpoint) {
         token_endpoint(&r, method, u, &basic);
     } else {
-        const char *authorization =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        bearer = authorization != NULL;
-        r.client = hub_auth_bearer(h, authorization, &expired);
+        r.client = u->client;
         r.view.client = r.client;
         if (!r.client)
             fail(&r, 401, "unauthorized",
@@ -730,6 +746,8 @@ int hub_http_start(struct hub *h, struct sk_error *err)
              * (the client waits for the timeout): room for a query string of ~50 KiB. */
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
             request_done, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)conf->max_connections,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)conf->max_connections_per_client,
             MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     free(cert);
     free_key(key);
