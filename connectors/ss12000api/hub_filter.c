@@ -370,6 +370,7 @@ struct hub_filter {
     uint32_t expand;
     bool names;
     struct sk_buf text;
+    bool used[N_DEFS]; /* a value of defs[i] was given */
 };
 
 static unsigned use_bit(enum hub_use use)
@@ -434,6 +435,7 @@ int hub_filter_count(const struct hub_filter *f)
     return f->count;
 }
 
+/* YYYY-MM-DD of a day that exists (2025-02-29 does not). */
 static bool is_date(const char *s)
 {
     static const char shape[] = "dddd-dd-dd";
@@ -442,7 +444,10 @@ static bool is_date(const char *s)
     for (int i = 0; i < 10; i++)
         if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != '-')
             return false;
-    return true;
+    int y = atoi(s), m = atoi(s + 5), d = atoi(s + 8);
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m >= 1 && m <= 12 && d >= 1 && d <= days[m - 1] + (m == 2 && leap);
 }
 
 static int set_expand(struct hub_filter *f, const char *value, const char **why)
@@ -509,21 +514,19 @@ static int add_one(struct hub_filter *f, const struct def *d, const char *value,
             return -1;
         }
     }
+    if (f->use != HUB_USE_LOOKUP && f->n >= HUB_FILTER_MAX_VALUES) {
+        /* (a lookup's values are bounded by max_limit, hub_lookup.c) */
+        *why = "more filter values than the server takes in one query (1000)";
+        return -1;
+    }
     if (f->n == f->cap) {
         f->cap = f->cap ? f->cap * 2 : 8;
         f->v = sk_realloc(f->v, f->cap * sizeof(*f->v));
     }
     v.text = sk_strdup(value);
     f->v[f->n++] = v;
+    f->used[d - defs] = true;
     return 0;
-}
-
-static bool seen_scalar(const struct hub_filter *f, const struct def *d)
-{
-    for (size_t i = 0; i < f->n; i++)
-        if (f->v[i].def == d)
-            return true;
-    return false;
 }
 
 int hub_filter_add(struct hub_filter *f, const char *key, const char *value, const char **why)
@@ -535,8 +538,9 @@ int hub_filter_add(struct hub_filter *f, const char *key, const char *value, con
     }
     if (!value)
         value = "";
-    bool repeated = (d->kind == K_SORT && (f->sort || f->by_stamp)) || seen_scalar(f, d);
-    if (!d->multi && repeated) {
+    bool repeated = (d->kind == K_SORT && (f->sort || f->by_stamp)) || f->used[d - defs];
+    /* a lookup's keys are arrays in the spec's bodies, whatever the list's parameter takes */
+    if (!d->multi && repeated && f->use != HUB_USE_LOOKUP) {
         *why = "a parameter that takes one value was repeated";
         return -1;
     }
@@ -664,13 +668,14 @@ void hub_filter_where(const struct hub_filter *f, struct sk_buf *sql, int *next_
     bool lookup = f->use == HUB_USE_LOOKUP;
     bool first = true;
     int n = *next_param;
+    bool done[N_DEFS] = {false}; /* a parameter (or its group) already written */
+    size_t *idx = sk_calloc(f->n + 1, sizeof(*idx));
     for (size_t i = 0; i < f->n; i++) {
         const struct def *d = f->v[i].def;
-        bool seen = false;
-        for (size_t k = 0; k < i; k++)
-            seen |= f->v[k].def == d || (d->group && f->v[k].def->group == d->group);
-        if (seen)
+        if (done[d - defs])
             continue;
+        for (size_t k = 0; k < N_DEFS; k++)
+            done[k] |= &defs[k] == d || (d->group && defs[k].group == d->group);
         sk_buf_puts(sql, first ? " AND ((" : lookup ? " OR (" : " AND (");
         first = false;
         if (d->group) {
@@ -680,15 +685,15 @@ void hub_filter_where(const struct hub_filter *f, struct sk_buf *sql, int *next_
                     put_template(f, sql, f->v[k].def->sql, n++);
             put_template(f, sql, d->group->close, 0);
         } else {
-            size_t *idx = sk_calloc(f->n, sizeof(*idx)), m = 0;
+            size_t m = 0;
             for (size_t k = i; k < f->n; k++)
                 if (f->v[k].def == d)
                     idx[m++] = k;
             put_values(f, sql, idx, m, d->all ? " AND " : " OR ", &n);
-            free(idx);
         }
         sk_buf_putc(sql, ')');
     }
+    free(idx);
     if (!first)
         sk_buf_putc(sql, ')');
     *next_param = n;

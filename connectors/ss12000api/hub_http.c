@@ -249,6 +249,13 @@ static void page_end(struct req *r, const char *what, struct hub_query *q, bool 
         snprintf(q->after_id, sizeof(q->after_id), "%s", last_id);
         snprintf(q->after_key, sizeof(q->after_key), "%s", last_key);
         char *token = hub_token_make(r->h, what, r->client->name, q, sk_now_us() / 1000);
+        if (strlen(token) > HUB_TOKEN_MAX) { /* it could not come back: no page then */
+            free(token);
+            r->records = 0;
+            return fail(r, 400, "invalid_parameter",
+                        "the query's parameters are too long to page through (a page token "
+                        "holds them, at most 64 KiB): ask with fewer values");
+        }
         sk_buf_puts(&r->body, ",\"pageToken\":");
         sk_buf_json_string(&r->body, token);
         free(token);
@@ -552,6 +559,20 @@ static void count(const struct req *r, int64_t us)
     atomic_fetch_add(&st->latency_sum_us, (uint_fast64_t)us);
 }
 
+/* The methods a path takes (for a 405's Allow). */
+static const char *allowed_methods(const char *url)
+{
+    static const char subs[] = "/subscriptions";
+    size_t len = strlen(url);
+    if (strcmp(url, "/token") == 0 || (len > 7 && strcmp(url + len - 7, "/lookup") == 0))
+        return "POST";
+    if (strcmp(url, subs) == 0)
+        return "GET, POST";
+    if (strncmp(url, subs, sizeof(subs) - 1) == 0 && url[sizeof(subs) - 1] == '/')
+        return "GET, PATCH, DELETE";
+    return "GET";
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
@@ -621,6 +642,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         MHD_add_response_header(resp, "Pragma", "no-cache"); /* RFC 6749 §5.1 */
     if (r.status == 503)
         MHD_add_response_header(resp, "Retry-After", "10");
+    if (r.status == 405) /* RFC 9110 §15.5.6 */
+        MHD_add_response_header(resp, "Allow", allowed_methods(url));
     if (r.status == 401) /* RFC 6749 §5.2 at /token, RFC 6750 §3 elsewhere */
         MHD_add_response_header(resp, "WWW-Authenticate",
                                 strcmp(url, "/token") == 0 ? "Basic realm=\"skolsync\""

@@ -21,8 +21,17 @@
 
 struct hub;
 
-/* The longest sort value kept in a position (longer values are cut in SQL, so ties stay exact). */
-#define HUB_KEY_MAX 256
+/*
+ * The longest sort value kept in a position: the SQL cuts a value to 200
+ * characters (hub_filter_sql.c), up to 800 bytes of UTF-8. The position must
+ * hold the whole cut value: a shorter prefix compares below the row it came
+ * from, and the next page served that row again, for ever.
+ */
+#define HUB_KEY_MAX 1024
+/* Filter values in one list request (a lookup's are bounded by max_limit). */
+#define HUB_FILTER_MAX_VALUES 1000
+/* The longest page token the hub makes or reads (characters). */
+#define HUB_TOKEN_MAX 65536
 
 /*
  * The options of one list, by-id or lookup request besides paging and the

@@ -317,11 +317,12 @@ static void bind_query(sqlite3_stmt *q, const struct hub_query *query)
     sqlite3_bind_int64(q, 7, query->limit + 1); /* one more: is there a next page? */
 }
 
-/* The four meta filters (created absent: no match). */
+/* The four meta filters (created absent: no match); after is exclusive, before inclusive
+ * (the spec's words: "Exkluderande", "på eller före ... Inkluderande"). */
 #define WHERE_META                                                                                 \
-    " r.stamp > ?3 AND r.stamp < ?4"                                                               \
+    " r.stamp > ?3 AND r.stamp <= ?4"                                                              \
     " AND (?5 = -9223372036854775808 OR r.created_us > ?5)"                                        \
-    " AND (?6 = 9223372036854775807 OR r.created_us < ?6)"
+    " AND (?6 = 9223372036854775807 OR r.created_us <= ?6)"
 /* The default keyset position, (stamp, id) after (?1, ?2). */
 #define AFTER_STAMP " (r.stamp > ?1 OR (r.stamp = ?1 AND r.id > ?2))"
 #define WHERE_PAGE AFTER_STAMP " AND" WHERE_META

@@ -92,9 +92,10 @@ Test(ss12000_api_sink, modified_after_finds_a_late_record, .fini = skt_hub_finis
     ids = ids_after("meta.modified.after", seen);
     cr_assert_str_eq(ids, late, "after %s", seen);
     free(ids);
-    /* before: the other side of the same stamp. */
+    /* before: the other side of the same stamp, which it takes in (the spec: "på eller
+     * före ... Inkluderande"; before, the hub left it out) */
     ids = ids_after("meta.modified.before", seen);
-    cr_assert_str_empty(ids, "before %s: %s", seen, ids);
+    cr_assert_str_eq(ids, a, "before %s: %s", seen, ids);
     free(ids);
     /* An identical replay changes nothing a client has to fetch again. */
     free(seen);
@@ -129,6 +130,9 @@ Test(ss12000_api_sink, created_filters_on_meta_created, .fini = skt_hub_finish, 
     cr_assert_str_eq(ids, young);
     free(ids);
     ids = ids_after("meta.created.before", "2025-01-01T00:00:00Z");
+    cr_assert_str_eq(ids, old);
+    free(ids);
+    ids = ids_after("meta.created.before", "2024-01-01T00:00:00Z"); /* inclusive */
     cr_assert_str_eq(ids, old);
     free(ids);
     /* An unencoded '+' arrives as a space and still reads as the offset. */
@@ -596,4 +600,30 @@ Test(ss12000_api_sink, connections_from_one_address_are_limited, .fini = skt_hub
     cJSON *page = skt_hub_get_json("/persons", LMS, 200); /* room again */
     cJSON_Delete(page);
     close(b);
+}
+
+/* A 405 says which methods the path takes (RFC 9110 §15.5.6). */
+Test(ss12000_api_sink, method_not_allowed_says_what_is, .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open(NULL);
+    const char *const cases[][2] = {{"DELETE /persons", "Allow: GET\r\n"},
+                                    {"GET /persons/lookup", "Allow: POST\r\n"},
+                                    {"PUT /subscriptions", "Allow: GET, POST\r\n"},
+                                    {"GET /token", "Allow: POST\r\n"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int fd = hub_connect();
+        char *req = skt_fmt("%s HTTP/1.1\r\nHost: hub\r\nAuthorization: " LMS
+                            "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            cases[i][0]);
+        send_all(fd, req, strlen(req));
+        char buf[2048] = "";
+        size_t got = 0;
+        ssize_t n;
+        while (got < sizeof(buf) - 1 && (n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0)) > 0)
+            got += (size_t)n;
+        cr_assert(strncmp(buf, "HTTP/1.1 405", 12) == 0, "%s: %s", cases[i][0], buf);
+        cr_assert(strstr(buf, cases[i][1]), "%s: %s", cases[i][0], buf);
+        close(fd);
+        free(req);
+    }
 }
