@@ -127,6 +127,18 @@ int hub_expand_bit(const struct sk_entity *e, const char *name)
     return -1;
 }
 
+const char *hub_expand_needs(const struct sk_entity *e, const char *name)
+{
+    static const char *const needs[][3] = {{"persons", "responsibleFor", "responsibles"},
+                                           {"persons", "ownedPlacements", "owners"},
+                                           {"persons", "groupMemberships", "groupMemberships"},
+                                           {"placements", "owners", "owners"}};
+    for (size_t i = 0; i < sizeof(needs) / sizeof(needs[0]); i++)
+        if (strcmp(needs[i][0], e->collection) == 0 && strcmp(needs[i][1], name) == 0)
+            return needs[i][2];
+    return NULL;
+}
+
 static const char *str_at(const cJSON *obj, const char *a, const char *b)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, a);

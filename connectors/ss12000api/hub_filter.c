@@ -8,7 +8,13 @@
  * condition on the stored document); the table in docs/ss12000-api-sink.md
  * lists the same rows. A condition reads the row as c.doc (its document) and
  * r.id, has '?' where the value goes, and names other collections as
- * {collection}: a type the hub does not consume reads as an empty table.
+ * {collection}: a type the hub does not consume, or the client may not
+ * read, reads as an empty table. {?name} is 1 when the client may see the
+ * type (a collection) or the field (a path of its documents), else 0, and
+ * {!alias} is 1 unless alias.doc is a protected person the client's
+ * protected_identities hides: a condition reads only what the client is
+ * shown, so a filter, a lookup or a sortkey is never an oracle for a field,
+ * a type or a person the client is not shown.
  * Conditions that reach other types are uncorrelated IN subqueries, run once
  * per query, never once per row.
  *
@@ -56,6 +62,12 @@ struct def {
     enum kind kind;
     const char *sql; /* the condition, or a group's part */
     const struct group *group;
+    /* Fields of the filtered document the condition reads ("civicNo", space-separated): a
+     * client that is not shown one of them may not use the parameter (403). */
+    const char *needs;
+    /* It reads what protected_identities minimal or skip hides: never true of a protected
+     * person unless the client's policy is allow. */
+    bool personal;
 };
 
 /* ---- the conditions ---------------------------------------------------------------- */
@@ -76,12 +88,16 @@ struct def {
 #define ORG_TREE                                                                                   \
     "(WITH RECURSIVE t(id) AS (SELECT ? UNION SELECT o.id FROM {organisations} o JOIN t ON "       \
     "json_extract(o.doc,'$.parentOrganisation.id') = t.id) SELECT id FROM t)"
+/* HUB_REFS read only when guard (a {?name} condition) holds. */
+#define REFS_IF(guard, coll, name, param)                                                          \
+    "(SELECT id FROM hub_refs WHERE " guard " AND collection = '" coll "' AND name = '" name      \
+    "' AND ref = " param ")"
 /* The groups a person is a member of. */
-#define GROUPS_OF HUB_REFS("groups", "member", "?")
+#define GROUPS_OF REFS_IF("{?groups} AND {?groupMemberships}", "groups", "member", "?")
 /* The activities of a person's groups. */
 #define ACTIVITIES_OF_MEMBER                                                                       \
-    "(SELECT id FROM hub_refs WHERE collection = 'activities' AND name = 'group' AND ref "         \
-    "IN " GROUPS_OF ")"
+    "(SELECT id FROM hub_refs WHERE {?activities} AND collection = 'activities' AND name = "     \
+    "'group' AND ref IN " GROUPS_OF ")"
 /* Rows of the table below (by hand: clang-format splits a macro of rows badly). */
 /* clang-format off */
 #define DATES(f)                                                                            \
@@ -115,7 +131,7 @@ struct def {
 #define ENROLLED_FROM                                                                              \
     "hub_refs h JOIN {persons} p ON p.id = h.id, json_each(p.doc,'$.enrolments') e"
 #define ENROLLED_WHERE                                                                             \
-    " WHERE h.collection = 'persons' AND h.name = 'enroledAt' AND "                                \
+    " WHERE {?enrolments} AND h.collection = 'persons' AND h.name = 'enroledAt' AND "              \
     "json_extract(e.value,'$.enroledAt.id') = h.ref"
 #define REL_ROWS                                                                                   \
     "SELECT h.id AS pid, 'enrolment' AS t, h.ref AS org, json_extract(e.value,'$.startDate') "     \
@@ -128,17 +144,20 @@ struct def {
     "json_extract(pl.doc,'$.endDate') FROM {placements} pl"                                        \
     " UNION ALL SELECT json_extract(o.value,'$.id'), 'placement.owner', "                          \
     "json_extract(pl.doc,'$.placedAt.id'), json_extract(pl.doc,'$.startDate'), "                   \
-    "json_extract(pl.doc,'$.endDate') FROM {placements} pl, json_each(pl.doc,'$.owners') o"        \
+    "json_extract(pl.doc,'$.endDate') FROM {placements} pl, json_each(pl.doc,'$.owners') o "       \
+    "WHERE {?owners}"                                                                              \
     " UNION ALL SELECT json_extract(g.value,'$.person.id'), 'responsibleFor.enrolment', h.ref, "   \
     "json_extract(e.value,'$.startDate'), json_extract(e.value,'$.endDate') FROM " ENROLLED_FROM   \
-    ", json_each(p.doc,'$.responsibles') g" ENROLLED_WHERE                                         \
+    ", json_each(p.doc,'$.responsibles') g" ENROLLED_WHERE " AND {?responsibles} AND {!p}"         \
     " UNION ALL SELECT json_extract(g.value,'$.person.id'), 'responsibleFor.placement', "          \
     "json_extract(pl.doc,'$.placedAt.id'), json_extract(pl.doc,'$.startDate'), "                   \
     "json_extract(pl.doc,'$.endDate') FROM {placements} pl JOIN {persons} p ON p.id = "            \
-    "json_extract(pl.doc,'$.child.id'), json_each(p.doc,'$.responsibles') g"                       \
+    "json_extract(pl.doc,'$.child.id'), json_each(p.doc,'$.responsibles') g "                      \
+    "WHERE {?responsibles} AND {!p}"                                                               \
     " UNION ALL SELECT json_extract(m.value,'$.person.id'), 'groupMembership', "                   \
     "json_extract(gr.doc,'$.organisation.id'), json_extract(m.value,'$.startDate'), "              \
-    "json_extract(m.value,'$.endDate') FROM {groups} gr, json_each(gr.doc,'$.groupMemberships') m"
+    "json_extract(m.value,'$.endDate') FROM {groups} gr, json_each(gr.doc,'$.groupMemberships') "  \
+    "m WHERE {?groupMemberships}"
 
 static const struct group relationship = {"r.id IN (SELECT pid FROM (" REL_ROWS ") WHERE 1", ")"};
 static const struct group identifier = {
@@ -148,8 +167,8 @@ static const struct group identifier = {
 #define MEMBER "r.id IN " ACTIVITIES_OF_MEMBER
 
 /* A placement's owner, an activity's teacher (a duty): members of arrays, from hub_refs. */
-#define OWNER "r.id IN " HUB_REFS("placements", "owner", "?")
-#define TEACHER "r.id IN " HUB_REFS("activities", "teacher", "?")
+#define OWNER "r.id IN " REFS_IF("{?placements} AND {?owners}", "placements", "owner", "?")
+#define TEACHER "r.id IN " REFS_IF("{?activities}", "activities", "teacher", "?")
 
 /* Case-insensitive over the three name fields (sk_fold: ASCII and Latin-1 letters, å ä ö). */
 #define NAME_CONTAINS                                                                              \
@@ -174,14 +193,17 @@ static const struct def defs[] = {
     {"organisations", "organisationCodes", U_LOOKUP, true, false, K_TEXT, EQ("organisationCode"),
      NULL},
     /* persons */
-    {"persons", "nameContains", U_LIST, true, true, K_TEXT, NAME_CONTAINS, NULL},
-    {"persons", "civicNo", U_LIST, false, false, K_TEXT, EQ("civicNo.value"), NULL},
+    {"persons", "nameContains", U_LIST, true, true, K_TEXT, NAME_CONTAINS, NULL,
+     "givenName middleName familyName", true},
+    {"persons", "civicNo", U_LIST, false, false, K_TEXT, EQ("civicNo.value"), NULL, "civicNo.value",
+     true},
     {"persons", "eduPersonPrincipalName", U_LIST, false, false, K_TEXT,
-     "r.id IN " HUB_REFS("persons", "eppn", "?"), NULL},
+     "r.id IN " HUB_REFS("persons", "eppn", "?"), NULL, "eduPersonPrincipalNames", false},
     {"persons", "identifier.value", U_LIST, false, false, K_TEXT,
-     " AND json_extract(x.value,'$.value') = ?", &identifier},
+     " AND json_extract(x.value,'$.value') = ?", &identifier, "externalIdentifiers.value", true},
     {"persons", "identifier.context", U_LIST, false, false, K_TEXT,
-     " AND json_extract(x.value,'$.context') = ?", &identifier},
+     " AND json_extract(x.value,'$.context') = ?", &identifier, "externalIdentifiers.context",
+     true},
     {"persons", "relationship.entity.type", U_LIST, false, false, K_TEXT, " AND t = ?",
      &relationship},
     {"persons", "relationship.organisation", U_LIST, false, false, K_UUID, " AND org = ?",
@@ -198,12 +220,13 @@ static const struct def defs[] = {
     EXPAND("persons", ALL),
     OPT("persons", ALL),
     IDS("persons"),
-    {"persons", "civicNos", U_LOOKUP, true, false, K_TEXT, EQ("civicNo.value"), NULL},
+    {"persons", "civicNos", U_LOOKUP, true, false, K_TEXT, EQ("civicNo.value"), NULL,
+     "civicNo.value", true},
     /* placements */
     {"placements", "organisation", U_LIST, false, false, K_UUID, REF("placedAt"), NULL},
     {"placements", "group", U_LIST, false, false, K_UUID, REF("group"), NULL},
     {"placements", "child", U_LIST, false, false, K_UUID, REF("child"), NULL},
-    {"placements", "owner", U_LIST, false, false, K_UUID, OWNER, NULL},
+    {"placements", "owner", U_LIST, false, false, K_UUID, OWNER, NULL, "owners", false},
     DATES("placements"),
     SORT("placements"),
     EXPAND("placements", ALL),
@@ -271,15 +294,15 @@ static const struct def defs[] = {
                           " OR " IN_ARRAY("studentExceptions", ".student.id") ")",
      NULL},
     {"calendarEvents", "teacher", U_LIST | U_LOOKUP, false, false, K_UUID,
-     "(" J("activity.id") " IN " HUB_REFS("activities", "teacher",
-                                          "?") " OR " IN_ARRAY("teacherExceptions", ".duty.id") ")",
+     "(" J("activity.id") " IN " REFS_IF("{?activities}", "activities", "teacher",
+                                         "?") " OR " IN_ARRAY("teacherExceptions", ".duty.id") ")",
      NULL},
     {"calendarEvents", "organisation", U_LIST, false, false, K_UUID,
      J("activity.id") " IN (SELECT a.id FROM {activities} a WHERE json_extract(a.doc,"
                       "'$.organisation.id') IN " ORG_TREE ")",
      NULL},
     {"calendarEvents", "group", U_LIST, false, false, K_UUID,
-     J("activity.id") " IN " HUB_REFS("activities", "group", "?"), NULL},
+     J("activity.id") " IN " REFS_IF("{?activities}", "activities", "group", "?"), NULL},
     SORT("calendarEvents"),
     EXPAND("calendarEvents", U_LIST | U_ID),
     OPT("calendarEvents", ALL),
@@ -371,7 +394,55 @@ struct hub_filter {
     bool names;
     struct sk_buf text;
     bool used[N_DEFS]; /* a value of defs[i] was given */
+    const struct sk_privacy *viewer; /* the client's policy; NULL: shown everything */
+    bool forbidden;                  /* a parameter reads what the client is not shown */
+    char *sort_own;                  /* sort, guarded for protected persons (owned) */
 };
+
+/* The condition that %s.doc is not a protected person (privacy.h's markings). */
+#define NOT_PROTECTED_FMT                                                                          \
+    "IFNULL(json_extract(%s.doc,'$.securityMarking'),'') NOT IN ('Skyddad folkbokföring',"         \
+    "'Sekretessmarkering')"
+
+/* Whether the client is shown the field at path (a drop path covers what is below it). */
+static bool shown(const struct hub_filter *f, const char *path, size_t len)
+{
+    if (!f->viewer)
+        return true;
+    for (size_t i = 0; i < f->viewer->drop_fields.n; i++) {
+        const char *d = f->viewer->drop_fields.v[i];
+        size_t dl = strlen(d);
+        if (dl <= len && strncmp(d, path, dl) == 0 && (dl == len || path[dl] == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Every path of a space-separated list is shown. */
+static bool all_shown(const struct hub_filter *f, const char *paths)
+{
+    for (const char *p = paths; p && *p;) {
+        size_t len = strcspn(p, " ");
+        if (!shown(f, p, len))
+            return false;
+        p += len;
+        p += strspn(p, " ");
+    }
+    return true;
+}
+
+/* Protected persons are hidden (minimal or skip) from this client. */
+static bool hides_protected(const struct hub_filter *f)
+{
+    return f->viewer && f->viewer->protected_mode != SK_PROTECTED_ALLOW;
+}
+
+static int refuse(struct hub_filter *f, const char **why)
+{
+    f->forbidden = true;
+    *why = "a parameter reads a field this client is not shown";
+    return -1;
+}
 
 static unsigned use_bit(enum hub_use use)
 {
@@ -398,10 +469,21 @@ struct hub_filter *hub_filter_new(const struct sk_entity *e, enum hub_use use, u
     return f;
 }
 
+void hub_filter_set_viewer(struct hub_filter *f, const struct sk_privacy *viewer)
+{
+    f->viewer = viewer;
+}
+
+bool hub_filter_forbidden(const struct hub_filter *f)
+{
+    return f && f->forbidden;
+}
+
 void hub_filter_free(struct hub_filter *f)
 {
     if (!f)
         return;
+    free(f->sort_own);
     for (size_t i = 0; i < f->n; i++)
         free(f->v[i].text);
     free(f->v);
@@ -457,6 +539,9 @@ static int set_expand(struct hub_filter *f, const char *value, const char **why)
         *why = "expand names nothing this endpoint expands";
         return -1;
     }
+    const char *needs = hub_expand_needs(f->e, value);
+    if (needs && !all_shown(f, needs))
+        return refuse(f, why);
     f->expand |= 1u << bit;
     return 0;
 }
@@ -473,13 +558,35 @@ void hub_filter_encode(struct sk_buf *b, const char *s)
     }
 }
 
+/* The fields of a person a sortkey reads (value with Asc/Desc), or NULL. */
+static const char *sort_needs(const struct sk_entity *e, const char *value)
+{
+    static const char *const person[][2] = {{"GivenName", "givenName"},
+                                            {"FamilyName", "familyName"},
+                                            {"DisplayName", "givenName familyName"},
+                                            {"CivicNo", "civicNo.value"}};
+    if (strcmp(e->collection, "persons") != 0)
+        return NULL;
+    for (size_t i = 0; i < sizeof(person) / sizeof(person[0]); i++)
+        if (strncmp(value, person[i][0], strlen(person[i][0])) == 0)
+            return person[i][1];
+    return NULL;
+}
+
 static int add_one(struct hub_filter *f, const struct def *d, const char *value, const char **why)
 {
     if (d->kind == K_SORT) {
         *why = "sortkey is not one this endpoint defines";
-        return f->sort || f->by_stamp
-                   ? -1
-                   : hub_filter_sort_find(f->e, value, &f->sort, &f->desc, &f->by_stamp);
+        if (f->sort || f->by_stamp ||
+            hub_filter_sort_find(f->e, value, &f->sort, &f->desc, &f->by_stamp) < 0)
+            return -1;
+        const char *needs = sort_needs(f->e, value);
+        if (needs && !all_shown(f, needs))
+            return refuse(f, why);
+        if (needs && hides_protected(f)) /* a protected person sorts as if without the value */
+            f->sort = f->sort_own =
+                sk_asprintf("(CASE WHEN " NOT_PROTECTED_FMT " THEN %s ELSE '' END)", "c", f->sort);
+        return 0;
     }
     if (d->kind == K_EXPAND)
         return set_expand(f, value, why);
@@ -491,6 +598,8 @@ static int add_one(struct hub_filter *f, const struct def *d, const char *value,
         f->names = strcmp(value, "true") == 0;
         return 0;
     }
+    if (d->needs && !all_shown(f, d->needs))
+        return refuse(f, why);
     struct value v = {.def = d};
     char id[37];
     if (d->kind == K_UUID) {
@@ -626,10 +735,22 @@ static void put_template(const struct hub_filter *f, struct sk_buf *sql, const c
             const char *end = strchr(t, '}');
             char name[40];
             snprintf(name, sizeof(name), "%.*s", (int)(end - t - 1), t + 1);
-            int i = sk_entity_index(sk_entity_by_collection(name));
-            if (i >= 0 && (f->have & (1u << i)))
+            if (name[0] == '!') { /* {!alias}: not a person the client is not shown */
+                if (hides_protected(f))
+                    sk_buf_printf(sql, NOT_PROTECTED_FMT, name + 1);
+                else
+                    sk_buf_puts(sql, "1");
+                t = end;
+                continue;
+            }
+            const char *type = name[0] == '?' ? name + 1 : name;
+            int i = sk_entity_index(sk_entity_by_collection(type));
+            bool readable = i >= 0 && (f->readable & (1u << i));
+            if (name[0] == '?') /* {?type} or {?field} */
+                sk_buf_puts(sql, (i >= 0 ? readable : shown(f, type, strlen(type))) ? "1" : "0");
+            else if (readable)
                 sk_buf_printf(sql, "\"%s\"", name);
-            else /* a type this hub does not hold: nothing relates through it */
+            else /* a type this hub does not hold or the client may not read */
                 sk_buf_puts(sql, "(SELECT NULL AS id, NULL AS doc WHERE 0)");
             t = end;
         } else {
@@ -678,6 +799,8 @@ void hub_filter_where(const struct hub_filter *f, struct sk_buf *sql, int *next_
             done[k] |= &defs[k] == d || (d->group && defs[k].group == d->group);
         sk_buf_puts(sql, first ? " AND ((" : lookup ? " OR (" : " AND (");
         first = false;
+        if (d->personal && hides_protected(f))
+            sk_buf_printf(sql, NOT_PROTECTED_FMT " AND ", "c");
         if (d->group) {
             put_template(f, sql, d->group->open, 0);
             for (size_t k = i; k < f->n; k++)

@@ -185,7 +185,10 @@ static bool params_ok(struct req *r, struct param_check *pc)
         return false;
     }
     if (pc->filter_why) {
-        fail(r, 400, "invalid_parameter", pc->filter_why);
+        if (hub_filter_forbidden(pc->filter))
+            fail(r, 403, "forbidden", pc->filter_why);
+        else
+            fail(r, 400, "invalid_parameter", pc->filter_why);
         return false;
     }
     return true;
@@ -319,7 +322,9 @@ static struct hub_filter *new_filter(const struct req *r, const struct sk_entity
         if (r->client->may_read[k])
             readable |= 1u << k;
     }
-    return hub_filter_new(e, use, have, readable);
+    struct hub_filter *f = hub_filter_new(e, use, have, readable);
+    hub_filter_set_viewer(f, &r->client->privacy);
+    return f;
 }
 
 static void list(struct req *r, const struct sk_entity *e)
@@ -400,7 +405,10 @@ static void lookup(struct req *r, const struct sk_entity *e)
     size_t max_values = (size_t)r->h->conf->max_limit;
     if (hub_lookup_read_body(filter, r->upload->p ? r->upload->p : "", r->upload->len, max_values,
                              &why) < 0) {
-        fail(r, 400, "invalid_body", why);
+        if (hub_filter_forbidden(filter))
+            fail(r, 403, "forbidden", why);
+        else
+            fail(r, 400, "invalid_body", why);
         goto out;
     }
     if (hub_filter_count(filter) == options) { /* no key: nothing matches */

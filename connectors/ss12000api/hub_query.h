@@ -20,6 +20,7 @@
 #include "model.h"
 
 struct hub;
+struct sk_privacy;
 
 /*
  * The longest sort value kept in a position: the SQL cuts a value to 200
@@ -48,12 +49,22 @@ enum hub_use {
 };
 
 /*
- * have: the types the hub consumes (by sk_entity_index): the tables a
- * condition may read. readable: those the client may read: the only ones
+ * have: the types the hub consumes (by sk_entity_index). readable: those
+ * the client may read: the only tables a condition reads, the only ones
  * expand embeds and expandReferenceNames names.
  */
 struct hub_filter *hub_filter_new(const struct sk_entity *e, enum hub_use use, uint32_t have,
                                   uint32_t readable);
+/*
+ * The client's privacy policy (its drop_fields with its attribute groups'
+ * fields, and protected_identities), set before any hub_filter_add: a
+ * parameter, sortkey or expansion reading a field it is not shown is refused
+ * (hub_filter_forbidden), and conditions never match on a protected person
+ * it is not shown in full. Not set: the client is shown everything.
+ */
+void hub_filter_set_viewer(struct hub_filter *f, const struct sk_privacy *viewer);
+/* A hub_filter_add failed because it reads what the client is not shown (answer 403). */
+bool hub_filter_forbidden(const struct hub_filter *f);
 void hub_filter_free(struct hub_filter *f); /* NULL-safe */
 
 /*
@@ -150,6 +161,9 @@ int hub_refs_put(struct sk_state *st, const char *collection, const char *id, co
  */
 /* The bit of expand=name on e (its position among e's expand values), -1 if e has none such. */
 int hub_expand_bit(const struct sk_entity *e, const char *name);
+/* The field an expansion reads beyond types (space-separated paths: persons' ownedPlacements
+ * reads placements' owners), or NULL. */
+const char *hub_expand_needs(const struct sk_entity *e, const char *name);
 
 struct hub_view;
 int hub_expand_apply(sqlite3 *db, const struct sk_entity *e, const struct hub_filter *f,

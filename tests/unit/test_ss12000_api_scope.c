@@ -602,3 +602,102 @@ Test(ss12000_api_scope, lookups_and_expansions_stay_in_the_school, .fini = skt_h
         "A's own school is named");
     cJSON_Delete(o);
 }
+
+/* ---- filters read only what the client is shown ---------------------------------------- */
+
+#define GUARD "00000000-0000-4000-8000-000000000105"
+#define PL "00000000-0000-4000-8000-000000000701"
+#define NOCIV "Bearer nociv-token-0123456789"
+#define MIN "Bearer min-token-0123456789"
+#define NOGUARD "Bearer noguard-token-0123456789"
+
+static long post_lookup(const char *path, const char *authorization, const char *body,
+                        char **ids)
+{
+    char *text = NULL;
+    long status = skt_hub_send("POST", path, authorization, body, &text);
+    cJSON *arr = cJSON_Parse(text);
+    *ids = NULL;
+    if (cJSON_IsArray(arr)) {
+        struct sk_buf b = {0};
+        const cJSON *x;
+        cJSON_ArrayForEach(x, arr)
+        {
+            sk_buf_printf(&b, "%s%s", b.len ? "," : "", skt_hub_str(x, "id", NULL));
+        }
+        *ids = b.p ? sk_buf_take(&b) : sk_strdup("");
+    }
+    cJSON_Delete(arr);
+    free(text);
+    return status;
+}
+
+/*
+ * A filter, a lookup key, a sortkey or an expansion is not an oracle for what
+ * the client is not shown. Before, they read the stored documents: a client
+ * without civic_numbers found a person by civic number (and paged through
+ * all of them under sortkey=CivicNoAsc), a client with the default
+ * protected_identities found a protected person by name one letter at a
+ * time, and a client without guardians learnt who owns a placement through
+ * owner=, personIds, expand=ownedPlacements and relationship.entity.type.
+ */
+Test(ss12000_api_scope, filters_read_only_what_the_client_is_shown, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open_clients(
+        "  lms: {token: lms-token-0123456789, entities: all, protected_identities: allow}\n"
+        "  nociv: {token: nociv-token-0123456789, entities: all, protected_identities: allow,\n"
+        "          attributes: [students, organisation_data]}\n"
+        "  min: {token: min-token-0123456789, entities: all}\n"
+        "  noguard: {token: noguard-token-0123456789, entities: all,\n"
+        "            protected_identities: allow, attributes: [placements, students]}\n",
+        NULL);
+    add_full_persons();
+    add_person(GUARD, NULL, NULL);
+    add("Placement", "{\"id\":\"" PL "\"," META ",\"child\":{\"id\":\"" FULL "\"},\"owners\":"
+                     "[{\"id\":\"" GUARD "\"}],\"placedAt\":{\"id\":\"" A "\"}}");
+    skt_hub_apply();
+    /* a field the client's attribute groups remove: 403, in every form */
+    expect_list("/persons?civicNo=200001011234", LMS, PROT "," FULL);
+    skt_hub_assert_error("/persons?civicNo=200001011234", NOCIV, 403, "forbidden");
+    skt_hub_assert_error("/persons?sortkey=CivicNoAsc", NOCIV, 403, "forbidden");
+    char *ids = NULL;
+    cr_assert_eq(post_lookup("/persons/lookup", NOCIV, "{\"civicNos\":[\"200001011234\"]}", &ids),
+                 403);
+    free(ids);
+    /* a type it may not read (Placement) relates nothing */
+    expect_list("/persons?relationship.entity.type=placement.child", LMS, FULL);
+    expect_list("/persons?relationship.entity.type=placement.child", NOCIV, "");
+    /* a protected person the client sees minimised is not found by what it does not see */
+    expect_list("/persons?civicNo=200001011234", MIN, FULL);
+    expect_list("/persons?nameContains=Ada", MIN, FULL);
+    expect_list("/persons?nameContains=Ada", LMS, PROT "," FULL);
+    cr_assert_eq(post_lookup("/persons/lookup", MIN, "{\"civicNos\":[\"200001011234\"]}", &ids),
+                 200);
+    cr_assert_str_eq(ids, FULL);
+    free(ids);
+    char *order = walked("/persons", MIN); /* unsorted: every person once */
+    free(order);
+    cJSON *page = skt_hub_get_json("/persons?sortkey=GivenNameAsc&limit=5", MIN, 200);
+    ids = skt_hub_ids(page);
+    cr_assert_str_eq(ids, PROT "," FULL "," GUARD, "a protected person sorts as without a name");
+    free(ids);
+    cJSON_Delete(page);
+    /* owners without guardians: refused, or nothing */
+    skt_hub_assert_error("/placements?owner=" GUARD, NOGUARD, 403, "forbidden");
+    expect_list("/placements?owner=" GUARD, LMS, PL);
+    skt_hub_assert_error("/persons/" GUARD "?expand=ownedPlacements", NOGUARD, 403, "forbidden");
+    skt_hub_assert_error("/placements/" PL "?expand=owners", NOGUARD, 403, "forbidden");
+    cr_assert_eq(post_lookup("/placements/lookup", NOGUARD, "{\"personIds\":[\"" GUARD "\"]}",
+                             &ids),
+                 200);
+    cr_assert_str_eq(ids, "", "personIds found the owner");
+    free(ids);
+    cr_assert_eq(post_lookup("/placements/lookup", NOGUARD, "{\"personIds\":[\"" FULL "\"]}",
+                             &ids),
+                 200);
+    cr_assert_str_eq(ids, PL, "the child is in its own right");
+    free(ids);
+    expect_list("/persons?relationship.entity.type=placement.owner", LMS, GUARD);
+    expect_list("/persons?relationship.entity.type=placement.owner", NOGUARD, "");
+}
