@@ -369,9 +369,16 @@ enum sk_sink_target {
      * complete copy. The default: a sink that forgets to declare does more
      * work than needed, never holds a part of the data only. */
     SK_TARGET_NODE_LOCAL = 0,
-    /* One system every node writes to (a database server, an identity
-     * system): the nodes form one group and split the partitions. */
+    /* One system every node writes to (a database server): the nodes form
+     * one group and split the partitions. */
     SK_TARGET_SHARED,
+    /* One system every node would write to, for a sink that needs every
+     * partition at once (its state relates records across topics: a Duty
+     * makes its Person staff in the scim-sink). One node of the deployment
+     * runs it at a time, chosen like a source's owner (§5.10); the others
+     * keep it in standby. It consumes in the deployment's group, and applies
+     * nothing while it holds only part of the partitions. */
+    SK_TARGET_SHARED_WHOLE,
 };
 
 struct sk_sink_ops {

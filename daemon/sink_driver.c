@@ -394,9 +394,79 @@ static bool subscribed(const struct sk_sink_env *env, const char *topic)
     return false;
 }
 
+/*
+ * The partitions of the sink's topics the group has not given it (0: it has
+ * every one), from the broker's metadata; -1 if that cannot be read.
+ */
+static int missing_partitions(struct sink_run *run, const rd_kafka_topic_partition_list_t *given)
+{
+    struct sk_sink_env *env = run->env;
+    int missing = 0;
+    for (size_t i = 0; i < env->sink.n_entities && missing >= 0; i++) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(run->consumer, env->topics[i], NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        if (!rkt || rd_kafka_metadata(run->consumer, 0, rkt, &md, 10000) || !md ||
+            md->topic_cnt != 1 || md->topics[0].err) {
+            missing = -1;
+        } else {
+            for (int p = 0; p < md->topics[0].partition_cnt; p++)
+                missing += !rd_kafka_topic_partition_list_find(given, env->topics[i], p);
+        }
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (rkt)
+            rd_kafka_topic_destroy(rkt);
+    }
+    return missing;
+}
+
+/*
+ * A sink of a whole target (SK_TARGET_SHARED_WHOLE) applies only with every
+ * partition of its topics: with a part it would relate records without the
+ * ones they need (a Duty without its Person) and undo what the target holds.
+ * One node runs it (§5.10), but the member of the node that ran it before
+ * keeps its partitions until its session ends (10 s) or a node cut off
+ * still holds some: until then it takes none, and says why.
+ */
+static bool takes_assignment(struct sink_run *run, rd_kafka_topic_partition_list_t *given)
+{
+    struct sk_sink_env *env = run->env;
+    if (env->sink.ops->target_kind != SK_TARGET_SHARED_WHOLE)
+        return true;
+    int missing = missing_partitions(run, given);
+    if (missing == 0)
+        return true;
+    char why[300];
+    if (missing < 0)
+        snprintf(why, sizeof(why), "cannot read its topics' partitions: taking none until the "
+                                   "next assignment");
+    else
+        snprintf(why, sizeof(why),
+                 "the group gave it %d partition(s) and %d more are held by another member (a "
+                 "node that ran it before keeps them until its session ends): it needs every "
+                 "one, and waits",
+                 given->cnt, missing);
+    sk_warn(env->runner.name, "%s", why);
+    sk_runner_set_error(&env->runner, why);
+    sk_runner_set_state(&env->runner, SK_STATE_RETRYING);
+    run->partial = true;
+    parts_clear(run);
+    atomic_store(&env->runner.partitions, 0);
+    rd_kafka_assign(run->consumer, NULL);
+    return false;
+}
+
 static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *given)
 {
     struct sk_sink_env *env = run->env;
+    if (!takes_assignment(run, given))
+        return;
+    if (run->partial) {
+        run->partial = false;
+        sk_info(env->runner.name, "given every partition now");
+        sk_runner_set_error(&env->runner, "");
+        sk_runner_set_state(&env->runner, SK_STATE_RUNNING);
+    }
     /* Only topics this sink subscribes to: a stale assignment (see
      * instance_id) must never feed it another prefix's records. */
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(given->cnt);

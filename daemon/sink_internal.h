@@ -66,6 +66,7 @@ struct sink_run {
     int64_t mark_retry_ms;
     bool fatal;
     int64_t member_lost_ms; /* when the group first forgot this member (0: it has not) */
+    bool partial; /* a whole-target sink given only part of its partitions: waits (§5.10) */
     /* A fetch that stopped (sink_driver.c, check_fetching): since when the
      * consumer has given nothing (sink_seen_now), and whether it was renewed
      * since it last gave records. */

@@ -1,7 +1,8 @@
 /*
- * source_owner.c: the supervisor's side of one owner per source
- * (docs/architecture.md §5.10; ownership.h chooses, this applies): a source
- * this node no longer owns is stopped and waits in standby, a source in
+ * source_owner.c: the supervisor's side of one owner per source, and per
+ * sink of a shared target that needs every partition (SK_TARGET_SHARED_WHOLE)
+ * (docs/architecture.md §5.10; ownership.h chooses, this applies): a
+ * connector this node no longer owns is stopped and waits in standby, one in
  * standby that this node now owns is opened and started.
  *
  * Main thread only (the supervisor's loop and the sources group's
@@ -14,7 +15,12 @@
 
 bool sk_may_run(struct sk_daemon *d, struct sk_runner *r)
 {
-    return r->kind == SK_RUNNER_SINK || !d->owner || sk_ownership_owns(d->owner, r->name);
+    if (!d->owner)
+        return true;
+    if (r->kind == SK_RUNNER_SINK &&
+        ((const struct sk_sink_def *)r->def)->ops->target_kind != SK_TARGET_SHARED_WHOLE)
+        return true;
+    return sk_ownership_owns(d->owner, r->name);
 }
 
 /*

@@ -223,7 +223,8 @@ static void conns_remove(struct sk_daemon *d, size_t i)
 }
 
 /* Opens every connector of cfg; at start a connector that cannot open stops
- * the daemon. A source another node may own waits in standby. */
+ * the daemon. A source (or a whole-target sink) another node may own waits
+ * in standby. */
 static int open_all(struct sk_daemon *d)
 {
     for (size_t i = 0; i < d->cfg->n_sources; i++) {
@@ -237,7 +238,9 @@ static int open_all(struct sk_daemon *d)
     for (size_t i = 0; i < d->cfg->n_sinks; i++) {
         struct sk_runner *r = sink_new(d, d->cfg, &d->cfg->sinks[i]);
         conns_add(d, r);
-        if (sk_conn_open(r))
+        if (!sk_may_run(d, r))
+            sk_runner_set_state(r, SK_STATE_STANDBY);
+        else if (sk_conn_open(r))
             return -1;
     }
     return 0;

@@ -693,7 +693,7 @@ static const char *scim_target(struct sk_sink *self)
 
 const struct sk_sink_ops scim_sink_ops = {
     .type = "scim-sink",
-    .target_kind = SK_TARGET_SHARED,
+    .target_kind = SK_TARGET_SHARED_WHOLE, /* a Duty needs its Person: every partition */
     .summary = "persons and groups as SCIM 2.0 Users and Groups (Entra ID, Okta, EGIL servers)",
     .options = scim_options,
     .conf_size = sizeof(struct scim_conf),

@@ -615,6 +615,197 @@ Test(ha, a_scim_sink_that_lost_its_state_fills_it_from_the_topics, .timeout = 30
     free(n.dir);
 }
 
+/* ---- a whole target: one node at a time ------------------------------------------ */
+
+/* The scim-sink "ids" of a node as (state, partitions). */
+static void ids_state(const struct node *n, char *state, size_t size, int *partitions)
+{
+    cJSON *c = connector(n, "ids");
+    snprintf(state, size, "%s", c && skt_jstr(c, "state") ? skt_jstr(c, "state") : "?");
+    *partitions = c ? (int)skt_jnum(c, "partitions") : -1;
+    cJSON_Delete(c);
+}
+
+/* Waits until one of the running nodes (nodes[i] with pid > 0) runs "ids" with all 6
+ * partitions and every other running node keeps it in standby; its index, or -1. */
+static int ids_owner(struct node *nodes, int n, int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 250, usleep(250000)) {
+        int owner = -1, standby = 0, up = 0;
+        for (int i = 0; i < n; i++) {
+            if (nodes[i].pid <= 0)
+                continue;
+            up++;
+            char st[32];
+            int parts;
+            ids_state(&nodes[i], st, sizeof(st), &parts);
+            if ((!strcmp(st, "running") || !strcmp(st, "idle")) && parts == 6)
+                owner = owner < 0 ? i : -2;
+            else if (!strcmp(st, "standby"))
+                standby++;
+        }
+        if (owner >= 0 && standby == up - 1)
+            return owner;
+    }
+    return -1;
+}
+
+/* The persons of data that must have an account (users: [staff]: an eppn and a duty not
+ * ended), as "id,id,..."; with add, first gives one person without a duty a new one. */
+static char *staff_of(const char *data, bool add)
+{
+    char *cmd = skt_fmt(
+        "cd %s && python3 -c '\n"
+        "import datetime, json, sys, uuid\n"
+        "today = datetime.date.today().isoformat()\n"
+        "ps = {}\n"
+        "for l in open(\"persons.jsonl\"):\n"
+        "    p = json.loads(l); ps[p[\"id\"]] = p\n"
+        "ds = [json.loads(l) for l in open(\"duties.jsonl\")]\n"
+        "if %d:\n"
+        "    held = {d[\"person\"][\"id\"] for d in ds}\n"
+        "    p = [p for p in ps.values() if p[\"id\"] not in held and\n"
+        "         p.get(\"eduPersonPrincipalNames\")][0]\n"
+        "    m = {\"created\": \"2026-12-05T10:00:00+01:00\",\n"
+        "         \"modified\": \"2026-12-05T10:00:00+01:00\"}\n"
+        "    d = {\"id\": str(uuid.uuid4()), \"meta\": m, \"person\": {\"id\": p[\"id\"]},\n"
+        "         \"dutyRole\": \"L\\u00e4rare\", \"startDate\": \"2020-08-01\"}\n"
+        "    open(\"duties.jsonl\", \"a\").write(json.dumps(d) + \"\\n\")\n"
+        "    ds.append(d)\n"
+        "ids = sorted({d[\"person\"][\"id\"] for d in ds\n"
+        "              if (d.get(\"endDate\") or \"9999\") >= today\n"
+        "              and ps.get(d[\"person\"][\"id\"], {}).get(\"eduPersonPrincipalNames\")})\n"
+        "print(\",\".join(ids), end=\"\")'",
+        data, add ? 1 : 0);
+    char *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 30, &out), 0, "%s", out);
+    free(cmd);
+    return out;
+}
+
+/* How many of the comma-separated persons have a user on the SCIM server. */
+static int accounts_of(const char *ids)
+{
+    int n = 0;
+    char *copy = strdup(ids), *save = NULL;
+    for (char *id = strtok_r(copy, ",", &save); id; id = strtok_r(NULL, ",", &save)) {
+        char *url = skt_fmt("%s/Users?filter=externalId%%20eq%%20%%22%s%%22", scim_url(), id);
+        char *body = NULL;
+        if (skt_http("GET", url, NULL, 10, &body) == 200) {
+            cJSON *j = cJSON_Parse(body);
+            n += j && skt_jnum(j, "totalResults") == 1;
+            cJSON_Delete(j);
+        }
+        free(body);
+        free(url);
+    }
+    free(copy);
+    return n;
+}
+
+static int count_ids(const char *ids)
+{
+    int n = *ids != '\0';
+    for (const char *c = ids; *c; c++)
+        n += *c == ',';
+    return n;
+}
+
+static bool accounts_reach(const char *ids, int timeout_ms)
+{
+    for (int w = 0; w <= timeout_ms; w += 1000, sleep(1))
+        if (accounts_of(ids) == count_ids(ids))
+            return true;
+    return false;
+}
+
+/*
+ * Two nodes of one deployment with a scim-sink: its state relates records
+ * across topics (a Duty makes its Person staff), so one node runs it with
+ * every partition and the other keeps it in standby. Before, the nodes split
+ * the partitions like a database's: a node holding a duty but not its
+ * person took that person for no staff, and staff accounts were missing or
+ * removed. When the owner dies, the other node takes the sink over.
+ */
+Test(ha, a_scim_sink_runs_on_one_node_with_every_partition, .timeout = 300)
+{
+    char *dir = skt_tmpdir("ha-scim-whole");
+    char *prefix = skt_unique_prefix();
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 47, 20);
+    /* ids and user names of this run only: the SCIM server keeps other runs' users */
+    char *tag = skt_fmt("cd %s && sed -i -E -e 's/@/.%.8s@/g' -e "
+                        "'s/\"[0-9a-f]{8}-([0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\"/"
+                        "\"%.8s-\\1\"/g' *.jsonl",
+                        data, prefix + 1, prefix + 1);
+    cr_assert_eq(skt_sh(tag, 10, NULL), 0);
+    free(tag);
+    char *head = skt_config_head(prefix, "info", "20s");
+    struct node nodes[2];
+    for (int i = 0; i < 2; i++) {
+        nodes[i] = (struct node){.dir = skt_fmt("%s/n%d", dir, i + 1)};
+        cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
+        nodes[i].cfg = skt_fmt("%s/skolsync.yaml", nodes[i].dir);
+        char *text = skt_fmt("%snode:\n  name: n%d\n"
+                             "sinks:\n  ids:\n    type: scim-sink\n    url: %s\n"
+                             "    state_dir: %s/scim\n    users: [staff]\n"
+                             "    entities: [persons, duties]\n",
+                             head, i + 1, scim_url(), nodes[i].dir);
+        skt_write(nodes[i].cfg, text);
+        free(text);
+    }
+    char *src_cfg = skt_fmt("%s/source.yaml", dir);
+    char *src = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n", head, data);
+    skt_write(src_cfg, src);
+    free(src);
+    /* the topics with the persons; the duties come once both nodes run */
+    char *hide = skt_fmt("mv %s/duties.jsonl %s/duties.later", data, dir);
+    cr_assert_eq(skt_sh(hide, 10, NULL), 0);
+    char *out = NULL;
+    cr_assert_eq(run_once(src_cfg, &out), 0, "%s", out);
+    free(out);
+    node_start(&nodes[0]);
+    node_start(&nodes[1]);
+    int owner = ids_owner(nodes, 2, 60000);
+    cr_assert_geq(owner, 0, "no single owner of the scim-sink (%s, %s)", nodes[0].log,
+                  nodes[1].log);
+    char *back = skt_fmt("mv %s/duties.later %s/duties.jsonl", dir, data);
+    cr_assert_eq(skt_sh(back, 10, NULL), 0);
+    cr_assert_eq(run_once(src_cfg, &out), 0, "%s", out);
+    free(out);
+    char *staff = staff_of(data, false);
+    cr_assert_gt(count_ids(staff), 5, "%s", staff);
+    cr_assert(accounts_reach(staff, 90000), "%d of %d staff have accounts (%s, %s)",
+              accounts_of(staff), count_ids(staff), nodes[0].log, nodes[1].log);
+
+    /* the owner dies; the other node takes the sink over and applies what comes */
+    cr_assert_eq(kill(nodes[owner].pid, SIGKILL), 0);
+    skt_wait(nodes[owner].pid, 10000);
+    nodes[owner].pid = 0;
+    int next = ids_owner(nodes, 2, 90000);
+    cr_assert_eq(next, 1 - owner, "the sink was not taken over (%s)", nodes[1 - owner].log);
+    free(staff);
+    staff = staff_of(data, true);
+    cr_assert_eq(run_once(src_cfg, &out), 0, "%s", out);
+    free(out);
+    cr_assert(accounts_reach(staff, 90000), "after the take-over %d of %d staff have accounts (%s)",
+              accounts_of(staff), count_ids(staff), nodes[1 - owner].log);
+    node_stop(&nodes[1 - owner]);
+    for (int i = 0; i < 2; i++) {
+        free(nodes[i].log);
+        free(nodes[i].cfg);
+        free(nodes[i].dir);
+    }
+    free(staff);
+    free(back);
+    free(hide);
+    free(src_cfg);
+    free(head);
+    free(data);
+    free(prefix);
+    free(dir);
+}
+
 /* ---- sinks by kind of target ------------------------------------------------------ */
 
 static int partitions_of(const struct node *n, const char *sink)
