@@ -26,7 +26,9 @@ extern const struct sk_duration_unit sk_duration_units[];
 
 /* Frees a string that may hold a secret, wiping it first. */
 void sk_config_free_wiped(char *s, bool secret);
-/* Reads a whole file (at most limit bytes) into a NUL-terminated buffer. 0 or an errno value. */
+/* Reads a whole regular file (at most limit bytes) into a NUL-terminated buffer, never
+ * blocking on a FIFO or a device. 0, an errno value or SK_CONFIG_NOT_REGULAR. */
+#define SK_CONFIG_NOT_REGULAR (-1)
 int sk_config_read_file(const char *path, size_t limit, char **out, size_t *out_len);
 
 /* The error list, with an explicit position or at a node. */

@@ -64,7 +64,12 @@ static bool subst_file(struct refs *ld, const struct sk_cnode *node, const char 
     size_t content_len = 0;
     int rc = sk_config_read_file(path.p, MAX_SECRET_FILE_BYTES, &content, &content_len);
     bool ok = false;
-    if (rc) {
+    if (rc == SK_CONFIG_NOT_REGULAR) {
+        sk_config_errors_add(ld->errs, node,
+                             "file \"%s\" is not a regular file (expected ${file:%.*s} to "
+                             "name a readable file, not a FIFO, device or directory)",
+                             path.p, (int)len, path_text);
+    } else if (rc) {
         sk_config_errors_add(ld->errs, node,
                              "cannot read file \"%s\": %s (expected ${file:%.*s} "
                              "to name a readable file)",

@@ -6,6 +6,7 @@
 #include "config_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "util.h"
@@ -27,27 +30,51 @@ void sk_config_free_wiped(char *s, bool secret)
     free(s);
 }
 
-/* Reads a whole file into a NUL-terminated buffer. 0 or an errno value. */
+/*
+ * Reads a whole file into a NUL-terminated buffer. 0, an errno value, or
+ * SK_CONFIG_NOT_REGULAR. Only a regular file is read: a FIFO or a device
+ * (`${file:/dev/stdin}`, a pipe left where a secret was) would block the
+ * reader forever, and a SIGHUP reload with it the main loop, SIGTERM
+ * included. O_NONBLOCK makes the open itself return at once on a FIFO
+ * without a writer; links are followed, as systemd credentials and
+ * Kubernetes secret volumes are links.
+ */
 int sk_config_read_file(const char *path, size_t limit, char **out, size_t *out_len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int rc = errno;
+        close(fd);
+        return rc;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return SK_CONFIG_NOT_REGULAR;
+    }
     struct sk_buf b = {0};
     char chunk[4096];
-    size_t n;
     int rc = 0;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (b.len + n > limit) {
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (b.len + (size_t)n > limit) {
             rc = EFBIG;
             break;
         }
-        sk_buf_putn(&b, chunk, n);
+        sk_buf_putn(&b, chunk, (size_t)n);
     }
-    if (!rc && ferror(f))
-        rc = errno ? errno : EIO;
     explicit_bzero(chunk, sizeof(chunk));
-    fclose(f);
+    close(fd);
     if (rc) {
         sk_buf_wipe(&b);
         return rc;

@@ -492,6 +492,12 @@ struct sk_cnode *sk_config_load_keeping(const char *path, const char *const *kee
     char *text = NULL;
     size_t len = 0;
     int rc = sk_config_read_file(path, MAX_CONFIG_BYTES, &text, &len);
+    if (rc == SK_CONFIG_NOT_REGULAR) {
+        sk_config_errors_add_at(errs, path, 0, 0, NULL,
+                                "the configuration is not a regular file (expected a readable "
+                                "YAML file, not a FIFO, device or directory)");
+        return NULL;
+    }
     if (rc) {
         sk_config_errors_add_at(errs, path, 0, 0, NULL,
                                 "cannot read the configuration: %s (expected a readable YAML "

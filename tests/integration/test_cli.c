@@ -223,6 +223,41 @@ Test(cli, malformed_yaml_is_a_config_error_with_position)
     free(out);
 }
 
+/* A FIFO as the configuration or as a ${file:} secret once blocked check (and
+ * a SIGHUP reload, SIGTERM with it) for good: both are refused at once. */
+Test(cli, fifo_as_config_or_secret_file_is_refused_at_once, .timeout = 30)
+{
+    char *dir = skt_tmpdir("cli-fifo");
+    char *fifo = skt_fmt("%s/pipe", dir);
+    char *mk = skt_fmt("mkfifo %s", fifo);
+    cr_assert_eq(skt_sh(mk, 10, NULL), 0);
+    int rc;
+    char *args = skt_fmt("check -c %s", fifo);
+    char *out = run_skolsync(args, 10, &rc);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, "is not a regular file"), "%s", out);
+    free(out);
+    free(args);
+
+    char *path = skt_fmt("%s/c.yaml", dir);
+    skt_write(path, "kafka:\n"
+                    "  brokers: embedded\n"
+                    "  properties:\n"
+                    "    sasl.password: ${file:pipe}\n"
+                    "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n");
+    args = skt_fmt("check -c %s", path);
+    out = run_skolsync(args, 10, &rc);
+    cr_assert_eq(rc, 2, "%s", out);
+    char *want = skt_fmt("kafka.properties.sasl.password: file \"%s\" is not a regular file", fifo);
+    cr_assert(strstr(out, want), "%s", out);
+    free(want);
+    free(out);
+    free(args);
+    free(path);
+    free(mk);
+    free(fifo);
+}
+
 /* Regression (hostile input #9): a 600-character prefix passed check and
  * crashed librdkafka. Every topic name must follow Kafka's rules. */
 Test(cli, topic_prefix_follows_kafka_topic_rules)

@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
 
 #define FIXTURES SK_SOURCE_DIR "/tests/fixtures/config/"
 
@@ -635,6 +639,45 @@ Test(config, unreadable_file_substitution)
     cr_assert(at(root, "a", "b")->secret);
     sk_cnode_free(root);
     sk_config_errors_free(&errs);
+}
+
+/* A FIFO (or a device) as ${file:} would block the loader, and a SIGHUP
+ * reload with it the daemon's main loop: refused at once, as is a directory. */
+Test(config, file_substitution_of_a_fifo_is_refused_at_once, .timeout = 10)
+{
+    char dir[] = "/tmp/sk-cfg-fifo-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char fifo[64], yaml[64];
+    snprintf(fifo, sizeof(fifo), "%s/secret", dir);
+    snprintf(yaml, sizeof(yaml), "%s/c.yaml", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    struct sk_config_errors errs = {0};
+    const char *text = "a: ${file:secret}\nb: ${file:.}\n";
+    struct sk_cnode *root = sk_config_load_string(text, strlen(text), yaml, &errs);
+    char *want_a = sk_asprintf("%s:1:1: a: file \"%s/secret\" is not a regular file (expected "
+                               "${file:secret} to name a readable file, not a FIFO, device or "
+                               "directory)",
+                               yaml, dir);
+    char *want_b = sk_asprintf("%s:2:1: b: file \"%s/.\" is not a regular file (expected "
+                               "${file:.} to name a readable file, not a FIFO, device or "
+                               "directory)",
+                               yaml, dir);
+    EXPECT_ERRORS(&errs, want_a, want_b);
+    sk_config_errors_free(&errs);
+    sk_cnode_free(root);
+
+    /* The configuration itself (-c FIFO) likewise. */
+    cr_assert_null(sk_config_load(fifo, &errs));
+    char *want_c = sk_asprintf("%s: the configuration is not a regular file (expected a readable "
+                               "YAML file, not a FIFO, device or directory)",
+                               fifo);
+    EXPECT_ERRORS(&errs, want_c);
+    sk_config_errors_free(&errs);
+    free(want_a);
+    free(want_b);
+    free(want_c);
+    unlink(fifo);
+    rmdir(dir);
 }
 
 Test(config, unknown_and_unterminated_substitutions)
