@@ -39,7 +39,7 @@ struct sk_daemon {
     pthread_cond_t reload_cv;
     bool reload_requested;
     uint64_t reload_generation; /* bumped when a reload finished */
-    char reload_result[2048];   /* JSON of the last reload */
+    char *reload_result;        /* JSON of the last reload (malloc'ed; every error listed) */
     atomic_uint_fast64_t reloads, reload_failures;
     struct sk_lag_monitor *lag; /* the sinks' consumer lag, sampled in the background */
     struct sk_ownership *owner; /* which sources this node runs; NULL: all (ownership.h) */

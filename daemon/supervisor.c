@@ -421,15 +421,17 @@ static void reload_one(struct sk_daemon *d, struct sk_daemon_config *cfg, enum s
 
 static void reload_finish(struct sk_daemon *d, cJSON *result)
 {
+    /* Kept whole: an answer cut at a fixed size was no JSON any more. */
     char *text = cJSON_PrintUnformatted(result);
     cJSON_Delete(result);
     pthread_mutex_lock(&d->reload_mu);
-    snprintf(d->reload_result, sizeof(d->reload_result), "%s", text ? text : "{}");
+    char *old = d->reload_result;
+    d->reload_result = text ? text : sk_strdup("{}");
     d->reload_requested = false;
     d->reload_generation++;
     pthread_cond_broadcast(&d->reload_cv);
     pthread_mutex_unlock(&d->reload_mu);
-    free(text);
+    free(old);
 }
 
 /*
@@ -453,7 +455,10 @@ static void reload(struct sk_daemon *d)
             sk_error_log("reload", "%s", errs.v[i].text);
             cJSON_AddItemToArray(arr, cJSON_CreateString(errs.v[i].text));
         }
-        sk_error_log("reload", "%zu error(s): keeping the running configuration", errs.n);
+        if (errs.more) /* past SK_CONFIG_MAX_ERRORS: counted, not kept */
+            cJSON_AddNumberToObject(result, "more", (double)errs.more);
+        sk_error_log("reload", "%zu error(s): keeping the running configuration",
+                     errs.n + errs.more);
         snprintf(status, sizeof(status), "READY=1\nSTATUS=reload failed: %.200s",
                  errs.n ? errs.v[0].text : "?");
         sd_notify(0, status);
@@ -849,6 +854,7 @@ out:;
     if (d.wake_fd >= 0)
         close(d.wake_fd);
     free(d.admin_token);
+    free(d.reload_result);
     pthread_rwlock_destroy(&d.lock);
     pthread_mutex_destroy(&d.reload_mu);
     pthread_cond_destroy(&d.reload_cv);

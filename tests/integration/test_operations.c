@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 
@@ -206,6 +207,41 @@ Test(operations, reload_keeps_unchanged_sink_and_adds_a_source, .timeout = 180)
     cr_assert_eq(skt_sh(merge, 30, NULL), 0);
     char why[2048] = "";
     cr_assert(skt_db_matches_dataset(d.db, all, why, sizeof(why)), "%s", why);
+}
+
+/* The reload answer was cut at 2048 bytes: with many errors it was no JSON. */
+Test(operations, reload_answer_with_many_errors_is_whole_json, .timeout = 120)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-reload-json")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *a = skt_fmt("%s/a", d.dir);
+    skt_generate(a, 23, 10);
+    char *src = source_entry("files", a, NULL);
+    write_config(&d, src, NULL);
+    start_daemon(&d);
+
+    struct sk_buf unknown = {0};
+    for (int i = 0; i < 60; i++)
+        sk_buf_printf(&unknown, "    unknown_key_%02d: x\n", i);
+    char *bad = source_entry("files", a, unknown.p);
+    write_config(&d, bad, NULL);
+    int st;
+    char *body = http(&d, "POST", "/api/v1/reload", TOKEN, &st);
+    cr_assert_eq(st, 422, "%s", body);
+    cJSON *answer = cJSON_Parse(body);
+    cr_assert_not_null(answer, "not JSON (%zu bytes): %s", strlen(body), body);
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(answer, "reloaded")), "%s", body);
+    const cJSON *errors = cJSON_GetObjectItemCaseSensitive(answer, "errors");
+    cr_assert_eq(cJSON_GetArraySize(errors), 60, "%s", body);
+    cr_assert(strstr(cJSON_GetArrayItem(errors, 59)->valuestring, "unknown_key_59"), "%s", body);
+    cJSON_Delete(answer);
+    free(body);
+    stop_daemon(&d);
+    sk_buf_free(&unknown);
+    free(bad);
+    free(src);
+    free(a);
 }
 
 Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
