@@ -52,6 +52,23 @@ void sk_buf_json_string(struct sk_buf *b, const char *s)
     sk_buf_putc(b, '"');
 }
 
+void sk_buf_put_escaped(struct sk_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n')
+            sk_buf_puts(b, "\\n");
+        else if (c == '\r')
+            sk_buf_puts(b, "\\r");
+        else if (c == '\t')
+            sk_buf_puts(b, "\\t");
+        else if (c < 0x20 || c == 0x7f)
+            sk_buf_printf(b, "\\x%02x", c);
+        else
+            sk_buf_putc(b, (char)c);
+    }
+}
+
 void sk_buf_vprintf(struct sk_buf *b, const char *fmt, va_list ap)
 {
     va_list ap2;

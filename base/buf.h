@@ -27,6 +27,13 @@ void sk_buf_vprintf(struct sk_buf *b, const char *fmt, va_list ap);
 /* s as a JSON string literal, quotes included: '"' and '\\' escaped, control
  * characters as \u00XX, every other byte (UTF-8 included) as it is. */
 void sk_buf_json_string(struct sk_buf *b, const char *s);
+/*
+ * s with every control character (C0 and DEL: a newline, a carriage return,
+ * a terminal escape) written as an escape, \n, \r, \t or \xNN; every other
+ * byte as it is. For text from outside that goes into a line of its own: a
+ * log line, systemd's STATUS=, an error on the operator's terminal.
+ */
+void sk_buf_put_escaped(struct sk_buf *b, const char *s);
 /* Empties the buffer, keeping its memory. */
 void sk_buf_reset(struct sk_buf *b);
 /* The built string (never NULL; the caller frees it); the buffer is left empty. */

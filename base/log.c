@@ -53,25 +53,17 @@ bool sk_log_enabled(enum sk_log_level level)
 
 /*
  * Text logs: every control character (a newline, a carriage return, a
- * terminal escape) is written as an escape, so text that came from outside
- * (a server's error body, a file name) can neither forge a log line nor
- * drive the operator's terminal.
+ * terminal escape) is written as an escape (sk_buf_put_escaped), so text
+ * that came from outside (a server's error body, a file name) can neither
+ * forge a log line nor drive the operator's terminal.
  */
 static void text_escape(FILE *f, const char *s)
 {
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\n')
-            fputs("\\n", f);
-        else if (c == '\r')
-            fputs("\\r", f);
-        else if (c == '\t')
-            fputs("\\t", f);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(f, "\\x%02x", c);
-        else
-            fputc(c, f);
-    }
+    struct sk_buf b = {0};
+    sk_buf_put_escaped(&b, s);
+    if (b.len)
+        fwrite(b.p, 1, b.len, f);
+    sk_buf_free(&b);
 }
 
 static void log_v(enum sk_log_level level, const char *component, const char *fmt, va_list ap)

@@ -26,6 +26,7 @@
 #include <cjson/cJSON.h>
 #include <systemd/sd-daemon.h>
 
+#include "buf.h"
 #include "daemon_internal.h"
 #include "log.h"
 #include "model.h"
@@ -435,6 +436,23 @@ static void reload_finish(struct sk_daemon *d, cJSON *result)
 }
 
 /*
+ * sd_notify of fields (each ending in a newline, or "") and STATUS=text, at
+ * most max bytes of it. sd_notify's fields are lines: a newline in text
+ * (a YAML key quoted in a configuration error) would add a field of its
+ * own (READY=1, MAINPID=), so every control character is escaped.
+ */
+static void notify_status(const char *fields, const char *text, size_t max)
+{
+    struct sk_buf shown = {0};
+    sk_buf_put_escaped(&shown, text);
+    char *status = sk_asprintf("%sSTATUS=%.*s", fields, (int)(shown.len < max ? shown.len : max),
+                               shown.p ? shown.p : "");
+    sd_notify(0, status);
+    free(status);
+    sk_buf_free(&shown);
+}
+
+/*
  * SIGHUP or POST /api/v1/reload: the new file is parsed and validated
  * completely first; if it is invalid the running configuration stays, and
  * the reason goes to the log, the API answer, STATUS= and a metric.
@@ -459,9 +477,9 @@ static void reload(struct sk_daemon *d)
             cJSON_AddNumberToObject(result, "more", (double)errs.more);
         sk_error_log("reload", "%zu error(s): keeping the running configuration",
                      errs.n + errs.more);
-        snprintf(status, sizeof(status), "READY=1\nSTATUS=reload failed: %.200s",
-                 errs.n ? errs.v[0].text : "?");
-        sd_notify(0, status);
+        char *why = sk_asprintf("reload failed: %s", errs.n ? errs.v[0].text : "?");
+        notify_status("READY=1\n", why, 215);
+        free(why);
         cJSON_AddBoolToObject(result, "reloaded", false);
         sk_config_errors_free(&errs);
         reload_finish(d, result);
@@ -572,9 +590,7 @@ static void progress_line(struct sk_daemon *d)
         }
     }
     sk_log_status_line(line); /* a live line on a terminal, a log line elsewhere */
-    char status[256];
-    snprintf(status, sizeof(status), "STATUS=%.240s", line);
-    sd_notify(0, status);
+    notify_status("", line, 240);
 }
 
 static void per_entity(FILE *out, struct sk_runner *r)

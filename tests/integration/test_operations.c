@@ -244,6 +244,47 @@ Test(operations, reload_answer_with_many_errors_is_whole_json, .timeout = 120)
     free(a);
 }
 
+/* A YAML key with a newline, quoted in the first error of a failed reload,
+ * once reached systemd's STATUS= raw: a line of its own, a field of its own. */
+Test(operations, reload_error_cannot_add_a_field_to_sd_notify, .timeout = 120)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-notify")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *a = skt_fmt("%s/a", d.dir);
+    skt_generate(a, 24, 10);
+    char *src = source_entry("files", a, NULL);
+    write_config(&d, src, NULL);
+    char *sock = skt_fmt("%s/notify.sock", d.dir);
+    int nfd = skt_notify_listen(sock);
+    setenv("NOTIFY_SOCKET", sock, 1);
+    start_daemon(&d);
+    unsetenv("NOTIFY_SOCKET");
+
+    char *bad = source_entry("files", a, "    \"x\\nX_INJECTED=1\\r\\e[31m\": y\n");
+    write_config(&d, bad, NULL);
+    int st;
+    char *body = http(&d, "POST", "/api/v1/reload", TOKEN, &st);
+    cr_assert_eq(st, 422, "%s", body);
+    char notes[65536] = "";
+    for (int i = 0; i < 20 && !strstr(notes, "STATUS=reload failed"); i++) {
+        skt_notify_drain(nfd, notes, sizeof(notes));
+        usleep(100000);
+    }
+    cr_assert(strstr(notes, "STATUS=reload failed"), "%s", notes);
+    cr_assert_null(strstr(notes, "\nX_INJECTED"), "a field of its own: %s", notes);
+    cr_assert_null(strstr(notes, "\r"), "a raw carriage return: %s", notes);
+    cr_assert_null(strstr(notes, "\x1b"), "a raw escape: %s", notes);
+    cr_assert(strstr(notes, "x\\nX_INJECTED=1\\r\\x1b[31m"), "%s", notes);
+    stop_daemon(&d);
+    close(nfd);
+    free(body);
+    free(bad);
+    free(sock);
+    free(src);
+    free(a);
+}
+
 Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
 {
     /* librdkafka's statistics on: the round-trip time and retries below */
