@@ -39,7 +39,8 @@ struct sk_cnode {
 /* ---- the error list ------------------------------------------------------ */
 
 struct sk_config_error {
-    char *text; /* the whole formatted line, "FILE:LINE:COL: path: what (expected)" */
+    char *text; /* the whole line, "FILE:LINE:COL: path: what (expected)"; control
+                 * characters escaped (\n, \x1b), as in the log */
 };
 
 /* A file can hold millions of mistakes (an alias bomb): the first

@@ -107,11 +107,17 @@ void sk_config_errors_vadd(struct sk_config_errors *errs, const char *file, int 
         sk_buf_puts(&b, ": ");
     }
     sk_buf_vprintf(&b, fmt, ap);
+    /* A key or value quoted from the file may hold any character ("\e[2J",
+     * a newline): escaped, as the log does, so that `check` prints one line
+     * per error and drives no terminal. */
+    struct sk_buf shown = {0};
+    sk_buf_put_escaped(&shown, b.p ? b.p : "");
+    sk_buf_free(&b);
     if (errs->n == errs->cap) {
         errs->cap = errs->cap ? errs->cap * 2 : 8;
         errs->v = sk_realloc(errs->v, errs->cap * sizeof(*errs->v));
     }
-    errs->v[errs->n++].text = sk_buf_take(&b);
+    errs->v[errs->n++].text = sk_buf_take(&shown);
 }
 
 void sk_config_errors_add_at(struct sk_config_errors *errs, const char *file, int line, int col,

@@ -456,6 +456,24 @@ Test(cli, secret_is_never_printed_by_check)
     free(out);
 }
 
+/* A key from the file is quoted in check's errors: a terminal escape or a
+ * newline in it is printed escaped, never raw. */
+Test(cli, check_prints_control_characters_of_keys_escaped)
+{
+    int rc;
+    char *path;
+    char *out = check_text("kafka:\n"
+                           "  brokers: embedded\n"
+                           "  \"\\e[2J\\e[31mfake\\nOK\": 1\n"
+                           "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n",
+                           &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert_null(strchr(out, '\x1b'), "a raw escape:\n%s", out);
+    cr_assert(strstr(out, "kafka.\\x1b[2J\\x1b[31mfake\\nOK: unknown option"), "%s", out);
+    free(out);
+    free(path);
+}
+
 Test(cli, unreachable_broker_fails_clearly_within_bounded_time, .timeout = 60)
 {
     char *dir = skt_tmpdir("cli-unreachable");

@@ -331,6 +331,25 @@ Test(config, list_items_must_be_scalars)
     sk_config_errors_free(&errs);
 }
 
+/* A key or value from the file is quoted in errors: its control characters
+ * are escaped, so `check` prints one line per error and drives no terminal. */
+Test(config, control_characters_in_errors_are_escaped)
+{
+    struct sk_config_errors errs = {0};
+    struct test_conf conf = {0};
+    const char *text = "name: x\n"
+                       "\"k\\e[2J\\nX\\r\\x7f\\t\": 1\n"
+                       "workers: \"\\e]0;title\\a\"\n";
+    cr_assert_eq(apply_root(text, &conf, &errs), 2);
+    EXPECT_ERRORS(&errs,
+                  "t.yaml:2:1: k\\x1b[2J\\nX\\r\\x7f\\t: unknown option "
+                  "\"k\\x1b[2J\\nX\\r\\x7f\\t\" (expected one of: " TEST_NAMES ")",
+                  "t.yaml:3:1: workers: \"\\x1b]0;title\\x07\" is not an integer (expected e.g. "
+                  "42)");
+    sk_options_free(test_options, &conf);
+    sk_config_errors_free(&errs);
+}
+
 Test(config, group_recursion_reports_nested_paths)
 {
     struct sk_config_errors errs = {0};
