@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "api_client.h"
+#include "buf.h"
 #include "daemon.h"
 #include "util.h"
 
@@ -71,6 +72,25 @@ static int open_api(const char *path, struct sk_api *api)
     return rc;
 }
 
+/*
+ * NAME goes into the URL, so only a name the configuration could hold is
+ * sent: "../dlq/replay#" reached POST /api/v1/dlq/replay (curl resolves the
+ * dots, '#' cuts the rest). 0, or SK_EXIT_USAGE said on stderr.
+ */
+static int check_name(const char *cmd, const char *name)
+{
+    if (sk_connector_name_valid(name))
+        return 0;
+    struct sk_buf shown = {0};
+    sk_buf_put_escaped(&shown, name);
+    fprintf(stderr,
+            "skolsync %s: \"%s\" is not a connector name (expected lowercase letters, digits, "
+            "- and _, at most 100)\n",
+            cmd, shown.p ? shown.p : "");
+    sk_buf_free(&shown);
+    return SK_EXIT_USAGE;
+}
+
 static const char *action_now; /* for usage_action */
 
 static void usage_action(FILE *out)
@@ -102,6 +122,8 @@ int sk_cmd_connector_action(int argc, char **argv)
         usage_action(stderr);
         return SK_EXIT_USAGE;
     }
+    if (check_name(action_now, argv[first]))
+        return SK_EXIT_USAGE;
     struct sk_api api;
     if (open_api(config, &api))
         return SK_EXIT_CONFIG;
@@ -247,6 +269,8 @@ static int cmd_release(int argc, char **argv)
         usage_release(stderr);
         rc = SK_EXIT_USAGE;
     }
+    if (!rc)
+        rc = check_name("release", argv[optind]);
     cJSON_AddItemToObject(body, "ids", ids);
     cJSON_AddItemToObject(body, "types", types);
     if (!cJSON_GetArraySize(ids))

@@ -56,6 +56,8 @@ long sk_api_call(const struct sk_api *api, const char *who, const char *method, 
     if (body)
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    /* The path as built: curl would resolve "/../" in it, and reach another endpoint. */
+    curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     if (body || strcmp(method, "POST") == 0)
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body ? body : "");

@@ -90,6 +90,10 @@ struct sk_daemon_config {
     size_t n_sinks;
 };
 
+/* A name the configuration accepts for a source or sink: 1 to 100 of
+ * [a-z0-9_-]. The admin commands check NAME by it before it goes into a URL. */
+bool sk_connector_name_valid(const char *s);
+
 /*
  * Loads and validates a configuration file completely (all errors to errs).
  * Returns NULL if any error was found. Free with sk_daemon_config_free().

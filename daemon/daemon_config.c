@@ -114,7 +114,7 @@ static void view_free(struct sk_cnode *v)
     }
 }
 
-static bool valid_name(const char *s)
+bool sk_connector_name_valid(const char *s)
 {
     if (!*s || strlen(s) > 100)
         return false;
@@ -313,7 +313,7 @@ static void load_section(struct sk_daemon_config *cfg, const struct sk_cnode *se
     }
     for (size_t i = 0; i < section->n_kids; i++) {
         const struct sk_cnode *entry = section->kids[i];
-        if (!valid_name(entry->key))
+        if (!sk_connector_name_valid(entry->key))
             sk_config_errors_add(
                 errs, entry, "invalid name \"%s\" (expected lowercase letters, digits, - and _)",
                 entry->key);

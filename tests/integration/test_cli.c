@@ -474,6 +474,24 @@ Test(cli, check_prints_control_characters_of_keys_escaped)
     free(path);
 }
 
+/* NAME goes into the URL: "../dlq/replay#" reached POST /api/v1/dlq/replay.
+ * Only a name the configuration could hold is sent; the rest is a usage error
+ * before the configuration is even read. */
+Test(cli, admin_commands_refuse_a_name_that_is_no_connector_name)
+{
+    const char *const cmds[] = {"pause '../dlq/replay#'", "resume ../reload", "restart 'A b'",
+                                "release ../dlq/replay --list", "pause ''"};
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        int rc;
+        char *args = skt_fmt("%s -c /nonexistent/skolsync.yaml", cmds[i]);
+        char *out = run_skolsync(args, 10, &rc);
+        cr_assert_eq(rc, 64, "%s: %s", cmds[i], out);
+        cr_assert(strstr(out, "is not a connector name"), "%s: %s", cmds[i], out);
+        free(out);
+        free(args);
+    }
+}
+
 Test(cli, unreachable_broker_fails_clearly_within_bounded_time, .timeout = 60)
 {
     char *dir = skt_tmpdir("cli-unreachable");
