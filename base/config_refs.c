@@ -128,10 +128,12 @@ static void substitute(struct refs *ld, struct sk_cnode *node)
         } else if (len >= 5 && strncmp(body, "file:", 5) == 0) {
             ok &= subst_file(ld, node, body + 5, len - 5, &out);
         } else {
+            /* Not quoted: "${" is often part of a literal password, and the
+             * rest of it would be printed. */
             sk_config_errors_add(ld->errs, node,
-                                 "unknown substitution \"${%.*s}\" (expected ${env:NAME} or "
-                                 "${file:PATH}; write $${ for a literal ${)",
-                                 (int)len, body);
+                                 "unknown substitution at character %zu of the value (expected "
+                                 "${env:NAME} or ${file:PATH}; write $${ for a literal ${)",
+                                 (size_t)(p - s) + 1);
             ok = false;
         }
         p = end + 1;

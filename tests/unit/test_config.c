@@ -704,11 +704,25 @@ Test(config, unknown_and_unterminated_substitutions)
     struct sk_config_errors errs = {0};
     struct sk_cnode *root = load("a: ${foo:bar}\nb: ${env:X\nc: ${env:}\n", &errs);
     EXPECT_ERRORS(&errs,
-                  "t.yaml:1:1: a: unknown substitution \"${foo:bar}\" (expected ${env:NAME} or "
-                  "${file:PATH}; write $${ for a literal ${)",
+                  "t.yaml:1:1: a: unknown substitution at character 1 of the value (expected "
+                  "${env:NAME} or ${file:PATH}; write $${ for a literal ${)",
                   "t.yaml:2:1: b: unterminated \"${\" (expected ${env:NAME} or ${file:PATH}; "
                   "write $${ for a literal ${)",
                   "t.yaml:3:1: c: empty name in ${env:} (expected ${env:NAME})");
+    sk_cnode_free(root);
+    sk_config_errors_free(&errs);
+}
+
+/* A literal password that happens to hold "${" is no reference: the error
+ * says where, not what (it once quoted "${ssW0rd-secret-part}"). */
+Test(config, unknown_substitution_does_not_quote_the_value)
+{
+    struct sk_config_errors errs = {0};
+    struct sk_cnode *root = load("token: \"pa${ssW0rd-secret-part}\"\n", &errs);
+    EXPECT_ERRORS(&errs, "t.yaml:1:1: token: unknown substitution at character 3 of the value "
+                         "(expected ${env:NAME} or ${file:PATH}; write $${ for a literal ${)");
+    expect_secret_hidden(&errs, "ssW0rd");
+    cr_assert(sk_cnode_get(root, "token")->secret);
     sk_cnode_free(root);
     sk_config_errors_free(&errs);
 }
