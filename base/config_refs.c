@@ -148,13 +148,29 @@ static void substitute(struct refs *ld, struct sk_cnode *node)
     node->value = sk_buf_take(&out);
 }
 
-/* resolve: substitute; else only mark every scalar holding a reference secret. */
+/* s holds a reference: a "${" that is not the escape "$${". */
+static bool has_reference(const char *s)
+{
+    for (const char *p = s; (p = strchr(p, '$'));) {
+        if (strncmp(p, "$${", 3) == 0)
+            p += 3;
+        else if (strncmp(p, "${", 2) == 0)
+            return true;
+        else
+            p++;
+    }
+    return false;
+}
+
+/* resolve: substitute; else only mark every scalar holding a reference
+ * secret. A value with only the escape $${ is written out either way, so
+ * that `path: /data/cost$${x}` is the same to an admin command as to check. */
 static void substitute_tree(struct refs *ld, struct sk_cnode *node, bool resolve)
 {
     if (node->kind == SK_CNODE_SCALAR) {
-        if (resolve)
+        if (resolve || !has_reference(node->value))
             substitute(ld, node);
-        else if (strstr(node->value, "${"))
+        else
             node->secret = true;
         return;
     }

@@ -492,6 +492,30 @@ Test(cli, admin_commands_refuse_a_name_that_is_no_connector_name)
     }
 }
 
+/* `status` reads the connectors' sections without their references: a path
+ * with the escape $${ passed check and was refused there as a reference. */
+Test(cli, admin_commands_accept_the_escape_that_check_accepts)
+{
+    char *dir = skt_tmpdir("cli-escape");
+    char *path = skt_fmt("%s/c.yaml", dir);
+    skt_write(path, "kafka:\n  brokers: embedded\n"
+                    "admin:\n  listen: 127.0.0.1:1\n"
+                    "sinks:\n  db:\n    type: sqlite-sink\n    path: /data/cost$${x}.db\n");
+    int rc;
+    char *args = skt_fmt("check -c %s", path);
+    char *out = run_skolsync(args, 10, &rc);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    free(args);
+    args = skt_fmt("status -c %s", path);
+    out = run_skolsync(args, 10, &rc);
+    cr_assert_eq(rc, 1, "no daemon answers on port 1, but the file is valid: %s", out);
+    cr_assert(strstr(out, "cannot reach the daemon"), "%s", out);
+    free(out);
+    free(args);
+    free(path);
+}
+
 Test(cli, unreachable_broker_fails_clearly_within_bounded_time, .timeout = 60)
 {
     char *dir = skt_tmpdir("cli-unreachable");

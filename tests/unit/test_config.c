@@ -727,6 +727,41 @@ Test(config, unknown_substitution_does_not_quote_the_value)
     sk_config_errors_free(&errs);
 }
 
+/* The admin commands leave the connectors' references unread ("keep"): the
+ * escape $${ is no reference there either (`status` once refused a path that
+ * `check` passed), and is written out as a full load does. */
+Test(config, keeping_references_knows_the_escape)
+{
+    char dir[] = "/tmp/sk-cfg-keep-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/c.yaml", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("sinks:\n"
+          "  db:\n"
+          "    path: /data/cost$${x}\n"
+          "    token: ${env:SK_T_KEEP_UNSET}\n"
+          "    mixed: $${a}${env:SK_T_KEEP_UNSET}\n",
+          f);
+    fclose(f);
+    unsetenv("SK_T_KEEP_UNSET");
+    static const char *const keep[] = {"sinks", NULL};
+    struct sk_config_errors errs = {0};
+    struct sk_cnode *root = sk_config_load_keeping(path, keep, &errs);
+    expect_no_errors(&errs);
+    const struct sk_cnode *db = at(root, "sinks", "db");
+    cr_assert_not(sk_cnode_get(db, "path")->secret);
+    cr_assert_str_eq(sk_cnode_get(db, "path")->value, "/data/cost${x}");
+    cr_assert(sk_cnode_get(db, "token")->secret);
+    cr_assert_str_eq(sk_cnode_get(db, "token")->value, "${env:SK_T_KEEP_UNSET}");
+    cr_assert(sk_cnode_get(db, "mixed")->secret);
+    cr_assert_str_eq(sk_cnode_get(db, "mixed")->value, "$${a}${env:SK_T_KEEP_UNSET}");
+    sk_cnode_free(root);
+    unlink(path);
+    rmdir(dir);
+}
+
 Test(config, secret_never_printed)
 {
     /* Values that fail every parser, delivered through ${env:}. */
