@@ -469,6 +469,13 @@ static void apply_table(const struct sk_option *table, const struct sk_cnode *ma
             }
             node = NULL;
         }
+        if (node && opt->required && opt->type == SK_OPT_STRING &&
+            node->kind == SK_CNODE_SCALAR && !*node->value) {
+            /* `path: ""` is no path: SQLite took it for a temporary database
+             * and the data went nowhere. */
+            sk_config_errors_add(errs, node, "empty value (expected a non-empty string)");
+            continue;
+        }
         if (node) {
             set_from_node(opt, node, conf, errs);
             continue;

@@ -350,6 +350,19 @@ Test(config, control_characters_in_errors_are_escaped)
     sk_config_errors_free(&errs);
 }
 
+/* A required string given as "" is as good as missing (a sqlite-sink's
+ * `path: ""` passed check and wrote to a temporary database). */
+Test(config, required_string_may_not_be_empty)
+{
+    struct sk_config_errors errs = {0};
+    struct test_conf conf = {0};
+    cr_assert_eq(apply_root("name: \"\"\ntls:\n  ca: ''\n", &conf, &errs), 1);
+    EXPECT_ERRORS(&errs, "t.yaml:1:1: name: empty value (expected a non-empty string)");
+    cr_assert_str_eq(conf.tls.ca, "", "an optional string may be empty");
+    sk_options_free(test_options, &conf);
+    sk_config_errors_free(&errs);
+}
+
 Test(config, group_recursion_reports_nested_paths)
 {
     struct sk_config_errors errs = {0};
