@@ -258,6 +258,12 @@ static void on_key(struct loader *ld, const yaml_event_t *ev)
         err_at_next(ld, ev->start_mark, NULL, MSG_ANCHOR);
     if (!tag_is_standard((const char *)ev->data.scalar.tag))
         err_at_next(ld, ev->start_mark, NULL, MSG_TAG, (const char *)ev->data.scalar.tag);
+    if (strlen(top->key) != ev->data.scalar.length) {
+        /* "path\0x" would be read as "path": its value is dropped instead. */
+        err_at_next(ld, ev->start_mark, NULL, "the key contains a NUL character (expected text)");
+        top->drop_value = true;
+        return;
+    }
     const struct sk_cnode *first = frame_lookup(top, top->key);
     if (first) {
         err_at_next(ld, ev->start_mark, NULL,

@@ -363,6 +363,20 @@ Test(config, required_string_may_not_be_empty)
     sk_config_errors_free(&errs);
 }
 
+/* A NUL in a quoted key once cut the key short ("pa\0th" became "pa", and
+ * so any option it liked); keys are checked as values are. */
+Test(config, nul_in_key_or_value_is_an_error)
+{
+    struct sk_config_errors errs = {0};
+    const char *text = "a:\n  \"name\\0x\": 1\n  b: \"v\\0w\"\n";
+    struct sk_cnode *root = load(text, &errs);
+    EXPECT_ERRORS(&errs, "t.yaml:2:3: a.name: the key contains a NUL character (expected text)",
+                  "t.yaml:3:3: a.b: the value contains a NUL character (expected text)");
+    cr_assert_null(at(root, "a", "name"), "the value under the cut key is dropped");
+    sk_cnode_free(root);
+    sk_config_errors_free(&errs);
+}
+
 Test(config, group_recursion_reports_nested_paths)
 {
     struct sk_config_errors errs = {0};
