@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,6 +118,22 @@ void sk_eventfd_signal(int fd)
     if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
         /* EAGAIN: the counter is full, so the reader has been told already */
     }
+}
+
+bool sk_bearer_ok(const char *authorization, const char *token)
+{
+    if (!authorization || !token || !*token || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return false;
+    const char *got = authorization + 7;
+    while (*got == ' ') /* 1*SP before the credentials */
+        got++;
+    size_t n = strlen(token);
+    if (strlen(got) != n)
+        return false;
+    unsigned char diff = 0; /* constant time */
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(got[i] ^ token[i]);
+    return diff == 0;
 }
 
 char *sk_read_file(const char *path, size_t *len)

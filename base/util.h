@@ -2,6 +2,7 @@
 #ifndef SK_UTIL_H
 #define SK_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -29,6 +30,13 @@ int sk_thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *ro
                     const char *name);
 /* Adds 1 to an eventfd (fd < 0: nothing); a full counter has been told already. */
 void sk_eventfd_signal(int fd);
+
+/*
+ * An Authorization header that carries "Bearer <token>": the scheme in any
+ * case (RFC 7235 §2.1: "bearer" is as good), the token compared in constant
+ * time. false without a header, or when token is NULL or "".
+ */
+bool sk_bearer_ok(const char *authorization, const char *token);
 
 /* Reads a whole file (NUL-terminated, len excludes the NUL). NULL on error (errno set). */
 char *sk_read_file(const char *path, size_t *len);

@@ -193,6 +193,7 @@ struct sk_http_response {
     int status;
     char *body;               /* malloc'ed (freed by the core) or NULL */
     const char *content_type; /* default "application/json" */
+    char allow[64];           /* a 405's Allow header, the methods the path takes ("GET, POST") */
 };
 
 /*

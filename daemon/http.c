@@ -117,8 +117,9 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
+/* allow: the Allow header (RFC 9110 §15.5.6: a 405 must have one), or NULL/"". */
 static enum MHD_Result respond(struct sk_http *h, struct MHD_Connection *c, int status,
-                               const char *body, const char *type)
+                               const char *body, const char *type, const char *allow)
 {
     if (status >= STATUS_MIN && status <= STATUS_MAX)
         atomic_fetch_add(&h->responses[status - STATUS_MIN], 1);
@@ -126,6 +127,8 @@ static enum MHD_Result respond(struct sk_http *h, struct MHD_Connection *c, int 
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", type ? type : "application/json");
     MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (status == 405 && allow && *allow)
+        MHD_add_response_header(r, "Allow", allow);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -205,12 +208,29 @@ static void *reaper_thread(void *arg)
     return NULL;
 }
 
-/* The first route matching method and path, held (busy) until route_release. */
+/* Adds method to the list in allow ("GET, POST") unless it is there. */
+static void allow_add(char *allow, size_t size, const char *method)
+{
+    size_t n = strlen(method);
+    for (const char *p = allow; *p; p += strspn(p, ", ")) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, method, n) == 0)
+            return;
+        p += len;
+    }
+    size_t used = strlen(allow);
+    snprintf(allow + used, size - used, "%s%s", used ? ", " : "", method);
+}
+
+/* The first route matching method and path, held (busy) until route_release.
+ * Without one, *path_known tells whether another method would do, and allow
+ * (size bytes) lists those methods. */
 static struct route *find_route(struct sk_http *h, const char *method, const char *path,
-                                bool *path_known)
+                                bool *path_known, char *allow, size_t size)
 {
     struct route *found = NULL;
     *path_known = false;
+    allow[0] = '\0';
     pthread_mutex_lock(&h->mu);
     for (size_t i = 0; i < h->n_routes && !found; i++) {
         struct route *r = h->routes[i];
@@ -223,6 +243,8 @@ static struct route *find_route(struct sk_http *h, const char *method, const cha
         if (strcmp(r->method, "*") == 0 || strcmp(r->method, method) == 0) {
             r->busy++;
             found = r;
+        } else {
+            allow_add(allow, size, r->method);
         }
     }
     pthread_mutex_unlock(&h->mu);
@@ -268,7 +290,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (up->too_large)
-        return respond(h, c, 413, "{\"error\":\"request body too large\"}\n", NULL);
+        return respond(h, c, 413, "{\"error\":\"request body too large\"}\n", NULL, NULL);
 
     struct sk_http_request req = {
         .method = method,
@@ -282,7 +304,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         up->data[up->len] = '\0';
     struct sk_http_response resp = {0};
     sk_http_dispatch(h, &req, &resp);
-    enum MHD_Result ret = respond(h, c, resp.status, resp.body ? resp.body : "", resp.content_type);
+    enum MHD_Result ret =
+        respond(h, c, resp.status, resp.body ? resp.body : "", resp.content_type, resp.allow);
     free(resp.body);
     return ret;
 }
@@ -291,7 +314,8 @@ void sk_http_dispatch(struct sk_http *h, const struct sk_http_request *req,
                       struct sk_http_response *resp)
 {
     bool path_known;
-    struct route *route = find_route(h, req->method, req->path, &path_known);
+    struct route *route =
+        find_route(h, req->method, req->path, &path_known, resp->allow, sizeof(resp->allow));
     if (!route) {
         resp->status = path_known ? 405 : 404;
         resp->body = sk_strdup(path_known ? "{\"error\":\"method not allowed\"}\n"
@@ -299,6 +323,7 @@ void sk_http_dispatch(struct sk_http *h, const struct sk_http_request *req,
         return;
     }
     resp->status = 200;
+    resp->allow[0] = '\0'; /* the other routes' methods: only a 405 says them */
     route->fn(route->ctx, req, resp);
     route_release(h, route);
     if (!resp->status)

@@ -37,19 +37,10 @@ static void http_health(void *ctx, const struct sk_http_request *req, struct sk_
     resp->body = sk_strdup("{\"status\":\"alive\"}\n");
 }
 
-/* The request carries the admin token (constant-time comparison). */
+/* The request carries the admin token (any case of "Bearer", constant-time comparison). */
 static bool token_ok(struct sk_daemon *d, const struct sk_http_request *req)
 {
-    const char *token = d->admin_token;
-    if (!token || !*token)
-        return false;
-    const char *auth = req->authorization;
-    size_t tl = strlen(token);
-    bool ok = auth && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == tl;
-    unsigned char diff = 0; /* constant time */
-    for (size_t i = 0; ok && i < tl; i++)
-        diff |= (unsigned char)(auth[7 + i] ^ token[i]);
-    return ok && !diff;
+    return sk_bearer_ok(req->authorization, d->admin_token);
 }
 
 /* What unauthenticated answers say instead of a connector's last error, which
@@ -291,6 +282,8 @@ static void api_connector(void *ctx, const struct sk_http_request *req,
     else if (strcmp(action, "held") == 0 && strcmp(req->method, "GET") == 0)
         act = ACT_HELD; /* ids are no personal data, but a detail: behind the token */
     else if (strcmp(req->method, "POST") != 0) {
+        snprintf(resp->allow, sizeof(resp->allow), "%s",
+                 !*action || strcmp(action, "held") == 0 ? "GET" : "POST");
         error_response(resp, 405, "method not allowed");
         return;
     } else if (strcmp(action, "pause") == 0)

@@ -71,21 +71,6 @@ static void respond(struct sk_http_response *resp, int status, const char *msg)
     cJSON_Delete(o);
 }
 
-/* Constant-time comparison of a header against "Bearer <token>". */
-static bool bearer_ok(const char *header, const char *token)
-{
-    if (!header || strncmp(header, "Bearer ", 7) != 0)
-        return false;
-    const char *got = header + 7;
-    size_t n = strlen(token);
-    if (strlen(got) != n)
-        return false;
-    unsigned char diff = 0;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)(got[i] ^ token[i]);
-    return diff == 0;
-}
-
 /*
  * A callback: {"modifiedEntites": [...], "deletedEntities": true}. Both the
  * spec's misspelling and "modifiedEntities" are accepted (docs/ss12000-notes.md §6.2).
@@ -113,7 +98,7 @@ static void on_callback(void *ctx, const struct sk_http_request *req, struct sk_
         return;
     }
     if (hk->conf->webhook.token && *hk->conf->webhook.token &&
-        !bearer_ok(req->authorization, hk->conf->webhook.token)) {
+        !sk_bearer_ok(req->authorization, hk->conf->webhook.token)) {
         sk_log_limited(&hk->refused_log, REFUSED_LOG_MS, SK_LOG_WARN, hk->component,
                        "webhook callback with a missing or wrong bearer token: refused");
         respond(resp, 401, "missing or wrong bearer token");

@@ -285,6 +285,63 @@ Test(operations, reload_error_cannot_add_a_field_to_sd_notify, .timeout = 120)
     free(a);
 }
 
+/* The status line and headers of the answer to METHOD PATH with one more header (or ""). */
+static char *http_head(struct daemon_run *d, const char *method, const char *path,
+                       const char *header)
+{
+    char *cmd = skt_fmt("curl -s -o /dev/null -D - -X %s %s http://127.0.0.1:%d%s", method,
+                        header, d->port, path);
+    char *out = NULL;
+    skt_sh(cmd, 70, &out);
+    free(cmd);
+    return out;
+}
+
+/* RFC 7235: the auth scheme is case-insensitive ("authorization: bearer T" is
+ * what some clients send); RFC 9110: a 405 says in Allow what the path takes. */
+Test(operations, bearer_in_any_case_and_405_says_what_is_allowed, .timeout = 120)
+{
+    struct daemon_run d = {.dir = skt_tmpdir("ops-http")};
+    d.cfg = skt_fmt("%s/skolsync.yaml", d.dir);
+    d.db = skt_fmt("%s/out.db", d.dir);
+    char *a = skt_fmt("%s/a", d.dir);
+    skt_generate(a, 25, 10);
+    char *src = source_entry("files", a, NULL);
+    write_config(&d, src, NULL);
+    start_daemon(&d);
+
+    const char *const auth[][2] = {
+        {"-H 'authorization: bearer " TOKEN "'", " 200 "},
+        {"-H 'Authorization: BEARER " TOKEN "'", " 200 "},
+        {"-H 'Authorization: Bearer " TOKEN "'", " 200 "},
+        {"-H 'authorization: bearer wrong-token'", " 401 "},
+    };
+    for (size_t i = 0; i < sizeof(auth) / sizeof(auth[0]); i++) {
+        char *head = http_head(&d, "POST", "/api/v1/reload", auth[i][0]);
+        cr_assert(strstr(head, auth[i][1]), "%s: %s", auth[i][0], head);
+        free(head);
+    }
+
+    const char *const wrong[][3] = {
+        {"DELETE", "/api/v1/reload", "Allow: POST\r\n"},
+        {"POST", "/health", "Allow: GET\r\n"},
+        {"DELETE", "/api/v1/connectors/files/pause", "Allow: POST\r\n"},
+        {"PUT", "/api/v1/connectors/files", "Allow: GET\r\n"},
+    };
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++) {
+        char *head = http_head(&d, wrong[i][0], wrong[i][1], "");
+        cr_assert(strstr(head, " 405 "), "%s %s: %s", wrong[i][0], wrong[i][1], head);
+        cr_assert(strstr(head, wrong[i][2]), "%s %s: %s", wrong[i][0], wrong[i][1], head);
+        free(head);
+    }
+    char *head = http_head(&d, "GET", "/health", "");
+    cr_assert(strstr(head, " 200 ") && !strstr(head, "Allow:"), "%s", head);
+    free(head);
+    stop_daemon(&d);
+    free(src);
+    free(a);
+}
+
 Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
 {
     /* librdkafka's statistics on: the round-trip time and retries below */
