@@ -279,8 +279,10 @@ void sk_source_set_held_list(struct sk_source *self, uint64_t held, const char *
  * for the status API and metrics (source thread). set_type_error: type e
  * fails (status: the server's HTTP status, 0 when its answer could not be
  * read; reason: short, with no personal data or secret), counted once per
- * call; reason NULL: it works again. set_type_skipped: the server does not
- * serve e (404), so the source leaves it out for now.
+ * call; reason NULL: it works again. e NULL: the source's list of deletions
+ * (SS 12000's /deletedEntities), shown as the entity "deletedEntities".
+ * set_type_skipped: the server does not serve e (404), so the source leaves
+ * it out for now.
  */
 void sk_source_set_type_error(struct sk_source *self, const struct sk_entity *e, long status,
                               const char *reason);

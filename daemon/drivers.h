@@ -47,6 +47,12 @@ struct sk_type_health {
     uint64_t incomplete; /* records published lacking a required field (lenient) */
 };
 
+/* The name the API and metrics give types[k] of a source. */
+static inline const char *sk_type_health_name(int k)
+{
+    return k < SK_ENTITY_COUNT ? sk_entities[k]->collection : "deletedEntities";
+}
+
 #define SK_RELEASES_MAX 16 /* release requests waiting for the source at most */
 
 struct sk_source_env {
@@ -63,7 +69,9 @@ struct sk_source_env {
     uint64_t release_seq;              /* the last number handed out (runner.mu) */
     atomic_uint_fast64_t release_done; /* the last request whose effect is stored */
     char *held_json;                   /* the source's held list (runner.mu), or NULL */
-    struct sk_type_health types[SK_ENTITY_COUNT];
+    /* per entity type, then [SK_ENTITY_COUNT]: the source's deletions
+       (sk_source_set_type_error with no type; sk_type_health_name) */
+    struct sk_type_health types[SK_ENTITY_COUNT + 1];
 };
 
 struct sk_sink_env {

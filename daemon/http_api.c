@@ -101,14 +101,14 @@ static void types_json(struct sk_source_env *src, cJSON *o, bool details)
     cJSON *failing = cJSON_AddArrayToObject(o, "failing_types");
     cJSON *skipped = cJSON_AddArrayToObject(o, "skipped_types");
     pthread_mutex_lock(&src->runner.mu);
-    for (int k = 0; k < SK_ENTITY_COUNT; k++) {
+    for (int k = 0; k <= SK_ENTITY_COUNT; k++) {
         const struct sk_type_health *h = &src->types[k];
         if (h->skipped)
-            cJSON_AddItemToArray(skipped, cJSON_CreateString(sk_entities[k]->collection));
+            cJSON_AddItemToArray(skipped, cJSON_CreateString(sk_type_health_name(k)));
         if (!h->failing)
             continue;
         cJSON *f = cJSON_CreateObject();
-        cJSON_AddStringToObject(f, "entity", sk_entities[k]->collection);
+        cJSON_AddStringToObject(f, "entity", sk_type_health_name(k));
         cJSON_AddNumberToObject(f, "status", (double)h->status);
         cJSON_AddStringToObject(f, "error", details ? h->reason : ERROR_HIDDEN);
         cJSON_AddItemToArray(failing, f);

@@ -161,9 +161,9 @@ static void type_metrics(struct sk_daemon *d, struct sk_buf *t)
         if (!src)
             continue;
         pthread_mutex_lock(&src->runner.mu);
-        for (int k = 0; k < SK_ENTITY_COUNT; k++) {
+        for (int k = 0; k <= SK_ENTITY_COUNT; k++) {
             const struct sk_type_health *h = &src->types[k];
-            const char *c = sk_entities[k]->collection;
+            const char *c = sk_type_health_name(k);
             if (h->incomplete)
                 sk_buf_printf(t,
                               "skolsync_source_records_incomplete_total{connector=\"%s\",entity="

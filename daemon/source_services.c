@@ -242,7 +242,7 @@ struct sk_release *sk_release_parse(const char *body, size_t len, char *msg, siz
 void sk_source_set_type_error(struct sk_source *self, const struct sk_entity *e, long status,
                               const char *reason)
 {
-    int i = sk_entity_index(e);
+    int i = e ? sk_entity_index(e) : SK_ENTITY_COUNT;
     if (!self->env || i < 0)
         return;
     struct sk_type_health *h = &self->env->types[i];

@@ -79,6 +79,24 @@ static void take_deleted(struct ss_source *src, const struct sk_entity *e, const
     ss_dels_add(&src->run_dels, sk_entity_index(e), id);
 }
 
+/*
+ * The deletedEntities answer was an error (any status but a first page's
+ * 404, or a page that is not one): it fails on its own as a list type does
+ * (ss_part_failed). The run ends without it: its T0 stays (run_deletes off,
+ * source_guard.c), so the next run that reads it asks from the same time
+ * and no deletion is lost; the run's changes are stored meanwhile.
+ */
+static int deleted_failed(struct ss_source *src, struct cstate *st, long status,
+                          struct sk_error *err)
+{
+    if (ss_part_failed(src, -1, status, err))
+        return -1;
+    st->run_deletes = false;
+    ss_chain_reset(st);
+    ss_advance(src, st);
+    return 0;
+}
+
 /* One request of the deletedEntities step (docs/ss12000-notes.md §3.2). */
 int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
                     struct sk_error *err)
@@ -121,7 +139,7 @@ int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *o
     cJSON *doc =
         ss_chain_page(src, &r, url, chain, st->page_token ? 1 : 0, false, &data, &next, err);
     if (!doc) {
-        rc = -1;
+        rc = err->cls == SK_ERR_RETRIABLE ? deleted_failed(src, st, r.status, err) : -1;
         goto out;
     }
     if (cJSON_IsObject(data)) {
@@ -158,10 +176,11 @@ int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *o
                 take_deleted(src, e, cJSON_GetObjectItemCaseSensitive(o, "id"), url, out);
         }
     } else if (data && !cJSON_IsNull(data)) {
-        rc = sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: data is neither an object nor a list",
-                          url);
+        sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: data is neither an object nor a list", url);
+        rc = deleted_failed(src, st, r.status, err);
         goto out;
     }
+    ss_part_ok(src, -1);
     free(st->page_token);
     st->page_token = next ? sk_strdup(next) : NULL;
     if (!next)

@@ -92,6 +92,12 @@ struct cstate {
     struct dels held, released, rejected;
 };
 
+/* A part of the run that fails on its own: a type, or deletedEntities (ss_part_failed). */
+struct ss_failing {
+    int fails;           /* failed answers in a row (error status, a page that is not one) */
+    int64_t retry_at_us; /* failing on its own: left out of runs until then (its backoff) */
+};
+
 struct ss_type {
     const struct sk_entity *e;
     bool enabled;
@@ -108,8 +114,7 @@ struct ss_type {
     int64_t live_run;
     /* Windowed types: id -> startTime µs of what was read (reconciliation). */
     struct sk_idmap start;
-    int fails;           /* failed answers in a row (error status, a page that is not one) */
-    int64_t retry_at_us; /* failing on its own: left out of runs until then (its backoff) */
+    struct ss_failing failing;
 };
 
 /* A change the batch carries that the dedupe map learns once it is stored. */
@@ -173,6 +178,7 @@ struct ss_source {
     struct sk_idset run_seen; /* ids read in this run (not deleted by it: T0 rule) */
     struct dels run_dels;
     int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
+    struct ss_failing del_failing; /* deletedEntities failing on its own (source_deleted.c) */
 
     /* Delete guard: an operator's request, applied from the cursor handed
      * out last on (until its batch is stored: the held list it reported;
@@ -271,6 +277,15 @@ int ss_chain_get(struct ss_source *src, struct cstate *st, const char *url, cons
 cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, const char *chain,
                      int page_no, bool list, const cJSON **data, const char **next,
                      struct sk_error *err);
+
+/*
+ * A part of the run failed with err (RETRIABLE): type i, or deletedEntities
+ * (i < 0). -1: the poll fails (the first failure in a row); 0: the part
+ * fails on its own for its backoff, err is cleared, and the caller moves
+ * the run on without it. ss_part_ok: it answered a page.
+ */
+int ss_part_failed(struct ss_source *src, int i, long status, struct sk_error *err);
+void ss_part_ok(struct ss_source *src, int i);
 
 /* Tells the core (once per change) whether type i is skipped: not served. */
 void ss_set_skipped(struct ss_source *src, int i, bool skipped);

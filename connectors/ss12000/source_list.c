@@ -327,48 +327,17 @@ static void skip_type(struct ss_source *src, struct cstate *st, int i, long stat
 
 /*
  * Type i's answer was an error of its own (a status other than those
- * handled above: 400, 405, 422, 500, 501, ...; or a page that is not one).
- * The first such answer fails the poll as every error did (the driver polls
- * again from the same cursor: most failures pass). A second one in a row
- * fails the type only: its watermark stays, it is left out of runs for its
- * own backoff (1 s, doubling, at most TYPE_BACKOFF_MAX_MS), the status API
- * and metrics show it, and the run goes on with the next type, so a type
- * that fails for ever delays the others by one retry at most.
+ * handled above: 400, 405, 422, 500, 501, ...; or a page that is not one):
+ * it fails on its own (ss_part_failed), and the run goes on with the next
+ * type.
  */
 static int type_failed(struct ss_source *src, struct cstate *st, int i, long status,
                        struct sk_error *err)
 {
-    struct ss_type *t = &src->types[i];
-    if (++t->fails == 1)
+    if (ss_part_failed(src, i, status, err))
         return -1;
-    int shift = t->fails - 2 < 20 ? t->fails - 2 : 20;
-    int64_t backoff_ms = 1000LL << shift;
-    if (backoff_ms > TYPE_BACKOFF_MAX_MS)
-        backoff_ms = TYPE_BACKOFF_MAX_MS;
-    t->retry_at_us = sk_now_us() + backoff_ms * 1000;
-    /* "GET <url>: HTTP 422: <the server's reason>": the type names the URL. */
-    const char *reason = strncmp(err->msg, "GET ", 4) == 0 ? strstr(err->msg, ": ") : NULL;
-    reason = reason ? reason + 2 : err->msg;
-    sk_source_set_type_error(src->self, t->e, status == 200 ? 0 : status, reason);
-    sk_warn(src->component,
-            "%s fails (%d times in a row): %s; the other types go on, %s is tried again in "
-            "%" PRId64 " s",
-            t->e->collection, t->fails, reason, t->e->collection, (backoff_ms + 999) / 1000);
-    sk_error_clear(err);
     ss_enter_type(src, st, st->type_index + 1);
     return 0;
-}
-
-/* Type i answered a page: a failure of its own is over. */
-static void type_ok(struct ss_source *src, int i)
-{
-    struct ss_type *t = &src->types[i];
-    if (t->retry_at_us) {
-        sk_info(src->component, "%s works again", t->e->collection);
-        sk_source_set_type_error(src->self, t->e, 0, NULL);
-    }
-    t->fails = 0;
-    t->retry_at_us = 0;
 }
 
 static bool has_type(const struct dels *d, int i)
@@ -440,7 +409,7 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
         rc = err->cls == SK_ERR_RETRIABLE ? type_failed(src, st, i, r.status, err) : -1;
         goto out;
     }
-    type_ok(src, i);
+    ss_part_ok(src, i);
     ss_set_skipped(src, i, false);
     int64_t now = sk_now_us();
     /* A full listing is a snapshot (connector.h) only if every entity it

@@ -101,7 +101,7 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
         }
         bool due = full_due(src, st, i, now);
         /* A type failing on its own waits for its backoff (source_list.c). */
-        if (src->types[i].retry_at_us > now)
+        if (src->types[i].failing.retry_at_us > now)
             continue;
         /* A webhook-triggered run reads the named types only. */
         if (hooked && !dirty[i])
@@ -111,7 +111,9 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
     }
     if (any_full)
         st->deleted_missing = false; /* look for /deletedEntities again */
-    st->run_deletes = hooked ? del_dirty : true;
+    /* deletedEntities failing on its own waits for its backoff too; its T0
+     * stays (source_guard.c), so the deletions are asked for again later. */
+    st->run_deletes = (hooked ? del_dirty : true) && src->del_failing.retry_at_us <= now;
     /* The run's accumulators start empty. */
     src->acc_run = now;
     sk_idset_clear(&src->run_seen);
@@ -120,6 +122,55 @@ void ss_start_run(struct ss_source *src, struct cstate *st)
     ss_enter_type(src, st, 0);
     sk_debug(src->component, "run started: %d type(s)%s%s", st->n_run_types,
              st->run_deletes ? " and deletedEntities" : "", hooked ? " (webhook)" : "");
+}
+
+/*
+ * The first failure in a row fails the poll as every error did (the driver
+ * polls again from the same cursor: most failures pass). A second one in a
+ * row fails the part only: it is left out of runs for its own backoff (1 s,
+ * doubling, at most TYPE_BACKOFF_MAX_MS), the status API and metrics show
+ * it, and the run goes on without it, so a part that fails for ever delays
+ * the others by one retry at most.
+ */
+int ss_part_failed(struct ss_source *src, int i, long status, struct sk_error *err)
+{
+    struct ss_failing *f = i >= 0 ? &src->types[i].failing : &src->del_failing;
+    const struct sk_entity *e = i >= 0 ? src->types[i].e : NULL;
+    if (++f->fails == 1)
+        return -1;
+    int shift = f->fails - 2 < 20 ? f->fails - 2 : 20;
+    int64_t backoff_ms = 1000LL << shift;
+    if (backoff_ms > TYPE_BACKOFF_MAX_MS)
+        backoff_ms = TYPE_BACKOFF_MAX_MS;
+    f->retry_at_us = sk_now_us() + backoff_ms * 1000;
+    /* "GET <url>: HTTP 422: <the server's reason>": the type names the URL. */
+    const char *reason = strncmp(err->msg, "GET ", 4) == 0 ? strstr(err->msg, ": ") : NULL;
+    reason = reason ? reason + 2 : err->msg;
+    sk_source_set_type_error(src->self, e, status == 200 ? 0 : status, reason);
+    if (e)
+        sk_warn(src->component,
+                "%s fails (%d times in a row): %s; the other types go on, %s is tried again in "
+                "%" PRId64 " s",
+                e->collection, f->fails, reason, e->collection, (backoff_ms + 999) / 1000);
+    else
+        sk_warn(src->component,
+                "deletedEntities fails (%d times in a row): %s; the run's changes are stored, "
+                "deletions are asked for again from the same time in %" PRId64 " s",
+                f->fails, reason, (backoff_ms + 999) / 1000);
+    sk_error_clear(err);
+    return 0;
+}
+
+void ss_part_ok(struct ss_source *src, int i)
+{
+    struct ss_failing *f = i >= 0 ? &src->types[i].failing : &src->del_failing;
+    const struct sk_entity *e = i >= 0 ? src->types[i].e : NULL;
+    if (f->retry_at_us) {
+        sk_info(src->component, "%s works again", e ? e->collection : "deletedEntities");
+        sk_source_set_type_error(src->self, e, 0, NULL);
+    }
+    f->fails = 0;
+    f->retry_at_us = 0;
 }
 
 void ss_set_skipped(struct ss_source *src, int i, bool skipped)

@@ -1822,6 +1822,53 @@ Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
 }
 
 /*
+ * /deletedEntities answers an error for ever (500 here; 403, 405, 501, 3xx
+ * alike): it fails on its own as a list type does. The run's other records
+ * are stored (a change arrives), the API lists it in failing_types, and its
+ * T0 stays: a deletion made while it failed is published once it mends.
+ * (It blocked the whole source: every poll was thrown away and retried.)
+ */
+Test(ss12000_source, a_failing_deleted_entities_never_blocks_the_changes, .timeout = 150)
+{
+    struct scene sc = scene_start(
+        "ss-del-fails", "--students 10",
+        "{\"status\": {\"code\": 500, \"body\": {\"message\": \"deletions broken\"}, "
+        "\"paths\": [\"/deletedEntities\"]}}",
+        "1s", "    entities: [Organisation, Person]\n", "organisations,persons");
+    int port = sc.s.port, admin = sc.d.admin;
+    char *gone = first_id(port, "persons", NULL);
+    free(delete_at(port, "persons", gone));
+    char *p = first_id(port, "persons", NULL);
+    rename_person(port, p, "Trots");
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "select count(*) from persons where id = '%s' and doc like '%%Trots%%'", p);
+    free(p);
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "1", 30),
+              "a person's change did not arrive while deletedEntities failed (see %s)", sc.d.log);
+    char *del = NULL;
+    for (int i = 0; i < 40 && !(del && strstr(del, "500")); i++) {
+        free(del);
+        del = api_field(admin, "sis",
+                        "[(f[\"status\"], f[\"error\"]) for f in d[\"failing_types\"] if "
+                        "f[\"entity\"] == \"deletedEntities\"]");
+        usleep(250000);
+    }
+    cr_assert(del && strstr(del, "500") && strstr(del, "deletions broken"), "failing: %s", del);
+    snprintf(sql, sizeof(sql), "select count(*) from persons where id = '%s'", gone);
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "1", 1), "deleted without deletedEntities");
+    /* Mended: the deletion made while it failed is not lost. */
+    free(ctl(port, "faults", "{\"clear\": true}"));
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "0", 40), "the deletion was lost (see %s)", sc.d.log);
+    char *left = api_field(admin, "sis", "len(d[\"failing_types\"])");
+    cr_assert_str_eq(left, "0");
+    scene_end(&sc);
+    free(left);
+    free(del);
+    free(gone);
+}
+
+/*
  * `run --once` against a server where a type answers 500 for ever and
  * another a valid JSON body that is not a page: the run finishes, with every
  * other type stored, and the log says what the server said (not "cut-off or
