@@ -40,6 +40,9 @@ enum step {
 #define MAX_POLL_MS 5000
 #define TEXT_MAX 64
 #define TYPE_BACKOFF_MAX_MS (15 * 60 * 1000) /* longest a failing type waits between tries */
+/* Restarts of one chain in a run after a 400 (refused) or 410 (expired) on its page token. */
+#define TOKEN_400_RESTARTS_MAX 1
+#define TOKEN_410_RESTARTS_MAX 3
 
 /* One type's part of the cursor, unpacked. */
 struct tstate {
@@ -191,6 +194,9 @@ struct ss_source {
     bool strict;       /* validation: strict */
     bool warned_deleted_missing;
     struct paging_guard guard;
+    /* The chain whose page token was refused or expired, and how often it restarted. */
+    char restart_chain[64];
+    int restarts_400, restarts_410;
     int64_t poll_interval_us; /* the core's setting for this source */
     int64_t last_regular_us;  /* start of the last run that covered every type */
 };
@@ -265,6 +271,8 @@ int ss_run_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
  * GET url, a page of the chain under way. 1: r holds an answer for the step
  * to read (caller frees it); 0: a page token was expired (410) or refused
  * (400), the chain starts over (the warning ends with `again`); -1 with err.
+ * A chain restarts at most TOKEN_400_RESTARTS_MAX (TOKEN_410_RESTARTS_MAX)
+ * times in a run: then the 400 (410) is the step's answer, an error.
  */
 int ss_chain_get(struct ss_source *src, struct cstate *st, const char *url, const char *again,
                  struct ss_resp *r, struct sk_error *err);

@@ -253,7 +253,29 @@ int ss_chain_get(struct ss_source *src, struct cstate *st, const char *url, cons
         return -1;
     if (st->page_token && (r->status == 410 || r->status == 400)) {
         /* An expired (410) or refused (400) pageToken: the query starts over
-         * from the committed watermark; what was read is read again (dedupe). */
+         * from the committed watermark; what was read is read again (dedupe).
+         * A server that refuses every token it hands out would have the
+         * chain start over for ever while the source looked fine: a few
+         * restarts per chain and run, then the answer fails the step (the
+         * type, or deletedEntities, fails on its own). */
+        char chain[64];
+        snprintf(chain, sizeof(chain), "%d %d %" PRId64, st->type_index, (int)st->step,
+                 st->run_t0);
+        if (strcmp(chain, src->restart_chain) != 0) {
+            snprintf(src->restart_chain, sizeof(src->restart_chain), "%s", chain);
+            src->restarts_400 = src->restarts_410 = 0;
+        }
+        bool refused = r->status == 400;
+        int *restarts = refused ? &src->restarts_400 : &src->restarts_410;
+        if (*restarts >= (refused ? TOKEN_400_RESTARTS_MAX : TOKEN_410_RESTARTS_MAX)) {
+            sk_warn(src->component,
+                    "GET %s: HTTP %ld on a page token again after %d restart(s) of the query in "
+                    "this run: the server %s; the query fails",
+                    url, r->status, *restarts,
+                    refused ? "refuses its own page tokens" : "lets its page tokens expire");
+            return 1;
+        }
+        (*restarts)++;
         sk_warn(src->component, "GET %s: HTTP %ld on a page token; %s", url, r->status, again);
         ss_resp_free(r);
         ss_chain_reset(st);

@@ -1869,6 +1869,41 @@ Test(ss12000_source, a_failing_deleted_entities_never_blocks_the_changes, .timeo
 }
 
 /*
+ * A server that answers 400 to every request carrying a pageToken: the
+ * query starts over once, then the type fails on its own with the reason
+ * (it started over for ever while the source said running and /ready 200).
+ * A type that fits on one page is stored.
+ */
+Test(ss12000_source, a_server_refusing_every_page_token_fails_the_type, .timeout = 120)
+{
+    struct scene sc = scene_server("ss-refuse-tokens", "--students 30 --quirk refuse-page-tokens",
+                                   NULL, "1s", "    entities: [Organisation, Person]\n");
+    /* organisations fit on one page of 200, persons need pages of 20 */
+    free(sc.src);
+    sc.src = source_yaml("sis", sc.s.port, 20, "1s",
+                         "    entities: [Organisation, Person]\n");
+    cr_assert(server_count(sc.s.port, "organisations", "True") < 20);
+    cr_assert(server_count(sc.s.port, "persons", "True") > 20);
+    sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
+    char *persons = NULL;
+    for (int i = 0; i < 120 && !(persons && strstr(persons, "400")); i++) {
+        free(persons);
+        persons = api_field(sc.d.admin, "sis",
+                            "[(f[\"status\"], f[\"error\"]) for f in d[\"failing_types\"] if "
+                            "f[\"entity\"] == \"persons\"]");
+        usleep(250000);
+    }
+    char why[512] = "";
+    bool orgs = wait_match(sc.dir, sc.db, sc.s.port, "organisations", 30, why, sizeof(why));
+    cr_assert(persons && strstr(persons, "400"), "persons is not failing: %s (see %s)", persons,
+              sc.d.log);
+    cr_assert(log_has(&sc.d, "the server refuses its own page tokens"), "see %s", sc.d.log);
+    cr_assert(orgs, "organisations: %s", why);
+    scene_end(&sc);
+    free(persons);
+}
+
+/*
  * `run --once` against a server where a type answers 500 for ever and
  * another a valid JSON body that is not a page: the run finishes, with every
  * other type stored, and the log says what the server said (not "cut-off or
