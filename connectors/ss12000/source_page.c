@@ -176,6 +176,20 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
     }
     *data = cJSON_GetObjectItemCaseSensitive(doc, "data");
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(doc, "pageToken");
+    if (tok && !cJSON_IsNull(tok) && !cJSON_IsString(tok)) {
+        /* Not "no more pages": the records after this page would be lost
+         * and the watermark would move past them. Do not guess a string
+         * for it either (5 or 5.0?): the page fails. */
+        sk_error_set(err, SK_ERR_RETRIABLE,
+                     "GET %s: the page's pageToken is %s, not a string: the next page cannot be "
+                     "asked for",
+                     url,
+                     cJSON_IsNumber(tok)   ? "a number"
+                     : cJSON_IsBool(tok)   ? "a boolean"
+                     : cJSON_IsObject(tok) ? "an object"
+                                           : "a list");
+        return NULL;
+    }
     *next = cJSON_IsString(tok) && *tok->valuestring ? tok->valuestring : NULL;
     return doc;
 }

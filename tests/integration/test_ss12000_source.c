@@ -1904,6 +1904,37 @@ Test(ss12000_source, a_server_refusing_every_page_token_fails_the_type, .timeout
 }
 
 /*
+ * A page whose pageToken is a number (5), not a string: the type fails on
+ * its own with the reason; it was taken as "no more pages", the records
+ * after the page were lost and the watermark moved past them.
+ */
+Test(ss12000_source, a_page_token_that_is_not_a_string_fails_the_type, .timeout = 120)
+{
+    struct scene sc = scene_server("ss-int-token", "--students 30 --quirk integer-token", NULL,
+                                   "1s", NULL);
+    free(sc.src);
+    sc.src = source_yaml("sis", sc.s.port, 20, "1s", "    entities: [Organisation, Person]\n");
+    cr_assert(server_count(sc.s.port, "organisations", "True") < 20);
+    cr_assert(server_count(sc.s.port, "persons", "True") > 20);
+    sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
+    char *persons = NULL;
+    for (int i = 0; i < 120 && !(persons && strstr(persons, "not a string")); i++) {
+        free(persons);
+        persons = api_field(sc.d.admin, "sis",
+                            "[f[\"error\"] for f in d[\"failing_types\"] if "
+                            "f[\"entity\"] == \"persons\"]");
+        usleep(250000);
+    }
+    char why[512] = "";
+    bool orgs = wait_match(sc.dir, sc.db, sc.s.port, "organisations", 30, why, sizeof(why));
+    cr_assert(persons && strstr(persons, "pageToken is a number, not a string"),
+              "persons is not failing: %s (see %s)", persons, sc.d.log);
+    cr_assert(orgs, "organisations: %s", why);
+    scene_end(&sc);
+    free(persons);
+}
+
+/*
  * `run --once` against a server where a type answers 500 for ever and
  * another a valid JSON body that is not a page: the run finishes, with every
  * other type stored, and the log says what the server said (not "cut-off or
