@@ -175,8 +175,18 @@ int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *o
             if (e)
                 take_deleted(src, e, cJSON_GetObjectItemCaseSensitive(o, "id"), url, out);
         }
-    } else if (data && !cJSON_IsNull(data)) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: data is neither an object nor a list", url);
+    } else {
+        /* No data is no page: a 200 without it (IST's outage answer
+         * {"code": "source_unavailable", "message": ...}) is not "no
+         * deletions", and T0 must not move past them. */
+        char why[REASON_MAX];
+        if (data) {
+            sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: data is neither an object nor a list",
+                         url);
+        } else {
+            ss_server_reason(&r, why);
+            sk_error_set(err, SK_ERR_RETRIABLE, "GET %s: the page has no data: %s", url, why);
+        }
         rc = deleted_failed(src, st, r.status, err);
         goto out;
     }

@@ -1935,6 +1935,43 @@ Test(ss12000_source, a_page_token_that_is_not_a_string_fails_the_type, .timeout 
 }
 
 /*
+ * /deletedEntities answers 200 without data (IST's outage shape,
+ * {"code": "source_unavailable", "message": ...}): an error, not "no
+ * deletions". It was taken for none and T0 moved on: with a short overlap
+ * a deletion made meanwhile was lost until the next full sync.
+ */
+Test(ss12000_source, deleted_entities_without_data_is_an_error_not_no_deletions, .timeout = 150)
+{
+    struct scene sc = scene_start(
+        "ss-del-nodata", "--students 10",
+        "{\"status\": {\"code\": 200, \"body\": {\"code\": \"source_unavailable\", "
+        "\"message\": \"Source system temporarily unavailable\"}, "
+        "\"paths\": [\"/deletedEntities\"]}}",
+        "1s", "    entities: [Organisation, Person]\n    overlap: 1s\n", "organisations,persons");
+    int port = sc.s.port, admin = sc.d.admin;
+    char *gone = first_id(port, "persons", NULL);
+    free(delete_at(port, "persons", gone));
+    char *del = NULL;
+    for (int i = 0; i < 80 && !(del && strstr(del, "no data")); i++) {
+        free(del);
+        del = api_field(admin, "sis",
+                        "[f[\"error\"] for f in d[\"failing_types\"] if "
+                        "f[\"entity\"] == \"deletedEntities\"]");
+        usleep(250000);
+    }
+    cr_assert(del && strstr(del, "the page has no data: Source system temporarily unavailable"),
+              "deletedEntities is not failing: %s (see %s)", del, sc.d.log);
+    sleep(3); /* longer than the overlap */
+    char sql[128];
+    snprintf(sql, sizeof(sql), "select count(*) from persons where id = '%s'", gone);
+    free(ctl(port, "faults", "{\"clear\": true}"));
+    cr_assert(wait_rows(sc.dir, sc.db, sql, "0", 40), "the deletion was lost (see %s)", sc.d.log);
+    scene_end(&sc);
+    free(del);
+    free(gone);
+}
+
+/*
  * `run --once` against a server where a type answers 500 for ever and
  * another a valid JSON body that is not a page: the run finishes, with every
  * other type stored, and the log says what the server said (not "cut-off or
