@@ -323,6 +323,24 @@ static int64_t token_ttl_s(const cJSON *exp, const char *component)
     return ttl;
 }
 
+/*
+ * True if tok is an RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." /
+ * "_" / "~" / "+" / "/" ) *"=". No space, no control byte.
+ */
+static bool b64token(const char *tok)
+{
+    const char *p = tok;
+    /* ASCII only, whatever the locale says a letter is */
+    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           (*p && strchr("-._~+/", *p)))
+        p++;
+    if (p == tok)
+        return false;
+    while (*p == '=')
+        p++;
+    return *p == '\0';
+}
+
 /* OAuth2 client credentials (RFC 6749 §4.4): client_id and client_secret in
  * the form body (client_secret_post), which Entra ID and most token
  * endpoints accept. */
@@ -388,6 +406,19 @@ static int fetch_token(struct sk_http_client *h, struct sk_error *err)
         sk_error_set(err, SK_ERR_FATAL,
                      "%s: the access token is %zu bytes, more than the %d accepted; refused", what,
                      len, SK_HTTP_TOKEN_MAX_LEN);
+        cJSON_Delete(doc);
+        sk_buf_wipe(&r.body);
+        return -1;
+    }
+    if (!b64token(tok->valuestring)) {
+        /* It goes into "Authorization: Bearer %s" of every request: a CR or
+         * LF would add headers of the token endpoint's choosing. Never
+         * quoted: it is a secret, whatever else it is. */
+        sk_error_set(err, SK_ERR_FATAL,
+                     "%s: the access token holds a byte that is not allowed in a bearer token "
+                     "(RFC 6750 b64token: letters, digits, -._~+/ and a trailing =); refused",
+                     what);
+        explicit_bzero(tok->valuestring, len);
         cJSON_Delete(doc);
         sk_buf_wipe(&r.body);
         return -1;

@@ -434,6 +434,43 @@ Test(http_client, oversized_access_token_is_refused)
     free(tok);
 }
 
+/*
+ * An access token with CR/LF (or a space, a control byte) went verbatim
+ * into "Authorization: Bearer %s": the token endpoint could add headers to
+ * every API request. Refused (FATAL), the token not quoted.
+ */
+static void bad_token_refused(const char *json_token)
+{
+    char *body = sk_asprintf("{\"access_token\":\"%s\",\"expires_in\":3600}", json_token);
+    set_token_answer(200, body, NULL);
+    free(body);
+    struct sk_error err = {0};
+    token_fails(SK_ERR_FATAL, &err);
+    cr_assert(strstr(err.msg, "b64token"), "%s: %s", json_token, err.msg);
+    cr_assert_null(strstr(err.msg, "secretpart"), "the token is in the message: %s", err.msg);
+    pthread_mutex_lock(&srv.mu);
+    cr_assert_eq(srv.api_requests, 0, "%s: a request went out with the token", json_token);
+    pthread_mutex_unlock(&srv.mu);
+}
+
+Test(http_client, access_token_with_control_characters_is_refused)
+{
+    bad_token_refused("secretpart\\r\\nX-Injected: 1");
+    bad_token_refused("secretpart\\n");
+    bad_token_refused("secretpart with space");
+    bad_token_refused("secretpart\\u0001");
+    bad_token_refused("secretpart=x");
+}
+
+Test(http_client, access_token_of_the_b64token_set_is_sent)
+{
+    set_token_answer(200, "{\"access_token\":\"eyJ.a-b_c~d+e/f==\",\"expires_in\":3600}", NULL);
+    struct sk_http_client *h = oauth_client(0);
+    get_ok(h);
+    cr_assert_str_eq(srv.last_auth, "Bearer eyJ.a-b_c~d+e/f==");
+    sk_http_client_free(h);
+}
+
 /* A token answer of megabytes is not even read whole. */
 Test(http_client, huge_token_answer_is_refused)
 {
