@@ -113,7 +113,10 @@ static bool settle(struct ss_source *src, const struct sk_cursor *cursor, bool *
         *ends_run = src->pb[k].ends_run;
     }
     /* Not stored: a request applied in those batches is applied again from
-     * the older cursor the driver polls with. */
+     * the older cursor the driver polls with, and the pages read again are
+     * no paging loop. */
+    if (!stored && src->n_pb)
+        ss_paging_guard_forget(&src->guard);
     pend_batches_drop(src);
     return stored;
 }
@@ -209,6 +212,8 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
              * same cursor, and the page is read again (never skipped). */
             sk_batch_reset(out);
             ss_pend_truncate(src, pend_mark);
+            /* the tokens this poll read come again, and are no loop */
+            ss_paging_guard_forget(&src->guard);
             ss_cursor_free(&st);
             return -1;
         }

@@ -145,8 +145,10 @@ struct pend_batch {
  * sent (a loop), or tokens with empty pages for ever, kept the source
  * "running" with /ready green and later types never reached. The guard
  * remembers the tokens of the chain under way (a digest each) and how many
- * empty pages came in a row; it lives beside the cursor, not in it (a
- * repeated poll from an older cursor starts the chain's guard afresh).
+ * empty pages came in a row; it lives beside the cursor, not in it. A poll
+ * repeated from an older cursor (the last one failed, or its batch was not
+ * stored) starts it afresh (ss_paging_guard_forget): the tokens it reads
+ * again are the ones it read before, not a loop.
  */
 #define EMPTY_PAGES_MAX 3 /* empty pages with a token, in a row (one is a known quirk) */
 
@@ -246,6 +248,7 @@ void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX]);
 cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
                      struct sk_error *err);
 /* One page of a chain: -1 with err (FATAL) when paging would never end. */
+void ss_paging_guard_forget(struct paging_guard *g);
 int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
                          const char *next, const char *url, struct sk_error *err);
 

@@ -29,6 +29,13 @@ static uint64_t digest(const char *text)
     return h;
 }
 
+void ss_paging_guard_forget(struct paging_guard *g)
+{
+    g->chain[0] = '\0';
+    g->n = 0;
+    g->empty_in_a_row = 0;
+}
+
 /*
  * Called with each page of a chain (chain: its identity; items on the page;
  * next: the token it gave, or NULL). -1 with err (FATAL: the server will not

@@ -1972,6 +1972,44 @@ Test(ss12000_source, deleted_entities_without_data_is_an_error_not_no_deletions,
 }
 
 /*
+ * Transient 503s in long chains whose tokens are the same for the same
+ * page (offsets): a poll that fails is repeated from the older cursor and
+ * reads the same tokens again. That is no paging loop; the source made it
+ * one and failed (FATAL "a pageToken it had sent before"). Full listings of
+ * 50 pages, deduplicated, read up to 40 pages in a poll.
+ */
+Test(ss12000_source, a_transient_error_in_a_chain_of_stable_tokens_is_no_loop, .timeout = 150)
+{
+    struct scene sc = scene_server("ss-stable-tokens", "--students 200 --quirk stable-tokens",
+                                   NULL, "1s", NULL);
+    free(sc.src);
+    sc.src = source_yaml("sis", sc.s.port, 10, "1s",
+                         "    entities: [Person]\n    full_sync_interval: 1s\n");
+    cr_assert(server_count(sc.s.port, "persons", "True") > 450);
+    sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
+    char why[512] = "";
+    cr_assert(wait_match(sc.dir, sc.db, sc.s.port, "persons", 90, why, sizeof(why)),
+              "first sync: %s (see %s)", why, sc.d.log);
+    free(ctl(sc.s.port, "faults",
+             "{\"unavailable\": {\"probability\": 0.05, \"retry_after\": 0, "
+             "\"paths\": [\"/persons\"]}}"));
+    sleep(20);
+    free(ctl(sc.s.port, "faults", "{\"clear\": true}"));
+    char *p = first_id(sc.s.port, "persons", NULL);
+    rename_person(sc.s.port, p, "Stabil");
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "select count(*) from persons where id = '%s' and doc like '%%Stabil%%'", p);
+    free(p);
+    bool arrived = wait_rows(sc.dir, sc.db, sql, "1", 30);
+    cr_assert(!log_has(&sc.d, "a pageToken it had sent before"), "a repeat called a loop: see %s",
+              sc.d.log);
+    cr_assert(log_has(&sc.d, "HTTP 503"), "no 503 was met: see %s", sc.d.log);
+    cr_assert(arrived, "a change did not arrive (see %s)", sc.d.log);
+    scene_end(&sc);
+}
+
+/*
  * `run --once` against a server where a type answers 500 for ever and
  * another a valid JSON body that is not a page: the run finishes, with every
  * other type stored, and the log says what the server said (not "cut-off or
