@@ -52,11 +52,64 @@ const char *skt_brokers(void)
     return b;
 }
 
+/*
+ * The prefixes this test process made, whose topics go when it ends: the
+ * test broker runs under the machine's limit of open files (20 000), and one
+ * run of the suite made ~6 000 partitions that stayed (each test its own
+ * topics), so a broker that ran a few suites died of "Too many open files".
+ */
+static char *made_prefixes[64];
+static size_t n_made;
+
+static void delete_made_topics(void)
+{
+    const char *brokers = getenv("SK_TEST_BROKERS");
+    if (!brokers || !*brokers || !n_made)
+        return;
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk)
+        return;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_DeleteTopic_t **del = calloc((size_t)md->topic_cnt + 1, sizeof(*del));
+        size_t n = 0;
+        for (int t = 0; del && t < md->topic_cnt; t++)
+            for (size_t i = 0; i < n_made; i++)
+                if (strncmp(md->topics[t].topic, made_prefixes[i], strlen(made_prefixes[i])) == 0) {
+                    del[n++] = rd_kafka_DeleteTopic_new(md->topics[t].topic);
+                    break;
+                }
+        if (n) {
+            rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+            rd_kafka_DeleteTopics(rk, del, n, NULL, q);
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000); /* errors: nothing to do */
+            if (ev)
+                rd_kafka_event_destroy(ev);
+            rd_kafka_queue_destroy(q);
+        }
+        for (size_t i = 0; i < n; i++)
+            rd_kafka_DeleteTopic_destroy(del[i]);
+        free(del);
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_destroy(rk);
+}
+
 char *skt_unique_prefix(void)
 {
     char uuid[37];
     sk_uuid_random(uuid);
-    return skt_fmt("t%.8s.", uuid);
+    char *prefix = skt_fmt("t%.8s.", uuid);
+    if (n_made < sizeof(made_prefixes) / sizeof(made_prefixes[0])) {
+        if (n_made == 0)
+            atexit(delete_made_topics);
+        made_prefixes[n_made++] = strdup(prefix);
+    }
+    return prefix;
 }
 
 /* A client of the test broker for admin requests (caller destroys). */
