@@ -54,6 +54,10 @@ struct sk_record {
      * (json_len excludes the NUL); NULL exactly when doc is. Valid during apply. */
     const char *json;
     size_t json_len;
+    /* A tombstone the sink's privacy policy made (protected_identities:
+     * skip): the entity must leave no trace, whatever the sink keeps of
+     * deleted entities otherwise (postgres-sink's deleted_rows: keep). */
+    bool withheld;
 };
 
 /* A record the source could not turn into an entity: goes to the DLQ with context. */

@@ -167,6 +167,7 @@ int sk_sink_decode(const struct sk_privacy *privacy, struct sk_record *r, cJSON 
         cJSON_Delete(d);
         r->value = NULL;
         r->value_len = 0;
+        r->withheld = true;
         return 1;
     }
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(d, "meta");

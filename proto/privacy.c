@@ -21,13 +21,36 @@ const char *sk_protected_mode_name(enum sk_protected_mode mode)
     return (unsigned)mode < 3 ? mode_names[mode] : "?";
 }
 
+/* obj's own securityMarking is one of the protected ones. */
+static bool marked_protected(const cJSON *obj)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, "securityMarking");
+    return cJSON_IsString(m) && (strcmp(m->valuestring, "Skyddad folkbokföring") == 0 ||
+                                 strcmp(m->valuestring, "Sekretessmarkering") == 0);
+}
+
 bool sk_privacy_is_protected(const struct sk_entity *e, const cJSON *doc)
 {
     if (!e || strcmp(e->name, "Person") != 0 || !doc)
         return false;
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "securityMarking");
-    return cJSON_IsString(m) && (strcmp(m->valuestring, "Skyddad folkbokföring") == 0 ||
-                                 strcmp(m->valuestring, "Sekretessmarkering") == 0);
+    return marked_protected(doc);
+}
+
+/*
+ * A reference to a protected person anywhere in a document (the spec's
+ * PersonReference: id, displayName, securityMarking; a group's memberships, a
+ * person's responsibles, a placement's child and owners, a duty's person)
+ * carries the person's name in its displayName: it goes. The reference (its
+ * id) stays: what relates to the person still does.
+ */
+static void strip_protected_names(cJSON *node)
+{
+    for (cJSON *x = node ? node->child : NULL; x; x = x->next) {
+        if (cJSON_IsObject(x) && marked_protected(x))
+            cJSON_DeleteItemFromObjectCaseSensitive(x, "displayName");
+        if (cJSON_IsObject(x) || cJSON_IsArray(x))
+            strip_protected_names(x);
+    }
 }
 
 /* Removes the dotted path from obj; descends through arrays of objects. */
@@ -107,6 +130,8 @@ enum sk_privacy_verdict sk_privacy_apply(const struct sk_privacy *p, const struc
         if (p->protected_mode == SK_PROTECTED_MINIMAL)
             minimise(doc);
     }
+    if (p->protected_mode != SK_PROTECTED_ALLOW)
+        strip_protected_names(doc);
     for (size_t i = 0; i < p->drop_fields.n; i++)
         drop_path(doc, p->drop_fields.v[i]);
     return SK_PRIVACY_KEEP;

@@ -13,6 +13,10 @@
  *                                     eduPersonPrincipalNames, school e-mail
  *                                     addresses and enrolments
  *                           allow   - stored like anyone else
+ *                         and with minimal or skip, a reference to a
+ *                         protected person in any entity (a group's
+ *                         memberships, responsibles, a placement's owners)
+ *                         loses its displayName (the person's name)
  * Each sink type declares its defaults (connector.h); the configuration may
  * override them per sink. The hub (connectors/ss12000api) applies a policy
  * per client to what it serves, which is why this lives in proto/.

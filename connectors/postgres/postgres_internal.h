@@ -43,6 +43,7 @@ struct pg_table {
     const struct sk_entity *entity;
     char *upsert_sql;         /* $1 = jsonb [[id, doc, source, modified, sent...], ...] */
     char *delete_sql;         /* $1 = uuid[] text; DELETE or UPDATE ... deleted_at */
+    char *purge_sql;          /* deleted_rows: keep: the DELETE of a withheld entity, else NULL */
     char *keys_sql;           /* every live row's id and doc (the snapshot sweep) */
     char *ids_sql;            /* every live row's id */
     const char *sent_keys[4]; /* doc fields parsed by the sink into instant columns */
@@ -53,8 +54,8 @@ struct pg_table {
     } typed[PG_MAX_COLUMNS]; /* the uuid and date columns the sink computes (migration 4) */
     size_t n_typed;
     bool sends_enrolment; /* persons: enrolment_school follows the typed columns */
-    struct sk_buf upserts, deletes;
-    size_t n_upserts, n_deletes;
+    struct sk_buf upserts, deletes, purges;
+    size_t n_upserts, n_deletes, n_purges;
 };
 
 /*
@@ -69,6 +70,7 @@ struct plan {
     const char *key;
     const struct sk_record *winner;
     bool cleared;
+    bool purged; /* a tombstone of the privacy policy cleared it: no row is kept */
 };
 
 struct pg_sink {

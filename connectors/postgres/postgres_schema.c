@@ -338,11 +338,14 @@ void pg_build_table_sql(struct pg_sink *s, struct pg_table *t, const char *qtabl
         "AND (t.deleted_at IS NOT NULL OR t.doc IS DISTINCT FROM excluded.doc%s)",
         s->qschema, qtable, cols.p ? cols.p : "", exprs.p ? exprs.p : "", sent.p ? sent.p : "",
         sets.p ? sets.p : "", changed.p ? changed.p : "");
-    if (s->keep_deleted)
+    if (s->keep_deleted) {
         t->delete_sql = sk_asprintf("UPDATE %s.%s SET deleted_at = now(), updated_at = now() "
                                     "WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL",
                                     s->qschema, qtable);
-    else
+        /* a person protected_identities: skip withholds leaves no row, deleted or not */
+        t->purge_sql =
+            sk_asprintf("DELETE FROM %s.%s WHERE id = ANY($1::uuid[])", s->qschema, qtable);
+    } else
         t->delete_sql =
             sk_asprintf("DELETE FROM %s.%s WHERE id = ANY($1::uuid[])", s->qschema, qtable);
     t->keys_sql = sk_asprintf("SELECT id::text, doc::text FROM %s.%s%s", s->qschema, qtable,

@@ -118,7 +118,8 @@ static void lane_init(struct pg_sink *l, const struct pg_sink *s)
         l->tables[i] = s->tables[i];
         l->tables[i].upserts = (struct sk_buf){0};
         l->tables[i].deletes = (struct sk_buf){0};
-        l->tables[i].n_upserts = l->tables[i].n_deletes = 0;
+        l->tables[i].purges = (struct sk_buf){0};
+        l->tables[i].n_upserts = l->tables[i].n_deletes = l->tables[i].n_purges = 0;
     }
 }
 
@@ -129,6 +130,7 @@ static void lane_release(struct pg_sink *l)
     for (size_t i = 0; i < l->n_tables; i++) {
         sk_buf_free(&l->tables[i].upserts);
         sk_buf_free(&l->tables[i].deletes);
+        sk_buf_free(&l->tables[i].purges);
     }
 }
 
@@ -154,10 +156,12 @@ static void pg_close(struct sk_sink *self)
     for (size_t i = 0; i < s->n_tables; i++) {
         free(s->tables[i].upsert_sql);
         free(s->tables[i].delete_sql);
+        free(s->tables[i].purge_sql);
         free(s->tables[i].keys_sql);
         free(s->tables[i].ids_sql);
         free(s->tables[i].upserts.p);
         free(s->tables[i].deletes.p);
+        free(s->tables[i].purges.p);
     }
     free(s->tables);
     free(s->offsets_sql);
@@ -327,6 +331,7 @@ static void plan_record(struct plan *p, const struct sk_record *r)
 {
     if (!r->value) {
         p->cleared = true;
+        p->purged |= r->withheld;
         p->winner = NULL;
         return;
     }
@@ -371,10 +376,11 @@ static void add_upsert(struct pg_table *t, const struct sk_record *r, long today
     pg_row_json(&t->upserts, t, r, today);
 }
 
-static void add_delete(struct pg_table *t, const char *key)
+/* key into a uuid[] array's text ("{a,b,...", closed by finish_arrays). */
+static void add_id(struct sk_buf *b, size_t *n, const char *key)
 {
-    sk_buf_puts(&t->deletes, t->n_deletes++ ? "," : "{");
-    sk_buf_puts(&t->deletes, key);
+    sk_buf_puts(b, (*n)++ ? "," : "{");
+    sk_buf_puts(b, key);
 }
 
 static void finish_arrays(struct pg_table *t)
@@ -383,6 +389,8 @@ static void finish_arrays(struct pg_table *t)
         sk_buf_puts(&t->upserts, "]");
     if (t->n_deletes)
         sk_buf_puts(&t->deletes, "}");
+    if (t->n_purges)
+        sk_buf_puts(&t->purges, "}");
 }
 
 /*
@@ -450,13 +458,16 @@ static int stage(const struct pg_sink *s, struct pg_sink *l, size_t k, size_t n,
         struct pg_table *t = &l->tables[i];
         sk_buf_reset(&t->upserts);
         sk_buf_reset(&t->deletes);
-        t->n_upserts = t->n_deletes = 0;
+        sk_buf_reset(&t->purges);
+        t->n_upserts = t->n_deletes = t->n_purges = 0;
     }
     for (size_t i = k; i < s->n_plans; i += n) {
         const struct plan *p = &s->plans[i];
         struct pg_table *t = &l->tables[p->table - s->tables];
-        if (p->cleared)
-            add_delete(t, p->key);
+        if (p->cleared && p->purged && t->purge_sql)
+            add_id(&t->purges, &t->n_purges, p->key);
+        else if (p->cleared)
+            add_id(&t->deletes, &t->n_deletes, p->key);
         if (p->winner)
             add_upsert(t, p->winner, l->today);
     }
@@ -464,7 +475,10 @@ static int stage(const struct pg_sink *s, struct pg_sink *l, size_t k, size_t n,
         finish_arrays(&l->tables[i]);
     for (size_t i = 0; i < l->n_tables; i++) {
         struct pg_table *t = &l->tables[i];
-        const char *del[] = {t->deletes.p}, *ups[] = {t->upserts.p};
+        const char *del[] = {t->deletes.p}, *ups[] = {t->upserts.p}, *pur[] = {t->purges.p};
+        if (t->n_purges && pg_exec_prepared(l, t->entity->collection, t->purge_sql, 1, pur, NULL,
+                                            record_level, err) < 0)
+            return -1;
         if (t->n_deletes && pg_exec_prepared(l, t->entity->collection, t->delete_sql, 1, del, NULL,
                                              record_level, err) < 0)
             return -1;
@@ -613,7 +627,7 @@ static int apply_one_by_one(struct pg_sink *s, const struct sk_record *recs, siz
             sql = t->upsert_sql;
         } else {
             sk_buf_printf(&one, "{%s}", r->key);
-            sql = t->delete_sql;
+            sql = r->withheld && t->purge_sql ? t->purge_sql : t->delete_sql;
         }
         bool record_level;
         const char *params[] = {one.p};

@@ -299,6 +299,9 @@ static int name_ref(sqlite3 *db, const struct seen *have, const char *collection
     if (name) {
         cJSON_DeleteItemFromObjectCaseSensitive(ref, "displayName");
         cJSON_AddStringToObject(ref, "displayName", name);
+    } else if (target && strcmp(collection, "persons") == 0) {
+        /* a person the client is shown without a name (protected, minimal): nor here */
+        cJSON_DeleteItemFromObjectCaseSensitive(ref, "displayName");
     }
     free(name);
     cJSON_Delete(found);

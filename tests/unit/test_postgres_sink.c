@@ -726,6 +726,13 @@ Test(postgres_sink, keep_mode_marks_deleted_rows)
     add_person(1, "2024-05-01T12:00:00Z", "A", 0, 3);
     apply_ok();
     assert_query("SELECT count(*) FROM persons WHERE deleted_at IS NULL", "1");
+    /* A person protected_identities: skip withholds (it became protected) leaves no row:
+     * before, keep mode kept the whole last document, names and all, with deleted_at. */
+    skt_recs_clear(&batch);
+    add_tombstone("persons", 1, 0, 4);
+    batch.v[batch.n - 1].withheld = true;
+    apply_ok();
+    assert_query("SELECT count(*) FROM persons", "0");
 }
 
 Test(postgres_sink, offsets_are_stored_per_partition_and_incarnation)

@@ -193,3 +193,56 @@ Test(sink_decode, a_value_of_another_entity_than_its_key_is_rejected)
     free(u.value);
     sk_buf_free(&one);
 }
+
+/* A group whose membership names a protected person and an unprotected one, decoded. */
+static cJSON *decoded_group(enum sk_protected_mode mode, struct sk_buf *text)
+{
+    const char *doc =
+        "{\"id\":\"00000000-0000-4000-8000-0000000000aa\",\"meta\":{\"created\":"
+        "\"2024-01-01T00:00:00Z\",\"modified\":\"2024-02-01T10:00:00Z\"},\"displayName\":\"7A\","
+        "\"groupType\":\"Klass\",\"groupMemberships\":["
+        "{\"person\":{\"id\":\"00000000-0000-4000-8000-000000000001\",\"displayName\":"
+        "\"Wilma Öberg\",\"securityMarking\":\"Skyddad folkbokföring\"}},"
+        "{\"person\":{\"id\":\"00000000-0000-4000-8000-000000000002\",\"displayName\":"
+        "\"Bo Ek\",\"securityMarking\":\"Ingen\"}}]}";
+    struct sk_record r = {.entity = sk_entity_by_collection("groups")};
+    struct sk_error err = {0};
+    char id[37];
+    int64_t modified_us;
+    cr_assert_eq(sk_codec_encode(r.entity, doc, strlen(doc), &r.value, &r.value_len, id,
+                                 &modified_us, &err),
+                 0, "%s", err.msg);
+    memcpy(r.key, id, sizeof(r.key));
+    struct sk_privacy privacy = {.protected_mode = mode};
+    cJSON *d = NULL;
+    cr_assert_eq(sk_sink_decode(&privacy, &r, &d, text, &err), 0, "%s", err.msg);
+    free(r.value);
+    return d;
+}
+
+/*
+ * A reference to a protected person in another entity (a group's
+ * memberships here) carries the person's name: minimal and skip take it
+ * out, the reference stays. Before, the policy looked at Person documents
+ * only, and a sink with minimal stored "Wilma Öberg" in the group.
+ */
+Test(sink_decode, a_protected_person_named_in_another_entity_loses_the_name)
+{
+    enum sk_protected_mode modes[] = {SK_PROTECTED_MINIMAL, SK_PROTECTED_SKIP,
+                                      SK_PROTECTED_ALLOW};
+    for (size_t m = 0; m < 3; m++) {
+        struct sk_buf text = {0};
+        cJSON *d = decoded_group(modes[m], &text);
+        cJSON *members = cJSON_GetObjectItemCaseSensitive(d, "groupMemberships");
+        cJSON *prot = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(members, 0), "person");
+        cJSON *open = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(members, 1), "person");
+        cr_assert_not_null(cJSON_GetObjectItemCaseSensitive(prot, "id"), "the reference stays");
+        cr_assert_not_null(cJSON_GetObjectItemCaseSensitive(open, "displayName"));
+        bool named = cJSON_GetObjectItemCaseSensitive(prot, "displayName") != NULL;
+        cr_assert_eq(named, modes[m] == SK_PROTECTED_ALLOW, "mode %d: %s", (int)modes[m], text.p);
+        cr_assert_eq(strstr(text.p, "Wilma") != NULL, modes[m] == SK_PROTECTED_ALLOW, "%s",
+                     text.p);
+        cJSON_Delete(d);
+        sk_buf_free(&text);
+    }
+}
