@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 /* Field number of `optional string _unknown` in every message (proto/ss12000.proto). */
 #define UNKNOWN_FIELD_ID 15000
 
@@ -540,6 +542,19 @@ int sk_codec_pack_json(const struct sk_entity *e, const cJSON *obj, uint8_t **ou
     ProtobufCMessage *m = entity_from_json(&b, e, obj, id_out, err);
     if (!m)
         goto out;
+    int64_t modified = modified_of(m);
+    if (modified != INT64_MIN && modified > sk_now_us() + SK_CODEC_AHEAD_MAX_US) {
+        /* The stale-update guard keeps the newest meta.modified: a record
+         * dated ahead would win over every later change of the entity, in
+         * every target, until its date; and a source's delta watermark would
+         * ask for changes after it. */
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(obj, "meta"), "modified");
+        sk_error_set(err, SK_ERR_PERMANENT,
+                     "%s: meta.modified %.40s lies more than a day ahead of this host's clock",
+                     e->name, cJSON_IsString(text) ? text->valuestring : "?");
+        goto out;
+    }
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
@@ -549,7 +564,7 @@ int sk_codec_pack_json(const struct sk_entity *e, const cJSON *obj, uint8_t **ou
     *out_len = protobuf_c_message_pack(m, buf);
     *out = buf;
     if (modified_us)
-        *modified_us = modified_of(m);
+        *modified_us = modified;
     rc = 0;
 out:
     arena_free(&arena);

@@ -90,6 +90,10 @@ ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj
  */
 int sk_codec_pack_json(const struct sk_entity *e, const cJSON *obj, uint8_t **out, size_t *out_len,
                        char id_out[37], int64_t *modified_us, struct sk_error *err);
+/* How far ahead of the host's clock a meta.modified may lie (a server's clock
+ * may run fast): beyond it the record is refused (PERMANENT), as it would win
+ * over every later change of its entity until that date. */
+#define SK_CODEC_AHEAD_MAX_US (24LL * 3600 * 1000000)
 /* The same from JSON text. */
 ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
                                           char id_out[37], struct sk_error *err);

@@ -431,13 +431,15 @@ Test(kafka_e2e, aborted_transaction_is_invisible_to_the_sink, .timeout = 180)
 static void append_updates(const struct setup *s, int n)
 {
     char *cmd = skt_fmt("python3 - <<'EOF'\n"
-                        "import json\n"
+                        "import datetime,json\n"
                         "p='%s/persons.jsonl'\n"
+                        "now=datetime.datetime.now(datetime.timezone.utc)"
+                        ".strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ')\n"
                         "lines=[l for l in open(p,encoding='utf-8') if l.strip()][:%d]\n"
                         "with open(p,'a',encoding='utf-8') as f:\n"
                         "  for l in lines:\n"
                         "    d=json.loads(l); d['givenName']=d['givenName']+' Ändrad'\n"
-                        "    d['meta']['modified']='2027-01-15T09:00:00+01:00'\n"
+                        "    d['meta']['modified']=now\n"
                         "    f.write(json.dumps(d,ensure_ascii=False)+'\\n')\n"
                         "EOF",
                         s->data, n);

@@ -378,8 +378,9 @@ static const char augment_py[] =
  * and a phone becomes protected (Sekretessmarkering) in it.
  */
 static const char update_py[] =
-    "import json,sys\n"
+    "import datetime,json,sys\n"
     "p=sys.argv[1]+'/persons.jsonl'\n"
+    "now=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')\n"
     "ps=[json.loads(l) for l in open(p,encoding='utf-8') if l.strip()]\n"
     "prot=('Skyddad folkbokföring','Sekretessmarkering')\n"
     "def staff(x): return any(e.get('type')=='Skola personal' for e in x.get('emails',[]))\n"
@@ -388,7 +389,7 @@ static const char update_py[] =
     "s['securityMarking']='Sekretessmarkering'\n"
     "with open(p,'a',encoding='utf-8') as f:\n"
     "  for x in ps:\n"
-    "    x['meta']['modified']='2027-01-15T09:00:00+01:00'\n"
+    "    x['meta']['modified']=now\n"
     "    f.write(json.dumps(x,ensure_ascii=False)+'\\n')\n"
     "print(s['id'])\n";
 

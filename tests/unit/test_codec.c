@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model.h"
+#include "util.h"
 #include "ss12000.pb-c.h"
 
 #define FIXTURES SK_SOURCE_DIR "/tests/fixtures/codec/"
@@ -971,4 +973,39 @@ Test(codec, array_spans_find_each_element_of_a_page_without_parsing_it)
     cr_assert_eq(spans[1][0], 16);
     cr_assert_eq(spans[1][1], 18);
     free(spans);
+}
+
+/*
+ * A meta.modified more than a day ahead of the clock is refused: the stale
+ * guard keeps the newest one, so one record dated 9999-12-31 froze its
+ * entity in every target (later changes counted as stale, applied silently)
+ * and a source's delta watermark asked for changes after it.
+ */
+Test(codec, a_modified_far_ahead_of_the_clock_is_refused)
+{
+    const struct sk_entity *e = sk_entity_by_name("Organisation");
+    char id[37];
+    uint8_t *out = NULL;
+    size_t len;
+    int64_t mod;
+    struct sk_error err = {0};
+    const char *ahead = "{\"id\":\"00000000-0000-4000-8000-000000000001\",\"displayName\":\"S\","
+                        "\"organisationType\":\"Skolenhet\",\"meta\":{\"modified\":"
+                        "\"9999-12-31T23:59:59Z\"}}";
+    cr_assert_eq(sk_codec_encode(e, ahead, strlen(ahead), &out, &len, id, &mod, &err), -1);
+    cr_assert_eq(err.cls, SK_ERR_PERMANENT);
+    cr_assert(strstr(err.msg, "9999-12-31T23:59:59Z") && strstr(err.msg, "ahead"), "%s", err.msg);
+    /* an hour ahead (a server's clock running fast) is taken */
+    time_t soon = time(NULL) + 3600;
+    char when[32];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&soon));
+    char *near = sk_asprintf("{\"id\":\"00000000-0000-4000-8000-000000000001\",\"displayName\":"
+                             "\"S\",\"organisationType\":\"Skolenhet\",\"meta\":{\"modified\":"
+                             "\"%s\"}}",
+                             when);
+    sk_error_clear(&err);
+    cr_assert_eq(sk_codec_encode(e, near, strlen(near), &out, &len, id, &mod, &err), 0, "%s",
+                 err.msg);
+    free(out);
+    free(near);
 }
