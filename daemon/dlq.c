@@ -226,11 +226,164 @@ cJSON *sk_dlq_list(struct sk_kafka *k, const struct sk_dlq_filter *f, struct sk_
     return li.arr;
 }
 
+/* ---- letters a later record supersedes --------------------------------------------- */
+
+/*
+ * A sink's letter replayed as it was becomes its key's latest record in a
+ * compacted topic, and every sink applies it again. If the topic holds a
+ * later record for that key (a tombstone, a newer version), that record is
+ * the key's current state: replaying the letter would bring a deleted entity
+ * back, or an old version over a newer one. So before a replay, each
+ * partition the letters came from is read once, from the earliest of their
+ * offsets to its end, for later records of their keys.
+ */
+struct origin {
+    int64_t letter; /* the letter's offset in the dead-letter topic */
+    char *topic;
+    int32_t partition;
+    int64_t offset; /* the record's own offset in topic/partition */
+    char *key;
+    size_t key_len;
+    int64_t later;      /* the offset of the key's last later record, or -1 */
+    bool later_deletes; /* that record is a tombstone */
+};
+
+struct origins {
+    const struct sk_dlq_filter *f;
+    struct origin *v;
+    size_t n, cap;
+    size_t letters; /* letters matching the filter */
+    int64_t last;   /* the offset of the last of them */
+};
+
+/* A sink's letter replayed as it was: a record with its topic, partition and offset. */
+static bool as_it_was(const struct letter *l, const struct sk_dlq_filter *f)
+{
+    return l->topic[0] && !f->value && !l->truncated_from && l->partition >= 0 &&
+           l->orig_offset >= 0 && l->msg->key;
+}
+
+static int collect_one(void *ctx, const struct letter *l)
+{
+    struct origins *o = ctx;
+    o->letters++;
+    o->last = l->offset;
+    if (!as_it_was(l, o->f))
+        return 0;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 16;
+        o->v = sk_realloc(o->v, o->cap * sizeof(*o->v));
+    }
+    o->v[o->n++] = (struct origin){.letter = l->offset,
+                                   .topic = sk_strdup(l->topic),
+                                   .partition = l->partition,
+                                   .offset = l->orig_offset,
+                                   .key = sk_strndup(l->msg->key, l->msg->key_len),
+                                   .key_len = l->msg->key_len,
+                                   .later = -1};
+    return 0;
+}
+
+static int by_key(const void *a, size_t a_len, const void *b, size_t b_len)
+{
+    int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    return c ? c : (a_len > b_len) - (a_len < b_len);
+}
+
+/* Orders by partition, then key: a partition's letters are one run, its keys sorted. */
+static int by_partition_key(const void *pa, const void *pb)
+{
+    const struct origin *a = pa, *b = pb;
+    int c = strcmp(a->topic, b->topic);
+    if (c)
+        return c;
+    if (a->partition != b->partition)
+        return a->partition < b->partition ? -1 : 1;
+    return by_key(a->key, a->key_len, b->key, b->key_len);
+}
+
+static bool same_partition(const struct origin *a, const struct origin *b)
+{
+    return a->partition == b->partition && strcmp(a->topic, b->topic) == 0;
+}
+
+static int by_letter(const void *pa, const void *pb)
+{
+    const struct origin *a = pa, *b = pb;
+    return (a->letter > b->letter) - (a->letter < b->letter);
+}
+
+struct partition_run {
+    struct origin *v; /* one partition's origins, sorted by key */
+    size_t n;
+};
+
+/* Marks the letters of m's key whose record m comes after. */
+static int later_one(void *ctx, const rd_kafka_message_t *m)
+{
+    struct partition_run *run = ctx;
+    if (!m->key)
+        return 0;
+    size_t lo = 0, hi = run->n; /* the first origin of m's key */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (by_key(run->v[mid].key, run->v[mid].key_len, m->key, m->key_len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo;
+         i < run->n && by_key(run->v[i].key, run->v[i].key_len, m->key, m->key_len) == 0; i++) {
+        if (m->offset > run->v[i].offset) {
+            run->v[i].later = m->offset;
+            run->v[i].later_deletes = !m->payload;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Reads each partition of o once, within 120 s for all of them; sorts o by
+ * letter afterwards. 0, or -1 with err (then nothing may be replayed: a
+ * letter not checked could undo a deletion).
+ */
+static int find_later(struct sk_kafka *k, struct origins *o, struct sk_error *err)
+{
+    qsort(o->v, o->n, sizeof(*o->v), by_partition_key);
+    int64_t deadline = sk_mono_ms() + 120000;
+    for (size_t i = 0, j; i < o->n; i = j) {
+        int64_t from = o->v[i].offset;
+        for (j = i + 1; j < o->n && same_partition(&o->v[j], &o->v[i]); j++)
+            if (o->v[j].offset < from)
+                from = o->v[j].offset;
+        int64_t left = deadline - sk_mono_ms();
+        if (left <= 0)
+            return sk_error_set(err, SK_ERR_RETRIABLE,
+                                "checking the dead letters' topics for later records timed out");
+        struct partition_run run = {.v = o->v + i, .n = j - i};
+        if (sk_kafka_read_to_end(k, "skolsync-dlq-replay", o->v[i].topic, o->v[i].partition,
+                                 from + 1, left, later_one, &run, err))
+            return -1;
+    }
+    qsort(o->v, o->n, sizeof(*o->v), by_letter);
+    return 0;
+}
+
+static void origins_free(struct origins *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        free(o->v[i].topic);
+        free(o->v[i].key);
+    }
+    free(o->v);
+}
+
 struct replay {
     struct sk_kafka *k;
     const struct sk_dlq_filter *f;
+    const struct origins *origins;
     rd_kafka_t *producer;
-    size_t pending, failed, replayed, skipped;
+    size_t pending, failed, replayed, skipped, superseded;
     cJSON *report;
 };
 
@@ -253,9 +406,42 @@ static void skip(struct replay *r, const struct letter *l, const char *why)
     }
 }
 
+/* The later record of a letter replayed as it was, or NULL. */
+static const struct origin *superseded_by(const struct replay *r, const struct letter *l)
+{
+    if (!r->origins->n || !as_it_was(l, r->f))
+        return NULL;
+    struct origin want = {.letter = l->offset};
+    const struct origin *o =
+        bsearch(&want, r->origins->v, r->origins->n, sizeof(want), by_letter);
+    return o && o->later >= 0 ? o : NULL;
+}
+
+static void supersede(struct replay *r, const struct letter *l, const struct origin *o)
+{
+    r->superseded++;
+    if (!r->report)
+        return;
+    char why[256];
+    snprintf(why, sizeof(why),
+             "%s at offset %lld of partition %d holds its key's current state: "
+             "not replayed over it",
+             o->later_deletes ? "a later tombstone" : "a later record", (long long)o->later,
+             (int)o->partition);
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "offset", (double)l->offset);
+    cJSON_AddStringToObject(x, "superseded", why);
+    cJSON_AddItemToArray(r->report, x);
+}
+
 static int replay_one(void *ctx, const struct letter *l)
 {
     struct replay *r = ctx;
+    const struct origin *later = superseded_by(r, l);
+    if (later) {
+        supersede(r, l, later);
+        return 0;
+    }
     const void *key = l->msg->key, *value = l->msg->payload;
     size_t key_len = l->msg->key_len, value_len = l->msg->len;
     char *topic = NULL;
@@ -321,22 +507,40 @@ static int replay_one(void *ctx, const struct letter *l)
 }
 
 long sk_dlq_replay(struct sk_kafka *k, const struct sk_dlq_filter *f, size_t *skipped,
-                   cJSON *report, struct sk_error *err)
+                   size_t *superseded, cJSON *report, struct sk_error *err)
 {
     if (f->value && (f->from_offset < 0 || f->from_offset != f->to_offset))
         return sk_error_set(err, SK_ERR_PERMANENT,
                             "a corrected value replaces one dead letter: select it by its offset");
-    struct replay r = {.k = k, .f = f, .report = report};
-    r.producer = sk_kafka_producer_new(k, "skolsync-dlq-replay", replay_dr, &r, err);
-    if (!r.producer)
+    /* First the letters and the later records of their keys, then the
+     * replay of those same letters: the ones written since are not checked,
+     * so they wait for the next replay. */
+    struct origins o = {.f = f, .last = -1};
+    if (each_letter(k, f, collect_one, &o, err) || find_later(k, &o, err)) {
+        origins_free(&o);
         return -1;
-    int rc = each_letter(k, f, replay_one, &r, err);
-    int64_t deadline = sk_mono_ms() + 60000;
-    while (r.pending > 0 && sk_mono_ms() < deadline)
-        rd_kafka_poll(r.producer, 100);
-    rd_kafka_destroy(r.producer);
+    }
+    struct sk_dlq_filter checked = *f;
+    checked.to_offset = o.last;
+    struct replay r = {.k = k, .f = &checked, .origins = &o, .report = report};
+    int rc = 0;
+    if (o.letters) {
+        r.producer = sk_kafka_producer_new(k, "skolsync-dlq-replay", replay_dr, &r, err);
+        if (!r.producer) {
+            origins_free(&o);
+            return -1;
+        }
+        rc = each_letter(k, &checked, replay_one, &r, err);
+        int64_t deadline = sk_mono_ms() + 60000;
+        while (r.pending > 0 && sk_mono_ms() < deadline)
+            rd_kafka_poll(r.producer, 100);
+        rd_kafka_destroy(r.producer);
+    }
+    origins_free(&o);
     if (skipped)
         *skipped = r.skipped;
+    if (superseded)
+        *superseded = r.superseded;
     if (rc)
         return -1;
     if (r.pending || r.failed)
@@ -486,6 +690,8 @@ static void usage(FILE *out)
             "personal fields of a source's input masked (--show-data shows them). replay\n"
             "re-injects them into their original topics (a sink's dead letter: the record\n"
             "as it was; a source's: its input encoded again, so fix the input first).\n"
+            "A sink's dead letter whose topic holds a later record for its key (a deletion,\n"
+            "a newer version) is superseded, not replayed: that record is the current state.\n"
             "--value-file replays the one dead letter at OFFSET with the corrected record\n"
             "(the entity's JSON) read from FILE instead, e.g. a line of a file already read.\n"
             "The running daemon answers when it is up (POST /api/v1/dlq and\n"
@@ -597,9 +803,9 @@ static int dlq_command(const char *config, bool replay, const struct sk_dlq_filt
         return SK_EXIT_RUNTIME;
     }
     if (replay) {
-        size_t skipped = 0;
+        size_t skipped = 0, superseded = 0;
         cJSON *report = cJSON_CreateArray();
-        long n = sk_dlq_replay(k, f, &skipped, report, &err);
+        long n = sk_dlq_replay(k, f, &skipped, &superseded, report, &err);
         if (n < 0) {
             fprintf(stderr, "skolsync: %s\n", err.msg);
             rc = SK_EXIT_RUNTIME;
@@ -609,7 +815,8 @@ static int dlq_command(const char *config, bool replay, const struct sk_dlq_filt
                 fprintf(stderr, "%s\n", t);
                 free(t);
             }
-            printf("replayed %ld dead letter(s), skipped %zu\n", n, skipped);
+            printf("replayed %ld dead letter(s), skipped %zu, superseded %zu\n", n, skipped,
+                   superseded);
             rc = replay_exit(skipped);
         }
         cJSON_Delete(report);

@@ -9,10 +9,13 @@
  * produces it to that entity's topic. Input that cannot be fixed where it
  * came from (a line of a file already read) is replayed with a corrected
  * value given by the operator (filter.value: the entity's JSON, encoded like
- * any input). Sinks are idempotent, so a replay twice does no harm.
+ * any input). Sinks are idempotent, so a replay twice does no harm. A sink's
+ * letter whose topic holds a later record for its key is not replayed: that
+ * record is the key's current state (a deletion the letter would undo).
  *
  * Owns: the dead-letter format (its headers) and the writing of dead letters.
- * Must never: replay a letter whose value was truncated (it is not the record).
+ * Must never: replay a letter whose value was truncated (it is not the record),
+ * nor a sink's letter over a later record of its key.
  */
 #ifndef SK_DLQ_H
 #define SK_DLQ_H
@@ -101,9 +104,16 @@ cJSON *sk_dlq_list(struct sk_kafka *k, const struct sk_dlq_filter *f, struct sk_
  * Re-injects the matching dead letters into their original topics. Returns
  * the number re-injected (>= 0) or -1 with err; *skipped counts letters that
  * could not be replayed (source input that still does not decode).
+ * *superseded counts a sink's letters not replayed because their topic holds
+ * a later record for their key (a tombstone, a newer version): that record
+ * is the key's current state, and the letter put back after it would undo
+ * it in every sink. Each partition the letters came from is read once for
+ * that, before anything is replayed; -1 with err if that read fails. A
+ * corrected value (f->value) is the operator's record and is not checked.
+ * report (or NULL) gets an object per letter skipped or superseded, with why.
  */
 long sk_dlq_replay(struct sk_kafka *k, const struct sk_dlq_filter *f, size_t *skipped,
-                   cJSON *report, struct sk_error *err);
+                   size_t *superseded, cJSON *report, struct sk_error *err);
 
 /* `skolsync dlq list|replay ...` (main.c) */
 int sk_cmd_dlq(int argc, char **argv);

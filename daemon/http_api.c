@@ -457,12 +457,12 @@ static void api_dlq(struct sk_daemon *d, const struct sk_http_request *req,
     cJSON *body; /* holds f's strings */
     dlq_filter(req, &f, &body);
     struct sk_error err = {0};
-    size_t skipped = 0;
+    size_t skipped = 0, superseded = 0;
     cJSON *report = replay ? cJSON_CreateArray() : NULL;
     long n = 0;
     cJSON *arr = NULL;
     if (replay)
-        n = sk_dlq_replay(d->kafka, &f, &skipped, report, &err);
+        n = sk_dlq_replay(d->kafka, &f, &skipped, &superseded, report, &err);
     else
         n = (arr = sk_dlq_list(d->kafka, &f, &err)) ? 0 : -1;
     cJSON_Delete(body);
@@ -475,6 +475,7 @@ static void api_dlq(struct sk_daemon *d, const struct sk_http_request *req,
     if (replay) {
         cJSON_AddNumberToObject(o, "replayed", (double)n);
         cJSON_AddNumberToObject(o, "skipped", (double)skipped);
+        cJSON_AddNumberToObject(o, "superseded", (double)superseded);
         cJSON_AddItemToObject(o, "details", report);
     } else {
         cJSON_AddItemToObject(o, "dead_letters", arr);

@@ -1,7 +1,8 @@
 /*
  * test_dlq.c: a record the target refuses lands in the DLQ with its context,
  * `skolsync dlq list` shows it, and after the target is fixed `skolsync dlq
- * replay` puts it back on its topic, where the sink applies it. A source's
+ * replay` puts it back on its topic, where the sink applies it, unless the
+ * topic holds a later record for its key (a deletion it would undo). A source's
  * dead letter (jsonl-source, ss12000-source) names its entity type, so replay
  * can encode it again, and a letter replay cannot re-publish makes it fail.
  * A record Kafka can never take (larger than its message size) is
@@ -61,6 +62,32 @@ static void add_large(const char *path, const char *id, const char *field, int n
     cr_assert_eq(skt_sh(py, 20, &out), 0, "%s", out);
     free(out);
     free(py);
+}
+
+/* Produces one record to topic's partition as any producer could; header, when
+ * not NULL, is "name=value"; value NULL is a tombstone. */
+static void produce_raw(const char *topic, int32_t partition, const char *key, const void *value,
+                        size_t len, const char *header)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(p, "%s", errstr);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    if (header) {
+        const char *eq = strchr(header, '=');
+        rd_kafka_header_add(h, header, eq - header, eq + 1, -1);
+    }
+    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                   RD_KAFKA_V_KEY(key, strlen(key)),
+                                   RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(h),
+                                   RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
 }
 
 /* `skolsync dlq replay` with args (which letters; NULL: all) re-publishes one
@@ -132,6 +159,98 @@ Test(dlq, refused_record_is_listed_and_replayed_after_a_fix, .timeout = 240)
     free(n);
     char *drop = skt_fmt("DROP SCHEMA %s CASCADE", schema);
     free(pg_query(drop));
+}
+
+/*
+ * A refused record whose key was deleted after it (the tombstone a snapshot
+ * source publishes for an entity gone from its export) is superseded, not
+ * replayed: put back after the tombstone it would be the key's latest record,
+ * and every sink would create the deleted entity again. A letter with no
+ * later record for its key is replayed.
+ */
+Test(dlq, a_letter_whose_key_was_deleted_since_is_superseded_not_replayed, .timeout = 240)
+{
+    static const char gone[] = "0bad0000-0000-4000-8000-000000000002";
+    static const char kept[] = "0bad0000-0000-4000-8000-000000000003";
+    char *dir = skt_tmpdir("dlq-superseded");
+    char *data = skt_fmt("%s/data", dir);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir);
+    char *prefix = skt_unique_prefix();
+    char *suffix = strndup(prefix + 1, 8);
+    char *schema = skt_fmt("dlq_%s", suffix);
+    skt_generate(data, 32, 10);
+    /* two organisations whose display names the index refuses (54000) */
+    char *orgs = skt_fmt("%s/organisations.jsonl", data);
+    add_large(orgs, gone, "displayName", 12000, "abcdefghijklmnopqrstuvwxyzåäö", -1);
+    add_large(orgs, kept, "displayName", 12000, "abcdefghijklmnopqrstuvwxyzåäö", -1);
+    char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n"
+                         "admin:\n  listen: 127.0.0.1:0\n"
+                         "sources:\n  files-%s:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  pg-%s:\n    type: postgres-sink\n    conninfo: \"%s\"\n"
+                         "    schema: %s\n",
+                         skt_brokers(), prefix, suffix, data, suffix, getenv("SK_TEST_PG"), schema);
+    skt_write(cfg, text);
+    char *run = skt_fmt("%s run --once -c %s", skt_skolsync(), cfg);
+    char *out = NULL;
+    int rc = skt_sh(run, 200, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "2 dead-lettered"), "the refused records were not dead-lettered:\n%s",
+              out);
+    free(out);
+
+    /* the entity is deleted after its letter, on the partition its record was read from */
+    char *list = skt_fmt("%s dlq list -c %s", skt_skolsync(), cfg);
+    rc = skt_sh(list, 60, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    char *key = skt_fmt("\"key\":\"%s\"", gone);
+    const char *at = strstr(out, key);
+    cr_assert_not_null(at, "no dead letter of %s:\n%s", gone, out);
+    const char *line = at;
+    while (line > out && line[-1] != '\n')
+        line--;
+    const char *part = strstr(line, "\"partition\":");
+    cr_assert(part && part < at, "the letter names no partition:\n%s", out);
+    int32_t partition = atoi(part + strlen("\"partition\":"));
+    free(out);
+    char *topic = skt_fmt("%sorganisations", prefix);
+    produce_raw(topic, partition, gone, NULL, 0, NULL);
+
+    /* the operator fixes the target and replays both letters */
+    char *fix = skt_fmt("DROP INDEX %s.organisations_display_name_idx", schema);
+    free(pg_query(fix));
+    char *replay = skt_fmt("%s dlq replay -c %s", skt_skolsync(), cfg);
+    rc = skt_sh(replay, 60, &out);
+    cr_assert_eq(rc, 0, "a superseded letter is no failure:\n%s", out);
+    cr_assert(strstr(out, "replayed 1 dead letter(s), skipped 0, superseded 1"), "%s", out);
+    cr_assert(strstr(out, "a later tombstone"), "no reason given:\n%s", out);
+    free(out);
+    rc = skt_sh(run, 200, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    char *q = skt_fmt("SELECT count(*) FILTER (WHERE id = '%s') || ',' || "
+                      "count(*) FILTER (WHERE id = '%s') FROM %s.organisations",
+                      gone, kept, schema);
+    char *n = pg_query(q);
+    cr_assert_str_eq(n, "0,1", "want the deleted organisation gone and the other replayed");
+    free(n);
+    char *drop = skt_fmt("DROP SCHEMA %s CASCADE", schema);
+    free(pg_query(drop));
+    free(drop);
+    free(q);
+    free(replay);
+    free(fix);
+    free(topic);
+    free(key);
+    free(list);
+    free(run);
+    free(text);
+    free(orgs);
+    free(schema);
+    free(suffix);
+    free(prefix);
+    free(cfg);
+    free(data);
+    free(dir);
 }
 
 /* The SS 12000 test server on a free port, with extra arguments; returns the port. */
@@ -457,26 +576,8 @@ static void foreign_record_is_dead_lettered(const char *tag, const char *key, co
     cr_assert_eq(skt_sh(run, 120, &out), 0, "%s", out);
     free(out);
 
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    cr_assert_eq(
-        rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr)),
-        RD_KAFKA_CONF_OK);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(p, "%s", errstr);
     char *topic = skt_fmt("%spersons", s.prefix);
-    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
-    if (header) {
-        const char *eq = strchr(header, '=');
-        rd_kafka_header_add(h, header, eq - header, eq + 1, -1);
-    }
-    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
-                                   RD_KAFKA_V_KEY(key, strlen(key)),
-                                   RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(h),
-                                   RD_KAFKA_V_END),
-                 RD_KAFKA_RESP_ERR_NO_ERROR);
-    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    rd_kafka_destroy(p);
+    produce_raw(topic, 0, key, value, len, header);
     /* a new person after it, so the sink has a record to apply behind it */
     skt_append_persons(data, 9000, 1);
     cr_assert_eq(skt_sh(run, 120, &out), 0, "%s", out);
