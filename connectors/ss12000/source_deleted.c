@@ -190,7 +190,7 @@ int ss_deleted_step(struct ss_source *src, struct cstate *st, struct sk_batch *o
         rc = deleted_failed(src, st, r.status, err);
         goto out;
     }
-    ss_part_ok(src, -1);
+    ss_part_ok(src, -1, next == NULL);
     free(st->page_token);
     st->page_token = next ? sk_strdup(next) : NULL;
     if (!next)

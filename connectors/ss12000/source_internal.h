@@ -99,6 +99,7 @@ struct cstate {
 struct ss_failing {
     int fails;           /* failed answers in a row (error status, a page that is not one) */
     int64_t retry_at_us; /* failing on its own: left out of runs until then (its backoff) */
+    bool endless;        /* the paging guard failed it: only a chain that ends clears it */
 };
 
 struct ss_type {
@@ -148,15 +149,24 @@ struct pend_batch {
  * empty pages came in a row; it lives beside the cursor, not in it. A poll
  * repeated from an older cursor (the last one failed, or its batch was not
  * stored) starts it afresh (ss_paging_guard_forget): the tokens it reads
- * again are the ones it read before, not a loop.
+ * again are the ones it read before, not a loop. A hit fails the chain's
+ * type (or deletedEntities) like any error of its own (ss_part_failed):
+ * the first in a row fails the poll, the next the type alone.
+ *
+ * Empty pages with a token are allowed by the spec: a server that filters
+ * after paging (per-client permission scopes) sends one for every page
+ * whose records the client may not see, so a run of them is normal. 100 in
+ * a row (100 * page_size records none of which the client may see) is
+ * taken for a server that never lets the chain end.
  */
-#define EMPTY_PAGES_MAX 3 /* empty pages with a token, in a row (one is a known quirk) */
+#define EMPTY_PAGES_MAX 100 /* empty pages with a token, in a row */
 
 struct paging_guard {
     char chain[64]; /* which chain: type, step, run, and where it started */
     uint64_t *tokens;
     size_t n, cap;
     int empty_in_a_row;
+    bool hit; /* the last page failed the guard (ss_part_failed takes it) */
 };
 
 struct ss_source {
@@ -247,7 +257,7 @@ void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX]);
  */
 cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, const char **next,
                      struct sk_error *err);
-/* One page of a chain: -1 with err (FATAL) when paging would never end. */
+/* One page of a chain: -1 with err (RETRIABLE, g->hit set) when paging would never end. */
 void ss_paging_guard_forget(struct paging_guard *g);
 int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
                          const char *next, const char *url, struct sk_error *err);
@@ -282,8 +292,8 @@ int ss_chain_get(struct ss_source *src, struct cstate *st, const char *url, cons
 /*
  * The page in r: its document (caller frees), data and next token, having
  * passed the paging guard of chain (page_no 0: its first page). list: data
- * must be a list of entities. NULL with err (RETRIABLE, or FATAL when paging
- * would never end).
+ * must be a list of entities. NULL with err (RETRIABLE; src->guard.hit set
+ * when paging would never end).
  */
 cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, const char *chain,
                      int page_no, bool list, const cJSON **data, const char **next,
@@ -293,10 +303,11 @@ cJSON *ss_chain_page(struct ss_source *src, struct ss_resp *r, const char *url, 
  * A part of the run failed with err (RETRIABLE): type i, or deletedEntities
  * (i < 0). -1: the poll fails (the first failure in a row); 0: the part
  * fails on its own for its backoff, err is cleared, and the caller moves
- * the run on without it. ss_part_ok: it answered a page.
+ * the run on without it. ss_part_ok: it answered a page (chain_end: the
+ * last of its chain; a part whose paging never ended is cleared only so).
  */
 int ss_part_failed(struct ss_source *src, int i, long status, struct sk_error *err);
-void ss_part_ok(struct ss_source *src, int i);
+void ss_part_ok(struct ss_source *src, int i, bool chain_end);
 
 /* Tells the core (once per change) whether type i is skipped: not served. */
 void ss_set_skipped(struct ss_source *src, int i, bool skipped);

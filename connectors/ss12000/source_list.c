@@ -409,7 +409,7 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
         rc = err->cls == SK_ERR_RETRIABLE ? type_failed(src, st, i, r.status, err) : -1;
         goto out;
     }
-    ss_part_ok(src, i);
+    ss_part_ok(src, i, next == NULL);
     ss_set_skipped(src, i, false);
     int64_t now = sk_now_us();
     /* A full listing is a snapshot (connector.h) only if every entity it

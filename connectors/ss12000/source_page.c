@@ -34,13 +34,15 @@ void ss_paging_guard_forget(struct paging_guard *g)
     g->chain[0] = '\0';
     g->n = 0;
     g->empty_in_a_row = 0;
+    g->hit = false;
 }
 
 /*
  * Called with each page of a chain (chain: its identity; items on the page;
- * next: the token it gave, or NULL). -1 with err (FATAL: the server will not
- * let the chain end; retrying the same requests cannot help) on a token seen
- * before in the chain, or too many empty pages with a token in a row.
+ * next: the token it gave, or NULL). -1 with err on a token seen before in
+ * the chain, or too many empty pages with a token in a row, and g->hit set.
+ * RETRIABLE, not FATAL: the chain's own type (or deletedEntities) fails on
+ * its own (ss_part_failed), the other types are stored.
  */
 int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no, size_t items,
                          const char *next, const char *url, struct sk_error *err)
@@ -53,23 +55,29 @@ int ss_paging_guard_page(struct paging_guard *g, const char *chain, int page_no,
     if (!next)
         return 0;
     uint64_t d = digest(next);
-    for (size_t k = 0; k < g->n; k++)
-        if (g->tokens[k] == d)
-            return sk_error_set(err, SK_ERR_FATAL,
-                                "GET %s: the server sent a pageToken it had sent before in this "
-                                "query (after %zu pages): paging would never end",
-                                url, g->n);
+    bool seen = false;
+    for (size_t k = 0; k < g->n && !seen; k++)
+        seen = g->tokens[k] == d;
+    if (seen) {
+        g->hit = true;
+        return sk_error_set(err, SK_ERR_RETRIABLE,
+                            "GET %s: the server sent a pageToken it had sent before in this "
+                            "query (after %zu pages): paging would never end",
+                            url, g->n);
+    }
     if (g->n == g->cap) {
         g->cap = g->cap ? g->cap * 2 : 64;
         g->tokens = sk_realloc(g->tokens, g->cap * sizeof(*g->tokens));
     }
     g->tokens[g->n++] = d;
     g->empty_in_a_row = items ? 0 : g->empty_in_a_row + 1;
-    if (g->empty_in_a_row > EMPTY_PAGES_MAX)
-        return sk_error_set(err, SK_ERR_FATAL,
+    if (g->empty_in_a_row > EMPTY_PAGES_MAX) {
+        g->hit = true;
+        return sk_error_set(err, SK_ERR_RETRIABLE,
                             "GET %s: %d empty pages in a row, each with a new pageToken: "
                             "paging would never end",
                             url, g->empty_in_a_row);
+    }
     return 0;
 }
 

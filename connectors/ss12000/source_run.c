@@ -136,6 +136,11 @@ int ss_part_failed(struct ss_source *src, int i, long status, struct sk_error *e
 {
     struct ss_failing *f = i >= 0 ? &src->types[i].failing : &src->del_failing;
     const struct sk_entity *e = i >= 0 ? src->types[i].e : NULL;
+    /* A page of a chain that never ends is no sign that the part works
+     * again: without this, the pages read after the failed poll cleared it,
+     * the next hit failed the poll again, and so on for ever. */
+    f->endless |= src->guard.hit;
+    src->guard.hit = false;
     if (++f->fails == 1)
         return -1;
     int shift = f->fails - 2 < 20 ? f->fails - 2 : 20;
@@ -161,16 +166,19 @@ int ss_part_failed(struct ss_source *src, int i, long status, struct sk_error *e
     return 0;
 }
 
-void ss_part_ok(struct ss_source *src, int i)
+void ss_part_ok(struct ss_source *src, int i, bool chain_end)
 {
     struct ss_failing *f = i >= 0 ? &src->types[i].failing : &src->del_failing;
     const struct sk_entity *e = i >= 0 ? src->types[i].e : NULL;
+    if (f->endless && !chain_end)
+        return;
     if (f->retry_at_us) {
         sk_info(src->component, "%s works again", e ? e->collection : "deletedEntities");
         sk_source_set_type_error(src->self, e, 0, NULL);
     }
     f->fails = 0;
     f->retry_at_us = 0;
+    f->endless = false;
 }
 
 void ss_set_skipped(struct ss_source *src, int i, bool skipped)
