@@ -174,6 +174,7 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
     struct cstate st;
     if (ss_cursor_load(cursor, &st, err))
         return -1;
+    bool renewal_only = src->hook && ss_hook_renewal_only(src->hook);
     if (src->hook)
         ss_hook_maintain(src->hook, src->http, src->base);
     if (!src->reported_json) /* this process's first poll: the list stored before */
@@ -187,6 +188,17 @@ static int ss_poll(struct sk_source *self, const struct sk_cursor *cursor, struc
     if (release) {
         ss_apply_release(src, &st, src->release, out);
         out->more = true; /* the run goes on at the next poll */
+    } else if (!st.run_active && renewal_only && cursor && cursor->len &&
+               sk_now_us() - src->last_regular_us < src->poll_interval_us) {
+        /* Woken to renew the subscription (done above), no run due: that is
+         * no reason to read every type (a renewal due every second started
+         * a full run every second). An empty batch, nothing stored. The
+         * driver then waits poll_interval again: the regular run comes at
+         * most that much later, or with a renewal once it is overdue. */
+        sk_debug(src->component, "webhook subscription maintained; no run due");
+        ss_cursor_free(&st);
+        out->more = false;
+        return 0;
     } else {
         if (!st.run_active) {
             ss_start_run(src, &st);

@@ -143,6 +143,11 @@ void ss_hook_maintain(struct ss_hook *hk, struct ss_http *http, const char *base
  * Returns true if there was anything.
  */
 bool ss_hook_take_dirty(struct ss_hook *hk, bool dirty[SK_ENTITY_COUNT], bool *deletes);
+/*
+ * Whether the source was woken for the subscription's renewal alone (no
+ * callback waiting); forgets the renewal's wake-up either way. Poll thread.
+ */
+bool ss_hook_renewal_only(struct ss_hook *hk);
 /* Removes the callback route (waiting for a running callback), stops the
  * thread, deletes the subscription (best effort; http NULL: not), frees. */
 void ss_hook_free(struct ss_hook *hk, struct ss_http *http, const char *base_url);

@@ -25,6 +25,14 @@
 #include "util.h"
 
 #define SUB_RETRY_MS 30000
+/* A subscription whose expires the server does not say (or says wrong) is
+ * taken to live this long: renewed at half of it with the default
+ * renew_before. */
+#define SUB_UNKNOWN_LIFE_US (3600LL * 1000000)
+/* An expires less than this ahead (or past) cannot be renewed before it
+ * passes (renewal_due wants a second): taken as unknown, not renewed at once
+ * and again at every wake-up after. */
+#define SUB_EXPIRES_MARGIN_US (2LL * 1000000)
 
 #define REFUSED_LOG_MS 60000
 
@@ -50,11 +58,14 @@ struct ss_hook {
     int64_t wake_at_ms;  /* debounce deadline (sk_mono_ms), 0 = none */
     int64_t woke_ms;     /* when the last callback's wake was given (sk_mono_ms) */
     int64_t renew_at_ms; /* subscription renewal due (sk_mono_ms), 0 = none */
+    bool renewal_woke;   /* the source was woken for the renewal (ss_hook_renewal_only) */
 
     /* Poll thread only. */
     char *sub_id;
     int64_t sub_expires_us; /* wall clock */
+    int64_t renew_due_us;   /* wall clock: when the renewal is due (schedule_renewal) */
     int64_t next_try_ms;    /* after a failed create/renew */
+    bool warned_expires;    /* an expires not ahead of now was warned about (once) */
 };
 
 static void respond(struct sk_http_response *resp, int status, const char *msg)
@@ -182,8 +193,10 @@ static void *debounce_thread(void *arg)
                 hk->wake_at_ms = 0;
                 hk->woke_ms = now;
             }
-            if (hk->renew_at_ms && now >= hk->renew_at_ms)
+            if (hk->renew_at_ms && now >= hk->renew_at_ms) {
                 hk->renew_at_ms = 0; /* the poll sets the next one */
+                hk->renewal_woke = true;
+            }
             pthread_mutex_unlock(&hk->mu);
             sk_source_wake(hk->self);
             pthread_mutex_lock(&hk->mu);
@@ -285,6 +298,17 @@ bool ss_hook_take_dirty(struct ss_hook *hk, bool dirty[SK_ENTITY_COUNT], bool *d
     return any;
 }
 
+bool ss_hook_renewal_only(struct ss_hook *hk)
+{
+    pthread_mutex_lock(&hk->mu);
+    bool only = hk->renewal_woke && !hk->deletes && !hk->wake_at_ms;
+    for (int i = 0; only && i < SK_ENTITY_COUNT; i++)
+        only = !hk->dirty[i];
+    hk->renewal_woke = false;
+    pthread_mutex_unlock(&hk->mu);
+    return only;
+}
+
 /* Reads id and expires of a Subscription answer into hk. */
 static int take_subscription(struct ss_hook *hk, const struct ss_resp *r)
 {
@@ -298,17 +322,37 @@ static int take_subscription(struct ss_hook *hk, const struct ss_resp *r)
             free(hk->sub_id);
             hk->sub_id = sk_strdup(id->valuestring);
         }
+        int64_t now_us = sk_now_us();
+        bool known = cJSON_IsString(exp) && !sk_time_parse_us(exp->valuestring, &exp_us);
+        if (known && exp_us <= now_us + SUB_EXPIRES_MARGIN_US) {
+            /* In the past (a server's clock or bug): renewing "before" it
+             * meant a renewal, and a wake-up of the source, every second. */
+            if (!hk->warned_expires)
+                sk_warn(hk->component,
+                        "webhook subscription %s: the server says it expires at %.40s, which is "
+                        "not ahead of now; taken as unknown (renewed as if it lived an hour)",
+                        hk->sub_id, exp->valuestring);
+            hk->warned_expires = true;
+            known = false;
+        }
         /* Without a readable expires, renew within the hour. */
-        if (!cJSON_IsString(exp) || sk_time_parse_us(exp->valuestring, &exp_us))
-            exp_us = sk_now_us() + 3600LL * 1000000;
-        hk->sub_expires_us = exp_us;
+        hk->sub_expires_us = known ? exp_us : now_us + SUB_UNKNOWN_LIFE_US;
         rc = 0;
     }
     cJSON_Delete(doc);
     return rc;
 }
 
-/* When the debounce thread should wake the source for the renewal. */
+/* Has the debounce thread wake the source in ms (for the subscription). */
+static void wake_in(struct ss_hook *hk, int64_t ms)
+{
+    pthread_mutex_lock(&hk->mu);
+    hk->renew_at_ms = sk_mono_ms() + ms;
+    pthread_cond_signal(&hk->cv);
+    pthread_mutex_unlock(&hk->mu);
+}
+
+/* When the renewal is due, and a wake-up of the source then. */
 static void schedule_renewal(struct ss_hook *hk)
 {
     int64_t now_us = sk_now_us();
@@ -319,19 +363,15 @@ static void schedule_renewal(struct ss_hook *hk)
         due_us = left_us / 2;
     if (due_us < 1000000)
         due_us = 1000000;
-    pthread_mutex_lock(&hk->mu);
-    hk->renew_at_ms = sk_mono_ms() + due_us / 1000;
-    pthread_cond_signal(&hk->cv);
-    pthread_mutex_unlock(&hk->mu);
+    /* Kept, not worked out again at the wake-up: half of the life left
+     * then is later again, and the renewal was never due. */
+    hk->renew_due_us = now_us + due_us;
+    wake_in(hk, due_us / 1000);
 }
 
 static bool renewal_due(const struct ss_hook *hk)
 {
-    int64_t left_us = hk->sub_expires_us - sk_now_us();
-    int64_t due_us = left_us - hk->conf->webhook.renew_before_ms * 1000;
-    if (due_us < left_us / 2)
-        due_us = left_us / 2;
-    return due_us <= 1000000;
+    return sk_now_us() + 1000000 >= hk->renew_due_us;
 }
 
 static int create_subscription(struct ss_hook *hk, struct ss_http *http, const char *base_url)
@@ -395,7 +435,7 @@ static int renew_subscription(struct ss_hook *hk, struct ss_http *http, const ch
         rc = -1;
     } else if (r.status == 204 || take_subscription(hk, &r)) {
         /* No body: the spec says the expiry moved; assume the old lifetime again. */
-        hk->sub_expires_us = sk_now_us() + 3600LL * 1000000;
+        hk->sub_expires_us = sk_now_us() + SUB_UNKNOWN_LIFE_US;
     }
     if (rc == 0)
         sk_debug(hk->component, "webhook subscription %s renewed", hk->sub_id);
@@ -418,6 +458,7 @@ void ss_hook_maintain(struct ss_hook *hk, struct ss_http *http, const char *base
         return;
     if (rc) {
         hk->next_try_ms = sk_mono_ms() + SUB_RETRY_MS;
+        wake_in(hk, SUB_RETRY_MS); /* not only at the next poll, poll_interval away */
         return;
     }
     hk->next_try_ms = 0;

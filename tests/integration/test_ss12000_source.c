@@ -1107,6 +1107,98 @@ Test(ss12000_source, deleted_entities_in_both_spellings_become_tombstones, .time
     cr_assert_str_eq(left, "0");
 }
 
+/*
+ * A source with webhooks, polled every 5 minutes, against a server started
+ * with server_args: after the first sync, the requests of the next wait_s
+ * seconds. *patches: subscription renewals; *lists: GET /organisations
+ * since the start (one per run: the first sync's is 1). The daemon's log
+ * stays in *log (caller frees).
+ */
+static void requests_after_first_sync(const char *name, const char *server_args, int wait_s,
+                                      int *patches, int *lists, char **log)
+{
+    char *dir = skt_tmpdir(name);
+    write_helpers(dir);
+    struct server s = server_start(dir, 0, server_args);
+    char *db = skt_fmt("%s/out.db", dir);
+    int admin = skt_free_port();
+    char *hook = skt_fmt("    entities: [Organisation, Person]\n"
+                         "    webhook:\n"
+                         "      public_url: http://127.0.0.1:%d/\n"
+                         "      secret: ${env:SKT_HOOK_SECRET}\n",
+                         admin);
+    char *src = source_yaml("sis", s.port, 200, "5m", hook);
+    struct daemon d = daemon_start(dir, src, db, admin);
+    char why[512] = "";
+    cr_assert(wait_match(dir, db, s.port, "organisations,persons", 60, why, sizeof(why)),
+              "first sync: %s (see %s)", why, d.log);
+    sleep((unsigned)wait_s);
+    char *url = skt_fmt("http://127.0.0.1:%d/_control/stats", s.port);
+    char *stats = get(url);
+    char *p = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"method\"] == \"PATCH\" "
+                               "and r[\"path\"].startswith(\"/v2.0/subscriptions/\"))");
+    char *o = json_expr(stats, "sum(1 for r in d[\"requests\"] if r[\"path\"] == "
+                               "\"/v2.0/organisations\")");
+    daemon_stop(&d);
+    server_stop(&s);
+    *patches = atoi(p);
+    *lists = atoi(o);
+    *log = strdup(d.log);
+    free(p);
+    free(o);
+    free(stats);
+    free(url);
+    free(src);
+    free(hook);
+    free(db);
+    free(dir);
+}
+
+/*
+ * A server answering a subscription's expires in the past (`--quirk
+ * past-expires`): the source renewed it (PATCH) and started a full run
+ * every second (measured 11 PATCHes, 23 runs in 12 s with poll_interval
+ * 5m). Such an expires is taken as unknown: renewed as if it lived an hour,
+ * with one warning.
+ */
+Test(ss12000_source, an_expires_in_the_past_is_not_renewed_every_second, .timeout = 120)
+{
+    int patches, lists;
+    char *log;
+    requests_after_first_sync("ss-past-expires", "--students 10 --quirk past-expires", 6, &patches,
+                              &lists, &log);
+    char *cmd = skt_fmt("grep -c 'which is not ahead of now' %s", log);
+    char *warned = NULL;
+    skt_sh(cmd, 10, &warned);
+    cr_assert_eq(patches, 0, "%d renewals in 6 s of a subscription that expired (see %s)", patches,
+                 log);
+    cr_assert_eq(lists, 1,
+                 "%d runs, the first sync's and 6 s after, with poll_interval 5m (see %s)",
+                 lists, log);
+    cr_assert(warned && atoi(warned) == 1, "warned %s times (see %s)", warned, log);
+    free(warned);
+    free(cmd);
+    free(log);
+}
+
+/*
+ * A renewal wakes the source to PATCH the subscription; the wake-up started
+ * a full run as well. Subscriptions of 4 s are renewed every 2 s, and the
+ * only run in 7 s (poll_interval 5m) is the first.
+ */
+Test(ss12000_source, a_subscription_renewal_starts_no_run, .timeout = 120)
+{
+    int patches, lists;
+    char *log;
+    requests_after_first_sync("ss-renew-norun", "--students 10 --subscription-ttl 4", 7, &patches,
+                              &lists, &log);
+    cr_assert(patches >= 2, "%d renewals in 7 s of subscriptions of 4 s (see %s)", patches, log);
+    cr_assert_eq(lists, 1,
+                 "%d runs, the first sync's and 7 s after, with poll_interval 5m (see %s)",
+                 lists, log);
+    free(log);
+}
+
 /* POST /api/v1/connectors/sis/ACTION with the token; asserts it held (200). */
 static void source_action(int admin, const char *action)
 {
