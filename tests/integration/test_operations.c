@@ -376,7 +376,8 @@ Test(operations, api_needs_the_token_and_pause_resume_work, .timeout = 180)
     /* paused: an appended line is not read */
     char *cmd = skt_fmt(
         "head -1 %s/persons.jsonl | sed 's/\"givenName\":\"[^\"]*\"/\"givenName\":"
-        "\"Östen\"/; s/\"modified\":\"[^\"]*\"/\"modified\":\"2027-02-01T10:00:00+01:00\"/' "
+        "\"Östen\"/; s/\"modified\":\"[^\"]*\"/\"modified\":\"'$(date -u "
+        "+%%Y-%%m-%%dT%%H:%%M:%%SZ)'\"/' "
         ">> %s/persons.jsonl",
         a, a);
     cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
