@@ -349,6 +349,8 @@ static int later_one(void *ctx, const rd_kafka_message_t *m)
  */
 static int find_later(struct sk_kafka *k, struct origins *o, struct sk_error *err)
 {
+    if (o->n == 0) /* no letter to put back as it was (qsort takes no NULL array) */
+        return 0;
     qsort(o->v, o->n, sizeof(*o->v), by_partition_key);
     int64_t deadline = sk_mono_ms() + 120000;
     for (size_t i = 0, j; i < o->n; i = j) {
