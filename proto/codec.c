@@ -481,10 +481,12 @@ static int64_t modified_of(const ProtobufCMessage *m)
 /*
  * The message of entity e from obj, in b's memory, its id checked and lower
  * case (in an arena build the id field points to id_out, so the borrowed
- * tree is never written). NULL with err set.
+ * tree is never written), its meta.modified in *modified (INT64_MIN if
+ * none) and not more than SK_CODEC_AHEAD_MAX_US ahead. NULL with err set.
  */
 static ProtobufCMessage *entity_from_json(struct build *b, const struct sk_entity *e,
-                                          const cJSON *obj, char id_out[37], struct sk_error *err)
+                                          const cJSON *obj, char id_out[37], int64_t *modified,
+                                          struct sk_error *err)
 {
     if (!cJSON_IsObject(obj)) {
         sk_error_set(err, SK_ERR_PERMANENT, "%s: JSON value is not an object", e->name);
@@ -516,6 +518,19 @@ static ProtobufCMessage *entity_from_json(struct build *b, const struct sk_entit
         *id = id_out;
     else
         memcpy(*id, id_out, 37); /* same length: lower-case in place */
+    *modified = modified_of(m);
+    if (*modified != INT64_MIN && *modified > sk_now_us() + SK_CODEC_AHEAD_MAX_US) {
+        /* The stale-update guard keeps the newest meta.modified: a record
+         * dated ahead would win over every later change of the entity, in
+         * every target, until its date; and a source's delta watermark would
+         * ask for changes after it. */
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(obj, "meta"), "modified");
+        sk_error_set(err, SK_ERR_PERMANENT,
+                     "%s: meta.modified %.40s lies more than a day ahead of this host's clock",
+                     e->name, cJSON_IsString(text) ? text->valuestring : "?");
+        goto fail;
+    }
     return m;
 fail:
     build_drop(b, m);
@@ -527,7 +542,8 @@ ProtobufCMessage *sk_codec_from_json(const struct sk_entity *e, const cJSON *obj
                                      struct sk_error *err)
 {
     struct build b = {0};
-    return entity_from_json(&b, e, obj, id_out, err);
+    int64_t modified;
+    return entity_from_json(&b, e, obj, id_out, &modified, err);
 }
 
 /* *out: malloc'ed packed bytes, caller frees with free(). */
@@ -539,22 +555,10 @@ int sk_codec_pack_json(const struct sk_entity *e, const cJSON *obj, uint8_t **ou
     struct arena arena = {.p = (char *)first, .left = sizeof(first)};
     struct build b = {.arena = &arena};
     int rc = -1;
-    ProtobufCMessage *m = entity_from_json(&b, e, obj, id_out, err);
+    int64_t modified;
+    ProtobufCMessage *m = entity_from_json(&b, e, obj, id_out, &modified, err);
     if (!m)
         goto out;
-    int64_t modified = modified_of(m);
-    if (modified != INT64_MIN && modified > sk_now_us() + SK_CODEC_AHEAD_MAX_US) {
-        /* The stale-update guard keeps the newest meta.modified: a record
-         * dated ahead would win over every later change of the entity, in
-         * every target, until its date; and a source's delta watermark would
-         * ask for changes after it. */
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(obj, "meta"), "modified");
-        sk_error_set(err, SK_ERR_PERMANENT,
-                     "%s: meta.modified %.40s lies more than a day ahead of this host's clock",
-                     e->name, cJSON_IsString(text) ? text->valuestring : "?");
-        goto out;
-    }
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
