@@ -150,6 +150,59 @@ static size_t skip_string(const char *s, size_t len, size_t i)
     return len;
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * Whether the string s[i..end) (end is skip_string's: after the closing
+ * quote) names key (ASCII) as cJSON reads it: decoded, so "d\u0061ta" is
+ * "data", and cut at a \u0000 (cJSON's strings end at a NUL). Compared raw,
+ * a page with "d\u0061ta" before "data" had the spans of the second array
+ * while cJSON took the first: its bad items were checked against another
+ * item's bytes.
+ */
+static bool key_is(const char *s, size_t i, size_t end, const char *key)
+{
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    if (end - i < 2 || s[end - 1] != '"')
+        return false; /* not closed */
+    size_t k = 0;
+    for (i++, end--; i < end; i++) {
+        unsigned c = (unsigned char)s[i];
+        if (c == '\\') {
+            char e = ++i < end ? s[i] : '\0';
+            if (e == 'u') {
+                if (end - i <= 4)
+                    return false;
+                c = 0;
+                for (size_t h = 1; h <= 4; h++) {
+                    int v = hex_digit(s[i + h]);
+                    if (v < 0)
+                        return false;
+                    c = c * 16 + (unsigned)v;
+                }
+                i += 4;
+            } else {
+                const char *at = e ? strchr(from, e) : NULL;
+                if (!at)
+                    return false;
+                c = (unsigned char)to[at - from];
+            }
+        }
+        if (c == 0)
+            return key[k] == '\0';
+        if (key[k] == '\0' || (unsigned char)key[k] != c)
+            return false; /* a code point over 0x7f never matches an ASCII key */
+        k++;
+    }
+    return key[k] == '\0';
+}
+
 /* The index after the value starting at s[i] (any JSON value), or len. */
 static size_t skip_value(const char *s, size_t len, size_t i)
 {
@@ -182,13 +235,13 @@ size_t sk_json_array_spans(const char *s, size_t len, const char *key, size_t (*
     *spans = NULL;
     /* cJSON skips a UTF-8 byte order mark (with more than 4 bytes), so the spans do too */
     size_t bom = len > 4 && memcmp(s, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
-    size_t i = skip_ws(s, len, bom), n = 0, cap = 0, klen = strlen(key);
+    size_t i = skip_ws(s, len, bom), n = 0, cap = 0;
     if (i >= len || s[i] != '{')
         return 0;
     i = skip_ws(s, len, i + 1);
     while (i < len && s[i] == '"') {
         size_t kend = skip_string(s, len, i);
-        bool match = kend - i == klen + 2 && memcmp(s + i + 1, key, klen) == 0;
+        bool match = key_is(s, i, kend, key);
         i = skip_ws(s, len, kend);
         if (i >= len || s[i] != ':')
             return n;

@@ -976,6 +976,35 @@ Test(codec, array_spans_find_each_element_of_a_page_without_parsing_it)
 }
 
 /*
+ * The spans are those of the array cJSON takes: the first key that reads
+ * "data" once decoded. Compared raw, "d\u0061ta" before "data" gave the
+ * second array's spans, and a bad item of the first was checked against the
+ * second's bytes (and stored).
+ */
+Test(codec, array_spans_follow_the_key_cjson_reads)
+{
+    const char *pages[] = {
+        "{\"d\\u0061ta\": [111, 2], \"data\": [3]}",
+        "{\"\\u0064\\u0041ta\": [0], \"\\u0064\\u0061\\u0074\\u0061\": [111, 2], \"data\": [3]}",
+        "{\"data\\u0000x\": [111, 2], \"data\": [3]}",
+        "{\"dat\\u00e1\": [5], \"data\\\\\": [6], \"dat\\\"\": [7], \"data\": [111, 2]}",
+    };
+    for (size_t p = 0; p < sizeof(pages) / sizeof(pages[0]); p++) {
+        const char *page = pages[p];
+        cJSON *doc = cJSON_Parse(page);
+        cr_assert_not_null(doc, "%s", page);
+        cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "data")), 2, "%s",
+                     page);
+        cJSON_Delete(doc);
+        size_t(*spans)[2] = NULL;
+        cr_assert_eq(sk_json_array_spans(page, strlen(page), "data", &spans), 2, "%s", page);
+        cr_assert_eq(strncmp(page + spans[0][0], "111", 3), 0, "%s", page);
+        cr_assert_eq(spans[0][1] - spans[0][0], 3, "%s", page);
+        free(spans);
+    }
+}
+
+/*
  * A meta.modified more than a day ahead of the clock is refused: the stale
  * guard keeps the newest one, so one record dated 9999-12-31 froze its
  * entity in every target (later changes counted as stale, applied silently)
