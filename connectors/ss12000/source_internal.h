@@ -43,6 +43,9 @@ enum step {
 /* Restarts of one chain in a run after a 400 (refused) or 410 (expired) on its page token. */
 #define TOKEN_400_RESTARTS_MAX 1
 #define TOKEN_410_RESTARTS_MAX 3
+/* longest pageToken followed: it goes into a URL (servers refuse 8-16 KiB) and
+ * into the cursor record (its size bounded by the broker's message.max.bytes) */
+#define PAGE_TOKEN_MAX 16384
 
 /* One type's part of the cursor, unpacked. */
 struct tstate {

@@ -205,6 +205,16 @@ cJSON *ss_parse_page(struct ss_resp *r, const char *url, const cJSON **data, con
                                            : "a list");
         return NULL;
     }
-    *next = cJSON_IsString(tok) && *tok->valuestring ? tok->valuestring : NULL;
+    size_t tok_len = cJSON_IsString(tok) ? strlen(tok->valuestring) : 0;
+    if (tok_len > PAGE_TOKEN_MAX) {
+        /* not cut (the server would not know it), not dropped (the records
+         * after this page would be lost): the page fails, its type alone */
+        sk_error_set(err, SK_ERR_RETRIABLE,
+                     "GET %s: the page's pageToken is %zu bytes, more than %d: it fits neither "
+                     "in the next page's URL nor in the source's cursor",
+                     url, tok_len, PAGE_TOKEN_MAX);
+        return NULL;
+    }
+    *next = tok_len ? tok->valuestring : NULL;
     return doc;
 }

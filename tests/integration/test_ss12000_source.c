@@ -1976,6 +1976,37 @@ Test(ss12000_source, a_page_token_that_is_not_a_string_fails_the_type, .timeout 
 }
 
 /*
+ * A pageToken of 20 000 bytes: followed, it made a URL servers refuse and a
+ * cursor record near the broker's message size limit. The type fails on its
+ * own with the reason; the others are stored.
+ */
+Test(ss12000_source, a_page_token_too_long_to_follow_fails_the_type, .timeout = 120)
+{
+    struct scene sc =
+        scene_server("ss-huge-token", "--students 30 --quirk huge-token", NULL, "1s", NULL);
+    free(sc.src);
+    sc.src = source_yaml("sis", sc.s.port, 20, "1s", "    entities: [Organisation, Person]\n");
+    cr_assert(server_count(sc.s.port, "organisations", "True") < 20);
+    cr_assert(server_count(sc.s.port, "persons", "True") > 20);
+    sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
+    char *persons = NULL;
+    for (int i = 0; i < 120 && !(persons && strstr(persons, "more than 16384")); i++) {
+        free(persons);
+        persons = api_field(sc.d.admin, "sis",
+                            "[f[\"error\"] for f in d[\"failing_types\"] if "
+                            "f[\"entity\"] == \"persons\"]");
+        usleep(250000);
+    }
+    char why[512] = "";
+    bool orgs = wait_match(sc.dir, sc.db, sc.s.port, "organisations", 30, why, sizeof(why));
+    cr_assert(persons && strstr(persons, "pageToken is 20") && strstr(persons, "more than 16384"),
+              "persons is not failing: %s (see %s)", persons, sc.d.log);
+    cr_assert(orgs, "organisations: %s", why);
+    scene_end(&sc);
+    free(persons);
+}
+
+/*
  * Regression (hostile input #8): a server that returns the same pageToken
  * for ever, or new tokens with empty pages for ever, kept the source
  * "running" with /ready green. That failed the whole source (FATAL), which
