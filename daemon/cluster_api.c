@@ -4,14 +4,18 @@
  *
  *   {"deployment", "node", "ownership": true|false, "sources_group",
  *    "sources": [{"name", "partition", "owner", "state"}],
- *    "nodes": [{"node", "sources": [...], "sinks": [{"sink", "group", "partitions"}]}],
+ *    "whole_sinks": [{"name", "partition", "owner", "state"}],
+ *    "nodes": [{"node", "sources": [...], "whole_sinks": [...],
+ *               "sinks": [{"sink", "group", "partitions"}]}],
  *    "error"?}
  *
  * On a real broker "nodes" comes from a description of the sources group
  * and of this configuration's sink groups (a node is a member's client id
  * minus its deployment and role); "owner" of a source is the node assigned
- * its partition, null while none is. On the embedded broker (no ownership)
- * this node is the only one and owns every source.
+ * its partition, null while none is. A sink whose target one node runs whole
+ * (SK_TARGET_SHARED_WHOLE, the scim-sink) is owned the same way: the others
+ * keep it in standby. On the embedded broker (no ownership) this node is the
+ * only one and owns every source and sink.
  *
  * Runs on an HTTP thread: reads the connector list under d->lock.
  */
@@ -23,6 +27,20 @@
 #include "daemon_internal.h"
 #include "ownership.h"
 #include "util.h"
+
+/* The lists of connectors the sources group places on one node each. */
+static const char *const owned_lists[2] = {"sources", "whole_sinks"};
+
+/* An entry of "sources" or "whole_sinks": owner null until the group names one. */
+static void add_owned(cJSON *list, struct sk_runner *r)
+{
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "name", r->name);
+    cJSON_AddNumberToObject(s, "partition", sk_ownership_partition(r->name));
+    cJSON_AddNullToObject(s, "owner");
+    cJSON_AddStringToObject(s, "state", sk_daemon_state_name(r));
+    cJSON_AddItemToArray(list, s);
+}
 
 /* The entry of node in nodes, added if missing. */
 static cJSON *node_entry(cJSON *nodes, const char *node)
@@ -36,6 +54,7 @@ static cJSON *node_entry(cJSON *nodes, const char *node)
     n = cJSON_CreateObject();
     cJSON_AddStringToObject(n, "node", node);
     cJSON_AddArrayToObject(n, "sources");
+    cJSON_AddArrayToObject(n, "whole_sinks");
     cJSON_AddArrayToObject(n, "sinks");
     cJSON_AddItemToArray(nodes, n);
     return n;
@@ -60,16 +79,19 @@ static void from_members(struct sk_daemon *d, cJSON *out, cJSON *nodes, const cJ
         cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
     }
     /* The same reading `skolsync lag` makes of the sources group (ownership.h). */
-    cJSON *src;
-    cJSON_ArrayForEach(src, cJSON_GetObjectItem(out, "sources"))
-    {
-        const char *name = cJSON_GetObjectItem(src, "name")->valuestring;
-        const char *owner = sk_ownership_owner_of(members, sources_group, topic, name);
-        if (!owner)
-            continue;
-        cJSON_ReplaceItemInObject(src, "owner", cJSON_CreateString(owner));
-        cJSON_AddItemToArray(cJSON_GetObjectItem(node_entry(nodes, owner), "sources"),
-                             cJSON_CreateString(name));
+    for (int k = 0; k < 2; k++) {
+        const char *list = owned_lists[k];
+        cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(out, list))
+        {
+            const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+            const char *owner = sk_ownership_owner_of(members, sources_group, topic, name);
+            if (!owner)
+                continue;
+            cJSON_ReplaceItemInObject(c, "owner", cJSON_CreateString(owner));
+            cJSON_AddItemToArray(cJSON_GetObjectItem(node_entry(nodes, owner), list),
+                                 cJSON_CreateString(name));
+        }
     }
     free(topic);
 }
@@ -77,12 +99,15 @@ static void from_members(struct sk_daemon *d, cJSON *out, cJSON *nodes, const cJ
 /* Without ownership: this node runs every source and holds its sinks' partitions. */
 static void local_only(struct sk_daemon *d, cJSON *out, cJSON *nodes, const char *self)
 {
-    cJSON *n = node_entry(nodes, self), *src;
-    cJSON_ArrayForEach(src, cJSON_GetObjectItem(out, "sources"))
-    {
-        const char *name = cJSON_GetObjectItem(src, "name")->valuestring;
-        cJSON_ReplaceItemInObject(src, "owner", cJSON_CreateString(self));
-        cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sources"), cJSON_CreateString(name));
+    cJSON *n = node_entry(nodes, self);
+    for (int k = 0; k < 2; k++) {
+        cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(out, owned_lists[k]))
+        {
+            const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+            cJSON_ReplaceItemInObject(c, "owner", cJSON_CreateString(self));
+            cJSON_AddItemToArray(cJSON_GetObjectItem(n, owned_lists[k]), cJSON_CreateString(name));
+        }
     }
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
@@ -105,6 +130,7 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
     if (d->owner)
         cJSON_AddStringToObject(out, "sources_group", sk_ownership_group(d->owner));
     cJSON *sources = cJSON_AddArrayToObject(out, "sources");
+    cJSON *whole = cJSON_AddArrayToObject(out, "whole_sinks");
     cJSON *nodes = cJSON_AddArrayToObject(out, "nodes");
     pthread_rwlock_rdlock(&d->lock);
     size_t n_groups = 0;
@@ -115,16 +141,13 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
         struct sk_sink_env *snk = sk_as_sink(r);
-        if (snk) {
-            groups[n_groups++] = (struct sk_group_ref){snk->group, "sink", r->name};
+        if (!snk) {
+            add_owned(sources, r);
             continue;
         }
-        cJSON *s = cJSON_CreateObject();
-        cJSON_AddStringToObject(s, "name", r->name);
-        cJSON_AddNumberToObject(s, "partition", sk_ownership_partition(r->name));
-        cJSON_AddNullToObject(s, "owner");
-        cJSON_AddStringToObject(s, "state", sk_daemon_state_name(r));
-        cJSON_AddItemToArray(sources, s);
+        groups[n_groups++] = (struct sk_group_ref){snk->group, "sink", r->name};
+        if (((const struct sk_sink_def *)r->def)->ops->target_kind == SK_TARGET_SHARED_WHOLE)
+            add_owned(whole, r);
     }
     if (!d->owner) {
         local_only(d, out, nodes, names->node);

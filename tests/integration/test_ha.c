@@ -651,6 +651,31 @@ static int ids_owner(struct node *nodes, int n, int timeout_ms)
     return -1;
 }
 
+/* The node GET /api/v1/cluster on n names as the owner of the whole-target sink "ids"
+ * (NULL: none), and whether that node's entry lists it; strdup'ed. */
+static char *ids_owner_named(const struct node *n, bool *listed)
+{
+    cJSON *c = skt_get_json(n->port, "/api/v1/cluster");
+    char *owner = NULL;
+    *listed = false;
+    const cJSON *w, *whole = cJSON_GetObjectItem(c, "whole_sinks");
+    cJSON_ArrayForEach(w, whole)
+    {
+        if (skt_jstr(w, "name") && !strcmp(skt_jstr(w, "name"), "ids") && skt_jstr(w, "owner"))
+            owner = strdup(skt_jstr(w, "owner"));
+    }
+    const cJSON *node, *name, *nodes = cJSON_GetObjectItem(c, "nodes");
+    cJSON_ArrayForEach(node, nodes)
+    {
+        if (!owner || !skt_jstr(node, "node") || strcmp(skt_jstr(node, "node"), owner))
+            continue;
+        cJSON_ArrayForEach(name, cJSON_GetObjectItem(node, "whole_sinks"))
+            *listed = *listed || (cJSON_IsString(name) && !strcmp(name->valuestring, "ids"));
+    }
+    cJSON_Delete(c);
+    return owner;
+}
+
 /* The persons of data that must have an account (users: [staff]: an eppn and a duty not
  * ended), as "id,id,..."; with add, first gives one person without a duty a new one. */
 static char *staff_of(const char *data, bool add)
@@ -770,6 +795,17 @@ Test(ha, a_scim_sink_runs_on_one_node_with_every_partition, .timeout = 300)
     int owner = ids_owner(nodes, 2, 60000);
     cr_assert_geq(owner, 0, "no single owner of the scim-sink (%s, %s)", nodes[0].log,
                   nodes[1].log);
+    /* the cluster view on either node names it */
+    char *want = skt_fmt("n%d", owner + 1);
+    for (int i = 0; i < 2; i++) {
+        bool listed;
+        char *named = ids_owner_named(&nodes[i], &listed);
+        cr_assert(named && !strcmp(named, want) && listed,
+                  "GET /api/v1/cluster on n%d: owner of ids %s, listed under it %d, want %s", i + 1,
+                  named ? named : "none", listed, want);
+        free(named);
+    }
+    free(want);
     char *back = skt_fmt("mv %s/duties.later %s/duties.jsonl", dir, data);
     cr_assert_eq(skt_sh(back, 10, NULL), 0);
     cr_assert_eq(run_once(src_cfg, &out), 0, "%s", out);
