@@ -2,6 +2,7 @@
 #include "privacy.h"
 
 #include <string.h>
+#include <strings.h>
 
 static const char *const mode_names[] = {"allow", "minimal", "skip"};
 
@@ -21,19 +22,64 @@ const char *sk_protected_mode_name(enum sk_protected_mode mode)
     return (unsigned)mode < 3 ? mode_names[mode] : "?";
 }
 
-/* obj's own securityMarking is one of the protected ones. */
-static bool marked_protected(const cJSON *obj)
+/*
+ * Keys are matched without regard to case, and every match counts: a record
+ * may come with "civicNo" twice (the codec keeps the second in _unknown and
+ * gives both back) or as "CivicNo", and a target may read another copy than
+ * the first (PostgreSQL's jsonb keeps the last). So a marking is read from
+ * every copy, and a field is dropped in every copy.
+ */
+static bool key_is(const cJSON *x, const char *key)
 {
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, "securityMarking");
-    return cJSON_IsString(m) && (strcmp(m->valuestring, "Skyddad folkbokföring") == 0 ||
-                                 strcmp(m->valuestring, "Sekretessmarkering") == 0);
+    return x->string && strcasecmp(x->string, key) == 0;
+}
+
+/* Deletes every member of obj named key (any case). */
+static void delete_all(cJSON *obj, const char *key)
+{
+    for (cJSON *x = obj->child, *next; x; x = next) {
+        next = x->next;
+        if (key_is(x, key))
+            cJSON_Delete(cJSON_DetachItemViaPointer(obj, x));
+    }
+}
+
+/* The protected markings (privacy.h), each as written in NFC and in NFD (the
+ * ö decomposed): a byte comparison with the NFC form alone missed the NFD one. */
+static const char *const protected_markings[][2] = {
+    {"Skyddad folkbokföring", "Skyddad folkbokfo\xcc\x88ring"},
+    {"Sekretessmarkering", "Sekretessmarkering"},
+};
+#define N_MARKINGS (sizeof(protected_markings) / sizeof(protected_markings[0]))
+
+/* The protected marking of obj's own securityMarking (any copy), in NFC, or NULL. */
+static const char *marked_protected(const cJSON *obj)
+{
+    for (const cJSON *x = obj->child; x; x = x->next) {
+        if (!key_is(x, "securityMarking") || !cJSON_IsString(x))
+            continue;
+        for (size_t i = 0; i < N_MARKINGS; i++)
+            if (!strcmp(x->valuestring, protected_markings[i][0]) ||
+                !strcmp(x->valuestring, protected_markings[i][1]))
+                return protected_markings[i][0];
+    }
+    return NULL;
+}
+
+/* A protected obj keeps one securityMarking, the protected one in NFC: what
+ * a target's own query reads (the hub's SQL, a postgres-sink's purge) is
+ * then what was decided here, whichever copy it reads. */
+static void mark_protected(cJSON *obj, const char *marking)
+{
+    delete_all(obj, "securityMarking");
+    cJSON_AddStringToObject(obj, "securityMarking", marking);
 }
 
 bool sk_privacy_is_protected(const struct sk_entity *e, const cJSON *doc)
 {
     if (!e || strcmp(e->name, "Person") != 0 || !doc)
         return false;
-    return marked_protected(doc);
+    return marked_protected(doc) != NULL;
 }
 
 /*
@@ -46,14 +92,18 @@ bool sk_privacy_is_protected(const struct sk_entity *e, const cJSON *doc)
 static void strip_protected_names(cJSON *node)
 {
     for (cJSON *x = node ? node->child : NULL; x; x = x->next) {
-        if (cJSON_IsObject(x) && marked_protected(x))
-            cJSON_DeleteItemFromObjectCaseSensitive(x, "displayName");
+        const char *marking = cJSON_IsObject(x) ? marked_protected(x) : NULL;
+        if (marking) {
+            delete_all(x, "displayName");
+            mark_protected(x, marking);
+        }
         if (cJSON_IsObject(x) || cJSON_IsArray(x))
             strip_protected_names(x);
     }
 }
 
-/* Removes the dotted path from obj; descends through arrays of objects. */
+/* Removes the dotted path from obj, every copy of each step; descends through
+ * arrays of objects. */
 static void drop_path(cJSON *obj, const char *path)
 {
     if (!obj)
@@ -67,7 +117,7 @@ static void drop_path(cJSON *obj, const char *path)
         return;
     const char *dot = strchr(path, '.');
     if (!dot) {
-        cJSON_DeleteItemFromObjectCaseSensitive(obj, path);
+        delete_all(obj, path);
         return;
     }
     char head[128];
@@ -76,7 +126,9 @@ static void drop_path(cJSON *obj, const char *path)
         return;
     memcpy(head, path, n);
     head[n] = '\0';
-    drop_path(cJSON_GetObjectItemCaseSensitive(obj, head), dot + 1);
+    for (cJSON *x = obj->child; x; x = x->next)
+        if (key_is(x, head))
+            drop_path(x, dot + 1);
 }
 
 static bool school_email(const cJSON *email)
@@ -124,9 +176,11 @@ static void minimise(cJSON *doc)
 enum sk_privacy_verdict sk_privacy_apply(const struct sk_privacy *p, const struct sk_entity *e,
                                          cJSON *doc)
 {
-    if (sk_privacy_is_protected(e, doc)) {
+    const char *marking = e && doc && !strcmp(e->name, "Person") ? marked_protected(doc) : NULL;
+    if (marking) {
         if (p->protected_mode == SK_PROTECTED_SKIP)
             return SK_PRIVACY_DELETE;
+        mark_protected(doc, marking);
         if (p->protected_mode == SK_PROTECTED_MINIMAL)
             minimise(doc);
     }

@@ -17,6 +17,8 @@
  *                         protected person in any entity (a group's
  *                         memberships, responsibles, a placement's owners)
  *                         loses its displayName (the person's name)
+ * Keys are matched without regard to case and in every copy (a record may
+ * hold a key twice: privacy.c).
  * Each sink type declares its defaults (connector.h); the configuration may
  * override them per sink. The hub (connectors/ss12000api) applies a policy
  * per client to what it serves, which is why this lives in proto/.
