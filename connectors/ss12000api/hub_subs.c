@@ -210,6 +210,7 @@ int hub_subs_open(struct hub *h, struct sk_error *err)
     s->h = h;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->db_mu, NULL);
+    pthread_mutex_init(&s->create_mu, NULL);
     sk_cond_init_monotonic(&s->cv);
     int rc = sqlite3_open_v2(h->db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
@@ -234,6 +235,7 @@ void hub_subs_close(struct hub *h)
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->db_mu);
+    pthread_mutex_destroy(&s->create_mu);
     free(s);
     h->subs = NULL;
 }
@@ -440,6 +442,9 @@ static void store_new(struct answer *a, struct hub_subs *s, struct hub_sub *sub)
     struct hub *h = s->h;
     size_t own = 0, n_old = 0;
     char(*old)[37] = sk_calloc(HUB_SUBS_PER_CLIENT + 1, sizeof(*old));
+    /* Held until the new one is in s->v: the count below stays true until then (deletions and
+     * drops only lower it). */
+    pthread_mutex_lock(&s->create_mu);
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n; i++) {
         if (strcmp(s->v[i]->client, sub->client) != 0)
@@ -484,6 +489,7 @@ unavailable:
     sk_error_log(h->name, "%s", err.msg);
     fail(a, 503, "unavailable", "the server cannot store the subscription now; try again");
 out:
+    pthread_mutex_unlock(&s->create_mu);
     free(old);
     sub_free(sub);
 }

@@ -12,7 +12,8 @@
  * marks and signals: it never waits on a subscriber); the notifier threads
  * deliver. Everything shared is under hub_subs.mu; the subscriptions'
  * database connection (read-write, its own) is under hub_subs.db_mu, never
- * taken while mu is held.
+ * taken while mu is held; a creation holds hub_subs.create_mu (taken before
+ * either) from its quota check to its insert.
  */
 #ifndef SK_HUB_SUBS_H
 #define SK_HUB_SUBS_H
@@ -75,6 +76,9 @@ struct hub_subs {
     size_t n_threads;
     pthread_mutex_t db_mu;
     sqlite3 *db; /* read-write, the subscriptions' own */
+    /* One creation at a time, from counting the client's subscriptions to adding the new one:
+     * concurrent POSTs would all count the same number and pass the quota together. */
+    pthread_mutex_t create_mu;
 };
 
 /* ---- hub_subs.c ------------------------------------------------------------ */

@@ -18,6 +18,7 @@
  *   failures    a failing receiver is called again with growing gaps; a
  *               subscription that fails after its expiry is dropped
  *   restart     a subscription outlives the hub's restart and is called
+ *   quota       concurrent creations never pass 100 per client
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -32,6 +33,7 @@
 #include "buf.h"
 #include "model.h"
 #include "sk_test.h"
+#include "ss12000api/hub_subs.h"
 #include "skt_hub.h"
 #include "util.h"
 
@@ -578,4 +580,69 @@ Test(ss12000_api_subs, a_school_client_hears_only_of_its_school, .fini = finish,
     free(clients);
     free(a);
     free(b);
+}
+
+/* ---- the quota ------------------------------------------------------------------ */
+
+#define RACERS 16
+
+struct racer {
+    pthread_barrier_t *start;
+    int n;
+    long status;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    char *t = target("race");
+    char *tail = skt_fmt("%s-%d", t, r->n);
+    char *body = skt_fmt("{\"name\":\"race\",\"target\":\"%s\",\"resourceTypes\":[\"Person\"]}",
+                         tail);
+    pthread_barrier_wait(r->start);
+    r->status = skt_hub_send("POST", "/subscriptions", LMS, body, NULL);
+    free(body);
+    free(tail);
+    free(t);
+    return NULL;
+}
+
+/*
+ * Concurrent creations cannot pass the quota of 100 per client. Before
+ * 2026-12-05 the count and the insert were not one step: requests that came
+ * together all counted the same number and all got 201.
+ */
+Test(ss12000_api_subs, concurrent_creations_keep_the_quota, .fini = finish, .timeout = 60)
+{
+    rx_start(0);
+    skt_hub_open("threads: 8\n");
+    int have = HUB_SUBS_PER_CLIENT - RACERS / 4;
+    for (int i = 0; i < have; i++) {
+        char *tail = skt_fmt("quota-%d", i);
+        char *t = target(tail);
+        cJSON_Delete(subscribe(LMS, t, "\"Person\"", 201));
+        free(t);
+        free(tail);
+    }
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, RACERS);
+    struct racer racers[RACERS];
+    pthread_t th[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        racers[i] = (struct racer){.start = &start, .n = i};
+        cr_assert_eq(pthread_create(&th[i], NULL, race, &racers[i]), 0);
+    }
+    int created = 0, refused = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(th[i], NULL);
+        created += racers[i].status == 201;
+        refused += racers[i].status == 403;
+    }
+    pthread_barrier_destroy(&start);
+    cr_assert_eq(created, HUB_SUBS_PER_CLIENT - have, "%d created with room for %d", created,
+                 HUB_SUBS_PER_CLIENT - have);
+    cr_assert_eq(refused, RACERS - created, "%d refused", refused);
+    cJSON *all = skt_hub_get_json("/subscriptions?limit=1000", LMS, 200);
+    cr_assert_eq(cJSON_GetArraySize(skt_hub_data(all)), HUB_SUBS_PER_CLIENT);
+    cJSON_Delete(all);
 }
