@@ -128,11 +128,12 @@ struct hub {
     /* Webhooks (hub_subs.h): what the batch being applied changed, by sk_entity_index. */
     struct hub_subs *subs;
     uint32_t batch_modified, batch_deleted;
-    /* The records the batch changed, kept only while a client limited to organisations is
-     * configured: its webhooks name only types of records it may see. */
+    /* The records the batch changed, kept only while a client limited to organisations (or
+     * with protected_identities: skip) is configured: its webhooks name only types of records
+     * it may see. */
     struct hub_change *changes;
     size_t n_changes, cap_changes;
-    bool any_scoped; /* a client is limited to organisations (hub_clients_build) */
+    bool any_scoped; /* a client is limited (hub_client_limited; hub_clients_build) */
     /* The HTTP side (hub_http.c). */
     struct MHD_Daemon *mhd;
     pthread_mutex_t pool_mu;
@@ -268,8 +269,11 @@ int hub_scope_purge(struct hub *h, int64_t before_us, struct sk_error *err);
 /* At open: a state from before scopes (or of other rules) gets its links made from the stored
  * documents, in one transaction. */
 int hub_scope_load(struct hub *h, struct sk_error *err);
-/* The clause that limits hub_rows r to what c may see: "" for a client without organisations;
- * malloc'ed; NULL with err. */
+/* Whether c sees only some rows of a type it may read: it is limited to organisations, or
+ * protected persons are absent for it (protected_identities: skip). */
+bool hub_client_limited(const struct hub_client *c);
+/* The clause that limits hub_rows r to what c may see (its organisations; no protected person
+ * for skip): "" for a client not limited; malloc'ed; NULL with err. */
 char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err);
 /* Applies c's attribute groups and privacy to doc; false: c may not see it at all. */
 bool hub_scope_filter(const struct hub_client *c, const struct sk_entity *e, cJSON *doc);

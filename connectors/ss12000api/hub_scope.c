@@ -10,10 +10,12 @@
  *     written from the document of src: record collection/id belongs to
  *     organisation target (kind 'org'), has parent organisation target
  *     (kind 'parent', organisations only), or belongs wherever record
- *     kind/target (kind = a collection) belongs. A record's own rows
- *     (src = itself) outlive its deletion until its tombstone is purged, so
- *     deletedEntities is scoped too; rows a record gave others (a duty makes
- *     its person belong to the duty's organisation) go with it.
+ *     kind/target (kind = a collection) belongs, or is a protected person
+ *     (kind 'protected', target '': privacy.h's markings). A record's own
+ *     rows (src = itself) outlive its deletion until its tombstone is
+ *     purged, so deletedEntities is scoped too, and a protected person's
+ *     deletion stays hidden from whom it was hidden; rows a record gave others
+ *     (a duty makes its person belong to the duty's organisation) go with it.
  *
  * Links point at ids, not at stored rows: a person may arrive before the
  * organisation of its enrolment, and still belongs to it. Descendants of an
@@ -23,8 +25,11 @@
  *
  * Owns: the visibility rule and the per-client document filter. Must never:
  * answer 403 or anything but "not found" for a record outside a client's
- * organisations (hub_http.c answers 404), or let a client see a type one of
- * its missing attribute groups removes.
+ * organisations (hub_http.c answers 404), let a client see a type one of
+ * its missing attribute groups removes, or let a row a client may not see
+ * count anywhere in its answers: the clause leaves out protected persons for
+ * protected_identities: skip (alive or deleted), so pages are filled past
+ * them and end where the visible rows end.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,7 +241,7 @@ int hub_clients_build(struct hub *h, struct sk_error *err)
                 return sk_error_set(err, SK_ERR_FATAL,
                                     "clients.%s.oauth2.client_id: also the client_id of %s",
                                     c->name, h->clients[k].name);
-        h->any_scoped |= c->n_orgs > 0;
+        h->any_scoped |= hub_client_limited(c);
     }
     return 0;
 }
@@ -470,6 +475,11 @@ int hub_scope_put(struct hub *h, const struct sk_entity *e, const char *id, cons
         free(subjects.v);
         free(targets.v);
     }
+    if (rc == 0 && sk_privacy_is_protected(e, doc))
+        rc = run_sql(h,
+                     "INSERT OR IGNORE INTO hub_link(src_coll, src_id, collection, id, kind, "
+                     "target) VALUES(?1, ?2, ?1, ?2, 'protected', '')",
+                     coll, id, 0, err);
     return rc;
 }
 
@@ -492,8 +502,9 @@ int hub_scope_purge(struct hub *h, int64_t before_us, struct sk_error *err)
 
 /* ---- links made again --------------------------------------------------------------- */
 
-/* The rules' version: a hub whose links were made under another (or none) makes them again. */
-#define LINKS_VERSION 1
+/* The rules' version: a hub whose links were made under another (or none) makes them again.
+ * 2: protected persons are marked (kind 'protected'). */
+#define LINKS_VERSION 2
 
 struct rebuild {
     struct hub *h;
@@ -527,14 +538,23 @@ static int64_t links_version(struct hub *h)
 
 int hub_scope_load(struct hub *h, struct sk_error *err)
 {
-    if (links_version(h) == LINKS_VERSION)
+    int64_t version = links_version(h);
+    if (version == LINKS_VERSION)
         return 0;
     if (sk_state_begin(h->state, err) < 0)
         return -1;
-    /* Tombstones keep the links they had: their documents are gone. */
+    /* Tombstones keep the links they had: their documents are gone. A person's made before
+     * protected persons were marked may have been one: hidden from skip clients, as a
+     * tombstone without links is from clients with organisations. */
     int rc = sk_state_exec(h->state,
                            "DELETE FROM hub_link WHERE (src_coll, src_id) NOT IN (SELECT "
                            "collection, id FROM hub_rows WHERE deleted_us IS NOT NULL)",
+                           err);
+    if (rc == 0 && version < 2)
+        rc = sk_state_exec(h->state,
+                           "INSERT OR IGNORE INTO hub_link(src_coll, src_id, collection, id, "
+                           "kind, target) SELECT collection, id, collection, id, 'protected', '' "
+                           "FROM hub_rows WHERE collection = 'persons' AND deleted_us IS NOT NULL",
                            err);
     for (size_t i = 0; rc == 0 && i < h->n_entities; i++) {
         struct rebuild rb = {h, h->entities[i], 0, err};
@@ -587,10 +607,23 @@ static int scope_orgs(sqlite3 *db, const struct hub_client *c, struct sk_buf *ou
     return 0;
 }
 
+bool hub_client_limited(const struct hub_client *c)
+{
+    return c->n_orgs > 0 || c->privacy.protected_mode == SK_PROTECTED_SKIP;
+}
+
+/* A protected person (alive or deleted) is no row at all for a skip client. */
+#define NOT_HIDDEN                                                                                 \
+    " AND (r.collection <> 'persons' OR NOT EXISTS (SELECT 1 FROM hub_link p WHERE"                \
+    " p.collection = r.collection AND p.id = r.id AND p.kind = 'protected'))"
+
 char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err)
 {
-    if (!c || c->n_orgs == 0)
+    if (!c)
         return sk_strdup("");
+    const char *hidden = c->privacy.protected_mode == SK_PROTECTED_SKIP ? NOT_HIDDEN : "";
+    if (c->n_orgs == 0)
+        return sk_strdup(hidden);
     struct sk_buf orgs = {0}, open = {0};
     if (scope_orgs(db, c, &orgs, err) < 0) {
         sk_buf_free(&orgs);
@@ -608,8 +641,8 @@ char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error 
         " AND m.kind = 'org' AND m.target IN (%s))"
         " OR EXISTS (SELECT 1 FROM hub_link m JOIN hub_link t ON t.collection = m.kind AND t.id ="
         " m.target AND t.kind = 'org' AND t.target IN (%s) WHERE m.collection = r.collection AND"
-        " m.id = r.id AND m.kind IN (%s)))",
-        open.len ? open.p : "''", in, in, THROUGH_KINDS);
+        " m.id = r.id AND m.kind IN (%s)))%s",
+        open.len ? open.p : "''", in, in, THROUGH_KINDS, hidden);
     sk_buf_free(&orgs);
     sk_buf_free(&open);
     return clause;
@@ -635,7 +668,7 @@ uint32_t hub_scope_seen(struct hub *h, const struct hub_client *c, const struct 
         if (c->may_read[k])
             readable |= 1u << k;
     want &= readable;
-    if (!want || c->n_orgs == 0) { /* no organisations: every record of a type it may read */
+    if (!want || !hub_client_limited(c)) { /* every record of a type it may read */
         for (size_t i = 0; i < n; i++)
             if (v[i].deleted)
                 *deleted |= want & (1u << v[i].type);

@@ -245,15 +245,15 @@ void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
     struct hub_subs *s = h->subs;
     if (!s || !(modified | deleted))
         return;
-    /* A client limited to organisations hears only of types whose changed records it may see
-     * (asked outside mu: it reads the state). */
+    /* A limited client (organisations, skip) hears only of types whose changed records it may
+     * see (asked outside mu: it reads the state). */
     bool *scoped = NULL;
     uint32_t *seen = NULL;
     if (h->any_scoped) {
         scoped = sk_calloc(h->n_clients + 1, sizeof(*scoped));
         pthread_mutex_lock(&s->mu);
         for (size_t k = 0; k < s->n; k++)
-            if (s->v[k]->owner && s->v[k]->owner->n_orgs)
+            if (s->v[k]->owner && hub_client_limited(s->v[k]->owner))
                 scoped[s->v[k]->owner - h->clients] = true;
         pthread_mutex_unlock(&s->mu);
         seen = sk_calloc(2 * h->n_clients + 1, sizeof(*seen));
@@ -274,7 +274,7 @@ void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
             mod |= modified & bit;
             del |= deleted & bit;
         }
-        if (sub->owner && sub->owner->n_orgs) {
+        if (sub->owner && hub_client_limited(sub->owner)) {
             size_t c = (size_t)(sub->owner - h->clients);
             /* a subscription made while this ran was not asked about: it waits for the next */
             mod &= scoped[c] ? seen[2 * c] : 0;

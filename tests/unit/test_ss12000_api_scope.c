@@ -701,3 +701,161 @@ Test(ss12000_api_scope, filters_read_only_what_the_client_is_shown, .fini = skt_
     expect_list("/persons?relationship.entity.type=placement.owner", LMS, GUARD);
     expect_list("/persons?relationship.entity.type=placement.owner", NOGUARD, "");
 }
+
+/* ---- hidden rows leave no trace ---------------------------------------------------------- */
+
+#define SKIP_CLIENTS                                                                               \
+    "  full: {token: full-token-0123456789, entities: all, protected_identities: allow}\n"        \
+    "  min: {token: min-token-0123456789, entities: all}\n"                                       \
+    "  skip: {token: skip-token-0123456789, entities: all, protected_identities: skip}\n"         \
+    "  groups: {token: groups-token-0123456789, entities: [Group]}\n"
+#define SKIP "Bearer skip-token-0123456789"
+#define H1 "00000000-0000-4000-8000-000000000701"
+#define H2 "00000000-0000-4000-8000-000000000702"
+#define H3 "00000000-0000-4000-8000-000000000703"
+#define V1 "00000000-0000-4000-8000-000000000711"
+#define V2 "00000000-0000-4000-8000-000000000712"
+
+/* A person, protected (Skyddad folkbokföring) or not. */
+static void add_marked(const char *id, const char *given, bool protect)
+{
+    char *json = skt_fmt("{\"id\":\"%s\"," META ",\"givenName\":\"%s\",\"familyName\":\"Q\"%s}", id,
+                         given, protect ? ",\"securityMarking\":\"Skyddad folkbokföring\"" : "");
+    add("Person", json);
+    free(json);
+}
+
+/* deletedEntities' data member as text; caller frees. */
+static char *deletions(const char *path, const char *authorization)
+{
+    cJSON *page = skt_hub_get_json(path, authorization, 200);
+    char *text = cJSON_PrintUnformatted(skt_hub_data(page));
+    cJSON_Delete(page);
+    return text;
+}
+
+static void expect_deletions(const char *path, const char *authorization, const char *want)
+{
+    char *got = deletions(path, authorization);
+    cr_assert_str_eq(got, want, "%s", path);
+    free(got);
+}
+
+/*
+ * A client never shown a person (protected_identities: skip) or a type
+ * (entities, attribute groups) learns nothing of its deletions: before
+ * 2026-12-05 /deletedEntities listed the ids of deleted protected persons to
+ * skip clients, and a webhook told them that one was deleted.
+ */
+Test(ss12000_api_scope, deletions_of_what_the_client_is_not_shown_stay_hidden,
+     .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(SKIP_CLIENTS, NULL);
+    add_full_persons();
+    add("Group", "{\"id\":\"" GRA "\"," META ",\"displayName\":\"7A\",\"groupType\":\"Klass\"}");
+    skt_hub_apply();
+    skt_recs_add(&skt_hub_batch, "Person", PROT, NULL, NULL);
+    skt_recs_add(&skt_hub_batch, "Person", FULL, NULL, NULL);
+    skt_recs_add(&skt_hub_batch, "Group", GRA, NULL, NULL);
+    skt_hub_apply();
+    expect_deletions("/deletedEntities?entities=Person", SKIP, "{\"persons\":[\"" FULL "\"]}");
+    expect_deletions("/deletedEntities?entities=Person",
+                     "Bearer full-token-0123456789",
+                     "{\"persons\":[\"" PROT "\",\"" FULL "\"]}");
+    /* minimal shows the protected person's id: its deletion too */
+    expect_deletions("/deletedEntities?entities=Person", "Bearer min-token-0123456789",
+                     "{\"persons\":[\"" PROT "\",\"" FULL "\"]}");
+    /* one by one: no page holds the hidden deletion, and none is empty */
+    cJSON *page = skt_hub_get_json("/deletedEntities?entities=Person&limit=1", SKIP, 200);
+    char *text = cJSON_PrintUnformatted(skt_hub_data(page));
+    cr_assert_str_eq(text, "{\"persons\":[\"" FULL "\"]}", "%s", text);
+    cr_assert_null(skt_hub_token(page), "a token past the last deletion it may see");
+    free(text);
+    cJSON_Delete(page);
+    /* a client without persons: not their deletions, asked for or not */
+    expect_deletions("/deletedEntities", "Bearer groups-token-0123456789",
+                     "{\"groups\":[\"" GRA "\"]}");
+    text = deletions("/deletedEntities?entities=Person,Group", "Bearer groups-token-0123456789");
+    cr_assert_null(strstr(text, PROT), "%s", text);
+    cr_assert_null(strstr(text, FULL), "%s", text);
+    free(text);
+    /* the webhooks' question agrees */
+    struct hub *h = skt_hub->priv;
+    cr_assert_not(hub_client_sees(h, "skip", sk_entity_by_name("Person"), PROT));
+    cr_assert(hub_client_sees(h, "skip", sk_entity_by_name("Person"), FULL));
+    cr_assert(hub_client_sees(h, "min", sk_entity_by_name("Person"), PROT));
+    cr_assert_not(hub_client_sees(h, "groups", sk_entity_by_name("Person"), FULL));
+    /* A state from before protected persons were marked: which deleted person was one is
+     * unknown, so none is shown to a skip client (as a tombstone without links is not to a
+     * client with organisations). */
+    skt_sink_drop(&skt_hub);
+    char *db_path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "DELETE FROM hub_link WHERE kind = 'protected'; UPDATE hub_meta SET "
+                              "value = 1 WHERE key = 'links_version'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    free(db_path);
+    skt_hub_open_clients(SKIP_CLIENTS, NULL);
+    expect_deletions("/deletedEntities?entities=Person", SKIP, "{\"persons\":[]}");
+    expect_deletions("/deletedEntities?entities=Person", "Bearer full-token-0123456789",
+                     "{\"persons\":[\"" PROT "\",\"" FULL "\"]}");
+}
+
+/*
+ * Hidden rows do not shape a page: it is filled past them, and no page
+ * token leads only past hidden rows at the end. Before 2026-12-05 a page
+ * whose rows were all hidden came back empty with a token, and the last
+ * visible page had a token to an empty one: a skip client could count the
+ * protected persons.
+ */
+Test(ss12000_api_scope, hidden_rows_do_not_shape_a_page, .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(SKIP_CLIENTS, NULL);
+    add_marked(H1, "H", true);
+    add_marked(H2, "H", true);
+    skt_hub_apply();
+    add_marked(V1, "V", false);
+    add_marked(V2, "W", false);
+    skt_hub_apply();
+    add_marked(H3, "H", true);
+    skt_hub_apply();
+    /* two rows asked, two visible in all: one full page, no token */
+    cJSON *page = skt_hub_get_json("/persons?limit=2", SKIP, 200);
+    char *ids = skt_hub_ids(page);
+    cr_assert_str_eq(ids, V1 "," V2, "%s", ids);
+    cr_assert_null(skt_hub_token(page), "a token that leads past hidden rows only");
+    free(ids);
+    cJSON_Delete(page);
+    /* one by one: two pages, the last without a token */
+    char *paged = walked("/persons", SKIP);
+    cr_assert_str_eq(paged, V1 "," V2, "%s", paged);
+    free(paged);
+    cJSON *first = skt_hub_get_json("/persons?limit=1", SKIP, 200);
+    cr_assert_not_null(skt_hub_token(first));
+    char *t = skt_hub_escape(skt_hub_token(first));
+    char *next = skt_fmt("/persons?limit=1&pageToken=%s", t);
+    page = skt_hub_get_json(next, SKIP, 200);
+    ids = skt_hub_ids(page);
+    cr_assert_str_eq(ids, V2, "%s", ids);
+    cr_assert_null(skt_hub_token(page), "the last visible page has a token");
+    free(ids);
+    cJSON_Delete(page);
+    free(next);
+    free(t);
+    cJSON_Delete(first);
+    /* sorted, the same: the protected persons sort first by name but are not there */
+    page = skt_hub_get_json("/persons?sortkey=GivenNameAsc&limit=2", SKIP, 200);
+    ids = skt_hub_ids(page);
+    cr_assert_str_eq(ids, V1 "," V2, "%s", ids);
+    cr_assert_null(skt_hub_token(page));
+    free(ids);
+    cJSON_Delete(page);
+    /* a client shown them pages through all five */
+    paged = walked("/persons", "Bearer full-token-0123456789");
+    cr_assert_str_eq(paged, H1 "," H2 "," V1 "," V2 "," H3, "%s", paged);
+    free(paged);
+}
