@@ -9,8 +9,10 @@
  * lists the same rows. A condition reads the row as c.doc (its document) and
  * r.id, has '?' where the value goes, and names other collections as
  * {collection}: a type the hub does not consume, or the client may not
- * read, reads as an empty table. {?name} is 1 when the client may see the
- * type (a collection) or the field (a path of its documents), else 0, and
+ * read, reads as an empty table, and any other holds only the records the
+ * client may see (its organisations: hub_filter_where's scope). {?name} is
+ * 1 when the client may see the type (a collection) or the field (a path
+ * of its documents), else 0, and
  * {!alias} is 1 unless alias.doc is a protected person the client's
  * protected_identities hides: a condition reads only what the client is
  * shown, so a filter, a lookup or a sortkey is never an oracle for a field,
@@ -725,8 +727,15 @@ int hub_filter_read_text(struct hub_filter *f, const char *text)
 
 /* ---- SQL ------------------------------------------------------------------------------- */
 
-/* Appends template with {collection} resolved and every '?' as ?N. */
-static void put_template(const struct hub_filter *f, struct sk_buf *sql, const char *t, int n)
+/*
+ * Appends template with {collection} resolved and every '?' as ?N. With a
+ * scope (the clause on hub_rows r of hub_scope_clause), {collection} is
+ * only the records of it the client may see: a condition that reaches
+ * other records is no oracle for a duty, placement, group or child outside
+ * the client's organisations (or hidden from it).
+ */
+static void put_template(const struct hub_filter *f, const char *scope, struct sk_buf *sql,
+                         const char *t, int n)
 {
     for (; *t; t++) {
         if (*t == '?') {
@@ -748,6 +757,12 @@ static void put_template(const struct hub_filter *f, struct sk_buf *sql, const c
             bool readable = i >= 0 && (f->readable & (1u << i));
             if (name[0] == '?') /* {?type} or {?field} */
                 sk_buf_puts(sql, (i >= 0 ? readable : shown(f, type, strlen(type))) ? "1" : "0");
+            else if (readable && scope && *scope)
+                sk_buf_printf(sql,
+                              "(SELECT x.id AS id, x.doc AS doc FROM \"%s\" x WHERE EXISTS (SELECT "
+                              "1 FROM hub_rows r WHERE r.collection = '%s' AND r.id = x.id AND "
+                              "r.deleted_us IS NULL%s))",
+                              name, name, scope);
             else if (readable)
                 sk_buf_printf(sql, "\"%s\"", name);
             else /* a type this hub does not hold or the client may not read */
@@ -765,16 +780,16 @@ static void put_template(const struct hub_filter *f, struct sk_buf *sql, const c
  * is long (a lookup takes max_limit ids, a query string thousands of values). Parameters are
  * numbered from *param on, in order.
  */
-static void put_values(const struct hub_filter *f, struct sk_buf *sql, const size_t *idx, size_t n,
-                       const char *op, int *param)
+static void put_values(const struct hub_filter *f, const char *scope, struct sk_buf *sql,
+                       const size_t *idx, size_t n, const char *op, int *param)
 {
     sk_buf_putc(sql, '(');
     if (n == 1) {
-        put_template(f, sql, f->v[idx[0]].def->sql, (*param)++);
+        put_template(f, scope, sql, f->v[idx[0]].def->sql, (*param)++);
     } else {
-        put_values(f, sql, idx, n / 2, op, param);
+        put_values(f, scope, sql, idx, n / 2, op, param);
         sk_buf_puts(sql, op);
-        put_values(f, sql, idx + n / 2, n - n / 2, op, param);
+        put_values(f, scope, sql, idx + n / 2, n - n / 2, op, param);
     }
     sk_buf_putc(sql, ')');
 }
@@ -784,7 +799,8 @@ static void put_values(const struct hub_filter *f, struct sk_buf *sql, const siz
  * ANDed), different parameters ANDed; a group's parameters form one
  * condition. A lookup ORs everything: a record matching any key is listed.
  */
-void hub_filter_where(const struct hub_filter *f, struct sk_buf *sql, int *next_param)
+void hub_filter_where(const struct hub_filter *f, const char *scope, struct sk_buf *sql,
+                      int *next_param)
 {
     bool lookup = f->use == HUB_USE_LOOKUP;
     bool first = true;
@@ -802,17 +818,17 @@ void hub_filter_where(const struct hub_filter *f, struct sk_buf *sql, int *next_
         if (d->personal && hides_protected(f))
             sk_buf_printf(sql, NOT_PROTECTED_FMT " AND ", "c");
         if (d->group) {
-            put_template(f, sql, d->group->open, 0);
+            put_template(f, scope, sql, d->group->open, 0);
             for (size_t k = i; k < f->n; k++)
                 if (f->v[k].def->group == d->group)
-                    put_template(f, sql, f->v[k].def->sql, n++);
-            put_template(f, sql, d->group->close, 0);
+                    put_template(f, scope, sql, f->v[k].def->sql, n++);
+            put_template(f, scope, sql, d->group->close, 0);
         } else {
             size_t m = 0;
             for (size_t k = i; k < f->n; k++)
                 if (f->v[k].def == d)
                     idx[m++] = k;
-            put_values(f, sql, idx, m, d->all ? " AND " : " OR ", &n);
+            put_values(f, scope, sql, idx, m, d->all ? " AND " : " OR ", &n);
         }
         sk_buf_putc(sql, ')');
     }

@@ -98,9 +98,12 @@ int hub_filter_read_text(struct hub_filter *f, const char *text);
  * The SQL of a list: appends to sql " AND (...)" for the filters (nothing
  * when none), with the parameters numbered from *next_param on (advanced);
  * hub_filter_bind binds them in the same order. Conditions read the row's
- * document as c.doc and its id as r.id.
+ * document as c.doc and its id as r.id, and of other records only those
+ * scope lets the client see (the clause on hub_rows r of hub_scope_clause;
+ * NULL or "": every one).
  */
-void hub_filter_where(const struct hub_filter *f, struct sk_buf *sql, int *next_param);
+void hub_filter_where(const struct hub_filter *f, const char *scope, struct sk_buf *sql,
+                      int *next_param);
 void hub_filter_bind(const struct hub_filter *f, sqlite3_stmt *stmt, int first_param);
 
 /*

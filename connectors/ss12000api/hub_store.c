@@ -492,7 +492,7 @@ int64_t hub_store_list(sqlite3 *db, const struct sk_entity *e, const struct hub_
                   key ? key : "NULL", e->collection, scope_of(q));
     int next_param = FILTER_FIRST_PARAM;
     if (q->filter)
-        hub_filter_where(q->filter, &sql, &next_param);
+        hub_filter_where(q->filter, scope_of(q), &sql, &next_param);
     put_order(&sql, q->filter);
     sk_buf_puts(&sql, " LIMIT ?7");
     sqlite3_stmt *stmt;

@@ -12,7 +12,10 @@
  *   attributes      a missing attribute group removes its fields (civic
  *                   numbers, private e-mail, ...) or its types (403)
  *   privacy         per client: protected persons minimal, absent or in
- *                   full; drop_fields
+ *                   full; drop_fields; a person absent for a client leaves
+ *                   no trace (deletedEntities, page shapes, webhooks)
+ *   relationships   relationship.* reads no duty, placement, group or
+ *                   child outside the client's organisations
  *   upgrade         a state from before scopes gets its links at open
  *   tokens          a wrong token 401; OAuth2 client credentials at
  *                   POST /token: good, wrong secret, wrong grant, Basic and
@@ -858,4 +861,73 @@ Test(ss12000_api_scope, hidden_rows_do_not_shape_a_page, .fini = skt_hub_finish,
     paged = walked("/persons", "Bearer full-token-0123456789");
     cr_assert_str_eq(paged, H1 "," H2 "," V1 "," V2 "," H3, "%s", paged);
     free(paged);
+}
+
+/* ---- relationships outside the client's organisations ------------------------------------ */
+
+#define DB "00000000-0000-4000-8000-000000000202"
+#define PLB "00000000-0000-4000-8000-000000000801"
+#define GRB2 "00000000-0000-4000-8000-000000000303"
+#define PC "00000000-0000-4000-8000-000000000105"
+#define TC "00000000-0000-4000-8000-000000000106"
+#define DA2 "00000000-0000-4000-8000-000000000203"
+#define DB2 "00000000-0000-4000-8000-000000000204"
+
+/*
+ * relationship.* of persons reads only the relationships the client may
+ * see: a school's client cannot learn by relationship.organisation (or the
+ * dates of a relationship) that one of its persons has a duty, a placement,
+ * a group membership or a child at another school. Before 2026-12-05 the
+ * conditions read every duty, placement, group and child.
+ */
+Test(ss12000_api_scope, relationships_outside_the_scope_match_nothing, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    skt_hub_open_clients(scoped_clients, NULL);
+    two_schools();
+    /* The A teacher has a duty at B too; the A student is in a group and placed at B, with
+     * its guardian as owner; B's student has the A student's guardian too. */
+    add("Duty", "{\"id\":\"" DB "\"," META ",\"person\":{\"id\":\"" TA "\"},\"dutyAt\":{\"id\":\"" B
+                "\"},\"dutyRole\":\"Lärare\",\"startDate\":\"2020-01-01\"}");
+    add("Group", "{\"id\":\"" GRB2 "\"," META ",\"displayName\":\"7C\",\"groupType\":\"Klass\","
+                 "\"organisation\":{\"id\":\"" B "\"},\"groupMemberships\":[{\"person\":{\"id\":"
+                 "\"" PA "\"}}]}");
+    add("Placement", "{\"id\":\"" PLB "\"," META ",\"child\":{\"id\":\"" PA "\"},\"owners\":"
+                     "[{\"id\":\"" GA "\"}],\"placedAt\":{\"id\":\"" B "\"}}");
+    add_person(PB, B, GA);
+    /* enrolled at A and at B: its own document shows both enrolments */
+    add("Person", "{\"id\":\"" PC "\"," META ",\"givenName\":\"C\",\"enrolments\":[{\"enroledAt\":"
+                  "{\"id\":\"" A "\"}},{\"enroledAt\":{\"id\":\"" B "\"}}]}");
+    skt_hub_apply();
+    expect_list("/persons?relationship.organisation=" B, LMS,
+                PA "," PB "," TA "," GA "," PC);
+    expect_list("/persons?relationship.organisation=" B, SA, PC);
+    expect_list("/persons?relationship.entity.type=duty&relationship.organisation=" B, SA, "");
+    expect_list("/persons?relationship.entity.type=duty&relationship.organisation=" B, LMS, TA);
+    expect_list("/persons?relationship.entity.type=duty&relationship.organisation=" A, SA, TA);
+    expect_list("/persons?relationship.entity.type=groupMembership", SA, "");
+    expect_list("/persons?relationship.entity.type=placement.child", SA, "");
+    expect_list("/persons?relationship.entity.type=placement.owner", SA, "");
+    expect_list("/persons?relationship.entity.type=responsibleFor.enrolment", SA, GA);
+    expect_list("/persons?relationship.entity.type=responsibleFor.enrolment"
+                "&relationship.organisation=" B,
+                SA, "");
+    expect_list("/persons?relationship.entity.type=responsibleFor.enrolment"
+                "&relationship.organisation=" B,
+                LMS, GA);
+    /* nor are the dates of a duty at B: TC's duty at A starts in 2024, its duty at B in 2020 */
+    add_person(TC, NULL, NULL);
+    add("Duty", "{\"id\":\"" DA2 "\"," META ",\"person\":{\"id\":\"" TC "\"},\"dutyAt\":{\"id\":"
+                "\"" A "\"},\"dutyRole\":\"Lärare\",\"startDate\":\"2024-08-01\"}");
+    add("Duty", "{\"id\":\"" DB2 "\"," META ",\"person\":{\"id\":\"" TC "\"},\"dutyAt\":{\"id\":"
+                "\"" B "\"},\"dutyRole\":\"Lärare\",\"startDate\":\"2020-01-01\"}");
+    skt_hub_apply();
+    expect_list("/persons?relationship.entity.type=duty&relationship.startDate.onOrBefore="
+                "2020-06-01",
+                LMS, TA "," TC);
+    expect_list("/persons?relationship.entity.type=duty&relationship.startDate.onOrBefore="
+                "2020-06-01",
+                SA, TA);
+    expect_list("/persons?relationship.entity.type=enrolment&relationship.organisation=" B, SA,
+                PC);
 }
