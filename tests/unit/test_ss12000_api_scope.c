@@ -159,6 +159,12 @@ static void expect_list(const char *path, const char *authorization, const char 
 
 #define SA "Bearer school-a-token-0123456789"
 
+/* hub_client_sees (the webhooks' question) on the open hub, the type by name. */
+static bool sees(const char *client, const char *type, const char *id)
+{
+    return hub_client_sees(skt_hub->priv, client, sk_entity_by_name(type), id);
+}
+
 /* Pages of one through path's page tokens: the ids served, in order; caller frees. */
 static char *walked(const char *path, const char *authorization)
 {
@@ -210,13 +216,12 @@ Test(ss12000_api_scope, a_school_client_sees_exactly_its_school, .fini = skt_hub
     cr_assert_str_eq(skt_hub_str(pa, "id", NULL), PA);
     cJSON_Delete(pa);
     /* The subscriptions helper's question gets the same answers. */
-    struct hub *h = skt_hub->priv;
-    cr_assert(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PA));
-    cr_assert(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), TA));
-    cr_assert_not(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PB));
-    cr_assert_not(hub_client_sees(h, "school_a", sk_entity_by_name("CalendarEvent"), CEB));
-    cr_assert(hub_client_sees(h, "lms", sk_entity_by_name("Person"), PB));
-    cr_assert_not(hub_client_sees(h, "nobody", sk_entity_by_name("Person"), PA));
+    cr_assert(sees("school_a", "Person", PA));
+    cr_assert(sees("school_a", "Person", TA));
+    cr_assert_not(sees("school_a", "Person", PB));
+    cr_assert_not(sees("school_a", "CalendarEvent", CEB));
+    cr_assert(sees("lms", "Person", PB));
+    cr_assert_not(sees("nobody", "Person", PA));
     /* The duty goes: the teacher no longer belongs to A. */
     skt_recs_add(&skt_hub_batch, "Duty", DA, NULL, NULL);
     skt_hub_apply();
@@ -231,8 +236,8 @@ Test(ss12000_api_scope, a_school_client_sees_exactly_its_school, .fini = skt_hub
     free(text);
     cJSON_Delete(del);
     /* A webhook about a deletion goes to whom the record belonged to. */
-    cr_assert(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PA));
-    cr_assert_not(hub_client_sees(h, "school_a", sk_entity_by_name("Person"), PB));
+    cr_assert(sees("school_a", "Person", PA));
+    cr_assert_not(sees("school_a", "Person", PB));
     del = skt_hub_get_json("/deletedEntities?entities=Person", LMS, 200);
     text = cJSON_PrintUnformatted(skt_hub_data(del));
     cr_assert_str_eq(text, "{\"persons\":[\"" PA "\",\"" PB "\"]}", "%s", text);
@@ -252,24 +257,27 @@ Test(ss12000_api_scope, descendants_follow_a_moved_unit, .fini = skt_hub_finish,
     expect_list("/persons", SA, PA "," PB "," TA "," GA);
 }
 
+/* Closes the hub, runs sql on its state (an older version's, made by hand), opens it again. */
+static void reopen_after(const char *sql, const char *clients)
+{
+    skt_sink_drop(&skt_hub);
+    char *db_path = skt_fmt("%s/test-sink.db", skt_hub_dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    free(db_path);
+    skt_hub_open_clients(clients, NULL);
+}
+
 /* A state from before scopes (no links) gets them at open, from the stored documents. */
 Test(ss12000_api_scope, links_are_made_at_open_for_an_older_state, .fini = skt_hub_finish,
      .timeout = 60)
 {
     skt_hub_open_clients(scoped_clients, NULL);
     two_schools();
-    skt_sink_drop(&skt_hub);
-    char *db_path = skt_fmt("%s/test-sink.db", skt_hub_dir);
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(db,
-                              "DELETE FROM hub_link; DELETE FROM hub_meta WHERE key = "
-                              "'links_version'",
-                              NULL, NULL, NULL),
-                 SQLITE_OK);
-    sqlite3_close(db);
-    free(db_path);
-    skt_hub_open_clients(scoped_clients, NULL);
+    reopen_after("DELETE FROM hub_link; DELETE FROM hub_meta WHERE key = 'links_version'",
+                 scoped_clients);
     expect_list("/persons", SA, PA "," TA "," GA);
     expect_list("/calendarEvents", SA, CEA);
 }
@@ -558,15 +566,21 @@ static void expect_lookup(const char *authorization, const char *want)
     free(out);
 }
 
-Test(ss12000_api_scope, lookups_and_expansions_stay_in_the_school, .fini = skt_hub_finish,
-     .timeout = 60)
+/* The hub with two_schools(), where TA teaches at B as well (from 2020): a duty A's client may
+ * not see. */
+static void two_schools_teaching_at_b(void)
 {
     skt_hub_open_clients(scoped_clients, NULL);
     two_schools();
-    /* TA teaches at B as well: a duty A's client may not see. */
     add("Duty", "{\"id\":\"" DB "\"," META ",\"person\":{\"id\":\"" TA "\"},\"dutyAt\":{\"id\":\"" B
-                "\"},\"dutyRole\":\"Lärare\"}");
+                "\"},\"dutyRole\":\"Lärare\",\"startDate\":\"2020-01-01\"}");
     skt_hub_apply();
+}
+
+Test(ss12000_api_scope, lookups_and_expansions_stay_in_the_school, .fini = skt_hub_finish,
+     .timeout = 60)
+{
+    two_schools_teaching_at_b();
     expect_lookup(SA, PA "," TA);
     expect_lookup(LMS, PA "," PB "," TA);
 
@@ -783,26 +797,16 @@ Test(ss12000_api_scope, deletions_of_what_the_client_is_not_shown_stay_hidden,
     cr_assert_null(strstr(text, FULL), "%s", text);
     free(text);
     /* the webhooks' question agrees */
-    struct hub *h = skt_hub->priv;
-    cr_assert_not(hub_client_sees(h, "skip", sk_entity_by_name("Person"), PROT));
-    cr_assert(hub_client_sees(h, "skip", sk_entity_by_name("Person"), FULL));
-    cr_assert(hub_client_sees(h, "min", sk_entity_by_name("Person"), PROT));
-    cr_assert_not(hub_client_sees(h, "groups", sk_entity_by_name("Person"), FULL));
+    cr_assert_not(sees("skip", "Person", PROT));
+    cr_assert(sees("skip", "Person", FULL));
+    cr_assert(sees("min", "Person", PROT));
+    cr_assert_not(sees("groups", "Person", FULL));
     /* A state from before protected persons were marked: which deleted person was one is
      * unknown, so none is shown to a skip client (as a tombstone without links is not to a
      * client with organisations). */
-    skt_sink_drop(&skt_hub);
-    char *db_path = skt_fmt("%s/test-sink.db", skt_hub_dir);
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(db,
-                              "DELETE FROM hub_link WHERE kind = 'protected'; UPDATE hub_meta SET "
-                              "value = 1 WHERE key = 'links_version'",
-                              NULL, NULL, NULL),
-                 SQLITE_OK);
-    sqlite3_close(db);
-    free(db_path);
-    skt_hub_open_clients(SKIP_CLIENTS, NULL);
+    reopen_after("DELETE FROM hub_link WHERE kind = 'protected'; UPDATE hub_meta SET value = 1 "
+                 "WHERE key = 'links_version'",
+                 SKIP_CLIENTS);
     expect_deletions("/deletedEntities?entities=Person", SKIP, "{\"persons\":[]}");
     expect_deletions("/deletedEntities?entities=Person", "Bearer full-token-0123456789",
                      "{\"persons\":[\"" PROT "\",\"" FULL "\"]}");
@@ -865,7 +869,6 @@ Test(ss12000_api_scope, hidden_rows_do_not_shape_a_page, .fini = skt_hub_finish,
 
 /* ---- relationships outside the client's organisations ------------------------------------ */
 
-#define DB "00000000-0000-4000-8000-000000000202"
 #define PLB "00000000-0000-4000-8000-000000000801"
 #define GRB2 "00000000-0000-4000-8000-000000000303"
 #define PC "00000000-0000-4000-8000-000000000105"
@@ -883,12 +886,9 @@ Test(ss12000_api_scope, hidden_rows_do_not_shape_a_page, .fini = skt_hub_finish,
 Test(ss12000_api_scope, relationships_outside_the_scope_match_nothing, .fini = skt_hub_finish,
      .timeout = 60)
 {
-    skt_hub_open_clients(scoped_clients, NULL);
-    two_schools();
     /* The A teacher has a duty at B too; the A student is in a group and placed at B, with
      * its guardian as owner; B's student has the A student's guardian too. */
-    add("Duty", "{\"id\":\"" DB "\"," META ",\"person\":{\"id\":\"" TA "\"},\"dutyAt\":{\"id\":\"" B
-                "\"},\"dutyRole\":\"Lärare\",\"startDate\":\"2020-01-01\"}");
+    two_schools_teaching_at_b();
     add("Group", "{\"id\":\"" GRB2 "\"," META ",\"displayName\":\"7C\",\"groupType\":\"Klass\","
                  "\"organisation\":{\"id\":\"" B "\"},\"groupMemberships\":[{\"person\":{\"id\":"
                  "\"" PA "\"}}]}");
