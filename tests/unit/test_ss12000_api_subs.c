@@ -19,6 +19,8 @@
  *               subscription that fails after its expiry is dropped
  *   restart     a subscription outlives the hub's restart and is called
  *   quota       concurrent creations never pass 100 per client
+ *   scope       a school's client hears only of its school, a client with
+ *               protected_identities: skip nothing of a protected person
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -522,15 +524,29 @@ Test(ss12000_api_subs, a_subscription_outlives_a_restart, .fini = finish, .timeo
     free(t);
 }
 
-/* A person enrolled at school (an organisation id), as the sink gets it. */
-static void add_enrolled(const char *id, const char *school, const char *family)
+/* A person enrolled at school (an organisation id; NULL: none), protected (Skyddad
+ * folkbokföring) or not, as the sink gets it. */
+static void add_person(const char *id, const char *school, const char *family, bool protect)
 {
+    char *enrolled = school ? skt_fmt(",\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"},"
+                                      "\"schoolType\":\"GR\"}]",
+                                      school)
+                            : sk_strdup("");
     char *json = skt_fmt("{\"id\":\"%s\",\"meta\":{\"created\":\"%s\",\"modified\":\"%s\"},"
-                         "\"givenName\":\"P\",\"familyName\":\"%s\",\"enrolments\":[{"
-                         "\"enroledAt\":{\"id\":\"%s\"},\"schoolType\":\"GR\"}]}",
-                         id, T1, T1, family, school);
+                         "\"givenName\":\"P\",\"familyName\":\"%s\"%s%s}",
+                         id, T1, T1, family, enrolled,
+                         protect ? ",\"securityMarking\":\"Skyddad folkbokföring\"" : "");
     skt_recs_add(&skt_hub_batch, "Person", NULL, json, NULL);
     free(json);
+    free(enrolled);
+}
+
+/* Applies the batch: no callback may follow (why says what it was). */
+static void apply_unheard(const char *why)
+{
+    skt_hub_apply();
+    usleep(800000);
+    cr_assert_eq(rx_count(), 0, "%s was called back", why);
 }
 
 Test(ss12000_api_subs, a_school_client_hears_only_of_its_school, .fini = finish, .timeout = 60)
@@ -543,8 +559,8 @@ Test(ss12000_api_subs, a_school_client_hears_only_of_its_school, .fini = finish,
                             a);
     skt_hub_open_clients(clients, "webhook_batch: 100ms\n");
     char *pa = skt_hub_new_id(), *pb = skt_hub_new_id();
-    add_enrolled(pa, a, "A");
-    add_enrolled(pb, b, "B");
+    add_person(pa, a, "A", false);
+    add_person(pb, b, "B", false);
     skt_hub_apply();
     char *ta = target("a");
     cJSON *sub =
@@ -552,18 +568,14 @@ Test(ss12000_api_subs, a_school_client_hears_only_of_its_school, .fini = finish,
 
     /* A change at school B only: school A's client is not called (it would learn that
      * something it may not see changed). */
-    add_enrolled(pb, b, "B2");
-    skt_hub_apply();
-    usleep(800000);
-    cr_assert_eq(rx_count(), 0, "a change at another school was called back");
+    add_person(pb, b, "B2", false);
+    apply_unheard("a change at another school");
     /* B's student deleted: not A's business either. */
     skt_recs_add(&skt_hub_batch, "Person", pb, NULL, NULL);
-    skt_hub_apply();
-    usleep(800000);
-    cr_assert_eq(rx_count(), 0, "a deletion at another school was called back");
+    apply_unheard("a deletion at another school");
 
     /* A change at school A is. */
-    add_enrolled(pa, a, "A2");
+    add_person(pa, a, "A2", false);
     skt_hub_apply();
     cr_assert_eq(rx_wait(1, 1000), 1, "no callback for the school's own change");
     assert_callback(0, "Person", false);
@@ -645,4 +657,35 @@ Test(ss12000_api_subs, concurrent_creations_keep_the_quota, .fini = finish, .tim
     cJSON *all = skt_hub_get_json("/subscriptions?limit=1000", LMS, 200);
     cr_assert_eq(cJSON_GetArraySize(skt_hub_data(all)), HUB_SUBS_PER_CLIENT);
     cJSON_Delete(all);
+}
+
+/* A client that is never shown a protected person (protected_identities: skip) is not called
+ * when one changes or is deleted: the call alone would tell it. */
+Test(ss12000_api_subs, a_skip_client_hears_nothing_of_a_protected_person, .fini = finish,
+     .timeout = 60)
+{
+    rx_start(0);
+    skt_hub_open_clients("  lms: {token: lms-token-0123456789, entities: all}\n"
+                         "  skip: {token: skip-token-0123456789, entities: all, "
+                         "protected_identities: skip}\n",
+                         "webhook_batch: 100ms\n");
+    char *hidden = skt_hub_new_id(), *shown = skt_hub_new_id();
+    add_person(hidden, NULL, "H", true);
+    add_person(shown, NULL, "S", false);
+    skt_hub_apply();
+    char *t = target("skip");
+    cJSON *sub = subscribe("Bearer skip-token-0123456789", t, "{\"resource\":\"Person\"}", 201);
+    add_person(hidden, NULL, "H2", true);
+    apply_unheard("a protected person's change");
+    skt_recs_add(&skt_hub_batch, "Person", hidden, NULL, NULL);
+    apply_unheard("a protected person's deletion");
+    add_person(shown, NULL, "S2", false);
+    skt_hub_apply();
+    cr_assert_eq(rx_wait(1, 1000), 1, "no callback for a person it is shown");
+    assert_callback(0, "Person", false);
+
+    cJSON_Delete(sub);
+    free(t);
+    free(shown);
+    free(hidden);
 }
