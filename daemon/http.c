@@ -80,31 +80,39 @@ struct upload {
     bool too_large;
 };
 
-static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
+/* http.h. The port is digits only: strtol took "" for port 0 and "+80" for 80. */
+const char *sk_http_listen_parse(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
 {
     char host[256];
     const char *colon = strrchr(listen, ':');
-    if (!colon || colon == listen)
-        return -1;
+    if (!colon || !colon[1])
+        return "no port (expected host:port)";
+    if (colon == listen)
+        return "no host (expected an IPv4 address, [IPv6] or localhost before the port)";
     size_t hl = (size_t)(colon - listen);
     if (hl >= sizeof(host))
-        return -1;
+        return "the host is too long";
     memcpy(host, listen, hl);
     host[hl] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
-        return -1;
+    long port = 0;
+    for (const char *p = colon + 1; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return "the port is not a number (expected 0 to 65535)";
+        if ((port = port * 10 + (*p - '0')) > 65535)
+            return "port out of range (expected 0 to 65535; 0: any free one)";
+    }
     memset(ss, 0, sizeof(*ss));
+    static const char bad_host[] =
+        "the host is not an IPv4 address, [IPv6] or localhost (names are not resolved)";
     if (host[0] == '[' && host[hl - 1] == ']') {
         host[hl - 1] = '\0';
         struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
         a6->sin6_family = AF_INET6;
         a6->sin6_port = htons((uint16_t)port);
         if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
-            return -1;
+            return bad_host;
         *len = sizeof(*a6);
-        return 0;
+        return NULL;
     }
     struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
     a4->sin_family = AF_INET;
@@ -112,9 +120,9 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     if (strcmp(host, "localhost") == 0)
         strcpy(host, "127.0.0.1");
     if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
-        return -1;
+        return bad_host;
     *len = sizeof(*a4);
-    return 0;
+    return NULL;
 }
 
 /* allow: the Allow header (RFC 9110 §15.5.6: a 405 must have one), or NULL/"". */
@@ -382,9 +390,9 @@ struct sk_http *sk_http_start(const char *listen, const struct sk_http_limits *l
 {
     struct sockaddr_storage ss;
     socklen_t slen = 0;
-    if (parse_listen(listen, &ss, &slen))
-        return sk_error_set(err, SK_ERR_FATAL, "admin.listen \"%s\" is not host:port", listen),
-               NULL;
+    const char *why = sk_http_listen_parse(listen, &ss, &slen);
+    if (why)
+        return sk_error_set(err, SK_ERR_FATAL, "admin.listen \"%s\": %s", listen, why), NULL;
     int fd = listen_on(listen, &ss, slen, err);
     if (fd < 0)
         return NULL;

@@ -11,6 +11,7 @@
 #define SK_HTTP_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "buf.h"
 #include "connector.h"
@@ -30,6 +31,13 @@ struct sk_http_limits {
     int64_t header_timeout_ms;
 };
 
+/*
+ * Parses admin.listen, "host:port": an IPv4 address, [IPv6] or localhost
+ * (names are not resolved), port 0 to 65535. NULL with *ss and *len set, or
+ * why it is not an address (a constant). The configuration checks with it
+ * what sk_http_start will take, so both read the address the same way.
+ */
+const char *sk_http_listen_parse(const char *listen, struct sockaddr_storage *ss, socklen_t *len);
 /*
  * Starts listening on "host:port" ("127.0.0.1:9720", "[::1]:9720"; port 0
  * picks a free one). limits NULL: the admin section's defaults. Returns NULL with err.
