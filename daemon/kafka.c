@@ -83,7 +83,9 @@ const struct sk_option sk_kafka_options[] = {
      offsetof(struct sk_kafka_conf, tombstone_retention_ms), .min = 3600000,
      .max = 3650LL * 86400000},
     {"properties", SK_OPT_MAP, NULL, false,
-     "librdkafka properties passed through (security.protocol, ssl.*, sasl.*, ...)",
+     "librdkafka properties passed to every client (security.protocol, ssl.*, sasl.*, ...), "
+     "checked by librdkafka at load; those skolsync sets itself (bootstrap.servers, client.id, "
+     "group.id, transactional.id, ...) are refused",
      offsetof(struct sk_kafka_conf, properties)},
     {0},
 };
@@ -166,28 +168,82 @@ char *sk_kafka_topic_for(const struct sk_kafka *k, const char *collection)
     return sk_asprintf("%s%s", k->prefix, collection);
 }
 
-int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-                      struct sk_error *err)
+/*
+ * rd_kafka_conf_set, its reason in errstr. librdkafka quotes the value in
+ * some messages ('Invalid value "..." for configuration property'), and the
+ * value may be a password: with hide, it is cut out.
+ */
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, bool hide,
+                    char *errstr, size_t size)
 {
-    char errstr[512];
-    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
+    if (rd_kafka_conf_set(conf, name, value, errstr, size) == RD_KAFKA_CONF_OK)
         return 0;
-    /* librdkafka quotes the value in some messages ('Invalid value "..." for
-     * configuration property'), and the value may be a password: cut it out. */
-    size_t vlen = strlen(value);
+    errstr[strcspn(errstr, "\n")] = '\0'; /* some end in one */
+    size_t vlen = hide ? strlen(value) : 0;
     char *at;
     while (vlen && (at = strstr(errstr, value)) != NULL) {
         static const char hidden[] = "********";
         size_t rest = strlen(at + vlen) + 1;
-        if (vlen < sizeof(hidden) - 1 &&
-            strlen(errstr) + sizeof(hidden) - 1 - vlen >= sizeof(errstr))
+        if (vlen < sizeof(hidden) - 1 && strlen(errstr) + sizeof(hidden) - 1 - vlen >= size)
             break;
         memmove(at + sizeof(hidden) - 1, at + vlen, rest);
         memcpy(at, hidden, sizeof(hidden) - 1);
     }
     if (vlen && strstr(errstr, value))
-        snprintf(errstr, sizeof(errstr), "invalid value");
+        snprintf(errstr, size, "invalid value");
+    return -1;
+}
+
+int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                      struct sk_error *err)
+{
+    char errstr[512];
+    if (conf_set(conf, name, value, true, errstr, sizeof(errstr)) == 0)
+        return 0;
     return sk_error_set(err, SK_ERR_FATAL, "kafka property %s: %s", name, errstr);
+}
+
+/*
+ * What the daemon sets on its clients itself, after or instead of
+ * kafka.properties (sk_kafka_conf_new, the drivers): set there, they were
+ * overridden without a word, or (bootstrap.servers, client.id, set before
+ * the properties) took over what kafka.brokers and the client names decide.
+ */
+static const char *const reserved_properties[][2] = {
+    {"bootstrap.servers", "use kafka.brokers"},
+    {"client.id", "each client is named after its deployment, node and connector, and the "
+                  "duplicate-node check reads the name"},
+    {"group.id", "derived from kafka.deployment, node.name and the sink's name"},
+    {"group.instance.id", "derived from kafka.deployment, node.name and the sink's name"},
+    {"transactional.id", "each source has its own, with kafka.exactly_once"},
+    {"enable.idempotence", "the delivery rules rest on it (kafka.exactly_once for transactions)"},
+    {"isolation.level", "the delivery rules rest on it"},
+    {"enable.auto.commit", "the delivery rules rest on it: offsets are committed after apply"},
+    {"enable.auto.offset.store", "the delivery rules rest on it: offsets are committed after "
+                                 "apply"},
+};
+
+void sk_kafka_properties_check(const struct sk_cnode *props, struct sk_config_errors *errs)
+{
+    if (!props || props->kind != SK_CNODE_MAP)
+        return;
+    rd_kafka_conf_t *scratch = rd_kafka_conf_new();
+    for (size_t i = 0; i < props->n_kids; i++) {
+        const struct sk_cnode *p = props->kids[i];
+        if (p->kind != SK_CNODE_SCALAR || !p->value)
+            continue; /* reported by the option table */
+        const char *why = NULL;
+        for (size_t j = 0; !why && j < sizeof(reserved_properties) / sizeof(*reserved_properties);
+             j++)
+            if (strcmp(p->key, reserved_properties[j][0]) == 0)
+                why = reserved_properties[j][1];
+        char errstr[512];
+        if (why)
+            sk_config_errors_add(errs, p, "set by skolsync itself (%s)", why);
+        else if (conf_set(scratch, p->key, p->value, p->secret, errstr, sizeof(errstr)))
+            sk_config_errors_add(errs, p, "%s", errstr);
+    }
+    rd_kafka_conf_destroy(scratch);
 }
 
 rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t type,

@@ -152,6 +152,15 @@ rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t
 /* Sets one property or fails with err (FATAL). */
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);
+/*
+ * Checks kafka.properties (the map node, or NULL) at load, without
+ * connecting: a name the daemon sets itself is refused, every other
+ * property is set on a scratch configuration by librdkafka, which checks the
+ * name and the value; its reason goes to errs at the property (a secret
+ * value never quoted). Producer and consumer properties are both accepted,
+ * as every client gets them all.
+ */
+void sk_kafka_properties_check(const struct sk_cnode *props, struct sk_config_errors *errs);
 
 /*
  * Reads one partition of topic from `from` (an offset, or
