@@ -15,8 +15,10 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "daemon.h"
+#include "http.h"
 #include "model.h"
 #include "util.h"
 
@@ -32,9 +34,12 @@ static const struct sk_option log_options[] = {
 static const struct sk_option admin_options[] = {
     {"listen", SK_OPT_STRING, "127.0.0.1:9720", false,
      "HTTP address for metrics, health, the API, the status page and webhooks "
-     "(host:port, port 0 = any free one; \"off\" = no HTTP server)",
+     "(host:port: an IPv4 address, [IPv6] or localhost; port 0 = any free one; \"off\" = no "
+     "HTTP server)",
      offsetof(struct sk_admin_conf, listen)},
-    {"token", SK_OPT_SECRET, NULL, false, "bearer token required by every state-changing API call",
+    {"token", SK_OPT_SECRET, NULL, false,
+     "bearer token required by every state-changing API call (not empty; without it those "
+     "calls are refused)",
      offsetof(struct sk_admin_conf, token)},
     {"max_body", SK_OPT_SIZE, "1MiB", false, "largest accepted request body",
      offsetof(struct sk_admin_conf, max_body), .min = 1024, .max = 64LL << 20},
@@ -218,6 +223,71 @@ static void check_embedded_single_node(const struct sk_daemon_config *cfg,
                              "the daemons of a deployment on a real Kafka cluster)");
 }
 
+/*
+ * admin.listen is parsed as the HTTP server will parse it (one parser,
+ * sk_http_listen_parse), and admin.token must be one an Authorization header
+ * can carry: an empty one (a credential file left empty) turned every
+ * state-changing call off without a word. Leaving the key out still does,
+ * on purpose (the API then answers 403 and says why).
+ */
+static void check_admin(const struct sk_daemon_config *cfg, struct sk_config_errors *errs)
+{
+    const struct sk_cnode *admin = sk_cnode_get(cfg->tree, "admin");
+    const struct sk_cnode *at = sk_cnode_get(admin, "listen");
+    const char *listen = cfg->core.admin.listen;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    const char *why;
+    if (at && listen && strcmp(listen, "off") != 0 &&
+        (why = sk_http_listen_parse(listen, &ss, &len)) != NULL)
+        sk_config_errors_add(errs, at, "\"%s\" is not an address to listen on: %s",
+                             sk_cnode_display(at), why);
+    at = sk_cnode_get(admin, "token");
+    const char *token = cfg->core.admin.token;
+    if (!at || !token)
+        return;
+    if (!*token)
+        sk_config_errors_add(errs, at,
+                             "empty (expected the bearer token of the state-changing API calls; "
+                             "leave the key out to refuse them all)");
+    else if (isspace((unsigned char)token[0]) || isspace((unsigned char)token[strlen(token) - 1]))
+        sk_config_errors_add(errs, at,
+                             "begins or ends with white space, which an Authorization header "
+                             "cannot carry (expected the token alone; ${file:} removes one "
+                             "trailing newline)");
+}
+
+/*
+ * kafka.brokers and kafka.embedded_dir empty: the first was taken for a real
+ * cluster without an address (the start waited out connect_timeout), the
+ * second failed the embedded broker's start. kafka.properties are tried by
+ * librdkafka itself (sk_kafka_properties_check). The embedded broker (the
+ * mock cluster) speaks plaintext only: with TLS or SASL every client retried
+ * its connection for ever.
+ */
+static void check_kafka(const struct sk_daemon_config *cfg, struct sk_config_errors *errs)
+{
+    const struct sk_cnode *kafka = sk_cnode_get(cfg->tree, "kafka");
+    const struct sk_kafka_conf *k = &cfg->core.kafka;
+    const struct sk_cnode *at = sk_cnode_get(kafka, "brokers");
+    if (at && k->brokers && !k->brokers[strspn(k->brokers, " ,\t")])
+        sk_config_errors_add(errs, at,
+                             "empty value (expected host:port,... or \"embedded\")");
+    at = sk_cnode_get(kafka, "embedded_dir");
+    if (at && k->embedded_dir && !*k->embedded_dir)
+        sk_config_errors_add(errs, at, "empty value (expected a directory, or \"off\")");
+    const struct sk_cnode *props = sk_cnode_get(kafka, "properties");
+    sk_kafka_properties_check(props, errs);
+    at = sk_cnode_get(props, "security.protocol");
+    bool embedded = !k->brokers || strcmp(k->brokers, "embedded") == 0;
+    if (embedded && at && at->value &&
+        (strcasecmp(at->value, "ssl") == 0 || strcasecmp(at->value, "sasl_ssl") == 0 ||
+         strcasecmp(at->value, "sasl_plaintext") == 0))
+        sk_config_errors_add(errs, at,
+                             "not allowed with kafka.brokers: embedded (the embedded broker "
+                             "speaks plaintext only: every client would fail to connect)");
+}
+
 static char *type_list(bool sources)
 {
     size_t len = 1;
@@ -381,6 +451,8 @@ static struct sk_daemon_config *load(const char *path, const char *const *keep,
     check_topic_prefix(cfg, errs);
     resolve_names(cfg, errs);
     check_embedded_single_node(cfg, errs);
+    check_admin(cfg, errs);
+    check_kafka(cfg, errs);
 
     const struct sk_cnode *srcs = sk_cnode_get(cfg->tree, "sources");
     const struct sk_cnode *snks = sk_cnode_get(cfg->tree, "sinks");

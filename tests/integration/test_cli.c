@@ -373,6 +373,193 @@ Test(cli, embedded_broker_refuses_deployment_and_node_name)
     free(path);
 }
 
+/*
+ * `check` is what an operator runs before a start or a reload: a value that
+ * would only fail once the daemon runs is refused by it, at its position.
+ * text: the whole file; want: what must follow "FILE:" (NULL: valid).
+ */
+static void expect_check(const char *text, const char *want)
+{
+    int rc;
+    char *path;
+    char *out = check_text(text, &rc, &path);
+    if (!want) {
+        cr_assert_eq(rc, 0, "must be valid:\n%s\n%s", text, out);
+    } else {
+        cr_assert_eq(rc, 2, "must be refused:\n%s\n%s", text, out);
+        char *line = skt_fmt("%s:%s", path, want);
+        cr_assert(strstr(out, line), "want \"%s\" in:\n%s", line, out);
+        free(line);
+    }
+    free(out);
+    free(path);
+}
+
+#define CHECK_TAIL "sources:\n  a:\n    type: jsonl-source\n    path: /tmp\n"
+
+/* admin.listen was only parsed when the HTTP server started: a bad address
+ * passed check and the daemon then failed at start without a position. */
+Test(cli, check_refuses_a_malformed_admin_listen)
+{
+    const char *const bad[][2] = {
+        {"localhost", "no port"},
+        {"127.0.0.1:99999", "port out of range"},
+        {"127.0.0.1:", "no port"},
+        {"127.0.0.1:http", "the port is not a number"},
+        {"127.0.0.1:+80", "the port is not a number"},
+        {"admin.example.org:9720", "the host is not an IPv4 address"},
+        {"[::1:9720", "the host is not an IPv4 address"},
+        {"300.1.1.1:9720", "the host is not an IPv4 address"},
+        {":9720", "no host"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *text = skt_fmt("kafka:\n  brokers: embedded\nadmin:\n  listen: \"%s\"\n" CHECK_TAIL,
+                             bad[i][0]);
+        char *want = skt_fmt("4:3: admin.listen: \"%s\" is not an address to listen on: %s",
+                             bad[i][0], bad[i][1]);
+        expect_check(text, want);
+        free(want);
+        free(text);
+    }
+    const char *const good[] = {"127.0.0.1:9720", "0.0.0.0:0", "[::1]:9720", "localhost:9720",
+                                "off"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char *text = skt_fmt("kafka:\n  brokers: embedded\nadmin:\n  listen: \"%s\"\n" CHECK_TAIL,
+                             good[i]);
+        expect_check(text, NULL);
+        free(text);
+    }
+}
+
+/* kafka.properties reached librdkafka only when a client was made: an
+ * unknown name or a value librdkafka refuses passed check. Now each is
+ * tried on a scratch configuration by librdkafka itself, and its reason is
+ * printed at the property, never the value when it is a secret. */
+Test(cli, check_refuses_kafka_properties_librdkafka_refuses)
+{
+    const char *head = "kafka:\n  brokers: embedded\n  properties:\n";
+    const char *const bad[][2] = {
+        {"compression.type: zstdx",
+         "4:5: kafka.properties.compression.type: Invalid value \"zstdx\" for configuration "
+         "property"},
+        {"compresion.type: zstd",
+         "4:5: kafka.properties.compresion.type: No such configuration property: "
+         "\"compresion.type\""},
+        {"linger.ms: \"-3\"", "4:5: kafka.properties.linger.ms: Configuration property "
+                              "\"queue.buffering.max.ms\" value -3 is outside allowed range "
+                              "0..900000\nskolsync: 1 error(s)"},
+        {"client.id: mine", "4:5: kafka.properties.client.id: set by skolsync itself"},
+        {"bootstrap.servers: k1:9092", "4:5: kafka.properties.bootstrap.servers: set by "
+                                       "skolsync itself (use kafka.brokers)"},
+        {"group.id: mine", "4:5: kafka.properties.group.id: set by skolsync itself"},
+        {"transactional.id: mine", "4:5: kafka.properties.transactional.id: set by skolsync"},
+        {"enable.auto.commit: \"true\"", "4:5: kafka.properties.enable.auto.commit: set by "
+                                         "skolsync itself"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *text = skt_fmt("%s    %s\n" CHECK_TAIL, head, bad[i][0]);
+        expect_check(text, bad[i][1]);
+        free(text);
+    }
+    /* A producer's, a consumer's and a topic's property side by side (every
+     * client gets them all), and secrets librdkafka takes as they are. */
+    setenv("SK_TEST_KAFKA_PW", "pw-never-shown-77", 1);
+    char *text = skt_fmt("%s    compression.type: zstd\n    linger.ms: 5\n"
+                         "    fetch.wait.max.ms: 100\n    message.timeout.ms: 30000\n"
+                         "    sasl.username: skolsync\n"
+                         "    sasl.password: ${env:SK_TEST_KAFKA_PW}\n" CHECK_TAIL,
+                         head);
+    expect_check(text, NULL);
+    free(text);
+    /* a secret value librdkafka refuses: the reason, never the value */
+    int rc;
+    char *path;
+    text = skt_fmt("%s    security.protocol: ${env:SK_TEST_KAFKA_PW}\n"
+                   "    ssl.endpoint.identification.algorithm: ${env:SK_TEST_KAFKA_PW}\n"
+                   CHECK_TAIL,
+                   head);
+    char *out = check_text(text, &rc, &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    char *want = skt_fmt("%s:4:5: kafka.properties.security.protocol: Invalid value", path);
+    cr_assert(strstr(out, want), "want \"%s\" in:\n%s", want, out);
+    cr_assert(strstr(out, ":5:5: kafka.properties.ssl.endpoint.identification.algorithm: "),
+              "%s", out);
+    cr_assert_null(strstr(out, "pw-never-shown"), "a secret was echoed:\n%s", out);
+    free(want);
+    free(out);
+    free(path);
+    free(text);
+}
+
+/* An empty admin.token (a credential file left empty) turned every
+ * state-changing call off without a word; leaving the key out still does,
+ * on purpose. */
+Test(cli, check_refuses_an_empty_admin_token)
+{
+    char *dir = skt_tmpdir("cli-token");
+    char *empty = skt_fmt("%s/admin-token", dir);
+    skt_write(empty, "");
+    char *newline = skt_fmt("%s/admin-token-nl", dir);
+    skt_write(newline, "\n");
+    setenv("SK_TEST_EMPTY_TOKEN", "", 1);
+    char *values[] = {skt_fmt("\"\""), skt_fmt("${file:%s}", empty),
+                      skt_fmt("${file:%s}", newline), skt_fmt("${env:SK_TEST_EMPTY_TOKEN}")};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        char *text =
+            skt_fmt("kafka:\n  brokers: embedded\nadmin:\n  token: %s\n" CHECK_TAIL, values[i]);
+        expect_check(text, "4:3: admin.token: empty (expected the bearer token");
+        free(text);
+        free(values[i]);
+    }
+    /* a token that no Authorization header can carry */
+    setenv("SK_TEST_SPACED_TOKEN", " tok-never-shown ", 1);
+    int rc;
+    char *path;
+    char *out = check_text("admin:\n  token: ${env:SK_TEST_SPACED_TOKEN}\n" CHECK_TAIL, &rc,
+                           &path);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, ":2:3: admin.token: begins or ends with white space"), "%s", out);
+    cr_assert_null(strstr(out, "tok-never-shown"), "a secret was echoed:\n%s", out);
+    free(out);
+    free(path);
+    /* no token, or "token:" with nothing after it: allowed (the calls are refused) */
+    expect_check("admin:\n  listen: 127.0.0.1:0\n" CHECK_TAIL, NULL);
+    expect_check("admin:\n  token:\n" CHECK_TAIL, NULL);
+    setenv("SK_TEST_TOKEN_OK", "a-real-token", 1);
+    expect_check("admin:\n  token: ${env:SK_TEST_TOKEN_OK}\n" CHECK_TAIL, NULL);
+    free(empty);
+    free(newline);
+}
+
+/* An empty kafka.brokers was taken for a real cluster with no address (the
+ * start waited out connect_timeout); an empty embedded_dir failed the
+ * embedded broker's start; TLS or SASL on the embedded broker (plaintext
+ * only) left every client retrying its connection for ever. */
+Test(cli, check_refuses_kafka_settings_that_cannot_start)
+{
+    expect_check("kafka:\n  brokers: \"\"\n" CHECK_TAIL,
+                 "2:3: kafka.brokers: empty value (expected host:port,... or \"embedded\")");
+    expect_check("kafka:\n  brokers: \" , \"\n" CHECK_TAIL,
+                 "2:3: kafka.brokers: empty value (expected host:port,... or \"embedded\")");
+    expect_check("kafka:\n  brokers: embedded\n  embedded_dir: \"\"\n" CHECK_TAIL,
+                 "3:3: kafka.embedded_dir: empty value (expected a directory, or \"off\")");
+    const char *const protocols[] = {"SASL_PLAINTEXT", "ssl", "sasl_ssl"};
+    for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]); i++) {
+        char *text = skt_fmt("kafka:\n  properties:\n    security.protocol: %s\n" CHECK_TAIL,
+                             protocols[i]);
+        expect_check(text, "3:5: kafka.properties.security.protocol: not allowed with "
+                           "kafka.brokers: embedded (the embedded broker speaks plaintext only");
+        free(text);
+    }
+    /* plaintext, and SASL settings it ignores then, are fine there; TLS on a real cluster too */
+    expect_check("kafka:\n  brokers: embedded\n  properties:\n    security.protocol: PLAINTEXT\n"
+                 "    sasl.username: x\n" CHECK_TAIL,
+                 NULL);
+    expect_check("kafka:\n  brokers: k1.example:9093\n  properties:\n"
+                 "    security.protocol: SASL_SSL\n" CHECK_TAIL,
+                 NULL);
+}
+
 Test(cli, unknown_connector_type)
 {
     int rc;
