@@ -201,10 +201,11 @@ static void resolve_names(struct sk_daemon_config *cfg, struct sk_config_errors 
  * tells the nodes of a deployment apart) name what only exists on a real
  * cluster; set there they would suggest a deployment of several nodes that
  * cannot be, so they are refused rather than silently ignored. Unset, they
- * still take their defaults (group names, /api/v1/cluster).
+ * still take their defaults (group names, /api/v1/cluster). It is the mock
+ * cluster, which speaks plaintext only: with TLS or SASL
+ * (kafka.properties.security.protocol) every client retried for ever.
  */
-static void check_embedded_single_node(const struct sk_daemon_config *cfg,
-                                       struct sk_config_errors *errs)
+static void check_embedded(const struct sk_daemon_config *cfg, struct sk_config_errors *errs)
 {
     const char *brokers = cfg->core.kafka.brokers;
     if (brokers && strcmp(brokers, "embedded") != 0)
@@ -221,6 +222,14 @@ static void check_embedded_single_node(const struct sk_daemon_config *cfg,
                              "not allowed with kafka.brokers: embedded (the embedded broker is a "
                              "single node inside this daemon, and a node name only matters among "
                              "the daemons of a deployment on a real Kafka cluster)");
+    at = sk_cnode_get(sk_cnode_get(sk_cnode_get(cfg->tree, "kafka"), "properties"),
+                      "security.protocol");
+    if (at && at->value &&
+        (strcasecmp(at->value, "ssl") == 0 || strcasecmp(at->value, "sasl_ssl") == 0 ||
+         strcasecmp(at->value, "sasl_plaintext") == 0))
+        sk_config_errors_add(errs, at,
+                             "not allowed with kafka.brokers: embedded (the embedded broker "
+                             "speaks plaintext only: every client would fail to connect)");
 }
 
 /*
@@ -261,9 +270,7 @@ static void check_admin(const struct sk_daemon_config *cfg, struct sk_config_err
  * kafka.brokers and kafka.embedded_dir empty: the first was taken for a real
  * cluster without an address (the start waited out connect_timeout), the
  * second failed the embedded broker's start. kafka.properties are tried by
- * librdkafka itself (sk_kafka_properties_check). The embedded broker (the
- * mock cluster) speaks plaintext only: with TLS or SASL every client retried
- * its connection for ever.
+ * librdkafka itself (sk_kafka_properties_check).
  */
 static void check_kafka(const struct sk_daemon_config *cfg, struct sk_config_errors *errs)
 {
@@ -276,16 +283,7 @@ static void check_kafka(const struct sk_daemon_config *cfg, struct sk_config_err
     at = sk_cnode_get(kafka, "embedded_dir");
     if (at && k->embedded_dir && !*k->embedded_dir)
         sk_config_errors_add(errs, at, "empty value (expected a directory, or \"off\")");
-    const struct sk_cnode *props = sk_cnode_get(kafka, "properties");
-    sk_kafka_properties_check(props, errs);
-    at = sk_cnode_get(props, "security.protocol");
-    bool embedded = !k->brokers || strcmp(k->brokers, "embedded") == 0;
-    if (embedded && at && at->value &&
-        (strcasecmp(at->value, "ssl") == 0 || strcasecmp(at->value, "sasl_ssl") == 0 ||
-         strcasecmp(at->value, "sasl_plaintext") == 0))
-        sk_config_errors_add(errs, at,
-                             "not allowed with kafka.brokers: embedded (the embedded broker "
-                             "speaks plaintext only: every client would fail to connect)");
+    sk_kafka_properties_check(sk_cnode_get(kafka, "properties"), errs);
 }
 
 static char *type_list(bool sources)
@@ -450,7 +448,7 @@ static struct sk_daemon_config *load(const char *path, const char *const *keep,
     view_free(core);
     check_topic_prefix(cfg, errs);
     resolve_names(cfg, errs);
-    check_embedded_single_node(cfg, errs);
+    check_embedded(cfg, errs);
     check_admin(cfg, errs);
     check_kafka(cfg, errs);
 
