@@ -232,6 +232,10 @@ void sk_kafka_properties_check(const struct sk_cnode *props, struct sk_config_er
         const struct sk_cnode *p = props->kids[i];
         if (p->kind != SK_CNODE_SCALAR || !p->value)
             continue; /* reported by the option table */
+        /* rd_kafka_conf_set loads the plugins it names: not at check, nor at a
+         * reload of a running daemon; librdkafka checks them when it makes a client */
+        if (strcmp(p->key, "plugin.library.paths") == 0)
+            continue;
         const char *why = NULL;
         for (size_t j = 0; !why && j < sizeof(reserved_properties) / sizeof(*reserved_properties);
              j++)

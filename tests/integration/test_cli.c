@@ -467,7 +467,9 @@ Test(cli, check_refuses_kafka_properties_librdkafka_refuses)
     char *text = skt_fmt("%s    compression.type: zstd\n    linger.ms: 5\n"
                          "    fetch.wait.max.ms: 100\n    message.timeout.ms: 30000\n"
                          "    sasl.username: skolsync\n"
-                         "    sasl.password: ${env:SK_TEST_KAFKA_PW}\n" CHECK_TAIL,
+                         "    sasl.password: ${env:SK_TEST_KAFKA_PW}\n"
+                         /* a plugin is loaded when a client is made, never at check */
+                         "    plugin.library.paths: /nonexistent/skolsync-plugin.so\n" CHECK_TAIL,
                          head);
     expect_check(text, NULL);
     free(text);
