@@ -221,6 +221,10 @@ static const char *const reserved_properties[][2] = {
     {"enable.auto.commit", "the delivery rules rest on it: offsets are committed after apply"},
     {"enable.auto.offset.store", "the delivery rules rest on it: offsets are committed after "
                                  "apply"},
+    {"auto.offset.reset", "a sink without offsets reads its topics from the start"},
+    {"enable.partition.eof", "the drivers know they are caught up by it"},
+    {"partition.assignment.strategy", "roundrobin: librdkafka 2.0.2's cooperative-sticky is "
+                                      "unsafe (docs/architecture.md §8.5)"},
 };
 
 void sk_kafka_properties_check(const struct sk_cnode *props, struct sk_config_errors *errs)

@@ -455,6 +455,10 @@ Test(cli, check_refuses_kafka_properties_librdkafka_refuses)
         {"transactional.id: mine", "4:5: kafka.properties.transactional.id: set by skolsync"},
         {"enable.auto.commit: \"true\"", "4:5: kafka.properties.enable.auto.commit: set by "
                                          "skolsync itself"},
+        {"auto.offset.reset: latest", "4:5: kafka.properties.auto.offset.reset: set by "
+                                      "skolsync itself"},
+        {"partition.assignment.strategy: cooperative-sticky",
+         "4:5: kafka.properties.partition.assignment.strategy: set by skolsync itself"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *text = skt_fmt("%s    %s\n" CHECK_TAIL, head, bad[i][0]);
