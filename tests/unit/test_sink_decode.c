@@ -194,6 +194,26 @@ Test(sink_decode, a_value_of_another_entity_than_its_key_is_rejected)
     sk_buf_free(&one);
 }
 
+/* doc of the entity of collection, encoded and decoded under privacy: sk_sink_decode's
+ * result (1: the policy deleted it), the document in *d (NULL then). */
+static int decoded(const char *collection, const char *doc, const struct sk_privacy *privacy,
+                   cJSON **d, struct sk_buf *text)
+{
+    struct sk_record r = {.entity = sk_entity_by_collection(collection)};
+    struct sk_error err = {0};
+    char id[37];
+    int64_t modified_us;
+    cr_assert_eq(sk_codec_encode(r.entity, doc, strlen(doc), &r.value, &r.value_len, id,
+                                 &modified_us, &err),
+                 0, "%s", err.msg);
+    memcpy(r.key, id, sizeof(r.key));
+    uint8_t *value = r.value; /* a policy delete takes it off the record */
+    int rc = sk_sink_decode(privacy, &r, d, text, &err);
+    cr_assert_geq(rc, 0, "%s", err.msg);
+    free(value);
+    return rc;
+}
+
 /* A group whose membership names a protected person and an unprotected one, decoded. */
 static cJSON *decoded_group(enum sk_protected_mode mode, struct sk_buf *text)
 {
@@ -205,18 +225,9 @@ static cJSON *decoded_group(enum sk_protected_mode mode, struct sk_buf *text)
         "\"Wilma Öberg\",\"securityMarking\":\"Skyddad folkbokföring\"}},"
         "{\"person\":{\"id\":\"00000000-0000-4000-8000-000000000002\",\"displayName\":"
         "\"Bo Ek\",\"securityMarking\":\"Ingen\"}}]}";
-    struct sk_record r = {.entity = sk_entity_by_collection("groups")};
-    struct sk_error err = {0};
-    char id[37];
-    int64_t modified_us;
-    cr_assert_eq(sk_codec_encode(r.entity, doc, strlen(doc), &r.value, &r.value_len, id,
-                                 &modified_us, &err),
-                 0, "%s", err.msg);
-    memcpy(r.key, id, sizeof(r.key));
     struct sk_privacy privacy = {.protected_mode = mode};
     cJSON *d = NULL;
-    cr_assert_eq(sk_sink_decode(&privacy, &r, &d, text, &err), 0, "%s", err.msg);
-    free(r.value);
+    cr_assert_eq(decoded("groups", doc, &privacy, &d, text), 0);
     return d;
 }
 
@@ -257,21 +268,10 @@ static int decoded_person(const char *fields, enum sk_protected_mode mode, struc
                             "\"2024-02-01T10:00:00Z\"},\"givenName\":\"Wilma\","
                             "\"familyName\":\"Öberg\",%s}",
                             fields);
-    struct sk_record r = {.entity = sk_entity_by_collection("persons")};
-    struct sk_error err = {0};
-    char id[37];
-    int64_t modified_us;
-    cr_assert_eq(sk_codec_encode(r.entity, doc, strlen(doc), &r.value, &r.value_len, id,
-                                 &modified_us, &err),
-                 0, "%s", err.msg);
-    memcpy(r.key, id, sizeof(r.key));
     char *drops[] = {"civicNo"};
     struct sk_privacy privacy = {.protected_mode = mode, .drop_fields = {.v = drops, .n = 1}};
     cJSON *d = NULL;
-    uint8_t *value = r.value;
-    int rc = sk_sink_decode(&privacy, &r, &d, text, &err);
-    cr_assert_geq(rc, 0, "%s", err.msg);
-    free(value);
+    int rc = decoded("persons", doc, &privacy, &d, text);
     cJSON_Delete(d);
     free(doc);
     return rc;
