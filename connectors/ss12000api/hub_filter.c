@@ -10,7 +10,9 @@
  * r.id, has '?' where the value goes, and names other collections as
  * {collection}: a type the hub does not consume, or the client may not
  * read, reads as an empty table, and any other holds only the records the
- * client may see (its organisations: hub_filter_where's scope). {?name} is
+ * client may see (its organisations: hub_filter_where's scope); a condition
+ * that reads hub_refs for other records than the row's own keeps only those
+ * of {collection} (GROUPS_OF). {?name} is
  * 1 when the client may see the type (a collection) or the field (a path
  * of its documents), else 0, and
  * {!alias} is 1 unless alias.doc is a protected person the client's
@@ -94,8 +96,11 @@ struct def {
 #define REFS_IF(guard, coll, name, param)                                                          \
     "(SELECT id FROM hub_refs WHERE " guard " AND collection = '" coll "' AND name = '" name      \
     "' AND ref = " param ")"
-/* The groups a person is a member of. */
-#define GROUPS_OF REFS_IF("{?groups} AND {?groupMemberships}", "groups", "member", "?")
+/* The groups a person is a member of, of those the client may see: hub_refs holds every
+ * group's members, and an activity of its school may name a group of another school. */
+#define GROUPS_OF                                                                                  \
+    "(SELECT id FROM hub_refs WHERE {?groups} AND {?groupMemberships} AND collection = 'groups' "  \
+    "AND name = 'member' AND ref = ? AND id IN (SELECT id FROM {groups}))"
 /* The activities of a person's groups. */
 #define ACTIVITIES_OF_MEMBER                                                                       \
     "(SELECT id FROM hub_refs WHERE {?activities} AND collection = 'activities' AND name = "     \

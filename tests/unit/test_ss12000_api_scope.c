@@ -931,3 +931,48 @@ Test(ss12000_api_scope, relationships_outside_the_scope_match_nothing, .fini = s
     expect_list("/persons?relationship.entity.type=enrolment&relationship.organisation=" B, SA,
                 PC);
 }
+
+/* ---- conditions through another record's side table ----------------------------------- */
+
+#define ACTA2 "00000000-0000-4000-8000-000000000403"
+#define CEA2 "00000000-0000-4000-8000-000000000503"
+
+/*
+ * member= of activities and student= of calendar events find a person's
+ * groups, and through them activities: only groups the client may see. An
+ * activity at A taught to a group of B (ACTA2) told A's client, by
+ * member=PA, that its student PA is in B's group. Before 2026-12-05 the
+ * condition read every group's members from hub_refs.
+ */
+Test(ss12000_api_scope, members_of_groups_outside_the_scope_match_nothing,
+     .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(scoped_clients, NULL);
+    two_schools();
+    add("Group", "{\"id\":\"" GRB2 "\"," META ",\"displayName\":\"7C\",\"groupType\":\"Klass\","
+                 "\"organisation\":{\"id\":\"" B "\"},\"groupMemberships\":[{\"person\":{\"id\":"
+                 "\"" PA "\"}}]}");
+    add("Group", "{\"id\":\"" GRA "\"," META ",\"displayName\":\"7A\",\"groupType\":\"Klass\","
+                 "\"organisation\":{\"id\":\"" A "\"},\"groupMemberships\":[{\"person\":{\"id\":"
+                 "\"" TA "\"}}]}");
+    add("Activity", "{\"id\":\"" ACTA2 "\"," META ",\"displayName\":\"En\",\"organisation\":{"
+                    "\"id\":\"" A "\"},\"groups\":[{\"id\":\"" GRB2 "\"},{\"id\":\"" GRA "\"}]}");
+    add("CalendarEvent", "{\"id\":\"" CEA2 "\"," META ",\"activity\":{\"id\":\"" ACTA2 "\"},"
+                         "\"startTime\":\"" T1 "\",\"endTime\":\"" T2 "\"}");
+    skt_hub_apply();
+    expect_list("/activities?member=" PA, LMS, ACTA2);
+    expect_list("/activities?member=" PA, SA, "");
+    expect_list("/calendarEvents?student=" PA, LMS, CEA2);
+    expect_list("/calendarEvents?student=" PA, SA, "");
+    char *ids = NULL;
+    cr_assert_eq(post_lookup("/activities/lookup", SA, "{\"members\":[\"" PA "\"]}", &ids), 200);
+    cr_assert_str_eq(ids, "", "members found B's group");
+    free(ids);
+    cr_assert_eq(post_lookup("/calendarEvents/lookup", SA, "{\"student\":[\"" PA "\"]}", &ids),
+                 200);
+    cr_assert_str_eq(ids, "", "student found B's group");
+    free(ids);
+    /* a group of its own school still counts */
+    expect_list("/activities?member=" TA, SA, ACTA2);
+    expect_list("/calendarEvents?student=" TA, SA, CEA2);
+}
