@@ -343,12 +343,17 @@ static void deleted(struct req *r)
         return;
     /* The types asked for (all when none; a follow-up's from its token), always cut to
      * the client's scope as it is now: a reload may have narrowed it since the token. */
-    uint32_t scope = 0;
+    uint32_t scope = 0, served = 0;
     for (size_t i = 0; i < r->h->n_entities; i++) {
         int k = sk_entity_index(r->h->entities[i]);
+        served |= 1u << k;
         if (r->client->may_read[k])
             scope |= 1u << k;
     }
+    /* A type it may not read, asked for: 403 as its list is (a type the hub does not serve
+     * has no deletions here, and no bucket). */
+    if (!arg(r, "pageToken") && (r->entities & served & ~scope))
+        return fail(r, 403, "forbidden", "this client may not read an entity type asked for");
     if (!arg(r, "pageToken"))
         q.entity_mask = r->entities ? r->entities : scope;
     q.entity_mask &= scope;
