@@ -98,6 +98,7 @@ struct hub_client {
 struct hub_change {
     int type; /* sk_entity_index */
     bool deleted;
+    bool withheld; /* a person shown before became protected: deleted for skip clients */
     char id[37];
 };
 
@@ -105,6 +106,10 @@ struct hub_change {
 struct hub_view {
     const struct hub_client *client;
     const char *scope_sql; /* "" or " AND (...)" on hub_rows r (hub_scope_clause) */
+    /* For a skip client, the clause of its organisations only (hub_scope_orgs_clause): the
+     * persons it was shown that became protected (hub_withheld) are its deletions; else
+     * NULL. */
+    const char *withheld_sql;
 };
 
 #define HUB_SECRET_LEN 32
@@ -128,6 +133,7 @@ struct hub {
     /* Webhooks (hub_subs.h): what the batch being applied changed, by sk_entity_index. */
     struct hub_subs *subs;
     uint32_t batch_modified, batch_deleted;
+    uint32_t batch_withheld; /* types of changes that are deletions for skip clients */
     /* The records the batch changed, kept only while a client limited to organisations (or
      * with protected_identities: skip) is configured: its webhooks name only types of records
      * it may see. */
@@ -257,7 +263,7 @@ void hub_clients_free(struct hub *h);
 bool hub_consumes(const struct hub *h, const struct sk_entity *e);
 /* The client of that name, or NULL. */
 const struct hub_client *hub_client_by_name(const struct hub *h, const char *name);
-/* The state store's schema: hub_link (what each record belongs to). */
+/* The state store's schema: hub_link (what each record belongs to), hub_withheld. */
 int hub_scope_schema(struct sk_state *st, struct sk_error *err);
 /* In the batch transaction: the links of a written record / of a removed one (its own stay, for
  * its tombstone) / of tombstones purged before before_us. */
@@ -265,6 +271,11 @@ int hub_scope_put(struct hub *h, const struct sk_entity *e, const char *id, cons
                   struct sk_error *err);
 int hub_scope_removed(struct hub *h, const struct sk_entity *e, const char *id,
                       struct sk_error *err);
+/* In the batch transaction, before hub_scope_put: a person held unprotected (so shown to skip
+ * clients) written protected is noted at stamp in hub_withheld (*withheld: it was now); one
+ * written unprotected is no longer. */
+int hub_scope_withheld(struct hub *h, const struct sk_entity *e, const char *id, const cJSON *doc,
+                       int64_t stamp, bool *withheld, struct sk_error *err);
 int hub_scope_purge(struct hub *h, int64_t before_us, struct sk_error *err);
 /* At open: a state from before scopes (or of other rules) gets its links made from the stored
  * documents, in one transaction. */
@@ -272,9 +283,13 @@ int hub_scope_load(struct hub *h, struct sk_error *err);
 /* Whether c sees only some rows of a type it may read: it is limited to organisations, or
  * protected persons are absent for it (protected_identities: skip). */
 bool hub_client_limited(const struct hub_client *c);
+/* Whether protected persons are absent for c (protected_identities: skip). */
+bool hub_client_skips(const struct hub_client *c);
 /* The clause that limits hub_rows r to what c may see (its organisations; no protected person
  * for skip): "" for a client not limited; malloc'ed; NULL with err. */
 char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err);
+/* The same without leaving out protected persons: c's organisations only. */
+char *hub_scope_orgs_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err);
 /* Applies c's attribute groups and privacy to doc; false: c may not see it at all. */
 bool hub_scope_filter(const struct hub_client *c, const struct sk_entity *e, cJSON *doc);
 /*
@@ -287,7 +302,9 @@ bool hub_client_sees(struct hub *h, const char *client, const struct sk_entity *
 /*
  * The types (bits by sk_entity_index, of want) of the records in v that c
  * may see now (as hub_client_sees, one reader and one statement for all);
- * *deleted (may be NULL): those of the deletions among them. 0 on any error
+ * *deleted (may be NULL): those of the deletions among them (for a skip
+ * client, also of the persons it was shown that became protected, which
+ * are no change for it). 0 on any error
  * (logged): a webhook not sent is caught up by the next poll, one sent for
  * an invisible record would tell that it changed. Any thread.
  */

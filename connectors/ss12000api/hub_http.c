@@ -273,11 +273,14 @@ static void server_error(struct req *r, const struct sk_error *err)
     fail(r, 503, "unavailable", "the server cannot read its state now; try again");
 }
 
-/* The client's organisation scope as it is now (r->view.scope_sql, freed by on_request). */
+/* The client's organisation scope as it is now (r->view.scope_sql and withheld_sql, freed by
+ * on_request). */
 static bool scope_read(struct req *r, sqlite3 *db, struct sk_error *err)
 {
     char *clause = hub_scope_clause(db, r->client, err);
     r->view.scope_sql = clause;
+    if (clause && hub_client_skips(r->client))
+        clause = (char *)(r->view.withheld_sql = hub_scope_orgs_clause(db, r->client, err));
     if (!clause)
         hub_reader_give(r->h, db);
     return clause != NULL;
@@ -670,6 +673,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         OPENSSL_cleanse(r.body.p, r.body.len);
     sk_buf_free(&r.body);
     free((char *)r.view.scope_sql);
+    free((char *)r.view.withheld_sql);
     return ret;
 }
 

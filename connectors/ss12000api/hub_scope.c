@@ -16,6 +16,12 @@
  *     purged, so deletedEntities is scoped too, and a protected person's
  *     deletion stays hidden from whom it was hidden; rows a record gave others
  *     (a duty makes its person belong to the duty's organisation) go with it.
+ *   hub_withheld(collection, id, stamp, since_us)
+ *     a person stored unprotected (so shown to protected_identities: skip
+ *     clients) who then became protected, with the change stamp and the
+ *     time of that write: a deletion for skip clients (deletedEntities,
+ *     webhooks), as every other sink makes of it (privacy.h). Gone when the
+ *     person is stored unprotected again, or purged with the tombstones.
  *
  * Links point at ids, not at stored rows: a person may arrive before the
  * organisation of its enrolment, and still belongs to it. Descendants of an
@@ -406,7 +412,13 @@ int hub_scope_schema(struct sk_state *st, struct sk_error *err)
         "collection TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, "
         "UNIQUE(collection, id, kind, target, src_coll, src_id));"
         "CREATE INDEX IF NOT EXISTS hub_link_src ON hub_link(src_coll, src_id);"
-        "CREATE INDEX IF NOT EXISTS hub_link_kind ON hub_link(collection, kind, target);",
+        "CREATE INDEX IF NOT EXISTS hub_link_kind ON hub_link(collection, kind, target);"
+        /* (new in 2026-12: an older state gets the table empty; who was shown before is
+         * not known there) */
+        "CREATE TABLE IF NOT EXISTS hub_withheld(collection TEXT NOT NULL, id TEXT NOT NULL, "
+        "stamp INTEGER NOT NULL, since_us INTEGER NOT NULL, PRIMARY KEY(collection, id)) "
+        "WITHOUT ROWID;"
+        "CREATE INDEX IF NOT EXISTS hub_withheld_stamp ON hub_withheld(stamp, id);",
         err);
 }
 
@@ -483,6 +495,34 @@ int hub_scope_put(struct hub *h, const struct sk_entity *e, const char *id, cons
     return rc;
 }
 
+int hub_scope_withheld(struct hub *h, const struct sk_entity *e, const char *id, const cJSON *doc,
+                       int64_t stamp, bool *withheld, struct sk_error *err)
+{
+    *withheld = false;
+    if (strcmp(e->collection, "persons") != 0)
+        return 0;
+    if (!sk_privacy_is_protected(e, doc)) /* shown again: a change, no longer a deletion */
+        return run_sql(h, "DELETE FROM hub_withheld WHERE collection = ?1 AND id = ?2",
+                       e->collection, id, 0, err);
+    /* Held before (alive or a tombstone) and not marked protected: it was shown. */
+    sqlite3_stmt *q;
+    if (sk_state_prepare(h->state,
+                         "INSERT OR IGNORE INTO hub_withheld(collection, id, stamp, since_us) "
+                         "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM hub_rows WHERE "
+                         "collection = ?1 AND id = ?2) AND NOT EXISTS (SELECT 1 FROM hub_link "
+                         "WHERE collection = ?1 AND id = ?2 AND kind = 'protected')",
+                         &q, err) < 0)
+        return -1;
+    sqlite3_bind_text(q, 1, e->collection, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, stamp);
+    sqlite3_bind_int64(q, 4, sk_now_us());
+    int rc = sk_state_run(h->state, q, false, err);
+    sqlite3_finalize(q);
+    *withheld = rc == 0 && sqlite3_changes(sk_state_db(h->state)) > 0;
+    return rc;
+}
+
 int hub_scope_removed(struct hub *h, const struct sk_entity *e, const char *id,
                       struct sk_error *err)
 {
@@ -494,6 +534,9 @@ int hub_scope_removed(struct hub *h, const struct sk_entity *e, const char *id,
 
 int hub_scope_purge(struct hub *h, int64_t before_us, struct sk_error *err)
 {
+    if (run_sql(h, "DELETE FROM hub_withheld WHERE since_us < ?1", NULL, NULL, before_us, err) <
+        0)
+        return -1;
     return run_sql(h,
                    "DELETE FROM hub_link WHERE (src_coll, src_id) IN (SELECT collection, id FROM "
                    "hub_rows WHERE deleted_us IS NOT NULL AND deleted_us < ?1)",
@@ -607,9 +650,14 @@ static int scope_orgs(sqlite3 *db, const struct hub_client *c, struct sk_buf *ou
     return 0;
 }
 
+bool hub_client_skips(const struct hub_client *c)
+{
+    return c->privacy.protected_mode == SK_PROTECTED_SKIP;
+}
+
 bool hub_client_limited(const struct hub_client *c)
 {
-    return c->n_orgs > 0 || c->privacy.protected_mode == SK_PROTECTED_SKIP;
+    return c->n_orgs > 0 || hub_client_skips(c);
 }
 
 /* A protected person (alive or deleted) is no row at all for a skip client. */
@@ -617,11 +665,12 @@ bool hub_client_limited(const struct hub_client *c)
     " AND (r.collection <> 'persons' OR NOT EXISTS (SELECT 1 FROM hub_link p WHERE"                \
     " p.collection = r.collection AND p.id = r.id AND p.kind = 'protected'))"
 
-char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err)
+/* The clause of c's organisations, leaving out protected persons for skip clients if hide. */
+static char *clause_of(sqlite3 *db, const struct hub_client *c, bool hide, struct sk_error *err)
 {
     if (!c)
         return sk_strdup("");
-    const char *hidden = c->privacy.protected_mode == SK_PROTECTED_SKIP ? NOT_HIDDEN : "";
+    const char *hidden = hide && hub_client_skips(c) ? NOT_HIDDEN : "";
     if (c->n_orgs == 0)
         return sk_strdup(hidden);
     struct sk_buf orgs = {0}, open = {0};
@@ -648,12 +697,49 @@ char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error 
     return clause;
 }
 
+char *hub_scope_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err)
+{
+    return clause_of(db, c, true, err);
+}
+
+char *hub_scope_orgs_clause(sqlite3 *db, const struct hub_client *c, struct sk_error *err)
+{
+    return clause_of(db, c, false, err);
+}
+
 const struct hub_client *hub_client_by_name(const struct hub *h, const char *name)
 {
     for (size_t i = 0; name && i < h->n_clients; i++)
         if (strcmp(h->clients[i].name, name) == 0)
             return &h->clients[i];
     return NULL;
+}
+
+/* SELECT 1 for one record (?1 collection, ?2 id) under clause (freed here); NULL with err. */
+static sqlite3_stmt *seen_stmt(sqlite3 *db, char *clause, struct sk_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (!clause)
+        return NULL;
+    char *sql = sk_asprintf("SELECT 1 FROM hub_rows r WHERE r.collection = ?1 AND r.id = ?2%s",
+                            clause);
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
+        sk_error_set(err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s", sqlite3_errmsg(db));
+    free(sql);
+    free(clause);
+    return q;
+}
+
+/* 1 if the record x changed is a row of q, 0 if not, -1 with err. */
+static int seen_one(sqlite3 *db, sqlite3_stmt *q, const struct hub_change *x, struct sk_error *err)
+{
+    sqlite3_bind_text(q, 1, sk_entities[x->type]->collection, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, x->id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        return rc == SQLITE_ROW;
+    return sk_error_set(err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s", sqlite3_errmsg(db));
 }
 
 uint32_t hub_scope_seen(struct hub *h, const struct hub_client *c, const struct hub_change *v,
@@ -676,37 +762,26 @@ uint32_t hub_scope_seen(struct hub *h, const struct hub_client *c, const struct 
     }
     struct sk_error err = {0};
     sqlite3 *db = hub_reader_take(h, &err);
-    char *clause = db ? hub_scope_clause(db, c, &err) : NULL;
+    bool skips = hub_client_skips(c);
+    sqlite3_stmt *q = db ? seen_stmt(db, hub_scope_clause(db, c, &err), &err) : NULL;
+    /* A person it was shown who became protected: a deletion, if of its organisations. */
+    sqlite3_stmt *qw = q && skips ? seen_stmt(db, hub_scope_orgs_clause(db, c, &err), &err) : NULL;
     uint32_t seen = 0;
-    sqlite3_stmt *q = NULL;
-    if (clause) {
-        char *sql =
-            sk_asprintf("SELECT 1 FROM hub_rows r WHERE r.collection = ?1 AND r.id = ?2%s", clause);
-        if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
-            sk_error_set(&err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s",
-                         sqlite3_errmsg(db));
-        free(sql);
-    }
-    for (size_t i = 0; q && i < n; i++) {
+    for (size_t i = 0; q && (qw || !skips) && i < n; i++) {
         uint32_t bit = 1u << v[i].type;
-        if (!(want & bit) || ((v[i].deleted ? *deleted : seen) & bit))
+        bool withheld = skips && v[i].withheld, gone_now = v[i].deleted || withheld;
+        if (!(want & bit) || ((gone_now ? *deleted : seen) & bit))
             continue; /* not asked, or known to be seen already */
-        sqlite3_bind_text(q, 1, sk_entities[v[i].type]->collection, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 2, v[i].id, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW) {
-            seen |= bit;
-            if (v[i].deleted)
-                *deleted |= bit;
-        } else if (rc != SQLITE_DONE) {
-            sk_error_set(&err, SK_ERR_RETRIABLE, "reading the hub's scopes: %s",
-                         sqlite3_errmsg(db));
+        int rc = seen_one(db, withheld ? qw : q, &v[i], &err);
+        if (rc < 0)
             break;
-        }
-        sqlite3_reset(q);
+        if (rc && !withheld)
+            seen |= bit;
+        if (rc && gone_now)
+            *deleted |= bit;
     }
+    sqlite3_finalize(qw);
     sqlite3_finalize(q);
-    free(clause);
     if (db)
         hub_reader_give(h, db);
     if (err.msg[0]) {

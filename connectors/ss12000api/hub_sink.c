@@ -234,12 +234,12 @@ static int hub_apply(struct sk_sink *self, const struct sk_record *recs, size_t 
                      struct sk_outcome *out, struct sk_error *err)
 {
     struct hub *h = self->priv;
-    h->batch_modified = h->batch_deleted = 0;
+    h->batch_modified = h->batch_deleted = h->batch_withheld = 0;
     h->n_changes = 0;
     int rc = sk_state_apply(h->state, self->incarnation, recs, n, out, hub_store_record,
                             hub_store_finish, h, err);
     if (rc == 0) /* committed: now subscribers may read it */
-        hub_subs_changed(h, h->batch_modified, h->batch_deleted);
+        hub_subs_changed(h, h->batch_modified, h->batch_deleted, h->batch_withheld);
     return rc;
 }
 

@@ -154,7 +154,8 @@ static int put_row(struct hub *h, const char *collection, const char *id, int64_
 }
 
 /* A changed record, for the webhooks of clients limited to organisations (hub_subs_changed). */
-static void note_change(struct hub *h, const struct sk_entity *e, const char *id, bool deleted)
+static void note_change(struct hub *h, const struct sk_entity *e, const char *id, bool deleted,
+                        bool withheld)
 {
     if (!h->any_scoped)
         return;
@@ -165,6 +166,7 @@ static void note_change(struct hub *h, const struct sk_entity *e, const char *id
     struct hub_change *c = &h->changes[h->n_changes++];
     c->type = sk_entity_index(e);
     c->deleted = deleted;
+    c->withheld = withheld;
     snprintf(c->id, sizeof(c->id), "%s", id);
 }
 
@@ -190,7 +192,7 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
             put_row(h, coll, r->key, next_stamp(h), INT64_MIN, true, err) < 0)
             return -1;
         h->batch_deleted |= 1u << sk_entity_index(r->entity);
-        note_change(h, r->entity, r->key, true);
+        note_change(h, r->entity, r->key, true, false);
         return 0;
     }
     if (!r->json)
@@ -201,12 +203,17 @@ int hub_store_record(void *ctx, const struct sk_record *r, struct sk_error *err)
         return -1;
     if (put != SK_STATE_WRITTEN) /* stale or the same: clients have it already */
         return 0;
+    int64_t stamp = next_stamp(h);
+    bool withheld;
     if (hub_refs_put(h->state, coll, r->key, r->json, r->json_len, err) < 0 ||
+        hub_scope_withheld(h, r->entity, r->key, r->doc, stamp, &withheld, err) < 0 ||
         hub_scope_put(h, r->entity, r->key, r->doc, err) < 0 ||
-        put_row(h, coll, r->key, next_stamp(h), created_of(r->doc), false, err) < 0)
+        put_row(h, coll, r->key, stamp, created_of(r->doc), false, err) < 0)
         return -1;
     h->batch_modified |= 1u << sk_entity_index(r->entity);
-    note_change(h, r->entity, r->key, false);
+    if (withheld)
+        h->batch_withheld |= 1u << sk_entity_index(r->entity);
+    note_change(h, r->entity, r->key, false, withheld);
     return 0;
 }
 
@@ -570,10 +577,20 @@ int64_t hub_store_deleted(sqlite3 *db, const struct sk_entity *e, const struct h
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         if (q->entity_mask & (1u << i))
             sk_buf_printf(&in, "%s'%s'", in.len ? "," : "", sk_entities[i]->collection);
+    /* For a skip client, the persons it was shown that became protected are deletions from
+     * then on (hub_withheld, as hub_rows r for the page and scope conditions). */
+    char *withheld =
+        q->view.withheld_sql
+            ? sk_asprintf(" UNION ALL SELECT r.id, r.stamp, r.collection FROM (SELECT "
+                          "collection, id, stamp, NULL AS created_us FROM hub_withheld) r WHERE "
+                          "r.collection IN (%s) AND" WHERE_PAGE "%s",
+                          in.len ? in.p : "''", q->view.withheld_sql)
+            : NULL;
     char *sql = sk_asprintf("SELECT r.id, r.stamp, r.collection FROM hub_rows r WHERE "
                             "r.deleted_us IS NOT NULL AND r.collection IN (%s) AND" WHERE_PAGE
-                            "%s ORDER BY r.stamp, r.id LIMIT ?7",
-                            in.len ? in.p : "''", scope_of(q));
+                            "%s%s ORDER BY 2, 1 LIMIT ?7",
+                            in.len ? in.p : "''", scope_of(q), withheld ? withheld : "");
+    free(withheld);
     sk_buf_free(&in);
     sqlite3_stmt *stmt;
     if (prepare_read(db, sql, &stmt, err) < 0)

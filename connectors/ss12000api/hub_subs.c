@@ -240,7 +240,7 @@ void hub_subs_close(struct hub *h)
     h->subs = NULL;
 }
 
-void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
+void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted, uint32_t withheld)
 {
     struct hub_subs *s = h->subs;
     if (!s || !(modified | deleted))
@@ -267,12 +267,14 @@ void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted)
     for (size_t k = 0; k < s->n; k++) {
         struct hub_sub *sub = s->v[k];
         uint32_t mod = 0, del = 0;
+        /* for a skip client, a person it was shown became protected: a deletion */
+        uint32_t gone = deleted | (sub->owner && hub_client_skips(sub->owner) ? withheld : 0);
         for (int i = 0; i < SK_ENTITY_COUNT; i++) {
             uint32_t bit = 1u << i;
             if (!(sub->types & bit) || !sub_may_see(sub->owner, i))
                 continue;
             mod |= modified & bit;
-            del |= deleted & bit;
+            del |= gone & bit;
         }
         if (sub->owner && hub_client_limited(sub->owner)) {
             size_t c = (size_t)(sub->owner - h->clients);

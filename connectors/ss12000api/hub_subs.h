@@ -93,9 +93,11 @@ void hub_subs_close(struct hub *h);
 /*
  * What a committed batch changed (by sk_entity_index): marks every
  * subscription that covers and may see one of them; the first mark of a
- * quiet subscription is due webhook_batch later. Never blocks on I/O.
+ * quiet subscription is due webhook_batch later. withheld: types of
+ * changes that are deletions for skip clients (hub_change). Never blocks
+ * on I/O.
  */
-void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted);
+void hub_subs_changed(struct hub *h, uint32_t modified, uint32_t deleted, uint32_t withheld);
 /* Takes v[i] out of the list and frees it (under mu). */
 void hub_subs_remove_locked(struct hub_subs *s, size_t i);
 /* Deletes the row of subscription id of client (under db_mu, so never with mu held): the

@@ -982,3 +982,107 @@ Test(ss12000_api_scope, members_of_groups_outside_the_scope_match_nothing,
     expect_list("/activities?member=" TA, SA, ACTA2);
     expect_list("/calendarEvents?student=" TA, SA, CEA2);
 }
+
+/* ---- a person who becomes protected --------------------------------------------------- */
+
+#define WITHHELD_CLIENTS                                                                           \
+    SKIP_CLIENTS                                                                                   \
+    "  skip_a: {token: skip-a-token-0123456789, entities: all, protected_identities: skip,\n"     \
+    "           organisations: [" A "]}\n"
+#define SKIP_A "Bearer skip-a-token-0123456789"
+#define FULLC "Bearer full-token-0123456789"
+
+/* A person enrolled at school, protected (Skyddad folkbokföring) or not. */
+static void add_enrolled(const char *id, const char *school, const char *given, bool protect)
+{
+    char *json = skt_fmt("{\"id\":\"%s\"," META ",\"givenName\":\"%s\",\"familyName\":\"Q\","
+                         "\"enrolments\":[{\"enroledAt\":{\"id\":\"%s\"}}]%s}",
+                         id, given, school,
+                         protect ? ",\"securityMarking\":\"Skyddad folkbokföring\"" : "");
+    add("Person", json);
+    free(json);
+}
+
+/* meta.modified of a person as the full client is served it, percent-encoded; caller frees. */
+static char *modified_of(const char *id)
+{
+    cJSON *p = person(id, FULLC);
+    char *t = skt_hub_escape(skt_hub_str(p, "meta", "modified"));
+    cJSON_Delete(p);
+    return t;
+}
+
+static void expect_deleted_after(const char *after, const char *authorization, const char *want)
+{
+    char *path = skt_fmt("/deletedEntities?entities=Person&after=%s", after);
+    expect_deletions(path, authorization, want);
+    free(path);
+}
+
+/*
+ * A person a skip client was shown, who then becomes protected, is a
+ * deletion for it (as every other sink makes of it, privacy.h): listed in
+ * /deletedEntities from the time it became protected, until it is shown
+ * again. Before 2026-12-05 the row just vanished from the client's answers,
+ * and the vendor kept the last unprotected copy (name, address) for ever.
+ */
+Test(ss12000_api_scope, a_person_who_becomes_protected_is_a_deletion_for_skip_clients,
+     .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(WITHHELD_CLIENTS, NULL);
+    add_org(A, NULL);
+    add_org(B, NULL);
+    add_enrolled(V1, A, "V", false);
+    add_enrolled(V2, B, "W", false);
+    add_enrolled(H1, A, "H", true); /* protected from the start: never shown */
+    skt_hub_apply();
+    expect_list("/persons", SKIP, V1 "," V2);
+    char *before = modified_of(V2);
+    add_enrolled(V1, A, "V", true);
+    add_enrolled(V2, B, "W", true);
+    add_enrolled(H1, A, "H2", true);
+    skt_hub_apply();
+    char *became = modified_of(V2);
+    expect_list("/persons", SKIP, "");
+    expect_deletions("/deletedEntities?entities=Person", SKIP,
+                     "{\"persons\":[\"" V1 "\",\"" V2 "\"]}");
+    /* its organisations' only */
+    expect_deletions("/deletedEntities?entities=Person", SKIP_A, "{\"persons\":[\"" V1 "\"]}");
+    /* at the time it became protected: after= finds it once */
+    expect_deleted_after(before, SKIP, "{\"persons\":[\"" V1 "\",\"" V2 "\"]}");
+    expect_deleted_after(became, SKIP, "{\"persons\":[]}");
+    /* a later change while protected does not list it again */
+    add_enrolled(V2, B, "W2", true);
+    skt_hub_apply();
+    expect_deleted_after(became, SKIP, "{\"persons\":[]}");
+    expect_deletions("/deletedEntities?entities=Person", SKIP,
+                     "{\"persons\":[\"" V1 "\",\"" V2 "\"]}");
+    /* clients shown the person (in full, or minimised) see a change, no deletion */
+    expect_deletions("/deletedEntities?entities=Person", FULLC, "{\"persons\":[]}");
+    expect_deletions("/deletedEntities?entities=Person", MIN, "{\"persons\":[]}");
+    cJSON *p = person(V1, MIN);
+    cr_assert_not(has(p, "givenName"), "minimal shows no name");
+    cJSON_Delete(p);
+    cr_assert_not(sees("skip", "Person", V1));
+    /* shown again: a change, no longer a deletion */
+    add_enrolled(V1, A, "V", false);
+    skt_hub_apply();
+    expect_list("/persons", SKIP, V1);
+    expect_deletions("/deletedEntities?entities=Person", SKIP, "{\"persons\":[\"" V2 "\"]}");
+    /* deleted while protected: still the one deletion, at the time it became protected */
+    skt_recs_add(&skt_hub_batch, "Person", V2, NULL, NULL);
+    skt_hub_apply();
+    expect_deletions("/deletedEntities?entities=Person", SKIP, "{\"persons\":[\"" V2 "\"]}");
+    expect_deleted_after(became, SKIP, "{\"persons\":[]}");
+    /* a deletion is one for every client shown the person */
+    expect_deletions("/deletedEntities?entities=Person", FULLC, "{\"persons\":[\"" V2 "\"]}");
+    /* a state from before hub_withheld gets the table at open: who was shown before the
+     * upgrade is not known, a person shown since is */
+    reopen_after("DROP TABLE hub_withheld", WITHHELD_CLIENTS);
+    expect_deletions("/deletedEntities?entities=Person", SKIP, "{\"persons\":[]}");
+    add_enrolled(V1, A, "V", true);
+    skt_hub_apply();
+    expect_deletions("/deletedEntities?entities=Person", SKIP_A, "{\"persons\":[\"" V1 "\"]}");
+    free(before);
+    free(became);
+}

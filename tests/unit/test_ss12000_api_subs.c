@@ -689,3 +689,41 @@ Test(ss12000_api_subs, a_skip_client_hears_nothing_of_a_protected_person, .fini 
     free(shown);
     free(hidden);
 }
+
+/* A person a skip client was shown becomes protected: a deletion for it, as in /deletedEntities
+ * (before 2026-12-05 it heard nothing, and kept the unprotected copy); nothing for a skip
+ * client of another school; a change for a client shown the person. */
+Test(ss12000_api_subs, a_skip_client_hears_that_a_person_became_protected, .fini = finish,
+     .timeout = 60)
+{
+    rx_start(0);
+    char *a = skt_hub_new_id(), *b = skt_hub_new_id();
+    char *clients = skt_fmt("  skip: {token: skip-token-0123456789, entities: all, "
+                            "protected_identities: skip}\n"
+                            "  skip_b: {token: skip-b-token-0123456789, entities: all, "
+                            "protected_identities: skip, organisations: [%s]}\n",
+                            b);
+    skt_hub_open_clients(clients, "webhook_batch: 100ms\n");
+    char *shown = skt_hub_new_id();
+    add_person(shown, a, "S", false);
+    skt_hub_apply();
+    char *t = target("skip"), *tb = target("skip_b");
+    cJSON *sub = subscribe("Bearer skip-token-0123456789", t, "{\"resource\":\"Person\"}", 201);
+    cJSON *sub_b =
+        subscribe("Bearer skip-b-token-0123456789", tb, "{\"resource\":\"Person\"}", 201);
+    add_person(shown, a, "S", true);
+    skt_hub_apply();
+    cr_assert_eq(rx_wait(1, 1000), 1, "no callback for a person it no longer sees");
+    usleep(500000);
+    cr_assert_eq(rx_count(), 1, "school b's client heard of school a's person");
+    assert_callback(0, "", true);
+    cr_assert_str_eq(rx.calls[0].path, "/hooks/skip");
+    cJSON_Delete(sub_b);
+    cJSON_Delete(sub);
+    free(tb);
+    free(t);
+    free(shown);
+    free(clients);
+    free(b);
+    free(a);
+}
