@@ -301,8 +301,9 @@ bool hub_scope_filter(const struct hub_client *c, const struct sk_entity *e, cJS
 bool hub_client_sees(struct hub *h, const char *client, const struct sk_entity *e, const char *id);
 /*
  * The types (bits by sk_entity_index, of want) of the records in v that c
- * may see now (as hub_client_sees, one reader and one statement for all);
- * *deleted (may be NULL): those of the deletions among them (for a skip
+ * may see now (as hub_client_sees, one reader and one statement for all),
+ * of changes that are no deletion; *deleted (may be NULL): those of the
+ * deletions among them (for a skip
  * client, also of the persons it was shown that became protected, which
  * are no change for it). 0 on any error
  * (logged): a webhook not sent is caught up by the next poll, one sent for

@@ -775,7 +775,7 @@ uint32_t hub_scope_seen(struct hub *h, const struct hub_client *c, const struct 
         int rc = seen_one(db, withheld ? qw : q, &v[i], &err);
         if (rc < 0)
             break;
-        if (rc && !withheld)
+        if (rc && !gone_now) /* a deletion is no change: a hidden one of its type stays so */
             seen |= bit;
         if (rc && gone_now)
             *deleted |= bit;

@@ -727,3 +727,30 @@ Test(ss12000_api_subs, a_skip_client_hears_that_a_person_became_protected, .fini
     free(b);
     free(a);
 }
+
+/* A batch with a deletion a skip client may see and a change it may not: the deletion only
+ * (before 2026-12-05 the visible deletion made the hidden change's type count as seen, and the
+ * callback named Person as changed). */
+Test(ss12000_api_subs, a_visible_deletion_does_not_carry_a_hidden_change, .fini = finish,
+     .timeout = 60)
+{
+    rx_start(0);
+    skt_hub_open_clients("  skip: {token: skip-token-0123456789, entities: all, "
+                         "protected_identities: skip}\n",
+                         "webhook_batch: 100ms\n");
+    char *hidden = skt_hub_new_id(), *shown = skt_hub_new_id();
+    add_person(hidden, NULL, "H", true);
+    add_person(shown, NULL, "S", false);
+    skt_hub_apply();
+    char *t = target("skip");
+    cJSON *sub = subscribe("Bearer skip-token-0123456789", t, "{\"resource\":\"Person\"}", 201);
+    skt_recs_add(&skt_hub_batch, "Person", shown, NULL, NULL);
+    add_person(hidden, NULL, "H2", true);
+    skt_hub_apply();
+    cr_assert_eq(rx_wait(1, 1000), 1, "no callback for a deletion it may see");
+    assert_callback(0, "", true);
+    cJSON_Delete(sub);
+    free(t);
+    free(shown);
+    free(hidden);
+}
