@@ -191,7 +191,8 @@ void hub_reader_pool_free(struct hub *h);
  * hub_store_list: the documents of e, comma-separated, as served:
  * meta.modified is the hub's change stamp (docs/ss12000-api-sink.md).
  * hub_store_deleted (e unused): the tombstones of the types in
- * q->entity_mask as the members of the spec's DeletedEntities data object,
+ * q->entity_mask (and, for a skip client, the persons it was shown that
+ * became protected) as the members of the spec's DeletedEntities data object,
  * {"persons": [...], ...}, a bucket for every type of the mask.
  */
 typedef int64_t (*hub_page_fn)(sqlite3 *db, const struct sk_entity *e, const struct hub_query *q,
