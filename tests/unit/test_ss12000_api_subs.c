@@ -661,33 +661,49 @@ Test(ss12000_api_subs, concurrent_creations_keep_the_quota, .fini = finish, .tim
 
 /* A client that is never shown a protected person (protected_identities: skip) is not called
  * when one changes or is deleted: the call alone would tell it. */
-Test(ss12000_api_subs, a_skip_client_hears_nothing_of_a_protected_person, .fini = finish,
-     .timeout = 60)
+/* A skip client subscribed to Person at /hooks/skip, after a protected person (hidden) and
+ * one not (shown) were applied. */
+struct skip_sub {
+    char *hidden, *shown, *target;
+    cJSON *sub;
+};
+
+static struct skip_sub skip_subscribed(void)
 {
     rx_start(0);
     skt_hub_open_clients("  lms: {token: lms-token-0123456789, entities: all}\n"
                          "  skip: {token: skip-token-0123456789, entities: all, "
                          "protected_identities: skip}\n",
                          "webhook_batch: 100ms\n");
-    char *hidden = skt_hub_new_id(), *shown = skt_hub_new_id();
-    add_person(hidden, NULL, "H", true);
-    add_person(shown, NULL, "S", false);
+    struct skip_sub k = {skt_hub_new_id(), skt_hub_new_id(), target("skip"), NULL};
+    add_person(k.hidden, NULL, "H", true);
+    add_person(k.shown, NULL, "S", false);
     skt_hub_apply();
-    char *t = target("skip");
-    cJSON *sub = subscribe("Bearer skip-token-0123456789", t, "{\"resource\":\"Person\"}", 201);
-    add_person(hidden, NULL, "H2", true);
+    k.sub = subscribe("Bearer skip-token-0123456789", k.target, "{\"resource\":\"Person\"}", 201);
+    return k;
+}
+
+static void skip_sub_free(struct skip_sub *k)
+{
+    cJSON_Delete(k->sub);
+    free(k->target);
+    free(k->shown);
+    free(k->hidden);
+}
+
+Test(ss12000_api_subs, a_skip_client_hears_nothing_of_a_protected_person, .fini = finish,
+     .timeout = 60)
+{
+    struct skip_sub k = skip_subscribed();
+    add_person(k.hidden, NULL, "H2", true);
     apply_unheard("a protected person's change");
-    skt_recs_add(&skt_hub_batch, "Person", hidden, NULL, NULL);
+    skt_recs_add(&skt_hub_batch, "Person", k.hidden, NULL, NULL);
     apply_unheard("a protected person's deletion");
-    add_person(shown, NULL, "S2", false);
+    add_person(k.shown, NULL, "S2", false);
     skt_hub_apply();
     cr_assert_eq(rx_wait(1, 1000), 1, "no callback for a person it is shown");
     assert_callback(0, "Person", false);
-
-    cJSON_Delete(sub);
-    free(t);
-    free(shown);
-    free(hidden);
+    skip_sub_free(&k);
 }
 
 /* A person a skip client was shown becomes protected: a deletion for it, as in /deletedEntities
@@ -734,23 +750,11 @@ Test(ss12000_api_subs, a_skip_client_hears_that_a_person_became_protected, .fini
 Test(ss12000_api_subs, a_visible_deletion_does_not_carry_a_hidden_change, .fini = finish,
      .timeout = 60)
 {
-    rx_start(0);
-    skt_hub_open_clients("  skip: {token: skip-token-0123456789, entities: all, "
-                         "protected_identities: skip}\n",
-                         "webhook_batch: 100ms\n");
-    char *hidden = skt_hub_new_id(), *shown = skt_hub_new_id();
-    add_person(hidden, NULL, "H", true);
-    add_person(shown, NULL, "S", false);
-    skt_hub_apply();
-    char *t = target("skip");
-    cJSON *sub = subscribe("Bearer skip-token-0123456789", t, "{\"resource\":\"Person\"}", 201);
-    skt_recs_add(&skt_hub_batch, "Person", shown, NULL, NULL);
-    add_person(hidden, NULL, "H2", true);
+    struct skip_sub k = skip_subscribed();
+    skt_recs_add(&skt_hub_batch, "Person", k.shown, NULL, NULL);
+    add_person(k.hidden, NULL, "H2", true);
     skt_hub_apply();
     cr_assert_eq(rx_wait(1, 1000), 1, "no callback for a deletion it may see");
     assert_callback(0, "", true);
-    cJSON_Delete(sub);
-    free(t);
-    free(shown);
-    free(hidden);
+    skip_sub_free(&k);
 }
