@@ -1083,6 +1083,12 @@ Test(ss12000_api_scope, a_person_who_becomes_protected_is_a_deletion_for_skip_cl
     add_enrolled(V1, A, "V", true);
     skt_hub_apply();
     expect_deletions("/deletedEntities?entities=Person", SKIP_A, "{\"persons\":[\"" V1 "\"]}");
+    /* purged with the tombstones, deleted_retention after it was noted (the first batch after
+     * open purges) */
+    reopen_after("UPDATE hub_withheld SET since_us = 1", WITHHELD_CLIENTS);
+    add_org(K, NULL);
+    skt_hub_apply();
+    expect_deletions("/deletedEntities?entities=Person", SKIP_A, "{\"persons\":[]}");
     free(before);
     free(became);
 }
