@@ -76,15 +76,51 @@ void scim_resp_free(struct scim_resp *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* s as one line of plain text into out: markup (<...>) left out, every run of
+ * white space or control characters one space. */
+static void plain_text(const char *s, const char *end, char *out, size_t size)
+{
+    size_t n = 0;
+    bool in_tag = false, space = true;
+    for (; s < end && *s && n + 1 < size; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (in_tag || ch == '<') {
+            in_tag = ch != '>';
+            continue;
+        }
+        if (ch <= ' ' || ch == 0x7f) {
+            if (!space)
+                out[n++] = ' ';
+            space = true;
+            continue;
+        }
+        out[n++] = (char)ch;
+        space = false;
+    }
+    while (n > 0 && out[n - 1] == ' ')
+        n--;
+    out[n] = '\0';
+}
+
 void scim_resp_detail(const struct scim_resp *r, char *out, size_t size)
 {
     const cJSON *detail = cJSON_GetObjectItemCaseSensitive(r->json, "detail");
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(r->json, "scimType");
-    if (cJSON_IsString(detail))
-        snprintf(out, size, "%s%s%s", cJSON_IsString(type) ? type->valuestring : "",
-                 cJSON_IsString(type) ? ": " : "", detail->valuestring);
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r->json, "scimType"));
+    bool typed = type && *type;
+    if (cJSON_IsString(detail)) {
+        snprintf(out, size, "%s%s%s", typed ? type : "", typed ? ": " : "", detail->valuestring);
+        return;
+    }
+    const char *body = r->body ? r->body : "";
+    /* an HTML error page (a proxy's, a framework's): its title, not its style sheet */
+    const char *title = strcasestr(body, "<title>");
+    const char *title_end = title ? strcasestr(title, "</title") : NULL;
+    char text[201];
+    if (title_end)
+        plain_text(title + 7, title_end, text, sizeof(text));
     else
-        snprintf(out, size, "%.200s", r->body && *r->body ? r->body : "(no body)");
+        plain_text(body, body + strlen(body), text, sizeof(text));
+    snprintf(out, size, "%s", *text ? text : "(no body)");
 }
 
 int scim_http_request(struct scim_http *h, const char *method, const char *path, const char *body,

@@ -751,6 +751,7 @@ struct canned {
     const char *response; /* the same answer to everything, or */
     const char *(*answer)(struct canned *c, const char *request); /* one per request */
     int token_requests, bearer_ok, served;
+    char seen[4096]; /* "METHOD path" of every request, a line each */
 };
 
 /* Reads one request: headers and Content-Length bytes of body. */
@@ -774,6 +775,15 @@ static void read_request(int fd, char *buf, size_t size)
     }
 }
 
+/* Appends "METHOD path" (without the query) of req to c->seen. */
+static void note_request(struct canned *c, const char *req)
+{
+    size_t method = strcspn(req, " \r\n");
+    size_t path = req[method] == ' ' ? strcspn(req + method + 1, " ?\r\n") : 0;
+    size_t used = strlen(c->seen);
+    snprintf(c->seen + used, sizeof(c->seen) - used, "%.*s\n", (int)(method + 1 + path), req);
+}
+
 static void *serve(void *arg)
 {
     struct canned *c = arg;
@@ -783,6 +793,7 @@ static void *serve(void *arg)
             return NULL;
         char buf[16384];
         read_request(fd, buf, sizeof(buf));
+        note_request(c, buf);
         const char *response = c->answer ? c->answer(c, buf) : c->response;
         ssize_t w = write(fd, response, strlen(response));
         (void)w;
@@ -1058,3 +1069,34 @@ Test(scim_sink, an_attribute_the_server_drops_silently_is_reported_not_applied)
     struct canned c = {.answer = drops_name};
     with_server(&c, check_drops_name);
 }
+
+/* ---- servers stricter and looser than scim2-server ------------------------------ */
+
+#define SCIM_LIST "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+#define SCIM_ERROR_BODY(type, detail)                                                              \
+    "{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:Error\"],\"scimType\":\"" type          \
+    "\",\"detail\":\"" detail "\"}"
+
+static void check_html_500(const char *url, struct canned *c)
+{
+    open_on_with_students(url, 1);
+    apply_all();
+    cr_assert_eq(batch.out[0].kind, SK_RETRY, "%s", batch.out[0].err.msg);
+    cr_assert(strstr(batch.out[0].err.msg, "HTTP 500") &&
+                  strstr(batch.out[0].err.msg, "Internal Server Error"),
+              "%s", batch.out[0].err.msg);
+    cr_assert_null(strchr(batch.out[0].err.msg, '<'), "markup in: %s", batch.out[0].err.msg);
+}
+
+/* Before: the reason was the page's first 200 bytes, "<!DOCTYPE html>\n<html lang=...". */
+Test(scim_sink, a_500_with_an_html_page_is_retry_with_its_title)
+{
+    with_canned_server("HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\n"
+                       "Connection: close\r\n\r\n<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
+                       "<meta charset=\"utf-8\"><style>body{font-family:sans-serif;margin:0;"
+                       "padding:0;background:#fff;color:#333}h1{font-size:2em}</style>\n"
+                       "<title>500 Internal Server Error</title></head><body><h1>Oops</h1>"
+                       "</body></html>",
+                       check_html_500);
+}
+
