@@ -90,71 +90,150 @@ static const char *endpoint_of(const char *kind)
     return strcmp(kind, "Group") == 0 ? "Groups" : "Users";
 }
 
+/* Pages of one lookup read at most: a filter on externalId matches one
+ * resource, and a server that pages it one a page shows duplicates by page 2. */
+#define LOOKUP_PAGES_MAX 10
+
+/* What a lookup's pages showed. */
+struct matches {
+    int seen, total; /* resources read; the server's totalResults (-1: none) */
+    int ours, others;
+    char ids[160]; /* the SCIM ids of ours, for a message */
+    cJSON *first;  /* the first of ours */
+};
+
+/* Reads one page of a lookup into m. 1: a ListResponse with resources, 0: with
+ * none, -1 with err: it is no ListResponse (not JSON, a sign-in page). */
+static int read_page(struct scim_sink *s, const char *kind, const char *uuid,
+                     const struct scim_resp *r, struct matches *m, struct sk_error *err)
+{
+    const cJSON *total = cJSON_GetObjectItemCaseSensitive(r->json, "totalResults");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r->json, "Resources");
+    if (cJSON_IsNumber(total))
+        m->total = total->valueint < 0 ? 0 : total->valueint; /* cJSON clamps it to an int */
+    /* Resources may be left out when nothing matched (RFC 7644 §3.4.2) */
+    if (!cJSON_IsObject(r->json) || (list && !cJSON_IsArray(list)) ||
+        (!list && m->total != 0)) {
+        char detail[300];
+        scim_resp_detail(r, detail, sizeof(detail));
+        sk_error_set(err, SK_ERR_RETRIABLE,
+                     "lookup of %s externalId %s: HTTP %ld, but the answer is no SCIM "
+                     "ListResponse (nothing is written while the server cannot tell whether it "
+                     "holds the resource): %s",
+                     kind, uuid, r->status, detail);
+        s->unavailable = true;
+        s->unavailable_err = *err;
+        return -1;
+    }
+    int got = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, list)
+    {
+        got++;
+        m->seen++;
+        const char *ext = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "externalId"));
+        if (!ext || strcasecmp(ext, uuid) != 0) {
+            m->others++;
+            continue;
+        }
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "id"));
+        const char *first = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m->first, "id"));
+        if (id && first && strcmp(id, first) == 0)
+            return 0; /* the server ignores startIndex: page 1 again */
+        size_t used = strlen(m->ids);
+        snprintf(m->ids + used, sizeof(m->ids) - used, "%s%s", used ? ", " : "", id ? id : "?");
+        if (m->ours++ == 0)
+            m->first = cJSON_Duplicate(it, true);
+    }
+    return got > 0;
+}
+
 /*
- * GET /<endpoint>?filter=externalId eq "<uuid>". Returns 1 with *id (and
- * *resource if asked; caller frees both), 0 if the server has none, -1 with err.
+ * GET /<endpoint>?filter=externalId eq "<uuid>", every page of it. Returns 1
+ * with *id (and *resource if asked; caller frees both), 0 if the server has
+ * none, -1 with err.
  */
 static int lookup(struct scim_sink *s, const char *kind, const char *uuid, char **id,
                   cJSON **resource, struct sk_error *err)
 {
     char *filter = sk_asprintf("externalId eq \"%s\"", uuid);
     char *enc = sk_http_escape(filter);
-    char *path = sk_asprintf("/%s?filter=%s", endpoint_of(kind), enc);
     free(filter);
-    free(enc);
-    struct scim_resp r;
-    int rc = request(s, "GET", path, NULL, &r, err);
-    free(path);
-    if (rc < 0)
-        return -1;
-    if (r.status != 200) {
-        rc = http_fail(s, "lookup by externalId", &r, err);
+    struct matches m = {.total = -1};
+    int rc = 0;
+    for (int page = 0; page < LOOKUP_PAGES_MAX && rc == 0; page++) {
+        char *path = page ? sk_asprintf("/%s?filter=%s&startIndex=%d", endpoint_of(kind), enc,
+                                        m.seen + 1)
+                          : sk_asprintf("/%s?filter=%s", endpoint_of(kind), enc);
+        struct scim_resp r;
+        rc = request(s, "GET", path, NULL, &r, err);
+        free(path);
+        if (rc < 0)
+            break;
+        const char *type =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r.json, "scimType"));
+        if (r.status == 400 && type && strcmp(type, "invalidFilter") == 0) {
+            /* every lookup would fail alike: dead-lettering every person helps no one */
+            char detail[300];
+            scim_resp_detail(&r, detail, sizeof(detail));
+            rc = sk_error_set(err, SK_ERR_FATAL,
+                              "the server cannot filter %s on externalId (HTTP 400: %s); the "
+                              "sink needs it to find what it made (RFC 7644 §3.4.2.2)",
+                              endpoint_of(kind), detail);
+            s->fatal = true;
+            s->fatal_err = *err;
+        } else if (r.status != 200) {
+            rc = http_fail(s, "lookup by externalId", &r, err);
+        } else {
+            int got = read_page(s, kind, uuid, &r, &m, err);
+            /* a page with only ours when the total says there are more: read on */
+            rc = got < 0 ? -1 : got == 0 || m.others || m.seen >= m.total ? 1 : 0;
+        }
         scim_resp_free(&r);
-        return rc;
+    }
+    free(enc);
+    if (rc == 0 && m.ours < 2)
+        rc = sk_error_set(err, SK_ERR_RETRIABLE,
+                          "lookup of %s externalId %s: %d of %d results in %d pages; the "
+                          "server's paging does not end",
+                          kind, uuid, m.seen, m.total, LOOKUP_PAGES_MAX);
+    if (rc < 0) {
+        cJSON_Delete(m.first);
+        return -1;
     }
     /* Adopt only a resource that carries our externalId. A server that ignores
      * filter= answers with every resource it has: adopting Resources[0] then
      * merged every person into one account. Such a server cannot be written
      * to safely at all, so the sink stops before it writes anything. */
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r.json, "Resources");
-    const cJSON *it, *match = NULL;
-    const cJSON *items = cJSON_IsArray(list) ? list : NULL;
-    int n = 0, others = 0, matches = 0;
-    cJSON_ArrayForEach(it, items)
-    {
-        n++;
-        const char *ext = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "externalId"));
-        if (ext && strcasecmp(ext, uuid) == 0) {
-            matches++;
-            if (!match)
-                match = it;
-        } else {
-            others++;
-        }
-    }
+    const cJSON *match_id = cJSON_GetObjectItemCaseSensitive(m.first, "id");
     rc = 0;
-    if (others) {
+    if (m.others) {
         s->fatal = true; /* the whole batch stops, and nothing more is sent */
         rc = sk_error_set(err, SK_ERR_FATAL,
                           "the server ignores filter=: looking up %s externalId %s it answered %d "
                           "resource(s), %d with another externalId; writing to it would merge "
                           "accounts, so nothing is written (fix the server's filter support)",
-                          kind, uuid, n, others);
+                          kind, uuid, m.seen, m.others);
         s->fatal_err = *err;
-    } else if (match) {
-        const cJSON *match_id = cJSON_GetObjectItemCaseSensitive(match, "id");
-        if (matches > 1)
-            sk_warn(s->component,
-                    "%s %s: the server holds %d resources with this externalId; using %s", kind,
-                    uuid, matches, cJSON_GetStringValue(match_id));
-        if (cJSON_IsString(match_id)) {
-            *id = sk_strdup(match_id->valuestring);
-            if (resource)
-                *resource = cJSON_Duplicate(match, true);
-            rc = 1;
+    } else if (m.ours > 1) {
+        /* which one is the person's account only an operator can tell */
+        rc = sk_error_set(err, SK_ERR_PERMANENT,
+                          "the server holds %d %s with externalId %s (ids %s); nothing is "
+                          "written until all but one are removed",
+                          m.ours, endpoint_of(kind), uuid, m.ids);
+    } else if (m.first && !cJSON_IsString(match_id)) {
+        rc = sk_error_set(err, SK_ERR_PERMANENT,
+                          "the server holds a %s with externalId %s but without an id", kind,
+                          uuid);
+    } else if (m.first) {
+        *id = sk_strdup(match_id->valuestring);
+        if (resource) {
+            *resource = m.first;
+            m.first = NULL;
         }
+        rc = 1;
     }
-    scim_resp_free(&r);
+    cJSON_Delete(m.first);
     return rc;
 }
 

@@ -1077,6 +1077,96 @@ Test(scim_sink, an_attribute_the_server_drops_silently_is_reported_not_applied)
     "{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:Error\"],\"scimType\":\"" type          \
     "\",\"detail\":\"" detail "\"}"
 
+/* The externalId a lookup asks for (the quoted UUID of its filter), into out. */
+static const char *req_uuid(const char *req, char out[37])
+{
+    const char *q = strstr(req, "%22");
+    snprintf(out, 37, "%s", q ? q + 3 : "");
+    return out;
+}
+
+/* A lookup answered 200 with a page that is no ListResponse (a proxy's sign-in page). */
+static const char *lookup_not_a_list(struct canned *c, const char *req)
+{
+    if (strncmp(req, "GET ", 4) == 0)
+        return "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n"
+               "<html><head><title>Sign in</title></head><body>Sign in</body></html>";
+    c->bearer_ok++; /* a write */
+    return SCIM_OK("201 Created", "{\"id\":\"u-new\"}");
+}
+
+static void check_lookup_not_a_list(const char *url, struct canned *c)
+{
+    open_on_with_students(url, 1);
+    apply_all();
+    cr_assert_eq(batch.out[0].kind, SK_RETRY, "outcome %d: %s", batch.out[0].kind,
+                 batch.out[0].err.msg);
+    cr_assert(strstr(batch.out[0].err.msg, "ListResponse"), "%s", batch.out[0].err.msg);
+    cr_assert_eq(c->bearer_ok, 0, "created although the lookup told nothing:\n%s", c->seen);
+}
+
+/* Before: no Resources read as "no such user", and the sink created one (a
+ * duplicate of the user the server may well hold). */
+Test(scim_sink, a_lookup_answered_without_a_list_response_writes_nothing)
+{
+    struct canned c = {.answer = lookup_not_a_list};
+    with_server(&c, check_lookup_not_a_list);
+}
+
+/* A lookup whose two matches come one a page. */
+static const char *paged_duplicates(struct canned *c, const char *req)
+{
+    static char out[4096];
+    char uuid[37];
+    if (strncmp(req, "GET ", 4) != 0) {
+        c->bearer_ok++; /* a write */
+        return SCIM_OK("200 OK", "{\"id\":\"u-1\"}");
+    }
+    bool second = strstr(req, "startIndex=2") != NULL;
+    snprintf(out, sizeof(out),
+             SCIM_OK("200 OK", "{\"schemas\":[\"" SCIM_LIST "\"],\"totalResults\":2,"
+                               "\"itemsPerPage\":1,\"startIndex\":%d,\"Resources\":[{\"id\":"
+                               "\"u-%d\",\"externalId\":\"%s\",\"userName\":\"x%d\"}]}"),
+             second ? 2 : 1, second ? 2 : 1, req_uuid(req, uuid), second ? 2 : 1);
+    return out;
+}
+
+static void check_paged_duplicates(const char *url, struct canned *c)
+{
+    open_on_with_students(url, 1);
+    apply_all();
+    cr_assert_eq(batch.out[0].kind, SK_REJECTED, "outcome %d: %s", batch.out[0].kind,
+                 batch.out[0].err.msg);
+    cr_assert(strstr(batch.out[0].err.msg, "u-1") && strstr(batch.out[0].err.msg, "u-2"),
+              "the duplicates are not named: %s", batch.out[0].err.msg);
+    cr_assert_eq(c->bearer_ok, 0, "wrote to one of two duplicates:\n%s", c->seen);
+}
+
+/* Before: the first page's u-1 was adopted and overwritten; u-2, on page 2, never seen. */
+Test(scim_sink, a_paged_lookup_with_two_matches_is_rejected_with_both_ids)
+{
+    struct canned c = {.answer = paged_duplicates};
+    with_server(&c, check_paged_duplicates);
+}
+
+static void check_invalid_filter(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    open_on_with_students(url, 2);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1, "the batch must fail as a whole");
+    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "invalidFilter"), "%s", err.msg);
+}
+
+/* Before: every person was dead-lettered with "HTTP 400: invalidFilter". */
+Test(scim_sink, a_server_that_cannot_filter_on_external_id_stops_the_sink)
+{
+    with_canned_server("HTTP/1.1 400 Bad Request\r\nContent-Type: application/scim+json\r\n"
+                       "Connection: close\r\n\r\n" SCIM_ERROR_BODY(
+                           "invalidFilter", "Filtering on externalId is not supported"),
+                       check_invalid_filter);
+}
+
 static void check_html_500(const char *url, struct canned *c)
 {
     open_on_with_students(url, 1);
