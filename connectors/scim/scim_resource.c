@@ -297,16 +297,39 @@ static int create(struct scim_sink *s, const char *kind, const char *uuid, const
             return 0;
         }
         if (rc == 0) {
-            /* the conflict is with a resource that is not ours (another externalId) */
-            http_fail(s, "create", &r, err);
+            /* the conflict is with a resource that is not ours: another
+             * person's, or an account made by hand before skolsync ran */
+            char detail[300];
+            scim_resp_detail(&r, detail, sizeof(detail));
+            sk_error_set(err, SK_ERR_PERMANENT,
+                         "create: HTTP 409: %s; no %s carries externalId %s, so the conflict is "
+                         "with an account skolsync did not make (made by hand, or another "
+                         "person's): give that account externalId %s to have it adopted, or "
+                         "remove it",
+                         detail, kind, uuid, uuid);
         }
         scim_resp_free(&r);
         return -1;
     }
-    if (r.status == 201 || r.status == 200)
-        sk_error_set(err, SK_ERR_RETRIABLE, "create: HTTP %ld without an id", r.status);
-    else
-        http_fail(s, "create", &r, err);
+    if (r.status == 201 || r.status == 200) {
+        /* Created, but the answer names no id (a Location and no body, a body
+         * that is not JSON): find it by the externalId it was created with. */
+        long status = r.status;
+        scim_resp_free(&r);
+        rc = lookup(s, kind, uuid, id, have, err);
+        if (rc == 1) {
+            *adopted = false;
+            sk_debug(s->component, "%s %s created as %s (found by externalId)", kind, uuid, *id);
+            return 0;
+        }
+        if (rc == 0)
+            sk_error_set(err, SK_ERR_RETRIABLE,
+                         "create: HTTP 201 without an id, and no %s with externalId %s is found "
+                         "(the next try looks it up again before it creates)",
+                         kind, uuid);
+        return -1;
+    }
+    http_fail(s, "create", &r, err);
     scim_resp_free(&r);
     return -1;
 }

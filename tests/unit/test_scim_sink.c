@@ -1085,6 +1085,93 @@ static const char *req_uuid(const char *req, char out[37])
     return out;
 }
 
+static const char *req_body(const char *req)
+{
+    const char *b = strstr(req, "\r\n\r\n");
+    return b ? b + 4 : "";
+}
+
+/* A server of one User (SCIM id u-1) whose quirks the test sets. */
+static struct {
+    long patch_status;   /* PATCH answered with this status (0: like PUT) */
+    bool created_bare;   /* 201 with a Location and no body */
+    char user[8192];     /* the User it holds, "" if none */
+    char last_put[8192]; /* the body of the last PUT */
+} fake;
+
+static const char *fake_server(struct canned *c, const char *req)
+{
+    static char out[20000];
+    if (strncmp(req, "GET /v2/Users?", 14) == 0) {
+        snprintf(out, sizeof(out),
+                 SCIM_OK("200 OK", "{\"schemas\":[\"" SCIM_LIST "\"],\"totalResults\":%d,"
+                                   "\"Resources\":[%s]}"),
+                 fake.user[0] ? 1 : 0, fake.user);
+        return out;
+    }
+    if (strncmp(req, "PATCH ", 6) == 0 && fake.patch_status) {
+        snprintf(out, sizeof(out),
+                 "HTTP/1.1 %ld Not Implemented\r\nContent-Type: application/scim+json\r\n"
+                 "Connection: close\r\n\r\n" SCIM_ERROR_BODY("", "PATCH is not supported"),
+                 fake.patch_status);
+        return out;
+    }
+    bool post = strncmp(req, "POST /v2/Users ", 15) == 0;
+    if (post || strncmp(req, "PUT /v2/Users/u-1 ", 18) == 0) {
+        cJSON *doc = cJSON_Parse(req_body(req));
+        cJSON_DeleteItemFromObject(doc, "id");
+        cJSON_AddStringToObject(doc, "id", "u-1");
+        char *text = cJSON_PrintUnformatted(doc);
+        snprintf(fake.user, sizeof(fake.user), "%s", text ? text : "");
+        if (!post)
+            snprintf(fake.last_put, sizeof(fake.last_put), "%s", req_body(req));
+        free(text);
+        cJSON_Delete(doc);
+        if (post && fake.created_bare)
+            return "HTTP/1.1 201 Created\r\nLocation: http://127.0.0.1/v2/Users/u-1\r\n"
+                   "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        snprintf(out, sizeof(out), SCIM_OK("%s", "%s"), post ? "201 Created" : "200 OK",
+                 fake.user);
+        return out;
+    }
+    return SCIM_OK("404 Not Found", SCIM_ERROR_BODY("", "no such resource"));
+}
+
+/* Opens the sink on the fake server with extra options; Alva (student 0) in the batch. */
+static void open_on_fake(const char *url, const char *yaml, struct ids *x)
+{
+    struct sk_error err = {0};
+    char *base = sk_asprintf("%s/v2", url);
+    cr_assert_eq(open_with(yaml, base, &err), 0, "%s", err.msg);
+    free(base);
+    new_ids(x);
+    add_student(x, 0, T1, "Alva", NULL);
+}
+
+static void check_created_bare(const char *url, struct canned *c)
+{
+    struct ids x;
+    open_on_fake(url, NULL, &x);
+    apply_all();
+    assert_all_applied();
+    skt_recs_clear(&batch);
+    add_student(&x, 0, T2, "Alva-Li", NULL);
+    apply_all();
+    assert_all_applied();
+    cr_assert(strstr(c->seen, "PUT /v2/Users/u-1\n"), "the change did not reach u-1:\n%s",
+              c->seen);
+    cr_assert_null(strstr(strstr(c->seen, "POST") + 4, "POST"), "created twice:\n%s", c->seen);
+}
+
+/* Before: "create: HTTP 201 without an id" (retry), and the user's next try
+ * waited for the driver's backoff before its lookup found it. */
+Test(scim_sink, a_created_answer_without_a_body_is_found_by_external_id)
+{
+    struct canned c = {.answer = fake_server};
+    fake.created_bare = true;
+    with_server(&c, check_created_bare);
+}
+
 /* A lookup answered 200 with a page that is no ListResponse (a proxy's sign-in page). */
 static const char *lookup_not_a_list(struct canned *c, const char *req)
 {
@@ -1188,5 +1275,57 @@ Test(scim_sink, a_500_with_an_html_page_is_retry_with_its_title)
                        "<title>500 Internal Server Error</title></head><body><h1>Oops</h1>"
                        "</body></html>",
                        check_html_500);
+}
+
+/* METHOD base+path with body behind the sink's back; the parsed answer (caller frees). */
+static cJSON *http_write(const char *method, const char *path, const char *body)
+{
+    char *url = sk_asprintf("%s%s", scim_url(), path), *out = NULL;
+    long status = skt_http(method, url, body, 10, &out);
+    cr_assert(status >= 200 && status < 300, "%s %s: HTTP %ld: %s", method, url, status,
+              out ? out : "");
+    cJSON *json = cJSON_Parse(out);
+    free(out);
+    free(url);
+    return json;
+}
+
+/* An account made in the IdP before skolsync ran: same userName, no externalId. */
+Test(scim_sink, an_account_made_by_hand_is_rejected_until_it_carries_the_external_id)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink(NULL);
+    char *body = sk_asprintf("{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],"
+                             "\"userName\":\"%s.S0@edu.example.se\"}",
+                             tag);
+    cJSON *made = http_write("POST", "/Users", body);
+    free(body);
+    char *id = sk_strdup(s_of(made, "id"));
+    cJSON_Delete(made);
+    add_student(&x, 0, T1, "Alva", NULL);
+    apply_all();
+    cr_assert_eq(batch.out[0].kind, SK_REJECTED, "%s", batch.out[0].err.msg);
+    const char *msg = batch.out[0].err.msg;
+    cr_assert(strstr(msg, "409") && strstr(msg, "uniqueness") && strstr(msg, x.s[0]),
+              "the reason does not say how to adopt it: %s", msg);
+    /* the operator links the account to the person; the next change adopts it */
+    char *path = sk_asprintf("/Users/%s", id);
+    body = sk_asprintf("{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:PatchOp\"],"
+                       "\"Operations\":[{\"op\":\"replace\",\"path\":\"externalId\","
+                       "\"value\":\"%s\"}]}",
+                       x.s[0]);
+    cJSON_Delete(http_write("PATCH", path, body));
+    free(body);
+    apply_all();
+    assert_all_applied();
+    char *now = scim_id_of(x.s[0]);
+    cr_assert_str_eq(now, id, "not adopted: a second account was made");
+    cJSON *u = one("Users", x.s[0]);
+    assert_str(cJSON_GetObjectItemCaseSensitive(u, "name"), "givenName", "Alva");
+    cJSON_Delete(u);
+    free(now);
+    free(path);
+    free(id);
 }
 
