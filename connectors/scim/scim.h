@@ -200,6 +200,7 @@ struct scim_sink {
     struct scim_state *state;
     enum scim_dialect dialect;
     bool use_patch, deactivate;
+    bool no_patch; /* the server answered PATCH with 405 or 501: PUT from then on */
     bool want_students, want_staff, want_guardians;
     struct sk_tz *tz; /* conf->timezone */
     char today[11];

@@ -324,9 +324,9 @@ static int create(struct scim_sink *s, const char *kind, const char *uuid, const
         }
         if (rc == 0)
             sk_error_set(err, SK_ERR_RETRIABLE,
-                         "create: HTTP 201 without an id, and no %s with externalId %s is found "
+                         "create: HTTP %ld without an id, and no %s with externalId %s is found "
                          "(the next try looks it up again before it creates)",
-                         kind, uuid);
+                         status, kind, uuid);
         return -1;
     }
     http_fail(s, "create", &r, err);
@@ -357,18 +357,34 @@ static int fetch(struct scim_sink *s, const char *kind, const char *id, cJSON **
     return rc;
 }
 
+/*
+ * A server without PATCH (405 Method Not Allowed, 501 Not Implemented): true,
+ * and the sink uses PUT with the whole resource from then on (until it is
+ * opened again), instead of retrying a 501 for ever or dead-lettering every
+ * update.
+ */
+static bool refuses_patch(struct scim_sink *s, const struct scim_resp *r)
+{
+    if (r->status != 405 && r->status != 501)
+        return false;
+    if (!s->no_patch)
+        sk_warn(s->component, "the server answers PATCH with HTTP %ld: updating with PUT instead",
+                r->status);
+    s->no_patch = true;
+    return true;
+}
+
 /* PUT or PATCH id towards desired. Returns 1 done, 0 the server has no such id (404), -1 err. */
 static int update(struct scim_sink *s, const char *kind, const char *id, const cJSON *desired,
                   cJSON *have, struct sk_error *err)
 {
     bool is_group = strcmp(kind, "Group") == 0;
+    bool patch = s->use_patch && !s->no_patch;
     char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
     cJSON *fetched = NULL;
     cJSON *body = NULL;
-    const char *method = "PUT";
     int rc = 1;
-    if (s->use_patch) {
-        method = "PATCH";
+    if (patch) {
         if (!have) {
             rc = fetch(s, kind, id, &fetched, err);
             have = fetched;
@@ -381,10 +397,10 @@ static int update(struct scim_sink *s, const char *kind, const char *id, const c
     }
     if (rc == 1) {
         struct scim_resp r;
-        rc = request(s, method, path, body ? body : desired, &r, err);
+        rc = request(s, patch ? "PATCH" : "PUT", path, body ? body : desired, &r, err);
         if (rc == 0) {
             const char *dropped =
-                r.status == 200 && !s->use_patch ? dropped_attribute(desired, r.json) : NULL;
+                r.status == 200 && !patch ? dropped_attribute(desired, r.json) : NULL;
             if (dropped)
                 rc = sk_error_set(err, SK_ERR_PERMANENT,
                                   "replace: HTTP 200, but the answer lacks \"%s\": the server "
@@ -394,8 +410,10 @@ static int update(struct scim_sink *s, const char *kind, const char *id, const c
                 rc = 1;
             else if (r.status == 404)
                 rc = 0;
+            else if (patch && refuses_patch(s, &r))
+                rc = update(s, kind, id, desired, have, err); /* with PUT */
             else
-                rc = http_fail(s, s->use_patch ? "patch" : "replace", &r, err);
+                rc = http_fail(s, patch ? "patch" : "replace", &r, err);
             scim_resp_free(&r);
         }
     }
@@ -403,6 +421,51 @@ done:
     cJSON_Delete(body);
     cJSON_Delete(fetched);
     free(path);
+    return rc;
+}
+
+/*
+ * Sets id inactive: PATCH active=false in the dialect or, on a server
+ * without PATCH, PUT of the whole resource (*have: as last sent or read;
+ * read when NULL) with active=false. 1 done, 0 the server has no such id, -1 err.
+ */
+static int set_inactive(struct scim_sink *s, const char *kind, const char *id, cJSON **have,
+                        struct sk_error *err)
+{
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    struct scim_resp r;
+    int rc = 0;
+    if (!s->no_patch) {
+        cJSON *body = scim_deactivate_body(s->dialect);
+        rc = request(s, "PATCH", path, body, &r, err);
+        cJSON_Delete(body);
+        if (rc == 0 && refuses_patch(s, &r))
+            scim_resp_free(&r);
+    }
+    if (rc == 0 && s->no_patch) {
+        if (!*have)
+            rc = fetch(s, kind, id, have, err) - 1; /* 0: read, -1: 404, -2: failed */
+        if (rc < 0) {
+            free(path);
+            return rc == -1 ? 0 : -1;
+        }
+        cJSON *body = cJSON_Duplicate(*have, true);
+        cJSON_DeleteItemFromObjectCaseSensitive(body, "meta");
+        cJSON_DeleteItemFromObjectCaseSensitive(body, "active");
+        cJSON_AddFalseToObject(body, "active");
+        rc = request(s, "PUT", path, body, &r, err);
+        cJSON_Delete(body);
+    }
+    free(path);
+    if (rc < 0)
+        return -1;
+    if (r.status == 200 || r.status == 204)
+        rc = 1;
+    else if (r.status == 404)
+        rc = 0;
+    else
+        rc = http_fail(s, "deactivate", &r, err);
+    scim_resp_free(&r);
     return rc;
 }
 
@@ -526,26 +589,20 @@ int scim_resource_remove(struct scim_sink *s, const char *kind, const char *uuid
             free(path);
             goto done; /* already inactive */
         }
-        cJSON *body = scim_deactivate_body(s->dialect);
-        rc = request(s, "PATCH", path, body, &r, err);
-        cJSON_Delete(body);
-        if (rc == 0) {
-            if (r.status == 200 || r.status == 204) {
-                cJSON *now = have ? have : cJSON_CreateObject();
-                have = now;
-                cJSON_DeleteItemFromObjectCaseSensitive(now, "active");
-                cJSON_AddFalseToObject(now, "active");
-                char *text = cJSON_PrintUnformatted(now);
-                scim_state_put_map(s->state, kind, uuid, id, text);
-                free(text);
-            } else if (r.status == 404) {
-                scim_state_del_map(s->state, kind, uuid);
-                *changed = true;
-            } else {
-                rc = http_fail(s, "deactivate", &r, err);
-            }
-            scim_resp_free(&r);
+        rc = set_inactive(s, kind, id, &have, err);
+        if (rc == 1) {
+            cJSON *now = have ? have : cJSON_CreateObject();
+            have = now;
+            cJSON_DeleteItemFromObjectCaseSensitive(now, "active");
+            cJSON_AddFalseToObject(now, "active");
+            char *text = cJSON_PrintUnformatted(now);
+            scim_state_put_map(s->state, kind, uuid, id, text);
+            free(text);
+        } else if (rc == 0) {
+            scim_state_del_map(s->state, kind, uuid);
+            *changed = true;
         }
+        rc = rc < 0 ? -1 : 0;
     } else {
         rc = request(s, "DELETE", path, NULL, &r, err);
         if (rc == 0) {

@@ -1172,6 +1172,47 @@ Test(scim_sink, a_created_answer_without_a_body_is_found_by_external_id)
     with_server(&c, check_created_bare);
 }
 
+static void check_no_patch(const char *url, struct canned *c)
+{
+    struct ids x;
+    open_on_fake(url, "update: patch\non_delete: deactivate\n", &x);
+    apply_all();
+    assert_all_applied();
+    skt_recs_clear(&batch);
+    add_student(&x, 0, T2, "Alva-Li", NULL);
+    apply_all();
+    assert_all_applied();
+    cr_assert(strstr(fake.last_put, "Alva-Li"), "the change was not sent with PUT: %s",
+              fake.last_put);
+    skt_recs_clear(&batch);
+    add_tombstone("Person", x.s[0]);
+    apply_all();
+    assert_all_applied();
+    cJSON *put = cJSON_Parse(fake.last_put);
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(put, "active")),
+              "not deactivated with PUT: %s", fake.last_put);
+    cr_assert(strstr(fake.last_put, "Alva-Li"), "the PUT lost the user's attributes: %s",
+              fake.last_put);
+    cJSON_Delete(put);
+    cr_assert_null(strstr(strstr(c->seen, "PATCH") + 5, "PATCH"),
+                   "PATCH asked again after the server refused it:\n%s", c->seen);
+}
+
+/* Before: 501 was retried for ever ("retrying"), 405 dead-lettered every update. */
+Test(scim_sink, a_server_without_patch_is_updated_and_deactivated_with_put)
+{
+    struct canned c = {.answer = fake_server};
+    fake.patch_status = 501;
+    with_server(&c, check_no_patch);
+}
+
+Test(scim_sink, a_server_that_refuses_patch_with_405_is_updated_with_put)
+{
+    struct canned c = {.answer = fake_server};
+    fake.patch_status = 405;
+    with_server(&c, check_no_patch);
+}
+
 /* A lookup answered 200 with a page that is no ListResponse (a proxy's sign-in page). */
 static const char *lookup_not_a_list(struct canned *c, const char *req)
 {
