@@ -1370,3 +1370,33 @@ Test(scim_sink, an_account_made_by_hand_is_rejected_until_it_carries_the_externa
     free(id);
 }
 
+/* A user deleted by hand between two syncs: the PATCH and the deactivation see 404. */
+Test(scim_sink, a_user_deleted_by_hand_is_patched_again_or_left_deleted)
+{
+    struct ids x;
+    new_ids(&x);
+    open_sink("update: patch\non_delete: deactivate\n");
+    add_student(&x, 0, T1, "Alva", NULL);
+    apply_all();
+    assert_all_applied();
+    char *id = scim_id_of(x.s[0]);
+    char *path = sk_asprintf("/Users/%s", id);
+    cr_assert_eq(http_delete(path), 204);
+    skt_recs_clear(&batch);
+    add_student(&x, 0, T2, "Alva-Li", NULL);
+    apply_all();
+    assert_all_applied();
+    free(path);
+    free(id);
+    id = scim_id_of(x.s[0]);
+    path = sk_asprintf("/Users/%s", id);
+    cr_assert_eq(http_delete(path), 204);
+    skt_recs_clear(&batch);
+    add_tombstone("Person", x.s[0]);
+    apply_all();
+    assert_all_applied();
+    cJSON *u = one("Users", x.s[0]);
+    cr_assert_null(u, "a deactivation of a user deleted by hand made it again");
+    free(path);
+    free(id);
+}
