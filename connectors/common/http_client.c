@@ -37,6 +37,7 @@ struct transfer {
     bool too_big;
     int64_t retry_after_ms;
     char content_type[128];
+    char etag[SK_HTTP_ETAG_MAX];
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -134,6 +135,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
         t->retry_after_ms = sk_http_parse_retry_after(val, sk_now_us() / 1000);
     else if (strcasecmp(line, "Content-Type") == 0)
         snprintf(t->content_type, sizeof(t->content_type), "%s", val);
+    else if (strcasecmp(line, "ETag") == 0 && sk_http_etag_ok(val))
+        snprintf(t->etag, sizeof(t->etag), "%s", val);
     return n;
 }
 
@@ -301,6 +304,7 @@ static int perform(struct sk_http_client *h, const char *what, size_t limit, con
     resp->body.p[resp->body.len] = '\0';
     resp->retry_after_ms = t.retry_after_ms;
     snprintf(resp->content_type, sizeof(resp->content_type), "%s", t.content_type);
+    snprintf(resp->etag, sizeof(resp->etag), "%s", t.etag);
     return 0;
 }
 
@@ -458,10 +462,31 @@ static int auth_line(struct sk_http_client *h, char **line, struct sk_error *err
     return 0;
 }
 
+bool sk_http_etag_ok(const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= SK_HTTP_ETAG_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+            return false;
+    return true;
+}
+
 int sk_http_client_request(struct sk_http_client *h, const char *method, const char *url,
                            const char *body, struct sk_http_resp *resp, struct sk_error *err)
 {
+    return sk_http_client_request_if(h, method, url, body, NULL, resp, err);
+}
+
+int sk_http_client_request_if(struct sk_http_client *h, const char *method, const char *url,
+                              const char *body, const char *if_match, struct sk_http_resp *resp,
+                              struct sk_error *err)
+{
     memset(resp, 0, sizeof(*resp));
+    if (if_match && !sk_http_etag_ok(if_match))
+        return sk_error_set(err, SK_ERR_PERMANENT, "%s %.580s: unusable If-Match value", method,
+                            url);
     resp->retry_after_ms = -1;
     char what[600];
     snprintf(what, sizeof(what), "%s %.580s", method, url);
@@ -483,6 +508,11 @@ int sk_http_client_request(struct sk_http_client *h, const char *method, const c
             char *ct = sk_asprintf("Content-Type: %s", h->conf.content_type);
             hdrs = curl_slist_append(hdrs, ct);
             free(ct);
+        }
+        if (if_match) {
+            char *line = sk_asprintf("If-Match: %s", if_match);
+            hdrs = curl_slist_append(hdrs, line);
+            free(line);
         }
         if (auth)
             hdrs = curl_slist_append(hdrs, auth);

@@ -40,6 +40,8 @@
 /* An access token longer than this is refused: it would ride along in every
  * request's headers (servers refuse headers of a few tens of KiB). */
 #define SK_HTTP_TOKEN_MAX_LEN (16 * 1024)
+/* An entity tag longer than this (with its quotes and W/) is not kept. */
+#define SK_HTTP_ETAG_MAX 256
 
 enum sk_http_auth {
     SK_HTTP_AUTH_NONE,
@@ -71,6 +73,7 @@ struct sk_http_resp {
     struct sk_buf body;     /* NUL-terminated; body.p is never NULL after a response */
     char content_type[128]; /* "" if none */
     int64_t retry_after_ms; /* Retry-After (sk_http_parse_retry_after), -1 if absent */
+    char etag[SK_HTTP_ETAG_MAX]; /* ETag, "" if none or unusable (sk_http_etag_ok) */
 };
 
 struct sk_http_client; /* opaque: the handle, the cached OAuth2 token */
@@ -98,7 +101,17 @@ void sk_http_client_free(struct sk_http_client *h);
  */
 int sk_http_client_request(struct sk_http_client *h, const char *method, const char *url,
                            const char *body, struct sk_http_resp *resp, struct sk_error *err);
+/*
+ * The same, with an If-Match header (an entity tag from an earlier answer's
+ * ETag or a SCIM meta.version; NULL: none). A value sk_http_etag_ok refuses
+ * is PERMANENT: it would put bytes of the server's choosing into a header.
+ */
+int sk_http_client_request_if(struct sk_http_client *h, const char *method, const char *url,
+                              const char *body, const char *if_match, struct sk_http_resp *resp,
+                              struct sk_error *err);
 void sk_http_resp_free(struct sk_http_resp *r);
+/* An entity tag fit to be sent back: printable ASCII, under SK_HTTP_ETAG_MAX bytes. */
+bool sk_http_etag_ok(const char *v);
 
 /* How long the cached OAuth2 token is still used, in ms (0: none or due). */
 int64_t sk_http_client_token_valid_ms(const struct sk_http_client *h);

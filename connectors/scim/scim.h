@@ -69,6 +69,7 @@ struct scim_resp {
     size_t len;
     int64_t retry_after_ms; /* from Retry-After, -1 if absent */
     cJSON *json;            /* body parsed if it is JSON, else NULL */
+    char etag[256];         /* the ETag header, "" if none (http_client.h: SK_HTTP_ETAG_MAX) */
 };
 
 /* Checks the auth/TLS options and sets up the handle. NULL with err (FATAL). */
@@ -77,14 +78,15 @@ struct scim_http *scim_http_new(const struct scim_conf *conf, const char *compon
 void scim_http_free(struct scim_http *h);
 /*
  * One request to base URL + path (path starts with '/', query already
- * encoded). body: JSON text or NULL. Returns 0 when a response arrived (any
+ * encoded). body: JSON text or NULL; if_match: an entity tag to send as
+ * If-Match, or NULL. Returns 0 when a response arrived (any
  * status, in resp: caller frees with scim_resp_free), -1 with err when none
  * did (RETRIABLE: connection, timeout, token endpoint down; PERMANENT: the
  * body exceeded max_response_size; FATAL: the token endpoint refused our
  * credentials, TLS files). Never puts a token into err.
  */
 int scim_http_request(struct scim_http *h, const char *method, const char *path, const char *body,
-                      struct scim_resp *resp, struct sk_error *err);
+                      const char *if_match, struct scim_resp *resp, struct sk_error *err);
 void scim_resp_free(struct scim_resp *r);
 /* "scimType: detail" of a SCIM error response, else a prefix of the body, into out. */
 void scim_resp_detail(const struct scim_resp *r, char *out, size_t size);

@@ -124,18 +124,19 @@ void scim_resp_detail(const struct scim_resp *r, char *out, size_t size)
 }
 
 int scim_http_request(struct scim_http *h, const char *method, const char *path, const char *body,
-                      struct scim_resp *resp, struct sk_error *err)
+                      const char *if_match, struct scim_resp *resp, struct sk_error *err)
 {
     memset(resp, 0, sizeof(*resp));
     resp->retry_after_ms = -1;
     char *url = sk_asprintf("%s%s", h->base, path);
     struct sk_http_resp r;
-    int rc = sk_http_client_request(h->client, method, url, body, &r, err);
+    int rc = sk_http_client_request_if(h->client, method, url, body, if_match, &r, err);
     free(url);
     if (rc)
         return -1;
     resp->status = r.status;
     resp->retry_after_ms = r.retry_after_ms;
+    snprintf(resp->etag, sizeof(resp->etag), "%s", r.etag);
     resp->len = r.body.len;
     resp->body = sk_buf_take(&r.body);
     if (resp->len)

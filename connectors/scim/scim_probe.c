@@ -33,7 +33,7 @@ static bool probe_auth(const struct scim_conf *conf, struct scim_http *h, struct
     const char *auth = auth_of(conf);
     struct scim_resp r;
     struct sk_error err = {0};
-    if (scim_http_request(h, "GET", "/Users?count=0", NULL, &r, &err) < 0) {
+    if (scim_http_request(h, "GET", "/Users?count=0", NULL, NULL, &r, &err) < 0) {
         /* http_client.c names the token endpoint in the errors of its requests */
         bool token = strcmp(auth, "oauth2") == 0 && strstr(err.msg, "token request to") != NULL;
         sk_probe_fail(p, "auth",
@@ -85,7 +85,7 @@ static void probe_spc(const struct scim_conf *conf, struct scim_http *h, struct 
     const char *what = "ServiceProviderConfig";
     struct scim_resp r;
     struct sk_error err = {0};
-    if (scim_http_request(h, "GET", "/ServiceProviderConfig", NULL, &r, &err) < 0) {
+    if (scim_http_request(h, "GET", "/ServiceProviderConfig", NULL, NULL, &r, &err) < 0) {
         sk_probe_fail(p, what, "check url and the network", "%s", err.msg);
         return;
     }

@@ -54,6 +54,13 @@ static int http_fail(struct scim_sink *s, const char *what, const struct scim_re
         s->unavailable_err = *err;
         return -1;
     }
+    if (r->status == 412) {
+        /* sent with the version just read: it changed again meanwhile */
+        return sk_error_set(err, SK_ERR_RETRIABLE,
+                            "%s: HTTP 412, the resource changed on the server while it was "
+                            "written: %s",
+                            what, detail);
+    }
     if (r->status == 401) {
         sk_error_set(err, SK_ERR_FATAL, "%s: HTTP 401, the server refused our credentials: %s",
                      what, detail);
@@ -64,6 +71,19 @@ static int http_fail(struct scim_sink *s, const char *what, const struct scim_re
     return sk_error_set(err, SK_ERR_PERMANENT, "%s: HTTP %ld: %s", what, r->status, detail);
 }
 
+/* A request that got no answer: a fatal one stops the batch, a retriable one
+ * (the server is away) leaves the rest of it for the retry. */
+static void note_failure(struct scim_sink *s, const struct sk_error *err)
+{
+    if (err->cls == SK_ERR_FATAL) {
+        s->fatal = true;
+        s->fatal_err = *err;
+    } else if (err->cls == SK_ERR_RETRIABLE) {
+        s->unavailable = true;
+        s->unavailable_err = *err;
+    }
+}
+
 /* One request; body may be NULL. A transport failure marks the server
  * unavailable; an answer over max_response_size (PERMANENT) fails only the
  * record it was for, as asking again would bring the same answer. */
@@ -71,17 +91,10 @@ static int request(struct scim_sink *s, const char *method, const char *path, co
                    struct scim_resp *resp, struct sk_error *err)
 {
     char *text = body ? cJSON_PrintUnformatted(body) : NULL;
-    int rc = scim_http_request(s->http, method, path, text, resp, err);
+    int rc = scim_http_request(s->http, method, path, text, NULL, resp, err);
     free(text);
-    if (rc < 0) {
-        if (err->cls == SK_ERR_FATAL) {
-            s->fatal = true;
-            s->fatal_err = *err;
-        } else if (err->cls == SK_ERR_RETRIABLE) {
-            s->unavailable = true;
-            s->unavailable_err = *err;
-        }
-    }
+    if (rc < 0)
+        note_failure(s, err);
     return rc;
 }
 
@@ -334,9 +347,10 @@ static int create(struct scim_sink *s, const char *kind, const char *uuid, const
     return -1;
 }
 
-/* GET /<endpoint>/<id>: 1 with *have, 0 on 404, -1 with err. */
+/* GET /<endpoint>/<id>: 1 with *have, 0 on 404, -1 with err. version (if not
+ * NULL): its entity tag, from the ETag header or meta.version, "" if none. */
 static int fetch(struct scim_sink *s, const char *kind, const char *id, cJSON **have,
-                 struct sk_error *err)
+                 char version[256], struct sk_error *err)
 {
     char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
     struct scim_resp r;
@@ -345,6 +359,10 @@ static int fetch(struct scim_sink *s, const char *kind, const char *id, cJSON **
     if (rc < 0)
         return -1;
     if (r.status == 200 && r.json) {
+        const char *v = cJSON_GetStringValue(
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItem(r.json, "meta"), "version"));
+        if (version)
+            snprintf(version, 256, "%s", r.etag[0] ? r.etag : v && sk_http_etag_ok(v) ? v : "");
         *have = r.json;
         r.json = NULL;
         rc = 1;
@@ -354,6 +372,43 @@ static int fetch(struct scim_sink *s, const char *kind, const char *id, cJSON **
         rc = http_fail(s, "read", &r, err);
     }
     scim_resp_free(&r);
+    return rc;
+}
+
+/*
+ * method on /<endpoint>/<id> with body, and when the server wants the
+ * resource's version (412 Precondition Failed, 428 Precondition Required:
+ * servers that take a write only with If-Match, RFC 7644 §3.14), once more
+ * with If-Match: the version read now. What changed on the server meanwhile
+ * is overwritten, as a write without If-Match would. 0 with *r (a 404 when
+ * the read found it gone), -1 with err.
+ */
+static int send_matching(struct scim_sink *s, const char *kind, const char *id,
+                         const char *method, const cJSON *body, struct scim_resp *r,
+                         struct sk_error *err)
+{
+    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
+    int rc = request(s, method, path, body, r, err);
+    if (rc == 0 && (r->status == 412 || r->status == 428)) {
+        char version[256] = "";
+        cJSON *now = NULL;
+        rc = fetch(s, kind, id, &now, version, err);
+        cJSON_Delete(now);
+        if (rc == 0) {
+            r->status = 404; /* gone: what the write would have said */
+        } else if (rc < 0) {
+            scim_resp_free(r);
+        } else if (version[0]) {
+            scim_resp_free(r);
+            char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+            rc = scim_http_request(s->http, method, path, text, version, r, err);
+            free(text);
+            if (rc < 0)
+                note_failure(s, err);
+        }
+        rc = rc < 0 ? -1 : 0; /* no version to send: the 412/428 goes back as it came */
+    }
+    free(path);
     return rc;
 }
 
@@ -380,13 +435,12 @@ static int update(struct scim_sink *s, const char *kind, const char *id, const c
 {
     bool is_group = strcmp(kind, "Group") == 0;
     bool patch = s->use_patch && !s->no_patch;
-    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
     cJSON *fetched = NULL;
     cJSON *body = NULL;
     int rc = 1;
     if (patch) {
         if (!have) {
-            rc = fetch(s, kind, id, &fetched, err);
+            rc = fetch(s, kind, id, &fetched, NULL, err);
             have = fetched;
         }
         if (rc == 1) {
@@ -397,7 +451,7 @@ static int update(struct scim_sink *s, const char *kind, const char *id, const c
     }
     if (rc == 1) {
         struct scim_resp r;
-        rc = request(s, patch ? "PATCH" : "PUT", path, body ? body : desired, &r, err);
+        rc = send_matching(s, kind, id, patch ? "PATCH" : "PUT", body ? body : desired, &r, err);
         if (rc == 0) {
             const char *dropped =
                 r.status == 200 && !patch ? dropped_attribute(desired, r.json) : NULL;
@@ -420,7 +474,6 @@ static int update(struct scim_sink *s, const char *kind, const char *id, const c
 done:
     cJSON_Delete(body);
     cJSON_Delete(fetched);
-    free(path);
     return rc;
 }
 
@@ -432,31 +485,27 @@ done:
 static int set_inactive(struct scim_sink *s, const char *kind, const char *id, cJSON **have,
                         struct sk_error *err)
 {
-    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
     struct scim_resp r;
     int rc = 0;
     if (!s->no_patch) {
         cJSON *body = scim_deactivate_body(s->dialect);
-        rc = request(s, "PATCH", path, body, &r, err);
+        rc = send_matching(s, kind, id, "PATCH", body, &r, err);
         cJSON_Delete(body);
         if (rc == 0 && refuses_patch(s, &r))
             scim_resp_free(&r);
     }
     if (rc == 0 && s->no_patch) {
         if (!*have)
-            rc = fetch(s, kind, id, have, err) - 1; /* 0: read, -1: 404, -2: failed */
-        if (rc < 0) {
-            free(path);
+            rc = fetch(s, kind, id, have, NULL, err) - 1; /* 0: read, -1: 404, -2: failed */
+        if (rc < 0)
             return rc == -1 ? 0 : -1;
-        }
         cJSON *body = cJSON_Duplicate(*have, true);
         cJSON_DeleteItemFromObjectCaseSensitive(body, "meta");
         cJSON_DeleteItemFromObjectCaseSensitive(body, "active");
         cJSON_AddFalseToObject(body, "active");
-        rc = request(s, "PUT", path, body, &r, err);
+        rc = send_matching(s, kind, id, "PUT", body, &r, err);
         cJSON_Delete(body);
     }
-    free(path);
     if (rc < 0)
         return -1;
     if (r.status == 200 || r.status == 204)
@@ -582,13 +631,10 @@ int scim_resource_remove(struct scim_sink *s, const char *kind, const char *uuid
             goto done; /* not there: a delete of something missing is done */
         rc = 0;
     }
-    char *path = sk_asprintf("/%s/%s", endpoint_of(kind), id);
     struct scim_resp r;
     if (deactivate) {
-        if (have && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(have, "active"))) {
-            free(path);
+        if (have && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(have, "active")))
             goto done; /* already inactive */
-        }
         rc = set_inactive(s, kind, id, &have, err);
         if (rc == 1) {
             cJSON *now = have ? have : cJSON_CreateObject();
@@ -604,7 +650,7 @@ int scim_resource_remove(struct scim_sink *s, const char *kind, const char *uuid
         }
         rc = rc < 0 ? -1 : 0;
     } else {
-        rc = request(s, "DELETE", path, NULL, &r, err);
+        rc = send_matching(s, kind, id, "DELETE", NULL, &r, err);
         if (rc == 0) {
             if (r.status == 204 || r.status == 200 || r.status == 404) {
                 scim_state_del_map(s->state, kind, uuid);
@@ -615,7 +661,6 @@ int scim_resource_remove(struct scim_sink *s, const char *kind, const char *uuid
             scim_resp_free(&r);
         }
     }
-    free(path);
 done:
     free(id);
     free(sent);

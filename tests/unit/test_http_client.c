@@ -548,6 +548,29 @@ Test(http_client, retry_after_delta_seconds_and_http_date)
     cr_assert_eq(sk_http_parse_retry_after("1.5", now), -1);
 }
 
+/* An entity tag goes back in If-Match: one of the server's choosing must not add headers. */
+Test(http_client, an_etag_with_control_characters_is_not_sent_back)
+{
+    cr_assert(sk_http_etag_ok("W/\"3\""));
+    cr_assert(sk_http_etag_ok("\"a b\""));
+    cr_assert_not(sk_http_etag_ok(""));
+    cr_assert_not(sk_http_etag_ok("W/\"3\"\r\nX-Admin: yes"));
+    cr_assert_not(sk_http_etag_ok("\"\xc3\xa5\""));
+    char big[SK_HTTP_ETAG_MAX + 1];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    cr_assert_not(sk_http_etag_ok(big));
+    struct sk_http_client_conf c = base_conf();
+    struct sk_error err = {0};
+    struct sk_http_client *h = sk_http_client_new(&c, "test", &err);
+    char *url = url_of("/api");
+    struct sk_http_resp r;
+    cr_assert_eq(sk_http_client_request_if(h, "PUT", url, "{}", "W/\"3\"\nX: y", &r, &err), -1);
+    cr_assert_eq(err.cls, SK_ERR_PERMANENT, "%s", err.msg);
+    free(url);
+    sk_http_client_free(h);
+}
+
 static int64_t api_retry_after(long status, const char *value)
 {
     pthread_mutex_lock(&srv.mu);

@@ -1095,13 +1095,63 @@ static const char *req_body(const char *req)
 static struct {
     long patch_status;   /* PATCH answered with this status (0: like PUT) */
     bool created_bare;   /* 201 with a Location and no body */
+    long needs_version;  /* a write without If-Match: the version is answered this (412, 428) */
+    bool etag_header;    /* the version in an ETag header too, not only in meta.version */
+    int version;         /* W/"<version>" of the User, counted up by each write */
     char user[8192];     /* the User it holds, "" if none */
     char last_put[8192]; /* the body of the last PUT */
 } fake;
 
+/* fake.user with its meta.version. */
+static const char *fake_user_now(void)
+{
+    static char text[8500];
+    cJSON *doc = cJSON_Parse(fake.user);
+    cJSON_DeleteItemFromObject(doc, "meta");
+    cJSON *meta = cJSON_AddObjectToObject(doc, "meta");
+    char v[32];
+    snprintf(v, sizeof(v), "W/\"%d\"", fake.version);
+    cJSON_AddStringToObject(meta, "version", v);
+    char *t = cJSON_PrintUnformatted(doc);
+    snprintf(text, sizeof(text), "%s", t ? t : "");
+    free(t);
+    cJSON_Delete(doc);
+    return text;
+}
+
 static const char *fake_server(struct canned *c, const char *req)
 {
     static char out[20000];
+    if (fake.needs_version && strncmp(req, "GET /v2/Users/u-1 ", 18) == 0) {
+        char etag[64] = "";
+        if (fake.etag_header)
+            snprintf(etag, sizeof(etag), "ETag: W/\"%d\"\r\n", fake.version);
+        snprintf(out, sizeof(out),
+                 "HTTP/1.1 200 OK\r\n%sContent-Type: application/scim+json\r\n"
+                 "Connection: close\r\n\r\n%s",
+                 etag, fake.user[0] ? fake_user_now() : "{}");
+        return out;
+    }
+    if (fake.needs_version && strncmp(req, "GET ", 4) != 0 && strncmp(req, "POST ", 5) != 0) {
+        char want[64];
+        snprintf(want, sizeof(want), "If-Match: W/\"%d\"\r\n", fake.version);
+        if (!strcasestr(req, want)) {
+            snprintf(out, sizeof(out),
+                     "HTTP/1.1 %ld Precondition\r\nContent-Type: application/scim+json\r\n"
+                     "Connection: close\r\n\r\n" SCIM_ERROR_BODY("", "If-Match required"),
+                     fake.needs_version);
+            return out;
+        }
+        fake.version++;
+    }
+    if (strncmp(req, "PATCH /v2/Users/u-1 ", 20) == 0 && !fake.patch_status) {
+        snprintf(out, sizeof(out), SCIM_OK("200 OK", "%s"), fake_user_now());
+        return out;
+    }
+    if (strncmp(req, "DELETE /v2/Users/u-1 ", 21) == 0) {
+        fake.user[0] = '\0';
+        return "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+    }
     if (strncmp(req, "GET /v2/Users?", 14) == 0) {
         snprintf(out, sizeof(out),
                  SCIM_OK("200 OK", "{\"schemas\":[\"" SCIM_LIST "\"],\"totalResults\":%d,"
@@ -1399,4 +1449,50 @@ Test(scim_sink, a_user_deleted_by_hand_is_patched_again_or_left_deleted)
     cr_assert_null(u, "a deactivation of a user deleted by hand made it again");
     free(path);
     free(id);
+}
+
+static void check_if_match(const char *url, struct canned *c, const char *yaml)
+{
+    struct ids x;
+    open_on_fake(url, yaml, &x);
+    apply_all();
+    assert_all_applied();
+    skt_recs_clear(&batch);
+    add_student(&x, 0, T2, "Alva-Li", NULL);
+    apply_all();
+    assert_all_applied();
+    skt_recs_clear(&batch);
+    add_tombstone("Person", x.s[0]);
+    apply_all();
+    assert_all_applied();
+    cr_assert_eq(fake.version, 2, "%d writes with the version in If-Match, expected 2:\n%s",
+                 fake.version, c->seen);
+}
+
+static void check_if_match_put(const char *url, struct canned *c)
+{
+    check_if_match(url, c, NULL);
+    cr_assert_eq(fake.user[0], '\0', "not deleted:\n%s", c->seen);
+}
+
+/* Before: the PUT's and the DELETE's 428 dead-lettered the change and the delete. */
+Test(scim_sink, a_server_that_wants_if_match_gets_the_version_of_its_etag)
+{
+    struct canned c = {.answer = fake_server};
+    fake.needs_version = 428;
+    fake.etag_header = true;
+    with_server(&c, check_if_match_put);
+}
+
+static void check_if_match_patch(const char *url, struct canned *c)
+{
+    check_if_match(url, c, "update: patch\non_delete: deactivate\n");
+}
+
+/* The same with PATCH and a deactivation, 412, and the version only in meta.version. */
+Test(scim_sink, a_server_that_wants_if_match_gets_the_version_of_its_meta)
+{
+    struct canned c = {.answer = fake_server};
+    fake.needs_version = 412;
+    with_server(&c, check_if_match_patch);
 }
