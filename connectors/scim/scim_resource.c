@@ -183,16 +183,19 @@ static int lookup(struct scim_sink *s, const char *kind, const char *uuid, char 
         free(path);
         if (rc < 0)
             break;
-        const char *type =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r.json, "scimType"));
-        if (r.status == 400 && type && strcmp(type, "invalidFilter") == 0) {
-            /* every lookup would fail alike: dead-lettering every person helps no one */
+        if (r.status >= 400 && r.status < 500 && r.status != 401 && r.status != 408 &&
+            r.status != 429) {
+            /* No person's lookup is refused for the person's sake (400 invalidFilter:
+             * no filter on externalId; 403: the token may not read; 404: a wrong
+             * url): every lookup would fail alike, and dead-lettering every
+             * person helps no one. */
             char detail[300];
             scim_resp_detail(&r, detail, sizeof(detail));
             rc = sk_error_set(err, SK_ERR_FATAL,
-                              "the server cannot filter %s on externalId (HTTP 400: %s); the "
-                              "sink needs it to find what it made (RFC 7644 §3.4.2.2)",
-                              endpoint_of(kind), detail);
+                              "the server refuses to look %s up by externalId (HTTP %ld: %s); "
+                              "the sink needs GET %s?filter=externalId eq \"...\" (RFC 7644 "
+                              "§3.4.2.2): check url, the token's rights, the server's filters",
+                              endpoint_of(kind), r.status, detail, endpoint_of(kind));
             s->fatal = true;
             s->fatal_err = *err;
         } else if (r.status != 200) {

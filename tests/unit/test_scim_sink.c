@@ -1345,6 +1345,57 @@ Test(scim_sink, a_server_that_cannot_filter_on_external_id_stops_the_sink)
                        check_invalid_filter);
 }
 
+static void check_not_found(const char *url, struct canned *c)
+{
+    struct sk_error err = {0};
+    open_on_with_students(url, 2);
+    cr_assert_eq(skt_recs_apply(sink, &batch, &err), -1, "the batch must fail as a whole");
+    cr_assert_eq(err.cls, SK_ERR_FATAL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "HTTP 404") && strstr(err.msg, "check url"), "%s", err.msg);
+}
+
+/* A url that names no SCIM service (a typo, /scim/v2 left out). Before: every
+ * person dead-lettered with "lookup by externalId: HTTP 404". */
+Test(scim_sink, a_lookup_answered_404_stops_the_sink)
+{
+    with_canned_server("HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n"
+                       "Connection: close\r\n\r\n<html><title>Not Found</title></html>",
+                       check_not_found);
+}
+
+/* A lookup that finds the person's resource without its id. */
+static const char *match_without_id(struct canned *c, const char *req)
+{
+    static char out[2048];
+    char uuid[37];
+    if (strncmp(req, "GET ", 4) != 0) {
+        c->bearer_ok++; /* a write */
+        return SCIM_OK("201 Created", "{\"id\":\"u-1\"}");
+    }
+    snprintf(out, sizeof(out),
+             SCIM_OK("200 OK", "{\"schemas\":[\"" SCIM_LIST "\"],\"totalResults\":1,"
+                               "\"Resources\":[{\"externalId\":\"%s\",\"userName\":\"x\"}]}"),
+             req_uuid(req, uuid));
+    return out;
+}
+
+static void check_match_without_id(const char *url, struct canned *c)
+{
+    open_on_with_students(url, 1);
+    apply_all();
+    cr_assert_eq(batch.out[0].kind, SK_REJECTED, "outcome %d: %s", batch.out[0].kind,
+                 batch.out[0].err.msg);
+    cr_assert(strstr(batch.out[0].err.msg, "without an id"), "%s", batch.out[0].err.msg);
+    cr_assert_eq(c->bearer_ok, 0, "created a second one:\n%s", c->seen);
+}
+
+/* Before: a match without an id read as "no such user", and the sink created one. */
+Test(scim_sink, a_lookup_match_without_an_id_is_rejected_not_created_again)
+{
+    struct canned c = {.answer = match_without_id};
+    with_server(&c, check_match_without_id);
+}
+
 static void check_html_500(const char *url, struct canned *c)
 {
     open_on_with_students(url, 1);
