@@ -1055,3 +1055,39 @@ Test(oneroster_sink, output_directory_gone_then_back)
     free(away);
     free(fresh_state);
 }
+
+/* ---- what a strict consumer refuses (tests/fixtures/oneroster_validate.py) ----
+ * Learning platforms refuse a whole bundle for one bad cell or one reference
+ * to a row that is not there. The validator checks a bundle as the strictest
+ * of them would (docs/oneroster-mapping.md, "Format"); each test below feeds
+ * the sink data a student-record system may hold and checks the bundle. */
+
+static void assert_strictly_valid(const char *bundle)
+{
+    char *cmd = skt_fmt("python3 %s/tests/fixtures/oneroster_validate.py '%s' 2>&1 | head -40",
+                        SK_SOURCE_DIR, bundle);
+    char *output = NULL;
+    skt_sh(cmd, 60, &output);
+    cr_assert(output && !output[0], "a strict OneRoster 1.2 consumer refuses the bundle:\n%s",
+              output ? output : "(no output)");
+    free(output);
+    free(cmd);
+}
+
+/* Applies the dataset, writes a bundle (a zip with zip: true in options) and checks it. */
+static char *strictly_valid_bundle(const char *options)
+{
+    open_sink(options);
+    apply_all(dataset.v, dataset.n);
+    char *bundle = write_now();
+    assert_strictly_valid(bundle);
+    return bundle;
+}
+
+/* The test data generator's municipality, as a directory and as a zip. */
+Test(oneroster_sink, the_generated_bundle_passes_a_strict_consumer)
+{
+    free(strictly_valid_bundle(NULL));
+    skt_sink_drop(&sink);
+    free(strictly_valid_bundle("zip: true\ninclude_phone: true\n"));
+}
