@@ -16,9 +16,9 @@
 #include "model.h"
 #include "util.h"
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t sk_utf8_len(const char *text, size_t n)
 {
+    const unsigned char *s = (const unsigned char *)text;
     unsigned char c = s[0];
     if (c < 0x80)
         return 1;
@@ -99,7 +99,7 @@ const char *sk_json_text_bad(const char *text, size_t len, size_t *at)
             return "a NUL byte";
         }
         if (c >= 0x80) {
-            size_t k = utf8_len(s + i, len - i);
+            size_t k = sk_utf8_len(text + i, len - i);
             if (!k) {
                 *at = i;
                 return "invalid UTF-8";

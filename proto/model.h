@@ -126,6 +126,9 @@ char *sk_codec_decode(const struct sk_entity *e, const uint8_t *data, size_t len
  * its byte offset in *at.
  */
 const char *sk_json_text_bad(const char *text, size_t len, size_t *at);
+/* Length of the valid UTF-8 sequence at s (n >= 1 bytes there), 0 if it is not
+ * one (overlong forms, UTF-16 surrogates and beyond U+10FFFF included). */
+size_t sk_utf8_len(const char *s, size_t n);
 /*
  * The byte spans [start, end) of the elements of the array that is the value
  * of the top-level object's key `key` ({"data": [...]}), found without

@@ -178,6 +178,13 @@ void or_set_own(char **row, int col, char *value)
     row[col] = value;
 }
 
+void or_set_item(char **row, int col, const char *value)
+{
+    or_set(row, col, value);
+    for (char *p = row[col]; p && (p = strchr(p, ',')); p++)
+        *p = ';';
+}
+
 static int cmp_row(const void *a, const void *b, void *ctx)
 {
     const struct or_table *t = ctx;

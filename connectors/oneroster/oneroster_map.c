@@ -137,10 +137,19 @@ char *or_strvec_join(struct or_strvec *s)
 
 /* ---- JSON readers --------------------------------------------------------- */
 
+/* Only spaces and control characters: what a cell shows of it is blank (oneroster_out.c). */
+static bool blank(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s > ' ' && *s != 0x7f)
+            return false;
+    return true;
+}
+
 const char *or_jstr(const cJSON *obj, const char *key)
 {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsString(x) && x->valuestring[0] ? x->valuestring : NULL;
+    return cJSON_IsString(x) && !blank(x->valuestring) ? x->valuestring : NULL;
 }
 
 /* obj.key.id (an ObjectReference). */

@@ -89,6 +89,9 @@ char **or_row_add(struct or_table *t, const char *id);
 void or_set(char **row, int col, const char *value);
 /* Cell col of row becomes value itself (malloc'ed or NULL); the row frees it. */
 void or_set_own(char **row, int col, char *value);
+/* Cell col of a list column (subjects, subjectCodes) becomes the one value
+ * given: a comma in it would split it in two, so it is written as a semicolon. */
+void or_set_item(char **row, int col, const char *value);
 
 /* ---- what every step uses (oneroster_map.c) ------------------------------- */
 
@@ -115,7 +118,9 @@ void or_strvec_add_unique(struct or_strvec *s, const char *x); /* x is copied */
  * NULL for an empty list. Sorts s in place. Caller frees. */
 char *or_strvec_join(struct or_strvec *s);
 
-/* A non-empty string member, else NULL. */
+/* A string member that shows something (not only spaces and control
+ * characters, which the CSV layer writes as spaces: a required cell would be
+ * blank), else NULL. */
 const char *or_jstr(const cJSON *obj, const char *key);
 /* obj.key.id (an ObjectReference), else NULL. */
 const char *or_jref(const cJSON *obj, const char *key);

@@ -262,8 +262,8 @@ static void course_row(struct or_build *b, const char *id, const char *title, co
     or_set(row, C_ORG, org);
     /* subjects and subjectCodes are parallel lists: both or neither. */
     if (subject && subject_code) {
-        or_set(row, C_SUBJ, subject);
-        or_set(row, C_SUBJCODES, subject_code);
+        or_set_item(row, C_SUBJ, subject);
+        or_set_item(row, C_SUBJCODES, subject_code);
     }
 }
 
@@ -319,8 +319,8 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
         or_set_own(row, K_TERMS,
                    class_terms(b, ys, or_jdate(a->doc, "startDate"), or_jdate(a->doc, "endDate")));
         if (subject && subject_code) {
-            or_set(row, K_SUBJ, subject);
-            or_set(row, K_SUBJCODES, subject_code);
+            or_set_item(row, K_SUBJ, subject);
+            or_set_item(row, K_SUBJCODES, subject_code);
         }
         *or_hmap_slot(&b->classes, a->id, NULL) = (void *)1;
     }

@@ -25,6 +25,7 @@
 
 #include <zlib.h>
 
+#include "model.h"
 #include "oneroster_internal.h"
 #include "util.h"
 
@@ -97,9 +98,13 @@ static bool formula_like(const char *s)
 /*
  * One cell. RFC 4180: a field holding a comma or a double quote is quoted and
  * its quotes doubled. The OneRoster CSV binding forbids carriage returns inside
- * a field (and SDS rejects line breaks), so CR and LF become spaces. With
- * guard, a cell a spreadsheet would take for a formula starts with a single
- * quote, which Excel and LibreOffice read as "text" (OWASP's advice).
+ * a field (and SDS rejects line breaks), so CR and LF become spaces, and so do
+ * the other control characters (C0 but tab, and DEL), which importers refuse
+ * as well. A byte that does not start valid UTF-8 becomes U+FFFD: the sink
+ * driver does not check the strings of a protobuf value, and one bad byte
+ * makes a strict importer refuse the whole file. With guard, a cell a
+ * spreadsheet would take for a formula starts with a single quote, which
+ * Excel and LibreOffice read as "text" (OWASP's advice).
  */
 static void csv_cell(struct buf *b, const char *s, bool guard)
 {
@@ -110,13 +115,20 @@ static void csv_cell(struct buf *b, const char *s, bool guard)
         buf_put(b, "\"", 1);
     if (guard && formula_like(s))
         buf_put(b, "'", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"')
+    size_t n = strlen(s);
+    for (size_t i = 0, k; i < n; i += k) {
+        unsigned char c = (unsigned char)s[i];
+        k = sk_utf8_len(s + i, n - i);
+        if (!k) {
+            buf_put(b, "\xef\xbf\xbd", 3);
+            k = 1;
+        } else if (c == '"') {
             buf_put(b, "\"\"", 2);
-        else if (*p == '\r' || *p == '\n')
+        } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
             buf_put(b, " ", 1);
-        else
-            buf_put(b, p, 1);
+        } else {
+            buf_put(b, s + i, k);
+        }
     }
     if (quote)
         buf_put(b, "\"", 1);

@@ -1074,6 +1074,56 @@ static void assert_strictly_valid(const char *bundle)
     free(cmd);
 }
 
+/* The n-th record of collection (0: the first) that pred accepts (NULL: any). */
+static struct sk_record *nth_rec(const char *collection, bool (*pred)(const cJSON *), int n)
+{
+    for (size_t i = 0; i < dataset.n; i++) {
+        if (strcmp(dataset.v[i].entity->collection, collection) != 0 ||
+            (pred && !pred(dataset.docs[i])) || n-- > 0)
+            continue;
+        return &dataset.v[i];
+    }
+    cr_assert_fail("no %s left in the dataset", collection);
+    return NULL;
+}
+
+/* A student with no protected identity (and not quoted_student). */
+static bool plain_student(const cJSON *d)
+{
+    return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d, "enrolments")) &&
+           strcmp(str(d, "securityMarking"), "Ingen") == 0 &&
+           strcmp(str(d, "id"), quoted_student) != 0;
+}
+
+static bool is_school(const cJSON *d)
+{
+    return strcmp(str(d, "organisationType"), "Skolenhet") == 0;
+}
+
+static bool is_district(const cJSON *d)
+{
+    return strcmp(str(d, "organisationType"), "Huvudman") == 0;
+}
+
+static bool is_klass_group(const cJSON *d)
+{
+    return strcmp(str(d, "groupType"), "Klass") == 0;
+}
+
+/* Member key of the record's document becomes value (a new node it owns). */
+static void set_item(struct sk_record *rec, const char *key, cJSON *value)
+{
+    cJSON *doc = dataset.docs[rec - dataset.v];
+    cJSON_DeleteItemFromObjectCaseSensitive(doc, key);
+    cJSON_AddItemToObject(doc, key, value);
+    print_json(rec);
+}
+
+static void set_text(struct sk_record *rec, const char *key, const char *value)
+{
+    set_item(rec, key, cJSON_CreateString(value));
+}
+
 /* Applies the dataset, writes a bundle (a zip with zip: true in options) and checks it. */
 static char *strictly_valid_bundle(const char *options)
 {
@@ -1090,4 +1140,51 @@ Test(oneroster_sink, the_generated_bundle_passes_a_strict_consumer)
     free(strictly_valid_bundle(NULL));
     skt_sink_drop(&sink);
     free(strictly_valid_bundle("zip: true\ninclude_phone: true\n"));
+}
+
+/*
+ * Cells as a student-record system may hold them: commas, quotes and line
+ * breaks, formulas, a name of 100 000 letters, blanks, control characters,
+ * bytes that are not UTF-8 (a foreign producer's protobuf is not checked),
+ * a comma inside one value of a list column.
+ */
+Test(oneroster_sink, hostile_cells_pass_a_strict_consumer)
+{
+    char *longname = sk_malloc(100001);
+    memset(longname, 'x', 100000);
+    longname[100000] = '\0';
+    const struct {
+        const char *given, *family, *middle;
+    } names[] = {
+        {"=cmd|' /C calc'!A0", "a,\"b\"\r\nc", "@SUM(A1)"},
+        {" \r\n ", "\t", "-x"},
+        {"Bell\a\x1b[31m", "Del\x7f", "\x0b\x0c"},
+        {"Ok\xc3(\xff", "\xed\xa0\x80 surrogate", "\xc0\xaf overlong"},
+        {longname, "+1 (555)", "Åsa"},
+    };
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+        struct sk_record *p = nth_rec("persons", plain_student, i);
+        set_text(p, "givenName", names[i].given);
+        set_text(p, "familyName", names[i].family);
+        set_text(p, "middleName", names[i].middle);
+    }
+    set_text(nth_rec("organisations", is_school, 0), "displayName", "Skola, \"Nya\"\n=1+1");
+    set_text(nth_rec("organisations", is_district, 0), "displayName", "\n");
+    set_text(nth_rec("activities", NULL, 0), "displayName", "\x01");
+    set_text(nth_rec("groups", is_klass_group, 0), "displayName", "  ");
+    struct sk_record *syl = nth_rec("syllabuses", NULL, 0);
+    set_text(syl, "subjectName", "Svenska, grund");
+    set_text(syl, "subjectCode", "GRGRSVE01");
+    char *dir = strictly_valid_bundle(NULL);
+    char *users = read_in(dir, "users.csv");
+    cr_assert_not_null(strstr(users, longname), "the long name is cut");
+    cr_assert_not_null(strstr(users, ",Ok\xef\xbf\xbd(\xef\xbf\xbd,"), "a bad byte is not U+FFFD");
+    cr_assert_not_null(strstr(users, ",Bell  [31m,Del ,"), "control characters are not spaces");
+    cr_assert_not_null(strstr(users, ",'=cmd|' /C calc'!A0,\"a,\"\"b\"\"  c\",'@SUM(A1),"));
+    free(users);
+    char *courses = read_in(dir, "courses.csv");
+    cr_assert_not_null(strstr(courses, ",Svenska; grund,GRGRSVE01\r\n"), "one subject, not two");
+    free(courses);
+    free(dir);
+    free(longname);
 }
