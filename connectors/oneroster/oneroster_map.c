@@ -198,7 +198,7 @@ void or_bundle_build(const struct or_view *view, const struct or_build_opts *opt
     hmap_free(&b.primary_org, free);
     hmap_free(&b.agents, strvec_free);
     hmap_free(&b.role_keys, NULL);
-    hmap_free(&b.classes, NULL);
+    hmap_free(&b.classes, free);
     hmap_free(&b.courses, NULL);
     hmap_free(&b.syllabus_org, free);
     hmap_free(&b.sessions, NULL);

@@ -140,7 +140,7 @@ struct or_build {
     struct or_hmap primary_org;  /* person id -> char * org of the primary role */
     struct or_hmap agents;       /* person id -> struct or_strvec * of agent person ids */
     struct or_hmap role_keys;    /* "user_org_role" -> (void *)1 */
-    struct or_hmap classes;      /* class id -> (void *)1 */
+    struct or_hmap classes;      /* class id -> char * its school (schoolSourcedId) */
     struct or_hmap courses;      /* course id -> (void *)1 */
     struct or_hmap syllabus_org; /* syllabus id -> char * org for the course */
     struct or_hmap sessions;     /* session id -> (void *)1 */

@@ -163,8 +163,8 @@ static void build_guardian_roles(struct or_build *b)
         cJSON_ArrayForEach(r, or_jarr(p->doc, "responsibles"))
         {
             const char *g = or_jref(r, "person");
-            if (!g || !or_coll_find(&b->view->persons, g)) {
-                or_dangling(b, "responsible", p->id, g);
+            if (!g || !or_coll_find(&b->view->persons, g) || strcmp(g, p->id) == 0) {
+                or_dangling(b, "responsible (missing, or the person herself)", p->id, g);
                 continue;
             }
             add_role(b, g, org, relation_role(or_jstr(r, "relationType")), NULL, NULL);
@@ -342,9 +342,9 @@ static void build_enrollments(struct or_build *b)
 {
     for (size_t i = 0; i < b->view->activities.n; i++) {
         const struct or_doc *a = &b->view->activities.v[i];
-        if (!or_hmap_has(&b->classes, a->id))
+        const char *school = or_hmap_get(&b->classes, a->id);
+        if (!school)
             continue;
-        const char *school = or_jref(a->doc, "organisation");
         const cJSON *ref;
         cJSON_ArrayForEach(ref, or_jarr(a->doc, "groups"))
         {
@@ -370,7 +370,7 @@ static void build_enrollments(struct or_build *b)
     for (size_t i = 0; i < b->view->groups.n; i++) {
         const struct or_doc *g = &b->view->groups.v[i];
         if (or_hmap_has(&b->classes, g->id))
-            enroll_members(b, g->id, or_jref(g->doc, "organisation"), g);
+            enroll_members(b, g->id, or_hmap_get(&b->classes, g->id), g);
     }
     /* Mentors (Duty.assignmentRole) teach their homeroom class. */
     for (size_t i = 0; i < b->view->duties.n; i++) {
@@ -383,9 +383,8 @@ static void build_enrollments(struct or_build *b)
             if (!gid || !or_hmap_has(&b->classes, gid) || !type || strcmp(type, "Mentor") != 0)
                 continue;
             const char *person = duty_teacher(b, gid, d->id);
-            const struct or_doc *g = or_coll_find(&b->view->groups, gid);
-            if (person && g)
-                add_enrollment(b, gid, or_jref(g->doc, "organisation"), person, "teacher", "false",
+            if (person)
+                add_enrollment(b, gid, or_hmap_get(&b->classes, gid), person, "teacher", "false",
                                or_jdate(ar, "startDate"), or_jdate(ar, "endDate"));
         }
     }

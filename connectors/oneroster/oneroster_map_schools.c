@@ -36,6 +36,27 @@ static const char *org_type(const char *t)
     return "local"; /* Förvaltning, Verksamhetsområde, Rektorsområde, Skola, Bolag, Varumärke */
 }
 
+/*
+ * o's parent as orgs.csv names it: one in the view, and not one whose own
+ * chain of parents leads back to o (an importer walking up a cycle never
+ * ends; every org on a cycle loses its parent, whatever the order). NULL:
+ * none.
+ */
+static const char *org_parent(const struct or_build *b, const struct or_doc *o)
+{
+    const char *parent = or_jref(o->doc, "parentOrganisation");
+    if (!or_coll_find(&b->view->orgs, parent))
+        return NULL;
+    const char *p = parent;
+    for (size_t n = 0; p && n < b->view->orgs.n; n++) {
+        if (strcmp(p, o->id) == 0)
+            return NULL;
+        const struct or_doc *up = or_coll_find(&b->view->orgs, p);
+        p = up ? or_jref(up->doc, "parentOrganisation") : NULL;
+    }
+    return parent;
+}
+
 static void build_orgs(struct or_build *b)
 {
     struct or_table *t = &b->out->t[OR_ORGS];
@@ -48,25 +69,32 @@ static void build_orgs(struct or_build *b)
         or_set(row, O_TYPE, org_type(type));
         const char *ident = or_jstr(o->doc, "schoolUnitCode");
         or_set(row, O_IDENT, ident ? ident : or_jstr(o->doc, "organisationCode"));
-        const char *parent = or_jref(o->doc, "parentOrganisation");
-        if (parent && or_coll_find(&b->view->orgs, parent))
-            or_set(row, O_PARENT, parent);
-        else if (parent)
-            or_dangling(b, "org parent", o->id, parent);
+        const char *parent = org_parent(b, o);
+        or_set(row, O_PARENT, parent);
+        if (!parent && or_jref(o->doc, "parentOrganisation"))
+            or_dangling(b, "org parent (missing, or a cycle)", o->id,
+                        or_jref(o->doc, "parentOrganisation"));
     }
 }
 
-/* The top of o's parent chain among the orgs in the bundle (a district, usually). */
+/* The top of org's parent chain in orgs.csv (a district, usually). */
 static const char *root_org(const struct or_build *b, const char *org)
 {
-    for (int depth = 0; depth < 32; depth++) {
-        const struct or_doc *o = or_coll_find(&b->view->orgs, org);
-        const char *parent = o ? or_jref(o->doc, "parentOrganisation") : NULL;
-        if (!parent || !or_coll_find(&b->view->orgs, parent))
-            return org;
-        org = parent;
+    const struct or_doc *o = or_coll_find(&b->view->orgs, org);
+    for (const char *p; o && (p = org_parent(b, o));)
+        o = or_coll_find(&b->view->orgs, p);
+    return o ? o->id : org;
+}
+
+/* org, or the nearest org above it in orgs.csv, that is a school (Skolenhet); NULL if none. */
+static const char *school_of(const struct or_build *b, const char *org)
+{
+    const struct or_doc *o = or_coll_find(&b->view->orgs, org);
+    while (o && strcmp(org_type(or_jstr(o->doc, "organisationType")), "school") != 0) {
+        const char *p = org_parent(b, o);
+        o = p ? or_coll_find(&b->view->orgs, p) : NULL;
     }
-    return org;
+    return o ? o->id : NULL;
 }
 
 /* ---- school years and terms ---- */
@@ -232,19 +260,24 @@ static bool is_klass(const cJSON *group)
     return t && strcmp(t, "Klass") == 0;
 }
 
-/* A class needs a start date and a school in the bundle; NULL school: skip it. */
+/*
+ * A class needs a start date and a school: its organisation if that is a
+ * school (schoolSourcedId must name an org of type school), else the nearest
+ * school above it (an activity of a school's department); NULL: skip it.
+ */
 static const char *class_school(struct or_build *b, const char *id, const cJSON *doc,
                                 const char *key)
 {
-    const char *school = or_jref(doc, key);
+    const char *org = or_jref(doc, key);
     if (!or_jdate(doc, "startDate")) {
         b->out->stats.skipped_classes++;
         sk_debug(b->component, "class %s skipped: no startDate", id);
         return NULL;
     }
-    if (!school || !or_coll_find(&b->view->orgs, school)) {
+    const char *school = school_of(b, org);
+    if (!school) {
         b->out->stats.skipped_classes++;
-        or_dangling(b, "class school", id, school);
+        or_dangling(b, "class school (none, or no school at or above it)", id, org);
         return NULL;
     }
     return school;
@@ -322,7 +355,7 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
             or_set_item(row, K_SUBJ, subject);
             or_set_item(row, K_SUBJCODES, subject_code);
         }
-        *or_hmap_slot(&b->classes, a->id, NULL) = (void *)1;
+        *or_hmap_slot(&b->classes, a->id, NULL) = sk_strdup(school);
     }
 }
 
@@ -349,7 +382,7 @@ static void build_homeroom_classes(struct or_build *b, const struct years *ys)
         or_set(row, K_SCHOOL, school);
         or_set_own(row, K_TERMS,
                    class_terms(b, ys, or_jdate(g->doc, "startDate"), or_jdate(g->doc, "endDate")));
-        *or_hmap_slot(&b->classes, g->id, NULL) = (void *)1;
+        *or_hmap_slot(&b->classes, g->id, NULL) = sk_strdup(school);
     }
 }
 

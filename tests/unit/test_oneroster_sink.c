@@ -1124,6 +1124,14 @@ static void set_text(struct sk_record *rec, const char *key, const char *value)
     set_item(rec, key, cJSON_CreateString(value));
 }
 
+/* {"id": id} */
+static cJSON *reference(const char *id)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "id", id);
+    return r;
+}
+
 /* Applies the dataset, writes a bundle (a zip with zip: true in options) and checks it. */
 static char *strictly_valid_bundle(const char *options)
 {
@@ -1187,4 +1195,96 @@ Test(oneroster_sink, hostile_cells_pass_a_strict_consumer)
     free(courses);
     free(dir);
     free(longname);
+}
+
+/* The document of rec, to change (print_json(rec) afterwards). */
+static cJSON *doc_of(struct sk_record *rec)
+{
+    return dataset.docs[rec - dataset.v];
+}
+
+#define MISSING_ID "00000000-0000-4000-8000-00000000dead"
+
+/*
+ * References a student-record system may hold: an activity or a Klass group
+ * at an organisation that is not a school (a district, a department of a
+ * school) or at none in the state, an org tree with a cycle, an enrolment, a
+ * duty, a duty's person that are not there, a group member who is no
+ * student, a person responsible for herself, a member listed twice, a
+ * teacher listed twice.
+ */
+Test(oneroster_sink, hostile_references_pass_a_strict_consumer)
+{
+    struct sk_record *school = nth_rec("organisations", is_school, 0);
+    struct sk_record *district = nth_rec("organisations", is_district, 0);
+    set_item(nth_rec("activities", NULL, 0), "organisation", reference(district->key));
+    set_item(nth_rec("activities", NULL, 1), "organisation", reference(MISSING_ID));
+    set_item(nth_rec("groups", is_klass_group, 1), "organisation", reference(district->key));
+    set_item(district, "parentOrganisation", reference(school->key));
+    /* a department of the school, and an activity there */
+    const char *dept_id = "00000000-0000-4000-8000-00000000d001";
+    cJSON *dept = cJSON_CreateObject();
+    cJSON_AddStringToObject(dept, "id", dept_id);
+    cJSON_AddStringToObject(dept, "displayName", "Musikavdelningen");
+    cJSON_AddStringToObject(dept, "organisationType", "Övrigt");
+    cJSON_AddItemToObject(dept, "parentOrganisation", reference(school->key));
+    recs_add(&dataset, "organisations", dept_id, dept);
+    struct sk_record *in_dept = nth_rec("activities", NULL, 3);
+    set_item(in_dept, "organisation", reference(dept_id));
+
+    struct sk_record *away = nth_rec("persons", plain_student, 0);
+    cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc_of(away), "enrolments"), 0);
+    cJSON_ReplaceItemInObjectCaseSensitive(e, "enroledAt", reference(MISSING_ID));
+    print_json(away);
+    set_item(nth_rec("duties", NULL, 0), "dutyAt", reference(MISSING_ID));
+    set_item(nth_rec("duties", NULL, 1), "person", reference(MISSING_ID));
+    struct sk_record *self = nth_rec("persons", plain_student, 1);
+    cJSON *resp = cJSON_CreateObject();
+    cJSON_AddItemToObject(resp, "person", reference(self->key));
+    cJSON_AddStringToObject(resp, "relationType", "Vårdnadshavare");
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(doc_of(self), "responsibles"), resp);
+    print_json(self);
+
+    /* a person with no enrolment and no duty, a member of a Klass group;
+     * the group's first member listed twice, with other dates */
+    const char *nobody = "00000000-0000-4000-8000-00000000b0d1";
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "id", nobody);
+    cJSON_AddStringToObject(p, "givenName", "Ingen");
+    cJSON_AddStringToObject(p, "familyName", "Roll");
+    recs_add(&dataset, "persons", nobody, p);
+    struct sk_record *klass = nth_rec("groups", is_klass_group, 2);
+    cJSON *members = cJSON_GetObjectItemCaseSensitive(doc_of(klass), "groupMemberships");
+    cJSON *twice = cJSON_Duplicate(cJSON_GetArrayItem(members, 0), true);
+    cJSON_ReplaceItemInObjectCaseSensitive(twice, "startDate", cJSON_CreateString("2026-09-01"));
+    cJSON_AddItemToArray(members, twice);
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddItemToObject(m, "person", reference(nobody));
+    cJSON_AddItemToArray(members, m);
+    print_json(klass);
+    struct sk_record *act = nth_rec("activities", NULL, 2);
+    cJSON *teachers = cJSON_GetObjectItemCaseSensitive(doc_of(act), "teachers");
+    cJSON_AddItemToArray(teachers, cJSON_Duplicate(cJSON_GetArrayItem(teachers, 0), true));
+    print_json(act);
+
+    char *dir = strictly_valid_bundle(NULL);
+    struct csv classes, users;
+    load_csv(dir, "classes.csv", &classes);
+    load_csv(dir, "users.csv", &users);
+    cr_assert(!has_id(&classes, nth_rec("activities", NULL, 0)->key),
+              "a class at a district, with no school above it");
+    cr_assert(!has_id(&classes, nth_rec("activities", NULL, 1)->key));
+    cr_assert(!has_id(&users, nobody));
+    int ks = col(&classes, "schoolSourcedId");
+    bool found = false;
+    for (size_t r = 1; r < classes.n; r++) {
+        if (strcmp(classes.rows[r][0], in_dept->key) != 0)
+            continue;
+        found = true;
+        cr_assert_str_eq(classes.rows[r][ks], school->key, "a department's class is at its school");
+    }
+    cr_assert(found, "the department's activity is no class");
+    csv_free(&classes);
+    csv_free(&users);
+    free(dir);
 }
