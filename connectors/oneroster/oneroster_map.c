@@ -164,7 +164,8 @@ const cJSON *or_jarr(const cJSON *obj, const char *key)
     return cJSON_IsArray(x) ? x : NULL;
 }
 
-/* A date "YYYY-MM-DD" as SS 12000 writes it (docs/ss12000-notes.md §2.1); NULL if not one. */
+/* A date "YYYY-MM-DD" as SS 12000 writes it (docs/ss12000-notes.md §2.1), a day that
+ * exists, in the years 1000..9998 (its school year has four digits too); NULL if not one. */
 const char *or_jdate(const cJSON *obj, const char *key)
 {
     const char *s = or_jstr(obj, key);
@@ -173,7 +174,17 @@ const char *or_jdate(const cJSON *obj, const char *key)
     for (int i = 0; i < 10; i++)
         if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9'))
             return NULL;
+    int y = atoi(s), m = atoi(s + 5), d = atoi(s + 8);
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1000 || y > 9998 || m < 1 || m > 12 || d < 1 || d > days[m - 1] + (m == 2 && leap))
+        return NULL;
     return s;
+}
+
+const char *or_end_after(const char *start, const char *end)
+{
+    return start && end && strcmp(end, start) < 0 ? NULL : end;
 }
 
 /* ---- the build ----------------------------------------------------------- */

@@ -126,8 +126,11 @@ const char *or_jstr(const cJSON *obj, const char *key);
 const char *or_jref(const cJSON *obj, const char *key);
 /* An array member, else NULL (cJSON_ArrayForEach takes NULL). */
 const cJSON *or_jarr(const cJSON *obj, const char *key);
-/* A date "YYYY-MM-DD" as SS 12000 writes it (docs/ss12000-notes.md §2.1); NULL if not one. */
+/* A date "YYYY-MM-DD" as SS 12000 writes it (docs/ss12000-notes.md §2.1), a day that
+ * exists, in the years 1000..9998; NULL if not one. */
 const char *or_jdate(const cJSON *obj, const char *key);
+/* end, unless it lies before start (a range no importer takes): then NULL, an open end. */
+const char *or_end_after(const char *start, const char *end);
 
 /* One build: its input, its output and the indexes the steps leave for later steps. */
 struct or_build {

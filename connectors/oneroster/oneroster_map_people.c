@@ -52,7 +52,7 @@ static void add_role(struct or_build *b, const char *user, const char *org, cons
     or_set(row, R_TYPE, first ? "primary" : "secondary");
     or_set(row, R_ROLE, role);
     or_set(row, R_BEGIN, begin);
-    or_set(row, R_END, end);
+    or_set(row, R_END, or_end_after(begin, end));
     or_set(row, R_ORG, org);
 }
 
@@ -304,7 +304,7 @@ static void add_enrollment(struct or_build *b, const char *cls, const char *scho
     or_set(row, E_ROLE, role);
     or_set(row, E_PRIMARY, primary);
     or_set(row, E_BEGIN, begin);
-    or_set(row, E_END, end);
+    or_set(row, E_END, or_end_after(begin, end));
 }
 
 /* Student enrollments for the members of group g in class cls. */

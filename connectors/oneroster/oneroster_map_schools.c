@@ -260,24 +260,39 @@ static bool is_klass(const cJSON *group)
     return t && strcmp(t, "Klass") == 0;
 }
 
-/*
- * A class needs a start date and a school: its organisation if that is a
- * school (schoolSourcedId must name an org of type school), else the nearest
- * school above it (an activity of a school's department); NULL: skip it.
- */
-static const char *class_school(struct or_build *b, const char *id, const cJSON *doc,
-                                const char *key)
+/* An activity's or a group's end date, unless it lies before the start (then open). */
+static const char *class_end(const cJSON *doc)
 {
-    const char *org = or_jref(doc, key);
-    if (!or_jdate(doc, "startDate")) {
+    return or_end_after(or_jdate(doc, "startDate"), or_jdate(doc, "endDate"));
+}
+
+/*
+ * A class needs a start date, a school and a term. Its school: its
+ * organisation if that is a school (schoolSourcedId must name an org of type
+ * school), else the nearest school above it (an activity of a school's
+ * department). Its terms (*terms, a cell the caller owns): none only when
+ * its school years did not fit in MAX_YEARS. NULL: skip it.
+ */
+static const char *class_school(struct or_build *b, const struct or_doc *c, const struct years *ys,
+                                char **terms)
+{
+    const char *org = or_jref(c->doc, "organisation");
+    const char *start = or_jdate(c->doc, "startDate");
+    if (!start) {
         b->out->stats.skipped_classes++;
-        sk_debug(b->component, "class %s skipped: no startDate", id);
+        sk_debug(b->component, "class %s skipped: no startDate", c->id);
         return NULL;
     }
     const char *school = school_of(b, org);
     if (!school) {
         b->out->stats.skipped_classes++;
-        or_dangling(b, "class school (none, or no school at or above it)", id, org);
+        or_dangling(b, "class school (none, or no school at or above it)", c->id, org);
+        return NULL;
+    }
+    *terms = class_terms(b, ys, start, class_end(c->doc));
+    if (!*terms) {
+        b->out->stats.skipped_classes++;
+        sk_debug(b->component, "class %s skipped: more than %d school years", c->id, MAX_YEARS);
         return NULL;
     }
     return school;
@@ -305,12 +320,12 @@ static void note_years(struct or_build *b, struct years *ys)
     for (size_t i = 0; i < b->view->activities.n; i++) {
         const cJSON *a = b->view->activities.v[i].doc;
         if (or_jdate(a, "startDate"))
-            years_note(ys, or_jdate(a, "startDate"), or_jdate(a, "endDate"));
+            years_note(ys, or_jdate(a, "startDate"), class_end(a));
     }
     for (size_t i = 0; i < b->view->groups.n; i++) {
         const cJSON *g = b->view->groups.v[i].doc;
         if (is_klass(g) && or_jdate(g, "startDate"))
-            years_note(ys, or_jdate(g, "startDate"), or_jdate(g, "endDate"));
+            years_note(ys, or_jdate(g, "startDate"), class_end(g));
     }
 }
 
@@ -320,7 +335,8 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
     struct or_table *t = &b->out->t[OR_CLASSES];
     for (size_t i = 0; i < b->view->activities.n; i++) {
         const struct or_doc *a = &b->view->activities.v[i];
-        const char *school = class_school(b, a->id, a->doc, "organisation");
+        char *terms;
+        const char *school = class_school(b, a, ys, &terms);
         if (!school)
             continue;
         const char *title = or_jstr(a->doc, "displayName");
@@ -349,8 +365,7 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
         or_set(row, K_COURSE, course);
         or_set(row, K_TYPE, "scheduled");
         or_set(row, K_SCHOOL, school);
-        or_set_own(row, K_TERMS,
-                   class_terms(b, ys, or_jdate(a->doc, "startDate"), or_jdate(a->doc, "endDate")));
+        or_set_own(row, K_TERMS, terms);
         if (subject && subject_code) {
             or_set_item(row, K_SUBJ, subject);
             or_set_item(row, K_SUBJCODES, subject_code);
@@ -367,7 +382,8 @@ static void build_homeroom_classes(struct or_build *b, const struct years *ys)
         const struct or_doc *g = &b->view->groups.v[i];
         if (!is_klass(g->doc))
             continue;
-        const char *school = class_school(b, g->id, g->doc, "organisation");
+        char *terms;
+        const char *school = class_school(b, g, ys, &terms);
         if (!school)
             continue;
         char course[64];
@@ -380,8 +396,7 @@ static void build_homeroom_classes(struct or_build *b, const struct years *ys)
         or_set(row, K_CODE, title);
         or_set(row, K_TYPE, "homeroom");
         or_set(row, K_SCHOOL, school);
-        or_set_own(row, K_TERMS,
-                   class_terms(b, ys, or_jdate(g->doc, "startDate"), or_jdate(g->doc, "endDate")));
+        or_set_own(row, K_TERMS, terms);
         *or_hmap_slot(&b->classes, g->id, NULL) = sk_strdup(school);
     }
 }

@@ -1288,3 +1288,39 @@ Test(oneroster_sink, hostile_references_pass_a_strict_consumer)
     csv_free(&users);
     free(dir);
 }
+
+/*
+ * Dates a student-record system may hold: a day that does not exist, a year
+ * of three digits, an end before the start (of an enrolment, a duty, a
+ * membership, an activity), and activities spread over 70 school years.
+ */
+Test(oneroster_sink, hostile_dates_pass_a_strict_consumer)
+{
+    struct sk_record *p = nth_rec("persons", plain_student, 0);
+    cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc_of(p), "enrolments"), 0);
+    cJSON_ReplaceItemInObjectCaseSensitive(e, "startDate", cJSON_CreateString("2026-02-30"));
+    print_json(p);
+    struct sk_record *d = nth_rec("duties", NULL, 0);
+    set_text(d, "startDate", "2026-08-01");
+    set_text(d, "endDate", "2025-06-30");
+    struct sk_record *klass = nth_rec("groups", is_klass_group, 0);
+    cJSON *m =
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc_of(klass), "groupMemberships"), 0);
+    cJSON_ReplaceItemInObjectCaseSensitive(m, "startDate", cJSON_CreateString("2026-09-01"));
+    cJSON_ReplaceItemInObjectCaseSensitive(m, "endDate", cJSON_CreateString("2026-08-20"));
+    print_json(klass);
+    set_text(nth_rec("activities", NULL, 0), "startDate", "2026-13-01");
+    set_text(nth_rec("activities", NULL, 1), "startDate", "0999-09-01");
+    struct sk_record *back = nth_rec("activities", NULL, 2);
+    set_text(back, "startDate", "2026-09-01");
+    set_text(back, "endDate", "2026-08-20");
+    for (int i = 0; i < 70; i++) {
+        char day[16];
+        struct sk_record *a = nth_rec("activities", NULL, 10 + i);
+        snprintf(day, sizeof(day), "%d-09-01", 1950 + i);
+        set_text(a, "startDate", day);
+        snprintf(day, sizeof(day), "%d-12-01", 1950 + i);
+        set_text(a, "endDate", day);
+    }
+    free(strictly_valid_bundle(NULL));
+}
