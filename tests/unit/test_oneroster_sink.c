@@ -184,8 +184,11 @@ static void recs_add(struct recs *r, const char *collection, const char *key, cJ
     rec->topic = sk_entity_schema(rec->entity); /* any stable string per collection */
     rec->partition = 0;
     rec->offset = next_offset++;
+    if (doc && sk_privacy_apply(&privacy, rec->entity, doc) == SK_PRIVACY_DELETE) {
+        cJSON_Delete(doc); /* protected_identities: skip; the driver stores a tombstone */
+        doc = NULL;
+    }
     if (doc) {
-        cr_assert_eq(sk_privacy_apply(&privacy, rec->entity, doc), SK_PRIVACY_KEEP);
         const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
         const cJSON *mod = cJSON_GetObjectItemCaseSensitive(meta, "modified");
         if (cJSON_IsString(mod))
@@ -1323,4 +1326,51 @@ Test(oneroster_sink, hostile_dates_pass_a_strict_consumer)
         set_text(a, "endDate", day);
     }
     free(strictly_valid_bundle(NULL));
+}
+
+static bool is_staff(const cJSON *d)
+{
+    return cJSON_GetObjectItemCaseSensitive(d, "person") != NULL;
+}
+
+/*
+ * People a bundle must not name: persons with a protected identity under
+ * protected_identities: skip (they arrive as deletes, while groups, duties
+ * and responsibles still name them), and a student, a teacher and a
+ * guardian deleted while their memberships, duties and responsibles remain.
+ */
+Test(oneroster_sink, withheld_and_deleted_people_leave_no_reference)
+{
+    recs_free(&dataset);
+    privacy.protected_mode = SK_PROTECTED_SKIP;
+    load_dataset();
+    give_tricky_name();
+    size_t withheld = 0;
+    for (size_t i = 0; i < dataset.n; i++)
+        withheld += strcmp(dataset.v[i].entity->collection, "persons") == 0 && !dataset.docs[i];
+    cr_assert_gt(withheld, 0, "the dataset has protected persons");
+    const cJSON *student = nth_rec("persons", plain_student, 0)->doc;
+    const char *gone[] = {
+        str(student, "id"),
+        ref(nth_rec("duties", is_staff, 0)->doc, "person"),
+        ref(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(student, "responsibles"), 0),
+            "person"),
+    };
+    struct recs del = {0};
+    for (size_t i = 0; i < 3; i++)
+        recs_add(&del, "persons", gone[i], NULL);
+    char *dir = strictly_valid_bundle(NULL);
+    apply_all(del.v, del.n);
+    free(dir);
+    dir = write_now();
+    assert_strictly_valid(dir);
+    for (size_t i = 0; i < N_FILES; i++) {
+        char *text = read_in(dir, headers[i].file);
+        for (size_t k = 0; k < 3; k++)
+            cr_assert_null(strstr(text, gone[k]), "%s names deleted person %s", headers[i].file,
+                           gone[k]);
+        free(text);
+    }
+    free(dir);
+    recs_free(&del);
 }
