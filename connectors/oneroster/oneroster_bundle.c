@@ -4,7 +4,8 @@
  * cells, the order the rows are written in; and the view the mapping reads.
  *
  * Owns: the column lists (names and order), the canonical row order (one row
- * per sourcedId), who frees a cell, a row, a table, a view.
+ * per sourcedId), who frees a cell, a row, a table, a view; the view's ids in
+ * lower case (or_doc_lower_ids).
  * Must never: decide what a row says (oneroster_map_*.c), write a file
  * (oneroster_out.c), or let the order of the rows depend on the order the
  * records came in. Called by the mapping (oneroster_map.h) and the sink
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model.h"
 #include "oneroster_map.h"
 #include "util.h"
 
@@ -110,6 +112,19 @@ const struct or_doc *or_coll_find(const struct or_coll *c, const char *id)
     if (!id || !c->n)
         return NULL;
     return bsearch(id, c->v, c->n, sizeof(*c->v), cmp_doc_id);
+}
+
+void or_doc_lower_ids(cJSON *doc)
+{
+    cJSON *x;
+    cJSON_ArrayForEach(x, doc)
+    {
+        char id[37];
+        if (cJSON_IsString(x) && x->string && strcmp(x->string, "id") == 0 &&
+            sk_uuid_normalize(x->valuestring, id) == 0)
+            memcpy(x->valuestring, id, sizeof(id)); /* the same length */
+        or_doc_lower_ids(x);
+    }
 }
 
 static void coll_free(struct or_coll *c)

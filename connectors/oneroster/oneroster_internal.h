@@ -43,6 +43,9 @@ struct or_view {
 
 const struct or_doc *or_coll_find(const struct or_coll *c, const char *id);
 void or_view_free(struct or_view *v);
+/* Every "id" member in doc that is a UUID becomes lower case, as the keys are:
+ * a reference in upper case names the same entity (RFC 4122). */
+void or_doc_lower_ids(cJSON *doc);
 
 /* ---- the bundle ---------------------------------------------------------- */
 

@@ -464,6 +464,7 @@ static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, str
             cJSON_Delete(json);
             continue;
         }
+        or_doc_lower_ids(json);
         if (c->n == cap) {
             cap = cap ? cap * 2 : 64;
             c->v = sk_realloc(c->v, cap * sizeof(*c->v));
