@@ -104,15 +104,19 @@ void or_strvec_add_unique(struct or_strvec *s, const char *x)
     s->v[s->n++] = sk_strdup(x);
 }
 
-static void strvec_free(void *p)
+void or_strvec_clear(struct or_strvec *s)
 {
-    struct or_strvec *s = p;
-    if (!s)
-        return;
     for (size_t i = 0; i < s->n; i++)
         free(s->v[i]);
     free(s->v);
-    free(s);
+    memset(s, 0, sizeof(*s));
+}
+
+static void strvec_free(void *p)
+{
+    if (p)
+        or_strvec_clear(p);
+    free(p);
 }
 
 static int cmp_str(const void *a, const void *b)

@@ -114,6 +114,7 @@ struct or_strvec {
 };
 
 void or_strvec_add_unique(struct or_strvec *s, const char *x); /* x is copied */
+void or_strvec_clear(struct or_strvec *s);                     /* empty again */
 /* The list as one cell: sorted, comma-separated (the CSV layer quotes it);
  * NULL for an empty list. Sorts s in place. Caller frees. */
 char *or_strvec_join(struct or_strvec *s);

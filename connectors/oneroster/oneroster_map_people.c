@@ -277,9 +277,7 @@ static void build_users(struct or_build *b)
                 if (or_hmap_has(&b->users, agents->v[k]))
                     or_strvec_add_unique(&kept, agents->v[k]);
             or_set_own(row, U_AGENTS, or_strvec_join(&kept));
-            for (size_t k = 0; k < kept.n; k++)
-                free(kept.v[k]);
-            free(kept.v);
+            or_strvec_clear(&kept);
         }
         char grade[4];
         const char *org = or_hmap_get(&b->primary_org, p->id);
@@ -355,17 +353,22 @@ static void build_enrollments(struct or_build *b)
             }
             enroll_members(b, a->id, school, g);
         }
-        bool first = true;
+        /* The first teacher listed is the primary one; a person listed again
+         * (the same duty twice, or two duties of hers) is one enrollment. */
+        struct or_strvec seen = {0};
         const cJSON *t;
         cJSON_ArrayForEach(t, or_jarr(a->doc, "teachers"))
         {
             const char *person = duty_teacher(b, a->id, or_jref(t, "duty"));
-            if (!person)
+            size_t before = seen.n;
+            if (person)
+                or_strvec_add_unique(&seen, person);
+            if (seen.n == before)
                 continue;
-            add_enrollment(b, a->id, school, person, "teacher", first ? "true" : "false",
+            add_enrollment(b, a->id, school, person, "teacher", before == 0 ? "true" : "false",
                            or_jdate(t, "startDate"), or_jdate(t, "endDate"));
-            first = false;
         }
+        or_strvec_clear(&seen);
     }
     for (size_t i = 0; i < b->view->groups.n; i++) {
         const struct or_doc *g = &b->view->groups.v[i];

@@ -246,9 +246,7 @@ static char *class_terms(struct or_build *b, const struct years *ys, const char 
             or_strvec_add_unique(&terms, sid);
     }
     char *cell = or_strvec_join(&terms);
-    for (size_t i = 0; i < terms.n; i++)
-        free(terms.v[i]);
-    free(terms.v);
+    or_strvec_clear(&terms);
     return cell;
 }
 

@@ -1412,3 +1412,26 @@ Test(oneroster_sink, references_in_upper_case_name_the_same_rows)
     free(lower);
     free(upper);
 }
+
+/* An activity's first teacher is its primary one, also when listed twice. */
+Test(oneroster_sink, a_teacher_listed_twice_stays_primary)
+{
+    struct sk_record *act = nth_rec("activities", NULL, 0);
+    cJSON *teachers = cJSON_GetObjectItemCaseSensitive(doc_of(act), "teachers");
+    cJSON_AddItemToArray(teachers, cJSON_Duplicate(cJSON_GetArrayItem(teachers, 0), true));
+    print_json(act);
+    char *dir = strictly_valid_bundle(NULL);
+    struct csv enr;
+    load_csv(dir, "enrollments.csv", &enr);
+    int ec = col(&enr, "classSourcedId"), er = col(&enr, "role"), ep = col(&enr, "primary");
+    size_t teacher_rows = 0;
+    for (size_t r = 1; r < enr.n; r++) {
+        if (strcmp(enr.rows[r][ec], act->key) != 0 || strcmp(enr.rows[r][er], "teacher") != 0)
+            continue;
+        teacher_rows++;
+        cr_assert_str_eq(enr.rows[r][ep], "true", "the first teacher lost primary");
+    }
+    cr_assert_eq(teacher_rows, 1);
+    csv_free(&enr);
+    free(dir);
+}
