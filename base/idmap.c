@@ -1,15 +1,16 @@
 /*
  * idmap.c: a compact map from a UUID to an int64 (open addressing,
- * linear probing, grows at three quarters full). The ss12000-source keeps
- * one per entity type for dedupe (id -> meta.modified µs), and others for
- * the batches in flight, dead-lettered versions and windowed start times.
- * Entries are never removed one by one (a deleted id keeps a marker value),
- * so probing needs no tombstones.
+ * linear probing, grows at three quarters full, compacted to 70 % when
+ * asked). The ss12000-source keeps one per entity type for dedupe (id ->
+ * meta.modified µs), and others for the batches in flight, dead-lettered
+ * versions and windowed start times. Entries are never removed one by one
+ * (a deleted id keeps a marker value), so probing needs no tombstones.
  *
  * A slot holds the UUID's 16 bytes and the value: 24 bytes, 32-64 bytes per
  * id with the load factor (a 37-byte text key grown at half full cost 90-180;
- * bench/analysis.md §4). The all-zero slot means "empty", so the nil UUID,
- * a valid id, lives beside the table. Keys are the 36-character UUIDs the
+ * bench/analysis.md §4), 34 once compacted. A capacity need not be a power
+ * of two: a hash picks its slot by multiply-shift. The all-zero slot means
+ * "empty", so the nil UUID, a valid id, lives beside the table. Keys are the 36-character UUIDs the
  * sources produce (sk_uuid_normalize); anything else is never stored and
  * never found.
  *
@@ -76,27 +77,34 @@ static uint64_t mix(uint64_t x)
 
 static size_t slot_of(const struct sk_idmap *m, const struct sk_idkey *k)
 {
-    size_t i = (size_t)mix(k->hi ^ mix(k->lo)) & (m->cap - 1);
+    /* the hash's high bits scaled to [0, cap) (Lemire's multiply-shift) */
+    size_t i = (size_t)(((unsigned __int128)mix(k->hi ^ mix(k->lo)) * m->cap) >> 64);
     while (!key_empty(&m->slots[i].key) &&
            (m->slots[i].key.hi != k->hi || m->slots[i].key.lo != k->lo))
-        i = (i + 1) & (m->cap - 1);
+        if (++i == m->cap)
+            i = 0;
     return i;
+}
+
+static void put_key(struct sk_idmap *m, const struct sk_idkey *k, int64_t val);
+
+/* Moves every entry into a table of cap slots (cap > the entries). */
+static void rehash(struct sk_idmap *m, size_t cap)
+{
+    struct sk_idmap to = {
+        .cap = cap, .has_nil = m->has_nil, .nil_val = m->nil_val, .n = m->has_nil};
+    to.slots = sk_calloc(cap, sizeof(*to.slots));
+    for (size_t i = 0; i < m->cap; i++)
+        if (!key_empty(&m->slots[i].key))
+            put_key(&to, &m->slots[i].key, m->slots[i].val);
+    free(m->slots);
+    *m = to;
 }
 
 static void put_key(struct sk_idmap *m, const struct sk_idkey *k, int64_t val)
 {
-    if ((m->n + 1) * 4 > m->cap * 3) {
-        struct sk_idmap big = {.cap = m->cap ? m->cap * 2 : 256,
-                               .has_nil = m->has_nil,
-                               .nil_val = m->nil_val,
-                               .n = m->has_nil};
-        big.slots = sk_calloc(big.cap, sizeof(*big.slots));
-        for (size_t i = 0; i < m->cap; i++)
-            if (!key_empty(&m->slots[i].key))
-                put_key(&big, &m->slots[i].key, m->slots[i].val);
-        free(m->slots);
-        *m = big;
-    }
+    if ((m->n + 1) * 4 > m->cap * 3)
+        rehash(m, m->cap ? m->cap * 2 : 256);
     size_t i = slot_of(m, k);
     if (key_empty(&m->slots[i].key)) {
         m->slots[i].key = *k;
@@ -163,6 +171,15 @@ void sk_idmap_free(struct sk_idmap *m)
 {
     free(m->slots);
     memset(m, 0, sizeof(*m));
+}
+
+void sk_idmap_compact(struct sk_idmap *m)
+{
+    /* 70 % full leaves 5 % to grow before the next doubling; the lookups of
+     * a full listing probe ~2 slots then (linear probing: (1 + 1/(1 - a)) / 2) */
+    size_t cap = m->n * 10 / 7 + 1;
+    if (m->cap > 256 && cap < m->cap * 6 / 7)
+        rehash(m, cap < 256 ? 256 : cap);
 }
 
 size_t sk_idmap_bytes(const struct sk_idmap *m)

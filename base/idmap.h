@@ -41,6 +41,10 @@ bool sk_idmap_get(const struct sk_idmap *m, const char *id, int64_t *val);
 bool sk_idmap_has(const struct sk_idmap *m, const char *id);
 void sk_idmap_clear(struct sk_idmap *m); /* keeps the memory */
 void sk_idmap_free(struct sk_idmap *m);  /* gives it back; the map stays usable */
+/* Moves the entries into a table 70 % full if the map is under 60 % (a
+ * doubling leaves it 38-75 %): for a map that grew in a bulk load and stays.
+ * Values and lookups are unchanged; the next put past 75 % doubles again. */
+void sk_idmap_compact(struct sk_idmap *m);
 size_t sk_idmap_bytes(const struct sk_idmap *m);
 /* Calls fn for every entry (the id as lowercase UUID text), in no order. */
 void sk_idmap_each(const struct sk_idmap *m, void (*fn)(void *ctx, const char *id, int64_t val),

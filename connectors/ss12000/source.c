@@ -135,8 +135,14 @@ static void ss_stored(struct sk_source *self, const struct sk_cursor *cursor)
     if (!settle(src, cursor, &ends_run) || !ends_run)
         return;
     sk_idset_free(&src->run_seen);
-    for (int i = 0; i < SK_ENTITY_COUNT; i++)
+    for (int i = 0; i < SK_ENTITY_COUNT; i++) {
         sk_idset_free(&src->types[i].listed);
+        /* The maps that stay: a bulk load left them 38-75 % full (100k
+         * entities: 4.8 MB, 47 bytes an id; compacted 3.5 MB, 34 bytes) */
+        sk_idmap_compact(&src->types[i].seen);
+        sk_idmap_compact(&src->types[i].bad);
+        sk_idmap_compact(&src->types[i].start);
+    }
     sk_idmap_free(&src->pend_index);
     ss_dels_free(&src->run_dels);
     free(src->pend); /* settled: n_pend is 0 */
