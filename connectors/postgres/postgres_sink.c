@@ -808,6 +808,9 @@ static int pg_keys_only(struct sk_sink *self, const struct sk_entity *e,
     return pg_list(self, e, false, fn, ctx, err);
 }
 
+/* A statement this large grew libpq's output buffer, which it keeps. */
+#define PG_BIG_STATEMENT (64 * 1024)
+
 /* Caught up: the batch's plans and JSON arrays (MBs after a bulk load) go;
  * the next batch grows them again. */
 static void pg_trim(struct sk_sink *self)
@@ -815,7 +818,10 @@ static void pg_trim(struct sk_sink *self)
     struct pg_sink *s = self->priv;
     if (!s)
         return;
+    bool big = false;
     for (size_t i = 0; i < s->n_tables; i++) {
+        big |= s->tables[i].upserts.cap >= PG_BIG_STATEMENT ||
+               s->tables[i].deletes.cap >= PG_BIG_STATEMENT;
         sk_buf_free(&s->tables[i].upserts);
         sk_buf_free(&s->tables[i].deletes);
     }
@@ -827,6 +833,13 @@ static void pg_trim(struct sk_sink *self)
     /* The lanes serve bulk loads only: their connections go with the arrays. */
     for (size_t i = 0; i < s->n_lanes; i++)
         lane_release(&s->lanes[i]);
+    /* libpq grows a connection's output buffer to the largest statement and
+     * never shrinks it (1 MB after a 100k load, bench/analysis.md §4): after
+     * a large batch the connection goes too, and the next batch connects
+     * again (pg_ensure_connected). Nothing is open between batches; a batch
+     * of one record a second never comes near it. */
+    if (big)
+        pg_disconnect(s);
 }
 
 static const char *pg_target(struct sk_sink *self)
