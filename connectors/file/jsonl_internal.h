@@ -30,7 +30,7 @@ struct jsonl_file {
     char *name; /* relative to the directory, "persons.jsonl": the cursor's key */
     char *path; /* what open() gets */
     const struct sk_entity *entity;
-    bool refused; /* not read (not a regular file, a link out of the directory): said once */
+    bool refused; /* not read (not a regular file, a link out of the directory) at the last poll */
 };
 
 /* How far one file has been read: a JsonlCursor.FilePos, unpacked. */
@@ -87,7 +87,6 @@ struct jsonl_poll {
     struct sk_error *err;
 };
 
-int jsonl_open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat *st);
 int jsonl_poll_open(struct jsonl_source *src, struct jsonl_file *f, struct stat *st, char inode[48],
                     struct jsonl_poll *poll);
 int jsonl_read_lines(struct jsonl_source *src, const struct jsonl_file *f, int fd,

@@ -543,18 +543,19 @@ static bool fingerprint(struct jsonl_source *src, int fd, const struct jsonl_pos
 }
 
 /*
- * Opens one of the directory's files, or refuses it (-2, said once): only a
- * regular file (a FIFO would block open and read for ever), and a link only
- * to a file inside the directory unless follow_symlinks. The check is made
- * on what was opened (/proc/self/fd), so a link swapped meanwhile cannot
- * slip through. -1 with errno on other errors.
+ * Opens one of the directory's files. Only a regular file is read (a FIFO
+ * would block open and read for ever), and a link only to a file inside the
+ * directory unless follow_symlinks. The check is made on what was opened
+ * (/proc/self/fd), so a link swapped meanwhile cannot slip through. Returns
+ * the fd, -2 with *why when the file is refused, -1 with errno.
  */
-int jsonl_open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat *st)
+static int open_file(struct jsonl_source *src, const struct jsonl_file *f, struct stat *st,
+                     const char **why)
 {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -1;
-    const char *why = NULL;
+    *why = NULL;
     if (fstat(fd, st) < 0) {
         int e = errno;
         close(fd);
@@ -563,48 +564,53 @@ int jsonl_open_file(struct jsonl_source *src, struct jsonl_file *f, struct stat 
     }
     char real[PATH_MAX];
     if (!S_ISREG(st->st_mode)) {
-        why = "not a regular file";
+        *why = S_ISDIR(st->st_mode)    ? "a directory, not a regular file"
+               : S_ISFIFO(st->st_mode) ? "a FIFO, not a regular file"
+                                       : "not a regular file";
     } else if (src->dir_real && !src->follow_symlinks) {
         char link[64];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, real, sizeof(real) - 1);
         size_t dl = strlen(src->dir_real);
         if (n < 0) {
-            why = "its real path cannot be read";
+            *why = "its real path cannot be read";
         } else {
             real[n] = '\0';
             if (strncmp(real, src->dir_real, dl) != 0 || (real[dl] != '/' && dl > 1))
-                why = "a link to a file outside the directory (follow_symlinks: true allows it)";
+                *why = "a link to a file outside the directory (follow_symlinks: true allows it)";
         }
     }
-    if (why) {
+    if (*why) {
         close(fd);
-        if (!f->refused)
-            sk_warn(src->component, "%s: %s; not read", f->path, why);
-        f->refused = true;
         return -2;
     }
-    if (f->refused)
-        sk_info(src->component, "%s: readable again", f->path);
-    f->refused = false;
     return fd;
 }
 
 /*
  * Opens a file for a poll and sets inode to its "dev:ino". Returns the fd,
- * -2 when there is nothing to read (it does not exist (yet), or is refused),
- * -1 with poll->err.
+ * -2 when there is nothing to read (it does not exist (yet)), -1 with
+ * poll->err: a file there under a collection's name that cannot be read
+ * (not readable, a FIFO, a directory, a link out of the directory) is the
+ * operator's to fix, so the source says so (retrying) rather than idling.
  */
 int jsonl_poll_open(struct jsonl_source *src, struct jsonl_file *f, struct stat *st, char inode[48],
                     struct jsonl_poll *poll)
 {
-    int fd = jsonl_open_file(src, f, st);
+    const char *why = NULL;
+    int fd = open_file(src, f, st, &why);
     if (fd == -1 && errno == ENOENT)
         return -2;
     if (fd == -1)
         return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s", f->path, strerror(errno));
-    if (fd >= 0)
-        snprintf(inode, 48, "%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
+    if (fd == -2) {
+        f->refused = true;
+        return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: %s; not read", f->path, why);
+    }
+    if (f->refused)
+        sk_info(src->component, "%s: readable again", f->path);
+    f->refused = false;
+    snprintf(inode, 48, "%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
     return fd;
 }
 
@@ -612,7 +618,7 @@ int jsonl_poll_open(struct jsonl_source *src, struct jsonl_file *f, struct stat 
  * One file: notices a replaced (other inode), truncated (shorter than the
  * position) or rewritten (fingerprint changed: copytruncate) file and
  * restarts it from the beginning, then reads its lines. A file that does not
- * exist (yet), or is refused, has nothing to read and keeps its position.
+ * exist (yet) has nothing to read and keeps its position.
  * Returns as read_lines.
  */
 static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll)

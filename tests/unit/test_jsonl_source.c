@@ -520,16 +520,46 @@ Test(jsonl_source, a_cursor_without_fingerprint_resumes_at_its_offset)
     assert_keys(2, 2);
 }
 
+/* A poll that fails RETRIABLE with needle in its reason (what /ready shows). */
+static void assert_poll_retrying(const char *needle)
+{
+    struct sk_error err = {0};
+    sk_batch_reset(&batch);
+    cr_assert_eq(ops->poll(&src, &cursor, &batch, &err), -1, "the poll passed (%s expected)",
+                 needle);
+    cr_assert_eq(err.cls, SK_ERR_RETRIABLE);
+    cr_assert(strstr(err.msg, needle), "%s", err.msg);
+    cr_assert_eq(batch.n + batch.n_bad, 0);
+}
+
 /* Regression (hostile input #10): a FIFO named like a collection hung the
- * source in open() with state running. Only regular files are read. */
+ * source in open() with state running. Only regular files are read; one
+ * that is not makes the source retrying with the reason (it was skipped
+ * with a line in the log, and /ready said ready). */
 Test(jsonl_source, a_fifo_is_not_read_and_does_not_block, .timeout = 10)
 {
     cr_assert_eq(mkfifo(file_path("persons.jsonl"), 0600), 0);
     write_file("groups.jsonl", "w", "");
     open_dir(100);
+    assert_poll_retrying("persons.jsonl: a FIFO, not a regular file; not read");
+    /* the file it should be: read, the error gone */
+    cr_assert_eq(unlink(file_path("persons.jsonl")), 0);
+    write_persons("persons.jsonl", 1, 1);
     poll_next();
-    cr_assert_eq(batch.n + batch.n_bad, 0);
-    cr_assert_not(batch.more);
+    assert_keys(1, 1);
+}
+
+/* A collection's name on a directory (an export job's mistake, `mkdir -p
+ * persons.jsonl`): retrying with the reason, not a source that idles. */
+Test(jsonl_source, a_directory_named_like_a_collection_makes_the_source_retrying)
+{
+    write_persons("organisations.jsonl", 1, 1);
+    cr_assert_eq(mkdir(file_path("persons.jsonl"), 0700), 0);
+    open_dir(100);
+    assert_poll_retrying("persons.jsonl: a directory, not a regular file; not read");
+    cr_assert_eq(rmdir(file_path("persons.jsonl")), 0);
+    poll_next();
+    cr_assert_eq(batch.n, 1, "the organisation after the directory was fixed");
 }
 
 static void make_person_file(const char *path, int from, int to)
@@ -543,7 +573,8 @@ static void make_person_file(const char *path, int from, int to)
 
 /* Regression (hostile input #15): rooms.jsonl -> /etc/shadow put that file's
  * lines into the dead-letter topic. A link is followed only inside the
- * directory, unless follow_symlinks says otherwise. */
+ * directory, unless follow_symlinks says otherwise; one that leads out makes
+ * the source retrying with the reason. */
 Test(jsonl_source, links_out_of_the_directory_are_not_followed)
 {
     char outside[96];
@@ -555,6 +586,8 @@ Test(jsonl_source, links_out_of_the_directory_are_not_followed)
     /* a link that stays inside the directory is fine */
     cr_assert_eq(symlink("data/p", file_path("persons.jsonl")), 0);
     open_dir(100);
+    assert_poll_retrying("duties.jsonl: a link to a file outside the directory");
+    cr_assert_eq(unlink(file_path("duties.jsonl")), 0);
     poll_next();
     cr_assert_eq(batch.n_bad, 0);
     assert_keys(5, 1); /* the outside file's two lines are not read */
