@@ -670,6 +670,27 @@ static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll
     return rc;
 }
 
+/*
+ * Directory mode: where path leads now. A path that is a link swapped to
+ * another directory (a deployment's `current -> exports/2026-12-05`) moves
+ * with it; measured against the directory of the start, every file of the
+ * new one was a link out of the directory, refused until a restart.
+ */
+static int follow_dir(struct jsonl_source *src, const char *path, struct sk_error *err)
+{
+    char *real = realpath(path, NULL);
+    if (!real)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "path %s: %s", path, strerror(errno));
+    if (strcmp(real, src->dir_real) != 0) {
+        sk_info(src->component, "path %s now leads to %s (was %s)", path, real, src->dir_real);
+        free(src->dir_real);
+        src->dir_real = real;
+    } else {
+        free(real);
+    }
+    return 0;
+}
+
 /* Fills out (owned by the driver) with up to batch_size lines after cursor. */
 static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, struct sk_batch *out,
                       struct sk_error *err)
@@ -686,6 +707,8 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
     if (src->dir_real && !S_ISDIR(dst.st_mode))
         return sk_error_set(err, SK_ERR_RETRIABLE, "path %s is no longer a directory",
                             conf->path);
+    if (src->dir_real && follow_dir(src, conf->path, err) < 0)
+        return -1;
     if (load_cursor(src, cursor, err) < 0)
         return -1;
     struct jsonl_poll poll = {.self = self,

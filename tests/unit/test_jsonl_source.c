@@ -791,3 +791,26 @@ Test(jsonl_source, a_directory_gone_while_running_is_an_error_until_it_is_back)
     poll_next();
     assert_keys(3, 1);
 }
+
+/* A directory path that is a link an export job swaps to each night's
+ * directory (`current -> 2026-12-05`): followed. Measured against the
+ * directory of the start, every file of the new one was a link out of it,
+ * not read until a restart. */
+Test(jsonl_source, a_directory_path_that_is_a_link_swapped_to_another_directory_is_followed)
+{
+    cr_assert_eq(mkdir(file_path("a"), 0700), 0);
+    cr_assert_eq(mkdir(file_path("b"), 0700), 0);
+    write_persons("a/persons.jsonl", 1, 2);
+    write_persons("b/persons.jsonl", 3, 4);
+    cr_assert_eq(symlink("a", file_path("current")), 0);
+    char *link = sk_strdup(file_path("current"));
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\n", link), 0, "%s", err.msg);
+    poll_next();
+    assert_keys(1, 2);
+    cr_assert_eq(symlink("b", file_path("current.new")), 0);
+    cr_assert_eq(rename(file_path("current.new"), link), 0);
+    free(link);
+    poll_next();
+    assert_keys(3, 2); /* another file (inode): read from its start */
+}
