@@ -22,6 +22,7 @@ struct jsonl_conf {
     int64_t max_line_size;
     char *validation; /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
     char *mode;       /* incremental|snapshot */
+    int64_t settle_time; /* mode: snapshot: ms a file's mtime must lie back before it is taken */
     struct sk_guard_conf delete_guard;
 };
 
@@ -42,9 +43,9 @@ struct jsonl_pos {
     bool has_print; /* the fingerprint below is set */
     uint32_t head_len, tail_len;
     uint64_t head_hash, tail_hash;
-    /* mode: snapshot: the generation (size, mtime) seen with inode, what has
-     * been done with it (enum jsonl_snap) and the deletions held for it. */
-    int64_t size, mtime_ns;
+    /* mode: snapshot: the generation (size, mtime, ctime) seen with inode, what
+     * has been done with it (enum jsonl_snap) and the deletions held for it. */
+    int64_t size, mtime_ns, ctime_ns;
     int state;
     int64_t held;
 };
@@ -74,6 +75,7 @@ struct jsonl_source {
     size_t buf_cap;
     bool snapshot;        /* mode: snapshot */
     double max_fraction;  /* delete_guard.max_fraction, parsed */
+    int64_t settle_ms;    /* settle_time */
     bool release_pending; /* an operator's release, until a poll reached every file */
 };
 

@@ -1,13 +1,14 @@
 /*
  * jsonl_snapshot.c: jsonl-source's `mode: snapshot`. Each file is a complete
- * export of its type. A generation of a file (its inode, size and mtime) is
- * taken only when a later poll sees it unchanged and its last byte is a
- * newline: a file still being written, or cut off, is not read. Its lines
- * become records as in incremental mode; once all are read, the ids live in
- * the type's Kafka topic that the file no longer holds become deletions,
- * published at once or held by the delete guard until an operator releases
- * them. The previous snapshot's ids are not kept: they are the ids live in
- * Kafka (this source must be the only writer of its types' topics).
+ * export of its type. A generation of a file (its inode, size, mtime and
+ * ctime) is taken only when a later poll sees it unchanged, its mtime lies
+ * settle_time back and its last byte is a newline: a file still being
+ * written, or cut off, is not read. Its lines become records as in
+ * incremental mode; once all are read, the ids live in the type's Kafka
+ * topic that the file no longer holds become deletions, published at once or
+ * held by the delete guard until an operator releases them. The previous
+ * snapshot's ids are not kept: they are the ids live in Kafka (this source
+ * must be the only writer of its types' topics).
  *
  * Must never: delete anything for a file it could not read whole (a line
  * without a valid id, a file that changed while it was read), or publish
@@ -97,6 +98,25 @@ static int scan_ids(const struct jsonl_source *src, const struct jsonl_file *f, 
     return rc;
 }
 
+static int64_t ns_of(struct timespec t)
+{
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/*
+ * Whether st (of the generation's inode) still shows p's generation: size,
+ * mtime and ctime, which no writer can put back. A ctime p does not know (a
+ * cursor from before it was kept) is taken from st.
+ */
+static bool same_generation(struct jsonl_pos *p, const struct stat *st)
+{
+    if (p->size != (int64_t)st->st_size || p->mtime_ns != ns_of(st->st_mtim))
+        return false;
+    if (p->ctime_ns < 0)
+        p->ctime_ns = ns_of(st->st_ctim);
+    return p->ctime_ns == ns_of(st->st_ctim);
+}
+
 struct gone {
     const struct idset *file;
     struct idset dels; /* live in Kafka, not in the file */
@@ -126,6 +146,15 @@ static int finish(struct jsonl_source *src, const struct jsonl_file *f, int fd, 
     struct idset ids = {0};
     struct gone g = {.file = &ids};
     int rc = scan_ids(src, f, fd, &ids, poll->err);
+    struct stat st;
+    if (rc >= 0 && (fstat(fd, &st) != 0 || !same_generation(p, &st))) {
+        /* Written again between the read and the scan (in place: same
+         * inode): what was scanned may be a half-written file. The next
+         * poll sees a new generation. */
+        sk_warn(src->component, "%s: changed while it was read; no deletions from it", f->path);
+        rc = 0;
+        goto out;
+    }
     if (rc == 1) {
         sk_warn(src->component,
                 "%s: a line without a valid id, or over max_line_size (dead-lettered); no "
@@ -174,10 +203,10 @@ int jsonl_snapshot_file(struct jsonl_source *src, size_t i, bool released, struc
     int fd = jsonl_poll_open(src, f, &st, inode, poll);
     if (fd < 0)
         return fd == -2 ? 0 : -1; /* no file is no snapshot: nothing deleted */
-    int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    int64_t mtime_ns = ns_of(st.st_mtim);
     int rc = 0;
     p->known = true;
-    if (strcmp(p->inode, inode) != 0 || p->size != (int64_t)st.st_size || p->mtime_ns != mtime_ns) {
+    if (strcmp(p->inode, inode) != 0 || !same_generation(p, &st)) {
         /* A new generation (or one still changing): taken once it holds still. */
         if (p->state == SNAP_READING)
             sk_warn(src->component, "%s: changed while it was read; waiting for it to settle",
@@ -187,11 +216,17 @@ int jsonl_snapshot_file(struct jsonl_source *src, size_t i, bool released, struc
                                 .known = true,
                                 .size = (int64_t)st.st_size,
                                 .mtime_ns = mtime_ns,
+                                .ctime_ns = ns_of(st.st_ctim),
                                 .state = SNAP_SEEN};
         memcpy(p->inode, inode, sizeof(inode));
         goto out;
     }
     if (p->state == SNAP_SEEN) {
+        /* Written moments ago: its writer may only have paused (between two
+         * types of an export, a slow query), with the file ending in a
+         * newline; taken, it would delete every id still to come. */
+        if (poll->observed_us - mtime_ns / 1000 < src->settle_ms * 1000)
+            goto out;
         char last = 0;
         if (st.st_size == 0 || pread(fd, &last, 1, st.st_size - 1) != 1 || last != '\n') {
             /* Empty, or cut off after its last newline: not a whole export. */

@@ -92,6 +92,14 @@ static const struct sk_option jsonl_options[] = {
      .help = "incremental: lines are changes, followed as files grow; snapshot: each complete "
              "file is the whole truth for its type, ids missing from it are deleted",
      .offset = offsetof(struct jsonl_conf, mode)},
+    {.name = "settle_time",
+     .type = SK_OPT_DURATION,
+     .def = "30s",
+     .help = "mode: snapshot: how long a file must have been left unwritten (its mtime) before "
+             "it is taken; a writer that pauses in the middle of an export for less is waited for",
+     .offset = offsetof(struct jsonl_conf, settle_time),
+     .min = 0,
+     .max = 86400000},
     {.name = "delete_guard",
      .type = SK_OPT_GROUP,
      .sub = sk_guard_options,
@@ -201,6 +209,7 @@ static int jsonl_open(struct sk_source *self, struct sk_error *err)
     src->batch_size = (size_t)conf->batch_size; /* defaults and bounds: the option table */
     src->max_line = (size_t)conf->max_line_size;
     src->snapshot = conf->mode && strcmp(conf->mode, "snapshot") == 0;
+    src->settle_ms = conf->settle_time;
     if (sk_guard_fraction(&conf->delete_guard, &src->max_fraction, err))
         goto fail;
 
@@ -275,7 +284,8 @@ static int load_cursor(struct jsonl_source *src, const struct sk_cursor *cursor,
                        struct sk_error *err)
 {
     for (size_t i = 0; i < src->n_files; i++)
-        src->pos[i] = (struct jsonl_pos){.offset = 0, .line = 1, .size = -1, .mtime_ns = -1};
+        src->pos[i] = (struct jsonl_pos){
+            .offset = 0, .line = 1, .size = -1, .mtime_ns = -1, .ctime_ns = -1};
     if (!cursor || !cursor->data || cursor->len == 0)
         return 0;
     Skolsync__V1__JsonlCursor *c =
@@ -303,6 +313,7 @@ static int load_cursor(struct jsonl_source *src, const struct sk_cursor *cursor,
             p->tail_hash = fp->tail_hash;
             p->size = fp->has_size ? fp->size : -1;
             p->mtime_ns = fp->has_mtime_ns ? fp->mtime_ns : -1;
+            p->ctime_ns = fp->has_ctime_ns ? fp->ctime_ns : -1;
             p->state = fp->has_snap_state ? (int)fp->snap_state : SNAP_SEEN;
             p->held = fp->has_held ? fp->held : 0;
             break;
@@ -343,6 +354,8 @@ static void store_cursor(struct jsonl_source *src, const struct sk_cursor *old,
             fp->has_size = fp->has_mtime_ns = fp->has_snap_state = true;
             fp->size = p->size;
             fp->mtime_ns = p->mtime_ns;
+            fp->has_ctime_ns = p->ctime_ns >= 0;
+            fp->ctime_ns = p->ctime_ns;
             fp->snap_state = (uint32_t)p->state;
             fp->has_held = p->held > 0;
             fp->held = p->held;

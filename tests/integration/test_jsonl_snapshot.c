@@ -90,6 +90,7 @@ static struct snap start(const char *tag, const char *first)
                          "    type: jsonl-source\n"
                          "    path: %s\n"
                          "    mode: snapshot\n"
+                         "    settle_time: 0s\n"
                          "    batch_size: 4\n"
                          "    poll_interval: 300ms\n"
                          "    delete_guard: {max_count: 5, min_count: 0, max_fraction: 50%%}\n"

@@ -5,12 +5,14 @@
  * replaced files, and polls that repeat exactly from an old cursor.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -813,4 +815,100 @@ Test(jsonl_source, a_directory_path_that_is_a_link_swapped_to_another_directory_
     free(link);
     poll_next();
     assert_keys(3, 2); /* another file (inode): read from its start */
+}
+
+/* mode: snapshot, batches of one line: a taken file is read but never finished
+ * (its deletions need the broker), so what is taken shows as its first record. */
+static void open_snapshot_by_line(void)
+{
+    struct sk_error err = {0};
+    cr_assert_eq(open_yaml(&err, "path: %s\nmode: snapshot\nbatch_size: 1\n", dir), 0, "%s",
+                 err.msg);
+}
+
+/* Sets the file's mtime seconds_ago back (and its ctime to now). */
+static void set_mtime_back(const char *name, int seconds_ago)
+{
+    struct timespec t[2];
+    clock_gettime(CLOCK_REALTIME, &t[0]);
+    t[0].tv_sec -= seconds_ago;
+    t[1] = t[0];
+    cr_assert_eq(utimensat(AT_FDCWD, file_path(name), t, 0), 0);
+}
+
+/* Packs into `cursor` a snapshot-mode position: the file's generation as it
+ * is now read to its end and done with, as a cursor of before ctime_ns. */
+static void cursor_snapshot_done(const char *name, int lines)
+{
+    struct stat st;
+    cr_assert_eq(stat(file_path(name), &st), 0);
+    char inode[48];
+    snprintf(inode, sizeof(inode), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    Skolsync__V1__JsonlCursor__FilePos fp = SKOLSYNC__V1__JSONL_CURSOR__FILE_POS__INIT;
+    fp.file = (char *)name;
+    fp.has_offset = fp.has_line = fp.has_size = fp.has_mtime_ns = fp.has_snap_state = true;
+    fp.offset = fp.size = st.st_size;
+    fp.line = lines + 1;
+    fp.inode = inode;
+    fp.mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    fp.snap_state = 2;
+    Skolsync__V1__JsonlCursor__FilePos *fps[] = {&fp};
+    Skolsync__V1__JsonlCursor c = SKOLSYNC__V1__JSONL_CURSOR__INIT;
+    c.n_files = 1;
+    c.files = fps;
+    free(cursor.data);
+    cursor.len = skolsync__v1__jsonl_cursor__get_packed_size(&c);
+    cursor.data = sk_malloc(cursor.len);
+    skolsync__v1__jsonl_cursor__pack(&c, cursor.data);
+}
+
+/* cp -p or rsync --inplace -t of a new export over the old one: the same
+ * inode and, when one name changed for another as long, the same size, with
+ * the mtime put back. Its ctime says it was written: a new generation (it
+ * was taken as the one already done with, and the change never arrived). */
+Test(jsonl_source, snapshot_a_rewrite_in_place_to_the_same_size_with_the_mtime_put_back_is_read)
+{
+    write_persons("persons.jsonl", 1, 3);
+    set_mtime_back("persons.jsonl", 3600);
+    struct stat before;
+    cr_assert_eq(stat(file_path("persons.jsonl"), &before), 0);
+    cursor_snapshot_done("persons.jsonl", 3);
+    open_snapshot_by_line();
+    poll_next();
+    cr_assert_eq(batch.n, 0, "a generation done with was read again");
+    usleep(10000);
+    char *line = sk_strdup(person(1));
+    strstr(line, "\"G1\"")[1] = 'H'; /* "H1": the same length */
+    FILE *f = fopen(file_path("persons.jsonl"), "r+");
+    cr_assert_not_null(f);
+    fputs(line, f);
+    fclose(f);
+    free(line);
+    struct timespec t[2] = {before.st_atim, before.st_mtim};
+    cr_assert_eq(utimensat(AT_FDCWD, file_path("persons.jsonl"), t, 0), 0);
+    poll_next();
+    cr_assert_eq(batch.n, 0, "taken at the first sight");
+    poll_next();
+    cr_assert_eq(batch.n, 1, "the rewritten file was not taken");
+    cr_assert_str_eq(batch.recs[0].key, uuid(1));
+}
+
+/* A writer that truncates and writes again in place, pausing between two
+ * types of its export: the file ends in a newline and holds still for a
+ * poll. Taken, it would have deleted every id still to come (below the
+ * delete guard's limits: for real). It is taken once its mtime lies
+ * settle_time (30 s) back. */
+Test(jsonl_source, snapshot_a_file_written_moments_ago_is_not_taken_until_it_settled)
+{
+    write_persons("persons.jsonl", 1, 3);
+    open_snapshot_by_line();
+    for (int i = 0; i < 3; i++) {
+        poll_next();
+        cr_assert_eq(batch.n, 0, "poll %d took a file written moments ago", i);
+    }
+    set_mtime_back("persons.jsonl", 31);
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+    poll_next();
+    assert_keys(1, 1);
 }
