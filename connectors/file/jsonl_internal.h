@@ -20,8 +20,8 @@ struct jsonl_conf {
     int64_t batch_size;
     bool follow_symlinks;
     int64_t max_line_size;
-    char *validation; /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
-    char *mode;       /* incremental|snapshot */
+    char *validation;    /* lenient|strict (connector.h, SK_VALIDATION_CHOICES) */
+    char *mode;          /* incremental|snapshot */
     int64_t settle_time; /* mode: snapshot: ms a file's mtime must lie back before it is taken */
     struct sk_guard_conf delete_guard;
 };
@@ -59,8 +59,9 @@ enum jsonl_snap {
 };
 
 struct jsonl_source {
-    const char *component; /* for log lines */
-    char *dir_real;        /* directory mode: the directory's real path; NULL for one file */
+    const char *component;     /* for log lines */
+    char *dir_real;            /* directory mode: the directory's real path; NULL for one file */
+    struct timespec dir_mtime; /* its mtime when its names were last looked at */
     bool follow_symlinks;
     struct jsonl_file *files;
     size_t n_files;

@@ -22,6 +22,7 @@
  * cursor does not hold but an operator's release (a poll must be repeatable from any cursor it
  * returned, connector.h), or know anything about Kafka.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -146,8 +147,8 @@ static const struct sk_entity *entity_of_file_name(const char *name)
 /*
  * Directory mode: every collection's file, in the entity table's dependency
  * order (organisations first), whether it exists yet or not: a file that
- * appears later is read from then on. Files the table does not know are
- * reported once, here.
+ * appears later is read from then on. Names not read: warn_unread_names,
+ * at each poll that finds the directory's names changed.
  */
 static void add_dir_files(struct jsonl_source *src, const char *dir)
 {
@@ -163,21 +164,54 @@ static void add_dir_files(struct jsonl_source *src, const char *dir)
         free(name);
         free(path);
     }
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (de->d_name[0] != '.' && has_suffix(de->d_name, JSONL_SUFFIX) &&
-                !entity_of_file_name(de->d_name))
-                sk_warn(src->component,
-                        "%s/%s: not an SS 12000 collection (expected <collection>.jsonl, "
-                        "e.g. persons.jsonl); ignored",
-                        dir, de->d_name);
-        }
-        closedir(d);
-    }
     if (existing == 0)
         sk_warn(src->component, "%s: no <collection>.jsonl files yet", dir);
+}
+
+/*
+ * The collection a file name not read seems meant for: its part before the
+ * first dot, in any case ("Persons.jsonl", "persons.json",
+ * "persons.jsonl.gz", "PERSONS.JSONL"), or NULL.
+ */
+static const struct sk_entity *meant_for(const char *name)
+{
+    char collection[64];
+    size_t n = strcspn(name, ".");
+    if (n == 0 || n >= sizeof(collection) || entity_of_file_name(name))
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        collection[i] = (char)tolower((unsigned char)name[i]);
+    collection[n] = '\0';
+    return sk_entity_by_collection(collection);
+}
+
+/*
+ * Directory mode: says which files there are not read though they look like
+ * an export (a name in another case, another suffix, compressed, a *.jsonl
+ * of no collection). Hidden files are left out: rsync's temporary
+ * `.persons.jsonl.XXXXXX` becomes persons.jsonl by a rename.
+ */
+static void warn_unread_names(struct jsonl_source *src, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const struct sk_entity *e = de->d_name[0] == '.' ? NULL : meant_for(de->d_name);
+        if (e)
+            sk_warn(src->component,
+                    "%s/%s: not read: the file of %s is %s%s (that name, lower "
+                    "case, uncompressed)",
+                    dir, de->d_name, e->name, e->collection, JSONL_SUFFIX);
+        else if (de->d_name[0] != '.' && has_suffix(de->d_name, JSONL_SUFFIX) &&
+                 !entity_of_file_name(de->d_name))
+            sk_warn(src->component,
+                    "%s/%s: not an SS 12000 collection (expected <collection>.jsonl, "
+                    "e.g. persons.jsonl); ignored",
+                    dir, de->d_name);
+    }
+    closedir(d);
 }
 
 static void jsonl_close(struct sk_source *self)
@@ -284,8 +318,8 @@ static int load_cursor(struct jsonl_source *src, const struct sk_cursor *cursor,
                        struct sk_error *err)
 {
     for (size_t i = 0; i < src->n_files; i++)
-        src->pos[i] = (struct jsonl_pos){
-            .offset = 0, .line = 1, .size = -1, .mtime_ns = -1, .ctime_ns = -1};
+        src->pos[i] =
+            (struct jsonl_pos){.offset = 0, .line = 1, .size = -1, .mtime_ns = -1, .ctime_ns = -1};
     if (!cursor || !cursor->data || cursor->len == 0)
         return 0;
     Skolsync__V1__JsonlCursor *c =
@@ -715,13 +749,17 @@ static int jsonl_poll(struct sk_source *self, const struct sk_cursor *cursor, st
      * the operator sees (retrying), not a source that is idle. */
     struct stat dst;
     if (src->dir_real && stat(conf->path, &dst) != 0)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "path %s: %s (a directory at start)",
-                            conf->path, strerror(errno));
+        return sk_error_set(err, SK_ERR_RETRIABLE, "path %s: %s (a directory at start)", conf->path,
+                            strerror(errno));
     if (src->dir_real && !S_ISDIR(dst.st_mode))
-        return sk_error_set(err, SK_ERR_RETRIABLE, "path %s is no longer a directory",
-                            conf->path);
+        return sk_error_set(err, SK_ERR_RETRIABLE, "path %s is no longer a directory", conf->path);
     if (src->dir_real && follow_dir(src, conf->path, err) < 0)
         return -1;
+    if (src->dir_real && (dst.st_mtim.tv_sec != src->dir_mtime.tv_sec ||
+                          dst.st_mtim.tv_nsec != src->dir_mtime.tv_nsec)) {
+        src->dir_mtime = dst.st_mtim; /* names added, removed or renamed */
+        warn_unread_names(src, conf->path);
+    }
     if (load_cursor(src, cursor, err) < 0)
         return -1;
     struct jsonl_poll poll = {.self = self,

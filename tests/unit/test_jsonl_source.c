@@ -912,3 +912,56 @@ Test(jsonl_source, snapshot_a_file_written_moments_ago_is_not_taken_until_it_set
     poll_next();
     assert_keys(1, 1);
 }
+
+/* Polls with stderr (the log) going into a file; returns what was logged (caller frees). */
+static char *poll_logged(void)
+{
+    char *path = sk_asprintf("%s.log", dir);
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *log = fopen(path, "w+");
+    cr_assert_not_null(log);
+    dup2(fileno(log), 2);
+    poll_next();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char *text = sk_calloc(1, 8192);
+    rewind(log);
+    text[fread(text, 1, 8191, log)] = '\0';
+    fclose(log);
+    unlink(path);
+    free(path);
+    return text;
+}
+
+/* An export under a name that is not <collection>.jsonl: not read, and said
+ * (then whenever the directory's names change), also when it comes after
+ * the start; before, `persons.json` or a compressed file was passed over in
+ * silence, and a misnamed file only at the start. rsync's temporary file
+ * (hidden) is neither read nor mentioned, and its rename over the file is
+ * read once. */
+Test(jsonl_source, files_under_names_near_a_collection_are_not_read_and_said)
+{
+    open_dir(100);
+    free(poll_logged());
+    write_persons("Persons.jsonl", 1, 1);
+    write_persons("persons.json", 2, 2);
+    write_persons("persons.jsonl.gz", 3, 3);
+    write_persons(".persons.jsonl.AbC123", 4, 4);
+    char *log = poll_logged();
+    cr_assert_eq(batch.n + batch.n_bad, 0);
+    cr_assert(strstr(log, "Persons.jsonl: not read: the file of Person is persons.jsonl"), "%s",
+              log);
+    cr_assert(strstr(log, "/persons.json: not read"), "%s", log);
+    cr_assert(strstr(log, "/persons.jsonl.gz: not read"), "%s", log);
+    cr_assert_null(strstr(log, "AbC123"), "%s", log);
+    free(log);
+    char *tmp = sk_strdup(file_path(".persons.jsonl.AbC123"));
+    cr_assert_eq(rename(tmp, file_path("persons.jsonl")), 0);
+    free(tmp);
+    poll_next();
+    assert_keys(4, 1);
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+}
