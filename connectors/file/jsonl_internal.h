@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "connector.h"
 #include "delete_guard.h"
@@ -43,12 +44,20 @@ struct jsonl_pos {
     bool has_print; /* the fingerprint below is set */
     uint32_t head_len, tail_len;
     uint64_t head_hash, tail_hash;
+    /* The file's ctime: incremental mode, when it was read to its end (-1:
+     * it was not, or not known); mode: snapshot, the generation's. */
+    int64_t ctime_ns;
     /* mode: snapshot: the generation (size, mtime, ctime) seen with inode, what
      * has been done with it (enum jsonl_snap) and the deletions held for it. */
-    int64_t size, mtime_ns, ctime_ns;
+    int64_t size, mtime_ns;
     int state;
     int64_t held;
 };
+
+static inline int64_t jsonl_ns(struct timespec t)
+{
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
 
 /* What a snapshot-mode file's generation went through (JsonlCursor.FilePos.snap_state). */
 enum jsonl_snap {

@@ -98,11 +98,6 @@ static int scan_ids(const struct jsonl_source *src, const struct jsonl_file *f, 
     return rc;
 }
 
-static int64_t ns_of(struct timespec t)
-{
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /*
  * Whether st (of the generation's inode) still shows p's generation: size,
  * mtime and ctime, which no writer can put back. A ctime p does not know (a
@@ -110,11 +105,11 @@ static int64_t ns_of(struct timespec t)
  */
 static bool same_generation(struct jsonl_pos *p, const struct stat *st)
 {
-    if (p->size != (int64_t)st->st_size || p->mtime_ns != ns_of(st->st_mtim))
+    if (p->size != (int64_t)st->st_size || p->mtime_ns != jsonl_ns(st->st_mtim))
         return false;
     if (p->ctime_ns < 0)
-        p->ctime_ns = ns_of(st->st_ctim);
-    return p->ctime_ns == ns_of(st->st_ctim);
+        p->ctime_ns = jsonl_ns(st->st_ctim);
+    return p->ctime_ns == jsonl_ns(st->st_ctim);
 }
 
 struct gone {
@@ -203,7 +198,7 @@ int jsonl_snapshot_file(struct jsonl_source *src, size_t i, bool released, struc
     int fd = jsonl_poll_open(src, f, &st, inode, poll);
     if (fd < 0)
         return fd == -2 ? 0 : -1; /* no file is no snapshot: nothing deleted */
-    int64_t mtime_ns = ns_of(st.st_mtim);
+    int64_t mtime_ns = jsonl_ns(st.st_mtim);
     int rc = 0;
     p->known = true;
     if (strcmp(p->inode, inode) != 0 || !same_generation(p, &st)) {
@@ -216,7 +211,7 @@ int jsonl_snapshot_file(struct jsonl_source *src, size_t i, bool released, struc
                                 .known = true,
                                 .size = (int64_t)st.st_size,
                                 .mtime_ns = mtime_ns,
-                                .ctime_ns = ns_of(st.st_ctim),
+                                .ctime_ns = jsonl_ns(st.st_ctim),
                                 .state = SNAP_SEEN};
         memcpy(p->inode, inode, sizeof(inode));
         goto out;

@@ -8,10 +8,12 @@
  *
  * Rotation: a file renamed away and created anew (other inode), truncated
  * (shorter than the offset) or truncated and written again in place, even
- * past the old offset (copytruncate: the fingerprint no longer matches), is
- * read again from its start. Not noticed: an edit in place in the middle of
- * a large file that leaves the first 64 KiB and the 4 KiB before the offset
- * as they were (write a new file and rename it over the old one instead).
+ * past the old offset (copytruncate: the fingerprint no longer matches), or
+ * written since it was read to its end without growing (its ctime: copied
+ * over in place to the same size), is read again from its start. Not
+ * noticed: an edit in place in the middle of a large file that also grows it
+ * and leaves the first 64 KiB and the 4 KiB before the offset as they were
+ * (write a new file and rename it over the old one instead).
  * In a directory only regular files are read, and a symbolic link only when
  * it points inside the directory (follow_symlinks: true allows any).
  * mode: snapshot (each complete file the whole truth): jsonl_snapshot.c.
@@ -384,12 +386,12 @@ static void store_cursor(struct jsonl_source *src, const struct sk_cursor *old,
             fp->tail_len = p->tail_len;
             fp->tail_hash = p->tail_hash;
         }
+        fp->has_ctime_ns = p->ctime_ns >= 0;
+        fp->ctime_ns = p->ctime_ns;
         if (src->snapshot) {
             fp->has_size = fp->has_mtime_ns = fp->has_snap_state = true;
             fp->size = p->size;
             fp->mtime_ns = p->mtime_ns;
-            fp->has_ctime_ns = p->ctime_ns >= 0;
-            fp->ctime_ns = p->ctime_ns;
             fp->snap_state = (uint32_t)p->state;
             fp->has_held = p->held > 0;
             fp->held = p->held;
@@ -700,6 +702,16 @@ static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll
                 f->path, p->offset);
         p->offset = 0;
         p->line = 1;
+    } else if (p->offset > 0 && (int64_t)st.st_size == p->offset && p->ctime_ns >= 0 &&
+               jsonl_ns(st.st_ctim) != p->ctime_ns) {
+        /* Written (or its inode changed: chmod, a hard link) since it was read
+         * to its end, and no longer: copied over in place to the same size. */
+        sk_warn(src->component,
+                "%s: written since it was read to its end, not longer (copied over in place?); "
+                "reading it from the start",
+                f->path);
+        p->offset = 0;
+        p->line = 1;
     }
     memcpy(p->inode, inode, sizeof(inode));
     p->known = true;
@@ -707,6 +719,11 @@ static int read_file(struct jsonl_source *src, size_t i, struct jsonl_poll *poll
     if ((int64_t)st.st_size > p->offset)
         rc = jsonl_read_lines(src, f, fd, p, poll);
     if (rc >= 0) {
+        /* read to its end as it is after the read: the ctime to compare */
+        struct stat after;
+        p->ctime_ns = fstat(fd, &after) == 0 && (int64_t)after.st_size == p->offset
+                          ? jsonl_ns(after.st_ctim)
+                          : -1;
         p->has_print = fingerprint(src, fd, p, &now);
         p->head_len = now.head_len;
         p->head_hash = now.head_hash;

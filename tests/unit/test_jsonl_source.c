@@ -965,3 +965,38 @@ Test(jsonl_source, files_under_names_near_a_collection_are_not_read_and_said)
     poll_next();
     cr_assert_eq(batch.n, 0);
 }
+
+/* `cp new.jsonl persons.jsonl` over a file already read: the same inode, and
+ * the same size when one change keeps the length (a date, meta.modified).
+ * The fingerprint covers the first 64 KiB and the 4 KiB before the offset;
+ * a change between them was never read. Its ctime says the file was written
+ * without growing: it is read again from its start. */
+Test(jsonl_source, a_same_size_rewrite_in_place_is_read_again)
+{
+    write_persons("persons.jsonl", 1, 600); /* ~96 KB */
+    open_dir(1000);
+    poll_next();
+    assert_keys(1, 600);
+    usleep(10000);
+    FILE *f = fopen(file_path("persons.jsonl"), "r+");
+    cr_assert_not_null(f);
+    char *text = sk_calloc(1, 200000);
+    size_t len = fread(text, 1, 199999, f);
+    char *at = strstr(text, "\"G450\"");
+    cr_assert(at && at - text > 70000 && len - (size_t)(at - text) > 5000, "G450 at %td of %zu",
+              at - text, len);
+    cr_assert_eq(fseek(f, at - text + 1, SEEK_SET), 0);
+    fputc('H', f);
+    fclose(f);
+    free(text);
+    poll_next();
+    cr_assert_eq(batch.n, 600, "the rewritten file was not read again (%zu records)", batch.n);
+    poll_next();
+    cr_assert_eq(batch.n, 0, "read again without a change");
+    /* appended lines are no rewrite */
+    write_persons("persons.jsonl", 601, 601);
+    poll_next();
+    assert_keys(601, 1);
+    poll_next();
+    cr_assert_eq(batch.n, 0);
+}
