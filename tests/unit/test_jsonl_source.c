@@ -1000,3 +1000,29 @@ Test(jsonl_source, a_same_size_rewrite_in_place_is_read_again)
     poll_next();
     cr_assert_eq(batch.n, 0);
 }
+
+/* An operator's `rm`, or an export job that left a directory or nothing in
+ * the file's place: no snapshot, so nothing to delete (reaching the
+ * deletions would need the broker, which this test does not have: a poll
+ * that went there would crash). */
+Test(jsonl_source, snapshot_a_file_deleted_or_replaced_by_nothing_deletes_nothing)
+{
+    write_persons("persons.jsonl", 1, 3);
+    set_mtime_back("persons.jsonl", 3600);
+    cursor_snapshot_done("persons.jsonl", 3);
+    open_snapshot_by_line();
+    cr_assert_eq(unlink(file_path("persons.jsonl")), 0);
+    for (int i = 0; i < 3; i++) {
+        poll_next();
+        cr_assert_eq(batch.n + batch.n_bad, 0);
+    }
+    write_file("persons.jsonl", "w", "");
+    set_mtime_back("persons.jsonl", 3600);
+    for (int i = 0; i < 3; i++) {
+        poll_next();
+        cr_assert_eq(batch.n + batch.n_bad, 0);
+    }
+    cr_assert_eq(unlink(file_path("persons.jsonl")), 0);
+    cr_assert_eq(mkdir(file_path("persons.jsonl"), 0700), 0);
+    assert_poll_retrying("a directory, not a regular file");
+}
