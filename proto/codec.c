@@ -595,8 +595,13 @@ static cJSON *parse_one(const struct sk_entity *e, const char *text, size_t len,
         cJSON_Delete(obj);
         obj = NULL;
     }
-    if (!obj)
+    if (!obj) {
         sk_error_set(err, SK_ERR_PERMANENT, "%s: invalid JSON", e->name);
+    } else if ((bad = sk_json_number_inexact(text, len, &at)) != NULL) {
+        sk_error_set(err, SK_ERR_PERMANENT, "%s: %s at byte %zu", e->name, bad, at);
+        cJSON_Delete(obj);
+        obj = NULL;
+    }
     return obj;
 }
 

@@ -8,8 +8,10 @@
  * Must never: allocate for text that passes (the check runs on every page
  * and every line), or read past len.
  */
+#include <math.h> /* isfinite: a macro, no libm */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,8 +73,8 @@ static unsigned plain_bytes(const unsigned char *s)
 {
     uint64_t v;
     memcpy(&v, s, 8);
-    uint64_t m = (v & HIGHS) | zero_bytes(v) | zero_bytes(v ^ (ONES * '"')) |
-                 zero_bytes(v ^ (ONES * '\\'));
+    uint64_t m =
+        (v & HIGHS) | zero_bytes(v) | zero_bytes(v ^ (ONES * '"')) | zero_bytes(v ^ (ONES * '\\'));
     if (!m)
         return 8;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -118,6 +120,102 @@ const char *sk_json_text_bad(const char *text, size_t len, size_t *at)
             continue;
         }
         i++;
+    }
+    return NULL;
+}
+
+/* ---- numbers ------------------------------------------------------------------ */
+
+/* A decimal number: sign, 0.d1d2...dn x 10^point, n <= 17, dn not 0 (n 0: zero). */
+struct decimal {
+    bool neg;
+    char digits[18];
+    size_t n;
+    long point;
+};
+
+/*
+ * The decimal value of the JSON number s[0, len) (the grammar cJSON took),
+ * false if it has more than 17 significant digits (no double prints so).
+ */
+static bool decimal_of(const char *s, size_t len, struct decimal *d)
+{
+    size_t i = 0, sig = 0; /* digits since the first nonzero one */
+    long exp = 0;
+    bool frac = false;
+    *d = (struct decimal){.neg = len > 0 && s[0] == '-'};
+    for (i = d->neg; i < len && s[i] != 'e' && s[i] != 'E'; i++) {
+        if (s[i] == '.') {
+            frac = true;
+            continue;
+        }
+        if (!frac && (sig > 0 || s[i] != '0'))
+            d->point++;
+        if (sig == 0 && s[i] == '0') {
+            d->point -= frac; /* a leading zero after the point */
+            continue;
+        }
+        if (s[i] != '0' && sig >= sizeof(d->digits) - 1)
+            return false;
+        if (sig < sizeof(d->digits) - 1)
+            d->digits[sig] = s[i];
+        sig++;
+        if (s[i] != '0')
+            d->n = sig;
+    }
+    bool exp_neg = i + 1 < len && s[i + 1] == '-';
+    for (i += i + 1 < len && (s[i + 1] == '-' || s[i + 1] == '+') ? 2 : 1; i < len; i++)
+        exp = exp < 100000 ? exp * 10 + (s[i] - '0') : exp; /* far beyond a double's range */
+    d->point = d->n ? d->point + (exp_neg ? -exp : exp) : 0;
+    return true;
+}
+
+/*
+ * Whether the JSON number s[0, len) comes out of the codec as it came in:
+ * the codec prints the double cJSON read with the fewest of 15, 16 or 17
+ * digits that read back as that double (codec.c, numbers_exact).
+ */
+static bool number_exact(const char *s, size_t len)
+{
+    struct decimal in, out;
+    if (!decimal_of(s, len, &in))
+        return false;
+    if (in.n == 0 || (in.n <= 15 && in.point > -300 && in.point < 300))
+        return true; /* DBL_DIG: 15 digits survive a double both ways */
+    char text[48];
+    snprintf(text, sizeof(text), "%s0.%.*se%ld", in.neg ? "-" : "", (int)in.n, in.digits, in.point);
+    double v = strtod(text, NULL); /* the value of s, so cJSON's double */
+    if (!isfinite(v) || v == 0)
+        return false; /* beyond a double's range, or below it */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(text, sizeof(text), "%.*e", prec - 1, v);
+        if (strtod(text, NULL) == v)
+            break;
+    }
+    char *e = strchr(text, 'e');
+    if (!e || !decimal_of(text, (size_t)(e - text) + 1 + strlen(e + 1), &out))
+        return false;
+    return in.neg == out.neg && in.n == out.n && in.point == out.point &&
+           memcmp(in.digits, out.digits, in.n) == 0;
+}
+
+const char *sk_json_number_inexact(const char *text, size_t len, size_t *at)
+{
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c == '"') {
+            for (i++; i < len && text[i] != '"'; i++)
+                i += text[i] == '\\';
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t n = 1;
+            while (i + n < len && text[i + n] && strchr("0123456789+-eE.", text[i + n]))
+                n++;
+            if (!number_exact(text + i, n)) {
+                *at = i;
+                return "a number a double does not hold exactly";
+            }
+            i += n - 1;
+        }
     }
     return NULL;
 }

@@ -130,6 +130,13 @@ const char *sk_json_text_bad(const char *text, size_t len, size_t *at);
  * one (overlong forms, UTF-16 surrogates and beyond U+10FFFF included). */
 size_t sk_utf8_len(const char *s, size_t n);
 /*
+ * A number in JSON text (valid: cJSON took it) that would not come out of
+ * the codec as it came in: more digits than a double holds (an id of 19
+ * digits, 0.1000000000000000000001), or beyond a double's range. NULL if
+ * there is none, else what was found, with its byte offset in *at.
+ */
+const char *sk_json_number_inexact(const char *text, size_t len, size_t *at);
+/*
  * The byte spans [start, end) of the elements of the array that is the value
  * of the top-level object's key `key` ({"data": [...]}), found without
  * parsing them (works on text that sk_json_text_bad refused). *spans is

@@ -1026,3 +1026,42 @@ Test(jsonl_source, snapshot_a_file_deleted_or_replaced_by_nothing_deletes_nothin
     cr_assert_eq(mkdir(file_path("persons.jsonl"), 0700), 0);
     assert_poll_retrying("a directory, not a regular file");
 }
+
+/* A number the codec would pass on changed (cJSON holds it in a double, the
+ * codec prints the double): a 19-digit vendor id came out as
+ * 1.2345678901234568e+18, 1e400 as null. Dead-lettered with its position, as
+ * a NUL is; numbers a double holds pass, whatever their spelling. */
+Test(jsonl_source, numbers_a_double_does_not_hold_are_dead_lettered)
+{
+    static const char *const kept[] = {
+        "[0.1, 1e2, 9007199254740992, -0, 1.50, 0.30000000000000004, 1E-5, 0.05]",
+        "[123456789012345, -2.5e-300, 100000000000000000000000, 1.7976931348623157e308]",
+        "\"12345678901234567890123\"",
+    };
+    static const char *const refused[] = {
+        "1234567890123456789",
+        "1e400",
+        "1e-400",
+        "0.1000000000000000000001",
+        "9007199254740993",
+        "-1.00000000000000000001",
+    };
+    for (size_t i = 0; i < 9; i++) {
+        char *line = sk_asprintf("{\"id\":\"%s\",\"x\":%s}\n", uuid((int)i + 1),
+                                 i < 3 ? kept[i] : refused[i - 3]);
+        write_file("persons.jsonl", "a", line);
+        free(line);
+    }
+    open_dir(100);
+    poll_next();
+    cr_assert_eq(batch.n, 3, "%zu kept: %s", batch.n, batch.n_bad ? batch.bad[0].err.msg : "");
+    cr_assert_eq(batch.n_bad, 6);
+    for (size_t i = 0; i < 6; i++) {
+        char where[32];
+        snprintf(where, sizeof(where), "persons.jsonl:%zu", i + 4);
+        cr_assert_str_eq(batch.bad[i].where, where);
+        cr_assert_str_eq(batch.bad[i].err.msg,
+                         "Person: a number a double does not hold exactly at byte 49", "%s: %s",
+                         refused[i], batch.bad[i].err.msg);
+    }
+}
