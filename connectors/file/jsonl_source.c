@@ -19,7 +19,8 @@
  * mode: snapshot (each complete file the whole truth): jsonl_snapshot.c.
  *
  * Owns: reading files forward from a cursor. Must never: consume an incomplete
- * last line (its writer may still be writing it), re-read a file from its
+ * last line (its writer may still be writing it; one that is a whole JSON
+ * object is complete, its exporter ends the file without a newline), re-read a file from its
  * start unless it was replaced or truncated, keep state between polls that the
  * cursor does not hold but an operator's release (a poll must be repeatable from any cursor it
  * returned, connector.h), or know anything about Kafka.
@@ -35,6 +36,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "connector.h"
 #include "log.h"
@@ -416,6 +419,18 @@ static bool is_blank(const char *s, size_t n)
     return true;
 }
 
+/* s[0, n) is one JSON object and ends with its closing brace. */
+static bool whole_object(const char *s, size_t n)
+{
+    if (n == 0 || s[n - 1] != '}')
+        return false;
+    const char *end = NULL;
+    cJSON *obj = cJSON_ParseWithLengthOpts(s, n, &end, false);
+    bool whole = cJSON_IsObject(obj) && end == s + n;
+    cJSON_Delete(obj);
+    return whole;
+}
+
 /*
  * One complete line -> a record, or a bad input when the codec rejects it
  * (bad JSON, not an object, missing or invalid id). -1 only for an error
@@ -455,7 +470,8 @@ static int take_line(const struct jsonl_file *f, int64_t line_no, const char *li
 /*
  * Reads the complete lines of one open file from p's position while the batch
  * has room, advancing p past each line taken (and past blank lines). Returns
- * 0 at the file's end (an incomplete last line stays unread), 1 when the batch
+ * 0 at the file's end (an incomplete last line stays unread; a whole JSON
+ * object without its newline is taken), 1 when the batch
  * is full and a complete non-blank line is still waiting, -1 on error.
  */
 /*
@@ -538,8 +554,22 @@ int jsonl_read_lines(struct jsonl_source *src, const struct jsonl_file *f, int f
             if (got < 0)
                 return sk_error_set(poll->err, SK_ERR_RETRIABLE, "%s: read: %s", f->path,
                                     strerror(errno));
-            if (got == 0)
+            if (got == 0) {
+                /* The file ends without a newline. A whole JSON object there
+                 * is taken: its exporter writes none after the last line (a
+                 * writer still at it has not closed the object yet); a
+                 * newline after it later is a blank line. Else it waits. */
+                if (!whole_object(src->buf, len))
+                    return 0;
+                if (poll->budget == 0)
+                    return 1;
+                if (take_line(f, p->line, src->buf, len, poll) < 0)
+                    return -1;
+                poll->budget--;
+                p->offset = base + (int64_t)len;
+                p->line++;
                 return 0;
+            }
             len += (size_t)got;
             continue;
         }

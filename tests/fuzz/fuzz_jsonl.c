@@ -9,7 +9,8 @@
  * exactly one record (the codec's bytes, its id as key) or one bad input
  * (the line's bytes, "<file>:<line>"), in order across polls; no poll
  * returns more than batch_size of them; an incomplete last line is not
- * consumed; a poll from the last cursor returns nothing.
+ * consumed unless it is a whole JSON object; a poll from the last cursor
+ * returns nothing.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -81,6 +82,14 @@ static size_t split_lines(const uint8_t *p, size_t n, struct line *out)
         start = i + 1;
         number++;
     }
+    /* after the last newline: a line once it is a whole JSON object */
+    const char *tail = (const char *)p + start, *end = NULL;
+    cJSON *obj = start < n && p[n - 1] == '}'
+                     ? cJSON_ParseWithLengthOpts(tail, n - start, &end, false)
+                     : NULL;
+    if (cJSON_IsObject(obj) && end == (const char *)p + n)
+        out[count++] = (struct line){tail, n - start, number};
+    cJSON_Delete(obj);
     return count;
 }
 

@@ -1065,3 +1065,32 @@ Test(jsonl_source, numbers_a_double_does_not_hold_are_dead_lettered)
                          refused[i], batch.bad[i].err.msg);
     }
 }
+
+/* An exporter that writes no newline after the last line (a join of the
+ * lines with "\n"): its last record was never read, and a file renamed over
+ * it each night lost one record a night. A whole JSON object at the end is
+ * taken; a writer still at it, its object not closed, is waited for. */
+Test(jsonl_source, a_last_line_without_its_newline_is_taken_when_it_is_a_whole_object)
+{
+    write_persons("persons.jsonl", 1, 1);
+    char *line = sk_strdup(person(2));
+    line[strlen(line) - 1] = '\0';
+    write_file("persons.jsonl", "a", line);
+    free(line);
+    open_dir(100);
+    poll_next();
+    assert_keys(1, 2);
+    poll_next();
+    cr_assert_eq(batch.n + batch.n_bad, 0);
+    /* the newline after it later, then a line cut inside a nested object */
+    write_file("persons.jsonl", "a", "\n");
+    write_file("persons.jsonl", "a",
+               "{\"id\":\"00000000-0000-4000-8000-000000000003\",\"meta\":{\"created\":"
+               "\"2024-01-01T00:00:00Z\"}");
+    poll_next();
+    cr_assert_eq(batch.n + batch.n_bad, 0, "a line still being written was taken");
+    write_file("persons.jsonl", "a", ",\"givenName\":\"G3\"}\n");
+    poll_next();
+    assert_keys(3, 1);
+    cr_assert_eq(batch.n_bad, 0);
+}
