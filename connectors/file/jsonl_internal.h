@@ -13,6 +13,7 @@
 
 #include "connector.h"
 #include "delete_guard.h"
+#include "log.h"
 #include "jsonl_cursor.pb-c.h"
 
 struct jsonl_conf {
@@ -33,6 +34,7 @@ struct jsonl_file {
     char *path; /* what open() gets */
     const struct sk_entity *entity;
     bool refused; /* not read (not a regular file, a link out of the directory) at the last poll */
+    struct sk_log_limit cut_log; /* mode: snapshot: "does not end with a newline" */
 };
 
 /* How far one file has been read: a JsonlCursor.FilePos, unpacked. */

@@ -224,7 +224,14 @@ int jsonl_snapshot_file(struct jsonl_source *src, size_t i, bool released, struc
             goto out;
         char last = 0;
         if (st.st_size == 0 || pread(fd, &last, 1, st.st_size - 1) != 1 || last != '\n') {
-            /* Empty, or cut off after its last newline: not a whole export. */
+            /* Empty, or cut off after its last newline: not a whole export.
+             * Said (hourly): an exporter that never ends its last line would
+             * otherwise leave the source idle without a word. */
+            if (st.st_size > 0)
+                sk_log_limited(&f->cut_log, 3600 * 1000, SK_LOG_WARN, src->component,
+                               "%s: does not end with a newline; not taken as a snapshot until "
+                               "it does (cut off, or its exporter leaves the last line open)",
+                               f->path);
             goto out;
         }
         sk_info(src->component, "%s: a new snapshot (%jd bytes)", f->path, (intmax_t)st.st_size);

@@ -1094,3 +1094,18 @@ Test(jsonl_source, a_last_line_without_its_newline_is_taken_when_it_is_a_whole_o
     assert_keys(3, 1);
     cr_assert_eq(batch.n_bad, 0);
 }
+
+/* A snapshot file that settled without a newline at its end is not taken,
+ * and the log says why (the source was idle without a word). */
+Test(jsonl_source, snapshot_a_settled_file_without_its_last_newline_is_said)
+{
+    write_persons("persons.jsonl", 1, 2);
+    write_file("persons.jsonl", "a", "{\"id\":\"00000000-0000-4000-8000-000000000003\"}");
+    set_mtime_back("persons.jsonl", 3600);
+    open_snapshot_by_line();
+    poll_next();
+    char *log = poll_logged();
+    cr_assert_eq(batch.n, 0);
+    cr_assert(strstr(log, "persons.jsonl: does not end with a newline; not taken"), "%s", log);
+    free(log);
+}
