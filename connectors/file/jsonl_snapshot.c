@@ -10,6 +10,9 @@
  * snapshot's ids are not kept: they are the ids live in Kafka (this source
  * must be the only writer of its types' topics).
  *
+ * An id on several lines: the line the sinks keep (the newest meta.modified)
+ * is published again last when it was not the last (republish_kept).
+ *
  * Must never: delete anything for a file it could not read whole (a line
  * without a valid id, a file that changed while it was read), or publish
  * held deletions before a release.
@@ -26,9 +29,17 @@
 #include "model.h"
 #include "util.h"
 
-/* The ids of one file, sorted, for the lookups of the live-id walk. */
+/* One line's id, its meta.modified (INT64_MIN if none) and where the line is. */
+struct id_line {
+    char id[37]; /* first: the lookups compare an id with it */
+    uint32_t len;
+    int64_t at, modified;
+};
+
+/* The ids of one file, sorted, in file order for each id, for the lookups of
+ * the live-id walk. */
 struct idset {
-    char (*v)[37];
+    struct id_line *v;
     size_t n, cap;
 };
 
@@ -37,8 +48,27 @@ static int id_cmp(const void *a, const void *b)
     return strcmp(a, b);
 }
 
-/* Adds the id of one line to the set; false if the line has no valid id. */
-static bool scan_line(const struct sk_entity *e, const char *line, size_t len, struct idset *s)
+static int line_cmp(const void *a, const void *b)
+{
+    const struct id_line *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+static struct id_line *idset_add(struct idset *s, const char *id)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->v = sk_realloc(s->v, s->cap * sizeof(*s->v));
+    }
+    struct id_line *l = &s->v[s->n++];
+    snprintf(l->id, sizeof(l->id), "%s", id);
+    return l;
+}
+
+/* Adds the id of the line at file offset `at` to the set; false if the line has no valid id. */
+static bool scan_line(const struct sk_entity *e, const char *line, size_t len, int64_t at,
+                      struct idset *s)
 {
     uint8_t *value = NULL;
     size_t value_len = 0;
@@ -48,11 +78,10 @@ static bool scan_line(const struct sk_entity *e, const char *line, size_t len, s
     if (sk_codec_encode(e, line, len, &value, &value_len, id, &modified_us, &err) != 0)
         return false;
     free(value);
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 256;
-        s->v = sk_realloc(s->v, s->cap * sizeof(*s->v));
-    }
-    memcpy(s->v[s->n++], id, 37);
+    struct id_line *l = idset_add(s, id);
+    l->len = (uint32_t)len;
+    l->at = at;
+    l->modified = modified_us;
     return true;
 }
 
@@ -75,6 +104,7 @@ static int scan_ids(const struct jsonl_source *src, const struct jsonl_file *f, 
     size_t cap = src->max_line + 2;
     char *line = sk_malloc(cap);
     int rc = 0;
+    int64_t at = 0;
     while (fgets(line, (int)(cap < INT_MAX ? cap : INT_MAX), in)) {
         size_t n = strlen(line);
         if (n > 0 && line[n - 1] != '\n' && !feof(in)) {
@@ -87,14 +117,15 @@ static int scan_ids(const struct jsonl_source *src, const struct jsonl_file *f, 
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
                          line[n - 1] == '\t'))
             n--;
-        if (n > 0 && !scan_line(f->entity, line, n, s))
+        if (n > 0 && !scan_line(f->entity, line, n, at, s))
             rc = 1;
+        at = ftello(in);
     }
     if (ferror(in))
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "%s: read: %s", f->path, strerror(errno));
     free(line);
     fclose(in);
-    qsort(s->v, s->n, sizeof(*s->v), id_cmp);
+    qsort(s->v, s->n, sizeof(*s->v), line_cmp);
     return rc;
 }
 
@@ -124,11 +155,43 @@ static void gone_id(void *ctx, const char *id)
     g->live++;
     if (g->file->n && bsearch(id, g->file->v, g->file->n, sizeof(*g->file->v), id_cmp))
         return;
-    if (g->dels.n == g->dels.cap) {
-        g->dels.cap = g->dels.cap ? g->dels.cap * 2 : 64;
-        g->dels.v = sk_realloc(g->dels.v, g->dels.cap * sizeof(*g->dels.v));
+    idset_add(&g->dels, id);
+}
+
+/*
+ * An id on several lines of one file: a sink keeps the line whose
+ * meta.modified is not older than the one it holds (the stale-update guard;
+ * the arriving one when either has none), Kafka's compaction the last line.
+ * Where they differ, the line the sinks kept is published again after the
+ * last, so that a target filled again from the topic gets it too. Returns
+ * how many ids were on more than one line.
+ */
+static size_t republish_kept(const struct jsonl_file *f, int fd, const struct idset *s,
+                             struct jsonl_poll *poll)
+{
+    size_t dups = 0;
+    for (size_t i = 0, j; i < s->n; i = j) {
+        size_t kept = i;
+        for (j = i + 1; j < s->n && strcmp(s->v[j].id, s->v[i].id) == 0; j++) {
+            int64_t was = s->v[kept].modified, now = s->v[j].modified;
+            if (was == INT64_MIN || now == INT64_MIN || now >= was)
+                kept = j;
+        }
+        dups += j - i > 1;
+        if (kept == j - 1)
+            continue;
+        const struct id_line *l = &s->v[kept];
+        char *line = sk_malloc(l->len ? l->len : 1);
+        uint8_t *value = NULL;
+        size_t value_len = 0;
+        char id[37];
+        struct sk_error err = {0};
+        if (pread(fd, line, l->len, l->at) == (ssize_t)l->len &&
+            sk_codec_encode(f->entity, line, l->len, &value, &value_len, id, NULL, &err) == 0)
+            sk_batch_add(poll->out, f->entity, id, value, value_len, poll->observed_us);
+        free(line);
     }
-    snprintf(g->dels.v[g->dels.n++], 37, "%s", id);
+    return dups;
 }
 
 /*
@@ -150,6 +213,12 @@ static int finish(struct jsonl_source *src, const struct jsonl_file *f, int fd, 
         rc = 0;
         goto out;
     }
+    size_t dups = rc >= 0 ? republish_kept(f, fd, &ids, poll) : 0;
+    if (dups)
+        sk_warn(src->component,
+                "%s: %zu id(s) on more than one line; the line of the newest meta.modified of "
+                "each is the one kept",
+                f->path, dups);
     if (rc == 1) {
         sk_warn(src->component,
                 "%s: a line without a valid id, or over max_line_size (dead-lettered); no "
@@ -177,7 +246,7 @@ static int finish(struct jsonl_source *src, const struct jsonl_file *f, int fd, 
         goto out;
     }
     for (size_t k = 0; k < g.dels.n; k++)
-        sk_batch_add(poll->out, f->entity, g.dels.v[k], NULL, 0, poll->observed_us);
+        sk_batch_add(poll->out, f->entity, g.dels.v[k].id, NULL, 0, poll->observed_us);
     if (g.dels.n)
         sk_info(src->component, "%s: %zu id(s) no longer in the snapshot: %s deletion(s) published",
                 f->path, g.dels.n, released ? "released" : "their");
