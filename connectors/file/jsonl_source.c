@@ -621,6 +621,16 @@ static bool fingerprint(struct jsonl_source *src, int fd, const struct jsonl_pos
            hash_range(src, fd, p->offset - out->tail_len, out->tail_len, &out->tail_hash);
 }
 
+/* Why a file of mode m is not read, or NULL for a regular file. */
+static const char *not_regular(mode_t m)
+{
+    if (S_ISREG(m))
+        return NULL;
+    return S_ISDIR(m)    ? "a directory, not a regular file"
+           : S_ISFIFO(m) ? "a FIFO, not a regular file"
+                         : "not a regular file";
+}
+
 /*
  * Opens one of the directory's files. Only a regular file is read (a FIFO
  * would block open and read for ever), and a link only to a file inside the
@@ -642,11 +652,8 @@ static int open_file(struct jsonl_source *src, const struct jsonl_file *f, struc
         return -1;
     }
     char real[PATH_MAX];
-    if (!S_ISREG(st->st_mode)) {
-        *why = S_ISDIR(st->st_mode)    ? "a directory, not a regular file"
-               : S_ISFIFO(st->st_mode) ? "a FIFO, not a regular file"
-                                       : "not a regular file";
-    } else if (src->dir_real && !src->follow_symlinks) {
+    *why = not_regular(st->st_mode);
+    if (!*why && src->dir_real && !src->follow_symlinks) {
         char link[64];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, real, sizeof(real) - 1);
@@ -873,10 +880,13 @@ static void probe_dir(const struct jsonl_conf *conf, struct sk_probe *p)
     char first[64] = "";
     for (size_t i = 0; sk_entities[i]; i++) {
         char *file = sk_asprintf("%s/%s%s", conf->path, sk_entities[i]->collection, JSONL_SUFFIX);
-        bool exists = access(file, F_OK) == 0;
+        struct stat st;
+        bool exists = stat(file, &st) == 0;
+        const char *why = exists ? not_regular(st.st_mode) : NULL;
         bool readable = exists && access(file, R_OK) == 0;
-        if (exists && !readable) {
-            sk_probe_fail(p, "path", FIX_READ, "%s: not readable by this user", file);
+        if (why || (exists && !readable)) {
+            sk_probe_fail(p, "path", why ? "put the export there as a regular file" : FIX_READ,
+                          "%s: %s", file, why ? why : "not readable by this user");
             free(file);
             return;
         }

@@ -145,7 +145,7 @@ Test(check_connect, unreadable_files_and_missing_directory_fail, .timeout = 60)
     free(dir);
 }
 
-Test(check_connect, files_that_are_no_database_or_empty_directories_fail, .timeout = 60)
+Test(check_connect, files_that_are_no_database_or_empty_directories_or_fifos_fail, .timeout = 60)
 {
     char *dir = skt_tmpdir("cc-files");
     char *empty = skt_fmt("%s/empty", dir);
@@ -154,22 +154,30 @@ Test(check_connect, files_that_are_no_database_or_empty_directories_fail, .timeo
     skt_write(notdb, "not a database, just text long enough\n");
     char *db = skt_fmt("%s/real.db", dir);
     skt_sqlite_exec(db, "CREATE TABLE t(x)");
+    /* a collection's name on a FIFO: the source would not read it (retrying) */
+    char *fifo = skt_fmt("%s/fifo", dir), *persons = skt_fmt("%s/fifo/persons.jsonl", dir);
+    mkdir(fifo, 0755);
+    cr_assert_eq(mkfifo(persons, 0600), 0);
     char *text = skt_fmt("kafka: {brokers: embedded}\n"
                          "sources:\n  files: {type: jsonl-source, path: %s}\n"
+                         "  fifo: {type: jsonl-source, path: %s}\n"
                          "sinks:\n"
                          "  text: {type: sqlite-sink, path: %s}\n"
                          "  real: {type: sqlite-sink, path: %s}\n"
                          "  csv: {type: oneroster-csv-sink, state_dir: %s, output_dir: %s/out}\n",
-                         empty, notdb, db, dir, dir);
+                         empty, fifo, notdb, db, dir, dir);
     int rc;
     char *out = check_text(dir, text, NULL, 30, &rc);
     cr_assert_eq(rc, 1, "%s", out);
     expect_line(out, "FAIL files path:", "holds no <collection>.jsonl file");
+    expect_line(out, "FAIL fifo path:", "persons.jsonl: a FIFO, not a regular file");
+    free(fifo);
+    free(persons);
     expect_line(out, "FAIL text path:", "not an SQLite database");
     expect_line(out, "ok   real path:", "an SQLite database, readable and writable");
     expect_line(out, "FAIL csv output_dir:", "/out: No such file or directory");
     expect_line(out, "ok   csv state_dir:", "oneroster-state.db does not exist yet");
-    cr_assert_eq(count_lines(out, "FAIL "), 3, "%s", out);
+    cr_assert_eq(count_lines(out, "FAIL "), 4, "%s", out);
     free(out);
     free(db);
     free(notdb);
@@ -533,8 +541,13 @@ Test(check_connect, topics_that_delete_old_records_are_refused, .timeout = 120)
     static const char *const bounded[] = {"cleanup.policy", "compact,delete", "retention.ms",
                                           "604800000", NULL};
     /* kept, but a deletion only for Kafka's default day: said, not refused */
-    static const char *const unbounded[] = {"cleanup.policy", "compact,delete", "retention.ms",
-                                            "-1", "delete.retention.ms", "86400000", NULL};
+    static const char *const unbounded[] = {"cleanup.policy",
+                                            "compact,delete",
+                                            "retention.ms",
+                                            "-1",
+                                            "delete.retention.ms",
+                                            "86400000",
+                                            NULL};
     static const char *const compacted[] = {"cleanup.policy", "compact", "delete.retention.ms",
                                             "604800000", NULL};
     skt_topic_settings(cursors, true, deleting);
