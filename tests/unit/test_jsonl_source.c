@@ -1109,3 +1109,31 @@ Test(jsonl_source, snapshot_a_settled_file_without_its_last_newline_is_said)
     cr_assert(strstr(log, "persons.jsonl: does not end with a newline; not taken"), "%s", log);
     free(log);
 }
+
+/* What other programs write, read as meant: a UTF-8 BOM before the first
+ * line, CRLF endings, a line of blanks, an id in upper case (keyed in lower
+ * case), a key twice (the first is the field and the key, the second kept in
+ * _unknown); an id in braces is no UUID: dead-lettered with its line. */
+Test(jsonl_source, a_bom_crlf_blank_lines_upper_case_ids_and_duplicate_keys)
+{
+    write_file("persons.jsonl", "w",
+               "\xEF\xBB\xBF{\"id\":\"00000000-0000-4000-8000-000000000001\"}\r\n"
+               " \t \r\n"
+               "{\"id\":\"00000000-0000-4000-8000-00000000000A\"}\r\n"
+               "{\"id\":\"{00000000-0000-4000-8000-000000000003}\"}\r\n"
+               "{\"id\":\"00000000-0000-4000-8000-000000000004\","
+               "\"id\":\"00000000-0000-4000-8000-000000000005\"}\r\n");
+    open_dir(100);
+    poll_next();
+    cr_assert_eq(batch.n, 3);
+    cr_assert_str_eq(batch.recs[0].key, uuid(1));
+    cr_assert_str_eq(batch.recs[1].key, "00000000-0000-4000-8000-00000000000a");
+    cr_assert_str_eq(batch.recs[2].key, uuid(4));
+    struct sk_error err = {0};
+    char *json = sk_codec_decode(batch.recs[2].entity, batch.recs[2].value, batch.recs[2].value_len,
+                                 NULL, &err);
+    cr_assert(json && strstr(json, uuid(5)), "the second id was lost: %s", json ? json : err.msg);
+    free(json);
+    cr_assert_eq(batch.n_bad, 1);
+    cr_assert_str_eq(batch.bad[0].where, "persons.jsonl:4");
+}
