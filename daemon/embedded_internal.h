@@ -20,6 +20,7 @@ struct jpart {
     int64_t topic_id; /* estore_topics.id */
     int32_t partition;
     bool cursor;       /* the cursor topic: written only after its data (§5.8) */
+    int64_t restored;  /* offset after the last record restored at start */
     int64_t received;  /* offset after the last message the journal consumer got */
     int64_t persisted; /* offset after the last record on disk (under mu) */
     int64_t target;    /* this round's end offset */
@@ -47,6 +48,8 @@ struct sk_estore {
     sqlite3_stmt *insert;
     struct sk_log_limit write_limit;
     char failing[400]; /* under mu: why the last write failed, "" once one succeeded */
+    char **looked;     /* under mu: the sinks sk_estore_first_look saw */
+    size_t n_looked;
 };
 
 /* The store's SQL tables (embedded_store.c creates them). */

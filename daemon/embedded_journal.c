@@ -257,6 +257,7 @@ static int load_parts(struct sk_estore *s, struct sk_error *err)
                 .topic_id = topic_id,
                 .partition = mt->partitions[p].id,
                 .cursor = strcmp(mt->topic, cursors) == 0,
+                .restored = next,
                 .received = next,
                 .persisted = next,
                 .target = next,
@@ -324,6 +325,11 @@ void estore_journal_stop(struct sk_estore *s)
     free(s->parts);
     s->parts = NULL;
     s->n_parts = 0;
+    for (size_t i = 0; i < s->n_looked; i++)
+        free(s->looked[i]);
+    free(s->looked);
+    s->looked = NULL;
+    s->n_looked = 0;
 }
 
 int sk_estore_await(struct sk_estore *s, rd_kafka_message_t *const *msgs, size_t n,
@@ -359,4 +365,30 @@ int sk_estore_await(struct sk_estore *s, rd_kafka_message_t *const *msgs, size_t
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+bool sk_estore_first_look(struct sk_estore *s, const char *sink)
+{
+    if (!s || !s->started)
+        return false;
+    pthread_mutex_lock(&s->mu);
+    bool first = true;
+    for (size_t i = 0; i < s->n_looked && first; i++)
+        first = strcmp(s->looked[i], sink) != 0;
+    if (first) {
+        s->looked = sk_realloc(s->looked, (s->n_looked + 1) * sizeof(*s->looked));
+        s->looked[s->n_looked++] = sk_strdup(sink);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return first;
+}
+
+int64_t sk_estore_restored_end(const struct sk_estore *s, const char *topic, int32_t partition)
+{
+    if (!s || !s->started)
+        return -1;
+    for (size_t i = 0; i < s->n_parts; i++) /* fixed once started */
+        if (s->parts[i].partition == partition && strcmp(s->parts[i].topic, topic) == 0)
+            return s->parts[i].restored;
+    return -1;
 }

@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -64,5 +65,20 @@ void sk_estore_close(struct sk_estore *s);
  */
 int sk_estore_await(struct sk_estore *s, rd_kafka_message_t *const *msgs, size_t n,
                     const atomic_bool *stop, char *why, size_t why_size);
+
+/*
+ * Where a sink's target may be ahead of the store: a sink never applies past
+ * the store (sk_estore_await), so a target that stored, under the same
+ * incarnation, an offset past the end the store restored applied records the
+ * store lost (an older copy put back, a -wal deleted or torn after a kill
+ * -9), and the broker gives those offsets to new records: the sink must
+ * resume at that end. sk_estore_first_look is true once per sink name in a
+ * process (later assignments may hold offsets this process journaled);
+ * sk_estore_restored_end is the offset after the last record of topic
+ * [partition] restored at start, -1 if the journal does not copy it (NULL s,
+ * not started, a topic created later).
+ */
+bool sk_estore_first_look(struct sk_estore *s, const char *sink);
+int64_t sk_estore_restored_end(const struct sk_estore *s, const char *topic, int32_t partition);
 
 #endif

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embedded_store.h"
 #include "log.h"
 #include "model.h"
 #include "sink_internal.h"
@@ -490,6 +491,10 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
             in_target = true;
     }
     int from_start = 0;
+    struct sk_estore *store = sk_kafka_estore(env->kafka);
+    bool look = in_target && sk_estore_first_look(store, env->runner.name);
+    int behind = 0;
+    char first_behind[320] = "";
     parts_clear(run);
     run->dropped = false; /* the consumer starts again where the target or group says */
     run->parts = sk_calloc((size_t)parts->cnt + 1, sizeof(*run->parts));
@@ -509,6 +514,16 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
                 p->next = stored.v[j].next_offset;
             }
         }
+        /* The embedded broker's store lost records the target applied: the
+         * offsets past its end belong to new records (§5.8). */
+        int64_t end = look ? sk_estore_restored_end(store, tp->topic, tp->partition) : -1;
+        if (end >= 0 && p->next > end) {
+            if (!behind++)
+                snprintf(first_behind, sizeof(first_behind), "%s [%d] at %lld, the store %lld",
+                         tp->topic, (int)tp->partition, (long long)p->next, (long long)end);
+            tp->offset = end;
+            p->next = end;
+        }
         /* A target without an offset for the partition applied nothing of
          * it (a new or emptied database): from the start, whatever the group
          * committed for the target it had before. */
@@ -517,6 +532,11 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
             from_start++;
         }
     }
+    if (behind)
+        sk_warn(env->runner.name,
+                "the target applied %d partition(s) further than the embedded store holds (%s; "
+                "an older copy of it, or its -wal lost): resuming where the store ends",
+                behind, first_behind);
     run->member_lost_ms = 0; /* a member again */
     sink_seen_now(run);
     atomic_store(&env->runner.partitions, parts->cnt);
