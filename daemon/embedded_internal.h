@@ -55,6 +55,10 @@ struct sk_estore {
 /* The store's SQL tables (embedded_store.c creates them). */
 #define ESTORE_RECORDS "estore_records"
 #define ESTORE_TOPICS "estore_topics"
+/* A record's checksum in SQL (embedded_store.c registers the function on the
+ * store's connection): written with every record, checked at open. */
+#define ESTORE_SUM(topic, partition, key, value, headers, ts)                                    \
+    "estore_sum(" topic ", " partition ", " key ", " value ", " headers ", " ts ")"
 
 /*
  * Headers as stored: per header a 4-byte name length, the name, a 4-byte

@@ -117,6 +117,7 @@ static int insert(struct sk_estore *s, const struct jpart *p, const rd_kafka_mes
         sqlite3_bind_null(q, 6);
     rd_kafka_timestamp_type_t tstype;
     sqlite3_bind_int64(q, 7, rd_kafka_message_timestamp(m, &tstype));
+    sqlite3_bind_text(q, 8, p->topic, -1, SQLITE_STATIC);
     return sk_state_run(s->st, q, false, err);
 }
 
@@ -288,7 +289,9 @@ int sk_estore_start(struct sk_estore *s, struct sk_error *err)
     if (e)
         return sk_error_set(err, SK_ERR_FATAL, "embedded store: assign: %s", rd_kafka_err2str(e));
     if (sk_state_prepare(
-            s->st, "INSERT OR IGNORE INTO " ESTORE_RECORDS " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            s->st,
+            "INSERT OR IGNORE INTO " ESTORE_RECORDS " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, " ESTORE_SUM(
+                "?8", "?2", "?4", "?5", "?6", "?7") ")",
             &s->insert, err))
         return -1;
     if (sk_thread_start(&s->thread, journal_thread, s, "estore-journal", NULL))

@@ -18,8 +18,9 @@
 #include "kafka.h"
 #include "util.h"
 
-/* Bumped when the tables change in a way an older daemon cannot read. */
-#define ESTORE_FORMAT "1"
+/* Bumped when the tables change in a way an older daemon cannot read. 2: the
+ * records' checksums (a store of format 1 gets the column, its rows none). */
+#define ESTORE_FORMAT "2"
 /* Compaction at open: only when over this many records and over twice the live ones. */
 #define COMPACT_MIN_RECORDS 1000
 
@@ -119,6 +120,15 @@ static int schema(struct sk_state *st, void *arg, struct sk_error *err)
         char *format = query_text(db, "SELECT value FROM estore_meta WHERE key = 'format'");
         if (!format) {
             c->problem = sk_strdup("it holds no store: empty, truncated or another file");
+        } else if (strcmp(format, "1") == 0) {
+            if (sk_state_exec(st,
+                              "ALTER TABLE " ESTORE_RECORDS " ADD COLUMN crc INTEGER;"
+                              "UPDATE estore_meta SET value = '" ESTORE_FORMAT
+                              "' WHERE key = 'format'",
+                              err)) {
+                free(format);
+                return -1;
+            }
         } else if (strcmp(format, ESTORE_FORMAT) != 0) {
             c->problem = sk_asprintf("format %s, this daemon knows %s", format, ESTORE_FORMAT);
         }
@@ -134,7 +144,8 @@ static int schema(struct sk_state *st, void *arg, struct sk_error *err)
                       "compact INTEGER NOT NULL);"
                       "CREATE TABLE IF NOT EXISTS " ESTORE_RECORDS "(topic INTEGER NOT NULL, "
                       "partition INTEGER NOT NULL, offset INTEGER NOT NULL, key BLOB, value BLOB, "
-                      "headers BLOB, ts INTEGER NOT NULL, PRIMARY KEY(topic, partition, offset)) "
+                      "headers BLOB, ts INTEGER NOT NULL, crc INTEGER, "
+                      "PRIMARY KEY(topic, partition, offset)) "
                       "WITHOUT ROWID;"
                       "INSERT OR IGNORE INTO estore_meta VALUES('format', '" ESTORE_FORMAT "');",
                       err))
@@ -162,6 +173,42 @@ static int save_incarnation(struct sk_estore *s, struct sk_error *err)
     return rc;
 }
 
+/*
+ * ESTORE_SUM(topic name, partition, key, value, headers, ts): FNV-1a over
+ * every field but the offset (compaction renumbers), NULL told from empty.
+ * SQLite checks its pages' structure, not the bytes of a value: a flipped
+ * byte in a record restored it silently changed, and a sink reading from the
+ * start applied a name the source never had.
+ */
+static void estore_sum(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (int i = 0; i < argc; i++) {
+        int type = sqlite3_value_type(argv[i]);
+        const unsigned char *p = type == SQLITE_INTEGER ? NULL : sqlite3_value_blob(argv[i]);
+        int64_t v = type == SQLITE_INTEGER ? sqlite3_value_int64(argv[i])
+                                           : (int64_t)sqlite3_value_bytes(argv[i]);
+        unsigned char head[9] = {(unsigned char)type};
+        for (int b = 0; b < 8; b++)
+            head[1 + b] = (unsigned char)((uint64_t)v >> (8 * b));
+        for (int b = 0; b < 9; b++)
+            h = (h ^ head[b]) * 1099511628211ULL;
+        for (int64_t b = 0; p && b < v; b++)
+            h = (h ^ p[b]) * 1099511628211ULL;
+    }
+    sqlite3_result_int64(ctx, (sqlite3_int64)h);
+}
+
+/* The first record whose checksum is wrong, as text (malloc'ed), NULL if none. */
+static char *bad_record(sqlite3 *db)
+{
+    return query_text(db, "SELECT printf('record %s [%d] at offset %lld does not match its "
+                          "checksum', t.name, r.partition, r.offset) FROM " ESTORE_RECORDS
+                          " r JOIN " ESTORE_TOPICS " t ON t.id = r.topic WHERE r.crc IS NOT NULL "
+                          "AND r.crc != " ESTORE_SUM("t.name", "r.partition", "r.key",
+                                                     "r.value", "r.headers", "r.ts") " LIMIT 1");
+}
+
 /* Opens path: NULL with err and *problem (malloc'ed) if the file is damaged. */
 static struct sk_state *try_open(const char *path, char **problem, struct sk_error *err)
 {
@@ -183,11 +230,16 @@ static struct sk_state *try_open(const char *path, char **problem, struct sk_err
         return NULL;
     }
     free(c.problem);
+    sqlite3 *db = sk_state_db(st);
+    sqlite3_create_function(db, "estore_sum", 6, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                            estore_sum, NULL, NULL);
     /* quick_check reads every page (a truncated or overwritten file fails it)
-     * without the index cross-checks of integrity_check. */
-    char *check = query_text(sk_state_db(st), "PRAGMA quick_check");
-    if (!check || strcmp(check, "ok") != 0) {
-        *problem = sk_asprintf("quick_check: %s", check ? check : sqlite3_errmsg(sk_state_db(st)));
+     * without the index cross-checks of integrity_check; the checksums what
+     * the pages hold. */
+    char *check = query_text(db, "PRAGMA quick_check");
+    char *bad = check && strcmp(check, "ok") == 0 ? bad_record(db) : NULL;
+    if (!check || strcmp(check, "ok") != 0 || bad) {
+        *problem = bad ? bad : sk_asprintf("quick_check: %s", check ? check : sqlite3_errmsg(db));
         free(check);
         sk_state_close(st);
         sk_error_set(err, SK_ERR_FATAL, "%s", *problem);
