@@ -13,6 +13,7 @@
  *   - kill -9 at random moments during a sync, changes (deletions included)
  *     at the server while it is down: after each restart SQLite equals the
  *     server (SK_EMBEDDED_TRIALS, default 10; seed SK_EMBEDDED_SEED);
+ *   - a second daemon on the same embedded_dir is refused at start;
  *   - a sink applies only what the store holds: with the store locked by
  *     another process (the journal cannot write), a change at the server
  *     does not reach the target, and /ready says 503 with the sink
@@ -22,7 +23,13 @@
  *   - a truncated and a corrupt store file, with changes (deletions among
  *     them) made at the server while the daemon was down: a clear log line
  *     naming the file, the file moved aside, a full sync, and the target
- *     equal to the server (the deletions by the sinks' snapshot sweep).
+ *     equal to the server (the deletions by the sinks' snapshot sweep);
+ *   - an older copy of the store put back under a target that applied
+ *     more: the sink resumes where the store ends and skips nothing;
+ *   - a byte flipped inside a stored record: found by its checksum, the
+ *     store moved aside, and a sink reading from the start gets no invented
+ *     value;
+ *   - a delta's records on disk without its cursor: they come again.
  *
  * Needs no Kafka. The server and the daemon die with the test process and
  * are stopped by the suite's fini in every path.
@@ -459,6 +466,13 @@ Test(embedded_restart, a_sink_applies_only_what_the_store_holds, .timeout = 300)
     env_setup(&e, "estore-gate", 30, 1305, "");
     daemon_start(&e);
     wait_equal(&e, 120, "first sync");
+    /* a second daemon on the same store (by mistake) is refused, and says why */
+    char *cmd = skt_fmt("%s run --once -c %s 2>&1", skt_skolsync(), e.cfg), *out = NULL;
+    cr_assert_eq(skt_sh(cmd, 30, &out), 1, "a second daemon on %s: %s", e.store, out);
+    cr_assert(strstr(out, "is in use by another skolsync process"), "%s", out);
+    cr_assert(alive(g_daemon), "the first daemon died (log %s)", e.log);
+    free(out);
+    free(cmd);
     /* Another process holds the store's write lock: the journal cannot
      * commit (it retries), so nothing new is on disk. */
     char *path = skt_fmt("%s/embedded.db", e.store);
@@ -579,5 +593,48 @@ Test(embedded_restart, a_flipped_byte_in_a_stored_record_is_found, .timeout = 30
     free(all);
     free(path);
     cJSON_Delete(dump);
+    env_free(&e);
+}
+
+/*
+ * A restart after a delta's records were journaled but before its cursor
+ * was (the journal writes a cursor only after its records, so a kill -9
+ * can leave this): the source polls again from the older cursor and the
+ * records come again, changing nothing that is right. The reverse, a
+ * cursor on disk without its records, the journal never writes (§5.8).
+ */
+Test(embedded_restart, records_journaled_without_their_cursor_come_again, .timeout = 300)
+{
+    struct env e = {0};
+    env_setup(&e, "estore-nocursor", 30, 1308, "");
+    sync_and_stop(&e);
+    char *path = skt_fmt("%s/embedded.db", e.store);
+    static const char cursors[] = "(SELECT id FROM estore_topics WHERE name LIKE '%_cursors')";
+    char *sql = skt_fmt("SELECT max(offset) FROM estore_records WHERE topic = %s", cursors);
+    char *last = skt_sqlite_value(path, sql, NULL);
+    cr_assert(last, "no cursor in %s", path);
+    unsigned rng = 1308;
+    char prev[64][37];
+    int n_prev = 0;
+    cr_assert_gt(skt_ss_mutate(e.port, 1, &rng, prev, &n_prev), 0);
+    free(run_once(&e));
+    /* the delta's records stay, its cursors go */
+    char *after = skt_sqlite_value(path, sql, NULL);
+    cr_assert(after && atol(after) > atol(last), "the delta stored no cursor (log %s)", e.log);
+    free(sql);
+    sql = skt_fmt("DELETE FROM estore_records WHERE topic = %s AND offset > %s", cursors, last);
+    skt_sqlite_exec(path, sql);
+    cr_assert_gt(skt_ss_mutate(e.port, 2, &rng, prev, &n_prev), 0);
+    long seq = skt_ss_last_seq(e.port);
+    free(run_once(&e));
+    char why[2048];
+    cr_assert(db_equals_server(&e, why, sizeof(why)), "%s (log %s)", why, e.log);
+    char first[512];
+    cr_assert_eq(skt_ss_full_listings(e.port, seq, first, sizeof(first)), 0,
+                 "a full listing: the older cursor was lost too (%s)", first);
+    free(sql);
+    free(after);
+    free(last);
+    free(path);
     env_free(&e);
 }
