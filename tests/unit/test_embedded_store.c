@@ -5,7 +5,9 @@
  * kafka.embedded_dir at the same partitions and offsets, with their keys,
  * values (tombstones too), headers and the same incarnation; a store most of
  * which is overwritten is compacted at open (latest value per key, tombstones
- * kept, offsets renumbered, a new incarnation); a directory in use is
+ * kept, offsets renumbered, a new incarnation); a record that does not
+ * match its checksum makes the store damaged (a store of format 1, before
+ * the checksums, is kept and checked from then on); a directory in use is
  * refused; under systemd $STATE_DIRECTORY/embedded is the default.
  */
 #include <stdio.h>
@@ -224,6 +226,59 @@ Test(embedded_store, an_overwritten_store_is_compacted_with_a_new_incarnation, .
     sk_kafka_destroy(k);
     free(rb.v);
     free(recs);
+    free(topic);
+    free(incarnation);
+    free(dir);
+}
+
+Test(embedded_store, records_are_checked_against_their_checksums, .timeout = 120)
+{
+    sk_log_setup(SK_LOG_WARN, false);
+    char *dir = skt_tmpdir("estore-sum");
+    struct sk_kafka *k = start(dir);
+    char *incarnation = sk_strdup(sk_kafka_incarnation(k));
+    char *topic = sk_kafka_topic_for(k, "persons");
+    struct rec recs[6];
+    memset(recs, 0, sizeof(recs));
+    for (int i = 0; i < 6; i++) {
+        recs[i].partition = i % 3;
+        snprintf(recs[i].key, sizeof(recs[i].key), "key-%d", i);
+        snprintf(recs[i].value, sizeof(recs[i].value), "value %d", i);
+    }
+    produce(k, topic, recs, 6);
+    sk_kafka_destroy(k);
+    /* a store of format 1, as a daemon before the checksums wrote it */
+    char *db = skt_fmt("%s/embedded.db", dir);
+    skt_sqlite_exec(db, "ALTER TABLE estore_records DROP COLUMN crc; "
+                        "UPDATE estore_meta SET value = '1' WHERE key = 'format'");
+    k = start(dir);
+    cr_assert_str_eq(sk_kafka_incarnation(k), incarnation, "a format-1 store was not kept");
+    struct readback rb = read_all(k, topic, 3);
+    cr_assert_eq(rb.n, 6, "%zu records restored of 6", rb.n);
+    struct rec more = {.partition = 1, .key = "key-new", .value = "after"};
+    produce(k, topic, &more, 1);
+    sk_kafka_destroy(k);
+    char *format = skt_sqlite_value(db, "SELECT value FROM estore_meta WHERE key = 'format'", NULL);
+    char *sums = skt_sqlite_value(db, "SELECT count(crc) FROM estore_records", NULL);
+    cr_assert_str_eq(format, "2");
+    cr_assert_str_eq(sums, "1", "the record written after the upgrade has no checksum");
+    /* its value changed behind the store's back: damaged, moved aside */
+    skt_sqlite_exec(db, "UPDATE estore_records SET value = CAST('afteR' AS BLOB) "
+                        "WHERE crc IS NOT NULL");
+    k = start(dir);
+    cr_assert_str_neq(sk_kafka_incarnation(k), incarnation, "a record that does not match its "
+                                                            "checksum was restored");
+    free(rb.v);
+    rb = read_all(k, topic, 3);
+    cr_assert_eq(rb.n, 0, "%zu records restored from a damaged store", rb.n);
+    sk_kafka_destroy(k);
+    char *aside = skt_fmt("ls %s/embedded.db.damaged-*", dir);
+    cr_assert_eq(skt_sh(aside, 10, NULL), 0, "the damaged store was not moved aside");
+    free(aside);
+    free(rb.v);
+    free(sums);
+    free(format);
+    free(db);
     free(topic);
     free(incarnation);
     free(dir);
