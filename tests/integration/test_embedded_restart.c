@@ -64,8 +64,12 @@ TestSuite(embedded_restart, .fini = cleanup);
 
 struct env {
     char *dir, *cfg, *log, *db, *store;
+    char *path; /* the store's file */
     int port;
     int starts, compares;
+    unsigned rng; /* change(): the waves of changes at the server */
+    char prev[64][37];
+    int n_prev, wave;
 };
 
 /* source_extra: more options of the source (YAML lines indented by four), or "". */
@@ -77,6 +81,7 @@ static void env_setup(struct env *e, const char *tag, int students, unsigned see
     e->log = skt_fmt("%s/daemon.log", e->dir);
     e->db = skt_fmt("%s/target.db", e->dir);
     e->store = skt_fmt("%s/broker", e->dir);
+    e->path = skt_fmt("%s/embedded.db", e->store);
     e->port = skt_ss_start(e->dir, students, seed, &g_server);
     char *text = skt_fmt("kafka:\n"
                          "  brokers: embedded\n"
@@ -115,6 +120,7 @@ static void env_free(struct env *e)
     free(e->log);
     free(e->db);
     free(e->store);
+    free(e->path);
 }
 
 static bool alive(pid_t pid)
@@ -183,6 +189,13 @@ static int64_t wait_equal(struct env *e, int timeout_s, const char *when)
     }
 }
 
+/* One wave of changes at the server (deletions among them). */
+static void change(struct env *e)
+{
+    cr_assert_gt(skt_ss_mutate(e->port, ++e->wave, &e->rng, e->prev, &e->n_prev), 0);
+}
+
+
 /* A synced state, stopped cleanly. */
 static void sync_and_stop(struct env *e)
 {
@@ -222,6 +235,24 @@ static int log_count(struct env *e, const char *text)
         n++;
     free(all);
     return n;
+}
+
+/* One cycle (run_once), then the target equals the server and the log says line (if any). */
+static void once_equal(struct env *e, const char *when, const char *line)
+{
+    free(run_once(e));
+    char why[2048];
+    cr_assert(db_equals_server(e, why, sizeof(why)), "%s: %s (log %s)", when, why, e->log);
+    cr_assert(!line || log_count(e, line) > 0, "%s: no \"%s\" in the log %s", when, line,
+              e->log);
+}
+
+/* The setup of env_setup (no source_extra), synced once and stopped cleanly. */
+static void env_synced(struct env *e, const char *tag, unsigned seed)
+{
+    env_setup(e, tag, 30, seed, "");
+    sync_and_stop(e);
+    e->rng = seed;
 }
 
 /* The admin port the running daemon logged last. */
@@ -371,7 +402,7 @@ Test(embedded_restart, kill_9_during_syncs_with_changes_while_down, .timeout = 9
 static void damaged_restart(struct env *e, const char *how, void (*damage)(const char *path),
                             int nth, unsigned *rng)
 {
-    char *path = skt_fmt("%s/embedded.db", e->store);
+    const char *path = e->path;
     char prev[64][37];
     int n_prev = 0;
     cr_assert_gt(skt_ss_mutate(e->port, nth, rng, prev, &n_prev), 0);
@@ -396,7 +427,6 @@ static void damaged_restart(struct env *e, const char *how, void (*damage)(const
                  "%s: no full sync after starting empty", how);
     free(pattern);
     free(line);
-    free(path);
 }
 
 static void truncate_half(const char *path)
@@ -475,7 +505,7 @@ Test(embedded_restart, a_sink_applies_only_what_the_store_holds, .timeout = 300)
     free(cmd);
     /* Another process holds the store's write lock: the journal cannot
      * commit (it retries), so nothing new is on disk. */
-    char *path = skt_fmt("%s/embedded.db", e.store);
+    const char *path = e.path;
     sqlite3 *lock = NULL;
     cr_assert_eq(sqlite3_open(path, &lock), SQLITE_OK);
     sqlite3_busy_timeout(lock, 10000);
@@ -518,7 +548,6 @@ Test(embedded_restart, a_sink_applies_only_what_the_store_holds, .timeout = 300)
     free(doc);
     free(body);
     free(id);
-    free(path);
     env_free(&e);
 }
 
@@ -530,29 +559,18 @@ Test(embedded_restart, a_sink_applies_only_what_the_store_holds, .timeout = 300)
 Test(embedded_restart, a_store_older_than_its_target_skips_nothing, .timeout = 300)
 {
     struct env e = {0};
-    env_setup(&e, "estore-older", 30, 1306, "");
-    sync_and_stop(&e);
-    char *path = skt_fmt("%s/embedded.db", e.store), *old = skt_fmt("%s.old", path);
-    char *cp = skt_fmt("cp %s %s", path, old);
+    env_synced(&e, "estore-older", 1306);
+    char *old = skt_fmt("%s.old", e.path);
+    char *cp = skt_fmt("cp %s %s", e.path, old);
     cr_assert_eq(skt_sh(cp, 10, NULL), 0);
-    unsigned rng = 1306;
-    char prev[64][37];
-    int n_prev = 0;
-    cr_assert_gt(skt_ss_mutate(e.port, 1, &rng, prev, &n_prev), 0);
-    free(run_once(&e));
-    char why[2048];
-    cr_assert(db_equals_server(&e, why, sizeof(why)), "before: %s (log %s)", why, e.log);
+    change(&e);
+    once_equal(&e, "before", NULL);
     /* the older copy back (a clean stop left no -wal), then more changes */
-    cr_assert_eq(rename(old, path), 0);
-    cr_assert_gt(skt_ss_mutate(e.port, 2, &rng, prev, &n_prev), 0);
-    free(run_once(&e));
-    cr_assert(db_equals_server(&e, why, sizeof(why)),
-              "the store older than the target: %s (log %s)", why, e.log);
-    cr_assert_gt(log_count(&e, "than the embedded store holds"), 0,
-                 "no warning about the store behind the target (log %s)", e.log);
+    cr_assert_eq(rename(old, e.path), 0);
+    change(&e);
+    once_equal(&e, "the store older than the target", "than the embedded store holds");
     free(cp);
     free(old);
-    free(path);
     env_free(&e);
 }
 
@@ -565,12 +583,11 @@ Test(embedded_restart, a_store_older_than_its_target_skips_nothing, .timeout = 3
 Test(embedded_restart, a_flipped_byte_in_a_stored_record_is_found, .timeout = 300)
 {
     struct env e = {0};
-    env_setup(&e, "estore-flip", 30, 1307, "");
-    sync_and_stop(&e);
+    env_synced(&e, "estore-flip", 1307);
     cJSON *dump = skt_ss_dump(e.port);
     const cJSON *p = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(dump, "persons"), 0);
     const char *name = cJSON_GetObjectItemCaseSensitive(p, "givenName")->valuestring;
-    char *path = skt_fmt("%s/embedded.db", e.store);
+    const char *path = e.path;
     size_t len, flipped = 0;
     char *all = sk_read_file(path, &len);
     cr_assert(all, "%s: no store after a clean stop", path);
@@ -583,15 +600,9 @@ Test(embedded_restart, a_flipped_byte_in_a_stored_record_is_found, .timeout = 30
     cr_assert(f && fwrite(all, 1, len, f) == len && fclose(f) == 0);
     char *rm = skt_fmt("rm -f %s %s-wal %s-shm", e.db, e.db, e.db);
     cr_assert_eq(skt_sh(rm, 10, NULL), 0);
-    free(run_once(&e));
-    char why[2048];
-    cr_assert(db_equals_server(&e, why, sizeof(why)), "a flipped byte in the store: %s (log %s)",
-              why, e.log);
-    cr_assert_eq(log_count(&e, "does not match its checksum"), 1,
-                 "no log line naming the record (log %s)", e.log);
+    once_equal(&e, "a flipped byte in the store", "does not match its checksum");
     free(rm);
     free(all);
-    free(path);
     cJSON_Delete(dump);
     env_free(&e);
 }
@@ -606,17 +617,13 @@ Test(embedded_restart, a_flipped_byte_in_a_stored_record_is_found, .timeout = 30
 Test(embedded_restart, records_journaled_without_their_cursor_come_again, .timeout = 300)
 {
     struct env e = {0};
-    env_setup(&e, "estore-nocursor", 30, 1308, "");
-    sync_and_stop(&e);
-    char *path = skt_fmt("%s/embedded.db", e.store);
+    env_synced(&e, "estore-nocursor", 1308);
+    const char *path = e.path;
     static const char cursors[] = "(SELECT id FROM estore_topics WHERE name LIKE '%_cursors')";
     char *sql = skt_fmt("SELECT max(offset) FROM estore_records WHERE topic = %s", cursors);
     char *last = skt_sqlite_value(path, sql, NULL);
     cr_assert(last, "no cursor in %s", path);
-    unsigned rng = 1308;
-    char prev[64][37];
-    int n_prev = 0;
-    cr_assert_gt(skt_ss_mutate(e.port, 1, &rng, prev, &n_prev), 0);
+    change(&e);
     free(run_once(&e));
     /* the delta's records stay, its cursors go */
     char *after = skt_sqlite_value(path, sql, NULL);
@@ -624,17 +631,14 @@ Test(embedded_restart, records_journaled_without_their_cursor_come_again, .timeo
     free(sql);
     sql = skt_fmt("DELETE FROM estore_records WHERE topic = %s AND offset > %s", cursors, last);
     skt_sqlite_exec(path, sql);
-    cr_assert_gt(skt_ss_mutate(e.port, 2, &rng, prev, &n_prev), 0);
+    change(&e);
     long seq = skt_ss_last_seq(e.port);
-    free(run_once(&e));
-    char why[2048];
-    cr_assert(db_equals_server(&e, why, sizeof(why)), "%s (log %s)", why, e.log);
+    once_equal(&e, "the cursors lost", NULL);
     char first[512];
     cr_assert_eq(skt_ss_full_listings(e.port, seq, first, sizeof(first)), 0,
                  "a full listing: the older cursor was lost too (%s)", first);
     free(sql);
     free(after);
     free(last);
-    free(path);
     env_free(&e);
 }
