@@ -57,7 +57,7 @@ struct sk_estore {
 #define ESTORE_TOPICS "estore_topics"
 /* A record's checksum in SQL (embedded_store.c registers the function on the
  * store's connection): written with every record, checked at open. */
-#define ESTORE_SUM(topic, partition, key, value, headers, ts)                                    \
+#define ESTORE_SUM(topic, partition, key, value, headers, ts)                                      \
     "estore_sum(" topic ", " partition ", " key ", " value ", " headers ", " ts ")"
 
 /*

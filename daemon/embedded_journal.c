@@ -288,11 +288,11 @@ int sk_estore_start(struct sk_estore *s, struct sk_error *err)
     rd_kafka_topic_partition_list_destroy(l);
     if (e)
         return sk_error_set(err, SK_ERR_FATAL, "embedded store: assign: %s", rd_kafka_err2str(e));
-    if (sk_state_prepare(
-            s->st,
-            "INSERT OR IGNORE INTO " ESTORE_RECORDS " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, " ESTORE_SUM(
-                "?8", "?2", "?4", "?5", "?6", "?7") ")",
-            &s->insert, err))
+    if (sk_state_prepare(s->st,
+                         "INSERT OR IGNORE INTO " ESTORE_RECORDS
+                         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, " ESTORE_SUM("?8", "?2", "?4", "?5",
+                                                                           "?6", "?7") ")",
+                         &s->insert, err))
         return -1;
     if (sk_thread_start(&s->thread, journal_thread, s, "estore-journal", NULL))
         return sk_error_set(err, SK_ERR_FATAL, "embedded store: cannot start the journal");

@@ -205,8 +205,8 @@ static char *bad_record(sqlite3 *db)
     return query_text(db, "SELECT printf('record %s [%d] at offset %lld does not match its "
                           "checksum', t.name, r.partition, r.offset) FROM " ESTORE_RECORDS
                           " r JOIN " ESTORE_TOPICS " t ON t.id = r.topic WHERE r.crc IS NOT NULL "
-                          "AND r.crc != " ESTORE_SUM("t.name", "r.partition", "r.key",
-                                                     "r.value", "r.headers", "r.ts") " LIMIT 1");
+                          "AND r.crc != " ESTORE_SUM("t.name", "r.partition", "r.key", "r.value",
+                                                     "r.headers", "r.ts") " LIMIT 1");
 }
 
 /* Opens path: NULL with err and *problem (malloc'ed) if the file is damaged. */

@@ -195,7 +195,6 @@ static void change(struct env *e)
     cr_assert_gt(skt_ss_mutate(e->port, ++e->wave, &e->rng, e->prev, &e->n_prev), 0);
 }
 
-
 /* A synced state, stopped cleanly. */
 static void sync_and_stop(struct env *e)
 {
@@ -243,8 +242,7 @@ static void once_equal(struct env *e, const char *when, const char *line)
     free(run_once(e));
     char why[2048];
     cr_assert(db_equals_server(e, why, sizeof(why)), "%s: %s (log %s)", when, why, e->log);
-    cr_assert(!line || log_count(e, line) > 0, "%s: no \"%s\" in the log %s", when, line,
-              e->log);
+    cr_assert(!line || log_count(e, line) > 0, "%s: no \"%s\" in the log %s", when, line, e->log);
 }
 
 /* The setup of env_setup (no source_extra), synced once and stopped cleanly. */

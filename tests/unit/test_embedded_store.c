@@ -266,8 +266,7 @@ Test(embedded_store, records_are_checked_against_their_checksums, .timeout = 120
     skt_sqlite_exec(db, "UPDATE estore_records SET value = CAST('afteR' AS BLOB) "
                         "WHERE crc IS NOT NULL");
     k = start(dir);
-    cr_assert_str_neq(sk_kafka_incarnation(k), incarnation, "a record that does not match its "
-                                                            "checksum was restored");
+    cr_assert_str_neq(sk_kafka_incarnation(k), incarnation, "a changed record was restored");
     free(rb.v);
     rb = read_all(k, topic, 3);
     cr_assert_eq(rb.n, 0, "%zu records restored from a damaged store", rb.n);
