@@ -515,10 +515,12 @@ static int lock_dir(struct sk_estore *s, struct sk_error *err)
                             strerror(errno));
     char *lock = sk_asprintf("%s/lock", s->dir);
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    int e = errno;
+    if (s->lock_fd < 0)
+        sk_error_set(err, SK_ERR_FATAL, "kafka.embedded_dir %s: its lock file %s: %s", s->dir, lock,
+                     strerror(errno));
     free(lock);
     if (s->lock_fd < 0)
-        return sk_error_set(err, SK_ERR_FATAL, "kafka.embedded_dir %s: %s", s->dir, strerror(e));
+        return -1;
     if (flock(s->lock_fd, LOCK_EX | LOCK_NB))
         return sk_error_set(err, SK_ERR_FATAL,
                             "kafka.embedded_dir %s is in use by another skolsync process", s->dir);

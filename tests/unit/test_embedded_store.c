@@ -8,11 +8,12 @@
  * kept, offsets renumbered, a new incarnation); a record that does not
  * match its checksum makes the store damaged (a store of format 1, before
  * the checksums, is kept and checked from then on); a directory in use is
- * refused; under systemd $STATE_DIRECTORY/embedded is the default.
+ * refused, and a lock file that cannot be opened named; under systemd $STATE_DIRECTORY/embedded is the default.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -297,6 +298,13 @@ Test(embedded_store, a_directory_in_use_is_refused, .timeout = 60)
     /* free again once the first is gone */
     cr_assert_eq(sk_kafka_start(&kc, NULL, 0, &second, &err), 0, "%s", err.msg);
     sk_kafka_destroy(second);
+    /* a lock that cannot be opened is named (here a directory in its place) */
+    char *lock = skt_fmt("%s/lock", dir);
+    cr_assert_eq(unlink(lock), 0);
+    cr_assert_eq(mkdir(lock, 0700), 0);
+    cr_assert_eq(sk_kafka_start(&kc, NULL, 0, &second, &err), -1);
+    cr_assert(strstr(err.msg, lock), "the error does not name %s: %s", lock, err.msg);
+    free(lock);
     free(dir);
 }
 
