@@ -199,13 +199,33 @@ static bool number_exact(const char *s, size_t len)
            memcmp(in.digits, out.digits, in.n) == 0;
 }
 
+/* The index of the quote that ends the string whose text starts at i, or len.
+ * Past bytes that are no quote or backslash 8 at a time: most of a record is
+ * strings, and stepping through them byte by byte made this check 13 % of a
+ * jsonl-source's samples (100k persons, 2026-12-05). */
+static size_t string_end(const char *text, size_t len, size_t i)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    while (i < len) {
+        if (i + 8 <= len) {
+            unsigned n = plain_bytes(s + i);
+            i += n;
+            if (n == 8)
+                continue;
+        }
+        if (s[i] == '"')
+            return i;
+        i += s[i] == '\\' ? 2 : 1; /* an escaped byte cannot end the string */
+    }
+    return len;
+}
+
 const char *sk_json_number_inexact(const char *text, size_t len, size_t *at)
 {
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '"') {
-            for (i++; i < len && text[i] != '"'; i++)
-                i += text[i] == '\\';
+            i = string_end(text, len, i + 1);
         } else if (c == '-' || (c >= '0' && c <= '9')) {
             size_t n = 1;
             while (i + n < len && text[i + n] && strchr("0123456789+-eE.", text[i + n]))
