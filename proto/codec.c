@@ -575,32 +575,34 @@ out:
     return rc;
 }
 
-/* text (need not be NUL-terminated) as one JSON value (caller frees with cJSON_Delete), or NULL
- * with err (PERMANENT). */
+/*
+ * text (need not be NUL-terminated) as one JSON value in *arena (caller frees
+ * with sk_json_arena_free, also on NULL), or NULL with err (PERMANENT). The
+ * arena parser reads the same texts as cJSON_ParseWithLength and decides on
+ * each number as it reads it: no second pass over the record for them.
+ */
 static cJSON *parse_one(const struct sk_entity *e, const char *text, size_t len,
-                        struct sk_error *err)
+                        struct sk_json_arena **arena, struct sk_error *err)
 {
     size_t at;
+    *arena = NULL;
     const char *bad = sk_json_text_bad(text, len, &at);
     if (bad) {
         sk_error_set(err, SK_ERR_PERMANENT, "%s: %s at byte %zu", e->name, bad, at);
         return NULL;
     }
-    const char *end = NULL;
-    cJSON *obj = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    /* cJSON stops after the first value: anything but whitespace after it is not JSON. */
+    cJSON *obj = sk_json_arena_parse(text, len, arena);
+    /* The parse stops after the first value: anything but whitespace after it is not JSON. */
+    const char *end = obj ? text + sk_json_arena_end(*arena) : NULL;
     while (obj && end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
         end++;
-    if (obj && end != text + len) {
-        cJSON_Delete(obj);
-        obj = NULL;
-    }
-    if (!obj) {
+    if (!obj || end != text + len) {
         sk_error_set(err, SK_ERR_PERMANENT, "%s: invalid JSON", e->name);
-    } else if ((bad = sk_json_number_inexact(text, len, &at)) != NULL) {
+        return NULL;
+    }
+    if ((bad = sk_json_arena_inexact(*arena, &at)) != NULL) {
         sk_error_set(err, SK_ERR_PERMANENT, "%s: %s at byte %zu", e->name, bad, at);
-        cJSON_Delete(obj);
-        obj = NULL;
+        return NULL;
     }
     return obj;
 }
@@ -609,11 +611,10 @@ static cJSON *parse_one(const struct sk_entity *e, const char *text, size_t len,
 ProtobufCMessage *sk_codec_from_json_text(const struct sk_entity *e, const char *text, size_t len,
                                           char id_out[37], struct sk_error *err)
 {
-    cJSON *obj = parse_one(e, text, len, err);
-    if (!obj)
-        return NULL;
-    ProtobufCMessage *m = sk_codec_from_json(e, obj, id_out, err);
-    cJSON_Delete(obj);
+    struct sk_json_arena *arena;
+    cJSON *obj = parse_one(e, text, len, &arena, err);
+    ProtobufCMessage *m = obj ? sk_codec_from_json(e, obj, id_out, err) : NULL;
+    sk_json_arena_free(arena);
     return m;
 }
 
@@ -738,13 +739,14 @@ int sk_codec_encode_checked(const struct sk_entity *e, const char *json, size_t 
                             size_t *out_len, char id_out[37], int64_t *modified_us,
                             const char **missing, struct sk_error *err)
 {
-    cJSON *obj = parse_one(e, json, len, err);
-    if (!obj)
-        return -1;
-    if (missing)
+    struct sk_json_arena *arena;
+    cJSON *obj = parse_one(e, json, len, &arena, err);
+    int rc = -1;
+    if (obj && missing)
         *missing = cJSON_IsObject(obj) ? sk_entity_missing_required(e, obj) : NULL;
-    int rc = sk_codec_pack_json(e, obj, out, out_len, id_out, modified_us, err);
-    cJSON_Delete(obj);
+    if (obj)
+        rc = sk_codec_pack_json(e, obj, out, out_len, id_out, modified_us, err);
+    sk_json_arena_free(arena);
     return rc;
 }
 

@@ -29,10 +29,13 @@ struct arena_block {
 struct sk_json_arena {
     struct arena_block *blocks; /* the newest first */
     size_t block_size;
+    size_t end;        /* after the value read */
+    bool inexact;      /* a number sk_json_number_exact refuses, the first at: */
+    size_t inexact_at; /* its offset in the text */
 };
 
 struct parser {
-    const unsigned char *p, *end;
+    const unsigned char *p, *end, *text;
     struct sk_json_arena *a;
     size_t depth;
 };
@@ -202,15 +205,24 @@ static char *parse_string(struct parser *ps)
 /*
  * cJSON's parse_number: the run of [0-9+-eE.] read by strtod. (cJSON 1.7.15
  * read at most 63 characters; Debian's 1.7.15-1+deb12u4 and cJSON 1.7.18 read
- * the whole run, and so does this.)
+ * the whole run, and so does this.) Whether the double holds the number
+ * exactly is decided here, where its digits are read anyway: a run of at
+ * most 15 digits without an exponent always is (DBL_DIG), so nearly every
+ * number costs two compares more; the others ask sk_json_number_exact.
  */
 static bool parse_number(struct parser *ps, cJSON *item)
 {
-    size_t n = 0;
+    size_t n = 0, other = 0; /* other: bytes of the run that are no digit */
+    bool exp = false;
     for (; ps->p + n < ps->end; n++) {
         unsigned char c = ps->p[n];
-        if (!((c >= '0' && c <= '9') || c == '+' || c == '-' || c == 'e' || c == 'E' || c == '.'))
+        if (c >= '0' && c <= '9')
+            continue;
+        if (c == 'e' || c == 'E')
+            exp = true;
+        else if (c != '+' && c != '-' && c != '.')
             break;
+        other++;
     }
     char small[64], *num = n < sizeof(small) ? small : malloc(n + 1);
     if (!num)
@@ -224,6 +236,11 @@ static bool parse_number(struct parser *ps, cJSON *item)
         free(num);
     if (!used)
         return false;
+    if ((exp || n - other > 15) && !ps->a->inexact &&
+        !sk_json_number_exact((const char *)ps->p, used)) {
+        ps->a->inexact = true;
+        ps->a->inexact_at = (size_t)(ps->p - ps->text);
+    }
     item->valuedouble = d;
     item->valueint = d >= INT_MAX ? INT_MAX : d <= (double)INT_MIN ? INT_MIN : (int)d;
     item->type = cJSON_Number;
@@ -337,8 +354,10 @@ cJSON *sk_json_arena_parse(const char *text, size_t len, struct sk_json_arena **
     /* Nodes and strings of a typical page take ~3-5 times its text. */
     size_t bs = len * 4;
     a->block_size = bs < 16384 ? 16384 : bs > (8u << 20) ? (8u << 20) : bs;
-    struct parser ps = {
-        .p = (const unsigned char *)text, .end = (const unsigned char *)text + len, .a = a};
+    struct parser ps = {.p = (const unsigned char *)text,
+                        .end = (const unsigned char *)text + len,
+                        .text = (const unsigned char *)text,
+                        .a = a};
     /* a UTF-8 byte order mark, as cJSON skips it (only with more than 4 bytes) */
     if (len > 4 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
         ps.p += 3;
@@ -348,8 +367,22 @@ cJSON *sk_json_arena_parse(const char *text, size_t len, struct sk_json_arena **
         sk_json_arena_free(a);
         return NULL;
     }
+    a->end = (size_t)(ps.p - ps.text);
     *arena = a;
     return root;
+}
+
+const char *sk_json_arena_inexact(const struct sk_json_arena *arena, size_t *at)
+{
+    if (!arena->inexact)
+        return NULL;
+    *at = arena->inexact_at;
+    return SK_JSON_INEXACT;
+}
+
+size_t sk_json_arena_end(const struct sk_json_arena *arena)
+{
+    return arena->end;
 }
 
 char *sk_json_arena_strdup(struct sk_json_arena *a, const char *s)

@@ -171,11 +171,11 @@ static bool decimal_of(const char *s, size_t len, struct decimal *d)
 }
 
 /*
- * Whether the JSON number s[0, len) comes out of the codec as it came in:
- * the codec prints the double cJSON read with the fewest of 15, 16 or 17
- * digits that read back as that double (codec.c, numbers_exact).
+ * The codec prints the double cJSON read with the fewest of 15, 16 or 17
+ * digits that read back as that double (codec.c, numbers_exact): a number
+ * comes out as it came in exactly when that print has its digits.
  */
-static bool number_exact(const char *s, size_t len)
+bool sk_json_number_exact(const char *s, size_t len)
 {
     struct decimal in, out;
     if (!decimal_of(s, len, &in))
@@ -220,6 +220,8 @@ static size_t string_end(const char *text, size_t len, size_t i)
     return len;
 }
 
+/* The parsers decide this as they read each number (json_arena.c); this scan
+ * is what their verdict is tested against (test_json_arena.c, fuzz). */
 const char *sk_json_number_inexact(const char *text, size_t len, size_t *at)
 {
     for (size_t i = 0; i < len; i++) {
@@ -230,9 +232,9 @@ const char *sk_json_number_inexact(const char *text, size_t len, size_t *at)
             size_t n = 1;
             while (i + n < len && text[i + n] && strchr("0123456789+-eE.", text[i + n]))
                 n++;
-            if (!number_exact(text + i, n)) {
+            if (!sk_json_number_exact(text + i, n)) {
                 *at = i;
-                return "a number a double does not hold exactly";
+                return SK_JSON_INEXACT;
             }
             i += n - 1;
         }

@@ -130,10 +130,19 @@ const char *sk_json_text_bad(const char *text, size_t len, size_t *at);
  * one (overlong forms, UTF-16 surrogates and beyond U+10FFFF included). */
 size_t sk_utf8_len(const char *s, size_t n);
 /*
- * A number in JSON text (valid: cJSON took it) that would not come out of
- * the codec as it came in: more digits than a double holds (an id of 19
- * digits, 0.1000000000000000000001), or beyond a double's range. NULL if
- * there is none, else what was found, with its byte offset in *at.
+ * Whether the JSON number s[0, len) (valid: cJSON took it) comes out of the
+ * codec as it came in: false for more digits than a double holds (an id of
+ * 19 digits, 0.1000000000000000000001), or beyond a double's range (1e400,
+ * 1e-400). sk_json_arena_parse asks it of every number it reads.
+ */
+bool sk_json_number_exact(const char *s, size_t len);
+#define SK_JSON_INEXACT "a number a double does not hold exactly"
+/*
+ * The first number in JSON text (valid: cJSON took it) that is not
+ * sk_json_number_exact, found by a scan of the text: NULL if there is none,
+ * else SK_JSON_INEXACT, with its byte offset in *at. The record paths take
+ * the verdict of their parse instead (sk_json_arena_inexact); this scan is
+ * the reference it is tested against.
  */
 const char *sk_json_number_inexact(const char *text, size_t len, size_t *at);
 /*
@@ -155,6 +164,16 @@ size_t sk_json_array_spans(const char *text, size_t len, const char *key, size_t
  */
 struct sk_json_arena;
 cJSON *sk_json_arena_parse(const char *text, size_t len, struct sk_json_arena **arena);
+/*
+ * What the parse that filled arena found besides the tree, decided as it
+ * read each number (no second scan of the text): the first number that is
+ * not sk_json_number_exact, NULL if none, else SK_JSON_INEXACT with its
+ * byte offset in the text in *at (the answer of sk_json_number_inexact).
+ * A record holding one is dead-lettered: it would be stored changed.
+ */
+const char *sk_json_arena_inexact(const struct sk_json_arena *arena, size_t *at);
+/* The byte offset in the text just after the value the parse read. */
+size_t sk_json_arena_end(const struct sk_json_arena *arena);
 char *sk_json_arena_strdup(struct sk_json_arena *arena, const char *s);
 void sk_json_arena_free(struct sk_json_arena *arena); /* NULL is fine */
 
