@@ -195,14 +195,14 @@ struct ss_source {
     int64_t acc_run;
     struct sk_idset run_seen; /* ids read in this run (not deleted by it: T0 rule) */
     struct dels run_dels;
-    int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
+    int64_t del_chain_run;         /* run whose deletedEntities chain started in this process */
     struct ss_failing del_failing; /* deletedEntities failing on its own (source_deleted.c) */
 
     /* Delete guard: an operator's request, applied from the cursor handed
      * out last on (until its batch is stored: the held list it reported;
      * pend_batch.release says which batch applied it). */
     struct sk_release *release;
-    char *reported_json;   /* the held list the core has */
+    char *reported_json; /* the held list the core has */
 
     struct sk_tz *tz;  /* server_timezone */
     bool warned_naive; /* a timestamp without an offset was read (warned once) */
@@ -217,15 +217,25 @@ struct ss_source {
 };
 
 /*
- * Bytes cJSON keeps broken or cuts short (a NUL, \u0000, invalid UTF-8)
- * somewhere in a page: the records that hold them are found by their byte
- * spans and dead-lettered with the position, the others go on. A page
- * without them (nearly all) costs one scan.
+ * Bytes cJSON keeps broken or cuts short (a NUL, \u0000, invalid UTF-8), or
+ * a number a double does not hold exactly (the page's parse says so,
+ * sk_json_arena_inexact), somewhere in a page: the records that hold them
+ * are found by their byte spans and dead-lettered with the position, the
+ * others go on. A page without them (nearly all) costs one scan.
  */
 struct ss_page_check {
     const char *body;
-    size_t (*spans)[2]; /* of the data list's items, only when the page has bad bytes */
+    size_t (*spans)[2]; /* of the data list's items, only when the page has either */
     size_t n_spans;
+    bool inexact;      /* the page holds such a number, the first at: */
+    size_t inexact_at; /* (its offset in the body) */
+};
+
+/* A page item refused before it is taken: why, and its text as the server sent it. */
+struct ss_item_refusal {
+    struct sk_error err;
+    const char *text;
+    size_t len;
 };
 
 /* ---- source_options.c ------------------------------------------------------- */
@@ -250,6 +260,11 @@ struct ss_page_check ss_page_check(const struct ss_resp *r);
 /* Dead-letters item k of the page if its bytes are bad; true if it did. */
 bool ss_page_item_bad(const struct ss_page_check *pc, size_t k, const struct sk_entity *e,
                       const char *url, struct sk_batch *out);
+/* Whether item k of the page holds a number a double does not hold exactly:
+ * true with *why filled (PERMANENT, the position in the item; its text is
+ * the body's). */
+bool ss_page_item_inexact(const struct ss_page_check *pc, size_t k, const struct sk_entity *e,
+                          struct ss_item_refusal *why);
 #define REASON_MAX 96
 /* What the server said about an error, short and printable. */
 void ss_server_reason(const struct ss_resp *r, char out[REASON_MAX]);

@@ -110,8 +110,8 @@ static const char *meta_stamp(struct ss_source *src, struct sk_json_arena *arena
 }
 
 /* Takes max of a timestamp (its text, and its instant us if has_us) into (text, us, has). */
-static void take_max(const char *text, bool has_us, int64_t us, char dst[TEXT_MAX],
-                     int64_t *dst_us, bool *has)
+static void take_max(const char *text, bool has_us, int64_t us, char dst[TEXT_MAX], int64_t *dst_us,
+                     bool *has)
 {
     if (!text || !has_us || strlen(text) >= TEXT_MAX)
         return;
@@ -122,10 +122,12 @@ static void take_max(const char *text, bool has_us, int64_t us, char dst[TEXT_MA
     }
 }
 
-/* One entity of a list page: a record, nothing (unchanged), or a dead letter. */
+/* One entity of a list page: a record, nothing (unchanged), or a dead letter
+ * (refused: one already, ss_page_item_inexact, or NULL). */
 static void take_item(struct ss_source *src, struct cstate *st, int ti, enum step step,
-                      struct sk_json_arena *arena, const cJSON *item, const char *url,
-                      struct sk_batch *out, int64_t now)
+                      struct sk_json_arena *arena, const cJSON *item,
+                      const struct ss_item_refusal *refused, const char *url, struct sk_batch *out,
+                      int64_t now)
 {
     struct ss_type *t = &src->types[ti];
     const struct sk_entity *e = t->e;
@@ -135,10 +137,8 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     bool has_mod, has_cre;
     const char *mod_text = meta_stamp(src, arena, meta, "modified", &mod_us, &has_mod);
     const char *cre_text = meta_stamp(src, arena, meta, "created", &cre_us, &has_cre);
-    take_max(mod_text, has_mod, mod_us, st->chain_mod_text, &st->chain_mod_us,
-             &st->has_chain_mod);
-    take_max(cre_text, has_cre, cre_us, st->chain_cre_text, &st->chain_cre_us,
-             &st->has_chain_cre);
+    take_max(mod_text, has_mod, mod_us, st->chain_mod_text, &st->chain_mod_us, &st->has_chain_mod);
+    take_max(cre_text, has_cre, cre_us, st->chain_cre_text, &st->chain_cre_us, &st->has_chain_cre);
     if (!has_mod)
         mod_us = NO_MODIFIED;
 
@@ -157,8 +157,7 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
             t->windowed ? cJSON_GetObjectItemCaseSensitive(item, "startTime") : NULL;
         int64_t start_us;
         int off_min;
-        if (cJSON_IsString(start) &&
-            parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
+        if (cJSON_IsString(start) && parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
             sk_idmap_put_key(&t->start, &k, start_us);
         /* Unchanged since we last stored it: not again (sinks are idempotent
          * anyway, this only saves work). Entities without meta.modified are
@@ -180,7 +179,9 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     size_t len = 0;
     char key[37];
     bool packed = false;
-    if (field && src->strict)
+    if (refused)
+        err = refused->err;
+    else if (field && src->strict)
         sk_error_set(&err, SK_ERR_PERMANENT, "%s %s: required field %s missing", e->name,
                      id_ok ? id : "(no id)", field);
     else
@@ -188,7 +189,9 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     if (packed && field)
         sk_source_count_incomplete(src->self, e); /* lenient: published as it is */
     if (!packed) {
-        char *raw = sk_json_print(item);
+        /* A refused item as the server sent it: printed, its numbers would
+         * be the changed ones the refusal is about. */
+        char *raw = refused ? sk_strndup(refused->text, refused->len) : sk_json_print(item);
         sk_batch_add_bad(out, e, id_ok ? id : NULL, (uint8_t *)raw, raw ? strlen(raw) : 0, url,
                          &err);
         /* Once per (id, meta.modified), like a record: every delta query
@@ -444,8 +447,14 @@ int ss_list_step(struct ss_source *src, struct cstate *st, struct sk_batch *out,
     size_t k = 0;
     cJSON_ArrayForEach(item, data)
     {
+        /* Bytes damaged on the way are dead-lettered here, every time (the
+         * next read may be intact); a number a double changes is the
+         * record's own, so it goes the way of a record the codec refuses:
+         * once per version. */
+        struct ss_item_refusal why;
+        bool inexact = ss_page_item_inexact(&pc, k, src->types[i].e, &why);
         if (!ss_page_item_bad(&pc, k++, src->types[i].e, url, out))
-            take_item(src, st, i, st->step, r.arena, item, url, out, now);
+            take_item(src, st, i, st->step, r.arena, item, inexact ? &why : NULL, url, out, now);
     }
     if (out->n_bad != bad_before)
         t->snapshot_open = false;

@@ -1,8 +1,8 @@
 /*
  * source_page.c: what one page of an SS 12000 server says: its data and
- * next token, the records in it that lack required fields or hold bytes
- * cJSON would break, the server's short reason for an error, and whether
- * its paging would ever end.
+ * next token, the records in it that lack required fields, hold bytes
+ * cJSON would break or numbers a double would change, the server's short reason for an error, and
+ * whether its paging would ever end.
  *
  * Must never: quote more of a body than a short reason (a body may hold
  * personal data), or skip a page it could not read.
@@ -99,14 +99,24 @@ static void snippet(const char *body, char out[64])
     out[k] = '\0';
 }
 
+/* Called after ss_parse_page: r->arena holds the page's parse. */
 struct ss_page_check ss_page_check(const struct ss_resp *r)
 {
     struct ss_page_check pc = {.body = r->body};
     size_t at;
     bool bad = r->text_checked ? r->text_bad : r->body && sk_json_text_bad(r->body, r->len, &at);
-    if (r->body && bad)
+    pc.inexact = r->arena && sk_json_arena_inexact(r->arena, &pc.inexact_at);
+    if (r->body && (bad || pc.inexact))
         pc.n_spans = sk_json_array_spans(r->body, r->len, "data", &pc.spans);
     return pc;
+}
+
+/* What is wrong with item k (why, at byte at of it) into err, PERMANENT. */
+static void item_error(struct sk_error *err, const struct sk_entity *e, const char *why, size_t at,
+                       size_t k)
+{
+    sk_error_set(err, SK_ERR_PERMANENT, "%s: %s at byte %zu of the record (item %zu of the page)",
+                 e->name, why, at, k);
 }
 
 /* Dead-letters item k if its bytes are bad; true if it did. */
@@ -121,9 +131,32 @@ bool ss_page_item_bad(const struct ss_page_check *pc, size_t k, const struct sk_
     if (!bad)
         return false;
     struct sk_error err = {0};
-    sk_error_set(&err, SK_ERR_PERMANENT, "%s: %s at byte %zu of the record (item %zu of the page)",
-                 e->name, bad, at, k);
+    item_error(&err, e, bad, at, k);
     sk_batch_add_bad(out, e, NULL, (uint8_t *)sk_strndup(start, len), len, url, &err);
+    return true;
+}
+
+/*
+ * The page's parse names only its first such number: an item that ends
+ * before it is clean, one after it is parsed again on its own for its
+ * verdict and position (only on such a page, nearly never).
+ */
+bool ss_page_item_inexact(const struct ss_page_check *pc, size_t k, const struct sk_entity *e,
+                          struct ss_item_refusal *why)
+{
+    if (!pc->inexact || k >= pc->n_spans || pc->spans[k][1] <= pc->inexact_at)
+        return false;
+    const char *start = pc->body + pc->spans[k][0];
+    size_t len = pc->spans[k][1] - pc->spans[k][0], at;
+    struct sk_json_arena *arena;
+    const char *inexact =
+        sk_json_arena_parse(start, len, &arena) ? sk_json_arena_inexact(arena, &at) : NULL;
+    sk_json_arena_free(arena);
+    if (!inexact)
+        return false;
+    item_error(&why->err, e, inexact, at, k);
+    why->text = start;
+    why->len = len;
     return true;
 }
 
