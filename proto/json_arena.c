@@ -9,7 +9,9 @@
  * §1). It must never accept or refuse another text than cJSON does, nor
  * give another tree (tests/unit/test_json_arena.c and fuzz_ss12000_page
  * compare the two); a tree from here must never reach cJSON_Delete or a
- * cJSON call that frees or adds a node.
+ * cJSON call that frees or adds a node. It also owns the verdict on each
+ * number a double would change (sk_json_arena_inexact), read where the
+ * digits are: a record path must not scan its text a second time for them.
  */
 #include <limits.h>
 #include <stdlib.h>
