@@ -5,7 +5,9 @@
  *
  * Property (model.h, "Losslessness"): when the first encode succeeds, the
  * decoded JSON encodes again, to the same bytes, and decodes to the same
- * text. Anything else is a crash.
+ * text. Anything else is a crash. The encode refuses a number a double
+ * does not hold exactly (its parse decides) where the scan
+ * (sk_json_number_inexact) finds one, and only there.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -34,11 +36,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char id1[37], id2[37];
     int64_t mod1 = 0, mod2 = 0;
     struct sk_error err = {0};
+    /* the scan only where the encode read valid JSON: taken, or refused for a number */
+    size_t at = 0;
+    char refusal[128];
     if (sk_codec_encode(e, json, len, &bytes1, &len1, id1, &mod1, &err) < 0) {
         if (err.cls != SK_ERR_PERMANENT)
             fail("encode failed but not PERMANENT", e, err.msg, NULL);
+        bool inexact = strstr(err.msg, SK_JSON_INEXACT) != NULL;
+        snprintf(refusal, sizeof(refusal), "%s: %s at byte %zu", e->name,
+                 inexact && sk_json_number_inexact(json, len, &at) ? SK_JSON_INEXACT : "nothing",
+                 at);
+        if (inexact && strcmp(err.msg, refusal) != 0)
+            fail("refused for a number, the scan finds another or none", e, err.msg, refusal);
         return 0;
     }
+    if (sk_json_number_inexact(json, len, &at))
+        fail("took a number the scan finds inexact", e, json, NULL);
     char *text1 = sk_codec_decode(e, bytes1, len1, &mod2, &err);
     if (!text1)
         fail("our own bytes do not decode", e, err.msg, NULL);

@@ -13,7 +13,9 @@
  * the same id. The source's own parse (sk_json_arena_parse) accepts exactly
  * what cJSON accepts and prints the same, and sk_codec_pack_json (the
  * source's packing, from an arena) gives the bytes of the malloc'ed
- * message's pack.
+ * message's pack. Its verdict on the numbers (sk_json_arena_inexact, read
+ * as it parses) is the scan's (sk_json_number_inexact) for a page and for
+ * each item's span parsed alone (where the source looks for the item).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +25,26 @@
 #include <cjson/cJSON.h>
 
 #include "model.h"
+
+/* The parse's verdict on text's numbers (in arena) is the scan's, when the
+ * parse read the whole text (what follows the value is no number of it;
+ * the scan is for valid JSON only). */
+static void same_number_verdict(const char *text, size_t len, const struct sk_json_arena *arena)
+{
+    size_t end = sk_json_arena_end(arena);
+    while (end < len && (unsigned char)text[end] <= ' ')
+        end++;
+    if (end != len)
+        return;
+    size_t scan_at = 0, parse_at = 0;
+    const char *scan = sk_json_number_inexact(text, len, &scan_at);
+    const char *parse = sk_json_arena_inexact(arena, &parse_at);
+    if (!scan != !parse || (scan && parse_at != scan_at)) {
+        fprintf(stderr, "numbers: the scan says %s at %zu, the parse %s at %zu\n",
+                scan ? "inexact" : "exact", scan_at, parse ? "inexact" : "exact", parse_at);
+        abort();
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -53,6 +75,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(a);
         free(b);
     }
+    /* A page is an object (the scan takes a number's whole run, the parse
+     * what strtod reads: the same in a container) */
+    if (cJSON_IsObject(fast) || cJSON_IsArray(fast))
+        same_number_verdict(body, len, arena);
     sk_json_arena_free(arena);
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(doc, "data");
     /* any page: the spans follow the key cJSON takes, also among duplicates */
@@ -72,6 +98,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             free(a);
             free(b);
             cJSON_Delete(again);
+            struct sk_json_arena *span_arena;
+            cJSON *span =
+                sk_json_arena_parse(body + spans[k][0], spans[k][1] - spans[k][0], &span_arena);
+            if (cJSON_IsObject(span) || cJSON_IsArray(span))
+                same_number_verdict(body + spans[k][0], spans[k][1] - spans[k][0], span_arena);
+            sk_json_arena_free(span_arena);
             k++;
         }
     }
