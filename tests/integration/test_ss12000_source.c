@@ -2255,6 +2255,19 @@ Test(ss12000_source, timestamps_without_an_offset_are_read_in_the_server_timezon
     free(first);
 }
 
+/* The rooms read again as a version dead-lettered before, once it is want (or 10 s). */
+static long long rooms_bad_again(const struct scene *sc, long long want)
+{
+    long long again = 0;
+    for (int i = 0; i < 40 && again < want; i++) {
+        usleep(250000);
+        again =
+            metric(sc->d.admin,
+                   "skolsync_source_records_bad_again_total{connector=\"sis\",entity=\"rooms\"}");
+    }
+    return again;
+}
+
 /*
  * A record that fails validation (a Room without its required owner) sits
  * in the overlap of every delta query (modified and created): it is
@@ -2274,13 +2287,7 @@ Test(ss12000_source, a_bad_record_is_dead_lettered_once_per_version, .timeout = 
             "{\"collection\": \"rooms\", \"entity\": {\"displayName\": \"Utan ägare\"}}");
     char *id = json_expr(created, "d[\"id\"]");
     cr_assert(id && strlen(id) == 36, "create: %s", created);
-    long long again = 0;
-    for (int i = 0; i < 40 && again < 3; i++) {
-        usleep(250000);
-        again =
-            metric(sc.d.admin,
-                   "skolsync_source_records_bad_again_total{connector=\"sis\",entity=\"rooms\"}");
-    }
+    long long again = rooms_bad_again(&sc, 3);
     char *dead = api_field(sc.d.admin, "sis", "d[\"dead_lettered\"]");
     /* Mended at the server: the new version is published. */
     char *owner = first_id(port, "organisations", NULL);
@@ -2334,13 +2341,7 @@ Test(ss12000_source, a_number_a_double_does_not_hold_is_dead_lettered_once_per_v
     char *sql = skt_fmt("select count(*) from rooms where id = '%s'", good_id);
     bool good_stored = wait_rows(sc.dir, sc.db, sql, "1", 20);
     free(sql);
-    long long again = 0;
-    for (int i = 0; i < 40 && again < 2; i++) {
-        usleep(250000);
-        again =
-            metric(sc.d.admin,
-                   "skolsync_source_records_bad_again_total{connector=\"sis\",entity=\"rooms\"}");
-    }
+    long long again = rooms_bad_again(&sc, 2);
     char *dead = api_field(sc.d.admin, "sis", "d[\"dead_lettered\"]");
     bool logged = log_has(&sc.d, "Room: a number a double does not hold exactly at byte ");
     sql = skt_fmt("select count(*) from rooms where id = '%s'", id);
