@@ -50,8 +50,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fail("refused for a number, the scan finds another or none", e, err.msg, refusal);
         return 0;
     }
-    if (sk_json_number_inexact(json, len, &at))
-        fail("took a number the scan finds inexact", e, json, NULL);
+    if (sk_json_number_inexact(json, len, &at)) {
+        snprintf(refusal, sizeof(refusal), "the number at byte %zu", at);
+        fail("took a number the scan finds inexact", e, refusal, NULL);
+    }
     char *text1 = sk_codec_decode(e, bytes1, len1, &mod2, &err);
     if (!text1)
         fail("our own bytes do not decode", e, err.msg, NULL);
