@@ -542,10 +542,10 @@ Test(codec, keys_in_any_order_pack_to_the_same_bytes)
     };
     enum { N = sizeof(keys) / sizeof(keys[0]) };
     static const int orders[][N] = {
-        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},  /* the spec's order */
-        {10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0},  /* reversed: every key misses the hint */
-        {3, 0, 10, 2, 7, 1, 9, 4, 6, 8, 5},  /* shuffled */
-        {0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9},  /* pairs swapped: a step back each time */
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, /* the spec's order */
+        {10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0}, /* reversed: every key misses the hint */
+        {3, 0, 10, 2, 7, 1, 9, 4, 6, 8, 5}, /* shuffled */
+        {0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9}, /* pairs swapped: a step back each time */
     };
     uint8_t *first = NULL;
     size_t first_len = 0;
@@ -780,8 +780,8 @@ Test(values, uuid_normalize)
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6z",
         "+d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d",
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6 ",
-        "9d4c2b1a--e5f-4a6b-8c7d-1e2f3a4b5c6d",  /* a dash for a digit */
-        "9d4c2b1a03e5f-4a6b-8c7d-1e2f3a4b5c6d",  /* a digit for a dash */
+        "9d4c2b1a--e5f-4a6b-8c7d-1e2f3a4b5c6d", /* a dash for a digit */
+        "9d4c2b1a03e5f-4a6b-8c7d-1e2f3a4b5c6d", /* a digit for a dash */
         "-d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d",
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6\xc3",
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c\x00d",
@@ -1060,5 +1060,51 @@ Test(codec, every_double_it_prints_is_a_number_it_takes)
         }
         size_t at;
         cr_assert_null(sk_json_number_inexact(text, strlen(text), &at), "%s refused", text);
+    }
+}
+
+/*
+ * The record path (a jsonl line, a record replayed from the DLQ) refuses a
+ * number a double would change, with its position, as its parse reads it
+ * (no scan of its own any more); what follows the object is still only
+ * whitespace, and a number it holds exactly is taken.
+ */
+Test(codec, the_record_path_refuses_a_number_a_double_changes_where_it_is)
+{
+    const struct sk_entity *e = entity("Person");
+    static const char *const refused[] = {"12345678901234567890", "1e400", "1e-400", "2e308"};
+    static const char *const taken[] = {"-0", "0.1", "1.7976931348623157e308", "1e308"};
+    for (size_t i = 0; i < 4; i++) {
+        for (int pass = 0; pass < 2; pass++) {
+            char *doc = sk_asprintf("{\"id\":\"3f1c5a0e-0000-4000-8000-000000000001\",\"x\":[1,%s]}"
+                                    "\n",
+                                    pass ? taken[i] : refused[i]);
+            uint8_t *out = NULL;
+            size_t len = 0;
+            char id[37];
+            int64_t mod;
+            struct sk_error err = {0};
+            int rc = sk_codec_encode(e, doc, strlen(doc), &out, &len, id, &mod, &err);
+            if (pass) {
+                cr_expect_eq(rc, 0, "%s: %s", taken[i], err.msg);
+            } else {
+                cr_expect_eq(rc, -1, "%s taken", refused[i]);
+                cr_expect_str_eq(err.msg,
+                                 "Person: a number a double does not hold exactly at byte 52",
+                                 "%s: %s", refused[i], err.msg);
+                cr_expect_null(sk_codec_from_json_text(e, doc, strlen(doc), id, &err), "%s",
+                               refused[i]);
+            }
+            free(out);
+            free(doc);
+        }
+    }
+    static const char *const trailing[] = {"{\"id\":\"3f1c5a0e-0000-4000-8000-000000000001\"} x",
+                                           "{\"id\":\"3f1c5a0e-0000-4000-8000-000000000001\"}{}"};
+    for (size_t i = 0; i < 2; i++) {
+        struct sk_error err = {0};
+        char id[37];
+        cr_expect_null(sk_codec_from_json_text(e, trailing[i], strlen(trailing[i]), id, &err));
+        cr_expect_str_eq(err.msg, "Person: invalid JSON", "%s", trailing[i]);
     }
 }
