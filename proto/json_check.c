@@ -3,7 +3,9 @@
  * sees it. cJSON keeps invalid UTF-8 as it is and ends a string at a NUL (a
  * raw one, or one written \u0000), so a value would be stored broken or
  * silently cut; these checks find such bytes and their position, so that
- * the record holding them is dead-lettered instead (see model.h).
+ * the record holding them is dead-lettered instead (see model.h). Also the
+ * rule for a number a double would change (sk_json_number_exact), which the
+ * arena parse applies to each number as it reads it.
  *
  * Must never: allocate for text that passes (the check runs on every page
  * and every line), or read past len.
@@ -220,8 +222,9 @@ static size_t string_end(const char *text, size_t len, size_t i)
     return len;
 }
 
-/* The parsers decide this as they read each number (json_arena.c); this scan
- * is what their verdict is tested against (test_json_arena.c, fuzz). */
+/* The arena parse decides this as it reads each number (json_arena.c); this
+ * scan is what its verdict is tested against (test_json_arena.c, fuzz), on
+ * no record path (it was a second pass over every jsonl line). */
 const char *sk_json_number_inexact(const char *text, size_t len, size_t *at)
 {
     for (size_t i = 0; i < len; i++) {
