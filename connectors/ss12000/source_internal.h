@@ -195,14 +195,14 @@ struct ss_source {
     int64_t acc_run;
     struct sk_idset run_seen; /* ids read in this run (not deleted by it: T0 rule) */
     struct dels run_dels;
-    int64_t del_chain_run;         /* run whose deletedEntities chain started in this process */
+    int64_t del_chain_run; /* run whose deletedEntities chain started in this process */
     struct ss_failing del_failing; /* deletedEntities failing on its own (source_deleted.c) */
 
     /* Delete guard: an operator's request, applied from the cursor handed
      * out last on (until its batch is stored: the held list it reported;
      * pend_batch.release says which batch applied it). */
     struct sk_release *release;
-    char *reported_json; /* the held list the core has */
+    char *reported_json;   /* the held list the core has */
 
     struct sk_tz *tz;  /* server_timezone */
     bool warned_naive; /* a timestamp without an offset was read (warned once) */

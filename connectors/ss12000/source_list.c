@@ -110,8 +110,8 @@ static const char *meta_stamp(struct ss_source *src, struct sk_json_arena *arena
 }
 
 /* Takes max of a timestamp (its text, and its instant us if has_us) into (text, us, has). */
-static void take_max(const char *text, bool has_us, int64_t us, char dst[TEXT_MAX], int64_t *dst_us,
-                     bool *has)
+static void take_max(const char *text, bool has_us, int64_t us, char dst[TEXT_MAX],
+                     int64_t *dst_us, bool *has)
 {
     if (!text || !has_us || strlen(text) >= TEXT_MAX)
         return;
@@ -137,8 +137,10 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
     bool has_mod, has_cre;
     const char *mod_text = meta_stamp(src, arena, meta, "modified", &mod_us, &has_mod);
     const char *cre_text = meta_stamp(src, arena, meta, "created", &cre_us, &has_cre);
-    take_max(mod_text, has_mod, mod_us, st->chain_mod_text, &st->chain_mod_us, &st->has_chain_mod);
-    take_max(cre_text, has_cre, cre_us, st->chain_cre_text, &st->chain_cre_us, &st->has_chain_cre);
+    take_max(mod_text, has_mod, mod_us, st->chain_mod_text, &st->chain_mod_us,
+             &st->has_chain_mod);
+    take_max(cre_text, has_cre, cre_us, st->chain_cre_text, &st->chain_cre_us,
+             &st->has_chain_cre);
     if (!has_mod)
         mod_us = NO_MODIFIED;
 
@@ -157,7 +159,8 @@ static void take_item(struct ss_source *src, struct cstate *st, int ti, enum ste
             t->windowed ? cJSON_GetObjectItemCaseSensitive(item, "startTime") : NULL;
         int64_t start_us;
         int off_min;
-        if (cJSON_IsString(start) && parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
+        if (cJSON_IsString(start) &&
+            parse_stamp(src, start->valuestring, &start_us, &off_min) >= 0)
             sk_idmap_put_key(&t->start, &k, start_us);
         /* Unchanged since we last stored it: not again (sinks are idempotent
          * anyway, this only saves work). Entities without meta.modified are

@@ -610,13 +610,12 @@ static void nul_byte_case(int page_size, int skip)
 {
     char *dir = skt_tmpdir("ss-nul");
     write_helpers(dir);
-    char *args =
-        skt_fmt("--students 20 --fault bad_record:count=1,skip=%d,paths=/persons,mode=nul", skip);
+    char *args = skt_fmt("--students 20 --fault bad_record:count=1,skip=%d,paths=/persons,mode=nul",
+                         skip);
     struct server s = server_start(dir, 0, args);
     free(args);
     char *db = skt_fmt("%s/out.db", dir);
-    char *src =
-        source_yaml("sis", s.port, page_size, "1s", "    entities: [Organisation, Person]\n");
+    char *src = source_yaml("sis", s.port, page_size, "1s", "    entities: [Organisation, Person]\n");
     struct daemon d = daemon_start(dir, src, db, 0);
     char why[512] = "";
     cr_assert(wait_match(dir, db, s.port, "organisations", 60, why, sizeof(why)), "%s", why);
@@ -1174,8 +1173,8 @@ Test(ss12000_source, an_expires_in_the_past_is_not_renewed_every_second, .timeou
     cr_assert_eq(patches, 0, "%d renewals in 6 s of a subscription that expired (see %s)", patches,
                  log);
     cr_assert_eq(lists, 1,
-                 "%d runs, the first sync's and 6 s after, with poll_interval 5m (see %s)", lists,
-                 log);
+                 "%d runs, the first sync's and 6 s after, with poll_interval 5m (see %s)",
+                 lists, log);
     cr_assert(warned && atoi(warned) == 1, "warned %s times (see %s)", warned, log);
     free(warned);
     free(cmd);
@@ -1195,8 +1194,8 @@ Test(ss12000_source, a_subscription_renewal_starts_no_run, .timeout = 120)
                               &lists, &log);
     cr_assert(patches >= 2, "%d renewals in 7 s of subscriptions of 4 s (see %s)", patches, log);
     cr_assert_eq(lists, 1,
-                 "%d runs, the first sync's and 7 s after, with poll_interval 5m (see %s)", lists,
-                 log);
+                 "%d runs, the first sync's and 7 s after, with poll_interval 5m (see %s)",
+                 lists, log);
     free(log);
 }
 
@@ -1552,8 +1551,8 @@ Test(ss12000_source, an_id_deleted_and_created_again_before_a_run_is_not_deleted
     d2.prefix = d.prefix;
     /* The first run after the restart reads r (created since the watermark)
      * and then the deletion (after the last run's T0). */
-    char *sql =
-        skt_fmt("select count(*) from rooms where id = '%s' and doc like '%%Återskapad%%'", r);
+    char *sql = skt_fmt("select count(*) from rooms where id = '%s' and doc like '%%Återskapad%%'",
+                        r);
     bool arrived = wait_rows(dir, db, sql, "1", 30);
     for (int i = 0; i < 80 && !log_has(&d2, "run started"); i++)
         usleep(250000);
@@ -1872,11 +1871,11 @@ Test(ss12000_source, a_failing_type_never_blocks_the_others, .timeout = 150)
  */
 Test(ss12000_source, a_failing_deleted_entities_never_blocks_the_changes, .timeout = 150)
 {
-    struct scene sc =
-        scene_start("ss-del-fails", "--students 10",
-                    "{\"status\": {\"code\": 500, \"body\": {\"message\": \"deletions broken\"}, "
-                    "\"paths\": [\"/deletedEntities\"]}}",
-                    "1s", "    entities: [Organisation, Person]\n", "organisations,persons");
+    struct scene sc = scene_start(
+        "ss-del-fails", "--students 10",
+        "{\"status\": {\"code\": 500, \"body\": {\"message\": \"deletions broken\"}, "
+        "\"paths\": [\"/deletedEntities\"]}}",
+        "1s", "    entities: [Organisation, Person]\n", "organisations,persons");
     int port = sc.s.port, admin = sc.d.admin;
     char *gone = first_id(port, "persons", NULL);
     free(delete_at(port, "persons", gone));
@@ -1922,7 +1921,8 @@ Test(ss12000_source, a_server_refusing_every_page_token_fails_the_type, .timeout
                                    NULL, "1s", "    entities: [Organisation, Person]\n");
     /* organisations fit on one page of 200, persons need pages of 20 */
     free(sc.src);
-    sc.src = source_yaml("sis", sc.s.port, 20, "1s", "    entities: [Organisation, Person]\n");
+    sc.src = source_yaml("sis", sc.s.port, 20, "1s",
+                         "    entities: [Organisation, Person]\n");
     cr_assert(server_count(sc.s.port, "organisations", "True") < 20);
     cr_assert(server_count(sc.s.port, "persons", "True") > 20);
     sc.d = daemon_start(sc.dir, sc.src, sc.db, 0);
@@ -2115,8 +2115,8 @@ Test(ss12000_source, deleted_entities_without_data_is_an_error_not_no_deletions,
  */
 Test(ss12000_source, a_transient_error_in_a_chain_of_stable_tokens_is_no_loop, .timeout = 150)
 {
-    struct scene sc =
-        scene_server("ss-stable-tokens", "--students 200 --quirk stable-tokens", NULL, "1s", NULL);
+    struct scene sc = scene_server("ss-stable-tokens", "--students 200 --quirk stable-tokens",
+                                   NULL, "1s", NULL);
     free(sc.src);
     sc.src = source_yaml("sis", sc.s.port, 10, "1s",
                          "    entities: [Person]\n    full_sync_interval: 1s\n");

@@ -542,10 +542,10 @@ Test(codec, keys_in_any_order_pack_to_the_same_bytes)
     };
     enum { N = sizeof(keys) / sizeof(keys[0]) };
     static const int orders[][N] = {
-        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, /* the spec's order */
-        {10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0}, /* reversed: every key misses the hint */
-        {3, 0, 10, 2, 7, 1, 9, 4, 6, 8, 5}, /* shuffled */
-        {0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9}, /* pairs swapped: a step back each time */
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},  /* the spec's order */
+        {10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0},  /* reversed: every key misses the hint */
+        {3, 0, 10, 2, 7, 1, 9, 4, 6, 8, 5},  /* shuffled */
+        {0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9},  /* pairs swapped: a step back each time */
     };
     uint8_t *first = NULL;
     size_t first_len = 0;
@@ -780,8 +780,8 @@ Test(values, uuid_normalize)
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6z",
         "+d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d",
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6 ",
-        "9d4c2b1a--e5f-4a6b-8c7d-1e2f3a4b5c6d", /* a dash for a digit */
-        "9d4c2b1a03e5f-4a6b-8c7d-1e2f3a4b5c6d", /* a digit for a dash */
+        "9d4c2b1a--e5f-4a6b-8c7d-1e2f3a4b5c6d",  /* a dash for a digit */
+        "9d4c2b1a03e5f-4a6b-8c7d-1e2f3a4b5c6d",  /* a digit for a dash */
         "-d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6d",
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c6\xc3",
         "9d4c2b1a-3e5f-4a6b-8c7d-1e2f3a4b5c\x00d",
