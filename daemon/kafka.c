@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "embedded_store.h"
 #include "log.h"
+#include "shared_producer.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -39,6 +40,7 @@ struct sk_kafka {
     rd_kafka_t *mock_holder;     /* embedded: the handle that owns the mock cluster */
     rd_kafka_mock_cluster_t *mock;
     struct sk_estore *store; /* embedded: its state on disk, or NULL */
+    struct sk_sprod *sprod;  /* the sources' producer (shared_producer.h), or NULL */
     void (*consumer_hook)(rd_kafka_t *rk, void *ctx); /* tests only */
     void *consumer_hook_ctx;
 };
@@ -143,6 +145,11 @@ const char *sk_kafka_dlq_topic(const struct sk_kafka *k)
 struct sk_estore *sk_kafka_estore(struct sk_kafka *k)
 {
     return k->store;
+}
+
+struct sk_sprod *sk_kafka_sprod(struct sk_kafka *k)
+{
+    return k->sprod;
 }
 
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k)
@@ -1182,6 +1189,7 @@ int sk_kafka_start(const struct sk_kafka_conf *conf, const char *const *collecti
         rc = sk_estore_start(k->store, err); /* every topic exists now */
     if (rc)
         goto fail;
+    k->sprod = sk_sprod_new(k); /* its client is made by the first source */
     *out = k;
     return 0;
 fail:
@@ -1193,6 +1201,7 @@ void sk_kafka_destroy(struct sk_kafka *k)
 {
     if (!k)
         return;
+    sk_sprod_free(k->sprod);   /* a client of the mock, if embedded: before it goes */
     sk_estore_close(k->store); /* its last round reads the mock: before it goes */
     if (k->mock)
         rd_kafka_mock_cluster_destroy(k->mock);

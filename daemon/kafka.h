@@ -226,6 +226,9 @@ void sk_kafka_stats_parse(const char *json, size_t len, struct sk_kafka_stats *o
 /* The embedded broker's store (embedded_store.h), NULL when it keeps nothing on disk. */
 struct sk_estore *sk_kafka_estore(struct sk_kafka *k);
 
+/* The producer the node's sources share (shared_producer.h); NULL from sk_kafka_describe. */
+struct sk_sprod *sk_kafka_sprod(struct sk_kafka *k);
+
 /* The embedded mock cluster (for fault injection in tests), NULL on a real broker. */
 struct rd_kafka_mock_cluster_s *sk_kafka_mock(struct sk_kafka *k);
 

@@ -28,9 +28,9 @@ char *sk_name_sink_member(const struct sk_names *n, const char *group, enum sk_s
     return sk_asprintf("%s-%s-%08x", group, n->node, subscription);
 }
 
-char *sk_name_txn_id(const struct sk_names *n, const char *source)
+char *sk_name_node_txn_id(const struct sk_names *n)
 {
-    return sk_asprintf("%s-src-%s", n->deployment, source);
+    return sk_asprintf("%s.producer-%s", n->deployment, n->node);
 }
 
 char *sk_name_sources_group(const struct sk_names *n)

@@ -30,9 +30,10 @@ char *sk_name_sink_group_legacy(const char *sink);
  * per node) and a fingerprint of the subscription (sink_driver.c). */
 char *sk_name_sink_member(const struct sk_names *n, const char *group, enum sk_sink_target kind,
                           uint32_t subscription);
-/* "<deployment>-src-<source>": one per source across the nodes, so a second
- * producer of the same source fences the first (§8.3). */
-char *sk_name_txn_id(const struct sk_names *n, const char *source);
+/* "<deployment>.producer-<node>": the transactional id of the producer the
+ * node's sources share (shared_producer.h), so a restarted daemon fences its
+ * predecessor (§8.3); a '.' where sink groups have '-'. */
+char *sk_name_node_txn_id(const struct sk_names *n);
 /* The group that hands out the sources (ownership.h): "<deployment>.sources",
  * a '.' where sink groups have '-', so no sink name can make the same group.
  * Its static member per node: "<deployment>.sources-<node>". */

@@ -27,7 +27,56 @@ struct sk_ownership {
     rd_kafka_t *rk;
     int64_t recreate_at_ms; /* 0: the client is healthy */
     atomic_bool owned[SK_OWNERSHIP_PARTITIONS];
+    /* The group's metadata at the last assignment (member, generation),
+     * serialised: the sources' commits carry it (sk_ownership_fence). */
+    pthread_mutex_t md_mu;
+    void *md;
+    size_t md_size;
 };
+
+/* Keeps the client's group metadata now (rk NULL: forgets it). */
+static void fence_keep(struct sk_ownership *o, rd_kafka_t *rk)
+{
+    void *buf = NULL;
+    size_t size = 0;
+    if (rk) {
+        rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(rk);
+        rd_kafka_error_t *e = md ? rd_kafka_consumer_group_metadata_write(md, &buf, &size) : NULL;
+        if (e) {
+            sk_warn("ownership", "group %s: metadata: %s", o->group, rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            buf = NULL;
+        }
+        if (md)
+            rd_kafka_consumer_group_metadata_destroy(md);
+    }
+    pthread_mutex_lock(&o->md_mu);
+    if (o->md)
+        rd_kafka_mem_free(NULL, o->md);
+    o->md = buf;
+    o->md_size = size;
+    pthread_mutex_unlock(&o->md_mu);
+}
+
+rd_kafka_consumer_group_metadata_t *sk_ownership_fence(void *ctx)
+{
+    struct sk_ownership *o = ctx;
+    rd_kafka_consumer_group_metadata_t *md = NULL;
+    pthread_mutex_lock(&o->md_mu);
+    rd_kafka_error_t *e =
+        o->md ? rd_kafka_consumer_group_metadata_read(&md, o->md, o->md_size) : NULL;
+    pthread_mutex_unlock(&o->md_mu);
+    if (e) {
+        rd_kafka_error_destroy(e);
+        md = NULL;
+    }
+    return md;
+}
+
+const char *sk_ownership_topic(const struct sk_ownership *o)
+{
+    return o->topic;
+}
 
 int32_t sk_ownership_partition(const char *source)
 {
@@ -53,6 +102,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     struct sk_ownership *o = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         set_owned(o, parts);
+        fence_keep(o, rk); /* the new generation, before a source starts */
         rd_kafka_assign(rk, parts);
         /* nothing is ever read: the partitions only say who owns what */
         rd_kafka_pause_partitions(rk, parts);
@@ -271,6 +321,7 @@ struct sk_ownership *sk_ownership_start(struct sk_kafka *k, sk_ownership_changed
     o->host = sk_name_host();
     o->client = sk_name_owner_client(names, o->host, (long)getpid());
     pthread_mutex_init(&o->mu, NULL);
+    pthread_mutex_init(&o->md_mu, NULL);
     for (int p = 0; p < SK_OWNERSHIP_PARTITIONS; p++)
         atomic_init(&o->owned[p], false);
     const char *topics[] = {o->topic};
@@ -290,6 +341,7 @@ static void client_failed(struct sk_ownership *o, const char *why)
                  why, RECREATE_MS / 1000);
     set_owned(o, NULL);
     o->changed(o->ctx);
+    fence_keep(o, NULL); /* a new client is a new member */
     pthread_mutex_lock(&o->mu);
     rd_kafka_t *rk = o->rk;
     o->rk = NULL;
@@ -352,6 +404,9 @@ void sk_ownership_stop(struct sk_ownership *o)
     if (o->rk)
         rd_kafka_destroy_flags(o->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     pthread_mutex_destroy(&o->mu);
+    if (o->md)
+        rd_kafka_mem_free(NULL, o->md);
+    pthread_mutex_destroy(&o->md_mu);
     free(o->topic);
     free(o->group);
     free(o->member);

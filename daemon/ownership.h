@@ -62,6 +62,17 @@ bool sk_ownership_owns(struct sk_ownership *o, const char *source);
  * the session ends, SK_OWNERSHIP_SESSION_MS). */
 void sk_ownership_stop(struct sk_ownership *o);
 
+/*
+ * The fence of the sources' commits (KIP-447, shared_producer.h): the
+ * group's metadata (member, generation) as of this node's last assignment,
+ * for rd_kafka_send_offsets_to_transaction; NULL before the first. The
+ * broker refuses a commit with it once the group moved on without this
+ * node. ctx: the sk_ownership. Any thread.
+ */
+rd_kafka_consumer_group_metadata_t *sk_ownership_fence(void *ctx);
+/* The control topic, "<prefix>_sources". */
+const char *sk_ownership_topic(const struct sk_ownership *o);
+
 /* The group's name, "<deployment>-sources". */
 const char *sk_ownership_group(const struct sk_ownership *o);
 

@@ -157,8 +157,9 @@ static int prepare(struct source_run *run)
         free(run->cursor.data);
         run->cursor.data = NULL;
         run->cursor.len = 0;
-        /* init_transactions first: it aborts a crashed predecessor's open
-         * transaction, so the cursor read below sees its final state. */
+        /* The node's producer first: its init_transactions (at the first
+         * source's join) aborts what a crashed predecessor of this node left
+         * open, so the cursor read below sees its final state. */
         if (source_producer_create(run, &err) == 0 &&
             sk_cursor_store_load(run->env->kafka, r->name, &run->cursor, &err) == 0) {
             if (!run->cursor.data)
@@ -273,10 +274,8 @@ static void idle_wait(struct source_run *run, int64_t ms)
     struct sk_runner *r = &run->env->runner;
     int64_t until = sk_mono_ms() + ms;
     for (;;) {
-        if (run->producer) {
-            rd_kafka_poll(run->producer, 0);
-            source_note_queue(run);
-        }
+        source_producer_poll(run, 0);
+        source_note_queue(run);
         int64_t left = until - sk_mono_ms();
         if (left <= 0 || sk_runner_wait(r, left < 1000 ? left : 1000))
             return;
@@ -294,8 +293,7 @@ static void idle_wait(struct source_run *run, int64_t ms)
 static bool producer_fenced(struct source_run *run, const struct sk_error *err)
 {
     char buf[512];
-    rd_kafka_resp_err_t e =
-        run->producer ? rd_kafka_fatal_error(run->producer, buf, sizeof(buf)) : 0;
+    rd_kafka_resp_err_t e = source_producer_fatal(run, buf, sizeof(buf));
     switch (e) {
     case RD_KAFKA_RESP_ERR__FENCED:
     case RD_KAFKA_RESP_ERR_PRODUCER_FENCED:
@@ -369,13 +367,17 @@ static void *source_thread(void *arg)
                 break;
             }
             if (err.cls == SK_ERR_FATAL && producer_fenced(&run, &err)) {
+                sk_sprod_broken(run.member, err.msg); /* the restart makes a new one */
                 failed = true;
                 break;
             }
             if (err.cls == SK_ERR_FATAL) {
                 /* A fatal producer error: a new producer (and transactional
-                 * session) is the only way on; the cursor is re-read. */
-                sk_error_log(r->name, "%s: restarting the connector's Kafka client", err.msg);
+                 * session) is the only way on, for every source of the node
+                 * (they share it); the cursor is re-read. */
+                sk_error_log(r->name, "%s: restarting the sources' Kafka client", err.msg);
+                if (run.member)
+                    sk_sprod_broken(run.member, err.msg);
                 source_producer_destroy(&run);
                 if (!backoff(&run, &retry, &err) || prepare(&run)) {
                     failed = !atomic_load(&r->stop);
@@ -407,13 +409,9 @@ static void *source_thread(void *arg)
     }
 out:
     sk_batch_free(&batch);
-    if (run.producer) {
-        /* Nothing half-written: an open transaction was committed or aborted
-         * above; at-least-once batches were awaited. */
-        rd_kafka_flush(run.producer, 5000);
-        source_topics_release(&run);
-        sk_kafka_destroy_within(run.producer, SK_KAFKA_DESTROY_MS, env->runner.name);
-    }
+    /* Nothing half-written: the group's transaction was committed or aborted
+     * above; at-least-once batches were awaited. */
+    source_producer_destroy(&run);
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         free(run.topics[i]);
     source_refused_clear(&run);

@@ -11,6 +11,7 @@
 #include "dlq.h"
 #include "log.h"
 #include "model.h"
+#include "ownership.h"
 #include "produce.h"
 #include "snapshot.h"
 #include "source_run.h"
@@ -37,47 +38,41 @@ static bool topic_handle(struct source_run *run, int i)
     const char *topic = i == SK_ENTITY_COUNT       ? sk_kafka_cursor_topic(run->env->kafka)
                         : i == SK_ENTITY_COUNT + 1 ? sk_kafka_dlq_topic(run->env->kafka)
                                                    : topic_of(run, sk_entities[i]);
-    run->rkts[i] = rd_kafka_topic_new(run->producer, topic, NULL);
-    return run->rkts[i] != NULL;
+    bool created = false;
+    run->rkts[i] = sk_sprod_topic(run->member, topic, &created);
+    return created; /* another source of the node may have readied it already */
 }
 
+/* In use (run->rk). */
 static void warm_topic(struct source_run *run, int i)
 {
     const struct rd_kafka_metadata *md = NULL;
     if (topic_handle(run, i) &&
-        rd_kafka_metadata(run->producer, 0, run->rkts[i], &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        md)
+        rd_kafka_metadata(run->rk, 0, run->rkts[i], &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md)
         rd_kafka_metadata_destroy(md);
 }
 
 static void warm_metadata(struct source_run *run)
 {
     uint32_t writes = run->env->source.writes;
-    topic_handle(run, SK_ENTITY_COUNT);
+    bool created = topic_handle(run, SK_ENTITY_COUNT);
     for (int i = 0; i < SK_ENTITY_COUNT; i++)
         if (!writes || writes & (1u << i))
-            topic_handle(run, i);
+            created |= topic_handle(run, i);
+    if (!created)
+        return;
     /* the topics this client knows: the handles above */
     const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(run->producer, 0, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md)
+    if (rd_kafka_metadata(run->rk, 0, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md)
         rd_kafka_metadata_destroy(md);
 }
 
-/* What waits in the producer (skolsync_kafka_queued_messages): in its queue or in flight. */
+/* What of the source waits in the producer (skolsync_kafka_queued_messages):
+ * its messages in the queue or in flight. */
 void source_note_queue(struct source_run *run)
 {
-    if (run->producer)
-        atomic_store(&run->env->runner.kafka_queued, rd_kafka_outq_len(run->producer));
-}
-
-/* Topic handles go before their client (librdkafka: all objects before the handle). */
-void source_topics_release(struct source_run *run)
-{
-    for (int i = 0; i < SK_ENTITY_COUNT + 2; i++) {
-        if (run->rkts[i])
-            rd_kafka_topic_destroy(run->rkts[i]);
-        run->rkts[i] = NULL;
-    }
+    if (run->member)
+        atomic_store(&run->env->runner.kafka_queued, (int_fast64_t)sk_sprod_in_flight(run->member));
 }
 
 static uint64_t value_hash(const void *p, size_t n)
@@ -137,128 +132,65 @@ static void refused_learn(struct source_run *run, const rd_kafka_message_t *m)
 
 void source_refused_clear(struct source_run *run)
 {
+    if (run->member)
+        pthread_mutex_lock(&run->member->mu);
     for (size_t i = 0; i < run->n_refused; i++)
         free(run->refused[i].topic);
     run->n_refused = 0;
+    if (run->member)
+        pthread_mutex_unlock(&run->member->mu);
 }
 
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+/* A report of a failed message of the source (shared_producer.h: the member locked). */
+static void report(void *ctx, const rd_kafka_message_t *m)
 {
-    struct source_run *run = opaque;
-    struct delivery *d = m->_private;
-    if (m->err)
-        refused_learn(run, m);
-    if (!d)
-        return;
-    rd_kafka_resp_err_t e = m->err;
-    /* A delivery without an offset is one librdkafka inferred: a later
-     * request of the same idempotent producer was acknowledged, so a broker
-     * must have written the earlier ones. The embedded broker (librdkafka's
-     * mock cluster) does not check sequence numbers as a broker does: after a
-     * leader move it took a later request while an earlier one had been
-     * refused, and 107 records reported delivered were never written
-     * (kafka_faults::leader_moves). There such a delivery does not count:
-     * the batch is sent again (at least once, rule 2). */
-    if (!e && m->offset < 0 && sk_kafka_embedded(run->env->kafka))
-        e = RD_KAFKA_RESP_ERR__INCONSISTENT;
-    if (e) {
-        if (!d->failed)
-            d->first_err = e;
-        d->failed++;
-    }
-    d->pending--;
-}
-
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    struct source_run *run = opaque;
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        atomic_fetch_add(&run->env->runner.kafka_errors, 1);
-        char buf[512];
-        rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        sk_error_log(run->env->runner.name, "fatal producer error: %s", buf);
-    } else {
-        sk_runner_kafka_error(&run->env->runner, reason);
-    }
-}
-
-static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
-{
-    struct source_run *run = opaque;
-    return sk_runner_kafka_stats(&run->env->runner, json, len);
+    refused_learn(ctx, m);
 }
 
 int source_producer_create(struct source_run *run, struct sk_error *err)
 {
     struct sk_source_env *env = run->env;
-    char *client_id = sk_name_client(sk_kafka_names(env->kafka), "src", env->runner.name);
-    /* Tuning the user may override; the queue bound is the back-pressure
-     * point: a full queue stops the source from being polled. */
-    /* clang-format off */
-    const char *const defaults[] = {
-        "linger.ms", "5",
-        "compression.type", "lz4",
-        "queue.buffering.max.kbytes", "16384",
-        "queue.buffering.max.messages", "50000",
-        "message.timeout.ms", SK_KAFKA_MESSAGE_TIMEOUT_MS,
-        "statistics.interval.ms", sk_kafka_statistics_interval(env->kafka),
-        NULL};
-    /* clang-format on */
-    rd_kafka_conf_t *conf = sk_kafka_conf_new(env->kafka, client_id, defaults, err);
-    free(client_id);
-    if (!conf)
-        return -1;
-    run->txn = sk_kafka_transactional(env->kafka);
-    /* Idempotence always: no duplicates from librdkafka's own retries. */
-    if (sk_kafka_conf_set(conf, "enable.idempotence", "true", err))
-        goto fail;
-    if (run->txn) {
-        /* Stable per source of a deployment, whatever the node: a restarted
-         * daemon (or another node) fences its zombie predecessor. */
-        char *tid = sk_name_txn_id(sk_kafka_names(env->kafka), env->runner.name);
-        int rc = sk_kafka_conf_set(conf, "transactional.id", tid, err);
-        sk_info(env->runner.name, "transactional id %s", tid);
-        free(tid);
-        if (rc || sk_kafka_conf_set(conf, "transaction.timeout.ms", "60000", err) ||
-            sk_kafka_conf_set(conf, "message.timeout.ms", SK_KAFKA_MESSAGE_TIMEOUT_MS, err))
-            goto fail;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
+    struct sk_sprod *sp = sk_kafka_sprod(env->kafka);
     int64_t t0 = sk_mono_ms();
-    run->producer = sk_kafka_client_new(RD_KAFKA_PRODUCER, conf, stats_cb, run, err);
-    if (!run->producer)
+    run->member = sk_sprod_join(sp, &env->runner, report, run, err);
+    if (!run->member)
         return -1;
-    if (run->txn) {
-        rd_kafka_error_t *e = rd_kafka_init_transactions(run->producer, 30000);
-        if (e) {
-            sk_error_set(err, rd_kafka_error_is_retriable(e) ? SK_ERR_RETRIABLE : SK_ERR_FATAL,
-                         "init_transactions: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-            rd_kafka_destroy(run->producer);
-            run->producer = NULL;
-            return -1;
-        }
-    }
+    run->member->fence_partition = sk_ownership_partition(env->runner.name);
+    run->txn = sk_sprod_transactional(sp);
     int64_t t1 = sk_mono_ms();
+    run->rk = sk_sprod_use(run->member, err);
+    if (!run->rk)
+        return -1;
     warm_metadata(run);
+    sk_sprod_unuse(run->member);
+    run->rk = NULL;
     sk_debug(env->runner.name, "start-up: producer %lld ms, topic metadata %lld ms",
              (long long)(t1 - t0), (long long)(sk_mono_ms() - t1));
     return 0;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return -1;
 }
 
 void source_producer_destroy(struct source_run *run)
 {
-    if (!run->producer)
+    sk_sprod_leave(run->member);
+    run->member = NULL;
+    for (int i = 0; i < SK_ENTITY_COUNT + 2; i++)
+        run->rkts[i] = NULL; /* the client's, not the source's */
+    memset(run->partitions, 0, sizeof(run->partitions));
+}
+
+void source_producer_poll(struct source_run *run, int ms)
+{
+    struct sk_error ignored = {0};
+    rd_kafka_t *rk = run->member ? sk_sprod_use(run->member, &ignored) : NULL;
+    if (!rk)
         return;
-    rd_kafka_purge(run->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_flush(run->producer, 2000);
-    source_topics_release(run);
-    sk_kafka_destroy_within(run->producer, SK_KAFKA_DESTROY_MS, run->env->runner.name);
-    run->producer = NULL;
+    rd_kafka_poll(rk, ms);
+    sk_sprod_unuse(run->member);
+}
+
+rd_kafka_resp_err_t source_producer_fatal(struct source_run *run, char *buf, size_t size)
+{
+    return run->member ? sk_sprod_fatal(run->member, buf, size) : 0;
 }
 
 static const char *topic_of(struct source_run *run, const struct sk_entity *e)
@@ -272,14 +204,15 @@ static const char *topic_of(struct source_run *run, const struct sk_entity *e)
 /* Produces one message (back-pressure: the source is not polled while the queue is full). */
 static int produce(struct source_run *run, const char *topic, const void *key, size_t key_len,
                    const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
-                   struct delivery *d, struct sk_error *err)
+                   struct sk_sprod_delivery *d, struct sk_error *err)
 {
-    rd_kafka_resp_err_t e =
-        sk_produce(run->producer, topic, key, key_len, value, value_len, hdrs, d);
-    if (e)
+    /* counted before: its report may come at once, on another thread */
+    atomic_fetch_add(&d->pending, 1);
+    rd_kafka_resp_err_t e = sk_produce(run->rk, topic, key, key_len, value, value_len, hdrs, d);
+    if (e) {
+        atomic_fetch_sub(&d->pending, 1);
         return sk_produce_error(err, e, topic);
-    if (d)
-        d->pending++;
+    }
     return 0;
 }
 
@@ -301,12 +234,26 @@ static rd_kafka_headers_t *record_headers(struct source_run *run, const struct s
     return h;
 }
 
+/* A dead letter of the source's batch, counted in d like its records. */
+static int dlq_produce(struct source_run *run, const struct sk_dead_letter *dl,
+                       struct sk_sprod_delivery *d, struct sk_error *err)
+{
+    warm_topic(run, SK_ENTITY_COUNT + 1);
+    atomic_fetch_add(&d->pending, 1);
+    if (sk_dlq_produce(run->rk, sk_kafka_dlq_topic(run->env->kafka), dl, d, err)) {
+        atomic_fetch_sub(&d->pending, 1);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * A record Kafka can never take goes to the dead-letter topic instead, its
  * value cut to fit: its batch, and the source, go on.
  */
 static int dead_letter_record(struct source_run *run, const struct sk_record *r, const char *topic,
-                              const struct sk_error *why, struct delivery *d, struct sk_error *err)
+                              const struct sk_error *why, struct sk_sprod_delivery *d,
+                              struct sk_error *err)
 {
     struct sk_dead_letter dl = {.connector = run->env->runner.name,
                                 .err = why,
@@ -318,11 +265,8 @@ static int dead_letter_record(struct source_run *run, const struct sk_record *r,
                                 .topic = topic,
                                 .partition = -1,
                                 .truncate = true};
-    warm_topic(run, SK_ENTITY_COUNT + 1);
-    if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
+    if (dlq_produce(run, &dl, d, err))
         return -1;
-    if (d)
-        d->pending++;
     run->batch_refused++;
     run->batch_refused_by[sk_entity_index(r->entity)]++;
     sk_warn(run->env->runner.name, "dead-lettered %s %s (%zu bytes): %s", r->entity->name, r->key,
@@ -331,32 +275,44 @@ static int dead_letter_record(struct source_run *run, const struct sk_record *r,
 }
 
 /* One record: to its topic, or to the dead-letter topic when Kafka can never take it. */
-static int produce_record(struct source_run *run, const struct sk_record *r, struct delivery *d,
-                          struct sk_error *err)
+static int produce_record(struct source_run *run, const struct sk_record *r,
+                          struct sk_sprod_delivery *d, struct sk_error *err)
 {
     const char *topic = topic_of(run, r->entity);
     warm_topic(run, sk_entity_index(r->entity));
     struct sk_error why = {0};
-    struct refused *x = refused_find(run, topic, r->key, strlen(r->key), r->value, r->value_len);
-    if (x && x->confirmed) {
-        sk_produce_error(&why, x->err, topic);
+    size_t key_len = strlen(r->key);
+    pthread_mutex_lock(&run->member->mu); /* the list: a report may come on another thread */
+    struct refused *x = refused_find(run, topic, r->key, key_len, r->value, r->value_len);
+    bool suspect = x != NULL, confirmed = x && x->confirmed;
+    rd_kafka_resp_err_t refused_err = x ? x->err : RD_KAFKA_RESP_ERR_NO_ERROR;
+    pthread_mutex_unlock(&run->member->mu);
+    if (confirmed) {
+        sk_produce_error(&why, refused_err, topic);
         return dead_letter_record(run, r, topic, &why, d, err);
     }
-    if (x) {
+    if (suspect) {
         /* a suspect: alone in its produce request, so its report is its own */
-        rd_kafka_flush(run->producer, 60000);
-        run->isolating = x - run->refused;
+        rd_kafka_flush(run->rk, 60000);
+        pthread_mutex_lock(&run->member->mu);
+        x = refused_find(run, topic, r->key, key_len, r->value, r->value_len);
+        run->isolating = x ? x - run->refused : -1;
+        pthread_mutex_unlock(&run->member->mu);
     }
-    int rc = produce(run, topic, r->key, strlen(r->key), r->value, r->value_len,
-                     record_headers(run, r), d, &why);
-    if (x) {
+    int rc = produce(run, topic, r->key, key_len, r->value, r->value_len, record_headers(run, r), d,
+                     &why);
+    if (suspect) {
         if (rc == 0)
-            rd_kafka_flush(run->producer, 60000);
+            rd_kafka_flush(run->rk, 60000);
+        pthread_mutex_lock(&run->member->mu);
         run->isolating = -1;
-        x = refused_find(run, topic, r->key, strlen(r->key), r->value, r->value_len);
-        if (x && x->confirmed)
+        x = refused_find(run, topic, r->key, key_len, r->value, r->value_len);
+        confirmed = x && x->confirmed;
+        refused_err = x ? x->err : RD_KAFKA_RESP_ERR_NO_ERROR;
+        pthread_mutex_unlock(&run->member->mu);
+        if (confirmed)
             return sk_error_set(err, SK_ERR_RETRIABLE, "%s %s refused by Kafka: %s",
-                                r->entity->name, r->key, rd_kafka_err2str(x->err));
+                                r->entity->name, r->key, rd_kafka_err2str(refused_err));
     }
     if (rc == 0)
         return 0;
@@ -371,12 +327,10 @@ static int32_t topic_partitions(struct source_run *run, int i, struct sk_error *
 {
     if (run->partitions[i] > 0)
         return run->partitions[i];
-    if (!run->rkts[i])
-        run->rkts[i] = rd_kafka_topic_new(run->producer, topic_of(run, sk_entities[i]), NULL);
+    topic_handle(run, i);
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = run->rkts[i]
-                                ? rd_kafka_metadata(run->producer, 0, run->rkts[i], &md, 10000)
-                                : RD_KAFKA_RESP_ERR__INVALID_ARG;
+    rd_kafka_resp_err_t e = run->rkts[i] ? rd_kafka_metadata(run->rk, 0, run->rkts[i], &md, 10000)
+                                         : RD_KAFKA_RESP_ERR__INVALID_ARG;
     if (!e && md && md->topic_cnt == 1 && !md->topics[0].err)
         run->partitions[i] = md->topics[0].partition_cnt;
     else if (!e && md && md->topic_cnt == 1)
@@ -398,7 +352,8 @@ static int32_t topic_partitions(struct source_run *run, int i, struct sk_error *
  * precedes the listing's records on every partition and an end follows them.
  */
 static int produce_markers(struct source_run *run, const struct sk_batch *b,
-                           enum sk_snapshot_phase phase, struct delivery *d, struct sk_error *err)
+                           enum sk_snapshot_phase phase, struct sk_sprod_delivery *d,
+                           struct sk_error *err)
 {
     uint32_t mask = phase == SK_SNAPSHOT_BEGIN ? b->snapshot_begin : b->snapshot_end;
     for (int i = 0; i < SK_ENTITY_COUNT; i++) {
@@ -425,15 +380,15 @@ static int produce_markers(struct source_run *run, const struct sk_batch *b,
         char *value = sk_snapshot_marker_value(&m);
         const char *topic = topic_of(run, sk_entities[i]);
         for (int32_t p = 0; p < n; p++) {
-            rd_kafka_resp_err_t e = sk_produce_to(
-                run->producer, topic, p, SK_SNAPSHOT_KEY, strlen(SK_SNAPSHOT_KEY), value,
-                strlen(value), sk_snapshot_marker_headers(run->env->runner.name), d);
+            atomic_fetch_add(&d->pending, 1);
+            rd_kafka_resp_err_t e =
+                sk_produce_to(run->rk, topic, p, SK_SNAPSHOT_KEY, strlen(SK_SNAPSHOT_KEY), value,
+                              strlen(value), sk_snapshot_marker_headers(run->env->runner.name), d);
             if (e) {
+                atomic_fetch_sub(&d->pending, 1);
                 free(value);
                 return sk_produce_error(err, e, topic);
             }
-            if (d)
-                d->pending++;
         }
         free(value);
     }
@@ -441,8 +396,8 @@ static int produce_markers(struct source_run *run, const struct sk_batch *b,
 }
 
 /* Produces the batch's records and dead letters (not the cursor). */
-static int produce_batch(struct source_run *run, const struct sk_batch *b, struct delivery *d,
-                         struct sk_error *err)
+static int produce_batch(struct source_run *run, const struct sk_batch *b,
+                         struct sk_sprod_delivery *d, struct sk_error *err)
 {
     if (b->snapshot_begin && produce_markers(run, b, SK_SNAPSHOT_BEGIN, d, err))
         return -1;
@@ -452,7 +407,7 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
         /* serves delivery reports now and then (each call takes a lock and
          * reads the clock: once per record was ~9 % of a sync's CPU) */
         if (i % 256 == 255) {
-            rd_kafka_poll(run->producer, 0);
+            rd_kafka_poll(run->rk, 0);
             source_note_queue(run);
         }
     }
@@ -469,17 +424,14 @@ static int produce_batch(struct source_run *run, const struct sk_batch *b, struc
                                     .where = x->where,
                                     .entity = x->entity ? x->entity->name : NULL,
                                     .partition = -1};
-        warm_topic(run, SK_ENTITY_COUNT + 1);
-        if (sk_dlq_produce(run->producer, sk_kafka_dlq_topic(run->env->kafka), &dl, d, err))
+        if (dlq_produce(run, &dl, d, err))
             return -1;
-        if (d)
-            d->pending++;
     }
     return 0;
 }
 
-static int produce_cursor(struct source_run *run, const struct sk_cursor *c, struct delivery *d,
-                          struct sk_error *err)
+static int produce_cursor(struct source_run *run, const struct sk_cursor *c,
+                          struct sk_sprod_delivery *d, struct sk_error *err)
 {
     rd_kafka_headers_t *h = rd_kafka_headers_new(1);
     rd_kafka_header_add(h, "skolsync-source", -1, run->env->runner.name, -1);
@@ -489,112 +441,119 @@ static int produce_cursor(struct source_run *run, const struct sk_cursor *c, str
 }
 
 /* Waits for every delivery report of d (at-least-once). */
-static int await_delivery(struct source_run *run, struct delivery *d, struct sk_error *err)
+static int await_delivery(struct source_run *run, struct sk_sprod_delivery *d, struct sk_error *err)
 {
-    while (d->pending > 0) {
-        rd_kafka_poll(run->producer, 100);
+    while (atomic_load(&d->pending) > 0) {
+        struct sk_error gone = {0};
+        rd_kafka_t *rk = sk_sprod_use(run->member, &gone);
+        if (!rk) {
+            /* replaced: the old client's purge reports what it held */
+            if (err)
+                *err = gone;
+            return -1;
+        }
+        rd_kafka_poll(rk, 100);
+        sk_sprod_unuse(run->member);
         source_note_queue(run);
     }
-    if (d->failed)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu record(s) not acknowledged: %s", d->failed,
-                            d->first_err == RD_KAFKA_RESP_ERR__INCONSISTENT
+    size_t failed = atomic_load(&d->failed);
+    if (failed) {
+        rd_kafka_resp_err_t first = (rd_kafka_resp_err_t)atomic_load(&d->first_err);
+        return sk_error_set(err, SK_ERR_RETRIABLE, "%zu record(s) not acknowledged: %s", failed,
+                            first == RD_KAFKA_RESP_ERR__INCONSISTENT
                                 ? "delivered by inference only, without an offset (dr_cb)"
-                                : rd_kafka_err2str(d->first_err));
+                                : rd_kafka_err2str(first));
+    }
     return 0;
 }
 
-/*
- * The classes of rdkafka.h's transactional API: retriable (call again or
- * retry the batch), abortable (abort, then retry the batch), fatal - and
- * "treat all others as fatal": an unexpected state (e.g. INVALID_TXN_STATE
- * from a broker) is cured only by a new producer, whose init_transactions
- * fences and aborts whatever the old one left open. FATAL makes the driver
- * do exactly that.
- */
-static int txn_error(rd_kafka_error_t *e, const char *what, struct sk_error *err)
+static void delivery_reset(struct sk_sprod_delivery *d)
 {
-    enum sk_err_class cls = rd_kafka_error_is_retriable(e) || rd_kafka_error_txn_requires_abort(e)
-                                ? SK_ERR_RETRIABLE
-                                : SK_ERR_FATAL;
-    sk_error_set(err, cls, "%s: %s", what, rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-    return -1;
+    atomic_store(&d->failed, 0);
+    atomic_store(&d->first_err, 0);
 }
 
 /*
  * A group: one or more consecutive batches delivered together, the cursor of
- * the last one after them (source_driver.c decides how many). Rule 1: one
- * transaction; rule 2: every delivery report awaited before the cursor.
+ * the last one after them (source_driver.c decides how many). Rule 1: every
+ * transaction of the node's producer the group's records went into is
+ * committed (shared_producer.h); rule 2: every delivery report awaited
+ * before the cursor.
  */
 int source_group_begin(struct source_run *run, struct sk_error *err)
 {
+    (void)err;
     run->batch_refused = 0;
     memset(run->batch_refused_by, 0, sizeof(run->batch_refused_by));
-    run->group = (struct delivery){0};
-    if (!run->txn)
-        return 0;
-    rd_kafka_error_t *e = rd_kafka_begin_transaction(run->producer);
-    if (e && rd_kafka_error_txn_requires_abort(e)) {
-        /* a transaction of an earlier attempt is still open in error: end it first */
-        txn_error(e, "begin_transaction", err);
-        return source_group_abort(run, err);
-    }
-    if (e && rd_kafka_error_code(e) == RD_KAFKA_RESP_ERR__CONFLICT) {
-        /* an earlier commit or abort never finished (see below): only a new
-         * producer gets out of that state */
-        txn_error(e, "begin_transaction", err);
-        err->cls = SK_ERR_FATAL;
-        return -1;
-    }
-    if (e)
-        return txn_error(e, "begin_transaction", err);
+    delivery_reset(&run->member->group);
+    delivery_reset(&run->member->cursor);
+    if (run->txn)
+        sk_sprod_group_begin(run->member);
     return 0;
+}
+
+/* Holds the client for producing: in the open transaction (rule 1) or not. */
+static int enter(struct source_run *run, struct sk_error *err)
+{
+    run->rk = run->txn ? sk_sprod_txn_enter(run->member, err) : sk_sprod_use(run->member, err);
+    return run->rk ? 0 : -1;
+}
+
+/* failed: the batch's error (its transaction is then aborted), or NULL. */
+static void leave(struct source_run *run, const struct sk_error *failed)
+{
+    run->rk = NULL;
+    if (run->txn)
+        sk_sprod_txn_leave(run->member, failed);
+    else
+        sk_sprod_unuse(run->member);
 }
 
 /* Produces one batch of the group (records and dead letters); on failure the group is aborted. */
 int source_group_add(struct source_run *run, const struct sk_batch *b, struct sk_error *err)
 {
-    if (produce_batch(run, b, run->txn ? NULL : &run->group, err))
+    if (enter(run, err))
+        return -1; /* FATAL: the client broke or was replaced */
+    int rc = produce_batch(run, b, run->txn ? &run->member->txn : &run->member->group, err);
+    leave(run, rc ? err : NULL);
+    if (rc)
         return source_group_abort(run, err);
     return 0;
 }
 
-/* Rule 1: data + dead letters + cursor in one transaction. */
+/* Rule 1: data + dead letters + cursor committed (the cursor in the last transaction). */
 static int group_commit_txn(struct source_run *run, const struct sk_cursor *cursor,
                             struct sk_error *err)
 {
-    if (cursor && produce_cursor(run, cursor, NULL, err))
-        return source_group_abort(run, err);
-    for (int attempt = 0;; attempt++) {
-        rd_kafka_error_t *e = rd_kafka_commit_transaction(run->producer, 60000);
-        if (!e)
-            return 0;
-        if (rd_kafka_error_txn_requires_abort(e)) {
-            txn_error(e, "commit_transaction", err);
+    if (cursor) {
+        if (enter(run, err))
+            return -1;
+        int rc = produce_cursor(run, cursor, &run->member->txn, err);
+        leave(run, rc ? err : NULL);
+        if (rc)
             return source_group_abort(run, err);
-        }
-        if (rd_kafka_error_is_retriable(e) && attempt < 5 && !atomic_load(&run->env->runner.stop)) {
-            rd_kafka_error_destroy(e); /* resumable since 2.0.0: call again */
-            continue;
-        }
-        return txn_error(e, "commit_transaction", err);
     }
+    return sk_sprod_txn_commit(run->member, err);
 }
 
 /* Rule 2: the cursor only after every earlier delivery report succeeded. */
 static int group_commit_alo(struct source_run *run, const struct sk_cursor *cursor,
                             struct sk_error *err)
 {
-    if (await_delivery(run, &run->group, err))
+    if (await_delivery(run, &run->member->group, err))
         return -1;
     if (!cursor)
         return 0;
-    struct delivery dc = {0};
-    if (produce_cursor(run, cursor, &dc, err)) {
-        await_delivery(run, &dc, NULL);
+    struct sk_sprod_delivery *dc = &run->member->cursor;
+    if (enter(run, err))
+        return -1;
+    int rc = produce_cursor(run, cursor, dc, err);
+    leave(run, NULL);
+    if (rc) {
+        await_delivery(run, dc, NULL);
         return -1;
     }
-    return await_delivery(run, &dc, err);
+    return await_delivery(run, dc, err);
 }
 
 int source_group_commit(struct source_run *run, const struct sk_cursor *cursor,
@@ -606,27 +565,14 @@ int source_group_commit(struct source_run *run, const struct sk_cursor *cursor,
 int source_group_abort(struct source_run *run, struct sk_error *err)
 {
     if (!run->txn) {
-        await_delivery(run, &run->group, NULL); /* nothing in flight refers to the group */
+        await_delivery(run, &run->member->group, NULL); /* nothing in flight refers to the group */
         if (err->cls == SK_ERR_NONE)
             err->cls = SK_ERR_RETRIABLE;
         return -1;
     }
     if (err->cls == SK_ERR_FATAL)
-        return -1;
-    rd_kafka_error_t *e = rd_kafka_abort_transaction(run->producer, 30000);
-    if (e) {
-        /* An abort that did not finish (it timed out while the broker was
-         * away) leaves the producer where every begin_transaction answers
-         * "conflicting abort in progress"; calling the abort again until it
-         * ends was seen to lose the batch that came next (test_broker_outage
-         * under ASan). A new producer is the safe way on: its
-         * init_transactions fences this one and aborts what it left open,
-         * and the cursor is read again from Kafka. */
-        txn_error(e, "abort_transaction", err);
-        err->cls = SK_ERR_FATAL;
-        return -1;
-    }
-    if (err->cls == SK_ERR_NONE)
-        err->cls = SK_ERR_RETRIABLE;
-    return -1;
+        return -1; /* the client broke: a new one aborts what it left open */
+    /* The open transaction holds other sources' batches too: they fail with
+     * this one, and each polls again from its acknowledged cursor. */
+    return sk_sprod_txn_abort(run->member, err);
 }

@@ -9,21 +9,18 @@
 #include <stddef.h>
 
 #include "drivers.h"
-
-/* Tracks the delivery reports of one batch (at-least-once mode). */
-struct delivery {
-    size_t pending;
-    size_t failed;
-    rd_kafka_resp_err_t first_err;
-};
+#include "shared_producer.h"
 
 struct source_run {
     struct sk_source_env *env;
-    rd_kafka_t *producer;
+    /* Its place in the node's producer (shared_producer.h), NULL before
+     * prepare; rk: that client while a batch is produced (held in use). */
+    struct sk_sprod_member *member;
+    rd_kafka_t *rk;
     bool txn;
     char *topics[SK_ENTITY_COUNT];               /* by entity index, created lazily */
-    rd_kafka_topic_t *rkts[SK_ENTITY_COUNT + 2]; /* + cursor and DLQ topics: held so
-                                                    their metadata stays known */
+    rd_kafka_topic_t *rkts[SK_ENTITY_COUNT + 2]; /* + cursor and DLQ topics: the
+                                                    client's handles (their metadata) */
     struct sk_cursor cursor;                     /* the last cursor Kafka acknowledged */
     /*
      * Records a delivery report refused for good (too large, invalid). The
@@ -31,13 +28,12 @@ struct source_run {
      * record of it is a suspect at first: the batch fails, and when it comes
      * again each suspect is sent alone. One refused alone is confirmed and
      * goes to the dead-letter topic from then on. Cleared once a batch is
-     * stored.
+     * stored. Under member->mu: a report may come on another source's thread.
      */
     struct refused *refused;
     size_t n_refused, cap_refused;
     size_t refused_learned; /* new suspects or confirmations since the batch was produced */
     ptrdiff_t isolating;    /* the suspect now sent alone, or -1 */
-    struct delivery group;  /* the group in hand's delivery reports (rule 2) */
     size_t batch_refused;   /* records of the group in hand dead-lettered for Kafka's refusal */
     size_t batch_refused_by[SK_ENTITY_COUNT]; /* the same, by entity index */
     int32_t partitions[SK_ENTITY_COUNT];      /* of each topic, for snapshot markers (0: unknown) */
@@ -61,12 +57,14 @@ struct refused {
     bool confirmed; /* refused when it was sent alone */
 };
 
-/* Creates the producer (transactional unless at-least-once) and warms its topics' metadata. */
+/* Joins the node's producer (transactional unless at-least-once) and warms its topics' metadata. */
 int source_producer_create(struct source_run *run, struct sk_error *err);
+/* Leaves it (NULL member: nothing). */
 void source_producer_destroy(struct source_run *run);
-
-/* Frees the topic names and handles the run holds. */
-void source_topics_release(struct source_run *run);
+/* Serves the producer's callbacks (reports, statistics) for up to ms. */
+void source_producer_poll(struct source_run *run, int ms);
+/* The client's fatal error (rd_kafka_fatal_error), 0 when there is none. */
+rd_kafka_resp_err_t source_producer_fatal(struct source_run *run, char *buf, size_t size);
 void source_note_queue(struct source_run *run);
 
 /* Forgets the records Kafka refused (once a batch is stored). */

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "model.h"
 #include "ownership.h"
+#include "shared_producer.h"
 #include "util.h"
 
 /* A connector failing again and again is restarted after 1 s, 2 s, ... 5 min. */
@@ -753,6 +754,9 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         rc = SK_EXIT_RUNTIME;
         goto out;
     }
+    if (d.owner) /* a node the group moved on without commits nothing (KIP-447) */
+        sk_sprod_set_fence(sk_kafka_sprod(d.kafka), sk_ownership_fence, d.owner,
+                           sk_ownership_topic(d.owner));
     if (start_http(&d, &err)) {
         sk_error_log("main", "%s", err.msg);
         rc = SK_EXIT_RUNTIME;
@@ -846,6 +850,8 @@ out:;
     sk_http_stop(d.http);
     d.http = NULL;
     d.stopping = true;
+    if (d.owner)
+        sk_sprod_set_fence(sk_kafka_sprod(d.kafka), NULL, NULL, NULL);
     sk_ownership_stop(d.owner); /* static member: its sources move when its session ends */
     d.owner = NULL;
     for (size_t i = 0; i < d.n_conns; i++) {

@@ -33,7 +33,6 @@ Test(names, default_deployment_keeps_the_old_names)
     char *legacy = sk_name_sink_group_legacy("db");
     eq(sk_name_sink_group(&n, "db", SK_TARGET_SHARED), legacy);
     free(legacy);
-    eq(sk_name_txn_id(&n, "sis"), "skolsync-src-sis");
 }
 
 Test(names, groups_by_kind_of_target)
@@ -50,9 +49,10 @@ Test(names, groups_by_kind_of_target)
        "kommun.prod-pg-node-b-abcdef01");
     eq(sk_name_sink_member(&a, "kommun.prod-node-a-db", SK_TARGET_NODE_LOCAL, 1),
        "kommun.prod-node-a-db-00000001");
-    /* a source has one transactional id whatever the node: a second owner fences the first */
-    eq(sk_name_txn_id(&a, "sis"), "kommun.prod-src-sis");
-    eq(sk_name_txn_id(&b, "sis"), "kommun.prod-src-sis");
+    /* the sources' producer: one per node (another node's owner is fenced
+     * by the sources group, KIP-447; a restarted node by this id) */
+    eq(sk_name_node_txn_id(&a), "kommun.prod.producer-node-a");
+    eq(sk_name_node_txn_id(&b), "kommun.prod.producer-node-b");
     eq(sk_name_client(&b, "sink", "pg"), "kommun.prod-node-b-sink-pg");
 }
 
@@ -62,7 +62,7 @@ Test(names, two_deployments_never_share_a_name)
     char *ga = sk_name_sink_group(&a, "db", SK_TARGET_SHARED);
     char *gb = sk_name_sink_group(&b, "db", SK_TARGET_SHARED);
     cr_assert_str_neq(ga, gb);
-    char *ta = sk_name_txn_id(&a, "files"), *tb = sk_name_txn_id(&b, "files");
+    char *ta = sk_name_node_txn_id(&a), *tb = sk_name_node_txn_id(&b);
     cr_assert_str_neq(ta, tb);
     free(ga);
     free(gb);
