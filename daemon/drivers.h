@@ -149,7 +149,8 @@ cJSON *sk_source_held_doc(struct sk_source_env *env);
 bool sk_source_release_settled(struct sk_source_env *env, uint64_t seq);
 void sk_source_env_clear(struct sk_source_env *env);
 
-/* Start the connector's thread (the connector is already open). 0 or -1. */
+/* Start the connector (already open): a sink on a thread of its own, a
+ * source as a task of the sources' worker pool (source_driver.c). 0 or -1. */
 int sk_source_driver_start(struct sk_source_env *env);
 int sk_sink_driver_start(struct sk_sink_env *env);
 /* Ask to stop (returns at once); join with sk_*_driver_join. */
@@ -157,6 +158,11 @@ void sk_driver_request_stop(struct sk_runner *r);
 void sk_driver_join(struct sk_runner *r);
 /* Joins unless deadline (sk_mono_ms) passes first; true if joined. */
 bool sk_driver_join_until(struct sk_runner *r, int64_t deadline_ms);
+/* The sources' pool: a new worker when every one is stuck in a long step
+ * while a source waits (the supervisor's tick); its workers end (after the
+ * last source stopped). */
+void sk_source_pool_watch(void);
+void sk_source_pool_stop(void);
 
 /*
  * Cursor store: the last cursor of source `name` in `<prefix>_cursors`, read

@@ -133,6 +133,8 @@ void sk_runner_wake(struct sk_runner *r)
     r->wake = true;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    if (r->on_wake)
+        r->on_wake(r);
 }
 
 bool sk_runner_wait(struct sk_runner *r, int64_t ms)

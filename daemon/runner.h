@@ -48,6 +48,7 @@ struct sk_runner {
     const char *type;
     pthread_t thread;
     bool started;
+    void (*on_wake)(struct sk_runner *r); /* told after sk_runner_wake (a pooled source) */
     atomic_int state;
     atomic_bool stop;              /* set by the supervisor: finish and exit */
     atomic_bool paused;            /* set by the API: no polling / partitions paused */

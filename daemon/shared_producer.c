@@ -368,6 +368,14 @@ rd_kafka_topic_t *sk_sprod_topic(struct sk_sprod_member *m, const char *topic, b
     return t;
 }
 
+void sk_sprod_serve(struct sk_sprod *sp)
+{
+    pthread_rwlock_rdlock(&sp->rw);
+    if (sp->rk)
+        rd_kafka_poll(sp->rk, 0);
+    pthread_rwlock_unlock(&sp->rw);
+}
+
 rd_kafka_resp_err_t sk_sprod_fatal(struct sk_sprod_member *m, char *buf, size_t size)
 {
     struct sk_error ignored = {0};

@@ -100,6 +100,9 @@ void sk_sprod_unuse(struct sk_sprod_member *m);
 rd_kafka_topic_t *sk_sprod_topic(struct sk_sprod_member *m, const char *topic, bool *created);
 /* The member's messages in flight. */
 size_t sk_sprod_in_flight(const struct sk_sprod_member *m);
+/* Serves the client's callbacks (errors, statistics, late reports) at once:
+ * the sources' pool does, once a second, while they wait between polls. */
+void sk_sprod_serve(struct sk_sprod *sp);
 /* The client's fatal error (rd_kafka_fatal_error), 0 when there is none. */
 rd_kafka_resp_err_t sk_sprod_fatal(struct sk_sprod_member *m, char *buf, size_t size);
 /* The member hit a fatal client error: the next join makes a new client. */

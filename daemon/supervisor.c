@@ -1,7 +1,8 @@
 /*
  * supervisor.c: runs a validated configuration: starts Kafka (or the
- * embedded broker) and the HTTP server, opens every connector and runs one
- * thread per connector, then watches over them from the main thread:
+ * embedded broker) and the HTTP server, opens every connector and runs it (a
+ * sink on a thread of its own, a source on the sources' worker pool), then
+ * watches over them from the main thread:
  * signals, readiness and watchdog (sd_notify), progress, restarts of failed
  * connectors with backoff, operator restarts, reload (SIGHUP or the API),
  * which sources this node owns (ownership.h, source_owner.c), and with
@@ -803,6 +804,7 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
         if (d.owner)
             sk_ownership_poll(d.owner);
         supervise(&d);
+        sk_source_pool_watch();
         int64_t now = sk_mono_ms();
         sk_watchdog_feed(&d, &wd, now);
         if (now >= next_progress) {
@@ -864,6 +866,7 @@ out:;
         conn_free(d.conns[i]);
     }
     free(d.conns);
+    sk_source_pool_stop(); /* every source stopped above */
     /* The caller frees the configuration it passed; later ones are ours. */
     if (d.n_old) {
         for (size_t i = 1; i < d.n_old; i++)

@@ -1,12 +1,16 @@
 /*
- * test_shared_producer.c: the producer a node's sources share
- * (daemon/shared_producer.c, docs/architecture.md §4.1 and §6.4), on the
- * real broker: the sources of a daemon use one Kafka client, however many
- * there are, and their concurrent batches all arrive; a node the sources
- * group moved on without cannot commit (the KIP-447 fence that replaced the
- * per-source transactional id); an aborted transaction fails the batches of
- * every source in it, and each is delivered again.
+ * test_shared_producer.c: what a node's sources share (docs/architecture.md
+ * §4.1 and §6.4), on the real broker: one producer (daemon/shared_producer.c)
+ * and a pool of worker threads (source_driver.c). The sources of a daemon
+ * use one Kafka client and a few threads, however many there are, and their
+ * concurrent batches all arrive; a source whose server hangs holds no other
+ * source up; a node the sources group moved on without cannot commit (the
+ * KIP-447 fence that replaced the per-source transactional id); an aborted
+ * transaction fails the batches of every source in it.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
@@ -117,7 +121,19 @@ static size_t committed_keys(const char *topic)
     return n;
 }
 
-#define SOURCES 4
+/* Threads of process pid whose name starts with prefix. */
+static int threads_starting(pid_t pid, const char *prefix)
+{
+    char *cmd = skt_fmt("cat /proc/%d/task/*/comm | grep -c '^%s'", (int)pid, prefix);
+    char *out = NULL;
+    skt_sh(cmd, 5, &out);
+    int n = atoi(out ? out : "0");
+    free(out);
+    free(cmd);
+    return n;
+}
+
+#define SOURCES 10
 
 Test(shared_producer, the_sources_of_a_node_share_one_client_and_all_arrive, .timeout = 240)
 {
@@ -147,11 +163,17 @@ Test(shared_producer, the_sources_of_a_node_share_one_client_and_all_arrive, .ti
               log);
     cr_assert(all_idle(port, SOURCES, 30000), "the sources did not become idle (%s)", log);
 
-    /* One producer for the four sources, one consumer for the sources group:
-     * a client each had made six (each client has one rdk:main thread). */
+    /* One producer for the sources, one consumer for the sources group: a
+     * client each had made eleven (each client has one rdk:main thread). */
     cr_assert_eq(threads_named(pid, "rdk:main"), 2,
                  "Kafka clients of a daemon with %d sources and no sink: %d, want 2 (%s)", SOURCES,
                  threads_named(pid, "rdk:main"), log);
+    /* and the pool's workers (twice the cores), not a thread per source */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = threads_named(pid, "src-pool");
+    cr_assert(workers >= 1 && workers <= 2 * cpus && workers < SOURCES,
+              "%d source workers for %d sources on %ld cores", workers, SOURCES, cpus);
+    cr_assert_eq(threads_starting(pid, "src:"), 0, "a source has a thread of its own");
     cr_assert_eq(skt_lines_with(log, "transactional id"), 1,
                  "one transactional producer for the node (%s)", log);
 
@@ -187,6 +209,81 @@ Test(shared_producer, the_sources_of_a_node_share_one_client_and_all_arrive, .ti
     free(head);
     free(cfg);
     free(log);
+    free(prefix);
+    free(dir);
+}
+
+/* ---- a source whose server hangs ------------------------------------------- */
+
+/* A TCP port that takes connections and never answers (its backlog does the taking). */
+static int silent_server(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(fd, 64), 0);
+    socklen_t len = sizeof(a);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+#define HANGING 8
+
+Test(shared_producer, sources_whose_servers_hang_hold_no_other_source_up, .timeout = 240)
+{
+    char *dir = skt_tmpdir("sprod-hang");
+    char *prefix = skt_unique_prefix();
+    int port;
+    int fd = silent_server(&port);
+    char *data = skt_fmt("%s/data", dir);
+    skt_generate(data, 77, 10);
+    double want = (double)skt_count_records(data);
+    char *head = skt_config_head(prefix, "info", "5s");
+    char *text = skt_fmt("%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "    poll_interval: 1s\n",
+                         head, data);
+    for (int i = 0; i < HANGING; i++) {
+        char *more = skt_fmt("%s  hangs%d:\n    type: ss12000-source\n"
+                             "    url: http://127.0.0.1:%d/v2.0\n    request_timeout: 300s\n",
+                             text, i, port);
+        free(text);
+        text = more;
+    }
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir), *log = skt_fmt("%s/daemon.log", dir);
+    skt_write(cfg, text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    int hport = skt_logged_port(log, 30000);
+    cr_assert_gt(hport, 0, "no HTTP port (%s)", log);
+    cr_assert(connector_num(hport, "files", "records") >= 0, "%s", log);
+    double first = -1;
+    for (int waited = 0; waited < 30000 && first < want; waited += 250) {
+        first = connector_num(hport, "files", "records");
+        usleep(250000);
+    }
+    cr_assert_geq(first, want, "the jsonl-source stored %.0f of %.0f (%s)", first, want, log);
+    /* Now every hanging source holds a worker, and the jsonl-source's next
+     * change must still be stored long before any request times out: the
+     * pool grows while a source waits behind workers stuck in long steps. */
+    sleep(3);
+    skt_append_persons(data, 5000, 3);
+    bool stored = false;
+    for (int waited = 0; waited < 30000 && !stored; waited += 250) {
+        stored = connector_num(hport, "files", "records") >= want + 3;
+        usleep(250000);
+    }
+    cr_assert(stored, "a change waited behind %d sources whose server never answers (%s)", HANGING,
+              log);
+    cr_assert_gt(threads_named(pid, "src-pool"), HANGING, "the pool did not grow (%s)", log);
+    cr_assert_eq(skt_stop(&pid, 30000) >= 0, 1, "%s", log);
+    close(fd);
+    free(text);
+    free(head);
+    free(cfg);
+    free(log);
+    free(data);
     free(prefix);
     free(dir);
 }
