@@ -30,6 +30,7 @@ struct sk_sprod {
     uint64_t gen;     /* bumped with each new client */
     char broken[512]; /* why the client cannot go on; "" while it can */
     struct sk_sprod_member *members;
+    struct sk_sprod_member *orphans; /* left with messages in flight: freed with the client */
     sk_sprod_fence_fn fence;
     void *fence_ctx;
     char *fence_topic;
@@ -223,6 +224,22 @@ static void txn_over(struct sk_sprod *sp)
     pthread_cond_broadcast(&sp->cv);
 }
 
+static void member_free(struct sk_sprod_member *m)
+{
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+/* Under the write lock, the client gone: the members that left with messages in flight. */
+static void orphans_free(struct sk_sprod *sp)
+{
+    while (sp->orphans) {
+        struct sk_sprod_member *m = sp->orphans;
+        sp->orphans = m->next;
+        member_free(m);
+    }
+}
+
 struct sk_sprod_member *sk_sprod_join(struct sk_sprod *sp, struct sk_runner *runner,
                                       sk_sprod_report_fn report, void *ctx, struct sk_error *err)
 {
@@ -233,6 +250,7 @@ struct sk_sprod_member *sk_sprod_join(struct sk_sprod *sp, struct sk_runner *run
     if (replace) {
         sk_info("sources", "a new producer for the sources (the last one: %s)", sp->broken);
         client_destroy(sp);
+        orphans_free(sp);
     }
     int rc = sp->rk ? 0 : client_new(sp, err);
     pthread_mutex_lock(&sp->mu);
@@ -299,16 +317,19 @@ void sk_sprod_leave(struct sk_sprod_member *m)
             break;
         }
     bool orphan = sk_sprod_in_flight(m) > 0;
-    pthread_mutex_unlock(&sp->mu);
     if (orphan) {
         /* still in flight after the wait (a broker away): freeing it would
-         * let a late report write into freed memory; a few bytes kept */
+         * let a late report write into freed memory; kept until the client
+         * goes (its purge reports them) */
         sk_warn(m->runner->name, "%zu message(s) still in flight as the source leaves",
                 sk_sprod_in_flight(m));
-        return;
+        m->runner = NULL;
+        m->next = sp->orphans;
+        sp->orphans = m;
     }
-    pthread_mutex_destroy(&m->mu);
-    free(m);
+    pthread_mutex_unlock(&sp->mu);
+    if (!orphan)
+        member_free(m);
 }
 
 void sk_sprod_free(struct sk_sprod *sp)
@@ -319,6 +340,7 @@ void sk_sprod_free(struct sk_sprod *sp)
     if (sp->rk)
         rd_kafka_flush(sp->rk, 5000);
     client_destroy(sp);
+    orphans_free(sp);
     pthread_rwlock_unlock(&sp->rw);
     free(sp->parts);
     free(sp->fence_topic);

@@ -313,6 +313,7 @@ struct source_task {
     int64_t due_ms;    /* the next step is due then (INT64_MAX: at a wake-up) */
     bool wakeable;     /* a wake-up makes it due at once (idle, paused) */
     bool running;      /* a worker runs its step */
+    bool woken;        /* woken while running: the wait after the step is cut short */
     int64_t step_ms;   /* when that step began */
     bool done, failed; /* finished (stopped or failed) */
     struct source_task *next;
@@ -420,9 +421,13 @@ static void pool_wake(struct sk_runner *r)
 {
     pthread_mutex_lock(&pool.mu);
     for (struct source_task *t = pool.tasks; t; t = t->next)
-        if (&t->env->runner == r && !t->done && (t->wakeable || atomic_load(&r->stop))) {
-            t->due_ms = sk_mono_ms();
-            pthread_cond_signal(&pool.cv);
+        if (&t->env->runner == r && !t->done) {
+            if (t->running) {
+                t->woken = true; /* the wait the step ends with is cut short */
+            } else if (t->wakeable || atomic_load(&r->stop)) {
+                t->due_ms = sk_mono_ms();
+                pthread_cond_signal(&pool.cv);
+            }
         }
     pthread_mutex_unlock(&pool.mu);
 }
@@ -433,6 +438,10 @@ static void task_wait(struct source_task *t, int64_t ms, bool wakeable)
     pthread_mutex_lock(&pool.mu);
     t->due_ms = ms == INT64_MAX ? INT64_MAX : sk_mono_ms() + ms;
     t->wakeable = wakeable;
+    /* a stop, or a wake-up during the step that the wait may end, is not lost */
+    if (atomic_load(&t->env->runner.stop) || (t->woken && wakeable))
+        t->due_ms = sk_mono_ms();
+    t->woken = false;
     pthread_mutex_unlock(&pool.mu);
 }
 
