@@ -621,7 +621,12 @@ static void *worker_main(void *arg)
             t->running = true;
             t->step_ms = now;
             pthread_mutex_unlock(&pool.mu);
+            /* named for the source while it works for it (top -H, perf, gdb) */
+            char name[16]; /* the kernel's TASK_COMM_LEN */
+            snprintf(name, sizeof(name), "src:%s", t->env->runner.name);
+            pthread_setname_np(pthread_self(), name);
             step(t);
+            pthread_setname_np(pthread_self(), "src-pool");
             pthread_mutex_lock(&pool.mu);
             t->running = false;
             if (t->done)
