@@ -107,6 +107,17 @@ static bool all_idle(int port, int n, int timeout_ms)
     return false;
 }
 
+/* Writes the configuration text to cfg and runs a daemon on it; its HTTP port in *port. */
+static pid_t daemon_start(const char *cfg, const char *text, const char *log, int *port)
+{
+    skt_write(cfg, text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", (char *)cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    *port = skt_logged_port(log, 30000);
+    cr_assert_gt(*port, 0, "no HTTP port (%s)", log);
+    return pid;
+}
+
 /* Distinct keys of topic (read_committed, to its end). */
 static size_t committed_keys(const char *topic)
 {
@@ -154,11 +165,8 @@ Test(shared_producer, the_sources_of_a_node_share_one_client_and_all_arrive, .ti
         text = more;
     }
     char *cfg = skt_fmt("%s/skolsync.yaml", dir), *log = skt_fmt("%s/daemon.log", dir);
-    skt_write(cfg, text);
-    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
-    pid_t pid = skt_spawn(argv, log);
-    int port = skt_logged_port(log, 30000);
-    cr_assert_gt(port, 0, "no HTTP port (%s)", log);
+    int port;
+    pid_t pid = daemon_start(cfg, text, log, &port);
     cr_assert(all_stored(port, SOURCES, want, 90000), "not every source stored its dataset (%s)",
               log);
     cr_assert(all_idle(port, SOURCES, 30000), "the sources did not become idle (%s)", log);
@@ -252,11 +260,8 @@ Test(shared_producer, sources_whose_servers_hang_hold_no_other_source_up, .timeo
         text = more;
     }
     char *cfg = skt_fmt("%s/skolsync.yaml", dir), *log = skt_fmt("%s/daemon.log", dir);
-    skt_write(cfg, text);
-    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
-    pid_t pid = skt_spawn(argv, log);
-    int hport = skt_logged_port(log, 30000);
-    cr_assert_gt(hport, 0, "no HTTP port (%s)", log);
+    int hport;
+    pid_t pid = daemon_start(cfg, text, log, &hport);
     cr_assert(connector_num(hport, "files", "records") >= 0, "%s", log);
     double first = -1;
     for (int waited = 0; waited < 30000 && first < want; waited += 250) {
@@ -289,6 +294,22 @@ Test(shared_producer, sources_whose_servers_hang_hold_no_other_source_up, .timeo
 }
 
 /* ---- the fence ------------------------------------------------------------- */
+
+/* The daemon's Kafka side on the test broker, transactions on: persons' topic and the rest. */
+static struct sk_kafka *kafka_start(const char *prefix, int partitions)
+{
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
+                               .topic_prefix = (char *)prefix,
+                               .partitions = partitions,
+                               .replication_factor = 1,
+                               .exactly_once = true,
+                               .connect_timeout_ms = 20000};
+    struct sk_kafka *k = NULL;
+    struct sk_error err = {0};
+    const char *cols[] = {"persons"};
+    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
+    return k;
+}
 
 struct fence {
     void *md; /* serialised group metadata */
@@ -393,16 +414,8 @@ static bool committed_has(const char *topic, const char *key)
 Test(shared_producer, a_node_the_sources_group_moved_on_without_commits_nothing, .timeout = 180)
 {
     char *prefix = skt_unique_prefix();
-    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
-                               .topic_prefix = prefix,
-                               .partitions = 2,
-                               .replication_factor = 1,
-                               .exactly_once = true,
-                               .connect_timeout_ms = 20000};
-    struct sk_kafka *k = NULL;
+    struct sk_kafka *k = kafka_start(prefix, 2);
     struct sk_error err = {0};
-    const char *cols[] = {"persons"};
-    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
     char *control = skt_fmt("%s_fence", prefix), *group = skt_fmt("%sfence", prefix);
     const char *topics[] = {control};
     cr_assert_eq(sk_kafka_ensure_topics(k, topics, 1, true, 2, &err), 0, "%s", err.msg);
@@ -462,16 +475,8 @@ Test(shared_producer, a_node_the_sources_group_moved_on_without_commits_nothing,
 Test(shared_producer, an_abort_fails_every_source_in_the_transaction, .timeout = 120)
 {
     char *prefix = skt_unique_prefix();
-    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
-                               .topic_prefix = prefix,
-                               .partitions = 1,
-                               .replication_factor = 1,
-                               .exactly_once = true,
-                               .connect_timeout_ms = 20000};
-    struct sk_kafka *k = NULL;
+    struct sk_kafka *k = kafka_start(prefix, 1);
     struct sk_error err = {0};
-    const char *cols[] = {"persons"};
-    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
     char *persons = skt_fmt("%spersons", prefix);
     struct sk_sprod *sp = sk_kafka_sprod(k);
     struct sk_runner ra, rb;
