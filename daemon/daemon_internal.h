@@ -43,6 +43,7 @@ struct sk_daemon {
     atomic_uint_fast64_t reloads, reload_failures;
     struct sk_lag_monitor *lag; /* the sinks' consumer lag, sampled in the background */
     struct sk_ownership *owner; /* which sources this node runs; NULL: all (ownership.h) */
+    struct sk_sink_hubs *hubs;  /* the node-local sinks' shared consumer; NULL: off */
     bool stopping;              /* halting every connector: ownership changes are ignored */
 };
 

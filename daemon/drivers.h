@@ -84,6 +84,9 @@ struct sk_sink_env {
     struct sk_privacy privacy; /* resolved from settings and the type's defaults */
     bool once;                 /* --once: the run ends when the sink is drained */
     size_t prefetch_kbytes;    /* its consumer's share of the daemon's prefetch budget */
+    /* The node's shared consumer (sink_hub.h) for a node-local sink, unless
+     * kafka.shared_consumer is false; NULL: a consumer and group of its own. */
+    struct sk_sink_hubs *hubs;
     bool open;                 /* runner.mu: open, so /metrics may ask it (ops->metrics) */
 };
 

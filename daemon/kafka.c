@@ -84,6 +84,10 @@ const struct sk_option sk_kafka_options[] = {
      "status turns ERR at half of it",
      offsetof(struct sk_kafka_conf, tombstone_retention_ms), .min = 3600000,
      .max = 3650LL * 86400000},
+    {"shared_consumer", SK_OPT_BOOL, "true", false,
+     "one Kafka consumer for all node-local sinks (sqlite, oneroster-csv) instead of one "
+     "each: 4 threads and a prefetch queue per sink fewer; false: each its own consumer",
+     offsetof(struct sk_kafka_conf, shared_consumer)},
     {"properties", SK_OPT_MAP, NULL, false,
      "librdkafka properties passed to every client (security.protocol, ssl.*, sasl.*, ...), "
      "checked by librdkafka at load; those skolsync sets itself (bootstrap.servers, client.id, "

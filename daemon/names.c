@@ -38,6 +38,11 @@ char *sk_name_sources_group(const struct sk_names *n)
     return sk_asprintf("%s.sources", n->deployment);
 }
 
+char *sk_name_local_sinks_group(const struct sk_names *n)
+{
+    return sk_asprintf("%s.sinks-%s", n->deployment, n->node);
+}
+
 char *sk_name_sources_member(const struct sk_names *n)
 {
     return sk_asprintf("%s.sources-%s", n->deployment, n->node);

@@ -38,6 +38,10 @@ char *sk_name_node_txn_id(const struct sk_names *n);
  * a '.' where sink groups have '-', so no sink name can make the same group.
  * Its static member per node: "<deployment>.sources-<node>". */
 char *sk_name_sources_group(const struct sk_names *n);
+/* The group id of the node's shared consumer of its node-local sinks
+ * (sink_hub.c): "<deployment>.sinks-<node>", never joined, there only for the
+ * admin calls made through that client (docs/architecture.md §8.14a). */
+char *sk_name_local_sinks_group(const struct sk_names *n);
 char *sk_name_sources_member(const struct sk_names *n);
 /* "<deployment>-<node>-<role>-<connector>": who a client is in broker logs
  * and group descriptions. */

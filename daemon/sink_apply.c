@@ -64,8 +64,12 @@ static void docs_free(struct sink_run *run);
 
 void sink_pending_drop(struct sink_run *run)
 {
-    for (size_t i = 0; i < run->n_pending; i++)
-        rd_kafka_message_destroy(run->pending[i]);
+    for (size_t i = 0; i < run->n_pending; i++) {
+        if (run->held[i])
+            sk_sink_hub_release(run->held[i]);
+        else
+            rd_kafka_message_destroy(run->pending[i]);
+    }
     run->n_pending = 0;
     docs_free(run);
 }
@@ -110,6 +114,17 @@ static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
 
 void sink_pause_all(struct sink_run *run, bool pause)
 {
+    if (run->hub) {
+        rd_kafka_topic_partition_list_t *at = pause ? NULL : sink_hub_positions(run);
+        if (pause)
+            sk_sink_hub_suspend(run->hub);
+        else
+            sk_sink_hub_resume(run->hub, at);
+        if (at)
+            rd_kafka_topic_partition_list_destroy(at);
+        sink_seen_now(run);
+        return;
+    }
     rd_kafka_topic_partition_list_t *a = NULL;
     if (rd_kafka_assignment(run->consumer, &a) || !a)
         return;
@@ -130,6 +145,10 @@ static void wait_polling(struct sink_run *run, int64_t ms)
         int64_t left = until - sk_mono_ms();
         if (left <= 0)
             break;
+        if (run->hub) { /* suspended on the shared consumer: no group to stay in */
+            sk_sleep_ms(left > 200 ? 200 : left);
+            continue;
+        }
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(run->consumer, (int)(left > 200 ? 200 : left));
         if (m)

@@ -99,7 +99,12 @@ static void commit_parts(struct sink_run *run, bool sync)
         if (run->parts[i].next >= 0)
             rd_kafka_topic_partition_list_add(l, run->parts[i].topic, run->parts[i].partition)
                 ->offset = run->parts[i].next;
-    if (l->cnt) {
+    if (l->cnt && run->hub) {
+        /* the group gets them for the lag report only: the target has them */
+        struct sk_error err = {0};
+        if (sk_sink_hub_commit(run->hub, run->env->group, l, sync, &err))
+            sk_warn(run->env->runner.name, "%s", err.msg);
+    } else if (l->cnt) {
         rd_kafka_resp_err_t e = rd_kafka_offsets_store(run->consumer, l);
         if (e && e != RD_KAFKA_RESP_ERR__STATE)
             sk_warn(run->env->runner.name, "offsets_store: %s", rd_kafka_err2str(e));
@@ -265,7 +270,8 @@ struct fly_job {
 };
 
 #define SINK_BATCH_FIELDS(X)                                                                       \
-    X(pending) X(n_pending) X(cap_pending) X(first_pending_ms) X(recs) X(outs) X(docs) X(json[0])  \
+    X(pending)                                                                                     \
+    X(held) X(n_pending) X(cap_pending) X(first_pending_ms) X(recs) X(outs) X(docs) X(json[0])     \
         X(json[1]) X(json_at) X(todo) X(driver_rejected) X(control)
 
 /* Exchanges the batch in hand with b. */
@@ -399,24 +405,32 @@ static bool subscribed(const struct sk_sink_env *env, const char *topic)
  * The partitions of the sink's topics the group has not given it (0: it has
  * every one), from the broker's metadata; -1 if that cannot be read.
  */
+/* How many partitions topic has, from the broker's metadata; -1 if unknown. */
+static int topic_partitions(rd_kafka_t *rk, const char *topic)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 10000) && md && md->topic_cnt == 1 &&
+        !md->topics[0].err)
+        n = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
 static int missing_partitions(struct sink_run *run, const rd_kafka_topic_partition_list_t *given)
 {
     struct sk_sink_env *env = run->env;
     int missing = 0;
     for (size_t i = 0; i < env->sink.n_entities && missing >= 0; i++) {
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(run->consumer, env->topics[i], NULL);
-        const struct rd_kafka_metadata *md = NULL;
-        if (!rkt || rd_kafka_metadata(run->consumer, 0, rkt, &md, 10000) || !md ||
-            md->topic_cnt != 1 || md->topics[0].err) {
+        int n = topic_partitions(run->consumer, env->topics[i]);
+        if (n < 0)
             missing = -1;
-        } else {
-            for (int p = 0; p < md->topics[0].partition_cnt; p++)
-                missing += !rd_kafka_topic_partition_list_find(given, env->topics[i], p);
-        }
-        if (md)
-            rd_kafka_metadata_destroy(md);
-        if (rkt)
-            rd_kafka_topic_destroy(rkt);
+        for (int p = 0; p < n; p++)
+            missing += !rd_kafka_topic_partition_list_find(given, env->topics[i], p);
     }
     return missing;
 }
@@ -457,11 +471,18 @@ static bool takes_assignment(struct sink_run *run, rd_kafka_topic_partition_list
     return false;
 }
 
-static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *given)
+/*
+ * The partitions given (by its group, or on the shared consumer every one of
+ * its topics') start where the target says. On the shared consumer a target
+ * that cannot tell its offsets is an error (-1 with err): there is no group
+ * offset to fall back on.
+ */
+static int on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *given,
+                     struct sk_error *fail_err)
 {
     struct sk_sink_env *env = run->env;
     if (!takes_assignment(run, given))
-        return;
+        return 0;
     if (run->partial) {
         run->partial = false;
         sk_info(env->runner.name, "given every partition now");
@@ -484,11 +505,16 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
     bool in_target = false; /* the target told its offsets: it is the only record of them */
     if (env->sink.ops->stored_offsets) {
         struct sk_error err = {0};
-        if (env->sink.ops->stored_offsets(&env->sink, &stored, &err))
+        if (!env->sink.ops->stored_offsets(&env->sink, &stored, &err)) {
+            in_target = true;
+        } else if (run->hub) {
+            rd_kafka_topic_partition_list_destroy(parts);
+            return sk_error_set(fail_err, SK_ERR_RETRIABLE, "stored offsets unavailable: %s",
+                                err.msg);
+        } else {
             sk_warn(env->runner.name, "stored offsets unavailable (%s): using the group's",
                     err.msg);
-        else
-            in_target = true;
+        }
     }
     int from_start = 0;
     struct sk_estore *store = sk_kafka_estore(env->kafka);
@@ -531,6 +557,7 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
             from_start++;
         }
+        p->taken = tp->offset;
     }
     if (behind)
         sk_warn(env->runner.name,
@@ -552,12 +579,19 @@ static void on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *giv
     sk_info(env->runner.name, "assigned %d partition(s)%s%s", parts->cnt, how,
             paused ? ", paused by an operator" : "");
     sk_offsets_free(&stored);
-    rd_kafka_assign(run->consumer, parts);
+    if (run->hub) {
+        sk_sink_hub_resume(run->hub, parts);
+        if (paused) /* the loop resumes it with the operator */
+            sk_sink_hub_suspend(run->hub);
+    } else {
+        rd_kafka_assign(run->consumer, parts);
+    }
     /* An operator's pause holds across rebalances: the new partitions are
      * paused too (the loop pauses only what was assigned when it saw it). */
-    if (paused && parts->cnt)
+    if (!run->hub && paused && parts->cnt)
         rd_kafka_pause_partitions(run->consumer, parts);
     rd_kafka_topic_partition_list_destroy(parts);
+    return 0;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -567,7 +601,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     atomic_fetch_add(&run->env->runner.kafka_rebalances, 1);
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-        on_assign(run, parts);
+        on_assign(run, parts, NULL); /* its own consumer: the group's offsets if need be */
         break;
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
         if (run->in_flush) {
@@ -637,9 +671,54 @@ size_t sk_sink_prefetch_kbytes(size_t n_sinks)
     return share > MOST ? MOST : share < LEAST ? LEAST : share;
 }
 
+rd_kafka_topic_partition_list_t *sink_hub_positions(struct sink_run *run)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)run->n_parts);
+    for (size_t i = 0; i < run->n_parts; i++)
+        rd_kafka_topic_partition_list_add(l, run->parts[i].topic, run->parts[i].partition)->offset =
+            run->parts[i].taken;
+    return l;
+}
+
+/*
+ * On the node's shared consumer (sink_hub.h): every partition of its topics,
+ * from where the target says (on_assign), with its share of the prefetch
+ * budget as its queue's bound. Its group is never joined: it gets the
+ * target's offsets for the lag report (commit_parts).
+ */
+static int hub_join(struct sink_run *run, struct sk_error *err)
+{
+    struct sk_sink_env *env = run->env;
+    size_t kb = env->prefetch_kbytes ? env->prefetch_kbytes : sk_sink_prefetch_kbytes(1);
+    rd_kafka_topic_partition_list_t *all = rd_kafka_topic_partition_list_new(0);
+    run->hub = sk_sink_hub_attach(env->hubs, env->runner.name, all, kb * 1024, err);
+    int rc = -1;
+    if (!run->hub)
+        goto out;
+    sink_migrate_offsets(env);
+    for (size_t i = 0; i < env->sink.n_entities; i++) {
+        int n = topic_partitions(sk_sink_hub_client(run->hub), env->topics[i]);
+        if (n < 0) {
+            sk_error_set(err, SK_ERR_RETRIABLE, "cannot read the partitions of %s", env->topics[i]);
+            goto out;
+        }
+        for (int p = 0; p < n; p++)
+            rd_kafka_topic_partition_list_add(all, env->topics[i], p)->offset =
+                RD_KAFKA_OFFSET_INVALID;
+    }
+    sk_info(env->runner.name, "on the node's shared consumer (group %s for the lag report)",
+            env->group);
+    rc = on_assign(run, all, err);
+out:
+    rd_kafka_topic_partition_list_destroy(all);
+    return rc;
+}
+
 static int consumer_create(struct sink_run *run, struct sk_error *err)
 {
     struct sk_sink_env *env = run->env;
+    if (env->hubs)
+        return hub_join(run, err);
     char *cid = sk_name_client(sk_kafka_names(env->kafka), "sink", env->runner.name);
     const char *group = env->group;
     char *instance = instance_id(env);
@@ -773,6 +852,11 @@ static void client_error(struct sink_run *run, rd_kafka_resp_err_t e, const char
 static bool client_failed(struct sink_run *run)
 {
     char buf[512], why[600];
+    if (run->hub) {
+        if (!run->fatal && sk_sink_hub_failed(run->hub, buf, sizeof(buf)))
+            fail(run, buf);
+        return run->fatal;
+    }
     rd_kafka_resp_err_t e = rd_kafka_fatal_error(run->consumer, buf, sizeof(buf));
     if (e && !run->fatal) {
         snprintf(why, sizeof(why), "fatal consumer error: %s (%s)", rd_kafka_err2name(e), buf);
@@ -866,8 +950,16 @@ void sink_seen_now(struct sink_run *run)
 static void consumer_renew(struct sink_run *run, const char *why)
 {
     struct sk_runner *r = &run->env->runner;
-    sk_warn(r->name, "%s: replacing its Kafka consumer", why);
     atomic_fetch_add(&r->kafka_renewals, 1);
+    if (run->hub) {
+        /* one client for every node-local sink: all of them fail and are
+         * restarted onto a new one (the stall is that client's) */
+        char msg[600];
+        snprintf(msg, sizeof(msg), "%s: replacing the shared consumer", why);
+        sk_sink_hub_fail(run->hub, msg);
+        return;
+    }
+    sk_warn(r->name, "%s: replacing its Kafka consumer", why);
     rd_kafka_consumer_close(run->consumer);
     rd_kafka_queue_destroy(run->queue); /* every object before its handle */
     run->queue = NULL;
@@ -968,6 +1060,7 @@ static void check_fetching(struct sink_run *run)
 static void batch_arrays(struct sink_run *run, size_t cap)
 {
     free(run->pending);
+    free(run->held);
     free(run->recs);
     free(run->outs);
     free(run->docs);
@@ -976,6 +1069,7 @@ static void batch_arrays(struct sink_run *run, size_t cap)
     free(run->driver_rejected);
     free(run->control);
     run->pending = cap ? sk_calloc(cap, sizeof(*run->pending)) : NULL;
+    run->held = cap ? sk_calloc(cap, sizeof(*run->held)) : NULL;
     run->recs = cap ? sk_calloc(cap, sizeof(*run->recs)) : NULL;
     run->outs = cap ? sk_calloc(cap, sizeof(*run->outs)) : NULL;
     run->docs = cap ? sk_calloc(cap, sizeof(*run->docs)) : NULL;
@@ -995,6 +1089,15 @@ static void batch_release(struct sink_run *run)
         batch_arrays(run, 0);
         batch_swap(run, &run->fly);
     }
+}
+
+/* A partition's end or an error, taken from the consumer or the shared one. */
+static void message_done(rd_kafka_message_t *m, struct sk_hub_msg *held)
+{
+    if (held)
+        sk_sink_hub_release(held);
+    else
+        rd_kafka_message_destroy(m);
 }
 
 /* A second of empty polls (100 ms each) before an idle sink trims. */
@@ -1032,14 +1135,22 @@ static void *sink_thread(void *arg)
         }
         /* With records in hand, only take what the consumer already has
          * queued: none queued means the batch is complete (below). */
-        rd_kafka_message_t *m =
-            rd_kafka_consumer_poll(run.consumer, run.n_pending || run.job ? 0 : 100);
+        int wait_ms = run.n_pending || run.job ? 0 : 100;
+        struct sk_hub_msg *held = NULL;
+        rd_kafka_message_t *m = run.hub ? sk_sink_hub_poll(run.hub, wait_ms, &held)
+                                        : rd_kafka_consumer_poll(run.consumer, wait_ms);
         bool queued = m != NULL;
         /* fetched, not yet taken (skolsync_kafka_queued_messages): when the
          * queue ran dry, and every 256 records of a backlog (a lock each) */
-        if (run.queue && (!queued || ++polls_noted >= 256)) {
-            atomic_store(&r->kafka_queued, (int_fast64_t)rd_kafka_queue_length(run.queue));
+        if ((run.queue || run.hub) && (!queued || ++polls_noted >= 256)) {
+            atomic_store(&r->kafka_queued,
+                         (int_fast64_t)(run.hub ? sk_sink_hub_queued(run.hub)
+                                                : rd_kafka_queue_length(run.queue)));
             polls_noted = 0;
+        }
+        if (run.hub) { /* the group's offsets still owed (commit_parts) */
+            struct sk_error cerr = {0};
+            sk_sink_hub_commit(run.hub, env->group, NULL, false, &cerr);
         }
         /* Nothing more queued: the batch in flight lands now (its offsets
          * are committed at once, not with the next batch). */
@@ -1070,19 +1181,25 @@ static void *sink_thread(void *arg)
                 if (p && m->offset > p->eof)
                     p->eof = m->offset;
                 sink_seen_now(&run); /* records are counted at their batch (batch_done) */
-                rd_kafka_message_destroy(m);
+                message_done(m, held);
                 if (run.n_pending || run.job)
                     flush(&run, false); /* reached the end: do not linger */
                 else if (advance_to_eof(&run) || resumed_at_end)
                     commit_parts(&run, false);
             } else if (m->err) {
                 client_error(&run, m->err, rd_kafka_message_errstr(m));
-                rd_kafka_message_destroy(m);
+                message_done(m, held);
             } else {
                 if (run.n_pending == 0)
                     run.first_pending_ms = sk_mono_ms();
                 if (!run.cap_pending)
                     batch_arrays(&run, batch); /* given back when it last caught up */
+                if (held) { /* where it resumes after a pause (sink_hub_positions) */
+                    struct part *p = part_find(&run, rd_kafka_topic_name(m->rkt), m->partition);
+                    if (p)
+                        p->taken = m->offset + 1;
+                }
+                run.held[run.n_pending] = held;
                 run.pending[run.n_pending++] = m;
                 if (run.n_pending == run.cap_pending)
                     flush_async(&run); /* full: more may be queued */
@@ -1142,6 +1259,7 @@ static void *sink_thread(void *arg)
     if (run.consumer) /* NULL: a renewal could not create one */
         rd_kafka_consumer_close(run.consumer);
 out:
+    sk_sink_hub_detach(run.hub); /* every record it handed is released by now */
     /* librdkafka: every object (the queue) before its handle */
     if (run.queue)
         rd_kafka_queue_destroy(run.queue);

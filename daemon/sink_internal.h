@@ -8,6 +8,7 @@
 
 #include "dlq.h"
 #include "drivers.h"
+#include "sink_hub.h"
 
 struct sk_snapshot_track;
 struct fly_job;
@@ -18,6 +19,7 @@ struct part {
     int64_t next;         /* every record before it is applied (or -1: unknown) */
     int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
     int64_t drain_target; /* --once: must reach this (-1: not set) */
+    int64_t taken;        /* on the shared consumer: the next offset to take from it */
 };
 
 /*
@@ -27,6 +29,7 @@ struct part {
  */
 struct sink_batch {
     rd_kafka_message_t **pending;
+    struct sk_hub_msg **held; /* per pending record: its shared holder, or NULL (its own) */
     size_t n_pending, cap_pending;
     int64_t first_pending_ms;
     struct sk_record *recs;
@@ -49,8 +52,10 @@ struct sink_run {
     struct sk_sink_env *env;
     rd_kafka_t *consumer;
     rd_kafka_queue_t *queue; /* the consumer's: its length is what waits to be applied */
+    struct sk_hub_member *hub; /* on the shared consumer (env->hubs) instead of consumer */
     struct sk_dlq_writer *dlq; /* created at the first dead letter */
     rd_kafka_message_t **pending;
+    struct sk_hub_msg **held; /* as in struct sink_batch */
     size_t n_pending, cap_pending;
     int64_t first_pending_ms;
     struct part *parts;
@@ -126,8 +131,14 @@ void sink_snapshots_batch(struct sink_run *run);
 void sink_snapshots_reset(struct sink_run *run);
 void sink_snapshots_free(struct sink_run *run);
 
-/* Pauses (or resumes) every assigned partition; the consumer stays in its group. */
+/* Pauses (or resumes) every assigned partition; the consumer stays in its
+ * group. On the shared consumer the sink is suspended instead, holding no
+ * other sink back, and resumes where it last took a record. */
 void sink_pause_all(struct sink_run *run, bool pause);
+
+/* Where the sink resumes on the shared consumer: each partition's next
+ * record to take (caller destroys). */
+rd_kafka_topic_partition_list_t *sink_hub_positions(struct sink_run *run);
 
 /* From now on the consumer has fetch_stall_timeout to give something
  * (sink_driver.c, check_fetching): after a batch was applied (the sink took

@@ -33,6 +33,7 @@
 #include "model.h"
 #include "ownership.h"
 #include "shared_producer.h"
+#include "sink_hub.h"
 #include "util.h"
 
 /* A connector failing again and again is restarted after 1 s, 2 s, ... 5 min. */
@@ -115,6 +116,8 @@ static struct sk_runner *sink_new(struct sk_daemon *d, const struct sk_daemon_co
     sk_info(def->name, "privacy: protected identities %s, %zu field(s) dropped",
             sk_protected_mode_name(env->privacy.protected_mode), env->privacy.drop_fields.n);
     env->group = sk_name_sink_group(sk_kafka_names(d->kafka), def->name, def->ops->target_kind);
+    if (def->ops->target_kind == SK_TARGET_NODE_LOCAL)
+        env->hubs = d->hubs;
     env->topics = sk_calloc(def->n_entities + 1, sizeof(char *));
     for (size_t j = 0; j < def->n_entities; j++)
         env->topics[j] = sk_kafka_topic_for(d->kafka, def->entities[j]->collection);
@@ -747,6 +750,8 @@ int sk_daemon_run(struct sk_daemon_config *cfg, const struct sk_run_options *opt
     }
     if (opt->kafka_started)
         opt->kafka_started(d.kafka, opt->hook_ctx);
+    if (cfg->core.kafka.shared_consumer)
+        d.hubs = sk_sink_hubs_new(d.kafka, opt->once);
     /* One owner per source on a real broker; the embedded one is single
      * node by nature, and --once runs every source to its end here. */
     if (!sk_kafka_embedded(d.kafka) && !opt->once &&
@@ -874,6 +879,7 @@ out:;
         sk_daemon_config_free(d.cfg);
     }
     free(d.old);
+    sk_sink_hubs_free(d.hubs); /* its hubs ended with their last sinks */
     sk_kafka_destroy(d.kafka);
     close(d.sigfd);
     if (d.wake_fd >= 0)
