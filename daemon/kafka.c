@@ -405,6 +405,21 @@ rd_kafka_t *sk_kafka_hw_reader_new(const struct sk_kafka *k, const char *client_
     return reader_new(k, client_id, "read_uncommitted", NULL, err);
 }
 
+int sk_kafka_partition_count(rd_kafka_t *rk, const char *topic)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 10000) && md && md->topic_cnt == 1 &&
+        !md->topics[0].err)
+        n = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
                                           int64_t which, int timeout_ms)
 {

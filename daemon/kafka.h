@@ -140,6 +140,8 @@ rd_kafka_t *sk_kafka_hw_reader_new(const struct sk_kafka *k, const char *client_
  * partition and bound (batched ListOffsets came in 2.3.0). No duplicates in
  * l. Returns the request's error or the first partition's.
  */
+/* How many partitions topic has, from rk's metadata request (10 s); -1 if unknown. */
+int sk_kafka_partition_count(rd_kafka_t *rk, const char *topic);
 rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
                                           int64_t which, int timeout_ms);
 /* Waits for the admin result of type (RD_KAFKA_EVENT_*_RESULT) on q, up to

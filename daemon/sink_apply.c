@@ -115,13 +115,10 @@ static int dlq_send(struct sink_run *run, size_t n, struct sk_error *err)
 void sink_pause_all(struct sink_run *run, bool pause)
 {
     if (run->hub) {
-        rd_kafka_topic_partition_list_t *at = pause ? NULL : sink_hub_positions(run);
         if (pause)
             sk_sink_hub_suspend(run->hub);
         else
-            sk_sink_hub_resume(run->hub, at);
-        if (at)
-            rd_kafka_topic_partition_list_destroy(at);
+            sk_sink_hub_resume(run->hub, NULL); /* after the last record it took */
         sink_seen_now(run);
         return;
     }

@@ -405,28 +405,12 @@ static bool subscribed(const struct sk_sink_env *env, const char *topic)
  * The partitions of the sink's topics the group has not given it (0: it has
  * every one), from the broker's metadata; -1 if that cannot be read.
  */
-/* How many partitions topic has, from the broker's metadata; -1 if unknown. */
-static int topic_partitions(rd_kafka_t *rk, const char *topic)
-{
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    int n = -1;
-    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 10000) && md && md->topic_cnt == 1 &&
-        !md->topics[0].err)
-        n = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
-    return n;
-}
-
 static int missing_partitions(struct sink_run *run, const rd_kafka_topic_partition_list_t *given)
 {
     struct sk_sink_env *env = run->env;
     int missing = 0;
     for (size_t i = 0; i < env->sink.n_entities && missing >= 0; i++) {
-        int n = topic_partitions(run->consumer, env->topics[i]);
+        int n = sk_kafka_partition_count(run->consumer, env->topics[i]);
         if (n < 0)
             missing = -1;
         for (int p = 0; p < n; p++)
@@ -557,7 +541,6 @@ static int on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *give
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
             from_start++;
         }
-        p->taken = tp->offset;
     }
     if (behind)
         sk_warn(env->runner.name,
@@ -671,15 +654,6 @@ size_t sk_sink_prefetch_kbytes(size_t n_sinks)
     return share > MOST ? MOST : share < LEAST ? LEAST : share;
 }
 
-rd_kafka_topic_partition_list_t *sink_hub_positions(struct sink_run *run)
-{
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)run->n_parts);
-    for (size_t i = 0; i < run->n_parts; i++)
-        rd_kafka_topic_partition_list_add(l, run->parts[i].topic, run->parts[i].partition)->offset =
-            run->parts[i].taken;
-    return l;
-}
-
 /*
  * On the node's shared consumer (sink_hub.h): every partition of its topics,
  * from where the target says (on_assign), with its share of the prefetch
@@ -697,7 +671,7 @@ static int hub_join(struct sink_run *run, struct sk_error *err)
         goto out;
     sink_migrate_offsets(env);
     for (size_t i = 0; i < env->sink.n_entities; i++) {
-        int n = topic_partitions(sk_sink_hub_client(run->hub), env->topics[i]);
+        int n = sk_sink_hub_partition_count(run->hub, env->topics[i]);
         if (n < 0) {
             sk_error_set(err, SK_ERR_RETRIABLE, "cannot read the partitions of %s", env->topics[i]);
             goto out;
@@ -951,12 +925,10 @@ static void consumer_renew(struct sink_run *run, const char *why)
 {
     struct sk_runner *r = &run->env->runner;
     atomic_fetch_add(&r->kafka_renewals, 1);
-    if (run->hub) {
-        /* one client for every node-local sink: all of them fail and are
-         * restarted onto a new one (the stall is that client's) */
-        char msg[600];
-        snprintf(msg, sizeof(msg), "%s: replacing the shared consumer", why);
-        sk_sink_hub_fail(run->hub, msg);
+    if (run->hub) { /* the stall is the shared client's: every sink on it resumes on a new one */
+        sk_sink_hub_renew(run->hub, why);
+        run->renewed = true;
+        sink_seen_now(run);
         return;
     }
     sk_warn(r->name, "%s: replacing its Kafka consumer", why);
@@ -1194,11 +1166,6 @@ static void *sink_thread(void *arg)
                     run.first_pending_ms = sk_mono_ms();
                 if (!run.cap_pending)
                     batch_arrays(&run, batch); /* given back when it last caught up */
-                if (held) { /* where it resumes after a pause (sink_hub_positions) */
-                    struct part *p = part_find(&run, rd_kafka_topic_name(m->rkt), m->partition);
-                    if (p)
-                        p->taken = m->offset + 1;
-                }
                 run.held[run.n_pending] = held;
                 run.pending[run.n_pending++] = m;
                 if (run.n_pending == run.cap_pending)

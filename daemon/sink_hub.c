@@ -40,8 +40,17 @@
 #include "log.h"
 #include "util.h"
 
+/* A client of the hub: the current one, or one replaced (renew) that lives
+ * on until nothing made from it is held (its messages, commit queues). */
+struct hub_client {
+    rd_kafka_t *rk;
+    atomic_int refs;
+    struct hub_client *next; /* the hub's retired list */
+};
+
 struct sk_hub_msg {
     rd_kafka_message_t *m;
+    struct hub_client *client;
     atomic_int holders;
     size_t bytes;
 };
@@ -51,8 +60,9 @@ struct hub;
 struct member_part {
     char *topic;
     int32_t partition;
-    int64_t next; /* the next offset the sink needs (RD_KAFKA_OFFSET_BEGINNING: any) */
-    bool ready;   /* the client was assigned at or before next */
+    int64_t next;  /* the next offset to hand it (RD_KAFKA_OFFSET_BEGINNING: any) */
+    int64_t taken; /* the next offset it takes from its queue: where a new client resumes */
+    bool ready;    /* the client was assigned at or before next */
 };
 
 struct sk_hub_member {
@@ -67,6 +77,7 @@ struct sk_hub_member {
     pthread_cond_t cv;
     /* group commits (sink thread only) */
     rd_kafka_queue_t *commit_q;
+    struct hub_client *commit_client;      /* the one commit_q was made from */
     bool commit_out;                       /* a request is in flight */
     rd_kafka_topic_partition_list_t *owed; /* sent once the one in flight answered */
     char *owed_group;
@@ -75,9 +86,11 @@ struct sk_hub_member {
 
 struct hub {
     struct sk_sink_hubs *holder;
-    rd_kafka_t *rk;
+    struct hub_client *client;  /* the current one */
+    struct hub_client *retired; /* replaced, until nothing of theirs is held */
+    bool renew;                 /* a sink found the fetch stopped: a new client */
+    char renew_why[512];
     pthread_t thread;
-    bool thread_started;
     pthread_mutex_t mu;
     struct sk_hub_member **members;
     size_t n_members;
@@ -120,6 +133,7 @@ void sk_sink_hub_release(struct sk_hub_msg *w)
 {
     if (w && atomic_fetch_sub(&w->holders, 1) == 1) {
         rd_kafka_message_destroy(w->m);
+        atomic_fetch_sub(&w->client->refs, 1);
         free(w);
     }
 }
@@ -147,6 +161,7 @@ static void member_set_parts(struct sk_hub_member *m, const rd_kafka_topic_parti
         m->parts[i].partition = from->elems[i].partition;
         m->parts[i].next =
             from->elems[i].offset < 0 ? RD_KAFKA_OFFSET_BEGINNING : from->elems[i].offset;
+        m->parts[i].taken = m->parts[i].next;
     }
 }
 
@@ -177,7 +192,7 @@ static void assign_all(struct hub *hub)
                 rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->next;
         }
     }
-    rd_kafka_resp_err_t e = rd_kafka_assign(hub->rk, l->cnt ? l : NULL);
+    rd_kafka_resp_err_t e = rd_kafka_assign(hub->client->rk, l->cnt ? l : NULL);
     if (e) {
         hub->failed = true;
         snprintf(hub->why, sizeof(hub->why), "shared consumer: assign: %s", rd_kafka_err2str(e));
@@ -233,6 +248,8 @@ static void dispatch(struct hub *hub, rd_kafka_message_t *msg)
 {
     struct sk_hub_msg *w = sk_calloc(1, sizeof(*w));
     w->m = msg;
+    w->client = hub->client;
+    atomic_fetch_add(&hub->client->refs, 1);
     atomic_init(&w->holders, 1); /* the hub's own, dropped below */
     w->bytes = msg->len + msg->key_len + sizeof(*msg);
     const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : NULL;
@@ -280,10 +297,10 @@ static void pressure(struct hub *hub)
     if (over == hub->paused || (!over && !under_half))
         return;
     rd_kafka_topic_partition_list_t *a = NULL;
-    if (rd_kafka_assignment(hub->rk, &a) || !a)
+    if (rd_kafka_assignment(hub->client->rk, &a) || !a)
         return;
     if (a->cnt)
-        (over ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(hub->rk, a);
+        (over ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(hub->client->rk, a);
     rd_kafka_topic_partition_list_destroy(a);
     hub->paused = over;
 }
@@ -301,38 +318,6 @@ static void hub_fail_locked(struct hub *hub, const char *why)
      * ends with its last sink */
 }
 
-static void *hub_thread(void *arg)
-{
-    struct hub *hub = arg;
-    for (;;) {
-        pthread_mutex_lock(&hub->mu);
-        bool stop = hub->stop;
-        if (!stop && !hub->failed && hub->reassign)
-            assign_all(hub);
-        if (!stop && !hub->failed)
-            pressure(hub);
-        pthread_mutex_unlock(&hub->mu);
-        if (stop)
-            break;
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(hub->rk, HUB_POLL_MS);
-        char buf[400];
-        rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(hub->rk, buf, sizeof(buf));
-        pthread_mutex_lock(&hub->mu);
-        if (fatal) {
-            char why[512];
-            snprintf(why, sizeof(why), "shared consumer: fatal error: %s (%s)",
-                     rd_kafka_err2name(fatal), buf);
-            hub_fail_locked(hub, why);
-        }
-        if (msg && !hub->failed)
-            dispatch(hub, msg);
-        else if (msg)
-            rd_kafka_message_destroy(msg);
-        pthread_mutex_unlock(&hub->mu);
-    }
-    return NULL;
-}
-
 /* The client's own errors (a broker down): logged once per interval; a
  * fatal one is caught by the thread (rd_kafka_fatal_error). */
 static void hub_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -347,7 +332,7 @@ static void hub_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaq
  * (sk_sink_prefetch_kbytes(1)): the queues behind it are bounded apart. */
 #define HUB_PREFETCH_KB 8192
 
-static struct hub *hub_new(struct sk_sink_hubs *h, struct sk_error *err)
+static struct hub_client *client_new(struct sk_sink_hubs *h, struct sk_error *err)
 {
     const struct sk_names *names = sk_kafka_names(h->kafka);
     char *cid = sk_name_client(names, "sinks", "local");
@@ -365,7 +350,7 @@ static struct hub *hub_new(struct sk_sink_hubs *h, struct sk_error *err)
                                     "100",
                                     NULL};
     rd_kafka_conf_t *conf = sk_kafka_conf_new(h->kafka, cid, defaults, err);
-    struct hub *hub = NULL;
+    struct hub_client *c = NULL;
     /* group.id only for the admin calls (§8.14a): the client assign()s, it
      * never joins, and commits nothing for that group */
     if (!conf || sk_kafka_conf_set(conf, "group.id", group, err) ||
@@ -384,42 +369,151 @@ static struct hub *hub_new(struct sk_sink_hubs *h, struct sk_error *err)
         goto out;
     rd_kafka_poll_set_consumer(rk);
     sk_kafka_consumer_created(h->kafka, rk);
-    hub = sk_calloc(1, sizeof(*hub));
-    hub->holder = h;
-    hub->rk = rk;
-    pthread_mutex_init(&hub->mu, NULL);
-    if (sk_thread_start(&hub->thread, hub_thread, hub, "sink-hub", NULL)) {
-        sk_error_set(err, SK_ERR_FATAL, "shared consumer: cannot start its thread");
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-        pthread_mutex_destroy(&hub->mu);
-        free(hub);
-        hub = NULL;
-        goto out;
-    }
-    hub->thread_started = true;
+    c = sk_calloc(1, sizeof(*c));
+    c->rk = rk;
     sk_info("sink-hub", "shared consumer %s for the node-local sinks, prefetch %s KiB", cid,
             queued);
 out:
     free(cid);
     free(group);
+    return c;
+}
+
+static void client_end(struct hub_client *c)
+{
+    rd_kafka_consumer_close(c->rk);
+    sk_kafka_destroy_within(c->rk, SK_KAFKA_DESTROY_MS, "sink-hub");
+    free(c);
+}
+
+/*
+ * A new client in place of one that stopped fetching (§8.14f; asked by a
+ * sink, sk_sink_hub_renew). What the sinks had not taken from their queues
+ * goes back, and each resumes where it last took a record. The old client
+ * lives on until the records the sinks hold of it are released (hub->mu
+ * held).
+ */
+static void renew(struct hub *hub)
+{
+    hub->renew = false;
+    struct sk_error err = {0};
+    struct hub_client *c = client_new(hub->holder, &err);
+    if (!c) {
+        char why[1200];
+        snprintf(why, sizeof(why), "%s; a new shared consumer: %s", hub->renew_why, err.msg);
+        hub_fail_locked(hub, why);
+        return;
+    }
+    for (size_t i = 0; i < hub->n_members; i++) {
+        struct sk_hub_member *m = hub->members[i];
+        queue_clear(m);
+        for (size_t j = 0; j < m->n_parts; j++) {
+            m->parts[j].next = m->parts[j].taken;
+            m->parts[j].ready = false;
+        }
+    }
+    hub->client->next = hub->retired;
+    hub->retired = hub->client;
+    hub->client = c;
+    hub->reassign = true;
+}
+
+/* Ends the replaced clients nothing is held of any more (hub thread). */
+static void retired_end(struct hub *hub, bool all)
+{
+    pthread_mutex_lock(&hub->mu);
+    struct hub_client *done = NULL;
+    for (struct hub_client **at = &hub->retired; *at;) {
+        struct hub_client *c = *at;
+        if (all || atomic_load(&c->refs) == 0) {
+            *at = c->next;
+            c->next = done;
+            done = c;
+        } else {
+            at = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&hub->mu);
+    while (done) {
+        struct hub_client *c = done;
+        done = c->next;
+        client_end(c);
+    }
+}
+
+static void *hub_thread(void *arg)
+{
+    struct hub *hub = arg;
+    for (;;) {
+        pthread_mutex_lock(&hub->mu);
+        bool stop = hub->stop;
+        if (!stop && !hub->failed && hub->renew)
+            renew(hub);
+        if (!stop && !hub->failed && hub->reassign)
+            assign_all(hub);
+        if (!stop && !hub->failed)
+            pressure(hub);
+        bool retired = hub->retired != NULL;
+        pthread_mutex_unlock(&hub->mu);
+        if (stop)
+            break;
+        if (retired)
+            retired_end(hub, false);
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(hub->client->rk, HUB_POLL_MS);
+        char buf[400];
+        rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(hub->client->rk, buf, sizeof(buf));
+        pthread_mutex_lock(&hub->mu);
+        if (fatal) {
+            char why[512];
+            snprintf(why, sizeof(why), "shared consumer: fatal error: %s (%s)",
+                     rd_kafka_err2name(fatal), buf);
+            hub_fail_locked(hub, why);
+        }
+        if (msg && !hub->failed)
+            dispatch(hub, msg);
+        else if (msg)
+            rd_kafka_message_destroy(msg);
+        pthread_mutex_unlock(&hub->mu);
+    }
+    return NULL;
+}
+
+static struct hub *hub_new(struct sk_sink_hubs *h, struct sk_error *err)
+{
+    struct hub_client *c = client_new(h, err);
+    if (!c)
+        return NULL;
+    struct hub *hub = sk_calloc(1, sizeof(*hub));
+    hub->holder = h;
+    hub->client = c;
+    pthread_mutex_init(&hub->mu, NULL);
+    if (sk_thread_start(&hub->thread, hub_thread, hub, "sink-hub", NULL)) {
+        sk_error_set(err, SK_ERR_FATAL, "shared consumer: cannot start its thread");
+        client_end(c);
+        pthread_mutex_destroy(&hub->mu);
+        free(hub);
+        return NULL;
+    }
     return hub;
 }
 
+/* After its last sink left: nothing of its clients is held any more. */
 static void hub_end(struct hub *hub)
 {
     pthread_mutex_lock(&hub->mu);
     hub->stop = true;
     pthread_mutex_unlock(&hub->mu);
     pthread_join(hub->thread, NULL);
-    rd_kafka_consumer_close(hub->rk);
-    sk_kafka_destroy_within(hub->rk, SK_KAFKA_DESTROY_MS, "sink-hub");
+    retired_end(hub, true);
+    client_end(hub->client);
     pthread_mutex_destroy(&hub->mu);
     free(hub->members);
     free(hub);
 }
 
 /* ---- members -------------------------------------------------------------------- */
+
+static void commit_queue_drop(struct sk_hub_member *m);
 
 struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sink,
                                          const rd_kafka_topic_partition_list_t *from, size_t budget,
@@ -445,7 +539,6 @@ struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sin
     m->name = sk_strdup(sink);
     m->budget = budget;
     pthread_cond_init(&m->cv, NULL);
-    m->commit_q = rd_kafka_queue_new(hub->rk);
     member_set_parts(m, from);
     pthread_mutex_lock(&hub->mu);
     hub->members = sk_realloc(hub->members, (hub->n_members + 1) * sizeof(*hub->members));
@@ -462,8 +555,7 @@ void sk_sink_hub_detach(struct sk_hub_member *m)
         return;
     struct hub *hub = m->hub;
     struct sk_sink_hubs *h = hub->holder;
-    /* a last group commit in flight: its answer is not waited for */
-    rd_kafka_queue_destroy(m->commit_q); /* every object before its handle */
+    commit_queue_drop(m); /* a last commit in flight: its answer is not waited for */
     if (m->owed)
         rd_kafka_topic_partition_list_destroy(m->owed);
     free(m->owed_group);
@@ -503,7 +595,14 @@ void sk_sink_hub_resume(struct sk_hub_member *m, const rd_kafka_topic_partition_
 {
     pthread_mutex_lock(&m->hub->mu);
     queue_clear(m); /* handed while it changed its mind: it resumes at from */
-    member_set_parts(m, from);
+    if (from) {
+        member_set_parts(m, from);
+    } else {
+        for (size_t j = 0; j < m->n_parts; j++) {
+            m->parts[j].next = m->parts[j].taken;
+            m->parts[j].ready = false;
+        }
+    }
     m->suspended = false;
     m->hub->reassign = true;
     pthread_mutex_unlock(&m->hub->mu);
@@ -527,6 +626,11 @@ rd_kafka_message_t *sk_sink_hub_poll(struct sk_hub_member *m, int timeout_ms,
             ;
     }
     struct sk_hub_msg *w = queue_pop(m);
+    if (w && !w->m->err) { /* where a new client resumes it (renew) */
+        struct member_part *p = member_part(m, rd_kafka_topic_name(w->m->rkt), w->m->partition);
+        if (p)
+            p->taken = w->m->offset + 1;
+    }
     pthread_mutex_unlock(&hub->mu);
     *held = w;
     return w ? w->m : NULL;
@@ -540,9 +644,38 @@ size_t sk_sink_hub_queued(struct sk_hub_member *m)
     return n;
 }
 
-rd_kafka_t *sk_sink_hub_client(struct sk_hub_member *m)
+/* The current client, held until client_put: a renew may replace it meanwhile. */
+static struct hub_client *client_get(struct hub *hub)
 {
-    return m->hub->rk;
+    pthread_mutex_lock(&hub->mu);
+    struct hub_client *c = hub->client;
+    atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_unlock(&hub->mu);
+    return c;
+}
+
+static void client_put(struct hub_client *c)
+{
+    atomic_fetch_sub(&c->refs, 1);
+}
+
+int sk_sink_hub_partition_count(struct sk_hub_member *m, const char *topic)
+{
+    struct hub_client *c = client_get(m->hub);
+    int n = sk_kafka_partition_count(c->rk, topic);
+    client_put(c);
+    return n;
+}
+
+void sk_sink_hub_renew(struct sk_hub_member *m, const char *why)
+{
+    pthread_mutex_lock(&m->hub->mu);
+    if (!m->hub->renew && !m->hub->failed) {
+        sk_warn(m->name, "%s: replacing the shared consumer", why);
+        snprintf(m->hub->renew_why, sizeof(m->hub->renew_why), "%s", why);
+        m->hub->renew = true;
+    }
+    pthread_mutex_unlock(&m->hub->mu);
 }
 
 bool sk_sink_hub_failed(struct sk_hub_member *m, char *why, size_t size)
@@ -563,6 +696,18 @@ void sk_sink_hub_fail(struct sk_hub_member *m, const char *why)
 }
 
 /* ---- group commits -------------------------------------------------------------- */
+
+/* The sink's queue for commit answers goes, with the client it held. */
+static void commit_queue_drop(struct sk_hub_member *m)
+{
+    if (!m->commit_q)
+        return;
+    rd_kafka_queue_destroy(m->commit_q); /* every object before its handle */
+    client_put(m->commit_client);
+    m->commit_q = NULL;
+    m->commit_client = NULL;
+    m->commit_out = false;
+}
 
 /* The answer to the request in flight, if it came (wait_ms: how long to wait). */
 static int commit_answer(struct sk_hub_member *m, int wait_ms, struct sk_error *err)
@@ -590,12 +735,20 @@ static int commit_answer(struct sk_hub_member *m, int wait_ms, struct sk_error *
 static void commit_send(struct sk_hub_member *m, const char *group,
                         const rd_kafka_topic_partition_list_t *offsets)
 {
+    pthread_mutex_lock(&m->hub->mu);
+    bool renewed = m->commit_client != m->hub->client;
+    pthread_mutex_unlock(&m->hub->mu);
+    if (renewed) { /* the queue is made from the current client, and holds it */
+        commit_queue_drop(m);
+        m->commit_client = client_get(m->hub);
+        m->commit_q = rd_kafka_queue_new(m->commit_client->rk);
+    }
     rd_kafka_AlterConsumerGroupOffsets_t *req =
         rd_kafka_AlterConsumerGroupOffsets_new(group, offsets);
-    rd_kafka_AdminOptions_t *o =
-        rd_kafka_AdminOptions_new(m->hub->rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+    rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(
+        m->commit_client->rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
     rd_kafka_AdminOptions_set_request_timeout(o, 10000, NULL, 0);
-    rd_kafka_AlterConsumerGroupOffsets(m->hub->rk, &req, 1, o, m->commit_q);
+    rd_kafka_AlterConsumerGroupOffsets(m->commit_client->rk, &req, 1, o, m->commit_q);
     rd_kafka_AdminOptions_destroy(o);
     rd_kafka_AlterConsumerGroupOffsets_destroy(req);
     m->commit_out = true;

@@ -54,7 +54,8 @@ void sk_sink_hub_detach(struct sk_hub_member *m);
 /*
  * Stops handing records to the sink (an operator's pause, a retry's
  * backoff): its queue is released, so it holds nobody back; it resumes
- * with sk_sink_hub_resume at the positions given (from, as in attach).
+ * with sk_sink_hub_resume at the positions given (from, as in attach), or
+ * (from NULL) after the last record it took.
  */
 void sk_sink_hub_suspend(struct sk_hub_member *m);
 void sk_sink_hub_resume(struct sk_hub_member *m, const rd_kafka_topic_partition_list_t *from);
@@ -68,14 +69,19 @@ rd_kafka_message_t *sk_sink_hub_poll(struct sk_hub_member *m, int timeout_ms,
                                      struct sk_hub_msg **held);
 /* Records waiting in its queue. */
 size_t sk_sink_hub_queued(struct sk_hub_member *m);
-/* The shared client (metadata, admin calls: a handle with a group, §8.14a). */
-rd_kafka_t *sk_sink_hub_client(struct sk_hub_member *m);
+/* How many partitions topic has (sk_kafka_partition_count over the shared client). */
+int sk_sink_hub_partition_count(struct sk_hub_member *m, const char *topic);
 /* True, with why, once the hub failed: every sink on it fails (and is
  * restarted onto a new hub). */
 bool sk_sink_hub_failed(struct sk_hub_member *m, char *why, size_t size);
-/* Fails the hub for every sink on it, with why (a fetch that stopped: only a
- * new client gets past it, §8.14f). */
+/* Fails the hub for every sink on it, with why. */
 void sk_sink_hub_fail(struct sk_hub_member *m, const char *why);
+/*
+ * A sink found the fetch stopped (§8.14f: only a new client gets past it):
+ * the hub makes a new client, and every sink on it resumes where it last
+ * took a record (what waited in the queues is fetched again).
+ */
+void sk_sink_hub_renew(struct sk_hub_member *m, const char *why);
 
 /*
  * The sink's group learns its offsets for the lag report (the target keeps

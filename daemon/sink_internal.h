@@ -19,7 +19,6 @@ struct part {
     int64_t next;         /* every record before it is applied (or -1: unknown) */
     int64_t eof;          /* end offset last reported by the fetcher (-1: none yet) */
     int64_t drain_target; /* --once: must reach this (-1: not set) */
-    int64_t taken;        /* on the shared consumer: the next offset to take from it */
 };
 
 /*
@@ -135,10 +134,6 @@ void sink_snapshots_free(struct sink_run *run);
  * group. On the shared consumer the sink is suspended instead, holding no
  * other sink back, and resumes where it last took a record. */
 void sink_pause_all(struct sink_run *run, bool pause);
-
-/* Where the sink resumes on the shared consumer: each partition's next
- * record to take (caller destroys). */
-rd_kafka_topic_partition_list_t *sink_hub_positions(struct sink_run *run);
 
 /* From now on the consumer has fetch_stall_timeout to give something
  * (sink_driver.c, check_fetching): after a batch was applied (the sink took
