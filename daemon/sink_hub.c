@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "runner.h"
 #include "util.h"
 
 /* A client of the hub: the current one, or one replaced (renew) that lives
@@ -74,6 +75,7 @@ struct sk_hub_member {
     /* its queue: a ring of records (guarded by hub->mu) */
     struct sk_hub_msg **ring;
     size_t cap, head, count, bytes, budget;
+    atomic_uint_fast64_t *errors; /* its runner's count of Kafka errors */
     pthread_cond_t cv;
     /* group commits (sink thread only) */
     rd_kafka_queue_t *commit_q;
@@ -98,6 +100,7 @@ struct hub {
     bool paused;   /* back-pressure: every partition paused */
     bool stop;
     bool failed;
+    struct sk_log_limit error_log; /* its client's errors */
     char why[512];
 };
 
@@ -318,22 +321,30 @@ static void hub_fail_locked(struct hub *hub, const char *why)
      * ends with its last sink */
 }
 
-/* The client's own errors (a broker down): logged once per interval; a
- * fatal one is caught by the thread (rd_kafka_fatal_error). */
+/* The client's own errors (a broker down): counted for every sink on it
+ * (skolsync_kafka_errors_total) and logged once per interval, as a sink's
+ * own consumer's are (sk_runner_kafka_error); a fatal one is caught by the
+ * thread (rd_kafka_fatal_error). On librdkafka's threads. */
 static void hub_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     (void)rk;
     (void)err;
-    (void)opaque;
-    sk_warn("sink-hub", "kafka: %s", reason);
+    struct hub *hub = opaque;
+    pthread_mutex_lock(&hub->mu);
+    for (size_t i = 0; i < hub->n_members; i++)
+        atomic_fetch_add(hub->members[i]->errors, 1);
+    pthread_mutex_unlock(&hub->mu);
+    sk_log_limited(&hub->error_log, SK_KAFKA_ERROR_INTERVAL_MS, SK_LOG_WARN, "sink-hub",
+                   "kafka: %s", reason);
 }
 
 /* The shared client prefetches what one sink's consumer did at most
  * (sk_sink_prefetch_kbytes(1)): the queues behind it are bounded apart. */
 #define HUB_PREFETCH_KB 8192
 
-static struct hub_client *client_new(struct sk_sink_hubs *h, struct sk_error *err)
+static struct hub_client *client_new(struct hub *hub, struct sk_error *err)
 {
+    struct sk_sink_hubs *h = hub->holder;
     const struct sk_names *names = sk_kafka_names(h->kafka);
     char *cid = sk_name_client(names, "sinks", "local");
     char *group = sk_name_local_sinks_group(names);
@@ -364,7 +375,7 @@ static struct hub_client *client_new(struct sk_sink_hubs *h, struct sk_error *er
         goto out;
     }
     rd_kafka_conf_set_error_cb(conf, hub_error_cb);
-    rd_kafka_t *rk = sk_kafka_client_new(RD_KAFKA_CONSUMER, conf, NULL, NULL, err);
+    rd_kafka_t *rk = sk_kafka_client_new(RD_KAFKA_CONSUMER, conf, NULL, hub, err);
     if (!rk)
         goto out;
     rd_kafka_poll_set_consumer(rk);
@@ -397,7 +408,7 @@ static void renew(struct hub *hub)
 {
     hub->renew = false;
     struct sk_error err = {0};
-    struct hub_client *c = client_new(hub->holder, &err);
+    struct hub_client *c = client_new(hub, &err);
     if (!c) {
         char why[1200];
         snprintf(why, sizeof(why), "%s; a new shared consumer: %s", hub->renew_why, err.msg);
@@ -480,21 +491,22 @@ static void *hub_thread(void *arg)
 
 static struct hub *hub_new(struct sk_sink_hubs *h, struct sk_error *err)
 {
-    struct hub_client *c = client_new(h, err);
-    if (!c)
-        return NULL;
     struct hub *hub = sk_calloc(1, sizeof(*hub));
     hub->holder = h;
-    hub->client = c;
     pthread_mutex_init(&hub->mu, NULL);
+    hub->client = client_new(hub, err);
+    if (!hub->client)
+        goto fail;
     if (sk_thread_start(&hub->thread, hub_thread, hub, "sink-hub", NULL)) {
         sk_error_set(err, SK_ERR_FATAL, "shared consumer: cannot start its thread");
-        client_end(c);
-        pthread_mutex_destroy(&hub->mu);
-        free(hub);
-        return NULL;
+        client_end(hub->client);
+        goto fail;
     }
     return hub;
+fail:
+    pthread_mutex_destroy(&hub->mu);
+    free(hub);
+    return NULL;
 }
 
 /* After its last sink left: nothing of its clients is held any more. */
@@ -517,7 +529,7 @@ static void commit_queue_drop(struct sk_hub_member *m);
 
 struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sink,
                                          const rd_kafka_topic_partition_list_t *from, size_t budget,
-                                         struct sk_error *err)
+                                         atomic_uint_fast64_t *errors, struct sk_error *err)
 {
     pthread_mutex_lock(&h->mu);
     struct hub *hub = h->current;
@@ -538,6 +550,7 @@ struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sin
     m->hub = hub;
     m->name = sk_strdup(sink);
     m->budget = budget;
+    m->errors = errors;
     pthread_cond_init(&m->cv, NULL);
     member_set_parts(m, from);
     pthread_mutex_lock(&hub->mu);
