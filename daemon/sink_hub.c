@@ -411,7 +411,7 @@ static void renew(struct hub *hub)
     struct hub_client *c = client_new(hub, &err);
     if (!c) {
         char why[1200];
-        snprintf(why, sizeof(why), "%s; a new shared consumer: %s", hub->renew_why, err.msg);
+        snprintf(why, sizeof(why), "%.250s; a new shared consumer: %.250s", hub->renew_why, err.msg);
         hub_fail_locked(hub, why);
         return;
     }

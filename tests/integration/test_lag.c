@@ -499,7 +499,9 @@ static int32_t member_partition(rd_kafka_t *c, const char *topic, int ms)
  * sink is resumed. Before, only what was assigned when the pause came was
  * paused: a sink paused for the target's maintenance wrote to it again after
  * a rebalance (found by the tombstone test above, whose pause once came
- * before the first assignment).
+ * before the first assignment). A sink with a group member of its own: on
+ * the shared consumer (the default for this node-local sink) its group has
+ * none, and nothing rebalances.
  */
 Test(lag, a_paused_sink_stays_paused_across_a_rebalance, .timeout = 180)
 {
@@ -507,7 +509,7 @@ Test(lag, a_paused_sink_stays_paused_across_a_rebalance, .timeout = 180)
     daemon_group(&e);
     rd_kafka_t *c = consumer_new(&e); /* the group's first member */
     cr_assert_geq(member_partition(c, e.topic, 3000), 0, "the first member got no partition");
-    struct daemon d = daemon_start(&e, "lag-pause-rebalance", "");
+    struct daemon d = daemon_start(&e, "lag-pause-rebalance", "  shared_consumer: false\n");
     int32_t p = member_partition(c, e.topic, 5000); /* after the rebalance: one of the two */
     cr_assert_geq(p, 0, "the first member kept no persons partition (log %s)", d.log);
     sink_action(&d, "pause");
@@ -738,6 +740,10 @@ static bool source_owned_by(cJSON *j, const char *source, const char *want)
  * (the sources group assigned it its partition) and holds every partition
  * of its sink's group: `skolsync lag -c` names n1 as the owner of both, in
  * the JSON and in the table, and so does the daemon's own GET /api/v1/lag.
+ * Owners are read from the group's members: the sink has a consumer of its
+ * own here (kafka.shared_consumer false). On the shared consumer a
+ * node-local sink's group has no member, and its partitions show no owner
+ * (docs/architecture.md §6.4.1).
  */
 Test(lag, names_the_node_that_owns_each_partition_and_source, .timeout = 150)
 {
@@ -748,10 +754,10 @@ Test(lag, names_the_node_that_owns_each_partition_and_source, .timeout = 150)
     char *deployment = strndup(prefix, strlen(prefix) - 1); /* the prefix without its '.' */
     char *head = skt_config_head(prefix, "info", "20s");
     char *cfg = skt_fmt("%s/skolsync.yaml", dir);
-    char *text = skt_fmt("%snode:\n  name: n1\nlag_interval: 1s\n"
+    char *text = skt_fmt("kafka:\n  shared_consumer: false\n%snode:\n  name: n1\nlag_interval: 1s\n"
                          "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                          "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
-                         head, data, dir);
+                         head + strlen("kafka:\n"), data, dir);
     skt_write(cfg, text);
     char *log = skt_fmt("%s/daemon.log", dir);
     char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};

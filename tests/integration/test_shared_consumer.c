@@ -47,7 +47,8 @@ static void bed_config(const struct bed *b, const char *const *sinks, const char
     char *listen = strstr(head, "  listen: 127.0.0.1:0\n");
     cr_assert_not_null(listen);
     listen += strlen("  listen: 127.0.0.1:0\n");
-    char *text = skt_fmt("%.*s  token: " TOKEN "\n%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+    char *text = skt_fmt("%.*s  token: " TOKEN
+                         "\n%ssources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                          "    poll_interval: 1s\nsinks:\n%s",
                          (int)(listen - head), head, listen, b->data, more);
     for (size_t i = 0; sinks[i]; i++) {
@@ -190,8 +191,7 @@ Test(shared_consumer, sinks_at_different_positions_apply_exactly_their_records, 
     int clients = threads_named(pid, "rdk:main");
     cr_assert_leq(clients, 4, "%d librdkafka clients for 1 source and 4 node-local sinks", clients);
     int joined = 0; /* the log reaches its file in blocks */
-    for (int i = 0; i < 50 && (joined = skt_lines_with(b.log, "shared consumer (group ")) < 4;
-         i++)
+    for (int i = 0; i < 50 && (joined = skt_lines_with(b.log, "shared consumer (group ")) < 4; i++)
         usleep(100000);
     cr_assert_eq(joined, 4, "log %s", b.log);
 
@@ -237,8 +237,7 @@ Test(shared_consumer, sinks_at_different_positions_apply_exactly_their_records, 
 
 /* A postgres-sink keeps its own consumer and group beside the shared one;
  * --once ends with both complete. */
-Test(shared_consumer, a_postgres_sink_beside_node_local_ones_keeps_its_own_consumer,
-     .timeout = 300)
+Test(shared_consumer, a_postgres_sink_beside_node_local_ones_keeps_its_own_consumer, .timeout = 300)
 {
     struct bed b = bed_new("hub-pg", 10);
     char *schema = skt_fmt("hub_%s", b.prefix + 1);
@@ -298,8 +297,8 @@ Test(shared_consumer, a_failed_shared_consumer_fails_every_sink_on_it, .timeout 
     fclose(sum);
     fflush(stderr);
     cr_assert_eq(rc, 1, "the run ended with %d (log %s)", rc, b.log);
-    const char *const says[] = {"x: shared consumer: fatal error", "y: shared consumer: fatal error",
-                                NULL};
+    const char *const says[] = {"x: shared consumer: fatal error",
+                                "y: shared consumer: fatal error", NULL};
     for (size_t i = 0; says[i]; i++)
         cr_assert_gt(skt_lines_with(b.log, says[i]), 0, "no \"%s\" in %s", says[i], b.log);
     sk_daemon_config_free(c);
