@@ -151,6 +151,12 @@ struct sk_lag_collect_options {
     const char *deployment;
     const char *const *sink_groups;
     const char *const *sink_names;
+    /* Per sink (optional, parallel): the node a node-local sink's group is
+     * of (§5.6), NULL for a shared target. Such a group has no member when
+     * the node's shared consumer reads for the sink (docs/architecture.md
+     * §6.4.1): its members are then unknown, not none (a running sink is not
+     * taken for a stopped one), and its partitions are that node's. */
+    const char *const *sink_nodes;
     size_t n_sinks;
     /* The sources group ("<deployment>.sources"), its control topic
      * ("<prefix>_sources") and the sources to report with their owners:

@@ -219,7 +219,7 @@ struct lag_source {
     size_t n_only;
     /* Who owns what, from the configuration (names.h); freed with the source. */
     char **sink_groups, *sources_group, *sources_topic;
-    const char **sink_names, **source_names;
+    const char **sink_names, **source_names, **sink_nodes;
 };
 
 /* Names the owners with the configuration: each sink's group, and the
@@ -230,10 +230,14 @@ static void owners_from_config(const struct sk_daemon_config *cfg, struct lag_so
     struct sk_names names = {kc->deployment, kc->node_name};
     s->sink_groups = sk_calloc(cfg->n_sinks + 1, sizeof(char *));
     s->sink_names = sk_calloc(cfg->n_sinks + 1, sizeof(char *));
+    s->sink_nodes = sk_calloc(cfg->n_sinks + 1, sizeof(char *));
     for (size_t i = 0; i < cfg->n_sinks; i++) {
-        s->sink_groups[i] =
-            sk_name_sink_group(&names, cfg->sinks[i].name, cfg->sinks[i].ops->target_kind);
+        enum sk_sink_target kind = cfg->sinks[i].ops->target_kind;
+        s->sink_groups[i] = sk_name_sink_group(&names, cfg->sinks[i].name, kind);
         s->sink_names[i] = cfg->sinks[i].name;
+        /* its group is this node's; on the shared consumer it has no member */
+        if (kind == SK_TARGET_NODE_LOCAL && kc->shared_consumer)
+            s->sink_nodes[i] = kc->node_name;
     }
     s->source_names = sk_calloc(cfg->n_sources + 1, sizeof(char *));
     for (size_t i = 0; i < cfg->n_sources; i++)
@@ -243,6 +247,7 @@ static void owners_from_config(const struct sk_daemon_config *cfg, struct lag_so
     s->collect.deployment = kc->deployment;
     s->collect.sink_groups = (const char *const *)s->sink_groups;
     s->collect.sink_names = s->sink_names;
+    s->collect.sink_nodes = s->sink_nodes;
     s->collect.n_sinks = cfg->n_sinks;
     s->collect.sources_group = s->sources_group;
     s->collect.sources_topic = s->sources_topic;
@@ -256,6 +261,7 @@ static void lag_source_free(struct lag_source *s)
         free(s->sink_groups[i]);
     free(s->sink_groups);
     free(s->sink_names);
+    free(s->sink_nodes);
     free(s->source_names);
     free(s->sources_group);
     free(s->sources_topic);

@@ -238,13 +238,20 @@ static rd_kafka_topic_partition_list_t *own_partitions(const struct sk_lag_colle
     return own;
 }
 
-/* The sink whose group this is, when the caller said (o->sink_groups); NULL otherwise. */
-static const char *sink_of(const struct sk_lag_collect_options *o, const char *group)
+/* The index of the sink whose group this is (o->sink_groups), or -1. */
+static ptrdiff_t sink_index(const struct sk_lag_collect_options *o, const char *group)
 {
     for (size_t i = 0; o->sink_groups && i < o->n_sinks; i++)
         if (strcmp(o->sink_groups[i], group) == 0)
-            return o->sink_names[i];
-    return NULL;
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+/* The sink whose group this is, when the caller said (o->sink_groups); NULL otherwise. */
+static const char *sink_of(const struct sk_lag_collect_options *o, const char *group)
+{
+    ptrdiff_t i = sink_index(o, group);
+    return i < 0 ? NULL : o->sink_names[i];
 }
 
 /* A member's node: read from its client id, as GET /api/v1/cluster reads it
@@ -273,6 +280,13 @@ static void source_owners(const struct sk_lag_collect_options *o, struct sk_lag_
             r->sources[i].owner = sk_strdup(owner);
     }
     cJSON_Delete(members);
+}
+
+/* The node a node-local sink's group is of (o->sink_nodes), or NULL. */
+static const char *node_of_local(const struct sk_lag_collect_options *o, const char *group)
+{
+    ptrdiff_t i = o->sink_nodes ? sink_index(o, group) : -1;
+    return i < 0 ? NULL : o->sink_nodes[i];
 }
 
 /* Each partition's owner: the node of the member assigned it (none while the
@@ -358,6 +372,13 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
             }
         }
         partition_owners(g);
+        const char *node = nm ? NULL : node_of_local(o, g->group);
+        if (node) { /* read by the node's shared consumer: no member to see */
+            g->members_known = false;
+            for (size_t p = 0; p < g->n_parts; p++)
+                if (!g->parts[p].owner)
+                    g->parts[p].owner = sk_strdup(node);
+        }
     }
     rd_kafka_event_destroy(ev);
 }

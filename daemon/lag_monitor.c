@@ -225,12 +225,14 @@ static void sample(struct sk_lag_monitor *m)
     /* the sinks' names, groups and each one's topics, copied under the lock */
     struct sink_names *s = NULL;
     char **groups = NULL, **topics = NULL, ***group_topics = NULL, **sinks = NULL, **sources = NULL;
+    const char **nodes = NULL; /* not owned: the daemon's node name */
     size_t n = 0, nt = 0, *n_group_topics = NULL, n_sources = 0;
     pthread_rwlock_rdlock(&d->lock);
     sinks = sk_calloc(d->n_conns + 1, sizeof(char *));
     sources = sk_calloc(d->n_conns + 1, sizeof(char *));
     s = sk_calloc(d->n_conns + 1, sizeof(*s));
     groups = sk_calloc(d->n_conns + 1, sizeof(char *));
+    nodes = sk_calloc(d->n_conns + 1, sizeof(char *));
     group_topics = sk_calloc(d->n_conns + 1, sizeof(char **));
     n_group_topics = sk_calloc(d->n_conns + 1, sizeof(size_t));
     for (size_t i = 0; i < d->n_conns; i++) {
@@ -246,6 +248,8 @@ static void sample(struct sk_lag_monitor *m)
         s[n].client = sk_name_client(sk_kafka_names(d->kafka), "sink", snk->runner.name);
         groups[n] = s[n].group;
         sinks[n] = s[n].sink;
+        /* the node's shared consumer reads for it: its group has no member */
+        nodes[n] = snk->hubs ? sk_kafka_names(d->kafka)->node : NULL;
         topics = sk_realloc(topics, (nt + snk->sink.n_entities + 1) * sizeof(char *));
         for (size_t j = 0; j < snk->sink.n_entities; j++) {
             topics[nt++] = sk_strdup(snk->topics[j]);
@@ -271,6 +275,7 @@ static void sample(struct sk_lag_monitor *m)
             .deployment = names->deployment,
             .sink_groups = (const char *const *)groups,
             .sink_names = (const char *const *)sinks,
+            .sink_nodes = nodes,
             .n_sinks = n,
             .sources_group = sources_group,
             .sources_topic = sources_topic,
@@ -306,6 +311,7 @@ static void sample(struct sk_lag_monitor *m)
         free(sources[i]);
     free(sources);
     free(sinks);
+    free(nodes);
     free(sources_group);
     free(sources_topic);
     for (size_t i = 0; i < nt; i++)

@@ -157,7 +157,8 @@ struct one {
     size_t total;
 };
 
-static void one_start(struct one *o, const char *tag)
+/* kafka_extra: more kafka: settings (indented by two), or "". */
+static void one_start_with(struct one *o, const char *tag, const char *kafka_extra)
 {
     o->n = (struct node){.dir = skt_tmpdir(tag)};
     o->data = skt_fmt("%s/data", o->n.dir);
@@ -166,16 +167,21 @@ static void one_start(struct one *o, const char *tag)
     o->total = skt_count_records(o->data);
     char *head = skt_config_head(o->prefix, "info", "20s");
     o->n.cfg = skt_fmt("%s/skolsync.yaml", o->n.dir);
-    char *text = skt_fmt("%s"
+    char *text = skt_fmt("kafka:\n%s%s"
                          "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                          "    poll_interval: 1s\n"
                          "sinks:\n  db:\n    type: sqlite-sink\n    path: %s/out.db\n",
-                         head, o->data, o->n.dir);
+                         kafka_extra, head + strlen("kafka:\n"), o->data, o->n.dir);
     skt_write(o->n.cfg, text);
     free(text);
     free(head);
     node_start(&o->n);
     cr_assert(records_reach(&o->n, "db", (double)o->total, 90000), "the dataset was not applied");
+}
+
+static void one_start(struct one *o, const char *tag)
+{
+    one_start_with(o, tag, "");
 }
 
 static void one_stop(struct one *o)
@@ -260,7 +266,9 @@ static void intruder_step(void *ctx)
 Test(ha, fenced_sink_fails_visibly_and_recovers_by_itself, .timeout = 240)
 {
     struct one o;
-    one_start(&o, "ha-fenced");
+    /* a static member of its own: on the shared consumer (the default for
+     * this node-local sink) its group has none to fence */
+    one_start_with(&o, "ha-fenced", "  shared_consumer: false\n");
     char *group = logged_word(o.n.log, "consumer group ", 5000);
     char *instance = logged_word(o.n.log, "static member ", 5000);
     cr_assert(group && instance, "the sink logged no group and member id");
