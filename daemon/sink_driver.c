@@ -666,7 +666,7 @@ static int hub_join(struct sink_run *run, struct sk_error *err)
     size_t kb = env->prefetch_kbytes ? env->prefetch_kbytes : sk_sink_prefetch_kbytes(1);
     rd_kafka_topic_partition_list_t *all = rd_kafka_topic_partition_list_new(0);
     run->hub = sk_sink_hub_attach(env->hubs, env->runner.name, all, kb * 1024,
-                                  &env->runner.kafka_errors, err);
+                                  &env->runner, err);
     int rc = -1;
     if (!run->hub)
         goto out;

@@ -75,7 +75,7 @@ struct sk_hub_member {
     /* its queue: a ring of records (guarded by hub->mu) */
     struct sk_hub_msg **ring;
     size_t cap, head, count, bytes, budget;
-    atomic_uint_fast64_t *errors; /* its runner's count of Kafka errors */
+    struct sk_runner *runner; /* its Kafka errors and statistics are counted there */
     pthread_cond_t cv;
     /* group commits (sink thread only) */
     rd_kafka_queue_t *commit_q;
@@ -332,10 +332,23 @@ static void hub_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaq
     struct hub *hub = opaque;
     pthread_mutex_lock(&hub->mu);
     for (size_t i = 0; i < hub->n_members; i++)
-        atomic_fetch_add(hub->members[i]->errors, 1);
+        atomic_fetch_add(&hub->members[i]->runner->kafka_errors, 1);
     pthread_mutex_unlock(&hub->mu);
     sk_log_limited(&hub->error_log, SK_KAFKA_ERROR_INTERVAL_MS, SK_LOG_WARN, "sink-hub",
                    "kafka: %s", reason);
+}
+
+/* Its statistics (kafka.statistics): every sink on it reports them as its
+ * own consumer's (request retries, round-trip time). */
+static int hub_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    struct hub *hub = opaque;
+    pthread_mutex_lock(&hub->mu);
+    for (size_t i = 0; i < hub->n_members; i++)
+        sk_runner_kafka_stats(hub->members[i]->runner, json, len);
+    pthread_mutex_unlock(&hub->mu);
+    return 0; /* librdkafka frees json */
 }
 
 /* The shared client prefetches what one sink's consumer did at most
@@ -357,6 +370,8 @@ static struct hub_client *client_new(struct hub *hub, struct sk_error *err)
                                     queued,
                                     "fetch.max.bytes",
                                     fetch,
+                                    "statistics.interval.ms",
+                                    sk_kafka_statistics_interval(h->kafka),
                                     h->once ? "fetch.wait.max.ms" : NULL,
                                     "100",
                                     NULL};
@@ -375,7 +390,7 @@ static struct hub_client *client_new(struct hub *hub, struct sk_error *err)
         goto out;
     }
     rd_kafka_conf_set_error_cb(conf, hub_error_cb);
-    rd_kafka_t *rk = sk_kafka_client_new(RD_KAFKA_CONSUMER, conf, NULL, hub, err);
+    rd_kafka_t *rk = sk_kafka_client_new(RD_KAFKA_CONSUMER, conf, hub_stats_cb, hub, err);
     if (!rk)
         goto out;
     rd_kafka_poll_set_consumer(rk);
@@ -529,7 +544,7 @@ static void commit_queue_drop(struct sk_hub_member *m);
 
 struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sink,
                                          const rd_kafka_topic_partition_list_t *from, size_t budget,
-                                         atomic_uint_fast64_t *errors, struct sk_error *err)
+                                         struct sk_runner *runner, struct sk_error *err)
 {
     pthread_mutex_lock(&h->mu);
     struct hub *hub = h->current;
@@ -550,7 +565,7 @@ struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sin
     m->hub = hub;
     m->name = sk_strdup(sink);
     m->budget = budget;
-    m->errors = errors;
+    m->runner = runner;
     pthread_cond_init(&m->cv, NULL);
     member_set_parts(m, from);
     pthread_mutex_lock(&hub->mu);

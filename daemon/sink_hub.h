@@ -15,12 +15,12 @@
 #ifndef SK_SINK_HUB_H
 #define SK_SINK_HUB_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <librdkafka/rdkafka.h>
 
 #include "kafka.h"
+#include "runner.h"
 #include "sk_error.h"
 
 /* The daemon's holder: the hub in use, made at the first attachment. */
@@ -42,14 +42,14 @@ struct sk_hub_member;
  * Attaches a sink for the partitions in `from` (each element's offset: the
  * next one it needs, RD_KAFKA_OFFSET_BEGINNING for the first there is).
  * `budget` bytes may wait in its queue before the hub stops fetching for
- * everyone (back-pressure). The client's errors are counted in *errors
- * (the sink's runner's). Makes the hub (client and thread) if there is
+ * everyone (back-pressure). The client's errors and statistics
+ * (kafka.statistics) are counted in the sink's runner. Makes the hub (client and thread) if there is
  * none. NULL with err (FATAL) when the client cannot be made. The caller
  * detaches it with sk_sink_hub_detach, after releasing every record.
  */
 struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sink,
                                          const rd_kafka_topic_partition_list_t *from, size_t budget,
-                                         atomic_uint_fast64_t *errors, struct sk_error *err);
+                                         struct sk_runner *runner, struct sk_error *err);
 /* Its queue's records go back (released); the last sink to leave a hub
  * ends it (its thread joined, its client closed and destroyed). */
 void sk_sink_hub_detach(struct sk_hub_member *m);

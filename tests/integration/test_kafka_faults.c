@@ -477,8 +477,9 @@ static struct pair pair_new(const char *tag, int seed, int students, const char 
     p.db = skt_fmt("%s/out.db", p.dir);
     p.cfg = skt_fmt("%s/skolsync.yaml", p.dir);
     skt_generate(p.data, seed, students);
-    char *text = skt_fmt("kafka:\n  brokers: embedded\n"
-                         "admin:\n  listen: 127.0.0.1:0\n%s"
+    /* core_extra right after the kafka section: it may begin with more of it */
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n%s"
+                         "admin:\n  listen: 127.0.0.1:0\n"
                          "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
                          "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n%s",
                          core_extra, p.data, p.db, sink_extra ? sink_extra : "");
@@ -536,7 +537,11 @@ static int run_logged(struct pair *p, struct plan *plan, char **log, char **all,
 static void refused(enum scenario scenario, const char *connector, const char *error,
                     const char *sink_extra)
 {
-    struct pair p = pair_new("faults-refused", 43, 20, "log:\n  level: info\n", sink_extra);
+    /* a sink refused its group: one with a consumer and member of its own (on
+     * the shared consumer, the default for this node-local sink, it joins none) */
+    const char *core = scenario == GROUP_REFUSED ? "  shared_consumer: false\nlog:\n  level: info\n"
+                                                 : "log:\n  level: info\n";
+    struct pair p = pair_new("faults-refused", 43, 20, core, sink_extra);
     struct plan plan = {.scenario = scenario};
     char *log, *all, *summary;
     int rc = run_logged(&p, &plan, &log, &all, &summary);
