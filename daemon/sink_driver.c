@@ -681,9 +681,12 @@ static int hub_join(struct sink_run *run, struct sk_error *err)
             rd_kafka_topic_partition_list_add(all, env->topics[i], p)->offset =
                 RD_KAFKA_OFFSET_INVALID;
     }
-    sk_info(env->runner.name, "on the node's shared consumer (group %s for the lag report)",
-            env->group);
+    sk_info(env->runner.name,
+            "shared consumer of the node, prefetch %zu KiB (its queue's bound); group %s for the "
+            "lag report",
+            kb, env->group);
     rc = on_assign(run, all, err);
+    atomic_fetch_add(&env->runner.kafka_rebalances, 1); /* its assignment, as a group's */
 out:
     rd_kafka_topic_partition_list_destroy(all);
     return rc;

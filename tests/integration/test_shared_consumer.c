@@ -191,7 +191,8 @@ Test(shared_consumer, sinks_at_different_positions_apply_exactly_their_records, 
     int clients = threads_named(pid, "rdk:main");
     cr_assert_leq(clients, 4, "%d librdkafka clients for 1 source and 4 node-local sinks", clients);
     int joined = 0; /* the log reaches its file in blocks */
-    for (int i = 0; i < 50 && (joined = skt_lines_with(b.log, "shared consumer (group ")) < 4; i++)
+    for (int i = 0; i < 50 && (joined = skt_lines_with(b.log, "shared consumer of the node")) < 4;
+         i++)
         usleep(100000);
     cr_assert_eq(joined, 4, "log %s", b.log);
 
@@ -255,8 +256,8 @@ Test(shared_consumer, a_postgres_sink_beside_node_local_ones_keeps_its_own_consu
     struct pg_conn *c = skt_pg_connect();
     cr_assert_eq(skt_pg_total_rows(c, schema), (long long)skt_count_records(b.data));
     cr_assert(strstr(out, "pg: consumer group"), "the postgres-sink's own group:\n%s", out);
-    cr_assert(strstr(out, "db: on the node's shared consumer") &&
-                  strstr(out, "db2: on the node's shared consumer"),
+    cr_assert(strstr(out, "db: shared consumer of the node") &&
+                  strstr(out, "db2: shared consumer of the node"),
               "%s", out);
     free(out);
     free(cmd);
