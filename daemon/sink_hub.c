@@ -111,6 +111,9 @@ struct sk_sink_hubs {
     struct hub *current; /* NULL: none, or the last one failed */
 };
 
+/* Most records handed in one turn of the hub's thread (under its lock). */
+#define HUB_BURST 1000
+
 /* How long the hub's thread waits in one poll: also how soon it resumes
  * after a queue went down to half, or assigns again for a newcomer. */
 #define HUB_POLL_MS 50
@@ -495,10 +498,17 @@ static void *hub_thread(void *arg)
                      rd_kafka_err2name(fatal), buf);
             hub_fail_locked(hub, why);
         }
-        if (msg && !hub->failed)
-            dispatch(hub, msg);
-        else if (msg)
-            rd_kafka_message_destroy(msg);
+        /* What the client holds besides goes in the same turn: a sink that
+         * finds its queue empty takes its batch as complete (a lone record is
+         * applied at once, sink_driver.c), so a backlog must not trickle in
+         * record by record (a bulk load applied batches of a few records). */
+        for (int k = 0; msg; k++) {
+            if (hub->failed)
+                rd_kafka_message_destroy(msg);
+            else
+                dispatch(hub, msg);
+            msg = k + 1 < HUB_BURST ? rd_kafka_consumer_poll(hub->client->rk, 0) : NULL;
+        }
         pthread_mutex_unlock(&hub->mu);
     }
     return NULL;
