@@ -85,8 +85,9 @@ const struct sk_option sk_kafka_options[] = {
      offsetof(struct sk_kafka_conf, tombstone_retention_ms), .min = 3600000,
      .max = 3650LL * 86400000},
     {"shared_consumer", SK_OPT_BOOL, "true", false,
-     "one Kafka consumer for all node-local sinks (sqlite, oneroster-csv) instead of one "
-     "each: 4 threads and a prefetch queue per sink fewer; false: each its own consumer",
+     "one Kafka consumer for all node-local sinks (sqlite, oneroster-csv, ss12000-api) "
+     "instead of one each: 4 threads and a prefetch queue per sink fewer; false: each its own "
+     "consumer",
      offsetof(struct sk_kafka_conf, shared_consumer)},
     {"properties", SK_OPT_MAP, NULL, false,
      "librdkafka properties passed to every client (security.protocol, ssl.*, sasl.*, ...), "

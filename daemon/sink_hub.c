@@ -429,7 +429,8 @@ static void renew(struct hub *hub)
     struct hub_client *c = client_new(hub, &err);
     if (!c) {
         char why[512];
-        snprintf(why, sizeof(why), "%.200s; a new shared consumer: %.250s", hub->renew_why, err.msg);
+        snprintf(why, sizeof(why), "%.200s; a new shared consumer: %.250s", hub->renew_why,
+                 err.msg);
         hub_fail_locked(hub, why);
         return;
     }

@@ -1,8 +1,8 @@
 /*
  * sink_hub.h: one Kafka consumer for all of a node's node-local sinks
- * (SK_TARGET_NODE_LOCAL: sqlite-sink, oneroster-csv-sink), docs/architecture.md
- * §6.4.1. Each of them reads every partition of its topics and keeps its
- * offsets in its own target, so none needs a group of its own to be given
+ * (SK_TARGET_NODE_LOCAL: sqlite-sink, oneroster-csv-sink, ss12000-api-sink),
+ * docs/architecture.md §6.4.1. Each of them reads every partition of its
+ * topics and keeps its offsets in its own target, so none needs a group of its own to be given
  * partitions: one client assign()s the union of their partitions, fetches
  * each from the lowest position a sink needs, and hands every sink only the
  * records at or past its own position, in order.
@@ -43,9 +43,9 @@ struct sk_hub_member;
  * next one it needs, RD_KAFKA_OFFSET_BEGINNING for the first there is).
  * `budget` bytes may wait in its queue before the hub stops fetching for
  * everyone (back-pressure). The client's errors and statistics
- * (kafka.statistics) are counted in the sink's runner. Makes the hub (client and thread) if there is
- * none. NULL with err (FATAL) when the client cannot be made. The caller
- * detaches it with sk_sink_hub_detach, after releasing every record.
+ * (kafka.statistics) are counted in the sink's runner. Makes the hub (client and thread) if there
+ * is none. NULL with err (FATAL) when the client cannot be made. The caller detaches it with
+ * sk_sink_hub_detach, after releasing every record.
  */
 struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sink,
                                          const rd_kafka_topic_partition_list_t *from, size_t budget,
