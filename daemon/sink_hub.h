@@ -43,9 +43,10 @@ struct sk_hub_member;
  * next one it needs, RD_KAFKA_OFFSET_BEGINNING for the first there is).
  * `budget` bytes may wait in its queue before the hub stops fetching for
  * everyone (back-pressure). The client's errors and statistics
- * (kafka.statistics) are counted in the sink's runner. Makes the hub (client and thread) if there
- * is none. NULL with err (FATAL) when the client cannot be made. The caller detaches it with
- * sk_sink_hub_detach, after releasing every record.
+ * (kafka.statistics) are counted in the sink's runner. Makes the hub
+ * (client and thread) if there is none. NULL with err (FATAL) when the
+ * client cannot be made. The caller detaches it with sk_sink_hub_detach,
+ * after releasing every record.
  */
 struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sink,
                                          const rd_kafka_topic_partition_list_t *from, size_t budget,
