@@ -179,6 +179,8 @@ static int64_t lower(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+static void hub_fail_locked(struct hub *hub, const char *why);
+
 /* Assigns the union of the members' partitions, each at the lowest next
  * (hub->mu held, hub thread). */
 static void assign_all(struct hub *hub)
@@ -200,8 +202,9 @@ static void assign_all(struct hub *hub)
     }
     rd_kafka_resp_err_t e = rd_kafka_assign(hub->client->rk, l->cnt ? l : NULL);
     if (e) {
-        hub->failed = true;
-        snprintf(hub->why, sizeof(hub->why), "shared consumer: assign: %s", rd_kafka_err2str(e));
+        char why[300];
+        snprintf(why, sizeof(why), "shared consumer: assign: %s", rd_kafka_err2str(e));
+        hub_fail_locked(hub, why);
     }
     for (size_t i = 0; i < hub->n_members; i++)
         for (size_t j = 0; j < hub->members[i]->n_parts; j++)
@@ -474,6 +477,7 @@ static void retired_end(struct hub *hub, bool all)
 static void *hub_thread(void *arg)
 {
     struct hub *hub = arg;
+    rd_kafka_message_t **burst = sk_calloc(HUB_BURST, sizeof(*burst));
     for (;;) {
         pthread_mutex_lock(&hub->mu);
         bool stop = hub->stop;
@@ -489,7 +493,17 @@ static void *hub_thread(void *arg)
             break;
         if (retired)
             retired_end(hub, false);
+        /* What the client holds besides goes in the same turn: a sink that
+         * finds its queue empty takes its batch as complete (a lone record is
+         * applied at once, sink_driver.c), so a backlog must not trickle in
+         * record by record. Polled without the lock: a poll serves the
+         * client's error and statistics callbacks, which take it. */
+        size_t n = 0;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(hub->client->rk, HUB_POLL_MS);
+        while (msg) {
+            burst[n++] = msg;
+            msg = n < HUB_BURST ? rd_kafka_consumer_poll(hub->client->rk, 0) : NULL;
+        }
         char buf[400];
         rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(hub->client->rk, buf, sizeof(buf));
         pthread_mutex_lock(&hub->mu);
@@ -499,19 +513,15 @@ static void *hub_thread(void *arg)
                      rd_kafka_err2name(fatal), buf);
             hub_fail_locked(hub, why);
         }
-        /* What the client holds besides goes in the same turn: a sink that
-         * finds its queue empty takes its batch as complete (a lone record is
-         * applied at once, sink_driver.c), so a backlog must not trickle in
-         * record by record (a bulk load applied batches of a few records). */
-        for (int k = 0; msg; k++) {
+        for (size_t k = 0; k < n; k++) {
             if (hub->failed)
-                rd_kafka_message_destroy(msg);
+                rd_kafka_message_destroy(burst[k]);
             else
-                dispatch(hub, msg);
-            msg = k + 1 < HUB_BURST ? rd_kafka_consumer_poll(hub->client->rk, 0) : NULL;
+                dispatch(hub, burst[k]);
         }
         pthread_mutex_unlock(&hub->mu);
     }
+    free(burst);
     return NULL;
 }
 
