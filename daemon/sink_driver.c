@@ -673,10 +673,24 @@ static int hub_join(struct sink_run *run, struct sk_error *err)
     sink_migrate_offsets(env);
     for (size_t i = 0; i < env->sink.n_entities; i++) {
         int n = sk_sink_hub_partition_count(run->hub, env->topics[i]);
-        if (n < 0) {
-            sk_error_set(err, SK_ERR_RETRIABLE, "cannot read the partitions of %s", env->topics[i]);
+        /* Brokers that do not answer (an outage at start): it waits, as a
+         * consumer of its own waits for its group's assignment. */
+        while (n < 0 && !atomic_load(&env->runner.stop)) {
+            char why[300];
+            snprintf(why, sizeof(why), "cannot read the partitions of %s: waiting for the brokers",
+                     env->topics[i]);
+            if (atomic_load(&env->runner.state) != SK_STATE_RETRYING)
+                sk_warn(env->runner.name, "%s", why);
+            sk_runner_set_error(&env->runner, why);
+            sk_runner_set_state(&env->runner, SK_STATE_RETRYING);
+            sk_sleep_ms(1000);
+            n = sk_sink_hub_partition_count(run->hub, env->topics[i]);
+        }
+        if (n < 0) { /* stopped meanwhile: nothing to apply, nothing failed */
+            rc = 0;
             goto out;
         }
+        sk_runner_set_error(&env->runner, "");
         for (int p = 0; p < n; p++)
             rd_kafka_topic_partition_list_add(all, env->topics[i], p)->offset =
                 RD_KAFKA_OFFSET_INVALID;
