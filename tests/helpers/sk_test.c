@@ -1067,3 +1067,28 @@ int skt_lines_with(const char *path, const char *text)
     free(cmd);
     return n;
 }
+
+int skt_threads_named(pid_t pid, const char *comm)
+{
+    char *dir = skt_fmt("/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *path = skt_fmt("%s/%s/comm", dir, e->d_name);
+        char name[64] = "";
+        FILE *f = fopen(path, "r");
+        if (f && fgets(name, sizeof(name), f))
+            name[strcspn(name, "\n")] = '\0';
+        if (f)
+            fclose(f);
+        n += strcmp(name, comm) == 0;
+        free(path);
+    }
+    closedir(d);
+    free(dir);
+    return n;
+}

@@ -218,6 +218,8 @@ int skt_free_port(void);
 int skt_logged_port(const char *log_path, int timeout_ms);
 /* The same for another line: "<text> http://127.0.0.1:PORT" (text: no '#'). */
 int skt_logged_port_after(const char *log_path, const char *text, int timeout_ms);
+/* Threads of process pid whose name is comm (/proc/PID/task/TID/comm). */
+int skt_threads_named(pid_t pid, const char *comm);
 /* Lines of the file at path that contain text (grep -F). */
 int skt_lines_with(const char *path, const char *text);
 /* Waits (polled every 100 ms) until a line of the file contains text; false past timeout_ms. */

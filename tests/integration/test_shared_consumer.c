@@ -6,7 +6,6 @@
  * the daemon runs one client for all of them, a postgres-sink beside them
  * keeps its own, and a failed shared consumer fails every sink on it.
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,32 +114,6 @@ static void post(int port, const char *name, const char *action)
     free(cmd);
 }
 
-/* Threads of process pid whose name is comm. */
-static int threads_named(pid_t pid, const char *comm)
-{
-    char *dir = skt_fmt("/proc/%d/task", (int)pid);
-    DIR *d = opendir(dir);
-    cr_assert_not_null(d, "%s", dir);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char *path = skt_fmt("%s/%s/comm", dir, e->d_name);
-        char name[64] = "";
-        FILE *f = fopen(path, "r");
-        if (f && fgets(name, sizeof(name), f))
-            name[strcspn(name, "\n")] = '\0';
-        if (f)
-            fclose(f);
-        n += strcmp(name, comm) == 0;
-        free(path);
-    }
-    closedir(d);
-    free(dir);
-    return n;
-}
-
 /* "sink <name> (sqlite-sink): N records applied" of a --once summary. */
 static long long applied_in_summary(const char *out, const char *sink)
 {
@@ -187,8 +160,8 @@ Test(shared_consumer, sinks_at_different_positions_apply_exactly_their_records, 
      * Besides the shared consumer: the source's producer, the sources
      * group's consumer and, now and then, the lag monitor's reader. Four
      * consumers of their own would make it 7 or more. */
-    cr_assert_eq(threads_named(pid, "sink-hub"), 1);
-    int clients = threads_named(pid, "rdk:main");
+    cr_assert_eq(skt_threads_named(pid, "sink-hub"), 1);
+    int clients = skt_threads_named(pid, "rdk:main");
     cr_assert_leq(clients, 4, "%d librdkafka clients for 1 source and 4 node-local sinks", clients);
     int joined = 0; /* the log reaches its file in blocks */
     for (int i = 0; i < 50 && (joined = skt_lines_with(b.log, "shared consumer of the node")) < 4;

@@ -29,32 +29,6 @@
 
 /* ---- one daemon, several sources ------------------------------------------- */
 
-/* Threads of process pid whose name is `name` (/proc/PID/task/ST/comm). */
-static int threads_named(pid_t pid, const char *name)
-{
-    char *dir = skt_fmt("/proc/%d/task", (int)pid);
-    DIR *d = opendir(dir);
-    cr_assert_not_null(d, "%s", dir);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char *path = skt_fmt("%s/%s/comm", dir, e->d_name);
-        FILE *f = fopen(path, "r");
-        char comm[64] = "";
-        if (f && fgets(comm, sizeof(comm), f))
-            comm[strcspn(comm, "\n")] = '\0';
-        if (f)
-            fclose(f);
-        n += strcmp(comm, name) == 0;
-        free(path);
-    }
-    closedir(d);
-    free(dir);
-    return n;
-}
-
 static double connector_num(int port, const char *name, const char *key)
 {
     char *path = skt_fmt("/api/v1/connectors/%s", name);
@@ -173,9 +147,9 @@ Test(shared_producer, the_sources_of_a_node_share_one_client_and_all_arrive, .ti
 
     /* One producer for the sources, one consumer for the sources group: a
      * client each had made eleven (each client has one rdk:main thread). */
-    cr_assert_eq(threads_named(pid, "rdk:main"), 2,
+    cr_assert_eq(skt_threads_named(pid, "rdk:main"), 2,
                  "Kafka clients of a daemon with %d sources and no sink: %d, want 2 (%s)", SOURCES,
-                 threads_named(pid, "rdk:main"), log);
+                 skt_threads_named(pid, "rdk:main"), log);
     /* and the pool's workers (twice the cores), not a thread per source */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     /* (a worker is named "src:<source>" during a step, "src-pool" between) */
