@@ -76,7 +76,7 @@ w(f"| Kafka broker | Apache Kafka {os.environ.get('SK_KAFKA_VERSION', '4.4.0')} 
 w(f"| PostgreSQL | {sh('psql --version')} server from scripts/pg.sh (initdb defaults, fsync on), loopback TCP |")
 w(f"| SQLite | {sh('pkg-config --modversion sqlite3')} |")
 w(f"| SS 12000 server | tests/fixtures/ss12000_server.py (Python {platform.python_version()}), `--data` from `ss12000_gen.py --seed 1`, page tokens without expiry |")
-w("| source settings | ss12000-source `page_size: 1000`, `max_rps: 1000` (default 10 would cap a full sync at 10 000 records/s), exactly_once on (one Kafka transaction per group of batches + cursor), producer defaults of daemon/source_driver.c: `linger.ms=5`, `compression.type=lz4`, `queue.buffering.max.kbytes=16384`, `queue.buffering.max.messages=50000`, `enable.idempotence=true`, `transactional.id`, `transaction.timeout.ms=60000`, `message.timeout.ms=55000` |")
+w("| source settings | ss12000-source `page_size: 1000`, `max_rps: 1000` (default 10 would cap a full sync at 10 000 records/s), exactly_once on (one Kafka transaction per group of batches + cursor), producer defaults of daemon/shared_producer.c (one producer for a node's sources since 2026-12-06; one per source before): `linger.ms=5`, `compression.type=lz4`, `queue.buffering.max.kbytes=16384`, `queue.buffering.max.messages=50000`, `enable.idempotence=true`, `transactional.id` (the node's), `transaction.timeout.ms=60000`, `message.timeout.ms=55000` |")
 w("| sink settings | defaults: `batch_size: 500`, `batch_linger: 100ms`; postgres-sink default schema layout (typed columns: text generated, references, dates and instants written by the sink; indexes); sqlite-sink `synchronous: normal`, WAL |")
 w("")
 
