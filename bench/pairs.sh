@@ -17,7 +17,9 @@
 # A pair is one jsonl-source reading its own persons.jsonl (PAIRS_PERSONS
 # persons of tests/fixtures/ss12000_gen.py --seed 1, the ids rewritten per
 # pair so that no two pairs share an id) and one sqlite-sink (`entities:
-# [Person]`, its own database file). Sources cannot be given topics of their
+# [Person]`, its own database file), the sinks on the node's shared consumer
+# (`kafka.shared_consumer: true`: off by default, docs/architecture.md §6.4.1).
+# Sources cannot be given topics of their
 # own: every source of a daemon writes to the one set of entity topics of
 # `kafka.topic_prefix` (docs/architecture.md §5). So each sink consumes the
 # persons of all pairs: with N pairs every sink applies N × PAIRS_PERSONS
@@ -138,6 +140,7 @@ kafka:
   topic_prefix: $tag.
   deployment: $tag
   partitions: 3
+  shared_consumer: true
 log:
   level: warn
 admin:

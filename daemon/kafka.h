@@ -32,7 +32,7 @@ struct sk_kafka_conf {
     char *embedded_dir;          /* where the embedded broker keeps its state; "off": memory */
     int64_t statistics_ms;       /* librdkafka statistics of the connectors' clients; 0: off */
     int64_t tombstone_retention_ms; /* delete.retention.ms of the compacted topics it creates */
-    bool shared_consumer; /* one consumer for the node-local sinks (sink_hub.h; default true) */
+    bool shared_consumer; /* one consumer for the node-local sinks (sink_hub.h; default false) */
     struct sk_strmap properties; /* passed through to librdkafka (TLS, SASL, ...) */
 };
 

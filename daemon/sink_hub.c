@@ -604,7 +604,7 @@ void sk_sink_hub_detach(struct sk_hub_member *m)
         return;
     struct hub *hub = m->hub;
     struct sk_sink_hubs *h = hub->holder;
-    commit_queue_drop(m); /* a last commit in flight: its answer is not waited for */
+    commit_queue_drop(m); /* a last commit in flight is answered first */
     if (m->owed)
         rd_kafka_topic_partition_list_destroy(m->owed);
     free(m->owed_group);
@@ -751,6 +751,18 @@ static void commit_queue_drop(struct sk_hub_member *m)
 {
     if (!m->commit_q)
         return;
+    /* A request in flight is answered first (within its 10 s timeout):
+     * librdkafka 2.0.2 aborted (rd_kafka_enq_once_del_source_return:
+     * "eonce->refcnt > 0") when the client was destroyed while an
+     * AlterConsumerGroupOffsets waited for a coordinator that did not
+     * answer (test_broker_outage: a SIGTERM right after the brokers came
+     * back, the shared consumer just renewed). */
+    if (m->commit_out) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(m->commit_q, 15000);
+        if (ev)
+            rd_kafka_event_destroy(ev);
+    }
+    m->commit_out = false;
     rd_kafka_queue_destroy(m->commit_q); /* every object before its handle */
     client_put(m->commit_client);
     m->commit_q = NULL;

@@ -579,7 +579,7 @@ Test(kafka_faults, request_errors_on_produce_fetch_commit_and_group)
 /* The same errors met by the node-local sinks' shared consumer (no group). */
 Test(kafka_faults, request_errors_on_the_shared_consumer)
 {
-    run_with(REQUEST_ERRORS, NULL, NULL);
+    run_with(REQUEST_ERRORS, "  shared_consumer: true\n", NULL);
 }
 
 Test(kafka_faults, all_brokers_down_then_up)

@@ -42,7 +42,11 @@ static struct bed bed_new(const char *tag, int students)
 
 static void bed_config(const struct bed *b, const char *const *sinks, const char *more)
 {
-    char *head = skt_config_head(b->prefix, "info", "20s");
+    char *plain = skt_config_head(b->prefix, "info", "20s");
+    /* off by default (docs/architecture.md §6.4.1): these tests turn it on */
+    char *head = skt_fmt("kafka:\n  shared_consumer: true\n%s", plain + strlen("kafka:\n"));
+    cr_assert(strncmp(plain, "kafka:\n", 7) == 0, "%s", plain);
+    free(plain);
     char *listen = strstr(head, "  listen: 127.0.0.1:0\n");
     cr_assert_not_null(listen);
     listen += strlen("  listen: 127.0.0.1:0\n");
