@@ -295,6 +295,13 @@ rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t
     }
 }
 
+rd_kafka_AdminOptions_t *sk_kafka_coord_options(rd_kafka_t *rk, rd_kafka_admin_op_t op)
+{
+    rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(rk, op);
+    rd_kafka_AdminOptions_set_request_timeout(o, SK_KAFKA_COORD_REQUEST_MS, NULL, 0);
+    return o;
+}
+
 /* kafka.h */
 void sk_kafka_log_line(const char *client, int level, const char *fac, const char *buf)
 {

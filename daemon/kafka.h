@@ -152,6 +152,17 @@ rd_kafka_resp_err_t sk_kafka_list_offsets(rd_kafka_t *rk, rd_kafka_topic_partiti
  * for this one either. */
 rd_kafka_event_t *sk_kafka_admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t type,
                                       const char *what, int64_t timeout_ms, struct sk_error *err);
+/*
+ * Options for an admin request sent to a group's coordinator (group offsets,
+ * group descriptions): librdkafka's longest request timeout, 1 h. Such a
+ * request must not time out inside librdkafka (§8.14h): one that does before
+ * its coordinator is found leaves a lookup behind that aborts the process
+ * when the coordinator answers. The caller keeps its own deadline
+ * (sk_kafka_admin_wait) and sends these requests only from a client it
+ * destroys, or replaces, well within the hour of a request left unanswered.
+ */
+#define SK_KAFKA_COORD_REQUEST_MS 3600000
+rd_kafka_AdminOptions_t *sk_kafka_coord_options(rd_kafka_t *rk, rd_kafka_admin_op_t op);
 /* Sets one property or fails with err (FATAL). */
 int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                       struct sk_error *err);

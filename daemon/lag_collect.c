@@ -168,8 +168,10 @@ static void group_offsets(rd_kafka_t *rk, rd_kafka_queue_t *q,
 {
     rd_kafka_ListConsumerGroupOffsets_t *req =
         rd_kafka_ListConsumerGroupOffsets_new(g->group, asked);
+    /* a coordinator's request: librdkafka's timeout is never reached, the
+     * client is destroyed at the sample's end (§8.14h) */
     rd_kafka_AdminOptions_t *opts =
-        admin_options(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS, o->timeout_ms);
+        sk_kafka_coord_options(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
     /* 2.0.2: exactly one group per call (docs/architecture.md §8.8). */
     rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
@@ -316,8 +318,8 @@ static void describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q,
         names[i] = r->groups[i].group;
     if (sources) /* one call for both: batched per coordinator anyway */
         names[r->n_groups] = o->sources_group;
-    rd_kafka_AdminOptions_t *opts =
-        admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS, o->timeout_ms);
+    rd_kafka_AdminOptions_t *opts = /* a coordinator's request (§8.14h) */
+        sk_kafka_coord_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
     rd_kafka_DescribeConsumerGroups(rk, names, n_names, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     free(names);

@@ -119,7 +119,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_assign(rk, NULL);
 }
 
-static int check_node_free(struct sk_ownership *o, rd_kafka_t *rk, struct sk_error *err);
+static int check_node_free(struct sk_ownership *o, struct sk_error *err);
 
 /* check: first see whether another live daemon already is this node
  * (at start only: a client made again after a fatal error is ours). */
@@ -155,7 +155,7 @@ static rd_kafka_t *client_new(struct sk_ownership *o, bool check, struct sk_erro
         return NULL;
     }
     rd_kafka_poll_set_consumer(rk);
-    if (check && check_node_free(o, rk, err)) {
+    if (check && check_node_free(o, err)) {
         rd_kafka_destroy(rk);
         return NULL;
     }
@@ -206,6 +206,55 @@ static bool other_process_alive(long pid)
     return true;
 }
 
+/* A DescribeConsumerGroups answer, and the client made for it. */
+struct described {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    rd_kafka_event_t *ev;
+    const rd_kafka_ConsumerGroupDescription_t **descs;
+    size_t n;
+};
+
+/*
+ * Describes the groups on a client of its own, ended by described_end
+ * (§8.14h: a coordinator's request left unanswered must end with its client,
+ * not time out inside librdkafka, so never on the group's own long-lived
+ * client). 0, or -1 with err (the client is ended then).
+ */
+static int describe(struct sk_ownership *o, const char **groups, size_t n, struct described *d,
+                    struct sk_error *err)
+{
+    *d = (struct described){0};
+    char *cid = sk_name_client(sk_kafka_names(o->kafka), "owner", "describe");
+    d->rk = sk_kafka_reader_new(o->kafka, cid, err);
+    free(cid);
+    if (!d->rk)
+        return -1;
+    d->q = rd_kafka_queue_new(d->rk);
+    rd_kafka_AdminOptions_t *opts =
+        sk_kafka_coord_options(d->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
+    rd_kafka_DescribeConsumerGroups(d->rk, groups, n, opts, d->q);
+    rd_kafka_AdminOptions_destroy(opts);
+    d->ev = sk_kafka_admin_wait(d->q, RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
+                                "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, err);
+    if (!d->ev)
+        return -1;
+    d->descs = rd_kafka_DescribeConsumerGroups_result_groups(
+        rd_kafka_event_DescribeConsumerGroups_result(d->ev), &d->n);
+    return 0;
+}
+
+static void described_end(struct described *d)
+{
+    if (d->ev)
+        rd_kafka_event_destroy(d->ev);
+    if (d->q)
+        rd_kafka_queue_destroy(d->q); /* every object before its handle */
+    if (d->rk)
+        sk_kafka_destroy_within(d->rk, SK_KAFKA_DESTROY_MS, "ownership");
+    *d = (struct described){0};
+}
+
 /*
  * Two daemons with one node.name would share a static member: each join
  * fences the other, and neither runs a source for long. Before joining,
@@ -217,33 +266,22 @@ static bool other_process_alive(long pid)
  * time does not block the start: a warning, and the join goes on (the
  * fencing then still shows as a fatal error of the group's client).
  */
-static int check_node_free(struct sk_ownership *o, rd_kafka_t *rk, struct sk_error *err)
+static int check_node_free(struct sk_ownership *o, struct sk_error *err)
 {
     const struct sk_names *names = sk_kafka_names(o->kafka);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
-    char errstr[256];
-    rd_kafka_AdminOptions_set_request_timeout(opts, DESCRIBE_TIMEOUT_MS, errstr, sizeof(errstr));
     const char *groups[] = {o->group};
-    rd_kafka_DescribeConsumerGroups(rk, groups, 1, opts, q);
-    rd_kafka_AdminOptions_destroy(opts);
+    struct described d;
     struct sk_error derr = {0};
-    rd_kafka_event_t *ev =
-        sk_kafka_admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
-                            "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, &derr);
     int rc = 0;
-    if (!ev) {
+    if (describe(o, groups, 1, &d, &derr)) {
         sk_warn(
             "ownership",
             "cannot tell whether another daemon already runs as node %s (%s); joining %s anyway",
             names->node, derr.msg, o->group);
         goto out;
     }
-    size_t nd = 0;
-    const rd_kafka_ConsumerGroupDescription_t **descs =
-        rd_kafka_DescribeConsumerGroups_result_groups(
-            rd_kafka_event_DescribeConsumerGroups_result(ev), &nd);
+    size_t nd = d.n;
+    const rd_kafka_ConsumerGroupDescription_t **descs = d.descs;
     for (size_t i = 0; i < nd && !rc; i++) {
         const rd_kafka_error_t *ge = rd_kafka_ConsumerGroupDescription_error(descs[i]);
         if (ge && rd_kafka_error_code(ge) == RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND)
@@ -301,9 +339,8 @@ static int check_node_free(struct sk_ownership *o, rd_kafka_t *rk, struct sk_err
             free(host);
         }
     }
-    rd_kafka_event_destroy(ev);
 out:
-    rd_kafka_queue_destroy(q);
+    described_end(&d);
     return rc;
 }
 
@@ -447,39 +484,19 @@ cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *
     for (size_t i = 0; i < n; i++)
         names[i] = groups[i].group;
     cJSON *out = NULL;
-    pthread_mutex_lock(&o->mu);
-    if (!o->rk) {
-        sk_error_set(err, SK_ERR_RETRIABLE, "the sources group's client is being recreated");
-        goto out;
-    }
-    rd_kafka_queue_t *q = rd_kafka_queue_new(o->rk);
-    rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(o->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
-    char errstr[256];
-    rd_kafka_AdminOptions_set_request_timeout(opts, DESCRIBE_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_DescribeConsumerGroups(o->rk, names, n, opts, q);
-    rd_kafka_AdminOptions_destroy(opts);
-    rd_kafka_event_t *ev = sk_kafka_admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
-                                               "DescribeConsumerGroups", DESCRIBE_TIMEOUT_MS, err);
-    if (ev) {
+    struct described d;
+    if (describe(o, names, n, &d, err) == 0) {
         out = cJSON_CreateArray();
-        size_t nd = 0;
-        const rd_kafka_ConsumerGroupDescription_t **descs =
-            rd_kafka_DescribeConsumerGroups_result_groups(
-                rd_kafka_event_DescribeConsumerGroups_result(ev), &nd);
         const char *deployment = sk_kafka_names(o->kafka)->deployment;
-        for (size_t i = 0; i < nd; i++) {
-            const char *id = rd_kafka_ConsumerGroupDescription_group_id(descs[i]);
+        for (size_t i = 0; i < d.n; i++) {
+            const char *id = rd_kafka_ConsumerGroupDescription_group_id(d.descs[i]);
             for (size_t g = 0; g < n; g++)
                 if (strcmp(groups[g].group, id) == 0 &&
-                    !rd_kafka_ConsumerGroupDescription_error(descs[i]))
-                    sk_ownership_members_json(out, descs[i], &groups[g], deployment);
+                    !rd_kafka_ConsumerGroupDescription_error(d.descs[i]))
+                    sk_ownership_members_json(out, d.descs[i], &groups[g], deployment);
         }
-        rd_kafka_event_destroy(ev);
     }
-    rd_kafka_queue_destroy(q);
-out:
-    pthread_mutex_unlock(&o->mu);
+    described_end(&d);
     free(names);
     return out;
 }

@@ -87,7 +87,8 @@ struct sk_group_ref {
 /*
  * The members of the given groups as a JSON array of {"group", "node",
  * "partitions": ["topic/N", ...]}; the node is read from the member's
- * client id. NULL with err when the broker does not answer.
+ * client id. Asked from a client made for the call (architecture.md
+ * §8.14h). NULL with err when the broker does not answer.
  */
 cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *groups, size_t n,
                              struct sk_error *err);

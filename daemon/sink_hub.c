@@ -46,6 +46,7 @@
 struct hub_client {
     rd_kafka_t *rk;
     atomic_int refs;
+    bool offsets;            /* the group offsets' client: it never fetches */
     struct hub_client *next; /* the hub's retired list */
 };
 
@@ -81,6 +82,8 @@ struct sk_hub_member {
     rd_kafka_queue_t *commit_q;
     struct hub_client *commit_client;      /* the one commit_q was made from */
     bool commit_out;                       /* a request is in flight */
+    int64_t commit_sent_ms;                /* when it was sent */
+    rd_kafka_topic_partition_list_t *sent; /* what it carries */
     rd_kafka_topic_partition_list_t *owed; /* sent once the one in flight answered */
     char *owed_group;
     int64_t commit_warned_ms;
@@ -89,6 +92,7 @@ struct sk_hub_member {
 struct hub {
     struct sk_sink_hubs *holder;
     struct hub_client *client;  /* the current one */
+    struct hub_client *offsets; /* the group offsets' client (NULL: made at the next commit) */
     struct hub_client *retired; /* replaced, until nothing of theirs is held */
     bool renew;                 /* a sink found the fetch stopped: a new client */
     char renew_why[512];
@@ -361,6 +365,13 @@ static int hub_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
  * (sk_sink_prefetch_kbytes(1)): the queues behind it are bounded apart. */
 #define HUB_PREFETCH_KB 8192
 
+/* An AlterConsumerGroupOffsets unanswered this long (a coordinator down or
+ * unreachable): its client is replaced, which ends the request (§8.14h: it
+ * must never reach librdkafka's own timeout). */
+#define HUB_COMMIT_ANSWER_MS 30000
+/* How long a sink that leaves waits for its last request's answer. */
+#define HUB_COMMIT_LAST_MS 5000
+
 static struct hub_client *client_new(struct hub *hub, struct sk_error *err)
 {
     struct sk_sink_hubs *h = hub->holder;
@@ -413,7 +424,10 @@ out:
 
 static void client_end(struct hub_client *c)
 {
-    rd_kafka_consumer_close(c->rk);
+    if (!c)
+        return;
+    if (!c->offsets)
+        rd_kafka_consumer_close(c->rk);
     sk_kafka_destroy_within(c->rk, SK_KAFKA_DESTROY_MS, "sink-hub");
     free(c);
 }
@@ -554,6 +568,7 @@ static void hub_end(struct hub *hub)
     pthread_join(hub->thread, NULL);
     retired_end(hub, true);
     client_end(hub->client);
+    client_end(hub->offsets);
     pthread_mutex_destroy(&hub->mu);
     free(hub->members);
     free(hub);
@@ -561,7 +576,7 @@ static void hub_end(struct hub *hub)
 
 /* ---- members -------------------------------------------------------------------- */
 
-static void commit_queue_drop(struct sk_hub_member *m);
+static void commit_queue_drop(struct sk_hub_member *m, int wait_ms);
 
 struct sk_hub_member *sk_sink_hub_attach(struct sk_sink_hubs *h, const char *sink,
                                          const rd_kafka_topic_partition_list_t *from, size_t budget,
@@ -604,7 +619,7 @@ void sk_sink_hub_detach(struct sk_hub_member *m)
         return;
     struct hub *hub = m->hub;
     struct sk_sink_hubs *h = hub->holder;
-    commit_queue_drop(m); /* a last commit in flight is answered first */
+    commit_queue_drop(m, HUB_COMMIT_LAST_MS); /* a last commit in flight may still land */
     if (m->owed)
         rd_kafka_topic_partition_list_destroy(m->owed);
     free(m->owed_group);
@@ -746,28 +761,45 @@ void sk_sink_hub_fail(struct sk_hub_member *m, const char *why)
 
 /* ---- group commits -------------------------------------------------------------- */
 
-/* The sink's queue for commit answers goes, with the client it held. */
-static void commit_queue_drop(struct sk_hub_member *m)
+/* The group offsets' client, made if there is none (hub->mu held). */
+static struct hub_client *offsets_client_locked(struct hub *hub, struct sk_error *err)
+{
+    if (hub->offsets)
+        return hub->offsets;
+    const struct sk_names *names = sk_kafka_names(hub->holder->kafka);
+    char *cid = sk_name_client(names, "sinks", "offsets");
+    /* a consumer with a group it never joins (§8.14a), not the shared
+     * consumer: it is replaced when a request goes unanswered, and the
+     * fetches go on */
+    rd_kafka_t *rk = sk_kafka_reader_new(hub->holder->kafka, cid, err);
+    free(cid);
+    if (!rk)
+        return NULL;
+    hub->offsets = sk_calloc(1, sizeof(*hub->offsets));
+    hub->offsets->rk = rk;
+    hub->offsets->offsets = true;
+    return hub->offsets;
+}
+
+/* The sink's queue for commit answers goes, with the client it held;
+ * wait_ms: how long a request in flight may still take to answer. */
+static void commit_queue_drop(struct sk_hub_member *m, int wait_ms)
 {
     if (!m->commit_q)
         return;
-    /* A request in flight is answered first (within its 10 s timeout):
-     * librdkafka 2.0.2 aborted (rd_kafka_enq_once_del_source_return:
-     * "eonce->refcnt > 0") when the client was destroyed while an
-     * AlterConsumerGroupOffsets waited for a coordinator that did not
-     * answer (test_broker_outage: a SIGTERM right after the brokers came
-     * back, the shared consumer just renewed). */
-    if (m->commit_out) {
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(m->commit_q, 15000);
+    if (m->commit_out && wait_ms > 0) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(m->commit_q, wait_ms);
         if (ev)
             rd_kafka_event_destroy(ev);
     }
-    m->commit_out = false;
     rd_kafka_queue_destroy(m->commit_q); /* every object before its handle */
     client_put(m->commit_client);
     m->commit_q = NULL;
     m->commit_client = NULL;
     m->commit_out = false;
+    if (m->sent)
+        rd_kafka_topic_partition_list_destroy(m->sent);
+    m->sent = NULL;
 }
 
 /* The answer to the request in flight, if it came (wait_ms: how long to wait). */
@@ -779,6 +811,8 @@ static int commit_answer(struct sk_hub_member *m, int wait_ms, struct sk_error *
     if (!ev)
         return wait_ms ? sk_error_set(err, SK_ERR_RETRIABLE, "group offsets: no answer") : 0;
     m->commit_out = false;
+    rd_kafka_topic_partition_list_destroy(m->sent);
+    m->sent = NULL;
     int rc = 0;
     const rd_kafka_AlterConsumerGroupOffsets_result_t *res =
         rd_kafka_event_AlterConsumerGroupOffsets_result(ev);
@@ -793,26 +827,57 @@ static int commit_answer(struct sk_hub_member *m, int wait_ms, struct sk_error *
     return rc;
 }
 
-static void commit_send(struct sk_hub_member *m, const char *group,
-                        const rd_kafka_topic_partition_list_t *offsets)
+/* A request unanswered for HUB_COMMIT_ANSWER_MS: its client is retired (the
+ * hub ends it once no sink holds it, and with it the request), and what it
+ * carried is owed again, unless something newer is. */
+static int commit_overdue(struct sk_hub_member *m, struct sk_error *err)
+{
+    if (!m->commit_out || sk_mono_ms() - m->commit_sent_ms < HUB_COMMIT_ANSWER_MS)
+        return 0;
+    struct hub *hub = m->hub;
+    pthread_mutex_lock(&hub->mu);
+    if (hub->offsets == m->commit_client) {
+        hub->offsets->next = hub->retired;
+        hub->retired = hub->offsets;
+        hub->offsets = NULL;
+    }
+    pthread_mutex_unlock(&hub->mu);
+    if (!m->owed) {
+        m->owed = m->sent;
+        m->sent = NULL;
+    }
+    commit_queue_drop(m, 0);
+    return sk_error_set(err, SK_ERR_RETRIABLE,
+                        "group offsets: no answer within %d s; asking again on a new client",
+                        HUB_COMMIT_ANSWER_MS / 1000);
+}
+
+static int commit_send(struct sk_hub_member *m, const char *group,
+                       rd_kafka_topic_partition_list_t *offsets, struct sk_error *err)
 {
     pthread_mutex_lock(&m->hub->mu);
-    bool renewed = m->commit_client != m->hub->client;
+    struct hub_client *c = offsets_client_locked(m->hub, err);
+    if (c && c != m->commit_client)
+        atomic_fetch_add(&c->refs, 1);
     pthread_mutex_unlock(&m->hub->mu);
-    if (renewed) { /* the queue is made from the current client, and holds it */
-        commit_queue_drop(m);
-        m->commit_client = client_get(m->hub);
-        m->commit_q = rd_kafka_queue_new(m->commit_client->rk);
+    if (!c)
+        return -1;
+    if (c != m->commit_client) { /* the queue is made from the current client, and holds it */
+        commit_queue_drop(m, 0);
+        m->commit_client = c;
+        m->commit_q = rd_kafka_queue_new(c->rk);
     }
     rd_kafka_AlterConsumerGroupOffsets_t *req =
         rd_kafka_AlterConsumerGroupOffsets_new(group, offsets);
-    rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(
-        m->commit_client->rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
-    rd_kafka_AdminOptions_set_request_timeout(o, 10000, NULL, 0);
-    rd_kafka_AlterConsumerGroupOffsets(m->commit_client->rk, &req, 1, o, m->commit_q);
+    rd_kafka_AdminOptions_t *o =
+        sk_kafka_coord_options(c->rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+    rd_kafka_AlterConsumerGroupOffsets(c->rk, &req, 1, o, m->commit_q);
     rd_kafka_AdminOptions_destroy(o);
     rd_kafka_AlterConsumerGroupOffsets_destroy(req);
     m->commit_out = true;
+    m->commit_sent_ms = sk_mono_ms();
+    m->sent = offsets;
+    return 0;
 }
 
 int sk_sink_hub_commit(struct sk_hub_member *m, const char *group,
@@ -820,9 +885,11 @@ int sk_sink_hub_commit(struct sk_hub_member *m, const char *group,
                        struct sk_error *err)
 {
     struct sk_error late = {0};
-    if (commit_answer(m, sync ? 10000 : 0, &late) && sk_mono_ms() - m->commit_warned_ms > 60000) {
+    if ((commit_answer(m, sync ? 10000 : 0, &late) || commit_overdue(m, &late)) &&
+        sk_mono_ms() - m->commit_warned_ms > 60000) {
         /* the group still has a member (its consumer before the shared
-         * one, until its session ends): only the lag report waits */
+         * one, until its session ends), or the coordinator is away: only
+         * the lag report waits */
         m->commit_warned_ms = sk_mono_ms();
         sk_warn(m->name, "%s", late.msg);
     }
@@ -835,8 +902,8 @@ int sk_sink_hub_commit(struct sk_hub_member *m, const char *group,
     }
     if (m->commit_out || !m->owed)
         return 0;
-    commit_send(m, m->owed_group, m->owed);
-    rd_kafka_topic_partition_list_destroy(m->owed);
-    m->owed = NULL;
+    if (commit_send(m, m->owed_group, m->owed, err))
+        return -1;
+    m->owed = NULL; /* now m->sent */
     return sync ? commit_answer(m, 10000, err) : 0;
 }

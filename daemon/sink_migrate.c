@@ -44,9 +44,8 @@ static rd_kafka_topic_partition_list_t *committed(rd_kafka_t *rk, rd_kafka_queue
                                                   const char *group, struct sk_error *err)
 {
     rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(group, NULL);
-    rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
-    rd_kafka_AdminOptions_set_request_timeout(opts, ADMIN_TIMEOUT_MS, NULL, 0);
+    rd_kafka_AdminOptions_t *opts = /* rk ends with the migration (§8.14h) */
+        sk_kafka_coord_options(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
     rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q); /* one group per call (§8.8) */
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_ListConsumerGroupOffsets_destroy(req);
@@ -71,8 +70,7 @@ static int commit_for(rd_kafka_t *rk, rd_kafka_queue_t *q, const char *group,
     rd_kafka_AlterConsumerGroupOffsets_t *req =
         rd_kafka_AlterConsumerGroupOffsets_new(group, offsets);
     rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
-    rd_kafka_AdminOptions_set_request_timeout(opts, ADMIN_TIMEOUT_MS, NULL, 0);
+        sk_kafka_coord_options(rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
     rd_kafka_AlterConsumerGroupOffsets(rk, &req, 1, opts, q);
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_AlterConsumerGroupOffsets_destroy(req);
@@ -156,10 +154,11 @@ void sink_migrate_offsets(struct sk_sink_env *env)
         free(legacy);
         return;
     }
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     /* A coordinator that is loading or moved answers with an error that
      * passes in a second or two: a few tries before the sink goes on
-     * without the old offsets (and applies from the start, idempotently). */
+     * without the old offsets (and applies from the start, idempotently).
+     * A queue per try: an answer that came too late is not taken for the
+     * next try's (librdkafka's own timeout is an hour, §8.14h). */
     rd_kafka_topic_partition_list_t *take = NULL;
     for (int attempt = 0; attempt < MIGRATE_ATTEMPTS && !atomic_load(&env->runner.stop);
          attempt++) {
@@ -168,10 +167,13 @@ void sink_migrate_offsets(struct sk_sink_env *env)
             sleep(1);
         }
         err = (struct sk_error){0};
-        take = to_take(env, rk, q, legacy, &err);
+        rd_kafka_queue_t *tq = rd_kafka_queue_new(rk);
+        take = to_take(env, rk, tq, legacy, &err);
+        rd_kafka_queue_destroy(tq);
         if (take || !err.msg[0])
             break;
     }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     if (take && commit_for(rk, q, env->group, take, &err) == 0)
         sk_info(env->runner.name,
                 "group %s starts at the %d committed offset(s) of %s (its name before "

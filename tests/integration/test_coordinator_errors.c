@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
@@ -22,6 +23,7 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "sink_hub.h"
 #include "sink_internal.h"
 #include "sk_test.h"
 
@@ -173,6 +175,73 @@ Test(coordinator_errors, an_admin_answer_of_another_kind_is_not_taken_for_the_aw
 
     rd_kafka_queue_destroy(q);
     rd_kafka_destroy(rk);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(holder);
+}
+
+/* The shared consumer's group offsets for TOPIC [0] at offset, sync or not. */
+static int hub_commit(struct sk_hub_member *m, int64_t offset, bool sync, struct sk_error *err)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, TOPIC, 0)->offset = offset;
+    int rc = sk_sink_hub_commit(m, "co-db", l, sync, err);
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+/*
+ * A node-local sink's group offsets sent while the coordinator is away. In
+ * librdkafka 2.0.2 a group request that times out before its coordinator is
+ * found aborts the process when the coordinator comes back
+ * (architecture.md §8.14h): the hub's did, with a 10 s timeout, in
+ * test_broker_outage. Now it never times out inside librdkafka: unanswered
+ * for 30 s, its client is ended and the offsets are sent again from a new
+ * one, and they reach the group once the broker is back.
+ */
+Test(coordinator_errors, group_offsets_sent_while_the_coordinator_is_away_arrive_when_it_returns,
+     .timeout = 150)
+{
+    rd_kafka_t *holder;
+    rd_kafka_mock_cluster_t *mc = mock_start(&holder);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+    sk_log_setup(SK_LOG_WARN, false);
+    struct sk_kafka_conf kc = {.brokers = (char *)bootstrap, .topic_prefix = "mig."};
+    struct sk_kafka *k = sk_kafka_describe(&kc);
+    struct sk_sink_hubs *hubs = sk_sink_hubs_new(k, false);
+    rd_kafka_topic_partition_list_t *from = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(from, TOPIC, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    struct sk_runner runner = {.name = "db", .kind = SK_RUNNER_SINK};
+    struct sk_error err = {0};
+    struct sk_hub_member *m = sk_sink_hub_attach(hubs, "db", from, 1 << 20, &runner, &err);
+    rd_kafka_topic_partition_list_destroy(from);
+    cr_assert_not_null(m, "%s", err.msg);
+
+    cr_assert_eq(hub_commit(m, 5, true, &err), 0, "%s", err.msg);
+    cr_assert_eq(list_offset(bootstrap, "co-db"), 5);
+
+    rd_kafka_mock_broker_set_down(mc, 1);
+    hub_commit(m, 7, false, &err);
+    /* 40 s away: past librdkafka's old 10 s and the hub's own 30 s; the
+     * sink's loop asks for answers all along */
+    for (int i = 0; i < 400; i++) {
+        err = (struct sk_error){0};
+        sk_sink_hub_commit(m, "co-db", NULL, false, &err);
+        usleep(100000);
+    }
+    rd_kafka_mock_broker_set_up(mc, 1);
+    int64_t got = -1;
+    for (int i = 0; i < 300 && got != 7; i++) { /* the old request aborted in here */
+        err = (struct sk_error){0};
+        sk_sink_hub_commit(m, "co-db", NULL, false, &err);
+        usleep(100000);
+        if (i % 20 == 19)
+            got = list_offset(bootstrap, "co-db");
+    }
+    cr_assert_eq(got, 7, "the offsets sent while the coordinator was away never arrived");
+
+    sk_sink_hub_detach(m);
+    sk_sink_hubs_free(hubs);
+    sk_kafka_destroy(k);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(holder);
 }
