@@ -18,7 +18,7 @@
 # persons of tests/fixtures/ss12000_gen.py --seed 1, the ids rewritten per
 # pair so that no two pairs share an id) and one sqlite-sink (`entities:
 # [Person]`, its own database file), the sinks on the node's shared consumer
-# (`kafka.shared_consumer: true`: off by default, docs/architecture.md §6.4.1).
+# (`kafka.shared_consumer: true`, the default, set here all the same).
 # Sources cannot be given topics of their
 # own: every source of a daemon writes to the one set of entity topics of
 # `kafka.topic_prefix` (docs/architecture.md §5). So each sink consumes the

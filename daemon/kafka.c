@@ -84,10 +84,10 @@ const struct sk_option sk_kafka_options[] = {
      "status turns ERR at half of it",
      offsetof(struct sk_kafka_conf, tombstone_retention_ms), .min = 3600000,
      .max = 3650LL * 86400000},
-    {"shared_consumer", SK_OPT_BOOL, "false", false,
+    {"shared_consumer", SK_OPT_BOOL, "true", false,
      "one Kafka consumer for all node-local sinks (sqlite, oneroster-csv, ss12000-api) "
-     "instead of one each: 4 threads and a prefetch queue per sink fewer (off by default: "
-     "librdkafka 2.0.2 aborted once at a stop right after a broker outage with it on)",
+     "instead of one each: 4 threads and a prefetch queue per sink fewer; false: a consumer "
+     "and group member per sink, as before 2026-12",
      offsetof(struct sk_kafka_conf, shared_consumer)},
     {"properties", SK_OPT_MAP, NULL, false,
      "librdkafka properties passed to every client (security.protocol, ssl.*, sasl.*, ...), "
