@@ -27,6 +27,7 @@
 
 #include "connector.h"
 #include "drivers.h"
+#include "kafka.h"
 #include "model.h"
 #include "buf.h"
 #include "util.h"
@@ -50,6 +51,21 @@ const char *skt_brokers(void)
     cr_assert(b && *b, "SK_TEST_BROKERS is not set: run the suite with `make test` "
                        "(scripts/with-testenv.sh starts the Kafka broker)");
     return b;
+}
+
+struct sk_kafka *skt_kafka_start(const char *prefix, int partitions)
+{
+    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
+                               .topic_prefix = (char *)prefix,
+                               .partitions = partitions,
+                               .replication_factor = 1,
+                               .exactly_once = true,
+                               .connect_timeout_ms = 20000};
+    struct sk_kafka *k = NULL;
+    struct sk_error err = {0};
+    const char *cols[] = {"persons"};
+    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
+    return k;
 }
 
 /*

@@ -20,6 +20,11 @@ char *skt_tmpdir(const char *tag);
 const char *skt_skolsync(void);
 /* The test broker from scripts/testenv.sh; fails the test when unset. */
 const char *skt_brokers(void);
+/* The daemon's Kafka side on the test broker (transactions on, compacted
+ * topics of `partitions` partitions, the persons' topic made): asserts it
+ * starts. sk_kafka_destroy it. */
+struct sk_kafka;
+struct sk_kafka *skt_kafka_start(const char *prefix, int partitions);
 /* A topic prefix unique to this test run, e.g. "t1234abcd." (caller frees). */
 char *skt_unique_prefix(void);
 

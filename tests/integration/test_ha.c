@@ -436,16 +436,8 @@ Test(ha, two_deployments_with_the_same_names_never_fence_each_other, .timeout = 
  * sink of the version before deployments left off after consuming it all. */
 static void commit_ends(const char *prefix, const char *group, const char *topic)
 {
-    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
-                               .topic_prefix = (char *)prefix,
-                               .partitions = 3,
-                               .replication_factor = 1,
-                               .exactly_once = true,
-                               .connect_timeout_ms = 20000};
-    struct sk_kafka *k = NULL;
+    struct sk_kafka *k = skt_kafka_start(prefix, 3);
     struct sk_error err = {0};
-    const char *cols[] = {"persons"};
-    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
     rd_kafka_conf_t *conf = sk_kafka_conf_new(k, "test-old-sink", NULL, &err);
     cr_assert_not_null(conf, "%s", err.msg);
     cr_assert_eq(sk_kafka_conf_set(conf, "group.id", group, &err), 0);

@@ -384,16 +384,7 @@ Test(kafka_e2e, aborted_transaction_is_invisible_to_the_sink, .timeout = 180)
 {
     struct setup s = make_setup("e2e-abort", 0, 100);
     /* The daemon's own topic setup (compacted, 3 partitions). */
-    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
-                               .topic_prefix = s.prefix,
-                               .partitions = 3,
-                               .replication_factor = 1,
-                               .exactly_once = true,
-                               .connect_timeout_ms = 20000};
-    const char *cols[] = {"persons"};
-    struct sk_kafka *k = NULL;
-    struct sk_error err = {0};
-    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
+    struct sk_kafka *k = skt_kafka_start(s.prefix, 3);
     char *topic = sk_kafka_topic_for(k, "persons");
 
     char *tid = skt_fmt("test-abort-%s", s.suffix);

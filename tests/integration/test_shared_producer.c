@@ -269,22 +269,6 @@ Test(shared_producer, sources_whose_servers_hang_hold_no_other_source_up, .timeo
 
 /* ---- the fence ------------------------------------------------------------- */
 
-/* The daemon's Kafka side on the test broker, transactions on: persons' topic and the rest. */
-static struct sk_kafka *kafka_start(const char *prefix, int partitions)
-{
-    struct sk_kafka_conf kc = {.brokers = (char *)skt_brokers(),
-                               .topic_prefix = (char *)prefix,
-                               .partitions = partitions,
-                               .replication_factor = 1,
-                               .exactly_once = true,
-                               .connect_timeout_ms = 20000};
-    struct sk_kafka *k = NULL;
-    struct sk_error err = {0};
-    const char *cols[] = {"persons"};
-    cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
-    return k;
-}
-
 struct fence {
     void *md; /* serialised group metadata */
     size_t size;
@@ -388,7 +372,7 @@ static bool committed_has(const char *topic, const char *key)
 Test(shared_producer, a_node_the_sources_group_moved_on_without_commits_nothing, .timeout = 180)
 {
     char *prefix = skt_unique_prefix();
-    struct sk_kafka *k = kafka_start(prefix, 2);
+    struct sk_kafka *k = skt_kafka_start(prefix, 2);
     struct sk_error err = {0};
     char *control = skt_fmt("%s_fence", prefix), *group = skt_fmt("%sfence", prefix);
     const char *topics[] = {control};
@@ -449,7 +433,7 @@ Test(shared_producer, a_node_the_sources_group_moved_on_without_commits_nothing,
 Test(shared_producer, an_abort_fails_every_source_in_the_transaction, .timeout = 120)
 {
     char *prefix = skt_unique_prefix();
-    struct sk_kafka *k = kafka_start(prefix, 1);
+    struct sk_kafka *k = skt_kafka_start(prefix, 1);
     struct sk_error err = {0};
     char *persons = skt_fmt("%spersons", prefix);
     struct sk_sprod *sp = sk_kafka_sprod(k);
