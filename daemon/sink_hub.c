@@ -83,6 +83,7 @@ struct sk_hub_member {
     struct hub_client *commit_client;      /* the one commit_q was made from */
     bool commit_out;                       /* a request is in flight */
     int64_t commit_sent_ms;                /* when it was sent */
+    int64_t commit_retry_ms;               /* after a failed one: not sent again before */
     rd_kafka_topic_partition_list_t *sent; /* what it carries */
     rd_kafka_topic_partition_list_t *owed; /* sent once the one in flight answered */
     char *owed_group;
@@ -371,6 +372,8 @@ static int hub_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 #define HUB_COMMIT_ANSWER_MS 30000
 /* How long a sink that leaves waits for its last request's answer. */
 #define HUB_COMMIT_LAST_MS 5000
+/* A request answered with an error is sent again after this long. */
+#define HUB_COMMIT_RETRY_MS 1000
 
 static struct hub_client *client_new(struct hub *hub, struct sk_error *err)
 {
@@ -811,8 +814,6 @@ static int commit_answer(struct sk_hub_member *m, int wait_ms, struct sk_error *
     if (!ev)
         return wait_ms ? sk_error_set(err, SK_ERR_RETRIABLE, "group offsets: no answer") : 0;
     m->commit_out = false;
-    rd_kafka_topic_partition_list_destroy(m->sent);
-    m->sent = NULL;
     int rc = 0;
     const rd_kafka_AlterConsumerGroupOffsets_result_t *res =
         rd_kafka_event_AlterConsumerGroupOffsets_result(ev);
@@ -824,6 +825,14 @@ static int commit_answer(struct sk_hub_member *m, int wait_ms, struct sk_error *
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "group offsets: %s",
                           ge ? rd_kafka_error_string(ge) : rd_kafka_event_error_string(ev));
     rd_kafka_event_destroy(ev);
+    if (rc && !m->owed) { /* refused or lost (a broker gone): owed again, in a second */
+        m->owed = m->sent;
+        m->sent = NULL;
+    }
+    m->commit_retry_ms = rc ? sk_mono_ms() + HUB_COMMIT_RETRY_MS : 0;
+    if (m->sent)
+        rd_kafka_topic_partition_list_destroy(m->sent);
+    m->sent = NULL;
     return rc;
 }
 
@@ -900,7 +909,7 @@ int sk_sink_hub_commit(struct sk_hub_member *m, const char *group,
         free(m->owed_group);
         m->owed_group = sk_strdup(group);
     }
-    if (m->commit_out || !m->owed)
+    if (m->commit_out || !m->owed || sk_mono_ms() < m->commit_retry_ms)
         return 0;
     if (commit_send(m, m->owed_group, m->owed, err))
         return -1;

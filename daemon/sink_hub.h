@@ -92,7 +92,8 @@ void sk_sink_hub_renew(struct sk_hub_member *m, const char *why);
  * group offsets (not the shared consumer: architecture.md §8.14h). Async: at
  * most one request in flight, a newer list replaces one waiting; one
  * unanswered for 30 s retires that client and is sent again from a new one;
- * sync waits up to 10 s. 0, or -1 with err (RETRIABLE).
+ * one answered with an error is sent again a second later (unless newer
+ * offsets replaced it); sync waits up to 10 s. 0, or -1 with err (RETRIABLE).
  */
 int sk_sink_hub_commit(struct sk_hub_member *m, const char *group,
                        const rd_kafka_topic_partition_list_t *offsets, bool sync,
