@@ -821,9 +821,16 @@ static int commit_answer(struct sk_hub_member *m, int wait_ms, struct sk_error *
     const rd_kafka_group_result_t **groups =
         res ? rd_kafka_AlterConsumerGroupOffsets_result_groups(res, &n) : NULL;
     const rd_kafka_error_t *ge = n ? rd_kafka_group_result_error(groups[0]) : NULL;
-    if (rd_kafka_event_error(ev) || ge)
+    const rd_kafka_topic_partition_list_t *parts =
+        n ? rd_kafka_group_result_partitions(groups[0]) : NULL;
+    rd_kafka_resp_err_t pe = RD_KAFKA_RESP_ERR_NO_ERROR; /* a partition's own refusal */
+    for (int i = 0; parts && i < parts->cnt && !pe; i++)
+        pe = parts->elems[i].err;
+    if (rd_kafka_event_error(ev) || ge || pe)
         rc = sk_error_set(err, SK_ERR_RETRIABLE, "group offsets: %s",
-                          ge ? rd_kafka_error_string(ge) : rd_kafka_event_error_string(ev));
+                          ge   ? rd_kafka_error_string(ge)
+                          : pe ? rd_kafka_err2str(pe)
+                               : rd_kafka_event_error_string(ev));
     rd_kafka_event_destroy(ev);
     if (rc && !m->owed) { /* refused or lost (a broker gone): owed again, in a second */
         m->owed = m->sent;

@@ -27,7 +27,7 @@
 #include "sink_internal.h"
 #include "sk_test.h"
 
-enum { OFFSET_FETCH = 9 }; /* Kafka API key (private to librdkafka) */
+enum { OFFSET_COMMIT = 8, OFFSET_FETCH = 9 }; /* Kafka API keys (private to librdkafka) */
 
 #define TOPIC "mig.persons"
 
@@ -196,7 +196,8 @@ static int hub_commit(struct sk_hub_member *m, int64_t offset, bool sync, struct
  * (architecture.md §8.14h): the hub's did, with a 10 s timeout, in
  * test_broker_outage. Now it never times out inside librdkafka: unanswered
  * for 30 s, its client is ended and the offsets are sent again from a new
- * one, and they reach the group once the broker is back.
+ * one, and they reach the group once the broker is back. Offsets refused
+ * (or lost with a broker) are sent again too.
  */
 Test(coordinator_errors, group_offsets_sent_while_the_coordinator_is_away_arrive_when_it_returns,
      .timeout = 150)
@@ -218,6 +219,16 @@ Test(coordinator_errors, group_offsets_sent_while_the_coordinator_is_away_arrive
 
     cr_assert_eq(hub_commit(m, 5, true, &err), 0, "%s", err.msg);
     cr_assert_eq(list_offset(bootstrap, "co-db"), 5);
+    /* refused once: owed again, and sent again a second later */
+    rd_kafka_mock_push_request_errors(mc, OFFSET_COMMIT, 1,
+                                      RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE);
+    cr_assert_neq(hub_commit(m, 6, true, &err), 0, "the injected refusal was not met");
+    for (int i = 0; i < 50; i++) {
+        err = (struct sk_error){0};
+        sk_sink_hub_commit(m, "co-db", NULL, false, &err);
+        usleep(100000);
+    }
+    cr_assert_eq(list_offset(bootstrap, "co-db"), 6, "refused offsets were dropped");
 
     rd_kafka_mock_broker_set_down(mc, 1);
     hub_commit(m, 7, false, &err);
