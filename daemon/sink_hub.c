@@ -186,6 +186,33 @@ static int64_t lower(int64_t a, int64_t b)
 
 static void hub_fail_locked(struct hub *hub, const char *why);
 
+/* Pauses (or resumes) every partition of the client's assignment (hub->mu held). */
+static void pause_all(struct hub *hub, bool pause)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(hub->client->rk, &a) || !a)
+        return;
+    if (a->cnt)
+        (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(hub->client->rk, a);
+    rd_kafka_topic_partition_list_destroy(a);
+    hub->paused = pause;
+}
+
+/* Back-pressure: pauses every partition while a queue is over its budget,
+ * resumes once each is down to half (hub->mu held). */
+static void pressure(struct hub *hub)
+{
+    bool over = false, under_half = true;
+    for (size_t i = 0; i < hub->n_members; i++) {
+        struct sk_hub_member *m = hub->members[i];
+        over |= m->bytes > m->budget;
+        under_half &= m->bytes <= m->budget / 2;
+    }
+    if (over == hub->paused || (!over && !under_half))
+        return;
+    pause_all(hub, over);
+}
+
 /* Assigns the union of the members' partitions, each at the lowest next
  * (hub->mu held, hub thread). */
 static void assign_all(struct hub *hub)
@@ -205,6 +232,13 @@ static void assign_all(struct hub *hub)
                 rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->next;
         }
     }
+    /* A partition paused by back-pressure stays paused through an assign
+     * (librdkafka keeps the application's pause on the partition), while
+     * the hub counts the new assignment as fetching: with no queue over its
+     * budget nothing would resume it, and every sink on the hub would wait
+     * for records that are never fetched. So resume them first. */
+    if (hub->paused)
+        pause_all(hub, false);
     rd_kafka_resp_err_t e = rd_kafka_assign(hub->client->rk, l->cnt ? l : NULL);
     if (e) {
         char why[300];
@@ -296,27 +330,6 @@ static void dispatch(struct hub *hub, rd_kafka_message_t *msg)
         queue_push(m, w);
     }
     sk_sink_hub_release(w);
-}
-
-/* Back-pressure: pauses every partition while a queue is over its budget,
- * resumes once each is down to half (hub->mu held). */
-static void pressure(struct hub *hub)
-{
-    bool over = false, under_half = true;
-    for (size_t i = 0; i < hub->n_members; i++) {
-        struct sk_hub_member *m = hub->members[i];
-        over |= m->bytes > m->budget;
-        under_half &= m->bytes <= m->budget / 2;
-    }
-    if (over == hub->paused || (!over && !under_half))
-        return;
-    rd_kafka_topic_partition_list_t *a = NULL;
-    if (rd_kafka_assignment(hub->client->rk, &a) || !a)
-        return;
-    if (a->cnt)
-        (over ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(hub->client->rk, a);
-    rd_kafka_topic_partition_list_destroy(a);
-    hub->paused = over;
 }
 
 static void hub_fail_locked(struct hub *hub, const char *why)

@@ -43,7 +43,8 @@ static struct bed bed_new(const char *tag, int students)
 static void bed_config(const struct bed *b, const char *const *sinks, const char *more)
 {
     char *plain = skt_config_head(b->prefix, "info", "20s");
-    /* off by default (docs/architecture.md §6.4.1): these tests turn it on */
+    /* the default (docs/architecture.md §6.4.1), written out so that these
+     * tests keep testing it whatever the default becomes */
     char *head = skt_fmt("kafka:\n  shared_consumer: true\n%s", plain + strlen("kafka:\n"));
     cr_assert(strncmp(plain, "kafka:\n", 7) == 0, "%s", plain);
     free(plain);
