@@ -567,6 +567,12 @@ static int on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *give
         if (paused) /* the loop resumes it with the operator */
             sk_sink_hub_suspend(run->hub);
     } else {
+        /* librdkafka keeps an application's pause on a partition through a
+         * revoke and an assign: one paused for a retry that the rebalance
+         * ended (revoked_in_flush: nothing resumes it) would never fetch
+         * again. Resumed before the assign, so its fetch starts after. */
+        if (!paused && parts->cnt)
+            rd_kafka_resume_partitions(run->consumer, parts);
         rd_kafka_assign(run->consumer, parts);
     }
     /* An operator's pause holds across rebalances: the new partitions are

@@ -51,13 +51,14 @@ enum scenario {
     BROKER_DOWN_UP,
     LEADER_MOVE,
     LOST_ACKS,
-    NOT_WRITTEN,     /* produce requests refused: records not written, reported failed */
-    GROUP_REFUSED,   /* the sink's group: authorisation refused */
-    PRODUCER_REFUSED, /* the source's producer id: authorisation refused */
-    FETCH_STOPS,      /* the sink's first consumer stops fetching persons, with no error */
-    FETCH_STOPS_AGAIN, /* every consumer of the sink does */
+    NOT_WRITTEN,        /* produce requests refused: records not written, reported failed */
+    GROUP_REFUSED,      /* the sink's group: authorisation refused */
+    PRODUCER_REFUSED,   /* the source's producer id: authorisation refused */
+    FETCH_STOPS,        /* the sink's first consumer stops fetching persons, with no error */
+    FETCH_STOPS_AGAIN,  /* every consumer of the sink does */
     FETCH_STOPS_OUTAGE, /* FETCH_STOPS, then the broker down when the sink would replace it */
-    TARGET_LOCKED       /* the sink's SQLite file locked for 12 s from its creation */
+    TARGET_LOCKED,      /* the sink's SQLite file locked for 12 s from its creation */
+    LOCKED_REBALANCE    /* TARGET_LOCKED, and the sink's group rebalanced twice meanwhile */
 };
 
 #define MAX_CONSUMERS 4
@@ -72,8 +73,58 @@ struct plan {
     rd_kafka_t *consumers[MAX_CONSUMERS];
     pthread_t stoppers[MAX_CONSUMERS];
     int n_consumers, fetches_stopped;
-    const char *db; /* TARGET_LOCKED: the sink's file */
+    const char *db;     /* TARGET_LOCKED: the sink's file */
+    int intruder_parts; /* LOCKED_REBALANCE: the partitions the intruder was given */
 };
+
+/*
+ * LOCKED_REBALANCE: while the sink waits for its locked target (its
+ * partitions paused), a consumer of the test joins the sink's group for
+ * persons, is given some of them, and leaves: the sink's partitions are
+ * revoked and assigned twice in the middle of its retry.
+ */
+static void intrude(struct plan *p)
+{
+    for (int i = 0; i < 500 && !p->n_consumers; i++)
+        usleep(10 * 1000);
+    cr_assert_gt(p->n_consumers, 0, "the sink made no consumer");
+    char group[256], errstr[256];
+    size_t size = sizeof(group);
+    cr_assert_eq(rd_kafka_conf_get(rd_kafka_conf(p->consumers[0]), "group.id", group, &size),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers",
+                                   rd_kafka_mock_cluster_bootstraps(p->mock), errstr,
+                                   sizeof(errstr)),
+                 RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)),
+                 RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", errstr,
+                                   sizeof(errstr)),
+                 RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, "skolsync.persons", RD_KAFKA_PARTITION_UA);
+    cr_assert_eq(rd_kafka_subscribe(rk, t), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(t);
+    for (int i = 0; i < 300 && !p->intruder_parts; i++) { /* at most 30 s */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m)
+            rd_kafka_message_destroy(m); /* records of persons: not the test's to apply */
+        rd_kafka_topic_partition_list_t *a = NULL;
+        if (rd_kafka_assignment(rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            p->intruder_parts = a->cnt;
+            rd_kafka_topic_partition_list_destroy(a);
+        }
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    p->injected++;
+}
 
 static void *inject(void *arg)
 {
@@ -95,11 +146,11 @@ static void *inject(void *arg)
      * they come: queued at once, a sync cannot be over before them (one was,
      * once the source's start-up needed fewer metadata round trips). A
      * broker down and leader moves act at a time: into the sync. */
-    int delay_ms = p->delay_ms                                                ? p->delay_ms
-                   : p->scenario == REQUEST_ERRORS || p->scenario == LOST_ACKS ? 0
-                   : p->scenario == LEADER_MOVE                                ? 300
-                   : p->scenario == TARGET_LOCKED                              ? 0
-                                                                               : 1500;
+    int delay_ms = p->delay_ms                                                       ? p->delay_ms
+                   : p->scenario == REQUEST_ERRORS || p->scenario == LOST_ACKS       ? 0
+                   : p->scenario == LEADER_MOVE                                      ? 300
+                   : p->scenario == TARGET_LOCKED || p->scenario == LOCKED_REBALANCE ? 0
+                                                                                     : 1500;
     usleep((useconds_t)delay_ms * 1000);
     switch (p->scenario) {
     case REQUEST_ERRORS:
@@ -143,7 +194,8 @@ static void *inject(void *arg)
             usleep(300 * 1000);
         }
         break;
-    case TARGET_LOCKED: {
+    case TARGET_LOCKED:
+    case LOCKED_REBALANCE: {
         /* once the sink made its tables: an exclusive lock, which its
          * applies (busy_timeout 100 ms) fail on and retry */
         sqlite3 *db = NULL;
@@ -164,7 +216,13 @@ static void *inject(void *arg)
             /* made at open: the first apply comes after the group's first
              * join (3 s on the mock), and then meets the lock for seconds */
             p->injected = 1;
-            sleep(12);
+            if (p->scenario == LOCKED_REBALANCE) {
+                sleep(5); /* the sink in its retry by then */
+                intrude(p);
+                sleep(4);
+            } else {
+                sleep(12);
+            }
             sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
         }
         sqlite3_close(db);
@@ -435,11 +493,18 @@ static void run_with(enum scenario scenario, const char *kafka_extra, const char
         cr_assert_gt(src.app_retries, 0, "no batch was reported failed and sent again");
         break;
     case TARGET_LOCKED:
+    case LOCKED_REBALANCE:
         /* it waited for its target, taking nothing from its consumer, rightly:
          * no silence of the consumer's */
         cr_assert_gt(snk.app_retries, 0, "the lock was not met");
+        /* and the partitions it paused for the wait and got back through
+         * the rebalances fetch again: no consumer replaced for a stall */
         cr_assert_null(strstr(summary, " replaced"), "%s", summary);
         cr_assert_eq(plan.n_consumers, 1);
+        if (scenario == LOCKED_REBALANCE) {
+            cr_assert_gt(plan.intruder_parts, 0, "the intruder was given no partition");
+            cr_assert_geq(snk.rebalances, 3, "%llu rebalances", snk.rebalances);
+        }
         break;
     case FETCH_STOPS:
         /* the first consumer stopped fetching, the sink replaced it, once */
@@ -685,7 +750,19 @@ Test(kafka_faults, a_stalled_sink_waits_out_an_outage_before_replacing_its_consu
  */
 Test(kafka_faults, a_sink_that_waited_for_its_target_keeps_its_consumer)
 {
-    run_with(TARGET_LOCKED, NULL,
+    run_with(TARGET_LOCKED, NULL, "    busy_timeout: 100ms\n    fetch_stall_timeout: 2s\n");
+}
+
+/*
+ * The same wait with its group rebalanced twice meanwhile (a member joins
+ * and leaves): librdkafka keeps an application's pause on a partition
+ * through a revoke and an assign, so the partitions the sink had paused for
+ * its retry and got back never fetched again, and the sink's consumer was
+ * replaced for a stall (or, with the stall check off, it waited for ever).
+ */
+Test(kafka_faults, a_sink_rebalanced_while_waiting_for_its_target_fetches_again)
+{
+    run_with(LOCKED_REBALANCE, "  shared_consumer: false\n",
              "    busy_timeout: 100ms\n    fetch_stall_timeout: 2s\n");
 }
 
