@@ -6,13 +6,16 @@
  *    "sources": [{"name", "partition", "owner", "state"}],
  *    "whole_sinks": [{"name", "partition", "owner", "state"}],
  *    "nodes": [{"node", "sources": [...], "whole_sinks": [...],
- *               "sinks": [{"sink", "group", "partitions"}]}],
+ *               "sinks": [{"group", "partitions": ["topic/N", ...]}
+ *                         | {"group", "partitions": N, "shared_consumer": true}]}],
  *    "error"?}
  *
  * On a real broker "nodes" comes from a description of the sources group
  * and of this configuration's sink groups (a node is a member's client id
  * minus its deployment and role); "owner" of a source is the node assigned
- * its partition, null while none is. A sink whose target one node runs whole
+ * its partition, null while none is. This node's node-local sinks on the
+ * shared consumer have no member: listed from this node with their partition
+ * count (other nodes' are not known here). A sink whose target one node runs whole
  * (SK_TARGET_SHARED_WHOLE, the scim-sink) is owned the same way: the others
  * keep it in standby. On the embedded broker (no ownership) this node is the
  * only one and owns every source and sink.
@@ -96,6 +99,27 @@ static void from_members(struct sk_daemon *d, cJSON *out, cJSON *nodes, const cJ
     free(topic);
 }
 
+/* A node-local sink on the shared consumer (sink_hub.h) has no group member
+ * to describe: this node lists it from its own state, with how many
+ * partitions it reads (every partition of its topics). Other nodes' such
+ * sinks are not known here. */
+static void add_shared_sinks(struct sk_daemon *d, cJSON *nodes, const char *self)
+{
+    cJSON *n = NULL;
+    for (size_t i = 0; i < d->n_conns; i++) {
+        struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
+        if (!snk || !snk->hubs)
+            continue;
+        if (!n)
+            n = node_entry(nodes, self);
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "group", snk->group);
+        cJSON_AddNumberToObject(s, "partitions", atomic_load(&snk->runner.partitions));
+        cJSON_AddBoolToObject(s, "shared_consumer", true);
+        cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
+    }
+}
+
 /* Without ownership: this node runs every source and holds its sinks' partitions. */
 static void local_only(struct sk_daemon *d, cJSON *out, cJSON *nodes, const char *self)
 {
@@ -154,9 +178,10 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
     } else {
         struct sk_error err = {0};
         cJSON *members = sk_ownership_describe(d->owner, groups, n_groups, &err);
-        if (members)
+        if (members) {
             from_members(d, out, nodes, members);
-        else
+            add_shared_sinks(d, nodes, names->node);
+        } else
             cJSON_AddStringToObject(out, "error", err.msg);
         cJSON_Delete(members);
     }

@@ -161,6 +161,32 @@ static char *owner_named(const struct node *n, const char *src, int *nodes_liste
     return owner;
 }
 
+/* How many partitions GET /api/v1/cluster on node n says its own
+ * node-local sink reads on the shared consumer: -1 if it lists none. */
+static int shared_sink_partitions(const struct node *n)
+{
+    cJSON *c = skt_get_json(n->port, "/api/v1/cluster");
+    int parts = -1;
+    const cJSON *nd, *s;
+    cJSON_ArrayForEach(nd, cJSON_GetObjectItemCaseSensitive(c, "nodes"))
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(nd, "node");
+        if (!cJSON_IsString(name) || strcmp(name->valuestring, n->name) != 0)
+            continue;
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(nd, "sinks"))
+        {
+            const cJSON *shared = cJSON_GetObjectItemCaseSensitive(s, "shared_consumer");
+            const cJSON *p = cJSON_GetObjectItemCaseSensitive(s, "partitions");
+            const cJSON *g = cJSON_GetObjectItemCaseSensitive(s, "group");
+            if (cJSON_IsTrue(shared) && cJSON_IsNumber(p) && cJSON_IsString(g) &&
+                strstr(g->valuestring, "-lite"))
+                parts = p->valueint;
+        }
+    }
+    cJSON_Delete(c);
+    return parts;
+}
+
 Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout = 300)
 {
     char *dir = skt_tmpdir("own");
@@ -183,8 +209,13 @@ Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout 
             (struct node){.name = skt_fmt("n%d", i + 1), .dir = skt_fmt("%s/n%d", dir, i + 1)};
         cr_assert_eq(mkdir(nodes[i].dir, 0755), 0);
     }
-    node_start(&nodes[0], text);
-    node_start(&nodes[1], text);
+    /* and a node-local sink on each, on its shared consumer */
+    for (int i = 0; i < 2; i++) {
+        char *mine =
+            skt_fmt("%s  lite:\n    type: sqlite-sink\n    path: %s/lite.db\n", text, nodes[i].dir);
+        node_start(&nodes[i], mine);
+        free(mine);
+    }
 
     /* One owner, the other in standby; the input is read once. */
     cr_assert(all_assigned(nodes, 2, 60000), "a node never joined the sources group");
@@ -219,6 +250,12 @@ Test(ownership, one_node_runs_the_source_and_a_survivor_takes_it_over, .timeout 
                   nodes[i].name);
         cr_assert_str_eq(named, owner->name, "GET /api/v1/cluster on %s", nodes[i].name);
         free(named);
+        /* its node-local sink has no group member: listed by the node itself */
+        int parts = shared_sink_partitions(&nodes[i]);
+        cr_assert_gt(parts, 0,
+                     "GET /api/v1/cluster on %s lists no partitions of its "
+                     "node-local sink (%d)",
+                     nodes[i].name, parts);
     }
 
     /* kill -9 of the owner: the survivor takes the source over. */
