@@ -1162,6 +1162,8 @@ static void *sink_thread(void *arg)
             if (env->sink.ops->trim)
                 env->sink.ops->trim(&env->sink);
             batch_release(&run);
+            if (run.hub)
+                sk_sink_hub_trim(run.hub);
             malloc_trim(0);
             applied_since_trim = false;
         }

@@ -716,6 +716,17 @@ rd_kafka_message_t *sk_sink_hub_poll(struct sk_hub_member *m, int timeout_ms,
     return w ? w->m : NULL;
 }
 
+void sk_sink_hub_trim(struct sk_hub_member *m)
+{
+    pthread_mutex_lock(&m->hub->mu);
+    if (!m->count) {
+        free(m->ring);
+        m->ring = NULL;
+        m->cap = m->head = 0;
+    }
+    pthread_mutex_unlock(&m->hub->mu);
+}
+
 size_t sk_sink_hub_queued(struct sk_hub_member *m)
 {
     pthread_mutex_lock(&m->hub->mu);

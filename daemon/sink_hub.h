@@ -72,6 +72,10 @@ rd_kafka_message_t *sk_sink_hub_poll(struct sk_hub_member *m, int timeout_ms,
                                      struct sk_hub_msg **held);
 /* Records waiting in its queue. */
 size_t sk_sink_hub_queued(struct sk_hub_member *m);
+/* An idle sink gives its queue's ring back (it grew with a bulk load's
+ * backlog: 8 bytes a record, 256 KiB at 32 768) when the queue is empty;
+ * the next record makes a small one again. */
+void sk_sink_hub_trim(struct sk_hub_member *m);
 /* How many partitions topic has (sk_kafka_partition_count over the shared client). */
 int sk_sink_hub_partition_count(struct sk_hub_member *m, const char *topic);
 /* True, with why, once the hub failed: every sink on it fails (and is

@@ -3,7 +3,8 @@
  * docs/architecture.md §6.4.1), through the hub's own API on librdkafka's
  * mock cluster: a sink that takes nothing bounds what waits for it, holds
  * the others back while it is attached, and holds nobody back once it is
- * suspended; every sink still gets every record once, in order.
+ * suspended; every sink still gets every record once, in order, also after
+ * an idle sink's trim gave its queue's ring back.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,9 @@ Test(sink_hub, a_sink_that_takes_nothing_bounds_its_queue_and_holds_the_others_u
                  waiting);
     /* what the slow one holds is what the fast one was handed: one fetch for both */
     cr_assert_eq((int)waiting, fast_got.total);
+    /* an idle sink's trim keeps a queue that is not empty */
+    sk_sink_hub_trim(slow);
+    cr_assert_eq(sk_sink_hub_queued(slow), waiting, "the trim lost queued records");
 
     /* Suspended (an operator's pause, a retry's backoff), the slow sink
      * holds nobody back: the fast one gets the rest. */
@@ -142,6 +146,7 @@ Test(sink_hub, a_sink_that_takes_nothing_bounds_its_queue_and_holds_the_others_u
     cr_assert_eq(fast_got.total, RECORDS, "the fast sink got %d of %d after the other's suspend",
                  fast_got.total, RECORDS);
     cr_assert_eq(sk_sink_hub_queued(slow), 0, "a suspended sink's queue is released");
+    sk_sink_hub_trim(slow); /* empty: its ring goes, and a new one takes what follows */
 
     /* Resumed after the last record it took (none), the slow sink gets
      * every record from the start, once each, taking as it goes. */
