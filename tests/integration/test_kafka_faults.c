@@ -85,33 +85,36 @@ struct plan {
  */
 static void intrude(struct plan *p)
 {
+    /* on the injector's thread: no assertion here, the test checks
+     * intruder_parts (0: it never got in) */
     for (int i = 0; i < 500 && !p->n_consumers; i++)
         usleep(10 * 1000);
-    cr_assert_gt(p->n_consumers, 0, "the sink made no consumer");
     char group[256], errstr[256];
     size_t size = sizeof(group);
-    cr_assert_eq(rd_kafka_conf_get(rd_kafka_conf(p->consumers[0]), "group.id", group, &size),
-                 RD_KAFKA_CONF_OK);
+    if (!p->n_consumers || rd_kafka_conf_get(rd_kafka_conf(p->consumers[0]), "group.id", group,
+                                             &size) != RD_KAFKA_CONF_OK)
+        return;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers",
-                                   rd_kafka_mock_cluster_bootstraps(p->mock), errstr,
-                                   sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", errstr,
-                                   sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    cr_assert_eq(rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(p->mock),
+                          errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", errstr,
+                          sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr))) {
+        rd_kafka_conf_destroy(conf);
+        return;
+    }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(rk, "%s", errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return;
+    }
     rd_kafka_poll_set_consumer(rk);
     rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(t, "skolsync.persons", RD_KAFKA_PARTITION_UA);
-    cr_assert_eq(rd_kafka_subscribe(rk, t), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, t);
     rd_kafka_topic_partition_list_destroy(t);
-    for (int i = 0; i < 300 && !p->intruder_parts; i++) { /* at most 30 s */
+    for (int i = 0; !e && i < 300 && !p->intruder_parts; i++) { /* at most 30 s */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (m)
             rd_kafka_message_destroy(m); /* records of persons: not the test's to apply */
