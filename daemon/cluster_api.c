@@ -99,24 +99,27 @@ static void from_members(struct sk_daemon *d, cJSON *out, cJSON *nodes, const cJ
     free(topic);
 }
 
-/* A node-local sink on the shared consumer (sink_hub.h) has no group member
- * to describe: this node lists it from its own state, with how many
- * partitions it reads (every partition of its topics). Other nodes' such
- * sinks are not known here. */
+/* A sink listed from this node's own state: its group and how many
+ * partitions it holds now (shared: on the shared consumer, sink_hub.h). */
+static void add_counted_sink(cJSON *node, const struct sk_sink_env *snk, bool shared)
+{
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "group", snk->group);
+    cJSON_AddNumberToObject(s, "partitions", atomic_load(&snk->runner.partitions));
+    if (shared)
+        cJSON_AddBoolToObject(s, "shared_consumer", true);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(node, "sinks"), s);
+}
+
+/* A node-local sink on the shared consumer has no group member to describe:
+ * this node lists its own (every partition of its topics); other nodes'
+ * such sinks are not known here. */
 static void add_shared_sinks(struct sk_daemon *d, cJSON *nodes, const char *self)
 {
-    cJSON *n = NULL;
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
-        if (!snk || !snk->hubs)
-            continue;
-        if (!n)
-            n = node_entry(nodes, self);
-        cJSON *s = cJSON_CreateObject();
-        cJSON_AddStringToObject(s, "group", snk->group);
-        cJSON_AddNumberToObject(s, "partitions", atomic_load(&snk->runner.partitions));
-        cJSON_AddBoolToObject(s, "shared_consumer", true);
-        cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
+        if (snk && snk->hubs)
+            add_counted_sink(node_entry(nodes, self), snk, true);
     }
 }
 
@@ -135,12 +138,8 @@ static void local_only(struct sk_daemon *d, cJSON *out, cJSON *nodes, const char
     }
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
-        if (!snk)
-            continue;
-        cJSON *s = cJSON_CreateObject();
-        cJSON_AddStringToObject(s, "group", snk->group);
-        cJSON_AddNumberToObject(s, "partitions", atomic_load(&snk->runner.partitions));
-        cJSON_AddItemToArray(cJSON_GetObjectItem(n, "sinks"), s);
+        if (snk)
+            add_counted_sink(n, snk, false);
     }
 }
 

@@ -23,6 +23,7 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <sqlite3.h>
 
 #include "connector.h"
@@ -66,6 +67,20 @@ struct sk_kafka *skt_kafka_start(const char *prefix, int partitions)
     const char *cols[] = {"persons"};
     cr_assert_eq(sk_kafka_start(&kc, cols, 1, &k, &err), 0, "%s", err.msg);
     return k;
+}
+
+rd_kafka_mock_cluster_t *skt_mock_start(const char *topic, int partitions, rd_kafka_t **holder)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr)),
+                 RD_KAFKA_CONF_OK);
+    *holder = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(*holder, "%s", errstr);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(*holder, 1);
+    cr_assert_not_null(mc);
+    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, partitions, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    return mc;
 }
 
 /*

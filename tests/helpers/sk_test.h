@@ -25,6 +25,14 @@ const char *skt_brokers(void);
  * starts. sk_kafka_destroy it. */
 struct sk_kafka;
 struct sk_kafka *skt_kafka_start(const char *prefix, int partitions);
+/* A one-broker librdkafka mock cluster in this process with `topic` of
+ * `partitions` partitions (its address: rd_kafka_mock_cluster_bootstraps);
+ * *holder is the handle that owns it: rd_kafka_mock_cluster_destroy, then
+ * rd_kafka_destroy(*holder). */
+struct rd_kafka_s;
+struct rd_kafka_mock_cluster_s;
+struct rd_kafka_mock_cluster_s *skt_mock_start(const char *topic, int partitions,
+                                               struct rd_kafka_s **holder);
 /* A topic prefix unique to this test run, e.g. "t1234abcd." (caller frees). */
 char *skt_unique_prefix(void);
 

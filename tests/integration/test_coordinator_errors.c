@@ -79,25 +79,10 @@ static int64_t list_offset(const char *bootstrap, const char *group)
     return off;
 }
 
-/* A one-broker mock cluster with TOPIC (one partition); *holder owns it. */
-static rd_kafka_mock_cluster_t *mock_start(rd_kafka_t **holder)
-{
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    cr_assert_eq(rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    *holder = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(*holder, "%s", errstr);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(*holder, 1);
-    cr_assert_not_null(mc);
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, TOPIC, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    return mc;
-}
-
 Test(coordinator_errors, a_sink_migrating_offsets_lives_through_coordinator_errors, .timeout = 120)
 {
     rd_kafka_t *holder;
-    rd_kafka_mock_cluster_t *mc = mock_start(&holder);
+    rd_kafka_mock_cluster_t *mc = skt_mock_start(TOPIC, 1, &holder);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
 
     /* The sink's group under its old name has committed offset 42. */
@@ -149,7 +134,7 @@ Test(coordinator_errors, an_admin_answer_of_another_kind_is_not_taken_for_the_aw
      .timeout = 60)
 {
     rd_kafka_t *holder;
-    rd_kafka_mock_cluster_t *mc = mock_start(&holder);
+    rd_kafka_mock_cluster_t *mc = skt_mock_start(TOPIC, 1, &holder);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     sk_log_setup(SK_LOG_WARN, false);
 
@@ -203,7 +188,7 @@ Test(coordinator_errors, group_offsets_sent_while_the_coordinator_is_away_arrive
      .timeout = 150)
 {
     rd_kafka_t *holder;
-    rd_kafka_mock_cluster_t *mc = mock_start(&holder);
+    rd_kafka_mock_cluster_t *mc = skt_mock_start(TOPIC, 1, &holder);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     sk_log_setup(SK_LOG_WARN, false);
     struct sk_kafka_conf kc = {.brokers = (char *)bootstrap, .topic_prefix = "mig."};

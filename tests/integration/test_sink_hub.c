@@ -20,6 +20,7 @@
 #include "log.h"
 #include "runner.h"
 #include "sink_hub.h"
+#include "sk_test.h"
 
 #define TOPIC "bp.persons"
 #define PARTITIONS 2
@@ -96,15 +97,8 @@ static void take(struct sk_hub_member *m, struct got *g, int ms)
 Test(sink_hub, a_sink_that_takes_nothing_bounds_its_queue_and_holds_the_others_until_suspended,
      .timeout = 120)
 {
-    char errstr[256];
-    rd_kafka_conf_t *hconf = rd_kafka_conf_new();
-    cr_assert_eq(rd_kafka_conf_set(hconf, "log_level", "0", errstr, sizeof(errstr)),
-                 RD_KAFKA_CONF_OK);
-    rd_kafka_t *holder = rd_kafka_new(RD_KAFKA_PRODUCER, hconf, errstr, sizeof(errstr));
-    cr_assert_not_null(holder, "%s", errstr);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(holder, 1);
-    cr_assert_not_null(mc);
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, TOPIC, PARTITIONS, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_t *holder;
+    rd_kafka_mock_cluster_t *mc = skt_mock_start(TOPIC, PARTITIONS, &holder);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     produce_all(bootstrap);
 
