@@ -347,6 +347,17 @@ static void flush_failed(struct sink_run *run)
      * restart or reassignment. */
     sink_pending_drop(run);
     run->dropped = true;
+    /* Given up to a rebalance, not failed: its records went to the member
+     * given them, and this sink has nothing left to retry. Still "retrying"
+     * it would hold /ready at 503 with the old error until a batch succeeds,
+     * on a node that may be given none. Its next batch or its health check
+     * says so again if the target is still down. */
+    struct sk_runner *r = &run->env->runner;
+    if (run->revoked_in_flush && !run->fatal && atomic_load(&r->state) == SK_STATE_RETRYING) {
+        sk_info(r->name, "gave up the batch it was retrying: its partitions were revoked");
+        sk_runner_set_state(r, SK_STATE_RUNNING);
+        sk_runner_set_error(r, "");
+    }
     run->revoked_in_flush = false;
     run->in_flush = false;
 }

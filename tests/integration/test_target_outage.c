@@ -9,6 +9,10 @@
  *  b. The SCIM server is "down" for 30 s behind tests/fixtures/flaky_proxy.py
  *     (connections refused, then requests held, then 503 + Retry-After),
  *     so its in-memory data survives.
+ *  c. The sqlite-sink's file is locked for 15 s mid-sync (embedded broker).
+ *  d. A sink retrying against a locked file loses every partition to other
+ *     members of its group (real broker): it must say it is ready, not
+ *     retrying, once the file is free, and apply everything when they leave.
  *
  * Each test uses its own topic prefix, connector names, schema and state dir.
  * The daemon and the proxy die with the test process (PR_SET_PDEATHSIG), and
@@ -1036,4 +1040,205 @@ Test(target_outage, sqlite_locked_15s_mid_sync, .timeout = 240, .fini = cleanup)
     int rc = skt_wait(pid, 30000);
     cr_assert(equal, "did not converge after the lock: %s (log %s)", why, log);
     cr_assert_eq(rc, 0);
+}
+
+/* ---- a retry that a rebalance took away ------------------------------------- */
+
+/* The sink's state and partition count from GET /api/v1/connectors/NAME;
+ * its group into group (if not NULL). false if the daemon did not answer. */
+static bool sink_view(int port, const char *name, char *state, size_t size, int *parts, char *group,
+                      size_t group_size)
+{
+    char *path = skt_fmt("/api/v1/connectors/%s", name);
+    cJSON *o = skt_get_json(port, path);
+    free(path);
+    if (!o)
+        return false;
+    snprintf(state, size, "%s", skt_jstr(o, "state"));
+    *parts = (int)skt_jnum(o, "partitions");
+    if (group)
+        snprintf(group, group_size, "%s", skt_jstr(o, "group"));
+    cJSON_Delete(o);
+    return true;
+}
+
+/* A static member of group for topic whose instance id sorts before the
+ * daemon's: under the round-robin assignor it is dealt a partition first. */
+static rd_kafka_t *intruder(const char *group, const char *topic, int i)
+{
+    char errstr[256], id[32];
+    snprintf(id, sizeof(id), "0-intruder-%d", i);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert(
+        !rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr)) &&
+            !rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) &&
+            !rd_kafka_conf_set(conf, "group.instance.id", id, errstr, sizeof(errstr)) &&
+            !rd_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", errstr,
+                               sizeof(errstr)) &&
+            !rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) &&
+            /* a static member's close does not leave the group: its
+             * partitions move on when its session ends */
+            !rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, sizeof(errstr)),
+        "%s", errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, topic, RD_KAFKA_PARTITION_UA);
+    cr_assert_eq(rd_kafka_subscribe(rk, t), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(t);
+    return rk;
+}
+
+/*
+ * A node's sink retries a batch while its target is down, and the group
+ * gives its partitions to other members (other nodes) meanwhile: the retry
+ * is given up, nothing is committed, and the node has nothing left to apply.
+ * It must not go on saying "retrying" (and /ready 503) with the old error
+ * once its target works: before, it did so until a batch succeeded, which
+ * never came. The members here are three consumers of the test whose
+ * instance ids sort first; when they leave, the sink applies every person.
+ */
+Test(target_outage, a_retry_taken_away_by_a_rebalance_leaves_the_sink_ready, .timeout = 240,
+     .fini = cleanup)
+{
+    enum { PARTS = 3 };
+    char *dir = skt_tmpdir("outage-handover");
+    char *data = skt_fmt("%s/data", dir), *db = skt_fmt("%s/out.db", dir);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir), *log = skt_fmt("%s/daemon.log", dir);
+    char *persons = skt_fmt("%s/persons-only", dir);
+    skt_generate(data, 46, 300);
+    cr_assert_eq(mkdir(persons, 0700), 0);
+    char *cp = skt_fmt("cp %s/persons.jsonl %s/", data, persons);
+    cr_assert_eq(skt_sh(cp, 30, NULL), 0);
+    char *prefix = skt_unique_prefix();
+    char *text = skt_fmt("kafka:\n  brokers: %s\n  topic_prefix: %s\n  partitions: %d\n"
+                         "  connect_timeout: 20s\n  shared_consumer: false\n"
+                         "admin:\n  listen: 127.0.0.1:0\nlog:\n  level: info\n"
+                         "shutdown_timeout: 10s\n"
+                         "sources:\n  files:\n    type: jsonl-source\n    path: %s\n"
+                         "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n"
+                         "    entities: [Person]\n    busy_timeout: 100ms\n"
+                         "    retry_backoff_max: 2s\n",
+                         skt_brokers(), prefix, PARTS, data, db);
+    skt_write(cfg, text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", cfg, NULL};
+    g_daemon = skt_spawn(argv, log);
+
+    /* Locked as soon as the sink made its tables: its first batch meets it. */
+    sqlite3 *lock = NULL;
+    bool locked = false;
+    for (int i = 0; i < 1500 && !locked; i++, usleep(20 * 1000)) {
+        if (access(db, F_OK) != 0)
+            continue;
+        if (!lock)
+            cr_assert_eq(sqlite3_open(db, &lock), SQLITE_OK);
+        sqlite3_stmt *st = NULL;
+        bool tables = sqlite3_prepare_v2(lock, "SELECT count(*) FROM sqlite_master", -1, &st,
+                                         NULL) == SQLITE_OK &&
+                      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+        sqlite3_finalize(st);
+        locked = tables && sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK;
+    }
+    cr_assert(locked, "the sink made no tables in 30 s (log %s)", log);
+    int port = wait_admin_port(log, g_daemon);
+    char state[32] = "", group[256] = "";
+    int parts = -1;
+    int64_t t0 = now_ms();
+    while (!(sink_view(port, "db", state, sizeof(state), &parts, group, sizeof(group)) &&
+             strcmp(state, "retrying") == 0 && parts == PARTS)) {
+        cr_assert(alive(g_daemon), "the daemon exited (log %s)", log);
+        cr_assert_lt(now_ms() - t0, 60000,
+                     "the sink never retried with its %d partitions: %s, %d (log %s)", PARTS, state,
+                     parts, log);
+        usleep(100000);
+    }
+
+    /* Three members whose instance ids sort first take the three partitions. */
+    char *topic = skt_fmt("%spersons", prefix); /* the prefix ends in its dot */
+    rd_kafka_t *others[PARTS];
+    for (int i = 0; i < PARTS; i++)
+        others[i] = intruder(group, topic, i);
+    int theirs = 0;
+    t0 = now_ms();
+    while (theirs != PARTS || parts != 0) {
+        cr_assert_lt(now_ms() - t0, 60000,
+                     "the group never gave the test's members every partition: they have %d, "
+                     "the sink %d (log %s)",
+                     theirs, parts, log);
+        theirs = 0;
+        for (int i = 0; i < PARTS; i++) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(others[i], 50);
+            if (m)
+                rd_kafka_message_destroy(m);
+            rd_kafka_topic_partition_list_t *a = NULL;
+            if (rd_kafka_assignment(others[i], &a) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                theirs += a->cnt;
+                rd_kafka_topic_partition_list_destroy(a);
+            }
+        }
+        sink_view(port, "db", state, sizeof(state), &parts, NULL, 0);
+    }
+    long long rows = -1; /* on the test's connection: it holds the lock */
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(lock, "SELECT count(*) FROM persons", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        rows = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    cr_log_info("handover: the test's members hold every partition; the sink %s, %lld persons "
+                "applied",
+                state, rows);
+
+    /* The target works again, and the sink has nothing to retry: ready. */
+    cr_assert_eq(sqlite3_exec(lock, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    char *ready_url = skt_fmt("http://127.0.0.1:%d/ready", port);
+    long ready = 0;
+    t0 = now_ms();
+    while (now_ms() - t0 < 15000) {
+        for (int i = 0; i < PARTS; i++) { /* the test's members stay in the group */
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(others[i], 50);
+            if (m)
+                rd_kafka_message_destroy(m);
+        }
+        sink_view(port, "db", state, sizeof(state), &parts, NULL, 0);
+        char *body = NULL;
+        ready = skt_http("GET", ready_url, NULL, 10, &body);
+        free(body);
+        if (ready == 200 && strcmp(state, "retrying") != 0)
+            break;
+    }
+    cr_assert_eq(parts, 0, "the sink was given partitions back meanwhile (log %s)", log);
+    cr_assert_neq(strcmp(state, "retrying"), 0,
+                  "the sink still says retrying 15 s after its target works, with no "
+                  "partition to apply (log %s)",
+                  log);
+    cr_assert_eq(ready, 200, "/ready still %ld (log %s)", ready, log);
+
+    /* They leave: the sink gets its partitions back and applies every person. */
+    for (int i = 0; i < PARTS; i++) {
+        rd_kafka_consumer_close(others[i]);
+        rd_kafka_destroy(others[i]);
+    }
+    char why[2048] = "";
+    bool equal = false;
+    for (int i = 0; i < 240 && !equal; i++) {
+        equal = skt_db_matches_dataset(db, persons, why, sizeof(why));
+        if (!equal)
+            usleep(500000);
+    }
+    cr_assert(equal, "the persons did not converge after the test's members left: %s (log %s)", why,
+              log);
+    cr_assert_eq(skt_stop(&g_daemon, 30000), 0);
+    free(ready_url);
+    free(topic);
+    free(text);
+    free(prefix);
+    free(cp);
+    free(persons);
+    free(log);
+    free(cfg);
+    free(db);
+    free(data);
+    free(dir);
 }
