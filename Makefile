@@ -50,11 +50,11 @@ demo: build
 
 # Everything: unit tests, integration tests against a real Kafka broker and a
 # real PostgreSQL (started here, stopped afterwards even when a test fails).
-# The tests keep their temp dirs (skolsync-<tag>-XXXXXX under $TMPDIR or /tmp)
-# for a failure's logs; those of runs over two hours old go first (runs on one
-# machine filled its disk with them: ~70 GB).
+# A test removes its temp dirs (skolsync-<tag>-XXXXXX under $TMPDIR or /tmp)
+# once it passed and keeps them for a failure's logs; those over two hours old
+# go first (kept before, they filled one machine's disk: ~70 GB).
 test: deps-test build
-	-find "$${TMPDIR:-/tmp}" -maxdepth 1 -type d -name 'skolsync-*' -mmin +120 -exec rm -rf {} + 2>/dev/null
+	-find "$${TMPDIR:-/tmp}" -maxdepth 1 \( -type d -name 'skolsync-*' -o -type f -name 'skt-dirs-*.list' \) -mmin +120 -exec rm -rf {} + 2>/dev/null
 	SK_BUILD_DIR=$(BUILD) scripts/with-testenv.sh ctest --test-dir $(BUILD) -j2 --output-on-failure --no-tests=error --timeout 900
 
 # The sanitizer pass CI runs after `make test`: the whole suite built with

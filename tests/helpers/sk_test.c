@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,11 +35,90 @@
 #include "buf.h"
 #include "util.h"
 
+/*
+ * A test's temp dirs are kept for a failure's logs and removed once it
+ * passed: the dirs of every run had filled this machine's disk (~70 GB).
+ * The test, in its worker process, lists each dir it makes in a file the
+ * runner named (PRE_ALL); after the test's fini the runner removes the
+ * listed dirs of a test that passed (POST_FINI). SKT_KEEP_DIRS=1 keeps all.
+ */
+#define DIRS_LIST_ENV "SKT_DIRS_LIST"
+
+static const char *tmp_base(void)
+{
+    const char *base = getenv("TMPDIR");
+    return base && *base ? base : "/tmp";
+}
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    const char *keep = getenv("SKT_KEEP_DIRS");
+    if (keep && strcmp(keep, "0") != 0)
+        return;
+    char list[PATH_MAX];
+    snprintf(list, sizeof(list), "%s/skt-dirs-%d.list", tmp_base(), (int)getpid());
+    setenv(DIRS_LIST_ENV, list, 1);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+ReportHook(POST_FINI)(struct criterion_test_stats *stats)
+{
+    const char *list = getenv(DIRS_LIST_ENV);
+    if (!list || stats->test_status != CR_STATUS_PASSED || stats->failed_asserts ||
+        stats->crashed || stats->timed_out)
+        return;
+    FILE *f = fopen(list, "r");
+    if (!f)
+        return; /* the test made no dir */
+    char *test = skt_fmt("%s/%s\t", stats->test->category, stats->test->name);
+    size_t n = strlen(test);
+    char line[PATH_MAX + 512];
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        /* only dirs skt_tmpdir made: a line cut short or altered removes nothing */
+        const char *dir = line + n;
+        if (strncmp(line, test, n) == 0 && strncmp(dir, tmp_base(), strlen(tmp_base())) == 0 &&
+            strstr(dir, "/skolsync-"))
+            nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    fclose(f);
+    free(test);
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    (void)stats;
+    const char *list = getenv(DIRS_LIST_ENV);
+    if (list)
+        unlink(list);
+}
+
 char *skt_tmpdir(const char *tag)
 {
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *path = skt_fmt("%s/skolsync-%s-XXXXXX", base, tag);
+    char *path = skt_fmt("%s/skolsync-%s-XXXXXX", tmp_base(), tag);
     cr_assert_not_null(mkdtemp(path), "mkdtemp %s: %s", path, strerror(errno));
+    const char *list = getenv(DIRS_LIST_ENV);
+    if (list && criterion_current_test) {
+        /* one write of one line: the workers of a run append side by side */
+        char *line = skt_fmt("%s/%s\t%s\n", criterion_current_test->category,
+                             criterion_current_test->name, path);
+        int fd = open(list, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            ssize_t w = write(fd, line, strlen(line));
+            (void)w; /* not listed: the dir stays, as before */
+            close(fd);
+        }
+        free(line);
+    }
     return path;
 }
 

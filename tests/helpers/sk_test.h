@@ -14,7 +14,8 @@
 
 #include <cjson/cJSON.h>
 
-/* A fresh directory under $TMPDIR; caller frees the string (the dir stays for post-mortems). */
+/* A fresh directory under $TMPDIR; caller frees the string. It stays if the
+ * test fails (for its logs) and is removed once the test passed (sk_test.c). */
 char *skt_tmpdir(const char *tag);
 /* The skolsync binary of this build. */
 const char *skt_skolsync(void);
