@@ -8,7 +8,7 @@
  *    "nodes": [{"node", "sources": [...], "whole_sinks": [...],
  *               "sinks": [{"group", "partitions": ["topic/N", ...]}
  *                         | {"group", "partitions": N, "shared_consumer": true}]}],
- *    "error"?}
+ *    "described_ms_ago"?, "error"?}
  *
  * On a real broker "nodes" comes from a description of the sources group
  * and of this configuration's sink groups (a node is a member's client id
@@ -20,7 +20,10 @@
  * keep it in standby. On the embedded broker (no ownership) this node is the
  * only one and owns every source and sink.
  *
- * Runs on an HTTP thread: reads the connector list under d->lock.
+ * Runs on an HTTP thread: reads the connector list under d->lock, and
+ * describes the groups after releasing it. The description is shared by
+ * the requests of a second and made by one of them at a time, on a client
+ * kept between them ("described_ms_ago": its age; sk_ownership_describe).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -112,14 +115,15 @@ static void add_counted_sink(cJSON *node, const struct sk_sink_env *snk, bool sh
 }
 
 /* A node-local sink on the shared consumer has no group member to describe:
- * this node lists its own (every partition of its topics); other nodes'
- * such sinks are not known here. */
-static void add_shared_sinks(struct sk_daemon *d, cJSON *nodes, const char *self)
+ * this node lists its own (every partition of its topics) into `shared`,
+ * added to its node's entry after the description; other nodes' such sinks
+ * are not known here. */
+static void add_shared_sinks(struct sk_daemon *d, cJSON *shared)
 {
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_sink_env *snk = sk_as_sink(d->conns[i]);
         if (snk && snk->hubs)
-            add_counted_sink(node_entry(nodes, self), snk, true);
+            add_counted_sink(shared, snk, true);
     }
 }
 
@@ -155,12 +159,14 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
     cJSON *sources = cJSON_AddArrayToObject(out, "sources");
     cJSON *whole = cJSON_AddArrayToObject(out, "whole_sinks");
     cJSON *nodes = cJSON_AddArrayToObject(out, "nodes");
+    /* What this node runs, under the lock; the groups' description after it:
+     * a broker slow to answer must not hold a reload waiting for the lock. */
     pthread_rwlock_rdlock(&d->lock);
     size_t n_groups = 0;
     struct sk_group_ref *groups = sk_calloc(d->n_conns + 1, sizeof(*groups));
     if (d->owner)
-        groups[n_groups++] =
-            (struct sk_group_ref){sk_ownership_group(d->owner), "owner", "sources"};
+        groups[n_groups++] = (struct sk_group_ref){sk_strdup(sk_ownership_group(d->owner)),
+                                                   sk_strdup("owner"), sk_strdup("sources")};
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
         struct sk_sink_env *snk = sk_as_sink(r);
@@ -168,23 +174,40 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
             add_owned(sources, r);
             continue;
         }
-        groups[n_groups++] = (struct sk_group_ref){snk->group, "sink", r->name};
+        groups[n_groups++] =
+            (struct sk_group_ref){sk_strdup(snk->group), sk_strdup("sink"), sk_strdup(r->name)};
         if (((const struct sk_sink_def *)r->def)->ops->target_kind == SK_TARGET_SHARED_WHOLE)
             add_owned(whole, r);
     }
-    if (!d->owner) {
+    cJSON *shared = cJSON_CreateObject();
+    cJSON_AddArrayToObject(shared, "sinks");
+    if (!d->owner)
         local_only(d, out, nodes, names->node);
-    } else {
+    else
+        add_shared_sinks(d, shared);
+    pthread_rwlock_unlock(&d->lock);
+    if (d->owner) {
         struct sk_error err = {0};
-        cJSON *members = sk_ownership_describe(d->owner, groups, n_groups, &err);
+        int64_t age_ms = 0;
+        cJSON *members = sk_ownership_describe(d->owner, groups, n_groups, &age_ms, &err);
         if (members) {
             from_members(d, out, nodes, members);
-            add_shared_sinks(d, nodes, names->node);
-        } else
+            cJSON *mine = cJSON_GetObjectItem(node_entry(nodes, names->node), "sinks");
+            cJSON *s;
+            while ((s = cJSON_DetachItemFromArray(cJSON_GetObjectItem(shared, "sinks"), 0)))
+                cJSON_AddItemToArray(mine, s);
+        } else {
             cJSON_AddStringToObject(out, "error", err.msg);
+        }
+        cJSON_AddNumberToObject(out, "described_ms_ago", (double)age_ms);
         cJSON_Delete(members);
     }
-    pthread_rwlock_unlock(&d->lock);
+    cJSON_Delete(shared);
+    for (size_t i = 0; i < n_groups; i++) {
+        free((char *)groups[i].group);
+        free((char *)groups[i].role);
+        free((char *)groups[i].connector);
+    }
     free(groups);
     return out;
 }

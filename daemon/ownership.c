@@ -11,12 +11,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "log.h"
 #include "util.h"
 
 /* After a fatal error of the group's client, a new one after this long. */
 #define RECREATE_MS 10000
 #define DESCRIBE_TIMEOUT_MS 5000
+/* The cluster view's answer is reused this long (sk_ownership_describe). */
+#define VIEW_REUSE_MS 1000
 
 struct sk_ownership {
     struct sk_kafka *kafka;
@@ -32,6 +35,14 @@ struct sk_ownership {
     pthread_mutex_t md_mu;
     void *md;
     size_t md_size;
+    /* The cluster view's describes (sk_ownership_describe), one at a time */
+    pthread_mutex_t view_mu;
+    rd_kafka_t *view_rk; /* kept after an answer; ended after a request left unanswered */
+    char *view_key;      /* the groups the answer kept is of */
+    cJSON *view_members; /* that answer; NULL: it failed, with view_err */
+    struct sk_error view_err;
+    int64_t view_ms; /* when it came */
+    bool view_busy;  /* a describe is under way */
 };
 
 /* Keeps the client's group metadata now (rk NULL: forgets it). */
@@ -216,18 +227,21 @@ struct described {
 };
 
 /*
- * Describes the groups on a client of its own, ended by described_end
- * (§8.14h: a coordinator's request left unanswered must end with its client,
- * not time out inside librdkafka, so never on the group's own long-lived
- * client). 0, or -1 with err (the client is ended then).
+ * Describes the groups on rk, or on a client made for it (rk NULL); either
+ * is ended by described_end unless described_keep took it back (§8.14h: a
+ * coordinator's request left unanswered must end with its client, not time
+ * out inside librdkafka, so never on the group's own long-lived client).
+ * 0, or -1 with err.
  */
-static int describe(struct sk_ownership *o, const char **groups, size_t n, struct described *d,
-                    struct sk_error *err)
+static int describe(struct sk_ownership *o, rd_kafka_t *rk, const char **groups, size_t n,
+                    struct described *d, struct sk_error *err)
 {
-    *d = (struct described){0};
-    char *cid = sk_name_client(sk_kafka_names(o->kafka), "owner", "describe");
-    d->rk = sk_kafka_reader_new(o->kafka, cid, err);
-    free(cid);
+    *d = (struct described){.rk = rk};
+    if (!d->rk) {
+        char *cid = sk_name_client(sk_kafka_names(o->kafka), "owner", "describe");
+        d->rk = sk_kafka_reader_new(o->kafka, cid, err);
+        free(cid);
+    }
     if (!d->rk)
         return -1;
     d->q = rd_kafka_queue_new(d->rk);
@@ -255,6 +269,14 @@ static void described_end(struct described *d)
     *d = (struct described){0};
 }
 
+/* After an answer: its client, to describe with again (nothing of it is pending). */
+static rd_kafka_t *described_keep(struct described *d)
+{
+    rd_kafka_t *rk = d->rk;
+    d->rk = NULL;
+    return rk;
+}
+
 /*
  * Two daemons with one node.name would share a static member: each join
  * fences the other, and neither runs a source for long. Before joining,
@@ -273,7 +295,7 @@ static int check_node_free(struct sk_ownership *o, struct sk_error *err)
     struct described d;
     struct sk_error derr = {0};
     int rc = 0;
-    if (describe(o, groups, 1, &d, &derr)) {
+    if (describe(o, NULL, groups, 1, &d, &derr)) {
         sk_warn(
             "ownership",
             "cannot tell whether another daemon already runs as node %s (%s); joining %s anyway",
@@ -359,6 +381,7 @@ struct sk_ownership *sk_ownership_start(struct sk_kafka *k, sk_ownership_changed
     o->client = sk_name_owner_client(names, o->host, (long)getpid());
     pthread_mutex_init(&o->mu, NULL);
     pthread_mutex_init(&o->md_mu, NULL);
+    pthread_mutex_init(&o->view_mu, NULL);
     for (int p = 0; p < SK_OWNERSHIP_PARTITIONS; p++)
         atomic_init(&o->owned[p], false);
     const char *topics[] = {o->topic};
@@ -444,6 +467,11 @@ void sk_ownership_stop(struct sk_ownership *o)
     if (o->md)
         rd_kafka_mem_free(NULL, o->md);
     pthread_mutex_destroy(&o->md_mu);
+    if (o->view_rk)
+        sk_kafka_destroy_within(o->view_rk, SK_KAFKA_DESTROY_MS, "cluster view");
+    cJSON_Delete(o->view_members);
+    free(o->view_key);
+    pthread_mutex_destroy(&o->view_mu);
     free(o->topic);
     free(o->group);
     free(o->member);
@@ -477,15 +505,17 @@ void sk_ownership_members_json(cJSON *out, const rd_kafka_ConsumerGroupDescripti
     }
 }
 
-cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *groups, size_t n,
-                             struct sk_error *err)
+/* Describes the groups on *rk (NULL: a new client), which is left
+ * holding the client to keep (one that answered) or NULL. */
+static cJSON *view_describe(struct sk_ownership *o, rd_kafka_t **rk,
+                            const struct sk_group_ref *groups, size_t n, struct sk_error *err)
 {
     const char **names = sk_calloc(n ? n : 1, sizeof(*names));
     for (size_t i = 0; i < n; i++)
         names[i] = groups[i].group;
     cJSON *out = NULL;
     struct described d;
-    if (describe(o, names, n, &d, err) == 0) {
+    if (describe(o, *rk, names, n, &d, err) == 0) {
         out = cJSON_CreateArray();
         const char *deployment = sk_kafka_names(o->kafka)->deployment;
         for (size_t i = 0; i < d.n; i++) {
@@ -496,8 +526,54 @@ cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *
                     sk_ownership_members_json(out, d.descs[i], &groups[g], deployment);
         }
     }
+    /* answered: kept for the next; not: ended with its request */
+    *rk = out ? described_keep(&d) : NULL;
     described_end(&d);
     free(names);
+    return out;
+}
+
+cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *groups, size_t n,
+                             int64_t *age_ms, struct sk_error *err)
+{
+    struct sk_buf b = {0};
+    for (size_t i = 0; i < n; i++) {
+        sk_buf_puts(&b, groups[i].group);
+        sk_buf_putc(&b, '\n');
+    }
+    char *key = sk_buf_take(&b);
+    pthread_mutex_lock(&o->view_mu);
+    bool same = o->view_key && strcmp(o->view_key, key) == 0;
+    if (!(same && sk_mono_ms() - o->view_ms < VIEW_REUSE_MS) && !o->view_busy) {
+        /* This thread describes; one that comes meanwhile answers with the
+         * last description instead of waiting for the broker too (the
+         * admin server has two threads: /ready and /metrics stay served). */
+        o->view_busy = true;
+        rd_kafka_t *rk = o->view_rk;
+        o->view_rk = NULL;
+        pthread_mutex_unlock(&o->view_mu);
+        struct sk_error derr = {0};
+        cJSON *members = view_describe(o, &rk, groups, n, &derr);
+        pthread_mutex_lock(&o->view_mu);
+        o->view_rk = rk;
+        cJSON_Delete(o->view_members);
+        o->view_members = members;
+        o->view_err = derr;
+        free(o->view_key);
+        o->view_key = key;
+        key = NULL;
+        o->view_ms = sk_mono_ms();
+        o->view_busy = false;
+        same = true;
+    }
+    cJSON *out = NULL;
+    if (!same)
+        sk_error_set(err, SK_ERR_RETRIABLE, "a description of the groups is under way");
+    else if (!(out = o->view_members ? cJSON_Duplicate(o->view_members, true) : NULL))
+        *err = o->view_err;
+    *age_ms = sk_mono_ms() - o->view_ms;
+    pthread_mutex_unlock(&o->view_mu);
+    free(key);
     return out;
 }
 

@@ -87,11 +87,15 @@ struct sk_group_ref {
 /*
  * The members of the given groups as a JSON array of {"group", "node",
  * "partitions": ["topic/N", ...]}; the node is read from the member's
- * client id. Asked from a client made for the call (architecture.md
- * §8.14h). NULL with err when the broker does not answer.
+ * client id. NULL with err when the broker does not answer. For the
+ * cluster view, called on HTTP threads: one describe at a time, on a client
+ * kept while it answers (ended after a request left unanswered,
+ * architecture.md §8.14h); an answer is reused for a second, and while a
+ * describe is under way the others get the last answer at once. *age_ms:
+ * how old the answer is.
  */
 cJSON *sk_ownership_describe(struct sk_ownership *o, const struct sk_group_ref *groups, size_t n,
-                             struct sk_error *err);
+                             int64_t *age_ms, struct sk_error *err);
 
 /*
  * Appends the members of one described group to out in that shape (the
