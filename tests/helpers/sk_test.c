@@ -1074,6 +1074,29 @@ void skt_sqlite_exec(const char *db_path, const char *sql)
     sqlite3_close(db);
 }
 
+struct sqlite3 *skt_sqlite_lock_once_made(const char *db_path, int timeout_ms)
+{
+    sqlite3 *db = NULL;
+    bool locked = false;
+    for (int waited = 0; waited < timeout_ms && !locked; waited += 20, usleep(20 * 1000)) {
+        if (access(db_path, F_OK) != 0)
+            continue;
+        if (!db && sqlite3_open(db_path, &db) != SQLITE_OK)
+            break;
+        sqlite3_stmt *st = NULL;
+        bool tables = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL) ==
+                          SQLITE_OK &&
+                      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+        sqlite3_finalize(st);
+        locked = tables && sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK;
+    }
+    if (!locked) {
+        sqlite3_close(db);
+        db = NULL;
+    }
+    return db;
+}
+
 char *skt_sqlite_value(const char *db_path, const char *sql, const char *param)
 {
     sqlite3 *db = NULL;

@@ -205,6 +205,13 @@ void skt_recs_free(struct skt_recs *b);
 char *skt_sqlite_value(const char *db_path, const char *sql, const char *param);
 /* Runs sql (several statements allowed) on db_path; fails the test on an error. */
 void skt_sqlite_exec(const char *db_path, const char *sql);
+/*
+ * Once the file exists with tables (a sink made them), an exclusive lock on
+ * it (BEGIN EXCLUSIVE), tried every 20 ms for up to timeout_ms: the
+ * connection holding it (COMMIT and sqlite3_close end it), or NULL. Asserts
+ * nothing: safe on a thread of the test's own.
+ */
+struct sqlite3 *skt_sqlite_lock_once_made(const char *db_path, int timeout_ms);
 
 /*
  * The test PostgreSQL (SK_TEST_PG, connect timeout 5 s; fails the test when

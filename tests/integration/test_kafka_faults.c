@@ -201,21 +201,8 @@ static void *inject(void *arg)
     case LOCKED_REBALANCE: {
         /* once the sink made its tables: an exclusive lock, which its
          * applies (busy_timeout 100 ms) fail on and retry */
-        sqlite3 *db = NULL;
-        bool locked = false;
-        for (int i = 0; i < 300 && !locked; i++, usleep(20 * 1000)) {
-            if (access(p->db, F_OK) != 0)
-                continue;
-            if (!db && sqlite3_open(p->db, &db) != SQLITE_OK)
-                break;
-            sqlite3_stmt *st = NULL;
-            bool tables = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st,
-                                             NULL) == SQLITE_OK &&
-                          sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
-            sqlite3_finalize(st);
-            locked = tables && sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK;
-        }
-        if (locked) {
+        sqlite3 *db = skt_sqlite_lock_once_made(p->db, 6000);
+        if (db) {
             /* made at open: the first apply comes after the group's first
              * join (3 s on the mock), and then meets the lock for seconds */
             p->injected = 1;

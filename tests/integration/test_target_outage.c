@@ -1126,21 +1126,8 @@ Test(target_outage, a_retry_taken_away_by_a_rebalance_leaves_the_sink_ready, .ti
     g_daemon = skt_spawn(argv, log);
 
     /* Locked as soon as the sink made its tables: its first batch meets it. */
-    sqlite3 *lock = NULL;
-    bool locked = false;
-    for (int i = 0; i < 1500 && !locked; i++, usleep(20 * 1000)) {
-        if (access(db, F_OK) != 0)
-            continue;
-        if (!lock)
-            cr_assert_eq(sqlite3_open(db, &lock), SQLITE_OK);
-        sqlite3_stmt *st = NULL;
-        bool tables = sqlite3_prepare_v2(lock, "SELECT count(*) FROM sqlite_master", -1, &st,
-                                         NULL) == SQLITE_OK &&
-                      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
-        sqlite3_finalize(st);
-        locked = tables && sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK;
-    }
-    cr_assert(locked, "the sink made no tables in 30 s (log %s)", log);
+    sqlite3 *lock = skt_sqlite_lock_once_made(db, 30000);
+    cr_assert_not_null(lock, "the sink made no tables in 30 s (log %s)", log);
     int port = wait_admin_port(log, g_daemon);
     char state[32] = "", group[256] = "";
     int parts = -1;
