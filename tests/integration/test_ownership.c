@@ -9,7 +9,8 @@
  * committed cursor. PostgreSQL ends equal to the input, nothing lost and
  * nothing twice. The failover time is printed. Three nodes and three
  * sources: each source on exactly one node. The embedded broker: no
- * ownership, every source runs locally.
+ * ownership, every source runs locally. GET /api/v1/cluster asked without
+ * pause: one kept client, no thread more.
  */
 #include <pthread.h>
 #include <signal.h>
