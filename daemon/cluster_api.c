@@ -165,8 +165,8 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
     size_t n_groups = 0;
     struct sk_group_ref *groups = sk_calloc(d->n_conns + 1, sizeof(*groups));
     if (d->owner)
-        groups[n_groups++] = (struct sk_group_ref){sk_strdup(sk_ownership_group(d->owner)),
-                                                   sk_strdup("owner"), sk_strdup("sources")};
+        groups[n_groups++] = (struct sk_group_ref){sk_strdup(sk_ownership_group(d->owner)), "owner",
+                                                   sk_strdup("sources")};
     for (size_t i = 0; i < d->n_conns; i++) {
         struct sk_runner *r = d->conns[i];
         struct sk_sink_env *snk = sk_as_sink(r);
@@ -175,7 +175,7 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
             continue;
         }
         groups[n_groups++] =
-            (struct sk_group_ref){sk_strdup(snk->group), sk_strdup("sink"), sk_strdup(r->name)};
+            (struct sk_group_ref){sk_strdup(snk->group), "sink", sk_strdup(r->name)};
         if (((const struct sk_sink_def *)r->def)->ops->target_kind == SK_TARGET_SHARED_WHOLE)
             add_owned(whole, r);
     }
@@ -203,9 +203,9 @@ cJSON *sk_cluster_json(struct sk_daemon *d)
         cJSON_Delete(members);
     }
     cJSON_Delete(shared);
+    /* the names were copied: a reload may free the connectors' meanwhile */
     for (size_t i = 0; i < n_groups; i++) {
         free((char *)groups[i].group);
-        free((char *)groups[i].role);
         free((char *)groups[i].connector);
     }
     free(groups);

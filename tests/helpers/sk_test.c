@@ -770,6 +770,18 @@ bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why
     return ok;
 }
 
+bool skt_db_converges(const char *db_path, const char *data_dir, int timeout_ms, char *why,
+                      size_t why_size)
+{
+    for (int waited = 0;; waited += 500) {
+        if (skt_db_matches_dataset(db_path, data_dir, why, why_size))
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        usleep(500000);
+    }
+}
+
 int skt_logged_port(const char *log_path, int timeout_ms)
 {
     return skt_logged_port_after(log_path, "HTTP server on", timeout_ms);

@@ -131,6 +131,10 @@ double skt_jnum(const cJSON *o, const char *key);
  * document. Returns true if equal; else false with the first difference in why.
  */
 bool skt_db_matches_dataset(const char *db_path, const char *data_dir, char *why, size_t why_size);
+/* skt_db_matches_dataset every 500 ms until it holds or timeout_ms passed (why: the last
+ * difference). */
+bool skt_db_converges(const char *db_path, const char *data_dir, int timeout_ms, char *why,
+                      size_t why_size);
 
 struct sk_sink;
 struct sk_error;

@@ -145,12 +145,7 @@ Test(broker_outage, broker_down_30s_mid_sync_then_back, .timeout = 400, .fini = 
 
     /* recovers by itself: the target converges */
     char why[2048] = "";
-    bool equal = false;
-    for (int i = 0; i < 240 && !equal; i++) {
-        equal = skt_db_matches_dataset(db, data, why, sizeof(why));
-        if (!equal)
-            usleep(500000);
-    }
+    bool equal = skt_db_converges(db, data, 120000, why, sizeof(why));
     kill(pid, SIGTERM);
     int rc = skt_wait(pid, 30000);
     cr_assert(equal, "did not converge after the broker came back: %s (log %s)", why, log);

@@ -1030,12 +1030,7 @@ Test(target_outage, sqlite_locked_15s_mid_sync, .timeout = 240, .fini = cleanup)
     if (RSS_CHECKED)
         cr_assert_lt(rss_max - rss_start, RSS_BOUND_KIB);
     char why[2048] = "";
-    bool equal = false;
-    for (int i = 0; i < 120 && !equal; i++) {
-        equal = skt_db_matches_dataset(db, data, why, sizeof(why));
-        if (!equal)
-            usleep(500000);
-    }
+    bool equal = skt_db_converges(db, data, 60000, why, sizeof(why));
     kill(pid, SIGTERM);
     int rc = skt_wait(pid, 30000);
     cr_assert(equal, "did not converge after the lock: %s (log %s)", why, log);
@@ -1208,12 +1203,7 @@ Test(target_outage, a_retry_taken_away_by_a_rebalance_leaves_the_sink_ready, .ti
         rd_kafka_destroy(others[i]);
     }
     char why[2048] = "";
-    bool equal = false;
-    for (int i = 0; i < 240 && !equal; i++) {
-        equal = skt_db_matches_dataset(db, persons, why, sizeof(why));
-        if (!equal)
-            usleep(500000);
-    }
+    bool equal = skt_db_converges(db, persons, 120000, why, sizeof(why));
     cr_assert(equal, "the persons did not converge after the test's members left: %s (log %s)", why,
               log);
     cr_assert_eq(skt_stop(&g_daemon, 30000), 0);
