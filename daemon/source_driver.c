@@ -629,6 +629,11 @@ static void *worker_main(void *arg)
             pthread_setname_np(pthread_self(), "src-pool");
             pthread_mutex_lock(&pool.mu);
             t->running = false;
+            /* a stop or wake-up that came after the step's task_wait (while
+             * this worker still held the task) is not lost to that wait */
+            if (t->woken && (t->wakeable || atomic_load(&t->env->runner.stop)))
+                t->due_ms = sk_mono_ms();
+            t->woken = false;
             if (t->done)
                 pthread_cond_broadcast(&pool.done_cv);
             idle_since = sk_mono_ms();
