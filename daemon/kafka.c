@@ -771,25 +771,8 @@ struct placement_part {
     bool done;
 };
 
-/*
- * sk_kafka_misplaced_keys (kafka.h): a record whose key the producer's
- * partitioner (librdkafka's default,
- * CRC32 of the key modulo the partition count) puts in another partition
- * than the one it is in: partitions were added to the topic after records
- * were written, or a producer partitions keys otherwise (Java's murmur2).
- * The key's last record is then in two partitions, which compaction never
- * reconciles, and a target that replays the topic may apply an old value
- * after the deletion that followed it. The first records of each partition
- * of the existing entity topics are read (they are the oldest a compacted
- * topic keeps). Returns the verdict (caller frees) or NULL; a topic that
- * cannot be read is warned about, not refused.
- */
-typedef int32_t(placement_fn)(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
-                              int32_t partition_cnt, void *rkt_opaque, void *msg_opaque);
-
-/* How the producers place a keyed record: librdkafka's default, or the
- * `partitioner` an operator set in kafka.properties (NULL: random, no place). */
-static placement_fn *placement_of(const struct sk_kafka *k)
+/* kafka.h */
+sk_kafka_place_fn *sk_kafka_placement(const struct sk_kafka *k)
 {
     for (size_t i = 0; i < k->properties.n; i++) {
         if (strcmp(k->properties.keys[i], "partitioner") != 0)
@@ -805,10 +788,22 @@ static placement_fn *placement_of(const struct sk_kafka *k)
     return rd_kafka_msg_partitioner_consistent; /* consistent(_random), for a key */
 }
 
-/* kafka.h */
+/*
+ * sk_kafka_misplaced_keys (kafka.h): a record whose key the producer's
+ * partitioner (librdkafka's default,
+ * CRC32 of the key modulo the partition count) puts in another partition
+ * than the one it is in: partitions were added to the topic after records
+ * were written, or a producer partitions keys otherwise (Java's murmur2).
+ * The key's last record is then in two partitions, which compaction never
+ * reconciles, and a target that replays the topic may apply an old value
+ * after the deletion that followed it. The first records of each partition
+ * of the existing entity topics are read (they are the oldest a compacted
+ * topic keeps). Returns the verdict (caller frees) or NULL; a topic that
+ * cannot be read is warned about, not refused.
+ */
 char *sk_kafka_misplaced_keys(const struct sk_kafka *k, const char *const *topics, size_t n)
 {
-    placement_fn *place = placement_of(k);
+    sk_kafka_place_fn *place = sk_kafka_placement(k);
     if (!place)
         return NULL;
     struct sk_error err = {0};

@@ -215,6 +215,15 @@ int sk_kafka_check_topics(rd_kafka_t *rk, const struct sk_kafka *k, const char *
 void sk_topic_verdict_free(struct sk_topic_verdict *v);
 
 /*
+ * How the producers place a keyed record among a topic's partitions:
+ * librdkafka's default (CRC32 of the key modulo the partition count), or the
+ * `partitioner` set in kafka.properties; NULL for `random` (keys have no place).
+ */
+typedef int32_t(sk_kafka_place_fn)(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
+                                   int32_t partition_cnt, void *rkt_opaque, void *msg_opaque);
+sk_kafka_place_fn *sk_kafka_placement(const struct sk_kafka *k);
+
+/*
  * Reads the first records of each partition of the existing entity topics
  * and returns a verdict (caller frees) naming records whose key is not in
  * the partition the producers' partitioner gives it (partitions were added

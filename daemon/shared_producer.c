@@ -1,6 +1,7 @@
 /* shared_producer.c: one Kafka producer for every source of a node. See shared_producer.h. */
 #include "shared_producer.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,27 @@
 #define TOPICS_MAX (SK_ENTITY_COUNT + 2)
 /* How long a leaving member waits for its messages in flight. */
 #define LEAVE_WAIT_MS 10000
+
+/*
+ * A keyed topic's partition count as the node's producer first placed a key
+ * in it. Partitions added while the daemon runs (or a topic made again with
+ * another count) would move keys: the producer, once its metadata shows the
+ * new count, would write a key's next record to another partition than its
+ * earlier ones, where compaction never reconciles them (a target replaying
+ * the topic can apply the old one last), and the node-local sinks, assigned
+ * the partitions there were, would read it only once their fetch-stall
+ * check had replaced their consumer, twice (~65 s, sink_driver.c). The guard's
+ * partitioner refuses such a record instead (no such partition); the source
+ * fails loudly (sk_sprod_moved). Kept for the producer's life, across its
+ * clients; a topic past the TOPICS_MAX first ones (a changed topic_prefix)
+ * has none.
+ */
+struct topic_guard {
+    char *topic;
+    sk_kafka_place_fn *place;
+    _Atomic int32_t count;    /* as first met; 0 before the first record */
+    _Atomic int32_t moved_to; /* the other count met since; 0 while none */
+};
 
 struct sk_sprod {
     struct sk_kafka *kafka;
@@ -45,7 +67,73 @@ struct sk_sprod {
     int producing;                  /* members producing into it now */
     struct sk_sprod_member **parts; /* its participants */
     size_t n_parts, cap_parts;
+    struct topic_guard guards[TOPICS_MAX];
 };
+
+/* librdkafka's partitioner callback, under the topic's lock: atomics only. */
+static int32_t guarded_place(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
+                             int32_t partition_cnt, void *rkt_opaque, void *msg_opaque)
+{
+    struct topic_guard *g = rkt_opaque;
+    int32_t first = atomic_load_explicit(&g->count, memory_order_relaxed);
+    if (first == 0 && atomic_compare_exchange_strong(&g->count, &first, partition_cnt))
+        first = partition_cnt; /* the first record: its count is the topic's */
+    if (first != partition_cnt) {
+        atomic_store(&g->moved_to, partition_cnt);
+        return partition_cnt; /* no such partition: the record is refused */
+    }
+    return g->place(rkt, key, keylen, partition_cnt, rkt_opaque, msg_opaque);
+}
+
+/* Under mu: the topic conf of a new handle of topic (its guard's), or NULL for the default. */
+static rd_kafka_topic_conf_t *guarded_conf(struct sk_sprod *sp, const char *topic)
+{
+    sk_kafka_place_fn *place = sk_kafka_placement(sp->kafka);
+    if (!place || strcmp(topic, sk_kafka_dlq_topic(sp->kafka)) == 0)
+        return NULL; /* keys have no place, or it need not keep them (no compaction) */
+    struct topic_guard *g = NULL;
+    for (int i = 0; i < TOPICS_MAX && !g; i++)
+        if (!sp->guards[i].topic || strcmp(sp->guards[i].topic, topic) == 0)
+            g = &sp->guards[i];
+    if (!g)
+        return NULL;
+    if (!g->topic) {
+        g->topic = sk_strdup(topic);
+        g->place = place;
+    }
+    rd_kafka_topic_conf_t *tc = rd_kafka_default_topic_conf_dup(sp->rk);
+    if (!tc)
+        return NULL;
+    rd_kafka_topic_conf_set_partitioner_cb(tc, guarded_place);
+    rd_kafka_topic_conf_set_opaque(tc, g);
+    return tc;
+}
+
+bool sk_sprod_moved(struct sk_sprod_member *m, char *buf, size_t size)
+{
+    if (!m)
+        return false;
+    struct sk_sprod *sp = m->sp;
+    bool moved = false;
+    pthread_mutex_lock(&sp->mu);
+    for (int i = 0; i < TOPICS_MAX && sp->guards[i].topic && !moved; i++) {
+        struct topic_guard *g = &sp->guards[i];
+        int32_t now = atomic_load(&g->moved_to);
+        if (!now)
+            continue;
+        moved = true;
+        snprintf(buf, size,
+                 "%s has %d partition(s) now, %d when this node first wrote to it: keys "
+                 "would move to other partitions, where compaction never reconciles a key's "
+                 "old and new records (a target replaying the topic could apply an old value "
+                 "last). Nothing more is written to it. Stop every node, delete the entity "
+                 "topics, start again (they are made anew), reset each source's cursor and "
+                 "empty the targets (docs/architecture.md, \"Keys where they belong\")",
+                 g->topic, (int)now, (int)atomic_load(&g->count));
+    }
+    pthread_mutex_unlock(&sp->mu);
+    return moved;
+}
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
@@ -344,6 +432,8 @@ void sk_sprod_free(struct sk_sprod *sp)
     pthread_rwlock_unlock(&sp->rw);
     free(sp->parts);
     free(sp->fence_topic);
+    for (int i = 0; i < TOPICS_MAX; i++)
+        free(sp->guards[i].topic);
     pthread_rwlock_destroy(&sp->rw);
     pthread_mutex_destroy(&sp->mu);
     pthread_cond_destroy(&sp->cv);
@@ -382,7 +472,7 @@ rd_kafka_topic_t *sk_sprod_topic(struct sk_sprod_member *m, const char *topic, b
             t = sp->rkts[i];
     for (int i = 0; !t && i < TOPICS_MAX; i++)
         if (!sp->rkts[i]) {
-            t = sp->rkts[i] = rd_kafka_topic_new(sp->rk, topic, NULL);
+            t = sp->rkts[i] = rd_kafka_topic_new(sp->rk, topic, guarded_conf(sp, topic));
             *created = t != NULL;
             break;
         }

@@ -98,6 +98,13 @@ void sk_sprod_unuse(struct sk_sprod_member *m);
 /* A topic handle of the client (held in use), kept while the client lives;
  * *created when it was made now (its metadata is not known yet). */
 rd_kafka_topic_t *sk_sprod_topic(struct sk_sprod_member *m, const char *topic, bool *created);
+/*
+ * True when a topic's partition count changed since the producer first
+ * wrote to it, with why (the topic, both counts, the way out) in buf: its
+ * records are refused from then on (keys would move), and a source whose
+ * batch failed stops as failed instead of retrying.
+ */
+bool sk_sprod_moved(struct sk_sprod_member *m, char *buf, size_t size);
 /* The member's messages in flight. */
 size_t sk_sprod_in_flight(const struct sk_sprod_member *m);
 /* Serves the client's callbacks (errors, statistics, late reports) at once:

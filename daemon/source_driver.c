@@ -533,6 +533,14 @@ static void step_deliver(struct source_task *t)
     struct group g = {0};
     int rc = deliver_group(run, &t->batch, &g, &err, &source_fatal, &bad_stop);
     free(g.cursor.data); /* a group not stored */
+    char moved[sizeof(err.msg)];
+    if (rc && sk_sprod_moved(run->member, moved, sizeof(moved))) {
+        /* keys would move: failed (the supervisor's restarts fail the same
+         * way) until an operator makes the topics again */
+        sk_error_set(&err, SK_ERR_PERMANENT, "%s", moved);
+        bad_stop = true;
+        run->refused_learned = 0;
+    }
     if (rc && err.cls != SK_ERR_FATAL && run->refused_learned) {
         /* Kafka refused records for good: the same batch again at once
          * (no backoff: nothing is down), each suspect alone, the ones

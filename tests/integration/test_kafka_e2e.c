@@ -495,6 +495,104 @@ Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .tim
     free(log);
 }
 
+/* The high watermark of partition p of topic on the test broker. */
+static int64_t end_offset(const char *topic, int32_t p)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+    cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s[%d]: %s", topic, (int)p, rd_kafka_err2str(e));
+    rd_kafka_destroy(rk);
+    return hi;
+}
+
+/*
+ * Partitions added to an entity topic while the daemon runs (an operator
+ * scaling a shared target out). Once the producer's metadata shows them, it
+ * would write a key's next record to another partition than its earlier
+ * ones: compaction never reconciles the two (a target replaying the topic
+ * can apply the old one last), and the node-local sinks, assigned the
+ * partitions there were, stalled until their fetch-stall check had replaced
+ * their consumer twice (~65 s; seen before the fix, with records in all three
+ * new partitions). The source refuses instead: failed, with the way out, and
+ * the daemon not ready; nothing reaches the new partitions.
+ */
+Test(kafka_e2e, partitions_added_under_the_daemon_stop_the_source_loudly, .timeout = 240)
+{
+    struct setup s = make_setup("e2e-moved", 20, 300);
+    /* the producer reads the topics' metadata every second, not every 5 min */
+    char *text = skt_fmt("kafka:\n"
+                         "  brokers: %s\n"
+                         "  topic_prefix: %s\n"
+                         "  partitions: 3\n"
+                         "  connect_timeout: 20s\n"
+                         "  properties:\n"
+                         "    topic.metadata.refresh.interval.ms: 1000\n"
+                         "admin:\n"
+                         "  listen: 127.0.0.1:0\n"
+                         "shutdown_timeout: 20s\n"
+                         "sources:\n"
+                         "  files-%s:\n"
+                         "    type: jsonl-source\n"
+                         "    path: %s\n"
+                         "    poll_interval: 1s\n"
+                         "sinks:\n"
+                         "  db-%s:\n"
+                         "    type: sqlite-sink\n"
+                         "    path: %s\n",
+                         skt_brokers(), s.prefix, s.suffix, s.data, s.suffix, s.db);
+    skt_write(s.cfg, text);
+    first_sync(&s);
+    char *log = skt_fmt("%s/daemon.log", s.dir);
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s.cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    int port = skt_logged_port(log, 30000);
+    cr_assert_gt(port, 0, "the daemon logged no HTTP port");
+    char *ready = skt_fmt("http://127.0.0.1:%d/ready", port);
+    long st = 0;
+    for (int i = 0; i < 300 && st != 200; i++) {
+        st = skt_http("GET", ready, NULL, 5, NULL);
+        if (st != 200)
+            usleep(100000);
+    }
+    cr_assert_eq(st, 200, "the daemon did not get ready");
+    /* a first change after the start: the producer has placed a key in it */
+    append_updates(&s, 1);
+    char why[2048] = "";
+    cr_assert(skt_db_converges(s.db, s.data, 60000, why, sizeof(why)), "%s", why);
+
+    char *topic = skt_fmt("%spersons", s.prefix);
+    skt_topic_partitions(topic, 6);
+    sleep(3); /* the producer's metadata shows them */
+    append_updates(&s, 20);
+    char *said = skt_fmt("%s has 6 partition(s) now, 3 when this node first wrote to it", topic);
+    cr_assert(skt_wait_line(log, said, 60000), "the source did not say the topic changed (log %s)",
+              log);
+    st = 0;
+    for (int i = 0; i < 50 && st != 503; i++) {
+        st = skt_http("GET", ready, NULL, 5, NULL);
+        if (st != 503)
+            usleep(100000);
+    }
+    cr_assert_eq(st, 503, "ready while its source cannot publish");
+    /* its restarts fail the same way, and write nothing either */
+    sleep(3);
+    for (int32_t p = 3; p < 6; p++)
+        cr_assert_eq(end_offset(topic, p), 0, "records in the new partition %d (log %s)", (int)p,
+                     log);
+    kill(pid, SIGTERM);
+    cr_assert_geq(skt_wait(pid, 30000), 0, "no stop within 30 s (log %s)", log);
+    free(said);
+    free(topic);
+    free(ready);
+    free(log);
+    free(text);
+}
+
 Test(kafka_e2e, kill_9_at_several_points_then_restart_converges, .timeout = 600)
 {
     struct setup s = make_setup("e2e-kill", 1200, 100);
