@@ -440,6 +440,24 @@ static void append_updates(const struct setup *s, int n)
     free(cmd);
 }
 
+/* `skolsync run` of s, logging to log, once /ready says 200; *ready its URL. */
+static pid_t start_ready(const struct setup *s, const char *log, char **ready)
+{
+    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s->cfg, NULL};
+    pid_t pid = skt_spawn(argv, log);
+    int port = skt_logged_port(log, 30000);
+    cr_assert_gt(port, 0, "the daemon logged no HTTP port");
+    *ready = skt_fmt("http://127.0.0.1:%d/ready", port);
+    long st = 0;
+    for (int i = 0; i < 300 && st != 200; i++) {
+        st = skt_http("GET", *ready, NULL, 5, NULL);
+        if (st != 200)
+            usleep(100000);
+    }
+    cr_assert_eq(st, 200, "the daemon did not get ready");
+    return pid;
+}
+
 /*
  * An entity topic deleted under a running daemon (an operator's mistake):
  * skolsync makes its topics at start only, so the source cannot publish and
@@ -452,18 +470,9 @@ Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .tim
     struct setup s = make_setup("e2e-deleted", 20, 300);
     first_sync(&s);
     char *log = skt_fmt("%s/daemon.log", s.dir);
-    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s.cfg, NULL};
-    pid_t pid = skt_spawn(argv, log);
-    int port = skt_logged_port(log, 30000);
-    cr_assert_gt(port, 0, "the daemon logged no HTTP port");
-    char *ready = skt_fmt("http://127.0.0.1:%d/ready", port);
-    long st = 0;
-    for (int i = 0; i < 300 && st != 200; i++) {
-        st = skt_http("GET", ready, NULL, 5, NULL);
-        if (st != 200)
-            usleep(100000);
-    }
-    cr_assert_eq(st, 200, "the daemon did not get ready");
+    char *ready = NULL;
+    pid_t pid = start_ready(&s, log, &ready);
+    long st;
 
     char *topic = skt_fmt("%spersons", s.prefix);
     skt_topic_delete(topic);
@@ -548,18 +557,9 @@ Test(kafka_e2e, partitions_added_under_the_daemon_stop_the_source_loudly, .timeo
     skt_write(s.cfg, text);
     first_sync(&s);
     char *log = skt_fmt("%s/daemon.log", s.dir);
-    char *argv[] = {(char *)skt_skolsync(), "run", "-c", s.cfg, NULL};
-    pid_t pid = skt_spawn(argv, log);
-    int port = skt_logged_port(log, 30000);
-    cr_assert_gt(port, 0, "the daemon logged no HTTP port");
-    char *ready = skt_fmt("http://127.0.0.1:%d/ready", port);
-    long st = 0;
-    for (int i = 0; i < 300 && st != 200; i++) {
-        st = skt_http("GET", ready, NULL, 5, NULL);
-        if (st != 200)
-            usleep(100000);
-    }
-    cr_assert_eq(st, 200, "the daemon did not get ready");
+    char *ready = NULL;
+    pid_t pid = start_ready(&s, log, &ready);
+    long st;
     /* a first change after the start: the producer has placed a key in it */
     append_updates(&s, 1);
     char why[2048] = "";
