@@ -52,16 +52,35 @@ static const char *const protected_markings[][2] = {
 };
 #define N_MARKINGS (sizeof(protected_markings) / sizeof(protected_markings[0]))
 
+const char *sk_privacy_marking(size_t i)
+{
+    return i < N_MARKINGS ? protected_markings[i][0] : NULL;
+}
+
+/* The NFC form of marking when it is a protected one, else NULL. */
+static const char *protected_nfc(const char *marking)
+{
+    for (size_t i = 0; marking && i < N_MARKINGS; i++)
+        if (!strcmp(marking, protected_markings[i][0]) ||
+            !strcmp(marking, protected_markings[i][1]))
+            return protected_markings[i][0];
+    return NULL;
+}
+
+bool sk_privacy_marking_is_protected(const char *marking)
+{
+    return protected_nfc(marking) != NULL;
+}
+
 /* The protected marking of obj's own securityMarking (any copy), in NFC, or NULL. */
 static const char *marked_protected(const cJSON *obj)
 {
     for (const cJSON *x = obj->child; x; x = x->next) {
-        if (!key_is(x, "securityMarking") || !cJSON_IsString(x))
-            continue;
-        for (size_t i = 0; i < N_MARKINGS; i++)
-            if (!strcmp(x->valuestring, protected_markings[i][0]) ||
-                !strcmp(x->valuestring, protected_markings[i][1]))
-                return protected_markings[i][0];
+        const char *nfc = key_is(x, "securityMarking") && cJSON_IsString(x)
+                              ? protected_nfc(x->valuestring)
+                              : NULL;
+        if (nfc)
+            return nfc;
     }
     return NULL;
 }

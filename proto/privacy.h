@@ -27,6 +27,7 @@
 #define SK_PRIVACY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include <cjson/cJSON.h>
 
@@ -43,6 +44,16 @@ struct sk_privacy {
 /* "skip" | "minimal" | "allow"; 0 or -1. */
 int sk_protected_mode_parse(const char *text, enum sk_protected_mode *out);
 const char *sk_protected_mode_name(enum sk_protected_mode mode);
+
+/*
+ * The protected markings in NFC, by index from 0; NULL past the last. What
+ * sk_privacy_apply leaves in a protected person's securityMarking (and in
+ * its references'), so a target's own query (the hub's SQL) matches these.
+ * None holds a quote.
+ */
+const char *sk_privacy_marking(size_t i);
+/* True if marking (a securityMarking's value, NFC or NFD) is a protected one. */
+bool sk_privacy_marking_is_protected(const char *marking);
 
 /* True if doc is a person with a protected identity. */
 bool sk_privacy_is_protected(const struct sk_entity *e, const cJSON *doc);

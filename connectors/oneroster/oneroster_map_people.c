@@ -20,12 +20,12 @@
 
 #include "log.h"
 #include "oneroster_map.h"
+#include "privacy.h"
 #include "util.h"
 
 static bool is_protected(const cJSON *person)
 {
-    const char *m = or_jstr(person, "securityMarking");
-    return m && (strcmp(m, "Skyddad folkbokföring") == 0 || strcmp(m, "Sekretessmarkering") == 0);
+    return sk_privacy_marking_is_protected(or_jstr(person, "securityMarking"));
 }
 
 /* ---- roles and users ---- */

@@ -406,10 +406,15 @@ struct hub_filter {
     char *sort_own;                  /* sort, guarded for protected persons (owned) */
 };
 
-/* The condition that %s.doc is not a protected person (privacy.h's markings). */
-#define NOT_PROTECTED_FMT                                                                          \
-    "IFNULL(json_extract(%s.doc,'$.securityMarking'),'') NOT IN ('Skyddad folkbokföring',"         \
-    "'Sekretessmarkering')"
+/* Puts the condition that alias.doc is not a protected person (privacy.h's
+ * markings, which hold no quote). */
+static void put_not_protected(struct sk_buf *sql, const char *alias)
+{
+    sk_buf_printf(sql, "IFNULL(json_extract(%s.doc,'$.securityMarking'),'') NOT IN (", alias);
+    for (size_t i = 0; sk_privacy_marking(i); i++)
+        sk_buf_printf(sql, "%s'%s'", i ? "," : "", sk_privacy_marking(i));
+    sk_buf_putc(sql, ')');
+}
 
 /* Whether the client is shown the field at path (a drop path covers what is below it). */
 static bool shown(const struct hub_filter *f, const char *path, size_t len)
@@ -590,9 +595,13 @@ static int add_one(struct hub_filter *f, const struct def *d, const char *value,
         const char *needs = sort_needs(f->e, value);
         if (needs && !all_shown(f, needs))
             return refuse(f, why);
-        if (needs && hides_protected(f)) /* a protected person sorts as if without the value */
-            f->sort = f->sort_own =
-                sk_asprintf("(CASE WHEN " NOT_PROTECTED_FMT " THEN %s ELSE '' END)", "c", f->sort);
+        if (needs && hides_protected(f)) { /* a protected person sorts as if without the value */
+            struct sk_buf b = {0};
+            sk_buf_puts(&b, "(CASE WHEN ");
+            put_not_protected(&b, "c");
+            sk_buf_printf(&b, " THEN %s ELSE '' END)", f->sort);
+            f->sort = f->sort_own = sk_buf_take(&b);
+        }
         return 0;
     }
     if (d->kind == K_EXPAND)
@@ -751,7 +760,7 @@ static void put_template(const struct hub_filter *f, const char *scope, struct s
             snprintf(name, sizeof(name), "%.*s", (int)(end - t - 1), t + 1);
             if (name[0] == '!') { /* {!alias}: not a person the client is not shown */
                 if (hides_protected(f))
-                    sk_buf_printf(sql, NOT_PROTECTED_FMT, name + 1);
+                    put_not_protected(sql, name + 1);
                 else
                     sk_buf_puts(sql, "1");
                 t = end;
@@ -820,8 +829,10 @@ void hub_filter_where(const struct hub_filter *f, const char *scope, struct sk_b
             done[k] |= &defs[k] == d || (d->group && defs[k].group == d->group);
         sk_buf_puts(sql, first ? " AND ((" : lookup ? " OR (" : " AND (");
         first = false;
-        if (d->personal && hides_protected(f))
-            sk_buf_printf(sql, NOT_PROTECTED_FMT " AND ", "c");
+        if (d->personal && hides_protected(f)) {
+            put_not_protected(sql, "c");
+            sk_buf_puts(sql, " AND ");
+        }
         if (d->group) {
             put_template(f, scope, sql, d->group->open, 0);
             for (size_t k = i; k < f->n; k++)

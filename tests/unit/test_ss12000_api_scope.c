@@ -30,6 +30,7 @@
 #include <sqlite3.h>
 
 #include "buf.h"
+#include "privacy.h"
 #include "ss12000api/hub.h"
 #include "skt_hub.h"
 #include "util.h"
@@ -717,6 +718,46 @@ Test(ss12000_api_scope, filters_read_only_what_the_client_is_shown, .fini = skt_
     free(ids);
     expect_list("/persons?relationship.entity.type=placement.owner", LMS, GUARD);
     expect_list("/persons?relationship.entity.type=placement.owner", NOGUARD, "");
+}
+
+/*
+ * Every protected marking of privacy.h hides a person from a filter the client
+ * may not read by: the hub's SQL condition is made from that list (it held a
+ * copy of its own before 2026-12-06, which a marking added in one place only
+ * would have let through).
+ */
+Test(ss12000_api_scope, every_protected_marking_hides_a_person_from_filters,
+     .fini = skt_hub_finish, .timeout = 60)
+{
+    skt_hub_open_clients(
+        "  lms: {token: lms-token-0123456789, entities: all, protected_identities: allow}\n"
+        "  min: {token: min-token-0123456789, entities: all}\n",
+        NULL);
+    static const char *const marked[] = {"00000000-0000-4000-8000-000000000721",
+                                         "00000000-0000-4000-8000-000000000722",
+                                         "00000000-0000-4000-8000-000000000723"};
+    struct sk_buf all = {0};
+    size_t n = 0;
+    for (; sk_privacy_marking(n); n++) {
+        cr_assert_lt(n, sizeof(marked) / sizeof(marked[0]), "more markings than the test has ids");
+        char *json = skt_fmt("{\"id\":\"%s\"," META ",\"givenName\":\"Ada\",\"familyName\":\"Q\","
+                             "\"securityMarking\":\"%s\"}",
+                             marked[n], sk_privacy_marking(n));
+        add("Person", json);
+        free(json);
+        sk_buf_printf(&all, "%s,", marked[n]);
+    }
+    cr_assert_geq(n, 2, "privacy.h names %zu protected marking(s)", n);
+#define ADA "00000000-0000-4000-8000-000000000729"
+    add("Person", "{\"id\":\"" ADA "\"," META ",\"givenName\":\"Ada\",\"familyName\":\"Q\"}");
+    sk_buf_puts(&all, ADA);
+    skt_hub_apply();
+    /* a client that sees protected persons minimised does not find them by name */
+    expect_list("/persons?nameContains=Ada", MIN, ADA);
+    /* one shown them finds each */
+    expect_list("/persons?nameContains=Ada", "Bearer lms-token-0123456789", all.p);
+#undef ADA
+    sk_buf_free(&all);
 }
 
 /* ---- hidden rows leave no trace ---------------------------------------------------------- */
