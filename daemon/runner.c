@@ -62,19 +62,24 @@ static void add_growth(atomic_uint_fast64_t *total, int64_t *last, int64_t now)
     *last = now;
 }
 
+void sk_runner_kafka_stats_apply(struct sk_runner *r, const struct sk_kafka_stats *st)
+{
+    if (st->rtt_us >= 0)
+        atomic_store(&r->kafka_rtt_us, st->rtt_us);
+    if (strcmp(st->client, r->stats_client) != 0) {
+        /* a new client (the driver made another): its totals start at 0 */
+        snprintf(r->stats_client, sizeof(r->stats_client), "%s", st->client);
+        r->stats_last_retries = 0;
+    }
+    add_growth(&r->kafka_retries, &r->stats_last_retries, st->retries);
+    atomic_store(&r->kafka_stats, true);
+}
+
 int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len)
 {
     struct sk_kafka_stats st;
     sk_kafka_stats_parse(json, len, &st);
-    if (st.rtt_us >= 0)
-        atomic_store(&r->kafka_rtt_us, st.rtt_us);
-    if (strcmp(st.client, r->stats_client) != 0) {
-        /* a new client (the driver made another): its totals start at 0 */
-        snprintf(r->stats_client, sizeof(r->stats_client), "%s", st.client);
-        r->stats_last_retries = 0;
-    }
-    add_growth(&r->kafka_retries, &r->stats_last_retries, st.retries);
-    atomic_store(&r->kafka_stats, true);
+    sk_runner_kafka_stats_apply(r, &st);
     return 0; /* librdkafka frees json */
 }
 

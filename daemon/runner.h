@@ -128,6 +128,10 @@ bool sk_runner_stalled(struct sk_runner *r, int64_t lag, int64_t now_ms, int64_t
 
 /* A librdkafka stats_cb (opaque: the runner): keeps the figures above. */
 int sk_runner_kafka_stats(struct sk_runner *r, char *json, size_t len);
+/* The same from figures parsed once (sk_kafka_stats_parse) for the runners
+ * that share a client (the sources' producer, the sinks' shared consumer). */
+struct sk_kafka_stats;
+void sk_runner_kafka_stats_apply(struct sk_runner *r, const struct sk_kafka_stats *st);
 
 /*
  * An error the connector's Kafka client reported (its error callback): counted

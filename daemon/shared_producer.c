@@ -186,9 +186,11 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     struct sk_sprod *sp = opaque;
+    struct sk_kafka_stats st; /* parsed once for every source on the client */
+    sk_kafka_stats_parse(json, len, &st);
     pthread_mutex_lock(&sp->mu);
     for (struct sk_sprod_member *m = sp->members; m; m = m->next)
-        sk_runner_kafka_stats(m->runner, json, len);
+        sk_runner_kafka_stats_apply(m->runner, &st);
     pthread_mutex_unlock(&sp->mu);
     return 0; /* librdkafka frees json */
 }

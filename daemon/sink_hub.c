@@ -368,9 +368,11 @@ static int hub_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     (void)rk;
     struct hub *hub = opaque;
+    struct sk_kafka_stats st; /* parsed once for every sink on the client */
+    sk_kafka_stats_parse(json, len, &st);
     pthread_mutex_lock(&hub->mu);
     for (size_t i = 0; i < hub->n_members; i++)
-        sk_runner_kafka_stats(hub->members[i]->runner, json, len);
+        sk_runner_kafka_stats_apply(hub->members[i]->runner, &st);
     pthread_mutex_unlock(&hub->mu);
     return 0; /* librdkafka frees json */
 }
