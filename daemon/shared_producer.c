@@ -68,6 +68,7 @@ struct sk_sprod {
     struct sk_sprod_member **parts; /* its participants */
     size_t n_parts, cap_parts;
     struct topic_guard guards[TOPICS_MAX];
+    struct sk_log_limit error_log; /* the client's errors */
 };
 
 /* librdkafka's partitioner callback, under the topic's lock: atomics only. */
@@ -164,23 +165,28 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     atomic_fetch_sub(&d->pending, 1); /* last: the member may go once nothing is pending */
 }
 
+/* The client's own errors (a broker down): counted for every source on it
+ * (skolsync_kafka_errors_total) and logged once, under "sources", at most
+ * once per interval (as the sinks' shared consumer does, sink_hub.c): each
+ * source logged them before, so 100 sources wrote 100 lines for one broker.
+ * A fatal one is logged at once; each source then says what it does. */
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct sk_sprod *sp = opaque;
     char buf[512] = "";
-    if (err == RD_KAFKA_RESP_ERR__FATAL)
+    bool fatal = err == RD_KAFKA_RESP_ERR__FATAL;
+    if (fatal)
         rd_kafka_fatal_error(rk, buf, sizeof(buf));
-    /* every source using the client sees its errors (skolsync_kafka_errors_total) */
+    size_t n = 0;
     pthread_mutex_lock(&sp->mu);
-    for (struct sk_sprod_member *m = sp->members; m; m = m->next) {
-        if (err == RD_KAFKA_RESP_ERR__FATAL) {
-            atomic_fetch_add(&m->runner->kafka_errors, 1);
-            sk_error_log(m->runner->name, "fatal producer error: %s", buf);
-        } else {
-            sk_runner_kafka_error(m->runner, reason);
-        }
-    }
+    for (struct sk_sprod_member *m = sp->members; m; m = m->next, n++)
+        atomic_fetch_add(&m->runner->kafka_errors, 1);
     pthread_mutex_unlock(&sp->mu);
+    if (fatal)
+        sk_error_log("sources", "fatal producer error (%zu source(s) on it): %s", n, buf);
+    else
+        sk_log_limited(&sp->error_log, SK_KAFKA_ERROR_INTERVAL_MS, SK_LOG_WARN, "sources",
+                       "kafka: %s", reason);
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)

@@ -25,6 +25,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <sqlite3.h>
 
+#include "buf.h"
 #include "daemon.h"
 #include "kafka.h"
 #include "log.h"
@@ -641,6 +642,53 @@ Test(kafka_faults, all_brokers_down_then_up)
 {
     run_with(BROKER_DOWN_UP, "  properties:\n    socket.connection.setup.timeout.ms: \"2000\"\n",
              NULL);
+}
+
+/*
+ * The sources of a node share one producer: its errors (every broker down)
+ * are counted for each source and logged once per interval under "sources",
+ * not by each source (100 sources wrote 100 lines for one broker before).
+ */
+Test(kafka_faults, the_sources_producer_logs_its_errors_once_not_per_source)
+{
+    enum { SOURCES = 4 };
+    struct pair p = {.dir = skt_tmpdir("faults-sources")};
+    p.data = skt_fmt("%s/data", p.dir);
+    p.db = skt_fmt("%s/out.db", p.dir);
+    p.cfg = skt_fmt("%s/skolsync.yaml", p.dir);
+    skt_generate(p.data, 49, 150);
+    struct sk_buf text = {0};
+    sk_buf_puts(&text, "kafka:\n  brokers: embedded\n  embedded_brokers: 3\n  statistics: 100ms\n"
+                       "  properties:\n    socket.connection.setup.timeout.ms: \"2000\"\n"
+                       "admin:\n  listen: 127.0.0.1:0\nlog:\n  level: info\nsources:\n");
+    for (int i = 0; i < SOURCES; i++)
+        sk_buf_printf(&text, "  s%d:\n    type: jsonl-source\n    path: %s\n    batch_size: 200\n",
+                      i, p.data);
+    sk_buf_printf(&text, "sinks:\n  db:\n    type: sqlite-sink\n    path: %s\n", p.db);
+    skt_write(p.cfg, text.p);
+    sk_buf_free(&text);
+    struct sk_config_errors errs = {0};
+    p.c = sk_daemon_config_load(p.cfg, &errs);
+    cr_assert_not_null(p.c, "%s", errs.n ? errs.v[0].text : "");
+    struct plan plan = {.scenario = BROKER_DOWN_UP, .db = p.db};
+    char *log, *all, *summary;
+    int rc = run_logged(&p, &plan, &log, &all, &summary);
+    cr_assert_eq(rc, 0, "the sync did not complete (log %s)", log);
+    int shared = skt_lines_with(log, "sources: kafka: ");
+    cr_assert_gt(shared, 0, "the producer's errors were not logged (log %s)", log);
+    for (int i = 0; i < SOURCES; i++) {
+        char *name = skt_fmt("source s%d", i);
+        cr_assert_gt(met_of(summary, name).errors, 0, "%s counted no error of its producer", name);
+        free(name);
+        char *own = skt_fmt("s%d: kafka: ", i);
+        cr_assert_eq(skt_lines_with(log, own), 0, "s%d logged its producer's errors (log %s)", i,
+                     log);
+        free(own);
+    }
+    free(all);
+    free(summary);
+    free(log);
+    pair_free(&p);
 }
 
 Test(kafka_faults, leader_moves)
