@@ -203,19 +203,26 @@ Test(kafka_e2e, an_emptied_target_is_filled_again_from_the_topics, .timeout = 24
     free(out);
 }
 
-/* Transactions a source committed: each wrote one cursor record and one commit marker. */
-static int64_t cursor_transactions(const char *prefix)
+/* The high watermark of partition p of topic on the test broker. */
+static int64_t end_offset(const char *topic, int32_t p)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     cr_assert_not_null(rk, "%s", errstr);
-    char *topic = skt_fmt("%s_cursors", prefix);
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, 0, &lo, &hi, 10000);
-    cr_assert_eq(e, 0, "watermarks of %s: %s", topic, rd_kafka_err2str(e));
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+    cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s[%d]: %s", topic, (int)p, rd_kafka_err2str(e));
     rd_kafka_destroy(rk);
+    return hi;
+}
+
+/* Transactions a source committed: each wrote one cursor record and one commit marker. */
+static int64_t cursor_transactions(const char *prefix)
+{
+    char *topic = skt_fmt("%s_cursors", prefix);
+    int64_t hi = end_offset(topic, 0);
     free(topic);
     return hi / 2;
 }
@@ -502,21 +509,6 @@ Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .tim
     free(topic);
     free(ready);
     free(log);
-}
-
-/* The high watermark of partition p of topic on the test broker. */
-static int64_t end_offset(const char *topic, int32_t p)
-{
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    cr_assert_not_null(rk, "%s", errstr);
-    int64_t lo = -1, hi = -1;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
-    cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s[%d]: %s", topic, (int)p, rd_kafka_err2str(e));
-    rd_kafka_destroy(rk);
-    return hi;
 }
 
 /*
