@@ -5,6 +5,7 @@
 #include "kafka.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,13 @@
 #include "shared_producer.h"
 #include "snapshot.h"
 #include "util.h"
+
+/* A keyed topic's partition count as the node first met it (sk_kafka_pin). */
+struct pin {
+    char *topic;
+    int count; /* as first met */
+    int now;   /* another count met since; 0 while none */
+};
 
 struct sk_kafka {
     char *bootstrap;
@@ -43,6 +51,11 @@ struct sk_kafka {
     struct sk_sprod *sprod;  /* the sources' producer (shared_producer.h), or NULL */
     void (*consumer_hook)(rd_kafka_t *rk, void *ctx); /* tests only */
     void *consumer_hook_ctx;
+    /* The keyed topics' partition counts as the node first met them (sk_kafka_pin). */
+    pthread_mutex_t pins_mu;
+    struct pin *pins;
+    size_t n_pins, cap_pins;
+    atomic_uint pins_moved; /* bumped with each topic found moved */
 };
 
 const struct sk_option sk_kafka_options[] = {
@@ -939,6 +952,100 @@ char *sk_kafka_misplaced_keys(const struct sk_kafka *k, const char *const *topic
     return verdict;
 }
 
+/* ---- partition counts as first met ------------------------------------------ */
+
+/* Under pins_mu: topic's pin, or NULL. */
+static struct pin *pin_of(struct sk_kafka *k, const char *topic)
+{
+    for (size_t i = 0; i < k->n_pins; i++)
+        if (strcmp(k->pins[i].topic, topic) == 0)
+            return &k->pins[i];
+    return NULL;
+}
+
+/* kafka.h */
+int sk_kafka_pin(struct sk_kafka *k, const char *topic, int count)
+{
+    pthread_mutex_lock(&k->pins_mu);
+    struct pin *p = pin_of(k, topic);
+    if (!p && count > 0) {
+        if (k->n_pins == k->cap_pins) {
+            k->cap_pins = k->cap_pins ? k->cap_pins * 2 : 32;
+            k->pins = sk_realloc(k->pins, k->cap_pins * sizeof(*k->pins));
+        }
+        p = &k->pins[k->n_pins++];
+        *p = (struct pin){sk_strdup(topic), count, 0};
+    }
+    int pinned = p ? p->count : 0;
+    pthread_mutex_unlock(&k->pins_mu);
+    return pinned;
+}
+
+/* kafka.h */
+void sk_kafka_pin_seen(struct sk_kafka *k, const char *topic, int count)
+{
+    pthread_mutex_lock(&k->pins_mu);
+    struct pin *p = pin_of(k, topic);
+    if (p && count > 0 && count != p->count && count != p->now) {
+        p->now = count;
+        atomic_fetch_add(&k->pins_moved, 1);
+    }
+    pthread_mutex_unlock(&k->pins_mu);
+}
+
+/* kafka.h */
+unsigned sk_kafka_pins_moved(struct sk_kafka *k)
+{
+    return atomic_load(&k->pins_moved);
+}
+
+/* kafka.h */
+void sk_kafka_moved_why(char *buf, size_t size, const char *topic, int first, int now)
+{
+    snprintf(buf, size,
+             "%s has %d partition(s) now, %d when this node first met it: its keys would move, "
+             "and compaction never reconciles a key's records in two partitions (a replaying "
+             "target could apply an old one last). This node neither writes nor applies it any "
+             "more. Stop every node, delete the entity topics, start again (they are made "
+             "anew), reset each source's cursor, empty the targets (docs/architecture.md, "
+             "\"Keys where they belong\")",
+             topic, now, first);
+}
+
+/* kafka.h */
+bool sk_kafka_moved(struct sk_kafka *k, const char *topic, char *buf, size_t size)
+{
+    pthread_mutex_lock(&k->pins_mu);
+    struct pin *p = pin_of(k, topic);
+    bool moved = p && p->now;
+    if (moved)
+        sk_kafka_moved_why(buf, size, topic, p->count, p->now);
+    pthread_mutex_unlock(&k->pins_mu);
+    return moved;
+}
+
+/* Pins the keyed topics' counts as the broker gives them now (one metadata
+ * request over rk); a topic it does not answer for is pinned by its first user. */
+static void pin_from_metadata(struct sk_kafka *k, rd_kafka_t *rk, const char *const *topics,
+                              size_t n)
+{
+    rd_kafka_topic_t **rkts = sk_calloc(n + 1, sizeof(*rkts));
+    for (size_t i = 0; i < n; i++) /* known to the client: asked for below */
+        rkts[i] = rd_kafka_topic_new(rk, topics[i], NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, (int)k->connect_timeout_ms) == 0 && md) {
+        for (int t = 0; t < md->topic_cnt; t++)
+            for (size_t i = 0; i < n && !md->topics[t].err; i++)
+                if (strcmp(md->topics[t].topic, topics[i]) == 0)
+                    sk_kafka_pin(k, topics[i], md->topics[t].partition_cnt);
+        rd_kafka_metadata_destroy(md);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rkts[i])
+            rd_kafka_topic_destroy(rkts[i]);
+    free(rkts);
+}
+
 /* A topic to create: its name, cleanup policy and partitions. */
 struct topic_spec {
     const char *name;
@@ -1019,6 +1126,15 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
         if (strlen(v.refused) >= sizeof(err->msg)) /* the error would be cut: whole here */
             sk_error_log("kafka", "%s", v.refused);
         rc = sk_error_set(err, SK_ERR_FATAL, "%s", v.refused);
+    }
+    if (rc == 0 && verify) {
+        const char **keyed = sk_calloc(n + 1, sizeof(*keyed));
+        size_t n_keyed = 0;
+        for (size_t i = 0; i < n; i++)
+            if (t[i].compact)
+                keyed[n_keyed++] = t[i].name;
+        pin_from_metadata(k, rk, keyed, n_keyed);
+        free(keyed);
     }
     /* and every key in the partition the producers put it in (entity
      * topics: the cursor topic has one partition) */
@@ -1134,6 +1250,7 @@ static int start_embedded(struct sk_kafka *k, const struct sk_kafka_conf *kconf,
 struct sk_kafka *sk_kafka_describe(const struct sk_kafka_conf *conf)
 {
     struct sk_kafka *k = sk_calloc(1, sizeof(*k));
+    pthread_mutex_init(&k->pins_mu, NULL);
     k->prefix = sk_strdup(conf->topic_prefix ? conf->topic_prefix : "skolsync.");
     k->deployment =
         conf->deployment ? sk_strdup(conf->deployment) : sk_name_default_deployment(k->prefix);
@@ -1242,6 +1359,10 @@ void sk_kafka_destroy(struct sk_kafka *k)
     free(k->incarnation);
     free(k->cursor_topic);
     free(k->dlq_topic);
+    for (size_t i = 0; i < k->n_pins; i++)
+        free(k->pins[i].topic);
+    free(k->pins);
+    pthread_mutex_destroy(&k->pins_mu);
     free(k);
 }
 

@@ -232,6 +232,31 @@ sk_kafka_place_fn *sk_kafka_placement(const struct sk_kafka *k);
  */
 char *sk_kafka_misplaced_keys(const struct sk_kafka *k, const char *const *topics, size_t n);
 
+/*
+ * A keyed topic's partition count as this node first met it: at the start
+ * (sk_kafka_start, from the broker's metadata: a real cluster's entity and
+ * cursor topics), else from its first user. Every key's place is computed
+ * from it for the daemon's life. Partitions added while the daemon runs (or
+ * a topic made again with another count) would move keys to other
+ * partitions, where compaction never reconciles a key's old and new records:
+ * the sources' producer refuses such a record (shared_producer.c), the sinks
+ * fail (sink_driver.c), and the supervisor's restarts fail the same way
+ * until the daemon is restarted on topics made anew.
+ *
+ * sk_kafka_pin returns topic's pinned count, pinning count (> 0) when it has
+ * none; 0 when it has none and count is 0.
+ */
+int sk_kafka_pin(struct sk_kafka *k, const char *topic, int count);
+/* Another count seen for a pinned topic (the lag monitor's metadata, the
+ * producer's): remembered, and sk_kafka_pins_moved goes up. */
+void sk_kafka_pin_seen(struct sk_kafka *k, const char *topic, int count);
+/* How many times a pinned topic was seen with another count (a cheap test). */
+unsigned sk_kafka_pins_moved(struct sk_kafka *k);
+/* Whether topic was seen with another count than its pin; then why, with the way out. */
+bool sk_kafka_moved(struct sk_kafka *k, const char *topic, char *buf, size_t size);
+/* The message: topic had `first` partitions when the node first met it, `now` now. */
+void sk_kafka_moved_why(char *buf, size_t size, const char *topic, int first, int now);
+
 /* kafka.tombstone_retention: how long a compacted topic keeps a deletion (ms). */
 int64_t sk_kafka_tombstone_retention_ms(const struct sk_kafka *k);
 

@@ -219,6 +219,29 @@ static void remember(struct sk_lag_monitor *m, const struct sink_names *s, size_
     pthread_mutex_unlock(&m->mu);
 }
 
+/*
+ * Partitions the sinks' topics gained since the node first met them (the
+ * report holds every partition of them, from the broker's metadata): the
+ * sinks on them fail (kafka.h, sk_kafka_pin). Only a gain is told: a
+ * partition missing from a report is no proof that the topic lost it.
+ */
+static void note_partitions(struct sk_kafka *k, const struct sk_lag_report *rep)
+{
+    for (size_t g = 0; g < rep->n_groups; g++) {
+        const struct sk_lag_group *grp = &rep->groups[g];
+        for (size_t i = 0; i < grp->n_parts; i++) {
+            const char *topic = grp->parts[i].topic;
+            int n = 0;
+            for (size_t j = 0; j < grp->n_parts; j++)
+                if (grp->parts[j].partition >= n && strcmp(grp->parts[j].topic, topic) == 0)
+                    n = grp->parts[j].partition + 1;
+            int pin = sk_kafka_pin(k, topic, 0);
+            if (pin && n > pin)
+                sk_kafka_pin_seen(k, topic, n);
+        }
+    }
+}
+
 static void sample(struct sk_lag_monitor *m)
 {
     struct sk_daemon *d = m->d;
@@ -292,6 +315,7 @@ static void sample(struct sk_lag_monitor *m)
             fill_members(d, rep, s, n);
             pthread_rwlock_unlock(&d->lock);
             keep_own(m, rep, s, n, sampled_ms);
+            note_partitions(d->kafka, rep);
             sk_lag_window_add(m->window, rep);
             remember(m, s, n);
         } else {

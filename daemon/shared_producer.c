@@ -19,23 +19,22 @@
 #define LEAVE_WAIT_MS 10000
 
 /*
- * A keyed topic's partition count as the node's producer first placed a key
- * in it. Partitions added while the daemon runs (or a topic made again with
- * another count) would move keys: the producer, once its metadata shows the
- * new count, would write a key's next record to another partition than its
- * earlier ones, where compaction never reconciles them (a target replaying
- * the topic can apply the old one last), and the node-local sinks, assigned
- * the partitions there were, would read it only once their fetch-stall
- * check had replaced their consumer, twice (~65 s, sink_driver.c). The guard's
- * partitioner refuses such a record instead (no such partition); the source
- * fails loudly (sk_sprod_moved). Kept for the producer's life, across its
- * clients; a topic past the TOPICS_MAX first ones (a changed topic_prefix)
- * has none.
+ * A keyed topic's partition count as the node first met it (sk_kafka_pin: at
+ * its start), or else as its producer first placed a key in it. Partitions
+ * added while the daemon runs (or a topic made again with another count)
+ * would move keys: the producer, once its metadata shows the new count, would
+ * write a key's next record to another partition than its earlier ones, where
+ * compaction never reconciles them (a target replaying the topic can apply
+ * the old one last). The guard's partitioner refuses such a record instead
+ * (no such partition); the source fails loudly (sk_sprod_moved), and the
+ * node's sinks of the topic fail too (sk_kafka_pin_seen). Kept for the
+ * producer's life, across its clients; a topic past the TOPICS_MAX first ones
+ * (a changed topic_prefix) has none.
  */
 struct topic_guard {
     char *topic;
     sk_kafka_place_fn *place;
-    _Atomic int32_t count;    /* as first met; 0 before the first record */
+    _Atomic int32_t count;    /* as first met; 0 before that */
     _Atomic int32_t moved_to; /* the other count met since; 0 while none */
 };
 
@@ -101,6 +100,8 @@ static rd_kafka_topic_conf_t *guarded_conf(struct sk_sprod *sp, const char *topi
     if (!g->topic) {
         g->topic = sk_strdup(topic);
         g->place = place;
+        /* the count the node met at its start, if it did */
+        atomic_store(&g->count, sk_kafka_pin(sp->kafka, topic, 0));
     }
     rd_kafka_topic_conf_t *tc = rd_kafka_default_topic_conf_dup(sp->rk);
     if (!tc)
@@ -123,14 +124,11 @@ bool sk_sprod_moved(struct sk_sprod_member *m, char *buf, size_t size)
         if (!now)
             continue;
         moved = true;
-        snprintf(buf, size,
-                 "%s has %d partition(s) now, %d when this node first wrote to it: keys "
-                 "would move to other partitions, where compaction never reconciles a key's "
-                 "old and new records (a target replaying the topic could apply an old value "
-                 "last). Nothing more is written to it. Stop every node, delete the entity "
-                 "topics, start again (they are made anew), reset each source's cursor and "
-                 "empty the targets (docs/architecture.md, \"Keys where they belong\")",
-                 g->topic, (int)now, (int)atomic_load(&g->count));
+        int first = atomic_load(&g->count);
+        sk_kafka_moved_why(buf, size, g->topic, first, now);
+        /* the node's sinks stop applying it too */
+        sk_kafka_pin(sp->kafka, g->topic, first);
+        sk_kafka_pin_seen(sp->kafka, g->topic, now);
     }
     pthread_mutex_unlock(&sp->mu);
     return moved;

@@ -412,16 +412,54 @@ static bool subscribed(const struct sk_sink_env *env, const char *topic)
     return false;
 }
 
+static void fail(struct sink_run *run, const char *why);
+
+/*
+ * Whether a topic of the sink has other partitions than when the node first
+ * met it (sk_kafka_pin): its keys moved, and the sink fails rather than apply
+ * a key's records from two partitions in no order (kafka.h). given: every
+ * partition of its topics (the shared consumer's), a group's share of them,
+ * or NULL (what the node saw elsewhere: the lag monitor, the producer).
+ */
+static bool partitions_moved(struct sink_run *run, const rd_kafka_topic_partition_list_t *given,
+                             char *why, size_t size)
+{
+    struct sk_sink_env *env = run->env;
+    for (size_t i = 0; i < env->sink.n_entities; i++) {
+        const char *topic = env->topics[i];
+        if (sk_kafka_moved(env->kafka, topic, why, size))
+            return true;
+        int n = 0;
+        for (int j = 0; given && j < given->cnt; j++)
+            if (given->elems[j].partition >= n && strcmp(given->elems[j].topic, topic) == 0)
+                n = given->elems[j].partition + 1;
+        if (!n)
+            continue;
+        /* the shared consumer is given every partition: its count is the
+         * topic's, and pins it if the node had not met it yet */
+        int pin = sk_kafka_pin(env->kafka, topic, run->hub ? n : 0);
+        if (pin && (run->hub ? n != pin : n > pin)) {
+            sk_kafka_pin_seen(env->kafka, topic, n);
+            sk_kafka_moved_why(why, size, topic, pin, n);
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * The partitions of the sink's topics the group has not given it (0: it has
- * every one), from the broker's metadata; -1 if that cannot be read.
+ * every one), from the count the node met at its start (sk_kafka_pin) or
+ * else the broker's metadata; -1 if that cannot be read.
  */
 static int missing_partitions(struct sink_run *run, const rd_kafka_topic_partition_list_t *given)
 {
     struct sk_sink_env *env = run->env;
     int missing = 0;
     for (size_t i = 0; i < env->sink.n_entities && missing >= 0; i++) {
-        int n = sk_kafka_partition_count(run->consumer, env->topics[i]);
+        int n = sk_kafka_pin(env->kafka, env->topics[i], 0);
+        if (n <= 0)
+            n = sk_kafka_partition_count(run->consumer, env->topics[i]);
         if (n < 0)
             missing = -1;
         for (int p = 0; p < n; p++)
@@ -476,6 +514,16 @@ static int on_assign(struct sink_run *run, rd_kafka_topic_partition_list_t *give
                      struct sk_error *fail_err)
 {
     struct sk_sink_env *env = run->env;
+    char moved[1024];
+    if (partitions_moved(run, given, moved, sizeof(moved))) {
+        fail(run, moved);
+        if (run->hub)
+            return sk_error_set(fail_err, SK_ERR_FATAL, "%s", moved);
+        parts_clear(run);
+        atomic_store(&env->runner.partitions, 0);
+        rd_kafka_assign(run->consumer, NULL);
+        return 0;
+    }
     if (!takes_assignment(run, given))
         return 0;
     if (run->partial) {
@@ -819,6 +867,8 @@ out:
 static void fail(struct sink_run *run, const char *why)
 {
     struct sk_runner *r = &run->env->runner;
+    if (run->fatal)
+        return; /* the first reason is the one */
     sk_error_log(r->name, "%s: failing the connector (the supervisor restarts it)", why);
     sk_runner_set_error(r, why);
     run->fatal = true;
@@ -861,6 +911,13 @@ static void client_error(struct sink_run *run, rd_kafka_resp_err_t e, const char
 static bool client_failed(struct sink_run *run)
 {
     char buf[512], why[600];
+    unsigned moves = sk_kafka_pins_moved(run->env->kafka);
+    if (moves != run->pins_moved) { /* a topic of the node's changed its partitions */
+        char moved[1024];
+        run->pins_moved = moves;
+        if (partitions_moved(run, NULL, moved, sizeof(moved)))
+            fail(run, moved);
+    }
     if (run->hub) {
         if (!run->fatal && sk_sink_hub_failed(run->hub, buf, sizeof(buf)))
             fail(run, buf);

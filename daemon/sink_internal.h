@@ -71,6 +71,7 @@ struct sink_run {
     bool fatal;
     int64_t member_lost_ms; /* when the group first forgot this member (0: it has not) */
     bool partial; /* a whole-target sink given only part of its partitions: waits (§5.10) */
+    unsigned pins_moved; /* sk_kafka_pins_moved when it last looked */
     /* A fetch that stopped (sink_driver.c, check_fetching): since when the
      * consumer has given nothing (sink_seen_now), and whether it was renewed
      * since it last gave records. */

@@ -155,7 +155,7 @@ static int prepare(struct source_run *run, struct sk_error *err)
     /* The node's producer first: its init_transactions (at the first
      * source's join) aborts what a crashed predecessor of this node left
      * open, so the cursor read below sees its final state. */
-    if (source_producer_create(run, err) == 0 &&
+    if (source_producer_create(run, err) == 0 && source_topics_moved(run, err) == 0 &&
         sk_cursor_store_load(run->env->kafka, r->name, &run->cursor, err) == 0) {
         if (!run->cursor.data)
             sk_info(r->name, "no cursor stored: starting a full sync");

@@ -201,6 +201,18 @@ static const char *topic_of(struct source_run *run, const struct sk_entity *e)
     return run->topics[i];
 }
 
+int source_topics_moved(struct source_run *run, struct sk_error *err)
+{
+    struct sk_kafka *k = run->env->kafka;
+    uint32_t writes = run->env->source.writes;
+    char why[sizeof(err->msg)];
+    bool moved = sk_kafka_moved(k, sk_kafka_cursor_topic(k), why, sizeof(why));
+    for (int i = 0; i < SK_ENTITY_COUNT && !moved; i++)
+        if (!writes || writes & (1u << i))
+            moved = sk_kafka_moved(k, topic_of(run, sk_entities[i]), why, sizeof(why));
+    return moved ? sk_error_set(err, SK_ERR_FATAL, "%s", why) : 0;
+}
+
 /* Produces one message (back-pressure: the source is not polled while the queue is full). */
 static int produce(struct source_run *run, const char *topic, const void *key, size_t key_len,
                    const void *value, size_t value_len, rd_kafka_headers_t *hdrs,

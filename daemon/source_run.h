@@ -61,6 +61,10 @@ struct refused {
 int source_producer_create(struct source_run *run, struct sk_error *err);
 /* Leaves it (NULL member: nothing). */
 void source_producer_destroy(struct source_run *run);
+/* -1 with a fatal err when a topic the source writes has other partitions
+ * than the node first met (kafka.h, sk_kafka_pin): its records would be
+ * refused, so a restart fails before it reads its source again. */
+int source_topics_moved(struct source_run *run, struct sk_error *err);
 /* Serves the producer's callbacks (reports, statistics) for up to ms. */
 void source_producer_poll(struct source_run *run, int ms);
 /* The client's fatal error (rd_kafka_fatal_error), 0 when there is none. */

@@ -561,7 +561,8 @@ Test(kafka_e2e, partitions_added_under_the_daemon_stop_the_source_loudly, .timeo
     skt_topic_partitions(topic, 6);
     sleep(3); /* the producer's metadata shows them */
     append_updates(&s, 20);
-    char *said = skt_fmt("%s has 6 partition(s) now, 3 when this node first wrote to it", topic);
+    char *said = skt_fmt("files-%s: %s has 6 partition(s) now, 3 when this node first met it",
+                         s.suffix, topic);
     cr_assert(skt_wait_line(log, said, 60000), "the source did not say the topic changed (log %s)",
               log);
     st = 0;
@@ -572,7 +573,10 @@ Test(kafka_e2e, partitions_added_under_the_daemon_stop_the_source_loudly, .timeo
     }
     cr_assert_eq(st, 503, "ready while its source cannot publish");
     /* its restarts fail the same way, and write nothing either */
-    sleep(3);
+    int64_t deadline = sk_mono_ms() + 30000;
+    while (skt_lines_with(log, said) < 2 && sk_mono_ms() < deadline)
+        usleep(200000);
+    cr_assert_geq(skt_lines_with(log, said), 2, "the source's restart did not fail (log %s)", log);
     for (int32_t p = 3; p < 6; p++)
         cr_assert_eq(end_offset(topic, p), 0, "records in the new partition %d (log %s)", (int)p,
                      log);
@@ -583,6 +587,116 @@ Test(kafka_e2e, partitions_added_under_the_daemon_stop_the_source_loudly, .timeo
     free(ready);
     free(log);
     free(text);
+}
+
+/* A copy of the last record read (keep_last), to write it elsewhere. */
+struct kept_record {
+    void *key, *value;
+    size_t key_len, len;
+    rd_kafka_headers_t *headers;
+};
+
+static void *memdup(const void *p, size_t n)
+{
+    void *d = malloc(n ? n : 1);
+    cr_assert_not_null(d);
+    if (n)
+        memcpy(d, p, n);
+    return d;
+}
+
+static void keep_last(const rd_kafka_message_t *m, void *ctx)
+{
+    struct kept_record *k = ctx;
+    free(k->key);
+    free(k->value);
+    if (k->headers)
+        rd_kafka_headers_destroy(k->headers);
+    k->key = memdup(m->key, m->key_len);
+    k->key_len = m->key_len;
+    k->value = memdup(m->payload, m->len);
+    k->len = m->len;
+    rd_kafka_headers_t *h = NULL;
+    k->headers = rd_kafka_message_headers(m, &h) == 0 ? rd_kafka_headers_copy(h) : NULL;
+}
+
+/* Writes k to topic's partition, as a producer other than skolsync would. */
+static void write_to_partition(const char *topic, int32_t partition, struct kept_record *k)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", skt_brokers(), errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_KEY(k->key, k->key_len), RD_KAFKA_V_VALUE(k->value, k->len),
+        RD_KAFKA_V_HEADERS(k->headers), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "produce: %s", rd_kafka_err2str(e));
+    k->headers = NULL; /* the message owns them now */
+    cr_assert_eq(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR, "flush");
+    rd_kafka_destroy(rk);
+    free(k->key);
+    free(k->value);
+}
+
+/*
+ * Partitions added to a topic and written by a producer other than this
+ * node's sources (whose guard refuses, above): the node's sinks fail loudly
+ * once its lag monitor sees the new count, and the supervisor's restarts
+ * fail the same way. Before, the node-local sink read the new partition only
+ * after its fetch-stall check had replaced the shared consumer twice (~65 s)
+ * and the restart that followed, then applied as if nothing had happened.
+ */
+Test(kafka_e2e, partitions_added_and_written_elsewhere_fail_the_sinks_loudly, .timeout = 240)
+{
+    struct setup s = make_setup("e2e-moved-sink", 20, 300);
+    first_sync(&s);
+    char *log = skt_fmt("%s/daemon.log", s.dir);
+    char *ready = NULL;
+    pid_t pid = start_ready(&s, log, &ready);
+
+    char *topic = skt_fmt("%spersons", s.prefix);
+    skt_topic_partitions(topic, 6);
+    struct kept_record k = {0};
+    cr_assert_gt(read_partition0(topic, "test-moved-reader", keep_last, &k), 0,
+                 "partition 0 holds no record");
+    write_to_partition(topic, 4, &k);
+    char *said =
+        skt_fmt("db-%s: %s has 6 partition(s) now, 3 when this node first met it", s.suffix, topic);
+    cr_assert(skt_wait_line(log, said, 30000), "the sink did not say the topic changed (log %s)",
+              log);
+    long st = 0;
+    for (int i = 0; i < 50 && st != 503; i++) {
+        st = skt_http("GET", ready, NULL, 5, NULL);
+        if (st != 503)
+            usleep(100000);
+    }
+    cr_assert_eq(st, 503, "ready while its sink cannot apply");
+    /* the supervisor's restart fails the same way: the sink does not take
+     * the topic as it is now */
+    int64_t deadline = sk_mono_ms() + 30000;
+    while (skt_lines_with(log, said) < 2 && sk_mono_ms() < deadline)
+        usleep(200000);
+    cr_assert_geq(skt_lines_with(log, said), 2, "the sink's restart did not fail (log %s)", log);
+    cr_assert_eq(skt_http("GET", ready, NULL, 5, NULL), 503, "ready after the sink's restart");
+    /* The node's source had written nothing since the start: its producer
+     * starts from the count the start met (3), not from the first record's
+     * (6), so it refuses too and writes nothing to the new partitions. */
+    append_updates(&s, 20);
+    char *source_said = skt_fmt("files-%s: %s has 6 partition(s) now, 3 when", s.suffix, topic);
+    cr_assert(skt_wait_line(log, source_said, 60000),
+              "the source did not say the topic changed (log %s)", log);
+    cr_assert_eq(end_offset(topic, 3), 0, "records in the new partition 3 (log %s)", log);
+    cr_assert_eq(end_offset(topic, 4), 1, "partition 4 holds more than the copied record");
+    cr_assert_eq(end_offset(topic, 5), 0, "records in the new partition 5 (log %s)", log);
+    free(source_said);
+    kill(pid, SIGTERM);
+    cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
+    free(said);
+    free(topic);
+    free(ready);
+    free(log);
 }
 
 Test(kafka_e2e, kill_9_at_several_points_then_restart_converges, .timeout = 600)
