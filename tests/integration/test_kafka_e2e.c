@@ -465,6 +465,22 @@ static pid_t start_ready(const struct setup *s, const char *log, char **ready)
     return pid;
 }
 
+/* Stops the daemon: exit 0 (under ASan also: no report). */
+static void stop_clean(pid_t pid, const char *log)
+{
+    kill(pid, SIGTERM);
+    cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
+}
+
+/* s made (20 students) and synced by a first run, then its daemon started and ready. */
+static pid_t start_synced(struct setup *s, const char *tag, char **log, char **ready)
+{
+    *s = make_setup(tag, 20, 300);
+    first_sync(s);
+    *log = skt_fmt("%s/daemon.log", s->dir);
+    return start_ready(s, *log, ready);
+}
+
 /*
  * An entity topic deleted under a running daemon (an operator's mistake):
  * skolsync makes its topics at start only, so the source cannot publish and
@@ -474,11 +490,9 @@ static pid_t start_ready(const struct setup *s, const char *log, char **ready)
  */
 Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .timeout = 240)
 {
-    struct setup s = make_setup("e2e-deleted", 20, 300);
-    first_sync(&s);
-    char *log = skt_fmt("%s/daemon.log", s.dir);
-    char *ready = NULL;
-    pid_t pid = start_ready(&s, log, &ready);
+    struct setup s;
+    char *log = NULL, *ready = NULL;
+    pid_t pid = start_synced(&s, "e2e-deleted", &log, &ready);
     long st;
 
     char *topic = skt_fmt("%spersons", s.prefix);
@@ -503,12 +517,32 @@ Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .tim
     int most = (int)((sk_mono_ms() - deleted) / SK_KAFKA_ERROR_INTERVAL_MS) + 1;
     cr_assert_leq(n, most, "%d Kafka error lines of the sink (log %s)", n, log);
     cr_assert_gt(skt_lines_with(log, "more like it, not logged"), 0, "no count of those left out");
-    kill(pid, SIGTERM);
-    cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
+    stop_clean(pid, log);
     free(sink_lines);
     free(topic);
     free(ready);
     free(log);
+}
+
+/*
+ * The connector whose log line is said failed within ms: said logged, /ready
+ * 503, and its restart by the supervisor failed the same way (said twice).
+ */
+static void fails_loudly(const char *log, const char *ready, const char *said, int ms)
+{
+    cr_assert(skt_wait_line(log, said, ms), "not said within %d ms: %s (log %s)", ms, said, log);
+    long st = 0;
+    for (int i = 0; i < 50 && st != 503; i++) {
+        st = skt_http("GET", ready, NULL, 5, NULL);
+        if (st != 503)
+            usleep(100000);
+    }
+    cr_assert_eq(st, 503, "ready while a connector cannot work (log %s)", log);
+    int64_t deadline = sk_mono_ms() + 30000;
+    while (skt_lines_with(log, said) < 2 && sk_mono_ms() < deadline)
+        usleep(200000);
+    cr_assert_geq(skt_lines_with(log, said), 2, "its restart did not fail (log %s)", log);
+    cr_assert_eq(skt_http("GET", ready, NULL, 5, NULL), 503, "ready after its restart");
 }
 
 /*
@@ -551,7 +585,6 @@ Test(kafka_e2e, partitions_added_under_the_daemon_stop_the_source_loudly, .timeo
     char *log = skt_fmt("%s/daemon.log", s.dir);
     char *ready = NULL;
     pid_t pid = start_ready(&s, log, &ready);
-    long st;
     /* a first change after the start: the producer has placed a key in it */
     append_updates(&s, 1);
     char why[2048] = "";
@@ -563,25 +596,12 @@ Test(kafka_e2e, partitions_added_under_the_daemon_stop_the_source_loudly, .timeo
     append_updates(&s, 20);
     char *said = skt_fmt("files-%s: %s has 6 partition(s) now, 3 when this node first met it",
                          s.suffix, topic);
-    cr_assert(skt_wait_line(log, said, 60000), "the source did not say the topic changed (log %s)",
-              log);
-    st = 0;
-    for (int i = 0; i < 50 && st != 503; i++) {
-        st = skt_http("GET", ready, NULL, 5, NULL);
-        if (st != 503)
-            usleep(100000);
-    }
-    cr_assert_eq(st, 503, "ready while its source cannot publish");
     /* its restarts fail the same way, and write nothing either */
-    int64_t deadline = sk_mono_ms() + 30000;
-    while (skt_lines_with(log, said) < 2 && sk_mono_ms() < deadline)
-        usleep(200000);
-    cr_assert_geq(skt_lines_with(log, said), 2, "the source's restart did not fail (log %s)", log);
+    fails_loudly(log, ready, said, 60000);
     for (int32_t p = 3; p < 6; p++)
         cr_assert_eq(end_offset(topic, p), 0, "records in the new partition %d (log %s)", (int)p,
                      log);
-    kill(pid, SIGTERM);
-    cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
+    stop_clean(pid, log);
     free(said);
     free(topic);
     free(ready);
@@ -650,11 +670,9 @@ static void write_to_partition(const char *topic, int32_t partition, struct kept
  */
 Test(kafka_e2e, partitions_added_and_written_elsewhere_fail_the_sinks_loudly, .timeout = 240)
 {
-    struct setup s = make_setup("e2e-moved-sink", 20, 300);
-    first_sync(&s);
-    char *log = skt_fmt("%s/daemon.log", s.dir);
-    char *ready = NULL;
-    pid_t pid = start_ready(&s, log, &ready);
+    struct setup s;
+    char *log = NULL, *ready = NULL;
+    pid_t pid = start_synced(&s, "e2e-moved-sink", &log, &ready);
 
     char *topic = skt_fmt("%spersons", s.prefix);
     skt_topic_partitions(topic, 6);
@@ -664,22 +682,9 @@ Test(kafka_e2e, partitions_added_and_written_elsewhere_fail_the_sinks_loudly, .t
     write_to_partition(topic, 4, &k);
     char *said =
         skt_fmt("db-%s: %s has 6 partition(s) now, 3 when this node first met it", s.suffix, topic);
-    cr_assert(skt_wait_line(log, said, 30000), "the sink did not say the topic changed (log %s)",
-              log);
-    long st = 0;
-    for (int i = 0; i < 50 && st != 503; i++) {
-        st = skt_http("GET", ready, NULL, 5, NULL);
-        if (st != 503)
-            usleep(100000);
-    }
-    cr_assert_eq(st, 503, "ready while its sink cannot apply");
     /* the supervisor's restart fails the same way: the sink does not take
      * the topic as it is now */
-    int64_t deadline = sk_mono_ms() + 30000;
-    while (skt_lines_with(log, said) < 2 && sk_mono_ms() < deadline)
-        usleep(200000);
-    cr_assert_geq(skt_lines_with(log, said), 2, "the sink's restart did not fail (log %s)", log);
-    cr_assert_eq(skt_http("GET", ready, NULL, 5, NULL), 503, "ready after the sink's restart");
+    fails_loudly(log, ready, said, 30000);
     /* The node's source had written nothing since the start: its producer
      * starts from the count the start met (3), not from the first record's
      * (6), so it refuses too and writes nothing to the new partitions. */
@@ -691,8 +696,7 @@ Test(kafka_e2e, partitions_added_and_written_elsewhere_fail_the_sinks_loudly, .t
     cr_assert_eq(end_offset(topic, 4), 1, "partition 4 holds more than the copied record");
     cr_assert_eq(end_offset(topic, 5), 0, "records in the new partition 5 (log %s)", log);
     free(source_said);
-    kill(pid, SIGTERM);
-    cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
+    stop_clean(pid, log);
     free(said);
     free(topic);
     free(ready);
