@@ -1057,6 +1057,42 @@ Test(ha, two_nodes_split_a_shared_sink_and_each_keeps_a_local_copy, .timeout = 3
 }
 
 /*
+ * Partitions added to an entity topic under two running nodes (their keys
+ * would move): on each node the shared sink, a member of one group with a
+ * share of the partitions, and the node-local sink, on the node's shared
+ * consumer, fail with the topic and both counts, and /ready says 503 on both
+ * nodes. Before, only the node-local sinks noticed, by stalling (~65 s),
+ * and then read the new partitions as if nothing had happened.
+ */
+Test(ha, partitions_added_under_two_nodes_fail_their_sinks_on_both, .timeout = 300)
+{
+    struct pair c;
+    pair_start(&c, "ha-moved", "", "");
+    pair_synced(&c, "PostgreSQL after the first sync");
+    char *topic = skt_fmt("%spersons", c.prefix);
+    skt_topic_partitions(topic, 6);
+    const char *sinks[] = {"pg", "db"};
+    for (int i = 0; i < 2; i++) {
+        for (size_t k = 0; k < 2; k++) {
+            bool ready_503 = false;
+            cr_assert(seen_failed(&c.nodes[i], sinks[k], 30000, NULL, NULL, &ready_503),
+                      "node %d's %s did not fail (%s)", i + 1, sinks[k], c.nodes[i].log);
+            /* /ready names the first connector that is not ready: pg */
+            cr_assert(k > 0 || ready_503, "node %d's /ready did not answer 503 naming pg", i + 1);
+            char *said = skt_fmt("%s: %s has 6 partition(s) now, 3 when this node first met it",
+                                 sinks[k], topic);
+            cr_assert(logged(&c.nodes[i], said), "node %d's log does not say why %s failed (%s)",
+                      i + 1, sinks[k], c.nodes[i].log);
+            free(said);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        node_stop(&c.nodes[i]);
+    free(topic);
+    pair_free(&c);
+}
+
+/*
  * kill -9 of one node: once its session (10 s) ends, the survivor holds
  * every partition of the shared sink and applies what comes next; the
  * target converges, resuming each moved partition from the offsets stored in
