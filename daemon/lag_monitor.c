@@ -221,20 +221,22 @@ static void remember(struct sk_lag_monitor *m, const struct sink_names *s, size_
 
 /*
  * Partitions the sinks' topics gained since the node first met them (the
- * report holds every partition of them, from the broker's metadata): the
- * sinks on them fail (kafka.h, sk_kafka_pin). Only a gain is told: a
- * partition missing from a report is no proof that the topic lost it.
+ * report holds every partition of them, from the broker's metadata, sorted
+ * by topic): the sinks on them fail (kafka.h, sk_kafka_pin). Only a
+ * gain is told: a partition missing from a report is no proof that the
+ * topic lost it. One pass: 18 topics of 1000 partitions for 100 sinks
+ * would make a pairwise count millions of comparisons a sample.
  */
 static void note_partitions(struct sk_kafka *k, const struct sk_lag_report *rep)
 {
     for (size_t g = 0; g < rep->n_groups; g++) {
         const struct sk_lag_group *grp = &rep->groups[g];
-        for (size_t i = 0; i < grp->n_parts; i++) {
+        for (size_t i = 0; i < grp->n_parts;) {
             const char *topic = grp->parts[i].topic;
             int n = 0;
-            for (size_t j = 0; j < grp->n_parts; j++)
-                if (grp->parts[j].partition >= n && strcmp(grp->parts[j].topic, topic) == 0)
-                    n = grp->parts[j].partition + 1;
+            for (; i < grp->n_parts && strcmp(grp->parts[i].topic, topic) == 0; i++)
+                if (grp->parts[i].partition >= n)
+                    n = grp->parts[i].partition + 1;
             int pin = sk_kafka_pin(k, topic, 0);
             if (pin && n > pin)
                 sk_kafka_pin_seen(k, topic, n);
