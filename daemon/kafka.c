@@ -1024,8 +1024,8 @@ bool sk_kafka_moved(struct sk_kafka *k, const char *topic, char *buf, size_t siz
     return moved;
 }
 
-/* Pins the keyed topics' counts as the broker gives them now (one metadata
- * request over rk); a topic it does not answer for is pinned by its first user. */
+/* Pins the topics' counts as the broker gives them now (one metadata request
+ * over rk); a topic it does not answer for is pinned by its first user. */
 static void pin_from_metadata(struct sk_kafka *k, rd_kafka_t *rk, const char *const *topics,
                               size_t n)
 {
@@ -1110,10 +1110,14 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
                 continue;
             }
             created++;
-            for (size_t j = 0; j < n; j++)
-                if (strcmp(t[j].name, name) == 0)
-                    sk_info("kafka", "created topic %s (%s, %d partitions)", name,
-                            t[j].compact ? "compacted" : "delete", t[j].partitions);
+            for (size_t j = 0; j < n; j++) {
+                if (strcmp(t[j].name, name) != 0)
+                    continue;
+                sk_info("kafka", "created topic %s (%s, %d partitions)", name,
+                        t[j].compact ? "compacted" : "delete", t[j].partitions);
+                if (verify && t[j].compact) /* made with it: no need to ask */
+                    sk_kafka_pin(k, name, t[j].partitions);
+            }
         }
         if (rc == 0 && created)
             await_leaders(rk, names, n, 10000);
@@ -1127,15 +1131,10 @@ static int create_topics(struct sk_kafka *k, rd_kafka_t *rk, const struct topic_
             sk_error_log("kafka", "%s", v.refused);
         rc = sk_error_set(err, SK_ERR_FATAL, "%s", v.refused);
     }
-    if (rc == 0 && verify) {
-        const char **keyed = sk_calloc(n + 1, sizeof(*keyed));
-        size_t n_keyed = 0;
-        for (size_t i = 0; i < n; i++)
-            if (t[i].compact)
-                keyed[n_keyed++] = t[i].name;
-        pin_from_metadata(k, rk, keyed, n_keyed);
-        free(keyed);
-    }
+    /* the compacted ones that existed: their counts as the broker has them
+     * (a first start made every one and asks nothing) */
+    if (rc == 0 && n_existing)
+        pin_from_metadata(k, rk, existing, n_existing);
     /* and every key in the partition the producers put it in (entity
      * topics: the cursor topic has one partition) */
     char *moved = rc == 0 && n_existing ? sk_kafka_misplaced_keys(k, existing, n_existing) : NULL;

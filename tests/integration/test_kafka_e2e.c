@@ -23,9 +23,17 @@ struct setup {
     char *dir, *data, *db, *cfg, *prefix, *suffix;
 };
 
-static void write_config(const struct setup *s, int source_batch)
+/* kafka_props: lines of kafka.properties (indented by four), or NULL. */
+static void write_config(const struct setup *s, int source_batch, const char *kafka_props)
 {
     char *head = skt_config_head(s->prefix, "info", "20s");
+    if (kafka_props) { /* the kafka section ends where admin's begins */
+        char *admin = strstr(head, "admin:\n");
+        char *with =
+            skt_fmt("%.*s  properties:\n%s%s", (int)(admin - head), head, kafka_props, admin);
+        free(head);
+        head = with;
+    }
     char *text = skt_fmt("%s"
                          "sources:\n"
                          "  files-%s:\n"
@@ -55,7 +63,7 @@ static struct setup make_setup(const char *tag, int students, int source_batch)
     s.suffix = strndup(s.prefix + 1, 8);
     if (students > 0)
         skt_generate(s.data, 11, students);
-    write_config(&s, source_batch);
+    write_config(&s, source_batch, NULL);
     return s;
 }
 
@@ -302,7 +310,7 @@ Test(kafka_e2e, sink_follows_a_changed_topic_prefix, .timeout = 300)
     /* same connector names, another prefix, an empty database */
     s.prefix = skt_unique_prefix();
     s.db = skt_fmt("%s/out2.db", s.dir);
-    write_config(&s, 300);
+    write_config(&s, 300, NULL);
     char *out = NULL;
     int rc = run_once(&s, 200, &out);
     cr_assert_eq(rc, 0, "second run failed (%d):\n%s", rc, out);
@@ -472,11 +480,15 @@ static void stop_clean(pid_t pid, const char *log)
     cr_assert_eq(skt_wait(pid, 30000), 0, "no clean stop (log %s)", log);
 }
 
-/* s made (20 students) and synced by a first run, then its daemon started and ready. */
-static pid_t start_synced(struct setup *s, const char *tag, char **log, char **ready)
+/* s made (20 students) and synced by a first run, then its daemon started
+ * and ready, with kafka_props (write_config) if not NULL. */
+static pid_t start_synced(struct setup *s, const char *tag, const char *kafka_props, char **log,
+                          char **ready)
 {
     *s = make_setup(tag, 20, 300);
     first_sync(s);
+    if (kafka_props)
+        write_config(s, 300, kafka_props);
     *log = skt_fmt("%s/daemon.log", s->dir);
     return start_ready(s, *log, ready);
 }
@@ -492,7 +504,7 @@ Test(kafka_e2e, a_topic_deleted_under_the_daemon_is_said_once_not_for_ever, .tim
 {
     struct setup s;
     char *log = NULL, *ready = NULL;
-    pid_t pid = start_synced(&s, "e2e-deleted", &log, &ready);
+    pid_t pid = start_synced(&s, "e2e-deleted", NULL, &log, &ready);
     long st;
 
     char *topic = skt_fmt("%spersons", s.prefix);
@@ -672,7 +684,9 @@ Test(kafka_e2e, partitions_added_and_written_elsewhere_fail_the_sinks_loudly, .t
 {
     struct setup s;
     char *log = NULL, *ready = NULL;
-    pid_t pid = start_synced(&s, "e2e-moved-sink", &log, &ready);
+    pid_t pid = start_synced(&s, "e2e-moved-sink",
+                             /* the producer sees the new count within a second */
+                             "    topic.metadata.refresh.interval.ms: 1000\n", &log, &ready);
 
     char *topic = skt_fmt("%spersons", s.prefix);
     skt_topic_partitions(topic, 6);
@@ -685,9 +699,13 @@ Test(kafka_e2e, partitions_added_and_written_elsewhere_fail_the_sinks_loudly, .t
     /* the supervisor's restart fails the same way: the sink does not take
      * the topic as it is now */
     fails_loudly(log, ready, said, 30000);
-    /* The node's source had written nothing since the start: its producer
-     * starts from the count the start met (3), not from the first record's
-     * (6), so it refuses too and writes nothing to the new partitions. */
+    /* The node's source had written nothing since the start, and its
+     * producer's metadata shows six partitions by now (refreshed every
+     * second): the producer starts from the count the start met (3), not
+     * from the first record's (6), so it refuses and writes nothing to the
+     * new partitions. (With the 5 min default refresh, the producer could
+     * still place keys by three, where they belong: whether the source failed
+     * then depended on when its metadata was first read.) */
     append_updates(&s, 20);
     char *source_said = skt_fmt("files-%s: %s has 6 partition(s) now, 3 when", s.suffix, topic);
     cr_assert(skt_wait_line(log, source_said, 60000),
