@@ -104,9 +104,6 @@ struct or_publish_opts {
     bool formula_verbatim;
 };
 
-/* One table as CSV (header + rows, CRLF); formula_verbatim as in or_publish_opts.
- * Caller frees. */
-char *or_table_csv(const struct or_table *t, bool formula_verbatim, size_t *len);
 /* manifest.csv for the bundle. Caller frees. */
 char *or_manifest_csv(const struct or_bundle *b, const struct or_publish_opts *o, size_t *len);
 

@@ -145,16 +145,6 @@ static void csv_row(struct buf *b, const char *const *cells, size_t n, bool guar
     buf_put(b, "\r\n", 2);
 }
 
-char *or_table_csv(const struct or_table *t, bool formula_verbatim, size_t *len)
-{
-    struct buf b = {0};
-    csv_row(&b, t->cols, t->n_cols, !formula_verbatim);
-    for (size_t i = 0; i < t->n; i++)
-        csv_row(&b, (const char *const *)t->rows[i], t->n_cols, !formula_verbatim);
-    *len = b.n;
-    return b.p;
-}
-
 /* The OneRoster 1.2 manifest keys, in the order of hanachin/meibo lib/meibo/manifest.rb. */
 static const char *const manifest_files[] = {
     "academicSessions",
@@ -216,16 +206,22 @@ char *or_manifest_csv(const struct or_bundle *b, const struct or_publish_opts *o
 /* ---- the files of one bundle ---------------------------------------------- */
 
 /*
- * A file of the bundle. Its text is made when it is written and freed right
- * after (file_text, file_done): a bundle's CSV text was as large as its rows,
- * and held all at once beside them and the zip.
+ * A file of the bundle. Its text is made a chunk at a time as it is written
+ * (file_stream): the largest file (enrollments.csv, ~200 bytes a row) was
+ * whole in memory before, and in zip mode a deflate buffer as large beside it.
  */
 struct file {
     char name[64];
-    int table; /* its table, or -1: manifest.csv */
-    char *data;
-    size_t len; /* kept after file_done: the zip's central directory */
+    int table;         /* its table, or -1: manifest.csv */
+    size_t len;        /* the text's length, once streamed (the zip's headers) */
+    unsigned long crc; /* its CRC-32, once streamed */
 };
+
+/* The text is passed on in chunks of about this size. */
+#define CHUNK (64 * 1024)
+
+/* Takes the next part of a file's text; last: the file ends there. 0, or -1 with err set. */
+typedef int (*put_fn)(void *ctx, const char *data, size_t len, bool last, struct sk_error *err);
 
 /* manifest.csv first, then each table with rows (names only). Returns the count. */
 static size_t bundle_files(const struct or_bundle *b, struct file files[OR_N_TABLES + 1])
@@ -243,17 +239,40 @@ static size_t bundle_files(const struct or_bundle *b, struct file files[OR_N_TAB
     return n;
 }
 
-static void file_text(const struct or_bundle *b, const struct or_publish_opts *o, struct file *f)
+static int pass_on(struct file *f, struct buf *t, bool last, put_fn put, void *ctx,
+                   struct sk_error *err)
 {
-    f->data =
-        f->table < 0 ? or_manifest_csv(b, o, &f->len)
-                     : or_table_csv(&b->t[f->table], o->formula_verbatim, &f->len);
+    f->len += t->n;
+    f->crc = crc32(f->crc, (const Bytef *)t->p, (uInt)t->n);
+    int rc = put(ctx, t->p ? t->p : "", t->n, last, err);
+    t->n = 0;
+    return rc;
 }
 
-static void file_done(struct file *f)
+/* Makes f's text (header and rows, CRLF) and hands it to put a chunk at a time. */
+static int file_stream(const struct or_bundle *b, const struct or_publish_opts *o, struct file *f,
+                       put_fn put, void *ctx, struct sk_error *err)
 {
-    free(f->data);
-    f->data = NULL;
+    struct buf t = {0};
+    int rc = 0;
+    f->len = 0;
+    f->crc = crc32(0L, Z_NULL, 0);
+    if (f->table < 0) {
+        t.p = or_manifest_csv(b, o, &t.n);
+    } else {
+        const struct or_table *tab = &b->t[f->table];
+        bool guard = !o->formula_verbatim;
+        csv_row(&t, tab->cols, tab->n_cols, guard);
+        for (size_t i = 0; rc == 0 && i < tab->n; i++) {
+            csv_row(&t, (const char *const *)tab->rows[i], tab->n_cols, guard);
+            if (t.n >= CHUNK)
+                rc = pass_on(f, &t, false, put, ctx, err);
+        }
+    }
+    if (rc == 0)
+        rc = pass_on(f, &t, true, put, ctx, err);
+    free(t.p);
+    return rc;
 }
 
 /* ---- durable writes ------------------------------------------------------- */
@@ -272,19 +291,46 @@ static int write_all(int fd, const char *data, size_t len)
     return 0;
 }
 
+/* A file being written: created new (O_EXCL), synced and closed by its last part. */
+struct out_file {
+    const char *path;
+    int fd;
+};
+
+static int out_open(struct out_file *f, const char *path, struct sk_error *err)
+{
+    f->path = path;
+    f->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (f->fd < 0)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "creating %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* A put_fn: writes each part; the last one syncs and closes the file. */
+static int out_put(void *ctx, const char *data, size_t len, bool last, struct sk_error *err)
+{
+    struct out_file *f = ctx;
+    if (write_all(f->fd, data, len) < 0 || (last && fsync(f->fd) < 0)) {
+        int e = errno;
+        close(f->fd);
+        f->fd = -1;
+        return sk_error_set(err, SK_ERR_RETRIABLE, "writing %s: %s", f->path, strerror(e));
+    }
+    if (!last)
+        return 0;
+    int rc = close(f->fd);
+    f->fd = -1;
+    if (rc < 0)
+        return sk_error_set(err, SK_ERR_RETRIABLE, "closing %s: %s", f->path, strerror(errno));
+    return 0;
+}
+
 static int write_file_synced(const char *path, const char *data, size_t len, struct sk_error *err)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "creating %s: %s", path, strerror(errno));
-    if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
-        int e = errno;
-        close(fd);
-        return sk_error_set(err, SK_ERR_RETRIABLE, "writing %s: %s", path, strerror(e));
-    }
-    if (close(fd) < 0)
-        return sk_error_set(err, SK_ERR_RETRIABLE, "closing %s: %s", path, strerror(errno));
-    return 0;
+    struct out_file f;
+    if (out_open(&f, path, err) < 0)
+        return -1;
+    return out_put(&f, data, len, true, err);
 }
 
 static int fsync_dir(const char *path, struct sk_error *err)
@@ -331,28 +377,6 @@ static void dos_time(int64_t now_us, unsigned *time_out, unsigned *date_out)
     *date_out = (unsigned)(((tm.tm_year - 80) << 9) | ((tm.tm_mon + 1) << 5) | tm.tm_mday);
 }
 
-/* Raw deflate of data into a new buffer (*out_len). NULL on a zlib failure. */
-static unsigned char *deflate_raw(const char *data, size_t len, size_t *out_len)
-{
-    z_stream zs = {0};
-    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return NULL;
-    uLong bound = deflateBound(&zs, (uLong)len);
-    unsigned char *out = sk_malloc(bound);
-    zs.next_in = (Bytef *)data;
-    zs.avail_in = (uInt)len;
-    zs.next_out = out;
-    zs.avail_out = (uInt)bound;
-    int rc = deflate(&zs, Z_FINISH);
-    *out_len = zs.total_out;
-    deflateEnd(&zs);
-    if (rc != Z_STREAM_END) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
 /*
  * The fields a local file header and its central directory entry share, in
  * the same order in both (APPNOTE 4.3.7 and 4.3.12): version needed to
@@ -373,38 +397,87 @@ static void zip_entry_fields(struct buf *z, const struct file *f, unsigned long 
     buf_le16(z, 0); /* extra */
 }
 
+/* One zip entry's data as it is made: deflated a chunk at a time onto the zip. */
+struct zip_entry {
+    const char *name;
+    struct buf *z;
+    z_stream zs;
+    unsigned char *out; /* CHUNK bytes */
+};
+
+/* A put_fn: deflates each part onto the zip; the last one finishes the stream. */
+static int zip_put(void *ctx, const char *data, size_t len, bool last, struct sk_error *err)
+{
+    struct zip_entry *e = ctx;
+    e->zs.next_in = (Bytef *)data;
+    e->zs.avail_in = (uInt)len;
+    int rc;
+    do {
+        e->zs.next_out = e->out;
+        e->zs.avail_out = CHUNK;
+        rc = deflate(&e->zs, last ? Z_FINISH : Z_NO_FLUSH);
+        if (rc == Z_STREAM_ERROR)
+            return sk_error_set(err, SK_ERR_FATAL, "deflate failed for %s", e->name);
+        buf_put(e->z, e->out, CHUNK - e->zs.avail_out);
+    } while (e->zs.avail_out == 0);
+    if (last && rc != Z_STREAM_END)
+        return sk_error_set(err, SK_ERR_FATAL, "deflate did not finish %s", e->name);
+    return 0;
+}
+
+static void le32_at(struct buf *z, size_t at, unsigned long v)
+{
+    for (int i = 0; i < 4; i++)
+        ((unsigned char *)z->p)[at + i] = (unsigned char)((v >> (8 * i)) & 0xff);
+}
+
+/*
+ * Appends file f as a local header and its deflated data. The header's CRC
+ * and sizes are known only once the text has been made: they are written as
+ * zeros and filled in after (APPNOTE 4.3.7: CRC at byte 14, the sizes at 18 and 22).
+ */
+static int zip_file(const struct or_bundle *b, const struct or_publish_opts *o, struct file *f,
+                    struct buf *z, unsigned dtime, unsigned ddate, unsigned long *offset,
+                    unsigned long *csize, struct sk_error *err)
+{
+    size_t at = z->n;
+    buf_le32(z, 0x04034b50UL);
+    zip_entry_fields(z, f, 0, 0, dtime, ddate);
+    buf_str(z, f->name);
+    size_t data_at = z->n;
+    struct zip_entry e = {.name = f->name, .z = z};
+    if (deflateInit2(&e.zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return sk_error_set(err, SK_ERR_FATAL, "deflate failed for %s", f->name);
+    e.out = sk_malloc(CHUNK);
+    int rc = file_stream(b, o, f, zip_put, &e, err);
+    deflateEnd(&e.zs);
+    free(e.out);
+    if (rc < 0)
+        return -1;
+    if (f->len > 0xfffffffeUL || z->n - data_at > 0xfffffffeUL || at > 0xfffffffeUL)
+        return sk_error_set(err, SK_ERR_FATAL, "%s is too large for a zip without zip64", f->name);
+    *offset = (unsigned long)at;
+    *csize = (unsigned long)(z->n - data_at);
+    le32_at(z, at + 14, f->crc);
+    le32_at(z, at + 18, *csize);
+    le32_at(z, at + 22, (unsigned long)f->len);
+    return 0;
+}
+
 static int zip_build(const struct or_bundle *b, const struct or_publish_opts *o,
                      struct file *files, size_t n, struct buf *z, struct sk_error *err)
 {
     unsigned dtime, ddate;
     dos_time(o->now_us, &dtime, &ddate);
-    unsigned long offsets[OR_N_TABLES + 1], crcs[OR_N_TABLES + 1], csizes[OR_N_TABLES + 1];
-    for (size_t i = 0; i < n; i++) {
-        file_text(b, o, &files[i]);
-        if (files[i].len > 0xfffffffeUL) {
-            file_done(&files[i]);
-            return sk_error_set(err, SK_ERR_FATAL, "%s is too large for a zip without zip64",
-                                files[i].name);
-        }
-        size_t clen;
-        unsigned char *comp = deflate_raw(files[i].data, files[i].len, &clen);
-        crcs[i] = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)files[i].data, (uInt)files[i].len);
-        file_done(&files[i]);
-        if (!comp)
-            return sk_error_set(err, SK_ERR_FATAL, "deflate failed for %s", files[i].name);
-        offsets[i] = (unsigned long)z->n;
-        csizes[i] = (unsigned long)clen;
-        buf_le32(z, 0x04034b50UL);
-        zip_entry_fields(z, &files[i], crcs[i], csizes[i], dtime, ddate);
-        buf_str(z, files[i].name);
-        buf_put(z, comp, clen);
-        free(comp);
-    }
+    unsigned long offsets[OR_N_TABLES + 1], csizes[OR_N_TABLES + 1];
+    for (size_t i = 0; i < n; i++)
+        if (zip_file(b, o, &files[i], z, dtime, ddate, &offsets[i], &csizes[i], err) < 0)
+            return -1;
     unsigned long cd_start = (unsigned long)z->n;
     for (size_t i = 0; i < n; i++) {
         buf_le32(z, 0x02014b50UL);
         buf_le16(z, (3 << 8) | 20); /* made by: Unix, 2.0 */
-        zip_entry_fields(z, &files[i], crcs[i], csizes[i], dtime, ddate);
+        zip_entry_fields(z, &files[i], files[i].crc, csizes[i], dtime, ddate);
         buf_le16(z, 0);               /* comment */
         buf_le16(z, 0);               /* disk */
         buf_le16(z, 0);               /* internal attributes */
@@ -537,9 +610,12 @@ static int write_dir(const struct or_bundle *b, const struct or_publish_opts *o,
         return sk_error_set(err, SK_ERR_RETRIABLE, "mkdir %s: %s", tmp, strerror(errno));
     for (size_t i = 0; i < n; i++) {
         char *p = sk_asprintf("%s/%s", tmp, files[i].name);
-        file_text(b, o, &files[i]);
-        int rc = write_file_synced(p, files[i].data, files[i].len, err);
-        file_done(&files[i]);
+        struct out_file f;
+        int rc = out_open(&f, p, err);
+        if (rc == 0)
+            rc = file_stream(b, o, &files[i], out_put, &f, err);
+        if (f.fd >= 0)
+            close(f.fd); /* a part failed to be made: the file is removed with tmp */
         free(p);
         if (rc < 0)
             return -1;
