@@ -11,6 +11,7 @@
  * records came in. Called by the mapping (oneroster_map.h) and the sink
  * (or_coll_find, or_view_free, or_bundle_free; oneroster_internal.h).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,17 @@ const struct or_doc *or_coll_find(const struct or_coll *c, const char *id)
     return bsearch(id, c->v, c->n, sizeof(*c->v), cmp_doc_id);
 }
 
+cJSON *or_doc_parse(const struct or_doc *d)
+{
+    cJSON *tree = d->text ? cJSON_Parse(d->text) : cJSON_Duplicate(d->doc, true);
+    if (!tree) {
+        /* The text was printed from a tree (load_coll): only memory can fail here. */
+        fprintf(stderr, "skolsync: out of memory parsing a stored document\n");
+        abort();
+    }
+    return tree;
+}
+
 void or_doc_lower_ids(cJSON *doc)
 {
     cJSON *x;
@@ -132,6 +144,7 @@ static void coll_free(struct or_coll *c)
     for (size_t i = 0; i < c->n; i++) {
         free(c->v[i].id);
         cJSON_Delete(c->v[i].doc);
+        free(c->v[i].text);
     }
     free(c->v);
     memset(c, 0, sizeof(*c));

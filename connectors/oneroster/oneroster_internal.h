@@ -24,10 +24,17 @@
 
 /* ---- the state, as read for one bundle ----------------------------------- */
 
-/* One stored entity. Both owned by the collection. */
+/*
+ * One stored entity, owned by its collection. The persons and the groups, the
+ * collections that grow with the number of pupils (a group carries its
+ * memberships), keep their documents as text: a cJSON tree is ~4 times the
+ * bytes of its text, and those two were most of a bundle's peak. A step that
+ * reads one parses it (or_doc_parse) and frees the tree after.
+ */
 struct or_doc {
     char *id;
-    cJSON *doc;
+    cJSON *doc; /* the tree; NULL in a collection kept as text */
+    char *text; /* compact JSON, its ids in lower case; NULL in the others */
 };
 
 /* One collection, sorted by id (strcmp order, as SQLite's BINARY collation). */
@@ -42,6 +49,9 @@ struct or_view {
 };
 
 const struct or_doc *or_coll_find(const struct or_coll *c, const char *id);
+/* d's document as a tree of its own (caller deletes): parsed from its text,
+ * or a copy of its tree. */
+cJSON *or_doc_parse(const struct or_doc *d);
 void or_view_free(struct or_view *v);
 /* Every "id" member in doc that is a UUID becomes lower case, as the keys are:
  * a reference in upper case names the same entity (RFC 4122). */

@@ -66,8 +66,9 @@ static void build_student_roles(struct or_build *b)
 {
     for (size_t i = 0; i < b->view->persons.n; i++) {
         const struct or_doc *p = &b->view->persons.v[i];
+        cJSON *doc = or_doc_parse(p);
         const cJSON *e;
-        cJSON_ArrayForEach(e, or_jarr(p->doc, "enrolments"))
+        cJSON_ArrayForEach(e, or_jarr(doc, "enrolments"))
         {
             if (!enrolment_active(e))
                 continue;
@@ -78,6 +79,7 @@ static void build_student_roles(struct or_build *b)
             }
             add_role(b, p->id, org, "student", or_jdate(e, "startDate"), or_jdate(e, "endDate"));
         }
+        cJSON_Delete(doc);
     }
 }
 
@@ -159,8 +161,9 @@ static void build_guardian_roles(struct or_build *b)
         const char *org = or_hmap_get(&b->primary_org, p->id);
         if (!org || !or_hmap_has(&b->students, p->id))
             continue;
+        cJSON *doc = or_doc_parse(p);
         const cJSON *r;
-        cJSON_ArrayForEach(r, or_jarr(p->doc, "responsibles"))
+        cJSON_ArrayForEach(r, or_jarr(doc, "responsibles"))
         {
             const char *g = or_jref(r, "person");
             if (!g || !or_coll_find(&b->view->persons, g) || strcmp(g, p->id) == 0) {
@@ -171,6 +174,7 @@ static void build_guardian_roles(struct or_build *b)
             add_agent(b, p->id, g);
             add_agent(b, g, p->id);
         }
+        cJSON_Delete(doc);
     }
 }
 
@@ -249,26 +253,27 @@ static void build_users(struct or_build *b)
         const struct or_doc *p = &b->view->persons.v[i];
         if (!or_hmap_has(&b->users, p->id))
             continue;
-        bool prot = is_protected(p->doc);
+        cJSON *doc = or_doc_parse(p);
+        bool prot = is_protected(doc);
         char **row = or_row_add(t, p->id);
-        const char *status = or_jstr(p->doc, "personStatus");
+        const char *status = or_jstr(doc, "personStatus");
         or_set(row, U_ENABLED, !status || strcmp(status, "Aktiv") == 0 ? "true" : "false");
-        const cJSON *eppns = or_jarr(p->doc, "eduPersonPrincipalNames");
+        const cJSON *eppns = or_jarr(doc, "eduPersonPrincipalNames");
         const char *username = eppns && cJSON_IsString(eppns->child) && eppns->child->valuestring[0]
                                    ? eppns->child->valuestring
                                    : NULL;
-        const char *email = person_email(p->doc, prot);
+        const char *email = person_email(doc, prot);
         or_set(row, U_USERNAME, username ? username : email ? email : p->id);
         /* Under protected_identities: minimal the names are gone (privacy.h);
          * givenName/familyName are required, so a neutral placeholder. */
-        const char *given = or_jstr(p->doc, "givenName"), *family = or_jstr(p->doc, "familyName");
+        const char *given = or_jstr(doc, "givenName"), *family = or_jstr(doc, "familyName");
         or_set(row, U_GIVEN, given ? given : "-");
         or_set(row, U_FAMILY, family ? family : "-");
-        or_set(row, U_MIDDLE, or_jstr(p->doc, "middleName"));
+        or_set(row, U_MIDDLE, or_jstr(doc, "middleName"));
         or_set(row, U_EMAIL, email);
         if (b->opts->include_phone && !prot) {
-            or_set(row, U_SMS, person_phone(p->doc, true));
-            or_set(row, U_PHONE, person_phone(p->doc, false));
+            or_set(row, U_SMS, person_phone(doc, true));
+            or_set(row, U_PHONE, person_phone(doc, false));
         }
         struct or_strvec *agents = or_hmap_get(&b->agents, p->id);
         if (agents) {
@@ -282,8 +287,9 @@ static void build_users(struct or_build *b)
         char grade[4];
         const char *org = or_hmap_get(&b->primary_org, p->id);
         if (or_hmap_has(&b->students, p->id))
-            or_set(row, U_GRADES, student_grade(p->doc, grade));
+            or_set(row, U_GRADES, student_grade(doc, grade));
         or_set(row, U_PRIMARY_ORG, org);
+        cJSON_Delete(doc);
     }
 }
 
@@ -309,8 +315,9 @@ static void add_enrollment(struct or_build *b, const char *cls, const char *scho
 static void enroll_members(struct or_build *b, const char *cls, const char *school,
                            const struct or_doc *g)
 {
+    cJSON *doc = or_doc_parse(g);
     const cJSON *m;
-    cJSON_ArrayForEach(m, or_jarr(g->doc, "groupMemberships"))
+    cJSON_ArrayForEach(m, or_jarr(doc, "groupMemberships"))
     {
         const char *person = or_jref(m, "person");
         if (!person || !or_hmap_has(&b->students, person)) {
@@ -319,9 +326,10 @@ static void enroll_members(struct or_build *b, const char *cls, const char *scho
         }
         const char *begin = or_jdate(m, "startDate"), *end = or_jdate(m, "endDate");
         add_enrollment(b, cls, school, person, "student", "false",
-                       begin ? begin : or_jdate(g->doc, "startDate"),
-                       end ? end : or_jdate(g->doc, "endDate"));
+                       begin ? begin : or_jdate(doc, "startDate"),
+                       end ? end : or_jdate(doc, "endDate"));
     }
+    cJSON_Delete(doc);
 }
 
 /* The teacher of a duty, if that person is a user in the bundle. */

@@ -321,9 +321,10 @@ static void note_years(struct or_build *b, struct years *ys)
             years_note(ys, or_jdate(a, "startDate"), class_end(a));
     }
     for (size_t i = 0; i < b->view->groups.n; i++) {
-        const cJSON *g = b->view->groups.v[i].doc;
+        cJSON *g = or_doc_parse(&b->view->groups.v[i]);
         if (is_klass(g) && or_jdate(g, "startDate"))
             years_note(ys, or_jdate(g, "startDate"), class_end(g));
+        cJSON_Delete(g);
     }
 }
 
@@ -372,30 +373,36 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
     }
 }
 
-/* Each Klass group is a homeroom class, under one homeroom course per school. */
+/* A Klass group g (its tree parsed) is a homeroom class, under one homeroom course per school. */
+static void homeroom_class(struct or_build *b, const struct years *ys, const struct or_doc *g)
+{
+    if (!is_klass(g->doc))
+        return;
+    char *terms;
+    const char *school = class_school(b, g, ys, &terms);
+    if (!school)
+        return;
+    char course[64];
+    snprintf(course, sizeof(course), "homeroom-%s", school);
+    course_row(b, course, "Klass", NULL, school, NULL, NULL);
+    const char *title = or_jstr(g->doc, "displayName");
+    char **row = or_row_add(&b->out->t[OR_CLASSES], g->id);
+    or_set(row, K_TITLE, title ? title : g->id);
+    or_set(row, K_COURSE, course);
+    or_set(row, K_CODE, title);
+    or_set(row, K_TYPE, "homeroom");
+    or_set(row, K_SCHOOL, school);
+    or_set_own(row, K_TERMS, terms);
+    *or_hmap_slot(&b->classes, g->id, NULL) = sk_strdup(school);
+}
+
 static void build_homeroom_classes(struct or_build *b, const struct years *ys)
 {
-    struct or_table *t = &b->out->t[OR_CLASSES];
     for (size_t i = 0; i < b->view->groups.n; i++) {
-        const struct or_doc *g = &b->view->groups.v[i];
-        if (!is_klass(g->doc))
-            continue;
-        char *terms;
-        const char *school = class_school(b, g, ys, &terms);
-        if (!school)
-            continue;
-        char course[64];
-        snprintf(course, sizeof(course), "homeroom-%s", school);
-        course_row(b, course, "Klass", NULL, school, NULL, NULL);
-        const char *title = or_jstr(g->doc, "displayName");
-        char **row = or_row_add(t, g->id);
-        or_set(row, K_TITLE, title ? title : g->id);
-        or_set(row, K_COURSE, course);
-        or_set(row, K_CODE, title);
-        or_set(row, K_TYPE, "homeroom");
-        or_set(row, K_SCHOOL, school);
-        or_set_own(row, K_TERMS, terms);
-        *or_hmap_slot(&b->classes, g->id, NULL) = sk_strdup(school);
+        const struct or_doc *stored = &b->view->groups.v[i];
+        struct or_doc g = {.id = stored->id, .doc = or_doc_parse(stored)};
+        homeroom_class(b, ys, &g);
+        cJSON_Delete(g.doc);
     }
 }
 

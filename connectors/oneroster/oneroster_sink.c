@@ -446,7 +446,9 @@ static const char *oneroster_target(struct sk_sink *self)
 
 /* ---- the bundle ------------------------------------------------------------ */
 
-static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, struct sk_error *err)
+/* as_text: keep each document as compact text (struct or_doc), not as a tree. */
+static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, bool as_text,
+                     struct sk_error *err)
 {
     char *sql = sk_asprintf("SELECT id, doc FROM \"%s\" ORDER BY id", collection);
     sqlite3_stmt *st;
@@ -465,11 +467,21 @@ static int load_coll(sqlite3 *db, const char *collection, struct or_coll *c, str
             continue;
         }
         or_doc_lower_ids(json);
+        char *text = NULL;
+        if (as_text) {
+            text = cJSON_PrintUnformatted(json);
+            cJSON_Delete(json);
+            json = NULL;
+            if (!text) {
+                sqlite3_finalize(st);
+                return sk_error_set(err, SK_ERR_RETRIABLE, "reading %s: out of memory", collection);
+            }
+        }
         if (c->n == cap) {
             cap = cap ? cap * 2 : 64;
             c->v = sk_realloc(c->v, cap * sizeof(*c->v));
         }
-        c->v[c->n++] = (struct or_doc){.id = sk_strdup(id), .doc = json};
+        c->v[c->n++] = (struct or_doc){.id = sk_strdup(id), .doc = json, .text = text};
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
@@ -494,7 +506,8 @@ static int load_view(const char *db_path, struct or_view *v, int64_t *changes, s
                                        &v->activities, &v->duties,  &v->syllabuses};
     rc = exec(db, "BEGIN", err);
     for (size_t i = 0; rc == 0 && i < N_MAPPED; i++)
-        rc = load_coll(db, mapped[i], colls[i], err);
+        rc = load_coll(db, mapped[i], colls[i], colls[i] == &v->persons || colls[i] == &v->groups,
+                       err);
     if (rc == 0)
         *changes = meta_get(db, "changes");
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
