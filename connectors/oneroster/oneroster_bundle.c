@@ -115,9 +115,13 @@ const struct or_doc *or_coll_find(const struct or_coll *c, const char *id)
     return bsearch(id, c->v, c->n, sizeof(*c->v), cmp_doc_id);
 }
 
-cJSON *or_doc_parse(const struct or_doc *d)
+const cJSON *or_doc_open(const struct or_doc *d, struct sk_json_arena **arena)
 {
-    cJSON *tree = d->text ? cJSON_Parse(d->text) : cJSON_Duplicate(d->doc, true);
+    *arena = NULL;
+    if (!d->text)
+        return d->doc;
+    /* The arena parser: one allocation for a document's nodes, not one per node. */
+    const cJSON *tree = sk_json_arena_parse(d->text, strlen(d->text), arena);
     if (!tree) {
         /* The text was printed from a tree (load_coll): only memory can fail here. */
         fprintf(stderr, "skolsync: out of memory parsing a stored document\n");

@@ -29,7 +29,7 @@
  * collections that grow with the number of pupils (a group carries its
  * memberships), keep their documents as text: a cJSON tree is ~4 times the
  * bytes of its text, and those two were most of a bundle's peak. A step that
- * reads one parses it (or_doc_parse) and frees the tree after.
+ * reads one parses it (or_doc_open) and frees the tree after.
  */
 struct or_doc {
     char *id;
@@ -49,9 +49,10 @@ struct or_view {
 };
 
 const struct or_doc *or_coll_find(const struct or_coll *c, const char *id);
-/* d's document as a tree of its own (caller deletes): parsed from its text,
- * or a copy of its tree. */
-cJSON *or_doc_parse(const struct or_doc *d);
+/* d's document as a tree: its own, or parsed from its text into *arena
+ * (NULL for a tree kept), which sk_json_arena_free frees; never cJSON_Delete. */
+struct sk_json_arena;
+const cJSON *or_doc_open(const struct or_doc *d, struct sk_json_arena **arena);
 void or_view_free(struct or_view *v);
 /* Every "id" member in doc that is a UUID becomes lower case, as the keys are:
  * a reference in upper case names the same entity (RFC 4122). */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "model.h"
 #include "oneroster_map.h"
 #include "privacy.h"
 #include "util.h"
@@ -66,7 +67,8 @@ static void build_student_roles(struct or_build *b)
 {
     for (size_t i = 0; i < b->view->persons.n; i++) {
         const struct or_doc *p = &b->view->persons.v[i];
-        cJSON *doc = or_doc_parse(p);
+        struct sk_json_arena *arena;
+        const cJSON *doc = or_doc_open(p, &arena);
         const cJSON *e;
         cJSON_ArrayForEach(e, or_jarr(doc, "enrolments"))
         {
@@ -79,7 +81,7 @@ static void build_student_roles(struct or_build *b)
             }
             add_role(b, p->id, org, "student", or_jdate(e, "startDate"), or_jdate(e, "endDate"));
         }
-        cJSON_Delete(doc);
+        sk_json_arena_free(arena);
     }
 }
 
@@ -161,7 +163,8 @@ static void build_guardian_roles(struct or_build *b)
         const char *org = or_hmap_get(&b->primary_org, p->id);
         if (!org || !or_hmap_has(&b->students, p->id))
             continue;
-        cJSON *doc = or_doc_parse(p);
+        struct sk_json_arena *arena;
+        const cJSON *doc = or_doc_open(p, &arena);
         const cJSON *r;
         cJSON_ArrayForEach(r, or_jarr(doc, "responsibles"))
         {
@@ -174,7 +177,7 @@ static void build_guardian_roles(struct or_build *b)
             add_agent(b, p->id, g);
             add_agent(b, g, p->id);
         }
-        cJSON_Delete(doc);
+        sk_json_arena_free(arena);
     }
 }
 
@@ -253,7 +256,8 @@ static void build_users(struct or_build *b)
         const struct or_doc *p = &b->view->persons.v[i];
         if (!or_hmap_has(&b->users, p->id))
             continue;
-        cJSON *doc = or_doc_parse(p);
+        struct sk_json_arena *arena;
+        const cJSON *doc = or_doc_open(p, &arena);
         bool prot = is_protected(doc);
         char **row = or_row_add(t, p->id);
         const char *status = or_jstr(doc, "personStatus");
@@ -289,7 +293,7 @@ static void build_users(struct or_build *b)
         if (or_hmap_has(&b->students, p->id))
             or_set(row, U_GRADES, student_grade(doc, grade));
         or_set(row, U_PRIMARY_ORG, org);
-        cJSON_Delete(doc);
+        sk_json_arena_free(arena);
     }
 }
 
@@ -315,7 +319,8 @@ static void add_enrollment(struct or_build *b, const char *cls, const char *scho
 static void enroll_members(struct or_build *b, const char *cls, const char *school,
                            const struct or_doc *g)
 {
-    cJSON *doc = or_doc_parse(g);
+    struct sk_json_arena *arena;
+    const cJSON *doc = or_doc_open(g, &arena);
     const cJSON *m;
     cJSON_ArrayForEach(m, or_jarr(doc, "groupMemberships"))
     {
@@ -329,7 +334,7 @@ static void enroll_members(struct or_build *b, const char *cls, const char *scho
                        begin ? begin : or_jdate(doc, "startDate"),
                        end ? end : or_jdate(doc, "endDate"));
     }
-    cJSON_Delete(doc);
+    sk_json_arena_free(arena);
 }
 
 /* The teacher of a duty, if that person is a user in the bundle. */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "model.h"
 #include "oneroster_map.h"
 #include "util.h"
 
@@ -271,26 +272,26 @@ static const char *class_end(const cJSON *doc)
  * department). Its terms (*terms, a cell the caller owns): none only when
  * its school years did not fit in MAX_YEARS. NULL: skip it.
  */
-static const char *class_school(struct or_build *b, const struct or_doc *c, const struct years *ys,
-                                char **terms)
+static const char *class_school(struct or_build *b, const char *id, const cJSON *doc,
+                                const struct years *ys, char **terms)
 {
-    const char *org = or_jref(c->doc, "organisation");
-    const char *start = or_jdate(c->doc, "startDate");
+    const char *org = or_jref(doc, "organisation");
+    const char *start = or_jdate(doc, "startDate");
     if (!start) {
         b->out->stats.skipped_classes++;
-        sk_debug(b->component, "class %s skipped: no startDate", c->id);
+        sk_debug(b->component, "class %s skipped: no startDate", id);
         return NULL;
     }
     const char *school = school_of(b, org);
     if (!school) {
         b->out->stats.skipped_classes++;
-        or_dangling(b, "class school (none, or no school at or above it)", c->id, org);
+        or_dangling(b, "class school (none, or no school at or above it)", id, org);
         return NULL;
     }
-    *terms = class_terms(b, ys, start, class_end(c->doc));
+    *terms = class_terms(b, ys, start, class_end(doc));
     if (!*terms) {
         b->out->stats.skipped_classes++;
-        sk_debug(b->component, "class %s skipped: more than %d school years", c->id, MAX_YEARS);
+        sk_debug(b->component, "class %s skipped: more than %d school years", id, MAX_YEARS);
         return NULL;
     }
     return school;
@@ -321,10 +322,11 @@ static void note_years(struct or_build *b, struct years *ys)
             years_note(ys, or_jdate(a, "startDate"), class_end(a));
     }
     for (size_t i = 0; i < b->view->groups.n; i++) {
-        cJSON *g = or_doc_parse(&b->view->groups.v[i]);
+        struct sk_json_arena *arena;
+        const cJSON *g = or_doc_open(&b->view->groups.v[i], &arena);
         if (is_klass(g) && or_jdate(g, "startDate"))
             years_note(ys, or_jdate(g, "startDate"), class_end(g));
-        cJSON_Delete(g);
+        sk_json_arena_free(arena);
     }
 }
 
@@ -335,7 +337,7 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
     for (size_t i = 0; i < b->view->activities.n; i++) {
         const struct or_doc *a = &b->view->activities.v[i];
         char *terms;
-        const char *school = class_school(b, a, ys, &terms);
+        const char *school = class_school(b, a->id, a->doc, ys, &terms);
         if (!school)
             continue;
         const char *title = or_jstr(a->doc, "displayName");
@@ -373,36 +375,37 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
     }
 }
 
-/* A Klass group g (its tree parsed) is a homeroom class, under one homeroom course per school. */
-static void homeroom_class(struct or_build *b, const struct years *ys, const struct or_doc *g)
+/* A Klass group (its id and tree) is a homeroom class, under one homeroom course per school. */
+static void homeroom_class(struct or_build *b, const struct years *ys, const char *id,
+                           const cJSON *doc)
 {
-    if (!is_klass(g->doc))
+    if (!is_klass(doc))
         return;
     char *terms;
-    const char *school = class_school(b, g, ys, &terms);
+    const char *school = class_school(b, id, doc, ys, &terms);
     if (!school)
         return;
     char course[64];
     snprintf(course, sizeof(course), "homeroom-%s", school);
     course_row(b, course, "Klass", NULL, school, NULL, NULL);
-    const char *title = or_jstr(g->doc, "displayName");
-    char **row = or_row_add(&b->out->t[OR_CLASSES], g->id);
-    or_set(row, K_TITLE, title ? title : g->id);
+    const char *title = or_jstr(doc, "displayName");
+    char **row = or_row_add(&b->out->t[OR_CLASSES], id);
+    or_set(row, K_TITLE, title ? title : id);
     or_set(row, K_COURSE, course);
     or_set(row, K_CODE, title);
     or_set(row, K_TYPE, "homeroom");
     or_set(row, K_SCHOOL, school);
     or_set_own(row, K_TERMS, terms);
-    *or_hmap_slot(&b->classes, g->id, NULL) = sk_strdup(school);
+    *or_hmap_slot(&b->classes, id, NULL) = sk_strdup(school);
 }
 
 static void build_homeroom_classes(struct or_build *b, const struct years *ys)
 {
     for (size_t i = 0; i < b->view->groups.n; i++) {
-        const struct or_doc *stored = &b->view->groups.v[i];
-        struct or_doc g = {.id = stored->id, .doc = or_doc_parse(stored)};
-        homeroom_class(b, ys, &g);
-        cJSON_Delete(g.doc);
+        const struct or_doc *g = &b->view->groups.v[i];
+        struct sk_json_arena *arena;
+        homeroom_class(b, ys, g->id, or_doc_open(g, &arena));
+        sk_json_arena_free(arena);
     }
 }
 
