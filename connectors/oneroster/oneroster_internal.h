@@ -54,6 +54,7 @@ const struct or_doc *or_coll_find(const struct or_coll *c, const char *id);
 struct sk_json_arena;
 const cJSON *or_doc_open(const struct or_doc *d, struct sk_json_arena **arena);
 void or_view_free(struct or_view *v);
+void or_coll_free(struct or_coll *c); /* empty again */
 /* Every "id" member in doc that is a UUID becomes lower case, as the keys are:
  * a reference in upper case names the same entity (RFC 4122). */
 void or_doc_lower_ids(cJSON *doc);
@@ -91,14 +92,20 @@ struct or_build_stats {
     uint64_t skipped_classes; /* activities/groups that could not become a class */
 };
 
+struct or_pool; /* the rows' memory (oneroster_bundle.c) */
+
 struct or_bundle {
     struct or_table t[OR_N_TABLES];
     struct or_build_stats stats;
+    struct or_pool *pool;
 };
 
-/* Builds every table from the view; rows are sorted and unique by sourcedId. */
-void or_bundle_build(const struct or_view *view, const struct or_build_opts *opts,
-                     const char *component, struct or_bundle *out);
+/* Builds every table from the view; rows are sorted and unique by sourcedId.
+ * Frees a collection of the view once no later step reads it (the persons
+ * before the enrollments, the largest table, are made); or_view_free frees
+ * the rest. */
+void or_bundle_build(struct or_view *view, const struct or_build_opts *opts, const char *component,
+                     struct or_bundle *out);
 void or_bundle_free(struct or_bundle *b);
 
 /* ---- output -------------------------------------------------------------- */

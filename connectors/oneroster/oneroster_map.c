@@ -21,7 +21,7 @@
 
 /* ---- a small string-keyed hash map (keys copied, values opaque) ------------ */
 
-static size_t hash_str(const char *s)
+size_t or_hash_str(const char *s)
 {
     size_t h = 1469598103934665603ULL;
     for (; *s; s++)
@@ -31,7 +31,7 @@ static size_t hash_str(const char *s)
 
 static size_t hmap_index(const struct or_hmap *m, const char *key)
 {
-    size_t i = hash_str(key) & (m->cap - 1);
+    size_t i = or_hash_str(key) & (m->cap - 1);
     while (m->keys[i] && strcmp(m->keys[i], key) != 0)
         i = (i + 1) & (m->cap - 1);
     return i;
@@ -200,8 +200,8 @@ void or_dangling(struct or_build *b, const char *what, const char *from, const c
              from ? from : "?", to ? to : "(none)");
 }
 
-void or_bundle_build(const struct or_view *view, const struct or_build_opts *opts,
-                     const char *component, struct or_bundle *out)
+void or_bundle_build(struct or_view *view, const struct or_build_opts *opts, const char *component,
+                     struct or_bundle *out)
 {
     or_bundle_init(out);
     struct or_build b = {.view = view, .opts = opts, .component = component, .out = out};

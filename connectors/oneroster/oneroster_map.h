@@ -83,17 +83,25 @@ void or_bundle_init(struct or_bundle *b);
 /* Sorts every table and keeps one row per sourcedId (the same state gives
  * byte-identical files, whatever order the records came in). */
 void or_bundle_sort(struct or_bundle *b);
-/* A new row whose sourcedId is id (copied); its other cells are empty. */
-char **or_row_add(struct or_table *t, const char *id);
-/* Cell col of row becomes a copy of value (NULL: empty). */
-void or_set(char **row, int col, const char *value);
-/* Cell col of row becomes value itself (malloc'ed or NULL); the row frees it. */
-void or_set_own(char **row, int col, char *value);
+/*
+ * A bundle's rows and cells live in its pool (oneroster_bundle.c), freed with
+ * the bundle: a cell is never written in place or freed on its own, and the
+ * same value in many cells is stored once.
+ */
+/* A new row of table t of out whose sourcedId is id (copied); its other cells are empty. */
+char **or_row_add(struct or_bundle *out, struct or_table *t, const char *id);
+/* Cell col of row becomes value (stored in out's pool; NULL: empty). */
+void or_set(struct or_bundle *out, char **row, int col, const char *value);
+/* The same for a malloc'ed value (or NULL), which is freed. */
+void or_set_own(struct or_bundle *out, char **row, int col, char *value);
 /* Cell col of a list column (subjects, subjectCodes) becomes the one value
  * given: a comma in it would split it in two, so it is written as a semicolon. */
-void or_set_item(char **row, int col, const char *value);
+void or_set_item(struct or_bundle *out, char **row, int col, const char *value);
 
 /* ---- what every step uses (oneroster_map.c) ------------------------------- */
+
+/* FNV-1a of a string: the hash of or_hmap and of the bundle's cell pool. */
+size_t or_hash_str(const char *s);
 
 /* A small string-keyed hash map (keys copied, values opaque). Zero is empty. */
 struct or_hmap {
@@ -135,7 +143,7 @@ const char *or_end_after(const char *start, const char *end);
 
 /* One build: its input, its output and the indexes the steps leave for later steps. */
 struct or_build {
-    const struct or_view *view;
+    struct or_view *view; /* a step may free what no later step reads */
     const struct or_build_opts *opts;
     const char *component;
     struct or_bundle *out;

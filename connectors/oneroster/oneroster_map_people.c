@@ -41,7 +41,7 @@ static void add_role(struct or_build *b, const char *user, const char *org, cons
     or_hmap_slot(&b->role_keys, key, &created);
     if (!created)
         return;
-    char **row = or_row_add(&b->out->t[OR_ROLES], key);
+    char **row = or_row_add(b->out, &b->out->t[OR_ROLES], key);
     bool first;
     void **po = or_hmap_slot(&b->primary_org, user, &first);
     if (first)
@@ -49,12 +49,12 @@ static void add_role(struct or_build *b, const char *user, const char *org, cons
     *or_hmap_slot(&b->users, user, NULL) = (void *)1;
     if (strcmp(role, "student") == 0)
         *or_hmap_slot(&b->students, user, NULL) = (void *)1;
-    or_set(row, R_USER, user);
-    or_set(row, R_TYPE, first ? "primary" : "secondary");
-    or_set(row, R_ROLE, role);
-    or_set(row, R_BEGIN, begin);
-    or_set(row, R_END, or_end_after(begin, end));
-    or_set(row, R_ORG, org);
+    or_set(b->out, row, R_USER, user);
+    or_set(b->out, row, R_TYPE, first ? "primary" : "secondary");
+    or_set(b->out, row, R_ROLE, role);
+    or_set(b->out, row, R_BEGIN, begin);
+    or_set(b->out, row, R_END, or_end_after(begin, end));
+    or_set(b->out, row, R_ORG, org);
 }
 
 static bool enrolment_active(const cJSON *e)
@@ -259,25 +259,25 @@ static void build_users(struct or_build *b)
         struct sk_json_arena *arena;
         const cJSON *doc = or_doc_open(p, &arena);
         bool prot = is_protected(doc);
-        char **row = or_row_add(t, p->id);
+        char **row = or_row_add(b->out, t, p->id);
         const char *status = or_jstr(doc, "personStatus");
-        or_set(row, U_ENABLED, !status || strcmp(status, "Aktiv") == 0 ? "true" : "false");
+        or_set(b->out, row, U_ENABLED, !status || strcmp(status, "Aktiv") == 0 ? "true" : "false");
         const cJSON *eppns = or_jarr(doc, "eduPersonPrincipalNames");
         const char *username = eppns && cJSON_IsString(eppns->child) && eppns->child->valuestring[0]
                                    ? eppns->child->valuestring
                                    : NULL;
         const char *email = person_email(doc, prot);
-        or_set(row, U_USERNAME, username ? username : email ? email : p->id);
+        or_set(b->out, row, U_USERNAME, username ? username : email ? email : p->id);
         /* Under protected_identities: minimal the names are gone (privacy.h);
          * givenName/familyName are required, so a neutral placeholder. */
         const char *given = or_jstr(doc, "givenName"), *family = or_jstr(doc, "familyName");
-        or_set(row, U_GIVEN, given ? given : "-");
-        or_set(row, U_FAMILY, family ? family : "-");
-        or_set(row, U_MIDDLE, or_jstr(doc, "middleName"));
-        or_set(row, U_EMAIL, email);
+        or_set(b->out, row, U_GIVEN, given ? given : "-");
+        or_set(b->out, row, U_FAMILY, family ? family : "-");
+        or_set(b->out, row, U_MIDDLE, or_jstr(doc, "middleName"));
+        or_set(b->out, row, U_EMAIL, email);
         if (b->opts->include_phone && !prot) {
-            or_set(row, U_SMS, person_phone(doc, true));
-            or_set(row, U_PHONE, person_phone(doc, false));
+            or_set(b->out, row, U_SMS, person_phone(doc, true));
+            or_set(b->out, row, U_PHONE, person_phone(doc, false));
         }
         struct or_strvec *agents = or_hmap_get(&b->agents, p->id);
         if (agents) {
@@ -285,14 +285,14 @@ static void build_users(struct or_build *b)
             for (size_t k = 0; k < agents->n; k++)
                 if (or_hmap_has(&b->users, agents->v[k]))
                     or_strvec_add_unique(&kept, agents->v[k]);
-            or_set_own(row, U_AGENTS, or_strvec_join(&kept));
+            or_set_own(b->out, row, U_AGENTS, or_strvec_join(&kept));
             or_strvec_clear(&kept);
         }
         char grade[4];
         const char *org = or_hmap_get(&b->primary_org, p->id);
         if (or_hmap_has(&b->students, p->id))
-            or_set(row, U_GRADES, student_grade(doc, grade));
-        or_set(row, U_PRIMARY_ORG, org);
+            or_set(b->out, row, U_GRADES, student_grade(doc, grade));
+        or_set(b->out, row, U_PRIMARY_ORG, org);
         sk_json_arena_free(arena);
     }
 }
@@ -305,14 +305,14 @@ static void add_enrollment(struct or_build *b, const char *cls, const char *scho
 {
     char id[160];
     snprintf(id, sizeof(id), "%s_%s_%s", cls, user, role);
-    char **row = or_row_add(&b->out->t[OR_ENROLLMENTS], id);
-    or_set(row, E_CLASS, cls);
-    or_set(row, E_SCHOOL, school);
-    or_set(row, E_USER, user);
-    or_set(row, E_ROLE, role);
-    or_set(row, E_PRIMARY, primary);
-    or_set(row, E_BEGIN, begin);
-    or_set(row, E_END, or_end_after(begin, end));
+    char **row = or_row_add(b->out, &b->out->t[OR_ENROLLMENTS], id);
+    or_set(b->out, row, E_CLASS, cls);
+    or_set(b->out, row, E_SCHOOL, school);
+    or_set(b->out, row, E_USER, user);
+    or_set(b->out, row, E_ROLE, role);
+    or_set(b->out, row, E_PRIMARY, primary);
+    or_set(b->out, row, E_BEGIN, begin);
+    or_set(b->out, row, E_END, or_end_after(begin, end));
 }
 
 /* Student enrollments for the members of group g in class cls. */
@@ -413,5 +413,8 @@ void or_map_people(struct or_build *b)
     if (b->opts->include_guardians)
         build_guardian_roles(b);
     build_users(b);
+    /* No step after the users reads a person: at 1M entities their text is
+     * ~50 MB, freed before the enrollments (the largest table) are made. */
+    or_coll_free(&b->view->persons);
     build_enrollments(b);
 }

@@ -64,14 +64,14 @@ static void build_orgs(struct or_build *b)
     for (size_t i = 0; i < b->view->orgs.n; i++) {
         const struct or_doc *o = &b->view->orgs.v[i];
         const char *type = or_jstr(o->doc, "organisationType");
-        char **row = or_row_add(t, o->id);
+        char **row = or_row_add(b->out, t, o->id);
         const char *name = or_jstr(o->doc, "displayName");
-        or_set(row, O_NAME, name ? name : o->id);
-        or_set(row, O_TYPE, org_type(type));
+        or_set(b->out, row, O_NAME, name ? name : o->id);
+        or_set(b->out, row, O_TYPE, org_type(type));
         const char *ident = or_jstr(o->doc, "schoolUnitCode");
-        or_set(row, O_IDENT, ident ? ident : or_jstr(o->doc, "organisationCode"));
+        or_set(b->out, row, O_IDENT, ident ? ident : or_jstr(o->doc, "organisationCode"));
         const char *parent = org_parent(b, o);
-        or_set(row, O_PARENT, parent);
+        or_set(b->out, row, O_PARENT, parent);
         if (!parent && or_jref(o->doc, "parentOrganisation"))
             or_dangling(b, "org parent (missing, or a cycle)", o->id,
                         or_jref(o->doc, "parentOrganisation"));
@@ -194,12 +194,12 @@ static void build_sessions(struct or_build *b, const struct years *ys)
         snprintf(year, sizeof(year), "%d", x->y);
         snprintf(id, sizeof(id), "sy-%d", x->y);
         snprintf(title, sizeof(title), "Läsår %d/%02d", x->y - 1, x->y % 100);
-        char **row = or_row_add(t, id);
-        or_set(row, S_TITLE, title);
-        or_set(row, S_TYPE, "schoolYear");
-        or_set(row, S_START, x->start);
-        or_set(row, S_END, x->end);
-        or_set(row, S_YEAR, year);
+        char **row = or_row_add(b->out, t, id);
+        or_set(b->out, row, S_TITLE, title);
+        or_set(b->out, row, S_TYPE, "schoolYear");
+        or_set(b->out, row, S_START, x->start);
+        or_set(b->out, row, S_END, x->end);
+        or_set(b->out, row, S_YEAR, year);
         *or_hmap_slot(&b->sessions, id, NULL) = (void *)1;
         for (int autumn = 1; autumn >= 0; autumn--) {
             if (!term_range(x, autumn, start, end))
@@ -207,13 +207,13 @@ static void build_sessions(struct or_build *b, const struct years *ys)
             char tid[40];
             snprintf(tid, sizeof(tid), "sy-%d-%s", x->y, autumn ? "ht" : "vt");
             snprintf(title, sizeof(title), "%s %d", autumn ? "HT" : "VT", autumn ? x->y - 1 : x->y);
-            row = or_row_add(t, tid);
-            or_set(row, S_TITLE, title);
-            or_set(row, S_TYPE, "semester");
-            or_set(row, S_START, start);
-            or_set(row, S_END, end);
-            or_set(row, S_PARENT, id);
-            or_set(row, S_YEAR, year);
+            row = or_row_add(b->out, t, tid);
+            or_set(b->out, row, S_TITLE, title);
+            or_set(b->out, row, S_TYPE, "semester");
+            or_set(b->out, row, S_START, start);
+            or_set(b->out, row, S_END, end);
+            or_set(b->out, row, S_PARENT, id);
+            or_set(b->out, row, S_YEAR, year);
             *or_hmap_slot(&b->sessions, tid, NULL) = (void *)1;
         }
     }
@@ -303,14 +303,14 @@ static void course_row(struct or_build *b, const char *id, const char *title, co
     if (or_hmap_has(&b->courses, id))
         return;
     *or_hmap_slot(&b->courses, id, NULL) = (void *)1;
-    char **row = or_row_add(&b->out->t[OR_COURSES], id);
-    or_set(row, C_TITLE, title ? title : id);
-    or_set(row, C_CODE, code);
-    or_set(row, C_ORG, org);
+    char **row = or_row_add(b->out, &b->out->t[OR_COURSES], id);
+    or_set(b->out, row, C_TITLE, title ? title : id);
+    or_set(b->out, row, C_CODE, code);
+    or_set(b->out, row, C_ORG, org);
     /* subjects and subjectCodes are parallel lists: both or neither. */
     if (subject && subject_code) {
-        or_set_item(row, C_SUBJ, subject);
-        or_set_item(row, C_SUBJCODES, subject_code);
+        or_set_item(b->out, row, C_SUBJ, subject);
+        or_set_item(b->out, row, C_SUBJCODES, subject_code);
     }
 }
 
@@ -361,15 +361,15 @@ static void build_activity_classes(struct or_build *b, const struct years *ys)
             snprintf(course, sizeof(course), "course-%s", a->id);
             course_row(b, course, title, NULL, school, NULL, NULL);
         }
-        char **row = or_row_add(t, a->id);
-        or_set(row, K_TITLE, title ? title : a->id);
-        or_set(row, K_COURSE, course);
-        or_set(row, K_TYPE, "scheduled");
-        or_set(row, K_SCHOOL, school);
-        or_set_own(row, K_TERMS, terms);
+        char **row = or_row_add(b->out, t, a->id);
+        or_set(b->out, row, K_TITLE, title ? title : a->id);
+        or_set(b->out, row, K_COURSE, course);
+        or_set(b->out, row, K_TYPE, "scheduled");
+        or_set(b->out, row, K_SCHOOL, school);
+        or_set_own(b->out, row, K_TERMS, terms);
         if (subject && subject_code) {
-            or_set_item(row, K_SUBJ, subject);
-            or_set_item(row, K_SUBJCODES, subject_code);
+            or_set_item(b->out, row, K_SUBJ, subject);
+            or_set_item(b->out, row, K_SUBJCODES, subject_code);
         }
         *or_hmap_slot(&b->classes, a->id, NULL) = sk_strdup(school);
     }
@@ -389,13 +389,13 @@ static void homeroom_class(struct or_build *b, const struct years *ys, const cha
     snprintf(course, sizeof(course), "homeroom-%s", school);
     course_row(b, course, "Klass", NULL, school, NULL, NULL);
     const char *title = or_jstr(doc, "displayName");
-    char **row = or_row_add(&b->out->t[OR_CLASSES], id);
-    or_set(row, K_TITLE, title ? title : id);
-    or_set(row, K_COURSE, course);
-    or_set(row, K_CODE, title);
-    or_set(row, K_TYPE, "homeroom");
-    or_set(row, K_SCHOOL, school);
-    or_set_own(row, K_TERMS, terms);
+    char **row = or_row_add(b->out, &b->out->t[OR_CLASSES], id);
+    or_set(b->out, row, K_TITLE, title ? title : id);
+    or_set(b->out, row, K_COURSE, course);
+    or_set(b->out, row, K_CODE, title);
+    or_set(b->out, row, K_TYPE, "homeroom");
+    or_set(b->out, row, K_SCHOOL, school);
+    or_set_own(b->out, row, K_TERMS, terms);
     *or_hmap_slot(&b->classes, id, NULL) = sk_strdup(school);
 }
 
