@@ -214,10 +214,7 @@ static char *pool_copy(struct or_pool *p, const char *s)
 
 static size_t slot_of(const struct or_pool *p, const char *s)
 {
-    size_t i = or_hash_str(s) & (p->cap - 1);
-    while (p->slots[i] && strcmp(p->slots[i], s) != 0)
-        i = (i + 1) & (p->cap - 1);
-    return i;
+    return or_str_slot(p->slots, p->cap, s);
 }
 
 /* The pool's one copy of s. */

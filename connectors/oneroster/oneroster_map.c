@@ -21,7 +21,7 @@
 
 /* ---- a small string-keyed hash map (keys copied, values opaque) ------------ */
 
-size_t or_hash_str(const char *s)
+static size_t hash_str(const char *s)
 {
     size_t h = 1469598103934665603ULL;
     for (; *s; s++)
@@ -29,12 +29,17 @@ size_t or_hash_str(const char *s)
     return h;
 }
 
+size_t or_str_slot(const char *const *keys, size_t cap, const char *key)
+{
+    size_t i = hash_str(key) & (cap - 1);
+    while (keys[i] && strcmp(keys[i], key) != 0)
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
 static size_t hmap_index(const struct or_hmap *m, const char *key)
 {
-    size_t i = or_hash_str(key) & (m->cap - 1);
-    while (m->keys[i] && strcmp(m->keys[i], key) != 0)
-        i = (i + 1) & (m->cap - 1);
-    return i;
+    return or_str_slot((const char *const *)m->keys, m->cap, key);
 }
 
 void **or_hmap_slot(struct or_hmap *m, const char *key, bool *created)

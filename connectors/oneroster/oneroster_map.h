@@ -100,8 +100,10 @@ void or_set_item(struct or_bundle *out, char **row, int col, const char *value);
 
 /* ---- what every step uses (oneroster_map.c) ------------------------------- */
 
-/* FNV-1a of a string: the hash of or_hmap and of the bundle's cell pool. */
-size_t or_hash_str(const char *s);
+/* Where key is in keys (cap slots, a power of two; open addressing with
+ * linear probing, FNV-1a), or the empty slot it would take. The probe of
+ * or_hmap and of the bundle's cell pool. */
+size_t or_str_slot(const char *const *keys, size_t cap, const char *key);
 
 /* A small string-keyed hash map (keys copied, values opaque). Zero is empty. */
 struct or_hmap {
