@@ -476,6 +476,17 @@ struct sk_sink_ops {
      * before its first, so a copy it is still filling is never read.
      */
     void (*caught_up)(struct sk_sink *self);
+    /*
+     * Optional: what the sink makes on its own from what it applied (the
+     * oneroster-csv-sink's bundle), made now if anything is left to make. On
+     * the sink's thread: under `run --once` once every partition is applied
+     * to its drain target, before the sink counts as drained; and when the
+     * sink stops (rule 5), within shutdown_timeout. 0, or -1 with err: under
+     * --once the sink fails (the run exits 1); at a stop it is logged. close
+     * must not be where such output is made: the teardown after the
+     * connectors stopped is cut after 10 s (docs/architecture.md §4.5).
+     */
+    int (*publish)(struct sk_sink *self, struct sk_error *err);
 };
 
 /* ---- connection checks (skolsync check --connect) ----------------------- */

@@ -981,6 +981,28 @@ static int query_drain_targets(struct sink_run *run)
     return rc;
 }
 
+/*
+ * The sink's own output made from what it applied (connector.h: publish).
+ * Under --once a failure fails the sink, so the run exits 1; at a stop it is
+ * logged. Whether it was made (or there was nothing to make).
+ */
+static bool publish(struct sink_run *run, bool once)
+{
+    struct sk_sink_env *env = run->env;
+    if (!env->sink.ops->publish)
+        return true;
+    struct sk_error err = {0};
+    if (env->sink.ops->publish(&env->sink, &err) == 0)
+        return true;
+    char why[sizeof(err.msg) + 32];
+    snprintf(why, sizeof(why), "publishing: %s", err.msg);
+    if (once)
+        fail(run, why);
+    else
+        sk_error_log(env->runner.name, "%s", why);
+    return false;
+}
+
 static void check_drained(struct sink_run *run)
 {
     struct sk_runner *r = &run->env->runner;
@@ -996,6 +1018,8 @@ static void check_drained(struct sink_run *run)
         if (run->parts[i].next < run->parts[i].drain_target)
             return;
     commit_parts(run, true);
+    if (!publish(run, true))
+        return;
     atomic_store(&r->drained, true);
     sk_runner_set_state(r, SK_STATE_IDLE);
     sk_runner_notify(r);
@@ -1312,6 +1336,8 @@ static void *sink_thread(void *arg)
     /* Rule 5: apply what is in hand (unless the target is failing), commit, leave. */
     if (!run.fatal) {
         flush(&run, true);
+        if (!atomic_load(&r->drained)) /* a --once drain published already */
+            publish(&run, false);
     } else {
         fly_land(&run, false);
         sink_pending_drop(&run);

@@ -8,7 +8,8 @@
  *
  * When a bundle is due: once the state changed and no apply changed it for
  * `idle` (the topics went quiet), or `interval` after the previous bundle while
- * changes keep coming; and on close. The sink driver calls nothing while the
+ * changes keep coming; and when the driver asks (publish: the end of a
+ * `run --once`, a stop), or at close if it did not. The sink driver calls nothing while the
  * topics are idle, so a timer thread of this sink checks (every 250 ms) and
  * writes the bundle through its own read-only snapshot of the state database
  * (WAL: apply is never blocked by a bundle being written). The thread and apply
@@ -220,7 +221,8 @@ static void oneroster_close(struct sk_sink *self)
         pthread_cond_signal(&s->cv);
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->timer, NULL);
-        /* Changes not yet in a bundle get one now (docs/architecture.md §4.5: flush). */
+        /* Changes not yet in a bundle get one now (docs/architecture.md §4.5): the
+         * driver's publish wrote it at the stop already, unless the sink failed. */
         if (s->changes != s->bundled) {
             struct sk_error err = {0};
             if (write_bundle(s, NULL, 0, &err) < 0)
@@ -625,6 +627,18 @@ static void *timer_main(void *arg)
     return NULL;
 }
 
+/* connector.h: publish. Changes not yet in a bundle get one now: a `run --once`
+ * ends with its bundle written (or fails), and a stop writes it within
+ * shutdown_timeout, not in the teardown after it. */
+static int oneroster_publish(struct sk_sink *self, struct sk_error *err)
+{
+    struct oneroster_sink *s = self->priv;
+    pthread_mutex_lock(&s->mu);
+    bool due = s->changes != s->bundled;
+    pthread_mutex_unlock(&s->mu);
+    return due ? write_bundle(s, NULL, 0, err) : 0;
+}
+
 int oneroster_write_bundle_now(struct sk_sink *self, char *path_out, size_t path_size,
                                struct sk_error *err)
 {
@@ -676,6 +690,7 @@ const struct sk_sink_ops oneroster_sink_ops = {
     .trim = oneroster_trim,
     .target = oneroster_target,
     .close = oneroster_close,
+    .publish = oneroster_publish,
     .probe = oneroster_probe,
     .health = oneroster_health,
 };

@@ -770,6 +770,65 @@ Test(operations, a_bundle_that_cannot_be_written_makes_the_sink_retrying, .timeo
     free(d.dir);
 }
 
+/*
+ * A `run --once` with a oneroster-csv-sink ends with its bundle written before
+ * the run counts as done, and fails when the bundle cannot be written. The
+ * last bundle used to be written in the sink's close, in the teardown that is
+ * cut after 10 s: a large state's bundle could be cut off, and a run whose
+ * bundle could not be written exited 0 with a warning.
+ */
+Test(operations, a_run_once_ends_with_its_bundle_or_fails, .timeout = 180)
+{
+    char *dir = skt_tmpdir("ops-once-bundle");
+    char *data = skt_fmt("%s/data", dir), *out = skt_fmt("%s/out", dir);
+    char *cfg = skt_fmt("%s/skolsync.yaml", dir), *log = skt_fmt("%s/once.log", dir);
+    skt_generate(data, 43, 20);
+    cr_assert_eq(mkdir(out, 0755), 0);
+    char *src = source_entry("files", data, NULL);
+    /* idle: 1h: the sink's own timer writes nothing within the run */
+    char *text = skt_fmt("kafka:\n  brokers: embedded\n  embedded_dir: %s/broker\n"
+                         "sources:\n%s"
+                         "sinks:\n  csv:\n    type: oneroster-csv-sink\n    state_dir: %s\n"
+                         "    output_dir: %s\n    idle: 1h\n",
+                         dir, src, dir, out);
+    skt_write(cfg, text);
+    char *argv[] = {(char *)skt_skolsync(), "run", "--once", "-c", cfg, NULL};
+    cr_assert_eq(skt_wait(skt_spawn(argv, log), 90000), 0, "run --once failed (%s)", log);
+    char *cmd = skt_fmt("b=$(grep -n 'csv: bundle ' %s | head -1 | cut -d: -f1); "
+                        "e=$(grep -n 'every sink is drained' %s | head -1 | cut -d: -f1); "
+                        "test -n \"$b\" && test -n \"$e\" && test \"$b\" -lt \"$e\" && "
+                        "test -e %s/current",
+                        log, log, out);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0, "the bundle was not written before the run's end (%s)",
+                 log);
+    free(cmd);
+
+    /* new persons, and `current` an operator's directory the link cannot replace */
+    skt_append_persons(data, 9000, 1);
+    cmd = skt_fmt("rm -f %s/current && mkdir %s/current && touch %s/current/mine", out, out, out);
+    cr_assert_eq(skt_sh(cmd, 10, NULL), 0);
+    free(cmd);
+    free(log);
+    log = skt_fmt("%s/once2.log", dir);
+    pid_t pid = skt_spawn(argv, log);
+    int rc = skt_wait(pid, 90000);
+    if (rc == -2) {
+        kill(pid, SIGKILL);
+        skt_wait(pid, 5000);
+    }
+    cr_assert(rc != 0 && rc != -2, "a run --once whose bundle cannot be written exited %d (%s)", rc,
+              log);
+    cr_assert_geq(skt_lines_with(log, "csv: publishing: "), 1, "the reason is not logged (%s)",
+                  log);
+    free(text);
+    free(src);
+    free(log);
+    free(cfg);
+    free(out);
+    free(data);
+    free(dir);
+}
+
 /* Persons in the SQLite file at path (-1: no file, or no table yet). */
 static long persons_in(const char *path)
 {
