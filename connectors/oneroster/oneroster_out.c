@@ -214,7 +214,7 @@ struct file {
     char name[64];
     int table;         /* its table, or -1: manifest.csv */
     size_t len;        /* the text's length, once streamed (the zip's headers) */
-    unsigned long crc; /* its CRC-32, once streamed */
+    unsigned long crc; /* its CRC-32, once zipped */
 };
 
 /* The text is passed on in chunks of about this size. */
@@ -243,7 +243,6 @@ static int pass_on(struct file *f, struct buf *t, bool last, put_fn put, void *c
                    struct sk_error *err)
 {
     f->len += t->n;
-    f->crc = crc32(f->crc, (const Bytef *)t->p, (uInt)t->n);
     int rc = put(ctx, t->p ? t->p : "", t->n, last, err);
     t->n = 0;
     return rc;
@@ -256,7 +255,6 @@ static int file_stream(const struct or_bundle *b, const struct or_publish_opts *
     struct buf t = {0};
     int rc = 0;
     f->len = 0;
-    f->crc = crc32(0L, Z_NULL, 0);
     if (f->table < 0) {
         t.p = or_manifest_csv(b, o, &t.n);
     } else {
@@ -401,6 +399,7 @@ static void zip_entry_fields(struct buf *z, const struct file *f, unsigned long 
 struct zip_entry {
     const char *name;
     struct buf *z;
+    unsigned long crc; /* of the text so far */
     z_stream zs;
     unsigned char *out; /* CHUNK bytes */
 };
@@ -409,6 +408,7 @@ struct zip_entry {
 static int zip_put(void *ctx, const char *data, size_t len, bool last, struct sk_error *err)
 {
     struct zip_entry *e = ctx;
+    e->crc = crc32(e->crc, (const Bytef *)data, (uInt)len);
     e->zs.next_in = (Bytef *)data;
     e->zs.avail_in = (uInt)len;
     int rc;
@@ -445,7 +445,7 @@ static int zip_file(const struct or_bundle *b, const struct or_publish_opts *o, 
     zip_entry_fields(z, f, 0, 0, dtime, ddate);
     buf_str(z, f->name);
     size_t data_at = z->n;
-    struct zip_entry e = {.name = f->name, .z = z};
+    struct zip_entry e = {.name = f->name, .z = z, .crc = crc32(0L, Z_NULL, 0)};
     if (deflateInit2(&e.zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return sk_error_set(err, SK_ERR_FATAL, "deflate failed for %s", f->name);
     e.out = sk_malloc(CHUNK);
@@ -454,6 +454,7 @@ static int zip_file(const struct or_bundle *b, const struct or_publish_opts *o, 
     free(e.out);
     if (rc < 0)
         return -1;
+    f->crc = e.crc;
     if (f->len > 0xfffffffeUL || z->n - data_at > 0xfffffffeUL || at > 0xfffffffeUL)
         return sk_error_set(err, SK_ERR_FATAL, "%s is too large for a zip without zip64", f->name);
     *offset = (unsigned long)at;

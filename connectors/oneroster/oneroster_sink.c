@@ -207,7 +207,7 @@ static int ensure_meta(struct sk_state *st, void *ctx, struct sk_error *err)
 }
 
 static void *timer_main(void *arg);
-static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_size,
+static int write_bundle(struct oneroster_sink *s, bool if_due, char *path_out, size_t path_size,
                         struct sk_error *err);
 
 static void oneroster_close(struct sk_sink *self)
@@ -223,11 +223,9 @@ static void oneroster_close(struct sk_sink *self)
         pthread_join(s->timer, NULL);
         /* Changes not yet in a bundle get one now (docs/architecture.md §4.5): the
          * driver's publish wrote it at the stop already, unless the sink failed. */
-        if (s->changes != s->bundled) {
-            struct sk_error err = {0};
-            if (write_bundle(s, NULL, 0, &err) < 0)
-                sk_warn(s->component, "final bundle: %s", err.msg);
-        }
+        struct sk_error err = {0};
+        if (write_bundle(s, true, NULL, 0, &err) < 0)
+            sk_warn(s->component, "final bundle: %s", err.msg);
     }
     sqlite3_finalize(s->count_change);
     sk_state_close(s->state);
@@ -533,10 +531,21 @@ static int save_bundled(const char *db_path, int64_t bundled)
 }
 
 /* Builds and publishes a bundle from the state as it is now. Any thread. */
-static int write_bundle(struct oneroster_sink *s, char *path_out, size_t path_size,
+/* if_due: only if changes are not in a bundle yet, decided once no other
+ * write runs (the timer and publish may both find it due; one writes it). */
+static int write_bundle(struct oneroster_sink *s, bool if_due, char *path_out, size_t path_size,
                         struct sk_error *err)
 {
     pthread_mutex_lock(&s->write_mu);
+    if (if_due) {
+        pthread_mutex_lock(&s->mu);
+        bool due = s->changes != s->bundled;
+        pthread_mutex_unlock(&s->mu);
+        if (!due) {
+            pthread_mutex_unlock(&s->write_mu);
+            return 0;
+        }
+    }
     struct or_view view = {0};
     int64_t changes = 0;
     int64_t t0 = sk_mono_ms();
@@ -608,7 +617,7 @@ static void *timer_main(void *arg)
         if (bundle_due(s, sk_mono_ms())) {
             pthread_mutex_unlock(&s->mu);
             struct sk_error err = {0};
-            if (write_bundle(s, NULL, 0, &err) < 0)
+            if (write_bundle(s, true, NULL, 0, &err) < 0)
                 sk_warn(s->component, "writing the bundle: %s (retrying in %d s)", err.msg,
                         RETRY_AFTER_FAILURE_MS / 1000);
             pthread_mutex_lock(&s->mu);
@@ -632,11 +641,7 @@ static void *timer_main(void *arg)
  * shutdown_timeout, not in the teardown after it. */
 static int oneroster_publish(struct sk_sink *self, struct sk_error *err)
 {
-    struct oneroster_sink *s = self->priv;
-    pthread_mutex_lock(&s->mu);
-    bool due = s->changes != s->bundled;
-    pthread_mutex_unlock(&s->mu);
-    return due ? write_bundle(s, NULL, 0, err) : 0;
+    return write_bundle(self->priv, true, NULL, 0, err);
 }
 
 int oneroster_write_bundle_now(struct sk_sink *self, char *path_out, size_t path_size,
@@ -645,7 +650,7 @@ int oneroster_write_bundle_now(struct sk_sink *self, char *path_out, size_t path
     struct oneroster_sink *s = self->priv;
     if (!s)
         return sk_error_set(err, SK_ERR_FATAL, "the sink is not open");
-    return write_bundle(s, path_out, path_size, err);
+    return write_bundle(s, false, path_out, path_size, err);
 }
 
 static const char *const default_drop[] = {"civicNo", NULL};
