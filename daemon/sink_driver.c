@@ -869,7 +869,7 @@ static void fail(struct sink_run *run, const char *why)
     struct sk_runner *r = &run->env->runner;
     if (run->fatal)
         return; /* the first reason is the one */
-    sk_error_log(r->name, "%s: failing the connector (the supervisor restarts it)", why);
+    sk_error_log(r->name, "%s: failing the connector", why);
     sk_runner_set_error(r, why);
     run->fatal = true;
 }

@@ -338,7 +338,7 @@ static void hub_fail_locked(struct hub *hub, const char *why)
         return;
     hub->failed = true;
     snprintf(hub->why, sizeof(hub->why), "%s", why);
-    sk_error_log("sink-hub", "%s: every sink on it fails (the supervisor restarts them)", why);
+    sk_error_log("sink-hub", "%s: every sink on it fails", why);
     for (size_t i = 0; i < hub->n_members; i++)
         pthread_cond_signal(&hub->members[i]->cv);
     /* the restarted sinks make a new hub (sk_sink_hub_attach): this one

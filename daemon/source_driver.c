@@ -277,7 +277,7 @@ static bool producer_fenced(struct source_run *run, const struct sk_error *err)
     struct sk_runner *r = &run->env->runner;
     char why[700];
     snprintf(why, sizeof(why), "fatal producer error: %s (%s)", rd_kafka_err2name(e), err->msg);
-    sk_error_log(r->name, "%s: failing the connector (the supervisor restarts it)", why);
+    sk_error_log(r->name, "%s: failing the connector", why);
     sk_runner_set_error(r, why);
     return true;
 }
