@@ -12,7 +12,8 @@
 # (default all), BENCH_SIZES="label:students:repetitions ..." (e.g. "10k:215:5
 # 100k:2440:3": the full run without 1M), BENCH_KEEP_DATA=1 keeps build-bench/data (generated sets are
 # cached there anyway), BENCH_OUT=dir (default bench/results), BENCH_KAFKA_TMPFS=0 keeps the
-# broker's log on disk (default: /dev/shm when it has 8 GB free).
+# broker's log on disk (default: /dev/shm when it has 8 GB free), BENCH_PG_DURABLE=0 runs
+# PostgreSQL without durability (default: durable, as operators run it).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -92,12 +93,22 @@ if [[ ${BENCH_KAFKA_TMPFS:-1} == 1 && ${shm_free_gb:-0} -ge 8 ]]; then
     export SK_KAFKA_DATA_DIR=/dev/shm/skolsync-bench-kafka
     log "Kafka's log on tmpfs ($SK_KAFKA_DATA_DIR, ${shm_free_gb} GB free)"
 fi
+# PostgreSQL with its own durability (fsync, synchronous_commit and
+# full_page_writes on), as operators run it: the sink commits a transaction
+# per batch, COPY one, and a cluster without durability favours the many
+# small ones (bench/analysis.md §2). BENCH_PG_DURABLE=0: the test suite's
+# cluster settings (scripts/pg.sh), all three off.
+export SK_PG_DURABLE=${BENCH_PG_DURABLE:-1}
 "$ROOT/scripts/pg.sh" start >"$WORK/pg.out" 2>"$WORK/pg.err" &
 pgstart=$!
 BROKERS=$("$ROOT/scripts/kafka.sh" start 2>"$WORK/kafka.err") || die "Kafka did not start: $(tail -3 "$WORK/kafka.err")"
 wait $pgstart || die "PostgreSQL did not start: $(tail -3 "$WORK/pg.err")"
 PG=$(cat "$WORK/pg.out")
 export PGOPTIONS='-c client_min_messages=warning'
+# what report.py says of the server (a later partial run overwrites it: provenance.md)
+psql "$PG" -X -At -c "select string_agg(name || ' = ' || setting, ', ' order by name)
+    from pg_settings where name in ('fsync', 'synchronous_commit', 'full_page_writes')" \
+    > "$OUT/pg_settings.txt" || die "cannot read PostgreSQL's settings"
 log "Kafka $BROKERS; PostgreSQL $PG"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }

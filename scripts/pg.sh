@@ -13,6 +13,9 @@
 #                   its previous port)
 #   SK_PG_BINDIR    PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
 #   SK_PG_DB        database to create (default skolsync_test)
+#   SK_PG_DURABLE   1: a cluster with PostgreSQL's own durability (fsync,
+#                   synchronous_commit, full_page_writes on); default off,
+#                   for speed: test data is thrown away
 #
 # Root cannot run postgres: as root the cluster is owned by and run as the
 # 'postgres' user (created by Debian's postgresql-common). If that user cannot
@@ -111,16 +114,19 @@ start() {
             cat "$STATE/initdb.log" >&2
             die "initdb failed"
         fi
-        # loopback only, socket inside the data dir, no durability (test data)
+        # loopback only, socket inside the data dir, no durability (test
+        # data) unless SK_PG_DURABLE=1
+        local durability="fsync = off
+synchronous_commit = off
+full_page_writes = off"
+        [[ ${SK_PG_DURABLE:-0} == 1 ]] && durability="# durable: PostgreSQL's defaults (SK_PG_DURABLE=1)"
         cat >> "$d/postgresql.conf" <<EOF
 
 # --- skolsync test cluster (scripts/pg.sh) ---
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$d'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+$durability
 max_connections = 100
 shared_buffers = 64MB
 logging_collector = off
@@ -137,6 +143,11 @@ EOF
         port=$(cat "$STATE/port")
         if [[ -n ${SK_PG_PORT:-} && $SK_PG_PORT != "$port" ]]; then
             die "kept cluster uses port $port but SK_PG_PORT=$SK_PG_PORT; run 'stop' first"
+        fi
+        local kept_durable=1
+        grep -q '^fsync = off' "$d/postgresql.conf" && kept_durable=0
+        if [[ ${SK_PG_DURABLE:-0} != "$kept_durable" ]]; then
+            die "kept cluster has SK_PG_DURABLE=$kept_durable, asked for ${SK_PG_DURABLE:-0}; run 'stop' first"
         fi
         log "restarting kept cluster on port $port"
     fi
