@@ -75,7 +75,7 @@ kafka_log = f"log on tmpfs ({kafka_log})" if kafka_log else "log on disk (build/
 w(f"| Kafka broker | Apache Kafka {os.environ.get('SK_KAFKA_VERSION', '4.4.0')} KRaft single node (scripts/kafka.sh, combined broker+controller, JVM `-Xms256m -Xmx1g -XX:TieredStopAtLevel=1`), 127.0.0.1; topics 3 partitions, RF 1; {kafka_log} |")
 pg_settings = os.path.join(OUT, "pg_settings.txt")
 pg_settings = open(pg_settings).read().strip() if os.path.exists(pg_settings) else "not recorded"
-w(f"| PostgreSQL | {sh('psql --version')} server from scripts/pg.sh, loopback TCP; {pg_settings} (before 2026-12-07 every bench run had all three off: provenance.md) |")
+w(f"| PostgreSQL | {sh('psql --version')} server from scripts/pg.sh, loopback TCP; {pg_settings} (until 2026-12-06 23:00 UTC every bench run had all three off: provenance.md) |")
 w(f"| SQLite | {sh('pkg-config --modversion sqlite3')} |")
 w(f"| SS 12000 server | tests/fixtures/ss12000_server.py (Python {platform.python_version()}), `--data` from `ss12000_gen.py --seed 1`, page tokens without expiry |")
 w("| source settings | ss12000-source `page_size: 1000`, `max_rps: 1000` (default 10 would cap a full sync at 10 000 records/s), exactly_once on (one Kafka transaction per group of batches + cursor), producer defaults of daemon/shared_producer.c (one producer for a node's sources since 2026-12-06; one per source before): `linger.ms=5`, `compression.type=lz4`, `queue.buffering.max.kbytes=16384`, `queue.buffering.max.messages=50000`, `enable.idempotence=true`, `transactional.id` (the node's), `transaction.timeout.ms=60000`, `message.timeout.ms=55000` |")
