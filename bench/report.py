@@ -29,6 +29,14 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def num(x):
+    """A number of a CSV cell, or None (empty, or a sampler's header word)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True,
@@ -266,8 +274,8 @@ if scale:
     w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     sc = defaultdict(lambda: defaultdict(list))
     for r in scale:
-        sc[r["size"]][r["what"]].append((float(r["seconds"]), int(r["peak_kb"] or 0),
-                                         float(r.get("cpu_s") or 0)))
+        sc[r["size"]][r["what"]].append((float(r["seconds"]), num(r["peak_kb"]),
+                                         num(r.get("cpu_s"))))
     plot_scale = []
     for s in [x for x in SIZE_ORDER if x in sc]:
         row = [f(ents[s])]
@@ -275,8 +283,11 @@ if scale:
         for what in ("source", "postgres-sink", "sqlite-sink"):
             xs = sc[s][what]
             t = med([x[0] for x in xs]) if xs else None
-            m = med([x[1] for x in xs]) / 1024 if xs else None
-            c = med([x[2] for x in xs]) if xs else None
+            # a run without RSS samples has no peak or CPU: the others' median
+            ms = [x[1] for x in xs if x[1] is not None]
+            cs = [x[2] for x in xs if x[2] is not None]
+            m = med(ms) / 1024 if ms else None
+            c = med(cs) if cs else None
             row += [f(t, 1), f(t / ents[s] * 1000 if t else None, 3), f(c, 1), f(m, 1)]
             vals += [t or 0, m or 0]
         w("| " + " | ".join(row) + " |")

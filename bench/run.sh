@@ -163,8 +163,9 @@ run_measured() {
     t1=$(date +%s.%N)
     wait "$rpid" 2>/dev/null
     T_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b - a}')
-    T_PEAK=$(tail -n1 "$logf.rss" | cut -d, -f3)
-    T_CPU=$(tail -n1 "$logf.rss" | cut -d, -f4)
+    # (no sample at all, only the header: empty, which report.py leaves out)
+    T_PEAK=$(tail -n +2 "$logf.rss" | tail -n1 | cut -d, -f3)
+    T_CPU=$(tail -n +2 "$logf.rss" | tail -n1 | cut -d, -f4)
     return $rc
 }
 
