@@ -86,7 +86,7 @@ mkdir -p "$SK_TESTENV_DIR"
 # The broker's log on tmpfs: on the shared VM's disk, writeback stalled the
 # broker's writes for a second at times, and a 0.5 s run took 1.9 s, the
 # baseline's as much as skolsync's (bench/analysis.md §1). What is measured
-# is CPU and protocol work; PostgreSQL stays on disk (fsync on).
+# is CPU and protocol work; PostgreSQL stays on disk (durable: below).
 # BENCH_KAFKA_TMPFS=0: the broker's log stays under build/bench-env.
 shm_free_gb=$(df -BG --output=avail /dev/shm 2>/dev/null | tail -1 | tr -dc 0-9)
 if [[ ${BENCH_KAFKA_TMPFS:-1} == 1 && ${shm_free_gb:-0} -ge 8 ]]; then
