@@ -1063,6 +1063,47 @@ Test(codec, every_double_it_prints_is_a_number_it_takes)
     }
 }
 
+/* The general rule: the fewest of 15-17 digits that read back. */
+static void number_reference(double v, char *text, size_t size)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(text, size, "%.*g", prec, v);
+        if (strtod(text, NULL) == v)
+            break;
+    }
+}
+
+/* Integers below 10^15 print without snprintf (json_print.c): the same bytes
+ * as the general rule, at the edges too; -0, 10^15 and up, and fractions keep
+ * the general rule's text ("-0", "1e+15"). */
+Test(codec, an_integer_prints_as_the_general_rule_prints_it)
+{
+    double edges[] = {0,       -0.0,     1,        -1,      9,         10,     -10,
+                      99,      100,      12345,    -54321,  1e14,      -1e14,  999999999999999,
+                      -999999999999999,  1e15,     -1e15,   1e15 + 1,  2e15,   9007199254740991,
+                      -9007199254740992, 0.5,      -0.5,    1800.25,   1e300,  123456789.0,
+                      4294967296.0,      -2147483648.0};
+    char want[40];
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]) + 100000; i++) {
+        double v;
+        if (i < sizeof(edges) / sizeof(edges[0])) {
+            v = edges[i];
+        } else {
+            /* integers of every length up to 17 digits, either sign */
+            int64_t n = ((int64_t)rand() << 31 ^ rand()) % (int64_t)1e17, div = 1;
+            for (int k = rand() % 17; k > 0; k--)
+                div *= 10;
+            v = (double)(n / div) * (rand() % 2 ? 1 : -1);
+        }
+        number_reference(v, want, sizeof(want));
+        cJSON *num = cJSON_CreateNumber(v);
+        char *got = sk_json_print(num);
+        cr_assert_str_eq(got, want, "%.17g printed as %s, not %s", v, got, want);
+        free(got);
+        cJSON_Delete(num);
+    }
+}
+
 /*
  * The record path (a jsonl line, a record replayed from the DLQ) refuses a
  * number a double would change, with its position, as its parse reads it
