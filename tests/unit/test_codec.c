@@ -1078,11 +1078,13 @@ static void number_reference(double v, char *text, size_t size)
  * the general rule's text ("-0", "1e+15"). */
 Test(codec, an_integer_prints_as_the_general_rule_prints_it)
 {
+    // clang-format off
     double edges[] = {0,       -0.0,     1,        -1,      9,         10,     -10,
                       99,      100,      12345,    -54321,  1e14,      -1e14,  999999999999999,
                       -999999999999999,  1e15,     -1e15,   1e15 + 1,  2e15,   9007199254740991,
                       -9007199254740992, 0.5,      -0.5,    1800.25,   1e300,  123456789.0,
                       4294967296.0,      -2147483648.0};
+    // clang-format on
     char want[40];
     for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]) + 100000; i++) {
         double v;
