@@ -48,8 +48,6 @@ bench_env_stop() {
     "$ROOT/scripts/kafka.sh" stop >/dev/null 2>&1
     [[ $BENCH_OWN_PG == 1 ]] && "$ROOT/scripts/pg.sh" stop >/dev/null 2>&1
     BENCH_OWN_ENV=0 BENCH_OWN_PG=0
-# a PostgreSQL of its own is durable, as under bench/run.sh (BENCH_PG_DURABLE=0: not)
-export SK_PG_DURABLE=${BENCH_PG_DURABLE:-1}
 }
 
 bench_stop_pids() {
