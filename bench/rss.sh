@@ -12,15 +12,17 @@ while [[ -r /proc/$pid/status ]]; do
     while read -r k v _; do
         case $k in VmRSS:) rss=$v ;; VmHWM:) hwm=$v ;; esac
     done < "/proc/$pid/status" 2>/dev/null
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || break
+    stat=${stat##*) }            # fields after "(comm) "; utime/stime are 12th/13th here
+    read -r -a f <<<"$stat"
+    # an exited process not yet reaped has no VmRSS either, and never will
+    [[ ${f[0]} == [ZX] ]] && break
     # a read can miss (the process between fork and exec has no VmRSS yet):
     # try again while it lives; one miss ended the samples of a whole run
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || break
     if [[ -z $rss || -z $hwm ]]; then
         sleep "$iv"
         continue
     fi
-    stat=${stat##*) }            # fields after "(comm) "; utime/stime are 12th/13th here
-    read -r -a f <<<"$stat"
     now=$(date +%s.%N)
     awk -v n="$now" -v z="$t0" -v r="$rss" -v h="$hwm" -v c="$(( f[11] + f[12] ))" -v k="$tck" \
         'BEGIN{printf "%.2f,%s,%s,%.2f\n", n - z, r, h, c / k}'
