@@ -192,16 +192,26 @@ static void *pool_alloc(struct or_pool *p, size_t n, size_t align)
 {
     struct pool_block *b = p->blocks;
     size_t at = b ? (b->used + align - 1) & ~(align - 1) : 0;
-    if (!b || at + n > b->size) {
-        size_t size = n > POOL_BLOCK ? n : POOL_BLOCK;
-        b = sk_malloc(sizeof(*b) + size);
-        b->size = size;
-        b->next = p->blocks;
-        p->blocks = b;
-        at = 0;
+    if (b && at + n <= b->size) {
+        b->used = at + n;
+        return (char *)b->data + at;
     }
-    b->used = at + n;
-    return (char *)b->data + at;
+    if (b && n > POOL_BLOCK / 4) {
+        /* a large value gets a block of its own behind the current one,
+         * which keeps its free rest for the small values that follow */
+        struct pool_block *own = sk_malloc(sizeof(*own) + n);
+        own->size = own->used = n;
+        own->next = b->next;
+        b->next = own;
+        return own->data;
+    }
+    size_t size = n > POOL_BLOCK ? n : POOL_BLOCK;
+    b = sk_malloc(sizeof(*b) + size);
+    b->size = size;
+    b->used = n;
+    b->next = p->blocks;
+    p->blocks = b;
+    return b->data;
 }
 
 static char *pool_copy(struct or_pool *p, const char *s)

@@ -1167,6 +1167,14 @@ Test(oneroster_sink, hostile_cells_pass_a_strict_consumer)
     char *longname = sk_malloc(100001);
     memset(longname, 'x', 100000);
     longname[100000] = '\0';
+    /* two values larger than a quarter of the bundle's pool block: they do
+     * not both fit in one block, so one takes a block of its own */
+    char *huge[2];
+    for (int k = 0; k < 2; k++) {
+        huge[k] = sk_malloc(200001);
+        memset(huge[k], k ? 'z' : 'y', 200000);
+        huge[k][200000] = '\0';
+    }
     const struct {
         const char *given, *family, *middle;
     } names[] = {
@@ -1175,6 +1183,8 @@ Test(oneroster_sink, hostile_cells_pass_a_strict_consumer)
         {"Bell\a\x1b[31m", "Del\x7f", "\x0b\x0c"},
         {"Ok\xc3(\xff", "\xed\xa0\x80 surrogate", "\xc0\xaf overlong"},
         {longname, "+1 (555)", "Åsa"},
+        {huge[0], "Lång", "A"},
+        {huge[1], "Längre", "B"},
     };
     for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
         struct sk_record *p = nth_rec("persons", plain_student, i);
@@ -1192,6 +1202,10 @@ Test(oneroster_sink, hostile_cells_pass_a_strict_consumer)
     char *dir = strictly_valid_bundle(NULL);
     char *users = read_in(dir, "users.csv");
     cr_assert_not_null(strstr(users, longname), "the long name is cut");
+    for (int k = 0; k < 2; k++)
+        cr_assert_not_null(strstr(users, huge[k]), "a name of 200 000 letters is cut");
+    cr_assert_not_null(strstr(users, ",Lång,A,") && strstr(users, ",Längre,B,"),
+                       "the cells after a large one are not intact");
     cr_assert_not_null(strstr(users, ",Ok\xef\xbf\xbd(\xef\xbf\xbd,"), "a bad byte is not U+FFFD");
     cr_assert_not_null(strstr(users, ",Bell  [31m,Del ,"), "control characters are not spaces");
     cr_assert_not_null(strstr(users, ",'=cmd|' /C calc'!A0,\"a,\"\"b\"\"  c\",'@SUM(A1),"));
@@ -1204,6 +1218,8 @@ Test(oneroster_sink, hostile_cells_pass_a_strict_consumer)
     free(courses);
     free(dir);
     free(longname);
+    free(huge[0]);
+    free(huge[1]);
 }
 
 /* The document of rec, to change (print_json(rec) afterwards). */
